@@ -1,0 +1,85 @@
+import os from 'node:os';
+import readline from 'node:readline';
+import { Command, Option } from 'commander';
+import { LonglinkClient } from '../client/client.js';
+import { DEFAULT_TCP_PORT } from '../gateway/options.js';
+import { DEFAULT_PROBES } from '../core/heartbeat-policy.js';
+import { int, keyValue } from './parse.js';
+
+/**
+ * `longlink client`: connects, prints every event, sends each stdin line as a
+ * message. Lines starting with / are commands: /state k=v, /probe, /quit.
+ */
+export function clientCommand(): Command {
+  return new Command('client')
+    .description('connect to a gateway, print events, send lines typed on stdin')
+    .option('--url <url>', 'gateway URL: tcp://host:port or ws://host:port/longlink', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
+    .option('--user <id>', 'user id', `user-${process.pid}`)
+    .option('--device <id>', 'device id', `${os.hostname()}-${process.pid}`)
+    .option('--token <token>', 'auth token sent in HELLO')
+    .addOption(new Option('--direction <who>', 'who sends heartbeats').choices(['client', 'server']).default('client'))
+    .option('--interval-ms <ms>', 'heartbeat interval to announce (default: the gateway\'s)', int)
+    .option('--pong-timeout-ms <ms>', 'wait for an answer to a heartbeat', int, DEFAULT_PROBES.pongTimeoutMs)
+    .option('--probe-count <n>', 'quick probes after a missed answer', int, DEFAULT_PROBES.probeCount)
+    .option('--probe-interval-ms <ms>', 'wait after each quick probe', int, DEFAULT_PROBES.probeIntervalMs)
+    .option('--info <key=value>', 'client info sent in HELLO (repeatable)', keyValue, {})
+    .option('--no-reconnect', 'do not reconnect after the link is lost')
+    .option('--json', 'print events as JSON lines')
+    .action(async (o) => {
+      const client = new LonglinkClient({
+        url: o.url,
+        userId: o.user,
+        deviceId: o.device,
+        token: o.token,
+        direction: o.direction,
+        intervalMs: o.intervalMs,
+        clientInfo: o.info,
+        probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
+        reconnect: { enabled: o.reconnect },
+      });
+      const print = (event: string, data: Record<string, unknown>, text: string) => {
+        if (o.json) console.log(JSON.stringify({ event, ...data }));
+        else console.log(`[${new Date().toISOString().slice(11, 23)}] ${text}`);
+      };
+      client.on('state', (s) => print('state', { state: s }, `state ${s}`));
+      client.on('open', (w) =>
+        print('open', { sessionId: w.sessionId, resumed: w.resumed, heartbeat: w.heartbeat },
+          `open session=${w.sessionId}${w.resumed ? ' (resumed)' : ''} heartbeat every ${w.heartbeat.intervalMs} ms, sent by the ${w.heartbeat.direction}`),
+      );
+      client.on('rtt', (r) => print('rtt', { ...r }, `rtt ${r.sampleMs.toFixed(2)} ms (smoothed ${r.srttMs.toFixed(2)} ms)`));
+      client.on('message', (m) => {
+        const text = Buffer.from(m.payload).toString('utf8');
+        print('message', { text, id: m.id }, `message: ${text}`);
+      });
+      client.on('close', (e) => print('close', { ...e }, `closed ${e.code} ${e.reason}${e.willReconnect ? '' : ' (not reconnecting)'}`));
+      client.on('reconnecting', (r) => print('reconnecting', { ...r }, `reconnecting in ${r.delayMs} ms (attempt ${r.attempt})`));
+
+      const rl = readline.createInterface({ input: process.stdin, terminal: false });
+      rl.on('line', (line) => {
+        if (line === '/quit') return quit();
+        if (line === '/probe') return client.networkChanged();
+        if (line.startsWith('/state ')) {
+          const delta = line.slice(7).split(/\s+/).filter(Boolean).reduce((acc, kv) => keyValue(kv, acc), {} as Record<string, string>);
+          client.updateState(delta, { flush: true });
+          return;
+        }
+        if (!client.send(line)) print('error', { error: 'not connected' }, '(not connected; message not sent)');
+      });
+      const quit = () => {
+        client.close();
+        rl.close();
+        setTimeout(() => process.exit(0), 50);
+      };
+      rl.on('close', () => {
+        // stdin ended (for example a pipe): keep running until a signal unless nothing is connected.
+      });
+      process.on('SIGINT', quit);
+      process.on('SIGTERM', quit);
+      client.connect().catch((err) => {
+        print('error', { error: String(err?.message ?? err) }, `cannot connect: ${err?.message ?? err}`);
+        process.exit(1);
+      });
+      // The client's timers are unref'd; keep the process alive while it runs.
+      setInterval(() => {}, 1 << 30);
+    });
+}

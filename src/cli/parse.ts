@@ -1,0 +1,14 @@
+import { InvalidArgumentError } from 'commander';
+
+/** Commander argument parsers with clear errors. */
+export function int(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
+  return n;
+}
+
+export function keyValue(value: string, previous: Record<string, string> = {}): Record<string, string> {
+  const i = value.indexOf('=');
+  if (i <= 0) throw new InvalidArgumentError('expected key=value');
+  return { ...previous, [value.slice(0, i)]: value.slice(i + 1) };
+}

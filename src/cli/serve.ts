@@ -1,0 +1,112 @@
+import { Command, Option } from 'commander';
+import pino from 'pino';
+import { Gateway } from '../gateway/gateway.js';
+import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT } from '../gateway/options.js';
+import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
+import { int } from './parse.js';
+
+/**
+ * `longlink serve`: the gateway with the in-memory store. Its built-in
+ * application relays text: a message "@user text" goes to that user's
+ * devices, anything else is echoed back to the sender's devices.
+ */
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('run the gateway (TCP and WebSocket listeners, in-memory store)')
+    .option('--host <host>', 'address to listen on', DEFAULTS.host)
+    .option('--tcp-port <port>', 'raw TCP port (0 = any free port)', int, DEFAULT_TCP_PORT)
+    .option('--no-tcp', 'do not listen on raw TCP')
+    .option('--ws-port <port>', 'WebSocket port (0 = any free port)', int, DEFAULT_WS_PORT)
+    .option('--no-ws', 'do not listen for WebSocket')
+    .option('--ws-path <path>', 'WebSocket upgrade path', DEFAULTS.wsPath)
+    .option('--heartbeat-interval-ms <ms>', 'default heartbeat interval', int, DEFAULT_POLICY.intervalMs)
+    .option('--heartbeat-min-interval-ms <ms>', 'shortest interval a client may announce', int, DEFAULT_POLICY.minIntervalMs)
+    .option('--heartbeat-max-interval-ms <ms>', 'longest interval a client may announce', int, DEFAULT_POLICY.maxIntervalMs)
+    .option('--miss-budget <n>', 'intervals of silence tolerated before closing', int, DEFAULT_POLICY.missBudget)
+    .option('--grace-ms <ms>', 'slack added to the silence limit', int, DEFAULT_POLICY.graceMs)
+    .option('--no-server-direction', 'refuse clients that ask the server to send heartbeats')
+    .option('--pong-timeout-ms <ms>', 'server-sent heartbeats: wait for an answer', int, DEFAULT_PROBES.pongTimeoutMs)
+    .option('--probe-count <n>', 'server-sent heartbeats: quick probes before closing', int, DEFAULT_PROBES.probeCount)
+    .option('--probe-interval-ms <ms>', 'server-sent heartbeats: wait after each probe', int, DEFAULT_PROBES.probeIntervalMs)
+    .option('--keepalive-idle-ms <ms>', 'TCP keepalive idle time before probes (TCP_KEEPIDLE); 0 = off', int, 0)
+    .option('--keepalive-interval-ms <ms>', 'TCP keepalive probe interval (TCP_KEEPINTVL)', int)
+    .option('--keepalive-count <n>', 'TCP keepalive probes before drop (TCP_KEEPCNT)', int)
+    .option('--user-timeout-ms <ms>', 'TCP_USER_TIMEOUT: max time data may stay unacknowledged; 0 = kernel default', int, 0)
+    .option('--handshake-timeout-ms <ms>', 'close connections that send no HELLO within this time', int, DEFAULTS.handshakeTimeoutMs)
+    .option('--max-frame-bytes <n>', 'largest frame accepted', int, DEFAULTS.maxFrameBytes)
+    .option('--session-ttl-ms <ms>', 'how long a session may be resumed after disconnect', int, DEFAULTS.sessionTtlMs)
+    .option('--wheel-tick-ms <ms>', 'timer wheel resolution', int, DEFAULTS.wheelTickMs)
+    .option('--node-id <id>', 'name of this gateway node in presence entries')
+    .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
+    .action(async (o) => {
+      const log = pino({ level: o.logLevel, base: { pid: process.pid } });
+      const gw = new Gateway({
+        tcp: o.tcp === false ? false : { host: o.host, port: o.tcpPort },
+        ws: o.ws === false ? false : { host: o.host, port: o.wsPort, path: o.wsPath },
+        heartbeat: {
+          intervalMs: o.heartbeatIntervalMs,
+          minIntervalMs: o.heartbeatMinIntervalMs,
+          maxIntervalMs: o.heartbeatMaxIntervalMs,
+          missBudget: o.missBudget,
+          graceMs: o.graceMs,
+          allowServerDirection: o.serverDirection,
+        },
+        probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
+        keepalive: {
+          keepaliveIdleMs: o.keepaliveIdleMs,
+          keepaliveIntervalMs: o.keepaliveIntervalMs,
+          keepaliveCount: o.keepaliveCount,
+          userTimeoutMs: o.userTimeoutMs,
+        },
+        handshakeTimeoutMs: o.handshakeTimeoutMs,
+        maxFrameBytes: o.maxFrameBytes,
+        sessionTtlMs: o.sessionTtlMs,
+        wheelTickMs: o.wheelTickMs,
+        nodeId: o.nodeId,
+      });
+      gw.on('online', (e) => log.info({ event: 'online', user: e.userId, device: e.deviceId, transport: e.transport, resumed: e.resumed }, 'online'));
+      gw.on('offline', (e) =>
+        log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline'),
+      );
+      gw.on('protocol-error', (e) => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error'));
+      gw.on('state', (e) => log.debug({ event: 'state', user: e.userId, device: e.deviceId, state: e.state }, 'client state'));
+      gw.on('message', (m) => {
+        const text = Buffer.from(m.payload).toString('utf8');
+        const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
+        if (relay) {
+          const n = gw.send(relay[1], `${m.userId}: ${relay[2]}`);
+          if (n === 0) gw.send(m.userId, `(${relay[1]} is not online)`);
+        } else {
+          gw.send(m.userId, `echo: ${text}`);
+        }
+      });
+      let addrs;
+      try {
+        addrs = await gw.listen();
+      } catch (err) {
+        log.fatal({ err }, 'cannot listen');
+        process.exit(1);
+      }
+      const p = gw.options.heartbeat;
+      log.info(
+        {
+          event: 'listening',
+          tcp: addrs.tcp ? `tcp://${addrs.tcp.address}:${addrs.tcp.port}` : null,
+          ws: addrs.ws ? `ws://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
+          heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
+          store: gw.options.store.kind,
+        },
+        'longlink gateway listening',
+      );
+      let stopping = false;
+      const stop = async (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info({ event: 'stopping', signal }, 'stopping');
+        await gw.close({ reconnectAfterMs: 1000 });
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop('SIGINT'));
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+    });
+}

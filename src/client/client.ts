@@ -1,0 +1,367 @@
+import { EventEmitter } from 'node:events';
+import { Backoff } from '../core/backoff.js';
+import type { TimerHandle } from '../core/clock.js';
+import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
+import { SilenceDetector } from '../core/liveness-detector.js';
+import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
+import type { Link } from '../link/link.js';
+import { CloseCodes, ProtocolError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
+import { checkInbound } from '../protocol/frame-rules.js';
+import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
+import { FrameType, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
+import { dial } from './connect.js';
+import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
+
+export type ClientStateName = 'idle' | 'connecting' | 'open' | 'suspect' | 'reconnecting' | 'closed';
+
+export interface CloseEvent {
+  code: number;
+  reason: string;
+  willReconnect: boolean;
+}
+
+export interface ClientEvents {
+  open: [WelcomeFrame];
+  close: [CloseEvent];
+  reconnecting: [{ attempt: number; delayMs: number }];
+  message: [{ payload: Uint8Array; id?: string }];
+  rtt: [RttSample];
+  state: [ClientStateName];
+}
+
+/**
+ * The Node client: connects, says HELLO, keeps the link alive with the
+ * heartbeat the gateway granted, notices a dead link quickly and reconnects
+ * with backoff. One link at a time; every timer comes from `options.timers`.
+ */
+export class LonglinkClient extends EventEmitter<ClientEvents> {
+  readonly options: ResolvedClientOptions;
+  private readonly dialer: NonNullable<ClientOptions['dial']>;
+  private readonly backoff: Backoff;
+  readonly rtt = new RttTracker();
+  private link: Link | null = null;
+  private stateName: ClientStateName = 'idle';
+  private welcome: WelcomeFrame | null = null;
+  private scheduler: HeartbeatScheduler | null = null;
+  private detector: SilenceDetector | null = null;
+  private heartbeatTimer: TimerHandle | null = null;
+  private connectTimer: TimerHandle | null = null;
+  private stableTimer: TimerHandle | null = null;
+  private resumeToken: string | undefined;
+  private pendingState: ClientState | null = null;
+  private pendingIntervalMs: number | undefined;
+  private intervalMs: number | undefined;
+  private goawayAfterMs: number | undefined;
+  private peerClose: { code: number; reason: string } | null = null;
+  private userClosed = false;
+  readonly stats = { pingsSent: 0, pongsReceived: 0, dataSent: 0, dataReceived: 0, reconnects: 0 };
+
+  constructor(opts: ClientOptions) {
+    super();
+    this.options = resolveClientOptions(opts);
+    this.dialer = opts.dial ?? dial;
+    this.backoff = new Backoff(this.options.backoff, this.options.random);
+    this.intervalMs = this.options.intervalMs;
+  }
+
+  get state(): ClientStateName {
+    return this.stateName;
+  }
+
+  get sessionId(): string | undefined {
+    return this.welcome?.sessionId;
+  }
+
+  /** The heartbeat policy in force (from the last WELCOME). */
+  get heartbeat() {
+    return this.welcome?.heartbeat;
+  }
+
+  private setState(s: ClientStateName): void {
+    if (this.stateName === s) return;
+    this.stateName = s;
+    this.emit('state', s);
+  }
+
+  /** Starts connecting; resolves at the first WELCOME, rejects if the first attempt fails for good. */
+  connect(): Promise<WelcomeFrame> {
+    this.userClosed = false;
+    if (this.stateName === 'idle' || this.stateName === 'closed') void this.attempt();
+    return new Promise((resolve, reject) => {
+      const onOpen = (w: WelcomeFrame) => {
+        this.off('close', onClose);
+        resolve(w);
+      };
+      const onClose = (e: CloseEvent) => {
+        if (e.willReconnect) return;
+        this.off('open', onOpen);
+        reject(new ProtocolError(reasonForCode(e.code), `closed: ${e.reason}`));
+      };
+      this.once('open', onOpen);
+      this.on('close', onClose);
+    });
+  }
+
+  private async attempt(): Promise<void> {
+    const o = this.options;
+    this.setState('connecting');
+    this.peerClose = null;
+    this.goawayAfterMs = undefined;
+    let link: Link;
+    try {
+      link = await this.dialer(o.url, { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive });
+    } catch (err) {
+      if (this.userClosed) return;
+      this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
+      return;
+    }
+    if (this.userClosed) {
+      link.destroy();
+      return;
+    }
+    this.link = link;
+    link.bind({
+      frame: (f) => this.link === link && this.onFrame(f),
+      error: (err) => this.link === link && this.fail(err.reason, err.message),
+      close: (info) => {
+        if (this.link !== link) return;
+        const pc = this.peerClose;
+        if (pc) this.lost(pc.code, pc.reason);
+        else if (info.code !== undefined && info.code !== 1005 && info.code !== 1006) this.lost(info.code, info.reason ?? '');
+        else this.lost(CloseCodes['transport-error'], info.error?.message ?? 'connection lost');
+      },
+    });
+    link.send({
+      type: FrameType.HELLO,
+      version: PROTOCOL_VERSION,
+      userId: o.userId,
+      deviceId: o.deviceId,
+      ...(o.token !== undefined ? { token: o.token } : {}),
+      ...(Object.keys(o.clientInfo).length ? { clientInfo: o.clientInfo } : {}),
+      ...(this.resumeToken !== undefined ? { resumeToken: this.resumeToken } : {}),
+      ...(o.direction !== 'client' ? { direction: o.direction } : {}),
+      ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
+    });
+    this.connectTimer = o.timers.setTimeout(() => {
+      this.connectTimer = null;
+      if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
+    }, o.handshakeTimeoutMs);
+  }
+
+  private onFrame(f: Frame): void {
+    const now = this.options.clock.now();
+    try {
+      checkInbound('client', this.welcome ? 'open' : 'handshake', f.type);
+    } catch (err) {
+      this.fail('unexpected-frame', (err as Error).message);
+      return;
+    }
+    this.detector?.heard(now);
+    if (this.scheduler?.received(now)) this.armHeartbeat(now);
+    if (this.stateName === 'suspect') this.setState('open');
+    switch (f.type) {
+      case FrameType.WELCOME:
+        this.onWelcome(f, now);
+        return;
+      case FrameType.PING:
+        this.link?.send(BARE_PONG);
+        this.scheduler?.sent(now);
+        return;
+      case FrameType.PONG: {
+        this.stats.pongsReceived++;
+        const sample = this.rtt.pongReceived(now);
+        if (sample) this.emit('rtt', sample);
+        return;
+      }
+      case FrameType.DATA:
+        this.stats.dataReceived++;
+        this.emit('message', f.id !== undefined ? { payload: f.payload, id: f.id } : { payload: f.payload });
+        return;
+      case FrameType.GOAWAY:
+        this.goawayAfterMs = f.reconnectAfterMs;
+        this.peerClose = { code: f.code, reason: f.reason ?? reasonForCode(f.code) };
+        return;
+      case FrameType.CLOSE:
+        this.peerClose = { code: f.code, reason: f.reason ?? reasonForCode(f.code) };
+        return;
+      case FrameType.ACK:
+        return;
+    }
+  }
+
+  private onWelcome(w: WelcomeFrame, now: number): void {
+    const o = this.options;
+    if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this.welcome = w;
+    this.resumeToken = w.resumeToken;
+    const g = w.heartbeat;
+    this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);
+    this.detector = g.direction === 'server' ? new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now) : null;
+    this.stableTimer = o.timers.setTimeout(() => {
+      this.stableTimer = null;
+      this.backoff.reset();
+    }, o.stableAfterMs);
+    this.setState('open');
+    this.armHeartbeat(now);
+    this.emit('open', w);
+  }
+
+  private armHeartbeat(now: number): void {
+    const o = this.options;
+    if (this.heartbeatTimer !== null) o.timers.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    if (!this.scheduler) return;
+    let at = this.scheduler.nextWakeAt();
+    if (this.detector) at = Math.min(at, this.detector.deadline());
+    if (!Number.isFinite(at)) return;
+    this.heartbeatTimer = o.timers.setTimeout(this.onHeartbeatTimer, Math.max(0, at - now));
+  }
+
+  private readonly onHeartbeatTimer = (): void => {
+    this.heartbeatTimer = null;
+    const now = this.options.clock.now();
+    if (!this.scheduler || !this.link) return;
+    if (this.detector && this.detector.check(now) === 'dead') {
+      this.fail('heartbeat-timeout', 'the gateway sent nothing within the silence limit');
+      return;
+    }
+    const action = this.scheduler.poll(now);
+    if (action === 'dead') {
+      this.fail('heartbeat-timeout', 'no answer to heartbeat and quick probes');
+      return;
+    }
+    if (action === 'ping' || action === 'probe') {
+      if (action === 'probe') this.setState('suspect');
+      this.sendPing(now);
+    }
+    this.armHeartbeat(now);
+  };
+
+  private sendPing(now: number): void {
+    let f: PingFrame = BARE_PING;
+    if (this.pendingState !== null || this.pendingIntervalMs !== undefined) {
+      f = { type: FrameType.PING };
+      if (this.pendingState !== null) f.state = this.pendingState;
+      if (this.pendingIntervalMs !== undefined) f.intervalMs = this.pendingIntervalMs;
+      this.pendingState = null;
+      this.pendingIntervalMs = undefined;
+    }
+    this.rtt.pingSent(now);
+    this.scheduler?.sent(now);
+    this.stats.pingsSent++;
+    this.link!.send(f);
+  }
+
+  /** Sends application data to the gateway. Returns false if the link is not open. */
+  send(payload: Uint8Array | string, opts: { id?: string } = {}): boolean {
+    if (!this.link || !this.welcome) return false;
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    this.link.send({ type: FrameType.DATA, payload: bytes, ...(opts.id !== undefined ? { id: opts.id } : {}) });
+    this.scheduler?.sent(this.options.clock.now());
+    this.stats.dataSent++;
+    return true;
+  }
+
+  /**
+   * Updates client state the gateway keeps for this connection (foreground,
+   * network type, ...). It rides on the next heartbeat; `flush` sends it now.
+   */
+  updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
+    this.pendingState = { ...(this.pendingState ?? {}), ...delta };
+    if (opts.flush && this.link && this.welcome) {
+      this.sendPing(this.options.clock.now());
+      this.armHeartbeat(this.options.clock.now());
+    }
+  }
+
+  /** Changes the heartbeat interval; announced to the gateway on the next PING. */
+  setIntervalMs(ms: number): void {
+    this.intervalMs = ms;
+    this.pendingIntervalMs = ms;
+    if (this.scheduler && this.welcome?.heartbeat.direction === 'client') {
+      this.scheduler.setIntervalMs(ms);
+      this.armHeartbeat(this.options.clock.now());
+    }
+  }
+
+  /**
+   * The device's network changed (or may have): check the link now with quick
+   * probes instead of waiting for the next heartbeat, and if no link is up,
+   * reconnect at once rather than after the backoff delay.
+   */
+  networkChanged(): void {
+    const now = this.options.clock.now();
+    if (this.link && this.welcome && this.scheduler) {
+      if (this.scheduler.checkNow(now)) {
+        this.setState('suspect');
+        this.sendPing(now);
+        this.armHeartbeat(now);
+      }
+      return;
+    }
+    if (this.stateName === 'reconnecting') {
+      if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+      this.backoff.reset();
+      void this.attempt();
+    }
+  }
+
+  /** Closes for good: sends CLOSE (normal) and does not reconnect. */
+  close(): void {
+    this.userClosed = true;
+    const link = this.link;
+    this.teardown();
+    if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    if (link) link.close(CloseCodes.normal, 'client closed');
+    const wasClosed = this.stateName === 'closed';
+    this.setState('closed');
+    if (!wasClosed) this.emit('close', { code: CloseCodes.normal, reason: 'client closed', willReconnect: false });
+  }
+
+  /** We decided the link is unusable: tell the gateway why and treat it as lost. */
+  private fail(reason: CloseReason, message: string): void {
+    const link = this.link;
+    if (!link) return;
+    this.lost(CloseCodes[reason], message);
+    link.close(CloseCodes[reason], message);
+  }
+
+  private teardown(): void {
+    const t = this.options.timers;
+    if (this.heartbeatTimer !== null) t.clearTimeout(this.heartbeatTimer);
+    if (this.stableTimer !== null) t.clearTimeout(this.stableTimer);
+    this.heartbeatTimer = this.stableTimer = null;
+    this.link = null;
+    this.welcome = null;
+    this.scheduler = null;
+    this.detector = null;
+    this.rtt.clearOutstanding();
+  }
+
+  /** The link is gone (or never came up): report it and plan the next attempt. */
+  private lost(code: number, reason: string): void {
+    if (this.userClosed) return;
+    this.teardown();
+    if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    const willReconnect = this.options.reconnectEnabled && shouldReconnect(code);
+    this.emit('close', { code, reason, willReconnect });
+    if (!willReconnect) {
+      this.setState('closed');
+      return;
+    }
+    // The server's hint spreads a drain's reconnect wave; honour it over our backoff.
+    const delayMs = this.goawayAfterMs ?? this.backoff.next();
+    this.goawayAfterMs = undefined;
+    this.stats.reconnects++;
+    this.setState('reconnecting');
+    this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs });
+    this.connectTimer = this.options.timers.setTimeout(() => {
+      this.connectTimer = null;
+      void this.attempt();
+    }, delayMs);
+  }
+}

@@ -1,0 +1,88 @@
+import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
+import { DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff.js';
+import { dropUndefined, resolveProbes, type ProbeOptions } from '../core/heartbeat-policy.js';
+import type { KeepaliveOptions } from '../link/socket-tuning.js';
+import { LonglinkError } from '../protocol/errors.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
+import type { ClientState, HeartbeatDirection } from '../protocol/frames.js';
+import type { Link } from '../link/link.js';
+
+export interface ClientOptions {
+  /** `tcp://host:port` or `ws://host:port/path`. */
+  url: string;
+  userId: string;
+  deviceId: string;
+  token?: string;
+  /** Sent once in HELLO and cached by the gateway (app version, OS, ...). */
+  clientInfo?: ClientState;
+  /** Who sends heartbeats; 'server' suits clients whose timers are throttled. */
+  direction?: HeartbeatDirection;
+  /** The interval to announce; the gateway clamps it to its allowed range. Default: the gateway's. */
+  intervalMs?: number;
+  probes?: Partial<ProbeOptions>;
+  reconnect?: Partial<BackoffOptions> & {
+    /** Reconnect automatically after transient closes (default true). */
+    enabled?: boolean;
+    /** A connection open this long resets the backoff. */
+    stableAfterMs?: number;
+  };
+  /** Time allowed for connect + HELLO/WELCOME. */
+  handshakeTimeoutMs?: number;
+  maxFrameBytes?: number;
+  keepalive?: KeepaliveOptions;
+  clock?: Clock;
+  timers?: Timers;
+  random?: () => number;
+  /** Opens the link; replaceable for other transports (the browser build) and tests. */
+  dial?: (url: string, opts: { timeoutMs: number; maxFrameBytes: number; keepalive: KeepaliveOptions }) => Promise<Link>;
+}
+
+export interface ResolvedClientOptions {
+  url: string;
+  userId: string;
+  deviceId: string;
+  token: string | undefined;
+  clientInfo: ClientState;
+  direction: HeartbeatDirection;
+  intervalMs: number | undefined;
+  probes: ProbeOptions;
+  backoff: BackoffOptions;
+  reconnectEnabled: boolean;
+  stableAfterMs: number;
+  handshakeTimeoutMs: number;
+  maxFrameBytes: number;
+  keepalive: KeepaliveOptions;
+  clock: Clock;
+  timers: Timers;
+  random: () => number;
+}
+
+export const CLIENT_DEFAULTS = {
+  handshakeTimeoutMs: 10_000,
+  stableAfterMs: 10_000,
+};
+
+export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
+  if (!o.url) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'url is required');
+  if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
+  const r = o.reconnect ?? {};
+  return {
+    url: o.url,
+    userId: o.userId,
+    deviceId: o.deviceId,
+    token: o.token,
+    clientInfo: o.clientInfo ?? {},
+    direction: o.direction ?? 'client',
+    intervalMs: o.intervalMs,
+    probes: resolveProbes(o.probes),
+    backoff: { ...DEFAULT_BACKOFF, ...dropUndefined({ initialDelayMs: r.initialDelayMs, maxDelayMs: r.maxDelayMs, minDelayMs: r.minDelayMs, factor: r.factor }) },
+    reconnectEnabled: r.enabled ?? true,
+    stableAfterMs: r.stableAfterMs ?? CLIENT_DEFAULTS.stableAfterMs,
+    handshakeTimeoutMs: o.handshakeTimeoutMs ?? CLIENT_DEFAULTS.handshakeTimeoutMs,
+    maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    keepalive: o.keepalive ?? {},
+    clock: o.clock ?? systemClock,
+    timers: o.timers ?? systemTimers,
+    random: o.random ?? Math.random,
+  };
+}

@@ -1,0 +1,65 @@
+/**
+ * Reconnect delays: exponential growth with full jitter (AWS Architecture
+ * Blog, "Exponential Backoff and Jitter", 2015). The ceiling is capped first
+ * and the jitter applied after, so a fleet that has failed many times spreads
+ * over [minDelayMs, maxDelayMs] instead of piling up at the cap, which is what
+ * jitter-then-cap does (socket.io-client's backo2).
+ */
+export interface BackoffOptions {
+  /** Ceiling of the first delay. */
+  initialDelayMs: number;
+  /** Ceiling no delay exceeds. */
+  maxDelayMs: number;
+  /** Floor every delay respects, so a storm never retries in a tight loop. */
+  minDelayMs: number;
+  factor: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = {
+  initialDelayMs: 1000,
+  maxDelayMs: 30_000,
+  minDelayMs: 100,
+  factor: 2,
+};
+
+export class Backoff {
+  readonly opts: BackoffOptions;
+  private attempt = 0;
+
+  constructor(opts: Partial<BackoffOptions> = {}, private readonly random: () => number = Math.random) {
+    this.opts = { ...DEFAULT_BACKOFF, ...opts };
+    if (this.opts.minDelayMs > this.opts.maxDelayMs) throw new RangeError('minDelayMs exceeds maxDelayMs');
+  }
+
+  get attempts(): number {
+    return this.attempt;
+  }
+
+  /** The ceiling for attempt n (0-based), before jitter. */
+  ceiling(n: number): number {
+    const { initialDelayMs, maxDelayMs, factor } = this.opts;
+    return Math.min(maxDelayMs, initialDelayMs * Math.pow(factor, Math.min(n, 64)));
+  }
+
+  /** The delay before the next attempt. */
+  next(): number {
+    const ceiling = this.ceiling(this.attempt++);
+    return Math.max(this.opts.minDelayMs, Math.floor(this.random() * ceiling));
+  }
+
+  reset(): void {
+    this.attempt = 0;
+  }
+}
+
+/** A deterministic random source (mulberry32) for simulations and tests. */
+export function seededRandom(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

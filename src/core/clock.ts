@@ -1,0 +1,86 @@
+/**
+ * Time as the pure core sees it: a monotonic millisecond counter it is handed,
+ * never read from the system itself, so tests can drive it to the millisecond.
+ */
+export interface Clock {
+  now(): number;
+}
+
+export type TimerHandle = unknown;
+
+/** The one-shot timer the I/O layers use; injectable for the same reason as Clock. */
+export interface Timers {
+  setTimeout(fn: () => void, ms: number): TimerHandle;
+  clearTimeout(handle: TimerHandle): void;
+}
+
+export const systemClock: Clock = { now: () => performance.now() };
+
+export const systemTimers: Timers = {
+  setTimeout(fn, ms) {
+    const t = setTimeout(fn, ms);
+    // Timers never keep a process alive on their own; open sockets and
+    // servers do that.
+    t.unref();
+    return t;
+  },
+  clearTimeout(handle) {
+    clearTimeout(handle as NodeJS.Timeout);
+  },
+};
+
+interface ManualTimer {
+  at: number;
+  seq: number;
+  fn: () => void;
+  cancelled: boolean;
+}
+
+/** A clock and timers that move only when told to; timers fire in time order. */
+export class ManualClock implements Clock, Timers {
+  private t: number;
+  private seq = 0;
+  private timers: ManualTimer[] = [];
+
+  constructor(start = 0) {
+    this.t = start;
+  }
+
+  now(): number {
+    return this.t;
+  }
+
+  setTimeout(fn: () => void, ms: number): TimerHandle {
+    const timer: ManualTimer = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
+    this.timers.push(timer);
+    return timer;
+  }
+
+  clearTimeout(handle: TimerHandle): void {
+    if (handle) (handle as ManualTimer).cancelled = true;
+  }
+
+  /** Moves time forward by `ms`, firing every timer that falls due, in order. */
+  advance(ms: number): void {
+    this.advanceTo(this.t + ms);
+  }
+
+  advanceTo(target: number): void {
+    for (;;) {
+      let next: ManualTimer | undefined;
+      for (const timer of this.timers) {
+        if (timer.cancelled || timer.at > target) continue;
+        if (!next || timer.at < next.at || (timer.at === next.at && timer.seq < next.seq)) next = timer;
+      }
+      if (!next) break;
+      this.timers = this.timers.filter((x) => x !== next && !x.cancelled);
+      this.t = Math.max(this.t, next.at);
+      next.fn();
+    }
+    this.t = Math.max(this.t, target);
+  }
+
+  get pendingTimers(): number {
+    return this.timers.filter((x) => !x.cancelled).length;
+  }
+}

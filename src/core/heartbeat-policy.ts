@@ -1,0 +1,115 @@
+import { LonglinkError } from '../protocol/errors.js';
+import type { HeartbeatDirection, HeartbeatGrant, HelloFrame } from '../protocol/frames.js';
+
+/**
+ * The server's heartbeat policy and the formulas that bound detection.
+ *
+ * The side that sends heartbeats ("active") runs a HeartbeatScheduler; the
+ * other side ("passive") runs a liveness detector. Client-sent is the default;
+ * a client may ask for server-sent (a background browser tab whose timers are
+ * throttled can still answer a PING, but cannot send one on time).
+ *
+ * Passive side (the server, by default) closes a link silent for
+ *   silenceLimitMs = intervalMs × missBudget + graceMs
+ * and sends one probe PING once it has been silent for intervalMs + graceMs.
+ * Active side (the client, by default) declares the link dead at most
+ *   intervalMs + pongTimeoutMs + probeCount × probeIntervalMs
+ * after it last heard anything.
+ */
+export interface HeartbeatPolicy {
+  /** Default heartbeat interval, for clients that do not announce one. */
+  intervalMs: number;
+  /** Shortest interval a client may announce. */
+  minIntervalMs: number;
+  /** Longest interval a client may announce. */
+  maxIntervalMs: number;
+  /** Heartbeat intervals of silence tolerated before the link is closed. */
+  missBudget: number;
+  /** Slack for delay and jitter added to the silence limit. */
+  graceMs: number;
+  /** Whether clients may ask the server to send the heartbeats. */
+  allowServerDirection: boolean;
+}
+
+/** How the active side waits for an answer and rechecks before giving up. */
+export interface ProbeOptions {
+  /** How long to wait for any inbound frame after a PING. */
+  pongTimeoutMs: number;
+  /** Quick probes sent after a missed PONG before declaring the link dead. */
+  probeCount: number;
+  /** Wait after each quick probe. */
+  probeIntervalMs: number;
+}
+
+export const DEFAULT_POLICY: HeartbeatPolicy = {
+  intervalMs: 25_000,
+  minIntervalMs: 5_000,
+  maxIntervalMs: 600_000,
+  missBudget: 2,
+  graceMs: 5_000,
+  allowServerDirection: true,
+};
+
+export const DEFAULT_PROBES: ProbeOptions = {
+  pongTimeoutMs: 5_000,
+  probeCount: 2,
+  probeIntervalMs: 2_000,
+};
+
+export function resolvePolicy(p: Partial<HeartbeatPolicy> = {}): HeartbeatPolicy {
+  const policy = { ...DEFAULT_POLICY, ...dropUndefined(p) };
+  const { intervalMs, minIntervalMs, maxIntervalMs, missBudget, graceMs } = policy;
+  if (!(minIntervalMs > 0 && minIntervalMs <= intervalMs && intervalMs <= maxIntervalMs)) {
+    throw new LonglinkError('LL_ERR_INVALID_OPTION', `heartbeat needs 0 < minIntervalMs <= intervalMs <= maxIntervalMs (got ${minIntervalMs}, ${intervalMs}, ${maxIntervalMs})`);
+  }
+  if (!(Number.isInteger(missBudget) && missBudget >= 1)) {
+    throw new LonglinkError('LL_ERR_INVALID_OPTION', `missBudget must be an integer >= 1 (got ${missBudget})`);
+  }
+  if (!(graceMs >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `graceMs must be >= 0 (got ${graceMs})`);
+  return policy;
+}
+
+export function resolveProbes(p: Partial<ProbeOptions> = {}): ProbeOptions {
+  const probes = { ...DEFAULT_PROBES, ...dropUndefined(p) };
+  if (!(probes.pongTimeoutMs > 0 && probes.probeIntervalMs > 0 && probes.probeCount >= 0)) {
+    throw new LonglinkError('LL_ERR_INVALID_OPTION', 'pongTimeoutMs and probeIntervalMs must be positive, probeCount >= 0');
+  }
+  return probes;
+}
+
+export function clampInterval(policy: HeartbeatPolicy, ms: number | undefined): number {
+  if (ms === undefined || !(ms > 0)) return policy.intervalMs;
+  return Math.min(policy.maxIntervalMs, Math.max(policy.minIntervalMs, Math.round(ms)));
+}
+
+/** The grant a server answers a HELLO with. */
+export function negotiate(policy: HeartbeatPolicy, hello: Pick<HelloFrame, 'direction' | 'intervalMs'>): HeartbeatGrant {
+  const direction: HeartbeatDirection =
+    hello.direction === 'server' && policy.allowServerDirection ? 'server' : 'client';
+  return {
+    intervalMs: clampInterval(policy, hello.intervalMs),
+    minIntervalMs: policy.minIntervalMs,
+    maxIntervalMs: policy.maxIntervalMs,
+    missBudget: policy.missBudget,
+    graceMs: policy.graceMs,
+    direction,
+  };
+}
+
+export function silenceLimitMs(g: Pick<HeartbeatGrant, 'intervalMs' | 'missBudget' | 'graceMs'>): number {
+  return g.intervalMs * g.missBudget + g.graceMs;
+}
+
+export function suspectAfterMs(g: Pick<HeartbeatGrant, 'intervalMs' | 'graceMs'>): number {
+  return g.intervalMs + g.graceMs;
+}
+
+export function activeDetectionMs(intervalMs: number, p: ProbeOptions): number {
+  return intervalMs + p.pongTimeoutMs + p.probeCount * p.probeIntervalMs;
+}
+
+export function dropUndefined<T extends object>(o: T): Partial<T> {
+  const out: Partial<T> = {};
+  for (const k of Object.keys(o) as (keyof T)[]) if (o[k] !== undefined) out[k] = o[k];
+  return out;
+}

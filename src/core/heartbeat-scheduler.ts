@@ -1,0 +1,106 @@
+import type { ProbeOptions } from './heartbeat-policy.js';
+
+/**
+ * The active side of a heartbeat: decides when to send a PING and when the
+ * link is dead. Pure; the owner calls `poll(now)` at `nextWakeAt()` and acts
+ * on the answer.
+ *
+ * - A PING goes out only when the link was idle for a whole interval in either
+ *   direction: outbound traffic already keeps NAT mappings fresh, inbound
+ *   traffic already proves the peer alive, and both are needed to skip one.
+ * - After a PING, any inbound frame within pongTimeoutMs settles it.
+ * - Otherwise the link is suspect: `probeCount` quick probes follow, each
+ *   given probeIntervalMs, before the link is declared dead. This learns the
+ *   network's state in seconds instead of a further whole interval.
+ */
+export type HeartbeatAction = 'none' | 'ping' | 'probe' | 'dead';
+export type HeartbeatPhase = 'healthy' | 'awaiting' | 'suspect' | 'dead';
+
+export class HeartbeatScheduler {
+  private lastSentAt: number;
+  private lastReceivedAt: number;
+  private waitUntil = -1;
+  private probesSent = 0;
+  private isDead = false;
+
+  constructor(
+    private intervalMs: number,
+    private readonly probes: ProbeOptions,
+    now: number,
+  ) {
+    this.lastSentAt = now;
+    this.lastReceivedAt = now;
+  }
+
+  get phase(): HeartbeatPhase {
+    if (this.isDead) return 'dead';
+    if (this.waitUntil < 0) return 'healthy';
+    return this.probesSent > 0 ? 'suspect' : 'awaiting';
+  }
+
+  get interval(): number {
+    return this.intervalMs;
+  }
+
+  get lastHeardAt(): number {
+    return this.lastReceivedAt;
+  }
+
+  setIntervalMs(ms: number): void {
+    this.intervalMs = ms;
+  }
+
+  sent(now: number): void {
+    this.lastSentAt = now;
+  }
+
+  /**
+   * Records inbound traffic. Returns true when this settled an outstanding
+   * PING, which can move the next wake-up earlier than the one armed (the
+   * owner must re-arm); otherwise the next wake-up only moves later.
+   */
+  received(now: number): boolean {
+    this.lastReceivedAt = now;
+    if (this.waitUntil < 0) return false;
+    this.waitUntil = -1;
+    this.probesSent = 0;
+    return true;
+  }
+
+  /**
+   * Start a quick check now, whatever the interval says (the network changed,
+   * or the application wants proof before acting). Returns false if a check
+   * is already running.
+   */
+  checkNow(now: number): boolean {
+    if (this.isDead || this.waitUntil >= 0) return false;
+    this.waitUntil = now + this.probes.probeIntervalMs;
+    this.probesSent = 1;
+    return true;
+  }
+
+  poll(now: number): HeartbeatAction {
+    if (this.isDead) return 'none';
+    if (this.waitUntil >= 0) {
+      if (now < this.waitUntil) return 'none';
+      if (this.probesSent < this.probes.probeCount) {
+        this.probesSent++;
+        this.waitUntil = now + this.probes.probeIntervalMs;
+        return 'probe';
+      }
+      this.isDead = true;
+      return 'dead';
+    }
+    if (now - this.lastSentAt >= this.intervalMs || now - this.lastReceivedAt >= this.intervalMs) {
+      this.waitUntil = now + this.probes.pongTimeoutMs;
+      return 'ping';
+    }
+    return 'none';
+  }
+
+  nextWakeAt(): number {
+    if (this.isDead) return Infinity;
+    if (this.waitUntil >= 0) return this.waitUntil;
+    return Math.min(this.lastSentAt, this.lastReceivedAt) + this.intervalMs;
+  }
+}

@@ -1,0 +1,131 @@
+/**
+ * A hashed timing wheel (Varghese and Lauck, 1987): schedule and cancel in
+ * O(1), expiry in O(1) per timer plus O(1) per tick. One wheel holds every
+ * connection's next deadline, so N connections cost no per-connection
+ * setTimeout (Node keeps one list per distinct duration, and jittered
+ * deadlines would make thousands of them).
+ *
+ * Accuracy: a timer with deadline D fires on the first `advance(now)` whose
+ * tick index reaches ceil(D / tickMs). It never fires early, and fires at most
+ * one tick late if the wheel is advanced every tick.
+ *
+ * The wheel is pure: it reads no clock. Its driver calls `advance` with the
+ * time (see gateway/wheel-runner.ts).
+ */
+export class WheelTimer<T> {
+  /** Absolute deadline in ms; -1 when not scheduled. */
+  deadline = -1;
+  rounds = 0;
+  slot = -1;
+  prev: WheelTimer<T> | null = null;
+  next: WheelTimer<T> | null = null;
+  constructor(readonly target: T) {}
+
+  get scheduled(): boolean {
+    return this.slot >= 0;
+  }
+}
+
+export interface TimerWheelOptions {
+  /** Tick length in ms; the resolution of every deadline. */
+  tickMs?: number;
+  /** Number of slots (rounded up to a power of two). */
+  slots?: number;
+  /** Time of construction; ticks before it are never processed. */
+  startMs?: number;
+}
+
+export class TimerWheel<T> {
+  readonly tickMs: number;
+  private readonly mask: number;
+  private readonly heads: (WheelTimer<T> | null)[];
+  private processedTick: number;
+  private count = 0;
+
+  constructor(opts: TimerWheelOptions = {}) {
+    this.tickMs = opts.tickMs ?? 50;
+    if (!(this.tickMs > 0)) throw new RangeError('tickMs must be positive');
+    let n = 1;
+    while (n < (opts.slots ?? 1024)) n <<= 1;
+    this.mask = n - 1;
+    this.heads = new Array<WheelTimer<T> | null>(n).fill(null);
+    this.processedTick = Math.floor((opts.startMs ?? 0) / this.tickMs);
+  }
+
+  get size(): number {
+    return this.count;
+  }
+
+  /** Schedules (or moves) `timer` to fire at `deadlineMs`. */
+  schedule(timer: WheelTimer<T>, deadlineMs: number): void {
+    if (timer.slot >= 0) this.unlink(timer);
+    const tick = Math.max(Math.ceil(deadlineMs / this.tickMs), this.processedTick + 1);
+    const slot = tick & this.mask;
+    timer.deadline = deadlineMs;
+    timer.rounds = Math.floor((tick - this.processedTick - 1) / (this.mask + 1));
+    timer.slot = slot;
+    timer.prev = null;
+    timer.next = this.heads[slot];
+    if (timer.next) timer.next.prev = timer;
+    this.heads[slot] = timer;
+    this.count++;
+  }
+
+  cancel(timer: WheelTimer<T>): void {
+    if (timer.slot >= 0) this.unlink(timer);
+    timer.deadline = -1;
+  }
+
+  private unlink(timer: WheelTimer<T>): void {
+    if (timer.prev) timer.prev.next = timer.next;
+    else this.heads[timer.slot] = timer.next;
+    if (timer.next) timer.next.prev = timer.prev;
+    timer.prev = timer.next = null;
+    timer.slot = -1;
+    this.count--;
+  }
+
+  /**
+   * Processes every tick up to `nowMs` and calls `onExpire` for each timer
+   * due. A callback may reschedule its timer or any other. Returns the number
+   * of timers that expired.
+   */
+  advance(nowMs: number, onExpire: (target: T, timer: WheelTimer<T>) => void): number {
+    const targetTick = Math.floor(nowMs / this.tickMs);
+    let expired = 0;
+    while (this.processedTick < targetTick) {
+      const tick = ++this.processedTick;
+      const slot = tick & this.mask;
+      // Detach the slot so timers rescheduled by callbacks are not revisited.
+      let node = this.heads[slot];
+      this.heads[slot] = null;
+      while (node) {
+        const next = node.next;
+        node.prev = node.next = null;
+        if (node.rounds > 0) {
+          node.rounds--;
+          node.next = this.heads[slot];
+          if (node.next) node.next.prev = node;
+          this.heads[slot] = node;
+        } else {
+          node.slot = -1;
+          node.deadline = -1;
+          this.count--;
+          expired++;
+          onExpire(node.target, node);
+        }
+        node = next;
+      }
+      if (this.count === 0) {
+        this.processedTick = Math.max(this.processedTick, targetTick);
+        break;
+      }
+    }
+    return expired;
+  }
+
+  /** The time at which the next tick will be processed. */
+  nextTickAt(): number {
+    return (this.processedTick + 1) * this.tickMs;
+  }
+}

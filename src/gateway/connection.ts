@@ -1,0 +1,277 @@
+import { randomUUID } from 'node:crypto';
+import type { Clock } from '../core/clock.js';
+import type { HeartbeatPolicy, ProbeOptions } from '../core/heartbeat-policy.js';
+import { clampInterval } from '../core/heartbeat-policy.js';
+import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
+import { SilenceDetector, type LivenessDetector } from '../core/liveness-detector.js';
+import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
+import { TimerWheel, WheelTimer } from '../core/timer-wheel.js';
+import type { Link } from '../link/link.js';
+import { CloseCodes, ProtocolError, reasonForCode, type CloseReason } from '../protocol/errors.js';
+import { checkInbound } from '../protocol/frame-rules.js';
+import {
+  FrameType,
+  PROTOCOL_VERSION,
+  type ClientState,
+  type DataFrame,
+  type Frame,
+  type HeartbeatGrant,
+  type HelloFrame,
+} from '../protocol/frames.js';
+import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
+import type { DisconnectReason } from './disconnect.js';
+
+/** What a connection needs from the gateway that owns it. */
+export interface ConnectionHost {
+  readonly clock: Clock;
+  readonly wheel: TimerWheel<ServerConnection>;
+  readonly policy: HeartbeatPolicy;
+  readonly probes: ProbeOptions;
+  readonly handshakeTimeoutMs: number;
+  wake(): void;
+  /** Authenticates and registers; resolves with what to put in WELCOME. Throws LonglinkError/ProtocolError to refuse. */
+  hello(conn: ServerConnection, hello: HelloFrame): Promise<{ sessionId: string; resumeToken: string; resumed: boolean; grant: HeartbeatGrant }>;
+  message(conn: ServerConnection, frame: DataFrame): void;
+  stateChanged(conn: ServerConnection, delta: ClientState): void;
+  rtt(conn: ServerConnection, sample: RttSample): void;
+  protocolError(conn: ServerConnection, err: ProtocolError): void;
+  closed(conn: ServerConnection, reason: DisconnectReason, code: number): void;
+}
+
+export type ConnectionPhase = 'handshake' | 'hello' | 'open' | 'closed';
+
+/**
+ * One client connection on the gateway: the protocol state machine and its
+ * heartbeat, over any Link. Holds one wheel timer, re-armed lazily: inbound
+ * frames only record the time they arrived.
+ */
+export class ServerConnection {
+  readonly id = randomUUID();
+  phase: ConnectionPhase = 'handshake';
+  userId = '';
+  deviceId = '';
+  sessionId = '';
+  resumeToken = '';
+  clientInfo: ClientState = {};
+  readonly clientState: ClientState = {};
+  grant: HeartbeatGrant | null = null;
+  readonly connectedAt: number;
+  openedAt = -1;
+  closeReason: DisconnectReason | null = null;
+  readonly rtt = new RttTracker();
+  readonly stats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
+  private detector: LivenessDetector | null = null;
+  private scheduler: HeartbeatScheduler | null = null;
+  readonly timer: WheelTimer<ServerConnection>;
+
+  constructor(
+    readonly link: Link,
+    private readonly host: ConnectionHost,
+  ) {
+    this.connectedAt = host.clock.now();
+    this.timer = new WheelTimer<ServerConnection>(this);
+    link.bind({
+      frame: (f) => this.onFrame(f),
+      error: (err) => this.onProtocolError(err),
+      close: (info) => this.onLinkClose(info.code),
+    });
+    this.arm(this.connectedAt + host.handshakeTimeoutMs);
+  }
+
+  get transport() {
+    return this.link.transport;
+  }
+
+  /** Last time anything arrived from the client (monotonic ms). */
+  get lastHeardAt(): number {
+    return this.scheduler?.lastHeardAt ?? this.detector?.lastHeardAt ?? this.connectedAt;
+  }
+
+  /** When the gateway will close this link if nothing more arrives. */
+  get deadline(): number {
+    if (this.phase !== 'open') return this.connectedAt + this.host.handshakeTimeoutMs;
+    return this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.deadline();
+  }
+
+  private arm(at: number): void {
+    this.host.wheel.schedule(this.timer, at);
+    this.host.wake();
+  }
+
+  private onFrame(f: Frame): void {
+    if (this.phase === 'closed') return;
+    const now = this.host.clock.now();
+    this.stats.framesIn++;
+    try {
+      if (this.phase === 'hello') {
+        throw new ProtocolError('unexpected-frame', 'no frame may follow HELLO before WELCOME');
+      }
+      checkInbound('server', this.phase === 'open' ? 'open' : 'handshake', f.type);
+    } catch (err) {
+      this.onProtocolError(err as ProtocolError);
+      return;
+    }
+    if (this.phase === 'open') {
+      this.detector?.heard(now);
+      if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+    }
+    switch (f.type) {
+      case FrameType.HELLO:
+        this.onHello(f);
+        return;
+      case FrameType.PING:
+        this.stats.pingsIn++;
+        this.link.send(BARE_PONG);
+        this.stats.framesOut++;
+        if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
+        if (f.state !== undefined) this.mergeState(f.state);
+        return;
+      case FrameType.PONG: {
+        const sample = this.rtt.pongReceived(now);
+        if (sample) this.host.rtt(this, sample);
+        return;
+      }
+      case FrameType.DATA:
+        this.stats.dataIn++;
+        this.host.message(this, f);
+        return;
+      case FrameType.ACK:
+        return;
+      case FrameType.CLOSE:
+        this.finish(f.code === CloseCodes.normal ? 'client-close' : reasonOrClient(f.code), f.code);
+        this.link.destroy();
+        return;
+    }
+  }
+
+  private onHello(hello: HelloFrame): void {
+    this.phase = 'hello';
+    if (hello.version !== PROTOCOL_VERSION) {
+      this.onProtocolError(new ProtocolError('unsupported-version', `protocol version ${hello.version} is not supported (this gateway speaks ${PROTOCOL_VERSION})`));
+      return;
+    }
+    this.userId = hello.userId;
+    this.deviceId = hello.deviceId;
+    this.clientInfo = hello.clientInfo ?? {};
+    this.host.hello(this, hello).then(
+      (w) => this.open(w),
+      (err) => {
+        if (this.phase === 'closed') return;
+        if (err instanceof ProtocolError) this.onProtocolError(err);
+        else this.closeWith('server-error', err instanceof Error ? err.message : String(err));
+      },
+    );
+  }
+
+  private open(w: { sessionId: string; resumeToken: string; resumed: boolean; grant: HeartbeatGrant }): void {
+    if (this.phase !== 'hello') return;
+    const now = this.host.clock.now();
+    this.phase = 'open';
+    this.openedAt = now;
+    this.sessionId = w.sessionId;
+    this.resumeToken = w.resumeToken;
+    this.grant = w.grant;
+    const g = w.grant;
+    if (g.direction === 'server') this.scheduler = new HeartbeatScheduler(g.intervalMs, this.host.probes, now);
+    else this.detector = new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
+    this.send({ type: FrameType.WELCOME, sessionId: w.sessionId, resumeToken: w.resumeToken, resumed: w.resumed, heartbeat: g });
+    this.arm(this.nextWake(now));
+  }
+
+  private setInterval(ms: number): void {
+    if (!this.grant) return;
+    const clamped = clampInterval(this.host.policy, ms);
+    if (clamped === this.grant.intervalMs) return;
+    this.grant = { ...this.grant, intervalMs: clamped };
+    this.detector?.setIntervalMs(clamped);
+    this.scheduler?.setIntervalMs(clamped);
+    // A shorter interval moves the deadline earlier than the armed timer.
+    this.arm(this.nextWake(this.host.clock.now()));
+  }
+
+  private mergeState(delta: ClientState): void {
+    for (const k of Object.keys(delta)) {
+      if (delta[k] === '') delete this.clientState[k];
+      else this.clientState[k] = delta[k];
+    }
+    this.host.stateChanged(this, delta);
+  }
+
+  private nextWake(now: number): number {
+    return this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now);
+  }
+
+  /** Called by the wheel when this connection's timer expires. */
+  onTimer(now: number): void {
+    if (this.phase === 'closed') return;
+    if (this.phase !== 'open') {
+      this.closeWith('handshake-timeout', `no HELLO within ${this.host.handshakeTimeoutMs} ms`);
+      return;
+    }
+    if (this.scheduler) {
+      const action = this.scheduler.poll(now);
+      if (action === 'dead') return this.closeWith('heartbeat-timeout');
+      if (action === 'ping' || action === 'probe') this.ping(now);
+    } else {
+      const verdict = this.detector!.check(now);
+      if (verdict === 'dead') return this.closeWith('heartbeat-timeout');
+      // One probe when a heartbeat is overdue: a host that rebooted answers
+      // it with a reset at once, and a live client's PONG settles the doubt.
+      if (verdict === 'suspect') this.ping(now);
+    }
+    this.arm(this.nextWake(now));
+  }
+
+  /** Sends a PING now (a probe); the answer updates RTT. */
+  ping(now = this.host.clock.now()): void {
+    if (this.phase !== 'open') return;
+    this.rtt.pingSent(now);
+    this.scheduler?.sent(now);
+    this.send(BARE_PING);
+    this.stats.pingsOut++;
+  }
+
+  send(f: Frame): void {
+    this.stats.framesOut++;
+    if (f.type === FrameType.DATA) {
+      this.stats.dataOut++;
+      this.scheduler?.sent(this.host.clock.now());
+    }
+    this.link.send(f);
+  }
+
+  /** Closes with a reason the gateway chose; the `offline` event fires now, not when the socket is gone. */
+  closeWith(reason: CloseReason, message: string = reason): void {
+    if (this.phase === 'closed') return;
+    this.link.close(CloseCodes[reason], message);
+    this.finish(reason, CloseCodes[reason]);
+  }
+
+  private onProtocolError(err: ProtocolError): void {
+    if (this.phase === 'closed') return;
+    this.host.protocolError(this, err);
+    this.closeWith(err.reason, err.message);
+  }
+
+  private onLinkClose(code: number | undefined): void {
+    if (this.phase === 'closed') return;
+    if (code !== undefined && code !== 1005 && code !== 1006) {
+      this.finish(code === CloseCodes.normal || code === 1001 ? 'client-close' : reasonOrClient(code), code);
+    } else {
+      this.finish('transport-close', 1006);
+    }
+  }
+
+  private finish(reason: DisconnectReason, code: number): void {
+    if (this.phase === 'closed') return;
+    this.phase = 'closed';
+    this.closeReason = reason;
+    this.host.wheel.cancel(this.timer);
+    this.rtt.clearOutstanding();
+    this.host.closed(this, reason, code);
+  }
+}
+
+function reasonOrClient(code: number): DisconnectReason {
+  return code >= 4000 && code <= 4999 ? reasonForCode(code) : 'client-close';
+}

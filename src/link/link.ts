@@ -1,0 +1,35 @@
+import type { ProtocolError } from '../protocol/errors.js';
+import type { Frame } from '../protocol/frames.js';
+
+/**
+ * One framed, bidirectional connection, whatever carries it. The gateway and
+ * the client see only this; TCP and WebSocket differ below it (length-prefixed
+ * stream vs one frame per binary message).
+ */
+export interface LinkEvents {
+  frame(f: Frame): void;
+  /** The peer sent bytes that are not a valid frame; the link is poisoned. */
+  error(err: ProtocolError): void;
+  /** Fires exactly once. `code` is the WebSocket close code where one was received. */
+  close(info: { code?: number; reason?: string; error?: Error }): void;
+}
+
+export type TransportKind = 'tcp' | 'ws';
+
+export interface Link {
+  readonly transport: TransportKind;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  readonly closed: boolean;
+  /** Bytes accepted for sending but not yet handed to the kernel. */
+  readonly bufferedBytes: number;
+  bind(events: LinkEvents): void;
+  send(f: Frame): void;
+  /** Sends CLOSE with the code, ends the link, and destroys it after a short linger. */
+  close(code: number, reason: string): void;
+  /** Drops the link at once, sending nothing more. */
+  destroy(): void;
+}
+
+/** How long a closing link waits for the peer's side before it is destroyed. */
+export const CLOSE_LINGER_MS = 1000;

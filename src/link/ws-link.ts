@@ -1,0 +1,82 @@
+import type { WebSocket, RawData } from 'ws';
+import { ProtocolError } from '../protocol/errors.js';
+import { FrameType, type Frame } from '../protocol/frames.js';
+import { decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
+import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
+
+/** A Link over a `ws` WebSocket (server or Node client side): one frame per binary message. */
+export class WsLink implements Link {
+  readonly transport = 'ws' as const;
+  private events: LinkEvents | null = null;
+  private done = false;
+  private poisoned = false;
+
+  constructor(
+    readonly ws: WebSocket,
+    private readonly maxFrameBytes: number,
+    readonly remoteAddress = '',
+    readonly remotePort = 0,
+  ) {
+    ws.binaryType = 'nodebuffer';
+    ws.on('message', (data: RawData, isBinary: boolean) => this.onMessage(data, isBinary));
+    ws.on('error', (err) => this.finish({ error: err }));
+    ws.on('close', (code: number, reason: Buffer) => this.finish({ code, reason: reason.toString() }));
+  }
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  get bufferedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
+  bind(events: LinkEvents): void {
+    this.events = events;
+  }
+
+  private onMessage(data: RawData, isBinary: boolean): void {
+    if (this.poisoned || this.done) return;
+    try {
+      if (!isBinary) throw new ProtocolError('malformed-frame', 'text messages are not frames; send binary');
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      if (buf.length > this.maxFrameBytes) {
+        throw new ProtocolError('frame-too-large', `frame of ${buf.length} bytes exceeds the limit of ${this.maxFrameBytes}`);
+      }
+      this.events?.frame(decodeFrame(buf));
+    } catch (err) {
+      this.poisoned = true;
+      if (err instanceof ProtocolError) this.events?.error(err);
+      else this.destroy();
+    }
+  }
+
+  private finish(info: { code?: number; reason?: string; error?: Error }): void {
+    if (this.done) return;
+    this.done = true;
+    if (info.error) this.ws.terminate();
+    this.events?.close(info);
+  }
+
+  send(f: Frame): void {
+    if (this.done || this.ws.readyState !== 1) return;
+    this.ws.send(encodeFrame(f));
+  }
+
+  close(code: number, reason: string): void {
+    if (this.done || this.ws.readyState !== 1) {
+      this.ws.terminate();
+      return;
+    }
+    this.ws.send(encodeFrame({ type: FrameType.CLOSE, code, reason }));
+    // RFC 6455 close reasons are limited to 123 bytes.
+    this.ws.close(code, Buffer.from(reason).subarray(0, 123).toString());
+    const t = setTimeout(() => this.ws.terminate(), CLOSE_LINGER_MS);
+    t.unref();
+    this.ws.once('close', () => clearTimeout(t));
+  }
+
+  destroy(): void {
+    this.ws.terminate();
+  }
+}

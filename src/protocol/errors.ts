@@ -1,0 +1,80 @@
+/**
+ * Every reason a connection can end, with a stable numeric code and a stable
+ * string name. The numeric codes double as WebSocket close codes (4000-4999 is
+ * the private-use range of RFC 6455 §7.4.2), so both transports report the same
+ * number. The range tells a client what to do:
+ *   1000        normal close, do not reconnect
+ *   4000-4499   transient: reconnect with backoff (or after GOAWAY's hint)
+ *   4500-4999   permanent: the client or its credentials are at fault; do not
+ *               reconnect automatically
+ * docs/PROTOCOL.md lists the same table; keep them in step.
+ */
+export const CloseCodes = {
+  'normal': 1000,
+  'heartbeat-timeout': 4000,
+  'handshake-timeout': 4001,
+  'going-away': 4002,
+  'slow-consumer': 4003,
+  'server-error': 4004,
+  'transport-error': 4005,
+  'too-many-pings': 4006,
+  'frame-too-large': 4500,
+  'malformed-frame': 4501,
+  'unknown-frame': 4502,
+  'unexpected-frame': 4503,
+  'truncated-frame': 4504,
+  'unsupported-version': 4505,
+  'replaced': 4506,
+  'kicked': 4507,
+  'auth-failed': 4510,
+} as const;
+
+export type CloseReason = keyof typeof CloseCodes;
+
+const byCode = new Map<number, CloseReason>(
+  (Object.entries(CloseCodes) as [CloseReason, number][]).map(([name, code]) => [code, name]),
+);
+
+/** The reason name for a numeric code; unknown codes map by range. */
+export function reasonForCode(code: number): CloseReason {
+  const known = byCode.get(code);
+  if (known) return known;
+  if (code >= 4500 && code <= 4999) return 'server-error';
+  return 'transport-error';
+}
+
+/** Whether a client should reconnect after a close with this code. */
+export function shouldReconnect(code: number): boolean {
+  if (code === CloseCodes.normal) return false;
+  return !(code >= 4500 && code <= 4999);
+}
+
+/** Base class for every error longlink raises on purpose. `code` is stable. */
+export class LonglinkError extends Error {
+  readonly code: string;
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = 'LonglinkError';
+    this.code = code;
+  }
+}
+
+/**
+ * A peer sent something the protocol does not allow. Carries the close reason
+ * the connection is closed with; `code` is `LL_ERR_` + the reason in upper case
+ * (for example `LL_ERR_FRAME_TOO_LARGE`).
+ */
+export class ProtocolError extends LonglinkError {
+  readonly reason: CloseReason;
+  readonly closeCode: number;
+  constructor(reason: CloseReason, message: string) {
+    super(errorCodeFor(reason), message);
+    this.name = 'ProtocolError';
+    this.reason = reason;
+    this.closeCode = CloseCodes[reason];
+  }
+}
+
+export function errorCodeFor(reason: CloseReason): string {
+  return 'LL_ERR_' + reason.toUpperCase().replace(/-/g, '_');
+}

@@ -1,0 +1,342 @@
+import { ProtocolError } from './errors.js';
+import {
+  type ClientState,
+  type Frame,
+  FrameType,
+  type HeartbeatDirection,
+  type HelloFrame,
+  type WelcomeFrame,
+  type PingFrame,
+  type PongFrame,
+  type DataFrame,
+  type AckFrame,
+  type GoawayFrame,
+  type CloseFrame,
+} from './frames.js';
+import { Reader, Writer, WIRE_BYTES, WIRE_VARINT } from './wire.js';
+
+/**
+ * Pure encode/decode of one frame (type byte + tagged fields). No I/O; the
+ * length prefix used on TCP is added by `encodeDelimited` and stripped by the
+ * streaming FrameDecoder. Field tags are listed in docs/PROTOCOL.md.
+ */
+
+/** Room in front of a frame for its varint length prefix (frames < 2^35 bytes). */
+const PREFIX_ROOM = 5;
+
+// The heartbeat path never allocates: bare PING/PONG decode to these shared
+// objects and encode to these constant byte strings.
+export const BARE_PING: Readonly<PingFrame> = Object.freeze({ type: FrameType.PING });
+export const BARE_PONG: Readonly<PongFrame> = Object.freeze({ type: FrameType.PONG });
+export const BARE_PING_BYTES = Uint8Array.of(FrameType.PING);
+export const BARE_PONG_BYTES = Uint8Array.of(FrameType.PONG);
+export const BARE_PING_DELIMITED = Uint8Array.of(1, FrameType.PING);
+export const BARE_PONG_DELIMITED = Uint8Array.of(1, FrameType.PONG);
+
+function directionCode(d: HeartbeatDirection): number {
+  return d === 'server' ? 1 : 0;
+}
+
+function directionOf(n: number): HeartbeatDirection {
+  if (n === 0) return 'client';
+  if (n === 1) return 'server';
+  throw new ProtocolError('malformed-frame', `unknown heartbeat direction ${n}`);
+}
+
+function writeState(w: Writer, tag: number, state: ClientState): void {
+  for (const key of Object.keys(state)) {
+    const entry = new Writer(32);
+    entry.fieldString(1, key);
+    entry.fieldString(2, state[key]);
+    w.fieldBytes(tag, entry.body());
+  }
+}
+
+function readStateEntry(r: Reader, into: ClientState): void {
+  const raw = r.bytes();
+  const e = new Reader(raw, 0, raw.length);
+  let key: string | undefined;
+  let value = '';
+  while (!e.done()) {
+    const [tag, wt] = key_(e);
+    if (tag === 1 && wt === WIRE_BYTES) key = e.string();
+    else if (tag === 2 && wt === WIRE_BYTES) value = e.string();
+    else e.skip(wt);
+  }
+  if (key === undefined) throw new ProtocolError('malformed-frame', 'state entry without a key');
+  into[key] = value;
+}
+
+function key_(r: Reader): [number, number] {
+  const k = r.varint();
+  return [Math.floor(k / 8), k % 8];
+}
+
+function want(wt: number, expected: number, field: string): void {
+  if (wt !== expected) throw new ProtocolError('malformed-frame', `field ${field} has wire type ${wt}`);
+}
+
+function writeBody(w: Writer, f: Frame): void {
+  w.byte(f.type);
+  switch (f.type) {
+    case FrameType.HELLO:
+      w.fieldVarint(1, f.version);
+      w.fieldString(2, f.userId);
+      w.fieldString(3, f.deviceId);
+      if (f.token !== undefined) w.fieldString(4, f.token);
+      if (f.clientInfo !== undefined) writeState(w, 5, f.clientInfo);
+      if (f.resumeToken !== undefined) w.fieldString(6, f.resumeToken);
+      if (f.lastSeq !== undefined) w.fieldVarint(7, f.lastSeq);
+      if (f.direction !== undefined) w.fieldVarint(8, directionCode(f.direction));
+      if (f.intervalMs !== undefined) w.fieldVarint(9, f.intervalMs);
+      return;
+    case FrameType.WELCOME: {
+      const h = f.heartbeat;
+      w.fieldString(1, f.sessionId);
+      w.fieldString(2, f.resumeToken);
+      w.fieldVarint(3, f.resumed ? 1 : 0);
+      w.fieldVarint(4, h.intervalMs);
+      w.fieldVarint(5, h.minIntervalMs);
+      w.fieldVarint(6, h.maxIntervalMs);
+      w.fieldVarint(7, h.missBudget);
+      w.fieldVarint(8, h.graceMs);
+      w.fieldVarint(9, directionCode(h.direction));
+      return;
+    }
+    case FrameType.PING:
+    case FrameType.PONG:
+      if (f.seq !== undefined) w.fieldVarint(1, f.seq);
+      if (f.ack !== undefined) w.fieldVarint(2, f.ack);
+      if (f.type === FrameType.PING) {
+        if (f.state !== undefined) writeState(w, 3, f.state);
+        if (f.intervalMs !== undefined) w.fieldVarint(4, f.intervalMs);
+      }
+      return;
+    case FrameType.DATA:
+      if (f.seq !== undefined) w.fieldVarint(1, f.seq);
+      if (f.id !== undefined) w.fieldString(2, f.id);
+      if (f.payload.length > 0) w.fieldBytes(3, f.payload);
+      if (f.ack !== undefined) w.fieldVarint(4, f.ack);
+      return;
+    case FrameType.ACK:
+      w.fieldVarint(1, f.ack);
+      return;
+    case FrameType.GOAWAY:
+      w.fieldVarint(1, f.code);
+      if (f.reconnectAfterMs !== undefined) w.fieldVarint(2, f.reconnectAfterMs);
+      if (f.reason !== undefined) w.fieldString(3, f.reason);
+      return;
+    case FrameType.CLOSE:
+      w.fieldVarint(1, f.code);
+      if (f.reason !== undefined) w.fieldString(2, f.reason);
+      return;
+  }
+}
+
+/** One frame as a WebSocket message carries it: type byte + fields. */
+export function encodeFrame(f: Frame): Uint8Array {
+  if (f.type === FrameType.PING && isBare(f)) return BARE_PING_BYTES;
+  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined) return BARE_PONG_BYTES;
+  const w = new Writer(64);
+  writeBody(w, f);
+  return w.body();
+}
+
+/** One frame as TCP carries it: varint length, then the frame. */
+export function encodeDelimited(f: Frame): Uint8Array {
+  if (f.type === FrameType.PING && isBare(f)) return BARE_PING_DELIMITED;
+  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined) return BARE_PONG_DELIMITED;
+  const w = new Writer(64, PREFIX_ROOM);
+  writeBody(w, f);
+  return prefixLength(w.buf, PREFIX_ROOM, w.pos);
+}
+
+/** Adds a varint length prefix in the room left before `start`. */
+export function prefixLength(buf: Uint8Array, start: number, end: number): Uint8Array {
+  let len = end - start;
+  const size = len < 0x80 ? 1 : len < 0x4000 ? 2 : len < 0x200000 ? 3 : len < 0x10000000 ? 4 : 5;
+  let p = start - size;
+  const first = p;
+  while (len >= 0x80) {
+    buf[p++] = (len % 128) | 0x80;
+    len = Math.floor(len / 128);
+  }
+  buf[p] = len;
+  return buf.subarray(first, end);
+}
+
+function isBare(f: PingFrame): boolean {
+  return f.seq === undefined && f.ack === undefined && f.state === undefined && f.intervalMs === undefined;
+}
+
+/**
+ * Decodes one frame from `buf[start, end)`. Throws ProtocolError with reason
+ * unknown-frame, malformed-frame or truncated-frame. Byte and string fields of
+ * the result are views into `buf` only for DATA payloads; callers that keep a
+ * payload past the next read must copy it (the TCP decoder does).
+ */
+export function decodeFrame(buf: Uint8Array, start = 0, end = buf.length): Frame {
+  if (end <= start) throw new ProtocolError('truncated-frame', 'empty frame');
+  const type = buf[start];
+  const r = new Reader(buf, start + 1, end);
+  switch (type) {
+    case FrameType.PING:
+      return r.done() ? BARE_PING : decodePing(r);
+    case FrameType.PONG:
+      return r.done() ? BARE_PONG : decodePong(r);
+    case FrameType.HELLO:
+      return decodeHello(r);
+    case FrameType.WELCOME:
+      return decodeWelcome(r);
+    case FrameType.DATA:
+      return decodeData(r);
+    case FrameType.ACK:
+      return decodeAck(r);
+    case FrameType.GOAWAY:
+      return decodeGoaway(r);
+    case FrameType.CLOSE:
+      return decodeClose(r);
+    default:
+      throw new ProtocolError('unknown-frame', `unknown frame type 0x${type.toString(16).padStart(2, '0')}`);
+  }
+}
+
+function decodeHello(r: Reader): HelloFrame {
+  let version: number | undefined;
+  let userId: string | undefined;
+  let deviceId: string | undefined;
+  const f: Partial<HelloFrame> = {};
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    switch (tag) {
+      case 1: want(wt, WIRE_VARINT, 'version'); version = r.varint(); break;
+      case 2: want(wt, WIRE_BYTES, 'userId'); userId = r.string(); break;
+      case 3: want(wt, WIRE_BYTES, 'deviceId'); deviceId = r.string(); break;
+      case 4: want(wt, WIRE_BYTES, 'token'); f.token = r.string(); break;
+      case 5: want(wt, WIRE_BYTES, 'clientInfo'); readStateEntry(r, (f.clientInfo ??= {})); break;
+      case 6: want(wt, WIRE_BYTES, 'resumeToken'); f.resumeToken = r.string(); break;
+      case 7: want(wt, WIRE_VARINT, 'lastSeq'); f.lastSeq = r.varint(); break;
+      case 8: want(wt, WIRE_VARINT, 'direction'); f.direction = directionOf(r.varint()); break;
+      case 9: want(wt, WIRE_VARINT, 'intervalMs'); f.intervalMs = r.varint(); break;
+      default: r.skip(wt);
+    }
+  }
+  if (version === undefined || userId === undefined || deviceId === undefined) {
+    throw new ProtocolError('malformed-frame', 'HELLO needs version, userId and deviceId');
+  }
+  return { type: FrameType.HELLO, version, userId, deviceId, ...f };
+}
+
+function decodeWelcome(r: Reader): WelcomeFrame {
+  const v: Record<number, number> = {};
+  let sessionId: string | undefined;
+  let resumeToken: string | undefined;
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    if (tag === 1) { want(wt, WIRE_BYTES, 'sessionId'); sessionId = r.string(); }
+    else if (tag === 2) { want(wt, WIRE_BYTES, 'resumeToken'); resumeToken = r.string(); }
+    else if (tag >= 3 && tag <= 9) { want(wt, WIRE_VARINT, `#${tag}`); v[tag] = r.varint(); }
+    else r.skip(wt);
+  }
+  for (let tag = 3; tag <= 9; tag++) {
+    if (v[tag] === undefined) throw new ProtocolError('malformed-frame', `WELCOME misses field #${tag}`);
+  }
+  if (sessionId === undefined || resumeToken === undefined) {
+    throw new ProtocolError('malformed-frame', 'WELCOME needs sessionId and resumeToken');
+  }
+  return {
+    type: FrameType.WELCOME,
+    sessionId,
+    resumeToken,
+    resumed: v[3] === 1,
+    heartbeat: {
+      intervalMs: v[4],
+      minIntervalMs: v[5],
+      maxIntervalMs: v[6],
+      missBudget: v[7],
+      graceMs: v[8],
+      direction: directionOf(v[9]),
+    },
+  };
+}
+
+function decodePing(r: Reader): PingFrame {
+  const f: PingFrame = { type: FrameType.PING };
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    switch (tag) {
+      case 1: want(wt, WIRE_VARINT, 'seq'); f.seq = r.varint(); break;
+      case 2: want(wt, WIRE_VARINT, 'ack'); f.ack = r.varint(); break;
+      case 3: want(wt, WIRE_BYTES, 'state'); readStateEntry(r, (f.state ??= {})); break;
+      case 4: want(wt, WIRE_VARINT, 'intervalMs'); f.intervalMs = r.varint(); break;
+      default: r.skip(wt);
+    }
+  }
+  return f;
+}
+
+function decodePong(r: Reader): PongFrame {
+  const f: PongFrame = { type: FrameType.PONG };
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    if (tag === 1) { want(wt, WIRE_VARINT, 'seq'); f.seq = r.varint(); }
+    else if (tag === 2) { want(wt, WIRE_VARINT, 'ack'); f.ack = r.varint(); }
+    else r.skip(wt);
+  }
+  return f;
+}
+
+const EMPTY = new Uint8Array(0);
+
+function decodeData(r: Reader): DataFrame {
+  const f: DataFrame = { type: FrameType.DATA, payload: EMPTY };
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    switch (tag) {
+      case 1: want(wt, WIRE_VARINT, 'seq'); f.seq = r.varint(); break;
+      case 2: want(wt, WIRE_BYTES, 'id'); f.id = r.string(); break;
+      case 3: want(wt, WIRE_BYTES, 'payload'); f.payload = r.bytes(); break;
+      case 4: want(wt, WIRE_VARINT, 'ack'); f.ack = r.varint(); break;
+      default: r.skip(wt);
+    }
+  }
+  return f;
+}
+
+function decodeAck(r: Reader): AckFrame {
+  let ack: number | undefined;
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    if (tag === 1) { want(wt, WIRE_VARINT, 'ack'); ack = r.varint(); }
+    else r.skip(wt);
+  }
+  if (ack === undefined) throw new ProtocolError('malformed-frame', 'ACK needs ack');
+  return { type: FrameType.ACK, ack };
+}
+
+function decodeGoaway(r: Reader): GoawayFrame {
+  let code: number | undefined;
+  const f: Partial<GoawayFrame> = {};
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    if (tag === 1) { want(wt, WIRE_VARINT, 'code'); code = r.varint(); }
+    else if (tag === 2) { want(wt, WIRE_VARINT, 'reconnectAfterMs'); f.reconnectAfterMs = r.varint(); }
+    else if (tag === 3) { want(wt, WIRE_BYTES, 'reason'); f.reason = r.string(); }
+    else r.skip(wt);
+  }
+  if (code === undefined) throw new ProtocolError('malformed-frame', 'GOAWAY needs code');
+  return { type: FrameType.GOAWAY, code, ...f };
+}
+
+function decodeClose(r: Reader): CloseFrame {
+  let code: number | undefined;
+  let reason: string | undefined;
+  while (!r.done()) {
+    const [tag, wt] = key_(r);
+    if (tag === 1) { want(wt, WIRE_VARINT, 'code'); code = r.varint(); }
+    else if (tag === 2) { want(wt, WIRE_BYTES, 'reason'); reason = r.string(); }
+    else r.skip(wt);
+  }
+  if (code === undefined) throw new ProtocolError('malformed-frame', 'CLOSE needs code');
+  return reason === undefined ? { type: FrameType.CLOSE, code } : { type: FrameType.CLOSE, code, reason };
+}

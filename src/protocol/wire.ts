@@ -1,0 +1,141 @@
+import { ProtocolError } from './errors.js';
+
+/**
+ * Low-level field encoding shared by every frame: varints (LEB128, at most
+ * Number.MAX_SAFE_INTEGER) and length-delimited bytes, keyed protobuf-style.
+ */
+export const WIRE_VARINT = 0;
+export const WIRE_BYTES = 2;
+
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+
+export function varintSize(value: number): number {
+  let n = 1;
+  while (value >= 0x80) {
+    value = Math.floor(value / 128);
+    n++;
+  }
+  return n;
+}
+
+/** A growable byte writer. `reserve` leaves room in front for a length prefix. */
+export class Writer {
+  buf: Uint8Array;
+  pos: number;
+  readonly start: number;
+
+  constructor(capacity = 64, reserve = 0) {
+    this.buf = new Uint8Array(Math.max(capacity, reserve + 16));
+    this.pos = reserve;
+    this.start = reserve;
+  }
+
+  private ensure(extra: number): void {
+    if (this.pos + extra <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + extra) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+  }
+
+  byte(b: number): void {
+    this.ensure(1);
+    this.buf[this.pos++] = b;
+  }
+
+  varint(value: number): void {
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new RangeError(`varint out of range: ${value}`);
+    }
+    this.ensure(8);
+    while (value >= 0x80) {
+      this.buf[this.pos++] = (value % 128) | 0x80;
+      value = Math.floor(value / 128);
+    }
+    this.buf[this.pos++] = value;
+  }
+
+  bytes(data: Uint8Array): void {
+    this.varint(data.length);
+    this.ensure(data.length);
+    this.buf.set(data, this.pos);
+    this.pos += data.length;
+  }
+
+  fieldVarint(tag: number, value: number): void {
+    this.varint((tag << 3) | WIRE_VARINT);
+    this.varint(value);
+  }
+
+  fieldBytes(tag: number, data: Uint8Array): void {
+    this.varint((tag << 3) | WIRE_BYTES);
+    this.bytes(data);
+  }
+
+  fieldString(tag: number, s: string): void {
+    this.fieldBytes(tag, utf8.encode(s));
+  }
+
+  /** The bytes written after the reserved prefix. */
+  body(): Uint8Array {
+    return this.buf.subarray(this.start, this.pos);
+  }
+}
+
+/** Reads fields from one frame body; every overrun is a typed protocol error. */
+export class Reader {
+  pos: number;
+  constructor(
+    readonly buf: Uint8Array,
+    start: number,
+    readonly end: number,
+  ) {
+    this.pos = start;
+  }
+
+  done(): boolean {
+    return this.pos >= this.end;
+  }
+
+  varint(): number {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 8; i++) {
+      if (this.pos >= this.end) throw new ProtocolError('truncated-frame', 'varint runs past the end of the frame');
+      const b = this.buf[this.pos++];
+      result += (b & 0x7f) * scale;
+      if ((b & 0x80) === 0) {
+        if (result > Number.MAX_SAFE_INTEGER) break;
+        return result;
+      }
+      scale *= 128;
+    }
+    throw new ProtocolError('malformed-frame', 'varint too long');
+  }
+
+  bytes(): Uint8Array {
+    const len = this.varint();
+    if (len > this.end - this.pos) throw new ProtocolError('truncated-frame', 'field runs past the end of the frame');
+    const out = this.buf.subarray(this.pos, this.pos + len);
+    this.pos += len;
+    return out;
+  }
+
+  string(): string {
+    try {
+      return utf8Strict.decode(this.bytes());
+    } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      throw new ProtocolError('malformed-frame', 'string field is not valid UTF-8');
+    }
+  }
+
+  /** Skips a field of the given wire type (for unknown tags). */
+  skip(wireType: number): void {
+    if (wireType === WIRE_VARINT) this.varint();
+    else if (wireType === WIRE_BYTES) this.bytes();
+    else throw new ProtocolError('malformed-frame', `unknown wire type ${wireType}`);
+  }
+}
