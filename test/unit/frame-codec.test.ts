@@ -1,0 +1,129 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import fc from 'fast-check';
+import { decodeFrame, encodeDelimited, encodeFrame } from '../../src/protocol/frame-codec.js';
+import { FrameType, type Frame } from '../../src/protocol/frames.js';
+import { ProtocolError } from '../../src/protocol/errors.js';
+import { frameArb, normalize } from '../helpers/arbitraries.js';
+
+const hex = (s: string) => Uint8Array.from(Buffer.from(s.replace(/\s+/g, ''), 'hex'));
+const toHex = (b: Uint8Array) => Buffer.from(b).toString('hex');
+
+// Each vector: the frame, and its bytes without the TCP length prefix.
+const vectors: [string, Frame, string][] = [
+  ['bare PING is one byte', { type: FrameType.PING }, '03'],
+  ['bare PONG is one byte', { type: FrameType.PONG }, '04'],
+  ['PING with seq 5', { type: FrameType.PING, seq: 5 }, '03 0805'],
+  ['PING with ack 300 (two-byte varint)', { type: FrameType.PING, ack: 300 }, '03 10ac02'],
+  ['PING with state fg=1', { type: FrameType.PING, state: { fg: '1' } }, '03 1a07 0a026667 120131'],
+  ['PING announcing 30000 ms', { type: FrameType.PING, intervalMs: 30000 }, '03 20b0ea01'],
+  ['PONG with seq 5', { type: FrameType.PONG, seq: 5 }, '04 0805'],
+  ['HELLO with required fields', { type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' }, '01 0801 120175 1a0164'],
+  [
+    'HELLO with every field',
+    { type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd', token: 't', clientInfo: { os: 'x' }, resumeToken: 'r', lastSeq: 7, direction: 'server', intervalMs: 1000 },
+    '01 0801 120175 1a0164 220174 2a07 0a026f73 120178 320172 3807 4001 48e807',
+  ],
+  [
+    'WELCOME with the default policy',
+    { type: FrameType.WELCOME, sessionId: 's', resumeToken: 'r', resumed: false, heartbeat: { intervalMs: 25000, minIntervalMs: 5000, maxIntervalMs: 600000, missBudget: 2, graceMs: 5000, direction: 'client' } },
+    '02 0a0173 120172 1800 20a8c301 288827 30c0cf24 3802 408827 4800',
+  ],
+  ['DATA with seq, id and payload', { type: FrameType.DATA, seq: 1, id: 'm1', payload: hex('6869') }, '05 0801 12026d31 1a026869'],
+  ['DATA with an empty payload', { type: FrameType.DATA, payload: new Uint8Array(0) }, '05'],
+  ['ACK 9', { type: FrameType.ACK, ack: 9 }, '06 0809'],
+  ['GOAWAY 4002 after 1000 ms', { type: FrameType.GOAWAY, code: 4002, reconnectAfterMs: 1000, reason: 'x' }, '07 08a21f 10e807 1a0178'],
+  ['CLOSE 4000', { type: FrameType.CLOSE, code: 4000, reason: 'y' }, '08 08a01f 120179'],
+];
+
+for (const [name, frame, bytes] of vectors) {
+  test(`codec vector: ${name}`, () => {
+    const expected = hex(bytes);
+    assert.equal(toHex(encodeFrame(frame)), toHex(expected));
+    assert.deepEqual(normalize(decodeFrame(expected)), normalize(frame));
+    const delimited = encodeDelimited(frame);
+    assert.equal(delimited[0], expected.length, 'one-byte length prefix for small frames');
+    assert.equal(toHex(delimited.subarray(1)), toHex(expected));
+  });
+}
+
+test('a bare heartbeat costs 2 bytes on TCP, as MQTT PINGREQ does', () => {
+  assert.equal(toHex(encodeDelimited({ type: FrameType.PING })), '0103');
+  assert.equal(toHex(encodeDelimited({ type: FrameType.PONG })), '0104');
+});
+
+test('length prefix grows to two bytes at 128-byte frames', () => {
+  const f: Frame = { type: FrameType.DATA, payload: new Uint8Array(200) };
+  const d = encodeDelimited(f);
+  const inner = encodeFrame(f);
+  assert.equal(inner.length, 1 + 1 + 2 + 200);
+  assert.deepEqual([d[0], d[1]], [(inner.length & 0x7f) | 0x80, inner.length >> 7]);
+  assert.equal(d.length, inner.length + 2);
+});
+
+function rejects(bytes: string, reason: string) {
+  assert.throws(
+    () => decodeFrame(hex(bytes)),
+    (err: unknown) => err instanceof ProtocolError && err.reason === reason && err.code === 'LL_ERR_' + reason.toUpperCase().replace(/-/g, '_'),
+  );
+}
+
+test('unknown frame type is rejected with LL_ERR_UNKNOWN_FRAME', () => rejects('7f', 'unknown-frame'));
+test('empty frame is truncated', () => rejects('', 'truncated-frame'));
+test('HELLO without deviceId is malformed', () => rejects('01 0801 120175', 'malformed-frame'));
+test('field with the wrong wire type is malformed', () => rejects('03 0a0105', 'malformed-frame'));
+test('string field running past the frame end is truncated', () => rejects('01 0801 1205 75', 'truncated-frame'));
+test('varint cut off at the frame end is truncated', () => rejects('03 08ff', 'truncated-frame'));
+test('varint beyond 2^53 is malformed', () => rejects('03 08ffffffffffffffff01', 'malformed-frame'));
+test('invalid UTF-8 in a string is malformed', () => rejects('01 0801 1202c328 1a0164', 'malformed-frame'));
+test('unknown wire type is malformed', () => rejects('03 0b', 'malformed-frame'));
+test('ACK without its field is malformed', () => rejects('06', 'malformed-frame'));
+test('heartbeat direction outside 0..1 is malformed', () => rejects('01 0801 120175 1a0164 4002', 'malformed-frame'));
+
+test('unknown fields are skipped, so fields can be added later', () => {
+  // PING with seq 5, then unknown tag 15 varint and tag 14 bytes.
+  const f = decodeFrame(hex('03 0805 7801 7202abcd'));
+  assert.deepEqual(normalize(f), { type: FrameType.PING, seq: 5 });
+});
+
+test('property: every frame survives encode then decode', () => {
+  fc.assert(
+    fc.property(frameArb, (frame) => {
+      assert.deepEqual(normalize(decodeFrame(encodeFrame(frame))), normalize(frame));
+      const d = encodeDelimited(frame);
+      let len = 0, shift = 1, i = 0;
+      for (;;) { const b = d[i++]; len += (b & 0x7f) * shift; if (!(b & 0x80)) break; shift *= 128; }
+      assert.equal(len, d.length - i);
+      assert.deepEqual(normalize(decodeFrame(d, i)), normalize(frame));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+test('property: random bytes decode to a frame or a ProtocolError, never anything else', () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+      try {
+        decodeFrame(bytes);
+      } catch (err) {
+        assert.ok(err instanceof ProtocolError, `unexpected ${String(err)}`);
+      }
+    }),
+    { numRuns: 20000 },
+  );
+});
+
+test('property: mutated valid frames decode or fail with a ProtocolError', () => {
+  fc.assert(
+    fc.property(frameArb, fc.nat(), fc.nat({ max: 255 }), (frame, at, value) => {
+      const bytes = Uint8Array.from(encodeFrame(frame));
+      bytes[at % bytes.length] = value;
+      try {
+        decodeFrame(bytes, 0, bytes.length - (at % 2));
+      } catch (err) {
+        assert.ok(err instanceof ProtocolError, `unexpected ${String(err)}`);
+      }
+    }),
+    { numRuns: 10000 },
+  );
+});
