@@ -275,14 +275,19 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     }
   }
 
-  /** Changes the heartbeat interval; announced to the gateway on the next PING. */
+  /**
+   * Changes the heartbeat interval. It is announced at once in a PING: were it
+   * to wait for the next heartbeat, a longer interval would let the gateway's
+   * detector, still on the old one, convict a healthy link first.
+   */
   setIntervalMs(ms: number): void {
     this.intervalMs = ms;
     this.pendingIntervalMs = ms;
-    if (this.scheduler && this.welcome?.heartbeat.direction === 'client') {
-      this.scheduler.setIntervalMs(ms);
-      this.armHeartbeat(this.options.clock.now());
-    }
+    if (!this.link || !this.welcome || !this.scheduler) return;
+    const now = this.options.clock.now();
+    if (this.welcome.heartbeat.direction === 'client') this.scheduler.setIntervalMs(ms);
+    this.sendPing(now);
+    this.armHeartbeat(now);
   }
 
   /**

@@ -243,8 +243,9 @@ export class ServerConnection {
   /** Closes with a reason the gateway chose; the `offline` event fires now, not when the socket is gone. */
   closeWith(reason: CloseReason, message: string = reason): void {
     if (this.phase === 'closed') return;
-    this.link.close(CloseCodes[reason], message);
+    // Settle the reason first: a link may report its own close synchronously.
     this.finish(reason, CloseCodes[reason]);
+    this.link.close(CloseCodes[reason], message);
   }
 
   private onProtocolError(err: ProtocolError): void {

@@ -1,0 +1,212 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { FrameType } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+
+// The Node client's heartbeat, detection and reconnect policy on a fake clock,
+// against a real Gateway over in-memory links.
+
+const POLICY = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 };
+const PROBES = { pongTimeoutMs: 300, probeCount: 2, probeIntervalMs: 100 };
+
+function setup(opts: { random?: () => number } = {}) {
+  const clock = new ManualClock(5_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock });
+  const links: MemoryLink[] = [];
+  let up = true;
+  const client = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    probes: PROBES,
+    reconnect: { initialDelayMs: 1000, maxDelayMs: 8000, minDelayMs: 100, stableAfterMs: 5000 },
+    clock,
+    timers: clock,
+    random: opts.random ?? (() => 0.5),
+    dial: async () => {
+      if (!up) throw new Error('ECONNREFUSED');
+      const [server, c] = memoryLinkPair();
+      gw.accept(server);
+      links.push(c);
+      return c;
+    },
+  });
+  const closes: CloseEvent[] = [];
+  const delays: number[] = [];
+  client.on('close', (e) => closes.push(e));
+  client.on('reconnecting', (r) => delays.push(r.delayMs));
+  return { clock, gw, client, links, closes, delays, setUp: (v: boolean) => (up = v) };
+}
+
+const sentPings = (l: MemoryLink) => l.peer.received.filter((f) => f.type === FrameType.PING);
+
+test('an idle client pings once per interval and never goes offline', async () => {
+  const { clock, gw, client, links } = setup();
+  let offline = 0;
+  gw.on('offline', () => offline++);
+  await Promise.all([client.connect(), flush()]);
+  for (let i = 0; i < 100; i++) clock.advance(100);
+  assert.equal(sentPings(links[0]).length, 10);
+  assert.equal(client.stats.pongsReceived, 10);
+  assert.equal(offline, 0);
+  client.close();
+  await gw.close();
+});
+
+test('traffic suppresses heartbeats in both directions', async () => {
+  const { clock, gw, client, links } = setup();
+  gw.on('message', (m) => gw.send(m.userId, m.payload));
+  await Promise.all([client.connect(), flush()]);
+  for (let i = 0; i < 20; i++) {
+    clock.advance(500);
+    client.send('x');
+  }
+  assert.equal(sentPings(links[0]).length, 0, 'outbound data is a heartbeat');
+  assert.equal(client.stats.dataReceived, 20);
+  client.close();
+  await gw.close();
+});
+
+test('a silent gateway is declared dead at interval + pongTimeout + probeCount × probeInterval', async () => {
+  const { clock, gw, client, links, closes } = setup();
+  await Promise.all([client.connect(), flush()]);
+  const heard = clock.now();
+  links[0].deaf = true; // the gateway freezes: nothing reaches the client
+  clock.advance(1000 + 300 + 200 - 1);
+  assert.equal(closes.length, 0);
+  assert.equal(client.state, 'suspect', 'suspect while probing');
+  assert.equal(sentPings(links[0]).length, 3, 'one heartbeat and two quick probes');
+  clock.advance(1);
+  assert.equal(closes.length, 1);
+  assert.equal(closes[0].code, CloseCodes['heartbeat-timeout']);
+  assert.equal(closes[0].willReconnect, true);
+  assert.equal(clock.now() - heard, 1500);
+  client.close();
+  await gw.close();
+});
+
+test('reconnects with capped exponential backoff and full jitter, then resumes; a stable link resets the backoff', async () => {
+  const { clock, gw, client, links, delays, setUp } = setup({ random: () => 0.999 });
+  await Promise.all([client.connect(), flush()]);
+  const firstSession = client.sessionId;
+  setUp(false);
+  links[0].destroy();
+  for (let i = 0; i < 6; i++) {
+    clock.advance(delays.at(-1)!);
+    await flush();
+  }
+  // ceilings 1000, 2000, 4000, 8000, 8000, ... with random → 1 takes the ceiling.
+  assert.deepEqual(delays.slice(0, 6), [999, 1998, 3996, 7992, 7992, 7992]);
+  setUp(true);
+  clock.advance(delays.at(-1)!);
+  await flush();
+  assert.equal(client.state, 'open');
+  assert.equal(client.sessionId, firstSession, 'session resumed with the token');
+  clock.advance(5000); // stable: the next loss starts from the first ceiling again
+  links.at(-1)!.destroy();
+  assert.equal(delays.at(-1), 999);
+  client.close();
+  await gw.close();
+});
+
+test('GOAWAY reconnect-after hint overrides the backoff', async () => {
+  const { clock, client, gw, delays } = setup();
+  await Promise.all([client.connect(), flush()]);
+  await gw.close({ reconnectAfterMs: 4321 });
+  assert.deepEqual(delays, [4321]);
+  clock.advance(1);
+  client.close();
+});
+
+test('networkChanged probes at once, and reconnects at once when down', async () => {
+  const { clock, gw, client, links, delays, setUp } = setup();
+  await Promise.all([client.connect(), flush()]);
+  clock.advance(100);
+  client.networkChanged();
+  assert.equal(sentPings(links[0]).length, 1, 'immediate probe');
+  assert.equal(client.stats.pongsReceived, 1);
+  setUp(false);
+  links[0].destroy();
+  assert.equal(client.state, 'reconnecting');
+  assert.ok(delays[0] >= 100);
+  setUp(true);
+  client.networkChanged();
+  await flush();
+  assert.equal(client.state, 'open', 'reconnected without waiting for the backoff');
+  client.close();
+  await gw.close();
+});
+
+test('client state rides on the next heartbeat; flush sends it now', async () => {
+  const { clock, gw, client, links } = setup();
+  await Promise.all([client.connect(), flush()]);
+  client.updateState({ fg: '0' });
+  assert.equal(sentPings(links[0]).length, 0);
+  clock.advance(1000);
+  assert.deepEqual(sentPings(links[0])[0], { type: FrameType.PING, state: { fg: '0' } });
+  client.updateState({ fg: '1' }, { flush: true });
+  assert.equal(sentPings(links[0]).length, 2);
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, { fg: '1' });
+  client.close();
+  await gw.close();
+});
+
+test('setIntervalMs is announced at once and the gateway detector follows it', async () => {
+  const { clock, gw, client, links } = setup();
+  let offline = 0;
+  gw.on('offline', () => offline++);
+  await Promise.all([client.connect(), flush()]);
+  client.setIntervalMs(3000);
+  assert.equal(sentPings(links[0])[0]?.intervalMs, 3000);
+  assert.equal(gw.connection('u', 'd')?.intervalMs, 3000);
+  clock.advance(2999);
+  assert.equal(sentPings(links[0]).length, 1, 'no heartbeat before the new interval');
+  clock.advance(1);
+  assert.equal(sentPings(links[0]).length, 2);
+  assert.equal(sentPings(links[0])[1].intervalMs, undefined, 'announced once');
+  for (let i = 0; i < 30; i++) clock.advance(1000);
+  assert.equal(offline, 0);
+  client.close();
+  await gw.close();
+});
+
+test('permanent close codes stop reconnecting; kicked is one', async () => {
+  const { gw, client, closes } = setup();
+  await Promise.all([client.connect(), flush()]);
+  gw.kick('u');
+  assert.equal(closes.at(-1)?.code, CloseCodes.kicked);
+  assert.equal(closes.at(-1)?.willReconnect, false);
+  assert.equal(client.state, 'closed');
+  await gw.close();
+});
+
+test('server-sent mode: the client sends no heartbeats and detects a silent gateway by its silence limit', async () => {
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: PROBES, wheelTickMs: 1, clock, timers: clock });
+  let link!: MemoryLink;
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', direction: 'server', clock, timers: clock, reconnect: { enabled: false },
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      gw.accept(s);
+      return (link = c);
+    },
+  });
+  const closes: CloseEvent[] = [];
+  client.on('close', (e) => closes.push(e));
+  await Promise.all([client.connect(), flush()]);
+  for (let i = 0; i < 50; i++) clock.advance(100);
+  assert.equal(client.stats.pingsSent, 0);
+  assert.equal(link.received.filter((f) => f.type === FrameType.PING).length, 5, 'the gateway sends them');
+  link.deaf = true;
+  const heard = clock.now();
+  clock.advance(2500);
+  assert.equal(closes.length, 1);
+  assert.equal(closes[0].code, CloseCodes['heartbeat-timeout']);
+  assert.ok(clock.now() - heard <= 2500);
+  await gw.close();
+});

@@ -1,0 +1,272 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+
+// Gateway and connection state machine on a fake clock: every deadline is
+// checked to the millisecond (wheel tick 1 ms), with no sleeping.
+
+const POLICY = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 };
+const LIMIT = POLICY.intervalMs * POLICY.missBudget + POLICY.graceMs; // 2500
+
+function setup(extra: ConstructorParameters<typeof Gateway>[0] = {}) {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000, ...extra });
+  const offline: OfflineEvent[] = [];
+  gw.on('offline', (e) => offline.push(e));
+  return { clock, gw, offline };
+}
+
+async function open(gw: Gateway, hello: Partial<HelloFrame> = {}): Promise<{ client: MemoryLink; server: MemoryLink; welcome: WelcomeFrame }> {
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1', ...hello });
+  await flush();
+  const welcome = client.received.find((f): f is WelcomeFrame => f.type === FrameType.WELCOME);
+  assert.ok(welcome, 'WELCOME received');
+  return { client, server, welcome };
+}
+
+const pings = (l: MemoryLink) => l.received.filter((f) => f.type === FrameType.PING).length;
+const lastClose = (l: MemoryLink) => [...l.received].reverse().find((f): f is Extract<Frame, { type: 8 }> => f.type === FrameType.CLOSE);
+
+test('WELCOME carries the policy; a silent client goes offline exactly at interval × missBudget + grace', async () => {
+  const { clock, gw, offline } = setup();
+  const { client, welcome } = await open(gw);
+  assert.deepEqual(
+    { ...welcome.heartbeat },
+    { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500, direction: 'client' },
+  );
+  const t0 = clock.now();
+  clock.advance(LIMIT - 1);
+  assert.equal(offline.length, 0, 'still online 1 ms before the limit');
+  assert.equal(gw.onlineDevices, 1);
+  clock.advance(1);
+  assert.equal(offline.length, 1, 'offline at the limit (tick 1 ms)');
+  assert.equal(offline[0].reason, 'heartbeat-timeout');
+  assert.equal(offline[0].code, CloseCodes['heartbeat-timeout']);
+  assert.equal(offline[0].silentForMs, LIMIT);
+  assert.equal(clock.now() - t0, LIMIT);
+  assert.equal(lastClose(client)?.code, 4000);
+  assert.equal(gw.onlineDevices, 0);
+  assert.equal(gw.connectionCount, 0, 'resources freed');
+  assert.deepEqual(await gw.presence('u1'), []);
+  await gw.close();
+});
+
+test('any inbound frame proves life: heartbeats and data both move the deadline', async () => {
+  const { clock, gw, offline } = setup();
+  const { client } = await open(gw);
+  for (let i = 0; i < 10; i++) {
+    clock.advance(900);
+    client.send(i % 2 ? { type: FrameType.PING } : { type: FrameType.DATA, payload: new Uint8Array([i]) });
+  }
+  assert.equal(offline.length, 0);
+  assert.equal(pings(client), 0, 'no probe while the client keeps talking');
+  const last = clock.now();
+  clock.advance(LIMIT - 1);
+  assert.equal(offline.length, 0);
+  clock.advance(1);
+  assert.equal(offline.length, 1);
+  assert.equal(clock.now() - last, LIMIT);
+  await gw.close();
+});
+
+test('an overdue heartbeat draws one probe PING at interval + grace; its PONG keeps the link', async () => {
+  const { clock, gw, offline } = setup();
+  const { client } = await open(gw);
+  clock.advance(POLICY.intervalMs + POLICY.graceMs - 1);
+  assert.equal(pings(client), 0);
+  clock.advance(1);
+  assert.equal(pings(client), 1, 'probe sent when the heartbeat is overdue');
+  clock.advance(30);
+  client.send({ type: FrameType.PONG });
+  clock.advance(LIMIT - 1);
+  assert.equal(offline.length, 0, 'the PONG counted as life');
+  const c = gw.connection('u1', 'd1');
+  assert.equal(c?.rttMs, 30);
+  await gw.close();
+});
+
+test('a client that never says HELLO is closed at the handshake deadline', async () => {
+  const { clock, gw } = setup();
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  assert.equal(gw.connectionCount, 1);
+  clock.advance(2999);
+  assert.equal(client.closed, false);
+  clock.advance(1);
+  assert.equal(lastClose(client)?.code, CloseCodes['handshake-timeout']);
+  assert.equal(gw.connectionCount, 0);
+  await gw.close();
+});
+
+test('the client announces its interval in HELLO and PING; the detector follows, clamped to the range', async () => {
+  const { clock, gw, offline } = setup();
+  const { client, welcome } = await open(gw, { intervalMs: 4000 });
+  assert.equal(welcome.heartbeat.intervalMs, 4000);
+  clock.advance(4000 * 2 + 500 - 1);
+  assert.equal(offline.length, 0, 'a slow client is not convicted early');
+  client.send({ type: FrameType.PING, intervalMs: 50 }); // below min: clamped to 200
+  assert.equal(gw.connection('u1', 'd1')?.intervalMs, 200);
+  const t = clock.now();
+  clock.advance(200 * 2 + 500);
+  assert.equal(offline.length, 1);
+  assert.equal(clock.now() - t, 900, 'a fast client is detected fast');
+  await gw.close();
+});
+
+test('requested intervals outside the range are clamped in WELCOME', async () => {
+  const { gw } = setup();
+  const { welcome } = await open(gw, { intervalMs: 60_000 });
+  assert.equal(welcome.heartbeat.intervalMs, 10_000);
+  await gw.close();
+});
+
+test('piggybacked client state is merged, readable and reported; an empty value deletes a key', async () => {
+  const { gw } = setup();
+  const states: Record<string, string>[] = [];
+  gw.on('state', (e) => states.push(e.state));
+  const { client } = await open(gw, { clientInfo: { app: '1.2.3' } });
+  client.send({ type: FrameType.PING, state: { fg: '1', net: 'wifi' } });
+  client.send({ type: FrameType.PING, state: { fg: '' } });
+  assert.deepEqual(gw.connection('u1', 'd1')?.clientState, { net: 'wifi' });
+  assert.deepEqual(gw.connection('u1', 'd1')?.clientInfo, { app: '1.2.3' });
+  assert.deepEqual(states, [{ fg: '1', net: 'wifi' }, { net: 'wifi' }]);
+  assert.equal(pings(client), 0);
+  assert.equal(client.received.filter((f) => f.type === FrameType.PONG).length, 2, 'every PING is answered');
+  await gw.close();
+});
+
+test('server-sent heartbeats: the server pings on an idle link and closes at interval + pongTimeout + probes', async () => {
+  const { clock, gw, offline } = setup({ probes: { pongTimeoutMs: 300, probeCount: 2, probeIntervalMs: 100 } });
+  const { client, welcome } = await open(gw, { direction: 'server' });
+  assert.equal(welcome.heartbeat.direction, 'server');
+  clock.advance(999);
+  assert.equal(pings(client), 0);
+  clock.advance(1);
+  assert.equal(pings(client), 1, 'PING at the interval');
+  client.send({ type: FrameType.PONG });
+  const heard = clock.now();
+  client.deaf = true; // the client freezes
+  clock.advance(1000 + 300 + 2 * 100 - 1);
+  assert.equal(offline.length, 0);
+  clock.advance(1);
+  assert.equal(offline.length, 1);
+  assert.equal(offline[0].reason, 'heartbeat-timeout');
+  assert.equal(clock.now() - heard, 1500);
+  await gw.close();
+});
+
+test('server-sent mode is refused when the policy forbids it: the client gets the client direction', async () => {
+  const { gw } = setup({ heartbeat: { ...POLICY, allowServerDirection: false } });
+  const { welcome } = await open(gw, { direction: 'server' });
+  assert.equal(welcome.heartbeat.direction, 'client');
+  await gw.close();
+});
+
+test('a second connection for the same device replaces the first without an offline event', async () => {
+  const { gw, offline } = setup();
+  const online: string[] = [];
+  gw.on('online', (e) => online.push(e.connectionId));
+  const first = await open(gw);
+  const second = await open(gw);
+  assert.equal(lastClose(first.client)?.code, CloseCodes.replaced);
+  assert.equal(second.client.closed, false);
+  assert.equal(offline.length, 0);
+  assert.equal(online.length, 1);
+  assert.equal(gw.onlineDevices, 1);
+  await gw.close();
+});
+
+test('frames out of state close with unexpected-frame, unknown kinds with unknown-frame', async () => {
+  const { gw, offline } = setup();
+  const errors: string[] = [];
+  gw.on('protocol-error', (e) => errors.push(e.error.code));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.DATA, payload: new Uint8Array(1) });
+  assert.equal(lastClose(client)?.code, CloseCodes['unexpected-frame']);
+
+  const ok = await open(gw);
+  ok.client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+  assert.equal(lastClose(ok.client)?.code, CloseCodes['unexpected-frame']);
+  assert.equal(offline.at(-1)?.reason, 'unexpected-frame');
+
+  const [s2, c2] = memoryLinkPair();
+  gw.accept(s2);
+  s2.deliverBytes(new Uint8Array([3, 0x7f, 0xff, 0xff]));
+  assert.equal(lastClose(c2)?.code, CloseCodes['unknown-frame']);
+  assert.deepEqual(errors, ['LL_ERR_UNEXPECTED_FRAME', 'LL_ERR_UNEXPECTED_FRAME', 'LL_ERR_UNKNOWN_FRAME']);
+  await gw.close();
+});
+
+test('an unsupported protocol version is refused with its code', async () => {
+  const { gw } = setup();
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: 99, userId: 'u', deviceId: 'd' });
+  await flush();
+  assert.equal(lastClose(client)?.code, CloseCodes['unsupported-version']);
+  await gw.close();
+});
+
+test('a refusing authenticator closes with auth-failed and emits no online', async () => {
+  const { gw } = setup({
+    authenticate: (h) => {
+      if (h.token !== 'good') throw new Error('bad token');
+      return { userId: h.userId, deviceId: h.deviceId };
+    },
+  });
+  let online = 0;
+  gw.on('online', () => online++);
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', token: 'bad' });
+  await flush();
+  assert.equal(lastClose(client)?.code, CloseCodes['auth-failed']);
+  assert.equal(online, 0);
+  await gw.close();
+});
+
+test('a resume token brings back the same session for the same device only', async () => {
+  const { gw } = setup();
+  const first = await open(gw);
+  first.client.close(CloseCodes.normal, 'bye');
+  const again = await open(gw, { resumeToken: first.welcome.resumeToken });
+  assert.equal(again.welcome.resumed, true);
+  assert.equal(again.welcome.sessionId, first.welcome.sessionId);
+  const other = await open(gw, { deviceId: 'd2', resumeToken: first.welcome.resumeToken });
+  assert.equal(other.welcome.resumed, false);
+  assert.notEqual(other.welcome.sessionId, first.welcome.sessionId);
+  await gw.close();
+});
+
+test('send reaches every open device of a user; probe and kick act on one device', async () => {
+  const { gw, offline } = setup();
+  const a = await open(gw, { deviceId: 'a' });
+  const b = await open(gw, { deviceId: 'b' });
+  assert.equal(gw.send('u1', 'hi'), 2);
+  assert.equal(gw.send('nobody', 'hi'), 0);
+  for (const l of [a.client, b.client]) assert.equal(l.received.filter((f) => f.type === FrameType.DATA).length, 1);
+  assert.equal(gw.probe('u1', 'a'), true);
+  assert.equal(pings(a.client), 1);
+  assert.equal(gw.kick('u1', 'b'), 1);
+  assert.equal(lastClose(b.client)?.code, CloseCodes.kicked);
+  assert.equal(offline.at(-1)?.reason, 'kicked');
+  assert.equal(gw.onlineDevices, 1);
+  await gw.close();
+});
+
+test('many connections share one wheel and one host timer', async () => {
+  const { clock, gw, offline } = setup();
+  for (let i = 0; i < 200; i++) await open(gw, { deviceId: `d${i}` });
+  assert.ok(clock.pendingTimers <= 1, `one runner timer, not one per connection (${clock.pendingTimers})`);
+  clock.advance(LIMIT);
+  assert.equal(offline.length, 200);
+  assert.ok(offline.every((e) => e.silentForMs === LIMIT));
+  await gw.close();
+});

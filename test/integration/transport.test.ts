@@ -1,0 +1,143 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { describe, test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
+import { dial } from '../../src/client/connect.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { listenTcp } from '../../src/gateway/transports/tcp-listener.js';
+import { listenWs } from '../../src/gateway/transports/ws-listener.js';
+import type { Link } from '../../src/link/link.js';
+import { readKeepalive } from '../../src/link/socket-tuning.js';
+import { TcpLink } from '../../src/link/tcp-link.js';
+import { WsLink } from '../../src/link/ws-link.js';
+import { sleep, waitEvent } from '../helpers/procs.js';
+
+const KEEPALIVE = { keepaliveIdleMs: 5000, keepaliveIntervalMs: 2000, keepaliveCount: 3, userTimeoutMs: 7000 };
+
+function socketOf(link: Link): net.Socket {
+  if (link instanceof TcpLink) return link.socket;
+  if (link instanceof WsLink) return (link.ws as unknown as { _socket: net.Socket })._socket;
+  throw new Error('unknown link');
+}
+
+describe('TCP keepalive tuning', () => {
+  test('the TCP listener sets TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT on accepted sockets', async () => {
+    let accepted!: Link;
+    const server = await listenTcp({ port: 0, host: '127.0.0.1', maxFrameBytes: 1024, keepalive: KEEPALIVE }, (l) => (accepted = l));
+    const port = (server.address() as net.AddressInfo).port;
+    const link = await dial(`tcp://127.0.0.1:${port}`, { timeoutMs: 2000, maxFrameBytes: 1024, keepalive: { userTimeoutMs: 4000 } });
+    await sleep(50);
+    assert.deepEqual(readKeepalive(socketOf(accepted)), { intervalMs: 2000, count: 3, userTimeoutMs: 7000 });
+    assert.equal(readKeepalive(socketOf(link)).userTimeoutMs, 4000, 'the client dialer applies its own');
+    link.destroy();
+    accepted.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
+  test('the WebSocket listener tunes the upgraded socket the same way', async () => {
+    let accepted!: Link;
+    const { http, wss } = await listenWs({ port: 0, host: '127.0.0.1', path: '/longlink', maxFrameBytes: 1024, keepalive: KEEPALIVE }, (l) => (accepted = l));
+    const port = (http.address() as net.AddressInfo).port;
+    const link = await dial(`ws://127.0.0.1:${port}/longlink`, { timeoutMs: 2000, maxFrameBytes: 1024, keepalive: KEEPALIVE });
+    await sleep(50);
+    assert.deepEqual(readKeepalive(socketOf(accepted)), { intervalMs: 2000, count: 3, userTimeoutMs: 7000 });
+    assert.deepEqual(readKeepalive(socketOf(link)), { intervalMs: 2000, count: 3, userTimeoutMs: 7000 });
+    link.destroy();
+    accepted.destroy();
+    await new Promise((r) => wss.close(() => http.close(r)));
+  });
+
+  test('sub-second keepalive values are refused with a typed error (the kernel counts seconds)', () => {
+    assert.throws(() => new Gateway({ keepalive: { keepaliveIdleMs: 500 } }), { code: 'LL_ERR_INVALID_OPTION' });
+  });
+});
+
+for (const transport of ['tcp', 'ws'] as const) {
+  describe(`client features over ${transport}`, () => {
+    async function setup(extra: ConstructorParameters<typeof Gateway>[0] = {}) {
+      const gw = new Gateway({ tcp: { port: 0 }, ws: { port: 0 }, wheelTickMs: 10, heartbeat: { intervalMs: 300, minIntervalMs: 100, missBudget: 2, graceMs: 200 }, ...extra });
+      const a = await gw.listen();
+      const url = transport === 'tcp' ? `tcp://127.0.0.1:${a.tcp!.port}` : `ws://127.0.0.1:${a.ws!.port}/longlink`;
+      return { gw, url };
+    }
+
+    test('server-sent heartbeats: the client sends none, the gateway measures RTT, the link stays up', async () => {
+      const { gw, url } = await setup({ probes: { pongTimeoutMs: 200, probeCount: 1, probeIntervalMs: 100 } });
+      const rtts: number[] = [];
+      gw.on('rtt', (r) => rtts.push(r.sampleMs));
+      let offline = 0;
+      gw.on('offline', () => offline++);
+      const client = new LonglinkClient({ url, userId: 'bg-tab', deviceId: 'd', direction: 'server' });
+      const w = await client.connect();
+      assert.equal(w.heartbeat.direction, 'server');
+      await sleep(1300);
+      assert.equal(client.stats.pingsSent, 0);
+      assert.ok(rtts.length >= 3, `server measured RTT ${rtts.length} times`);
+      assert.ok(gw.connection('bg-tab', 'd')!.rttMs! >= 0);
+      assert.equal(offline, 0);
+      client.close();
+      await gw.close();
+    });
+
+    test('client info in HELLO and piggybacked state are kept per connection', async () => {
+      const { gw, url } = await setup();
+      const client = new LonglinkClient({ url, userId: 's', deviceId: 'd', clientInfo: { app: '2.0', os: 'linux' } });
+      await client.connect();
+      const got = waitEvent(gw, 'state', () => true, 2000);
+      client.updateState({ foreground: '1', battery: '80' });
+      await got; // rides on the next heartbeat, within one interval
+      assert.deepEqual(gw.connection('s', 'd')?.clientState, { foreground: '1', battery: '80' });
+      assert.deepEqual(gw.connection('s', 'd')?.clientInfo, { app: '2.0', os: 'linux' });
+      client.close();
+      await gw.close();
+    });
+
+    test('a drain sends GOAWAY and the client waits the hinted time before it comes back', async () => {
+      const { gw, url } = await setup();
+      const client = new LonglinkClient({ url, userId: 'g', deviceId: 'd', reconnect: { initialDelayMs: 10 } });
+      await client.connect();
+      const recon = waitEvent(client, 'reconnecting', () => true, 2000);
+      const closed = waitEvent(client, 'close', () => true, 2000);
+      await gw.close({ reconnectAfterMs: 777 });
+      const [c] = await closed;
+      assert.equal(c.code, 4002);
+      assert.equal(c.willReconnect, true);
+      const [r] = await recon;
+      assert.equal(r.delayMs, 777);
+      client.close();
+    });
+
+    test('networkChanged sends an immediate probe and reports its RTT', async () => {
+      const { gw, url } = await setup({ heartbeat: { intervalMs: 5000 } });
+      const client = new LonglinkClient({ url, userId: 'n', deviceId: 'd' });
+      await client.connect();
+      const rtt = waitEvent(client, 'rtt', () => true, 1000);
+      client.networkChanged();
+      assert.equal(client.stats.pingsSent, 1);
+      const [r] = await rtt;
+      assert.ok(r.sampleMs < 500);
+      client.close();
+      await gw.close();
+    });
+
+    test('messages flow both ways, and send reaches every device of a user', async () => {
+      const { gw, url } = await setup();
+      const a = new LonglinkClient({ url, userId: 'multi', deviceId: 'phone' });
+      const b = new LonglinkClient({ url, userId: 'multi', deviceId: 'laptop' });
+      await Promise.all([a.connect(), b.connect()]);
+      const fromClient = waitEvent(gw, 'message', () => true, 1000);
+      a.send('hi gateway', { id: 'm1' });
+      const [m] = await fromClient;
+      assert.equal(Buffer.from(m.payload).toString(), 'hi gateway');
+      assert.equal(m.id, 'm1');
+      assert.equal(m.deviceId, 'phone');
+      const got = Promise.all([waitEvent(a, 'message'), waitEvent(b, 'message')]);
+      assert.equal(gw.send('multi', 'to all'), 2);
+      for (const [x] of await got) assert.equal(Buffer.from(x.payload).toString(), 'to all');
+      assert.deepEqual((await gw.presence('multi')).map((p) => p.deviceId).sort(), ['laptop', 'phone']);
+      a.close();
+      b.close();
+      await gw.close();
+    });
+  });
+}
