@@ -49,8 +49,10 @@ export function clientCommand(): Command {
       client.on('rtt', (r) => print('rtt', { ...r }, `rtt ${r.sampleMs.toFixed(2)} ms (smoothed ${r.srttMs.toFixed(2)} ms)`));
       client.on('message', (m) => {
         const text = Buffer.from(m.payload).toString('utf8');
-        print('message', { text, id: m.id }, `message: ${text}`);
+        print('message', { text, id: m.id, seq: m.seq }, `message #${m.seq ?? '-'}: ${text}`);
       });
+      client.on('acked', (a) => print('acked', { ...a }, `acked #${a.seq} (${a.id})`));
+      client.on('session-lost', (e) => print('session-lost', { ...e }, 'the gateway did not know our session: a new one began'));
       client.on('close', (e) => print('close', { ...e }, `closed ${e.code} ${e.reason}${e.willReconnect ? '' : ' (not reconnecting)'}`));
       client.on('reconnecting', (r) => print('reconnecting', { ...r }, `reconnecting in ${r.delayMs} ms (attempt ${r.attempt})`));
 
@@ -63,7 +65,12 @@ export function clientCommand(): Command {
           client.updateState(delta, { flush: true });
           return;
         }
-        if (!client.send(line)) print('error', { error: 'not connected' }, '(not connected; message not sent)');
+        try {
+          const id = client.send(line);
+          if (client.state !== 'open') print('queued', { id }, `(not connected; queued as ${id})`);
+        } catch (err) {
+          print('error', { error: (err as Error).message }, `(not sent: ${(err as Error).message})`);
+        }
       });
       const quit = () => {
         client.close();

@@ -1,14 +1,15 @@
 import { Command, Option } from 'commander';
 import pino from 'pino';
 import { Gateway } from '../gateway/gateway.js';
-import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT } from '../gateway/options.js';
+import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS } from '../gateway/options.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
 import { int } from './parse.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store. Its built-in
- * application relays text: a message "@user text" goes to that user's
- * devices, anything else is echoed back to the sender's devices.
+ * application relays text with reliable push: a message "@user text" goes to
+ * that user's devices (queued for those offline), anything else is echoed
+ * back to the sender's devices.
  */
 export function serveCommand(): Command {
   return new Command('serve')
@@ -35,6 +36,9 @@ export function serveCommand(): Command {
     .option('--handshake-timeout-ms <ms>', 'close connections that send no HELLO within this time', int, DEFAULTS.handshakeTimeoutMs)
     .option('--max-frame-bytes <n>', 'largest frame accepted', int, DEFAULTS.maxFrameBytes)
     .option('--session-ttl-ms <ms>', 'how long a session may be resumed after disconnect', int, DEFAULTS.sessionTtlMs)
+    .option('--max-queued <n>', 'most messages kept per device (unacknowledged or offline)', int, DELIVERY_DEFAULTS.maxQueuedPerDevice)
+    .option('--message-ttl-ms <ms>', 'time-to-live of a pushed message not yet acknowledged', int, DELIVERY_DEFAULTS.messageTtlMs)
+    .option('--probe-before-push-ms <ms>', 'probe a link silent this long before pushing into it (0 = off; default: its heartbeat interval)', int)
     .option('--wheel-tick-ms <ms>', 'timer wheel resolution', int, DEFAULTS.wheelTickMs)
     .option('--node-id <id>', 'name of this gateway node in presence entries')
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
@@ -63,6 +67,7 @@ export function serveCommand(): Command {
         sessionTtlMs: o.sessionTtlMs,
         wheelTickMs: o.wheelTickMs,
         nodeId: o.nodeId,
+        delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
       });
       gw.on('online', (e) => log.info({ event: 'online', user: e.userId, device: e.deviceId, transport: e.transport, resumed: e.resumed }, 'online'));
       gw.on('offline', (e) =>
@@ -70,15 +75,17 @@ export function serveCommand(): Command {
       );
       gw.on('protocol-error', (e) => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error'));
       gw.on('state', (e) => log.debug({ event: 'state', user: e.userId, device: e.deviceId, state: e.state }, 'client state'));
+      gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));
+      gw.on('expired', (e) => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired'));
+      gw.on('dropped', (e) => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped'));
       gw.on('message', (m) => {
         const text = Buffer.from(m.payload).toString('utf8');
         const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
-        if (relay) {
-          const n = gw.send(relay[1], `${m.userId}: ${relay[2]}`);
-          if (n === 0) gw.send(m.userId, `(${relay[1]} is not online)`);
-        } else {
-          gw.send(m.userId, `echo: ${text}`);
-        }
+        const say = (userId: string, body: string) =>
+          gw.push(userId, body).then((r) => {
+            if (r.devices.length === 0) return gw.push(m.userId, `(${userId} has no known device)`);
+          });
+        void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`)).catch((err) => log.error({ err }, 'push failed'));
       });
       let addrs;
       try {

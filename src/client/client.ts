@@ -5,10 +5,11 @@ import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, ProtocolError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
+import { CloseCodes, LonglinkError, ProtocolError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import { FrameType, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
+import { RecentIds } from './recent-ids.js';
 import { dial } from './connect.js';
 import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
 
@@ -24,7 +25,12 @@ export interface ClientEvents {
   open: [WelcomeFrame];
   close: [CloseEvent];
   reconnecting: [{ attempt: number; delayMs: number }];
-  message: [{ payload: Uint8Array; id?: string }];
+  /** A message from the gateway, handed over once (re-sends are dropped by seq and id). */
+  message: [{ payload: Uint8Array; id?: string; seq?: number }];
+  /** The gateway acknowledged one of our messages: it will not be re-sent. */
+  acked: [{ id: string; seq: number }];
+  /** The gateway did not know our resume token (expired, or the gateway lost it): a new session began. */
+  'session-lost': [{ previousSessionId: string | undefined }];
   rtt: [RttSample];
   state: [ClientStateName];
 }
@@ -54,7 +60,18 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
   private goawayAfterMs: number | undefined;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
-  readonly stats = { pingsSent: 0, pongsReceived: 0, dataSent: 0, dataReceived: 0, reconnects: 0 };
+  readonly stats = { pingsSent: 0, pongsReceived: 0, dataSent: 0, dataReceived: 0, reconnects: 0, acked: 0, resent: 0, duplicatesIn: 0 };
+  /** Our messages not yet acknowledged, in order; re-sent after a reconnect. */
+  private outbox: { seq: number; id: string; payload: Uint8Array }[] = [];
+  private outSeq = 0;
+  private nextId = 0;
+  private readonly idPrefix = Math.random().toString(36).slice(2, 10);
+  /** Highest gateway DATA seq handed to the application in this session. */
+  private lastSeq = 0;
+  private ackOwed = 0;
+  private ackTimer: TimerHandle | null = null;
+  private readonly recentIds = new RecentIds(4096);
+  private lastSessionId: string | undefined;
 
   constructor(opts: ClientOptions) {
     super();
@@ -138,7 +155,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       deviceId: o.deviceId,
       ...(o.token !== undefined ? { token: o.token } : {}),
       ...(Object.keys(o.clientInfo).length ? { clientInfo: o.clientInfo } : {}),
-      ...(this.resumeToken !== undefined ? { resumeToken: this.resumeToken } : {}),
+      ...(this.resumeToken !== undefined ? { resumeToken: this.resumeToken, lastSeq: this.lastSeq } : {}),
       ...(o.direction !== 'client' ? { direction: o.direction } : {}),
       ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
     });
@@ -159,12 +176,15 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.detector?.heard(now);
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
     if (this.stateName === 'suspect') this.setState('open');
+    if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined) {
+      this.onAcked(f.ack);
+    }
     switch (f.type) {
       case FrameType.WELCOME:
         this.onWelcome(f, now);
         return;
       case FrameType.PING:
-        this.link?.send(BARE_PONG);
+        this.link?.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
         this.scheduler?.sent(now);
         return;
       case FrameType.PONG: {
@@ -174,8 +194,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
         return;
       }
       case FrameType.DATA:
-        this.stats.dataReceived++;
-        this.emit('message', f.id !== undefined ? { payload: f.payload, id: f.id } : { payload: f.payload });
+        this.onData(f.payload, f.seq, f.id);
         return;
       case FrameType.GOAWAY:
         this.goawayAfterMs = f.reconnectAfterMs;
@@ -193,6 +212,9 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     const o = this.options;
     if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;
+    const hadSession = this.resumeToken !== undefined;
+    const previousSessionId = this.lastSessionId;
+    this.lastSessionId = w.sessionId;
     this.welcome = w;
     this.resumeToken = w.resumeToken;
     const g = w.heartbeat;
@@ -204,7 +226,86 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     }, o.stableAfterMs);
     this.setState('open');
     this.armHeartbeat(now);
+    if (w.resumed) {
+      if (w.ack !== undefined) this.onAcked(w.ack);
+    } else {
+      // A new session: sequence numbers restart on both sides. What we had
+      // not got acknowledged is renumbered and re-sent; the gateway drops
+      // any it had already accepted by id.
+      this.lastSeq = 0;
+      this.ackOwed = 0;
+      this.outSeq = 0;
+      for (const m of this.outbox) m.seq = ++this.outSeq;
+    }
     this.emit('open', w);
+    if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
+    if (this.link !== null && this.welcome === w) {
+      for (const m of this.outbox) {
+        this.stats.resent++;
+        this.writeData(m);
+      }
+    }
+  }
+
+  private onData(payload: Uint8Array, seq: number | undefined, id: string | undefined): void {
+    if (seq === undefined) {
+      this.stats.dataReceived++;
+      this.emit('message', id !== undefined ? { payload, id } : { payload });
+      return;
+    }
+    this.owe();
+    if (seq <= this.lastSeq) {
+      this.stats.duplicatesIn++;
+      return;
+    }
+    this.lastSeq = seq;
+    if (id !== undefined && !this.recentIds.add(id)) {
+      this.stats.duplicatesIn++;
+      return;
+    }
+    this.stats.dataReceived++;
+    this.emit('message', id !== undefined ? { payload, id, seq } : { payload, seq });
+  }
+
+  private owe(): void {
+    this.ackOwed++;
+    // Acks ride on our next frame; alone only after ackDelayMs, or at once when many are owed.
+    if (this.ackOwed >= 64) return this.flushAck();
+    if (this.ackTimer === null) this.ackTimer = this.options.timers.setTimeout(this.flushAck, this.options.ackDelayMs);
+  }
+
+  private takeAck(): number {
+    this.ackOwed = 0;
+    if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    return this.lastSeq;
+  }
+
+  private readonly flushAck = (): void => {
+    this.ackTimer = null;
+    if (this.ackOwed === 0 || !this.link || !this.welcome) return;
+    this.link.send({ type: FrameType.ACK, ack: this.takeAck() });
+    this.scheduler?.sent(this.options.clock.now());
+  };
+
+  private onAcked(upTo: number): void {
+    while (this.outbox.length > 0 && this.outbox[0].seq <= upTo) {
+      const m = this.outbox.shift()!;
+      this.stats.acked++;
+      this.emit('acked', { id: m.id, seq: m.seq });
+    }
+  }
+
+  private writeData(m: { seq: number; id: string; payload: Uint8Array }): void {
+    const ack = this.ackOwed ? this.takeAck() : undefined;
+    this.link!.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload, ...(ack !== undefined ? { ack } : {}) });
+    this.scheduler?.sent(this.options.clock.now());
+    this.stats.dataSent++;
+  }
+
+  /** Messages sent but not yet acknowledged by the gateway. */
+  get pendingCount(): number {
+    return this.outbox.length;
   }
 
   private armHeartbeat(now: number): void {
@@ -240,10 +341,11 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
 
   private sendPing(now: number): void {
     let f: PingFrame = BARE_PING;
-    if (this.pendingState !== null || this.pendingIntervalMs !== undefined) {
+    if (this.pendingState !== null || this.pendingIntervalMs !== undefined || this.ackOwed) {
       f = { type: FrameType.PING };
       if (this.pendingState !== null) f.state = this.pendingState;
       if (this.pendingIntervalMs !== undefined) f.intervalMs = this.pendingIntervalMs;
+      if (this.ackOwed) f.ack = this.takeAck();
       this.pendingState = null;
       this.pendingIntervalMs = undefined;
     }
@@ -253,14 +355,22 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.link!.send(f);
   }
 
-  /** Sends application data to the gateway. Returns false if the link is not open. */
-  send(payload: Uint8Array | string, opts: { id?: string } = {}): boolean {
-    if (!this.link || !this.welcome) return false;
+  /**
+   * Sends a message to the gateway, reliably: it is numbered, kept until the
+   * gateway acknowledges it (the `acked` event), and re-sent after a
+   * reconnect; the gateway drops re-sends it already has. While disconnected
+   * it waits in the outbox. Returns the message id. Throws
+   * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting.
+   */
+  send(payload: Uint8Array | string, opts: { id?: string } = {}): string {
+    if (this.outbox.length >= this.options.maxOutbox) {
+      throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outbox.length} messages are waiting for acknowledgement`);
+    }
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-    this.link.send({ type: FrameType.DATA, payload: bytes, ...(opts.id !== undefined ? { id: opts.id } : {}) });
-    this.scheduler?.sent(this.options.clock.now());
-    this.stats.dataSent++;
-    return true;
+    const m = { seq: ++this.outSeq, id: opts.id ?? `${this.idPrefix}-${++this.nextId}`, payload: bytes };
+    this.outbox.push(m);
+    if (this.link && this.welcome) this.writeData(m);
+    return m.id;
   }
 
   /**
@@ -338,7 +448,8 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     const t = this.options.timers;
     if (this.heartbeatTimer !== null) t.clearTimeout(this.heartbeatTimer);
     if (this.stableTimer !== null) t.clearTimeout(this.stableTimer);
-    this.heartbeatTimer = this.stableTimer = null;
+    if (this.ackTimer !== null) t.clearTimeout(this.ackTimer);
+    this.heartbeatTimer = this.stableTimer = this.ackTimer = null;
     this.link = null;
     this.welcome = null;
     this.scheduler = null;

@@ -29,6 +29,10 @@ export interface ClientOptions {
   /** Time allowed for connect + HELLO/WELCOME. */
   handshakeTimeoutMs?: number;
   maxFrameBytes?: number;
+  /** Most messages waiting for acknowledgement; `send` throws LL_ERR_OUTBOX_FULL beyond it. */
+  maxOutbox?: number;
+  /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
+  ackDelayMs?: number;
   keepalive?: KeepaliveOptions;
   clock?: Clock;
   timers?: Timers;
@@ -51,6 +55,8 @@ export interface ResolvedClientOptions {
   stableAfterMs: number;
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
+  maxOutbox: number;
+  ackDelayMs: number;
   keepalive: KeepaliveOptions;
   clock: Clock;
   timers: Timers;
@@ -60,6 +66,8 @@ export interface ResolvedClientOptions {
 export const CLIENT_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   stableAfterMs: 10_000,
+  maxOutbox: 10_000,
+  ackDelayMs: 50,
 };
 
 export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
@@ -80,6 +88,8 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     stableAfterMs: r.stableAfterMs ?? CLIENT_DEFAULTS.stableAfterMs,
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? CLIENT_DEFAULTS.handshakeTimeoutMs,
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    maxOutbox: o.maxOutbox ?? CLIENT_DEFAULTS.maxOutbox,
+    ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
     keepalive: o.keepalive ?? {},
     clock: o.clock ?? systemClock,
     timers: o.timers ?? systemTimers,

@@ -30,8 +30,18 @@ export interface ConnectionHost {
   readonly handshakeTimeoutMs: number;
   wake(): void;
   /** Authenticates and registers; resolves with what to put in WELCOME. Throws LonglinkError/ProtocolError to refuse. */
-  hello(conn: ServerConnection, hello: HelloFrame): Promise<{ sessionId: string; resumeToken: string; resumed: boolean; grant: HeartbeatGrant }>;
+  hello(conn: ServerConnection, hello: HelloFrame): Promise<Opening>;
   message(conn: ServerConnection, frame: DataFrame): void;
+  /** A cumulative acknowledgement of the gateway's DATA arrived. */
+  acked(conn: ServerConnection, upTo: number): void;
+  /** The connection owes the client an acknowledgement; the gateway batches them. */
+  ackOwed(conn: ServerConnection): void;
+  /** WELCOME is out: the connection is open. */
+  opened(conn: ServerConnection): void;
+  /** A probe before push was answered: what it held may go now. */
+  probeAnswered(conn: ServerConnection): void;
+  /** A probe before push went unanswered; the link is being closed. */
+  probeFailed(conn: ServerConnection): void;
   stateChanged(conn: ServerConnection, delta: ClientState): void;
   rtt(conn: ServerConnection, sample: RttSample): void;
   protocolError(conn: ServerConnection, err: ProtocolError): void;
@@ -39,6 +49,18 @@ export interface ConnectionHost {
 }
 
 export type ConnectionPhase = 'handshake' | 'hello' | 'open' | 'closed';
+
+/** What the gateway decided about a HELLO, for WELCOME. */
+export interface Opening {
+  sessionId: string;
+  resumeToken: string;
+  resumed: boolean;
+  grant: HeartbeatGrant;
+  /** Highest client DATA seq accepted in this session (0 for a new one). */
+  inSeq: number;
+  /** Highest gateway DATA seq the client confirmed having (its HELLO lastSeq, on resume). */
+  outSeq: number;
+}
 
 /**
  * One client connection on the gateway: the protocol state machine and its
@@ -60,6 +82,19 @@ export class ServerConnection {
   closeReason: DisconnectReason | null = null;
   readonly rtt = new RttTracker();
   readonly stats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
+  /** Highest client DATA seq handed to the application (what we acknowledge). */
+  inSeq = 0;
+  /** Whether inSeq has not been acknowledged to the client yet. */
+  ackOwed = false;
+  /** Highest gateway DATA seq written to this link, and acknowledged by the client. */
+  sentSeq = 0;
+  ackedSeq = 0;
+  /** Set while a probe before push holds delivery: when it must be answered by. */
+  probeDeadline: number | null = null;
+  /** Serializes the handling of inbound DATA (dedup may await the store). */
+  inbound: Promise<void> = Promise.resolve();
+  flushing = false;
+  flushAgain = false;
   private detector: LivenessDetector | null = null;
   private scheduler: HeartbeatScheduler | null = null;
   readonly timer: WheelTimer<ServerConnection>;
@@ -114,6 +149,13 @@ export class ServerConnection {
     if (this.phase === 'open') {
       this.detector?.heard(now);
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+      if (this.probeDeadline !== null) {
+        this.probeDeadline = null;
+        this.host.probeAnswered(this);
+      }
+      if ((f.type === FrameType.PING || f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK) && f.ack !== undefined) {
+        this.host.acked(this, f.ack);
+      }
     }
     switch (f.type) {
       case FrameType.HELLO:
@@ -121,7 +163,8 @@ export class ServerConnection {
         return;
       case FrameType.PING:
         this.stats.pingsIn++;
-        this.link.send(BARE_PONG);
+        // The answer carries an owed acknowledgement for free.
+        this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
         this.stats.framesOut++;
         if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
         if (f.state !== undefined) this.mergeState(f.state);
@@ -163,7 +206,7 @@ export class ServerConnection {
     );
   }
 
-  private open(w: { sessionId: string; resumeToken: string; resumed: boolean; grant: HeartbeatGrant }): void {
+  private open(w: Opening): void {
     if (this.phase !== 'hello') return;
     const now = this.host.clock.now();
     this.phase = 'open';
@@ -171,11 +214,21 @@ export class ServerConnection {
     this.sessionId = w.sessionId;
     this.resumeToken = w.resumeToken;
     this.grant = w.grant;
+    this.inSeq = w.inSeq;
+    this.sentSeq = this.ackedSeq = w.outSeq;
     const g = w.grant;
     if (g.direction === 'server') this.scheduler = new HeartbeatScheduler(g.intervalMs, this.host.probes, now);
     else this.detector = new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
-    this.send({ type: FrameType.WELCOME, sessionId: w.sessionId, resumeToken: w.resumeToken, resumed: w.resumed, heartbeat: g });
+    this.send({
+      type: FrameType.WELCOME,
+      sessionId: w.sessionId,
+      resumeToken: w.resumeToken,
+      resumed: w.resumed,
+      heartbeat: g,
+      ...(w.resumed ? { ack: w.inSeq } : {}),
+    });
     this.arm(this.nextWake(now));
+    this.host.opened(this);
   }
 
   private setInterval(ms: number): void {
@@ -198,7 +251,39 @@ export class ServerConnection {
   }
 
   private nextWake(now: number): number {
-    return this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now);
+    const t = this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now);
+    return this.probeDeadline === null ? t : Math.min(t, this.probeDeadline);
+  }
+
+  /**
+   * Holds delivery until the client shows life: sends a PING and expects any
+   * frame back within `timeoutMs`, else the link is closed. Returns false if
+   * a probe is already out.
+   */
+  probeBeforePush(timeoutMs: number, now = this.host.clock.now()): boolean {
+    if (this.phase !== 'open' || this.probeDeadline !== null) return false;
+    this.probeDeadline = now + timeoutMs;
+    this.ping(now);
+    this.arm(this.nextWake(now));
+    return true;
+  }
+
+  /** Returns inSeq and marks it acknowledged (the caller puts it on a frame). */
+  takeAck(): number {
+    this.ackOwed = false;
+    return this.inSeq;
+  }
+
+  /** Sends a standalone ACK if one is still owed (nothing carried it). */
+  flushAck(): void {
+    if (this.ackOwed && this.phase === 'open') this.send({ type: FrameType.ACK, ack: this.takeAck() });
+  }
+
+  /** Records a client DATA seq handed to the application; the ACK follows. */
+  accepted(seq: number): void {
+    if (seq > this.inSeq) this.inSeq = seq;
+    this.ackOwed = true;
+    this.host.ackOwed(this);
   }
 
   /** Called by the wheel when this connection's timer expires. */
@@ -207,6 +292,11 @@ export class ServerConnection {
     if (this.phase !== 'open') {
       this.closeWith('handshake-timeout', `no HELLO within ${this.host.handshakeTimeoutMs} ms`);
       return;
+    }
+    if (this.probeDeadline !== null && now >= this.probeDeadline) {
+      this.probeDeadline = null;
+      this.host.probeFailed(this);
+      return this.closeWith('heartbeat-timeout', 'no answer to the probe before a push');
     }
     if (this.scheduler) {
       const action = this.scheduler.poll(now);
@@ -236,6 +326,7 @@ export class ServerConnection {
     if (f.type === FrameType.DATA) {
       this.stats.dataOut++;
       this.scheduler?.sent(this.host.clock.now());
+      if (this.ackOwed) f = { ...f, ack: this.takeAck() };
     }
     this.link.send(f);
   }

@@ -9,11 +9,13 @@ import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
-import { ServerConnection, type ConnectionHost } from './connection.js';
+import { ServerConnection, type ConnectionHost, type Opening } from './connection.js';
+import { PushTracker, type PushResult } from './push-tracker.js';
 import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
-import type { SessionRecord } from './stores/store.js';
+import type { QueuedMessage, SessionRecord } from './stores/store.js';
+import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
 import { WheelRunner } from './wheel-runner.js';
@@ -28,6 +30,8 @@ export interface DeviceRef {
 
 export interface OnlineEvent extends DeviceRef {
   resumed: boolean;
+  /** The client presented a resume token that was unknown or expired: a new session began. */
+  resumeFailed: boolean;
   clientInfo: ClientState;
 }
 
@@ -41,6 +45,47 @@ export interface OfflineEvent extends DeviceRef {
 export interface MessageEvent extends DeviceRef {
   payload: Uint8Array;
   id?: string;
+  /** The client's sequence number in its session (absent for unsequenced DATA). */
+  seq?: number;
+}
+
+export interface DeliveryEvent {
+  userId: string;
+  deviceId: string;
+  id: string;
+  seq: number;
+  /** Wall ms from push to acknowledgement (delivered) or to removal (expired, dropped). */
+  ageMs: number;
+}
+
+export interface DropEvent extends DeliveryEvent {
+  /** `ttl`: not acknowledged within its time-to-live; `overflow`: evicted by the per-device bound. */
+  reason: 'ttl' | 'overflow';
+}
+
+export interface PushOptions {
+  /** Message id; generated when omitted. The client drops a second delivery of the same id. */
+  id?: string;
+  /** Time-to-live; default `delivery.messageTtlMs`. */
+  ttlMs?: number;
+  /** How long the promise waits for acknowledgements; default `delivery.pushWaitMs`. */
+  waitMs?: number;
+}
+
+/** Delivery counters since the gateway started. */
+export interface DeliveryStats {
+  pushed: number;
+  delivered: number;
+  expired: number;
+  dropped: number;
+  /** Messages written to a link that closed before acknowledging them (they stay queued and are re-sent). */
+  unackedAtClose: number;
+  /** Pushes that waited for a probe first. */
+  probesBeforePush: number;
+  /** Probes before push that went unanswered: dead links found before anything was written into them. */
+  deadLinksFound: number;
+  /** Client DATA frames dropped as re-sends of what was already accepted. */
+  duplicatesIn: number;
 }
 
 export interface StateEvent extends DeviceRef {
@@ -61,6 +106,9 @@ export interface GatewayEvents {
   message: [MessageEvent];
   state: [StateEvent];
   rtt: [DeviceRef & RttSample];
+  delivered: [DeliveryEvent];
+  expired: [DropEvent];
+  dropped: [DropEvent];
   'protocol-error': [ProtocolErrorEvent];
 }
 
@@ -90,6 +138,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closing = false;
   private readonly ownsStore: boolean;
+  private readonly tracker: PushTracker;
+  private readonly owedAcks = new Set<ServerConnection>();
+  private ackTimer: TimerHandle | null = null;
+  private sweepTimer: TimerHandle | null = null;
+  readonly deliveryStats: DeliveryStats = {
+    pushed: 0, delivered: 0, expired: 0, dropped: 0, unackedAtClose: 0, probesBeforePush: 0, deadLinksFound: 0, duplicatesIn: 0,
+  };
 
   constructor(opts: GatewayOptions = {}) {
     super();
@@ -98,6 +153,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const o = this.options;
     const wheel = new TimerWheel<ServerConnection>({ tickMs: o.wheelTickMs, startMs: o.clock.now() });
     this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()));
+    this.tracker = new PushTracker(o.timers);
+    this.startSweeping();
     this.host = {
       clock: o.clock,
       wheel,
@@ -107,6 +164,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       wake: () => this.runner.kick(),
       hello: (conn, hello) => this.onHello(conn, hello),
       message: (conn, f) => this.onMessage(conn, f),
+      opened: (conn) => this.onOpened(conn),
+      acked: (conn, upTo) => this.onAcked(conn, upTo),
+      ackOwed: (conn) => this.owe(conn),
+      probeAnswered: (conn) => void this.flush(conn),
+      probeFailed: () => this.deliveryStats.deadLinksFound++,
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
       rtt: (conn, sample) => this.emit('rtt', { ...ref(conn), ...sample }),
       protocolError: (conn, error) =>
@@ -141,7 +203,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return conn;
   }
 
-  private async onHello(conn: ServerConnection, hello: HelloFrame) {
+  private async onHello(conn: ServerConnection, hello: HelloFrame): Promise<Opening> {
     const o = this.options;
     let identity;
     try {
@@ -168,7 +230,12 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       deviceId: conn.deviceId,
       clientInfo: conn.clientInfo,
       createdAt: now,
+      inSeq: 0,
     };
+    // A live connection of the same session (being replaced) knows more than the stored record.
+    const live = this.registry.get(conn.userId, conn.deviceId);
+    const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.inSeq, session.inSeq) : session.inSeq;
+    await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
     session.clientInfo = conn.clientInfo;
     await o.store.saveSession(session, now + o.sessionTtlMs);
     if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
@@ -185,17 +252,191 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       since: now,
       clientInfo: conn.clientInfo,
     });
-    if (!previous) this.emit('online', { ...ref(conn), resumed, clientInfo: conn.clientInfo });
-    return { sessionId: session.sessionId, resumeToken: session.resumeToken, resumed, grant };
+    if (!previous) this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
+    return {
+      sessionId: session.sessionId,
+      resumeToken: session.resumeToken,
+      resumed,
+      grant,
+      inSeq: resumed ? inSeq : 0,
+      outSeq: resumed ? (hello.lastSeq ?? 0) : 0,
+    };
+  }
+
+  private onOpened(conn: ServerConnection): void {
+    // On resume, HELLO's lastSeq acknowledges what arrived before the break.
+    if (conn.ackedSeq > 0) void this.settleAcked(conn, conn.ackedSeq);
+    void this.flush(conn);
   }
 
   private onMessage(conn: ServerConnection, f: DataFrame): void {
-    this.emit('message', { ...ref(conn), payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
+    const seq = f.seq;
+    if (seq === undefined) {
+      this.emit('message', { ...ref(conn), payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
+      return;
+    }
+    // In order, one at a time: duplicate detection may wait on the store.
+    conn.inbound = conn.inbound.then(async () => {
+      if (conn.phase !== 'open') return;
+      if (seq <= conn.inSeq) {
+        this.deliveryStats.duplicatesIn++;
+        conn.accepted(conn.inSeq); // re-acknowledge, the client evidently missed it
+        return;
+      }
+      if (f.id !== undefined && !(await this.options.store.markInbound(conn.userId, conn.deviceId, f.id))) {
+        this.deliveryStats.duplicatesIn++;
+        conn.accepted(seq);
+        return;
+      }
+      if (conn.phase !== 'open') return;
+      this.emit('message', { ...ref(conn), payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
+      conn.accepted(seq);
+    }).catch((err) => {
+      conn.closeWith('server-error', err instanceof Error ? err.message : String(err));
+    });
+  }
+
+  private owe(conn: ServerConnection): void {
+    this.owedAcks.add(conn);
+    if (this.ackTimer !== null) return;
+    this.ackTimer = this.options.timers.setTimeout(() => {
+      this.ackTimer = null;
+      const owed = [...this.owedAcks];
+      this.owedAcks.clear();
+      for (const c of owed) c.flushAck();
+    }, this.options.delivery.ackDelayMs);
+  }
+
+  private onAcked(conn: ServerConnection, upTo: number): void {
+    if (upTo <= conn.ackedSeq) return;
+    // The client cannot acknowledge what was never written on this link.
+    if (upTo > conn.sentSeq) {
+      conn.closeWith('malformed-frame', `acknowledgement ${upTo} is beyond the last sequence number sent (${conn.sentSeq})`);
+      return;
+    }
+    conn.ackedSeq = upTo;
+    void this.settleAcked(conn, upTo);
+  }
+
+  private async settleAcked(conn: ServerConnection, upTo: number): Promise<void> {
+    const acked = await this.options.store.ack(conn.userId, conn.deviceId, conn.sessionId, upTo);
+    const now = this.options.wallClock.now();
+    for (const m of acked) {
+      this.deliveryStats.delivered++;
+      this.emit('delivered', { userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
+      this.tracker.settle(m.id, conn.deviceId, 'delivered');
+    }
+  }
+
+  /** Writes every queued message the link has not carried yet, in order. */
+  private async flush(conn: ServerConnection): Promise<void> {
+    if (conn.phase !== 'open' || conn.probeDeadline !== null) return;
+    if (conn.flushing) {
+      conn.flushAgain = true;
+      return;
+    }
+    conn.flushing = true;
+    try {
+      do {
+        conn.flushAgain = false;
+        const msgs = await this.options.store.take(conn.userId, conn.deviceId, conn.sessionId, conn.sentSeq);
+        for (const m of msgs) {
+          if (conn.phase !== 'open') return;
+          if (m.seq <= conn.sentSeq) continue;
+          conn.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload });
+          conn.sentSeq = m.seq;
+        }
+      } while (conn.flushAgain && conn.phase === 'open' && conn.probeDeadline === null);
+    } catch (err) {
+      conn.closeWith('server-error', err instanceof Error ? err.message : String(err));
+    } finally {
+      conn.flushing = false;
+    }
+  }
+
+  /** Hands new messages to an open connection, probing it first if it has been silent too long. */
+  private deliver(conn: ServerConnection): void {
+    if (conn.phase !== 'open') return;
+    if (conn.probeDeadline !== null) return; // the answer to the probe out will flush
+    const threshold = this.options.delivery.probeBeforePushMs ?? conn.grant?.intervalMs ?? 0;
+    const now = this.options.clock.now();
+    if (threshold > 0 && now - conn.lastHeardAt >= threshold) {
+      this.deliveryStats.probesBeforePush++;
+      conn.probeBeforePush(this.options.probes.pongTimeoutMs, now);
+      return;
+    }
+    void this.flush(conn);
+  }
+
+  /**
+   * Reliable push to every device of `userId`, connected or not: each device
+   * gets the message in order, once, acknowledged; devices that are offline
+   * get it from their queue when they come back. Resolves with each device's
+   * outcome once all have acknowledged, or after `waitMs`.
+   */
+  async push(userId: string, payload: Uint8Array | string, opts: PushOptions = {}): Promise<PushResult> {
+    const o = this.options;
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    const id = opts.id ?? randomUUID();
+    const now = o.wallClock.now();
+    const devices = new Set(await o.store.knownDevices(userId, now));
+    for (const c of this.registry.devices(userId)) devices.add(c.deviceId);
+    const done = this.tracker.track(id, userId, devices, opts.waitMs ?? o.delivery.pushWaitMs);
+    this.deliveryStats.pushed++;
+    const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
+    const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
+    for (const deviceId of devices) {
+      const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
+      for (const m of evicted) this.reportDrop('dropped', userId, deviceId, m, 'overflow');
+      const conn = this.registry.get(userId, deviceId);
+      if (conn && conn.phase === 'open') this.deliver(conn);
+      else this.tracker.settle(id, deviceId, 'queued');
+    }
+    return done;
+  }
+
+  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow'): void {
+    this.deliveryStats[event]++;
+    this.emit(event, { userId, deviceId, id: m.id, seq: m.seq, ageMs: this.options.wallClock.now() - m.enqueuedAt, reason });
+    this.tracker.settle(m.id, deviceId, event);
+  }
+
+  private startSweeping(): void {
+    const o = this.options;
+    const tick = () => {
+      this.sweepTimer = null;
+      if (this.closing) return;
+      o.store.expire(o.wallClock.now()).then(
+        (gone) => {
+          for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
+          if (!this.closing) this.sweepTimer = o.timers.setTimeout(tick, o.delivery.sweepIntervalMs);
+        },
+        () => {
+          if (!this.closing) this.sweepTimer = o.timers.setTimeout(tick, o.delivery.sweepIntervalMs);
+        },
+      );
+    };
+    if (this.sweepTimer === null) this.sweepTimer = o.timers.setTimeout(tick, o.delivery.sweepIntervalMs);
+  }
+
+  /** Removes expired messages now and reports them (the sweep does this every `sweepIntervalMs`). */
+  async sweepExpired(): Promise<number> {
+    const gone = await this.options.store.expire(this.options.wallClock.now());
+    for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
+    return gone.length;
+  }
+
+  /** Messages held for one device (sent and unacknowledged, or waiting). */
+  queueDepth(userId: string, deviceId: string): Promise<number> {
+    return this.options.store.depth(userId, deviceId);
   }
 
   private onClosed(conn: ServerConnection, reason: DisconnectReason, code: number): void {
     this.connections.delete(conn);
+    this.owedAcks.delete(conn);
+    this.deliveryStats.unackedAtClose += conn.sentSeq - conn.ackedSeq;
     if (!this.registry.remove(conn)) return;
+    this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
     const o = this.options;
     const now = o.wallClock.now();
     const silentForMs = o.clock.now() - conn.lastHeardAt;
@@ -205,13 +446,17 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
     void o.store
       .saveSession(
-        { sessionId: conn.sessionId, resumeToken: conn.resumeToken, userId: conn.userId, deviceId: conn.deviceId, clientInfo: conn.clientInfo, createdAt: now },
+        { sessionId: conn.sessionId, resumeToken: conn.resumeToken, userId: conn.userId, deviceId: conn.deviceId, clientInfo: conn.clientInfo, createdAt: now, inSeq: conn.inSeq },
         now + o.sessionTtlMs,
       )
       .catch(() => {});
   }
 
-  /** Sends a DATA frame to every connected device of `userId`; returns how many devices it went to. */
+  /**
+   * Fire-and-forget: a DATA frame, unsequenced and unacknowledged, to every
+   * connected device of `userId` (nothing is queued; see `push` for reliable
+   * delivery). Returns how many devices it went to.
+   */
   send(userId: string, payload: Uint8Array | string, opts: { id?: string } = {}): number {
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
     let n = 0;
@@ -272,6 +517,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       conn.closeWith('going-away');
     }
     this.runner.stop();
+    if (this.sweepTimer !== null) this.options.timers.clearTimeout(this.sweepTimer);
+    if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
+    this.sweepTimer = this.ackTimer = null;
+    this.tracker.flushAll();
     const closers: Promise<void>[] = [];
     if (this.tcpServer) {
       const s = this.tcpServer;

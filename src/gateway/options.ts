@@ -35,6 +35,51 @@ export interface Identity {
  */
 export type Authenticate = (hello: HelloFrame, peer: { remoteAddress: string; transport: string }) => Identity | Promise<Identity>;
 
+/** Reliable push: acknowledgements, per-device queues and probes before push. */
+export interface DeliveryOptions {
+  /** Most messages kept per device (sent but unacknowledged, plus not yet sent); the oldest are dropped beyond it. */
+  maxQueuedPerDevice?: number;
+  /** Most payload bytes kept per device. */
+  maxQueuedBytesPerDevice?: number;
+  /** Default time-to-live of a pushed message that is not yet acknowledged. */
+  messageTtlMs?: number;
+  /** How long a device that connected once is remembered, so pushes queue for it while it is offline. */
+  knownDeviceTtlMs?: number;
+  /** How long `push()` waits for acknowledgements before it resolves with `queued` for the rest. */
+  pushWaitMs?: number;
+  /**
+   * Probe before push: a connection silent for at least this long gets a
+   * PING, and the message waits for its answer (`probes.pongTimeoutMs`).
+   * 0 turns it off; default: the connection's heartbeat interval.
+   */
+  probeBeforePushMs?: number;
+  /** How often expired messages are swept (and reported). */
+  sweepIntervalMs?: number;
+  /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
+  ackDelayMs?: number;
+}
+
+export interface ResolvedDeliveryOptions {
+  maxQueuedPerDevice: number;
+  maxQueuedBytesPerDevice: number;
+  messageTtlMs: number;
+  knownDeviceTtlMs: number;
+  pushWaitMs: number;
+  probeBeforePushMs: number | null;
+  sweepIntervalMs: number;
+  ackDelayMs: number;
+}
+
+export const DELIVERY_DEFAULTS = {
+  maxQueuedPerDevice: 1000,
+  maxQueuedBytesPerDevice: 1 << 20,
+  messageTtlMs: 24 * 3600_000,
+  knownDeviceTtlMs: 30 * 24 * 3600_000,
+  pushWaitMs: 10_000,
+  sweepIntervalMs: 1000,
+  ackDelayMs: 50,
+};
+
 export interface GatewayOptions {
   /** Raw TCP listener; omit or set to false for none. */
   tcp?: ListenOptions | false;
@@ -52,6 +97,7 @@ export interface GatewayOptions {
   /** Identifies this process in presence entries. */
   nodeId?: string;
   store?: Store;
+  delivery?: DeliveryOptions;
   authenticate?: Authenticate;
   /** Timer wheel tick: the resolution of every deadline. */
   wheelTickMs?: number;
@@ -72,6 +118,7 @@ export interface ResolvedGatewayOptions {
   sessionTtlMs: number;
   nodeId: string;
   store: Store;
+  delivery: ResolvedDeliveryOptions;
   authenticate: Authenticate;
   wheelTickMs: number;
   clock: Clock;
@@ -97,6 +144,21 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     if (!(Number.isFinite(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${name} must be a positive number (got ${v})`);
     return v;
   };
+  const nonNegative = (name: string, v: number) => {
+    if (!(Number.isFinite(v) && v >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${name} must be a non-negative number (got ${v})`);
+    return v;
+  };
+  const d = o.delivery ?? {};
+  const delivery: ResolvedDeliveryOptions = {
+    maxQueuedPerDevice: positive('delivery.maxQueuedPerDevice', d.maxQueuedPerDevice ?? DELIVERY_DEFAULTS.maxQueuedPerDevice),
+    maxQueuedBytesPerDevice: positive('delivery.maxQueuedBytesPerDevice', d.maxQueuedBytesPerDevice ?? DELIVERY_DEFAULTS.maxQueuedBytesPerDevice),
+    messageTtlMs: positive('delivery.messageTtlMs', d.messageTtlMs ?? DELIVERY_DEFAULTS.messageTtlMs),
+    knownDeviceTtlMs: positive('delivery.knownDeviceTtlMs', d.knownDeviceTtlMs ?? DELIVERY_DEFAULTS.knownDeviceTtlMs),
+    pushWaitMs: nonNegative('delivery.pushWaitMs', d.pushWaitMs ?? DELIVERY_DEFAULTS.pushWaitMs),
+    probeBeforePushMs: d.probeBeforePushMs === undefined ? null : nonNegative('delivery.probeBeforePushMs', d.probeBeforePushMs),
+    sweepIntervalMs: positive('delivery.sweepIntervalMs', d.sweepIntervalMs ?? DELIVERY_DEFAULTS.sweepIntervalMs),
+    ackDelayMs: nonNegative('delivery.ackDelayMs', d.ackDelayMs ?? DELIVERY_DEFAULTS.ackDelayMs),
+  };
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);
   return {
@@ -110,6 +172,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     sessionTtlMs: positive('sessionTtlMs', o.sessionTtlMs ?? DEFAULTS.sessionTtlMs),
     nodeId: o.nodeId ?? `node-${process.pid}`,
     store: o.store ?? new MemoryStore(),
+    delivery,
     authenticate: o.authenticate ?? acceptAll,
     wheelTickMs: positive('wheelTickMs', o.wheelTickMs ?? DEFAULTS.wheelTickMs),
     clock: o.clock ?? systemClock,

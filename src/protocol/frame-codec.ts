@@ -101,6 +101,7 @@ function writeBody(w: Writer, f: Frame): void {
       w.fieldVarint(7, h.missBudget);
       w.fieldVarint(8, h.graceMs);
       w.fieldVarint(9, directionCode(h.direction));
+      if (f.ack !== undefined) w.fieldVarint(10, f.ack);
       return;
     }
     case FrameType.PING:
@@ -235,7 +236,7 @@ function decodeWelcome(r: Reader): WelcomeFrame {
     const [tag, wt] = key_(r);
     if (tag === 1) { want(wt, WIRE_BYTES, 'sessionId'); sessionId = r.string(); }
     else if (tag === 2) { want(wt, WIRE_BYTES, 'resumeToken'); resumeToken = r.string(); }
-    else if (tag >= 3 && tag <= 9) { want(wt, WIRE_VARINT, `#${tag}`); v[tag] = r.varint(); }
+    else if (tag >= 3 && tag <= 10) { want(wt, WIRE_VARINT, `#${tag}`); v[tag] = r.varint(); }
     else r.skip(wt);
   }
   for (let tag = 3; tag <= 9; tag++) {
@@ -257,6 +258,7 @@ function decodeWelcome(r: Reader): WelcomeFrame {
       graceMs: v[8],
       direction: directionOf(v[9]),
     },
+    ...(v[10] !== undefined ? { ack: v[10] } : {}),
   };
 }
 

@@ -58,6 +58,8 @@ export interface WelcomeFrame {
   resumeToken: string;
   resumed: boolean;
   heartbeat: HeartbeatGrant;
+  /** On resume: the highest client DATA sequence number the gateway accepted in this session. */
+  ack?: number;
 }
 
 export interface PingFrame {

@@ -64,6 +64,7 @@ test('traffic suppresses heartbeats in both directions', async () => {
   for (let i = 0; i < 20; i++) {
     clock.advance(500);
     client.send('x');
+    await flush();
   }
   assert.equal(sentPings(links[0]).length, 0, 'outbound data is a heartbeat');
   assert.equal(client.stats.dataReceived, 20);

@@ -23,7 +23,7 @@ test('serve refuses bad options with a clear message', () => {
 });
 
 for (const transport of ['tcp', 'ws'] as const) {
-  test(`client and serve over ${transport}: heartbeats, RTT, echo, relay, state`, async () => {
+  test(`client and serve over ${transport}: heartbeats, RTT, echo, relay, acks, state`, async () => {
     const server = await spawnServe(['--heartbeat-interval-ms', '200', '--heartbeat-min-interval-ms', '100', '--log-level', 'debug']);
     after(() => server.kill());
     const alice = spawnCli(['client', '--url', server[transport], '--user', 'alice', '--device', 'a1', '--json', '--info', 'app=cli']);
@@ -37,7 +37,9 @@ for (const transport of ['tcp', 'ws'] as const) {
     assert.ok(typeof rtt.sampleMs === 'number' && rtt.sampleMs >= 0);
 
     alice.child.stdin!.write('hello\n');
-    await alice.waitFor((l) => l.event === 'message' && l.text === 'echo: hello', 3000, 'the echo');
+    const echo = await alice.waitFor((l) => l.event === 'message' && l.text === 'echo: hello', 3000, 'the echo');
+    assert.equal(echo.seq, 1, 'pushed messages are numbered');
+    await alice.waitFor((l) => l.event === 'acked' && l.seq === 1, 3000, 'the ack of the line alice sent');
     alice.child.stdin!.write('@bob hi bob\n');
     await bob.waitFor((l) => l.event === 'message' && l.text === 'alice: hi bob', 3000, 'the relayed message');
     alice.child.stdin!.write('/state mood=happy\n');

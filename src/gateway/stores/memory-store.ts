@@ -1,4 +1,16 @@
-import type { PresenceEntry, SessionRecord, Store } from './store.js';
+import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
+
+/** Client message ids remembered per device for duplicate detection. */
+export const INBOUND_IDS_KEPT = 4096;
+
+interface Mailbox {
+  sessionId: string;
+  nextSeq: number;
+  messages: QueuedMessage[];
+  bytes: number;
+  /** Insertion-ordered, so the oldest id is evicted first. */
+  inboundIds: Set<string>;
+}
 
 /**
  * The default store: plain maps in this process. Nothing survives a restart,
@@ -9,6 +21,8 @@ export class MemoryStore implements Store {
   private readonly presence = new Map<string, Map<string, PresenceEntry>>();
   private readonly sessions = new Map<string, { record: SessionRecord; expiresAt: number }>();
   private saves = 0;
+  private readonly mailboxes = new Map<string, Mailbox>();
+  private readonly known = new Map<string, Map<string, number>>();
 
   async setOnline(entry: PresenceEntry): Promise<void> {
     let devices = this.presence.get(entry.userId);
@@ -54,8 +68,100 @@ export class MemoryStore implements Store {
     for (const [token, s] of this.sessions) if (s.expiresAt <= now) this.sessions.delete(token);
   }
 
+  private mailbox(userId: string, deviceId: string): Mailbox {
+    const key = `${userId}\u0000${deviceId}`;
+    let m = this.mailboxes.get(key);
+    if (!m) this.mailboxes.set(key, (m = { sessionId: '', nextSeq: 1, messages: [], bytes: 0, inboundIds: new Set() }));
+    return m;
+  }
+
+  async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
+    const m = this.mailbox(userId, deviceId);
+    m.messages.push({ ...msg, seq: 0 });
+    m.bytes += msg.payload.length;
+    const evicted: QueuedMessage[] = [];
+    while (m.messages.length > 1 && (m.messages.length > limits.maxMessages || m.bytes > limits.maxBytes)) {
+      const old = m.messages.shift()!;
+      m.bytes -= old.payload.length;
+      evicted.push(old);
+    }
+    return evicted;
+  }
+
+  async take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]> {
+    const m = this.mailbox(userId, deviceId);
+    if (m.sessionId !== sessionId) {
+      m.sessionId = sessionId;
+      m.nextSeq = 1;
+      for (const msg of m.messages) msg.seq = 0;
+    }
+    const out: QueuedMessage[] = [];
+    for (const msg of m.messages) {
+      if (msg.seq === 0) msg.seq = m.nextSeq++;
+      if (msg.seq > afterSeq) out.push(msg);
+    }
+    return out;
+  }
+
+  async ack(userId: string, deviceId: string, sessionId: string, upTo: number): Promise<QueuedMessage[]> {
+    const m = this.mailboxes.get(`${userId}\u0000${deviceId}`);
+    if (!m || m.sessionId !== sessionId) return [];
+    let n = 0;
+    while (n < m.messages.length && m.messages[n].seq !== 0 && m.messages[n].seq <= upTo) n++;
+    const acked = m.messages.splice(0, n);
+    for (const a of acked) m.bytes -= a.payload.length;
+    return acked;
+  }
+
+  async expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {
+    const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
+    for (const [key, m] of this.mailboxes) {
+      if (!m.messages.some((x) => x.expiresAt <= now)) continue;
+      const [userId, deviceId] = key.split('\u0000');
+      m.messages = m.messages.filter((message) => {
+        if (message.expiresAt > now) return true;
+        m.bytes -= message.payload.length;
+        out.push({ userId, deviceId, message });
+        return false;
+      });
+    }
+    return out;
+  }
+
+  async depth(userId: string, deviceId: string): Promise<number> {
+    return this.mailboxes.get(`${userId}\u0000${deviceId}`)?.messages.length ?? 0;
+  }
+
+  async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
+    let d = this.known.get(userId);
+    if (!d) this.known.set(userId, (d = new Map()));
+    d.set(deviceId, Math.max(until, d.get(deviceId) ?? 0));
+  }
+
+  async knownDevices(userId: string, now: number): Promise<string[]> {
+    const d = this.known.get(userId);
+    if (!d) return [];
+    const out: string[] = [];
+    for (const [deviceId, until] of d) {
+      if (until > now || (this.mailboxes.get(`${userId}\u0000${deviceId}`)?.messages.length ?? 0) > 0) out.push(deviceId);
+      else d.delete(deviceId);
+    }
+    if (d.size === 0) this.known.delete(userId);
+    return out;
+  }
+
+  async markInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
+    const ids = this.mailbox(userId, deviceId).inboundIds;
+    if (ids.has(id)) return false;
+    ids.add(id);
+    if (ids.size > INBOUND_IDS_KEPT) ids.delete(ids.values().next().value!);
+    return true;
+  }
+
   async close(): Promise<void> {
     this.presence.clear();
     this.sessions.clear();
+    this.mailboxes.clear();
+    this.known.clear();
   }
 }

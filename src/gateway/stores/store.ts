@@ -25,6 +25,8 @@ export interface SessionRecord {
   deviceId: string;
   clientInfo: ClientState;
   createdAt: number;
+  /** Highest client DATA sequence number the gateway accepted in this session. */
+  inSeq: number;
 }
 
 export interface PresenceStore {
@@ -41,7 +43,58 @@ export interface SessionStore {
   deleteSession(resumeToken: string): Promise<void>;
 }
 
-export interface Store extends PresenceStore, SessionStore {
+/** A message waiting for one device's acknowledgement. */
+export interface QueuedMessage {
+  id: string;
+  payload: Uint8Array;
+  /** Wall-clock ms. */
+  enqueuedAt: number;
+  /** Wall-clock ms after which it is dropped as expired if not yet acknowledged. */
+  expiresAt: number;
+  /** Sequence number in the device's current session; 0 until first sent in it. */
+  seq: number;
+}
+
+export interface MailboxLimits {
+  /** Most messages held per device; the oldest are evicted beyond it. */
+  maxMessages: number;
+  /** Most payload bytes held per device; the oldest are evicted beyond it. */
+  maxBytes: number;
+}
+
+/**
+ * Per-device mailboxes: one ordered queue per (user, device) that is both
+ * the outbox of the connected session (messages sent, not yet acknowledged)
+ * and the offline queue (messages not yet sent). A message leaves it only by
+ * acknowledgement, expiry or eviction, and the last two are reported.
+ */
+export interface MailboxStore {
+  /** Appends a message; returns the messages evicted to respect `limits` (oldest first). */
+  enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]>;
+  /**
+   * Binds the mailbox to `sessionId` (a different session than before clears
+   * every sequence number and numbering restarts at 1), numbers the messages
+   * not yet numbered, in order, and returns those with seq > afterSeq.
+   */
+  take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]>;
+  /** Removes and returns the messages of `sessionId` with seq ≤ upTo. */
+  ack(userId: string, deviceId: string, sessionId: string, upTo: number): Promise<QueuedMessage[]>;
+  /** Removes and returns every message whose expiresAt ≤ now. */
+  expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]>;
+  /** Messages held for one device (for the admin view and tests). */
+  depth(userId: string, deviceId: string): Promise<number>;
+  /** Remembers a device of a user until `until` (wall ms), so pushes queue for it while it is offline. */
+  rememberDevice(userId: string, deviceId: string, until: number): Promise<void>;
+  /** Devices remembered for a user, or still holding messages. */
+  knownDevices(userId: string, now: number): Promise<string[]>;
+  /**
+   * Records a client message id for duplicate detection across sessions;
+   * false if it was already recorded (a re-send of a message accepted before).
+   */
+  markInbound(userId: string, deviceId: string, id: string): Promise<boolean>;
+}
+
+export interface Store extends PresenceStore, SessionStore, MailboxStore {
   readonly kind: string;
   close(): Promise<void>;
 }
