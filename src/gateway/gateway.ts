@@ -484,6 +484,22 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return targets.length;
   }
 
+  /**
+   * Closes a user's connections (or one device's) with `going-away`, a
+   * transient reason: the client reconnects, after `reconnectAfterMs` if
+   * given (sent in a GOAWAY), and resumes its session. For rebalancing.
+   */
+  disconnect(userId: string, deviceId?: string, opts: { reconnectAfterMs?: number } = {}): number {
+    const targets = deviceId === undefined ? [...this.registry.devices(userId)] : [this.registry.get(userId, deviceId)].filter((c) => c !== undefined);
+    for (const c of targets) {
+      if (opts.reconnectAfterMs !== undefined && c!.phase === 'open') {
+        c!.send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: opts.reconnectAfterMs, reason: 'going-away' });
+      }
+      c!.closeWith('going-away');
+    }
+    return targets.length;
+  }
+
   /** Presence as the store sees it (across nodes, with a shared store). */
   presence(userId: string) {
     return this.options.store.devices(userId);

@@ -25,7 +25,15 @@ process.on('exit', () => {
 
 /** Spawns the CLI with JSON output on stdout and keeps every line. */
 export function spawnCli(args: string[]): JsonProc {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  return spawnNode(CLI, args);
+}
+
+/** dist/test/fixtures/<name>.js */
+export const fixture = (name: string) => path.resolve(path.dirname(fileURLToPath(import.meta.url)), `../fixtures/${name}.js`);
+
+/** Spawns a Node script that prints JSON lines on stdout, and keeps every line. */
+export function spawnNode(script: string, args: string[]): JsonProc {
+  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);
   const lines: Record<string, unknown>[] = [];
   const waiters = new Set<{ from: number; pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }>();
