@@ -355,3 +355,31 @@ test('client DATA with a seq at or below the last accepted is dropped and re-ack
   assert.deepEqual(c.received.filter((f) => f.type === FrameType.ACK).at(-1), { type: FrameType.ACK, ack: 3 });
   await gw.close();
 });
+
+test('resume after a long disconnect (100 s, within the session TTL): same session, everything queued arrives once', async () => {
+  const { clock, gw, ev } = setup();
+  let up = true;
+  const a = client(gw, clock, 'd', { up: () => up });
+  const w = await Promise.all([a.c.connect(), flush()]).then(([x]) => x);
+  void gw.push('u', 'before');
+  await settle(clock);
+  up = false;
+  a.link().destroy();
+  for (let i = 0; i < 20; i++) void gw.push('u', `away${i}`);
+  for (let t = 0; t < 100; t++) {
+    clock.advance(1000);
+    await flush();
+  }
+  up = true;
+  for (let t = 0; t < 40 && a.c.state !== 'open'; t++) {
+    clock.advance(1000);
+    await flush();
+  }
+  await settle(clock);
+  assert.equal(a.c.sessionId, w.sessionId, 'resumed');
+  assert.deepEqual(a.got, ['before', ...Array.from({ length: 20 }, (_, i) => `away${i}`)]);
+  assert.equal(ev.delivered.length, 21);
+  assert.deepEqual(ev.online.map((e) => [e.resumed, e.resumeFailed]), [[false, false], [true, false]]);
+  a.c.close();
+  await gw.close();
+});
