@@ -36,6 +36,26 @@ const vectors: [string, Frame, string][] = [
   ['CLOSE 4000', { type: FrameType.CLOSE, code: 4000, reason: 'y' }, '08 08a01f 120179'],
 ];
 
+// The vectors printed in docs/PROTOCOL.md, so the document cannot drift from the codec.
+vectors.push(
+  ['doc: HELLO minimal', { type: FrameType.HELLO, version: 1, userId: 'u1', deviceId: 'd1' }, '01 08 01 12 02 75 31 1a 02 64 31'],
+  [
+    'doc: HELLO full',
+    { type: FrameType.HELLO, version: 1, userId: 'u1', deviceId: 'd1', token: 't', clientInfo: { app: '1' }, resumeToken: 'r', lastSeq: 7, direction: 'server', intervalMs: 25000 },
+    '01 08 01 12 02 75 31 1a 02 64 31 22 01 74 2a 08 0a 03 61 70 70 12 01 31 32 01 72 38 07 40 01 48 a8 c3 01',
+  ],
+  [
+    'doc: WELCOME resumed with ack',
+    { type: FrameType.WELCOME, sessionId: 's', resumeToken: 'r', resumed: true, heartbeat: { intervalMs: 25000, minIntervalMs: 5000, maxIntervalMs: 600000, missBudget: 2, graceMs: 5000, direction: 'client' }, ack: 3 },
+    '02 0a 01 73 12 01 72 18 01 20 a8 c3 01 28 88 27 30 c0 cf 24 38 02 40 88 27 48 00 50 03',
+  ],
+  ['doc: PING with ack, state and interval', { type: FrameType.PING, ack: 5, state: { fg: '0' }, intervalMs: 60000 }, '03 10 05 1a 07 0a 02 66 67 12 01 30 20 e0 d4 03'],
+  ['doc: PONG with ack', { type: FrameType.PONG, ack: 5 }, '04 10 05'],
+  ['doc: DATA with ack', { type: FrameType.DATA, seq: 1, id: 'm1', payload: hex('6869'), ack: 2 }, '05 08 01 12 02 6d 31 1a 02 68 69 20 02'],
+  ['doc: GOAWAY', { type: FrameType.GOAWAY, code: 4002, reconnectAfterMs: 1500, reason: 'drain' }, '07 08 a2 1f 10 dc 0b 1a 05 64 72 61 69 6e'],
+  ['doc: CLOSE', { type: FrameType.CLOSE, code: 4000, reason: 'heartbeat-timeout' }, '08 08 a0 1f 12 11 68 65 61 72 74 62 65 61 74 2d 74 69 6d 65 6f 75 74'],
+);
+
 for (const [name, frame, bytes] of vectors) {
   test(`codec vector: ${name}`, () => {
     const expected = hex(bytes);
