@@ -159,6 +159,9 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       ...(o.direction !== 'client' ? { direction: o.direction } : {}),
       ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
     });
+    // HELLO → WELCOME is the first RTT sample (it includes the gateway's authentication time).
+    this.rtt.clearOutstanding();
+    this.rtt.pingSent(o.clock.now());
     this.connectTimer = o.timers.setTimeout(() => {
       this.connectTimer = null;
       if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
@@ -238,6 +241,8 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       for (const m of this.outbox) m.seq = ++this.outSeq;
     }
     this.emit('open', w);
+    const sample = this.rtt.pongReceived(now);
+    if (sample) this.emit('rtt', sample);
     if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
     if (this.link !== null && this.welcome === w) {
       for (const m of this.outbox) {
