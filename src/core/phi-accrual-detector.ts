@@ -61,11 +61,23 @@ export class PhiAccrualDetector implements LivenessDetector {
     }
     this.samples = new Float64Array(this.o.windowSize);
     this.lastHeardAt = now;
+    this.lastBeatAt = now;
   }
 
-  heard(now: number): void {
-    const gap = now - this.lastHeardAt;
+  private lastBeatAt: number;
+
+  /**
+   * Any frame proves life; only heartbeats are learned from. With idle
+   * suppression, data frames come at any spacing and say nothing about when
+   * the next heartbeat is due, so the model is of the gaps between
+   * heartbeats, while phi is taken over the silence since the last frame of
+   * any kind (which is never longer, so never more suspicious).
+   */
+  heard(now: number, heartbeat = true): void {
     this.lastHeardAt = now;
+    if (!heartbeat) return;
+    const gap = now - this.lastBeatAt;
+    this.lastBeatAt = now;
     if (gap <= 0) return;
     if (this.count === this.samples.length) {
       const old = this.samples[this.next];

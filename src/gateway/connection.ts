@@ -3,7 +3,7 @@ import type { Clock } from '../core/clock.js';
 import type { HeartbeatPolicy, ProbeOptions } from '../core/heartbeat-policy.js';
 import { clampInterval } from '../core/heartbeat-policy.js';
 import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
-import { SilenceDetector, type LivenessDetector } from '../core/liveness-detector.js';
+import type { LivenessDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel, WheelTimer } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
@@ -28,6 +28,8 @@ export interface ConnectionHost {
   readonly policy: HeartbeatPolicy;
   readonly probes: ProbeOptions;
   readonly handshakeTimeoutMs: number;
+  /** Builds the passive detector for a client-sent heartbeat. */
+  newDetector(grant: HeartbeatGrant, now: number): LivenessDetector;
   wake(): void;
   /** Authenticates and registers; resolves with what to put in WELCOME. Throws LonglinkError/ProtocolError to refuse. */
   hello(conn: ServerConnection, hello: HelloFrame): Promise<Opening>;
@@ -147,7 +149,7 @@ export class ServerConnection {
       return;
     }
     if (this.phase === 'open') {
-      this.detector?.heard(now);
+      this.detector?.heard(now, f.type === FrameType.PING);
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
       if (this.probeDeadline !== null) {
         this.probeDeadline = null;
@@ -218,7 +220,7 @@ export class ServerConnection {
     this.sentSeq = this.ackedSeq = w.outSeq;
     const g = w.grant;
     if (g.direction === 'server') this.scheduler = new HeartbeatScheduler(g.intervalMs, this.host.probes, now);
-    else this.detector = new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
+    else this.detector = this.host.newDetector(g, now);
     this.send({
       type: FrameType.WELCOME,
       sessionId: w.sessionId,

@@ -4,6 +4,8 @@ import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { WebSocketServer } from 'ws';
 import { negotiate } from '../core/heartbeat-policy.js';
+import { SilenceDetector } from '../core/liveness-detector.js';
+import { PhiAccrualDetector } from '../core/phi-accrual-detector.js';
 import type { RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
@@ -161,6 +163,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       policy: o.heartbeat,
       probes: o.probes,
       handshakeTimeoutMs: o.handshakeTimeoutMs,
+      newDetector: (g, now) => {
+        const d = o.detector;
+        if (d.kind === 'phi') {
+          const { kind: _kind, ...phi } = d;
+          return new PhiAccrualDetector(g.intervalMs, now, phi);
+        }
+        return new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
+      },
       wake: () => this.runner.kick(),
       hello: (conn, hello) => this.onHello(conn, hello),
       message: (conn, f) => this.onMessage(conn, f),

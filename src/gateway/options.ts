@@ -6,6 +6,7 @@ import {
   type HeartbeatPolicy,
   type ProbeOptions,
 } from '../core/heartbeat-policy.js';
+import { PhiAccrualDetector, type PhiOptions } from '../core/phi-accrual-detector.js';
 import { validateKeepalive, type KeepaliveOptions } from '../link/socket-tuning.js';
 import { LonglinkError } from '../protocol/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
@@ -80,6 +81,13 @@ export const DELIVERY_DEFAULTS = {
   ackDelayMs: 50,
 };
 
+/**
+ * The passive detector for client-sent heartbeats: `silence` closes at the
+ * fixed bound interval × missBudget + grace; `phi` learns each connection's
+ * heartbeat timing (phi accrual) and closes when phi reaches `deadPhi`.
+ */
+export type DetectorOptions = { kind: 'silence' } | ({ kind: 'phi' } & Partial<PhiOptions>);
+
 export interface GatewayOptions {
   /** Raw TCP listener; omit or set to false for none. */
   tcp?: ListenOptions | false;
@@ -88,6 +96,7 @@ export interface GatewayOptions {
   heartbeat?: Partial<HeartbeatPolicy>;
   /** How the server waits and rechecks when it sends the heartbeats (server direction). */
   probes?: Partial<ProbeOptions>;
+  detector?: DetectorOptions;
   keepalive?: KeepaliveOptions;
   /** A connection must send HELLO within this time. */
   handshakeTimeoutMs?: number;
@@ -112,6 +121,7 @@ export interface ResolvedGatewayOptions {
   ws: Required<WsListenOptions> | false;
   heartbeat: HeartbeatPolicy;
   probes: ProbeOptions;
+  detector: DetectorOptions;
   keepalive: KeepaliveOptions;
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
@@ -166,6 +176,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     ws: o.ws === false ? false : { port: o.ws?.port ?? DEFAULT_WS_PORT, host: o.ws?.host ?? DEFAULTS.host, path: o.ws?.path ?? DEFAULTS.wsPath },
     heartbeat: resolvePolicy(o.heartbeat),
     probes: resolveProbes(o.probes),
+    detector: validDetector(o.detector ?? { kind: 'silence' }),
     keepalive,
     handshakeTimeoutMs: positive('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs),
     maxFrameBytes: positive('maxFrameBytes', o.maxFrameBytes ?? DEFAULTS.maxFrameBytes),
@@ -179,4 +190,17 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     timers: o.timers ?? systemTimers,
     wallClock: o.wallClock ?? { now: () => Date.now() },
   };
+}
+
+function validDetector(d: DetectorOptions): DetectorOptions {
+  if (d.kind !== 'phi' && d.kind !== 'silence') throw new LonglinkError('LL_ERR_INVALID_OPTION', `unknown detector kind ${(d as { kind: string }).kind}`);
+  if (d.kind === 'phi') {
+    const { kind: _kind, ...phi } = d;
+    try {
+      new PhiAccrualDetector(1000, 0, phi);
+    } catch (err) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `detector: ${(err as Error).message}`);
+    }
+  }
+  return d;
 }

@@ -270,3 +270,30 @@ test('many connections share one wheel and one host timer', async () => {
   assert.ok(offline.every((e) => e.silentForMs === LIMIT));
   await gw.close();
 });
+
+test('phi accrual detector: learns the heartbeat rhythm from PINGs only and closes where phi reaches deadPhi', async () => {
+  const { clock, gw, offline } = setup({ detector: { kind: 'phi', minStdDevMs: 100, deadPhi: 8, suspectPhi: 3 } });
+  const { client } = await open(gw);
+  for (let i = 0; i < 20; i++) {
+    // a burst of data between heartbeats must not teach it that gaps are short
+    for (let j = 0; j < 5; j++) client.send({ type: FrameType.DATA, payload: new Uint8Array(1) });
+    clock.advance(1000);
+    client.send({ type: FrameType.PING });
+  }
+  const last = clock.now();
+  const { zForPhi } = await import('../../src/core/phi-accrual-detector.js');
+  const bound = Math.ceil(1000 + 100 * zForPhi(8)); // mean 1000, sd floored at 100
+  clock.advance(bound - 1);
+  assert.equal(offline.length, 0, 'not before phi reaches the threshold');
+  assert.equal(pings(client), 1, 'one probe when phi passed suspectPhi');
+  clock.advance(1);
+  assert.equal(offline.length, 1);
+  assert.equal(offline[0].reason, 'heartbeat-timeout');
+  assert.equal(clock.now() - last, bound);
+  assert.ok(bound < LIMIT, `a steady peer is detected faster (${bound} ms) than the fixed bound (${LIMIT} ms)`);
+  await gw.close();
+});
+
+test('an invalid phi configuration is refused up front', () => {
+  assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'phi', suspectPhi: 9, deadPhi: 2 } }), { code: 'LL_ERR_INVALID_OPTION' });
+});
