@@ -1,3 +1,5 @@
+import { dropUndefined } from './heartbeat-policy.js';
+
 /**
  * Reconnect delays: exponential growth with full jitter (AWS Architecture
  * Blog, "Exponential Backoff and Jitter", 2015). The ceiling is capped first
@@ -27,7 +29,8 @@ export class Backoff {
   private attempt = 0;
 
   constructor(opts: Partial<BackoffOptions> = {}, private readonly random: () => number = Math.random) {
-    this.opts = { ...DEFAULT_BACKOFF, ...opts };
+    // An explicit undefined means "the default", not NaN delays.
+    this.opts = { ...DEFAULT_BACKOFF, ...dropUndefined(opts) };
     if (this.opts.minDelayMs > this.opts.maxDelayMs) throw new RangeError('minDelayMs exceeds maxDelayMs');
   }
 

@@ -41,6 +41,12 @@ export class TimerWheel<T> {
   private readonly heads: (WheelTimer<T> | null)[];
   private processedTick: number;
   private count = 0;
+  /**
+   * The slot list being expired by `advance`, detached from its slot. Kept as
+   * a proper list head so a callback can cancel or reschedule a timer that is
+   * still waiting in it.
+   */
+  private expiring: WheelTimer<T> | null = null;
 
   constructor(opts: TimerWheelOptions = {}) {
     this.tickMs = opts.tickMs ?? 50;
@@ -78,6 +84,7 @@ export class TimerWheel<T> {
 
   private unlink(timer: WheelTimer<T>): void {
     if (timer.prev) timer.prev.next = timer.next;
+    else if (this.expiring === timer) this.expiring = timer.next;
     else this.heads[timer.slot] = timer.next;
     if (timer.next) timer.next.prev = timer.prev;
     timer.prev = timer.next = null;
@@ -93,33 +100,40 @@ export class TimerWheel<T> {
   advance(nowMs: number, onExpire: (target: T, timer: WheelTimer<T>) => void): number {
     const targetTick = Math.floor(nowMs / this.tickMs);
     let expired = 0;
-    while (this.processedTick < targetTick) {
-      const tick = ++this.processedTick;
-      const slot = tick & this.mask;
-      // Detach the slot so timers rescheduled by callbacks are not revisited.
-      let node = this.heads[slot];
-      this.heads[slot] = null;
-      while (node) {
-        const next = node.next;
-        node.prev = node.next = null;
-        if (node.rounds > 0) {
-          node.rounds--;
-          node.next = this.heads[slot];
-          if (node.next) node.next.prev = node;
-          this.heads[slot] = node;
-        } else {
-          node.slot = -1;
-          node.deadline = -1;
-          this.count--;
-          expired++;
-          onExpire(node.target, node);
+    // A callback may itself call advance; keep the outer call's list.
+    const outer = this.expiring;
+    try {
+      while (this.processedTick < targetTick) {
+        const tick = ++this.processedTick;
+        const slot = tick & this.mask;
+        // Detach the slot so timers rescheduled by callbacks are not revisited.
+        this.expiring = this.heads[slot];
+        this.heads[slot] = null;
+        while (this.expiring) {
+          const node = this.expiring;
+          this.expiring = node.next;
+          if (this.expiring) this.expiring.prev = null;
+          node.prev = node.next = null;
+          if (node.rounds > 0) {
+            node.rounds--;
+            node.next = this.heads[slot];
+            if (node.next) node.next.prev = node;
+            this.heads[slot] = node;
+          } else {
+            node.slot = -1;
+            node.deadline = -1;
+            this.count--;
+            expired++;
+            onExpire(node.target, node);
+          }
         }
-        node = next;
+        if (this.count === 0) {
+          this.processedTick = Math.max(this.processedTick, targetTick);
+          break;
+        }
       }
-      if (this.count === 0) {
-        this.processedTick = Math.max(this.processedTick, targetTick);
-        break;
-      }
+    } finally {
+      this.expiring = outer;
     }
     return expired;
   }

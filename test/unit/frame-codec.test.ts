@@ -1,5 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { decodeFrame, encodeDelimited, encodeFrame } from '../../src/protocol/frame-codec.js';
 import { FrameType, type Frame } from '../../src/protocol/frames.js';
@@ -66,6 +67,21 @@ for (const [name, frame, bytes] of vectors) {
     assert.equal(toHex(delimited.subarray(1)), toHex(expected));
   });
 }
+
+// Every row of the byte-vector table in docs/PROTOCOL.md, read from the file:
+// the bytes must decode, re-encode to themselves, and carry the printed prefix.
+test('every byte vector printed in docs/PROTOCOL.md round-trips with its TCP prefix', () => {
+  const doc = readFileSync(new URL('../../../docs/PROTOCOL.md', import.meta.url), 'utf8');
+  const section = doc.slice(doc.indexOf('## Byte vectors'));
+  const rows = [...section.matchAll(/^\|[^|\n]+\| `([0-9a-f ]+)` \| `([0-9a-f ]+)` \|$/gm)];
+  assert.ok(rows.length >= 10, `found ${rows.length} vector rows`);
+  for (const [, bytes, prefix] of rows) {
+    const frame = decodeFrame(hex(bytes));
+    assert.equal(toHex(encodeFrame(frame)), toHex(hex(bytes)), bytes);
+    const delimited = encodeDelimited(frame);
+    assert.equal(toHex(delimited.subarray(0, delimited.length - hex(bytes).length)), toHex(hex(prefix)), bytes);
+  }
+});
 
 test('a bare heartbeat costs 2 bytes on TCP, as MQTT PINGREQ does', () => {
   assert.equal(toHex(encodeDelimited({ type: FrameType.PING })), '0103');
