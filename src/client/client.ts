@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { Backoff } from '../core/backoff.js';
 import type { TimerHandle } from '../core/clock.js';
+import { clampInterval } from '../core/heartbeat-policy.js';
 import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
@@ -57,6 +58,8 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
   private pendingState: ClientState | null = null;
   private pendingIntervalMs: number | undefined;
   private intervalMs: number | undefined;
+  /** Server direction: a shorter interval the detector adopts when the gateway's PONG shows it has read it. */
+  private detectorIntervalOnPong: number | undefined;
   private goawayAfterMs: number | undefined;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
@@ -89,7 +92,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     return this.welcome?.sessionId;
   }
 
-  /** The heartbeat policy in force (from the last WELCOME). */
+  /** The heartbeat policy in force: the last WELCOME's, with the interval since set by `setIntervalMs`. */
   get heartbeat() {
     return this.welcome?.heartbeat;
   }
@@ -192,6 +195,11 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
         return;
       case FrameType.PONG: {
         this.stats.pongsReceived++;
+        if (this.detectorIntervalOnPong !== undefined) {
+          this.detector?.setIntervalMs(this.detectorIntervalOnPong);
+          this.detectorIntervalOnPong = undefined;
+          this.armHeartbeat(now);
+        }
         const sample = this.rtt.pongReceived(now);
         if (sample) this.emit('rtt', sample);
         return;
@@ -396,11 +404,32 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
    * detector, still on the old one, convict a healthy link first.
    */
   setIntervalMs(ms: number): void {
+    if (!(ms > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `intervalMs must be positive, got ${ms}`);
     this.intervalMs = ms;
-    this.pendingIntervalMs = ms;
     if (!this.link || !this.welcome || !this.scheduler) return;
+    // The gateway clamps to the granted range; clamp the same way so both
+    // sides time the link with the same number.
+    const g = this.welcome.heartbeat;
+    const clamped = clampInterval(g, ms);
+    this.intervalMs = clamped;
+    const current = this.detector?.intervalMs ?? this.scheduler.interval;
+    if (clamped === current && this.detectorIntervalOnPong === undefined) return;
+    this.pendingIntervalMs = clamped;
+    this.welcome = { ...this.welcome, heartbeat: { ...g, intervalMs: clamped } };
     const now = this.options.clock.now();
-    if (this.welcome.heartbeat.direction === 'client') this.scheduler.setIntervalMs(ms);
+    if (g.direction === 'client') {
+      this.scheduler.setIntervalMs(clamped);
+    } else if (this.detector) {
+      // The gateway pings at the new interval once it has read this PING.
+      // A longer limit is safe at once; a shorter one only from the PONG
+      // that answers it, before which the gateway may still keep the old pace.
+      if (clamped >= this.detector.intervalMs) {
+        this.detector.setIntervalMs(clamped);
+        this.detectorIntervalOnPong = undefined;
+      } else {
+        this.detectorIntervalOnPong = clamped;
+      }
+    }
     this.sendPing(now);
     this.armHeartbeat(now);
   }
@@ -459,6 +488,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.welcome = null;
     this.scheduler = null;
     this.detector = null;
+    this.detectorIntervalOnPong = undefined;
     this.rtt.clearOutstanding();
   }
 

@@ -77,7 +77,8 @@ export function resolveProbes(p: Partial<ProbeOptions> = {}): ProbeOptions {
   return probes;
 }
 
-export function clampInterval(policy: HeartbeatPolicy, ms: number | undefined): number {
+/** Rounds and clamps a wished interval to the range; absent or 0 means the default. Also used by the client, on its grant. */
+export function clampInterval(policy: Pick<HeartbeatPolicy, 'intervalMs' | 'minIntervalMs' | 'maxIntervalMs'>, ms: number | undefined): number {
   if (ms === undefined || !(ms > 0)) return policy.intervalMs;
   return Math.min(policy.maxIntervalMs, Math.max(policy.minIntervalMs, Math.round(ms)));
 }

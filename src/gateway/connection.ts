@@ -140,7 +140,8 @@ export class ServerConnection {
     const now = this.host.clock.now();
     this.stats.framesIn++;
     try {
-      if (this.phase === 'hello') {
+      // A client that gives up during the handshake may say so with CLOSE.
+      if (this.phase === 'hello' && f.type !== FrameType.CLOSE) {
         throw new ProtocolError('unexpected-frame', 'no frame may follow HELLO before WELCOME');
       }
       checkInbound('server', this.phase === 'open' ? 'open' : 'handshake', f.type);
@@ -292,7 +293,8 @@ export class ServerConnection {
   onTimer(now: number): void {
     if (this.phase === 'closed') return;
     if (this.phase !== 'open') {
-      this.closeWith('handshake-timeout', `no HELLO within ${this.host.handshakeTimeoutMs} ms`);
+      const what = this.phase === 'hello' ? 'HELLO arrived but the handshake did not finish' : 'no HELLO';
+      this.closeWith('handshake-timeout', `${what} within ${this.host.handshakeTimeoutMs} ms`);
       return;
     }
     if (this.probeDeadline !== null && now >= this.probeDeadline) {

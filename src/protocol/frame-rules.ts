@@ -10,7 +10,7 @@ export type Phase = 'handshake' | 'open';
 
 const allowed: Record<Receiver, Record<Phase, ReadonlySet<number>>> = {
   server: {
-    handshake: new Set([FrameType.HELLO]),
+    handshake: new Set([FrameType.HELLO, FrameType.CLOSE]),
     open: new Set([FrameType.PING, FrameType.PONG, FrameType.DATA, FrameType.ACK, FrameType.CLOSE]),
   },
   client: {

@@ -211,3 +211,61 @@ test('server-sent mode: the client sends no heartbeats and detects a silent gate
   assert.ok(clock.now() - heard <= 2500);
   await gw.close();
 });
+
+test('server-sent mode: the client detector follows setIntervalMs, clamped as the gateway clamps it', async () => {
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: PROBES, wheelTickMs: 1, clock, timers: clock });
+  let link!: MemoryLink;
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', direction: 'server', clock, timers: clock, reconnect: { enabled: false },
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      gw.accept(s);
+      return (link = c);
+    },
+  });
+  const closes: CloseEvent[] = [];
+  client.on('close', (e) => closes.push(e));
+  await Promise.all([client.connect(), flush()]);
+  const gwPings = () => link.received.filter((f) => f.type === FrameType.PING).length;
+
+  // Longer than the WELCOME's 1000 ms limit base: the old detector (limit 2500 ms)
+  // would convict this healthy link within 2.5 s of the gateway's new pace.
+  client.setIntervalMs(4000);
+  assert.equal(client.heartbeat?.intervalMs, 4000);
+  await flush();
+  assert.equal(gw.connection('u', 'd')?.intervalMs, 4000);
+  let before = gwPings();
+  for (let i = 0; i < 400; i++) clock.advance(100);
+  assert.equal(closes.length, 0, 'healthy link kept');
+  assert.equal(gwPings() - before, 10, 'the gateway pings every 4 s');
+
+  // Above the granted maximum: both sides clamp to 10 s.
+  client.setIntervalMs(60_000);
+  assert.equal(client.heartbeat?.intervalMs, 10_000);
+  await flush();
+  assert.equal(gw.connection('u', 'd')?.intervalMs, 10_000);
+  before = gwPings();
+  for (let i = 0; i < 1000; i++) clock.advance(100);
+  assert.equal(closes.length, 0);
+  assert.equal(gwPings() - before, 10);
+
+  // Shorter: adopted on the PONG, then a silent gateway is caught at the new limit.
+  client.setIntervalMs(500);
+  await flush();
+  assert.equal(gw.connection('u', 'd')?.intervalMs, 500);
+  for (let i = 0; i < 20; i++) clock.advance(100);
+  assert.equal(closes.length, 0);
+  link.deaf = true;
+  const heardBy = clock.now();
+  for (let i = 0; i < 30 && closes.length === 0; i++) clock.advance(100);
+  assert.equal(closes[0]?.code, CloseCodes['heartbeat-timeout']);
+  assert.ok(clock.now() - heardBy <= 500 * 2 + 500, `closed after ${clock.now() - heardBy} ms`);
+  await gw.close();
+});
+
+test('setIntervalMs rejects a non-positive interval with a typed error', () => {
+  const client = new LonglinkClient({ url: 'tcp://test', userId: 'u', deviceId: 'd', reconnect: { enabled: false } });
+  assert.throws(() => client.setIntervalMs(0), { code: 'LL_ERR_INVALID_OPTION' });
+  client.close();
+});

@@ -104,6 +104,31 @@ test('a client that never says HELLO is closed at the handshake deadline', async
   await gw.close();
 });
 
+test('a slow authenticator: the handshake deadline says HELLO came; a client giving up with CLOSE is a client close', async () => {
+  const { clock, gw } = setup({ authenticate: () => new Promise(() => {}) });
+  const errors: string[] = [];
+  gw.on('protocol-error', (e) => errors.push(e.error.code));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+  await flush();
+  clock.advance(3000);
+  const timeout = lastClose(client);
+  assert.equal(timeout?.code, CloseCodes['handshake-timeout']);
+  assert.match(timeout?.reason ?? '', /HELLO arrived/);
+
+  const [s2, c2] = memoryLinkPair();
+  gw.accept(s2);
+  c2.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u2', deviceId: 'd2' });
+  await flush();
+  c2.send({ type: FrameType.CLOSE, code: CloseCodes.normal, reason: 'client closed' });
+  await flush();
+  assert.equal(lastClose(c2), undefined, 'nothing sent back');
+  assert.deepEqual(errors, []);
+  assert.equal(gw.connectionCount, 0);
+  await gw.close();
+});
+
 test('the client announces its interval in HELLO and PING; the detector follows, clamped to the range', async () => {
   const { clock, gw, offline } = setup();
   const { client, welcome } = await open(gw, { intervalMs: 4000 });

@@ -6,8 +6,9 @@ import { ProtocolError } from '../../src/protocol/errors.js';
 
 const unexpected = (fn: () => void) => assert.throws(fn, (e: unknown) => e instanceof ProtocolError && e.reason === 'unexpected-frame' && e.closeCode === 4503);
 
-test('the server accepts only HELLO before the handshake', () => {
+test('the server accepts only HELLO (or a CLOSE giving up) before the handshake', () => {
   checkInbound('server', 'handshake', FrameType.HELLO);
+  checkInbound('server', 'handshake', FrameType.CLOSE);
   for (const t of [FrameType.PING, FrameType.DATA, FrameType.WELCOME, FrameType.ACK]) unexpected(() => checkInbound('server', 'handshake', t));
 });
 
