@@ -2,10 +2,12 @@
 import { Command } from 'commander';
 import { serveCommand } from './serve.js';
 import { clientCommand } from './client.js';
+import { labCommand } from './lab.js';
 
 const program = new Command('longlink')
   .description('Long-connection heartbeat gateway and client')
   .version('0.1.0');
 program.addCommand(serveCommand());
 program.addCommand(clientCommand());
+program.addCommand(labCommand());
 await program.parseAsync(process.argv);

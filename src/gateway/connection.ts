@@ -31,6 +31,8 @@ export interface ConnectionHost {
   /** Builds the passive detector for a client-sent heartbeat. */
   newDetector(grant: HeartbeatGrant, now: number): LivenessDetector;
   wake(): void;
+  /** How much of [from, to] the gateway itself was stalled; that part of a peer's silence is excused. */
+  stalledWithin(from: number, to: number): number;
   /** Authenticates and registers; resolves with what to put in WELCOME. Throws LonglinkError/ProtocolError to refuse. */
   hello(conn: ServerConnection, hello: HelloFrame): Promise<Opening>;
   message(conn: ServerConnection, frame: DataFrame): void;
@@ -308,7 +310,15 @@ export class ServerConnection {
       if (action === 'ping' || action === 'probe') this.ping(now);
     } else {
       const verdict = this.detector!.check(now);
-      if (verdict === 'dead') return this.closeWith('heartbeat-timeout');
+      if (verdict === 'dead') {
+        // The part of the silence the gateway spent stalled proves nothing about the peer.
+        const excused = this.host.stalledWithin(this.detector!.lastHeardAt, now);
+        if (excused > 0 && now < this.detector!.deadline() + excused) {
+          this.arm(this.detector!.deadline() + excused);
+          return;
+        }
+        return this.closeWith('heartbeat-timeout');
+      }
       // One probe when a heartbeat is overdue: a host that rebooted answers
       // it with a reset at once, and a live client's PONG settles the doubt.
       if (verdict === 'suspect') this.ping(now);

@@ -21,6 +21,7 @@ import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
 import { WheelRunner } from './wheel-runner.js';
+import { EventLoopGuard, type EventLoopStats } from './event-loop-guard.js';
 
 export interface DeviceRef {
   userId: string;
@@ -123,6 +124,17 @@ export interface ConnectionInfo extends DeviceRef {
   rttMs: number | null;
   clientInfo: ClientState;
   clientState: ClientState;
+  /** Frames and heartbeats through this connection so far. */
+  stats: TrafficStats;
+}
+
+export interface TrafficStats {
+  framesIn: number;
+  framesOut: number;
+  pingsIn: number;
+  pingsOut: number;
+  dataIn: number;
+  dataOut: number;
 }
 
 /**
@@ -136,6 +148,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   private readonly connections = new Set<ServerConnection>();
   private readonly host: ConnectionHost;
   private readonly runner: WheelRunner<ServerConnection>;
+  private readonly loopGuard: EventLoopGuard | null;
   private tcpServer: NetServer | null = null;
   private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closing = false;
@@ -147,6 +160,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly deliveryStats: DeliveryStats = {
     pushed: 0, delivered: 0, expired: 0, dropped: 0, unackedAtClose: 0, probesBeforePush: 0, deadLinksFound: 0, duplicatesIn: 0,
   };
+  /** Frame counters of connections already closed; `trafficStats` adds the live ones. */
+  private readonly closedTraffic: TrafficStats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
 
   constructor(opts: GatewayOptions = {}) {
     super();
@@ -154,7 +169,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.ownsStore = opts.store === undefined;
     const o = this.options;
     const wheel = new TimerWheel<ServerConnection>({ tickMs: o.wheelTickMs, startMs: o.clock.now() });
-    this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()));
+    this.loopGuard = o.stallGuard.enabled ? new EventLoopGuard(o.stallGuard) : null;
+    this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()), this.loopGuard);
     this.tracker = new PushTracker(o.timers);
     this.startSweeping();
     this.host = {
@@ -172,6 +188,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         return new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
       },
       wake: () => this.runner.kick(),
+      stalledWithin: (from, to) => this.loopGuard?.stalledWithin(from, to) ?? 0,
       hello: (conn, hello) => this.onHello(conn, hello),
       message: (conn, f) => this.onMessage(conn, f),
       opened: (conn) => this.onOpened(conn),
@@ -445,6 +462,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.connections.delete(conn);
     this.owedAcks.delete(conn);
     this.deliveryStats.unackedAtClose += conn.sentSeq - conn.ackedSeq;
+    for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn.stats[k];
     if (!this.registry.remove(conn)) return;
     this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
     const o = this.options;
@@ -520,6 +538,18 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return c && info(c, this.options.clock.now());
   }
 
+  /** Frames and heartbeats through every connection since the gateway started, closed ones included. */
+  trafficStats(): TrafficStats {
+    const t = { ...this.closedTraffic };
+    for (const c of this.connections) for (const k of Object.keys(t) as (keyof TrafficStats)[]) t[k] += c.stats[k];
+    return t;
+  }
+
+  /** The gateway's own event loop: delay percentiles and the stalls excused to peers (null when the guard is off). */
+  eventLoopStats(): EventLoopStats | null {
+    return this.loopGuard?.stats() ?? null;
+  }
+
   listConnections(): ConnectionInfo[] {
     const now = this.options.clock.now();
     return [...this.registry.all()].map((c) => info(c, now));
@@ -543,6 +573,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       conn.closeWith('going-away');
     }
     this.runner.stop();
+    this.loopGuard?.stop();
     if (this.sweepTimer !== null) this.options.timers.clearTimeout(this.sweepTimer);
     if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
     this.sweepTimer = this.ackTimer = null;
@@ -578,5 +609,6 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     rttMs: c.rtt.current()?.srttMs ?? null,
     clientInfo: c.clientInfo,
     clientState: { ...c.clientState },
+    stats: { ...c.stats },
   };
 }

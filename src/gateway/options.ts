@@ -9,6 +9,7 @@ import {
 import { PhiAccrualDetector, type PhiOptions } from '../core/phi-accrual-detector.js';
 import { validateKeepalive, type KeepaliveOptions } from '../link/socket-tuning.js';
 import { LonglinkError } from '../protocol/errors.js';
+import { STALL_DEFAULTS, type StallGuardOptions } from './event-loop-guard.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
 import type { HelloFrame } from '../protocol/frames.js';
 import { MemoryStore } from './stores/memory-store.js';
@@ -110,6 +111,12 @@ export interface GatewayOptions {
   authenticate?: Authenticate;
   /** Timer wheel tick: the resolution of every deadline. */
   wheelTickMs?: number;
+  /**
+   * Do not convict peers for the gateway's own stalls (event-loop blocking of
+   * at least `thresholdMs`, measured with monitorEventLoopDelay). On by
+   * default with the system clock; off with an injected clock.
+   */
+  stallGuard?: Partial<StallGuardOptions> | false;
   clock?: Clock;
   timers?: Timers;
   /** Wall-clock ms, for presence timestamps and session expiry. */
@@ -131,6 +138,7 @@ export interface ResolvedGatewayOptions {
   delivery: ResolvedDeliveryOptions;
   authenticate: Authenticate;
   wheelTickMs: number;
+  stallGuard: StallGuardOptions;
   clock: Clock;
   timers: Timers;
   wallClock: Clock;
@@ -186,6 +194,10 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     delivery,
     authenticate: o.authenticate ?? acceptAll,
     wheelTickMs: positive('wheelTickMs', o.wheelTickMs ?? DEFAULTS.wheelTickMs),
+    stallGuard: {
+      enabled: o.stallGuard === false ? false : (o.stallGuard?.enabled ?? (o.clock === undefined || o.clock === systemClock)),
+      thresholdMs: positive('stallGuard.thresholdMs', (o.stallGuard || undefined)?.thresholdMs ?? STALL_DEFAULTS.thresholdMs),
+    },
     clock: o.clock ?? systemClock,
     timers: o.timers ?? systemTimers,
     wallClock: o.wallClock ?? { now: () => Date.now() },

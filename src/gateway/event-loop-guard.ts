@@ -1,0 +1,75 @@
+import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
+import { StallGuard } from '../core/stall-guard.js';
+import type { RunnerGuard } from './wheel-runner.js';
+
+export interface StallGuardOptions {
+  /** Excuse silences that overlap the gateway's own stalls (default true). */
+  enabled: boolean;
+  /** Event-loop blocking at least this long counts as a stall. */
+  thresholdMs: number;
+}
+
+export const STALL_DEFAULTS: StallGuardOptions = { enabled: true, thresholdMs: 200 };
+
+export interface EventLoopStats {
+  /** Event-loop delay percentiles since the gateway started (monitorEventLoopDelay). */
+  delayP50Ms: number;
+  delayP99Ms: number;
+  delayMaxMs: number;
+  /** Stalls at or over the threshold, their total and the longest. */
+  stalls: number;
+  stalledMs: number;
+  longestStallMs: number;
+}
+
+/**
+ * Measures the gateway's own event loop with `monitorEventLoopDelay` and the
+ * wheel runner's lateness, and records stalls in a StallGuard that the
+ * connections consult before convicting a peer.
+ */
+export class EventLoopGuard implements RunnerGuard {
+  readonly stalls: StallGuard;
+  private readonly sinceTick: IntervalHistogram;
+  private readonly overall: IntervalHistogram;
+
+  constructor(readonly options: StallGuardOptions) {
+    this.stalls = new StallGuard(options.thresholdMs);
+    this.sinceTick = monitorEventLoopDelay({ resolution: 10 });
+    this.overall = monitorEventLoopDelay({ resolution: 10 });
+    this.sinceTick.enable();
+    this.overall.enable();
+  }
+
+  tick(expectedAt: number, now: number): number {
+    // The histogram's max is the longest single block since the last tick (ns); resolution is subtracted.
+    const measured = this.sinceTick.count > 0 ? this.sinceTick.max / 1e6 - 10 : 0;
+    this.sinceTick.reset();
+    return this.options.enabled ? this.stalls.observe(expectedAt, now, measured) : 0;
+  }
+
+  afterIo(fn: () => void): void {
+    setImmediate(fn);
+  }
+
+  stalledWithin(from: number, to: number): number {
+    return this.options.enabled ? this.stalls.stalledWithin(from, to) : 0;
+  }
+
+  stats(): EventLoopStats {
+    const h = this.overall;
+    const ms = (ns: number) => (Number.isFinite(ns) ? Math.round(ns / 1e4) / 100 : 0);
+    return {
+      delayP50Ms: ms(h.percentile(50)),
+      delayP99Ms: ms(h.percentile(99)),
+      delayMaxMs: ms(h.max),
+      stalls: this.stalls.count,
+      stalledMs: Math.round(this.stalls.totalMs),
+      longestStallMs: Math.round(this.stalls.longestMs),
+    };
+  }
+
+  stop(): void {
+    this.sinceTick.disable();
+    this.overall.disable();
+  }
+}

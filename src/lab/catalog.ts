@@ -1,0 +1,192 @@
+import { clientAddr } from './topology.js';
+import { LabRun, labPolicy, type Variant, type ScenarioReport } from './scenarios.js';
+
+/**
+ * The lab's scenarios. Times are scaled down from the field (a NAT timeout of
+ * seconds, not minutes) so a run takes a minute or two; the ratios are what
+ * carry over: heartbeat interval below the NAT timeout, detection bound of
+ * interval × missBudget + grace.
+ */
+export interface ScenarioOptions {
+  log?: (m: string) => void;
+  /** Multiplies every wait (not the detection bounds): >1 for a slower machine. */
+  windowScale?: number;
+}
+
+export interface Scenario {
+  name: string;
+  title: string;
+  run(o: ScenarioOptions): Promise<ScenarioReport>;
+}
+
+const KEEPALIVE = { keepaliveIdleMs: 1000, keepaliveIntervalMs: 1000, keepaliveCount: 3 };
+const probes = { pongTimeoutMs: 1000, probeCount: 1, probeIntervalMs: 500 };
+
+/** App heartbeat every `interval` ms, sent by the client (longlink's default mode), with TCP keepalive under it. */
+export const heartbeat = (name: string, interval: number, extra: Partial<Variant['gateway']> = {}): Variant => ({
+  name,
+  gateway: { heartbeat: labPolicy(interval), probes, keepalive: { ...KEEPALIVE, userTimeoutMs: 5000 }, wheelTickMs: 50, ...extra },
+  client: { intervalMs: interval, probes, keepalive: { ...KEEPALIVE, userTimeoutMs: 5000 } },
+});
+
+/** No application heartbeat; TCP keepalive (1 s idle, 1 s interval, 3 probes) on both ends, optionally TCP_USER_TIMEOUT. */
+export const keepaliveOnly = (name: string, userTimeoutMs = 0): Variant => ({
+  name,
+  gateway: { heartbeat: labPolicy('off'), probes, keepalive: { ...KEEPALIVE, userTimeoutMs }, wheelTickMs: 50 },
+  client: { intervalMs: 3_600_000, probes, keepalive: { ...KEEPALIVE, userTimeoutMs } },
+});
+
+export const heartbeatOff = (name: string): Variant => ({
+  name,
+  gateway: { heartbeat: labPolicy('off'), probes, wheelTickMs: 50 },
+  client: { intervalMs: 3_600_000, probes },
+});
+
+async function withRun(
+  name: string,
+  title: string,
+  variants: Variant[],
+  lab: Parameters<typeof LabRun.open>[2],
+  body: (run: LabRun) => Promise<void>,
+): Promise<ScenarioReport> {
+  const startedAt = new Date().toISOString();
+  const run = await LabRun.open(name, variants, lab);
+  try {
+    await body(run);
+  } finally {
+    await run.close();
+  }
+  const relay = lab.jitter ? `delay ${lab.jitter.baseMs} ms + U(0, ${lab.jitter.jitterMs}) ms` : null;
+  return { scenario: name, title, startedAt, lab: { natTimeoutSec: lab.natTimeoutSec, strict: lab.strict ?? true, relay }, results: run.results };
+}
+
+export const SCENARIOS: Scenario[] = [
+  {
+    name: 'nat-idle',
+    title: 'Idle link behind a strict NAT with a 5 s timeout: heartbeat every 2 s versus none',
+    run: (o) => {
+      const s = o.windowScale ?? 1;
+      return withRun('nat-idle', SCENARIOS[0].title, [heartbeat('heartbeat 2 s', 2000), heartbeatOff('heartbeats off')], { natTimeoutSec: 5, log: o.log }, async (run) => {
+        for (const r of run.running) await run.idleThenPush(r, 'idle', 15_000 * s, 8000 * s);
+      });
+    },
+  },
+  {
+    name: 'frozen-peer',
+    title: 'Peer process frozen (SIGSTOP): TCP keepalive alone versus the application heartbeat',
+    run: (o) => {
+      const s = o.windowScale ?? 1;
+      return withRun('frozen-peer', SCENARIOS[1].title, [keepaliveOnly('keepalive only'), heartbeat('heartbeat 1 s', 1000)], { natTimeoutSec: 30, log: o.log }, async (run) => {
+        for (const r of run.running) {
+          await run.episode(r, 'client frozen', {
+            inject: () => r.clients.freeze(),
+            heal: () => r.clients.thaw(),
+            windowMs: 15_000 * s,
+            sides: { server: true, client: false },
+            note: 'the frozen client cannot notice; its kernel still answers TCP',
+          });
+          await run.episode(r, 'gateway frozen', {
+            inject: () => r.gateway.freeze(),
+            heal: () => r.gateway.thaw(),
+            windowMs: 15_000 * s,
+            sides: { server: false, client: true },
+            note: 'the frozen gateway cannot notice; its kernel still answers TCP',
+          });
+        }
+      });
+    },
+  },
+  {
+    name: 'blackhole',
+    title: 'Blackhole in both directions with unacknowledged data in flight',
+    run: (o) => {
+      const s = o.windowScale ?? 1;
+      const variants = [keepaliveOnly('keepalive only'), keepaliveOnly('keepalive + TCP_USER_TIMEOUT 5 s', 5000), heartbeat('heartbeat 1 s', 1000)];
+      return withRun('blackhole', SCENARIOS[2].title, variants, { natTimeoutSec: 60, log: o.log }, async (run) => {
+        for (const r of run.running) {
+          await run.episode(r, 'blackhole both ways, data in flight', {
+            inject: () => run.lab.addFault({ kind: 'blackhole', client: r.index, direction: 'both' }),
+            heal: () => run.lab.clearFaults(),
+            windowMs: 30_000 * s,
+            push: true,
+            note: 'Linux retransmits unacknowledged data for about 15 min (tcp_retries2 = 15) and sends no keepalive probe meanwhile',
+          });
+        }
+      });
+    },
+  },
+  {
+    name: 'path-faults',
+    title: 'Other silent and loud path faults with the application heartbeat (1 s)',
+    run: (o) => {
+      const s = o.windowScale ?? 1;
+      return withRun('path-faults', SCENARIOS[3].title, [heartbeat('heartbeat 1 s', 1000)], { natTimeoutSec: 30, log: o.log }, async (run) => {
+        const r = run.running[0];
+        // One-way faults: the side that still hears its peer starts counting
+        // again from what it hears (the gateway's probe, or one more PING the
+        // client's stalled TCP still got out), so its bound from the fault
+        // grows by that much.
+        await run.episode(r, 'blackhole client to server only', {
+          inject: () => run.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' }),
+          heal: () => run.lab.clearFaults(),
+          windowMs: 15_000 * s,
+          boundExtraMs: { client: 1000 + 500 + 50 + 50 },
+          note: 'the client hears the gateway\'s probe at 1.5 s and counts again from it; the gateway\'s CLOSE waits behind TCP retransmissions',
+        });
+        await run.episode(r, 'blackhole server to client only', {
+          inject: () => run.lab.addFault({ kind: 'blackhole', client: 0, direction: 'down' }),
+          heal: () => run.lab.clearFaults(),
+          windowMs: 15_000 * s,
+          boundExtraMs: { server: 1000 },
+          note: 'one more client PING gets through after the fault; the gateway counts silence from it',
+        });
+        await run.episode(r, 'NAT state flushed (rebinding)', {
+          inject: () => run.lab.flushNat(),
+          heal: () => {},
+          windowMs: 15_000 * s,
+          note: `strict NAT: packets of the forgotten mapping from ${clientAddr(0)} are dropped as invalid`,
+        });
+        const stats = await r.clients.stats();
+        const port = (stats.clients as { localPort: number }[])[0].localPort;
+        await run.episode(r, 'TCP RST injected by the NAT', {
+          inject: () => run.lab.addFault({ kind: 'reset', client: 0, port }),
+          heal: () => run.lab.clearFaults(),
+          windowMs: 15_000 * s,
+        });
+        await run.episode(r, 'client link down', {
+          inject: () => run.lab.link(0, false),
+          heal: () => run.lab.link(0, true),
+          windowMs: 15_000 * s,
+        });
+      });
+    },
+  },
+  {
+    name: 'loss-jitter',
+    title: 'No failure, 5% loss each way and 20 ms + U(0, 600 ms) delay: false disconnects of the fixed and the phi detector, then a real blackhole to show what each costs in detection time',
+    run: (o) => {
+      const s = o.windowScale ?? 1;
+      // The clients' own check is made lenient (3 s for a PONG, two more probes)
+      // so that the gateway's detector is what is compared.
+      const lenient = (v: Variant): Variant => ({ ...v, clients: 20, client: { ...v.client, probes: { pongTimeoutMs: 3000, probeCount: 2, probeIntervalMs: 1000 } } });
+      const variants: Variant[] = [
+        lenient(heartbeat('fixed (silence > 2 intervals + 0.5 s)', 1000)),
+        lenient(heartbeat('phi accrual (dead at phi 8)', 1000, { detector: { kind: 'phi' } })),
+      ];
+      return withRun('loss-jitter', SCENARIOS[4].title, variants, { natTimeoutSec: 30, jitter: { baseMs: 20, jitterMs: 600 }, log: o.log }, async (run) => {
+        for (const r of run.running) await run.lab.addFault({ kind: 'loss', client: r.index, percent: 5, direction: 'both' });
+        await Promise.all(run.running.map((r) => run.quiet(r, '5% loss + jitter, 20 clients, no failure', 60_000 * s, 'every close here is a false disconnect')));
+        for (const r of run.running) {
+          await run.episode(r, 'then a blackhole both ways (true failure)', {
+            inject: () => run.lab.addFault({ kind: 'blackhole', client: r.index, direction: 'both' }),
+            heal: () => run.lab.removeFault((f) => f.kind === 'blackhole' && f.client === r.index),
+            windowMs: 15_000 * s,
+            note: 'bounds do not count the relay delay; phi has no fixed bound',
+          });
+        }
+      });
+    },
+  },
+];
+
+export const scenarioNames = () => SCENARIOS.map((x) => x.name);

@@ -1,0 +1,56 @@
+#!/usr/bin/env node
+/**
+ * Delay and jitter for the lab, where the kernel has no netem: a TCP relay in
+ * the router namespace that the NAT diverts client connections to
+ * (nftables `redirect`). Each chunk read is forwarded after base + U(0,
+ * jitter) ms, never before the chunk ahead of it (TCP keeps order), so a
+ * late chunk holds back the ones behind it as head-of-line blocking does.
+ *
+ * What this is not: the relay terminates TCP, so the client's segments are
+ * acknowledged by the relay without the delay; the delay applies to the
+ * application's bytes end to end (what heartbeats and detectors see), not to
+ * each segment's ACK clock. Loss is injected separately by nftables on the
+ * client's link, so the client's TCP retransmits for real.
+ *
+ * Usage: delay-relay.js '{"routes":[{"listenPort":7101,"target":"10.0.2.2:7001"}],"baseMs":20,"jitterMs":200}'
+ */
+import net from 'node:net';
+
+interface RelayConfig {
+  /** Pairs of the port to listen on and the host:port to forward to. */
+  routes: { listenPort: number; target: string }[];
+  baseMs: number;
+  jitterMs: number;
+}
+
+const cfg = JSON.parse(process.argv[2] ?? '{}') as RelayConfig;
+const delay = () => cfg.baseMs + Math.random() * cfg.jitterMs;
+
+/** Writes chunks to `to` after their delay, in order. */
+function delayedPipe(from: net.Socket, to: net.Socket): void {
+  let lastAt = 0;
+  from.on('data', (chunk) => {
+    const at = Math.max(lastAt, performance.now() + delay());
+    lastAt = at;
+    setTimeout(() => to.writable && to.write(chunk), at - performance.now());
+  });
+  from.on('end', () => setTimeout(() => to.end(), Math.max(0, lastAt - performance.now())));
+}
+
+let listening = 0;
+for (const r of cfg.routes) {
+  const [host, port] = r.target.split(':');
+  net
+    .createServer((inbound) => {
+      const outbound = net.connect({ host, port: Number(port), noDelay: true });
+      inbound.setNoDelay(true);
+      delayedPipe(inbound, outbound);
+      delayedPipe(outbound, inbound);
+      // A reset or error on one side resets the other: the relay must not hide a failure.
+      inbound.on('error', () => outbound.resetAndDestroy());
+      outbound.on('error', () => inbound.resetAndDestroy());
+    })
+    .listen(r.listenPort, '0.0.0.0', () => {
+      if (++listening === cfg.routes.length) process.stdout.write(JSON.stringify({ ev: 'relay-ready', t: Date.now() }) + '\n');
+    });
+}

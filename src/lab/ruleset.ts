@@ -1,0 +1,101 @@
+/**
+ * nftables rulesets for the lab router, as text for `nft -f -`. Pure, so the
+ * exact rules are unit-tested and shown by `longlink lab rules`.
+ *
+ * Table `ll` is the NAT itself: masquerade towards the server, per-client byte
+ * counters, and in strict mode the drop of packets that match no mapping
+ * (conntrack state invalid), as carrier-grade NATs do. Table `ll_fault` holds
+ * the injected faults and is replaced whole on every change, so clearing a
+ * fault is exact. Faults hook prerouting at raw priority (before conntrack:
+ * a blackholed packet does not refresh the mapping) and postrouting last
+ * (after de-NAT, where the client interface is known).
+ */
+export interface NatRules {
+  clients: number;
+  strict: boolean;
+  /** Server ports whose client traffic is diverted to a delaying relay in the router, and the relay's ports. */
+  relays?: { serverPort: number; relayPort: number }[];
+}
+
+export const clientIf = (i: number) => `c${i}`;
+export const SERVER_IF = 'srv';
+
+export function natRuleset(r: NatRules): string {
+  const lines = [
+    'table ip ll {',
+    ...Array.from({ length: r.clients }, (_, i) => `  counter up_${i} {}\n  counter down_${i} {}`),
+    '  chain pre_nat {',
+    '    type nat hook prerouting priority dstnat; policy accept;',
+    ...(r.relays ?? []).map((x) => `    iifname "c*" tcp dport ${x.serverPort} redirect to :${x.relayPort}`),
+    '  }',
+    '  chain post_nat {',
+    '    type nat hook postrouting priority srcnat; policy accept;',
+    `    oifname "${SERVER_IF}" masquerade`,
+    '  }',
+    '  chain count_in {',
+    '    type filter hook prerouting priority -250; policy accept;',
+    ...Array.from({ length: r.clients }, (_, i) => `    iifname "${clientIf(i)}" counter name "up_${i}"`),
+    '  }',
+    '  chain count_out {',
+    '    type filter hook postrouting priority 250; policy accept;',
+    ...Array.from({ length: r.clients }, (_, i) => `    oifname "${clientIf(i)}" counter name "down_${i}"`),
+    '  }',
+    '  chain forward {',
+    '    type filter hook forward priority filter; policy accept;',
+    ...(r.strict ? ['    ct state invalid counter drop'] : []),
+    '  }',
+    '  chain input {',
+    '    type filter hook input priority filter; policy accept;',
+    ...(r.strict ? ['    ct state invalid counter drop'] : []),
+    '  }',
+    '}',
+  ];
+  return lines.join('\n') + '\n';
+}
+
+export type Direction = 'up' | 'down' | 'both';
+
+/** One injected fault on one client's path (client index), or on all (-1). */
+export type FaultRule =
+  | { kind: 'blackhole'; client: number; direction: Direction }
+  | { kind: 'loss'; client: number; percent: number; direction: Direction }
+  | { kind: 'reset'; client: number; port: number };
+
+const ifMatch = (dir: 'in' | 'out', client: number) => (client < 0 ? `${dir === 'in' ? 'iifname' : 'oifname'} "c*"` : `${dir === 'in' ? 'iifname' : 'oifname'} "${clientIf(client)}"`);
+
+/** The whole `ll_fault` table for the faults in force (an empty table when none). */
+export function faultRuleset(faults: FaultRule[]): string {
+  const pre: string[] = [];
+  const post: string[] = [];
+  const fwd: string[] = [];
+  for (const f of faults) {
+    if (f.kind === 'blackhole' || f.kind === 'loss') {
+      if (f.kind === 'loss' && !(f.percent > 0 && f.percent <= 100)) throw new RangeError(`loss percent must be in (0, 100], got ${f.percent}`);
+      const verdict = f.kind === 'loss' ? `numgen random mod 100 < ${Math.round(f.percent)} counter drop` : 'counter drop';
+      if (f.direction !== 'down') pre.push(`    ${ifMatch('in', f.client)} ${verdict}`);
+      if (f.direction !== 'up') post.push(`    ${ifMatch('out', f.client)} ${verdict}`);
+    } else {
+      // A middlebox reset: the next segment of that connection in either
+      // direction is answered with a RST to its sender (NAT applies to it).
+      fwd.push(`    ${ifMatch('in', f.client)} tcp sport ${f.port} counter reject with tcp reset`);
+      fwd.push(`    ${ifMatch('out', f.client)} tcp dport ${f.port} counter reject with tcp reset`);
+    }
+  }
+  return [
+    'table ip ll_fault {',
+    '  chain pre {',
+    '    type filter hook prerouting priority raw; policy accept;',
+    ...pre,
+    '  }',
+    '  chain post {',
+    '    type filter hook postrouting priority 300; policy accept;',
+    ...post,
+    '  }',
+    '  chain forward {',
+    '    type filter hook forward priority -10; policy accept;',
+    ...fwd,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,245 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { run, inNs } from './exec.js';
+import { clientIf, faultRuleset, natRuleset, SERVER_IF, type FaultRule } from './ruleset.js';
+
+/**
+ * A lab network: client hosts behind one NAT router, and a server host, each
+ * its own network namespace, joined by veth pairs. Nothing touches the root
+ * namespace. Names carry the creating pid, so `sweepStaleLabs` can delete
+ * the leftovers of a lab whose process died.
+ *
+ *   client i (10.0.{10+i}.2) --c{i}/eth0-- router --srv/eth0-- server (10.0.2.2)
+ *
+ * The router masquerades towards the server, so the server sees every client
+ * as 10.0.2.1, and conntrack's TCP established timeout is the NAT's idle
+ * timeout.
+ */
+export interface LabOptions {
+  clients?: number;
+  /** conntrack TCP established timeout in the router: the NAT's idle timeout. */
+  natTimeoutSec?: number;
+  /** Drop packets that match no mapping (nf_conntrack_tcp_loose=0, ct state invalid drop). */
+  strict?: boolean;
+  /** Divert client traffic for these server ports to delaying relays (see delay-relay.ts) in the router. */
+  relays?: { serverPort: number; relayPort: number }[];
+}
+
+export const SERVER_ADDR = '10.0.2.2';
+export const ROUTER_OUTSIDE_ADDR = '10.0.2.1';
+export const clientAddr = (i: number) => `10.0.${10 + i}.2`;
+const routerInsideAddr = (i: number) => `10.0.${10 + i}.1`;
+
+const PREFIX = 'll-';
+
+export class Lab {
+  readonly id: string;
+  readonly server: string;
+  readonly router: string;
+  readonly clients: string[];
+  readonly natTimeoutSec: number;
+  readonly strict: boolean;
+  private faults: FaultRule[] = [];
+  private readonly procs = new Set<ChildProcess>();
+  private torn = false;
+
+  private constructor(readonly options: Required<Omit<LabOptions, 'relays'>> & Pick<LabOptions, 'relays'>) {
+    this.id = `${process.pid}-${randomBytes(3).toString('hex')}`;
+    this.server = `${PREFIX}${this.id}-srv`;
+    this.router = `${PREFIX}${this.id}-rtr`;
+    this.clients = Array.from({ length: options.clients }, (_, i) => `${PREFIX}${this.id}-c${i}`);
+    this.natTimeoutSec = options.natTimeoutSec;
+    this.strict = options.strict;
+  }
+
+  get namespaces(): string[] {
+    return [this.server, this.router, ...this.clients];
+  }
+
+  /** Builds the network; on any failure tears down what was built and rethrows. */
+  static async create(o: LabOptions = {}): Promise<Lab> {
+    const lab = new Lab({ clients: o.clients ?? 1, natTimeoutSec: o.natTimeoutSec ?? 30, strict: o.strict ?? true, relays: o.relays });
+    labs.add(lab);
+    try {
+      await lab.build();
+    } catch (err) {
+      await lab.teardown();
+      throw err;
+    }
+    return lab;
+  }
+
+  private async build(): Promise<void> {
+    const { server, router } = this;
+    for (const ns of this.namespaces) {
+      await run('ip', ['netns', 'add', ns]);
+      await run('ip', ['-n', ns, 'link', 'set', 'lo', 'up']);
+    }
+    await run('ip', ['-n', router, 'link', 'add', SERVER_IF, 'type', 'veth', 'peer', 'name', 'eth0', 'netns', server]);
+    await run('ip', ['-n', router, 'addr', 'add', `${ROUTER_OUTSIDE_ADDR}/24`, 'dev', SERVER_IF]);
+    await run('ip', ['-n', router, 'link', 'set', SERVER_IF, 'up']);
+    await run('ip', ['-n', server, 'addr', 'add', `${SERVER_ADDR}/24`, 'dev', 'eth0']);
+    await run('ip', ['-n', server, 'link', 'set', 'eth0', 'up']);
+    for (const [i, ns] of this.clients.entries()) {
+      await run('ip', ['-n', router, 'link', 'add', clientIf(i), 'type', 'veth', 'peer', 'name', 'eth0', 'netns', ns]);
+      await run('ip', ['-n', router, 'addr', 'add', `${routerInsideAddr(i)}/24`, 'dev', clientIf(i)]);
+      await run('ip', ['-n', router, 'link', 'set', clientIf(i), 'up']);
+      await run('ip', ['-n', ns, 'addr', 'add', `${clientAddr(i)}/24`, 'dev', 'eth0']);
+      await run('ip', ['-n', ns, 'link', 'set', 'eth0', 'up']);
+      await run('ip', ['-n', ns, 'route', 'add', 'default', 'via', routerInsideAddr(i)]);
+    }
+    // The server has no route to the client subnets: only NAT makes replies possible.
+    await this.sysctl(router, 'net.ipv4.ip_forward', '1');
+    await inNs(router, 'nft', ['-f', '-'], natRuleset({ clients: this.clients.length, strict: this.strict, relays: this.options.relays }));
+    await this.applyFaults();
+    // conntrack's sysctls appear once the nft ct rules have loaded it for this namespace.
+    await this.setNatTimeout(this.natTimeoutSec);
+    await this.sysctl(router, 'net.netfilter.nf_conntrack_tcp_loose', this.strict ? '0' : '1');
+    await this.sysctl(router, 'net.netfilter.nf_conntrack_tcp_be_liberal', '0');
+  }
+
+  private sysctl(ns: string, key: string, value: string): Promise<string> {
+    return inNs(ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
+  }
+
+  /** The NAT's idle timeout for established TCP mappings; applies to existing mappings at their next packet. */
+  async setNatTimeout(sec: number): Promise<void> {
+    await this.sysctl(this.router, 'net.netfilter.nf_conntrack_tcp_timeout_established', String(Math.max(1, Math.round(sec))));
+  }
+
+  /** The router's current TCP mappings (conntrack -L), as text lines. */
+  async mappings(): Promise<string[]> {
+    const out = await inNs(this.router, 'conntrack', ['-L', '-p', 'tcp']).catch(() => '');
+    return out.split('\n').filter((l) => l.startsWith('tcp'));
+  }
+
+  /** NAT rebinding: forget every mapping (or one client's), as a NAT reboot or an address change does. */
+  async flushNat(client?: number): Promise<void> {
+    const args = client === undefined ? ['-F'] : ['-D', '-s', clientAddr(client)];
+    await inNs(this.router, 'conntrack', args).catch((err) => {
+      // conntrack -D exits non-zero when nothing matched.
+      if (!/0 flow entries/.test(String(err.message))) throw err;
+    });
+  }
+
+  async addFault(f: FaultRule): Promise<void> {
+    this.faults.push(f);
+    await this.applyFaults();
+  }
+
+  /** Removes the faults matching `pred`, leaving the others in force. */
+  async removeFault(pred: (f: FaultRule) => boolean): Promise<void> {
+    this.faults = this.faults.filter((f) => !pred(f));
+    await this.applyFaults();
+  }
+
+  async clearFaults(): Promise<void> {
+    this.faults = [];
+    await this.applyFaults();
+  }
+
+  get activeFaults(): readonly FaultRule[] {
+    return this.faults;
+  }
+
+  private async applyFaults(): Promise<void> {
+    // Replace the table whole: add (so delete cannot fail), delete, then add the new one, in one transaction.
+    await inNs(this.router, 'nft', ['-f', '-'], `table ip ll_fault {}\ndelete table ip ll_fault\n${faultRuleset(this.faults)}`);
+  }
+
+  /** Brings a client's access link down (carrier loss) or up again. */
+  async link(client: number, up: boolean): Promise<void> {
+    await run('ip', ['-n', this.router, 'link', 'set', clientIf(client), up ? 'up' : 'down']);
+    if (up) {
+      await run('ip', ['-n', this.clients[client], 'route', 'replace', 'default', 'via', routerInsideAddr(client)]);
+    }
+  }
+
+  /** Bytes seen at the router for each client, up (client to server) and down. */
+  async bytes(): Promise<{ up: number; down: number }[]> {
+    const out = JSON.parse(await inNs(this.router, 'nft', ['-j', 'list', 'counters', 'table', 'ip', 'll']));
+    const res = this.clients.map(() => ({ up: 0, down: 0 }));
+    for (const item of out.nftables as Record<string, { name: string; bytes: number }>[]) {
+      const c = item.counter;
+      const m = c && /^(up|down)_(\d+)$/.exec(c.name);
+      if (m) res[Number(m[2])][m[1] as 'up' | 'down'] = c.bytes;
+    }
+    return res;
+  }
+
+  /** Starts a process inside one of the lab's namespaces; it is killed at teardown. */
+  spawn(ns: string, cmd: string, args: string[]): ChildProcess {
+    if (this.torn) throw new Error('lab is torn down');
+    const child = spawn('ip', ['netns', 'exec', ns, cmd, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+    this.procs.add(child);
+    child.once('exit', () => this.procs.delete(child));
+    return child;
+  }
+
+  /** Kills every process in the lab's namespaces and deletes them. Safe to call twice. */
+  async teardown(): Promise<void> {
+    if (this.torn) return;
+    this.torn = true;
+    labs.delete(this);
+    for (const c of this.procs) {
+      c.kill('SIGCONT');
+      c.kill('SIGKILL');
+    }
+    await removeNamespaces(this.namespaces);
+  }
+}
+
+async function removeNamespaces(names: string[]): Promise<void> {
+  for (const ns of names) {
+    const pids = await run('ip', ['netns', 'pids', ns]).catch(() => '');
+    for (const p of pids.split(/\s+/).filter(Boolean)) {
+      try {
+        process.kill(Number(p), 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+    await run('ip', ['netns', 'del', ns]).catch(() => undefined);
+  }
+}
+
+/** Deletes lab namespaces whose creating process is gone (a crashed or killed run). */
+export async function sweepStaleLabs(): Promise<string[]> {
+  const out = await run('ip', ['netns', 'list']).catch(() => '');
+  const stale: string[] = [];
+  for (const line of out.split('\n')) {
+    const name = line.split(' ')[0];
+    const m = /^ll-(\d+)-[0-9a-f]+-/.exec(name);
+    if (!m) continue;
+    const pid = Number(m[1]);
+    let alive = pid === process.pid;
+    if (!alive) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch {
+        alive = false;
+      }
+    }
+    if (!alive) stale.push(name);
+  }
+  await removeNamespaces(stale);
+  return stale;
+}
+
+// Labs still standing when the process is interrupted are torn down first.
+const labs = new Set<Lab>();
+let hooked = false;
+export function teardownOnSignals(): void {
+  if (hooked) return;
+  hooked = true;
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.once(sig, () => {
+      void Promise.allSettled([...labs].map((l) => l.teardown())).then(() => process.exit(130));
+    });
+  }
+}
+
+export async function teardownAll(): Promise<void> {
+  await Promise.allSettled([...labs].map((l) => l.teardown()));
+}

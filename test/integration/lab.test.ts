@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { labUnavailable, run } from '../../src/lab/exec.js';
+import { heartbeat, heartbeatOff } from '../../src/lab/catalog.js';
+import { LabRun } from '../../src/lab/scenarios.js';
+
+// The network lab for real: namespaces, a strict nftables NAT with a 3 s
+// timeout, a frozen client, a blackhole with data in flight. Bounds are
+// longlink's (interval × missBudget + grace + one tick at the gateway;
+// interval + pong timeout + probes at the client) plus a tolerance for a
+// loaded CI machine.
+
+const TOLERANCE_MS = 400;
+const why = await labUnavailable();
+
+describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
+  let lab: LabRun;
+  before(async () => {
+    lab = await LabRun.open('ci', [heartbeat('heartbeat 1 s', 1000), heartbeatOff('heartbeats off')], { natTimeoutSec: 3 });
+  });
+  after(async () => {
+    const names = lab?.lab.namespaces ?? [];
+    await lab?.close();
+    const left = await run('ip', ['netns', 'list']);
+    for (const n of names) assert.ok(!left.includes(n), `namespace ${n} deleted`);
+  });
+
+  test('an idle heartbeating link survives a NAT timeout shorter than its idle time; without heartbeats it dies silently', async () => {
+    const [hb, off] = await Promise.all([lab.idleThenPush(lab.running[0], 'idle', 8000, 4000), lab.idleThenPush(lab.running[1], 'idle', 8000, 3000)]);
+    assert.equal(hb.delivered, true, 'the push after 8 s idle arrives on the same link');
+    assert.equal(hb.serverDetectMs, null);
+    assert.equal(hb.clientDetectMs, null);
+    assert.ok(hb.heartbeats.client >= 6, `heartbeats kept the mapping (${hb.heartbeats.client})`);
+    assert.match(hb.note, /mappings left for this link after the idle span: 1/);
+    assert.equal(off.delivered, false, 'without heartbeats the NAT forgot the mapping and the push is lost on the dead link');
+    assert.match(off.note, /mappings left for this link after the idle span: 0/);
+    assert.equal(off.serverDetectMs, null, 'and nobody noticed');
+  });
+
+  test('a frozen client is detected by the gateway within its bound, and reconnects once thawed', async () => {
+    const r = lab.running[0];
+    const res = await lab.episode(r, 'client frozen', {
+      inject: () => r.clients.freeze(),
+      heal: () => r.clients.thaw(),
+      windowMs: 8000,
+      sides: { server: true, client: false },
+    });
+    assert.equal(res.serverReason, 'heartbeat-timeout');
+    assert.ok(res.serverDetectMs !== null && res.serverDetectMs <= res.serverBoundMs! + TOLERANCE_MS, `gateway noticed in ${res.serverDetectMs} ms (bound ${res.serverBoundMs})`);
+    assert.ok(res.reconnectMs !== null, 'the client came back');
+  });
+
+  test('a blackhole with data in flight is detected on both sides within the bounds, and the message is delivered after it heals', async () => {
+    const r = lab.running[0];
+    const res = await lab.episode(r, 'blackhole', {
+      inject: () => lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'both' }),
+      heal: () => lab.lab.clearFaults(),
+      windowMs: 8000,
+      push: true,
+    });
+    assert.ok(res.serverDetectMs !== null && res.serverDetectMs <= res.serverBoundMs! + TOLERANCE_MS, `gateway noticed in ${res.serverDetectMs} ms (bound ${res.serverBoundMs})`);
+    assert.ok(res.clientDetectMs !== null && res.clientDetectMs <= res.clientBoundMs! + TOLERANCE_MS, `client noticed in ${res.clientDetectMs} ms (bound ${res.clientBoundMs})`);
+    assert.ok(res.reconnectMs !== null, 'the client came back');
+    assert.equal(res.delivered, true, 'the message in flight was delivered after the resume');
+  });
+});
