@@ -6,7 +6,7 @@ import { labUnavailable } from '../lab/exec.js';
 import { SCENARIOS } from '../lab/catalog.js';
 import { markdownTable, svgChart } from '../lab/report.js';
 import { natRuleset, faultRuleset, type Direction, type FaultRule } from '../lab/ruleset.js';
-import { LabRun, labPolicy } from '../lab/scenarios.js';
+import { LabRun, labPolicy, type ScenarioReport } from '../lab/scenarios.js';
 import { sweepStaleLabs } from '../lab/topology.js';
 import { int } from './parse.js';
 
@@ -79,8 +79,24 @@ export function labCommand(): Command {
       }
       if (reports.length > 1) {
         fs.writeFileSync(path.join(o.out, 'lab.svg'), svgChart(reports));
-        console.error(`wrote ${path.join(o.out, 'lab.svg')}`);
+        fs.writeFileSync(path.join(o.out, 'lab.md'), reports.map(markdownTable).join('\n'));
+        console.error(`wrote ${path.join(o.out, 'lab.svg')} and lab.md`);
       }
+    });
+  lab
+    .command('report')
+    .description('rebuild lab.svg and lab.md from the <scenario>.json reports in a directory')
+    .option('--out <dir>', 'directory holding the reports', 'lab-results')
+    .action((o) => {
+      const order = SCENARIOS.map((s) => s.name);
+      const reports = fs
+        .readdirSync(o.out)
+        .filter((f) => f.endsWith('.json') && order.includes(f.slice(0, -5)))
+        .map((f) => JSON.parse(fs.readFileSync(path.join(o.out, f), 'utf8')) as ScenarioReport)
+        .sort((a, b) => order.indexOf(a.scenario) - order.indexOf(b.scenario));
+      fs.writeFileSync(path.join(o.out, 'lab.svg'), svgChart(reports));
+      fs.writeFileSync(path.join(o.out, 'lab.md'), reports.map(markdownTable).join('\n'));
+      console.error(`wrote ${path.join(o.out, 'lab.svg')} and lab.md from ${reports.length} reports`);
     });
   lab
     .command('up')

@@ -151,7 +151,19 @@ export function phiOf(t: number, mean: number, sd: number): number {
 }
 
 /** The z such that the upper normal tail beyond z is 10^-phi (inverse of phiOf). */
+const zCache = new Map<number, number>();
+
 export function zForPhi(phi: number): number {
+  // Thresholds are few and fixed per gateway; the bisection runs once for each.
+  let z = zCache.get(phi);
+  if (z === undefined) {
+    z = zForPhiUncached(phi);
+    if (zCache.size < 1024) zCache.set(phi, z);
+  }
+  return z;
+}
+
+function zForPhiUncached(phi: number): number {
   // Bisection on a monotone function: exact enough (1e-9) and branch-free to reason about.
   let lo = -10;
   let hi = 40;

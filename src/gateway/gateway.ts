@@ -21,6 +21,7 @@ import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
 import { WheelRunner } from './wheel-runner.js';
+import { FreshnessDetector } from '../core/freshness-detector.js';
 import { EventLoopGuard, type EventLoopStats } from './event-loop-guard.js';
 
 export interface DeviceRef {
@@ -184,6 +185,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         if (d.kind === 'phi') {
           const { kind: _kind, ...phi } = d;
           return new PhiAccrualDetector(g.intervalMs, now, phi);
+        }
+        if (d.kind === 'freshness') {
+          const lateMs = d.lateMs ?? Math.max(1, (g.missBudget - 1) * g.intervalMs + g.graceMs);
+          return new FreshnessDetector(g.intervalMs, now, {
+            lateMs,
+            suspectLateMs: Math.min(lateMs, d.suspectLateMs ?? Math.max(1, g.graceMs)),
+            ...(d.windowSize ? { windowSize: d.windowSize } : {}),
+          });
         }
         return new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
       },

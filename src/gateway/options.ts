@@ -85,9 +85,16 @@ export const DELIVERY_DEFAULTS = {
 /**
  * The passive detector for client-sent heartbeats: `silence` closes at the
  * fixed bound interval × missBudget + grace; `phi` learns each connection's
- * heartbeat timing (phi accrual) and closes when phi reaches `deadPhi`.
+ * heartbeat timing (phi accrual) and closes when phi reaches `deadPhi`;
+ * `freshness` learns when each heartbeat is due and closes when the next one
+ * is `lateMs` overdue (default (missBudget − 1) × interval + grace, the same
+ * nominal bound as `silence`, counted from when the heartbeat was due rather
+ * than from when the last one happened to arrive).
  */
-export type DetectorOptions = { kind: 'silence' } | ({ kind: 'phi' } & Partial<PhiOptions>);
+export type DetectorOptions =
+  | { kind: 'silence' }
+  | ({ kind: 'phi' } & Partial<PhiOptions>)
+  | { kind: 'freshness'; lateMs?: number; suspectLateMs?: number; windowSize?: number };
 
 export interface GatewayOptions {
   /** Raw TCP listener; omit or set to false for none. */
@@ -205,6 +212,16 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
 }
 
 function validDetector(d: DetectorOptions): DetectorOptions {
+  if (d.kind === 'freshness') {
+    for (const k of ['lateMs', 'suspectLateMs', 'windowSize'] as const) {
+      const v = d[k];
+      if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `detector.${k} must be a positive number (got ${v})`);
+    }
+    if (d.lateMs !== undefined && d.suspectLateMs !== undefined && d.suspectLateMs > d.lateMs) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', 'detector.suspectLateMs must not exceed lateMs');
+    }
+    return d;
+  }
   if (d.kind !== 'phi' && d.kind !== 'silence') throw new LonglinkError('LL_ERR_INVALID_OPTION', `unknown detector kind ${(d as { kind: string }).kind}`);
   if (d.kind === 'phi') {
     const { kind: _kind, ...phi } = d;

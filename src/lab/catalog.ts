@@ -163,7 +163,7 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'loss-jitter',
-    title: 'No failure, 5% loss each way and 20 ms + U(0, 600 ms) delay: false disconnects of the fixed and the phi detector, then a real blackhole to show what each costs in detection time',
+    title: 'No failure, 5% loss each way and 20 ms + U(0, 600 ms) delay: false disconnects of the fixed, phi and freshness detectors, then a real blackhole to show what each costs in detection time',
     run: (o) => {
       const s = o.windowScale ?? 1;
       // The clients' own check is made lenient (3 s for a PONG, two more probes)
@@ -172,6 +172,7 @@ export const SCENARIOS: Scenario[] = [
       const variants: Variant[] = [
         lenient(heartbeat('fixed (silence > 2 intervals + 0.5 s)', 1000)),
         lenient(heartbeat('phi accrual (dead at phi 8)', 1000, { detector: { kind: 'phi' } })),
+        lenient(heartbeat('freshness (next heartbeat 1.5 s late)', 1000, { detector: { kind: 'freshness' } })),
       ];
       return withRun('loss-jitter', SCENARIOS[4].title, variants, { natTimeoutSec: 30, jitter: { baseMs: 20, jitterMs: 600 }, log: o.log }, async (run) => {
         for (const r of run.running) await run.lab.addFault({ kind: 'loss', client: r.index, percent: 5, direction: 'both' });

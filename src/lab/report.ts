@@ -4,8 +4,13 @@ import type { EpisodeResult, ScenarioReport } from './scenarios.js';
 
 const sec = (ms: number | null) => (ms === null ? '—' : `${(ms / 1000).toFixed(2)} s`);
 
-function detect(ms: number | null, bound: number | null, windowMs: number): string {
+function detect(r: EpisodeResult, side: 'server' | 'client'): string {
+  const ms = side === 'server' ? r.serverDetectMs : r.clientDetectMs;
+  const bound = side === 'server' ? r.serverBoundMs : r.clientBoundMs;
+  if (r.frozen === side) return 'frozen, cannot notice';
+  if (r.kind !== 'fault') return ms === null ? 'no close' : `closed after ${sec(ms)}`;
   const b = bound === null ? '' : ` (bound ${sec(bound)})`;
+  const windowMs = r.windowMs;
   if (ms === null) return `not within ${Math.round(windowMs / 1000)} s${b}`;
   return `${sec(ms)}${b}`;
 }
@@ -23,10 +28,10 @@ export function markdownTable(rep: ScenarioReport): string {
     [
       r.variant,
       r.fault + (r.kind === 'quiet' ? ` (${Math.round(r.windowMs / 1000)} s)` : ''),
-      detect(r.serverDetectMs, r.serverBoundMs, r.windowMs) + (r.serverReason ? ` ${r.serverReason}` : ''),
-      detect(r.clientDetectMs, r.clientBoundMs, r.windowMs),
+      detect(r, 'server') + (r.serverReason ? ` ${r.serverReason}` : ''),
+      detect(r, 'client'),
       sec(r.reconnectMs),
-      r.delivered === null ? '—' : r.delivered ? `delivered in ${sec(r.deliveryMs)}` : 'lost on the dead link',
+      r.delivered === null ? '—' : r.delivered ? `delivered in ${sec(r.deliveryMs)}` : r.kind === 'idle' ? 'lost on the dead link' : 'not delivered by the end of the run',
       String(r.falseDisconnects) + (r.falseBy ? ` (gateway ${r.falseBy.server}, client ${r.falseBy.client})` : ''),
       `${r.heartbeats.client}/${r.heartbeats.server}`,
       `${r.bytes.up}/${r.bytes.down}`,
@@ -44,15 +49,19 @@ const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replac
  * window, the promised bound a black tick.
  */
 export function svgChart(reports: ScenarioReport[]): string {
-  const rows: { label: string; side: 'server' | 'client' | 'quiet'; r: EpisodeResult }[] = [];
+  const rows: { label: string; side: 'server' | 'client' | 'quiet' | 'idle'; r: EpisodeResult }[] = [];
   for (const rep of reports) for (const r of rep.results) {
+    if (r.kind === 'idle') {
+      rows.push({ label: `${r.variant}: ${r.fault}`, side: 'idle', r });
+      continue;
+    }
     if (r.kind === 'quiet') {
       rows.push({ label: `${r.variant}: ${r.fault}`, side: 'quiet', r });
       continue;
     }
     rows.push({ label: `${r.variant}: ${r.fault}`, side: 'server', r }, { label: '', side: 'client', r });
   }
-  const maxMs = Math.max(1000, ...rows.filter((x) => x.side !== 'quiet').map(({ r }) => r.windowMs));
+  const maxMs = Math.max(1000, ...rows.filter((x) => x.side === 'server' || x.side === 'client').map(({ r }) => r.windowMs));
   const left = 430;
   const width = 1000;
   const plot = width - left - 30;
@@ -72,6 +81,11 @@ export function svgChart(reports: ScenarioReport[]): string {
   rows.forEach(({ label, side, r }, i) => {
     const y = top + i * rowH;
     if (label) out.push(`<text x="${left - 8}" y="${y + 12}" text-anchor="end">${esc(label.length > 68 ? label.slice(0, 66) + '…' : label)}</text>`);
+    if (side === 'idle') {
+      const ok = r.delivered === true;
+      out.push(`<text x="${left + 4}" y="${y + 12}" fill="${ok ? '#262' : '#900'}">${ok ? 'push after the idle span delivered on the same link' : 'push after the idle span lost: the NAT forgot the link and nobody noticed'}</text>`);
+      return;
+    }
     if (side === 'quiet') {
       const n = r.falseDisconnects;
       out.push(`<text x="${left + 4}" y="${y + 12}" fill="${n ? '#900' : '#262'}">no fault for ${Math.round(r.windowMs / 1000)} s: ${n} false disconnect${n === 1 ? '' : 's'}</text>`);
@@ -79,7 +93,7 @@ export function svgChart(reports: ScenarioReport[]): string {
     }
     const ms = side === 'server' ? r.serverDetectMs : r.clientDetectMs;
     const bound = side === 'server' ? r.serverBoundMs : r.clientBoundMs;
-    const frozenSide = (side === 'server' && r.fault.startsWith('gateway frozen')) || (side === 'client' && r.fault.startsWith('client frozen'));
+    const frozenSide = r.frozen === side;
     if (frozenSide) {
       out.push(`<text x="${left + 4}" y="${y + 12}" fill="#888">${side}: frozen, cannot notice</text>`);
     } else if (ms === null) {

@@ -24,6 +24,8 @@ export interface Variant {
 export interface EpisodeResult {
   /** fault: a fault injected and healed; quiet: no fault at all; idle: no traffic, then a push. */
   kind: 'fault' | 'quiet' | 'idle';
+  /** The side that was frozen and so could not notice anything. */
+  frozen?: 'server' | 'client';
   scenario: string;
   variant: string;
   fault: string;
@@ -141,10 +143,12 @@ export class LabRun {
     const p = { ...labPolicy(25_000), ...v.gateway.heartbeat } as HeartbeatPolicy;
     const interval = v.client.intervalMs ?? p.intervalMs;
     if (interval >= HEARTBEAT_OFF_MS) return { server: null, client: null };
+    // The phi detector has no fixed bound: it depends on what it learned.
+    const fixedServer = v.gateway.detector?.kind !== 'phi';
     const probes = { ...DEFAULT_PROBES, ...v.client.probes };
     // One wheel tick of lateness on the server side.
     const tick = v.gateway.wheelTickMs ?? 100;
-    return { server: silenceLimitMs({ ...p, intervalMs: interval }) + tick, client: activeDetectionMs(interval, probes) };
+    return { server: fixedServer ? silenceLimitMs({ ...p, intervalMs: interval }) + tick : null, client: activeDetectionMs(interval, probes) };
   }
 
   private async counters(r: Running): Promise<{ client: number; server: number; up: number; down: number }> {
@@ -206,6 +210,7 @@ export class LabRun {
     const closesBefore = (p: AgentProc, from: number, ev: string) => p.lines.slice(from).filter((l) => l.ev === ev && l.t < tf).length;
     const res: EpisodeResult = {
       kind: 'fault',
+      ...(!sides.server ? { frozen: 'server' as const } : !sides.client ? { frozen: 'client' as const } : {}),
       scenario: this.scenario,
       variant: r.variant.name,
       fault,

@@ -322,3 +322,33 @@ test('phi accrual detector: learns the heartbeat rhythm from PINGs only and clos
 test('an invalid phi configuration is refused up front', () => {
   assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'phi', suspectPhi: 9, deadPhi: 2 } }), { code: 'LL_ERR_INVALID_OPTION' });
 });
+
+test('freshness detector: closes when the next heartbeat is lateMs overdue, counted from when it was due', async () => {
+  const { clock, gw, offline } = setup({ detector: { kind: 'freshness', lateMs: 700, suspectLateMs: 200 } });
+  const { client } = await open(gw);
+  // Heartbeats every interval, on the lattice; the last one arrives 90 ms late.
+  for (let i = 0; i < 5; i++) {
+    clock.advance(POLICY.intervalMs);
+    client.send({ type: FrameType.PING });
+  }
+  clock.advance(POLICY.intervalMs + 90);
+  client.send({ type: FrameType.PING });
+  const lastAt = clock.now();
+  // Expected next: the lattice's mean offset (90/6 = 15 ms) after the next interval point.
+  const due = lastAt - 90 + POLICY.intervalMs + 15;
+  clock.advance(due + 200 - clock.now() - 1);
+  assert.equal(pings(client), 0, 'no probe before suspectLateMs');
+  clock.advance(1);
+  assert.equal(pings(client), 1, 'one probe when the heartbeat is suspectLateMs overdue');
+  clock.advance(due + 700 - clock.now() - 1);
+  assert.equal(offline.length, 0);
+  clock.advance(1);
+  assert.equal(offline.length, 1);
+  assert.equal(offline[0].reason, 'heartbeat-timeout');
+  await gw.close();
+});
+
+test('an invalid freshness configuration is refused up front', () => {
+  assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'freshness', lateMs: -1 } }), { code: 'LL_ERR_INVALID_OPTION' });
+  assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'freshness', lateMs: 100, suspectLateMs: 200 } }), { code: 'LL_ERR_INVALID_OPTION' });
+});

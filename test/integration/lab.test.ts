@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { CLI } from '../helpers/procs.js';
 import { after, before, describe, test } from 'node:test';
 import { labUnavailable, run } from '../../src/lab/exec.js';
 import { heartbeat, heartbeatOff } from '../../src/lab/catalog.js';
@@ -62,5 +64,27 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.ok(res.clientDetectMs !== null && res.clientDetectMs <= res.clientBoundMs! + TOLERANCE_MS, `client noticed in ${res.clientDetectMs} ms (bound ${res.clientBoundMs})`);
     assert.ok(res.reconnectMs !== null, 'the client came back');
     assert.equal(res.delivered, true, 'the message in flight was delivered after the resume');
+  });
+});
+
+describe('longlink lab up', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('runs a fault schedule against a live gateway and client, then tears the lab down', async () => {
+    const schedule = '2 blackhole 0 both; 6 clear; 9 quit';
+    const out = await new Promise<string>((resolve, reject) =>
+      execFile(process.execPath, [CLI, 'lab', 'up', '--nat-timeout', '30', '--interval-ms', '1000', '--schedule', schedule], { timeout: 60_000 }, (err, stdout, stderr) =>
+        err ? reject(new Error(`${err.message}\n${stdout}\n${stderr}`)) : resolve(stdout),
+      ),
+    );
+    const at = (re: RegExp) => out.split('\n').findIndex((l) => re.test(l));
+    const up = at(/lab up: (ll-\d+-[0-9a-f]+-\S+ ?)+/);
+    const hole = at(/done: blackhole 0 both/);
+    const offline = at(/gateway\[0\] offline .*heartbeat-timeout/);
+    const clear = at(/done: clear/);
+    const back = out.split('\n').findIndex((l, i) => i > clear && /client\[0\] open/.test(l));
+    assert.ok(up >= 0 && hole > up && offline > hole && clear > offline && back > clear, `events in order:\n${out}`);
+    assert.match(out, /lab torn down/);
+    const names = /lab up: (.*?);/.exec(out)![1].split(' ');
+    const left = await run('ip', ['netns', 'list']);
+    for (const n of names) assert.ok(!left.includes(n), `namespace ${n} deleted`);
   });
 });

@@ -36,10 +36,13 @@ test('reports: the Markdown table and the SVG show detections, misses, bounds an
     scenario: 's', title: 'T', startedAt: '2026-01-01T00:00:00Z', lab: { natTimeoutSec: 5, strict: true, relay: null },
     results: [
       { ...base, kind: 'fault', fault: 'blackhole', serverDetectMs: 2100, clientDetectMs: null, serverReason: 'heartbeat-timeout' },
+      { ...base, kind: 'fault', frozen: 'client', fault: 'client frozen', serverDetectMs: 1900, clientDetectMs: null },
+      { ...base, kind: 'idle', fault: 'idle 8 s', serverDetectMs: null, clientDetectMs: null, delivered: false },
       { ...base, kind: 'quiet', fault: 'loss', serverDetectMs: null, clientDetectMs: null, falseDisconnects: 2, falseBy: { server: 2, client: 0 } },
     ],
   };
   const md = markdownTable(rep);
+  assert.match(md, /\| client frozen \| 1\.90 s \(bound 2\.55 s\) \| frozen, cannot notice \|/);
   assert.match(md, /\| v \| blackhole \| 2\.10 s \(bound 2\.55 s\) heartbeat-timeout \| not within 10 s \(bound 2\.50 s\) \|/);
   assert.match(md, /\| 2 \(gateway 2, client 0\) \|/);
   const svg = svgChart([rep]);
@@ -47,5 +50,8 @@ test('reports: the Markdown table and the SVG show detections, misses, bounds an
   assert.match(svg, /2\.10 s/);
   assert.match(svg, /client: not noticed/);
   assert.match(svg, /2 false disconnects/);
+  assert.match(svg, /client: frozen, cannot notice/);
+  assert.match(svg, /push after the idle span lost/);
+  assert.match(md, /\| v \| idle 8 s \| no close \| no close \| — \| lost on the dead link \|/);
   assert.match(svg, /<\/svg>\n$/);
 });

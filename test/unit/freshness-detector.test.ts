@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FreshnessDetector } from '../../src/core/freshness-detector.js';
+
+test('the deadline counts from when the next heartbeat is due, not from when the last one arrived', () => {
+  // Heartbeats sent every 1000 ms from t=0 arrive with delays 50, 50, 50, then 250 ms.
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1500, suspectLateMs: 200 });
+  for (const a of [1050, 2050, 3050]) d.heard(a);
+  assert.equal(d.expectedAt(), 4050);
+  assert.equal(d.deadline(), 5550);
+  d.heard(4250); // one late arrival moves the estimate by a quarter of its lateness (window mean), not all of it
+  assert.equal(d.expectedAt(), 5000 + (50 + 50 + 50 + 250) / 4);
+  assert.equal(d.deadline(), 5100 + 1500);
+});
+
+test('a lost heartbeat is recognised from the gap and does not shift the expected time', () => {
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1500 });
+  for (const a of [1020, 2020, 3020]) d.heard(a);
+  d.heard(5020); // 4020 lost
+  assert.equal(d.expectedAt(), 6020);
+});
+
+test('verdicts: alive, suspect once, suspected, dead at the deadline; the next check times follow', () => {
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1500, suspectLateMs: 300 });
+  for (const a of [1000, 2000, 3000]) d.heard(a);
+  assert.equal(d.check(4299), 'alive');
+  assert.equal(d.nextCheckAt(4000), 4300);
+  assert.equal(d.check(4300), 'suspect');
+  assert.equal(d.check(4400), 'suspected');
+  assert.equal(d.nextCheckAt(4400), 5500);
+  assert.equal(d.check(5499), 'suspected');
+  assert.equal(d.check(5500), 'dead');
+});
+
+test('a frame other than a heartbeat proves life and restarts the lattice', () => {
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1500 });
+  for (const a of [1000, 2000, 3000]) d.heard(a);
+  d.heard(3400, false);
+  assert.equal(d.lastHeardAt, 3400);
+  assert.equal(d.expectedAt(), 4400, 'one interval after the data frame');
+  d.heard(4410);
+  assert.equal(d.expectedAt(), 5410);
+  d.setIntervalMs(2000);
+  assert.equal(d.expectedAt(), 6410, 'a new interval forgets the lattice');
+});
+
+test('before any heartbeat the peer has one interval plus lateMs, as the fixed detector would give', () => {
+  const d = new FreshnessDetector(1000, 500, { lateMs: 1500 });
+  assert.equal(d.deadline(), 3000);
+  assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 0 }), RangeError);
+  assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 100, suspectLateMs: 200 }), RangeError);
+});
