@@ -3,6 +3,7 @@ import { Backoff } from '../core/backoff.js';
 import type { TimerHandle } from '../core/clock.js';
 import { clampInterval } from '../core/heartbeat-policy.js';
 import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
+import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/interval-learner.js';
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
@@ -34,6 +35,8 @@ export interface ClientEvents {
   'session-lost': [{ previousSessionId: string | undefined }];
   rtt: [RttSample];
   state: [ClientStateName];
+  /** Adaptive heartbeat: the learned interval changed (a probe, a fallback, settling, a network switch). */
+  interval: [{ network: string; intervalMs: number; phase: LearnerPhase; change: LearnerChange }];
 }
 
 /**
@@ -63,6 +66,11 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
   private goawayAfterMs: number | undefined;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
+  /** Adaptive heartbeat: what it learned per network (export it to keep it across runs). */
+  readonly learner: IntervalLearner | null = null;
+  /** Last frame either way, and the longest idle gap before a frame we sent that nothing has answered yet. */
+  private lastActivityAt = 0;
+  private unansweredGap = 0;
   readonly stats = { pingsSent: 0, pongsReceived: 0, dataSent: 0, dataReceived: 0, reconnects: 0, acked: 0, resent: 0, duplicatesIn: 0 };
   /** Our messages not yet acknowledged, in order; re-sent after a reconnect. */
   private outbox: { seq: number; id: string; payload: Uint8Array }[] = [];
@@ -82,6 +90,14 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.dialer = opts.dial ?? dial;
     this.backoff = new Backoff(this.options.backoff, this.options.random);
     this.intervalMs = this.options.intervalMs;
+    const a = this.options.adaptive;
+    if (a) {
+      const { network, state, ...learnerOpts } = a;
+      this.learner = new IntervalLearner(learnerOpts, network ?? 'default');
+      if (state) this.learner.import(state);
+      if (network) this.learner.switchNetwork(network, this.options.clock.now());
+      this.intervalMs = this.learner.intervalMs();
+    }
   }
 
   get state(): ClientStateName {
@@ -140,6 +156,8 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       return;
     }
     this.link = link;
+    this.lastActivityAt = o.clock.now();
+    this.unansweredGap = 0;
     link.bind({
       frame: (f) => this.link === link && this.onFrame(f),
       error: (err) => this.link === link && this.fail(err.reason, err.message),
@@ -181,6 +199,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     }
     this.detector?.heard(now);
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
+    if (this.learner && this.welcome) this.learnFromReceive(now);
     if (this.stateName === 'suspect') this.setState('open');
     if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined) {
       this.onAcked(f.ack);
@@ -192,6 +211,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       case FrameType.PING:
         this.link?.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
         this.scheduler?.sent(now);
+        this.noteSent(now);
         return;
       case FrameType.PONG: {
         this.stats.pongsReceived++;
@@ -237,6 +257,11 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     }, o.stableAfterMs);
     this.setState('open');
     this.armHeartbeat(now);
+    if (this.learner && g.direction === 'client') {
+      const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, g.intervalMs, now);
+      const ms = this.learner.intervalMs(g.intervalMs);
+      if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
+    }
     if (w.resumed) {
       if (w.ack !== undefined) this.onAcked(w.ack);
     } else {
@@ -299,6 +324,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     if (this.ackOwed === 0 || !this.link || !this.welcome) return;
     this.link.send({ type: FrameType.ACK, ack: this.takeAck() });
     this.scheduler?.sent(this.options.clock.now());
+    this.noteSent(this.options.clock.now());
   };
 
   private onAcked(upTo: number): void {
@@ -313,6 +339,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     const ack = this.ackOwed ? this.takeAck() : undefined;
     this.link!.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload, ...(ack !== undefined ? { ack } : {}) });
     this.scheduler?.sent(this.options.clock.now());
+    this.noteSent(this.options.clock.now());
     this.stats.dataSent++;
   }
 
@@ -337,11 +364,13 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     const now = this.options.clock.now();
     if (!this.scheduler || !this.link) return;
     if (this.detector && this.detector.check(now) === 'dead') {
+      this.learnFromDeath(now, this.detector.intervalMs);
       this.fail('heartbeat-timeout', 'the gateway sent nothing within the silence limit');
       return;
     }
     const action = this.scheduler.poll(now);
     if (action === 'dead') {
+      this.learnFromDeath(now, this.unansweredGap);
       this.fail('heartbeat-timeout', 'no answer to heartbeat and quick probes');
       return;
     }
@@ -351,6 +380,21 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     }
     this.armHeartbeat(now);
   };
+
+  /** Our heartbeat went unanswered through the fast recheck: the gap before it is what failed. */
+  private learnFromDeath(now: number, gapMs: number): void {
+    if (!this.learner) return;
+    const change = this.learner.failed(gapMs, now);
+    if (change) {
+      // The link is going: the new interval rides on the next HELLO.
+      const ms = this.learner.intervalMs();
+      const r = this.learner.record!;
+      if (ms !== undefined) {
+        this.intervalMs = ms;
+        this.emit('interval', { network: this.learner.network, intervalMs: ms, phase: r.phase, change });
+      }
+    }
+  }
 
   private sendPing(now: number): void {
     let f: PingFrame = BARE_PING;
@@ -364,8 +408,41 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     }
     this.rtt.pingSent(now);
     this.scheduler?.sent(now);
+    this.noteSent(now);
     this.stats.pingsSent++;
     this.link!.send(f);
+  }
+
+  /**
+   * NAT mappings expire by idleness in either direction, so a gap is the time
+   * since the last frame either way. A frame sent after a gap proves that gap
+   * survivable once something comes back; one received proves it at once.
+   */
+  private noteSent(now: number): void {
+    this.unansweredGap = Math.max(this.unansweredGap, now - this.lastActivityAt);
+    this.lastActivityAt = now;
+  }
+
+  private learnFromReceive(now: number): void {
+    const learner = this.learner!;
+    const inbound = now - this.lastActivityAt;
+    const sent = this.unansweredGap;
+    this.lastActivityAt = now;
+    this.unansweredGap = 0;
+    const change = learner.held(Math.max(sent, inbound), now) ?? learner.poll(now);
+    if (change) this.applyLearned(change, now);
+  }
+
+  /** Puts the learner's interval in force (announced to the gateway at once) and reports it. */
+  private applyLearned(change: LearnerChange, now: number): void {
+    const learner = this.learner!;
+    const ms = learner.intervalMs(this.welcome?.heartbeat.intervalMs);
+    const r = learner.record;
+    if (ms === undefined || !r) return;
+    this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
+    if (this.link && this.welcome && this.scheduler) this.setIntervalMs(ms);
+    else this.intervalMs = ms;
+    void now;
   }
 
   /**
@@ -437,10 +514,18 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
   /**
    * The device's network changed (or may have): check the link now with quick
    * probes instead of waiting for the next heartbeat, and if no link is up,
-   * reconnect at once rather than after the backoff delay.
+   * reconnect at once rather than after the backoff delay. With the adaptive
+   * heartbeat, `network` names the new network: its learned interval (or a
+   * fresh start) applies from now.
    */
-  networkChanged(): void {
+  networkChanged(network?: string): void {
     const now = this.options.clock.now();
+    if (network !== undefined && this.learner && network !== this.learner.network) {
+      // Gaps seen on the old network say nothing about the new one.
+      this.lastActivityAt = now;
+      this.unansweredGap = 0;
+      this.applyLearned(this.learner.switchNetwork(network, now, this.welcome?.heartbeat.intervalMs), now);
+    }
     if (this.link && this.welcome && this.scheduler) {
       if (this.scheduler.checkNow(now)) {
         this.setState('suspect');

@@ -6,6 +6,15 @@ import { LonglinkError } from '../protocol/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
 import type { ClientState, HeartbeatDirection } from '../protocol/frames.js';
 import type { Link } from '../link/link.js';
+import type { LearnerOptions, LearnerSnapshot } from '../core/interval-learner.js';
+
+/** Adaptive heartbeat: learn the longest interval each network allows. */
+export type AdaptiveOptions = Partial<LearnerOptions> & {
+  /** The network the device is on now (for example `wifi:home`); switch with `networkChanged(id)`. */
+  network?: string;
+  /** What an earlier run learned (`client.learner.export()`), so known networks start at their interval. */
+  state?: LearnerSnapshot;
+};
 
 export interface ClientOptions {
   /** `tcp://host:port` or `ws://host:port/path`. */
@@ -19,6 +28,12 @@ export interface ClientOptions {
   direction?: HeartbeatDirection;
   /** The interval to announce; the gateway clamps it to its allowed range. Default: the gateway's. */
   intervalMs?: number;
+  /**
+   * Learn the interval per network instead (true for the defaults): probe
+   * longer gaps, fall back after a failure, settle just below the longest
+   * that held. `intervalMs`, if given, is the start for unknown networks.
+   */
+  adaptive?: boolean | AdaptiveOptions;
   probes?: Partial<ProbeOptions>;
   reconnect?: Partial<BackoffOptions> & {
     /** Reconnect automatically after transient closes (default true). */
@@ -49,6 +64,7 @@ export interface ResolvedClientOptions {
   clientInfo: ClientState;
   direction: HeartbeatDirection;
   intervalMs: number | undefined;
+  adaptive: AdaptiveOptions | null;
   probes: ProbeOptions;
   backoff: BackoffOptions;
   reconnectEnabled: boolean;
@@ -82,6 +98,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     clientInfo: o.clientInfo ?? {},
     direction: o.direction ?? 'client',
     intervalMs: o.intervalMs,
+    adaptive: o.adaptive ? { ...(o.intervalMs !== undefined ? { startMs: o.intervalMs } : {}), ...(o.adaptive === true ? {} : o.adaptive) } : null,
     probes: resolveProbes(o.probes),
     backoff: { ...DEFAULT_BACKOFF, ...dropUndefined({ initialDelayMs: r.initialDelayMs, maxDelayMs: r.maxDelayMs, minDelayMs: r.minDelayMs, factor: r.factor }) },
     reconnectEnabled: r.enabled ?? true,

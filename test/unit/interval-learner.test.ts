@@ -1,0 +1,152 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { IntervalLearner } from '../../src/core/interval-learner.js';
+
+/** Plays heartbeats through a NAT that forgets a mapping idle for `timeoutMs`; returns what happened. */
+function learn(l: IntervalLearner, timeoutMs: number, maxSteps = 20) {
+  let now = 0;
+  let drops = 0;
+  const seen: number[] = [];
+  for (let i = 0; i < maxSteps && l.record!.phase !== 'settled'; i++) {
+    const gap = l.intervalMs()!;
+    seen.push(gap);
+    now += gap;
+    if (gap < timeoutMs) l.held(gap - 1, now); // the PONG's round trip makes the measured gap a little shorter
+    else {
+      drops++;
+      l.failed(gap, now);
+    }
+  }
+  return { drops, seen, settled: l.record!.intervalMs, probes: l.record!.probes, now };
+}
+
+test('probe: doubles from the start while gaps hold', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  assert.equal(l.intervalMs(), 8000, 'the first probe is twice the safe start');
+  assert.equal(l.held(7990, 8000), 'probe-held');
+  assert.equal(l.intervalMs(), 16_000);
+  assert.equal(l.record!.heldMs, 8000);
+});
+
+test('fail: the first failure switches to fine steps from the last gap that held, below the failed one', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  l.held(7990, 8000);
+  l.held(15_990, 24_000);
+  assert.equal(l.intervalMs(), 32_000);
+  assert.equal(l.failed(32_000, 56_000), 'probe-failed');
+  assert.equal(l.record!.failedMs, 32_000);
+  assert.equal(l.record!.phase, 'fine');
+  assert.equal(l.intervalMs(), Math.round(16_000 * 1.12), 'falls back to the last gap that held, one fine step up');
+});
+
+test('settle: just below the largest gap that held, when the next step would reach a failed gap', () => {
+  for (const timeoutMs of [8000, 20_000, 45_000, 5000, 100_000, 240_000, 350_000]) {
+    const l = new IntervalLearner({ startMs: 4000 });
+    l.setRange(1000, 600_000, 4000, 0);
+    const r = learn(l, timeoutMs);
+    const ratio = r.settled / timeoutMs;
+    assert.ok(ratio >= 0.8 && ratio <= 0.95, `T=${timeoutMs}: settled at ${r.settled} (${ratio.toFixed(3)} of T) via ${r.seen.join(', ')}`);
+    assert.ok(r.drops <= 2, `T=${timeoutMs}: ${r.drops} drops`);
+    if (timeoutMs <= 64_000) assert.ok(r.probes <= 8, `T=${timeoutMs}: ${r.probes} probe steps`);
+  }
+});
+
+test('a start above the real timeout: the settled interval fails, falls back, and converges below it', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  let r = learn(l, 3000);
+  assert.ok(r.settled > 3000, 'the unproven start misled it');
+  assert.equal(l.failed(r.settled, r.now + r.settled), 'fallback');
+  r = learn(l, 3000);
+  const ratio = r.settled / 3000;
+  assert.ok(ratio >= 0.8 && ratio <= 0.95, `settled at ${r.settled}`);
+});
+
+test('a network whose timeout exceeds the allowed range settles at its top without a failure', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 30_000, 4000, 0);
+  const r = learn(l, 1e9);
+  assert.equal(r.settled, 30_000);
+  assert.equal(r.drops, 0);
+});
+
+test('fall back: a failure at the settled interval halves it and climbs again below the failed gap', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  const first = learn(l, 20_000);
+  assert.equal(l.failed(first.settled, first.now + first.settled), 'fallback');
+  assert.equal(l.record!.failedMs, first.settled);
+  assert.ok(l.intervalMs()! < first.settled);
+  const again = learn(l, 10_000);
+  const ratio = again.settled / 10_000;
+  assert.ok(ratio >= 0.8 && ratio <= 0.95, `re-learned ${again.settled} for a 10 s timeout`);
+});
+
+test('a failure at a shorter gap than the interval in use teaches nothing (the link died of something else)', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  assert.equal(l.failed(2000, 2000), null);
+  assert.equal(l.record!.failures, 0);
+  assert.equal(l.intervalMs(), 8000);
+});
+
+test('re-probe: after reprobeAfterMs settled, one step above is tried', () => {
+  const l = new IntervalLearner({ startMs: 4000, reprobeAfterMs: 3_600_000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  const r = learn(l, 20_000);
+  const heldMs = l.record!.heldMs;
+  assert.equal(l.poll(r.now + 1000), null, 'not yet');
+  assert.equal(l.poll(r.now + 3_600_000), 'reprobe');
+  assert.equal(l.record!.phase, 'fine');
+  assert.equal(l.intervalMs(), Math.round(heldMs * 1.12));
+  // The NAT now allows 40 s: learning resumes upward from there.
+  const up = learn(l, 40_000);
+  assert.ok(up.settled > r.settled && up.settled / 40_000 <= 0.95, `re-settled at ${up.settled}`);
+});
+
+test('evidence: a longer idle gap that application traffic survived raises what is known to hold', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  assert.equal(l.held(20_000, 20_000), 'probe-held');
+  assert.equal(l.record!.heldMs, 20_000);
+  assert.equal(l.intervalMs(), 40_000, 'the next probe starts from the evidence');
+});
+
+test('network switch: each network keeps its own record; an unknown one starts from the start interval', () => {
+  const l = new IntervalLearner({ startMs: 4000 }, 'wifi:home');
+  l.setRange(1000, 600_000, 4000, 0);
+  const home = learn(l, 45_000).settled;
+  l.switchNetwork('cell:carrier', 0);
+  assert.equal(l.network, 'cell:carrier');
+  assert.equal(l.intervalMs(), 8000, 'a new network starts over');
+  const cell = learn(l, 8000).settled;
+  l.switchNetwork('wifi:home', 0);
+  assert.equal(l.intervalMs(), home);
+  l.switchNetwork('cell:carrier', 0);
+  assert.equal(l.intervalMs(), cell);
+});
+
+test('persistence: export to JSON and import; a known network starts at its learned interval', () => {
+  const l = new IntervalLearner({ startMs: 4000 }, 'wifi:home');
+  l.setRange(1000, 600_000, 4000, 0);
+  const settled = learn(l, 20_000).settled;
+  const json = JSON.stringify(l.export());
+  const fresh = new IntervalLearner({ startMs: 4000 });
+  fresh.import(JSON.parse(json));
+  assert.equal(fresh.network, 'wifi:home');
+  assert.equal(fresh.intervalMs(), settled);
+  assert.equal(fresh.record!.phase, 'settled');
+  assert.throws(() => fresh.import({ version: 2 } as never), RangeError);
+  assert.throws(() => fresh.import({ version: 1, network: 'x', networks: { x: { heldMs: -1 } } } as never), RangeError);
+});
+
+test('without a start, the gateway grant seeds the network; bad options are refused', () => {
+  const l = new IntervalLearner();
+  assert.equal(l.intervalMs(), undefined);
+  assert.equal(l.setRange(5000, 600_000, 25_000, 0), 'range');
+  assert.equal(l.intervalMs(), 50_000);
+  assert.throws(() => new IntervalLearner({ growth: 1 }), RangeError);
+  assert.throws(() => new IntervalLearner({ margin: 1 }), RangeError);
+});
