@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import os from 'node:os';
 import readline from 'node:readline';
 import { Command, Option } from 'commander';
@@ -8,8 +9,15 @@ import { int, keyValue } from './parse.js';
 
 /**
  * `longlink client`: connects, prints every event, sends each stdin line as a
- * message. Lines starting with / are commands: /state k=v, /probe, /quit.
+ * message. Lines starting with / are commands: /state k=v, /probe,
+ * /network ID (adaptive heartbeat: the device moved to network ID), /quit.
  */
+
+/** A learner state file written by an earlier run, if there is one. */
+function loadState(file: string | undefined): { state: import('../core/interval-learner.js').LearnerSnapshot } | null {
+  if (!file || !fs.existsSync(file)) return null;
+  return { state: JSON.parse(fs.readFileSync(file, 'utf8')) };
+}
 export function clientCommand(): Command {
   return new Command('client')
     .description('connect to a gateway, print events, send lines typed on stdin')
@@ -18,7 +26,10 @@ export function clientCommand(): Command {
     .option('--device <id>', 'device id', `${os.hostname()}-${process.pid}`)
     .option('--token <token>', 'auth token sent in HELLO')
     .addOption(new Option('--direction <who>', 'who sends heartbeats').choices(['client', 'server']).default('client'))
-    .option('--interval-ms <ms>', 'heartbeat interval to announce (default: the gateway\'s)', int)
+    .option('--interval-ms <ms>', 'heartbeat interval to announce (default: the gateway\'s); with --adaptive, the start', int)
+    .option('--adaptive', 'learn the longest interval the network allows (probe, fall back, settle)')
+    .option('--network <id>', 'name of the network the device is on, for the adaptive heartbeat (e.g. wifi:home)')
+    .option('--learner-state <file>', 'adaptive heartbeat: load what was learned from this JSON file and save it back')
     .option('--pong-timeout-ms <ms>', 'wait for an answer to a heartbeat', int, DEFAULT_PROBES.pongTimeoutMs)
     .option('--probe-count <n>', 'quick probes after a missed answer', int, DEFAULT_PROBES.probeCount)
     .option('--probe-interval-ms <ms>', 'wait after each quick probe', int, DEFAULT_PROBES.probeIntervalMs)
@@ -33,6 +44,7 @@ export function clientCommand(): Command {
         token: o.token,
         direction: o.direction,
         intervalMs: o.intervalMs,
+        adaptive: o.adaptive ? { ...(o.network ? { network: o.network } : {}), ...(loadState(o.learnerState) ?? {}) } : false,
         clientInfo: o.info,
         probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
         reconnect: { enabled: o.reconnect },
@@ -55,11 +67,16 @@ export function clientCommand(): Command {
       client.on('session-lost', (e) => print('session-lost', { ...e }, 'the gateway did not know our session: a new one began'));
       client.on('close', (e) => print('close', { ...e }, `closed ${e.code} ${e.reason}${e.willReconnect ? '' : ' (not reconnecting)'}`));
       client.on('reconnecting', (r) => print('reconnecting', { ...r }, `reconnecting in ${r.delayMs} ms (attempt ${r.attempt})`));
+      client.on('interval', (e) => {
+        print('interval', { ...e }, `heartbeat interval ${e.intervalMs} ms on ${e.network} (${e.change}, ${e.phase})`);
+        if (o.learnerState && client.learner) fs.writeFileSync(o.learnerState, JSON.stringify(client.learner.export(), null, 2) + '\n');
+      });
 
       const rl = readline.createInterface({ input: process.stdin, terminal: false });
       rl.on('line', (line) => {
         if (line === '/quit') return quit();
         if (line === '/probe') return client.networkChanged();
+        if (line.startsWith('/network ')) return client.networkChanged(line.slice(9).trim());
         if (line.startsWith('/state ')) {
           const delta = line.slice(7).split(/\s+/).filter(Boolean).reduce((acc, kv) => keyValue(kv, acc), {} as Record<string, string>);
           client.updateState(delta, { flush: true });

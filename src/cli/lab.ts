@@ -9,6 +9,8 @@ import { natRuleset, faultRuleset, type Direction, type FaultRule } from '../lab
 import { LabRun, labPolicy, type ScenarioReport } from '../lab/scenarios.js';
 import { sweepStaleLabs } from '../lab/topology.js';
 import { int } from './parse.js';
+import { runAdaptiveLab } from '../lab/adaptive.js';
+import { adaptiveMarkdown, adaptiveSvg } from '../lab/adaptive-report.js';
 
 /**
  * `longlink lab`: the network lab. `run` plays scenarios and writes reports;
@@ -82,6 +84,38 @@ export function labCommand(): Command {
         fs.writeFileSync(path.join(o.out, 'lab.md'), reports.map(markdownTable).join('\n'));
         console.error(`wrote ${path.join(o.out, 'lab.svg')} and lab.md`);
       }
+    });
+  lab
+    .command('adaptive')
+    .description('the adaptive heartbeat against strict NATs of several timeouts, beside fixed intervals; writes adaptive.json, .md and .svg')
+    .option('--timeouts <list>', 'NAT timeouts in seconds', '8,20,45')
+    .option('--span-s <s>', 'how long each lab runs', int, 720)
+    .option('--start-ms <ms>', 'the adaptive client\'s start interval', int, 4000)
+    .option('--fixed-ms <list>', 'fixed intervals to compare (30 s and 4.5 min, scaled by 1/10)', '3000,27000')
+    .option('--out <dir>', 'directory for the reports', 'lab-results')
+    .action(async (o) => {
+      const why = await labUnavailable();
+      if (why) {
+        console.error(`lab unavailable: ${why}`);
+        process.exit(1);
+      }
+      await sweepStaleLabs();
+      const list = (v: string) => v.split(',').map(Number).filter((x) => x > 0);
+      const t0 = Date.now();
+      const rep = await runAdaptiveLab({
+        timeoutsSec: list(o.timeouts),
+        spanMs: o.spanS * 1000,
+        startMs: o.startMs,
+        fixedMs: list(o.fixedMs),
+        log: (m) => console.error(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${m}`),
+      });
+      fs.mkdirSync(o.out, { recursive: true });
+      const base = path.join(o.out, 'adaptive');
+      fs.writeFileSync(`${base}.json`, JSON.stringify(rep, null, 2) + '\n');
+      fs.writeFileSync(`${base}.md`, adaptiveMarkdown(rep));
+      fs.writeFileSync(`${base}.svg`, adaptiveSvg(rep));
+      console.log(adaptiveMarkdown(rep));
+      console.error(`wrote ${base}.json, ${base}.md, ${base}.svg`);
     });
   lab
     .command('report')

@@ -364,14 +364,16 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     const now = this.options.clock.now();
     if (!this.scheduler || !this.link) return;
     if (this.detector && this.detector.check(now) === 'dead') {
-      this.learnFromDeath(now, this.detector.intervalMs);
+      const learned = this.learnFromDeath(now, this.detector.intervalMs);
       this.fail('heartbeat-timeout', 'the gateway sent nothing within the silence limit');
+      learned?.();
       return;
     }
     const action = this.scheduler.poll(now);
     if (action === 'dead') {
-      this.learnFromDeath(now, this.unansweredGap);
+      const learned = this.learnFromDeath(now, this.unansweredGap);
       this.fail('heartbeat-timeout', 'no answer to heartbeat and quick probes');
+      learned?.();
       return;
     }
     if (action === 'ping' || action === 'probe') {
@@ -381,19 +383,20 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.armHeartbeat(now);
   };
 
-  /** Our heartbeat went unanswered through the fast recheck: the gap before it is what failed. */
-  private learnFromDeath(now: number, gapMs: number): void {
-    if (!this.learner) return;
+  /**
+   * Our heartbeat went unanswered through the fast recheck: the gap before it
+   * is what failed. The new interval rides on the next HELLO; the returned
+   * function reports it, after the close it caused.
+   */
+  private learnFromDeath(now: number, gapMs: number): (() => void) | null {
+    if (!this.learner) return null;
     const change = this.learner.failed(gapMs, now);
-    if (change) {
-      // The link is going: the new interval rides on the next HELLO.
-      const ms = this.learner.intervalMs();
-      const r = this.learner.record!;
-      if (ms !== undefined) {
-        this.intervalMs = ms;
-        this.emit('interval', { network: this.learner.network, intervalMs: ms, phase: r.phase, change });
-      }
-    }
+    const ms = this.learner.intervalMs();
+    const r = this.learner.record;
+    if (!change || ms === undefined || !r) return null;
+    this.intervalMs = ms;
+    const learner = this.learner;
+    return () => this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
   }
 
   private sendPing(now: number): void {

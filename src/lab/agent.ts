@@ -90,13 +90,16 @@ async function clients(c: ClientsAgentConfig): Promise<void> {
     client.on('close', (e) => emit('close', { user, code: e.code, reason: e.reason, willReconnect: e.willReconnect }));
     client.on('message', (m) => emit('message', { user, text: Buffer.from(m.payload).toString(), seq: m.seq }));
     client.on('reconnecting', (r) => emit('reconnecting', { user, ...r }));
+    client.on('interval', (e) => emit('interval', { user, ...e, probes: client.learner?.record?.probes ?? 0 }));
   }
   commands.set('send', (cmd) => {
     const id = all.get(String(cmd.user))!.client.send(String(cmd.text));
     emit('sent', { user: cmd.user, id });
   });
   commands.set('stats', () =>
-    emit('stats', { clients: [...all].map(([user, e]) => ({ user, state: e.client.state, localPort: e.localPort, ...e.client.stats })) }),
+    emit('stats', {
+      clients: [...all].map(([user, e]) => ({ user, state: e.client.state, localPort: e.localPort, intervalMs: e.client.heartbeat?.intervalMs ?? null, ...e.client.stats })),
+    }),
   );
   await Promise.all([...all.values()].map((e) => e.client.connect().catch((err) => emit('error', { error: String(err?.message ?? err) }))));
   emit('ready', { count: all.size });

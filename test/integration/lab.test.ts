@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { labUnavailable, run } from '../../src/lab/exec.js';
 import { heartbeat, heartbeatOff } from '../../src/lab/catalog.js';
 import { LabRun } from '../../src/lab/scenarios.js';
+import { runAdaptiveLab } from '../../src/lab/adaptive.js';
 
 // The network lab for real: namespaces, a strict nftables NAT with a 3 s
 // timeout, a frozen client, a blackhole with data in flight. Bounds are
@@ -86,5 +87,20 @@ describe('longlink lab up', { skip: why ? `skipped: ${why}` : false }, () => {
     const names = /lab up: (.*?);/.exec(out)![1].split(' ');
     const left = await run('ip', ['netns', 'list']);
     for (const n of names) assert.ok(!left.includes(n), `namespace ${n} deleted`);
+  });
+});
+
+describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('behind a strict NAT with a 4 s timeout it converges to 80-95% of it within 8 probe steps and two lost links, then keeps the link', async () => {
+    const rep = await runAdaptiveLab({ timeoutsSec: [4], spanMs: 50_000, startMs: 1000, fixedMs: [] });
+    const [r] = rep.rows;
+    assert.ok(r.settledShareOfT !== null, `settled: ${JSON.stringify(rep.timelines)}`);
+    assert.ok(r.settledShareOfT >= 0.8 && r.settledShareOfT <= 0.95, `settled at ${r.settledMs} ms`);
+    assert.ok(r.probeSteps! <= 8, `${r.probeSteps} probe steps`);
+    assert.ok(r.dropsWhileLearning! <= 2, `${r.dropsWhileLearning} links lost while learning`);
+    assert.ok(r.learnedInMs! <= 35_000, `learned in ${r.learnedInMs} ms, leaving time to watch it hold`);
+    assert.equal(r.dropsAfterSettled, 0, 'no link lost once settled');
+    const ratio = r.heartbeatsPerHourAfterSettled! / r.minimumPerHour;
+    assert.ok(ratio >= 0.85 && ratio <= 1.15, `${Math.round(r.heartbeatsPerHourAfterSettled!)} heartbeats/h once settled vs the minimum ${r.minimumPerHour}`);
   });
 });

@@ -55,3 +55,26 @@ test('reports: the Markdown table and the SVG show detections, misses, bounds an
   assert.match(md, /\| v \| idle 8 s \| no close \| no close \| — \| lost on the dead link \|/);
   assert.match(svg, /<\/svg>\n$/);
 });
+
+test('adaptive report: the table compares clients per NAT timeout and the chart draws the interval and lost links', async () => {
+  const { adaptiveMarkdown, adaptiveSvg } = await import('../../src/lab/adaptive-report.js');
+  const row = {
+    timeoutSec: 8, spanMs: 600_000, drops: 2, heartbeats: 100, heartbeatsPerHour: 600, minimumPerHour: 474, bytes: { up: 1, down: 1 },
+  };
+  const rep = {
+    startedAt: '2026-01-01T00:00:00Z',
+    options: { timeoutsSec: [8], spanMs: 600_000, startMs: 4000, fixedMs: [27_000] },
+    rows: [
+      { ...row, variant: 'adaptive', adaptive: true, dropsWhileLearning: 2, dropsAfterSettled: 0, settledMs: 7440, settledShareOfT: 0.93, probeSteps: 3, learnedInMs: 40_000, heartbeatsPerHourAfterSettled: 484 },
+      { ...row, variant: 'fixed 27 s', adaptive: false, drops: 20, dropsWhileLearning: null, dropsAfterSettled: null, settledMs: null, settledShareOfT: null, probeSteps: null, learnedInMs: null, heartbeatsPerHourAfterSettled: null },
+    ],
+    timelines: [{ timeoutSec: 8, points: [{ atMs: 0, intervalMs: 8000, change: 'range' }, { atMs: 40_000, intervalMs: 7440, change: 'settled' }], drops: [20_000, 40_000] }],
+  };
+  const md = adaptiveMarkdown(rep);
+  assert.match(md, /\| 8 s \| adaptive \| 7\.4 s \(93%\) \| 3 \| 2 \| 40\.0 s \| 0 \| 2 \| 100 \| 600 \| 484 \| 474 \| \+2% \|/);
+  assert.match(md, /\| 8 s \| fixed 27 s \| — \|/);
+  const svg = adaptiveSvg(rep);
+  assert.match(svg, /NAT timeout 8 s/);
+  assert.equal(svg.match(/>×</g)?.length, 2, 'one cross per lost link');
+  assert.match(svg, /20 links lost/);
+});
