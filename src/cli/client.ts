@@ -21,7 +21,7 @@ function loadState(file: string | undefined): { state: import('../core/interval-
 export function clientCommand(): Command {
   return new Command('client')
     .description('connect to a gateway, print events, send lines typed on stdin')
-    .option('--url <url>', 'gateway URL: tcp://host:port or ws://host:port/longlink', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
+    .option('--url <url>', 'gateway URL: tcp://host:port or ws://host:port/longlink; several, comma-separated, for a cluster', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
     .option('--user <id>', 'user id', `user-${process.pid}`)
     .option('--device <id>', 'device id', `${os.hostname()}-${process.pid}`)
     .option('--token <token>', 'auth token sent in HELLO')
@@ -38,7 +38,7 @@ export function clientCommand(): Command {
     .option('--json', 'print events as JSON lines')
     .action(async (o) => {
       const client = new LonglinkClient({
-        url: o.url,
+        url: String(o.url).split(','),
         userId: o.user,
         deviceId: o.device,
         token: o.token,

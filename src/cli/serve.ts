@@ -4,9 +4,11 @@ import { Gateway } from '../gateway/gateway.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS } from '../gateway/options.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
 import { int } from './parse.js';
+import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 
 /**
- * `longlink serve`: the gateway with the in-memory store. Its built-in
+ * `longlink serve`: the gateway with the in-memory store, or with Redis
+ * (`--redis`) as one node of a cluster. Its built-in
  * application relays text with reliable push: a message "@user text" goes to
  * that user's devices (queued for those offline), anything else is echoed
  * back to the sender's devices.
@@ -41,10 +43,17 @@ export function serveCommand(): Command {
     .option('--probe-before-push-ms <ms>', 'probe a link silent this long before pushing into it (0 = off; default: its heartbeat interval)', int)
     .option('--wheel-tick-ms <ms>', 'timer wheel resolution', int, DEFAULTS.wheelTickMs)
     .option('--node-id <id>', 'name of this gateway node in presence entries')
+    .option('--redis <url>', 'share presence, sessions and queues with other nodes through Redis (redis://host:port)')
+    .option('--redis-prefix <prefix>', 'key prefix in Redis', REDIS_DEFAULTS.prefix)
+    .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .action(async (o) => {
       const log = pino({ level: o.logLevel, base: { pid: process.pid } });
+      const store = o.redis
+        ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)) })
+        : undefined;
       const gw = new Gateway({
+        ...(store ? { store } : {}),
         tcp: o.tcp === false ? false : { host: o.host, port: o.tcpPort },
         ws: o.ws === false ? false : { host: o.host, port: o.wsPort, path: o.wsPath },
         heartbeat: {
@@ -102,6 +111,7 @@ export function serveCommand(): Command {
           ws: addrs.ws ? `ws://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,
+          nodeId: gw.options.nodeId,
         },
         'longlink gateway listening',
       );
@@ -111,6 +121,7 @@ export function serveCommand(): Command {
         stopping = true;
         log.info({ event: 'stopping', signal }, 'stopping');
         await gw.close({ reconnectAfterMs: 1000 });
+        await store?.close();
         process.exit(0);
       };
       process.on('SIGINT', () => void stop('SIGINT'));

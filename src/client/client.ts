@@ -66,6 +66,8 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
   private goawayAfterMs: number | undefined;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
+  /** Which of `urls` the next attempt dials; it moves on after a failure. */
+  private urlIndex = 0;
   /** Adaptive heartbeat: what it learned per network (export it to keep it across runs). */
   readonly learner: IntervalLearner | null = null;
   /** Last frame either way, and the longest idle gap before a frame we sent that nothing has answered yet. */
@@ -102,6 +104,11 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
 
   get state(): ClientStateName {
     return this.stateName;
+  }
+
+  /** The gateway this client dials (or is connected to). */
+  get url(): string {
+    return this.options.urls[this.urlIndex % this.options.urls.length];
   }
 
   get sessionId(): string | undefined {
@@ -145,7 +152,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.goawayAfterMs = undefined;
     let link: Link;
     try {
-      link = await this.dialer(o.url, { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive });
+      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive });
     } catch (err) {
       if (this.userClosed) return;
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
@@ -587,6 +594,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;
     const willReconnect = this.options.reconnectEnabled && shouldReconnect(code);
+    this.urlIndex++;
     this.emit('close', { code, reason, willReconnect });
     if (!willReconnect) {
       this.setState('closed');

@@ -17,8 +17,12 @@ export type AdaptiveOptions = Partial<LearnerOptions> & {
 };
 
 export interface ClientOptions {
-  /** `tcp://host:port` or `ws://host:port/path`. */
-  url: string;
+  /**
+   * `tcp://host:port` or `ws://host:port/path`; or several gateways (nodes of
+   * one cluster): the client stays on one while it works and moves to the
+   * next after a failed attempt or a lost link.
+   */
+  url: string | string[];
   userId: string;
   deviceId: string;
   token?: string;
@@ -57,7 +61,7 @@ export interface ClientOptions {
 }
 
 export interface ResolvedClientOptions {
-  url: string;
+  urls: string[];
   userId: string;
   deviceId: string;
   token: string | undefined;
@@ -87,11 +91,12 @@ export const CLIENT_DEFAULTS = {
 };
 
 export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
-  if (!o.url) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'url is required');
+  const urls = (Array.isArray(o.url) ? o.url : [o.url]).filter(Boolean);
+  if (urls.length === 0) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'url is required');
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
   const r = o.reconnect ?? {};
   return {
-    url: o.url,
+    urls,
     userId: o.userId,
     deviceId: o.deviceId,
     token: o.token,

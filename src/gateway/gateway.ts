@@ -217,6 +217,19 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async listen(): Promise<{ tcp?: AddressInfo; ws?: AddressInfo }> {
     const o = this.options;
     const out: { tcp?: AddressInfo; ws?: AddressInfo } = {};
+    // A shared store: hold this node's lease and take wake-ups for devices connected here.
+    if (o.store.joinCluster) {
+      await o.store.joinCluster(
+        o.nodeId,
+        (userId, deviceId) => {
+          const conn = this.registry.get(userId, deviceId);
+          if (conn) this.deliver(conn);
+        },
+        () => {
+          for (const conn of this.registry.all()) this.deliver(conn);
+        },
+      );
+    }
     if (o.tcp) {
       this.tcpServer = await listenTcp({ ...o.tcp, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive }, (l) => this.accept(l));
       out.tcp = this.tcpServer.address() as AddressInfo;
@@ -421,12 +434,23 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.deliveryStats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
     const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
+    // Devices connected to other nodes (a shared store): looked up once per push.
+    let remote: Map<string, string> | null = null;
     for (const deviceId of devices) {
       const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
       for (const m of evicted) this.reportDrop('dropped', userId, deviceId, m, 'overflow');
       const conn = this.registry.get(userId, deviceId);
-      if (conn && conn.phase === 'open') this.deliver(conn);
-      else this.tracker.settle(id, deviceId, 'queued');
+      if (conn && conn.phase === 'open') {
+        this.deliver(conn);
+        continue;
+      }
+      // Queued (durably, in a shared store); its node, if any, delivers and reports it.
+      this.tracker.settle(id, deviceId, 'queued');
+      if (o.store.route) {
+        remote ??= new Map((await o.store.devices(userId)).filter((e) => e.nodeId !== o.nodeId).map((e) => [e.deviceId, e.nodeId]));
+        const node = remote.get(deviceId);
+        if (node) await o.store.route(node, userId, deviceId);
+      }
     }
     return done;
   }

@@ -269,3 +269,36 @@ test('setIntervalMs rejects a non-positive interval with a typed error', () => {
   assert.throws(() => client.setIntervalMs(0), { code: 'LL_ERR_INVALID_OPTION' });
   client.close();
 });
+
+test('with several gateway URLs the client stays on one while it works and moves to the next after a failure', async () => {
+  const clock = new ManualClock(5_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock });
+  const dialed: string[] = [];
+  const client = new LonglinkClient({
+    url: ['tcp://a', 'tcp://b'],
+    userId: 'u',
+    deviceId: 'd',
+    probes: PROBES,
+    reconnect: { initialDelayMs: 100, maxDelayMs: 100, minDelayMs: 100 },
+    clock,
+    timers: clock,
+    random: () => 0.5,
+    dial: async (url) => {
+      dialed.push(url);
+      if (url === 'tcp://a' && dialed.length === 1) throw new Error('ECONNREFUSED');
+      const [server, c] = memoryLinkPair();
+      gw.accept(server);
+      return c;
+    },
+  });
+  const opened = client.connect();
+  await flush();
+  clock.advance(100);
+  await Promise.all([opened, flush()]);
+  assert.deepEqual(dialed, ['tcp://a', 'tcp://b']);
+  assert.equal(client.url, 'tcp://b');
+  for (let i = 0; i < 50; i++) clock.advance(100);
+  assert.deepEqual(dialed, ['tcp://a', 'tcp://b'], 'no move while the link works');
+  client.close();
+  await gw.close();
+});

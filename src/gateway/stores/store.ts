@@ -94,7 +94,23 @@ export interface MailboxStore {
   markInbound(userId: string, deviceId: string, id: string): Promise<boolean>;
 }
 
-export interface Store extends PresenceStore, SessionStore, MailboxStore {
+/**
+ * A store shared by several gateway nodes (Redis). Optional: the in-memory
+ * store serves one process, where every device is local.
+ */
+export interface ClusterStore {
+  /**
+   * Holds this node's liveness lease and listens for wake-ups: `onRoute`
+   * when another node queued a message for a device connected here,
+   * `onResync` when wake-ups may have been missed (the subscription was
+   * re-established), so every local device should be flushed.
+   */
+  joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: () => void): Promise<void>;
+  /** Wakes the node holding a device's connection to deliver from its mailbox. */
+  route(nodeId: string, userId: string, deviceId: string): Promise<void>;
+}
+
+export interface Store extends PresenceStore, SessionStore, MailboxStore, Partial<ClusterStore> {
   readonly kind: string;
   close(): Promise<void>;
 }

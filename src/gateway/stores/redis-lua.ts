@@ -1,0 +1,135 @@
+/**
+ * Lua scripts for the Redis store: each mailbox operation is one atomic
+ * script, so gateways on several nodes can push into and deliver from the
+ * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
+ * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
+ * hash {sid, next, bytes}; ll:expiry is a sorted set of mailbox ids scored by
+ * the earliest expiresAt in them.
+ */
+
+/** Re-scores the mailbox in the expiry index by its earliest message (or drops it when empty). */
+const RESCORE = `
+local function rescore(list, mbid, expiryKey)
+  local all = redis.call('LRANGE', list, 0, -1)
+  local min = nil
+  for _, raw in ipairs(all) do
+    local x = cjson.decode(raw).x
+    if min == nil or x < min then min = x end
+  end
+  if min == nil then redis.call('ZREM', expiryKey, mbid) else redis.call('ZADD', expiryKey, min, mbid) end
+end
+`;
+
+/** KEYS: list, meta, expiry. ARGV: message json, bytes, maxMessages, maxBytes, mailbox id, expiresAt. Returns evicted messages. */
+export const ENQUEUE = `
+redis.call('RPUSH', KEYS[1], ARGV[1])
+local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', tonumber(ARGV[2]))
+local maxMessages = tonumber(ARGV[3])
+local maxBytes = tonumber(ARGV[4])
+local evicted = {}
+while redis.call('LLEN', KEYS[1]) > 1 and (redis.call('LLEN', KEYS[1]) > maxMessages or bytes > maxBytes) do
+  local old = redis.call('LPOP', KEYS[1])
+  bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -cjson.decode(old).n)
+  table.insert(evicted, old)
+end
+local score = redis.call('ZSCORE', KEYS[3], ARGV[5])
+if (not score) or tonumber(ARGV[6]) < tonumber(score) then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5]) end
+if #evicted > 0 then
+  ${RESCORE}
+  rescore(KEYS[1], ARGV[5], KEYS[3])
+end
+return evicted
+`;
+
+/** KEYS: list, meta. ARGV: sessionId, afterSeq. Numbers what is not numbered yet; returns messages with seq > afterSeq. */
+export const TAKE = `
+local sid = redis.call('HGET', KEYS[2], 'sid')
+local next = tonumber(redis.call('HGET', KEYS[2], 'next') or '1')
+local all = redis.call('LRANGE', KEYS[1], 0, -1)
+local renumber = sid ~= ARGV[1]
+if renumber then next = 1 end
+local out = {}
+for i, raw in ipairs(all) do
+  local m = cjson.decode(raw)
+  local changed = false
+  if renumber and m.s ~= 0 then m.s = 0; changed = true end
+  if m.s == 0 then m.s = next; next = next + 1; changed = true end
+  if changed then raw = cjson.encode(m); redis.call('LSET', KEYS[1], i - 1, raw) end
+  if m.s > tonumber(ARGV[2]) then table.insert(out, raw) end
+end
+redis.call('HSET', KEYS[2], 'sid', ARGV[1], 'next', next)
+return out
+`;
+
+/** KEYS: list, meta, expiry. ARGV: sessionId, upTo, mailbox id. Removes and returns the session's messages with seq ≤ upTo. */
+export const ACK = `
+if redis.call('HGET', KEYS[2], 'sid') ~= ARGV[1] then return {} end
+local upTo = tonumber(ARGV[2])
+local out = {}
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then break end
+  local m = cjson.decode(head)
+  if m.s == 0 or m.s > upTo then break end
+  redis.call('LPOP', KEYS[1])
+  redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
+  table.insert(out, head)
+end
+if #out > 0 then
+  ${RESCORE}
+  rescore(KEYS[1], ARGV[3], KEYS[3])
+end
+return out
+`;
+
+/**
+ * KEYS: expiry. ARGV: now, key prefix of mailbox lists, of metas. Removes every
+ * message whose expiresAt ≤ now; returns [mailbox id, message json, ...].
+ */
+export const EXPIRE = `
+local now = tonumber(ARGV[1])
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
+local out = {}
+for _, mbid in ipairs(due) do
+  local list = ARGV[2] .. mbid
+  local meta = ARGV[3] .. mbid
+  local all = redis.call('LRANGE', list, 0, -1)
+  local keep = {}
+  local min = nil
+  for _, raw in ipairs(all) do
+    local m = cjson.decode(raw)
+    if m.x <= now then
+      redis.call('HINCRBY', meta, 'bytes', -m.n)
+      table.insert(out, mbid)
+      table.insert(out, raw)
+    else
+      table.insert(keep, raw)
+      if min == nil or m.x < min then min = m.x end
+    end
+  end
+  redis.call('DEL', list)
+  if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) end
+  if min == nil then redis.call('ZREM', KEYS[1], mbid) else redis.call('ZADD', KEYS[1], min, mbid) end
+end
+return out
+`;
+
+/** KEYS: inbound ids zset, counter. ARGV: id, kept. 1 if new, 0 if seen. */
+export const MARK_INBOUND = `
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+local n = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[1], n, ARGV[1])
+local kept = tonumber(ARGV[2])
+local size = redis.call('ZCARD', KEYS[1])
+if size > kept then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - kept - 1) end
+return 1
+`;
+
+/** KEYS: presence hash. ARGV: deviceId, connectionId. Removes the entry only if it is still that connection's. */
+export const SET_OFFLINE = `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw then return 0 end
+if cjson.decode(raw).connectionId ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return 1
+`;

@@ -1,0 +1,243 @@
+import { Redis } from 'ioredis';
+import { LonglinkError } from '../../protocol/errors.js';
+import { INBOUND_IDS_KEPT } from './memory-store.js';
+import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, SET_OFFLINE, TAKE } from './redis-lua.js';
+import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
+
+/**
+ * The store for several gateway nodes: presence, sessions and mailboxes in
+ * Redis (through ioredis), so any node can resume any session and deliver
+ * any queued message. Mailbox operations are Lua scripts, atomic across
+ * nodes. A message is in Redis before `push()` goes on, so a node that dies
+ * loses nothing that was accepted.
+ *
+ * Node liveness is one key per node (`ll:node:<id>`) with a TTL, renewed by
+ * one SET per `leaseRenewMs` whatever the number of connections: presence
+ * entries of a node whose lease lapsed are not reported (and are deleted
+ * when read), so a dead node's devices leave presence within `leaseTtlMs`.
+ * Heartbeats never reach Redis.
+ *
+ * Routing: a push accepted on one node for a device connected to another
+ * wakes that node through its pub/sub channel (`ll:route:<id>`); the message
+ * itself waits in the mailbox, so a lost wake-up only delays it until the
+ * node next flushes that device (on its next ack or reconnect).
+ */
+export interface RedisStoreOptions {
+  url: string;
+  /** Key prefix (default `ll:`), so several deployments can share a server. */
+  prefix?: string;
+  leaseTtlMs?: number;
+  leaseRenewMs?: number;
+}
+
+export const REDIS_DEFAULTS = { prefix: 'll:', leaseTtlMs: 15_000, leaseRenewMs: 5000 };
+
+type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
+
+const enc = (s: string) => encodeURIComponent(s);
+const toMessage = (raw: string): QueuedMessage => {
+  const m = JSON.parse(raw) as Json;
+  return { id: m.id, payload: Buffer.from(m.p, 'base64'), enqueuedAt: m.e, expiresAt: m.x, seq: m.s };
+};
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    llEnqueue(list: string, meta: string, expiry: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number): Promise<string[]>;
+    llTake(list: string, meta: string, sid: string, afterSeq: number): Promise<string[]>;
+    llAck(list: string, meta: string, expiry: string, sid: string, upTo: number, mbid: string): Promise<string[]>;
+    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
+    llMarkInbound(ids: string, counter: string, id: string, kept: number): Promise<number>;
+    llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
+  }
+}
+
+export class RedisStore implements Store {
+  readonly kind = 'redis';
+  readonly redis: Redis;
+  private sub: Redis | null = null;
+  private readonly o: Required<RedisStoreOptions>;
+  private nodeId: string | null = null;
+  private leaseTimer: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(opts: RedisStoreOptions) {
+    this.o = { ...REDIS_DEFAULTS, ...opts } as Required<RedisStoreOptions>;
+    if (!(this.o.leaseRenewMs > 0 && this.o.leaseRenewMs < this.o.leaseTtlMs)) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis lease: need 0 < leaseRenewMs < leaseTtlMs');
+    }
+    this.redis = new Redis(this.o.url, { maxRetriesPerRequest: 3, enableAutoPipelining: true });
+    this.redis.on('error', () => {
+      // ioredis reconnects by itself; operations in flight reject and the gateway reports them.
+    });
+    this.redis.defineCommand('llEnqueue', { numberOfKeys: 3, lua: ENQUEUE });
+    this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
+    this.redis.defineCommand('llAck', { numberOfKeys: 3, lua: ACK });
+    this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
+    this.redis.defineCommand('llMarkInbound', { numberOfKeys: 2, lua: MARK_INBOUND });
+    this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
+  }
+
+  private k(...parts: string[]): string {
+    return this.o.prefix + parts.join(':');
+  }
+
+  private mbid(userId: string, deviceId: string): string {
+    return `${enc(userId)}:${enc(deviceId)}`;
+  }
+
+  // Cluster: lease and routing.
+
+  /** Starts this node's lease and listens for wake-ups; `onRoute` is called with (userId, deviceId). */
+  async joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: () => void): Promise<void> {
+    this.nodeId = nodeId;
+    await this.renewLease();
+    this.leaseTimer = setInterval(() => void this.renewLease().catch(() => {}), this.o.leaseRenewMs);
+    this.leaseTimer.unref();
+    this.sub = this.redis.duplicate();
+    this.sub.on('error', () => {});
+    this.sub.on('message', (_channel: string, message: string) => {
+      try {
+        const [u, d] = JSON.parse(message) as [string, string];
+        onRoute(u, d);
+      } catch {
+        // not ours
+      }
+    });
+    await this.sub.subscribe(this.k('route', nodeId));
+    // After a lost connection ioredis subscribes again; wake-ups sent meanwhile are gone.
+    let first = true;
+    this.sub.on('ready', () => {
+      if (first) first = false;
+      else onResync?.();
+    });
+  }
+
+  private async renewLease(): Promise<void> {
+    if (this.nodeId === null || this.closed) return;
+    await this.redis.set(this.k('node', this.nodeId), String(Date.now()), 'PX', this.o.leaseTtlMs);
+  }
+
+  async route(nodeId: string, userId: string, deviceId: string): Promise<void> {
+    await this.redis.publish(this.k('route', nodeId), JSON.stringify([userId, deviceId]));
+  }
+
+  /** Which of these nodes hold a live lease. */
+  async liveNodes(nodeIds: string[]): Promise<Set<string>> {
+    if (nodeIds.length === 0) return new Set();
+    const vals = await this.redis.mget(...nodeIds.map((n) => this.k('node', n)));
+    return new Set(nodeIds.filter((_, i) => vals[i] !== null));
+  }
+
+  // Presence.
+
+  async setOnline(entry: PresenceEntry): Promise<void> {
+    await this.redis.hset(this.k('presence', enc(entry.userId)), entry.deviceId, JSON.stringify(entry));
+  }
+
+  async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
+    return (await this.redis.llSetOffline(this.k('presence', enc(userId)), deviceId, connectionId)) === 1;
+  }
+
+  async devices(userId: string): Promise<PresenceEntry[]> {
+    const key = this.k('presence', enc(userId));
+    const all = Object.values(await this.redis.hgetall(key)).map((raw) => JSON.parse(raw) as PresenceEntry);
+    const live = await this.liveNodes([...new Set(all.map((e) => e.nodeId))]);
+    const dead = all.filter((e) => !live.has(e.nodeId));
+    // A dead node's entries go when read (only if still the same connection's).
+    for (const e of dead) void this.redis.llSetOffline(key, e.deviceId, e.connectionId).catch(() => {});
+    return all.filter((e) => live.has(e.nodeId));
+  }
+
+  // Sessions.
+
+  async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
+    const ttl = Math.max(1, Math.round(expiresAt - Date.now()));
+    await this.redis.set(this.k('session', record.resumeToken), JSON.stringify({ record, expiresAt }), 'PX', ttl);
+  }
+
+  async loadSession(resumeToken: string, now: number): Promise<SessionRecord | undefined> {
+    const raw = await this.redis.get(this.k('session', resumeToken));
+    if (!raw) return undefined;
+    const s = JSON.parse(raw) as { record: SessionRecord; expiresAt: number };
+    return s.expiresAt > now ? s.record : undefined;
+  }
+
+  async deleteSession(resumeToken: string): Promise<void> {
+    await this.redis.del(this.k('session', resumeToken));
+  }
+
+  // Mailboxes.
+
+  async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
+    const id = this.mbid(userId, deviceId);
+    const json: Json = { id: msg.id, p: Buffer.from(msg.payload).toString('base64'), n: msg.payload.length, e: msg.enqueuedAt, x: msg.expiresAt, s: 0 };
+    const evicted = await this.redis.llEnqueue(
+      this.k('mb', id), this.k('mbm', id), this.k('expiry'), JSON.stringify(json), msg.payload.length, limits.maxMessages, limits.maxBytes, id, msg.expiresAt,
+    );
+    return evicted.map(toMessage);
+  }
+
+  async take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]> {
+    const id = this.mbid(userId, deviceId);
+    return (await this.redis.llTake(this.k('mb', id), this.k('mbm', id), sessionId, afterSeq)).map(toMessage);
+  }
+
+  async ack(userId: string, deviceId: string, sessionId: string, upTo: number): Promise<QueuedMessage[]> {
+    const id = this.mbid(userId, deviceId);
+    return (await this.redis.llAck(this.k('mb', id), this.k('mbm', id), this.k('expiry'), sessionId, upTo, id)).map(toMessage);
+  }
+
+  async expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {
+    const flat = await this.redis.llExpire(this.k('expiry'), now, this.k('mb', ''), this.k('mbm', ''));
+    const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
+    for (let i = 0; i < flat.length; i += 2) {
+      const [u, d] = flat[i].split(':').map(decodeURIComponent);
+      out.push({ userId: u, deviceId: d, message: toMessage(flat[i + 1]) });
+    }
+    return out;
+  }
+
+  async depth(userId: string, deviceId: string): Promise<number> {
+    return this.redis.llen(this.k('mb', this.mbid(userId, deviceId)));
+  }
+
+  async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
+    const key = this.k('known', enc(userId));
+    const prev = Number((await this.redis.hget(key, deviceId)) ?? 0);
+    if (until > prev) await this.redis.hset(key, deviceId, String(until));
+  }
+
+  async knownDevices(userId: string, now: number): Promise<string[]> {
+    const key = this.k('known', enc(userId));
+    const all = await this.redis.hgetall(key);
+    const out: string[] = [];
+    for (const [deviceId, until] of Object.entries(all)) {
+      if (Number(until) > now || (await this.depth(userId, deviceId)) > 0) out.push(deviceId);
+      else await this.redis.hdel(key, deviceId);
+    }
+    return out;
+  }
+
+  async markInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
+    const mb = this.mbid(userId, deviceId);
+    return (await this.redis.llMarkInbound(this.k('in', mb), this.k('inc', mb), id, INBOUND_IDS_KEPT)) === 1;
+  }
+
+  /** Drops the connections at once without releasing the lease: what a crash does (for tests and drills). */
+  abandon(): void {
+    this.closed = true;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    this.sub?.disconnect();
+    this.redis.disconnect();
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.leaseTimer) clearInterval(this.leaseTimer);
+    // A clean stop gives up the lease at once; a crash lets it lapse.
+    if (this.nodeId !== null) await this.redis.del(this.k('node', this.nodeId)).catch(() => {});
+    this.sub?.disconnect();
+    await this.redis.quit().catch(() => this.redis.disconnect());
+  }
+}

@@ -1,0 +1,109 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import { sleep, spawnServe, type JsonProc } from '../helpers/procs.js';
+import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+
+// Three gateway processes on one real Redis. The CLI's demo application
+// relays "@user text" as a reliable push, so a client on one node pushes to
+// users on the others. Then a node dies with SIGKILL in the middle of a
+// stream and a gateway restarts with messages queued.
+
+const LEASE_MS = 1500;
+const why = redisUnavailable();
+
+type Node = JsonProc & { tcp: string; ws: string };
+const serve = (redis: TestRedis, id: string) => spawnServe(['--no-ws', '--redis', redis.url, '--node-id', id, '--lease-ms', String(LEASE_MS)]);
+
+function receiver(userId: string, urls: string[]) {
+  const c = new LonglinkClient({ url: urls, userId, deviceId: 'phone', reconnect: { initialDelayMs: 50, maxDelayMs: 200 }, probes: { pongTimeoutMs: 500, probeCount: 1, probeIntervalMs: 200 } });
+  const got: string[] = [];
+  c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+  return { c, got };
+}
+
+describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
+  let redis: TestRedis;
+  const procs: Node[] = [];
+  before(async () => {
+    redis = await startRedis();
+  });
+  after(async () => {
+    for (const p of procs) await p.kill();
+    await redis?.stop();
+  });
+
+  test('pushes cross nodes; a node killed mid-stream loses nothing: its user resumes on another node and gets every message once, in order', async () => {
+    const [n1, n2, n3] = await Promise.all(['n1', 'n2', 'n3'].map((id) => serve(redis, id)));
+    procs.push(n1, n2, n3);
+    const alice = new LonglinkClient({ url: n1.tcp, userId: 'alice', deviceId: 'laptop' });
+    const bob = receiver('bob', [n2.tcp, n3.tcp]);
+    const carol = receiver('carol', [n3.tcp]);
+    await Promise.all([alice.connect(), bob.c.connect(), carol.c.connect()]);
+    const presence = new RedisStore({ url: redis.url });
+    try {
+      assert.deepEqual((await presence.devices('bob')).map((e) => e.nodeId), ['n2']);
+
+      // Cross-node pushes: alice on n1 to bob on n2 and carol on n3.
+      alice.send('@carol hello from n1');
+      for (let i = 0; i < 200 && carol.got.length === 0; i++) await sleep(10);
+      assert.deepEqual(carol.got, ['alice: hello from n1']);
+
+      const N = 400;
+      let killedAt = 0;
+      for (let i = 1; i <= N; i++) {
+        alice.send(`@bob m${i}`);
+        if (i % 20 === 0) await sleep(5);
+        if (killedAt === 0 && bob.got.length >= 100) {
+          await n2.kill(); // SIGKILL: no goodbye, no lease release
+          killedAt = Date.now();
+        }
+      }
+      assert.ok(killedAt > 0, 'the node died mid-stream');
+      for (let i = 0; i < 1000 && bob.got.length < N; i++) await sleep(20);
+      const want = Array.from({ length: N }, (_, i) => `alice: m${i + 1}`);
+      assert.deepEqual(bob.got, want, 'every message once, in order');
+      assert.equal(bob.c.url, n3.tcp, 'bob moved to n3');
+      for (let i = 0; i < 100 && alice.pendingCount > 0; i++) await sleep(20);
+      assert.equal(alice.pendingCount, 0, 'every message of alice was acknowledged');
+
+      // Presence: bob on n3; never on the dead n2 once its lease lapsed.
+      const bound = killedAt + LEASE_MS + 200;
+      while (Date.now() < bound + 1000) {
+        const nodes = (await presence.devices('bob')).map((e) => e.nodeId);
+        if (Date.now() > bound) assert.deepEqual(nodes, ['n3'], `presence after the lease bound: ${nodes}`);
+        await sleep(100);
+      }
+    } finally {
+      alice.close();
+      bob.c.close();
+      carol.c.close();
+      await presence.close();
+    }
+  });
+
+  test('a gateway killed and restarted keeps the messages queued for offline devices', async () => {
+    const gw = await serve(redis, 'r1');
+    procs.push(gw);
+    // dave's device becomes known, then goes offline.
+    const dave = receiver('dave', [gw.tcp]);
+    await dave.c.connect();
+    dave.c.close();
+    const alice = new LonglinkClient({ url: gw.tcp, userId: 'alice', deviceId: 'laptop2' });
+    await alice.connect();
+    for (let i = 1; i <= 5; i++) alice.send(`@dave q${i}`);
+    for (let i = 0; i < 200 && alice.pendingCount > 0; i++) await sleep(10);
+    await sleep(200); // the relay's push is written to Redis right after alice's message is accepted
+    alice.close();
+    await gw.kill();
+
+    const again = await serve(redis, 'r2');
+    procs.push(again);
+    const dave2 = receiver('dave', [again.tcp]);
+    await dave2.c.connect();
+    for (let i = 0; i < 200 && dave2.got.length < 5; i++) await sleep(10);
+    assert.deepEqual(dave2.got, [1, 2, 3, 4, 5].map((i) => `alice: q${i}`));
+    dave2.c.close();
+  });
+});

@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import type { Store } from '../../src/gateway/stores/store.js';
+import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+
+// One contract, two stores: the in-memory default and Redis (a real server
+// of the test's own). Whatever the gateway relies on holds for both.
+
+const LIMITS = { maxMessages: 3, maxBytes: 1 << 20 };
+const msg = (id: string, expiresAt = 1e13, bytes = 1) => ({ id, payload: new Uint8Array(bytes).fill(7), enqueuedAt: 1000, expiresAt });
+const ids = (ms: { id: string }[]) => ms.map((m) => m.id);
+const noRedis = redisUnavailable();
+
+let redis: TestRedis | null = null;
+let prefixN = 0;
+before(async () => {
+  if (!noRedis) redis = await startRedis();
+});
+after(async () => redis?.stop());
+
+const kinds: { name: string; make: () => Store; skip: string | false }[] = [
+  { name: 'memory', make: () => new MemoryStore(), skip: false },
+  { name: 'redis', make: () => new RedisStore({ url: redis!.url, prefix: `t${++prefixN}:` }), skip: noRedis ? `skipped: ${noRedis}` : false },
+];
+
+for (const kind of kinds) {
+  describe(`store contract: ${kind.name}`, { skip: kind.skip }, () => {
+    const withStore = (name: string, fn: (s: Store) => Promise<void>) =>
+      test(name, async () => {
+        const s = kind.make();
+        try {
+          await fn(s);
+        } finally {
+          await s.close();
+        }
+      });
+
+    withStore('a mailbox numbers per session, hands out what is past afterSeq, and acks remove in order', async (s) => {
+      for (const id of ['a', 'b', 'c']) await s.enqueue('u', 'd', msg(id), LIMITS);
+      const taken = await s.take('u', 'd', 'S1', 0);
+      assert.deepEqual(taken.map((m) => [m.id, m.seq]), [['a', 1], ['b', 2], ['c', 3]]);
+      assert.deepEqual(Buffer.from(taken[0].payload), Buffer.from([7]));
+      assert.deepEqual(ids(await s.take('u', 'd', 'S1', 2)), ['c']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'S1', 2)), ['a', 'b']);
+      assert.deepEqual(await s.ack('u', 'd', 'S-other', 3), [], 'another session cannot ack');
+      assert.equal(await s.depth('u', 'd'), 1);
+      // A new session renumbers what is left from 1.
+      assert.deepEqual((await s.take('u', 'd', 'S2', 0)).map((m) => [m.id, m.seq]), [['c', 1]]);
+    });
+
+    withStore('the oldest are evicted beyond the limits, and reported', async (s) => {
+      for (const id of ['a', 'b', 'c']) await s.enqueue('u', 'd', msg(id), LIMITS);
+      assert.deepEqual(ids(await s.enqueue('u', 'd', msg('d'), LIMITS)), ['a']);
+      assert.deepEqual(ids(await s.enqueue('u', 'd', msg('big', 1e13, 100), { maxMessages: 10, maxBytes: 50 })), ['b', 'c', 'd']);
+      assert.equal(await s.depth('u', 'd'), 1, 'the newest stays even when alone over the byte limit');
+    });
+
+    withStore('expiry removes only what is due, across mailboxes', async (s) => {
+      await s.enqueue('u', 'd1', msg('old', 5000), LIMITS);
+      await s.enqueue('u', 'd1', msg('new', 9000), LIMITS);
+      await s.enqueue('v', 'd2', msg('old2', 6000), LIMITS);
+      const gone = await s.expire(7000);
+      assert.deepEqual(gone.map((g) => [g.userId, g.deviceId, g.message.id]).sort(), [['u', 'd1', 'old'], ['v', 'd2', 'old2']]);
+      assert.deepEqual(await s.expire(7000), []);
+      assert.equal(await s.depth('u', 'd1'), 1);
+      assert.deepEqual(await s.expire(8999), []);
+      assert.deepEqual((await s.expire(9000)).map((g) => g.message.id), ['new'], 'due at its expiresAt');
+    });
+
+    withStore('presence: online, replaced, offline only by its own connection', async (s) => {
+      const e = { userId: 'u:1', deviceId: 'd', connectionId: 'c1', nodeId: 'n1', transport: 'tcp' as const, since: 1, clientInfo: { os: 'x' } };
+      if (s instanceof RedisStore) await s.joinCluster('n1', () => {});
+      await s.setOnline(e);
+      assert.deepEqual(await s.devices('u:1'), [e]);
+      await s.setOnline({ ...e, connectionId: 'c2' });
+      assert.equal(await s.setOffline('u:1', 'd', 'c1'), false, 'a replaced connection does not take the device offline');
+      assert.equal(await s.setOffline('u:1', 'd', 'c2'), true);
+      assert.deepEqual(await s.devices('u:1'), []);
+    });
+
+    withStore('sessions: saved, loaded until they expire, deleted', async (s) => {
+      const r = { sessionId: 's', resumeToken: 'tok', userId: 'u', deviceId: 'd', clientInfo: {}, createdAt: 1, inSeq: 4 };
+      const now = Date.now();
+      await s.saveSession(r, now + 60_000);
+      assert.deepEqual(await s.loadSession('tok', now), r);
+      assert.equal(await s.loadSession('tok', now + 60_001), undefined);
+      await s.deleteSession('tok');
+      assert.equal(await s.loadSession('tok', now), undefined);
+    });
+
+    withStore('known devices and duplicate detection of client message ids', async (s) => {
+      await s.rememberDevice('u', 'd1', 5000);
+      await s.rememberDevice('u', 'd2', 1000);
+      await s.enqueue('u', 'd2', msg('held'), LIMITS);
+      assert.deepEqual((await s.knownDevices('u', 2000)).sort(), ['d1', 'd2'], 'd2 is past its time but still holds a message');
+      await s.ack('u', 'd2', '', 0);
+      assert.equal(await s.markInbound('u', 'd1', 'm1'), true);
+      assert.equal(await s.markInbound('u', 'd1', 'm1'), false);
+      assert.equal(await s.markInbound('u', 'd2', 'm1'), true, 'per device');
+    });
+  });
+}
+
+describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
+  test('presence of a node whose lease lapsed is not reported, and is cleaned up', async () => {
+    const a = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
+    const b = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
+    await a.joinCluster('A', () => {});
+    await b.joinCluster('B', () => {});
+    await a.setOnline({ userId: 'u', deviceId: 'd1', connectionId: 'c1', nodeId: 'A', transport: 'tcp', since: 1, clientInfo: {} });
+    await b.setOnline({ userId: 'u', deviceId: 'd2', connectionId: 'c2', nodeId: 'B', transport: 'tcp', since: 1, clientInfo: {} });
+    assert.deepEqual((await b.devices('u')).map((e) => e.nodeId).sort(), ['A', 'B']);
+    // A dies without a word: its lease stops being renewed.
+    a.abandon();
+    await new Promise((r) => setTimeout(r, 450));
+    assert.deepEqual((await b.devices('u')).map((e) => e.nodeId), ['B']);
+    await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await b.redis.hlen('lease:presence:u'), 1, 'the dead entry was deleted');
+    await b.close();
+  });
+
+  test('a route published to a node reaches its handler', async () => {
+    const a = new RedisStore({ url: redis!.url, prefix: 'route:' });
+    const got: string[][] = [];
+    await a.joinCluster('A', (u, d) => got.push([u, d]));
+    const b = new RedisStore({ url: redis!.url, prefix: 'route:' });
+    await b.route('A', 'user 1', 'dev:1');
+    for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.deepEqual(got, [['user 1', 'dev:1']]);
+    await a.close();
+    await b.close();
+  });
+});
