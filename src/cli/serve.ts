@@ -3,6 +3,9 @@ import pino from 'pino';
 import { Gateway } from '../gateway/gateway.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS } from '../gateway/options.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
+import cluster from 'node:cluster';
+import os from 'node:os';
+import type { Logger } from 'pino';
 import { int } from './parse.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 
@@ -45,10 +48,14 @@ export function serveCommand(): Command {
     .option('--node-id <id>', 'name of this gateway node in presence entries')
     .option('--redis <url>', 'share presence, sessions and queues with other nodes through Redis (redis://host:port)')
     .option('--redis-prefix <prefix>', 'key prefix in Redis', REDIS_DEFAULTS.prefix)
+    .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .action(async (o) => {
       const log = pino({ level: o.logLevel, base: { pid: process.pid } });
+      if (o.workers > 1 && cluster.isPrimary) return runPrimary(o, log);
+      const worker = cluster.isWorker ? Number(process.env.LL_WORKER ?? cluster.worker!.id) : null;
+      if (worker !== null) o.nodeId = `${o.nodeId ?? `${os.hostname()}-${process.ppid}`}-w${worker}`;
       const store = o.redis
         ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)) })
         : undefined;
@@ -115,6 +122,7 @@ export function serveCommand(): Command {
         },
         'longlink gateway listening',
       );
+      process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId });
       let stopping = false;
       const stop = async (signal: string) => {
         if (stopping) return;
@@ -127,4 +135,60 @@ export function serveCommand(): Command {
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
     });
+}
+
+/**
+ * `--workers N`: N gateway processes on the same ports (node:cluster hands
+ * each new connection to one of them). Each is a node of its own in the
+ * Redis store (node id suffixed -w<i>), which is how they share presence,
+ * sessions and routing: the primary holds no connection and no state. A
+ * worker that dies is replaced; its clients reconnect to the others.
+ */
+function runPrimary(o: Record<string, unknown>, log: Logger): void {
+  const n = o.workers as number;
+  if (!o.redis) {
+    log.fatal({ event: 'bad-option' }, '--workers > 1 needs --redis: workers share presence, sessions and routing through it');
+    process.exit(2);
+  }
+  const listening = new Map<number, { tcp: number | null; ws: number | null; nodeId: string }>();
+  let stopping = false;
+  const fork = (index: number) => {
+    const w = cluster.fork({ LL_WORKER: String(index) });
+    w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
+      if (m?.event !== 'listening') return;
+      const first = listening.size < n;
+      listening.set(index, m);
+      if (first && listening.size === n) {
+        const any = [...listening.values()][0];
+        log.info(
+          {
+            event: 'listening',
+            workers: n,
+            tcp: any.tcp !== null ? `tcp://${o.host}:${any.tcp}` : null,
+            ws: any.ws !== null ? `ws://${o.host}:${any.ws}${o.wsPath}` : null,
+            nodes: [...listening.values()].map((x) => x.nodeId),
+          },
+          'longlink gateway workers listening',
+        );
+      }
+    });
+    w.on('exit', (code, signal) => {
+      if (stopping) return;
+      log.warn({ event: 'worker-exit', worker: index, code, signal }, 'worker died; starting another');
+      fork(index);
+    });
+  };
+  for (let i = 0; i < n; i++) fork(i);
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ event: 'stopping', signal }, 'stopping workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(0);
+    cluster.on('exit', done);
+    done();
+    setTimeout(() => process.exit(0), 10_000).unref();
+  };
+  process.on('SIGINT', () => stop('SIGINT'));
+  process.on('SIGTERM', () => stop('SIGTERM'));
 }

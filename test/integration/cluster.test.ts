@@ -106,4 +106,34 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.deepEqual(dave2.got, [1, 2, 3, 4, 5].map((i) => `alice: q${i}`));
     dave2.c.close();
   });
+
+  test('serve --workers 2: one port, two worker nodes sharing presence and routing; a killed worker is replaced', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wk:', '--node-id', 'box', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+    procs.push(gw);
+    const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    assert.equal(summary.tcp, gw.tcp, 'one port for both workers');
+    const users = Array.from({ length: 8 }, (_, i) => receiver(`w${i}`, [gw.tcp]));
+    await Promise.all(users.map((u) => u.c.connect()));
+    const presence = new RedisStore({ url: redis.url, prefix: 'wk:' });
+    try {
+      const nodeOf = async (u: string) => (await presence.devices(u))[0]?.nodeId;
+      const nodes = await Promise.all(users.map((_, i) => nodeOf(`w${i}`)));
+      assert.deepEqual([...new Set(nodes)].sort(), ['box-w0', 'box-w1'], `connections spread over both workers: ${nodes}`);
+      // Every user messages every other one, across workers.
+      for (let i = 0; i < users.length; i++) users[i].c.send(`@w${(i + 1) % users.length} from w${i}`);
+      for (let t = 0; t < 300 && users.some((u) => u.got.length === 0); t++) await sleep(10);
+      users.forEach((u, i) => assert.deepEqual(u.got, [`w${(i + users.length - 1) % users.length}: from w${(i + users.length - 1) % users.length}`]));
+      // Kill one worker: the primary starts another, and its users come back through the same port.
+      const victim = gw.lines.length;
+      const workerPids = (await import('node:child_process')).execFileSync('pgrep', ['-P', String(gw.child.pid)]).toString().trim().split('\n').map(Number);
+      assert.equal(workerPids.length, 2);
+      process.kill(workerPids[1], 'SIGKILL');
+      await gw.waitForAfter(victim, (l) => l.event === 'worker-exit', 5000, 'the worker-exit line');
+      for (let t = 0; t < 500 && users.some((u) => u.c.state !== 'open'); t++) await sleep(20);
+      assert.ok(users.every((u) => u.c.state === 'open'), 'every user is connected again');
+    } finally {
+      for (const u of users) u.c.close();
+      await presence.close();
+    }
+  });
 });
