@@ -1,8 +1,9 @@
 import type { ServerConnection } from './connection.js';
+import { UserDevices } from './device-map.js';
 
 /** The connections of this process by user and device; one per device. */
 export class Registry {
-  private readonly users = new Map<string, Map<string, ServerConnection>>();
+  private readonly users = new UserDevices<ServerConnection>();
   private count = 0;
 
   get size(): number {
@@ -10,38 +11,33 @@ export class Registry {
   }
 
   get userCount(): number {
-    return this.users.size;
+    return this.users.userCount;
   }
 
   get(userId: string, deviceId: string): ServerConnection | undefined {
-    return this.users.get(userId)?.get(deviceId);
+    return this.users.get(userId, deviceId);
   }
 
   devices(userId: string): Iterable<ServerConnection> {
-    return this.users.get(userId)?.values() ?? [];
+    return this.users.values(userId);
   }
 
   /** Registers `conn`, returning the connection it replaces for the same device. */
   add(conn: ServerConnection): ServerConnection | undefined {
-    let devices = this.users.get(conn.userId);
-    if (!devices) this.users.set(conn.userId, (devices = new Map()));
-    const previous = devices.get(conn.deviceId);
-    devices.set(conn.deviceId, conn);
+    const previous = this.users.set(conn.userId, conn.deviceId, conn);
     if (!previous) this.count++;
     return previous;
   }
 
   /** Removes `conn` if it is still the registered one for its device. */
   remove(conn: ServerConnection): boolean {
-    const devices = this.users.get(conn.userId);
-    if (!devices || devices.get(conn.deviceId) !== conn) return false;
-    devices.delete(conn.deviceId);
-    if (devices.size === 0) this.users.delete(conn.userId);
+    if (this.users.get(conn.userId, conn.deviceId) !== conn) return false;
+    this.users.delete(conn.userId, conn.deviceId);
     this.count--;
     return true;
   }
 
   *all(): IterableIterator<ServerConnection> {
-    for (const devices of this.users.values()) yield* devices.values();
+    yield* this.users.all();
   }
 }

@@ -52,15 +52,21 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
 
       const N = 400;
       let killedAt = 0;
+      let killed: Promise<void> | null = null;
+      // n2 dies with SIGKILL (no goodbye, no lease release) the moment bob has 100 of the 400.
+      bob.c.on('message', () => {
+        if (killed === null && bob.got.length === 100) {
+          killedAt = Date.now();
+          killed = n2.kill();
+        }
+      });
       for (let i = 1; i <= N; i++) {
         alice.send(`@bob m${i}`);
         if (i % 20 === 0) await sleep(5);
-        if (killedAt === 0 && bob.got.length >= 100) {
-          await n2.kill(); // SIGKILL: no goodbye, no lease release
-          killedAt = Date.now();
-        }
       }
+      for (let i = 0; i < 500 && killed === null; i++) await sleep(10);
       assert.ok(killedAt > 0, 'the node died mid-stream');
+      await killed;
       for (let i = 0; i < 1000 && bob.got.length < N; i++) await sleep(20);
       const want = Array.from({ length: N }, (_, i) => `alice: m${i + 1}`);
       assert.deepEqual(bob.got, want, 'every message once, in order');

@@ -1,3 +1,4 @@
+import { UserDevices } from '../device-map.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 
 /** Client message ids remembered per device for duplicate detection. */
@@ -18,29 +19,24 @@ interface Mailbox {
  */
 export class MemoryStore implements Store {
   readonly kind = 'memory';
-  private readonly presence = new Map<string, Map<string, PresenceEntry>>();
+  private readonly presence = new UserDevices<PresenceEntry>();
   private readonly sessions = new Map<string, { record: SessionRecord; expiresAt: number }>();
   private saves = 0;
   private readonly mailboxes = new Map<string, Mailbox>();
-  private readonly known = new Map<string, Map<string, number>>();
+  private readonly known = new UserDevices<number>();
 
   async setOnline(entry: PresenceEntry): Promise<void> {
-    let devices = this.presence.get(entry.userId);
-    if (!devices) this.presence.set(entry.userId, (devices = new Map()));
-    devices.set(entry.deviceId, entry);
+    this.presence.set(entry.userId, entry.deviceId, entry);
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
-    const devices = this.presence.get(userId);
-    const entry = devices?.get(deviceId);
-    if (!devices || !entry || entry.connectionId !== connectionId) return false;
-    devices.delete(deviceId);
-    if (devices.size === 0) this.presence.delete(userId);
-    return true;
+    const entry = this.presence.get(userId, deviceId);
+    if (!entry || entry.connectionId !== connectionId) return false;
+    return this.presence.delete(userId, deviceId);
   }
 
   async devices(userId: string): Promise<PresenceEntry[]> {
-    return [...(this.presence.get(userId)?.values() ?? [])];
+    return [...this.presence.values(userId)];
   }
 
   async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
@@ -89,6 +85,9 @@ export class MemoryStore implements Store {
   }
 
   async take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]> {
+    const key = `${userId}\u0000${deviceId}`;
+    // No mailbox yet: nothing to number, and none is made (most devices never get a message queued).
+    if (!this.mailboxes.has(key)) return [];
     const m = this.mailbox(userId, deviceId);
     if (m.sessionId !== sessionId) {
       m.sessionId = sessionId;
@@ -133,20 +132,15 @@ export class MemoryStore implements Store {
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    let d = this.known.get(userId);
-    if (!d) this.known.set(userId, (d = new Map()));
-    d.set(deviceId, Math.max(until, d.get(deviceId) ?? 0));
+    this.known.set(userId, deviceId, Math.max(until, this.known.get(userId, deviceId) ?? 0));
   }
 
   async knownDevices(userId: string, now: number): Promise<string[]> {
-    const d = this.known.get(userId);
-    if (!d) return [];
     const out: string[] = [];
-    for (const [deviceId, until] of d) {
+    for (const [deviceId, until] of [...this.known.entries(userId)]) {
       if (until > now || (this.mailboxes.get(`${userId}\u0000${deviceId}`)?.messages.length ?? 0) > 0) out.push(deviceId);
-      else d.delete(deviceId);
+      else this.known.delete(userId, deviceId);
     }
-    if (d.size === 0) this.known.delete(userId);
     return out;
   }
 

@@ -1,0 +1,86 @@
+/**
+ * Heartbeat cost, longlink beside its peers, in one run on the same load:
+ *
+ *   npm run bench -- [--count 10000] [--interval-ms 1000] [--steady-s 30] [--peers net,longlink-tcp,...] [--out docs/bench]
+ *
+ * For each peer: its server in a process of its own and the load generator
+ * in another (bench/peers/). Reports server RSS and heap per connection, server
+ * CPU per heartbeat round trip, connections set up per second and heartbeat
+ * bytes per round trip, each also as a ratio to the bare node:net floor.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { mosquittoUnavailable, PEERS, runPeer, type Peer, type PeerResult } from './peers/run.js';
+
+const arg = (name: string, def: string) => {
+  const i = process.argv.indexOf(`--${name}`);
+  return i > 0 ? process.argv[i + 1] : def;
+};
+const count = Number(arg('count', '10000'));
+const intervalMs = Number(arg('interval-ms', '1000'));
+const steadyS = Number(arg('steady-s', '30'));
+const out = arg('out', 'docs/bench');
+let peers = arg('peers', PEERS.join(',')).split(',') as Peer[];
+const noMosq = mosquittoUnavailable();
+if (noMosq && peers.includes('mosquitto')) {
+  process.stderr.write(`skipping mosquitto: ${noMosq}\n`);
+  peers = peers.filter((p) => p !== 'mosquitto');
+}
+
+const t0 = Date.now();
+const results: PeerResult[] = [];
+for (const [i, peer] of peers.entries()) {
+  process.stderr.write(`[${i + 1}/${peers.length}] ${peer}: ${count} connections, heartbeat every ${intervalMs} ms\n`);
+  results.push(await runPeer(peer, { count, intervalMs, steadyS }, (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`)));
+}
+
+const floor = results.find((r) => r.peer === 'net');
+const ratio = (v: number, f: number | undefined) => (f ? (v / f).toFixed(2) + '×' : '—');
+const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, Linux ${os.release()}`;
+const md = [
+  `${count.toLocaleString('en')} connections per peer, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured; ${machine}; ${new Date().toISOString()}.`,
+  '',
+  '| peer | connected | connections/s | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip |',
+  '|---|---|---|---|---|---|---|---|',
+  ...results.map(
+    (r) =>
+      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.connectsPerSecond, floor?.connectsPerSecond)}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.rssPerConnectionKB, floor?.rssPerConnectionKB)}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.cpuUsPerRoundTrip, floor?.cpuUsPerRoundTrip)}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.bytesPerRoundTrip, floor?.bytesPerRoundTrip)}) |`,
+  ),
+  '',
+].join('\n');
+fs.mkdirSync(out, { recursive: true });
+fs.writeFileSync(path.join(out, 'heartbeat.json'), JSON.stringify({ count, intervalMs, steadyS, machine, results }, null, 2) + '\n');
+fs.writeFileSync(path.join(out, 'heartbeat.md'), md);
+fs.writeFileSync(path.join(out, 'heartbeat.svg'), svg(results));
+console.log(md);
+process.stderr.write(`wrote ${out}/heartbeat.{json,md,svg} in ${((Date.now() - t0) / 1000).toFixed(0)} s\n`);
+
+function svg(rs: PeerResult[]): string {
+  const metrics: { title: string; get: (r: PeerResult) => number; unit: string }[] = [
+    { title: 'server CPU per round trip (µs)', get: (r) => r.cpuUsPerRoundTrip, unit: 'µs' },
+    { title: 'server RSS per connection (KB)', get: (r) => r.rssPerConnectionKB, unit: 'KB' },
+    { title: 'connections set up per second', get: (r) => r.connectsPerSecond, unit: '/s' },
+    { title: 'bytes on the wire per round trip', get: (r) => r.bytesPerRoundTrip, unit: 'B' },
+  ];
+  const W = 480;
+  const rowH = 18;
+  const H = 40 + rs.length * rowH;
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W * 2}" height="${H * 2 + 20}" font-family="sans-serif" font-size="11">`];
+  metrics.forEach((m, k) => {
+    const ox = (k % 2) * W;
+    const oy = Math.floor(k / 2) * H + 10;
+    const max = Math.max(...rs.map(m.get).filter(Number.isFinite), 1e-9);
+    out.push(`<text x="${ox + 10}" y="${oy + 14}" font-weight="bold">${m.title}</text>`);
+    rs.forEach((r, i) => {
+      const y = oy + 26 + i * rowH;
+      const v = m.get(r);
+      const w = Number.isFinite(v) ? (v / max) * (W - 200) : 0;
+      out.push(`<text x="${ox + 100}" y="${y + 11}" text-anchor="end">${r.peer}</text>`);
+      out.push(`<rect x="${ox + 105}" y="${y}" width="${w}" height="13" fill="${r.peer.startsWith('longlink') ? '#2471a3' : r.peer === 'net' ? '#7f8c8d' : '#d68910'}"/>`);
+      out.push(`<text x="${ox + 110 + w}" y="${y + 11}">${v.toFixed(v < 10 ? 1 : 0)} ${m.unit}</text>`);
+    });
+  });
+  out.push('</svg>');
+  return out.join('\n') + '\n';
+}

@@ -1,0 +1,209 @@
+/**
+ * The benchmark's load generator: `node loadgen.js <peer> '<json>'` opens
+ * `count` connections to a peer's server, then sends (or, where the server
+ * pings, answers) heartbeats spread evenly over the interval from one timer,
+ * and counts the round trips that completed. Lean on purpose: raw sockets
+ * and hand-written frames where the protocol allows (bare node:net,
+ * longlink over TCP, MQTT), the peer's own client library where it does not
+ * (ws, socket.io). Source addresses rotate over 127.0.0.x so ephemeral
+ * ports do not run out. Bounded: stops when stdin closes or after maxMs.
+ * Commands on stdin: `stats`.
+ */
+import net from 'node:net';
+import readline from 'node:readline';
+import { WebSocket } from 'ws';
+import { io as ioClient, type Socket as IoSocket } from 'socket.io-client';
+import { BARE_PING_BYTES, BARE_PING_DELIMITED, encodeDelimited, encodeFrame } from '../../src/protocol/frame-codec.js';
+import { FrameDecoder } from '../../src/protocol/frame-decoder.js';
+import { decodeFrame } from '../../src/protocol/frame-codec.js';
+import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
+
+interface Config {
+  port: number;
+  count: number;
+  intervalMs: number;
+  maxMs: number;
+  /** Source addresses 127.0.0.1 … 127.0.0.<sources>. */
+  sources?: number;
+  concurrency?: number;
+  prefix?: string;
+}
+
+const peer = process.argv[2];
+const cfg = JSON.parse(process.argv[3] ?? '{}') as Config;
+const say = (ev: string, d: Record<string, unknown> = {}) => process.stdout.write(JSON.stringify({ ev, ...d }) + '\n');
+
+interface Conn {
+  ping(): void;
+  close(): void;
+  bytes(): { in: number; out: number };
+}
+
+const stats = { open: 0, pings: 0, pongs: 0, messages: 0, failed: 0 };
+const conns: Conn[] = [];
+const source = (i: number) => `127.0.0.${1 + (i % (cfg.sources ?? 1))}`;
+const clientInitiated = !['ws', 'socketio'].includes(peer);
+
+function tcp(i: number, onOpen: (s: net.Socket) => void, onData: (s: net.Socket, d: Buffer) => void): Promise<net.Socket> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect({ host: '127.0.0.1', port: cfg.port, localAddress: source(i), noDelay: true });
+    s.once('connect', () => onOpen(s));
+    s.on('data', (d) => onData(s, d));
+    s.on('error', (e) => reject(e));
+    (s as net.Socket & { ready: () => void }).ready = () => resolve(s);
+  });
+}
+const ready = (s: net.Socket) => (s as net.Socket & { ready: () => void }).ready();
+const sockBytes = (s: net.Socket) => () => ({ in: s.bytesRead, out: s.bytesWritten });
+
+async function open(i: number): Promise<Conn> {
+  const user = `${cfg.prefix ?? 'u'}${i}`;
+  switch (peer) {
+    case 'net': {
+      const s = await tcp(i, ready, (_s, d) => (stats.pongs += d.length >> 1));
+      return { ping: () => s.write(BARE_PING_DELIMITED), close: () => s.destroy(), bytes: sockBytes(s) };
+    }
+    case 'longlink-tcp': {
+      const dec = new FrameDecoder();
+      let welcomed = false;
+      const s = await tcp(
+        i,
+        (s) => s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: user, deviceId: 'd', intervalMs: cfg.intervalMs })),
+        (s, d) =>
+          dec.push(d, (f) => {
+            if (f.type === FrameType.PONG) stats.pongs++;
+            else if (f.type === FrameType.DATA) stats.messages++;
+            else if (f.type === FrameType.WELCOME && !welcomed) {
+              welcomed = true;
+              ready(s);
+            }
+          }),
+      );
+      return { ping: () => s.write(BARE_PING_DELIMITED), close: () => s.destroy(), bytes: sockBytes(s) };
+    }
+    case 'longlink-ws': {
+      const ws = new WebSocket(`ws://127.0.0.1:${cfg.port}/longlink`, { localAddress: source(i), perMessageDeflate: false });
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => ws.send(encodeFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: user, deviceId: 'd', intervalMs: cfg.intervalMs })));
+        ws.on('message', (d: Buffer) => {
+          const f = decodeFrame(new Uint8Array(d));
+          if (f.type === FrameType.PONG) stats.pongs++;
+          else if (f.type === FrameType.DATA) stats.messages++;
+          else if (f.type === FrameType.WELCOME) resolve();
+        });
+        ws.once('error', reject);
+      });
+      return { ping: () => ws.send(BARE_PING_BYTES), close: () => ws.terminate(), bytes: () => ({ in: (ws as unknown as { _socket: net.Socket })._socket.bytesRead, out: (ws as unknown as { _socket: net.Socket })._socket.bytesWritten }) };
+    }
+    case 'ws': {
+      const ws = new WebSocket(`ws://127.0.0.1:${cfg.port}`, { localAddress: source(i), perMessageDeflate: false });
+      ws.on('ping', () => {
+        stats.pings++;
+        stats.pongs++; // ws answers by itself
+      });
+      ws.on('message', () => stats.messages++);
+      await new Promise<void>((resolve, reject) => {
+        ws.once('open', () => resolve());
+        ws.once('error', reject);
+      });
+      return { ping: () => {}, close: () => ws.terminate(), bytes: () => ({ in: (ws as unknown as { _socket: net.Socket })._socket.bytesRead, out: (ws as unknown as { _socket: net.Socket })._socket.bytesWritten }) };
+    }
+    case 'socketio': {
+      const sock: IoSocket = ioClient(`http://127.0.0.1:${cfg.port}`, { transports: ['websocket'], reconnection: false, forceNew: true });
+      await new Promise<void>((resolve, reject) => {
+        sock.once('connect', () => resolve());
+        sock.once('connect_error', reject);
+      });
+      sock.on('m', () => stats.messages++);
+      const engine = sock.io.engine as unknown as { on(e: string, f: () => void): void; transport: { ws: { _socket: net.Socket } } };
+      engine.on('ping', () => {
+        stats.pings++;
+        stats.pongs++; // engine.io answers by itself
+      });
+      const raw = () => engine.transport.ws._socket;
+      return { ping: () => {}, close: () => sock.disconnect(), bytes: () => ({ in: raw().bytesRead, out: raw().bytesWritten }) };
+    }
+    case 'aedes':
+    case 'mosquitto': {
+      const id = Buffer.from(user);
+      const keepalive = Math.max(1, Math.ceil((cfg.intervalMs * 3) / 1000));
+      const variable = Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, keepalive >> 8, keepalive & 0xff, id.length >> 8, id.length & 0xff]);
+      const body = Buffer.concat([variable, id]);
+      const connect = Buffer.concat([Buffer.from([0x10, body.length]), body]);
+      const subscribe = Buffer.from([0x82, 8, 0, 1, 0, 3, 0x61, 0x6c, 0x6c, 0]); // SUBSCRIBE "all" QoS 0
+      let connacked = false;
+      const s = await tcp(
+        i,
+        (s) => s.write(connect),
+        (s, d) => {
+          for (let k = 0; k < d.length; ) {
+            const type = d[k] >> 4;
+            const len = d[k + 1];
+            if (type === 13) stats.pongs++;
+            else if (type === 3) stats.messages++;
+            else if (type === 2 && !connacked) {
+              connacked = true;
+              s.write(subscribe);
+            } else if (type === 9) ready(s);
+            k += 2 + len;
+          }
+        },
+      );
+      return { ping: () => s.write(Buffer.from([0xc0, 0x00])), close: () => s.destroy(), bytes: sockBytes(s) };
+    }
+    default:
+      throw new Error(`unknown peer ${peer}`);
+  }
+}
+
+const t0 = performance.now();
+const conc = cfg.concurrency ?? 200;
+let next = 0;
+await Promise.all(
+  Array.from({ length: conc }, async () => {
+    while (next < cfg.count) {
+      const i = next++;
+      try {
+        conns[i] = await open(i);
+        stats.open++;
+        if (stats.open % 2000 === 0) say('progress', { open: stats.open });
+      } catch {
+        stats.failed++;
+      }
+    }
+  }),
+);
+say('ready', { open: stats.open, failed: stats.failed, setupMs: performance.now() - t0 });
+
+// Heartbeats spread evenly: by time t, t / interval × count pings are due.
+const live = conns.filter(Boolean);
+if (clientInitiated && live.length > 0) {
+  const start = performance.now();
+  let sent = 0;
+  setInterval(() => {
+    const due = Math.floor(((performance.now() - start) / cfg.intervalMs) * live.length);
+    for (; sent < due; sent++) {
+      live[sent % live.length].ping();
+      stats.pings++;
+    }
+  }, 5);
+}
+
+readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line.trim() === 'stats') {
+    let bytesIn = 0;
+    let bytesOut = 0;
+    for (const c of live) {
+      const b = c.bytes();
+      bytesIn += b.in;
+      bytesOut += b.out;
+    }
+    say('stats', { ...stats, bytesIn, bytesOut });
+  }
+});
+const stop = () => {
+  for (const c of live) c.close();
+  setTimeout(() => process.exit(0), 100);
+};
+process.stdin.on('end', stop);
+setTimeout(stop, cfg.maxMs).unref();

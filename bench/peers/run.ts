@@ -1,0 +1,184 @@
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/**
+ * Runs one peer's server and the load generator against it, and measures:
+ * server RSS and heap per connection, server CPU per heartbeat round trip
+ * (from /proc, so it is the server process's own), connections set up per
+ * second, and heartbeat bytes on the wire per round trip (counted on the
+ * client sockets).
+ */
+export const PEERS = ['net', 'longlink-tcp', 'longlink-ws', 'ws', 'socketio', 'aedes', 'mosquitto'] as const;
+export type Peer = (typeof PEERS)[number];
+
+export interface PeerResult {
+  peer: Peer;
+  connections: number;
+  failed: number;
+  setupMs: number;
+  connectsPerSecond: number;
+  rssPerConnectionKB: number;
+  heapPerConnectionKB: number | null;
+  steadyS: number;
+  roundTrips: number;
+  roundTripsPerSecond: number;
+  cpuUsPerRoundTrip: number;
+  bytesPerRoundTrip: number;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+class Proc {
+  readonly lines: Record<string, unknown>[] = [];
+  private waiters: { pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }[] = [];
+  constructor(readonly child: ChildProcess) {
+    if (child.stdout) {
+      readline.createInterface({ input: child.stdout }).on('line', (t) => {
+        let l: Record<string, unknown>;
+        try {
+          l = JSON.parse(t);
+        } catch {
+          return;
+        }
+        this.lines.push(l);
+        this.waiters = this.waiters.filter((w) => (w.pred(l) ? (w.resolve(l), false) : true));
+      });
+    }
+  }
+  wait(pred: (l: Record<string, unknown>) => boolean, ms: number, what: string): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
+      this.waiters.push({ pred, resolve: (l) => (clearTimeout(t), resolve(l)) });
+    });
+  }
+  async ask(cmd: string, ev: string): Promise<Record<string, unknown>> {
+    const p = this.wait((l) => l.ev === ev, 10_000, ev);
+    this.child.stdin!.write(cmd + '\n');
+    return p;
+  }
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
+    const exited = new Promise((r) => this.child.once('exit', r));
+    this.child.stdin?.end();
+    const t = setTimeout(() => this.child.kill('SIGKILL'), 3000);
+    this.child.kill('SIGTERM');
+    await exited;
+    clearTimeout(t);
+  }
+}
+
+function procStat(pid: number): { cpuTicks: number; rssKB: number } {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+  return { cpuTicks: Number(f[11]) + Number(f[12]), rssKB: Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) };
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+export function mosquittoUnavailable(): string | null {
+  try {
+    execFileSync('mosquitto', ['-h'], { stdio: 'ignore' });
+    return null;
+  } catch (err) {
+    // mosquitto -h exits 3 after printing help; a missing binary throws ENOENT.
+    return (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'mosquitto is not installed (Debian package mosquitto)' : null;
+  }
+}
+
+async function startServer(peer: Peer, intervalMs: number): Promise<{ proc: Proc; port: number; node: boolean; cleanup: () => void }> {
+  if (peer === 'mosquitto') {
+    const port = await freePort();
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-mosq-'));
+    const conf = path.join(dir, 'mosquitto.conf');
+    fs.writeFileSync(conf, `listener ${port} 127.0.0.1\nallow_anonymous true\npersistence false\nlog_type none\nmax_keepalive 65535\n`);
+    const proc = new Proc(spawn('mosquitto', ['-c', conf], { stdio: ['ignore', 'ignore', 'inherit'] }));
+    for (let i = 0; i < 100; i++) {
+      const ok = await new Promise<boolean>((r) => {
+        const s = net.connect(port, '127.0.0.1', () => (s.destroy(), r(true)));
+        s.on('error', () => r(false));
+      });
+      if (ok) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    return { proc, port, node: false, cleanup: () => fs.rmSync(dir, { recursive: true, force: true }) };
+  }
+  const proc = new Proc(spawn(process.execPath, ['--max-semi-space-size=16', path.join(here, 'server.js'), peer, String(intervalMs)], { stdio: ['pipe', 'pipe', 'inherit'] }));
+  const l = await proc.wait((x) => x.ev === 'listening', 10_000, 'listening');
+  return { proc, port: Number(l.port), node: true, cleanup: () => {} };
+}
+
+export async function runPeer(
+  peer: Peer,
+  o: { count: number; intervalMs: number; steadyS: number; settleS?: number; sources?: number },
+  log: (m: string) => void = () => {},
+): Promise<PeerResult> {
+  const server = await startServer(peer, o.intervalMs);
+  const pid = server.proc.child.pid!;
+  try {
+    await new Promise((r) => setTimeout(r, 500));
+    const mem0 = server.node ? await server.proc.ask('mem', 'mem') : null;
+    const rss0 = procStat(pid).rssKB;
+    const gen = new Proc(
+      spawn(process.execPath, [path.join(here, 'loadgen.js'), peer, JSON.stringify({ port: server.port, count: o.count, intervalMs: o.intervalMs, maxMs: 30 * 60_000, sources: o.sources ?? 16 })], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      }),
+    );
+    try {
+      gen.child.stdout!.on('data', () => {
+        const p = gen.lines.filter((l) => l.ev === 'progress').at(-1);
+        if (p) log(`${peer}: ${p.open}/${o.count} connected`);
+      });
+      const ready = await gen.wait((l) => l.ev === 'ready', 15 * 60_000, 'ready');
+      await new Promise((r) => setTimeout(r, (o.settleS ?? 3) * 1000));
+      const mem1 = server.node ? await server.proc.ask('mem', 'mem') : null;
+      const s0 = await gen.ask('stats', 'stats');
+      const c0 = procStat(pid);
+      log(`${peer}: measuring ${o.steadyS} s of heartbeats`);
+      await new Promise((r) => setTimeout(r, o.steadyS * 1000));
+      const s1 = await gen.ask('stats', 'stats');
+      const c1 = procStat(pid);
+      const roundTrips = Number(s1.pongs) - Number(s0.pongs);
+      const bytes = Number(s1.bytesIn) - Number(s0.bytesIn) + (Number(s1.bytesOut) - Number(s0.bytesOut));
+      const open = Number(ready.open);
+      return {
+        peer,
+        connections: open,
+        failed: Number(ready.failed),
+        setupMs: Math.round(Number(ready.setupMs)),
+        connectsPerSecond: open / (Number(ready.setupMs) / 1000),
+        rssPerConnectionKB: (c1.rssKB - rss0) / Math.max(1, open),
+        heapPerConnectionKB: mem0 && mem1 ? (Number(mem1.heapUsed) - Number(mem0.heapUsed)) / 1024 / Math.max(1, open) : null,
+        steadyS: o.steadyS,
+        roundTrips,
+        roundTripsPerSecond: roundTrips / o.steadyS,
+        cpuUsPerRoundTrip: roundTrips > 0 ? (((c1.cpuTicks - c0.cpuTicks) / CLK_TCK) * 1e6) / roundTrips : NaN,
+        bytesPerRoundTrip: roundTrips > 0 ? bytes / roundTrips : NaN,
+      };
+    } finally {
+      await gen.stop();
+    }
+  } finally {
+    await server.proc.stop();
+    server.cleanup();
+  }
+}

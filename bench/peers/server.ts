@@ -1,0 +1,123 @@
+/**
+ * One heartbeat server per peer, for the benchmark, in a process of its own
+ * (so its RSS and CPU are its own): `node server.js <peer> <intervalMs>`.
+ * Prints {"ev":"listening","port"} and answers stdin commands: `mem`
+ * (process.memoryUsage) and `fanout N` (N small messages to every client).
+ *
+ * - net: the floor for Node: a bare node:net server answering each 2-byte
+ *   PING with a 2-byte PONG (longlink's own bare frames).
+ * - longlink-tcp / longlink-ws: the gateway, sessions, presence and
+ *   detection on, clients sending the heartbeat.
+ * - ws: `ws` with its documented heartbeat (the server pings every
+ *   interval, terminates a client that did not pong since the last round).
+ * - socketio: socket.io v4, WebSocket transport, its own ping/pong.
+ * - aedes: MQTT broker; clients send PINGREQ at their keepalive.
+ */
+import net from 'node:net';
+import http from 'node:http';
+import readline from 'node:readline';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { Server as IoServer } from 'socket.io';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { BARE_PONG_DELIMITED } from '../../src/protocol/frame-codec.js';
+
+const [peer, intervalArg] = process.argv.slice(2);
+const intervalMs = Number(intervalArg ?? 1000);
+const say = (ev: string, d: Record<string, unknown> = {}) => process.stdout.write(JSON.stringify({ ev, ...d }) + '\n');
+let fanout: (n: number) => Promise<void> = async () => {};
+
+readline.createInterface({ input: process.stdin }).on('line', async (line) => {
+  const [cmd, arg] = line.trim().split(/\s+/);
+  if (cmd === 'mem') say('mem', { ...process.memoryUsage() });
+  if (cmd === 'fanout') {
+    await fanout(Number(arg));
+    say('fanout-done');
+  }
+});
+process.stdin.on('end', () => process.exit(0));
+
+async function main(): Promise<number> {
+  switch (peer) {
+    case 'net': {
+      const sockets = new Set<net.Socket>();
+      const server = net.createServer((s) => {
+        sockets.add(s);
+        s.setNoDelay(true);
+        s.on('data', (d) => {
+          for (let i = 1; i < d.length; i += 2) s.write(BARE_PONG_DELIMITED);
+        });
+        s.on('error', () => {});
+        s.on('close', () => sockets.delete(s));
+      });
+      fanout = async (n) => {
+        const msg = Buffer.from([0x01, 0x06]); // a 1-byte frame: the floor's "message"
+        for (let i = 0; i < n; i++) for (const s of sockets) s.write(msg);
+      };
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return (server.address() as net.AddressInfo).port;
+    }
+    case 'longlink-tcp':
+    case 'longlink-ws': {
+      const tcp = peer === 'longlink-tcp';
+      const gw = new Gateway({
+        tcp: tcp ? { host: '127.0.0.1', port: 0 } : false,
+        ws: tcp ? false : { host: '127.0.0.1', port: 0 },
+        heartbeat: { intervalMs, minIntervalMs: 100, maxIntervalMs: 600_000 },
+      });
+      fanout = async (n) => {
+        const payload = Buffer.from('x');
+        for (let i = 0; i < n; i++) for (const c of gw.listConnections()) gw.send(c.userId, payload, {});
+      };
+      const a = await gw.listen();
+      return (tcp ? a.tcp : a.ws)!.port;
+    }
+    case 'ws': {
+      const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+      const alive = new WeakMap<WebSocket, boolean>();
+      wss.on('connection', (ws) => {
+        alive.set(ws, true);
+        ws.on('pong', () => alive.set(ws, true));
+        ws.on('error', () => {});
+      });
+      // The heartbeat from ws's README.
+      setInterval(() => {
+        for (const ws of wss.clients) {
+          if (!alive.get(ws)) {
+            ws.terminate();
+            continue;
+          }
+          alive.set(ws, false);
+          ws.ping();
+        }
+      }, intervalMs);
+      fanout = async (n) => {
+        for (let i = 0; i < n; i++) for (const ws of wss.clients) ws.send('x');
+      };
+      await new Promise<void>((r) => wss.once('listening', () => r()));
+      return (wss.address() as net.AddressInfo).port;
+    }
+    case 'socketio': {
+      const httpServer = http.createServer();
+      const io = new IoServer(httpServer, { transports: ['websocket'], pingInterval: intervalMs, pingTimeout: Math.max(1000, intervalMs) });
+      fanout = async (n) => {
+        for (let i = 0; i < n; i++) io.emit('m', 'x');
+      };
+      await new Promise<void>((r) => httpServer.listen(0, '127.0.0.1', r));
+      return (httpServer.address() as net.AddressInfo).port;
+    }
+    case 'aedes': {
+      const { default: aedesFactory } = (await import('aedes')) as unknown as { default: () => { handle: (s: net.Socket) => void; publish: (p: object, cb: () => void) => void } };
+      const broker = aedesFactory();
+      const server = net.createServer(broker.handle);
+      fanout = async (n) => {
+        for (let i = 0; i < n; i++) await new Promise<void>((r) => broker.publish({ cmd: 'publish', topic: 'all', payload: Buffer.from('x'), qos: 0, retain: false, dup: false }, r));
+      };
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return (server.address() as net.AddressInfo).port;
+    }
+    default:
+      throw new Error(`unknown peer ${peer}`);
+  }
+}
+
+say('listening', { port: await main(), pid: process.pid });

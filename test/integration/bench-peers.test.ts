@@ -1,0 +1,25 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { mosquittoUnavailable, PEERS, runPeer } from '../../bench/peers/run.js';
+
+// The benchmark's machinery at a small size: every peer's server and the load
+// generator really exchange heartbeats, counted at the client, so a broken
+// peer setup cannot pass silently. No timing is asserted here; the numbers
+// belong to `npm run bench`.
+
+const COUNT = 30;
+const STEADY_S = 2;
+const noMosquitto = mosquittoUnavailable();
+
+for (const peer of PEERS) {
+  const skip = peer === 'mosquitto' && noMosquitto ? `skipped: ${noMosquitto}` : false;
+  test(`bench peer ${peer}: ${COUNT} connections answer their heartbeats`, { skip }, async () => {
+    const r = await runPeer(peer, { count: COUNT, intervalMs: 500, steadyS: STEADY_S, settleS: 0.5 });
+    assert.equal(r.connections, COUNT);
+    assert.equal(r.failed, 0);
+    const expected = (COUNT * STEADY_S * 1000) / 500;
+    assert.ok(r.roundTrips >= expected * 0.7 && r.roundTrips <= expected * 1.3, `${r.roundTrips} round trips, about ${expected} expected`);
+    assert.ok(r.bytesPerRoundTrip >= 2 && r.bytesPerRoundTrip <= 64, `${r.bytesPerRoundTrip} bytes per round trip`);
+    assert.ok(Number.isFinite(r.cpuUsPerRoundTrip) && r.rssPerConnectionKB > -1000);
+  });
+}
