@@ -20,6 +20,7 @@ const arg = (name: string, def: string) => {
 const count = Number(arg('count', '10000'));
 const intervalMs = Number(arg('interval-ms', '1000'));
 const steadyS = Number(arg('steady-s', '30'));
+const fanoutRounds = Number(arg('fanout', '10'));
 const out = arg('out', 'docs/bench');
 let peers = arg('peers', PEERS.join(',')).split(',') as Peer[];
 const noMosq = mosquittoUnavailable();
@@ -32,20 +33,20 @@ const t0 = Date.now();
 const results: PeerResult[] = [];
 for (const [i, peer] of peers.entries()) {
   process.stderr.write(`[${i + 1}/${peers.length}] ${peer}: ${count} connections, heartbeat every ${intervalMs} ms\n`);
-  results.push(await runPeer(peer, { count, intervalMs, steadyS }, (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`)));
+  results.push(await runPeer(peer, { count, intervalMs, steadyS, fanoutRounds }, (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`)));
 }
 
 const floor = results.find((r) => r.peer === 'net');
 const ratio = (v: number, f: number | undefined) => (f ? (v / f).toFixed(2) + '×' : '—');
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, Linux ${os.release()}`;
 const md = [
-  `${count.toLocaleString('en')} connections per peer, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured; ${machine}; ${new Date().toISOString()}.`,
+  `${count.toLocaleString('en')} connections per peer, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
   '',
-  '| peer | connected | connections/s | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip |',
-  '|---|---|---|---|---|---|---|---|',
+  '| peer | connected | connections/s | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip | fan-out messages/s |',
+  '|---|---|---|---|---|---|---|---|---|',
   ...results.map(
     (r) =>
-      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.connectsPerSecond, floor?.connectsPerSecond)}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.rssPerConnectionKB, floor?.rssPerConnectionKB)}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.cpuUsPerRoundTrip, floor?.cpuUsPerRoundTrip)}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.bytesPerRoundTrip, floor?.bytesPerRoundTrip)}) |`,
+      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.connectsPerSecond, floor?.connectsPerSecond)}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.rssPerConnectionKB, floor?.rssPerConnectionKB)}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.cpuUsPerRoundTrip, floor?.cpuUsPerRoundTrip)}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.bytesPerRoundTrip, floor?.bytesPerRoundTrip)}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.fanoutPerSecond, floor?.fanoutPerSecond ?? undefined)})`} |`,
   ),
   '',
 ].join('\n');
@@ -62,11 +63,12 @@ function svg(rs: PeerResult[]): string {
     { title: 'server RSS per connection (KB)', get: (r) => r.rssPerConnectionKB, unit: 'KB' },
     { title: 'connections set up per second', get: (r) => r.connectsPerSecond, unit: '/s' },
     { title: 'bytes on the wire per round trip', get: (r) => r.bytesPerRoundTrip, unit: 'B' },
+    { title: 'fan-out: messages delivered per second', get: (r) => r.fanoutPerSecond ?? NaN, unit: '/s' },
   ];
   const W = 480;
   const rowH = 18;
   const H = 40 + rs.length * rowH;
-  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W * 2}" height="${H * 2 + 20}" font-family="sans-serif" font-size="11">`];
+  const out = [`<svg xmlns="http://www.w3.org/2000/svg" width="${W * 2}" height="${H * 3 + 20}" font-family="sans-serif" font-size="11">`];
   metrics.forEach((m, k) => {
     const ox = (k % 2) * W;
     const oy = Math.floor(k / 2) * H + 10;

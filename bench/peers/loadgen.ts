@@ -60,7 +60,13 @@ async function open(i: number): Promise<Conn> {
   const user = `${cfg.prefix ?? 'u'}${i}`;
   switch (peer) {
     case 'net': {
-      const s = await tcp(i, ready, (_s, d) => (stats.pongs += d.length >> 1));
+      // 2-byte frames: 01 04 is a PONG, 01 06 a fan-out message.
+      const s = await tcp(i, ready, (_s, d) => {
+        for (let k = 1; k < d.length; k += 2) {
+          if (d[k] === 0x04) stats.pongs++;
+          else stats.messages++;
+        }
+      });
       return { ping: () => s.write(BARE_PING_DELIMITED), close: () => s.destroy(), bytes: sockBytes(s) };
     }
     case 'longlink-tcp': {
@@ -120,8 +126,9 @@ async function open(i: number): Promise<Conn> {
         stats.pings++;
         stats.pongs++; // engine.io answers by itself
       });
-      const raw = () => engine.transport.ws._socket;
-      return { ping: () => {}, close: () => sock.disconnect(), bytes: () => ({ in: raw().bytesRead, out: raw().bytesWritten }) };
+      // Kept from the start: after a disconnect the transport lets go of it, but its counters stay readable.
+      const raw = engine.transport.ws._socket;
+      return { ping: () => {}, close: () => sock.disconnect(), bytes: () => ({ in: raw.bytesRead, out: raw.bytesWritten }) };
     }
     case 'aedes':
     case 'mosquitto': {

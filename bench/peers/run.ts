@@ -29,6 +29,10 @@ export interface PeerResult {
   roundTripsPerSecond: number;
   cpuUsPerRoundTrip: number;
   bytesPerRoundTrip: number;
+  /** Messages a second delivered to the connected clients when the server sends to all of them (null: not measured). */
+  fanoutPerSecond: number | null;
+  /** Fan-out messages the clients counted (rounds × connections when none was lost). */
+  fanoutMessages: number | null;
 }
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -129,7 +133,7 @@ async function startServer(peer: Peer, intervalMs: number): Promise<{ proc: Proc
 
 export async function runPeer(
   peer: Peer,
-  o: { count: number; intervalMs: number; steadyS: number; settleS?: number; sources?: number },
+  o: { count: number; intervalMs: number; steadyS: number; settleS?: number; sources?: number; fanoutRounds?: number },
   log: (m: string) => void = () => {},
 ): Promise<PeerResult> {
   const server = await startServer(peer, o.intervalMs);
@@ -157,6 +161,25 @@ export async function runPeer(
       await new Promise((r) => setTimeout(r, o.steadyS * 1000));
       const s1 = await gen.ask('stats', 'stats');
       const c1 = procStat(pid);
+      // Fan-out: the server sends `rounds` small messages to every client; timed until the clients counted them all.
+      let fanoutPerSecond: number | null = null;
+      let fanoutMessages: number | null = null;
+      const rounds = o.fanoutRounds ?? 0;
+      if (rounds > 0) {
+        log(`${peer}: fan-out, ${rounds} messages to each of ${o.count}`);
+        const m0 = Number(s1.messages);
+        const want = m0 + rounds * Number(ready.open);
+        const f0 = performance.now();
+        if (server.node) server.proc.child.stdin!.write(`fanout ${rounds}\n`);
+        else await mqttPublish(server.port, rounds);
+        let got = m0;
+        for (let t = 0; t < 600 && got < want; t++) {
+          await new Promise((r) => setTimeout(r, 50));
+          got = Number((await gen.ask('stats', 'stats')).messages);
+        }
+        fanoutPerSecond = (got - m0) / ((performance.now() - f0) / 1000);
+        fanoutMessages = got - m0;
+      }
       const roundTrips = Number(s1.pongs) - Number(s0.pongs);
       const bytes = Number(s1.bytesIn) - Number(s0.bytesIn) + (Number(s1.bytesOut) - Number(s0.bytesOut));
       const open = Number(ready.open);
@@ -173,6 +196,8 @@ export async function runPeer(
         roundTripsPerSecond: roundTrips / o.steadyS,
         cpuUsPerRoundTrip: roundTrips > 0 ? (((c1.cpuTicks - c0.cpuTicks) / CLK_TCK) * 1e6) / roundTrips : NaN,
         bytesPerRoundTrip: roundTrips > 0 ? bytes / roundTrips : NaN,
+        fanoutPerSecond,
+        fanoutMessages,
       };
     } finally {
       await gen.stop();
@@ -181,4 +206,18 @@ export async function runPeer(
     await server.proc.stop();
     server.cleanup();
   }
+}
+
+/** Mosquitto has no stdin: a raw MQTT publisher sends `rounds` QoS 0 messages to topic "all". */
+async function mqttPublish(port: number, rounds: number): Promise<void> {
+  const id = Buffer.from('bench-publisher');
+  const body = Buffer.concat([Buffer.from([0, 4, 0x4d, 0x51, 0x54, 0x54, 4, 0x02, 0, 60, 0, id.length]), id]);
+  await new Promise<void>((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => s.write(Buffer.concat([Buffer.from([0x10, body.length]), body])));
+    s.once('data', () => {
+      for (let i = 0; i < rounds; i++) s.write(Buffer.from([0x30, 6, 0, 3, 0x61, 0x6c, 0x6c, 0x78]));
+      s.end(() => resolve());
+    });
+    s.on('error', reject);
+  });
 }

@@ -13,13 +13,14 @@ const noMosquitto = mosquittoUnavailable();
 
 for (const peer of PEERS) {
   const skip = peer === 'mosquitto' && noMosquitto ? `skipped: ${noMosquitto}` : false;
-  test(`bench peer ${peer}: ${COUNT} connections answer their heartbeats`, { skip }, async () => {
-    const r = await runPeer(peer, { count: COUNT, intervalMs: 500, steadyS: STEADY_S, settleS: 0.5 });
+  test(`bench peer ${peer}: ${COUNT} connections answer their heartbeats and get every fan-out message`, { skip }, async () => {
+    const r = await runPeer(peer, { count: COUNT, intervalMs: 500, steadyS: STEADY_S, settleS: 0.5, fanoutRounds: 3 });
     assert.equal(r.connections, COUNT);
     assert.equal(r.failed, 0);
     const expected = (COUNT * STEADY_S * 1000) / 500;
     assert.ok(r.roundTrips >= expected * 0.7 && r.roundTrips <= expected * 1.3, `${r.roundTrips} round trips, about ${expected} expected`);
     assert.ok(r.bytesPerRoundTrip >= 2 && r.bytesPerRoundTrip <= 64, `${r.bytesPerRoundTrip} bytes per round trip`);
     assert.ok(Number.isFinite(r.cpuUsPerRoundTrip) && r.rssPerConnectionKB > -1000);
+    assert.equal(r.fanoutMessages, 3 * COUNT, 'every fan-out message reached every client');
   });
 }
