@@ -1,7 +1,12 @@
 /**
  * Heartbeat cost, longlink beside its peers, in one run on the same load:
  *
- *   npm run bench -- [--count 10000] [--interval-ms 1000] [--steady-s 30] [--peers net,longlink-tcp,...] [--out docs/bench]
+ *   npm run bench -- [--count 10000] [--interval-ms 1000] [--steady-s 30] [--repeat 1] [--peers net,longlink-tcp,...] [--out docs/bench]
+ *
+ * With --repeat N every peer runs N times, the peers' order rotating each
+ * round so none always runs first or last, and each figure reported is the
+ * median of its N runs (this machine is shared and noisy; all runs are kept
+ * in the JSON).
  *
  * For each peer: its server in a process of its own and the load generator
  * in another (bench/peers/). Reports server RSS and heap per connection, server
@@ -22,6 +27,7 @@ const intervalMs = Number(arg('interval-ms', '1000'));
 const steadyS = Number(arg('steady-s', '30'));
 const fanoutRounds = Number(arg('fanout', '10'));
 const out = arg('out', 'docs/bench');
+const repeat = Math.max(1, Number(arg('repeat', '1')));
 let peers = arg('peers', PEERS.join(',')).split(',') as Peer[];
 const noMosq = mosquittoUnavailable();
 if (noMosq && peers.includes('mosquitto')) {
@@ -30,17 +36,35 @@ if (noMosq && peers.includes('mosquitto')) {
 }
 
 const t0 = Date.now();
-const results: PeerResult[] = [];
-for (const [i, peer] of peers.entries()) {
-  process.stderr.write(`[${i + 1}/${peers.length}] ${peer}: ${count} connections, heartbeat every ${intervalMs} ms\n`);
-  results.push(await runPeer(peer, { count, intervalMs, steadyS, fanoutRounds }, (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`)));
+const runs: PeerResult[] = [];
+let step = 0;
+for (let round = 0; round < repeat; round++) {
+  const order = peers.map((_, i) => peers[(i + round) % peers.length]);
+  for (const peer of order) {
+    process.stderr.write(`[${++step}/${peers.length * repeat}] ${peer}: ${count} connections, heartbeat every ${intervalMs} ms${repeat > 1 ? ` (round ${round + 1}/${repeat})` : ''}\n`);
+    runs.push(await runPeer(peer, { count, intervalMs, steadyS, fanoutRounds }, (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`)));
+  }
+}
+const results = peers.map((p) => medianResult(runs.filter((r) => r.peer === p)));
+
+/** Each numeric figure the median of the peer's runs (the lower middle one for an even count). */
+function medianResult(rs: PeerResult[]): PeerResult {
+  const med = (get: (r: PeerResult) => number | null): number | null => {
+    const v = rs.map(get).filter((x): x is number => x !== null && Number.isFinite(x)).sort((a, b) => a - b);
+    return v.length ? v[Math.floor((v.length - 1) / 2)] : null;
+  };
+  const r = { ...rs[0] };
+  for (const k of Object.keys(r) as (keyof PeerResult)[]) {
+    if (typeof r[k] === 'number') (r as Record<string, unknown>)[k] = med((x) => x[k] as number) ?? NaN;
+  }
+  return r;
 }
 
 const floor = results.find((r) => r.peer === 'net');
 const ratio = (v: number, f: number | undefined) => (f ? (v / f).toFixed(2) + '×' : '—');
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, Linux ${os.release()}`;
 const md = [
-  `${count.toLocaleString('en')} connections per peer, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
+  `${count.toLocaleString('en')} connections per peer${repeat > 1 ? `, each figure the median of ${repeat} runs` : ''}, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
   '',
   '| peer | connected | connections/s | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip | fan-out messages/s |',
   '|---|---|---|---|---|---|---|---|---|',
@@ -51,7 +75,7 @@ const md = [
   '',
 ].join('\n');
 fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, 'heartbeat.json'), JSON.stringify({ count, intervalMs, steadyS, machine, results }, null, 2) + '\n');
+fs.writeFileSync(path.join(out, 'heartbeat.json'), JSON.stringify({ count, intervalMs, steadyS, repeat, machine, results, runs }, null, 2) + '\n');
 fs.writeFileSync(path.join(out, 'heartbeat.md'), md);
 fs.writeFileSync(path.join(out, 'heartbeat.svg'), svg(results));
 console.log(md);

@@ -16,6 +16,7 @@
 import net from 'node:net';
 import http from 'node:http';
 import readline from 'node:readline';
+import v8 from 'node:v8';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer } from 'socket.io';
 import { Gateway } from '../../src/gateway/gateway.js';
@@ -28,7 +29,9 @@ let fanout: (n: number) => Promise<void> = async () => {};
 
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const [cmd, arg] = line.trim().split(/\s+/);
-  if (cmd === 'mem') say('mem', { ...process.memoryUsage() });
+  if (cmd === 'mem') say('mem', { ...process.memoryUsage(), spaces: Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_size])) });
+  // For profiling by hand: a heap snapshot of the server as it stands.
+  if (cmd === 'heap') say('heap', { file: v8.writeHeapSnapshot(arg) });
   if (cmd === 'fanout') {
     await fanout(Number(arg));
     say('fanout-done');
@@ -66,7 +69,7 @@ async function main(): Promise<number> {
       });
       fanout = async (n) => {
         const payload = Buffer.from('x');
-        for (let i = 0; i < n; i++) for (const c of gw.listConnections()) gw.send(c.userId, payload, {});
+        for (let i = 0; i < n; i++) gw.broadcast(payload);
       };
       const a = await gw.listen();
       return (tcp ? a.tcp : a.ws)!.port;

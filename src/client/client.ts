@@ -166,9 +166,9 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.lastActivityAt = o.clock.now();
     this.unansweredGap = 0;
     link.bind({
-      frame: (f) => this.link === link && this.onFrame(f),
-      error: (err) => this.link === link && this.fail(err.reason, err.message),
-      close: (info) => {
+      onLinkFrame: (f) => this.link === link && this.onFrame(f),
+      onLinkError: (err) => this.link === link && this.fail(err.reason, err.message),
+      onLinkClose: (info) => {
         if (this.link !== link) return;
         const pc = this.peerClose;
         if (pc) this.lost(pc.code, pc.reason);

@@ -1,4 +1,3 @@
-import { randomUUID } from 'node:crypto';
 import type { Clock } from '../core/clock.js';
 import type { HeartbeatPolicy, ProbeOptions } from '../core/heartbeat-policy.js';
 import { clampInterval } from '../core/heartbeat-policy.js';
@@ -6,7 +5,7 @@ import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import type { LivenessDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel, WheelTimer } from '../core/timer-wheel.js';
-import type { Link } from '../link/link.js';
+import type { Link, LinkCloseInfo, LinkEvents } from '../link/link.js';
 import { CloseCodes, ProtocolError, reasonForCode, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import {
@@ -20,6 +19,11 @@ import {
 } from '../protocol/frames.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import type { DisconnectReason } from './disconnect.js';
+import { newId } from './ids.js';
+
+/** Shared until a connection has state of its own: most never do. */
+const NO_STATE: ClientState = Object.freeze({});
+const SETTLED: Promise<void> = Promise.resolve();
 
 /** What a connection needs from the gateway that owns it. */
 export interface ConnectionHost {
@@ -71,20 +75,22 @@ export interface Opening {
  * heartbeat, over any Link. Holds one wheel timer, re-armed lazily: inbound
  * frames only record the time they arrived.
  */
-export class ServerConnection {
-  readonly id = randomUUID();
+export class ServerConnection implements LinkEvents {
+  readonly id = newId();
   phase: ConnectionPhase = 'handshake';
   userId = '';
   deviceId = '';
   sessionId = '';
   resumeToken = '';
-  clientInfo: ClientState = {};
-  readonly clientState: ClientState = {};
+  clientInfo: ClientState = NO_STATE;
+  /** The client's piggybacked state (frozen and shared while empty). */
+  clientState: ClientState = NO_STATE;
   grant: HeartbeatGrant | null = null;
   readonly connectedAt: number;
   openedAt = -1;
   closeReason: DisconnectReason | null = null;
-  readonly rtt = new RttTracker();
+  /** Made at the first PING the gateway sends: a client-sent heartbeat may never need one. */
+  rtt: RttTracker | null = null;
   readonly stats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
   /** Highest client DATA seq handed to the application (what we acknowledge). */
   inSeq = 0;
@@ -96,7 +102,7 @@ export class ServerConnection {
   /** Set while a probe before push holds delivery: when it must be answered by. */
   probeDeadline: number | null = null;
   /** Serializes the handling of inbound DATA (dedup may await the store). */
-  inbound: Promise<void> = Promise.resolve();
+  inbound: Promise<void> = SETTLED;
   flushing = false;
   flushAgain = false;
   private detector: LivenessDetector | null = null;
@@ -109,11 +115,7 @@ export class ServerConnection {
   ) {
     this.connectedAt = host.clock.now();
     this.timer = new WheelTimer<ServerConnection>(this);
-    link.bind({
-      frame: (f) => this.onFrame(f),
-      error: (err) => this.onProtocolError(err),
-      close: (info) => this.onLinkClose(info.code),
-    });
+    link.bind(this);
     this.arm(this.connectedAt + host.handshakeTimeoutMs);
   }
 
@@ -137,7 +139,8 @@ export class ServerConnection {
     this.host.wake();
   }
 
-  private onFrame(f: Frame): void {
+  /** @internal link event */
+  onLinkFrame(f: Frame): void {
     if (this.phase === 'closed') return;
     const now = this.host.clock.now();
     this.stats.framesIn++;
@@ -175,7 +178,7 @@ export class ServerConnection {
         if (f.state !== undefined) this.mergeState(f.state);
         return;
       case FrameType.PONG: {
-        const sample = this.rtt.pongReceived(now);
+        const sample = this.rtt?.pongReceived(now);
         if (sample) this.host.rtt(this, sample);
         return;
       }
@@ -200,7 +203,7 @@ export class ServerConnection {
     }
     this.userId = hello.userId;
     this.deviceId = hello.deviceId;
-    this.clientInfo = hello.clientInfo ?? {};
+    this.clientInfo = hello.clientInfo ?? NO_STATE;
     this.host.hello(this, hello).then(
       (w) => this.open(w),
       (err) => {
@@ -248,6 +251,7 @@ export class ServerConnection {
   }
 
   private mergeState(delta: ClientState): void {
+    if (this.clientState === NO_STATE) this.clientState = {};
     for (const k of Object.keys(delta)) {
       if (delta[k] === '') delete this.clientState[k];
       else this.clientState[k] = delta[k];
@@ -329,7 +333,7 @@ export class ServerConnection {
   /** Sends a PING now (a probe); the answer updates RTT. */
   ping(now = this.host.clock.now()): void {
     if (this.phase !== 'open') return;
-    this.rtt.pingSent(now);
+    (this.rtt ??= new RttTracker()).pingSent(now);
     this.scheduler?.sent(now);
     this.send(BARE_PING);
     this.stats.pingsOut++;
@@ -359,7 +363,13 @@ export class ServerConnection {
     this.closeWith(err.reason, err.message);
   }
 
-  private onLinkClose(code: number | undefined): void {
+  /** @internal link event */
+  onLinkError(err: ProtocolError): void {
+    this.onProtocolError(err);
+  }
+
+  /** @internal link event */
+  onLinkClose({ code }: LinkCloseInfo): void {
     if (this.phase === 'closed') return;
     if (code !== undefined && code !== 1005 && code !== 1006) {
       this.finish(code === CloseCodes.normal || code === 1001 ? 'client-close' : reasonOrClient(code), code);
@@ -373,7 +383,7 @@ export class ServerConnection {
     this.phase = 'closed';
     this.closeReason = reason;
     this.host.wheel.cancel(this.timer);
-    this.rtt.clearOutstanding();
+    this.rtt?.clearOutstanding();
     this.host.closed(this, reason, code);
   }
 }

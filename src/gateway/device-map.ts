@@ -2,7 +2,8 @@
  * Per-user maps of devices, where almost every user has one device: the
  * single entry is kept inline and a Map is made only for the second, which
  * saves a Map (a few hundred bytes) per connected user in the registry and
- * the in-memory store.
+ * the in-memory store. Values that carry their own `deviceId` (connections,
+ * presence entries) are stored as they are, without even a wrapper.
  */
 export class UserDevices<V> {
   private readonly users = new Map<string, Slot<V>>();
@@ -15,14 +16,14 @@ export class UserDevices<V> {
     const s = this.users.get(userId);
     if (s === undefined) return undefined;
     if (s instanceof Map) return s.get(deviceId);
-    return s.deviceId === deviceId ? s.value : undefined;
+    return deviceOf(s) === deviceId ? valueOf(s) : undefined;
   }
 
   /** Sets and returns the previous value. */
   set(userId: string, deviceId: string, value: V): V | undefined {
     const s = this.users.get(userId);
     if (s === undefined) {
-      this.users.set(userId, { deviceId, value });
+      this.users.set(userId, slot(deviceId, value));
       return undefined;
     }
     if (s instanceof Map) {
@@ -30,15 +31,14 @@ export class UserDevices<V> {
       s.set(deviceId, value);
       return prev;
     }
-    if (s.deviceId === deviceId) {
-      const prev = s.value;
-      s.value = value;
-      return prev;
+    if (deviceOf(s) === deviceId) {
+      this.users.set(userId, slot(deviceId, value));
+      return valueOf(s);
     }
     this.users.set(
       userId,
       new Map([
-        [s.deviceId, s.value],
+        [deviceOf(s), valueOf(s)],
         [deviceId, value],
       ]),
     );
@@ -53,7 +53,7 @@ export class UserDevices<V> {
       if (s.size === 0) this.users.delete(userId);
       return had;
     }
-    if (s.deviceId !== deviceId) return false;
+    if (deviceOf(s) !== deviceId) return false;
     this.users.delete(userId);
     return true;
   }
@@ -63,7 +63,7 @@ export class UserDevices<V> {
     const s = this.users.get(userId);
     if (s === undefined) return;
     if (s instanceof Map) yield* s.entries();
-    else yield [s.deviceId, s.value];
+    else yield [deviceOf(s), valueOf(s)];
   }
 
   *values(userId: string): IterableIterator<V> {
@@ -73,7 +73,7 @@ export class UserDevices<V> {
   *all(): IterableIterator<V> {
     for (const s of this.users.values()) {
       if (s instanceof Map) yield* s.values();
-      else yield s.value;
+      else yield valueOf(s);
     }
   }
 
@@ -82,4 +82,25 @@ export class UserDevices<V> {
   }
 }
 
-type Slot<V> = { deviceId: string; value: V } | Map<string, V>;
+/** A lone device: the value itself when it names its device, else a wrapper. */
+type Slot<V> = V | Wrapped<V> | Map<string, V>;
+
+class Wrapped<V> {
+  constructor(
+    readonly deviceId: string,
+    readonly value: V,
+  ) {}
+}
+
+function slot<V>(deviceId: string, value: V): Slot<V> {
+  const own = typeof value === 'object' && value !== null && !(value instanceof Map) && (value as { deviceId?: unknown }).deviceId === deviceId;
+  return own ? value : new Wrapped(deviceId, value);
+}
+
+function deviceOf<V>(s: V | Wrapped<V>): string {
+  return (s as { deviceId: string }).deviceId;
+}
+
+function valueOf<V>(s: V | Wrapped<V>): V {
+  return s instanceof Wrapped ? (s.value as V) : (s as V);
+}

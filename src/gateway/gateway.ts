@@ -1,9 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { newId } from './ids.js';
+import { GrantCache } from './grant-cache.js';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
 import type { WebSocketServer } from 'ws';
-import { negotiate } from '../core/heartbeat-policy.js';
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { PhiAccrualDetector } from '../core/phi-accrual-detector.js';
 import type { RttSample } from '../core/rtt-tracker.js';
@@ -145,6 +146,7 @@ export interface TrafficStats {
 export class Gateway extends EventEmitter<GatewayEvents> {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
+  private readonly grants = new GrantCache();
   /** Every live connection, including those still in the handshake. */
   private readonly connections = new Set<ServerConnection>();
   private readonly host: ConnectionHost;
@@ -263,7 +265,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
     conn.userId = identity.userId;
     conn.deviceId = identity.deviceId;
-    const grant = negotiate(o.heartbeat, hello);
+    const grant = this.grants.get(o.heartbeat, hello);
     const now = o.wallClock.now();
     let session: SessionRecord | undefined;
     if (hello.resumeToken) {
@@ -273,7 +275,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
     const resumed = session !== undefined;
     session ??= {
-      sessionId: randomUUID(),
+      sessionId: newId(),
       resumeToken: randomBytes(18).toString('base64url'),
       userId: conn.userId,
       deviceId: conn.deviceId,
@@ -529,6 +531,22 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return n;
   }
 
+  /**
+   * Best-effort DATA to every open connection (an announcement, a
+   * fire-and-forget fan-out; nothing is queued or acknowledged). One frame
+   * object serves all. Returns how many connections it was written to.
+   */
+  broadcast(payload: Uint8Array | string, opts: { id?: string } = {}): number {
+    const frame = { type: FrameType.DATA, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, ...(opts.id !== undefined ? { id: opts.id } : {}) } as const;
+    let n = 0;
+    for (const conn of this.registry.all()) {
+      if (conn.phase !== 'open') continue;
+      conn.send(frame);
+      n++;
+    }
+    return n;
+  }
+
   /** Sends a probe PING to a device now (the answer updates its RTT). */
   probe(userId: string, deviceId: string): boolean {
     const conn = this.registry.get(userId, deviceId);
@@ -639,7 +657,7 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     intervalMs: c.grant?.intervalMs ?? 0,
     direction: c.grant?.direction ?? 'client',
     lastHeardMsAgo: now - c.lastHeardAt,
-    rttMs: c.rtt.current()?.srttMs ?? null,
+    rttMs: c.rtt?.current()?.srttMs ?? null,
     clientInfo: c.clientInfo,
     clientState: { ...c.clientState },
     stats: { ...c.stats },

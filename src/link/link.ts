@@ -7,11 +7,17 @@ import type { Frame } from '../protocol/frames.js';
  * stream vs one frame per binary message).
  */
 export interface LinkEvents {
-  frame(f: Frame): void;
+  onLinkFrame(f: Frame): void;
   /** The peer sent bytes that are not a valid frame; the link is poisoned. */
-  error(err: ProtocolError): void;
+  onLinkError(err: ProtocolError): void;
   /** Fires exactly once. `code` is the WebSocket close code where one was received. */
-  close(info: { code?: number; reason?: string; error?: Error }): void;
+  onLinkClose(info: LinkCloseInfo): void;
+}
+
+export interface LinkCloseInfo {
+  code?: number;
+  reason?: string;
+  error?: Error;
 }
 
 export type TransportKind = 'tcp' | 'ws';

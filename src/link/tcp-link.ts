@@ -7,6 +7,20 @@ import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
 
 const noop = () => {};
 
+// The link rides on its socket, so the socket's listeners can be shared
+// functions instead of four closures per connection (about 280 bytes each).
+const kLink = Symbol('longlink.tcpLink');
+type LinkedSocket = Socket & { [kLink]: TcpLink };
+function onSocketData(this: LinkedSocket, chunk: Buffer): void {
+  this[kLink].onData(chunk);
+}
+function onSocketError(this: LinkedSocket, err: Error): void {
+  this[kLink].finish({ error: err });
+}
+function onSocketClose(this: LinkedSocket): void {
+  this[kLink].onClose();
+}
+
 /** A Link over a raw TCP (or TLS) socket: varint length-prefixed frames. */
 export class TcpLink implements Link {
   readonly transport = 'tcp' as const;
@@ -24,10 +38,10 @@ export class TcpLink implements Link {
     this.remoteAddress = socket.remoteAddress ?? '';
     this.remotePort = socket.remotePort ?? 0;
     this.decoder = new FrameDecoder(maxFrameBytes);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('end', () => this.onEnd());
-    socket.on('error', (err) => this.finish({ error: err }));
-    socket.on('close', () => this.finish({}));
+    (socket as LinkedSocket)[kLink] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
   }
 
   get closed(): boolean {
@@ -42,38 +56,48 @@ export class TcpLink implements Link {
     this.events = events;
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal socket listener */
+  onData(chunk: Buffer): void {
     if (this.poisoned || this.done) return;
     try {
-      this.decoder.push(chunk, this.deliver);
+      this.decoder.push(chunk, this.deliver, this);
     } catch (err) {
       this.fail(err);
     }
   }
 
-  private readonly deliver = (f: Frame): void => {
-    if (!this.poisoned && !this.done) this.events?.frame(f);
-  };
+  private deliver(f: Frame): void {
+    if (!this.poisoned && !this.done) this.events?.onLinkFrame(f);
+  }
 
-  private onEnd(): void {
-    try {
-      this.decoder.end();
-    } catch (err) {
-      this.fail(err);
+  /**
+   * @internal socket listener. A clean end with half a frame held is a
+   * truncated frame; checked here rather than on 'end' to save a listener
+   * array per socket ('close' always follows 'end' without allowHalfOpen).
+   */
+  onClose(): void {
+    if (!this.done && !this.poisoned) {
+      try {
+        this.decoder.end();
+      } catch (err) {
+        this.fail(err);
+      }
     }
+    this.finish({});
   }
 
   private fail(err: unknown): void {
     this.poisoned = true;
-    if (err instanceof ProtocolError) this.events?.error(err);
+    if (err instanceof ProtocolError) this.events?.onLinkError(err);
     else this.destroy();
   }
 
-  private finish(info: { error?: Error }): void {
+  /** @internal socket listener */
+  finish(info: { error?: Error }): void {
     if (this.done) return;
     this.done = true;
     this.socket.destroy();
-    this.events?.close(info);
+    this.events?.onLinkClose(info);
   }
 
   send(f: Frame): void {

@@ -43,10 +43,10 @@ export class WsLink implements Link {
       if (buf.length > this.maxFrameBytes) {
         throw new ProtocolError('frame-too-large', `frame of ${buf.length} bytes exceeds the limit of ${this.maxFrameBytes}`);
       }
-      this.events?.frame(decodeFrame(buf));
+      this.events?.onLinkFrame(decodeFrame(buf));
     } catch (err) {
       this.poisoned = true;
-      if (err instanceof ProtocolError) this.events?.error(err);
+      if (err instanceof ProtocolError) this.events?.onLinkError(err);
       else this.destroy();
     }
   }
@@ -55,7 +55,7 @@ export class WsLink implements Link {
     if (this.done) return;
     this.done = true;
     if (info.error) this.ws.terminate();
-    this.events?.close(info);
+    this.events?.onLinkClose(info);
   }
 
   send(f: Frame): void {

@@ -22,7 +22,8 @@ export class FrameDecoder {
     return this.pending?.length ?? 0;
   }
 
-  push(chunk: Uint8Array, onFrame: (frame: Frame) => void): void {
+  /** Calls `onFrame` (with `self` as `this`, so a caller can pass a shared method, not a closure) per frame. */
+  push<S = undefined>(chunk: Uint8Array, onFrame: (this: S, frame: Frame) => void, self?: S): void {
     if (this.failed) throw new ProtocolError('malformed-frame', 'decoder used after an error');
     let buf = chunk;
     if (this.pending !== null) {
@@ -60,7 +61,7 @@ export class FrameDecoder {
         if (end - p < len) break;
         const frame = decodeFrame(buf, p, p + len);
         pos = p + len;
-        onFrame(frame);
+        onFrame.call(self as S, frame);
       }
     } catch (err) {
       this.failed = true;

@@ -352,3 +352,18 @@ test('an invalid freshness configuration is refused up front', () => {
   assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'freshness', lateMs: -1 } }), { code: 'LL_ERR_INVALID_OPTION' });
   assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'freshness', lateMs: 100, suspectLateMs: 200 } }), { code: 'LL_ERR_INVALID_OPTION' });
 });
+
+test('broadcast writes one best-effort DATA to every open connection and queues nothing', async () => {
+  const { gw } = setup();
+  const a = await open(gw, { userId: 'a' });
+  const b = await open(gw, { userId: 'b', deviceId: 'x' });
+  assert.equal(gw.broadcast('all hands'), 2);
+  for (const c of [a.client, b.client]) {
+    const data = c.received.filter((f) => f.type === FrameType.DATA);
+    assert.equal(data.length, 1);
+    assert.equal(Buffer.from((data[0] as { payload: Uint8Array }).payload).toString(), 'all hands');
+    assert.equal((data[0] as { seq?: number }).seq, undefined, 'unsequenced: not queued, not acknowledged');
+  }
+  assert.equal(await gw.queueDepth('a', 'd'), 0);
+  await gw.close();
+});

@@ -47,10 +47,10 @@ export class MemoryLink implements Link {
     try {
       this.decoder.push(bytes, (f) => {
         this.received.push(f);
-        this.events?.frame(f);
+        this.events?.onLinkFrame(f);
       });
     } catch (err) {
-      if (err instanceof ProtocolError) this.events?.error(err);
+      if (err instanceof ProtocolError) this.events?.onLinkError(err);
       else throw err;
     }
   }
@@ -72,7 +72,7 @@ export class MemoryLink implements Link {
   private finish(code?: number, reason?: string): void {
     if (this.done) return;
     this.done = true;
-    this.events?.close(code === undefined ? {} : { code, reason });
+    this.events?.onLinkClose(code === undefined ? {} : { code, reason });
   }
 }
 
