@@ -22,6 +22,27 @@ const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);
   return i > 0 ? process.argv[i + 1] : def;
 };
+if (process.argv.includes('--scale')) {
+  // The scale run (bench/scale-bench.ts): as many heartbeating connections as the machine holds.
+  const { runScale } = await import('./scale-bench.js');
+  const auto = (v: string) => (v === 'auto' ? 'auto' : Number(v));
+  const t0 = Date.now();
+  const r = await runScale(
+    {
+      target: Number(arg('target', '200000')),
+      holdS: Number(arg('hold-s', '600')),
+      intervalMs: Number(arg('interval-ms', '30000')),
+      workers: auto(arg('workers', 'auto')),
+      loadgens: auto(arg('loadgens', 'auto')),
+      sources: Number(arg('sources', '128')),
+      out: arg('out', 'docs/bench'),
+      rampTimeoutS: Number(arg('ramp-timeout-s', '900')),
+    },
+    (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`),
+  );
+  process.stdout.write(fs.readFileSync(path.join(String((r.options as { out: string }).out), 'scale.md'), 'utf8'));
+  process.exit(0);
+}
 const count = Number(arg('count', '10000'));
 const intervalMs = Number(arg('interval-ms', '1000'));
 const steadyS = Number(arg('steady-s', '30'));

@@ -16,4 +16,5 @@ export type * from './gateway/stores/store.js';
 export { MemoryStore } from './gateway/stores/memory-store.js';
 export { LonglinkClient } from './client/client.js';
 export type * from './client/client.js';
-export type { ClientOptions } from './client/options.js';
+export type { ClientOptions, TokenProvider } from './client/options.js';
+export { jwtAuthenticator, type JwtAuthOptions } from './auth/jwt-authenticator.js';

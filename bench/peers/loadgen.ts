@@ -27,6 +27,10 @@ interface Config {
   sources?: number;
   concurrency?: number;
   prefix?: string;
+  /** First source address is 127.0.0.<1 + sourceBase> (several load generators use disjoint ones). */
+  sourceBase?: number;
+  /** Start each connection's heartbeats as soon as it is open, not once all are (the scale run's long ramp). */
+  pingDuringSetup?: boolean;
 }
 
 const peer = process.argv[2];
@@ -39,18 +43,41 @@ interface Conn {
   bytes(): { in: number; out: number };
 }
 
-const stats = { open: 0, pings: 0, pongs: 0, messages: 0, failed: 0 };
+const stats = { open: 0, pings: 0, pongs: 0, messages: 0, failed: 0, closed: 0 };
+/** Why connections failed to open, and why open ones were closed (error codes, CLOSE frame codes). */
+const failures: Record<string, number> = {};
+const closes: Record<string, number> = {};
+const count = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
+let stopping = false;
 const conns: Conn[] = [];
-const source = (i: number) => `127.0.0.${1 + (i % (cfg.sources ?? 1))}`;
+const source = (i: number) => {
+  const n = (cfg.sourceBase ?? 0) + (i % (cfg.sources ?? 1));
+  return `127.0.${Math.floor(n / 254)}.${1 + (n % 254)}`;
+};
 const clientInitiated = !['ws', 'socketio'].includes(peer);
 
 function tcp(i: number, onOpen: (s: net.Socket) => void, onData: (s: net.Socket, d: Buffer) => void): Promise<net.Socket> {
   return new Promise((resolve, reject) => {
     const s = net.connect({ host: '127.0.0.1', port: cfg.port, localAddress: source(i), noDelay: true });
+    let opened = false;
+    let lastError = '';
     s.once('connect', () => onOpen(s));
     s.on('data', (d) => onData(s, d));
-    s.on('error', (e) => reject(e));
-    (s as net.Socket & { ready: () => void }).ready = () => resolve(s);
+    s.on('error', (e: NodeJS.ErrnoException) => {
+      lastError = e.code ?? e.message;
+      reject(e);
+    });
+    s.on('close', () => {
+      if (opened && !stopping) {
+        stats.closed++;
+        count(closes, lastError || (s as net.Socket & { closeCode?: number }).closeCode?.toString() || 'eof');
+      }
+      if (!opened) reject(new Error(lastError || 'closed during handshake'));
+    });
+    (s as net.Socket & { ready: () => void }).ready = () => {
+      opened = true;
+      resolve(s);
+    };
   });
 }
 const ready = (s: net.Socket) => (s as net.Socket & { ready: () => void }).ready();
@@ -79,6 +106,7 @@ async function open(i: number): Promise<Conn> {
           dec.push(d, (f) => {
             if (f.type === FrameType.PONG) stats.pongs++;
             else if (f.type === FrameType.DATA) stats.messages++;
+            else if (f.type === FrameType.CLOSE) (s as net.Socket & { closeCode?: number }).closeCode = f.code;
             else if (f.type === FrameType.WELCOME && !welcomed) {
               welcomed = true;
               ready(s);
@@ -163,39 +191,27 @@ async function open(i: number): Promise<Conn> {
   }
 }
 
-const t0 = performance.now();
-const conc = cfg.concurrency ?? 200;
-let next = 0;
-await Promise.all(
-  Array.from({ length: conc }, async () => {
-    while (next < cfg.count) {
-      const i = next++;
-      try {
-        conns[i] = await open(i);
-        stats.open++;
-        if (stats.open % 2000 === 0) say('progress', { open: stats.open });
-      } catch {
-        stats.failed++;
-      }
-    }
-  }),
-);
-say('ready', { open: stats.open, failed: stats.failed, setupMs: performance.now() - t0 });
-
-// Heartbeats spread evenly: by time t, t / interval × count pings are due.
-const live = conns.filter(Boolean);
-if (clientInitiated && live.length > 0) {
-  const start = performance.now();
-  let sent = 0;
+// Heartbeats spread evenly: live.length / interval pings a second, round robin,
+// so each connection pings once per interval (one that just opened within one).
+const live: Conn[] = [];
+function startHeartbeats(): void {
+  if (!clientInitiated) return;
+  let last = performance.now();
+  let credit = 0;
+  let cursor = 0;
   setInterval(() => {
-    const due = Math.floor(((performance.now() - start) / cfg.intervalMs) * live.length);
-    for (; sent < due; sent++) {
-      live[sent % live.length].ping();
+    const now = performance.now();
+    credit += ((now - last) / cfg.intervalMs) * live.length;
+    last = now;
+    for (; credit >= 1 && live.length > 0; credit--) {
+      live[cursor++ % live.length].ping();
       stats.pings++;
     }
   }, 5);
 }
+if (cfg.pingDuringSetup) startHeartbeats();
 
+// Answered from the start: the scale run asks for stats, and may stop the run, while connections still open.
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
   if (line.trim() === 'stats') {
     let bytesIn = 0;
@@ -205,12 +221,36 @@ readline.createInterface({ input: process.stdin }).on('line', (line) => {
       bytesIn += b.in;
       bytesOut += b.out;
     }
-    say('stats', { ...stats, bytesIn, bytesOut });
+    say('stats', { ...stats, bytesIn, bytesOut, failures, closes });
   }
 });
 const stop = () => {
+  stopping = true;
   for (const c of live) c.close();
   setTimeout(() => process.exit(0), 100);
 };
 process.stdin.on('end', stop);
 setTimeout(stop, cfg.maxMs).unref();
+
+const t0 = performance.now();
+const conc = cfg.concurrency ?? 200;
+let next = 0;
+await Promise.all(
+  Array.from({ length: conc }, async () => {
+    while (next < cfg.count) {
+      const i = next++;
+      try {
+        conns[i] = await open(i);
+        live.push(conns[i]);
+        stats.open++;
+        if (stats.open % 2000 === 0) say('progress', { open: stats.open });
+      } catch (err) {
+        stats.failed++;
+        count(failures, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+      }
+    }
+  }),
+);
+say('ready', { open: stats.open, failed: stats.failed, setupMs: performance.now() - t0, failures });
+if (!cfg.pingDuringSetup) startHeartbeats();
+

@@ -26,6 +26,8 @@ const [peer, intervalArg] = process.argv.slice(2);
 const intervalMs = Number(intervalArg ?? 1000);
 const say = (ev: string, d: Record<string, unknown> = {}) => process.stdout.write(JSON.stringify({ ev, ...d }) + '\n');
 let fanout: (n: number) => Promise<void> = async () => {};
+// A Buffer, as longlink's TCP link writes, so neither pays for wrapping a Uint8Array per write.
+const PONG = Buffer.from(BARE_PONG_DELIMITED);
 
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const [cmd, arg] = line.trim().split(/\s+/);
@@ -47,7 +49,7 @@ async function main(): Promise<number> {
         sockets.add(s);
         s.setNoDelay(true);
         s.on('data', (d) => {
-          for (let i = 1; i < d.length; i += 2) s.write(BARE_PONG_DELIMITED);
+          for (let i = 1; i < d.length; i += 2) s.write(PONG);
         });
         s.on('error', () => {});
         s.on('close', () => sockets.delete(s));

@@ -151,6 +151,14 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.peerClose = null;
     this.goawayAfterMs = undefined;
     let link: Link;
+    let token: string | undefined;
+    try {
+      token = typeof o.token === 'function' ? await o.token() : o.token;
+    } catch (err) {
+      if (this.userClosed) return;
+      this.lost(CloseCodes['auth-failed'], `token provider failed: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
     try {
       link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive });
     } catch (err) {
@@ -181,7 +189,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       version: PROTOCOL_VERSION,
       userId: o.userId,
       deviceId: o.deviceId,
-      ...(o.token !== undefined ? { token: o.token } : {}),
+      ...(token !== undefined ? { token } : {}),
       ...(Object.keys(o.clientInfo).length ? { clientInfo: o.clientInfo } : {}),
       ...(this.resumeToken !== undefined ? { resumeToken: this.resumeToken, lastSeq: this.lastSeq } : {}),
       ...(o.direction !== 'client' ? { direction: o.direction } : {}),
@@ -593,7 +601,9 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
     this.teardown();
     if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;
-    const willReconnect = this.options.reconnectEnabled && shouldReconnect(code);
+    // An expired token is worth another attempt only when the client can fetch a fresh one.
+    const refreshable = code === CloseCodes['auth-expired'] && typeof this.options.token === 'function';
+    const willReconnect = this.options.reconnectEnabled && (shouldReconnect(code) || refreshable);
     this.urlIndex++;
     this.emit('close', { code, reason, willReconnect });
     if (!willReconnect) {

@@ -16,6 +16,9 @@ export type AdaptiveOptions = Partial<LearnerOptions> & {
   state?: LearnerSnapshot;
 };
 
+/** Gives the token for the next connection attempt. */
+export type TokenProvider = () => string | Promise<string>;
+
 export interface ClientOptions {
   /**
    * `tcp://host:port` or `ws://host:port/path`; or several gateways (nodes of
@@ -25,7 +28,12 @@ export interface ClientOptions {
   url: string | string[];
   userId: string;
   deviceId: string;
-  token?: string;
+  /**
+   * Credentials for HELLO (a signed JWT for the gateway's jwtAuthenticator).
+   * A function is asked before every connection attempt, so a refreshed token
+   * is used, and a close for an expired token (4512) is retried with a new one.
+   */
+  token?: string | TokenProvider;
   /** Sent once in HELLO and cached by the gateway (app version, OS, ...). */
   clientInfo?: ClientState;
   /** Who sends heartbeats; 'server' suits clients whose timers are throttled. */
@@ -64,7 +72,7 @@ export interface ResolvedClientOptions {
   urls: string[];
   userId: string;
   deviceId: string;
-  token: string | undefined;
+  token: string | TokenProvider | undefined;
   clientInfo: ClientState;
   direction: HeartbeatDirection;
   intervalMs: number | undefined;

@@ -141,6 +141,18 @@ export class ServerConnection implements LinkEvents {
 
   /** @internal link event */
   onLinkFrame(f: Frame): void {
+    // Fast path for nearly all traffic: a bare heartbeat on an open link with no probe out
+    // (the decoder hands every bare PING over as the one shared BARE_PING object).
+    if (f === BARE_PING && this.phase === 'open' && this.probeDeadline === null) {
+      const now = this.host.clock.now();
+      this.stats.framesIn++;
+      this.stats.pingsIn++;
+      this.detector?.heard(now, true);
+      if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+      this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
+      this.stats.framesOut++;
+      return;
+    }
     if (this.phase === 'closed') return;
     const now = this.host.clock.now();
     this.stats.framesIn++;

@@ -1,11 +1,14 @@
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
-import { encodeDelimited } from '../protocol/frame-codec.js';
+import { BARE_PING, BARE_PING_DELIMITED, BARE_PONG, BARE_PONG_DELIMITED, encodeDelimited } from '../protocol/frame-codec.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
 import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
 
 const noop = () => {};
+// Buffers, not Uint8Arrays: the socket would wrap a Uint8Array in a new Buffer on every write.
+const PING_BYTES = Buffer.from(BARE_PING_DELIMITED);
+const PONG_BYTES = Buffer.from(BARE_PONG_DELIMITED);
 
 // The link rides on its socket, so the socket's listeners can be shared
 // functions instead of four closures per connection (about 280 bytes each).
@@ -102,7 +105,7 @@ export class TcpLink implements Link {
 
   send(f: Frame): void {
     if (this.done || this.socket.destroyed) return;
-    this.socket.write(encodeDelimited(f));
+    this.socket.write(f === BARE_PONG ? PONG_BYTES : f === BARE_PING ? PING_BYTES : encodeDelimited(f));
   }
 
   close(code: number, reason: string): void {

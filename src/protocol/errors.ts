@@ -27,6 +27,8 @@ export const CloseCodes = {
   'replaced': 4506,
   'kicked': 4507,
   'auth-failed': 4510,
+  'auth-missing': 4511,
+  'auth-expired': 4512,
 } as const;
 
 export type CloseReason = keyof typeof CloseCodes;

@@ -11,6 +11,7 @@ import { Redis } from 'ioredis';
 export interface TestRedis {
   url: string;
   port: number;
+  pid: number;
   stop(): Promise<void>;
 }
 
@@ -65,6 +66,7 @@ export async function startRedis(): Promise<TestRedis> {
   return {
     url,
     port,
+    pid: child.pid!,
     stop: async () => {
       live.delete(child);
       if (child.exitCode !== null) return;

@@ -1,0 +1,84 @@
+import { createLocalJWKSet, createRemoteJWKSet, errors, importSPKI, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import type { KeyObject } from 'node:crypto';
+import { LonglinkError, ProtocolError } from '../protocol/errors.js';
+import type { Authenticate, Identity } from '../gateway/options.js';
+
+/**
+ * Verifies the signed JWT a client puts in HELLO (`token`) with `jose`, and
+ * takes the identity from it: the user from `sub` (or `userClaim`), the
+ * device from `did` (or `deviceClaim`). The HELLO's own userId and deviceId
+ * must match what the token says, so a token for one device cannot open
+ * another's session. Refusals are ProtocolErrors with stable reasons:
+ * `auth-missing` (no token), `auth-expired` (exp passed, or nbf not yet),
+ * `auth-failed` (bad signature, wrong algorithm, issuer or audience, missing
+ * claims, identity mismatch).
+ */
+export interface JwtAuthOptions {
+  /** HS256: the shared secret. */
+  secret?: string | Uint8Array;
+  /** RS256/ES256: the issuer's public key (a KeyObject, or SPKI PEM text; PEM needs `algorithms` with one entry). */
+  publicKey?: KeyObject | string;
+  /** RS256/ES256: the issuer's keys as a JWK set (picked by `kid`). */
+  jwks?: JSONWebKeySet;
+  /** RS256/ES256: a URL serving the issuer's JWK set (fetched and cached by jose). */
+  jwksUrl?: string;
+  /** Accepted algorithms (default: HS256 with `secret`, RS256 and ES256 otherwise). */
+  algorithms?: string[];
+  issuer?: string | string[];
+  audience?: string | string[];
+  /** Claim holding the user id (default `sub`). */
+  userClaim?: string;
+  /** Claim holding the device id (default `did`); when the token has none, any device of the user may use it. */
+  deviceClaim?: string;
+  /** Whether a token must name its device (default false: a user-wide token is accepted for any device). */
+  requireDevice?: boolean;
+  /** Slack for clock skew on exp/nbf, in seconds (default 30). */
+  clockToleranceS?: number;
+  /** Wall clock in ms (tests); default Date.now. */
+  now?: () => number;
+}
+
+export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
+  const userClaim = o.userClaim ?? 'sub';
+  const deviceClaim = o.deviceClaim ?? 'did';
+  const sources = [o.secret, o.publicKey, o.jwks, o.jwksUrl].filter((x) => x !== undefined).length;
+  if (sources !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'jwtAuthenticator needs exactly one of secret, publicKey, jwks, jwksUrl');
+  const algorithms = o.algorithms ?? (o.secret !== undefined ? ['HS256'] : ['RS256', 'ES256']);
+  let key: Promise<Uint8Array | KeyObject | CryptoKey | JWTVerifyGetKey>;
+  if (o.secret !== undefined) key = Promise.resolve(typeof o.secret === 'string' ? new TextEncoder().encode(o.secret) : o.secret);
+  else if (o.jwks) key = Promise.resolve(createLocalJWKSet(o.jwks));
+  else if (o.jwksUrl) key = Promise.resolve(createRemoteJWKSet(new URL(o.jwksUrl)));
+  else if (typeof o.publicKey === 'string') {
+    if (algorithms.length !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'a PEM publicKey needs exactly one algorithm in `algorithms`');
+    key = importSPKI(o.publicKey, algorithms[0]);
+  } else key = Promise.resolve(o.publicKey!);
+
+  return async (hello): Promise<Identity> => {
+    if (!hello.token) throw new ProtocolError('auth-missing', 'HELLO carries no token; this gateway requires one');
+    let payload: JWTPayload;
+    try {
+      const k = await key;
+      const opts = {
+        algorithms,
+        clockTolerance: o.clockToleranceS ?? 30,
+        ...(o.issuer !== undefined ? { issuer: o.issuer } : {}),
+        ...(o.audience !== undefined ? { audience: o.audience } : {}),
+        ...(o.now ? { currentDate: new Date(o.now()) } : {}),
+      };
+      ({ payload } = typeof k === 'function' ? await jwtVerify(hello.token, k, opts) : await jwtVerify(hello.token, k, opts));
+    } catch (err) {
+      if (err instanceof errors.JWTExpired) throw new ProtocolError('auth-expired', 'token expired');
+      if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'nbf') throw new ProtocolError('auth-expired', 'token not valid yet (nbf)');
+      throw new ProtocolError('auth-failed', `token refused: ${(err as Error).message}`);
+    }
+    if (typeof payload.exp !== 'number') throw new ProtocolError('auth-failed', 'token has no expiry (exp)');
+    const userId = payload[userClaim];
+    if (typeof userId !== 'string' || userId === '') throw new ProtocolError('auth-failed', `token has no ${userClaim} claim`);
+    const deviceId = payload[deviceClaim];
+    if (deviceId !== undefined && typeof deviceId !== 'string') throw new ProtocolError('auth-failed', `token claim ${deviceClaim} is not a string`);
+    if (deviceId === undefined && o.requireDevice) throw new ProtocolError('auth-failed', `token has no ${deviceClaim} claim`);
+    if (hello.userId !== userId) throw new ProtocolError('auth-failed', 'HELLO names another user than its token');
+    if (deviceId !== undefined && hello.deviceId !== deviceId) throw new ProtocolError('auth-failed', 'HELLO names another device than its token');
+    return { userId, deviceId: deviceId ?? hello.deviceId };
+  };
+}

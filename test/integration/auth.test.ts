@@ -1,0 +1,148 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { generateKeyPair, SignJWT, exportJWK } from 'jose';
+import { jwtAuthenticator } from '../../src/auth/jwt-authenticator.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { encodeDelimited } from '../../src/protocol/frame-codec.js';
+import { FrameDecoder } from '../../src/protocol/frame-decoder.js';
+import { FrameType, PROTOCOL_VERSION, type Frame } from '../../src/protocol/frames.js';
+
+// JWT authentication over real TCP: each refusal closes the connection with its
+// own code, a good token opens the session, and nothing works before WELCOME.
+
+const SECRET = 'a-test-secret-of-at-least-32-bytes!!';
+const hs = (claims: Record<string, unknown>, exp: string | number = '5m') =>
+  new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setIssuedAt().setExpirationTime(exp).sign(new TextEncoder().encode(SECRET));
+
+/** HELLO (plus any frames after it) over a raw socket; resolves with every frame received once the server closes or `untilWelcome`. */
+function helloOver(port: number, hello: Record<string, unknown>, after: Frame[] = [], untilWelcome = false): Promise<Frame[]> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    const frames: Frame[] = [];
+    const dec = new FrameDecoder();
+    s.on('data', (d) =>
+      dec.push(d, (f) => {
+        frames.push(f);
+        if (untilWelcome && f.type === FrameType.WELCOME) {
+          s.destroy();
+          resolve(frames);
+        }
+      }),
+    );
+    s.on('connect', () => {
+      s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'alice', deviceId: 'phone', ...hello } as Frame));
+      for (const f of after) s.write(encodeDelimited(f));
+    });
+    s.on('error', () => {});
+    s.on('close', () => resolve(frames));
+    setTimeout(() => reject(new Error('no close and no WELCOME')), 5000).unref();
+  });
+}
+const closeCode = (frames: Frame[]) => frames.find((f): f is Extract<Frame, { type: 8 }> => f.type === FrameType.CLOSE)?.code;
+
+describe('JWT authentication (HS256)', () => {
+  let gw: Gateway;
+  let port: number;
+  before(async () => {
+    gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: jwtAuthenticator({ secret: SECRET, issuer: 'test-issuer' }) });
+    port = (await gw.listen()).tcp!.port;
+  });
+  after(() => gw.close());
+  const good = (c: Record<string, unknown> = {}) => hs({ sub: 'alice', did: 'phone', iss: 'test-issuer', ...c });
+
+  test('a valid token bound to the user and device opens the session', async () => {
+    const frames = await helloOver(port, { token: await good() }, [], true);
+    assert.equal(frames[0].type, FrameType.WELCOME);
+  });
+
+  test('no token: auth-missing', async () => {
+    assert.equal(closeCode(await helloOver(port, {})), CloseCodes['auth-missing']);
+  });
+
+  test('expired token: auth-expired', async () => {
+    const t = await hs({ sub: 'alice', did: 'phone', iss: 'test-issuer' }, Math.floor(Date.now() / 1000) - 120);
+    assert.equal(closeCode(await helloOver(port, { token: t })), CloseCodes['auth-expired']);
+  });
+
+  test('bad signature, wrong issuer, another device or user, no expiry, garbage: auth-failed', async () => {
+    const forged = await new SignJWT({ sub: 'alice', did: 'phone', iss: 'test-issuer' })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setExpirationTime('5m')
+      .sign(new TextEncoder().encode('another-secret-of-at-least-32-bytes!!'));
+    const noExp = await new SignJWT({ sub: 'alice', did: 'phone', iss: 'test-issuer' }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(SECRET));
+    const cases: [string, Record<string, unknown>][] = [
+      ['forged', { token: forged }],
+      ['wrong issuer', { token: await good({ iss: 'someone-else' }) }],
+      ['another device', { token: await good({ did: 'tablet' }) }],
+      ['another user', { token: await good({ sub: 'mallory' }) }],
+      ['no exp', { token: noExp }],
+      ['garbage', { token: 'not.a.jwt' }],
+    ];
+    for (const [what, hello] of cases) assert.equal(closeCode(await helloOver(port, hello)), CloseCodes['auth-failed'], what);
+  });
+
+  test('nothing may follow HELLO before WELCOME: a DATA sent with a bad token is never delivered', async () => {
+    const got: unknown[] = [];
+    gw.on('message', (m) => got.push(m));
+    const frames = await helloOver(port, { token: 'bad' }, [{ type: FrameType.DATA, seq: 1, payload: new Uint8Array([1]) } as Frame]);
+    assert.ok([CloseCodes['auth-failed'], CloseCodes['unexpected-frame']].includes(closeCode(frames) as never));
+    assert.equal(got.length, 0);
+    // The gateway still serves everyone else.
+    const ok = await helloOver(port, { token: await good() }, [], true);
+    assert.equal(ok[0].type, FrameType.WELCOME);
+  });
+});
+
+describe('JWT authentication (RS256 and ES256 public keys)', () => {
+  for (const alg of ['RS256', 'ES256'] as const) {
+    test(`${alg}: the issuer's key set verifies; a token signed by another key is refused`, async () => {
+      const issuer = await generateKeyPair(alg);
+      const stranger = await generateKeyPair(alg);
+      const jwk = { ...(await exportJWK(issuer.publicKey)), kid: 'k1', alg };
+      const gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: jwtAuthenticator({ jwks: { keys: [jwk] } }) });
+      const port = (await gw.listen()).tcp!.port;
+      try {
+        const sign = (key: CryptoKey) => new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg, kid: 'k1' }).setExpirationTime('5m').sign(key);
+        assert.equal((await helloOver(port, { token: await sign(issuer.privateKey) }, [], true))[0].type, FrameType.WELCOME);
+        assert.equal(closeCode(await helloOver(port, { token: await sign(stranger.privateKey) })), CloseCodes['auth-failed']);
+        // An HS256 token is refused outright by a gateway that expects public-key signatures.
+        assert.equal(closeCode(await helloOver(port, { token: await hs({ sub: 'alice', did: 'phone' }) })), CloseCodes['auth-failed']);
+      } finally {
+        await gw.close();
+      }
+    });
+  }
+});
+
+describe('client token provider', () => {
+  test('after a close for an expired token the client asks for a fresh one and gets in', async () => {
+    const { LonglinkClient } = await import('../../src/client/client.js');
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: jwtAuthenticator({ secret: SECRET, clockToleranceS: 0 }) });
+    const port = (await gw.listen()).tcp!.port;
+    let asked = 0;
+    const client = new LonglinkClient({
+      url: `tcp://127.0.0.1:${port}`,
+      userId: 'alice',
+      deviceId: 'phone',
+      // The first token handed out is already stale, as after a long sleep.
+      token: async () => (++asked === 1 ? hs({ sub: 'alice', did: 'phone' }, Math.floor(Date.now() / 1000) - 60) : hs({ sub: 'alice', did: 'phone' })),
+      reconnect: { initialDelayMs: 10, minDelayMs: 5, maxDelayMs: 50 },
+    });
+    const closes: { code: number; willReconnect: boolean }[] = [];
+    client.on('close', (e) => closes.push(e));
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.on('open', () => resolve());
+        setTimeout(() => reject(new Error('never opened')), 5000).unref();
+        client.connect().catch(() => {});
+      });
+      assert.equal(asked, 2);
+      assert.deepEqual(closes.map((c) => [c.code, c.willReconnect]), [[CloseCodes['auth-expired'], true]]);
+    } finally {
+      client.close();
+      await gw.close();
+    }
+  });
+});

@@ -1,0 +1,30 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { runScale } from '../../bench/scale-bench.js';
+import { redisUnavailable } from '../helpers/redis.js';
+
+// The scale run's machinery at a small size: two gateway workers on Redis, two
+// load generators; every connection must be opened, answered and kept.
+const noRedis = redisUnavailable();
+
+test('scale run at a small size: every connection held and heartbeating, none closed', { skip: noRedis ?? false, timeout: 120_000 }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'll-scale-'));
+  try {
+    const r = await runScale({ target: 400, holdS: 6, intervalMs: 1000, workers: 2, loadgens: 2, sources: 4, out, rampTimeoutS: 60 }, () => {});
+    assert.equal(r.opened, 400);
+    assert.equal(r.held, 400);
+    assert.equal(r.closedInHold, 0);
+    assert.equal(r.gatewayOfflineInHold, 0);
+    // One round trip per connection per second, give or take the edges of the window.
+    assert.ok(Number(r.heartbeatsInHold) >= 400 * 4, `heartbeats answered: ${r.heartbeatsInHold}`);
+    assert.ok(Number(r.heartbeatsInHold) <= Number(r.pingsInHold));
+    assert.ok(Number(r.peakGatewayRssMB) > 0 && Number(r.maxFdsPerProcess) > 0);
+    for (const f of ['scale.json', 'scale.md', 'scale.svg']) assert.ok(fs.statSync(path.join(out, f)).size > 100, f);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
+if (noRedis) test(`scale run skipped: ${noRedis}`, { skip: noRedis }, () => {});
