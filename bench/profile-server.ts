@@ -127,13 +127,10 @@ function heapCounts(file: string): Map<string, [number, number]> {
 
 const prof = path.join(dir, 'cpu');
 const windowS = Math.max(5, steadyS - 2);
-let before = 0;
 const pongs = await withLoad(['--cpu-prof', `--cpu-prof-dir=${prof}`], count, async () => {
   await new Promise((r) => setTimeout(r, (steadyS - windowS) * 1000));
-  before = Date.now();
   await new Promise((r) => setTimeout(r, windowS * 1000));
 });
-void before;
 const file = fs.readdirSync(prof).find((f) => f.endsWith('.cpuprofile'));
 if (file) summarizeCpu(path.join(prof, file), windowS, Math.round((pongs * windowS) / steadyS));
 

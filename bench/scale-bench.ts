@@ -350,10 +350,9 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
       last = await sample('hold');
     }
     const holdS = (Date.now() - holdStartAt) / 1000;
-    const final = stats;
     const failures: Record<string, number> = {};
     const closes: Record<string, number> = {};
-    for (const s of final) {
+    for (const s of stats) {
       for (const [k, v] of Object.entries(s.failures ?? {})) failures[k] = (failures[k] ?? 0) + v;
       for (const [k, v] of Object.entries(s.closes ?? {})) closes[k] = (closes[k] ?? 0) + v;
     }

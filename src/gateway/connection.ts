@@ -149,8 +149,7 @@ export class ServerConnection implements LinkEvents {
       this.stats.pingsIn++;
       this.detector?.heard(now, true);
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
-      this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
-      this.stats.framesOut++;
+      this.answerPing();
       return;
     }
     if (this.phase === 'closed') return;
@@ -183,9 +182,7 @@ export class ServerConnection implements LinkEvents {
         return;
       case FrameType.PING:
         this.stats.pingsIn++;
-        // The answer carries an owed acknowledgement for free.
-        this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
-        this.stats.framesOut++;
+        this.answerPing();
         if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
         if (f.state !== undefined) this.mergeState(f.state);
         return;
@@ -205,6 +202,12 @@ export class ServerConnection implements LinkEvents {
         this.link.destroy();
         return;
     }
+  }
+
+  private answerPing(): void {
+    // The answer carries an owed acknowledgement for free.
+    this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
+    this.stats.framesOut++;
   }
 
   private onHello(hello: HelloFrame): void {
