@@ -43,6 +43,19 @@ if (process.argv.includes('--scale')) {
   process.stdout.write(fs.readFileSync(path.join(String((r.options as { out: string }).out), 'scale.md'), 'utf8'));
   process.exit(0);
 }
+if (process.argv.includes('--fuzz')) {
+  // The long fuzz run (bench/fuzz.ts); npm test runs the same engine for 10,000 cases.
+  const { runFuzz, fuzzMarkdown } = await import('./fuzz.js');
+  const cases = Number(arg('cases', '200000'));
+  const r = await runFuzz({
+    cases,
+    seed: Number(arg('seed', String(Date.now() % 1e9))),
+    concurrency: Number(arg('concurrency', '64')),
+    onProgress: (done, rep) => process.stderr.write(`  ${done}/${cases} cases, ${rep.violations.length} violations\n`),
+  });
+  process.stdout.write(fuzzMarkdown(r) + '\n');
+  process.exit(r.violations.length ? 1 : 0);
+}
 const count = Number(arg('count', '10000'));
 const intervalMs = Number(arg('interval-ms', '1000'));
 const steadyS = Number(arg('steady-s', '30'));

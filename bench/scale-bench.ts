@@ -230,6 +230,13 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
           String(o.intervalMs),
           '--heartbeat-min-interval-ms',
           String(Math.min(o.intervalMs, 5000)),
+          // The run measures how many connections fit: admission must not be what stops it.
+          '--max-connections',
+          '0',
+          '--max-connections-per-source',
+          '0',
+          '--handshakes-per-second',
+          '0',
           '--log-level',
           'info',
         ],

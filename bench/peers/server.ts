@@ -68,6 +68,9 @@ async function main(): Promise<number> {
         tcp: tcp ? { host: '127.0.0.1', port: 0 } : false,
         ws: tcp ? false : { host: '127.0.0.1', port: 0 },
         heartbeat: { intervalMs, minIntervalMs: 100, maxIntervalMs: 600_000 },
+        // Capacity is measured, so admission does not cap the set-up rate or the
+        // load generator's few source addresses; the PING pace and write bounds stay on.
+        limits: { handshakesPerSecond: 0, maxConnectionsPerSource: 0, maxConnections: 0 },
       });
       fanout = async (n) => {
         const payload = Buffer.from('x');

@@ -21,10 +21,11 @@ function loadState(file: string | undefined): { state: import('../core/interval-
 export function clientCommand(): Command {
   return new Command('client')
     .description('connect to a gateway, print events, send lines typed on stdin')
-    .option('--url <url>', 'gateway URL: tcp://host:port or ws://host:port/longlink; several, comma-separated, for a cluster', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
+    .option('--url <url>', 'gateway URL: tcp://host:port, tls://host:port, ws://host:port/longlink or wss://…; several, comma-separated, for a cluster', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
     .option('--user <id>', 'user id', `user-${process.pid}`)
     .option('--device <id>', 'device id', `${os.hostname()}-${process.pid}`)
     .option('--token <token>', 'auth token sent in HELLO')
+    .option('--tls-ca <file>', 'tls:// and wss://: trust this CA certificate (PEM), for a private or self-signed gateway certificate')
     .addOption(new Option('--direction <who>', 'who sends heartbeats').choices(['client', 'server']).default('client'))
     .option('--interval-ms <ms>', 'heartbeat interval to announce (default: the gateway\'s); with --adaptive, the start', int)
     .option('--adaptive', 'learn the longest interval the network allows (probe, fall back, settle)')
@@ -48,6 +49,7 @@ export function clientCommand(): Command {
         clientInfo: o.info,
         probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
         reconnect: { enabled: o.reconnect },
+        ...(o.tlsCa ? { tls: { ca: fs.readFileSync(o.tlsCa) } } : {}),
       });
       const print = (event: string, data: Record<string, unknown>, text: string) => {
         if (o.json) console.log(JSON.stringify({ event, ...data }));
@@ -66,6 +68,7 @@ export function clientCommand(): Command {
       client.on('acked', (a) => print('acked', { ...a }, `acked #${a.seq} (${a.id})`));
       client.on('session-lost', (e) => print('session-lost', { ...e }, 'the gateway did not know our session: a new one began'));
       client.on('close', (e) => print('close', { ...e }, `closed ${e.code} ${e.reason}${e.willReconnect ? '' : ' (not reconnecting)'}`));
+      client.on('warning', (w) => print('warning', { ...w }, `warning from the gateway: ${w.code} ${w.reason}`));
       client.on('reconnecting', (r) => print('reconnecting', { ...r }, `reconnecting in ${r.delayMs} ms (attempt ${r.attempt})`));
       client.on('interval', (e) => {
         print('interval', { ...e }, `heartbeat interval ${e.intervalMs} ms on ${e.network} (${e.change}, ${e.phase})`);

@@ -1,7 +1,10 @@
 import { Command, Option } from 'commander';
 import pino from 'pino';
-import { Gateway } from '../gateway/gateway.js';
-import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS } from '../gateway/options.js';
+import { readFileSync } from 'node:fs';
+import { createPublicKey } from 'node:crypto';
+import { DRAIN_DEFAULTS, Gateway } from '../gateway/gateway.js';
+import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_DEFAULTS, type Authenticate } from '../gateway/options.js';
+import { jwtAuthenticator } from '../auth/jwt-authenticator.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
 import cluster from 'node:cluster';
 import os from 'node:os';
@@ -48,6 +51,22 @@ export function serveCommand(): Command {
     .option('--node-id <id>', 'name of this gateway node in presence entries')
     .option('--redis <url>', 'share presence, sessions and queues with other nodes through Redis (redis://host:port)')
     .option('--redis-prefix <prefix>', 'key prefix in Redis', REDIS_DEFAULTS.prefix)
+    .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
+    .option('--tls-key <file>', 'serve TLS: private key (PEM)')
+    .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret (or set LONGLINK_JWT_SECRET)')
+    .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
+    .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL")
+    .option('--jwt-issuer <iss>', 'accepted token issuer (iss)')
+    .option('--jwt-audience <aud>', 'accepted token audience (aud)')
+    .option('--max-connections <n>', 'connections held at once per process (0 = no limit)', int, LIMIT_DEFAULTS.maxConnections)
+    .option('--max-connections-per-source <n>', 'connections held at once from one address (0 = no limit)', int, LIMIT_DEFAULTS.maxConnectionsPerSource)
+    .option('--handshakes-per-second <n>', 'new connections admitted per second per process (0 = no limit)', int, LIMIT_DEFAULTS.handshakesPerSecond)
+    .option('--min-ping-gap-ms <ms>', 'average PING spacing a client must keep (0 = no limit; default: a fifth of the shortest interval)', int)
+    .option('--ping-burst <n>', 'PINGs allowed at once before the spacing applies', int, LIMIT_DEFAULTS.pingBurst)
+    .option('--max-write-buffer-bytes <n>', 'unsent output after which a connection is a slow consumer', int, LIMIT_DEFAULTS.maxWriteBufferBytes)
+    .option('--slow-consumer-ms <ms>', 'how long delivery may wait for a full write buffer to drain', int, LIMIT_DEFAULTS.slowConsumerMs)
+    .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
+    .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
@@ -59,10 +78,29 @@ export function serveCommand(): Command {
       const store = o.redis
         ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)) })
         : undefined;
+      let tls;
+      let authenticate: Authenticate | undefined;
+      try {
+        tls = tlsFiles(o);
+        authenticate = jwtFromOptions(o);
+      } catch (err) {
+        log.fatal({ event: 'bad-option', err: (err as Error).message }, 'bad option');
+        process.exit(2);
+      }
       const gw = new Gateway({
         ...(store ? { store } : {}),
-        tcp: o.tcp === false ? false : { host: o.host, port: o.tcpPort },
-        ws: o.ws === false ? false : { host: o.host, port: o.wsPort, path: o.wsPath },
+        ...(authenticate ? { authenticate } : {}),
+        tcp: o.tcp === false ? false : { host: o.host, port: o.tcpPort, ...(tls ? { tls } : {}) },
+        ws: o.ws === false ? false : { host: o.host, port: o.wsPort, path: o.wsPath, ...(tls ? { tls } : {}) },
+        limits: {
+          maxConnections: o.maxConnections,
+          maxConnectionsPerSource: o.maxConnectionsPerSource,
+          handshakesPerSecond: o.handshakesPerSecond,
+          ...(o.minPingGapMs !== undefined ? { minPingGapMs: o.minPingGapMs } : {}),
+          pingBurst: o.pingBurst,
+          maxWriteBufferBytes: o.maxWriteBufferBytes,
+          slowConsumerMs: o.slowConsumerMs,
+        },
         heartbeat: {
           intervalMs: o.heartbeatIntervalMs,
           minIntervalMs: o.heartbeatMinIntervalMs,
@@ -89,6 +127,7 @@ export function serveCommand(): Command {
       gw.on('offline', (e) =>
         log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline'),
       );
+      gw.on('refused', (e) => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, retryAfterMs: e.retryAfterMs }, e.message));
       gw.on('protocol-error', (e) => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error'));
       gw.on('state', (e) => log.debug({ event: 'state', user: e.userId, device: e.deviceId, state: e.state }, 'client state'));
       gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));
@@ -114,8 +153,9 @@ export function serveCommand(): Command {
       log.info(
         {
           event: 'listening',
-          tcp: addrs.tcp ? `tcp://${addrs.tcp.address}:${addrs.tcp.port}` : null,
-          ws: addrs.ws ? `ws://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
+          tcp: addrs.tcp ? `${tls ? 'tls' : 'tcp'}://${addrs.tcp.address}:${addrs.tcp.port}` : null,
+          ws: addrs.ws ? `${tls ? 'wss' : 'ws'}://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
+          auth: authenticate ? 'jwt' : 'none',
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,
           nodeId: gw.options.nodeId,
@@ -127,9 +167,10 @@ export function serveCommand(): Command {
       const stop = async (signal: string) => {
         if (stopping) return;
         stopping = true;
-        log.info({ event: 'stopping', signal }, 'stopping');
-        await gw.close({ reconnectAfterMs: 1000 });
+        log.info({ event: 'draining', signal, connections: gw.connectionCount, windowMs: o.drainWindowMs }, 'draining');
+        const report = await gw.drain({ windowMs: o.drainWindowMs, ackTimeoutMs: o.drainAckTimeoutMs });
         await store?.close();
+        log.info({ event: 'stopped', ...report }, 'drained and stopped');
         process.exit(0);
       };
       process.on('SIGINT', () => void stop('SIGINT'));
@@ -187,8 +228,27 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(0);
     cluster.on('exit', done);
     done();
-    setTimeout(() => process.exit(0), 10_000).unref();
+    // Each worker drains (GOAWAY hints over the window, acks in flight) before it exits.
+    setTimeout(() => process.exit(0), (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+function tlsFiles(o: Record<string, unknown>): { cert: Buffer; key: Buffer } | undefined {
+  if (!o.tlsCert && !o.tlsKey) return undefined;
+  if (!o.tlsCert || !o.tlsKey) throw new Error('--tls-cert and --tls-key go together');
+  return { cert: readFileSync(o.tlsCert as string), key: readFileSync(o.tlsKey as string) };
+}
+
+function jwtFromOptions(o: Record<string, unknown>): Authenticate | undefined {
+  const secret = (o.jwtSecret as string | undefined) ?? process.env.LONGLINK_JWT_SECRET;
+  const common = {
+    ...(o.jwtIssuer ? { issuer: o.jwtIssuer as string } : {}),
+    ...(o.jwtAudience ? { audience: o.jwtAudience as string } : {}),
+  };
+  if (secret) return jwtAuthenticator({ secret, ...common });
+  if (o.jwtPublicKey) return jwtAuthenticator({ publicKey: createPublicKey(readFileSync(o.jwtPublicKey as string)), ...common });
+  if (o.jwksUrl) return jwtAuthenticator({ jwksUrl: o.jwksUrl as string, ...common });
+  return undefined;
 }

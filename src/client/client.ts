@@ -37,6 +37,8 @@ export interface ClientEvents {
   state: [ClientStateName];
   /** Adaptive heartbeat: the learned interval changed (a probe, a fallback, settling, a network switch). */
   interval: [{ network: string; intervalMs: number; phase: LearnerPhase; change: LearnerChange }];
+  /** The gateway warned that a limit is near (a PONG with a close code, such as 4006 too-many-pings). */
+  warning: [{ code: number; reason: string }];
 }
 
 /**
@@ -160,7 +162,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       return;
     }
     try {
-      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive });
+      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}) });
     } catch (err) {
       if (this.userClosed) return;
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
@@ -237,6 +239,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
         }
         const sample = this.rtt.pongReceived(now);
         if (sample) this.emit('rtt', sample);
+        if (f.warn !== undefined) this.emit('warning', { code: f.warn, reason: reasonForCode(f.warn) });
         return;
       }
       case FrameType.DATA:

@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls, { type ConnectionOptions } from 'node:tls';
 import { WebSocket } from 'ws';
 import { LonglinkError } from '../protocol/errors.js';
 import { applyKeepalive, type KeepaliveOptions } from '../link/socket-tuning.js';
@@ -6,28 +7,38 @@ import { TcpLink } from '../link/tcp-link.js';
 import { WsLink } from '../link/ws-link.js';
 import type { Link } from '../link/link.js';
 
-/**
- * Opens a Link to a gateway URL: `tcp://host:port` for the raw TCP transport,
- * `ws://host:port/path` for WebSocket.
- */
-export async function dial(
-  url: string,
-  opts: { timeoutMs: number; maxFrameBytes: number; keepalive: KeepaliveOptions },
-): Promise<Link> {
-  const u = new URL(url);
-  if (u.protocol === 'tcp:') return dialTcp(u, opts);
-  if (u.protocol === 'ws:' || u.protocol === 'wss:') return dialWs(u, opts);
-  throw new LonglinkError('LL_ERR_BAD_URL', `unsupported URL scheme ${u.protocol} (use tcp:// or ws://)`);
+export interface DialOptions {
+  timeoutMs: number;
+  maxFrameBytes: number;
+  keepalive: KeepaliveOptions;
+  /** For `tls://` and `wss://`: trust (`ca`), `servername`, client certificates; node:tls options. */
+  tls?: ConnectionOptions;
 }
 
-function dialTcp(u: URL, opts: { timeoutMs: number; maxFrameBytes: number; keepalive: KeepaliveOptions }): Promise<Link> {
+/**
+ * Opens a Link to a gateway URL: `tcp://host:port` for the raw TCP transport,
+ * `tls://host:port` for it over TLS, `ws://host:port/path` or `wss://` for
+ * WebSocket.
+ */
+export async function dial(url: string, opts: DialOptions): Promise<Link> {
+  const u = new URL(url);
+  if (u.protocol === 'tcp:' || u.protocol === 'tls:') return dialTcp(u, opts, u.protocol === 'tls:');
+  if (u.protocol === 'ws:' || u.protocol === 'wss:') return dialWs(u, opts);
+  throw new LonglinkError('LL_ERR_BAD_URL', `unsupported URL scheme ${u.protocol} (use tcp://, tls://, ws:// or wss://)`);
+}
+
+function dialTcp(u: URL, opts: DialOptions, secure: boolean): Promise<Link> {
   return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port), noDelay: true });
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    const port = Number(u.port);
+    const socket = secure
+      ? tls.connect({ ...opts.tls, host, port, ...(net.isIP(host) || opts.tls?.servername ? {} : { servername: host }) })
+      : net.connect({ host, port, noDelay: true });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(new LonglinkError('LL_ERR_CONNECT_TIMEOUT', `TCP connect to ${u.host} timed out`));
+      reject(new LonglinkError('LL_ERR_CONNECT_TIMEOUT', `${secure ? 'TLS' : 'TCP'} connect to ${u.host} timed out`));
     }, opts.timeoutMs);
-    socket.once('connect', () => {
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
       applyKeepalive(socket, opts.keepalive);
@@ -40,9 +51,9 @@ function dialTcp(u: URL, opts: { timeoutMs: number; maxFrameBytes: number; keepa
   });
 }
 
-function dialWs(u: URL, opts: { timeoutMs: number; maxFrameBytes: number; keepalive: KeepaliveOptions }): Promise<Link> {
+function dialWs(u: URL, opts: DialOptions): Promise<Link> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(u, { perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: opts.maxFrameBytes * 2 });
+    const ws = new WebSocket(u, { ...(u.protocol === 'wss:' ? opts.tls : {}), perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: opts.maxFrameBytes * 2 });
     let sock: net.Socket | undefined;
     ws.once('upgrade', (res) => {
       sock = res.socket as net.Socket;

@@ -1,3 +1,5 @@
+import type { ConnectionOptions } from 'node:tls';
+import type { DialOptions } from './connect.js';
 import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import { DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff.js';
 import { dropUndefined, resolveProbes, type ProbeOptions } from '../core/heartbeat-policy.js';
@@ -61,11 +63,13 @@ export interface ClientOptions {
   /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
   ackDelayMs?: number;
   keepalive?: KeepaliveOptions;
+  /** For `tls://` and `wss://` URLs: node:tls options such as `ca` (to trust a private CA) or `servername`. */
+  tls?: ConnectionOptions;
   clock?: Clock;
   timers?: Timers;
   random?: () => number;
   /** Opens the link; replaceable for other transports (the browser build) and tests. */
-  dial?: (url: string, opts: { timeoutMs: number; maxFrameBytes: number; keepalive: KeepaliveOptions }) => Promise<Link>;
+  dial?: (url: string, opts: DialOptions) => Promise<Link>;
 }
 
 export interface ResolvedClientOptions {
@@ -86,6 +90,7 @@ export interface ResolvedClientOptions {
   maxOutbox: number;
   ackDelayMs: number;
   keepalive: KeepaliveOptions;
+  tls: ConnectionOptions | undefined;
   clock: Clock;
   timers: Timers;
   random: () => number;
@@ -121,6 +126,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     maxOutbox: o.maxOutbox ?? CLIENT_DEFAULTS.maxOutbox,
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
     keepalive: o.keepalive ?? {},
+    tls: o.tls,
     clock: o.clock ?? systemClock,
     timers: o.timers ?? systemTimers,
     random: o.random ?? Math.random,

@@ -19,6 +19,7 @@ import {
 } from '../protocol/frames.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import type { DisconnectReason } from './disconnect.js';
+import type { ResolvedLimits } from './options.js';
 import { newId } from './ids.js';
 
 /** Shared until a connection has state of its own: most never do. */
@@ -32,6 +33,7 @@ export interface ConnectionHost {
   readonly policy: HeartbeatPolicy;
   readonly probes: ProbeOptions;
   readonly handshakeTimeoutMs: number;
+  readonly limits: ResolvedLimits;
   /** Builds the passive detector for a client-sent heartbeat. */
   newDetector(grant: HeartbeatGrant, now: number): LivenessDetector;
   wake(): void;
@@ -48,6 +50,8 @@ export interface ConnectionHost {
   opened(conn: ServerConnection): void;
   /** A probe before push was answered: what it held may go now. */
   probeAnswered(conn: ServerConnection): void;
+  /** The write buffer drained after delivery paused for it: delivery may go on. */
+  writable(conn: ServerConnection): void;
   /** A probe before push went unanswered; the link is being closed. */
   probeFailed(conn: ServerConnection): void;
   stateChanged(conn: ServerConnection, delta: ClientState): void;
@@ -105,6 +109,13 @@ export class ServerConnection implements LinkEvents {
   inbound: Promise<void> = SETTLED;
   flushing = false;
   flushAgain = false;
+  /** Draining: GOAWAY is out; nothing new is written, and the link closes once what was sent is acknowledged. */
+  draining = false;
+  /** Flow control: when delivery paused for a full write buffer (monotonic ms), or -1. */
+  writeStalledAt = -1;
+  /** PING rate (GCRA): when the next PING is due at the allowed pace; and whether the client was warned. */
+  private pingTat = 0;
+  private pingWarned = false;
   private detector: LivenessDetector | null = null;
   private scheduler: HeartbeatScheduler | null = null;
   readonly timer: WheelTimer<ServerConnection>;
@@ -147,9 +158,11 @@ export class ServerConnection implements LinkEvents {
       const now = this.host.clock.now();
       this.stats.framesIn++;
       this.stats.pingsIn++;
+      const pace = this.pingPace(now);
+      if (pace === PACE_CLOSED) return;
       this.detector?.heard(now, true);
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
-      this.answerPing();
+      this.answerPing(pace === PACE_WARN);
       return;
     }
     if (this.phase === 'closed') return;
@@ -180,12 +193,15 @@ export class ServerConnection implements LinkEvents {
       case FrameType.HELLO:
         this.onHello(f);
         return;
-      case FrameType.PING:
+      case FrameType.PING: {
         this.stats.pingsIn++;
-        this.answerPing();
+        const pace = this.pingPace(now);
+        if (pace === PACE_CLOSED) return;
+        this.answerPing(pace === PACE_WARN);
         if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
         if (f.state !== undefined) this.mergeState(f.state);
         return;
+      }
       case FrameType.PONG: {
         const sample = this.rtt?.pongReceived(now);
         if (sample) this.host.rtt(this, sample);
@@ -204,10 +220,44 @@ export class ServerConnection implements LinkEvents {
     }
   }
 
-  private answerPing(): void {
+  private answerPing(warn: boolean): void {
     // The answer carries an owed acknowledgement for free.
-    this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
+    if (warn) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'], ...(this.ackOwed ? { ack: this.takeAck() } : {}) });
+    else this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
     this.stats.framesOut++;
+  }
+
+  /**
+   * Enforces the PING rate (a GCRA: one per minPingGapMs on average, bursts
+   * of pingBurst), as gRPC servers do with too_many_pings: the first breach
+   * is answered with a warning, a second before the client calms down
+   * (its allowance refills) closes the link with GOAWAY.
+   */
+  private pingPace(now: number): number {
+    const { minPingGapMs: gap, pingBurst } = this.host.limits;
+    if (gap <= 0) return PACE_OK;
+    let tat = this.pingTat;
+    if (tat <= now) {
+      tat = now;
+      this.pingWarned = false;
+    }
+    if (tat - now < gap * pingBurst) {
+      this.pingTat = tat + gap;
+      return PACE_OK;
+    }
+    if (!this.pingWarned) {
+      this.pingWarned = true;
+      return PACE_WARN;
+    }
+    this.goAway('too-many-pings', Math.max(gap * pingBurst, this.grant?.intervalMs ?? 0), `more than one PING per ${gap} ms (bursts of ${pingBurst})`);
+    return PACE_CLOSED;
+  }
+
+  /** GOAWAY with a hint for when to come back, then close. */
+  goAway(reason: CloseReason, reconnectAfterMs: number, message: string = reason): void {
+    if (this.phase === 'closed') return;
+    if (this.phase === 'open') this.link.send({ type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.round(reconnectAfterMs), reason });
+    this.closeWith(reason, message);
   }
 
   private onHello(hello: HelloFrame): void {
@@ -275,8 +325,31 @@ export class ServerConnection implements LinkEvents {
   }
 
   private nextWake(now: number): number {
-    const t = this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now);
-    return this.probeDeadline === null ? t : Math.min(t, this.probeDeadline);
+    let t = this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now);
+    if (this.probeDeadline !== null) t = Math.min(t, this.probeDeadline);
+    if (this.writeStalledAt >= 0) t = Math.min(t, this.writeStalledAt + this.host.limits.slowConsumerMs);
+    return t;
+  }
+
+  /** Whether reliable delivery should pause: a quarter of the write-buffer bound is taken. */
+  get writeBackedUp(): boolean {
+    return this.link.bufferedBytes >= this.host.limits.maxWriteBufferBytes / 4;
+  }
+
+  /** Pauses delivery until the link drains; a link that stays full past slowConsumerMs is closed. */
+  stallWrites(): void {
+    if (this.phase !== 'open' || this.writeStalledAt >= 0) return;
+    const now = this.host.clock.now();
+    this.writeStalledAt = now;
+    this.link.awaitDrain();
+    this.arm(this.nextWake(now));
+  }
+
+  /** @internal link event */
+  onLinkDrain(): void {
+    if (this.phase !== 'open' || this.writeStalledAt < 0) return;
+    this.writeStalledAt = -1;
+    this.host.writable(this);
   }
 
   /**
@@ -317,6 +390,9 @@ export class ServerConnection implements LinkEvents {
       const what = this.phase === 'hello' ? 'HELLO arrived but the handshake did not finish' : 'no HELLO';
       this.closeWith('handshake-timeout', `${what} within ${this.host.handshakeTimeoutMs} ms`);
       return;
+    }
+    if (this.writeStalledAt >= 0 && now >= this.writeStalledAt + this.host.limits.slowConsumerMs) {
+      return this.closeWith('slow-consumer', `the link did not drain for ${this.host.limits.slowConsumerMs} ms`);
     }
     if (this.probeDeadline !== null && now >= this.probeDeadline) {
       this.probeDeadline = null;
@@ -362,6 +438,12 @@ export class ServerConnection implements LinkEvents {
       if (this.ackOwed) f = { ...f, ack: this.takeAck() };
     }
     this.link.send(f);
+    // A peer that does not read would have the gateway buffer for it without end.
+    const buffered = this.link.bufferedBytes;
+    if (buffered > this.host.limits.maxWriteBufferBytes && this.phase !== 'closed') {
+      // The CLOSE queues behind the backlog; the link's linger destroys it if the peer never reads.
+      this.closeWith('slow-consumer', `${buffered} bytes wait to be written (limit ${this.host.limits.maxWriteBufferBytes})`);
+    }
   }
 
   /** Closes with a reason the gateway chose; the `offline` event fires now, not when the socket is gone. */
@@ -402,6 +484,10 @@ export class ServerConnection implements LinkEvents {
     this.host.closed(this, reason, code);
   }
 }
+
+const PACE_OK = 0;
+const PACE_WARN = 1;
+const PACE_CLOSED = 2;
 
 function reasonOrClient(code: number): DisconnectReason {
   return code >= 4000 && code <= 4999 ? reasonForCode(code) : 'client-close';

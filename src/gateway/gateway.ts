@@ -24,6 +24,7 @@ import { listenWs } from './transports/ws-listener.js';
 import { WheelRunner } from './wheel-runner.js';
 import { FreshnessDetector } from '../core/freshness-detector.js';
 import { EventLoopGuard, type EventLoopStats } from './event-loop-guard.js';
+import { Admission, type AdmissionStats } from './admission.js';
 
 export interface DeviceRef {
   userId: string;
@@ -105,6 +106,35 @@ export interface ProtocolErrorEvent {
   error: ProtocolError;
 }
 
+/** A connection refused at accept time by a limit (see `limits`). */
+export interface RefusedEvent {
+  remoteAddress: string;
+  transport: 'tcp' | 'ws';
+  reason: 'too-many-connections' | 'rate-limited';
+  message: string;
+  retryAfterMs: number;
+}
+
+export interface DrainOptions {
+  /** GOAWAY hints are spread evenly over this window, so clients come back gradually. */
+  windowMs?: number;
+  /** Longest wait for messages already written to be acknowledged before a link is closed anyway. */
+  ackTimeoutMs?: number;
+}
+
+export interface DrainReport {
+  /** Open connections sent GOAWAY. */
+  connections: number;
+  /** Of those, closed after everything written to them was acknowledged. */
+  settled: number;
+  /** Closed by `ackTimeoutMs` with messages unacknowledged (they stay queued in the store). */
+  timedOut: number;
+  /** The largest reconnect hint given. */
+  maxHintMs: number;
+}
+
+export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
+
 export interface GatewayEvents {
   online: [OnlineEvent];
   offline: [OfflineEvent];
@@ -115,6 +145,7 @@ export interface GatewayEvents {
   expired: [DropEvent];
   dropped: [DropEvent];
   'protocol-error': [ProtocolErrorEvent];
+  refused: [RefusedEvent];
 }
 
 /** A snapshot of one connection, for the application and the admin view. */
@@ -152,6 +183,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   private readonly host: ConnectionHost;
   private readonly runner: WheelRunner<ServerConnection>;
   private readonly loopGuard: EventLoopGuard | null;
+  private readonly admission: Admission;
+  /** Set while draining: resolves when the last draining connection has closed. */
+  private drained: (() => void) | null = null;
+  private listenersClosed: Promise<void> | null = null;
   private tcpServer: NetServer | null = null;
   private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closing = false;
@@ -175,6 +210,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.loopGuard = o.stallGuard.enabled ? new EventLoopGuard(o.stallGuard) : null;
     this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()), this.loopGuard);
     this.tracker = new PushTracker(o.timers);
+    this.admission = new Admission(o.limits, o.clock.now());
     this.startSweeping();
     this.host = {
       clock: o.clock,
@@ -182,6 +218,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       policy: o.heartbeat,
       probes: o.probes,
       handshakeTimeoutMs: o.handshakeTimeoutMs,
+      limits: o.limits,
       newDetector: (g, now) => {
         const d = o.detector;
         if (d.kind === 'phi') {
@@ -206,6 +243,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       acked: (conn, upTo) => this.onAcked(conn, upTo),
       ackOwed: (conn) => this.owe(conn),
       probeAnswered: (conn) => void this.flush(conn),
+      writable: (conn) => void this.flush(conn),
       probeFailed: () => this.deliveryStats.deadLinksFound++,
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
       rtt: (conn, sample) => this.emit('rtt', { ...ref(conn), ...sample }),
@@ -233,25 +271,41 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       );
     }
     if (o.tcp) {
-      this.tcpServer = await listenTcp({ ...o.tcp, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive }, (l) => this.accept(l));
+      this.tcpServer = await listenTcp({ ...o.tcp, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs }, (l) => this.accept(l));
       out.tcp = this.tcpServer.address() as AddressInfo;
     }
     if (o.ws) {
-      this.wsServer = await listenWs({ ...o.ws, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive }, (l) => this.accept(l));
+      this.wsServer = await listenWs({ ...o.ws, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs }, (l) => this.accept(l));
       out.ws = this.wsServer.http.address() as AddressInfo;
     }
     return out;
   }
 
-  /** Adopts a link from any transport (also used by tests with in-memory links). */
-  accept(link: Link): ServerConnection {
-    const conn = new ServerConnection(link, this.host);
+  /**
+   * Adopts a link from any transport (also used by tests with in-memory
+   * links), unless the gateway is closing or a limit refuses it: then the
+   * link gets GOAWAY with a hint, is closed, and null is returned.
+   */
+  accept(link: Link): ServerConnection | null {
     if (this.closing) {
-      conn.closeWith('going-away');
-      return conn;
+      link.close(CloseCodes['going-away'], 'the gateway is shutting down');
+      return null;
     }
+    const refusal = this.admission.admit(link.remoteAddress, this.options.clock.now());
+    if (refusal) {
+      link.send({ type: FrameType.GOAWAY, code: CloseCodes[refusal.reason], reconnectAfterMs: refusal.retryAfterMs, reason: refusal.reason });
+      link.close(CloseCodes[refusal.reason], refusal.message);
+      this.emit('refused', { remoteAddress: link.remoteAddress, transport: link.transport, ...refusal });
+      return null;
+    }
+    const conn = new ServerConnection(link, this.host);
     this.connections.add(conn);
     return conn;
+  }
+
+  /** Connections admitted and refused at accept time, by limit. */
+  admissionStats(): AdmissionStats {
+    return { ...this.admission.stats };
   }
 
   private async onHello(conn: ServerConnection, hello: HelloFrame): Promise<Opening> {
@@ -367,6 +421,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
     conn.ackedSeq = upTo;
     void this.settleAcked(conn, upTo);
+    // Draining: everything this link carried is now safe; it may go.
+    if (conn.draining && conn.ackedSeq >= conn.sentSeq) conn.closeWith('going-away');
   }
 
   private async settleAcked(conn: ServerConnection, upTo: number): Promise<void> {
@@ -381,7 +437,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** Writes every queued message the link has not carried yet, in order. */
   private async flush(conn: ServerConnection): Promise<void> {
-    if (conn.phase !== 'open' || conn.probeDeadline !== null) return;
+    if (conn.phase !== 'open' || conn.probeDeadline !== null || conn.draining || conn.writeStalledAt >= 0) return;
     if (conn.flushing) {
       conn.flushAgain = true;
       return;
@@ -394,6 +450,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         for (const m of msgs) {
           if (conn.phase !== 'open') return;
           if (m.seq <= conn.sentSeq) continue;
+          // Flow control: the rest waits in the store until the link drains.
+          if (conn.writeBackedUp) return conn.stallWrites();
           conn.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload });
           conn.sentSeq = m.seq;
         }
@@ -407,7 +465,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** Hands new messages to an open connection, probing it first if it has been silent too long. */
   private deliver(conn: ServerConnection): void {
-    if (conn.phase !== 'open') return;
+    if (conn.phase !== 'open' || conn.draining) return;
     if (conn.probeDeadline !== null) return; // the answer to the probe out will flush
     const threshold = this.options.delivery.probeBeforePushMs ?? conn.grant?.intervalMs ?? 0;
     const now = this.options.clock.now();
@@ -495,6 +553,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   private onClosed(conn: ServerConnection, reason: DisconnectReason, code: number): void {
     this.connections.delete(conn);
+    this.admission.release(conn.link.remoteAddress);
+    if (this.drained && this.connections.size === 0) this.drained();
     this.owedAcks.delete(conn);
     this.deliveryStats.unackedAtClose += conn.sentSeq - conn.ackedSeq;
     for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn.stats[k];
@@ -614,7 +674,74 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return this.registry.size;
   }
 
-  /** Stops listening and closes every connection with `going-away`. */
+  /**
+   * Graceful drain, for a restart or a scale-in: stops accepting, sends every
+   * open connection GOAWAY with a reconnect hint, the hints spread evenly
+   * over `windowMs` in random order so clients come back gradually, writes
+   * nothing new to them (pushes stay queued), closes each link once all it
+   * carried is acknowledged (or after `ackTimeoutMs`), then closes the
+   * gateway.
+   */
+  async drain(opts: DrainOptions = {}): Promise<DrainReport> {
+    const o = this.options;
+    const windowMs = opts.windowMs ?? DRAIN_DEFAULTS.windowMs;
+    const ackTimeoutMs = opts.ackTimeoutMs ?? DRAIN_DEFAULTS.ackTimeoutMs;
+    this.closing = true;
+    void this.stopAccepting();
+    const open: ServerConnection[] = [];
+    for (const conn of [...this.connections]) {
+      if (conn.phase === 'open') open.push(conn);
+      else conn.closeWith('going-away');
+    }
+    // Fisher-Yates, then one hint per stratum of the window: even and unpredictable.
+    for (let i = open.length - 1; i > 0; i--) {
+      const j = Math.floor(Math.random() * (i + 1));
+      [open[i], open[j]] = [open[j], open[i]];
+    }
+    const report: DrainReport = { connections: open.length, settled: 0, timedOut: 0, maxHintMs: 0 };
+    const waiting = new Promise<void>((resolve) => {
+      this.drained = resolve;
+    });
+    open.forEach((conn, i) => {
+      const hint = Math.round((windowMs * (i + Math.random())) / open.length);
+      report.maxHintMs = Math.max(report.maxHintMs, hint);
+      conn.draining = true;
+      conn.flushAck();
+      conn.send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: hint, reason: 'going-away' });
+      if (conn.ackedSeq >= conn.sentSeq) conn.closeWith('going-away');
+    });
+    if (this.connections.size > 0) {
+      let timer: TimerHandle | null = null;
+      await Promise.race([waiting, new Promise<void>((r) => (timer = o.timers.setTimeout(r, ackTimeoutMs)))]);
+      if (timer !== null) o.timers.clearTimeout(timer);
+    }
+    this.drained = null;
+    for (const conn of open) {
+      if (conn.phase === 'closed' && conn.closeReason === 'going-away' && conn.ackedSeq >= conn.sentSeq) report.settled++;
+      else if (conn.phase !== 'closed') report.timedOut++;
+    }
+    await this.close();
+    return report;
+  }
+
+  /** Stops accepting at once; existing links live on. Resolves when the listeners have fully closed. */
+  private stopAccepting(): Promise<void> {
+    if (this.listenersClosed) return this.listenersClosed;
+    const closers: Promise<void>[] = [];
+    // A listener's close event waits for its last connection, upgraded WebSockets included.
+    if (this.tcpServer) {
+      const s = this.tcpServer;
+      closers.push(new Promise((r) => s.close(() => r())));
+    }
+    if (this.wsServer) {
+      const { http } = this.wsServer;
+      closers.push(new Promise((r) => http.close(() => r())));
+      http.closeIdleConnections();
+    }
+    return (this.listenersClosed = Promise.all(closers).then(() => {}));
+  }
+
+  /** Stops listening and closes every connection with `going-away` at once (see `drain` for the graceful way). */
   async close(opts: { reconnectAfterMs?: number } = {}): Promise<void> {
     this.closing = true;
     for (const conn of [...this.connections]) {
@@ -629,18 +756,14 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
     this.sweepTimer = this.ackTimer = null;
     this.tracker.flushAll();
-    const closers: Promise<void>[] = [];
-    if (this.tcpServer) {
-      const s = this.tcpServer;
-      closers.push(new Promise((r) => s.close(() => r())));
-    }
+    const listeners = this.stopAccepting();
     if (this.wsServer) {
       const { http, wss } = this.wsServer;
-      closers.push(new Promise((r) => wss.close(() => http.close(() => r()))));
+      wss.close();
       for (const c of wss.clients) c.terminate();
       http.closeAllConnections();
     }
-    await Promise.all(closers);
+    await listeners;
     // A store handed in may be shared with other gateways; only ours is closed.
     if (this.ownsStore) await this.options.store.close();
   }

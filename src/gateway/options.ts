@@ -1,3 +1,4 @@
+import type { TlsOptions } from 'node:tls';
 import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import {
   dropUndefined,
@@ -18,6 +19,12 @@ import type { Store } from './stores/store.js';
 export interface ListenOptions {
   port?: number;
   host?: string;
+  /**
+   * Serve TLS (node:tls options: at least `cert` and `key`, PEM text or
+   * Buffers). TCP then speaks TLS (clients dial `tls://`), WebSocket is
+   * `wss://`. The TLS handshake shares `handshakeTimeoutMs`.
+   */
+  tls?: TlsOptions;
 }
 
 export interface WsListenOptions extends ListenOptions {
@@ -96,6 +103,61 @@ export type DetectorOptions =
   | ({ kind: 'phi' } & Partial<PhiOptions>)
   | { kind: 'freshness'; lateMs?: number; suspectLateMs?: number; windowSize?: number };
 
+/**
+ * Limits against abuse and overload. Every count and rate may be 0 to turn it
+ * off. docs/SECURITY.md says what each defends against.
+ */
+export interface LimitOptions {
+  /** Connections held at once (handshaking ones included); more are refused with too-many-connections (4007). */
+  maxConnections?: number;
+  /** Connections held at once from one source address. Raise it behind carrier-grade NAT or a proxy. */
+  maxConnectionsPerSource?: number;
+  /** New connections admitted per second (a token bucket); more are refused with rate-limited (4008) and a GOAWAY hint. */
+  handshakesPerSecond?: number;
+  /** How many new connections may arrive at once before the rate applies (default: one second's worth). */
+  handshakeBurst?: number;
+  /**
+   * PINGs are allowed on average one per `minPingGapMs` with bursts of
+   * `pingBurst`; a client that pings faster is warned (PONG with code 4006),
+   * then sent GOAWAY and closed with too-many-pings (4006). Default: a fifth
+   * of the shortest heartbeat interval the policy allows.
+   */
+  minPingGapMs?: number;
+  pingBurst?: number;
+  /**
+   * Slow consumers. Reliable delivery stops writing to a link once a quarter
+   * of this is buffered and resumes when it drains; a link that does not drain
+   * within `slowConsumerMs`, or whose unsent output (fire-and-forget sends
+   * included) exceeds this, is closed as a slow consumer (4003). Its messages
+   * stay queued for its next connection.
+   */
+  maxWriteBufferBytes?: number;
+  slowConsumerMs?: number;
+}
+
+export interface ResolvedLimits {
+  maxConnections: number;
+  maxConnectionsPerSource: number;
+  handshakesPerSecond: number;
+  handshakeBurst: number;
+  minPingGapMs: number;
+  pingBurst: number;
+  maxWriteBufferBytes: number;
+  slowConsumerMs: number;
+}
+
+export const LIMIT_DEFAULTS = {
+  maxConnections: 100_000,
+  maxConnectionsPerSource: 1_000,
+  handshakesPerSecond: 2_000,
+  pingBurst: 20,
+  maxWriteBufferBytes: 4 << 20,
+  slowConsumerMs: 30_000,
+};
+
+/** Every limit off: for benchmarks that measure raw capacity. */
+export const NO_LIMITS: LimitOptions = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, minPingGapMs: 0 };
+
 export interface GatewayOptions {
   /** Raw TCP listener; omit or set to false for none. */
   tcp?: ListenOptions | false;
@@ -116,6 +178,7 @@ export interface GatewayOptions {
   store?: Store;
   delivery?: DeliveryOptions;
   authenticate?: Authenticate;
+  limits?: LimitOptions;
   /** Timer wheel tick: the resolution of every deadline. */
   wheelTickMs?: number;
   /**
@@ -131,8 +194,8 @@ export interface GatewayOptions {
 }
 
 export interface ResolvedGatewayOptions {
-  tcp: Required<ListenOptions> | false;
-  ws: Required<WsListenOptions> | false;
+  tcp: { port: number; host: string; tls?: TlsOptions } | false;
+  ws: { port: number; host: string; path: string; tls?: TlsOptions } | false;
   heartbeat: HeartbeatPolicy;
   probes: ProbeOptions;
   detector: DetectorOptions;
@@ -144,6 +207,7 @@ export interface ResolvedGatewayOptions {
   store: Store;
   delivery: ResolvedDeliveryOptions;
   authenticate: Authenticate;
+  limits: ResolvedLimits;
   wheelTickMs: number;
   stallGuard: StallGuardOptions;
   clock: Clock;
@@ -184,22 +248,40 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     sweepIntervalMs: positive('delivery.sweepIntervalMs', d.sweepIntervalMs ?? DELIVERY_DEFAULTS.sweepIntervalMs),
     ackDelayMs: nonNegative('delivery.ackDelayMs', d.ackDelayMs ?? DELIVERY_DEFAULTS.ackDelayMs),
   };
+  const heartbeat = resolvePolicy(o.heartbeat);
+  const maxFrameBytes = positive('maxFrameBytes', o.maxFrameBytes ?? DEFAULTS.maxFrameBytes);
+  const l = o.limits ?? {};
+  const hps = nonNegative('limits.handshakesPerSecond', l.handshakesPerSecond ?? LIMIT_DEFAULTS.handshakesPerSecond);
+  const limits: ResolvedLimits = {
+    maxConnections: nonNegative('limits.maxConnections', l.maxConnections ?? LIMIT_DEFAULTS.maxConnections),
+    maxConnectionsPerSource: nonNegative('limits.maxConnectionsPerSource', l.maxConnectionsPerSource ?? LIMIT_DEFAULTS.maxConnectionsPerSource),
+    handshakesPerSecond: hps,
+    handshakeBurst: positive('limits.handshakeBurst', l.handshakeBurst ?? Math.max(1, hps)),
+    minPingGapMs: nonNegative('limits.minPingGapMs', l.minPingGapMs ?? heartbeat.minIntervalMs / 5),
+    pingBurst: positive('limits.pingBurst', l.pingBurst ?? LIMIT_DEFAULTS.pingBurst),
+    maxWriteBufferBytes: positive('limits.maxWriteBufferBytes', l.maxWriteBufferBytes ?? Math.max(LIMIT_DEFAULTS.maxWriteBufferBytes, 2 * maxFrameBytes)),
+    slowConsumerMs: positive('limits.slowConsumerMs', l.slowConsumerMs ?? LIMIT_DEFAULTS.slowConsumerMs),
+  };
+  if (limits.maxWriteBufferBytes < 2 * maxFrameBytes) {
+    throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.maxWriteBufferBytes must be at least twice maxFrameBytes (${2 * maxFrameBytes})`);
+  }
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);
   return {
-    tcp: o.tcp === false ? false : { port: o.tcp?.port ?? DEFAULT_TCP_PORT, host: o.tcp?.host ?? DEFAULTS.host },
-    ws: o.ws === false ? false : { port: o.ws?.port ?? DEFAULT_WS_PORT, host: o.ws?.host ?? DEFAULTS.host, path: o.ws?.path ?? DEFAULTS.wsPath },
-    heartbeat: resolvePolicy(o.heartbeat),
+    tcp: o.tcp === false ? false : { port: o.tcp?.port ?? DEFAULT_TCP_PORT, host: o.tcp?.host ?? DEFAULTS.host, ...validTls('tcp', o.tcp?.tls) },
+    ws: o.ws === false ? false : { port: o.ws?.port ?? DEFAULT_WS_PORT, host: o.ws?.host ?? DEFAULTS.host, path: o.ws?.path ?? DEFAULTS.wsPath, ...validTls('ws', o.ws?.tls) },
+    heartbeat,
     probes: resolveProbes(o.probes),
     detector: validDetector(o.detector ?? { kind: 'silence' }),
     keepalive,
     handshakeTimeoutMs: positive('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs),
-    maxFrameBytes: positive('maxFrameBytes', o.maxFrameBytes ?? DEFAULTS.maxFrameBytes),
+    maxFrameBytes,
     sessionTtlMs: positive('sessionTtlMs', o.sessionTtlMs ?? DEFAULTS.sessionTtlMs),
     nodeId: o.nodeId ?? `node-${process.pid}`,
     store: o.store ?? new MemoryStore(),
     delivery,
     authenticate: o.authenticate ?? acceptAll,
+    limits,
     wheelTickMs: positive('wheelTickMs', o.wheelTickMs ?? DEFAULTS.wheelTickMs),
     stallGuard: {
       enabled: o.stallGuard === false ? false : (o.stallGuard?.enabled ?? (o.clock === undefined || o.clock === systemClock)),
@@ -209,6 +291,12 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     timers: o.timers ?? systemTimers,
     wallClock: o.wallClock ?? { now: () => Date.now() },
   };
+}
+
+function validTls(where: string, t: TlsOptions | undefined): { tls?: TlsOptions } {
+  if (t === undefined) return {};
+  if (!((t.cert && t.key) || t.pfx)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${where}.tls needs cert and key (or pfx)`);
+  return { tls: t };
 }
 
 function validDetector(d: DetectorOptions): DetectorOptions {

@@ -12,6 +12,8 @@ export interface LinkEvents {
   onLinkError(err: ProtocolError): void;
   /** Fires exactly once. `code` is the WebSocket close code where one was received. */
   onLinkClose(info: LinkCloseInfo): void;
+  /** The write buffer emptied after `awaitDrain()`. */
+  onLinkDrain?(): void;
 }
 
 export interface LinkCloseInfo {
@@ -30,6 +32,8 @@ export interface Link {
   /** Bytes accepted for sending but not yet handed to the kernel. */
   readonly bufferedBytes: number;
   bind(events: LinkEvents): void;
+  /** Calls `onLinkDrain` once, when the bytes buffered now have been handed to the kernel (flow control). */
+  awaitDrain(): void;
   send(f: Frame): void;
   /** Sends CLOSE with the code, ends the link, and destroys it after a short linger. */
   close(code: number, reason: string): void;

@@ -23,6 +23,9 @@ function onSocketError(this: LinkedSocket, err: Error): void {
 function onSocketClose(this: LinkedSocket): void {
   this[kLink].onClose();
 }
+function onSocketDrain(this: LinkedSocket): void {
+  this[kLink].onDrain();
+}
 
 /** A Link over a raw TCP (or TLS) socket: varint length-prefixed frames. */
 export class TcpLink implements Link {
@@ -57,6 +60,16 @@ export class TcpLink implements Link {
 
   bind(events: LinkEvents): void {
     this.events = events;
+  }
+
+  awaitDrain(): void {
+    // Registered only while a writer waits, so idle sockets carry no drain listener.
+    if (!this.done) this.socket.once('drain', onSocketDrain);
+  }
+
+  /** @internal socket listener */
+  onDrain(): void {
+    if (!this.done) this.events?.onLinkDrain?.();
   }
 
   /** @internal socket listener */

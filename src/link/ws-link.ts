@@ -35,6 +35,15 @@ export class WsLink implements Link {
     this.events = events;
   }
 
+  awaitDrain(): void {
+    // ws has no drain event of its own; its socket's says the same thing.
+    const socket = (this.ws as unknown as { _socket?: { once(e: 'drain', cb: () => void): void } })._socket;
+    if (this.done || !socket) return;
+    socket.once('drain', () => {
+      if (!this.done) this.events?.onLinkDrain?.();
+    });
+  }
+
   private onMessage(data: RawData, isBinary: boolean): void {
     if (this.poisoned || this.done) return;
     try {

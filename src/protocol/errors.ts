@@ -18,6 +18,8 @@ export const CloseCodes = {
   'server-error': 4004,
   'transport-error': 4005,
   'too-many-pings': 4006,
+  'too-many-connections': 4007,
+  'rate-limited': 4008,
   'frame-too-large': 4500,
   'malformed-frame': 4501,
   'unknown-frame': 4502,

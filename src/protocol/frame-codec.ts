@@ -111,7 +111,7 @@ function writeBody(w: Writer, f: Frame): void {
       if (f.type === FrameType.PING) {
         if (f.state !== undefined) writeState(w, 3, f.state);
         if (f.intervalMs !== undefined) w.fieldVarint(4, f.intervalMs);
-      }
+      } else if (f.warn !== undefined) w.fieldVarint(3, f.warn);
       return;
     case FrameType.DATA:
       if (f.seq !== undefined) w.fieldVarint(1, f.seq);
@@ -137,7 +137,7 @@ function writeBody(w: Writer, f: Frame): void {
 /** One frame as a WebSocket message carries it: type byte + fields. */
 export function encodeFrame(f: Frame): Uint8Array {
   if (f.type === FrameType.PING && isBare(f)) return BARE_PING_BYTES;
-  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined) return BARE_PONG_BYTES;
+  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined && f.warn === undefined) return BARE_PONG_BYTES;
   const w = new Writer(64);
   writeBody(w, f);
   return w.body();
@@ -146,7 +146,7 @@ export function encodeFrame(f: Frame): Uint8Array {
 /** One frame as TCP carries it: varint length, then the frame. */
 export function encodeDelimited(f: Frame): Uint8Array {
   if (f.type === FrameType.PING && isBare(f)) return BARE_PING_DELIMITED;
-  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined) return BARE_PONG_DELIMITED;
+  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined && f.warn === undefined) return BARE_PONG_DELIMITED;
   const w = new Writer(64, PREFIX_ROOM);
   writeBody(w, f);
   return prefixLength(w.buf, PREFIX_ROOM, w.pos);
@@ -283,6 +283,7 @@ function decodePong(r: Reader): PongFrame {
     const [tag, wt] = key_(r);
     if (tag === 1) { want(wt, WIRE_VARINT, 'seq'); f.seq = r.varint(); }
     else if (tag === 2) { want(wt, WIRE_VARINT, 'ack'); f.ack = r.varint(); }
+    else if (tag === 3) { want(wt, WIRE_VARINT, 'warn'); f.warn = r.varint(); }
     else r.skip(wt);
   }
   return f;

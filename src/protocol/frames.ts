@@ -76,6 +76,8 @@ export interface PongFrame {
   type: typeof FrameType.PONG;
   seq?: number;
   ack?: number;
+  /** A warning: the close code of a limit the sender is about to enforce (4006 too-many-pings). */
+  warn?: number;
 }
 
 export interface DataFrame {

@@ -36,6 +36,11 @@ export class MemoryLink implements Link {
     this.events = events;
   }
 
+  /** Nothing is ever buffered here: drained at once. */
+  awaitDrain(): void {
+    queueMicrotask(() => this.events?.onLinkDrain?.());
+  }
+
   send(f: Frame): void {
     if (this.done) return;
     this.peer.deliverBytes(encodeDelimited(f));

@@ -83,6 +83,20 @@ describe('JWT authentication (HS256)', () => {
     for (const [what, hello] of cases) assert.equal(closeCode(await helloOver(port, hello)), CloseCodes['auth-failed'], what);
   });
 
+  test("a resume token is honoured only for its own identity: presented by another user it starts a new session", async () => {
+    const first = await helloOver(port, { token: await good() }, [], true);
+    const w = first[0] as Extract<Frame, { type: 2 }>;
+    const mallory = await hs({ sub: 'mallory', did: 'phone', iss: 'test-issuer' });
+    const stolen = await helloOver(port, { userId: 'mallory', token: mallory, resumeToken: w.resumeToken }, [], true);
+    const w2 = stolen[0] as Extract<Frame, { type: 2 }>;
+    assert.equal(w2.type, FrameType.WELCOME);
+    assert.equal(w2.resumed, false);
+    assert.notEqual(w2.sessionId, w.sessionId);
+    // The owner still resumes with it.
+    const again = await helloOver(port, { token: await good(), resumeToken: w.resumeToken }, [], true);
+    assert.equal((again[0] as Extract<Frame, { type: 2 }>).resumed, true);
+  });
+
   test('nothing may follow HELLO before WELCOME: a DATA sent with a bad token is never delivered', async () => {
     const got: unknown[] = [];
     gw.on('message', (m) => got.push(m));

@@ -54,3 +54,48 @@ for (const transport of ['tcp', 'ws'] as const) {
     await Promise.all([alice.kill(), bob.kill(), server.kill()]);
   });
 }
+
+test('serve with TLS and JWT: a client with the CA and a token gets in, one without a token does not; SIGTERM drains with spread hints', async () => {
+  const { testCertificate } = await import('../helpers/certs.js');
+  const { SignJWT } = await import('jose');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-cli-tls-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const { cert, key } = await testCertificate();
+  fs.writeFileSync(path.join(dir, 'cert.pem'), cert);
+  fs.writeFileSync(path.join(dir, 'key.pem'), key);
+  const secret = 'cli-test-secret-of-at-least-32-bytes';
+  const server = await spawnServe([
+    '--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem'),
+    '--jwt-secret', secret, '--drain-window-ms', '600', '--log-level', 'info',
+  ]);
+  after(() => server.kill());
+  assert.match(server.tcp, /^tls:\/\//);
+  assert.match(server.ws, /^wss:\/\//);
+  const token = (user: string) =>
+    new SignJWT({ sub: user, did: 'd' }).setProtectedHeader({ alg: 'HS256' }).setExpirationTime('5m').sign(new TextEncoder().encode(secret));
+  const clients = [];
+  for (const [i, url] of [server.tcp, server.ws, server.tcp].entries()) {
+    const c = spawnCli(['client', '--url', url.replace('127.0.0.1', 'localhost'), '--user', `u${i}`, '--device', 'd', '--token', await token(`u${i}`), '--tls-ca', path.join(dir, 'cert.pem'), '--json']);
+    after(() => c.kill());
+    await c.waitFor((l) => l.event === 'open', 5000, `client ${i} open over TLS`);
+    clients.push(c);
+  }
+  const anon = spawnCli(['client', '--url', server.tcp.replace('127.0.0.1', 'localhost'), '--user', 'anon', '--device', 'd', '--tls-ca', path.join(dir, 'cert.pem'), '--json']);
+  after(() => anon.kill());
+  const refused = await anon.waitFor((l) => l.event === 'close', 5000, 'the anonymous client refused');
+  assert.equal(refused.code, 4511);
+  assert.equal(refused.willReconnect, false);
+
+  server.child.kill('SIGTERM');
+  const hints = await Promise.all(clients.map((c) => c.waitFor((l) => l.event === 'reconnecting', 5000, 'a reconnect hint')));
+  for (const h of hints) assert.ok((h.delayMs as number) >= 0 && (h.delayMs as number) < 600, `hint ${h.delayMs} within the window`);
+  assert.equal(new Set(hints.map((h) => h.delayMs)).size, 3, 'each client got its own hint');
+  const stopped = await server.waitFor((l) => l.event === 'stopped', 5000, 'the drain report');
+  assert.equal(stopped.connections, 3);
+  assert.equal(stopped.settled, 3);
+  const code = await new Promise((r) => (server.child.exitCode !== null ? r(server.child.exitCode) : server.child.once('exit', r)));
+  assert.equal(code, 0);
+});

@@ -1,0 +1,223 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import { describe, test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
+import { Gateway, type RefusedEvent } from '../../src/gateway/gateway.js';
+import type { GatewayOptions } from '../../src/gateway/options.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { FrameType, type Frame } from '../../src/protocol/frames.js';
+import { RawPeer } from '../helpers/raw-peer.js';
+
+// Every limit over real sockets: the offender is closed (or refused) with its
+// own code, and a client that keeps within the limits is unaffected.
+
+async function gateway(opts: GatewayOptions): Promise<{ gw: Gateway; port: number; refused: RefusedEvent[] }> {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, wheelTickMs: 10, ...opts });
+  const refused: RefusedEvent[] = [];
+  gw.on('refused', (e) => refused.push(e));
+  return { gw, port: (await gw.listen()).tcp!.port, refused };
+}
+
+describe('connection limits', () => {
+  test('maxConnections: the next is refused with GOAWAY and too-many-connections; a freed slot is reused', async () => {
+    const { gw, port, refused } = await gateway({ limits: { maxConnections: 3 } });
+    try {
+      const held = [new RawPeer(port), new RawPeer(port), new RawPeer(port)];
+      await Promise.all(held.map((p) => p.connected));
+      await new Promise((r) => setTimeout(r, 50));
+      const extra = new RawPeer(port);
+      await extra.closed;
+      assert.equal(extra.closeCode, CloseCodes['too-many-connections']);
+      assert.equal(extra.goaway?.code, CloseCodes['too-many-connections']);
+      assert.ok(extra.goaway!.reconnectAfterMs! >= 5000 && extra.goaway!.reconnectAfterMs! <= 15000, 'the hint spreads returns over 5-15 s');
+      assert.equal(refused.length, 1);
+      held[0].destroy();
+      await held[0].closed;
+      await new Promise((r) => setTimeout(r, 50));
+      const next = new RawPeer(port);
+      next.hello('late');
+      await next.welcome();
+      assert.equal(gw.admissionStats().refusedTotal, 1);
+      for (const p of [...held, next]) p.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('maxConnectionsPerSource: a third from 127.0.0.2 is refused, another source is not', async () => {
+    const { gw, port } = await gateway({ limits: { maxConnectionsPerSource: 2 } });
+    try {
+      const a = [new RawPeer(port, { localAddress: '127.0.0.2' }), new RawPeer(port, { localAddress: '127.0.0.2' })];
+      await Promise.all(a.map((p) => p.connected));
+      await new Promise((r) => setTimeout(r, 50));
+      const third = new RawPeer(port, { localAddress: '127.0.0.2' });
+      const other = new RawPeer(port, { localAddress: '127.0.0.3' });
+      await third.closed;
+      assert.equal(third.closeCode, CloseCodes['too-many-connections']);
+      other.hello('other');
+      await other.welcome();
+      assert.equal(gw.admissionStats().refusedPerSource, 1);
+      for (const p of [...a, other]) p.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('handshake rate: beyond the burst new connections are refused with rate-limited, and a client honours the hint', async () => {
+    const { gw, port, refused } = await gateway({ limits: { handshakesPerSecond: 4, handshakeBurst: 4 } });
+    try {
+      const peers = Array.from({ length: 7 }, () => new RawPeer(port));
+      await new Promise((r) => setTimeout(r, 150));
+      const closedCodes = peers.map((p) => p.closeCode).filter((c) => c !== undefined);
+      assert.ok(closedCodes.length === 3 || closedCodes.length === 2, `four admitted by the burst (and at most one refilled), the rest refused (${closedCodes.length})`);
+      assert.ok(closedCodes.every((c) => c === CloseCodes['rate-limited']));
+      assert.ok(refused.every((e) => e.reason === 'rate-limited' && e.retryAfterMs > 0));
+      for (const p of peers) p.destroy();
+      // The bucket is empty again: a real client is refused, waits the hint, and gets in.
+      for (let i = 0; i < 6; i++) new RawPeer(port).destroy();
+      await new Promise((r) => setTimeout(r, 20));
+      const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'patient', deviceId: 'd' });
+      const delays: number[] = [];
+      c.on('reconnecting', (e) => delays.push(e.delayMs));
+      await c.connect();
+      assert.ok(delays.length >= 1, 'the first attempt was refused');
+      assert.ok(refused.some((e) => e.retryAfterMs === delays[0]), 'the client waited exactly the GOAWAY hint');
+      c.close();
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('heartbeat-rate enforcement (too-many-pings)', () => {
+  const opts: GatewayOptions = { limits: { minPingGapMs: 50, pingBurst: 4 }, heartbeat: { intervalMs: 1000, minIntervalMs: 250 } };
+
+  test('a flood of PINGs is warned once, then sent GOAWAY and closed with 4006; a polite peer is not', async () => {
+    const { gw, port } = await gateway(opts);
+    try {
+      const polite = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'polite', deviceId: 'd', intervalMs: 250 });
+      const warnings: number[] = [];
+      polite.on('warning', (w) => warnings.push(w.code));
+      await polite.connect();
+      const flood = new RawPeer(port);
+      flood.hello('flood');
+      await flood.welcome();
+      const offline = once(gw, 'offline');
+      for (let i = 0; i < 20; i++) flood.send({ type: FrameType.PING });
+      await flood.closed;
+      const pongs = flood.frames.filter((f): f is Extract<Frame, { type: 4 }> => f.type === FrameType.PONG);
+      assert.equal(pongs.filter((p) => p.warn === CloseCodes['too-many-pings']).length, 1, 'exactly one warning');
+      assert.ok(pongs.length >= 5 && pongs.length <= 6, `the burst and the warned one are answered (${pongs.length})`);
+      assert.equal(flood.goaway?.code, CloseCodes['too-many-pings']);
+      assert.ok(flood.goaway!.reconnectAfterMs! >= 1000, 'told to come back no sooner than an interval');
+      assert.equal(flood.closeCode, CloseCodes['too-many-pings']);
+      assert.equal((await offline)[0].reason, 'too-many-pings');
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(polite.state, 'open');
+      assert.deepEqual(warnings, []);
+      polite.close();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('a warned peer that calms down is forgiven; the client SDK reports the warning', async () => {
+    const { gw, port } = await gateway(opts);
+    try {
+      const p = new RawPeer(port);
+      p.hello('bursty');
+      await p.welcome();
+      // Burst 4 at 50 ms: the 5th PING (or the 6th, if the first ones were spread over a few ms) breaks the pace.
+      for (let i = 0; i < 6; i++) p.send({ type: FrameType.PING });
+      await p.next((f) => f.type === FrameType.PONG && f.warn === CloseCodes['too-many-pings']);
+      await new Promise((r) => setTimeout(r, 300)); // the allowance refills (4 × 50 ms)
+      for (let i = 0; i < 4; i++) p.send({ type: FrameType.PING });
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(p.closeCode, undefined, 'not closed');
+      assert.equal(gw.connection('bursty', 'd')?.stats.pingsIn, 10);
+      p.destroy();
+      // The SDK surfaces the warning as an event.
+      const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'sdk', deviceId: 'd' });
+      await c.connect();
+      const warned = once(c, 'warning');
+      for (let i = 0; i < 8; i++) c.updateState({ n: String(i) }, { flush: true });
+      assert.deepEqual((await warned)[0], { code: 4006, reason: 'too-many-pings' });
+      c.close();
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+test('client outbox: beyond maxOutbox, send throws LL_ERR_OUTBOX_FULL and nothing is queued', () => {
+  const c = new LonglinkClient({ url: 'tcp://127.0.0.1:1', userId: 'u', deviceId: 'd', maxOutbox: 3 });
+  for (let i = 0; i < 3; i++) c.send(`m${i}`);
+  assert.throws(() => c.send('one too many'), (e: { code?: string }) => e.code === 'LL_ERR_OUTBOX_FULL');
+  assert.equal(c.pendingCount, 3);
+  c.close();
+});
+
+describe('slow consumer', () => {
+  test('a peer that stops reading is closed with slow-consumer, and every message stays queued for its next connection', async () => {
+    const { gw, port } = await gateway({
+      limits: { maxWriteBufferBytes: 256 * 1024, slowConsumerMs: 500 },
+      delivery: { maxQueuedBytesPerDevice: 64 << 20, maxQueuedPerDevice: 10_000, probeBeforePushMs: 0, pushWaitMs: 0 },
+      maxFrameBytes: 128 * 1024,
+    });
+    try {
+      const other = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'other', deviceId: 'd' });
+      await other.connect();
+      const slow = new RawPeer(port);
+      slow.hello('slow');
+      await slow.welcome();
+      slow.socket.pause(); // reads nothing more: the kernel buffers fill, then the gateway's
+      const offline = once(gw, 'offline');
+      const N = 400;
+      const payload = Buffer.alloc(64 * 1024, 7);
+      const pushes = Array.from({ length: N }, (_, i) => gw.push('slow', payload, { id: `m${i}` }));
+      const [e] = await offline;
+      await Promise.all(pushes);
+      assert.equal(e.reason, 'slow-consumer');
+      assert.equal(e.code, CloseCodes['slow-consumer']);
+      assert.equal(await gw.queueDepth('slow', 'd'), N, 'nothing was dropped');
+      slow.destroy();
+      // The device comes back with a real client that reads: flow control paces the
+      // 25 MB to it (it is never taken for a slow consumer), all N, in order, once.
+      const back = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'slow', deviceId: 'd', maxFrameBytes: 128 * 1024 });
+      const ids: string[] = [];
+      const all = new Promise<void>((r) => back.on('message', (m) => ids.push(m.id!) === N && r()));
+      await back.connect();
+      await all;
+      assert.deepEqual(ids, Array.from({ length: N }, (_, i) => `m${i}`));
+      assert.equal(other.state, 'open');
+      for (let i = 0; i < 100 && gw.deliveryStats.delivered < N; i++) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(gw.deliveryStats.delivered, N, 'every message acknowledged');
+      back.close();
+      other.close();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('fire-and-forget output piling up past maxWriteBufferBytes closes the link at once', async () => {
+    const { gw, port } = await gateway({ limits: { maxWriteBufferBytes: 256 * 1024, slowConsumerMs: 60_000 }, maxFrameBytes: 128 * 1024 });
+    try {
+      const p = new RawPeer(port);
+      p.hello('deaf');
+      await p.welcome();
+      p.socket.pause();
+      const offline = once(gw, 'offline');
+      const payload = Buffer.alloc(100 * 1024);
+      const t0 = Date.now();
+      let sent = 0;
+      while (gw.connection('deaf', 'd') && sent < 1000) sent += gw.send('deaf', payload);
+      const [e] = await offline;
+      assert.equal(e.reason, 'slow-consumer');
+      assert.ok(Date.now() - t0 < 5000, 'closed by the bound, not by the 60 s stall timer');
+      assert.ok(sent < 1000);
+      p.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+});

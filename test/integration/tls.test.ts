@@ -1,0 +1,93 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import tls from 'node:tls';
+import { after, before, describe, test } from 'node:test';
+import { once } from 'node:events';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { LonglinkClient } from '../../src/client/client.js';
+import { readKeepalive } from '../../src/link/socket-tuning.js';
+import { TcpLink } from '../../src/link/tcp-link.js';
+import { testCertificate } from '../helpers/certs.js';
+
+// TLS on both transports with a certificate made for this run: sessions,
+// heartbeats and delivery work over tls:// and wss://, an untrusted
+// certificate is refused by the client, plaintext and stalled handshakes are
+// dropped, and the gateway keeps serving.
+
+describe('TLS (tcp and wss)', () => {
+  let gw: Gateway;
+  let cert: { cert: string; key: string };
+  let tcpPort: number;
+  let wsPort: number;
+  before(async () => {
+    cert = await testCertificate();
+    gw = new Gateway({
+      tcp: { port: 0, tls: cert },
+      ws: { port: 0, tls: cert },
+      keepalive: { keepaliveIdleMs: 7000, keepaliveIntervalMs: 2000, keepaliveCount: 3 },
+      handshakeTimeoutMs: 400,
+      heartbeat: { intervalMs: 200, minIntervalMs: 100 },
+    });
+    const a = await gw.listen();
+    tcpPort = a.tcp!.port;
+    wsPort = a.ws!.port;
+  });
+  after(() => gw.close());
+
+  for (const scheme of ['tls', 'wss'] as const) {
+    test(`${scheme}: a session opens, heartbeats flow, and messages go both ways`, async () => {
+      const url = scheme === 'tls' ? `tls://localhost:${tcpPort}` : `wss://localhost:${wsPort}/longlink`;
+      const c = new LonglinkClient({ url, userId: `u-${scheme}`, deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+      const got = new Promise<string>((r) => gw.once('message', (m) => r(Buffer.from(m.payload).toString())));
+      await c.connect();
+      c.send(`hello over ${scheme}`);
+      assert.equal(await got, `hello over ${scheme}`);
+      const inbox = once(c, 'message');
+      const res = await gw.push(`u-${scheme}`, 'pushed');
+      assert.equal(res.devices[0].status, 'delivered');
+      assert.equal(Buffer.from((await inbox)[0].payload).toString(), 'pushed');
+      const pings = c.stats.pingsSent;
+      await new Promise((r) => setTimeout(r, 700));
+      assert.ok(c.stats.pingsSent >= pings + 2, 'heartbeats keep flowing over TLS');
+      assert.equal(c.stats.pongsReceived, c.stats.pingsSent);
+      c.close();
+    });
+
+    test(`${scheme}: a client that does not trust the certificate refuses the gateway`, async () => {
+      const url = scheme === 'tls' ? `tls://localhost:${tcpPort}` : `wss://localhost:${wsPort}/longlink`;
+      const c = new LonglinkClient({ url, userId: 'u', deviceId: 'd', reconnect: { enabled: false } });
+      await assert.rejects(c.connect());
+      c.close();
+    });
+  }
+
+  test('keepalive options reach TLS sockets on the gateway', async () => {
+    const conn = once(gw, 'online');
+    const c = new LonglinkClient({ url: `tls://localhost:${tcpPort}`, userId: 'ka', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+    await c.connect();
+    const [e] = await conn;
+    const socket = (gw as unknown as { registry: { get(u: string, d: string): { link: TcpLink } } }).registry.get(e.userId, e.deviceId).link.socket;
+    assert.ok(socket instanceof tls.TLSSocket);
+    assert.equal(readKeepalive(socket).intervalMs, 2000);
+    assert.equal(readKeepalive(socket).count, 3);
+    c.close();
+  });
+
+  test('plaintext to the TLS port and a stalled TLS handshake are dropped; others are unaffected', async () => {
+    const keeper = new LonglinkClient({ url: `tls://localhost:${tcpPort}`, userId: 'keeper', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+    await keeper.connect();
+    // Plaintext longlink bytes are not a TLS ClientHello.
+    const plain = net.connect(tcpPort, '127.0.0.1');
+    plain.on('error', () => {});
+    plain.write(Buffer.from([0x10, 0x01, 0x02, 0x03]));
+    // Connected, and then silent: the TLS handshake never starts.
+    const silent = net.connect(tcpPort, '127.0.0.1');
+    silent.on('error', () => {});
+    const t0 = Date.now();
+    await Promise.all([once(plain, 'close'), once(silent, 'close')]);
+    assert.ok(Date.now() - t0 < 3000, 'both are dropped by the handshake deadline');
+    assert.equal(keeper.state, 'open');
+    assert.equal(gw.connection('keeper', 'd')?.userId, 'keeper');
+    keeper.close();
+  });
+});

@@ -1,0 +1,57 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { TokenBucket } from '../../src/core/token-bucket.js';
+import { Admission, FULL_RETRY_MS } from '../../src/gateway/admission.js';
+import { decodeFrame, encodeDelimited, encodeFrame } from '../../src/protocol/frame-codec.js';
+import { FrameType } from '../../src/protocol/frames.js';
+
+// The admission policy and its token bucket on a hand-driven clock.
+
+test('token bucket: a burst at once, then the rate, to the millisecond', () => {
+  const b = new TokenBucket(10, 3, 0);
+  assert.ok(b.take(0) && b.take(0) && b.take(0));
+  assert.equal(b.take(0), false);
+  assert.equal(b.waitMs(0), 100);
+  assert.equal(b.take(99), false);
+  assert.equal(b.take(100), true);
+  assert.equal(b.available(10_000), 3, 'never more than the burst');
+  assert.throws(() => new TokenBucket(0, 1, 0), RangeError);
+});
+
+test('admission: total, per source, rate; releases free slots; refusals count nothing', () => {
+  const a = new Admission({ maxConnections: 3, maxConnectionsPerSource: 2, handshakesPerSecond: 0, handshakeBurst: 1 }, 0, () => 0.5);
+  assert.equal(a.admit('1.1.1.1', 0), null);
+  assert.equal(a.admit('1.1.1.1', 0), null);
+  const perSource = a.admit('1.1.1.1', 0)!;
+  assert.equal(perSource.reason, 'too-many-connections');
+  assert.equal(perSource.retryAfterMs, FULL_RETRY_MS);
+  assert.equal(a.admit('2.2.2.2', 0), null);
+  assert.equal(a.admit('3.3.3.3', 0)?.reason, 'too-many-connections');
+  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0 });
+  a.release('1.1.1.1');
+  assert.equal(a.connections, 2);
+  assert.equal(a.admit('1.1.1.1', 0), null);
+});
+
+test('admission: the rate limit spreads its hints over the refill time', () => {
+  const hints: number[] = [];
+  let r = 0;
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 200 }, 0, () => (r = (r + 0.37) % 1));
+  for (let i = 0; i < 200; i++) assert.equal(a.admit(`s${i}`, 0), null);
+  for (let i = 0; i < 50; i++) {
+    const x = a.admit('late', 0)!;
+    assert.equal(x.reason, 'rate-limited');
+    hints.push(x.retryAfterMs);
+  }
+  // Waiting 10 ms for a token, plus up to the 2 s the bucket needs to refill a burst.
+  assert.ok(hints.every((h) => h >= 10 && h <= 2010));
+  assert.ok(Math.max(...hints) - Math.min(...hints) > 1000, 'spread, not one instant');
+  assert.equal(a.admit('late', 10), null, 'a token 10 ms later');
+});
+
+test('PONG carries a warning code; a bare PONG stays 1 byte', () => {
+  const warn = { type: FrameType.PONG, warn: 4006 } as const;
+  assert.deepEqual(decodeFrame(encodeFrame(warn)), warn);
+  assert.equal(encodeFrame({ type: FrameType.PONG }).length, 1);
+  assert.deepEqual([...encodeDelimited(warn)], [4, FrameType.PONG, 0x18, 0xa6, 0x1f]);
+});
