@@ -43,6 +43,28 @@ if (process.argv.includes('--scale')) {
   process.stdout.write(fs.readFileSync(path.join(String((r.options as { out: string }).out), 'scale.md'), 'utf8'));
   process.exit(0);
 }
+if (process.argv.includes('--storm')) {
+  // The reconnect storm (bench/storm-bench.ts): clients lose the gateway at once and come back.
+  const { runStorm, stormMarkdown } = await import('./storm-bench.js');
+  const t0 = Date.now();
+  const r = await runStorm(
+    {
+      clients: Number(arg('clients', '24000')),
+      workers: Number(arg('workers', '2')),
+      loadgens: arg('loadgens', 'auto') === 'auto' ? 'auto' : Number(arg('loadgens', '3')),
+      sources: Number(arg('sources', '128')),
+      modes: arg('modes', 'crash,drain').split(',') as ('crash' | 'drain')[],
+      downS: Number(arg('down-s', '3')),
+      drainWindowMs: Number(arg('drain-window-ms', '10000')),
+      maxBackS: Number(arg('max-back-s', '180')),
+      rampTimeoutS: Number(arg('ramp-timeout-s', '300')),
+      out: arg('out', 'docs/bench'),
+    },
+    (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`),
+  );
+  process.stdout.write(stormMarkdown(r));
+  process.exit(r.results.every((x) => x.allBackS !== null && x.workerDeaths === 0) ? 0 : 1);
+}
 if (process.argv.includes('--fuzz')) {
   // The long fuzz run (bench/fuzz.ts); npm test runs the same engine for 10,000 cases.
   const { runFuzz, fuzzMarkdown } = await import('./fuzz.js');

@@ -18,24 +18,16 @@
  * reached, what failed if it was not (error codes), and which resource would
  * run out next, by how much headroom.
  */
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Child, CLK_TCK, hardFileLimit, proc, spawnRaised, tree } from './proc-tools.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../test/helpers/redis.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.join(here, '..', 'src', 'cli', 'index.js');
 const LOADGEN = path.join(here, 'peers', 'loadgen.js');
-const CLK_TCK = (() => {
-  try {
-    return Number(execFileSync('getconf', ['CLK_TCK']).toString()) || 100;
-  } catch {
-    return 100;
-  }
-})();
 
 export interface ScaleOptions {
   target: number;
@@ -76,83 +68,6 @@ export interface ScaleSample {
   maxFdsPerProcess: number;
   memAvailableMB: number;
   tcpSockets: number;
-}
-
-class Child {
-  readonly lines: ((l: Record<string, unknown>) => void)[] = [];
-  constructor(readonly proc: ChildProcess) {
-    readline.createInterface({ input: proc.stdout! }).on('line', (t) => {
-      let l: Record<string, unknown>;
-      try {
-        l = JSON.parse(t);
-      } catch {
-        return;
-      }
-      for (const f of this.lines) f(l);
-    });
-  }
-  next(pred: (l: Record<string, unknown>) => boolean, ms: number, what: string): Promise<Record<string, unknown>> {
-    return new Promise((resolve, reject) => {
-      const t = setTimeout(() => reject(new Error(`no ${what} within ${ms} ms`)), ms);
-      const f = (l: Record<string, unknown>) => {
-        if (!pred(l)) return;
-        clearTimeout(t);
-        this.lines.splice(this.lines.indexOf(f), 1);
-        resolve(l);
-      };
-      this.lines.push(f);
-    });
-  }
-}
-
-/** Spawns with the soft open-files limit raised to the hard one. */
-function spawnRaised(args: string[], stdio: ('pipe' | 'inherit' | 'ignore')[]): ChildProcess {
-  return spawn('bash', ['-c', 'ulimit -n "$(ulimit -Hn)" && exec "$@"', 'bash', process.execPath, ...args], { stdio });
-}
-
-function hardFileLimit(): number {
-  return Number(execFileSync('bash', ['-c', 'ulimit -Hn']).toString().trim()) || 1024;
-}
-
-function proc(pid: number): { ticks: number; rssKB: number; fds: number } | null {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const rss = /VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-    let fds = 0;
-    try {
-      fds = fs.readdirSync(`/proc/${pid}/fd`).length;
-    } catch {
-      /* gone */
-    }
-    return { ticks: Number(f[11]) + Number(f[12]), rssKB: Number(rss?.[1] ?? 0), fds };
-  } catch {
-    return null;
-  }
-}
-
-/** The process and its descendants (the cluster primary's workers; the bash wrapper exec'd away). */
-function tree(root: number): number[] {
-  const kids = new Map<number, number[]>();
-  for (const d of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const s = fs.readFileSync(`/proc/${d}/stat`, 'utf8');
-      const ppid = Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[1]);
-      const list = kids.get(ppid) ?? [];
-      list.push(Number(d));
-      kids.set(ppid, list);
-    } catch {
-      /* gone */
-    }
-  }
-  const out: number[] = [];
-  const walk = (p: number) => {
-    out.push(p);
-    for (const k of kids.get(p) ?? []) walk(k);
-  };
-  walk(root);
-  return out;
 }
 
 function meminfo(): { totalMB: number; availableMB: number } {

@@ -27,6 +27,8 @@ export interface ClientEvents {
   open: [WelcomeFrame];
   close: [CloseEvent];
   reconnecting: [{ attempt: number; delayMs: number }];
+  /** An attempt begins: the dial of `url` (the first, or one after a `reconnecting` delay). */
+  connecting: [{ url: string }];
   /** A message from the gateway, handed over once (re-sends are dropped by seq and id). */
   message: [{ payload: Uint8Array; id?: string; seq?: number }];
   /** The gateway acknowledged one of our messages: it will not be re-sent. */
@@ -150,6 +152,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
   private async attempt(): Promise<void> {
     const o = this.options;
     this.setState('connecting');
+    this.emit('connecting', { url: this.url });
     this.peerClose = null;
     this.goawayAfterMs = undefined;
     let link: Link;
@@ -162,7 +165,7 @@ export class LonglinkClient extends EventEmitter<ClientEvents> {
       return;
     }
     try {
-      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}) });
+      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
     } catch (err) {
       if (this.userClosed) return;
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));

@@ -13,6 +13,8 @@ export interface DialOptions {
   keepalive: KeepaliveOptions;
   /** For `tls://` and `wss://`: trust (`ca`), `servername`, client certificates; node:tls options. */
   tls?: ConnectionOptions;
+  /** Local address to connect from (a multi-homed host; load generators spreading over source addresses). */
+  localAddress?: string;
 }
 
 /**
@@ -31,9 +33,10 @@ function dialTcp(u: URL, opts: DialOptions, secure: boolean): Promise<Link> {
   return new Promise((resolve, reject) => {
     const host = u.hostname.replace(/^\[|\]$/g, '');
     const port = Number(u.port);
+    const local = opts.localAddress ? { localAddress: opts.localAddress } : {};
     const socket = secure
-      ? tls.connect({ ...opts.tls, host, port, ...(net.isIP(host) || opts.tls?.servername ? {} : { servername: host }) })
-      : net.connect({ host, port, noDelay: true });
+      ? tls.connect({ ...opts.tls, host, port, ...local, ...(net.isIP(host) || opts.tls?.servername ? {} : { servername: host }) })
+      : net.connect({ host, port, noDelay: true, ...local });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(new LonglinkError('LL_ERR_CONNECT_TIMEOUT', `${secure ? 'TLS' : 'TCP'} connect to ${u.host} timed out`));
@@ -53,7 +56,7 @@ function dialTcp(u: URL, opts: DialOptions, secure: boolean): Promise<Link> {
 
 function dialWs(u: URL, opts: DialOptions): Promise<Link> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(u, { ...(u.protocol === 'wss:' ? opts.tls : {}), perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: opts.maxFrameBytes * 2 });
+    const ws = new WebSocket(u, { ...(u.protocol === 'wss:' ? opts.tls : {}), ...(opts.localAddress ? { localAddress: opts.localAddress } : {}), perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: opts.maxFrameBytes * 2 });
     let sock: net.Socket | undefined;
     ws.once('upgrade', (res) => {
       sock = res.socket as net.Socket;

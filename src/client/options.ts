@@ -65,6 +65,8 @@ export interface ClientOptions {
   keepalive?: KeepaliveOptions;
   /** For `tls://` and `wss://` URLs: node:tls options such as `ca` (to trust a private CA) or `servername`. */
   tls?: ConnectionOptions;
+  /** Local address to connect from (multi-homed hosts, load generators). */
+  localAddress?: string;
   clock?: Clock;
   timers?: Timers;
   random?: () => number;
@@ -91,6 +93,7 @@ export interface ResolvedClientOptions {
   ackDelayMs: number;
   keepalive: KeepaliveOptions;
   tls: ConnectionOptions | undefined;
+  localAddress: string | undefined;
   clock: Clock;
   timers: Timers;
   random: () => number;
@@ -127,6 +130,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
     keepalive: o.keepalive ?? {},
     tls: o.tls,
+    localAddress: o.localAddress,
     clock: o.clock ?? systemClock,
     timers: o.timers ?? systemTimers,
     random: o.random ?? Math.random,

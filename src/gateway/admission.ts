@@ -6,6 +6,8 @@ export interface AdmissionLimits {
   maxConnectionsPerSource: number;
   handshakesPerSecond: number;
   handshakeBurst: number;
+  /** Connections accepted but not yet open (HELLO not yet answered) held at once. */
+  maxPendingHandshakes: number;
 }
 
 export interface Refusal {
@@ -20,6 +22,7 @@ export interface AdmissionStats {
   refusedTotal: number;
   refusedPerSource: number;
   refusedRate: number;
+  refusedPending: number;
 }
 
 /** How long a client refused for a full gateway waits, on average (spread ±50%). */
@@ -34,7 +37,13 @@ export class Admission {
   private total = 0;
   private readonly perSource = new Map<string, number>();
   private readonly bucket: TokenBucket | null;
-  readonly stats: AdmissionStats = { admitted: 0, refusedTotal: 0, refusedPerSource: 0, refusedRate: 0 };
+  readonly stats: AdmissionStats = { admitted: 0, refusedTotal: 0, refusedPerSource: 0, refusedRate: 0, refusedPending: 0 };
+  /** Connections admitted and not yet open. */
+  private pending = 0;
+  /** Handshakes finished and connections refused, in the current and the previous second. */
+  private second = 0;
+  private openedPerS = [0, 0];
+  private refused = [0, 0];
 
   constructor(
     readonly limits: AdmissionLimits,
@@ -51,6 +60,7 @@ export class Admission {
   /** Counts the connection in and returns null, or says why it is refused (and counts nothing). */
   admit(source: string, now: number): Refusal | null {
     const l = this.limits;
+    this.roll(now);
     if (l.maxConnections > 0 && this.total >= l.maxConnections) {
       this.stats.refusedTotal++;
       return { reason: 'too-many-connections', message: `the gateway holds its limit of ${l.maxConnections} connections`, retryAfterMs: this.spread(FULL_RETRY_MS) };
@@ -60,8 +70,16 @@ export class Admission {
       this.stats.refusedPerSource++;
       return { reason: 'too-many-connections', message: `${source} holds its limit of ${l.maxConnectionsPerSource} connections`, retryAfterMs: this.spread(FULL_RETRY_MS) };
     }
+    if (l.maxPendingHandshakes > 0 && this.pending >= l.maxPendingHandshakes) {
+      // The gateway is already handshaking as fast as it can: more in parallel would
+      // only make every handshake slower (and time out). Come back when the backlog has cleared.
+      this.stats.refusedPending++;
+      this.refused[1]++;
+      return { reason: 'rate-limited', message: `${this.pending} handshakes are already in progress`, retryAfterMs: this.backlogHint() };
+    }
     if (this.bucket && !this.bucket.take(now)) {
       this.stats.refusedRate++;
+      this.refused[1]++;
       // Everyone refused now would see the same wait: spread them over the
       // time the bucket needs to admit a full burst again.
       const refillMs = (1000 * this.bucket.burst) / this.bucket.ratePerSec;
@@ -72,13 +90,43 @@ export class Admission {
       };
     }
     this.total++;
+    this.pending++;
     this.perSource.set(source, mine + 1);
     this.stats.admitted++;
     return null;
   }
 
-  /** A connection admitted from `source` ended. */
-  release(source: string): void {
+  /** An admitted connection finished its handshake (WELCOME sent). */
+  opened(now: number): void {
+    this.roll(now);
+    this.pending--;
+    this.openedPerS[1]++;
+  }
+
+  private roll(now: number): void {
+    const s = Math.floor(now / 1000);
+    if (s === this.second) return;
+    const gap = s - this.second;
+    this.openedPerS = gap === 1 ? [this.openedPerS[1], 0] : [0, 0];
+    this.refused = gap === 1 ? [this.refused[1], 0] : [0, 0];
+    this.second = s;
+  }
+
+  /**
+   * A retry hint for a backlog: spread the refused over the time the gateway,
+   * at the rate it is opening connections now, needs to take them all
+   * (at least 2 s, at most 60 s), so they return about as fast as it can serve.
+   */
+  private backlogHint(): number {
+    const rate = Math.max(50, this.openedPerS[0], this.openedPerS[1]);
+    const waiting = Math.max(this.refused[0], this.refused[1]) + this.pending;
+    const spreadMs = Math.min(60_000, Math.max(2000, (1000 * waiting) / rate));
+    return Math.round(500 + this.random() * spreadMs);
+  }
+
+  /** A connection admitted from `source` ended (`wasOpen`: after its handshake finished). */
+  release(source: string, wasOpen: boolean): void {
+    if (!wasOpen) this.pending--;
     this.total--;
     const n = (this.perSource.get(source) ?? 1) - 1;
     if (n <= 0) this.perSource.delete(source);

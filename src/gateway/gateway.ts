@@ -369,6 +369,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   private onOpened(conn: ServerConnection): void {
+    this.admission.opened(this.options.clock.now());
     // On resume, HELLO's lastSeq acknowledges what arrived before the break.
     if (conn.ackedSeq > 0) void this.settleAcked(conn, conn.ackedSeq);
     void this.flush(conn);
@@ -553,7 +554,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   private onClosed(conn: ServerConnection, reason: DisconnectReason, code: number): void {
     this.connections.delete(conn);
-    this.admission.release(conn.link.remoteAddress);
+    this.admission.release(conn.link.remoteAddress, conn.openedAt >= 0);
     if (this.drained && this.connections.size === 0) this.drained();
     this.owedAcks.delete(conn);
     this.deliveryStats.unackedAtClose += conn.sentSeq - conn.ackedSeq;

@@ -117,6 +117,14 @@ export interface LimitOptions {
   /** How many new connections may arrive at once before the rate applies (default: one second's worth). */
   handshakeBurst?: number;
   /**
+   * Connections accepted but not yet open, at once. Beyond it new ones are
+   * refused with rate-limited (4008) and a hint spread over the time the
+   * backlog needs at the current handshake rate: in a reconnect storm the
+   * gateway keeps handshaking at full speed instead of slowing every
+   * handshake until clients time out.
+   */
+  maxPendingHandshakes?: number;
+  /**
    * PINGs are allowed on average one per `minPingGapMs` with bursts of
    * `pingBurst`; a client that pings faster is warned (PONG with code 4006),
    * then sent GOAWAY and closed with too-many-pings (4006). Default: a fifth
@@ -140,6 +148,7 @@ export interface ResolvedLimits {
   maxConnectionsPerSource: number;
   handshakesPerSecond: number;
   handshakeBurst: number;
+  maxPendingHandshakes: number;
   minPingGapMs: number;
   pingBurst: number;
   maxWriteBufferBytes: number;
@@ -150,13 +159,14 @@ export const LIMIT_DEFAULTS = {
   maxConnections: 100_000,
   maxConnectionsPerSource: 1_000,
   handshakesPerSecond: 2_000,
+  maxPendingHandshakes: 500,
   pingBurst: 20,
   maxWriteBufferBytes: 4 << 20,
   slowConsumerMs: 30_000,
 };
 
 /** Every limit off: for benchmarks that measure raw capacity. */
-export const NO_LIMITS: LimitOptions = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, minPingGapMs: 0 };
+export const NO_LIMITS: LimitOptions = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, maxPendingHandshakes: 0, minPingGapMs: 0 };
 
 export interface GatewayOptions {
   /** Raw TCP listener; omit or set to false for none. */
@@ -257,6 +267,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxConnectionsPerSource: nonNegative('limits.maxConnectionsPerSource', l.maxConnectionsPerSource ?? LIMIT_DEFAULTS.maxConnectionsPerSource),
     handshakesPerSecond: hps,
     handshakeBurst: positive('limits.handshakeBurst', l.handshakeBurst ?? Math.max(1, hps)),
+    maxPendingHandshakes: nonNegative('limits.maxPendingHandshakes', l.maxPendingHandshakes ?? LIMIT_DEFAULTS.maxPendingHandshakes),
     minPingGapMs: nonNegative('limits.minPingGapMs', l.minPingGapMs ?? heartbeat.minIntervalMs / 5),
     pingBurst: positive('limits.pingBurst', l.pingBurst ?? LIMIT_DEFAULTS.pingBurst),
     maxWriteBufferBytes: positive('limits.maxWriteBufferBytes', l.maxWriteBufferBytes ?? Math.max(LIMIT_DEFAULTS.maxWriteBufferBytes, 2 * maxFrameBytes)),

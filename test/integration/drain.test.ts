@@ -47,7 +47,7 @@ describe('graceful drain', () => {
     const drainMs = performance.now() - t0;
 
     assert.deepEqual(report, { connections: N, settled: N, timedOut: 0, maxHintMs: report.maxHintMs });
-    assert.ok(report.maxHintMs < WINDOW);
+    assert.ok(report.maxHintMs <= WINDOW);
     assert.ok(drainMs >= 250, `the drain waited for u0's acknowledgement (${drainMs.toFixed(0)} ms)`);
     assert.deepEqual(delivered, ['inflight'], 'the in-flight message was acknowledged before the link closed');
 

@@ -19,7 +19,7 @@ test('token bucket: a burst at once, then the rate, to the millisecond', () => {
 });
 
 test('admission: total, per source, rate; releases free slots; refusals count nothing', () => {
-  const a = new Admission({ maxConnections: 3, maxConnectionsPerSource: 2, handshakesPerSecond: 0, handshakeBurst: 1 }, 0, () => 0.5);
+  const a = new Admission({ maxConnections: 3, maxConnectionsPerSource: 2, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 0 }, 0, () => 0.5);
   assert.equal(a.admit('1.1.1.1', 0), null);
   assert.equal(a.admit('1.1.1.1', 0), null);
   const perSource = a.admit('1.1.1.1', 0)!;
@@ -27,8 +27,8 @@ test('admission: total, per source, rate; releases free slots; refusals count no
   assert.equal(perSource.retryAfterMs, FULL_RETRY_MS);
   assert.equal(a.admit('2.2.2.2', 0), null);
   assert.equal(a.admit('3.3.3.3', 0)?.reason, 'too-many-connections');
-  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0 });
-  a.release('1.1.1.1');
+  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0, refusedPending: 0 });
+  a.release('1.1.1.1', false);
   assert.equal(a.connections, 2);
   assert.equal(a.admit('1.1.1.1', 0), null);
 });
@@ -36,7 +36,7 @@ test('admission: total, per source, rate; releases free slots; refusals count no
 test('admission: the rate limit spreads its hints over the refill time', () => {
   const hints: number[] = [];
   let r = 0;
-  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 200 }, 0, () => (r = (r + 0.37) % 1));
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 200, maxPendingHandshakes: 0 }, 0, () => (r = (r + 0.37) % 1));
   for (let i = 0; i < 200; i++) assert.equal(a.admit(`s${i}`, 0), null);
   for (let i = 0; i < 50; i++) {
     const x = a.admit('late', 0)!;
@@ -47,6 +47,31 @@ test('admission: the rate limit spreads its hints over the refill time', () => {
   assert.ok(hints.every((h) => h >= 10 && h <= 2010));
   assert.ok(Math.max(...hints) - Math.min(...hints) > 1000, 'spread, not one instant');
   assert.equal(a.admit('late', 10), null, 'a token 10 ms later');
+});
+
+test('admission: pending handshakes are bounded; the hint spreads the backlog over the time the current rate needs', () => {
+  let r = 0;
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 100 }, 0, () => (r = (r + 0.61) % 1));
+  for (let i = 0; i < 100; i++) assert.equal(a.admit(`s${i}`, 0), null);
+  const refused = a.admit('x', 0)!;
+  assert.equal(refused.reason, 'rate-limited');
+  assert.ok(refused.retryAfterMs >= 500 && refused.retryAfterMs <= 2500, 'no rate measured yet: 2 s spread');
+  // In the next second 100 handshakes finish, 100 more start, and 3,000 are refused.
+  for (let i = 0; i < 100; i++) a.opened(1000);
+  for (let i = 0; i < 100; i++) assert.equal(a.admit(`t${i}`, 1000), null);
+  const hints: number[] = [];
+  for (let i = 0; i < 3000; i++) hints.push(a.admit('y', 1500)!.retryAfterMs);
+  // At 100 opened/s, 3,000 waiting + 100 pending need about 31 s: the last hints spread that far.
+  const late = hints.slice(-100);
+  assert.ok(Math.max(...late) > 20_000 && Math.max(...late) <= 31_500, `spread ${Math.max(...late)}`);
+  assert.ok(Math.min(...late) >= 500);
+  assert.equal(a.stats.refusedPending, 3001);
+  // Pending slots free up when handshakes finish or the connection ends before it.
+  a.release('t0', false); // ended before its handshake finished
+  assert.equal(a.admit('z', 1500), null);
+  assert.equal(a.admit('z1', 1500)?.reason, 'rate-limited');
+  a.opened(1500); // one finishes its handshake
+  assert.equal(a.admit('z2', 1500), null);
 });
 
 test('PONG carries a warning code; a bare PONG stays 1 byte', () => {
