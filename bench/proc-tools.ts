@@ -93,3 +93,14 @@ export function tree(root: number): number[] {
   return out;
 }
 
+
+/** SIGKILLs a process and its descendants at once (a crash, not a shutdown). */
+export function killTree(root: number): void {
+  for (const pid of tree(root)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+}

@@ -22,6 +22,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { panelFrame } from './chart.js';
 import { Child, CLK_TCK, hardFileLimit, proc, spawnRaised, tree } from './proc-tools.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../test/helpers/redis.js';
 
@@ -431,10 +432,7 @@ export function scaleSvg(samples: ScaleSample[]): string {
     const max = Math.max(1, ...p.series.flatMap((s) => samples.map(s.get)));
     const x = (t: number) => pad.l + (t / tMax) * (W - pad.l - pad.r);
     const y = (v: number) => oy + H - pad.b - (v / max) * (H - pad.t - pad.b);
-    out.push(`<text x="${pad.l}" y="${oy + 14}" font-weight="bold">${p.title}</text>`);
-    out.push(`<line x1="${pad.l}" y1="${y(0)}" x2="${W - pad.r}" y2="${y(0)}" stroke="#999"/><line x1="${pad.l}" y1="${y(0)}" x2="${pad.l}" y2="${y(max)}" stroke="#999"/>`);
-    out.push(`<text x="${pad.l - 4}" y="${y(max) + 4}" text-anchor="end">${Math.round(max).toLocaleString('en')}</text><text x="${pad.l - 4}" y="${y(0) + 4}" text-anchor="end">0</text>`);
-    out.push(`<text x="${W - pad.r}" y="${oy + H - 8}" text-anchor="end">${Math.round(tMax)} s</text><text x="${pad.l}" y="${oy + H - 8}">0</text>`);
+    out.push(...panelFrame({ title: p.title, oy, W, H, pad, y0: y(0), yMax: y(max), max, xLabel: `${Math.round(tMax)} s` }));
     const holdAt = samples.find((s) => s.phase === 'hold')?.t;
     if (holdAt !== undefined) out.push(`<line x1="${x(holdAt)}" y1="${y(0)}" x2="${x(holdAt)}" y2="${y(max)}" stroke="#bbb" stroke-dasharray="4 3"/><text x="${x(holdAt) + 3}" y="${y(max) + 10}" fill="#888">hold</text>`);
     p.series.forEach((s, i) => {

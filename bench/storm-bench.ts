@@ -26,7 +26,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { redisUnavailable, startRedis, type TestRedis } from '../test/helpers/redis.js';
-import { Child, hardFileLimit, proc, spawnRaised, tree } from './proc-tools.js';
+import { panelFrame } from './chart.js';
+import { Child, hardFileLimit, killTree, proc, spawnRaised, tree } from './proc-tools.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CLI = path.join(here, '..', 'src', 'cli', 'index.js');
@@ -125,13 +126,7 @@ export async function runStorm(o: StormOptions, log: (m: string) => void): Promi
     for (const g of gens) g.proc.stdin?.end();
     await Promise.all(gens.map(exited));
     if (gw && gw.proc.exitCode === null) {
-      for (const pid of tree(gw.proc.pid!)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          /* gone */
-        }
-      }
+      killTree(gw.proc.pid!);
       await exited(gw);
     }
     await redis?.stop();
@@ -173,13 +168,7 @@ export async function runStorm(o: StormOptions, log: (m: string) => void): Promi
       const old = gw!;
       const stopAt = Date.now();
       if (mode === 'crash') {
-        for (const pid of tree(old.proc.pid!)) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            /* gone */
-          }
-        }
+        killTree(old.proc.pid!);
         await exited(old);
         await new Promise((r) => setTimeout(r, o.downS * 1000));
       } else {
@@ -299,10 +288,7 @@ export function stormSvg(results: StormResult[]): string {
     const max = Math.max(1, ...results.flatMap((r) => r.seconds.map(p.get)));
     const x = (s: number) => pad.l + (Math.max(0, s) / sMax) * (W - pad.l - pad.r);
     const y = (v: number) => oy + H - pad.b - (v / max) * (H - pad.t - pad.b);
-    out.push(`<text x="${pad.l}" y="${oy + 14}" font-weight="bold">${p.title}</text>`);
-    out.push(`<line x1="${pad.l}" y1="${y(0)}" x2="${W - pad.r}" y2="${y(0)}" stroke="#999"/><line x1="${pad.l}" y1="${y(0)}" x2="${pad.l}" y2="${y(max)}" stroke="#999"/>`);
-    out.push(`<text x="${pad.l - 4}" y="${y(max) + 4}" text-anchor="end">${Math.round(max).toLocaleString('en')}</text><text x="${pad.l - 4}" y="${y(0) + 4}" text-anchor="end">0</text>`);
-    out.push(`<text x="${W - pad.r}" y="${oy + H - 8}" text-anchor="end">${sMax} s after the old gateway stopped</text><text x="${pad.l}" y="${oy + H - 8}">0</text>`);
+    out.push(...panelFrame({ title: p.title, oy, W, H, pad, y0: y(0), yMax: y(max), max, xLabel: `${sMax} s after the old gateway stopped` }));
     results.forEach((r, i) => {
       const pts = r.seconds.filter((q) => q.s >= 0).map((q) => `${x(q.s).toFixed(1)},${y(p.get(q)).toFixed(1)}`).join(' ');
       out.push(`<polyline fill="none" stroke="${colors[i % colors.length]}" stroke-width="1.6" points="${pts}"/>`);

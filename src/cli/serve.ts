@@ -79,52 +79,54 @@ export function serveCommand(): Command {
       const store = o.redis
         ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)) })
         : undefined;
-      let tls;
+      let tls: ReturnType<typeof tlsFiles>;
       let authenticate: Authenticate | undefined;
+      let gw: Gateway;
+      // Unreadable files, conflicting keys and out-of-range limits end here with one clear line.
       try {
         tls = tlsFiles(o);
         authenticate = jwtFromOptions(o);
+        gw = new Gateway({
+          ...(store ? { store } : {}),
+          ...(authenticate ? { authenticate } : {}),
+          tcp: o.tcp === false ? false : { host: o.host, port: o.tcpPort, ...(tls ? { tls } : {}) },
+          ws: o.ws === false ? false : { host: o.host, port: o.wsPort, path: o.wsPath, ...(tls ? { tls } : {}) },
+          limits: {
+            maxConnections: o.maxConnections,
+            maxConnectionsPerSource: o.maxConnectionsPerSource,
+            handshakesPerSecond: o.handshakesPerSecond,
+            maxPendingHandshakes: o.maxPendingHandshakes,
+            ...(o.minPingGapMs !== undefined ? { minPingGapMs: o.minPingGapMs } : {}),
+            pingBurst: o.pingBurst,
+            maxWriteBufferBytes: o.maxWriteBufferBytes,
+            slowConsumerMs: o.slowConsumerMs,
+          },
+          heartbeat: {
+            intervalMs: o.heartbeatIntervalMs,
+            minIntervalMs: o.heartbeatMinIntervalMs,
+            maxIntervalMs: o.heartbeatMaxIntervalMs,
+            missBudget: o.missBudget,
+            graceMs: o.graceMs,
+            allowServerDirection: o.serverDirection,
+          },
+          probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
+          keepalive: {
+            keepaliveIdleMs: o.keepaliveIdleMs,
+            keepaliveIntervalMs: o.keepaliveIntervalMs,
+            keepaliveCount: o.keepaliveCount,
+            userTimeoutMs: o.userTimeoutMs,
+          },
+          handshakeTimeoutMs: o.handshakeTimeoutMs,
+          maxFrameBytes: o.maxFrameBytes,
+          sessionTtlMs: o.sessionTtlMs,
+          wheelTickMs: o.wheelTickMs,
+          nodeId: o.nodeId,
+          delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
+        });
       } catch (err) {
         log.fatal({ event: 'bad-option', err: (err as Error).message }, 'bad option');
         process.exit(2);
       }
-      const gw = new Gateway({
-        ...(store ? { store } : {}),
-        ...(authenticate ? { authenticate } : {}),
-        tcp: o.tcp === false ? false : { host: o.host, port: o.tcpPort, ...(tls ? { tls } : {}) },
-        ws: o.ws === false ? false : { host: o.host, port: o.wsPort, path: o.wsPath, ...(tls ? { tls } : {}) },
-        limits: {
-          maxConnections: o.maxConnections,
-          maxConnectionsPerSource: o.maxConnectionsPerSource,
-          handshakesPerSecond: o.handshakesPerSecond,
-          maxPendingHandshakes: o.maxPendingHandshakes,
-          ...(o.minPingGapMs !== undefined ? { minPingGapMs: o.minPingGapMs } : {}),
-          pingBurst: o.pingBurst,
-          maxWriteBufferBytes: o.maxWriteBufferBytes,
-          slowConsumerMs: o.slowConsumerMs,
-        },
-        heartbeat: {
-          intervalMs: o.heartbeatIntervalMs,
-          minIntervalMs: o.heartbeatMinIntervalMs,
-          maxIntervalMs: o.heartbeatMaxIntervalMs,
-          missBudget: o.missBudget,
-          graceMs: o.graceMs,
-          allowServerDirection: o.serverDirection,
-        },
-        probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
-        keepalive: {
-          keepaliveIdleMs: o.keepaliveIdleMs,
-          keepaliveIntervalMs: o.keepaliveIntervalMs,
-          keepaliveCount: o.keepaliveCount,
-          userTimeoutMs: o.userTimeoutMs,
-        },
-        handshakeTimeoutMs: o.handshakeTimeoutMs,
-        maxFrameBytes: o.maxFrameBytes,
-        sessionTtlMs: o.sessionTtlMs,
-        wheelTickMs: o.wheelTickMs,
-        nodeId: o.nodeId,
-        delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
-      });
       gw.on('online', (e) => log.info({ event: 'online', user: e.userId, device: e.deviceId, transport: e.transport, resumed: e.resumed }, 'online'));
       gw.on('offline', (e) =>
         log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline'),
@@ -249,8 +251,11 @@ function jwtFromOptions(o: Record<string, unknown>): Authenticate | undefined {
     ...(o.jwtIssuer ? { issuer: o.jwtIssuer as string } : {}),
     ...(o.jwtAudience ? { audience: o.jwtAudience as string } : {}),
   };
-  if (secret) return jwtAuthenticator({ secret, ...common });
-  if (o.jwtPublicKey) return jwtAuthenticator({ publicKey: createPublicKey(readFileSync(o.jwtPublicKey as string)), ...common });
-  if (o.jwksUrl) return jwtAuthenticator({ jwksUrl: o.jwksUrl as string, ...common });
-  return undefined;
+  const keys = {
+    ...(secret ? { secret } : {}),
+    ...(o.jwtPublicKey ? { publicKey: createPublicKey(readFileSync(o.jwtPublicKey as string)) } : {}),
+    ...(o.jwksUrl ? { jwksUrl: o.jwksUrl as string } : {}),
+  };
+  // More than one key source is refused by jwtAuthenticator with a clear message.
+  return Object.keys(keys).length ? jwtAuthenticator({ ...keys, ...common }) : undefined;
 }

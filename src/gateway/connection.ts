@@ -253,10 +253,9 @@ export class ServerConnection implements LinkEvents {
     return PACE_CLOSED;
   }
 
-  /** GOAWAY with a hint for when to come back, then close. */
+  /** GOAWAY with a hint for when to come back (on an open link), then close. */
   goAway(reason: CloseReason, reconnectAfterMs: number, message: string = reason): void {
-    if (this.phase === 'closed') return;
-    if (this.phase === 'open') this.link.send({ type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.round(reconnectAfterMs), reason });
+    if (this.phase === 'open') this.send(goawayFrame(reason, reconnectAfterMs));
     this.closeWith(reason, message);
   }
 
@@ -483,6 +482,11 @@ export class ServerConnection implements LinkEvents {
     this.rtt?.clearOutstanding();
     this.host.closed(this, reason, code);
   }
+}
+
+/** GOAWAY for a close reason, with when to come back. */
+export function goawayFrame(reason: CloseReason, reconnectAfterMs: number): Frame {
+  return { type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.round(reconnectAfterMs), reason };
 }
 
 const PACE_OK = 0;

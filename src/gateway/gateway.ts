@@ -12,7 +12,7 @@ import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
-import { ServerConnection, type ConnectionHost, type Opening } from './connection.js';
+import { goawayFrame, ServerConnection, type ConnectionHost, type Opening } from './connection.js';
 import { PushTracker, type PushResult } from './push-tracker.js';
 import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from './options.js';
@@ -293,7 +293,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
     const refusal = this.admission.admit(link.remoteAddress, this.options.clock.now());
     if (refusal) {
-      link.send({ type: FrameType.GOAWAY, code: CloseCodes[refusal.reason], reconnectAfterMs: refusal.retryAfterMs, reason: refusal.reason });
+      link.send(goawayFrame(refusal.reason, refusal.retryAfterMs));
       link.close(CloseCodes[refusal.reason], refusal.message);
       this.emit('refused', { remoteAddress: link.remoteAddress, transport: link.transport, ...refusal });
       return null;
@@ -632,10 +632,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   disconnect(userId: string, deviceId?: string, opts: { reconnectAfterMs?: number } = {}): number {
     const targets = deviceId === undefined ? [...this.registry.devices(userId)] : [this.registry.get(userId, deviceId)].filter((c) => c !== undefined);
     for (const c of targets) {
-      if (opts.reconnectAfterMs !== undefined && c!.phase === 'open') {
-        c!.send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: opts.reconnectAfterMs, reason: 'going-away' });
-      }
-      c!.closeWith('going-away');
+      if (opts.reconnectAfterMs !== undefined) c!.goAway('going-away', opts.reconnectAfterMs);
+      else c!.closeWith('going-away');
     }
     return targets.length;
   }
@@ -708,7 +706,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       report.maxHintMs = Math.max(report.maxHintMs, hint);
       conn.draining = true;
       conn.flushAck();
-      conn.send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: hint, reason: 'going-away' });
+      conn.send(goawayFrame('going-away', hint));
       if (conn.ackedSeq >= conn.sentSeq) conn.closeWith('going-away');
     });
     if (this.connections.size > 0) {
@@ -746,10 +744,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async close(opts: { reconnectAfterMs?: number } = {}): Promise<void> {
     this.closing = true;
     for (const conn of [...this.connections]) {
-      if (conn.phase === 'open' && opts.reconnectAfterMs !== undefined) {
-        conn.send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: opts.reconnectAfterMs, reason: 'going-away' });
-      }
-      conn.closeWith('going-away');
+      if (opts.reconnectAfterMs !== undefined) conn.goAway('going-away', opts.reconnectAfterMs);
+      else conn.closeWith('going-away');
     }
     this.runner.stop();
     this.loopGuard?.stop();

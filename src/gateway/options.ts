@@ -137,7 +137,8 @@ export interface LimitOptions {
    * of this is buffered and resumes when it drains; a link that does not drain
    * within `slowConsumerMs`, or whose unsent output (fire-and-forget sends
    * included) exceeds this, is closed as a slow consumer (4003). Its messages
-   * stay queued for its next connection.
+   * stay queued for its next connection. At least 64 KiB and twice
+   * `maxFrameBytes`.
    */
   maxWriteBufferBytes?: number;
   slowConsumerMs?: number;
@@ -155,6 +156,9 @@ export interface ResolvedLimits {
   slowConsumerMs: number;
 }
 
+/** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
+export const MIN_WRITE_BUFFER_BYTES = 64 * 1024;
+
 export const LIMIT_DEFAULTS = {
   maxConnections: 100_000,
   maxConnectionsPerSource: 1_000,
@@ -164,9 +168,6 @@ export const LIMIT_DEFAULTS = {
   maxWriteBufferBytes: 4 << 20,
   slowConsumerMs: 30_000,
 };
-
-/** Every limit off: for benchmarks that measure raw capacity. */
-export const NO_LIMITS: LimitOptions = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, maxPendingHandshakes: 0, minPingGapMs: 0 };
 
 export interface GatewayOptions {
   /** Raw TCP listener; omit or set to false for none. */
@@ -273,8 +274,11 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxWriteBufferBytes: positive('limits.maxWriteBufferBytes', l.maxWriteBufferBytes ?? Math.max(LIMIT_DEFAULTS.maxWriteBufferBytes, 2 * maxFrameBytes)),
     slowConsumerMs: positive('limits.slowConsumerMs', l.slowConsumerMs ?? LIMIT_DEFAULTS.slowConsumerMs),
   };
-  if (limits.maxWriteBufferBytes < 2 * maxFrameBytes) {
-    throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.maxWriteBufferBytes must be at least twice maxFrameBytes (${2 * maxFrameBytes})`);
+  // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
+  // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).
+  const minWrite = Math.max(2 * maxFrameBytes, MIN_WRITE_BUFFER_BYTES);
+  if (limits.maxWriteBufferBytes < minWrite) {
+    throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.maxWriteBufferBytes must be at least ${minWrite} (64 KiB, and twice maxFrameBytes)`);
   }
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);

@@ -8,11 +8,13 @@ import { CLI, spawnCli, spawnServe } from '../helpers/procs.js';
 
 test('serve --help lists the heartbeat and keepalive options', () => {
   const help = execFileSync(process.execPath, [CLI, 'serve', '--help'], { encoding: 'utf8' });
-  for (const opt of ['--tcp-port', '--ws-port', '--heartbeat-interval-ms', '--miss-budget', '--grace-ms', '--keepalive-idle-ms', '--keepalive-interval-ms', '--keepalive-count', '--user-timeout-ms', '--handshake-timeout-ms', '--max-frame-bytes']) {
+  for (const opt of ['--tcp-port', '--ws-port', '--heartbeat-interval-ms', '--miss-budget', '--grace-ms', '--keepalive-idle-ms', '--keepalive-interval-ms', '--keepalive-count', '--user-timeout-ms', '--handshake-timeout-ms', '--max-frame-bytes',
+    '--tls-cert', '--tls-key', '--jwt-secret', '--jwt-public-key', '--jwks-url', '--max-connections', '--max-connections-per-source', '--handshakes-per-second',
+    '--max-pending-handshakes', '--min-ping-gap-ms', '--ping-burst', '--max-write-buffer-bytes', '--slow-consumer-ms', '--drain-window-ms', '--drain-ack-timeout-ms']) {
     assert.ok(help.includes(opt), `serve --help mentions ${opt}`);
   }
   const clientHelp = execFileSync(process.execPath, [CLI, 'client', '--help'], { encoding: 'utf8' });
-  for (const opt of ['--url', '--user', '--device', '--direction', '--interval-ms', '--json']) assert.ok(clientHelp.includes(opt));
+  for (const opt of ['--url', '--user', '--device', '--direction', '--interval-ms', '--json', '--token', '--tls-ca']) assert.ok(clientHelp.includes(opt));
 });
 
 test('serve refuses bad options with a clear message', () => {
@@ -98,4 +100,19 @@ test('serve with TLS and JWT: a client with the CA and a token gets in, one with
   assert.equal(stopped.settled, 3);
   const code = await new Promise((r) => (server.child.exitCode !== null ? r(server.child.exitCode) : server.child.once('exit', r)));
   assert.equal(code, 0);
+});
+
+test('serve refuses conflicting or out-of-range security options with one clear line', () => {
+  for (const [args, pattern] of [
+    [['--tls-cert', '/nonexistent.pem'], /--tls-cert and --tls-key go together/],
+    [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /ENOENT/],
+    [['--jwt-secret', 's'.repeat(32), '--jwks-url', 'https://issuer.invalid/jwks'], /exactly one of/],
+    [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
+  ] as [string[], RegExp][]) {
+    assert.throws(
+      () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
+      (err: { status: number; stdout: string }) => err.status === 2 && pattern.test(err.stdout),
+      args.join(' '),
+    );
+  }
 });

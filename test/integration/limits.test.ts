@@ -149,6 +149,10 @@ describe('heartbeat-rate enforcement (too-many-pings)', () => {
   });
 });
 
+test('a write bound too small for the stream to see backpressure is refused with a clear error', () => {
+  assert.throws(() => new Gateway({ tcp: false, ws: false, limits: { maxWriteBufferBytes: 10_000 } }), (e: { code?: string; message: string }) => e.code === 'LL_ERR_INVALID_OPTION' && /at least 131072/.test(e.message));
+});
+
 test('client outbox: beyond maxOutbox, send throws LL_ERR_OUTBOX_FULL and nothing is queued', () => {
   const c = new LonglinkClient({ url: 'tcp://127.0.0.1:1', userId: 'u', deviceId: 'd', maxOutbox: 3 });
   for (let i = 0; i < 3; i++) c.send(`m${i}`);
