@@ -314,9 +314,10 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
       rampS: Math.round(steady.allOpenAtS ?? rampS),
       connectsPerS: Math.round(opened / (steady.allOpenAtS ?? rampS)),
       holdS: Math.round(holdS),
-      heartbeatsInHold: last.pongs - holdStart.pongs,
+      // Answers to PINGs sent in the hold: the ones in flight when it began are answered in it, so they are not counted.
+      heartbeatsInHold: last.pongs - holdStart.pings,
       pingsInHold: last.pings - holdStart.pings,
-      heartbeatsPerS: Math.round((last.pongs - holdStart.pongs) / holdS),
+      heartbeatsPerS: Math.round((last.pongs - holdStart.pings) / holdS),
       closedInHold: last.closed - holdStart.closed,
       closedTotal: last.closed,
       closes,
