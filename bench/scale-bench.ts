@@ -135,6 +135,7 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
           '--max-semi-space-size=16',
           CLI,
           'serve',
+          '--no-admin',
           '--workers',
           String(workers),
           '--redis',

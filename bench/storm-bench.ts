@@ -100,7 +100,7 @@ export async function runStorm(o: StormOptions, log: (m: string) => void): Promi
     const g = new Child(
       spawnRaised(
         [
-          CLI, 'serve', '--workers', String(o.workers), '--redis', redis!.url, '--tcp-port', String(port), '--no-ws',
+          CLI, 'serve', '--no-admin', '--workers', String(o.workers), '--redis', redis!.url, '--tcp-port', String(port), '--no-ws',
           '--heartbeat-interval-ms', '30000', '--drain-window-ms', String(o.drainWindowMs), '--log-level', 'info',
         ],
         ['ignore', 'pipe', 'inherit'],

@@ -3,6 +3,7 @@ import { Command } from 'commander';
 import { serveCommand } from './serve.js';
 import { clientCommand } from './client.js';
 import { labCommand } from './lab.js';
+import { demoCommand } from './demo.js';
 
 const program = new Command('longlink')
   .description('Long-connection heartbeat gateway and client')
@@ -10,4 +11,5 @@ const program = new Command('longlink')
 program.addCommand(serveCommand());
 program.addCommand(clientCommand());
 program.addCommand(labCommand());
+program.addCommand(demoCommand());
 await program.parseAsync(process.argv);

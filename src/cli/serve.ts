@@ -11,6 +11,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import { int } from './parse.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
+import { AdminServer, DEFAULT_ADMIN_PORT } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -68,6 +69,10 @@ export function serveCommand(): Command {
     .option('--slow-consumer-ms <ms>', 'how long delivery may wait for a full write buffer to drain', int, LIMIT_DEFAULTS.slowConsumerMs)
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
+    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', int, DEFAULT_ADMIN_PORT)
+    .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
+    .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
+    .option('--no-admin', 'do not open the admin port')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
@@ -153,6 +158,37 @@ export function serveCommand(): Command {
         log.fatal({ err }, 'cannot listen');
         process.exit(1);
       }
+      let stopping = false;
+      const stop = async (signal: string, drain: { windowMs?: number; ackTimeoutMs?: number } = {}) => {
+        if (stopping) return;
+        stopping = true;
+        const windowMs = drain.windowMs ?? o.drainWindowMs;
+        log.info({ event: 'draining', signal, connections: gw.connectionCount, windowMs }, 'draining');
+        const report = await gw.drain({ windowMs, ackTimeoutMs: drain.ackTimeoutMs ?? o.drainAckTimeoutMs });
+        await admin?.close();
+        await store?.close();
+        log.info({ event: 'stopped', ...report }, 'drained and stopped');
+        process.exit(0);
+      };
+      let admin: AdminServer | null = null;
+      let adminUrl: string | null = null;
+      if (o.admin !== false) {
+        const token = (o.adminToken as string | undefined) ?? process.env.LONGLINK_ADMIN_TOKEN;
+        admin = new AdminServer(gw, {
+          host: o.adminHost,
+          port: o.adminPort === 0 ? 0 : o.adminPort + (worker ?? 0),
+          ...(token ? { token } : {}),
+          log,
+          onDrain: (d) => void stop('admin', d),
+        });
+        try {
+          const a = await admin.listen();
+          adminUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
+        } catch (err) {
+          log.fatal({ err }, 'cannot listen on the admin port');
+          process.exit(1);
+        }
+      }
       const p = gw.options.heartbeat;
       log.info(
         {
@@ -163,20 +199,12 @@ export function serveCommand(): Command {
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,
           nodeId: gw.options.nodeId,
+          admin: adminUrl,
+          dashboard: adminUrl && admin?.hasDashboard ? adminUrl : null,
         },
         'longlink gateway listening',
       );
-      process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId });
-      let stopping = false;
-      const stop = async (signal: string) => {
-        if (stopping) return;
-        stopping = true;
-        log.info({ event: 'draining', signal, connections: gw.connectionCount, windowMs: o.drainWindowMs }, 'draining');
-        const report = await gw.drain({ windowMs: o.drainWindowMs, ackTimeoutMs: o.drainAckTimeoutMs });
-        await store?.close();
-        log.info({ event: 'stopped', ...report }, 'drained and stopped');
-        process.exit(0);
-      };
+      process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
     });

@@ -21,6 +21,7 @@ import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import type { DisconnectReason } from './disconnect.js';
 import type { ResolvedLimits } from './options.js';
 import { newId } from './ids.js';
+import type { ConnectionTrace } from './connection-trace.js';
 
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
@@ -56,6 +57,8 @@ export interface ConnectionHost {
   probeFailed(conn: ServerConnection): void;
   stateChanged(conn: ServerConnection, delta: ClientState): void;
   rtt(conn: ServerConnection, sample: RttSample): void;
+  /** A heartbeat went overdue and a probe is out (cleared: false), or the peer was heard after all (cleared: true). */
+  suspicion(conn: ServerConnection, cleared: boolean): void;
   protocolError(conn: ServerConnection, err: ProtocolError): void;
   closed(conn: ServerConnection, reason: DisconnectReason, code: number): void;
 }
@@ -115,6 +118,12 @@ export class ServerConnection implements LinkEvents {
   writeStalledAt = -1;
   /** PING rate (GCRA): when the next PING is due at the allowed pace; and whether the client was warned. */
   private pingTat = 0;
+  /** A heartbeat is overdue and a probe is out; the next frame clears it (a false suspicion). */
+  suspected = false;
+  /** Set while the admin view watches this connection. */
+  trace: ConnectionTrace | null = null;
+  /** The interval the client announced in a PING (its adaptive heartbeat), if it did. */
+  announcedIntervalMs: number | null = null;
   private pingWarned = false;
   private detector: LivenessDetector | null = null;
   private scheduler: HeartbeatScheduler | null = null;
@@ -162,6 +171,8 @@ export class ServerConnection implements LinkEvents {
       if (pace === PACE_CLOSED) return;
       this.detector?.heard(now, true);
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+      if (this.suspected) this.unsuspect();
+      this.trace?.add(now, 'ping-in');
       this.answerPing(pace === PACE_WARN);
       return;
     }
@@ -181,6 +192,7 @@ export class ServerConnection implements LinkEvents {
     if (this.phase === 'open') {
       this.detector?.heard(now, f.type === FrameType.PING);
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+      if (this.suspected) this.unsuspect();
       if (this.probeDeadline !== null) {
         this.probeDeadline = null;
         this.host.probeAnswered(this);
@@ -197,6 +209,7 @@ export class ServerConnection implements LinkEvents {
         this.stats.pingsIn++;
         const pace = this.pingPace(now);
         if (pace === PACE_CLOSED) return;
+        this.trace?.add(now, 'ping-in');
         this.answerPing(pace === PACE_WARN);
         if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
         if (f.state !== undefined) this.mergeState(f.state);
@@ -205,10 +218,12 @@ export class ServerConnection implements LinkEvents {
       case FrameType.PONG: {
         const sample = this.rtt?.pongReceived(now);
         if (sample) this.host.rtt(this, sample);
+        this.trace?.add(now, 'pong-in', sample?.sampleMs);
         return;
       }
       case FrameType.DATA:
         this.stats.dataIn++;
+        this.trace?.add(now, 'data-in');
         this.host.message(this, f);
         return;
       case FrameType.ACK:
@@ -268,6 +283,7 @@ export class ServerConnection implements LinkEvents {
     this.userId = hello.userId;
     this.deviceId = hello.deviceId;
     this.clientInfo = hello.clientInfo ?? NO_STATE;
+    if (hello.intervalMs !== undefined) this.announcedIntervalMs = clampInterval(this.host.policy, hello.intervalMs);
     this.host.hello(this, hello).then(
       (w) => this.open(w),
       (err) => {
@@ -306,7 +322,9 @@ export class ServerConnection implements LinkEvents {
   private setInterval(ms: number): void {
     if (!this.grant) return;
     const clamped = clampInterval(this.host.policy, ms);
+    this.announcedIntervalMs = clamped;
     if (clamped === this.grant.intervalMs) return;
+    this.trace?.add(this.host.clock.now(), 'interval', clamped);
     this.grant = { ...this.grant, intervalMs: clamped };
     this.detector?.setIntervalMs(clamped);
     this.scheduler?.setIntervalMs(clamped);
@@ -320,6 +338,7 @@ export class ServerConnection implements LinkEvents {
       if (delta[k] === '') delete this.clientState[k];
       else this.clientState[k] = delta[k];
     }
+    this.trace?.add(this.host.clock.now(), 'state');
     this.host.stateChanged(this, delta);
   }
 
@@ -401,6 +420,7 @@ export class ServerConnection implements LinkEvents {
     if (this.scheduler) {
       const action = this.scheduler.poll(now);
       if (action === 'dead') return this.closeWith('heartbeat-timeout');
+      if (action === 'probe' && !this.suspected) this.suspect(now);
       if (action === 'ping' || action === 'probe') this.ping(now);
     } else {
       const verdict = this.detector!.check(now);
@@ -415,9 +435,23 @@ export class ServerConnection implements LinkEvents {
       }
       // One probe when a heartbeat is overdue: a host that rebooted answers
       // it with a reset at once, and a live client's PONG settles the doubt.
-      if (verdict === 'suspect') this.ping(now);
+      if (verdict === 'suspect') {
+        this.suspect(now);
+        this.ping(now);
+      }
     }
     this.arm(this.nextWake(now));
+  }
+
+  private suspect(now: number): void {
+    this.suspected = true;
+    this.trace?.add(now, 'suspect');
+    this.host.suspicion(this, false);
+  }
+
+  private unsuspect(): void {
+    this.suspected = false;
+    this.host.suspicion(this, true);
   }
 
   /** Sends a PING now (a probe); the answer updates RTT. */
@@ -427,13 +461,16 @@ export class ServerConnection implements LinkEvents {
     this.scheduler?.sent(now);
     this.send(BARE_PING);
     this.stats.pingsOut++;
+    this.trace?.add(now, 'ping-out');
   }
 
   send(f: Frame): void {
     this.stats.framesOut++;
     if (f.type === FrameType.DATA) {
       this.stats.dataOut++;
-      this.scheduler?.sent(this.host.clock.now());
+      const now = this.host.clock.now();
+      this.scheduler?.sent(now);
+      this.trace?.add(now, 'data-out');
       if (this.ackOwed) f = { ...f, ack: this.takeAck() };
     }
     this.link.send(f);

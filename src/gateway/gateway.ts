@@ -25,6 +25,11 @@ import { WheelRunner } from './wheel-runner.js';
 import { FreshnessDetector } from '../core/freshness-detector.js';
 import { EventLoopGuard, type EventLoopStats } from './event-loop-guard.js';
 import { Admission, type AdmissionStats } from './admission.js';
+import { ConnectionTrace } from './connection-trace.js';
+import type { HeartbeatGrant } from '../protocol/frames.js';
+
+/** Connections traced at once for the admin view; the least recently read one gives way. */
+const MAX_TRACES = 32;
 
 export interface DeviceRef {
   userId: string;
@@ -153,6 +158,15 @@ export interface ConnectionInfo extends DeviceRef {
   remoteAddress: string;
   intervalMs: number;
   direction: 'client' | 'server';
+  /** The policy granted in WELCOME, with the interval in force now. */
+  policy: HeartbeatGrant | null;
+  /** The interval the client announced (its adaptive heartbeat's learned value), if it did. */
+  learnedIntervalMs: number | null;
+  connectedForMs: number;
+  /** A heartbeat is overdue and a probe is out. */
+  suspected: boolean;
+  /** Messages written to the link and not yet acknowledged. */
+  unacked: number;
   lastHeardMsAgo: number;
   rttMs: number | null;
   clientInfo: ClientState;
@@ -198,6 +212,9 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   readonly deliveryStats: DeliveryStats = {
     pushed: 0, delivered: 0, expired: 0, dropped: 0, unackedAtClose: 0, probesBeforePush: 0, deadLinksFound: 0, duplicatesIn: 0,
   };
+  /** Heartbeats found overdue (a probe sent), and of those the peers heard again after all: false suspicions. */
+  readonly suspicionStats = { suspected: 0, cleared: 0 };
+  private readonly traces = new Map<string, ServerConnection>();
   /** Frame counters of connections already closed; `trafficStats` adds the live ones. */
   private readonly closedTraffic: TrafficStats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
 
@@ -247,6 +264,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       probeFailed: () => this.deliveryStats.deadLinksFound++,
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
       rtt: (conn, sample) => this.emit('rtt', { ...ref(conn), ...sample }),
+      suspicion: (_conn, cleared) => void (cleared ? this.suspicionStats.cleared++ : this.suspicionStats.suspected++),
       protocolError: (conn, error) =>
         this.emit('protocol-error', { connectionId: conn.id, remoteAddress: conn.link.remoteAddress, transport: conn.transport, error }),
       closed: (conn, reason, code) => this.onClosed(conn, reason, code),
@@ -554,6 +572,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   private onClosed(conn: ServerConnection, reason: DisconnectReason, code: number): void {
     this.connections.delete(conn);
+    if (conn.trace) this.traces.delete(conn.id);
     this.admission.release(conn.link.remoteAddress, conn.openedAt >= 0);
     if (this.drained && this.connections.size === 0) this.drained();
     this.owedAcks.delete(conn);
@@ -658,6 +677,67 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** The gateway's own event loop: delay percentiles and the stalls excused to peers (null when the guard is off). */
   eventLoopStats(): EventLoopStats | null {
     return this.loopGuard?.stats() ?? null;
+  }
+
+  /** An open connection by its id (a linear scan: for the admin API, not the hot path). */
+  connectionById(connectionId: string): ConnectionInfo | undefined {
+    const c = this.findConnection(connectionId);
+    return c && info(c, this.options.clock.now());
+  }
+
+  private findConnection(connectionId: string): ServerConnection | undefined {
+    const traced = this.traces.get(connectionId);
+    if (traced) return traced.phase === 'open' ? traced : undefined;
+    for (const c of this.registry.all()) if (c.id === connectionId) return c;
+    return undefined;
+  }
+
+  /**
+   * The timeline of one open connection, recorded from the first call on
+   * (up to MAX_TRACES connections are traced at once; the one read least
+   * recently stops). Returns undefined if the connection is not open here.
+   */
+  traceConnection(connectionId: string): { since: number; points: ReturnType<ConnectionTrace['points']> } | undefined {
+    const c = this.findConnection(connectionId);
+    if (!c) return undefined;
+    const now = this.options.clock.now();
+    if (!c.trace) {
+      if (this.traces.size >= MAX_TRACES) {
+        let oldest: ServerConnection | undefined;
+        for (const t of this.traces.values()) if (!oldest || t.trace!.lastReadAt < oldest.trace!.lastReadAt) oldest = t;
+        oldest!.trace = null;
+        this.traces.delete(oldest!.id);
+      }
+      c.trace = new ConnectionTrace(now);
+      this.traces.set(c.id, c);
+    }
+    c.trace.lastReadAt = now;
+    return { since: c.trace.since, points: c.trace.points() };
+  }
+
+  /** Open connections by transport, and those still in the handshake. */
+  connectionCounts(): { tcp: number; ws: number; handshaking: number } {
+    const n = { tcp: 0, ws: 0, handshaking: 0 };
+    for (const c of this.connections) {
+      if (c.phase === 'open') n[c.transport]++;
+      else n.handshaking++;
+    }
+    return n;
+  }
+
+  /** Messages written and not yet acknowledged, and links whose delivery waits for a full write buffer to drain. */
+  flowStats(): { unacked: number; writeStalled: number; owedAcks: number } {
+    let unacked = 0;
+    let writeStalled = 0;
+    for (const c of this.registry.all()) {
+      unacked += c.sentSeq - c.ackedSeq;
+      if (c.writeStalledAt >= 0) writeStalled++;
+    }
+    return { unacked, writeStalled, owedAcks: this.owedAcks.size };
+  }
+
+  get onlineUsers(): number {
+    return this.registry.userCount;
   }
 
   listConnections(): ConnectionInfo[] {
@@ -776,6 +856,11 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     remoteAddress: c.link.remoteAddress,
     intervalMs: c.grant?.intervalMs ?? 0,
     direction: c.grant?.direction ?? 'client',
+    policy: c.grant ? { ...c.grant } : null,
+    learnedIntervalMs: c.announcedIntervalMs,
+    connectedForMs: now - c.connectedAt,
+    suspected: c.suspected,
+    unacked: c.sentSeq - c.ackedSeq,
     lastHeardMsAgo: now - c.lastHeardAt,
     rttMs: c.rtt?.current()?.srttMs ?? null,
     clientInfo: c.clientInfo,

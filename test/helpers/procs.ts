@@ -83,7 +83,7 @@ export function spawnNode(script: string, args: string[]): JsonProc {
 
 /** Starts `longlink serve` on free ports; resolves with its URLs. */
 export async function spawnServe(extra: string[] = []): Promise<JsonProc & { tcp: string; ws: string }> {
-  const p = spawnCli(['serve', '--tcp-port', '0', '--ws-port', '0', ...extra]);
+  const p = spawnCli(['serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...extra]);
   const l = await p.waitFor((x) => x.event === 'listening', 10_000, 'the listening line');
   return Object.assign(p, { tcp: l.tcp as string, ws: l.ws as string });
 }

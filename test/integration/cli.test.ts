@@ -110,7 +110,7 @@ test('serve refuses conflicting or out-of-range security options with one clear 
     [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
   ] as [string[], RegExp][]) {
     assert.throws(
-      () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
+      () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
       (err: { status: number; stdout: string }) => err.status === 2 && pattern.test(err.stdout),
       args.join(' '),
     );

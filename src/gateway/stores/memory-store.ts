@@ -56,6 +56,16 @@ export class MemoryStore implements Store {
     return s.record;
   }
 
+  async queueTotals(): Promise<{ mailboxes: number; messages: number; bytes: number }> {
+    let messages = 0;
+    let bytes = 0;
+    for (const m of this.mailboxes.values()) {
+      messages += m.messages.length;
+      bytes += m.bytes;
+    }
+    return { mailboxes: this.mailboxes.size, messages, bytes };
+  }
+
   async deleteSession(resumeToken: string): Promise<void> {
     this.sessions.delete(resumeToken);
   }

@@ -83,6 +83,8 @@ export interface MailboxStore {
   expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]>;
   /** Messages held for one device (for the admin view and tests). */
   depth(userId: string, deviceId: string): Promise<number>;
+  /** Everything held in mailboxes, for metrics; optional because a shared store cannot total it cheaply. */
+  queueTotals?(): Promise<{ mailboxes: number; messages: number; bytes: number }>;
   /** Remembers a device of a user until `until` (wall ms), so pushes queue for it while it is offline. */
   rememberDevice(userId: string, deviceId: string, until: number): Promise<void>;
   /** Devices remembered for a user, or still holding messages. */

@@ -1,0 +1,23 @@
+// Bundles the browser code with esbuild: the SDK (ESM and a <script> global)
+// and the dashboard, into dist/web, which the admin port serves.
+import { build } from 'esbuild';
+import { cpSync, mkdirSync } from 'node:fs';
+
+const out = 'dist/web';
+mkdirSync(out, { recursive: true });
+const common = {
+  bundle: true,
+  minify: true,
+  sourcemap: true,
+  target: ['es2022'],
+  platform: 'browser',
+  // The client core extends node:events' EventEmitter; the `events` package is its browser port.
+  alias: { 'node:events': 'events' },
+  logLevel: 'warning',
+};
+await Promise.all([
+  build({ ...common, entryPoints: ['src/browser/index.ts'], format: 'esm', outfile: `${out}/longlink.js` }),
+  build({ ...common, entryPoints: ['src/browser/index.ts'], format: 'iife', globalName: 'Longlink', outfile: `${out}/longlink.iife.js` }),
+  build({ ...common, entryPoints: ['web/dashboard/main.ts'], format: 'esm', outfile: `${out}/dashboard.js`, loader: { '.css': 'css' } }),
+]);
+cpSync('web/dashboard/index.html', `${out}/index.html`);

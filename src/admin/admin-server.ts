@@ -1,0 +1,303 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { timingSafeEqual } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { ConnectionInfo, DrainOptions, Gateway } from '../gateway/gateway.js';
+import { systemTimers } from '../core/clock.js';
+import { GatewayMetrics, type MetricsOptions } from './metrics.js';
+import { LiveFeed } from './live-feed.js';
+import type { ConnectionDetail, ConnectionView } from './api-types.js';
+
+export interface AdminOptions {
+  host?: string;
+  /** 0 picks a free port. */
+  port?: number;
+  /** When set, /api and /metrics need `Authorization: Bearer <token>` (or `?token=` for the event stream). */
+  token?: string;
+  /** What POST /api/drain does; default `gateway.drain(opts)`. `serve` drains and exits, as on SIGTERM. */
+  onDrain?: (opts: DrainOptions) => void;
+  /** Where the dashboard's files are (default: dist/web next to this module). */
+  webRoot?: string;
+  metrics?: MetricsOptions;
+  log?: Logger;
+}
+
+export const DEFAULT_ADMIN_PORT = 7422;
+const MAX_BODY_BYTES = 64 * 1024;
+const MAX_LIST = 5000;
+
+const TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.map': 'application/json',
+  '.png': 'image/png',
+};
+
+/** A request the API refuses; `code` is stable, as for protocol errors. */
+class AdminError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The admin port: Prometheus metrics, the JSON API (presence, connections
+ * with their heartbeat state, kick, disconnect, probe, drain), the live event
+ * stream and the dashboard that reads it. Bind it to a private address: with
+ * no token it trusts whoever can reach it.
+ */
+export class AdminServer {
+  readonly metrics: GatewayMetrics;
+  readonly feed: LiveFeed;
+  private readonly server: Server;
+  private readonly files = new Map<string, { body: Buffer; type: string }>();
+  private readonly streams = new Set<ServerResponse>();
+
+  constructor(
+    private readonly gw: Gateway,
+    private readonly opts: AdminOptions = {},
+  ) {
+    this.metrics = new GatewayMetrics(gw, opts.metrics);
+    this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now() });
+    this.loadFiles(opts.webRoot ?? fileURLToPath(new URL('../../web/', import.meta.url)));
+    this.server = createServer((req, res) => {
+      this.route(req, res).catch((err: unknown) => {
+        const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
+        if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: req.url }, 'admin request failed');
+        if (!res.headersSent) json(res, e.status, { error: { code: e.code, message: e.message } });
+        else res.end();
+      });
+    });
+    // Slow clients must not hold admin sockets forever (the event stream is exempt: it never ends).
+    this.server.headersTimeout = 10_000;
+    this.server.requestTimeout = 0;
+  }
+
+  /** The dashboard's files, read once: only these names are served, so no path reaches outside. */
+  private loadFiles(root: string): void {
+    if (!existsSync(root)) return;
+    for (const name of readdirSync(root)) {
+      const ext = name.slice(name.lastIndexOf('.'));
+      if (TYPES[ext]) this.files.set(name, { body: readFileSync(join(root, name)), type: TYPES[ext] });
+    }
+  }
+
+  get hasDashboard(): boolean {
+    return this.files.has('index.html');
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.opts.port ?? DEFAULT_ADMIN_PORT, this.opts.host ?? '127.0.0.1', () => {
+        this.server.off('error', reject);
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  async close(): Promise<void> {
+    this.feed.close();
+    this.metrics.close();
+    for (const s of this.streams) s.end();
+    this.server.closeAllConnections();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+
+  private async route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
+    const method = req.method ?? 'GET';
+    if (path === '/api' || path.startsWith('/api/') || path === '/metrics') this.authorize(req, url);
+    else if (method === 'GET') return this.serveFile(res, path === '/' ? 'index.html' : path.slice(1));
+
+    if (path === '/metrics') {
+      const body = await this.metrics.text();
+      res.writeHead(200, { 'content-type': this.metrics.contentType, 'cache-control': 'no-store' });
+      res.end(body);
+      return;
+    }
+    const parts = path.split('/').slice(2).map(decodeURIComponent);
+    const route = `${method} ${parts[0] ?? ''}`;
+    switch (route) {
+      case 'GET overview':
+        return json(res, 200, this.feed.overview());
+      case 'GET events':
+        return this.stream(req, res);
+      case 'GET connections':
+        if (parts[1] !== undefined) return json(res, 200, this.detail(parts[1]));
+        return json(res, 200, this.list(url));
+      case 'GET presence': {
+        const userId = required(parts[1], 'userId');
+        const devices = await this.gw.presence(userId);
+        const local = this.gw.listConnections().filter((c) => c.userId === userId).map((c) => view(c));
+        return json(res, 200, { userId, online: devices.length > 0, devices, connections: local });
+      }
+      case 'POST kick': {
+        const b = await body(req);
+        const kicked = this.gw.kick(required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
+        this.opts.log?.info({ event: 'admin-kick', user: b.userId, device: b.deviceId, kicked }, 'kicked by admin');
+        return json(res, 200, { kicked });
+      }
+      case 'POST disconnect': {
+        const b = await body(req);
+        const after = b.reconnectAfterMs;
+        if (after !== undefined && (typeof after !== 'number' || !(after >= 0))) throw badRequest('reconnectAfterMs must be a number >= 0');
+        const n = this.gw.disconnect(required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'), after !== undefined ? { reconnectAfterMs: after } : {});
+        this.opts.log?.info({ event: 'admin-disconnect', user: b.userId, device: b.deviceId, disconnected: n }, 'disconnected by admin');
+        return json(res, 200, { disconnected: n });
+      }
+      case 'POST probe': {
+        const b = await body(req);
+        return json(res, 200, { probed: this.gw.probe(required(b.userId, 'userId'), required(b.deviceId, 'deviceId')) });
+      }
+      case 'POST drain': {
+        const b = await body(req);
+        const opts: DrainOptions = {};
+        for (const k of ['windowMs', 'ackTimeoutMs'] as const) {
+          const v = b[k];
+          if (v === undefined) continue;
+          if (typeof v !== 'number' || !(v >= 0)) throw badRequest(`${k} must be a number >= 0`);
+          opts[k] = v;
+        }
+        this.opts.log?.info({ event: 'admin-drain', ...opts, connections: this.gw.connectionCount }, 'drain requested by admin');
+        json(res, 202, { draining: true, connections: this.gw.connectionCount, ...opts });
+        if (this.opts.onDrain) this.opts.onDrain(opts);
+        else void this.gw.drain(opts);
+        return;
+      }
+    }
+    if (['overview', 'events', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain'].includes(parts[0] ?? '')) {
+      throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
+    }
+    throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such endpoint: ${path}`);
+  }
+
+  private authorize(req: IncomingMessage, url: URL): void {
+    const want = this.opts.token;
+    if (!want) return;
+    const header = req.headers.authorization;
+    const given = header?.startsWith('Bearer ') ? header.slice(7) : (url.searchParams.get('token') ?? '');
+    const a = Buffer.from(given);
+    const b = Buffer.from(want);
+    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
+  }
+
+  private serveFile(res: ServerResponse, name: string): void {
+    const f = this.files.get(name);
+    if (!f) {
+      const hint = this.files.size === 0 ? ' (the dashboard is not built: run `npm run build`)' : '';
+      throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such file: /${name}${hint}`);
+    }
+    res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-cache' });
+    res.end(f.body);
+  }
+
+  private list(url: URL): { total: number; connections: ConnectionView[] } {
+    const user = url.searchParams.get('user');
+    const limit = Math.min(MAX_LIST, Math.max(1, Number(url.searchParams.get('limit') ?? 200) || 200));
+    const all = this.gw.listConnections().filter((c) => user === null || c.userId === user);
+    // Most recently connected first: what an operator watching the page just caused.
+    all.sort((a, b) => a.connectedForMs - b.connectedForMs);
+    return { total: all.length, connections: all.slice(0, limit).map(view) };
+  }
+
+  private detail(connectionId: string): ConnectionDetail {
+    const c = this.gw.connectionById(connectionId);
+    const trace = this.gw.traceConnection(connectionId);
+    if (!c || !trace) throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no open connection ${connectionId} on this node`);
+    // Monotonic trace times to wall clock.
+    const offset = this.gw.options.wallClock.now() - this.gw.options.clock.now();
+    return {
+      connection: view(c),
+      timeline: {
+        tracingSince: Math.round(trace.since + offset),
+        events: trace.points.map((p) => ({ t: Math.round(p.at + offset), kind: p.kind, ...(p.value !== undefined ? { value: Math.round(p.value * 100) / 100 } : {}) })),
+      },
+    };
+  }
+
+  /** Server-sent events: a snapshot, then every tick and online/offline notice. */
+  private stream(req: IncomingMessage, res: ServerResponse): void {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
+    req.socket.setNoDelay(true);
+    const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
+    send('snapshot', this.feed.snapshot());
+    const stop = this.feed.subscribe((e) => {
+      // A dashboard that stopped reading is dropped rather than buffered for.
+      if (res.writableLength > 1 << 20) return res.destroy();
+      send(e.event, e.data);
+    });
+    this.streams.add(res);
+    res.on('close', () => {
+      stop();
+      this.streams.delete(res);
+    });
+  }
+}
+
+function view(c: ConnectionInfo): ConnectionView {
+  return {
+    connectionId: c.connectionId,
+    userId: c.userId,
+    deviceId: c.deviceId,
+    sessionId: c.sessionId,
+    transport: c.transport,
+    remoteAddress: c.remoteAddress,
+    policy: c.policy,
+    learnedIntervalMs: c.learnedIntervalMs,
+    connectedForMs: Math.round(c.connectedForMs),
+    lastHeardMsAgo: Math.round(c.lastHeardMsAgo),
+    rttMs: c.rttMs === null ? null : Math.round(c.rttMs * 100) / 100,
+    suspected: c.suspected,
+    clientInfo: c.clientInfo,
+    clientState: c.clientState,
+    stats: c.stats,
+    unacked: c.unacked,
+  };
+}
+
+function json(res: ServerResponse, status: number, body: unknown): void {
+  res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
+  res.end(JSON.stringify(body));
+}
+
+function badRequest(message: string): AdminError {
+  return new AdminError(400, 'LL_ERR_BAD_REQUEST', message);
+}
+
+function required(v: unknown, name: string): string {
+  if (typeof v !== 'string' || v === '') throw badRequest(`${name} is required (a non-empty string)`);
+  return v;
+}
+
+function optional(v: unknown, name: string): string | undefined {
+  return v === undefined ? undefined : required(v, name);
+}
+
+async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_BODY_BYTES) throw new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+    chunks.push(chunk as Buffer);
+  }
+  if (size === 0) return {};
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  } catch {
+    throw badRequest('the body is not JSON');
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) throw badRequest('the body must be a JSON object');
+  return parsed as Record<string, unknown>;
+}

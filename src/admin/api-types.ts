@@ -1,0 +1,130 @@
+/**
+ * The admin API's JSON shapes: what the admin port serves and the dashboard
+ * reads. Types only, so the browser bundle can share them.
+ */
+
+export type TransportName = 'tcp' | 'ws';
+
+/** The heartbeat policy a connection was granted (and the interval in force now). */
+export interface PolicyView {
+  direction: 'client' | 'server';
+  intervalMs: number;
+  minIntervalMs: number;
+  maxIntervalMs: number;
+  missBudget: number;
+  graceMs: number;
+}
+
+export interface ConnectionView {
+  connectionId: string;
+  userId: string;
+  deviceId: string;
+  sessionId: string;
+  transport: TransportName;
+  remoteAddress: string;
+  policy: PolicyView | null;
+  /** The interval the client announced (its adaptive heartbeat's learned value), if it announced one. */
+  learnedIntervalMs: number | null;
+  connectedForMs: number;
+  lastHeardMsAgo: number;
+  /** Smoothed RTT the gateway measured with its own PINGs (server-sent heartbeats, probes); null before the first. */
+  rttMs: number | null;
+  /** A heartbeat is overdue and a probe is out. */
+  suspected: boolean;
+  clientInfo: Record<string, string>;
+  clientState: Record<string, string>;
+  stats: { framesIn: number; framesOut: number; pingsIn: number; pingsOut: number; dataIn: number; dataOut: number };
+  /** Messages written and not yet acknowledged. */
+  unacked: number;
+}
+
+import type { TraceKind } from '../gateway/connection-trace.js';
+
+export type { TraceKind };
+
+/** One point on a connection's timeline; `value` is the RTT (pong-in) or the new interval (interval), in ms. */
+export interface TraceEvent {
+  /** Wall clock, ms since the epoch. */
+  t: number;
+  kind: TraceKind;
+  value?: number;
+}
+
+export interface ConnectionDetail {
+  connection: ConnectionView;
+  /** Recorded from when the connection was first asked for (tracing starts on demand). */
+  timeline: { tracingSince: number; events: TraceEvent[] };
+}
+
+export interface RttSummary {
+  /** Samples in the window the summary covers. */
+  count: number;
+  p50: number | null;
+  p90: number | null;
+  p99: number | null;
+  /** Histogram: samples with RTT <= le ms (not cumulative: each bucket counts only its own range). */
+  buckets: { le: number; count: number }[];
+}
+
+/** One second of the gateway, as the dashboard charts it. */
+export interface Tick {
+  /** Wall clock, ms since the epoch. */
+  t: number;
+  connections: number;
+  online: number;
+  users: number;
+  /** PINGs in and out in the last second (heartbeats and probes). */
+  heartbeatsPerSec: number;
+  framesPerSec: number;
+  detections: number;
+  /** RTT samples over the last minute. */
+  rtt: RttSummary;
+}
+
+export interface OnlineNotice {
+  t: number;
+  userId: string;
+  deviceId: string;
+  connectionId: string;
+  transport: TransportName;
+  resumed: boolean;
+}
+
+export interface OfflineNotice {
+  t: number;
+  userId: string;
+  deviceId: string;
+  connectionId: string;
+  transport: TransportName;
+  reason: string;
+  code: number;
+  silentForMs: number;
+  /** Closed by the gateway's liveness detection (heartbeat-timeout) rather than by a close from either side. */
+  detection: boolean;
+}
+
+export interface Overview {
+  nodeId: string;
+  startedAt: number;
+  uptimeMs: number;
+  connections: { total: number; tcp: number; ws: number; handshaking: number };
+  online: { devices: number; users: number };
+  policy: PolicyView;
+  detector: string;
+  traffic: { framesIn: number; framesOut: number; pingsIn: number; pingsOut: number; dataIn: number; dataOut: number };
+  delivery: Record<string, number>;
+  admission: Record<string, number>;
+  disconnects: Record<string, number>;
+  suspicions: number;
+  falseSuspicions: number;
+  eventLoop: { p50Ms: number; p99Ms: number; maxMs: number } | null;
+}
+
+/** The first message on /api/events: where the dashboard starts. */
+export interface Snapshot {
+  overview: Overview;
+  /** The last ticks, oldest first (up to 10 minutes). */
+  history: Tick[];
+  /** The last disconnections, newest first. */
+  recent: OfflineNotice[];
+}

@@ -1,0 +1,177 @@
+import type { Gateway, OfflineEvent, OnlineEvent, TrafficStats } from '../gateway/gateway.js';
+import type { Timers, TimerHandle } from '../core/clock.js';
+import { DETECTION_REASONS } from './metrics.js';
+import type { OfflineNotice, OnlineNotice, Overview, RttSummary, Snapshot, Tick } from './api-types.js';
+
+/** Upper bounds (ms) of the RTT distribution the dashboard draws. */
+const RTT_BUCKETS_MS = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, Infinity];
+const RTT_WINDOW_MS = 60_000;
+const MAX_RTT_SAMPLES = 20_000;
+
+export interface LiveFeedOptions {
+  tickMs?: number;
+  /** Ticks kept for a new dashboard (default 600: ten minutes). */
+  historyTicks?: number;
+  /** Disconnections kept for a new dashboard. */
+  recentOffline?: number;
+  timers: Timers;
+  wallNow: () => number;
+}
+
+export type FeedEvent = { event: 'tick'; data: Tick } | { event: 'online'; data: OnlineNotice } | { event: 'offline'; data: OfflineNotice };
+
+/**
+ * What the live dashboard streams: one Tick a second (counts, heartbeat
+ * rate, the last minute's RTT distribution) and online/offline notices as
+ * they happen, with enough history that a page opened now starts full.
+ */
+export class LiveFeed {
+  private readonly history: Tick[] = [];
+  private readonly recent: OfflineNotice[] = [];
+  private readonly rttSamples: { t: number; ms: number }[] = [];
+  private readonly subscribers = new Set<(e: FeedEvent) => void>();
+  private readonly disconnects: Record<string, number> = {};
+  private detections = 0;
+  private last: TrafficStats;
+  private lastAt: number;
+  private timer: TimerHandle | null = null;
+  private readonly o: Required<LiveFeedOptions>;
+  private readonly detach: () => void;
+  readonly startedAt: number;
+
+  constructor(private readonly gw: Gateway, opts: LiveFeedOptions) {
+    this.o = { tickMs: 1000, historyTicks: 600, recentOffline: 50, ...opts };
+    this.startedAt = this.o.wallNow();
+    this.last = gw.trafficStats();
+    this.lastAt = this.startedAt;
+    const onOnline = (e: OnlineEvent) =>
+      this.publish({ event: 'online', data: { t: this.o.wallNow(), userId: e.userId, deviceId: e.deviceId, connectionId: e.connectionId, transport: e.transport, resumed: e.resumed } });
+    const onOffline = (e: OfflineEvent) => {
+      const detection = DETECTION_REASONS.has(e.reason);
+      if (detection) this.detections++;
+      this.disconnects[e.reason] = (this.disconnects[e.reason] ?? 0) + 1;
+      const n: OfflineNotice = {
+        t: this.o.wallNow(),
+        userId: e.userId,
+        deviceId: e.deviceId,
+        connectionId: e.connectionId,
+        transport: e.transport,
+        reason: e.reason,
+        code: e.code,
+        silentForMs: Math.round(e.silentForMs),
+        detection,
+      };
+      this.recent.unshift(n);
+      if (this.recent.length > this.o.recentOffline) this.recent.pop();
+      this.publish({ event: 'offline', data: n });
+    };
+    const onRtt = (e: { sampleMs: number }) => {
+      this.rttSamples.push({ t: this.o.wallNow(), ms: e.sampleMs });
+      if (this.rttSamples.length > MAX_RTT_SAMPLES) this.rttSamples.splice(0, this.rttSamples.length - MAX_RTT_SAMPLES);
+    };
+    gw.on('online', onOnline);
+    gw.on('offline', onOffline);
+    gw.on('rtt', onRtt);
+    this.detach = () => {
+      gw.off('online', onOnline);
+      gw.off('offline', onOffline);
+      gw.off('rtt', onRtt);
+    };
+    this.schedule();
+  }
+
+  private schedule(): void {
+    this.timer = this.o.timers.setTimeout(() => {
+      this.tick();
+      this.schedule();
+    }, this.o.tickMs);
+  }
+
+  /** Takes the next Tick now (the timer calls it every tickMs). */
+  tick(): Tick {
+    const now = this.o.wallNow();
+    const t = this.gw.trafficStats();
+    const secs = Math.max(0.001, (now - this.lastAt) / 1000);
+    const tick: Tick = {
+      t: now,
+      connections: this.gw.connectionCount,
+      online: this.gw.onlineDevices,
+      users: this.gw.onlineUsers,
+      heartbeatsPerSec: round1((t.pingsIn - this.last.pingsIn + t.pingsOut - this.last.pingsOut) / secs),
+      framesPerSec: round1((t.framesIn - this.last.framesIn + t.framesOut - this.last.framesOut) / secs),
+      detections: this.detections,
+      rtt: this.rttSummary(now),
+    };
+    this.last = t;
+    this.lastAt = now;
+    this.history.push(tick);
+    if (this.history.length > this.o.historyTicks) this.history.shift();
+    this.publish({ event: 'tick', data: tick });
+    return tick;
+  }
+
+  rttSummary(now = this.o.wallNow()): RttSummary {
+    let drop = 0;
+    while (drop < this.rttSamples.length && this.rttSamples[drop].t < now - RTT_WINDOW_MS) drop++;
+    if (drop) this.rttSamples.splice(0, drop);
+    const ms = this.rttSamples.map((s) => s.ms).sort((a, b) => a - b);
+    const q = (p: number) => (ms.length ? round1(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]) : null);
+    const buckets = RTT_BUCKETS_MS.map((le) => ({ le, count: 0 }));
+    for (const v of ms) buckets.find((b) => v <= b.le)!.count++;
+    // JSON has no Infinity: the last bucket is written as -1 ("above the rest").
+    return { count: ms.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), buckets: buckets.map((b) => ({ le: Number.isFinite(b.le) ? b.le : -1, count: b.count })) };
+  }
+
+  overview(): Overview {
+    const gw = this.gw;
+    const now = this.o.wallNow();
+    const counts = gw.connectionCounts();
+    const loop = gw.eventLoopStats();
+    const p = gw.options.heartbeat;
+    return {
+      nodeId: gw.options.nodeId,
+      startedAt: this.startedAt,
+      uptimeMs: now - this.startedAt,
+      connections: { total: gw.connectionCount, ...counts },
+      online: { devices: gw.onlineDevices, users: gw.onlineUsers },
+      policy: { direction: 'client', intervalMs: p.intervalMs, minIntervalMs: p.minIntervalMs, maxIntervalMs: p.maxIntervalMs, missBudget: p.missBudget, graceMs: p.graceMs },
+      detector: gw.options.detector.kind,
+      traffic: gw.trafficStats(),
+      delivery: { ...gw.deliveryStats },
+      admission: { ...gw.admissionStats() },
+      disconnects: { ...this.disconnects },
+      suspicions: gw.suspicionStats.suspected,
+      falseSuspicions: gw.suspicionStats.cleared,
+      eventLoop: loop ? { p50Ms: loop.delayP50Ms, p99Ms: loop.delayP99Ms, maxMs: loop.delayMaxMs } : null,
+    };
+  }
+
+  snapshot(): Snapshot {
+    return { overview: this.overview(), history: [...this.history], recent: [...this.recent] };
+  }
+
+  /** Calls `fn` with every event from now on; returns the function that stops it. */
+  subscribe(fn: (e: FeedEvent) => void): () => void {
+    this.subscribers.add(fn);
+    return () => this.subscribers.delete(fn);
+  }
+
+  get subscriberCount(): number {
+    return this.subscribers.size;
+  }
+
+  private publish(e: FeedEvent): void {
+    for (const fn of this.subscribers) fn(e);
+  }
+
+  close(): void {
+    if (this.timer !== null) this.o.timers.clearTimeout(this.timer);
+    this.timer = null;
+    this.detach();
+    this.subscribers.clear();
+  }
+}
+
+function round1(x: number): number {
+  return Math.round(x * 10) / 10;
+}

@@ -1,0 +1,188 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Gateway, TrafficStats } from '../gateway/gateway.js';
+import type { DisconnectReason } from '../gateway/disconnect.js';
+
+/** Closes the gateway made because it judged the peer dead or unable to keep up. */
+export const DETECTION_REASONS: ReadonlySet<DisconnectReason> = new Set(['heartbeat-timeout', 'handshake-timeout', 'slow-consumer']);
+
+const RTT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
+const DETECTION_BUCKETS_S = [0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600];
+const DELIVERY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600];
+
+export interface MetricsOptions {
+  /** Also export the process metrics (CPU, memory, GC, event-loop lag) prom-client collects. Default true. */
+  processMetrics?: boolean;
+}
+
+/**
+ * The gateway in Prometheus terms (prom-client). Event-driven numbers
+ * (disconnects, RTT, delivery latency) are counted as they happen; totals the
+ * gateway already keeps (frames, heartbeats, delivery counters) are read at
+ * scrape time, so the hot path pays nothing for metrics.
+ */
+export class GatewayMetrics {
+  readonly registry = new Registry();
+  private readonly detach: () => void;
+
+  constructor(gw: Gateway, opts: MetricsOptions = {}) {
+    const r = this.registry;
+    if (opts.processMetrics !== false) collectDefaultMetrics({ register: r });
+
+    new Gauge({
+      name: 'longlink_connections',
+      help: 'Connections held, by transport (handshake: accepted, not yet open)',
+      labelNames: ['transport'],
+      registers: [r],
+      collect() {
+        const n = gw.connectionCounts();
+        this.set({ transport: 'tcp' }, n.tcp);
+        this.set({ transport: 'ws' }, n.ws);
+        this.set({ transport: 'handshake' }, n.handshaking);
+      },
+    });
+    new Gauge({ name: 'longlink_online_devices', help: 'Devices online on this node', registers: [r], collect() { this.set(gw.onlineDevices); } });
+    new Gauge({ name: 'longlink_online_users', help: 'Users with at least one device online on this node', registers: [r], collect() { this.set(gw.onlineUsers); } });
+
+    // Totals the gateway keeps, exported as counters that follow them.
+    const traffic = (name: string, help: string, inKey: keyof TrafficStats, outKey: keyof TrafficStats) => {
+      const seen = { in: 0, out: 0 };
+      new Counter({
+        name,
+        help,
+        labelNames: ['direction'],
+        registers: [r],
+        collect() {
+          const t = gw.trafficStats();
+          this.inc({ direction: 'in' }, t[inKey] - seen.in);
+          this.inc({ direction: 'out' }, t[outKey] - seen.out);
+          seen.in = t[inKey];
+          seen.out = t[outKey];
+        },
+      });
+    };
+    traffic('longlink_heartbeats_total', 'PINGs received from clients (in) and sent by the gateway (out: server-sent heartbeats and probes)', 'pingsIn', 'pingsOut');
+    traffic('longlink_frames_total', 'Frames received and sent', 'framesIn', 'framesOut');
+    traffic('longlink_data_frames_total', 'DATA frames received and sent', 'dataIn', 'dataOut');
+
+    const follow = (name: string, help: string, read: () => number) => {
+      let seen = 0;
+      new Counter({
+        name,
+        help,
+        registers: [r],
+        collect() {
+          const v = read();
+          this.inc(v - seen);
+          seen = v;
+        },
+      });
+    };
+    follow('longlink_suspicions_total', 'Heartbeats found overdue: a probe was sent', () => gw.suspicionStats.suspected);
+    follow('longlink_false_suspicions_total', 'Suspected peers heard again after all (each a conviction a tighter detector would have got wrong)', () => gw.suspicionStats.cleared);
+    const d = gw.deliveryStats;
+    follow('longlink_push_total', 'Reliable pushes (one per push call, whatever the device count)', () => d.pushed);
+    follow('longlink_push_unacked_at_close_total', 'Messages written to a link that closed before acknowledging them (re-sent later)', () => d.unackedAtClose);
+    follow('longlink_probes_before_push_total', 'Pushes that probed a silent link first', () => d.probesBeforePush);
+    follow('longlink_dead_links_found_total', 'Probes before push that went unanswered: dead links found before writing into them', () => d.deadLinksFound);
+    follow('longlink_duplicates_in_total', 'Client DATA dropped as a re-send of what was already accepted', () => d.duplicatesIn);
+
+    const outcomes = new Counter({ name: 'longlink_push_outcomes_total', help: 'Per-device outcome of reliable pushes', labelNames: ['outcome'], registers: [r] });
+    const deliverySeconds = new Histogram({ name: 'longlink_push_delivery_seconds', help: 'From push to the device acknowledging it', buckets: DELIVERY_BUCKETS_S, registers: [r] });
+    const disconnects = new Counter({ name: 'longlink_disconnects_total', help: 'Devices gone offline, by reason', labelNames: ['reason'], registers: [r] });
+    const detections = new Counter({ name: 'longlink_detections_total', help: 'Links the gateway closed as dead or stuck, by reason', labelNames: ['reason'], registers: [r] });
+    const detectionSeconds = new Histogram({
+      name: 'longlink_detection_seconds',
+      help: 'Detection time: from the last frame heard to the close, by reason',
+      labelNames: ['reason'],
+      buckets: DETECTION_BUCKETS_S,
+      registers: [r],
+    });
+    const rtt = new Histogram({ name: 'longlink_heartbeat_rtt_seconds', help: 'Round trip of the gateway\'s own PINGs (server-sent heartbeats, probes)', buckets: RTT_BUCKETS_S, registers: [r] });
+    const refused = new Counter({ name: 'longlink_refused_total', help: 'Connections refused at accept by a limit', labelNames: ['reason'], registers: [r] });
+    const protocolErrors = new Counter({ name: 'longlink_protocol_errors_total', help: 'Connections closed for bad input, by error code', labelNames: ['code'], registers: [r] });
+    for (const o of ['delivered', 'expired', 'dropped']) outcomes.inc({ outcome: o }, 0);
+
+    new Gauge({
+      name: 'longlink_unacked_messages',
+      help: 'Messages written to links and not yet acknowledged',
+      registers: [r],
+      collect() {
+        this.set(gw.flowStats().unacked);
+      },
+    });
+    new Gauge({
+      name: 'longlink_write_stalled_connections',
+      help: 'Links whose delivery waits for a full write buffer to drain',
+      registers: [r],
+      collect() {
+        this.set(gw.flowStats().writeStalled);
+      },
+    });
+    const store = gw.options.store;
+    if (store.queueTotals) {
+      const totals = () => store.queueTotals!();
+      new Gauge({ name: 'longlink_queued_messages', help: 'Messages held in device mailboxes (unacknowledged or waiting)', registers: [r], async collect() { this.set((await totals()).messages); } });
+      new Gauge({ name: 'longlink_queued_bytes', help: 'Payload bytes held in device mailboxes', registers: [r], async collect() { this.set((await totals()).bytes); } });
+    }
+    new Gauge({
+      name: 'longlink_event_loop_delay_seconds',
+      help: 'The gateway event loop\'s delay since start (the stall guard\'s histogram)',
+      labelNames: ['quantile'],
+      registers: [r],
+      collect() {
+        const s = gw.eventLoopStats();
+        if (!s) return;
+        this.set({ quantile: '0.5' }, s.delayP50Ms / 1000);
+        this.set({ quantile: '0.99' }, s.delayP99Ms / 1000);
+        this.set({ quantile: '1' }, s.delayMaxMs / 1000);
+      },
+    });
+
+    const onOffline = (e: { reason: DisconnectReason; silentForMs: number }) => {
+      disconnects.inc({ reason: e.reason });
+      if (DETECTION_REASONS.has(e.reason)) {
+        detections.inc({ reason: e.reason });
+        detectionSeconds.observe({ reason: e.reason }, e.silentForMs / 1000);
+      }
+    };
+    const onRtt = (e: { sampleMs: number }) => rtt.observe(e.sampleMs / 1000);
+    const onDelivered = (e: { ageMs: number }) => {
+      outcomes.inc({ outcome: 'delivered' });
+      deliverySeconds.observe(e.ageMs / 1000);
+    };
+    const onExpired = () => outcomes.inc({ outcome: 'expired' });
+    const onDropped = () => outcomes.inc({ outcome: 'dropped' });
+    const onRefused = (e: { reason: string }) => refused.inc({ reason: e.reason });
+    const onProtocolError = (e: { error: { code: string } }) => protocolErrors.inc({ code: e.error.code });
+    gw.on('offline', onOffline);
+    gw.on('rtt', onRtt);
+    gw.on('delivered', onDelivered);
+    gw.on('expired', onExpired);
+    gw.on('dropped', onDropped);
+    gw.on('refused', onRefused);
+    gw.on('protocol-error', onProtocolError);
+    this.detach = () => {
+      gw.off('offline', onOffline);
+      gw.off('rtt', onRtt);
+      gw.off('delivered', onDelivered);
+      gw.off('expired', onExpired);
+      gw.off('dropped', onDropped);
+      gw.off('refused', onRefused);
+      gw.off('protocol-error', onProtocolError);
+    };
+  }
+
+  /** The exposition text for a scrape. */
+  text(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  close(): void {
+    this.detach();
+    this.registry.clear();
+  }
+}

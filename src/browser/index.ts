@@ -1,0 +1,66 @@
+import { ClientCore } from '../client/client-core.js';
+import type { ClientOptions } from '../client/options.js';
+import type { Timers } from '../core/clock.js';
+import { browserDial } from './browser-ws-link.js';
+import { watchPage } from './page-signals.js';
+
+export type { ClientEvents, ClientStateName, CloseEvent } from '../client/client-core.js';
+export type { ClientState, WelcomeFrame } from '../protocol/frames.js';
+export { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
+export { BrowserWsLink, browserDial } from './browser-ws-link.js';
+
+/** The browser's timers; unlike Node's they have no unref. */
+const browserTimers: Timers = {
+  setTimeout: (fn, ms) => globalThis.setTimeout(fn, ms),
+  clearTimeout: (h) => globalThis.clearTimeout(h as number),
+};
+
+export type BrowserClientOptions = Omit<ClientOptions, 'tls' | 'localAddress' | 'keepalive'> & {
+  /**
+   * React to the page: `online` and a tab coming back into view check the
+   * link at once (quick probes) or reconnect without waiting out the
+   * backoff; `offline` checks it too, so a dead link is found in probe time.
+   * Default true.
+   */
+  watchPage?: boolean;
+};
+
+/**
+ * The browser client: the same protocol, session resume and acknowledgements
+ * as the Node client, over the browser's WebSocket. Heartbeats are
+ * server-sent by default: a background tab's timers are throttled (to once a
+ * second, then once a minute), but its WebSocket messages are still handled
+ * at once, so it answers the gateway's PINGs on time and is not convicted.
+ */
+export class LonglinkBrowserClient extends ClientCore {
+  private unwatch: (() => void) | null = null;
+  /** Page signals seen, for the application and tests. */
+  readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0 };
+
+  constructor(opts: BrowserClientOptions) {
+    super({ direction: 'server', timers: browserTimers, ...opts }, browserDial);
+    if (opts.watchPage !== false) {
+      this.unwatch = watchPage({
+        online: () => {
+          this.pageStats.online++;
+          this.networkChanged();
+        },
+        offline: () => {
+          this.pageStats.offline++;
+          this.networkChanged();
+        },
+        visible: () => {
+          this.pageStats.visible++;
+          this.networkChanged();
+        },
+        hidden: () => this.pageStats.hidden++,
+      });
+    }
+  }
+
+  override close(): void {
+    this.unwatch?.();
+    this.unwatch = null;
+    super.close();
+  }
+}

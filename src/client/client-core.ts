@@ -1,0 +1,635 @@
+import { EventEmitter } from 'node:events';
+import { Backoff } from '../core/backoff.js';
+import type { TimerHandle } from '../core/clock.js';
+import { clampInterval } from '../core/heartbeat-policy.js';
+import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
+import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/interval-learner.js';
+import { SilenceDetector } from '../core/liveness-detector.js';
+import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
+import type { Link } from '../link/link.js';
+import { CloseCodes, LonglinkError, ProtocolError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
+import { checkInbound } from '../protocol/frame-rules.js';
+import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
+import { FrameType, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
+import { RecentIds } from './recent-ids.js';
+import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
+
+const UTF8 = new TextEncoder();
+
+export type ClientStateName = 'idle' | 'connecting' | 'open' | 'suspect' | 'reconnecting' | 'closed';
+
+export interface CloseEvent {
+  code: number;
+  reason: string;
+  willReconnect: boolean;
+}
+
+export interface ClientEvents {
+  open: [WelcomeFrame];
+  close: [CloseEvent];
+  reconnecting: [{ attempt: number; delayMs: number }];
+  /** An attempt begins: the dial of `url` (the first, or one after a `reconnecting` delay). */
+  connecting: [{ url: string }];
+  /** A message from the gateway, handed over once (re-sends are dropped by seq and id). */
+  message: [{ payload: Uint8Array; id?: string; seq?: number }];
+  /** The gateway acknowledged one of our messages: it will not be re-sent. */
+  acked: [{ id: string; seq: number }];
+  /** The gateway did not know our resume token (expired, or the gateway lost it): a new session began. */
+  'session-lost': [{ previousSessionId: string | undefined }];
+  rtt: [RttSample];
+  state: [ClientStateName];
+  /** Adaptive heartbeat: the learned interval changed (a probe, a fallback, settling, a network switch). */
+  interval: [{ network: string; intervalMs: number; phase: LearnerPhase; change: LearnerChange }];
+  /** The gateway warned that a limit is near (a PONG with a close code, such as 4006 too-many-pings). */
+  warning: [{ code: number; reason: string }];
+}
+
+export type Dialer = NonNullable<ClientOptions['dial']>;
+
+/**
+ * The client, whatever carries it: connects, says HELLO, keeps the link
+ * alive with the heartbeat the gateway granted, notices a dead link quickly
+ * and reconnects with backoff. One link at a time; every timer comes from
+ * `options.timers`. The Node client (client.ts) and the browser client
+ * (browser/) differ only in how they dial and in what they listen to.
+ */
+export class ClientCore extends EventEmitter<ClientEvents> {
+  readonly options: ResolvedClientOptions;
+  private readonly dialer: Dialer;
+  private readonly backoff: Backoff;
+  readonly rtt = new RttTracker();
+  private link: Link | null = null;
+  private stateName: ClientStateName = 'idle';
+  private welcome: WelcomeFrame | null = null;
+  private scheduler: HeartbeatScheduler | null = null;
+  private detector: SilenceDetector | null = null;
+  private heartbeatTimer: TimerHandle | null = null;
+  private connectTimer: TimerHandle | null = null;
+  private stableTimer: TimerHandle | null = null;
+  private resumeToken: string | undefined;
+  private pendingState: ClientState | null = null;
+  private pendingIntervalMs: number | undefined;
+  private intervalMs: number | undefined;
+  /** Server direction: a shorter interval the detector adopts when the gateway's PONG shows it has read it. */
+  private detectorIntervalOnPong: number | undefined;
+  private goawayAfterMs: number | undefined;
+  private peerClose: { code: number; reason: string } | null = null;
+  private userClosed = false;
+  /** Which of `urls` the next attempt dials; it moves on after a failure. */
+  private urlIndex = 0;
+  /** Adaptive heartbeat: what it learned per network (export it to keep it across runs). */
+  readonly learner: IntervalLearner | null = null;
+  /** Last frame either way, and the longest idle gap before a frame we sent that nothing has answered yet. */
+  private lastActivityAt = 0;
+  private unansweredGap = 0;
+  readonly stats = { pingsSent: 0, pongsReceived: 0, dataSent: 0, dataReceived: 0, reconnects: 0, acked: 0, resent: 0, duplicatesIn: 0 };
+  /** Our messages not yet acknowledged, in order; re-sent after a reconnect. */
+  private outbox: { seq: number; id: string; payload: Uint8Array }[] = [];
+  private outSeq = 0;
+  private nextId = 0;
+  private readonly idPrefix = Math.random().toString(36).slice(2, 10);
+  /** Highest gateway DATA seq handed to the application in this session. */
+  private lastSeq = 0;
+  private ackOwed = 0;
+  private ackTimer: TimerHandle | null = null;
+  private readonly recentIds = new RecentIds(4096);
+  private lastSessionId: string | undefined;
+
+  constructor(opts: ClientOptions, defaultDial: Dialer) {
+    super();
+    this.options = resolveClientOptions(opts);
+    this.dialer = opts.dial ?? defaultDial;
+    this.backoff = new Backoff(this.options.backoff, this.options.random);
+    this.intervalMs = this.options.intervalMs;
+    const a = this.options.adaptive;
+    if (a) {
+      const { network, state, ...learnerOpts } = a;
+      this.learner = new IntervalLearner(learnerOpts, network ?? 'default');
+      if (state) this.learner.import(state);
+      if (network) this.learner.switchNetwork(network, this.options.clock.now());
+      this.intervalMs = this.learner.intervalMs();
+    }
+  }
+
+  get state(): ClientStateName {
+    return this.stateName;
+  }
+
+  /** The gateway this client dials (or is connected to). */
+  get url(): string {
+    return this.options.urls[this.urlIndex % this.options.urls.length];
+  }
+
+  get sessionId(): string | undefined {
+    return this.welcome?.sessionId;
+  }
+
+  /** The heartbeat policy in force: the last WELCOME's, with the interval since set by `setIntervalMs`. */
+  get heartbeat() {
+    return this.welcome?.heartbeat;
+  }
+
+  private setState(s: ClientStateName): void {
+    if (this.stateName === s) return;
+    this.stateName = s;
+    this.emit('state', s);
+  }
+
+  /** Starts connecting; resolves at the first WELCOME, rejects if the first attempt fails for good. */
+  connect(): Promise<WelcomeFrame> {
+    this.userClosed = false;
+    if (this.stateName === 'idle' || this.stateName === 'closed') void this.attempt();
+    return new Promise((resolve, reject) => {
+      const onOpen = (w: WelcomeFrame) => {
+        this.off('close', onClose);
+        resolve(w);
+      };
+      const onClose = (e: CloseEvent) => {
+        if (e.willReconnect) return;
+        this.off('open', onOpen);
+        reject(new ProtocolError(reasonForCode(e.code), `closed: ${e.reason}`));
+      };
+      this.once('open', onOpen);
+      this.on('close', onClose);
+    });
+  }
+
+  private async attempt(): Promise<void> {
+    const o = this.options;
+    this.setState('connecting');
+    this.emit('connecting', { url: this.url });
+    this.peerClose = null;
+    this.goawayAfterMs = undefined;
+    let link: Link;
+    let token: string | undefined;
+    try {
+      token = typeof o.token === 'function' ? await o.token() : o.token;
+    } catch (err) {
+      if (this.userClosed) return;
+      this.lost(CloseCodes['auth-failed'], `token provider failed: ${err instanceof Error ? err.message : String(err)}`);
+      return;
+    }
+    try {
+      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
+    } catch (err) {
+      if (this.userClosed) return;
+      this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
+      return;
+    }
+    if (this.userClosed) {
+      link.destroy();
+      return;
+    }
+    this.link = link;
+    this.lastActivityAt = o.clock.now();
+    this.unansweredGap = 0;
+    link.bind({
+      onLinkFrame: (f) => this.link === link && this.onFrame(f),
+      onLinkError: (err) => this.link === link && this.fail(err.reason, err.message),
+      onLinkClose: (info) => {
+        if (this.link !== link) return;
+        const pc = this.peerClose;
+        if (pc) this.lost(pc.code, pc.reason);
+        else if (info.code !== undefined && info.code !== 1005 && info.code !== 1006) this.lost(info.code, info.reason ?? '');
+        else this.lost(CloseCodes['transport-error'], info.error?.message ?? 'connection lost');
+      },
+    });
+    link.send({
+      type: FrameType.HELLO,
+      version: PROTOCOL_VERSION,
+      userId: o.userId,
+      deviceId: o.deviceId,
+      ...(token !== undefined ? { token } : {}),
+      ...(Object.keys(o.clientInfo).length ? { clientInfo: o.clientInfo } : {}),
+      ...(this.resumeToken !== undefined ? { resumeToken: this.resumeToken, lastSeq: this.lastSeq } : {}),
+      ...(o.direction !== 'client' ? { direction: o.direction } : {}),
+      ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
+    });
+    // HELLO → WELCOME is the first RTT sample (it includes the gateway's authentication time).
+    this.rtt.clearOutstanding();
+    this.rtt.pingSent(o.clock.now());
+    this.connectTimer = o.timers.setTimeout(() => {
+      this.connectTimer = null;
+      if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
+    }, o.handshakeTimeoutMs);
+  }
+
+  private onFrame(f: Frame): void {
+    const now = this.options.clock.now();
+    try {
+      checkInbound('client', this.welcome ? 'open' : 'handshake', f.type);
+    } catch (err) {
+      this.fail('unexpected-frame', (err as Error).message);
+      return;
+    }
+    this.detector?.heard(now);
+    if (this.scheduler?.received(now)) this.armHeartbeat(now);
+    if (this.learner && this.welcome) this.learnFromReceive(now);
+    if (this.stateName === 'suspect') this.setState('open');
+    if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined) {
+      this.onAcked(f.ack);
+    }
+    switch (f.type) {
+      case FrameType.WELCOME:
+        this.onWelcome(f, now);
+        return;
+      case FrameType.PING:
+        this.link?.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
+        this.scheduler?.sent(now);
+        this.noteSent(now);
+        return;
+      case FrameType.PONG: {
+        this.stats.pongsReceived++;
+        if (this.detectorIntervalOnPong !== undefined) {
+          this.detector?.setIntervalMs(this.detectorIntervalOnPong);
+          this.detectorIntervalOnPong = undefined;
+          this.armHeartbeat(now);
+        }
+        const sample = this.rtt.pongReceived(now);
+        if (sample) this.emit('rtt', sample);
+        if (f.warn !== undefined) this.emit('warning', { code: f.warn, reason: reasonForCode(f.warn) });
+        return;
+      }
+      case FrameType.DATA:
+        this.onData(f.payload, f.seq, f.id);
+        return;
+      case FrameType.GOAWAY:
+        this.goawayAfterMs = f.reconnectAfterMs;
+        this.peerClose = { code: f.code, reason: f.reason ?? reasonForCode(f.code) };
+        return;
+      case FrameType.CLOSE:
+        this.peerClose = { code: f.code, reason: f.reason ?? reasonForCode(f.code) };
+        return;
+      case FrameType.ACK:
+        return;
+    }
+  }
+
+  private onWelcome(w: WelcomeFrame, now: number): void {
+    const o = this.options;
+    if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    const hadSession = this.resumeToken !== undefined;
+    const previousSessionId = this.lastSessionId;
+    this.lastSessionId = w.sessionId;
+    this.welcome = w;
+    this.resumeToken = w.resumeToken;
+    const g = w.heartbeat;
+    this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);
+    this.detector = g.direction === 'server' ? new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now) : null;
+    this.stableTimer = o.timers.setTimeout(() => {
+      this.stableTimer = null;
+      this.backoff.reset();
+    }, o.stableAfterMs);
+    this.setState('open');
+    this.armHeartbeat(now);
+    if (this.learner && g.direction === 'client') {
+      const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, g.intervalMs, now);
+      const ms = this.learner.intervalMs(g.intervalMs);
+      if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
+    }
+    if (w.resumed) {
+      if (w.ack !== undefined) this.onAcked(w.ack);
+    } else {
+      // A new session: sequence numbers restart on both sides. What we had
+      // not got acknowledged is renumbered and re-sent; the gateway drops
+      // any it had already accepted by id.
+      this.lastSeq = 0;
+      this.ackOwed = 0;
+      this.outSeq = 0;
+      for (const m of this.outbox) m.seq = ++this.outSeq;
+    }
+    this.emit('open', w);
+    const sample = this.rtt.pongReceived(now);
+    if (sample) this.emit('rtt', sample);
+    if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
+    if (this.link !== null && this.welcome === w) {
+      for (const m of this.outbox) {
+        this.stats.resent++;
+        this.writeData(m);
+      }
+    }
+  }
+
+  private onData(payload: Uint8Array, seq: number | undefined, id: string | undefined): void {
+    if (seq === undefined) {
+      this.stats.dataReceived++;
+      this.emit('message', id !== undefined ? { payload, id } : { payload });
+      return;
+    }
+    this.owe();
+    if (seq <= this.lastSeq) {
+      this.stats.duplicatesIn++;
+      return;
+    }
+    this.lastSeq = seq;
+    if (id !== undefined && !this.recentIds.add(id)) {
+      this.stats.duplicatesIn++;
+      return;
+    }
+    this.stats.dataReceived++;
+    this.emit('message', id !== undefined ? { payload, id, seq } : { payload, seq });
+  }
+
+  private owe(): void {
+    this.ackOwed++;
+    // Acks ride on our next frame; alone only after ackDelayMs, or at once when many are owed.
+    if (this.ackOwed >= 64) return this.flushAck();
+    if (this.ackTimer === null) this.ackTimer = this.options.timers.setTimeout(this.flushAck, this.options.ackDelayMs);
+  }
+
+  private takeAck(): number {
+    this.ackOwed = 0;
+    if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    return this.lastSeq;
+  }
+
+  private readonly flushAck = (): void => {
+    this.ackTimer = null;
+    if (this.ackOwed === 0 || !this.link || !this.welcome) return;
+    this.link.send({ type: FrameType.ACK, ack: this.takeAck() });
+    this.scheduler?.sent(this.options.clock.now());
+    this.noteSent(this.options.clock.now());
+  };
+
+  private onAcked(upTo: number): void {
+    while (this.outbox.length > 0 && this.outbox[0].seq <= upTo) {
+      const m = this.outbox.shift()!;
+      this.stats.acked++;
+      this.emit('acked', { id: m.id, seq: m.seq });
+    }
+  }
+
+  private writeData(m: { seq: number; id: string; payload: Uint8Array }): void {
+    const ack = this.ackOwed ? this.takeAck() : undefined;
+    this.link!.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload, ...(ack !== undefined ? { ack } : {}) });
+    this.scheduler?.sent(this.options.clock.now());
+    this.noteSent(this.options.clock.now());
+    this.stats.dataSent++;
+  }
+
+  /** Messages sent but not yet acknowledged by the gateway. */
+  get pendingCount(): number {
+    return this.outbox.length;
+  }
+
+  private armHeartbeat(now: number): void {
+    const o = this.options;
+    if (this.heartbeatTimer !== null) o.timers.clearTimeout(this.heartbeatTimer);
+    this.heartbeatTimer = null;
+    if (!this.scheduler) return;
+    let at = this.scheduler.nextWakeAt();
+    if (this.detector) at = Math.min(at, this.detector.deadline());
+    if (!Number.isFinite(at)) return;
+    this.heartbeatTimer = o.timers.setTimeout(this.onHeartbeatTimer, Math.max(0, at - now));
+  }
+
+  private readonly onHeartbeatTimer = (): void => {
+    this.heartbeatTimer = null;
+    const now = this.options.clock.now();
+    if (!this.scheduler || !this.link) return;
+    if (this.detector && this.detector.check(now) === 'dead') {
+      const learned = this.learnFromDeath(now, this.detector.intervalMs);
+      this.fail('heartbeat-timeout', 'the gateway sent nothing within the silence limit');
+      learned?.();
+      return;
+    }
+    const action = this.scheduler.poll(now);
+    if (action === 'dead') {
+      const learned = this.learnFromDeath(now, this.unansweredGap);
+      this.fail('heartbeat-timeout', 'no answer to heartbeat and quick probes');
+      learned?.();
+      return;
+    }
+    if (action === 'ping' || action === 'probe') {
+      if (action === 'probe') this.setState('suspect');
+      this.sendPing(now);
+    }
+    this.armHeartbeat(now);
+  };
+
+  /**
+   * Our heartbeat went unanswered through the fast recheck: the gap before it
+   * is what failed. The new interval rides on the next HELLO; the returned
+   * function reports it, after the close it caused.
+   */
+  private learnFromDeath(now: number, gapMs: number): (() => void) | null {
+    if (!this.learner) return null;
+    const change = this.learner.failed(gapMs, now);
+    const ms = this.learner.intervalMs();
+    const r = this.learner.record;
+    if (!change || ms === undefined || !r) return null;
+    this.intervalMs = ms;
+    const learner = this.learner;
+    return () => this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
+  }
+
+  private sendPing(now: number): void {
+    let f: PingFrame = BARE_PING;
+    if (this.pendingState !== null || this.pendingIntervalMs !== undefined || this.ackOwed) {
+      f = { type: FrameType.PING };
+      if (this.pendingState !== null) f.state = this.pendingState;
+      if (this.pendingIntervalMs !== undefined) f.intervalMs = this.pendingIntervalMs;
+      if (this.ackOwed) f.ack = this.takeAck();
+      this.pendingState = null;
+      this.pendingIntervalMs = undefined;
+    }
+    this.rtt.pingSent(now);
+    this.scheduler?.sent(now);
+    this.noteSent(now);
+    this.stats.pingsSent++;
+    this.link!.send(f);
+  }
+
+  /**
+   * NAT mappings expire by idleness in either direction, so a gap is the time
+   * since the last frame either way. A frame sent after a gap proves that gap
+   * survivable once something comes back; one received proves it at once.
+   */
+  private noteSent(now: number): void {
+    this.unansweredGap = Math.max(this.unansweredGap, now - this.lastActivityAt);
+    this.lastActivityAt = now;
+  }
+
+  private learnFromReceive(now: number): void {
+    const learner = this.learner!;
+    const inbound = now - this.lastActivityAt;
+    const sent = this.unansweredGap;
+    this.lastActivityAt = now;
+    this.unansweredGap = 0;
+    const change = learner.held(Math.max(sent, inbound), now) ?? learner.poll(now);
+    if (change) this.applyLearned(change, now);
+  }
+
+  /** Puts the learner's interval in force (announced to the gateway at once) and reports it. */
+  private applyLearned(change: LearnerChange, now: number): void {
+    const learner = this.learner!;
+    const ms = learner.intervalMs(this.welcome?.heartbeat.intervalMs);
+    const r = learner.record;
+    if (ms === undefined || !r) return;
+    this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
+    if (this.link && this.welcome && this.scheduler) this.setIntervalMs(ms);
+    else this.intervalMs = ms;
+    void now;
+  }
+
+  /**
+   * Sends a message to the gateway, reliably: it is numbered, kept until the
+   * gateway acknowledges it (the `acked` event), and re-sent after a
+   * reconnect; the gateway drops re-sends it already has. While disconnected
+   * it waits in the outbox. Returns the message id. Throws
+   * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting.
+   */
+  send(payload: Uint8Array | string, opts: { id?: string } = {}): string {
+    if (this.outbox.length >= this.options.maxOutbox) {
+      throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outbox.length} messages are waiting for acknowledgement`);
+    }
+    const bytes = typeof payload === 'string' ? UTF8.encode(payload) : payload;
+    const m = { seq: ++this.outSeq, id: opts.id ?? `${this.idPrefix}-${++this.nextId}`, payload: bytes };
+    this.outbox.push(m);
+    if (this.link && this.welcome) this.writeData(m);
+    return m.id;
+  }
+
+  /**
+   * Updates client state the gateway keeps for this connection (foreground,
+   * network type, ...). It rides on the next heartbeat; `flush` sends it now.
+   */
+  updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
+    this.pendingState = { ...(this.pendingState ?? {}), ...delta };
+    if (opts.flush && this.link && this.welcome) {
+      this.sendPing(this.options.clock.now());
+      this.armHeartbeat(this.options.clock.now());
+    }
+  }
+
+  /**
+   * Changes the heartbeat interval. It is announced at once in a PING: were it
+   * to wait for the next heartbeat, a longer interval would let the gateway's
+   * detector, still on the old one, convict a healthy link first.
+   */
+  setIntervalMs(ms: number): void {
+    if (!(ms > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `intervalMs must be positive, got ${ms}`);
+    this.intervalMs = ms;
+    if (!this.link || !this.welcome || !this.scheduler) return;
+    // The gateway clamps to the granted range; clamp the same way so both
+    // sides time the link with the same number.
+    const g = this.welcome.heartbeat;
+    const clamped = clampInterval(g, ms);
+    this.intervalMs = clamped;
+    const current = this.detector?.intervalMs ?? this.scheduler.interval;
+    if (clamped === current && this.detectorIntervalOnPong === undefined) return;
+    this.pendingIntervalMs = clamped;
+    this.welcome = { ...this.welcome, heartbeat: { ...g, intervalMs: clamped } };
+    const now = this.options.clock.now();
+    if (g.direction === 'client') {
+      this.scheduler.setIntervalMs(clamped);
+    } else if (this.detector) {
+      // The gateway pings at the new interval once it has read this PING.
+      // A longer limit is safe at once; a shorter one only from the PONG
+      // that answers it, before which the gateway may still keep the old pace.
+      if (clamped >= this.detector.intervalMs) {
+        this.detector.setIntervalMs(clamped);
+        this.detectorIntervalOnPong = undefined;
+      } else {
+        this.detectorIntervalOnPong = clamped;
+      }
+    }
+    this.sendPing(now);
+    this.armHeartbeat(now);
+  }
+
+  /**
+   * The device's network changed (or may have): check the link now with quick
+   * probes instead of waiting for the next heartbeat, and if no link is up,
+   * reconnect at once rather than after the backoff delay. With the adaptive
+   * heartbeat, `network` names the new network: its learned interval (or a
+   * fresh start) applies from now.
+   */
+  networkChanged(network?: string): void {
+    const now = this.options.clock.now();
+    if (network !== undefined && this.learner && network !== this.learner.network) {
+      // Gaps seen on the old network say nothing about the new one.
+      this.lastActivityAt = now;
+      this.unansweredGap = 0;
+      this.applyLearned(this.learner.switchNetwork(network, now, this.welcome?.heartbeat.intervalMs), now);
+    }
+    if (this.link && this.welcome && this.scheduler) {
+      if (this.scheduler.checkNow(now)) {
+        this.setState('suspect');
+        this.sendPing(now);
+        this.armHeartbeat(now);
+      }
+      return;
+    }
+    if (this.stateName === 'reconnecting') {
+      if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+      this.connectTimer = null;
+      this.backoff.reset();
+      void this.attempt();
+    }
+  }
+
+  /** Closes for good: sends CLOSE (normal) and does not reconnect. */
+  close(): void {
+    this.userClosed = true;
+    const link = this.link;
+    this.teardown();
+    if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    if (link) link.close(CloseCodes.normal, 'client closed');
+    const wasClosed = this.stateName === 'closed';
+    this.setState('closed');
+    if (!wasClosed) this.emit('close', { code: CloseCodes.normal, reason: 'client closed', willReconnect: false });
+  }
+
+  /** We decided the link is unusable: tell the gateway why and treat it as lost. */
+  private fail(reason: CloseReason, message: string): void {
+    const link = this.link;
+    if (!link) return;
+    this.lost(CloseCodes[reason], message);
+    link.close(CloseCodes[reason], message);
+  }
+
+  private teardown(): void {
+    const t = this.options.timers;
+    if (this.heartbeatTimer !== null) t.clearTimeout(this.heartbeatTimer);
+    if (this.stableTimer !== null) t.clearTimeout(this.stableTimer);
+    if (this.ackTimer !== null) t.clearTimeout(this.ackTimer);
+    this.heartbeatTimer = this.stableTimer = this.ackTimer = null;
+    this.link = null;
+    this.welcome = null;
+    this.scheduler = null;
+    this.detector = null;
+    this.detectorIntervalOnPong = undefined;
+    this.rtt.clearOutstanding();
+  }
+
+  /** The link is gone (or never came up): report it and plan the next attempt. */
+  private lost(code: number, reason: string): void {
+    if (this.userClosed) return;
+    this.teardown();
+    if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    // An expired token is worth another attempt only when the client can fetch a fresh one.
+    const refreshable = code === CloseCodes['auth-expired'] && typeof this.options.token === 'function';
+    const willReconnect = this.options.reconnectEnabled && (shouldReconnect(code) || refreshable);
+    this.urlIndex++;
+    this.emit('close', { code, reason, willReconnect });
+    if (!willReconnect) {
+      this.setState('closed');
+      return;
+    }
+    // The server's hint spreads a drain's reconnect wave; honour it over our backoff.
+    const delayMs = this.goawayAfterMs ?? this.backoff.next();
+    this.goawayAfterMs = undefined;
+    this.stats.reconnects++;
+    this.setState('reconnecting');
+    this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs });
+    this.connectTimer = this.options.timers.setTimeout(() => {
+      this.connectTimer = null;
+      void this.attempt();
+    }, delayMs);
+  }
+}

@@ -1,0 +1,260 @@
+import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { describe, test } from 'node:test';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { dial } from '../../src/client/connect.js';
+import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { AdminServer } from '../../src/admin/admin-server.js';
+import type { ConnectionDetail, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
+import { FreezableLink } from '../../src/demo/freezable-link.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { sleep, waitEvent } from '../helpers/procs.js';
+
+// The admin port over real loopback: metrics, the JSON API, the event stream,
+// with real clients whose heartbeats, detections and kicks it must report.
+
+const POLICY = { intervalMs: 300, minIntervalMs: 100, maxIntervalMs: 5000, missBudget: 2, graceMs: 200 };
+
+async function setup(token?: string) {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: { port: 0 }, heartbeat: POLICY, wheelTickMs: 10, probes: { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 200 } });
+  const a = await gw.listen();
+  const admin = new AdminServer(gw, { port: 0, ...(token ? { token } : {}) });
+  const port = (await admin.listen()).port;
+  const urls = { tcp: `tcp://127.0.0.1:${a.tcp!.port}`, ws: `ws://127.0.0.1:${a.ws!.port}/longlink` };
+  const close = async () => {
+    await admin.close();
+    await gw.close();
+  };
+  return { gw, admin, port, urls, close };
+}
+
+interface Reply {
+  status: number;
+  body: string;
+  json: () => any; // eslint-disable-line @typescript-eslint/no-explicit-any
+}
+
+function http(port: number, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method, path, headers: { ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (text += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body: text, json: () => JSON.parse(text) }));
+    });
+    req.on('error', reject);
+    if (body !== undefined) req.write(typeof body === 'string' ? body : JSON.stringify(body));
+    req.end();
+  });
+}
+
+/** The value of one sample line of the exposition text (labels exactly as written), or undefined. */
+function sample(text: string, series: string): number | undefined {
+  const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+}
+
+async function eventually<T>(what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 5000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await fn();
+    if (v !== undefined && v !== false) return v;
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('admin port', () => {
+  test('metrics count connections by transport, heartbeats, RTT, detections and delivery', async () => {
+    const { gw, port, urls, close } = await setup();
+    const tcp = new LonglinkClient({ url: urls.tcp, userId: 'ann', deviceId: 'phone', intervalMs: 150 });
+    const ws = new LonglinkClient({ url: urls.ws, userId: 'ann', deviceId: 'tab', direction: 'server', intervalMs: 150 });
+    let frozen: FreezableLink | null = null;
+    const hung = new LonglinkClient({
+      url: urls.tcp,
+      userId: 'bob',
+      deviceId: 'phone',
+      intervalMs: 150,
+      reconnect: { enabled: false },
+      dial: async (u, o) => (frozen = new FreezableLink(await dial(u, o))),
+    });
+    await Promise.all([tcp.connect(), ws.connect(), hung.connect()]);
+    await sleep(700);
+    let m = (await http(port, 'GET', '/metrics')).body;
+    assert.equal(sample(m, 'longlink_connections{transport="tcp"}'), 2);
+    assert.equal(sample(m, 'longlink_connections{transport="ws"}'), 1);
+    assert.equal(sample(m, 'longlink_online_devices'), 3);
+    assert.equal(sample(m, 'longlink_online_users'), 2);
+    assert.ok(sample(m, 'longlink_heartbeats_total{direction="in"}')! >= 4, 'client-sent heartbeats counted');
+    assert.ok(sample(m, 'longlink_heartbeats_total{direction="out"}')! >= 2, 'server-sent heartbeats counted');
+    assert.ok(sample(m, 'longlink_heartbeat_rtt_seconds_count')! >= 2, 'RTT of server-sent heartbeats observed');
+    assert.match(m, /^process_cpu_seconds_total /m, 'process metrics too');
+    assert.match(m, /^longlink_event_loop_delay_seconds\{quantile="0.99"\} /m);
+
+    // Delivery latency and outcome.
+    const r = await gw.push('ann', 'hello');
+    assert.equal(r.devices.filter((d) => d.status === 'delivered').length, 2);
+    m = (await http(port, 'GET', '/metrics')).body;
+    assert.equal(sample(m, 'longlink_push_total'), 1);
+    assert.equal(sample(m, 'longlink_push_outcomes_total{outcome="delivered"}'), 2);
+    assert.equal(sample(m, 'longlink_push_delivery_seconds_count'), 2);
+    assert.equal(sample(m, 'longlink_queued_messages'), 0, 'acknowledged messages leave the mailbox');
+
+    // A hung app: the detector closes it; the detection and its time are counted.
+    frozen!.frozen = true;
+    const [off] = (await waitEvent(gw, 'offline', (e: OfflineEvent) => e.userId === 'bob', 3000)) as [OfflineEvent];
+    assert.equal(off.reason, 'heartbeat-timeout');
+    m = (await http(port, 'GET', '/metrics')).body;
+    assert.equal(sample(m, 'longlink_detections_total{reason="heartbeat-timeout"}'), 1);
+    assert.equal(sample(m, 'longlink_disconnects_total{reason="heartbeat-timeout"}'), 1);
+    assert.equal(sample(m, 'longlink_detection_seconds_count{reason="heartbeat-timeout"}'), 1);
+    const detectSecs = sample(m, 'longlink_detection_seconds_sum{reason="heartbeat-timeout"}')!;
+    assert.ok(detectSecs >= 0.3 && detectSecs < 1.5, `detection time is the silence before the close (${detectSecs} s)`);
+    assert.ok(sample(m, 'longlink_suspicions_total')! >= 1, 'the silence was suspected (a probe) before the close');
+    tcp.close();
+    ws.close();
+    hung.close();
+    await close();
+  });
+
+  test('a suspected peer heard again counts as a false suspicion', async () => {
+    const { gw, port, urls, close } = await setup();
+    let link: FreezableLink | null = null;
+    const c = new LonglinkClient({ url: urls.tcp, userId: 'slow', deviceId: 'd', intervalMs: 300, dial: async (u, o) => (link = new FreezableLink(await dial(u, o))) });
+    await c.connect();
+    // Silent past the suspicion point (one interval plus grace) but within the limit (two intervals plus grace).
+    link!.frozen = true;
+    await sleep(620);
+    link!.frozen = false;
+    c.send('still here');
+    await sleep(300);
+    assert.equal(gw.connection('slow', 'd')?.suspected, false);
+    const m = (await http(port, 'GET', '/metrics')).body;
+    assert.equal(sample(m, 'longlink_suspicions_total'), 1);
+    assert.equal(sample(m, 'longlink_false_suspicions_total'), 1);
+    assert.equal(sample(m, 'longlink_detections_total{reason="heartbeat-timeout"}') ?? 0, 0);
+    c.close();
+    await close();
+  });
+
+  test('the API shows presence, connections with their heartbeat state, a timeline, and kicks', async () => {
+    const { gw, port, urls, close } = await setup();
+    const c = new LonglinkClient({ url: urls.ws, userId: 'cy', deviceId: 'laptop', direction: 'server', intervalMs: 200, clientInfo: { app: 'test' } });
+    const closes: CloseEvent[] = [];
+    c.on('close', (e) => closes.push(e));
+    await c.connect();
+    c.updateState({ mood: 'busy' }, { flush: true });
+
+    const presence = (await http(port, 'GET', '/api/presence/cy')).json();
+    assert.equal(presence.online, true);
+    assert.deepEqual(presence.devices.map((d: { deviceId: string }) => d.deviceId), ['laptop']);
+
+    const list = await eventually('the piggybacked state', async () => {
+      const l = (await http(port, 'GET', '/api/connections')).json() as { total: number; connections: ConnectionView[] };
+      return l.connections[0]?.clientState.mood === 'busy' && l;
+    });
+    assert.equal(list.total, 1);
+    const v = list.connections[0];
+    assert.equal(v.transport, 'ws');
+    assert.deepEqual(v.policy, { ...POLICY, intervalMs: 200, direction: 'server' });
+    assert.equal(v.learnedIntervalMs, 200);
+    assert.deepEqual(v.clientInfo, { app: 'test' });
+    assert.ok(v.lastHeardMsAgo >= 0 && v.lastHeardMsAgo < 1000);
+
+    // The timeline is recorded from the first request on.
+    const first = (await http(port, 'GET', `/api/connections/${v.connectionId}`)).json() as ConnectionDetail;
+    assert.equal(first.connection.connectionId, v.connectionId);
+    await sleep(700);
+    const detail = (await http(port, 'GET', `/api/connections/${v.connectionId}`)).json() as ConnectionDetail;
+    const kinds = detail.timeline.events.map((e) => e.kind);
+    assert.ok(kinds.filter((k) => k === 'ping-out').length >= 2, `server PINGs on the timeline: ${kinds}`);
+    const pongs = detail.timeline.events.filter((e) => e.kind === 'pong-in');
+    assert.ok(pongs.length >= 2 && pongs.every((p) => typeof p.value === 'number' && p.value >= 0), 'each PONG with its RTT');
+    assert.ok(detail.timeline.events.every((e) => e.t >= detail.timeline.tracingSince && e.t <= Date.now() + 5));
+    assert.ok(detail.connection.rttMs !== null);
+
+    const kicked = (await http(port, 'POST', '/api/kick', { userId: 'cy', deviceId: 'laptop' })).json();
+    assert.deepEqual(kicked, { kicked: 1 });
+    await eventually('the client to see the kick', async () => closes.length > 0);
+    assert.equal(closes[0].code, CloseCodes.kicked);
+    assert.equal(closes[0].willReconnect, false);
+    const gone = await http(port, 'GET', `/api/connections/${v.connectionId}`);
+    assert.equal(gone.status, 404);
+    assert.equal(gone.json().error.code, 'LL_ERR_NOT_FOUND');
+    assert.equal(gw.onlineDevices, 0);
+    await close();
+  });
+
+  test('bad requests get typed errors; a token guards the API and metrics but not the page', async () => {
+    const { port, close } = await setup('s3cret');
+    const auth = { authorization: 'Bearer s3cret' };
+    assert.equal((await http(port, 'GET', '/api/overview')).status, 401);
+    assert.equal((await http(port, 'GET', '/api/overview')).json().error.code, 'LL_ERR_UNAUTHORIZED');
+    assert.equal((await http(port, 'GET', '/metrics', undefined, { authorization: 'Bearer wrong' })).status, 401);
+    assert.equal((await http(port, 'GET', '/metrics', undefined, auth)).status, 200);
+    assert.equal((await http(port, 'GET', '/api/overview?token=s3cret')).status, 200);
+    const bad = await http(port, 'POST', '/api/kick', '{not json', auth);
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json().error.code, 'LL_ERR_BAD_REQUEST');
+    assert.equal((await http(port, 'POST', '/api/kick', { deviceId: 'x' }, auth)).json().error.code, 'LL_ERR_BAD_REQUEST');
+    assert.equal((await http(port, 'POST', '/api/kick', 'x'.repeat(70_000), auth)).status, 413);
+    assert.equal((await http(port, 'DELETE', '/api/overview', undefined, auth)).status, 405);
+    assert.equal((await http(port, 'GET', '/api/nothing', undefined, auth)).status, 404);
+    assert.equal((await http(port, 'GET', '/../../package.json')).status, 404, 'only the dashboard files are served');
+    const page = await http(port, 'GET', '/');
+    assert.equal(page.status, 200, 'the dashboard page needs no token (it holds no data)');
+    assert.match(page.body, /<html/i);
+    await close();
+  });
+
+  test('the event stream starts with a snapshot, then ticks and online/offline notices', async () => {
+    const { port, urls, close } = await setup();
+    const events: { event: string; data: unknown }[] = [];
+    const req = request({ host: '127.0.0.1', port, path: '/api/events' }, (res) => {
+      assert.equal(res.headers['content-type'], 'text/event-stream');
+      let buf = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        buf += chunk;
+        let i;
+        while ((i = buf.indexOf('\n\n')) >= 0) {
+          const block = buf.slice(0, i);
+          buf = buf.slice(i + 2);
+          const event = /^event: (.*)$/m.exec(block)![1];
+          events.push({ event, data: JSON.parse(/^data: (.*)$/m.exec(block)![1]) });
+        }
+      });
+    });
+    req.end();
+    await eventually('the snapshot', async () => events.length > 0);
+    assert.equal(events[0].event, 'snapshot');
+    assert.equal((events[0].data as Snapshot).overview.online.devices, 0);
+    const c = new LonglinkClient({ url: urls.tcp, userId: 'dee', deviceId: 'd', intervalMs: 150 });
+    await c.connect();
+    await eventually('an online notice', async () => events.some((e) => e.event === 'online'));
+    const tick = await eventually('a tick with the device online', async () => events.find((e) => e.event === 'tick' && (e.data as Tick).online === 1));
+    assert.ok((tick.data as Tick).connections >= 1);
+    await eventually('heartbeats per second', async () => events.some((e) => e.event === 'tick' && (e.data as Tick).heartbeatsPerSec > 0), 4000);
+    c.close();
+    const off = await eventually('an offline notice', async () => events.find((e) => e.event === 'offline'));
+    assert.deepEqual([(off.data as { reason: string }).reason, (off.data as { detection: boolean }).detection], ['client-close', false]);
+    req.destroy();
+    await close();
+  });
+
+  test('POST /api/drain drains the gateway: clients get GOAWAY and come back elsewhere', async () => {
+    const { gw, port, urls, close } = await setup();
+    const c = new LonglinkClient({ url: urls.tcp, userId: 'eli', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+    const closes: CloseEvent[] = [];
+    c.on('close', (e) => closes.push(e));
+    await c.connect();
+    const r = await http(port, 'POST', '/api/drain', { windowMs: 200, ackTimeoutMs: 500 });
+    assert.equal(r.status, 202);
+    assert.equal(r.json().draining, true);
+    await eventually('the drain to close the link', async () => closes.length > 0);
+    assert.equal(closes[0].code, CloseCodes['going-away']);
+    assert.equal(gw.connectionCount, 0);
+    assert.equal((await http(port, 'POST', '/api/drain', { windowMs: -1 })).json().error.code, 'LL_ERR_BAD_REQUEST');
+    await close();
+  });
+});
