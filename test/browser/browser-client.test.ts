@@ -1,0 +1,187 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { Gateway, type MessageEvent, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { sleep, waitEvent } from '../helpers/procs.js';
+import { chromiumOrSkip, HiddenTab, servePage } from '../helpers/browser.js';
+
+// The browser SDK in real Chromium against a real gateway over loopback
+// WebSocket: the bundle a web app would load, in a page, including a
+// background tab whose timers Chromium throttles.
+
+// The page keeps every client event in window.log, so tests read what happened.
+const PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>longlink browser client</title>
+<script src="/longlink.iife.js"></script>
+<script>
+window.log = [];
+window.clients = {};
+window.start = (name, opts) => {
+  const c = new Longlink.LonglinkBrowserClient(opts);
+  window.clients[name] = c;
+  const note = (type, data) => window.log.push({ name, type, t: performance.now(), ...data });
+  c.on('open', (w) => note('open', { resumed: w.resumed, direction: w.heartbeat.direction }));
+  c.on('close', (e) => note('close', { code: e.code, willReconnect: e.willReconnect }));
+  c.on('reconnecting', (e) => note('reconnecting', { delayMs: e.delayMs }));
+  c.on('message', (m) => note('message', { text: new TextDecoder().decode(m.payload) }));
+  c.on('acked', (a) => note('acked', { id: a.id }));
+  c.on('state', (s) => note('state', { state: s }));
+  return c.connect().then((w) => w.heartbeat.direction);
+};
+window.events = (name, type) => window.log.filter((e) => e.name === name && (!type || e.type === type));
+// How many times a 50 ms timer chain fires in ms: about ms/50 in a visible tab, about ms/1000 when throttled.
+window.timerRate = (ms) => new Promise((r) => { let n = 0; const end = performance.now() + ms; const f = () => { n++; if (performance.now() < end) setTimeout(f, 50); else r(n); }; setTimeout(f, 50); });
+</script></head><body>browser client test page</body></html>`;
+
+async function gateway(heartbeat: Record<string, number>, probes = { pongTimeoutMs: 500, probeCount: 1, probeIntervalMs: 300 }) {
+  const gw = new Gateway({ tcp: false, ws: { port: 0 }, heartbeat: { minIntervalMs: 100, maxIntervalMs: 60_000, ...heartbeat }, probes, wheelTickMs: 10 });
+  const a = await gw.listen();
+  return { gw, url: `ws://127.0.0.1:${a.ws!.port}/longlink` };
+}
+
+async function until(what: string, fn: () => Promise<boolean> | boolean, timeoutMs = 5000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(50);
+  }
+}
+
+describe('browser client in Chromium', () => {
+  test('server-sent heartbeats, push with acknowledgements, sends acknowledged, resume with nothing lost', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const { gw, url } = await gateway({ intervalMs: 300, missBudget: 2, graceMs: 300 });
+    const site = await servePage(PAGE);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const page = await browser.newPage();
+      await page.goto(site.url);
+      const inbound: MessageEvent[] = [];
+      gw.on('message', (m) => inbound.push(m));
+      const offline: OfflineEvent[] = [];
+      gw.on('offline', (e) => offline.push(e));
+
+      const direction = await page.evaluate((u) => (window as any).start('a', { url: u, userId: 'web', deviceId: 'tab', reconnect: { initialDelayMs: 100, maxDelayMs: 200 } }), url);
+      assert.equal(direction, 'server', 'the browser client asks the gateway to send heartbeats');
+      await sleep(1000);
+      const conn = gw.connection('web', 'tab')!;
+      assert.ok(conn.stats.pingsOut >= 2, `the gateway sent heartbeats (${conn.stats.pingsOut})`);
+      assert.ok(conn.rttMs !== null, 'and measured the round trip from the answers');
+
+      // Push: delivered once, acknowledged.
+      const r1 = await gw.push('web', 'one');
+      assert.equal(r1.devices[0].status, 'delivered');
+      // Send: reaches the gateway and is acknowledged back.
+      await page.evaluate(() => (window as any).clients.a.send('up'));
+      await until('the message at the gateway', () => inbound.length === 1);
+      assert.equal(Buffer.from(inbound[0].payload).toString(), 'up');
+      await until('the acknowledgement in the page', async () => (await page.evaluate(() => (window as any).events('a', 'acked').length)) === 1);
+
+      // The link goes; a push made meanwhile waits in the mailbox and arrives after the resume, once.
+      gw.disconnect('web', 'tab', { reconnectAfterMs: 300 });
+      const pushed = gw.push('web', 'two', { waitMs: 5000 });
+      await until('the resume', async () => (await page.evaluate(() => (window as any).events('a', 'open').length)) === 2);
+      // Offline when pushed: reported queued, then delivered from the mailbox on resume.
+      assert.equal((await pushed).devices[0].status, 'queued');
+      await until('the queued push in the page', async () => (await page.evaluate(() => (window as any).events('a', 'message').length)) === 2);
+      const log = (await page.evaluate(() => (window as any).events('a'))) as { type: string; resumed?: boolean; text?: string; code?: number }[];
+      assert.deepEqual(log.filter((e) => e.type === 'open').map((e) => e.resumed), [false, true], 'the second open resumed the session');
+      assert.deepEqual(log.filter((e) => e.type === 'message').map((e) => e.text), ['one', 'two'], 'every push once, in order');
+      assert.equal(log.find((e) => e.type === 'close')?.code, CloseCodes['going-away']);
+      assert.deepEqual(offline.map((e) => e.reason), ['going-away'], 'no other disconnect');
+      await page.evaluate(() => (window as any).clients.a.close());
+    } finally {
+      await browser.close();
+      await site.close();
+      await gw.close();
+    }
+  });
+
+  test('offline/online: a check at once, and a reconnect without waiting out the backoff', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const { gw, url } = await gateway({ intervalMs: 5000, missBudget: 2, graceMs: 1000 });
+    const site = await servePage(PAGE);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const context = await browser.newContext();
+      const page = await context.newPage();
+      await page.goto(site.url);
+      await page.evaluate((u) => (window as any).start('b', { url: u, userId: 'web', deviceId: 'net', reconnect: { initialDelayMs: 30_000, minDelayMs: 30_000, maxDelayMs: 30_000 } }), url);
+      const conn = () => gw.connection('web', 'net');
+      assert.equal(conn()!.stats.pingsIn, 0, 'server-sent heartbeats: the client sends no PING of its own');
+
+      // The network went away (the browser says so): the client checks the link now (quick probes,
+      // state 'suspect'), not at the next heartbeat 5 s away.
+      const states = async () => ((await page.evaluate(() => (window as any).events('b', 'state'))) as { state: string }[]).map((e) => e.state);
+      await context.setOffline(true);
+      await until('the check to start', async () => (await states()).includes('suspect'), 2000);
+      await context.setOffline(false);
+      // Back online: the check is answered, or it failed and the client reconnects at once.
+      await until('the link to be good again', async () => conn() !== undefined && (await states()).at(-1) === 'open', 10_000);
+
+      // The link is lost; the backoff says 30 s, but the network coming back means try now.
+      gw.disconnect('web', 'net');
+      await until('reconnecting', async () => (await page.evaluate(() => (window as any).events('b', 'reconnecting').length)) === 1);
+      const delay = await page.evaluate(() => (window as any).events('b', 'reconnecting')[0].delayMs);
+      assert.ok(delay >= 30_000, `the backoff would wait ${delay} ms`);
+      const before = Date.now();
+      await context.setOffline(true);
+      await context.setOffline(false);
+      await until('the reconnect', () => conn() !== undefined, 5000);
+      assert.ok(Date.now() - before < 5000, 'back well before the backoff delay');
+      const stats = await page.evaluate(() => (window as any).clients.b.pageStats);
+      assert.ok(stats.offline >= 2 && stats.online >= 2, JSON.stringify(stats));
+      await page.evaluate(() => (window as any).clients.b.close());
+    } finally {
+      await browser.close();
+      await site.close();
+      await gw.close();
+    }
+  });
+
+  test('a hidden tab with throttled timers: server-sent heartbeats keep it; client-sent ones get it convicted', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    // A tight policy: a client-sent heartbeat may be 700 ms late at most; a throttled tab's timers wake once a second.
+    const { gw, url } = await gateway({ intervalMs: 400, missBudget: 1, graceMs: 300 });
+    const site = await servePage(PAGE);
+    const tab = await HiddenTab.open(exe, site.url);
+    try {
+      assert.equal(await tab.evaluate('document.visibilityState'), 'hidden');
+      const fired = await tab.evaluate<number>('timerRate(3000)');
+      assert.ok(fired <= 8, `the tab's timers are throttled: a 50 ms chain fired ${fired} times in 3 s (60 unthrottled)`);
+
+      const offline: OfflineEvent[] = [];
+      gw.on('offline', (e) => offline.push(e));
+      const opts = (deviceId: string, extra: string) => `{ url: ${JSON.stringify(url)}, userId: 'bg', deviceId: '${deviceId}', reconnect: { initialDelayMs: 200, maxDelayMs: 500 }${extra} }`;
+      await tab.evaluate(`start('srv', ${opts('srv', '')})`);
+      await tab.evaluate(`start('cli', ${opts('cli', ", direction: 'client', intervalMs: 400")})`);
+      const srvConn = gw.connection('bg', 'srv')!.connectionId;
+      await sleep(6000);
+
+      const convicted = offline.filter((e) => e.deviceId === 'cli');
+      assert.ok(convicted.length >= 1, 'the client-sent heartbeat, late on throttled timers, was convicted');
+      assert.ok(convicted.every((e) => e.reason === 'heartbeat-timeout'), JSON.stringify(convicted.map((e) => e.reason)));
+      assert.deepEqual(offline.filter((e) => e.deviceId === 'srv'), [], 'the server-sent heartbeat kept the hidden tab connected');
+      const srv = gw.connection('bg', 'srv')!;
+      assert.equal(srv.connectionId, srvConn, 'on the same connection throughout');
+      assert.ok(srv.stats.pingsOut >= 10, `answered ${srv.stats.pingsOut} PINGs`);
+      assert.equal(srv.stats.pingsIn, 0);
+
+      // Shown again: the client checks its link at once.
+      await tab.show();
+      await until('visibility', async () => (await tab.evaluate('document.visibilityState')) === 'visible', 3000);
+      await until('a check PING after the tab was shown', () => (gw.connection('bg', 'srv')?.stats.pingsIn ?? 0) >= 1, 3000);
+      assert.ok((await tab.evaluate<{ visible: number }>('clients.srv.pageStats')).visible >= 1);
+      await tab.evaluate('clients.srv.close(); clients.cli.close()');
+      await waitEvent(gw, 'offline', (e: OfflineEvent) => e.deviceId === 'srv', 3000).catch(() => {});
+    } finally {
+      await tab.close();
+      await site.close();
+      await gw.close();
+    }
+  });
+});

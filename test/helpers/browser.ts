@@ -1,0 +1,111 @@
+import { createServer, type Server } from 'node:http';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+import type { Browser, CDPSession } from 'playwright-core';
+import { findChromium } from '../../src/demo/chromium.js';
+
+/** Real Chromium for the browser tests, or a skip with the reason (CI installs Debian's chromium). */
+export function chromiumOrSkip(t: TestContext): string | null {
+  const path = findChromium();
+  if (!path) t.skip('Chromium is not installed (apt-get install chromium, or set CHROMIUM_PATH)');
+  return path;
+}
+
+const WEB = fileURLToPath(new URL('../../web/', import.meta.url));
+
+/** Serves `html` at / and the browser SDK bundle at /longlink.iife.js, on loopback. */
+export async function servePage(html: string): Promise<{ url: string; close: () => Promise<void> }> {
+  const sdk = readFileSync(join(WEB, 'longlink.iife.js'));
+  const server: Server = createServer((req, res) => {
+    if (req.url?.startsWith('/longlink.iife.js')) {
+      res.writeHead(200, { 'content-type': 'text/javascript' });
+      res.end(sdk);
+    } else {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(html);
+    }
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const port = (server.address() as { port: number }).port;
+  return {
+    url: `http://127.0.0.1:${port}/`,
+    close: () =>
+      new Promise((r) => {
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  };
+}
+
+/**
+ * A tab that was opened in the background and never shown: Chromium marks
+ * it hidden and throttles its timers (one wake-up a second, later one a
+ * minute), as for a real background tab. Playwright makes every page it
+ * drives visible, and its default flags turn throttling off, so this tab is
+ * opened and driven over a raw DevTools session of a browser started with
+ * Chromium's own defaults.
+ */
+export class HiddenTab {
+  private seq = 0;
+  private readonly pending = new Map<number, (m: { result?: { result?: { value?: unknown }; exceptionDetails?: unknown }; error?: unknown }) => void>();
+
+  private constructor(
+    readonly browser: Browser,
+    private readonly cdp: CDPSession,
+    private readonly targetId: string,
+    private readonly sessionId: string,
+    private readonly profile: string,
+  ) {
+    cdp.on('Target.receivedMessageFromTarget', (e: { sessionId: string; message: string }) => {
+      if (e.sessionId !== this.sessionId) return;
+      const m = JSON.parse(e.message) as { id?: number };
+      if (m.id !== undefined) this.pending.get(m.id)?.(m as never);
+    });
+  }
+
+  static async open(executablePath: string, url: string): Promise<HiddenTab> {
+    const { chromium } = await import('playwright-core');
+    const profile = mkdtempSync(join(tmpdir(), 'll-chromium-'));
+    const browser = await chromium.launch({
+      executablePath,
+      ignoreDefaultArgs: true,
+      args: ['--headless=new', '--no-sandbox', '--remote-debugging-pipe', '--no-first-run', `--user-data-dir=${profile}`, 'about:blank'],
+    });
+    const cdp = await browser.newBrowserCDPSession();
+    const { targetId } = (await cdp.send('Target.createTarget', { url, background: true })) as { targetId: string };
+    const { sessionId } = (await cdp.send('Target.attachToTarget', { targetId, flatten: false })) as { sessionId: string };
+    const tab = new HiddenTab(browser, cdp, targetId, sessionId, profile);
+    await tab.evaluate(`new Promise((r) => (document.readyState === 'complete' ? r() : addEventListener('load', () => r())))`);
+    return tab;
+  }
+
+  /** Evaluates `expression` in the tab (awaiting a promise) and returns its JSON value. */
+  evaluate<T = unknown>(expression: string): Promise<T> {
+    const id = ++this.seq;
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, (m) => {
+        this.pending.delete(id);
+        if (m.error || m.result?.exceptionDetails) reject(new Error(`evaluate failed: ${JSON.stringify(m.error ?? m.result?.exceptionDetails)}`));
+        else resolve(m.result?.result?.value as T);
+      });
+      void this.cdp.send('Target.sendMessageToTarget', {
+        sessionId: this.sessionId,
+        message: JSON.stringify({ id, method: 'Runtime.evaluate', params: { expression, awaitPromise: true, returnByValue: true } }),
+      });
+    });
+  }
+
+  /** Brings the tab to the front: it becomes visible. */
+  async show(): Promise<void> {
+    await this.cdp.send('Target.activateTarget', { targetId: this.targetId });
+  }
+
+  async close(): Promise<void> {
+    await this.browser.close();
+    rmSync(this.profile, { recursive: true, force: true });
+  }
+}
