@@ -1,0 +1,121 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { dial } from '../../src/client/connect.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { AdminServer } from '../../src/admin/admin-server.js';
+import { FreezableLink } from '../../src/demo/freezable-link.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { sleep } from '../helpers/procs.js';
+import { chromiumOrSkip } from '../helpers/browser.js';
+
+// The dashboard in real headless Chromium, served by the admin port of a real
+// gateway, while real clients connect, go silent and drop.
+
+const POLICY = { intervalMs: 300, minIntervalMs: 100, maxIntervalMs: 5000, missBudget: 2, graceMs: 200 };
+
+describe('dashboard in Chromium', () => {
+  test('live numbers, charts, detections with reasons, a connection timeline and a kick', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: { port: 0 }, ws: { port: 0 }, heartbeat: POLICY, wheelTickMs: 10, probes: { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 200 } });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0, token: 'dash' });
+    const port = (await admin.listen()).port;
+    const tcpUrl = `tcp://127.0.0.1:${a.tcp!.port}`;
+    const wsUrl = `ws://127.0.0.1:${a.ws!.port}/longlink`;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    const pageErrors: string[] = [];
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(`http://127.0.0.1:${port}/?token=dash`);
+      const text = (id: string) => page.getByTestId(id).first().textContent();
+      const num = async (id: string) => Number(((await text(id)) ?? '').replace(/[^0-9.]/g, ''));
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      assert.equal(await num('stat-online'), 0);
+      const tiles = page.getByTestId('stat-online');
+      const before = await tiles.screenshot();
+
+      // Five devices connect, on both transports; two have the gateway send heartbeats (RTT).
+      const frozen: FreezableLink[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = new LonglinkClient({
+          url: i % 2 ? wsUrl : tcpUrl,
+          userId: `u${i}`,
+          deviceId: 'd',
+          intervalMs: 150,
+          direction: i < 2 ? 'server' : 'client',
+          reconnect: { enabled: false },
+          dial: async (u, o) => {
+            const l = new FreezableLink(await dial(u, o));
+            frozen[i] = l;
+            return l;
+          },
+        });
+        clients.push(c);
+        await c.connect();
+      }
+      clients[0].updateState({ mood: 'busy' }, { flush: true });
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '5', undefined, { timeout: 5000 });
+      assert.equal(await num('stat-connections'), 5);
+      assert.equal(await num('stat-users'), 5);
+      const during = await tiles.screenshot();
+      assert.notDeepEqual(during, before, 'the online tile, as drawn, changed when clients connected');
+      await page.waitForFunction(() => Number(document.querySelector('[data-testid="stat-heartbeats"]')?.textContent?.replace(/[^0-9.]/g, '')) > 0, undefined, { timeout: 5000 });
+      await page.waitForFunction(() => /\d/.test(document.querySelector('[data-testid="stat-rtt"]')?.textContent ?? ''), undefined, { timeout: 5000 });
+      for (const id of ['chart-online', 'chart-heartbeats', 'chart-rtt']) {
+        assert.ok((await page.getByTestId(id).locator('canvas').count()) >= 1, `${id} is drawn`);
+      }
+      await page.locator('[data-testid="connections"] tr').nth(4).waitFor({ timeout: 5000 });
+      assert.equal(await page.locator('[data-testid="connections"] tr').count(), 5);
+
+      // Two drop: one hangs (the detector convicts it), one closes its socket.
+      frozen[3].frozen = true;
+      frozen[4].destroy();
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '3', undefined, { timeout: 5000 });
+      await page.locator('[data-testid="detections"] tr[data-reason="heartbeat-timeout"]').waitFor({ timeout: 5000 });
+      assert.equal(await page.locator('[data-testid="detections"] tr[data-reason="heartbeat-timeout"]').getAttribute('data-detection'), 'true');
+      assert.equal(await page.locator('[data-testid="detections"] tr[data-reason="transport-close"]').count(), 1);
+      assert.equal(await num('stat-detections'), 1);
+      const after = await tiles.screenshot();
+      assert.notDeepEqual(after, during, 'and changed again when they dropped');
+
+      // The per-connection view of a server-heartbeat device: timeline, interval, RTT.
+      const target = gw.connection('u0', 'd')!;
+      await page.locator(`[data-testid="connections"] tr[data-connection-id="${target.connectionId}"]`).click();
+      const view = page.getByTestId('connection-view');
+      await view.waitFor({ state: 'visible', timeout: 3000 });
+      await page.waitForFunction(() => /150/.test(document.querySelector('[data-testid="conn-interval"]')?.textContent ?? ''), undefined, { timeout: 3000 });
+      await page.waitForFunction(() => /\d/.test(document.querySelector('[data-testid="conn-rtt"]')?.textContent ?? ''), undefined, { timeout: 3000 });
+      assert.ok((await page.getByTestId('timeline-chart').locator('canvas').count()) >= 1);
+      await sleep(1500);
+      const timeline = await page.getByTestId('timeline-chart').screenshot();
+      assert.ok(timeline.length > 1000);
+
+      // Kick from the page.
+      const closes: CloseEvent[] = [];
+      clients[0].on('close', (e) => closes.push(e));
+      await page.getByTestId('conn-kick').click();
+      const deadline = Date.now() + 3000;
+      while (closes.length === 0 && Date.now() < deadline) await sleep(50);
+      assert.equal(closes[0]?.code, CloseCodes.kicked);
+      await page.getByTestId('conn-gone').waitFor({ state: 'visible', timeout: 4000 });
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '2', undefined, { timeout: 5000 });
+      await page.locator('[data-testid="detections"] tr[data-reason="kicked"]').waitFor({ timeout: 3000 });
+      assert.deepEqual(pageErrors, [], 'no script errors in the page');
+    } catch (err) {
+      // What the page showed when it failed, for whoever reads the CI log.
+      const shot = `/tmp/longlink-dashboard-failure-${process.pid}.png`;
+      await browser.contexts()[0]?.pages()[0]?.screenshot({ path: shot, fullPage: true }).catch(() => {});
+      throw Object.assign(err as Error, { message: `${(err as Error).message} (screenshot: ${shot}; page errors: ${JSON.stringify(pageErrors)})` });
+    } finally {
+      for (const c of clients) c.close();
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+});
