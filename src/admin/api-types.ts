@@ -62,8 +62,8 @@ export interface RttSummary {
   p50: number | null;
   p90: number | null;
   p99: number | null;
-  /** Histogram: samples with RTT <= le ms (not cumulative: each bucket counts only its own range). */
-  buckets: { le: number; count: number }[];
+  /** Histogram: samples with RTT <= le ms (not cumulative: each bucket counts only its own range); le null is the overflow bucket. */
+  buckets: { le: number | null; count: number }[];
 }
 
 /** One second of the gateway, as the dashboard charts it. */
@@ -76,7 +76,10 @@ export interface Tick {
   /** PINGs in and out in the last second (heartbeats and probes). */
   heartbeatsPerSec: number;
   framesPerSec: number;
+  /** Running totals since the gateway started: closes by the gateway's detection, suspicions, and suspicions cleared. */
   detections: number;
+  suspicions: number;
+  falseSuspicions: number;
   /** RTT samples over the last minute. */
   rtt: RttSummary;
 }
@@ -99,7 +102,7 @@ export interface OfflineNotice {
   reason: string;
   code: number;
   silentForMs: number;
-  /** Closed by the gateway's liveness detection (heartbeat-timeout) rather than by a close from either side. */
+  /** Closed by the gateway's own detection (heartbeat-timeout, handshake-timeout, slow-consumer), not by the peer or the transport. */
   detection: boolean;
 }
 
@@ -115,9 +118,27 @@ export interface Overview {
   delivery: Record<string, number>;
   admission: Record<string, number>;
   disconnects: Record<string, number>;
+  /** Closes by the gateway's own detection (heartbeat-timeout, handshake-timeout, slow-consumer) since start. */
+  detections: number;
   suspicions: number;
   falseSuspicions: number;
   eventLoop: { p50Ms: number; p99Ms: number; maxMs: number } | null;
+}
+
+/** GET /api/connections */
+export interface ConnectionsPage {
+  total: number;
+  connections: ConnectionView[];
+}
+
+/** POST /api/kick */
+export interface KickResult {
+  kicked: number;
+}
+
+/** Every error answer: a stable code (LL_ERR_...) and a message. */
+export interface ApiErrorBody {
+  error: { code: string; message: string };
 }
 
 /** The first message on /api/events: where the dashboard starts. */

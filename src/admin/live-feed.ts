@@ -1,6 +1,6 @@
 import type { Gateway, OfflineEvent, OnlineEvent, TrafficStats } from '../gateway/gateway.js';
 import type { Timers, TimerHandle } from '../core/clock.js';
-import { DETECTION_REASONS } from './metrics.js';
+import { isDetection } from './metrics.js';
 import type { OfflineNotice, OnlineNotice, Overview, RttSummary, Snapshot, Tick } from './api-types.js';
 
 /** Upper bounds (ms) of the RTT distribution the dashboard draws. */
@@ -47,7 +47,7 @@ export class LiveFeed {
     const onOnline = (e: OnlineEvent) =>
       this.publish({ event: 'online', data: { t: this.o.wallNow(), userId: e.userId, deviceId: e.deviceId, connectionId: e.connectionId, transport: e.transport, resumed: e.resumed } });
     const onOffline = (e: OfflineEvent) => {
-      const detection = DETECTION_REASONS.has(e.reason);
+      const detection = isDetection(e);
       if (detection) this.detections++;
       this.disconnects[e.reason] = (this.disconnects[e.reason] ?? 0) + 1;
       const n: OfflineNotice = {
@@ -100,6 +100,8 @@ export class LiveFeed {
       heartbeatsPerSec: round1((t.pingsIn - this.last.pingsIn + t.pingsOut - this.last.pingsOut) / secs),
       framesPerSec: round1((t.framesIn - this.last.framesIn + t.framesOut - this.last.framesOut) / secs),
       detections: this.detections,
+      suspicions: this.gw.suspicionStats.suspected,
+      falseSuspicions: this.gw.suspicionStats.cleared,
       rtt: this.rttSummary(now),
     };
     this.last = t;
@@ -118,8 +120,8 @@ export class LiveFeed {
     const q = (p: number) => (ms.length ? round1(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]) : null);
     const buckets = RTT_BUCKETS_MS.map((le) => ({ le, count: 0 }));
     for (const v of ms) buckets.find((b) => v <= b.le)!.count++;
-    // JSON has no Infinity: the last bucket is written as -1 ("above the rest").
-    return { count: ms.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), buckets: buckets.map((b) => ({ le: Number.isFinite(b.le) ? b.le : -1, count: b.count })) };
+    // JSON has no Infinity: the overflow bucket's bound is null.
+    return { count: ms.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), buckets: buckets.map((b) => ({ le: Number.isFinite(b.le) ? b.le : null, count: b.count })) };
   }
 
   overview(): Overview {
@@ -140,6 +142,7 @@ export class LiveFeed {
       delivery: { ...gw.deliveryStats },
       admission: { ...gw.admissionStats() },
       disconnects: { ...this.disconnects },
+      detections: this.detections,
       suspicions: gw.suspicionStats.suspected,
       falseSuspicions: gw.suspicionStats.cleared,
       eventLoop: loop ? { p50Ms: loop.delayP50Ms, p99Ms: loop.delayP99Ms, maxMs: loop.delayMaxMs } : null,

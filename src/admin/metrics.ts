@@ -1,9 +1,14 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Gateway, TrafficStats } from '../gateway/gateway.js';
+import type { Gateway, OfflineEvent, TrafficStats } from '../gateway/gateway.js';
 import type { DisconnectReason } from '../gateway/disconnect.js';
 
 /** Closes the gateway made because it judged the peer dead or unable to keep up. */
 export const DETECTION_REASONS: ReadonlySet<DisconnectReason> = new Set(['heartbeat-timeout', 'handshake-timeout', 'slow-consumer']);
+
+/** A close the gateway's own detection made (a client that times the gateway out may close with the same code). */
+export function isDetection(e: Pick<OfflineEvent, 'reason' | 'initiator'>): boolean {
+  return e.initiator === 'gateway' && DETECTION_REASONS.has(e.reason);
+}
 
 const RTT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const DETECTION_BUCKETS_S = [0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600];
@@ -138,9 +143,9 @@ export class GatewayMetrics {
       },
     });
 
-    const onOffline = (e: { reason: DisconnectReason; silentForMs: number }) => {
+    const onOffline = (e: OfflineEvent) => {
       disconnects.inc({ reason: e.reason });
-      if (DETECTION_REASONS.has(e.reason)) {
+      if (isDetection(e)) {
         detections.inc({ reason: e.reason });
         detectionSeconds.observe({ reason: e.reason }, e.silentForMs / 1000);
       }

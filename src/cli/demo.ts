@@ -57,7 +57,7 @@ export function demoCommand(): Command {
       const progress = setInterval(() => {
         const t = admin.feed.overview();
         const secs = Math.round((Date.now() - started) / 1000);
-        const det = t.disconnects['heartbeat-timeout'] ?? 0;
+        const det = t.detections;
         say(
           `t=${secs}s online ${t.online.devices}/${o.clients} · connections ${t.connections.total} · detections ${det} · false suspicions ${t.falseSuspicions} · chats ${fleet.stats.chats} · freezes ${fleet.stats.freezes} · drops ${fleet.stats.drops}`,
           { event: 'progress', t: secs, online: t.online.devices, connections: t.connections.total, detections: det, disconnects: t.disconnects, falseSuspicions: t.falseSuspicions, fleet: fleet.stats, pingsIn: t.traffic.pingsIn, pingsOut: t.traffic.pingsOut },

@@ -96,6 +96,8 @@ export class ServerConnection implements LinkEvents {
   readonly connectedAt: number;
   openedAt = -1;
   closeReason: DisconnectReason | null = null;
+  /** The gateway chose to close (a detection, a limit, a kick), rather than the peer or the transport. */
+  closedByGateway = false;
   /** Made at the first PING the gateway sends: a client-sent heartbeat may never need one. */
   rtt: RttTracker | null = null;
   readonly stats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
@@ -485,6 +487,7 @@ export class ServerConnection implements LinkEvents {
   /** Closes with a reason the gateway chose; the `offline` event fires now, not when the socket is gone. */
   closeWith(reason: CloseReason, message: string = reason): void {
     if (this.phase === 'closed') return;
+    this.closedByGateway = true;
     // Settle the reason first: a link may report its own close synchronously.
     this.finish(reason, CloseCodes[reason]);
     this.link.close(CloseCodes[reason], message);

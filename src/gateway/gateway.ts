@@ -49,6 +49,8 @@ export interface OnlineEvent extends DeviceRef {
 export interface OfflineEvent extends DeviceRef {
   reason: DisconnectReason;
   code: number;
+  /** Who ended it: the gateway (a detection, a limit, a kick, a drain), or the peer or the network. */
+  initiator: 'gateway' | 'peer';
   /** Monotonic ms since the last frame arrived from the device. */
   silentForMs: number;
 }
@@ -583,7 +585,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const o = this.options;
     const now = o.wallClock.now();
     const silentForMs = o.clock.now() - conn.lastHeardAt;
-    this.emit('offline', { ...ref(conn), reason, code, silentForMs });
+    this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
     // Presence and session bookkeeping are best effort: a store outage must
     // not keep a dead connection around.
     void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
@@ -709,6 +711,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         this.traces.delete(oldest!.id);
       }
       c.trace = new ConnectionTrace(now);
+      // The interval in force when tracing began, so the timeline's interval line starts at once.
+      if (c.grant) c.trace.add(now, 'interval', c.grant.intervalMs);
       this.traces.set(c.id, c);
     }
     c.trace.lastReadAt = now;

@@ -104,6 +104,7 @@ describe('admin port', () => {
     frozen!.frozen = true;
     const [off] = (await waitEvent(gw, 'offline', (e: OfflineEvent) => e.userId === 'bob', 3000)) as [OfflineEvent];
     assert.equal(off.reason, 'heartbeat-timeout');
+    assert.equal(off.initiator, 'gateway');
     m = (await http(port, 'GET', '/metrics')).body;
     assert.equal(sample(m, 'longlink_detections_total{reason="heartbeat-timeout"}'), 1);
     assert.equal(sample(m, 'longlink_disconnects_total{reason="heartbeat-timeout"}'), 1);

@@ -1,0 +1,46 @@
+/** The header line: node id, uptime (counted locally between overviews), detector and policy. */
+import type { Overview, PolicyView } from '../../src/admin/api-types.js';
+import { byId, setText } from './dom.js';
+import { fmtDuration } from './format.js';
+
+export class Header {
+  private readonly node = byId('hdr-node');
+  private readonly uptime = byId('hdr-uptime');
+  private readonly detector = byId('hdr-detector');
+  private readonly policy = byId('hdr-policy');
+  private uptimeAt: { uptimeMs: number; seenAt: number } | null = null;
+
+  constructor() {
+    setInterval(() => this.renderUptime(), 1000);
+  }
+
+  setOverview(o: Overview): void {
+    setText(this.node, o.nodeId);
+    setText(this.detector, o.detector);
+    setText(this.policy, policyText(o.policy));
+    this.policy.title = policyTitle(o.policy);
+    // Uptime, not startedAt: the two machines' clocks may disagree.
+    this.uptimeAt = { uptimeMs: o.uptimeMs, seenAt: Date.now() };
+    this.renderUptime();
+  }
+
+  private renderUptime(): void {
+    if (!this.uptimeAt) return;
+    const ms = this.uptimeAt.uptimeMs + (Date.now() - this.uptimeAt.seenAt);
+    // Whole seconds: sub-second uptime precision is noise in a header.
+    setText(this.uptime, fmtDuration(Math.floor(ms / 1000) * 1000));
+  }
+}
+
+/** "client-driven, 25 s" — who sends heartbeats, and how often. */
+export function policyText(p: PolicyView): string {
+  return `${p.direction}-driven, ${fmtDuration(p.intervalMs)}`;
+}
+
+export function policyTitle(p: PolicyView): string {
+  return (
+    `heartbeats sent by the ${p.direction}; interval ${fmtDuration(p.intervalMs)} ` +
+    `(allowed ${fmtDuration(p.minIntervalMs)}–${fmtDuration(p.maxIntervalMs)}), ` +
+    `miss budget ${p.missBudget}, grace ${fmtDuration(p.graceMs)}`
+  );
+}

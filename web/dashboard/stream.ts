@@ -1,0 +1,76 @@
+/**
+ * The live event stream (/api/events). EventSource retries by itself after a
+ * network error, but gives up for good on an HTTP error (readyState CLOSED)
+ * and cannot tell a stalled stream from a quiet one; both cases reopen it here.
+ */
+import type { OfflineNotice, OnlineNotice, Snapshot, Tick } from '../../src/admin/api-types.js';
+import { eventsUrl } from './api.js';
+
+export type StreamState = 'live' | 'reconnecting';
+
+export interface StreamHandlers {
+  snapshot(s: Snapshot): void;
+  tick(t: Tick): void;
+  online(n: OnlineNotice): void;
+  offline(n: OfflineNotice): void;
+  state(s: StreamState): void;
+}
+
+/** Ticks come once a second; this long without any event means the stream is stuck. */
+const STALL_MS = 8000;
+const RETRY_MS = 2000;
+
+export function openStream(h: StreamHandlers): void {
+  let es: EventSource | null = null;
+  let watchdog = 0;
+  let retry = 0;
+
+  const restart = (): void => {
+    es?.close();
+    es = null;
+    h.state('reconnecting');
+    clearTimeout(retry);
+    retry = window.setTimeout(connect, RETRY_MS);
+  };
+
+  // Any event proves the stream is alive; arm the stall timer again.
+  const alive = (): void => {
+    clearTimeout(watchdog);
+    watchdog = window.setTimeout(restart, STALL_MS);
+  };
+
+  function on<T>(src: EventSource, name: string, fn: (data: T) => void): void {
+    src.addEventListener(name, (ev) => {
+      alive();
+      let data: T;
+      try {
+        data = JSON.parse((ev as MessageEvent<string>).data) as T;
+      } catch {
+        return; // a malformed event should not take the page down
+      }
+      fn(data);
+    });
+  }
+
+  function connect(): void {
+    const src = new EventSource(eventsUrl());
+    es = src;
+    alive();
+    // Live once the snapshot has reset the page: an open stream with stale state is not live yet.
+    on<Snapshot>(src, 'snapshot', (s) => {
+      h.snapshot(s);
+      h.state('live');
+    });
+    on<Tick>(src, 'tick', h.tick);
+    on<OnlineNotice>(src, 'online', h.online);
+    on<OfflineNotice>(src, 'offline', h.offline);
+    src.onerror = () => {
+      if (src !== es) return;
+      if (src.readyState === EventSource.CLOSED) restart();
+      else h.state('reconnecting'); // the browser is retrying on its own
+    };
+  }
+
+  h.state('reconnecting');
+  connect();
+}
