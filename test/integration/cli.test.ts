@@ -10,7 +10,8 @@ test('serve --help lists the heartbeat and keepalive options', () => {
   const help = execFileSync(process.execPath, [CLI, 'serve', '--help'], { encoding: 'utf8' });
   for (const opt of ['--tcp-port', '--ws-port', '--heartbeat-interval-ms', '--miss-budget', '--grace-ms', '--keepalive-idle-ms', '--keepalive-interval-ms', '--keepalive-count', '--user-timeout-ms', '--handshake-timeout-ms', '--max-frame-bytes',
     '--tls-cert', '--tls-key', '--jwt-secret', '--jwt-public-key', '--jwks-url', '--max-connections', '--max-connections-per-source', '--handshakes-per-second',
-    '--max-pending-handshakes', '--min-ping-gap-ms', '--ping-burst', '--max-write-buffer-bytes', '--slow-consumer-ms', '--drain-window-ms', '--drain-ack-timeout-ms']) {
+    '--max-pending-handshakes', '--min-ping-gap-ms', '--ping-burst', '--max-write-buffer-bytes', '--slow-consumer-ms', '--drain-window-ms', '--drain-ack-timeout-ms',
+    '--admin-port', '--admin-host', '--admin-token', '--no-admin']) {
     assert.ok(help.includes(opt), `serve --help mentions ${opt}`);
   }
   const clientHelp = execFileSync(process.execPath, [CLI, 'client', '--help'], { encoding: 'utf8' });
@@ -98,6 +99,33 @@ test('serve with TLS and JWT: a client with the CA and a token gets in, one with
   const stopped = await server.waitFor((l) => l.event === 'stopped', 5000, 'the drain report');
   assert.equal(stopped.connections, 3);
   assert.equal(stopped.settled, 3);
+  const code = await new Promise((r) => (server.child.exitCode !== null ? r(server.child.exitCode) : server.child.once('exit', r)));
+  assert.equal(code, 0);
+});
+
+test('serve opens the admin port: metrics and API behind the token, the dashboard page, and a drain that stops it', async () => {
+  const server = await spawnServe(['--admin-token', 'ops-token', '--drain-window-ms', '200', '--log-level', 'info']);
+  after(() => server.kill());
+  const listening = await server.waitFor((l) => l.event === 'listening', 1000, 'the listening line');
+  const admin = listening.admin as string;
+  assert.match(admin, /^http:\/\/127\.0\.0\.1:\d+\/$/);
+  assert.equal(listening.dashboard, admin);
+  const auth = { authorization: 'Bearer ops-token' };
+  assert.equal((await fetch(new URL('metrics', admin))).status, 401);
+  const metrics = await fetch(new URL('metrics', admin), { headers: auth });
+  assert.equal(metrics.status, 200);
+  assert.match(await metrics.text(), /^longlink_online_devices 0$/m);
+  assert.match(await (await fetch(admin)).text(), /<html/i, 'the dashboard page');
+  const c = spawnCli(['client', '--url', server.tcp, '--user', 'ops', '--device', 'd', '--json']);
+  after(() => c.kill());
+  await c.waitFor((l) => l.event === 'open', 5000, 'the client open');
+  const presence = await (await fetch(new URL('api/presence/ops', admin), { headers: auth })).json();
+  assert.equal(presence.online, true);
+  const drain = await fetch(new URL('api/drain', admin), { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: '{"windowMs":200}' });
+  assert.equal(drain.status, 202);
+  await server.waitFor((l) => l.event === 'admin-drain', 5000, 'the drain logged');
+  const stopped = await server.waitFor((l) => l.event === 'stopped', 5000, 'the drain report');
+  assert.equal(stopped.connections, 1);
   const code = await new Promise((r) => (server.child.exitCode !== null ? r(server.child.exitCode) : server.child.once('exit', r)));
   assert.equal(code, 0);
 });
