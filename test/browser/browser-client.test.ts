@@ -145,8 +145,10 @@ describe('browser client in Chromium', () => {
   test('a hidden tab with throttled timers: server-sent heartbeats keep it; client-sent ones get it convicted', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;
-    // A tight policy: a client-sent heartbeat may be 700 ms late at most; a throttled tab's timers wake once a second.
-    const { gw, url } = await gateway({ intervalMs: 400, missBudget: 1, graceMs: 300 });
+    // A tight policy: a link silent for 800 ms is dead, either way, with no probe to rescue it first
+    // (a miss budget of 1); a throttled tab's timers wake once a second. Server-sent PINGs every
+    // 300 ms leave 500 ms for a loaded machine's jitter.
+    const { gw, url } = await gateway({ intervalMs: 300, missBudget: 1, graceMs: 500 }, { pongTimeoutMs: 1000, probeCount: 1, probeIntervalMs: 300 });
     const site = await servePage(PAGE);
     const tab = await HiddenTab.open(exe, site.url);
     try {
@@ -158,7 +160,7 @@ describe('browser client in Chromium', () => {
       gw.on('offline', (e) => offline.push(e));
       const opts = (deviceId: string, extra: string) => `{ url: ${JSON.stringify(url)}, userId: 'bg', deviceId: '${deviceId}', reconnect: { initialDelayMs: 200, maxDelayMs: 500 }${extra} }`;
       await tab.evaluate(`start('srv', ${opts('srv', '')})`);
-      await tab.evaluate(`start('cli', ${opts('cli', ", direction: 'client', intervalMs: 400")})`);
+      await tab.evaluate(`start('cli', ${opts('cli', ", direction: 'client', intervalMs: 300")})`);
       const srvConn = gw.connection('bg', 'srv')!.connectionId;
       await sleep(6000);
 

@@ -79,15 +79,26 @@ export class HiddenTab {
     const { targetId } = (await cdp.send('Target.createTarget', { url, background: true })) as { targetId: string };
     const { sessionId } = (await cdp.send('Target.attachToTarget', { targetId, flatten: false })) as { sessionId: string };
     const tab = new HiddenTab(browser, cdp, targetId, sessionId, profile);
-    await tab.evaluate(`new Promise((r) => (document.readyState === 'complete' ? r() : addEventListener('load', () => r())))`);
-    return tab;
+    // The tab starts on about:blank and navigates; wait until the page's own document is loaded.
+    const end = Date.now() + 15_000;
+    for (;;) {
+      const ready = await tab.evaluate(`location.href === ${JSON.stringify(url)} && document.readyState === 'complete'`).catch(() => false);
+      if (ready) return tab;
+      if (Date.now() > end) throw new Error(`the hidden tab did not load ${url}`);
+      await new Promise((r) => setTimeout(r, 100));
+    }
   }
 
   /** Evaluates `expression` in the tab (awaiting a promise) and returns its JSON value. */
   evaluate<T = unknown>(expression: string): Promise<T> {
     const id = ++this.seq;
     return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`evaluate timed out: ${expression.slice(0, 80)}`));
+      }, 30_000);
       this.pending.set(id, (m) => {
+        clearTimeout(timer);
         this.pending.delete(id);
         if (m.error || m.result?.exceptionDetails) reject(new Error(`evaluate failed: ${JSON.stringify(m.error ?? m.result?.exceptionDetails)}`));
         else resolve(m.result?.result?.value as T);
