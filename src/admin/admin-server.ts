@@ -138,7 +138,7 @@ export class AdminServer {
       case 'GET presence': {
         const userId = required(parts[1], 'userId');
         const devices = await this.gw.presence(userId);
-        const local = this.gw.listConnections().filter((c) => c.userId === userId).map((c) => view(c));
+        const local = this.gw.listConnections({ userId }).map(view);
         return json(res, 200, { userId, online: devices.length > 0, devices, connections: local });
       }
       case 'POST kick': {
@@ -204,10 +204,9 @@ export class AdminServer {
   private list(url: URL): { total: number; connections: ConnectionView[] } {
     const user = url.searchParams.get('user');
     const limit = Math.min(MAX_LIST, Math.max(1, Number(url.searchParams.get('limit') ?? 200) || 200));
-    const all = this.gw.listConnections().filter((c) => user === null || c.userId === user);
     // Most recently connected first: what an operator watching the page just caused.
-    all.sort((a, b) => a.connectedForMs - b.connectedForMs);
-    return { total: all.length, connections: all.slice(0, limit).map(view) };
+    const conns = this.gw.listConnections({ ...(user !== null ? { userId: user } : {}), limit });
+    return { total: user !== null ? this.gw.deviceCount(user) : this.gw.onlineDevices, connections: conns.map(view) };
   }
 
   private detail(connectionId: string): ConnectionDetail {

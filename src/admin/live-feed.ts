@@ -1,6 +1,7 @@
 import type { Gateway, OfflineEvent, OnlineEvent, TrafficStats } from '../gateway/gateway.js';
 import type { Timers, TimerHandle } from '../core/clock.js';
 import { isDetection } from './metrics.js';
+import { subscribe } from './subscribe.js';
 import type { OfflineNotice, OnlineNotice, Overview, RttSummary, Snapshot, Tick } from './api-types.js';
 
 /** Upper bounds (ms) of the RTT distribution the dashboard draws. */
@@ -44,40 +45,31 @@ export class LiveFeed {
     this.startedAt = this.o.wallNow();
     this.last = gw.trafficStats();
     this.lastAt = this.startedAt;
-    const onOnline = (e: OnlineEvent) =>
-      this.publish({ event: 'online', data: { t: this.o.wallNow(), userId: e.userId, deviceId: e.deviceId, connectionId: e.connectionId, transport: e.transport, resumed: e.resumed } });
-    const onOffline = (e: OfflineEvent) => {
-      const detection = isDetection(e);
-      if (detection) this.detections++;
-      this.disconnects[e.reason] = (this.disconnects[e.reason] ?? 0) + 1;
-      const n: OfflineNotice = {
-        t: this.o.wallNow(),
-        userId: e.userId,
-        deviceId: e.deviceId,
-        connectionId: e.connectionId,
-        transport: e.transport,
-        reason: e.reason,
-        code: e.code,
-        silentForMs: Math.round(e.silentForMs),
-        detection,
-      };
-      this.recent.unshift(n);
-      if (this.recent.length > this.o.recentOffline) this.recent.pop();
-      this.publish({ event: 'offline', data: n });
-    };
-    const onRtt = (e: { sampleMs: number }) => {
-      this.rttSamples.push({ t: this.o.wallNow(), ms: e.sampleMs });
-      if (this.rttSamples.length > MAX_RTT_SAMPLES) this.rttSamples.splice(0, this.rttSamples.length - MAX_RTT_SAMPLES);
-    };
-    gw.on('online', onOnline);
-    gw.on('offline', onOffline);
-    gw.on('rtt', onRtt);
-    this.detach = () => {
-      gw.off('online', onOnline);
-      gw.off('offline', onOffline);
-      gw.off('rtt', onRtt);
-    };
+    this.detach = subscribe(gw, {
+      online: (e) => this.onOnline(e),
+      offline: (e) => this.onOffline(e),
+      rtt: (e) => {
+        this.rttSamples.push({ t: this.o.wallNow(), ms: e.sampleMs });
+        if (this.rttSamples.length > MAX_RTT_SAMPLES) this.rttSamples.splice(0, this.rttSamples.length - MAX_RTT_SAMPLES);
+      },
+    });
     this.schedule();
+  }
+
+  private onOnline(e: OnlineEvent): void {
+    const { userId, deviceId, connectionId, transport, resumed } = e;
+    this.publish({ event: 'online', data: { t: this.o.wallNow(), userId, deviceId, connectionId, transport, resumed } });
+  }
+
+  private onOffline(e: OfflineEvent): void {
+    const detection = isDetection(e);
+    if (detection) this.detections++;
+    this.disconnects[e.reason] = (this.disconnects[e.reason] ?? 0) + 1;
+    const { userId, deviceId, connectionId, transport, reason, code } = e;
+    const n: OfflineNotice = { t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason, code, silentForMs: Math.round(e.silentForMs), detection };
+    this.recent.unshift(n);
+    if (this.recent.length > this.o.recentOffline) this.recent.pop();
+    this.publish({ event: 'offline', data: n });
   }
 
   private schedule(): void {

@@ -1,6 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Gateway, OfflineEvent, TrafficStats } from '../gateway/gateway.js';
 import type { DisconnectReason } from '../gateway/disconnect.js';
+import { subscribe } from './subscribe.js';
 
 /** Closes the gateway made because it judged the peer dead or unable to keep up. */
 export const DETECTION_REASONS: ReadonlySet<DisconnectReason> = new Set(['heartbeat-timeout', 'handshake-timeout', 'slow-consumer']);
@@ -143,38 +144,24 @@ export class GatewayMetrics {
       },
     });
 
-    const onOffline = (e: OfflineEvent) => {
-      disconnects.inc({ reason: e.reason });
-      if (isDetection(e)) {
-        detections.inc({ reason: e.reason });
-        detectionSeconds.observe({ reason: e.reason }, e.silentForMs / 1000);
-      }
-    };
-    const onRtt = (e: { sampleMs: number }) => rtt.observe(e.sampleMs / 1000);
-    const onDelivered = (e: { ageMs: number }) => {
-      outcomes.inc({ outcome: 'delivered' });
-      deliverySeconds.observe(e.ageMs / 1000);
-    };
-    const onExpired = () => outcomes.inc({ outcome: 'expired' });
-    const onDropped = () => outcomes.inc({ outcome: 'dropped' });
-    const onRefused = (e: { reason: string }) => refused.inc({ reason: e.reason });
-    const onProtocolError = (e: { error: { code: string } }) => protocolErrors.inc({ code: e.error.code });
-    gw.on('offline', onOffline);
-    gw.on('rtt', onRtt);
-    gw.on('delivered', onDelivered);
-    gw.on('expired', onExpired);
-    gw.on('dropped', onDropped);
-    gw.on('refused', onRefused);
-    gw.on('protocol-error', onProtocolError);
-    this.detach = () => {
-      gw.off('offline', onOffline);
-      gw.off('rtt', onRtt);
-      gw.off('delivered', onDelivered);
-      gw.off('expired', onExpired);
-      gw.off('dropped', onDropped);
-      gw.off('refused', onRefused);
-      gw.off('protocol-error', onProtocolError);
-    };
+    this.detach = subscribe(gw, {
+      offline: (e) => {
+        disconnects.inc({ reason: e.reason });
+        if (isDetection(e)) {
+          detections.inc({ reason: e.reason });
+          detectionSeconds.observe({ reason: e.reason }, e.silentForMs / 1000);
+        }
+      },
+      rtt: (e) => rtt.observe(e.sampleMs / 1000),
+      delivered: (e) => {
+        outcomes.inc({ outcome: 'delivered' });
+        deliverySeconds.observe(e.ageMs / 1000);
+      },
+      expired: () => outcomes.inc({ outcome: 'expired' }),
+      dropped: () => outcomes.inc({ outcome: 'dropped' }),
+      refused: (e) => refused.inc({ reason: e.reason }),
+      'protocol-error': (e) => protocolErrors.inc({ code: e.error.code }),
+    });
   }
 
   /** The exposition text for a scrape. */

@@ -744,9 +744,26 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return this.registry.userCount;
   }
 
-  listConnections(): ConnectionInfo[] {
+  /**
+   * Open connections, or one user's; with `limit`, the most recently
+   * connected first, and only those are described (a gateway of 200,000
+   * connections sorts numbers, not snapshots).
+   */
+  listConnections(opts: { userId?: string; limit?: number } = {}): ConnectionInfo[] {
     const now = this.options.clock.now();
-    return [...this.registry.all()].map((c) => info(c, now));
+    const conns = opts.userId !== undefined ? [...this.registry.devices(opts.userId)] : [...this.registry.all()];
+    if (opts.limit !== undefined) {
+      conns.sort((a, b) => b.connectedAt - a.connectedAt);
+      if (conns.length > opts.limit) conns.length = opts.limit;
+    }
+    return conns.map((c) => info(c, now));
+  }
+
+  /** How many devices of `userId` are connected to this node. */
+  deviceCount(userId: string): number {
+    let n = 0;
+    for (const _ of this.registry.devices(userId)) n++;
+    return n;
   }
 
   get connectionCount(): number {
