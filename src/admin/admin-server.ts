@@ -26,6 +26,12 @@ export interface AdminOptions {
 }
 
 export const DEFAULT_ADMIN_PORT = 7422;
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
+
+/** Whether an address only this machine can reach: the admin port may go without a token there. */
+export function isLoopbackHost(host: string): boolean {
+  return LOOPBACK_HOSTS.has(host) || /^127\./.test(host);
+}
 const MAX_BODY_BYTES = 64 * 1024;
 const MAX_LIST = 5000;
 
@@ -76,9 +82,10 @@ export class AdminServer {
         else res.end();
       });
     });
-    // Slow clients must not hold admin sockets forever (the event stream is exempt: it never ends).
+    // Slow clients must not hold admin sockets: a request must arrive whole in time. The event
+    // stream is a GET whose request ends with its headers, so its response may last.
     this.server.headersTimeout = 10_000;
-    this.server.requestTimeout = 0;
+    this.server.requestTimeout = 30_000;
   }
 
   /** The dashboard's files, read once: only these names are served, so no path reaches outside. */
@@ -116,8 +123,17 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
     const method = req.method ?? 'GET';
-    if (path === '/api' || path.startsWith('/api/') || path === '/metrics') this.authorize(req, url);
-    else if (method === 'GET') return this.serveFile(res, path === '/' ? 'index.html' : path.slice(1));
+    const isApi = path.startsWith('/api/');
+    if (!isApi && path !== '/metrics') {
+      if (method !== 'GET') throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
+      return this.serveFile(res, path === '/' ? 'index.html' : path.slice(1));
+    }
+    this.checkHost(req);
+    this.authorize(req, url);
+    if (method === 'POST' && !/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
+      // A browser cannot send this content type across origins without a preflight this server never answers.
+      throw new AdminError(415, 'LL_ERR_UNSUPPORTED_MEDIA_TYPE', 'POST bodies must be application/json');
+    }
 
     if (path === '/metrics') {
       const body = await this.metrics.text();
@@ -143,7 +159,7 @@ export class AdminServer {
       }
       case 'POST kick': {
         const b = await body(req);
-        const kicked = this.gw.kick(required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
+        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : this.gw.kick(required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
         this.opts.log?.info({ event: 'admin-kick', user: b.userId, device: b.deviceId, kicked }, 'kicked by admin');
         return json(res, 200, { kicked });
       }
@@ -179,6 +195,18 @@ export class AdminServer {
       throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such endpoint: ${path}`);
+  }
+
+  /**
+   * Without a token, only loopback names are accepted as Host: a web page
+   * the operator visits cannot reach the API by DNS rebinding.
+   */
+  private checkHost(req: IncomingMessage): void {
+    if (this.opts.token) return;
+    const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
+    if (!isLoopbackHost(host)) {
+      throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; set an admin token to serve other names`);
+    }
   }
 
   private authorize(req: IncomingMessage, url: URL): void {
@@ -252,7 +280,7 @@ function view(c: ConnectionInfo): ConnectionView {
     transport: c.transport,
     remoteAddress: c.remoteAddress,
     policy: c.policy,
-    learnedIntervalMs: c.learnedIntervalMs,
+    announcedIntervalMs: c.announcedIntervalMs,
     connectedForMs: Math.round(c.connectedForMs),
     lastHeardMsAgo: Math.round(c.lastHeardMsAgo),
     rttMs: c.rttMs === null ? null : Math.round(c.rttMs * 100) / 100,

@@ -23,8 +23,8 @@ export interface ConnectionView {
   transport: TransportName;
   remoteAddress: string;
   policy: PolicyView | null;
-  /** The interval the client announced (its adaptive heartbeat's learned value), if it announced one. */
-  learnedIntervalMs: number | null;
+  /** The interval the client announced in HELLO or a PING, if it did: a fixed choice, or an adaptive client's learned value. */
+  announcedIntervalMs: number | null;
   connectedForMs: number;
   lastHeardMsAgo: number;
   /** Smoothed RTT the gateway measured with its own PINGs (server-sent heartbeats, probes); null before the first. */
@@ -102,7 +102,7 @@ export interface OfflineNotice {
   reason: string;
   code: number;
   silentForMs: number;
-  /** Closed by the gateway's own detection (heartbeat-timeout, handshake-timeout, slow-consumer), not by the peer or the transport. */
+  /** Closed by the gateway's own detection (heartbeat-timeout, slow-consumer), not by the peer or the transport. */
   detection: boolean;
 }
 
@@ -112,13 +112,14 @@ export interface Overview {
   uptimeMs: number;
   connections: { total: number; tcp: number; ws: number; handshaking: number };
   online: { devices: number; users: number };
-  policy: PolicyView;
+  /** The gateway's default policy: clients send heartbeats unless they ask the server to (if it allows that). */
+  policy: Omit<PolicyView, 'direction'> & { allowServerDirection: boolean };
   detector: string;
   traffic: { framesIn: number; framesOut: number; pingsIn: number; pingsOut: number; dataIn: number; dataOut: number };
   delivery: Record<string, number>;
   admission: Record<string, number>;
   disconnects: Record<string, number>;
-  /** Closes by the gateway's own detection (heartbeat-timeout, handshake-timeout, slow-consumer) since start. */
+  /** Closes by the gateway's own detection (heartbeat-timeout, slow-consumer) since the admin port opened. */
   detections: number;
   suspicions: number;
   falseSuspicions: number;

@@ -2,6 +2,7 @@ import type { Gateway, OfflineEvent, OnlineEvent, TrafficStats } from '../gatewa
 import type { Timers, TimerHandle } from '../core/clock.js';
 import { isDetection } from './metrics.js';
 import { subscribe } from './subscribe.js';
+import { SampleWindow } from './sample-window.js';
 import type { OfflineNotice, OnlineNotice, Overview, RttSummary, Snapshot, Tick } from './api-types.js';
 
 /** Upper bounds (ms) of the RTT distribution the dashboard draws. */
@@ -29,7 +30,7 @@ export type FeedEvent = { event: 'tick'; data: Tick } | { event: 'online'; data:
 export class LiveFeed {
   private readonly history: Tick[] = [];
   private readonly recent: OfflineNotice[] = [];
-  private readonly rttSamples: { t: number; ms: number }[] = [];
+  private readonly rttSamples = new SampleWindow(MAX_RTT_SAMPLES);
   private readonly subscribers = new Set<(e: FeedEvent) => void>();
   private readonly disconnects: Record<string, number> = {};
   private detections = 0;
@@ -48,10 +49,7 @@ export class LiveFeed {
     this.detach = subscribe(gw, {
       online: (e) => this.onOnline(e),
       offline: (e) => this.onOffline(e),
-      rtt: (e) => {
-        this.rttSamples.push({ t: this.o.wallNow(), ms: e.sampleMs });
-        if (this.rttSamples.length > MAX_RTT_SAMPLES) this.rttSamples.splice(0, this.rttSamples.length - MAX_RTT_SAMPLES);
-      },
+      rtt: (e) => this.rttSamples.add(this.o.wallNow(), e.sampleMs),
     });
     this.schedule();
   }
@@ -105,10 +103,7 @@ export class LiveFeed {
   }
 
   rttSummary(now = this.o.wallNow()): RttSummary {
-    let drop = 0;
-    while (drop < this.rttSamples.length && this.rttSamples[drop].t < now - RTT_WINDOW_MS) drop++;
-    if (drop) this.rttSamples.splice(0, drop);
-    const ms = this.rttSamples.map((s) => s.ms).sort((a, b) => a - b);
+    const ms = this.rttSamples.sortedSince(now - RTT_WINDOW_MS);
     const q = (p: number) => (ms.length ? round1(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]) : null);
     const buckets = RTT_BUCKETS_MS.map((le) => ({ le, count: 0 }));
     for (const v of ms) buckets.find((b) => v <= b.le)!.count++;
@@ -128,7 +123,7 @@ export class LiveFeed {
       uptimeMs: now - this.startedAt,
       connections: { total: gw.connectionCount, ...counts },
       online: { devices: gw.onlineDevices, users: gw.onlineUsers },
-      policy: { direction: 'client', intervalMs: p.intervalMs, minIntervalMs: p.minIntervalMs, maxIntervalMs: p.maxIntervalMs, missBudget: p.missBudget, graceMs: p.graceMs },
+      policy: { intervalMs: p.intervalMs, minIntervalMs: p.minIntervalMs, maxIntervalMs: p.maxIntervalMs, missBudget: p.missBudget, graceMs: p.graceMs, allowServerDirection: p.allowServerDirection },
       detector: gw.options.detector.kind,
       traffic: gw.trafficStats(),
       delivery: { ...gw.deliveryStats },

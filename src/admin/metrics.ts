@@ -4,7 +4,7 @@ import type { DisconnectReason } from '../gateway/disconnect.js';
 import { subscribe } from './subscribe.js';
 
 /** Closes the gateway made because it judged the peer dead or unable to keep up. */
-export const DETECTION_REASONS: ReadonlySet<DisconnectReason> = new Set(['heartbeat-timeout', 'handshake-timeout', 'slow-consumer']);
+export const DETECTION_REASONS: ReadonlySet<DisconnectReason> = new Set(['heartbeat-timeout', 'slow-consumer']);
 
 /** A close the gateway's own detection made (a client that times the gateway out may close with the same code). */
 export function isDetection(e: Pick<OfflineEvent, 'reason' | 'initiator'>): boolean {
@@ -14,6 +14,30 @@ export function isDetection(e: Pick<OfflineEvent, 'reason' | 'initiator'>): bool
 const RTT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const DETECTION_BUCKETS_S = [0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600];
 const DELIVERY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600];
+
+/** The process's own metrics, collected once per process however many gateways it runs (prom-client cannot stop them). */
+let processRegistry: Registry | null = null;
+function processMetrics(): Registry {
+  if (!processRegistry) {
+    processRegistry = new Registry();
+    collectDefaultMetrics({ register: processRegistry });
+  }
+  return processRegistry;
+}
+
+/** `fn`'s answer, reused for `ms`: one scrape asks several metrics for the same walk over every connection. */
+function reuse<T>(fn: () => T, ms = 100): () => T {
+  let at = -Infinity;
+  let value: T;
+  return () => {
+    const now = performance.now();
+    if (now - at > ms) {
+      value = fn();
+      at = now;
+    }
+    return value;
+  };
+}
 
 export interface MetricsOptions {
   /** Also export the process metrics (CPU, memory, GC, event-loop lag) prom-client collects. Default true. */
@@ -29,10 +53,13 @@ export interface MetricsOptions {
 export class GatewayMetrics {
   readonly registry = new Registry();
   private readonly detach: () => void;
+  private readonly withProcess: boolean;
 
   constructor(gw: Gateway, opts: MetricsOptions = {}) {
     const r = this.registry;
-    if (opts.processMetrics !== false) collectDefaultMetrics({ register: r });
+    this.withProcess = opts.processMetrics !== false;
+    const trafficStats = reuse(() => gw.trafficStats());
+    const flowStats = reuse(() => gw.flowStats());
 
     new Gauge({
       name: 'longlink_connections',
@@ -58,7 +85,7 @@ export class GatewayMetrics {
         labelNames: ['direction'],
         registers: [r],
         collect() {
-          const t = gw.trafficStats();
+          const t = trafficStats();
           this.inc({ direction: 'in' }, t[inKey] - seen.in);
           this.inc({ direction: 'out' }, t[outKey] - seen.out);
           seen.in = t[inKey];
@@ -83,6 +110,7 @@ export class GatewayMetrics {
         },
       });
     };
+    follow('longlink_handshake_timeouts_total', 'Connections closed because the handshake (HELLO to WELCOME) did not finish in time', () => gw.handshakeTimeouts);
     follow('longlink_suspicions_total', 'Heartbeats found overdue: a probe was sent', () => gw.suspicionStats.suspected);
     follow('longlink_false_suspicions_total', 'Suspected peers heard again after all (each a conviction a tighter detector would have got wrong)', () => gw.suspicionStats.cleared);
     const d = gw.deliveryStats;
@@ -113,7 +141,7 @@ export class GatewayMetrics {
       help: 'Messages written to links and not yet acknowledged',
       registers: [r],
       collect() {
-        this.set(gw.flowStats().unacked);
+        this.set(flowStats().unacked);
       },
     });
     new Gauge({
@@ -121,7 +149,7 @@ export class GatewayMetrics {
       help: 'Links whose delivery waits for a full write buffer to drain',
       registers: [r],
       collect() {
-        this.set(gw.flowStats().writeStalled);
+        this.set(flowStats().writeStalled);
       },
     });
     const store = gw.options.store;
@@ -166,7 +194,7 @@ export class GatewayMetrics {
 
   /** The exposition text for a scrape. */
   text(): Promise<string> {
-    return this.registry.metrics();
+    return (this.withProcess ? Registry.merge([processMetrics(), this.registry]) : this.registry).metrics();
   }
 
   get contentType(): string {

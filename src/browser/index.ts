@@ -47,7 +47,8 @@ export class LonglinkBrowserClient extends ClientCore {
         },
         offline: () => {
           this.pageStats.offline++;
-          this.networkChanged();
+          // Check an open link now (a dead one is found in probe time); an attempt to reconnect would only fail.
+          if (this.state === 'open' || this.state === 'suspect') this.networkChanged();
         },
         visible: () => {
           this.pageStats.visible++;

@@ -11,7 +11,7 @@ import os from 'node:os';
 import type { Logger } from 'pino';
 import { int } from './parse.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
-import { AdminServer, DEFAULT_ADMIN_PORT } from '../admin/admin-server.js';
+import { AdminServer, DEFAULT_ADMIN_PORT, isLoopbackHost } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -89,6 +89,10 @@ export function serveCommand(): Command {
       let gw: Gateway;
       // Unreadable files, conflicting keys and out-of-range limits end here with one clear line.
       try {
+        // The admin port can kick and drain: off loopback it needs a token.
+        if (o.admin !== false && !adminToken(o) && !isLoopbackHost(o.adminHost)) {
+          throw new Error(`--admin-host ${o.adminHost} is not loopback: set --admin-token (or LONGLINK_ADMIN_TOKEN), or --no-admin`);
+        }
         tls = tlsFiles(o);
         authenticate = jwtFromOptions(o);
         gw = new Gateway({
@@ -173,7 +177,7 @@ export function serveCommand(): Command {
       let admin: AdminServer | null = null;
       let adminUrl: string | null = null;
       if (o.admin !== false) {
-        const token = (o.adminToken as string | undefined) ?? process.env.LONGLINK_ADMIN_TOKEN;
+        const token = adminToken(o);
         admin = new AdminServer(gw, {
           host: o.adminHost,
           port: o.adminPort === 0 ? 0 : o.adminPort + (worker ?? 0),
@@ -265,6 +269,10 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+}
+
+function adminToken(o: Record<string, unknown>): string | undefined {
+  return (o.adminToken as string | undefined) ?? process.env.LONGLINK_ADMIN_TOKEN;
 }
 
 function tlsFiles(o: Record<string, unknown>): { cert: Buffer; key: Buffer } | undefined {

@@ -75,6 +75,8 @@ export class ClientCore extends EventEmitter<ClientEvents> {
   private goawayAfterMs: number | undefined;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
+  /** The network changed while an attempt was in flight: if it fails, the next one goes at once. */
+  private retryAtOnce = false;
   /** Which of `urls` the next attempt dials; it moves on after a failure. */
   private urlIndex = 0;
   /** Adaptive heartbeat: what it learned per network (export it to keep it across runs). */
@@ -157,6 +159,7 @@ export class ClientCore extends EventEmitter<ClientEvents> {
   private async attempt(): Promise<void> {
     const o = this.options;
     this.setState('connecting');
+    this.retryAtOnce = false;
     this.emit('connecting', { url: this.url });
     this.peerClose = null;
     this.goawayAfterMs = undefined;
@@ -563,6 +566,8 @@ export class ClientCore extends EventEmitter<ClientEvents> {
       }
       return;
     }
+    // An attempt already under way may have started on the old network and be doomed.
+    if (this.stateName === 'connecting') this.retryAtOnce = true;
     if (this.stateName === 'reconnecting') {
       if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
       this.connectTimer = null;
@@ -622,8 +627,9 @@ export class ClientCore extends EventEmitter<ClientEvents> {
       return;
     }
     // The server's hint spreads a drain's reconnect wave; honour it over our backoff.
-    const delayMs = this.goawayAfterMs ?? this.backoff.next();
+    const delayMs = this.goawayAfterMs ?? (this.retryAtOnce ? 0 : this.backoff.next());
     this.goawayAfterMs = undefined;
+    this.retryAtOnce = false;
     this.stats.reconnects++;
     this.setState('reconnecting');
     this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs });

@@ -33,7 +33,7 @@ interface Member {
 
 /**
  * Simulated devices for the demo: real clients over loopback (TCP and
- * WebSocket, client- and server-sent heartbeats, announced intervals), each
+ * WebSocket, client- and server-sent heartbeats, fixed and adaptive intervals), each
  * following a random script: chat, update piggybacked state, freeze (hung
  * app: the gateway convicts it by heartbeat), drop the socket, leave and
  * come back. Every timer stops with `stop()`.
@@ -82,6 +82,8 @@ export class Fleet {
       deviceId,
       direction,
       intervalMs: this.pick([2000, 3000, 4000, 5000]),
+      // The rest learn their interval (announced to the gateway as it changes).
+      ...(i % 3 === 2 ? { adaptive: { network: 'loopback' } } : {}),
       clientInfo: { app: 'demo', platform: deviceId === 'phone' ? 'android' : 'linux' },
       reconnect: { initialDelayMs: 500, maxDelayMs: 5000 },
       dial: async (url: string, opts: DialOptions) => {

@@ -26,10 +26,13 @@ import { FreshnessDetector } from '../core/freshness-detector.js';
 import { EventLoopGuard, type EventLoopStats } from './event-loop-guard.js';
 import { Admission, type AdmissionStats } from './admission.js';
 import { ConnectionTrace } from './connection-trace.js';
+import { topK } from '../core/top-k.js';
 import type { HeartbeatGrant } from '../protocol/frames.js';
 
 /** Connections traced at once for the admin view; the least recently read one gives way. */
 const MAX_TRACES = 32;
+/** A trace nobody has read for this long stops (the sweep drops it). */
+const TRACE_IDLE_MS = 60_000;
 
 export interface DeviceRef {
   userId: string;
@@ -162,8 +165,8 @@ export interface ConnectionInfo extends DeviceRef {
   direction: 'client' | 'server';
   /** The policy granted in WELCOME, with the interval in force now. */
   policy: HeartbeatGrant | null;
-  /** The interval the client announced (its adaptive heartbeat's learned value), if it did. */
-  learnedIntervalMs: number | null;
+  /** The interval the client announced in HELLO or a PING, if it did: a fixed choice, or an adaptive client's learned value. */
+  announcedIntervalMs: number | null;
   connectedForMs: number;
   /** A heartbeat is overdue and a probe is out. */
   suspected: boolean;
@@ -216,6 +219,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   };
   /** Heartbeats found overdue (a probe sent), and of those the peers heard again after all: false suspicions. */
   readonly suspicionStats = { suspected: 0, cleared: 0 };
+  /** Connections closed because the handshake did not finish in time (most never said HELLO, so no offline event). */
+  handshakeTimeouts = 0;
   private readonly traces = new Map<string, ServerConnection>();
   /** Frame counters of connections already closed; `trafficStats` adds the live ones. */
   private readonly closedTraffic: TrafficStats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
@@ -547,6 +552,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const tick = () => {
       this.sweepTimer = null;
       if (this.closing) return;
+      this.expireTraces(o.clock.now());
       o.store.expire(o.wallClock.now()).then(
         (gone) => {
           for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
@@ -580,6 +586,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     this.owedAcks.delete(conn);
     this.deliveryStats.unackedAtClose += conn.sentSeq - conn.ackedSeq;
     for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn.stats[k];
+    if (reason === 'handshake-timeout') this.handshakeTimeouts++;
     if (!this.registry.remove(conn)) return;
     this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
     const o = this.options;
@@ -645,6 +652,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return targets.length;
   }
 
+  /** Closes one open connection by its id with reason `kicked`; returns 0 if it is no longer open here. */
+  kickConnection(connectionId: string): number {
+    const c = this.findConnection(connectionId);
+    c?.closeWith('kicked');
+    return c ? 1 : 0;
+  }
+
   /**
    * Closes a user's connections (or one device's) with `going-away`, a
    * transient reason: the client reconnects, after `reconnectAfterMs` if
@@ -672,7 +686,16 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Frames and heartbeats through every connection since the gateway started, closed ones included. */
   trafficStats(): TrafficStats {
     const t = { ...this.closedTraffic };
-    for (const c of this.connections) for (const k of Object.keys(t) as (keyof TrafficStats)[]) t[k] += c.stats[k];
+    // Field by field: this walks every connection (once a second for the dashboard, on each scrape).
+    for (const c of this.connections) {
+      const s = c.stats;
+      t.framesIn += s.framesIn;
+      t.framesOut += s.framesOut;
+      t.pingsIn += s.pingsIn;
+      t.pingsOut += s.pingsOut;
+      t.dataIn += s.dataIn;
+      t.dataOut += s.dataOut;
+    }
     return t;
   }
 
@@ -719,6 +742,18 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     return { since: c.trace.since, points: c.trace.points() };
   }
 
+  /** Stops the traces nobody has read for TRACE_IDLE_MS. */
+  expireTraces(now: number): number {
+    let n = 0;
+    for (const c of this.traces.values()) {
+      if (now - c.trace!.lastReadAt < TRACE_IDLE_MS) continue;
+      c.trace = null;
+      this.traces.delete(c.id);
+      n++;
+    }
+    return n;
+  }
+
   /** Open connections by transport, and those still in the handshake. */
   connectionCounts(): { tcp: number; ws: number; handshaking: number } {
     const n = { tcp: 0, ws: 0, handshaking: 0 };
@@ -751,11 +786,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    */
   listConnections(opts: { userId?: string; limit?: number } = {}): ConnectionInfo[] {
     const now = this.options.clock.now();
-    const conns = opts.userId !== undefined ? [...this.registry.devices(opts.userId)] : [...this.registry.all()];
-    if (opts.limit !== undefined) {
-      conns.sort((a, b) => b.connectedAt - a.connectedAt);
-      if (conns.length > opts.limit) conns.length = opts.limit;
-    }
+    const source = opts.userId !== undefined ? this.registry.devices(opts.userId) : this.registry.all();
+    const conns = opts.limit !== undefined ? topK(source, opts.limit, (c) => c.connectedAt) : [...source];
     return conns.map((c) => info(c, now));
   }
 
@@ -878,7 +910,7 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     intervalMs: c.grant?.intervalMs ?? 0,
     direction: c.grant?.direction ?? 'client',
     policy: c.grant ? { ...c.grant } : null,
-    learnedIntervalMs: c.announcedIntervalMs,
+    announcedIntervalMs: c.announcedIntervalMs,
     connectedForMs: now - c.connectedAt,
     suspected: c.suspected,
     unacked: c.sentSeq - c.ackedSeq,

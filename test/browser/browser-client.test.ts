@@ -166,7 +166,7 @@ describe('browser client in Chromium', () => {
 
       const convicted = offline.filter((e) => e.deviceId === 'cli');
       assert.ok(convicted.length >= 1, 'the client-sent heartbeat, late on throttled timers, was convicted');
-      assert.ok(convicted.every((e) => e.reason === 'heartbeat-timeout'), JSON.stringify(convicted.map((e) => e.reason)));
+      assert.ok(convicted.every((e) => e.reason === 'heartbeat-timeout' && e.initiator === 'gateway'), JSON.stringify(convicted.map((e) => [e.reason, e.initiator])));
       assert.deepEqual(offline.filter((e) => e.deviceId === 'srv'), [], 'the server-sent heartbeat kept the hidden tab connected');
       const srv = gw.connection('bg', 'srv')!;
       assert.equal(srv.connectionId, srvConn, 'on the same connection throughout');

@@ -142,6 +142,37 @@ test('networkChanged probes at once, and reconnects at once when down', async ()
   await gw.close();
 });
 
+test('a network change during a doomed attempt makes the next attempt go at once', async () => {
+  const clock = new ManualClock(5_000);
+  let fail: ((err: Error) => void) | null = null;
+  const client = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    reconnect: { initialDelayMs: 30_000, minDelayMs: 30_000, maxDelayMs: 30_000 },
+    clock,
+    timers: clock,
+    random: () => 0.5,
+    dial: () => new Promise((_, reject) => (fail = reject)),
+  });
+  const delays: number[] = [];
+  client.on('reconnecting', (r) => delays.push(r.delayMs));
+  client.connect().catch(() => {});
+  await flush();
+  // The attempt hangs on the old network; the network comes back meanwhile; then the attempt fails.
+  client.networkChanged();
+  fail!(new Error('ENETUNREACH'));
+  await flush();
+  assert.deepEqual(delays, [0], 'retried at once, not after the 30 s backoff');
+  clock.advance(0);
+  await flush();
+  // Without a network change, a failure waits out the backoff as before.
+  fail!(new Error('ENETUNREACH'));
+  await flush();
+  assert.equal(delays[1], 30_000);
+  client.close();
+});
+
 test('client state rides on the next heartbeat; flush sends it now', async () => {
   const { clock, gw, client, links } = setup();
   await Promise.all([client.connect(), flush()]);

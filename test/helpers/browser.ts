@@ -8,10 +8,16 @@ import type { TestContext } from 'node:test';
 import type { Browser, CDPSession } from 'playwright-core';
 import { findChromium } from '../../src/demo/chromium.js';
 
-/** Real Chromium for the browser tests, or a skip with the reason (CI installs Debian's chromium). */
+/**
+ * Real Chromium for the browser tests, or a skip with the reason. In CI,
+ * which installs Debian's chromium, a missing browser is a failure: a broken
+ * install must not turn the browser tests into silent skips.
+ */
 export function chromiumOrSkip(t: TestContext): string | null {
   const path = findChromium();
-  if (!path) t.skip('Chromium is not installed (apt-get install chromium, or set CHROMIUM_PATH)');
+  const why = 'Chromium is not installed (apt-get install chromium, or set CHROMIUM_PATH)';
+  if (!path && process.env.CI) throw new Error(`${why}; CI must have it`);
+  if (!path) t.skip(why);
   return path;
 }
 

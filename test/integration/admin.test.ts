@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
+import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
@@ -16,7 +17,7 @@ import { sleep, waitEvent } from '../helpers/procs.js';
 const POLICY = { intervalMs: 300, minIntervalMs: 100, maxIntervalMs: 5000, missBudget: 2, graceMs: 200 };
 
 async function setup(token?: string) {
-  const gw = new Gateway({ tcp: { port: 0 }, ws: { port: 0 }, heartbeat: POLICY, wheelTickMs: 10, probes: { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 200 } });
+  const gw = new Gateway({ tcp: { port: 0 }, ws: { port: 0 }, heartbeat: POLICY, wheelTickMs: 10, handshakeTimeoutMs: 400, probes: { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 200 } });
   const a = await gw.listen();
   const admin = new AdminServer(gw, { port: 0, ...(token ? { token } : {}) });
   const port = (await admin.listen()).port;
@@ -112,9 +113,30 @@ describe('admin port', () => {
     const detectSecs = sample(m, 'longlink_detection_seconds_sum{reason="heartbeat-timeout"}')!;
     assert.ok(detectSecs >= 0.3 && detectSecs < 1.5, `detection time is the silence before the close (${detectSecs} s)`);
     assert.ok(sample(m, 'longlink_suspicions_total')! >= 1, 'the silence was suspected (a probe) before the close');
+    assert.ok(sample(m, 'longlink_frames_total{direction="in"}')! > sample(m, 'longlink_heartbeats_total{direction="in"}')!, 'frames include HELLO and DATA');
+    assert.equal(sample(m, 'longlink_unacked_messages'), 0);
+    assert.equal(sample(m, 'longlink_write_stalled_connections'), 0);
+    assert.equal(sample(m, 'longlink_queued_bytes'), 0);
+
+    // Bad input: counted by its error code.
+    const garbage = connect(Number(new URL(urls.tcp).port), '127.0.0.1', () => garbage.write(Buffer.from([0x02, 0x63, 0x00])));
+    garbage.on('error', () => {});
+    await eventually('the protocol error counted', async () => sample((await http(port, 'GET', '/metrics')).body, 'longlink_protocol_errors_total{code="LL_ERR_UNKNOWN_FRAME"}') === 1);
+    garbage.destroy();
     tcp.close();
     ws.close();
     hung.close();
+    await close();
+  });
+
+  test('a socket that never says HELLO is counted as a handshake timeout, not an offline device', async () => {
+    const { port, urls, close } = await setup();
+    const silent = connect(Number(new URL(urls.tcp).port), '127.0.0.1');
+    silent.on('error', () => {});
+    await eventually('the handshake timeout', async () => sample((await http(port, 'GET', '/metrics')).body, 'longlink_handshake_timeouts_total') === 1, 3000);
+    const m = (await http(port, 'GET', '/metrics')).body;
+    assert.equal(sample(m, 'longlink_disconnects_total{reason="handshake-timeout"}'), undefined, 'no device went offline');
+    silent.destroy();
     await close();
   });
 
@@ -158,7 +180,7 @@ describe('admin port', () => {
     const v = list.connections[0];
     assert.equal(v.transport, 'ws');
     assert.deepEqual(v.policy, { ...POLICY, intervalMs: 200, direction: 'server' });
-    assert.equal(v.learnedIntervalMs, 200);
+    assert.equal(v.announcedIntervalMs, 200);
     assert.deepEqual(v.clientInfo, { app: 'test' });
     assert.ok(v.lastHeardMsAgo >= 0 && v.lastHeardMsAgo < 1000);
 
@@ -174,7 +196,8 @@ describe('admin port', () => {
     assert.ok(detail.timeline.events.every((e) => e.t >= detail.timeline.tracingSince && e.t <= Date.now() + 5));
     assert.ok(detail.connection.rttMs !== null);
 
-    const kicked = (await http(port, 'POST', '/api/kick', { userId: 'cy', deviceId: 'laptop' })).json();
+    assert.deepEqual((await http(port, 'POST', '/api/kick', { connectionId: 'not-a-connection' })).json(), { kicked: 0 });
+    const kicked = (await http(port, 'POST', '/api/kick', { connectionId: v.connectionId })).json();
     assert.deepEqual(kicked, { kicked: 1 });
     await eventually('the client to see the kick', async () => closes.length > 0);
     assert.equal(closes[0].code, CloseCodes.kicked);
@@ -205,11 +228,29 @@ describe('admin port', () => {
     const page = await http(port, 'GET', '/');
     assert.equal(page.status, 200, 'the dashboard page needs no token (it holds no data)');
     assert.match(page.body, /<html/i);
+    // Only /api/ routes: an action under another prefix is not one, token or not.
+    assert.equal((await http(port, 'POST', '/x/kick', { userId: 'a' })).status, 405);
+    assert.equal((await http(port, 'POST', '/x/drain', {})).status, 405);
+    // A cross-site form or fetch without a preflight cannot post JSON.
+    const form = await http(port, 'POST', '/api/kick', 'userId=a', { ...auth, 'content-type': 'text/plain' });
+    assert.equal(form.status, 415);
+    assert.equal(form.json().error.code, 'LL_ERR_UNSUPPORTED_MEDIA_TYPE');
+    await close();
+  });
+
+  test('without a token only loopback Host names reach the API (no DNS rebinding)', async () => {
+    const { port, close } = await setup();
+    assert.equal((await http(port, 'GET', '/api/overview')).status, 200);
+    assert.equal((await http(port, 'GET', '/api/overview', undefined, { host: `localhost:${port}` })).status, 200);
+    const rebound = await http(port, 'GET', '/api/overview', undefined, { host: 'evil.example' });
+    assert.equal(rebound.status, 403);
+    assert.equal(rebound.json().error.code, 'LL_ERR_FORBIDDEN_HOST');
+    assert.equal((await http(port, 'POST', '/api/drain', {}, { host: 'evil.example' })).status, 403);
     await close();
   });
 
   test('the event stream starts with a snapshot, then ticks and online/offline notices', async () => {
-    const { port, urls, close } = await setup();
+    const { admin, port, urls, close } = await setup();
     const events: { event: string; data: unknown }[] = [];
     const req = request({ host: '127.0.0.1', port, path: '/api/events' }, (res) => {
       assert.equal(res.headers['content-type'], 'text/event-stream');
@@ -239,7 +280,9 @@ describe('admin port', () => {
     c.close();
     const off = await eventually('an offline notice', async () => events.find((e) => e.event === 'offline'));
     assert.deepEqual([(off.data as { reason: string }).reason, (off.data as { detection: boolean }).detection], ['client-close', false]);
+    assert.equal(admin.feed.subscriberCount, 1);
     req.destroy();
+    await eventually('the stream to be let go', async () => admin.feed.subscriberCount === 0);
     await close();
   });
 

@@ -136,6 +136,7 @@ test('serve refuses conflicting or out-of-range security options with one clear 
     [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /ENOENT/],
     [['--jwt-secret', 's'.repeat(32), '--jwks-url', 'https://issuer.invalid/jwks'], /exactly one of/],
     [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
+    [['--admin-host', '0.0.0.0'], /0\.0\.0\.0 is not loopback: set --admin-token/],
   ] as [string[], RegExp][]) {
     assert.throws(
       () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),

@@ -44,10 +44,11 @@ export function getConnection(id: string): Promise<ConnectionDetail> {
   return request<ConnectionDetail>(`/api/connections/${encodeURIComponent(id)}`);
 }
 
-export function kick(userId: string, deviceId: string): Promise<KickResult> {
+/** Kicks the connection shown, not whatever connection its device has by now. */
+export function kick(connectionId: string): Promise<KickResult> {
   return request<KickResult>('/api/kick', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ userId, deviceId }),
+    body: JSON.stringify({ connectionId }),
   });
 }

@@ -133,7 +133,7 @@ export class ConnectionPanel {
     setText(this.f.who, `${c.userId} · ${c.deviceId} · ${c.transport} · ${c.remoteAddress}`);
     setText(this.f.interval, p ? fmtDuration(p.intervalMs) : DASH);
     this.f.interval.dataset['ms'] = p ? String(p.intervalMs) : '';
-    setText(this.f.learned, c.learnedIntervalMs == null ? 'not announced' : fmtDuration(c.learnedIntervalMs));
+    setText(this.f.learned, c.announcedIntervalMs == null ? 'not announced' : fmtDuration(c.announcedIntervalMs));
     setText(this.f.rtt, c.rttMs == null ? 'no samples' : fmtMs(c.rttMs));
     this.f.rtt.dataset['ms'] = c.rttMs == null ? '' : String(c.rttMs);
     setText(this.f.lastHeard, `${fmtDuration(c.lastHeardMsAgo)} ago`);
@@ -158,7 +158,7 @@ export class ConnectionPanel {
     this.kickBtn.disabled = true;
     setText(this.kickResult, 'kicking…');
     try {
-      const r = await kick(c.userId, c.deviceId);
+      const r = await kick(c.connectionId);
       setText(this.kickResult, r.kicked ? `kicked ${r.kicked} connection${r.kicked === 1 ? '' : 's'}` : 'nothing to kick');
       this.kickBtn.disabled = r.kicked > 0; // the offline event (or a 404) follows
     } catch (err) {

@@ -91,7 +91,7 @@ export class ConnectionsTable {
       h('td', { text: c.transport }),
       h('td', { text: p?.direction ?? DASH }),
       h('td', { class: 'num', text: p ? fmtDuration(p.intervalMs) : DASH }),
-      h('td', { class: 'num', text: c.learnedIntervalMs == null ? DASH : fmtDuration(c.learnedIntervalMs) }),
+      h('td', { class: 'num', text: c.announcedIntervalMs == null ? DASH : fmtDuration(c.announcedIntervalMs) }),
       h(
         'td',
         { class: 'num' },

@@ -17,8 +17,8 @@ export class Header {
   setOverview(o: Overview): void {
     setText(this.node, o.nodeId);
     setText(this.detector, o.detector);
-    setText(this.policy, policyText(o.policy));
-    this.policy.title = policyTitle(o.policy);
+    setText(this.policy, gatewayPolicyText(o.policy));
+    this.policy.title = policyTitle({ ...o.policy, direction: 'client' }) + (o.policy.allowServerDirection ? '; clients may ask for server-sent heartbeats' : '');
     // Uptime, not startedAt: the two machines' clocks may disagree.
     this.uptimeAt = { uptimeMs: o.uptimeMs, seenAt: Date.now() };
     this.renderUptime();
@@ -32,9 +32,9 @@ export class Header {
   }
 }
 
-/** "client-driven, 25 s" — who sends heartbeats, and how often. */
-export function policyText(p: PolicyView): string {
-  return `${p.direction}-driven, ${fmtDuration(p.intervalMs)}`;
+/** "25 s, server-sent allowed": the default interval, and whether clients may hand heartbeats to the gateway. */
+function gatewayPolicyText(p: Overview['policy']): string {
+  return `${fmtDuration(p.intervalMs)}${p.allowServerDirection ? ', server-sent allowed' : ', client-sent only'}`;
 }
 
 export function policyTitle(p: PolicyView): string {
