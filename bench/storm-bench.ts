@@ -181,6 +181,8 @@ export async function runStorm(o: StormOptions, log: (m: string) => void): Promi
         const rss = tree(gw.proc.pid!).map(proc).reduce((a, x) => a + (x?.rssKB ?? 0), 0) / 1024;
         peakRss = Math.max(peakRss, rss);
       }, 500);
+      // Workers accept before the primary reports them all listening: the return starts at the launch.
+      const launchAt = Date.now();
       gw = await startGateway();
       const upAt = Date.now();
       log(`${mode}: old gateway stopped; new one listening ${((upAt - stopAt) / 1000).toFixed(1)} s later`);
@@ -196,7 +198,7 @@ export async function runStorm(o: StormOptions, log: (m: string) => void): Promi
       }
       await new Promise((r) => setTimeout(r, Math.min(1500, settleMs)));
       clearInterval(rssTimer);
-      const during = ticks.filter((k) => k.t > upAt && (backAt === null || k.t <= backAt + 1000));
+      const during = ticks.filter((k) => k.t > launchAt && (backAt === null || k.t <= backAt + 1000));
       const lat = during.flatMap((k) => k.lat);
       const bySecond = new Map<number, StormSecond>();
       for (const k of ticks) {
@@ -211,7 +213,7 @@ export async function runStorm(o: StormOptions, log: (m: string) => void): Promi
         if (row) row.open = q.open; // the last reading in that second
       }
       const seconds = [...bySecond.values()].sort((a, b) => a.s - b.s);
-      const returnSeconds = seconds.filter((r) => r.s >= Math.floor((upAt - stopAt) / 1000) && (backAt === null || r.s <= Math.floor((backAt - stopAt) / 1000)));
+      const returnSeconds = seconds.filter((r) => r.s >= Math.floor((launchAt - stopAt) / 1000) && (backAt === null || r.s <= Math.floor((backAt - stopAt) / 1000)));
       const failedAttempts: Record<string, number> = {};
       for (const k of ticks) for (const [c, n] of Object.entries(k.codes)) failedAttempts[c] = (failedAttempts[c] ?? 0) + n;
       const back = returnSeconds.reduce((a, r) => a + r.handshakes, 0);
