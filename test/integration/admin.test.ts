@@ -286,6 +286,23 @@ describe('admin port', () => {
     await close();
   });
 
+  test('an event-stream reader that stops reading is dropped, not buffered for', async () => {
+    const { admin, port, close } = await setup();
+    // A raw socket that asks for the stream and then never reads.
+    const sock = connect(port, '127.0.0.1', () => sock.write('GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+    sock.on('error', () => {});
+    await eventually('the subscription', async () => admin.feed.subscriberCount === 1);
+    sock.pause();
+    // Ticks on demand until the kernel's buffers and then 1 MiB of ours are full.
+    for (let i = 0; i < 40_000 && admin.feed.subscriberCount > 0; i++) {
+      admin.feed.tick();
+      if (i % 1000 === 0) await sleep(1);
+    }
+    assert.equal(admin.feed.subscriberCount, 0, 'the slow reader was let go');
+    sock.destroy();
+    await close();
+  });
+
   test('POST /api/drain drains the gateway: clients get GOAWAY and come back elsewhere', async () => {
     const { gw, port, urls, close } = await setup();
     const c = new LonglinkClient({ url: urls.tcp, userId: 'eli', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });

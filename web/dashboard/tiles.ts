@@ -18,9 +18,15 @@ export class Tiles {
   /** Running total; between ticks each detection notice adds one, so the tile moves the moment it happens. */
   private detected = 0;
 
+  private showDetections(): void {
+    this.showDetections();
+    // Red only once something was found dead: zero is the good news.
+    this.detections.closest('.tile')?.classList.toggle('some', this.detected > 0);
+  }
+
   setOverview(o: Overview, fromSnapshot: boolean): void {
     this.detected = fromSnapshot ? o.detections : Math.max(this.detected, o.detections);
-    setText(this.detections, fmtInt(this.detected));
+    this.showDetections();
     this.setSuspicions(o.suspicions, o.falseSuspicions);
     const hs = o.connections.handshaking ? ` · ${fmtInt(o.connections.handshaking)} handshaking` : '';
     setText(this.subConnections, `tcp ${fmtInt(o.connections.tcp)} · ws ${fmtInt(o.connections.ws)}${hs}`);
@@ -40,7 +46,7 @@ export class Tiles {
     setText(this.heartbeats, fmtInt(t.heartbeatsPerSec));
     setText(this.subHeartbeats, `${fmtInt(t.framesPerSec)} frames/s`);
     this.detected = Math.max(this.detected, t.detections);
-    setText(this.detections, fmtInt(this.detected));
+    this.showDetections();
     this.setSuspicions(t.suspicions, t.falseSuspicions);
     const r = t.rtt;
     const none = r.count === 0 || r.p50 == null;
@@ -62,7 +68,7 @@ export class Tiles {
   countOffline(n: OfflineNotice): void {
     if (!n.detection) return;
     this.detected++;
-    setText(this.detections, fmtInt(this.detected));
+    this.showDetections();
   }
 }
 
