@@ -19,7 +19,7 @@ export class Tiles {
   private detected = 0;
 
   private showDetections(): void {
-    this.showDetections();
+    setText(this.detections, fmtInt(this.detected));
     // Red only once something was found dead: zero is the good news.
     this.detections.closest('.tile')?.classList.toggle('some', this.detected > 0);
   }
