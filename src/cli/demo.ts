@@ -4,6 +4,7 @@ import { AdminServer, DEFAULT_ADMIN_PORT } from '../admin/admin-server.js';
 import { Fleet } from '../demo/fleet.js';
 import { launchChromium } from '../demo/chromium.js';
 import { int } from './parse.js';
+import { relayChat } from './chat-relay.js';
 
 /**
  * `longlink demo`: a gateway with its dashboard and a fleet of simulated
@@ -30,10 +31,7 @@ export function demoCommand(): Command {
         probes: { pongTimeoutMs: 2000, probeCount: 2, probeIntervalMs: 1000 },
         nodeId: 'demo',
       });
-      gw.on('message', (m) => {
-        const relay = /^@(\S+)\s+([\s\S]*)$/.exec(Buffer.from(m.payload).toString('utf8'));
-        if (relay) void gw.push(relay[1], `${m.userId}: ${relay[2]}`).catch(() => {});
-      });
+      relayChat(gw, () => {});
       const addrs = await gw.listen();
       let admin = new AdminServer(gw, { port: o.adminPort });
       let a;

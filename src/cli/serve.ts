@@ -10,15 +10,14 @@ import cluster from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { int } from './parse.js';
+import { relayChat } from './chat-relay.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { AdminServer, DEFAULT_ADMIN_PORT, isLoopbackHost } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
- * (`--redis`) as one node of a cluster. Its built-in
- * application relays text with reliable push: a message "@user text" goes to
- * that user's devices (queued for those offline), anything else is echoed
- * back to the sender's devices.
+ * (`--redis`) as one node of a cluster, running the built-in chat relay
+ * (chat-relay.ts).
  */
 export function serveCommand(): Command {
   return new Command('serve')
@@ -146,15 +145,7 @@ export function serveCommand(): Command {
       gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));
       gw.on('expired', (e) => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired'));
       gw.on('dropped', (e) => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped'));
-      gw.on('message', (m) => {
-        const text = Buffer.from(m.payload).toString('utf8');
-        const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
-        const say = (userId: string, body: string) =>
-          gw.push(userId, body).then((r) => {
-            if (r.devices.length === 0) return gw.push(m.userId, `(${userId} has no known device)`);
-          });
-        void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`)).catch((err) => log.error({ err }, 'push failed'));
-      });
+      relayChat(gw, (err) => log.error({ err }, 'push failed'));
       let addrs;
       try {
         addrs = await gw.listen();
