@@ -41,6 +41,9 @@ export class ManualClock implements Clock, Timers {
   private t: number;
   private seq = 0;
   private timers: ManualTimer[] = [];
+  /** Timers ever armed and fired: tests count work with them, not time. */
+  armedCount = 0;
+  firedCount = 0;
 
   constructor(start = 0) {
     this.t = start;
@@ -52,6 +55,7 @@ export class ManualClock implements Clock, Timers {
 
   setTimeout(fn: () => void, ms: number): TimerHandle {
     const timer: ManualTimer = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
+    this.armedCount++;
     this.timers.push(timer);
     return timer;
   }
@@ -75,6 +79,7 @@ export class ManualClock implements Clock, Timers {
       if (!next) break;
       this.timers = this.timers.filter((x) => x !== next && !x.cancelled);
       this.t = Math.max(this.t, next.at);
+      this.firedCount++;
       next.fn();
     }
     this.t = Math.max(this.t, target);

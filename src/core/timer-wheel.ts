@@ -35,8 +35,19 @@ export interface TimerWheelOptions {
   startMs?: number;
 }
 
+/** Work the wheel has done since it was made; per tick it must not grow with uptime. */
+export interface TimerWheelStats {
+  /** Ticks processed. */
+  ticks: number;
+  /** Timers looked at during expiry (the due ones and those only passing a round). */
+  visited: number;
+  /** Timers that expired. */
+  expired: number;
+}
+
 export class TimerWheel<T> {
   readonly tickMs: number;
+  readonly stats: TimerWheelStats = { ticks: 0, visited: 0, expired: 0 };
   private readonly mask: number;
   private readonly heads: (WheelTimer<T> | null)[];
   private processedTick: number;
@@ -106,6 +117,7 @@ export class TimerWheel<T> {
       while (this.processedTick < targetTick) {
         const tick = ++this.processedTick;
         const slot = tick & this.mask;
+        this.stats.ticks++;
         // Detach the slot so timers rescheduled by callbacks are not revisited.
         this.expiring = this.heads[slot];
         this.heads[slot] = null;
@@ -114,6 +126,7 @@ export class TimerWheel<T> {
           this.expiring = node.next;
           if (this.expiring) this.expiring.prev = null;
           node.prev = node.next = null;
+          this.stats.visited++;
           if (node.rounds > 0) {
             node.rounds--;
             node.next = this.heads[slot];
@@ -134,6 +147,7 @@ export class TimerWheel<T> {
       }
     } finally {
       this.expiring = outer;
+      this.stats.expired += expired;
     }
     return expired;
   }

@@ -193,6 +193,19 @@ export interface TrafficStats {
  * The gateway: listeners for TCP and WebSocket, the connection registry,
  * presence in the store, and one timer wheel for every connection's deadline.
  */
+export interface TimerStats {
+  /** Connections' timers on the wheel now. */
+  wheelSize: number;
+  ticks: number;
+  visited: number;
+  expired: number;
+  /** Runner timers armed and runs (about one per tick while the wheel holds anything). */
+  arms: number;
+  runs: number;
+  /** Whether the runner's one timer is pending. */
+  runnerPending: boolean;
+}
+
 export class Gateway extends EventEmitter<GatewayEvents> {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
@@ -222,6 +235,16 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   /** Connections closed because the handshake did not finish in time (most never said HELLO, so no offline event). */
   handshakeTimeouts = 0;
   private readonly traces = new Map<string, ServerConnection>();
+  /**
+   * The timer machinery's work since start (wheel ticks, timers visited and
+   * expired, runner timers armed): per tick and per heartbeat it must stay
+   * constant however long the gateway runs. Tests and the hold benchmark read it.
+   */
+  timerStats(): TimerStats {
+    const w = this.host.wheel;
+    return { wheelSize: w.size, ...w.stats, ...this.runner.stats, runnerPending: this.runner.pending };
+  }
+
   /** Frame counters of connections already closed; `trafficStats` adds the live ones. */
   private readonly closedTraffic: TrafficStats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
 

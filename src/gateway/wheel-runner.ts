@@ -9,16 +9,34 @@ export interface RunnerGuard {
   afterIo(fn: () => void): void;
 }
 
+/** The runner's own work since it started: constant per tick however long it runs. */
+export interface RunnerStats {
+  /** Timers armed (one per tick while the wheel holds anything). */
+  arms: number;
+  /** Times the runner woke and expired the wheel. */
+  runs: number;
+}
+
 /**
  * Drives a TimerWheel from real (or injected) time: one timer for the whole
  * gateway, armed only while the wheel holds something, waking once per tick.
  * After a stall of the process the expiry waits until pending socket input is
  * read, so peers whose frames sat in the kernel meanwhile are heard first.
+ *
+ * Invariant: at most one pending timer, whatever the expiry callbacks do. A
+ * callback that reschedules a connection calls kick(); during expiry that only
+ * notes the wheel changed, and expire() arms once when it is done. (Arming in
+ * kick() there, then again after advance(), orphaned one self-re-arming chain
+ * per such tick: CPU per heartbeat grew with uptime, issue 18.)
  */
 export class WheelRunner<T> {
   private handle: TimerHandle | null = null;
   private stopped = false;
+  private expiring = false;
+  /** True while the expiry waits for socket input after a stall (pending, though not a timer). */
+  private deferred = false;
   private expectedAt = 0;
+  readonly stats: RunnerStats = { arms: 0, runs: 0 };
 
   constructor(
     private readonly wheel: TimerWheel<T>,
@@ -30,24 +48,30 @@ export class WheelRunner<T> {
 
   /** Call after scheduling on the wheel, so a sleeping runner wakes up. */
   kick(): void {
-    if (this.handle !== null || this.stopped || this.wheel.size === 0) return;
+    if (this.handle !== null || this.deferred || this.expiring || this.stopped || this.wheel.size === 0) return;
     this.arm();
+  }
+
+  /** True while a timer (or a deferred expiry) is pending: the runner's one purpose. */
+  get pending(): boolean {
+    return this.handle !== null || this.deferred;
   }
 
   private arm(): void {
     const now = this.clock.now();
     const delay = Math.max(1, this.wheel.nextTickAt() - now);
     this.expectedAt = now + delay;
+    this.stats.arms++;
     this.handle = this.timers.setTimeout(this.run, delay);
   }
 
   private readonly run = (): void => {
     this.handle = null;
+    if (this.stopped) return;
     if (this.guard && this.guard.tick(this.expectedAt, this.clock.now()) > 0) {
-      // Keep the handle non-null so kick() does not arm a second timer meanwhile.
-      this.handle = { deferred: true } as unknown as TimerHandle;
+      this.deferred = true;
       this.guard.afterIo(() => {
-        this.handle = null;
+        this.deferred = false;
         if (!this.stopped) this.expire();
       });
       return;
@@ -56,13 +80,19 @@ export class WheelRunner<T> {
   };
 
   private expire(): void {
-    this.wheel.advance(this.clock.now(), this.onExpire);
-    if (this.wheel.size > 0 && !this.stopped) this.arm();
+    this.stats.runs++;
+    this.expiring = true;
+    try {
+      this.wheel.advance(this.clock.now(), this.onExpire);
+    } finally {
+      this.expiring = false;
+      if (this.wheel.size > 0 && !this.stopped && this.handle === null && !this.deferred) this.arm();
+    }
   }
 
   stop(): void {
     this.stopped = true;
-    if (this.handle !== null && !(this.handle as { deferred?: boolean }).deferred) this.timers.clearTimeout(this.handle);
+    if (this.handle !== null) this.timers.clearTimeout(this.handle);
     this.handle = null;
   }
 }
