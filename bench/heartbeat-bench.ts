@@ -1,137 +1,193 @@
 /**
  * Heartbeat cost, longlink beside its peers, in one run on the same load:
  *
- *   npm run bench -- [--count 10000] [--interval-ms 1000] [--steady-s 30] [--repeat 1] [--peers net,longlink-tcp,...] [--out docs/bench]
+ *   npm run bench -- [--count 10000] [--interval-ms 1000] [--steady-s 30] [--repeat 3] [--peers net,longlink-tcp,...] [--publish]
+ *
+ * and the other modes (--hold, --scale, --storm, --fuzz); `--help` lists them
+ * all with their flags (bench/bench-args.ts). Results go to bench-out/<mode>
+ * unless --publish (docs/bench) or --out is given.
  *
  * With --repeat N every peer runs N times, the peers' order rotating each
- * round so none always runs first or last, and each figure reported is the
- * median of its N runs (this machine is shared and noisy; all runs are kept
- * in the JSON).
+ * round so none always runs first or last. Each ratio to the bare node:net
+ * floor is taken within a round (the floor drifts between rounds on a shared
+ * machine), and the table shows the median of the per-round ratios with
+ * their spread; absolute figures are medians of the runs. All runs are kept
+ * in the JSON.
  *
  * For each peer: its server in a process of its own and the load generator
  * in another (bench/peers/). Reports server RSS and heap per connection, server
  * CPU per heartbeat round trip, connections set up per second and heartbeat
- * bytes per round trip, each also as a ratio to the bare node:net floor.
+ * bytes per round trip.
  */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { mosquittoUnavailable, PEERS, runPeer, type Peer, type PeerResult } from './peers/run.js';
+import { BenchArgsError, benchUsage, parseBenchArgs, type BenchArgs } from './bench-args.js';
+import { mosquittoUnavailable, type Peer, type PeerResult } from './peers/run.js';
+import { median, roundRatios } from './ratios.js';
 
-const arg = (name: string, def: string) => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i > 0 ? process.argv[i + 1] : def;
-};
-if (process.argv.includes('--scale')) {
+let args: BenchArgs;
+try {
+  args = parseBenchArgs(process.argv.slice(2));
+} catch (err) {
+  if (!(err instanceof BenchArgsError)) throw err;
+  process.stderr.write(`bench: ${err.message}\n`);
+  process.exit(2);
+}
+if (args.help) {
+  process.stdout.write(benchUsage());
+  process.exit(0);
+}
+const t0 = Date.now();
+const progress = (m: string) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`);
+const out = args.out;
+process.stderr.write(`bench ${args.mode}: results to ${out}${out === 'docs/bench' ? ' (published)' : ''}\n`);
+
+if (args.mode === 'scale') {
   // The scale run (bench/scale-bench.ts): as many heartbeating connections as the machine holds.
   const { runScale } = await import('./scale-bench.js');
-  const auto = (v: string) => (v === 'auto' ? 'auto' : Number(v));
-  const t0 = Date.now();
   const r = await runScale(
     {
-      target: Number(arg('target', '200000')),
-      holdS: Number(arg('hold-s', '600')),
-      intervalMs: Number(arg('interval-ms', '30000')),
-      workers: auto(arg('workers', 'auto')),
-      loadgens: auto(arg('loadgens', 'auto')),
-      sources: Number(arg('sources', '128')),
-      out: arg('out', 'docs/bench'),
-      rampTimeoutS: Number(arg('ramp-timeout-s', '900')),
+      target: args.num('target'),
+      holdS: args.num('hold-s'),
+      intervalMs: args.num('interval-ms'),
+      workers: args.auto('workers'),
+      loadgens: args.auto('loadgens'),
+      sources: args.num('sources'),
+      out,
+      rampTimeoutS: args.num('ramp-timeout-s'),
     },
-    (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`),
+    progress,
   );
   process.stdout.write(fs.readFileSync(path.join(String((r.options as { out: string }).out), 'scale.md'), 'utf8'));
   process.exit(0);
 }
-if (process.argv.includes('--storm')) {
+if (args.mode === 'hold') {
+  // The long hold (bench/hold-bench.ts): does a heartbeat cost the same after half an hour?
+  const { runHold, holdMarkdown, HOLD_PEERS } = await import('./hold-bench.js');
+  const peers = args.get('peers').split(',') as (typeof HOLD_PEERS)[number][];
+  const bad = peers.filter((p) => !HOLD_PEERS.includes(p));
+  if (bad.length) {
+    process.stderr.write(`bench: --peers takes ${HOLD_PEERS.join(', ')}; not ${bad.join(', ')}\n`);
+    process.exit(2);
+  }
+  const r = await runHold(
+    {
+      connections: args.num('connections'),
+      intervalMs: args.num('interval-ms'),
+      holdS: args.num('hold-s'),
+      sampleS: args.num('sample-s'),
+      peers,
+      servers: args.auto('servers'),
+      out,
+      rampTimeoutS: args.num('ramp-timeout-s'),
+    },
+    progress,
+  );
+  process.stdout.write(holdMarkdown(r));
+  process.exit(0);
+}
+if (args.mode === 'storm') {
   // The reconnect storm (bench/storm-bench.ts): clients lose the gateway at once and come back.
   const { runStorm, stormMarkdown } = await import('./storm-bench.js');
-  const t0 = Date.now();
   const r = await runStorm(
     {
-      clients: Number(arg('clients', '24000')),
-      workers: Number(arg('workers', '2')),
-      loadgens: arg('loadgens', 'auto') === 'auto' ? 'auto' : Number(arg('loadgens', '3')),
-      sources: Number(arg('sources', '128')),
-      modes: arg('modes', 'crash,drain').split(',') as ('crash' | 'drain')[],
-      downS: Number(arg('down-s', '3')),
-      drainWindowMs: Number(arg('drain-window-ms', '10000')),
-      maxBackS: Number(arg('max-back-s', '180')),
-      rampTimeoutS: Number(arg('ramp-timeout-s', '300')),
-      out: arg('out', 'docs/bench'),
+      clients: args.num('clients'),
+      workers: args.num('workers'),
+      loadgens: args.auto('loadgens'),
+      sources: args.num('sources'),
+      modes: args.get('modes').split(',') as ('crash' | 'drain')[],
+      downS: args.num('down-s'),
+      drainWindowMs: args.num('drain-window-ms'),
+      maxBackS: args.num('max-back-s'),
+      rampTimeoutS: args.num('ramp-timeout-s'),
+      out,
     },
-    (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`),
+    progress,
   );
   process.stdout.write(stormMarkdown(r));
   process.exit(r.results.every((x) => x.allBackS !== null && x.workerDeaths === 0) ? 0 : 1);
 }
-if (process.argv.includes('--fuzz')) {
+if (args.mode === 'fuzz') {
   // The long fuzz run (bench/fuzz.ts); npm test runs the same engine for 10,000 cases.
   const { runFuzz, fuzzMarkdown } = await import('./fuzz.js');
-  const cases = Number(arg('cases', '200000'));
+  const cases = args.num('cases');
+  const seed = args.get('seed') === 'now' ? Date.now() % 1e9 : args.num('seed');
   const r = await runFuzz({
     cases,
-    seed: Number(arg('seed', String(Date.now() % 1e9))),
-    concurrency: Number(arg('concurrency', '64')),
+    seed,
+    concurrency: args.num('concurrency'),
     onProgress: (done, rep) => process.stderr.write(`  ${done}/${cases} cases, ${rep.violations.length} violations\n`),
   });
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'fuzz.md'), fuzzMarkdown(r) + '\n');
   process.stdout.write(fuzzMarkdown(r) + '\n');
   process.exit(r.violations.length ? 1 : 0);
 }
-const count = Number(arg('count', '10000'));
-const intervalMs = Number(arg('interval-ms', '1000'));
-const steadyS = Number(arg('steady-s', '30'));
-const fanoutRounds = Number(arg('fanout', '10'));
-const out = arg('out', 'docs/bench');
-const repeat = Math.max(1, Number(arg('repeat', '1')));
-let peers = arg('peers', PEERS.join(',')).split(',') as Peer[];
+
+const { PEERS, runPeer } = await import('./peers/run.js');
+const count = args.num('count');
+const intervalMs = args.num('interval-ms');
+const steadyS = args.num('steady-s');
+const fanoutRounds = args.num('fanout');
+const repeat = Math.max(1, args.num('repeat'));
+let peers = args.get('peers').split(',') as Peer[];
+const unknownPeers = peers.filter((p) => !(PEERS as readonly string[]).includes(p));
+if (unknownPeers.length) {
+  process.stderr.write(`bench: --peers takes ${PEERS.join(', ')}; not ${unknownPeers.join(', ')}\n`);
+  process.exit(2);
+}
 const noMosq = mosquittoUnavailable();
 if (noMosq && peers.includes('mosquitto')) {
   process.stderr.write(`skipping mosquitto: ${noMosq}\n`);
   peers = peers.filter((p) => p !== 'mosquitto');
 }
 
-const t0 = Date.now();
-const runs: PeerResult[] = [];
+interface RoundRun extends PeerResult {
+  round: number;
+}
+const runs: RoundRun[] = [];
 let step = 0;
 for (let round = 0; round < repeat; round++) {
   const order = peers.map((_, i) => peers[(i + round) % peers.length]);
   for (const peer of order) {
     process.stderr.write(`[${++step}/${peers.length * repeat}] ${peer}: ${count} connections, heartbeat every ${intervalMs} ms${repeat > 1 ? ` (round ${round + 1}/${repeat})` : ''}\n`);
-    runs.push(await runPeer(peer, { count, intervalMs, steadyS, fanoutRounds }, (m) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`)));
+    runs.push({ ...(await runPeer(peer, { count, intervalMs, steadyS, fanoutRounds }, progress)), round });
   }
 }
 const results = peers.map((p) => medianResult(runs.filter((r) => r.peer === p)));
 
 /** Each numeric figure the median of the peer's runs (the lower middle one for an even count). */
 function medianResult(rs: PeerResult[]): PeerResult {
-  const med = (get: (r: PeerResult) => number | null): number | null => {
-    const v = rs.map(get).filter((x): x is number => x !== null && Number.isFinite(x)).sort((a, b) => a - b);
-    return v.length ? v[Math.floor((v.length - 1) / 2)] : null;
-  };
   const r = { ...rs[0] };
   for (const k of Object.keys(r) as (keyof PeerResult)[]) {
-    if (typeof r[k] === 'number') (r as Record<string, unknown>)[k] = med((x) => x[k] as number) ?? NaN;
+    if (typeof r[k] === 'number') (r as Record<string, unknown>)[k] = median(rs.map((x) => x[k] as number)) ?? NaN;
   }
   return r;
 }
 
-const floor = results.find((r) => r.peer === 'net');
-const ratio = (v: number, f: number | undefined) => (f ? (v / f).toFixed(2) + '×' : '—');
+type Metric = 'connectsPerSecond' | 'rssPerConnectionKB' | 'cpuUsPerRoundTrip' | 'bytesPerRoundTrip' | 'fanoutPerSecond';
+const ratioOf = (peer: Peer, metric: Metric) => roundRatios(runs, (r) => r.peer === peer, (r) => r.peer === 'net', (r) => r[metric]);
+const ratio = (peer: Peer, metric: Metric) => {
+  const r = ratioOf(peer, metric);
+  if (!r) return '—';
+  return r.perRound.length > 1 && r.max - r.min >= 0.005 ? `${r.median.toFixed(2)}× (${r.min.toFixed(2)}–${r.max.toFixed(2)})` : `${r.median.toFixed(2)}×`;
+};
 const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, Linux ${os.release()}`;
 const md = [
-  `${count.toLocaleString('en')} connections per peer${repeat > 1 ? `, each figure the median of ${repeat} runs` : ''}, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
+  `${count.toLocaleString('en')} connections per peer${repeat > 1 ? `, ${repeat} rounds in rotating order: figures are medians of the runs, ratios the median of the per-round ratios to node:net (range in brackets)` : ''}, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
   '',
   '| peer | connected | connections/s | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip | fan-out messages/s |',
   '|---|---|---|---|---|---|---|---|---|',
   ...results.map(
     (r) =>
-      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.connectsPerSecond, floor?.connectsPerSecond)}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.rssPerConnectionKB, floor?.rssPerConnectionKB)}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.cpuUsPerRoundTrip, floor?.cpuUsPerRoundTrip)}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.bytesPerRoundTrip, floor?.bytesPerRoundTrip)}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.fanoutPerSecond, floor?.fanoutPerSecond ?? undefined)})`} |`,
+      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.peer, 'connectsPerSecond')}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.peer, 'rssPerConnectionKB')}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.peer, 'cpuUsPerRoundTrip')}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.peer, 'bytesPerRoundTrip')}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.peer, 'fanoutPerSecond')})`} |`,
   ),
   '',
 ].join('\n');
+const ratios = Object.fromEntries(peers.map((p) => [p, Object.fromEntries((['connectsPerSecond', 'rssPerConnectionKB', 'cpuUsPerRoundTrip', 'bytesPerRoundTrip', 'fanoutPerSecond'] as Metric[]).map((m) => [m, ratioOf(p, m)]))]));
 fs.mkdirSync(out, { recursive: true });
-fs.writeFileSync(path.join(out, 'heartbeat.json'), JSON.stringify({ count, intervalMs, steadyS, repeat, machine, results, runs }, null, 2) + '\n');
+fs.writeFileSync(path.join(out, 'heartbeat.json'), JSON.stringify({ count, intervalMs, steadyS, repeat, machine, results, ratios, runs }, null, 2) + '\n');
 fs.writeFileSync(path.join(out, 'heartbeat.md'), md);
 fs.writeFileSync(path.join(out, 'heartbeat.svg'), svg(results));
 console.log(md);

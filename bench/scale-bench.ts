@@ -168,7 +168,8 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
         offline[k] = (offline[k] ?? 0) + 1;
       }
     });
-    const listening = await gw.next((l) => l.event === 'listening' && l.workers !== undefined, 60_000, 'gateway workers listening');
+    // One worker is a plain gateway process (no cluster primary): its own 'listening' line has no worker count.
+    const listening = await gw.next((l) => l.event === 'listening' && (workers === 1 || l.workers !== undefined), 60_000, 'gateway workers listening');
     const port = Number(/:(\d+)$/.exec(String(listening.tcp))?.[1]);
     log(`gateway: ${workers} workers on tcp port ${port}, Redis on ${redis.port}`);
 

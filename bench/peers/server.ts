@@ -2,7 +2,9 @@
  * One heartbeat server per peer, for the benchmark, in a process of its own
  * (so its RSS and CPU are its own): `node server.js <peer> <intervalMs>`.
  * Prints {"ev":"listening","port"} and answers stdin commands: `mem`
- * (process.memoryUsage) and `fanout N` (N small messages to every client).
+ * (process.memoryUsage), `stat` (CPU used, RSS, event-loop delay since the
+ * last `stat`, pending timers, and the gateway's timer work) and `fanout N`
+ * (N small messages to every client).
  *
  * - net: the floor for Node: a bare node:net server answering each 2-byte
  *   PING with a 2-byte PONG (longlink's own bare frames).
@@ -17,6 +19,7 @@ import net from 'node:net';
 import http from 'node:http';
 import readline from 'node:readline';
 import v8 from 'node:v8';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer } from 'socket.io';
 import { Gateway } from '../../src/gateway/gateway.js';
@@ -26,11 +29,29 @@ const [peer, intervalArg] = process.argv.slice(2);
 const intervalMs = Number(intervalArg ?? 1000);
 const say = (ev: string, d: Record<string, unknown> = {}) => process.stdout.write(JSON.stringify({ ev, ...d }) + '\n');
 let fanout: (n: number) => Promise<void> = async () => {};
+let timerStats: () => Record<string, unknown> | null = () => null;
+const loop = monitorEventLoopDelay({ resolution: 10 });
+loop.enable();
 // A Buffer, as longlink's TCP link writes, so neither pays for wrapping a Uint8Array per write.
 const PONG = Buffer.from(BARE_PONG_DELIMITED);
 
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const [cmd, arg] = line.trim().split(/\s+/);
+  if (cmd === 'stat') {
+    const cpu = process.cpuUsage();
+    const ms = (ns: number) => (Number.isFinite(ns) ? Math.max(0, ns / 1e6 - 10) : 0);
+    say('stat', {
+      cpuUs: cpu.user + cpu.system,
+      rss: process.memoryUsage.rss(),
+      heapUsed: process.memoryUsage().heapUsed,
+      loopP50Ms: ms(loop.percentile(50)),
+      loopP99Ms: ms(loop.percentile(99)),
+      loopMaxMs: ms(loop.max),
+      timeouts: process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length,
+      timers: timerStats(),
+    });
+    loop.reset();
+  }
   if (cmd === 'mem') say('mem', { ...process.memoryUsage(), spaces: Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_size])) });
   // For profiling by hand: a heap snapshot of the server as it stands.
   if (cmd === 'heap') say('heap', { file: v8.writeHeapSnapshot(arg) });
@@ -72,6 +93,7 @@ async function main(): Promise<number> {
         // load generator's few source addresses; the PING pace and write bounds stay on.
         limits: { handshakesPerSecond: 0, maxConnectionsPerSource: 0, maxConnections: 0 },
       });
+      timerStats = () => ({ ...gw.timerStats() });
       fanout = async (n) => {
         const payload = Buffer.from('x');
         for (let i = 0; i < n; i++) gw.broadcast(payload);

@@ -211,6 +211,8 @@ export class ClientCore extends EventEmitter<ClientEvents> {
     // HELLO → WELCOME is the first RTT sample (it includes the gateway's authentication time).
     this.rtt.clearOutstanding();
     this.rtt.pingSent(o.clock.now());
+    // One pending timer per purpose: a timer left from an attempt that raced this one is replaced, not orphaned.
+    if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
     this.connectTimer = o.timers.setTimeout(() => {
       this.connectTimer = null;
       if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
@@ -280,6 +282,7 @@ export class ClientCore extends EventEmitter<ClientEvents> {
     const g = w.heartbeat;
     this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);
     this.detector = g.direction === 'server' ? new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now) : null;
+    if (this.stableTimer !== null) o.timers.clearTimeout(this.stableTimer);
     this.stableTimer = o.timers.setTimeout(() => {
       this.stableTimer = null;
       this.backoff.reset();

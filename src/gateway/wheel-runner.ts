@@ -59,7 +59,9 @@ export class WheelRunner<T> {
 
   private arm(): void {
     const now = this.clock.now();
-    const delay = Math.max(1, this.wheel.nextTickAt() - now);
+    // Whole milliseconds: Node keeps one timer list per distinct duration, and a
+    // fractional delay (performance.now() is fractional) would make a new one per arm.
+    const delay = Math.max(1, Math.ceil(this.wheel.nextTickAt() - now));
     this.expectedAt = now + delay;
     this.stats.arms++;
     this.handle = this.timers.setTimeout(this.run, delay);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway, type TimerStats } from '../../src/gateway/gateway.js';
 import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
@@ -119,4 +120,66 @@ test('1,000 connections heartbeating every 30 s for 12 intervals (6 min): timer 
   const ws = heartbeat(f, 30_000, 12);
   assertFlat(ws, 30_000, 1000);
   await f.gw.close();
+});
+
+test('300 SDK clients (client- and server-sent heartbeats, data both ways) for 30 intervals: pending and armed timers constant on both sides', async () => {
+  const clock = new ManualClock(1_000_000);
+  const intervalMs = 2000;
+  const gw = new Gateway({
+    tcp: false,
+    ws: false,
+    clock,
+    timers: clock,
+    heartbeat: { intervalMs, minIntervalMs: 500, maxIntervalMs: 60_000, missBudget: 2, graceMs: 1000 },
+    limits: NO_LIMITS,
+  });
+  gw.on('message', (m) => {
+    // Every tenth message is answered: data the other way, acknowledged by the client.
+    if (m.seq !== undefined && m.seq % 10 === 0) gw.send(m.userId, m.payload);
+  });
+  const clients: LonglinkClient[] = [];
+  for (let i = 0; i < 300; i++) {
+    const c = new LonglinkClient({
+      url: 'tcp://test',
+      userId: `u${i}`,
+      deviceId: 'd',
+      direction: i % 2 ? 'server' : 'client',
+      clock,
+      timers: clock,
+      random: () => 0.5,
+      dial: async () => {
+        const [server, link] = memoryLinkPair();
+        gw.accept(server);
+        return link;
+      },
+    });
+    clients.push(c);
+    await Promise.all([c.connect(), flush()]);
+  }
+  assert.equal(gw.onlineDevices, 300);
+  const rows: { pending: number; armed: number }[] = [];
+  let armed = clock.armedCount;
+  for (let w = 0; w < 30; w++) {
+    for (let step = 0; step < intervalMs; step += 50) {
+      clock.advance(50);
+      // Each client sends one message per interval, at its own phase.
+      for (let i = step / 50; i < 300; i += intervalMs / 50) clients[i].send(`m${w}`);
+      await flush();
+    }
+    rows.push({ pending: clock.pendingTimers, armed: clock.armedCount - armed });
+    armed = clock.armedCount;
+  }
+  assert.equal(gw.onlineDevices, 300, 'nobody convicted');
+  // Warm-up: each client's stable timer (backoff reset once the link has held) fires in the first intervals.
+  const steady = rows.slice(6);
+  const maxPending = Math.max(...steady.map((r) => r.pending));
+  const minPending = Math.min(...steady.map((r) => r.pending));
+  assert.ok(maxPending - minPending <= 10, `pending timers stay level: ${minPending}..${maxPending}`);
+  assert.ok(maxPending <= 300 * 3 + 10, `at most a few timers per client (heartbeat, ack, stable): ${maxPending}`);
+  // Pairs of intervals: a silence deadline of 2 × interval + grace re-arms every second heartbeat.
+  const first = steady[0].armed + steady[1].armed;
+  const last = steady[steady.length - 2].armed + steady[steady.length - 1].armed;
+  assert.ok(Math.abs(last - first) <= 0.05 * first, `timers armed per interval: first ${first}, last ${last}`);
+  for (const c of clients) c.close();
+  await gw.close();
 });

@@ -28,3 +28,14 @@ test('scale run at a small size: every connection held and heartbeating, none cl
   }
 });
 if (noRedis) test(`scale run skipped: ${noRedis}`, { skip: noRedis }, () => {});
+
+test('scale run with one worker (a plain gateway process, no cluster primary)', { skip: noRedis ?? false, timeout: 120_000 }, async () => {
+  const out = fs.mkdtempSync(path.join(os.tmpdir(), 'll-scale1-'));
+  try {
+    const r = await runScale({ target: 100, holdS: 3, intervalMs: 1000, workers: 1, loadgens: 1, sources: 2, out, rampTimeoutS: 60 }, () => {});
+    assert.equal(r.held, 100);
+    assert.equal(r.closedInHold, 0);
+  } finally {
+    fs.rmSync(out, { recursive: true, force: true });
+  }
+});
