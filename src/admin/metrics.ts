@@ -113,6 +113,12 @@ export class GatewayMetrics {
     follow('longlink_handshake_timeouts_total', 'Connections closed because the handshake (HELLO to WELCOME) did not finish in time', () => gw.handshakeTimeouts);
     follow('longlink_suspicions_total', 'Heartbeats found overdue: a probe was sent', () => gw.suspicionStats.suspected);
     follow('longlink_false_suspicions_total', 'Suspected peers heard again after all (each a conviction a tighter detector would have got wrong)', () => gw.suspicionStats.cleared);
+    // The timer machinery's work: per wheel tick it must stay constant however long the gateway runs
+    // (rate(arms) / rate(ticks) near 1; issue 18 was a runner whose arms per tick grew with uptime).
+    follow('longlink_wheel_ticks_total', 'Timer wheel ticks processed', () => gw.timerStats().ticks);
+    follow('longlink_wheel_expiries_total', 'Connection deadlines that came due on the timer wheel (each re-checked, most re-armed)', () => gw.timerStats().expired);
+    follow('longlink_timer_arms_total', "Host timers the wheel's runner armed (about one per tick while the wheel holds anything)", () => gw.timerStats().arms);
+    new Gauge({ name: 'longlink_wheel_timers', help: 'Connection deadlines on the timer wheel', registers: [r], collect() { this.set(gw.timerStats().wheelSize); } });
     const d = gw.deliveryStats;
     follow('longlink_push_total', 'Reliable pushes (one per push call, whatever the device count)', () => d.pushed);
     follow('longlink_push_unacked_at_close_total', 'Messages written to a link that closed before acknowledging them (re-sent later)', () => d.unackedAtClose);

@@ -89,6 +89,10 @@ describe('admin port', () => {
     assert.ok(sample(m, 'longlink_heartbeats_total{direction="in"}')! >= 4, 'client-sent heartbeats counted');
     assert.ok(sample(m, 'longlink_heartbeats_total{direction="out"}')! >= 2, 'server-sent heartbeats counted');
     assert.ok(sample(m, 'longlink_heartbeat_rtt_seconds_count')! >= 2, 'RTT of server-sent heartbeats observed');
+    assert.equal(sample(m, 'longlink_wheel_timers'), 3, 'one deadline per connection on the wheel');
+    const ticks = sample(m, 'longlink_wheel_ticks_total')!;
+    const arms = sample(m, 'longlink_timer_arms_total')!;
+    assert.ok(ticks > 0 && arms > 0 && arms <= ticks * 2 + 5, `runner arms ${arms} for ${ticks} wheel ticks`);
     assert.match(m, /^process_cpu_seconds_total /m, 'process metrics too');
     assert.match(m, /^longlink_event_loop_delay_seconds\{quantile="0.99"\} /m);
 
