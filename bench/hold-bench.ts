@@ -282,7 +282,8 @@ export function holdMarkdown(r: HoldResult): string {
   for (const atS of byAt) {
     const net = get('net', atS);
     const cells = [
-      `${(atS / 60).toFixed(atS % 60 ? 1 : 0)} min`,
+      // Windows end a second or two past the minute (sampling takes time): whole minutes read better.
+      o.sampleS % 60 === 0 ? `${Math.round(atS / 60)} min` : `${atS} s`,
       ...peers.map((p) => get(p, atS)?.cpuUsPerHeartbeat.toFixed(1) ?? '—'),
       ...others.map((p) => (net && get(p, atS) ? (get(p, atS)!.cpuUsPerHeartbeat / net.cpuUsPerHeartbeat).toFixed(2) : '—')),
       ...others.map((p) => (get(p, atS) ? `${get(p, atS)!.loopP99Ms.toFixed(1)} / ${get(p, atS)!.loopMaxMs.toFixed(0)}` : '—')),
@@ -329,7 +330,7 @@ export function holdSvg(r: HoldResult): string {
       const ws = r.windows.filter((w) => w.peer === peer && Number.isFinite(p.get(w)));
       const pts = ws.map((w) => `${x(w.atS).toFixed(1)},${y(p.get(w)).toFixed(1)}`).join(' ');
       out.push(`<polyline fill="none" stroke="${COLORS[peer]}" stroke-width="1.8" points="${pts}"/>`);
-      out.push(`<rect x="${pad.l + 300 + i * 120}" y="${oy + 5}" width="10" height="10" fill="${COLORS[peer]}"/><text x="${pad.l + 314 + i * 120}" y="${oy + 14}">${peer}</text>`);
+      out.push(`<rect x="${pad.l + 380 + i * 120}" y="${oy + 5}" width="10" height="10" fill="${COLORS[peer]}"/><text x="${pad.l + 394 + i * 120}" y="${oy + 14}">${peer}</text>`);
     });
   });
   out.push('</svg>');
