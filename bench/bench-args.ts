@@ -11,7 +11,7 @@ interface Flag {
   help: string;
 }
 
-export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold';
+export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults';
 
 export const MODES: Record<Mode, { flag: string | null; summary: string; flags: Record<string, Flag> }> = {
   peers: {
@@ -65,6 +65,16 @@ export const MODES: Record<Mode, { flag: string | null; summary: string; flags: 
       'drain-window-ms': { default: '10000', help: 'window a drain spreads reconnects over' },
       'max-back-s': { default: '180', help: 'longest wait for every client to come back' },
       'ramp-timeout-s': { default: '300', help: 'longest the ramp may take' },
+    },
+  },
+  faults: {
+    flag: '--faults',
+    summary: 'delivery under faults: 3 nodes on Redis, links cut and half-open, nodes killed, Redis paused and restarted; a checker reads every log',
+    flags: {
+      'duration-s': { default: '600', help: 'seconds of faults' },
+      seed: { default: 'now', help: 'seed (now: from the clock, printed)' },
+      users: { default: '12', help: 'users (every third has two devices)' },
+      'fault-every-s': { default: '1.5', help: 'seconds between faults, on average' },
     },
   },
   fuzz: {

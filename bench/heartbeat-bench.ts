@@ -108,6 +108,18 @@ if (args.mode === 'storm') {
   process.stdout.write(stormMarkdown(r));
   process.exit(r.results.every((x) => x.allBackS !== null && x.workerDeaths === 0) ? 0 : 1);
 }
+if (args.mode === 'faults') {
+  // Delivery under faults (bench/faults/run.ts); npm test runs 40 s of the same.
+  const { runFaults, faultsMarkdown } = await import('./faults/run.js');
+  const seed = args.get('seed') === 'now' ? Date.now() % 1e9 : args.num('seed');
+  const r = await runFaults({ seed, durationS: args.num('duration-s'), users: args.num('users'), faultEveryS: args.num('fault-every-s'), log: progress });
+  const md = faultsMarkdown(r);
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'faults.json'), JSON.stringify(r, null, 2) + '\n');
+  fs.writeFileSync(path.join(out, 'faults.md'), md + '\n');
+  process.stdout.write(md + '\n');
+  process.exit(r.violations.length ? 1 : 0);
+}
 if (args.mode === 'fuzz') {
   // The long fuzz run (bench/fuzz.ts); npm test runs the same engine for 10,000 cases.
   const { runFuzz, fuzzMarkdown } = await import('./fuzz.js');

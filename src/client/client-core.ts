@@ -64,6 +64,7 @@ export class ClientCore extends EventEmitter<ClientEvents> {
   private scheduler: HeartbeatScheduler | null = null;
   private detector: SilenceDetector | null = null;
   private heartbeatTimer: TimerHandle | null = null;
+  private attemptGen = 0;
   private connectTimer: TimerHandle | null = null;
   private stableTimer: TimerHandle | null = null;
   private resumeToken: string | undefined;
@@ -158,6 +159,11 @@ export class ClientCore extends EventEmitter<ClientEvents> {
 
   private async attempt(): Promise<void> {
     const o = this.options;
+    // Each attempt has a generation: close() or a newer attempt makes an older one's late dial or
+    // token moot (a close() then connect() during a dial once ran two attempts, and the late one's
+    // WELCOME failed the client for good).
+    const gen = ++this.attemptGen;
+    const stale = () => gen !== this.attemptGen || this.userClosed;
     this.setState('connecting');
     this.retryAtOnce = false;
     this.emit('connecting', { url: this.url });
@@ -168,18 +174,19 @@ export class ClientCore extends EventEmitter<ClientEvents> {
     try {
       token = typeof o.token === 'function' ? await o.token() : o.token;
     } catch (err) {
-      if (this.userClosed) return;
+      if (stale()) return;
       this.lost(CloseCodes['auth-failed'], `token provider failed: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
+    if (stale()) return;
     try {
       link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
     } catch (err) {
-      if (this.userClosed) return;
+      if (stale()) return;
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
       return;
     }
-    if (this.userClosed) {
+    if (stale()) {
       link.destroy();
       return;
     }
@@ -582,6 +589,7 @@ export class ClientCore extends EventEmitter<ClientEvents> {
   /** Closes for good: sends CLOSE (normal) and does not reconnect. */
   close(): void {
     this.userClosed = true;
+    this.attemptGen++;
     const link = this.link;
     this.teardown();
     if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);

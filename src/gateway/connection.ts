@@ -22,10 +22,10 @@ import type { DisconnectReason } from './disconnect.js';
 import type { ResolvedLimits } from './options.js';
 import { newId } from './ids.js';
 import type { ConnectionTrace } from './connection-trace.js';
+import type { LinkDelivery } from './link-delivery.js';
 
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
-const SETTLED: Promise<void> = Promise.resolve();
 
 /** What a connection needs from the gateway that owns it. */
 export interface ConnectionHost {
@@ -45,16 +45,16 @@ export interface ConnectionHost {
   message(conn: ServerConnection, frame: DataFrame): void;
   /** A cumulative acknowledgement of the gateway's DATA arrived. */
   acked(conn: ServerConnection, upTo: number): void;
-  /** The connection owes the client an acknowledgement; the gateway batches them. */
-  ackOwed(conn: ServerConnection): void;
-  /** WELCOME is out: the connection is open. */
-  opened(conn: ServerConnection): void;
+  /** WELCOME is out: the connection is open (with what the session already carried, on a resume). */
+  opened(conn: ServerConnection, opening: Opening): void;
   /** A probe before push was answered: what it held may go now. */
   probeAnswered(conn: ServerConnection): void;
   /** The write buffer drained after delivery paused for it: delivery may go on. */
   writable(conn: ServerConnection): void;
   /** A probe before push went unanswered; the link is being closed. */
   probeFailed(conn: ServerConnection): void;
+  /** The open link's session record is due to be saved again (see OPEN_SESSION_TTL_MS). */
+  refreshSession(conn: ServerConnection): void;
   stateChanged(conn: ServerConnection, delta: ClientState): void;
   rtt(conn: ServerConnection, sample: RttSample): void;
   /** A heartbeat went overdue and a probe is out (cleared: false), or the peer was heard after all (cleared: true). */
@@ -101,19 +101,14 @@ export class ServerConnection implements LinkEvents {
   /** Made at the first PING the gateway sends: a client-sent heartbeat may never need one. */
   rtt: RttTracker | null = null;
   readonly stats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
-  /** Highest client DATA seq handed to the application (what we acknowledge). */
-  inSeq = 0;
-  /** Whether inSeq has not been acknowledged to the client yet. */
-  ackOwed = false;
-  /** Highest gateway DATA seq written to this link, and acknowledged by the client. */
-  sentSeq = 0;
-  ackedSeq = 0;
+  /** `online` was emitted for this device's presence here (the link may have replaced an earlier one). */
+  announced = false;
+  /** Monotonic ms when the open session record is saved again. */
+  sessionRefreshAt = Infinity;
+  /** Reliable delivery's state for this link (delivery.ts); null until it carries sequenced data. */
+  delivery: LinkDelivery | null = null;
   /** Set while a probe before push holds delivery: when it must be answered by. */
   probeDeadline: number | null = null;
-  /** Serializes the handling of inbound DATA (dedup may await the store). */
-  inbound: Promise<void> = SETTLED;
-  flushing = false;
-  flushAgain = false;
   /** Draining: GOAWAY is out; nothing new is written, and the link closes once what was sent is acknowledged. */
   draining = false;
   /** Flow control: when delivery paused for a full write buffer (monotonic ms), or -1. */
@@ -239,8 +234,9 @@ export class ServerConnection implements LinkEvents {
 
   private answerPing(warn: boolean): void {
     // The answer carries an owed acknowledgement for free.
-    if (warn) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'], ...(this.ackOwed ? { ack: this.takeAck() } : {}) });
-    else this.link.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
+    const d = this.delivery;
+    if (warn) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'], ...(d?.ackOwed ? { ack: d.takeAck() } : {}) });
+    else this.link.send(d?.ackOwed ? { type: FrameType.PONG, ack: d.takeAck() } : BARE_PONG);
     this.stats.framesOut++;
   }
 
@@ -304,8 +300,6 @@ export class ServerConnection implements LinkEvents {
     this.sessionId = w.sessionId;
     this.resumeToken = w.resumeToken;
     this.grant = w.grant;
-    this.inSeq = w.inSeq;
-    this.sentSeq = this.ackedSeq = w.outSeq;
     const g = w.grant;
     if (g.direction === 'server') this.scheduler = new HeartbeatScheduler(g.intervalMs, this.host.probes, now);
     else this.detector = this.host.newDetector(g, now);
@@ -318,7 +312,7 @@ export class ServerConnection implements LinkEvents {
       ...(w.resumed ? { ack: w.inSeq } : {}),
     });
     this.arm(this.nextWake(now));
-    this.host.opened(this);
+    this.host.opened(this, w);
   }
 
   private setInterval(ms: number): void {
@@ -385,22 +379,10 @@ export class ServerConnection implements LinkEvents {
     return true;
   }
 
-  /** Returns inSeq and marks it acknowledged (the caller puts it on a frame). */
-  takeAck(): number {
-    this.ackOwed = false;
-    return this.inSeq;
-  }
-
   /** Sends a standalone ACK if one is still owed (nothing carried it). */
   flushAck(): void {
-    if (this.ackOwed && this.phase === 'open') this.send({ type: FrameType.ACK, ack: this.takeAck() });
-  }
-
-  /** Records a client DATA seq handed to the application; the ACK follows. */
-  accepted(seq: number): void {
-    if (seq > this.inSeq) this.inSeq = seq;
-    this.ackOwed = true;
-    this.host.ackOwed(this);
+    const d = this.delivery;
+    if (d?.ackOwed && this.phase === 'open') this.send({ type: FrameType.ACK, ack: d.takeAck() });
   }
 
   /** Called by the wheel when this connection's timer expires. */
@@ -419,6 +401,7 @@ export class ServerConnection implements LinkEvents {
       this.host.probeFailed(this);
       return this.closeWith('heartbeat-timeout', 'no answer to the probe before a push');
     }
+    if (now >= this.sessionRefreshAt) this.host.refreshSession(this);
     if (this.scheduler) {
       const action = this.scheduler.poll(now);
       if (action === 'dead') return this.closeWith('heartbeat-timeout');
@@ -473,7 +456,7 @@ export class ServerConnection implements LinkEvents {
       const now = this.host.clock.now();
       this.scheduler?.sent(now);
       this.trace?.add(now, 'data-out');
-      if (this.ackOwed) f = { ...f, ack: this.takeAck() };
+      if (this.delivery?.ackOwed) f = { ...f, ack: this.delivery.takeAck() };
     }
     this.link.send(f);
     // A peer that does not read would have the gateway buffer for it without end.

@@ -13,11 +13,12 @@ import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
 import { goawayFrame, ServerConnection, type ConnectionHost, type Opening } from './connection.js';
-import { PushTracker, type PushResult } from './push-tracker.js';
+import type { PushResult } from './push-tracker.js';
+import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
-import type { QueuedMessage, SessionRecord } from './stores/store.js';
+import type { SessionRecord } from './stores/store.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
@@ -33,6 +34,12 @@ import type { HeartbeatGrant } from '../protocol/frames.js';
 const MAX_TRACES = 32;
 /** A trace nobody has read for this long stops (the sweep drops it). */
 const TRACE_IDLE_MS = 60_000;
+/**
+ * A session record written while its link is open lives this long (re-saved
+ * at half of it while the link lasts); once the link ends it is saved again
+ * with sessionTtlMs. Bounds what a node that crashed leaves behind.
+ */
+export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
 
 export interface DeviceRef {
   userId: string;
@@ -79,30 +86,7 @@ export interface DropEvent extends DeliveryEvent {
   reason: 'ttl' | 'overflow';
 }
 
-export interface PushOptions {
-  /** Message id; generated when omitted. The client drops a second delivery of the same id. */
-  id?: string;
-  /** Time-to-live; default `delivery.messageTtlMs`. */
-  ttlMs?: number;
-  /** How long the promise waits for acknowledgements; default `delivery.pushWaitMs`. */
-  waitMs?: number;
-}
-
-/** Delivery counters since the gateway started. */
-export interface DeliveryStats {
-  pushed: number;
-  delivered: number;
-  expired: number;
-  dropped: number;
-  /** Messages written to a link that closed before acknowledging them (they stay queued and are re-sent). */
-  unackedAtClose: number;
-  /** Pushes that waited for a probe first. */
-  probesBeforePush: number;
-  /** Probes before push that went unanswered: dead links found before anything was written into them. */
-  deadLinksFound: number;
-  /** Client DATA frames dropped as re-sends of what was already accepted. */
-  duplicatesIn: number;
-}
+export type { DeliveryStats, PushOptions } from './delivery.js';
 
 export interface StateEvent extends DeviceRef {
   delta: ClientState;
@@ -145,6 +129,21 @@ export interface DrainReport {
 
 export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
 
+/**
+ * Something went wrong that the gateway survived: a store call failed (the
+ * affected link was closed with a retryable code, or the push reported the
+ * device `failed`), or an application listener threw (caught; the gateway
+ * goes on). Log these.
+ */
+export interface FaultEvent {
+  kind: 'store' | 'listener';
+  /** The store operation, or the event whose listener threw. */
+  op: string;
+  error: unknown;
+  userId?: string;
+  deviceId?: string;
+}
+
 export interface GatewayEvents {
   online: [OnlineEvent];
   offline: [OfflineEvent];
@@ -156,6 +155,7 @@ export interface GatewayEvents {
   dropped: [DropEvent];
   'protocol-error': [ProtocolErrorEvent];
   refused: [RefusedEvent];
+  fault: [FaultEvent];
 }
 
 /** A snapshot of one connection, for the application and the admin view. */
@@ -189,10 +189,6 @@ export interface TrafficStats {
   dataOut: number;
 }
 
-/**
- * The gateway: listeners for TCP and WebSocket, the connection registry,
- * presence in the store, and one timer wheel for every connection's deadline.
- */
 export interface TimerStats {
   /** Connections' timers on the wheel now. */
   wheelSize: number;
@@ -206,6 +202,10 @@ export interface TimerStats {
   runnerPending: boolean;
 }
 
+/**
+ * The gateway: listeners for TCP and WebSocket, the connection registry,
+ * presence in the store, and one timer wheel for every connection's deadline.
+ */
 export class Gateway extends EventEmitter<GatewayEvents> {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
@@ -223,13 +223,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closing = false;
   private readonly ownsStore: boolean;
-  private readonly tracker: PushTracker;
-  private readonly owedAcks = new Set<ServerConnection>();
-  private ackTimer: TimerHandle | null = null;
-  private sweepTimer: TimerHandle | null = null;
-  readonly deliveryStats: DeliveryStats = {
-    pushed: 0, delivered: 0, expired: 0, dropped: 0, unackedAtClose: 0, probesBeforePush: 0, deadLinksFound: 0, duplicatesIn: 0,
-  };
+  /** Reliable delivery both ways (delivery.ts): mailboxes, flush, inbound order and dedup, acks. */
+  private readonly delivery: Delivery;
   /** Heartbeats found overdue (a probe sent), and of those the peers heard again after all: false suspicions. */
   readonly suspicionStats = { suspected: 0, cleared: 0 };
   /** Connections closed because the handshake did not finish in time (most never said HELLO, so no offline event). */
@@ -256,9 +251,20 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     const wheel = new TimerWheel<ServerConnection>({ tickMs: o.wheelTickMs, startMs: o.clock.now() });
     this.loopGuard = o.stallGuard.enabled ? new EventLoopGuard(o.stallGuard) : null;
     this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()), this.loopGuard);
-    this.tracker = new PushTracker(o.timers);
     this.admission = new Admission(o.limits, o.clock.now());
-    this.startSweeping();
+    this.delivery = new Delivery(
+      o,
+      this.registry,
+      {
+        message: ({ conn, payload, seq, id }) =>
+          this.emit('message', { ...ref(conn), payload, ...(seq !== undefined ? { seq } : {}), ...(id !== undefined ? { id } : {}) }),
+        delivered: (e) => this.emit('delivered', e),
+        drop: (event, e) => this.emit(event, e),
+        fault: (op, error, where) => this.emit('fault', { kind: op === 'message' ? 'listener' : 'store', op, error, ...where }),
+      },
+      () => this.expireTraces(o.clock.now()),
+    );
+    this.delivery.startSweeping();
     this.host = {
       clock: o.clock,
       wheel,
@@ -285,13 +291,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       wake: () => this.runner.kick(),
       stalledWithin: (from, to) => this.loopGuard?.stalledWithin(from, to) ?? 0,
       hello: (conn, hello) => this.onHello(conn, hello),
-      message: (conn, f) => this.onMessage(conn, f),
-      opened: (conn) => this.onOpened(conn),
-      acked: (conn, upTo) => this.onAcked(conn, upTo),
-      ackOwed: (conn) => this.owe(conn),
-      probeAnswered: (conn) => void this.flush(conn),
-      writable: (conn) => void this.flush(conn),
-      probeFailed: () => this.deliveryStats.deadLinksFound++,
+      message: (conn, f) => this.delivery.message(conn, f),
+      opened: (conn, w) => this.onOpened(conn, w),
+      acked: (conn, upTo) => this.delivery.acked(conn, upTo),
+      probeAnswered: (conn) => void this.delivery.flush(conn),
+      writable: (conn) => void this.delivery.flush(conn),
+      probeFailed: () => this.delivery.stats.deadLinksFound++,
+      refreshSession: (conn) => this.refreshSession(conn),
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
       rtt: (conn, sample) => this.emit('rtt', { ...ref(conn), ...sample }),
       suspicion: (_conn, cleared) => void (cleared ? this.suspicionStats.cleared++ : this.suspicionStats.suspected++),
@@ -309,13 +315,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (o.store.joinCluster) {
       await o.store.joinCluster(
         o.nodeId,
-        (userId, deviceId) => {
-          const conn = this.registry.get(userId, deviceId);
-          if (conn) this.deliver(conn);
-        },
-        () => {
-          for (const conn of this.registry.all()) this.deliver(conn);
-        },
+        (userId, deviceId) => this.delivery.wake(userId, deviceId),
+        (reason) => void this.reassert(reason),
       );
     }
     if (o.tcp) {
@@ -373,7 +374,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (hello.resumeToken) {
       const found = await o.store.loadSession(hello.resumeToken, now);
       // A token is only good for the identity it was issued to.
-      if (found && found.userId === conn.userId && found.deviceId === conn.deviceId) session = found;
+      if (found && found.userId === conn.userId && found.deviceId === conn.deviceId && (await this.resumable(found, now))) session = found;
     }
     const resumed = session !== undefined;
     session ??= {
@@ -387,25 +388,34 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     };
     // A live connection of the same session (being replaced) knows more than the stored record.
     const live = this.registry.get(conn.userId, conn.deviceId);
-    const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.inSeq, session.inSeq) : session.inSeq;
+    const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.delivery?.inSeq ?? 0, session.inSeq) : session.inSeq;
     await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
     session.clientInfo = conn.clientInfo;
-    await o.store.saveSession(session, now + o.sessionTtlMs);
+    // Held open on this node: resumable for as long as the link lives (and sessionTtlMs after it
+    // ends, even if this node dies without saying so: see resumable()).
+    session.openOn = o.nodeId;
+    session.inSeq = inSeq;
+    await o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
     if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
-
     conn.sessionId = session.sessionId;
+    conn.resumeToken = session.resumeToken;
+    conn.sessionRefreshAt = o.clock.now() + OPEN_SESSION_TTL_MS / 2;
+
     const previous = this.registry.add(conn);
     if (previous && previous !== conn) previous.closeWith('replaced', 'a newer connection for this device took over');
-    await o.store.setOnline({
-      userId: conn.userId,
-      deviceId: conn.deviceId,
-      connectionId: conn.id,
-      nodeId: o.nodeId,
-      transport: conn.transport,
-      since: now,
-      clientInfo: conn.clientInfo,
-    });
-    if (!previous) this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
+    // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
+    conn.announced = previous?.announced ?? false;
+    await o.store.setOnline(this.presenceEntry(conn, now));
+    if (isClosed(conn)) {
+      // The link closed during the await: its `offline` (if any) is out, and its setOffline may have
+      // reached the store before this setOnline did. Take the entry back; announce nothing.
+      void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
+      throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
+    }
+    if (!conn.announced) {
+      conn.announced = true;
+      this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
+    }
     return {
       sessionId: session.sessionId,
       resumeToken: session.resumeToken,
@@ -416,114 +426,97 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     };
   }
 
-  private onOpened(conn: ServerConnection): void {
-    this.admission.opened(this.options.clock.now());
-    // On resume, HELLO's lastSeq acknowledges what arrived before the break.
-    if (conn.ackedSeq > 0) void this.settleAcked(conn, conn.ackedSeq);
-    void this.flush(conn);
+  private presenceEntry(conn: ServerConnection, since: number) {
+    const o = this.options;
+    return { userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, transport: conn.transport, since, clientInfo: conn.clientInfo };
   }
 
-  private onMessage(conn: ServerConnection, f: DataFrame): void {
-    const seq = f.seq;
-    if (seq === undefined) {
-      this.emit('message', { ...ref(conn), payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
-      return;
-    }
-    // In order, one at a time: duplicate detection may wait on the store.
-    conn.inbound = conn.inbound.then(async () => {
-      if (conn.phase !== 'open') return;
-      if (seq <= conn.inSeq) {
-        this.deliveryStats.duplicatesIn++;
-        conn.accepted(conn.inSeq); // re-acknowledge, the client evidently missed it
-        return;
-      }
-      if (f.id !== undefined && !(await this.options.store.markInbound(conn.userId, conn.deviceId, f.id))) {
-        this.deliveryStats.duplicatesIn++;
-        conn.accepted(seq);
-        return;
-      }
-      if (conn.phase !== 'open') return;
-      this.emit('message', { ...ref(conn), payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
-      conn.accepted(seq);
-    }).catch((err) => {
-      conn.closeWith('server-error', err instanceof Error ? err.message : String(err));
-    });
+  /**
+   * A session record saved while its link was open (`openOn`) is resumable
+   * while that node lives and for sessionTtlMs after it was last seen, so a
+   * link that broke without its node noticing (a network switch, a node
+   * crash) resumes however old it was.
+   */
+  private async resumable(s: SessionRecord, now: number): Promise<boolean> {
+    const o = this.options;
+    if (s.openOn === undefined || s.openOn === o.nodeId || !o.store.nodeSeenAt) return true;
+    const seen = await o.store.nodeSeenAt(s.openOn);
+    return seen !== null && now - seen < o.sessionTtlMs;
   }
 
-  private owe(conn: ServerConnection): void {
-    this.owedAcks.add(conn);
-    if (this.ackTimer !== null) return;
-    this.ackTimer = this.options.timers.setTimeout(() => {
-      this.ackTimer = null;
-      const owed = [...this.owedAcks];
-      this.owedAcks.clear();
-      for (const c of owed) c.flushAck();
-    }, this.options.delivery.ackDelayMs);
+  /** Re-saves an open link's session record before its long TTL runs out (called from its timer). */
+  private refreshSession(conn: ServerConnection): void {
+    const o = this.options;
+    conn.sessionRefreshAt = o.clock.now() + OPEN_SESSION_TTL_MS / 2;
+    void o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS).catch((error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }));
   }
 
-  private onAcked(conn: ServerConnection, upTo: number): void {
-    if (upTo <= conn.ackedSeq) return;
-    // The client cannot acknowledge what was never written on this link.
-    if (upTo > conn.sentSeq) {
-      conn.closeWith('malformed-frame', `acknowledgement ${upTo} is beyond the last sequence number sent (${conn.sentSeq})`);
-      return;
-    }
-    conn.ackedSeq = upTo;
-    void this.settleAcked(conn, upTo);
-    // Draining: everything this link carried is now safe; it may go.
-    if (conn.draining && conn.ackedSeq >= conn.sentSeq) conn.closeWith('going-away');
+  private sessionRecord(conn: ServerConnection, open: boolean): SessionRecord {
+    return {
+      sessionId: conn.sessionId,
+      resumeToken: conn.resumeToken,
+      userId: conn.userId,
+      deviceId: conn.deviceId,
+      clientInfo: conn.clientInfo,
+      createdAt: this.options.wallClock.now(),
+      inSeq: conn.delivery?.inSeq ?? 0,
+      ...(open ? { openOn: this.options.nodeId } : {}),
+    };
   }
 
-  private async settleAcked(conn: ServerConnection, upTo: number): Promise<void> {
-    const acked = await this.options.store.ack(conn.userId, conn.deviceId, conn.sessionId, upTo);
-    const now = this.options.wallClock.now();
-    for (const m of acked) {
-      this.deliveryStats.delivered++;
-      this.emit('delivered', { userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
-      this.tracker.settle(m.id, conn.deviceId, 'delivered');
-    }
-  }
-
-  /** Writes every queued message the link has not carried yet, in order. */
-  private async flush(conn: ServerConnection): Promise<void> {
-    if (conn.phase !== 'open' || conn.probeDeadline !== null || conn.draining || conn.writeStalledAt >= 0) return;
-    if (conn.flushing) {
-      conn.flushAgain = true;
-      return;
-    }
-    conn.flushing = true;
-    try {
-      do {
-        conn.flushAgain = false;
-        const msgs = await this.options.store.take(conn.userId, conn.deviceId, conn.sessionId, conn.sentSeq);
-        for (const m of msgs) {
-          if (conn.phase !== 'open') return;
-          if (m.seq <= conn.sentSeq) continue;
-          // Flow control: the rest waits in the store until the link drains.
-          if (conn.writeBackedUp) return conn.stallWrites();
-          conn.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload });
-          conn.sentSeq = m.seq;
+  /**
+   * The store may have forgotten this node's presence or sessions (a lapsed
+   * lease, a store that restarted without its data): write them again for
+   * every link here, and flush every device, since wake-ups may have been lost.
+   */
+  private async reassert(reason: 'resubscribed' | 'lease-lapsed' | 'store-reset'): Promise<void> {
+    const o = this.options;
+    if (reason !== 'resubscribed') {
+      const now = o.wallClock.now();
+      for (const conn of [...this.registry.all()]) {
+        if (conn.phase !== 'open') continue;
+        try {
+          await o.store.setOnline(this.presenceEntry(conn, now));
+          if (reason === 'store-reset') await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
+          // It may have closed meanwhile: its setOffline may have gone first.
+          if (isClosed(conn)) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
+        } catch (error) {
+          this.emit('fault', { kind: 'store', op: `reassert (${reason})`, error });
+          break;
         }
-      } while (conn.flushAgain && conn.phase === 'open' && conn.probeDeadline === null);
-    } catch (err) {
-      conn.closeWith('server-error', err instanceof Error ? err.message : String(err));
-    } finally {
-      conn.flushing = false;
+      }
+    }
+    this.delivery.wakeAll();
+  }
+
+  private onOpened(conn: ServerConnection, w: Opening): void {
+    this.admission.opened(this.options.clock.now());
+    this.delivery.opened(conn, w.inSeq, w.outSeq);
+  }
+
+  /**
+   * Application listeners run inside the gateway's own paths (a socket's
+   * data, a store reply); one that throws must not take the link or the
+   * process with it. The throw is reported as a `fault` and the gateway goes on.
+   */
+  override emit<K extends keyof GatewayEvents>(event: K, ...args: GatewayEvents[K]): boolean {
+    try {
+      return super.emit(event as keyof GatewayEvents, ...(args as never));
+    } catch (error) {
+      if (event !== 'fault') {
+        try {
+          super.emit('fault', { kind: 'listener', op: String(event), error });
+        } catch {
+          // A fault listener that throws too has nobody left to tell.
+        }
+      }
+      return true;
     }
   }
 
-  /** Hands new messages to an open connection, probing it first if it has been silent too long. */
-  private deliver(conn: ServerConnection): void {
-    if (conn.phase !== 'open' || conn.draining) return;
-    if (conn.probeDeadline !== null) return; // the answer to the probe out will flush
-    const threshold = this.options.delivery.probeBeforePushMs ?? conn.grant?.intervalMs ?? 0;
-    const now = this.options.clock.now();
-    if (threshold > 0 && now - conn.lastHeardAt >= threshold) {
-      this.deliveryStats.probesBeforePush++;
-      conn.probeBeforePush(this.options.probes.pongTimeoutMs, now);
-      return;
-    }
-    void this.flush(conn);
+  /** Delivery counters since the gateway started. */
+  get deliveryStats(): DeliveryStats {
+    return this.delivery.stats;
   }
 
   /**
@@ -532,68 +525,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * get it from their queue when they come back. Resolves with each device's
    * outcome once all have acknowledged, or after `waitMs`.
    */
-  async push(userId: string, payload: Uint8Array | string, opts: PushOptions = {}): Promise<PushResult> {
-    const o = this.options;
-    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-    const id = opts.id ?? randomUUID();
-    const now = o.wallClock.now();
-    const devices = new Set(await o.store.knownDevices(userId, now));
-    for (const c of this.registry.devices(userId)) devices.add(c.deviceId);
-    const done = this.tracker.track(id, userId, devices, opts.waitMs ?? o.delivery.pushWaitMs);
-    this.deliveryStats.pushed++;
-    const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
-    const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
-    // Devices connected to other nodes (a shared store): looked up once per push.
-    let remote: Map<string, string> | null = null;
-    for (const deviceId of devices) {
-      const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
-      for (const m of evicted) this.reportDrop('dropped', userId, deviceId, m, 'overflow');
-      const conn = this.registry.get(userId, deviceId);
-      if (conn && conn.phase === 'open') {
-        this.deliver(conn);
-        continue;
-      }
-      // Queued (durably, in a shared store); its node, if any, delivers and reports it.
-      this.tracker.settle(id, deviceId, 'queued');
-      if (o.store.route) {
-        remote ??= new Map((await o.store.devices(userId)).filter((e) => e.nodeId !== o.nodeId).map((e) => [e.deviceId, e.nodeId]));
-        const node = remote.get(deviceId);
-        if (node) await o.store.route(node, userId, deviceId);
-      }
-    }
-    return done;
-  }
-
-  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow'): void {
-    this.deliveryStats[event]++;
-    this.emit(event, { userId, deviceId, id: m.id, seq: m.seq, ageMs: this.options.wallClock.now() - m.enqueuedAt, reason });
-    this.tracker.settle(m.id, deviceId, event);
-  }
-
-  private startSweeping(): void {
-    const o = this.options;
-    const tick = () => {
-      this.sweepTimer = null;
-      if (this.closing) return;
-      this.expireTraces(o.clock.now());
-      o.store.expire(o.wallClock.now()).then(
-        (gone) => {
-          for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
-          if (!this.closing) this.sweepTimer = o.timers.setTimeout(tick, o.delivery.sweepIntervalMs);
-        },
-        () => {
-          if (!this.closing) this.sweepTimer = o.timers.setTimeout(tick, o.delivery.sweepIntervalMs);
-        },
-      );
-    };
-    if (this.sweepTimer === null) this.sweepTimer = o.timers.setTimeout(tick, o.delivery.sweepIntervalMs);
+  push(userId: string, payload: Uint8Array | string, opts: PushOptions = {}): Promise<PushResult> {
+    return this.delivery.push(userId, payload, opts);
   }
 
   /** Removes expired messages now and reports them (the sweep does this every `sweepIntervalMs`). */
-  async sweepExpired(): Promise<number> {
-    const gone = await this.options.store.expire(this.options.wallClock.now());
-    for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
-    return gone.length;
+  sweepExpired(): Promise<number> {
+    return this.delivery.sweepExpired();
   }
 
   /** Messages held for one device (sent and unacknowledged, or waiting). */
@@ -606,25 +544,19 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     if (conn.trace) this.traces.delete(conn.id);
     this.admission.release(conn.link.remoteAddress, conn.openedAt >= 0);
     if (this.drained && this.connections.size === 0) this.drained();
-    this.owedAcks.delete(conn);
-    this.deliveryStats.unackedAtClose += conn.sentSeq - conn.ackedSeq;
     for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn.stats[k];
     if (reason === 'handshake-timeout') this.handshakeTimeouts++;
-    if (!this.registry.remove(conn)) return;
-    this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
+    const removed = this.registry.remove(conn);
+    this.delivery.closed(conn, removed);
+    if (!removed) return;
     const o = this.options;
     const now = o.wallClock.now();
     const silentForMs = o.clock.now() - conn.lastHeardAt;
-    this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
+    if (conn.announced) this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
     // Presence and session bookkeeping are best effort: a store outage must
     // not keep a dead connection around.
     void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
-    void o.store
-      .saveSession(
-        { sessionId: conn.sessionId, resumeToken: conn.resumeToken, userId: conn.userId, deviceId: conn.deviceId, clientInfo: conn.clientInfo, createdAt: now, inSeq: conn.inSeq },
-        now + o.sessionTtlMs,
-      )
-      .catch(() => {});
+    void o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs).catch(() => {});
   }
 
   /**
@@ -789,13 +721,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
 
   /** Messages written and not yet acknowledged, and links whose delivery waits for a full write buffer to drain. */
   flowStats(): { unacked: number; writeStalled: number; owedAcks: number } {
-    let unacked = 0;
-    let writeStalled = 0;
-    for (const c of this.registry.all()) {
-      unacked += c.sentSeq - c.ackedSeq;
-      if (c.writeStalledAt >= 0) writeStalled++;
-    }
-    return { unacked, writeStalled, owedAcks: this.owedAcks.size };
+    return this.delivery.flowStats();
   }
 
   get onlineUsers(): number {
@@ -863,7 +789,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       conn.draining = true;
       conn.flushAck();
       conn.send(goawayFrame('going-away', hint));
-      if (conn.ackedSeq >= conn.sentSeq) conn.closeWith('going-away');
+      if (this.delivery.settled(conn)) conn.closeWith('going-away');
     });
     if (this.connections.size > 0) {
       let timer: TimerHandle | null = null;
@@ -872,7 +798,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
     this.drained = null;
     for (const conn of open) {
-      if (conn.phase === 'closed' && conn.closeReason === 'going-away' && conn.ackedSeq >= conn.sentSeq) report.settled++;
+      if (conn.phase === 'closed' && conn.closeReason === 'going-away' && this.delivery.settled(conn)) report.settled++;
       else if (conn.phase !== 'closed') report.timedOut++;
     }
     await this.close();
@@ -905,10 +831,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     }
     this.runner.stop();
     this.loopGuard?.stop();
-    if (this.sweepTimer !== null) this.options.timers.clearTimeout(this.sweepTimer);
-    if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
-    this.sweepTimer = this.ackTimer = null;
-    this.tracker.flushAll();
+    this.delivery.stop();
     const listeners = this.stopAccepting();
     if (this.wsServer) {
       const { http, wss } = this.wsServer;
@@ -936,11 +859,16 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     announcedIntervalMs: c.announcedIntervalMs,
     connectedForMs: now - c.connectedAt,
     suspected: c.suspected,
-    unacked: c.sentSeq - c.ackedSeq,
+    unacked: c.delivery?.unacked ?? 0,
     lastHeardMsAgo: now - c.lastHeardAt,
     rttMs: c.rtt?.current()?.srttMs ?? null,
     clientInfo: c.clientInfo,
     clientState: { ...c.clientState },
     stats: { ...c.stats },
   };
+}
+
+/** Whether the link has closed: a function, so a check after an `await` is not narrowed away by one before it. */
+function isClosed(c: ServerConnection): boolean {
+  return c.phase === 'closed';
 }

@@ -1,3 +1,5 @@
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { TlsOptions } from 'node:tls';
 import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import {
@@ -292,7 +294,8 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     handshakeTimeoutMs: positive('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs),
     maxFrameBytes,
     sessionTtlMs: positive('sessionTtlMs', o.sessionTtlMs ?? DEFAULTS.sessionTtlMs),
-    nodeId: o.nodeId ?? `node-${process.pid}`,
+    // Unique per process start: a pid alone repeats across containers and restarts.
+    nodeId: o.nodeId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
     store: o.store ?? new MemoryStore(),
     delivery,
     authenticate: o.authenticate ?? acceptAll,

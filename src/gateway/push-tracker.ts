@@ -1,7 +1,12 @@
 import type { TimerHandle, Timers } from '../core/clock.js';
 
-/** Where one pushed message stands for one device. */
-export type DeviceOutcome = 'delivered' | 'queued' | 'expired' | 'dropped';
+/**
+ * Where one pushed message stands for one device. `failed`: the store refused
+ * it (unreachable), so it was not queued for that device and nothing will
+ * deliver it; every other outcome means the message is, or was, in the
+ * device's mailbox.
+ */
+export type DeviceOutcome = 'delivered' | 'queued' | 'expired' | 'dropped' | 'failed';
 
 export interface PushResult {
   /** The message id (given, or generated). */
@@ -14,6 +19,7 @@ export interface PushResult {
 
 interface Pending {
   userId: string;
+  id: string;
   devices: Map<string, DeviceOutcome | null>;
   open: number;
   resolve: (r: PushResult) => void;
@@ -26,46 +32,57 @@ interface Pending {
  * `waitMs`, after which devices still unacknowledged count as `queued` (the
  * message stays in their mailbox and a later `delivered` event tells).
  */
+/**
+ * Pushes are keyed by user and message id: one id pushed to several users (a
+ * group message) is one push per user, each settled by its own devices.
+ */
+const key = (userId: string, id: string) => `${userId}\u0000${id}`;
+
 export class PushTracker {
   private readonly pending = new Map<string, Pending>();
-  /** Pending message ids by user, to settle a device's pushes when its link closes. */
+  /** Pending pushes (keys) by user, to settle a device's pushes when its link closes. */
   private readonly byUser = new Map<string, Set<string>>();
 
   constructor(private readonly timers: Timers) {}
 
-  /** Starts tracking message `id` for `deviceIds`; the promise resolves with the outcome. */
-  track(id: string, userId: string, deviceIds: Iterable<string>, waitMs: number): Promise<PushResult> {
+  /** Starts tracking message `id` to `userId`'s `deviceIds`; the promise resolves with the outcome. */
+  track(userId: string, id: string, deviceIds: Iterable<string>, waitMs: number): Promise<PushResult> {
     return new Promise((resolve) => {
       const devices = new Map<string, DeviceOutcome | null>();
       for (const d of deviceIds) devices.set(d, null);
-      const p: Pending = { userId, devices, open: devices.size, resolve, timer: null };
-      if (p.open === 0) return resolve(result(id, p));
-      const previous = this.pending.get(id);
-      if (previous) this.finish(id, previous); // a re-used id: the older push resolves now
-      this.pending.set(id, p);
-      let ids = this.byUser.get(userId);
-      if (!ids) this.byUser.set(userId, (ids = new Set()));
-      ids.add(id);
+      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null };
+      if (p.open === 0) return resolve(result(p));
+      const k = key(userId, id);
+      const previous = this.pending.get(k);
+      if (previous) this.finish(k, previous); // the same id to the same user again: the older push resolves now
+      this.pending.set(k, p);
+      let keys = this.byUser.get(userId);
+      if (!keys) this.byUser.set(userId, (keys = new Set()));
+      keys.add(k);
       p.timer = this.timers.setTimeout(() => {
         p.timer = null;
-        this.finish(id, p);
+        this.finish(k, p);
       }, waitMs);
     });
   }
 
-  /** Records an outcome; only the first outcome per device counts. */
-  settle(id: string, deviceId: string, status: DeviceOutcome): void {
-    const p = this.pending.get(id);
+  /** Records an outcome of `userId`'s push `id` on one device; only the first outcome per device counts. */
+  settle(userId: string, id: string, deviceId: string, status: DeviceOutcome): void {
+    const k = key(userId, id);
+    const p = this.pending.get(k);
     if (!p || !p.devices.has(deviceId) || p.devices.get(deviceId) !== null) return;
     p.devices.set(deviceId, status);
-    if (--p.open === 0) this.finish(id, p);
+    if (--p.open === 0) this.finish(k, p);
   }
 
   /** Settles every pending push to one device that has not settled yet (its link closed: the rest stays queued). */
   settleDevice(userId: string, deviceId: string, status: DeviceOutcome): void {
-    const ids = this.byUser.get(userId);
-    if (!ids) return;
-    for (const id of [...ids]) this.settle(id, deviceId, status);
+    const keys = this.byUser.get(userId);
+    if (!keys) return;
+    for (const k of [...keys]) {
+      const p = this.pending.get(k);
+      if (p) this.settle(userId, p.id, deviceId, status);
+    }
   }
 
   get size(): number {
@@ -74,23 +91,23 @@ export class PushTracker {
 
   /** Resolves everything still pending (on shutdown). */
   flushAll(): void {
-    for (const [id, p] of [...this.pending]) this.finish(id, p);
+    for (const [k, p] of [...this.pending]) this.finish(k, p);
   }
 
-  private finish(id: string, p: Pending): void {
-    if (this.pending.get(id) === p) {
-      this.pending.delete(id);
-      const ids = this.byUser.get(p.userId);
-      ids?.delete(id);
-      if (ids?.size === 0) this.byUser.delete(p.userId);
+  private finish(k: string, p: Pending): void {
+    if (this.pending.get(k) === p) {
+      this.pending.delete(k);
+      const keys = this.byUser.get(p.userId);
+      keys?.delete(k);
+      if (keys?.size === 0) this.byUser.delete(p.userId);
     }
     if (p.timer !== null) this.timers.clearTimeout(p.timer);
     p.timer = null;
-    p.resolve(result(id, p));
+    p.resolve(result(p));
   }
 }
 
-function result(id: string, p: Pending): PushResult {
+function result(p: Pending): PushResult {
   const devices = [...p.devices].map(([deviceId, s]) => ({ deviceId, status: s ?? ('queued' as const) }));
-  return { id, devices, delivered: devices.filter((d) => d.status === 'delivered').length };
+  return { id: p.id, devices, delivered: devices.filter((d) => d.status === 'delivered').length };
 }

@@ -37,17 +37,38 @@ for (const kind of kinds) {
         }
       });
 
-    withStore('a mailbox numbers per session, hands out what is past afterSeq, and acks remove in order', async (s) => {
+    withStore('a mailbox numbers for its holder, hands out what is past afterSeq, and acks remove in order', async (s) => {
       for (const id of ['a', 'b', 'c']) await s.enqueue('u', 'd', msg(id), LIMITS);
-      const taken = await s.take('u', 'd', 'S1', 0);
+      const taken = await s.take('u', 'd', 'L1', 0);
       assert.deepEqual(taken.map((m) => [m.id, m.seq]), [['a', 1], ['b', 2], ['c', 3]]);
       assert.deepEqual(Buffer.from(taken[0].payload), Buffer.from([7]));
-      assert.deepEqual(ids(await s.take('u', 'd', 'S1', 2)), ['c']);
-      assert.deepEqual(ids(await s.ack('u', 'd', 'S1', 2)), ['a', 'b']);
-      assert.deepEqual(await s.ack('u', 'd', 'S-other', 3), [], 'another session cannot ack');
+      assert.deepEqual(ids(await s.take('u', 'd', 'L1', 2)), ['c']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L1', 2)), ['a', 'b']);
+      assert.deepEqual(await s.ack('u', 'd', 'L-other', 3), [], 'another holder cannot ack');
       assert.equal(await s.depth('u', 'd'), 1);
-      // A new session renumbers what is left from 1.
-      assert.deepEqual((await s.take('u', 'd', 'S2', 0)).map((m) => [m.id, m.seq]), [['c', 1]]);
+      // A new holder renumbers what is left, above every number handed out before.
+      assert.deepEqual((await s.take('u', 'd', 'L2', 0)).map((m) => [m.id, m.seq]), [['c', 4]]);
+    });
+
+    withStore('numbers never go back: holders that alternate (a stale link and a live one) never reuse a number', async (s) => {
+      for (const id of ['p1', 'p2']) await s.enqueue('u', 'd', msg(id), LIMITS);
+      // The live link B has carried 3 messages of its session; the stale link A none.
+      const b1 = await s.take('u', 'd', 'B', 3);
+      assert.deepEqual(b1.map((m) => [m.id, m.seq]), [['p1', 4], ['p2', 5]], 'numbered above what B already carries');
+      await s.enqueue('u', 'd', msg('p3'), LIMITS);
+      const a = await s.take('u', 'd', 'A', 0);
+      assert.deepEqual(a.map((m) => [m.id, m.seq]), [['p1', 6], ['p2', 7], ['p3', 8]], 'A renumbers above 5, not from 1');
+      assert.deepEqual(await s.ack('u', 'd', 'B', 5), [], "B's ack speaks only while B holds the mailbox");
+      const b2 = await s.take('u', 'd', 'B', 5);
+      assert.deepEqual(b2.map((m) => [m.id, m.seq]), [['p1', 9], ['p2', 10], ['p3', 11]], 'B gets everything again, above 5');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'B', 11)), ['p1', 'p2', 'p3']);
+    });
+
+    withStore('a mailbox made anew (the store lost its data) numbers above what the link carries', async (s) => {
+      await s.enqueue('u', 'fresh', msg('x'), LIMITS);
+      assert.deepEqual((await s.take('u', 'fresh', 'L', 29)).map((m) => [m.id, m.seq]), [['x', 30]]);
+      assert.deepEqual(await s.ack('u', 'fresh', 'L', 29), [], 'an acknowledgement of older numbers removes nothing');
+      assert.deepEqual(ids(await s.ack('u', 'fresh', 'L', 30)), ['x']);
     });
 
     withStore('the oldest are evicted beyond the limits, and reported', async (s) => {
@@ -104,7 +125,7 @@ for (const kind of kinds) {
 }
 
 describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
-  test('presence of a node whose lease lapsed is not reported, and is cleaned up', async () => {
+  test('presence of a node whose lease lapsed is not reported; an earlier incarnation of a live node is cleaned up', async () => {
     const a = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
     const b = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
     await a.joinCluster('A', () => {});
@@ -116,8 +137,15 @@ describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` :
     a.abandon();
     await new Promise((r) => setTimeout(r, 450));
     assert.deepEqual((await b.devices('u')).map((e) => e.nodeId), ['B']);
+    // Not deleted: a lease can lapse on a live node (a stall), which then writes its presence again.
+    assert.equal(await b.redis.hlen('lease:presence:u'), 2);
+    // A comes back under the same id: a new incarnation, so the old entry is gone for good.
+    const a2 = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
+    await a2.joinCluster('A', () => {});
+    assert.deepEqual((await b.devices('u')).map((e) => e.nodeId), ['B']);
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(await b.redis.hlen('lease:presence:u'), 1, 'the dead entry was deleted');
+    assert.equal(await b.redis.hlen('lease:presence:u'), 1, "the old incarnation's entry was deleted");
+    await a2.close();
     await b.close();
   });
 

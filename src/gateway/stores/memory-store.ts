@@ -5,8 +5,10 @@ import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store 
 export const INBOUND_IDS_KEPT = 4096;
 
 interface Mailbox {
-  sessionId: string;
-  nextSeq: number;
+  /** The connection the mailbox is bound to ('' for none yet). */
+  holder: string;
+  /** The highest number handed out: numbers never go back, whoever holds the mailbox. */
+  highSeq: number;
   messages: QueuedMessage[];
   bytes: number;
   /** Insertion-ordered, so the oldest id is evicted first. */
@@ -77,7 +79,7 @@ export class MemoryStore implements Store {
   private mailbox(userId: string, deviceId: string): Mailbox {
     const key = `${userId}\u0000${deviceId}`;
     let m = this.mailboxes.get(key);
-    if (!m) this.mailboxes.set(key, (m = { sessionId: '', nextSeq: 1, messages: [], bytes: 0, inboundIds: new Set() }));
+    if (!m) this.mailboxes.set(key, (m = { holder: '', highSeq: 0, messages: [], bytes: 0, inboundIds: new Set() }));
     return m;
   }
 
@@ -94,27 +96,26 @@ export class MemoryStore implements Store {
     return evicted;
   }
 
-  async take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]> {
+  async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
     const key = `${userId}\u0000${deviceId}`;
     // No mailbox yet: nothing to number, and none is made (most devices never get a message queued).
     if (!this.mailboxes.has(key)) return [];
     const m = this.mailbox(userId, deviceId);
-    if (m.sessionId !== sessionId) {
-      m.sessionId = sessionId;
-      m.nextSeq = 1;
-      for (const msg of m.messages) msg.seq = 0;
-    }
+    let next = Math.max(m.highSeq, afterSeq);
+    const rebind = m.holder !== holder;
+    m.holder = holder;
     const out: QueuedMessage[] = [];
     for (const msg of m.messages) {
-      if (msg.seq === 0) msg.seq = m.nextSeq++;
+      if (rebind || msg.seq === 0) msg.seq = ++next;
       if (msg.seq > afterSeq) out.push(msg);
     }
+    m.highSeq = next;
     return out;
   }
 
-  async ack(userId: string, deviceId: string, sessionId: string, upTo: number): Promise<QueuedMessage[]> {
+  async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
     const m = this.mailboxes.get(`${userId}\u0000${deviceId}`);
-    if (!m || m.sessionId !== sessionId) return [];
+    if (!m || m.holder !== holder) return [];
     let n = 0;
     while (n < m.messages.length && m.messages[n].seq !== 0 && m.messages[n].seq <= upTo) n++;
     const acked = m.messages.splice(0, n);

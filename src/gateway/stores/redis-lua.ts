@@ -3,7 +3,7 @@
  * script, so gateways on several nodes can push into and deliver from the
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
- * hash {sid, next, bytes}; ll:expiry is a sorted set of mailbox ids scored by
+ * hash {holder, high, bytes}; ll:expiry is a sorted set of mailbox ids scored by
  * the earliest expiresAt in them.
  */
 
@@ -41,29 +41,36 @@ end
 return evicted
 `;
 
-/** KEYS: list, meta. ARGV: sessionId, afterSeq. Numbers what is not numbered yet; returns messages with seq > afterSeq. */
+/**
+ * KEYS: list, meta. ARGV: holder (connection id), afterSeq. Binds the mailbox
+ * to the holder; a new holder renumbers everything left. Numbers continue above
+ * max(high, afterSeq), never reused. Returns messages with seq > afterSeq.
+ */
 export const TAKE = `
-local sid = redis.call('HGET', KEYS[2], 'sid')
-local next = tonumber(redis.call('HGET', KEYS[2], 'next') or '1')
+local holder = redis.call('HGET', KEYS[2], 'holder')
+local afterSeq = tonumber(ARGV[2])
+local next = math.max(tonumber(redis.call('HGET', KEYS[2], 'high') or '0'), afterSeq)
 local all = redis.call('LRANGE', KEYS[1], 0, -1)
-local renumber = sid ~= ARGV[1]
-if renumber then next = 1 end
+if #all == 0 then return {} end
+local rebind = holder ~= ARGV[1]
 local out = {}
 for i, raw in ipairs(all) do
   local m = cjson.decode(raw)
-  local changed = false
-  if renumber and m.s ~= 0 then m.s = 0; changed = true end
-  if m.s == 0 then m.s = next; next = next + 1; changed = true end
-  if changed then raw = cjson.encode(m); redis.call('LSET', KEYS[1], i - 1, raw) end
-  if m.s > tonumber(ARGV[2]) then table.insert(out, raw) end
+  if rebind or m.s == 0 then
+    next = next + 1
+    m.s = next
+    raw = cjson.encode(m)
+    redis.call('LSET', KEYS[1], i - 1, raw)
+  end
+  if m.s > afterSeq then table.insert(out, raw) end
 end
-redis.call('HSET', KEYS[2], 'sid', ARGV[1], 'next', next)
+redis.call('HSET', KEYS[2], 'holder', ARGV[1], 'high', next)
 return out
 `;
 
-/** KEYS: list, meta, expiry. ARGV: sessionId, upTo, mailbox id. Removes and returns the session's messages with seq ≤ upTo. */
+/** KEYS: list, meta, expiry. ARGV: holder, upTo, mailbox id. Removes and returns the messages with seq ≤ upTo while the holder holds the mailbox. */
 export const ACK = `
-if redis.call('HGET', KEYS[2], 'sid') ~= ARGV[1] then return {} end
+if redis.call('HGET', KEYS[2], 'holder') ~= ARGV[1] then return {} end
 local upTo = tonumber(ARGV[2])
 local out = {}
 while true do

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { INBOUND_IDS_KEPT } from './memory-store.js';
@@ -12,10 +13,15 @@ import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store 
  * loses nothing that was accepted.
  *
  * Node liveness is one key per node (`ll:node:<id>`) with a TTL, renewed by
- * one SET per `leaseRenewMs` whatever the number of connections: presence
- * entries of a node whose lease lapsed are not reported (and are deleted
- * when read), so a dead node's devices leave presence within `leaseTtlMs`.
- * Heartbeats never reach Redis.
+ * one SET per `leaseRenewMs` whatever the number of connections. Its value
+ * is the node's incarnation (random per start), which every presence entry
+ * of the node carries: entries of a node whose lease lapsed are not
+ * reported, so a dead node's devices leave presence within `leaseTtlMs`; a
+ * node restarted with the same id has a new incarnation, so its old entries
+ * are not reported either (and are deleted when read). A node that finds its
+ * lease had lapsed, or the store's epoch key gone (Redis restarted without
+ * its data), tells the gateway, which writes its presence and sessions
+ * again. Heartbeats never reach Redis.
  *
  * Routing: a push accepted on one node for a device connected to another
  * wakes that node through its pub/sub channel (`ll:route:<id>`); the message
@@ -43,8 +49,8 @@ const toMessage = (raw: string): QueuedMessage => {
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     llEnqueue(list: string, meta: string, expiry: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number): Promise<string[]>;
-    llTake(list: string, meta: string, sid: string, afterSeq: number): Promise<string[]>;
-    llAck(list: string, meta: string, expiry: string, sid: string, upTo: number, mbid: string): Promise<string[]>;
+    llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
+    llAck(list: string, meta: string, expiry: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, counter: string, id: string, kept: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
@@ -57,6 +63,10 @@ export class RedisStore implements Store {
   private sub: Redis | null = null;
   private readonly o: Required<RedisStoreOptions>;
   private nodeId: string | null = null;
+  /** This process's incarnation of the node: the lease's value and every presence entry's `inc`. */
+  private readonly incarnation = randomBytes(6).toString('base64url');
+  private epoch: string | null = null;
+  private onResync: ((reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void) | undefined;
   private leaseTimer: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -88,14 +98,16 @@ export class RedisStore implements Store {
   // Cluster: lease and routing.
 
   /** Starts this node's lease and listens for wake-ups; `onRoute` is called with (userId, deviceId). */
-  async joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: () => void): Promise<void> {
+  async joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void): Promise<void> {
     this.nodeId = nodeId;
+    this.onResync = onResync;
     await this.renewLease();
     this.leaseTimer = setInterval(() => void this.renewLease().catch(() => {}), this.o.leaseRenewMs);
     this.leaseTimer.unref();
-    this.sub = this.redis.duplicate();
-    this.sub.on('error', () => {});
-    this.sub.on('message', (_channel: string, message: string) => {
+    const sub = (this.sub = this.redis.duplicate());
+    const channel = this.k('route', nodeId);
+    sub.on('error', () => {});
+    sub.on('message', (_channel: string, message: string) => {
       try {
         const [u, d] = JSON.parse(message) as [string, string];
         onRoute(u, d);
@@ -103,35 +115,74 @@ export class RedisStore implements Store {
         // not ours
       }
     });
-    await this.sub.subscribe(this.k('route', nodeId));
-    // After a lost connection ioredis subscribes again; wake-ups sent meanwhile are gone.
-    let first = true;
-    this.sub.on('ready', () => {
-      if (first) first = false;
-      else onResync?.();
+    await sub.subscribe(channel);
+    // After a lost connection ioredis subscribes again, but 'ready' comes before that is done:
+    // subscribe explicitly, then resync, so a wake-up published in between is not assumed seen.
+    // (Registered once subscribed: every 'ready' from here on is a reconnection.)
+    sub.on('ready', () => {
+      sub.subscribe(channel).then(
+        () => onResync?.('resubscribed'),
+        () => {},
+      );
     });
   }
 
   private async renewLease(): Promise<void> {
     if (this.nodeId === null || this.closed) return;
-    await this.redis.set(this.k('node', this.nodeId), String(Date.now()), 'PX', this.o.leaseTtlMs);
+    const now = Date.now();
+    const [[, prev], [, epoch]] = (await this.redis
+      .multi()
+      .set(this.k('node', this.nodeId), this.incarnation, 'PX', this.o.leaseTtlMs, 'GET')
+      .get(this.k('epoch'))
+      .set(this.k('seen', this.nodeId), String(now), 'PX', 24 * 3600_000)
+      .exec()) as [Error | null, string | null][];
+    const first = this.epoch === null;
+    if (epoch === null) {
+      // No epoch: a store that is new, or that lost its data since we last looked.
+      const mine = randomBytes(6).toString('base64url');
+      const set = await this.redis.set(this.k('epoch'), mine, 'NX');
+      this.epoch = set === 'OK' ? mine : await this.redis.get(this.k('epoch'));
+      if (!first) this.onResync?.('store-reset');
+      return;
+    }
+    if (first) {
+      this.epoch = epoch;
+      return;
+    }
+    if (epoch !== this.epoch) {
+      this.epoch = epoch;
+      this.onResync?.('store-reset');
+    } else if (prev !== this.incarnation) {
+      this.onResync?.('lease-lapsed');
+    }
+  }
+
+  /** When a node was last seen renewing its lease (wall ms; now if it holds one), or null if unknown. */
+  async nodeSeenAt(nodeId: string): Promise<number | null> {
+    const [lease, seen] = await this.redis.mget(this.k('node', nodeId), this.k('seen', nodeId));
+    if (lease !== null) return Date.now();
+    return seen === null ? null : Number(seen);
   }
 
   async route(nodeId: string, userId: string, deviceId: string): Promise<void> {
     await this.redis.publish(this.k('route', nodeId), JSON.stringify([userId, deviceId]));
   }
 
-  /** Which of these nodes hold a live lease. */
-  async liveNodes(nodeIds: string[]): Promise<Set<string>> {
-    if (nodeIds.length === 0) return new Set();
+  /** The incarnation holding each node's lease (absent: no lease). */
+  async liveNodes(nodeIds: string[]): Promise<Map<string, string>> {
+    if (nodeIds.length === 0) return new Map();
     const vals = await this.redis.mget(...nodeIds.map((n) => this.k('node', n)));
-    return new Set(nodeIds.filter((_, i) => vals[i] !== null));
+    const out = new Map<string, string>();
+    nodeIds.forEach((n, i) => vals[i] !== null && out.set(n, vals[i]!));
+    return out;
   }
 
   // Presence.
 
   async setOnline(entry: PresenceEntry): Promise<void> {
-    await this.redis.hset(this.k('presence', enc(entry.userId)), entry.deviceId, JSON.stringify(entry));
+    // The entry carries this process's incarnation: a node restarted under the same id does not revive it.
+    const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
+    await this.redis.hset(this.k('presence', enc(entry.userId)), entry.deviceId, JSON.stringify(stored));
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
@@ -140,12 +191,17 @@ export class RedisStore implements Store {
 
   async devices(userId: string): Promise<PresenceEntry[]> {
     const key = this.k('presence', enc(userId));
-    const all = Object.values(await this.redis.hgetall(key)).map((raw) => JSON.parse(raw) as PresenceEntry);
+    const all = Object.values(await this.redis.hgetall(key)).map((raw) => JSON.parse(raw) as PresenceEntry & { inc?: string });
     const live = await this.liveNodes([...new Set(all.map((e) => e.nodeId))]);
-    const dead = all.filter((e) => !live.has(e.nodeId));
-    // A dead node's entries go when read (only if still the same connection's).
-    for (const e of dead) void this.redis.llSetOffline(key, e.deviceId, e.connectionId).catch(() => {});
-    return all.filter((e) => live.has(e.nodeId));
+    const out: PresenceEntry[] = [];
+    for (const { inc, ...e } of all) {
+      const holder = live.get(e.nodeId);
+      if (holder !== undefined && (inc === undefined || inc === holder)) out.push(e);
+      // An earlier incarnation of a node that is alive again: those links are gone for sure.
+      // A node without a lease may only have lapsed (it writes its presence again when it notices), so its entries stay.
+      else if (holder !== undefined) void this.redis.llSetOffline(key, e.deviceId, e.connectionId).catch(() => {});
+    }
+    return out;
   }
 
   // Sessions.
@@ -177,14 +233,14 @@ export class RedisStore implements Store {
     return evicted.map(toMessage);
   }
 
-  async take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]> {
+  async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
     const id = this.mbid(userId, deviceId);
-    return (await this.redis.llTake(this.k('mb', id), this.k('mbm', id), sessionId, afterSeq)).map(toMessage);
+    return (await this.redis.llTake(this.k('mb', id), this.k('mbm', id), holder, afterSeq)).map(toMessage);
   }
 
-  async ack(userId: string, deviceId: string, sessionId: string, upTo: number): Promise<QueuedMessage[]> {
+  async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
     const id = this.mbid(userId, deviceId);
-    return (await this.redis.llAck(this.k('mb', id), this.k('mbm', id), this.k('expiry'), sessionId, upTo, id)).map(toMessage);
+    return (await this.redis.llAck(this.k('mb', id), this.k('mbm', id), this.k('expiry'), holder, upTo, id)).map(toMessage);
   }
 
   async expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {

@@ -27,6 +27,8 @@ export interface SessionRecord {
   createdAt: number;
   /** Highest client DATA sequence number the gateway accepted in this session. */
   inSeq: number;
+  /** The node whose link holds the session open, while one does (absent once the link has ended). */
+  openOn?: string;
 }
 
 export interface PresenceStore {
@@ -51,7 +53,7 @@ export interface QueuedMessage {
   enqueuedAt: number;
   /** Wall-clock ms after which it is dropped as expired if not yet acknowledged. */
   expiresAt: number;
-  /** Sequence number in the device's current session; 0 until first sent in it. */
+  /** Sequence number under the mailbox's current holder (a connection); 0 until numbered. */
   seq: number;
 }
 
@@ -72,13 +74,21 @@ export interface MailboxStore {
   /** Appends a message; returns the messages evicted to respect `limits` (oldest first). */
   enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]>;
   /**
-   * Binds the mailbox to `sessionId` (a different session than before clears
-   * every sequence number and numbering restarts at 1), numbers the messages
-   * not yet numbered, in order, and returns those with seq > afterSeq.
+   * Binds the mailbox to `holder` (the connection that will write what it
+   * returns), numbers what needs a number, in order, and returns the messages
+   * with seq > afterSeq. A new holder renumbers every message left, sent or
+   * not; numbers are always above every number the mailbox handed out before
+   * and above `afterSeq` (what the holder's link already carries), so a
+   * number never means two messages to one link: not across sessions, not
+   * across nodes sharing a mailbox, not after the store lost its data.
    */
-  take(userId: string, deviceId: string, sessionId: string, afterSeq: number): Promise<QueuedMessage[]>;
-  /** Removes and returns the messages of `sessionId` with seq ≤ upTo. */
-  ack(userId: string, deviceId: string, sessionId: string, upTo: number): Promise<QueuedMessage[]>;
+  take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]>;
+  /**
+   * Removes and returns the messages with seq ≤ upTo, only while the mailbox
+   * is bound to `holder`: an acknowledgement speaks for what that link was
+   * given, never for numbers another holder handed out.
+   */
+  ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]>;
   /** Removes and returns every message whose expiresAt ≤ now. */
   expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]>;
   /** Messages held for one device (for the admin view and tests). */
@@ -104,10 +114,15 @@ export interface ClusterStore {
   /**
    * Holds this node's liveness lease and listens for wake-ups: `onRoute`
    * when another node queued a message for a device connected here,
-   * `onResync` when wake-ups may have been missed (the subscription was
-   * re-established), so every local device should be flushed.
+   * `onResync` when the store may have forgotten this node: wake-ups missed
+   * while the subscription was re-established (`resubscribed`), the lease
+   * lapsed so other nodes stopped seeing this node's presence
+   * (`lease-lapsed`), or the store lost its data (`store-reset`). The gateway
+   * then writes its presence (and sessions) again and flushes every device.
    */
-  joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: () => void): Promise<void>;
+  joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void): Promise<void>;
+  /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
+  nodeSeenAt?(nodeId: string): Promise<number | null>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
   route(nodeId: string, userId: string, deviceId: string): Promise<void>;
 }

@@ -1,0 +1,401 @@
+import { randomUUID } from 'node:crypto';
+import type { Timers, TimerHandle } from '../core/clock.js';
+import { FrameType, type DataFrame } from '../protocol/frames.js';
+import type { ServerConnection } from './connection.js';
+import { LinkDelivery } from './link-delivery.js';
+import type { ResolvedGatewayOptions } from './options.js';
+import { PushTracker, type PushResult } from './push-tracker.js';
+import type { Registry } from './registry.js';
+import type { PresenceEntry, QueuedMessage } from './stores/store.js';
+
+/**
+ * Reliable delivery, both ways, in one place: push into per-device mailboxes
+ * and flush them to links, routing by the store's presence; inbound DATA in
+ * order with dedup by seq and id; acknowledgements batched out and settled
+ * in; expiry and drops reported. The gateway wires it to connections; the
+ * connection is only a link with a detector.
+ *
+ * The rules that make "acknowledged means delivered" hold across nodes,
+ * sessions and a store that loses its data:
+ * - A mailbox is bound to the link that takes from it; a new holder
+ *   renumbers what is left above every number used before and above what its
+ *   link already carries, and an ACK removes messages only while its link
+ *   holds the mailbox. A number therefore never names two messages to one
+ *   link (see MailboxStore.take).
+ * - Every decision made across an `await` re-checks what it depends on (the
+ *   link still open, not draining, not probing, writable).
+ * - A store call that fails never crashes the process and never counts as
+ *   success: the link is closed with a retryable code, or the push reports
+ *   the device as `failed`.
+ */
+
+export interface DeliveryEvents {
+  message(e: { conn: ServerConnection; payload: Uint8Array; seq?: number; id?: string }): void;
+  delivered(e: { userId: string; deviceId: string; id: string; seq: number; ageMs: number }): void;
+  drop(event: 'expired' | 'dropped', e: { userId: string; deviceId: string; id: string; seq: number; ageMs: number; reason: 'ttl' | 'overflow' }): void;
+  /** A store call failed; what was affected was closed or reported, never assumed done. */
+  fault(op: string, err: unknown, where?: { userId: string; deviceId: string }): void;
+}
+
+export interface PushOptions {
+  /** Message id; generated when omitted. The client drops a second delivery of the same id. */
+  id?: string;
+  /** Time-to-live; default `delivery.messageTtlMs`. */
+  ttlMs?: number;
+  /** How long the promise waits for acknowledgements; default `delivery.pushWaitMs`. */
+  waitMs?: number;
+}
+
+/** Delivery counters since the gateway started. */
+export interface DeliveryStats {
+  pushed: number;
+  delivered: number;
+  expired: number;
+  dropped: number;
+  /** Messages written to a link that closed before acknowledging them (they stay queued and are re-sent). */
+  unackedAtClose: number;
+  /** Pushes that waited for a probe first. */
+  probesBeforePush: number;
+  /** Probes before push that went unanswered: dead links found before anything was written into them. */
+  deadLinksFound: number;
+  /** Client DATA frames dropped as re-sends of what was already accepted. */
+  duplicatesIn: number;
+  /** Store calls that failed (the affected link was closed, or the push reported `failed`). */
+  storeFaults: number;
+}
+
+export class Delivery {
+  readonly stats: DeliveryStats = {
+    pushed: 0, delivered: 0, expired: 0, dropped: 0, unackedAtClose: 0, probesBeforePush: 0, deadLinksFound: 0, duplicatesIn: 0, storeFaults: 0,
+  };
+  readonly tracker: PushTracker;
+  private readonly owedAcks = new Set<ServerConnection>();
+  private ackTimer: TimerHandle | null = null;
+  private sweepTimer: TimerHandle | null = null;
+  private stopped = false;
+
+  constructor(
+    private readonly o: ResolvedGatewayOptions,
+    private readonly registry: Registry,
+    private readonly events: DeliveryEvents,
+    private readonly onSweep: () => void = () => {},
+  ) {
+    this.tracker = new PushTracker(o.timers);
+  }
+
+  private get timers(): Timers {
+    return this.o.timers;
+  }
+
+  /** The link's delivery state, made on first use. */
+  private state(conn: ServerConnection): LinkDelivery {
+    return (conn.delivery ??= new LinkDelivery());
+  }
+
+  private fault(op: string, err: unknown, conn?: ServerConnection): void {
+    this.stats.storeFaults++;
+    this.events.fault(op, err, conn && { userId: conn.userId, deviceId: conn.deviceId });
+    // The link cannot be served right now; the client comes back and resumes (4004 is retryable).
+    conn?.closeWith('server-error', `store unavailable (${op}): ${err instanceof Error ? err.message : String(err)}`);
+  }
+
+  // Links.
+
+  /** WELCOME is out. `inSeq`, `outSeq`: what the session already carried both ways (a resume). */
+  opened(conn: ServerConnection, inSeq: number, outSeq: number): void {
+    if (inSeq > 0 || outSeq > 0) {
+      const d = this.state(conn);
+      d.inSeq = inSeq;
+      // Numbers handed to this link start above what the client has (its HELLO lastSeq). What it
+      // had not acknowledged is renumbered and re-sent; the client drops by id what it already has.
+      d.sentSeq = d.ackedSeq = outSeq;
+    }
+    void this.flush(conn);
+  }
+
+  /** The link closed: what it owed is forgotten, what it carried unacknowledged stays queued. */
+  closed(conn: ServerConnection, stillRegistered: boolean): void {
+    this.owedAcks.delete(conn);
+    if (conn.delivery) this.stats.unackedAtClose += conn.delivery.unacked;
+    if (stillRegistered) this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
+  }
+
+  /** Whether everything written to the link has been acknowledged (a draining link may go). */
+  settled(conn: ServerConnection): boolean {
+    return !conn.delivery || conn.delivery.unacked === 0;
+  }
+
+  // Inbound: client DATA, in order, once.
+
+  message(conn: ServerConnection, f: DataFrame): void {
+    const seq = f.seq;
+    if (seq === undefined) {
+      this.events.message({ conn, payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
+      return;
+    }
+    const d = this.state(conn);
+    // One at a time, in arrival order: duplicate detection may wait on the store.
+    d.inbound = d.inbound
+      .then(async () => {
+        // Nothing recorded yet: a link closed meanwhile drops it, and the client re-sends it.
+        if (conn.phase !== 'open') return;
+        if (seq <= d.inSeq) {
+          this.stats.duplicatesIn++;
+          this.accept(conn, d.inSeq); // re-acknowledge: the client evidently missed it
+          return;
+        }
+        if (f.id !== undefined) {
+          let fresh: boolean;
+          try {
+            fresh = await this.o.store.markInbound(conn.userId, conn.deviceId, f.id);
+          } catch (err) {
+            return this.fault('markInbound', err, conn);
+          }
+          if (!fresh) {
+            this.stats.duplicatesIn++;
+            if (conn.phase === 'open') this.accept(conn, seq);
+            return;
+          }
+        }
+        // Recorded as seen: it is handed over even if the link closed during the await, since the
+        // client's re-send will now be a duplicate (acknowledged, not delivered again).
+        this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
+        if (conn.phase === 'open') this.accept(conn, seq);
+      })
+      .catch((err) => {
+        // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
+        this.events.fault('message', err);
+      });
+  }
+
+  private accept(conn: ServerConnection, seq: number): void {
+    const d = this.state(conn);
+    if (seq > d.inSeq) d.inSeq = seq;
+    d.ackOwed = true;
+    this.owe(conn);
+  }
+
+  /** Acknowledgements ride on the next frame out; alone only after ackDelayMs. */
+  private owe(conn: ServerConnection): void {
+    this.owedAcks.add(conn);
+    if (this.ackTimer !== null || this.stopped) return;
+    this.ackTimer = this.timers.setTimeout(() => {
+      this.ackTimer = null;
+      const owed = [...this.owedAcks];
+      this.owedAcks.clear();
+      for (const c of owed) c.flushAck();
+    }, this.o.delivery.ackDelayMs);
+  }
+
+  // Outbound: acknowledgements from the client.
+
+  acked(conn: ServerConnection, upTo: number): void {
+    const d = conn.delivery;
+    if (upTo <= (d?.ackedSeq ?? 0)) return;
+    // The client cannot acknowledge what was never written on this link.
+    if (!d || upTo > d.sentSeq) {
+      conn.closeWith('malformed-frame', `acknowledgement ${upTo} is beyond the last sequence number sent (${d?.sentSeq ?? 0})`);
+      return;
+    }
+    d.ackedSeq = upTo;
+    void this.settle(conn, upTo);
+    // Draining: everything this link carried is now safe; it may go.
+    if (conn.draining && d.unacked === 0) conn.closeWith('going-away');
+  }
+
+  private async settle(conn: ServerConnection, upTo: number): Promise<void> {
+    let acked: QueuedMessage[];
+    try {
+      acked = await this.o.store.ack(conn.userId, conn.deviceId, conn.id, upTo);
+    } catch (err) {
+      // The messages stay in the mailbox and are re-sent; the client drops them by id.
+      this.stats.storeFaults++;
+      this.events.fault('ack', err, { userId: conn.userId, deviceId: conn.deviceId });
+      return;
+    }
+    const now = this.o.wallClock.now();
+    for (const m of acked) {
+      this.stats.delivered++;
+      this.events.delivered({ userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
+      this.tracker.settle(conn.userId, m.id, conn.deviceId, 'delivered');
+    }
+  }
+
+  // Outbound: mailbox to link.
+
+  private writable(conn: ServerConnection): boolean {
+    return conn.phase === 'open' && conn.probeDeadline === null && !conn.draining && conn.writeStalledAt < 0;
+  }
+
+  /** Writes every queued message the link has not carried yet, in order. */
+  async flush(conn: ServerConnection): Promise<void> {
+    if (!this.writable(conn)) return;
+    const d = this.state(conn);
+    if (d.flushing) {
+      d.flushAgain = true;
+      return;
+    }
+    d.flushing = true;
+    try {
+      do {
+        d.flushAgain = false;
+        const msgs = await this.o.store.take(conn.userId, conn.deviceId, conn.id, d.sentSeq);
+        for (const m of msgs) {
+          // The take was an await: the link may have closed, begun draining, or started a probe.
+          if (!this.writable(conn)) return;
+          if (m.seq <= d.sentSeq) continue;
+          // Flow control: the rest waits in the store until the link drains.
+          if (conn.writeBackedUp) return conn.stallWrites();
+          conn.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload });
+          d.sentSeq = m.seq;
+        }
+      } while (d.flushAgain && this.writable(conn));
+    } catch (err) {
+      this.fault('take', err, conn);
+    } finally {
+      d.flushing = false;
+    }
+  }
+
+  /** Hands new messages to an open connection, probing it first if it has been silent too long. */
+  deliver(conn: ServerConnection): void {
+    if (conn.phase !== 'open' || conn.draining) return;
+    if (conn.probeDeadline !== null) return; // the answer to the probe out will flush
+    const threshold = this.o.delivery.probeBeforePushMs ?? conn.grant?.intervalMs ?? 0;
+    const now = this.o.clock.now();
+    if (threshold > 0 && now - conn.lastHeardAt >= threshold) {
+      this.stats.probesBeforePush++;
+      conn.probeBeforePush(this.o.probes.pongTimeoutMs, now);
+      return;
+    }
+    void this.flush(conn);
+  }
+
+  /**
+   * Reliable push to every device of `userId`, connected or not: each device
+   * gets the message in order, once, acknowledged; devices that are offline
+   * get it from their mailbox when they come back. Resolves with each
+   * device's outcome once all have settled, or after `waitMs`.
+   */
+  async push(userId: string, payload: Uint8Array | string, opts: PushOptions = {}): Promise<PushResult> {
+    const o = this.o;
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    const id = opts.id ?? randomUUID();
+    const now = o.wallClock.now();
+    const devices = new Set(await o.store.knownDevices(userId, now));
+    for (const c of this.registry.devices(userId)) devices.add(c.deviceId);
+    const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
+    this.stats.pushed++;
+    const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
+    const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
+    // With a shared store, where each device lives is the store's presence (the newest link's
+    // HELLO wrote it), not whichever link happens to be here: a local one may be a stale half-open.
+    let presence: Map<string, PresenceEntry> | null = null;
+    for (const deviceId of devices) {
+      try {
+        const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
+        for (const m of evicted) this.reportDrop('dropped', userId, deviceId, m, 'overflow');
+      } catch (err) {
+        this.stats.storeFaults++;
+        this.events.fault('enqueue', err, { userId, deviceId });
+        this.tracker.settle(userId, id, deviceId, 'failed');
+        continue;
+      }
+      const local = this.registry.get(userId, deviceId);
+      if (!o.store.route) {
+        if (local && local.phase === 'open') this.deliver(local);
+        else this.tracker.settle(userId, id, deviceId, 'queued');
+        continue;
+      }
+      try {
+        presence ??= new Map((await o.store.devices(userId)).map((e) => [e.deviceId, e]));
+      } catch (err) {
+        // Presence unknown: the local link, if any, is the best guess; the message is durable either way.
+        this.stats.storeFaults++;
+        this.events.fault('devices', err, { userId, deviceId });
+        presence = new Map();
+      }
+      const entry = presence.get(deviceId);
+      if (local && local.phase === 'open' && (!entry || (entry.nodeId === o.nodeId && entry.connectionId === local.id))) {
+        this.deliver(local);
+        continue;
+      }
+      // Queued, durably; the node holding the device's newest link delivers and reports it.
+      this.tracker.settle(userId, id, deviceId, 'queued');
+      if (entry) {
+        if (entry.nodeId === o.nodeId) {
+          if (local && local.phase === 'open') this.deliver(local);
+        } else {
+          await o.store.route(entry.nodeId, userId, deviceId).catch((err) => this.events.fault('route', err, { userId, deviceId }));
+        }
+      }
+    }
+    return done;
+  }
+
+  /** Another node queued for a device connected here, or wake-ups may have been missed. */
+  wake(userId: string, deviceId: string): void {
+    const conn = this.registry.get(userId, deviceId);
+    if (conn) this.deliver(conn);
+  }
+
+  wakeAll(): void {
+    for (const conn of this.registry.all()) this.deliver(conn);
+  }
+
+  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow'): void {
+    this.stats[event]++;
+    this.events.drop(event, { userId, deviceId, id: m.id, seq: m.seq, ageMs: this.o.wallClock.now() - m.enqueuedAt, reason });
+    this.tracker.settle(userId, m.id, deviceId, event);
+  }
+
+  // Expiry.
+
+  startSweeping(): void {
+    const tick = () => {
+      this.sweepTimer = null;
+      if (this.stopped) return;
+      this.onSweep();
+      this.sweepExpired().then(
+        () => this.rearmSweep(tick),
+        (err) => {
+          this.stats.storeFaults++;
+          this.events.fault('expire', err);
+          this.rearmSweep(tick);
+        },
+      );
+    };
+    this.rearmSweep(tick);
+  }
+
+  private rearmSweep(tick: () => void): void {
+    if (this.stopped || this.sweepTimer !== null) return;
+    this.sweepTimer = this.timers.setTimeout(tick, this.o.delivery.sweepIntervalMs);
+  }
+
+  /** Removes expired messages now and reports them (the sweep does this every `sweepIntervalMs`). */
+  async sweepExpired(): Promise<number> {
+    const gone = await this.o.store.expire(this.o.wallClock.now());
+    for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
+    return gone.length;
+  }
+
+  /** Messages written to open links and not yet acknowledged, and acknowledgements owed. */
+  flowStats(): { unacked: number; writeStalled: number; owedAcks: number } {
+    let unacked = 0;
+    let writeStalled = 0;
+    for (const c of this.registry.all()) {
+      if (c.delivery) unacked += c.delivery.unacked;
+      if (c.writeStalledAt >= 0) writeStalled++;
+    }
+    return { unacked, writeStalled, owedAcks: this.owedAcks.size };
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.sweepTimer !== null) this.timers.clearTimeout(this.sweepTimer);
+    if (this.ackTimer !== null) this.timers.clearTimeout(this.ackTimer);
+    this.sweepTimer = this.ackTimer = null;
+    this.tracker.flushAll();
+  }
+}

@@ -1,0 +1,33 @@
+const SETTLED: Promise<void> = Promise.resolve();
+
+/**
+ * One link's place in reliable delivery, both ways: what it wrote and what
+ * the client acknowledged of it, what the client sent and what the gateway
+ * owes it an acknowledgement for. Made only once a link carries sequenced
+ * data: an idle heartbeating connection never pays for one. Only the
+ * Delivery object (delivery.ts) changes it.
+ */
+export class LinkDelivery {
+  /** Highest client DATA seq handed to the application (what the gateway acknowledges). */
+  inSeq = 0;
+  /** Whether inSeq has not been acknowledged to the client yet. */
+  ackOwed = false;
+  /** Highest gateway DATA seq written to this link, and the highest the client acknowledged. */
+  sentSeq = 0;
+  ackedSeq = 0;
+  /** Serializes the handling of inbound DATA (dedup may await the store). */
+  inbound: Promise<void> = SETTLED;
+  flushing = false;
+  flushAgain = false;
+
+  /** Returns inSeq and marks it acknowledged (the caller puts it on a frame). */
+  takeAck(): number {
+    this.ackOwed = false;
+    return this.inSeq;
+  }
+
+  /** Messages written and not yet acknowledged. */
+  get unacked(): number {
+    return this.sentSeq - this.ackedSeq;
+  }
+}

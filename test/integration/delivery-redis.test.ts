@@ -1,0 +1,172 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
+import { LonglinkClient } from '../../src/client/client.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import { sleep } from '../helpers/procs.js';
+import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+
+// Issue 19's findings that need a shared store, on a real Redis of the test's
+// own: routing by presence across nodes, a Redis that loses its data, a node
+// that crashes with an old session open, a lease that lapses, a node
+// restarted under the same id, and wake-ups across a re-subscription.
+
+const noRedis = redisUnavailable();
+let redis: TestRedis | null = null;
+let prefixN = 0;
+before(async () => {
+  if (!noRedis) redis = await startRedis();
+});
+after(async () => redis?.stop());
+
+const POLICY = { intervalMs: 500, minIntervalMs: 100, maxIntervalMs: 10_000, missBudget: 3, graceMs: 500 };
+const LEASE = { leaseTtlMs: 600, leaseRenewMs: 150 };
+
+async function node(prefix: string, nodeId: string, extra: ConstructorParameters<typeof Gateway>[0] = {}) {
+  const store = new RedisStore({ url: redis!.url, prefix, ...LEASE });
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId, store, wheelTickMs: 10, delivery: { probeBeforePushMs: 0 }, ...extra });
+  const a = await gw.listen();
+  return { gw, store, url: `tcp://127.0.0.1:${a.tcp!.port}` };
+}
+
+async function eventually(what: string, pred: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return;
+    await sleep(20);
+  }
+  assert.fail(`timed out waiting for ${what}`);
+}
+
+describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
+  test('1. a push through a node holding a stale half-open link is routed to the node of the live one, and delivered', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const got: string[] = [];
+    // The device first on A, then on B; A keeps its link (to A it looks alive: a stale link it has not found out about).
+    const first = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 500 });
+    await first.connect();
+    const live = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 500 });
+    live.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    await live.connect();
+    await eventually('B in presence', async () => (await A.gw.presence('u')).some((e) => e.nodeId === 'B'));
+    const r1 = await B.gw.push('u', 'p1', { waitMs: 2000 });
+    const r2 = await A.gw.push('u', 'p2', { waitMs: 2000 });
+    const r3 = await B.gw.push('u', 'p3', { waitMs: 2000 });
+    await eventually('all three', () => got.length >= 3);
+    await sleep(300);
+    assert.deepEqual(got, ['p1', 'p2', 'p3']);
+    assert.equal(r1.devices[0].status, 'delivered');
+    assert.equal(r2.devices[0].status, 'queued', 'A routed it to B; A does not claim delivery');
+    assert.equal(r3.devices[0].status, 'delivered');
+    await eventually('the mailbox empties', async () => (await B.gw.queueDepth('u', 'd')) === 0);
+    first.close();
+    live.close();
+    await A.gw.close();
+    await B.gw.close();
+    await A.store.close();
+    await B.store.close();
+  });
+
+  test('2. Redis loses its data under an open link: what is pushed afterwards is delivered, nothing acknowledged away', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const got: string[] = [];
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    await c.connect();
+    for (let i = 0; i < 5; i++) await A.gw.push('u', `a${i}`, { waitMs: 2000 });
+    const admin = new Redis(redis!.url);
+    await admin.flushall();
+    const results = [];
+    for (let i = 0; i < 5; i++) results.push(await A.gw.push('u', `b${i}`, { waitMs: 2000 }));
+    await sleep(800); // heartbeats carry the client's cumulative acknowledgement
+    assert.deepEqual(got, ['a0', 'a1', 'a2', 'a3', 'a4', 'b0', 'b1', 'b2', 'b3', 'b4']);
+    assert.deepEqual(results.map((r) => r.devices[0].status), Array(5).fill('delivered'));
+    // The node notices the reset at its next lease renewal and writes its presence again.
+    await eventually('presence re-asserted', async () => (await A.gw.presence('u')).length === 1);
+    admin.disconnect();
+    c.close();
+    await A.gw.close();
+    await A.store.close();
+  });
+
+  test('5. a node that crashes with a session older than sessionTtlMs open: the device resumes it on another node', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A', { sessionTtlMs: 1000 });
+    const B = await node(prefix, 'B', { sessionTtlMs: 1000 });
+    const c = new LonglinkClient({ url: [A.url, B.url], userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { initialDelayMs: 50, minDelayMs: 50 } });
+    const online: boolean[] = [];
+    B.gw.on('online', (e) => online.push(e.resumed));
+    await c.connect();
+    await sleep(1500); // older than sessionTtlMs
+    // A dies without a word: its lease lapses; the client's link to it breaks.
+    A.store.abandon();
+    await A.gw.close();
+    await eventually('resumed on B', () => online.length > 0, 8000);
+    assert.deepEqual(online, [true], 'resumed, not session-lost');
+    c.close();
+    await B.gw.close();
+    await B.store.close();
+  });
+
+  test('6. a lease that lapses once does not lose a live node\'s presence for good', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const got: string[] = [];
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    await c.connect();
+    const admin = new Redis(redis!.url);
+    await admin.del(`${prefix}node:A`); // the lease lapses (a stall, a failover)
+    await eventually('A writes its presence again', async () => (await B.gw.presence('u')).length === 1, 3000);
+    const r = await B.gw.push('u', 'after', { waitMs: 2000 });
+    await eventually('delivered through A', () => got.includes('after'));
+    assert.equal(r.devices[0].status, 'queued', 'routed to A, which delivers it');
+    admin.disconnect();
+    c.close();
+    await A.gw.close();
+    await B.gw.close();
+    await A.store.close();
+    await B.store.close();
+  });
+
+  test('7. a node restarted under the same id does not keep its dead presence; default node ids are unique per start', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A1 = new RedisStore({ url: redis!.url, prefix, ...LEASE });
+    await A1.joinCluster('A', () => {});
+    await A1.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'old', nodeId: 'A', transport: 'tcp', since: 1, clientInfo: {} });
+    A1.abandon(); // SIGKILL
+    const A2 = new RedisStore({ url: redis!.url, prefix, ...LEASE });
+    await A2.joinCluster('A', () => {});
+    assert.deepEqual(await A2.devices('u'), [], "the old incarnation's entry is not reported");
+    await A2.close();
+    const g1 = new Gateway({ tcp: false, ws: false });
+    const g2 = new Gateway({ tcp: false, ws: false });
+    assert.notEqual(g1.options.nodeId, g2.options.nodeId);
+    await g1.close();
+    await g2.close();
+  });
+
+  test('11. a wake-up published after the subscriber reconnects is not lost', async () => {
+    const prefix = `d${++prefixN}:`;
+    const s = new RedisStore({ url: redis!.url, prefix, ...LEASE });
+    const routed: string[] = [];
+    const resyncs: string[] = [];
+    await s.joinCluster('A', (u) => routed.push(u), (r) => resyncs.push(r));
+    const admin = new Redis(redis!.url);
+    await admin.client('KILL', 'TYPE', 'pubsub');
+    await eventually('resync after re-subscribing', () => resyncs.includes('resubscribed'));
+    const other = new RedisStore({ url: redis!.url, prefix });
+    await other.route('A', 'after', 'd');
+    await eventually('the wake-up arrives', () => routed.includes('after'));
+    admin.disconnect();
+    await other.close();
+    await s.close();
+  });
+});
+
+if (noRedis) test(`delivery on Redis skipped: ${noRedis}`, { skip: noRedis }, () => {});
