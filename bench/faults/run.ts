@@ -365,11 +365,18 @@ export async function runFaults(opts: Partial<FaultOptions> & { seed: number }):
     const beforeReset = (at: number) => resets.some(([down]) => at <= down);
     let lostToRedisReset = 0;
     const outcomes: Record<string, number> = {};
+    const devicesOf = (user: string) => devices.filter((d) => d.user === user).map((d) => d.device).sort();
     for (const p of pushes) {
       if (!p.result) {
         outcomes.error = (outcomes.error ?? 0) + 1;
         continue;
       }
+      // Every device connected before the first push: a result that leaves one out left it without the message.
+      const named = p.result.devices.map((d) => d.deviceId).sort();
+      // (Right after Redis lost its data, before the nodes wrote their presence again, the gateway
+      // honestly knows no device: the result says so, and claims nothing.)
+      const justReset = resets.some(([, up]) => p.at >= up - 5000 && p.at <= up + 3000);
+      if (named.join() !== devicesOf(p.user).join() && !justReset) violations.push(`push ${p.id} to ${p.user}: result names ${named.join(',') || 'no device'}, the user has ${devicesOf(p.user).join(',')}`);
       for (const { deviceId, status } of p.result.devices) {
         outcomes[status] = (outcomes[status] ?? 0) + 1;
         const dev = byKey.get(`${p.user}/${deviceId}`);

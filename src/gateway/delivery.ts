@@ -34,7 +34,7 @@ export interface DeliveryEvents {
   delivered(e: { userId: string; deviceId: string; id: string; seq: number; ageMs: number }): void;
   drop(event: 'expired' | 'dropped', e: { userId: string; deviceId: string; id: string; seq: number; ageMs: number; reason: 'ttl' | 'overflow' }): void;
   /** A store call failed; what was affected was closed or reported, never assumed done. */
-  fault(op: string, err: unknown, where?: { userId: string; deviceId: string }): void;
+  fault(op: string, err: unknown, where?: { userId: string; deviceId?: string }): void;
 }
 
 export interface PushOptions {
@@ -145,21 +145,33 @@ export class Delivery {
           return;
         }
         if (f.id !== undefined) {
-          let fresh: boolean;
+          let seen: boolean;
           try {
-            fresh = await this.o.store.markInbound(conn.userId, conn.deviceId, f.id);
+            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id);
           } catch (err) {
-            return this.fault('markInbound', err, conn);
+            return this.fault('seenInbound', err, conn);
           }
-          if (!fresh) {
+          if (seen) {
             this.stats.duplicatesIn++;
             if (conn.phase === 'open') this.accept(conn, seq);
             return;
           }
         }
-        // Recorded as seen: it is handed over even if the link closed during the await, since the
-        // client's re-send will now be a duplicate (acknowledged, not delivered again).
+        // Handed over, then recorded, then acknowledged: a crash between the first two can only make
+        // the client's re-send a second delivery, never make a message acknowledged and lost (recording
+        // first lost one in the fault run: the node died between the record and the hand-over). It is
+        // handed over even if the link closed during the await: the client re-sends it, and the record
+        // makes that a duplicate.
         this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
+        if (f.id !== undefined) {
+          try {
+            await this.o.store.markInbound(conn.userId, conn.deviceId, f.id);
+          } catch (err) {
+            // Not recorded: a re-send would be handed over again. Acknowledge all the same (it was delivered).
+            this.stats.storeFaults++;
+            this.events.fault('markInbound', err, { userId: conn.userId, deviceId: conn.deviceId });
+          }
+        }
         if (conn.phase === 'open') this.accept(conn, seq);
       })
       .catch((err) => {
@@ -284,13 +296,25 @@ export class Delivery {
     const now = o.wallClock.now();
     const devices = new Set(await o.store.knownDevices(userId, now));
     for (const c of this.registry.devices(userId)) devices.add(c.deviceId);
+    // With a shared store, where each device lives is the store's presence (the newest link's
+    // HELLO wrote it), not whichever link happens to be here: a local one may be a stale half-open.
+    // Devices online elsewhere count even if their known-device record is gone (a store reset).
+    let presence: Map<string, PresenceEntry> | null = null;
+    if (o.store.route) {
+      try {
+        presence = new Map((await o.store.devices(userId)).map((e) => [e.deviceId, e]));
+        for (const d of presence.keys()) devices.add(d);
+      } catch (err) {
+        // Presence unknown: the local link, if any, is the best guess; the message is durable either way.
+        this.stats.storeFaults++;
+        this.events.fault('devices', err, { userId });
+        presence = new Map();
+      }
+    }
     const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
     const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
-    // With a shared store, where each device lives is the store's presence (the newest link's
-    // HELLO wrote it), not whichever link happens to be here: a local one may be a stale half-open.
-    let presence: Map<string, PresenceEntry> | null = null;
     for (const deviceId of devices) {
       try {
         const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
@@ -302,18 +326,10 @@ export class Delivery {
         continue;
       }
       const local = this.registry.get(userId, deviceId);
-      if (!o.store.route) {
+      if (!o.store.route || !presence) {
         if (local && local.phase === 'open') this.deliver(local);
         else this.tracker.settle(userId, id, deviceId, 'queued');
         continue;
-      }
-      try {
-        presence ??= new Map((await o.store.devices(userId)).map((e) => [e.deviceId, e]));
-      } catch (err) {
-        // Presence unknown: the local link, if any, is the best guess; the message is durable either way.
-        this.stats.storeFaults++;
-        this.events.fault('devices', err, { userId, deviceId });
-        presence = new Map();
       }
       const entry = presence.get(deviceId);
       if (local && local.phase === 'open' && (!entry || (entry.nodeId === o.nodeId && entry.connectionId === local.id))) {

@@ -477,7 +477,10 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         if (conn.phase !== 'open') continue;
         try {
           await o.store.setOnline(this.presenceEntry(conn, now));
-          if (reason === 'store-reset') await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
+          if (reason === 'store-reset') {
+            await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
+            await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
+          }
           // It may have closed meanwhile: its setOffline may have gone first.
           if (isClosed(conn)) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
         } catch (error) {

@@ -26,6 +26,7 @@ function client(clock: ManualClock, dial: () => Promise<Link>, deviceId = 'd', u
   const c = new LonglinkClient({
     url: 'tcp://test', userId, deviceId, clock, timers: clock, random: () => 0,
     reconnect: { minDelayMs: 10, initialDelayMs: 10 }, dial,
+    probes: { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 100 },
   });
   const got: string[] = [];
   c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
@@ -102,7 +103,9 @@ test('1. two nodes, one mailbox: pushes through a node holding a stale link are 
   d.links[0].peer.deaf = true;
   // The device moves to B (a network switch): its client gives up on A and dials B.
   target = B;
-  d.links[0].destroy = () => {}; // A never hears the close
+  // A never hears the close.
+  d.links[0].destroy = () => {};
+  d.links[0].close = () => {};
   c.close();
   const { c: c2, got: got2 } = client(clock, d.dial);
   await Promise.all([c2.connect(), settle(clock)]);
@@ -143,7 +146,7 @@ test('2. the store loses its data under an open link: later pushes are numbered 
   await gw.close();
 });
 
-test('3. client DATA whose dedup record was written while the link closed is still handed to the application, once', async () => {
+test('3. client DATA whose link closes while the gateway records its id is handed to the application once, and its re-send is a duplicate', async () => {
   const clock = new ManualClock(1000);
   const g = gated(new MemoryStore());
   const gw = gateway(clock, g.store);
@@ -155,7 +158,7 @@ test('3. client DATA whose dedup record was written while the link closed is sti
   g.hold('markInbound');
   c.send('hello', { id: 'm1' });
   await settle(clock, 20);
-  assert.equal(g.waiting('markInbound'), 1, 'the gateway is recording the id');
+  assert.equal(g.waiting('markInbound'), 1, 'handed over, and the gateway is recording the id');
   d.links[0].destroy(); // the link breaks during that store round trip
   await flush();
   g.release('markInbound');
@@ -205,7 +208,9 @@ test('4. a store call that fails, or a listener that throws, never crashes: faul
 
 test('5. a session older than sessionTtlMs whose link broke unseen is still resumable', async () => {
   const clock = new ManualClock(1000);
-  const gw = gateway(clock, new MemoryStore(), { sessionTtlMs: 1000 });
+  // The gateway's own detection is slow (8 missed heartbeats): the client notices first and comes back
+  // while the old link is still open here, so nothing saved the session at its close.
+  const gw = gateway(clock, new MemoryStore(), { sessionTtlMs: 1000, heartbeat: { ...POLICY, missBudget: 8 } });
   const online: boolean[] = [];
   gw.on('online', (e) => online.push(e.resumed));
   const d = dialer(() => gw);
@@ -214,8 +219,13 @@ test('5. a session older than sessionTtlMs whose link broke unseen is still resu
   clock.advance(10_000); // heartbeats keep it up, ten times sessionTtlMs
   await settle(clock);
   // The network switches: the client's frames stop arriving; the client times out and reconnects.
-  d.links[0].peer.deaf = true;
-  d.links[0].deaf = true;
+  const old = d.links[0];
+  old.peer.deaf = true;
+  old.deaf = true;
+  // ...and its close never reaches the gateway either (the path is gone).
+  const endHere = () => (old as unknown as { finish(): void }).finish();
+  old.close = endHere;
+  old.destroy = endHere;
   for (let i = 0; i < 40 && d.links.length < 2; i++) await settle(clock, 200);
   await settle(clock, 200);
   assert.equal(d.links.length, 2, 'the client reconnected');
@@ -295,10 +305,11 @@ test('10. close() then connect() while a dial is in flight: one link, and the cl
   const opened = c.connect();
   await flush();
   assert.equal(pending.length, 2, 'two dials in flight');
-  pending[0](); // the late one from before close()
-  pending[1]();
+  pending[1](); // the current attempt opens
   await settle(clock, 200);
   await opened;
+  pending[0](); // then the late dial from before close() completes
+  await settle(clock, 200);
   assert.equal(c.state, 'open');
   assert.equal(links.filter((l) => !l.closed).length, 1, 'the stale dial was dropped');
   assert.ok(!closes.includes(4503), `no permanent failure: ${closes}`);
@@ -314,6 +325,10 @@ test('11. a drain that begins while a flush waits on the store writes no DATA af
   const d = dialer(() => gw);
   const { c } = client(clock, d.dial);
   await Promise.all([c.connect(), settle(clock)]);
+  // One message written and not acknowledged (the client's ACKs are lost), so a drain keeps the link open.
+  d.links[0].peer.deaf = true;
+  void gw.push('u', 'first');
+  await settle(clock, 50);
   g.hold('take');
   void gw.push('u', 'late');
   await settle(clock, 20);

@@ -117,7 +117,9 @@ for (const kind of kinds) {
       await s.enqueue('u', 'd2', msg('held'), LIMITS);
       assert.deepEqual((await s.knownDevices('u', 2000)).sort(), ['d1', 'd2'], 'd2 is past its time but still holds a message');
       await s.ack('u', 'd2', '', 0);
+      assert.equal(await s.seenInbound('u', 'd1', 'm1'), false);
       assert.equal(await s.markInbound('u', 'd1', 'm1'), true);
+      assert.equal(await s.seenInbound('u', 'd1', 'm1'), true);
       assert.equal(await s.markInbound('u', 'd1', 'm1'), false);
       assert.equal(await s.markInbound('u', 'd2', 'm1'), true, 'per device');
     });

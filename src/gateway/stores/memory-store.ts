@@ -155,6 +155,10 @@ export class MemoryStore implements Store {
     return out;
   }
 
+  async seenInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
+    return this.mailboxes.get(`${userId}\u0000${deviceId}`)?.inboundIds.has(id) ?? false;
+  }
+
   async markInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
     const ids = this.mailbox(userId, deviceId).inboundIds;
     if (ids.has(id)) return false;

@@ -274,6 +274,10 @@ export class RedisStore implements Store {
     return out;
   }
 
+  async seenInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
+    return (await this.redis.zscore(this.k('in', this.mbid(userId, deviceId)), id)) !== null;
+  }
+
   async markInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
     const mb = this.mbid(userId, deviceId);
     return (await this.redis.llMarkInbound(this.k('in', mb), this.k('inc', mb), id, INBOUND_IDS_KEPT)) === 1;

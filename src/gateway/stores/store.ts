@@ -104,6 +104,8 @@ export interface MailboxStore {
    * false if it was already recorded (a re-send of a message accepted before).
    */
   markInbound(userId: string, deviceId: string, id: string): Promise<boolean>;
+  /** Whether a client message id was recorded (read only: the gateway checks, hands the message over, then records). */
+  seenInbound(userId: string, deviceId: string, id: string): Promise<boolean>;
 }
 
 /**
