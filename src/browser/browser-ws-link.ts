@@ -35,15 +35,22 @@ export class BrowserWsLink implements Link {
     return this.ws.bufferedAmount;
   }
 
+  private drainPolling = false;
+
   bind(events: LinkEvents): void {
     this.events = events;
   }
 
   awaitDrain(): void {
+    // One poll at a time, however often it is asked for (at most one pending timer per purpose).
+    if (this.drainPolling) return;
+    this.drainPolling = true;
     const poll = () => {
-      if (this.done) return;
-      if (this.ws.bufferedAmount === 0) this.events?.onLinkDrain?.();
-      else setTimeout(poll, DRAIN_POLL_MS);
+      if (this.done) return void (this.drainPolling = false);
+      if (this.ws.bufferedAmount === 0) {
+        this.drainPolling = false;
+        this.events?.onLinkDrain?.();
+      } else setTimeout(poll, DRAIN_POLL_MS);
     };
     setTimeout(poll, DRAIN_POLL_MS);
   }

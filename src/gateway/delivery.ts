@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Timers, TimerHandle } from '../core/clock.js';
+import { LonglinkError } from '../protocol/errors.js';
 import { FrameType, type DataFrame } from '../protocol/frames.js';
 import type { ServerConnection } from './connection.js';
 import { LinkDelivery } from './link-delivery.js';
@@ -294,7 +295,16 @@ export class Delivery {
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
     const id = opts.id ?? randomUUID();
     const now = o.wallClock.now();
-    const devices = new Set(await o.store.knownDevices(userId, now));
+    let known: string[];
+    try {
+      known = await o.store.knownDevices(userId, now);
+    } catch (err) {
+      // Nothing was queued: say so, with a code, rather than resolve with a result that means something.
+      this.stats.storeFaults++;
+      this.events.fault('knownDevices', err, { userId });
+      throw new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `push to ${userId} not queued: the store is unavailable (${err instanceof Error ? err.message : String(err)})`);
+    }
+    const devices = new Set(known);
     for (const c of this.registry.devices(userId)) devices.add(c.deviceId);
     // With a shared store, where each device lives is the store's presence (the newest link's
     // HELLO wrote it), not whichever link happens to be here: a local one may be a stale half-open.

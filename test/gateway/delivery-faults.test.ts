@@ -202,6 +202,14 @@ test('4. a store call that fails, or a listener that throws, never crashes: faul
   await settle(clock, 500);
   assert.ok(closes.length >= 1 && closes.every((x) => x === 4004), `closed with the retryable server-error while the store failed: ${closes}`);
   assert.deepEqual(got, ['x', 'y']);
+  // A push the store cannot take says so: rejected when no device can be read, `failed` per device it could not queue.
+  g.fail('knownDevices');
+  await assert.rejects(gw.push('u', 'z'), (e: Error & { code?: string }) => e.code === 'LL_ERR_STORE_UNAVAILABLE');
+  g.fail('knownDevices', false);
+  g.fail('enqueue');
+  const r = await gw.push('u', 'z', { waitMs: 100 });
+  assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'failed' }]);
+  g.fail('enqueue', false);
   c.close();
   await gw.close();
 });
