@@ -118,3 +118,24 @@ test('property: random byte streams never throw anything but ProtocolError', () 
     { numRuns: 10000 },
   );
 });
+
+test('reassembly is linear: a 64 KB frame in 1-byte chunks is copied about once, not once per chunk', () => {
+  const payload = new Uint8Array(60_000).fill(9);
+  const bytes = encodeDelimited({ type: FrameType.DATA, seq: 1, id: 'big', payload });
+  for (const size of [1, 7, 1000]) {
+    const dec = new FrameDecoder();
+    const got: Frame[] = [];
+    for (let i = 0; i < bytes.length; i += size) dec.push(bytes.subarray(i, Math.min(bytes.length, i + size)), (f) => void got.push(f));
+    assert.equal(got.length, 1);
+    assert.deepEqual((got[0] as { payload: Uint8Array }).payload, payload);
+    // The old decoder joined everything pending on every chunk: 1.9 GB copied for this frame in 1-byte chunks.
+    assert.ok(dec.copiedBytes <= 2 * bytes.length, `${dec.copiedBytes} bytes copied for a ${bytes.length}-byte frame in ${size}-byte chunks`);
+    assert.equal(dec.bufferedBytes, 0);
+  }
+});
+
+test('an oversized frame is refused from its prefix alone, even when the prefix arrives a byte at a time', () => {
+  const dec = new FrameDecoder(1000);
+  dec.push(new Uint8Array([0xe9]), () => {}); // 0x7e9 = 2025 > 1000, prefix continues
+  assert.throws(() => dec.push(new Uint8Array([0x0f]), () => {}), (e: Error & { code?: string }) => e.code === 'LL_ERR_FRAME_TOO_LARGE');
+});
