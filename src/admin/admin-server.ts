@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { isIPv4, type AddressInfo } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -30,7 +30,9 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 
 /** Whether an address only this machine can reach: the admin port may go without a token there. */
 export function isLoopbackHost(host: string): boolean {
-  return LOOPBACK_HOSTS.has(host) || /^127\./.test(host);
+  // An address in 127.0.0.0/8 written as an address: "127.0.0.1.rebind.attacker.example" is a name
+  // anyone can point at 127.0.0.1, and once passed this check as loopback (issue 20).
+  return LOOPBACK_HOSTS.has(host) || (isIPv4(host) && host.startsWith('127.'));
 }
 const MAX_BODY_BYTES = 64 * 1024;
 const MAX_LIST = 5000;
@@ -141,7 +143,12 @@ export class AdminServer {
       res.end(body);
       return;
     }
-    const parts = path.split('/').slice(2).map(decodeURIComponent);
+    let parts: string[];
+    try {
+      parts = path.split('/').slice(2).map(decodeURIComponent);
+    } catch {
+      throw new AdminError(400, 'LL_ERR_BAD_PATH', `malformed escape in ${path}`);
+    }
     const route = `${method} ${parts[0] ?? ''}`;
     switch (route) {
       case 'GET overview':

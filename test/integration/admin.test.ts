@@ -250,6 +250,16 @@ describe('admin port', () => {
     assert.equal(rebound.status, 403);
     assert.equal(rebound.json().error.code, 'LL_ERR_FORBIDDEN_HOST');
     assert.equal((await http(port, 'POST', '/api/drain', {}, { host: 'evil.example' })).status, 403);
+    // A name that starts like a loopback address is still a name anyone can point at 127.0.0.1.
+    for (const host of ['127.0.0.1.rebind.attacker.example', `127.0.0.1.rebind.attacker.example:${port}`, '127.evil.example']) {
+      assert.equal((await http(port, 'POST', '/api/drain', {}, { host })).status, 403, host);
+    }
+    assert.equal((await http(port, 'GET', '/api/overview', undefined, { host: `[::1]:${port}` })).status, 200);
+    assert.equal((await http(port, 'GET', '/api/overview', undefined, { host: `127.0.0.2:${port}` })).status, 200);
+    // A malformed escape is the client's error, not the server's.
+    const bad = await http(port, 'GET', '/api/users/%E0%A4%A');
+    assert.equal(bad.status, 400);
+    assert.equal(bad.json().error.code, 'LL_ERR_BAD_PATH');
     await close();
   });
 
