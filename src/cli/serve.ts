@@ -62,6 +62,7 @@ export function serveCommand(): Command {
     .option('--max-connections-per-source <n>', 'connections held at once from one address (0 = no limit)', int, LIMIT_DEFAULTS.maxConnectionsPerSource)
     .option('--handshakes-per-second <n>', 'new connections admitted per second per process (0 = no limit)', int, LIMIT_DEFAULTS.handshakesPerSecond)
     .option('--max-pending-handshakes <n>', 'connections accepted but not yet open at once; more are told to come back later (0 = no limit)', int, LIMIT_DEFAULTS.maxPendingHandshakes)
+    .option('--max-pending-handshakes-per-source <n>', 'the same from one source address (0 = no limit)', int, LIMIT_DEFAULTS.maxPendingHandshakesPerSource)
     .option('--min-ping-gap-ms <ms>', 'average PING spacing a client must keep (0 = no limit; default: a fifth of the shortest interval)', int)
     .option('--ping-burst <n>', 'PINGs allowed at once before the spacing applies', int, LIMIT_DEFAULTS.pingBurst)
     .option('--max-write-buffer-bytes <n>', 'unsent output after which a connection is a slow consumer', int, LIMIT_DEFAULTS.maxWriteBufferBytes)
@@ -104,6 +105,7 @@ export function serveCommand(): Command {
             maxConnectionsPerSource: o.maxConnectionsPerSource,
             handshakesPerSecond: o.handshakesPerSecond,
             maxPendingHandshakes: o.maxPendingHandshakes,
+            maxPendingHandshakesPerSource: o.maxPendingHandshakesPerSource,
             ...(o.minPingGapMs !== undefined ? { minPingGapMs: o.minPingGapMs } : {}),
             pingBurst: o.pingBurst,
             maxWriteBufferBytes: o.maxWriteBufferBytes,

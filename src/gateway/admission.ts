@@ -8,6 +8,8 @@ export interface AdmissionLimits {
   handshakeBurst: number;
   /** Connections accepted but not yet open (HELLO not yet answered) held at once. */
   maxPendingHandshakes: number;
+  /** The same from one source address: one source must not fill the gateway's whole handshake backlog. */
+  maxPendingHandshakesPerSource: number;
 }
 
 export interface Refusal {
@@ -23,6 +25,7 @@ export interface AdmissionStats {
   refusedPerSource: number;
   refusedRate: number;
   refusedPending: number;
+  refusedPendingPerSource: number;
 }
 
 /** How long a client refused for a full gateway waits, on average (spread ±50%). */
@@ -37,9 +40,10 @@ export class Admission {
   private total = 0;
   private readonly perSource = new Map<string, number>();
   private readonly bucket: TokenBucket | null;
-  readonly stats: AdmissionStats = { admitted: 0, refusedTotal: 0, refusedPerSource: 0, refusedRate: 0, refusedPending: 0 };
-  /** Connections admitted and not yet open. */
+  readonly stats: AdmissionStats = { admitted: 0, refusedTotal: 0, refusedPerSource: 0, refusedRate: 0, refusedPending: 0, refusedPendingPerSource: 0 };
+  /** Connections admitted and not yet open, in all and by source. */
   private pending = 0;
+  private readonly pendingPerSource = new Map<string, number>();
   /** Handshakes finished and connections refused, in the current and the previous second. */
   private second = 0;
   private openedPerS = [0, 0];
@@ -70,6 +74,13 @@ export class Admission {
       this.stats.refusedPerSource++;
       return { reason: 'too-many-connections', message: `${source} holds its limit of ${l.maxConnectionsPerSource} connections`, retryAfterMs: this.spread(FULL_RETRY_MS) };
     }
+    const myPending = this.pendingPerSource.get(source) ?? 0;
+    if (l.maxPendingHandshakesPerSource > 0 && myPending >= l.maxPendingHandshakesPerSource) {
+      // 500 idle sockets from one address, reopened as they timed out, once held the whole
+      // backlog and locked every other source out (issue 20). Its own share is far smaller.
+      this.stats.refusedPendingPerSource++;
+      return { reason: 'rate-limited', message: `${source} has ${myPending} handshakes in progress`, retryAfterMs: this.spread(2000) };
+    }
     if (l.maxPendingHandshakes > 0 && this.pending >= l.maxPendingHandshakes) {
       // The gateway is already handshaking as fast as it can: more in parallel would
       // only make every handshake slower (and time out). Come back when the backlog has cleared.
@@ -91,15 +102,17 @@ export class Admission {
     }
     this.total++;
     this.pending++;
+    this.pendingPerSource.set(source, myPending + 1);
     this.perSource.set(source, mine + 1);
     this.stats.admitted++;
     return null;
   }
 
   /** An admitted connection finished its handshake (WELCOME sent). */
-  opened(now: number): void {
+  opened(source: string, now: number): void {
     this.roll(now);
     this.pending--;
+    this.donePending(source);
     this.openedPerS[1]++;
   }
 
@@ -126,11 +139,20 @@ export class Admission {
 
   /** A connection admitted from `source` ended (`wasOpen`: after its handshake finished). */
   release(source: string, wasOpen: boolean): void {
-    if (!wasOpen) this.pending--;
+    if (!wasOpen) {
+      this.pending--;
+      this.donePending(source);
+    }
     this.total--;
     const n = (this.perSource.get(source) ?? 1) - 1;
     if (n <= 0) this.perSource.delete(source);
     else this.perSource.set(source, n);
+  }
+
+  private donePending(source: string): void {
+    const n = (this.pendingPerSource.get(source) ?? 1) - 1;
+    if (n <= 0) this.pendingPerSource.delete(source);
+    else this.pendingPerSource.set(source, n);
   }
 
   private spread(meanMs: number): number {

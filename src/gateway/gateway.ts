@@ -493,7 +493,7 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 
   private onOpened(conn: ServerConnection, w: Opening): void {
-    this.admission.opened(this.options.clock.now());
+    this.admission.opened(conn.link.remoteAddress, this.options.clock.now());
     this.delivery.opened(conn, w.inSeq, w.outSeq);
   }
 

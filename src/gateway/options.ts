@@ -126,6 +126,8 @@ export interface LimitOptions {
    * handshake until clients time out.
    */
   maxPendingHandshakes?: number;
+  /** The same from one source address (default 50, a tenth of the total): one source cannot take the whole backlog. */
+  maxPendingHandshakesPerSource?: number;
   /**
    * PINGs are allowed on average one per `minPingGapMs` with bursts of
    * `pingBurst`; a client that pings faster is warned (PONG with code 4006),
@@ -152,6 +154,7 @@ export interface ResolvedLimits {
   handshakesPerSecond: number;
   handshakeBurst: number;
   maxPendingHandshakes: number;
+  maxPendingHandshakesPerSource: number;
   minPingGapMs: number;
   pingBurst: number;
   maxWriteBufferBytes: number;
@@ -166,6 +169,7 @@ export const LIMIT_DEFAULTS = {
   maxConnectionsPerSource: 1_000,
   handshakesPerSecond: 2_000,
   maxPendingHandshakes: 500,
+  maxPendingHandshakesPerSource: 50,
   pingBurst: 20,
   maxWriteBufferBytes: 4 << 20,
   slowConsumerMs: 30_000,
@@ -271,6 +275,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     handshakesPerSecond: hps,
     handshakeBurst: positive('limits.handshakeBurst', l.handshakeBurst ?? Math.max(1, hps)),
     maxPendingHandshakes: nonNegative('limits.maxPendingHandshakes', l.maxPendingHandshakes ?? LIMIT_DEFAULTS.maxPendingHandshakes),
+    maxPendingHandshakesPerSource: nonNegative('limits.maxPendingHandshakesPerSource', l.maxPendingHandshakesPerSource ?? LIMIT_DEFAULTS.maxPendingHandshakesPerSource),
     minPingGapMs: nonNegative('limits.minPingGapMs', l.minPingGapMs ?? heartbeat.minIntervalMs / 5),
     pingBurst: positive('limits.pingBurst', l.pingBurst ?? LIMIT_DEFAULTS.pingBurst),
     maxWriteBufferBytes: positive('limits.maxWriteBufferBytes', l.maxWriteBufferBytes ?? Math.max(LIMIT_DEFAULTS.maxWriteBufferBytes, 2 * maxFrameBytes)),

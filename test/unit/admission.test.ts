@@ -19,7 +19,7 @@ test('token bucket: a burst at once, then the rate, to the millisecond', () => {
 });
 
 test('admission: total, per source, rate; releases free slots; refusals count nothing', () => {
-  const a = new Admission({ maxConnections: 3, maxConnectionsPerSource: 2, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 0 }, 0, () => 0.5);
+  const a = new Admission({ maxConnections: 3, maxConnectionsPerSource: 2, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 }, 0, () => 0.5);
   assert.equal(a.admit('1.1.1.1', 0), null);
   assert.equal(a.admit('1.1.1.1', 0), null);
   const perSource = a.admit('1.1.1.1', 0)!;
@@ -27,7 +27,7 @@ test('admission: total, per source, rate; releases free slots; refusals count no
   assert.equal(perSource.retryAfterMs, FULL_RETRY_MS);
   assert.equal(a.admit('2.2.2.2', 0), null);
   assert.equal(a.admit('3.3.3.3', 0)?.reason, 'too-many-connections');
-  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0, refusedPending: 0 });
+  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0, refusedPending: 0, refusedPendingPerSource: 0 });
   a.release('1.1.1.1', false);
   assert.equal(a.connections, 2);
   assert.equal(a.admit('1.1.1.1', 0), null);
@@ -36,7 +36,7 @@ test('admission: total, per source, rate; releases free slots; refusals count no
 test('admission: the rate limit spreads its hints over the refill time', () => {
   const hints: number[] = [];
   let r = 0;
-  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 200, maxPendingHandshakes: 0 }, 0, () => (r = (r + 0.37) % 1));
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 200, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 }, 0, () => (r = (r + 0.37) % 1));
   for (let i = 0; i < 200; i++) assert.equal(a.admit(`s${i}`, 0), null);
   for (let i = 0; i < 50; i++) {
     const x = a.admit('late', 0)!;
@@ -51,13 +51,13 @@ test('admission: the rate limit spreads its hints over the refill time', () => {
 
 test('admission: pending handshakes are bounded; the hint spreads the backlog over the time the current rate needs', () => {
   let r = 0;
-  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 100 }, 0, () => (r = (r + 0.61) % 1));
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 100, maxPendingHandshakesPerSource: 0 }, 0, () => (r = (r + 0.61) % 1));
   for (let i = 0; i < 100; i++) assert.equal(a.admit(`s${i}`, 0), null);
   const refused = a.admit('x', 0)!;
   assert.equal(refused.reason, 'rate-limited');
   assert.ok(refused.retryAfterMs >= 500 && refused.retryAfterMs <= 2500, 'no rate measured yet: 2 s spread');
   // In the next second 100 handshakes finish, 100 more start, and 3,000 are refused.
-  for (let i = 0; i < 100; i++) a.opened(1000);
+  for (let i = 0; i < 100; i++) a.opened(`s${i}`, 1000);
   for (let i = 0; i < 100; i++) assert.equal(a.admit(`t${i}`, 1000), null);
   const hints: number[] = [];
   for (let i = 0; i < 3000; i++) hints.push(a.admit('y', 1500)!.retryAfterMs);
@@ -70,8 +70,26 @@ test('admission: pending handshakes are bounded; the hint spreads the backlog ov
   a.release('t0', false); // ended before its handshake finished
   assert.equal(a.admit('z', 1500), null);
   assert.equal(a.admit('z1', 1500)?.reason, 'rate-limited');
-  a.opened(1500); // one finishes its handshake
+  a.opened('t1', 1500); // one finishes its handshake
   assert.equal(a.admit('z2', 1500), null);
+});
+
+test('admission: one source cannot hold the whole handshake backlog; others still get in', () => {
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 1000, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 500, maxPendingHandshakesPerSource: 50 }, 0, () => 0.5);
+  // The attack of issue 20: idle sockets from one address, as many as it may hold.
+  for (let i = 0; i < 50; i++) assert.equal(a.admit('127.0.0.1', 0), null);
+  const mine = a.admit('127.0.0.1', 0)!;
+  assert.equal(mine.reason, 'rate-limited');
+  assert.ok(mine.retryAfterMs >= 1000 && mine.retryAfterMs <= 3000);
+  assert.equal(a.stats.refusedPendingPerSource, 1);
+  // A newcomer from elsewhere is admitted.
+  assert.equal(a.admit('127.0.0.2', 0), null);
+  // The source's slots free as its handshakes finish or its sockets end.
+  a.opened('127.0.0.1', 10);
+  assert.equal(a.admit('127.0.0.1', 10), null);
+  a.release('127.0.0.1', false);
+  assert.equal(a.admit('127.0.0.1', 10), null);
+  assert.equal(a.admit('127.0.0.1', 10)?.reason, 'rate-limited');
 });
 
 test('PONG carries a warning code; a bare PONG stays 1 byte', () => {
