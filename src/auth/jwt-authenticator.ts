@@ -32,8 +32,14 @@ export interface JwtAuthOptions {
   deviceClaim?: string;
   /** Whether a token must name its device (default false: a user-wide token is accepted for any device). */
   requireDevice?: boolean;
-  /** Slack for clock skew on exp/nbf, in seconds (default 30). */
+  /** Slack for clock skew on exp/nbf/iat, in seconds (default 30). */
   clockToleranceS?: number;
+  /**
+   * Longest a token may be valid for, from now (default 30 days): a token
+   * whose exp lies further ahead (exp: 1e300 is a token that never expires)
+   * is refused, as is one issued in the future (iat past now + tolerance).
+   */
+  maxLifetimeS?: number;
   /** Wall clock in ms (tests); default Date.now. */
   now?: () => number;
 }
@@ -72,6 +78,10 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
       throw new ProtocolError('auth-failed', `token refused: ${(err as Error).message}`);
     }
     if (typeof payload.exp !== 'number') throw new ProtocolError('auth-failed', 'token has no expiry (exp)');
+    const nowS = (o.now ? o.now() : Date.now()) / 1000;
+    const toleranceS = o.clockToleranceS ?? 30;
+    if (payload.exp > nowS + (o.maxLifetimeS ?? 30 * 86_400)) throw new ProtocolError('auth-failed', 'token expiry (exp) is further ahead than the longest lifetime allowed');
+    if (typeof payload.iat === 'number' && payload.iat > nowS + toleranceS) throw new ProtocolError('auth-failed', 'token issued in the future (iat)');
     const userId = payload[userClaim];
     if (typeof userId !== 'string' || userId === '') throw new ProtocolError('auth-failed', `token has no ${userClaim} claim`);
     const deviceId = payload[deviceClaim];

@@ -10,7 +10,7 @@ import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
-import { FrameType, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
+import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
 import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
 
@@ -266,7 +266,7 @@ export class ClientCore extends EventEmitter<ClientEvents> {
         this.onData(f.payload, f.seq, f.id);
         return;
       case FrameType.GOAWAY:
-        this.goawayAfterMs = f.reconnectAfterMs;
+        this.goawayAfterMs = f.reconnectAfterMs === undefined ? undefined : Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, f.reconnectAfterMs));
         this.peerClose = { code: f.code, reason: f.reason ?? reasonForCode(f.code) };
         return;
       case FrameType.CLOSE:

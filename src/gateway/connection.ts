@@ -11,6 +11,7 @@ import { checkInbound } from '../protocol/frame-rules.js';
 import {
   FrameType,
   PROTOCOL_VERSION,
+  MAX_RECONNECT_HINT_MS,
   type ClientState,
   type DataFrame,
   type Frame,
@@ -509,7 +510,7 @@ export class ServerConnection implements LinkEvents {
 
 /** GOAWAY for a close reason, with when to come back. */
 export function goawayFrame(reason: CloseReason, reconnectAfterMs: number): Frame {
-  return { type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.round(reconnectAfterMs), reason };
+  return { type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, Math.round(reconnectAfterMs))), reason };
 }
 
 const PACE_OK = 0;

@@ -20,6 +20,13 @@ export type FrameTypeCode = (typeof FrameType)[keyof typeof FrameType];
 
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * The longest reconnect hint a GOAWAY may carry, capped by the gateway when it
+ * sends one and by the client when it reads one: above 2^31 − 1 ms a timer
+ * overflows and fires after 1 ms, so a huge hint meant "reconnect at once".
+ */
+export const MAX_RECONNECT_HINT_MS = 3600_000;
+
 /** Who sends heartbeats: the client (default) or the server (throttled clients such as background tabs). */
 export type HeartbeatDirection = 'client' | 'server';
 

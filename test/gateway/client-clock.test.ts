@@ -333,3 +333,20 @@ test('with several gateway URLs the client stays on one while it works and moves
   client.close();
   await gw.close();
 });
+
+test('a GOAWAY hint beyond a timer\'s range is capped at an hour on both sides, never read as "at once"', async () => {
+  const { clock, gw, client, links } = setup();
+  await Promise.all([client.connect(), flush()]);
+  gw.disconnect('u', 'd', { reconnectAfterMs: 2 ** 40 });
+  await flush();
+  const goaway = links[0].received.find((f) => f.type === FrameType.GOAWAY) as { reconnectAfterMs: number } | undefined;
+  assert.equal(goaway?.reconnectAfterMs, 3600_000, 'the gateway caps what it sends');
+  clock.advance(60_000);
+  await flush();
+  assert.equal(links.length, 1, 'no reconnect a millisecond later (the overflow) nor within a minute');
+  clock.advance(3600_000);
+  await flush();
+  assert.equal(links.length, 2, 'back after the hour');
+  client.close();
+  await gw.close();
+});

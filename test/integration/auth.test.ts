@@ -57,6 +57,17 @@ describe('JWT authentication (HS256)', () => {
     assert.equal(frames[0].type, FrameType.WELCOME);
   });
 
+  test('a token that never expires (exp 1e300), lives past the longest lifetime, or was issued in the future is refused', async () => {
+    const nowS = Math.floor(Date.now() / 1000);
+    for (const token of [
+      await hs({ sub: 'alice', did: 'phone', iss: 'test-issuer' }, 1e300),
+      await hs({ sub: 'alice', did: 'phone', iss: 'test-issuer' }, nowS + 400 * 86_400),
+      await new SignJWT({ sub: 'alice', did: 'phone', iss: 'test-issuer' }).setProtectedHeader({ alg: 'HS256' }).setIssuedAt(nowS + 3600).setExpirationTime(nowS + 7200).sign(new TextEncoder().encode(SECRET)),
+    ]) {
+      assert.equal(closeCode(await helloOver(port, { token })), CloseCodes['auth-failed']);
+    }
+  });
+
   test('no token: auth-missing', async () => {
     assert.equal(closeCode(await helloOver(port, {})), CloseCodes['auth-missing']);
   });
