@@ -220,6 +220,11 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.DATA:
+        if (f.id !== undefined && f.id.length > this.host.limits.maxMessageIdBytes) {
+          // An id is remembered for dedup after the message is gone.
+          this.onProtocolError(new ProtocolError('field-too-large', `message id of ${f.id.length} characters exceeds the limit of ${this.host.limits.maxMessageIdBytes}`));
+          return;
+        }
         this.stats.dataIn++;
         this.trace?.add(now, 'data-in');
         this.host.message(this, f);
@@ -281,6 +286,12 @@ export class ServerConnection implements LinkEvents {
     }
     this.userId = hello.userId;
     this.deviceId = hello.deviceId;
+    // Kept with the session after the link ends: 65,000 sessions of 60 KB each once ran the heap out.
+    const infoBytes = hello.clientInfo ? stateBytes(hello.clientInfo) : 0;
+    if (infoBytes > this.host.limits.maxClientInfoBytes) {
+      this.onProtocolError(new ProtocolError('field-too-large', `clientInfo of ${infoBytes} bytes exceeds the limit of ${this.host.limits.maxClientInfoBytes}`));
+      return;
+    }
     this.clientInfo = hello.clientInfo ?? NO_STATE;
     if (hello.intervalMs !== undefined) this.announcedIntervalMs = clampInterval(this.host.policy, hello.intervalMs);
     this.host.hello(this, hello).then(
@@ -334,6 +345,14 @@ export class ServerConnection implements LinkEvents {
     for (const k of Object.keys(delta)) {
       if (delta[k] === '') delete this.clientState[k];
       else this.clientState[k] = delta[k];
+    }
+    // Merged state lives as long as the link: bounded in keys and bytes, or one client could grow it without end.
+    const { maxStateBytes, maxStateKeys } = this.host.limits;
+    const keys = Object.keys(this.clientState).length;
+    const bytes = stateBytes(this.clientState);
+    if (keys > maxStateKeys || bytes > maxStateBytes) {
+      this.onProtocolError(new ProtocolError('field-too-large', `client state of ${keys} keys and ${bytes} bytes exceeds the limit of ${maxStateKeys} keys and ${maxStateBytes} bytes`));
+      return;
     }
     this.trace?.add(this.host.clock.now(), 'state');
     this.host.stateChanged(this, delta);
@@ -511,6 +530,13 @@ export class ServerConnection implements LinkEvents {
 /** GOAWAY for a close reason, with when to come back. */
 export function goawayFrame(reason: CloseReason, reconnectAfterMs: number): Frame {
   return { type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, Math.round(reconnectAfterMs))), reason };
+}
+
+/** Keys plus values, in UTF-16 code units: what a client's fields cost to keep, near enough. */
+function stateBytes(s: ClientState): number {
+  let n = 0;
+  for (const k of Object.keys(s)) n += k.length + String(s[k]).length;
+  return n;
 }
 
 const PACE_OK = 0;

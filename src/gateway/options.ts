@@ -146,6 +146,17 @@ export interface LimitOptions {
    */
   maxWriteBufferBytes?: number;
   slowConsumerMs?: number;
+  /**
+   * What one client can make the gateway keep in fields: HELLO's clientInfo
+   * (kept with the session, after the link ends), the piggybacked state
+   * merged from PINGs (kept while the link lives), and a DATA id (kept in
+   * the dedup record). Counted as the UTF-16 length of keys plus values; a
+   * field over its bound closes the link with field-too-large (4508).
+   */
+  maxClientInfoBytes?: number;
+  maxStateBytes?: number;
+  maxStateKeys?: number;
+  maxMessageIdBytes?: number;
 }
 
 export interface ResolvedLimits {
@@ -159,6 +170,10 @@ export interface ResolvedLimits {
   pingBurst: number;
   maxWriteBufferBytes: number;
   slowConsumerMs: number;
+  maxClientInfoBytes: number;
+  maxStateBytes: number;
+  maxStateKeys: number;
+  maxMessageIdBytes: number;
 }
 
 /** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
@@ -170,6 +185,11 @@ export const LIMIT_DEFAULTS = {
   handshakesPerSecond: 2_000,
   maxPendingHandshakes: 500,
   maxPendingHandshakesPerSource: 50,
+  // 100,000 connections in 2 GB leave about 20 KB each, most of it the socket's: a few KB for fields.
+  maxClientInfoBytes: 1024,
+  maxStateBytes: 1024,
+  maxStateKeys: 32,
+  maxMessageIdBytes: 128,
   pingBurst: 20,
   maxWriteBufferBytes: 4 << 20,
   slowConsumerMs: 30_000,
@@ -280,6 +300,10 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     pingBurst: positive('limits.pingBurst', l.pingBurst ?? LIMIT_DEFAULTS.pingBurst),
     maxWriteBufferBytes: positive('limits.maxWriteBufferBytes', l.maxWriteBufferBytes ?? Math.max(LIMIT_DEFAULTS.maxWriteBufferBytes, 2 * maxFrameBytes)),
     slowConsumerMs: positive('limits.slowConsumerMs', l.slowConsumerMs ?? LIMIT_DEFAULTS.slowConsumerMs),
+    maxClientInfoBytes: positive('limits.maxClientInfoBytes', l.maxClientInfoBytes ?? LIMIT_DEFAULTS.maxClientInfoBytes),
+    maxStateBytes: positive('limits.maxStateBytes', l.maxStateBytes ?? LIMIT_DEFAULTS.maxStateBytes),
+    maxStateKeys: positive('limits.maxStateKeys', l.maxStateKeys ?? LIMIT_DEFAULTS.maxStateKeys),
+    maxMessageIdBytes: positive('limits.maxMessageIdBytes', l.maxMessageIdBytes ?? LIMIT_DEFAULTS.maxMessageIdBytes),
   };
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).

@@ -28,6 +28,7 @@ export const CloseCodes = {
   'unsupported-version': 4505,
   'replaced': 4506,
   'kicked': 4507,
+  'field-too-large': 4508,
   'auth-failed': 4510,
   'auth-missing': 4511,
   'auth-expired': 4512,

@@ -367,3 +367,34 @@ test('broadcast writes one best-effort DATA to every open connection and queues 
   assert.equal(await gw.queueDepth('a', 'd'), 0);
   await gw.close();
 });
+
+test('fields a client makes the gateway keep are bounded: clientInfo, merged state, message ids close with field-too-large (4508)', async () => {
+  const { gw } = setup({ limits: { maxClientInfoBytes: 100, maxStateBytes: 100, maxStateKeys: 4, maxMessageIdBytes: 16 } });
+  const errors: string[] = [];
+  gw.on('protocol-error', (e) => errors.push(e.error.code));
+  // clientInfo: refused at HELLO, nothing kept.
+  const [s1, c1] = memoryLinkPair();
+  gw.accept(s1);
+  c1.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'big', deviceId: 'd', clientInfo: { blob: 'x'.repeat(200) } });
+  await flush();
+  assert.equal(lastClose(c1)?.code, 4508);
+  assert.equal(gw.onlineDevices, 0);
+  // State: a key at a time until over the bound.
+  const a = await open(gw, { userId: 'st' });
+  for (let i = 0; i < 4; i++) a.client.send({ type: FrameType.PING, state: { [`k${i}`]: 'v' } });
+  assert.equal(lastClose(a.client), undefined, 'within the bound');
+  a.client.send({ type: FrameType.PING, state: { k4: 'v' } });
+  assert.equal(lastClose(a.client)?.code, 4508);
+  // A message id longer than the bound.
+  const b = await open(gw, { userId: 'ids' });
+  b.client.send({ type: FrameType.DATA, seq: 1, id: 'y'.repeat(17), payload: new Uint8Array([1]) });
+  await flush();
+  assert.equal(lastClose(b.client)?.code, 4508);
+  assert.deepEqual(errors, ['LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE']);
+  // A client within every bound is served.
+  const ok = await open(gw, { userId: 'ok', clientInfo: { app: '1.0' } });
+  ok.client.send({ type: FrameType.DATA, seq: 1, id: 'short', payload: new Uint8Array([1]) });
+  await flush();
+  assert.equal(lastClose(ok.client), undefined);
+  await gw.close();
+});
