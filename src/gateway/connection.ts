@@ -430,8 +430,11 @@ export class ServerConnection implements LinkEvents {
     } else {
       const verdict = this.detector!.check(now);
       if (verdict === 'dead') {
-        // The part of the silence the gateway spent stalled proves nothing about the peer.
-        const excused = this.host.stalledWithin(this.detector!.lastHeardAt, now);
+        // The part of the silence the gateway spent stalled proves nothing about the peer. But never
+        // more than one silence limit in all: between stalls the sockets are read, so a gateway kept
+        // busy by repeated stalls once excused a dead peer for as long as it stayed busy (issue 20).
+        const limit = this.detector!.deadline() - this.detector!.lastHeardAt;
+        const excused = Math.min(limit, this.host.stalledWithin(this.detector!.lastHeardAt, now));
         if (excused > 0 && now < this.detector!.deadline() + excused) {
           this.arm(this.detector!.deadline() + excused);
           return;

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
 import { sleep, spawnCli } from '../helpers/procs.js';
+import { RawPeer } from '../helpers/raw-peer.js';
 
 // The gateway's own stall must not convict its peers: a client in another
 // process keeps heartbeating while the gateway's event loop is blocked for
@@ -47,4 +48,28 @@ test('without the guard, the same stall convicts the healthy client (the guard i
   const { offline, stats } = await stallOnce(false);
   assert.equal(stats, null);
   assert.deepEqual(offline.map((e) => e.reason), ['heartbeat-timeout']);
+});
+
+test('a gateway kept busy by repeated stalls still finds a dead client within two silence limits and one stall', async () => {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, stallGuard: { thresholdMs: 200 } });
+  const { tcp } = await gw.listen();
+  const offline: number[] = [];
+  gw.on('offline', () => offline.push(performance.now()));
+  const dead = new RawPeer(tcp!.port);
+  await dead.connected;
+  dead.hello('dead');
+  await dead.welcome();
+  const silentFrom = performance.now(); // it never sends again: a dead client
+  // The gateway blocks 600 ms out of every 700 (its sockets are read in between).
+  for (let i = 0; i < 12 && offline.length === 0; i++) {
+    blockEventLoop(600);
+    await sleep(100);
+  }
+  await sleep(200);
+  assert.equal(offline.length, 1, 'the dead client was found while the gateway stayed busy');
+  const took = offline[0] - silentFrom;
+  // The limit is 800 ms; the excuse at most another 800; plus the stall it was found in and the tick.
+  assert.ok(took <= 800 + 800 + 600 + 400, `found after ${Math.round(took)} ms`);
+  dead.destroy();
+  await gw.close();
 });
