@@ -123,6 +123,9 @@ export class ServerConnection implements LinkEvents {
   /** The interval the client announced in a PING (its adaptive heartbeat), if it did. */
   announcedIntervalMs: number | null = null;
   private pingWarned = false;
+  /** DATA rate (GCRA), as for PINGs. */
+  private dataTat = 0;
+  private dataWarned = false;
   private detector: LivenessDetector | null = null;
   private scheduler: HeartbeatScheduler | null = null;
   readonly timer: WheelTimer<ServerConnection>;
@@ -226,6 +229,11 @@ export class ServerConnection implements LinkEvents {
           return;
         }
         this.stats.dataIn++;
+        if (this.host.limits.maxDataPerSecond > 0) {
+          const pace = this.dataPace(now);
+          if (pace === PACE_CLOSED) return;
+          if (pace === PACE_WARN) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-messages'] });
+        }
         this.trace?.add(now, 'data-in');
         this.host.message(this, f);
         return;
@@ -269,6 +277,28 @@ export class ServerConnection implements LinkEvents {
       return PACE_WARN;
     }
     this.goAway('too-many-pings', Math.max(gap * pingBurst, this.grant?.intervalMs ?? 0), `more than one PING per ${gap} ms (bursts of ${pingBurst})`);
+    return PACE_CLOSED;
+  }
+
+  /** The DATA rate, as pingPace: warned once, then GOAWAY; a client that calms down is forgiven. */
+  private dataPace(now: number): number {
+    const { maxDataPerSecond, dataBurst } = this.host.limits;
+    const gap = 1000 / maxDataPerSecond;
+    let tat = this.dataTat;
+    if (tat <= now) {
+      tat = now;
+      this.dataWarned = false;
+    }
+    if (tat - now < gap * dataBurst) {
+      this.dataTat = tat + gap;
+      return PACE_OK;
+    }
+    if (!this.dataWarned) {
+      this.dataWarned = true;
+      this.dataTat = tat + gap;
+      return PACE_WARN;
+    }
+    this.goAway('too-many-messages', Math.max(1000, gap * dataBurst), `more than ${maxDataPerSecond} messages a second (bursts of ${dataBurst})`);
     return PACE_CLOSED;
   }
 

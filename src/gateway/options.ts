@@ -137,6 +137,16 @@ export interface LimitOptions {
   minPingGapMs?: number;
   pingBurst?: number;
   /**
+   * DATA from one client, sequenced or not: on average `maxDataPerSecond`,
+   * bursts of `dataBurst` (a GCRA, as for PINGs). Over it the client is
+   * warned (a PONG with 4009), then sent GOAWAY and closed with
+   * too-many-messages (4009): every DATA is work (dedup, the application's
+   * handler, a relay), and four connections flooding 47,000 frames a second
+   * once stalled the gateway for seconds.
+   */
+  maxDataPerSecond?: number;
+  dataBurst?: number;
+  /**
    * Slow consumers. Reliable delivery stops writing to a link once a quarter
    * of this is buffered and resumes when it drains; a link that does not drain
    * within `slowConsumerMs`, or whose unsent output (fire-and-forget sends
@@ -168,6 +178,8 @@ export interface ResolvedLimits {
   maxPendingHandshakesPerSource: number;
   minPingGapMs: number;
   pingBurst: number;
+  maxDataPerSecond: number;
+  dataBurst: number;
   maxWriteBufferBytes: number;
   slowConsumerMs: number;
   maxClientInfoBytes: number;
@@ -191,6 +203,8 @@ export const LIMIT_DEFAULTS = {
   maxStateKeys: 32,
   maxMessageIdBytes: 128,
   pingBurst: 20,
+  maxDataPerSecond: 1000,
+  dataBurst: 2000,
   maxWriteBufferBytes: 4 << 20,
   slowConsumerMs: 30_000,
 };
@@ -298,6 +312,8 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxPendingHandshakesPerSource: nonNegative('limits.maxPendingHandshakesPerSource', l.maxPendingHandshakesPerSource ?? LIMIT_DEFAULTS.maxPendingHandshakesPerSource),
     minPingGapMs: nonNegative('limits.minPingGapMs', l.minPingGapMs ?? heartbeat.minIntervalMs / 5),
     pingBurst: positive('limits.pingBurst', l.pingBurst ?? LIMIT_DEFAULTS.pingBurst),
+    maxDataPerSecond: nonNegative('limits.maxDataPerSecond', l.maxDataPerSecond ?? LIMIT_DEFAULTS.maxDataPerSecond),
+    dataBurst: positive('limits.dataBurst', l.dataBurst ?? LIMIT_DEFAULTS.dataBurst),
     maxWriteBufferBytes: positive('limits.maxWriteBufferBytes', l.maxWriteBufferBytes ?? Math.max(LIMIT_DEFAULTS.maxWriteBufferBytes, 2 * maxFrameBytes)),
     slowConsumerMs: positive('limits.slowConsumerMs', l.slowConsumerMs ?? LIMIT_DEFAULTS.slowConsumerMs),
     maxClientInfoBytes: positive('limits.maxClientInfoBytes', l.maxClientInfoBytes ?? LIMIT_DEFAULTS.maxClientInfoBytes),

@@ -20,6 +20,7 @@ export const CloseCodes = {
   'too-many-pings': 4006,
   'too-many-connections': 4007,
   'rate-limited': 4008,
+  'too-many-messages': 4009,
   'frame-too-large': 4500,
   'malformed-frame': 4501,
   'unknown-frame': 4502,

@@ -398,3 +398,27 @@ test('fields a client makes the gateway keep are bounded: clientInfo, merged sta
   assert.equal(lastClose(ok.client), undefined);
   await gw.close();
 });
+
+test('DATA pace: a burst is allowed, a flood is warned (PONG 4009), then GOAWAY and too-many-messages; a steady sender is never touched', async () => {
+  const { clock, gw } = setup({ limits: { maxDataPerSecond: 10, dataBurst: 5 } });
+  const messages: number[] = [];
+  gw.on('message', () => messages.push(1));
+  const steady = await open(gw, { userId: 'steady' });
+  for (let i = 0; i < 50; i++) {
+    steady.client.send({ type: FrameType.DATA, payload: new Uint8Array([i]) });
+    clock.advance(100); // 10 a second, for 5 s
+  }
+  assert.equal(lastClose(steady.client), undefined);
+  const flood = await open(gw, { userId: 'flood' });
+  for (let i = 0; i < 5; i++) flood.client.send({ type: FrameType.DATA, payload: new Uint8Array([i]) });
+  assert.equal(lastClose(flood.client), undefined, 'the burst is allowed');
+  flood.client.send({ type: FrameType.DATA, payload: new Uint8Array([5]) });
+  const warned = flood.client.received.find((f) => f.type === FrameType.PONG && (f as { warn?: number }).warn === 4009);
+  assert.ok(warned, 'warned first');
+  assert.equal(lastClose(flood.client), undefined);
+  flood.client.send({ type: FrameType.DATA, payload: new Uint8Array([6]) });
+  assert.ok(flood.client.received.some((f) => f.type === FrameType.GOAWAY), 'GOAWAY with a hint');
+  assert.equal(lastClose(flood.client)?.code, 4009);
+  assert.equal(messages.length, 50 + 6, 'what was allowed was handed over; the breach was not');
+  await gw.close();
+});

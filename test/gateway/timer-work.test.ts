@@ -13,7 +13,7 @@ import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.j
 // runner orphaned one self-re-arming timer chain per tick that rescheduled a
 // connection, and armed timers per interval grew without bound.
 
-const NO_LIMITS = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, maxPendingHandshakes: 0 };
+const NO_LIMITS = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 };
 
 async function fleet(n: number, intervalMs: number) {
   const clock = new ManualClock(1_000_000);
