@@ -141,7 +141,7 @@ export function serveCommand(): Command {
       gw.on('offline', (e) =>
         log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline'),
       );
-      gw.on('fault', (e) => log.error({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : 'a listener threw'));
+      gw.on('fault', (e) => (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : e.kind === 'config' ? 'option adjusted' : 'a listener threw'));
       gw.on('refused', (e) => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, retryAfterMs: e.retryAfterMs }, e.message));
       gw.on('protocol-error', (e) => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error'));
       gw.on('state', (e) => log.debug({ event: 'state', user: e.userId, device: e.deviceId, state: e.state }, 'client state'));

@@ -26,6 +26,7 @@ import { WheelRunner } from './wheel-runner.js';
 import { FreshnessDetector } from '../core/freshness-detector.js';
 import { EventLoopGuard, type EventLoopStats } from './event-loop-guard.js';
 import { Admission, type AdmissionStats } from './admission.js';
+import { connectionCeiling, openFileLimit } from './file-limit.js';
 import { ConnectionTrace } from './connection-trace.js';
 import { topK } from '../core/top-k.js';
 import type { HeartbeatGrant } from '../protocol/frames.js';
@@ -136,7 +137,8 @@ export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
  * goes on). Log these.
  */
 export interface FaultEvent {
-  kind: 'store' | 'listener';
+  /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
+  kind: 'store' | 'listener' | 'config';
   /** The store operation, or the event whose listener threw. */
   op: string;
   error: unknown;
@@ -311,6 +313,18 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   async listen(): Promise<{ tcp?: AddressInfo; ws?: AddressInfo }> {
     const o = this.options;
     const out: { tcp?: AddressInfo; ws?: AddressInfo } = {};
+    // maxConnections defaults to 100,000; a process allowed fewer files would run out first and reset
+    // newcomers (and the admin port) instead of refusing them with GOAWAY. Clamp, and say so.
+    const ceiling = connectionCeiling(openFileLimit());
+    if (ceiling !== null && (o.limits.maxConnections === 0 || o.limits.maxConnections > ceiling)) {
+      const was = o.limits.maxConnections;
+      o.limits.maxConnections = ceiling;
+      this.emit('fault', {
+        kind: 'config',
+        op: 'limits.maxConnections',
+        error: new LonglinkError('LL_ERR_FILE_LIMIT', `limits.maxConnections lowered from ${was === 0 ? 'no limit' : was} to ${ceiling}: the process may hold ${openFileLimit()} open files (raise it with ulimit -n)`),
+      });
+    }
     // A shared store: hold this node's lease and take wake-ups for devices connected here.
     if (o.store.joinCluster) {
       await o.store.joinCluster(
