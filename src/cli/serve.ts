@@ -12,6 +12,7 @@ import type { Logger } from 'pino';
 import { int } from './parse.js';
 import { relayChat } from './chat-relay.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
+import { LogLimiter } from './log-limiter.js';
 import { AdminServer, DEFAULT_ADMIN_PORT, isLoopbackHost } from '../admin/admin-server.js';
 
 /**
@@ -141,13 +142,20 @@ export function serveCommand(): Command {
       gw.on('offline', (e) =>
         log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline'),
       );
-      gw.on('fault', (e) => (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : e.kind === 'config' ? 'option adjusted' : 'a listener threw'));
-      gw.on('refused', (e) => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, retryAfterMs: e.retryAfterMs }, e.message));
-      gw.on('protocol-error', (e) => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error'));
+      // Lines a client can cause come at most 20 per reason per 10 s; the rest are summed in one line.
+      const limiter = new LogLimiter((key, held, intervalMs) => log.warn({ event: 'suppressed', key, held, intervalMs }, `${held} more "${key}" lines in the last ${intervalMs / 1000} s`));
+      const limited = (key: string, write: () => void) => limiter.allow(key) && write();
+      gw.on('fault', (e) =>
+        limited(`fault ${e.kind} ${e.op}`, () =>
+          (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : e.kind === 'config' ? 'option adjusted' : 'a listener threw'),
+        ),
+      );
+      gw.on('refused', (e) => limited(`refused ${e.reason}`, () => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, retryAfterMs: e.retryAfterMs }, e.message)));
+      gw.on('protocol-error', (e) => limited(`protocol-error ${e.error.code}`, () => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error')));
       gw.on('state', (e) => log.debug({ event: 'state', user: e.userId, device: e.deviceId, state: e.state }, 'client state'));
       gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));
-      gw.on('expired', (e) => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired'));
-      gw.on('dropped', (e) => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped'));
+      gw.on('expired', (e) => limited('expired', () => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired')));
+      gw.on('dropped', (e) => limited(`dropped ${e.reason}`, () => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped')));
       relayChat(gw, (err) => log.error({ err }, 'push failed'));
       let addrs;
       try {
