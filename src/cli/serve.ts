@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Command, Option } from 'commander';
 import pino from 'pino';
 import { readFileSync } from 'node:fs';
@@ -79,6 +80,15 @@ export function serveCommand(): Command {
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .action(async (o) => {
       const log = pino({ level: o.logLevel, base: { pid: process.pid } });
+      // The admin port can kick and drain: off loopback it needs a token. Without one given, make
+      // one and print it (workers inherit it through the environment).
+      if (cluster.isPrimary && o.admin !== false && !adminToken(o) && !isLoopbackHost(o.adminHost)) {
+        process.env.LONGLINK_ADMIN_TOKEN = randomBytes(24).toString('base64url');
+        log.warn(
+          { event: 'admin-token', adminHost: o.adminHost, token: process.env.LONGLINK_ADMIN_TOKEN },
+          `--admin-host ${o.adminHost} is not loopback and no --admin-token was given: generated one for this run; send it as "Authorization: Bearer <token>"`,
+        );
+      }
       if (o.workers > 1 && cluster.isPrimary) return runPrimary(o, log);
       const worker = cluster.isWorker ? Number(process.env.LL_WORKER ?? cluster.worker!.id) : null;
       if (worker !== null) o.nodeId = `${o.nodeId ?? `${os.hostname()}-${process.ppid}`}-w${worker}`;
@@ -90,10 +100,6 @@ export function serveCommand(): Command {
       let gw: Gateway;
       // Unreadable files, conflicting keys and out-of-range limits end here with one clear line.
       try {
-        // The admin port can kick and drain: off loopback it needs a token.
-        if (o.admin !== false && !adminToken(o) && !isLoopbackHost(o.adminHost)) {
-          throw new Error(`--admin-host ${o.adminHost} is not loopback: set --admin-token (or LONGLINK_ADMIN_TOKEN), or --no-admin`);
-        }
         tls = tlsFiles(o);
         authenticate = jwtFromOptions(o);
         gw = new Gateway({
