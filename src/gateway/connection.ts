@@ -576,6 +576,26 @@ const PACE_OK = 0;
 const PACE_WARN = 1;
 const PACE_CLOSED = 2;
 
+/**
+ * The reasons a client may give for closing: what its own detection and
+ * decoding find. Any other code it sends (kicked, slow-consumer, auth-failed,
+ * too-many-connections, ...) names a decision only the gateway makes, and a
+ * client could otherwise pick the label its disconnect is counted under.
+ */
+const CLIENT_REASONS: ReadonlySet<DisconnectReason> = new Set<DisconnectReason>([
+  'heartbeat-timeout',
+  'handshake-timeout',
+  'transport-error',
+  'frame-too-large',
+  'malformed-frame',
+  'unknown-frame',
+  'unexpected-frame',
+  'truncated-frame',
+  'unsupported-version',
+]);
+
 function reasonOrClient(code: number): DisconnectReason {
-  return code >= 4000 && code <= 4999 ? reasonForCode(code) : 'client-close';
+  if (code < 4000 || code > 4999) return 'client-close';
+  const reason = reasonForCode(code);
+  return CLIENT_REASONS.has(reason) ? reason : 'client-close';
 }

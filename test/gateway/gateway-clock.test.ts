@@ -422,3 +422,21 @@ test('DATA pace: a burst is allowed, a flood is warned (PONG 4009), then GOAWAY 
   assert.equal(messages.length, 50 + 6, 'what was allowed was handed over; the breach was not');
   await gw.close();
 });
+
+test("a client's CLOSE code names its disconnect only when it is a reason a client has (its own detection), never the gateway's decisions", async () => {
+  const { gw, offline } = setup();
+  const a = await open(gw, { userId: 'a' });
+  a.client.send({ type: FrameType.CLOSE, code: CloseCodes.kicked, reason: 'pretend' });
+  await flush();
+  const b = await open(gw, { userId: 'b' });
+  b.client.send({ type: FrameType.CLOSE, code: CloseCodes['heartbeat-timeout'] });
+  await flush();
+  assert.deepEqual(
+    offline.map((e) => [e.userId, e.reason, e.code, e.initiator]),
+    [
+      ['a', 'client-close', CloseCodes.kicked, 'peer'],
+      ['b', 'heartbeat-timeout', CloseCodes['heartbeat-timeout'], 'peer'],
+    ],
+  );
+  await gw.close();
+});
