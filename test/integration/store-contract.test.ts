@@ -163,3 +163,20 @@ describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` :
     await b.close();
   });
 });
+
+test('memory store: session records are bounded per device and in all (an attacker reconnecting without resuming, or with one token for many devices)', async () => {
+  const s = new MemoryStore({ maxSessionsPerDevice: 2, maxSessions: 5 });
+  const rec = (i: number, deviceId = 'd') => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: 'u', deviceId, clientInfo: {}, createdAt: i, inSeq: 0 });
+  const far = Date.now() + 60_000;
+  for (let i = 0; i < 10; i++) await s.saveSession(rec(i), far);
+  assert.equal(s.sessionCount, 2, 'two per device');
+  assert.equal(await s.loadSession('t7', Date.now()), undefined, 'older ones dropped');
+  assert.ok(await s.loadSession('t9', Date.now()), 'the newest kept');
+  await s.saveSession({ ...rec(9), inSeq: 5 }, far); // saving again is not a new session
+  assert.equal(s.sessionCount, 2);
+  for (let i = 0; i < 10; i++) await s.saveSession(rec(100 + i, `dev${i}`), far);
+  assert.equal(s.sessionCount, 5, 'five in all');
+  assert.ok(await s.loadSession('t109', Date.now()));
+  assert.equal(await s.loadSession('t9', Date.now()), undefined, 'the least recently saved went first');
+  await s.close();
+});

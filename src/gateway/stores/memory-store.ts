@@ -19,10 +19,31 @@ interface Mailbox {
  * The default store: plain maps in this process. Nothing survives a restart,
  * and nothing is shared between processes.
  */
+export interface MemoryStoreOptions {
+  /**
+   * Session records kept per (user, device): a new session beyond it drops
+   * the oldest. A client reconnecting without resuming (or an attacker with
+   * one valid token) otherwise leaves a record per HELLO for sessionTtlMs.
+   */
+  maxSessionsPerDevice?: number;
+  /** Session records kept in all; beyond it the least recently saved goes. */
+  maxSessions?: number;
+}
+
+export const MEMORY_STORE_DEFAULTS = { maxSessionsPerDevice: 4, maxSessions: 250_000 };
+
 export class MemoryStore implements Store {
   readonly kind = 'memory';
   private readonly presence = new UserDevices<PresenceEntry>();
+  /** By resume token, least recently saved first (a save moves a record to the end). */
   private readonly sessions = new Map<string, { record: SessionRecord; expiresAt: number }>();
+  /** Resume tokens by (user, device), oldest first. */
+  private readonly deviceSessions = new UserDevices<string[]>();
+  private readonly limits: Required<MemoryStoreOptions>;
+
+  constructor(opts: MemoryStoreOptions = {}) {
+    this.limits = { ...MEMORY_STORE_DEFAULTS, ...opts };
+  }
   private saves = 0;
   private readonly mailboxes = new Map<string, Mailbox>();
   private readonly known = new UserDevices<number>();
@@ -42,7 +63,16 @@ export class MemoryStore implements Store {
   }
 
   async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
-    this.sessions.set(record.resumeToken, { record, expiresAt });
+    const token = record.resumeToken;
+    const known = this.sessions.delete(token);
+    this.sessions.set(token, { record, expiresAt });
+    if (!known) {
+      let tokens = this.deviceSessions.get(record.userId, record.deviceId);
+      if (!tokens) this.deviceSessions.set(record.userId, record.deviceId, (tokens = []));
+      tokens.push(token);
+      while (tokens.length > this.limits.maxSessionsPerDevice) this.sessions.delete(tokens.shift()!);
+      while (this.sessions.size > this.limits.maxSessions) this.forget(this.sessions.keys().next().value!);
+    }
     // Expired sessions are dropped on load; sweep now and then so ones never
     // loaded again do not pile up.
     if (++this.saves % 1024 === 0) this.sweep(Date.now());
@@ -52,7 +82,7 @@ export class MemoryStore implements Store {
     const s = this.sessions.get(resumeToken);
     if (!s) return undefined;
     if (s.expiresAt <= now) {
-      this.sessions.delete(resumeToken);
+      this.forget(resumeToken);
       return undefined;
     }
     return s.record;
@@ -69,11 +99,27 @@ export class MemoryStore implements Store {
   }
 
   async deleteSession(resumeToken: string): Promise<void> {
-    this.sessions.delete(resumeToken);
+    this.forget(resumeToken);
+  }
+
+  private forget(token: string): void {
+    const s = this.sessions.get(token);
+    if (!s) return;
+    this.sessions.delete(token);
+    const tokens = this.deviceSessions.get(s.record.userId, s.record.deviceId);
+    if (!tokens) return;
+    const i = tokens.indexOf(token);
+    if (i >= 0) tokens.splice(i, 1);
+    if (tokens.length === 0) this.deviceSessions.delete(s.record.userId, s.record.deviceId);
+  }
+
+  /** Session records held (for tests and the bound's proof). */
+  get sessionCount(): number {
+    return this.sessions.size;
   }
 
   private sweep(now: number): void {
-    for (const [token, s] of this.sessions) if (s.expiresAt <= now) this.sessions.delete(token);
+    for (const [token, s] of [...this.sessions]) if (s.expiresAt <= now) this.forget(token);
   }
 
   private mailbox(userId: string, deviceId: string): Mailbox {
@@ -170,6 +216,7 @@ export class MemoryStore implements Store {
   async close(): Promise<void> {
     this.presence.clear();
     this.sessions.clear();
+    this.deviceSessions.clear();
     this.mailboxes.clear();
     this.known.clear();
   }
