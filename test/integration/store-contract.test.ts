@@ -111,6 +111,17 @@ for (const kind of kinds) {
       assert.equal(await s.loadSession('tok', now), undefined);
     });
 
+    withStore('session records are bounded per device: a new session beyond the bound drops the oldest', async (s) => {
+      const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `tok-${prefixN}-${i}`, userId: 'u', deviceId: 'd', clientInfo: {}, createdAt: i, inSeq: 0 });
+      const far = Date.now() + 60_000;
+      for (let i = 0; i < 10; i++) await s.saveSession(rec(i), far);
+      await s.saveSession({ ...rec(9), inSeq: 3 }, far); // saving again is not a new session
+      const now = Date.now();
+      const kept = (await Promise.all([...Array(10).keys()].map((i) => s.loadSession(`tok-${prefixN}-${i}`, now)))).map((r) => (r ? 1 : 0));
+      assert.deepEqual(kept, [0, 0, 0, 0, 0, 0, 1, 1, 1, 1], 'the newest four (the default bound) are kept');
+      assert.equal((await s.loadSession(`tok-${prefixN}-9`, now))?.inSeq, 3);
+    });
+
     withStore('known devices and duplicate detection of client message ids', async (s) => {
       await s.rememberDevice('u', 'd1', 5000);
       await s.rememberDevice('u', 'd2', 1000);

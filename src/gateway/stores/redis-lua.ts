@@ -132,6 +132,27 @@ if size > kept then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - kept - 1) e
 return 1
 `;
 
+/**
+ * KEYS: session key, the device's session index (sorted set of tokens by first
+ * save). ARGV: record json, ttl ms, token, now, max per device, session key
+ * prefix. Saves the record; a new token beyond `max` for the device drops the
+ * oldest records.
+ */
+export const SAVE_SESSION = `
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[4]), ARGV[3])
+local n = redis.call('ZCARD', KEYS[2])
+local max = tonumber(ARGV[5])
+if n > max then
+  local old = redis.call('ZRANGE', KEYS[2], 0, n - max - 1)
+  for _, t in ipairs(old) do redis.call('DEL', ARGV[6] .. t) end
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - max - 1)
+end
+local ttl = redis.call('PTTL', KEYS[2])
+if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2])) end
+return n
+`;
+
 /** KEYS: presence hash. ARGV: deviceId, connectionId. Removes the entry only if it is still that connection's. */
 export const SET_OFFLINE = `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])

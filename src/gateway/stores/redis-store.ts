@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { INBOUND_IDS_KEPT } from './memory-store.js';
-import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, SET_OFFLINE, TAKE } from './redis-lua.js';
+import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, SAVE_SESSION, SET_OFFLINE, TAKE } from './redis-lua.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 
 /**
@@ -34,9 +34,11 @@ export interface RedisStoreOptions {
   prefix?: string;
   leaseTtlMs?: number;
   leaseRenewMs?: number;
+  /** Session records kept per (user, device); a new session beyond it drops the oldest (as the memory store does). */
+  maxSessionsPerDevice?: number;
 }
 
-export const REDIS_DEFAULTS = { prefix: 'll:', leaseTtlMs: 15_000, leaseRenewMs: 5000 };
+export const REDIS_DEFAULTS = { prefix: 'll:', leaseTtlMs: 15_000, leaseRenewMs: 5000, maxSessionsPerDevice: 4 };
 
 type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
 
@@ -54,6 +56,7 @@ declare module 'ioredis' {
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, counter: string, id: string, kept: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
+    llSaveSession(key: string, index: string, json: string, ttlMs: number, token: string, now: number, max: number, prefix: string): Promise<number>;
   }
 }
 
@@ -85,6 +88,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 2, lua: MARK_INBOUND });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
+    this.redis.defineCommand('llSaveSession', { numberOfKeys: 2, lua: SAVE_SESSION });
   }
 
   private k(...parts: string[]): string {
@@ -208,7 +212,10 @@ export class RedisStore implements Store {
 
   async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
     const ttl = Math.max(1, Math.round(expiresAt - Date.now()));
-    await this.redis.set(this.k('session', record.resumeToken), JSON.stringify({ record, expiresAt }), 'PX', ttl);
+    await this.redis.llSaveSession(
+      this.k('session', record.resumeToken), this.k('dsess', enc(record.userId), enc(record.deviceId)), JSON.stringify({ record, expiresAt }), ttl,
+      record.resumeToken, Date.now(), this.o.maxSessionsPerDevice, this.k('session', ''),
+    );
   }
 
   async loadSession(resumeToken: string, now: number): Promise<SessionRecord | undefined> {
