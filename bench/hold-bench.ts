@@ -99,6 +99,8 @@ interface Side {
   gens: Child[];
   last: ServerStat[];
   gen: GenStat[];
+  /** Each load generator's 'ready', awaited from the moment it is spawned (a small one may be ready before the next side is). */
+  readies: Promise<unknown>[];
 }
 
 const ask = <T>(c: Child, cmd: string, ev: string): Promise<T> => {
@@ -141,7 +143,7 @@ export async function runHold(o: HoldOptions, log: (m: string) => void): Promise
   try {
     let sourceBase = 0;
     for (const peer of o.peers) {
-      const side: Side = { peer, servers: [], gens: [], last: [], gen: [] };
+      const side: Side = { peer, servers: [], gens: [], last: [], gen: [], readies: [] };
       sides.push(side);
       for (let i = 0; i < servers; i++) {
         const count = Math.min(per, o.connections - per * i);
@@ -152,11 +154,13 @@ export async function runHold(o: HoldOptions, log: (m: string) => void): Promise
         // Two source addresses per generator: 28,000 ephemeral ports each is room for 15,000 connections and their TIME_WAITs.
         const cfg = { port, count, intervalMs: o.intervalMs, maxMs: (o.rampTimeoutS + o.holdS + 300) * 1000, sources: 2, sourceBase, concurrency: 40, prefix: `${peer}-${i}-`, pingDuringSetup: true };
         sourceBase += 2;
-        side.gens.push(new Child(spawnRaised(['--max-semi-space-size=16', LOADGEN, peer, JSON.stringify(cfg)], ['pipe', 'pipe', 'inherit'])));
+        const gen = new Child(spawnRaised(['--max-semi-space-size=16', LOADGEN, peer, JSON.stringify(cfg)], ['pipe', 'pipe', 'inherit']));
+        side.gens.push(gen);
+        side.readies.push(gen.next((l) => l.ev === 'ready', o.rampTimeoutS * 1000, `${peer} load generator ready`));
       }
     }
     // Ramp: all peers open at once; progress every 10 s.
-    const readies = sides.flatMap((s) => s.gens.map((g) => g.next((l) => l.ev === 'ready', o.rampTimeoutS * 1000, `${s.peer} load generator ready`)));
+    const readies = sides.flatMap((s) => s.readies);
     let ready = false;
     const allReady = Promise.all(readies).finally(() => (ready = true));
     while (!ready) {

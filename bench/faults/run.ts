@@ -30,6 +30,7 @@ import { Redis } from 'ioredis';
 import { LonglinkClient } from '../../src/client/client.js';
 import { seededRandom } from '../../src/core/backoff.js';
 import { Child } from '../proc-tools.js';
+import { freePort } from '../../test/helpers/redis.js';
 import { FaultProxy } from './proxy.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -73,17 +74,6 @@ interface Device {
   client: LonglinkClient;
   received: string[];
   sent: Map<string, { at: number; ackedAt: number | null }>;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
 }
 
 class RedisProc {

@@ -69,6 +69,12 @@ export function serveCommand(): Command {
     .option('--ping-burst <n>', 'PINGs allowed at once before the spacing applies', int, LIMIT_DEFAULTS.pingBurst)
     .option('--max-write-buffer-bytes <n>', 'unsent output after which a connection is a slow consumer', int, LIMIT_DEFAULTS.maxWriteBufferBytes)
     .option('--slow-consumer-ms <ms>', 'how long delivery may wait for a full write buffer to drain', int, LIMIT_DEFAULTS.slowConsumerMs)
+    .option('--max-data-per-second <n>', 'DATA frames a client may send per second on average (0 = no limit)', int, LIMIT_DEFAULTS.maxDataPerSecond)
+    .option('--data-burst <n>', 'DATA frames allowed at once before the rate applies', int, LIMIT_DEFAULTS.dataBurst)
+    .option('--max-client-info-bytes <n>', "HELLO's clientInfo, keys plus values", int, LIMIT_DEFAULTS.maxClientInfoBytes)
+    .option('--max-state-bytes <n>', 'client state merged from PINGs, keys plus values', int, LIMIT_DEFAULTS.maxStateBytes)
+    .option('--max-state-keys <n>', 'client state keys merged from PINGs', int, LIMIT_DEFAULTS.maxStateKeys)
+    .option('--max-message-id-bytes <n>', 'length of a DATA id', int, LIMIT_DEFAULTS.maxMessageIdBytes)
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', int, DEFAULT_ADMIN_PORT)
@@ -117,6 +123,12 @@ export function serveCommand(): Command {
             pingBurst: o.pingBurst,
             maxWriteBufferBytes: o.maxWriteBufferBytes,
             slowConsumerMs: o.slowConsumerMs,
+            maxDataPerSecond: o.maxDataPerSecond,
+            dataBurst: o.dataBurst,
+            maxClientInfoBytes: o.maxClientInfoBytes,
+            maxStateBytes: o.maxStateBytes,
+            maxStateKeys: o.maxStateKeys,
+            maxMessageIdBytes: o.maxMessageIdBytes,
           },
           heartbeat: {
             intervalMs: o.heartbeatIntervalMs,

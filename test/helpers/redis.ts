@@ -24,7 +24,8 @@ export function redisUnavailable(): string | null {
   }
 }
 
-async function freePort(): Promise<number> {
+/** A port nothing listens on now (loopback). */
+export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = net.createServer();
     s.once('error', reject);
