@@ -7,7 +7,7 @@ import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, LonglinkError, ProtocolError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
+import { CloseCodes, LonglinkError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
@@ -183,6 +183,13 @@ export class ClientCore extends EventEmitter<ClientEvents> {
       link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
     } catch (err) {
       if (stale()) return;
+      if (err instanceof RefusedError) {
+        // Refused before the upgrade: the same as a GOAWAY, hint and reason.
+        this.goawayAfterMs = Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, err.retryAfterMs));
+        const code = (CloseCodes as Record<string, number>)[err.reason] ?? CloseCodes['going-away'];
+        this.lost(code, err.message);
+        return;
+      }
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
       return;
     }

@@ -1,7 +1,8 @@
 import net from 'node:net';
 import tls, { type ConnectionOptions } from 'node:tls';
 import { WebSocket } from 'ws';
-import { LonglinkError } from '../protocol/errors.js';
+import { LonglinkError, RefusedError } from '../protocol/errors.js';
+import { GOAWAY_HEADER, parseGoawayHeader } from '../link/ws-refusal.js';
 import { applyKeepalive, type KeepaliveOptions } from '../link/socket-tuning.js';
 import { TcpLink } from '../link/tcp-link.js';
 import { WsLink } from '../link/ws-link.js';
@@ -61,6 +62,17 @@ function dialWs(u: URL, opts: DialOptions): Promise<Link> {
     ws.once('upgrade', (res) => {
       sock = res.socket as net.Socket;
       applyKeepalive(sock, opts.keepalive);
+    });
+    // A gateway that refuses before the upgrade answers 503 with its GOAWAY in a header.
+    ws.once('unexpected-response', (_req, res) => {
+      const goaway = parseGoawayHeader(res.headers[GOAWAY_HEADER]);
+      ws.terminate();
+      res.resume();
+      reject(
+        goaway
+          ? new RefusedError(goaway.reason, goaway.retryAfterMs, `${u.host} refused the connection (${goaway.reason}); retry after ${goaway.retryAfterMs} ms`)
+          : new LonglinkError('LL_ERR_UPGRADE_REFUSED', `${u.host} answered the WebSocket upgrade with HTTP ${res.statusCode}`),
+      );
     });
     ws.once('open', () => {
       ws.removeAllListeners('error');

@@ -338,7 +338,18 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       out.tcp = this.tcpServer.address() as AddressInfo;
     }
     if (o.ws) {
-      this.wsServer = await listenWs({ ...o.ws, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs }, (l) => this.accept(l));
+      // WebSocket sockets are admitted at TCP accept, before their upgrade: one that never
+      // finishes it is counted per source like any other (issue 20).
+      const gate = {
+        admit: (source: string) => {
+          if (this.closing) return { reason: 'going-away', retryAfterMs: 1000, message: 'the gateway is shutting down' };
+          const refusal = this.admission.admit(source, o.clock.now());
+          if (refusal) this.emit('refused', { remoteAddress: source, transport: 'ws', ...refusal });
+          return refusal;
+        },
+        abandoned: (source: string) => this.admission.release(source, false),
+      };
+      this.wsServer = await listenWs({ ...o.ws, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l) => this.accept(l, true));
       out.ws = this.wsServer.http.address() as AddressInfo;
     }
     return out;
@@ -349,12 +360,13 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * links), unless the gateway is closing or a limit refuses it: then the
    * link gets GOAWAY with a hint, is closed, and null is returned.
    */
-  accept(link: Link): ServerConnection | null {
+  accept(link: Link, admitted = false): ServerConnection | null {
     if (this.closing) {
+      if (admitted) this.admission.release(link.remoteAddress, false);
       link.close(CloseCodes['going-away'], 'the gateway is shutting down');
       return null;
     }
-    const refusal = this.admission.admit(link.remoteAddress, this.options.clock.now());
+    const refusal = admitted ? null : this.admission.admit(link.remoteAddress, this.options.clock.now());
     if (refusal) {
       link.send(goawayFrame(refusal.reason, refusal.retryAfterMs));
       link.close(CloseCodes[refusal.reason], refusal.message);

@@ -66,6 +66,21 @@ export class LonglinkError extends Error {
 }
 
 /**
+ * The gateway refused a connection before it opened (a WebSocket upgrade answered
+ * 503): the GOAWAY reason and its retry hint, which the client honours like GOAWAY's.
+ */
+export class RefusedError extends LonglinkError {
+  constructor(
+    readonly reason: string,
+    readonly retryAfterMs: number,
+    message: string,
+  ) {
+    super('LL_ERR_REFUSED', message);
+    this.name = 'RefusedError';
+  }
+}
+
+/**
  * A peer sent something the protocol does not allow. Carries the close reason
  * the connection is closed with; `code` is `LL_ERR_` + the reason in upper case
  * (for example `LL_ERR_FRAME_TOO_LARGE`).

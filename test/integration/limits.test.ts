@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import net from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
 import { Gateway, type RefusedEvent } from '../../src/gateway/gateway.js';
@@ -84,6 +85,91 @@ describe('connection limits', () => {
       assert.ok(refused.some((e) => e.retryAfterMs === delays[0]), 'the client waited exactly the GOAWAY hint');
       c.close();
     } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe('WebSocket admission at accept', () => {
+  /** A raw socket to the WebSocket port that sends nothing (an upgrade never finished). */
+  function idleSocket(port: number, localAddress = '127.0.0.1'): Promise<net.Socket> {
+    return new Promise((resolve, reject) => {
+      const s = net.connect({ port, host: '127.0.0.1', localAddress }, () => resolve(s));
+      s.once('error', reject);
+    });
+  }
+
+  test('sockets that never finish the upgrade count per source; the refused get a 503 with the GOAWAY hint, closed cleanly', async () => {
+    const gw = new Gateway({ tcp: false, ws: { port: 0 }, limits: { maxConnectionsPerSource: 5, maxPendingHandshakesPerSource: 100 } });
+    const refused: RefusedEvent[] = [];
+    gw.on('refused', (e) => refused.push(e));
+    const port = (await gw.listen()).ws!.port;
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 5; i++) held.push(await idleSocket(port));
+      // The sixth from the same address is refused at accept, before a byte of its request.
+      const sixth = await idleSocket(port);
+      let answer = '';
+      sixth.on('data', (d) => (answer += d));
+      sixth.write('GET /longlink HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+      const how = await new Promise<string>((r) => {
+        sixth.once('error', (e: NodeJS.ErrnoException) => r(e.code ?? 'error'));
+        sixth.once('end', () => r('end'));
+      });
+      sixth.destroy();
+      assert.equal(how, 'end', 'a clean close, never a reset');
+      assert.match(answer, /^HTTP\/1.1 503 /);
+      assert.match(answer, /\r\nx-longlink-goaway: too-many-connections; \d+\r\n/i);
+      assert.equal(refused.at(-1)?.transport, 'ws');
+      // Another source is unaffected, and a longlink client from the full one honours the hint.
+      const other = new LonglinkClient({ url: `ws://127.0.0.1:${port}/longlink`, userId: 'other', deviceId: 'd', localAddress: '127.0.0.2' });
+      await other.connect();
+      other.close();
+      const c = new LonglinkClient({ url: `ws://127.0.0.1:${port}/longlink`, userId: 'u', deviceId: 'd' });
+      const closes: { code: number }[] = [];
+      const delays: number[] = [];
+      c.on('close', (e) => closes.push(e));
+      c.on('reconnecting', (e) => delays.push(e.delayMs));
+      const connected = c.connect().catch(() => {});
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(closes[0]?.code, CloseCodes['too-many-connections']);
+      assert.equal(delays[0], refused.at(-1)!.retryAfterMs, 'the client waits the hint from the 503');
+      // Abandoned upgrades give their places back.
+      for (const s of held) s.destroy();
+      held.length = 0;
+      c.close();
+      await new Promise((r) => setTimeout(r, 100));
+      const before = gw.admissionStats().refusedPerSource;
+      for (let i = 0; i < 5; i++) held.push(await idleSocket(port));
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(gw.admissionStats().refusedPerSource, before, 'five places free again');
+      await connected;
+    } finally {
+      for (const s of held) s.destroy();
+      await gw.close();
+    }
+  });
+
+  test('pending upgrades are bounded per source: one address cannot hold the whole backlog', async () => {
+    const gw = new Gateway({ tcp: false, ws: { port: 0 }, limits: { maxPendingHandshakes: 20, maxPendingHandshakesPerSource: 4 } });
+    const port = (await gw.listen()).ws!.port;
+    const held: net.Socket[] = [];
+    try {
+      for (let i = 0; i < 4; i++) held.push(await idleSocket(port));
+      const fifth = await idleSocket(port);
+      const ended = await new Promise<boolean>((r) => {
+        fifth.once('end', () => r(true));
+        fifth.once('error', () => r(false));
+        fifth.resume();
+      });
+      assert.ok(ended, 'refused with a response and a clean close');
+      fifth.destroy();
+      assert.equal(gw.admissionStats().refusedPendingPerSource, 1);
+      const c = new LonglinkClient({ url: `ws://127.0.0.1:${port}/longlink`, userId: 'u', deviceId: 'd', localAddress: '127.0.0.2' });
+      await c.connect();
+      c.close();
+    } finally {
+      for (const s of held) s.destroy();
       await gw.close();
     }
   });

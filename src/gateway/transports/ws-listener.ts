@@ -6,10 +6,24 @@ import { WebSocketServer } from 'ws';
 import { applyKeepalive, type KeepaliveOptions } from '../../link/socket-tuning.js';
 import { WsLink } from '../../link/ws-link.js';
 import type { Link } from '../../link/link.js';
+import { refusalResponse } from '../../link/ws-refusal.js';
 
-/** Accepts WebSocket upgrades on `path` and hands each to the gateway as a Link. */
+/** What the gateway decides about a raw socket at accept, before a byte of its upgrade is read. */
+export interface UpgradeGate {
+  /** Counts the socket in (null) or refuses it: reason and retry hint, as GOAWAY would carry. */
+  admit(source: string): { reason: string; retryAfterMs: number; message: string } | null;
+  /** An admitted socket ended before its upgrade finished. */
+  abandoned(source: string): void;
+}
+
+/**
+ * Accepts WebSocket upgrades on `path` and hands each to the gateway as a Link.
+ * With a gate, admission happens at TCP accept like on the TCP port: a socket that
+ * never finishes its HTTP upgrade is counted (per source, pending) from its first moment,
+ * and a refused one gets an HTTP 503 carrying the GOAWAY hint, then a clean close.
+ */
 export async function listenWs(
-  opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number },
+  opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate },
   onLink: (link: Link) => void,
 ): Promise<{ http: http.Server; wss: WebSocketServer }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
@@ -31,8 +45,36 @@ export async function listenWs(
     // frame-too-large code from WsLink, so ws's limit only bounds memory.
     maxPayload: opts.maxFrameBytes * 2,
   });
+  /** Admitted raw sockets whose upgrade has not finished, by remote address and port. */
+  const upgrading = new Map<string, Socket>();
+  const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
+  if (opts.gate) {
+    const gate = opts.gate;
+    // The HTTP (or TLS) server's own accept handler runs only for sockets the gate admits.
+    const inner = server.listeners('connection') as ((s: Socket) => void)[];
+    server.removeAllListeners('connection');
+    server.on('connection', (socket: Socket) => {
+      const source = socket.remoteAddress ?? '';
+      const refusal = gate.admit(source);
+      if (refusal) {
+        refuseSocket(socket, refusal);
+        return;
+      }
+      const key = keyOf(socket);
+      upgrading.set(key, socket);
+      socket.once('close', () => {
+        if (upgrading.get(key) === socket) {
+          upgrading.delete(key);
+          gate.abandoned(source);
+        }
+      });
+      for (const l of inner) l.call(server, socket);
+    });
+  }
   wss.on('connection', (ws, req) => {
     const socket = req.socket as Socket;
+    // A TLS socket wraps the raw one; both have the peer's address and port.
+    upgrading.delete(keyOf(socket));
     applyKeepalive(socket, opts.keepalive);
     onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0));
   });
@@ -44,4 +86,18 @@ export async function listenWs(
     });
   });
   return { http: server, wss };
+}
+
+/**
+ * Answers a refused socket with the 503 and closes it cleanly: its request is read and
+ * dropped (closing with unread bytes would send a reset), and it is destroyed if the
+ * peer has not closed within a second.
+ */
+function refuseSocket(socket: Socket, refusal: { reason: string; retryAfterMs: number; message: string }): void {
+  socket.on('error', () => {});
+  socket.resume();
+  socket.end(refusalResponse(refusal));
+  const t = setTimeout(() => socket.destroy(), 1000);
+  t.unref();
+  socket.once('close', () => clearTimeout(t));
 }
