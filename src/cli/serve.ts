@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { int } from './parse.js';
 import { relayChat } from './chat-relay.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
+import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
 import { AdminServer, DEFAULT_ADMIN_PORT, isLoopbackHost } from '../admin/admin-server.js';
 
@@ -75,6 +76,9 @@ export function serveCommand(): Command {
     .option('--max-state-bytes <n>', 'client state merged from PINGs, keys plus values', int, LIMIT_DEFAULTS.maxStateBytes)
     .option('--max-state-keys <n>', 'client state keys merged from PINGs', int, LIMIT_DEFAULTS.maxStateKeys)
     .option('--max-message-id-bytes <n>', 'length of a DATA id', int, LIMIT_DEFAULTS.maxMessageIdBytes)
+    .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
+    .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
+    .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', int, DEFAULT_ADMIN_PORT)
@@ -98,9 +102,10 @@ export function serveCommand(): Command {
       if (o.workers > 1 && cluster.isPrimary) return runPrimary(o, log);
       const worker = cluster.isWorker ? Number(process.env.LL_WORKER ?? cluster.worker!.id) : null;
       if (worker !== null) o.nodeId = `${o.nodeId ?? `${os.hostname()}-${process.ppid}`}-w${worker}`;
+      const bounds = { dedupIdsPerDevice: o.dedupIds, dedupWindowMs: o.dedupWindowMs, maxKnownDevicesPerUser: o.maxKnownDevicesPerUser };
       const store = o.redis
-        ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)) })
-        : undefined;
+        ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
+        : new MemoryStore(bounds);
       let tls: ReturnType<typeof tlsFiles>;
       let authenticate: Authenticate | undefined;
       let gw: Gateway;

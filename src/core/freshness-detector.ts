@@ -14,6 +14,15 @@ import type { LivenessDetector, Verdict } from './liveness-detector.js';
  * the gap (k advances by the number of intervals that passed), so a loss
  * does not disturb the estimate. Anything other than a heartbeat proves life
  * but restarts the lattice (the client's scheduler counts from its last send).
+ *
+ * A heartbeat far later than its slot is ambiguous: delayed on the way (the
+ * lattice stands) or sent late (the client's scheduler counts from that send,
+ * so the lattice has moved). Until the next heartbeat tells which, the next one
+ * is expected no sooner than one interval after the late one, so a late send
+ * followed by a loss keeps the nominal bound of a fixed detector (it once
+ * convicted there). When the next heartbeat keeps the new phase, the lattice
+ * is re-anchored on it. "Far" is beyond both a fiftieth of the interval and
+ * four times the mean deviation seen, so ordinary jitter never triggers it.
  * Pure: time is passed in.
  */
 export interface FreshnessOptions {
@@ -35,6 +44,10 @@ export class FreshnessDetector implements LivenessDetector {
   private k = -1;
   private lastBeatAt = 0;
   private suspectedAt = -1;
+  /** Mean absolute deviation of arrivals from their slots (moving average). */
+  private deviation = 0;
+  /** Arrival of a heartbeat far later than its slot, until the next one says whether the lattice moved (-1: none). */
+  private lateBeatAt = -1;
   readonly o: FreshnessOptions;
 
   constructor(
@@ -62,6 +75,31 @@ export class FreshnessDetector implements LivenessDetector {
       this.restart();
       return;
     }
+    const I = this.intervalMs;
+    if (this.k >= 0 && this.count > 0) {
+      const k = this.k + Math.max(1, Math.round((now - this.lastBeatAt) / I));
+      const lateness = now - (this.sum / this.count + k * I);
+      const pending = this.lateBeatAt;
+      this.lateBeatAt = -1;
+      if (pending >= 0 && lateness > this.farMs() && Math.abs(now - pending - Math.max(1, Math.round((now - pending) / I)) * I) <= this.farMs()) {
+        // Late again, and on the late one's phase: the client's lattice moved there.
+        this.restart();
+        this.beat(pending);
+      } else if (lateness > this.farMs()) {
+        this.lateBeatAt = now;
+      } else {
+        this.deviation += (Math.abs(lateness) - this.deviation) / 16;
+      }
+    }
+    this.beat(now);
+  }
+
+  /** How far past its slot a heartbeat must come to be taken for a possible late send. */
+  private farMs(): number {
+    return Math.max(this.intervalMs / 50, 4 * this.deviation);
+  }
+
+  private beat(now: number): void {
     if (this.k < 0) {
       this.k = 0;
       this.offsets.fill(0);
@@ -82,6 +120,7 @@ export class FreshnessDetector implements LivenessDetector {
     this.k = -1;
     this.count = this.next = 0;
     this.sum = 0;
+    this.lateBeatAt = -1;
   }
 
   setIntervalMs(ms: number): void {
@@ -94,7 +133,9 @@ export class FreshnessDetector implements LivenessDetector {
   expectedAt(): number {
     // No lattice yet (just connected, or data restarted it): one interval after the last frame.
     if (this.count === 0) return this.lastHeardAt + this.intervalMs;
-    return this.sum / this.count + (this.k + 1) * this.intervalMs;
+    const onLattice = this.sum / this.count + (this.k + 1) * this.intervalMs;
+    // After a far-late heartbeat the next may be one interval after it (a late send), not before.
+    return this.lateBeatAt >= 0 ? Math.max(onLattice, this.lateBeatAt + this.intervalMs) : onLattice;
   }
 
   deadline(): number {

@@ -148,7 +148,7 @@ export class Delivery {
         if (f.id !== undefined) {
           let seen: boolean;
           try {
-            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id);
+            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
           } catch (err) {
             return this.fault('seenInbound', err, conn);
           }
@@ -166,7 +166,7 @@ export class Delivery {
         this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
         if (f.id !== undefined) {
           try {
-            await this.o.store.markInbound(conn.userId, conn.deviceId, f.id);
+            await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
           } catch (err) {
             // Not recorded: a re-send would be handed over again. Acknowledge all the same (it was delivered).
             this.stats.storeFaults++;

@@ -326,16 +326,17 @@ test('an invalid phi configuration is refused up front', () => {
 test('freshness detector: closes when the next heartbeat is lateMs overdue, counted from when it was due', async () => {
   const { clock, gw, offline } = setup({ detector: { kind: 'freshness', lateMs: 700, suspectLateMs: 200 } });
   const { client } = await open(gw);
-  // Heartbeats every interval, on the lattice; the last one arrives 90 ms late.
+  // Heartbeats every interval, on the lattice; the last one arrives 18 ms late (within a fiftieth of
+  // the interval: jitter, not a late send, which would make the next due an interval after it).
   for (let i = 0; i < 5; i++) {
     clock.advance(POLICY.intervalMs);
     client.send({ type: FrameType.PING });
   }
-  clock.advance(POLICY.intervalMs + 90);
+  clock.advance(POLICY.intervalMs + 18);
   client.send({ type: FrameType.PING });
   const lastAt = clock.now();
-  // Expected next: the lattice's mean offset (90/6 = 15 ms) after the next interval point.
-  const due = lastAt - 90 + POLICY.intervalMs + 15;
+  // Expected next: the lattice's mean offset (18/6 = 3 ms) after the next interval point.
+  const due = lastAt - 18 + POLICY.intervalMs + 3;
   clock.advance(due + 200 - clock.now() - 1);
   assert.equal(pings(client), 0, 'no probe before suspectLateMs');
   clock.advance(1);

@@ -20,16 +20,18 @@ before(async () => {
 });
 after(async () => redis?.stop());
 
-const kinds: { name: string; make: () => Store; skip: string | false }[] = [
-  { name: 'memory', make: () => new MemoryStore(), skip: false },
-  { name: 'redis', make: () => new RedisStore({ url: redis!.url, prefix: `t${++prefixN}:` }), skip: noRedis ? `skipped: ${noRedis}` : false },
+/** The bounds both stores take. */
+type Bounds = { dedupIdsPerDevice?: number; dedupWindowMs?: number; maxKnownDevicesPerUser?: number };
+const kinds: { name: string; make: (b?: Bounds) => Store; skip: string | false }[] = [
+  { name: 'memory', make: (b = {}) => new MemoryStore(b), skip: false },
+  { name: 'redis', make: (b = {}) => new RedisStore({ url: redis!.url, prefix: `t${++prefixN}:`, ...b }), skip: noRedis ? `skipped: ${noRedis}` : false },
 ];
 
 for (const kind of kinds) {
   describe(`store contract: ${kind.name}`, { skip: kind.skip }, () => {
-    const withStore = (name: string, fn: (s: Store) => Promise<void>) =>
+    const withStore = (name: string, fn: (s: Store) => Promise<void>, bounds?: Bounds) =>
       test(name, async () => {
-        const s = kind.make();
+        const s = kind.make(bounds);
         try {
           await fn(s);
         } finally {
@@ -123,16 +125,62 @@ for (const kind of kinds) {
     });
 
     withStore('known devices and duplicate detection of client message ids', async (s) => {
-      await s.rememberDevice('u', 'd1', 5000);
-      await s.rememberDevice('u', 'd2', 1000);
+      const t = Date.now();
+      await s.rememberDevice('u', 'd1', t + 5000);
+      await s.rememberDevice('u', 'd2', t + 1000);
       await s.enqueue('u', 'd2', msg('held'), LIMITS);
-      assert.deepEqual((await s.knownDevices('u', 2000)).sort(), ['d1', 'd2'], 'd2 is past its time but still holds a message');
+      assert.deepEqual((await s.knownDevices('u', t + 2000)).sort(), ['d1', 'd2'], 'd2 is past its time but still holds a message');
       await s.ack('u', 'd2', '', 0);
-      assert.equal(await s.seenInbound('u', 'd1', 'm1'), false);
-      assert.equal(await s.markInbound('u', 'd1', 'm1'), true);
-      assert.equal(await s.seenInbound('u', 'd1', 'm1'), true);
-      assert.equal(await s.markInbound('u', 'd1', 'm1'), false);
-      assert.equal(await s.markInbound('u', 'd2', 'm1'), true, 'per device');
+      assert.equal(await s.seenInbound('u', 'd1', 'm1', t), false);
+      assert.equal(await s.markInbound('u', 'd1', 'm1', t), true);
+      assert.equal(await s.seenInbound('u', 'd1', 'm1', t), true);
+      assert.equal(await s.markInbound('u', 'd1', 'm1', t), false);
+      assert.equal(await s.markInbound('u', 'd2', 'm1', t), true, 'per device');
+    });
+
+    withStore(
+      'the dedup record is a window: at most dedupIdsPerDevice ids, none older than dedupWindowMs',
+      async (s) => {
+        const t = Date.now();
+        for (let i = 0; i < 5; i++) assert.equal(await s.markInbound('u', 'd', `m${i}`, t + i), true);
+        assert.equal(await s.seenInbound('u', 'd', 'm0', t + 5), false, 'the oldest went beyond three ids');
+        assert.equal(await s.seenInbound('u', 'd', 'm1', t + 5), false);
+        assert.equal(await s.seenInbound('u', 'd', 'm4', t + 5), true);
+        assert.equal(await s.seenInbound('u', 'd', 'm4', t + 4 + 60_000), false, 'past the window a re-send counts as new');
+        assert.equal(await s.markInbound('u', 'd', 'm4', t + 4 + 60_000), true);
+      },
+      { dedupIdsPerDevice: 3, dedupWindowMs: 60_000 },
+    );
+
+    withStore(
+      'known devices are bounded per user: a new device beyond it evicts the one whose time ends first',
+      async (s) => {
+        const t = Date.now();
+        await s.rememberDevice('u', 'a', t + 30_000);
+        await s.rememberDevice('u', 'b', t + 10_000);
+        await s.rememberDevice('u', 'c', t + 20_000);
+        await s.rememberDevice('u', 'a', t + 40_000); // a known device again: no eviction
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'b', 'c']);
+        await s.rememberDevice('u', 'd', t + 50_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd'], 'b, whose time ended first, went');
+      },
+      { maxKnownDevicesPerUser: 3 },
+    );
+
+    withStore('an emptied mailbox is deleted; the next message is numbered above what the link already carries', async (s) => {
+      await s.enqueue('u', 'd', msg('a'), LIMITS);
+      assert.deepEqual((await s.take('u', 'd', 'L', 0)).map((m) => m.seq), [1]);
+      await s.ack('u', 'd', 'L', 1);
+      if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
+      if (s instanceof RedisStore) assert.equal((await s.redis.keys(`${(s as unknown as { o: { prefix: string } }).o.prefix}mb*`)).length, 0, 'no list, no meta');
+      await s.enqueue('u', 'd', msg('b'), LIMITS);
+      assert.deepEqual((await s.take('u', 'd', 'L', 1)).map((m) => [m.id, m.seq]), [['b', 2]]);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2)), ['b']);
+      // Expiry empties one as well.
+      await s.enqueue('u', 'd', msg('c', 5), LIMITS);
+      assert.equal((await s.expire(10)).length, 1);
+      if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
+      if (s instanceof RedisStore) assert.equal((await s.redis.keys(`${(s as unknown as { o: { prefix: string } }).o.prefix}mb*`)).length, 0);
     });
   });
 }
@@ -173,6 +221,24 @@ describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` :
     await a.close();
     await b.close();
   });
+});
+
+test('memory store: known devices and dedup ids are bounded in all and swept when past their time', async () => {
+  const s = new MemoryStore({ maxKnownDevices: 100, maxDedupBytes: 100 * (64 + 4), dedupWindowMs: 1000 });
+  const t = 1_000_000;
+  for (let i = 0; i < 1000; i++) {
+    await s.rememberDevice(`u${i}`, 'd', t + 1000 + i);
+    await s.markInbound(`u${i}`, 'd', `m${String(i).padStart(3, '0')}`, t + i);
+  }
+  assert.equal(s.footprint.knownDevices, 100, 'the devices seen longest ago went');
+  assert.deepEqual(await s.knownDevices('u999', t), ['d']);
+  assert.deepEqual(await s.knownDevices('u0', t), []);
+  assert.ok(s.footprint.dedupBytes <= 100 * 68, `dedup bytes bounded (${s.footprint.dedupBytes})`);
+  assert.equal(await s.seenInbound('u999', 'd', 'm999', t + 999), true, 'the most recent kept');
+  // Past their time, both go at the next sweep, messages or not.
+  await s.expire(t + 5000);
+  assert.deepEqual(s.footprint, { mailboxes: 0, knownDevices: 0, dedupDevices: 0, dedupBytes: 0 });
+  await s.close();
 });
 
 test('memory store: session records are bounded per device and in all (an attacker reconnecting without resuming, or with one token for many devices)', async () => {

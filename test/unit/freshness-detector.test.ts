@@ -9,8 +9,27 @@ test('the deadline counts from when the next heartbeat is due, not from when the
   assert.equal(d.expectedAt(), 4050);
   assert.equal(d.deadline(), 5550);
   d.heard(4250); // one late arrival moves the estimate by a quarter of its lateness (window mean), not all of it
-  assert.equal(d.expectedAt(), 5000 + (50 + 50 + 50 + 250) / 4);
-  assert.equal(d.deadline(), 5100 + 1500);
+  // ...but it may have been sent late, so the next is not expected before one interval after it.
+  assert.equal(d.expectedAt(), 5250);
+  d.heard(5050); // back on the lattice: it was the network, and the window mean holds
+  assert.equal(d.expectedAt(), 6000 + (50 + 50 + 50 + 250 + 50) / 5);
+});
+
+test('a late send followed by a loss is not convicted before the nominal bound (issue 20)', () => {
+  // Interval 1000, miss budget 2, grace 200: lateMs = 1200, so a fixed detector allows 2200 ms of silence.
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1200, suspectLateMs: 200 });
+  for (let t = 1010; t <= 10_010; t += 1000) d.heard(t);
+  // The client's app hangs 400 ms: the heartbeat due at 11,000 goes out at 11,400 (arrives 11,410),
+  // and its scheduler counts the next from there: 12,410, which is lost; then 13,410.
+  d.heard(11_410);
+  assert.ok(d.deadline() >= 11_410 + 2200, `deadline ${d.deadline()} before last + 2200`);
+  assert.notEqual(d.check(13_409), 'dead', 'the old detector convicted at 13,246');
+  d.heard(13_410);
+  // Confirmed: the lattice moved; it is re-anchored, and the next is due one interval on.
+  assert.equal(d.expectedAt(), 14_410);
+  d.heard(14_410);
+  assert.equal(d.expectedAt(), 15_410);
+  assert.equal(d.deadline(), 15_410 + 1200);
 });
 
 test('a lost heartbeat is recognised from the gap and does not shift the expected time', () => {

@@ -1,9 +1,6 @@
 import { UserDevices } from '../device-map.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 
-/** Client message ids remembered per device for duplicate detection. */
-export const INBOUND_IDS_KEPT = 4096;
-
 interface Mailbox {
   /** The connection the mailbox is bound to ('' for none yet). */
   holder: string;
@@ -11,8 +8,12 @@ interface Mailbox {
   highSeq: number;
   messages: QueuedMessage[];
   bytes: number;
-  /** Insertion-ordered, so the oldest id is evicted first. */
-  inboundIds: Set<string>;
+}
+
+/** One device's recent client message ids: id → when recorded (wall ms), oldest first. */
+interface DedupWindow {
+  ids: Map<string, number>;
+  bytes: number;
 }
 
 /**
@@ -28,9 +29,33 @@ export interface MemoryStoreOptions {
   maxSessionsPerDevice?: number;
   /** Session records kept in all; beyond it the least recently saved goes. */
   maxSessions?: number;
+  /**
+   * The duplicate-detection window for client message ids, per device: at
+   * most this many ids, none older than `dedupWindowMs`. A re-send older than
+   * the window is delivered again (at least once still holds).
+   */
+  dedupIdsPerDevice?: number;
+  dedupWindowMs?: number;
+  /** Bytes of remembered ids in all (UTF-16 length plus 64 per entry); beyond it the least recently active device's oldest ids go. */
+  maxDedupBytes?: number;
+  /** Devices remembered per user (for pushes while offline); a new one beyond it evicts the one seen longest ago. */
+  maxKnownDevicesPerUser?: number;
+  /** Devices remembered in all; beyond it the one seen longest ago goes. */
+  maxKnownDevices?: number;
 }
 
-export const MEMORY_STORE_DEFAULTS = { maxSessionsPerDevice: 4, maxSessions: 250_000 };
+export const MEMORY_STORE_DEFAULTS = {
+  maxSessionsPerDevice: 4,
+  maxSessions: 250_000,
+  dedupIdsPerDevice: 1024,
+  dedupWindowMs: 24 * 3600_000,
+  maxDedupBytes: 64 << 20,
+  maxKnownDevicesPerUser: 64,
+  maxKnownDevices: 500_000,
+};
+
+/** What an id costs in the dedup record beyond its characters (map entry, number, key). */
+const DEDUP_ENTRY_BYTES = 64;
 
 export class MemoryStore implements Store {
   readonly kind = 'memory';
@@ -45,8 +70,15 @@ export class MemoryStore implements Store {
     this.limits = { ...MEMORY_STORE_DEFAULTS, ...opts };
   }
   private saves = 0;
+  /** Only while they hold messages: an emptied mailbox is deleted (its numbering restarts above the next holder's afterSeq). */
   private readonly mailboxes = new Map<string, Mailbox>();
+  /** By user: device → remembered until (wall ms). */
   private readonly known = new UserDevices<number>();
+  /** Every known device by `user\0device`, in order of `until` (a remember moves it to the end), for the sweep and the bound. */
+  private readonly knownOrder = new Map<string, number>();
+  /** By `user\0device`, least recently recorded first. */
+  private readonly dedup = new Map<string, DedupWindow>();
+  private dedupBytes = 0;
 
   async setOnline(entry: PresenceEntry): Promise<void> {
     this.presence.set(entry.userId, entry.deviceId, entry);
@@ -125,7 +157,7 @@ export class MemoryStore implements Store {
   private mailbox(userId: string, deviceId: string): Mailbox {
     const key = `${userId}\u0000${deviceId}`;
     let m = this.mailboxes.get(key);
-    if (!m) this.mailboxes.set(key, (m = { holder: '', highSeq: 0, messages: [], bytes: 0, inboundIds: new Set() }));
+    if (!m) this.mailboxes.set(key, (m = { holder: '', highSeq: 0, messages: [], bytes: 0 }));
     return m;
   }
 
@@ -166,6 +198,7 @@ export class MemoryStore implements Store {
     while (n < m.messages.length && m.messages[n].seq !== 0 && m.messages[n].seq <= upTo) n++;
     const acked = m.messages.splice(0, n);
     for (const a of acked) m.bytes -= a.payload.length;
+    if (m.messages.length === 0) this.mailboxes.delete(`${userId}\u0000${deviceId}`);
     return acked;
   }
 
@@ -180,7 +213,10 @@ export class MemoryStore implements Store {
         out.push({ userId, deviceId, message });
         return false;
       });
+      if (m.messages.length === 0) this.mailboxes.delete(key);
     }
+    this.sweepKnown(now);
+    this.sweepDedup(now);
     return out;
   }
 
@@ -189,28 +225,111 @@ export class MemoryStore implements Store {
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    this.known.set(userId, deviceId, Math.max(until, this.known.get(userId, deviceId) ?? 0));
+    const prev = this.known.get(userId, deviceId);
+    if (prev !== undefined && prev >= until) return;
+    if (prev === undefined) {
+      // A new device beyond the user's bound: forget the one seen longest ago.
+      let n = 0;
+      let oldest: [string, number] | undefined;
+      for (const e of this.known.entries(userId)) {
+        n++;
+        if (!oldest || e[1] < oldest[1]) oldest = e;
+      }
+      if (oldest && n >= this.limits.maxKnownDevicesPerUser) this.forgetDevice(userId, oldest[0]);
+    }
+    this.known.set(userId, deviceId, until);
+    const key = `${userId}\u0000${deviceId}`;
+    this.knownOrder.delete(key);
+    this.knownOrder.set(key, until);
+    while (this.knownOrder.size > this.limits.maxKnownDevices) {
+      const [u, d] = this.knownOrder.keys().next().value!.split('\u0000');
+      this.forgetDevice(u, d);
+    }
+  }
+
+  private forgetDevice(userId: string, deviceId: string): void {
+    this.known.delete(userId, deviceId);
+    this.knownOrder.delete(`${userId}\u0000${deviceId}`);
+  }
+
+  /** Drops devices past their time (the order is by time, so it stops at the first that is not). */
+  private sweepKnown(now: number): void {
+    for (const [key, until] of this.knownOrder) {
+      if (until > now) break;
+      const [u, d] = key.split('\u0000');
+      // Still holding messages: kept until they are delivered or expire.
+      if (this.mailboxes.has(key)) continue;
+      this.forgetDevice(u, d);
+    }
   }
 
   async knownDevices(userId: string, now: number): Promise<string[]> {
     const out: string[] = [];
     for (const [deviceId, until] of [...this.known.entries(userId)]) {
       if (until > now || (this.mailboxes.get(`${userId}\u0000${deviceId}`)?.messages.length ?? 0) > 0) out.push(deviceId);
-      else this.known.delete(userId, deviceId);
+      else this.forgetDevice(userId, deviceId);
     }
     return out;
   }
 
-  async seenInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
-    return this.mailboxes.get(`${userId}\u0000${deviceId}`)?.inboundIds.has(id) ?? false;
+  /** Devices remembered (for tests and the bound's proof). */
+  get knownDeviceCount(): number {
+    return this.knownOrder.size;
   }
 
-  async markInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
-    const ids = this.mailbox(userId, deviceId).inboundIds;
-    if (ids.has(id)) return false;
-    ids.add(id);
-    if (ids.size > INBOUND_IDS_KEPT) ids.delete(ids.values().next().value!);
+  async seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
+    const at = this.dedup.get(`${userId}\u0000${deviceId}`)?.ids.get(id);
+    return at !== undefined && at > now - this.limits.dedupWindowMs;
+  }
+
+  async markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
+    const key = `${userId}\u0000${deviceId}`;
+    let w = this.dedup.get(key);
+    if (w) this.dedup.delete(key);
+    else w = { ids: new Map(), bytes: 0 };
+    // Most recently recorded last: the process bound evicts from the least active device.
+    this.dedup.set(key, w);
+    const at = w.ids.get(id);
+    if (at !== undefined && at > now - this.limits.dedupWindowMs) return false;
+    w.ids.delete(id);
+    w.ids.set(id, now);
+    this.addDedup(w, id.length + DEDUP_ENTRY_BYTES);
+    for (const [old, t] of w.ids) {
+      if (w.ids.size <= this.limits.dedupIdsPerDevice && t > now - this.limits.dedupWindowMs) break;
+      this.dropId(key, w, old);
+    }
+    while (this.dedupBytes > this.limits.maxDedupBytes) {
+      const [k, lru] = this.dedup.entries().next().value!;
+      this.dropId(k, lru, lru.ids.keys().next().value!);
+    }
     return true;
+  }
+
+  private addDedup(w: DedupWindow, bytes: number): void {
+    w.bytes += bytes;
+    this.dedupBytes += bytes;
+  }
+
+  private dropId(key: string, w: DedupWindow, id: string): void {
+    w.ids.delete(id);
+    this.addDedup(w, -(id.length + DEDUP_ENTRY_BYTES));
+    if (w.ids.size === 0) this.dedup.delete(key);
+  }
+
+  /** Devices whose newest id is past the window go whole; the order is by last record, so it stops early. */
+  private sweepDedup(now: number): void {
+    for (const [key, w] of this.dedup) {
+      let newest = 0;
+      for (const t of w.ids.values()) newest = t;
+      if (newest > now - this.limits.dedupWindowMs) break;
+      this.dedupBytes -= w.bytes;
+      this.dedup.delete(key);
+    }
+  }
+
+  /** What the store holds beyond sessions and presence, for the budget's proof. */
+  get footprint(): { mailboxes: number; knownDevices: number; dedupDevices: number; dedupBytes: number } {
+    return { mailboxes: this.mailboxes.size, knownDevices: this.knownOrder.size, dedupDevices: this.dedup.size, dedupBytes: this.dedupBytes };
   }
 
   async close(): Promise<void> {
@@ -219,5 +338,8 @@ export class MemoryStore implements Store {
     this.deviceSessions.clear();
     this.mailboxes.clear();
     this.known.clear();
+    this.knownOrder.clear();
+    this.dedup.clear();
+    this.dedupBytes = 0;
   }
 }

@@ -86,6 +86,8 @@ if #out > 0 then
   ${RESCORE}
   rescore(KEYS[1], ARGV[3], KEYS[3])
 end
+-- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
 return out
 `;
 
@@ -115,20 +117,52 @@ for _, mbid in ipairs(due) do
     end
   end
   redis.call('DEL', list)
-  if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) end
+  if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) else redis.call('DEL', meta) end
   if min == nil then redis.call('ZREM', KEYS[1], mbid) else redis.call('ZADD', KEYS[1], min, mbid) end
 end
 return out
 `;
 
-/** KEYS: inbound ids zset, counter. ARGV: id, kept. 1 if new, 0 if seen. */
+/**
+ * KEYS: the device's inbound ids (sorted set scored by when recorded, wall ms).
+ * ARGV: id, most kept, now, window ms. 1 if new (recorded), 0 if seen within
+ * the window. Ids past the window or beyond the count go; the key expires with
+ * the window, so a device that stops sending leaves nothing behind.
+ */
 export const MARK_INBOUND = `
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
-local n = redis.call('INCR', KEYS[2])
-redis.call('ZADD', KEYS[1], n, ARGV[1])
+local now = tonumber(ARGV[3])
+local win = tonumber(ARGV[4])
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) > now - win then return 0 end
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - win)
 local kept = tonumber(ARGV[2])
 local size = redis.call('ZCARD', KEYS[1])
 if size > kept then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - kept - 1) end
+redis.call('PEXPIRE', KEYS[1], win)
+return 1
+`;
+
+/**
+ * KEYS: the user's known devices (hash device → until, wall ms). ARGV: device,
+ * until, most per user, ttl ms. A new device beyond the bound evicts the one
+ * whose time ends first; the hash expires with its newest entry.
+ */
+export const REMEMBER_DEVICE = `
+local untilMs = tonumber(ARGV[2])
+local prev = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+if untilMs <= prev then return 0 end
+if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+  local all = redis.call('HGETALL', KEYS[1])
+  local oldest, min = nil, nil
+  for i = 1, #all, 2 do
+    local t = tonumber(all[i + 1])
+    if min == nil or t < min then oldest, min = all[i], t end
+  end
+  if oldest then redis.call('HDEL', KEYS[1], oldest) end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
 return 1
 `;
 

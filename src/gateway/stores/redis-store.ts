@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
-import { INBOUND_IDS_KEPT } from './memory-store.js';
-import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, SAVE_SESSION, SET_OFFLINE, TAKE } from './redis-lua.js';
+import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
+import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, REMEMBER_DEVICE, SAVE_SESSION, SET_OFFLINE, TAKE } from './redis-lua.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 
 /**
@@ -36,9 +36,22 @@ export interface RedisStoreOptions {
   leaseRenewMs?: number;
   /** Session records kept per (user, device); a new session beyond it drops the oldest (as the memory store does). */
   maxSessionsPerDevice?: number;
+  /** The duplicate-detection window per device, in ids and in time (as the memory store's). */
+  dedupIdsPerDevice?: number;
+  dedupWindowMs?: number;
+  /** Devices remembered per user; a new one beyond it evicts the one whose time ends first. */
+  maxKnownDevicesPerUser?: number;
 }
 
-export const REDIS_DEFAULTS = { prefix: 'll:', leaseTtlMs: 15_000, leaseRenewMs: 5000, maxSessionsPerDevice: 4 };
+export const REDIS_DEFAULTS = {
+  prefix: 'll:',
+  leaseTtlMs: 15_000,
+  leaseRenewMs: 5000,
+  maxSessionsPerDevice: 4,
+  dedupIdsPerDevice: MEMORY_STORE_DEFAULTS.dedupIdsPerDevice,
+  dedupWindowMs: MEMORY_STORE_DEFAULTS.dedupWindowMs,
+  maxKnownDevicesPerUser: MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser,
+};
 
 type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
 
@@ -54,7 +67,8 @@ declare module 'ioredis' {
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
     llAck(list: string, meta: string, expiry: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
-    llMarkInbound(ids: string, counter: string, id: string, kept: number): Promise<number>;
+    llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
+    llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
     llSaveSession(key: string, index: string, json: string, ttlMs: number, token: string, now: number, max: number, prefix: string): Promise<number>;
   }
@@ -86,7 +100,8 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
     this.redis.defineCommand('llAck', { numberOfKeys: 3, lua: ACK });
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
-    this.redis.defineCommand('llMarkInbound', { numberOfKeys: 2, lua: MARK_INBOUND });
+    this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
+    this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
     this.redis.defineCommand('llSaveSession', { numberOfKeys: 2, lua: SAVE_SESSION });
   }
@@ -265,9 +280,7 @@ export class RedisStore implements Store {
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    const key = this.k('known', enc(userId));
-    const prev = Number((await this.redis.hget(key, deviceId)) ?? 0);
-    if (until > prev) await this.redis.hset(key, deviceId, String(until));
+    await this.redis.llRemember(this.k('known', enc(userId)), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())));
   }
 
   async knownDevices(userId: string, now: number): Promise<string[]> {
@@ -281,13 +294,14 @@ export class RedisStore implements Store {
     return out;
   }
 
-  async seenInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
-    return (await this.redis.zscore(this.k('in', this.mbid(userId, deviceId)), id)) !== null;
+  async seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
+    const at = await this.redis.zscore(this.k('in', this.mbid(userId, deviceId)), id);
+    return at !== null && Number(at) > now - this.o.dedupWindowMs;
   }
 
-  async markInbound(userId: string, deviceId: string, id: string): Promise<boolean> {
+  async markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
     const mb = this.mbid(userId, deviceId);
-    return (await this.redis.llMarkInbound(this.k('in', mb), this.k('inc', mb), id, INBOUND_IDS_KEPT)) === 1;
+    return (await this.redis.llMarkInbound(this.k('in', mb), id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs)) === 1;
   }
 
   /** Drops the connections at once without releasing the lease: what a crash does (for tests and drills). */

@@ -95,17 +95,23 @@ export interface MailboxStore {
   depth(userId: string, deviceId: string): Promise<number>;
   /** Everything held in mailboxes, for metrics; optional because a shared store cannot total it cheaply. */
   queueTotals?(): Promise<{ mailboxes: number; messages: number; bytes: number }>;
-  /** Remembers a device of a user until `until` (wall ms), so pushes queue for it while it is offline. */
+  /**
+   * Remembers a device of a user until `until` (wall ms), so pushes queue for
+   * it while it is offline. Bounded per user (the store's option): a new
+   * device beyond it evicts the one whose time ends first.
+   */
   rememberDevice(userId: string, deviceId: string, until: number): Promise<void>;
   /** Devices remembered for a user, or still holding messages. */
   knownDevices(userId: string, now: number): Promise<string[]>;
   /**
    * Records a client message id for duplicate detection across sessions;
    * false if it was already recorded (a re-send of a message accepted before).
+   * The record is a window, bounded per device in ids and in time (`now`,
+   * wall ms): a re-send older than it counts as new.
    */
-  markInbound(userId: string, deviceId: string, id: string): Promise<boolean>;
-  /** Whether a client message id was recorded (read only: the gateway checks, hands the message over, then records). */
-  seenInbound(userId: string, deviceId: string, id: string): Promise<boolean>;
+  markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean>;
+  /** Whether a client message id was recorded within the window (read only: the gateway checks, hands the message over, then records). */
+  seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean>;
 }
 
 /**
