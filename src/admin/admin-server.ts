@@ -9,7 +9,7 @@ import type { ConnectionInfo, DrainOptions, Gateway } from '../gateway/gateway.j
 import { systemTimers } from '../core/clock.js';
 import { GatewayMetrics, type MetricsOptions } from './metrics.js';
 import { LiveFeed } from './live-feed.js';
-import type { ConnectionDetail, ConnectionView } from './api-types.js';
+import type { ConnectionDetail, ConnectionsPage, ConnectionView } from './api-types.js';
 
 export interface AdminOptions {
   host?: string;
@@ -35,7 +35,8 @@ export function isLoopbackHost(host: string): boolean {
   return LOOPBACK_HOSTS.has(host) || (isIPv4(host) && host.startsWith('127.'));
 }
 const MAX_BODY_BYTES = 64 * 1024;
-const MAX_LIST = 5000;
+/** A page of the connection list: with clientInfo and state at their bounds (1 KiB each), under 3 MB of JSON. */
+const MAX_LIST = 1000;
 
 const TYPES: Record<string, string> = {
   '.html': 'text/html; charset=utf-8',
@@ -236,12 +237,20 @@ export class AdminServer {
     res.end(f.body);
   }
 
-  private list(url: URL): { total: number; connections: ConnectionView[] } {
+  private list(url: URL): ConnectionsPage {
     const user = url.searchParams.get('user');
     const limit = Math.min(MAX_LIST, Math.max(1, Number(url.searchParams.get('limit') ?? 200) || 200));
-    // Most recently connected first: what an operator watching the page just caused.
-    const conns = this.gw.listConnections({ ...(user !== null ? { userId: user } : {}), limit });
-    return { total: user !== null ? this.gw.deviceCount(user) : this.gw.onlineDevices, connections: conns.map(view) };
+    const cursor = url.searchParams.get('before');
+    if (cursor !== null && !/^[1-9]\d{0,15}$/.test(cursor)) throw badRequest('before: a cursor from a previous page');
+    // Most recently accepted first: what an operator watching the page just caused. One more than
+    // the page tells whether there is a next.
+    const conns = this.gw.listConnections({ ...(user !== null ? { userId: user } : {}), limit: limit + 1, ...(cursor !== null ? { before: Number(cursor) } : {}) });
+    const page = conns.slice(0, limit);
+    return {
+      total: user !== null ? this.gw.deviceCount(user) : this.gw.onlineDevices,
+      connections: page.map(view),
+      ...(conns.length > limit ? { next: String(page[page.length - 1].serial) } : {}),
+    };
   }
 
   private detail(connectionId: string): ConnectionDetail {

@@ -126,10 +126,15 @@ export interface Overview {
   eventLoop: { p50Ms: number; p99Ms: number; maxMs: number } | null;
 }
 
-/** GET /api/connections */
+/**
+ * GET /api/connections?limit=N&before=CURSOR&user=ID: the most recently
+ * accepted first, at most `limit` (200 by default, 1,000 at most); `next`,
+ * when present, is the cursor of the following page.
+ */
 export interface ConnectionsPage {
   total: number;
   connections: ConnectionView[];
+  next?: string;
 }
 
 /** POST /api/kick */

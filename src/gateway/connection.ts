@@ -83,8 +83,12 @@ export interface Opening {
  * heartbeat, over any Link. Holds one wheel timer, re-armed lazily: inbound
  * frames only record the time they arrived.
  */
+let serials = 0;
+
 export class ServerConnection implements LinkEvents {
   readonly id = newId();
+  /** Order of acceptance in this process: the admin list pages by it. */
+  readonly serial = ++serials;
   phase: ConnectionPhase = 'handshake';
   userId = '';
   deviceId = '';

@@ -162,6 +162,8 @@ export interface GatewayEvents {
 
 /** A snapshot of one connection, for the application and the admin view. */
 export interface ConnectionInfo extends DeviceRef {
+  /** Order of acceptance in this process (the admin list's page cursor). */
+  serial: number;
   remoteAddress: string;
   intervalMs: number;
   direction: 'client' | 'server';
@@ -762,10 +764,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
    * connected first, and only those are described (a gateway of 200,000
    * connections sorts numbers, not snapshots).
    */
-  listConnections(opts: { userId?: string; limit?: number } = {}): ConnectionInfo[] {
+  listConnections(opts: { userId?: string; limit?: number; before?: number } = {}): ConnectionInfo[] {
     const now = this.options.clock.now();
-    const source = opts.userId !== undefined ? this.registry.devices(opts.userId) : this.registry.all();
-    const conns = opts.limit !== undefined ? topK(source, opts.limit, (c) => c.connectedAt) : [...source];
+    let source: Iterable<ServerConnection> = opts.userId !== undefined ? this.registry.devices(opts.userId) : this.registry.all();
+    if (opts.before !== undefined) source = olderThan(source, opts.before);
+    const conns = opts.limit !== undefined ? topK(source, opts.limit, (c) => c.serial) : [...source];
     return conns.map((c) => info(c, now));
   }
 
@@ -874,6 +877,11 @@ export class Gateway extends EventEmitter<GatewayEvents> {
   }
 }
 
+/** A page's cursor: connections accepted before the one with this serial. */
+function* olderThan(conns: Iterable<ServerConnection>, serial: number): Iterable<ServerConnection> {
+  for (const c of conns) if (c.serial < serial) yield c;
+}
+
 function ref(c: ServerConnection): DeviceRef {
   return { userId: c.userId, deviceId: c.deviceId, connectionId: c.id, sessionId: c.sessionId, transport: c.transport };
 }
@@ -881,6 +889,7 @@ function ref(c: ServerConnection): DeviceRef {
 function info(c: ServerConnection, now: number): ConnectionInfo {
   return {
     ...ref(c),
+    serial: c.serial,
     remoteAddress: c.link.remoteAddress,
     intervalMs: c.grant?.intervalMs ?? 0,
     direction: c.grant?.direction ?? 'client',

@@ -6,7 +6,7 @@ import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
 import { AdminServer } from '../../src/admin/admin-server.js';
-import type { ConnectionDetail, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
+import type { ConnectionDetail, ConnectionsPage, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { sleep, waitEvent } from '../helpers/procs.js';
@@ -211,6 +211,33 @@ describe('admin port', () => {
     assert.equal(gone.json().error.code, 'LL_ERR_NOT_FOUND');
     assert.equal(gw.onlineDevices, 0);
     await close();
+  });
+
+  test('the connection list is paged (most recent first, a cursor to the next page) and a page is bounded', async () => {
+    const { port, urls, close } = await setup();
+    const clients = Array.from({ length: 7 }, (_, i) => new LonglinkClient({ url: urls.tcp, userId: `p${i}`, deviceId: 'd' }));
+    try {
+      for (const c of clients) await c.connect();
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      for (let pages = 0; pages < 10; pages++) {
+        const page = (await http(port, 'GET', `/api/connections?limit=3${cursor ? `&before=${cursor}` : ''}`)).json() as ConnectionsPage;
+        assert.equal(page.total, 7);
+        assert.ok(page.connections.length <= 3);
+        seen.push(...page.connections.map((v) => v.userId));
+        cursor = page.next;
+        if (!cursor) break;
+      }
+      assert.deepEqual(seen, ['p6', 'p5', 'p4', 'p3', 'p2', 'p1', 'p0'], 'every connection once, newest first');
+      const big = (await http(port, 'GET', '/api/connections?limit=999999')).json() as ConnectionsPage;
+      assert.equal(big.connections.length, 7, 'a huge limit is capped, not refused');
+      const bad = await http(port, 'GET', '/api/connections?before=abc');
+      assert.equal(bad.status, 400);
+      assert.equal(bad.json().error.code, 'LL_ERR_BAD_REQUEST');
+    } finally {
+      for (const c of clients) c.close();
+      await close();
+    }
   });
 
   test('bad requests get typed errors; a token guards the API and metrics but not the page', async () => {
