@@ -11,7 +11,7 @@ interface Flag {
   help: string;
 }
 
-export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults';
+export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults' | 'attack';
 
 export const MODES: Record<Mode, { flag: string | null; summary: string; flags: Record<string, Flag> }> = {
   peers: {
@@ -75,6 +75,15 @@ export const MODES: Record<Mode, { flag: string | null; summary: string; flags: 
       seed: { default: 'now', help: 'seed (now: from the clock, printed)' },
       users: { default: '12', help: 'users (every third has two devices)' },
       'fault-every-s': { default: '1.5', help: 'seconds between faults, on average' },
+    },
+  },
+  attack: {
+    flag: '--attack',
+    summary: "the attack suite: one scenario per finding of issue 20 against a fresh gateway each, a healthy client on the side",
+    flags: {
+      'duration-s': { default: '30', help: 'seconds each attack runs' },
+      size: { default: '1', help: "sizes as a fraction of the findings' (1: 50 sessions at a time, 500 idle sockets, 3,000 upgrades, 300 drippers...)" },
+      scenarios: { default: 'all', help: 'which, comma-separated (sessions, ids, state, rebind, pending, flood, flood-seq, ws-upgrade, drip)' },
     },
   },
   fuzz: {

@@ -39,6 +39,7 @@ if (args.help) {
   process.exit(0);
 }
 const t0 = Date.now();
+const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, Linux ${os.release()}`;
 const progress = (m: string) => process.stderr.write(`  ${((Date.now() - t0) / 1000).toFixed(0)} s ${m}\n`);
 const out = args.out;
 process.stderr.write(`bench ${args.mode}: results to ${out}${out === 'docs/bench' ? ' (published)' : ''}\n`);
@@ -120,6 +121,19 @@ if (args.mode === 'faults') {
   process.stdout.write(md + '\n');
   process.exit(r.violations.length ? 1 : 0);
 }
+if (args.mode === 'attack') {
+  // The attack suite (bench/attack/); npm test runs every scenario briefly at a fraction of the size.
+  const { runAttack, attackMarkdown } = await import('./attack/run.js');
+  const names = args.get('scenarios');
+  const r = await runAttack({ durationS: args.num('duration-s'), scale: args.num('size'), ...(names === 'all' ? {} : { scenarios: names.split(',') }), progress });
+  const cmd = `npm run bench -- --attack --duration-s ${args.get('duration-s')} --size ${args.get('size')}${names === 'all' ? '' : ` --scenarios ${names}`}`;
+  const md = attackMarkdown(r, cmd, machine);
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'attack.json'), JSON.stringify(r, null, 2) + '\n');
+  fs.writeFileSync(path.join(out, 'attack.md'), md + '\n');
+  process.stdout.write(md + '\n');
+  process.exit(r.every((x) => x.pass) ? 0 : 1);
+}
 if (args.mode === 'fuzz') {
   // The long fuzz run (bench/fuzz.ts); npm test runs the same engine for 10,000 cases.
   const { runFuzz, fuzzMarkdown } = await import('./fuzz.js');
@@ -185,7 +199,6 @@ const ratio = (peer: Peer, metric: Metric) => {
   if (!r) return '—';
   return r.perRound.length > 1 && r.max - r.min >= 0.005 ? `${r.median.toFixed(2)}× (${r.min.toFixed(2)}–${r.max.toFixed(2)})` : `${r.median.toFixed(2)}×`;
 };
-const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, Linux ${os.release()}`;
 const md = [
   `${count.toLocaleString('en')} connections per peer${repeat > 1 ? `, ${repeat} rounds in rotating order: figures are medians of the runs, ratios the median of the per-round ratios to node:net (range in brackets)` : ''}, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
   '',

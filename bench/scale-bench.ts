@@ -136,6 +136,7 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
           CLI,
           'serve',
           '--no-admin',
+          '--log-every-connection',
           '--workers',
           String(workers),
           '--redis',

@@ -1,18 +1,47 @@
 import type { Gateway } from '../gateway/gateway.js';
 
 /**
+ * What the relay may have in progress: pushes wait for their acknowledgement
+ * (up to the gateway's pushWaitMs), so a sender whose own devices never read
+ * would otherwise pile up work and memory at the rate it can send.
+ */
+export interface RelayBudget {
+  /** Pushes in progress on behalf of one sending user. */
+  perUser: number;
+  /** Pushes in progress in all. */
+  total: number;
+}
+
+export const RELAY_BUDGET: RelayBudget = { perUser: 64, total: 4096 };
+
+/**
  * The CLI gateways' built-in application: a message "@user text" is pushed
  * to that user's devices (queued for those offline), anything else is
- * echoed back to the sender's devices.
+ * echoed back to the sender's devices. A message over the budget is not
+ * relayed (`onDrop` says so; the log limits how often).
  */
-export function relayChat(gw: Gateway, onError: (err: unknown) => void): void {
+export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: RelayBudget = RELAY_BUDGET, onDrop?: (userId: string, why: 'user' | 'total') => void): void {
+  const inFlight = new Map<string, number>();
+  let total = 0;
   gw.on('message', (m) => {
+    const mine = inFlight.get(m.userId) ?? 0;
+    if (mine >= budget.perUser || total >= budget.total) {
+      onDrop?.(m.userId, mine >= budget.perUser ? 'user' : 'total');
+      return;
+    }
+    inFlight.set(m.userId, mine + 1);
+    total++;
     const text = Buffer.from(m.payload).toString('utf8');
     const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
     const say = (userId: string, body: string) =>
       gw.push(userId, body).then((r) => {
         if (r.devices.length === 0) return gw.push(m.userId, `(${userId} has no known device)`);
       });
-    void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`)).catch(onError);
+    void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`)).catch(onError).finally(() => {
+      total--;
+      const left = (inFlight.get(m.userId) ?? 1) - 1;
+      if (left <= 0) inFlight.delete(m.userId);
+      else inFlight.set(m.userId, left);
+    });
   });
 }

@@ -11,7 +11,7 @@ import cluster from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { int } from './parse.js';
-import { relayChat } from './chat-relay.js';
+import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
@@ -79,6 +79,9 @@ export function serveCommand(): Command {
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
+    .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', int, RELAY_BUDGET.perUser)
+    .option('--relay-total <n>', 'built-in relay: messages being relayed at once in all', int, RELAY_BUDGET.total)
+    .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', int, DEFAULT_ADMIN_PORT)
@@ -161,13 +164,16 @@ export function serveCommand(): Command {
         log.fatal({ event: 'bad-option', err: (err as Error).message }, 'bad option');
         process.exit(2);
       }
-      gw.on('online', (e) => log.info({ event: 'online', user: e.userId, device: e.deviceId, transport: e.transport, resumed: e.resumed }, 'online'));
-      gw.on('offline', (e) =>
-        log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline'),
-      );
       // Lines a client can cause come at most 20 per reason per 10 s; the rest are summed in one line.
       const limiter = new LogLimiter((key, held, intervalMs) => log.warn({ event: 'suppressed', key, held, intervalMs }, `${held} more "${key}" lines in the last ${intervalMs / 1000} s`));
       const limited = (key: string, write: () => void) => limiter.allow(key) && write();
+      // Connects and disconnects too (a connect-and-close loop wrote 3,000 lines a second), unless
+      // every one is wanted (--log-every-connection: the scale run counts them).
+      const connLine = o.logEveryConnection ? (_key: string, write: () => void) => write() : limited;
+      gw.on('online', (e) => connLine('online', () => log.info({ event: 'online', user: e.userId, device: e.deviceId, transport: e.transport, resumed: e.resumed }, 'online')));
+      gw.on('offline', (e) =>
+        connLine(`offline ${e.reason}`, () => log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline')),
+      );
       gw.on('fault', (e) =>
         limited(`fault ${e.kind} ${e.op}`, () =>
           (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : e.kind === 'config' ? 'option adjusted' : 'a listener threw'),
@@ -179,7 +185,12 @@ export function serveCommand(): Command {
       gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));
       gw.on('expired', (e) => limited('expired', () => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired')));
       gw.on('dropped', (e) => limited(`dropped ${e.reason}`, () => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped')));
-      relayChat(gw, (err) => log.error({ err }, 'push failed'));
+      relayChat(
+        gw,
+        (err) => limited('push failed', () => log.error({ err }, 'push failed')),
+        { perUser: o.relayPerUser, total: o.relayTotal },
+        (user, why) => limited(`relay-over-budget ${why}`, () => log.warn({ event: 'relay-over-budget', user, why }, why === 'user' ? `${user} has ${o.relayPerUser} relayed messages in progress: not relayed` : `${o.relayTotal} relayed messages in progress: not relayed`)),
+      );
       let addrs;
       try {
         addrs = await gw.listen();

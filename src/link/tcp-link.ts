@@ -36,6 +36,8 @@ export class TcpLink implements Link {
   private events: LinkEvents | null = null;
   private done = false;
   private poisoned = false;
+  /** close() was called: what the peer still sends is read and dropped, not decoded. */
+  private closing = false;
 
   constructor(
     readonly socket: Socket,
@@ -74,7 +76,7 @@ export class TcpLink implements Link {
 
   /** @internal socket listener */
   onData(chunk: Buffer): void {
-    if (this.poisoned || this.done) return;
+    if (this.poisoned || this.done || this.closing) return;
     try {
       this.decoder.push(chunk, this.deliver, this);
     } catch (err) {
@@ -82,8 +84,11 @@ export class TcpLink implements Link {
     }
   }
 
-  private deliver(f: Frame): void {
-    if (!this.poisoned && !this.done) this.events?.onLinkFrame(f);
+  private deliver(f: Frame): boolean {
+    if (this.poisoned || this.done || this.closing) return false;
+    this.events?.onLinkFrame(f);
+    // The frame may have closed the link (a pace breach, a bad field): stop decoding the chunk.
+    return !(this.poisoned || this.done || this.closing);
   }
 
   /**
@@ -92,7 +97,7 @@ export class TcpLink implements Link {
    * array per socket ('close' always follows 'end' without allowHalfOpen).
    */
   onClose(): void {
-    if (!this.done && !this.poisoned) {
+    if (!this.done && !this.poisoned && !this.closing) {
       try {
         this.decoder.end();
       } catch (err) {
@@ -123,6 +128,7 @@ export class TcpLink implements Link {
 
   close(code: number, reason: string): void {
     if (this.done || this.socket.destroyed) return;
+    this.closing = true;
     this.socket.end(encodeDelimited({ type: FrameType.CLOSE, code, reason }));
     // A dead or frozen peer never answers our FIN; do not hold its socket.
     const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);

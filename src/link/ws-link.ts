@@ -45,7 +45,8 @@ export class WsLink implements Link {
   }
 
   private onMessage(data: RawData, isBinary: boolean): void {
-    if (this.poisoned || this.done) return;
+    // Closing (our CLOSE sent): what the peer still sends is dropped undecoded.
+    if (this.poisoned || this.done || this.ws.readyState !== 1) return;
     try {
       if (!isBinary) throw new ProtocolError('malformed-frame', 'text messages are not frames; send binary');
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);

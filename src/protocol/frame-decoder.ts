@@ -22,6 +22,7 @@ export class FrameDecoder {
   /** Bytes the partial frame needs in all, prefix included; -1 while its prefix is incomplete. */
   private need = -1;
   private failed = false;
+  private stopped = false;
   /** Bytes copied while reassembling, since the decoder was made: at most about twice what arrived. */
   copiedBytes = 0;
 
@@ -32,8 +33,14 @@ export class FrameDecoder {
     return this.held;
   }
 
-  /** Calls `onFrame` (with `self` as `this`, so a caller can pass a shared method, not a closure) per frame. */
-  push<S = undefined>(chunk: Uint8Array, onFrame: (this: S, frame: Frame) => void, self?: S): void {
+  /**
+   * Calls `onFrame` (with `self` as `this`, so a caller can pass a shared
+   * method, not a closure) per frame. `onFrame` returning false stops the
+   * decoder for good: the rest is dropped undecoded (a link being closed
+   * does not decode the thousands of frames a flood left behind).
+   */
+  push<S = undefined>(chunk: Uint8Array, onFrame: (this: S, frame: Frame) => unknown, self?: S): void {
+    if (this.stopped) return;
     if (this.failed) throw new ProtocolError('malformed-frame', 'decoder used after an error');
     try {
       if (this.held === 0) return this.decode(chunk, onFrame, self);
@@ -84,7 +91,7 @@ export class FrameDecoder {
     return len;
   }
 
-  private decode<S>(buf: Uint8Array, onFrame: (this: S, frame: Frame) => void, self?: S): void {
+  private decode<S>(buf: Uint8Array, onFrame: (this: S, frame: Frame) => unknown, self?: S): void {
     let pos = 0;
     const end = buf.length;
     while (pos < end) {
@@ -111,7 +118,12 @@ export class FrameDecoder {
       if (end - p < len) break;
       const frame = decodeFrame(buf, p, p + len);
       pos = p + len;
-      onFrame.call(self as S, frame);
+      if (onFrame.call(self as S, frame) === false) {
+        this.stopped = true;
+        this.chunks = [];
+        this.held = 0;
+        return;
+      }
     }
     if (pos < end) {
       // Copied: a socket's read buffer is not kept alive for a few bytes of the next frame.
@@ -125,7 +137,7 @@ export class FrameDecoder {
 
   /** The stream ended: a partial frame left over is a truncated frame. */
   end(): void {
-    if (this.held > 0) {
+    if (this.held > 0 && !this.stopped) {
       this.failed = true;
       throw new ProtocolError('truncated-frame', `stream ended inside a frame (${this.held} bytes held)`);
     }
