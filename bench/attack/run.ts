@@ -33,6 +33,8 @@ export interface AttackResult {
   summary: string;
   rssIdleMB: number;
   rssPeakMB: number;
+  /** V8 heap in use when the attack ends (live objects and garbage not yet collected). */
+  heapEndMB: number;
   loopP99Ms: number;
   loopMaxMs: number;
   /** The gateway's CPU while attacked, in % of one core. */
@@ -99,6 +101,7 @@ async function runOne(s: Scenario, opts: AttackOptions): Promise<AttackResult> {
       summary: outcome.summary,
       rssIdleMB,
       rssPeakMB: mb(peakKB),
+      heapEndMB: Math.round(Number(/^nodejs_heap_size_used_bytes ([0-9.e+]+)/m.exec(metrics)?.[1] ?? NaN) / 2 ** 20),
       loopP99Ms: Math.round(q('0.99') * 10) / 10,
       loopMaxMs: Math.round(q('1')),
       cpuPct,
@@ -150,7 +153,7 @@ function admin(port: number, path: string, init: { method?: string; host?: strin
 export function attackMarkdown(results: AttackResult[], cmd: string, machine: string): string {
   const rows = results.map(
     (r) =>
-      `| ${r.finding} | ${r.name} | ${r.summary} | ${r.rssIdleMB} → ${r.rssPeakMB} | ${r.loopP99Ms} (max ${r.loopMaxMs}) | ${r.cpuPct}% | ${r.healthyDisconnects} | ${r.logLines} | ${r.pass ? 'pass' : `**fail**: ${[...r.limits, ...r.checks].filter((c) => !c.ok).map((c) => c.what).join('; ')}`} |`,
+      `| ${r.finding} | ${r.name} | ${r.summary} | ${r.rssIdleMB} → ${r.rssPeakMB} (heap ${r.heapEndMB}) | ${r.loopP99Ms} (max ${r.loopMaxMs}) | ${r.cpuPct}% | ${r.healthyDisconnects} | ${r.logLines} | ${r.pass ? 'pass' : `**fail**: ${[...r.limits, ...r.checks].filter((c) => !c.ok).map((c) => c.what).join('; ')}`} |`,
   );
   const checks = results.flatMap((r) => r.checks.map((c) => `- ${r.name}: ${c.ok ? '✓' : '✗'} ${c.what}`));
   return [

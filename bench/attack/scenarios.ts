@@ -219,6 +219,8 @@ export const SCENARIOS: Scenario[] = [
       const attack = workers(n(500, ctx.scale), ctx.until, async () => {
         const s = net.connect({ port: ctx.tcpPort, host: '127.0.0.1' });
         s.on('error', () => {});
+        // Says nothing, but reads (and drops) what it is sent, so it sees its refusal and comes back.
+        s.resume();
         opened++;
         await new Promise<void>((r) => {
           s.once('close', () => r());

@@ -78,6 +78,7 @@ export function serveCommand(): Command {
     .option('--max-message-id-bytes <n>', 'length of a DATA id', int, LIMIT_DEFAULTS.maxMessageIdBytes)
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
+    .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
     .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', int, RELAY_BUDGET.perUser)
     .option('--relay-total <n>', 'built-in relay: messages being relayed at once in all', int, RELAY_BUDGET.total)
@@ -108,7 +109,7 @@ export function serveCommand(): Command {
       const bounds = { dedupIdsPerDevice: o.dedupIds, dedupWindowMs: o.dedupWindowMs, maxKnownDevicesPerUser: o.maxKnownDevicesPerUser };
       const store = o.redis
         ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
-        : new MemoryStore(bounds);
+        : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes });
       let tls: ReturnType<typeof tlsFiles>;
       let authenticate: Authenticate | undefined;
       let gw: Gateway;

@@ -241,6 +241,26 @@ test('memory store: known devices and dedup ids are bounded in all and swept whe
   await s.close();
 });
 
+test('memory store: records of ended links are bounded in estimated bytes; open ones are not counted', async () => {
+  const s = new MemoryStore({ maxDetachedSessionBytes: 10 * 1900 });
+  const rec = (i: number, open: boolean) => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: `u${i}`, deviceId: 'd', clientInfo: { blob: 'x'.repeat(1000) }, createdAt: i, inSeq: 0, ...(open ? { openOn: 'n' } : {}) });
+  const far = Date.now() + 60_000;
+  for (let i = 0; i < 20; i++) await s.saveSession(rec(i, true), far);
+  assert.equal(s.sessionCount, 20, 'open sessions are not what the budget bounds');
+  assert.equal(s.detachedSessionBytes, 0);
+  // Their links end (saved again without openOn), then a connect-and-close loop of 100 more.
+  for (let i = 0; i < 20; i++) await s.saveSession(rec(i, false), far);
+  for (let i = 100; i < 200; i++) await s.saveSession(rec(i, false), far);
+  assert.ok(s.detachedSessionBytes <= 10 * 1900, `${s.detachedSessionBytes} bytes`);
+  assert.equal(s.sessionCount, 10, 'the ten most recently saved are kept');
+  assert.ok(await s.loadSession('t199', Date.now()));
+  assert.equal(await s.loadSession('t0', Date.now()), undefined);
+  // A kept record whose link opens again leaves the budget.
+  await s.saveSession(rec(199, true), far);
+  assert.ok(s.detachedSessionBytes <= 9 * 1900);
+  await s.close();
+});
+
 test('memory store: session records are bounded per device and in all (an attacker reconnecting without resuming, or with one token for many devices)', async () => {
   const s = new MemoryStore({ maxSessionsPerDevice: 2, maxSessions: 5 });
   const rec = (i: number, deviceId = 'd') => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: 'u', deviceId, clientInfo: {}, createdAt: i, inSeq: 0 });

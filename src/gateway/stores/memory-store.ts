@@ -30,6 +30,13 @@ export interface MemoryStoreOptions {
   /** Session records kept in all; beyond it the least recently saved goes. */
   maxSessions?: number;
   /**
+   * Estimated heap bytes of session records whose link has ended (kept only
+   * for a resume): beyond it the least recently saved of them go. Records of
+   * open links are not counted (the connection limit bounds those); a
+   * connect-and-close loop makes nothing else.
+   */
+  maxDetachedSessionBytes?: number;
+  /**
    * The duplicate-detection window for client message ids, per device: at
    * most this many ids, none older than `dedupWindowMs`. A re-send older than
    * the window is delivered again (at least once still holds).
@@ -47,12 +54,22 @@ export interface MemoryStoreOptions {
 export const MEMORY_STORE_DEFAULTS = {
   maxSessionsPerDevice: 4,
   maxSessions: 250_000,
+  maxDetachedSessionBytes: 32 << 20,
   dedupIdsPerDevice: 1024,
   dedupWindowMs: 24 * 3600_000,
   maxDedupBytes: 64 << 20,
   maxKnownDevicesPerUser: 64,
-  maxKnownDevices: 500_000,
+  maxKnownDevices: 200_000,
 };
+
+/** What a session record costs beyond its clientInfo's characters (measured: 1,840 bytes with 1,000 characters). */
+const SESSION_RECORD_BYTES = 800;
+
+function sessionBytes(r: SessionRecord): number {
+  let n = SESSION_RECORD_BYTES;
+  for (const [k, v] of Object.entries(r.clientInfo)) n += k.length + String(v).length;
+  return n;
+}
 
 /** What an id costs in the dedup record beyond its characters (map entry, number, key). */
 const DEDUP_ENTRY_BYTES = 64;
@@ -64,6 +81,9 @@ export class MemoryStore implements Store {
   private readonly sessions = new Map<string, { record: SessionRecord; expiresAt: number }>();
   /** Resume tokens by (user, device), oldest first. */
   private readonly deviceSessions = new UserDevices<string[]>();
+  /** Records of ended links by token, least recently saved first, with their estimated bytes. */
+  private readonly detached = new Map<string, number>();
+  private detachedBytes = 0;
   private readonly limits: Required<MemoryStoreOptions>;
 
   constructor(opts: MemoryStoreOptions = {}) {
@@ -102,8 +122,15 @@ export class MemoryStore implements Store {
       let tokens = this.deviceSessions.get(record.userId, record.deviceId);
       if (!tokens) this.deviceSessions.set(record.userId, record.deviceId, (tokens = []));
       tokens.push(token);
-      while (tokens.length > this.limits.maxSessionsPerDevice) this.sessions.delete(tokens.shift()!);
+      while (tokens.length > this.limits.maxSessionsPerDevice) this.forget(tokens.shift()!);
       while (this.sessions.size > this.limits.maxSessions) this.forget(this.sessions.keys().next().value!);
+    }
+    this.unDetach(token);
+    if (record.openOn === undefined && this.sessions.has(token)) {
+      const bytes = sessionBytes(record);
+      this.detached.set(token, bytes);
+      this.detachedBytes += bytes;
+      while (this.detachedBytes > this.limits.maxDetachedSessionBytes && this.detached.size > 1) this.forget(this.detached.keys().next().value!);
     }
     // Expired sessions are dropped on load; sweep now and then so ones never
     // loaded again do not pile up.
@@ -134,10 +161,18 @@ export class MemoryStore implements Store {
     this.forget(resumeToken);
   }
 
+  private unDetach(token: string): void {
+    const bytes = this.detached.get(token);
+    if (bytes === undefined) return;
+    this.detached.delete(token);
+    this.detachedBytes -= bytes;
+  }
+
   private forget(token: string): void {
     const s = this.sessions.get(token);
     if (!s) return;
     this.sessions.delete(token);
+    this.unDetach(token);
     const tokens = this.deviceSessions.get(s.record.userId, s.record.deviceId);
     if (!tokens) return;
     const i = tokens.indexOf(token);
@@ -148,6 +183,11 @@ export class MemoryStore implements Store {
   /** Session records held (for tests and the bound's proof). */
   get sessionCount(): number {
     return this.sessions.size;
+  }
+
+  /** Estimated bytes of the records of ended links. */
+  get detachedSessionBytes(): number {
+    return this.detachedBytes;
   }
 
   private sweep(now: number): void {
@@ -336,6 +376,8 @@ export class MemoryStore implements Store {
     this.presence.clear();
     this.sessions.clear();
     this.deviceSessions.clear();
+    this.detached.clear();
+    this.detachedBytes = 0;
     this.mailboxes.clear();
     this.known.clear();
     this.knownOrder.clear();
