@@ -1,7 +1,7 @@
 // Bundles the browser code with esbuild: the SDK (ESM and a <script> global)
 // and the dashboard, into dist/web, which the admin port serves.
 import { build } from 'esbuild';
-import { cpSync, mkdirSync } from 'node:fs';
+import { chmodSync, cpSync, existsSync, mkdirSync } from 'node:fs';
 
 const out = 'dist/web';
 mkdirSync(out, { recursive: true });
@@ -21,3 +21,7 @@ await Promise.all([
   build({ ...common, entryPoints: ['web/dashboard/main.ts'], format: 'esm', outfile: `${out}/dashboard.js`, loader: { '.css': 'css' } }),
 ]);
 cpSync('web/dashboard/index.html', `${out}/index.html`);
+
+// tsc writes the CLI entry without the execute bit npm gave the bin link's target at install:
+// every build sets it again, so `npx longlink` works after any npm script.
+if (existsSync('dist/src/cli/index.js')) chmodSync('dist/src/cli/index.js', 0o755);

@@ -12,3 +12,9 @@ export function keyValue(value: string, previous: Record<string, string> = {}): 
   if (i <= 0) throw new InvalidArgumentError('expected key=value');
   return { ...previous, [value.slice(0, i)]: value.slice(i + 1) };
 }
+
+export function port(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port, 0 to 65535 (0: any free port)');
+  return n;
+}

@@ -4,13 +4,14 @@ import pino from 'pino';
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import { DRAIN_DEFAULTS, Gateway } from '../gateway/gateway.js';
+import type { LonglinkError } from '../protocol/errors.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_DEFAULTS, type Authenticate } from '../gateway/options.js';
 import { jwtAuthenticator } from '../auth/jwt-authenticator.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
 import cluster from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { int } from './parse.js';
+import { int, port } from './parse.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
@@ -26,9 +27,9 @@ export function serveCommand(): Command {
   return new Command('serve')
     .description('run the gateway (TCP and WebSocket listeners, in-memory store)')
     .option('--host <host>', 'address to listen on', DEFAULTS.host)
-    .option('--tcp-port <port>', 'raw TCP port (0 = any free port)', int, DEFAULT_TCP_PORT)
+    .option('--tcp-port <port>', 'raw TCP port (0 = any free port)', port, DEFAULT_TCP_PORT)
     .option('--no-tcp', 'do not listen on raw TCP')
-    .option('--ws-port <port>', 'WebSocket port (0 = any free port)', int, DEFAULT_WS_PORT)
+    .option('--ws-port <port>', 'WebSocket port (0 = any free port)', port, DEFAULT_WS_PORT)
     .option('--no-ws', 'do not listen for WebSocket')
     .option('--ws-path <path>', 'WebSocket upgrade path', DEFAULTS.wsPath)
     .option('--heartbeat-interval-ms <ms>', 'default heartbeat interval', int, DEFAULT_POLICY.intervalMs)
@@ -85,7 +86,7 @@ export function serveCommand(): Command {
     .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
-    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', int, DEFAULT_ADMIN_PORT)
+    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
@@ -162,8 +163,7 @@ export function serveCommand(): Command {
           delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
         });
       } catch (err) {
-        log.fatal({ event: 'bad-option', err: (err as Error).message }, 'bad option');
-        process.exit(2);
+        failStart(log, 'bad-option', (err as Error).message, 2);
       }
       // Lines a client can cause come at most 20 per reason per 10 s; the rest are summed in one line.
       const limiter = new LogLimiter((key, held, intervalMs) => log.warn({ event: 'suppressed', key, held, intervalMs }, `${held} more "${key}" lines in the last ${intervalMs / 1000} s`));
@@ -196,8 +196,9 @@ export function serveCommand(): Command {
       try {
         addrs = await gw.listen();
       } catch (err) {
-        log.fatal({ err }, 'cannot listen');
-        process.exit(1);
+        const e = err as LonglinkError & { transport?: string };
+        const flag = e.code === 'LL_ERR_LISTEN' ? (e.transport === 'tcp' ? '--tcp-port or --host' : '--ws-port or --host') : e.code === 'LL_ERR_STORE_UNAVAILABLE' ? '--redis' : null;
+        failStart(log, 'cannot-start', `${e.message}${flag ? ` (change ${flag})` : ''}`);
       }
       let stopping = false;
       const stop = async (signal: string, drain: { windowMs?: number; ackTimeoutMs?: number } = {}) => {
@@ -226,9 +227,12 @@ export function serveCommand(): Command {
           const a = await admin.listen();
           adminUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
         } catch (err) {
-          log.fatal({ err }, 'cannot listen on the admin port');
+          failStart(log, 'cannot-start', `cannot listen for the admin port on ${o.adminHost}:${o.adminPort}: ${(err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message} (change --admin-port, or --no-admin)`);
           process.exit(1);
         }
+      }
+      if (!authenticate && !isLoopbackHost(o.host)) {
+        log.warn({ event: 'no-auth', host: o.host }, `serving ${o.host} without authentication: anyone who reaches it can connect as anyone (set --jwt-secret, --jwt-public-key or --jwks-url)`);
       }
       const p = gw.options.heartbeat;
       log.info(
@@ -331,4 +335,15 @@ function jwtFromOptions(o: Record<string, unknown>): Authenticate | undefined {
   };
   // More than one key source is refused by jwtAuthenticator with a clear message.
   return Object.keys(keys).length ? jwtAuthenticator({ ...keys, ...common }) : undefined;
+}
+
+/**
+ * A start that cannot go on: one line a person reads on stderr, naming what
+ * failed and the flag that changes it, and the same as one JSON line (no stack)
+ * for whatever reads the log.
+ */
+function failStart(log: Logger, event: string, message: string, exitCode = 1): never {
+  log.fatal({ event, err: message }, message);
+  process.stderr.write(`longlink serve: ${message}\n`);
+  process.exit(exitCode);
 }

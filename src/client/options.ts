@@ -109,6 +109,19 @@ export const CLIENT_DEFAULTS = {
 export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   const urls = (Array.isArray(o.url) ? o.url : [o.url]).filter(Boolean);
   if (urls.length === 0) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'url is required');
+  urls.forEach((u, i) => {
+    const at = urls.length > 1 ? `url[${i}]` : 'url';
+    let parsed: URL;
+    try {
+      parsed = new URL(u);
+    } catch {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${at}: ${JSON.stringify(u)} is not a URL (tcp://host:port, tls://, ws://host:port/longlink or wss://)`);
+    }
+    // A URL no dialer can open is refused now, not retried forever (a custom dial decides for itself).
+    if (!o.dial && !['tcp:', 'tls:', 'ws:', 'wss:'].includes(parsed.protocol)) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${at}: scheme ${parsed.protocol} is not supported (use tcp://, tls://, ws:// or wss://)`);
+    }
+  });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
   const r = o.reconnect ?? {};
   return {

@@ -336,7 +336,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
       );
     }
     if (o.tcp) {
-      this.tcpServer = await listenTcp({ ...o.tcp, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs }, (l) => this.accept(l));
+      const t = o.tcp;
+      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs }, (l) => this.accept(l)), () => this.close());
       out.tcp = this.tcpServer.address() as AddressInfo;
     }
     if (o.ws) {
@@ -351,7 +352,8 @@ export class Gateway extends EventEmitter<GatewayEvents> {
         },
         abandoned: (source: string) => this.admission.release(source, false),
       };
-      this.wsServer = await listenWs({ ...o.ws, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l) => this.accept(l, true));
+      const w = o.ws;
+      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l) => this.accept(l, true)), () => this.close());
       out.ws = this.wsServer.http.address() as AddressInfo;
     }
     return out;
@@ -874,6 +876,22 @@ export class Gateway extends EventEmitter<GatewayEvents> {
     await listeners;
     // A store handed in may be shared with other gateways; only ours is closed.
     if (this.ownsStore) await this.options.store.close();
+  }
+}
+
+/**
+ * Opens one listener; a failure (a busy port, a bad address) closes what the
+ * gateway already opened and rejects with LL_ERR_LISTEN naming the transport,
+ * address and cause (its `transport`, `host`, `port` and `cause` say which).
+ */
+async function listening<T>(transport: 'tcp' | 'ws', at: { host: string; port: number }, open: () => Promise<T>, undo: () => Promise<void>): Promise<T> {
+  try {
+    return await open();
+  } catch (err) {
+    await undo().catch(() => {});
+    const e = err as NodeJS.ErrnoException;
+    const why = e.code === 'EADDRINUSE' ? 'the port is in use' : e.code === 'EACCES' ? 'permission denied (a port below 1024 needs privileges)' : e.code === 'EADDRNOTAVAIL' ? 'no such local address' : e.message;
+    throw Object.assign(new LonglinkError('LL_ERR_LISTEN', `cannot listen for ${transport === 'tcp' ? 'TCP' : 'WebSocket'} on ${at.host}:${at.port}: ${why}`), { transport, host: at.host, port: at.port, cause: err });
   }
 }
 

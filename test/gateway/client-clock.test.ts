@@ -350,3 +350,10 @@ test('a GOAWAY hint beyond a timer\'s range is capped at an hour on both sides, 
   client.close();
   await gw.close();
 });
+
+test('a URL no dialer can open is refused when the client is made, not retried forever', () => {
+  for (const url of ['http://127.0.0.1:7420', 'not a url', 'ftp://x']) {
+    assert.throws(() => new LonglinkClient({ url, userId: 'u', deviceId: 'd' }), (e: { code?: string; message: string }) => e.code === 'LL_ERR_INVALID_OPTION' && /^url: /.test(e.message), url);
+  }
+  assert.throws(() => new LonglinkClient({ url: ['tcp://127.0.0.1:1', 'http://x'], userId: 'u', deviceId: 'd' }), /url\[1\]: scheme http: is not supported/);
+});

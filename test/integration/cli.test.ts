@@ -1,5 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import net from 'node:net';
+import { Gateway } from '../../src/gateway/gateway.js';
+import type { LonglinkError } from '../../src/protocol/errors.js';
 import { after, test } from 'node:test';
 import { CLI, spawnCli, spawnServe } from '../helpers/procs.js';
 
@@ -18,11 +23,68 @@ test('serve --help lists the heartbeat and keepalive options', () => {
   for (const opt of ['--url', '--user', '--device', '--direction', '--interval-ms', '--json', '--token', '--tls-ca']) assert.ok(clientHelp.includes(opt));
 });
 
+test('the built CLI is executable (npx longlink works after any npm script that builds)', () => {
+  assert.ok((fs.statSync(CLI).mode & 0o111) !== 0, `${CLI} has no execute bit`);
+});
+
 test('serve refuses bad options with a clear message', () => {
   assert.throws(
     () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', 'abc'], { encoding: 'utf8', stdio: 'pipe' }),
-    (err: { stderr: string }) => /not an integer|invalid/i.test(err.stderr),
+    (err: { stderr: string }) => /not an integer|invalid|expected a port/i.test(err.stderr),
   );
+  assert.throws(
+    () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '70000'], { encoding: 'utf8', stdio: 'pipe' }),
+    (err: { stderr: string; status: number }) => err.status !== 0 && /--tcp-port.*expected a port, 0 to 65535/.test(err.stderr),
+  );
+});
+
+/** Runs serve to its end; resolves with its exit code and stderr. */
+function serveFails(args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    let stdout = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    child.stdout.on('data', (d) => (stdout += d));
+    const t = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    child.once('exit', (code) => (clearTimeout(t), resolve({ code, stderr, stdout })));
+  });
+}
+
+test('a busy port or an unreachable Redis ends serve with one line naming what failed and the flag to change', async () => {
+  const busy = net.createServer().listen(0, '127.0.0.1');
+  await once(busy, 'listening');
+  const taken = (busy.address() as net.AddressInfo).port;
+  try {
+    for (const [flag, extra] of [['--tcp-port', ['--ws-port', '0', '--admin-port', '0']], ['--ws-port', ['--tcp-port', '0', '--admin-port', '0']], ['--admin-port', ['--tcp-port', '0', '--ws-port', '0']]] as const) {
+      const r = await serveFails([flag, String(taken), ...extra]);
+      assert.equal(r.code, 1, `${flag}: exit code`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `${flag}: one line (${r.stderr})`);
+      assert.match(lines[0], new RegExp(`^longlink serve: cannot listen .*127\\.0\\.0\\.1:${taken}: the port is in use \\(change ${flag}`));
+      assert.doesNotMatch(r.stdout, /"stack"/, 'no stack in the log either');
+    }
+    // A Redis that is not there: named, with its URL and the flag.
+    const r = await serveFails(['--redis', `redis://127.0.0.1:${taken}`, '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr.trim(), new RegExp(`^longlink serve: cannot reach Redis at redis://127\\.0\\.0\\.1:${taken}.*\\(change --redis\\)$`));
+  } finally {
+    busy.close();
+  }
+});
+
+test('Gateway.listen rejects with LL_ERR_LISTEN on a busy port, for both transports, and releases what it opened', async () => {
+  const busy = net.createServer().listen(0, '127.0.0.1');
+  await once(busy, 'listening');
+  const taken = (busy.address() as net.AddressInfo).port;
+  try {
+    for (const opts of [{ tcp: { port: taken }, ws: false as const }, { tcp: { port: 0 }, ws: { port: taken } }]) {
+      const gw = new Gateway(opts);
+      await assert.rejects(gw.listen(), (e: LonglinkError & { port?: number }) => e.code === 'LL_ERR_LISTEN' && e.port === taken && /the port is in use/.test(e.message));
+    }
+  } finally {
+    busy.close();
+  }
 });
 
 for (const transport of ['tcp', 'ws'] as const) {

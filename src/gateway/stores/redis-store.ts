@@ -56,6 +56,17 @@ export const REDIS_DEFAULTS = {
 type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
 
 const enc = (s: string) => encodeURIComponent(s);
+
+/** The URL without its password, for messages. */
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return url;
+  }
+}
 const toMessage = (raw: string): QueuedMessage => {
   const m = JSON.parse(raw) as Json;
   return { id: m.id, payload: Buffer.from(m.p, 'base64'), enqueuedAt: m.e, expiresAt: m.x, seq: m.s };
@@ -86,6 +97,8 @@ export class RedisStore implements Store {
   private onResync: ((reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void) | undefined;
   private leaseTimer: NodeJS.Timeout | null = null;
   private closed = false;
+  /** The connection's last error, to say why Redis is unreachable (ioredis's own rejection only counts retries). */
+  private lastConnectError: Error | null = null;
 
   constructor(opts: RedisStoreOptions) {
     this.o = { ...REDIS_DEFAULTS, ...opts } as Required<RedisStoreOptions>;
@@ -93,9 +106,11 @@ export class RedisStore implements Store {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis lease: need 0 < leaseRenewMs < leaseTtlMs');
     }
     this.redis = new Redis(this.o.url, { maxRetriesPerRequest: 3, enableAutoPipelining: true });
-    this.redis.on('error', () => {
+    this.redis.on('error', (err: Error) => {
       // ioredis reconnects by itself; operations in flight reject and the gateway reports them.
+      this.lastConnectError = err;
     });
+    this.redis.on('ready', () => (this.lastConnectError = null));
     this.redis.defineCommand('llEnqueue', { numberOfKeys: 3, lua: ENQUEUE });
     this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
     this.redis.defineCommand('llAck', { numberOfKeys: 3, lua: ACK });
@@ -116,10 +131,30 @@ export class RedisStore implements Store {
 
   // Cluster: lease and routing.
 
+  /**
+   * Fails fast, naming the server, when Redis cannot be reached (ioredis alone
+   * would say "Reached the max retries per request limit" without saying where).
+   */
+  async reachable(timeoutMs = 5000): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      await Promise.race([
+        this.redis.ping(),
+        new Promise((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs))),
+      ]);
+    } catch (err) {
+      const why = this.lastConnectError?.message ?? (err instanceof Error ? err.message : String(err));
+      throw new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `cannot reach Redis at ${redactUrl(this.o.url)}: ${why}`);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** Starts this node's lease and listens for wake-ups; `onRoute` is called with (userId, deviceId). */
   async joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void): Promise<void> {
     this.nodeId = nodeId;
     this.onResync = onResync;
+    await this.reachable();
     await this.renewLease();
     this.leaseTimer = setInterval(() => void this.renewLease().catch(() => {}), this.o.leaseRenewMs);
     this.leaseTimer.unref();

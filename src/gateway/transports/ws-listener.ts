@@ -78,6 +78,8 @@ export async function listenWs(
     applyKeepalive(socket, opts.keepalive);
     onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0));
   });
+  // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
+  wss.on('error', () => {});
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
