@@ -108,9 +108,14 @@ export function serveCommand(): Command {
       const worker = cluster.isWorker ? Number(process.env.LL_WORKER ?? cluster.worker!.id) : null;
       if (worker !== null) o.nodeId = `${o.nodeId ?? `${os.hostname()}-${process.ppid}`}-w${worker}`;
       const bounds = { dedupIdsPerDevice: o.dedupIds, dedupWindowMs: o.dedupWindowMs, maxKnownDevicesPerUser: o.maxKnownDevicesPerUser };
-      const store = o.redis
-        ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
-        : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes });
+      let store: RedisStore | MemoryStore;
+      try {
+        store = o.redis
+          ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
+          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes });
+      } catch (err) {
+        failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
+      }
       let tls: ReturnType<typeof tlsFiles>;
       let authenticate: Authenticate | undefined;
       let gw: Gateway;

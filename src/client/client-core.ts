@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import { Backoff } from '../core/backoff.js';
 import type { TimerHandle } from '../core/clock.js';
 import { clampInterval } from '../core/heartbeat-policy.js';
@@ -13,6 +12,7 @@ import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
 import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
+import { typedEmitter } from '../core/typed-emitter.js';
 
 const UTF8 = new TextEncoder();
 
@@ -53,7 +53,7 @@ export type Dialer = NonNullable<ClientOptions['dial']>;
  * `options.timers`. The Node client (client.ts) and the browser client
  * (browser/) differ only in how they dial and in what they listen to.
  */
-export class ClientCore extends EventEmitter<ClientEvents> {
+export class ClientCore extends typedEmitter<ClientEvents>() {
   readonly options: ResolvedClientOptions;
   private readonly dialer: Dialer;
   private readonly backoff: Backoff;

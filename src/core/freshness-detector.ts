@@ -21,8 +21,10 @@ import type { LivenessDetector, Verdict } from './liveness-detector.js';
  * is expected no sooner than one interval after the late one, so a late send
  * followed by a loss keeps the nominal bound of a fixed detector (it once
  * convicted there). When the next heartbeat keeps the new phase, the lattice
- * is re-anchored on it. "Far" is beyond both a fiftieth of the interval and
- * four times the mean deviation seen, so ordinary jitter never triggers it.
+ * is re-anchored on it. "Far" is beyond a fiftieth of the interval, four
+ * times the mean deviation seen, and half of (lateMs − interval): a late
+ * send below that cannot turn one loss into a conviction, so ordinary
+ * jitter and the network's tail never trigger it.
  * Pure: time is passed in.
  */
 export interface FreshnessOptions {
@@ -96,7 +98,9 @@ export class FreshnessDetector implements LivenessDetector {
 
   /** How far past its slot a heartbeat must come to be taken for a possible late send. */
   private farMs(): number {
-    return Math.max(this.intervalMs / 50, 4 * this.deviation);
+    // A late send of δ then one loss convicts only if δ > lateMs − interval, so lateness below half
+    // of that is left to the lattice (the network's tail would otherwise widen every deadline).
+    return Math.max(this.intervalMs / 50, 4 * this.deviation, (this.o.lateMs - this.intervalMs) / 2);
   }
 
   private beat(now: number): void {

@@ -1,4 +1,3 @@
-import { EventEmitter } from 'node:events';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { newId } from './ids.js';
 import { GrantCache } from './grant-cache.js';
@@ -30,6 +29,7 @@ import { connectionCeiling, openFileLimit } from './file-limit.js';
 import { ConnectionTrace } from './connection-trace.js';
 import { topK } from '../core/top-k.js';
 import type { HeartbeatGrant } from '../protocol/frames.js';
+import { typedEmitter } from '../core/typed-emitter.js';
 
 /** Connections traced at once for the admin view; the least recently read one gives way. */
 const MAX_TRACES = 32;
@@ -210,7 +210,7 @@ export interface TimerStats {
  * The gateway: listeners for TCP and WebSocket, the connection registry,
  * presence in the store, and one timer wheel for every connection's deadline.
  */
-export class Gateway extends EventEmitter<GatewayEvents> {
+export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
   private readonly grants = new GrantCache();

@@ -1,6 +1,38 @@
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
-import * as NetKeepAlive from 'net-keepalive';
 import { LonglinkError } from '../protocol/errors.js';
+
+type NetKeepAliveModule = typeof import('net-keepalive');
+
+/**
+ * net-keepalive (a native FFI binding) is loaded only when a keepalive option
+ * needs it, so the package imports where the binary is missing (installed
+ * with --omit=optional, another platform's lockfile): there the portable
+ * setKeepAlive (idle time only) is used, with one warning.
+ */
+let netKeepAlive: NetKeepAliveModule | null | undefined;
+let warn: (message: string) => void = (m) => process.emitWarning(m, 'LonglinkWarning');
+
+function loadNetKeepAlive(): NetKeepAliveModule | null {
+  if (netKeepAlive !== undefined) return netKeepAlive;
+  try {
+    netKeepAlive = createRequire(import.meta.url)('net-keepalive') as NetKeepAliveModule;
+  } catch (err) {
+    netKeepAlive = null;
+    warn(`net-keepalive could not be loaded (${err instanceof Error ? err.message.split('\n')[0] : String(err)}): TCP keepalive interval, count and TCP_USER_TIMEOUT are not set; only the idle time is (socket.setKeepAlive)`);
+  }
+  return netKeepAlive;
+}
+
+/** Where the fallback warning goes (the gateway routes it to its `fault` event). */
+export function onKeepaliveWarning(fn: (message: string) => void): void {
+  warn = fn;
+}
+
+/** Whether the native setters are available (loads them on first call). */
+export function keepaliveTuningAvailable(): boolean {
+  return loadNetKeepAlive() !== null;
+}
 
 /**
  * TCP keepalive as a second layer under the application heartbeat. Node's
@@ -23,20 +55,24 @@ export interface KeepaliveOptions {
 
 export function applyKeepalive(socket: Socket, o: KeepaliveOptions): void {
   socket.setNoDelay(true);
+  const wantsNative = !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
+  const native = wantsNative ? loadNetKeepAlive() : null;
   if (o.keepaliveIdleMs && o.keepaliveIdleMs > 0) {
     socket.setKeepAlive(true, o.keepaliveIdleMs);
-    if (o.keepaliveIntervalMs) NetKeepAlive.setKeepAliveInterval(socket, o.keepaliveIntervalMs);
-    if (o.keepaliveCount) NetKeepAlive.setKeepAliveProbes(socket, o.keepaliveCount);
+    if (native && o.keepaliveIntervalMs) native.setKeepAliveInterval(socket, o.keepaliveIntervalMs);
+    if (native && o.keepaliveCount) native.setKeepAliveProbes(socket, o.keepaliveCount);
   }
-  if (o.userTimeoutMs && o.userTimeoutMs > 0) NetKeepAlive.setUserTimeout(socket, o.userTimeoutMs);
+  if (native && o.userTimeoutMs && o.userTimeoutMs > 0) native.setUserTimeout(socket, o.userTimeoutMs);
 }
 
 /** What the kernel actually holds for a socket (for tests and the admin view). */
 export function readKeepalive(socket: Socket): { intervalMs: number; count: number; userTimeoutMs: number } {
+  const native = loadNetKeepAlive();
+  if (!native) throw new LonglinkError('LL_ERR_UNAVAILABLE', 'reading keepalive settings needs net-keepalive, which could not be loaded');
   return {
-    intervalMs: NetKeepAlive.getKeepAliveInterval(socket),
-    count: NetKeepAlive.getKeepAliveProbes(socket),
-    userTimeoutMs: NetKeepAlive.getUserTimeout(socket),
+    intervalMs: native.getKeepAliveInterval(socket),
+    count: native.getKeepAliveProbes(socket),
+    userTimeoutMs: native.getUserTimeout(socket),
   };
 }
 

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
-import { Redis } from 'ioredis';
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, REMEMBER_DEVICE, SAVE_SESSION, SET_OFFLINE, TAKE } from './redis-lua.js';
@@ -57,6 +58,15 @@ type Json = { id: string; p: string; n: number; e: number; x: number; s: number 
 
 const enc = (s: string) => encodeURIComponent(s);
 
+/** ioredis is an optional peer dependency: loaded when a RedisStore is made, with an error that says so. */
+function loadIoredis(): typeof Redis {
+  try {
+    return (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
+  } catch (err) {
+    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `RedisStore needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
+}
+
 /** The URL without its password, for messages. */
 function redactUrl(url: string): string {
   try {
@@ -105,7 +115,7 @@ export class RedisStore implements Store {
     if (!(this.o.leaseRenewMs > 0 && this.o.leaseRenewMs < this.o.leaseTtlMs)) {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis lease: need 0 < leaseRenewMs < leaseTtlMs');
     }
-    this.redis = new Redis(this.o.url, { maxRetriesPerRequest: 3, enableAutoPipelining: true });
+    this.redis = new (loadIoredis())(this.o.url, { maxRetriesPerRequest: 3, enableAutoPipelining: true });
     this.redis.on('error', (err: Error) => {
       // ioredis reconnects by itself; operations in flight reject and the gateway reports them.
       this.lastConnectError = err;
