@@ -12,6 +12,7 @@ import cluster from 'node:cluster';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { int, port } from './parse.js';
+import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
@@ -24,8 +25,10 @@ import { AdminServer, DEFAULT_ADMIN_PORT, isLoopbackHost } from '../admin/admin-
  * (chat-relay.ts).
  */
 export function serveCommand(): Command {
-  return new Command('serve')
-    .description('run the gateway (TCP and WebSocket listeners, in-memory store)')
+  return bindEnv(new Command('serve')
+    .description('run the gateway (TCP and WebSocket listeners, in-memory store); every flag may also come from LONGLINK_<FLAG> in the environment or from --config')
+    .option('--config <file>', 'read options from this YAML or JSON file (keys are the flags without dashes; flags and environment win)')
+    .option('--print-config', 'print the effective configuration as YAML (a complete example file) and exit')
     .option('--host <host>', 'address to listen on', DEFAULTS.host)
     .option('--tcp-port <port>', 'raw TCP port (0 = any free port)', port, DEFAULT_TCP_PORT)
     .option('--no-tcp', 'do not listen on raw TCP')
@@ -93,8 +96,25 @@ export function serveCommand(): Command {
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
-    .action(async (o) => {
-      const log = pino({ level: o.logLevel, base: { pid: process.pid } });
+    .addOption(new Option('--log-format <format>', 'log lines as JSON or for people (auto: pretty on a terminal, JSON otherwise)').choices(['auto', 'json', 'pretty']).default('auto'))
+    .option('--log-file <path>', 'also write JSON log lines to this file, rolled by size and time (pino-roll)')
+    .option('--log-file-size <size>', 'roll the log file at this size (k, m, g)', '100m')
+    .addOption(new Option('--log-file-frequency <when>', 'roll the log file this often').choices(['daily', 'hourly']).default('daily'))
+    .option('--log-file-count <n>', 'rolled log files kept', int, 10)
+    .action(async (o, cmd: Command) => {
+      try {
+        applyEnv(cmd);
+        if (o.config) applyConfigFile(cmd, o.config);
+      } catch (err) {
+        process.stderr.write(`longlink serve: ${(err as Error).message}\n`);
+        process.exit(2);
+      }
+      o = cmd.opts();
+      if (o.printConfig) {
+        process.stdout.write(printConfig(cmd));
+        return;
+      }
+      const log = makeLogger(o);
       // The admin port can kick and drain: off loopback it needs a token. Without one given, make
       // one and print it (workers inherit it through the environment).
       if (cluster.isPrimary && o.admin !== false && !adminToken(o) && !isLoopbackHost(o.adminHost)) {
@@ -257,7 +277,7 @@ export function serveCommand(): Command {
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
-    });
+    }));
 }
 
 /**
@@ -351,4 +371,25 @@ function failStart(log: Logger, event: string, message: string, exitCode = 1): n
   log.fatal({ event, err: message }, message);
   process.stderr.write(`longlink serve: ${message}\n`);
   process.exit(exitCode);
+}
+
+/**
+ * JSON lines on stdout (fast, synchronous) unless a person is reading (a
+ * terminal, or --log-format pretty: pino-pretty); with --log-file, JSON lines
+ * also go to a file rolled by size and time (pino-roll, in pino's worker).
+ */
+function makeLogger(o: Record<string, unknown>): Logger {
+  const level = o.logLevel as string;
+  const base = { pid: process.pid };
+  const pretty = o.logFormat === 'pretty' || (o.logFormat === 'auto' && process.stdout.isTTY === true);
+  if (!pretty && !o.logFile) return pino({ level, base });
+  const targets: pino.TransportTargetOptions[] = [
+    pretty
+      ? { target: 'pino-pretty', level, options: { destination: 1, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', singleLine: true } }
+      : { target: 'pino/file', level, options: { destination: 1 } },
+  ];
+  if (o.logFile) {
+    targets.push({ target: 'pino-roll', level, options: { file: o.logFile, size: o.logFileSize, frequency: o.logFileFrequency, mkdir: true, limit: { count: o.logFileCount } } });
+  }
+  return pino({ level, base }, pino.transport({ targets }));
 }

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import net from 'node:net';
 import { Gateway } from '../../src/gateway/gateway.js';
 import type { LonglinkError } from '../../src/protocol/errors.js';
@@ -221,5 +223,98 @@ test('serve refuses conflicting or out-of-range security options with one clear 
       (err: { status: number; stdout: string }) => err.status === 2 && pattern.test(err.stdout),
       args.join(' '),
     );
+  }
+});
+
+/** Starts serve with `args` and `env` until its listening line; resolves with that line (and stops it). */
+function listeningLine(args: string[], env: Record<string, string> = {}): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LONGLINK_')));
+    const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...clean, ...env } });
+    let out = '';
+    let err = '';
+    const t = setTimeout(() => (child.kill('SIGKILL'), reject(new Error(`no listening line: ${err} ${out}`))), 15_000);
+    child.stderr.on('data', (d) => (err += d));
+    child.stdout.on('data', (d) => {
+      out += d;
+      for (const line of out.split('\n')) {
+        if (!line.includes('"event":"listening"')) continue;
+        clearTimeout(t);
+        child.kill('SIGKILL');
+        resolve(JSON.parse(line));
+        return;
+      }
+    });
+    child.once('exit', (code) => code !== null && (clearTimeout(t), reject(new Error(`serve exited ${code}: ${err}`))));
+  });
+}
+
+test('configuration: a YAML file, LONGLINK_* variables and flags, in that order of precedence', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-config-'));
+  try {
+    const file = path.join(dir, 'longlink.yaml');
+    fs.writeFileSync(file, 'tcp-port: 0\nws: false\nadmin: false\nheartbeat-interval-ms: 3000\nheartbeat-min-interval-ms: 1000\nmiss-budget: 3\n');
+    const interval = async (env: Record<string, string>, flags: string[] = []) => ((await listeningLine(['--config', file, ...flags], env)).heartbeat as { intervalMs: number; missBudget: number });
+    assert.deepEqual(await interval({}), { ...(await interval({})), intervalMs: 3000, missBudget: 3 }, 'the file');
+    assert.equal((await interval({ LONGLINK_HEARTBEAT_INTERVAL_MS: '4000' })).intervalMs, 4000, 'the environment over the file');
+    assert.equal((await interval({ LONGLINK_HEARTBEAT_INTERVAL_MS: '4000' }, ['--heartbeat-interval-ms', '5000'])).intervalMs, 5000, 'a flag over both');
+    const l = await listeningLine(['--config', file]);
+    assert.equal(l.ws, null, '`ws: false` is --no-ws');
+    // Without a file: ports and host from the environment alone.
+    const e = await listeningLine([], { LONGLINK_TCP_PORT: '0', LONGLINK_NO_WS: '1', LONGLINK_NO_ADMIN: '1', LONGLINK_HOST: '127.0.0.1' });
+    assert.match(String(e.tcp), /^tcp:\/\/127\.0\.0\.1:\d+$/);
+    assert.equal(e.ws, null);
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('a bad configuration file is refused with the path of every bad key, in one line', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-config-'));
+  try {
+    const file = path.join(dir, 'bad.yaml');
+    fs.writeFileSync(file, 'tcp-port: 70000\nheartbeat-intervall-ms: 1000\nws: maybe\n');
+    assert.throws(
+      () => execFileSync(process.execPath, [CLI, 'serve', '--config', file], { encoding: 'utf8', stdio: 'pipe' }),
+      (err: { stderr: string; status: number }) => {
+        assert.equal(err.status, 2);
+        const lines = err.stderr.trim().split('\n');
+        assert.equal(lines.length, 1, err.stderr);
+        assert.match(lines[0], /bad\.yaml: .*tcp-port: expected a port, 0 to 65535/);
+        assert.match(lines[0], /unknown key heartbeat-intervall-ms/);
+        assert.match(lines[0], /ws: /);
+        return true;
+      },
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('docs/longlink.example.yaml is the complete default configuration, and it loads', () => {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LONGLINK_')));
+  const printed = execFileSync(process.execPath, [CLI, 'serve', '--print-config'], { encoding: 'utf8', env: clean });
+  const example = path.resolve(path.dirname(CLI), '../../../docs/longlink.example.yaml');
+  assert.equal(fs.readFileSync(example, 'utf8'), printed, 'regenerate it: longlink serve --print-config > docs/longlink.example.yaml');
+  assert.equal(execFileSync(process.execPath, [CLI, 'serve', '--config', example, '--print-config'], { encoding: 'utf8', env: clean }), printed);
+  for (const flag of ['--tcp-port', '--redis', '--jwt-secret', '--max-data-per-second', '--log-file']) assert.ok(printed.includes(`(${flag}, LONGLINK_`), flag);
+});
+
+test('--log-file writes JSON lines to a file (rolled by pino-roll); --log-format json keeps stdout JSON', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-log-'));
+  try {
+    const file = path.join(dir, 'logs', 'gateway.log');
+    await listeningLine(['--tcp-port', '0', '--no-ws', '--no-admin', '--log-format', 'json', '--log-file', file]);
+    // pino-roll numbers the files (gateway.log.1, ...); the transport writes from a worker, so give it a moment.
+    let text = '';
+    for (let i = 0; i < 50 && !text.includes('"event":"listening"'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      const found = fs.existsSync(path.dirname(file)) ? fs.readdirSync(path.dirname(file)) : [];
+      text = found.map((f) => fs.readFileSync(path.join(path.dirname(file), f), 'utf8')).join('');
+    }
+    assert.match(text, /"event":"listening"/);
+    assert.ok(text.trim().split('\n').every((l) => JSON.parse(l)));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
   }
 });
