@@ -1,3 +1,5 @@
+import { LonglinkError } from '../protocol/errors.js';
+import type { NonCloseErrorCode } from '../protocol/error-codes.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIPv4, type AddressInfo } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -47,13 +49,15 @@ const TYPES: Record<string, string> = {
 };
 
 /** A request the API refuses; `code` is stable, as for protocol errors. */
-class AdminError extends Error {
+/** An admin request refused: its HTTP status and a stable code (docs/ERRORS.md). */
+export class AdminError extends LonglinkError {
   constructor(
     readonly status: number,
-    readonly code: string,
+    code: NonCloseErrorCode,
     message: string,
   ) {
-    super(message);
+    super(code, message);
+    this.name = 'AdminError';
   }
 }
 

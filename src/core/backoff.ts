@@ -1,4 +1,5 @@
 import { dropUndefined } from './heartbeat-policy.js';
+import { OptionError } from '../protocol/errors.js';
 
 /**
  * Reconnect delays: exponential growth with full jitter (AWS Architecture
@@ -31,7 +32,7 @@ export class Backoff {
   constructor(opts: Partial<BackoffOptions> = {}, private readonly random: () => number = Math.random) {
     // An explicit undefined means "the default", not NaN delays.
     this.opts = { ...DEFAULT_BACKOFF, ...dropUndefined(opts) };
-    if (this.opts.minDelayMs > this.opts.maxDelayMs) throw new RangeError('minDelayMs exceeds maxDelayMs');
+    if (this.opts.minDelayMs > this.opts.maxDelayMs) throw new OptionError('reconnect.minDelayMs', 'exceeds maxDelayMs');
   }
 
   get attempts(): number {

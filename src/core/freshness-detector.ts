@@ -1,4 +1,5 @@
 import type { LivenessDetector, Verdict } from './liveness-detector.js';
+import { OptionError } from '../protocol/errors.js';
 
 /**
  * Freshness-point detector with learned expected arrivals (Chen, Toueg and
@@ -63,9 +64,9 @@ export class FreshnessDetector implements LivenessDetector {
       windowSize: opts.windowSize ?? 32,
     };
     if (!(this.o.lateMs > 0 && this.o.suspectLateMs > 0 && this.o.suspectLateMs <= this.o.lateMs)) {
-      throw new RangeError('freshness needs 0 < suspectLateMs <= lateMs');
+      throw new OptionError('detector', 'freshness needs 0 < suspectLateMs <= lateMs');
     }
-    if (!(this.o.windowSize >= 1)) throw new RangeError('windowSize must be at least 1');
+    if (!(this.o.windowSize >= 1)) throw new OptionError('detector.windowSize', 'must be at least 1');
     this.offsets = new Float64Array(this.o.windowSize);
     this.lastHeardAt = now;
   }

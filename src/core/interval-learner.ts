@@ -1,4 +1,5 @@
 import { dropUndefined } from './heartbeat-policy.js';
+import { OptionError } from '../protocol/errors.js';
 
 /**
  * Learns, per network, the longest heartbeat interval the path's NAT and
@@ -66,9 +67,9 @@ export class IntervalLearner {
   constructor(opts: Partial<LearnerOptions> = {}, network = 'default') {
     this.o = { ...LEARNER_DEFAULTS, ...dropUndefined(opts) };
     const { growth, fineGrowth, margin } = this.o;
-    if (!(growth > 1 && fineGrowth > 1 && fineGrowth <= growth)) throw new RangeError('need 1 < fineGrowth <= growth');
-    if (!(margin >= 0 && margin < 1)) throw new RangeError('margin must be in [0, 1)');
-    if (this.o.startMs !== undefined && !(this.o.startMs > 0)) throw new RangeError('startMs must be positive');
+    if (!(growth > 1 && fineGrowth > 1 && fineGrowth <= growth)) throw new OptionError('adaptive', 'need 1 < fineGrowth <= growth');
+    if (!(margin >= 0 && margin < 1)) throw new OptionError('adaptive.margin', 'must be in [0, 1)');
+    if (this.o.startMs !== undefined && !(this.o.startMs > 0)) throw new OptionError('adaptive.startMs', 'must be positive');
     this.current = network;
   }
 
@@ -222,11 +223,11 @@ export class IntervalLearner {
 
   /** Loads what `export` produced; a known network then starts at its learned interval. */
   import(s: LearnerSnapshot): void {
-    if (!s || s.version !== 1 || typeof s.networks !== 'object') throw new RangeError('not a learner snapshot (version 1)');
+    if (!s || s.version !== 1 || typeof s.networks !== 'object') throw new OptionError('adaptive.state', 'not a learner snapshot (version 1)');
     const records = new Map<string, NetworkRecord>();
     for (const [id, r] of Object.entries(s.networks)) {
       const ok = r && r.heldMs > 0 && r.intervalMs > 0 && ['grow', 'fine', 'settled'].includes(r.phase) && (r.failedMs === null || r.failedMs > 0);
-      if (!ok) throw new RangeError(`bad learner record for network ${id}`);
+      if (!ok) throw new OptionError('adaptive.state', `bad learner record for network ${id}`);
       records.set(id, { ...r });
     }
     this.records = records;

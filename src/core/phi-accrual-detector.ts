@@ -1,4 +1,5 @@
 import type { LivenessDetector, Verdict } from './liveness-detector.js';
+import { OptionError } from '../protocol/errors.js';
 
 /**
  * Phi accrual failure detector (Hayashibara et al., 2004; the variant Akka
@@ -57,7 +58,7 @@ export class PhiAccrualDetector implements LivenessDetector {
   ) {
     this.o = { ...DEFAULT_PHI, ...opts };
     if (!(this.o.deadPhi > 0 && this.o.suspectPhi > 0 && this.o.suspectPhi <= this.o.deadPhi)) {
-      throw new RangeError('phi thresholds must satisfy 0 < suspectPhi <= deadPhi');
+      throw new OptionError('detector', 'phi thresholds must satisfy 0 < suspectPhi <= deadPhi');
     }
     this.samples = new Float64Array(this.o.windowSize);
     this.lastHeardAt = now;

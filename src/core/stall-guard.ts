@@ -1,3 +1,4 @@
+import { OptionError } from '../protocol/errors.js';
 /**
  * The gateway's own pauses. A process that stops running for a while (a long
  * synchronous task, a GC pause, a stop by the OS) reads nothing from its
@@ -24,7 +25,7 @@ export class StallGuard {
     /** Stalls remembered; older ones can no longer overlap any open silence worth excusing. */
     private readonly keep = 64,
   ) {
-    if (!(thresholdMs > 0)) throw new RangeError(`thresholdMs must be positive, got ${thresholdMs}`);
+    if (!(thresholdMs > 0)) throw new OptionError('stallGuard.thresholdMs', `must be positive, got ${thresholdMs}`);
   }
 
   /**

@@ -1,3 +1,4 @@
+import { OptionError } from '../protocol/errors.js';
 /**
  * A hashed timing wheel (Varghese and Lauck, 1987): schedule and cancel in
  * O(1), expiry in O(1) per timer plus O(1) per tick. One wheel holds every
@@ -61,7 +62,7 @@ export class TimerWheel<T> {
 
   constructor(opts: TimerWheelOptions = {}) {
     this.tickMs = opts.tickMs ?? 50;
-    if (!(this.tickMs > 0)) throw new RangeError('tickMs must be positive');
+    if (!(this.tickMs > 0)) throw new OptionError('wheelTickMs', 'must be positive');
     let n = 1;
     while (n < (opts.slots ?? 1024)) n <<= 1;
     this.mask = n - 1;

@@ -1,3 +1,4 @@
+import { OptionError } from '../protocol/errors.js';
 /**
  * A token bucket on an injected clock: `ratePerSec` tokens a second, at most
  * `burst` held. Pure: no timers, time comes in with each call.
@@ -11,7 +12,7 @@ export class TokenBucket {
     readonly burst: number,
     now: number,
   ) {
-    if (!(ratePerSec > 0) || !(burst >= 1)) throw new RangeError(`token bucket needs rate > 0 and burst >= 1 (got ${ratePerSec}, ${burst})`);
+    if (!(ratePerSec > 0) || !(burst >= 1)) throw new OptionError('limits', `a rate limit needs rate > 0 and burst >= 1 (got ${ratePerSec}, ${burst})`);
     this.tokens = burst;
     this.last = now;
   }

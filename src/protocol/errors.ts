@@ -1,3 +1,4 @@
+import type { NonCloseErrorCode } from './error-codes.js';
 /**
  * Every reason a connection can end, with a stable numeric code and a stable
  * string name. The numeric codes double as WebSocket close codes (4000-4999 is
@@ -30,6 +31,7 @@ export const CloseCodes = {
   'replaced': 4506,
   'kicked': 4507,
   'field-too-large': 4508,
+  'policy-violation': 4509,
   'auth-failed': 4510,
   'auth-missing': 4511,
   'auth-expired': 4512,
@@ -45,7 +47,9 @@ const byCode = new Map<number, CloseReason>(
 export function reasonForCode(code: number): CloseReason {
   const known = byCode.get(code);
   if (known) return known;
-  if (code >= 4500 && code <= 4999) return 'server-error';
+  // A code this version does not know keeps its range's meaning: permanent codes must not read as
+  // server-error (which a client retries).
+  if (code >= 4500 && code <= 4999) return 'policy-violation';
   return 'transport-error';
 }
 
@@ -56,9 +60,17 @@ export function shouldReconnect(code: number): boolean {
 }
 
 /** Base class for every error longlink raises on purpose. `code` is stable. */
+type Snake<S extends string> = S extends `${infer A}-${infer B}` ? `${A}_${Snake<B>}` : S;
+
+/** The code of a close reason: `heartbeat-timeout` → `LL_ERR_HEARTBEAT_TIMEOUT`. */
+export type CloseErrorCode = `LL_ERR_${Uppercase<Snake<CloseReason>>}`;
+
+/** Every code a LonglinkError can carry; docs/ERRORS.md explains each. */
+export type LonglinkErrorCode = CloseErrorCode | NonCloseErrorCode;
+
 export class LonglinkError extends Error {
-  readonly code: string;
-  constructor(code: string, message: string) {
+  readonly code: LonglinkErrorCode;
+  constructor(code: LonglinkErrorCode, message: string) {
     super(message);
     this.name = 'LonglinkError';
     this.code = code;
@@ -96,6 +108,20 @@ export class ProtocolError extends LonglinkError {
   }
 }
 
-export function errorCodeFor(reason: CloseReason): string {
-  return 'LL_ERR_' + reason.toUpperCase().replace(/-/g, '_');
+export function errorCodeFor(reason: CloseReason): CloseErrorCode {
+  return ('LL_ERR_' + reason.toUpperCase().replace(/-/g, '_')) as CloseErrorCode;
+}
+
+/**
+ * An option out of range or inconsistent, from any constructor a user
+ * reaches through options (core classes included): `path` names it.
+ */
+export class OptionError extends LonglinkError {
+  constructor(
+    readonly path: string,
+    message: string,
+  ) {
+    super('LL_ERR_INVALID_OPTION', `${path}: ${message}`);
+    this.name = 'OptionError';
+  }
 }

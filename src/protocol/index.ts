@@ -3,3 +3,4 @@ export * from './frames.js';
 export * from './frame-codec.js';
 export * from './frame-decoder.js';
 export * from './frame-rules.js';
+export * from './error-codes.js';

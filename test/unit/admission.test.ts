@@ -15,7 +15,7 @@ test('token bucket: a burst at once, then the rate, to the millisecond', () => {
   assert.equal(b.take(99), false);
   assert.equal(b.take(100), true);
   assert.equal(b.available(10_000), 3, 'never more than the burst');
-  assert.throws(() => new TokenBucket(0, 1, 0), RangeError);
+  assert.throws(() => new TokenBucket(0, 1, 0), { code: 'LL_ERR_INVALID_OPTION' });
 });
 
 test('admission: total, per source, rate; releases free slots; refusals count nothing', () => {

@@ -32,8 +32,8 @@ describe('Backoff: options', () => {
   });
 
   test('minDelayMs above maxDelayMs is refused; equal is allowed and gives a constant delay', () => {
-    assert.throws(() => new Backoff({ minDelayMs: 10, maxDelayMs: 5 }), RangeError);
-    assert.throws(() => new Backoff({ minDelayMs: 40_000 }), RangeError, 'against the default cap');
+    assert.throws(() => new Backoff({ minDelayMs: 10, maxDelayMs: 5 }), { code: 'LL_ERR_INVALID_OPTION' });
+    assert.throws(() => new Backoff({ minDelayMs: 40_000 }), { code: 'LL_ERR_INVALID_OPTION' }, 'against the default cap');
     const flat = new Backoff({ minDelayMs: 700, maxDelayMs: 700 }, seededRandom(3));
     for (let i = 0; i < 20; i++) assert.equal(flat.next(), 700);
   });

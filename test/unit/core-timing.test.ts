@@ -141,7 +141,7 @@ describe('Backoff', () => {
   });
 
   test('min above max is refused', () => {
-    assert.throws(() => new Backoff({ minDelayMs: 10, maxDelayMs: 5 }), RangeError);
+    assert.throws(() => new Backoff({ minDelayMs: 10, maxDelayMs: 5 }), { code: 'LL_ERR_INVALID_OPTION' });
   });
 });
 

@@ -65,6 +65,6 @@ test('a frame other than a heartbeat proves life and restarts the lattice', () =
 test('before any heartbeat the peer has one interval plus lateMs, as the fixed detector would give', () => {
   const d = new FreshnessDetector(1000, 500, { lateMs: 1500 });
   assert.equal(d.deadline(), 3000);
-  assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 0 }), RangeError);
-  assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 100, suspectLateMs: 200 }), RangeError);
+  assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
+  assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 100, suspectLateMs: 200 }), { code: 'LL_ERR_INVALID_OPTION' });
 });

@@ -138,8 +138,8 @@ test('persistence: export to JSON and import; a known network starts at its lear
   assert.equal(fresh.network, 'wifi:home');
   assert.equal(fresh.intervalMs(), settled);
   assert.equal(fresh.record!.phase, 'settled');
-  assert.throws(() => fresh.import({ version: 2 } as never), RangeError);
-  assert.throws(() => fresh.import({ version: 1, network: 'x', networks: { x: { heldMs: -1 } } } as never), RangeError);
+  assert.throws(() => fresh.import({ version: 2 } as never), { code: 'LL_ERR_INVALID_OPTION' });
+  assert.throws(() => fresh.import({ version: 1, network: 'x', networks: { x: { heldMs: -1 } } } as never), { code: 'LL_ERR_INVALID_OPTION' });
 });
 
 test('without a start, the gateway grant seeds the network; bad options are refused', () => {
@@ -147,6 +147,6 @@ test('without a start, the gateway grant seeds the network; bad options are refu
   assert.equal(l.intervalMs(), undefined);
   assert.equal(l.setRange(5000, 600_000, 25_000, 0), 'range');
   assert.equal(l.intervalMs(), 50_000);
-  assert.throws(() => new IntervalLearner({ growth: 1 }), RangeError);
-  assert.throws(() => new IntervalLearner({ margin: 1 }), RangeError);
+  assert.throws(() => new IntervalLearner({ growth: 1 }), { code: 'LL_ERR_INVALID_OPTION' });
+  assert.throws(() => new IntervalLearner({ margin: 1 }), { code: 'LL_ERR_INVALID_OPTION' });
 });

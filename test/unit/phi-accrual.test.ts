@@ -74,7 +74,7 @@ test('acceptablePauseMs shifts the deadline by exactly that much; bad thresholds
     b.heard(t);
   }
   close(b.deadline() - a.deadline(), 3000, 1e-9);
-  assert.throws(() => new PhiAccrualDetector(1000, 0, { suspectPhi: 9, deadPhi: 8 }), RangeError);
+  assert.throws(() => new PhiAccrualDetector(1000, 0, { suspectPhi: 9, deadPhi: 8 }), { code: 'LL_ERR_INVALID_OPTION' });
 });
 
 test('the window forgets old samples', () => {

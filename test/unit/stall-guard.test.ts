@@ -39,5 +39,5 @@ test('only the most recent stalls are kept', () => {
   for (let i = 0; i < 5; i++) g.record(i * 100, i * 100 + 10);
   assert.equal(g.stalledWithin(0, 1000), 30);
   assert.equal(g.count, 5);
-  assert.throws(() => new StallGuard(0), RangeError);
+  assert.throws(() => new StallGuard(0), { code: 'LL_ERR_INVALID_OPTION' });
 });

@@ -36,7 +36,7 @@ describe('TimerWheel: construction', () => {
 
   test('refuses a tick that is not positive', () => {
     for (const tickMs of [0, -1, Number.NaN]) {
-      assert.throws(() => new TimerWheel({ tickMs }), RangeError, `tickMs ${tickMs}`);
+      assert.throws(() => new TimerWheel({ tickMs }), { code: 'LL_ERR_INVALID_OPTION' }, `tickMs ${tickMs}`);
     }
   });
 

@@ -1,0 +1,39 @@
+/**
+ * Every `LonglinkError.code` that is not a close reason, with what it means
+ * and what to do. The close reasons' codes (`LL_ERR_HEARTBEAT_TIMEOUT`, ...)
+ * come from `CloseCodes` in errors.ts; docs/ERRORS.md lists both, and a test
+ * checks that every code thrown anywhere in src/ is here or there.
+ */
+export const ERROR_CODES = {
+  // Options and configuration: the caller's mistake, found before anything runs.
+  LL_ERR_INVALID_OPTION: { area: 'option', meaning: 'an option is missing, out of range or inconsistent with another; the message names it' },
+  LL_ERR_INVALID_CONFIG: { area: 'option', meaning: '`serve --config` or a LONGLINK_* variable holds an unknown key or a bad value; the message has every bad key' },
+  LL_ERR_MISSING_DEPENDENCY: { area: 'option', meaning: 'an optional package is needed and not installed (`ioredis` for RedisStore)' },
+  LL_ERR_UNAVAILABLE: { area: 'option', meaning: 'a feature needs a native part that could not be loaded (reading keepalive settings without net-keepalive)' },
+  LL_ERR_FILE_LIMIT: { area: 'option', meaning: 'a `fault` event of kind config: maxConnections was lowered to what the open-files limit allows' },
+  // Starting and running the gateway.
+  LL_ERR_LISTEN: { area: 'gateway', meaning: '`listen()` could not open a port (in use, no permission, no such address); `transport`, `host`, `port` and `cause` say which' },
+  LL_ERR_STORE_UNAVAILABLE: { area: 'gateway', meaning: 'the store (Redis) cannot be reached or failed a call; a push resolves `failed` with it and the gateway goes on' },
+  LL_ERR_CLOSED: { area: 'gateway', meaning: 'the connection or gateway closed while the operation waited (a handshake, a push)' },
+  // The client: dialing, sending.
+  LL_ERR_BAD_URL: { area: 'client', meaning: 'a URL whose scheme the dialer cannot open (tcp://, tls://, ws://, wss://)' },
+  LL_ERR_CONNECT_TIMEOUT: { area: 'client', meaning: 'the TCP, TLS or WebSocket connect did not finish within handshakeTimeoutMs; the client retries with backoff' },
+  LL_ERR_CONNECT_FAILED: { area: 'client', meaning: 'the browser WebSocket could not connect; the client retries with backoff' },
+  LL_ERR_REFUSED: { area: 'client', meaning: 'the gateway refused the WebSocket before its upgrade (HTTP 503 with X-Longlink-Goaway); the client waits the hint, as after GOAWAY' },
+  LL_ERR_UPGRADE_REFUSED: { area: 'client', meaning: 'the server answered the WebSocket upgrade with another HTTP status (not a longlink gateway, or a proxy in the way)' },
+  LL_ERR_OUTBOX_FULL: { area: 'client', meaning: '`send()` while maxOutbox messages wait for acknowledgement; nothing was queued' },
+  // The admin port (HTTP status in brackets).
+  LL_ERR_BAD_REQUEST: { area: 'admin', meaning: '[400] a bad body field or query parameter' },
+  LL_ERR_BAD_PATH: { area: 'admin', meaning: '[400] a malformed %-escape in the path' },
+  LL_ERR_UNAUTHORIZED: { area: 'admin', meaning: '[401] no or a wrong admin token' },
+  LL_ERR_FORBIDDEN_HOST: { area: 'admin', meaning: '[403] without a token, a Host that is not a loopback name (DNS rebinding)' },
+  LL_ERR_NOT_FOUND: { area: 'admin', meaning: '[404] no such endpoint, file or connection' },
+  LL_ERR_METHOD_NOT_ALLOWED: { area: 'admin', meaning: '[405] the wrong method for an endpoint' },
+  LL_ERR_TOO_LARGE: { area: 'admin', meaning: '[413] a request body over 64 KiB' },
+  LL_ERR_UNSUPPORTED_MEDIA_TYPE: { area: 'admin', meaning: '[415] a POST that is not application/json' },
+  LL_ERR_INTERNAL: { area: 'admin', meaning: '[500] the admin handler failed (logged)' },
+  // The network lab.
+  LL_ERR_LAB_COMMAND: { area: 'lab', meaning: 'a command the lab ran (ip, nft, tc) failed; the message has its output' },
+} as const;
+
+export type NonCloseErrorCode = keyof typeof ERROR_CODES;
