@@ -14,7 +14,7 @@ export type * from './gateway/gateway.js';
 export * from './gateway/options.js';
 export type { DisconnectReason } from './gateway/disconnect.js';
 export type * from './gateway/stores/store.js';
-export { MemoryStore } from './gateway/stores/memory-store.js';
+export { MemoryStore, MEMORY_STORE_DEFAULTS, type MemoryStoreOptions } from './gateway/stores/memory-store.js';
 export { LonglinkClient } from './client/client.js';
 export { ClientCore } from './client/client-core.js';
 export { AdminServer, AdminError, DEFAULT_ADMIN_PORT, type AdminOptions } from './admin/admin-server.js';

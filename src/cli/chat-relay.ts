@@ -35,7 +35,7 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
     const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
     const say = (userId: string, body: string) =>
       gw.push(userId, body).then((r) => {
-        if (r.devices.length === 0) return gw.push(m.userId, `(${userId} has no known device)`);
+        if (r.unknownUser) return gw.push(m.userId, `(${userId} has never connected: nothing can wait for them)`);
       });
     void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`)).catch(onError).finally(() => {
       total--;

@@ -321,6 +321,7 @@ export class Delivery {
         presence = new Map();
       }
     }
+    if (devices.size === 0) return { id, devices: [], delivered: 0, unknownUser: true };
     const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };

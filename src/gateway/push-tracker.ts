@@ -15,6 +15,12 @@ export interface PushResult {
   devices: { deviceId: string; status: DeviceOutcome }[];
   /** How many devices acknowledged it before `push()` resolved. */
   delivered: number;
+  /**
+   * Set when nothing was queued because the user has no known device: it never
+   * connected, or not within `delivery.knownDeviceTtlMs`. A message cannot wait
+   * for a device the gateway has never seen.
+   */
+  unknownUser?: true;
 }
 
 interface Pending {

@@ -384,3 +384,10 @@ test('resume after a long disconnect (100 s, within the session TTL): same sessi
   a.c.close();
   await gw.close();
 });
+
+test('a push to a user with no known device says so (unknownUser), and queues nothing', async () => {
+  const gw = new Gateway({ tcp: false, ws: false });
+  const r = await gw.push('ghost', 'anyone there?');
+  assert.deepEqual({ devices: r.devices, delivered: r.delivered, unknownUser: r.unknownUser }, { devices: [], delivered: 0, unknownUser: true });
+  await gw.close();
+});

@@ -318,3 +318,26 @@ test('--log-file writes JSON lines to a file (rolled by pino-roll); --log-format
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test("the README's offline queue: bob's next run gets what alice sent while he was away (default device ids are stable)", async () => {
+  const server = await spawnServe(['--no-admin']);
+  try {
+    const bob1 = spawnCli(['client', '--url', server.tcp, '--user', 'bob', '--json']);
+    await bob1.waitFor((l) => l.event === 'open', 10_000, 'bob open');
+    bob1.child.stdin!.write('/quit\n');
+    await server.waitFor((l) => l.event === 'offline' && l.user === 'bob', 10_000, 'bob offline');
+    const alice = spawnCli(['client', '--url', server.tcp, '--user', 'alice', '--json']);
+    await alice.waitFor((l) => l.event === 'open', 10_000, 'alice open');
+    alice.child.stdin!.write('@bob hello bob\n');
+    await alice.waitFor((l) => l.event === 'acked', 10_000, 'alice acked');
+    // A user never seen: said so, not a silent empty result.
+    alice.child.stdin!.write('@nobody hi\n');
+    await alice.waitFor((l) => l.event === 'message' && /nobody has never connected/.test(String(l.text)), 10_000, 'the unknown-user notice');
+    const bob2 = spawnCli(['client', '--url', server.tcp, '--user', 'bob', '--json']);
+    const got = await bob2.waitFor((l) => l.event === 'message', 10_000, 'the queued message');
+    assert.equal(got.text, 'alice: hello bob');
+    await Promise.all([alice.kill(), bob2.kill(), bob1.kill()]);
+  } finally {
+    await server.kill();
+  }
+});
