@@ -302,12 +302,13 @@ test('docs/longlink.example.yaml is the complete default configuration, and it l
 
 test('--log-file writes JSON lines to a file (rolled by pino-roll); --log-format json keeps stdout JSON', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-log-'));
+  const file = path.join(dir, 'logs', 'gateway.log');
+  const server = spawnCli(['serve', '--tcp-port', '0', '--no-ws', '--no-admin', '--log-format', 'json', '--log-file', file]);
   try {
-    const file = path.join(dir, 'logs', 'gateway.log');
-    await listeningLine(['--tcp-port', '0', '--no-ws', '--no-admin', '--log-format', 'json', '--log-file', file]);
-    // pino-roll numbers the files (gateway.log.1, ...); the transport writes from a worker, so give it a moment.
+    await server.waitFor((l) => l.event === 'listening', 15_000, 'listening on stdout');
+    // pino-roll numbers the files (gateway.log.1, ...) and writes from pino's worker: wait for it while serve runs.
     let text = '';
-    for (let i = 0; i < 50 && !text.includes('"event":"listening"'); i++) {
+    for (let i = 0; i < 100 && !text.includes('"event":"listening"'); i++) {
       await new Promise((r) => setTimeout(r, 100));
       const found = fs.existsSync(path.dirname(file)) ? fs.readdirSync(path.dirname(file)) : [];
       text = found.map((f) => fs.readFileSync(path.join(path.dirname(file), f), 'utf8')).join('');
@@ -315,6 +316,7 @@ test('--log-file writes JSON lines to a file (rolled by pino-roll); --log-format
     assert.match(text, /"event":"listening"/);
     assert.ok(text.trim().split('\n').every((l) => JSON.parse(l)));
   } finally {
+    await server.kill();
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
