@@ -1,3 +1,4 @@
+import { ApiError, openApiDocument, ServerApi } from './server-api.js';
 import { LonglinkError } from '../protocol/errors.js';
 import type { NonCloseErrorCode } from '../protocol/error-codes.js';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -25,6 +26,12 @@ export interface AdminOptions {
   webRoot?: string;
   metrics?: MetricsOptions;
   log?: Logger;
+  /**
+   * The server API's key (/v1, for backends): `Authorization: Bearer <key>`.
+   * Separate from `token`: neither opens the other's door. Without it the
+   * server API answers only loopback callers.
+   */
+  apiKey?: string;
 }
 
 export const DEFAULT_ADMIN_PORT = 7422;
@@ -37,6 +44,9 @@ export function isLoopbackHost(host: string): boolean {
   return LOOPBACK_HOSTS.has(host) || (isIPv4(host) && host.startsWith('127.'));
 }
 const MAX_BODY_BYTES = 64 * 1024;
+/** A server API request (a batch of pushes) may be larger. */
+const API_MAX_BODY_BYTES = 1 << 20;
+const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 /** A page of the connection list: with clientInfo and state at their bounds (1 KiB each), under 3 MB of JSON. */
 const MAX_LIST = 1000;
 
@@ -73,12 +83,14 @@ export class AdminServer {
   private readonly server: Server;
   private readonly files = new Map<string, { body: Buffer; type: string }>();
   private readonly streams = new Set<ServerResponse>();
+  private readonly api: ServerApi;
 
   constructor(
     private readonly gw: Gateway,
     private readonly opts: AdminOptions = {},
   ) {
     this.metrics = new GatewayMetrics(gw, opts.metrics);
+    this.api = new ServerApi(gw);
     this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now() });
     this.loadFiles(opts.webRoot ?? fileURLToPath(new URL('../../web/', import.meta.url)));
     this.server = createServer((req, res) => {
@@ -130,12 +142,13 @@ export class AdminServer {
     const url = new URL(req.url ?? '/', 'http://admin');
     const path = url.pathname;
     const method = req.method ?? 'GET';
+    if (path.startsWith('/v1/')) return this.serverApi(req, res, path, method);
     const isApi = path.startsWith('/api/');
     if (!isApi && path !== '/metrics') {
       if (method !== 'GET') throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
       return this.serveFile(res, path === '/' ? 'index.html' : path.slice(1));
     }
-    this.checkHost(req);
+    if (!this.opts.token) this.checkHost(req);
     this.authorize(req, url);
     if (method === 'POST' && !/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
       // A browser cannot send this content type across origins without a preflight this server never answers.
@@ -213,11 +226,35 @@ export class AdminServer {
    * Without a token, only loopback names are accepted as Host: a web page
    * the operator visits cannot reach the API by DNS rebinding.
    */
-  private checkHost(req: IncomingMessage): void {
-    if (this.opts.token) return;
+  /** /v1: the server API for backends (server-api.ts), behind its own key. */
+  private async serverApi(req: IncomingMessage, res: ServerResponse, path: string, method: string): Promise<void> {
+    const op = path.slice(4);
+    if (op === 'openapi.json' && method === 'GET') return json(res, 200, openApiDocument(PACKAGE_VERSION));
+    if (this.opts.apiKey) {
+      const header = req.headers.authorization ?? '';
+      const a = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
+      const b = Buffer.from(this.opts.apiKey);
+      if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid API key is required (Authorization: Bearer <key>)');
+    } else {
+      this.checkHost(req, 'set an API key (--api-key) to serve other names');
+    }
+    if (method !== 'POST') throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}: the server API takes POST with a JSON body`);
+    if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) throw new AdminError(415, 'LL_ERR_UNSUPPORTED_MEDIA_TYPE', 'POST bodies must be application/json');
+    const args = await body(req, API_MAX_BODY_BYTES);
+    try {
+      json(res, 200, await this.api.run(op, args));
+    } catch (err) {
+      if (err instanceof ApiError) throw new AdminError(err.status, err.code, err.message);
+      if (err instanceof LonglinkError && err.code === 'LL_ERR_STORE_UNAVAILABLE') throw new AdminError(503, err.code, err.message);
+      throw err;
+    }
+  }
+
+  /** Without a credential, only loopback Host names are served (no DNS rebinding). */
+  private checkHost(req: IncomingMessage, hint = 'set an admin token to serve other names'): void {
     const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
     if (!isLoopbackHost(host)) {
-      throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; set an admin token to serve other names`);
+      throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; ${hint}`);
     }
   }
 
@@ -330,12 +367,12 @@ function optional(v: unknown, name: string): string | undefined {
   return v === undefined ? undefined : required(v, name);
 }
 
-async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
+async function body(req: IncomingMessage, max = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req) {
     size += (chunk as Buffer).length;
-    if (size > MAX_BODY_BYTES) throw new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${MAX_BODY_BYTES} bytes`);
+    if (size > max) throw new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${max} bytes`);
     chunks.push(chunk as Buffer);
   }
   if (size === 0) return {};

@@ -91,6 +91,8 @@ export function serveCommand(): Command {
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
+    .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user) or none (a gateway for backends: the server API pushes)").choices(['relay', 'none']).default('relay'))
+    .option('--api-key <key>', 'the server API\'s key (/v1 on the admin port, for backends); without one only loopback callers are served')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
@@ -211,12 +213,15 @@ export function serveCommand(): Command {
       gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));
       gw.on('expired', (e) => limited('expired', () => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired')));
       gw.on('dropped', (e) => limited(`dropped ${e.reason}`, () => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped')));
-      relayChat(
-        gw,
-        (err) => limited('push failed', () => log.error({ err }, 'push failed')),
-        { perUser: o.relayPerUser, total: o.relayTotal },
-        (user, why) => limited(`relay-over-budget ${why}`, () => log.warn({ event: 'relay-over-budget', user, why }, why === 'user' ? `${user} has ${o.relayPerUser} relayed messages in progress: not relayed` : `${o.relayTotal} relayed messages in progress: not relayed`)),
-      );
+      // The built-in chat relay is an application: explicit (--app relay, the default), never by accident.
+      if (o.app === 'relay') {
+        relayChat(
+          gw,
+          (err) => limited('push failed', () => log.error({ err }, 'push failed')),
+          { perUser: o.relayPerUser, total: o.relayTotal },
+          (user, why) => limited(`relay-over-budget ${why}`, () => log.warn({ event: 'relay-over-budget', user, why }, why === 'user' ? `${user} has ${o.relayPerUser} relayed messages in progress: not relayed` : `${o.relayTotal} relayed messages in progress: not relayed`)),
+        );
+      }
       let addrs;
       try {
         addrs = await gw.listen();
@@ -245,6 +250,7 @@ export function serveCommand(): Command {
           host: o.adminHost,
           port: o.adminPort === 0 ? 0 : o.adminPort + (worker ?? 0),
           ...(token ? { token } : {}),
+          ...(o.apiKey ? { apiKey: o.apiKey } : {}),
           log,
           onDrain: (d) => void stop('admin', d),
         });
@@ -266,6 +272,8 @@ export function serveCommand(): Command {
           tcp: addrs.tcp ? `${tls ? 'tls' : 'tcp'}://${addrs.tcp.address}:${addrs.tcp.port}` : null,
           ws: addrs.ws ? `${tls ? 'wss' : 'ws'}://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
           auth: authenticate ? 'jwt' : 'none',
+          app: o.app,
+          serverApi: adminUrl ? `${adminUrl}v1/` : null,
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,
           nodeId: gw.options.nodeId,

@@ -45,6 +45,8 @@ export interface PushOptions {
   ttlMs?: number;
   /** How long the promise waits for acknowledgements; default `delivery.pushWaitMs`. */
   waitMs?: number;
+  /** Only this device of the user (known or online); otherwise every device of the user. */
+  deviceId?: string;
 }
 
 /** Delivery counters since the gateway started. */
@@ -322,6 +324,12 @@ export class Delivery {
       }
     }
     if (devices.size === 0) return { id, devices: [], delivered: 0, unknownUser: true };
+    if (opts.deviceId !== undefined) {
+      const only = opts.deviceId;
+      if (!devices.has(only)) return { id, devices: [], delivered: 0, unknownDevice: true };
+      devices.clear();
+      devices.add(only);
+    }
     const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };

@@ -21,6 +21,8 @@ export interface PushResult {
    * for a device the gateway has never seen.
    */
   unknownUser?: true;
+  /** Set when a push for one device (`deviceId`) found the user but not that device. */
+  unknownDevice?: true;
 }
 
 interface Pending {

@@ -1,0 +1,176 @@
+import { z } from 'zod';
+import type { Gateway } from '../gateway/gateway.js';
+import type { PushResult } from '../gateway/push-tracker.js';
+
+/**
+ * The server API: what a backend in any language calls to reach devices
+ * (push to a user, to many, to one device; broadcast; presence; disconnect;
+ * kick; a batch of these). HTTP + JSON under /v1 on the admin port, with an
+ * API key of its own (docs/SERVER-API.md; the OpenAPI document is
+ * docs/openapi.json and GET /v1/openapi.json). Each request body is checked
+ * by a schema; a bad one gets 400 naming every bad field.
+ */
+
+const id = z.string().min(1).max(256);
+const payload = {
+  text: z.string().optional(),
+  json: z.unknown().optional(),
+  base64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64').optional(),
+};
+/** Exactly one of text, json, base64. */
+const onePayload = (v: { text?: unknown; json?: unknown; base64?: unknown }) => [v.text, v.json, v.base64].filter((x) => x !== undefined).length === 1;
+const ONE_PAYLOAD = { message: 'give exactly one of text, json, base64', path: ['text'] };
+
+export const PushBody = z
+  .strictObject({
+    user: id.optional(),
+    users: z.array(id).min(1).max(1000).optional(),
+    device: id.optional(),
+    ...payload,
+    id: z.string().min(1).max(128).optional(),
+    ttlMs: z.number().int().min(1).max(30 * 24 * 3600_000).optional(),
+    waitMs: z.number().int().min(0).max(30_000).optional(),
+  })
+  .refine(onePayload, ONE_PAYLOAD)
+  .refine((v) => (v.user === undefined) !== (v.users === undefined), { message: 'give user or users', path: ['user'] })
+  .refine((v) => v.device === undefined || v.user !== undefined, { message: 'device goes with user', path: ['device'] });
+
+export const BroadcastBody = z.strictObject({ ...payload, id: z.string().min(1).max(128).optional() }).refine(onePayload, ONE_PAYLOAD);
+export const DisconnectBody = z.strictObject({ user: id, device: id.optional(), reconnectAfterMs: z.number().int().min(0).max(3600_000).optional() });
+export const KickBody = z.strictObject({ user: id, device: id.optional() });
+export const PresenceBody = z.strictObject({ users: z.array(id).min(1).max(1000) });
+const Command = z.discriminatedUnion('op', [
+  z.strictObject({ op: z.literal('push'), args: z.unknown() }),
+  z.strictObject({ op: z.literal('broadcast'), args: z.unknown() }),
+  z.strictObject({ op: z.literal('disconnect'), args: z.unknown() }),
+  z.strictObject({ op: z.literal('kick'), args: z.unknown() }),
+  z.strictObject({ op: z.literal('presence'), args: z.unknown() }),
+]);
+export const BatchBody = z.strictObject({ commands: z.array(Command).min(1).max(1000) });
+
+/** A refused call: HTTP status, a stable code and the message naming the field. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (r.success) return r.data;
+  const problems = r.error.issues.map((i) => `${i.path.join('.') || '(body)'}: ${i.code === 'unrecognized_keys' ? `unknown field${i.keys.length > 1 ? 's' : ''} ${i.keys.join(', ')}` : i.message}`);
+  throw new ApiError(400, 'LL_ERR_BAD_REQUEST', problems.join('; '));
+}
+
+function bytesOf(v: { text?: string; json?: unknown; base64?: string }): Uint8Array | string {
+  if (v.text !== undefined) return v.text;
+  if (v.base64 !== undefined) return Buffer.from(v.base64, 'base64');
+  return JSON.stringify(v.json);
+}
+
+export type DeviceStatus = PushResult['devices'][number]['status'];
+
+/** What a push answers: the library's result, with `unknown-user` / `unknown-device` said in the status. */
+export interface PushAnswer {
+  user: string;
+  id: string;
+  delivered: number;
+  status: 'ok' | 'unknown-user' | 'unknown-device';
+  devices: { deviceId: string; status: DeviceStatus }[];
+}
+
+export class ServerApi {
+  constructor(private readonly gw: Gateway) {}
+
+  /** Runs one operation; `args` is the request body (or a batch command's args). */
+  async run(op: string, args: unknown): Promise<unknown> {
+    switch (op) {
+      case 'push': {
+        const b = parse(PushBody, args);
+        const opts = { ...(b.id ? { id: b.id } : {}), ...(b.ttlMs ? { ttlMs: b.ttlMs } : {}), ...(b.waitMs !== undefined ? { waitMs: b.waitMs } : {}) };
+        const bytes = bytesOf(b);
+        if (b.users) return { results: await Promise.all(b.users.map((u) => this.pushOne(u, bytes, opts))) };
+        return this.pushOne(b.user!, bytes, { ...opts, ...(b.device ? { deviceId: b.device } : {}) });
+      }
+      case 'broadcast': {
+        const b = parse(BroadcastBody, args);
+        return { sent: this.gw.broadcast(bytesOf(b), b.id ? { id: b.id } : {}) };
+      }
+      case 'presence': {
+        const b = parse(PresenceBody, args);
+        const users = await Promise.all(
+          b.users.map(async (u) => {
+            const devices = await this.gw.presence(u);
+            return { user: u, online: devices.length > 0, devices: devices.map((d) => ({ deviceId: d.deviceId, nodeId: d.nodeId, transport: d.transport, since: d.since })) };
+          }),
+        );
+        return { users };
+      }
+      case 'disconnect': {
+        const b = parse(DisconnectBody, args);
+        return { disconnected: this.gw.disconnect(b.user, b.device, b.reconnectAfterMs !== undefined ? { reconnectAfterMs: b.reconnectAfterMs } : {}) };
+      }
+      case 'kick': {
+        const b = parse(KickBody, args);
+        return { kicked: this.gw.kick(b.user, b.device) };
+      }
+      case 'batch': {
+        const b = parse(BatchBody, args);
+        // In order, each on its own: one bad command is answered with its error and the rest still run.
+        const results: unknown[] = [];
+        for (const c of b.commands) {
+          try {
+            results.push(await this.run(c.op, c.args));
+          } catch (err) {
+            const e = err instanceof ApiError ? err : new ApiError(500, 'LL_ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : String(err));
+            results.push({ error: { code: e.code, message: e.message } });
+          }
+        }
+        return { results };
+      }
+    }
+    throw new ApiError(404, 'LL_ERR_NOT_FOUND', `no operation ${op}`);
+  }
+
+  private async pushOne(user: string, bytes: Uint8Array | string, opts: { id?: string; ttlMs?: number; waitMs?: number; deviceId?: string }): Promise<PushAnswer> {
+    const r = await this.gw.push(user, bytes, opts);
+    return { user, id: r.id, delivered: r.delivered, status: r.unknownUser ? 'unknown-user' : r.unknownDevice ? 'unknown-device' : 'ok', devices: r.devices };
+  }
+}
+
+/** The OpenAPI 3.1 document of the server API, made from the same schemas that check the requests. */
+export function openApiDocument(version: string): Record<string, unknown> {
+  const schema = (s: z.ZodType) => z.toJSONSchema(s, { io: 'input', unrepresentable: 'any' });
+  const op = (summary: string, body: z.ZodType | null, answer: string) => ({
+    post: {
+      summary,
+      ...(body ? { requestBody: { required: true, content: { 'application/json': { schema: schema(body) } } } } : {}),
+      responses: {
+        '200': { description: answer, content: { 'application/json': { schema: { type: 'object' } } } },
+        '400': { description: 'a field is missing or wrong; the message names it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '401': { description: 'no or a wrong API key', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+      },
+    },
+  });
+  return {
+    openapi: '3.1.0',
+    info: { title: 'longlink server API', version, description: 'Push to devices, broadcast, presence, disconnect and kick, from a backend in any language. docs/SERVER-API.md has examples.' },
+    components: {
+      securitySchemes: { apiKey: { type: 'http', scheme: 'bearer', description: 'the key given to `serve --api-key` (without one, only loopback callers are served)' } },
+      schemas: { Error: { type: 'object', properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } } } },
+    },
+    security: [{ apiKey: [] }],
+    paths: {
+      '/v1/push': op('Push to a user (every device, or `device`), or to many `users`. Exactly one of text, json (sent as its JSON text) or base64.', PushBody, '{ user, id, delivered, status: ok | unknown-user | unknown-device, devices: [{ deviceId, status: delivered | queued | expired | dropped | failed }] }, or { results: [...] } for users'),
+      '/v1/broadcast': op('Send to every open connection of this node, best effort (nothing queued).', BroadcastBody, '{ sent }'),
+      '/v1/presence': op('Which devices of each user are online, on any node.', PresenceBody, '{ users: [{ user, online, devices: [{ deviceId, nodeId, transport, since }] }] }'),
+      '/v1/disconnect': op('Close a user\'s (or one device\'s) connections with going-away; they reconnect (after reconnectAfterMs if given).', DisconnectBody, '{ disconnected }'),
+      '/v1/kick': op('Close a user\'s (or one device\'s) connections for good (4507 kicked).', KickBody, '{ kicked }'),
+      '/v1/batch': op('Many commands in one request, run in order; each answered with its result or its error.', BatchBody, '{ results: [...] }'),
+    },
+  };
+}

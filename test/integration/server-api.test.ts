@@ -1,0 +1,74 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
+import { spawnServe } from '../helpers/procs.js';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+// The server API from a backend that is not Node: a Python program (standard library only)
+// pushes to a device connected to `longlink serve --app none`, reads presence, sends a batch,
+// and is refused with the field named when it sends nonsense, or without its key.
+
+const BACKEND = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/backend.py');
+const python = spawnSync('python3', ['--version']).status === 0 ? 'python3' : null;
+
+test('a Python backend pushes through the server API, reads presence, batches, and is refused with the field named', { skip: python ? false : 'skipped: python3 is not installed (apt-get install python3)' }, async () => {
+  const server = await spawnServe(['--app', 'none', '--api-key', 'k-123', '--log-level', 'info']);
+  const listening = server.lines.find((l) => l.event === 'listening')!;
+  assert.equal(listening.app, 'none');
+  const apiBase = String(listening.serverApi);
+  const client = new LonglinkClient({ url: server.tcp, userId: 'alice', deviceId: 'phone' });
+  const got: string[] = [];
+  client.on('message', (m) => got.push(Buffer.from(m.payload).toString('base64')));
+  try {
+    await client.connect();
+    // Not execFileSync: this process holds the device, which must keep answering while Python calls.
+    const out = await new Promise<string>((resolve, reject) => {
+      const p = spawn(python!, [BACKEND, apiBase, 'k-123'], { stdio: ['ignore', 'pipe', 'inherit'] });
+      let text = '';
+      p.stdout.on('data', (d) => (text += d));
+      const t = setTimeout(() => (p.kill(), reject(new Error(`backend.py timed out: ${text}`))), 60_000);
+      p.once('exit', (code) => (clearTimeout(t), code === 0 ? resolve(text) : reject(new Error(`backend.py exited ${code}: ${text}`))));
+    });
+    const calls = out.trim().split('\n').map((l) => JSON.parse(l) as { call: string; status: number; body: Record<string, unknown> });
+    const [presence, text, jsonPush, devicePush, nobody, many, batch, bad, noKey] = calls;
+    assert.equal(presence.status, 200);
+    assert.deepEqual((presence.body.users as { user: string; online: boolean }[]).map((u) => [u.user, u.online]), [['alice', true], ['nobody', false]]);
+    assert.equal(text.status, 200);
+    assert.deepEqual({ ...text.body, devices: undefined }, { user: 'alice', id: 'py-1', delivered: 1, status: 'ok', devices: undefined });
+    assert.deepEqual(text.body.devices, [{ deviceId: 'phone', status: 'delivered' }]);
+    assert.equal(jsonPush.body.status, 'ok');
+    assert.equal(devicePush.body.delivered, 1);
+    assert.equal(nobody.body.status, 'unknown-user');
+    assert.deepEqual((many.body.results as { user: string; status: string }[]).map((r) => [r.user, r.status]), [['alice', 'ok'], ['nobody', 'unknown-user']]);
+    const results = batch.body.results as Record<string, unknown>[];
+    assert.equal(results[0].status, 'ok');
+    assert.match(String((results[1].error as { message: string }).message), /give exactly one of text, json, base64/);
+    assert.equal((results[2].users as unknown[]).length, 1);
+    assert.equal(bad.status, 400);
+    const msg = String((bad.body.error as { message: string }).message);
+    assert.match(msg, /unknown field bogus/);
+    assert.match(msg, /ttlMs: /);
+    assert.equal(noKey.status, 401);
+    // Every push reached the device, once each, in order.
+    await new Promise((r) => setTimeout(r, 200));
+    const texts = got.map((b) => Buffer.from(b, 'base64'));
+    assert.deepEqual(texts.map((b) => b.toString()), ['hello from python', '{"kind":"order","n":7}', Buffer.from([0, 1, 2]).toString(), 'to many', 'in a batch']);
+    // The OpenAPI document is served.
+    const doc = (await (await fetch(`${apiBase}openapi.json`)).json()) as { openapi: string; paths: Record<string, unknown> };
+    assert.equal(doc.openapi, '3.1.0');
+    assert.ok(doc.paths['/v1/push'] && doc.paths['/v1/batch']);
+  } finally {
+    client.close();
+    await server.kill();
+  }
+});
+
+test('docs/openapi.json is the document the server serves (regenerate it from openApiDocument when the API changes)', async () => {
+  const { openApiDocument } = await import('../../src/admin/server-api.js');
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+  const fs = await import('node:fs');
+  const version = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version as string;
+  assert.deepEqual(JSON.parse(fs.readFileSync(path.join(root, 'docs/openapi.json'), 'utf8')), JSON.parse(JSON.stringify(openApiDocument(version))));
+});
