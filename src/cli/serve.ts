@@ -14,6 +14,7 @@ import type { Logger } from 'pino';
 import { int, port } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
+import { webhookSink } from '../upstream/webhook.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
@@ -91,7 +92,10 @@ export function serveCommand(): Command {
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
-    .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user) or none (a gateway for backends: the server API pushes)").choices(['relay', 'none']).default('relay'))
+    .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))
+    .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)")
+    .option('--upstream-secret <secret>', 'sign webhook bodies: X-Longlink-Signature: sha256=<HMAC-SHA256 of the body>')
+    .option('--upstream-timeout-ms <ms>', 'a webhook request that takes longer fails and is retried', int, 10_000)
     .option('--api-key <key>', 'the server API\'s key (/v1 on the admin port, for backends); without one only loopback callers are served')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
@@ -188,6 +192,7 @@ export function serveCommand(): Command {
           wheelTickMs: o.wheelTickMs,
           nodeId: o.nodeId,
           delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
+          ...(o.upstreamWebhook ? { upstream: { sink: webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs }) } } : {}),
         });
       } catch (err) {
         failStart(log, 'bad-option', (err as Error).message, 2);
@@ -214,6 +219,7 @@ export function serveCommand(): Command {
       gw.on('expired', (e) => limited('expired', () => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired')));
       gw.on('dropped', (e) => limited(`dropped ${e.reason}`, () => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped')));
       // The built-in chat relay is an application: explicit (--app relay, the default), never by accident.
+      if (o.app === 'auto') o.app = o.upstreamWebhook ? 'none' : 'relay';
       if (o.app === 'relay') {
         relayChat(
           gw,
@@ -273,6 +279,7 @@ export function serveCommand(): Command {
           ws: addrs.ws ? `${tls ? 'wss' : 'ws'}://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
           auth: authenticate ? 'jwt' : 'none',
           app: o.app,
+          upstream: o.upstreamWebhook ? { webhook: o.upstreamWebhook } : null,
           serverApi: adminUrl ? `${adminUrl}v1/` : null,
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,

@@ -8,6 +8,7 @@ import type { ResolvedGatewayOptions } from './options.js';
 import { PushTracker, type PushResult } from './push-tracker.js';
 import type { Registry } from './registry.js';
 import type { PresenceEntry, QueuedMessage } from './stores/store.js';
+import type { UpstreamMessage, UpstreamRunner } from './upstream.js';
 
 /**
  * Reliable delivery, both ways, in one place: push into per-device mailboxes
@@ -82,6 +83,8 @@ export class Delivery {
     private readonly registry: Registry,
     private readonly events: DeliveryEvents,
     private readonly onSweep: () => void = () => {},
+    /** Where devices' messages go before they are acknowledged (a webhook, a stream), if anywhere. */
+    readonly upstream: UpstreamRunner | null = null,
   ) {
     this.tracker = new PushTracker(o.timers);
   }
@@ -93,6 +96,19 @@ export class Delivery {
   /** The link's delivery state, made on first use. */
   private state(conn: ServerConnection): LinkDelivery {
     return (conn.delivery ??= new LinkDelivery());
+  }
+
+  private upstreamMessage(conn: ServerConnection, f: DataFrame): UpstreamMessage {
+    return {
+      userId: conn.userId,
+      deviceId: conn.deviceId,
+      connectionId: conn.id,
+      sessionId: conn.sessionId,
+      ...(f.id !== undefined ? { id: f.id } : {}),
+      ...(f.seq !== undefined ? { seq: f.seq } : {}),
+      payload: f.payload,
+      receivedAt: this.o.wallClock.now(),
+    };
   }
 
   private fault(op: string, err: unknown, conn?: ServerConnection): void {
@@ -132,11 +148,20 @@ export class Delivery {
 
   message(conn: ServerConnection, f: DataFrame): void {
     const seq = f.seq;
+    const up = this.upstream;
     if (seq === undefined) {
       this.events.message({ conn, payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
+      // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for.
+      if (up) void up.o.sink.send(this.upstreamMessage(conn, f)).catch((err) => this.events.fault('upstream', err, { userId: conn.userId, deviceId: conn.deviceId }));
       return;
     }
     const d = this.state(conn);
+    if (up && !up.admits(d.inboundWaiting)) {
+      // The backend is behind (or down): this link's client keeps its messages and re-sends them later.
+      conn.goAway('server-error', 5000, `upstream ${up.o.sink.name} backlog: ${d.inboundWaiting} messages wait for the backend`);
+      return;
+    }
+    d.inboundWaiting++;
     // One at a time, in arrival order: duplicate detection may wait on the store.
     d.inbound = d.inbound
       .then(async () => {
@@ -147,10 +172,11 @@ export class Delivery {
           this.accept(conn, d.inSeq); // re-acknowledge: the client evidently missed it
           return;
         }
+        const now = this.o.wallClock.now();
         if (f.id !== undefined) {
           let seen: boolean;
           try {
-            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
+            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, now);
           } catch (err) {
             return this.fault('seenInbound', err, conn);
           }
@@ -159,6 +185,13 @@ export class Delivery {
             if (conn.phase === 'open') this.accept(conn, seq);
             return;
           }
+        }
+        if (up) {
+          // The backend first: acknowledged to the device only once it has the message. If the link
+          // closes while the backend is down, nothing is acknowledged or recorded: the client re-sends.
+          const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open');
+          if (answer === null) return;
+          if (answer.reply !== undefined) void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
         }
         // Handed over, then recorded, then acknowledged: a crash between the first two can only make
         // the client's re-send a second delivery, never make a message acknowledged and lost (recording
@@ -177,6 +210,7 @@ export class Delivery {
         }
         if (conn.phase === 'open') this.accept(conn, seq);
       })
+      .finally(() => d.inboundWaiting--)
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
         this.events.fault('message', err);

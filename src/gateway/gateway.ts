@@ -30,6 +30,7 @@ import { ConnectionTrace } from './connection-trace.js';
 import { topK } from '../core/top-k.js';
 import type { HeartbeatGrant } from '../protocol/frames.js';
 import { typedEmitter } from '../core/typed-emitter.js';
+import { UpstreamRunner } from './upstream.js';
 
 /** Connections traced at once for the admin view; the least recently read one gives way. */
 const MAX_TRACES = 32;
@@ -138,7 +139,8 @@ export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
  */
 export interface FaultEvent {
   /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
-  kind: 'store' | 'listener' | 'config';
+  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted; upstream: the backend refused or failed a message (it is retried). */
+  kind: 'store' | 'listener' | 'config' | 'upstream';
   /** The store operation, or the event whose listener threw. */
   op: string;
   error: unknown;
@@ -264,9 +266,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           this.emit('message', { ...ref(conn), payload, ...(seq !== undefined ? { seq } : {}), ...(id !== undefined ? { id } : {}) }),
         delivered: (e) => this.emit('delivered', e),
         drop: (event, e) => this.emit(event, e),
-        fault: (op, error, where) => this.emit('fault', { kind: op === 'message' ? 'listener' : 'store', op, error, ...where }),
+        fault: (op, error, where) => this.emit('fault', { kind: op === 'message' ? 'listener' : op.startsWith('upstream') ? 'upstream' : 'store', op, error, ...where }),
       },
       () => this.expireTraces(o.clock.now()),
+      opts.upstream
+        ? new UpstreamRunner(opts.upstream, o.timers, (error, m) => this.emit('fault', { kind: 'upstream', op: `upstream ${opts.upstream!.sink.name}`, error, userId: m.userId, deviceId: m.deviceId }))
+        : null,
     );
     this.delivery.startSweeping();
     this.host = {

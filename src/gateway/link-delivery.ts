@@ -17,6 +17,8 @@ export class LinkDelivery {
   ackedSeq = 0;
   /** Serializes the handling of inbound DATA (dedup may await the store). */
   inbound: Promise<void> = SETTLED;
+  /** Inbound DATA waiting in that chain (for the upstream backlog bound). */
+  inboundWaiting = 0;
   flushing = false;
   flushAgain = false;
 

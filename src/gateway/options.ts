@@ -1,3 +1,4 @@
+import type { UpstreamOptions } from './upstream.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { TlsOptions } from 'node:tls';
@@ -228,6 +229,13 @@ export interface GatewayOptions {
   nodeId?: string;
   store?: Store;
   delivery?: DeliveryOptions;
+  /**
+   * Where devices' messages go (a webhook, a Redis stream: `webhookSink`,
+   * `streamSink`). A sequenced message is acknowledged to the device only once
+   * the sink has it; while the sink fails it is retried, and a device whose
+   * backlog passes its bound gets GOAWAY and re-sends later.
+   */
+  upstream?: UpstreamOptions;
   authenticate?: Authenticate;
   limits?: LimitOptions;
   /** Timer wheel tick: the resolution of every deadline. */

@@ -32,8 +32,8 @@ export function spawnCli(args: string[]): JsonProc {
 export const fixture = (name: string) => path.resolve(path.dirname(fileURLToPath(import.meta.url)), `../fixtures/${name}.js`);
 
 /** Spawns a Node script that prints JSON lines on stdout, and keeps every line. */
-export function spawnNode(script: string, args: string[]): JsonProc {
-  const child = spawn(process.execPath, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+export function spawnNode(script: string, args: string[], interpreter: string = process.execPath): JsonProc {
+  const child = spawn(interpreter, [script, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   live.add(child);
   const lines: Record<string, unknown>[] = [];
   const waiters = new Set<{ from: number; pred: (l: Record<string, unknown>) => boolean; resolve: (l: Record<string, unknown>) => void }>();

@@ -1,0 +1,102 @@
+import { Backoff } from '../core/backoff.js';
+import type { Timers } from '../core/clock.js';
+
+/** A device's message on its way to the backend. */
+export interface UpstreamMessage {
+  userId: string;
+  deviceId: string;
+  connectionId: string;
+  sessionId: string;
+  /** The client's message id (the backend's idempotency key) and its in-session number. */
+  id?: string;
+  seq?: number;
+  payload: Uint8Array;
+  /** Wall-clock ms when the gateway read it. */
+  receivedAt: number;
+}
+
+/** What a sink may answer: a reply pushed back to the device that sent the message. */
+export interface UpstreamAnswer {
+  reply?: Uint8Array | string;
+}
+
+/**
+ * Where devices' messages go (a webhook, a stream). `send` resolves once the
+ * backend has the message (then the device gets its acknowledgement) and
+ * rejects when it does not (then it is retried).
+ */
+export interface UpstreamSink {
+  readonly name: string;
+  send(msg: UpstreamMessage): Promise<UpstreamAnswer | void>;
+  close?(): Promise<void>;
+}
+
+export interface UpstreamOptions {
+  sink: UpstreamSink;
+  /** Messages of one connection waiting for the backend; beyond it the link gets GOAWAY (its client re-sends later). */
+  maxPendingPerConnection?: number;
+  /** The same for the whole process. */
+  maxPending?: number;
+  /** Retry delays while the backend fails: capped exponential with full jitter. */
+  retryMinMs?: number;
+  retryMaxMs?: number;
+}
+
+export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000 };
+
+export interface UpstreamStats {
+  accepted: number;
+  failures: number;
+  pending: number;
+  refusedBacklog: number;
+}
+
+/**
+ * Hands devices' messages to the sink, retrying with capped backoff and
+ * jitter while it fails, for as long as the device's link is open. A message
+ * the backend never accepted is never acknowledged: the device's SDK keeps it
+ * and re-sends it on its next connection, so an outage loses nothing.
+ */
+export class UpstreamRunner {
+  readonly o: Required<UpstreamOptions>;
+  readonly stats: UpstreamStats = { accepted: 0, failures: 0, pending: 0, refusedBacklog: 0 };
+
+  constructor(
+    opts: UpstreamOptions,
+    private readonly timers: Timers,
+    private readonly onFailure: (err: unknown, msg: UpstreamMessage) => void,
+    private readonly random: () => number = Math.random,
+  ) {
+    this.o = { ...UPSTREAM_DEFAULTS, ...opts } as Required<UpstreamOptions>;
+  }
+
+  /** Whether one more message may wait (the connection has `pendingHere` already). */
+  admits(pendingHere: number): boolean {
+    const ok = pendingHere < this.o.maxPendingPerConnection && this.stats.pending < this.o.maxPending;
+    if (!ok) this.stats.refusedBacklog++;
+    return ok;
+  }
+
+  /** Resolves with the sink's answer once it accepted `msg`, or null if `stillWanted()` turned false first. */
+  async deliver(msg: UpstreamMessage, stillWanted: () => boolean): Promise<UpstreamAnswer | null> {
+    const backoff = new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
+    this.stats.pending++;
+    try {
+      while (stillWanted()) {
+        try {
+          const answer = (await this.o.sink.send(msg)) ?? {};
+          this.stats.accepted++;
+          return answer;
+        } catch (err) {
+          this.stats.failures++;
+          this.onFailure(err, msg);
+        }
+        const delay = backoff.next();
+        await new Promise<void>((r) => this.timers.setTimeout(r, delay));
+      }
+      return null;
+    } finally {
+      this.stats.pending--;
+    }
+  }
+}

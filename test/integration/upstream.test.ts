@@ -1,0 +1,52 @@
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { LonglinkClient } from '../../src/client/client.js';
+import { spawnNode, spawnServe } from '../helpers/procs.js';
+
+// Upstream through a webhook, to a backend that is not Node (Python, standard library only),
+// down for the first seconds: nothing is acknowledged to the device while the backend refuses;
+// once it is back, every message reaches it exactly once (by id), signed, and its replies reach
+// the device.
+
+const BACKEND = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../../test/fixtures/webhook_backend.py');
+const python = spawnSync('python3', ['--version']).status === 0 ? 'python3' : null;
+
+test('a webhook backend that is down loses nothing: no ack before it has the message, each message once after it returns', { skip: python ? false : 'skipped: python3 is not installed (apt-get install python3)' }, async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-hook-'));
+  const down = path.join(dir, 'DOWN');
+  fs.writeFileSync(down, '');
+  const hook = spawnNode(BACKEND, [down, 'hook-secret'], python!);
+  const port = Number((await hook.waitFor((l) => l.event === 'listening', 10_000, 'the backend listening')).port);
+  const server = await spawnServe(['--no-admin', '--upstream-webhook', `http://127.0.0.1:${port}/hook`, '--upstream-secret', 'hook-secret']);
+  const client = new LonglinkClient({ url: server.tcp, userId: 'alice', deviceId: 'phone' });
+  const acked: string[] = [];
+  const replies: string[] = [];
+  client.on('acked', (a) => acked.push(a.id));
+  client.on('message', (m) => replies.push(Buffer.from(m.payload).toString()));
+  try {
+    assert.equal(server.lines.find((l) => l.event === 'listening')!.app, 'none', 'with an upstream, no relay unless asked for');
+    await client.connect();
+    const ids = Array.from({ length: 10 }, (_, i) => client.send(`m${i}`));
+    await hook.waitFor((l) => l.event === 'refused', 10_000, 'the backend refusing');
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.deepEqual(acked, [], 'nothing acknowledged while the backend is down');
+    fs.rmSync(down);
+    for (let i = 0; i < 200 && acked.length < ids.length; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(acked, ids, 'every message acknowledged, in order, once the backend had it');
+    const got = hook.lines.filter((l) => l.event === 'message');
+    assert.deepEqual(got.map((l) => l.id), ids, 'the backend got each message exactly once, in order');
+    assert.ok(got.every((l) => l.signed === true && l.user === 'alice' && l.device === 'phone'));
+    for (let i = 0; i < 50 && replies.length < ids.length; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(replies, ids.map((_, i) => `got m${i}`), "the backend's replies reached the device");
+  } finally {
+    client.close();
+    await server.kill();
+    await hook.kill();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
