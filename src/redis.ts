@@ -4,3 +4,4 @@
  * peer dependency of longlink).
  */
 export { RedisStore, REDIS_DEFAULTS, type RedisStoreOptions } from './gateway/stores/redis-store.js';
+export { streamSink, type StreamSinkOptions } from './upstream/redis-stream.js';

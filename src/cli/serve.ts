@@ -15,6 +15,8 @@ import { int, port } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
+import { streamSink } from '../upstream/redis-stream.js';
+import type { UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
@@ -96,6 +98,9 @@ export function serveCommand(): Command {
     .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)")
     .option('--upstream-secret <secret>', 'sign webhook bodies: X-Longlink-Signature: sha256=<HMAC-SHA256 of the body>')
     .option('--upstream-timeout-ms <ms>', 'a webhook request that takes longer fails and is retried', int, 10_000)
+    .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
+    .option('--upstream-stream <name>', 'the stream for --upstream-redis-stream', 'longlink:upstream')
+    .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all)', int, 0)
     .option('--api-key <key>', 'the server API\'s key (/v1 on the admin port, for backends); without one only loopback callers are served')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
@@ -141,6 +146,14 @@ export function serveCommand(): Command {
           : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
+      }
+      if (o.upstreamWebhook && o.upstreamRedisStream) failStart(log, 'bad-option', 'give one upstream: --upstream-webhook or --upstream-redis-stream', 2);
+      let upstreamSink: UpstreamSink | undefined;
+      try {
+        if (o.upstreamWebhook) upstreamSink = webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs });
+        if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen });
+      } catch (err) {
+        failStart(log, 'bad-option', `--upstream-redis-stream: ${(err as Error).message}`, 2);
       }
       let tls: ReturnType<typeof tlsFiles>;
       let authenticate: Authenticate | undefined;
@@ -192,7 +205,7 @@ export function serveCommand(): Command {
           wheelTickMs: o.wheelTickMs,
           nodeId: o.nodeId,
           delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
-          ...(o.upstreamWebhook ? { upstream: { sink: webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs }) } } : {}),
+          ...(upstreamSink ? { upstream: { sink: upstreamSink } } : {}),
         });
       } catch (err) {
         failStart(log, 'bad-option', (err as Error).message, 2);
@@ -219,7 +232,7 @@ export function serveCommand(): Command {
       gw.on('expired', (e) => limited('expired', () => log.info({ event: 'expired', user: e.userId, device: e.deviceId, id: e.id, ageMs: e.ageMs }, 'message expired')));
       gw.on('dropped', (e) => limited(`dropped ${e.reason}`, () => log.warn({ event: 'dropped', user: e.userId, device: e.deviceId, id: e.id, reason: e.reason }, 'message dropped')));
       // The built-in chat relay is an application: explicit (--app relay, the default), never by accident.
-      if (o.app === 'auto') o.app = o.upstreamWebhook ? 'none' : 'relay';
+      if (o.app === 'auto') o.app = upstreamSink ? 'none' : 'relay';
       if (o.app === 'relay') {
         relayChat(
           gw,
@@ -245,6 +258,7 @@ export function serveCommand(): Command {
         const report = await gw.drain({ windowMs, ackTimeoutMs: drain.ackTimeoutMs ?? o.drainAckTimeoutMs });
         await admin?.close();
         await store?.close();
+        await upstreamSink?.close?.();
         log.info({ event: 'stopped', ...report }, 'drained and stopped');
         process.exit(0);
       };
@@ -279,7 +293,7 @@ export function serveCommand(): Command {
           ws: addrs.ws ? `${tls ? 'wss' : 'ws'}://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
           auth: authenticate ? 'jwt' : 'none',
           app: o.app,
-          upstream: o.upstreamWebhook ? { webhook: o.upstreamWebhook } : null,
+          upstream: o.upstreamWebhook ? { webhook: o.upstreamWebhook } : o.upstreamRedisStream ? { redisStream: o.upstreamStream } : null,
           serverApi: adminUrl ? `${adminUrl}v1/` : null,
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { LonglinkClient } from '../../src/client/client.js';
 import { spawnNode, spawnServe } from '../helpers/procs.js';
+import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 // Upstream through a webhook, to a backend that is not Node (Python, standard library only),
 // down for the first seconds: nothing is acknowledged to the device while the backend refuses;
@@ -48,5 +49,36 @@ test('a webhook backend that is down loses nothing: no ack before it has the mes
     await server.kill();
     await hook.kill();
     fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+const noRedis = redisUnavailable();
+
+test('upstream to a Redis stream: acknowledged once XADD succeeded (not while Redis stalls writes), read by a shell consumer group with redis-cli', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const redis = await startRedis();
+  const server = await spawnServe(['--no-admin', '--upstream-redis-stream', redis.url, '--upstream-stream', 'devices']);
+  const client = new LonglinkClient({ url: server.tcp, userId: 'bob', deviceId: 'watch' });
+  const acked: string[] = [];
+  client.on('acked', (a) => acked.push(a.id));
+  const cli = (...args: string[]) => execFileSync('redis-cli', ['-u', redis.url, ...args], { encoding: 'utf8' });
+  try {
+    assert.equal(server.lines.find((l) => l.event === 'listening')!.app, 'none');
+    await client.connect();
+    // Redis stops taking writes for 1.5 s: XADD waits, and nothing is acknowledged meanwhile.
+    cli('CLIENT', 'PAUSE', '1500', 'WRITE');
+    const ids = Array.from({ length: 5 }, (_, i) => client.send(`reading ${i}`));
+    await new Promise((r) => setTimeout(r, 1000));
+    assert.deepEqual(acked, [], 'nothing acknowledged before XADD');
+    for (let i = 0; i < 100 && acked.length < ids.length; i++) await new Promise((r) => setTimeout(r, 100));
+    assert.deepEqual(acked, ids);
+    // A backend worker in the shell: a consumer group, read everything new, acknowledge it.
+    const out = execFileSync('bash', ['-c', `redis-cli -u ${redis.url} XGROUP CREATE devices workers 0 >/dev/null && redis-cli -u ${redis.url} --no-raw XREADGROUP GROUP workers sh-1 COUNT 100 STREAMS devices '>'`], { encoding: 'utf8' });
+    for (const id of ids) assert.equal(out.split(`"${id}"`).length - 1, 1, `${id} read once by the group`);
+    assert.match(out, /"user"\s+\d+\)\s+"bob"/);
+    assert.equal(cli('XLEN', 'devices').trim(), '5');
+  } finally {
+    client.close();
+    await server.kill();
+    await redis.stop();
   }
 });

@@ -1,0 +1,59 @@
+import { createRequire } from 'node:module';
+import type { Redis } from 'ioredis';
+import type { UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
+import { LonglinkError } from '../protocol/errors.js';
+
+export interface StreamSinkOptions {
+  /** redis://host:port (ioredis, an optional peer dependency). */
+  url: string;
+  /** The stream backends read with XREADGROUP. */
+  stream?: string;
+  /** Trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps everything. */
+  maxLen?: number;
+}
+
+/**
+ * The Redis Streams sink: each message is one XADD to a stream that any
+ * number of backend workers, in any language, share through a consumer group
+ * (XREADGROUP, XACK; a crashed worker's pending entries are claimed by
+ * another). A message is acknowledged to the device once XADD succeeded.
+ * Fields: type, user, device, connection, session, id, seq, payload (base64),
+ * received_at.
+ */
+export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
+  let RedisCtor: typeof Redis;
+  try {
+    RedisCtor = (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
+  } catch (err) {
+    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `the Redis stream sink needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
+  const redis = new RedisCtor(o.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+  redis.on('error', () => {
+    // Reconnects by itself; a failed XADD rejects and the message is retried.
+  });
+  const stream = o.stream ?? 'longlink:upstream';
+  const trim = o.maxLen && o.maxLen > 0 ? (['MAXLEN', '~', String(o.maxLen)] as const) : ([] as const);
+  return {
+    name: 'redis-stream',
+    redis,
+    async send(m: UpstreamMessage): Promise<void> {
+      await redis.xadd(
+        stream,
+        ...trim,
+        '*',
+        'type', 'message',
+        'user', m.userId,
+        'device', m.deviceId,
+        'connection', m.connectionId,
+        'session', m.sessionId,
+        'id', m.id ?? '',
+        'seq', String(m.seq ?? ''),
+        'payload', Buffer.from(m.payload).toString('base64'),
+        'received_at', String(m.receivedAt),
+      );
+    },
+    async close(): Promise<void> {
+      await redis.quit().catch(() => redis.disconnect());
+    },
+  };
+}
