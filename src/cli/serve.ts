@@ -15,6 +15,7 @@ import { int, port } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
+import { connectHook } from '../auth/connect-hook.js';
 import { streamSink } from '../upstream/redis-stream.js';
 import type { UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
@@ -95,6 +96,9 @@ export function serveCommand(): Command {
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))
+    .option('--connect-hook <url>', 'POST each HELLO to this backend URL, which allows or refuses it and may set the user, client info and heartbeat')
+    .option('--connect-hook-timeout-ms <ms>', 'longest wait for the connect hook; past it the device is told to come back (4004)', int, 2000)
+    .option('--connect-hook-secret <secret>', 'sent to the connect hook as Authorization: Bearer <secret>')
     .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)")
     .option('--upstream-secret <secret>', 'sign webhook bodies: X-Longlink-Signature: sha256=<HMAC-SHA256 of the body>')
     .option('--upstream-timeout-ms <ms>', 'a webhook request that takes longer fails and is retried', int, 10_000)
@@ -162,6 +166,8 @@ export function serveCommand(): Command {
       try {
         tls = tlsFiles(o);
         authenticate = jwtFromOptions(o);
+        // The backend decides on each HELLO (after the JWT, if there is one).
+        if (o.connectHook) authenticate = connectHook({ url: o.connectHook, timeoutMs: o.connectHookTimeoutMs, ...(o.connectHookSecret ? { secret: o.connectHookSecret } : {}) }, authenticate);
         gw = new Gateway({
           ...(store ? { store } : {}),
           ...(authenticate ? { authenticate } : {}),
@@ -291,7 +297,7 @@ export function serveCommand(): Command {
           event: 'listening',
           tcp: addrs.tcp ? `${tls ? 'tls' : 'tcp'}://${addrs.tcp.address}:${addrs.tcp.port}` : null,
           ws: addrs.ws ? `${tls ? 'wss' : 'ws'}://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
-          auth: authenticate ? 'jwt' : 'none',
+          auth: o.connectHook ? (jwtConfigured(o) ? 'jwt+connect-hook' : 'connect-hook') : authenticate ? 'jwt' : 'none',
           app: o.app,
           upstream: o.upstreamWebhook ? { webhook: o.upstreamWebhook } : o.upstreamRedisStream ? { redisStream: o.upstreamStream } : null,
           serverApi: adminUrl ? `${adminUrl}v1/` : null,
@@ -421,4 +427,8 @@ function makeLogger(o: Record<string, unknown>): Logger {
     targets.push({ target: 'pino-roll', level, options: { file: o.logFile, size: o.logFileSize, frequency: o.logFileFrequency, mkdir: true, limit: { count: o.logFileCount } } });
   }
   return pino({ level, base }, pino.transport({ targets }));
+}
+
+function jwtConfigured(o: Record<string, unknown>): boolean {
+  return Boolean(o.jwtSecret ?? process.env.LONGLINK_JWT_SECRET ?? o.jwtPublicKey ?? o.jwksUrl);
 }

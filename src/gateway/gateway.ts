@@ -403,7 +403,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     conn.userId = identity.userId;
     conn.deviceId = identity.deviceId;
-    const grant = this.grants.get(o.heartbeat, hello);
+    if (identity.clientInfo) conn.clientInfo = identity.clientInfo;
+    const h = identity.heartbeat;
+    const grant = this.grants.get(o.heartbeat, h ? { direction: h.direction ?? hello.direction, intervalMs: h.intervalMs ?? hello.intervalMs } : hello);
     const now = o.wallClock.now();
     let session: SessionRecord | undefined;
     if (hello.resumeToken) {

@@ -1,3 +1,4 @@
+import type { ClientState } from '../protocol/frames.js';
 import type { UpstreamOptions } from './upstream.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
@@ -39,6 +40,10 @@ export interface WsListenOptions extends ListenOptions {
 export interface Identity {
   userId: string;
   deviceId: string;
+  /** Replaces HELLO's clientInfo (a connect hook that knows better). */
+  clientInfo?: ClientState;
+  /** The heartbeat to grant instead of what HELLO asked, clamped to the policy's bounds. */
+  heartbeat?: { intervalMs?: number; direction?: 'client' | 'server' };
 }
 
 /**

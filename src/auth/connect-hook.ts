@@ -1,0 +1,90 @@
+import type { Authenticate, Identity } from '../gateway/options.js';
+import { ProtocolError } from '../protocol/errors.js';
+import type { ClientState, HelloFrame } from '../protocol/frames.js';
+
+export interface ConnectHookOptions {
+  /** The backend's URL: POSTed on every HELLO. */
+  url: string;
+  /** Longest wait for its answer; past it the device is told to come back (4004, retryable). */
+  timeoutMs?: number;
+  /** Sent as `Authorization: Bearer <secret>`, so the backend knows the caller is the gateway. */
+  secret?: string;
+}
+
+/** What the backend receives. */
+export interface ConnectHookRequest {
+  user: string;
+  device: string;
+  token: string | null;
+  clientInfo: ClientState;
+  resume: boolean;
+  remoteAddress: string;
+  transport: string;
+}
+
+/** What the backend answers (200): allow or refuse, and what to set. */
+export interface ConnectHookAnswer {
+  allow: boolean;
+  /** Why, when refused: the device sees it in its close reason. */
+  reason?: string;
+  /** Replace the user (a backend that maps tokens to users) or the device. */
+  user?: string;
+  device?: string;
+  /** Replace the client info kept with the session. */
+  clientInfo?: ClientState;
+  /** The heartbeat to grant, within the gateway's bounds (clamped like a client's own ask). */
+  heartbeat?: { intervalMs?: number; direction?: 'client' | 'server' };
+}
+
+/**
+ * The connect hook: on HELLO, the backend decides. 200 `{"allow": true, ...}`
+ * opens the session (with the user, client info and heartbeat it sets);
+ * `{"allow": false}` or 401/403 refuses it with auth-failed (4510, the device
+ * does not retry); no answer within the timeout, a refused connection or a 5xx
+ * closes with server-error (4004, the device comes back with backoff), so a
+ * backend outage never locks devices out for good. `inner` runs first (JWT),
+ * and the hook sees the identity it established.
+ */
+export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authenticate {
+  const timeoutMs = o.timeoutMs ?? 2000;
+  return async (hello: HelloFrame, peer): Promise<Identity> => {
+    const base = inner ? await inner(hello, peer) : { userId: hello.userId, deviceId: hello.deviceId };
+    const request: ConnectHookRequest = {
+      user: base.userId,
+      device: base.deviceId,
+      token: hello.token ?? null,
+      clientInfo: hello.clientInfo ?? {},
+      resume: hello.resumeToken !== undefined,
+      remoteAddress: peer.remoteAddress,
+      transport: peer.transport,
+    };
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(o.url, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', ...(o.secret ? { authorization: `Bearer ${o.secret}` } : {}) },
+        body: JSON.stringify(request),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      text = await res.text();
+    } catch (err) {
+      throw new ProtocolError('server-error', `connect hook unavailable: ${err instanceof Error && err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : err instanceof Error ? err.message : String(err)}`);
+    }
+    if (res.status === 401 || res.status === 403) throw new ProtocolError('auth-failed', `refused by the connect hook (HTTP ${res.status})`);
+    if (!res.ok) throw new ProtocolError('server-error', `connect hook answered HTTP ${res.status}`);
+    let a: ConnectHookAnswer;
+    try {
+      a = JSON.parse(text) as ConnectHookAnswer;
+    } catch {
+      throw new ProtocolError('server-error', 'connect hook answered something that is not JSON');
+    }
+    if (a?.allow !== true) throw new ProtocolError('auth-failed', `refused by the connect hook${a?.reason ? `: ${String(a.reason).slice(0, 100)}` : ''}`);
+    return {
+      userId: typeof a.user === 'string' && a.user ? a.user : base.userId,
+      deviceId: typeof a.device === 'string' && a.device ? a.device : base.deviceId,
+      ...(a.clientInfo && typeof a.clientInfo === 'object' ? { clientInfo: a.clientInfo } : base.clientInfo ? { clientInfo: base.clientInfo } : {}),
+      ...(a.heartbeat && typeof a.heartbeat === 'object' ? { heartbeat: a.heartbeat } : base.heartbeat ? { heartbeat: base.heartbeat } : {}),
+    };
+  };
+}

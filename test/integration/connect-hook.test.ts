@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { connectHook, type ConnectHookAnswer, type ConnectHookRequest } from '../../src/auth/connect-hook.js';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+
+// The connect hook against a real HTTP backend: it allows (and sets the user, client info and
+// heartbeat within the gateway's bounds), refuses (4510, no retry), or is too slow or down
+// (4004: the device comes back with backoff and gets in once the backend answers).
+
+test('the connect hook allows, refuses, sets identity and heartbeat, and a slow backend is retryable', async () => {
+  const seen: ConnectHookRequest[] = [];
+  let slow = false;
+  const backend = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const r = JSON.parse(body) as ConnectHookRequest;
+      seen.push(r);
+      assert.equal(req.headers.authorization, 'Bearer hook-key');
+      const answer = (a: ConnectHookAnswer) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(a));
+      if (slow) return void setTimeout(() => answer({ allow: true }), 600);
+      if (r.user === 'mallory') return answer({ allow: false, reason: 'banned' });
+      if (r.token === 'token-of-alice') return answer({ allow: true, user: 'alice', clientInfo: { plan: 'pro' }, heartbeat: { intervalMs: 999_999 } });
+      answer({ allow: true });
+    });
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const url = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hello`;
+  const gw = new Gateway({
+    tcp: { port: 0 },
+    ws: false,
+    heartbeat: { intervalMs: 1000, minIntervalMs: 500, maxIntervalMs: 5000, missBudget: 2, graceMs: 500 },
+    authenticate: connectHook({ url, timeoutMs: 300, secret: 'hook-key' }),
+  });
+  const port = (await gw.listen()).tcp!.port;
+  const clients: LonglinkClient[] = [];
+  const client = (userId: string, token?: string) => {
+    const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId, deviceId: 'd', ...(token ? { token } : {}), reconnect: { initialDelayMs: 100, maxDelayMs: 200 } });
+    clients.push(c);
+    return c;
+  };
+  try {
+    // Allowed, with the user, client info and heartbeat the backend set (the interval clamped to 5 s).
+    const a = client('someone', 'token-of-alice');
+    const welcome = await a.connect();
+    assert.equal(gw.connection('alice', 'd')?.clientInfo.plan, 'pro');
+    assert.equal(welcome.heartbeat.intervalMs, 5000);
+    assert.deepEqual({ user: seen[0].user, token: seen[0].token, transport: seen[0].transport }, { user: 'someone', token: 'token-of-alice', transport: 'tcp' });
+    // Refused: 4510, and the client does not retry.
+    const m = client('mallory');
+    const closes: CloseEvent[] = [];
+    m.on('close', (e) => closes.push(e));
+    await assert.rejects(m.connect());
+    assert.equal(closes[0].code, CloseCodes['auth-failed']);
+    assert.equal(closes[0].willReconnect, false);
+    assert.match(closes[0].reason, /banned/);
+    // Too slow: 4004, retried; once the backend is quick again, the device gets in.
+    slow = true;
+    const b = client('bob');
+    const bCloses: CloseEvent[] = [];
+    b.on('close', (e) => bCloses.push(e));
+    const opened = b.connect();
+    for (let i = 0; i < 50 && bCloses.length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(bCloses[0]?.code, CloseCodes['server-error']);
+    assert.equal(bCloses[0].willReconnect, true);
+    slow = false;
+    await opened;
+    assert.ok(gw.connection('bob', 'd'));
+  } finally {
+    for (const c of clients) c.close();
+    await gw.close();
+    backend.closeAllConnections();
+    backend.close();
+  }
+});
