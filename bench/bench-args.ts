@@ -11,7 +11,7 @@ interface Flag {
   help: string;
 }
 
-export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults' | 'attack';
+export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults' | 'attack' | 'api';
 
 export const MODES: Record<Mode, { flag: string | null; summary: string; flags: Record<string, Flag> }> = {
   peers: {
@@ -84,6 +84,16 @@ export const MODES: Record<Mode, { flag: string | null; summary: string; flags: 
       'duration-s': { default: '30', help: 'seconds each attack runs' },
       size: { default: '1', help: "sizes as a fraction of the findings' (1: 50 sessions at a time, 500 idle sockets, 3,000 upgrades, 300 drippers...)" },
       scenarios: { default: 'all', help: 'which, comma-separated (sessions, ids, state, rebind, pending, flood, flood-seq, ws-upgrade, drip)' },
+    },
+  },
+  api: {
+    flag: '--api',
+    summary: "pushes per second through the server API (single and batch) beside the library's push(), same gateway and devices",
+    flags: {
+      devices: { default: '1000', help: 'devices (one per user), in a child process' },
+      messages: { default: '50000', help: 'pushes per mode' },
+      concurrency: { default: '32', help: 'requests (or push() calls) in flight' },
+      batch: { default: '100', help: 'pushes per batch request' },
     },
   },
   fuzz: {

@@ -121,6 +121,17 @@ if (args.mode === 'faults') {
   process.stdout.write(md + '\n');
   process.exit(r.violations.length ? 1 : 0);
 }
+if (args.mode === 'api') {
+  // The server API against the library's push() (bench/api-bench.ts).
+  const { runApiBench, apiBenchMarkdown } = await import('./api-bench.js');
+  const r = await runApiBench({ devices: args.num('devices'), messages: args.num('messages'), concurrency: args.num('concurrency'), batch: args.num('batch'), progress });
+  const md = apiBenchMarkdown(r, `npm run bench -- --api --devices ${args.get('devices')} --messages ${args.get('messages')} --concurrency ${args.get('concurrency')} --batch ${args.get('batch')}`, machine);
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'api.json'), JSON.stringify(r, null, 2) + '\n');
+  fs.writeFileSync(path.join(out, 'api.md'), md + '\n');
+  process.stdout.write(md + '\n');
+  process.exit(0);
+}
 if (args.mode === 'attack') {
   // The attack suite (bench/attack/); npm test runs every scenario briefly at a fraction of the size.
   const { runAttack, attackMarkdown } = await import('./attack/run.js');

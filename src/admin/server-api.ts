@@ -120,16 +120,23 @@ export class ServerApi {
       }
       case 'batch': {
         const b = parse(BatchBody, args);
-        // In order, each on its own: one bad command is answered with its error and the rest still run.
-        const results: unknown[] = [];
-        for (const c of b.commands) {
-          try {
-            results.push(await this.run(c.op, c.args));
-          } catch (err) {
-            const e = err instanceof ApiError ? err : new ApiError(500, 'LL_ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : String(err));
-            results.push({ error: { code: e.code, message: e.message } });
-          }
-        }
+        // Concurrently, except that pushes to the same user keep their order (one chain per user);
+        // each command is answered in its place, with its result or its error.
+        const chains = new Map<string, Promise<unknown>>();
+        const results = await Promise.all(
+          b.commands.map((c, i) => {
+            const a = c.args as { user?: unknown; users?: unknown } | null;
+            const key = c.op === 'push' && a && typeof a === 'object' ? `push:${String(a.user ?? a.users)}` : `#${i}`;
+            const run = (chains.get(key) ?? Promise.resolve()).then(() =>
+              this.run(c.op, c.args).catch((err: unknown) => {
+                const e = err instanceof ApiError ? err : new ApiError(503, 'LL_ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : String(err));
+                return { error: { code: e.code, message: e.message } };
+              }),
+            );
+            chains.set(key, run);
+            return run;
+          }),
+        );
         return { results };
       }
     }
@@ -170,7 +177,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
       '/v1/presence': op('Which devices of each user are online, on any node.', PresenceBody, '{ users: [{ user, online, devices: [{ deviceId, nodeId, transport, since }] }] }'),
       '/v1/disconnect': op('Close a user\'s (or one device\'s) connections with going-away; they reconnect (after reconnectAfterMs if given).', DisconnectBody, '{ disconnected }'),
       '/v1/kick': op('Close a user\'s (or one device\'s) connections for good (4507 kicked).', KickBody, '{ kicked }'),
-      '/v1/batch': op('Many commands in one request, run in order; each answered with its result or its error.', BatchBody, '{ results: [...] }'),
+      '/v1/batch': op('Many commands in one request: pushes to one user in their order, the rest concurrently; each answered in its place with its result or its error.', BatchBody, '{ results: [...] }'),
     },
   };
 }
