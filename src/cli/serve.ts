@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { Command, Option } from 'commander';
+import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
@@ -104,6 +104,11 @@ export function serveCommand(): Command {
     .option('--upstream-timeout-ms <ms>', 'a webhook request that takes longer fails and is retried', int, 10_000)
     .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
     .option('--upstream-stream <name>', 'the stream for --upstream-redis-stream', 'longlink:upstream')
+    .option('--upstream-events <list>', 'also send these lifecycle events upstream, comma-separated: online, offline (with reason, code and detection time)', (v: string) => {
+      const list = v.split(',').map((x) => x.trim()).filter(Boolean);
+      for (const x of list) if (x !== 'online' && x !== 'offline') throw new InvalidArgumentError(`unknown event ${x} (online, offline)`);
+      return list;
+    })
     .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all)', int, 0)
     .option('--api-key <key>', 'the server API\'s key (/v1 on the admin port, for backends); without one only loopback callers are served')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
@@ -211,7 +216,7 @@ export function serveCommand(): Command {
           wheelTickMs: o.wheelTickMs,
           nodeId: o.nodeId,
           delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
-          ...(upstreamSink ? { upstream: { sink: upstreamSink } } : {}),
+          ...(upstreamSink ? { upstream: { sink: upstreamSink, ...(o.upstreamEvents ? { events: o.upstreamEvents } : {}) } } : {}),
         });
       } catch (err) {
         failStart(log, 'bad-option', (err as Error).message, 2);

@@ -452,6 +452,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (!conn.announced) {
       conn.announced = true;
       this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
+      void this.delivery.upstream?.event({ type: 'online', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, resumed, at: o.wallClock.now() });
     }
     return {
       sessionId: session.sessionId,
@@ -592,7 +593,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     const now = o.wallClock.now();
     const silentForMs = o.clock.now() - conn.lastHeardAt;
-    if (conn.announced) this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
+    if (conn.announced) {
+      this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
+      const o = this.options;
+      void this.delivery.upstream?.event({ type: 'offline', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs, at: o.wallClock.now() });
+    }
     // Presence and session bookkeeping are best effort: a store outage must
     // not keep a dead connection around.
     void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});

@@ -15,6 +15,24 @@ export interface UpstreamMessage {
   receivedAt: number;
 }
 
+/** A device's connection came or went (sent upstream when `events` asks for it). */
+export interface UpstreamEvent {
+  type: 'online' | 'offline';
+  userId: string;
+  deviceId: string;
+  connectionId: string;
+  nodeId: string;
+  /** offline: why, its close code, who ended it, and how long the device had been silent (the detection time). */
+  reason?: string;
+  code?: number;
+  initiator?: 'gateway' | 'peer';
+  silentForMs?: number;
+  /** online: whether it resumed its session. */
+  resumed?: boolean;
+  /** Wall-clock ms. */
+  at: number;
+}
+
 /** What a sink may answer: a reply pushed back to the device that sent the message. */
 export interface UpstreamAnswer {
   reply?: Uint8Array | string;
@@ -28,6 +46,8 @@ export interface UpstreamAnswer {
 export interface UpstreamSink {
   readonly name: string;
   send(msg: UpstreamMessage): Promise<UpstreamAnswer | void>;
+  /** Lifecycle events, best effort (a few retries); sinks without it get none. */
+  sendEvent?(e: UpstreamEvent): Promise<void>;
   close?(): Promise<void>;
 }
 
@@ -40,13 +60,17 @@ export interface UpstreamOptions {
   /** Retry delays while the backend fails: capped exponential with full jitter. */
   retryMinMs?: number;
   retryMaxMs?: number;
+  /** Lifecycle events to send as well (none by default). */
+  events?: ('online' | 'offline')[];
 }
 
-export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000 };
+export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as ('online' | 'offline')[] };
 
 export interface UpstreamStats {
   accepted: number;
   failures: number;
+  eventsSent: number;
+  eventsLost: number;
   pending: number;
   refusedBacklog: number;
 }
@@ -59,7 +83,7 @@ export interface UpstreamStats {
  */
 export class UpstreamRunner {
   readonly o: Required<UpstreamOptions>;
-  readonly stats: UpstreamStats = { accepted: 0, failures: 0, pending: 0, refusedBacklog: 0 };
+  readonly stats: UpstreamStats = { accepted: 0, failures: 0, eventsSent: 0, eventsLost: 0, pending: 0, refusedBacklog: 0 };
 
   constructor(
     opts: UpstreamOptions,
@@ -98,5 +122,23 @@ export class UpstreamRunner {
     } finally {
       this.stats.pending--;
     }
+  }
+
+  /** Sends a lifecycle event if asked for: three attempts with backoff, then counted as lost. */
+  async event(e: UpstreamEvent): Promise<void> {
+    const sink = this.o.sink;
+    if (!sink.sendEvent || !this.o.events.includes(e.type)) return;
+    const backoff = new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        await sink.sendEvent(e);
+        this.stats.eventsSent++;
+        return;
+      } catch {
+        const delay = backoff.next();
+        await new Promise<void>((r) => this.timers.setTimeout(r, delay));
+      }
+    }
+    this.stats.eventsLost++;
   }
 }

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
-import type { UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
+import type { UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
 import { LonglinkError } from '../protocol/errors.js';
 
 export interface StreamSinkOptions {
@@ -51,6 +51,12 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
         'payload', Buffer.from(m.payload).toString('base64'),
         'received_at', String(m.receivedAt),
       );
+    },
+    async sendEvent(e: UpstreamEvent): Promise<void> {
+      const fields: string[] = ['type', e.type, 'user', e.userId, 'device', e.deviceId, 'connection', e.connectionId, 'node', e.nodeId, 'at', String(e.at)];
+      if (e.reason !== undefined) fields.push('reason', e.reason, 'code', String(e.code ?? ''), 'initiator', e.initiator ?? '', 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
+      if (e.resumed !== undefined) fields.push('resumed', String(e.resumed));
+      await redis.xadd(stream, ...trim, '*', ...fields);
     },
     async close(): Promise<void> {
       await redis.quit().catch(() => redis.disconnect());

@@ -1,5 +1,5 @@
 import { createHmac } from 'node:crypto';
-import type { UpstreamAnswer, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
+import type { UpstreamAnswer, UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
 
 export interface WebhookOptions {
   /** The backend's URL; each message is POSTed there as JSON. */
@@ -41,8 +41,22 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  */
 export function webhookSink(o: WebhookOptions): UpstreamSink {
   const timeoutMs = o.timeoutMs ?? 10_000;
+  const post = (json: string, id?: string) =>
+    fetch(o.url, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', ...(id ? { 'x-longlink-id': id } : {}), ...(o.secret ? { 'x-longlink-signature': webhookSignature(o.secret, json) } : {}) },
+      body: json,
+      signal: AbortSignal.timeout(timeoutMs),
+    });
   return {
     name: 'webhook',
+    async sendEvent(e: UpstreamEvent): Promise<void> {
+      // { type: 'online' | 'offline', user, device, connectionId, nodeId, reason?, code?, initiator?, silentForMs?, resumed?, at }
+      const { userId, deviceId, ...rest } = e;
+      const res = await post(JSON.stringify({ ...rest, user: userId, device: deviceId }));
+      await res.text();
+      if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);
+    },
     async send(m: UpstreamMessage): Promise<UpstreamAnswer | void> {
       let text: string | null = null;
       try {
@@ -63,12 +77,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
         receivedAt: m.receivedAt,
       };
       const json = JSON.stringify(body);
-      const res = await fetch(o.url, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', ...(m.id ? { 'x-longlink-id': m.id } : {}), ...(o.secret ? { 'x-longlink-signature': webhookSignature(o.secret, json) } : {}) },
-        body: json,
-        signal: AbortSignal.timeout(timeoutMs),
-      });
+      const res = await post(json, m.id);
       const answer = await res.text();
       if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);
       if (!answer) return;
