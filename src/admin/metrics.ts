@@ -169,6 +169,8 @@ export class GatewayMetrics {
       help: 'The gateway event loop\'s delay since start (the stall guard\'s histogram)',
       labelNames: ['quantile'],
       registers: [r],
+      // Across cluster workers: the worst worker's, not a sum.
+      aggregator: 'max',
       collect() {
         const s = gw.eventLoopStats();
         if (!s) return;
@@ -205,6 +207,11 @@ export class GatewayMetrics {
 
   get contentType(): string {
     return this.registry.contentType;
+  }
+
+  /** The registries a cluster primary aggregates (prom-client's AggregatorRegistry, through IPC). */
+  get registries(): Registry[] {
+    return this.withProcess ? [processMetrics(), this.registry] : [this.registry];
   }
 
   close(): void {

@@ -9,6 +9,8 @@ import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_D
 import { jwtAuthenticator } from '../auth/jwt-authenticator.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
 import cluster from 'node:cluster';
+import http from 'node:http';
+import { AggregatorRegistry } from 'prom-client';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { int, port } from './parse.js';
@@ -93,7 +95,7 @@ export function serveCommand(): Command {
     .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
-    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, worker i uses port + i)', port, DEFAULT_ADMIN_PORT)
+    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, the primary serves the cluster's /metrics here and worker i its admin port at port + 1 + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))
     .option('--connect-hook <url>', 'POST each HELLO to this backend URL, which allows or refuses it and may set the user, client info and heartbeat')
@@ -279,12 +281,18 @@ export function serveCommand(): Command {
         const token = adminToken(o);
         admin = new AdminServer(gw, {
           host: o.adminHost,
-          port: o.adminPort === 0 ? 0 : o.adminPort + (worker ?? 0),
+          // With workers, the primary serves the cluster's metrics on --admin-port; worker i is at + 1 + i.
+          port: o.adminPort === 0 ? 0 : o.adminPort + (worker === null ? 0 : 1 + worker),
           ...(token ? { token } : {}),
           ...(o.apiKey ? { apiKey: o.apiKey } : {}),
           log,
           onDrain: (d) => void stop('admin', d),
         });
+        if (cluster.isWorker) {
+          // Made in the worker only for its side effect: the IPC listener that answers the primary.
+          new AggregatorRegistry();
+          AggregatorRegistry.setRegistries(admin.metrics.registries);
+        }
         try {
           const a = await admin.listen();
           adminUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
@@ -341,19 +349,20 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       if (m?.event !== 'listening') return;
       const first = listening.size < n;
       listening.set(index, m);
-      if (first && listening.size === n) {
+      if (first && listening.size === n) void metricsReady.then(() => {
         const any = [...listening.values()][0];
         log.info(
           {
             event: 'listening',
             workers: n,
+            metrics: adminUrl,
             tcp: any.tcp !== null ? `tcp://${o.host}:${any.tcp}` : null,
             ws: any.ws !== null ? `ws://${o.host}:${any.ws}${o.wsPath}` : null,
             nodes: [...listening.values()].map((x) => x.nodeId),
           },
           'longlink gateway workers listening',
         );
-      }
+      });
     });
     w.on('exit', (code, signal) => {
       if (stopping) return;
@@ -361,6 +370,31 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       fork(index);
     });
   };
+  // One port for the whole cluster's metrics: each worker's registries, summed (gauges of the
+  // event-loop delay take the worst worker's), through prom-client's aggregator over IPC.
+  let adminUrl: string | null = null;
+  const metricsReady: Promise<void> =
+    o.admin === false
+      ? Promise.resolve()
+      : new Promise((resolve) => {
+          const agg = new AggregatorRegistry();
+          const token = adminToken(o);
+          const server = http.createServer((req, res) => {
+            const url = new URL(req.url ?? '/', 'http://primary');
+            if (url.pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
+            if (token && req.headers.authorization !== `Bearer ${token}`) return void res.writeHead(401).end();
+            agg.clusterMetrics().then(
+              (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
+              (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+            );
+          });
+          server.on('error', (err: NodeJS.ErrnoException) => failStart(log, 'cannot-start', `cannot listen for the cluster metrics on ${o.adminHost}:${o.adminPort}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message} (change --admin-port, or --no-admin)`));
+          server.listen(o.adminPort as number, o.adminHost as string, () => {
+            const a = server.address() as import('node:net').AddressInfo;
+            adminUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/metrics`;
+            resolve();
+          });
+        });
   for (let i = 0; i < n; i++) fork(i);
   const stop = (signal: string) => {
     if (stopping) return;

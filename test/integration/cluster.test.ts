@@ -129,6 +129,10 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
       for (let i = 0; i < users.length; i++) users[i].c.send(`@w${(i + 1) % users.length} from w${i}`);
       for (let t = 0; t < 300 && users.some((u) => u.got.length === 0); t++) await sleep(10);
       users.forEach((u, i) => assert.deepEqual(u.got, [`w${(i + users.length - 1) % users.length}: from w${(i + users.length - 1) % users.length}`]));
+      // One port for the cluster's metrics: the workers' gauges summed.
+      const text = await (await fetch(String(summary.metrics))).text();
+      assert.match(text, /^longlink_online_devices 8$/m, 'eight devices online across the two workers');
+      assert.match(text, /^longlink_event_loop_delay_seconds\{quantile="0.99"\} /m);
       // Kill one worker: the primary starts another, and its users come back through the same port.
       const victim = gw.lines.length;
       const workerPids = (await import('node:child_process')).execFileSync('pgrep', ['-P', String(gw.child.pid)]).toString().trim().split('\n').map(Number);
