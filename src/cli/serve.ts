@@ -95,7 +95,7 @@ export function serveCommand(): Command {
     .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
-    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, the primary serves the cluster's /metrics here and worker i its admin port at port + 1 + i)', port, DEFAULT_ADMIN_PORT)
+    .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, the primary serves the cluster metrics here and worker i its admin port at port + 1 + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))
     .option('--connect-hook <url>', 'POST each HELLO to this backend URL, which allows or refuses it and may set the user, client info and heartbeat')
