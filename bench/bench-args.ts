@@ -11,7 +11,7 @@ interface Flag {
   help: string;
 }
 
-export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults' | 'attack' | 'api';
+export type Mode = 'peers' | 'scale' | 'storm' | 'fuzz' | 'hold' | 'faults' | 'attack' | 'api' | 'webhook';
 
 export const MODES: Record<Mode, { flag: string | null; summary: string; flags: Record<string, Flag> }> = {
   peers: {
@@ -94,6 +94,15 @@ export const MODES: Record<Mode, { flag: string | null; summary: string; flags: 
       messages: { default: '50000', help: 'pushes per mode' },
       concurrency: { default: '32', help: 'requests (or push() calls) in flight' },
       batch: { default: '100', help: 'pushes per batch request' },
+    },
+  },
+  webhook: {
+    flag: '--webhook',
+    summary: "upstream through a webhook against the backend's own request rate, on the same backend in one run",
+    flags: {
+      messages: { default: '40000', help: 'messages (and direct requests)' },
+      devices: { default: '200', help: 'devices sending them (each in order, one message at the backend at a time)' },
+      concurrency: { default: '200', help: 'requests in flight in the direct load (match devices for a fair ratio)' },
     },
   },
   fuzz: {

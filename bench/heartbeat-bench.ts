@@ -132,6 +132,17 @@ if (args.mode === 'api') {
   process.stdout.write(md + '\n');
   process.exit(0);
 }
+if (args.mode === 'webhook') {
+  // Webhook upstream against the backend's own rate (bench/webhook-bench.ts).
+  const { runWebhookBench, webhookBenchMarkdown } = await import('./webhook-bench.js');
+  const r = await runWebhookBench({ messages: args.num('messages'), devices: args.num('devices'), concurrency: args.num('concurrency'), progress });
+  const md = webhookBenchMarkdown(r, `npm run bench -- --webhook --messages ${args.get('messages')} --devices ${args.get('devices')} --concurrency ${args.get('concurrency')}`, machine);
+  fs.mkdirSync(out, { recursive: true });
+  fs.writeFileSync(path.join(out, 'webhook.json'), JSON.stringify(r, null, 2) + '\n');
+  fs.writeFileSync(path.join(out, 'webhook.md'), md + '\n');
+  process.stdout.write(md + '\n');
+  process.exit(0);
+}
 if (args.mode === 'attack') {
   // The attack suite (bench/attack/); npm test runs every scenario briefly at a fraction of the size.
   const { runAttack, attackMarkdown } = await import('./attack/run.js');
