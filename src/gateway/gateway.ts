@@ -309,7 +309,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       refreshSession: (conn) => this.refreshSession(conn),
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
       rtt: (conn, sample) => this.emit('rtt', { ...ref(conn), ...sample }),
-      suspicion: (_conn, cleared) => void (cleared ? this.suspicionStats.cleared++ : this.suspicionStats.suspected++),
+      suspicion: (conn, cleared) => {
+        if (cleared) this.suspicionStats.cleared++;
+        else this.suspicionStats.suspected++;
+        void this.delivery.upstream?.event({ type: 'suspect', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, cleared, silentForMs: o.clock.now() - conn.lastHeardAt, at: o.wallClock.now() });
+      },
       protocolError: (conn, error) =>
         this.emit('protocol-error', { connectionId: conn.id, remoteAddress: conn.link.remoteAddress, transport: conn.transport, error }),
       closed: (conn, reason, code) => this.onClosed(conn, reason, code),

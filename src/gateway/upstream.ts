@@ -15,9 +15,11 @@ export interface UpstreamMessage {
   receivedAt: number;
 }
 
-/** A device's connection came or went (sent upstream when `events` asks for it). */
+export type UpstreamEventType = 'online' | 'offline' | 'suspect';
+
+/** A device's connection came or went, or went quiet past its suspicion point (sent upstream when `events` asks for it). */
 export interface UpstreamEvent {
-  type: 'online' | 'offline';
+  type: UpstreamEventType;
   userId: string;
   deviceId: string;
   connectionId: string;
@@ -29,6 +31,8 @@ export interface UpstreamEvent {
   silentForMs?: number;
   /** online: whether it resumed its session. */
   resumed?: boolean;
+  /** suspect: false when the device went quiet past its suspicion point (a probe went out), true when it was heard again. */
+  cleared?: boolean;
   /** Wall-clock ms. */
   at: number;
 }
@@ -61,10 +65,10 @@ export interface UpstreamOptions {
   retryMinMs?: number;
   retryMaxMs?: number;
   /** Lifecycle events to send as well (none by default). */
-  events?: ('online' | 'offline')[];
+  events?: UpstreamEventType[];
 }
 
-export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as ('online' | 'offline')[] };
+export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as UpstreamEventType[] };
 
 export interface UpstreamStats {
   accepted: number;

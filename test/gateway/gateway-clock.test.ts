@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import type { UpstreamEvent, UpstreamSink } from '../../src/gateway/upstream.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
@@ -439,5 +440,21 @@ test("a client's CLOSE code names its disconnect only when it is a reason a clie
       ['b', 'heartbeat-timeout', CloseCodes['heartbeat-timeout'], 'peer'],
     ],
   );
+  await gw.close();
+});
+
+test('upstream lifecycle events: online, suspect (when the probe goes out) and offline with its detection time, to the sink', async () => {
+  const events: UpstreamEvent[] = [];
+  const sink: UpstreamSink = { name: 'test', send: async () => {}, sendEvent: async (e) => void events.push(e) };
+  const { clock, gw } = setup({ upstream: { sink, events: ['online', 'suspect', 'offline'] } });
+  await open(gw);
+  await flush();
+  clock.advance(POLICY.intervalMs + POLICY.graceMs);
+  await flush();
+  clock.advance(LIMIT - POLICY.intervalMs - POLICY.graceMs);
+  await flush();
+  assert.deepEqual(events.map((e) => [e.type, e.cleared ?? null, e.reason ?? null]), [['online', null, null], ['suspect', false, null], ['offline', null, 'heartbeat-timeout']]);
+  assert.equal(events[2].silentForMs, LIMIT, 'the detection time');
+  assert.ok(events.every((e) => e.userId === 'u1' && e.deviceId === 'd1'));
   await gw.close();
 });
