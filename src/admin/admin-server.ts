@@ -231,10 +231,7 @@ export class AdminServer {
     const op = path.slice(4);
     if (op === 'openapi.json' && method === 'GET') return json(res, 200, openApiDocument(PACKAGE_VERSION));
     if (this.opts.apiKey) {
-      const header = req.headers.authorization ?? '';
-      const a = Buffer.from(header.startsWith('Bearer ') ? header.slice(7) : '');
-      const b = Buffer.from(this.opts.apiKey);
-      if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid API key is required (Authorization: Bearer <key>)');
+      if (!sameSecret(bearer(req), this.opts.apiKey)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid API key is required (Authorization: Bearer <key>)');
     } else {
       this.checkHost(req, 'set an API key (--api-key) to serve other names');
     }
@@ -261,11 +258,8 @@ export class AdminServer {
   private authorize(req: IncomingMessage, url: URL): void {
     const want = this.opts.token;
     if (!want) return;
-    const header = req.headers.authorization;
-    const given = header?.startsWith('Bearer ') ? header.slice(7) : (url.searchParams.get('token') ?? '');
-    const a = Buffer.from(given);
-    const b = Buffer.from(want);
-    if (a.length !== b.length || !timingSafeEqual(a, b)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
+    const given = req.headers.authorization?.startsWith('Bearer ') ? bearer(req) : (url.searchParams.get('token') ?? '');
+    if (!sameSecret(given, want)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
   }
 
   private serveFile(res: ServerResponse, name: string): void {
@@ -347,6 +341,19 @@ function view(c: ConnectionInfo): ConnectionView {
     stats: c.stats,
     unacked: c.unacked,
   };
+}
+
+/** The token of an `Authorization: Bearer <token>` header ('' without one). */
+export function bearer(req: IncomingMessage): string {
+  const header = req.headers.authorization ?? '';
+  return header.startsWith('Bearer ') ? header.slice(7) : '';
+}
+
+/** Compares a secret given by a caller with the one expected, in constant time. */
+export function sameSecret(given: string, want: string): boolean {
+  const a = Buffer.from(given);
+  const b = Buffer.from(want);
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {

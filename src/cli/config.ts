@@ -30,7 +30,7 @@ export function fileKey(opt: Option): string {
  */
 export function bindEnv(cmd: Command): Command {
   for (const opt of cmd.options) {
-    if (!opt.long || opt.long === '--config' || opt.long === '--help' || opt.envVar) continue;
+    if (!opt.long || opt.long === '--config' || opt.long === '--print-config' || opt.long === '--help' || opt.envVar) continue;
     opt.env(envName(opt.long));
   }
   return cmd;

@@ -23,7 +23,7 @@ import type { UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
-import { AdminServer, DEFAULT_ADMIN_PORT, isLoopbackHost } from '../admin/admin-server.js';
+import { AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, sameSecret } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -337,10 +337,7 @@ export function serveCommand(): Command {
  */
 function runPrimary(o: Record<string, unknown>, log: Logger): void {
   const n = o.workers as number;
-  if (!o.redis) {
-    log.fatal({ event: 'bad-option' }, '--workers > 1 needs --redis: workers share presence, sessions and routing through it');
-    process.exit(2);
-  }
+  if (!o.redis) failStart(log, 'bad-option', '--workers > 1 needs --redis: workers share presence, sessions and routing through it', 2);
   const listening = new Map<number, { tcp: number | null; ws: number | null; nodeId: string }>();
   let stopping = false;
   const fork = (index: number) => {
@@ -382,7 +379,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
           const server = http.createServer((req, res) => {
             const url = new URL(req.url ?? '/', 'http://primary');
             if (url.pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
-            if (token && req.headers.authorization !== `Bearer ${token}`) return void res.writeHead(401).end();
+            if (token && !sameSecret(bearer(req), token)) return void res.writeHead(401).end();
             agg.clusterMetrics().then(
               (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
               (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),

@@ -152,7 +152,7 @@ export class Delivery {
     if (seq === undefined) {
       this.events.message({ conn, payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
       // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for.
-      if (up) void up.o.sink.send(this.upstreamMessage(conn, f)).catch((err) => this.events.fault('upstream', err, { userId: conn.userId, deviceId: conn.deviceId }));
+      up?.fireAndForget(this.upstreamMessage(conn, f));
       return;
     }
     const d = this.state(conn);

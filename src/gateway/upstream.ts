@@ -107,7 +107,8 @@ export class UpstreamRunner {
 
   /** Resolves with the sink's answer once it accepted `msg`, or null if `stillWanted()` turned false first. */
   async deliver(msg: UpstreamMessage, stillWanted: () => boolean): Promise<UpstreamAnswer | null> {
-    const backoff = new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
+    // Made on the first failure only: a healthy backend costs no backoff per message.
+    let backoff: Backoff | null = null;
     this.stats.pending++;
     try {
       while (stillWanted()) {
@@ -119,7 +120,7 @@ export class UpstreamRunner {
           this.stats.failures++;
           this.onFailure(err, msg);
         }
-        const delay = backoff.next();
+        const delay = (backoff ??= this.backoff()).next();
         await new Promise<void>((r) => this.timers.setTimeout(r, delay));
       }
       return null;
@@ -128,11 +129,38 @@ export class UpstreamRunner {
     }
   }
 
+  /**
+   * A message without a sequence number: one attempt, nothing waits for it.
+   * It counts in the process's pending bound all the same, so a fire-and-forget
+   * flood cannot pile up requests to a slow backend; beyond it, it is dropped.
+   */
+  fireAndForget(msg: UpstreamMessage): void {
+    if (this.stats.pending >= this.o.maxPending) {
+      this.stats.refusedBacklog++;
+      return;
+    }
+    this.stats.pending++;
+    this.o.sink
+      .send(msg)
+      .then(
+        () => void this.stats.accepted++,
+        (err: unknown) => {
+          this.stats.failures++;
+          this.onFailure(err, msg);
+        },
+      )
+      .finally(() => this.stats.pending--);
+  }
+
+  private backoff(): Backoff {
+    return new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
+  }
+
   /** Sends a lifecycle event if asked for: three attempts with backoff, then counted as lost. */
   async event(e: UpstreamEvent): Promise<void> {
     const sink = this.o.sink;
     if (!sink.sendEvent || !this.o.events.includes(e.type)) return;
-    const backoff = new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
+    const backoff = this.backoff();
     for (let attempt = 0; attempt < 3; attempt++) {
       try {
         await sink.sendEvent(e);

@@ -1,7 +1,6 @@
-import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
 import type { UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
-import { LonglinkError } from '../protocol/errors.js';
+import { loadIoredis } from '../gateway/stores/redis-store.js';
 
 export interface StreamSinkOptions {
   /** redis://host:port (ioredis, an optional peer dependency). */
@@ -21,13 +20,7 @@ export interface StreamSinkOptions {
  * received_at.
  */
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
-  let RedisCtor: typeof Redis;
-  try {
-    RedisCtor = (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
-  } catch (err) {
-    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `the Redis stream sink needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-  }
-  const redis = new RedisCtor(o.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+  const redis = new (loadIoredis('the Redis stream sink'))(o.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
   redis.on('error', () => {
     // Reconnects by itself; a failed XADD rejects and the message is retried.
   });

@@ -14,6 +14,8 @@ interface Mailbox {
 interface DedupWindow {
   ids: Map<string, number>;
   bytes: number;
+  /** When the newest id was recorded (the sweep reads it instead of walking the ids). */
+  last: number;
 }
 
 /**
@@ -326,13 +328,14 @@ export class MemoryStore implements Store {
     const key = `${userId}\u0000${deviceId}`;
     let w = this.dedup.get(key);
     if (w) this.dedup.delete(key);
-    else w = { ids: new Map(), bytes: 0 };
+    else w = { ids: new Map(), bytes: 0, last: now };
     // Most recently recorded last: the process bound evicts from the least active device.
     this.dedup.set(key, w);
     const at = w.ids.get(id);
     if (at !== undefined && at > now - this.limits.dedupWindowMs) return false;
     w.ids.delete(id);
     w.ids.set(id, now);
+    w.last = Math.max(w.last, now);
     this.addDedup(w, id.length + DEDUP_ENTRY_BYTES);
     for (const [old, t] of w.ids) {
       if (w.ids.size <= this.limits.dedupIdsPerDevice && t > now - this.limits.dedupWindowMs) break;
@@ -359,9 +362,7 @@ export class MemoryStore implements Store {
   /** Devices whose newest id is past the window go whole; the order is by last record, so it stops early. */
   private sweepDedup(now: number): void {
     for (const [key, w] of this.dedup) {
-      let newest = 0;
-      for (const t of w.ids.values()) newest = t;
-      if (newest > now - this.limits.dedupWindowMs) break;
+      if (w.last > now - this.limits.dedupWindowMs) break;
       this.dedupBytes -= w.bytes;
       this.dedup.delete(key);
     }

@@ -58,12 +58,15 @@ type Json = { id: string; p: string; n: number; e: number; x: number; s: number 
 
 const enc = (s: string) => encodeURIComponent(s);
 
-/** ioredis is an optional peer dependency: loaded when a RedisStore is made, with an error that says so. */
-function loadIoredis(): typeof Redis {
+/**
+ * ioredis is an optional peer dependency: loaded when something needs it
+ * (`who`: a RedisStore, the stream sink), with an error that says so.
+ */
+export function loadIoredis(who = 'RedisStore'): typeof Redis {
   try {
     return (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
   } catch (err) {
-    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `RedisStore needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `${who} needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
   }
 }
 
