@@ -98,7 +98,8 @@ export class ServerApi {
       }
       case 'broadcast': {
         const b = parse(BroadcastBody, args);
-        return { sent: this.gw.broadcast(bytesOf(b), b.id ? { id: b.id } : {}) };
+        const r = await this.gw.broadcastAcrossCluster(bytesOf(b), b.id ? { id: b.id } : {});
+        return { sent: r.here, published: r.published };
       }
       case 'presence': {
         const b = parse(PresenceBody, args);
@@ -112,11 +113,11 @@ export class ServerApi {
       }
       case 'disconnect': {
         const b = parse(DisconnectBody, args);
-        return { disconnected: this.gw.disconnect(b.user, b.device, b.reconnectAfterMs !== undefined ? { reconnectAfterMs: b.reconnectAfterMs } : {}) };
+        return { disconnected: await this.gw.closeAcrossCluster('disconnect', b.user, b.device, b.reconnectAfterMs !== undefined ? { reconnectAfterMs: b.reconnectAfterMs } : {}) };
       }
       case 'kick': {
         const b = parse(KickBody, args);
-        return { kicked: this.gw.kick(b.user, b.device) };
+        return { kicked: await this.gw.closeAcrossCluster('kick', b.user, b.device) };
       }
       case 'batch': {
         const b = parse(BatchBody, args);
@@ -173,10 +174,10 @@ export function openApiDocument(version: string): Record<string, unknown> {
     security: [{ apiKey: [] }],
     paths: {
       '/v1/push': op('Push to a user (every device, or `device`), or to many `users`. Exactly one of text, json (sent as its JSON text) or base64.', PushBody, '{ user, id, delivered, status: ok | unknown-user | unknown-device, devices: [{ deviceId, status: delivered | queued | expired | dropped | failed }] }, or { results: [...] } for users'),
-      '/v1/broadcast': op('Send to every open connection of this node, best effort (nothing queued).', BroadcastBody, '{ sent }'),
+      '/v1/broadcast': op('Send to every open connection, best effort (nothing queued): this node\'s at once (`sent`), every other node\'s through Redis (`published`).', BroadcastBody, '{ sent, published }'),
       '/v1/presence': op('Which devices of each user are online, on any node.', PresenceBody, '{ users: [{ user, online, devices: [{ deviceId, nodeId, transport, since }] }] }'),
-      '/v1/disconnect': op('Close a user\'s (or one device\'s) connections with going-away; they reconnect (after reconnectAfterMs if given).', DisconnectBody, '{ disconnected }'),
-      '/v1/kick': op('Close a user\'s (or one device\'s) connections for good (4507 kicked).', KickBody, '{ kicked }'),
+      '/v1/disconnect': op('Close a user\'s (or one device\'s) connections on every node with going-away; they reconnect (after reconnectAfterMs if given).', DisconnectBody, '{ disconnected }'),
+      '/v1/kick': op('Close a user\'s (or one device\'s) connections on every node for good (4507 kicked).', KickBody, '{ kicked }'),
       '/v1/batch': op('Many commands in one request: pushes to one user in their order, the rest concurrently; each answered in its place with its result or its error.', BatchBody, '{ results: [...] }'),
     },
   };

@@ -64,6 +64,9 @@ export function serveCommand(): Command {
     .option('--node-id <id>', 'name of this gateway node in presence entries')
     .option('--redis <url>', 'share presence, sessions and queues with other nodes through Redis (redis://host:port)')
     .option('--redis-prefix <prefix>', 'key prefix in Redis', REDIS_DEFAULTS.prefix)
+    .option('--redis-cluster', 'Redis Cluster: --redis (and --upstream-redis-stream) list seed nodes, comma-separated')
+    .option('--redis-wait-replicas <n>', 'a queued message (and a stream entry) counts as accepted once this many replicas hold it (WAIT)', int, REDIS_DEFAULTS.waitReplicas)
+    .option('--redis-mailbox-shards <n>', 'mailboxes spread over this many hash tags (slots); the expiry sweep reads one index per shard', int, REDIS_DEFAULTS.mailboxShards)
     .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
     .option('--tls-key <file>', 'serve TLS: private key (PEM)')
     .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret (or set LONGLINK_JWT_SECRET)')
@@ -153,7 +156,7 @@ export function serveCommand(): Command {
       let store: RedisStore | MemoryStore;
       try {
         store = o.redis
-          ? new RedisStore({ url: o.redis, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
+          ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
           : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
@@ -162,7 +165,7 @@ export function serveCommand(): Command {
       let upstreamSink: UpstreamSink | undefined;
       try {
         if (o.upstreamWebhook) upstreamSink = webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs });
-        if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen });
+        if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen });
       } catch (err) {
         failStart(log, 'bad-option', `--upstream-redis-stream: ${(err as Error).message}`, 2);
       }

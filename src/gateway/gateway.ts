@@ -342,6 +342,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         o.nodeId,
         (userId, deviceId) => this.delivery.wake(userId, deviceId),
         (reason) => void this.reassert(reason),
+        (c) => {
+          if (c.kind === 'broadcast') this.broadcast(c.payload, c.id !== undefined ? { id: c.id } : {});
+          else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
+          else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
+        },
       );
     }
     if (o.tcp) {
@@ -675,6 +680,35 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       else c!.closeWith('going-away');
     }
     return targets.length;
+  }
+
+  /**
+   * `kick` or `disconnect` on every node: here at once, and on each other
+   * node that presence says holds one of the user's devices, through the
+   * store. Resolves with the connections targeted (here, plus elsewhere as
+   * presence counts them).
+   */
+  async closeAcrossCluster(kind: 'kick' | 'disconnect', userId: string, deviceId?: string, opts: { reconnectAfterMs?: number } = {}): Promise<number> {
+    const here = kind === 'kick' ? this.kick(userId, deviceId) : this.disconnect(userId, deviceId, opts);
+    const store = this.options.store;
+    if (!store.control) return here;
+    const elsewhere = (await store.devices(userId)).filter((e) => e.nodeId !== this.options.nodeId && (deviceId === undefined || e.deviceId === deviceId));
+    const nodes = [...new Set(elsewhere.map((e) => e.nodeId))];
+    await Promise.all(nodes.map((n) => store.control!(n, { kind, userId, ...(deviceId !== undefined ? { deviceId } : {}), ...opts })));
+    return here + elsewhere.length;
+  }
+
+  /**
+   * `broadcast` on every node: written here at once, published to the
+   * others. Resolves with this node's count and whether it was published.
+   */
+  async broadcastAcrossCluster(payload: Uint8Array | string, opts: { id?: string } = {}): Promise<{ here: number; published: boolean }> {
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    const here = this.broadcast(bytes, opts);
+    const store = this.options.store;
+    if (!store.broadcast) return { here, published: false };
+    await store.broadcast(bytes, opts.id);
+    return { here, published: true };
   }
 
   /** Presence as the store sees it (across nodes, with a shared store). */

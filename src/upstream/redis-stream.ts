@@ -1,14 +1,23 @@
 import type { Redis } from 'ioredis';
 import type { UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
-import { loadIoredis } from '../gateway/stores/redis-store.js';
+import { connectRedis } from '../gateway/stores/redis-connect.js';
 
 export interface StreamSinkOptions {
-  /** redis://host:port (ioredis, an optional peer dependency). */
+  /** redis://host:port (ioredis, an optional peer dependency); with `cluster`, seed nodes separated by commas. */
   url: string;
+  /** A Redis Cluster: the stream is one key, so one slot, served by its master and moved with it on failover. */
+  cluster?: boolean;
   /** The stream backends read with XREADGROUP. */
   stream?: string;
   /** Trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps everything. */
   maxLen?: number;
+  /**
+   * Replicas that must hold an entry before the device's message is
+   * acknowledged (WAIT); 0 does not wait. An entry written but not
+   * replicated in time is written again: the backend dedups by `id`.
+   */
+  waitReplicas?: number;
+  waitTimeoutMs?: number;
 }
 
 /**
@@ -20,20 +29,30 @@ export interface StreamSinkOptions {
  * received_at.
  */
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
-  const redis = new (loadIoredis('the Redis stream sink'))(o.url, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+  const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1 });
   redis.on('error', () => {
     // Reconnects by itself; a failed XADD rejects and the message is retried.
   });
   const stream = o.stream ?? 'longlink:upstream';
   const trim = o.maxLen && o.maxLen > 0 ? (['MAXLEN', '~', String(o.maxLen)] as const) : ([] as const);
+  const replicas = o.waitReplicas ?? 0;
+  const waitMs = o.waitTimeoutMs ?? 1000;
+  // With replicas to wait for, XADD and WAIT go in one pipeline (on a cluster, to the stream's master).
+  const append = async (fields: string[]): Promise<void> => {
+    if (replicas === 0) {
+      await redis.xadd(stream, ...trim, '*', ...fields);
+      return;
+    }
+    const res = await redis.pipeline().xadd(stream, ...trim, '*', ...fields).call('WAIT', replicas, waitMs).exec();
+    for (const [err] of res ?? []) if (err) throw err;
+    const acked = Number(res?.[1]?.[1] ?? 0);
+    if (acked < replicas) throw new Error(`XADD reached ${acked} of ${replicas} replicas within ${waitMs} ms`);
+  };
   return {
     name: 'redis-stream',
     redis,
     async send(m: UpstreamMessage): Promise<void> {
-      await redis.xadd(
-        stream,
-        ...trim,
-        '*',
+      await append([
         'type', 'message',
         'user', m.userId,
         'device', m.deviceId,
@@ -43,14 +62,14 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
         'seq', String(m.seq ?? ''),
         'payload', Buffer.from(m.payload).toString('base64'),
         'received_at', String(m.receivedAt),
-      );
+      ]);
     },
     async sendEvent(e: UpstreamEvent): Promise<void> {
       const fields: string[] = ['type', e.type, 'user', e.userId, 'device', e.deviceId, 'connection', e.connectionId, 'node', e.nodeId, 'at', String(e.at)];
       if (e.reason !== undefined) fields.push('reason', e.reason, 'code', String(e.code ?? ''), 'initiator', e.initiator ?? '', 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       if (e.resumed !== undefined) fields.push('resumed', String(e.resumed));
       if (e.cleared !== undefined) fields.push('cleared', String(e.cleared), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
-      await redis.xadd(stream, ...trim, '*', ...fields);
+      await append(fields);
     },
     async close(): Promise<void> {
       await redis.quit().catch(() => redis.disconnect());

@@ -76,3 +76,180 @@ export async function startRedis(): Promise<TestRedis> {
     },
   };
 }
+
+/**
+ * A private Redis Cluster: three masters with one replica each, on free
+ * loopback ports, nothing persisted, a 1 s node timeout so a failover takes
+ * seconds. Its URL lists every node as a seed.
+ */
+export interface TestRedisCluster {
+  url: string;
+  ports: number[];
+  /** The port of the master serving a key's slot now. */
+  masterOf(key: string): Promise<number>;
+  /** SIGKILLs one node (a crash: no goodbye to the cluster). */
+  kill(port: number): void;
+  /** Starts a killed node again with its cluster config: it rejoins (as a replica, if it was failed over). */
+  restart(port: number): Promise<void>;
+  /** Whether a node is a replica in sync with its master. */
+  replicating(port: number): Promise<boolean>;
+  /** Replicas connected to a master now. */
+  replicasOf(port: number): Promise<number>;
+  /** Waits until every slot is served again (cluster_state:ok seen from a live node) and the replica took over. */
+  waitHealthy(timeoutMs?: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startRedisCluster(): Promise<TestRedisCluster> {
+  const { mkdtempSync, rmSync } = await import('node:fs');
+  const { tmpdir } = await import('node:os');
+  const { join } = await import('node:path');
+  const dir = mkdtempSync(join(tmpdir(), 'll-rcluster-'));
+  const ports: number[] = [];
+  const procs = new Map<number, ChildProcess>();
+  for (let i = 0; i < 6; i++) {
+    let p = await freePort();
+    while (ports.includes(p) || p + 10000 > 65535) p = await freePort();
+    ports.push(p);
+  }
+  const launch = (port: number) => {
+    const child = spawn(
+      'redis-server',
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir],
+      { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir },
+    );
+    live.add(child);
+    procs.set(port, child);
+  };
+  for (const port of ports) launch(port);
+  const ping = async (port: number) => {
+    const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => {});
+    try {
+      await r.connect();
+      return r;
+    } catch {
+      r.disconnect();
+      return null;
+    }
+  };
+  const deadline = Date.now() + 15_000;
+  for (const port of ports) {
+    for (;;) {
+      const r = await ping(port);
+      if (r) {
+        r.disconnect();
+        break;
+      }
+      if (Date.now() > deadline) throw new Error(`redis-server (cluster) on ${port} did not come up`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+  await new Promise<void>((resolve, reject) => {
+    const c = spawn('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '1', '--cluster-yes'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    c.stdout.on('data', (d) => (out += d));
+    c.stderr.on('data', (d) => (out += d));
+    c.on('exit', (code) => (code === 0 ? resolve() : reject(new Error(`redis-cli --cluster create failed (${code}): ${out.slice(-500)}`))));
+  });
+  const state = async (port: number): Promise<string | null> => {
+    const r = await ping(port);
+    if (!r) return null;
+    try {
+      const info = (await r.call('CLUSTER', 'INFO')) as string;
+      return /cluster_state:(\w+)/.exec(info)?.[1] ?? null;
+    } catch {
+      return null;
+    } finally {
+      r.disconnect();
+    }
+  };
+  const dead = new Set<number>();
+  const waitHealthy = async (timeoutMs = 20_000) => {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const alive = ports.filter((p) => !dead.has(p));
+      const states = await Promise.all(alive.map(state));
+      if (states.every((s) => s === 'ok')) {
+        // And every slot has a live master.
+        const r = await ping(alive[0]);
+        if (r) {
+          const slots = (await r.call('CLUSTER', 'SLOTS').catch(() => [])) as [number, number, [string, number]][];
+          r.disconnect();
+          const covered = slots.reduce((n, [a, b, m]) => n + (dead.has(Number(m[1])) ? 0 : b - a + 1), 0);
+          if (covered === 16384) return;
+        }
+      }
+      if (Date.now() > until) throw new Error(`the Redis Cluster did not become healthy within ${timeoutMs} ms (states ${states.join(',')})`);
+      await new Promise((res) => setTimeout(res, 100));
+    }
+  };
+  await waitHealthy();
+  return {
+    url: ports.map((p) => `redis://127.0.0.1:${p}`).join(','),
+    ports,
+    async masterOf(key: string) {
+      const r = await ping(ports.find((p) => !dead.has(p))!);
+      if (!r) throw new Error('no live node');
+      try {
+        const slot = (await r.call('CLUSTER', 'KEYSLOT', key)) as number;
+        const slots = (await r.call('CLUSTER', 'SLOTS')) as [number, number, [string, number]][];
+        const range = slots.find(([a, b]) => slot >= a && slot <= b)!;
+        return Number(range[2][1]);
+      } finally {
+        r.disconnect();
+      }
+    },
+    kill(port: number) {
+      dead.add(port);
+      const child = procs.get(port);
+      if (child) live.delete(child);
+      child?.kill('SIGKILL');
+    },
+    async restart(port: number) {
+      // Its nodes.conf survives, so it rejoins; a master that was failed over comes back as a replica.
+      launch(port);
+      dead.delete(port);
+      for (let i = 0; i < 200; i++) {
+        const r = await ping(port);
+        if (r) {
+          r.disconnect();
+          return;
+        }
+        await new Promise((res) => setTimeout(res, 50));
+      }
+      throw new Error(`redis-server (cluster) on ${port} did not come back`);
+    },
+    async replicating(port: number) {
+      const r = await ping(port);
+      if (!r) return false;
+      try {
+        const info = (await r.info('replication')) as string;
+        return /role:slave/.test(info) && /master_link_status:up/.test(info);
+      } finally {
+        r.disconnect();
+      }
+    },
+    async replicasOf(port: number) {
+      const r = await ping(port);
+      if (!r) return 0;
+      try {
+        return Number(/connected_slaves:(\d+)/.exec((await r.info('replication')) as string)?.[1] ?? 0);
+      } finally {
+        r.disconnect();
+      }
+    },
+    waitHealthy,
+    async stop() {
+      await Promise.all(
+        [...procs.values()].map(async (child) => {
+          live.delete(child);
+          if (child.exitCode !== null || child.signalCode !== null) return;
+          child.kill('SIGTERM');
+          await new Promise((res) => child.once('exit', res));
+        }),
+      );
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

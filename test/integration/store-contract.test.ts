@@ -3,7 +3,7 @@ import { after, before, describe, test } from 'node:test';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import type { Store } from '../../src/gateway/stores/store.js';
-import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+import { redisUnavailable, startRedis, startRedisCluster, type TestRedis, type TestRedisCluster } from '../helpers/redis.js';
 
 // One contract, two stores: the in-memory default and Redis (a real server
 // of the test's own). Whatever the gateway relies on holds for both.
@@ -14,17 +14,29 @@ const ids = (ms: { id: string }[]) => ms.map((m) => m.id);
 const noRedis = redisUnavailable();
 
 let redis: TestRedis | null = null;
+let rcluster: TestRedisCluster | null = null;
 let prefixN = 0;
 before(async () => {
-  if (!noRedis) redis = await startRedis();
+  if (!noRedis) [redis, rcluster] = await Promise.all([startRedis(), startRedisCluster()]);
 });
-after(async () => redis?.stop());
+after(async () => {
+  await Promise.all([redis?.stop(), rcluster?.stop()]);
+});
+
+/** Keys matching a pattern, on every master of a cluster. */
+async function keysLike(s: RedisStore, pattern: string): Promise<string[]> {
+  const r = s.redis as unknown as { nodes?: (role: string) => { keys(p: string): Promise<string[]> }[]; keys(p: string): Promise<string[]> };
+  if (!s.isCluster) return r.keys(pattern);
+  return (await Promise.all(r.nodes!('master').map((n) => n.keys(pattern)))).flat();
+}
 
 /** The bounds both stores take. */
 type Bounds = { dedupIdsPerDevice?: number; dedupWindowMs?: number; maxKnownDevicesPerUser?: number };
 const kinds: { name: string; make: (b?: Bounds) => Store; skip: string | false }[] = [
   { name: 'memory', make: (b = {}) => new MemoryStore(b), skip: false },
   { name: 'redis', make: (b = {}) => new RedisStore({ url: redis!.url, prefix: `t${++prefixN}:`, ...b }), skip: noRedis ? `skipped: ${noRedis}` : false },
+  // Three masters: every script must name keys of one slot, or the cluster refuses it (CROSSSLOT).
+  { name: 'redis cluster', make: (b = {}) => new RedisStore({ url: rcluster!.url, cluster: true, prefix: `t${++prefixN}:`, ...b }), skip: noRedis ? `skipped: ${noRedis}` : false },
 ];
 
 for (const kind of kinds) {
@@ -172,7 +184,7 @@ for (const kind of kinds) {
       assert.deepEqual((await s.take('u', 'd', 'L', 0)).map((m) => m.seq), [1]);
       await s.ack('u', 'd', 'L', 1);
       if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
-      if (s instanceof RedisStore) assert.equal((await s.redis.keys(`${(s as unknown as { o: { prefix: string } }).o.prefix}mb*`)).length, 0, 'no list, no meta');
+      if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).length, 0, 'no list, no meta');
       await s.enqueue('u', 'd', msg('b'), LIMITS);
       assert.deepEqual((await s.take('u', 'd', 'L', 1)).map((m) => [m.id, m.seq]), [['b', 2]]);
       assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2)), ['b']);
@@ -180,15 +192,16 @@ for (const kind of kinds) {
       await s.enqueue('u', 'd', msg('c', 5), LIMITS);
       assert.equal((await s.expire(10)).length, 1);
       if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
-      if (s instanceof RedisStore) assert.equal((await s.redis.keys(`${(s as unknown as { o: { prefix: string } }).o.prefix}mb*`)).length, 0);
+      if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).length, 0);
     });
   });
 }
 
-describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
+for (const on of ['one server', 'a cluster'] as const) describe(`redis store on ${on}: lease, routing, control`, { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
+  const at = () => (on === 'one server' ? { url: redis!.url } : { url: rcluster!.url, cluster: true });
   test('presence of a node whose lease lapsed is not reported; an earlier incarnation of a live node is cleaned up', async () => {
-    const a = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
-    const b = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
+    const a = new RedisStore({ ...at(), prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
+    const b = new RedisStore({ ...at(), prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
     await a.joinCluster('A', () => {});
     await b.joinCluster('B', () => {});
     await a.setOnline({ userId: 'u', deviceId: 'd1', connectionId: 'c1', nodeId: 'A', transport: 'tcp', since: 1, clientInfo: {} });
@@ -199,25 +212,48 @@ describe('redis store: cluster lease', { skip: noRedis ? `skipped: ${noRedis}` :
     await new Promise((r) => setTimeout(r, 450));
     assert.deepEqual((await b.devices('u')).map((e) => e.nodeId), ['B']);
     // Not deleted: a lease can lapse on a live node (a stall), which then writes its presence again.
-    assert.equal(await b.redis.hlen('lease:presence:u'), 2);
+    assert.equal(await b.redis.hlen('lease:{u:u}:presence'), 2);
     // A comes back under the same id: a new incarnation, so the old entry is gone for good.
-    const a2 = new RedisStore({ url: redis!.url, prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
+    const a2 = new RedisStore({ ...at(), prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
     await a2.joinCluster('A', () => {});
     assert.deepEqual((await b.devices('u')).map((e) => e.nodeId), ['B']);
     await new Promise((r) => setTimeout(r, 50));
-    assert.equal(await b.redis.hlen('lease:presence:u'), 1, "the old incarnation's entry was deleted");
+    assert.equal(await b.redis.hlen('lease:{u:u}:presence'), 1, "the old incarnation's entry was deleted");
     await a2.close();
     await b.close();
   });
 
   test('a route published to a node reaches its handler', async () => {
-    const a = new RedisStore({ url: redis!.url, prefix: 'route:' });
+    const a = new RedisStore({ ...at(), prefix: 'route:' });
     const got: string[][] = [];
     await a.joinCluster('A', (u, d) => got.push([u, d]));
-    const b = new RedisStore({ url: redis!.url, prefix: 'route:' });
+    const b = new RedisStore({ ...at(), prefix: 'route:' });
     await b.route('A', 'user 1', 'dev:1');
     for (let i = 0; i < 50 && got.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
     assert.deepEqual(got, [['user 1', 'dev:1']]);
+    await a.close();
+    await b.close();
+  });
+
+  test('kicks, disconnects and broadcasts reach the other node; a node does not hear its own broadcast', async () => {
+    const got: { a: unknown[]; b: unknown[] } = { a: [], b: [] };
+    const a = new RedisStore({ ...at(), prefix: 'ctl:' });
+    const b = new RedisStore({ ...at(), prefix: 'ctl:' });
+    await a.joinCluster('A', () => {}, undefined, (c) => got.a.push(c));
+    await b.joinCluster('B', () => {}, undefined, (c) => got.b.push(c));
+    assert.deepEqual(await a.nodes(), ['A', 'B']);
+    await b.control('A', { kind: 'kick', userId: 'u', deviceId: 'd' });
+    await b.control('A', { kind: 'disconnect', userId: 'u', reconnectAfterMs: 500 });
+    await b.broadcast(Buffer.from('hi'), 'm1');
+    for (let i = 0; i < 100 && got.a.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    // Each PUBLISH may go through another node of a cluster: no order between them.
+    const byKind = (xs: unknown[]) => [...xs].sort((x, y) => String((x as { kind: string }).kind).localeCompare((y as { kind: string }).kind));
+    assert.deepEqual(byKind(got.a), byKind([
+      { kind: 'kick', userId: 'u', deviceId: 'd' },
+      { kind: 'disconnect', userId: 'u', reconnectAfterMs: 500 },
+      { kind: 'broadcast', payload: Buffer.from('hi'), id: 'm1' },
+    ]));
+    assert.deepEqual(got.b, []);
     await a.close();
     await b.close();
   });

@@ -10,7 +10,7 @@ import { spawnNode, spawnServe } from '../helpers/procs.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 // Upstream through a webhook, to a backend that is not Node (Python, standard library only),
-// down for the first seconds: nothing is acknowledged to the device while the backend refuses;
+// down for 10 s while the device keeps sending: nothing is acknowledged to the device while the backend refuses;
 // once it is back, every message reaches it exactly once (by id), signed, and its replies reach
 // the device.
 
@@ -32,12 +32,20 @@ test('a webhook backend that is down loses nothing: no ack before it has the mes
   try {
     assert.equal(server.lines.find((l) => l.event === 'listening')!.app, 'none', 'with an upstream, no relay unless asked for');
     await client.connect();
-    const ids = Array.from({ length: 10 }, (_, i) => client.send(`m${i}`));
+    // Down for 10 s, the device sending all along (one message every 500 ms).
+    const downAt = Date.now();
+    const ids = [client.send('m0')];
     await hook.waitFor((l) => l.event === 'refused', 10_000, 'the backend refusing');
-    await new Promise((r) => setTimeout(r, 1500));
+    for (let i = 1; i < 20; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      ids.push(client.send(`m${i}`));
+    }
+    await new Promise((r) => setTimeout(r, Math.max(0, downAt + 10_000 - Date.now())));
     assert.deepEqual(acked, [], 'nothing acknowledged while the backend is down');
     fs.rmSync(down);
-    for (let i = 0; i < 200 && acked.length < ids.length; i++) await new Promise((r) => setTimeout(r, 100));
+    const upAt = Date.now();
+    for (let i = 0; i < 300 && acked.length < ids.length; i++) await new Promise((r) => setTimeout(r, 100));
+    console.log(`webhook outage: down ${upAt - downAt} ms, ${ids.length} messages sent meanwhile, all acknowledged ${Date.now() - upAt} ms after it returned`);
     assert.deepEqual(acked, ids, 'every message acknowledged, in order, once the backend had it');
     const got = hook.lines.filter((l) => l.event === 'message');
     assert.deepEqual(got.map((l) => l.id), ids, 'the backend got each message exactly once, in order');

@@ -3,8 +3,10 @@
  * script, so gateways on several nodes can push into and deliver from the
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
- * hash {holder, high, bytes}; ll:expiry is a sorted set of mailbox ids scored by
- * the earliest expiresAt in them.
+ * hash {holder, high, bytes}; each mailbox shard's `expiry` is a sorted set of
+ * its mailbox ids scored by the earliest expiresAt in them. A mailbox's keys and
+ * its shard's expiry index share a hash tag, so each script touches one slot of
+ * a Redis Cluster (EXPIRE reaches mailboxes by name: same tag, same slot).
  */
 
 /** Re-scores the mailbox in the expiry index by its earliest message (or drops it when empty). */
@@ -167,24 +169,23 @@ return 1
 `;
 
 /**
- * KEYS: session key, the device's session index (sorted set of tokens by first
- * save). ARGV: record json, ttl ms, token, now, max per device, session key
- * prefix. Saves the record; a new token beyond `max` for the device drops the
- * oldest records.
+ * KEYS: the device's session index (sorted set of tokens by first save).
+ * ARGV: token, now, most per device, ttl ms. Records the token; returns the
+ * tokens beyond `max` for the device (the oldest), which the caller deletes:
+ * their records live in other slots of a cluster, so not from here.
  */
-export const SAVE_SESSION = `
-redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
-redis.call('ZADD', KEYS[2], 'NX', tonumber(ARGV[4]), ARGV[3])
-local n = redis.call('ZCARD', KEYS[2])
-local max = tonumber(ARGV[5])
+export const INDEX_SESSION = `
+redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+local max = tonumber(ARGV[3])
+local old = {}
 if n > max then
-  local old = redis.call('ZRANGE', KEYS[2], 0, n - max - 1)
-  for _, t in ipairs(old) do redis.call('DEL', ARGV[6] .. t) end
-  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, n - max - 1)
+  old = redis.call('ZRANGE', KEYS[1], 0, n - max - 1)
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, n - max - 1)
 end
-local ttl = redis.call('PTTL', KEYS[2])
-if ttl < tonumber(ARGV[2]) then redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[2])) end
-return n
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
+return old
 `;
 
 /** KEYS: presence hash. ARGV: deviceId, connectionId. Removes the entry only if it is still that connection's. */

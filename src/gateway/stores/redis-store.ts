@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { createRequire } from 'node:module';
 import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
-import { ACK, ENQUEUE, EXPIRE, MARK_INBOUND, REMEMBER_DEVICE, SAVE_SESSION, SET_OFFLINE, TAKE } from './redis-lua.js';
-import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
+import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
+import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, SET_OFFLINE, TAKE } from './redis-lua.js';
+import type { ClusterControl, MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 
 /**
  * The store for several gateway nodes: presence, sessions and mailboxes in
@@ -27,12 +27,41 @@ import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store 
  * Routing: a push accepted on one node for a device connected to another
  * wakes that node through its pub/sub channel (`ll:route:<id>`); the message
  * itself waits in the mailbox, so a lost wake-up only delays it until the
- * node next flushes that device (on its next ack or reconnect).
+ * node next flushes that device (on its next ack or reconnect). The same
+ * channel carries kicks and disconnects for the node's devices, and
+ * `ll:all` carries broadcasts.
+ *
+ * Redis Cluster (`cluster: true`): every key carries a hash tag, so each
+ * script and transaction touches one slot: `{u:<user>}` for what belongs to
+ * a user (presence, known devices, dedup ids, session index), `{m<shard>}`
+ * for mailboxes and their shard's expiry index (the shard from the user, so
+ * the sweep reads `mailboxShards` indexes), `{n}` for node leases and the
+ * epoch. Pub/sub is the cluster's broadcast PUBLISH; the subscription is a
+ * connection of its own to one node, moved to another when that node goes,
+ * and every move flushes every device (`resubscribed`), as a reconnection
+ * to a single server does.
  */
 export interface RedisStoreOptions {
+  /** redis://host:port; with `cluster`, one or more seed nodes separated by commas. */
   url: string;
-  /** Key prefix (default `ll:`), so several deployments can share a server. */
+  /** Connect to a Redis Cluster (the URL lists seeds). */
+  cluster?: boolean;
+  /** Key prefix (default `ll:`), so several deployments can share a server. No braces: they would change the hash tags. */
   prefix?: string;
+  /**
+   * Mailboxes are spread over this many shards (hash tags); the expiry sweep
+   * reads one index per shard each `sweepIntervalMs`. More shards spread a
+   * cluster's mailbox load over more slots.
+   */
+  mailboxShards?: number;
+  /**
+   * Replicas that must hold a queued message (and an inbound id) before it
+   * counts as accepted (WAIT); 0 does not wait. With 1, a master that dies
+   * right after accepting a push does not take it with it.
+   */
+  waitReplicas?: number;
+  /** How long a write waits for `waitReplicas`; a write not replicated in time fails (and is retried or reported). */
+  waitTimeoutMs?: number;
   leaseTtlMs?: number;
   leaseRenewMs?: number;
   /** Session records kept per (user, device); a new session beyond it drops the oldest (as the memory store does). */
@@ -45,7 +74,11 @@ export interface RedisStoreOptions {
 }
 
 export const REDIS_DEFAULTS = {
+  cluster: false,
   prefix: 'll:',
+  mailboxShards: 64,
+  waitReplicas: 0,
+  waitTimeoutMs: 1000,
   leaseTtlMs: 15_000,
   leaseRenewMs: 5000,
   maxSessionsPerDevice: 4,
@@ -58,28 +91,17 @@ type Json = { id: string; p: string; n: number; e: number; x: number; s: number 
 
 const enc = (s: string) => encodeURIComponent(s);
 
-/**
- * ioredis is an optional peer dependency: loaded when something needs it
- * (`who`: a RedisStore, the stream sink), with an error that says so.
- */
-export function loadIoredis(who = 'RedisStore'): typeof Redis {
-  try {
-    return (createRequire(import.meta.url)('ioredis') as { Redis: typeof Redis }).Redis;
-  } catch (err) {
-    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `${who} needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
-  }
+export { loadIoredis } from './redis-connect.js';
+
+/** FNV-1a: the user's mailbox shard, the same on every node. */
+function shardOf(userId: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < userId.length; i++) h = Math.imul(h ^ userId.charCodeAt(i), 0x01000193);
+  return (h >>> 0) % shards;
 }
 
-/** The URL without its password, for messages. */
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
+/** What the route channels carry besides wake-ups. */
+type Control = { k: 'kick' | 'disconnect'; u: string; d?: string; ms?: number } | { k: 'broadcast'; p: string; id?: string; from: string };
 const toMessage = (raw: string): QueuedMessage => {
   const m = JSON.parse(raw) as Json;
   return { id: m.id, payload: Buffer.from(m.p, 'base64'), enqueuedAt: m.e, expiresAt: m.x, seq: m.s };
@@ -94,14 +116,19 @@ declare module 'ioredis' {
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
-    llSaveSession(key: string, index: string, json: string, ttlMs: number, token: string, now: number, max: number, prefix: string): Promise<number>;
+    llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
   }
 }
 
 export class RedisStore implements Store {
   readonly kind = 'redis';
+  /** Whether this store talks to a Redis Cluster. */
+  get isCluster(): boolean {
+    return this.o.cluster;
+  }
   readonly redis: Redis;
   private sub: Redis | null = null;
+  private onControl: ((c: ClusterControl) => void) | undefined;
   private readonly o: Required<RedisStoreOptions>;
   private nodeId: string | null = null;
   /** This process's incarnation of the node: the lease's value and every presence entry's `inc`. */
@@ -118,7 +145,10 @@ export class RedisStore implements Store {
     if (!(this.o.leaseRenewMs > 0 && this.o.leaseRenewMs < this.o.leaseTtlMs)) {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis lease: need 0 < leaseRenewMs < leaseTtlMs');
     }
-    this.redis = new (loadIoredis())(this.o.url, { maxRetriesPerRequest: 3, enableAutoPipelining: true });
+    if (/[{}]/.test(this.o.prefix)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis prefix ${JSON.stringify(this.o.prefix)}: no braces (they would change the keys' hash tags)`);
+    if (!(Number.isInteger(this.o.mailboxShards) && this.o.mailboxShards >= 1 && this.o.mailboxShards <= 16384)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis mailboxShards: an integer from 1 to 16384');
+    if (!(Number.isInteger(this.o.waitReplicas) && this.o.waitReplicas >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis waitReplicas: an integer ≥ 0');
+    this.redis = connectRedis({ url: this.o.url, cluster: this.o.cluster }, 'RedisStore', { maxRetriesPerRequest: 3 });
     this.redis.on('error', (err: Error) => {
       // ioredis reconnects by itself; operations in flight reject and the gateway reports them.
       this.lastConnectError = err;
@@ -131,11 +161,27 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
-    this.redis.defineCommand('llSaveSession', { numberOfKeys: 2, lua: SAVE_SESSION });
+    this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
   }
 
+  /** A key of no particular slot (session records, channels). */
   private k(...parts: string[]): string {
     return this.o.prefix + parts.join(':');
+  }
+
+  /** Node leases, their last-seen times and the epoch: one slot, so MGET and MULTI over them work on a cluster. */
+  private nk(...parts: string[]): string {
+    return `${this.o.prefix}{n}:${parts.join(':')}`;
+  }
+
+  /** What belongs to one user. */
+  private uk(userId: string, ...parts: string[]): string {
+    return `${this.o.prefix}{u:${enc(userId)}}:${parts.join(':')}`;
+  }
+
+  /** A mailbox shard's keys. */
+  private mk(shard: number, ...parts: string[]): string {
+    return `${this.o.prefix}{m${shard}}:${parts.join(':')}`;
   }
 
   private mbid(userId: string, deviceId: string): string {
@@ -163,35 +209,94 @@ export class RedisStore implements Store {
     }
   }
 
-  /** Starts this node's lease and listens for wake-ups; `onRoute` is called with (userId, deviceId). */
-  async joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void): Promise<void> {
+  /**
+   * Starts this node's lease and listens for wake-ups; `onRoute` is called
+   * with (userId, deviceId), `onControl` with kicks, disconnects and
+   * broadcasts other nodes send.
+   */
+  async joinCluster(
+    nodeId: string,
+    onRoute: (userId: string, deviceId: string) => void,
+    onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void,
+    onControl?: (c: ClusterControl) => void,
+  ): Promise<void> {
     this.nodeId = nodeId;
     this.onResync = onResync;
+    this.onControl = onControl;
     await this.reachable();
     await this.renewLease();
     this.leaseTimer = setInterval(() => void this.renewLease().catch(() => {}), this.o.leaseRenewMs);
     this.leaseTimer.unref();
-    const sub = (this.sub = this.redis.duplicate());
-    const channel = this.k('route', nodeId);
-    sub.on('error', () => {});
-    sub.on('message', (_channel: string, message: string) => {
+    const channels = [this.k('route', nodeId), this.k('all')];
+    const onMessage = (_channel: string, message: string) => {
       try {
-        const [u, d] = JSON.parse(message) as [string, string];
-        onRoute(u, d);
+        const m = JSON.parse(message) as [string, string] | Control;
+        if (Array.isArray(m)) return onRoute(m[0], m[1]);
+        if (m.k === 'broadcast') {
+          if (m.from !== nodeId) onControl?.({ kind: 'broadcast', payload: Buffer.from(m.p, 'base64'), ...(m.id !== undefined ? { id: m.id } : {}) });
+        } else onControl?.({ kind: m.k, userId: m.u, ...(m.d !== undefined ? { deviceId: m.d } : {}), ...(m.ms !== undefined ? { reconnectAfterMs: m.ms } : {}) });
       } catch {
         // not ours
       }
-    });
-    await sub.subscribe(channel);
+    };
+    if (isCluster(this.redis)) return this.subscribeInCluster(channels, onMessage);
+    const sub = (this.sub = this.redis.duplicate());
+    sub.on('error', () => {});
+    sub.on('message', onMessage);
+    await sub.subscribe(...channels);
     // After a lost connection ioredis subscribes again, but 'ready' comes before that is done:
     // subscribe explicitly, then resync, so a wake-up published in between is not assumed seen.
     // (Registered once subscribed: every 'ready' from here on is a reconnection.)
     sub.on('ready', () => {
-      sub.subscribe(channel).then(
-        () => onResync?.('resubscribed'),
+      sub.subscribe(...channels).then(
+        () => this.onResync?.('resubscribed'),
         () => {},
       );
     });
+  }
+
+  /**
+   * A cluster's PUBLISH reaches every node, so one subscription to any node
+   * hears everything. It is a plain connection of ours (not ioredis's own
+   * cluster subscriber) so that we know when it moved: when its node goes,
+   * the next known node is tried, and once subscribed there every device is
+   * flushed, since what was published in between was not heard.
+   */
+  private async subscribeInCluster(channels: string[], onMessage: (channel: string, message: string) => void): Promise<void> {
+    const cluster = this.redis as unknown as import('ioredis').Cluster;
+    const io = loadIoredisModule();
+    let turn = 0;
+    let first = true;
+    const attach = async (): Promise<void> => {
+      if (this.closed) return;
+      const nodes = cluster.nodes('all');
+      if (nodes.length === 0) throw new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `no node of the Redis Cluster at ${redactUrl(this.o.url)} is known`);
+      const at = nodes[turn++ % nodes.length].options;
+      const sub = new io.Redis({ host: at.host, port: at.port, username: at.username, password: at.password, tls: at.tls, lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0, connectTimeout: 2000 });
+      this.sub = sub;
+      sub.on('error', () => {});
+      sub.on('message', onMessage);
+      let gone = false;
+      const retry = () => {
+        if (gone) return;
+        gone = true;
+        if (this.closed || this.sub !== sub) return;
+        setTimeout(() => void attach().catch(() => retry2()), 200).unref();
+      };
+      const retry2 = () => setTimeout(() => void attach().catch(() => retry2()), 500).unref();
+      sub.once('end', retry);
+      try {
+        await sub.connect();
+        await sub.subscribe(...channels);
+      } catch (err) {
+        sub.disconnect();
+        if (first) throw err;
+        return;
+      }
+      if (!first) this.onResync?.('resubscribed');
+      first = false;
+    };
+    await attach();
   }
 
   private async renewLease(): Promise<void> {
@@ -199,16 +304,16 @@ export class RedisStore implements Store {
     const now = Date.now();
     const [[, prev], [, epoch]] = (await this.redis
       .multi()
-      .set(this.k('node', this.nodeId), this.incarnation, 'PX', this.o.leaseTtlMs, 'GET')
-      .get(this.k('epoch'))
-      .set(this.k('seen', this.nodeId), String(now), 'PX', 24 * 3600_000)
+      .set(this.nk('node', this.nodeId), this.incarnation, 'PX', this.o.leaseTtlMs, 'GET')
+      .get(this.nk('epoch'))
+      .set(this.nk('seen', this.nodeId), String(now), 'PX', 24 * 3600_000)
       .exec()) as [Error | null, string | null][];
     const first = this.epoch === null;
     if (epoch === null) {
       // No epoch: a store that is new, or that lost its data since we last looked.
       const mine = randomBytes(6).toString('base64url');
-      const set = await this.redis.set(this.k('epoch'), mine, 'NX');
-      this.epoch = set === 'OK' ? mine : await this.redis.get(this.k('epoch'));
+      const set = await this.redis.set(this.nk('epoch'), mine, 'NX');
+      this.epoch = set === 'OK' ? mine : await this.redis.get(this.nk('epoch'));
       if (!first) this.onResync?.('store-reset');
       return;
     }
@@ -226,7 +331,7 @@ export class RedisStore implements Store {
 
   /** When a node was last seen renewing its lease (wall ms; now if it holds one), or null if unknown. */
   async nodeSeenAt(nodeId: string): Promise<number | null> {
-    const [lease, seen] = await this.redis.mget(this.k('node', nodeId), this.k('seen', nodeId));
+    const [lease, seen] = await this.redis.mget(this.nk('node', nodeId), this.nk('seen', nodeId));
     if (lease !== null) return Date.now();
     return seen === null ? null : Number(seen);
   }
@@ -235,10 +340,39 @@ export class RedisStore implements Store {
     await this.redis.publish(this.k('route', nodeId), JSON.stringify([userId, deviceId]));
   }
 
+  /** Kicks or disconnects a user's (or one device's) connections on another node. */
+  async control(nodeId: string, c: { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }): Promise<void> {
+    const m: Control = { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
+    await this.redis.publish(this.k('route', nodeId), JSON.stringify(m));
+  }
+
+  /** A best-effort DATA frame to every connection of every other node. */
+  async broadcast(payload: Uint8Array, id?: string): Promise<void> {
+    const m: Control = { k: 'broadcast', p: Buffer.from(payload).toString('base64'), from: this.nodeId ?? '', ...(id !== undefined ? { id } : {}) };
+    await this.redis.publish(this.k('all'), JSON.stringify(m));
+  }
+
+  /** Nodes that hold a lease now (ids), read from the `{n}` slot. */
+  async nodes(): Promise<string[]> {
+    const prefix = this.nk('node', '');
+    const out = new Set<string>();
+    // All lease keys share one slot, so one node of a cluster has them all.
+    const scanOn = isCluster(this.redis) ? (this.redis as unknown as import('ioredis').Cluster).nodes('master') : [this.redis];
+    for (const r of scanOn) {
+      let cursor = '0';
+      do {
+        const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix.replace(/[{}*?[\]]/g, '\\$&')}*`, 'COUNT', 1000);
+        cursor = next;
+        for (const key of keys) out.add(key.slice(prefix.length));
+      } while (cursor !== '0');
+    }
+    return [...out].sort();
+  }
+
   /** The incarnation holding each node's lease (absent: no lease). */
   async liveNodes(nodeIds: string[]): Promise<Map<string, string>> {
     if (nodeIds.length === 0) return new Map();
-    const vals = await this.redis.mget(...nodeIds.map((n) => this.k('node', n)));
+    const vals = await this.redis.mget(...nodeIds.map((n) => this.nk('node', n)));
     const out = new Map<string, string>();
     nodeIds.forEach((n, i) => vals[i] !== null && out.set(n, vals[i]!));
     return out;
@@ -249,15 +383,15 @@ export class RedisStore implements Store {
   async setOnline(entry: PresenceEntry): Promise<void> {
     // The entry carries this process's incarnation: a node restarted under the same id does not revive it.
     const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
-    await this.redis.hset(this.k('presence', enc(entry.userId)), entry.deviceId, JSON.stringify(stored));
+    await this.redis.hset(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored));
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
-    return (await this.redis.llSetOffline(this.k('presence', enc(userId)), deviceId, connectionId)) === 1;
+    return (await this.redis.llSetOffline(this.uk(userId, 'presence'), deviceId, connectionId)) === 1;
   }
 
   async devices(userId: string): Promise<PresenceEntry[]> {
-    const key = this.k('presence', enc(userId));
+    const key = this.uk(userId, 'presence');
     const all = Object.values(await this.redis.hgetall(key)).map((raw) => JSON.parse(raw) as PresenceEntry & { inc?: string });
     const live = await this.liveNodes([...new Set(all.map((e) => e.nodeId))]);
     const out: PresenceEntry[] = [];
@@ -275,10 +409,11 @@ export class RedisStore implements Store {
 
   async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
     const ttl = Math.max(1, Math.round(expiresAt - Date.now()));
-    await this.redis.llSaveSession(
-      this.k('session', record.resumeToken), this.k('dsess', enc(record.userId), enc(record.deviceId)), JSON.stringify({ record, expiresAt }), ttl,
-      record.resumeToken, Date.now(), this.o.maxSessionsPerDevice, this.k('session', ''),
-    );
+    // The record first, then its place in the device's index: a crash in between leaves a
+    // record no index counts, which expires with its TTL. The oldest beyond the bound go.
+    await this.redis.set(this.k('session', record.resumeToken), JSON.stringify({ record, expiresAt }), 'PX', ttl);
+    const evicted = await this.redis.llIndexSession(this.uk(record.userId, 'dsess', enc(record.deviceId)), record.resumeToken, Date.now(), this.o.maxSessionsPerDevice, ttl);
+    if (evicted.length > 0) await Promise.all(evicted.map((t) => this.redis.del(this.k('session', t))));
   }
 
   async loadSession(resumeToken: string, now: number): Promise<SessionRecord | undefined> {
@@ -294,45 +429,67 @@ export class RedisStore implements Store {
 
   // Mailboxes.
 
-  async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
+  /** A mailbox's list, meta hash and its shard's expiry index (one slot). */
+  private mailbox(userId: string, deviceId: string): { list: string; meta: string; expiry: string; id: string } {
+    const shard = shardOf(userId, this.o.mailboxShards);
     const id = this.mbid(userId, deviceId);
+    return { list: this.mk(shard, 'mb', id), meta: this.mk(shard, 'mbm', id), expiry: this.mk(shard, 'expiry'), id };
+  }
+
+  /**
+   * Waits until `waitReplicas` replicas hold this connection's writes so far.
+   * On a cluster the WAIT rides in a pipeline with a key of the written slot,
+   * so it goes to that slot's master.
+   */
+  private async replicated(slotKey: string): Promise<void> {
+    if (this.o.waitReplicas === 0) return;
+    const res = await this.redis.pipeline().exists(slotKey).call('WAIT', this.o.waitReplicas, this.o.waitTimeoutMs).exec();
+    const acked = Number(res?.[1]?.[1] ?? 0);
+    if (res?.[1]?.[0]) throw res[1][0];
+    if (acked < this.o.waitReplicas) throw new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `a write reached ${acked} of ${this.o.waitReplicas} replicas within ${this.o.waitTimeoutMs} ms`);
+  }
+
+  async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
+    const mb = this.mailbox(userId, deviceId);
     const json: Json = { id: msg.id, p: Buffer.from(msg.payload).toString('base64'), n: msg.payload.length, e: msg.enqueuedAt, x: msg.expiresAt, s: 0 };
-    const evicted = await this.redis.llEnqueue(
-      this.k('mb', id), this.k('mbm', id), this.k('expiry'), JSON.stringify(json), msg.payload.length, limits.maxMessages, limits.maxBytes, id, msg.expiresAt,
-    );
+    const evicted = await this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, JSON.stringify(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt);
+    await this.replicated(mb.list);
     return evicted.map(toMessage);
   }
 
   async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
-    const id = this.mbid(userId, deviceId);
-    return (await this.redis.llTake(this.k('mb', id), this.k('mbm', id), holder, afterSeq)).map(toMessage);
+    const mb = this.mailbox(userId, deviceId);
+    return (await this.redis.llTake(mb.list, mb.meta, holder, afterSeq)).map(toMessage);
   }
 
   async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
-    const id = this.mbid(userId, deviceId);
-    return (await this.redis.llAck(this.k('mb', id), this.k('mbm', id), this.k('expiry'), holder, upTo, id)).map(toMessage);
+    const mb = this.mailbox(userId, deviceId);
+    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, holder, upTo, mb.id)).map(toMessage);
   }
 
   async expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {
-    const flat = await this.redis.llExpire(this.k('expiry'), now, this.k('mb', ''), this.k('mbm', ''));
+    const shards = Array.from({ length: this.o.mailboxShards }, (_, s) => s);
+    const flats = await Promise.all(shards.map((s) => this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''))));
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
-    for (let i = 0; i < flat.length; i += 2) {
-      const [u, d] = flat[i].split(':').map(decodeURIComponent);
-      out.push({ userId: u, deviceId: d, message: toMessage(flat[i + 1]) });
+    for (const flat of flats) {
+      for (let i = 0; i < flat.length; i += 2) {
+        const [u, d] = flat[i].split(':').map(decodeURIComponent);
+        out.push({ userId: u, deviceId: d, message: toMessage(flat[i + 1]) });
+      }
     }
     return out;
   }
 
   async depth(userId: string, deviceId: string): Promise<number> {
-    return this.redis.llen(this.k('mb', this.mbid(userId, deviceId)));
+    return this.redis.llen(this.mailbox(userId, deviceId).list);
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    await this.redis.llRemember(this.k('known', enc(userId)), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())));
+    await this.redis.llRemember(this.uk(userId, 'known'), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())));
   }
 
   async knownDevices(userId: string, now: number): Promise<string[]> {
-    const key = this.k('known', enc(userId));
+    const key = this.uk(userId, 'known');
     const all = await this.redis.hgetall(key);
     const out: string[] = [];
     for (const [deviceId, until] of Object.entries(all)) {
@@ -343,13 +500,15 @@ export class RedisStore implements Store {
   }
 
   async seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
-    const at = await this.redis.zscore(this.k('in', this.mbid(userId, deviceId)), id);
+    const at = await this.redis.zscore(this.uk(userId, 'in', enc(deviceId)), id);
     return at !== null && Number(at) > now - this.o.dedupWindowMs;
   }
 
   async markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
-    const mb = this.mbid(userId, deviceId);
-    return (await this.redis.llMarkInbound(this.k('in', mb), id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs)) === 1;
+    const key = this.uk(userId, 'in', enc(deviceId));
+    const fresh = (await this.redis.llMarkInbound(key, id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs)) === 1;
+    await this.replicated(key);
+    return fresh;
   }
 
   /** Drops the connections at once without releasing the lease: what a crash does (for tests and drills). */
@@ -365,7 +524,7 @@ export class RedisStore implements Store {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     // A clean stop gives up the lease at once; a crash lets it lapse.
-    if (this.nodeId !== null) await this.redis.del(this.k('node', this.nodeId)).catch(() => {});
+    if (this.nodeId !== null) await this.redis.del(this.nk('node', this.nodeId)).catch(() => {});
     this.sub?.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }

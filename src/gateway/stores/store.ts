@@ -128,12 +128,28 @@ export interface ClusterStore {
    * (`lease-lapsed`), or the store lost its data (`store-reset`). The gateway
    * then writes its presence (and sessions) again and flushes every device.
    */
-  joinCluster(nodeId: string, onRoute: (userId: string, deviceId: string) => void, onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void): Promise<void>;
+  joinCluster(
+    nodeId: string,
+    onRoute: (userId: string, deviceId: string) => void,
+    onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void,
+    onControl?: (c: ClusterControl) => void,
+  ): Promise<void>;
   /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
   route(nodeId: string, userId: string, deviceId: string): Promise<void>;
+  /** Kicks or disconnects a user's (or one device's) connections held by another node. */
+  control?(nodeId: string, c: { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }): Promise<void>;
+  /** A best-effort DATA frame to every connection of every other node. */
+  broadcast?(payload: Uint8Array, id?: string): Promise<void>;
+  /** The nodes holding a lease now. */
+  nodes?(): Promise<string[]>;
 }
+
+/** What one node asks another to do for it (through the store's pub/sub). */
+export type ClusterControl =
+  | { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }
+  | { kind: 'broadcast'; payload: Buffer; id?: string };
 
 export interface Store extends PresenceStore, SessionStore, MailboxStore, Partial<ClusterStore> {
   readonly kind: string;

@@ -1,0 +1,100 @@
+import { createRequire } from 'node:module';
+import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
+import { LonglinkError } from '../../protocol/errors.js';
+
+/**
+ * One way to reach Redis for the store and the stream sink: a single server
+ * (`redis://host:port`) or a Redis Cluster (`cluster: true`, the URL listing
+ * one or more seed nodes, comma-separated). Both are handed out as the
+ * commander they share: every command longlink sends to a cluster names keys
+ * of one slot (hash tags), so the same calls serve both.
+ */
+export interface RedisTarget {
+  /** redis://[user:pass@]host:port; for a cluster, seeds separated by commas. */
+  url: string;
+  cluster?: boolean;
+}
+
+type IoredisModule = { Redis: typeof Redis; Cluster: typeof Cluster };
+
+/**
+ * ioredis is an optional peer dependency: loaded when something needs it
+ * (`who`: a RedisStore, the stream sink), with an error that says so.
+ */
+export function loadIoredisModule(who = 'RedisStore'): IoredisModule {
+  try {
+    return createRequire(import.meta.url)('ioredis') as IoredisModule;
+  } catch (err) {
+    throw new LonglinkError('LL_ERR_MISSING_DEPENDENCY', `${who} needs the ioredis package (npm install ioredis): ${err instanceof Error ? err.message.split('\n')[0] : String(err)}`);
+  }
+}
+
+export function loadIoredis(who = 'RedisStore'): typeof Redis {
+  return loadIoredisModule(who).Redis;
+}
+
+/** The URL(s) without passwords, for messages. */
+export function redactUrl(url: string): string {
+  return url
+    .split(',')
+    .map((one) => {
+      try {
+        const u = new URL(one.trim());
+        if (u.password) u.password = '***';
+        return u.toString();
+      } catch {
+        return one;
+      }
+    })
+    .join(',');
+}
+
+/** Seeds of a cluster URL list, with the credentials and TLS of the first. */
+export function clusterSeeds(url: string): { nodes: { host: string; port: number }[]; redisOptions: RedisOptions } {
+  const urls = url.split(',').map((s) => s.trim()).filter(Boolean);
+  if (urls.length === 0) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'a Redis Cluster needs at least one seed URL');
+  const nodes = urls.map((s) => {
+    let u: URL;
+    try {
+      u = new URL(s);
+    } catch {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `not a Redis URL: ${redactUrl(s)}`);
+    }
+    if (u.protocol !== 'redis:' && u.protocol !== 'rediss:') throw new LonglinkError('LL_ERR_INVALID_OPTION', `not a Redis URL (redis:// or rediss://): ${redactUrl(s)}`);
+    return { host: u.hostname, port: Number(u.port || 6379) };
+  });
+  const first = new URL(urls[0]);
+  const redisOptions: RedisOptions = {
+    ...(first.username ? { username: decodeURIComponent(first.username) } : {}),
+    ...(first.password ? { password: decodeURIComponent(first.password) } : {}),
+    ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+  return { nodes, redisOptions };
+}
+
+/**
+ * A connection (single server) or a cluster client. Typed as `Redis`, the
+ * commander both share; what only one of them has is reached through
+ * `isCluster`.
+ */
+export function connectRedis(target: RedisTarget, who: string, opts: { maxRetriesPerRequest: number }): Redis {
+  const io = loadIoredisModule(who);
+  if (!target.cluster) return new io.Redis(target.url, { maxRetriesPerRequest: opts.maxRetriesPerRequest, enableAutoPipelining: true });
+  const { nodes, redisOptions } = clusterSeeds(target.url);
+  const options: ClusterOptions = {
+    redisOptions: { ...redisOptions, maxRetriesPerRequest: opts.maxRetriesPerRequest },
+    enableAutoPipelining: true,
+    // A failover takes the cluster's node timeout and an election; commands wait for it
+    // (bounded by maxRedirections) instead of failing at the first MOVED or CLUSTERDOWN.
+    retryDelayOnFailover: 200,
+    retryDelayOnClusterDown: 300,
+    retryDelayOnTryAgain: 100,
+    maxRedirections: 32,
+    slotsRefreshInterval: 2000,
+  };
+  return new io.Cluster(nodes, options) as unknown as Redis;
+}
+
+export function isCluster(r: Redis): r is Redis & Cluster {
+  return (r as unknown as { isCluster?: boolean }).isCluster === true;
+}
