@@ -5,11 +5,12 @@ import { spawnServe } from '../helpers/procs.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 // The server API on any node reaches every device: three nodes on one Redis, a user's two
-// devices on nodes B and C, pushes through node A's API; each device gets each message once.
+// devices on nodes B and C, pushes through node A's API; each device gets each message once;
+// broadcast, disconnect and kick through A reach them too.
 
 const noRedis = redisUnavailable();
 
-test('pushes through one node reach every device of the user on the other nodes, each exactly once', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+test('pushes through one node reach every device of the user on the other nodes, each exactly once; broadcast, disconnect and kick too', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
   const redis = await startRedis();
   const nodes = await Promise.all(['a', 'b', 'c'].map((n) => spawnServe(['--redis', redis.url, '--node-id', `node-${n}`, '--app', 'none', '--api-key', 'k'])));
   const api = String(nodes[0].lines.find((l) => l.event === 'listening')!.serverApi);
@@ -28,6 +29,26 @@ test('pushes through one node reach every device of the user on the other nodes,
     }
     for (let i = 0; i < 100 && got.some((g) => g.length < ids.length); i++) await new Promise((r) => setTimeout(r, 50));
     for (const g of got) assert.deepEqual(g, ids, 'every message once, in order');
+
+    // Broadcast, disconnect and kick through node A reach the devices on B and C.
+    const call = async (op: string, body: unknown) => {
+      const res = await fetch(`${api}${op}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer k' }, body: JSON.stringify(body) });
+      assert.equal(res.status, 200, `${op}: ${res.status}`);
+      return (await res.json()) as Record<string, unknown>;
+    };
+    const closes: { code: number; willReconnect: boolean }[][] = [[], []];
+    devices.forEach((c, i) => c.on('close', (e) => closes[i].push({ code: e.code, willReconnect: e.willReconnect })));
+    assert.deepEqual(await call('broadcast', { text: 'all', id: 'bc-1' }), { sent: 0, published: true }, 'node A holds no device; B and C are told');
+    for (let i = 0; i < 100 && got.some((g) => !g.includes('bc-1')); i++) await new Promise((r) => setTimeout(r, 50));
+    for (const g of got) assert.ok(g.includes('bc-1'), 'the broadcast reached the devices on the other nodes');
+    assert.deepEqual(await call('disconnect', { user: 'u', device: 'd1', reconnectAfterMs: 100 }), { disconnected: 1 });
+    for (let i = 0; i < 100 && closes[0].length === 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.equal(closes[0][0]?.willReconnect, true, 'd1 (on B) was told to go away and come back');
+    assert.deepEqual(closes[1], [], 'd2 untouched');
+    await new Promise<void>((r) => (devices[0].state === 'open' ? r() : devices[0].once('open', () => r())));
+    assert.deepEqual(await call('kick', { user: 'u' }), { kicked: 2 });
+    for (let i = 0; i < 100 && closes.some((c) => !c.some((e) => e.code === 4507)); i++) await new Promise((r) => setTimeout(r, 50));
+    for (const c of closes) assert.ok(c.some((e) => e.code === 4507 && !e.willReconnect), 'kicked on its own node, not reconnecting');
   } finally {
     for (const c of devices) c.close();
     await Promise.all(nodes.map((n) => n.kill()));
