@@ -1,7 +1,8 @@
 import { ApiError, openApiDocument, ServerApi } from './server-api.js';
 import { LonglinkError } from '../protocol/errors.js';
 import type { NonCloseErrorCode } from '../protocol/error-codes.js';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { request as httpsRequest } from 'node:https';
 import { isIPv4, type AddressInfo } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -12,7 +13,7 @@ import type { ConnectionInfo, DrainOptions, Gateway } from '../gateway/gateway.j
 import { systemTimers } from '../core/clock.js';
 import { GatewayMetrics, type MetricsOptions } from './metrics.js';
 import { LiveFeed } from './live-feed.js';
-import type { ConnectionDetail, ConnectionsPage, ConnectionView } from './api-types.js';
+import type { ClusterView, ConnectionDetail, ConnectionsPage, ConnectionView, Overview } from './api-types.js';
 
 export interface AdminOptions {
   host?: string;
@@ -32,7 +33,17 @@ export interface AdminOptions {
    * server API answers only loopback callers.
    */
   apiKey?: string;
+  /**
+   * The URL other nodes reach this admin port at, kept in the shared store so
+   * that any node's dashboard shows the whole cluster. Default
+   * http://<host>:<port>, with 127.0.0.1 for a wildcard host.
+   */
+  advertiseUrl?: string;
 }
+
+/** What another node's dashboard may read through this one (GET only). */
+const PROXIED = new Set(['overview', 'events', 'connections', 'presence']);
+const PEER_TIMEOUT_MS = 2000;
 
 export const DEFAULT_ADMIN_PORT = 7422;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
@@ -125,7 +136,11 @@ export class AdminServer {
       this.server.once('error', reject);
       this.server.listen(this.opts.port ?? DEFAULT_ADMIN_PORT, this.opts.host ?? '127.0.0.1', () => {
         this.server.off('error', reject);
-        resolve(this.server.address() as AddressInfo);
+        const a = this.server.address() as AddressInfo;
+        const host = !this.opts.host || this.opts.host === '0.0.0.0' || this.opts.host === '::' ? '127.0.0.1' : this.opts.host.includes(':') ? `[${this.opts.host}]` : this.opts.host;
+        // Best effort: a node that cannot say where it is still serves its own dashboard.
+        void this.gw.options.store.advertise?.(this.opts.advertiseUrl ?? `http://${host}:${a.port}`).catch(() => {});
+        resolve(a);
       });
     });
   }
@@ -176,6 +191,10 @@ export class AdminServer {
       case 'GET connections':
         if (parts[1] !== undefined) return json(res, 200, this.detail(parts[1]));
         return json(res, 200, this.list(url));
+      case 'GET cluster':
+        return json(res, 200, await this.cluster());
+      case 'GET nodes':
+        return this.viaNode(req, res, parts, url);
       case 'GET presence': {
         const userId = required(parts[1], 'userId');
         const devices = await this.gw.presence(userId);
@@ -184,7 +203,7 @@ export class AdminServer {
       }
       case 'POST kick': {
         const b = await body(req);
-        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : this.gw.kick(required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
+        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : await this.gw.closeAcrossCluster('kick', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
         this.opts.log?.info({ event: 'admin-kick', user: b.userId, device: b.deviceId, kicked }, 'kicked by admin');
         return json(res, 200, { kicked });
       }
@@ -192,7 +211,7 @@ export class AdminServer {
         const b = await body(req);
         const after = b.reconnectAfterMs;
         if (after !== undefined && (typeof after !== 'number' || !(after >= 0))) throw badRequest('reconnectAfterMs must be a number >= 0');
-        const n = this.gw.disconnect(required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'), after !== undefined ? { reconnectAfterMs: after } : {});
+        const n = await this.gw.closeAcrossCluster('disconnect', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'), after !== undefined ? { reconnectAfterMs: after } : {});
         this.opts.log?.info({ event: 'admin-disconnect', user: b.userId, device: b.deviceId, disconnected: n }, 'disconnected by admin');
         return json(res, 200, { disconnected: n });
       }
@@ -216,16 +235,94 @@ export class AdminServer {
         return;
       }
     }
-    if (['overview', 'events', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain'].includes(parts[0] ?? '')) {
+    if (['overview', 'events', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain', 'cluster', 'nodes'].includes(parts[0] ?? '')) {
       throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such endpoint: ${path}`);
   }
 
+  /** Every node of the cluster with its overview, read from each node's own admin port. */
+  private async cluster(): Promise<ClusterView> {
+    const self = this.gw.options.nodeId;
+    const dir = (await this.gw.options.store.directory?.().catch(() => null)) ?? [];
+    if (!dir.some((d) => d.nodeId === self)) dir.unshift({ nodeId: self, adminUrl: null });
+    const nodes: ClusterView['nodes'] = await Promise.all(
+      dir.map(async (d) => {
+        if (d.nodeId === self) return { nodeId: self, self: true, adminUrl: d.adminUrl, overview: this.feed.overview() };
+        if (!d.adminUrl) return { nodeId: d.nodeId, self: false, adminUrl: null, error: 'no admin port advertised' };
+        try {
+          const r = await fetch(`${d.adminUrl}/api/overview`, { headers: this.peerHeaders(), signal: AbortSignal.timeout(PEER_TIMEOUT_MS) });
+          if (!r.ok) throw new Error(`HTTP ${r.status}`);
+          return { nodeId: d.nodeId, self: false, adminUrl: d.adminUrl, overview: (await r.json()) as Overview };
+        } catch (err) {
+          return { nodeId: d.nodeId, self: false, adminUrl: d.adminUrl, error: err instanceof Error ? err.message : String(err) };
+        }
+      }),
+    );
+    const read = nodes.flatMap((n) => (n.overview ? [n.overview] : []));
+    const sum = (f: (o: Overview) => number) => read.reduce((t, o) => t + f(o), 0);
+    return {
+      nodes,
+      totals: {
+        nodes: nodes.length,
+        reachable: read.length,
+        connections: sum((o) => o.connections.total),
+        devices: sum((o) => o.online.devices),
+        detections: sum((o) => o.detections),
+        suspicions: sum((o) => o.suspicions),
+        falseSuspicions: sum((o) => o.falseSuspicions),
+      },
+    };
+  }
+
+  /** The cluster's nodes share one admin token: this node's opens the others' doors. */
+  private peerHeaders(): Record<string, string> {
+    return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
+  }
+
   /**
-   * Without a token, only loopback names are accepted as Host: a web page
-   * the operator visits cannot reach the API by DNS rebinding.
+   * GET /api/nodes/<id>/<overview|events|connections|presence>...: another
+   * node's read-only API through this one, so one dashboard page can show any
+   * node (the event stream too). Only nodes in the store's directory, only GET.
    */
+  private async viaNode(req: IncomingMessage, res: ServerResponse, parts: string[], url: URL): Promise<void> {
+    const id = required(parts[1], 'nodeId');
+    const rest = parts.slice(2);
+    if (!PROXIED.has(rest[0] ?? '')) throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such endpoint on a node: /${rest.join('/')} (overview, events, connections, presence)`);
+    const search = new URLSearchParams(url.searchParams);
+    search.delete('token');
+    const q = search.size > 0 ? `?${search}` : '';
+    const path = `/api/${rest.map(encodeURIComponent).join('/')}${q}`;
+    if (id === this.gw.options.nodeId) {
+      // This node: answered here, as if asked directly.
+      req.url = path + (url.searchParams.has('token') ? `${q ? '&' : '?'}token=${encodeURIComponent(url.searchParams.get('token')!)}` : '');
+      return this.route(req, res);
+    }
+    const dir = (await this.gw.options.store.directory?.()) ?? [];
+    const peer = dir.find((d) => d.nodeId === id);
+    if (!peer?.adminUrl) throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no node ${id} with an admin port in the cluster`);
+    const target = new URL(path, peer.adminUrl);
+    await new Promise<void>((resolve) => {
+      const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
+      const up = send(target, { method: 'GET', headers: { ...this.peerHeaders(), accept: req.headers.accept ?? '*/*' }, timeout: PEER_TIMEOUT_MS }, (peerRes) => {
+        // Streams (the event stream) last: the timeout covers only the wait for the answer.
+        up.setTimeout(0);
+        res.writeHead(peerRes.statusCode ?? 502, { 'content-type': peerRes.headers['content-type'] ?? 'application/json', 'cache-control': 'no-store' });
+        peerRes.pipe(res);
+        peerRes.on('end', resolve);
+        peerRes.on('error', () => resolve());
+      });
+      up.on('timeout', () => up.destroy(new Error(`no answer within ${PEER_TIMEOUT_MS} ms`)));
+      up.on('error', (err) => {
+        if (!res.headersSent) json(res, 502, { error: { code: 'LL_ERR_PEER_UNAVAILABLE', message: `node ${id} at ${peer.adminUrl}: ${err.message}` } });
+        else res.end();
+        resolve();
+      });
+      req.on('close', () => up.destroy());
+      up.end();
+    });
+  }
+
   /** /v1: the server API for backends (server-api.ts), behind its own key. */
   private async serverApi(req: IncomingMessage, res: ServerResponse, path: string, method: string): Promise<void> {
     const op = path.slice(4);

@@ -155,3 +155,13 @@ export interface Snapshot {
   /** The last disconnections, newest first. */
   recent: OfflineNotice[];
 }
+
+/**
+ * GET /api/cluster: every node holding a lease in the shared store (just this
+ * one on the in-memory store), each with its overview as its own admin port
+ * gives it, or why it could not be read; and the sums over those read.
+ */
+export interface ClusterView {
+  nodes: { nodeId: string; self: boolean; adminUrl: string | null; overview?: Overview; error?: string }[];
+  totals: { nodes: number; reachable: number; connections: number; devices: number; detections: number; suspicions: number; falseSuspicions: number };
+}

@@ -118,6 +118,7 @@ export function serveCommand(): Command {
     .option('--api-key <key>', 'the server API\'s key (/v1 on the admin port, for backends); without one only loopback callers are served')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
+    .option('--admin-advertise-url <url>', 'where other nodes reach this admin port, for the cluster view of the dashboard (default http://<admin-host>:<port>)')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
@@ -288,6 +289,7 @@ export function serveCommand(): Command {
           port: o.adminPort === 0 ? 0 : o.adminPort + (worker === null ? 0 : 1 + worker),
           ...(token ? { token } : {}),
           ...(o.apiKey ? { apiKey: o.apiKey } : {}),
+          ...(o.adminAdvertiseUrl ? { advertiseUrl: o.adminAdvertiseUrl } : {}),
           log,
           onDrain: (d) => void stop('admin', d),
         });

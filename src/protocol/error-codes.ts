@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   LL_ERR_TOO_LARGE: { area: 'admin', meaning: '[413] a request body over 64 KiB' },
   LL_ERR_UNSUPPORTED_MEDIA_TYPE: { area: 'admin', meaning: '[415] a POST that is not application/json' },
   LL_ERR_INTERNAL: { area: 'admin', meaning: '[500] the admin handler failed (logged)' },
+  LL_ERR_PEER_UNAVAILABLE: { area: 'admin', meaning: '[502] another node of the cluster did not answer through this one (/api/nodes/<id>/...)' },
   // The network lab.
   LL_ERR_LAB_COMMAND: { area: 'lab', meaning: 'a command the lab ran (ip, nft, tc) failed; the message has its output' },
 } as const;

@@ -8,6 +8,8 @@ import { FreezableLink } from '../../src/demo/freezable-link.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { sleep } from '../helpers/procs.js';
 import { chromiumOrSkip } from '../helpers/browser.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 // The dashboard in real headless Chromium, served by the admin port of a real
 // gateway, while real clients connect, go silent and drop.
@@ -116,6 +118,79 @@ describe('dashboard in Chromium', () => {
       await browser.close();
       await admin.close();
       await gw.close();
+    }
+  });
+
+  test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const noRedis = redisUnavailable();
+    if (noRedis) return t.skip(`skipped: ${noRedis}`);
+    const redis = await startRedis();
+    const made = await Promise.all(
+      ['node-a', 'node-b'].map(async (nodeId) => {
+        const store = new RedisStore({ url: redis.url, prefix: 'dash:', leaseTtlMs: 3000, leaseRenewMs: 1000 });
+        const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, nodeId, store });
+        const a = await gw.listen();
+        const admin = new AdminServer(gw, { port: 0, token: 'dash' });
+        const port = (await admin.listen()).port;
+        return { gw, store, admin, port, url: `tcp://127.0.0.1:${a.tcp!.port}` };
+      }),
+    );
+    const [A, B] = made;
+    const clients = [
+      new LonglinkClient({ url: A.url, userId: 'ua', deviceId: 'd', intervalMs: 300 }),
+      new LonglinkClient({ url: B.url, userId: 'ub1', deviceId: 'd', intervalMs: 300 }),
+      new LonglinkClient({ url: B.url, userId: 'ub2', deviceId: 'd', intervalMs: 300 }),
+    ];
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const pageErrors: string[] = [];
+    try {
+      await Promise.all(clients.map((c) => c.connect()));
+      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+      page.on('pageerror', (e) => pageErrors.push(e.message));
+      await page.goto(`http://127.0.0.1:${A.port}/?token=dash`);
+      // The whole cluster: both nodes, each with its own numbers, and the sums.
+      await page.getByTestId('cluster').waitFor({ state: 'visible', timeout: 8000 });
+      await page.locator('[data-testid="cluster"] tr[data-node="node-b"]').waitFor({ timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('[data-testid="cluster-connections"]')?.textContent?.trim() === '3', undefined, { timeout: 8000 });
+      assert.equal((await page.getByTestId('cluster-devices').textContent())?.trim(), '3');
+      assert.equal(await page.getByTestId('stat-online').textContent().then((x) => x?.trim()), '1', "the tiles are this node's");
+      // One node: B, read through A's admin port (its event stream too).
+      await page.locator('[data-testid="cluster"] tr[data-node="node-b"] a').click();
+      await page.waitForURL(/node=node-b/);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '2', undefined, { timeout: 5000 });
+      assert.equal((await page.locator('#hdr-node').textContent())?.trim(), 'node-b');
+      assert.match((await page.getByTestId('view-scope').textContent()) ?? '', /viewing node node-b through node-a/);
+      await page.locator('[data-testid="connections"] tr').nth(1).waitFor({ timeout: 5000 });
+      assert.equal(await page.locator('[data-testid="connections"] tr').count(), 2);
+      // B's device goes: B's stream, through A, shows it in the page.
+      clients[2].close();
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+      // A kick from B's view, sent to A, closes the device on B.
+      const closes: CloseEvent[] = [];
+      clients[1].on('close', (e) => closes.push(e));
+      await page.locator('[data-testid="connections"] tr').first().click();
+      await page.getByTestId('conn-kick').click();
+      const deadline = Date.now() + 5000;
+      while (closes.length === 0 && Date.now() < deadline) await sleep(50);
+      assert.equal(closes[0]?.code, CloseCodes.kicked);
+      assert.deepEqual(pageErrors, [], 'no script errors in the page');
+    } catch (err) {
+      const shot = `/tmp/longlink-dashboard-cluster-failure-${process.pid}.png`;
+      await browser.contexts()[0]?.pages()[0]?.screenshot({ path: shot, fullPage: true }).catch(() => {});
+      throw Object.assign(err as Error, { message: `${(err as Error).message} (screenshot: ${shot}; page errors: ${JSON.stringify(pageErrors)})` });
+    } finally {
+      for (const c of clients) c.close();
+      await browser.close();
+      for (const m of made) {
+        await m.admin.close();
+        await m.gw.close();
+        await m.store.close();
+      }
+      await redis.stop();
     }
   });
 });

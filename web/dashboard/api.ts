@@ -2,9 +2,21 @@
  * Talking to the admin port: JSON fetches and the event stream URL, with the
  * optional admin token from the page URL (?token=...).
  */
-import type { ConnectionDetail, ConnectionsPage, KickResult, Overview } from '../../src/admin/api-types.js';
+import type { ClusterView, ConnectionDetail, ConnectionsPage, KickResult, Overview } from '../../src/admin/api-types.js';
 
-const token = new URLSearchParams(location.search).get('token');
+const query = new URLSearchParams(location.search);
+const token = query.get('token');
+/** ?node=<id>: another node of the cluster, read through this admin port. */
+export const viewedNode = query.get('node');
+const base = viewedNode ? `/api/nodes/${encodeURIComponent(viewedNode)}` : '/api';
+
+/** This page's address for another node's view (null: this node's own). */
+export function nodeHref(nodeId: string | null): string {
+  const q = new URLSearchParams();
+  if (token) q.set('token', token);
+  if (nodeId) q.set('node', nodeId);
+  return `${location.pathname}${q.size ? `?${q}` : ''}`;
+}
 
 export type { ConnectionsPage, KickResult };
 
@@ -19,7 +31,7 @@ export class ApiError extends Error {
 
 /** EventSource cannot send headers, so the token rides in the query string. */
 export function eventsUrl(): string {
-  return token ? `/api/events?token=${encodeURIComponent(token)}` : '/api/events';
+  return token ? `${base}/events?token=${encodeURIComponent(token)}` : `${base}/events`;
 }
 
 async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
@@ -31,24 +43,31 @@ async function request<T>(path: string, init: RequestInit = {}): Promise<T> {
 }
 
 export function getOverview(): Promise<Overview> {
-  return request<Overview>('/api/overview');
+  return request<Overview>(`${base}/overview`);
 }
 
 export function getConnections(limit: number, user: string): Promise<ConnectionsPage> {
   const q = new URLSearchParams({ limit: String(limit) });
   if (user) q.set('user', user);
-  return request<ConnectionsPage>(`/api/connections?${q}`);
+  return request<ConnectionsPage>(`${base}/connections?${q}`);
 }
 
 export function getConnection(id: string): Promise<ConnectionDetail> {
-  return request<ConnectionDetail>(`/api/connections/${encodeURIComponent(id)}`);
+  return request<ConnectionDetail>(`${base}/connections/${encodeURIComponent(id)}`);
 }
 
-/** Kicks the connection shown, not whatever connection its device has by now. */
-export function kick(connectionId: string): Promise<KickResult> {
+/**
+ * Kicks the connection shown, not whatever connection its device has by now.
+ * On another node's view, by its user and device (the kick reaches every node).
+ */
+export function kick(connectionId: string, who?: { userId: string; deviceId: string }): Promise<KickResult> {
   return request<KickResult>('/api/kick', {
     method: 'POST',
     headers: { 'Content-Type': 'application/json' },
-    body: JSON.stringify({ connectionId }),
+    body: JSON.stringify(viewedNode && who ? who : { connectionId }),
   });
+}
+
+export function getCluster(): Promise<ClusterView> {
+  return request<ClusterView>('/api/cluster');
 }

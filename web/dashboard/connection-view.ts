@@ -158,7 +158,7 @@ export class ConnectionPanel {
     this.kickBtn.disabled = true;
     setText(this.kickResult, 'kicking…');
     try {
-      const r = await kick(c.connectionId);
+      const r = await kick(c.connectionId, { userId: c.userId, deviceId: c.deviceId });
       setText(this.kickResult, r.kicked ? `kicked ${r.kicked} connection${r.kicked === 1 ? '' : 's'}` : 'nothing to kick');
       this.kickBtn.disabled = r.kicked > 0; // the offline event (or a 404) follows
     } catch (err) {

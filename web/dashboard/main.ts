@@ -9,6 +9,7 @@ import type { Overview, Tick } from '../../src/admin/api-types.js';
 import { getOverview } from './api.js';
 import { color } from './chart-kit.js';
 import { ConnectionPanel } from './connection-view.js';
+import { ClusterPanel } from './cluster.js';
 import { ConnectionsTable } from './connections.js';
 import { byId, byTestId, setText } from './dom.js';
 import { Header } from './header.js';
@@ -110,3 +111,5 @@ openStream({
 // Ticks carry no uptime or per-transport split: refresh the overview now and then.
 new Poller(async () => applyOverview(await getOverview(), false), 5000).start();
 table.start();
+const clusterPanel = new ClusterPanel();
+new Poller(() => clusterPanel.refresh(), 5000).start();

@@ -136,6 +136,8 @@ export class RedisStore implements Store {
   private epoch: string | null = null;
   private onResync: ((reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void) | undefined;
   private leaseTimer: NodeJS.Timeout | null = null;
+  /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
+  private adminUrl: string | null = null;
   private closed = false;
   /** The connection's last error, to say why Redis is unreachable (ioredis's own rejection only counts retries). */
   private lastConnectError: Error | null = null;
@@ -307,6 +309,7 @@ export class RedisStore implements Store {
       .set(this.nk('node', this.nodeId), this.incarnation, 'PX', this.o.leaseTtlMs, 'GET')
       .get(this.nk('epoch'))
       .set(this.nk('seen', this.nodeId), String(now), 'PX', 24 * 3600_000)
+      .set(this.nk('admin', this.nodeId), this.adminUrl ?? '', 'PX', this.o.leaseTtlMs)
       .exec()) as [Error | null, string | null][];
     const first = this.epoch === null;
     if (epoch === null) {
@@ -350,6 +353,20 @@ export class RedisStore implements Store {
   async broadcast(payload: Uint8Array, id?: string): Promise<void> {
     const m: Control = { k: 'broadcast', p: Buffer.from(payload).toString('base64'), from: this.nodeId ?? '', ...(id !== undefined ? { id } : {}) };
     await this.redis.publish(this.k('all'), JSON.stringify(m));
+  }
+
+  /** Says where this node's admin port is, for the dashboards of the others (kept with the lease). */
+  async advertise(adminUrl: string): Promise<void> {
+    this.adminUrl = adminUrl;
+    if (this.nodeId !== null) await this.redis.set(this.nk('admin', this.nodeId), adminUrl, 'PX', this.o.leaseTtlMs);
+  }
+
+  /** Every node holding a lease, with its admin URL (null: none advertised). */
+  async directory(): Promise<{ nodeId: string; adminUrl: string | null }[]> {
+    const ids = await this.nodes();
+    if (ids.length === 0) return [];
+    const urls = await this.redis.mget(...ids.map((n) => this.nk('admin', n)));
+    return ids.map((nodeId, i) => ({ nodeId, adminUrl: urls[i] || null }));
   }
 
   /** Nodes that hold a lease now (ids), read from the `{n}` slot. */

@@ -144,6 +144,10 @@ export interface ClusterStore {
   broadcast?(payload: Uint8Array, id?: string): Promise<void>;
   /** The nodes holding a lease now. */
   nodes?(): Promise<string[]>;
+  /** Says where this node's admin port is (kept as long as its lease). */
+  advertise?(adminUrl: string): Promise<void>;
+  /** Every node holding a lease, with its advertised admin URL. */
+  directory?(): Promise<{ nodeId: string; adminUrl: string | null }[]>;
 }
 
 /** What one node asks another to do for it (through the store's pub/sub). */
