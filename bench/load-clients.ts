@@ -17,6 +17,34 @@ const stop = () => {
 };
 process.stdin.on('end', stop);
 process.stdin.resume();
+// Commands on stdin, one JSON line each: {"cmd":"send","n":N} (the first N clients each send one
+// message and the answer comes once all are acknowledged), {"cmd":"close"} (every client closes).
+let buffered = '';
+process.stdin.on('data', (d) => {
+  buffered += String(d);
+  let nl: number;
+  while ((nl = buffered.indexOf('\n')) >= 0) {
+    const line = buffered.slice(0, nl);
+    buffered = buffered.slice(nl + 1);
+    const m = JSON.parse(line) as { cmd: 'send' | 'close'; n?: number };
+    if (m.cmd === 'send') {
+      const some = clients.slice(0, m.n ?? clients.length);
+      let left = some.length;
+      for (const c of some) {
+        const id = c.send('x');
+        const on = (a: { id: string }) => {
+          if (a.id !== id) return;
+          c.off('acked', on);
+          if (--left === 0) say('sent', { n: some.length });
+        };
+        c.on('acked', on);
+      }
+    } else if (m.cmd === 'close') {
+      for (const c of clients) c.close();
+      say('closed', { n: clients.length });
+    }
+  }
+});
 setTimeout(stop, cfg.maxMs).unref();
 setInterval(() => {}, 1 << 30);
 

@@ -425,7 +425,7 @@ export class Delivery {
       this.sweepTimer = null;
       if (this.stopped) return;
       this.onSweep();
-      this.sweepExpired().then(
+      this.sweepExpired(false).then(
         () => this.rearmSweep(tick),
         (err) => {
           this.stats.storeFaults++;
@@ -442,9 +442,9 @@ export class Delivery {
     this.sweepTimer = this.timers.setTimeout(tick, this.o.delivery.sweepIntervalMs);
   }
 
-  /** Removes expired messages now and reports them (the sweep does this every `sweepIntervalMs`). */
-  async sweepExpired(): Promise<number> {
-    const gone = await this.o.store.expire(this.o.wallClock.now());
+  /** Removes expired messages now and reports them (the sweep does this every `sweepIntervalMs`, perhaps a part of the store at a time). */
+  async sweepExpired(all = true): Promise<number> {
+    const gone = await this.o.store.expire(this.o.wallClock.now(), all);
     for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
     return gone.length;
   }

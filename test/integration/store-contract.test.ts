@@ -96,12 +96,12 @@ for (const kind of kinds) {
       await s.enqueue('u', 'd1', msg('old', 5000), LIMITS);
       await s.enqueue('u', 'd1', msg('new', 9000), LIMITS);
       await s.enqueue('v', 'd2', msg('old2', 6000), LIMITS);
-      const gone = await s.expire(7000);
+      const gone = await s.expire(7000, true);
       assert.deepEqual(gone.map((g) => [g.userId, g.deviceId, g.message.id]).sort(), [['u', 'd1', 'old'], ['v', 'd2', 'old2']]);
-      assert.deepEqual(await s.expire(7000), []);
+      assert.deepEqual(await s.expire(7000, true), []);
       assert.equal(await s.depth('u', 'd1'), 1);
-      assert.deepEqual(await s.expire(8999), []);
-      assert.deepEqual((await s.expire(9000)).map((g) => g.message.id), ['new'], 'due at its expiresAt');
+      assert.deepEqual(await s.expire(8999, true), []);
+      assert.deepEqual((await s.expire(9000, true)).map((g) => g.message.id), ['new'], 'due at its expiresAt');
     });
 
     withStore('presence: online, replaced, offline only by its own connection', async (s) => {
@@ -190,7 +190,7 @@ for (const kind of kinds) {
       assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2)), ['b']);
       // Expiry empties one as well.
       await s.enqueue('u', 'd', msg('c', 5), LIMITS);
-      assert.equal((await s.expire(10)).length, 1);
+      assert.equal((await s.expire(10, true)).length, 1);
       if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
       if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).length, 0);
     });
@@ -257,6 +257,20 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     await a.close();
     await b.close();
   });
+});
+
+test('redis store: the periodic sweep reads a few shards in turn, and every due message goes within one round of them', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const s = new RedisStore({ url: redis!.url, prefix: `sweep${++prefixN}:`, mailboxShards: 4, sweepShardsPerCall: 1 });
+  try {
+    for (let u = 0; u < 12; u++) await s.enqueue(`user${u}`, 'd', msg(`m${u}`, 5), LIMITS);
+    const perCall: number[] = [];
+    for (let i = 0; i < 4; i++) perCall.push((await s.expire(10)).length);
+    assert.equal(perCall.reduce((a, b) => a + b, 0), 12, 'all twelve within four calls');
+    assert.ok(perCall.filter((n) => n > 0).length > 1, `spread over the shards: ${perCall}`);
+    assert.deepEqual(await s.expire(10), []);
+  } finally {
+    await s.close();
+  }
 });
 
 test('memory store: known devices and dedup ids are bounded in all and swept when past their time', async () => {

@@ -196,3 +196,18 @@ if cjson.decode(raw).connectionId ~= ARGV[2] then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 `;
+
+/**
+ * KEYS: the node's lease, the store's epoch, the node's last-seen time, its
+ * admin URL (one slot). ARGV: incarnation, lease ms, now, admin URL. Renews
+ * the lease; returns [the lease's previous holder, the epoch] ('' for none).
+ * A script rather than MULTI: ioredis's cluster client may split a
+ * transaction from its EXEC when it pipelines automatically.
+ */
+export const RENEW_LEASE = `
+local prev = redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]), 'GET')
+local epoch = redis.call('GET', KEYS[2])
+redis.call('SET', KEYS[3], ARGV[3], 'PX', 86400000)
+redis.call('SET', KEYS[4], ARGV[4], 'PX', tonumber(ARGV[2]))
+return { prev or '', epoch or '' }
+`;

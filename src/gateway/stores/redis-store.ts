@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, SET_OFFLINE, TAKE } from './redis-lua.js';
+import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, SET_OFFLINE, TAKE } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 
 /**
@@ -55,6 +55,12 @@ export interface RedisStoreOptions {
    */
   mailboxShards?: number;
   /**
+   * Shards the periodic sweep reads per call, in turn: every shard is read
+   * once per `mailboxShards / sweepShardsPerCall` sweeps (8 s by default), so
+   * a node's steady load stays a few commands per second.
+   */
+  sweepShardsPerCall?: number;
+  /**
    * Replicas that must hold a queued message (and an inbound id) before it
    * counts as accepted (WAIT); 0 does not wait. With 1, a master that dies
    * right after accepting a push does not take it with it.
@@ -77,6 +83,7 @@ export const REDIS_DEFAULTS = {
   cluster: false,
   prefix: 'll:',
   mailboxShards: 64,
+  sweepShardsPerCall: 8,
   waitReplicas: 0,
   waitTimeoutMs: 1000,
   leaseTtlMs: 15_000,
@@ -116,6 +123,7 @@ declare module 'ioredis' {
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
+    llRenewLease(lease: string, epoch: string, seen: string, admin: string, incarnation: string, ttlMs: number, now: number, adminUrl: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
   }
 }
@@ -136,6 +144,7 @@ export class RedisStore implements Store {
   private epoch: string | null = null;
   private onResync: ((reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void) | undefined;
   private leaseTimer: NodeJS.Timeout | null = null;
+  private sweepCursor = 0;
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
   private adminUrl: string | null = null;
   private closed = false;
@@ -149,6 +158,7 @@ export class RedisStore implements Store {
     }
     if (/[{}]/.test(this.o.prefix)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis prefix ${JSON.stringify(this.o.prefix)}: no braces (they would change the keys' hash tags)`);
     if (!(Number.isInteger(this.o.mailboxShards) && this.o.mailboxShards >= 1 && this.o.mailboxShards <= 16384)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis mailboxShards: an integer from 1 to 16384');
+    if (!(Number.isInteger(this.o.sweepShardsPerCall) && this.o.sweepShardsPerCall >= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis sweepShardsPerCall: an integer ≥ 1');
     if (!(Number.isInteger(this.o.waitReplicas) && this.o.waitReplicas >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis waitReplicas: an integer ≥ 0');
     this.redis = connectRedis({ url: this.o.url, cluster: this.o.cluster }, 'RedisStore', { maxRetriesPerRequest: 3 });
     this.redis.on('error', (err: Error) => {
@@ -164,6 +174,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
+    this.redis.defineCommand('llRenewLease', { numberOfKeys: 4, lua: RENEW_LEASE });
   }
 
   /** A key of no particular slot (session records, channels). */
@@ -226,7 +237,16 @@ export class RedisStore implements Store {
     this.onResync = onResync;
     this.onControl = onControl;
     await this.reachable();
-    await this.renewLease();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.renewLease();
+        break;
+      } catch (err) {
+        // A cluster that has just come up may still be telling its clients where the slots are.
+        if (attempt >= 10) throw err;
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
     this.leaseTimer = setInterval(() => void this.renewLease().catch(() => {}), this.o.leaseRenewMs);
     this.leaseTimer.unref();
     const channels = [this.k('route', nodeId), this.k('all')];
@@ -304,13 +324,12 @@ export class RedisStore implements Store {
   private async renewLease(): Promise<void> {
     if (this.nodeId === null || this.closed) return;
     const now = Date.now();
-    const [[, prev], [, epoch]] = (await this.redis
-      .multi()
-      .set(this.nk('node', this.nodeId), this.incarnation, 'PX', this.o.leaseTtlMs, 'GET')
-      .get(this.nk('epoch'))
-      .set(this.nk('seen', this.nodeId), String(now), 'PX', 24 * 3600_000)
-      .set(this.nk('admin', this.nodeId), this.adminUrl ?? '', 'PX', this.o.leaseTtlMs)
-      .exec()) as [Error | null, string | null][];
+    const [prevRaw, epochRaw] = await this.redis.llRenewLease(
+      this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId),
+      this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '',
+    );
+    const prev = prevRaw || null;
+    const epoch = epochRaw || null;
     const first = this.epoch === null;
     if (epoch === null) {
       // No epoch: a store that is new, or that lost its data since we last looked.
@@ -484,8 +503,13 @@ export class RedisStore implements Store {
     return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, holder, upTo, mb.id)).map(toMessage);
   }
 
-  async expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {
-    const shards = Array.from({ length: this.o.mailboxShards }, (_, s) => s);
+  /** The next `sweepShardsPerCall` shards' due messages (`all`: every shard's). */
+  async expire(now: number, all = false): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {
+    const total = this.o.mailboxShards;
+    const n = all ? total : Math.min(total, this.o.sweepShardsPerCall);
+    const first = all ? 0 : this.sweepCursor;
+    this.sweepCursor = (this.sweepCursor + n) % total;
+    const shards = Array.from({ length: n }, (_, i) => (first + i) % total);
     const flats = await Promise.all(shards.map((s) => this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''))));
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
     for (const flat of flats) {

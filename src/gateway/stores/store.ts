@@ -89,8 +89,13 @@ export interface MailboxStore {
    * given, never for numbers another holder handed out.
    */
   ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]>;
-  /** Removes and returns every message whose expiresAt ≤ now. */
-  expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]>;
+  /**
+   * Removes and returns the messages whose expiresAt ≤ now: every one with
+   * `all`; otherwise a store may sweep a part per call (the Redis store, a
+   * few shards in turn), so that every due message goes within a bounded
+   * number of calls.
+   */
+  expire(now: number, all?: boolean): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]>;
   /** Messages held for one device (for the admin view and tests). */
   depth(userId: string, deviceId: string): Promise<number>;
   /** Everything held in mailboxes, for metrics; optional because a shared store cannot total it cheaply. */
