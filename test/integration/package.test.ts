@@ -113,6 +113,42 @@ for (const variant of ['full', 'omit-optional'] as const) {
     });
 
     if (variant === 'full') {
+      test("the README's quick start: the gateway, a client, and a push to it with curl, as written (default ports)", async () => {
+        const bin = path.join(dir, 'node_modules/.bin/longlink');
+        const clientLine = readmeBlock('In another terminal', 'sh').split('\n')[0].replace(/\s+#.*$/, '');
+        const curlLine = readmeBlock('A backend in any language pushes', 'sh').trim();
+        assert.match(clientLine, /^npx longlink client --user alice/);
+        assert.match(curlLine, /^curl .*\/v1\/push$/);
+        // `npm start` is `longlink serve` with its defaults.
+        const serve = spawn(bin, ['serve'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+        let client: ReturnType<typeof spawn> | null = null;
+        try {
+          await new Promise<void>((resolve, reject) => {
+            let buf = '';
+            const t = setTimeout(() => reject(new Error(`serve did not listen: ${buf}`)), 20_000);
+            const on = (d: Buffer) => {
+              buf += d;
+              if (/"event":"listening"/.test(buf) || /listening/.test(buf)) (clearTimeout(t), resolve());
+            };
+            serve.stdout.on('data', on);
+            serve.stderr.on('data', on);
+          });
+          const c = (client = spawn('bash', ['-c', clientLine], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] }));
+          let out = '';
+          c.stdout!.on('data', (d) => (out += d));
+          c.stderr!.on('data', (d) => (out += d));
+          for (let i = 0; i < 200 && !/"event":"open"/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+          assert.match(out, /"event":"open"/, out);
+          const answer = execFileSync('bash', ['-c', curlLine], { cwd: dir, encoding: 'utf8' });
+          assert.equal((JSON.parse(answer) as { status: string }).status, 'ok', answer);
+          for (let i = 0; i < 100 && !/hi from the backend/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
+          assert.match(out, /hi from the backend/, 'alice got the push');
+        } finally {
+          client?.kill('SIGKILL');
+          serve.kill('SIGKILL');
+        }
+      });
+
       test('longlink/redis resolves (with ioredis, an optional peer, installed by the user)', () => {
         npm(dir, ['install', `ioredis@${ourVersion('ioredis')}`]);
         const out = execFileSync(process.execPath, ['--input-type=module', '-e', "import { RedisStore } from 'longlink/redis'; console.log(typeof RedisStore)"], { cwd: dir, encoding: 'utf8' });
