@@ -24,6 +24,7 @@ export interface PeerResult {
   connectsPerSecond: number;
   rssPerConnectionKB: number;
   heapPerConnectionKB: number | null;
+  memoryPerConnectionKB: Record<string, number> | null;
   steadyS: number;
   roundTrips: number;
   roundTripsPerSecond: number;
@@ -81,6 +82,15 @@ class Proc {
     await exited;
     clearTimeout(t);
   }
+}
+
+function memoryBreakdown(m0: Record<string, unknown>, m1: Record<string, unknown>, open: number): Record<string, number> {
+  const per = (a: unknown, b: unknown) => Math.round(((Number(b) - Number(a)) / 1024 / Math.max(1, open)) * 100) / 100;
+  const s0 = (m0.spaces ?? {}) as Record<string, number>;
+  const s1 = (m1.spaces ?? {}) as Record<string, number>;
+  const out: Record<string, number> = { heapTotal: per(m0.heapTotal, m1.heapTotal), external: per(m0.external, m1.external), arrayBuffers: per(m0.arrayBuffers, m1.arrayBuffers) };
+  for (const k of Object.keys(s1)) out[k] = per(s0[k] ?? 0, s1[k]);
+  return out;
 }
 
 function procStat(pid: number): { cpuTicks: number; rssKB: number } {
@@ -191,6 +201,8 @@ export async function runPeer(
         connectsPerSecond: open / (Number(ready.setupMs) / 1000),
         rssPerConnectionKB: (c1.rssKB - rss0) / Math.max(1, open),
         heapPerConnectionKB: mem0 && mem1 ? (Number(mem1.heapUsed) - Number(mem0.heapUsed)) / 1024 / Math.max(1, open) : null,
+        // Where RSS goes (Node servers): V8's committed spaces and memory outside the heap, per connection, once all are open.
+        memoryPerConnectionKB: mem0 && mem1 ? memoryBreakdown(mem0, mem1, open) : null,
         steadyS: o.steadyS,
         roundTrips,
         roundTripsPerSecond: roundTrips / o.steadyS,

@@ -1,8 +1,33 @@
 import type { WebSocket, RawData } from 'ws';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
-import { decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
+import { BARE_PING, BARE_PONG, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
 import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
+
+// The link rides on its WebSocket, so the listeners can be shared functions
+// instead of three closures per connection (as TcpLink does on its socket).
+const kLink = Symbol('longlink.wsLink');
+type LinkedWs = WebSocket & { [kLink]: WsLink };
+function onWsMessage(this: LinkedWs, data: RawData, isBinary: boolean): void {
+  this[kLink].onMessage(data, isBinary);
+}
+function onWsError(this: LinkedWs, err: Error): void {
+  this[kLink].finish({ error: err });
+}
+function onWsClose(this: LinkedWs, code: number, reason: Buffer): void {
+  this[kLink].finish({ code, reason: reason.toString() });
+}
+
+/**
+ * The bare heartbeats as whole server-to-client WebSocket frames (FIN, binary,
+ * unmasked, 1-byte payload). A server link writes these three bytes to the
+ * socket itself instead of going through ws's Sender, which builds a header,
+ * an options object and a frame list for each. Safe to interleave with ws's
+ * own writes: without permessage-deflate (off here) and Blobs (never sent)
+ * its Sender queues nothing and writes each frame whole, in call order.
+ */
+const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
+const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
 
 /** A Link over a `ws` WebSocket (server or Node client side): one frame per binary message. */
 export class WsLink implements Link {
@@ -10,17 +35,23 @@ export class WsLink implements Link {
   private events: LinkEvents | null = null;
   private done = false;
   private poisoned = false;
+  /** Server side: its frames are unmasked, so the bare heartbeats can be written as prebuilt bytes. */
+  private readonly socket: { write(b: Buffer): boolean; destroyed: boolean } | null;
 
   constructor(
     readonly ws: WebSocket,
     private readonly maxFrameBytes: number,
     readonly remoteAddress = '',
     readonly remotePort = 0,
+    server = false,
   ) {
     ws.binaryType = 'nodebuffer';
-    ws.on('message', (data: RawData, isBinary: boolean) => this.onMessage(data, isBinary));
-    ws.on('error', (err) => this.finish({ error: err }));
-    ws.on('close', (code: number, reason: Buffer) => this.finish({ code, reason: reason.toString() }));
+    (ws as LinkedWs)[kLink] = this;
+    const linked = ws as LinkedWs;
+    linked.on('message', onWsMessage as (this: WebSocket, ...args: unknown[]) => void);
+    linked.on('error', onWsError as (this: WebSocket, ...args: unknown[]) => void);
+    linked.on('close', onWsClose as (this: WebSocket, ...args: unknown[]) => void);
+    this.socket = server ? ((ws as unknown as { _socket?: { write(b: Buffer): boolean; destroyed: boolean } })._socket ?? null) : null;
   }
 
   get closed(): boolean {
@@ -44,9 +75,15 @@ export class WsLink implements Link {
     });
   }
 
-  private onMessage(data: RawData, isBinary: boolean): void {
+  /** @internal ws listener */
+  onMessage(data: RawData, isBinary: boolean): void {
     // Closing (our CLOSE sent): what the peer still sends is dropped undecoded.
     if (this.poisoned || this.done || this.ws.readyState !== 1) return;
+    // Nearly all traffic: a bare PING, handed over as the one shared frame object.
+    if (isBinary && (data as Buffer).length === 1 && (data as Buffer)[0] === FrameType.PING && Buffer.isBuffer(data)) {
+      this.events?.onLinkFrame(BARE_PING);
+      return;
+    }
     try {
       if (!isBinary) throw new ProtocolError('malformed-frame', 'text messages are not frames; send binary');
       const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
@@ -61,7 +98,8 @@ export class WsLink implements Link {
     }
   }
 
-  private finish(info: { code?: number; reason?: string; error?: Error }): void {
+  /** @internal ws listener */
+  finish(info: { code?: number; reason?: string; error?: Error }): void {
     if (this.done) return;
     this.done = true;
     if (info.error) this.ws.terminate();
@@ -70,6 +108,11 @@ export class WsLink implements Link {
 
   send(f: Frame): void {
     if (this.done || this.ws.readyState !== 1) return;
+    const sock = this.socket;
+    if (sock !== null && (f === BARE_PONG || f === BARE_PING) && !sock.destroyed) {
+      sock.write(f === BARE_PONG ? WS_PONG_FRAME : WS_PING_FRAME);
+      return;
+    }
     this.ws.send(encodeFrame(f));
   }
 

@@ -41,6 +41,8 @@ export async function listenWs(
     server,
     path: opts.path,
     perMessageDeflate: false,
+    // Text messages are refused unread (frames are binary): validating their UTF-8 first would be work for nothing.
+    skipUTF8Validation: true,
     // ws refuses (1009) above this; frames between the two limits get our own
     // frame-too-large code from WsLink, so ws's limit only bounds memory.
     maxPayload: opts.maxFrameBytes * 2,
@@ -76,7 +78,7 @@ export async function listenWs(
     // A TLS socket wraps the raw one; both have the peer's address and port.
     upgrading.delete(keyOf(socket));
     applyKeepalive(socket, opts.keepalive);
-    onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0));
+    onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0, true));
   });
   // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
   wss.on('error', () => {});
