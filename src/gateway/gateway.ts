@@ -226,7 +226,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private drained: (() => void) | null = null;
   private listenersClosed: Promise<void> | null = null;
   private tcpServer: NetServer | null = null;
-  private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
+  private wsServer: { http: HttpServer; wss: WebSocketServer; sockets: Set<import('node:net').Socket> } | null = null;
   private closing = false;
   private readonly ownsStore: boolean;
   /** Reliable delivery both ways (delivery.ts): mailboxes, flush, inbound order and dedup, acks. */
@@ -918,9 +918,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.delivery.stop();
     const listeners = this.stopAccepting();
     if (this.wsServer) {
-      const { http, wss } = this.wsServer;
+      const { http, wss, sockets } = this.wsServer;
       wss.close();
-      for (const c of wss.clients) c.terminate();
+      for (const s of sockets) s.destroy();
       http.closeAllConnections();
     }
     await listeners;

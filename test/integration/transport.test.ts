@@ -9,13 +9,14 @@ import { listenWs } from '../../src/gateway/transports/ws-listener.js';
 import type { Link } from '../../src/link/link.js';
 import { readKeepalive } from '../../src/link/socket-tuning.js';
 import { TcpLink } from '../../src/link/tcp-link.js';
+import { WsSocketLink } from '../../src/link/ws-socket-link.js';
 import { WsLink } from '../../src/link/ws-link.js';
 import { sleep, waitEvent } from '../helpers/procs.js';
 
 const KEEPALIVE = { keepaliveIdleMs: 5000, keepaliveIntervalMs: 2000, keepaliveCount: 3, userTimeoutMs: 7000 };
 
 function socketOf(link: Link): net.Socket {
-  if (link instanceof TcpLink) return link.socket;
+  if (link instanceof TcpLink || link instanceof WsSocketLink) return link.socket;
   if (link instanceof WsLink) return (link.ws as unknown as { _socket: net.Socket })._socket;
   throw new Error('unknown link');
 }

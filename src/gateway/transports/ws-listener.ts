@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
 import { applyKeepalive, type KeepaliveOptions } from '../../link/socket-tuning.js';
 import { WsLink } from '../../link/ws-link.js';
+import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
 import { refusalResponse } from '../../link/ws-refusal.js';
 
@@ -25,7 +26,7 @@ export interface UpgradeGate {
 export async function listenWs(
   opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate },
   onLink: (link: Link) => void,
-): Promise<{ http: http.Server; wss: WebSocketServer }> {
+): Promise<{ http: http.Server; wss: WebSocketServer; sockets: Set<Socket> }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
   const refuse = (_req: http.IncomingMessage, res: http.ServerResponse) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('longlink: connect with a WebSocket\n');
@@ -43,6 +44,8 @@ export async function listenWs(
     perMessageDeflate: false,
     // Text messages are refused unread (frames are binary): validating their UTF-8 first would be work for nothing.
     skipUTF8Validation: true,
+    // The sockets are tracked below: ws would hold each WebSocket it made, and after a takeover never let go.
+    clientTracking: false,
     // ws refuses (1009) above this; frames between the two limits get our own
     // frame-too-large code from WsLink, so ws's limit only bounds memory.
     maxPayload: opts.maxFrameBytes * 2,
@@ -73,12 +76,19 @@ export async function listenWs(
       for (const l of inner) l.call(server, socket);
     });
   }
+  /** Upgraded sockets, for the gateway's close. */
+  const sockets = new Set<Socket>();
   wss.on('connection', (ws, req) => {
     const socket = req.socket as Socket;
     // A TLS socket wraps the raw one; both have the peer's address and port.
     upgrading.delete(keyOf(socket));
     applyKeepalive(socket, opts.keepalive);
-    onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0, true));
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+    // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
+    // later ws arrange its socket differently, its own WebSocket carries the link as before.
+    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes));
+    else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0, true));
   });
   // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
   wss.on('error', () => {});
@@ -89,7 +99,35 @@ export async function listenWs(
       resolve();
     });
   });
-  return { http: server, wss };
+  return { http: server, wss, sockets };
+}
+
+/** The listeners ws's WebSocket.setSocket puts on an upgraded socket, by function name. */
+const WS_SOCKET_LISTENERS = [
+  ['close', 'socketOnClose'],
+  ['data', 'socketOnData'],
+  ['end', 'socketOnEnd'],
+  ['error', 'socketOnError'],
+] as const;
+
+/**
+ * Detaches ws's WebSocket from a socket it just upgraded (in the 'connection'
+ * event, before any byte after the handshake was read: ws put those back on
+ * the socket with unshift). False, and nothing changed, when ws's listeners
+ * are not the ones expected.
+ */
+function takeOver(socket: Socket): boolean {
+  const found: [string, (...a: unknown[]) => void][] = [];
+  for (const [event, name] of WS_SOCKET_LISTENERS) {
+    const l = (socket.listeners(event) as ((...a: unknown[]) => void)[]).filter((f) => f.name === name);
+    if (l.length !== 1) return false;
+    found.push([event, l[0]]);
+  }
+  for (const [event, l] of found) socket.removeListener(event, l);
+  for (const sym of Object.getOwnPropertySymbols(socket)) {
+    if (sym.description === 'websocket') delete (socket as unknown as Record<symbol, unknown>)[sym];
+  }
+  return true;
 }
 
 /**

@@ -1,0 +1,150 @@
+import type { Socket } from 'node:net';
+import { ProtocolError } from '../protocol/errors.js';
+import { FrameType, type Frame } from '../protocol/frames.js';
+import { BARE_PING, BARE_PONG, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
+import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
+import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
+
+const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
+const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
+
+// As in TcpLink: the link rides on its socket, so the listeners are shared functions.
+const kLink = Symbol('longlink.wsSocketLink');
+type LinkedSocket = Socket & { [kLink]: WsSocketLink };
+function onSocketData(this: LinkedSocket, chunk: Buffer): void {
+  this[kLink].onData(chunk);
+}
+function onSocketError(this: LinkedSocket, err: Error): void {
+  this[kLink].finish({ error: err });
+}
+function onSocketClose(this: LinkedSocket): void {
+  this[kLink].onClose();
+}
+function onSocketDrain(this: LinkedSocket): void {
+  this[kLink].onDrain();
+}
+
+/**
+ * A server-side WebSocket link on the raw socket, once `ws` has done the
+ * upgrade and let go of it (ws-listener.ts): one longlink frame per binary
+ * message, framed by ws-framing.ts. Closes as RFC 6455 asks: a close frame
+ * each way, then the TCP close; a peer that never answers is dropped after
+ * the linger.
+ */
+export class WsSocketLink implements Link, WsFrameHandler {
+  readonly transport = 'ws' as const;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  private readonly parser: WsFrameParser;
+  private events: LinkEvents | null = null;
+  private done = false;
+  private poisoned = false;
+  /** Our close frame is out: what the peer still sends is dropped, except its close frame. */
+  private closing = false;
+  /** What the peer's close frame said (1006 if the socket ended without one). */
+  private peerClose: { code: number; reason: string } | null = null;
+
+  constructor(
+    readonly socket: Socket,
+    private readonly maxFrameBytes: number,
+  ) {
+    this.remoteAddress = socket.remoteAddress ?? '';
+    this.remotePort = socket.remotePort ?? 0;
+    this.parser = new WsFrameParser(maxFrameBytes);
+    (socket as LinkedSocket)[kLink] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
+  }
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  get bufferedBytes(): number {
+    return this.socket.writableLength;
+  }
+
+  bind(events: LinkEvents): void {
+    this.events = events;
+  }
+
+  awaitDrain(): void {
+    if (!this.done) this.socket.once('drain', onSocketDrain);
+  }
+
+  /** @internal socket listener */
+  onDrain(): void {
+    if (!this.done) this.events?.onLinkDrain?.();
+  }
+
+  /** @internal socket listener */
+  onData(chunk: Buffer): void {
+    if (this.poisoned || this.done) return;
+    try {
+      this.parser.push(chunk, this);
+    } catch (err) {
+      this.poisoned = true;
+      if (err instanceof ProtocolError && !this.closing) this.events?.onLinkError(err);
+      else this.destroy();
+    }
+  }
+
+  /** @internal parser handler */
+  onWsMessage(payload: Buffer): boolean {
+    if (this.closing || this.poisoned || this.done) return false;
+    // Nearly all traffic: a bare PING, handed over as the one shared frame object.
+    this.events?.onLinkFrame(payload.length === 1 && payload[0] === FrameType.PING ? BARE_PING : decodeFrame(payload));
+    return !(this.closing || this.poisoned || this.done);
+  }
+
+  /** @internal parser handler */
+  onWsPing(payload: Buffer): void {
+    if (!this.closing && !this.socket.destroyed) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
+  }
+
+  /** @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side. */
+  onWsClose(code: number, reason: string): void {
+    this.peerClose = { code, reason };
+    if (this.socket.destroyed) return;
+    if (!this.closing) {
+      this.closing = true;
+      this.socket.write(wsCloseFrame(code === 1005 ? 1000 : code, ''));
+    }
+    this.socket.end();
+  }
+
+  /** @internal socket listener */
+  onClose(): void {
+    this.finish(this.peerClose ?? { code: 1006, reason: '' });
+  }
+
+  /** @internal socket listener */
+  finish(info: { code?: number; reason?: string; error?: Error }): void {
+    if (this.done) return;
+    this.done = true;
+    this.socket.destroy();
+    this.events?.onLinkClose(info);
+  }
+
+  send(f: Frame): void {
+    if (this.done || this.closing || this.socket.destroyed) return;
+    this.socket.write(f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrame(f)));
+  }
+
+  close(code: number, reason: string): void {
+    if (this.done || this.socket.destroyed) return;
+    if (this.closing) return;
+    this.closing = true;
+    this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrame({ type: FrameType.CLOSE, code, reason })));
+    this.socket.write(wsCloseFrame(code, reason));
+    // The peer answers with its close frame (then we end); a dead or frozen one never does.
+    const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
+    t.unref();
+    this.socket.once('close', () => clearTimeout(t));
+  }
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}

@@ -1,0 +1,177 @@
+import { ProtocolError } from './errors.js';
+
+/**
+ * The server's side of RFC 6455 framing, for links the gateway takes over
+ * from `ws` once the HTTP upgrade is done (`ws` keeps the handshake, its
+ * header checks and error answers). Why by hand: after the upgrade `ws`
+ * holds a WebSocket, a Receiver (a Writable stream with its state) and a
+ * Sender per connection, about 2.3 KB of heap each, as much as all of
+ * longlink's own state of a connection; the peer benchmark's RSS target
+ * (docs/BENCHMARKS.md) cannot be met with them. What longlink needs of the
+ * framing is small: binary messages (fragmented or not), close, ping and
+ * pong, no extensions, no text.
+ *
+ * Pure: bytes in, calls out; no I/O. Client frames must be masked; any
+ * violation is a ProtocolError (`malformed-frame`, or `frame-too-large` for a
+ * message over the limit, refused from its header before it is buffered).
+ */
+export interface WsFrameHandler {
+  /** A whole binary message. False stops the parser for good (the link is closing). */
+  onWsMessage(payload: Buffer): boolean;
+  onWsPing(payload: Buffer): void;
+  onWsClose(code: number, reason: string): void;
+}
+
+const OP_CONT = 0x0;
+const OP_TEXT = 0x1;
+const OP_BINARY = 0x2;
+const OP_CLOSE = 0x8;
+const OP_PING = 0x9;
+const OP_PONG = 0xa;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export class WsFrameParser {
+  /** Bytes of a frame not complete yet: one buffer grown as needed (a dripping peer costs one allocation, not one per chunk). */
+  private acc: Buffer | null = null;
+  private held = 0;
+  /** Fragments of a message in progress, and their size. */
+  private parts: Buffer[] = [];
+  private partBytes = 0;
+  private inMessage = false;
+  private stopped = false;
+
+  constructor(readonly maxMessageBytes: number) {}
+
+  get bufferedBytes(): number {
+    return this.held + this.partBytes;
+  }
+
+  push(chunk: Buffer, h: WsFrameHandler): void {
+    if (this.stopped) return;
+    if (this.held === 0) {
+      const used = this.parse(chunk, h);
+      if (used < chunk.length && !this.stopped) this.keep(chunk.subarray(used));
+      return;
+    }
+    this.keep(chunk);
+    const acc = this.acc!;
+    const used = this.parse(acc.subarray(0, this.held), h);
+    if (this.stopped) return;
+    // What is left of a partial frame moves to the front (a few bytes, usually).
+    acc.copy(acc, 0, used, this.held);
+    this.held -= used;
+  }
+
+  private keep(bytes: Buffer): void {
+    const need = this.held + bytes.length;
+    if (!this.acc || this.acc.length < need) {
+      const grown = Buffer.allocUnsafe(Math.max(need, Math.min(this.maxMessageBytes + 14, (this.acc?.length ?? 64) * 4)));
+      if (this.acc) this.acc.copy(grown, 0, 0, this.held);
+      this.acc = grown;
+    }
+    bytes.copy(this.acc, this.held);
+    this.held = need;
+  }
+
+  /** Parses every whole frame in `data`; returns the bytes used. */
+  private parse(data: Buffer, h: WsFrameHandler): number {
+    let off = 0;
+    while (!this.stopped && data.length - off >= 2) {
+      const b0 = data[off];
+      const b1 = data[off + 1];
+      const fin = (b0 & 0x80) !== 0;
+      const op = b0 & 0x0f;
+      if ((b0 & 0x70) !== 0) throw new ProtocolError('malformed-frame', 'WebSocket RSV bits set, and no extension was agreed');
+      if ((b1 & 0x80) === 0) throw new ProtocolError('malformed-frame', 'a client WebSocket frame must be masked');
+      let len = b1 & 0x7f;
+      let hdr = 2;
+      if (len === 126) {
+        if (data.length - off < 4) break;
+        len = data.readUInt16BE(off + 2);
+        hdr = 4;
+      } else if (len === 127) {
+        if (data.length - off < 10) break;
+        if (data.readUInt32BE(off + 2) !== 0) throw new ProtocolError('frame-too-large', 'WebSocket frame over 4 GiB');
+        len = data.readUInt32BE(off + 6);
+        hdr = 10;
+      }
+      if (op >= 0x8) {
+        if (!fin || len > 125) throw new ProtocolError('malformed-frame', 'a WebSocket control frame must be whole and at most 125 bytes');
+        if (op !== OP_CLOSE && op !== OP_PING && op !== OP_PONG) throw new ProtocolError('malformed-frame', `unknown WebSocket opcode ${op}`);
+      } else if (op === OP_TEXT) {
+        throw new ProtocolError('malformed-frame', 'text messages are not frames; send binary');
+      } else if (op === OP_BINARY || op === OP_CONT) {
+        if ((op === OP_CONT) !== this.inMessage) throw new ProtocolError('malformed-frame', op === OP_CONT ? 'a continuation frame with no message begun' : 'a new message before the last one ended');
+        if (this.partBytes + len > this.maxMessageBytes) {
+          throw new ProtocolError('frame-too-large', `frame of ${this.partBytes + len} bytes exceeds the limit of ${this.maxMessageBytes}`);
+        }
+      } else {
+        throw new ProtocolError('malformed-frame', `unknown WebSocket opcode ${op}`);
+      }
+      const total = hdr + 4 + len;
+      if (data.length - off < total) break;
+      const m = off + hdr;
+      const payload = data.subarray(m + 4, off + total);
+      for (let i = 0; i < len; i++) payload[i] ^= data[m + (i & 3)];
+      off += total;
+      if (op === OP_PING) h.onWsPing(payload);
+      else if (op === OP_PONG) continue;
+      else if (op === OP_CLOSE) {
+        this.stopped = true;
+        if (len === 1) throw new ProtocolError('malformed-frame', 'a WebSocket close frame of one byte');
+        let reason = '';
+        try {
+          reason = len > 2 ? utf8.decode(payload.subarray(2)) : '';
+        } catch {
+          throw new ProtocolError('malformed-frame', 'a WebSocket close reason that is not UTF-8');
+        }
+        h.onWsClose(len >= 2 ? payload.readUInt16BE(0) : 1005, reason);
+      } else if (fin && !this.inMessage) {
+        // The usual case: a whole message in one frame. Copied out of the chunk when small, so a
+        // handler that keeps it does not keep the socket's read buffer alive.
+        if (!h.onWsMessage(payload)) this.stopped = true;
+      } else {
+        this.parts.push(Buffer.from(payload));
+        this.partBytes += len;
+        this.inMessage = !fin;
+        if (fin) {
+          const whole = Buffer.concat(this.parts, this.partBytes);
+          this.parts = [];
+          this.partBytes = 0;
+          if (!h.onWsMessage(whole)) this.stopped = true;
+        }
+      }
+    }
+    return off;
+  }
+}
+
+/** A server-to-client frame (unmasked, FIN). */
+export function wsFrame(opcode: number, payload: Uint8Array): Buffer {
+  const len = payload.length;
+  const hdr = len < 126 ? 2 : len < 65536 ? 4 : 10;
+  const out = Buffer.allocUnsafe(hdr + len);
+  out[0] = 0x80 | opcode;
+  if (hdr === 2) out[1] = len;
+  else if (hdr === 4) {
+    out[1] = 126;
+    out.writeUInt16BE(len, 2);
+  } else {
+    out[1] = 127;
+    out.writeUInt32BE(0, 2);
+    out.writeUInt32BE(len, 6);
+  }
+  out.set(payload, hdr);
+  return out;
+}
+
+/** A close frame: the code, and the reason cut to the 123 bytes a control frame allows. */
+export function wsCloseFrame(code: number, reason: string): Buffer {
+  const r = Buffer.from(reason).subarray(0, 123);
+  const p = Buffer.allocUnsafe(2 + r.length);
+  p.writeUInt16BE(code, 0);
+  r.copy(p, 2);
+  return wsFrame(OP_CLOSE, p);
+}
+
+export const WS_OPCODES = { OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG } as const;

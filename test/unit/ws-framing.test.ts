@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { createRequire } from 'node:module';
+
+// ws's own framing classes (CommonJS, not in its type declarations).
+const { Receiver, Sender } = createRequire(import.meta.url)('ws') as {
+  Receiver: new (o: object) => NodeJS.WritableStream & { on(e: string, cb: (...a: never[]) => void): void };
+  Sender: { frame(data: Buffer, o: object): Buffer[] };
+};
+import { wsCloseFrame, wsFrame, WsFrameParser, type WsFrameHandler } from '../../src/protocol/ws-framing.js';
+
+// The server side of RFC 6455 framing (ws-framing.ts) against `ws` itself:
+// what ws's client Sender writes, our parser reads; what our encoder writes,
+// ws's client Receiver reads.
+
+/** A client frame as ws's Sender builds it (masked). */
+function clientFrame(opcode: number, payload: Buffer, fin = true): Buffer {
+  const list = Sender.frame(payload, { fin, opcode, mask: true, readOnly: false, rsv1: false, maskBuffer: Buffer.from([1, 2, 3, 4]) });
+  return Buffer.concat(list);
+}
+
+function collect(): WsFrameHandler & { got: unknown[] } {
+  const got: unknown[] = [];
+  return {
+    got,
+    onWsMessage: (p) => (got.push(['msg', Buffer.from(p).toString('hex')]), true),
+    onWsPing: (p) => void got.push(['ping', p.toString()]),
+    onWsClose: (code, reason) => void got.push(['close', code, reason]),
+  };
+}
+
+test('ws framing: whole, fragmented (with a ping between fragments), dripped a byte at a time, then close', () => {
+  const stream = Buffer.concat([
+    clientFrame(2, Buffer.from([0x01])),
+    clientFrame(2, Buffer.from('ab'), false),
+    clientFrame(9, Buffer.from('hb')),
+    clientFrame(0, Buffer.from('cd'), true),
+    clientFrame(2, Buffer.alloc(300, 7)),
+    clientFrame(2, Buffer.alloc(70_000, 9)),
+    clientFrame(8, Buffer.concat([Buffer.from([0x0f, 0xa0]), Buffer.from('bye')])),
+  ]);
+  const want = [
+    ['msg', '01'],
+    ['ping', 'hb'],
+    ['msg', Buffer.from('abcd').toString('hex')],
+    ['msg', Buffer.alloc(300, 7).toString('hex')],
+    ['msg', Buffer.alloc(70_000, 9).toString('hex')],
+    ['close', 4000, 'bye'],
+  ];
+  for (const step of [stream.length, 1, 7, 1000]) {
+    const p = new WsFrameParser(100_000);
+    const h = collect();
+    // A fresh copy: the parser unmasks in place.
+    const copy = Buffer.from(stream);
+    for (let i = 0; i < copy.length; i += step) p.push(copy.subarray(i, i + step), h);
+    assert.deepEqual(h.got, want, `in chunks of ${step}`);
+  }
+});
+
+test('ws framing: violations are typed errors, an oversized message is refused from its header', () => {
+  const cases: [string, Buffer, string][] = [
+    ['unmasked', Buffer.from([0x82, 0x01, 0x01]), 'malformed-frame'],
+    ['RSV1 (no extension agreed)', (() => { const f = clientFrame(2, Buffer.from([1])); f[0] |= 0x40; return f; })(), 'malformed-frame'],
+    ['text', clientFrame(1, Buffer.from('hi')), 'malformed-frame'],
+    ['unknown opcode', clientFrame(3, Buffer.from('x')), 'malformed-frame'],
+    ['continuation without a message', clientFrame(0, Buffer.from('x')), 'malformed-frame'],
+    ['control frame over 125 bytes', clientFrame(9, Buffer.alloc(126)), 'malformed-frame'],
+    ['close of one byte', clientFrame(8, Buffer.from([3])), 'malformed-frame'],
+    ['close reason not UTF-8', clientFrame(8, Buffer.from([0x03, 0xe8, 0xff, 0xfe])), 'malformed-frame'],
+  ];
+  for (const [what, bytes, reason] of cases) {
+    assert.throws(() => new WsFrameParser(1024).push(bytes, collect()), (e: { reason?: string }) => e.reason === reason, what);
+  }
+  // 1 MiB declared, 16 bytes sent: refused at once, nothing of it buffered.
+  const p = new WsFrameParser(64 * 1024);
+  const head = clientFrame(2, Buffer.alloc(1 << 20)).subarray(0, 16);
+  assert.throws(() => p.push(Buffer.from(head), collect()), (e: { reason?: string }) => e.reason === 'frame-too-large');
+  // Fragments that together pass the limit.
+  const q = new WsFrameParser(100);
+  const frag = Buffer.concat([clientFrame(2, Buffer.alloc(60), false), clientFrame(0, Buffer.alloc(60), true)]);
+  assert.throws(() => q.push(frag, collect()), (e: { reason?: string }) => e.reason === 'frame-too-large');
+});
+
+test('ws framing: what the server writes, ws reads as a client (short, 16-bit and 64-bit lengths, close)', async () => {
+  const r = new Receiver({ isServer: false, binaryType: 'nodebuffer' });
+  const got: string[] = [];
+  r.on('message', (data: Buffer) => got.push(`${data.length}:${data[0]}`));
+  r.on('conclude', (code: number, reason: Buffer) => got.push(`close ${code} ${reason.toString()}`));
+  r.write(wsFrame(2, Buffer.from([5])));
+  r.write(wsFrame(2, Buffer.alloc(1000, 6)));
+  r.write(wsFrame(2, Buffer.alloc(70_000, 7)));
+  r.write(wsCloseFrame(4003, 'x'.repeat(200)));
+  await new Promise((res) => setImmediate(res));
+  assert.deepEqual(got, ['1:5', '1000:6', '70000:7', `close 4003 ${'x'.repeat(123)}`]);
+});
