@@ -50,8 +50,8 @@ export async function listenWs(
     // frame-too-large code from WsLink, so ws's limit only bounds memory.
     maxPayload: opts.maxFrameBytes * 2,
   });
-  /** Admitted raw sockets whose upgrade has not finished, by remote address and port. */
-  const upgrading = new Map<string, Socket>();
+  /** Admitted raw sockets whose upgrade has not finished, by remote address and port, with their close listener. */
+  const upgrading = new Map<string, { socket: Socket; onClose: () => void }>();
   const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
   if (opts.gate) {
     const gate = opts.gate;
@@ -66,25 +66,36 @@ export async function listenWs(
         return;
       }
       const key = keyOf(socket);
-      upgrading.set(key, socket);
-      socket.once('close', () => {
-        if (upgrading.get(key) === socket) {
+      const onClose = () => {
+        if (upgrading.get(key)?.socket === socket) {
           upgrading.delete(key);
           gate.abandoned(source);
         }
-      });
+      };
+      upgrading.set(key, { socket, onClose });
+      socket.on('close', onClose);
       for (const l of inner) l.call(server, socket);
     });
   }
   /** Upgraded sockets, for the gateway's close. */
   const sockets = new Set<Socket>();
+  // One function for every socket, not a closure each.
+  const forget = function (this: Socket) {
+    sockets.delete(this);
+  };
   wss.on('connection', (ws, req) => {
     const socket = req.socket as Socket;
-    // A TLS socket wraps the raw one; both have the peer's address and port.
-    upgrading.delete(keyOf(socket));
+    // A TLS socket wraps the raw one; both have the peer's address and port. Upgraded: the
+    // abandoned-upgrade listener has done its job.
+    const key = keyOf(socket);
+    const pending = upgrading.get(key);
+    if (pending) {
+      upgrading.delete(key);
+      pending.socket.removeListener('close', pending.onClose);
+    }
     applyKeepalive(socket, opts.keepalive);
     sockets.add(socket);
-    socket.once('close', () => sockets.delete(socket));
+    socket.on('close', forget);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
     if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes));
@@ -124,8 +135,9 @@ function takeOver(socket: Socket): boolean {
     found.push([event, l[0]]);
   }
   for (const [event, l] of found) socket.removeListener(event, l);
+  // Cleared, not deleted: deleting a property puts the socket's properties in a dictionary (1.6 KB each).
   for (const sym of Object.getOwnPropertySymbols(socket)) {
-    if (sym.description === 'websocket') delete (socket as unknown as Record<symbol, unknown>)[sym];
+    if (sym.description === 'websocket') (socket as unknown as Record<symbol, unknown>)[sym] = undefined;
   }
   return true;
 }
