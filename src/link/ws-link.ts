@@ -1,7 +1,7 @@
 import type { WebSocket, RawData } from 'ws';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
-import { BARE_PING, BARE_PONG, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
+import { BARE_PING, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
 import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
 
 // The link rides on its WebSocket, so the listeners can be shared functions
@@ -19,31 +19,21 @@ function onWsClose(this: LinkedWs, code: number, reason: Buffer): void {
 }
 
 /**
- * The bare heartbeats as whole server-to-client WebSocket frames (FIN, binary,
- * unmasked, 1-byte payload). A server link writes these three bytes to the
- * socket itself instead of going through ws's Sender, which builds a header,
- * an options object and a frame list for each. Safe to interleave with ws's
- * own writes: without permessage-deflate (off here) and Blobs (never sent)
- * its Sender queues nothing and writes each frame whole, in call order.
+ * A Link over a `ws` WebSocket: the Node client's, and the gateway's should
+ * its listener fail to take an upgraded socket over (ws-socket-link.ts is the
+ * gateway's usual one). One frame per binary message.
  */
-const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
-const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
-
-/** A Link over a `ws` WebSocket (server or Node client side): one frame per binary message. */
 export class WsLink implements Link {
   readonly transport = 'ws' as const;
   private events: LinkEvents | null = null;
   private done = false;
   private poisoned = false;
-  /** Server side: its frames are unmasked, so the bare heartbeats can be written as prebuilt bytes. */
-  private readonly socket: { write(b: Buffer): boolean; destroyed: boolean } | null;
 
   constructor(
     readonly ws: WebSocket,
     private readonly maxFrameBytes: number,
     readonly remoteAddress = '',
     readonly remotePort = 0,
-    server = false,
   ) {
     ws.binaryType = 'nodebuffer';
     (ws as LinkedWs)[kLink] = this;
@@ -51,7 +41,6 @@ export class WsLink implements Link {
     linked.on('message', onWsMessage as (this: WebSocket, ...args: unknown[]) => void);
     linked.on('error', onWsError as (this: WebSocket, ...args: unknown[]) => void);
     linked.on('close', onWsClose as (this: WebSocket, ...args: unknown[]) => void);
-    this.socket = server ? ((ws as unknown as { _socket?: { write(b: Buffer): boolean; destroyed: boolean } })._socket ?? null) : null;
   }
 
   get closed(): boolean {
@@ -108,11 +97,6 @@ export class WsLink implements Link {
 
   send(f: Frame): void {
     if (this.done || this.ws.readyState !== 1) return;
-    const sock = this.socket;
-    if (sock !== null && (f === BARE_PONG || f === BARE_PING) && !sock.destroyed) {
-      sock.write(f === BARE_PONG ? WS_PONG_FRAME : WS_PING_FRAME);
-      return;
-    }
     this.ws.send(encodeFrame(f));
   }
 

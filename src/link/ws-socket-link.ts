@@ -7,6 +7,7 @@ import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
+const PONG_BACKLOG_BYTES = 16 * 1024;
 
 // As in TcpLink: the link rides on its socket, so the listeners are shared functions.
 const kLink = Symbol('longlink.wsSocketLink');
@@ -98,9 +99,12 @@ export class WsSocketLink implements Link, WsFrameHandler {
     return !(this.closing || this.poisoned || this.done);
   }
 
-  /** @internal parser handler */
+  /**
+   * @internal parser handler. A peer that pings and never reads would grow our write buffer
+   * by a pong each: past PONG_BACKLOG_BYTES unsent, pings go unanswered.
+   */
   onWsPing(payload: Buffer): void {
-    if (!this.closing && !this.socket.destroyed) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
+    if (!this.closing && !this.socket.destroyed && this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
   }
 
   /** @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side. */

@@ -29,6 +29,8 @@ const OP_CLOSE = 0x8;
 const OP_PING = 0x9;
 const OP_PONG = 0xa;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** Fragments of one message: each is a buffer and a list entry, so empty ones must be bounded too. */
+export const MAX_FRAGMENTS = 256;
 
 export class WsFrameParser {
   /** Bytes of a frame not complete yet: one buffer grown as needed (a dripping peer costs one allocation, not one per chunk). */
@@ -55,11 +57,14 @@ export class WsFrameParser {
     }
     this.keep(chunk);
     const acc = this.acc!;
-    const used = this.parse(acc.subarray(0, this.held), h);
-    if (this.stopped) return;
-    // What is left of a partial frame moves to the front (a few bytes, usually).
-    acc.copy(acc, 0, used, this.held);
-    this.held -= used;
+    const held = this.held;
+    const used = this.parse(acc.subarray(0, held), h);
+    if (used === 0 || this.stopped) return;
+    // Messages handed out of the buffer are views of it (the frame decoder keeps its payload as
+    // a view): the buffer goes with them, and what is left of a partial frame gets a new one.
+    this.acc = null;
+    this.held = 0;
+    if (used < held) this.keep(acc.subarray(used, held));
   }
 
   private keep(bytes: Buffer): void {
@@ -105,6 +110,7 @@ export class WsFrameParser {
         if (this.partBytes + len > this.maxMessageBytes) {
           throw new ProtocolError('frame-too-large', `frame of ${this.partBytes + len} bytes exceeds the limit of ${this.maxMessageBytes}`);
         }
+        if (!fin && this.parts.length >= MAX_FRAGMENTS) throw new ProtocolError('malformed-frame', `a message in more than ${MAX_FRAGMENTS} fragments`);
       } else {
         throw new ProtocolError('malformed-frame', `unknown WebSocket opcode ${op}`);
       }
@@ -127,8 +133,7 @@ export class WsFrameParser {
         }
         h.onWsClose(len >= 2 ? payload.readUInt16BE(0) : 1005, reason);
       } else if (fin && !this.inMessage) {
-        // The usual case: a whole message in one frame. Copied out of the chunk when small, so a
-        // handler that keeps it does not keep the socket's read buffer alive.
+        // The usual case: a whole message in one frame, handed over as a view of the bytes read.
         if (!h.onWsMessage(payload)) this.stopped = true;
       } else {
         this.parts.push(Buffer.from(payload));

@@ -93,3 +93,21 @@ test('ws framing: what the server writes, ws reads as a client (short, 16-bit an
   await new Promise((res) => setImmediate(res));
   assert.deepEqual(got, ['1:5', '1000:6', '70000:7', `close 4003 ${'x'.repeat(123)}`]);
 });
+
+test('ws framing: a message parsed out of held bytes keeps its bytes after later pushes; fragments are bounded in number', () => {
+  // Two messages split so that both come out of the parser's own buffer, then more bytes arrive.
+  const a = clientFrame(2, Buffer.alloc(40, 0xaa));
+  const b = clientFrame(2, Buffer.alloc(40, 0xbb));
+  const c = clientFrame(2, Buffer.alloc(40, 0xcc));
+  const kept: Buffer[] = [];
+  const p = new WsFrameParser(1024);
+  const h: WsFrameHandler = { onWsMessage: (m) => (kept.push(m), true), onWsPing: () => {}, onWsClose: () => {} };
+  const all = Buffer.concat([a, b, c]);
+  p.push(Buffer.from(all.subarray(0, 10)), h);
+  p.push(Buffer.from(all.subarray(10, a.length + b.length + 5)), h);
+  p.push(Buffer.from(all.subarray(a.length + b.length + 5)), h);
+  assert.deepEqual(kept.map((m) => [m.length, m.every((x) => x === m[0]) ? m[0] : -1]), [[40, 0xaa], [40, 0xbb], [40, 0xcc]], 'each message intact');
+  // Empty fragments cost no bytes, so their number has its own bound.
+  const many = Buffer.concat([clientFrame(2, Buffer.alloc(0), false), ...Array.from({ length: 300 }, () => clientFrame(0, Buffer.alloc(0), false))]);
+  assert.throws(() => new WsFrameParser(1024).push(many, collect()), (e: { reason?: string }) => e.reason === 'malformed-frame');
+});

@@ -199,8 +199,10 @@ return 1
 
 /**
  * KEYS: the node's lease, the store's epoch, the node's last-seen time, its
- * admin URL (one slot). ARGV: incarnation, lease ms, now, admin URL. Renews
- * the lease; returns [the lease's previous holder, the epoch] ('' for none).
+ * admin URL, the node directory (a sorted set of node ids by lease end), all
+ * in one slot. ARGV: incarnation, lease ms, now, admin URL, node id. Renews
+ * the lease and the node's place in the directory (nodes gone a day are
+ * dropped from it); returns [the lease's previous holder, the epoch] ('' for none).
  * A script rather than MULTI: ioredis's cluster client may split a
  * transaction from its EXEC when it pipelines automatically.
  */
@@ -209,5 +211,7 @@ local prev = redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]), 'GET')
 local epoch = redis.call('GET', KEYS[2])
 redis.call('SET', KEYS[3], ARGV[3], 'PX', 86400000)
 redis.call('SET', KEYS[4], ARGV[4], 'PX', tonumber(ARGV[2]))
+redis.call('ZADD', KEYS[5], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[5])
+redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[3]) - 86400000)
 return { prev or '', epoch or '' }
 `;

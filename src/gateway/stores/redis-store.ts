@@ -123,7 +123,7 @@ declare module 'ioredis' {
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
-    llRenewLease(lease: string, epoch: string, seen: string, admin: string, incarnation: string, ttlMs: number, now: number, adminUrl: string): Promise<[string, string]>;
+    llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
   }
 }
@@ -174,7 +174,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
-    this.redis.defineCommand('llRenewLease', { numberOfKeys: 4, lua: RENEW_LEASE });
+    this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
 
   /** A key of no particular slot (session records, channels). */
@@ -289,6 +289,10 @@ export class RedisStore implements Store {
     const io = loadIoredisModule();
     let turn = 0;
     let first = true;
+    /** Tries again after `ms`, once joined (a failure while joining is the caller's to see). */
+    const again = (ms: number) => {
+      if (!first && !this.closed) setTimeout(() => void attach().catch(() => again(500)), ms).unref();
+    };
     const attach = async (): Promise<void> => {
       if (this.closed) return;
       const nodes = cluster.nodes('all');
@@ -298,15 +302,8 @@ export class RedisStore implements Store {
       this.sub = sub;
       sub.on('error', () => {});
       sub.on('message', onMessage);
-      let gone = false;
-      const retry = () => {
-        if (gone) return;
-        gone = true;
-        if (this.closed || this.sub !== sub) return;
-        setTimeout(() => void attach().catch(() => retry2()), 200).unref();
-      };
-      const retry2 = () => setTimeout(() => void attach().catch(() => retry2()), 500).unref();
-      sub.once('end', retry);
+      // Its node went (or it never got there): the next node, unless a newer subscription took over.
+      sub.once('end', () => this.sub === sub && again(200));
       try {
         await sub.connect();
         await sub.subscribe(...channels);
@@ -325,8 +322,8 @@ export class RedisStore implements Store {
     if (this.nodeId === null || this.closed) return;
     const now = Date.now();
     const [prevRaw, epochRaw] = await this.redis.llRenewLease(
-      this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId),
-      this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '',
+      this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId), this.nk('nodes'),
+      this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '', this.nodeId,
     );
     const prev = prevRaw || null;
     const epoch = epochRaw || null;
@@ -390,19 +387,10 @@ export class RedisStore implements Store {
 
   /** Nodes that hold a lease now (ids), read from the `{n}` slot. */
   async nodes(): Promise<string[]> {
-    const prefix = this.nk('node', '');
-    const out = new Set<string>();
-    // All lease keys share one slot, so one node of a cluster has them all.
-    const scanOn = isCluster(this.redis) ? (this.redis as unknown as import('ioredis').Cluster).nodes('master') : [this.redis];
-    for (const r of scanOn) {
-      let cursor = '0';
-      do {
-        const [next, keys] = await r.scan(cursor, 'MATCH', `${prefix.replace(/[{}*?[\]]/g, '\\$&')}*`, 'COUNT', 1000);
-        cursor = next;
-        for (const key of keys) out.add(key.slice(prefix.length));
-      } while (cursor !== '0');
-    }
-    return [...out].sort();
+    // The directory is kept by the lease script; the leases themselves say who is alive now.
+    const ids = await this.redis.zrangebyscore(this.nk('nodes'), Date.now() - this.o.leaseTtlMs, '+inf');
+    const live = await this.liveNodes(ids);
+    return ids.filter((n) => live.has(n)).sort();
   }
 
   /** The incarnation holding each node's lease (absent: no lease). */
@@ -565,7 +553,9 @@ export class RedisStore implements Store {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     // A clean stop gives up the lease at once; a crash lets it lapse.
-    if (this.nodeId !== null) await this.redis.del(this.nk('node', this.nodeId)).catch(() => {});
+    if (this.nodeId !== null) {
+      await Promise.all([this.redis.del(this.nk('node', this.nodeId)), this.redis.zrem(this.nk('nodes'), this.nodeId)]).catch(() => {});
+    }
     this.sub?.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }

@@ -99,7 +99,7 @@ export async function listenWs(
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
     if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes));
-    else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0, true));
+    else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0));
   });
   // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
   wss.on('error', () => {});
