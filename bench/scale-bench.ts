@@ -19,6 +19,7 @@
  * run out next, by how much headroom.
  */
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -69,6 +70,44 @@ export interface ScaleSample {
   maxFdsPerProcess: number;
   memAvailableMB: number;
   tcpSockets: number;
+  /** The worst worker's longest event-loop delay in this sample's interval (prom-client's per-scrape histogram), ms. */
+  loopMaxMs: number;
+  /** Since the gateway started, across workers (the worst worker's): event-loop delay p99 and the longest GC pause, ms; GC pauses in all. */
+  loopP99SinceStartMs: number;
+  gcLongestMs: number;
+  gcPauses: number;
+  gcTimeMs: number;
+}
+
+/** The figures of the gateway's own /metrics (the cluster primary sums or takes the worst of its workers). */
+export function runtimeFigures(metrics: string): { loopMaxMs: number; loopP99SinceStartMs: number; gcLongestMs: number; gcPauses: number; gcTimeMs: number } {
+  const get = (re: RegExp) => Number(re.exec(metrics)?.[1] ?? NaN);
+  // prom-client's histogram keeps its 10 ms timer period in every sample; longlink's own gauges take it off.
+  const lagMax = get(/^nodejs_eventloop_lag_max_seconds ([0-9.e+-]+)/m);
+  return {
+    loopMaxMs: Number.isFinite(lagMax) ? Math.max(0, lagMax * 1000 - 10) : NaN,
+    loopP99SinceStartMs: get(/^longlink_event_loop_delay_seconds\{quantile="0.99"\} ([0-9.e+-]+)/m) * 1000,
+    gcLongestMs: get(/^longlink_gc_pause_longest_seconds ([0-9.e+-]+)/m) * 1000,
+    gcPauses: get(/^longlink_gc_pauses ([0-9.e+-]+)/m),
+    gcTimeMs: get(/^longlink_gc_pause_time_seconds ([0-9.e+-]+)/m) * 1000,
+  };
+}
+
+/** A base port with `n` free ports from it (the primary's admin port and one per worker). */
+async function freePortRun(n: number): Promise<number> {
+  const free = (p: number) =>
+    new Promise<boolean>((resolve) => {
+      const srv = net.createServer();
+      srv.once('error', () => resolve(false));
+      srv.listen(p, '127.0.0.1', () => srv.close(() => resolve(true)));
+    });
+  for (let tries = 0; tries < 50; tries++) {
+    const base = 20000 + Math.floor(Math.random() * 20000);
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = await free(base + i);
+    if (ok) return base;
+  }
+  throw new Error(`no run of ${n} free ports for the admin listeners`);
 }
 
 function meminfo(): { totalMB: number; availableMB: number } {
@@ -129,13 +168,16 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
   try {
     redis = await startRedis();
     const redisPid = redis.pid;
+    // The admin ports: the primary's /metrics carries every worker's event-loop delay and GC pauses.
+    const adminPort = await freePortRun(workers + 1);
     gw = new Child(
       spawnRaised(
         [
           '--max-semi-space-size=16',
           CLI,
           'serve',
-          '--no-admin',
+          '--admin-port',
+          String(adminPort),
           '--log-every-connection',
           '--workers',
           String(workers),
@@ -225,6 +267,10 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
       const gwProcs = tree(gwRoot).map(proc).filter((x): x is NonNullable<typeof x> => x !== null);
       const genProcs = genPids.map(proc).filter((x): x is NonNullable<typeof x> => x !== null);
       const rp = redisPid ? proc(redisPid) : null;
+      const rt = await fetch(`http://127.0.0.1:${adminPort}/metrics`, { signal: AbortSignal.timeout(10_000) })
+        .then((r) => r.text())
+        .then(runtimeFigures)
+        .catch(() => ({ loopMaxMs: NaN, loopP99SinceStartMs: NaN, gcLongestMs: NaN, gcPauses: NaN, gcTimeMs: NaN }));
       const now = Date.now();
       const dt = (now - prev.at) / 1000;
       const gwTicks = gwProcs.reduce((a, x) => a + x.ticks, 0);
@@ -248,11 +294,12 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
         maxFdsPerProcess: Math.max(0, ...gwProcs.map((x) => x.fds), ...genProcs.map((x) => x.fds)),
         memAvailableMB: meminfo().availableMB,
         tcpSockets: tcpSockets(),
+        ...rt,
       };
       prev = { at: now, pongs: sum('pongs'), gwTicks, genTicks, redisTicks };
       samples.push(row);
       log(
-        `${row.t.toFixed(0)} s ${phase}: ${row.clientOpen} open (gateway ${row.gatewayOnline} online), ${row.pongsPerS} heartbeats/s, ${row.clientClosed} closed, gateway RSS ${row.gatewayRssMB.toFixed(0)} MB, CPU gateway ${row.gatewayCpuPct.toFixed(0)}% load ${row.loadgenCpuPct.toFixed(0)}% redis ${row.redisCpuPct.toFixed(0)}%, available ${(row.memAvailableMB / 1024).toFixed(1)} GiB`,
+        `${row.t.toFixed(0)} s ${phase}: ${row.clientOpen} open (gateway ${row.gatewayOnline} online), ${row.pongsPerS} heartbeats/s, ${row.clientClosed} closed, gateway RSS ${row.gatewayRssMB.toFixed(0)} MB, CPU gateway ${row.gatewayCpuPct.toFixed(0)}% load ${row.loadgenCpuPct.toFixed(0)}% redis ${row.redisCpuPct.toFixed(0)}%, loop max ${row.loopMaxMs.toFixed(0)} ms, longest GC ${row.gcLongestMs.toFixed(1)} ms, available ${(row.memAvailableMB / 1024).toFixed(1)} GiB`,
       );
       return { row, pongs: sum('pongs'), pings: sum('pings'), closed: sum('closed'), failed: sum('failed') };
     };
@@ -339,6 +386,8 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
       peakGatewayCpuPct: Math.round(peak((x) => x.gatewayCpuPct)),
       maxFdsPerProcess: peak((x) => x.maxFdsPerProcess),
       peakTcpSockets: peak((x) => x.tcpSockets),
+      // The garbage collector and the event loop at this size: what a detector's grace must cover.
+      runtime: runtimeSummary(samples, h0.row, last.row, holdS),
       ceilings,
       nextLimit: next ? { resource: next[0], connections: next[1] } : null,
       readyLines,
@@ -353,6 +402,29 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
     process.off('SIGINT', onSignal);
     await cleanup();
   }
+}
+
+/**
+ * Event-loop delay and GC pauses: over the whole run (the ramp included, the
+ * heavier part) and in the hold. The longest GC pause since start is read at
+ * the hold's start and end: if it grew, the hold had the longest.
+ */
+export function runtimeSummary(samples: ScaleSample[], start: ScaleSample, end: ScaleSample, holdS: number) {
+  const hold = samples.filter((x) => x.phase === 'hold' && Number.isFinite(x.loopMaxMs));
+  const finite = samples.filter((x) => Number.isFinite(x.loopMaxMs));
+  const pauses = end.gcPauses - start.gcPauses;
+  const gcMs = end.gcTimeMs - start.gcTimeMs;
+  return {
+    loopP99Ms: +end.loopP99SinceStartMs.toFixed(2),
+    loopMaxInHoldMs: hold.length ? +Math.max(...hold.map((x) => x.loopMaxMs)).toFixed(1) : null,
+    loopMaxMs: finite.length ? +Math.max(...finite.map((x) => x.loopMaxMs)).toFixed(1) : null,
+    gcLongestMs: +end.gcLongestMs.toFixed(2),
+    gcLongestInHoldMs: end.gcLongestMs > start.gcLongestMs ? +end.gcLongestMs.toFixed(2) : null,
+    gcLongestBeforeHoldMs: +start.gcLongestMs.toFixed(2),
+    gcPausesInHold: pauses,
+    // Summed over workers: the share of one worker's time is this divided by the workers.
+    gcMsPerSecondInHold: holdS > 0 ? +(gcMs / holdS).toFixed(2) : null,
+  };
 }
 
 /** Averages over the part of the hold with every connection open (the ramp may run into the hold). */
@@ -386,6 +458,12 @@ export function scaleMarkdown(r: Record<string, any>): string {
     `| CPU with all connections open (gateway + load + Redis, of ${os.cpus().length * 100}%) | ${r.steadyCpuPct}% (gateway ${r.steadyGatewayCpuPct}%, ${r.gatewayCpuUsPerHeartbeat} µs per heartbeat); peak ${r.peakCpuPct}% |`,
     `| most files open in one process | ${fmt(r.maxFdsPerProcess)} of ${fmt(r.fileLimit)} |`,
     `| TCP sockets in use (both ends) | ${fmt(r.peakTcpSockets)} |`,
+    ...(r.runtime
+      ? [
+          `| event-loop delay (worst worker) | p99 ${r.runtime.loopP99Ms} ms over the whole run; longest ${r.runtime.loopMaxInHoldMs} ms in the hold, ${r.runtime.loopMaxMs} ms in the run |`,
+          `| garbage-collection pauses | longest ${r.runtime.gcLongestMs} ms (${r.runtime.gcLongestInHoldMs === null ? `in the ramp; none as long in the hold` : 'in the hold'}); ${fmt(r.runtime.gcPausesInHold)} pause${r.runtime.gcPausesInHold === 1 ? "" : "s"} in the hold, ${r.runtime.gcMsPerSecondInHold} ms per second summed over ${r.options.workers} workers |`,
+        ]
+      : []),
     `| where each resource would run out | memory ≈ ${fmt(r.ceilings.memory)}, CPU ≈ ${fmt(r.ceilings.cpu)}, ports ${fmt(r.ceilings.ports)}, files ${fmt(r.ceilings.files)} connections with these processes (more processes lift it) |`,
     '',
     reached
@@ -419,6 +497,13 @@ export function scaleSvg(samples: ScaleSample[]): string {
         { name: 'gateway RSS', color: '#2471a3', get: (s) => s.gatewayRssMB },
         { name: 'load generators RSS', color: '#d68910', get: (s) => s.loadgenRssMB },
         { name: 'Redis RSS', color: '#7f8c8d', get: (s) => s.redisRssMB },
+      ],
+    },
+    {
+      title: 'event loop and GC (ms, worst worker)',
+      series: [
+        { name: 'loop delay, longest in 5 s', color: '#c0392b', get: (s) => (Number.isFinite(s.loopMaxMs) ? s.loopMaxMs : 0) },
+        { name: 'longest GC pause so far', color: '#16a085', get: (s) => (Number.isFinite(s.gcLongestMs) ? s.gcLongestMs : 0) },
       ],
     },
     {

@@ -52,7 +52,13 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
     });
     loop.reset();
   }
-  if (cmd === 'mem') say('mem', { ...process.memoryUsage(), spaces: Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_size])) });
+  if (cmd === 'mem') say('mem', { ...process.memoryUsage(), spaces: Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_size])), used: Object.fromEntries(v8.getHeapSpaceStatistics().map((x) => [x.space_name, x.space_used_size])) });
+  // For profiling by hand (with --expose-gc): how much of RSS a full collection gives back.
+  if (cmd === 'gc') {
+    const before = process.memoryUsage.rss();
+    (globalThis as { gc?: () => void }).gc?.();
+    say('gc', { before, after: process.memoryUsage.rss() });
+  }
   // For profiling by hand: a heap snapshot of the server as it stands.
   if (cmd === 'heap') say('heap', { file: v8.writeHeapSnapshot(arg) });
   if (cmd === 'fanout') {

@@ -123,7 +123,7 @@ export interface Overview {
   detections: number;
   suspicions: number;
   falseSuspicions: number;
-  eventLoop: { p50Ms: number; p99Ms: number; maxMs: number } | null;
+  eventLoop: { p50Ms: number; p99Ms: number; maxMs: number; gcLongestMs: number; gcPauses: number } | null;
 }
 
 /**

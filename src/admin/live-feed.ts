@@ -132,7 +132,7 @@ export class LiveFeed {
       detections: this.detections,
       suspicions: gw.suspicionStats.suspected,
       falseSuspicions: gw.suspicionStats.cleared,
-      eventLoop: loop ? { p50Ms: loop.delayP50Ms, p99Ms: loop.delayP99Ms, maxMs: loop.delayMaxMs } : null,
+      eventLoop: loop ? { p50Ms: loop.delayP50Ms, p99Ms: loop.delayP99Ms, maxMs: loop.delayMaxMs, gcLongestMs: loop.gc.longestMs, gcPauses: loop.gc.count } : null,
     };
   }
 

@@ -180,6 +180,37 @@ export class GatewayMetrics {
       },
     });
 
+    // GC pauses stop every connection at once: the longest is what a detector's grace must cover.
+    const gc = () => gw.eventLoopStats()?.gc;
+    new Gauge({
+      name: 'longlink_gc_pause_longest_seconds',
+      help: 'The longest garbage-collection pause since the gateway started',
+      registers: [r],
+      aggregator: 'max',
+      collect() {
+        const s = gc();
+        if (s) this.set(s.longestMs / 1000);
+      },
+    });
+    new Gauge({
+      name: 'longlink_gc_pauses',
+      help: 'Garbage-collection pauses since the gateway started',
+      registers: [r],
+      collect() {
+        const s = gc();
+        if (s) this.set(s.count);
+      },
+    });
+    new Gauge({
+      name: 'longlink_gc_pause_time_seconds',
+      help: 'Time spent in garbage-collection pauses since the gateway started',
+      registers: [r],
+      collect() {
+        const s = gc();
+        if (s) this.set(s.totalMs / 1000);
+      },
+    });
+
     this.detach = subscribe(gw, {
       offline: (e) => {
         disconnects.inc({ reason: e.reason });

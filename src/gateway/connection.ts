@@ -28,6 +28,15 @@ import type { LinkDelivery } from './link-delivery.js';
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
 
+export interface TrafficCounts {
+  framesIn: number;
+  framesOut: number;
+  pingsIn: number;
+  pingsOut: number;
+  dataIn: number;
+  dataOut: number;
+}
+
 /** What a connection needs from the gateway that owns it. */
 export interface ConnectionHost {
   readonly clock: Clock;
@@ -105,7 +114,13 @@ export class ServerConnection implements LinkEvents {
   closedByGateway = false;
   /** Made at the first PING the gateway sends: a client-sent heartbeat may never need one. */
   rtt: RttTracker | null = null;
-  readonly stats = { framesIn: 0, framesOut: 0, pingsIn: 0, pingsOut: 0, dataIn: 0, dataOut: 0 };
+  /** Traffic counts, as fields of the connection (an object of their own cost 72 bytes per connection); `stats` reads them. */
+  framesIn = 0;
+  framesOut = 0;
+  pingsIn = 0;
+  pingsOut = 0;
+  dataIn = 0;
+  dataOut = 0;
   /** `online` was emitted for this device's presence here (the link may have replaced an earlier one). */
   announced = false;
   /** Monotonic ms when the open session record is saved again. */
@@ -148,6 +163,11 @@ export class ServerConnection implements LinkEvents {
     return this.link.transport;
   }
 
+  /** The traffic counts, as one object. */
+  get stats(): TrafficCounts {
+    return { framesIn: this.framesIn, framesOut: this.framesOut, pingsIn: this.pingsIn, pingsOut: this.pingsOut, dataIn: this.dataIn, dataOut: this.dataOut };
+  }
+
   /** Last time anything arrived from the client (monotonic ms). */
   get lastHeardAt(): number {
     return this.scheduler?.lastHeardAt ?? this.detector?.lastHeardAt ?? this.connectedAt;
@@ -170,8 +190,8 @@ export class ServerConnection implements LinkEvents {
     // (the decoder hands every bare PING over as the one shared BARE_PING object).
     if (f === BARE_PING && this.phase === 'open' && this.probeDeadline === null) {
       const now = this.host.clock.now();
-      this.stats.framesIn++;
-      this.stats.pingsIn++;
+      this.framesIn++;
+      this.pingsIn++;
       const pace = this.pingPace(now);
       if (pace === PACE_CLOSED) return;
       this.detector?.heard(now, true);
@@ -183,7 +203,7 @@ export class ServerConnection implements LinkEvents {
     }
     if (this.phase === 'closed') return;
     const now = this.host.clock.now();
-    this.stats.framesIn++;
+    this.framesIn++;
     try {
       // A client that gives up during the handshake may say so with CLOSE.
       if (this.phase === 'hello' && f.type !== FrameType.CLOSE) {
@@ -211,7 +231,7 @@ export class ServerConnection implements LinkEvents {
         this.onHello(f);
         return;
       case FrameType.PING: {
-        this.stats.pingsIn++;
+        this.pingsIn++;
         const pace = this.pingPace(now);
         if (pace === PACE_CLOSED) return;
         this.trace?.add(now, 'ping-in');
@@ -232,7 +252,7 @@ export class ServerConnection implements LinkEvents {
           this.onProtocolError(new ProtocolError('field-too-large', `message id of ${f.id.length} characters exceeds the limit of ${this.host.limits.maxMessageIdBytes}`));
           return;
         }
-        this.stats.dataIn++;
+        this.dataIn++;
         if (this.host.limits.maxDataPerSecond > 0) {
           const pace = this.dataPace(now);
           if (pace === PACE_CLOSED) return;
@@ -255,7 +275,7 @@ export class ServerConnection implements LinkEvents {
     const d = this.delivery;
     if (warn) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'], ...(d?.ackOwed ? { ack: d.takeAck() } : {}) });
     else this.link.send(d?.ackOwed ? { type: FrameType.PONG, ack: d.takeAck() } : BARE_PONG);
-    this.stats.framesOut++;
+    this.framesOut++;
   }
 
   /**
@@ -502,14 +522,14 @@ export class ServerConnection implements LinkEvents {
     (this.rtt ??= new RttTracker()).pingSent(now);
     this.scheduler?.sent(now);
     this.send(BARE_PING);
-    this.stats.pingsOut++;
+    this.pingsOut++;
     this.trace?.add(now, 'ping-out');
   }
 
   send(f: Frame): void {
-    this.stats.framesOut++;
+    this.framesOut++;
     if (f.type === FrameType.DATA) {
-      this.stats.dataOut++;
+      this.dataOut++;
       const now = this.host.clock.now();
       this.scheduler?.sent(now);
       this.trace?.add(now, 'data-out');

@@ -303,6 +303,8 @@ export class Delivery {
       this.fault('take', err, conn);
     } finally {
       d.flushing = false;
+      // Nothing carried either way (the usual flush at open finds an empty mailbox): an idle link keeps no state.
+      if (conn.delivery === d && d.pristine) conn.delivery = null;
     }
   }
 

@@ -1,5 +1,6 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { StallGuard } from '../core/stall-guard.js';
+import { gcStats, watchGc, type GcStats } from './gc-watch.js';
 import type { RunnerGuard } from './wheel-runner.js';
 
 export interface StallGuardOptions {
@@ -11,8 +12,11 @@ export interface StallGuardOptions {
 
 export const STALL_DEFAULTS: StallGuardOptions = { enabled: true, thresholdMs: 200 };
 
+/** monitorEventLoopDelay's timer period: every sample it records includes it, so it is taken off. */
+const RESOLUTION_MS = 10;
+
 export interface EventLoopStats {
-  /** Event-loop delay percentiles since the gateway started (monitorEventLoopDelay). */
+  /** Event-loop delay percentiles since the gateway started (monitorEventLoopDelay, its timer period taken off). */
   delayP50Ms: number;
   delayP99Ms: number;
   delayMaxMs: number;
@@ -20,6 +24,8 @@ export interface EventLoopStats {
   stalls: number;
   stalledMs: number;
   longestStallMs: number;
+  /** The process's garbage-collection pauses since the gateway started. */
+  gc: GcStats;
 }
 
 /**
@@ -34,8 +40,9 @@ export class EventLoopGuard implements RunnerGuard {
 
   constructor(readonly options: StallGuardOptions) {
     this.stalls = new StallGuard(options.thresholdMs);
-    this.sinceTick = monitorEventLoopDelay({ resolution: 10 });
-    this.overall = monitorEventLoopDelay({ resolution: 10 });
+    this.sinceTick = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+    this.overall = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
+    watchGc();
     this.sinceTick.enable();
     this.overall.enable();
   }
@@ -44,7 +51,7 @@ export class EventLoopGuard implements RunnerGuard {
     // The histogram's max is the longest single block since it was last reset (ns); resolution is
     // subtracted. Reset only after a stall: below the threshold the max means nothing to the guard,
     // and reset() clears the whole HDR histogram, which cost 7% of the heartbeat path when done per tick.
-    const measured = this.sinceTick.count > 0 ? this.sinceTick.max / 1e6 - 10 : 0;
+    const measured = this.sinceTick.count > 0 ? this.sinceTick.max / 1e6 - RESOLUTION_MS : 0;
     if (measured >= this.options.thresholdMs) this.sinceTick.reset();
     return this.options.enabled ? this.stalls.observe(expectedAt, now, measured) : 0;
   }
@@ -59,7 +66,7 @@ export class EventLoopGuard implements RunnerGuard {
 
   stats(): EventLoopStats {
     const h = this.overall;
-    const ms = (ns: number) => (Number.isFinite(ns) ? Math.round(ns / 1e4) / 100 : 0);
+    const ms = (ns: number) => (Number.isFinite(ns) && h.count > 0 ? Math.max(0, Math.round(ns / 1e4) / 100 - RESOLUTION_MS) : 0);
     return {
       delayP50Ms: ms(h.percentile(50)),
       delayP99Ms: ms(h.percentile(99)),
@@ -67,6 +74,7 @@ export class EventLoopGuard implements RunnerGuard {
       stalls: this.stalls.count,
       stalledMs: Math.round(this.stalls.totalMs),
       longestStallMs: Math.round(this.stalls.longestMs),
+      gc: gcStats(),
     };
   }
 

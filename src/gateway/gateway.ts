@@ -1,5 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
-import { newId } from './ids.js';
+import { newId, newToken } from './ids.js';
 import { GrantCache } from './grant-cache.js';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
@@ -226,7 +225,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private drained: (() => void) | null = null;
   private listenersClosed: Promise<void> | null = null;
   private tcpServer: NetServer | null = null;
-  private wsServer: { http: HttpServer; wss: WebSocketServer; sockets: Set<import('node:net').Socket> } | null = null;
+  private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
   private closing = false;
   private readonly ownsStore: boolean;
   /** Reliable delivery both ways (delivery.ts): mailboxes, flush, inbound order and dedup, acks. */
@@ -423,14 +422,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (found && found.userId === conn.userId && found.deviceId === conn.deviceId && (await this.resumable(found, now))) session = found;
     }
     const resumed = session !== undefined;
+    // Every field at once, openOn included: one set afterwards would give each record a property array.
     session ??= {
       sessionId: newId(),
-      resumeToken: randomBytes(18).toString('base64url'),
+      resumeToken: newToken(),
       userId: conn.userId,
       deviceId: conn.deviceId,
       clientInfo: conn.clientInfo,
       createdAt: now,
       inSeq: 0,
+      openOn: o.nodeId,
     };
     // A live connection of the same session (being replaced) knows more than the stored record.
     const live = this.registry.get(conn.userId, conn.deviceId);
@@ -460,7 +461,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     if (!conn.announced) {
       conn.announced = true;
-      this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
+      // The event object only for someone to read it (an embedded gateway often has no listener).
+      if (this.listenerCount('online') > 0) this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
       void this.delivery.upstream?.event({ type: 'online', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, resumed, at: o.wallClock.now() });
     }
     return {
@@ -507,7 +509,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       clientInfo: conn.clientInfo,
       createdAt: this.options.wallClock.now(),
       inSeq: conn.delivery?.inSeq ?? 0,
-      ...(open ? { openOn: this.options.nodeId } : {}),
+      openOn: open ? this.options.nodeId : undefined,
     };
   }
 
@@ -594,7 +596,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (conn.trace) this.traces.delete(conn.id);
     this.admission.release(conn.link.remoteAddress, conn.openedAt >= 0);
     if (this.drained && this.connections.size === 0) this.drained();
-    for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn.stats[k];
+    for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn[k];
     if (reason === 'handshake-timeout') this.handshakeTimeouts++;
     const removed = this.registry.remove(conn);
     this.delivery.closed(conn, removed);
@@ -726,13 +728,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const t = { ...this.closedTraffic };
     // Field by field: this walks every connection (once a second for the dashboard, on each scrape).
     for (const c of this.connections) {
-      const s = c.stats;
-      t.framesIn += s.framesIn;
-      t.framesOut += s.framesOut;
-      t.pingsIn += s.pingsIn;
-      t.pingsOut += s.pingsOut;
-      t.dataIn += s.dataIn;
-      t.dataOut += s.dataOut;
+      t.framesIn += c.framesIn;
+      t.framesOut += c.framesOut;
+      t.pingsIn += c.pingsIn;
+      t.pingsOut += c.pingsOut;
+      t.dataIn += c.dataIn;
+      t.dataOut += c.dataOut;
     }
     return t;
   }
@@ -909,7 +910,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Stops listening and closes every connection with `going-away` at once (see `drain` for the graceful way). */
   async close(opts: { reconnectAfterMs?: number } = {}): Promise<void> {
     this.closing = true;
-    for (const conn of [...this.connections]) {
+    const all = [...this.connections];
+    for (const conn of all) {
       if (opts.reconnectAfterMs !== undefined) conn.goAway('going-away', opts.reconnectAfterMs);
       else conn.closeWith('going-away');
     }
@@ -918,9 +920,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.delivery.stop();
     const listeners = this.stopAccepting();
     if (this.wsServer) {
-      const { http, wss, sockets } = this.wsServer;
+      const { http, wss } = this.wsServer;
       wss.close();
-      for (const s of sockets) s.destroy();
+      // Upgraded sockets are no longer the HTTP server's: the links are destroyed here, not left to linger.
+      for (const conn of all) if (conn.transport === 'ws') conn.link.destroy();
       http.closeAllConnections();
     }
     await listeners;
@@ -970,7 +973,7 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     rttMs: c.rtt?.current()?.srttMs ?? null,
     clientInfo: c.clientInfo,
     clientState: { ...c.clientState },
-    stats: { ...c.stats },
+    stats: c.stats,
   };
 }
 

@@ -7,15 +7,26 @@ import { randomFillSync } from 'node:crypto';
  * (some 450 bytes of heap per connection kept for the connection's life).
  */
 const ID_BYTES = 12;
-const pool = Buffer.allocUnsafe(ID_BYTES * 256);
+/** Resume tokens are secrets a client presents: 144 bits. */
+const TOKEN_BYTES = 18;
+const pool = Buffer.allocUnsafe(4096);
 let offset = pool.length;
 
-export function newId(): string {
-  if (offset + ID_BYTES > pool.length) {
+function draw(n: number): string {
+  if (offset + n > pool.length) {
     randomFillSync(pool);
     offset = 0;
   }
-  const id = pool.toString('base64url', offset, offset + ID_BYTES);
-  offset += ID_BYTES;
-  return id;
+  const s = pool.toString('base64url', offset, offset + n);
+  offset += n;
+  return s;
+}
+
+export function newId(): string {
+  return draw(ID_BYTES);
+}
+
+/** A resume token: 24 base64url characters, each byte used once. */
+export function newToken(): string {
+  return draw(TOKEN_BYTES);
 }

@@ -28,6 +28,11 @@ export class LinkDelivery {
     return this.inSeq;
   }
 
+  /** Nothing sent, received, owed or waiting: the state may be dropped and made again when needed. */
+  get pristine(): boolean {
+    return this.sentSeq === 0 && this.ackedSeq === 0 && this.inSeq === 0 && !this.ackOwed && this.inboundWaiting === 0 && !this.flushing && !this.flushAgain;
+  }
+
   /** Messages written and not yet acknowledged. */
   get unacked(): number {
     return this.sentSeq - this.ackedSeq;

@@ -45,6 +45,9 @@ export class TcpLink implements Link {
   ) {
     this.remoteAddress = socket.remoteAddress ?? '';
     this.remotePort = socket.remotePort ?? 0;
+    // Node keeps the peer's address as an object on the socket for its life (56 bytes per
+    // connection); the link has what it needs. Cleared, not deleted (a delete makes a dictionary).
+    (socket as unknown as { _peername: unknown })._peername = undefined;
     this.decoder = new FrameDecoder(maxFrameBytes);
     (socket as LinkedSocket)[kLink] = this;
     socket.on('data', onSocketData);

@@ -51,6 +51,9 @@ export class WsSocketLink implements Link, WsFrameHandler {
   ) {
     this.remoteAddress = socket.remoteAddress ?? '';
     this.remotePort = socket.remotePort ?? 0;
+    // Node keeps the peer's address as an object on the socket for its life (56 bytes per
+    // connection); the link has what it needs. Cleared, not deleted (a delete makes a dictionary).
+    (socket as unknown as { _peername: unknown })._peername = undefined;
     this.parser = new WsFrameParser(maxFrameBytes);
     (socket as LinkedSocket)[kLink] = this;
     socket.on('data', onSocketData);

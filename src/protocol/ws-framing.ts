@@ -36,8 +36,8 @@ export class WsFrameParser {
   /** Bytes of a frame not complete yet: one buffer grown as needed (a dripping peer costs one allocation, not one per chunk). */
   private acc: Buffer | null = null;
   private held = 0;
-  /** Fragments of a message in progress, and their size. */
-  private parts: Buffer[] = [];
+  /** Fragments of a message in progress (made for the first: most links never fragment), and their size. */
+  private parts: Buffer[] | null = null;
   private partBytes = 0;
   private inMessage = false;
   private stopped = false;
@@ -110,7 +110,7 @@ export class WsFrameParser {
         if (this.partBytes + len > this.maxMessageBytes) {
           throw new ProtocolError('frame-too-large', `frame of ${this.partBytes + len} bytes exceeds the limit of ${this.maxMessageBytes}`);
         }
-        if (!fin && this.parts.length >= MAX_FRAGMENTS) throw new ProtocolError('malformed-frame', `a message in more than ${MAX_FRAGMENTS} fragments`);
+        if (!fin && this.parts !== null && this.parts.length >= MAX_FRAGMENTS) throw new ProtocolError('malformed-frame', `a message in more than ${MAX_FRAGMENTS} fragments`);
       } else {
         throw new ProtocolError('malformed-frame', `unknown WebSocket opcode ${op}`);
       }
@@ -136,12 +136,12 @@ export class WsFrameParser {
         // The usual case: a whole message in one frame, handed over as a view of the bytes read.
         if (!h.onWsMessage(payload)) this.stopped = true;
       } else {
-        this.parts.push(Buffer.from(payload));
+        (this.parts ??= []).push(Buffer.from(payload));
         this.partBytes += len;
         this.inMessage = !fin;
         if (fin) {
           const whole = Buffer.concat(this.parts, this.partBytes);
-          this.parts = [];
+          this.parts = null;
           this.partBytes = 0;
           if (!h.onWsMessage(whole)) this.stopped = true;
         }

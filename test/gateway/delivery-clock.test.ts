@@ -391,3 +391,19 @@ test('a push to a user with no known device says so (unknownUser), and queues no
   assert.deepEqual({ devices: r.devices, delivered: r.delivered, unknownUser: r.unknownUser }, { devices: [], delivered: 0, unknownUser: true });
   await gw.close();
 });
+
+test('an idle link keeps no delivery state; the first push makes it, and numbering goes on from there', async () => {
+  const { clock, gw } = setup();
+  const a = client(gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  await settle(clock);
+  const conn = () => (gw as unknown as { registry: { get(u: string, d: string): { delivery: unknown } | undefined } }).registry.get('u', 'd')!;
+  assert.equal(conn().delivery, null, 'the flush at open found nothing and dropped its state');
+  await Promise.all([gw.push('u', 'one', { id: 'm1' }), settle(clock)]);
+  assert.notEqual(conn().delivery, null, 'a link that carried data keeps its numbering');
+  await Promise.all([gw.push('u', 'two', { id: 'm2' }), settle(clock)]);
+  assert.deepEqual(a.got, ['one', 'two']);
+  assert.deepEqual(a.link().received.filter((f) => f.type === FrameType.DATA).map((f) => (f as { seq: number }).seq), [1, 2]);
+  a.c.close();
+  await gw.close();
+});

@@ -95,6 +95,9 @@ describe('admin port', () => {
     assert.ok(ticks > 0 && arms > 0 && arms <= ticks * 2 + 5, `runner arms ${arms} for ${ticks} wheel ticks`);
     assert.match(m, /^process_cpu_seconds_total /m, 'process metrics too');
     assert.match(m, /^longlink_event_loop_delay_seconds\{quantile="0.99"\} /m);
+    assert.match(m, /^longlink_gc_pause_longest_seconds [0-9.e+-]+$/m);
+    assert.match(m, /^longlink_gc_pauses [0-9]+$/m);
+    assert.match(m, /^longlink_gc_pause_time_seconds [0-9.e+-]+$/m);
 
     // Delivery latency and outcome.
     const r = await gw.push('ann', 'hello');

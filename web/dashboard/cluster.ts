@@ -39,6 +39,7 @@ export class ClusterPanel {
         h('td', { class: 'num', text: o ? fmtInt(o.detections) : '—' }),
         h('td', { class: 'num', text: o ? fmtInt(o.falseSuspicions) : '—' }),
         h('td', { class: 'num', text: o?.eventLoop ? fmtMs(o.eventLoop.p99Ms) : '—' }),
+        h('td', { class: 'num', text: o?.eventLoop ? fmtMs(o.eventLoop.gcLongestMs) : '—' }),
         h('td', { class: 'num', text: o ? fmtDuration(Math.floor(o.uptimeMs / 1000) * 1000) : '—' }),
         h('td', { class: 'err', text: n.error ?? '' }),
       );
@@ -51,6 +52,7 @@ export class ClusterPanel {
       h('td', { class: 'num', attrs: { 'data-testid': 'cluster-devices' }, text: fmtInt(t.devices) }),
       h('td', { class: 'num', text: fmtInt(t.detections) }),
       h('td', { class: 'num', text: fmtInt(t.falseSuspicions) }),
+      h('td', {}),
       h('td', {}),
       h('td', {}),
       h('td', {}),

@@ -10,6 +10,27 @@ interface Mailbox {
   bytes: number;
 }
 
+/**
+ * What the store keeps of one (user, device): presence, resume tokens and the
+ * known-device mark in one object and one map entry, since nearly every
+ * connected device has all three (three maps and their wrappers cost about
+ * 250 bytes more per connection).
+ */
+class DeviceEntry {
+  presence: PresenceEntry | null = null;
+  /** Resume tokens, oldest first: a lone token as itself. */
+  tokens: string | string[] | null = null;
+  /** Remembered until (wall ms), or -1; while remembered, linked in the store's known list. */
+  knownUntil = -1;
+  prevKnown: DeviceEntry | null = null;
+  nextKnown: DeviceEntry | null = null;
+
+  constructor(
+    readonly userId: string,
+    readonly deviceId: string,
+  ) {}
+}
+
 /** One device's recent client message ids: id → when recorded (wall ms), oldest first. */
 interface DedupWindow {
   ids: Map<string, number>;
@@ -78,11 +99,10 @@ const DEDUP_ENTRY_BYTES = 64;
 
 export class MemoryStore implements Store {
   readonly kind = 'memory';
-  private readonly presence = new UserDevices<PresenceEntry>();
+  /** Presence, resume tokens and the known-device mark of each (user, device), in one entry. */
+  private readonly devicesByUser = new UserDevices<DeviceEntry>();
   /** By resume token, least recently saved first (a save moves a record to the end). */
   private readonly sessions = new Map<string, { record: SessionRecord; expiresAt: number }>();
-  /** Resume tokens by (user, device), oldest first. */
-  private readonly deviceSessions = new UserDevices<string[]>();
   /** Records of ended links by token, least recently saved first, with their estimated bytes. */
   private readonly detached = new Map<string, number>();
   private detachedBytes = 0;
@@ -94,26 +114,41 @@ export class MemoryStore implements Store {
   private saves = 0;
   /** Only while they hold messages: an emptied mailbox is deleted (its numbering restarts above the next holder's afterSeq). */
   private readonly mailboxes = new Map<string, Mailbox>();
-  /** By user: device → remembered until (wall ms). */
-  private readonly known = new UserDevices<number>();
-  /** Every known device by `user\0device`, in order of `until` (a remember moves it to the end), for the sweep and the bound. */
-  private readonly knownOrder = new Map<string, number>();
+  /** Every known device in order of `knownUntil` (a remember moves it to the end), for the sweep and the bound. */
+  private knownHead: DeviceEntry | null = null;
+  private knownTail: DeviceEntry | null = null;
+  private knownCount = 0;
   /** By `user\0device`, least recently recorded first. */
   private readonly dedup = new Map<string, DedupWindow>();
   private dedupBytes = 0;
 
+  private entry(userId: string, deviceId: string): DeviceEntry {
+    let e = this.devicesByUser.get(userId, deviceId);
+    if (e === undefined) this.devicesByUser.set(userId, deviceId, (e = new DeviceEntry(userId, deviceId)));
+    return e;
+  }
+
+  /** Drops an entry that holds nothing any more. */
+  private tidy(e: DeviceEntry): void {
+    if (e.presence === null && e.tokens === null && e.knownUntil < 0 && this.devicesByUser.get(e.userId, e.deviceId) === e) this.devicesByUser.delete(e.userId, e.deviceId);
+  }
+
   async setOnline(entry: PresenceEntry): Promise<void> {
-    this.presence.set(entry.userId, entry.deviceId, entry);
+    this.entry(entry.userId, entry.deviceId).presence = entry;
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
-    const entry = this.presence.get(userId, deviceId);
-    if (!entry || entry.connectionId !== connectionId) return false;
-    return this.presence.delete(userId, deviceId);
+    const e = this.devicesByUser.get(userId, deviceId);
+    if (!e || e.presence === null || e.presence.connectionId !== connectionId) return false;
+    e.presence = null;
+    this.tidy(e);
+    return true;
   }
 
   async devices(userId: string): Promise<PresenceEntry[]> {
-    return [...this.presence.values(userId)];
+    const out: PresenceEntry[] = [];
+    for (const e of this.devicesByUser.values(userId)) if (e.presence !== null) out.push(e.presence);
+    return out;
   }
 
   async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
@@ -121,10 +156,13 @@ export class MemoryStore implements Store {
     const known = this.sessions.delete(token);
     this.sessions.set(token, { record, expiresAt });
     if (!known) {
-      let tokens = this.deviceSessions.get(record.userId, record.deviceId);
-      if (!tokens) this.deviceSessions.set(record.userId, record.deviceId, (tokens = []));
-      tokens.push(token);
-      while (tokens.length > this.limits.maxSessionsPerDevice) this.forget(tokens.shift()!);
+      const e = this.entry(record.userId, record.deviceId);
+      if (e.tokens === null) e.tokens = token;
+      else if (typeof e.tokens === 'string') e.tokens = [e.tokens, token];
+      else e.tokens.push(token);
+      for (let excess = (typeof e.tokens === 'string' ? 1 : e.tokens.length) - this.limits.maxSessionsPerDevice; excess > 0 && e.tokens !== null; excess--) {
+        this.forget(typeof e.tokens === 'string' ? e.tokens : e.tokens[0]);
+      }
       while (this.sessions.size > this.limits.maxSessions) this.forget(this.sessions.keys().next().value!);
     }
     this.unDetach(token);
@@ -175,11 +213,15 @@ export class MemoryStore implements Store {
     if (!s) return;
     this.sessions.delete(token);
     this.unDetach(token);
-    const tokens = this.deviceSessions.get(s.record.userId, s.record.deviceId);
-    if (!tokens) return;
-    const i = tokens.indexOf(token);
-    if (i >= 0) tokens.splice(i, 1);
-    if (tokens.length === 0) this.deviceSessions.delete(s.record.userId, s.record.deviceId);
+    const e = this.devicesByUser.get(s.record.userId, s.record.deviceId);
+    if (e === undefined) return;
+    if (e.tokens === token) e.tokens = null;
+    else if (Array.isArray(e.tokens)) {
+      const i = e.tokens.indexOf(token);
+      if (i >= 0) e.tokens.splice(i, 1);
+      if (e.tokens.length === 1) e.tokens = e.tokens[0];
+    }
+    this.tidy(e);
   }
 
   /** Session records held (for tests and the bound's proof). */
@@ -267,56 +309,75 @@ export class MemoryStore implements Store {
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    const prev = this.known.get(userId, deviceId);
-    if (prev !== undefined && prev >= until) return;
-    if (prev === undefined) {
+    const prev = this.devicesByUser.get(userId, deviceId);
+    if (prev !== undefined && prev.knownUntil >= until) return;
+    if (prev === undefined || prev.knownUntil < 0) {
       // A new device beyond the user's bound: forget the one seen longest ago.
       let n = 0;
-      let oldest: [string, number] | undefined;
-      for (const e of this.known.entries(userId)) {
+      let oldest: DeviceEntry | undefined;
+      for (const e of this.devicesByUser.values(userId)) {
+        if (e.knownUntil < 0) continue;
         n++;
-        if (!oldest || e[1] < oldest[1]) oldest = e;
+        if (!oldest || e.knownUntil < oldest.knownUntil) oldest = e;
       }
-      if (oldest && n >= this.limits.maxKnownDevicesPerUser) this.forgetDevice(userId, oldest[0]);
+      if (oldest && n >= this.limits.maxKnownDevicesPerUser) this.forgetDevice(oldest);
     }
-    this.known.set(userId, deviceId, until);
-    const key = `${userId}\u0000${deviceId}`;
-    this.knownOrder.delete(key);
-    this.knownOrder.set(key, until);
-    while (this.knownOrder.size > this.limits.maxKnownDevices) {
-      const [u, d] = this.knownOrder.keys().next().value!.split('\u0000');
-      this.forgetDevice(u, d);
-    }
+    const e = this.entry(userId, deviceId);
+    if (e.knownUntil >= 0) this.unlinkKnown(e);
+    e.knownUntil = until;
+    this.linkKnown(e);
+    while (this.knownCount > this.limits.maxKnownDevices) this.forgetDevice(this.knownHead!);
   }
 
-  private forgetDevice(userId: string, deviceId: string): void {
-    this.known.delete(userId, deviceId);
-    this.knownOrder.delete(`${userId}\u0000${deviceId}`);
+  private linkKnown(e: DeviceEntry): void {
+    e.prevKnown = this.knownTail;
+    e.nextKnown = null;
+    if (this.knownTail) this.knownTail.nextKnown = e;
+    else this.knownHead = e;
+    this.knownTail = e;
+    this.knownCount++;
+  }
+
+  private unlinkKnown(e: DeviceEntry): void {
+    if (e.prevKnown) e.prevKnown.nextKnown = e.nextKnown;
+    else this.knownHead = e.nextKnown;
+    if (e.nextKnown) e.nextKnown.prevKnown = e.prevKnown;
+    else this.knownTail = e.prevKnown;
+    e.prevKnown = e.nextKnown = null;
+    this.knownCount--;
+  }
+
+  private forgetDevice(e: DeviceEntry): void {
+    if (e.knownUntil < 0) return;
+    this.unlinkKnown(e);
+    e.knownUntil = -1;
+    this.tidy(e);
   }
 
   /** Drops devices past their time (the order is by time, so it stops at the first that is not). */
   private sweepKnown(now: number): void {
-    for (const [key, until] of this.knownOrder) {
-      if (until > now) break;
-      const [u, d] = key.split('\u0000');
+    for (let e = this.knownHead; e !== null; ) {
+      const next = e.nextKnown;
+      if (e.knownUntil > now) break;
       // Still holding messages: kept until they are delivered or expire.
-      if (this.mailboxes.has(key)) continue;
-      this.forgetDevice(u, d);
+      if (!this.mailboxes.has(`${e.userId}\u0000${e.deviceId}`)) this.forgetDevice(e);
+      e = next;
     }
   }
 
   async knownDevices(userId: string, now: number): Promise<string[]> {
     const out: string[] = [];
-    for (const [deviceId, until] of [...this.known.entries(userId)]) {
-      if (until > now || (this.mailboxes.get(`${userId}\u0000${deviceId}`)?.messages.length ?? 0) > 0) out.push(deviceId);
-      else this.forgetDevice(userId, deviceId);
+    for (const e of [...this.devicesByUser.values(userId)]) {
+      if (e.knownUntil < 0) continue;
+      if (e.knownUntil > now || (this.mailboxes.get(`${userId}\u0000${e.deviceId}`)?.messages.length ?? 0) > 0) out.push(e.deviceId);
+      else this.forgetDevice(e);
     }
     return out;
   }
 
   /** Devices remembered (for tests and the bound's proof). */
   get knownDeviceCount(): number {
-    return this.knownOrder.size;
+    return this.knownCount;
   }
 
   async seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
@@ -370,18 +431,17 @@ export class MemoryStore implements Store {
 
   /** What the store holds beyond sessions and presence, for the budget's proof. */
   get footprint(): { mailboxes: number; knownDevices: number; dedupDevices: number; dedupBytes: number } {
-    return { mailboxes: this.mailboxes.size, knownDevices: this.knownOrder.size, dedupDevices: this.dedup.size, dedupBytes: this.dedupBytes };
+    return { mailboxes: this.mailboxes.size, knownDevices: this.knownCount, dedupDevices: this.dedup.size, dedupBytes: this.dedupBytes };
   }
 
   async close(): Promise<void> {
-    this.presence.clear();
+    this.devicesByUser.clear();
     this.sessions.clear();
-    this.deviceSessions.clear();
     this.detached.clear();
     this.detachedBytes = 0;
     this.mailboxes.clear();
-    this.known.clear();
-    this.knownOrder.clear();
+    this.knownHead = this.knownTail = null;
+    this.knownCount = 0;
     this.dedup.clear();
     this.dedupBytes = 0;
   }

@@ -26,7 +26,7 @@ export interface UpgradeGate {
 export async function listenWs(
   opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate },
   onLink: (link: Link) => void,
-): Promise<{ http: http.Server; wss: WebSocketServer; sockets: Set<Socket> }> {
+): Promise<{ http: http.Server; wss: WebSocketServer }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
   const refuse = (_req: http.IncomingMessage, res: http.ServerResponse) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('longlink: connect with a WebSocket\n');
@@ -44,7 +44,8 @@ export async function listenWs(
     perMessageDeflate: false,
     // Text messages are refused unread (frames are binary): validating their UTF-8 first would be work for nothing.
     skipUTF8Validation: true,
-    // The sockets are tracked below: ws would hold each WebSocket it made, and after a takeover never let go.
+    // The gateway tracks every link it adopted (and destroys them on close): ws would hold each
+    // WebSocket it made, and after a takeover never let go.
     clientTracking: false,
     // ws refuses (1009) above this; frames between the two limits get our own
     // frame-too-large code from WsLink, so ws's limit only bounds memory.
@@ -77,12 +78,6 @@ export async function listenWs(
       for (const l of inner) l.call(server, socket);
     });
   }
-  /** Upgraded sockets, for the gateway's close. */
-  const sockets = new Set<Socket>();
-  // One function for every socket, not a closure each.
-  const forget = function (this: Socket) {
-    sockets.delete(this);
-  };
   wss.on('connection', (ws, req) => {
     const socket = req.socket as Socket;
     // A TLS socket wraps the raw one; both have the peer's address and port. Upgraded: the
@@ -94,8 +89,6 @@ export async function listenWs(
       pending.socket.removeListener('close', pending.onClose);
     }
     applyKeepalive(socket, opts.keepalive);
-    sockets.add(socket);
-    socket.on('close', forget);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
     if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes));
@@ -110,7 +103,7 @@ export async function listenWs(
       resolve();
     });
   });
-  return { http: server, wss, sockets };
+  return { http: server, wss };
 }
 
 /** The listeners ws's WebSocket.setSocket puts on an upgraded socket, by function name. */
