@@ -8,7 +8,10 @@
  * round trip and the functions with the most self and inclusive time over the
  * steady window (the set-up is left out). Heap: with --heap N, writes heap
  * snapshots before and after N connections and prints the retained growth per
- * connection by object kind. Files stay in a temporary directory, printed.
+ * connection by object kind. With --rss N, under `--expose-gc`: RSS and V8's
+ * old space (committed and live) per connection once N are open, and again
+ * after a full collection, which tells live state from promoted garbage.
+ * Files stay in a temporary directory, printed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -27,6 +30,7 @@ const arg = (n: string, d: number) => {
 const count = arg('count', 10000);
 const steadyS = arg('steady-s', 20);
 const heapN = arg('heap', 0);
+const rssN = arg('rss', 0);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-profile-'));
 
 function lines(c: ChildProcess): (ev: string) => Promise<Record<string, unknown>> {
@@ -156,5 +160,27 @@ if (heapN > 0) {
   const rows = [...b].map(([k, [n, size]]) => [k, (n - (a.get(k)?.[0] ?? 0)) / heapN, (size - (a.get(k)?.[1] ?? 0)) / heapN] as const).sort((x, y) => y[2] - x[2]);
   console.log(`\n${peer}: heap retained per connection, ${rows.reduce((s, r) => s + r[2], 0).toFixed(0)} bytes (snapshots after GC, ${heapN} connections)`);
   for (const [k, n, bytes] of rows.slice(0, 25)) console.log(`${bytes.toFixed(0).padStart(6)} B  ${n.toFixed(2).padStart(5)} objects  ${k}`);
+}
+if (rssN > 0) {
+  const srv = spawn(process.execPath, ['--expose-gc', path.join(here, 'peers', 'server.js'), peer, '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const wait = lines(srv);
+  const port = Number((await wait('listening')).port);
+  await new Promise((r) => setTimeout(r, 500));
+  const mem = async () => (srv.stdin!.write('mem\n'), (await wait('mem')) as { rss: number; spaces: Record<string, number>; used: Record<string, number> });
+  const m0 = await mem();
+  const gen = spawn(process.execPath, [path.join(here, 'peers', 'loadgen.js'), peer, JSON.stringify({ port, count: rssN, intervalMs: 1000, maxMs: 600_000, sources: 16 })], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  await lines(gen)('ready');
+  await new Promise((r) => setTimeout(r, 10_000));
+  const m1 = await mem();
+  srv.stdin!.write('gc\n');
+  await wait('gc');
+  const m2 = await mem();
+  gen.stdin!.end();
+  srv.stdin!.end();
+  const kb = (a: number, b: number) => ((b - a) / 1024 / rssN).toFixed(2);
+  console.log(`\n${peer}: per connection, ${rssN} open for 10 s: RSS ${kb(m0.rss, m1.rss)} KB; old space committed ${kb(m0.spaces.old_space, m1.spaces.old_space)} KB, live ${kb(m0.used.old_space, m1.used.old_space)} KB`);
+  console.log(`${peer}: after a full collection: RSS ${kb(m0.rss, m2.rss)} KB; old space committed ${kb(m0.spaces.old_space, m2.spaces.old_space)} KB, live ${kb(m0.used.old_space, m2.used.old_space)} KB; large objects ${kb(m0.spaces.large_object_space, m2.spaces.large_object_space)} KB`);
 }
 console.log(`\nprofiles in ${dir}`);

@@ -409,9 +409,13 @@ export async function runScale(o: ScaleOptions, log: (m: string) => void): Promi
  * heavier part) and in the hold. The longest GC pause since start is read at
  * the hold's start and end: if it grew, the hold had the longest.
  */
-export function runtimeSummary(samples: ScaleSample[], start: ScaleSample, end: ScaleSample, holdS: number) {
+export function runtimeSummary(samples: ScaleSample[], holdStart: ScaleSample, holdEnd: ScaleSample, holdS: number) {
   const hold = samples.filter((x) => x.phase === 'hold' && Number.isFinite(x.loopMaxMs));
   const finite = samples.filter((x) => Number.isFinite(x.loopMaxMs));
+  // A scrape can fail (a busy worker misses the primary's deadline): use the nearest sample that read the figures.
+  const read = samples.filter((x) => Number.isFinite(x.gcLongestMs));
+  const start = Number.isFinite(holdStart.gcLongestMs) ? holdStart : (read.find((x) => x.t >= holdStart.t) ?? holdStart);
+  const end = Number.isFinite(holdEnd.gcLongestMs) ? holdEnd : (read.at(-1) ?? holdEnd);
   const pauses = end.gcPauses - start.gcPauses;
   const gcMs = end.gcTimeMs - start.gcTimeMs;
   return {

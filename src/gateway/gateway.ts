@@ -225,7 +225,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private drained: (() => void) | null = null;
   private listenersClosed: Promise<void> | null = null;
   private tcpServer: NetServer | null = null;
-  private wsServer: { http: HttpServer; wss: WebSocketServer } | null = null;
+  private wsServer: { http: HttpServer; wss: WebSocketServer; lingering: Set<import('node:net').Socket> } | null = null;
   private closing = false;
   private readonly ownsStore: boolean;
   /** Reliable delivery both ways (delivery.ts): mailboxes, flush, inbound order and dedup, acks. */
@@ -920,10 +920,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.delivery.stop();
     const listeners = this.stopAccepting();
     if (this.wsServer) {
-      const { http, wss } = this.wsServer;
+      const { http, wss, lingering } = this.wsServer;
       wss.close();
-      // Upgraded sockets are no longer the HTTP server's: the links are destroyed here, not left to linger.
+      // Upgraded sockets are no longer the HTTP server's: the links are destroyed here (those closed
+      // earlier and still waiting for the peer's close frame too), not left to linger.
       for (const conn of all) if (conn.transport === 'ws') conn.link.destroy();
+      for (const s of [...lingering]) s.destroy();
       http.closeAllConnections();
     }
     await listeners;

@@ -48,6 +48,8 @@ export class WsSocketLink implements Link, WsFrameHandler {
   constructor(
     readonly socket: Socket,
     private readonly maxFrameBytes: number,
+    /** Sockets of links waiting out their close handshake, for the listener's owner to destroy on shutdown. */
+    private readonly lingering: Set<Socket> | null = null,
   ) {
     this.remoteAddress = socket.remoteAddress ?? '';
     this.remotePort = socket.remotePort ?? 0;
@@ -148,7 +150,11 @@ export class WsSocketLink implements Link, WsFrameHandler {
     // The peer answers with its close frame (then we end); a dead or frozen one never does.
     const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
     t.unref();
-    this.socket.once('close', () => clearTimeout(t));
+    this.lingering?.add(this.socket);
+    this.socket.once('close', () => {
+      clearTimeout(t);
+      this.lingering?.delete(this.socket);
+    });
   }
 
   destroy(): void {

@@ -169,6 +169,8 @@ describe('dashboard in Chromium', () => {
       // B's device goes: B's stream, through A, shows it in the page.
       clients[2].close();
       await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+      // The count comes by the event stream, the table by its poll: wait for the table to drop the gone row too.
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="connections"] tr').length === 1, undefined, { timeout: 5000 });
       // A kick from B's view, sent to A, closes the device on B.
       const closes: CloseEvent[] = [];
       clients[1].on('close', (e) => closes.push(e));

@@ -22,6 +22,13 @@ test('scale run at a small size: every connection held and heartbeating, none cl
     assert.ok(Number(r.heartbeatsInHold) >= 400 * 4, `heartbeats answered: ${r.heartbeatsInHold}`);
     assert.ok(Number(r.heartbeatsInHold) <= Number(r.pingsInHold));
     assert.ok(Number(r.peakGatewayRssMB) > 0 && Number(r.maxFdsPerProcess) > 0);
+    // The gateway's event loop and GC, read from its own /metrics at every sample.
+    const rt = r.runtime as { loopP99Ms: number; loopMaxMs: number | null; gcLongestMs: number; gcPausesInHold: number };
+    assert.ok(Number.isFinite(rt.loopP99Ms) && rt.loopP99Ms >= 0, `event-loop p99 ${rt.loopP99Ms}`);
+    assert.ok(rt.loopMaxMs !== null && Number.isFinite(rt.loopMaxMs), `event-loop max ${rt.loopMaxMs}`);
+    assert.ok(rt.gcLongestMs > 0, `longest GC pause ${rt.gcLongestMs}`);
+    assert.ok(rt.gcPausesInHold >= 0);
+    assert.match(fs.readFileSync(path.join(out, 'scale.md'), 'utf8'), /garbage-collection pauses \| longest/);
     for (const f of ['scale.json', 'scale.md', 'scale.svg']) assert.ok(fs.statSync(path.join(out, f)).size > 100, f);
   } finally {
     fs.rmSync(out, { recursive: true, force: true });

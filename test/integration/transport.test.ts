@@ -142,3 +142,26 @@ for (const transport of ['tcp', 'ws'] as const) {
     });
   });
 }
+
+test('close() does not wait out the close handshake of a WebSocket link the gateway closed earlier', async () => {
+  const { WebSocket } = await import('ws');
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType, PROTOCOL_VERSION } = await import('../../src/protocol/frames.js');
+  const { CLOSE_LINGER_MS } = await import('../../src/link/link.js');
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 } });
+  const a = await gw.listen();
+  const ws = new WebSocket(`ws://127.0.0.1:${a.ws!.port}/longlink`);
+  await new Promise((r) => ws.once('open', r));
+  const welcomed = new Promise((r) => ws.once('message', r));
+  ws.send(encodeFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', intervalMs: 1000 }));
+  await welcomed;
+  // The client stops reading, so it never answers the gateway's close frame: the link lingers.
+  (ws as unknown as { _socket: net.Socket })._socket.pause();
+  assert.equal(gw.kick('u'), 1);
+  await sleep(50);
+  const t = performance.now();
+  await gw.close();
+  const ms = performance.now() - t;
+  assert.ok(ms < CLOSE_LINGER_MS * 0.8, `close() took ${ms.toFixed(0)} ms; the linger is ${CLOSE_LINGER_MS} ms`);
+  ws.terminate();
+});

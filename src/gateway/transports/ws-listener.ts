@@ -26,7 +26,7 @@ export interface UpgradeGate {
 export async function listenWs(
   opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate },
   onLink: (link: Link) => void,
-): Promise<{ http: http.Server; wss: WebSocketServer }> {
+): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket> }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
   const refuse = (_req: http.IncomingMessage, res: http.ServerResponse) => {
     res.writeHead(426, { 'content-type': 'text/plain' }).end('longlink: connect with a WebSocket\n');
@@ -78,6 +78,8 @@ export async function listenWs(
       for (const l of inner) l.call(server, socket);
     });
   }
+  /** Upgraded sockets whose link is closing (only those: an open link is the gateway's to close). */
+  const lingering = new Set<Socket>();
   wss.on('connection', (ws, req) => {
     const socket = req.socket as Socket;
     // A TLS socket wraps the raw one; both have the peer's address and port. Upgraded: the
@@ -91,7 +93,7 @@ export async function listenWs(
     applyKeepalive(socket, opts.keepalive);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
-    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes));
+    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering));
     else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0));
   });
   // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
@@ -103,7 +105,7 @@ export async function listenWs(
       resolve();
     });
   });
-  return { http: server, wss };
+  return { http: server, wss, lingering };
 }
 
 /** The listeners ws's WebSocket.setSocket puts on an upgraded socket, by function name. */
