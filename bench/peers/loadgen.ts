@@ -191,21 +191,46 @@ async function open(i: number): Promise<Conn> {
   }
 }
 
-// Heartbeats spread evenly: live.length / interval pings a second, round robin,
-// so each connection pings once per interval (one that just opened within one).
+// Heartbeats: each connection pings once per interval on its own schedule, from
+// when it opened (or, if heartbeats start after the set-up, spread evenly over
+// the first interval). A queue in due order: appending keeps it sorted. (A
+// round robin over a list that grows during the ramp left some connections
+// silent for up to two intervals, which a gateway rightly calls dead.)
 const live: Conn[] = [];
+const queue: Conn[] = [];
+const dueAt: number[] = [];
+let head = 0;
+let lastDue = 0;
+let heartbeating = false;
+function schedule(c: Conn, at: number): void {
+  lastDue = Math.max(lastDue, at);
+  queue.push(c);
+  dueAt.push(lastDue);
+}
+function opened(c: Conn): void {
+  live.push(c);
+  if (heartbeating) schedule(c, performance.now() + cfg.intervalMs);
+}
 function startHeartbeats(): void {
   if (!clientInitiated) return;
-  let last = performance.now();
-  let credit = 0;
-  let cursor = 0;
+  heartbeating = true;
+  const t0 = performance.now();
+  live.forEach((c, i) => schedule(c, t0 + (cfg.intervalMs * (i + 1)) / live.length));
   setInterval(() => {
     const now = performance.now();
-    credit += ((now - last) / cfg.intervalMs) * live.length;
-    last = now;
-    for (; credit >= 1 && live.length > 0; credit--) {
-      live[cursor++ % live.length].ping();
+    while (head < queue.length && dueAt[head] <= now) {
+      const c = queue[head];
+      const at = dueAt[head];
+      head++;
+      c.ping();
       stats.pings++;
+      // Not before the next tick: after a stall longer than an interval, one ping each, not a burst.
+      schedule(c, Math.max(at + cfg.intervalMs, now + 1));
+    }
+    if (head > 65_536 && head * 2 > queue.length) {
+      queue.splice(0, head);
+      dueAt.splice(0, head);
+      head = 0;
     }
   }, 5);
 }
@@ -241,7 +266,7 @@ await Promise.all(
       const i = next++;
       try {
         conns[i] = await open(i);
-        live.push(conns[i]);
+        opened(conns[i]);
         stats.open++;
         if (stats.open % 2000 === 0) say('progress', { open: stats.open });
       } catch (err) {
