@@ -18,6 +18,8 @@
 import net from 'node:net';
 import http from 'node:http';
 import readline from 'node:readline';
+import fs from 'node:fs';
+import inspector from 'node:inspector';
 import v8 from 'node:v8';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { WebSocketServer, type WebSocket } from 'ws';
@@ -59,6 +61,22 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
     (globalThis as { gc?: () => void }).gc?.();
     say('gc', { before, after: process.memoryUsage.rss() });
   }
+  // For profiling by hand: sampled allocations between `alloc start [major]` and `alloc stop <file>`;
+  // with `major`, objects a full collection freed are kept in the profile (garbage that was
+  // promoted before it died), and `stop` forces that collection (under --expose-gc) first.
+  if (cmd === 'alloc') {
+    const [, what, file] = line.trim().split(/\s+/);
+    if (what === 'start') {
+      await post('HeapProfiler.enable');
+      await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: file === 'major', includeObjectsCollectedByMinorGC: false });
+      say('alloc');
+    } else {
+      (globalThis as { gc?: () => void }).gc?.();
+      const r = (await post('HeapProfiler.stopSampling')) as { profile: unknown };
+      fs.writeFileSync(file, JSON.stringify(r.profile));
+      say('alloc', { file });
+    }
+  }
   // For profiling by hand: a heap snapshot of the server as it stands.
   if (cmd === 'heap') say('heap', { file: v8.writeHeapSnapshot(arg) });
   if (cmd === 'fanout') {
@@ -67,6 +85,16 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   }
 });
 process.stdin.on('end', () => process.exit(0));
+
+let session: inspector.Session | null = null;
+function post(method: string, params: Record<string, unknown> = {}): Promise<unknown> {
+  if (!session) {
+    session = new inspector.Session();
+    session.connect();
+  }
+  const s = session;
+  return new Promise((resolve, reject) => s.post(method, params, (err, res) => (err ? reject(err) : resolve(res))));
+}
 
 async function main(): Promise<number> {
   switch (peer) {
