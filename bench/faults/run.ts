@@ -147,6 +147,9 @@ export async function runFaults(opts: Partial<FaultOptions> & { seed: number }):
   const startNode = async (slot: NodeSlot) => {
     const child = new Child(spawn(process.execPath, [NODE, redis.url, slot.id], { stdio: ['pipe', 'pipe', 'inherit'] }));
     slot.child = child;
+    // A node killed by a fault may still be asked something before its exit is seen: the write then
+    // fails with EPIPE, and the ask times out (null) as for any node that does not answer.
+    child.proc.stdin!.on('error', () => {});
     child.lines.push((l) => {
       if (l.ev === 'message' && typeof l.id === 'string') {
         nodeMessages.set(l.id, (nodeMessages.get(l.id) ?? 0) + 1);

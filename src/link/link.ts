@@ -43,3 +43,19 @@ export interface Link {
 
 /** How long a closing link waits for the peer's side before it is destroyed. */
 export const CLOSE_LINGER_MS = 1000;
+
+/**
+ * One string per peer address for the links that share it: behind a load
+ * balancer or a carrier's NAT, thousands of connections come from a few
+ * addresses, and Node makes a new string for each (32 bytes a connection).
+ * Bounded: the table starts over once it holds INTERNED_MAX addresses.
+ */
+const INTERNED_MAX = 4096;
+const interned = new Map<string, string>();
+export function internAddress(address: string): string {
+  const known = interned.get(address);
+  if (known !== undefined) return known;
+  if (interned.size >= INTERNED_MAX) interned.clear();
+  interned.set(address, address);
+  return address;
+}

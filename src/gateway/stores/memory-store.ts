@@ -17,7 +17,12 @@ interface Mailbox {
  * 250 bytes more per connection).
  */
 class DeviceEntry {
-  presence: PresenceEntry | null = null;
+  /** Presence, as fields ('' while offline): an entry object of its own cost about 100 bytes a device. */
+  connectionId = '';
+  nodeId = '';
+  transport: PresenceEntry['transport'] = 'tcp';
+  since = 0;
+  clientInfo: PresenceEntry['clientInfo'] = NO_INFO;
   /** Resume tokens, oldest first: a lone token as itself. */
   tokens: string | string[] | null = null;
   /** Remembered until (wall ms), or -1; while remembered, linked in the store's known list. */
@@ -29,7 +34,17 @@ class DeviceEntry {
     readonly userId: string,
     readonly deviceId: string,
   ) {}
+
+  get online(): boolean {
+    return this.connectionId !== '';
+  }
+
+  presence(): PresenceEntry {
+    return { userId: this.userId, deviceId: this.deviceId, connectionId: this.connectionId, nodeId: this.nodeId, transport: this.transport, since: this.since, clientInfo: this.clientInfo };
+  }
 }
+
+const NO_INFO: PresenceEntry['clientInfo'] = Object.freeze({});
 
 /** One device's recent client message ids: id → when recorded (wall ms), oldest first. */
 interface DedupWindow {
@@ -130,24 +145,30 @@ export class MemoryStore implements Store {
 
   /** Drops an entry that holds nothing any more. */
   private tidy(e: DeviceEntry): void {
-    if (e.presence === null && e.tokens === null && e.knownUntil < 0 && this.devicesByUser.get(e.userId, e.deviceId) === e) this.devicesByUser.delete(e.userId, e.deviceId);
+    if (!e.online && e.tokens === null && e.knownUntil < 0 && this.devicesByUser.get(e.userId, e.deviceId) === e) this.devicesByUser.delete(e.userId, e.deviceId);
   }
 
   async setOnline(entry: PresenceEntry): Promise<void> {
-    this.entry(entry.userId, entry.deviceId).presence = entry;
+    const e = this.entry(entry.userId, entry.deviceId);
+    e.connectionId = entry.connectionId;
+    e.nodeId = entry.nodeId;
+    e.transport = entry.transport;
+    e.since = entry.since;
+    e.clientInfo = entry.clientInfo;
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
     const e = this.devicesByUser.get(userId, deviceId);
-    if (!e || e.presence === null || e.presence.connectionId !== connectionId) return false;
-    e.presence = null;
+    if (!e || !e.online || e.connectionId !== connectionId) return false;
+    e.connectionId = e.nodeId = '';
+    e.clientInfo = NO_INFO;
     this.tidy(e);
     return true;
   }
 
   async devices(userId: string): Promise<PresenceEntry[]> {
     const out: PresenceEntry[] = [];
-    for (const e of this.devicesByUser.values(userId)) if (e.presence !== null) out.push(e.presence);
+    for (const e of this.devicesByUser.values(userId)) if (e.online) out.push(e.presence());
     return out;
   }
 
