@@ -64,7 +64,11 @@ describe('browser client in Chromium', () => {
 
       const direction = await page.evaluate((u) => (window as any).start('a', { url: u, userId: 'web', deviceId: 'tab', reconnect: { initialDelayMs: 100, maxDelayMs: 200 } }), url);
       assert.equal(direction, 'server', 'the browser client asks the gateway to send heartbeats');
-      await sleep(1000);
+      // Three intervals at 300 ms; polled rather than slept, since a loaded machine (CI runs Chromium beside other suites) is late.
+      await until('two heartbeats from the gateway, and an answer', () => {
+        const c = gw.connection('web', 'tab');
+        return c !== undefined && c.stats.pingsOut >= 2 && c.rttMs !== null;
+      });
       const conn = gw.connection('web', 'tab')!;
       assert.ok(conn.stats.pingsOut >= 2, `the gateway sent heartbeats (${conn.stats.pingsOut})`);
       assert.ok(conn.rttMs !== null, 'and measured the round trip from the answers');
