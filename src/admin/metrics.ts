@@ -164,6 +164,8 @@ export class GatewayMetrics {
       new Gauge({ name: 'longlink_queued_messages', help: 'Messages held in device mailboxes (unacknowledged or waiting)', registers: [r], async collect() { this.set((await totals()).messages); } });
       new Gauge({ name: 'longlink_queued_bytes', help: 'Payload bytes held in device mailboxes', registers: [r], async collect() { this.set((await totals()).bytes); } });
     }
+    // One read per scrape for the four gauges below (each read computes the histogram's percentiles).
+    const loop = reuse(() => gw.eventLoopStats());
     new Gauge({
       name: 'longlink_event_loop_delay_seconds',
       help: 'The gateway event loop\'s delay since start (the stall guard\'s histogram)',
@@ -172,7 +174,7 @@ export class GatewayMetrics {
       // Across cluster workers: the worst worker's, not a sum.
       aggregator: 'max',
       collect() {
-        const s = gw.eventLoopStats();
+        const s = loop();
         if (!s) return;
         this.set({ quantile: '0.5' }, s.delayP50Ms / 1000);
         this.set({ quantile: '0.99' }, s.delayP99Ms / 1000);
@@ -181,7 +183,7 @@ export class GatewayMetrics {
     });
 
     // GC pauses stop every connection at once: the longest is what a detector's grace must cover.
-    const gc = () => gw.eventLoopStats()?.gc;
+    const gc = () => loop()?.gc;
     new Gauge({
       name: 'longlink_gc_pause_longest_seconds',
       help: 'The longest garbage-collection pause since the gateway started',

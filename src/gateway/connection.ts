@@ -28,7 +28,8 @@ import type { LinkDelivery } from './link-delivery.js';
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
 
-export interface TrafficCounts {
+/** Frames and heartbeats through a connection (and, summed, through a gateway). */
+export interface TrafficStats {
   framesIn: number;
   framesOut: number;
   pingsIn: number;
@@ -164,7 +165,7 @@ export class ServerConnection implements LinkEvents {
   }
 
   /** The traffic counts, as one object. */
-  get stats(): TrafficCounts {
+  get stats(): TrafficStats {
     return { framesIn: this.framesIn, framesOut: this.framesOut, pingsIn: this.pingsIn, pingsOut: this.pingsOut, dataIn: this.dataIn, dataOut: this.dataOut };
   }
 

@@ -10,7 +10,7 @@ import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
-import { goawayFrame, ServerConnection, type ConnectionHost, type Opening } from './connection.js';
+import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
 import type { PushResult } from './push-tracker.js';
 import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
@@ -185,14 +185,7 @@ export interface ConnectionInfo extends DeviceRef {
   stats: TrafficStats;
 }
 
-export interface TrafficStats {
-  framesIn: number;
-  framesOut: number;
-  pingsIn: number;
-  pingsOut: number;
-  dataIn: number;
-  dataOut: number;
-}
+export type { TrafficStats } from './connection.js';
 
 export interface TimerStats {
   /** Connections' timers on the wheel now. */

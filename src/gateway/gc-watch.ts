@@ -8,8 +8,6 @@ export interface GcStats {
   /** The longest single pause, and its kind (`minor`, `major`, `incremental`, `weak`). */
   longestMs: number;
   longestKind: string;
-  /** Full (mark-compact) collections: the ones that grow with the heap. */
-  major: number;
 }
 
 const KINDS: Record<number, string> = {
@@ -19,7 +17,7 @@ const KINDS: Record<number, string> = {
   [constants.NODE_PERFORMANCE_GC_WEAKCB]: 'weak',
 };
 
-const stats: GcStats = { count: 0, totalMs: 0, longestMs: 0, longestKind: '', major: 0 };
+const stats: GcStats = { count: 0, totalMs: 0, longestMs: 0, longestKind: '' };
 let observer: PerformanceObserver | null = null;
 
 /**
@@ -34,7 +32,6 @@ export function watchGc(): void {
       const kind = KINDS[(e as unknown as { detail?: { kind?: number } }).detail?.kind ?? -1] ?? 'other';
       stats.count++;
       stats.totalMs += e.duration;
-      if (kind === 'major') stats.major++;
       if (e.duration > stats.longestMs) {
         stats.longestMs = e.duration;
         stats.longestKind = kind;

@@ -1,3 +1,4 @@
+import type { Socket } from 'node:net';
 import type { ProtocolError } from '../protocol/errors.js';
 import type { Frame } from '../protocol/frames.js';
 
@@ -43,6 +44,18 @@ export interface Link {
 
 /** How long a closing link waits for the peer's side before it is destroyed. */
 export const CLOSE_LINGER_MS = 1000;
+
+/**
+ * The peer's address and port, read once for the link. Node keeps the
+ * address as an object on the socket for its life once read (56 bytes per
+ * connection); the link has what it needs, so it is cleared (not deleted: a
+ * delete makes the socket a dictionary).
+ */
+export function takePeer(socket: Socket): { address: string; port: number } {
+  const peer = { address: internAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+  (socket as unknown as { _peername: unknown })._peername = undefined;
+  return peer;
+}
 
 /**
  * One string per peer address for the links that share it: behind a load

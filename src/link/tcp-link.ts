@@ -3,7 +3,7 @@ import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PING_DELIMITED, BARE_PONG, BARE_PONG_DELIMITED, encodeDelimited } from '../protocol/frame-codec.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
-import { CLOSE_LINGER_MS, internAddress, type Link, type LinkEvents } from './link.js';
+import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
 
 const noop = () => {};
 // Buffers, not Uint8Arrays: the socket would wrap a Uint8Array in a new Buffer on every write.
@@ -43,11 +43,9 @@ export class TcpLink implements Link {
     readonly socket: Socket,
     maxFrameBytes: number,
   ) {
-    this.remoteAddress = internAddress(socket.remoteAddress ?? '');
-    this.remotePort = socket.remotePort ?? 0;
-    // Node keeps the peer's address as an object on the socket for its life (56 bytes per
-    // connection); the link has what it needs. Cleared, not deleted (a delete makes a dictionary).
-    (socket as unknown as { _peername: unknown })._peername = undefined;
+    const peer = takePeer(socket);
+    this.remoteAddress = peer.address;
+    this.remotePort = peer.port;
     this.decoder = new FrameDecoder(maxFrameBytes);
     (socket as LinkedSocket)[kLink] = this;
     socket.on('data', onSocketData);

@@ -3,7 +3,7 @@ import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PONG, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
 import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
-import { CLOSE_LINGER_MS, internAddress, type Link, type LinkEvents } from './link.js';
+import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
@@ -47,15 +47,13 @@ export class WsSocketLink implements Link, WsFrameHandler {
 
   constructor(
     readonly socket: Socket,
-    private readonly maxFrameBytes: number,
+    maxFrameBytes: number,
     /** Sockets of links waiting out their close handshake, for the listener's owner to destroy on shutdown. */
     private readonly lingering: Set<Socket> | null = null,
   ) {
-    this.remoteAddress = internAddress(socket.remoteAddress ?? '');
-    this.remotePort = socket.remotePort ?? 0;
-    // Node keeps the peer's address as an object on the socket for its life (56 bytes per
-    // connection); the link has what it needs. Cleared, not deleted (a delete makes a dictionary).
-    (socket as unknown as { _peername: unknown })._peername = undefined;
+    const peer = takePeer(socket);
+    this.remoteAddress = peer.address;
+    this.remotePort = peer.port;
     this.parser = new WsFrameParser(maxFrameBytes);
     (socket as LinkedSocket)[kLink] = this;
     socket.on('data', onSocketData);
