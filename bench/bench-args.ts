@@ -23,7 +23,7 @@ export const MODES: Record<Mode, { flag: string | null; summary: string; flags: 
       'steady-s': { default: '30', help: 'seconds measured once all are open' },
       fanout: { default: '10', help: 'one-byte messages sent to every connection after the window' },
       repeat: { default: '1', help: 'rounds; every ratio is taken within a round, then the median of the rounds' },
-      peers: { default: 'net,longlink-tcp,longlink-ws,ws,socketio,aedes,mosquitto', help: 'which peers, comma-separated' },
+      peers: { default: 'net,net-hello,longlink-tcp,longlink-ws,ws,socketio,aedes,mosquitto', help: 'which peers, comma-separated' },
     },
   },
   hold: {

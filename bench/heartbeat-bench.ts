@@ -214,25 +214,47 @@ function medianResult(rs: PeerResult[]): PeerResult {
   return r;
 }
 
-type Metric = 'connectsPerSecond' | 'rssPerConnectionKB' | 'cpuUsPerRoundTrip' | 'bytesPerRoundTrip' | 'fanoutPerSecond';
-const ratioOf = (peer: Peer, metric: Metric) => roundRatios(runs, (r) => r.peer === peer, (r) => r.peer === 'net', (r) => r[metric]);
-const ratio = (peer: Peer, metric: Metric) => {
-  const r = ratioOf(peer, metric);
+type Metric = 'connectsPerSecond' | 'setupCpuUsPerConnection' | 'rssPerConnectionKB' | 'cpuUsPerRoundTrip' | 'bytesPerRoundTrip' | 'fanoutPerSecond';
+const ratioOf = (peer: Peer, metric: Metric, base: Peer = 'net') => roundRatios(runs, (r) => r.peer === peer, (r) => r.peer === base, (r) => r[metric]);
+const ratio = (peer: Peer, metric: Metric, base: Peer = 'net') => {
+  const r = ratioOf(peer, metric, base);
   if (!r) return '—';
   return r.perRound.length > 1 && r.max - r.min >= 0.005 ? `${r.median.toFixed(2)}× (${r.min.toFixed(2)}–${r.max.toFixed(2)})` : `${r.median.toFixed(2)}×`;
 };
 const md = [
   `${count.toLocaleString('en')} connections per peer${repeat > 1 ? `, ${repeat} rounds in rotating order: figures are medians of the runs, ratios the median of the per-round ratios to node:net (range in brackets)` : ''}, one heartbeat round trip per connection every ${intervalMs} ms, ${steadyS} s measured, then ${fanoutRounds} one-byte messages sent to every connection at once (fan-out, fire-and-forget on every peer: longlink \`send\`, ws \`send\`, socket.io \`emit\`, MQTT QoS 0); ${machine}; ${new Date().toISOString()}.`,
   '',
-  '| peer | connected | connections/s | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip | fan-out messages/s |',
-  '|---|---|---|---|---|---|---|---|---|',
+  '| peer | connected | connections/s | server CPU per connection set up | server RSS per connection | heap per connection | server CPU per round trip | round trips/s | bytes per round trip | fan-out messages/s |',
+  '|---|---|---|---|---|---|---|---|---|---|',
   ...results.map(
     (r) =>
-      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.peer, 'connectsPerSecond')}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.peer, 'rssPerConnectionKB')}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.peer, 'cpuUsPerRoundTrip')}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.peer, 'bytesPerRoundTrip')}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.peer, 'fanoutPerSecond')})`} |`,
+      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.peer, 'connectsPerSecond')}) | ${r.setupCpuUsPerConnection.toFixed(0)} µs (${ratio(r.peer, 'setupCpuUsPerConnection')}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.peer, 'rssPerConnectionKB')}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.peer, 'cpuUsPerRoundTrip')}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.peer, 'bytesPerRoundTrip')}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.peer, 'fanoutPerSecond')})`} |`,
   ),
   '',
+  ...handshakeFloor(),
 ].join('\n');
-const ratios = Object.fromEntries(peers.map((p) => [p, Object.fromEntries((['connectsPerSecond', 'rssPerConnectionKB', 'cpuUsPerRoundTrip', 'bytesPerRoundTrip', 'fanoutPerSecond'] as Metric[]).map((m) => [m, ratioOf(p, m)]))]));
+
+/**
+ * longlink's set-up beside the floor that makes the same handshake round
+ * trip (net-hello): the part of its set-up time that is its own code, apart
+ * from the one read and one write any protocol with a handshake pays.
+ */
+function handshakeFloor(): string[] {
+  if (!peers.includes('net-hello')) return [];
+  const time = (p: Peer, base: Peer) => {
+    const r = ratioOf(p, 'connectsPerSecond', base);
+    // Set-up time is the inverse of the rate: the ratio of times is the inverse ratio of rates, round by round.
+    return r ? `${(1 / r.median).toFixed(2)}×${r.perRound.length > 1 ? ` (${(1 / r.max).toFixed(2)}–${(1 / r.min).toFixed(2)})` : ''}` : '—';
+  };
+  const rows = peers.filter((p) => p.startsWith('longlink') || p === 'net-hello');
+  return [
+    '| set-up time | ÷ node:net | ÷ net-hello (the floor with the handshake round trip) | server CPU per connection set up ÷ net-hello |',
+    '|---|---|---|---|',
+    ...rows.map((p) => `| ${p} | ${time(p, 'net')} | ${p === 'net-hello' ? '1.00×' : time(p, 'net-hello')} | ${p === 'net-hello' ? '1.00×' : ratio(p, 'setupCpuUsPerConnection', 'net-hello')} |`),
+    '',
+  ];
+}
+const ratios = Object.fromEntries(peers.map((p) => [p, Object.fromEntries((['connectsPerSecond', 'setupCpuUsPerConnection', 'rssPerConnectionKB', 'cpuUsPerRoundTrip', 'bytesPerRoundTrip', 'fanoutPerSecond'] as Metric[]).map((m) => [m, ratioOf(p, m)]))]));
 fs.mkdirSync(out, { recursive: true });
 fs.writeFileSync(path.join(out, 'heartbeat.json'), JSON.stringify({ count, intervalMs, steadyS, repeat, machine, results, ratios, runs }, null, 2) + '\n');
 fs.writeFileSync(path.join(out, 'heartbeat.md'), md);

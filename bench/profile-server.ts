@@ -1,12 +1,12 @@
 /**
  * Where a peer server's time and memory go, for the cuts in docs/BENCHMARKS.md:
  *
- *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--heap 3000]
+ *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--heap 3000]
  *
  * CPU: runs the server under `--cpu-prof` with the benchmark's load generator
  * (one heartbeat per connection per second) and prints the busy time per
  * round trip and the functions with the most self and inclusive time over the
- * steady window (the set-up is left out). Heap: with --heap N, writes heap
+ * steady window (the set-up is left out; with --setup, the set-up alone). Heap: with --heap N, writes heap
  * snapshots before and after N connections and prints the retained growth per
  * connection by object kind. With --rss N, under `--expose-gc`: RSS and V8's
  * old space (committed and live) per connection once N are open, and again
@@ -31,6 +31,8 @@ const count = arg('count', 10000);
 const steadyS = arg('steady-s', 20);
 const heapN = arg('heap', 0);
 const rssN = arg('rss', 0);
+/** Profile the set-up (the `count` connections opening) instead of the steady window. */
+const setup = argv.includes('--setup');
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-profile-'));
 
 function lines(c: ChildProcess): (ev: string) => Promise<Record<string, unknown>> {
@@ -72,7 +74,7 @@ interface ProfileNode {
   children?: number[];
 }
 
-function summarizeCpu(file: string, windowS: number, roundTrips: number): void {
+function summarizeCpu(file: string, windowS: number, roundTrips: number, per: string): void {
   const p = JSON.parse(fs.readFileSync(file, 'utf8')) as { nodes: ProfileNode[]; samples: number[]; timeDeltas: number[]; startTime: number; endTime: number };
   let t = p.startTime;
   const ts = p.timeDeltas.map((d) => (t += d));
@@ -99,7 +101,7 @@ function summarizeCpu(file: string, windowS: number, roundTrips: number): void {
     }
   }
   const perRt = roundTrips > 0 ? busy / roundTrips : NaN;
-  console.log(`\n${peer}: busy ${(busy / 1e6).toFixed(2)} s of the last ${windowS} s, ${perRt.toFixed(1)} µs per round trip (profiler on; about ${roundTrips} round trips)`);
+  console.log(`\n${peer}: busy ${(busy / 1e6).toFixed(2)} s, ${perRt.toFixed(1)} µs per ${per} (profiler on; about ${roundTrips})`);
   const top = (m: Map<string, number>, title: string) => {
     console.log(`-- ${title}`);
     for (const [k, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`${((100 * v) / busy).toFixed(1).padStart(6)}%  ${k}`);
@@ -130,13 +132,20 @@ function heapCounts(file: string): Map<string, [number, number]> {
 }
 
 const prof = path.join(dir, 'cpu');
-const windowS = Math.max(5, steadyS - 2);
-const pongs = await withLoad(['--cpu-prof', `--cpu-prof-dir=${prof}`], count, async () => {
-  await new Promise((r) => setTimeout(r, (steadyS - windowS) * 1000));
-  await new Promise((r) => setTimeout(r, windowS * 1000));
-});
-const file = fs.readdirSync(prof).find((f) => f.endsWith('.cpuprofile'));
-if (file) summarizeCpu(path.join(prof, file), windowS, Math.round((pongs * windowS) / steadyS));
+if (setup) {
+  // The whole profile is the set-up: the server exits as soon as the load generator is ready.
+  await withLoad(['--cpu-prof', `--cpu-prof-dir=${prof}`], count, async () => {});
+  const file = fs.readdirSync(prof).find((f) => f.endsWith('.cpuprofile'));
+  if (file) summarizeCpu(path.join(prof, file), 1e6, count, 'connection set up');
+} else {
+  const windowS = Math.max(5, steadyS - 2);
+  const pongs = await withLoad(['--cpu-prof', `--cpu-prof-dir=${prof}`], count, async () => {
+    await new Promise((r) => setTimeout(r, (steadyS - windowS) * 1000));
+    await new Promise((r) => setTimeout(r, windowS * 1000));
+  });
+  const file = fs.readdirSync(prof).find((f) => f.endsWith('.cpuprofile'));
+  if (file) summarizeCpu(path.join(prof, file), windowS, Math.round((pongs * windowS) / steadyS), 'round trip');
+}
 
 if (heapN > 0) {
   const h0 = path.join(dir, 'before.heapsnapshot');

@@ -9,11 +9,11 @@ import { fileURLToPath } from 'node:url';
 /**
  * Runs one peer's server and the load generator against it, and measures:
  * server RSS and heap per connection, server CPU per heartbeat round trip
- * (from /proc, so it is the server process's own), connections set up per
- * second, and heartbeat bytes on the wire per round trip (counted on the
+ * and per connection set up (from /proc, so it is the server process's own),
+ * connections set up per second, and heartbeat bytes on the wire per round trip (counted on the
  * client sockets).
  */
-export const PEERS = ['net', 'longlink-tcp', 'longlink-ws', 'ws', 'socketio', 'aedes', 'mosquitto'] as const;
+export const PEERS = ['net', 'net-hello', 'longlink-tcp', 'longlink-ws', 'ws', 'socketio', 'aedes', 'mosquitto'] as const;
 export type Peer = (typeof PEERS)[number];
 
 export interface PeerResult {
@@ -22,6 +22,8 @@ export interface PeerResult {
   failed: number;
   setupMs: number;
   connectsPerSecond: number;
+  /** Server CPU from the load generator's start to its last connection open, per connection: the set-up's cost to the server alone (the wall time shares two cores with the load generator). */
+  setupCpuUsPerConnection: number;
   rssPerConnectionKB: number;
   heapPerConnectionKB: number | null;
   memoryPerConnectionKB: Record<string, number> | null;
@@ -151,7 +153,8 @@ export async function runPeer(
   try {
     await new Promise((r) => setTimeout(r, 500));
     const mem0 = server.node ? await server.proc.ask('mem', 'mem') : null;
-    const rss0 = procStat(pid).rssKB;
+    const pre = procStat(pid);
+    const rss0 = pre.rssKB;
     const gen = new Proc(
       spawn(process.execPath, [path.join(here, 'loadgen.js'), peer, JSON.stringify({ port: server.port, count: o.count, intervalMs: o.intervalMs, maxMs: 30 * 60_000, sources: o.sources ?? 16 })], {
         stdio: ['pipe', 'pipe', 'inherit'],
@@ -163,6 +166,7 @@ export async function runPeer(
         if (p) log(`${peer}: ${p.open}/${o.count} connected`);
       });
       const ready = await gen.wait((l) => l.ev === 'ready', 15 * 60_000, 'ready');
+      const setupTicks = procStat(pid).cpuTicks - pre.cpuTicks;
       await new Promise((r) => setTimeout(r, (o.settleS ?? 3) * 1000));
       const mem1 = server.node ? await server.proc.ask('mem', 'mem') : null;
       const s0 = await gen.ask('stats', 'stats');
@@ -199,6 +203,7 @@ export async function runPeer(
         failed: Number(ready.failed),
         setupMs: Math.round(Number(ready.setupMs)),
         connectsPerSecond: open / (Number(ready.setupMs) / 1000),
+        setupCpuUsPerConnection: ((setupTicks / CLK_TCK) * 1e6) / Math.max(1, open),
         rssPerConnectionKB: (c1.rssKB - rss0) / Math.max(1, open),
         heapPerConnectionKB: mem0 && mem1 ? (Number(mem1.heapUsed) - Number(mem0.heapUsed)) / 1024 / Math.max(1, open) : null,
         // Where RSS goes (Node servers): V8's committed spaces and memory outside the heap, per connection, once all are open.

@@ -8,6 +8,10 @@
  *
  * - net: the floor for Node: a bare node:net server answering each 2-byte
  *   PING with a 2-byte PONG (longlink's own bare frames).
+ * - net-hello: the floor plus longlink's handshake round trip: the client's
+ *   HELLO is read and a reply as long as longlink's WELCOME is written, then
+ *   as net. What any protocol with a handshake pays in Node and the kernel,
+ *   for telling longlink's own set-up cost from the round trip's.
  * - longlink-tcp / longlink-ws: the gateway, sessions, presence and
  *   detection on, clients sending the heartbeat.
  * - ws: `ws` with its documented heartbeat (the server pings every
@@ -36,6 +40,8 @@ const loop = monitorEventLoopDelay({ resolution: 10 });
 loop.enable();
 // A Buffer, as longlink's TCP link writes, so neither pays for wrapping a Uint8Array per write.
 const PONG = Buffer.from(BARE_PONG_DELIMITED);
+/** As long as the WELCOME longlink writes to the load generator's HELLO (net-hello's reply). */
+const WELCOME_SIZED = new Uint8Array(64);
 
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const [cmd, arg] = line.trim().split(/\s+/);
@@ -63,12 +69,12 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   }
   // For profiling by hand: sampled allocations between `alloc start [major]` and `alloc stop <file>`;
   // with `major`, objects a full collection freed are kept in the profile (garbage that was
-  // promoted before it died), and `stop` forces that collection (under --expose-gc) first.
+  // promoted before it died), with `all` every allocation, garbage or not; `stop` forces that collection (under --expose-gc) first.
   if (cmd === 'alloc') {
     const [, what, file] = line.trim().split(/\s+/);
     if (what === 'start') {
       await post('HeapProfiler.enable');
-      await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: file === 'major', includeObjectsCollectedByMinorGC: false });
+      await post('HeapProfiler.startSampling', { samplingInterval: 4096, includeObjectsCollectedByMajorGC: file === 'major' || file === 'all', includeObjectsCollectedByMinorGC: file === 'all' });
       say('alloc');
     } else {
       (globalThis as { gc?: () => void }).gc?.();
@@ -111,6 +117,31 @@ async function main(): Promise<number> {
       });
       fanout = async (n) => {
         const msg = Buffer.from([0x01, 0x06]); // a 1-byte frame: the floor's "message"
+        for (let i = 0; i < n; i++) for (const s of sockets) s.write(msg);
+      };
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      return (server.address() as net.AddressInfo).port;
+    }
+    case 'net-hello': {
+      // The floor plus the handshake's one read and one write: the first chunk (HELLO) is
+      // answered with a WELCOME-sized reply, then PINGs with PONGs as the floor does.
+      const sockets = new Set<net.Socket>();
+      const server = net.createServer({ noDelay: true }, (s) => {
+        sockets.add(s);
+        let welcomed = false;
+        s.on('data', (d) => {
+          if (!welcomed) {
+            welcomed = true;
+            s.write(Buffer.from(WELCOME_SIZED));
+            return;
+          }
+          for (let i = 1; i < d.length; i += 2) s.write(PONG);
+        });
+        s.on('error', () => {});
+        s.on('close', () => sockets.delete(s));
+      });
+      fanout = async (n) => {
+        const msg = Buffer.from([0x01, 0x06]);
         for (let i = 0; i < n; i++) for (const s of sockets) s.write(msg);
       };
       await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

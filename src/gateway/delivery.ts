@@ -128,6 +128,9 @@ export class Delivery {
       // Numbers handed to this link start above what the client has (its HELLO lastSeq). What it
       // had not acknowledged is renumbered and re-sent; the client drops by id what it already has.
       d.sentSeq = d.ackedSeq = outSeq;
+    } else if (this.o.store.holdsNothingFor?.(conn.userId, conn.deviceId)) {
+      // A new session with nothing queued: a push from here on flushes for itself (the link is open).
+      return;
     }
     void this.flush(conn);
   }

@@ -12,6 +12,12 @@ export class UserDevices<V> {
     return this.users.size;
   }
 
+  /** Devices held for one user. */
+  countOf(userId: string): number {
+    const s = this.users.get(userId);
+    return s === undefined ? 0 : s instanceof Map ? s.size : 1;
+  }
+
   get(userId: string, deviceId: string): V | undefined {
     const s = this.users.get(userId);
     if (s === undefined) return undefined;

@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
-import { BARE_PING, BARE_PING_DELIMITED, BARE_PONG, BARE_PONG_DELIMITED, encodeDelimited } from '../protocol/frame-codec.js';
+import { BARE_PING, BARE_PING_DELIMITED, BARE_PONG, BARE_PONG_DELIMITED, encodeDelimited, encodeDelimitedTransient } from '../protocol/frame-codec.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
 import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
 
@@ -124,7 +124,8 @@ export class TcpLink implements Link {
 
   send(f: Frame): void {
     if (this.done || this.socket.destroyed) return;
-    this.socket.write(f === BARE_PONG ? PONG_BYTES : f === BARE_PING ? PING_BYTES : encodeDelimited(f));
+    // Copied out of the shared encoding buffer into Node's pooled memory (a Buffer, so the write does not wrap it again).
+    this.socket.write(f === BARE_PONG ? PONG_BYTES : f === BARE_PING ? PING_BYTES : Buffer.from(encodeDelimitedTransient(f)));
   }
 
   close(code: number, reason: string): void {

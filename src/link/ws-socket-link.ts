@@ -1,7 +1,7 @@
 import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
-import { BARE_PING, BARE_PONG, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
+import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../protocol/frame-codec.js';
 import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
 import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
 
@@ -136,14 +136,15 @@ export class WsSocketLink implements Link, WsFrameHandler {
 
   send(f: Frame): void {
     if (this.done || this.closing || this.socket.destroyed) return;
-    this.socket.write(f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrame(f)));
+    // wsFrame copies the frame out of the shared encoding buffer.
+    this.socket.write(f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient(f)));
   }
 
   close(code: number, reason: string): void {
     if (this.done || this.socket.destroyed) return;
     if (this.closing) return;
     this.closing = true;
-    this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrame({ type: FrameType.CLOSE, code, reason })));
+    this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient({ type: FrameType.CLOSE, code, reason })));
     this.socket.write(wsCloseFrame(code, reason));
     // The peer answers with its close frame (then we end); a dead or frozen one never does.
     const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);

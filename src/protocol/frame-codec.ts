@@ -134,22 +134,54 @@ function writeBody(w: Writer, f: Frame): void {
   }
 }
 
+/**
+ * Frames are encoded into one reused writer and copied out (encoding calls
+ * nothing that encodes again): a fresh writer per frame cost a buffer
+ * outside the heap, two for a WELCOME that outgrew the first. One that grew
+ * for a large frame is let go at the next encode.
+ */
+const SCRATCH_BYTES = 4096;
+let scratch = new Writer(SCRATCH_BYTES, PREFIX_ROOM);
+
+function encodeInScratch(f: Frame): Writer {
+  if (scratch.buf.length > 16 * SCRATCH_BYTES) scratch = new Writer(SCRATCH_BYTES, PREFIX_ROOM);
+  scratch.reset();
+  writeBody(scratch, f);
+  return scratch;
+}
+
+const isBarePong = (f: Frame) => f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined && f.warn === undefined;
+
 /** One frame as a WebSocket message carries it: type byte + fields. */
 export function encodeFrame(f: Frame): Uint8Array {
   if (f.type === FrameType.PING && isBare(f)) return BARE_PING_BYTES;
-  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined && f.warn === undefined) return BARE_PONG_BYTES;
-  const w = new Writer(64);
-  writeBody(w, f);
-  return w.body();
+  if (isBarePong(f)) return BARE_PONG_BYTES;
+  return encodeInScratch(f).body().slice();
+}
+
+/**
+ * encodeFrame's bytes as a view of the shared encoding buffer, valid only
+ * until the next encode: for a caller that copies them at once (a socket
+ * link framing them for the wire).
+ */
+export function encodeFrameTransient(f: Frame): Uint8Array {
+  if (f.type === FrameType.PING && isBare(f)) return BARE_PING_BYTES;
+  if (isBarePong(f)) return BARE_PONG_BYTES;
+  return encodeInScratch(f).body();
 }
 
 /** One frame as TCP carries it: varint length, then the frame. */
 export function encodeDelimited(f: Frame): Uint8Array {
+  const b = encodeDelimitedTransient(f);
+  return b === BARE_PING_DELIMITED || b === BARE_PONG_DELIMITED ? b : b.slice();
+}
+
+/** encodeDelimited's bytes as a view of the shared encoding buffer, valid only until the next encode (see encodeFrameTransient). */
+export function encodeDelimitedTransient(f: Frame): Uint8Array {
   if (f.type === FrameType.PING && isBare(f)) return BARE_PING_DELIMITED;
-  if (f.type === FrameType.PONG && f.seq === undefined && f.ack === undefined && f.warn === undefined) return BARE_PONG_DELIMITED;
-  const w = new Writer(64, PREFIX_ROOM);
-  writeBody(w, f);
-  return prefixLength(w.buf, PREFIX_ROOM, w.pos);
+  if (isBarePong(f)) return BARE_PONG_DELIMITED;
+  const w = encodeInScratch(f);
+  return prefixLength(w.buf, w.start, w.pos);
 }
 
 /** Adds a varint length prefix in the room left before `start`. */

@@ -75,7 +75,22 @@ export class Writer {
   }
 
   fieldString(tag: number, s: string): void {
+    // Short strings (ids, tokens) go in place after a one-byte length: a UTF-16 unit is at most
+    // 3 bytes of UTF-8, so 42 of them fit under 128. Saves an array per string.
+    if (s.length <= 42) {
+      this.varint((tag << 3) | WIRE_BYTES);
+      this.ensure(1 + 3 * s.length);
+      const n = s.length === 0 ? 0 : utf8.encodeInto(s, this.buf.subarray(this.pos + 1)).written;
+      this.buf[this.pos] = n;
+      this.pos += 1 + n;
+      return;
+    }
     this.fieldBytes(tag, utf8.encode(s));
+  }
+
+  /** Empties the writer for reuse (the reserved prefix stays). */
+  reset(): void {
+    this.pos = this.start;
   }
 
   /** The bytes written after the reserved prefix. */

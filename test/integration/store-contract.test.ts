@@ -327,3 +327,22 @@ test('memory store: session records are bounded per device and in all (an attack
   assert.equal(await s.loadSession('t9', Date.now()), undefined, 'the least recently saved went first');
   await s.close();
 });
+
+test('memory store: expired records never loaded again are swept a step at a time as saves go on, each record looked at once a round', async () => {
+  const s = new MemoryStore({ maxSessions: 1_000_000, maxDetachedSessionBytes: 1 << 30 });
+  const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: `u${i}`, deviceId: 'd', clientInfo: {}, createdAt: i, inSeq: 0 });
+  const past = Date.now() - 1;
+  const far = Date.now() + 600_000;
+  // 5,000 records already expired (a TTL passed while nobody loaded them), then live ones saved after.
+  for (let i = 0; i < 5000; i++) await s.saveSession(rec(i), past);
+  assert.ok(s.sessionCount < 5000, `the sweeps during those saves dropped some (${s.sessionCount} left)`);
+  // A sweep every 1,024 saves looks at 2,048 records: 3 more sweeps take the rest whatever the order.
+  for (let i = 5000; i < 5000 + 3 * 1024; i++) await s.saveSession(rec(i), far);
+  assert.equal(s.sessionCount, 3 * 1024, 'only the live records are left');
+  // A small store: a sweep stops after one round rather than going round again.
+  const small = new MemoryStore();
+  for (let i = 0; i < 1024; i++) await small.saveSession(rec(i), i < 3 ? past : far);
+  assert.equal(small.sessionCount, 1021);
+  await s.close();
+  await small.close();
+});

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
-import { decodeFrame, encodeDelimited, encodeFrame } from '../../src/protocol/frame-codec.js';
+import { decodeFrame, encodeDelimited, encodeDelimitedTransient, encodeFrame, encodeFrameTransient } from '../../src/protocol/frame-codec.js';
 import { FrameType, type Frame } from '../../src/protocol/frames.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
 import { frameArb, normalize } from '../helpers/arbitraries.js';
@@ -134,6 +134,40 @@ test('property: every frame survives encode then decode', () => {
     }),
     { numRuns: 2000 },
   );
+});
+
+test('property: frames encoded one after another into the shared buffer stay whole (copies own their bytes; a transient view equals the copy until the next encode)', () => {
+  fc.assert(
+    fc.property(fc.array(frameArb, { minLength: 2, maxLength: 6 }), (frames) => {
+      const copies = frames.map((f) => {
+        const t = toHex(encodeDelimitedTransient(f));
+        const c = encodeDelimited(f);
+        assert.equal(toHex(c), t);
+        assert.equal(toHex(encodeFrameTransient(f)), toHex(encodeFrame(f)));
+        return c;
+      });
+      // Every copy still decodes to its frame after the later encodes reused the buffer.
+      copies.forEach((c, k) => {
+        const prefix = c[0] < 0x80 ? 1 : c[1] < 0x80 ? 2 : c[2] < 0x80 ? 3 : 4;
+        assert.deepEqual(normalize(decodeFrame(c, prefix)), normalize(frames[k]));
+      });
+    }),
+    { numRuns: 500 },
+  );
+});
+
+test('strings around the in-place limit (42 UTF-16 units) and of 3- and 4-byte characters encode as the plain path did', () => {
+  for (const id of ['', 'a', 'x'.repeat(42), 'x'.repeat(43), '€'.repeat(42), '€'.repeat(43), '😀'.repeat(21), '😀'.repeat(22), '\ud800lone', 'é'.repeat(100)]) {
+    const f: Frame = { type: FrameType.DATA, id, payload: new Uint8Array([1]) };
+    const bytes = Buffer.from(id, 'utf8');
+    const d = decodeFrame(encodeFrame(f));
+    assert.equal(d.type, FrameType.DATA);
+    assert.equal(Buffer.from((d as { id: string }).id, 'utf8').toString('hex'), bytes.toString('hex'), JSON.stringify(id));
+  }
+  // A frame larger than the shared buffer's bound (it grows, then is let go), then small ones.
+  const big: Frame = { type: FrameType.DATA, seq: 1, payload: new Uint8Array(200_000).fill(7) };
+  assert.equal((decodeFrame(encodeFrame(big)) as { payload: Uint8Array }).payload.length, 200_000);
+  assert.equal(toHex(encodeFrame({ type: FrameType.ACK, ack: 3 })), '060803');
 });
 
 test('property: random bytes decode to a frame or a ProtocolError, never anything else', () => {

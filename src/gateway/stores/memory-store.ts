@@ -109,6 +109,9 @@ function sessionBytes(r: SessionRecord): number {
   return n;
 }
 
+/** Session records a sweep looks at, every 1,024 saves: twice as many, so it keeps ahead of the saves. */
+const SWEEP_STEP = 2048;
+
 /** What an id costs in the dedup record beyond its characters (map entry, number, key). */
 const DEDUP_ENTRY_BYTES = 64;
 
@@ -127,6 +130,8 @@ export class MemoryStore implements Store {
     this.limits = { ...MEMORY_STORE_DEFAULTS, ...opts };
   }
   private saves = 0;
+  /** Where the session sweep goes on from (see sweep). */
+  private sweeper: IterableIterator<string> | null = null;
   /** Only while they hold messages: an emptied mailbox is deleted (its numbering restarts above the next holder's afterSeq). */
   private readonly mailboxes = new Map<string, Mailbox>();
   /** Every known device in order of `knownUntil` (a remember moves it to the end), for the sweep and the bound. */
@@ -255,8 +260,25 @@ export class MemoryStore implements Store {
     return this.detachedBytes;
   }
 
+  /**
+   * Looks at the next SWEEP_STEP records from where the last sweep stopped. A
+   * Map iterator stays valid while entries come and go, so no copy is made:
+   * copying every record every 1,024 saves made garbage in proportion to all
+   * sessions held, per connection opened.
+   */
   private sweep(now: number): void {
-    for (const [token, s] of [...this.sessions]) if (s.expiresAt <= now) this.forget(token);
+    let it = this.sweeper ?? this.sessions.keys();
+    for (let n = Math.min(SWEEP_STEP, this.sessions.size); n > 0; n--) {
+      let r = it.next();
+      if (r.done) {
+        // Once round: start again.
+        it = this.sessions.keys();
+        r = it.next();
+        if (r.done) break;
+      }
+      if (this.sessions.get(r.value)!.expiresAt <= now) this.forget(r.value);
+    }
+    this.sweeper = it;
   }
 
   private mailbox(userId: string, deviceId: string): Mailbox {
@@ -277,6 +299,10 @@ export class MemoryStore implements Store {
       evicted.push(old);
     }
     return evicted;
+  }
+
+  holdsNothingFor(userId: string, deviceId: string): boolean {
+    return !this.mailboxes.has(`${userId}\u0000${deviceId}`);
   }
 
   async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
@@ -332,8 +358,8 @@ export class MemoryStore implements Store {
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
     const prev = this.devicesByUser.get(userId, deviceId);
     if (prev !== undefined && prev.knownUntil >= until) return;
-    if (prev === undefined || prev.knownUntil < 0) {
-      // A new device beyond the user's bound: forget the one seen longest ago.
+    // A new device beyond the user's bound: forget the one seen longest ago (no walk while the user has fewer entries).
+    if ((prev === undefined || prev.knownUntil < 0) && this.devicesByUser.countOf(userId) >= this.limits.maxKnownDevicesPerUser) {
       let n = 0;
       let oldest: DeviceEntry | undefined;
       for (const e of this.devicesByUser.values(userId)) {

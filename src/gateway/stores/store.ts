@@ -84,6 +84,13 @@ export interface MailboxStore {
    */
   take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]>;
   /**
+   * Optional, for a store that can answer at once: true only when nothing is
+   * queued for the device right now, so a new link skips its first `take`
+   * (most devices never have anything queued). A shared store leaves it out
+   * and is asked with `take`.
+   */
+  holdsNothingFor?(userId: string, deviceId: string): boolean;
+  /**
    * Removes and returns the messages with seq ≤ upTo, only while the mailbox
    * is bound to `holder`: an acknowledgement speaks for what that link was
    * given, never for numbers another holder handed out.
