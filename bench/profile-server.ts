@@ -11,7 +11,8 @@
  * connection by object kind. With --rss N, under `--expose-gc`: RSS and V8's
  * old space (committed and live) per connection once N are open, and again
  * after a full collection, which tells live state from promoted garbage.
- * Files stay in a temporary directory, printed.
+ * The server runs with the benchmark's flags (--max-semi-space-size=16). Files
+ * stay in a temporary directory, printed.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
@@ -49,7 +50,7 @@ function lines(c: ChildProcess): (ev: string) => Promise<Record<string, unknown>
 }
 
 async function withLoad(serverArgs: string[], n: number, during: (srv: ChildProcess, wait: (ev: string) => Promise<Record<string, unknown>>) => Promise<void>): Promise<number> {
-  const srv = spawn(process.execPath, [...serverArgs, path.join(here, 'peers', 'server.js'), peer, '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const srv = spawn(process.execPath, ['--max-semi-space-size=16', ...serverArgs, path.join(here, 'peers', 'server.js'), peer, '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const wait = lines(srv);
   const port = Number((await wait('listening')).port);
   const gen = spawn(process.execPath, [path.join(here, 'peers', 'loadgen.js'), peer, JSON.stringify({ port, count: n, intervalMs: 1000, maxMs: 600_000, sources: 16 })], {
