@@ -1,4 +1,5 @@
-import type { Gateway, OfflineEvent, OnlineEvent, TrafficStats } from '../gateway/gateway.js';
+import type { Gateway, OfflineEvent, OnlineEvent, ReplacedEvent, TrafficStats } from '../gateway/gateway.js';
+import { CloseCodes } from '../protocol/errors.js';
 import type { Timers, TimerHandle } from '../core/clock.js';
 import { isDetection } from './metrics.js';
 import { subscribe } from './subscribe.js';
@@ -49,6 +50,7 @@ export class LiveFeed {
     this.detach = subscribe(gw, {
       online: (e) => this.onOnline(e),
       offline: (e) => this.onOffline(e),
+      replaced: (e) => this.onReplaced(e),
       rtt: (e) => this.rttSamples.add(this.o.wallNow(), e.sampleMs),
     });
     this.schedule();
@@ -65,6 +67,16 @@ export class LiveFeed {
     this.disconnects[e.reason] = (this.disconnects[e.reason] ?? 0) + 1;
     const { userId, deviceId, connectionId, transport, reason, code } = e;
     const n: OfflineNotice = { t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason, code, silentForMs: Math.round(e.silentForMs), detection };
+    this.recent.unshift(n);
+    if (this.recent.length > this.o.recentOffline) this.recent.pop();
+    this.publish({ event: 'offline', data: n });
+  }
+
+  /** A replaced link is listed with the disconnections (the link ended; the device stays online), with the silence it had. */
+  private onReplaced(e: ReplacedEvent): void {
+    this.disconnects.replaced = (this.disconnects.replaced ?? 0) + 1;
+    const { userId, deviceId, connectionId, transport } = e;
+    const n: OfflineNotice = { t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason: 'replaced', code: CloseCodes.replaced, silentForMs: Math.round(e.silentForMs), detection: false, stale: e.stale };
     this.recent.unshift(n);
     if (this.recent.length > this.o.recentOffline) this.recent.pop();
     this.publish({ event: 'offline', data: n });

@@ -237,6 +237,9 @@ export function serveCommand(): Command {
       gw.on('offline', (e) =>
         connLine(`offline ${e.reason}`, () => log.info({ event: 'offline', user: e.userId, device: e.deviceId, reason: e.reason, code: e.code, silentForMs: Math.round(e.silentForMs) }, 'offline')),
       );
+      gw.on('replaced', (e) =>
+        connLine(`replaced ${e.stale ? 'stale' : 'live'}`, () => log.info({ event: 'replaced', user: e.userId, device: e.deviceId, resumed: e.resumed, stale: e.stale, silentForMs: Math.round(e.silentForMs) }, 'link replaced')),
+      );
       gw.on('fault', (e) =>
         limited(`fault ${e.kind} ${e.op}`, () =>
           (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : e.kind === 'config' ? 'option adjusted' : 'a listener threw'),

@@ -66,6 +66,26 @@ export interface OfflineEvent extends DeviceRef {
   silentForMs: number;
 }
 
+/**
+ * A newer link of the same device took over (its reconnect, often a resume)
+ * and the older link was closed with `replaced`. The device stays online, so
+ * no `offline` is written; this is where a link that died unnoticed (a NAT
+ * that dropped its mapping, a network switch) shows: a long `silentForMs`.
+ * Fields of DeviceRef are the old link's.
+ */
+export interface ReplacedEvent extends DeviceRef {
+  /** The link that took over. */
+  byConnectionId: string;
+  /** It resumed the session the old link carried. */
+  resumed: boolean;
+  /** Monotonic ms since the old link's last frame. */
+  silentForMs: number;
+  /** The old link's heartbeat interval. */
+  intervalMs: number;
+  /** Whether the old link had gone quiet past its interval and grace: it had most likely died unnoticed. */
+  stale: boolean;
+}
+
 export interface MessageEvent extends DeviceRef {
   payload: Uint8Array;
   id?: string;
@@ -150,6 +170,7 @@ export interface FaultEvent {
 export interface GatewayEvents {
   online: [OnlineEvent];
   offline: [OfflineEvent];
+  replaced: [ReplacedEvent];
   message: [MessageEvent];
   state: [StateEvent];
   rtt: [DeviceRef & RttSample];
@@ -227,6 +248,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly suspicionStats = { suspected: 0, cleared: 0 };
   /** Connections closed because the handshake did not finish in time (most never said HELLO, so no offline event). */
   handshakeTimeouts = 0;
+  /** Links closed because a newer link of the same device took over (see the `replaced` event). */
+  replacedLinks = 0;
   private readonly traces = new Map<string, ServerConnection>();
   /**
    * The timer machinery's work since start (wheel ticks, timers visited and
@@ -388,6 +411,24 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return conn;
   }
 
+  /** Closes a link a newer one of the same device took over, and says how long it had been silent. */
+  private replace(previous: ServerConnection, by: ServerConnection, resumed: boolean): void {
+    const silentForMs = this.options.clock.now() - previous.lastHeardAt;
+    const g = previous.grant;
+    const intervalMs = g?.intervalMs ?? 0;
+    previous.closeWith('replaced', 'a newer connection for this device took over');
+    this.replacedLinks++;
+    if (this.listenerCount('replaced') === 0) return;
+    this.emit('replaced', {
+      ...ref(previous),
+      byConnectionId: by.id,
+      resumed,
+      silentForMs,
+      intervalMs,
+      stale: g !== null && silentForMs > g.intervalMs + g.graceMs,
+    });
+  }
+
   /** Connections admitted and refused at accept time, by limit. */
   admissionStats(): AdmissionStats {
     return { ...this.admission.stats };
@@ -444,7 +485,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     conn.sessionRefreshAt = o.clock.now() + OPEN_SESSION_TTL_MS / 2;
 
     const previous = this.registry.add(conn);
-    if (previous && previous !== conn) previous.closeWith('replaced', 'a newer connection for this device took over');
+    if (previous && previous !== conn) this.replace(previous, conn, resumed);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
     conn.announced = previous?.announced ?? false;
     await o.store.setOnline(this.presenceEntry(conn, now));

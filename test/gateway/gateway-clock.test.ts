@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { UpstreamEvent, UpstreamSink } from '../../src/gateway/upstream.js';
 import { ManualClock } from '../../src/core/clock.js';
-import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
@@ -194,17 +194,39 @@ test('server-sent mode is refused when the policy forbids it: the client gets th
   await gw.close();
 });
 
-test('a second connection for the same device replaces the first without an offline event', async () => {
-  const { gw, offline } = setup();
+test('a second connection for the same device replaces the first without an offline event, with a replaced event that carries the old link\'s silence', async () => {
+  const { gw, offline, clock } = setup();
   const online: string[] = [];
+  const replaced: ReplacedEvent[] = [];
   gw.on('online', (e) => online.push(e.connectionId));
+  gw.on('replaced', (e) => replaced.push(e));
   const first = await open(gw);
+  clock.advance(300);
   const second = await open(gw);
   assert.equal(lastClose(first.client)?.code, CloseCodes.replaced);
   assert.equal(second.client.closed, false);
   assert.equal(offline.length, 0);
   assert.equal(online.length, 1);
   assert.equal(gw.onlineDevices, 1);
+  assert.equal(replaced.length, 1);
+  assert.equal(replaced[0].silentForMs, 300);
+  assert.equal(replaced[0].stale, false, 'heard within its interval: a live link, replaced (a network switch)');
+  assert.equal(replaced[0].resumed, false);
+  assert.equal(replaced[0].intervalMs, POLICY.intervalMs);
+  assert.notEqual(replaced[0].byConnectionId, replaced[0].connectionId);
+
+  // The hidden NAT death: the link stops carrying anything (the gateway still holds it open), and the
+  // client resumes on a new one before the gateway's deadline. Silent past interval + grace: stale.
+  clock.advance(POLICY.intervalMs + POLICY.graceMs + 1);
+  const third = await open(gw, { resumeToken: second.welcome.resumeToken });
+  assert.equal(third.welcome.resumed, true);
+  assert.equal(replaced.length, 2);
+  assert.equal(replaced[1].silentForMs, POLICY.intervalMs + POLICY.graceMs + 1);
+  assert.equal(replaced[1].stale, true);
+  assert.equal(replaced[1].resumed, true);
+  assert.equal(replaced[1].sessionId, second.welcome.sessionId);
+  assert.equal(gw.replacedLinks, 2);
+  assert.equal(offline.length, 0, 'the device never went offline');
   await gw.close();
 });
 

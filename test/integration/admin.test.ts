@@ -4,10 +4,11 @@ import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
-import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { AdminServer } from '../../src/admin/admin-server.js';
 import type { ConnectionDetail, ConnectionsPage, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
+import { CutLink } from '../helpers/cut-link.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { sleep, waitEvent } from '../helpers/procs.js';
 
@@ -145,6 +146,62 @@ describe('admin port', () => {
     assert.equal(sample(m, 'longlink_disconnects_total{reason="handshake-timeout"}'), undefined, 'no device went offline');
     silent.destroy();
     await close();
+  });
+
+  test('a link that dies unnoticed and is replaced by the client\'s resumed reconnect is counted, with its silence, in metrics and the live feed', async () => {
+    // The gateway's own deadline is far (4 intervals + grace = 1.4 s): the client finds the dead link first
+    // (no PONG in 150 ms) and resumes on a new one, as behind a NAT that dropped the mapping.
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: { ...POLICY, missBudget: 4 }, wheelTickMs: 10 });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const replaced: ReplacedEvent[] = [];
+    gw.on('replaced', (e) => replaced.push(e));
+    const offline: OfflineEvent[] = [];
+    gw.on('offline', (e) => offline.push(e));
+    const links: CutLink[] = [];
+    const c = new LonglinkClient({
+      url: `tcp://127.0.0.1:${a.tcp!.port}`,
+      userId: 'nat',
+      deviceId: 'phone',
+      intervalMs: 300,
+      adaptive: false,
+      probes: { pongTimeoutMs: 150, probeCount: 0, probeIntervalMs: 100 },
+      reconnect: { initialDelayMs: 50, minDelayMs: 50, maxDelayMs: 100 },
+      dial: async (u, o) => {
+        // The reconnect waits a little: the old link has then been silent past its interval and grace (500 ms).
+        if (links.length > 0) await sleep(400);
+        const l = new CutLink(await dial(u, o));
+        links.push(l);
+        return l;
+      },
+    });
+    try {
+      await c.connect();
+      await sleep(400);
+      links[0].cut = true; // the path drops everything both ways, closes included; both apps run on
+      const [e] = (await waitEvent(gw, 'replaced', () => true, 4000)) as [ReplacedEvent];
+      assert.equal(e.userId, 'nat');
+      assert.equal(e.resumed, true, 'the client resumed its session on the new link');
+      assert.ok(e.silentForMs > 500 && e.silentForMs < 1400, `silent ${e.silentForMs} ms when replaced`);
+      assert.equal(e.stale, true);
+      assert.equal(offline.length, 0, 'the device never went offline');
+      const m = (await http(port, 'GET', '/metrics')).body;
+      assert.equal(sample(m, 'longlink_replaced_links_total{stale="true"}'), 1);
+      assert.equal(sample(m, 'longlink_replaced_links_total{stale="false"}'), 0);
+      assert.equal(sample(m, 'longlink_replaced_silence_seconds_count'), 1);
+      const snap = admin.feed.snapshot();
+      const notice = snap.recent.find((n) => n.reason === 'replaced');
+      assert.ok(notice, 'listed with the recent disconnections');
+      assert.equal(notice.stale, true);
+      assert.equal(notice.connectionId, e.connectionId);
+      assert.equal(snap.overview.disconnects.replaced, 1);
+    } finally {
+      c.close();
+      for (const l of links) l.release();
+      await admin.close();
+      await gw.close();
+    }
   });
 
   test('a suspected peer heard again counts as a false suspicion', async () => {

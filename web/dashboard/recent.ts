@@ -58,13 +58,17 @@ export class RecentDisconnections {
 
 function row(n: OfflineNotice): HTMLTableRowElement {
   const cls = n.detection ? 'reason-detect' : (REASON_CLASS[n.reason] ?? 'reason-other');
-  const title = n.detection ? `closed by the gateway's liveness detection · code ${n.code}` : `close code ${n.code}`;
-  const reason = h('span', { class: `reason ${cls}`, text: n.reason, title });
+  const title = n.detection
+    ? `closed by the gateway's liveness detection · code ${n.code}`
+    : n.stale
+      ? `the device came back on a newer link after this one had gone quiet past its heartbeat interval: it had died unnoticed · code ${n.code}`
+      : `close code ${n.code}`;
+  const reason = h('span', { class: `reason ${cls}`, text: n.stale ? `${n.reason} (dead)` : n.reason, title });
   return h(
     'tr',
     {
       class: n.detection ? 'is-detection' : '',
-      attrs: { 'data-reason': n.reason, 'data-detection': String(n.detection) },
+      attrs: { 'data-reason': n.reason, 'data-detection': String(n.detection), ...(n.stale !== undefined ? { 'data-stale': String(n.stale) } : {}) },
     },
     h('td', { class: 'time muted', text: fmtClock(n.t) }),
     h('td', { class: 'ellipsis', text: n.userId, title: n.userId }),
