@@ -1,0 +1,201 @@
+/**
+ * A detector configured from the quality asked for, after Chen, Toueg and
+ * Aguilera (2002, section 5, with the delay distribution known): given a
+ * detection time T_D and a false-suspicion rate, the longest heartbeat
+ * interval (the fewest heartbeats an hour) for which the freshness detector
+ * meets both on a network with loss probability p and heartbeat lateness L.
+ *
+ * The freshness detector expects heartbeat l+1 at EA = its slot plus the
+ * mean delay, and convicts at τ = EA + lateMs. With the peer alive that is a
+ * mistake when none of the heartbeats sent before τ has arrived by then: the
+ * j-th of them was sent j intervals after the slot, so it is missing with
+ * probability p + (1 − p)·Pr(L > lateMs − j·η), and
+ *
+ *   P(mistake at τ) = Π_j [p + (1 − p)·Pr(L > lateMs − j·η)],   j = 0, 1, … while lateMs − jη ≥ −∞
+ *
+ * There is one freshness point per interval, so mistakes recur every
+ * η / P(mistake) on average. A peer that crashes right after sending is
+ * convicted η + E(D) + lateMs after that send, so for T_D the detector gets
+ * lateMs = T_D − η − E(D), less two margins of longlink's detector: its
+ * estimate of E(D) is a mean over 32 heartbeats (four of its standard errors
+ * off), and after a heartbeat far later than its slot it expects the next
+ * one no sooner than an interval after that one (a late send moves the
+ * client's lattice), so where that happens more than once in a thousand
+ * heartbeats the 99.9th percentile of T_D carries the lateness's own. The
+ * search goes down from the longest interval the policy allows and takes the
+ * first that meets the rate.
+ *
+ * L, measured by the gateway, is the lateness of a heartbeat against the
+ * previous one's arrival plus one interval (D_i − D_{i−1} plus the client's
+ * timer error), not against the mean delay (D − E(D), which the gateway
+ * cannot see without synchronised clocks); its tail is the longer of the
+ * two, so the rate computed is an overestimate and the interval chosen a
+ * little short, never long. The simulation checks the result.
+ *
+ * The silence detector at the same T_D is computed the same way for
+ * comparison: convicted S after the last arrival, so its T_D (at the
+ * 99.9th percentile) is S + E(D) + L_p99.9, and a mistake after a heartbeat
+ * needs each later one j to be later than S − j·η against it.
+ */
+
+export interface NetworkModel {
+  /** Chance a heartbeat never arrives. */
+  lossRate: number;
+  /** Mean one-way delay (about half the RTT): part of the detection time. */
+  delayMeanMs: number;
+  /** Pr(lateness > x ms). */
+  lateSurvival(xMs: number): number;
+  /** The lateness (ms) exceeded once in a thousand heartbeats, and its standard deviation. */
+  lateP999Ms: number;
+  lateStdMs: number;
+  /** Where the figures came from, for the report. */
+  source: string;
+  /** Heartbeats the figures rest on (0: a model, not a measurement). */
+  heartbeats: number;
+}
+
+export interface TuneTarget {
+  /** T_D: a crashed peer is convicted within this long of its last heartbeat. */
+  detectWithinMs: number;
+  /** At most this many false suspicions per connection per month (30 days). */
+  falseSuspicionsPerMonth: number;
+  /** The intervals the policy allows (clients are clamped into them). */
+  minIntervalMs?: number;
+  maxIntervalMs?: number;
+}
+
+export interface TunedPolicy {
+  ok: true;
+  intervalMs: number;
+  /** The freshness detector's lateMs (and suspectLateMs: the grace below). */
+  lateMs: number;
+  /** Heartbeat policy fields whose documented bound interval × missBudget + grace equals interval + lateMs. */
+  missBudget: number;
+  graceMs: number;
+  heartbeatsPerHour: number;
+  /** What the model expects at this setting. */
+  falseSuspicionsPerMonth: number;
+  detectWithinMs: number;
+  /** The silence detector at the same interval and T_D, for comparison (null when no silence limit gives that T_D). */
+  silence: { silenceMs: number; falseSuspicionsPerMonth: number } | null;
+}
+
+export interface Untunable {
+  ok: false;
+  /** Why no interval the policy allows meets the target. */
+  reason: string;
+  /** The lowest rate reachable at this T_D, and where. */
+  best: { intervalMs: number; falseSuspicionsPerMonth: number } | null;
+  /** The shortest T_D (within 10× the one asked) at which the rate is met, if any. */
+  detectWithinMsNeeded: number | null;
+}
+
+export type TuneResult = TunedPolicy | Untunable;
+
+const MONTH_MS = 30 * 24 * 3600_000;
+/** Intervals are searched on this grid (ms). */
+const STEP_MS = 10;
+
+/** The freshness detector's lateMs for detection within `td` at interval `eta` (see above); ≤ 0 when there is no room. */
+export function freshnessLateMs(td: number, eta: number, net: NetworkModel): number {
+  const stdC = net.lateStdMs / Math.SQRT2;
+  let lateMs = td - eta - net.delayMeanMs - (4 * stdC) / Math.sqrt(32);
+  // "Far" as FreshnessDetector.farMs has it, with its deviation (a mean |C|) about 0.8 σ_C.
+  const far = Math.max(eta / 50, 4 * 0.8 * stdC, (lateMs - eta) / 2);
+  if (net.lateSurvival(far) > 0.001) lateMs -= net.lateP999Ms;
+  return lateMs;
+}
+
+/** Expected false suspicions per connection-month of the freshness detector at (interval, lateMs). */
+export function freshnessMistakesPerMonth(intervalMs: number, lateMs: number, net: NetworkModel): number {
+  let p = 1;
+  for (let j = 0; ; j++) {
+    const x = lateMs - j * intervalMs;
+    const f = net.lossRate + (1 - net.lossRate) * net.lateSurvival(x);
+    p *= Math.min(1, f);
+    if (x < 0 || p === 0) break;
+  }
+  return (p * MONTH_MS) / intervalMs;
+}
+
+/** The same for the silence detector convicting `silenceMs` after the last heartbeat heard. */
+export function silenceMistakesPerMonth(intervalMs: number, silenceMs: number, net: NetworkModel): number {
+  let p = 1;
+  for (let j = 1; ; j++) {
+    const x = silenceMs - j * intervalMs;
+    p *= Math.min(1, net.lossRate + (1 - net.lossRate) * net.lateSurvival(x));
+    if (x < 0 || p === 0) break;
+  }
+  return (p * MONTH_MS) / intervalMs;
+}
+
+/** The longest interval at which the freshness detector meets the target on this network, or why none does. */
+export function tuneDetector(target: TuneTarget, net: NetworkModel): TuneResult {
+  const td = target.detectWithinMs;
+  const rate = target.falseSuspicionsPerMonth;
+  if (!(td > 0) || !(rate > 0)) throw new RangeError('detectWithinMs and falseSuspicionsPerMonth must be positive');
+  const lo = Math.max(STEP_MS, target.minIntervalMs ?? STEP_MS);
+  const maxI = target.maxIntervalMs ?? Infinity;
+  const found = search(td, rate, lo, maxI, net, STEP_MS);
+  if (found.met) return policy(found.met.intervalMs, freshnessLateMs(td, found.met.intervalMs, net), found.met.falseSuspicionsPerMonth, target, net);
+  // None: say what the network allows, and what T_D would do.
+  let needed: number | null = null;
+  const step = Math.max(500, Math.round(td / 200));
+  for (let t = td + step; t <= 10 * td; t += step) {
+    if (search(t, rate, lo, maxI, net, 10 * STEP_MS).met) {
+      needed = t;
+      break;
+    }
+  }
+  const hi = Math.min(maxI, td - net.delayMeanMs - 1);
+  const best = found.best;
+  const why =
+    hi < lo
+      ? `a detection time of ${fmt(td)} leaves no interval within the policy's ${fmt(lo)} to ${fmt(maxI)} once the mean delay (${fmt(net.delayMeanMs)}) is taken off`
+      : best
+        ? `at ${fmt(td)} the fewest false suspicions reachable with intervals of ${fmt(lo)} to ${fmt(hi)} are ${fmtRate(best.falseSuspicionsPerMonth)} a month (at ${fmt(best.intervalMs)}), above the ${fmtRate(rate)} asked: with ${pct(net.lossRate)} of heartbeats lost and lateness up to ${fmt(net.lateP999Ms)} (p99.9), too many in a row are lost or late`
+        : `no interval between ${fmt(lo)} and ${fmt(hi)} leaves time to wait for a late heartbeat`;
+  return { ok: false, reason: why, best, detectWithinMsNeeded: needed };
+}
+
+/** Down from the longest interval: the first that meets the rate at this T_D, and the lowest rate seen. */
+function search(td: number, rate: number, lo: number, maxI: number, net: NetworkModel, step: number): { met: Point | null; best: Point | null } {
+  const hi = Math.min(maxI, td - net.delayMeanMs - 1);
+  let best: Point | null = null;
+  for (let eta = Math.floor(hi / step) * step; eta >= lo; eta -= step) {
+    const lateMs = freshnessLateMs(td, eta, net);
+    if (lateMs <= 0) continue;
+    const m = freshnessMistakesPerMonth(eta, lateMs, net);
+    const p = { intervalMs: eta, falseSuspicionsPerMonth: m };
+    if (!best || m < best.falseSuspicionsPerMonth) best = p;
+    if (m <= rate) return { met: p, best };
+  }
+  return { met: null, best };
+}
+
+interface Point {
+  intervalMs: number;
+  falseSuspicionsPerMonth: number;
+}
+
+function policy(eta: number, lateMs: number, mistakes: number, target: TuneTarget, net: NetworkModel): TunedPolicy {
+  // missBudget and grace so that the documented bound interval × missBudget + grace is interval + lateMs.
+  const missBudget = Math.max(1, Math.floor(lateMs / eta) + 1);
+  const graceMs = Math.round(lateMs - (missBudget - 1) * eta);
+  const silenceMs = target.detectWithinMs - net.delayMeanMs - net.lateP999Ms;
+  return {
+    ok: true,
+    intervalMs: eta,
+    lateMs: Math.round(lateMs),
+    missBudget,
+    graceMs,
+    heartbeatsPerHour: 3_600_000 / eta,
+    falseSuspicionsPerMonth: mistakes,
+    detectWithinMs: target.detectWithinMs,
+    silence: silenceMs > eta ? { silenceMs: Math.round(silenceMs), falseSuspicionsPerMonth: silenceMistakesPerMonth(eta, silenceMs, net) } : null,
+  };
+}
+
+const fmt = (ms: number) => (ms >= 1000 ? `${+(ms / 1000).toFixed(2)} s` : `${Math.round(ms)} ms`);
+const pct = (x: number) => `${+(x * 100).toFixed(3)}%`;
+export const fmtRate = (x: number) => (x >= 10 ? x.toFixed(0) : x >= 0.01 ? x.toPrecision(2) : x.toExponential(1));

@@ -1,0 +1,105 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { freshnessLateMs, freshnessMistakesPerMonth, tuneDetector } from '../../src/core/detector-tuning.js';
+import { LatenessStats } from '../../src/core/lateness-stats.js';
+import { exponentialNetwork, measuredNetwork } from '../../src/core/network-model.js';
+import { checkTuning } from '../../src/sim/tune-check.js';
+import { exponential, mulberry32 } from '../../src/sim/rng.js';
+
+const TARGET = { detectWithinMs: 30_000, falseSuspicionsPerMonth: 1, minIntervalMs: 1000 };
+
+test('lateness statistics: gaps split into slots and lateness; quantiles, survival and the fitted tail follow the distribution; a snapshot rebuilds them', () => {
+  const s = new LatenessStats();
+  s.observeGap(1000, 1000); // on time
+  s.observeGap(1250, 1000); // 250 ms late
+  s.observeGap(3100, 1000); // two empty slots, then 100 ms late
+  s.observeGap(950, 1000); // early
+  assert.equal(s.count, 4);
+  assert.equal(s.missed, 2);
+  assert.equal(s.lossRate, 2 / 6);
+  assert.ok(Math.abs(s.meanMs - (0 + 250 + 100 - 50) / 4) < 1e-9);
+
+  // Exponential lateness with mean 100 ms: Pr(L > x) = e^(−x/100).
+  const e = new LatenessStats();
+  const rand = mulberry32(3);
+  for (let i = 0; i < 200_000; i++) e.observe(exponential(rand, 100));
+  for (const x of [50, 100, 300, 500]) {
+    const want = Math.exp(-x / 100);
+    assert.ok(Math.abs(e.survival(x) - want) / want < 0.08, `Pr(L > ${x}) = ${e.survival(x)}, want ${want}`);
+  }
+  // Beyond anything seen (e^-20 ≈ 2e-9 of 200,000 never shows), the tail carries on instead of reading 0.
+  const far = e.survival(2000);
+  assert.ok(far > 1e-10 && far < 1e-7, `Pr(L > 2 s) from the tail: ${far}`);
+  assert.ok(Math.abs(e.quantile(0.5) - 69.3) / 69.3 < 0.1, `median ${e.quantile(0.5)}`);
+  assert.equal(e.survival(-5), 1, 'early is not credited');
+  const back = LatenessStats.fromSnapshot(JSON.parse(JSON.stringify(e.snapshot())));
+  assert.equal(back.count, e.count);
+  assert.ok(Math.abs(back.stdMs - e.stdMs) < 0.01);
+  for (const x of [10, 100, 1000]) assert.ok(Math.abs(back.survival(x) - e.survival(x)) < 1e-9);
+});
+
+test('configurator: Chen, Toueg and Aguilera\'s worked example (1% loss, 20 ms exponential delay, detect within 30 s, one false suspicion a month) gives their interval, 9.97 s, less the margin an estimated arrival time needs', () => {
+  const net = exponentialNetwork({ lossRate: 0.01, baseDelayMs: 0, jitterMs: 20 });
+  const r = tuneDetector(TARGET, net);
+  assert.ok(r.ok);
+  // Their NFD-S knows when each heartbeat was sent; longlink's freshness detector estimates it over
+  // 32 heartbeats, and gives four of that estimate's standard errors (14 ms here) back to T_D.
+  assert.ok(r.intervalMs >= 9950 && r.intervalMs <= 9970, `${r.intervalMs} ms`);
+  const exact = tuneDetector(TARGET, { ...net, lateStdMs: 0 });
+  assert.ok(exact.ok);
+  assert.equal(exact.intervalMs, 9970, 'with the arrival time known exactly: their 9.97 s');
+  assert.ok(r.falseSuspicionsPerMonth <= 1);
+  // The documented bound interval × missBudget + grace is interval + lateMs.
+  assert.equal(r.intervalMs * r.missBudget + r.graceMs, r.intervalMs + r.lateMs);
+  // The silence detector at the same interval and T_D is far worse.
+  assert.ok(r.silence && r.silence.falseSuspicionsPerMonth > 10 * r.falseSuspicionsPerMonth);
+  // The longest such interval: 10 ms longer misses the rate.
+  assert.ok(freshnessMistakesPerMonth(r.intervalMs + 10, freshnessLateMs(30_000, r.intervalMs + 10, net), net) > 1);
+});
+
+test('configurator: a network that cannot meet the target is told why, with the detection time it would take', () => {
+  const net = exponentialNetwork({ lossRate: 0.3, baseDelayMs: 20, jitterMs: 100 });
+  const r = tuneDetector({ ...TARGET, minIntervalMs: 5000 }, net);
+  assert.equal(r.ok, false);
+  if (r.ok) return;
+  assert.match(r.reason, /30% of heartbeats lost/);
+  assert.ok(r.best && r.best.falseSuspicionsPerMonth > 1);
+  assert.ok(r.detectWithinMsNeeded && r.detectWithinMsNeeded > 30_000, `needs ${r.detectWithinMsNeeded}`);
+  const again = tuneDetector({ ...TARGET, minIntervalMs: 5000, detectWithinMs: r.detectWithinMsNeeded }, net);
+  assert.ok(again.ok, 'and at that detection time it can');
+  // A maximum interval the detection time leaves no room under.
+  const none = tuneDetector({ detectWithinMs: 1000, falseSuspicionsPerMonth: 1, minIntervalMs: 5000 }, net);
+  assert.equal(none.ok, false);
+});
+
+// Measured as the gateway measures (lateness and empty slots at a 25 s heartbeat), tuned, then scored
+// on the simulated network over 20,000 connection-hours (28 connection-months) it has not seen.
+// docs/LAB.md has the same at 100,000 connection-hours (npm run sim -- --tune).
+for (const channel of [
+  { lossRate: 0.01, baseDelayMs: 20, jitterMs: 10 },
+  { lossRate: 0.01, baseDelayMs: 20, jitterMs: 100 },
+  { lossRate: 0.001, baseDelayMs: 20, jitterMs: 500 },
+]) {
+  test(`configurator in the simulation: ${channel.lossRate * 100}% loss, delay 20 ms + Exp(${channel.jitterMs} ms): the policy it picks detects within 30 s with about one false suspicion a month at most`, () => {
+    const c = checkTuning(channel, TARGET, { measuredAtIntervalMs: 25_000, measureHours: 1000, hours: 20_000, seed: 1 });
+    assert.ok(c.result.ok, c.result.ok ? '' : c.result.reason);
+    const s = c.scored!;
+    assert.ok(s.tdP999Ms <= TARGET.detectWithinMs, `T_D p99.9 ${s.tdP999Ms} ms`);
+    // 28 connection-months: a true rate of 1 a month shows as more than 42 well under 1% of the time.
+    assert.ok(s.mistakesPerConnectionMonth <= 1.5, `${s.mistakesPerConnectionMonth} false suspicions a month (${s.mistakes} in ${Math.round(s.connectionHours)} h)`);
+    assert.ok(c.result.intervalMs >= 9000, `the interval is not cut short for nothing (${c.result.intervalMs} ms)`);
+  });
+}
+
+test('the measured model, from a gateway snapshot, is what the configurator reads', () => {
+  const s = new LatenessStats();
+  const rand = mulberry32(9);
+  for (let i = 0; i < 50_000; i++) {
+    if (rand() < 0.01) s.observe(0, 1);
+    else s.observe(exponential(rand, 50) - exponential(rand, 50));
+  }
+  const net = measuredNetwork(s.snapshot(), 40, 'test');
+  assert.ok(Math.abs(net.lossRate - 0.01) < 0.003);
+  assert.equal(net.heartbeats, 50_000);
+  assert.ok(tuneDetector(TARGET, net).ok);
+});
