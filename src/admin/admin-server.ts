@@ -186,6 +186,8 @@ export class AdminServer {
     switch (route) {
       case 'GET overview':
         return json(res, 200, this.feed.overview());
+      case 'GET network':
+        return json(res, 200, this.gw.networkStats());
       case 'GET events':
         return this.stream(req, res);
       case 'GET connections':
@@ -235,7 +237,7 @@ export class AdminServer {
         return;
       }
     }
-    if (['overview', 'events', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain', 'cluster', 'nodes'].includes(parts[0] ?? '')) {
+    if (['overview', 'network', 'events', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain', 'cluster', 'nodes'].includes(parts[0] ?? '')) {
       throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such endpoint: ${path}`);
@@ -437,6 +439,7 @@ function view(c: ConnectionInfo): ConnectionView {
     clientState: c.clientState,
     stats: c.stats,
     unacked: c.unacked,
+    path: c.path,
   };
 }
 

@@ -36,6 +36,8 @@ export interface ConnectionView {
   stats: { framesIn: number; framesOut: number; pingsIn: number; pingsOut: number; dataIn: number; dataOut: number };
   /** Messages written and not yet acknowledged. */
   unacked: number;
+  /** The path as this link's client heartbeats measure it (see ConnectionInfo.path). */
+  path: { gaps: number; missed: number; lossRate: number; latenessMeanMs: number; latenessDevMs: number; latenessMaxMs: number };
 }
 
 import type { TraceKind } from '../gateway/connection-trace.js';

@@ -186,6 +186,56 @@ export class GatewayMetrics {
       },
     });
 
+    // The network, measured by the heartbeats themselves (what `longlink tune --from` reads).
+    const perTransport = (name: string, help: string, read: (t: 'tcp' | 'ws') => number) => {
+      const seen = { tcp: 0, ws: 0 };
+      new Counter({
+        name,
+        help,
+        labelNames: ['transport'],
+        registers: [r],
+        collect() {
+          for (const t of ['tcp', 'ws'] as const) {
+            const v = read(t);
+            this.inc({ transport: t }, v - seen[t]);
+            seen[t] = v;
+          }
+        },
+      });
+    };
+    perTransport('longlink_heartbeat_gaps_total', 'Gaps measured between consecutive client heartbeats (nothing else between), by transport', (t) => gw.heartbeatLateness(t).count);
+    perTransport('longlink_heartbeat_slots_missed_total', 'Client heartbeat slots that stayed empty in those gaps (a heartbeat lost, or not sent), by transport', (t) => gw.heartbeatLateness(t).missed);
+    new Gauge({
+      name: 'longlink_heartbeat_lateness_seconds',
+      help: 'How late client heartbeats come against their slot (the previous heartbeat plus one interval), over every connection since start, by transport; `mean` and `stddev` beside the quantiles',
+      labelNames: ['transport', 'quantile'],
+      registers: [r],
+      aggregator: 'max',
+      collect() {
+        for (const t of ['tcp', 'ws'] as const) {
+          const s = gw.heartbeatLateness(t);
+          if (s.count === 0) continue;
+          for (const q of [0.5, 0.9, 0.99, 0.999]) this.set({ transport: t, quantile: String(q) }, s.quantile(q) / 1000);
+          this.set({ transport: t, quantile: '1' }, s.maxMs() / 1000);
+          this.set({ transport: t, quantile: 'mean' }, s.meanMs / 1000);
+          this.set({ transport: t, quantile: 'stddev' }, s.stdMs / 1000);
+        }
+      },
+    });
+    new Gauge({
+      name: 'longlink_heartbeat_loss_ratio',
+      help: 'Share of client heartbeat slots that stayed empty, by transport',
+      labelNames: ['transport'],
+      registers: [r],
+      aggregator: 'max',
+      collect() {
+        for (const t of ['tcp', 'ws'] as const) {
+          const s = gw.heartbeatLateness(t);
+          if (s.count > 0) this.set({ transport: t }, s.lossRate);
+        }
+      },
+    });
+
     // GC pauses stop every connection at once: the longest is what a detector's grace must cover.
     const gc = () => loop()?.gc;
     new Gauge({

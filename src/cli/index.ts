@@ -4,6 +4,7 @@ import { serveCommand } from './serve.js';
 import { clientCommand } from './client.js';
 import { labCommand } from './lab.js';
 import { demoCommand } from './demo.js';
+import { tuneCommand } from './tune.js';
 
 const program = new Command('longlink')
   .description('Long-connection heartbeat gateway and client')
@@ -12,4 +13,5 @@ program.addCommand(serveCommand());
 program.addCommand(clientCommand());
 program.addCommand(labCommand());
 program.addCommand(demoCommand());
+program.addCommand(tuneCommand());
 await program.parseAsync(process.argv);

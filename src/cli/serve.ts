@@ -46,6 +46,7 @@ export function serveCommand(): Command {
     .option('--heartbeat-max-interval-ms <ms>', 'longest interval a client may announce', int, DEFAULT_POLICY.maxIntervalMs)
     .option('--miss-budget <n>', 'intervals of silence tolerated before closing', int, DEFAULT_POLICY.missBudget)
     .option('--grace-ms <ms>', 'slack added to the silence limit', int, DEFAULT_POLICY.graceMs)
+    .addOption(new Option('--detector <kind>', 'detector for client-sent heartbeats: silence (closes at interval × miss budget + grace of silence), freshness (the same bound from when the next heartbeat was due; fewer false closes, see docs/LAB.md) or phi; `longlink tune` picks the settings').choices(['silence', 'freshness', 'phi']).default('silence'))
     .option('--no-server-direction', 'refuse clients that ask the server to send heartbeats')
     .option('--pong-timeout-ms <ms>', 'server-sent heartbeats: wait for an answer', int, DEFAULT_PROBES.pongTimeoutMs)
     .option('--probe-count <n>', 'server-sent heartbeats: quick probes before closing', int, DEFAULT_PROBES.probeCount)
@@ -209,6 +210,7 @@ export function serveCommand(): Command {
             graceMs: o.graceMs,
             allowServerDirection: o.serverDirection,
           },
+          detector: { kind: o.detector },
           probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
           keepalive: {
             keepaliveIdleMs: o.keepaliveIdleMs,

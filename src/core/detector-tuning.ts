@@ -32,10 +32,10 @@
  * two, so the rate computed is an overestimate and the interval chosen a
  * little short, never long. The simulation checks the result.
  *
- * The silence detector at the same T_D is computed the same way for
- * comparison: convicted S after the last arrival, so its T_D (at the
- * 99.9th percentile) is S + E(D) + L_p99.9, and a mistake after a heartbeat
- * needs each later one j to be later than S − j·η against it.
+ * The silence detector is computed the same way: convicted S after the
+ * last arrival, so its T_D (at the 99.9th percentile) is S + E(D) + L_p99.9,
+ * and a mistake after a heartbeat needs each later one j to be later than
+ * S − j·η against it (an estimate that errs low: see TuneTarget.detectors).
  */
 
 export interface NetworkModel {
@@ -62,22 +62,39 @@ export interface TuneTarget {
   /** The intervals the policy allows (clients are clamped into them). */
   minIntervalMs?: number;
   maxIntervalMs?: number;
+  /**
+   * Detectors to choose from (default: freshness only). The silence
+   * detector's rate is an estimate that errs low: its deadlines all count
+   * from one arrival, so when that one came early every later heartbeat
+   * looks late together, which the product over heartbeats leaves out (the
+   * simulation shows it; docs/LAB.md). It is reported beside freshness,
+   * and chosen only when asked for.
+   */
+  detectors?: TunedDetector[];
 }
+
+export type TunedDetector = 'freshness' | 'silence';
 
 export interface TunedPolicy {
   ok: true;
+  /** The detector chosen (of those asked, the one that allows the longest interval). */
+  detector: TunedDetector;
   intervalMs: number;
-  /** The freshness detector's lateMs (and suspectLateMs: the grace below). */
+  /**
+   * How long after the due time (freshness: lateMs) or after the last
+   * heartbeat (silence: the silence limit) the peer is convicted. With
+   * missBudget and graceMs below, interval × missBudget + grace is
+   * interval + lateMs (freshness's default lateMs) or the silence limit.
+   */
   lateMs: number;
-  /** Heartbeat policy fields whose documented bound interval × missBudget + grace equals interval + lateMs. */
   missBudget: number;
   graceMs: number;
   heartbeatsPerHour: number;
   /** What the model expects at this setting. */
   falseSuspicionsPerMonth: number;
   detectWithinMs: number;
-  /** The silence detector at the same interval and T_D, for comparison (null when no silence limit gives that T_D). */
-  silence: { silenceMs: number; falseSuspicionsPerMonth: number } | null;
+  /** The other detector at the same interval and T_D, for comparison (null when it has no room there). */
+  other: { detector: TunedDetector; falseSuspicionsPerMonth: number } | null;
 }
 
 export interface Untunable {
@@ -129,26 +146,43 @@ export function silenceMistakesPerMonth(intervalMs: number, silenceMs: number, n
   return (p * MONTH_MS) / intervalMs;
 }
 
-/** The longest interval at which the freshness detector meets the target on this network, or why none does. */
+/** Where the silence detector convicts for detection within `td` (T_D p99.9 = S + E(D) + the lateness's p99.9). */
+export function silenceLimitMs(td: number, net: NetworkModel): number {
+  return td - net.delayMeanMs - net.lateP999Ms;
+}
+
+/** The knob and the expected rate of one detector at interval `eta` for T_D `td` (null: no room). */
+function evaluate(d: TunedDetector, td: number, eta: number, net: NetworkModel): { knobMs: number; perMonth: number } | null {
+  if (d === 'freshness') {
+    const lateMs = freshnessLateMs(td, eta, net);
+    return lateMs > 0 ? { knobMs: lateMs, perMonth: freshnessMistakesPerMonth(eta, lateMs, net) } : null;
+  }
+  const s = silenceLimitMs(td, net);
+  return s > eta ? { knobMs: s, perMonth: silenceMistakesPerMonth(eta, s, net) } : null;
+}
+
+/**
+ * The policy with the fewest heartbeats an hour that meets the target on
+ * this network: for each detector asked (freshness by default), the longest
+ * interval that meets it, and of those the longest; or why none does.
+ */
 export function tuneDetector(target: TuneTarget, net: NetworkModel): TuneResult {
   const td = target.detectWithinMs;
   const rate = target.falseSuspicionsPerMonth;
   if (!(td > 0) || !(rate > 0)) throw new RangeError('detectWithinMs and falseSuspicionsPerMonth must be positive');
   const lo = Math.max(STEP_MS, target.minIntervalMs ?? STEP_MS);
   const maxI = target.maxIntervalMs ?? Infinity;
-  const found = search(td, rate, lo, maxI, net, STEP_MS);
-  if (found.met) return policy(found.met.intervalMs, freshnessLateMs(td, found.met.intervalMs, net), found.met.falseSuspicionsPerMonth, target, net);
+  const found = (target.detectors ?? ['freshness']).map((d) => ({ d, ...search(d, td, rate, lo, maxI, net, STEP_MS) }));
+  const met = found.filter((f) => f.met).sort((a, b) => b.met!.intervalMs - a.met!.intervalMs)[0];
+  if (met) return policy(met.d, met.met!.intervalMs, td, net);
   // None: say what the network allows, and what T_D would do.
   let needed: number | null = null;
   const step = Math.max(500, Math.round(td / 200));
-  for (let t = td + step; t <= 10 * td; t += step) {
-    if (search(t, rate, lo, maxI, net, 10 * STEP_MS).met) {
-      needed = t;
-      break;
-    }
+  for (let t = td + step; t <= 10 * td && needed === null; t += step) {
+    if (found.some((f) => search(f.d, t, rate, lo, maxI, net, 10 * STEP_MS).met)) needed = t;
   }
   const hi = Math.min(maxI, td - net.delayMeanMs - 1);
-  const best = found.best;
+  const best = found.map((f) => f.best).filter((b): b is Point => b !== null).sort((a, b) => a.falseSuspicionsPerMonth - b.falseSuspicionsPerMonth)[0] ?? null;
   const why =
     hi < lo
       ? `a detection time of ${fmt(td)} leaves no interval within the policy's ${fmt(lo)} to ${fmt(maxI)} once the mean delay (${fmt(net.delayMeanMs)}) is taken off`
@@ -159,16 +193,15 @@ export function tuneDetector(target: TuneTarget, net: NetworkModel): TuneResult 
 }
 
 /** Down from the longest interval: the first that meets the rate at this T_D, and the lowest rate seen. */
-function search(td: number, rate: number, lo: number, maxI: number, net: NetworkModel, step: number): { met: Point | null; best: Point | null } {
+function search(d: TunedDetector, td: number, rate: number, lo: number, maxI: number, net: NetworkModel, step: number): { met: Point | null; best: Point | null } {
   const hi = Math.min(maxI, td - net.delayMeanMs - 1);
   let best: Point | null = null;
   for (let eta = Math.floor(hi / step) * step; eta >= lo; eta -= step) {
-    const lateMs = freshnessLateMs(td, eta, net);
-    if (lateMs <= 0) continue;
-    const m = freshnessMistakesPerMonth(eta, lateMs, net);
-    const p = { intervalMs: eta, falseSuspicionsPerMonth: m };
-    if (!best || m < best.falseSuspicionsPerMonth) best = p;
-    if (m <= rate) return { met: p, best };
+    const e = evaluate(d, td, eta, net);
+    if (!e) continue;
+    const p = { intervalMs: eta, falseSuspicionsPerMonth: e.perMonth };
+    if (!best || e.perMonth < best.falseSuspicionsPerMonth) best = p;
+    if (e.perMonth <= rate) return { met: p, best };
   }
   return { met: null, best };
 }
@@ -178,21 +211,25 @@ interface Point {
   falseSuspicionsPerMonth: number;
 }
 
-function policy(eta: number, lateMs: number, mistakes: number, target: TuneTarget, net: NetworkModel): TunedPolicy {
-  // missBudget and grace so that the documented bound interval × missBudget + grace is interval + lateMs.
-  const missBudget = Math.max(1, Math.floor(lateMs / eta) + 1);
-  const graceMs = Math.round(lateMs - (missBudget - 1) * eta);
-  const silenceMs = target.detectWithinMs - net.delayMeanMs - net.lateP999Ms;
+function policy(d: TunedDetector, eta: number, td: number, net: NetworkModel): TunedPolicy {
+  const e = evaluate(d, td, eta, net)!;
+  // missBudget and grace so that interval × missBudget + grace is interval + lateMs (freshness) or the silence limit.
+  const bound = d === 'freshness' ? eta + e.knobMs : e.knobMs;
+  const missBudget = Math.max(1, Math.floor(bound / eta));
+  const graceMs = Math.round(bound - missBudget * eta);
+  const otherD = d === 'freshness' ? 'silence' : 'freshness';
+  const other = evaluate(otherD, td, eta, net);
   return {
     ok: true,
+    detector: d,
     intervalMs: eta,
-    lateMs: Math.round(lateMs),
+    lateMs: Math.round(e.knobMs),
     missBudget,
     graceMs,
     heartbeatsPerHour: 3_600_000 / eta,
-    falseSuspicionsPerMonth: mistakes,
-    detectWithinMs: target.detectWithinMs,
-    silence: silenceMs > eta ? { silenceMs: Math.round(silenceMs), falseSuspicionsPerMonth: silenceMistakesPerMonth(eta, silenceMs, net) } : null,
+    falseSuspicionsPerMonth: e.perMonth,
+    detectWithinMs: td,
+    other: other ? { detector: otherD, falseSuspicionsPerMonth: other.perMonth } : null,
   };
 }
 

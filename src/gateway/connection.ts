@@ -5,6 +5,7 @@ import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import type { LivenessDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel, WheelTimer } from '../core/timer-wheel.js';
+import type { LatenessStats } from '../core/lateness-stats.js';
 import type { Link, LinkCloseInfo, LinkEvents } from '../link/link.js';
 import { CloseCodes, ProtocolError, reasonForCode, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
@@ -46,6 +47,8 @@ export interface ConnectionHost {
   readonly probes: ProbeOptions;
   readonly handshakeTimeoutMs: number;
   readonly limits: ResolvedLimits;
+  /** The heartbeat lateness of every connection, per transport (the network, measured; see core/lateness-stats.ts). */
+  readonly lateness: Record<'tcp' | 'ws', LatenessStats>;
   /** Builds the passive detector for a client-sent heartbeat. */
   newDetector(grant: HeartbeatGrant, now: number): LivenessDetector;
   wake(): void;
@@ -122,6 +125,18 @@ export class ServerConnection implements LinkEvents {
   pingsOut = 0;
   dataIn = 0;
   dataOut = 0;
+  /**
+   * The path, as this link's heartbeats tell it (small integers, so they cost no heap numbers):
+   * gaps measured between heartbeats, empty heartbeat slots seen, and the lateness of heartbeats against their slot, as a moving
+   * mean and mean deviation (ms × 8, as TCP keeps its RTT) and the largest seen (ms).
+   */
+  beatGaps = 0;
+  missedBeats = 0;
+  lateAvg8 = 0;
+  lateDev8 = 0;
+  lateMaxMs = 0;
+  /** framesIn at the last heartbeat: a gap is measured only when nothing else came between. */
+  private beatFrame = -1;
   /** `online` was emitted for this device's presence here (the link may have replaced an earlier one). */
   announced = false;
   /** Monotonic ms when the open session record is saved again. */
@@ -195,7 +210,10 @@ export class ServerConnection implements LinkEvents {
       this.pingsIn++;
       const pace = this.pingPace(now);
       if (pace === PACE_CLOSED) return;
-      this.detector?.heard(now, true);
+      if (this.detector !== null) {
+        this.measureBeat(now, this.detector.lastHeardAt);
+        this.detector.heard(now, true);
+      }
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
       if (this.suspected) this.unsuspect();
       this.trace?.add(now, 'ping-in');
@@ -216,7 +234,10 @@ export class ServerConnection implements LinkEvents {
       return;
     }
     if (this.phase === 'open') {
-      this.detector?.heard(now, f.type === FrameType.PING);
+      if (this.detector !== null) {
+        if (f.type === FrameType.PING) this.measureBeat(now, this.detector.lastHeardAt);
+        this.detector.heard(now, f.type === FrameType.PING);
+      }
       if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
       if (this.suspected) this.unsuspect();
       if (this.probeDeadline !== null) {
@@ -269,6 +290,42 @@ export class ServerConnection implements LinkEvents {
         this.link.destroy();
         return;
     }
+  }
+
+  /**
+   * A client heartbeat at `now`, the previous frame at `prev`: when that was a heartbeat too, the gap
+   * is one measurement of the path (the client counts each interval from its last send).
+   */
+  private measureBeat(now: number, prev: number): void {
+    // framesIn already counts this PING.
+    if (this.beatFrame === this.framesIn - 1 && this.grant !== null) {
+      const interval = this.grant.intervalMs;
+      const gap = now - prev;
+      const k = Math.max(1, Math.round(gap / interval));
+      const late = Math.round(gap - k * interval);
+      this.beatGaps++;
+      this.missedBeats += k - 1;
+      // RFC 6298's gains: 1/8 for the mean, 1/4 for the deviation.
+      const err = 8 * late - this.lateAvg8;
+      this.lateAvg8 += err >> 3;
+      this.lateDev8 += (Math.abs(err) - this.lateDev8) >> 2;
+      if (late > this.lateMaxMs) this.lateMaxMs = late;
+      this.host.lateness[this.link.transport].observe(gap - k * interval, k - 1);
+    }
+    this.beatFrame = this.framesIn;
+  }
+
+  /** This link's heartbeats, as measurements of its path. */
+  get pathStats(): { gaps: number; missed: number; lossRate: number; latenessMeanMs: number; latenessDevMs: number; latenessMaxMs: number } {
+    const gaps = this.beatGaps;
+    return {
+      gaps,
+      missed: this.missedBeats,
+      lossRate: gaps + this.missedBeats ? this.missedBeats / (gaps + this.missedBeats) : 0,
+      latenessMeanMs: this.lateAvg8 / 8,
+      latenessDevMs: this.lateDev8 / 8,
+      latenessMaxMs: this.lateMaxMs,
+    };
   }
 
   private answerPing(warn: boolean): void {

@@ -29,6 +29,7 @@ import { ConnectionTrace } from './connection-trace.js';
 import { topK } from '../core/top-k.js';
 import type { HeartbeatGrant } from '../protocol/frames.js';
 import { typedEmitter } from '../core/typed-emitter.js';
+import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
 import { UpstreamRunner } from './upstream.js';
 
 /** Connections traced at once for the admin view; the least recently read one gives way. */
@@ -204,9 +205,30 @@ export interface ConnectionInfo extends DeviceRef {
   clientState: ClientState;
   /** Frames and heartbeats through this connection so far. */
   stats: TrafficStats;
+  /**
+   * The path as this link's client heartbeats measure it: gaps measured (heartbeat after heartbeat),
+   * empty slots in them and their share, and the lateness against the slot (moving mean and mean
+   * deviation, and the largest).
+   */
+  path: { gaps: number; missed: number; lossRate: number; latenessMeanMs: number; latenessDevMs: number; latenessMaxMs: number };
 }
 
 export type { TrafficStats } from './connection.js';
+
+/** One transport's network, measured (see Gateway.networkStats). */
+export interface TransportNetwork {
+  heartbeats: LatenessSnapshot;
+  /** The gateway's own PINGs' round trips (server-sent heartbeats, probes); null before any. */
+  rtt: { count: number; meanMs: number; p50Ms: number; p99Ms: number } | null;
+}
+
+export interface NetworkStats {
+  nodeId: string;
+  policy: { intervalMs: number; minIntervalMs: number; maxIntervalMs: number; missBudget: number; graceMs: number };
+  detector: string;
+  tcp: TransportNetwork;
+  ws: TransportNetwork;
+}
 
 export interface TimerStats {
   /** Connections' timers on the wheel now. */
@@ -250,6 +272,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   handshakeTimeouts = 0;
   /** Links closed because a newer link of the same device took over (see the `replaced` event). */
   replacedLinks = 0;
+  /** Client heartbeats' lateness and empty slots, over every connection, per transport (networkStats). */
+  private readonly lateness = { tcp: new LatenessStats(), ws: new LatenessStats() };
+  /** Round trips of the gateway's own PINGs, per transport (the same log buckets; no slots). */
+  private readonly rtts = { tcp: new LatenessStats(), ws: new LatenessStats() };
   private readonly traces = new Map<string, ServerConnection>();
   /**
    * The timer machinery's work since start (wheel ticks, timers visited and
@@ -290,6 +316,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     );
     this.delivery.startSweeping();
     this.host = {
+      lateness: this.lateness,
       clock: o.clock,
       wheel,
       policy: o.heartbeat,
@@ -323,7 +350,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       probeFailed: () => this.delivery.stats.deadLinksFound++,
       refreshSession: (conn) => this.refreshSession(conn),
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
-      rtt: (conn, sample) => this.emit('rtt', { ...ref(conn), ...sample }),
+      rtt: (conn, sample) => {
+        this.rtts[conn.transport].observe(sample.sampleMs);
+        if (this.listenerCount('rtt') > 0) this.emit('rtt', { ...ref(conn), ...sample });
+      },
       suspicion: (conn, cleared) => {
         if (cleared) this.suspicionStats.cleared++;
         else this.suspicionStats.suspected++;
@@ -427,6 +457,36 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       intervalMs,
       stale: g !== null && silentForMs > g.intervalMs + g.graceMs,
     });
+  }
+
+  /**
+   * The network as this gateway measures it, per transport: how late client
+   * heartbeats come against their slot and how many slots stay empty (over
+   * every connection since start), and the round trips of the gateway's own
+   * PINGs. What `longlink tune` reads (`/api/network` on the admin port).
+   */
+  networkStats(): NetworkStats {
+    const o = this.options;
+    const per = (t: 'tcp' | 'ws'): TransportNetwork => {
+      const r = this.rtts[t];
+      return {
+        heartbeats: this.lateness[t].snapshot(),
+        rtt: r.count ? { count: r.count, meanMs: round1(r.meanMs), p50Ms: round1(r.quantile(0.5)), p99Ms: round1(r.quantile(0.99)) } : null,
+      };
+    };
+    const d = o.detector;
+    return {
+      nodeId: o.nodeId,
+      policy: { intervalMs: o.heartbeat.intervalMs, minIntervalMs: o.heartbeat.minIntervalMs, maxIntervalMs: o.heartbeat.maxIntervalMs, missBudget: o.heartbeat.missBudget, graceMs: o.heartbeat.graceMs },
+      detector: d.kind,
+      tcp: per('tcp'),
+      ws: per('ws'),
+    };
+  }
+
+  /** The live lateness statistics of one transport's client heartbeats (read them; the gateway writes). */
+  heartbeatLateness(transport: 'tcp' | 'ws'): LatenessStats {
+    return this.lateness[transport];
   }
 
   /** Connections admitted and refused at accept time, by limit. */
@@ -1012,6 +1072,7 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     clientInfo: c.clientInfo,
     clientState: { ...c.clientState },
     stats: c.stats,
+    path: c.pathStats,
   };
 }
 
@@ -1019,3 +1080,5 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
 function isClosed(c: ServerConnection): boolean {
   return c.phase === 'closed';
 }
+
+const round1 = (x: number) => Math.round(x * 10) / 10;

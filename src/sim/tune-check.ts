@@ -1,4 +1,4 @@
-import { tuneDetector, type TuneResult, type TuneTarget } from '../core/detector-tuning.js';
+import { silenceLimitMs, tuneDetector, type TuneResult, type TuneTarget } from '../core/detector-tuning.js';
 import { LatenessStats } from '../core/lateness-stats.js';
 import { measuredNetwork } from '../core/network-model.js';
 import { DETECTORS, simulate, type Channel, type DetectorResult } from './detector-sim.js';
@@ -8,8 +8,8 @@ import { exponential, mulberry32 } from './rng.js';
  * The configurator checked end to end in the simulation, as an operator
  * would use it: the gateway measures the network at the interval it runs
  * (heartbeat lateness and empty slots, as the gateway computes them), the
- * configurator picks a policy from those figures, and the freshness
- * detector with that policy is then scored on the same network over
+ * configurator picks a policy from those figures, and the detector it
+ * chose, with that policy, is then scored on the same network over
  * `hours` connection-hours it has not seen.
  */
 export interface TuneCheck {
@@ -18,8 +18,10 @@ export interface TuneCheck {
   measuredHeartbeats: number;
   target: TuneTarget;
   result: TuneResult;
-  /** The tuned freshness detector on the simulated network (null when no policy was found). */
+  /** The tuned detector on the simulated network (null when no policy was found). */
   scored: DetectorResult | null;
+  /** The silence detector on the same heartbeats, at the same interval and T_D (its limit as tuneDetector computes it). */
+  silence: DetectorResult | null;
 }
 
 /** Heartbeats on `channel` as the gateway would see them, gaps measured between arrivals. */
@@ -52,13 +54,19 @@ export function checkTuning(
   const net = measuredNetwork(stats, channel.baseDelayMs + channel.jitterMs, `measured: ${stats.count} heartbeats`);
   const result = tuneDetector(target, net);
   let scored: DetectorResult | null = null;
+  let silence: DetectorResult | null = null;
   if (result.ok) {
-    const freshness = DETECTORS.find((d) => d.name === 'freshness')!;
-    [scored] = simulate({ ...channel, intervalMs: result.intervalMs }, [{ kind: freshness, knob: result.lateMs }], {
+    // The sim's `fixed` detector is the silence detector with its limit as the knob.
+    const kind = DETECTORS.find((d) => d.name === (result.detector === 'freshness' ? 'freshness' : 'fixed'))!;
+    const fixed = DETECTORS.find((d) => d.name === 'fixed')!;
+    const limit = silenceLimitMs(target.detectWithinMs, net);
+    const rs = simulate({ ...channel, intervalMs: result.intervalMs }, [{ kind, knob: result.lateMs }, ...(limit > result.intervalMs ? [{ kind: fixed, knob: limit }] : [])], {
       connections: Math.max(1, Math.round(o.hours / 10)),
       hoursPerConnection: 10,
       seed: o.seed,
     });
+    scored = rs[0];
+    silence = rs[1] ?? null;
   }
-  return { channel, measuredAtIntervalMs: o.measuredAtIntervalMs, measuredHeartbeats: stats.count, target, result, scored };
+  return { channel, measuredAtIntervalMs: o.measuredAtIntervalMs, measuredHeartbeats: stats.count, target, result, scored, silence };
 }

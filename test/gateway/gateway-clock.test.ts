@@ -480,3 +480,35 @@ test('upstream lifecycle events: online, suspect (when the probe goes out) and o
   assert.ok(events.every((e) => e.userId === 'u1' && e.deviceId === 'd1'));
   await gw.close();
 });
+
+test('client heartbeats measure the path: lateness against the slot and empty slots, per link and per transport; a gap with other traffic in it is not measured', async () => {
+  const { clock, gw } = setup({ heartbeat: { ...POLICY, missBudget: 8 } });
+  const { client } = await open(gw);
+  // Frames are handed over a microtask later: each goes before the clock moves on.
+  const at = async (ms: number, f: Frame = { type: FrameType.PING }) => {
+    clock.advance(ms);
+    client.send(f);
+    await flush();
+  };
+  await at(1000); // the first: no gap yet (the previous frame was HELLO)
+  await at(1040); // 40 ms late
+  await at(1990); // a slot empty, then 10 ms early
+  await at(500, { type: FrameType.DATA, payload: new Uint8Array([1]) });
+  await at(500); // other traffic between: not a measurement
+  await at(1100); // 100 ms late
+  await flush();
+  const c = gw.listConnections()[0];
+  assert.equal(c.path.gaps, 3);
+  assert.equal(c.path.missed, 1);
+  assert.equal(c.path.lossRate, 1 / 4);
+  assert.equal(c.path.latenessMaxMs, 100);
+  assert.ok(c.path.latenessMeanMs > 0 && c.path.latenessDevMs > 0);
+  const net = gw.networkStats();
+  assert.equal(net.tcp.heartbeats.count, 3);
+  assert.equal(net.tcp.heartbeats.missed, 1);
+  assert.equal(net.tcp.heartbeats.onTime, 1, 'the early one');
+  assert.deepEqual(net.tcp.heartbeats.buckets.map(([, n]) => n), [1, 1], '40 ms and 100 ms');
+  assert.equal(net.ws.heartbeats.count, 0);
+  assert.equal(net.detector, 'silence');
+  await gw.close();
+});

@@ -343,3 +343,62 @@ test("the README's offline queue: bob's next run gets what alice sent while he w
     await server.kill();
   }
 });
+
+test('tune: from a model, and from what a running gateway measured (its admin URL): a policy, or exit 3 and why none', async () => {
+  const run = (args: string[]) => {
+    try {
+      return { code: 0, out: execFileSync(process.execPath, [CLI, 'tune', ...args], { encoding: 'utf8', stdio: 'pipe' }) };
+    } catch (err) {
+      const e = err as { status: number; stdout: string; stderr: string };
+      return { code: e.status, out: e.stdout + e.stderr };
+    }
+  };
+  const model = run(['--detect-within', '30s', '--false-suspicions-per-month', '1', '--loss', '0.01', '--delay', '0', '--jitter', '20']);
+  assert.equal(model.code, 0, model.out);
+  assert.match(model.out, /a heartbeat every 9\.9\ds/);
+  assert.match(model.out, /--detector freshness/);
+  const none = run(['--detect-within', '30s', '--loss', '0.3', '--min-interval', '5s']);
+  assert.equal(none.code, 3);
+  assert.match(none.out, /no policy meets it/);
+  assert.match(none.out, /--detect-within \d/);
+  assert.equal(run(['--detect-within', 'soon']).code, 1, 'a bad duration is refused by the parser');
+
+  // A gateway measuring real heartbeats on loopback, then tune reading its admin port.
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const { AdminServer } = await import('../../src/admin/admin-server.js');
+  const { LonglinkClient } = await import('../../src/client/client.js');
+  const gw = new Gateway({ tcp: { host: '127.0.0.1', port: 0 }, ws: false, heartbeat: { intervalMs: 100, minIntervalMs: 50, maxIntervalMs: 10_000 } });
+  const a = await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  const clients = Array.from({ length: 20 }, (_, i) => new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: `t${i}`, deviceId: 'd', intervalMs: 100, adaptive: false }));
+  try {
+    await Promise.all(clients.map((c) => c.connect()));
+    for (let i = 0; i < 100 && gw.networkStats().tcp.heartbeats.count < 300; i++) await new Promise((r) => setTimeout(r, 50));
+    const stats = gw.networkStats();
+    assert.ok(stats.tcp.heartbeats.count >= 300, `${stats.tcp.heartbeats.count} gaps measured`);
+    const measured = await new Promise<{ code: number; out: string }>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'tune', '--detect-within', '2s', '--min-interval', '50ms', '--from', `http://127.0.0.1:${port}`, '--json']);
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (out += d));
+      p.on('close', (code) => resolve({ code: code ?? -1, out }));
+    });
+    assert.equal(measured.code, 0, measured.out);
+    const j = JSON.parse(measured.out);
+    assert.match(j.network.source, /measured by .* over tcp/);
+    assert.ok(j.network.heartbeats >= 300);
+    assert.ok(j.result.ok && j.result.intervalMs >= 50 && j.result.intervalMs < 2000, JSON.stringify(j.result));
+    // The same from a saved file.
+    const file = path.join(os.tmpdir(), `ll-network-${process.pid}.json`);
+    fs.writeFileSync(file, JSON.stringify(stats));
+    const fromFile = run(['--detect-within', '2s', '--min-interval', '50ms', '--from', file]);
+    fs.rmSync(file, { force: true });
+    assert.equal(fromFile.code, 0, fromFile.out);
+    assert.match(fromFile.out, /freshness detector/);
+  } finally {
+    for (const c of clients) c.close();
+    await admin.close();
+    await gw.close();
+  }
+});

@@ -1,0 +1,127 @@
+import fs from 'node:fs';
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { fmtRate, tuneDetector, type NetworkModel, type TuneResult } from '../core/detector-tuning.js';
+import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
+import { exponentialNetwork, measuredNetwork } from '../core/network-model.js';
+import type { NetworkStats } from '../gateway/gateway.js';
+
+/**
+ * `longlink tune`: the heartbeat policy and freshness detector that meet a
+ * detection time and a false-suspicion rate with the fewest heartbeats, from
+ * the network a running gateway measured (`--from` its admin URL or its
+ * `/api/network` JSON saved to a file) or from a model (`--loss`, `--delay`,
+ * `--jitter`). Exit code 0 with a policy, 3 when none meets the target.
+ */
+export function tuneCommand(): Command {
+  return new Command('tune')
+    .description('pick the heartbeat interval and detector settings that detect a dead link within a time, with at most so many false suspicions a month')
+    .requiredOption('--detect-within <duration>', 'detection time T_D: a dead peer is closed within this long of its last heartbeat (e.g. 30s)', duration)
+    .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positive, 1)
+    .option('--from <source>', 'the measured network: a gateway admin URL (http://host:port, reads /api/network) or a file holding that JSON')
+    .addOption(new Option('--transport <t>', 'which transport\'s measurements').choices(['tcp', 'ws']).default('tcp'))
+    .option('--loss <p>', 'without --from: chance a heartbeat is lost (0..1)', fraction, 0.01)
+    .option('--delay <duration>', 'mean one-way delay, base part (without --from; with it, overrides half the measured RTT)', duration)
+    .option('--jitter <duration>', 'without --from: mean of the exponential part of the delay', duration, 10)
+    .option('--min-interval <duration>', 'shortest heartbeat interval allowed', duration, 1000)
+    .option('--max-interval <duration>', 'longest heartbeat interval allowed', duration, 600_000)
+    .option('--token <token>', 'admin bearer token for --from URL (or LONGLINK_ADMIN_TOKEN)')
+    .option('--json', 'print the result as JSON')
+    .action(async (o: TuneOptions) => {
+      const net = await network(o);
+      const result = tuneDetector({ detectWithinMs: o.detectWithin, falseSuspicionsPerMonth: o.falseSuspicionsPerMonth, minIntervalMs: o.minInterval, maxIntervalMs: o.maxInterval }, net);
+      if (o.json) console.log(JSON.stringify({ network: { source: net.source, heartbeats: net.heartbeats, lossRate: net.lossRate, delayMeanMs: net.delayMeanMs, lateP999Ms: net.lateP999Ms }, result }, null, 2));
+      else console.log(report(result, net, o));
+      process.exitCode = result.ok ? 0 : 3;
+    });
+}
+
+interface TuneOptions {
+  detectWithin: number;
+  falseSuspicionsPerMonth: number;
+  from?: string;
+  transport: 'tcp' | 'ws';
+  loss: number;
+  delay?: number;
+  jitter: number;
+  minInterval: number;
+  maxInterval: number;
+  token?: string;
+  json?: boolean;
+}
+
+async function network(o: TuneOptions): Promise<NetworkModel> {
+  if (!o.from) return exponentialNetwork({ lossRate: o.loss, baseDelayMs: o.delay ?? 20, jitterMs: o.jitter });
+  let stats: NetworkStats;
+  if (/^https?:\/\//.test(o.from)) {
+    const url = new URL(o.from);
+    if (url.pathname === '/' || url.pathname === '') url.pathname = '/api/network';
+    const token = o.token ?? process.env.LONGLINK_ADMIN_TOKEN;
+    const r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
+    if (!r.ok) fail(`${url}: HTTP ${r.status}`);
+    stats = (await r.json()) as NetworkStats;
+  } else {
+    try {
+      stats = JSON.parse(fs.readFileSync(o.from, 'utf8')) as NetworkStats;
+    } catch (err) {
+      fail(`${o.from}: ${(err as Error).message}`);
+    }
+  }
+  const t = stats[o.transport];
+  if (!t?.heartbeats) fail(`${o.from} holds no ${o.transport} heartbeat measurements (expected the JSON of a gateway's /api/network)`);
+  const snap: LatenessSnapshot = t.heartbeats;
+  if (snap.count < 100) fail(`${o.from}: only ${snap.count} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
+  const delay = o.delay ?? (t.rtt ? t.rtt.meanMs / 2 : 0);
+  return measuredNetwork(LatenessStats.fromSnapshot(snap), delay, `measured by ${stats.nodeId} over ${o.transport}: ${snap.count} heartbeat gaps${t.rtt ? `, RTT ${t.rtt.meanMs} ms` : ', no RTT sample (delay taken as 0; give --delay)'}`);
+}
+
+function report(r: TuneResult, net: NetworkModel, o: TuneOptions): string {
+  const s = (ms: number) => (ms >= 1000 ? `${+(ms / 1000).toFixed(2)}s` : `${Math.round(ms)}ms`);
+  const head = [
+    `network: ${net.source}`,
+    `  heartbeats lost: ${+(net.lossRate * 100).toFixed(3)}%, lateness p99.9: ${s(net.lateP999Ms)}, mean one-way delay: ${s(net.delayMeanMs)}`,
+    `target: detect within ${s(o.detectWithin)}, at most ${o.falseSuspicionsPerMonth} false suspicion(s) per connection-month`,
+    '',
+  ];
+  if (!r.ok) {
+    return [
+      ...head,
+      `no policy meets it: ${r.reason}.`,
+      ...(r.detectWithinMsNeeded ? [`with this network, --detect-within ${s(r.detectWithinMsNeeded)} can be met.`] : []),
+    ].join('\n');
+  }
+  return [
+    ...head,
+    `policy: a heartbeat every ${s(r.intervalMs)} (${r.heartbeatsPerHour.toFixed(0)} an hour), ${r.detector} detector, ${fmtRate(r.falseSuspicionsPerMonth)} false suspicions a month expected`,
+    ...(r.other ? [`  (the ${r.other.detector} detector at this interval and detection time: ${fmtRate(r.other.falseSuspicionsPerMonth)} a month)`] : []),
+    '',
+    'longlink serve flags:',
+    `  --heartbeat-interval-ms ${r.intervalMs} --heartbeat-min-interval-ms ${Math.min(r.intervalMs, o.minInterval)} --heartbeat-max-interval-ms ${r.intervalMs} --miss-budget ${r.missBudget} --grace-ms ${r.graceMs} --detector ${r.detector}`,
+    'gateway options:',
+    `  heartbeat: { intervalMs: ${r.intervalMs}, minIntervalMs: ${Math.min(r.intervalMs, o.minInterval)}, maxIntervalMs: ${r.intervalMs}, missBudget: ${r.missBudget}, graceMs: ${r.graceMs} },`,
+    r.detector === 'freshness' ? `  detector: { kind: 'freshness', lateMs: ${r.lateMs} },` : `  detector: { kind: 'silence' },   // closes at interval × missBudget + grace = ${r.lateMs} ms of silence`,
+    `(maxIntervalMs keeps clients from asking for a longer interval, which would break the detection time.)`,
+  ].join('\n');
+}
+
+function duration(v: string): number {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(v.trim());
+  if (!m) throw new InvalidArgumentError('expected a duration: 500ms, 30s, 5m, 1h (a bare number is ms)');
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
+}
+
+function positive(v: string): number {
+  const n = Number(v);
+  if (!(n > 0)) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}
+
+function fraction(v: string): number {
+  const n = Number(v);
+  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError('expected a probability, 0 to below 1');
+  return n;
+}
+
+function fail(message: string): never {
+  console.error(`longlink tune: ${message}`);
+  process.exit(2);
+}
