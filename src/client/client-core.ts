@@ -71,6 +71,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private pendingState: ClientState | null = null;
   private pendingIntervalMs: number | undefined;
   private intervalMs: number | undefined;
+  /** The smoothed RTT last told to the gateway on this link (ms), or -1. */
+  private reportedRttMs = -1;
   /** Server direction: a shorter interval the detector adopts when the gateway's PONG shows it has read it. */
   private detectorIntervalOnPong: number | undefined;
   private goawayAfterMs: number | undefined;
@@ -293,6 +295,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.lastSessionId = w.sessionId;
     this.welcome = w;
     this.resumeToken = w.resumeToken;
+    this.reportedRttMs = -1; // a new link: tell it again
     const g = w.heartbeat;
     this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);
     this.detector = g.direction === 'server' ? new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now) : null;
@@ -447,11 +450,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   private sendPing(now: number): void {
     let f: PingFrame = BARE_PING;
-    if (this.pendingState !== null || this.pendingIntervalMs !== undefined || this.ackOwed) {
+    const rttMs = this.rttToReport();
+    if (this.pendingState !== null || this.pendingIntervalMs !== undefined || this.ackOwed || rttMs >= 0) {
       f = { type: FrameType.PING };
       if (this.pendingState !== null) f.state = this.pendingState;
       if (this.pendingIntervalMs !== undefined) f.intervalMs = this.pendingIntervalMs;
       if (this.ackOwed) f.ack = this.takeAck();
+      if (rttMs >= 0) f.rttMs = this.reportedRttMs = rttMs;
       this.pendingState = null;
       this.pendingIntervalMs = undefined;
     }
@@ -460,6 +465,20 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.noteSent(now);
     this.stats.pingsSent++;
     this.link!.send(f);
+  }
+
+  /**
+   * The smoothed RTT to tell the gateway on this PING, or -1: only when it has
+   * moved by a tenth (at least 1 ms) since it was last told on this link, so
+   * nearly every heartbeat stays bare (the gateway cannot time client-sent
+   * heartbeats; it shows this one and measures the path with it).
+   */
+  private rttToReport(): number {
+    const srtt = this.rtt.current()?.srttMs;
+    if (srtt === undefined) return -1;
+    const ms = Math.round(srtt);
+    const told = this.reportedRttMs;
+    return told < 0 || Math.abs(ms - told) >= Math.max(1, told / 10) ? ms : -1;
   }
 
   /**

@@ -71,6 +71,8 @@ export interface ConnectionHost {
   refreshSession(conn: ServerConnection): void;
   stateChanged(conn: ServerConnection, delta: ClientState): void;
   rtt(conn: ServerConnection, sample: RttSample): void;
+  /** The client reported its smoothed RTT on a PING. */
+  clientRtt(conn: ServerConnection, rttMs: number): void;
   /** A heartbeat went overdue and a probe is out (cleared: false), or the peer was heard after all (cleared: true). */
   suspicion(conn: ServerConnection, cleared: boolean): void;
   protocolError(conn: ServerConnection, err: ProtocolError): void;
@@ -90,6 +92,9 @@ export interface Opening {
   /** Highest gateway DATA seq the client confirmed having (its HELLO lastSeq, on resume). */
   outSeq: number;
 }
+
+/** A client's RTT report is kept at most this (ms): one client cannot skew its transport's figures without bound. */
+const MAX_REPORTED_RTT_MS = 60_000;
 
 /**
  * One client connection on the gateway: the protocol state machine and its
@@ -135,6 +140,8 @@ export class ServerConnection implements LinkEvents {
   lateAvg8 = 0;
   lateDev8 = 0;
   lateMaxMs = 0;
+  /** The client's smoothed RTT as it last reported it on a PING (ms), or -1. */
+  clientRttMs = -1;
   /** framesIn at the last heartbeat: a gap is measured only when nothing else came between. */
   private beatFrame = -1;
   /** `online` was emitted for this device's presence here (the link may have replaced an earlier one). */
@@ -259,6 +266,11 @@ export class ServerConnection implements LinkEvents {
         this.trace?.add(now, 'ping-in');
         this.answerPing(pace === PACE_WARN);
         if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
+        if (f.rttMs !== undefined) {
+          // A smoothed figure from the client; bounded, since it feeds the transport's statistics.
+          this.clientRttMs = Math.min(f.rttMs, MAX_REPORTED_RTT_MS);
+          this.host.clientRtt(this, this.clientRttMs);
+        }
         if (f.state !== undefined) this.mergeState(f.state);
         return;
       }

@@ -218,7 +218,7 @@ export type { TrafficStats } from './connection.js';
 /** One transport's network, measured (see Gateway.networkStats). */
 export interface TransportNetwork {
   heartbeats: LatenessSnapshot;
-  /** The gateway's own PINGs' round trips (server-sent heartbeats, probes); null before any. */
+  /** Round trips: the gateway's own PINGs (server-sent heartbeats, probes) and the smoothed RTTs clients report on theirs; null before any. */
   rtt: { count: number; meanMs: number; p50Ms: number; p99Ms: number } | null;
 }
 
@@ -274,7 +274,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   replacedLinks = 0;
   /** Client heartbeats' lateness and empty slots, over every connection, per transport (networkStats). */
   private readonly lateness = { tcp: new LatenessStats(), ws: new LatenessStats() };
-  /** Round trips of the gateway's own PINGs, per transport (the same log buckets; no slots). */
+  /** Round trips per transport: the gateway's own PINGs and what clients report on theirs (the same log buckets; no slots). */
   private readonly rtts = { tcp: new LatenessStats(), ws: new LatenessStats() };
   private readonly traces = new Map<string, ServerConnection>();
   /**
@@ -350,6 +350,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       probeFailed: () => this.delivery.stats.deadLinksFound++,
       refreshSession: (conn) => this.refreshSession(conn),
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
+      clientRtt: (conn, rttMs) => this.rtts[conn.transport].observe(rttMs),
       rtt: (conn, sample) => {
         this.rtts[conn.transport].observe(sample.sampleMs);
         if (this.listenerCount('rtt') > 0) this.emit('rtt', { ...ref(conn), ...sample });
@@ -1068,7 +1069,8 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     suspected: c.suspected,
     unacked: c.delivery?.unacked ?? 0,
     lastHeardMsAgo: now - c.lastHeardAt,
-    rttMs: c.rtt?.current()?.srttMs ?? null,
+    // The gateway's own measure when it pings; otherwise what the client reports of its heartbeats.
+    rttMs: c.rtt?.current()?.srttMs ?? (c.clientRttMs >= 0 ? c.clientRttMs : null),
     clientInfo: c.clientInfo,
     clientState: { ...c.clientState },
     stats: c.stats,

@@ -111,6 +111,7 @@ function writeBody(w: Writer, f: Frame): void {
       if (f.type === FrameType.PING) {
         if (f.state !== undefined) writeState(w, 3, f.state);
         if (f.intervalMs !== undefined) w.fieldVarint(4, f.intervalMs);
+        if (f.rttMs !== undefined) w.fieldVarint(5, f.rttMs);
       } else if (f.warn !== undefined) w.fieldVarint(3, f.warn);
       return;
     case FrameType.DATA:
@@ -199,7 +200,7 @@ export function prefixLength(buf: Uint8Array, start: number, end: number): Uint8
 }
 
 function isBare(f: PingFrame): boolean {
-  return f.seq === undefined && f.ack === undefined && f.state === undefined && f.intervalMs === undefined;
+  return f.seq === undefined && f.ack === undefined && f.state === undefined && f.intervalMs === undefined && f.rttMs === undefined;
 }
 
 /**
@@ -303,6 +304,7 @@ function decodePing(r: Reader): PingFrame {
       case 2: want(wt, WIRE_VARINT, 'ack'); f.ack = r.varint(); break;
       case 3: want(wt, WIRE_BYTES, 'state'); readStateEntry(r, (f.state ??= {})); break;
       case 4: want(wt, WIRE_VARINT, 'intervalMs'); f.intervalMs = r.varint(); break;
+      case 5: want(wt, WIRE_VARINT, 'rttMs'); f.rttMs = r.varint(); break;
       default: r.skip(wt);
     }
   }

@@ -77,6 +77,8 @@ export interface PingFrame {
   state?: ClientState;
   /** The sender's current heartbeat interval (announced when it changes). */
   intervalMs?: number;
+  /** Client only: its smoothed RTT in whole ms (said when it has moved), for the gateway, which cannot time client-sent heartbeats. */
+  rttMs?: number;
 }
 
 export interface PongFrame {

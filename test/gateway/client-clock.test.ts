@@ -179,7 +179,8 @@ test('client state rides on the next heartbeat; flush sends it now', async () =>
   client.updateState({ fg: '0' });
   assert.equal(sentPings(links[0]).length, 0);
   clock.advance(1000);
-  assert.deepEqual(sentPings(links[0])[0], { type: FrameType.PING, state: { fg: '0' } });
+  // The first heartbeat also carries the RTT the handshake measured (0 over in-memory links).
+  assert.deepEqual(sentPings(links[0])[0], { type: FrameType.PING, state: { fg: '0' }, rttMs: 0 });
   client.updateState({ fg: '1' }, { flush: true });
   assert.equal(sentPings(links[0]).length, 2);
   assert.deepEqual(gw.connection('u', 'd')?.clientState, { fg: '1' });
@@ -356,4 +357,20 @@ test('a URL no dialer can open is refused when the client is made, not retried f
     assert.throws(() => new LonglinkClient({ url, userId: 'u', deviceId: 'd' }), (e: { code?: string; message: string }) => e.code === 'LL_ERR_INVALID_OPTION' && /^url: /.test(e.message), url);
   }
   assert.throws(() => new LonglinkClient({ url: ['tcp://127.0.0.1:1', 'http://x'], userId: 'u', deviceId: 'd' }), /url\[1\]: scheme http: is not supported/);
+});
+
+test('the client tells the gateway its smoothed RTT on a PING once it has one, then only when it moves; the gateway shows it', async () => {
+  const { clock, gw, client, links } = setup();
+  await Promise.all([client.connect(), flush()]);
+  for (let i = 0; i < 50; i++) {
+    clock.advance(100);
+    await flush();
+  }
+  const pings = sentPings(links[0]) as { rttMs?: number }[];
+  assert.equal(pings.length, 5);
+  assert.equal(pings[0].rttMs, 0, 'the first heartbeat carries the handshake\'s round trip (in-memory links answer at once)');
+  assert.deepEqual(pings.slice(1).map((p) => p.rttMs), [undefined, undefined, undefined, undefined], 'unchanged: bare heartbeats');
+  assert.equal(gw.listConnections()[0].rttMs, 0);
+  client.close();
+  await gw.close();
 });

@@ -85,7 +85,8 @@ test('acks ride on heartbeats when one is due, so they cost no extra frame', asy
   await flush();
   clock.advance(1); // the heartbeat is due now, before the ack delay ends
   const sent = a.link().peer.received;
-  assert.deepEqual(sent.filter((f) => f.type === FrameType.PING), [{ type: FrameType.PING, ack: 1 }]);
+  // The first heartbeat also carries the client's RTT (0 over in-memory links).
+  assert.deepEqual(sent.filter((f) => f.type === FrameType.PING), [{ type: FrameType.PING, ack: 1, rttMs: 0 }]);
   clock.advance(100);
   assert.equal(sent.filter((f) => f.type === FrameType.ACK).length, 0, 'no standalone ACK');
   a.c.close();

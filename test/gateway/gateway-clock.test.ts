@@ -512,3 +512,20 @@ test('client heartbeats measure the path: lateness against the slot and empty sl
   assert.equal(net.detector, 'silence');
   await gw.close();
 });
+
+test('a client that reports its smoothed RTT on a PING has it shown (the gateway cannot time client-sent heartbeats) and counted for its transport, bounded', async () => {
+  const { clock, gw } = setup();
+  const { client } = await open(gw);
+  assert.equal(gw.listConnections()[0].rttMs, null, 'nothing measured or reported yet');
+  clock.advance(1000);
+  client.send({ type: FrameType.PING, rttMs: 42 });
+  await flush();
+  assert.equal(gw.listConnections()[0].rttMs, 42);
+  assert.deepEqual(gw.networkStats().tcp.rtt && { count: gw.networkStats().tcp.rtt!.count, meanMs: gw.networkStats().tcp.rtt!.meanMs }, { count: 1, meanMs: 42 });
+  clock.advance(1000);
+  client.send({ type: FrameType.PING, rttMs: 10_000_000 });
+  await flush();
+  assert.equal(gw.listConnections()[0].rttMs, 60_000, 'a report is kept at most 60 s');
+  assert.equal(lastClose(client), undefined, 'and the link stays open');
+  await gw.close();
+});

@@ -25,7 +25,7 @@ export const frameArb: fc.Arbitrary<Frame> = fc.oneof(
     },
     { requiredKeys: ['type', 'sessionId', 'resumeToken', 'resumed', 'heartbeat'] },
   ),
-  fc.record({ type: fc.constant(FrameType.PING), seq: u, ack: u, state, intervalMs: small }, { requiredKeys: ['type'] }),
+  fc.record({ type: fc.constant(FrameType.PING), seq: u, ack: u, state, intervalMs: small, rttMs: small }, { requiredKeys: ['type'] }),
   fc.record({ type: fc.constant(FrameType.PONG), seq: u, ack: u }, { requiredKeys: ['type'] }),
   fc.record({ type: fc.constant(FrameType.DATA), payload: bytes, seq: u, id: str, ack: u }, { requiredKeys: ['type', 'payload'] }),
   fc.record({ type: fc.constant(FrameType.ACK), ack: u }),

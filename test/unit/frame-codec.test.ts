@@ -18,6 +18,7 @@ const vectors: [string, Frame, string][] = [
   ['PING with ack 300 (two-byte varint)', { type: FrameType.PING, ack: 300 }, '03 10ac02'],
   ['PING with state fg=1', { type: FrameType.PING, state: { fg: '1' } }, '03 1a07 0a026667 120131'],
   ['PING announcing 30000 ms', { type: FrameType.PING, intervalMs: 30000 }, '03 20b0ea01'],
+  ['PING reporting a 42 ms RTT', { type: FrameType.PING, rttMs: 42 }, '03 282a'],
   ['PONG with seq 5', { type: FrameType.PONG, seq: 5 }, '04 0805'],
   ['HELLO with required fields', { type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' }, '01 0801 120175 1a0164'],
   [
