@@ -70,6 +70,13 @@ export class AgentProc {
     this.child.stdin!.write(JSON.stringify(cmd) + '\n');
   }
 
+  /** Asks a gateway for the network it measured (Gateway.networkStats) and waits for the answer. */
+  async network(): Promise<AgentLine> {
+    const from = this.lines.length;
+    this.command({ cmd: 'network' });
+    return this.expect((l) => l.ev === 'network', 5000, 'network', from);
+  }
+
   /** Asks for stats and waits for the answer. */
   async stats(): Promise<AgentLine> {
     const from = this.lines.length;

@@ -60,6 +60,7 @@ async function gateway(c: GatewayAgentConfig): Promise<void> {
     emit('pushed', { user: cmd.user, id: r.id, devices: r.devices.length });
   });
   commands.set('stats', () => emit('stats', { traffic: gw.trafficStats(), delivery: gw.deliveryStats, connections: gw.listConnections() }));
+  commands.set('network', () => emit('network', { stats: gw.networkStats() }));
   const addrs = await gw.listen();
   emit('listening', { port: addrs.tcp!.port });
 }

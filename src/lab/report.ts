@@ -38,7 +38,21 @@ export function markdownTable(rep: ScenarioReport): string {
       r.note,
     ].join(' | '),
   );
-  return [...head, ...rows.map((x) => `| ${x} |`), ''].join('\n');
+  return [...head, ...rows.map((x) => `| ${x} |`), '', ...tunedLines(rep)].join('\n');
+}
+
+/** The configurator's run: what was measured, asked and chosen. */
+function tunedLines(rep: ScenarioReport): string[] {
+  const t = rep.tuned;
+  if (!t) return [];
+  const r = t.result as { ok: boolean; reason?: string; detector?: string; intervalMs?: number; lateMs?: number; missBudget?: number; graceMs?: number; falseSuspicionsPerMonth?: number };
+  return [
+    `Measured by the gateway: ${t.network.heartbeats} heartbeat gaps, ${(t.network.lossRate * 100).toFixed(2)}% empty slots, lateness p99.9 ${t.network.lateP999Ms} ms, mean one-way delay ${t.network.delayMeanMs} ms (half the clients' RTT). Asked: detect within ${t.target.detectWithinMs / 1000} s, at most ${t.target.falseSuspicionsPerMonth} false suspicion per connection-month. ` +
+      (r.ok
+        ? `Chosen: the ${r.detector} detector, a heartbeat every ${r.intervalMs} ms, miss budget ${r.missBudget}, grace ${r.graceMs} ms (${r.detector === 'freshness' ? `lateMs ${r.lateMs}` : `silence limit ${r.lateMs}`} ms), ${r.falseSuspicionsPerMonth!.toPrecision(2)} false suspicions a month expected.`
+        : `No policy: ${r.reason}.`),
+    '',
+  ];
 }
 
 const esc = (s: string) => s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;');

@@ -57,6 +57,8 @@ export interface ScenarioReport {
   startedAt: string;
   lab: { natTimeoutSec: number; strict: boolean; relay: string | null };
   results: EpisodeResult[];
+  /** The configurator's run (the tuned scenario): what the gateway measured, the target and the policy chosen. */
+  tuned?: { network: { heartbeats: number; lossRate: number; lateP999Ms: number; delayMeanMs: number }; target: { detectWithinMs: number; falseSuspicionsPerMonth: number }; result: unknown };
 }
 
 const HEARTBEAT_OFF_MS = 3_600_000;

@@ -104,3 +104,19 @@ describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : fals
     assert.ok(ratio >= 0.85 && ratio <= 1.15, `${Math.round(r.heartbeatsPerHourAfterSettled!)} heartbeats/h once settled vs the minimum ${r.minimumPerHour}`);
   });
 });
+
+describe('the configurator in the lab', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('measured under 5% loss, tuned for detection within 6 s: no false disconnect, and a real blackhole is detected within the target', async () => {
+    const { SCENARIOS } = await import('../../src/lab/catalog.js');
+    const rep = await SCENARIOS.find((s) => s.name === 'tuned')!.run({ windowScale: 0.3 });
+    const result = rep.tuned!.result as { ok: boolean; intervalMs: number; reason?: string };
+    assert.ok(result.ok, result.reason);
+    assert.ok(rep.tuned!.network.heartbeats >= 100, `${rep.tuned!.network.heartbeats} heartbeat gaps measured`);
+    const [, quiet, blackhole] = rep.results;
+    assert.equal(quiet.kind, 'quiet');
+    assert.equal(quiet.falseDisconnects, 0, 'no false disconnect under the tuned policy');
+    assert.equal(blackhole.serverReason, 'heartbeat-timeout');
+    // Detection time counts from the last heartbeat, which came at most one interval before the fault.
+    assert.ok(blackhole.serverDetectMs !== null && blackhole.serverDetectMs <= 6000 + TOLERANCE_MS, `detected ${blackhole.serverDetectMs} ms after the fault`);
+  });
+});
