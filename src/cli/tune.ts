@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import { fmtRate, tuneDetector, type NetworkModel, type TuneResult } from '../core/detector-tuning.js';
 import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
-import { exponentialNetwork, measuredNetwork } from '../core/network-model.js';
+import { exponentialNetwork, measuredNetwork, prometheusNetwork } from '../core/network-model.js';
 import type { NetworkStats } from '../gateway/gateway.js';
 
 /**
@@ -17,7 +17,7 @@ export function tuneCommand(): Command {
     .description('pick the heartbeat interval and detector settings that detect a dead link within a time, with at most so many false suspicions a month')
     .requiredOption('--detect-within <duration>', 'detection time T_D: a dead peer is closed within this long of its last heartbeat (e.g. 30s)', duration)
     .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positive, 1)
-    .option('--from <source>', 'the measured network: a gateway admin URL (http://host:port, reads /api/network) or a file holding that JSON')
+    .option('--from <source>', 'the measured network: a gateway admin URL (http://host:port reads /api/network; .../metrics reads the Prometheus figures), a file holding /api/network\'s JSON, or a lab report (longlink lab run tuned)')
     .addOption(new Option('--transport <t>', 'which transport\'s measurements').choices(['tcp', 'ws']).default('tcp'))
     .option('--loss <p>', 'without --from: chance a heartbeat is lost (0..1)', fraction, 0.01)
     .option('--delay <duration>', 'mean one-way delay, base part (without --from; with it, overrides half the measured RTT)', duration)
@@ -52,6 +52,15 @@ interface TuneOptions {
 async function network(o: TuneOptions): Promise<NetworkModel> {
   if (!o.from) return exponentialNetwork({ lossRate: o.loss, baseDelayMs: o.delay ?? 20, jitterMs: o.jitter });
   let stats: NetworkStats;
+  if (/^https?:\/\/.*\/metrics$/.test(o.from)) {
+    const token = o.token ?? process.env.LONGLINK_ADMIN_TOKEN;
+    const r = await fetch(o.from, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
+    if (!r.ok) fail(`${o.from}: HTTP ${r.status}`);
+    const net = prometheusNetwork(await r.text(), o.transport, `${o.from} (${o.transport}, from the scraped quantiles)`);
+    if (!net) fail(`${o.from} shows no ${o.transport} heartbeat lateness (longlink_heartbeat_lateness_seconds): no client heartbeats measured yet?`);
+    if (net.heartbeats < 100) fail(`${o.from}: only ${net.heartbeats} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
+    return o.delay !== undefined ? { ...net, delayMeanMs: o.delay } : net;
+  }
   if (/^https?:\/\//.test(o.from)) {
     const url = new URL(o.from);
     if (url.pathname === '/' || url.pathname === '') url.pathname = '/api/network';
@@ -61,7 +70,9 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
     stats = (await r.json()) as NetworkStats;
   } else {
     try {
-      stats = JSON.parse(fs.readFileSync(o.from, 'utf8')) as NetworkStats;
+      const j = JSON.parse(fs.readFileSync(o.from, 'utf8')) as NetworkStats & { tuned?: { measured?: NetworkStats } };
+      // A lab report (longlink lab run tuned) carries the gateway's measurements under tuned.measured.
+      stats = j.tuned?.measured ?? j;
     } catch (err) {
       fail(`${o.from}: ${(err as Error).message}`);
     }

@@ -226,7 +226,7 @@ export const SCENARIOS: Scenario[] = [
       const net = measuredNetwork(t.heartbeats, t.rtt ? t.rtt.meanMs / 2 : 0, 'the lab gateway');
       const target = { detectWithinMs: 6000, falseSuspicionsPerMonth: 1, minIntervalMs: 500, maxIntervalMs: 5000 };
       const result = tuneDetector(target, net);
-      const tuned = { network: { heartbeats: net.heartbeats, lossRate: net.lossRate, lateP999Ms: Math.round(net.lateP999Ms), delayMeanMs: Math.round(net.delayMeanMs) }, target, result };
+      const tuned = { network: { heartbeats: net.heartbeats, lossRate: net.lossRate, lateP999Ms: Math.round(net.lateP999Ms), delayMeanMs: Math.round(net.delayMeanMs) }, target, result, measured: stats };
       const report = (results: ScenarioReport['results']): ScenarioReport => ({ scenario: 'tuned', title: SCENARIOS.find((x) => x.name === 'tuned')!.title, startedAt, lab: { natTimeoutSec: 30, strict: true, relay: null }, results, tuned });
       if (!result.ok) return report(measure.results);
       // 3. Run the tuned policy on the same path: no failure, then a blackhole.

@@ -58,7 +58,13 @@ export interface ScenarioReport {
   lab: { natTimeoutSec: number; strict: boolean; relay: string | null };
   results: EpisodeResult[];
   /** The configurator's run (the tuned scenario): what the gateway measured, the target and the policy chosen. */
-  tuned?: { network: { heartbeats: number; lossRate: number; lateP999Ms: number; delayMeanMs: number }; target: { detectWithinMs: number; falseSuspicionsPerMonth: number }; result: unknown };
+  tuned?: {
+    network: { heartbeats: number; lossRate: number; lateP999Ms: number; delayMeanMs: number };
+    target: { detectWithinMs: number; falseSuspicionsPerMonth: number };
+    result: unknown;
+    /** The gateway's /api/network at the end of the measuring span (`longlink tune --from <this report>` reads it). */
+    measured: unknown;
+  };
 }
 
 const HEARTBEAT_OFF_MS = 3_600_000;

@@ -389,6 +389,17 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
     assert.match(j.network.source, /measured by .* over tcp/);
     assert.ok(j.network.heartbeats >= 300);
     assert.ok(j.result.ok && j.result.intervalMs >= 50 && j.result.intervalMs < 2000, JSON.stringify(j.result));
+    // From the Prometheus scrape: coarser (quantiles), the same kind of answer.
+    const scraped = await new Promise<{ code: number; out: string }>((resolve) => {
+      const p = spawn(process.execPath, [CLI, 'tune', '--detect-within', '2s', '--min-interval', '50ms', '--from', `http://127.0.0.1:${port}/metrics`]);
+      let out = '';
+      p.stdout.on('data', (d) => (out += d));
+      p.stderr.on('data', (d) => (out += d));
+      p.on('close', (code) => resolve({ code: code ?? -1, out }));
+    });
+    assert.equal(scraped.code, 0, scraped.out);
+    assert.match(scraped.out, /from the scraped quantiles/);
+    assert.match(scraped.out, /freshness detector/);
     // The same from a saved file.
     const file = path.join(os.tmpdir(), `ll-network-${process.pid}.json`);
     fs.writeFileSync(file, JSON.stringify(stats));

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { CLI } from '../helpers/procs.js';
 import { after, before, describe, test } from 'node:test';
 import { labUnavailable, run } from '../../src/lab/exec.js';
@@ -118,5 +121,16 @@ describe('the configurator in the lab', { skip: why ? `skipped: ${why}` : false 
     assert.equal(blackhole.serverReason, 'heartbeat-timeout');
     // Detection time counts from the last heartbeat, which came at most one interval before the fault.
     assert.ok(blackhole.serverDetectMs !== null && blackhole.serverDetectMs <= 6000 + TOLERANCE_MS, `detected ${blackhole.serverDetectMs} ms after the fault`);
+    // The report carries the measurements: longlink tune reads it as it reads a gateway.
+    const file = path.join(os.tmpdir(), `ll-tuned-${process.pid}.json`);
+    fs.writeFileSync(file, JSON.stringify(rep));
+    try {
+      const out = await new Promise<string>((resolve, reject) =>
+        execFile(process.execPath, [CLI, 'tune', '--detect-within', '6s', '--min-interval', '500ms', '--max-interval', '5s', '--from', file, '--json'], (err, stdout) => (err ? reject(err) : resolve(stdout))),
+      );
+      assert.equal(JSON.parse(out).result.intervalMs, result.intervalMs, 'the same policy from the report');
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
   });
 });

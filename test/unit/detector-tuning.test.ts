@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { freshnessLateMs, freshnessMistakesPerMonth, tuneDetector } from '../../src/core/detector-tuning.js';
 import { LatenessStats } from '../../src/core/lateness-stats.js';
-import { exponentialNetwork, measuredNetwork } from '../../src/core/network-model.js';
+import { exponentialNetwork, measuredNetwork, prometheusNetwork } from '../../src/core/network-model.js';
 import { checkTuning } from '../../src/sim/tune-check.js';
 import { exponential, mulberry32 } from '../../src/sim/rng.js';
 
@@ -107,4 +107,30 @@ test('the measured model, from a gateway snapshot, is what the configurator read
   assert.ok(Math.abs(net.lossRate - 0.01) < 0.003);
   assert.equal(net.heartbeats, 50_000);
   assert.ok(tuneDetector(TARGET, net).ok);
+});
+
+test('the network from a Prometheus scrape (quantiles only) tunes close to the full buckets, and not longer', () => {
+  const s = new LatenessStats();
+  const rand = mulberry32(4);
+  for (let i = 0; i < 100_000; i++) {
+    if (rand() < 0.01) s.observe(0, 1);
+    else s.observe(exponential(rand, 100) - exponential(rand, 100));
+  }
+  const sec = (ms: number) => ms / 1000;
+  const text = [
+    ...['0.5', '0.9', '0.99', '0.999'].map((q) => `longlink_heartbeat_lateness_seconds{transport="tcp",quantile="${q}"} ${sec(s.quantile(Number(q)))}`),
+    `longlink_heartbeat_lateness_seconds{transport="tcp",quantile="stddev"} ${sec(s.stdMs)}`,
+    `longlink_heartbeat_loss_ratio{transport="tcp"} ${s.lossRate}`,
+    `longlink_heartbeat_gaps_total{transport="tcp"} ${s.count}`,
+    'longlink_heartbeat_rtt_seconds_sum 4',
+    'longlink_heartbeat_rtt_seconds_count 100',
+  ].join('\n');
+  const scraped = prometheusNetwork(text, 'tcp', 'scrape')!;
+  assert.equal(scraped.heartbeats, s.count);
+  assert.equal(scraped.delayMeanMs, 20, 'half the mean RTT');
+  assert.equal(prometheusNetwork(text, 'ws', 'scrape'), null, 'no ws figures');
+  const a = tuneDetector(TARGET, scraped);
+  const b = tuneDetector(TARGET, measuredNetwork(s, 20, 'buckets'));
+  assert.ok(a.ok && b.ok);
+  assert.ok(a.intervalMs <= b.intervalMs * 1.01 && a.intervalMs >= b.intervalMs * 0.9, `scrape ${a.intervalMs} ms, buckets ${b.intervalMs} ms`);
 });
