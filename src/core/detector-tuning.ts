@@ -175,11 +175,17 @@ export function tuneDetector(target: TuneTarget, net: NetworkModel): TuneResult 
   const found = (target.detectors ?? ['freshness']).map((d) => ({ d, ...search(d, td, rate, lo, maxI, net, STEP_MS) }));
   const met = found.filter((f) => f.met).sort((a, b) => b.met!.intervalMs - a.met!.intervalMs)[0];
   if (met) return policy(met.d, met.met!.intervalMs, td, net);
-  // None: say what the network allows, and what T_D would do.
+  // None: say what the network allows, and what T_D would do (feasibility only grows with T_D: bisect, to 0.5 %).
+  const feasible = (t: number) => found.some((f) => search(f.d, t, rate, lo, maxI, net, 10 * STEP_MS).met);
   let needed: number | null = null;
-  const step = Math.max(500, Math.round(td / 200));
-  for (let t = td + step; t <= 10 * td && needed === null; t += step) {
-    if (found.some((f) => search(f.d, t, rate, lo, maxI, net, 10 * STEP_MS).met)) needed = t;
+  if (feasible(10 * td)) {
+    let [a, b] = [td, 10 * td];
+    while (b - a > td / 200) {
+      const m = (a + b) / 2;
+      if (feasible(m)) b = m;
+      else a = m;
+    }
+    needed = Math.ceil(b / 100) * 100;
   }
   const hi = Math.min(maxI, td - net.delayMeanMs - 1);
   const best = found.map((f) => f.best).filter((b): b is Point => b !== null).sort((a, b) => a.falseSuspicionsPerMonth - b.falseSuspicionsPerMonth)[0] ?? null;

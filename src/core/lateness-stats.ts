@@ -43,9 +43,12 @@ export class LatenessStats {
   private sumSq = 0;
   private onTime = 0;
   private readonly late = new Float64Array(BUCKETS);
+  /** For survival(), which the configurator calls many thousands of times: counts above each bucket, and the tail fit. */
+  private cache: { above: Float64Array; tail: ReturnType<LatenessStats['fitTail']> } | null = null;
 
   /** One heartbeat `latenessMs` after its slot, with `missedSlots` empty slots before it. */
   observe(latenessMs: number, missedSlots = 0): void {
+    this.cache = null;
     this.count++;
     this.missed += missedSlots;
     this.sum += latenessMs;
@@ -69,6 +72,7 @@ export class LatenessStats {
   }
 
   merge(o: LatenessStats): void {
+    this.cache = null;
     this.count += o.count;
     this.missed += o.missed;
     this.sum += o.sum;
@@ -148,21 +152,32 @@ export class LatenessStats {
   survival(xMs: number): number {
     if (this.count === 0) return xMs < 0 ? 1 : 0;
     if (xMs <= FIRST_EDGE_MS) return xMs < 0 ? 1 : (this.count - this.onTime) / this.count;
+    const c = (this.cache ??= this.prepare());
+    const b = Math.ceil(PER_OCTAVE * Math.log2(xMs / FIRST_EDGE_MS)) - 1;
+    // Buckets wholly above x, plus the share of x's own bucket above it (log-uniform within).
     let above = 0;
-    for (let b = BUCKETS - 1; b >= 0; b--) {
-      const n = this.late[b];
-      if (n === 0) continue;
-      if (EDGES[b] >= xMs) above += n;
-      else if (EDGES[b + 1] > xMs) above += n * (Math.log(EDGES[b + 1] / xMs) / Math.log(EDGES[b + 1] / EDGES[b]));
+    if (b < BUCKETS) {
+      above = c.above[b + 1];
+      if (this.late[b] > 0) above += this.late[b] * (Math.log(EDGES[b + 1] / xMs) / Math.log(EDGES[b + 1] / EDGES[b]));
     }
     const empirical = above / this.count;
-    const tail = this.tail();
+    const tail = c.tail;
     if (!tail || xMs <= tail.thresholdMs) return empirical;
     return Math.max(empirical, tail.fraction * Math.exp(-(xMs - tail.thresholdMs) / tail.meanExcessMs));
   }
 
+  private prepare(): { above: Float64Array; tail: ReturnType<LatenessStats['fitTail']> } {
+    const above = new Float64Array(BUCKETS + 2);
+    for (let b = BUCKETS - 1; b >= 0; b--) above[b] = above[b + 1] + this.late[b];
+    return { above, tail: this.fitTail() };
+  }
+
   /** The exponential tail past the 99th percentile: its threshold, the share of heartbeats beyond it, their mean excess. */
   tail(): { thresholdMs: number; fraction: number; meanExcessMs: number } | null {
+    return (this.cache ??= this.prepare()).tail;
+  }
+
+  private fitTail(): { thresholdMs: number; fraction: number; meanExcessMs: number } | null {
     const t = this.quantile(0.99);
     if (t <= 0) return null;
     let n = 0;
