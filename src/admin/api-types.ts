@@ -106,7 +106,7 @@ export interface OfflineNotice {
   silentForMs: number;
   /** Closed by the gateway's own detection (heartbeat-timeout, slow-consumer), not by the peer or the transport. */
   detection: boolean;
-  /** For `replaced` (a newer link of the device took over; the device stays online): the old link had gone quiet past its interval and grace, so it had most likely died unnoticed. */
+  /** For `replaced` (a newer link of the device took over; the device stays online): the old link had been silent for more than its heartbeat interval, so it had most likely died unnoticed. */
   stale?: boolean;
 }
 

@@ -138,7 +138,7 @@ export class GatewayMetrics {
       registers: [r],
     });
     // A link replaced by the same device's newer one writes no offline: its death (often unnoticed, behind a NAT) counts here.
-    const replaced = new Counter({ name: 'longlink_replaced_links_total', help: 'Links closed because a newer link of the same device took over, by whether the old one had gone quiet past its interval and grace (stale: it had most likely died unnoticed)', labelNames: ['stale'], registers: [r] });
+    const replaced = new Counter({ name: 'longlink_replaced_links_total', help: 'Links closed because a newer link of the same device took over, by whether the old one had been silent for more than its heartbeat interval (stale: it had most likely died unnoticed)', labelNames: ['stale'], registers: [r] });
     const replacedSilence = new Histogram({ name: 'longlink_replaced_silence_seconds', help: 'How long a replaced link had been silent when its device came back on a newer one', buckets: DETECTION_BUCKETS_S, registers: [r] });
     for (const stale of ['true', 'false']) replaced.inc({ stale }, 0);
     const rtt = new Histogram({ name: 'longlink_heartbeat_rtt_seconds', help: 'Round trip of the gateway\'s own PINGs (server-sent heartbeats, probes)', buckets: RTT_BUCKETS_S, registers: [r] });

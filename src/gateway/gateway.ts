@@ -83,7 +83,11 @@ export interface ReplacedEvent extends DeviceRef {
   silentForMs: number;
   /** The old link's heartbeat interval. */
   intervalMs: number;
-  /** Whether the old link had gone quiet past its interval and grace: it had most likely died unnoticed. */
+  /**
+   * The old link had been silent for more than its heartbeat interval: a heartbeat the client sent (or
+   * meant to) never arrived, so the link had most likely died unnoticed (behind a NAT, a client that
+   * finds the dead link quickly comes back within one or two intervals).
+   */
   stale: boolean;
 }
 
@@ -456,7 +460,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       resumed,
       silentForMs,
       intervalMs,
-      stale: g !== null && silentForMs > g.intervalMs + g.graceMs,
+      stale: g !== null && silentForMs > g.intervalMs,
     });
   }
 
