@@ -66,7 +66,11 @@ export class LiveFeed {
     if (detection) this.detections++;
     this.disconnects[e.reason] = (this.disconnects[e.reason] ?? 0) + 1;
     const { userId, deviceId, connectionId, transport, reason, code } = e;
-    const n: OfflineNotice = { t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason, code, silentForMs: Math.round(e.silentForMs), detection };
+    this.listDisconnect({ t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason, code, silentForMs: Math.round(e.silentForMs), detection });
+  }
+
+  /** Keeps the notice among the recent disconnections and streams it. */
+  private listDisconnect(n: OfflineNotice): void {
     this.recent.unshift(n);
     if (this.recent.length > this.o.recentOffline) this.recent.pop();
     this.publish({ event: 'offline', data: n });
@@ -76,10 +80,7 @@ export class LiveFeed {
   private onReplaced(e: ReplacedEvent): void {
     this.disconnects.replaced = (this.disconnects.replaced ?? 0) + 1;
     const { userId, deviceId, connectionId, transport } = e;
-    const n: OfflineNotice = { t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason: 'replaced', code: CloseCodes.replaced, silentForMs: Math.round(e.silentForMs), detection: false, stale: e.stale };
-    this.recent.unshift(n);
-    if (this.recent.length > this.o.recentOffline) this.recent.pop();
-    this.publish({ event: 'offline', data: n });
+    this.listDisconnect({ t: this.o.wallNow(), userId, deviceId, connectionId, transport, reason: 'replaced', code: CloseCodes.replaced, silentForMs: Math.round(e.silentForMs), detection: false, stale: e.stale });
   }
 
   private schedule(): void {

@@ -97,16 +97,22 @@ export class GatewayMetrics {
     traffic('longlink_frames_total', 'Frames received and sent', 'framesIn', 'framesOut');
     traffic('longlink_data_frames_total', 'DATA frames received and sent', 'dataIn', 'dataOut');
 
-    const follow = (name: string, help: string, read: () => number) => {
-      let seen = 0;
+    // A counter that follows running totals the gateway keeps: one, or one per value of `label`.
+    const follow = (name: string, help: string, read: () => number | Record<string, number>, label?: string) => {
+      const seen = new Map<string, number>();
       new Counter({
         name,
         help,
+        labelNames: label ? [label] : [],
         registers: [r],
         collect() {
           const v = read();
-          this.inc(v - seen);
-          seen = v;
+          for (const [k, total] of Object.entries(typeof v === 'number' ? { '': v } : v)) {
+            const d = total - (seen.get(k) ?? 0);
+            seen.set(k, total);
+            if (label) this.inc({ [label]: k }, d);
+            else this.inc(d);
+          }
         },
       });
     };
@@ -187,24 +193,9 @@ export class GatewayMetrics {
     });
 
     // The network, measured by the heartbeats themselves (what `longlink tune --from` reads).
-    const perTransport = (name: string, help: string, read: (t: 'tcp' | 'ws') => number) => {
-      const seen = { tcp: 0, ws: 0 };
-      new Counter({
-        name,
-        help,
-        labelNames: ['transport'],
-        registers: [r],
-        collect() {
-          for (const t of ['tcp', 'ws'] as const) {
-            const v = read(t);
-            this.inc({ transport: t }, v - seen[t]);
-            seen[t] = v;
-          }
-        },
-      });
-    };
-    perTransport('longlink_heartbeat_gaps_total', 'Gaps measured between consecutive client heartbeats (nothing else between), by transport', (t) => gw.heartbeatLateness(t).count);
-    perTransport('longlink_heartbeat_slots_missed_total', 'Client heartbeat slots that stayed empty in those gaps (a heartbeat lost, or not sent), by transport', (t) => gw.heartbeatLateness(t).missed);
+    const byTransport = (read: (t: 'tcp' | 'ws') => number) => () => ({ tcp: read('tcp'), ws: read('ws') });
+    follow('longlink_heartbeat_gaps_total', 'Gaps measured between consecutive client heartbeats (nothing else between), by transport', byTransport((t) => gw.heartbeatLateness(t).count), 'transport');
+    follow('longlink_heartbeat_slots_missed_total', 'Client heartbeat slots that stayed empty in those gaps (a heartbeat lost, or not sent), by transport', byTransport((t) => gw.heartbeatLateness(t).missed), 'transport');
     new Gauge({
       name: 'longlink_heartbeat_lateness_seconds',
       help: 'How late client heartbeats come against their slot (the previous heartbeat plus one interval), over every connection since start, by transport; `mean` and `stddev` beside the quantiles',

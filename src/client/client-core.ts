@@ -474,7 +474,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * heartbeats; it shows this one and measures the path with it).
    */
   private rttToReport(): number {
-    const srtt = this.rtt.current()?.srttMs;
+    const srtt = this.rtt.srttMs;
     if (srtt === undefined) return -1;
     const ms = Math.round(srtt);
     const told = this.reportedRttMs;

@@ -64,21 +64,12 @@ export class LatenessStats {
   /**
    * A heartbeat `gapMs` after the previous one, on a client sending every
    * `intervalMs`: the gap's whole intervals are its slot (and the empty
-   * slots before it), the rest its lateness.
+   * slots before it), the rest its lateness. Returns the empty slots.
    */
-  observeGap(gapMs: number, intervalMs: number): void {
+  observeGap(gapMs: number, intervalMs: number): number {
     const k = Math.max(1, Math.round(gapMs / intervalMs));
     this.observe(gapMs - k * intervalMs, k - 1);
-  }
-
-  merge(o: LatenessStats): void {
-    this.cache = null;
-    this.count += o.count;
-    this.missed += o.missed;
-    this.sum += o.sum;
-    this.sumSq += o.sumSq;
-    this.onTime += o.onTime;
-    for (let b = 0; b < BUCKETS; b++) this.late[b] += o.late[b];
+    return k - 1;
   }
 
   get meanMs(): number {

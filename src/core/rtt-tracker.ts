@@ -53,6 +53,11 @@ export class RttTracker {
     return this.sentAt.length;
   }
 
+  /** The smoothed RTT (ms), or undefined before the first sample; allocates nothing (the client reads it per heartbeat). */
+  get srttMs(): number | undefined {
+    return this.last < 0 ? undefined : this.srtt;
+  }
+
   current(): RttSample | undefined {
     if (this.last < 0) return undefined;
     return { sampleMs: this.last, srttMs: this.srtt, rttvarMs: this.rttvar, minMs: this.min };

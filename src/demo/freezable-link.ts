@@ -8,7 +8,7 @@ import type { Frame } from '../protocol/frames.js';
  */
 export class FreezableLink implements Link {
   frozen = false;
-  constructor(private readonly inner: Link) {}
+  constructor(protected readonly inner: Link) {}
   get transport() {
     return this.inner.transport;
   }

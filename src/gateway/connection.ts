@@ -313,16 +313,15 @@ export class ServerConnection implements LinkEvents {
     if (this.beatFrame === this.framesIn - 1 && this.grant !== null) {
       const interval = this.grant.intervalMs;
       const gap = now - prev;
-      const k = Math.max(1, Math.round(gap / interval));
-      const late = Math.round(gap - k * interval);
+      const missed = this.host.lateness[this.link.transport].observeGap(gap, interval);
+      const late = Math.round(gap - (missed + 1) * interval);
       this.beatGaps++;
-      this.missedBeats += k - 1;
+      this.missedBeats += missed;
       // RFC 6298's gains: 1/8 for the mean, 1/4 for the deviation.
       const err = 8 * late - this.lateAvg8;
       this.lateAvg8 += err >> 3;
       this.lateDev8 += (Math.abs(err) - this.lateDev8) >> 2;
       if (late > this.lateMaxMs) this.lateMaxMs = late;
-      this.host.lateness[this.link.transport].observe(gap - k * interval, k - 1);
     }
     this.beatFrame = this.framesIn;
   }

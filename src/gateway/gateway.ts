@@ -503,9 +503,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     let identity;
     try {
-      // Awaited only when it is a promise (the default answers at once; an await costs a turn and its garbage).
+      // Awaited only when it is a promise or a thenable (the default answers at once; an await costs a turn and its garbage).
       const r = o.authenticate(hello, { remoteAddress: conn.link.remoteAddress, transport: conn.transport });
-      identity = r instanceof Promise ? await r : r;
+      identity = typeof (r as PromiseLike<unknown> | null)?.then === 'function' ? await r : (r as Awaited<typeof r>);
     } catch (err) {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');

@@ -155,9 +155,8 @@ const isBarePong = (f: Frame) => f.type === FrameType.PONG && f.seq === undefine
 
 /** One frame as a WebSocket message carries it: type byte + fields. */
 export function encodeFrame(f: Frame): Uint8Array {
-  if (f.type === FrameType.PING && isBare(f)) return BARE_PING_BYTES;
-  if (isBarePong(f)) return BARE_PONG_BYTES;
-  return encodeInScratch(f).body().slice();
+  const b = encodeFrameTransient(f);
+  return b === BARE_PING_BYTES || b === BARE_PONG_BYTES ? b : b.slice();
 }
 
 /**

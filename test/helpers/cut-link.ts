@@ -1,55 +1,37 @@
-import type { Link, LinkEvents } from '../../src/link/link.js';
-import type { Frame } from '../../src/protocol/frames.js';
+import type { LinkEvents } from '../../src/link/link.js';
+import { FreezableLink } from '../../src/demo/freezable-link.js';
 
 /**
  * A client link whose path can be cut silently, as when a NAT drops the
- * mapping: once cut, nothing goes out or comes in, and closing it sends
- * nothing either (no CLOSE frame, no FIN: the NAT would drop them), so the
- * gateway still holds its end open until its own deadline. The socket
- * underneath stays open until `release()`.
+ * mapping: a frozen link (nothing out, nothing in) whose close sends nothing
+ * either (no CLOSE frame, no FIN: the NAT would drop them), so the gateway
+ * still holds its end open until its own deadline. The socket underneath
+ * stays open until `release()`.
  */
-export class CutLink implements Link {
-  cut = false;
+export class CutLink extends FreezableLink {
   private events: LinkEvents | null = null;
   private ended = false;
-  constructor(private readonly inner: Link) {}
-  get transport() {
-    return this.inner.transport;
+
+  get cut(): boolean {
+    return this.frozen;
   }
-  get remoteAddress() {
-    return this.inner.remoteAddress;
+  set cut(v: boolean) {
+    this.frozen = v;
   }
-  get remotePort() {
-    return this.inner.remotePort;
+  override get closed() {
+    return this.ended || super.closed;
   }
-  get closed() {
-    return this.ended || this.inner.closed;
-  }
-  get bufferedBytes() {
-    return this.inner.bufferedBytes;
-  }
-  bind(events: LinkEvents): void {
+  override bind(events: LinkEvents): void {
     this.events = events;
-    this.inner.bind({
-      onLinkFrame: (f) => this.cut || events.onLinkFrame(f),
-      onLinkError: (e) => this.cut || events.onLinkError(e),
-      onLinkClose: (i) => this.cut || this.end(i),
-      onLinkDrain: () => this.cut || events.onLinkDrain?.(),
-    });
+    super.bind({ ...events, onLinkError: (e) => this.frozen || events.onLinkError(e), onLinkClose: (i) => this.frozen || this.end(i) });
   }
-  awaitDrain(): void {
-    this.inner.awaitDrain();
+  override close(code: number, reason: string): void {
+    if (this.frozen) this.end({});
+    else super.close(code, reason);
   }
-  send(f: Frame): void {
-    if (!this.cut) this.inner.send(f);
-  }
-  close(code: number, reason: string): void {
-    if (this.cut) this.end({});
-    else this.inner.close(code, reason);
-  }
-  destroy(): void {
-    if (this.cut) this.end({});
-    else this.inner.destroy();
+  override destroy(): void {
+    if (this.frozen) this.end({});
+    else super.destroy();
   }
   /** Closes the socket underneath for good (the test's cleanup). */
   release(): void {
