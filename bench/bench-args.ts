@@ -24,6 +24,7 @@ export const MODES: Record<Mode, { flag: string | null; summary: string; flags: 
       fanout: { default: '10', help: 'one-byte messages sent to every connection after the window' },
       repeat: { default: '1', help: 'rounds; every ratio is taken within a round, then the median of the rounds' },
       peers: { default: 'net,net-hello,longlink-tcp,longlink-ws,ws,socketio,aedes,mosquitto', help: 'which peers, comma-separated' },
+      warmup: { default: '2000', help: 'connections each server takes and loses before the measured set-up (its one-time costs, such as compiling its code, left out)' },
     },
   },
   hold: {

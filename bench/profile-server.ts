@@ -1,7 +1,7 @@
 /**
  * Where a peer server's time and memory go, for the cuts in docs/BENCHMARKS.md:
  *
- *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--heap 3000]
+ *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf] [--heap 3000]
  *
  * CPU: runs the server under `--cpu-prof` with the benchmark's load generator
  * (one heartbeat per connection per second) and prints the busy time per
@@ -11,10 +11,19 @@
  * connection by object kind. With --rss N, under `--expose-gc`: RSS and V8's
  * old space (committed and live) per connection once N are open, and again
  * after a full collection, which tells live state from promoted garbage.
+ * With --perf (Linux `perf`, run as root): the same windows sampled by the
+ * kernel instead, every thread and the kernel included, and each sample put
+ * down to whose code it is in by the nearest JavaScript frame on its stack:
+ * longlink's (dist/src), the bench server's own handler (dist/bench), a
+ * library's (node_modules), Node's (node:), or none (the event loop, the
+ * garbage collector); other threads apart. A system call made by Node's
+ * socket write counts as Node's, whoever asked for the write: that path is
+ * what the floor pays too. The set-up is measured after a warm-up of 2,000
+ * connections, as the benchmark does.
  * The server runs with the benchmark's flags (--max-semi-space-size=16). Files
  * stay in a temporary directory, printed.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -34,6 +43,10 @@ const heapN = arg('heap', 0);
 const rssN = arg('rss', 0);
 /** Profile the set-up (the `count` connections opening) instead of the steady window. */
 const setup = argv.includes('--setup');
+/** Sample with Linux perf and attribute by whose code (see above). */
+const usePerf = argv.includes('--perf');
+/** Functions listed in each table. */
+const topN = arg('top', 20);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-profile-'));
 
 function lines(c: ChildProcess): (ev: string) => Promise<Record<string, unknown>> {
@@ -49,10 +62,16 @@ function lines(c: ChildProcess): (ev: string) => Promise<Record<string, unknown>
   return (ev) => new Promise((r) => waiters.push((l) => (l.ev === ev ? (r(l), true) : false)));
 }
 
-async function withLoad(serverArgs: string[], n: number, during: (srv: ChildProcess, wait: (ev: string) => Promise<Record<string, unknown>>) => Promise<void>): Promise<number> {
+async function withLoad(
+  serverArgs: string[],
+  n: number,
+  during: (srv: ChildProcess, wait: (ev: string) => Promise<Record<string, unknown>>) => Promise<void>,
+  before?: (srv: ChildProcess, wait: (ev: string) => Promise<Record<string, unknown>>) => Promise<void>,
+): Promise<number> {
   const srv = spawn(process.execPath, ['--max-semi-space-size=16', ...serverArgs, path.join(here, 'peers', 'server.js'), peer, '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const wait = lines(srv);
   const port = Number((await wait('listening')).port);
+  await before?.(srv, wait);
   const gen = spawn(process.execPath, [path.join(here, 'peers', 'loadgen.js'), peer, JSON.stringify({ port, count: n, intervalMs: 1000, maxMs: 600_000, sources: 16 })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
@@ -105,7 +124,7 @@ function summarizeCpu(file: string, windowS: number, roundTrips: number, per: st
   console.log(`\n${peer}: busy ${(busy / 1e6).toFixed(2)} s, ${perRt.toFixed(1)} µs per ${per} (profiler on; about ${roundTrips})`);
   const top = (m: Map<string, number>, title: string) => {
     console.log(`-- ${title}`);
-    for (const [k, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, 20)) console.log(`${((100 * v) / busy).toFixed(1).padStart(6)}%  ${k}`);
+    for (const [k, v] of [...m].sort((a, b) => b[1] - a[1]).slice(0, topN)) console.log(`${((100 * v) / busy).toFixed(1).padStart(6)}% ${(v / roundTrips).toFixed(2).padStart(7)} µs  ${k}`);
   };
   top(self, 'self time');
   top(incl, 'inclusive time');
@@ -132,12 +151,175 @@ function heapCounts(file: string): Map<string, [number, number]> {
   return out;
 }
 
+const isJs = (f: string) => f.startsWith('JS:') || f.startsWith('Eval:') || f.startsWith('Function:');
+function jsOwner(f: string): string {
+  if (f.includes('/dist/src/')) return 'longlink (its JavaScript, and the V8 built-ins it calls)';
+  if (f.includes('/dist/bench/')) return 'bench server handler';
+  if (f.includes('/node_modules/')) return 'libraries (ws)';
+  return "Node's JavaScript (streams, net, timers)";
+}
+
+/**
+ * Where a sample is, by what it is doing rather than by the nearest function
+ * name alone (optimized code inlines Node's stream calls into the caller, so
+ * names blur): the frames from the leaf down to the first JavaScript frame
+ * say whether it is a socket write or read in Node's native code and the
+ * kernel, the event loop's poll, or the garbage collector; a sample in
+ * JavaScript, or in a V8 built-in it called, goes to that JavaScript's owner.
+ */
+function owner(stack: string[]): string {
+  const firstJs = stack.findIndex(isJs);
+  const native = firstJs < 0 ? stack : stack.slice(0, firstJs);
+  const has = (re: RegExp) => native.some((f) => re.test(f));
+  if (has(/Heap::|Scavenger|MarkCompact|MinorMC|Sweeper|ConcurrentMarking|GCTracer/)) return 'garbage collector';
+  if (has(/WriteBuffer|DoTryWrite|uv_try_write|uv__write|uv_write|writev|__x64_sys_write|sendmsg/)) return "socket writes (Node's native code and the kernel)";
+  if (has(/uv__read|__x64_sys_read|recvmsg|OnStreamRead|EmitRead/)) return "socket reads (Node's native code and the kernel)";
+  if (has(/epoll|uv__io_poll|uv__run_timers|uv__server_io|accept4|uv__stream_io|OnConnection/)) return 'event loop: poll, accept, timers (native)';
+  if (firstJs >= 0) return jsOwner(stack[firstJs]);
+  return 'other native (V8, Node)';
+}
+
+/**
+ * perf resolves JIT code by Node's /tmp/perf-<pid>.map, which only ever grows:
+ * where V8 has since put new code at an address, the earlier (dead) entry
+ * would name it. Rewritten so that the latest entry for any address wins.
+ */
+function latestPerfMap(file: string): void {
+  if (!fs.existsSync(file)) return;
+  const entries: { start: number; end: number; line: string }[] = [];
+  for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
+    const m = /^([0-9a-f]+) ([0-9a-f]+) /.exec(line);
+    if (!m) continue;
+    const start = parseInt(m[1], 16);
+    const end = start + parseInt(m[2], 16);
+    // Binary search for the first entry ending after this one's start; drop every overlapped one.
+    let lo = 0;
+    let hi = entries.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (entries[mid].end <= start) lo = mid + 1;
+      else hi = mid;
+    }
+    let n = 0;
+    while (lo + n < entries.length && entries[lo + n].start < end) n++;
+    entries.splice(lo, n, { start, end, line });
+  }
+  fs.writeFileSync(file, entries.map((e) => e.line).join('\n') + '\n');
+}
+
+const PERF_HZ = 2999;
+
+/**
+ * The set-up (after a warm-up) or the steady window under `perf record`,
+ * every thread of the server, then each sample attributed by owner().
+ */
+async function perfProfile(): Promise<void> {
+  try {
+    execFileSync('perf', ['--version'], { stdio: 'ignore' });
+  } catch {
+    process.stderr.write('--perf needs Linux perf (Debian package linux-perf), run as root\n');
+    process.exit(3);
+  }
+  const data = path.join(dir, 'perf.data');
+  const srv = spawn(process.execPath, ['--max-semi-space-size=16', '--perf-basic-prof', '--interpreted-frames-native-stack', path.join(here, 'peers', 'server.js'), peer, '1000'], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const wait = lines(srv);
+  const port = Number((await wait('listening')).port);
+  const gen = spawn(process.execPath, [path.join(here, 'peers', 'loadgen.js'), peer, JSON.stringify({ port, count, intervalMs: 1000, maxMs: 600_000, sources: 16, warmup: setup ? 2000 : 0 })], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
+  const genWait = lines(gen);
+  const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  const record = async () => {
+    const rec = spawn('perf', ['record', '-F', String(PERF_HZ), '-g', '-o', data, '-p', String(srv.pid)], { stdio: 'ignore' });
+    await sleep(300);
+    return async () => {
+      rec.kill('SIGINT');
+      await new Promise((r) => rec.once('exit', r));
+    };
+  };
+  let units: number;
+  let per: string;
+  if (setup) {
+    await genWait('warm');
+    const stop = await record();
+    gen.stdin!.write('go\n');
+    units = Number((await genWait('ready')).open);
+    await stop();
+    per = 'connection set up';
+  } else {
+    await genWait('ready');
+    await sleep(3000);
+    gen.stdin!.write('stats\n');
+    const s0 = Number((await genWait('stats')).pongs);
+    const stop = await record();
+    await sleep(steadyS * 1000);
+    gen.stdin!.write('stats\n');
+    units = Number((await genWait('stats')).pongs) - s0;
+    await stop();
+    per = 'round trip';
+  }
+  gen.stdin!.end();
+  srv.stdin!.end();
+  await new Promise((r) => srv.once('exit', r));
+  latestPerfMap(`/tmp/perf-${srv.pid}.map`);
+  const text = execFileSync('perf', ['script', '-i', data, '-F', 'tid,ip,sym'], { maxBuffer: 1 << 30, stdio: ['ignore', 'pipe', 'ignore'] }).toString();
+  fs.rmSync(`/tmp/perf-${srv.pid}.map`, { force: true });
+  const usEach = 1e6 / PERF_HZ / units;
+  const byOwner = new Map<string, { all: number; kernel: number }>();
+  const leaves = new Map<string, number>();
+  let others = 0;
+  let total = 0;
+  for (const block of text.split('\n\n')) {
+    const rows = block.split('\n').filter((l) => l.trim());
+    if (rows.length < 2) continue;
+    total++;
+    // The main thread's id is the process id.
+    if (Number(rows[0].trim()) !== srv.pid) {
+      others++;
+      continue;
+    }
+    // Each frame is "<address> <symbol>"; a JS symbol has spaces (its URL). Kernel addresses are the top half.
+    const frames = rows.slice(1).map((l) => l.trim());
+    const stack = frames.map((l) => l.replace(/^[0-9a-f]+ /, ''));
+    const who = owner(stack);
+    const o = byOwner.get(who) ?? { all: 0, kernel: 0 };
+    o.all++;
+    if (frames[0].startsWith('ffffffff')) o.kernel++;
+    byOwner.set(who, o);
+    if (who.startsWith('longlink') || who.startsWith('bench') || who.startsWith('libraries')) leaves.set(stack[0].slice(0, 100), (leaves.get(stack[0].slice(0, 100)) ?? 0) + 1);
+  }
+  const f = (n: number) => `${(n * usEach).toFixed(2).padStart(7)} µs`;
+  console.log(`\n${peer}: perf at ${PERF_HZ} Hz, ${units} ${per}s${setup ? ' (after a warm-up of 2,000)' : ''}: ${f(total).trim()} of CPU per ${per}, every thread`);
+  console.log('-- the main thread, by what it is doing (see owner()); in brackets, the part in the kernel');
+  for (const [k, v] of [...byOwner].sort((x, y) => y[1].all - x[1].all)) console.log(`${f(v.all)}  (${f(v.kernel).trim()})  ${k}`);
+  console.log(`${f(others)}  other threads (V8's compiler and collector helpers, libuv)`);
+  console.log("-- in the server's own code, by leaf function");
+  for (const [k, v] of [...leaves].sort((x, y) => y[1] - x[1]).slice(0, topN)) console.log(`${f(v)}  ${k}`);
+}
+
 const prof = path.join(dir, 'cpu');
-if (setup) {
-  // The whole profile is the set-up: the server exits as soon as the load generator is ready.
-  await withLoad(['--cpu-prof', `--cpu-prof-dir=${prof}`], count, async () => {});
-  const file = fs.readdirSync(prof).find((f) => f.endsWith('.cpuprofile'));
-  if (file) summarizeCpu(path.join(prof, file), 1e6, count, 'connection set up');
+if (usePerf) {
+  await perfProfile();
+} else if (setup) {
+  // Only the set-up is profiled: sampling starts once the server listens (its start-up left out)
+  // and stops when the load generator has every connection open.
+  fs.mkdirSync(prof);
+  const file = path.join(prof, 'setup.cpuprofile');
+  await withLoad(
+    [],
+    count,
+    async (srv, wait) => {
+      srv.stdin!.write(`prof stop ${file}\n`);
+      await wait('prof');
+    },
+    async (srv, wait) => {
+      srv.stdin!.write('prof start 200\n');
+      await wait('prof');
+    },
+  );
+  summarizeCpu(file, 1e6, count, 'connection set up');
 } else {
   const windowS = Math.max(5, steadyS - 2);
   const pongs = await withLoad(['--cpu-prof', `--cpu-prof-dir=${prof}`], count, async () => {

@@ -7,7 +7,10 @@
  * longlink over TCP, MQTT), the peer's own client library where it does not
  * (ws, socket.io). Source addresses rotate over 127.0.0.x so ephemeral
  * ports do not run out. Bounded: stops when stdin closes or after maxMs.
- * Commands on stdin: `stats`.
+ * Commands on stdin: `stats`. With `warmup`, that many connections are
+ * opened and closed first, then {"ev":"warm"} is said and the measured set-up
+ * waits for `go`: the servers' (and this process's) one-time costs, such as
+ * compiling their code, stay out of the per-connection figures.
  */
 import net from 'node:net';
 import readline from 'node:readline';
@@ -30,6 +33,8 @@ interface Config {
   sourceBase?: number;
   /** Start each connection's heartbeats as soon as it is open, not once all are (the scale run's long ramp). */
   pingDuringSetup?: boolean;
+  /** Connections opened and closed before the measured set-up (see above). */
+  warmup?: number;
 }
 
 const peer = process.argv[2];
@@ -48,6 +53,8 @@ const failures: Record<string, number> = {};
 const closes: Record<string, number> = {};
 const count = (m: Record<string, number>, k: string) => (m[k] = (m[k] ?? 0) + 1);
 let stopping = false;
+/** Warm-up connections are open or closing: their closes are not counted. */
+let warming = false;
 const conns: Conn[] = [];
 const source = (i: number) => {
   const n = (cfg.sourceBase ?? 0) + (i % (cfg.sources ?? 1));
@@ -67,7 +74,7 @@ function tcp(i: number, onOpen: (s: net.Socket) => void, onData: (s: net.Socket,
       reject(e);
     });
     s.on('close', () => {
-      if (opened && !stopping) {
+      if (opened && !stopping && !warming) {
         stats.closed++;
         count(closes, lastError || (s as net.Socket & { closeCode?: number }).closeCode?.toString() || 'eof');
       }
@@ -84,10 +91,13 @@ const sockBytes = (s: net.Socket) => () => ({ in: s.bytesRead, out: s.bytesWritt
 
 /**
  * Splits a TCP link's bytes into frames (varint length, then the frame) and
- * hands over each frame's type, with its bytes; a frame cut across chunks is
- * kept until the rest arrives.
+ * counts each by its type byte; a frame cut across chunks is kept until the
+ * rest arrives. The same code reads net, net-hello and longlink-tcp (the
+ * floors answer with longlink's own bare frames), so the load generator does
+ * the same work per frame for each and its share of the two cores, which the
+ * set-up time depends on, is the same. Only a CLOSE is decoded (its code).
  */
-function frameSplitter(onFrame: (s: net.Socket, type: number, frame: Uint8Array) => void): (s: net.Socket, d: Buffer) => void {
+function frameReader(): (s: net.Socket, d: Buffer) => void {
   let held: Buffer | null = null;
   return (s, chunk) => {
     const d: Buffer = held ? Buffer.concat([held, chunk]) : chunk;
@@ -103,7 +113,13 @@ function frameSplitter(onFrame: (s: net.Socket, type: number, frame: Uint8Array)
         shift *= 128;
       }
       if (p >= d.length || p + 1 + len > d.length) break;
-      if (len > 0) onFrame(s, d[p + 1], d.subarray(p + 1, p + 1 + len));
+      if (len > 0) {
+        const type = d[p + 1];
+        if (type === FrameType.PONG) stats.pongs++;
+        else if (type === FrameType.WELCOME) ready(s);
+        else if (type === FrameType.CLOSE) (s as net.Socket & { closeCode?: number }).closeCode = (decodeFrame(d.subarray(p + 1, p + 1 + len)) as { code: number }).code;
+        else stats.messages++;
+      }
       k = p + 1 + len;
     }
     if (k < d.length) held = d.subarray(k);
@@ -114,48 +130,17 @@ async function open(i: number): Promise<Conn> {
   const user = `${cfg.prefix ?? 'u'}${i}`;
   switch (peer) {
     case 'net': {
-      // 2-byte frames: 01 04 is a PONG, 01 06 a fan-out message.
-      const s = await tcp(i, ready, (_s, d) => {
-        for (let k = 1; k < d.length; k += 2) {
-          if (d[k] === 0x04) stats.pongs++;
-          else stats.messages++;
-        }
-      });
+      // The floor answers 2-byte frames: 01 04 is a PONG, 01 06 a fan-out message.
+      const s = await tcp(i, ready, frameReader());
       return { ping: () => s.write(BARE_PING_DELIMITED), close: () => s.destroy(), bytes: sockBytes(s) };
     }
-    case 'net-hello': {
-      // The floor with longlink's handshake round trip: the same HELLO out, the first bytes back open it.
-      let welcomed = false;
-      const s = await tcp(
-        i,
-        (s) => s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: user, deviceId: 'd', intervalMs: cfg.intervalMs })),
-        (s, d) => {
-          if (!welcomed) {
-            welcomed = true;
-            ready(s);
-            return;
-          }
-          for (let k = 1; k < d.length; k += 2) {
-            if (d[k] === 0x04) stats.pongs++;
-            else stats.messages++;
-          }
-        },
-      );
-      return { ping: () => s.write(BARE_PING_DELIMITED), close: () => s.destroy(), bytes: sockBytes(s) };
-    }
+    case 'net-hello':
     case 'longlink-tcp': {
-      // Frames split by hand, as for MQTT: only each frame's type is read (and a CLOSE's code),
-      // so the load generator's own decoding does not take the cores the server is measured on.
-      const split = frameSplitter((s, type, frame) => {
-        if (type === FrameType.PONG) stats.pongs++;
-        else if (type === FrameType.DATA) stats.messages++;
-        else if (type === FrameType.CLOSE) (s as net.Socket & { closeCode?: number }).closeCode = (decodeFrame(frame) as { code: number }).code;
-        else if (type === FrameType.WELCOME) ready(s);
-      });
+      // The same HELLO to both; net-hello answers it with a frame typed WELCOME, as long as longlink's.
       const s = await tcp(
         i,
         (s) => s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: user, deviceId: 'd', intervalMs: cfg.intervalMs })),
-        split,
+        frameReader(),
       );
       return { ping: () => s.write(BARE_PING_DELIMITED), close: () => s.destroy(), bytes: sockBytes(s) };
     }
@@ -281,7 +266,10 @@ function startHeartbeats(): void {
 if (cfg.pingDuringSetup) startHeartbeats();
 
 // Answered from the start: the scale run asks for stats, and may stop the run, while connections still open.
+/** Set while the warmed-up load generator waits for `go`. */
+let go: (() => void) | null = null;
 readline.createInterface({ input: process.stdin }).on('line', (line) => {
+  if (line.trim() === 'go') go?.();
   if (line.trim() === 'stats') {
     let bytesIn = 0;
     let bytesOut = 0;
@@ -301,25 +289,45 @@ const stop = () => {
 process.stdin.on('end', stop);
 setTimeout(stop, cfg.maxMs).unref();
 
-const t0 = performance.now();
 const conc = cfg.concurrency ?? 200;
-let next = 0;
-await Promise.all(
-  Array.from({ length: conc }, async () => {
-    while (next < cfg.count) {
-      const i = next++;
-      try {
-        conns[i] = await open(i);
-        opened(conns[i]);
-        stats.open++;
-        if (stats.open % 2000 === 0) say('progress', { open: stats.open });
-      } catch (err) {
-        stats.failed++;
-        count(failures, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+/** Opens connections first … first + n - 1, `conc` at a time; failures are counted only when `counted`. */
+async function ramp(first: number, n: number, counted: boolean, onOpen: (c: Conn, i: number) => void): Promise<void> {
+  let next = first;
+  await Promise.all(
+    Array.from({ length: conc }, async () => {
+      while (next < first + n) {
+        const i = next++;
+        try {
+          onOpen(await open(i), i);
+        } catch (err) {
+          if (!counted) continue;
+          stats.failed++;
+          count(failures, (err as NodeJS.ErrnoException).code ?? (err as Error).message);
+        }
       }
-    }
-  }),
-);
-say('ready', { open: stats.open, failed: stats.failed, setupMs: performance.now() - t0, failures });
+    }),
+  );
+}
+if (cfg.warmup) {
+  warming = true;
+  const warm: Conn[] = [];
+  // Numbered after the measured ones, so no identity is shared with them.
+  await ramp(cfg.count, cfg.warmup, false, (c) => warm.push(c));
+  for (const c of warm) c.close();
+  // The server has seen the closes, and its timers and garbage from them have settled.
+  await new Promise((r) => setTimeout(r, 1500));
+  warming = false;
+  say('warm', { opened: warm.length });
+  await new Promise<void>((r) => (go = r));
+}
+const t0 = performance.now();
+const cpu0 = process.cpuUsage();
+await ramp(0, cfg.count, true, (c, i) => {
+  conns[i] = c;
+  opened(c);
+  stats.open++;
+  if (stats.open % 2000 === 0) say('progress', { open: stats.open });
+});
+say('ready', { open: stats.open, failed: stats.failed, setupMs: performance.now() - t0, cpuUs: ((c) => c.user + c.system)(process.cpuUsage(cpu0)), failures });
 if (!cfg.pingDuringSetup) startHeartbeats();
 

@@ -24,6 +24,10 @@ export interface PeerResult {
   connectsPerSecond: number;
   /** Server CPU from the load generator's start to its last connection open, per connection: the set-up's cost to the server alone (the wall time shares two cores with the load generator). */
   setupCpuUsPerConnection: number;
+  /** The load generator's own CPU over the set-up, per connection: the other process on the two cores. */
+  clientSetupCpuUsPerConnection: number;
+  /** Connections opened and closed before the measured set-up (the warm-up), and their server CPU per connection, closes included. */
+  warmup: { connections: number; serverCpuUsPerConnection: number } | null;
   rssPerConnectionKB: number;
   heapPerConnectionKB: number | null;
   memoryPerConnectionKB: Record<string, number> | null;
@@ -145,7 +149,7 @@ async function startServer(peer: Peer, intervalMs: number): Promise<{ proc: Proc
 
 export async function runPeer(
   peer: Peer,
-  o: { count: number; intervalMs: number; steadyS: number; settleS?: number; sources?: number; fanoutRounds?: number },
+  o: { count: number; intervalMs: number; steadyS: number; settleS?: number; sources?: number; fanoutRounds?: number; warmup?: number },
   log: (m: string) => void = () => {},
 ): Promise<PeerResult> {
   const server = await startServer(peer, o.intervalMs);
@@ -153,14 +157,30 @@ export async function runPeer(
   try {
     await new Promise((r) => setTimeout(r, 500));
     const mem0 = server.node ? await server.proc.ask('mem', 'mem') : null;
-    const pre = procStat(pid);
+    let pre = procStat(pid);
     const rss0 = pre.rssKB;
     const gen = new Proc(
-      spawn(process.execPath, [path.join(here, 'loadgen.js'), peer, JSON.stringify({ port: server.port, count: o.count, intervalMs: o.intervalMs, maxMs: 30 * 60_000, sources: o.sources ?? 16 })], {
-        stdio: ['pipe', 'pipe', 'inherit'],
-      }),
+      spawn(
+        process.execPath,
+        [path.join(here, 'loadgen.js'), peer, JSON.stringify({ port: server.port, count: o.count, intervalMs: o.intervalMs, maxMs: 30 * 60_000, sources: o.sources ?? 16, warmup: o.warmup ?? 0 })],
+        {
+          stdio: ['pipe', 'pipe', 'inherit'],
+        },
+      ),
     );
     try {
+      let warmup: PeerResult['warmup'] = null;
+      if (o.warmup) {
+        // The warm-up's connections were opened and closed: the measured set-up starts now, on a warm server.
+        // Memory is still counted from before the warm-up: a baseline taken after it would let the
+        // measured connections reuse the pages the warm-up's connections freed (up to its whole footprint),
+        // and what a server keeps of closed connections (longlink: their resumable sessions) counts against it.
+        const w = await gen.wait((l) => l.ev === 'warm', 5 * 60_000, 'warm');
+        const warm = procStat(pid);
+        warmup = { connections: Number(w.opened), serverCpuUsPerConnection: (((warm.cpuTicks - pre.cpuTicks) / CLK_TCK) * 1e6) / Math.max(1, Number(w.opened)) };
+        pre = warm;
+        gen.child.stdin!.write('go\n');
+      }
       gen.child.stdout!.on('data', () => {
         const p = gen.lines.filter((l) => l.ev === 'progress').at(-1);
         if (p) log(`${peer}: ${p.open}/${o.count} connected`);
@@ -204,6 +224,8 @@ export async function runPeer(
         setupMs: Math.round(Number(ready.setupMs)),
         connectsPerSecond: open / (Number(ready.setupMs) / 1000),
         setupCpuUsPerConnection: ((setupTicks / CLK_TCK) * 1e6) / Math.max(1, open),
+        clientSetupCpuUsPerConnection: Number(ready.cpuUs) / Math.max(1, open),
+        warmup,
         rssPerConnectionKB: (c1.rssKB - rss0) / Math.max(1, open),
         heapPerConnectionKB: mem0 && mem1 ? (Number(mem1.heapUsed) - Number(mem0.heapUsed)) / 1024 / Math.max(1, open) : null,
         // Where RSS goes (Node servers): V8's committed spaces and memory outside the heap, per connection, once all are open.

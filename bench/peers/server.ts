@@ -40,8 +40,10 @@ const loop = monitorEventLoopDelay({ resolution: 10 });
 loop.enable();
 // A Buffer, as longlink's TCP link writes, so neither pays for wrapping a Uint8Array per write.
 const PONG = Buffer.from(BARE_PONG_DELIMITED);
-/** As long as the WELCOME longlink writes to the load generator's HELLO (net-hello's reply). */
+/** net-hello's reply to HELLO: a frame typed WELCOME (2) as long as the one longlink writes, 64 bytes with its length prefix. */
 const WELCOME_SIZED = new Uint8Array(64);
+WELCOME_SIZED[0] = 63;
+WELCOME_SIZED[1] = 2;
 
 readline.createInterface({ input: process.stdin }).on('line', async (line) => {
   const [cmd, arg] = line.trim().split(/\s+/);
@@ -81,6 +83,21 @@ readline.createInterface({ input: process.stdin }).on('line', async (line) => {
       const r = (await post('HeapProfiler.stopSampling')) as { profile: unknown };
       fs.writeFileSync(file, JSON.stringify(r.profile));
       say('alloc', { file });
+    }
+  }
+  // CPU profile of a window the caller marks (`prof start [intervalUs]`, `prof stop <file>`): the
+  // set-up alone, without the process's start-up that --cpu-prof would take in too.
+  if (cmd === 'prof') {
+    const [, what, a2] = line.trim().split(/\s+/);
+    if (what === 'start') {
+      await post('Profiler.enable');
+      await post('Profiler.setSamplingInterval', { interval: Number(a2 ?? 200) });
+      await post('Profiler.start');
+      say('prof');
+    } else {
+      const r = (await post('Profiler.stop')) as { profile: unknown };
+      fs.writeFileSync(a2, JSON.stringify(r.profile));
+      say('prof', { file: a2 });
     }
   }
   // For profiling by hand: a heap snapshot of the server as it stands.

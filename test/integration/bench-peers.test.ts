@@ -5,7 +5,8 @@ import { mosquittoUnavailable, PEERS, runPeer } from '../../bench/peers/run.js';
 // The benchmark's machinery at a small size: every peer's server and the load
 // generator really exchange heartbeats, counted at the client, so a broken
 // peer setup cannot pass silently. No timing is asserted here; the numbers
-// belong to `npm run bench`.
+// belong to `npm run bench`. Each run starts with a small warm-up (connections
+// opened and closed before the measured set-up), as the benchmark's runs do.
 
 const COUNT = 30;
 const STEADY_S = 2;
@@ -14,9 +15,11 @@ const noMosquitto = mosquittoUnavailable();
 for (const peer of PEERS) {
   const skip = peer === 'mosquitto' && noMosquitto ? `skipped: ${noMosquitto}` : false;
   test(`bench peer ${peer}: ${COUNT} connections answer their heartbeats and get every fan-out message`, { skip }, async () => {
-    const r = await runPeer(peer, { count: COUNT, intervalMs: 500, steadyS: STEADY_S, settleS: 0.5, fanoutRounds: 3 });
+    const r = await runPeer(peer, { count: COUNT, intervalMs: 500, steadyS: STEADY_S, settleS: 0.5, fanoutRounds: 3, warmup: 10 });
+    assert.equal(r.warmup?.connections, 10, 'the warm-up opened its connections before the measured set-up');
     assert.equal(r.connections, COUNT);
     assert.equal(r.failed, 0);
+    assert.ok(r.clientSetupCpuUsPerConnection > 0, 'the load generator reports its own CPU over the set-up');
     const expected = (COUNT * STEADY_S * 1000) / 500;
     assert.ok(r.roundTrips >= expected * 0.7 && r.roundTrips <= expected * 1.3, `${r.roundTrips} round trips, about ${expected} expected`);
     assert.ok(r.bytesPerRoundTrip >= 2 && r.bytesPerRoundTrip <= 64, `${r.bytesPerRoundTrip} bytes per round trip`);

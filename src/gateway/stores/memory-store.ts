@@ -191,7 +191,8 @@ export class MemoryStore implements Store {
       }
       while (this.sessions.size > this.limits.maxSessions) this.forget(this.sessions.keys().next().value!);
     }
-    this.unDetach(token);
+    // Only a known record can be detached (the detached list is a subset of sessions).
+    if (known) this.unDetach(token);
     if (record.openOn === undefined && this.sessions.has(token)) {
       const bytes = sessionBytes(record);
       this.detached.set(token, bytes);
@@ -302,7 +303,8 @@ export class MemoryStore implements Store {
   }
 
   holdsNothingFor(userId: string, deviceId: string): boolean {
-    return !this.mailboxes.has(`${userId}\u0000${deviceId}`);
+    // Most gateways hold no queued message at all: no key to build.
+    return this.mailboxes.size === 0 || !this.mailboxes.has(`${userId}\u0000${deviceId}`);
   }
 
   async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
