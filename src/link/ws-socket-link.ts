@@ -56,6 +56,11 @@ export class WsSocketLink implements Link, WsFrameHandler {
     this.remotePort = peer.port;
     this.parser = new WsFrameParser(maxFrameBytes);
     (socket as LinkedSocket)[kLink] = this;
+    // Node's HTTP server makes its sockets half-open: the peer's FIN only ends the readable side,
+    // and ws's own 'end' listener (which ended ours) was taken away with the socket. Without this,
+    // a client whose TCP closed without a close frame (killed, terminated) stayed open here until
+    // the heartbeat detector found it dead. Now its FIN ends our side too and 'close' follows.
+    socket.allowHalfOpen = false;
     socket.on('data', onSocketData);
     socket.on('error', onSocketError);
     socket.on('close', onSocketClose);

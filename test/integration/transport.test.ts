@@ -143,6 +143,34 @@ for (const transport of ['tcp', 'ws'] as const) {
   });
 }
 
+test('a WebSocket client whose TCP closes without a close frame goes offline at once, not at the heartbeat deadline', async () => {
+  const { WebSocket } = await import('ws');
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType, PROTOCOL_VERSION } = await import('../../src/protocol/frames.js');
+  // A 25 s heartbeat: detection would take a minute; the FIN must be enough.
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  try {
+    for (const how of ['terminate', 'end'] as const) {
+      const ws = new WebSocket(`ws://127.0.0.1:${a.ws!.port}/longlink`);
+      await new Promise((r) => ws.once('open', r));
+      const welcomed = new Promise((r) => ws.once('message', r));
+      ws.send(encodeFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u-${how}`, deviceId: 'd', intervalMs: 25_000 }));
+      await welcomed;
+      const offline = waitEvent(gw, 'offline', () => true, 2000);
+      const t = performance.now();
+      // terminate(): the socket destroyed (a killed process); end(): a FIN with the client still reading.
+      if (how === 'terminate') ws.terminate();
+      else (ws as unknown as { _socket: net.Socket })._socket.end();
+      await offline;
+      assert.ok(performance.now() - t < 1000, `${how}: offline after ${(performance.now() - t).toFixed(0)} ms`);
+      assert.equal(gw.connectionCount, 0, `${how}: the link is gone`);
+    }
+  } finally {
+    await gw.close();
+  }
+});
+
 test('close() does not wait out the close handshake of a WebSocket link the gateway closed earlier', async () => {
   const { WebSocket } = await import('ws');
   const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
