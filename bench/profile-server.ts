@@ -223,6 +223,8 @@ async function perfProfile(): Promise<void> {
   const data = path.join(dir, 'perf.data');
   const srv = spawn(process.execPath, ['--max-semi-space-size=16', '--perf-basic-prof', '--interpreted-frames-native-stack', path.join(here, 'peers', 'server.js'), peer, '1000'], {
     stdio: ['pipe', 'pipe', 'inherit'],
+    // --perf-basic-prof leaves a V8 log in the working directory.
+    cwd: dir,
   });
   const wait = lines(srv);
   const port = Number((await wait('listening')).port);

@@ -211,12 +211,17 @@ function isBare(f: PingFrame): boolean {
 export function decodeFrame(buf: Uint8Array, start = 0, end = buf.length): Frame {
   if (end <= start) throw new ProtocolError('truncated-frame', 'empty frame');
   const type = buf[start];
+  // Nearly every frame is a bare heartbeat: the shared object, without a Reader made for it.
+  if (end - start === 1) {
+    if (type === FrameType.PING) return BARE_PING;
+    if (type === FrameType.PONG) return BARE_PONG;
+  }
   const r = new Reader(buf, start + 1, end);
   switch (type) {
     case FrameType.PING:
-      return r.done() ? BARE_PING : decodePing(r);
+      return decodePing(r);
     case FrameType.PONG:
-      return r.done() ? BARE_PONG : decodePong(r);
+      return decodePong(r);
     case FrameType.HELLO:
       return decodeHello(r);
     case FrameType.WELCOME:
