@@ -193,3 +193,33 @@ test('close() does not wait out the close handshake of a WebSocket link the gate
   assert.ok(ms < CLOSE_LINGER_MS * 0.8, `close() took ${ms.toFixed(0)} ms; the linger is ${CLOSE_LINGER_MS} ms`);
   ws.terminate();
 });
+
+test('TCP: a chunk that looks like a bare PING goes to the decoder when it ends a frame already begun', async () => {
+  const { encodeDelimited, BARE_PING, BARE_PING_DELIMITED } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType } = await import('../../src/protocol/frames.js');
+  let accepted!: Link;
+  const frames: unknown[] = [];
+  const server = await listenTcp({ port: 0, host: '127.0.0.1', maxFrameBytes: 1024, keepalive: {} }, (l) => {
+    accepted = l;
+    l.bind({ onLinkFrame: (f) => frames.push(f), onLinkError: (e) => frames.push(e), onLinkClose: () => {} });
+  });
+  const port = (server.address() as net.AddressInfo).port;
+  const s = net.connect({ port, host: '127.0.0.1', noDelay: true });
+  await new Promise((r) => s.once('connect', r));
+  // A DATA frame whose last two bytes are 01 03, the bytes of a bare PING: sent so they arrive as a chunk of their own.
+  const data = encodeDelimited({ type: FrameType.DATA, payload: Uint8Array.of(9, 1, 3) });
+  assert.deepEqual([...data.subarray(-2)], [1, 3]);
+  s.write(data.subarray(0, -2));
+  await sleep(50);
+  s.write(data.subarray(-2));
+  await sleep(50);
+  // And a bare PING on its own, which takes the fast path.
+  s.write(BARE_PING_DELIMITED);
+  await sleep(50);
+  assert.equal(frames.length, 2, `frames: ${JSON.stringify(frames)}`);
+  assert.deepEqual([...(frames[0] as { payload: Uint8Array }).payload], [9, 1, 3]);
+  assert.equal(frames[1], BARE_PING);
+  s.destroy();
+  accepted.destroy();
+  await new Promise((r) => server.close(r));
+});
