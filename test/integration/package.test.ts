@@ -133,7 +133,8 @@ for (const variant of ['full', 'omit-optional'] as const) {
             serve.stdout.on('data', on);
             serve.stderr.on('data', on);
           });
-          const c = (client = spawn('bash', ['-c', clientLine], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'] }));
+          // A process group of its own: npx runs the client as a child, which killing bash alone would orphan.
+          const c = (client = spawn('bash', ['-c', clientLine], { cwd: dir, stdio: ['pipe', 'pipe', 'pipe'], detached: true }));
           let out = '';
           c.stdout!.on('data', (d) => (out += d));
           c.stderr!.on('data', (d) => (out += d));
@@ -144,7 +145,13 @@ for (const variant of ['full', 'omit-optional'] as const) {
           for (let i = 0; i < 100 && !/hi from the backend/.test(out); i++) await new Promise((r) => setTimeout(r, 100));
           assert.match(out, /hi from the backend/, 'alice got the push');
         } finally {
-          client?.kill('SIGKILL');
+          if (client?.pid) {
+            try {
+              process.kill(-client.pid, 'SIGKILL');
+            } catch {
+              /* already gone */
+            }
+          }
           serve.kill('SIGKILL');
         }
       });
@@ -156,7 +163,12 @@ for (const variant of ['full', 'omit-optional'] as const) {
       });
     } else {
       test('without ioredis, longlink imports and a RedisStore says which package it needs', () => {
-        const out = execFileSync(process.execPath, ['--input-type=module', '-e', "import { Gateway } from 'longlink'; import { RedisStore } from 'longlink/redis'; try { new RedisStore({ url: 'redis://127.0.0.1:1' }) } catch (e) { console.log(typeof Gateway, e.code, e.message) }"], { cwd: dir, encoding: 'utf8' });
+        const out = execFileSync(process.execPath, ['--input-type=module', '-e', "import { Gateway } from 'longlink'; import { RedisStore } from 'longlink/redis'; try { new RedisStore({ url: 'redis://127.0.0.1:1' }) } catch (e) { console.log(typeof Gateway, e.code, e.message) }"], {
+          cwd: dir,
+          encoding: 'utf8',
+          // Bounded: were ioredis found after all (from a node_modules above the project), the store would retry forever.
+          timeout: 30_000,
+        });
         assert.match(out, /^function LL_ERR_MISSING_DEPENDENCY RedisStore needs the ioredis package \(npm install ioredis\)/);
       });
     }
