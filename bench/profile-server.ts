@@ -1,24 +1,25 @@
 /**
  * Where a peer server's time and memory go, for the cuts in docs/BENCHMARKS.md:
  *
- *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf] [--heap 3000]
+ *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf] [--top 20] [--heap 3000] [--rss 10000]
  *
- * CPU: runs the server under `--cpu-prof` with the benchmark's load generator
- * (one heartbeat per connection per second) and prints the busy time per
- * round trip and the functions with the most self and inclusive time over the
- * steady window (the set-up is left out; with --setup, the set-up alone). Heap: with --heap N, writes heap
+ * CPU: runs the server with the benchmark's load generator (one heartbeat per
+ * connection per second) under V8's sampling profiler and prints the busy
+ * time per round trip and the `--top` functions with the most self and
+ * inclusive time over the steady window; with --setup, over the set-up of
+ * the `count` connections instead (a cold server: profiling starts once it
+ * listens and stops when the last connection is open). Heap: with --heap N, writes heap
  * snapshots before and after N connections and prints the retained growth per
  * connection by object kind. With --rss N, under `--expose-gc`: RSS and V8's
  * old space (committed and live) per connection once N are open, and again
  * after a full collection, which tells live state from promoted garbage.
  * With --perf (Linux `perf`, run as root): the same windows sampled by the
- * kernel instead, every thread and the kernel included, and each sample put
- * down to whose code it is in by the nearest JavaScript frame on its stack:
- * longlink's (dist/src), the bench server's own handler (dist/bench), a
- * library's (node_modules), Node's (node:), or none (the event loop, the
- * garbage collector); other threads apart. A system call made by Node's
- * socket write counts as Node's, whoever asked for the write: that path is
- * what the floor pays too. The set-up is measured after a warm-up of 2,000
+ * kernel instead, every thread and the kernel included, each sample put down
+ * to what it is doing (see owner(): socket writes and reads, the event loop,
+ * the garbage collector, longlink's JavaScript, Node's, the bench server's
+ * handler, a library's), other threads apart. A socket write counts as
+ * Node's and the kernel's, whoever asked for it: that path is what the floor
+ * pays too. With --perf, the set-up is measured after a warm-up of 2,000
  * connections, as the benchmark does.
  * The server runs with the benchmark's flags (--max-semi-space-size=16). Files
  * stay in a temporary directory, printed.
@@ -152,10 +153,13 @@ function heapCounts(file: string): Map<string, [number, number]> {
 }
 
 const isJs = (f: string) => f.startsWith('JS:') || f.startsWith('Eval:') || f.startsWith('Function:');
+const OWN = { longlink: 'longlink (its JavaScript, and the V8 built-ins it calls)', handler: 'bench server handler', library: 'libraries (ws)' };
+/** The owners whose leaf functions are listed: the server's own code, whichever server it is. */
+const OWN_CODE = new Set(Object.values(OWN));
 function jsOwner(f: string): string {
-  if (f.includes('/dist/src/')) return 'longlink (its JavaScript, and the V8 built-ins it calls)';
-  if (f.includes('/dist/bench/')) return 'bench server handler';
-  if (f.includes('/node_modules/')) return 'libraries (ws)';
+  if (f.includes('/dist/src/')) return OWN.longlink;
+  if (f.includes('/dist/bench/')) return OWN.handler;
+  if (f.includes('/node_modules/')) return OWN.library;
   return "Node's JavaScript (streams, net, timers)";
 }
 
@@ -290,7 +294,7 @@ async function perfProfile(): Promise<void> {
     o.all++;
     if (frames[0].startsWith('ffffffff')) o.kernel++;
     byOwner.set(who, o);
-    if (who.startsWith('longlink') || who.startsWith('bench') || who.startsWith('libraries')) leaves.set(stack[0].slice(0, 100), (leaves.get(stack[0].slice(0, 100)) ?? 0) + 1);
+    if (OWN_CODE.has(who)) leaves.set(stack[0].slice(0, 100), (leaves.get(stack[0].slice(0, 100)) ?? 0) + 1);
   }
   const f = (n: number) => `${(n * usEach).toFixed(2).padStart(7)} µs`;
   console.log(`\n${peer}: perf at ${PERF_HZ} Hz, ${units} ${per}s${setup ? ' (after a warm-up of 2,000)' : ''}: ${f(total).trim()} of CPU per ${per}, every thread`);

@@ -9,8 +9,8 @@
  * - net: the floor for Node: a bare node:net server answering each 2-byte
  *   PING with a 2-byte PONG (longlink's own bare frames).
  * - net-hello: the floor plus longlink's handshake round trip: the client's
- *   HELLO is read and a reply as long as longlink's WELCOME is written, then
- *   as net. What any protocol with a handshake pays in Node and the kernel,
+ *   HELLO is read and a frame typed WELCOME, as long as longlink's, is
+ *   written, then as net. What any protocol with a handshake pays in Node and the kernel,
  *   for telling longlink's own set-up cost from the round trip's.
  * - longlink-tcp / longlink-ws: the gateway, sessions, presence and
  *   detection on, clients sending the heartbeat.

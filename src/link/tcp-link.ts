@@ -78,9 +78,9 @@ export class TcpLink implements Link {
   /** @internal socket listener */
   onData(chunk: Buffer): void {
     if (this.poisoned || this.done || this.closing) return;
-    // Nearly every chunk is one bare heartbeat on its own (01 03): straight to the connection,
-    // past the decoder, when no partial frame is held.
     try {
+      // Nearly every chunk is one bare heartbeat on its own (01 03): straight to the connection,
+      // past the decoder, when no partial frame is held.
       if (chunk.length === 2 && chunk[0] === 1 && chunk[1] === FrameType.PING && this.decoder.bufferedBytes === 0) {
         this.events?.onLinkFrame(BARE_PING);
         return;
