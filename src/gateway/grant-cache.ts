@@ -1,4 +1,4 @@
-import { negotiate, type HeartbeatPolicy } from '../core/heartbeat-policy.js';
+import { clampInterval, negotiate, type HeartbeatPolicy } from '../core/heartbeat-policy.js';
 import type { HeartbeatGrant, HelloFrame } from '../protocol/frames.js';
 
 /**
@@ -13,11 +13,12 @@ export class GrantCache {
   constructor(private readonly limit = 4096) {}
 
   get(policy: HeartbeatPolicy, hello: Pick<HelloFrame, 'direction' | 'intervalMs'>): HeartbeatGrant {
-    const g = negotiate(policy, hello);
-    // Interval and direction are all that vary for one policy.
-    const key = g.direction === 'server' ? -g.intervalMs - 1 : g.intervalMs;
+    // Interval and direction are all that vary for one policy: looked up before a grant is built.
+    const intervalMs = clampInterval(policy, hello.intervalMs);
+    const key = hello.direction === 'server' && policy.allowServerDirection ? -intervalMs - 1 : intervalMs;
     const hit = this.grants.get(key);
     if (hit) return hit;
+    const g = negotiate(policy, hello);
     if (this.grants.size < this.limit) this.grants.set(key, Object.freeze(g));
     return g;
   }

@@ -9,6 +9,8 @@ export const WIRE_BYTES = 2;
 
 const utf8 = new TextEncoder();
 const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+/** Strings up to this many bytes are checked for ASCII and read in place (see Reader.string). */
+const INPLACE_STRING_MAX = 64;
 
 export function varintSize(value: number): number {
   let n = 1;
@@ -80,7 +82,16 @@ export class Writer {
     if (s.length <= 42) {
       this.varint((tag << 3) | WIRE_BYTES);
       this.ensure(1 + 3 * s.length);
-      const n = s.length === 0 ? 0 : utf8.encodeInto(s, this.buf.subarray(this.pos + 1)).written;
+      // ASCII (every id and token) is copied a unit a byte, without a view for encodeInto.
+      const buf = this.buf;
+      const at = this.pos + 1;
+      let i = 0;
+      for (; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c >= 0x80) break;
+        buf[at + i] = c;
+      }
+      const n = i === s.length ? i : utf8.encodeInto(s, buf.subarray(at)).written;
       this.buf[this.pos] = n;
       this.pos += 1 + n;
       return;
@@ -139,8 +150,21 @@ export class Reader {
   }
 
   string(): string {
+    const len = this.varint();
+    if (len > this.end - this.pos) throw new ProtocolError('truncated-frame', 'field runs past the end of the frame');
+    const start = this.pos;
+    const end = start + len;
+    this.pos = end;
+    // Ids and tokens are short ASCII and arrive in Node Buffers: read in place (no view, no
+    // decoder call). Anything else, and every byte from 0x80 up, goes through the strict decoder.
+    const buf = this.buf as Uint8Array & { latin1Slice?: (start: number, end: number) => string };
+    if (len <= INPLACE_STRING_MAX && typeof buf.latin1Slice === 'function') {
+      let i = start;
+      while (i < end && buf[i] < 0x80) i++;
+      if (i === end) return buf.latin1Slice(start, end);
+    }
     try {
-      return utf8Strict.decode(this.bytes());
+      return utf8Strict.decode(buf.subarray(start, end));
     } catch (err) {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('malformed-frame', 'string field is not valid UTF-8');

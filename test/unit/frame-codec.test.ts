@@ -171,6 +171,23 @@ test('strings around the in-place limit (42 UTF-16 units) and of 3- and 4-byte c
   assert.equal(toHex(encodeFrame({ type: FrameType.ACK, ack: 3 })), '060803');
 });
 
+test('strings decode alike from a Node Buffer (read in place when short ASCII) and from a plain Uint8Array', () => {
+  const ids = ['', 'a', 'abc€', '€abc', 'x'.repeat(63) + 'é', 'x'.repeat(64), 'x'.repeat(65), 'ctl\u0000\u007f', '😀', 'é'.repeat(40)];
+  for (const id of ids) {
+    const bytes = encodeFrame({ type: FrameType.DATA, id, payload: new Uint8Array([1]) });
+    for (const input of [Buffer.from(bytes), Uint8Array.from(bytes)]) {
+      const d = decodeFrame(input) as { id: string };
+      assert.equal(d.id, id, `${JSON.stringify(id)} from ${input.constructor.name}`);
+    }
+  }
+  // From a Buffer too, bytes that are not UTF-8 are refused, in short and long strings.
+  for (const bad of ['01 0801 1202c328 1a0164', `01 0801 1246${'61'.repeat(69)}ff 1a0164`]) {
+    assert.throws(() => decodeFrame(Buffer.from(hex(bad))), (err: unknown) => err instanceof ProtocolError && err.reason === 'malformed-frame');
+  }
+  // A string that runs past the frame end is truncated from a Buffer as well.
+  assert.throws(() => decodeFrame(Buffer.from(hex('01 0801 1205 75'))), (err: unknown) => err instanceof ProtocolError && err.reason === 'truncated-frame');
+});
+
 test('property: random bytes decode to a frame or a ProtocolError, never anything else', () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
