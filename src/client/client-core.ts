@@ -213,6 +213,17 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         else this.lost(CloseCodes['transport-error'], info.error?.message ?? 'connection lost');
       },
     });
+    // HELLO → WELCOME is the first RTT sample (it includes the gateway's authentication time). Marked,
+    // and the timer armed, before HELLO goes: an in-process link to a gateway that answers in the same
+    // turn hands WELCOME back within send.
+    this.rtt.clearOutstanding();
+    this.rtt.pingSent(o.clock.now());
+    // One pending timer per purpose: a timer left from an attempt that raced this one is replaced, not orphaned.
+    if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = o.timers.setTimeout(() => {
+      this.connectTimer = null;
+      if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
+    }, o.handshakeTimeoutMs);
     link.send({
       type: FrameType.HELLO,
       version: PROTOCOL_VERSION,
@@ -224,15 +235,6 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       ...(o.direction !== 'client' ? { direction: o.direction } : {}),
       ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
     });
-    // HELLO → WELCOME is the first RTT sample (it includes the gateway's authentication time).
-    this.rtt.clearOutstanding();
-    this.rtt.pingSent(o.clock.now());
-    // One pending timer per purpose: a timer left from an attempt that raced this one is replaced, not orphaned.
-    if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
-    this.connectTimer = o.timers.setTimeout(() => {
-      this.connectTimer = null;
-      if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
-    }, o.handshakeTimeoutMs);
   }
 
   private onFrame(f: Frame): void {

@@ -54,8 +54,8 @@ export interface ConnectionHost {
   wake(): void;
   /** How much of [from, to] the gateway itself was stalled; that part of a peer's silence is excused. */
   stalledWithin(from: number, to: number): number;
-  /** Authenticates and registers; resolves with what to put in WELCOME. Throws LonglinkError/ProtocolError to refuse. */
-  hello(conn: ServerConnection, hello: HelloFrame): Promise<Opening>;
+  /** Authenticates and registers: what to put in WELCOME, at once or as a promise. Throws (or rejects with) LonglinkError/ProtocolError to refuse. */
+  hello(conn: ServerConnection, hello: HelloFrame): Opening | Promise<Opening>;
   message(conn: ServerConnection, frame: DataFrame): void;
   /** A cumulative acknowledgement of the gateway's DATA arrived. */
   acked(conn: ServerConnection, upTo: number): void;
@@ -417,14 +417,21 @@ export class ServerConnection implements LinkEvents {
     }
     this.clientInfo = hello.clientInfo ?? NO_STATE;
     if (hello.intervalMs !== undefined) this.announcedIntervalMs = clampInterval(this.host.policy, hello.intervalMs);
-    this.host.hello(this, hello).then(
-      (w) => this.open(w),
-      (err) => {
-        if (this.phase === 'closed') return;
-        if (err instanceof ProtocolError) this.onProtocolError(err);
-        else this.closeWith('server-error', err instanceof Error ? err.message : String(err));
-      },
-    );
+    // Opened in this turn when every step answered at once (the in-memory store), else when the last one does.
+    let opening: Opening | Promise<Opening>;
+    try {
+      opening = this.host.hello(this, hello);
+    } catch (err) {
+      return this.helloFailed(err);
+    }
+    if (opening instanceof Promise) opening.then((w) => this.open(w), (err) => this.helloFailed(err));
+    else this.open(opening);
+  }
+
+  private helloFailed(err: unknown): void {
+    if (this.phase === 'closed') return;
+    if (err instanceof ProtocolError) this.onProtocolError(err);
+    else this.closeWith('server-error', err instanceof Error ? err.message : String(err));
   }
 
   private open(w: Opening): void {

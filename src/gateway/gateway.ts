@@ -16,7 +16,9 @@ import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
+import { runSteps, unawaited } from './run-steps.js';
 import type { SessionRecord } from './stores/store.js';
+import type { Identity } from './options.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
@@ -499,13 +501,21 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return { ...this.admission.stats };
   }
 
-  private async onHello(conn: ServerConnection, hello: HelloFrame): Promise<Opening> {
+  private onHello(conn: ServerConnection, hello: HelloFrame): Opening | Promise<Opening> {
+    return runSteps(this.helloSteps(conn, hello));
+  }
+
+  /**
+   * The handshake, as steps (run-steps.ts): each `yield` is a call that may
+   * answer at once (the default authenticator, the in-memory store) or later
+   * (a hook, Redis), and after each one that did not, the world may have
+   * changed: hence the checks that the link is still there.
+   */
+  private *helloSteps(conn: ServerConnection, hello: HelloFrame): Generator<unknown, Opening, unknown> {
     const o = this.options;
-    let identity;
+    let identity: Identity;
     try {
-      // Awaited only when it is a promise or a thenable (the default answers at once; an await costs a turn and its garbage).
-      const r = o.authenticate(hello, { remoteAddress: conn.link.remoteAddress, transport: conn.transport });
-      identity = typeof (r as PromiseLike<unknown> | null)?.then === 'function' ? await r : (r as Awaited<typeof r>);
+      identity = (yield o.authenticate(hello, { remoteAddress: conn.link.remoteAddress, transport: conn.transport })) as Identity;
     } catch (err) {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');
@@ -518,9 +528,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const now = o.wallClock.now();
     let session: SessionRecord | undefined;
     if (hello.resumeToken) {
-      const found = await o.store.loadSession(hello.resumeToken, now);
+      const found = (yield o.store.loadSession(hello.resumeToken, now)) as SessionRecord | undefined;
       // A token is only good for the identity it was issued to.
-      if (found && found.userId === conn.userId && found.deviceId === conn.deviceId && (await this.resumable(found, now))) session = found;
+      if (found && found.userId === conn.userId && found.deviceId === conn.deviceId && (yield* this.resumable(found, now))) session = found;
     }
     const resumed = session !== undefined;
     // Every field at once, openOn included: one set afterwards would give each record a property array.
@@ -537,13 +547,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // A live connection of the same session (being replaced) knows more than the stored record.
     const live = this.registry.get(conn.userId, conn.deviceId);
     const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.delivery?.inSeq ?? 0, session.inSeq) : session.inSeq;
-    await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
+    yield o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
     session.clientInfo = conn.clientInfo;
     // Held open on this node: resumable for as long as the link lives (and sessionTtlMs after it
     // ends, even if this node dies without saying so: see resumable()).
     session.openOn = o.nodeId;
     session.inSeq = inSeq;
-    await o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
+    yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
     if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
@@ -553,9 +563,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (previous && previous !== conn) this.replace(previous, conn, resumed);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
     conn.announced = previous?.announced ?? false;
-    await o.store.setOnline(this.presenceEntry(conn, now));
+    yield o.store.setOnline(this.presenceEntry(conn, now));
     if (isClosed(conn)) {
-      // The link closed during the await: its `offline` (if any) is out, and its setOffline may have
+      // The link closed while setOnline was out: its `offline` (if any) is out, and its setOffline may have
       // reached the store before this setOnline did. Take the entry back; announce nothing.
       void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
       throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
@@ -587,10 +597,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * link that broke without its node noticing (a network switch, a node
    * crash) resumes however old it was.
    */
-  private async resumable(s: SessionRecord, now: number): Promise<boolean> {
+  private *resumable(s: SessionRecord, now: number): Generator<unknown, boolean, unknown> {
     const o = this.options;
     if (s.openOn === undefined || s.openOn === o.nodeId || !o.store.nodeSeenAt) return true;
-    const seen = await o.store.nodeSeenAt(s.openOn);
+    const seen = (yield o.store.nodeSeenAt(s.openOn)) as number | null;
     return seen !== null && now - seen < o.sessionTtlMs;
   }
 
@@ -598,7 +608,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private refreshSession(conn: ServerConnection): void {
     const o = this.options;
     conn.sessionRefreshAt = o.clock.now() + OPEN_SESSION_TTL_MS / 2;
-    void o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS).catch((error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }));
+    unawaited(
+      () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
+      (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),
+    );
   }
 
   private sessionRecord(conn: ServerConnection, open: boolean): SessionRecord {
@@ -713,7 +726,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // Presence and session bookkeeping are best effort: a store outage must
     // not keep a dead connection around.
     void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
-    void o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs).catch(() => {});
+    unawaited(() => o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs), () => {});
   }
 
   /**

@@ -27,3 +27,15 @@ for (const peer of PEERS) {
     assert.equal(r.fanoutMessages, 3 * COUNT, 'every fan-out message reached every client');
   });
 }
+
+test('setup-alloc: both peers open every connection and report allocation per set-up, longlink with its own code among the sites', async () => {
+  const { execFileSync } = await import('node:child_process');
+  const { fileURLToPath } = await import('node:url');
+  const script = fileURLToPath(new URL('../../bench/setup-alloc.js', import.meta.url));
+  for (const peer of ['longlink-tcp', 'net-hello']) {
+    const out = execFileSync(process.execPath, [script, peer, '--count', '200', '--warmup', '50', '--top', '40'], { encoding: 'utf8', timeout: 60_000 });
+    const m = /(\d+) bytes allocated per set-up/.exec(out);
+    assert.ok(m && Number(m[1]) > 500, out);
+    assert.equal(/src\/gateway\//.test(out), peer === 'longlink-tcp', out);
+  }
+});

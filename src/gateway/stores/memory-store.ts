@@ -153,7 +153,8 @@ export class MemoryStore implements Store {
     if (!e.online && e.tokens === null && e.knownUntil < 0 && this.devicesByUser.get(e.userId, e.deviceId) === e) this.devicesByUser.delete(e.userId, e.deviceId);
   }
 
-  async setOnline(entry: PresenceEntry): Promise<void> {
+  // The handshake's four calls answer at once (see Store): no promise per connection set up.
+  setOnline(entry: PresenceEntry): void {
     const e = this.entry(entry.userId, entry.deviceId);
     e.connectionId = entry.connectionId;
     e.nodeId = entry.nodeId;
@@ -177,7 +178,7 @@ export class MemoryStore implements Store {
     return out;
   }
 
-  async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
+  saveSession(record: SessionRecord, expiresAt: number): void {
     const token = record.resumeToken;
     const known = this.sessions.delete(token);
     this.sessions.set(token, { record, expiresAt });
@@ -204,7 +205,7 @@ export class MemoryStore implements Store {
     if (++this.saves % 1024 === 0) this.sweep(Date.now());
   }
 
-  async loadSession(resumeToken: string, now: number): Promise<SessionRecord | undefined> {
+  loadSession(resumeToken: string, now: number): SessionRecord | undefined {
     const s = this.sessions.get(resumeToken);
     if (!s) return undefined;
     if (s.expiresAt <= now) {
@@ -357,7 +358,7 @@ export class MemoryStore implements Store {
     return this.mailboxes.get(`${userId}\u0000${deviceId}`)?.messages.length ?? 0;
   }
 
-  async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
+  rememberDevice(userId: string, deviceId: string, until: number): void {
     const prev = this.devicesByUser.get(userId, deviceId);
     if (prev !== undefined && prev.knownUntil >= until) return;
     // A new device beyond the user's bound: forget the one seen longest ago (no walk while the user has fewer entries).

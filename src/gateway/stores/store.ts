@@ -1,11 +1,17 @@
 import type { TransportKind } from '../../link/link.js';
 import type { ClientState } from '../../protocol/frames.js';
+import type { Awaitable } from '../run-steps.js';
+
+export type { Awaitable } from '../run-steps.js';
 
 /**
  * What the gateway keeps beyond one process's sockets: presence (user and
  * device to connection) and sessions (for resume). Every method is async so a
  * networked store (Redis) fits the same shape; the in-memory store is the
- * default. Heartbeats never touch the store: liveness stays in the process.
+ * default. The four calls of a handshake (loadSession, rememberDevice,
+ * saveSession, setOnline) may also answer at once, with a plain value: a
+ * store held in this process then opens a connection in the turn its HELLO
+ * arrived (see run-steps.ts). Heartbeats never touch the store: liveness stays in the process.
  */
 export interface PresenceEntry {
   userId: string;
@@ -32,7 +38,7 @@ export interface SessionRecord {
 }
 
 export interface PresenceStore {
-  setOnline(entry: PresenceEntry): Promise<void>;
+  setOnline(entry: PresenceEntry): Awaitable<void>;
   /** Removes the entry only if it still belongs to `connectionId` (a newer connection may have replaced it). */
   setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean>;
   devices(userId: string): Promise<PresenceEntry[]>;
@@ -40,8 +46,8 @@ export interface PresenceStore {
 
 export interface SessionStore {
   /** Keeps the session until `expiresAt` (wall-clock ms), when it may be forgotten. */
-  saveSession(record: SessionRecord, expiresAt: number): Promise<void>;
-  loadSession(resumeToken: string, now: number): Promise<SessionRecord | undefined>;
+  saveSession(record: SessionRecord, expiresAt: number): Awaitable<void>;
+  loadSession(resumeToken: string, now: number): Awaitable<SessionRecord | undefined>;
   deleteSession(resumeToken: string): Promise<void>;
 }
 
@@ -112,7 +118,7 @@ export interface MailboxStore {
    * it while it is offline. Bounded per user (the store's option): a new
    * device beyond it evicts the one whose time ends first.
    */
-  rememberDevice(userId: string, deviceId: string, until: number): Promise<void>;
+  rememberDevice(userId: string, deviceId: string, until: number): Awaitable<void>;
   /** Devices remembered for a user, or still holding messages. */
   knownDevices(userId: string, now: number): Promise<string[]>;
   /**

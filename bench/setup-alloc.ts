@@ -1,0 +1,155 @@
+/**
+ * What one TCP connection's set-up allocates on the server, garbage
+ * included, and where: the set-up's cost that CPU ratios are too noisy to
+ * show (a cut of a few hundred bytes is a few µs, under the machine's
+ * ±15 %). The server (longlink-tcp or net-hello, as in the benchmark) runs
+ * in this process; a child opens `--count` connections (200 in flight, the
+ * same HELLO as the benchmark's), after a warm-up of `--warmup` opened and
+ * closed. V8's sampling heap profiler keeps every sample, collected or not.
+ *
+ *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout]
+ *
+ * Prints bytes allocated per set-up, the server's CPU per set-up (all its
+ * threads, with the sampler on: for comparing runs of this tool only), and
+ * the `--top` allocation sites by their three innermost frames. With
+ * --against, the other checkout's build runs the same peer after this one's.
+ */
+import { fork } from 'node:child_process';
+import inspector from 'node:inspector/promises';
+import net from 'node:net';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const argv = process.argv.slice(2);
+const arg = (n: string, d: string) => {
+  const i = argv.indexOf(`--${n}`);
+  return i >= 0 ? argv[i + 1] : d;
+};
+const here = fileURLToPath(import.meta.url);
+const thisRoot = path.resolve(path.dirname(here), '../..');
+
+interface Step {
+  cmd: 'open' | 'closeall' | 'exit';
+  n?: number;
+  base?: number;
+}
+
+/** The client side: opens and closes connections when the parent says. */
+async function client(root: string, port: number): Promise<void> {
+  const { encodeDelimited } = await import(path.join(root, 'dist/src/protocol/frame-codec.js'));
+  const { FrameType, PROTOCOL_VERSION } = await import(path.join(root, 'dist/src/protocol/frames.js'));
+  const open: net.Socket[] = [];
+  const openN = (n: number, base: number) =>
+    new Promise<void>((resolve) => {
+      let started = 0;
+      let done = 0;
+      const next = () => {
+        while (started - done < 200 && started < n) {
+          const user = `u${base + started++}`;
+          const s = net.connect(port, '127.0.0.1', () => s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: user, deviceId: 'd', intervalMs: 1000 })));
+          s.on('error', () => {});
+          s.once('data', () => {
+            open.push(s);
+            if (++done === n) resolve();
+            else next();
+          });
+        }
+      };
+      next();
+    });
+  process.on('message', async (m: Step) => {
+    if (m.cmd === 'open') await openN(m.n!, m.base!);
+    if (m.cmd === 'closeall') {
+      for (const s of open.splice(0)) s.destroy();
+      // The server has seen the closes and settled.
+      await new Promise((r) => setTimeout(r, 1500));
+    }
+    if (m.cmd === 'exit') process.exit(0);
+    process.send!('done');
+  });
+}
+
+async function server(root: string, peer: string, count: number, warmup: number, top: number): Promise<void> {
+  let port: number;
+  let stop: () => Promise<unknown>;
+  if (peer === 'net-hello') {
+    // As bench/peers/server.ts: HELLO answered by a 64-byte frame typed WELCOME.
+    const welcome = Buffer.alloc(64);
+    welcome[0] = 63;
+    welcome[1] = 2;
+    const srv = net.createServer({ noDelay: true }, (s) => {
+      s.on('data', (d) => d.length > 2 && s.write(welcome));
+      s.on('error', () => {});
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    port = (srv.address() as net.AddressInfo).port;
+    stop = () => new Promise((r) => srv.close(r));
+  } else {
+    const { Gateway } = await import(path.join(root, 'dist/src/gateway/gateway.js'));
+    // The benchmark's options: admission does not cap the set-up rate.
+    const gw = new Gateway({ tcp: { host: '127.0.0.1', port: 0 }, ws: false, heartbeat: { intervalMs: 1000, minIntervalMs: 100, maxIntervalMs: 600_000 }, limits: { handshakesPerSecond: 0, maxConnectionsPerSource: 0, maxConnections: 0 } });
+    port = (await gw.listen()).tcp.port;
+    stop = () => gw.close();
+  }
+  const c = fork(here, ['--client', root, String(port)], { execArgv: [] });
+  const ask = (m: Step) =>
+    new Promise<void>((r) => {
+      c.once('message', () => r());
+      c.send(m);
+    });
+  // Warm-up identities numbered after the measured ones, as the benchmark's.
+  if (warmup > 0) {
+    await ask({ cmd: 'open', n: warmup, base: count });
+    await ask({ cmd: 'closeall' });
+  }
+  const session = new inspector.Session();
+  session.connect();
+  await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  const cpu0 = process.cpuUsage();
+  await ask({ cmd: 'open', n: count, base: 0 });
+  const cpu = process.cpuUsage(cpu0);
+  const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: SampleNode } };
+  session.disconnect();
+  await ask({ cmd: 'closeall' });
+  c.send({ cmd: 'exit' });
+  await stop();
+
+  const sites = new Map<string, number>();
+  let total = 0;
+  const walk = (n: SampleNode, stack: string[]) => {
+    const f = n.callFrame;
+    const frames = [...stack, `${f.functionName || '(anonymous)'} ${f.url.replace(/.*\/(dist|node_modules)\//, '')}:${f.lineNumber + 1}`];
+    if (n.selfSize > 0) {
+      total += n.selfSize;
+      const key = frames.slice(-3).reverse().join(' < ');
+      sites.set(key, (sites.get(key) ?? 0) + n.selfSize);
+    }
+    for (const ch of n.children) walk(ch, frames);
+  };
+  walk(profile.head, []);
+  console.log(`${peer} (${root}): ${(total / count).toFixed(0)} bytes allocated per set-up; ${((cpu.user + cpu.system) / count).toFixed(1)} µs of CPU per set-up with the sampler on; ${count} set-ups after a warm-up of ${warmup}`);
+  for (const [k, v] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${(v / count).toFixed(0).padStart(7)}  ${k}`);
+}
+
+interface SampleNode {
+  callFrame: { functionName: string; url: string; lineNumber: number };
+  selfSize: number;
+  children: SampleNode[];
+}
+
+if (argv[0] === '--client') {
+  await client(argv[1], Number(argv[2]));
+} else if (argv[0] === '--server') {
+  await server(argv[1], argv[2], Number(argv[3]), Number(argv[4]), Number(argv[5]));
+  process.exit(0);
+} else {
+  const peer = argv[0] && !argv[0].startsWith('--') ? argv[0] : 'longlink-tcp';
+  if (peer !== 'longlink-tcp' && peer !== 'net-hello') throw new Error(`peer must be longlink-tcp or net-hello (got ${peer})`);
+  const roots = [thisRoot, ...(argv.includes('--against') ? [path.resolve(arg('against', '.'))] : [])];
+  // Each build in a fresh process of its own, so neither inherits the other's compiled code or heap.
+  for (const root of roots) {
+    const child = fork(here, ['--server', root, peer, arg('count', '10000'), arg('warmup', '2000'), arg('top', '30')], { execArgv: ['--max-semi-space-size=16'] });
+    const code = await new Promise<number | null>((r) => child.once('exit', r));
+    if (code !== 0) throw new Error(`the server for ${root} exited with ${code}`);
+  }
+}
