@@ -3,9 +3,9 @@
  * included, and where: the set-up's cost that CPU ratios are too noisy to
  * show (a cut of a few hundred bytes is a few µs, under the machine's
  * ±15 %). The server (longlink-tcp or net-hello, as in the benchmark) runs
- * in this process; a child opens `--count` connections (200 in flight, the
- * same HELLO as the benchmark's), after a warm-up of `--warmup` opened and
- * closed. V8's sampling heap profiler keeps every sample, collected or not.
+ * in this process; a child opens `--count` connections (200 in flight from
+ * 16 source addresses, the same HELLO as the benchmark's), after a warm-up
+ * of `--warmup` opened and closed; every one must be answered by WELCOME. V8's sampling heap profiler keeps every sample, collected or not.
  *
  *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout]
  *
@@ -45,10 +45,15 @@ async function client(root: string, port: number): Promise<void> {
       let done = 0;
       const next = () => {
         while (started - done < 200 && started < n) {
-          const user = `u${base + started++}`;
-          const s = net.connect(port, '127.0.0.1', () => s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: user, deviceId: 'd', intervalMs: 1000 })));
+          const i = base + started++;
+          // From 16 source addresses, as the load generator's: one would meet the gateway's per-source handshake bound (50 at once).
+          const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${1 + (i % 16)}` }, () =>
+            s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd', intervalMs: 1000 })),
+          );
           s.on('error', () => {});
-          s.once('data', () => {
+          s.once('data', (d: Buffer) => {
+            // The first frame must be WELCOME (type 2 after a one-byte length): a refusal would measure another path.
+            if (d[1] !== FrameType.WELCOME) throw new Error(`connection ${i} was answered with frame type ${d[1]}, not WELCOME`);
             open.push(s);
             if (++done === n) resolve();
             else next();
