@@ -7,17 +7,21 @@
  * 16 source addresses, the same HELLO as the benchmark's), after a warm-up
  * of `--warmup` opened and closed; every one must be answered by WELCOME. V8's sampling heap profiler keeps every sample, collected or not.
  *
- *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout]
+ *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout] [--compiles]
  *
  * Prints bytes allocated per set-up, the server's CPU per set-up (all its
  * threads, with the sampler on: for comparing runs of this tool only), and
  * the `--top` allocation sites by their three innermost frames. With
  * --against, the other checkout's build runs the same peer after this one's.
+ * With --compiles, instead of sampling allocations: how many functions V8's
+ * optimizing compiler finished during the measured set-ups (--trace-opt),
+ * work of a server not yet warm.
  */
 import { fork } from 'node:child_process';
 import inspector from 'node:inspector/promises';
 import net from 'node:net';
 import path from 'node:path';
+import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
 const argv = process.argv.slice(2);
@@ -74,7 +78,7 @@ async function client(root: string, port: number): Promise<void> {
   });
 }
 
-async function server(root: string, peer: string, count: number, warmup: number, top: number): Promise<void> {
+async function server(root: string, peer: string, count: number, warmup: number, top: number, sample: boolean): Promise<void> {
   let port: number;
   let stop: () => Promise<unknown>;
   if (peer === 'net-hello') {
@@ -109,15 +113,21 @@ async function server(root: string, peer: string, count: number, warmup: number,
   }
   const session = new inspector.Session();
   session.connect();
-  await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  if (sample) await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
   const cpu0 = process.cpuUsage();
+  console.log(WINDOW_START);
   await ask({ cmd: 'open', n: count, base: 0 });
+  console.log(WINDOW_END);
   const cpu = process.cpuUsage(cpu0);
-  const { profile } = (await session.post('HeapProfiler.stopSampling')) as { profile: { head: SampleNode } };
+  const profile = sample ? ((await session.post('HeapProfiler.stopSampling')) as { profile: { head: SampleNode } }).profile : null;
   session.disconnect();
   await ask({ cmd: 'closeall' });
   c.send({ cmd: 'exit' });
   await stop();
+  if (!profile) {
+    console.log(`${peer} (${root}): ${((cpu.user + cpu.system) / count).toFixed(1)} µs of CPU per set-up; ${count} set-ups after a warm-up of ${warmup}`);
+    return;
+  }
 
   const sites = new Map<string, number>();
   let total = 0;
@@ -136,6 +146,10 @@ async function server(root: string, peer: string, count: number, warmup: number,
   for (const [k, v] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${(v / count).toFixed(0).padStart(7)}  ${k}`);
 }
 
+/** Around the measured set-ups in the server's output, for --compiles. */
+const WINDOW_START = '--- measured set-ups begin';
+const WINDOW_END = '--- measured set-ups end';
+
 interface SampleNode {
   callFrame: { functionName: string; url: string; lineNumber: number };
   selfSize: number;
@@ -145,16 +159,31 @@ interface SampleNode {
 if (argv[0] === '--client') {
   await client(argv[1], Number(argv[2]));
 } else if (argv[0] === '--server') {
-  await server(argv[1], argv[2], Number(argv[3]), Number(argv[4]), Number(argv[5]));
+  await server(argv[1], argv[2], Number(argv[3]), Number(argv[4]), Number(argv[5]), argv[6] !== 'compiles');
   process.exit(0);
 } else {
   const peer = argv[0] && !argv[0].startsWith('--') ? argv[0] : 'longlink-tcp';
   if (peer !== 'longlink-tcp' && peer !== 'net-hello') throw new Error(`peer must be longlink-tcp or net-hello (got ${peer})`);
   const roots = [thisRoot, ...(argv.includes('--against') ? [path.resolve(arg('against', '.'))] : [])];
   // Each build in a fresh process of its own, so neither inherits the other's compiled code or heap.
+  // --compiles: the server runs under V8's --trace-opt, and the functions TurboFan finished
+  // optimizing during the measured set-ups are counted (one-time work the warm-up did not cover).
+  const compiles = argv.includes('--compiles');
   for (const root of roots) {
-    const child = fork(here, ['--server', root, peer, arg('count', '10000'), arg('warmup', '2000'), arg('top', '30')], { execArgv: ['--max-semi-space-size=16'] });
+    const child = fork(here, ['--server', root, peer, arg('count', '10000'), arg('warmup', '2000'), arg('top', '30'), compiles ? 'compiles' : 'sample'], {
+      execArgv: ['--max-semi-space-size=16', ...(compiles ? ['--trace-opt'] : [])],
+      stdio: ['inherit', 'pipe', 'inherit', 'ipc'],
+    });
+    let inWindow = false;
+    let optimized = 0;
+    readline.createInterface({ input: child.stdout! }).on('line', (line) => {
+      if (line === WINDOW_START) inWindow = true;
+      else if (line === WINDOW_END) inWindow = false;
+      else if (line.startsWith('[completed optimizing')) optimized += inWindow ? 1 : 0;
+      else if (!line.startsWith('[')) console.log(line);
+    });
     const code = await new Promise<number | null>((r) => child.once('exit', r));
     if (code !== 0) throw new Error(`the server for ${root} exited with ${code}`);
+    if (compiles) console.log(`${peer} (${root}): ${optimized} functions optimized by TurboFan during the measured set-ups`);
   }
 }

@@ -11,8 +11,8 @@ export function isThenable(v: unknown): v is PromiseLike<unknown> {
  * turn while each yielded value is a plain one, and from the first promise
  * on as an async function would, with a rejection thrown back in at its
  * `yield`. So the in-memory store opens a connection in the turn its HELLO
- * arrived, without a promise, two closures and a microtask per call (1.2 KB
- * of garbage a connection), and a networked store runs the very same steps.
+ * arrived, without a promise, two closures and a microtask per call (900
+ * bytes of garbage a connection), and a networked store runs the very same steps.
  * A throw before the first promise is thrown to the caller.
  */
 export function runSteps<T>(steps: Generator<unknown, T, unknown>): T | Promise<T> {

@@ -38,4 +38,7 @@ test('setup-alloc: both peers open every connection and report allocation per se
     assert.ok(m && Number(m[1]) > 500, out);
     assert.equal(/src\/gateway\//.test(out), peer === 'longlink-tcp', out);
   }
+  const compiles = execFileSync(process.execPath, [script, 'longlink-tcp', '--count', '200', '--warmup', '50', '--compiles'], { encoding: 'utf8', timeout: 60_000 });
+  assert.match(compiles, /\d+ functions optimized by TurboFan during the measured set-ups/);
+  assert.match(compiles, /µs of CPU per set-up/);
 });
