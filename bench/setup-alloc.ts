@@ -54,7 +54,11 @@ async function client(root: string, port: number): Promise<void> {
           const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${1 + (i % 16)}` }, () =>
             s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd', intervalMs: 1000 })),
           );
-          s.on('error', () => {});
+          s.on('error', (err) => {
+            // A connection that fails would never be counted: end the run, do not wait for it.
+            console.error(`connection ${i} failed: ${err.message}`);
+            process.exit(1);
+          });
           s.once('data', (d: Buffer) => {
             // The first frame must be WELCOME (type 2 after a one-byte length): a refusal would measure another path.
             if (d[1] !== FrameType.WELCOME) throw new Error(`connection ${i} was answered with frame type ${d[1]}, not WELCOME`);
@@ -102,8 +106,13 @@ async function server(root: string, peer: string, count: number, warmup: number,
   }
   const c = fork(here, ['--client', root, String(port)], { execArgv: [] });
   const ask = (m: Step) =>
-    new Promise<void>((r) => {
-      c.once('message', () => r());
+    new Promise<void>((resolve, reject) => {
+      const exited = (code: number | null) => reject(new Error(`the client exited with ${code} during ${m.cmd}`));
+      c.once('exit', exited);
+      c.once('message', () => {
+        c.off('exit', exited);
+        resolve();
+      });
       c.send(m);
     });
   // Warm-up identities numbered after the measured ones, as the benchmark's.

@@ -83,10 +83,14 @@ export function clampInterval(policy: Pick<HeartbeatPolicy, 'intervalMs' | 'minI
   return Math.min(policy.maxIntervalMs, Math.max(policy.minIntervalMs, Math.round(ms)));
 }
 
+/** Who sends the heartbeats: the server only when the client asks and the policy allows it. */
+export function grantedDirection(policy: Pick<HeartbeatPolicy, 'allowServerDirection'>, asked: HeartbeatDirection | undefined): HeartbeatDirection {
+  return asked === 'server' && policy.allowServerDirection ? 'server' : 'client';
+}
+
 /** The grant a server answers a HELLO with. */
 export function negotiate(policy: HeartbeatPolicy, hello: Pick<HelloFrame, 'direction' | 'intervalMs'>): HeartbeatGrant {
-  const direction: HeartbeatDirection =
-    hello.direction === 'server' && policy.allowServerDirection ? 'server' : 'client';
+  const direction = grantedDirection(policy, hello.direction);
   return {
     intervalMs: clampInterval(policy, hello.intervalMs),
     minIntervalMs: policy.minIntervalMs,

@@ -14,11 +14,10 @@ import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type 
 import type { PushResult } from './push-tracker.js';
 import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
-import { resolveGatewayOptions, type GatewayOptions, type ResolvedGatewayOptions } from './options.js';
+import { resolveGatewayOptions, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
 import { runSteps, unawaited } from './run-steps.js';
 import type { SessionRecord } from './stores/store.js';
-import type { Identity } from './options.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';

@@ -1,4 +1,4 @@
-import { clampInterval, negotiate, type HeartbeatPolicy } from '../core/heartbeat-policy.js';
+import { clampInterval, grantedDirection, negotiate, type HeartbeatPolicy } from '../core/heartbeat-policy.js';
 import type { HeartbeatGrant, HelloFrame } from '../protocol/frames.js';
 
 /**
@@ -15,7 +15,7 @@ export class GrantCache {
   get(policy: HeartbeatPolicy, hello: Pick<HelloFrame, 'direction' | 'intervalMs'>): HeartbeatGrant {
     // Interval and direction are all that vary for one policy: looked up before a grant is built.
     const intervalMs = clampInterval(policy, hello.intervalMs);
-    const key = hello.direction === 'server' && policy.allowServerDirection ? -intervalMs - 1 : intervalMs;
+    const key = grantedDirection(policy, hello.direction) === 'server' ? -intervalMs - 1 : intervalMs;
     const hit = this.grants.get(key);
     if (hit) return hit;
     const g = negotiate(policy, hello);

@@ -141,32 +141,34 @@ export class Reader {
     throw new ProtocolError('malformed-frame', 'varint too long');
   }
 
-  bytes(): Uint8Array {
-    const len = this.varint();
-    if (len > this.end - this.pos) throw new ProtocolError('truncated-frame', 'field runs past the end of the frame');
-    const out = this.buf.subarray(this.pos, this.pos + len);
-    this.pos += len;
-    return out;
-  }
-
-  string(): string {
+  /** Reads a length and skips past that many bytes; returns where they start. */
+  private span(): number {
     const len = this.varint();
     if (len > this.end - this.pos) throw new ProtocolError('truncated-frame', 'field runs past the end of the frame');
     const start = this.pos;
-    const end = start + len;
-    this.pos = end;
+    this.pos += len;
+    return start;
+  }
+
+  bytes(): Uint8Array {
+    const start = this.span();
+    return this.buf.subarray(start, this.pos);
+  }
+
+  string(): string {
+    const start = this.span();
+    const end = this.pos;
     // Ids and tokens are short ASCII and arrive in Node Buffers: read in place (no view, no
     // decoder call). Anything else, and every byte from 0x80 up, goes through the strict decoder.
     const buf = this.buf as Uint8Array & { latin1Slice?: (start: number, end: number) => string };
-    if (len <= INPLACE_STRING_MAX && typeof buf.latin1Slice === 'function') {
+    if (end - start <= INPLACE_STRING_MAX && typeof buf.latin1Slice === 'function') {
       let i = start;
       while (i < end && buf[i] < 0x80) i++;
       if (i === end) return buf.latin1Slice(start, end);
     }
     try {
       return utf8Strict.decode(buf.subarray(start, end));
-    } catch (err) {
-      if (err instanceof ProtocolError) throw err;
+    } catch {
       throw new ProtocolError('malformed-frame', 'string field is not valid UTF-8');
     }
   }
