@@ -14,9 +14,13 @@ import { OptionError } from '../protocol/errors.js';
  * time (see gateway/wheel-runner.ts).
  */
 export class WheelTimer<T> {
-  /** Absolute deadline in ms; -1 when not scheduled. */
-  deadline = -1;
-  rounds = 0;
+  /**
+   * The tick it fires at; -1 when not scheduled. A tick number, not the
+   * deadline in ms: a small integer, where a fractional ms time would be a
+   * heap number of 16 bytes more per timer (one per connection), and the
+   * wheel's rounds follow from it.
+   */
+  tick = -1;
   slot = -1;
   prev: WheelTimer<T> | null = null;
   next: WheelTimer<T> | null = null;
@@ -79,8 +83,7 @@ export class TimerWheel<T> {
     if (timer.slot >= 0) this.unlink(timer);
     const tick = Math.max(Math.ceil(deadlineMs / this.tickMs), this.processedTick + 1);
     const slot = tick & this.mask;
-    timer.deadline = deadlineMs;
-    timer.rounds = Math.floor((tick - this.processedTick - 1) / (this.mask + 1));
+    timer.tick = tick;
     timer.slot = slot;
     timer.prev = null;
     timer.next = this.heads[slot];
@@ -91,7 +94,12 @@ export class TimerWheel<T> {
 
   cancel(timer: WheelTimer<T>): void {
     if (timer.slot >= 0) this.unlink(timer);
-    timer.deadline = -1;
+    timer.tick = -1;
+  }
+
+  /** When `timer` fires (ms, its deadline rounded up to a tick), or -1 when it is not scheduled. */
+  deadlineOf(timer: WheelTimer<T>): number {
+    return timer.tick < 0 ? -1 : timer.tick * this.tickMs;
   }
 
   private unlink(timer: WheelTimer<T>): void {
@@ -128,14 +136,14 @@ export class TimerWheel<T> {
           if (this.expiring) this.expiring.prev = null;
           node.prev = node.next = null;
           this.stats.visited++;
-          if (node.rounds > 0) {
-            node.rounds--;
+          if (node.tick > tick) {
+            // Due in a later turn of the wheel.
             node.next = this.heads[slot];
             if (node.next) node.next.prev = node;
             this.heads[slot] = node;
           } else {
             node.slot = -1;
-            node.deadline = -1;
+            node.tick = -1;
             this.count--;
             expired++;
             onExpire(node.target, node);

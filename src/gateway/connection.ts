@@ -67,6 +67,8 @@ export interface ConnectionHost {
   writable(conn: ServerConnection): void;
   /** A probe before push went unanswered; the link is being closed. */
   probeFailed(conn: ServerConnection): void;
+  /** How often an open link's session record is saved again, counted from when the link was accepted. */
+  readonly sessionRefreshMs: number;
   /** The open link's session record is due to be saved again (see OPEN_SESSION_TTL_MS). */
   refreshSession(conn: ServerConnection): void;
   stateChanged(conn: ServerConnection, delta: ClientState): void;
@@ -103,6 +105,16 @@ const MAX_REPORTED_RTT_MS = 60_000;
  */
 let serials = 0;
 
+// A connection's yes-or-no state, as bits of one small integer: as seven fields
+// they took 56 bytes of every connection, one field takes 8.
+const OPENED = 1;
+const CLOSED_BY_GATEWAY = 2;
+const ANNOUNCED = 4;
+const DRAINING = 8;
+const SUSPECTED = 16;
+const PING_WARNED = 32;
+const DATA_WARNED = 64;
+
 export class ServerConnection implements LinkEvents {
   readonly id = newId();
   /** Order of acceptance in this process: the admin list pages by it. */
@@ -117,10 +129,8 @@ export class ServerConnection implements LinkEvents {
   clientState: ClientState = NO_STATE;
   grant: HeartbeatGrant | null = null;
   readonly connectedAt: number;
-  openedAt = -1;
   closeReason: DisconnectReason | null = null;
-  /** The gateway chose to close (a detection, a limit, a kick), rather than the peer or the transport. */
-  closedByGateway = false;
+  private flags = 0;
   /** Made at the first PING the gateway sends: a client-sent heartbeat may never need one. */
   rtt: RttTracker | null = null;
   /** Traffic counts, as fields of the connection (an object of their own cost 72 bytes per connection); `stats` reads them. */
@@ -144,30 +154,22 @@ export class ServerConnection implements LinkEvents {
   clientRttMs = -1;
   /** framesIn at the last heartbeat: a gap is measured only when nothing else came between. */
   private beatFrame = -1;
-  /** `online` was emitted for this device's presence here (the link may have replaced an earlier one). */
-  announced = false;
-  /** Monotonic ms when the open session record is saved again. */
-  sessionRefreshAt = Infinity;
+  /** How many times the open session record was saved again (see ConnectionHost.sessionRefreshMs). */
+  sessionRefreshes = 0;
   /** Reliable delivery's state for this link (delivery.ts); null until it carries sequenced data. */
   delivery: LinkDelivery | null = null;
   /** Set while a probe before push holds delivery: when it must be answered by. */
   probeDeadline: number | null = null;
-  /** Draining: GOAWAY is out; nothing new is written, and the link closes once what was sent is acknowledged. */
-  draining = false;
   /** Flow control: when delivery paused for a full write buffer (monotonic ms), or -1. */
   writeStalledAt = -1;
   /** PING rate (GCRA): when the next PING is due at the allowed pace; and whether the client was warned. */
   private pingTat = 0;
-  /** A heartbeat is overdue and a probe is out; the next frame clears it (a false suspicion). */
-  suspected = false;
   /** Set while the admin view watches this connection. */
   trace: ConnectionTrace | null = null;
   /** The interval the client announced in a PING (its adaptive heartbeat), if it did. */
   announcedIntervalMs: number | null = null;
-  private pingWarned = false;
   /** DATA rate (GCRA), as for PINGs. */
   private dataTat = 0;
-  private dataWarned = false;
   private detector: LivenessDetector | null = null;
   private scheduler: HeartbeatScheduler | null = null;
   readonly timer: WheelTimer<ServerConnection>;
@@ -184,6 +186,41 @@ export class ServerConnection implements LinkEvents {
 
   get transport() {
     return this.link.transport;
+  }
+
+  private setFlag(bit: number, on: boolean): void {
+    this.flags = on ? this.flags | bit : this.flags & ~bit;
+  }
+
+  /** The handshake finished: WELCOME was sent (the link may have closed since). */
+  get opened(): boolean {
+    return (this.flags & OPENED) !== 0;
+  }
+
+  /** The gateway chose to close (a detection, a limit, a kick), rather than the peer or the transport. */
+  get closedByGateway(): boolean {
+    return (this.flags & CLOSED_BY_GATEWAY) !== 0;
+  }
+
+  /** `online` was emitted for this device's presence here (the link may have replaced an earlier one). */
+  get announced(): boolean {
+    return (this.flags & ANNOUNCED) !== 0;
+  }
+  set announced(on: boolean) {
+    this.setFlag(ANNOUNCED, on);
+  }
+
+  /** Draining: GOAWAY is out; nothing new is written, and the link closes once what was sent is acknowledged. */
+  get draining(): boolean {
+    return (this.flags & DRAINING) !== 0;
+  }
+  set draining(on: boolean) {
+    this.setFlag(DRAINING, on);
+  }
+
+  /** A heartbeat is overdue and a probe is out; the next frame clears it (a false suspicion). */
+  get suspected(): boolean {
+    return (this.flags & SUSPECTED) !== 0;
   }
 
   /** The traffic counts, as one object. */
@@ -359,14 +396,14 @@ export class ServerConnection implements LinkEvents {
     let tat = this.pingTat;
     if (tat <= now) {
       tat = now;
-      this.pingWarned = false;
+      this.setFlag(PING_WARNED, false);
     }
     if (tat - now < gap * pingBurst) {
       this.pingTat = tat + gap;
       return PACE_OK;
     }
-    if (!this.pingWarned) {
-      this.pingWarned = true;
+    if ((this.flags & PING_WARNED) === 0) {
+      this.setFlag(PING_WARNED, true);
       return PACE_WARN;
     }
     this.goAway('too-many-pings', Math.max(gap * pingBurst, this.grant?.intervalMs ?? 0), `more than one PING per ${gap} ms (bursts of ${pingBurst})`);
@@ -380,14 +417,14 @@ export class ServerConnection implements LinkEvents {
     let tat = this.dataTat;
     if (tat <= now) {
       tat = now;
-      this.dataWarned = false;
+      this.setFlag(DATA_WARNED, false);
     }
     if (tat - now < gap * dataBurst) {
       this.dataTat = tat + gap;
       return PACE_OK;
     }
-    if (!this.dataWarned) {
-      this.dataWarned = true;
+    if ((this.flags & DATA_WARNED) === 0) {
+      this.setFlag(DATA_WARNED, true);
       this.dataTat = tat + gap;
       return PACE_WARN;
     }
@@ -438,7 +475,7 @@ export class ServerConnection implements LinkEvents {
     if (this.phase !== 'hello') return;
     const now = this.host.clock.now();
     this.phase = 'open';
-    this.openedAt = now;
+    this.setFlag(OPENED, true);
     this.sessionId = w.sessionId;
     this.resumeToken = w.resumeToken;
     this.grant = w.grant;
@@ -551,7 +588,7 @@ export class ServerConnection implements LinkEvents {
       this.host.probeFailed(this);
       return this.closeWith('heartbeat-timeout', 'no answer to the probe before a push');
     }
-    if (now >= this.sessionRefreshAt) this.host.refreshSession(this);
+    if (now - this.connectedAt >= (this.sessionRefreshes + 1) * this.host.sessionRefreshMs) this.host.refreshSession(this);
     if (this.scheduler) {
       const action = this.scheduler.poll(now);
       if (action === 'dead') return this.closeWith('heartbeat-timeout');
@@ -582,13 +619,13 @@ export class ServerConnection implements LinkEvents {
   }
 
   private suspect(now: number): void {
-    this.suspected = true;
+    this.setFlag(SUSPECTED, true);
     this.trace?.add(now, 'suspect');
     this.host.suspicion(this, false);
   }
 
   private unsuspect(): void {
-    this.suspected = false;
+    this.setFlag(SUSPECTED, false);
     this.host.suspicion(this, true);
   }
 
@@ -623,7 +660,7 @@ export class ServerConnection implements LinkEvents {
   /** Closes with a reason the gateway chose; the `offline` event fires now, not when the socket is gone. */
   closeWith(reason: CloseReason, message: string = reason): void {
     if (this.phase === 'closed') return;
-    this.closedByGateway = true;
+    this.setFlag(CLOSED_BY_GATEWAY, true);
     // Settle the reason first: a link may report its own close synchronously.
     this.finish(reason, CloseCodes[reason]);
     this.link.close(CloseCodes[reason], message);

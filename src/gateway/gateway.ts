@@ -353,6 +353,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       probeAnswered: (conn) => void this.delivery.flush(conn),
       writable: (conn) => void this.delivery.flush(conn),
       probeFailed: () => this.delivery.stats.deadLinksFound++,
+      sessionRefreshMs: OPEN_SESSION_TTL_MS / 2,
       refreshSession: (conn) => this.refreshSession(conn),
       stateChanged: (conn, delta) => this.emit('state', { ...ref(conn), delta, state: { ...conn.clientState } }),
       clientRtt: (conn, rttMs) => this.rtts[conn.transport].observe(rttMs),
@@ -556,7 +557,6 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
-    conn.sessionRefreshAt = o.clock.now() + OPEN_SESSION_TTL_MS / 2;
 
     const previous = this.registry.add(conn);
     if (previous && previous !== conn) this.replace(previous, conn, resumed);
@@ -606,7 +606,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Re-saves an open link's session record before its long TTL runs out (called from its timer). */
   private refreshSession(conn: ServerConnection): void {
     const o = this.options;
-    conn.sessionRefreshAt = o.clock.now() + OPEN_SESSION_TTL_MS / 2;
+    conn.sessionRefreshes++;
     unawaited(
       () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
       (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),
@@ -707,7 +707,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private onClosed(conn: ServerConnection, reason: DisconnectReason, code: number): void {
     this.connections.delete(conn);
     if (conn.trace) this.traces.delete(conn.id);
-    this.admission.release(conn.link.remoteAddress, conn.openedAt >= 0);
+    this.admission.release(conn.link.remoteAddress, conn.opened);
     if (this.drained && this.connections.size === 0) this.drained();
     for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn[k];
     if (reason === 'handshake-timeout') this.handshakeTimeouts++;

@@ -29,7 +29,10 @@ function onSocketDrain(this: LinkedSocket): void {
 
 /** A Link over a raw TCP (or TLS) socket: varint length-prefixed frames. */
 export class TcpLink implements Link {
-  readonly transport = 'tcp' as const;
+  // On the prototype: as a field it would cost every connection 8 bytes.
+  get transport(): 'tcp' {
+    return 'tcp';
+  }
   readonly remoteAddress: string;
   readonly remotePort: number;
   private readonly decoder: FrameDecoder;

@@ -2,7 +2,9 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { UpstreamEvent, UpstreamSink } from '../../src/gateway/upstream.js';
 import { ManualClock } from '../../src/core/clock.js';
-import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
+import { Gateway, OPEN_SESSION_TTL_MS, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
+import type { SessionRecord } from '../../src/gateway/stores/store.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
@@ -527,5 +529,38 @@ test('a client that reports its smoothed RTT on a PING has it shown (the gateway
   await flush();
   assert.equal(gw.listConnections()[0].rttMs, 60_000, 'a report is kept at most 60 s');
   assert.equal(lastClose(client), undefined, 'and the link stays open');
+  await gw.close();
+});
+
+test('an open link re-saves its session record every half of OPEN_SESSION_TTL_MS, so a link that lasts for days stays resumable', async () => {
+  const saves: { at: number; expiresAt: number; openOn: string | undefined }[] = [];
+  const store = new (class extends MemoryStore {
+    override saveSession(record: SessionRecord, expiresAt: number): void {
+      saves.push({ at: clock.now(), expiresAt, openOn: record.openOn });
+      super.saveSession(record, expiresAt);
+    }
+  })();
+  const clock = new ManualClock(1_000_000);
+  const slow = { ...POLICY, intervalMs: 600_000, maxIntervalMs: 600_000 };
+  const NODE = 'node-a';
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: slow, wheelTickMs: 1000, clock, timers: clock, wallClock: clock, store, nodeId: NODE });
+  const { client, welcome } = await open(gw, { intervalMs: 600_000 });
+  const t0 = clock.now();
+  assert.deepEqual(saves, [{ at: t0, expiresAt: t0 + OPEN_SESSION_TTL_MS, openOn: NODE }]);
+  const half = OPEN_SESSION_TTL_MS / 2;
+  // A heartbeat every 10 min for 25 h: the timer that watches them finds each refresh due.
+  for (let t = 600_000; t <= 25 * 3600_000; t += 600_000) {
+    clock.advance(600_000);
+    client.send({ type: FrameType.PING });
+    await flush();
+  }
+  assert.equal(lastClose(client), undefined, 'the link stayed open');
+  assert.deepEqual(
+    saves.map((s) => [Math.floor((s.at - t0) / half), s.expiresAt - s.at, s.openOn]),
+    [0, 1, 2, 3, 4].map((k) => [k, OPEN_SESSION_TTL_MS, NODE]),
+    'saved at the handshake, then once in each half TTL, each time for a full TTL and as open here',
+  );
+  for (let k = 1; k < saves.length; k++) assert.ok(saves[k].at - t0 >= k * half && saves[k].at - t0 < k * half + 600_000, `refresh ${k} within one heartbeat of its due time`);
+  assert.equal(store.loadSession(welcome.resumeToken, clock.now())?.sessionId, welcome.sessionId, 'still resumable after 25 h');
   await gw.close();
 });

@@ -109,6 +109,43 @@ function sessionBytes(r: SessionRecord): number {
   return n;
 }
 
+/**
+ * A session record as the store keeps it: the caller's fields copied, with
+ * the expiry beside them (a record and a wrapper for the expiry took 32 bytes
+ * more per session). A load hands out a copy, so what a caller does to it
+ * reaches the store only by saving it, as with a networked store.
+ */
+class StoredSession {
+  readonly sessionId: string;
+  readonly resumeToken: string;
+  readonly userId: string;
+  readonly deviceId: string;
+  readonly clientInfo: SessionRecord['clientInfo'];
+  readonly createdAt: number;
+  readonly inSeq: number;
+  readonly openOn: string | undefined;
+
+  constructor(
+    r: SessionRecord,
+    readonly expiresAt: number,
+  ) {
+    this.sessionId = r.sessionId;
+    this.resumeToken = r.resumeToken;
+    this.userId = r.userId;
+    this.deviceId = r.deviceId;
+    this.clientInfo = r.clientInfo;
+    this.createdAt = r.createdAt;
+    this.inSeq = r.inSeq;
+    this.openOn = r.openOn;
+  }
+
+  record(): SessionRecord {
+    const r: SessionRecord = { sessionId: this.sessionId, resumeToken: this.resumeToken, userId: this.userId, deviceId: this.deviceId, clientInfo: this.clientInfo, createdAt: this.createdAt, inSeq: this.inSeq };
+    if (this.openOn !== undefined) r.openOn = this.openOn;
+    return r;
+  }
+}
+
 /** Session records a sweep looks at, every 1,024 saves: twice as many, so it keeps ahead of the saves. */
 const SWEEP_STEP = 2048;
 
@@ -120,7 +157,7 @@ export class MemoryStore implements Store {
   /** Presence, resume tokens and the known-device mark of each (user, device), in one entry. */
   private readonly devicesByUser = new UserDevices<DeviceEntry>();
   /** By resume token, least recently saved first (a save moves a record to the end). */
-  private readonly sessions = new Map<string, { record: SessionRecord; expiresAt: number }>();
+  private readonly sessions = new Map<string, StoredSession>();
   /** Records of ended links by token, least recently saved first, with their estimated bytes. */
   private readonly detached = new Map<string, number>();
   private detachedBytes = 0;
@@ -142,15 +179,34 @@ export class MemoryStore implements Store {
   private readonly dedup = new Map<string, DedupWindow>();
   private dedupBytes = 0;
 
+  /**
+   * The entry looked up last. A handshake asks for the same device's entry
+   * in three calls (rememberDevice, saveSession, setOnline); at 10,000
+   * devices each lookup in the big table is a few cache misses. Cleared when
+   * its entry leaves the table.
+   */
+  private recent: DeviceEntry | null = null;
+
+  private find(userId: string, deviceId: string): DeviceEntry | undefined {
+    const r = this.recent;
+    if (r !== null && r.userId === userId && r.deviceId === deviceId) return r;
+    const e = this.devicesByUser.get(userId, deviceId);
+    if (e !== undefined) this.recent = e;
+    return e;
+  }
+
   private entry(userId: string, deviceId: string): DeviceEntry {
-    let e = this.devicesByUser.get(userId, deviceId);
-    if (e === undefined) this.devicesByUser.set(userId, deviceId, (e = new DeviceEntry(userId, deviceId)));
+    let e = this.find(userId, deviceId);
+    if (e === undefined) this.devicesByUser.set(userId, deviceId, (this.recent = e = new DeviceEntry(userId, deviceId)));
     return e;
   }
 
   /** Drops an entry that holds nothing any more. */
   private tidy(e: DeviceEntry): void {
-    if (!e.online && e.tokens === null && e.knownUntil < 0 && this.devicesByUser.get(e.userId, e.deviceId) === e) this.devicesByUser.delete(e.userId, e.deviceId);
+    if (!e.online && e.tokens === null && e.knownUntil < 0 && this.devicesByUser.get(e.userId, e.deviceId) === e) {
+      this.devicesByUser.delete(e.userId, e.deviceId);
+      if (this.recent === e) this.recent = null;
+    }
   }
 
   // The handshake's four calls answer at once (see Store): no promise per connection set up.
@@ -181,7 +237,7 @@ export class MemoryStore implements Store {
   saveSession(record: SessionRecord, expiresAt: number): void {
     const token = record.resumeToken;
     const known = this.sessions.delete(token);
-    this.sessions.set(token, { record, expiresAt });
+    this.sessions.set(token, new StoredSession(record, expiresAt));
     if (!known) {
       const e = this.entry(record.userId, record.deviceId);
       if (e.tokens === null) e.tokens = token;
@@ -212,7 +268,7 @@ export class MemoryStore implements Store {
       this.forget(resumeToken);
       return undefined;
     }
-    return s.record;
+    return s.record();
   }
 
   async queueTotals(): Promise<{ mailboxes: number; messages: number; bytes: number }> {
@@ -241,7 +297,7 @@ export class MemoryStore implements Store {
     if (!s) return;
     this.sessions.delete(token);
     this.unDetach(token);
-    const e = this.devicesByUser.get(s.record.userId, s.record.deviceId);
+    const e = this.devicesByUser.get(s.userId, s.deviceId);
     if (e === undefined) return;
     if (e.tokens === token) e.tokens = null;
     else if (Array.isArray(e.tokens)) {
@@ -359,7 +415,7 @@ export class MemoryStore implements Store {
   }
 
   rememberDevice(userId: string, deviceId: string, until: number): void {
-    const prev = this.devicesByUser.get(userId, deviceId);
+    const prev = this.find(userId, deviceId);
     if (prev !== undefined && prev.knownUntil >= until) return;
     // A new device beyond the user's bound: forget the one seen longest ago (no walk while the user has fewer entries).
     if ((prev === undefined || prev.knownUntil < 0) && this.devicesByUser.countOf(userId) >= this.limits.maxKnownDevicesPerUser) {
@@ -486,6 +542,7 @@ export class MemoryStore implements Store {
 
   async close(): Promise<void> {
     this.devicesByUser.clear();
+    this.recent = null;
     this.sessions.clear();
     this.detached.clear();
     this.detachedBytes = 0;
