@@ -68,14 +68,20 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
       const subPort = (B.store as unknown as { sub: { options: { port: number } } }).sub.options.port;
       const accepted: string[] = [];
       let failedTries = 0;
+      // Why the last try failed (the push's error, or the store fault behind a 'failed' device), for the message if one never succeeds.
+      let lastFailure = '';
+      A.gw.on('fault', (f) => (lastFailure = `${f.op}: ${f.error instanceof Error ? f.error.message : String(f.error)}`));
       const pushAll = async (from: number, to: number) => {
         for (let i = from; i < to; i++) {
           const id = `m${i}`;
           // A push the store did not take (or did not replicate) is retried with its id: the device drops a second copy.
+          // For as long as a crash and recovery may take (the cluster's own bounds below: 30 s each to serve again and to rejoin).
+          const giveUpAt = Date.now() + 60_000;
           for (let tries = 0; ; tries++) {
-            assert.ok(tries < 200, `push ${id} never accepted`);
-            const r = await A.gw.push('u1', `p${i}`, { id, waitMs: 0 }).catch(() => null);
+            assert.ok(Date.now() < giveUpAt, `push ${id} never accepted in 60 s (${tries} tries; last: ${lastFailure}; ${log.join('; ')})`);
+            const r = await A.gw.push('u1', `p${i}`, { id, waitMs: 0 }).catch((err: Error) => ((lastFailure = err.message), null));
             if (r && r.devices.length === 1 && r.devices[0].status !== 'failed') break;
+            if (r) lastFailure = r.devices.length === 1 ? `${r.devices[0].status} (${lastFailure})` : `devices: ${JSON.stringify(r.devices)}`;
             failedTries++;
             await sleep(100);
           }
@@ -83,11 +89,13 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
         }
       };
       await pushAll(0, 40);
+      log.push(`crash 1 on the mailbox's master ${mailboxMaster} (B subscribed on ${subPort})`);
       const crash1 = crashAndRecover(mailboxMaster, log);
       await pushAll(40, 80);
       await crash1;
       // The node B's subscription is on now (a master or a replica): B moves it, and flushes.
       const subPort2 = (B.store as unknown as { sub: { options: { port: number } } }).sub.options.port;
+      log.push(`crash 2 on B's subscription node ${subPort2} (the mailbox's master ${await rc!.masterOf('rc:{m' + shard('u1') + '}:expiry')})`);
       const crash2 = crashAndRecover(subPort2, log);
       await pushAll(80, 120);
       await crash2;
