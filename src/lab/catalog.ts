@@ -198,8 +198,7 @@ export const SCENARIOS: Scenario[] = [
       const s = o.windowScale ?? 1;
       const startedAt = new Date().toISOString();
       const labOpts = { natTimeoutSec: 30, jitter: { baseMs: 20, jitterMs: 600 }, ...(o.log ? { log: o.log } : {}) };
-      // The heartbeat alone (no TCP keepalive under it: in this machine's lab, 3 or more clients of one
-      // namespace setting keepalive options never open; docs/LAB.md), with the clients' own check lenient.
+      // The heartbeat alone, the policy being tuned (no TCP keepalive under it), with the clients' own check lenient.
       const lenient = (v: Variant): Variant => ({
         ...v,
         clients: 20,

@@ -15,11 +15,20 @@ let warn: (message: string) => void = (m) => process.emitWarning(m, 'LonglinkWar
 
 function loadNetKeepAlive(): NetKeepAliveModule | null {
   if (netKeepAlive !== undefined) return netKeepAlive;
+  // Its FFI binding's loader asks process.report.getReport() whether libc is musl, and a report
+  // looks up the name of every open socket's peer, synchronously: where DNS does not answer
+  // (a lab namespace, a host with a dead resolver) that blocked the event loop 5 s per socket
+  // on the first keepalive setting. The report's network part is not needed for that.
+  const report = process.report as (typeof process.report & { excludeNetwork?: boolean }) | undefined;
+  const excluded = report?.excludeNetwork;
+  if (report) report.excludeNetwork = true;
   try {
     netKeepAlive = createRequire(import.meta.url)('net-keepalive') as NetKeepAliveModule;
   } catch (err) {
     netKeepAlive = null;
     warn(`net-keepalive could not be loaded (${err instanceof Error ? err.message.split('\n')[0] : String(err)}): TCP keepalive interval, count and TCP_USER_TIMEOUT are not set; only the idle time is (socket.setKeepAlive)`);
+  } finally {
+    if (report) report.excludeNetwork = excluded ?? false;
   }
   return netKeepAlive;
 }

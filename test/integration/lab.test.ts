@@ -71,6 +71,28 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   });
 });
 
+describe('TCP keepalive options on many clients of one namespace', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('twenty clients of one lab namespace, each setting keepalive interval, count and TCP_USER_TIMEOUT, all open at once', async () => {
+    // Loading the native keepalive setters once made a diagnostic report, which looked up the name of
+    // every open socket's peer; DNS does not answer in a lab namespace, so that blocked the client
+    // process 5 s per socket, and three or more clients never opened within the lab's 15 s.
+    const t0 = Date.now();
+    const run20 = await LabRun.open('keepalive', [{ ...heartbeat('keepalive on 20 clients', 1000), clients: 20 }], { natTimeoutSec: 30 });
+    try {
+      const openMs = Date.now() - t0;
+      assert.equal(run20.running[0].users.length, 20);
+      const stats = await run20.running[0].clients.stats();
+      assert.deepEqual(
+        (stats.clients as { state: string }[]).map((c) => c.state),
+        Array(20).fill('open'),
+      );
+      assert.ok(openMs < 10_000, `the lab with 20 clients opened in ${openMs} ms`);
+    } finally {
+      await run20.close();
+    }
+  });
+});
+
 describe('longlink lab up', { skip: why ? `skipped: ${why}` : false }, () => {
   test('runs a fault schedule against a live gateway and client, then tears the lab down', async () => {
     const schedule = '2 blackhole 0 both; 6 clear; 9 quit';
