@@ -110,9 +110,9 @@ export function serveCommand(): Command {
     .option('--upstream-timeout-ms <ms>', 'a webhook request that takes longer fails and is retried', int, 10_000)
     .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
     .option('--upstream-stream <name>', 'the stream for --upstream-redis-stream', 'longlink:upstream')
-    .option('--upstream-events <list>', 'also send these lifecycle events upstream, comma-separated: online, offline (with reason, code and detection time), suspect', (v: string) => {
+    .option('--upstream-events <list>', 'also send these lifecycle events upstream, comma-separated: online, offline (with reason, code and detection time), suspect, replaced (a device\'s newer link took over)', (v: string) => {
       const list = v.split(',').map((x) => x.trim()).filter(Boolean);
-      for (const x of list) if (x !== 'online' && x !== 'offline' && x !== 'suspect') throw new InvalidArgumentError(`unknown event ${x} (online, offline, suspect)`);
+      for (const x of list) if (x !== 'online' && x !== 'offline' && x !== 'suspect' && x !== 'replaced') throw new InvalidArgumentError(`unknown event ${x} (online, offline, suspect, replaced)`);
       return list;
     })
     .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all)', int, 0)

@@ -453,17 +453,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const silentForMs = this.options.clock.now() - previous.lastHeardAt;
     const g = previous.grant;
     const intervalMs = g?.intervalMs ?? 0;
+    const stale = g !== null && silentForMs > g.intervalMs;
     previous.closeWith('replaced', 'a newer connection for this device took over');
     this.replacedLinks++;
+    const o = this.options;
+    void this.delivery.upstream?.event({ type: 'replaced', userId: previous.userId, deviceId: previous.deviceId, connectionId: previous.id, nodeId: o.nodeId, byConnectionId: by.id, resumed, stale, silentForMs, at: o.wallClock.now() });
     if (this.listenerCount('replaced') === 0) return;
-    this.emit('replaced', {
-      ...ref(previous),
-      byConnectionId: by.id,
-      resumed,
-      silentForMs,
-      intervalMs,
-      stale: g !== null && silentForMs > g.intervalMs,
-    });
+    this.emit('replaced', { ...ref(previous), byConnectionId: by.id, resumed, silentForMs, intervalMs, stale });
   }
 
   /**

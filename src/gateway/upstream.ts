@@ -15,9 +15,13 @@ export interface UpstreamMessage {
   receivedAt: number;
 }
 
-export type UpstreamEventType = 'online' | 'offline' | 'suspect';
+export type UpstreamEventType = 'online' | 'offline' | 'suspect' | 'replaced';
 
-/** A device's connection came or went, or went quiet past its suspicion point (sent upstream when `events` asks for it). */
+/**
+ * A device's connection came or went, went quiet past its suspicion point,
+ * or was replaced by a newer one of the same device (sent upstream when
+ * `events` asks for it).
+ */
 export interface UpstreamEvent {
   type: UpstreamEventType;
   userId: string;
@@ -29,8 +33,16 @@ export interface UpstreamEvent {
   code?: number;
   initiator?: 'gateway' | 'peer';
   silentForMs?: number;
-  /** online: whether it resumed its session. */
+  /** online, replaced: whether it (the newer link) resumed its session. */
   resumed?: boolean;
+  /**
+   * replaced: the newer link that took over (`connectionId` is the one it
+   * closed, with no `offline`: the device stayed online), and whether the old
+   * one had been silent past its heartbeat interval (stale: a link a NAT or
+   * a network switch had already killed) or not.
+   */
+  byConnectionId?: string;
+  stale?: boolean;
   /** suspect: false when the device went quiet past its suspicion point (a probe went out), true when it was heard again. */
   cleared?: boolean;
   /** Wall-clock ms. */

@@ -69,6 +69,7 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
       if (e.reason !== undefined) fields.push('reason', e.reason, 'code', String(e.code ?? ''), 'initiator', e.initiator ?? '', 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       if (e.resumed !== undefined) fields.push('resumed', String(e.resumed));
       if (e.cleared !== undefined) fields.push('cleared', String(e.cleared), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
+      if (e.byConnectionId !== undefined) fields.push('by_connection', e.byConnectionId, 'stale', String(e.stale ?? false), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       await append(fields);
     },
     async close(): Promise<void> {

@@ -84,7 +84,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       agent.destroy();
     },
     async sendEvent(e: UpstreamEvent): Promise<void> {
-      // { type: 'online' | 'offline', user, device, connectionId, nodeId, reason?, code?, initiator?, silentForMs?, resumed?, at }
+      // { type: 'online' | 'offline' | 'suspect' | 'replaced', user, device, connectionId, nodeId, reason?, code?, initiator?, silentForMs?, resumed?, cleared?, byConnectionId?, stale?, at }
       const { userId, deviceId, ...rest } = e;
       const res = await post(JSON.stringify({ ...rest, user: userId, device: deviceId }));
       await res.text();

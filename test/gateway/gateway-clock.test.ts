@@ -196,8 +196,10 @@ test('server-sent mode is refused when the policy forbids it: the client gets th
   await gw.close();
 });
 
-test('a second connection for the same device replaces the first without an offline event, with a replaced event that carries the old link\'s silence', async () => {
-  const { gw, offline, clock } = setup();
+test('a second connection for the same device replaces the first without an offline event, with a replaced event that carries the old link\'s silence (here and upstream)', async () => {
+  const upstream: UpstreamEvent[] = [];
+  const sink: UpstreamSink = { name: 'test', send: async () => {}, sendEvent: async (e) => void upstream.push(e) };
+  const { gw, offline, clock } = setup({ upstream: { sink, events: ['online', 'offline', 'replaced'] } });
   const online: string[] = [];
   const replaced: ReplacedEvent[] = [];
   gw.on('online', (e) => online.push(e.connectionId));
@@ -229,6 +231,17 @@ test('a second connection for the same device replaces the first without an offl
   assert.equal(replaced[1].sessionId, second.welcome.sessionId);
   assert.equal(gw.replacedLinks, 2);
   assert.equal(offline.length, 0, 'the device never went offline');
+  await flush();
+  // A backend that follows connection ids sees each take-over: the closed link, the one that took over, and why.
+  assert.deepEqual(
+    upstream.map((e) => [e.type, e.connectionId, e.byConnectionId ?? null, e.resumed ?? null, e.stale ?? null, e.silentForMs ?? null]),
+    [
+      ['online', replaced[0].connectionId, null, false, null, null],
+      ['replaced', replaced[0].connectionId, replaced[0].byConnectionId, false, false, 300],
+      ['replaced', replaced[1].connectionId, replaced[1].byConnectionId, true, true, POLICY.intervalMs + POLICY.graceMs + 1],
+    ],
+  );
+  assert.equal(replaced[1].connectionId, replaced[0].byConnectionId);
   await gw.close();
 });
 

@@ -64,8 +64,9 @@ const noRedis = redisUnavailable();
 
 test('upstream to a Redis stream: acknowledged once XADD succeeded (not while Redis stalls writes), read by a shell consumer group with redis-cli', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
   const redis = await startRedis();
-  const server = await spawnServe(['--no-admin', '--upstream-redis-stream', redis.url, '--upstream-stream', 'devices', '--upstream-events', 'online,offline']);
+  const server = await spawnServe(['--no-admin', '--upstream-redis-stream', redis.url, '--upstream-stream', 'devices', '--upstream-events', 'online,offline,replaced']);
   const client = new LonglinkClient({ url: server.tcp, userId: 'bob', deviceId: 'watch' });
+  const second = new LonglinkClient({ url: server.tcp, userId: 'bob', deviceId: 'watch' });
   const acked: string[] = [];
   client.on('acked', (a) => acked.push(a.id));
   const cli = (...args: string[]) => execFileSync('redis-cli', ['-u', redis.url, ...args], { encoding: 'utf8' });
@@ -83,18 +84,22 @@ test('upstream to a Redis stream: acknowledged once XADD succeeded (not while Re
     const out = execFileSync('bash', ['-c', `redis-cli -u ${redis.url} XGROUP CREATE devices workers 0 >/dev/null && redis-cli -u ${redis.url} --no-raw XREADGROUP GROUP workers sh-1 COUNT 100 STREAMS devices '>'`], { encoding: 'utf8' });
     for (const id of ids) assert.equal(out.split(`"${id}"`).length - 1, 1, `${id} read once by the group`);
     assert.match(out, /"user"\s+\d+\)\s+"bob"/);
-    // Lifecycle events went to the same stream: online, and offline with its reason once the device leaves.
-    client.close();
+    // Lifecycle events went to the same stream: online; replaced, naming the link that took over, when a
+    // second link of the same device does (no offline, no second online); offline with its reason once it leaves.
+    await second.connect();
+    second.close();
     let entries = '';
     for (let i = 0; i < 50 && !entries.includes('offline'); i++) {
       await new Promise((r) => setTimeout(r, 100));
       entries = cli('--no-raw', 'XRANGE', 'devices', '-', '+');
     }
     assert.match(entries, /"type"\s+\d+\)\s+"online"/);
+    assert.match(entries, /"type"\s+\d+\)\s+"replaced"[\s\S]*"by_connection"\s+\d+\)\s+"[\w-]+"[\s\S]*"stale"\s+\d+\)\s+"false"/);
     assert.match(entries, /"type"\s+\d+\)\s+"offline"[\s\S]*"reason"\s+\d+\)\s+"client-close"/);
-    assert.equal(cli('XLEN', 'devices').trim(), '7', 'five messages, one online, one offline');
+    assert.equal(cli('XLEN', 'devices').trim(), '8', 'five messages, one online, one replaced, one offline');
   } finally {
     client.close();
+    second.close();
     await server.kill();
     await redis.stop();
   }
