@@ -155,7 +155,7 @@ export class ServerConnection implements LinkEvents {
   /** framesIn at the last heartbeat: a gap is measured only when nothing else came between. */
   private beatFrame = -1;
   /** How many times the open session record was saved again (see ConnectionHost.sessionRefreshMs). */
-  sessionRefreshes = 0;
+  private sessionRefreshes = 0;
   /** Reliable delivery's state for this link (delivery.ts); null until it carries sequenced data. */
   delivery: LinkDelivery | null = null;
   /** Set while a probe before push holds delivery: when it must be answered by. */
@@ -588,7 +588,10 @@ export class ServerConnection implements LinkEvents {
       this.host.probeFailed(this);
       return this.closeWith('heartbeat-timeout', 'no answer to the probe before a push');
     }
-    if (now - this.connectedAt >= (this.sessionRefreshes + 1) * this.host.sessionRefreshMs) this.host.refreshSession(this);
+    if (now - this.connectedAt >= (this.sessionRefreshes + 1) * this.host.sessionRefreshMs) {
+      this.sessionRefreshes++;
+      this.host.refreshSession(this);
+    }
     if (this.scheduler) {
       const action = this.scheduler.poll(now);
       if (action === 'dead') return this.closeWith('heartbeat-timeout');

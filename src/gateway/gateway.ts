@@ -602,7 +602,6 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Re-saves an open link's session record before its long TTL runs out (called from its timer). */
   private refreshSession(conn: ServerConnection): void {
     const o = this.options;
-    conn.sessionRefreshes++;
     unawaited(
       () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
       (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),
