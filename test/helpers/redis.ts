@@ -95,6 +95,8 @@ export interface TestRedisCluster {
   replicating(port: number): Promise<boolean>;
   /** Replicas connected to a master now. */
   replicasOf(port: number): Promise<number>;
+  /** Each node's port, role and master id (CLUSTER NODES, abridged), for diagnostics. */
+  clusterNodes(key?: string): Promise<string>;
   /** Waits until every slot is served again (cluster_state:ok seen from a live node) and the replica took over. */
   waitHealthy(timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
@@ -115,7 +117,12 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
   const launch = (port: number) => {
     const child = spawn(
       'redis-server',
-      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir],
+      ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no', '--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${port}.conf`, '--cluster-node-timeout', '1000', '--dir', dir,
+        // Each node its own RDB file: a replica writes the RDB its master streams to it, then loads
+        // that file by name, so nodes sharing `dump.rdb` in one dir could load each other's data.
+        '--dbfilename', `dump-${port}.rdb`, '--repl-diskless-sync-delay', '0',
+        // RC_LOG_DIR=dir keeps each node's log there (for a failure's post-mortem).
+        ...(process.env.RC_LOG_DIR ? ['--logfile', `${process.env.RC_LOG_DIR}/${port}.log`] : [])],
       { stdio: ['ignore', 'ignore', 'pipe'], cwd: dir },
     );
     live.add(child);
@@ -184,7 +191,25 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       await new Promise((res) => setTimeout(res, 100));
     }
   };
+  const replicating = async (port: number) => {
+    const r = await ping(port);
+    if (!r) return false;
+    try {
+      const info = (await r.info('replication')) as string;
+      return /role:slave/.test(info) && /master_link_status:up/.test(info);
+    } finally {
+      r.disconnect();
+    }
+  };
   await waitHealthy();
+  // A cluster in service has replicas in sync: the tests start from one (a write before the
+  // first sync is on its master alone, and WAIT refuses it).
+  for (const end = Date.now() + 20_000; ; ) {
+    const synced = (await Promise.all(ports.map(replicating))).filter(Boolean).length;
+    if (synced === ports.length / 2) break;
+    if (Date.now() > end) throw new Error(`the Redis Cluster's replicas did not sync within 20 s (${synced} of ${ports.length / 2})`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
   return {
     url: ports.map((p) => `redis://127.0.0.1:${p}`).join(','),
     ports,
@@ -208,6 +233,8 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
     },
     async restart(port: number) {
       // Its nodes.conf survives, so it rejoins; a master that was failed over comes back as a replica.
+      // Its data does not (no persistence): the RDB left from its last sync as a replica goes.
+      rmSync(join(dir, `dump-${port}.rdb`), { force: true });
       launch(port);
       dead.delete(port);
       for (let i = 0; i < 200; i++) {
@@ -220,12 +247,25 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       }
       throw new Error(`redis-server (cluster) on ${port} did not come back`);
     },
-    async replicating(port: number) {
-      const r = await ping(port);
-      if (!r) return false;
+    replicating,
+    async clusterNodes(key?: string) {
+      const r = await ping(ports.find((p) => !dead.has(p))!);
+      if (!r) throw new Error('no live node');
       try {
-        const info = (await r.info('replication')) as string;
-        return /role:slave/.test(info) && /master_link_status:up/.test(info);
+        const rows = ((await r.call('CLUSTER', 'NODES')) as string).trim().split('\n').map((l) => l.split(' '));
+        const portOf = new Map(rows.map((f) => [f[0], f[1].split('@')[0].split(':')[1]]));
+        const out: string[] = [];
+        for (const f of rows) {
+          const port = Number(portOf.get(f[0]));
+          let keys = 'down';
+          const n = dead.has(port) ? null : await ping(port);
+          if (n) {
+            keys = `${await n.dbsize()} keys${key ? `, ${key} ${await n.call('READONLY').then(() => n.exists(key)).catch((e: Error) => e.message.slice(0, 20))}` : ''}`;
+            n.disconnect();
+          }
+          out.push(`${port} ${f[2].replace('myself,', '')}${f[3] !== '-' ? ` of ${portOf.get(f[3])}` : ''} (${keys})`);
+        }
+        return out.join(', ');
       } finally {
         r.disconnect();
       }

@@ -71,6 +71,24 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
       // Why the last try failed (the push's error, or the store fault behind a 'failed' device), for the message if one never succeeds.
       let lastFailure = '';
       A.gw.on('fault', (f) => (lastFailure = `${f.op}: ${f.error instanceof Error ? f.error.message : String(f.error)}`));
+      // Every store fault either node met, with the time since the start, for a failure's message.
+      const t0 = Date.now();
+      const faults: string[] = [];
+      for (const [name, n] of [['A', A], ['B', B]] as const) {
+        n.gw.on('fault', (f) => faults.push(`${name}+${Date.now() - t0}ms ${f.op}: ${f.error instanceof Error ? f.error.message : String(f.error)}`));
+      }
+      /** What each side holds and sees, for a failure's message. */
+      const diagnose = async () => {
+        const r = A.store.redis as unknown as Cluster;
+        const raw = async (what: () => Promise<unknown>) => what().then((v) => JSON.stringify(v), (e: Error) => `error ${e.message}`);
+        return [
+          `presence ${await raw(() => r.hgetall('rc:{u:u1}:presence'))} (master ${await rc!.masterOf('rc:{u:u1}:presence').catch(() => '?')}; nodes: ${await rc!.clusterNodes('rc:{u:u1}:presence').catch((e: Error) => e.message)})`,
+          `known ${await raw(() => r.hgetall('rc:{u:u1}:known'))}`,
+          `leases A ${await raw(() => r.get('rc:{n}:node:A'))} B ${await raw(() => r.get('rc:{n}:node:B'))} epoch ${await raw(() => r.get('rc:{n}:epoch'))} (master ${await rc!.masterOf('rc:{n}:epoch').catch(() => '?')})`,
+          `A sees ${await raw(() => A.gw.presence('u1'))}; client ${client.state}; B holds ${B.gw.connectionCount} links`,
+          `faults: ${faults.slice(-20).join(' | ')}`,
+        ].join('; ');
+      };
       const pushAll = async (from: number, to: number) => {
         for (let i = from; i < to; i++) {
           const id = `m${i}`;
@@ -78,7 +96,7 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
           // For as long as a crash and recovery may take (the cluster's own bounds below: 30 s each to serve again and to rejoin).
           const giveUpAt = Date.now() + 60_000;
           for (let tries = 0; ; tries++) {
-            assert.ok(Date.now() < giveUpAt, `push ${id} never accepted in 60 s (${tries} tries; last: ${lastFailure}; ${log.join('; ')})`);
+            if (Date.now() >= giveUpAt) assert.fail(`push ${id} never accepted in 60 s (${tries} tries; last: ${lastFailure}; ${log.join('; ')}; ${await diagnose()})`);
             const r = await A.gw.push('u1', `p${i}`, { id, waitMs: 0 }).catch((err: Error) => ((lastFailure = err.message), null));
             if (r && r.devices.length === 1 && r.devices[0].status !== 'failed') break;
             if (r) lastFailure = r.devices.length === 1 ? `${r.devices[0].status} (${lastFailure})` : `devices: ${JSON.stringify(r.devices)}`;
@@ -100,7 +118,12 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
       await pushAll(80, 120);
       await crash2;
       await pushAll(120, 140);
-      await eventually('every accepted push delivered', () => accepted.every((id) => got.has(id)), 30_000);
+      await eventually('every accepted push delivered', () => accepted.every((id) => got.has(id)), 30_000).catch(async (err: Error) => {
+        const missing = accepted.filter((id) => !got.has(id));
+        const depth = await B.gw.queueDepth('u1', 'd1').catch((e: Error) => `unknown (${e.message})`);
+        const sub = (B.store as unknown as { sub: { options: { port: number }; status: string } }).sub;
+        throw new Error(`${err.message}: missing ${missing.join(',')}; B's mailbox holds ${depth}; B subscribed on ${sub.options.port} (${sub.status}); ${log.join('; ')}; ${await diagnose()}`);
+      });
       await sleep(500);
       const twice = [...got].filter(([, n]) => n > 1);
       assert.deepEqual(twice, [], 'no push reached the app twice');
