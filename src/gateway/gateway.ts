@@ -17,7 +17,7 @@ import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
 import { runSteps, unawaited } from './run-steps.js';
-import type { SessionRecord } from './stores/store.js';
+import type { ResyncReason, SessionRecord } from './stores/store.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
@@ -623,23 +623,27 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
 
   /**
    * The store may have forgotten this node's presence or sessions (a lapsed
-   * lease, a store that restarted without its data): write them again for
-   * every link here, and flush every device, since wake-ups may have been lost.
+   * lease, a store that restarted without its data, a replica that took over
+   * without the last writes): write them again for every link here, and
+   * flush every device, since wake-ups may have been lost. A device whose
+   * entry is now another link's (it moved on) is left to that link.
    */
-  private async reassert(reason: 'resubscribed' | 'lease-lapsed' | 'store-reset'): Promise<void> {
+  private async reassert(reason: ResyncReason): Promise<void> {
     const o = this.options;
     if (reason !== 'resubscribed') {
       const now = o.wallClock.now();
+      const lost = reason === 'store-reset' || reason === 'failover';
       for (const conn of [...this.registry.all()]) {
         if (conn.phase !== 'open') continue;
         try {
-          await o.store.setOnline(this.presenceEntry(conn, now));
-          if (reason === 'store-reset') {
+          const entry = this.presenceEntry(conn, now);
+          const mine = o.store.restoreOnline ? await o.store.restoreOnline(entry) : (await o.store.setOnline(entry), true);
+          if (mine && lost) {
             await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
             await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
           }
           // It may have closed meanwhile: its setOffline may have gone first.
-          if (isClosed(conn)) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
+          if (mine && isClosed(conn)) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
         } catch (error) {
           this.emit('fault', { kind: 'store', op: `reassert (${reason})`, error });
           break;

@@ -95,6 +95,12 @@ export interface TestRedisCluster {
   replicating(port: number): Promise<boolean>;
   /** Replicas connected to a master now. */
   replicasOf(port: number): Promise<number>;
+  /** The port of a master's replica. */
+  replicaOf(master: number): Promise<number>;
+  /** The local port of a master's connection to its replica (where the replication stream goes). */
+  replicationPort(master: number): Promise<number>;
+  /** EXISTS of a key on one node (a replica answers too). */
+  readOn(port: number, key: string): Promise<number>;
   /** Each node's port, role and master id (CLUSTER NODES, abridged), for diagnostics. */
   clusterNodes(key?: string): Promise<string>;
   /** Waits until every slot is served again (cluster_state:ok seen from a live node) and the replica took over. */
@@ -248,6 +254,40 @@ export async function startRedisCluster(): Promise<TestRedisCluster> {
       throw new Error(`redis-server (cluster) on ${port} did not come back`);
     },
     replicating,
+    async replicaOf(master: number) {
+      const r = await ping(master);
+      if (!r) throw new Error(`${master} is down`);
+      try {
+        const info = (await r.info('replication')) as string;
+        const m = /slave0:ip=[^,]+,port=(\d+)/.exec(info);
+        if (!m) throw new Error(`${master} has no replica`);
+        return Number(m[1]);
+      } finally {
+        r.disconnect();
+      }
+    },
+    async replicationPort(master: number) {
+      const r = await ping(master);
+      if (!r) throw new Error(`${master} is down`);
+      try {
+        const list = (await r.call('CLIENT', 'LIST', 'TYPE', 'replica')) as string;
+        const m = /addr=[^ ]+:(\d+) /.exec(list);
+        if (!m) throw new Error(`${master} has no replica connected`);
+        return Number(m[1]);
+      } finally {
+        r.disconnect();
+      }
+    },
+    async readOn(port: number, key: string) {
+      const r = await ping(port);
+      if (!r) throw new Error(`${port} is down`);
+      try {
+        await r.call('READONLY');
+        return await r.exists(key);
+      } finally {
+        r.disconnect();
+      }
+    },
     async clusterNodes(key?: string) {
       const r = await ping(ports.find((p) => !dead.has(p))!);
       if (!r) throw new Error('no live node');

@@ -121,7 +121,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
     await c.connect();
     const admin = new Redis(redis!.url);
-    await admin.del(`${prefix}node:A`); // the lease lapses (a stall, a failover)
+    await admin.del(`${prefix}{n}:node:A`); // the lease lapses (a stall, a failover)
     await eventually('A writes its presence again', async () => (await B.gw.presence('u')).length === 1, 3000);
     const r = await B.gw.push('u', 'after', { waitMs: 2000 });
     await eventually('delivered through A', () => got.includes('after'));
@@ -132,6 +132,44 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await B.gw.close();
     await A.store.close();
     await B.store.close();
+  });
+
+  test('6b. a node whose lease lapsed does not take back a device that moved on to another node', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const admin = new Redis(redis!.url);
+    // The device's old link stays open on A (as a half-open one would); its new one is on B.
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const live = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    try {
+      await old.connect();
+      const got: string[] = [];
+      live.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+      await live.connect();
+      await eventually('presence on B', async () => (await A.gw.presence('u')).some((e) => e.nodeId === 'B'));
+      const restored: boolean[] = [];
+      const restore = A.store.restoreOnline.bind(A.store);
+      A.store.restoreOnline = async (e) => {
+        const r = await restore(e);
+        restored.push(r);
+        return r;
+      };
+      await admin.del(`${prefix}{n}:node:A`); // A's lease lapses: A writes its presence again
+      await eventually("A's re-assertion", () => restored.length > 0, 3000);
+      assert.deepEqual(restored, [false], "A leaves the device's entry to B's newer link");
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.nodeId), ['B']);
+      await A.gw.push('u', 'after', { waitMs: 2000 });
+      await eventually('delivered through B', () => got.includes('after'));
+    } finally {
+      admin.disconnect();
+      old.close();
+      live.close();
+      await A.gw.close();
+      await B.gw.close();
+      await A.store.close();
+      await B.store.close();
+    }
   });
 
   test('7. a node restarted under the same id does not keep its dead presence; default node ids are unique per start', async () => {

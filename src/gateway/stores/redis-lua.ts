@@ -198,6 +198,17 @@ return 1
 `;
 
 /**
+ * KEYS: presence hash. ARGV: deviceId, entry json, connectionId. Writes the
+ * entry unless the device's entry is another connection's (a newer link).
+ */
+export const RESTORE_ONLINE = `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if raw and cjson.decode(raw).connectionId ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+`;
+
+/**
  * KEYS: the node's lease, the store's epoch, the node's last-seen time, its
  * admin URL, the node directory (a sorted set of node ids by lease end), all
  * in one slot. ARGV: incarnation, lease ms, now, admin URL, node id. Renews

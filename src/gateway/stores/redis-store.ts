@@ -3,8 +3,8 @@ import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, SET_OFFLINE, TAKE } from './redis-lua.js';
-import type { ClusterControl, MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
+import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, TAKE } from './redis-lua.js';
+import type { ClusterControl, MailboxLimits, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
  * The store for several gateway nodes: presence, sessions and mailboxes in
@@ -123,6 +123,7 @@ declare module 'ioredis' {
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
+    llRestoreOnline(presence: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
     llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
   }
@@ -142,7 +143,7 @@ export class RedisStore implements Store {
   /** This process's incarnation of the node: the lease's value and every presence entry's `inc`. */
   private readonly incarnation = randomBytes(6).toString('base64url');
   private epoch: string | null = null;
-  private onResync: ((reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void) | undefined;
+  private onResync: ((reason: ResyncReason) => void) | undefined;
   private leaseTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
@@ -173,6 +174,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
+    this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 1, lua: RESTORE_ONLINE });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
@@ -230,7 +232,7 @@ export class RedisStore implements Store {
   async joinCluster(
     nodeId: string,
     onRoute: (userId: string, deviceId: string) => void,
-    onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void,
+    onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
   ): Promise<void> {
     this.nodeId = nodeId;
@@ -261,7 +263,10 @@ export class RedisStore implements Store {
         // not ours
       }
     };
-    if (isCluster(this.redis)) return this.subscribeInCluster(channels, onMessage);
+    if (isCluster(this.redis)) {
+      this.watchFailovers(this.redis as unknown as import('ioredis').Cluster);
+      return this.subscribeInCluster(channels, onMessage);
+    }
     const sub = (this.sub = this.redis.duplicate());
     sub.on('error', () => {});
     sub.on('message', onMessage);
@@ -316,6 +321,26 @@ export class RedisStore implements Store {
       first = false;
     };
     await attach();
+  }
+
+  /**
+   * Replication is asynchronous: a replica that takes over a slot may lack
+   * the last writes its master acknowledged (presence, known devices,
+   * sessions; mailbox writes wait for a replica and survive). ioredis
+   * re-reads the slot map every `slotsRefreshInterval` and after a MOVED;
+   * when a slot's master changed, the gateway writes its links' records
+   * again (`failover`). A map with a slot unserved (mid-failover) is not
+   * compared: the change is reported once the new master serves.
+   */
+  private watchFailovers(cluster: import('ioredis').Cluster): void {
+    let seen: string | null = slotMasters(cluster.slots);
+    cluster.on('refresh', () => {
+      const now = slotMasters(cluster.slots);
+      if (now === null || now === seen) return;
+      const moved = seen !== null;
+      seen = now;
+      if (moved && !this.closed) this.onResync?.('failover');
+    });
   }
 
   private async renewLease(): Promise<void> {
@@ -408,6 +433,11 @@ export class RedisStore implements Store {
     // The entry carries this process's incarnation: a node restarted under the same id does not revive it.
     const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
     await this.redis.hset(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored));
+  }
+
+  async restoreOnline(entry: PresenceEntry): Promise<boolean> {
+    const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
+    return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored), entry.connectionId)) === 1;
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
@@ -559,4 +589,20 @@ export class RedisStore implements Store {
     this.sub?.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
+}
+
+/** Each slot range's master ("first-last@host:port,..."), or null while a slot has none. */
+export function slotMasters(slots: string[][]): string | null {
+  if (slots.length < 16384) return null;
+  let out = '';
+  let from = 0;
+  for (let i = 1; i <= 16384; i++) {
+    const master = slots[from]?.[0];
+    if (master === undefined) return null;
+    if (i === 16384 || slots[i]?.[0] !== master) {
+      out += `${from}-${i - 1}@${master},`;
+      from = i;
+    }
+  }
+  return out;
 }

@@ -143,15 +143,24 @@ export interface ClusterStore {
    * `onResync` when the store may have forgotten this node: wake-ups missed
    * while the subscription was re-established (`resubscribed`), the lease
    * lapsed so other nodes stopped seeing this node's presence
-   * (`lease-lapsed`), or the store lost its data (`store-reset`). The gateway
-   * then writes its presence (and sessions) again and flushes every device.
+   * (`lease-lapsed`), the store lost its data (`store-reset`), or a replica
+   * took over part of it and may lack the last writes its master took
+   * (`failover`). The gateway then writes its presence (and sessions) again
+   * and flushes every device.
    */
   joinCluster(
     nodeId: string,
     onRoute: (userId: string, deviceId: string) => void,
-    onResync?: (reason: 'resubscribed' | 'lease-lapsed' | 'store-reset') => void,
+    onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
   ): Promise<void>;
+  /**
+   * Writes a presence entry again after a resync, unless the device's entry
+   * now belongs to another connection (a newer link elsewhere): true if
+   * written. setOnline overwrites; this must not, since the link here may
+   * be the stale one.
+   */
+  restoreOnline?(entry: PresenceEntry): Promise<boolean>;
   /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
@@ -167,6 +176,9 @@ export interface ClusterStore {
   /** Every node holding a lease, with its advertised admin URL. */
   directory?(): Promise<{ nodeId: string; adminUrl: string | null }[]>;
 }
+
+/** Why a shared store asks the gateway to write what it holds again (see joinCluster). */
+export type ResyncReason = 'resubscribed' | 'lease-lapsed' | 'store-reset' | 'failover';
 
 /** What one node asks another to do for it (through the store's pub/sub). */
 export type ClusterControl =
