@@ -17,7 +17,7 @@ import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
 import { runSteps, unawaited } from './run-steps.js';
-import type { ResyncReason, SessionRecord } from './stores/store.js';
+import type { PresenceEntry, ResyncReason, SessionRecord } from './stores/store.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
 import { listenWs } from './transports/ws-listener.js';
@@ -396,6 +396,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         (reason) => void this.reassert(reason),
         (c) => {
           if (c.kind === 'broadcast') this.broadcast(c.payload, c.id !== undefined ? { id: c.id } : {});
+          else if (c.kind === 'replaced') this.replacedElsewhere(c.userId, c.deviceId, c.connectionId, c.byConnectionId, c.resumed);
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
         },
@@ -448,8 +449,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return conn;
   }
 
-  /** Closes a link a newer one of the same device took over, and says how long it had been silent. */
-  private replace(previous: ServerConnection, by: ServerConnection, resumed: boolean): void {
+  /**
+   * Closes a link a newer one of the same device took over (here, or on the
+   * node named in a `replaced` control), and says how long it had been silent.
+   * The caller has taken it out of the registry: no `offline` follows.
+   */
+  private replace(previous: ServerConnection, byConnectionId: string, resumed: boolean): void {
     const silentForMs = this.options.clock.now() - previous.lastHeardAt;
     const g = previous.grant;
     const intervalMs = g?.intervalMs ?? 0;
@@ -457,9 +462,17 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     previous.closeWith('replaced', 'a newer connection for this device took over');
     this.replacedLinks++;
     const o = this.options;
-    void this.delivery.upstream?.event({ type: 'replaced', userId: previous.userId, deviceId: previous.deviceId, connectionId: previous.id, nodeId: o.nodeId, byConnectionId: by.id, resumed, stale, silentForMs, at: o.wallClock.now() });
+    void this.delivery.upstream?.event({ type: 'replaced', userId: previous.userId, deviceId: previous.deviceId, connectionId: previous.id, nodeId: o.nodeId, byConnectionId, resumed, stale, silentForMs, at: o.wallClock.now() });
     if (this.listenerCount('replaced') === 0) return;
-    this.emit('replaced', { ...ref(previous), byConnectionId: by.id, resumed, silentForMs, intervalMs, stale });
+    this.emit('replaced', { ...ref(previous), byConnectionId, resumed, silentForMs, intervalMs, stale });
+  }
+
+  /** Another node's newer link of the device took over from `connectionId`, if that is still the device's link here. */
+  private replacedElsewhere(userId: string, deviceId: string, connectionId: string, byConnectionId: string, resumed: boolean): void {
+    const conn = this.registry.get(userId, deviceId);
+    if (!conn || conn.id !== connectionId || conn.phase !== 'open') return;
+    this.registry.remove(conn);
+    this.replace(conn, byConnectionId, resumed);
   }
 
   /**
@@ -555,10 +568,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     conn.resumeToken = session.resumeToken;
 
     const previous = this.registry.add(conn);
-    if (previous && previous !== conn) this.replace(previous, conn, resumed);
+    if (previous && previous !== conn) this.replace(previous, conn.id, resumed);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
     conn.announced = previous?.announced ?? false;
-    yield o.store.setOnline(this.presenceEntry(conn, now));
+    const displaced = (yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void;
+    if (displaced && displaced.nodeId !== o.nodeId && o.store.control) {
+      // The device's last link is on another node (a move, often from a link that died unnoticed):
+      // that node closes it as replaced, with no `offline`, rather than report the device gone later.
+      const c = { kind: 'replaced', userId: conn.userId, deviceId: conn.deviceId, connectionId: displaced.connectionId, byConnectionId: conn.id, resumed } as const;
+      void o.store.control(displaced.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
+    }
     if (isClosed(conn)) {
       // The link closed while setOnline was out: its `offline` (if any) is out, and its setOffline may have
       // reached the store before this setOnline did. Take the entry back; announce nothing.

@@ -197,6 +197,13 @@ redis.call('HDEL', KEYS[1], ARGV[1])
 return 1
 `;
 
+/** KEYS: presence hash. ARGV: deviceId, entry json. Writes the entry; returns the one it replaced ('' for none). */
+export const SET_ONLINE = `
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return old or ''
+`;
+
 /**
  * KEYS: presence hash. ARGV: deviceId, entry json, connectionId. Writes the
  * entry unless the device's entry is another connection's (a newer link).

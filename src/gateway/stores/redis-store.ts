@@ -3,8 +3,8 @@ import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, TAKE } from './redis-lua.js';
-import type { ClusterControl, MailboxLimits, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
+import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE } from './redis-lua.js';
+import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
  * The store for several gateway nodes: presence, sessions and mailboxes in
@@ -108,7 +108,10 @@ function shardOf(userId: string, shards: number): number {
 }
 
 /** What the route channels carry besides wake-ups. */
-type Control = { k: 'kick' | 'disconnect'; u: string; d?: string; ms?: number } | { k: 'broadcast'; p: string; id?: string; from: string };
+type Control =
+  | { k: 'kick' | 'disconnect'; u: string; d?: string; ms?: number }
+  | { k: 'replaced'; u: string; d: string; c: string; b: string; r: 0 | 1 }
+  | { k: 'broadcast'; p: string; id?: string; from: string };
 const toMessage = (raw: string): QueuedMessage => {
   const m = JSON.parse(raw) as Json;
   return { id: m.id, payload: Buffer.from(m.p, 'base64'), enqueuedAt: m.e, expiresAt: m.x, seq: m.s };
@@ -123,6 +126,7 @@ declare module 'ioredis' {
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
+    llSetOnline(presence: string, deviceId: string, entry: string): Promise<string>;
     llRestoreOnline(presence: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
     llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
@@ -174,6 +178,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
+    this.redis.defineCommand('llSetOnline', { numberOfKeys: 1, lua: SET_ONLINE });
     this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 1, lua: RESTORE_ONLINE });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
@@ -258,6 +263,8 @@ export class RedisStore implements Store {
         if (Array.isArray(m)) return onRoute(m[0], m[1]);
         if (m.k === 'broadcast') {
           if (m.from !== nodeId) onControl?.({ kind: 'broadcast', payload: Buffer.from(m.p, 'base64'), ...(m.id !== undefined ? { id: m.id } : {}) });
+        } else if (m.k === 'replaced') {
+          onControl?.({ kind: 'replaced', userId: m.u, deviceId: m.d, connectionId: m.c, byConnectionId: m.b, resumed: m.r === 1 });
         } else onControl?.({ kind: m.k, userId: m.u, ...(m.d !== undefined ? { deviceId: m.d } : {}), ...(m.ms !== undefined ? { reconnectAfterMs: m.ms } : {}) });
       } catch {
         // not ours
@@ -385,8 +392,11 @@ export class RedisStore implements Store {
   }
 
   /** Kicks or disconnects a user's (or one device's) connections on another node. */
-  async control(nodeId: string, c: { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }): Promise<void> {
-    const m: Control = { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
+  async control(nodeId: string, c: NodeControl): Promise<void> {
+    const m: Control =
+      c.kind === 'replaced'
+        ? { k: 'replaced', u: c.userId, d: c.deviceId, c: c.connectionId, b: c.byConnectionId, r: c.resumed ? 1 : 0 }
+        : { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
     await this.redis.publish(this.k('route', nodeId), JSON.stringify(m));
   }
 
@@ -429,10 +439,13 @@ export class RedisStore implements Store {
 
   // Presence.
 
-  async setOnline(entry: PresenceEntry): Promise<void> {
+  async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
     // The entry carries this process's incarnation: a node restarted under the same id does not revive it.
     const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
-    await this.redis.hset(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored));
+    const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored));
+    if (!old) return undefined;
+    const { inc: _inc, ...prev } = JSON.parse(old) as PresenceEntry & { inc?: string };
+    return prev;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {

@@ -38,7 +38,12 @@ export interface SessionRecord {
 }
 
 export interface PresenceStore {
-  setOnline(entry: PresenceEntry): Awaitable<void>;
+  /**
+   * Writes the device's entry. A shared store returns the entry it replaced
+   * (another node's link of the same device, say), so that node can be told;
+   * a store of one process may return nothing.
+   */
+  setOnline(entry: PresenceEntry): Awaitable<PresenceEntry | undefined | void>;
   /** Removes the entry only if it still belongs to `connectionId` (a newer connection may have replaced it). */
   setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean>;
   devices(userId: string): Promise<PresenceEntry[]>;
@@ -165,8 +170,12 @@ export interface ClusterStore {
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
   route(nodeId: string, userId: string, deviceId: string): Promise<void>;
-  /** Kicks or disconnects a user's (or one device's) connections held by another node. */
-  control?(nodeId: string, c: { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }): Promise<void>;
+  /**
+   * Kicks or disconnects a user's (or one device's) connections held by
+   * another node, or tells it that a newer link of a device took over from
+   * its link `connectionId` (`replaced`).
+   */
+  control?(nodeId: string, c: NodeControl): Promise<void>;
   /** A best-effort DATA frame to every connection of every other node. */
   broadcast?(payload: Uint8Array, id?: string): Promise<void>;
   /** The nodes holding a lease now. */
@@ -180,10 +189,13 @@ export interface ClusterStore {
 /** Why a shared store asks the gateway to write what it holds again (see joinCluster). */
 export type ResyncReason = 'resubscribed' | 'lease-lapsed' | 'store-reset' | 'failover';
 
-/** What one node asks another to do for it (through the store's pub/sub). */
-export type ClusterControl =
+/** What one node asks one other node to do. */
+export type NodeControl =
   | { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }
-  | { kind: 'broadcast'; payload: Buffer; id?: string };
+  | { kind: 'replaced'; userId: string; deviceId: string; connectionId: string; byConnectionId: string; resumed: boolean };
+
+/** What one node asks another to do for it (through the store's pub/sub). */
+export type ClusterControl = NodeControl | { kind: 'broadcast'; payload: Buffer; id?: string };
 
 export interface Store extends PresenceStore, SessionStore, MailboxStore, Partial<ClusterStore> {
   readonly kind: string;
