@@ -142,6 +142,11 @@ export class Delivery {
     if (stillRegistered) this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
   }
 
+  /** The device's link here gave way to its newer link on another node: what waited on this one stays queued for that one. */
+  movedAway(userId: string, deviceId: string): void {
+    this.tracker.settleDevice(userId, deviceId, 'queued');
+  }
+
   /** Whether everything written to the link has been acknowledged (a draining link may go). */
   settled(conn: ServerConnection): boolean {
     return !conn.delivery || conn.delivery.unacked === 0;

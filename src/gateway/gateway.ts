@@ -473,6 +473,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (!conn || conn.id !== connectionId || conn.phase !== 'open') return;
     this.registry.remove(conn);
     this.replace(conn, byConnectionId, resumed);
+    this.delivery.movedAway(userId, deviceId);
   }
 
   /**

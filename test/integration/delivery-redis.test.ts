@@ -103,9 +103,17 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       await c.connect();
       await eventually('A in presence', async () => (await B.gw.presence('u')).some((e) => e.nodeId === 'A'));
       const old = A.gw.connection('u', 'd')!;
+      const got: string[] = [];
+      c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
       links[0].cut = true; // the path drops everything both ways; A still holds its end
+      // A push A writes into the dead link: it waits for an acknowledgement that will come through B.
+      const pushed = A.gw.push('u', 'x', { waitMs: 20_000 });
       await eventually('the device on B', () => online.length === 1, 5000);
       await eventually('A closes its link as replaced', () => replaced.length === 1, 2000);
+      const settled = await Promise.race([pushed, sleep(1000).then(() => null)]);
+      assert.ok(settled, "the push's wait ends with the move, not at waitMs");
+      assert.equal(settled.devices[0].status, 'queued');
+      await eventually('the push delivered through B', () => got.includes('x'), 5000);
       const [r] = replaced;
       assert.equal(r.connectionId, old.connectionId);
       assert.equal(r.byConnectionId, online[0].connectionId, 'the link on B took over');
