@@ -43,6 +43,8 @@ const TRACE_IDLE_MS = 60_000;
  * with sessionTtlMs. Bounds what a node that crashed leaves behind.
  */
 export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
+/** How many times a re-assertion the store refused part of is tried (1 s, 2 s, ... apart). */
+const REASSERT_ATTEMPTS = 8;
 
 export interface DeviceRef {
   userId: string;
@@ -255,6 +257,8 @@ export interface TimerStats {
 export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
+  /** Links in their handshake that a newer link on another node took over (its `replaced` came first). */
+  private readonly movedOn = new WeakMap<ServerConnection, { by: string; resumed: boolean }>();
   private readonly grants = new GrantCache();
   /** Every live connection, including those still in the handshake. */
   private readonly connections = new Set<ServerConnection>();
@@ -470,7 +474,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Another node's newer link of the device took over from `connectionId`, if that is still the device's link here. */
   private replacedElsewhere(userId: string, deviceId: string, connectionId: string, byConnectionId: string, resumed: boolean): void {
     const conn = this.registry.get(userId, deviceId);
-    if (!conn || conn.id !== connectionId || conn.phase !== 'open') return;
+    if (!conn || conn.id !== connectionId) return;
+    if (conn.phase !== 'open') {
+      // Still in its handshake (its setOnline answer not yet here): it gives way when that comes.
+      this.movedOn.set(conn, { by: byConnectionId, resumed });
+      return;
+    }
     this.registry.remove(conn);
     this.replace(conn, byConnectionId, resumed);
     this.delivery.movedAway(userId, deviceId);
@@ -572,18 +581,29 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (previous && previous !== conn) this.replace(previous, conn.id, resumed);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
     conn.announced = previous?.announced ?? false;
-    const displaced = (yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void;
+    const displaced = ((yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void) || undefined;
+    const moved = this.movedOn.get(conn);
+    if (moved) {
+      // Another node's newer link of the device took over while this entry was being written
+      // (its `replaced` came first): this link gives way as if it had been open.
+      this.movedOn.delete(conn);
+      this.registry.remove(conn);
+      this.replace(conn, moved.by, moved.resumed);
+      this.delivery.movedAway(conn.userId, conn.deviceId);
+      throw new LonglinkError('LL_ERR_CLOSED', 'replaced during handshake by a link on another node');
+    }
+    if (isClosed(conn)) {
+      // The link closed while setOnline was out: its `offline` (if any) is out, and its setOffline may have
+      // reached the store before this setOnline did. Take the entry back, putting back the link it
+      // displaced (another that is open, maybe); announce nothing, tell no one.
+      void o.store.setOffline(conn.userId, conn.deviceId, conn.id, displaced).catch(() => {});
+      throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
+    }
     if (displaced && displaced.nodeId !== o.nodeId && o.store.control) {
       // The device's last link is on another node (a move, often from a link that died unnoticed):
       // that node closes it as replaced, with no `offline`, rather than report the device gone later.
       const c = { kind: 'replaced', userId: conn.userId, deviceId: conn.deviceId, connectionId: displaced.connectionId, byConnectionId: conn.id, resumed } as const;
       void o.store.control(displaced.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
-    }
-    if (isClosed(conn)) {
-      // The link closed while setOnline was out: its `offline` (if any) is out, and its setOffline may have
-      // reached the store before this setOnline did. Take the entry back; announce nothing.
-      void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
-      throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
     }
     if (!conn.announced) {
       conn.announced = true;
@@ -648,7 +668,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * flush every device, since wake-ups may have been lost. A device whose
    * entry is now another link's (it moved on) is left to that link.
    */
-  private async reassert(reason: ResyncReason): Promise<void> {
+  private async reassert(reason: ResyncReason, attempt = 1): Promise<void> {
     const o = this.options;
     if (reason !== 'resubscribed') {
       const now = o.wallClock.now();
@@ -658,14 +678,20 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         try {
           const entry = this.presenceEntry(conn, now);
           const mine = o.store.restoreOnline ? await o.store.restoreOnline(entry) : (await o.store.setOnline(entry), true);
+          // It may have closed (or given way) meanwhile: its setOffline may have gone first, and
+          // its session record is now its successor's or a closed one, not to be written as open.
+          if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) {
+            if (mine) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
+            continue;
+          }
           if (mine && lost) {
             await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
             await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
           }
-          // It may have closed meanwhile: its setOffline may have gone first.
-          if (mine && isClosed(conn)) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
         } catch (error) {
           this.emit('fault', { kind: 'store', op: `reassert (${reason})`, error });
+          // The store is not back everywhere yet (a second master still failing over): again, later.
+          if (attempt < REASSERT_ATTEMPTS && !this.closing) setTimeout(() => void this.reassert(reason, attempt + 1), 1000 * attempt).unref();
           break;
         }
       }
@@ -742,8 +768,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       void this.delivery.upstream?.event({ type: 'offline', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs, at: o.wallClock.now() });
     }
     // Presence and session bookkeeping are best effort: a store outage must
-    // not keep a dead connection around.
-    void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
+    // not keep a dead connection around. A link registered but never opened
+    // has its setOnline out: the handshake takes the entry back when it answers,
+    // knowing by then which entry it displaced (see helloSteps).
+    if (conn.opened) void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
     unawaited(() => o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs), () => {});
   }
 

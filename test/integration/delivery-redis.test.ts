@@ -133,6 +133,95 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  /** Holds the answers of a store's setOnline (the write is done; the reply waits) until released. */
+  function holdSetOnline(store: RedisStore) {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let written = 0;
+    const real = store.setOnline.bind(store);
+    store.setOnline = async (e) => {
+      const r = await real(e);
+      written++;
+      await gate;
+      return r;
+    };
+    return { release, written: () => written };
+  }
+
+  test('1c. the move is told while the old link is still in its handshake: that link gives way when its presence write answers, and never announces online', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const events: string[] = [];
+    for (const [n, g] of [['A', A.gw], ['B', B.gw]] as const) {
+      g.on('online', (e) => events.push(`${n} online ${e.connectionId}`));
+      g.on('offline', (e) => events.push(`${n} offline ${e.connectionId}`));
+      g.on('replaced', (e) => events.push(`${n} replaced ${e.connectionId} by ${e.byConnectionId}`));
+    }
+    const held = holdSetOnline(A.store);
+    const first = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const second = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    try {
+      const opening = first.connect().then(() => 'open', (err: Error) => err.message);
+      await eventually("A's presence write done, its answer held", () => held.written() === 1);
+      await second.connect();
+      await eventually('B online', () => events.some((e) => e.startsWith('B online')));
+      await sleep(200); // the notice reaches A while its link is in the handshake
+      held.release();
+      assert.notEqual(await opening, 'open', 'the first link never opens');
+      await eventually('A replaced', () => events.some((e) => e.startsWith('A replaced')));
+      const bId = events.find((e) => e.startsWith('B online'))!.split(' ')[2];
+      assert.ok(events.some((e) => e.startsWith('A replaced') && e.endsWith(`by ${bId}`)), events.join('; '));
+      await sleep(300);
+      assert.deepEqual(events.filter((e) => e.startsWith('A online') || e.includes('offline')), [], events.join('; '));
+      assert.deepEqual((await A.gw.presence('u')).map((e) => e.connectionId), [bId]);
+    } finally {
+      held.release();
+      first.close();
+      second.close();
+      await A.gw.close();
+      await B.gw.close();
+      await A.store.close();
+      await B.store.close();
+    }
+  });
+
+  test('1d. a handshake whose link closes while its presence write is out puts back the link it displaced, and tells no one', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const live = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const late = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await live.connect();
+      const liveId = A.gw.connection('u', 'd')!.connectionId;
+      const held = holdSetOnline(B.store);
+      const opening = late.connect().catch(() => {});
+      // B's write replaced A's entry; then the link on B goes (a client that gave up on a stalled handshake).
+      await eventually("B's presence write done, its answer held", () => held.written() === 1);
+      late.close();
+      await sleep(200);
+      held.release();
+      await opening;
+      await eventually('the live link on A is in presence again', async () => (await B.gw.presence('u')).map((e) => e.connectionId).join() === liveId).catch(async (err: Error) => {
+        throw new Error(`${err.message}: presence ${JSON.stringify(await B.gw.presence('u'))}, live ${liveId}, B holds ${B.gw.connectionCount}, late ${late.state}`);
+      });
+      await sleep(300);
+      assert.deepEqual(replaced, [], 'A was not told to close its link');
+      assert.equal(live.state, 'open');
+      assert.equal(A.gw.connection('u', 'd')?.connectionId, liveId);
+    } finally {
+      live.close();
+      late.close();
+      await A.gw.close();
+      await B.gw.close();
+      await A.store.close();
+      await B.store.close();
+    }
+  });
+
   test('2. Redis loses its data under an open link: what is pushed afterwards is delivered, nothing acknowledged away', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');

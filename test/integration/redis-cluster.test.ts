@@ -209,6 +209,11 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
       client.on('message', (m) => m.id !== undefined && got.push(m.id));
       await client.connect();
       await eventually('u9 in presence on the master', async () => (await A.gw.presence('u9')).some((e) => e.nodeId === 'FB'));
+      // The records must come back from the node's own re-assertion, not from a reconnect's handshake.
+      const linkId = B.gw.connection('u9', 'd9')!.connectionId;
+      let opens = 0;
+      B.gw.on('online', () => opens++);
+      B.gw.on('replaced', () => opens++);
       // The replica never got them: what a failover in the replication lag loses.
       assert.equal(await rc!.readOn(replica, 'rc:{u:u9}:presence'), 0, 'the cut held: the replica lacks the presence entry');
       rc!.kill(master);
@@ -221,6 +226,8 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
       const r = await A.gw.push('u9', 'after', { id: 'f1', waitMs: 5000 });
       assert.equal(r.devices.length, 1);
       await eventually('the push after the failover delivered', () => got.includes('f1'), 10_000);
+      assert.equal(B.gw.connection('u9', 'd9')?.connectionId, linkId, 'the same link throughout');
+      assert.equal(opens, 0, 'no new link opened');
     } finally {
       try {
         execFileSync('nft', ['delete', 'table', 'inet', table], { stdio: 'ignore' });

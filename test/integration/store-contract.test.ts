@@ -115,6 +115,28 @@ for (const kind of kinds) {
       assert.deepEqual(await s.devices('u:1'), []);
     });
 
+    withStore('presence: a handshake that lost its link puts back the entry it displaced, only while the entry is still its own', async (s) => {
+      const e1 = { userId: 'u', deviceId: 'd', connectionId: 'c1', nodeId: 'n1', transport: 'tcp' as const, since: 1, clientInfo: {} };
+      if (s instanceof RedisStore) await s.joinCluster('n1', () => {});
+      await s.setOnline(e1);
+      const displaced = (await s.setOnline({ ...e1, connectionId: 'c2', since: 2 })) || undefined;
+      // A shared store says what it replaced (the gateway tells that link's node); the memory store may not.
+      if (s instanceof RedisStore) assert.deepEqual(displaced && { ...displaced, inc: undefined }, { ...e1, inc: undefined });
+      assert.equal(await s.setOffline('u', 'd', 'c2', e1), true);
+      assert.deepEqual((await s.devices('u')).map((e) => e.connectionId), ['c1'], 'c1 is back');
+      await s.setOnline({ ...e1, connectionId: 'c3', since: 3 });
+      assert.equal(await s.setOffline('u', 'd', 'c2', e1), false, 'not its own any more: nothing put back');
+      assert.deepEqual((await s.devices('u')).map((e) => e.connectionId), ['c3']);
+      if (s.restoreOnline) {
+        // After a resync: written where absent or its own, never over another link's entry.
+        assert.equal(await s.restoreOnline({ ...e1, connectionId: 'c1' }), false);
+        assert.equal(await s.restoreOnline({ ...e1, connectionId: 'c3', since: 4 }), true);
+        await s.setOffline('u', 'd', 'c3');
+        assert.equal(await s.restoreOnline({ ...e1, connectionId: 'c1' }), true);
+        assert.deepEqual((await s.devices('u')).map((e) => e.connectionId), ['c1']);
+      }
+    });
+
     withStore('sessions: saved, loaded until they expire, deleted', async (s) => {
       const r = { sessionId: 's', resumeToken: 'tok', userId: 'u', deviceId: 'd', clientInfo: {}, createdAt: 1, inSeq: 4 };
       const now = Date.now();
@@ -235,7 +257,7 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     await b.close();
   });
 
-  test('kicks, disconnects and broadcasts reach the other node; a node does not hear its own broadcast', async () => {
+  test('kicks, disconnects, replaced notices and broadcasts reach the other node; a node does not hear its own broadcast', async () => {
     const got: { a: unknown[]; b: unknown[] } = { a: [], b: [] };
     const a = new RedisStore({ ...at(), prefix: 'ctl:' });
     const b = new RedisStore({ ...at(), prefix: 'ctl:' });
@@ -244,13 +266,18 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     assert.deepEqual(await a.nodes(), ['A', 'B']);
     await b.control('A', { kind: 'kick', userId: 'u', deviceId: 'd' });
     await b.control('A', { kind: 'disconnect', userId: 'u', reconnectAfterMs: 500 });
+    await b.control('A', { kind: 'replaced', userId: 'u', deviceId: 'd', connectionId: 'old', byConnectionId: 'new', resumed: true });
     await b.broadcast(Buffer.from('hi'), 'm1');
-    for (let i = 0; i < 100 && got.a.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    // A kind this version does not know (a newer node's) is ignored, not taken for a disconnect.
+    await b.redis.publish('ctl:route:A', JSON.stringify({ k: 'future', u: 'u', d: 'd' }));
+    for (let i = 0; i < 100 && got.a.length < 4; i++) await new Promise((r) => setTimeout(r, 10));
+    await new Promise((r) => setTimeout(r, 50));
     // Each PUBLISH may go through another node of a cluster: no order between them.
     const byKind = (xs: unknown[]) => [...xs].sort((x, y) => String((x as { kind: string }).kind).localeCompare((y as { kind: string }).kind));
     assert.deepEqual(byKind(got.a), byKind([
       { kind: 'kick', userId: 'u', deviceId: 'd' },
       { kind: 'disconnect', userId: 'u', reconnectAfterMs: 500 },
+      { kind: 'replaced', userId: 'u', deviceId: 'd', connectionId: 'old', byConnectionId: 'new', resumed: true },
       { kind: 'broadcast', payload: Buffer.from('hi'), id: 'm1' },
     ]));
     assert.deepEqual(got.b, []);

@@ -219,9 +219,13 @@ export class MemoryStore implements Store {
     e.clientInfo = entry.clientInfo;
   }
 
-  async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
+  async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {
     const e = this.devicesByUser.get(userId, deviceId);
     if (!e || !e.online || e.connectionId !== connectionId) return false;
+    if (putBack) {
+      this.setOnline(putBack);
+      return true;
+    }
     e.connectionId = e.nodeId = '';
     e.clientInfo = NO_INFO;
     this.tidy(e);

@@ -188,12 +188,16 @@ if ttl < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])
 return old
 `;
 
-/** KEYS: presence hash. ARGV: deviceId, connectionId. Removes the entry only if it is still that connection's. */
+/**
+ * KEYS: presence hash. ARGV: deviceId, connectionId, optionally an entry to
+ * put back. Removes the entry (or puts that one back) only if it is still
+ * that connection's.
+ */
 export const SET_OFFLINE = `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 if cjson.decode(raw).connectionId ~= ARGV[2] then return 0 end
-redis.call('HDEL', KEYS[1], ARGV[1])
+if ARGV[3] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 1
 `;
 

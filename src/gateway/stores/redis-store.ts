@@ -125,7 +125,7 @@ declare module 'ioredis' {
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
-    llSetOffline(presence: string, deviceId: string, connectionId: string): Promise<number>;
+    llSetOffline(presence: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
     llSetOnline(presence: string, deviceId: string, entry: string): Promise<string>;
     llRestoreOnline(presence: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
     llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
@@ -265,7 +265,7 @@ export class RedisStore implements Store {
           if (m.from !== nodeId) onControl?.({ kind: 'broadcast', payload: Buffer.from(m.p, 'base64'), ...(m.id !== undefined ? { id: m.id } : {}) });
         } else if (m.k === 'replaced') {
           onControl?.({ kind: 'replaced', userId: m.u, deviceId: m.d, connectionId: m.c, byConnectionId: m.b, resumed: m.r === 1 });
-        } else onControl?.({ kind: m.k, userId: m.u, ...(m.d !== undefined ? { deviceId: m.d } : {}), ...(m.ms !== undefined ? { reconnectAfterMs: m.ms } : {}) });
+        } else if (m.k === 'kick' || m.k === 'disconnect') onControl?.({ kind: m.k, userId: m.u, ...(m.d !== undefined ? { deviceId: m.d } : {}), ...(m.ms !== undefined ? { reconnectAfterMs: m.ms } : {}) });
       } catch {
         // not ours
       }
@@ -443,9 +443,8 @@ export class RedisStore implements Store {
     // The entry carries this process's incarnation: a node restarted under the same id does not revive it.
     const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
     const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored));
-    if (!old) return undefined;
-    const { inc: _inc, ...prev } = JSON.parse(old) as PresenceEntry & { inc?: string };
-    return prev;
+    // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was.
+    return old ? (JSON.parse(old) as PresenceEntry) : undefined;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
@@ -453,8 +452,11 @@ export class RedisStore implements Store {
     return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored), entry.connectionId)) === 1;
   }
 
-  async setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean> {
-    return (await this.redis.llSetOffline(this.uk(userId, 'presence'), deviceId, connectionId)) === 1;
+  async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {
+    const key = this.uk(userId, 'presence');
+    // A put-back entry is the one setOnline returned, incarnation and all.
+    const r = putBack ? await this.redis.llSetOffline(key, deviceId, connectionId, JSON.stringify(putBack)) : await this.redis.llSetOffline(key, deviceId, connectionId);
+    return r === 1;
   }
 
   async devices(userId: string): Promise<PresenceEntry[]> {

@@ -44,8 +44,14 @@ export interface PresenceStore {
    * a store of one process may return nothing.
    */
   setOnline(entry: PresenceEntry): Awaitable<PresenceEntry | undefined | void>;
-  /** Removes the entry only if it still belongs to `connectionId` (a newer connection may have replaced it). */
-  setOffline(userId: string, deviceId: string, connectionId: string): Promise<boolean>;
+  /**
+   * Removes the entry only if it still belongs to `connectionId` (a newer
+   * connection may have replaced it). With `putBack`, the entry that
+   * `connectionId`'s setOnline replaced goes back in its place instead: a
+   * handshake whose link closed while its write was out must not leave the
+   * device offline where another link of it is open.
+   */
+  setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean>;
   devices(userId: string): Promise<PresenceEntry[]>;
 }
 
