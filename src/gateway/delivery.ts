@@ -350,44 +350,64 @@ export class Delivery {
       this.events.fault('knownDevices', err, { userId });
       throw new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `push to ${userId} not queued: the store is unavailable (${err instanceof Error ? err.message : String(err)})`);
     }
-    const devices = new Set(known);
+    let devices = new Set(known);
     for (const c of this.registry.devices(userId)) devices.add(c.deviceId);
+    const only = opts.deviceId;
     // With a shared store, where each device lives is the store's presence (the newest link's
     // HELLO wrote it), not whichever link happens to be here: a local one may be a stale half-open.
-    // Devices online elsewhere count even if their known-device record is gone (a store reset).
+    // It is read after the mailboxes are written: a node writes presence before its first flush
+    // of a new link, so either presence names that link's node or that flush finds the message.
+    // Only when presence decides which devices there are (none known: a store reset, say) is it read first.
     let presence: Map<string, PresenceEntry> | null = null;
-    if (o.store.route) {
+    const readPresence = async () => {
       try {
-        presence = new Map((await o.store.devices(userId)).map((e) => [e.deviceId, e]));
-        for (const d of presence.keys()) devices.add(d);
+        return new Map((await o.store.devices(userId)).map((e) => [e.deviceId, e]));
       } catch (err) {
         // Presence unknown: the local link, if any, is the best guess; the message is durable either way.
         this.stats.storeFaults++;
         this.events.fault('devices', err, { userId });
-        presence = new Map();
+        return new Map<string, PresenceEntry>();
       }
+    };
+    const presenceFirst = o.store.route !== undefined && (devices.size === 0 || (only !== undefined && !devices.has(only)));
+    if (presenceFirst) {
+      presence = await readPresence();
+      // Devices online elsewhere count even if their known-device record is gone (a store reset).
+      for (const d of presence.keys()) devices.add(d);
     }
     if (devices.size === 0) return { id, devices: [], delivered: 0, unknownUser: true };
-    if (opts.deviceId !== undefined) {
-      const only = opts.deviceId;
+    if (only !== undefined) {
       if (!devices.has(only)) return { id, devices: [], delivered: 0, unknownDevice: true };
-      devices.clear();
-      devices.add(only);
+      devices = new Set([only]);
     }
     const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
     const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
-    for (const deviceId of devices) {
+    const queued: string[] = [];
+    const enqueue = async (deviceId: string) => {
       try {
         const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
         for (const m of evicted) this.reportDrop('dropped', userId, deviceId, m, 'overflow');
+        queued.push(deviceId);
       } catch (err) {
         this.stats.storeFaults++;
         this.events.fault('enqueue', err, { userId, deviceId });
         this.tracker.settle(userId, id, deviceId, 'failed');
-        continue;
       }
+    };
+    for (const deviceId of devices) await enqueue(deviceId);
+    if (o.store.route && !presenceFirst) {
+      presence = await readPresence();
+      // Devices online elsewhere without a known-device record (a store reset): queued for too.
+      for (const d of presence.keys()) {
+        if (devices.has(d) || only !== undefined) continue;
+        devices.add(d);
+        this.tracker.expect(userId, id, d);
+        await enqueue(d);
+      }
+    }
+    for (const deviceId of queued) {
       const local = this.registry.get(userId, deviceId);
       if (!o.store.route || !presence) {
         if (local && local.phase === 'open') this.deliver(local);

@@ -74,6 +74,14 @@ export class PushTracker {
     });
   }
 
+  /** Adds a device to a push still pending (one found after it started). */
+  expect(userId: string, id: string, deviceId: string): void {
+    const p = this.pending.get(key(userId, id));
+    if (!p || p.devices.has(deviceId)) return;
+    p.devices.set(deviceId, null);
+    p.open++;
+  }
+
   /** Records an outcome of `userId`'s push `id` on one device; only the first outcome per device counts. */
   settle(userId: string, id: string, deviceId: string, status: DeviceOutcome): void {
     const k = key(userId, id);

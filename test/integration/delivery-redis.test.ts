@@ -222,6 +222,43 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1e. a push that races the device\'s move to another node is not stranded: presence is read after the mailbox is written', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const first = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const second = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const got: string[] = [];
+    second.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    // A's mailbox write waits until the device has moved (and B's first flush found nothing).
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const enqueue = A.store.enqueue.bind(A.store);
+    A.store.enqueue = async (...args) => {
+      await gate;
+      return enqueue(...args);
+    };
+    try {
+      await first.connect();
+      const pushed = A.gw.push('u', 'x', { waitMs: 3000 });
+      await sleep(100);
+      first.close();
+      await second.connect();
+      await eventually('presence on B', async () => (await B.gw.presence('u')).some((e) => e.nodeId === 'B'));
+      release();
+      await pushed;
+      await eventually('the push reaches the device on B', () => got.includes('x'), 3000);
+    } finally {
+      release();
+      first.close();
+      second.close();
+      await A.gw.close();
+      await B.gw.close();
+      await A.store.close();
+      await B.store.close();
+    }
+  });
+
   test('2. Redis loses its data under an open link: what is pushed afterwards is delivered, nothing acknowledged away', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');
