@@ -32,6 +32,12 @@ async function node(prefix: string, nodeId: string, extra: ConstructorParameters
   return { gw, store, url: `tcp://127.0.0.1:${a.tcp!.port}` };
 }
 
+/** Stops nodes: gateways first (their links close through the store), then the stores. */
+async function stop(...nodes: { gw: Gateway; store: RedisStore }[]): Promise<void> {
+  for (const n of nodes) await n.gw.close();
+  for (const n of nodes) await n.store.close();
+}
+
 async function eventually(what: string, pred: () => boolean | Promise<boolean>, ms = 5000): Promise<void> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
@@ -66,10 +72,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await eventually('the mailbox empties', async () => (await B.gw.queueDepth('u', 'd')) === 0);
     first.close();
     live.close();
-    await A.gw.close();
-    await B.gw.close();
-    await A.store.close();
-    await B.store.close();
+    await stop(A, B);
   });
 
   test('1b. a device that moves to another node while its old link there is half-open: the old node closes that link as replaced at once, and never reports the device offline', async () => {
@@ -126,10 +129,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     } finally {
       c.close();
       for (const l of links) l.release();
-      await A.gw.close();
-      await B.gw.close();
-      await A.store.close();
-      await B.store.close();
+      await stop(A, B);
     }
   });
 
@@ -179,10 +179,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       held.release();
       first.close();
       second.close();
-      await A.gw.close();
-      await B.gw.close();
-      await A.store.close();
-      await B.store.close();
+      await stop(A, B);
     }
   });
 
@@ -215,10 +212,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     } finally {
       live.close();
       late.close();
-      await A.gw.close();
-      await B.gw.close();
-      await A.store.close();
-      await B.store.close();
+      await stop(A, B);
     }
   });
 
@@ -252,10 +246,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       release();
       first.close();
       second.close();
-      await A.gw.close();
-      await B.gw.close();
-      await A.store.close();
-      await B.store.close();
+      await stop(A, B);
     }
   });
 
@@ -317,10 +308,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     assert.equal(r.devices[0].status, 'queued', 'routed to A, which delivers it');
     admin.disconnect();
     c.close();
-    await A.gw.close();
-    await B.gw.close();
-    await A.store.close();
-    await B.store.close();
+    await stop(A, B);
   });
 
   test('6b. a node whose lease lapsed does not take back a device whose entry a newer link on another node holds', async () => {
@@ -348,10 +336,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     } finally {
       admin.disconnect();
       old.close();
-      await A.gw.close();
-      await B.gw.close();
-      await A.store.close();
-      await B.store.close();
+      await stop(A, B);
     }
   });
 
