@@ -114,6 +114,7 @@ const DRAINING = 8;
 const SUSPECTED = 16;
 const PING_WARNED = 32;
 const DATA_WARNED = 64;
+const PRESENCE_OUT = 128;
 
 export class ServerConnection implements LinkEvents {
   readonly id = newId();
@@ -208,6 +209,14 @@ export class ServerConnection implements LinkEvents {
   }
   set announced(on: boolean) {
     this.setFlag(ANNOUNCED, on);
+  }
+
+  /** Its handshake's presence write is out: the handshake, not the close, takes the entry back if the link goes. */
+  get presenceOut(): boolean {
+    return (this.flags & PRESENCE_OUT) !== 0;
+  }
+  set presenceOut(on: boolean) {
+    this.setFlag(PRESENCE_OUT, on);
   }
 
   /** Draining: GOAWAY is out; nothing new is written, and the link closes once what was sent is acknowledged. */

@@ -381,6 +381,8 @@ export class Delivery {
       devices = new Set([only]);
     }
     const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
+    // Presence is read after the mailboxes: the push stays open for devices found only there.
+    const held = o.store.route && !presenceFirst ? this.tracker.hold(userId, id) : null;
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
     const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
@@ -397,13 +399,13 @@ export class Delivery {
       }
     };
     for (const deviceId of devices) await enqueue(deviceId);
-    if (o.store.route && !presenceFirst) {
+    if (held) {
       presence = await readPresence();
       // Devices online elsewhere without a known-device record (a store reset): queued for too.
       for (const d of presence.keys()) {
         if (devices.has(d) || only !== undefined) continue;
         devices.add(d);
-        this.tracker.expect(userId, id, d);
+        held.expect(d);
         await enqueue(d);
       }
     }
@@ -429,6 +431,7 @@ export class Delivery {
         }
       }
     }
+    held?.release();
     return done;
   }
 

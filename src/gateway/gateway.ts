@@ -45,6 +45,8 @@ const TRACE_IDLE_MS = 60_000;
 export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
 /** How many times a re-assertion the store refused part of is tried (1 s, 2 s, ... apart). */
 const REASSERT_ATTEMPTS = 8;
+/** Which resync asks more of a re-assertion: a later one of a higher rank covers a lower one waiting. */
+const RESYNC_RANK: Record<ResyncReason, number> = { resubscribed: 0, 'lease-lapsed': 1, failover: 2, 'store-reset': 3 };
 
 export interface DeviceRef {
   userId: string;
@@ -257,6 +259,8 @@ export interface TimerStats {
 export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
+  /** The re-assertion after a resync (see reassert). */
+  private readonly resync: { running: boolean; pending: ResyncReason | null; attempt: number; timer: TimerHandle | null } = { running: false, pending: null, attempt: 0, timer: null };
   /** Links in their handshake that a newer link on another node took over (its `replaced` came first). */
   private readonly movedOn = new WeakMap<ServerConnection, { by: string; resumed: boolean }>();
   private readonly grants = new GrantCache();
@@ -397,10 +401,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       await o.store.joinCluster(
         o.nodeId,
         (userId, deviceId) => this.delivery.wake(userId, deviceId),
-        (reason) => void this.reassert(reason),
+        (reason) => this.reassert(reason),
         (c) => {
           if (c.kind === 'broadcast') this.broadcast(c.payload, c.id !== undefined ? { id: c.id } : {});
           else if (c.kind === 'replaced') this.replacedElsewhere(c.userId, c.deviceId, c.connectionId, c.byConnectionId, c.resumed);
+          else if (c.kind === 'check') this.checkHeld(c.userId, c.deviceId, c.connectionId);
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
         },
@@ -469,6 +474,18 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     void this.delivery.upstream?.event({ type: 'replaced', userId: previous.userId, deviceId: previous.deviceId, connectionId: previous.id, nodeId: o.nodeId, byConnectionId, resumed, stale, silentForMs, at: o.wallClock.now() });
     if (this.listenerCount('replaced') === 0) return;
     this.emit('replaced', { ...ref(previous), byConnectionId, resumed, silentForMs, intervalMs, stale });
+  }
+
+  private tellReplaced(old: PresenceEntry, by: ServerConnection, resumed: boolean): void {
+    const c = { kind: 'replaced', userId: by.userId, deviceId: by.deviceId, connectionId: old.connectionId, byConnectionId: by.id, resumed } as const;
+    void this.options.store.control?.(old.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
+  }
+
+  /** Another node put this node's link `connectionId` back in presence: if it is not open here, out it goes. */
+  private checkHeld(userId: string, deviceId: string, connectionId: string): void {
+    const conn = this.registry.get(userId, deviceId);
+    if (conn && conn.id === connectionId && !isClosed(conn)) return;
+    void this.options.store.setOffline(userId, deviceId, connectionId).catch(() => {});
   }
 
   /** Another node's newer link of the device took over from `connectionId`, if that is still the device's link here. */
@@ -581,30 +598,46 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (previous && previous !== conn) this.replace(previous, conn.id, resumed);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
     conn.announced = previous?.announced ?? false;
-    const displaced = ((yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void) || undefined;
+    // Until its answer, a close leaves the entry to this handshake (onClosed sends no setOffline).
+    conn.presenceOut = true;
+    let displaced: PresenceEntry | undefined;
+    try {
+      displaced = ((yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void) || undefined;
+    } catch (err) {
+      // The write may have been done all the same (a reply lost): take it back.
+      conn.presenceOut = false;
+      void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
+      throw err;
+    }
+    conn.presenceOut = false;
+    // Another node's link this write displaced: only another node's, since one here was closed by registry.add.
+    const elsewhere = displaced && displaced.nodeId !== o.nodeId ? displaced : undefined;
     const moved = this.movedOn.get(conn);
-    if (moved) {
-      // Another node's newer link of the device took over while this entry was being written
-      // (its `replaced` came first): this link gives way as if it had been open.
+    if (moved || isClosed(conn)) {
       this.movedOn.delete(conn);
-      this.registry.remove(conn);
-      this.replace(conn, moved.by, moved.resumed);
-      this.delivery.movedAway(conn.userId, conn.deviceId);
-      throw new LonglinkError('LL_ERR_CLOSED', 'replaced during handshake by a link on another node');
+      if (moved && !isClosed(conn) && this.registry.get(conn.userId, conn.deviceId) === conn) {
+        // A newer link on another node took over while this entry was being written (its `replaced`
+        // came first): this link gives way as if it had been open. The entry is that link's now.
+        this.registry.remove(conn);
+        this.replace(conn, moved.by, moved.resumed);
+        this.delivery.movedAway(conn.userId, conn.deviceId);
+        if (elsewhere) this.tellReplaced(elsewhere, conn, resumed);
+      } else if (!moved) {
+        // The link closed while setOnline was out: take the entry back, putting back another node's link
+        // it displaced (open, maybe: a client that gave up on this handshake and went there). That node
+        // is asked to check it still holds that link, in case it too closed meanwhile. Announce nothing.
+        void o.store
+          .setOffline(conn.userId, conn.deviceId, conn.id, elsewhere)
+          .then(async (putBack) => {
+            if (putBack && elsewhere) await o.store.control?.(elsewhere.nodeId, { kind: 'check', userId: conn.userId, deviceId: conn.deviceId, connectionId: elsewhere.connectionId });
+          })
+          .catch(() => {});
+      }
+      throw new LonglinkError('LL_ERR_CLOSED', moved ? 'replaced during handshake by a link on another node' : 'connection closed during handshake');
     }
-    if (isClosed(conn)) {
-      // The link closed while setOnline was out: its `offline` (if any) is out, and its setOffline may have
-      // reached the store before this setOnline did. Take the entry back, putting back the link it
-      // displaced (another that is open, maybe); announce nothing, tell no one.
-      void o.store.setOffline(conn.userId, conn.deviceId, conn.id, displaced).catch(() => {});
-      throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
-    }
-    if (displaced && displaced.nodeId !== o.nodeId && o.store.control) {
-      // The device's last link is on another node (a move, often from a link that died unnoticed):
-      // that node closes it as replaced, with no `offline`, rather than report the device gone later.
-      const c = { kind: 'replaced', userId: conn.userId, deviceId: conn.deviceId, connectionId: displaced.connectionId, byConnectionId: conn.id, resumed } as const;
-      void o.store.control(displaced.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
-    }
+    // The device's last link is on another node (a move, often from a link that died unnoticed):
+    // that node closes it as replaced, with no `offline`, rather than report the device gone later.
+    if (elsewhere) this.tellReplaced(elsewhere, conn, resumed);
     if (!conn.announced) {
       conn.announced = true;
       // The event object only for someone to read it (an embedded gateway often has no listener).
@@ -668,8 +701,44 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * flush every device, since wake-ups may have been lost. A device whose
    * entry is now another link's (it moved on) is left to that link.
    */
-  private async reassert(reason: ResyncReason, attempt = 1): Promise<void> {
+  /**
+   * One re-assertion at a time: a resync that comes while one runs (another
+   * failover refresh, a lease lapse) is remembered, the strongest reason
+   * kept, and runs after it; one the store refused part of is tried again,
+   * backing off, until REASSERT_ATTEMPTS or a new resync starts the count over.
+   */
+  private reassert(reason: ResyncReason): void {
+    const r = this.resync;
+    r.pending = r.pending === null || RESYNC_RANK[reason] > RESYNC_RANK[r.pending] ? reason : r.pending;
+    r.attempt = 0;
+    if (r.timer) this.options.timers.clearTimeout(r.timer);
+    r.timer = null;
+    if (!r.running) void this.runReassert();
+  }
+
+  private async runReassert(): Promise<void> {
+    const r = this.resync;
+    r.running = true;
+    while (r.pending !== null && !this.closing) {
+      const reason = r.pending;
+      r.pending = null;
+      const ok = await this.reassertOnce(reason);
+      if (!ok && r.pending === null && ++r.attempt < REASSERT_ATTEMPTS && !this.closing) {
+        // The store is not back everywhere yet (a second master still failing over): again, later.
+        r.timer = this.options.timers.setTimeout(() => {
+          r.timer = null;
+          r.pending ??= reason;
+          if (!r.running) void this.runReassert();
+        }, 1000 * r.attempt);
+      }
+    }
+    r.running = false;
+  }
+
+  /** Writes this node's links' records again (see reassert); false if the store refused one. */
+  private async reassertOnce(reason: ResyncReason): Promise<boolean> {
     const o = this.options;
+    let ok = true;
     if (reason !== 'resubscribed') {
       const now = o.wallClock.now();
       const lost = reason === 'store-reset' || reason === 'failover';
@@ -690,13 +759,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           }
         } catch (error) {
           this.emit('fault', { kind: 'store', op: `reassert (${reason})`, error });
-          // The store is not back everywhere yet (a second master still failing over): again, later.
-          if (attempt < REASSERT_ATTEMPTS && !this.closing) setTimeout(() => void this.reassert(reason, attempt + 1), 1000 * attempt).unref();
+          ok = false;
           break;
         }
       }
     }
     this.delivery.wakeAll();
+    return ok;
   }
 
   private onOpened(conn: ServerConnection, w: Opening): void {
@@ -768,10 +837,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       void this.delivery.upstream?.event({ type: 'offline', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs, at: o.wallClock.now() });
     }
     // Presence and session bookkeeping are best effort: a store outage must
-    // not keep a dead connection around. A link registered but never opened
-    // has its setOnline out: the handshake takes the entry back when it answers,
-    // knowing by then which entry it displaced (see helloSteps).
-    if (conn.opened) void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
+    // not keep a dead connection around. A link whose setOnline is out leaves
+    // the entry to its handshake, which knows by the answer which entry it
+    // displaced (see helloSteps).
+    if (!conn.presenceOut) void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
     unawaited(() => o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs), () => {});
   }
 
@@ -1070,6 +1139,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Stops listening and closes every connection with `going-away` at once (see `drain` for the graceful way). */
   async close(opts: { reconnectAfterMs?: number } = {}): Promise<void> {
     this.closing = true;
+    if (this.resync.timer) this.options.timers.clearTimeout(this.resync.timer);
     const all = [...this.connections];
     for (const conn of all) {
       if (opts.reconnectAfterMs !== undefined) conn.goAway('going-away', opts.reconnectAfterMs);

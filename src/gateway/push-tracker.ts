@@ -32,6 +32,7 @@ interface Pending {
   open: number;
   resolve: (r: PushResult) => void;
   timer: TimerHandle | null;
+  waitMs: number;
 }
 
 /**
@@ -58,7 +59,7 @@ export class PushTracker {
     return new Promise((resolve) => {
       const devices = new Map<string, DeviceOutcome | null>();
       for (const d of deviceIds) devices.set(d, null);
-      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null };
+      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs };
       if (p.open === 0) return resolve(result(p));
       const k = key(userId, id);
       const previous = this.pending.get(k);
@@ -67,19 +68,46 @@ export class PushTracker {
       let keys = this.byUser.get(userId);
       if (!keys) this.byUser.set(userId, (keys = new Set()));
       keys.add(k);
-      p.timer = this.timers.setTimeout(() => {
-        p.timer = null;
-        this.finish(k, p);
-      }, waitMs);
+      this.arm(k, p);
     });
   }
 
-  /** Adds a device to a push still pending (one found after it started). */
-  expect(userId: string, id: string, deviceId: string): void {
-    const p = this.pending.get(key(userId, id));
-    if (!p || p.devices.has(deviceId)) return;
-    p.devices.set(deviceId, null);
+  /** The push resolves after its waitMs, settled or not. */
+  private arm(k: string, p: Pending): void {
+    p.timer = this.timers.setTimeout(() => {
+      p.timer = null;
+      this.finish(k, p);
+    }, p.waitMs);
+  }
+
+  /**
+   * Keeps the push just tracked open while more of its devices may be found
+   * (a shared store's presence, read after the mailboxes): `expect` adds one,
+   * `release` lets the push resolve once its devices have settled. Its
+   * waitMs counts from the release, when the devices are all known.
+   */
+  hold(userId: string, id: string): { expect(deviceId: string): void; release(): void } {
+    const k = key(userId, id);
+    const p = this.pending.get(k);
+    if (!p) return { expect() {}, release() {} };
     p.open++;
+    if (p.timer) this.timers.clearTimeout(p.timer);
+    p.timer = null;
+    let held = true;
+    return {
+      expect: (deviceId) => {
+        if (!held || p.devices.has(deviceId)) return;
+        p.devices.set(deviceId, null);
+        p.open++;
+      },
+      release: () => {
+        if (!held) return;
+        held = false;
+        if (this.pending.get(k) !== p) return; // resolved meanwhile (the same id pushed again)
+        if (--p.open === 0) this.finish(k, p);
+        else this.arm(k, p);
+      },
+    };
   }
 
   /** Records an outcome of `userId`'s push `id` on one device; only the first outcome per device counts. */

@@ -577,3 +577,16 @@ test('an open link re-saves its session record every half of OPEN_SESSION_TTL_MS
   assert.equal(store.loadSession(welcome.resumeToken, clock.now())?.sessionId, welcome.sessionId, 'still resumable after 25 h');
   await gw.close();
 });
+
+test("a link kicked by an `online` listener, before its WELCOME, leaves presence (the close is after its presence write)", async () => {
+  const { gw } = setup();
+  gw.on('online', (e) => gw.kick(e.userId, e.deviceId));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+  await flush();
+  assert.equal(lastClose(client)?.code, CloseCodes.kicked);
+  assert.equal(gw.connectionCount, 0);
+  assert.deepEqual(await gw.presence('u1'), [], 'not left online');
+  await gw.close();
+});

@@ -216,6 +216,66 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1f. a handshake on the same node whose link closes while its presence write is out does not put back the link it replaced there', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const first = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const second = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await first.connect();
+      const held = holdSetOnline(A.store);
+      const opening = second.connect().catch(() => {});
+      await eventually("the second link's presence write done, its answer held", () => held.written() === 1);
+      second.close(); // the first link is closed already: the second took over on HELLO
+      await sleep(200);
+      held.release();
+      await opening;
+      await eventually('no link left in presence', async () => (await A.gw.presence('u')).length === 0, 3000);
+      assert.equal(A.gw.connectionCount, 0);
+    } finally {
+      first.close();
+      second.close();
+      await stop(A);
+    }
+  });
+
+  test('1g. a presence write the store did but whose answer was lost: the failed handshake takes it back', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const real = A.store.setOnline.bind(A.store);
+    A.store.setOnline = async (e) => {
+      await real(e);
+      throw new Error('reply lost');
+    };
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await assert.rejects(c.connect());
+      await eventually('no entry left', async () => (await A.gw.presence('u')).length === 0, 3000);
+    } finally {
+      c.close();
+      await stop(A);
+    }
+  });
+
+  test('1h. a device found only in presence (no known-device record) is in the push result, however short its wait', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const admin = new Redis(redis!.url);
+    try {
+      await A.store.rememberDevice('u', 'd1', Date.now() + 60_000);
+      // d2 online on B, its known-device record gone (a store that lost part of its data).
+      await B.store.setOnline({ userId: 'u', deviceId: 'd2', connectionId: 'c2', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await admin.hdel(`${prefix}{u:u}:known`, 'd2');
+      const r = await A.gw.push('u', 'x', { waitMs: 0 });
+      assert.deepEqual(r.devices.map((d) => d.deviceId).sort(), ['d1', 'd2']);
+      assert.equal(await A.gw.queueDepth('u', 'd2'), 1, 'queued for d2 too');
+    } finally {
+      admin.disconnect();
+      await stop(A, B);
+    }
+  });
+
   test('1e. a push that races the device\'s move to another node is not stranded: presence is read after the mailbox is written', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');

@@ -111,6 +111,7 @@ function shardOf(userId: string, shards: number): number {
 type Control =
   | { k: 'kick' | 'disconnect'; u: string; d?: string; ms?: number }
   | { k: 'replaced'; u: string; d: string; c: string; b: string; r: 0 | 1 }
+  | { k: 'check'; u: string; d: string; c: string }
   | { k: 'broadcast'; p: string; id?: string; from: string };
 const toMessage = (raw: string): QueuedMessage => {
   const m = JSON.parse(raw) as Json;
@@ -265,6 +266,8 @@ export class RedisStore implements Store {
           if (m.from !== nodeId) onControl?.({ kind: 'broadcast', payload: Buffer.from(m.p, 'base64'), ...(m.id !== undefined ? { id: m.id } : {}) });
         } else if (m.k === 'replaced') {
           onControl?.({ kind: 'replaced', userId: m.u, deviceId: m.d, connectionId: m.c, byConnectionId: m.b, resumed: m.r === 1 });
+        } else if (m.k === 'check') {
+          onControl?.({ kind: 'check', userId: m.u, deviceId: m.d, connectionId: m.c });
         } else if (m.k === 'kick' || m.k === 'disconnect') onControl?.({ kind: m.k, userId: m.u, ...(m.d !== undefined ? { deviceId: m.d } : {}), ...(m.ms !== undefined ? { reconnectAfterMs: m.ms } : {}) });
       } catch {
         // not ours
@@ -396,7 +399,9 @@ export class RedisStore implements Store {
     const m: Control =
       c.kind === 'replaced'
         ? { k: 'replaced', u: c.userId, d: c.deviceId, c: c.connectionId, b: c.byConnectionId, r: c.resumed ? 1 : 0 }
-        : { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
+        : c.kind === 'check'
+          ? { k: 'check', u: c.userId, d: c.deviceId, c: c.connectionId }
+          : { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
     await this.redis.publish(this.k('route', nodeId), JSON.stringify(m));
   }
 

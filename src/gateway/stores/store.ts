@@ -198,7 +198,9 @@ export type ResyncReason = 'resubscribed' | 'lease-lapsed' | 'store-reset' | 'fa
 /** What one node asks one other node to do. */
 export type NodeControl =
   | { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }
-  | { kind: 'replaced'; userId: string; deviceId: string; connectionId: string; byConnectionId: string; resumed: boolean };
+  | { kind: 'replaced'; userId: string; deviceId: string; connectionId: string; byConnectionId: string; resumed: boolean }
+  /** Is `connectionId` still open there? If not, that node takes its presence entry out. */
+  | { kind: 'check'; userId: string; deviceId: string; connectionId: string };
 
 /** What one node asks another to do for it (through the store's pub/sub). */
 export type ClusterControl = NodeControl | { kind: 'broadcast'; payload: Buffer; id?: string };
