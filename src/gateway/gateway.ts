@@ -47,6 +47,14 @@ export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
 const REASSERT_ATTEMPTS = 8;
 /** Which resync asks more of a re-assertion: a later one of a higher rank covers a lower one waiting. */
 const RESYNC_RANK: Record<ResyncReason, number> = { resubscribed: 0, 'lease-lapsed': 1, failover: 2, 'store-reset': 3 };
+function strongest(a: ResyncReason | null, b: ResyncReason): ResyncReason;
+function strongest(a: ResyncReason, b: ResyncReason | null): ResyncReason;
+function strongest(a: ResyncReason | null, b: ResyncReason | null): ResyncReason | null;
+function strongest(a: ResyncReason | null, b: ResyncReason | null): ResyncReason | null {
+  if (a === null) return b;
+  if (b === null) return a;
+  return RESYNC_RANK[b] > RESYNC_RANK[a] ? b : a;
+}
 
 export interface DeviceRef {
   userId: string;
@@ -260,7 +268,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
   /** The re-assertion after a resync (see reassert). */
-  private readonly resync: { running: boolean; pending: ResyncReason | null; attempt: number; timer: TimerHandle | null } = { running: false, pending: null, attempt: 0, timer: null };
+  private readonly resync: { running: boolean; pending: ResyncReason | null; failed: ResyncReason | null; attempt: number; timer: TimerHandle | null } = {
+    running: false,
+    pending: null,
+    failed: null,
+    attempt: 0,
+    timer: null,
+  };
   /** Links in their handshake that a newer link on another node took over (its `replaced` came first). */
   private readonly movedOn = new WeakMap<ServerConnection, { by: string; resumed: boolean }>();
   private readonly grants = new GrantCache();
@@ -709,7 +723,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    */
   private reassert(reason: ResyncReason): void {
     const r = this.resync;
-    r.pending = r.pending === null || RESYNC_RANK[reason] > RESYNC_RANK[r.pending] ? reason : r.pending;
+    r.pending = strongest(r.pending, reason);
     r.attempt = 0;
     if (r.timer) this.options.timers.clearTimeout(r.timer);
     r.timer = null;
@@ -720,14 +734,20 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const r = this.resync;
     r.running = true;
     while (r.pending !== null && !this.closing) {
-      const reason = r.pending;
+      // A pass that failed is owed until one as strong succeeds: a weaker resync meanwhile (a
+      // re-subscription, which comes with a failover) does not pay it.
+      const reason = strongest(r.pending, r.failed);
       r.pending = null;
-      const ok = await this.reassertOnce(reason);
-      if (!ok && r.pending === null && ++r.attempt < REASSERT_ATTEMPTS && !this.closing) {
+      if (await this.reassertOnce(reason)) {
+        r.failed = null;
+        continue;
+      }
+      r.failed = reason;
+      if (r.pending === null && ++r.attempt < REASSERT_ATTEMPTS && !this.closing) {
         // The store is not back everywhere yet (a second master still failing over): again, later.
         r.timer = this.options.timers.setTimeout(() => {
           r.timer = null;
-          r.pending ??= reason;
+          r.pending = strongest(r.pending, r.failed);
           if (!r.running) void this.runReassert();
         }, 1000 * r.attempt);
       }

@@ -4,7 +4,7 @@ import type { UpstreamEvent, UpstreamSink } from '../../src/gateway/upstream.js'
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway, OPEN_SESSION_TTL_MS, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
-import type { SessionRecord } from '../../src/gateway/stores/store.js';
+import type { PresenceEntry, ResyncReason, SessionRecord } from '../../src/gateway/stores/store.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
@@ -588,5 +588,40 @@ test("a link kicked by an `online` listener, before its WELCOME, leaves presence
   assert.equal(lastClose(client)?.code, CloseCodes.kicked);
   assert.equal(gw.connectionCount, 0);
   assert.deepEqual(await gw.presence('u1'), [], 'not left online');
+  await gw.close();
+});
+
+test('a failover re-assertion the store refused is retried, even when a weaker resync (the re-subscription that comes with a failover) runs meanwhile', async () => {
+  class FlakyStore extends MemoryStore {
+    resync: ((r: ResyncReason) => void) | undefined;
+    restores = 0;
+    async joinCluster(_node: string, _route: unknown, onResync?: (r: ResyncReason) => void) {
+      this.resync = onResync;
+    }
+    async route() {}
+    async restoreOnline(e: PresenceEntry) {
+      // The first pass meets the slot's new master not serving yet.
+      if (this.restores++ === 0) throw new Error('READONLY');
+      this.setOnline(e);
+      return true;
+    }
+  }
+  const store = new FlakyStore();
+  const { clock, gw } = setup({ store });
+  await gw.listen();
+  await open(gw);
+  const id = gw.connection('u1', 'd1')!.connectionId;
+  await store.setOffline('u1', 'd1', id); // what the failover lost
+  store.resync!('failover');
+  await flush();
+  store.resync!('resubscribed');
+  await flush();
+  // The failed pass is owed: the re-subscription's pass (or a retry) writes the entry again.
+  for (let i = 0; i < 5 && (await gw.presence('u1')).length === 0; i++) {
+    clock.advance(1000);
+    await flush();
+  }
+  assert.deepEqual((await gw.presence('u1')).map((e) => e.connectionId), [id], 'written again by a retry');
+  assert.equal(store.restores, 2);
   await gw.close();
 });
