@@ -47,14 +47,7 @@ export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
 const REASSERT_ATTEMPTS = 8;
 /** Which resync asks more of a re-assertion: a later one of a higher rank covers a lower one waiting. */
 const RESYNC_RANK: Record<ResyncReason, number> = { resubscribed: 0, 'lease-lapsed': 1, failover: 2, 'store-reset': 3 };
-function strongest(a: ResyncReason | null, b: ResyncReason): ResyncReason;
-function strongest(a: ResyncReason, b: ResyncReason | null): ResyncReason;
-function strongest(a: ResyncReason | null, b: ResyncReason | null): ResyncReason | null;
-function strongest(a: ResyncReason | null, b: ResyncReason | null): ResyncReason | null {
-  if (a === null) return b;
-  if (b === null) return a;
-  return RESYNC_RANK[b] > RESYNC_RANK[a] ? b : a;
-}
+const strongest = (a: ResyncReason, b: ResyncReason | null): ResyncReason => (b !== null && RESYNC_RANK[b] > RESYNC_RANK[a] ? b : a);
 
 export interface DeviceRef {
   userId: string;
@@ -490,6 +483,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.emit('replaced', { ...ref(previous), byConnectionId, resumed, silentForMs, intervalMs, stale });
   }
 
+  /** Tells the node of a link this one displaced from presence that `by` took over from it. */
   private tellReplaced(old: PresenceEntry, by: ServerConnection, resumed: boolean): void {
     const c = { kind: 'replaced', userId: by.userId, deviceId: by.deviceId, connectionId: old.connectionId, byConnectionId: by.id, resumed } as const;
     void this.options.store.control?.(old.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
@@ -511,9 +505,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       this.movedOn.set(conn, { by: byConnectionId, resumed });
       return;
     }
+    this.giveWay(conn, byConnectionId, resumed);
+  }
+
+  /** The device's link here gives way to its newer link on another node: replaced, with no `offline`. */
+  private giveWay(conn: ServerConnection, byConnectionId: string, resumed: boolean): void {
     this.registry.remove(conn);
     this.replace(conn, byConnectionId, resumed);
-    this.delivery.movedAway(userId, deviceId);
+    this.delivery.movedAway(conn.userId, conn.deviceId);
   }
 
   /**
@@ -632,9 +631,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (moved && !isClosed(conn) && this.registry.get(conn.userId, conn.deviceId) === conn) {
         // A newer link on another node took over while this entry was being written (its `replaced`
         // came first): this link gives way as if it had been open. The entry is that link's now.
-        this.registry.remove(conn);
-        this.replace(conn, moved.by, moved.resumed);
-        this.delivery.movedAway(conn.userId, conn.deviceId);
+        this.giveWay(conn, moved.by, moved.resumed);
         if (elsewhere) this.tellReplaced(elsewhere, conn, resumed);
       } else if (!moved) {
         // The link closed while setOnline was out: take the entry back, putting back another node's link
@@ -714,8 +711,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * without the last writes): write them again for every link here, and
    * flush every device, since wake-ups may have been lost. A device whose
    * entry is now another link's (it moved on) is left to that link.
-   */
-  /**
+   *
    * One re-assertion at a time: a resync that comes while one runs (another
    * failover refresh, a lease lapse) is remembered, the strongest reason
    * kept, and runs after it; one the store refused part of is tried again,
@@ -723,7 +719,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    */
   private reassert(reason: ResyncReason): void {
     const r = this.resync;
-    r.pending = strongest(r.pending, reason);
+    r.pending = strongest(reason, r.pending);
     r.attempt = 0;
     if (r.timer) this.options.timers.clearTimeout(r.timer);
     r.timer = null;
@@ -747,7 +743,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         // The store is not back everywhere yet (a second master still failing over): again, later.
         r.timer = this.options.timers.setTimeout(() => {
           r.timer = null;
-          r.pending = strongest(r.pending, r.failed);
+          r.pending = strongest(reason, r.pending);
           if (!r.running) void this.runReassert();
         }, 1000 * r.attempt);
       }

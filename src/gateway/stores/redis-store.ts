@@ -394,7 +394,7 @@ export class RedisStore implements Store {
     await this.redis.publish(this.k('route', nodeId), JSON.stringify([userId, deviceId]));
   }
 
-  /** Kicks or disconnects a user's (or one device's) connections on another node. */
+  /** Kicks, disconnects, `replaced` and `check` notices to another node (its route channel). */
   async control(nodeId: string, c: NodeControl): Promise<void> {
     const m: Control =
       c.kind === 'replaced'
@@ -444,17 +444,19 @@ export class RedisStore implements Store {
 
   // Presence.
 
+  /** An entry as stored: with this process's incarnation when it is this node's, so a node restarted under the same id does not revive it. */
+  private presenceJson(entry: PresenceEntry): string {
+    return JSON.stringify(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry);
+  }
+
   async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
-    // The entry carries this process's incarnation: a node restarted under the same id does not revive it.
-    const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
-    const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored));
+    const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), entry.deviceId, this.presenceJson(entry));
     // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was.
     return old ? (JSON.parse(old) as PresenceEntry) : undefined;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
-    const stored = entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry;
-    return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), entry.deviceId, JSON.stringify(stored), entry.connectionId)) === 1;
+    return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {

@@ -178,8 +178,9 @@ export interface ClusterStore {
   route(nodeId: string, userId: string, deviceId: string): Promise<void>;
   /**
    * Kicks or disconnects a user's (or one device's) connections held by
-   * another node, or tells it that a newer link of a device took over from
-   * its link `connectionId` (`replaced`).
+   * another node, tells it that a newer link of a device took over from its
+   * link `connectionId` (`replaced`), or asks it whether it still holds one
+   * (`check`).
    */
   control?(nodeId: string, c: NodeControl): Promise<void>;
   /** A best-effort DATA frame to every connection of every other node. */
