@@ -7,6 +7,13 @@ export function int(value: string): number {
   return n;
 }
 
+/** A bound: 0 would refuse everything, so at least 1. */
+export function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
 export function keyValue(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const i = value.indexOf('=');
   if (i <= 0) throw new InvalidArgumentError('expected key=value');

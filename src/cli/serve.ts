@@ -13,13 +13,13 @@ import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { int, port } from './parse.js';
+import { int, port, positiveInt } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
 import { connectHook } from '../auth/connect-hook.js';
 import { streamSink } from '../upstream/redis-stream.js';
-import type { UpstreamSink } from '../gateway/upstream.js';
+import { UPSTREAM_DEFAULTS, type UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
@@ -116,6 +116,9 @@ export function serveCommand(): Command {
       return list;
     })
     .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all)', int, 0)
+    .option('--upstream-max-pending <n>', "device messages waiting for the backend in the process; beyond it a link gets GOAWAY and its client re-sends later", positiveInt, UPSTREAM_DEFAULTS.maxPending)
+    .option('--upstream-max-pending-per-link <n>', "the same for one link", positiveInt, UPSTREAM_DEFAULTS.maxPendingPerConnection)
+    .option('--upstream-max-pending-events <n>', 'lifecycle events on their way to the backend at once; beyond it they are dropped and counted (longlink_upstream_events_total{result="dropped"})', positiveInt, UPSTREAM_DEFAULTS.maxPendingEvents)
     .option('--api-key <key>', 'the server API\'s key (/v1 on the admin port, for backends); without one only loopback callers are served')
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
@@ -224,7 +227,9 @@ export function serveCommand(): Command {
           wheelTickMs: o.wheelTickMs,
           nodeId: o.nodeId,
           delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
-          ...(upstreamSink ? { upstream: { sink: upstreamSink, ...(o.upstreamEvents ? { events: o.upstreamEvents } : {}) } } : {}),
+          ...(upstreamSink
+            ? { upstream: { sink: upstreamSink, maxPending: o.upstreamMaxPending, maxPendingPerConnection: o.upstreamMaxPendingPerLink, maxPendingEvents: o.upstreamMaxPendingEvents, ...(o.upstreamEvents ? { events: o.upstreamEvents } : {}) } }
+            : {}),
         });
       } catch (err) {
         failStart(log, 'bad-option', (err as Error).message, 2);

@@ -31,7 +31,7 @@ import { topK } from '../core/top-k.js';
 import type { HeartbeatGrant } from '../protocol/frames.js';
 import { typedEmitter } from '../core/typed-emitter.js';
 import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
-import { UpstreamRunner } from './upstream.js';
+import { UpstreamRunner, type UpstreamStats } from './upstream.js';
 
 /** Connections traced at once for the admin view; the least recently read one gives way. */
 const MAX_TRACES = 32;
@@ -1051,6 +1051,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Messages written and not yet acknowledged, and links whose delivery waits for a full write buffer to drain. */
   flowStats(): { unacked: number; writeStalled: number; owedAcks: number } {
     return this.delivery.flowStats();
+  }
+
+  /** What the upstream sink was handed, refused and lost, and what waits for it now; null without an upstream. */
+  upstreamStats(): Readonly<UpstreamStats> | null {
+    return this.delivery.upstream?.stats ?? null;
   }
 
   get onlineUsers(): number {

@@ -1,5 +1,7 @@
 import { Backoff } from '../core/backoff.js';
 import type { Timers } from '../core/clock.js';
+import { dropUndefined } from '../core/heartbeat-policy.js';
+import { LonglinkError } from '../protocol/errors.js';
 
 /** A device's message on its way to the backend. */
 export interface UpstreamMessage {
@@ -78,15 +80,26 @@ export interface UpstreamOptions {
   retryMaxMs?: number;
   /** Lifecycle events to send as well (none by default). */
   events?: UpstreamEventType[];
+  /**
+   * Lifecycle events on their way (attempts and the waits between them) at
+   * once; beyond it an event is dropped and counted. Devices that connect and
+   * leave while the backend is slow would otherwise pile up requests without
+   * bound (each held up to three attempts and the sink's timeout).
+   */
+  maxPendingEvents?: number;
 }
 
-export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as UpstreamEventType[] };
+export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as UpstreamEventType[], maxPendingEvents: 10_000 };
 
 export interface UpstreamStats {
   accepted: number;
   failures: number;
   eventsSent: number;
+  /** Sent three times and refused each time. */
   eventsLost: number;
+  /** Not sent: `maxPendingEvents` were already on their way. */
+  eventsDropped: number;
+  eventsPending: number;
   pending: number;
   refusedBacklog: number;
 }
@@ -99,7 +112,7 @@ export interface UpstreamStats {
  */
 export class UpstreamRunner {
   readonly o: Required<UpstreamOptions>;
-  readonly stats: UpstreamStats = { accepted: 0, failures: 0, eventsSent: 0, eventsLost: 0, pending: 0, refusedBacklog: 0 };
+  readonly stats: UpstreamStats = { accepted: 0, failures: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
 
   constructor(
     opts: UpstreamOptions,
@@ -107,7 +120,11 @@ export class UpstreamRunner {
     private readonly onFailure: (err: unknown, msg: UpstreamMessage) => void,
     private readonly random: () => number = Math.random,
   ) {
-    this.o = { ...UPSTREAM_DEFAULTS, ...opts } as Required<UpstreamOptions>;
+    this.o = { ...UPSTREAM_DEFAULTS, ...dropUndefined(opts) } as Required<UpstreamOptions>;
+    for (const k of ['maxPendingPerConnection', 'maxPending', 'maxPendingEvents', 'retryMinMs', 'retryMaxMs'] as const) {
+      const v = this.o[k];
+      if (!(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.${k} must be a positive integer (got ${v})`);
+    }
   }
 
   /** Whether one more message may wait (the connection has `pendingHere` already). */
@@ -168,21 +185,33 @@ export class UpstreamRunner {
     return new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
   }
 
-  /** Sends a lifecycle event if asked for: three attempts with backoff, then counted as lost. */
+  /**
+   * Sends a lifecycle event if asked for: three attempts with backoff, then
+   * counted as lost; dropped at once while `maxPendingEvents` are on their way.
+   */
   async event(e: UpstreamEvent): Promise<void> {
     const sink = this.o.sink;
     if (!sink.sendEvent || !this.o.events.includes(e.type)) return;
-    const backoff = this.backoff();
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        await sink.sendEvent(e);
-        this.stats.eventsSent++;
-        return;
-      } catch {
-        const delay = backoff.next();
-        await new Promise<void>((r) => this.timers.setTimeout(r, delay));
-      }
+    if (this.stats.eventsPending >= this.o.maxPendingEvents) {
+      this.stats.eventsDropped++;
+      return;
     }
-    this.stats.eventsLost++;
+    this.stats.eventsPending++;
+    try {
+      const backoff = this.backoff();
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          await sink.sendEvent(e);
+          this.stats.eventsSent++;
+          return;
+        } catch {
+          // No wait after the last attempt: the event is lost, and it no longer counts as pending.
+          if (attempt < 2) await new Promise<void>((r) => this.timers.setTimeout(r, backoff.next()));
+        }
+      }
+      this.stats.eventsLost++;
+    } finally {
+      this.stats.eventsPending--;
+    }
   }
 }

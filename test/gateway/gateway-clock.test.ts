@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import type { UpstreamEvent, UpstreamSink } from '../../src/gateway/upstream.js';
+import { UPSTREAM_DEFAULTS, type UpstreamEvent, type UpstreamSink, type UpstreamStats } from '../../src/gateway/upstream.js';
+
+const pick = (s: Readonly<UpstreamStats>) => ({ eventsSent: s.eventsSent, eventsLost: s.eventsLost, eventsDropped: s.eventsDropped, eventsPending: s.eventsPending });
+import { GatewayMetrics } from '../../src/admin/metrics.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway, OPEN_SESSION_TTL_MS, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
@@ -494,6 +497,58 @@ test('upstream lifecycle events: online, suspect (when the probe goes out) and o
   assert.equal(events[2].silentForMs, LIMIT, 'the detection time');
   assert.ok(events.every((e) => e.userId === 'u1' && e.deviceId === 'd1'));
   await gw.close();
+});
+
+test('upstream lifecycle events have a budget: while the backend hangs, at most maxPendingEvents are on their way and the rest are dropped and counted; a refusing backend loses each after three attempts', async () => {
+  const hanging: (() => void)[] = [];
+  let refuse = false;
+  const sink: UpstreamSink = {
+    name: 'test',
+    send: async () => {},
+    sendEvent: (e) => (refuse ? Promise.reject(new Error(`refused ${e.type}`)) : new Promise<void>((r) => hanging.push(r))),
+  };
+  const { clock, gw } = setup({ upstream: { sink, events: ['online', 'offline'], maxPendingEvents: 3 } });
+  // Five devices come and go: ten events, three taken.
+  for (let i = 0; i < 5; i++) {
+    const { client } = await open(gw, { deviceId: `d${i}` });
+    client.send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+    await flush();
+  }
+  assert.equal(gw.connectionCount, 0);
+  assert.deepEqual(pick(gw.upstreamStats()!), { eventsSent: 0, eventsLost: 0, eventsDropped: 7, eventsPending: 3 });
+  assert.equal(hanging.length, 3, 'three requests out, no more');
+  // The backend answers: the budget is free again.
+  for (const r of hanging.splice(0)) r();
+  await flush();
+  assert.deepEqual(pick(gw.upstreamStats()!), { eventsSent: 3, eventsLost: 0, eventsDropped: 7, eventsPending: 0 });
+  await open(gw, { deviceId: 'd9' });
+  await flush();
+  assert.equal(hanging.length, 1, 'the next event goes out');
+  hanging.splice(0)[0]();
+  await flush();
+  // A backend that refuses: three attempts with backoff between them, then lost, and no longer pending.
+  refuse = true;
+  gw.kick('u1', 'd9');
+  await flush();
+  assert.equal(gw.upstreamStats()!.eventsPending, 1);
+  clock.advance(UPSTREAM_DEFAULTS.retryMaxMs * 2);
+  await flush();
+  clock.advance(UPSTREAM_DEFAULTS.retryMaxMs * 2);
+  await flush();
+  assert.deepEqual(pick(gw.upstreamStats()!), { eventsSent: 4, eventsLost: 1, eventsDropped: 7, eventsPending: 0 });
+  // What an operator sees.
+  const m = await new GatewayMetrics(gw, { processMetrics: false }).registry.metrics();
+  for (const line of ['longlink_upstream_events_total{result="sent"} 4', 'longlink_upstream_events_total{result="lost"} 1', 'longlink_upstream_events_total{result="dropped"} 7', 'longlink_upstream_pending{kind="events"} 0', 'longlink_upstream_messages_total{result="refused"} 0']) {
+    assert.ok(m.split('\n').includes(line), `metrics show ${line}`);
+  }
+  await gw.close();
+});
+
+test('upstream bounds are checked: zero or a fraction is refused with LL_ERR_INVALID_OPTION', () => {
+  const sink: UpstreamSink = { name: 'test', send: async () => {} };
+  for (const bad of [{ maxPendingEvents: 0 }, { maxPending: 1.5 }, { maxPendingPerConnection: -1 }]) {
+    assert.throws(() => new Gateway({ tcp: false, ws: false, upstream: { sink, ...bad } }), { code: 'LL_ERR_INVALID_OPTION' });
+  }
 });
 
 test('client heartbeats measure the path: lateness against the slot and empty slots, per link and per transport; a gap with other traffic in it is not measured', async () => {
