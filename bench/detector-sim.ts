@@ -16,6 +16,9 @@ import path from 'node:path';
 import { calibrate, DETECTORS, simulate, type Channel } from '../src/sim/detector-sim.js';
 import { pointTable, sweepSvg, sweepTable, type SweepPoint } from '../src/sim/sim-report.js';
 import { checkTuning } from '../src/sim/tune-check.js';
+import { exitOnHelp } from './usage.js';
+
+exitOnHelp(import.meta.url);
 
 const arg = (name: string, def: string) => {
   const i = process.argv.indexOf(`--${name}`);

@@ -20,6 +20,9 @@ import { Gateway } from '../src/gateway/gateway.js';
 import { RedisStore } from '../src/gateway/stores/redis-store.js';
 import { streamSink } from '../src/upstream/redis-stream.js';
 import { startRedis, startRedisCluster } from '../test/helpers/redis.js';
+import { exitOnHelp } from './usage.js';
+
+exitOnHelp(import.meta.url);
 
 const arg = (name: string, def: number) => {
   const i = process.argv.indexOf(`--${name}`);

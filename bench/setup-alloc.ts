@@ -23,6 +23,9 @@ import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { exitOnHelp } from './usage.js';
+
+exitOnHelp(import.meta.url);
 
 const argv = process.argv.slice(2);
 const arg = (n: string, d: string) => {

@@ -43,6 +43,20 @@ describe('bench command line', () => {
       fs.rmSync(cwd, { recursive: true, force: true });
     }
   });
+
+  test('the other bench tools print their usage on --help and run nothing', () => {
+    const cwd = fs.mkdtempSync(path.join(os.tmpdir(), 'll-bench-cli-'));
+    try {
+      for (const [tool, flag] of [['profile-server', '--setup'], ['setup-alloc', '--against'], ['fast-path', '--rounds'], ['redis-load', '--cluster'], ['detector-sim', '--hours']]) {
+        const help = spawnSync(process.execPath, [path.join(path.dirname(BENCH), `${tool}.js`), '--help'], { cwd, encoding: 'utf8', timeout: 20_000 });
+        assert.equal(help.status, 0, `${tool}: ${help.stderr}`);
+        assert.ok(help.stdout.includes(flag) && !help.stdout.includes(' * '), `${tool} prints its usage as text: ${help.stdout.slice(0, 200)}`);
+      }
+      assert.deepEqual(fs.readdirSync(cwd), [], 'nothing written');
+    } finally {
+      fs.rmSync(cwd, { recursive: true, force: true });
+    }
+  });
 });
 
 test('ratios are taken within a round, then the median of the rounds', () => {
