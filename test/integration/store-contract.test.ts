@@ -158,6 +158,18 @@ for (const kind of kinds) {
       assert.equal((await s.loadSession(`tok-${prefixN}-9`, now))?.inSeq, 3);
     });
 
+    withStore('a deleted session leaves the device\'s bound: it no longer pushes out an older live one', async (s) => {
+      const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `del-${prefixN}-${i}`, userId: 'u', deviceId: 'dd', clientInfo: {}, createdAt: i, inSeq: 0 });
+      const far = Date.now() + 60_000;
+      for (let i = 0; i < 4; i++) await s.saveSession(rec(i), far);
+      await s.deleteSession(`del-${prefixN}-3`);
+      await s.saveSession(rec(4), far);
+      const now = Date.now();
+      const kept = (await Promise.all([0, 1, 2, 3, 4].map((i) => s.loadSession(`del-${prefixN}-${i}`, now)))).map((r) => (r ? 1 : 0));
+      assert.deepEqual(kept, [1, 1, 1, 0, 1], 'four live sessions fit the bound of four');
+      await s.deleteSession(`del-${prefixN}-3`); // again: nothing to do
+    });
+
     withStore('known devices and duplicate detection of client message ids', async (s) => {
       const t = Date.now();
       await s.rememberDevice('u', 'd1', t + 5000);

@@ -500,7 +500,13 @@ export class RedisStore implements Store {
   }
 
   async deleteSession(resumeToken: string): Promise<void> {
+    // Its place in the device's index goes too, or it would count against the device's bound
+    // until the index evicted it, pushing out an older session still resumable.
+    const raw = await this.redis.get(this.k('session', resumeToken));
     await this.redis.del(this.k('session', resumeToken));
+    if (!raw) return;
+    const { record } = JSON.parse(raw) as { record: SessionRecord };
+    await this.redis.zrem(this.uk(record.userId, 'dsess', enc(record.deviceId)), resumeToken);
   }
 
   // Mailboxes.
