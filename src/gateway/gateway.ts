@@ -617,9 +617,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     try {
       displaced = ((yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void) || undefined;
     } catch (err) {
-      // The write may have been done all the same (a reply lost): take it back.
+      // The write may have been done all the same (a reply lost): take it back, putting back
+      // another node's link it displaced (that node never heard of this one), and ask that node
+      // to check it still holds the link.
       conn.presenceOut = false;
-      void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
+      const store = o.store;
+      void (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined))
+        .then(async (back) => {
+          if (back) await store.control?.(back.nodeId, { kind: 'check', userId: back.userId, deviceId: back.deviceId, connectionId: back.connectionId });
+        })
+        .catch(() => {});
       throw err;
     }
     conn.presenceOut = false;

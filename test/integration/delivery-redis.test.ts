@@ -257,6 +257,43 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1i. a presence write whose answer was lost, on a node the device moved to: taking it back puts back the other node\'s open link it displaced', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const real = B.store.setOnline.bind(B.store);
+    B.store.setOnline = async (e) => {
+      await real(e);
+      throw new Error('reply lost');
+    };
+    const live = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const failing = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await live.connect();
+      const liveId = A.gw.connection('u', 'd')!.connectionId;
+      await assert.rejects(failing.connect());
+      await eventually("A's open link in presence again", async () => (await B.gw.presence('u')).map((e) => e.connectionId).join() === liveId, 3000).catch(async (err: Error) => {
+        throw new Error(`${err.message}: presence ${JSON.stringify(await B.gw.presence('u'))}, live ${liveId}`);
+      });
+      await sleep(300);
+      assert.deepEqual(replaced, [], 'A was not told to close its link');
+      assert.equal(live.state, 'open');
+      // The displaced entry kept for the take-back is gone with it.
+      const r = new Redis(redis!.url);
+      try {
+        assert.equal(await r.hlen(`${prefix}{u:u}:displaced`), 0);
+      } finally {
+        r.disconnect();
+      }
+    } finally {
+      live.close();
+      failing.close();
+      await stop(A, B);
+    }
+  });
+
   test('1h. a device found only in presence (no known-device record) is in the push result, however short its wait', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');

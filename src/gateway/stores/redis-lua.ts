@@ -189,34 +189,63 @@ return old
 `;
 
 /**
- * KEYS: presence hash. ARGV: deviceId, connectionId, optionally an entry to
- * put back. Removes the entry (or puts that one back) only if it is still
- * that connection's.
+ * KEYS: presence hash, displaced hash. ARGV: deviceId, connectionId,
+ * optionally an entry to put back. Removes the entry (or puts that one back)
+ * only if it is still that connection's.
  */
 export const SET_OFFLINE = `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if not raw then return 0 end
 if cjson.decode(raw).connectionId ~= ARGV[2] then return 0 end
 if ARGV[3] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 `;
 
-/** KEYS: presence hash. ARGV: deviceId, entry json. Writes the entry; returns the one it replaced ('' for none). */
+/**
+ * KEYS: presence hash, displaced hash. ARGV: deviceId, entry json, the
+ * writer's node id. Writes the entry; returns the one it replaced ('' for
+ * none). Another node's entry it replaced is kept beside it (the displaced
+ * hash, one field per device) until the device's entry changes again, so a
+ * writer that never got this answer can still put it back (TAKE_BACK).
+ */
 export const SET_ONLINE = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+if old and cjson.decode(old).nodeId ~= ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], old) else redis.call('HDEL', KEYS[2], ARGV[1]) end
 return old or ''
 `;
 
 /**
- * KEYS: presence hash. ARGV: deviceId, entry json, connectionId. Writes the
- * entry unless the device's entry is another connection's (a newer link).
+ * KEYS: presence hash, displaced hash. ARGV: deviceId, entry json,
+ * connectionId. Writes the entry unless the device's entry is another
+ * connection's (a newer link).
  */
 export const RESTORE_ONLINE = `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw and cjson.decode(raw).connectionId ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
+`;
+
+/**
+ * KEYS: presence hash, displaced hash. ARGV: deviceId, connectionId. Undoes
+ * a SET_ONLINE whose answer was lost, if the entry is still that
+ * connection's: puts back the other node's entry it displaced, or removes
+ * it. Returns the entry put back ('' for none).
+ */
+export const TAKE_BACK = `
+local raw = redis.call('HGET', KEYS[1], ARGV[1])
+if not raw or cjson.decode(raw).connectionId ~= ARGV[2] then return '' end
+local prev = redis.call('HGET', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+if prev then
+  redis.call('HSET', KEYS[1], ARGV[1], prev)
+  return prev
+end
+redis.call('HDEL', KEYS[1], ARGV[1])
+return ''
 `;
 
 /**

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE } from './redis-lua.js';
+import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
@@ -126,9 +126,10 @@ declare module 'ioredis' {
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
-    llSetOffline(presence: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
-    llSetOnline(presence: string, deviceId: string, entry: string): Promise<string>;
-    llRestoreOnline(presence: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
+    llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
+    llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string): Promise<string>;
+    llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
+    llTakeBack(presence: string, displaced: string, deviceId: string, connectionId: string): Promise<string>;
     llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
   }
@@ -178,9 +179,10 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
-    this.redis.defineCommand('llSetOffline', { numberOfKeys: 1, lua: SET_OFFLINE });
-    this.redis.defineCommand('llSetOnline', { numberOfKeys: 1, lua: SET_ONLINE });
-    this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 1, lua: RESTORE_ONLINE });
+    this.redis.defineCommand('llSetOffline', { numberOfKeys: 2, lua: SET_OFFLINE });
+    this.redis.defineCommand('llSetOnline', { numberOfKeys: 2, lua: SET_ONLINE });
+    this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 2, lua: RESTORE_ONLINE });
+    this.redis.defineCommand('llTakeBack', { numberOfKeys: 2, lua: TAKE_BACK });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
@@ -450,19 +452,27 @@ export class RedisStore implements Store {
   }
 
   async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
-    const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), entry.deviceId, this.presenceJson(entry));
+    const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), this.uk(entry.userId, 'displaced'), entry.deviceId, this.presenceJson(entry), entry.nodeId);
     // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was.
     return old ? (JSON.parse(old) as PresenceEntry) : undefined;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
-    return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
+    return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), this.uk(entry.userId, 'displaced'), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
+  }
+
+  async takeBackOnline(userId: string, deviceId: string, connectionId: string): Promise<PresenceEntry | undefined> {
+    const prev = await this.redis.llTakeBack(this.uk(userId, 'presence'), this.uk(userId, 'displaced'), deviceId, connectionId);
+    if (!prev) return undefined;
+    const { inc: _inc, ...entry } = JSON.parse(prev) as PresenceEntry & { inc?: string };
+    return entry;
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {
     const key = this.uk(userId, 'presence');
+    const displaced = this.uk(userId, 'displaced');
     // A put-back entry is the one setOnline returned, incarnation and all.
-    const r = putBack ? await this.redis.llSetOffline(key, deviceId, connectionId, JSON.stringify(putBack)) : await this.redis.llSetOffline(key, deviceId, connectionId);
+    const r = putBack ? await this.redis.llSetOffline(key, displaced, deviceId, connectionId, JSON.stringify(putBack)) : await this.redis.llSetOffline(key, displaced, deviceId, connectionId);
     return r === 1;
   }
 
@@ -476,7 +486,7 @@ export class RedisStore implements Store {
       if (holder !== undefined && (inc === undefined || inc === holder)) out.push(e);
       // An earlier incarnation of a node that is alive again: those links are gone for sure.
       // A node without a lease may only have lapsed (it writes its presence again when it notices), so its entries stay.
-      else if (holder !== undefined) void this.redis.llSetOffline(key, e.deviceId, e.connectionId).catch(() => {});
+      else if (holder !== undefined) void this.redis.llSetOffline(key, this.uk(userId, 'displaced'), e.deviceId, e.connectionId).catch(() => {});
     }
     return out;
   }

@@ -52,6 +52,14 @@ export interface PresenceStore {
    * device offline where another link of it is open.
    */
   setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean>;
+  /**
+   * Undoes a setOnline whose answer never came (it may have been written all
+   * the same), if the entry is still `connectionId`'s: puts back another
+   * node's entry that write displaced, or removes it. Returns the entry put
+   * back. A shared store implements it (it kept the displaced entry beside
+   * the new one); without it the gateway calls setOffline.
+   */
+  takeBackOnline?(userId: string, deviceId: string, connectionId: string): Promise<PresenceEntry | undefined>;
   devices(userId: string): Promise<PresenceEntry[]>;
 }
 
