@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Gateway } from '../gateway/gateway.js';
 import type { PushResult } from '../gateway/push-tracker.js';
+import { assertPayloadFits, GENERATED_ID_SHAPE } from '../protocol/data-frame-size.js';
 
 /**
  * The server API: what a backend in any language calls to reach devices
@@ -52,7 +53,7 @@ export const BatchBody = z.strictObject({ commands: z.array(Command).min(1).max(
 export class ApiError extends Error {
   constructor(
     readonly status: number,
-    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE',
+    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE',
     message: string,
   ) {
     super(message);
@@ -93,12 +94,15 @@ export class ServerApi {
         const b = parse(PushBody, args);
         const opts = { ...(b.id ? { id: b.id } : {}), ...(b.ttlMs ? { ttlMs: b.ttlMs } : {}), ...(b.waitMs !== undefined ? { waitMs: b.waitMs } : {}) };
         const bytes = bytesOf(b);
+        this.fits(bytes, b.id ?? GENERATED_ID_SHAPE);
         if (b.users) return { results: await Promise.all(b.users.map((u) => this.pushOne(u, bytes, opts))) };
         return this.pushOne(b.user!, bytes, { ...opts, ...(b.device ? { deviceId: b.device } : {}) });
       }
       case 'broadcast': {
         const b = parse(BroadcastBody, args);
-        const r = await this.gw.broadcastAcrossCluster(bytesOf(b), b.id ? { id: b.id } : {});
+        const bytes = bytesOf(b);
+        this.fits(bytes, b.id);
+        const r = await this.gw.broadcastAcrossCluster(bytes, b.id ? { id: b.id } : {});
         return { sent: r.here, published: r.published };
       }
       case 'presence': {
@@ -144,6 +148,15 @@ export class ServerApi {
     throw new ApiError(404, 'LL_ERR_NOT_FOUND', `no operation ${op}`);
   }
 
+  /** A message no device could take is refused whole, before any of it is queued: 413. */
+  private fits(payload: Uint8Array | string, id: string | undefined): void {
+    try {
+      assertPayloadFits(typeof payload === 'string' ? Buffer.from(payload) : payload, id, this.gw.options.maxFrameBytes);
+    } catch (err) {
+      throw new ApiError(413, 'LL_ERR_PAYLOAD_TOO_LARGE', (err as Error).message);
+    }
+  }
+
   private async pushOne(user: string, bytes: Uint8Array | string, opts: { id?: string; ttlMs?: number; waitMs?: number; deviceId?: string }): Promise<PushAnswer> {
     const r = await this.gw.push(user, bytes, opts);
     return { user, id: r.id, delivered: r.delivered, status: r.unknownUser ? 'unknown-user' : r.unknownDevice ? 'unknown-device' : 'ok', devices: r.devices };
@@ -161,6 +174,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
         '200': { description: answer, content: { 'application/json': { schema: { type: 'object' } } } },
         '400': { description: 'a field is missing or wrong; the message names it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '401': { description: 'no or a wrong API key', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '413': { description: 'a body over 1 MiB, or (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     },
   });

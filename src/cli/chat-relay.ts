@@ -1,4 +1,5 @@
 import type { Gateway } from '../gateway/gateway.js';
+import { LonglinkError } from '../protocol/errors.js';
 
 /**
  * What the relay may have in progress: pushes wait for their acknowledgement
@@ -37,11 +38,17 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
       gw.push(userId, body).then((r) => {
         if (r.unknownUser) return gw.push(m.userId, `(${userId} has never connected: nothing can wait for them)`);
       });
-    void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`)).catch(onError).finally(() => {
-      total--;
-      const left = (inFlight.get(m.userId) ?? 1) - 1;
-      if (left <= 0) inFlight.delete(m.userId);
-      else inFlight.set(m.userId, left);
-    });
+    void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`))
+      .catch((err: unknown) =>
+        // The relayed text is the message plus a prefix: near maxFrameBytes it may no longer fit a frame.
+        err instanceof LonglinkError && err.code === 'LL_ERR_PAYLOAD_TOO_LARGE' ? gw.push(m.userId, `(not relayed: ${err.message})`) : Promise.reject(err),
+      )
+      .catch(onError)
+      .finally(() => {
+        total--;
+        const left = (inFlight.get(m.userId) ?? 1) - 1;
+        if (left <= 0) inFlight.delete(m.userId);
+        else inFlight.set(m.userId, left);
+      });
   });
 }

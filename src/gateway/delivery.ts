@@ -9,6 +9,7 @@ import { PushTracker, type PushResult } from './push-tracker.js';
 import type { Registry } from './registry.js';
 import type { PresenceEntry, QueuedMessage } from './stores/store.js';
 import type { UpstreamMessage, UpstreamRunner } from './upstream.js';
+import { assertPayloadFits } from '../protocol/data-frame-size.js';
 
 /**
  * Reliable delivery, both ways, in one place: push into per-device mailboxes
@@ -340,6 +341,7 @@ export class Delivery {
     const o = this.o;
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
     const id = opts.id ?? randomUUID();
+    assertPayloadFits(bytes, id, o.maxFrameBytes);
     const now = o.wallClock.now();
     let known: string[];
     try {

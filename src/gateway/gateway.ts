@@ -32,6 +32,7 @@ import type { HeartbeatGrant } from '../protocol/frames.js';
 import { typedEmitter } from '../core/typed-emitter.js';
 import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
 import { UpstreamRunner, type UpstreamStats } from './upstream.js';
+import { assertPayloadFits } from '../protocol/data-frame-size.js';
 
 /** Connections traced at once for the admin view; the least recently read one gives way. */
 const MAX_TRACES = 32;
@@ -410,8 +411,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         (userId, deviceId) => this.delivery.wake(userId, deviceId),
         (reason) => this.reassert(reason),
         (c) => {
-          if (c.kind === 'broadcast') this.broadcast(c.payload, c.id !== undefined ? { id: c.id } : {});
-          else if (c.kind === 'replaced') this.replacedElsewhere(c.userId, c.deviceId, c.connectionId, c.byConnectionId, c.resumed);
+          if (c.kind === 'broadcast') {
+            // Checked by the node it came from; refused here only if this node's maxFrameBytes is smaller.
+            try {
+              this.broadcast(c.payload, c.id !== undefined ? { id: c.id } : {});
+            } catch (error) {
+              this.emit('fault', { kind: 'config', op: 'broadcast', error });
+            }
+          } else if (c.kind === 'replaced') this.replacedElsewhere(c.userId, c.deviceId, c.connectionId, c.byConnectionId, c.resumed);
           else if (c.kind === 'check') this.checkHeld(c.userId, c.deviceId, c.connectionId);
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
@@ -874,6 +881,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    */
   send(userId: string, payload: Uint8Array | string, opts: { id?: string } = {}): number {
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    assertPayloadFits(bytes, opts.id, this.options.maxFrameBytes);
     let n = 0;
     for (const conn of this.registry.devices(userId)) {
       if (conn.phase !== 'open') continue;
@@ -890,6 +898,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    */
   broadcast(payload: Uint8Array | string, opts: { id?: string } = {}): number {
     const frame = { type: FrameType.DATA, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, ...(opts.id !== undefined ? { id: opts.id } : {}) } as const;
+    assertPayloadFits(frame.payload, opts.id, this.options.maxFrameBytes);
     let n = 0;
     for (const conn of this.registry.all()) {
       if (conn.phase !== 'open') continue;
