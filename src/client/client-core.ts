@@ -9,6 +9,7 @@ import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
+import { assertPayloadFits } from '../protocol/data-frame-size.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
 import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
@@ -527,7 +528,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outbox.length} messages are waiting for acknowledgement`);
     }
     const bytes = typeof payload === 'string' ? UTF8.encode(payload) : payload;
-    const m = { seq: ++this.outSeq, id: opts.id ?? `${this.idPrefix}-${++this.nextId}`, payload: bytes };
+    const id = opts.id ?? `${this.idPrefix}-${this.nextId + 1}`;
+    // Refused here, not by the gateway: it would close the link as frame-too-large, and the
+    // message, kept for re-sending, would do it again on every connection.
+    assertPayloadFits(bytes, id, this.options.maxFrameBytes);
+    if (opts.id === undefined) this.nextId++;
+    const m = { seq: ++this.outSeq, id, payload: bytes };
     this.outbox.push(m);
     if (this.link && this.welcome) this.writeData(m);
     return m.id;

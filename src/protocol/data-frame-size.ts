@@ -29,10 +29,25 @@ export function payloadRoom(maxFrameBytes: number, idBytes: number): number {
  * until it expired.
  */
 export function assertPayloadFits(payload: Uint8Array, id: string | undefined, maxFrameBytes: number): void {
-  const idBytes = id === undefined ? 0 : Buffer.byteLength(id);
+  const idBytes = id === undefined ? 0 : utf8Length(id);
   if (dataFrameBound(payload.length, idBytes) <= maxFrameBytes) return;
   throw new LonglinkError('LL_ERR_PAYLOAD_TOO_LARGE', `a payload of ${payload.length} bytes does not fit a frame of maxFrameBytes (${maxFrameBytes}): at most ${payloadRoom(maxFrameBytes, idBytes)} bytes${idBytes > 0 ? ` with this id (${idBytes} bytes)` : ''}`);
 }
 
 /** As long as the id `push()` gives a message that has none (a UUID): for checking a payload before the push. */
 export const GENERATED_ID_SHAPE = '00000000-0000-0000-0000-000000000000';
+
+/** UTF-8 length without Buffer (the browser client shares this module). */
+function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}

@@ -123,3 +123,26 @@ test('the chat relay does not pass on a message that no longer fits once prefixe
     await gw.close();
   }
 });
+
+test("a client's send() of a message its gateway would refuse as frame-too-large throws LL_ERR_PAYLOAD_TOO_LARGE, keeps nothing to re-send, and the link stays up", async () => {
+  const { gw, urls } = await setup();
+  const got: number[] = [];
+  gw.on('message', (m) => got.push(m.payload.length));
+  const d = device(urls.tcp, 'u', 'd');
+  try {
+    await d.c.connect();
+    assert.throws(() => d.c.send(new Uint8Array(MAX)), { code: 'LL_ERR_PAYLOAD_TOO_LARGE' });
+    const fits = payloadRoom(MAX, 'my-id'.length);
+    assert.throws(() => d.c.send(new Uint8Array(fits + 1), { id: 'my-id' }), { code: 'LL_ERR_PAYLOAD_TOO_LARGE' });
+    d.c.send(new Uint8Array(fits), { id: 'my-id' });
+    d.c.send('after');
+    const end = Date.now() + 5000;
+    while (Date.now() < end && got.length < 2) await sleep(20);
+    assert.deepEqual(got, [fits, 5]);
+    assert.equal(d.c.state, 'open');
+    assert.deepEqual(d.closes, []);
+  } finally {
+    d.c.close();
+    await gw.close();
+  }
+});
