@@ -90,6 +90,7 @@ export function serveCommand(): Command {
     .option('--max-state-bytes <n>', 'client state merged from PINGs, keys plus values', int, LIMIT_DEFAULTS.maxStateBytes)
     .option('--max-state-keys <n>', 'client state keys merged from PINGs', int, LIMIT_DEFAULTS.maxStateKeys)
     .option('--max-message-id-bytes <n>', 'length of a DATA id', int, LIMIT_DEFAULTS.maxMessageIdBytes)
+    .option('--max-id-bytes <n>', "HELLO's userId and deviceId, each, in UTF-8 bytes", int, LIMIT_DEFAULTS.maxIdBytes)
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
     .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
@@ -204,6 +205,7 @@ export function serveCommand(): Command {
             maxStateBytes: o.maxStateBytes,
             maxStateKeys: o.maxStateKeys,
             maxMessageIdBytes: o.maxMessageIdBytes,
+            maxIdBytes: o.maxIdBytes,
           },
           heartbeat: {
             intervalMs: o.heartbeatIntervalMs,

@@ -25,6 +25,7 @@ import type { ResolvedLimits } from './options.js';
 import { newId } from './ids.js';
 import type { ConnectionTrace } from './connection-trace.js';
 import type { LinkDelivery } from './link-delivery.js';
+import { utf8Length } from '../protocol/wire.js';
 
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
@@ -452,6 +453,14 @@ export class ServerConnection implements LinkEvents {
     if (hello.version !== PROTOCOL_VERSION) {
       this.onProtocolError(new ProtocolError('unsupported-version', `protocol version ${hello.version} is not supported (this gateway speaks ${PROTOCOL_VERSION})`));
       return;
+    }
+    // Every record of the device keeps both, in the store and in memory, for as long as it lives.
+    const maxId = this.host.limits.maxIdBytes;
+    for (const [name, v] of [['userId', hello.userId], ['deviceId', hello.deviceId]] as const) {
+      if (v.length * 3 > maxId && utf8Length(v) > maxId) {
+        this.onProtocolError(new ProtocolError('field-too-large', `${name} of ${utf8Length(v)} bytes exceeds the limit of ${maxId}`));
+        return;
+      }
     }
     this.userId = hello.userId;
     this.deviceId = hello.deviceId;

@@ -173,6 +173,8 @@ export interface LimitOptions {
   maxStateBytes?: number;
   maxStateKeys?: number;
   maxMessageIdBytes?: number;
+  /** HELLO's userId and deviceId, each, in UTF-8 bytes: every record of the device (session, presence, mailbox, dedup) keeps them. */
+  maxIdBytes?: number;
 }
 
 export interface ResolvedLimits {
@@ -192,6 +194,7 @@ export interface ResolvedLimits {
   maxStateBytes: number;
   maxStateKeys: number;
   maxMessageIdBytes: number;
+  maxIdBytes: number;
 }
 
 /** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
@@ -208,6 +211,8 @@ export const LIMIT_DEFAULTS = {
   maxStateBytes: 1024,
   maxStateKeys: 32,
   maxMessageIdBytes: 128,
+  // The server API takes user and device ids of up to 256 characters.
+  maxIdBytes: 256,
   pingBurst: 20,
   maxDataPerSecond: 1000,
   dataBurst: 2000,
@@ -333,6 +338,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxStateBytes: positive('limits.maxStateBytes', l.maxStateBytes ?? LIMIT_DEFAULTS.maxStateBytes),
     maxStateKeys: positive('limits.maxStateKeys', l.maxStateKeys ?? LIMIT_DEFAULTS.maxStateKeys),
     maxMessageIdBytes: positive('limits.maxMessageIdBytes', l.maxMessageIdBytes ?? LIMIT_DEFAULTS.maxMessageIdBytes),
+    maxIdBytes: positive('limits.maxIdBytes', l.maxIdBytes ?? LIMIT_DEFAULTS.maxIdBytes),
   };
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).

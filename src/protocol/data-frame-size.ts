@@ -1,5 +1,5 @@
 import { LonglinkError } from './errors.js';
-import { varintSize } from './wire.js';
+import { utf8Length, varintSize } from './wire.js';
 
 /** A tag byte and a varint of up to 2^53 (eight 7-bit groups): a DATA frame's seq or ack at its widest. */
 const WIDEST_NUMBER_FIELD = 1 + 8;
@@ -37,17 +37,3 @@ export function assertPayloadFits(payload: Uint8Array, id: string | undefined, m
 /** As long as the id `push()` gives a message that has none (a UUID): for checking a payload before the push. */
 export const GENERATED_ID_SHAPE = '00000000-0000-0000-0000-000000000000';
 
-/** UTF-8 length without Buffer (the browser client shares this module). */
-function utf8Length(s: string): number {
-  let n = 0;
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c < 0x80) n += 1;
-    else if (c < 0x800) n += 2;
-    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
-      n += 4;
-      i++;
-    } else n += 3;
-  }
-  return n;
-}

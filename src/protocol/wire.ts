@@ -21,6 +21,21 @@ export function varintSize(value: number): number {
   return n;
 }
 
+/** UTF-8 length of a string without encoding it, and without Buffer (the browser client shares this module). */
+export function utf8Length(s: string): number {
+  let n = 0;
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x80) n += 1;
+    else if (c < 0x800) n += 2;
+    else if (c >= 0xd800 && c <= 0xdbff && i + 1 < s.length && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00) {
+      n += 4;
+      i++;
+    } else n += 3;
+  }
+  return n;
+}
+
 /** A growable byte writer. `reserve` leaves room in front for a length prefix. */
 export class Writer {
   buf: Uint8Array;

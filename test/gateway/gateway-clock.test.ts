@@ -5,6 +5,7 @@ import { UPSTREAM_DEFAULTS, type UpstreamEvent, type UpstreamSink, type Upstream
 const pick = (s: Readonly<UpstreamStats>) => ({ eventsSent: s.eventsSent, eventsLost: s.eventsLost, eventsDropped: s.eventsDropped, eventsPending: s.eventsPending });
 import { GatewayMetrics } from '../../src/admin/metrics.js';
 import { ManualClock } from '../../src/core/clock.js';
+import { LIMIT_DEFAULTS } from '../../src/gateway/options.js';
 import { Gateway, OPEN_SESSION_TTL_MS, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from '../../src/gateway/stores/store.js';
@@ -438,6 +439,27 @@ test('fields a client makes the gateway keep are bounded: clientInfo, merged sta
   ok.client.send({ type: FrameType.DATA, seq: 1, id: 'short', payload: new Uint8Array([1]) });
   await flush();
   assert.equal(lastClose(ok.client), undefined);
+  await gw.close();
+});
+
+test('HELLO\'s userId and deviceId are bounded in UTF-8 bytes (maxIdBytes): longer closes with field-too-large (4508) before anything is kept', async () => {
+  const { gw } = setup({ limits: { maxIdBytes: 12 } });
+  const hello = async (userId: string, deviceId: string) => {
+    const [s, c] = memoryLinkPair();
+    gw.accept(s);
+    c.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId, deviceId });
+    await flush();
+    return c;
+  };
+  assert.equal(lastClose(await hello('u'.repeat(13), 'd'))?.code, 4508);
+  assert.equal(lastClose(await hello('u', 'é'.repeat(7)))?.code, 4508, 'seven characters, fourteen bytes');
+  assert.equal(lastClose(await hello('u', '😀'.repeat(4)))?.code, 4508, 'four characters of four bytes each');
+  assert.equal(gw.onlineDevices, 0);
+  assert.deepEqual(await gw.presence('u'.repeat(13)), []);
+  const ok = await hello('u'.repeat(12), 'é'.repeat(6));
+  assert.equal(lastClose(ok), undefined);
+  assert.ok(ok.received.some((f) => f.type === FrameType.WELCOME), 'at the bound: served');
+  assert.equal(LIMIT_DEFAULTS.maxIdBytes, 256, 'the default: the server API takes ids of up to 256 characters');
   await gw.close();
 });
 

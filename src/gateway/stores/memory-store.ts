@@ -104,7 +104,8 @@ export const MEMORY_STORE_DEFAULTS = {
 const SESSION_RECORD_BYTES = 800;
 
 function sessionBytes(r: SessionRecord): number {
-  let n = SESSION_RECORD_BYTES;
+  // The ids too: a gateway bounds them (maxIdBytes, 256 each), but they are the record's own strings.
+  let n = SESSION_RECORD_BYTES + r.userId.length + r.deviceId.length;
   for (const [k, v] of Object.entries(r.clientInfo)) n += k.length + String(v).length;
   return n;
 }
