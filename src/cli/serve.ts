@@ -93,6 +93,7 @@ export function serveCommand(): Command {
     .option('--max-id-bytes <n>', "HELLO's userId and deviceId, each, in UTF-8 bytes", int, LIMIT_DEFAULTS.maxIdBytes)
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
+    .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
     .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
     .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', int, RELAY_BUDGET.perUser)
@@ -163,7 +164,7 @@ export function serveCommand(): Command {
       try {
         store = o.redis
           ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
-          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes });
+          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
       }

@@ -463,6 +463,27 @@ test('HELLO\'s userId and deviceId are bounded in UTF-8 bytes (maxIdBytes): long
   await gw.close();
 });
 
+test('a push the in-memory store has no room for (maxQueuedBytes in all) reports failed for that device, with a fault saying LL_ERR_QUEUE_FULL; what was queued stays', async () => {
+  const { gw } = setup({ store: new MemoryStore({ maxQueuedBytes: 100 }) });
+  const faults: string[] = [];
+  gw.on('fault', (f) => faults.push(`${f.op} ${(f.error as { code?: string }).code}`));
+  const { client } = await open(gw);
+  client.send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+  await flush();
+  assert.equal(gw.onlineDevices, 0, 'offline: pushes are queued');
+  const first = await gw.push('u1', new Uint8Array(80), { waitMs: 0 });
+  assert.deepEqual(first.devices, [{ deviceId: 'd1', status: 'queued' }]);
+  const refused = await gw.push('u1', new Uint8Array(30), { waitMs: 0 });
+  assert.deepEqual(refused.devices, [{ deviceId: 'd1', status: 'failed' }]);
+  assert.deepEqual(faults, ['enqueue LL_ERR_QUEUE_FULL']);
+  const small = await gw.push('u1', new Uint8Array(20), { waitMs: 0 });
+  assert.deepEqual(small.devices, [{ deviceId: 'd1', status: 'queued' }]);
+  const back = await open(gw);
+  await flush();
+  assert.deepEqual(back.client.received.filter((f) => f.type === FrameType.DATA).map((f) => (f as { payload: Uint8Array }).payload.length), [80, 20]);
+  await gw.close();
+});
+
 test('DATA pace: a burst is allowed, a flood is warned (PONG 4009), then GOAWAY and too-many-messages; a steady sender is never touched', async () => {
   const { clock, gw } = setup({ limits: { maxDataPerSecond: 10, dataBurst: 5 } });
   const messages: number[] = [];

@@ -330,6 +330,29 @@ test('memory store: known devices and dedup ids are bounded in all and swept whe
   await s.close();
 });
 
+test('memory store: queued bytes are bounded in all (maxQueuedBytes): a message past it is refused with LL_ERR_QUEUE_FULL, nothing queued is evicted for it, and room comes back as messages are acknowledged, evicted or expire', async () => {
+  const s = new MemoryStore({ maxQueuedBytes: 1000 });
+  const big = { maxMessages: 100, maxBytes: 600 };
+  await s.enqueue('u1', 'd', msg('a', 1e13, 600), big);
+  await s.enqueue('u2', 'd', msg('b', 2000, 300), big);
+  await assert.rejects(s.enqueue('u3', 'd', msg('c', 1e13, 101), big), { code: 'LL_ERR_QUEUE_FULL' });
+  assert.equal(s.footprint.mailboxes, 2, 'no mailbox made for the refused message');
+  await s.enqueue('u3', 'd', msg('c', 1e13, 100), big); // exactly the bound
+  assert.equal((await s.queueTotals()).bytes, 1000);
+  // Acknowledged: room again.
+  await s.take('u1', 'd', 'h', 0);
+  await s.ack('u1', 'd', 'h', 1);
+  await s.enqueue('u4', 'd', msg('d', 1e13, 600), big);
+  await assert.rejects(s.enqueue('u5', 'd', msg('e', 1e13, 1), big), { code: 'LL_ERR_QUEUE_FULL' });
+  // Expired: room again.
+  await s.expire(3000);
+  await s.enqueue('u5', 'd', msg('e', 1e13, 300), big);
+  // A device's own bound evicting its oldest gives room back too.
+  await s.enqueue('u5', 'd', msg('f', 1e13, 300), { maxMessages: 1, maxBytes: 600 });
+  assert.equal((await s.queueTotals()).bytes, 1000);
+  await s.close();
+});
+
 test('memory store: records of ended links are bounded in estimated bytes; open ones are not counted', async () => {
   const s = new MemoryStore({ maxDetachedSessionBytes: 10 * 1900 });
   const rec = (i: number, open: boolean) => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: `u${i}`, deviceId: 'd', clientInfo: { blob: 'x'.repeat(1000) }, createdAt: i, inSeq: 0, ...(open ? { openOn: 'n' } : {}) });

@@ -1,5 +1,6 @@
 import { UserDevices } from '../device-map.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
+import { LonglinkError } from '../../protocol/errors.js';
 
 interface Mailbox {
   /** The connection the mailbox is bound to ('' for none yet). */
@@ -87,6 +88,14 @@ export interface MemoryStoreOptions {
   maxKnownDevicesPerUser?: number;
   /** Devices remembered in all; beyond it the one seen longest ago goes. */
   maxKnownDevices?: number;
+  /**
+   * Payload bytes queued in all mailboxes. A message that would pass it is
+   * refused (LL_ERR_QUEUE_FULL: its push reports `failed` for that device)
+   * rather than evict another user's: the per-device bounds alone let pushes
+   * to many devices (the chat relay's `@user`, from one sender) hold
+   * gigabytes for the messages' TTL.
+   */
+  maxQueuedBytes?: number;
 }
 
 export const MEMORY_STORE_DEFAULTS = {
@@ -98,6 +107,7 @@ export const MEMORY_STORE_DEFAULTS = {
   maxDedupBytes: 64 << 20,
   maxKnownDevicesPerUser: 64,
   maxKnownDevices: 200_000,
+  maxQueuedBytes: 256 << 20,
 };
 
 /** What a session record costs beyond its clientInfo's characters (measured: 1,840 bytes with 1,000 characters). */
@@ -179,6 +189,8 @@ export class MemoryStore implements Store {
   /** By `user\0device`, least recently recorded first. */
   private readonly dedup = new Map<string, DedupWindow>();
   private dedupBytes = 0;
+  /** Payload bytes in all mailboxes (maxQueuedBytes). */
+  private queuedBytes = 0;
 
   /**
    * The entry looked up last. A handshake asks for the same device's entry
@@ -352,16 +364,37 @@ export class MemoryStore implements Store {
   }
 
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
+    const over = this.queuedBytes + msg.payload.length - this.limits.maxQueuedBytes;
+    if (over > 0 && over > this.evictedFor(userId, deviceId, msg.payload.length, limits)) {
+      throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${msg.payload.length} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
+    }
     const m = this.mailbox(userId, deviceId);
     m.messages.push({ ...msg, seq: 0 });
     m.bytes += msg.payload.length;
+    this.queuedBytes += msg.payload.length;
     const evicted: QueuedMessage[] = [];
     while (m.messages.length > 1 && (m.messages.length > limits.maxMessages || m.bytes > limits.maxBytes)) {
       const old = m.messages.shift()!;
       m.bytes -= old.payload.length;
+      this.queuedBytes -= old.payload.length;
       evicted.push(old);
     }
     return evicted;
+  }
+
+  /** Bytes the device's own bounds would evict to take a message of `len` (they count as room). */
+  private evictedFor(userId: string, deviceId: string, len: number, limits: MailboxLimits): number {
+    const m = this.mailboxes.get(`${userId}\u0000${deviceId}`);
+    if (!m) return 0;
+    let n = m.messages.length + 1;
+    let bytes = m.bytes + len;
+    let freed = 0;
+    for (let i = 0; n > 1 && (n > limits.maxMessages || bytes > limits.maxBytes); i++, n--) {
+      const l = m.messages[i].payload.length;
+      bytes -= l;
+      freed += l;
+    }
+    return freed;
   }
 
   holdsNothingFor(userId: string, deviceId: string): boolean {
@@ -392,7 +425,10 @@ export class MemoryStore implements Store {
     let n = 0;
     while (n < m.messages.length && m.messages[n].seq !== 0 && m.messages[n].seq <= upTo) n++;
     const acked = m.messages.splice(0, n);
-    for (const a of acked) m.bytes -= a.payload.length;
+    for (const a of acked) {
+      m.bytes -= a.payload.length;
+      this.queuedBytes -= a.payload.length;
+    }
     if (m.messages.length === 0) this.mailboxes.delete(`${userId}\u0000${deviceId}`);
     return acked;
   }
@@ -405,6 +441,7 @@ export class MemoryStore implements Store {
       m.messages = m.messages.filter((message) => {
         if (message.expiresAt > now) return true;
         m.bytes -= message.payload.length;
+        this.queuedBytes -= message.payload.length;
         out.push({ userId, deviceId, message });
         return false;
       });
