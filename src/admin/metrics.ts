@@ -174,6 +174,17 @@ export class GatewayMetrics {
       follow('longlink_upstream_events_total', 'Lifecycle events sent upstream: sent, lost (three attempts failed), dropped (maxPendingEvents were already on their way)', () => ({ sent: up().eventsSent, lost: up().eventsLost, dropped: up().eventsDropped }), 'result');
       new Gauge({ name: 'longlink_upstream_pending', help: 'Waiting for the upstream sink now, by kind (messages, events)', labelNames: ['kind'], registers: [r], collect() { this.set({ kind: 'messages' }, up().pending); this.set({ kind: 'events' }, up().eventsPending); } });
     }
+    new Gauge({
+      name: 'longlink_inbound_waiting',
+      help: 'Client messages waiting to be accepted (the store\'s duplicate check and record, or the upstream backend), and their payload bytes',
+      labelNames: ['kind'],
+      registers: [r],
+      collect() {
+        const f = flowStats();
+        this.set({ kind: 'messages' }, f.inboundWaiting);
+        this.set({ kind: 'bytes' }, f.inboundWaitingBytes);
+      },
+    });
     const store = gw.options.store;
     if (store.queueTotals) {
       const totals = () => store.queueTotals!();

@@ -78,6 +78,8 @@ export class Delivery {
   private ackTimer: TimerHandle | null = null;
   private sweepTimer: TimerHandle | null = null;
   private stopped = false;
+  /** Client messages of every link waiting to be accepted (store checks, the backend), and their payload bytes. */
+  readonly inbound = { messages: 0, bytes: 0 };
 
   constructor(
     private readonly o: ResolvedGatewayOptions,
@@ -165,12 +167,16 @@ export class Delivery {
       return;
     }
     const d = this.state(conn);
-    if (up && !up.admits(d.inboundWaiting)) {
-      // The backend is behind (or down): this link's client keeps its messages and re-sends them later.
-      conn.goAway('server-error', 5000, `upstream ${up.o.sink.name} backlog: ${d.inboundWaiting} messages wait for the backend`);
+    const bytes = f.payload.length;
+    const refusal = this.inboundRefusal(d.inboundWaiting, bytes);
+    if (refusal) {
+      // The store or the backend is behind (or down): this link's client keeps its messages and re-sends them later.
+      conn.goAway('server-error', 5000, refusal);
       return;
     }
     d.inboundWaiting++;
+    this.inbound.messages++;
+    this.inbound.bytes += bytes;
     // One at a time, in arrival order: duplicate detection may wait on the store.
     d.inbound = d.inbound
       .then(async () => {
@@ -219,11 +225,25 @@ export class Delivery {
         }
         if (conn.phase === 'open') this.accept(conn, seq);
       })
-      .finally(() => d.inboundWaiting--)
+      .finally(() => {
+        d.inboundWaiting--;
+        this.inbound.messages--;
+        this.inbound.bytes -= bytes;
+      })
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
         this.events.fault('message', err);
       });
+  }
+
+  /** Why one more message of a link with `waitingHere` waiting may not wait too, if it may not. */
+  private inboundRefusal(waitingHere: number, bytes: number): string | null {
+    const l = this.o.limits;
+    const up = this.upstream;
+    if (up && !up.admits(waitingHere, this.inbound.messages)) return `upstream ${up.o.sink.name} backlog: ${waitingHere} messages of this link (${this.inbound.messages} in all) wait for the backend`;
+    if (waitingHere >= l.maxInboundWaitingPerLink) return `${waitingHere} messages of this link wait to be accepted (maxInboundWaitingPerLink)`;
+    if (this.inbound.bytes + bytes > l.maxInboundWaitingBytes) return `${this.inbound.bytes} bytes of client messages wait to be accepted (maxInboundWaitingBytes)`;
+    return null;
   }
 
   private accept(conn: ServerConnection, seq: number): void {
@@ -485,14 +505,14 @@ export class Delivery {
   }
 
   /** Messages written to open links and not yet acknowledged, and acknowledgements owed. */
-  flowStats(): { unacked: number; writeStalled: number; owedAcks: number } {
+  flowStats(): { unacked: number; writeStalled: number; owedAcks: number; inboundWaiting: number; inboundWaitingBytes: number } {
     let unacked = 0;
     let writeStalled = 0;
     for (const c of this.registry.all()) {
       if (c.delivery) unacked += c.delivery.unacked;
       if (c.writeStalledAt >= 0) writeStalled++;
     }
-    return { unacked, writeStalled, owedAcks: this.owedAcks.size };
+    return { unacked, writeStalled, owedAcks: this.owedAcks.size, inboundWaiting: this.inbound.messages, inboundWaitingBytes: this.inbound.bytes };
   }
 
   stop(): void {

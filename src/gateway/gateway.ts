@@ -1064,8 +1064,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return n;
   }
 
-  /** Messages written and not yet acknowledged, and links whose delivery waits for a full write buffer to drain. */
-  flowStats(): { unacked: number; writeStalled: number; owedAcks: number } {
+  /**
+   * Messages written and not yet acknowledged, links whose delivery waits for a full write buffer
+   * to drain, and client messages waiting to be accepted (store checks, the backend) with their bytes.
+   */
+  flowStats(): { unacked: number; writeStalled: number; owedAcks: number; inboundWaiting: number; inboundWaitingBytes: number } {
     return this.delivery.flowStats();
   }
 

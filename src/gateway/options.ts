@@ -175,6 +175,16 @@ export interface LimitOptions {
   maxMessageIdBytes?: number;
   /** HELLO's userId and deviceId, each, in UTF-8 bytes: every record of the device (session, presence, mailbox, dedup) keeps them. */
   maxIdBytes?: number;
+  /**
+   * Client messages (sequenced DATA) of one link waiting to be accepted: for
+   * the store's duplicate check and record, or for the upstream backend. They
+   * are taken one at a time, so a slow store or backend makes them wait;
+   * beyond it the link gets GOAWAY server-error (4004) and its client keeps
+   * them and re-sends them later.
+   */
+  maxInboundWaitingPerLink?: number;
+  /** Payload bytes of those messages over all links; beyond it, GOAWAY 4004 as above. */
+  maxInboundWaitingBytes?: number;
 }
 
 export interface ResolvedLimits {
@@ -195,6 +205,8 @@ export interface ResolvedLimits {
   maxStateKeys: number;
   maxMessageIdBytes: number;
   maxIdBytes: number;
+  maxInboundWaitingPerLink: number;
+  maxInboundWaitingBytes: number;
 }
 
 /** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
@@ -213,6 +225,8 @@ export const LIMIT_DEFAULTS = {
   maxMessageIdBytes: 128,
   // The server API takes user and device ids of up to 256 characters.
   maxIdBytes: 256,
+  maxInboundWaitingPerLink: 256,
+  maxInboundWaitingBytes: 64 << 20,
   pingBurst: 20,
   maxDataPerSecond: 1000,
   dataBurst: 2000,
@@ -339,6 +353,8 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxStateKeys: positive('limits.maxStateKeys', l.maxStateKeys ?? LIMIT_DEFAULTS.maxStateKeys),
     maxMessageIdBytes: positive('limits.maxMessageIdBytes', l.maxMessageIdBytes ?? LIMIT_DEFAULTS.maxMessageIdBytes),
     maxIdBytes: positive('limits.maxIdBytes', l.maxIdBytes ?? LIMIT_DEFAULTS.maxIdBytes),
+    maxInboundWaitingPerLink: positive('limits.maxInboundWaitingPerLink', l.maxInboundWaitingPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingPerLink),
+    maxInboundWaitingBytes: positive('limits.maxInboundWaitingBytes', l.maxInboundWaitingBytes ?? LIMIT_DEFAULTS.maxInboundWaitingBytes),
   };
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).

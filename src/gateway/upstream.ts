@@ -127,9 +127,9 @@ export class UpstreamRunner {
     }
   }
 
-  /** Whether one more message may wait (the connection has `pendingHere` already). */
-  admits(pendingHere: number): boolean {
-    const ok = pendingHere < this.o.maxPendingPerConnection && this.stats.pending < this.o.maxPending;
+  /** Whether one more message may wait: the connection has `pendingHere` waiting already, all links `pendingAll` (queued behind each link's first included). */
+  admits(pendingHere: number, pendingAll: number): boolean {
+    const ok = pendingHere < this.o.maxPendingPerConnection && pendingAll < this.o.maxPending;
     if (!ok) this.stats.refusedBacklog++;
     return ok;
   }

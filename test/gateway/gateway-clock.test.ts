@@ -484,6 +484,77 @@ test('a push the in-memory store has no room for (maxQueuedBytes in all) reports
   await gw.close();
 });
 
+test('client messages waiting to be accepted have a budget: while the store stalls, a link past maxInboundWaitingPerLink, or all links past maxInboundWaitingBytes, get GOAWAY server-error; the others are served and nothing waiting is lost', async () => {
+  // A store whose duplicate check hangs until released (a Redis that paused).
+  const store = new MemoryStore();
+  const stalled: (() => void)[] = [];
+  let stall = true;
+  const seen = store.seenInbound.bind(store);
+  store.seenInbound = (...a: Parameters<MemoryStore['seenInbound']>) => (stall ? new Promise<void>((r) => stalled.push(r)).then(() => seen(...a)) : seen(...a));
+  const { gw } = setup({ store, limits: { maxInboundWaitingPerLink: 5, maxInboundWaitingBytes: 1000, maxDataPerSecond: 0 } });
+  const got: string[] = [];
+  gw.on('message', (m) => got.push(`${m.userId}:${m.id}`));
+  const data = (seq: number, bytes = 1) => ({ type: FrameType.DATA, seq, id: `m${seq}`, payload: new Uint8Array(bytes) }) as const;
+  // Per link: five wait, the sixth is refused.
+  const a = await open(gw, { userId: 'a' });
+  for (let i = 1; i <= 5; i++) a.client.send(data(i));
+  await flush();
+  assert.equal(lastClose(a.client), undefined, 'five may wait');
+  assert.deepEqual(gw.flowStats().inboundWaiting, 5);
+  a.client.send(data(6));
+  await flush();
+  assert.ok(a.client.received.some((f) => f.type === FrameType.GOAWAY), 'GOAWAY with a hint');
+  assert.equal(lastClose(a.client)?.code, 4004);
+  // In all, by bytes: b's 600 wait, c's 500 more would pass 1,000.
+  const b = await open(gw, { userId: 'b' });
+  const c = await open(gw, { userId: 'c' });
+  b.client.send(data(1, 600));
+  await flush();
+  c.client.send(data(1, 500));
+  await flush();
+  assert.equal(lastClose(b.client), undefined);
+  assert.equal(lastClose(c.client)?.code, 4004);
+  // The store comes back: what waited on the open link is accepted, in order; a small message from a newcomer fits.
+  stall = false;
+  for (const r of stalled.splice(0)) r();
+  await flush();
+  assert.ok(got.includes('b:m1'));
+  assert.deepEqual(gw.flowStats().inboundWaiting, 0);
+  assert.equal(gw.flowStats().inboundWaitingBytes, 0);
+  const d = await open(gw, { userId: 'd' });
+  d.client.send(data(1, 500));
+  await flush();
+  assert.ok(got.includes('d:m1'));
+  assert.equal(lastClose(d.client), undefined);
+  await gw.close();
+});
+
+test('the upstream backlog bound in all (maxPending) counts every message waiting for the backend, not only the one in flight per link', async () => {
+  const held: (() => void)[] = [];
+  const sink: UpstreamSink = { name: 'slow', send: () => new Promise<void>((r) => held.push(r)) };
+  const { gw } = setup({ upstream: { sink, maxPending: 3 }, limits: { maxDataPerSecond: 0 } });
+  const data = (seq: number) => ({ type: FrameType.DATA, seq, payload: new Uint8Array([seq]) }) as const;
+  const a = await open(gw, { userId: 'a' });
+  const b = await open(gw, { userId: 'b' });
+  a.client.send(data(1));
+  a.client.send(data(2)); // behind a's first, which is with the backend
+  b.client.send(data(1));
+  await flush();
+  assert.equal(held.length, 2, 'one in flight per link');
+  assert.equal(gw.flowStats().inboundWaiting, 3);
+  b.client.send(data(2));
+  await flush();
+  assert.equal(lastClose(b.client)?.code, 4004, 'the fourth is past maxPending');
+  assert.equal(lastClose(a.client), undefined);
+  assert.equal(gw.upstreamStats()!.refusedBacklog, 1);
+  for (const r of held.splice(0)) r();
+  await flush();
+  for (const r of held.splice(0)) r();
+  await flush();
+  assert.equal(gw.flowStats().inboundWaiting, 0);
+  await gw.close();
+});
+
 test('DATA pace: a burst is allowed, a flood is warned (PONG 4009), then GOAWAY and too-many-messages; a steady sender is never touched', async () => {
   const { clock, gw } = setup({ limits: { maxDataPerSecond: 10, dataBurst: 5 } });
   const messages: number[] = [];
