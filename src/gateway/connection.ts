@@ -322,6 +322,10 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.PONG: {
+        // Paced with PINGs: a PONG answers the gateway's own PINGs, so a flood of them is not a peer keeping up.
+        const pace = this.pingPace(now);
+        if (pace === PACE_CLOSED) return;
+        if (pace === PACE_WARN) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'] });
         const sample = this.rtt?.pongReceived(now);
         if (sample) this.host.rtt(this, sample);
         this.trace?.add(now, 'pong-in', sample?.sampleMs);
@@ -343,6 +347,11 @@ export class ServerConnection implements LinkEvents {
         this.host.message(this, f);
         return;
       case FrameType.ACK:
+        // Paced with DATA (the SDK sends one per 64 messages or 50 ms): each is decoded and settled.
+        if (this.host.limits.maxDataPerSecond > 0) {
+          const pace = this.dataPace(now);
+          if (pace === PACE_WARN) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-messages'] });
+        }
         return;
       case FrameType.CLOSE:
         this.finish(f.code === CloseCodes.normal ? 'client-close' : reasonOrClient(f.code), f.code);

@@ -225,7 +225,9 @@ export const LIMIT_DEFAULTS = {
   maxMessageIdBytes: 128,
   // The server API takes user and device ids of up to 256 characters.
   maxIdBytes: 256,
-  maxInboundWaitingPerLink: 256,
+  // As many as the SDK keeps unacknowledged (maxOutbox): its client is never refused for a burst it may
+  // send; the bytes bound, over all links, is what bounds memory.
+  maxInboundWaitingPerLink: 10_000,
   maxInboundWaitingBytes: 64 << 20,
   pingBurst: 20,
   maxDataPerSecond: 1000,

@@ -173,6 +173,34 @@ describe('WebSocket admission at accept', () => {
       await gw.close();
     }
   });
+
+  test('a plain HTTP request on the WebSocket port gets 426 and the socket is closed: it cannot be kept alive as a pending handshake', async () => {
+    const gw = new Gateway({ tcp: false, ws: { port: 0 }, limits: { maxPendingHandshakesPerSource: 4 } });
+    const port = (await gw.listen()).ws!.port;
+    try {
+      const s = net.connect(port, '127.0.0.1');
+      let text = '';
+      s.setEncoding('utf8');
+      s.on('data', (d) => (text += d));
+      s.write('GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: keep-alive\r\n\r\n');
+      const ended = await new Promise<boolean>((r) => {
+        const t = setTimeout(() => r(false), 2000);
+        s.once('close', () => (clearTimeout(t), r(true)));
+      });
+      assert.match(text, /^HTTP\/1\.1 426/);
+      assert.match(text, /connection: close/i);
+      assert.ok(ended, 'closed by the gateway right after the answer, though the request asked for keep-alive');
+      // Its pending-handshake slot is free again: a source at its bound connects.
+      const held: net.Socket[] = [];
+      for (let i = 0; i < 3; i++) held.push(await idleSocket(port));
+      const c = new LonglinkClient({ url: `ws://127.0.0.1:${port}/longlink`, userId: 'u', deviceId: 'd' });
+      await c.connect();
+      c.close();
+      for (const h of held) h.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
 });
 
 describe('heartbeat-rate enforcement (too-many-pings)', () => {
@@ -202,6 +230,39 @@ describe('heartbeat-rate enforcement (too-many-pings)', () => {
       assert.equal(polite.state, 'open');
       assert.deepEqual(warnings, []);
       polite.close();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('PONG and ACK frames are paced too (with PINGs and with DATA): a flood of either is warned, then closed; a peer that only floods them is not served for free', async () => {
+    const { gw, port } = await gateway({ ...opts, limits: { ...opts.limits, maxDataPerSecond: 100, dataBurst: 10 } });
+    try {
+      const pongs = new RawPeer(port);
+      pongs.hello('pongs');
+      await pongs.welcome();
+      for (let i = 0; i < 20; i++) pongs.send({ type: FrameType.PONG });
+      await pongs.closed;
+      assert.equal(pongs.frames.filter((f) => f.type === FrameType.PONG && (f as { warn?: number }).warn === CloseCodes['too-many-pings']).length, 1, 'warned once');
+      assert.equal(pongs.closeCode, CloseCodes['too-many-pings']);
+      const acks = new RawPeer(port);
+      acks.hello('acks');
+      await acks.welcome();
+      for (let i = 0; i < 40; i++) acks.send({ type: FrameType.ACK, ack: 0 });
+      await acks.closed;
+      assert.equal(acks.frames.filter((f) => f.type === FrameType.PONG && (f as { warn?: number }).warn === CloseCodes['too-many-messages']).length, 1, 'warned once');
+      assert.equal(acks.closeCode, CloseCodes['too-many-messages']);
+      // The SDK's own acknowledgements and heartbeats stay far inside both paces.
+      const sdk = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'sdk', deviceId: 'd', intervalMs: 250 });
+      const warnings: number[] = [];
+      sdk.on('warning', (w) => warnings.push(w.code));
+      await sdk.connect();
+      const pushed = await Promise.all(Array.from({ length: 200 }, (_, i) => gw.push('sdk', `m${i}`, { waitMs: 3000 })));
+      assert.equal(pushed.filter((r) => r.delivered === 1).length, 200, 'every one acknowledged');
+      await new Promise((r) => setTimeout(r, 600));
+      assert.equal(sdk.state, 'open');
+      assert.deepEqual(warnings, []);
+      sdk.close();
     } finally {
       await gw.close();
     }

@@ -28,8 +28,10 @@ export async function listenWs(
   onLink: (link: Link) => void,
 ): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket> }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
+  // Closed after the answer: a socket kept alive by a plain GET every few seconds would stay
+  // counted as a pending handshake without ever finishing one.
   const refuse = (_req: http.IncomingMessage, res: http.ServerResponse) => {
-    res.writeHead(426, { 'content-type': 'text/plain' }).end('longlink: connect with a WebSocket\n');
+    res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('longlink: connect with a WebSocket\n');
   };
   // Node checks header deadlines every connectionsCheckingInterval (30 s by default): check often enough to matter.
   const httpOpts = { connectionsCheckingInterval: Math.max(100, Math.min(1000, handshakeMs / 2)) };
