@@ -57,6 +57,10 @@ export function isLoopbackHost(host: string): boolean {
 const MAX_BODY_BYTES = 64 * 1024;
 /** A server API request (a batch of pushes) may be larger. */
 const API_MAX_BODY_BYTES = 1 << 20;
+/** Server-API requests answered at once; more get 429 with Retry-After. */
+export const MAX_API_IN_FLIGHT = 256;
+/** Live event streams (dashboards) at once; more get 429. Each may buffer up to 1 MiB. */
+export const MAX_EVENT_STREAMS = 64;
 const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 /** A page of the connection list: with clientInfo and state at their bounds (1 KiB each), under 3 MB of JSON. */
 const MAX_LIST = 1000;
@@ -94,6 +98,11 @@ export class AdminServer {
   private readonly server: Server;
   private readonly files = new Map<string, { body: Buffer; type: string }>();
   private readonly streams = new Set<ServerResponse>();
+  /** Server-API requests being answered now (a push may wait up to 30 s for its devices). */
+  private apiInFlight = 0;
+  /** The last live-feed event and its text: written to every stream, encoded once. */
+  private lastEvent: unknown = null;
+  private lastText = '';
   private readonly api: ServerApi;
 
   constructor(
@@ -108,8 +117,10 @@ export class AdminServer {
       this.route(req, res).catch((err: unknown) => {
         const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
         if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: req.url }, 'admin request failed');
-        if (!res.headersSent) json(res, e.status, { error: { code: e.code, message: e.message } });
-        else res.end();
+        if (!res.headersSent) {
+          if (e.status === 429) res.setHeader('retry-after', '1');
+          json(res, e.status, { error: { code: e.code, message: e.message } });
+        } else res.end();
       });
     });
     // Slow clients must not hold admin sockets: a request must arrive whole in time. The event
@@ -336,13 +347,17 @@ export class AdminServer {
     }
     if (method !== 'POST') throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}: the server API takes POST with a JSON body`);
     if (!/^application\/json\b/i.test(req.headers['content-type'] ?? '')) throw new AdminError(415, 'LL_ERR_UNSUPPORTED_MEDIA_TYPE', 'POST bodies must be application/json');
-    const args = await body(req, API_MAX_BODY_BYTES);
+    if (this.apiInFlight >= MAX_API_IN_FLIGHT) throw new AdminError(429, 'LL_ERR_TOO_MANY_REQUESTS', `${this.apiInFlight} server-API requests are being answered; retry shortly`);
+    this.apiInFlight++;
     try {
+      const args = await body(req, API_MAX_BODY_BYTES);
       json(res, 200, await this.api.run(op, args));
     } catch (err) {
       if (err instanceof ApiError) throw new AdminError(err.status, err.code, err.message);
       if (err instanceof LonglinkError && err.code === 'LL_ERR_STORE_UNAVAILABLE') throw new AdminError(503, err.code, err.message);
       throw err;
+    } finally {
+      this.apiInFlight--;
     }
   }
 
@@ -404,6 +419,7 @@ export class AdminServer {
 
   /** Server-sent events: a snapshot, then every tick and online/offline notice. */
   private stream(req: IncomingMessage, res: ServerResponse): void {
+    if (this.streams.size >= MAX_EVENT_STREAMS) throw new AdminError(429, 'LL_ERR_TOO_MANY_REQUESTS', `${this.streams.size} event streams are open`);
     res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-store', connection: 'keep-alive', 'x-accel-buffering': 'no' });
     req.socket.setNoDelay(true);
     const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
@@ -411,7 +427,11 @@ export class AdminServer {
     const stop = this.feed.subscribe((e) => {
       // A dashboard that stopped reading is dropped rather than buffered for.
       if (res.writableLength > 1 << 20) return res.destroy();
-      send(e.event, e.data);
+      if (e !== this.lastEvent) {
+        this.lastEvent = e;
+        this.lastText = `event: ${e.event}\ndata: ${JSON.stringify(e.data)}\n\n`;
+      }
+      res.write(this.lastText);
     });
     this.streams.add(res);
     res.on('close', () => {

@@ -49,6 +49,14 @@ const Command = z.discriminatedUnion('op', [
 ]);
 export const BatchBody = z.strictObject({ commands: z.array(Command).min(1).max(1000) });
 
+/** Pushes one request may make, one per user, over all its commands. */
+export const MAX_PUSHES_PER_REQUEST = 10_000;
+
+function pushTargets(args: unknown): number {
+  const users = args && typeof args === 'object' ? (args as { users?: unknown }).users : undefined;
+  return Array.isArray(users) ? users.length : 1;
+}
+
 /** A refused call: HTTP status, a stable code and the message naming the field. */
 export class ApiError extends Error {
   constructor(
@@ -125,6 +133,9 @@ export class ServerApi {
       }
       case 'batch': {
         const b = parse(BatchBody, args);
+        // Each user of each push is a push of its own (store calls, a wait of up to 30 s): bounded per request.
+        const pushes = b.commands.reduce((n, c) => n + (c.op === 'push' ? pushTargets(c.args) : 0), 0);
+        if (pushes > MAX_PUSHES_PER_REQUEST) throw new ApiError(400, 'LL_ERR_BAD_REQUEST', `commands: ${pushes} pushes (one per user) in one request; at most ${MAX_PUSHES_PER_REQUEST}`);
         // Concurrently, except that pushes to the same user keep their order (one chain per user);
         // each command is answered in its place, with its result or its error.
         const chains = new Map<string, Promise<unknown>>();

@@ -32,6 +32,7 @@ export const ERROR_CODES = {
   LL_ERR_NOT_FOUND: { area: 'admin', meaning: '[404] no such endpoint, file or connection' },
   LL_ERR_METHOD_NOT_ALLOWED: { area: 'admin', meaning: '[405] the wrong method for an endpoint' },
   LL_ERR_TOO_LARGE: { area: 'admin', meaning: '[413] a request body over 64 KiB' },
+  LL_ERR_TOO_MANY_REQUESTS: { area: 'admin', meaning: '[429] more server-API requests in flight (256) or live event streams (64) than the admin port serves at once; retry after Retry-After' },
   LL_ERR_UNSUPPORTED_MEDIA_TYPE: { area: 'admin', meaning: '[415] a POST that is not application/json' },
   LL_ERR_INTERNAL: { area: 'admin', meaning: '[500] the admin handler failed (logged)' },
   LL_ERR_PEER_UNAVAILABLE: { area: 'admin', meaning: '[502] another node of the cluster did not answer through this one (/api/nodes/<id>/...)' },

@@ -1,0 +1,96 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { AdminServer, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
+import { MAX_PUSHES_PER_REQUEST } from '../../src/admin/server-api.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { sleep } from '../helpers/procs.js';
+
+// What a caller of the admin port can make it hold: live event streams, server-API requests in
+// flight, and pushes per request. Each has a bound, a coded refusal, and room again once freed.
+
+async function setup() {
+  const gw = new Gateway({ tcp: false, ws: false });
+  await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  return { gw, admin, port, close: async () => (await admin.close(), await gw.close()) };
+}
+
+/** A raw socket that sent `head` and holds the connection open. */
+function raw(port: number, head: string): Promise<net.Socket & { text: () => string }> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1', () => {
+      s.write(head);
+      resolve(Object.assign(s, { text: () => got }));
+    });
+    let got = '';
+    s.setEncoding('utf8');
+    s.on('data', (d) => (got += d));
+    s.on('error', reject);
+  });
+}
+
+test(`at most ${MAX_EVENT_STREAMS} live event streams: the next gets 429 LL_ERR_TOO_MANY_REQUESTS with Retry-After, and a closed one frees its place`, async () => {
+  const { port, close } = await setup();
+  const streams: (net.Socket & { text: () => string })[] = [];
+  try {
+    for (let i = 0; i < MAX_EVENT_STREAMS; i++) streams.push(await raw(port, 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'));
+    for (let i = 0; i < 200 && !streams.every((s) => s.text().includes('event: snapshot')); i++) await sleep(10);
+    assert.ok(streams.every((s) => s.text().startsWith('HTTP/1.1 200')), 'all open');
+    const over = await fetch(`http://127.0.0.1:${port}/api/events`);
+    assert.equal(over.status, 429);
+    assert.equal(over.headers.get('retry-after'), '1');
+    assert.equal(((await over.json()) as { error: { code: string } }).error.code, 'LL_ERR_TOO_MANY_REQUESTS');
+    streams.pop()!.destroy();
+    await sleep(100);
+    const again = await raw(port, 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+    streams.push(again);
+    for (let i = 0; i < 100 && !again.text().includes('event: snapshot'); i++) await sleep(10);
+    assert.ok(again.text().startsWith('HTTP/1.1 200'), 'room again');
+  } finally {
+    for (const s of streams) s.destroy();
+    await close();
+  }
+});
+
+test(`at most ${MAX_API_IN_FLIGHT} server-API requests in flight: the next gets 429; requests that go away free their places`, async () => {
+  const { port, close } = await setup();
+  const slow: net.Socket[] = [];
+  try {
+    // Requests whose bodies never come: each is in flight until the socket goes (or requestTimeout).
+    for (let i = 0; i < MAX_API_IN_FLIGHT; i++) slow.push(await raw(port, 'POST /v1/presence HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n'));
+    await sleep(200);
+    const post = () => fetch(`http://127.0.0.1:${port}/v1/presence`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ users: ['u'] }) });
+    const over = await post();
+    assert.equal(over.status, 429);
+    assert.equal(((await over.json()) as { error: { code: string } }).error.code, 'LL_ERR_TOO_MANY_REQUESTS');
+    for (const s of slow.splice(0)) s.destroy();
+    let ok = 0;
+    for (let i = 0; i < 100 && ok !== 200; i++) {
+      await sleep(20);
+      ok = (await post()).status;
+    }
+    assert.equal(ok, 200, 'served again once the stalled requests went');
+  } finally {
+    for (const s of slow) s.destroy();
+    await close();
+  }
+});
+
+test(`a batch may push to at most ${MAX_PUSHES_PER_REQUEST} users in all: more is refused whole with 400, naming the count`, async () => {
+  const { port, close } = await setup();
+  try {
+    const users = Array.from({ length: 1000 }, (_, i) => `u${i}`);
+    const commands = Array.from({ length: 11 }, () => ({ op: 'push', args: { users, text: 'x' } }));
+    const r = await fetch(`http://127.0.0.1:${port}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ commands }) });
+    assert.equal(r.status, 400);
+    const e = ((await r.json()) as { error: { code: string; message: string } }).error;
+    assert.equal(e.code, 'LL_ERR_BAD_REQUEST');
+    assert.match(e.message, /11000 pushes/);
+    const fits = await fetch(`http://127.0.0.1:${port}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ commands: commands.slice(0, 10) }) });
+    assert.equal(fits.status, 200);
+  } finally {
+    await close();
+  }
+});
