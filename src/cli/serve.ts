@@ -98,6 +98,7 @@ export function serveCommand(): Command {
     .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
     .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
+    .option('--max-devices-per-user <n>', 'in-memory store: devices with any record per user (known, sessions, online); a new one drops one that is not online', positiveInt, MEMORY_STORE_DEFAULTS.maxDevicesPerUser)
     .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', int, RELAY_BUDGET.perUser)
     .option('--relay-total <n>', 'built-in relay: messages being relayed at once in all', int, RELAY_BUDGET.total)
     .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
@@ -166,7 +167,7 @@ export function serveCommand(): Command {
       try {
         store = o.redis
           ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
-          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal });
+          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal, maxDevicesPerUser: o.maxDevicesPerUser });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
       }

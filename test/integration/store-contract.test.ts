@@ -353,6 +353,31 @@ test('memory store: queued bytes are bounded in all (maxQueuedBytes): a message 
   await s.close();
 });
 
+test('memory store: the devices kept per user are bounded (maxDevicesPerUser): a new one drops one holding only sessions, then the one seen longest ago, never an online one', async () => {
+  const s = new MemoryStore({ maxDevicesPerUser: 4 });
+  const far = Date.now() + 60_000;
+  const rec = (d: string) => ({ sessionId: `s-${d}`, resumeToken: `t-${d}`, userId: 'u', deviceId: d, clientInfo: {}, createdAt: 1, inSeq: 0 });
+  const online = (d: string) => ({ userId: 'u', deviceId: d, connectionId: `c-${d}`, nodeId: 'n', transport: 'tcp' as const, since: 1, clientInfo: {} });
+  await s.setOnline(online('on'));
+  await s.rememberDevice('u', 'k1', far + 1);
+  await s.rememberDevice('u', 'k2', far + 2);
+  await s.saveSession(rec('sess'), far); // a device that only holds a session
+  // A connect-and-close loop of new devices: each pushes out what is not online, session-only first.
+  await s.rememberDevice('u', 'k3', far + 3);
+  assert.equal(await s.loadSession('t-sess', Date.now()), undefined, 'the session-only device went first');
+  assert.deepEqual((await s.knownDevices('u', Date.now())).sort(), ['k1', 'k2', 'k3']);
+  await s.rememberDevice('u', 'k4', far + 4);
+  assert.deepEqual((await s.knownDevices('u', Date.now())).sort(), ['k2', 'k3', 'k4'], 'then the one seen longest ago');
+  for (let i = 0; i < 1000; i++) {
+    await s.saveSession(rec(`x${i}`), far);
+    await s.rememberDevice('u', `x${i}`, far + 10 + i);
+  }
+  assert.ok(s.sessionCount <= 4, `sessions of shed devices went with them (${s.sessionCount})`);
+  assert.deepEqual((await s.devices('u')).map((e) => e.deviceId), ['on'], 'the online device stays');
+  assert.equal((await s.knownDevices('u', Date.now())).length, 3);
+  await s.close();
+});
+
 test('memory store: records of ended links are bounded in estimated bytes; open ones are not counted', async () => {
   const s = new MemoryStore({ maxDetachedSessionBytes: 10 * 1900 });
   const rec = (i: number, open: boolean) => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: `u${i}`, deviceId: 'd', clientInfo: { blob: 'x'.repeat(1000) }, createdAt: i, inSeq: 0, ...(open ? { openOn: 'n' } : {}) });

@@ -89,6 +89,15 @@ export interface MemoryStoreOptions {
   /** Devices remembered in all; beyond it the one seen longest ago goes. */
   maxKnownDevices?: number;
   /**
+   * Devices the store keeps records of per user (known, or holding sessions,
+   * or online). A new one beyond it drops the records of one that is not
+   * online: one holding only sessions first, else the one seen longest ago.
+   * Without it a connect-and-close loop under one user with new device ids
+   * grew the user's entries to every session held (250,000), and each new
+   * device, and each push to the user, walked them all.
+   */
+  maxDevicesPerUser?: number;
+  /**
    * Payload bytes queued in all mailboxes. A message that would pass it is
    * refused (LL_ERR_QUEUE_FULL: its push reports `failed` for that device)
    * rather than evict another user's: the per-device bounds alone let pushes
@@ -108,6 +117,7 @@ export const MEMORY_STORE_DEFAULTS = {
   maxKnownDevicesPerUser: 64,
   maxKnownDevices: 200_000,
   maxQueuedBytes: 256 << 20,
+  maxDevicesPerUser: 1024,
 };
 
 /** What a session record costs beyond its clientInfo's characters (measured: 1,840 bytes with 1,000 characters). */
@@ -210,8 +220,24 @@ export class MemoryStore implements Store {
 
   private entry(userId: string, deviceId: string): DeviceEntry {
     let e = this.find(userId, deviceId);
-    if (e === undefined) this.devicesByUser.set(userId, deviceId, (this.recent = e = new DeviceEntry(userId, deviceId)));
+    if (e === undefined) {
+      if (this.devicesByUser.countOf(userId) >= this.limits.maxDevicesPerUser) this.shedDeviceOf(userId);
+      this.devicesByUser.set(userId, deviceId, (this.recent = e = new DeviceEntry(userId, deviceId)));
+    }
     return e;
+  }
+
+  /** Drops the records of one device of a user at its bound: one holding only sessions, else the one seen longest ago; never an online one. */
+  private shedDeviceOf(userId: string): void {
+    let victim: DeviceEntry | undefined;
+    for (const e of this.devicesByUser.values(userId)) {
+      if (!e.online && (victim === undefined || e.knownUntil < victim.knownUntil)) victim = e;
+    }
+    if (victim === undefined) return;
+    const tokens = victim.tokens === null ? [] : typeof victim.tokens === 'string' ? [victim.tokens] : [...victim.tokens];
+    for (const t of tokens) this.forget(t);
+    this.forgetDevice(victim);
+    this.tidy(victim);
   }
 
   /** Drops an entry that holds nothing any more. */
