@@ -172,7 +172,17 @@ export class GatewayMetrics {
       const up = () => gw.upstreamStats()!;
       follow('longlink_upstream_messages_total', "Devices' messages handed to the upstream sink: accepted by the backend, failed (each failed attempt; retried while the link is open), refused (a backlog bound was full: GOAWAY, or a fire-and-forget message dropped)", () => ({ accepted: up().accepted, failed: up().failures, refused: up().refusedBacklog }), 'result');
       follow('longlink_upstream_events_total', 'Lifecycle events sent upstream: sent, lost (three attempts failed), dropped (maxPendingEvents were already on their way)', () => ({ sent: up().eventsSent, lost: up().eventsLost, dropped: up().eventsDropped }), 'result');
-      new Gauge({ name: 'longlink_upstream_pending', help: 'Waiting for the upstream sink now, by kind (messages, events)', labelNames: ['kind'], registers: [r], collect() { this.set({ kind: 'messages' }, up().pending); this.set({ kind: 'events' }, up().eventsPending); } });
+      new Gauge({
+        name: 'longlink_upstream_pending',
+        help: "Waiting for the upstream sink now: devices' messages (what maxPending bounds), requests to the sink in flight, lifecycle events",
+        labelNames: ['kind'],
+        registers: [r],
+        collect() {
+          this.set({ kind: 'messages' }, flowStats().inboundWaiting);
+          this.set({ kind: 'requests' }, up().pending);
+          this.set({ kind: 'events' }, up().eventsPending);
+        },
+      });
     }
     new Gauge({
       name: 'longlink_inbound_waiting',

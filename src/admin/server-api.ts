@@ -49,10 +49,10 @@ const Command = z.discriminatedUnion('op', [
 ]);
 export const BatchBody = z.strictObject({ commands: z.array(Command).min(1).max(1000) });
 
-/** Pushes one request may make, one per user, over all its commands. */
-export const MAX_PUSHES_PER_REQUEST = 10_000;
+/** Users one request may push to or read the presence of, over all its commands (a command of one user counts 1). */
+export const MAX_USERS_PER_REQUEST = 10_000;
 
-function pushTargets(args: unknown): number {
+function usersOf(args: unknown): number {
   const users = args && typeof args === 'object' ? (args as { users?: unknown }).users : undefined;
   return Array.isArray(users) ? users.length : 1;
 }
@@ -133,9 +133,10 @@ export class ServerApi {
       }
       case 'batch': {
         const b = parse(BatchBody, args);
-        // Each user of each push is a push of its own (store calls, a wait of up to 30 s): bounded per request.
-        const pushes = b.commands.reduce((n, c) => n + (c.op === 'push' ? pushTargets(c.args) : 0), 0);
-        if (pushes > MAX_PUSHES_PER_REQUEST) throw new ApiError(400, 'LL_ERR_BAD_REQUEST', `commands: ${pushes} pushes (one per user) in one request; at most ${MAX_PUSHES_PER_REQUEST}`);
+        // Each user of each push or presence read is an operation of its own (store calls; a push waits
+        // up to 30 s): bounded per request.
+        const ops = b.commands.reduce((n, c) => n + usersOf(c.args), 0);
+        if (ops > MAX_USERS_PER_REQUEST) throw new ApiError(400, 'LL_ERR_BAD_REQUEST', `commands: ${ops} users in one request (pushes and presence reads, one per user); at most ${MAX_USERS_PER_REQUEST}`);
         // Concurrently, except that pushes to the same user keep their order (one chain per user);
         // each command is answered in its place, with its result or its error.
         const chains = new Map<string, Promise<unknown>>();

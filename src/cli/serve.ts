@@ -93,6 +93,7 @@ export function serveCommand(): Command {
     .option('--max-id-bytes <n>', "HELLO's userId and deviceId, each, in UTF-8 bytes", int, LIMIT_DEFAULTS.maxIdBytes)
     .option('--max-inbound-waiting-per-link <n>', "a link's messages waiting to be accepted (store checks, the upstream backend); beyond it GOAWAY 4004", int, LIMIT_DEFAULTS.maxInboundWaitingPerLink)
     .option('--max-inbound-waiting-bytes <n>', 'payload bytes of those messages over all links; beyond it GOAWAY 4004', int, LIMIT_DEFAULTS.maxInboundWaitingBytes)
+    .option('--max-inbound-waiting-bytes-per-link <n>', 'the same for one link (a lone message is always let in)', int, LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink)
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
     .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
@@ -212,6 +213,7 @@ export function serveCommand(): Command {
             maxIdBytes: o.maxIdBytes,
             maxInboundWaitingPerLink: o.maxInboundWaitingPerLink,
             maxInboundWaitingBytes: o.maxInboundWaitingBytes,
+            maxInboundWaitingBytesPerLink: o.maxInboundWaitingBytesPerLink,
           },
           heartbeat: {
             intervalMs: o.heartbeatIntervalMs,

@@ -298,7 +298,7 @@ export class ServerConnection implements LinkEvents {
         this.probeDeadline = null;
         this.host.probeAnswered(this);
       }
-      if ((f.type === FrameType.PING || f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK) && f.ack !== undefined) {
+      if ((f.type === FrameType.PING || f.type === FrameType.PONG || f.type === FrameType.DATA) && f.ack !== undefined) {
         this.host.acked(this, f.ack);
       }
     }
@@ -322,11 +322,13 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.PONG: {
-        // Paced with PINGs: a PONG answers the gateway's own PINGs, so a flood of them is not a peer keeping up.
-        const pace = this.pingPace(now);
-        if (pace === PACE_CLOSED) return;
-        if (pace === PACE_WARN) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'] });
         const sample = this.rtt?.pongReceived(now);
+        if (!sample) {
+          // Unasked (no PING of the gateway's out): paced with PINGs, so a flood of them is not free.
+          const pace = this.pingPace(now);
+          if (pace === PACE_CLOSED) return;
+          if (pace === PACE_WARN) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'] });
+        }
         if (sample) this.host.rtt(this, sample);
         this.trace?.add(now, 'pong-in', sample?.sampleMs);
         return;
@@ -346,13 +348,16 @@ export class ServerConnection implements LinkEvents {
         this.trace?.add(now, 'data-in');
         this.host.message(this, f);
         return;
-      case FrameType.ACK:
-        // Paced with DATA (the SDK sends one per 64 messages or 50 ms): each is decoded and settled.
-        if (this.host.limits.maxDataPerSecond > 0) {
+      case FrameType.ACK: {
+        const before = this.delivery?.ackedSeq ?? 0;
+        this.host.acked(this, f.ack);
+        // One that acknowledges nothing new is paced with DATA: those that do are bounded by what was sent.
+        if (f.ack <= before && this.host.limits.maxDataPerSecond > 0 && this.phase === 'open') {
           const pace = this.dataPace(now);
           if (pace === PACE_WARN) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-messages'] });
         }
         return;
+      }
       case FrameType.CLOSE:
         this.finish(f.code === CloseCodes.normal ? 'client-close' : reasonOrClient(f.code), f.code);
         this.link.destroy();

@@ -163,18 +163,19 @@ export class Delivery {
     if (seq === undefined) {
       this.events.message({ conn, payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
       // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for.
-      up?.fireAndForget(this.upstreamMessage(conn, f));
+      up?.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages);
       return;
     }
     const d = this.state(conn);
     const bytes = f.payload.length;
-    const refusal = this.inboundRefusal(d.inboundWaiting, bytes);
+    const refusal = this.inboundRefusal(d, bytes);
     if (refusal) {
       // The store or the backend is behind (or down): this link's client keeps its messages and re-sends them later.
       conn.goAway('server-error', 5000, refusal);
       return;
     }
     d.inboundWaiting++;
+    d.inboundBytes += bytes;
     this.inbound.messages++;
     this.inbound.bytes += bytes;
     // One at a time, in arrival order: duplicate detection may wait on the store.
@@ -227,6 +228,7 @@ export class Delivery {
       })
       .finally(() => {
         d.inboundWaiting--;
+        d.inboundBytes -= bytes;
         this.inbound.messages--;
         this.inbound.bytes -= bytes;
       })
@@ -236,12 +238,15 @@ export class Delivery {
       });
   }
 
-  /** Why one more message of a link with `waitingHere` waiting may not wait too, if it may not. */
-  private inboundRefusal(waitingHere: number, bytes: number): string | null {
+  /** Why one more message of `bytes` of a link may not wait with those already waiting, if it may not. */
+  private inboundRefusal(d: LinkDelivery, bytes: number): string | null {
     const l = this.o.limits;
     const up = this.upstream;
-    if (up && !up.admits(waitingHere, this.inbound.messages)) return `upstream ${up.o.sink.name} backlog: ${waitingHere} messages of this link (${this.inbound.messages} in all) wait for the backend`;
-    if (waitingHere >= l.maxInboundWaitingPerLink) return `${waitingHere} messages of this link wait to be accepted (maxInboundWaitingPerLink)`;
+    const here = d.inboundWaiting;
+    if (up && !up.admits(here, this.inbound.messages)) return `upstream ${up.o.sink.name} backlog: ${here} messages of this link (${this.inbound.messages} in all) wait for the backend`;
+    if (here >= l.maxInboundWaitingPerLink) return `${here} messages of this link wait to be accepted (maxInboundWaitingPerLink)`;
+    // A link's own share first (a lone message is always let in): one link must not fill what all share.
+    if (here > 0 && d.inboundBytes + bytes > l.maxInboundWaitingBytesPerLink) return `${d.inboundBytes} bytes of this link's messages wait to be accepted (maxInboundWaitingBytesPerLink)`;
     if (this.inbound.bytes + bytes > l.maxInboundWaitingBytes) return `${this.inbound.bytes} bytes of client messages wait to be accepted (maxInboundWaitingBytes)`;
     return null;
   }

@@ -17,8 +17,9 @@ export class LinkDelivery {
   ackedSeq = 0;
   /** Serializes the handling of inbound DATA (dedup may await the store). */
   inbound: Promise<void> = SETTLED;
-  /** Inbound DATA waiting in that chain (for the upstream backlog bound). */
+  /** Inbound DATA waiting in that chain, and its payload bytes (the inbound budgets). */
   inboundWaiting = 0;
+  inboundBytes = 0;
   flushing = false;
   flushAgain = false;
 

@@ -185,6 +185,8 @@ export interface LimitOptions {
   maxInboundWaitingPerLink?: number;
   /** Payload bytes of those messages over all links; beyond it, GOAWAY 4004 as above. */
   maxInboundWaitingBytes?: number;
+  /** The same for one link (a lone message is always let in), so one link cannot fill what all share. */
+  maxInboundWaitingBytesPerLink?: number;
 }
 
 export interface ResolvedLimits {
@@ -207,6 +209,7 @@ export interface ResolvedLimits {
   maxIdBytes: number;
   maxInboundWaitingPerLink: number;
   maxInboundWaitingBytes: number;
+  maxInboundWaitingBytesPerLink: number;
 }
 
 /** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
@@ -223,12 +226,13 @@ export const LIMIT_DEFAULTS = {
   maxStateBytes: 1024,
   maxStateKeys: 32,
   maxMessageIdBytes: 128,
-  // The server API takes user and device ids of up to 256 characters.
-  maxIdBytes: 256,
+  // The server API takes user and device ids of up to 256 characters: 768 UTF-8 bytes at most.
+  maxIdBytes: 1024,
   // As many as the SDK keeps unacknowledged (maxOutbox): its client is never refused for a burst it may
   // send; the bytes bound, over all links, is what bounds memory.
   maxInboundWaitingPerLink: 10_000,
   maxInboundWaitingBytes: 64 << 20,
+  maxInboundWaitingBytesPerLink: 4 << 20,
   pingBurst: 20,
   maxDataPerSecond: 1000,
   dataBurst: 2000,
@@ -357,6 +361,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxIdBytes: positive('limits.maxIdBytes', l.maxIdBytes ?? LIMIT_DEFAULTS.maxIdBytes),
     maxInboundWaitingPerLink: positive('limits.maxInboundWaitingPerLink', l.maxInboundWaitingPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingPerLink),
     maxInboundWaitingBytes: positive('limits.maxInboundWaitingBytes', l.maxInboundWaitingBytes ?? LIMIT_DEFAULTS.maxInboundWaitingBytes),
+    maxInboundWaitingBytesPerLink: positive('limits.maxInboundWaitingBytesPerLink', l.maxInboundWaitingBytesPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink),
   };
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).

@@ -163,8 +163,9 @@ export class UpstreamRunner {
    * It counts in the process's pending bound all the same, so a fire-and-forget
    * flood cannot pile up requests to a slow backend; beyond it, it is dropped.
    */
-  fireAndForget(msg: UpstreamMessage): void {
-    if (this.stats.pending >= this.o.maxPending) {
+  fireAndForget(msg: UpstreamMessage, waitingAll = 0): void {
+    // With the sequenced messages waiting (`waitingAll`, which counts those in flight again: a little conservative).
+    if (waitingAll + this.stats.pending >= this.o.maxPending) {
       this.stats.refusedBacklog++;
       return;
     }

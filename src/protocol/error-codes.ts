@@ -14,7 +14,7 @@ export const ERROR_CODES = {
   // Starting and running the gateway.
   LL_ERR_LISTEN: { area: 'gateway', meaning: '`listen()` could not open a port (in use, no permission, no such address); `transport`, `host`, `port` and `cause` say which' },
   LL_ERR_STORE_UNAVAILABLE: { area: 'gateway', meaning: 'the store (Redis) cannot be reached or failed a call; a push resolves `failed` with it and the gateway goes on' },
-  LL_ERR_QUEUE_FULL: { area: 'gateway', meaning: 'the in-memory store\'s mailboxes hold maxQueuedBytes in all: a push reports `failed` for the device it could not queue for (a `fault` event says why); nothing already queued is evicted for it' },
+  LL_ERR_QUEUE_FULL: { area: 'gateway', meaning: 'the in-memory store\'s mailboxes hold maxQueuedBytes in all: a push reports `failed` for a device not online that it could not queue for (a `fault` event says why); nothing already queued is evicted for it' },
   LL_ERR_PAYLOAD_TOO_LARGE: { area: 'gateway', meaning: 'a push, send or broadcast (or a client `send()`) whose DATA frame could exceed maxFrameBytes, refused before anything was queued (the other side would close the link on it, again on every reconnect); the server API answers 413. The message says how many bytes fit' },
   LL_ERR_CLOSED: { area: 'gateway', meaning: 'the connection or gateway closed while the operation waited (a handshake, a push)' },
   // The client: dialing, sending.

@@ -459,7 +459,7 @@ test('HELLO\'s userId and deviceId are bounded in UTF-8 bytes (maxIdBytes): long
   const ok = await hello('u'.repeat(12), 'é'.repeat(6));
   assert.equal(lastClose(ok), undefined);
   assert.ok(ok.received.some((f) => f.type === FrameType.WELCOME), 'at the bound: served');
-  assert.equal(LIMIT_DEFAULTS.maxIdBytes, 256, 'the default: the server API takes ids of up to 256 characters');
+  assert.equal(LIMIT_DEFAULTS.maxIdBytes, 1024, 'the default: any id of the server API (256 UTF-16 units, 768 UTF-8 bytes at most) fits');
   await gw.close();
 });
 
@@ -491,7 +491,7 @@ test('client messages waiting to be accepted have a budget: while the store stal
   let stall = true;
   const seen = store.seenInbound.bind(store);
   store.seenInbound = (...a: Parameters<MemoryStore['seenInbound']>) => (stall ? new Promise<void>((r) => stalled.push(r)).then(() => seen(...a)) : seen(...a));
-  const { gw } = setup({ store, limits: { maxInboundWaitingPerLink: 5, maxInboundWaitingBytes: 1000, maxDataPerSecond: 0 } });
+  const { gw } = setup({ store, limits: { maxInboundWaitingPerLink: 5, maxInboundWaitingBytes: 1000, maxInboundWaitingBytesPerLink: 700, maxDataPerSecond: 0 } });
   const got: string[] = [];
   gw.on('message', (m) => got.push(`${m.userId}:${m.id}`));
   const data = (seq: number, bytes = 1) => ({ type: FrameType.DATA, seq, id: `m${seq}`, payload: new Uint8Array(bytes) }) as const;
@@ -505,7 +505,14 @@ test('client messages waiting to be accepted have a budget: while the store stal
   await flush();
   assert.ok(a.client.received.some((f) => f.type === FrameType.GOAWAY), 'GOAWAY with a hint');
   assert.equal(lastClose(a.client)?.code, 4004);
-  // In all, by bytes: b's 600 wait, c's 500 more would pass 1,000.
+  // One link's bytes: e's 300 wait, 500 more would pass its 700 (a lone message is always let in).
+  const e = await open(gw, { userId: 'e' });
+  e.client.send(data(1, 300));
+  await flush();
+  e.client.send(data(2, 500));
+  await flush();
+  assert.equal(lastClose(e.client)?.code, 4004);
+  // In all, by bytes: b's 600 wait (905 in all), c's 500 more would pass 1,000.
   const b = await open(gw, { userId: 'b' });
   const c = await open(gw, { userId: 'c' });
   b.client.send(data(1, 600));

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import net from 'node:net';
 import { test } from 'node:test';
 import { AdminServer, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
-import { MAX_PUSHES_PER_REQUEST } from '../../src/admin/server-api.js';
+import { MAX_USERS_PER_REQUEST } from '../../src/admin/server-api.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { sleep } from '../helpers/procs.js';
 
@@ -78,7 +78,7 @@ test(`at most ${MAX_API_IN_FLIGHT} server-API requests in flight: the next gets 
   }
 });
 
-test(`a batch may push to at most ${MAX_PUSHES_PER_REQUEST} users in all: more is refused whole with 400, naming the count`, async () => {
+test(`a batch may push to or read the presence of at most ${MAX_USERS_PER_REQUEST} users in all: more is refused whole with 400, naming the count`, async () => {
   const { port, close } = await setup();
   try {
     const users = Array.from({ length: 1000 }, (_, i) => `u${i}`);
@@ -87,9 +87,12 @@ test(`a batch may push to at most ${MAX_PUSHES_PER_REQUEST} users in all: more i
     assert.equal(r.status, 400);
     const e = ((await r.json()) as { error: { code: string; message: string } }).error;
     assert.equal(e.code, 'LL_ERR_BAD_REQUEST');
-    assert.match(e.message, /11000 pushes/);
+    assert.match(e.message, /11000 users/);
     const fits = await fetch(`http://127.0.0.1:${port}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ commands: commands.slice(0, 10) }) });
     assert.equal(fits.status, 200);
+    const reads = Array.from({ length: 11 }, () => ({ op: 'presence', args: { users } }));
+    const r2 = await fetch(`http://127.0.0.1:${port}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ commands: reads }) });
+    assert.equal(r2.status, 400, 'presence reads count too');
   } finally {
     await close();
   }

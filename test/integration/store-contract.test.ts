@@ -127,6 +127,18 @@ for (const kind of kinds) {
       await s.setOnline({ ...e1, connectionId: 'c3', since: 3 });
       assert.equal(await s.setOffline('u', 'd', 'c2', e1), false, 'not its own any more: nothing put back');
       assert.deepEqual((await s.devices('u')).map((e) => e.connectionId), ['c3']);
+      if (s.takeBackOnline) {
+        // A take-back puts back the other node's entry its write displaced, unless that link has gone meanwhile.
+        const onA = { ...e1, connectionId: 'ka', nodeId: 'A', since: 10 };
+        const onB = { ...e1, connectionId: 'kb', nodeId: 'B', since: 11 };
+        await s.setOnline(onA);
+        await s.setOnline(onB);
+        assert.equal((await s.takeBackOnline('u', 'd', 'kb'))?.connectionId, 'ka', 'put back');
+        await s.setOnline(onB);
+        assert.equal(await s.setOffline('u', 'd', 'ka'), false, 'not its entry any more');
+        assert.equal(await s.takeBackOnline('u', 'd', 'kb'), undefined, 'the gone link is not put back');
+        await s.setOnline({ ...e1, connectionId: 'c3', since: 3 });
+      }
       if (s.restoreOnline) {
         // After a resync: written where absent or its own, never over another link's entry.
         assert.equal(await s.restoreOnline({ ...e1, connectionId: 'c1' }), false);
@@ -350,6 +362,10 @@ test('memory store: queued bytes are bounded in all (maxQueuedBytes): a message 
   // A device's own bound evicting its oldest gives room back too.
   await s.enqueue('u5', 'd', msg('f', 1e13, 300), { maxMessages: 1, maxBytes: 600 });
   assert.equal((await s.queueTotals()).bytes, 1000);
+  // A device online here is never refused: its messages are on their way out.
+  await s.setOnline({ userId: 'u6', deviceId: 'd', connectionId: 'c6', nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+  await s.enqueue('u6', 'd', msg('g', 1e13, 500), big);
+  assert.equal((await s.queueTotals()).bytes, 1500);
   await s.close();
 });
 

@@ -98,11 +98,12 @@ export interface MemoryStoreOptions {
    */
   maxDevicesPerUser?: number;
   /**
-   * Payload bytes queued in all mailboxes. A message that would pass it is
-   * refused (LL_ERR_QUEUE_FULL: its push reports `failed` for that device)
-   * rather than evict another user's: the per-device bounds alone let pushes
-   * to many devices (the chat relay's `@user`, from one sender) hold
-   * gigabytes for the messages' TTL.
+   * Payload bytes queued in all mailboxes. A message past it for a device
+   * that is not online is refused (LL_ERR_QUEUE_FULL: its push reports
+   * `failed` for that device) rather than evict another user's; one for an
+   * online device is taken (it is delivered and acknowledged at once). The
+   * per-device bounds alone let pushes to many devices (the chat relay's
+   * `@user`, from one sender) hold gigabytes for the messages' TTL.
    */
   maxQueuedBytes?: number;
 }
@@ -124,7 +125,7 @@ export const MEMORY_STORE_DEFAULTS = {
 const SESSION_RECORD_BYTES = 800;
 
 function sessionBytes(r: SessionRecord): number {
-  // The ids too: a gateway bounds them (maxIdBytes, 256 each), but they are the record's own strings.
+  // The ids too: a gateway bounds them (maxIdBytes, 1,024 bytes each), but they are the record's own strings.
   let n = SESSION_RECORD_BYTES + r.userId.length + r.deviceId.length;
   for (const [k, v] of Object.entries(r.clientInfo)) n += k.length + String(v).length;
   return n;
@@ -391,7 +392,9 @@ export class MemoryStore implements Store {
 
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
     const over = this.queuedBytes + msg.payload.length - this.limits.maxQueuedBytes;
-    if (over > 0 && over > this.evictedFor(userId, deviceId, msg.payload.length, limits)) {
+    // A device online here takes it all the same: it is on its way out, and refusing it would turn a
+    // store full of messages for offline devices into an outage for everyone connected.
+    if (over > 0 && over > this.evictedFor(userId, deviceId, msg.payload.length, limits) && this.find(userId, deviceId)?.online !== true) {
       throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${msg.payload.length} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
     }
     const m = this.mailbox(userId, deviceId);
@@ -619,5 +622,6 @@ export class MemoryStore implements Store {
     this.knownCount = 0;
     this.dedup.clear();
     this.dedupBytes = 0;
+    this.queuedBytes = 0;
   }
 }

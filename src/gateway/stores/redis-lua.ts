@@ -191,12 +191,18 @@ return old
 /**
  * KEYS: presence hash, displaced hash. ARGV: deviceId, connectionId,
  * optionally an entry to put back. Removes the entry (or puts that one back)
- * only if it is still that connection's.
+ * only if it is still that connection's; if a newer entry displaced it, it
+ * is taken out of the displaced hash instead (the link is gone: no take-back
+ * may revive it).
  */
 export const SET_OFFLINE = `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw then return 0 end
-if cjson.decode(raw).connectionId ~= ARGV[2] then return 0 end
+if not raw or cjson.decode(raw).connectionId ~= ARGV[2] then
+  -- Displaced by a newer link meanwhile: it must not be put back by that link's take-back.
+  local d = redis.call('HGET', KEYS[2], ARGV[1])
+  if d and cjson.decode(d).connectionId == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
+  return 0
+end
 if ARGV[3] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
