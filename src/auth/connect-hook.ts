@@ -45,6 +45,28 @@ export interface ConnectHookAnswer {
  * backend outage never locks devices out for good. `inner` runs first (JWT),
  * and the hook sees the identity it established.
  */
+/** The most of a hook's answer read: an identity, client info and a heartbeat fit in far less. */
+const MAX_ANSWER_BYTES = 64 * 1024;
+
+/** The body as text, or a rejection past `max` bytes (read no further). */
+async function cappedText(res: Response, max: number): Promise<string> {
+  if (!res.body) return '';
+  const reader = res.body.getReader();
+  const parts: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > max) {
+      await reader.cancel();
+      throw new Error(`answer over ${max} bytes`);
+    }
+    parts.push(value);
+  }
+  return Buffer.concat(parts).toString('utf8');
+}
+
 export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authenticate {
   const timeoutMs = o.timeoutMs ?? 2000;
   return async (hello: HelloFrame, peer): Promise<Identity> => {
@@ -67,7 +89,7 @@ export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authen
         body: JSON.stringify(request),
         signal: AbortSignal.timeout(timeoutMs),
       });
-      text = await res.text();
+      text = await cappedText(res, MAX_ANSWER_BYTES);
     } catch (err) {
       throw new ProtocolError('server-error', `connect hook unavailable: ${err instanceof Error && err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : err instanceof Error ? err.message : String(err)}`);
     }

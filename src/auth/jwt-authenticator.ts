@@ -73,6 +73,9 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
       };
       ({ payload } = typeof k === 'function' ? await jwtVerify(hello.token, k, opts) : await jwtVerify(hello.token, k, opts));
     } catch (err) {
+      // The key set could not be had (the JWKS URL down, slow, or answering garbage): the token was
+      // not judged, so the device is told to come back (4004, retried) rather than refused for good.
+      if (o.jwksUrl !== undefined && keySetUnavailable(err)) throw new ProtocolError('server-error', `key set unavailable: ${(err as Error).message}`);
       if (err instanceof errors.JWTExpired) throw new ProtocolError('auth-expired', 'token expired');
       if (err instanceof errors.JWTClaimValidationFailed && err.claim === 'nbf') throw new ProtocolError('auth-expired', 'token not valid yet (nbf)');
       throw new ProtocolError('auth-failed', `token refused: ${(err as Error).message}`);
@@ -91,4 +94,15 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
     if (deviceId !== undefined && hello.deviceId !== deviceId) throw new ProtocolError('auth-failed', 'HELLO names another device than its token');
     return { userId, deviceId: deviceId ?? hello.deviceId };
   };
+}
+
+/**
+ * An error of fetching the remote key set, not of the token: a timeout, an
+ * answer that is not a key set, a non-200 status (jose's generic error), or
+ * the network's own (not jose's at all).
+ */
+function keySetUnavailable(err: unknown): boolean {
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid) return true;
+  if (!(err instanceof errors.JOSEError)) return !(err instanceof ProtocolError);
+  return err.code === 'ERR_JOSE_GENERIC';
 }

@@ -6,6 +6,7 @@ import { LonglinkClient } from '../client/client.js';
 import { DEFAULT_TCP_PORT } from '../gateway/options.js';
 import { DEFAULT_PROBES } from '../core/heartbeat-policy.js';
 import { int, keyValue } from './parse.js';
+import { escapeControls } from './escape.js';
 
 /**
  * `longlink client`: connects, prints every event, sends each stdin line as a
@@ -53,7 +54,8 @@ export function clientCommand(): Command {
       });
       const print = (event: string, data: Record<string, unknown>, text: string) => {
         if (o.json) console.log(JSON.stringify({ event, ...data }));
-        else console.log(`[${new Date().toISOString().slice(11, 23)}] ${text}`);
+        // Text from the gateway (messages, close reasons) may carry terminal control sequences: shown escaped.
+        else console.log(`[${new Date().toISOString().slice(11, 23)}] ${escapeControls(text)}`);
       };
       client.on('state', (s) => print('state', { state: s }, `state ${s}`));
       client.on('open', (w) =>
@@ -110,3 +112,4 @@ export function clientCommand(): Command {
       setInterval(() => {}, 1 << 30);
     });
 }
+

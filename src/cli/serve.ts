@@ -18,7 +18,7 @@ import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
 import { connectHook } from '../auth/connect-hook.js';
-import { streamSink } from '../upstream/redis-stream.js';
+import { STREAM_MAXLEN_DEFAULT, streamSink } from '../upstream/redis-stream.js';
 import { UPSTREAM_DEFAULTS, type UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
@@ -91,6 +91,7 @@ export function serveCommand(): Command {
     .option('--max-state-keys <n>', 'client state keys merged from PINGs', int, LIMIT_DEFAULTS.maxStateKeys)
     .option('--max-message-id-bytes <n>', 'length of a DATA id', int, LIMIT_DEFAULTS.maxMessageIdBytes)
     .option('--max-id-bytes <n>', "HELLO's userId and deviceId, each, in UTF-8 bytes", int, LIMIT_DEFAULTS.maxIdBytes)
+    .option('--max-token-bytes <n>', "HELLO's token, in characters (it goes to the authenticator and a connect hook as it is)", int, LIMIT_DEFAULTS.maxTokenBytes)
     .option('--max-inbound-waiting-per-link <n>', "a link's messages waiting to be accepted (store checks, the upstream backend); beyond it GOAWAY 4004", int, LIMIT_DEFAULTS.maxInboundWaitingPerLink)
     .option('--max-inbound-waiting-bytes <n>', 'payload bytes of those messages over all links; beyond it GOAWAY 4004', int, LIMIT_DEFAULTS.maxInboundWaitingBytes)
     .option('--max-inbound-waiting-bytes-per-link <n>', 'the same for one link (a lone message is always let in)', int, LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink)
@@ -121,7 +122,7 @@ export function serveCommand(): Command {
       for (const x of list) if (x !== 'online' && x !== 'offline' && x !== 'suspect' && x !== 'replaced') throw new InvalidArgumentError(`unknown event ${x} (online, offline, suspect, replaced)`);
       return list;
     })
-    .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all)', int, 0)
+    .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all, until Redis runs out of memory: acknowledging does not delete)', int, STREAM_MAXLEN_DEFAULT)
     .option('--upstream-max-pending <n>', "device messages waiting for the backend in the process; beyond it a link gets GOAWAY and its client re-sends later", positiveInt, UPSTREAM_DEFAULTS.maxPending)
     .option('--upstream-max-pending-per-link <n>', "the same for one link", positiveInt, UPSTREAM_DEFAULTS.maxPendingPerConnection)
     .option('--upstream-max-pending-events <n>', 'lifecycle events on their way to the backend at once; beyond it they are dropped and counted (longlink_upstream_events_total{result="dropped"})', positiveInt, UPSTREAM_DEFAULTS.maxPendingEvents)
@@ -211,6 +212,7 @@ export function serveCommand(): Command {
             maxStateKeys: o.maxStateKeys,
             maxMessageIdBytes: o.maxMessageIdBytes,
             maxIdBytes: o.maxIdBytes,
+            maxTokenBytes: o.maxTokenBytes,
             maxInboundWaitingPerLink: o.maxInboundWaitingPerLink,
             maxInboundWaitingBytes: o.maxInboundWaitingBytes,
             maxInboundWaitingBytesPerLink: o.maxInboundWaitingBytesPerLink,

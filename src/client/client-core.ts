@@ -1,6 +1,6 @@
 import { Backoff } from '../core/backoff.js';
 import type { TimerHandle } from '../core/clock.js';
-import { clampInterval } from '../core/heartbeat-policy.js';
+import { clampInterval, policyProblem } from '../core/heartbeat-policy.js';
 import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/interval-learner.js';
 import { SilenceDetector } from '../core/liveness-detector.js';
@@ -77,6 +77,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   /** Server direction: a shorter interval the detector adopts when the gateway's PONG shows it has read it. */
   private detectorIntervalOnPong: number | undefined;
   private goawayAfterMs: number | undefined;
+  /** Closes in a row that came with a reconnect hint (reset once a link has stayed up stableAfterMs). */
+  private hintsInARow = 0;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
   /** The network changed while an attempt was in flight: if it fails, the next one goes at once. */
@@ -250,13 +252,17 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
     if (this.learner && this.welcome) this.learnFromReceive(now);
     if (this.stateName === 'suspect') this.setState('open');
-    if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined) {
-      this.onAcked(f.ack);
-    }
+    if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined && !this.onAcked(f.ack)) return;
     switch (f.type) {
-      case FrameType.WELCOME:
+      case FrameType.WELCOME: {
+        const problem = policyProblem(f.heartbeat);
+        if (problem) {
+          this.fail('malformed-frame', `WELCOME's heartbeat grant ${problem}`);
+          return;
+        }
         this.onWelcome(f, now);
         return;
+      }
       case FrameType.PING:
         this.link?.send(this.ackOwed ? { type: FrameType.PONG, ack: this.takeAck() } : BARE_PONG);
         this.scheduler?.sent(now);
@@ -306,6 +312,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.stableTimer = o.timers.setTimeout(() => {
       this.stableTimer = null;
       this.backoff.reset();
+      this.hintsInARow = 0;
     }, o.stableAfterMs);
     this.setState('open');
     this.armHeartbeat(now);
@@ -379,12 +386,19 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.noteSent(this.options.clock.now());
   };
 
-  private onAcked(upTo: number): void {
+  /** Settles the outbox up to `upTo`; false (the link failed) if it acknowledges what was never sent. */
+  private onAcked(upTo: number): boolean {
+    if (upTo > this.outSeq) {
+      // Emptying the outbox on it would report messages delivered that the gateway never had.
+      this.fail('malformed-frame', `acknowledgement ${upTo} is beyond the last sequence number sent (${this.outSeq})`);
+      return false;
+    }
     while (this.outbox.length > 0 && this.outbox[0].seq <= upTo) {
       const m = this.outbox.shift()!;
       this.stats.acked++;
       this.emit('acked', { id: m.id, seq: m.seq });
     }
+    return true;
   }
 
   private writeData(m: { seq: number; id: string; payload: Uint8Array }): void {
@@ -671,8 +685,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.setState('closed');
       return;
     }
-    // The server's hint spreads a drain's reconnect wave; honour it over our backoff.
-    const delayMs = this.goawayAfterMs ?? (this.retryAtOnce ? 0 : this.backoff.next());
+    // The server's hint spreads a drain's reconnect wave; honour it over our backoff. Hinted closes
+    // in a row (no stable link between) wait at least the backoff too: a hint of 0 must not loop.
+    const hint = this.goawayAfterMs;
+    const delayMs = hint !== undefined ? (this.hintsInARow++ > 0 ? Math.max(hint, this.backoff.next()) : hint) : this.retryAtOnce ? 0 : this.backoff.next();
     this.goawayAfterMs = undefined;
     this.retryAtOnce = false;
     this.stats.reconnects++;

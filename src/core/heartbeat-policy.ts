@@ -58,15 +58,26 @@ export const DEFAULT_PROBES: ProbeOptions = {
 
 export function resolvePolicy(p: Partial<HeartbeatPolicy> = {}): HeartbeatPolicy {
   const policy = { ...DEFAULT_POLICY, ...dropUndefined(p) };
-  const { intervalMs, minIntervalMs, maxIntervalMs, missBudget, graceMs } = policy;
-  if (!(minIntervalMs > 0 && minIntervalMs <= intervalMs && intervalMs <= maxIntervalMs)) {
-    throw new LonglinkError('LL_ERR_INVALID_OPTION', `heartbeat needs 0 < minIntervalMs <= intervalMs <= maxIntervalMs (got ${minIntervalMs}, ${intervalMs}, ${maxIntervalMs})`);
-  }
-  if (!(Number.isInteger(missBudget) && missBudget >= 1)) {
-    throw new LonglinkError('LL_ERR_INVALID_OPTION', `missBudget must be an integer >= 1 (got ${missBudget})`);
-  }
-  if (!(graceMs >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `graceMs must be >= 0 (got ${graceMs})`);
+  const problem = policyProblem(policy);
+  if (problem) throw new LonglinkError('LL_ERR_INVALID_OPTION', `heartbeat: ${problem}`);
   return policy;
+}
+
+/** The longest delay a timer takes (2^31 − 1 ms, about 24.8 days); a longer one fires at once, again and again. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * What is wrong with a heartbeat policy or grant, if anything: the gateway
+ * checks its options with it, and the client the grant in a WELCOME (a
+ * broken or hostile gateway must not make it arm a timer that overflows).
+ */
+export function policyProblem(p: Pick<HeartbeatPolicy, 'intervalMs' | 'minIntervalMs' | 'maxIntervalMs' | 'missBudget' | 'graceMs'>): string | null {
+  const { intervalMs, minIntervalMs, maxIntervalMs, missBudget, graceMs } = p;
+  if (!(minIntervalMs > 0 && minIntervalMs <= intervalMs && intervalMs <= maxIntervalMs)) return `needs 0 < minIntervalMs <= intervalMs <= maxIntervalMs (got ${minIntervalMs}, ${intervalMs}, ${maxIntervalMs})`;
+  if (!(Number.isInteger(missBudget) && missBudget >= 1)) return `missBudget must be an integer >= 1 (got ${missBudget})`;
+  if (!(graceMs >= 0)) return `graceMs must be >= 0 (got ${graceMs})`;
+  if (maxIntervalMs * missBudget + graceMs > MAX_TIMER_MS) return `maxIntervalMs × missBudget + graceMs must fit a timer (${MAX_TIMER_MS} ms; got ${maxIntervalMs * missBudget + graceMs})`;
+  return null;
 }
 
 export function resolveProbes(p: Partial<ProbeOptions> = {}): ProbeOptions {

@@ -334,9 +334,9 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.DATA:
-        if (f.id !== undefined && f.id.length > this.host.limits.maxMessageIdBytes) {
+        if (f.id !== undefined && f.id.length * 3 > this.host.limits.maxMessageIdBytes && utf8Length(f.id) > this.host.limits.maxMessageIdBytes) {
           // An id is remembered for dedup after the message is gone.
-          this.onProtocolError(new ProtocolError('field-too-large', `message id of ${f.id.length} characters exceeds the limit of ${this.host.limits.maxMessageIdBytes}`));
+          this.onProtocolError(new ProtocolError('field-too-large', `message id of ${utf8Length(f.id)} bytes exceeds the limit of ${this.host.limits.maxMessageIdBytes}`));
           return;
         }
         this.dataIn++;
@@ -466,6 +466,11 @@ export class ServerConnection implements LinkEvents {
     this.phase = 'hello';
     if (hello.version !== PROTOCOL_VERSION) {
       this.onProtocolError(new ProtocolError('unsupported-version', `protocol version ${hello.version} is not supported (this gateway speaks ${PROTOCOL_VERSION})`));
+      return;
+    }
+    // A token is handed to the authenticator (and a connect hook) as it is: bounded before that.
+    if (hello.token !== undefined && hello.token.length > this.host.limits.maxTokenBytes) {
+      this.onProtocolError(new ProtocolError('field-too-large', `token of ${hello.token.length} characters exceeds the limit of ${this.host.limits.maxTokenBytes}`));
       return;
     }
     // Every record of the device keeps both, in the store and in memory, for as long as it lives.
@@ -738,7 +743,7 @@ export function goawayFrame(reason: CloseReason, reconnectAfterMs: number): Fram
 }
 
 /** Keys plus values, in UTF-16 code units: what a client's fields cost to keep, near enough. */
-function stateBytes(s: ClientState): number {
+export function stateBytes(s: ClientState): number {
   let n = 0;
   for (const k of Object.keys(s)) n += k.length + String(s[k]).length;
   return n;

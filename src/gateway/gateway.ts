@@ -10,7 +10,8 @@ import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
-import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
+import { goawayFrame, ServerConnection, stateBytes, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
+import { utf8Length } from '../protocol/wire.js';
 import type { PushResult } from './push-tracker.js';
 import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
@@ -575,6 +576,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     } catch (err) {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');
+    }
+    // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
+    const l = o.limits;
+    for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
+      if (v !== hello[name] && utf8Length(v) > l.maxIdBytes) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
+    }
+    if (identity.clientInfo && identity.clientInfo !== hello.clientInfo && stateBytes(identity.clientInfo) > l.maxClientInfoBytes) {
+      throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes}`);
     }
     conn.userId = identity.userId;
     conn.deviceId = identity.deviceId;

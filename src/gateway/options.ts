@@ -187,6 +187,8 @@ export interface LimitOptions {
   maxInboundWaitingBytes?: number;
   /** The same for one link (a lone message is always let in), so one link cannot fill what all share. */
   maxInboundWaitingBytesPerLink?: number;
+  /** HELLO's token, in characters: it goes to the authenticator and a connect hook as it is. */
+  maxTokenBytes?: number;
 }
 
 export interface ResolvedLimits {
@@ -210,6 +212,7 @@ export interface ResolvedLimits {
   maxInboundWaitingPerLink: number;
   maxInboundWaitingBytes: number;
   maxInboundWaitingBytesPerLink: number;
+  maxTokenBytes: number;
 }
 
 /** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
@@ -233,6 +236,8 @@ export const LIMIT_DEFAULTS = {
   maxInboundWaitingPerLink: 10_000,
   maxInboundWaitingBytes: 64 << 20,
   maxInboundWaitingBytesPerLink: 4 << 20,
+  // JWTs are a few hundred bytes to a few KB; 8 KiB leaves room for many claims.
+  maxTokenBytes: 8192,
   pingBurst: 20,
   maxDataPerSecond: 1000,
   dataBurst: 2000,
@@ -362,6 +367,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxInboundWaitingPerLink: positive('limits.maxInboundWaitingPerLink', l.maxInboundWaitingPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingPerLink),
     maxInboundWaitingBytes: positive('limits.maxInboundWaitingBytes', l.maxInboundWaitingBytes ?? LIMIT_DEFAULTS.maxInboundWaitingBytes),
     maxInboundWaitingBytesPerLink: positive('limits.maxInboundWaitingBytesPerLink', l.maxInboundWaitingBytesPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink),
+    maxTokenBytes: positive('limits.maxTokenBytes', l.maxTokenBytes ?? LIMIT_DEFAULTS.maxTokenBytes),
   };
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).

@@ -9,7 +9,12 @@ export interface StreamSinkOptions {
   cluster?: boolean;
   /** The stream backends read with XREADGROUP. */
   stream?: string;
-  /** Trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps everything. */
+  /**
+   * Trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps
+   * everything. Default 1,000,000: a consumer group's acknowledgement does
+   * not delete an entry, so an untrimmed stream grows with every message
+   * devices send until Redis is out of memory.
+   */
   maxLen?: number;
   /**
    * Replicas that must hold an entry before the device's message is
@@ -28,13 +33,16 @@ export interface StreamSinkOptions {
  * Fields: type, user, device, connection, session, id, seq, payload (base64),
  * received_at.
  */
+export const STREAM_MAXLEN_DEFAULT = 1_000_000;
+
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
   const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1 });
   redis.on('error', () => {
     // Reconnects by itself; a failed XADD rejects and the message is retried.
   });
   const stream = o.stream ?? 'longlink:upstream';
-  const trim = o.maxLen && o.maxLen > 0 ? (['MAXLEN', '~', String(o.maxLen)] as const) : ([] as const);
+  const maxLen = o.maxLen ?? STREAM_MAXLEN_DEFAULT;
+  const trim = maxLen > 0 ? (['MAXLEN', '~', String(maxLen)] as const) : ([] as const);
   const replicas = o.waitReplicas ?? 0;
   const waitMs = o.waitTimeoutMs ?? 1000;
   // With replicas to wait for, XADD and WAIT go in one pipeline (on a cluster, to the stream's master).

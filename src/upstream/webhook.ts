@@ -74,6 +74,10 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
           res.on('error', reject);
         },
       );
+      // `timeout` above is the socket's idle time: a backend that trickles its answer, or a request
+      // queued behind busy sockets, would never reach it. This is the whole request's deadline.
+      const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      req.on('close', () => clearTimeout(deadline));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on('error', reject);
       req.end(json);

@@ -433,7 +433,12 @@ test('fields a client makes the gateway keep are bounded: clientInfo, merged sta
   b.client.send({ type: FrameType.DATA, seq: 1, id: 'y'.repeat(17), payload: new Uint8Array([1]) });
   await flush();
   assert.equal(lastClose(b.client)?.code, 4508);
-  assert.deepEqual(errors, ['LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE']);
+  // In UTF-8 bytes, as the limit says: nine characters, eighteen bytes.
+  const b2 = await open(gw, { userId: 'ids2' });
+  b2.client.send({ type: FrameType.DATA, seq: 1, id: 'é'.repeat(9), payload: new Uint8Array([1]) });
+  await flush();
+  assert.equal(lastClose(b2.client)?.code, 4508);
+  assert.deepEqual(errors, ['LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE', 'LL_ERR_FIELD_TOO_LARGE']);
   // A client within every bound is served.
   const ok = await open(gw, { userId: 'ok', clientInfo: { app: '1.0' } });
   ok.client.send({ type: FrameType.DATA, seq: 1, id: 'short', payload: new Uint8Array([1]) });

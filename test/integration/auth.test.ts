@@ -141,6 +141,52 @@ describe('JWT authentication (RS256 and ES256 public keys)', () => {
   }
 });
 
+describe('JWT authentication from a JWKS URL', () => {
+  test('an unreachable or failing key set is not a refusal: the device is told to come back (4004, retried); a token the set does not know is refused (4510)', async () => {
+    const issuer = await generateKeyPair('ES256');
+    const jwk = { ...(await exportJWK(issuer.publicKey)), kid: 'k1', alg: 'ES256' };
+    let mode: 'ok' | '500' | 'garbage' = 'ok';
+    const http = await import('node:http');
+    const jwks = http.createServer((_req, res) => {
+      if (mode === '500') res.writeHead(500).end('down');
+      else if (mode === 'garbage') res.writeHead(200, { 'content-type': 'application/json' }).end('{"not":"a key set"}');
+      else res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] }));
+    });
+    await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/jwks.json`;
+    const token = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setExpirationTime('5m').sign(issuer.privateKey);
+    // A fresh authenticator per case: jose caches the set it fetched.
+    const codeWith = async (m: typeof mode, t = token) => {
+      mode = m;
+      const gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: jwtAuthenticator({ jwksUrl: url }) });
+      const port = (await gw.listen()).tcp!.port;
+      try {
+        const frames = await helloOver(port, { token: t }, [], true);
+        return frames[0].type === FrameType.WELCOME ? 'welcome' : closeCode(frames);
+      } finally {
+        await gw.close();
+      }
+    };
+    try {
+      assert.equal(await codeWith('ok'), 'welcome');
+      assert.equal(await codeWith('500'), CloseCodes['server-error']);
+      assert.equal(await codeWith('garbage'), CloseCodes['server-error']);
+      const other = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid: 'unknown' }).setExpirationTime('5m').sign(issuer.privateKey);
+      assert.equal(await codeWith('ok', other), CloseCodes['auth-failed'], 'a key the set does not have: refused');
+    } finally {
+      await new Promise((r) => jwks.close(r));
+    }
+    // Nothing listening at all.
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: jwtAuthenticator({ jwksUrl: url }) });
+    const port = (await gw.listen()).tcp!.port;
+    try {
+      assert.equal(closeCode(await helloOver(port, { token })), CloseCodes['server-error']);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
 describe('client token provider', () => {
   test('after a close for an expired token the client asks for a fresh one and gets in', async () => {
     const { LonglinkClient } = await import('../../src/client/client.js');

@@ -79,3 +79,51 @@ test('the connect hook allows, refuses, sets identity and heartbeat, and a slow 
     backend.close();
   }
 });
+
+test('what the hook is sent and what it answers are bounded: a long token is refused before the hook is called, an answer over 64 KiB is a 4004, and the identity it sets is held to the HELLO\'s bounds', async () => {
+  let calls = 0;
+  const backend = http.createServer((req, res) => {
+    calls++;
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      const r = JSON.parse(body) as ConnectHookRequest;
+      const answer = (a: unknown) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(a));
+      if (r.user === 'huge') return answer({ allow: true, pad: 'x'.repeat(100_000) });
+      if (r.user === 'longid') return answer({ allow: true, user: 'u'.repeat(2000) });
+      if (r.user === 'bigstate') return answer({ allow: true, clientInfo: { blob: 'x'.repeat(5000) } });
+      answer({ allow: true });
+    });
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const url = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hello`;
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: connectHook({ url, timeoutMs: 2000 }) });
+  const port = (await gw.listen()).tcp!.port;
+  const codeOf = async (userId: string, token?: string) => {
+    const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId, deviceId: 'd', ...(token ? { token } : {}), reconnect: { enabled: false } });
+    const closes: CloseEvent[] = [];
+    c.on('close', (e) => closes.push(e));
+    try {
+      await c.connect();
+      return 'open';
+    } catch {
+      return closes[0]?.code;
+    } finally {
+      c.close();
+    }
+  };
+  try {
+    assert.equal(await codeOf('ok', 't'.repeat(8192)), 'open', 'a token at the bound');
+    const before = calls;
+    assert.equal(await codeOf('ok', 't'.repeat(8193)), CloseCodes['field-too-large']);
+    assert.equal(calls, before, 'the hook was not called');
+    assert.equal(await codeOf('huge'), CloseCodes['server-error'], 'an answer over 64 KiB');
+    assert.equal(await codeOf('longid'), CloseCodes['field-too-large']);
+    assert.equal(await codeOf('bigstate'), CloseCodes['field-too-large']);
+    assert.equal(gw.connectionCount, 0);
+  } finally {
+    await gw.close();
+    backend.close();
+  }
+});

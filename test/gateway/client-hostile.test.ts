@@ -1,0 +1,106 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { RecentIds } from '../../src/client/recent-ids.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { FrameType, type HeartbeatGrant } from '../../src/protocol/frames.js';
+import { escapeControls } from '../../src/cli/escape.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+
+// The client facing a broken or hostile gateway (or a man in the middle on ws://): what it may
+// be made to keep or do is bounded, and what makes no sense closes the link as malformed.
+
+const GRANT: HeartbeatGrant = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500, direction: 'client' };
+
+function setup() {
+  const clock = new ManualClock(5_000);
+  const servers: MemoryLink[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    reconnect: { initialDelayMs: 1000, maxDelayMs: 8000, minDelayMs: 100, stableAfterMs: 5000 },
+    clock,
+    timers: clock,
+    random: () => 0.5,
+    dial: async () => {
+      const [server, c] = memoryLinkPair();
+      server.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: () => {} });
+      servers.push(server);
+      return c;
+    },
+  });
+  const closes: CloseEvent[] = [];
+  const delays: number[] = [];
+  client.on('close', (e) => closes.push(e));
+  client.on('reconnecting', (r) => delays.push(r.delayMs));
+  const welcome = (heartbeat: HeartbeatGrant = GRANT) => servers.at(-1)!.send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 't', resumed: false, heartbeat });
+  return { clock, client, servers, closes, delays, welcome };
+}
+
+test('a WELCOME whose grant would overflow a timer, or makes no sense, closes the link as malformed (no reconnect), and arms no timer loop', async () => {
+  for (const bad of [{ intervalMs: 3e9, maxIntervalMs: 3e9 }, { intervalMs: 0 }, { minIntervalMs: 2000 }, { missBudget: 0 }, { graceMs: 3e9 }]) {
+    const { clock, client, closes, welcome } = setup();
+    const opening = client.connect().catch(() => {});
+    await flush();
+    welcome({ ...GRANT, ...bad });
+    await flush();
+    await opening;
+    assert.equal(closes[0]?.code, CloseCodes['malformed-frame'], JSON.stringify(bad));
+    assert.equal(closes[0]?.willReconnect, false);
+    assert.ok(clock.pendingTimers <= 2, `no timer loop (${clock.pendingTimers} pending)`);
+    client.close();
+  }
+});
+
+test('an acknowledgement of more than the client sent closes the link as malformed; the outbox is kept', async () => {
+  const { client, closes, welcome, servers } = setup();
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  client.send('one');
+  client.send('two');
+  servers[0].send({ type: FrameType.ACK, ack: 7 });
+  await flush();
+  assert.equal(closes[0]?.code, CloseCodes['malformed-frame']);
+  assert.equal(client.pendingCount, 2, 'nothing reported delivered');
+  client.close();
+});
+
+test('reconnect hints in a row wait at least the backoff: a gateway answering every link with GOAWAY 0 cannot make the client loop', async () => {
+  const { clock, client, delays, welcome, servers } = setup();
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  for (let i = 0; i < 4; i++) {
+    servers.at(-1)!.send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: 0 });
+    servers.at(-1)!.close(CloseCodes['going-away'], 'again');
+    await flush();
+    clock.advance(delays.at(-1)!);
+    await flush();
+    welcome();
+    await flush();
+  }
+  assert.equal(delays[0], 0, 'the first hint is honoured exactly');
+  assert.ok(delays.slice(1).every((d) => d >= 100), `then the backoff: ${delays}`);
+  assert.ok(delays[3] > delays[1], `and it grows: ${delays}`);
+  client.close();
+});
+
+test('the client remembers message ids bounded in characters as well as in count', () => {
+  const ids = new RecentIds(4096);
+  const long = 'x'.repeat(200_000);
+  for (let i = 0; i < 100; i++) assert.ok(ids.add(`${i}:${long}`), 'an id too long to remember is taken as new');
+  assert.equal(ids.heldChars, 0);
+  for (let i = 0; i < 10_000; i++) ids.add(`${i}:${'y'.repeat(10_000)}`);
+  assert.ok(ids.heldChars <= 4096 * 256, `bounded: ${ids.heldChars}`);
+  assert.equal(ids.add(`9999:${'y'.repeat(10_000)}`), false, 'the most recent are kept');
+});
+
+test('longlink client prints text from the gateway with its control characters escaped', () => {
+  assert.equal(escapeControls('hi\u001b]52;c;ZXZpbA==\u0007 there\r\n\ttab'), 'hi\\x1b]52;c;ZXZpbA==\\x07 there\\x0d\\x0a\ttab');
+  assert.equal(escapeControls('plain é 😀'), 'plain é 😀');
+});

@@ -1,0 +1,35 @@
+import assert from 'node:assert/strict';
+import { once } from 'node:events';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { test } from 'node:test';
+import { webhookSink } from '../../src/upstream/webhook.js';
+
+// The webhook's timeout is a deadline on the whole request: a backend that trickles its answer
+// (a byte every 100 ms, so the socket is never idle) used to hold a request, and a socket, forever.
+
+test('a webhook backend that trickles its answer fails the attempt at the deadline, not never', async () => {
+  const open = new Set<http.ServerResponse>();
+  const backend = http.createServer((req, res) => {
+    req.resume();
+    res.writeHead(200, { 'content-type': 'application/json' });
+    open.add(res);
+    const t = setInterval(() => res.write(' '), 100);
+    res.on('close', () => (clearInterval(t), open.delete(res)));
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const sink = webhookSink({ url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hook`, timeoutMs: 500 });
+  try {
+    const t0 = Date.now();
+    await assert.rejects(sink.send({ userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id: 'm1', seq: 1, payload: new Uint8Array([1]), receivedAt: 0 }), /no answer within 500 ms/);
+    const took = Date.now() - t0;
+    assert.ok(took >= 450 && took < 2000, `failed at the deadline: ${took} ms`);
+    await new Promise((r) => setTimeout(r, 200));
+    assert.equal(open.size, 0, 'the trickling answer was dropped');
+  } finally {
+    await sink.close?.();
+    backend.closeAllConnections();
+    backend.close();
+  }
+});
