@@ -89,7 +89,8 @@ export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authen
         body: JSON.stringify(request),
         signal: AbortSignal.timeout(timeoutMs),
       });
-      text = await cappedText(res, MAX_ANSWER_BYTES);
+      // A refusal's body is not read (a proxy's error page may be large): the status decides.
+      text = res.ok ? await cappedText(res, MAX_ANSWER_BYTES) : (await res.body?.cancel(), '');
     } catch (err) {
       throw new ProtocolError('server-error', `connect hook unavailable: ${err instanceof Error && err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : err instanceof Error ? err.message : String(err)}`);
     }

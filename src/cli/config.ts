@@ -137,7 +137,7 @@ export function printConfig(cmd: Command): string {
     const what = opt.negate ? `false is ${opt.long}: ${opt.description}` : opt.description;
     lines.push(`# ${what} (${opt.long}, ${envName(opt.long)})`);
     // Secrets are not echoed, wherever they came from.
-    if (/secret|token|api-key/.test(key)) lines.push(`# ${key}: ${v === undefined ? '' : '(set)'}`.trimEnd());
+    if (/secret|token|api-key/.test(key) && !key.endsWith('-bytes')) lines.push(`# ${key}: ${v === undefined ? '' : '(set)'}`.trimEnd());
     else lines.push(v === undefined ? `# ${key}:` : stringifyYaml({ [key]: v }).trimEnd());
   }
   return lines.join('\n') + '\n';

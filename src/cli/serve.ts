@@ -122,7 +122,7 @@ export function serveCommand(): Command {
       for (const x of list) if (x !== 'online' && x !== 'offline' && x !== 'suspect' && x !== 'replaced') throw new InvalidArgumentError(`unknown event ${x} (online, offline, suspect, replaced)`);
       return list;
     })
-    .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all, until Redis runs out of memory: acknowledging does not delete)', int, STREAM_MAXLEN_DEFAULT)
+    .option('--upstream-stream-maxlen <n>', 'trim the stream to about this many entries (0: keep all; trimming drops entries whether workers read them or not, so set it above what they can fall behind by)', int, STREAM_MAXLEN_DEFAULT)
     .option('--upstream-max-pending <n>', "device messages waiting for the backend in the process; beyond it a link gets GOAWAY and its client re-sends later", positiveInt, UPSTREAM_DEFAULTS.maxPending)
     .option('--upstream-max-pending-per-link <n>', "the same for one link", positiveInt, UPSTREAM_DEFAULTS.maxPendingPerConnection)
     .option('--upstream-max-pending-events <n>', 'lifecycle events on their way to the backend at once; beyond it they are dropped and counted (longlink_upstream_events_total{result="dropped"})', positiveInt, UPSTREAM_DEFAULTS.maxPendingEvents)

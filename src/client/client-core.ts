@@ -255,9 +255,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined && !this.onAcked(f.ack)) return;
     switch (f.type) {
       case FrameType.WELCOME: {
-        const problem = policyProblem(f.heartbeat);
+        const problem = policyProblem(f.heartbeat) ?? (f.resumed && f.ack !== undefined && f.ack > this.outSeq ? `ack ${f.ack} is beyond the last sequence number sent (${this.outSeq})` : null);
         if (problem) {
-          this.fail('malformed-frame', `WELCOME's heartbeat grant ${problem}`);
+          this.fail('malformed-frame', `WELCOME: ${problem}`);
           return;
         }
         this.onWelcome(f, now);

@@ -743,7 +743,7 @@ export function goawayFrame(reason: CloseReason, reconnectAfterMs: number): Fram
 }
 
 /** Keys plus values, in UTF-16 code units: what a client's fields cost to keep, near enough. */
-export function stateBytes(s: ClientState): number {
+function stateBytes(s: ClientState): number {
   let n = 0;
   for (const k of Object.keys(s)) n += k.length + String(s[k]).length;
   return n;

@@ -10,7 +10,7 @@ import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
-import { goawayFrame, ServerConnection, stateBytes, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
+import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
 import { utf8Length } from '../protocol/wire.js';
 import type { PushResult } from './push-tracker.js';
 import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
@@ -582,7 +582,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
       if (v !== hello[name] && utf8Length(v) > l.maxIdBytes) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
     }
-    if (identity.clientInfo && identity.clientInfo !== hello.clientInfo && stateBytes(identity.clientInfo) > l.maxClientInfoBytes) {
+    if (identity.clientInfo && identity.clientInfo !== hello.clientInfo && JSON.stringify(identity.clientInfo).length > l.maxClientInfoBytes) {
       throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes}`);
     }
     conn.userId = identity.userId;

@@ -236,8 +236,8 @@ export const LIMIT_DEFAULTS = {
   maxInboundWaitingPerLink: 10_000,
   maxInboundWaitingBytes: 64 << 20,
   maxInboundWaitingBytesPerLink: 4 << 20,
-  // JWTs are a few hundred bytes to a few KB; 8 KiB leaves room for many claims.
-  maxTokenBytes: 8192,
+  // JWTs are a few hundred bytes; an identity provider's with many group claims reaches 8 KiB or more.
+  maxTokenBytes: 16_384,
   pingBurst: 20,
   maxDataPerSecond: 1000,
   dataBurst: 2000,

@@ -10,10 +10,14 @@ export interface StreamSinkOptions {
   /** The stream backends read with XREADGROUP. */
   stream?: string;
   /**
-   * Trim the stream to about this many entries (XADD MAXLEN ~); 0 keeps
-   * everything. Default 1,000,000: a consumer group's acknowledgement does
-   * not delete an entry, so an untrimmed stream grows with every message
-   * devices send until Redis is out of memory.
+   * Trim the stream to about this many entries (XADD MAXLEN ~); 0 (the
+   * default) keeps everything. Trimming drops the oldest entries whether a
+   * consumer group has read them or not, and a device's message is
+   * acknowledged once XADD succeeded: set it only above what the workers
+   * can fall behind by. Untrimmed, the stream grows until Redis's
+   * `maxmemory`; with `noeviction` XADD then fails and devices keep their
+   * messages (nothing acknowledged is lost). Workers trim what their group
+   * has processed with XTRIM MINID.
    */
   maxLen?: number;
   /**
@@ -33,7 +37,8 @@ export interface StreamSinkOptions {
  * Fields: type, user, device, connection, session, id, seq, payload (base64),
  * received_at.
  */
-export const STREAM_MAXLEN_DEFAULT = 1_000_000;
+/** No trimming by default: trimming by length can drop entries no worker has read. */
+export const STREAM_MAXLEN_DEFAULT = 0;
 
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
   const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1 });

@@ -76,7 +76,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       );
       // `timeout` above is the socket's idle time: a backend that trickles its answer, or a request
       // queued behind busy sockets, would never reach it. This is the whole request's deadline.
-      const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+      const deadline = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs).unref();
       req.on('close', () => clearTimeout(deadline));
       req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
       req.on('error', reject);

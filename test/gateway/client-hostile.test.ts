@@ -69,6 +69,28 @@ test('an acknowledgement of more than the client sent closes the link as malform
   client.close();
 });
 
+test('a resumed WELCOME acknowledging more than the client sent closes as malformed before anything opens', async () => {
+  const { clock, client, closes, welcome, servers, delays } = setup();
+  const events: string[] = [];
+  client.on('open', () => events.push('open'));
+  client.on('close', (e) => events.push(`close ${e.code}`));
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  client.send('one');
+  servers[0].close(CloseCodes['going-away'], 'bye');
+  await flush();
+  clock.advance(delays[0]);
+  await flush();
+  servers[1].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 't', resumed: true, heartbeat: GRANT, ack: 9 });
+  await flush();
+  assert.equal(closes.at(-1)?.code, CloseCodes['malformed-frame']);
+  assert.deepEqual(events, ['open', `close ${CloseCodes['going-away']}`, `close ${CloseCodes['malformed-frame']}`], 'no open after the close');
+  assert.equal(client.pendingCount, 1);
+  client.close();
+});
+
 test('reconnect hints in a row wait at least the backoff: a gateway answering every link with GOAWAY 0 cannot make the client loop', async () => {
   const { clock, client, delays, welcome, servers } = setup();
   const opening = client.connect();

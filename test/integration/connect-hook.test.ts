@@ -114,9 +114,9 @@ test('what the hook is sent and what it answers are bounded: a long token is ref
     }
   };
   try {
-    assert.equal(await codeOf('ok', 't'.repeat(8192)), 'open', 'a token at the bound');
+    assert.equal(await codeOf('ok', 't'.repeat(16_384)), 'open', 'a token at the bound');
     const before = calls;
-    assert.equal(await codeOf('ok', 't'.repeat(8193)), CloseCodes['field-too-large']);
+    assert.equal(await codeOf('ok', 't'.repeat(16_385)), CloseCodes['field-too-large']);
     assert.equal(calls, before, 'the hook was not called');
     assert.equal(await codeOf('huge'), CloseCodes['server-error'], 'an answer over 64 KiB');
     assert.equal(await codeOf('longid'), CloseCodes['field-too-large']);
