@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { Redis } from 'ioredis';
 import { after, before, describe, test } from 'node:test';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
@@ -22,6 +23,21 @@ before(async () => {
 after(async () => {
   await Promise.all([redis?.stop(), rcluster?.stop()]);
 });
+
+/** The address (redis://host:port) of the master holding a device's mailbox. */
+async function masterOf(s: RedisStore, userId: string, deviceId: string): Promise<string> {
+  const key = (s as unknown as { mailbox(u: string, d: string): { list: string } }).mailbox(userId, deviceId).list;
+  const n = (s.redis as unknown as { nodes(role: string): Redis[] }).nodes('master')[0];
+  try {
+    await n.exists(key);
+    return `redis://${n.options.host}:${n.options.port}`;
+  } catch (err) {
+    // Another master's slot: the refusal names it.
+    const moved = /MOVED \d+ (\S+)/.exec((err as Error).message);
+    if (!moved) throw err;
+    return `redis://${moved[1]}`;
+  }
+}
 
 /** Keys matching a pattern, on every master of a cluster. */
 async function keysLike(s: RedisStore, pattern: string): Promise<string[]> {
@@ -102,6 +118,20 @@ for (const kind of kinds) {
       assert.equal(await s.depth('u', 'd1'), 1);
       assert.deepEqual(await s.expire(8999, true), []);
       assert.deepEqual((await s.expire(9000, true)).map((g) => g.message.id), ['new'], 'due at its expiresAt');
+    });
+
+    withStore('expiry stays exact when the earliest message goes first (acknowledged, or evicted by the bound)', async (s) => {
+      await s.enqueue('u', 'd', msg('early', 5000), LIMITS);
+      await s.enqueue('u', 'd', msg('late', 9000), LIMITS);
+      await s.take('u', 'd', 'h', 0);
+      assert.equal((await s.ack('u', 'd', 'h', 1)).length, 1, 'the earliest acknowledged');
+      assert.deepEqual(await s.expire(6000, true), [], 'nothing due at 6 s: the index does not lose the later one');
+      assert.deepEqual((await s.expire(9000, true)).map((g) => g.message.id), ['late']);
+      // Evicted by the per-device bound (three): the earliest goes, the rest expire when due.
+      for (const [id, x] of [['a', 1000], ['b', 8000], ['c', 8500], ['d', 8700]] as const) await s.enqueue('v', 'd', msg(id, x), LIMITS);
+      assert.deepEqual(await s.expire(2000, true), []);
+      assert.deepEqual((await s.expire(8600, true)).map((g) => g.message.id).sort(), ['b', 'c']);
+      assert.equal(await s.depth('v', 'd'), 1);
     });
 
     withStore('presence: online, replaced, offline only by its own connection', async (s) => {
@@ -267,6 +297,32 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     assert.equal(await b.redis.hlen('lease:{u:u}:presence'), 1, "the old incarnation's entry was deleted");
     await a2.close();
     await b.close();
+  });
+
+  test('acknowledging, or overflowing, a full mailbox does not read it whole: an ACK costs what it removes', async () => {
+    const s = new RedisStore({ ...at(), prefix: `full${++prefixN}:` });
+    let node: Redis | null = null;
+    try {
+      const limits = { maxMessages: 500, maxBytes: 1 << 20 };
+      for (let i = 0; i < 500; i++) await s.enqueue('u', 'd', msg(`m${i}`, 1e13, 10), limits);
+      await s.take('u', 'd', 'h', 0);
+      // Lua's own calls show in MONITOR on the node that runs them (one server; on a cluster, the mailbox's master).
+      node = new Redis(on === 'one server' ? redis!.url : await masterOf(s, 'u', 'd'));
+      const monitor = await node.monitor();
+      const calls: string[] = [];
+      monitor.on('monitor', (_t: string, args: string[]) => calls.push(String(args[0]).toLowerCase()));
+      for (let i = 1; i <= 5; i++) assert.equal((await s.ack('u', 'd', 'h', i)).length, 1);
+      // At its bound (495 here): the oldest is evicted.
+      assert.equal((await s.enqueue('u', 'd', msg('over', 1e13, 10), { ...limits, maxMessages: 495 })).length, 1);
+      await new Promise((r) => setTimeout(r, 100));
+      monitor.disconnect();
+      assert.ok(calls.includes('lpop'), `the script ran where watched: ${calls.slice(0, 10)}`);
+      assert.equal(calls.filter((c) => c === 'lrange').length, 0, 'no LRANGE of the mailbox');
+      assert.equal(await s.depth('u', 'd'), 495);
+    } finally {
+      node?.disconnect();
+      await s.close();
+    }
   });
 
   test('a route published to a node reaches its handler', async () => {

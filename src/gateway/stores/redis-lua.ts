@@ -4,23 +4,15 @@
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
  * hash {holder, high, bytes}; each mailbox shard's `expiry` is a sorted set of
- * its mailbox ids scored by the earliest expiresAt in them. A mailbox's keys and
+ * its mailbox ids scored by at most the earliest expiresAt in them: a lower
+ * bound, lowered by ENQUEUE and left as it is when messages go (ACK, an
+ * eviction), which can only raise the earliest; EXPIRE, when the score comes
+ * due, sets it to the true earliest. So no script but EXPIRE reads a whole
+ * mailbox to keep the index: an ACK costs what it removes, not the mailbox
+ * (acknowledging a full mailbox one message at a time was quadratic). A mailbox's keys and
  * its shard's expiry index share a hash tag, so each script touches one slot of
  * a Redis Cluster (EXPIRE reaches mailboxes by name: same tag, same slot).
  */
-
-/** Re-scores the mailbox in the expiry index by its earliest message (or drops it when empty). */
-const RESCORE = `
-local function rescore(list, mbid, expiryKey)
-  local all = redis.call('LRANGE', list, 0, -1)
-  local min = nil
-  for _, raw in ipairs(all) do
-    local x = cjson.decode(raw).x
-    if min == nil or x < min then min = x end
-  end
-  if min == nil then redis.call('ZREM', expiryKey, mbid) else redis.call('ZADD', expiryKey, min, mbid) end
-end
-`;
 
 /** KEYS: list, meta, expiry. ARGV: message json, bytes, maxMessages, maxBytes, mailbox id, expiresAt. Returns evicted messages. */
 export const ENQUEUE = `
@@ -36,10 +28,6 @@ while redis.call('LLEN', KEYS[1]) > 1 and (redis.call('LLEN', KEYS[1]) > maxMess
 end
 local score = redis.call('ZSCORE', KEYS[3], ARGV[5])
 if (not score) or tonumber(ARGV[6]) < tonumber(score) then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5]) end
-if #evicted > 0 then
-  ${RESCORE}
-  rescore(KEYS[1], ARGV[5], KEYS[3])
-end
 return evicted
 `;
 
@@ -84,12 +72,11 @@ while true do
   redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
   table.insert(out, head)
 end
-if #out > 0 then
-  ${RESCORE}
-  rescore(KEYS[1], ARGV[3], KEYS[3])
-end
 -- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('DEL', KEYS[2]) end
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
 return out
 `;
 
@@ -118,8 +105,12 @@ for _, mbid in ipairs(due) do
       if min == nil or m.x < min then min = m.x end
     end
   end
-  redis.call('DEL', list)
-  if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) else redis.call('DEL', meta) end
+  -- Rewritten only if something expired: a score that came due early (its earliest message was
+  -- acknowledged) is only corrected.
+  if #keep < #all then
+    redis.call('DEL', list)
+    if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) else redis.call('DEL', meta) end
+  end
   if min == nil then redis.call('ZREM', KEYS[1], mbid) else redis.call('ZADD', KEYS[1], min, mbid) end
 end
 return out
