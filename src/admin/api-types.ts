@@ -84,6 +84,8 @@ export interface Tick {
   falseSuspicions: number;
   /** RTT samples over the last minute. */
   rtt: RttSummary;
+  /** Online and offline notices since the last tick not streamed (past the feed's per-tick budget; the counts above still hold them). */
+  noticesSkipped: number;
 }
 
 export interface OnlineNotice {

@@ -17,6 +17,12 @@ export interface LiveFeedOptions {
   historyTicks?: number;
   /** Disconnections kept for a new dashboard. */
   recentOffline?: number;
+  /**
+   * Online and offline notices streamed between two ticks; beyond, they are
+   * counted in the next tick (`noticesSkipped`) instead. A connect-and-close
+   * loop makes thousands a second, each written to every open dashboard.
+   */
+  maxNoticesPerTick?: number;
   timers: Timers;
   wallNow: () => number;
 }
@@ -38,12 +44,15 @@ export class LiveFeed {
   private last: TrafficStats;
   private lastAt: number;
   private timer: TimerHandle | null = null;
+  /** Notices streamed since the last tick, and those past maxNoticesPerTick (counted in the next tick). */
+  private noticesSent = 0;
+  private noticesSkipped = 0;
   private readonly o: Required<LiveFeedOptions>;
   private readonly detach: () => void;
   readonly startedAt: number;
 
   constructor(private readonly gw: Gateway, opts: LiveFeedOptions) {
-    this.o = { tickMs: 1000, historyTicks: 600, recentOffline: 50, ...opts };
+    this.o = { tickMs: 1000, historyTicks: 600, recentOffline: 50, maxNoticesPerTick: 100, ...opts };
     this.startedAt = this.o.wallNow();
     this.last = gw.trafficStats();
     this.lastAt = this.startedAt;
@@ -106,7 +115,10 @@ export class LiveFeed {
       suspicions: this.gw.suspicionStats.suspected,
       falseSuspicions: this.gw.suspicionStats.cleared,
       rtt: this.rttSummary(now),
+      noticesSkipped: this.noticesSkipped,
     };
+    this.noticesSent = 0;
+    this.noticesSkipped = 0;
     this.last = t;
     this.lastAt = now;
     this.history.push(tick);
@@ -164,6 +176,11 @@ export class LiveFeed {
   }
 
   private publish(e: FeedEvent): void {
+    if (this.subscribers.size === 0) return;
+    if (e.event !== 'tick' && this.noticesSent++ >= this.o.maxNoticesPerTick) {
+      this.noticesSkipped++;
+      return;
+    }
     for (const fn of this.subscribers) fn(e);
   }
 

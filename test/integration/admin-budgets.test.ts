@@ -5,6 +5,8 @@ import { AdminServer, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/adm
 import { MAX_USERS_PER_REQUEST } from '../../src/admin/server-api.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { sleep } from '../helpers/procs.js';
+import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
 
 // What a caller of the admin port can make it hold: live event streams, server-API requests in
 // flight, and pushes per request. Each has a bound, a coded refusal, and room again once freed.
@@ -94,6 +96,32 @@ test(`a batch may push to or read the presence of at most ${MAX_USERS_PER_REQUES
     const r2 = await fetch(`http://127.0.0.1:${port}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ commands: reads }) });
     assert.equal(r2.status, 400, 'presence reads count too');
   } finally {
+    await close();
+  }
+});
+
+test('the live feed streams at most 100 online and offline notices between two ticks; the rest are counted in the next tick', async () => {
+  const { gw, port, close } = await setup();
+  const s = await raw(port, 'GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+  try {
+    for (let i = 0; i < 100 && !s.text().includes('event: snapshot'); i++) await sleep(10);
+    // 300 devices come online at once (a connect loop), in far less than a tick.
+    for (let i = 0; i < 300; i++) {
+      const [server, client] = memoryLinkPair();
+      gw.accept(server);
+      client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd' });
+    }
+    await flush();
+    let tick = '';
+    for (let i = 0; i < 300 && !(tick = s.text().split('event: tick').slice(1).find((t) => /"noticesSkipped":[1-9]/.test(t)) ?? ''); i++) await sleep(10);
+    const streamed = s.text().split('event: online').length - 1;
+    const perWindow = s.text().split('event: tick').map((w) => w.split('event: online').length - 1);
+    assert.ok(perWindow.every((n) => n <= 100), `at most 100 notices between two ticks (${perWindow})`);
+    const skipped = Number(/"noticesSkipped":(\d+)/.exec(tick)?.[1]);
+    assert.ok(streamed + skipped >= 300, `the rest counted in the tick: ${streamed} streamed, ${skipped} skipped`);
+    assert.match(tick, /"online":300/, 'the tick counts every device');
+  } finally {
+    s.destroy();
     await close();
   }
 });
