@@ -10,7 +10,7 @@ export interface WebhookOptions {
   secret?: string;
   /** A request that takes longer fails (and is retried). */
   timeoutMs?: number;
-  /** Connections kept open to the backend (keep-alive). */
+  /** Connections kept open to the backend (keep-alive) for messages; lifecycle events have a quarter as many of their own. */
   maxSockets?: number;
 }
 
@@ -49,13 +49,16 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
   const lib = url.protocol === 'https:' ? https : http;
   // node:http with a keep-alive agent: about five times cheaper per request here than fetch.
   const agent = new lib.Agent({ keepAlive: true, maxSockets: o.maxSockets ?? 256 });
-  const post = (json: string, id?: string) =>
+  // Lifecycle events on sockets of their own: a burst of them (a connect-and-close loop makes two per
+  // HELLO) must not queue ahead of devices' messages, which wait for their acknowledgement.
+  const eventAgent = new lib.Agent({ keepAlive: true, maxSockets: Math.max(1, Math.floor((o.maxSockets ?? 256) / 4)) });
+  const post = (json: string, id?: string, via: http.Agent = agent) =>
     new Promise<{ ok: boolean; status: number; text: () => Promise<string> }>((resolve, reject) => {
       const req = lib.request(
         url,
         {
           method: 'POST',
-          agent,
+          agent: via,
           timeout: timeoutMs,
           headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), ...(id ? { 'x-longlink-id': id } : {}), ...(o.secret ? { 'x-longlink-signature': webhookSignature(o.secret, json) } : {}) },
         },
@@ -86,11 +89,12 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
     name: 'webhook',
     async close(): Promise<void> {
       agent.destroy();
+      eventAgent.destroy();
     },
     async sendEvent(e: UpstreamEvent): Promise<void> {
       // { type: 'online' | 'offline' | 'suspect' | 'replaced', user, device, connectionId, nodeId, reason?, code?, initiator?, silentForMs?, resumed?, cleared?, byConnectionId?, stale?, at }
       const { userId, deviceId, ...rest } = e;
-      const res = await post(JSON.stringify({ ...rest, user: userId, device: deviceId }));
+      const res = await post(JSON.stringify({ ...rest, user: userId, device: deviceId }), undefined, eventAgent);
       await res.text();
       if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);
     },

@@ -33,3 +33,32 @@ test('a webhook backend that trickles its answer fails the attempt at the deadli
     backend.close();
   }
 });
+
+test('lifecycle events go on sockets of their own: a backend slow on events does not hold up devices\' messages', async () => {
+  const held: http.ServerResponse[] = [];
+  const backend = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (d) => (body += d));
+    req.on('end', () => {
+      if ((JSON.parse(body) as { type: string }).type === 'message') return void res.writeHead(200).end();
+      held.push(res); // events: never answered (until the end of the test)
+    });
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const sink = webhookSink({ url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hook`, timeoutMs: 3000, maxSockets: 4 });
+  try {
+    const events = Array.from({ length: 20 }, (_, i) => sink.sendEvent!({ type: 'online', userId: `u${i}`, deviceId: 'd', connectionId: 'c', nodeId: 'n', at: 0 }).catch(() => {}));
+    await new Promise((r) => setTimeout(r, 100));
+    const t0 = Date.now();
+    await sink.send({ userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id: 'm1', seq: 1, payload: new Uint8Array([1]), receivedAt: 0 });
+    assert.ok(Date.now() - t0 < 1000, `the message went at once (${Date.now() - t0} ms), not behind 20 held events`);
+    assert.equal(held.length, 1, 'events use a quarter of the sockets (one of four here)');
+    await sink.close?.();
+    await Promise.all(events);
+  } finally {
+    await sink.close?.();
+    backend.closeAllConnections();
+    backend.close();
+  }
+});
