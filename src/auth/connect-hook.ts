@@ -36,15 +36,6 @@ export interface ConnectHookAnswer {
   heartbeat?: { intervalMs?: number; direction?: 'client' | 'server' };
 }
 
-/**
- * The connect hook: on HELLO, the backend decides. 200 `{"allow": true, ...}`
- * opens the session (with the user, client info and heartbeat it sets);
- * `{"allow": false}` or 401/403 refuses it with auth-failed (4510, the device
- * does not retry); no answer within the timeout, a refused connection or a 5xx
- * closes with server-error (4004, the device comes back with backoff), so a
- * backend outage never locks devices out for good. `inner` runs first (JWT),
- * and the hook sees the identity it established.
- */
 /** The most of a hook's answer read: an identity, client info and a heartbeat fit in far less. */
 const MAX_ANSWER_BYTES = 64 * 1024;
 
@@ -67,6 +58,15 @@ async function cappedText(res: Response, max: number): Promise<string> {
   return Buffer.concat(parts).toString('utf8');
 }
 
+/**
+ * The connect hook: on HELLO, the backend decides. 200 `{"allow": true, ...}`
+ * opens the session (with the user, client info and heartbeat it sets);
+ * `{"allow": false}` or 401/403 refuses it with auth-failed (4510, the device
+ * does not retry); no answer within the timeout, a refused connection or a 5xx
+ * closes with server-error (4004, the device comes back with backoff), so a
+ * backend outage never locks devices out for good. `inner` runs first (JWT),
+ * and the hook sees the identity it established.
+ */
 export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authenticate {
   const timeoutMs = o.timeoutMs ?? 2000;
   return async (hello: HelloFrame, peer): Promise<Identity> => {

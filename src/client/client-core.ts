@@ -255,7 +255,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined && !this.onAcked(f.ack)) return;
     switch (f.type) {
       case FrameType.WELCOME: {
-        const problem = policyProblem(f.heartbeat) ?? (f.resumed && f.ack !== undefined && f.ack > this.outSeq ? `ack ${f.ack} is beyond the last sequence number sent (${this.outSeq})` : null);
+        const problem = policyProblem(f.heartbeat) ?? (f.resumed && f.ack !== undefined ? this.ackProblem(f.ack) : null);
         if (problem) {
           this.fail('malformed-frame', `WELCOME: ${problem}`);
           return;
@@ -386,11 +386,16 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.noteSent(this.options.clock.now());
   };
 
+  /** What is wrong with an acknowledgement, if anything: one beyond what was sent would report messages delivered that the gateway never had. */
+  private ackProblem(upTo: number): string | null {
+    return upTo > this.outSeq ? `acknowledgement ${upTo} is beyond the last sequence number sent (${this.outSeq})` : null;
+  }
+
   /** Settles the outbox up to `upTo`; false (the link failed) if it acknowledges what was never sent. */
   private onAcked(upTo: number): boolean {
-    if (upTo > this.outSeq) {
-      // Emptying the outbox on it would report messages delivered that the gateway never had.
-      this.fail('malformed-frame', `acknowledgement ${upTo} is beyond the last sequence number sent (${this.outSeq})`);
+    const problem = this.ackProblem(upTo);
+    if (problem) {
+      this.fail('malformed-frame', problem);
       return false;
     }
     while (this.outbox.length > 0 && this.outbox[0].seq <= upTo) {

@@ -25,7 +25,7 @@ import type { ResolvedLimits } from './options.js';
 import { newId } from './ids.js';
 import type { ConnectionTrace } from './connection-trace.js';
 import type { LinkDelivery } from './link-delivery.js';
-import { utf8Length } from '../protocol/wire.js';
+import { utf8Exceeds, utf8Length } from '../protocol/wire.js';
 
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
@@ -334,7 +334,7 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.DATA:
-        if (f.id !== undefined && f.id.length * 3 > this.host.limits.maxMessageIdBytes && utf8Length(f.id) > this.host.limits.maxMessageIdBytes) {
+        if (f.id !== undefined && utf8Exceeds(f.id, this.host.limits.maxMessageIdBytes)) {
           // An id is remembered for dedup after the message is gone.
           this.onProtocolError(new ProtocolError('field-too-large', `message id of ${utf8Length(f.id)} bytes exceeds the limit of ${this.host.limits.maxMessageIdBytes}`));
           return;
@@ -476,7 +476,7 @@ export class ServerConnection implements LinkEvents {
     // Every record of the device keeps both, in the store and in memory, for as long as it lives.
     const maxId = this.host.limits.maxIdBytes;
     for (const [name, v] of [['userId', hello.userId], ['deviceId', hello.deviceId]] as const) {
-      if (v.length * 3 > maxId && utf8Length(v) > maxId) {
+      if (utf8Exceeds(v, maxId)) {
         this.onProtocolError(new ProtocolError('field-too-large', `${name} of ${utf8Length(v)} bytes exceeds the limit of ${maxId}`));
         return;
       }

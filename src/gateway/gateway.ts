@@ -11,7 +11,7 @@ import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
 import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
-import { utf8Length } from '../protocol/wire.js';
+import { utf8Exceeds, utf8Length } from '../protocol/wire.js';
 import type { PushResult } from './push-tracker.js';
 import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
@@ -497,6 +497,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     void this.options.store.control?.(old.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
   }
 
+  /** Asks the node of a link put back in presence whether it still holds it (checkHeld, there). */
+  private askToCheck(e: PresenceEntry): Promise<void> | undefined {
+    return this.options.store.control?.(e.nodeId, { kind: 'check', userId: e.userId, deviceId: e.deviceId, connectionId: e.connectionId });
+  }
+
   /** Another node put this node's link `connectionId` back in presence: if it is not open here, out it goes. */
   private checkHeld(userId: string, deviceId: string, connectionId: string): void {
     const conn = this.registry.get(userId, deviceId);
@@ -580,7 +585,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
     const l = o.limits;
     for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
-      if (v !== hello[name] && utf8Length(v) > l.maxIdBytes) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
+      if (v !== hello[name] && utf8Exceeds(v, l.maxIdBytes)) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
     }
     if (identity.clientInfo && identity.clientInfo !== hello.clientInfo && JSON.stringify(identity.clientInfo).length > l.maxClientInfoBytes) {
       throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes}`);
@@ -639,9 +644,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       conn.presenceOut = false;
       const store = o.store;
       void (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined))
-        .then(async (back) => {
-          if (back) await store.control?.(back.nodeId, { kind: 'check', userId: back.userId, deviceId: back.deviceId, connectionId: back.connectionId });
-        })
+        .then((back) => (back ? this.askToCheck(back) : undefined))
         .catch(() => {});
       throw err;
     }
@@ -662,9 +665,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         // is asked to check it still holds that link, in case it too closed meanwhile. Announce nothing.
         void o.store
           .setOffline(conn.userId, conn.deviceId, conn.id, elsewhere)
-          .then(async (putBack) => {
-            if (putBack && elsewhere) await o.store.control?.(elsewhere.nodeId, { kind: 'check', userId: conn.userId, deviceId: conn.deviceId, connectionId: elsewhere.connectionId });
-          })
+          .then((putBack) => (putBack && elsewhere ? this.askToCheck(elsewhere) : undefined))
           .catch(() => {});
       }
       throw new LonglinkError('LL_ERR_CLOSED', moved ? 'replaced during handshake by a link on another node' : 'connection closed during handshake');

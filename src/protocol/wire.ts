@@ -36,6 +36,11 @@ export function utf8Length(s: string): number {
   return n;
 }
 
+/** Whether `s` takes more than `max` bytes in UTF-8; a string too short to (three bytes a unit at most) is not measured. */
+export function utf8Exceeds(s: string, max: number): boolean {
+  return s.length * 3 > max && utf8Length(s) > max;
+}
+
 /** A growable byte writer. `reserve` leaves room in front for a length prefix. */
 export class Writer {
   buf: Uint8Array;

@@ -391,39 +391,28 @@ export class MemoryStore implements Store {
   }
 
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
-    const over = this.queuedBytes + msg.payload.length - this.limits.maxQueuedBytes;
+    const len = msg.payload.length;
+    const m = this.mailboxes.get(`${userId}\u0000${deviceId}`);
+    // The oldest the device's own bounds push out to take it (never the new one): their bytes are room.
+    let drop = 0;
+    let freed = 0;
+    if (m) {
+      for (let n = m.messages.length + 1, bytes = m.bytes + len; n > 1 && (n > limits.maxMessages || bytes > limits.maxBytes); n--) {
+        const l = m.messages[drop++].payload.length;
+        bytes -= l;
+        freed += l;
+      }
+    }
     // A device online here takes it all the same: it is on its way out, and refusing it would turn a
     // store full of messages for offline devices into an outage for everyone connected.
-    if (over > 0 && over > this.evictedFor(userId, deviceId, msg.payload.length, limits) && this.find(userId, deviceId)?.online !== true) {
-      throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${msg.payload.length} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
+    if (this.queuedBytes + len - freed > this.limits.maxQueuedBytes && this.find(userId, deviceId)?.online !== true) {
+      throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${len} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
     }
-    const m = this.mailbox(userId, deviceId);
-    m.messages.push({ ...msg, seq: 0 });
-    m.bytes += msg.payload.length;
-    this.queuedBytes += msg.payload.length;
-    const evicted: QueuedMessage[] = [];
-    while (m.messages.length > 1 && (m.messages.length > limits.maxMessages || m.bytes > limits.maxBytes)) {
-      const old = m.messages.shift()!;
-      m.bytes -= old.payload.length;
-      this.queuedBytes -= old.payload.length;
-      evicted.push(old);
-    }
-    return evicted;
-  }
-
-  /** Bytes the device's own bounds would evict to take a message of `len` (they count as room). */
-  private evictedFor(userId: string, deviceId: string, len: number, limits: MailboxLimits): number {
-    const m = this.mailboxes.get(`${userId}\u0000${deviceId}`);
-    if (!m) return 0;
-    let n = m.messages.length + 1;
-    let bytes = m.bytes + len;
-    let freed = 0;
-    for (let i = 0; n > 1 && (n > limits.maxMessages || bytes > limits.maxBytes); i++, n--) {
-      const l = m.messages[i].payload.length;
-      bytes -= l;
-      freed += l;
-    }
-    return freed;
+    const box = m ?? this.mailbox(userId, deviceId);
+    box.messages.push({ ...msg, seq: 0 });
+    box.bytes += len - freed;
+    this.queuedBytes += len - freed;
+    return drop > 0 ? box.messages.splice(0, drop) : [];
   }
 
   holdsNothingFor(userId: string, deviceId: string): boolean {

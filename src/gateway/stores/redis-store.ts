@@ -446,33 +446,37 @@ export class RedisStore implements Store {
 
   // Presence.
 
+  /** A user's presence hash, and beside it the other-node entries its current entries displaced (TAKE_BACK). */
+  private presenceKeys(userId: string): [string, string] {
+    return [this.uk(userId, 'presence'), this.uk(userId, 'displaced')];
+  }
+
   /** An entry as stored: with this process's incarnation when it is this node's, so a node restarted under the same id does not revive it. */
   private presenceJson(entry: PresenceEntry): string {
     return JSON.stringify(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry);
   }
 
   async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
-    const old = await this.redis.llSetOnline(this.uk(entry.userId, 'presence'), this.uk(entry.userId, 'displaced'), entry.deviceId, this.presenceJson(entry), entry.nodeId);
+    const old = await this.redis.llSetOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.nodeId);
     // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was.
     return old ? (JSON.parse(old) as PresenceEntry) : undefined;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
-    return (await this.redis.llRestoreOnline(this.uk(entry.userId, 'presence'), this.uk(entry.userId, 'displaced'), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
+    return (await this.redis.llRestoreOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
   }
 
   async takeBackOnline(userId: string, deviceId: string, connectionId: string): Promise<PresenceEntry | undefined> {
-    const prev = await this.redis.llTakeBack(this.uk(userId, 'presence'), this.uk(userId, 'displaced'), deviceId, connectionId);
+    const prev = await this.redis.llTakeBack(...this.presenceKeys(userId), deviceId, connectionId);
     if (!prev) return undefined;
     const { inc: _inc, ...entry } = JSON.parse(prev) as PresenceEntry & { inc?: string };
     return entry;
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {
-    const key = this.uk(userId, 'presence');
-    const displaced = this.uk(userId, 'displaced');
     // A put-back entry is the one setOnline returned, incarnation and all.
-    const r = putBack ? await this.redis.llSetOffline(key, displaced, deviceId, connectionId, JSON.stringify(putBack)) : await this.redis.llSetOffline(key, displaced, deviceId, connectionId);
+    const keys = this.presenceKeys(userId);
+    const r = putBack ? await this.redis.llSetOffline(...keys, deviceId, connectionId, JSON.stringify(putBack)) : await this.redis.llSetOffline(...keys, deviceId, connectionId);
     return r === 1;
   }
 
@@ -486,7 +490,7 @@ export class RedisStore implements Store {
       if (holder !== undefined && (inc === undefined || inc === holder)) out.push(e);
       // An earlier incarnation of a node that is alive again: those links are gone for sure.
       // A node without a lease may only have lapsed (it writes its presence again when it notices), so its entries stay.
-      else if (holder !== undefined) void this.redis.llSetOffline(key, this.uk(userId, 'displaced'), e.deviceId, e.connectionId).catch(() => {});
+      else if (holder !== undefined) void this.redis.llSetOffline(...this.presenceKeys(userId), e.deviceId, e.connectionId).catch(() => {});
     }
     return out;
   }
@@ -512,8 +516,7 @@ export class RedisStore implements Store {
   async deleteSession(resumeToken: string): Promise<void> {
     // Its place in the device's index goes too, or it would count against the device's bound
     // until the index evicted it, pushing out an older session still resumable.
-    const raw = await this.redis.get(this.k('session', resumeToken));
-    await this.redis.del(this.k('session', resumeToken));
+    const raw = await this.redis.getdel(this.k('session', resumeToken));
     if (!raw) return;
     const { record } = JSON.parse(raw) as { record: SessionRecord };
     await this.redis.zrem(this.uk(record.userId, 'dsess', enc(record.deviceId)), resumeToken);
