@@ -107,17 +107,32 @@ export function browserDial(url: string, opts: DialOptions): Promise<Link> {
       reject(new LonglinkError('LL_ERR_BAD_URL', `the browser client speaks ws:// and wss:// only, not ${u.protocol}`));
       return;
     }
+    if (opts.signal?.aborted) {
+      reject(new LonglinkError('LL_ERR_CLOSED', `dial of ${u.host} abandoned`));
+      return;
+    }
     const ws = new WebSocket(u);
+    const onAbort = () => {
+      done();
+      ws.close();
+      reject(new LonglinkError('LL_ERR_CLOSED', `dial of ${u.host} abandoned`));
+    };
+    const done = () => {
+      clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+    };
     const timer = setTimeout(() => {
+      done();
       ws.close();
       reject(new LonglinkError('LL_ERR_CONNECT_TIMEOUT', `WebSocket connect to ${u.host} timed out`));
     }, opts.timeoutMs);
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
     ws.onopen = () => {
-      clearTimeout(timer);
+      done();
       resolve(new BrowserWsLink(ws, opts.maxFrameBytes, u.hostname));
     };
     ws.onerror = ws.onclose = () => {
-      clearTimeout(timer);
+      done();
       reject(new LonglinkError('LL_ERR_CONNECT_FAILED', `WebSocket connect to ${u.host} failed`));
     };
   });

@@ -6,7 +6,7 @@ import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, LonglinkError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, type CloseReason } from '../protocol/errors.js';
+import { CloseCodes, LonglinkError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
@@ -102,6 +102,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private ackTimer: TimerHandle | null = null;
   private readonly recentIds = new RecentIds(4096);
   private lastSessionId: string | undefined;
+  /** WELCOME is being handled: a send() from one of its events only queues, the outbox going out in order after. */
+  private welcoming = false;
+  /** The interval the last HELLO asked for: one set after it is announced once WELCOME comes. */
+  private helloIntervalMs: number | undefined;
+  /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
+  private hintedWait = false;
+  /** Aborts the attempt's dial when close() or a newer attempt makes it moot. */
+  private dialAbort: AbortController | null = null;
 
   constructor(opts: ClientOptions, defaultDial: Dialer) {
     super();
@@ -146,6 +154,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   /** Starts connecting; resolves at the first WELCOME, rejects if the first attempt fails for good. */
   connect(): Promise<WelcomeFrame> {
     this.userClosed = false;
+    // Already open: nothing to wait for (waiting for the next WELCOME would hang until a reconnect).
+    if (this.welcome !== null && !this.welcoming) return Promise.resolve(this.welcome);
     if (this.stateName === 'idle' || this.stateName === 'closed') void this.attempt();
     return new Promise((resolve, reject) => {
       const onOpen = (w: WelcomeFrame) => {
@@ -177,16 +187,21 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     let link: Link;
     let token: string | undefined;
     try {
-      token = typeof o.token === 'function' ? await o.token() : o.token;
+      token = typeof o.token === 'function' ? await this.withDeadline(o.token(), 'the token provider') : o.token;
     } catch (err) {
       if (stale()) return;
-      this.lost(CloseCodes['auth-failed'], `token provider failed: ${err instanceof Error ? err.message : String(err)}`);
+      // A provider that fails (its own fetch met the same outage that broke the link) or hangs is
+      // retried with backoff; only the gateway's refusal of a token is final.
+      this.lost(CloseCodes['transport-error'], `token provider failed: ${err instanceof Error ? err.message : String(err)}`);
       return;
     }
     if (stale()) return;
+    this.dialAbort?.abort();
+    const abort = (this.dialAbort = new AbortController());
     try {
-      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, ...(o.tls ? { tls: o.tls } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
+      link = await this.dialer(o.urls[this.urlIndex % o.urls.length], { timeoutMs: o.handshakeTimeoutMs, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, signal: abort.signal, ...(o.tls ? { tls: o.tls } : {}), ...(o.localAddress ? { localAddress: o.localAddress } : {}) });
     } catch (err) {
+      if (this.dialAbort === abort) this.dialAbort = null;
       if (stale()) return;
       if (err instanceof RefusedError) {
         // Refused before the upgrade: the same as a GOAWAY, hint and reason.
@@ -198,6 +213,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
       return;
     }
+    if (this.dialAbort === abort) this.dialAbort = null;
     if (stale()) {
       link.destroy();
       return;
@@ -207,7 +223,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.unansweredGap = 0;
     link.bind({
       onLinkFrame: (f) => this.link === link && this.onFrame(f),
-      onLinkError: (err) => this.link === link && this.fail(err.reason, err.message),
+      // A stream that ended inside a frame is a connection lost mid-write (a gateway killed, a proxy
+      // closing), retried as WebSocket's 1006 is; any other bad frame is the gateway's fault, final.
+      onLinkError: (err) => this.link === link && (err instanceof StreamEndedError ? this.lost(CloseCodes['transport-error'], err.message) : this.fail(err.reason, err.message)),
       onLinkClose: (info) => {
         if (this.link !== link) return;
         const pc = this.peerClose;
@@ -237,6 +255,25 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       ...(this.resumeToken !== undefined ? { resumeToken: this.resumeToken, lastSeq: this.lastSeq } : {}),
       ...(o.direction !== 'client' ? { direction: o.direction } : {}),
       ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
+    });
+    this.helloIntervalMs = this.intervalMs;
+  }
+
+  /** A promise that rejects if `p` has not settled within the handshake timeout (the client's own timers). */
+  private withDeadline<T>(p: T | PromiseLike<T>, what: string): Promise<T> {
+    const o = this.options;
+    return new Promise<T>((resolve, reject) => {
+      const t = o.timers.setTimeout(() => reject(new Error(`${what} did not answer within ${o.handshakeTimeoutMs} ms`)), o.handshakeTimeoutMs);
+      Promise.resolve(p).then(
+        (v) => {
+          o.timers.clearTimeout(t);
+          resolve(v);
+        },
+        (e) => {
+          o.timers.clearTimeout(t);
+          reject(e);
+        },
+      );
     });
   }
 
@@ -296,9 +333,31 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   }
 
   private onWelcome(w: WelcomeFrame, now: number): void {
+    // Handlers of the events below may send(): queued, not written, until the outbox (renumbered on
+    // a new session) has gone out in order; written at once, a new message would overtake it and
+    // the gateway's cumulative ack would settle older ones it dropped as duplicates.
+    this.welcoming = true;
+    try {
+      this.welcomed(w, now);
+    } finally {
+      this.welcoming = false;
+    }
+    if (this.link !== null && this.welcome === w) {
+      for (const m of this.outbox) {
+        this.stats.resent++;
+        this.writeData(m);
+      }
+      // An interval set between HELLO and WELCOME: the HELLO did not carry it.
+      if (this.intervalMs !== undefined && this.intervalMs !== this.helloIntervalMs) this.setIntervalMs(this.intervalMs);
+    }
+  }
+
+  private welcomed(w: WelcomeFrame, now: number): void {
     const o = this.options;
     if (this.connectTimer !== null) o.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;
+    // A network change during the attempt that succeeded says nothing about the next loss.
+    this.retryAtOnce = false;
     const hadSession = this.resumeToken !== undefined;
     const previousSessionId = this.lastSessionId;
     this.lastSessionId = w.sessionId;
@@ -336,12 +395,6 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const sample = this.rtt.pongReceived(now);
     if (sample) this.emit('rtt', sample);
     if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
-    if (this.link !== null && this.welcome === w) {
-      for (const m of this.outbox) {
-        this.stats.resent++;
-        this.writeData(m);
-      }
-    }
   }
 
   private onData(payload: Uint8Array, seq: number | undefined, id: string | undefined): void {
@@ -350,12 +403,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.emit('message', id !== undefined ? { payload, id } : { payload });
       return;
     }
-    this.owe();
     if (seq <= this.lastSeq) {
       this.stats.duplicatesIn++;
+      this.owe();
       return;
     }
+    // Before owe(): the 64th owed ack is sent at once and must cover this message.
     this.lastSeq = seq;
+    this.owe();
     if (id !== undefined && !this.recentIds.add(id)) {
       this.stats.duplicatesIn++;
       return;
@@ -554,7 +609,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (opts.id === undefined) this.nextId++;
     const m = { seq: ++this.outSeq, id, payload: bytes };
     this.outbox.push(m);
-    if (this.link && this.welcome) this.writeData(m);
+    if (this.link && this.welcome && !this.welcoming) this.writeData(m);
     return m.id;
   }
 
@@ -631,7 +686,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     }
     // An attempt already under way may have started on the old network and be doomed.
     if (this.stateName === 'connecting') this.retryAtOnce = true;
-    if (this.stateName === 'reconnecting') {
+    // A wait the gateway asked for (a drain's spread, a full gateway's 503) is kept: the network is not why.
+    if (this.stateName === 'reconnecting' && !this.hintedWait) {
       if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
       this.connectTimer = null;
       this.backoff.reset();
@@ -643,6 +699,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   close(): void {
     this.userClosed = true;
     this.attemptGen++;
+    this.dialAbort?.abort();
+    this.dialAbort = null;
     const link = this.link;
     this.teardown();
     if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
@@ -685,16 +743,21 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const refreshable = code === CloseCodes['auth-expired'] && typeof this.options.token === 'function';
     const willReconnect = this.options.reconnectEnabled && (shouldReconnect(code) || refreshable);
     this.urlIndex++;
-    this.emit('close', { code, reason, willReconnect });
     if (!willReconnect) {
+      // Closed before the event: a connect() from its handler starts a new attempt.
       this.setState('closed');
+      this.emit('close', { code, reason, willReconnect });
       return;
     }
+    this.emit('close', { code, reason, willReconnect });
+    // A handler may have called close() (or connect(), which found an attempt already planned).
+    if (this.userClosed) return;
     // The server's hint spreads a drain's reconnect wave; honour it over our backoff. Hinted closes
     // in a row (no stable link between) wait at least the backoff too: a hint of 0 must not loop.
     const hint = this.goawayAfterMs;
     const delayMs = hint !== undefined ? (this.hintsInARow++ > 0 ? Math.max(hint, this.backoff.next()) : hint) : this.retryAtOnce ? 0 : this.backoff.next();
     this.goawayAfterMs = undefined;
+    this.hintedWait = hint !== undefined;
     this.retryAtOnce = false;
     this.stats.reconnects++;
     this.setState('reconnecting');

@@ -16,6 +16,12 @@ export interface DialOptions {
   tls?: ConnectionOptions;
   /** Local address to connect from (a multi-homed host; load generators spreading over source addresses). */
   localAddress?: string;
+  /** Aborted when the client no longer wants this dial (close() during it): the dial stops and rejects. */
+  signal?: AbortSignal;
+}
+
+function abortedError(u: URL): LonglinkError {
+  return new LonglinkError('LL_ERR_CLOSED', `dial of ${u.host} abandoned`);
 }
 
 /**
@@ -39,17 +45,29 @@ function dialTcp(u: URL, opts: DialOptions, secure: boolean): Promise<Link> {
       ? tls.connect({ ...opts.tls, host, port, ...local, ...(net.isIP(host) || opts.tls?.servername ? {} : { servername: host }) })
       : net.connect({ host, port, noDelay: true, ...local });
     const timer = setTimeout(() => {
+      done();
       socket.destroy();
       reject(new LonglinkError('LL_ERR_CONNECT_TIMEOUT', `${secure ? 'TLS' : 'TCP'} connect to ${u.host} timed out`));
     }, opts.timeoutMs);
-    socket.once(secure ? 'secureConnect' : 'connect', () => {
+    const onAbort = () => {
+      done();
+      socket.destroy();
+      reject(abortedError(u));
+    };
+    const done = () => {
       clearTimeout(timer);
+      opts.signal?.removeEventListener('abort', onAbort);
+    };
+    if (opts.signal?.aborted) return onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    socket.once(secure ? 'secureConnect' : 'connect', () => {
+      done();
       socket.removeAllListeners('error');
       applyKeepalive(socket, opts.keepalive);
       resolve(new TcpLink(socket, opts.maxFrameBytes));
     });
     socket.once('error', (err) => {
-      clearTimeout(timer);
+      done();
       reject(err);
     });
   });
@@ -59,12 +77,20 @@ function dialWs(u: URL, opts: DialOptions): Promise<Link> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(u, { ...(u.protocol === 'wss:' ? opts.tls : {}), ...(opts.localAddress ? { localAddress: opts.localAddress } : {}), perMessageDeflate: false, handshakeTimeout: opts.timeoutMs, maxPayload: opts.maxFrameBytes * 2 });
     let sock: net.Socket | undefined;
+    const onAbort = () => {
+      ws.terminate();
+      reject(abortedError(u));
+    };
+    const done = () => opts.signal?.removeEventListener('abort', onAbort);
+    if (opts.signal?.aborted) return onAbort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
     ws.once('upgrade', (res) => {
       sock = res.socket as net.Socket;
       applyKeepalive(sock, opts.keepalive);
     });
     // A gateway that refuses before the upgrade answers 503 with its GOAWAY in a header.
     ws.once('unexpected-response', (_req, res) => {
+      done();
       const goaway = parseGoawayHeader(res.headers[GOAWAY_HEADER]);
       ws.terminate();
       res.resume();
@@ -75,10 +101,12 @@ function dialWs(u: URL, opts: DialOptions): Promise<Link> {
       );
     });
     ws.once('open', () => {
+      done();
       ws.removeAllListeners('error');
       resolve(new WsLink(ws, opts.maxFrameBytes, sock?.remoteAddress ?? u.hostname, sock?.remotePort ?? Number(u.port)));
     });
     ws.once('error', (err) => {
+      done();
       ws.terminate();
       reject(err);
     });

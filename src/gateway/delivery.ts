@@ -329,8 +329,9 @@ export class Delivery {
           if (m.seq <= d.sentSeq) continue;
           // Flow control: the rest waits in the store until the link drains.
           if (conn.writeBackedUp) return conn.stallWrites();
-          conn.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload });
+          // Counted as sent before the write: a link that answers within it (in-process) may ack it at once.
           d.sentSeq = m.seq;
+          conn.send({ type: FrameType.DATA, seq: m.seq, id: m.id, payload: m.payload });
         }
       } while (d.flushAgain && this.writable(conn));
     } catch (err) {

@@ -108,6 +108,18 @@ export class ProtocolError extends LonglinkError {
   }
 }
 
+/**
+ * The byte stream ended inside a frame (truncated-frame, found at the end
+ * rather than in a frame's fields): to a client, a connection lost
+ * mid-write, retried like any other; to the gateway, a peer to close as truncated.
+ */
+export class StreamEndedError extends ProtocolError {
+  constructor(message: string) {
+    super('truncated-frame', message);
+    this.name = 'StreamEndedError';
+  }
+}
+
 export function errorCodeFor(reason: CloseReason): CloseErrorCode {
   return ('LL_ERR_' + reason.toUpperCase().replace(/-/g, '_')) as CloseErrorCode;
 }

@@ -1,4 +1,4 @@
-import { ProtocolError } from './errors.js';
+import { ProtocolError, StreamEndedError } from './errors.js';
 import type { Frame } from './frames.js';
 import { decodeFrame } from './frame-codec.js';
 
@@ -158,7 +158,7 @@ export class FrameDecoder {
   end(): void {
     if (this.held > 0 && !this.stopped) {
       this.failed = true;
-      throw new ProtocolError('truncated-frame', `stream ended inside a frame (${this.held} bytes held)`);
+      throw new StreamEndedError(`stream ended inside a frame (${this.held} bytes held)`);
     }
   }
 }

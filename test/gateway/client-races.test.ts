@@ -1,0 +1,357 @@
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway, type MessageEvent } from '../../src/gateway/gateway.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
+import { encodeDelimited } from '../../src/protocol/frame-codec.js';
+import { FrameType, type Frame, type HeartbeatGrant } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+
+// The client against its own event handlers, its token provider and the timing of its
+// calls: what an application does from inside an event, or between HELLO and WELCOME,
+// must not lose, reorder or strand a message or the client.
+
+const POLICY = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 };
+const GRANT: HeartbeatGrant = { ...POLICY, direction: 'client' };
+
+function gateway(clock = new ManualClock(1_000)) {
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: { pongTimeoutMs: 300 }, wheelTickMs: 1, clock, timers: clock, wallClock: clock, delivery: { probeBeforePushMs: 0 } });
+  const messages: MessageEvent[] = [];
+  gw.on('message', (e) => messages.push(e));
+  const texts = () => messages.map((m) => Buffer.from(m.payload).toString());
+  return { clock, gw, messages, texts };
+}
+
+/** A client of `target().gw`, which dials only while `up()`; random 0 makes the backoff exact. */
+function client(target: () => Gateway, clock: ManualClock, opts: { up?: () => boolean; token?: () => Promise<string>; random?: number } = {}) {
+  const links: MemoryLink[] = [];
+  const c = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    clock,
+    timers: clock,
+    random: () => opts.random ?? 0,
+    reconnect: { minDelayMs: 10, initialDelayMs: 10 },
+    ...(opts.token ? { token: opts.token } : {}),
+    dial: async () => {
+      if (opts.up && !opts.up()) throw new Error('network down');
+      const [s, l] = memoryLinkPair();
+      target().accept(s);
+      links.push(l);
+      return l;
+    },
+  });
+  const closes: CloseEvent[] = [];
+  const delays: number[] = [];
+  c.on('close', (e) => closes.push(e));
+  c.on('reconnecting', (r) => delays.push(r.delayMs));
+  return { c, links, closes, delays };
+}
+
+async function settle(clock: ManualClock, ms = 100, rounds = 5) {
+  for (let i = 0; i < rounds; i++) {
+    await flush();
+    clock.advance(ms / rounds);
+  }
+  await flush();
+}
+
+test('a send() from an open handler waits for the outbox: messages queued offline are all delivered, in order', async () => {
+  const { clock, gw, texts } = gateway();
+  let up = true;
+  const a = client(() => gw, clock, { up: () => up });
+  await Promise.all([a.c.connect(), flush()]);
+  up = false;
+  a.links[0].destroy();
+  a.c.send('q1');
+  a.c.send('q2');
+  a.c.on('open', () => a.c.send('from-open'));
+  a.c.on('state', (s) => s === 'open' && a.c.send('from-state'));
+  await settle(clock);
+  up = true;
+  await settle(clock, 500);
+  await settle(clock, 500);
+  assert.deepEqual(texts(), ['q1', 'q2', 'from-state', 'from-open']);
+  assert.equal(a.c.pendingCount, 0);
+  a.c.close();
+  await gw.close();
+});
+
+test('a send-the-next-on-acked pipeline across a resume loses nothing', async () => {
+  const { clock, gw, texts } = gateway();
+  const a = client(() => gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  let n = 0;
+  const next = () => a.c.send('p' + ++n);
+  a.c.on('acked', () => n < 6 && next());
+  a.links[0].deaf = true; // the gateway's acks are lost with the link
+  next();
+  await settle(clock);
+  a.links[0].peer.deaf = true; // p2 and p3 never reach the gateway
+  next();
+  next();
+  await settle(clock);
+  a.links[0].destroy();
+  await settle(clock, 500);
+  await settle(clock, 500);
+  assert.deepEqual(texts(), ['p1', 'p2', 'p3', 'p4', 'p5', 'p6']);
+  a.c.close();
+  await gw.close();
+});
+
+test('a send() from a state handler on a new session (resume token unknown) is renumbered with the outbox, not refused as an ack beyond it', async () => {
+  const first = gateway();
+  const clock = first.clock;
+  let target = first.gw;
+  const a = client(() => target, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  a.links[0].peer.deaf = true; // the gateway never gets these
+  a.c.send('x1');
+  a.c.send('x2');
+  await settle(clock);
+  a.links[0].destroy();
+  await first.gw.close();
+  const second = gateway(clock); // knows no session: the client's is lost
+  target = second.gw;
+  a.c.on('state', (s) => s === 'open' && a.c.send('hello'));
+  await settle(clock, 500);
+  await settle(clock, 500);
+  assert.deepEqual(second.texts(), ['x1', 'x2', 'hello']);
+  assert.equal(a.c.state, 'open');
+  assert.ok(!a.closes.some((e) => e.code === CloseCodes['malformed-frame']), JSON.stringify(a.closes));
+  a.c.close();
+  await second.gw.close();
+});
+
+test('the 64th message in a row is acknowledged at once, with the 63 before it (a burst of exactly 64 is settled)', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  const pushes = [];
+  for (let i = 1; i <= 64; i++) pushes.push(gw.push('u', 'm' + i, { id: 'm' + i, ttlMs: 20_000, waitMs: 10_000 }));
+  await flush();
+  const acks = a.links[0].peer.received.filter((f): f is Frame & { ack: number } => 'ack' in f && f.ack !== undefined).map((f) => f.ack);
+  assert.deepEqual(acks, [64], 'one ACK, sent at once, covering all 64');
+  await settle(clock);
+  assert.equal(await gw.queueDepth('u', 'd'), 0);
+  const last = await pushes[63];
+  assert.equal(last.devices[0]?.status, 'delivered');
+  a.c.close();
+  await gw.close();
+});
+
+test('a token provider that fails once (its fetch met the outage) is retried with backoff, not final', async () => {
+  const { clock, gw } = gateway();
+  let asked = 0;
+  const a = client(() => gw, clock, {
+    token: async () => {
+      if (++asked === 2) throw new Error('getaddrinfo ENOTFOUND auth.example');
+      return 't';
+    },
+  });
+  await Promise.all([a.c.connect(), flush()]);
+  a.links[0].destroy();
+  await settle(clock, 1000);
+  await settle(clock, 1000);
+  assert.equal(a.closes[1]?.code, CloseCodes['transport-error']);
+  assert.equal(a.closes[1]?.willReconnect, true);
+  assert.match(a.closes[1]?.reason ?? '', /token provider failed: getaddrinfo ENOTFOUND/);
+  assert.equal(a.c.state, 'open');
+  assert.equal(asked, 3);
+  a.c.close();
+  await gw.close();
+});
+
+test('a token provider that never answers is given up on after the handshake timeout and asked again', async () => {
+  const { clock, gw } = gateway();
+  let asked = 0;
+  const a = client(() => gw, clock, { token: () => (++asked === 1 ? new Promise<string>(() => {}) : Promise.resolve('t')) });
+  const opening = a.c.connect();
+  await settle(clock, 9_000);
+  assert.equal(a.c.state, 'connecting', 'still within the handshake timeout (10 s)');
+  await settle(clock, 2_000);
+  assert.match(a.closes[0]?.reason ?? '', /token provider did not answer within 10000 ms/);
+  assert.equal(a.closes[0]?.willReconnect, true);
+  await settle(clock, 500);
+  await opening;
+  assert.equal(a.c.state, 'open');
+  assert.equal(asked, 2);
+  a.c.close();
+  await gw.close();
+});
+
+test('connect() on an open client resolves at once with the WELCOME in force, adding no listener', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  const w = await Promise.all([a.c.connect(), flush()]).then(([w]) => w);
+  const listeners = a.c.listenerCount('open') + a.c.listenerCount('close');
+  for (let i = 0; i < 100; i++) assert.equal(await a.c.connect(), w);
+  assert.equal(a.c.listenerCount('open') + a.c.listenerCount('close'), listeners);
+  a.c.close();
+  await gw.close();
+});
+
+test('connect() from the close handler of a permanent close starts a new attempt and settles', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  let again: Promise<unknown> | null = null;
+  const states: string[] = [];
+  a.c.on('close', (e) => {
+    states.push(a.c.state);
+    if (!e.willReconnect && again === null) again = a.c.connect();
+  });
+  gw.kick('u', 'd');
+  await settle(clock, 1000);
+  assert.deepEqual(states, ['closed'], 'the state is closed when the close event says so');
+  assert.ok(again);
+  await again;
+  assert.equal(a.c.state, 'open');
+  assert.equal(a.links.length, 2);
+  a.c.close();
+  await gw.close();
+});
+
+test('close() from a close handler (willReconnect) stops the client: no reconnect is planned after it', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  a.c.once('close', () => a.c.close());
+  a.links[0].destroy();
+  await settle(clock, 1000);
+  assert.equal(a.c.state, 'closed');
+  assert.equal(a.links.length, 1);
+  await gw.close();
+});
+
+test('setIntervalMs() between HELLO and WELCOME is announced once WELCOME comes', async () => {
+  const clock = new ManualClock(1000);
+  let server!: MemoryLink;
+  const c = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    clock,
+    timers: clock,
+    random: () => 0,
+    dial: async () => {
+      const [s, l] = memoryLinkPair();
+      server = s;
+      return l;
+    },
+  });
+  void c.connect();
+  await flush();
+  assert.equal(server.received[0]?.type, FrameType.HELLO);
+  c.setIntervalMs(5000); // the app went to the background while the gateway authenticated
+  server.send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 'r', resumed: false, heartbeat: GRANT });
+  assert.ok(server.received.some((f) => f.type === FrameType.PING && f.intervalMs === 5000));
+  assert.equal(c.heartbeat?.intervalMs, 5000);
+  c.close();
+});
+
+test('a network change during an attempt that succeeds leaves the next loss to the backoff', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock, { random: 0.9 });
+  const opening = a.c.connect();
+  a.c.networkChanged(); // while connecting (a browser's `online` during the handshake)
+  await settle(clock);
+  await opening;
+  for (let i = 0; i < 10; i++) await settle(clock, 1000);
+  a.links[0].destroy();
+  assert.ok(a.delays[0] > 0, `delay ${a.delays[0]}`);
+  a.c.close();
+  await gw.close();
+});
+
+test("a network change while reconnecting keeps a wait the gateway asked for (GOAWAY's hint), but cuts short a backoff", async () => {
+  const clock = new ManualClock(1000);
+  const servers: MemoryLink[] = [];
+  const c = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    clock,
+    timers: clock,
+    random: () => 0,
+    reconnect: { initialDelayMs: 1000, minDelayMs: 1000 },
+    dial: async () => {
+      const [s, l] = memoryLinkPair();
+      servers.push(s);
+      return l;
+    },
+  });
+  void c.connect();
+  await flush();
+  servers[0].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 'r', resumed: false, heartbeat: GRANT });
+  servers[0].send({ type: FrameType.GOAWAY, code: CloseCodes['going-away'], reconnectAfterMs: 8000 });
+  servers[0].destroy();
+  await flush();
+  assert.equal(c.state, 'reconnecting');
+  c.networkChanged();
+  await flush();
+  assert.equal(servers.length, 1, 'the hinted wait is kept');
+  clock.advance(8000);
+  await flush();
+  assert.equal(servers.length, 2);
+  // Now a plain loss: backoff, which a network change does cut short.
+  servers[1].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 'r', resumed: true, heartbeat: GRANT });
+  servers[1].destroy();
+  await flush();
+  assert.equal(c.state, 'reconnecting');
+  c.networkChanged();
+  await flush();
+  assert.equal(servers.length, 3);
+  c.close();
+});
+
+test('TCP: a gateway that dies inside a frame (its FIN mid-DATA) is a lost connection, retried, not a permanent truncated-frame', async () => {
+  let conns = 0;
+  const srv = net.createServer((s) => {
+    conns++;
+    s.once('data', () => {
+      s.write(encodeDelimited({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 'r', resumed: false, heartbeat: GRANT }));
+      if (conns === 1) s.end(Buffer.from(encodeDelimited({ type: FrameType.DATA, seq: 1, id: 'm1', payload: new Uint8Array(5000) })).subarray(0, 1000));
+    });
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const port = (srv.address() as net.AddressInfo).port;
+  const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'u', deviceId: 'd', reconnect: { initialDelayMs: 10, minDelayMs: 5 } });
+  const closes: CloseEvent[] = [];
+  c.on('close', (e) => closes.push(e));
+  const reopened = new Promise((r) => c.on('open', () => conns === 2 && r(null)));
+  await c.connect();
+  await reopened;
+  assert.equal(closes[0]?.code, CloseCodes['transport-error']);
+  assert.equal(closes[0]?.willReconnect, true);
+  assert.match(closes[0]?.reason ?? '', /stream ended inside a frame/);
+  c.close();
+  srv.close();
+});
+
+test('close() during a dial that hangs (TLS and WebSocket handshakes never answered) ends the dial at once, not at the handshake timeout', async () => {
+  for (const scheme of ['tls', 'ws']) {
+    const sockets: net.Socket[] = [];
+    const closed: Promise<void>[] = [];
+    const srv = net.createServer((s) => {
+      sockets.push(s);
+      closed.push(new Promise((r) => s.on('close', () => r())));
+      s.on('error', () => {});
+      s.resume(); // reads (so sees the client's FIN), never answers
+    });
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    const c = new LonglinkClient({ url: `${scheme}://127.0.0.1:${port}`, userId: 'u', deviceId: 'd', handshakeTimeoutMs: 30_000 });
+    const opening = c.connect().catch((e) => e);
+    while (sockets.length === 0) await new Promise((r) => setTimeout(r, 5));
+    c.close();
+    const outcome = await Promise.race([closed[0].then(() => 'closed'), new Promise((r) => setTimeout(r, 3000, 'still open after 3 s'))]);
+    assert.equal(outcome, 'closed', `${scheme}: the dial's socket`);
+    assert.equal(c.state, 'closed');
+    void opening;
+    srv.close();
+  }
+});
