@@ -37,6 +37,20 @@ export interface FreshnessOptions {
   windowSize: number;
 }
 
+/**
+ * A lateness that follows the interval, as the silence detector's bound does:
+ * (missBudget − 1) × interval + graceMs. A client that announces a longer
+ * interval (the adaptive heartbeat) is then allowed the same number of lost
+ * heartbeats as before, where a fixed lateMs would convict it at the first.
+ */
+export interface FreshnessBudget {
+  missBudget: number;
+  graceMs: number;
+}
+
+/** lateMs fixed, or following the interval (`budget`); suspectLateMs is capped at lateMs in the latter. */
+export type FreshnessSettings = Partial<FreshnessOptions> & ({ lateMs: number } | { budget: FreshnessBudget });
+
 export class FreshnessDetector implements LivenessDetector {
   lastHeardAt: number;
   private readonly offsets: Float64Array;
@@ -52,15 +66,20 @@ export class FreshnessDetector implements LivenessDetector {
   /** Arrival of a heartbeat far later than its slot, until the next one says whether the lattice moved (-1: none). */
   private lateBeatAt = -1;
   readonly o: FreshnessOptions;
+  private readonly budget: FreshnessBudget | null;
+  private readonly suspectWanted: number | undefined;
 
   constructor(
     public intervalMs: number,
     now: number,
-    opts: Partial<FreshnessOptions> & Pick<FreshnessOptions, 'lateMs'>,
+    opts: FreshnessSettings,
   ) {
+    this.budget = opts.lateMs === undefined && 'budget' in opts ? opts.budget : null;
+    this.suspectWanted = opts.suspectLateMs;
+    const lateMs = this.budget ? lateFor(this.budget, intervalMs) : opts.lateMs!;
     this.o = {
-      lateMs: opts.lateMs,
-      suspectLateMs: opts.suspectLateMs ?? Math.min(opts.lateMs, intervalMs / 2),
+      lateMs,
+      suspectLateMs: this.budget ? Math.min(lateMs, opts.suspectLateMs ?? intervalMs / 2) : (opts.suspectLateMs ?? Math.min(lateMs, intervalMs / 2)),
       windowSize: opts.windowSize ?? 32,
     };
     if (!(this.o.lateMs > 0 && this.o.suspectLateMs > 0 && this.o.suspectLateMs <= this.o.lateMs)) {
@@ -131,6 +150,10 @@ export class FreshnessDetector implements LivenessDetector {
   setIntervalMs(ms: number): void {
     if (ms === this.intervalMs) return;
     this.intervalMs = ms;
+    if (this.budget) {
+      this.o.lateMs = lateFor(this.budget, ms);
+      this.o.suspectLateMs = Math.min(this.o.lateMs, this.suspectWanted ?? ms / 2);
+    }
     this.restart();
   }
 
@@ -157,8 +180,13 @@ export class FreshnessDetector implements LivenessDetector {
     return 'alive';
   }
 
-  nextCheckAt(now: number): number {
-    const suspectAt = this.expectedAt() + this.o.suspectLateMs;
-    return now < suspectAt && this.suspectedAt !== this.lastHeardAt ? suspectAt : this.deadline();
+  nextCheckAt(_now: number): number {
+    // A suspicion not yet raised is checked even if its time has passed (a re-arm after a stall
+    // came first): the probe it sends is what finds a rebooted peer fast.
+    return this.suspectedAt !== this.lastHeardAt ? Math.min(this.expectedAt() + this.o.suspectLateMs, this.deadline()) : this.deadline();
   }
+}
+
+function lateFor(b: FreshnessBudget, intervalMs: number): number {
+  return Math.max(1, (b.missBudget - 1) * intervalMs + b.graceMs);
 }

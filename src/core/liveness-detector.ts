@@ -61,8 +61,8 @@ export class SilenceDetector implements LivenessDetector {
     return 'alive';
   }
 
-  nextCheckAt(now: number): number {
-    const suspectAt = this.lastHeardAt + suspectAfterMs(this);
-    return now < suspectAt ? suspectAt : this.deadline();
+  nextCheckAt(_now: number): number {
+    // A suspicion not yet raised is checked even if its time has passed (a re-arm came first).
+    return this.suspectedAt !== this.lastHeardAt ? Math.min(this.lastHeardAt + suspectAfterMs(this), this.deadline()) : this.deadline();
   }
 }

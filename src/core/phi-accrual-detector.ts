@@ -56,30 +56,33 @@ export class PhiAccrualDetector implements LivenessDetector {
     now: number,
     opts: Partial<PhiOptions> = {},
   ) {
-    this.o = { ...DEFAULT_PHI, ...opts };
-    if (!(this.o.deadPhi > 0 && this.o.suspectPhi > 0 && this.o.suspectPhi <= this.o.deadPhi)) {
+    this.o = { ...DEFAULT_PHI };
+    // An option given as undefined keeps its default (spread, it would replace it and make phi NaN).
+    for (const k of Object.keys(DEFAULT_PHI) as (keyof PhiOptions)[]) if (opts[k] !== undefined) this.o[k] = opts[k]!;
+    const o = this.o;
+    if (!(o.deadPhi > 0 && o.suspectPhi > 0 && o.suspectPhi <= o.deadPhi)) {
       throw new OptionError('detector', 'phi thresholds must satisfy 0 < suspectPhi <= deadPhi');
     }
-    this.samples = new Float64Array(this.o.windowSize);
+    // Each of these would make the model 0/0 or NaN, and phi NaN never convicts.
+    if (!(Number.isInteger(o.windowSize) && o.windowSize >= 1)) throw new OptionError('detector.windowSize', 'must be a whole number, at least 1');
+    if (!(Number.isInteger(o.minSamples) && o.minSamples >= 1 && o.minSamples <= o.windowSize)) throw new OptionError('detector.minSamples', 'must be a whole number from 1 to windowSize');
+    if (!(Number.isFinite(o.minStdDevMs) && o.minStdDevMs > 0)) throw new OptionError('detector.minStdDevMs', 'must be a positive number');
+    if (!(Number.isFinite(o.acceptablePauseMs) && o.acceptablePauseMs >= 0)) throw new OptionError('detector.acceptablePauseMs', 'must be a number, 0 or more');
+    this.samples = new Float64Array(o.windowSize);
     this.lastHeardAt = now;
-    this.lastBeatAt = now;
   }
 
-  private lastBeatAt: number;
-
   /**
-   * Any frame proves life; only heartbeats are learned from. With idle
-   * suppression, data frames come at any spacing and say nothing about when
-   * the next heartbeat is due, so the model is of the gaps between
-   * heartbeats, while phi is taken over the silence since the last frame of
-   * any kind (which is never longer, so never more suspicious).
+   * Any frame proves life; only heartbeats are learned from, and only the gap
+   * since the last frame of any kind: the client's scheduler counts its next
+   * heartbeat from its last send, so with idle suppression a run of data
+   * frames moves the next heartbeat (taken whole, ten minutes of data would be
+   * one ten-minute sample, and a dead peer would take ten minutes to convict).
    */
   heard(now: number, heartbeat = true): void {
+    const gap = now - this.lastHeardAt;
     this.lastHeardAt = now;
-    if (!heartbeat) return;
-    const gap = now - this.lastBeatAt;
-    this.lastBeatAt = now;
-    if (gap <= 0) return;
+    if (!heartbeat || gap <= 0) return;
     if (this.count === this.samples.length) {
       const old = this.samples[this.next];
       this.sum -= old;
@@ -139,9 +142,9 @@ export class PhiAccrualDetector implements LivenessDetector {
     return 'alive';
   }
 
-  nextCheckAt(now: number): number {
-    const suspectAt = this.lastHeardAt + this.silenceForPhi(this.o.suspectPhi);
-    return now < suspectAt && this.suspectedAt !== this.lastHeardAt ? suspectAt : this.deadline();
+  nextCheckAt(_now: number): number {
+    // A suspicion not yet raised is checked even if its time has passed (a re-arm came first).
+    return this.suspectedAt !== this.lastHeardAt ? Math.min(this.lastHeardAt + this.silenceForPhi(this.o.suspectPhi), this.deadline()) : this.deadline();
   }
 }
 

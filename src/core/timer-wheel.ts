@@ -58,11 +58,11 @@ export class TimerWheel<T> {
   private processedTick: number;
   private count = 0;
   /**
-   * The slot list being expired by `advance`, detached from its slot. Kept as
-   * a proper list head so a callback can cancel or reschedule a timer that is
-   * still waiting in it.
+   * The slot lists being expired by `advance` (one per nested call), each
+   * detached from its slot. Kept as proper list heads so a callback can
+   * cancel or reschedule a timer still waiting in any of them.
    */
-  private expiring: WheelTimer<T> | null = null;
+  private readonly expiring: (WheelTimer<T> | null)[] = [];
 
   constructor(opts: TimerWheelOptions = {}) {
     this.tickMs = opts.tickMs ?? 50;
@@ -104,8 +104,17 @@ export class TimerWheel<T> {
 
   private unlink(timer: WheelTimer<T>): void {
     if (timer.prev) timer.prev.next = timer.next;
-    else if (this.expiring === timer) this.expiring = timer.next;
-    else this.heads[timer.slot] = timer.next;
+    else if (this.heads[timer.slot] === timer) this.heads[timer.slot] = timer.next;
+    else {
+      // The head of a list being expired (nested advance calls: one list each, seldom more than one).
+      const lists = this.expiring;
+      for (let i = lists.length - 1; i >= 0; i--) {
+        if (lists[i] === timer) {
+          lists[i] = timer.next;
+          break;
+        }
+      }
+    }
     if (timer.next) timer.next.prev = timer.prev;
     timer.prev = timer.next = null;
     timer.slot = -1;
@@ -114,26 +123,31 @@ export class TimerWheel<T> {
 
   /**
    * Processes every tick up to `nowMs` and calls `onExpire` for each timer
-   * due. A callback may reschedule its timer or any other. Returns the number
-   * of timers that expired.
+   * due. A callback may reschedule its timer or any other, and may call
+   * advance itself. A callback that throws stops this call (the error goes
+   * to the caller); the timers still due with it are kept, due at the next
+   * tick. Returns the number of timers that expired.
    */
   advance(nowMs: number, onExpire: (target: T, timer: WheelTimer<T>) => void): number {
     const targetTick = Math.floor(nowMs / this.tickMs);
     let expired = 0;
-    // A callback may itself call advance; keep the outer call's list.
-    const outer = this.expiring;
+    // A callback may itself call advance: each call expires a list of its own.
+    const lists = this.expiring;
+    const level = lists.length;
+    lists.push(null);
     try {
       while (this.processedTick < targetTick) {
         const tick = ++this.processedTick;
         const slot = tick & this.mask;
         this.stats.ticks++;
         // Detach the slot so timers rescheduled by callbacks are not revisited.
-        this.expiring = this.heads[slot];
+        lists[level] = this.heads[slot];
         this.heads[slot] = null;
-        while (this.expiring) {
-          const node = this.expiring;
-          this.expiring = node.next;
-          if (this.expiring) this.expiring.prev = null;
+        while (lists[level]) {
+          const node = lists[level]!;
+          const next = node.next;
+          lists[level] = next;
+          if (next) next.prev = null;
           node.prev = node.next = null;
           this.stats.visited++;
           if (node.tick > tick) {
@@ -155,7 +169,17 @@ export class TimerWheel<T> {
         }
       }
     } finally {
-      this.expiring = outer;
+      // Left only by a callback that threw: still scheduled, due at the next tick.
+      let rest = lists[level];
+      lists.length = level;
+      while (rest) {
+        const node = rest;
+        rest = node.next;
+        node.prev = node.next = null;
+        node.slot = -1;
+        this.count--;
+        this.schedule(node, node.tick * this.tickMs);
+      }
       this.stats.expired += expired;
     }
     return expired;

@@ -19,7 +19,7 @@ import {
   type HeartbeatGrant,
   type HelloFrame,
 } from '../protocol/frames.js';
-import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
+import { BARE_PING, BARE_PONG, putEntry } from '../protocol/frame-codec.js';
 import type { DisconnectReason } from './disconnect.js';
 import type { ResolvedLimits } from './options.js';
 import { newId } from './ids.js';
@@ -548,7 +548,7 @@ export class ServerConnection implements LinkEvents {
     if (this.clientState === NO_STATE) this.clientState = {};
     for (const k of Object.keys(delta)) {
       if (delta[k] === '') delete this.clientState[k];
-      else this.clientState[k] = delta[k];
+      else putEntry(this.clientState, k, delta[k]);
     }
     // Merged state lives as long as the link: bounded in keys and bytes, or one client could grow it without end.
     const { maxStateBytes, maxStateKeys } = this.host.limits;

@@ -352,12 +352,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           return new PhiAccrualDetector(g.intervalMs, now, phi);
         }
         if (d.kind === 'freshness') {
-          const lateMs = d.lateMs ?? Math.max(1, (g.missBudget - 1) * g.intervalMs + g.graceMs);
-          return new FreshnessDetector(g.intervalMs, now, {
-            lateMs,
-            suspectLateMs: Math.min(lateMs, d.suspectLateMs ?? Math.max(1, g.graceMs)),
-            ...(d.windowSize ? { windowSize: d.windowSize } : {}),
-          });
+          const window = d.windowSize ? { windowSize: d.windowSize } : {};
+          const suspectLateMs = d.suspectLateMs ?? Math.max(1, g.graceMs);
+          // Unset, lateMs follows the interval the client announces (see FreshnessBudget).
+          return d.lateMs !== undefined
+            ? new FreshnessDetector(g.intervalMs, now, { lateMs: d.lateMs, suspectLateMs: Math.min(d.lateMs, suspectLateMs), ...window })
+            : new FreshnessDetector(g.intervalMs, now, { budget: { missBudget: g.missBudget, graceMs: g.graceMs }, suspectLateMs, ...window });
         }
         return new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now);
       },

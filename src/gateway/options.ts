@@ -104,7 +104,8 @@ export const DELIVERY_DEFAULTS = {
  * `freshness` learns when each heartbeat is due and closes when the next one
  * is `lateMs` overdue (default (missBudget − 1) × interval + grace, the same
  * nominal bound as `silence`, counted from when the heartbeat was due rather
- * than from when the last one happened to arrive).
+ * than from when the last one happened to arrive, and following the interval
+ * the client announces).
  */
 export type DetectorOptions =
   | { kind: 'silence' }

@@ -104,7 +104,9 @@ export class WsSocketLink implements Link, WsFrameHandler {
 
   /** @internal parser handler */
   onWsMessage(payload: Buffer): boolean {
-    if (this.closing || this.poisoned || this.done) return false;
+    if (this.poisoned || this.done) return false;
+    // Our close frame is out: what the peer still sends is dropped, but read on to its close frame.
+    if (this.closing) return true;
     // Nearly all traffic: a bare PING, handed over as the one shared frame object.
     this.events?.onLinkFrame(payload.length === 1 && payload[0] === FrameType.PING ? BARE_PING : decodeFrame(payload));
     return !(this.closing || this.poisoned || this.done);

@@ -10,13 +10,14 @@ const WIDEST_NUMBER_FIELD = 1 + 8;
  * it is given when it is written: a message checked against it before it is
  * queued never grows past the limit on its way out.
  */
-export function dataFrameBound(payloadBytes: number, idBytes: number): number {
-  const field = (n: number) => (n > 0 ? 1 + varintSize(n) + n : 0);
-  return 1 + WIDEST_NUMBER_FIELD + field(idBytes) + field(payloadBytes) + WIDEST_NUMBER_FIELD;
+export function dataFrameBound(payloadBytes: number, idBytes: number | undefined): number {
+  const field = (n: number) => 1 + varintSize(n) + n;
+  // An id is written whenever there is one, an empty one too (2 bytes); an empty payload is not.
+  return 1 + WIDEST_NUMBER_FIELD + (idBytes === undefined ? 0 : field(idBytes)) + (payloadBytes > 0 ? field(payloadBytes) : 0) + WIDEST_NUMBER_FIELD;
 }
 
 /** The largest payload that fits a DATA frame of `maxFrameBytes` with an id of `idBytes`. */
-export function payloadRoom(maxFrameBytes: number, idBytes: number): number {
+export function payloadRoom(maxFrameBytes: number, idBytes: number | undefined): number {
   let room = Math.max(0, maxFrameBytes - dataFrameBound(0, idBytes) - 1 - varintSize(maxFrameBytes));
   while (dataFrameBound(room + 1, idBytes) <= maxFrameBytes) room++;
   return room;
@@ -29,9 +30,9 @@ export function payloadRoom(maxFrameBytes: number, idBytes: number): number {
  * until it expired.
  */
 export function assertPayloadFits(payload: Uint8Array, id: string | undefined, maxFrameBytes: number): void {
-  const idBytes = id === undefined ? 0 : utf8Length(id);
+  const idBytes = id === undefined ? undefined : utf8Length(id);
   if (dataFrameBound(payload.length, idBytes) <= maxFrameBytes) return;
-  throw new LonglinkError('LL_ERR_PAYLOAD_TOO_LARGE', `a payload of ${payload.length} bytes does not fit a frame of maxFrameBytes (${maxFrameBytes}): at most ${payloadRoom(maxFrameBytes, idBytes)} bytes${idBytes > 0 ? ` with this id (${idBytes} bytes)` : ''}`);
+  throw new LonglinkError('LL_ERR_PAYLOAD_TOO_LARGE', `a payload of ${payload.length} bytes does not fit a frame of maxFrameBytes (${maxFrameBytes}): at most ${payloadRoom(maxFrameBytes, idBytes)} bytes${idBytes ? ` with this id (${idBytes} bytes)` : ''}`);
 }
 
 /** As long as the id `push()` gives a message that has none (a UUID): for checking a payload before the push. */

@@ -64,7 +64,13 @@ function readStateEntry(r: Reader, into: ClientState): void {
     else e.skip(wt);
   }
   if (key === undefined) throw new ProtocolError('malformed-frame', 'state entry without a key');
-  into[key] = value;
+  putEntry(into, key, value);
+}
+
+/** Sets a state entry; `__proto__` too, which a plain assignment would take for the prototype and drop. */
+export function putEntry(into: ClientState, key: string, value: string): void {
+  if (key === '__proto__') Object.defineProperty(into, key, { value, enumerable: true, writable: true, configurable: true });
+  else into[key] = value;
 }
 
 function key_(r: Reader): [number, number] {

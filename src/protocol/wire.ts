@@ -8,7 +8,8 @@ export const WIRE_VARINT = 0;
 export const WIRE_BYTES = 2;
 
 const utf8 = new TextEncoder();
-const utf8Strict = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a leading U+FEFF is part of the string ('\uFEFFalice' is not 'alice').
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 /** Strings up to this many bytes are checked for ASCII and read in place (see Reader.string). */
 const INPLACE_STRING_MAX = 64;
 

@@ -28,7 +28,7 @@ const OP_BINARY = 0x2;
 const OP_CLOSE = 0x8;
 const OP_PING = 0x9;
 const OP_PONG = 0xa;
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 /** Fragments of one message: each is a buffer and a list entry, so empty ones must be bounded too. */
 export const MAX_FRAGMENTS = 256;
 
@@ -170,9 +170,12 @@ export function wsFrame(opcode: number, payload: Uint8Array): Buffer {
   return out;
 }
 
-/** A close frame: the code, and the reason cut to the 123 bytes a control frame allows. */
+/** A close frame: the code, and the reason cut to the 123 bytes a control frame allows (at a character's start: the peer must fail a reason that is not UTF-8). */
 export function wsCloseFrame(code: number, reason: string): Buffer {
-  const r = Buffer.from(reason).subarray(0, 123);
+  const all = Buffer.from(reason);
+  let n = Math.min(all.length, 123);
+  if (n < all.length) while (n > 0 && (all[n] & 0xc0) === 0x80) n--;
+  const r = all.subarray(0, n);
   const p = Buffer.allocUnsafe(2 + r.length);
   p.writeUInt16BE(code, 0);
   r.copy(p, 2);

@@ -223,3 +223,29 @@ test('TCP: a chunk that looks like a bare PING goes to the decoder when it ends 
   accepted.destroy();
   await new Promise((r) => server.close(r));
 });
+
+test('WebSocket: after the gateway sent its close frame, data the peer still sends is dropped and its close frame is read (the link ends with its code, not at the linger)', async () => {
+  const { createRequire } = await import('node:module');
+  const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
+  const masked = (opcode: number, data: Buffer) => Buffer.concat(Sender.frame(data, { fin: true, opcode, mask: true, readOnly: false, rsv1: false }));
+  const { CLOSE_LINGER_MS } = await import('../../src/link/link.js');
+  let serverSide!: net.Socket;
+  const srv = net.createServer((s) => (serverSide = s));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const peer = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+  peer.on('data', () => {});
+  await new Promise((r) => peer.once('connect', r));
+  while (!serverSide) await sleep(5);
+  const link = new WsSocketLink(serverSide, 1024);
+  const closed = new Promise<{ code?: number }>((r) => link.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: r }));
+  link.close(4002, 'going away');
+  const t = performance.now();
+  const code = Buffer.alloc(2);
+  code.writeUInt16BE(4002);
+  peer.write(Buffer.concat([masked(0x2, Buffer.from([5, 1])), masked(0x8, code)]));
+  const info = await Promise.race([closed, sleep(CLOSE_LINGER_MS * 3).then(() => ({ code: -1 }))]);
+  assert.equal(info.code, 4002, 'ended with the code of the close frame the peer sent');
+  assert.ok(performance.now() - t < CLOSE_LINGER_MS / 2, `ended after ${(performance.now() - t).toFixed(0)} ms`);
+  peer.destroy();
+  srv.close();
+});

@@ -8,8 +8,8 @@ const WIDEST = 2 ** 53 - 1;
 
 test('the bound holds for any seq and ack a DATA frame is given, and is reached at the widest', () => {
   for (const payload of [0, 1, 127, 128, 16_383, 16_384, 65_000]) {
-    for (const id of [undefined, 'm', GENERATED_ID_SHAPE, 'é'.repeat(100)]) {
-      const idBytes = id === undefined ? 0 : Buffer.byteLength(id);
+    for (const id of [undefined, '', 'm', GENERATED_ID_SHAPE, 'é'.repeat(100)]) {
+      const idBytes = id === undefined ? undefined : Buffer.byteLength(id);
       const bound = dataFrameBound(payload, idBytes);
       for (const seq of [undefined, 1, 300, WIDEST]) {
         for (const ack of [undefined, 0, WIDEST]) {
@@ -24,8 +24,8 @@ test('the bound holds for any seq and ack a DATA frame is given, and is reached 
 
 test('payloadRoom is the largest payload that fits; one byte more is refused with LL_ERR_PAYLOAD_TOO_LARGE, saying how much fits', () => {
   for (const max of [64, 1024, 64 * 1024, 1 << 20]) {
-    for (const id of [undefined, GENERATED_ID_SHAPE]) {
-      const idBytes = id === undefined ? 0 : Buffer.byteLength(id);
+    for (const id of [undefined, '', GENERATED_ID_SHAPE]) {
+      const idBytes = id === undefined ? undefined : Buffer.byteLength(id);
       const room = payloadRoom(max, idBytes);
       assert.ok(dataFrameBound(room, idBytes) <= max && dataFrameBound(room + 1, idBytes) > max, `${max}, id ${idBytes}: ${room}`);
       assertPayloadFits(new Uint8Array(room), id, max);

@@ -215,3 +215,16 @@ test('property: mutated valid frames decode or fail with a ProtocolError', () =>
     { numRuns: 10000 },
   );
 });
+
+test('a string that starts with U+FEFF keeps it (the decoder would strip it as a byte-order mark)', () => {
+  const h: Frame = { type: FrameType.HELLO, version: 1, userId: '\uFEFFalice', deviceId: 'd', clientInfo: { '\uFEFFk': '\uFEFFv' } };
+  for (const bytes of [encodeFrame(h), Buffer.from(encodeFrame(h))]) assert.deepEqual(decodeFrame(bytes), h);
+});
+
+test('a state key "__proto__" is kept as an entry like any other, not taken for the prototype', () => {
+  const state = JSON.parse('{"__proto__":"x","a":"b"}') as Record<string, string>;
+  const back = decodeFrame(encodeFrame({ type: FrameType.PING, state })) as Frame & { state: Record<string, string> };
+  assert.deepEqual(Object.keys(back.state), ['__proto__', 'a']);
+  assert.equal(back.state['__proto__'], 'x');
+  assert.equal(Object.getPrototypeOf(back.state), Object.prototype);
+});

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FreshnessDetector } from '../../src/core/freshness-detector.js';
+import { SilenceDetector } from '../../src/core/liveness-detector.js';
 
 test('the deadline counts from when the next heartbeat is due, not from when the last one arrived', () => {
   // Heartbeats sent every 1000 ms from t=0 arrive with delays 50, 50, 50, then 250 ms.
@@ -67,4 +68,37 @@ test('before any heartbeat the peer has one interval plus lateMs, as the fixed d
   assert.equal(d.deadline(), 3000);
   assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
   assert.throws(() => new FreshnessDetector(1000, 0, { lateMs: 100, suspectLateMs: 200 }), { code: 'LL_ERR_INVALID_OPTION' });
+});
+
+/** Ten heartbeats on the interval, then one lost: the verdict until two intervals after the last. */
+function oneLoss(d: { heard(n: number, h?: boolean): void; check(n: number): string; setIntervalMs(ms: number): void }, I: number): string {
+  d.setIntervalMs(I);
+  let t = 0;
+  for (let i = 0; i < 10; i++) d.heard((t += I));
+  for (let now = t; now < t + 2 * I; now += 100) if (d.check(now) === 'dead') return `dead at +${now - t}`;
+  return 'alive';
+}
+
+test('with lateMs unset, it follows the interval the client announces: one lost heartbeat is tolerated at 25, 50 and 200 s', () => {
+  const budget = { missBudget: 2, graceMs: 5_000 };
+  for (const I of [25_000, 50_000, 200_000]) {
+    assert.equal(oneLoss(new FreshnessDetector(25_000, 0, { budget, suspectLateMs: 5_000 }), I), 'alive', `${I} ms`);
+    assert.equal(oneLoss(new SilenceDetector(25_000, 2, 5_000, 0), I), 'alive', `silence, ${I} ms`);
+  }
+  const d = new FreshnessDetector(25_000, 0, { budget, suspectLateMs: 5_000 });
+  d.setIntervalMs(200_000);
+  assert.equal(d.o.lateMs, 205_000);
+  assert.equal(d.o.suspectLateMs, 5_000);
+  // A lateMs that was set stays as set (the operator's choice).
+  const fixed = new FreshnessDetector(25_000, 0, { lateMs: 30_000, suspectLateMs: 5_000 });
+  fixed.setIntervalMs(200_000);
+  assert.equal(fixed.o.lateMs, 30_000);
+});
+
+test('a suspicion not yet raised is still checked when asked after its time (a re-arm before the wheel fired)', () => {
+  const f = new FreshnessDetector(25_000, 0, { lateMs: 30_000, suspectLateMs: 5_000 });
+  const suspectAt = f.expectedAt() + 5_000;
+  assert.equal(f.nextCheckAt(suspectAt + 10), suspectAt);
+  assert.equal(f.check(suspectAt + 10), 'suspect');
+  assert.equal(f.nextCheckAt(suspectAt + 10), f.deadline());
 });

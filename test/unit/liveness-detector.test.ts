@@ -170,10 +170,12 @@ describe('SilenceDetector: setIntervalMs', () => {
 });
 
 describe('SilenceDetector: nextCheckAt', () => {
-  test('before the suspect time it is the suspect time; from then on, the deadline', () => {
+  test('until the suspicion is raised it is the suspect time (past it: check at once); then the deadline', () => {
     const d = make();
     assert.equal(d.nextCheckAt(T0), T0 + 1500);
     assert.equal(d.nextCheckAt(T0 + 1499), T0 + 1500);
+    assert.equal(d.nextCheckAt(T0 + 1500), T0 + 1500);
+    assert.equal(d.check(T0 + 1500), 'suspect');
     assert.equal(d.nextCheckAt(T0 + 1500), T0 + 3500);
     assert.equal(d.nextCheckAt(T0 + 3000), T0 + 3500);
     assert.equal(d.nextCheckAt(T0 + 9000), T0 + 3500, 'overdue: check at once');
@@ -185,6 +187,8 @@ describe('SilenceDetector: nextCheckAt', () => {
     assert.equal(d.nextCheckAt(T0 + 400), T0 + 1900);
     d.setIntervalMs(3000);
     assert.equal(d.nextCheckAt(T0 + 400), T0 + 3900);
+    assert.equal(d.nextCheckAt(T0 + 3900), T0 + 3900);
+    d.check(T0 + 3900);
     assert.equal(d.nextCheckAt(T0 + 3900), T0 + 400 + 9500);
   });
 
@@ -247,4 +251,13 @@ describe('SilenceDetector: nextCheckAt', () => {
       { numRuns: 200 },
     );
   });
+});
+
+test('a suspicion not yet raised is still checked when asked after its time (a re-arm before the wheel fired)', () => {
+  const d = new SilenceDetector(1000, 3, 500, 0);
+  const suspectAt = d.nextCheckAt(0);
+  assert.ok(suspectAt < d.deadline());
+  assert.equal(d.nextCheckAt(suspectAt + 10), suspectAt);
+  assert.equal(d.check(suspectAt + 10), 'suspect');
+  assert.equal(d.nextCheckAt(suspectAt + 10), d.deadline());
 });

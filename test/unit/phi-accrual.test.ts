@@ -84,3 +84,37 @@ test('the window forgets old samples', () => {
   for (let i = 0; i < 10; i++) d.heard((t += 1000));
   assert.equal(d.model().meanMs, 1000);
 });
+
+test('a run of data frames (heartbeats skipped meanwhile) is not learned as one long heartbeat gap', () => {
+  const I = 25_000;
+  const d = new PhiAccrualDetector(I, 0);
+  let t = 0;
+  for (let i = 0; i < 30; i++) d.heard((t += I));
+  const before = d.deadline() - d.lastHeardAt;
+  // Ten minutes of application traffic every 5 s: the client sends no PING meanwhile, its next
+  // one counts from its last send.
+  for (let i = 0; i < 120; i++) d.heard((t += 5_000), false);
+  d.heard((t += I));
+  for (let i = 0; i < 3; i++) d.heard((t += I));
+  const after = d.deadline() - d.lastHeardAt;
+  assert.ok(Math.abs(after - before) < 1000, `silence to conviction: ${Math.round(before)} ms before, ${Math.round(after)} ms after`);
+  assert.ok(d.model().meanMs <= I + 1, `mean ${d.model().meanMs}`);
+});
+
+test('options that would make phi NaN (and never convict) are refused; one given as undefined keeps its default', () => {
+  for (const bad of [{ minSamples: 0 }, { minSamples: 1.5 }, { windowSize: 0 }, { minSamples: 300, windowSize: 200 }, { minStdDevMs: 0 }, { minStdDevMs: NaN }, { acceptablePauseMs: -1 }]) {
+    assert.throws(() => new PhiAccrualDetector(25_000, 0, bad), { code: 'LL_ERR_INVALID_OPTION' }, JSON.stringify(bad));
+  }
+  const d = new PhiAccrualDetector(25_000, 0, { minStdDevMs: undefined, windowSize: undefined });
+  assert.equal(d.check(3_600_000), 'dead');
+  assert.ok(Number.isFinite(d.deadline()));
+});
+
+test('a suspicion not yet raised is still checked when asked after its time (a re-arm before the wheel fired)', () => {
+  const d = new PhiAccrualDetector(25_000, 0);
+  const suspectAt = d.nextCheckAt(0);
+  assert.ok(suspectAt < d.deadline());
+  assert.equal(d.nextCheckAt(suspectAt + 10), suspectAt);
+  assert.equal(d.check(suspectAt + 10), 'suspect');
+  assert.equal(d.nextCheckAt(suspectAt + 10), d.deadline());
+});

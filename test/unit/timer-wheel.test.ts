@@ -3,6 +3,7 @@ import { describe, test } from 'node:test';
 import fc from 'fast-check';
 import { ManualClock } from '../../src/core/clock.js';
 import { TimerWheel, WheelTimer } from '../../src/core/timer-wheel.js';
+import { WheelRunner } from '../../src/gateway/wheel-runner.js';
 
 // The wheel reads no clock: every test hands it the time. No sleeping.
 
@@ -658,4 +659,64 @@ describe('TimerWheel: properties', () => {
       { numRuns: 200 },
     );
   });
+});
+
+test('a callback that throws loses no timer: the rest of its slot stays scheduled, due at the next tick, and the lists stay whole', () => {
+  const w = new TimerWheel<string>({ tickMs: 10, startMs: 0, slots: 8 });
+  const ts = ['a', 'b', 'c'].map((n) => new WheelTimer(n));
+  for (const t of ts) w.schedule(t, 100);
+  const fired: string[] = [];
+  assert.throws(() => w.advance(100, (n) => { fired.push(n); if (fired.length === 1) throw new Error('boom'); }), /boom/);
+  assert.equal(w.size, 2);
+  assert.equal(ts.filter((t) => t.scheduled).length, 2);
+  // Cancelling one of them touches only its own list: a timer scheduled since into the slot survives.
+  const kept = ts.find((t) => t.scheduled)!;
+  const x = new WheelTimer('x');
+  w.schedule(x, 180); // tick 18: slot 2, the slot the three were due in
+  w.cancel(kept);
+  w.advance(10_000, (n) => fired.push(n));
+  assert.deepEqual([...fired].sort(), ['a', 'b', 'c', 'x'].filter((n) => n !== kept.target));
+  assert.equal(w.size, 0);
+});
+
+test('the timers left by a throwing callback fire at the next tick, through the runner, and the runner then sleeps', () => {
+  const clock = new ManualClock(0);
+  const w = new TimerWheel<number>({ tickMs: 50, startMs: 0 });
+  const fired: [number, number][] = [];
+  const r = new WheelRunner(w, clock, clock, (n) => {
+    fired.push([n, clock.now()]);
+    if (n === 1) throw new Error('a listener threw');
+  });
+  for (const n of [3, 2, 1]) w.schedule(new WheelTimer(n), 100);
+  r.kick();
+  assert.throws(() => clock.advance(100), /a listener threw/);
+  clock.advance(60_000);
+  assert.deepEqual(fired.map(([n]) => n).sort(), [1, 2, 3]);
+  assert.ok(fired.every(([, at]) => at <= 150), `late: ${JSON.stringify(fired)}`);
+  assert.equal(w.size, 0);
+  assert.equal(r.pending, false);
+});
+
+test('a nested advance whose callback cancels a timer still waiting in the outer call\'s list: it never fires, the rest do', () => {
+  for (const victim of ['b', 'c']) {
+    const w = new TimerWheel<string>({ tickMs: 10, startMs: 0 });
+    const t: Record<string, WheelTimer<string>> = {};
+    for (const n of ['c', 'b', 'a']) {
+      t[n] = new WheelTimer(n);
+      w.schedule(t[n], 100); // slot list a -> b -> c
+    }
+    t.d = new WheelTimer('d');
+    w.schedule(t.d, 120);
+    const fired: string[] = [];
+    const on = (n: string) => {
+      fired.push(n);
+      if (n === 'a') w.advance(150, on);
+      if (n === 'd') w.cancel(t[victim]); // b is the outer list's head by then
+    };
+    w.advance(100, on);
+    w.advance(60_000, on);
+    assert.ok(!fired.includes(victim), `${victim} was cancelled: ${fired}`);
+    assert.deepEqual([...fired].sort(), ['a', 'b', 'c', 'd'].filter((n) => n !== victim));
+    assert.equal(w.size, 0);
+  }
 });

@@ -111,3 +111,13 @@ test('ws framing: a message parsed out of held bytes keeps its bytes after later
   const many = Buffer.concat([clientFrame(2, Buffer.alloc(0), false), ...Array.from({ length: 300 }, () => clientFrame(0, Buffer.alloc(0), false))]);
   assert.throws(() => new WsFrameParser(1024).push(many, collect()), (e: { reason?: string }) => e.reason === 'malformed-frame');
 });
+
+test('a close reason longer than a control frame allows is cut at a character, so it stays UTF-8', () => {
+  for (const reason of ['é'.repeat(62), '€'.repeat(50), 'a' + '𝄞'.repeat(40), 'x'.repeat(200)]) {
+    const f = wsCloseFrame(4001, reason);
+    const cut = f.subarray(4);
+    assert.ok(cut.length <= 123 && cut.length >= 120, `${cut.length} bytes`);
+    const text = new TextDecoder('utf-8', { fatal: true }).decode(cut);
+    assert.ok(reason.startsWith(text));
+  }
+});
