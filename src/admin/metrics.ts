@@ -131,6 +131,9 @@ export class GatewayMetrics {
     follow('longlink_probes_before_push_total', 'Pushes that probed a silent link first', () => d.probesBeforePush);
     follow('longlink_dead_links_found_total', 'Probes before push that went unanswered: dead links found before writing into them', () => d.deadLinksFound);
     follow('longlink_duplicates_in_total', 'Client DATA dropped as a re-send of what was already accepted', () => d.duplicatesIn);
+    // Presence removals and acknowledged messages' removal that the store failed, retried until it takes them.
+    follow('longlink_store_retries_total', 'Store writes retried after a failure: recovered (taken at a later try), dropped (given up: too many waiting, or the gateway closed)', () => ({ recovered: gw.storeRetryStats().recovered, dropped: gw.storeRetryStats().dropped }), 'result');
+    new Gauge({ name: 'longlink_store_retries_pending', help: 'Store writes waiting for another try (presence removals, acknowledged messages)', registers: [r], collect() { this.set(gw.storeRetryStats().pending); } });
 
     const outcomes = new Counter({ name: 'longlink_push_outcomes_total', help: 'Per-device outcome of reliable pushes', labelNames: ['outcome'], registers: [r] });
     const deliverySeconds = new Histogram({ name: 'longlink_push_delivery_seconds', help: 'From push to the device acknowledging it', buckets: DELIVERY_BUCKETS_S, registers: [r] });

@@ -5,6 +5,7 @@ import { FrameType, type DataFrame } from '../protocol/frames.js';
 import type { ServerConnection } from './connection.js';
 import { LinkDelivery } from './link-delivery.js';
 import type { ResolvedGatewayOptions } from './options.js';
+import type { StoreRetry } from './store-retry.js';
 import { PushTracker, type PushResult } from './push-tracker.js';
 import type { Registry } from './registry.js';
 import type { PresenceEntry, QueuedMessage } from './stores/store.js';
@@ -78,6 +79,8 @@ export class Delivery {
   private ackTimer: TimerHandle | null = null;
   private sweepTimer: TimerHandle | null = null;
   private stopped = false;
+  /** Client messages with an id being taken in (checked, handed over, recorded), by user, device and id: see message(). */
+  private readonly takingIn = new Map<string, Promise<void>>();
   /** Client messages of every link waiting to be accepted (store checks, the backend), and their payload bytes. */
   readonly inbound = { messages: 0, bytes: 0 };
 
@@ -88,6 +91,8 @@ export class Delivery {
     private readonly onSweep: () => void = () => {},
     /** Where devices' messages go before they are acknowledged (a webhook, a stream), if anywhere. */
     readonly upstream: UpstreamRunner | null = null,
+    /** Retries an acknowledgement's removal that the store failed (see settle). */
+    private readonly chores: StoreRetry | null = null,
   ) {
     this.tracker = new PushTracker(o.timers);
   }
@@ -188,11 +193,19 @@ export class Delivery {
           this.accept(conn, d.inSeq); // re-acknowledge: the client evidently missed it
           return;
         }
-        const now = this.o.wallClock.now();
-        if (f.id !== undefined) {
+        if (f.id === undefined) return this.takeIn(conn, f, seq);
+        // The same message may be on its way in from an older link of the device (a re-send after a
+        // reconnect, while the backend or the store still holds the first): checked once that is done,
+        // the record says whether it went in. Checked before, it would go in twice.
+        const key = `${conn.userId}\0${conn.deviceId}\0${f.id}`;
+        for (let earlier = this.takingIn.get(key); earlier; earlier = this.takingIn.get(key)) await earlier;
+        let done!: () => void;
+        const mine = new Promise<void>((r) => (done = r));
+        this.takingIn.set(key, mine);
+        try {
           let seen: boolean;
           try {
-            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, now);
+            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
           } catch (err) {
             return this.fault('seenInbound', err, conn);
           }
@@ -201,30 +214,11 @@ export class Delivery {
             if (conn.phase === 'open') this.accept(conn, seq);
             return;
           }
+          await this.takeIn(conn, f, seq);
+        } finally {
+          this.takingIn.delete(key);
+          done();
         }
-        if (up) {
-          // The backend first: acknowledged to the device only once it has the message. If the link
-          // closes while the backend is down, nothing is acknowledged or recorded: the client re-sends.
-          const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open');
-          if (answer === null) return;
-          if (answer.reply !== undefined) void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
-        }
-        // Handed over, then recorded, then acknowledged: a crash between the first two can only make
-        // the client's re-send a second delivery, never make a message acknowledged and lost (recording
-        // first lost one in the fault run: the node died between the record and the hand-over). It is
-        // handed over even if the link closed during the await: the client re-sends it, and the record
-        // makes that a duplicate.
-        this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
-        if (f.id !== undefined) {
-          try {
-            await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
-          } catch (err) {
-            // Not recorded: a re-send would be handed over again. Acknowledge all the same (it was delivered).
-            this.stats.storeFaults++;
-            this.events.fault('markInbound', err, { userId: conn.userId, deviceId: conn.deviceId });
-          }
-        }
-        if (conn.phase === 'open') this.accept(conn, seq);
       })
       .finally(() => {
         d.inboundWaiting--;
@@ -236,6 +230,34 @@ export class Delivery {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
         this.events.fault('message', err);
       });
+  }
+
+  /** A client message not seen before: to the backend (if any), the application, the record, then acknowledged. */
+  private async takeIn(conn: ServerConnection, f: DataFrame, seq: number): Promise<void> {
+    const up = this.upstream;
+    if (up) {
+      // The backend first: acknowledged to the device only once it has the message. If the link
+      // closes while the backend is down, nothing is acknowledged or recorded: the client re-sends.
+      const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open');
+      if (answer === null) return;
+      if (answer.reply !== undefined) void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
+    }
+    // Handed over, then recorded, then acknowledged: a crash between the first two can only make
+    // the client's re-send a second delivery, never make a message acknowledged and lost (recording
+    // first lost one in the fault run: the node died between the record and the hand-over). It is
+    // handed over even if the link closed during the await: the client re-sends it, and the record
+    // makes that a duplicate.
+    this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
+    if (f.id !== undefined) {
+      try {
+        await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
+      } catch (err) {
+        // Not recorded: a re-send would be handed over again. Acknowledge all the same (it was delivered).
+        this.stats.storeFaults++;
+        this.events.fault('markInbound', err, { userId: conn.userId, deviceId: conn.deviceId });
+      }
+    }
+    if (conn.phase === 'open') this.accept(conn, seq);
   }
 
   /** Why one more message of `bytes` of a link may not wait with those already waiting, if it may not. */
@@ -280,22 +302,38 @@ export class Delivery {
       conn.closeWith('malformed-frame', `acknowledgement ${upTo} is beyond the last sequence number sent (${d?.sentSeq ?? 0})`);
       return;
     }
+    const from = d.ackedSeq;
     d.ackedSeq = upTo;
-    void this.settle(conn, upTo);
+    void this.settle(conn, from, upTo);
     // Draining: everything this link carried is now safe; it may go.
     if (conn.draining && d.unacked === 0) conn.closeWith('going-away');
   }
 
-  private async settle(conn: ServerConnection, upTo: number): Promise<void> {
+  private async settle(conn: ServerConnection, from: number, upTo: number): Promise<void> {
+    const store = this.o.store;
     let acked: QueuedMessage[];
     try {
-      acked = await this.o.store.ack(conn.userId, conn.deviceId, conn.id, upTo);
+      acked = await store.ack(conn.userId, conn.deviceId, conn.id, upTo);
     } catch (err) {
-      // The messages stay in the mailbox and are re-sent; the client drops them by id.
       this.stats.storeFaults++;
       this.events.fault('ack', err, { userId: conn.userId, deviceId: conn.deviceId });
+      // The device has them: they must go. Left, they would wait for a take this link never makes
+      // (it has sent them) and be reported expired. Tried again until the store takes it; the store
+      // removes only what this link was given, so late is harmless.
+      this.chores?.do(`ack ${conn.id}`, () => store.ack(conn.userId, conn.deviceId, conn.id, upTo).then((late) => this.report(conn, late)));
       return;
     }
+    this.report(conn, acked);
+    // Fewer removed than this link was given: another link took the mailbox meanwhile (a stale one,
+    // woken by a presence read from before this link's), renumbering them. Taken back and re-sent
+    // here (the client drops them by id and acknowledges again); else nothing would send them until
+    // the next push, and they would expire. (An expiry or eviction meanwhile also shows as fewer: a
+    // take that finds nothing new.)
+    if (acked.length < upTo - from && this.writable(conn)) void this.flush(conn);
+  }
+
+  /** Reports messages an acknowledgement removed: delivered. */
+  private report(conn: ServerConnection, acked: QueuedMessage[]): void {
     const now = this.o.wallClock.now();
     for (const m of acked) {
       this.stats.delivered++;

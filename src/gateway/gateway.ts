@@ -18,6 +18,7 @@ import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
 import { runSteps, unawaited } from './run-steps.js';
+import { StoreRetry, type StoreRetryStats } from './store-retry.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from './stores/store.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
@@ -288,6 +289,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private readonly ownsStore: boolean;
   /** Reliable delivery both ways (delivery.ts): mailboxes, flush, inbound order and dedup, acks. */
   private readonly delivery: Delivery;
+  /** Presence removals (and acknowledged messages' removal) retried until the store takes them. */
+  private readonly chores: StoreRetry;
   /** Heartbeats found overdue (a probe sent), and of those the peers heard again after all: false suspicions. */
   readonly suspicionStats = { suspected: 0, cleared: 0 };
   /** Connections closed because the handshake did not finish in time (most never said HELLO, so no offline event). */
@@ -321,6 +324,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.loopGuard = o.stallGuard.enabled ? new EventLoopGuard(o.stallGuard) : null;
     this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()), this.loopGuard);
     this.admission = new Admission(o.limits, o.clock.now());
+    this.chores = new StoreRetry(o.clock, o.timers);
     this.delivery = new Delivery(
       o,
       this.registry,
@@ -335,6 +339,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       opts.upstream
         ? new UpstreamRunner(opts.upstream, o.timers, (error, m) => this.emit('fault', { kind: 'upstream', op: `upstream ${opts.upstream!.sink.name}`, error, userId: m.userId, deviceId: m.deviceId }))
         : null,
+      this.chores,
     );
     this.delivery.startSweeping();
     this.host = {
@@ -506,7 +511,22 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private checkHeld(userId: string, deviceId: string, connectionId: string): void {
     const conn = this.registry.get(userId, deviceId);
     if (conn && conn.id === connectionId && !isClosed(conn)) return;
-    void this.options.store.setOffline(userId, deviceId, connectionId).catch(() => {});
+    this.removePresence(userId, deviceId, connectionId);
+  }
+
+  /**
+   * Removes a gone link's presence entry (only while it is still that link's),
+   * retried until the store takes it: one failed call would leave the device
+   * online in presence for good.
+   */
+  private removePresence(userId: string, deviceId: string, connectionId: string): void {
+    const store = this.options.store;
+    this.chores.do(`offline ${connectionId}`, () => store.setOffline(userId, deviceId, connectionId));
+  }
+
+  /** Store retries waiting (presence removals, acknowledged messages' removal); see store-retry.ts. */
+  storeRetryStats(): Readonly<StoreRetryStats> {
+    return this.chores.stats;
   }
 
   /** Another node's newer link of the device took over from `connectionId`, if that is still the device's link here. */
@@ -618,6 +638,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const live = this.registry.get(conn.userId, conn.deviceId);
     const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.delivery?.inSeq ?? 0, session.inSeq) : session.inSeq;
     yield o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
+    this.giveWayToNewer(conn);
     session.clientInfo = conn.clientInfo;
     // Held open on this node: resumable for as long as the link lives (and sessionTtlMs after it
     // ends, even if this node dies without saying so: see resumable()).
@@ -625,6 +646,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     session.inSeq = inSeq;
     yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
     if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
+    this.giveWayToNewer(conn);
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
 
@@ -643,9 +665,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       // to check it still holds the link.
       conn.presenceOut = false;
       const store = o.store;
-      void (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined))
-        .then((back) => (back ? this.askToCheck(back) : undefined))
-        .catch(() => {});
+      this.chores.do(`offline ${conn.id}`, () =>
+        (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined)).then((back) =>
+          back ? this.askToCheck(back) : undefined,
+        ),
+      );
+      // A link of the device here that this one replaced: its entry was to be overwritten by this
+      // write, which may not have happened. The device has no link here now; out it goes too.
+      if (previous && previous !== conn) this.removePresence(previous.userId, previous.deviceId, previous.id);
       throw err;
     }
     conn.presenceOut = false;
@@ -663,10 +690,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         // The link closed while setOnline was out: take the entry back, putting back another node's link
         // it displaced (open, maybe: a client that gave up on this handshake and went there). That node
         // is asked to check it still holds that link, in case it too closed meanwhile. Announce nothing.
-        void o.store
-          .setOffline(conn.userId, conn.deviceId, conn.id, elsewhere)
-          .then((putBack) => (putBack && elsewhere ? this.askToCheck(elsewhere) : undefined))
-          .catch(() => {});
+        this.chores.do(`offline ${conn.id}`, () =>
+          o.store.setOffline(conn.userId, conn.deviceId, conn.id, elsewhere).then((putBack) => (putBack && elsewhere ? this.askToCheck(elsewhere) : undefined)),
+        );
       }
       throw new LonglinkError('LL_ERR_CLOSED', moved ? 'replaced during handshake by a link on another node' : 'connection closed during handshake');
     }
@@ -687,6 +713,19 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       inSeq: resumed ? inSeq : 0,
       outSeq: resumed ? (hello.lastSeq ?? 0) : 0,
     };
+  }
+
+  /**
+   * A newer link of the device opened here while this handshake waited (a slow
+   * authenticator or store): this one is the device's past (a client has one
+   * link at a time, and its newer one came later), so it gives way. Registered,
+   * it would close the newer, live link as replaced, which a client never retries.
+   */
+  private giveWayToNewer(conn: ServerConnection): void {
+    const current = this.registry.get(conn.userId, conn.deviceId);
+    if (current && current !== conn && current.serial > conn.serial) {
+      throw new ProtocolError('replaced', 'a newer connection of this device opened during the handshake');
+    }
   }
 
   private presenceEntry(conn: ServerConnection, since: number) {
@@ -710,6 +749,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Re-saves an open link's session record before its long TTL runs out (called from its timer). */
   private refreshSession(conn: ServerConnection): void {
     const o = this.options;
+    unawaited(() => o.store.rememberDevice(conn.userId, conn.deviceId, o.wallClock.now() + o.delivery.knownDeviceTtlMs), () => {});
     unawaited(
       () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
       (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),
@@ -742,6 +782,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * backing off, until REASSERT_ATTEMPTS or a new resync starts the count over.
    */
   private reassert(reason: ResyncReason): void {
+    // The store is back: what waits to be retried goes now.
+    this.chores.retryNow();
     const r = this.resync;
     r.pending = strongest(reason, r.pending);
     r.attempt = 0;
@@ -880,8 +922,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // not keep a dead connection around. A link whose setOnline is out leaves
     // the entry to its handshake, which knows by the answer which entry it
     // displaced (see helloSteps).
-    if (!conn.presenceOut) void o.store.setOffline(conn.userId, conn.deviceId, conn.id).catch(() => {});
-    unawaited(() => o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs), () => {});
+    if (!conn.presenceOut) this.removePresence(conn.userId, conn.deviceId, conn.id);
+    unawaited(() => o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs, o.nodeId), () => {});
+    // Known for knownDeviceTtlMs from its last link's end, not from its handshake: a device online
+    // for longer would be forgotten (pushes answered unknown-user) the moment it dropped.
+    unawaited(() => o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs), () => {});
   }
 
   /**
@@ -1198,6 +1243,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.runner.stop();
     this.loopGuard?.stop();
     this.delivery.stop();
+    this.chores.stop();
     const listeners = this.stopAccepting();
     if (this.wsServer) {
       const { http, wss, lingering } = this.wsServer;

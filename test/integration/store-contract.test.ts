@@ -189,6 +189,19 @@ for (const kind of kinds) {
       assert.equal(await s.loadSession('tok', now), undefined);
     });
 
+    withStore('a closed record is not saved over one held open by another node (unlessOpenElsewhere); over its own, or a closed one, it is', async (s) => {
+      const now = Date.now();
+      const open = { sessionId: 's', resumeToken: `tok-open-${prefixN}`, userId: 'u', deviceId: 'd', clientInfo: {}, createdAt: 1, inSeq: 7, openOn: 'B' };
+      await s.saveSession(open, now + 3_600_000);
+      const { openOn: _b, ...closedByA } = { ...open, inSeq: 2 };
+      await s.saveSession(closedByA, now + 120_000, 'A');
+      assert.deepEqual(await s.loadSession(open.resumeToken, now), open, 'B holds it open: A, ending its old link late, writes nothing');
+      await s.saveSession(closedByA, now + 120_000, 'B');
+      assert.deepEqual(await s.loadSession(open.resumeToken, now), closedByA, 'B itself closes it');
+      await s.saveSession({ ...closedByA, inSeq: 3 }, now + 120_000, 'A');
+      assert.equal((await s.loadSession(open.resumeToken, now))?.inSeq, 3, 'over a closed record, anyone');
+    });
+
     withStore('session records are bounded per device: a new session beyond the bound drops the oldest', async (s) => {
       const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `tok-${prefixN}-${i}`, userId: 'u', deviceId: 'd', clientInfo: {}, createdAt: i, inSeq: 0 });
       const far = Date.now() + 60_000;

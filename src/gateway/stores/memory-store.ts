@@ -278,8 +278,12 @@ export class MemoryStore implements Store {
     return out;
   }
 
-  saveSession(record: SessionRecord, expiresAt: number): void {
+  saveSession(record: SessionRecord, expiresAt: number, unlessOpenElsewhere?: string): void {
     const token = record.resumeToken;
+    if (unlessOpenElsewhere !== undefined) {
+      const held = this.sessions.get(token)?.openOn;
+      if (held !== undefined && held !== unlessOpenElsewhere) return;
+    }
     const known = this.sessions.delete(token);
     this.sessions.set(token, new StoredSession(record, expiresAt));
     if (!known) {

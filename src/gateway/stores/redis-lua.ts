@@ -141,6 +141,12 @@ return 1
  * until, most per user, ttl ms. A new device beyond the bound evicts the one
  * whose time ends first; the hash expires with its newest entry.
  */
+/** KEYS: the user's known-devices hash. ARGV: device id, the time it was read with. Forgets it only if nobody remembered it since (a handshake meanwhile). */
+export const FORGET_DEVICE = `
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
+return 0
+`;
+
 export const REMEMBER_DEVICE = `
 local untilMs = tonumber(ARGV[2])
 local prev = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
@@ -156,6 +162,17 @@ if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
+return 1
+`;
+
+/** KEYS: session. ARGV: value, ttl ms, node id. Writes unless the stored record is held open by another node; 1 if written. */
+export const SAVE_SESSION_UNLESS_OPEN = `
+local raw = redis.call('GET', KEYS[1])
+if raw then
+  local on = cjson.decode(raw).record.openOn
+  if type(on) == 'string' and on ~= ARGV[3] then return 0 end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 `;
 

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, INDEX_SESSION, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
+import { ACK, ENQUEUE, EXPIRE, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
@@ -132,6 +132,8 @@ declare module 'ioredis' {
     llTakeBack(presence: string, displaced: string, deviceId: string, connectionId: string): Promise<string>;
     llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
+    llSaveSessionUnlessOpen(key: string, value: string, ttlMs: number, nodeId: string): Promise<number>;
+    llForgetDevice(key: string, deviceId: string, until: string): Promise<number>;
   }
 }
 
@@ -184,6 +186,8 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 2, lua: RESTORE_ONLINE });
     this.redis.defineCommand('llTakeBack', { numberOfKeys: 2, lua: TAKE_BACK });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
+    this.redis.defineCommand('llSaveSessionUnlessOpen', { numberOfKeys: 1, lua: SAVE_SESSION_UNLESS_OPEN });
+    this.redis.defineCommand('llForgetDevice', { numberOfKeys: 1, lua: FORGET_DEVICE });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
 
@@ -497,11 +501,14 @@ export class RedisStore implements Store {
 
   // Sessions.
 
-  async saveSession(record: SessionRecord, expiresAt: number): Promise<void> {
+  async saveSession(record: SessionRecord, expiresAt: number, unlessOpenElsewhere?: string): Promise<void> {
     const ttl = Math.max(1, Math.round(expiresAt - Date.now()));
     // The record first, then its place in the device's index: a crash in between leaves a
     // record no index counts, which expires with its TTL. The oldest beyond the bound go.
-    await this.redis.set(this.k('session', record.resumeToken), JSON.stringify({ record, expiresAt }), 'PX', ttl);
+    const key = this.k('session', record.resumeToken);
+    const value = JSON.stringify({ record, expiresAt });
+    if (unlessOpenElsewhere === undefined) await this.redis.set(key, value, 'PX', ttl);
+    else if (!(await this.redis.llSaveSessionUnlessOpen(key, value, ttl, unlessOpenElsewhere))) return;
     const evicted = await this.redis.llIndexSession(this.uk(record.userId, 'dsess', enc(record.deviceId)), record.resumeToken, Date.now(), this.o.maxSessionsPerDevice, ttl);
     if (evicted.length > 0) await Promise.all(evicted.map((t) => this.redis.del(this.k('session', t))));
   }
@@ -594,7 +601,7 @@ export class RedisStore implements Store {
     const out: string[] = [];
     for (const [deviceId, until] of Object.entries(all)) {
       if (Number(until) > now || (await this.depth(userId, deviceId)) > 0) out.push(deviceId);
-      else await this.redis.hdel(key, deviceId);
+      else await this.redis.llForgetDevice(key, deviceId, until);
     }
     return out;
   }

@@ -64,8 +64,14 @@ export interface PresenceStore {
 }
 
 export interface SessionStore {
-  /** Keeps the session until `expiresAt` (wall-clock ms), when it may be forgotten. */
-  saveSession(record: SessionRecord, expiresAt: number): Awaitable<void>;
+  /**
+   * Keeps the session until `expiresAt` (wall-clock ms), when it may be
+   * forgotten. With `unlessOpenElsewhere` (a node id), nothing is written if
+   * the stored record is held open by another node: a node ending its link
+   * late (its detector, after the device resumed elsewhere and before the
+   * `replaced` notice came) must not turn the live record into a closed one.
+   */
+  saveSession(record: SessionRecord, expiresAt: number, unlessOpenElsewhere?: string): Awaitable<void>;
   loadSession(resumeToken: string, now: number): Awaitable<SessionRecord | undefined>;
   deleteSession(resumeToken: string): Promise<void>;
 }

@@ -1,0 +1,143 @@
+import type { Clock, TimerHandle, Timers } from '../core/clock.js';
+
+/** What the retries have done; `pending` bounded by `maxPending`. */
+export interface StoreRetryStats {
+  /** Calls that failed at least once and are waiting for another try. */
+  pending: number;
+  /** Calls that failed once or more and then succeeded. */
+  recovered: number;
+  /** Calls given up: `maxPending` were already waiting (the oldest goes), or the owner stopped. */
+  dropped: number;
+}
+
+export interface StoreRetryOptions {
+  /** First wait after a failure (ms); doubled after each, up to maxDelayMs. */
+  initialDelayMs: number;
+  maxDelayMs: number;
+  /** Calls kept for another try at once; beyond it the oldest is given up. */
+  maxPending: number;
+}
+
+export const STORE_RETRY_DEFAULTS: StoreRetryOptions = { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 100_000 };
+
+interface Chore {
+  run: () => Promise<unknown>;
+  attempt: number;
+  /** When it is tried again; 0 while it is being tried (in flight). */
+  dueAt: number;
+}
+
+/**
+ * Store writes that must happen some time, though nobody waits for them: a
+ * closed link's presence entry removed, an acknowledged message removed.
+ * Fire-and-forget, one failure (a Redis blip) would leave an online ghost for
+ * good, or a message the device already has re-sent and reported expired.
+ * Each call is tried at once; a failed one is tried again with capped
+ * exponential backoff until it succeeds. A call is keyed: a newer one for the
+ * same key supersedes an older one, waiting or in flight. Every call given
+ * here must be safe to repeat and harmless late (conditional on a connection
+ * id, for example). One timer for all, armed only while something waits;
+ * each wake-up tries everything due within half the initial delay.
+ */
+export class StoreRetry {
+  readonly stats: StoreRetryStats = { pending: 0, recovered: 0, dropped: 0 };
+  /** The latest call per key, in flight or waiting, until it succeeds. */
+  private readonly chores = new Map<string, Chore>();
+  private timer: TimerHandle | null = null;
+  private timerAt = Infinity;
+  private stopped = false;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly timers: Timers,
+    private readonly o: StoreRetryOptions = STORE_RETRY_DEFAULTS,
+  ) {}
+
+  /** Runs `run` now, and again later until it succeeds (see the class comment). */
+  do(key: string, run: () => Promise<unknown>): void {
+    if (this.stopped) return;
+    const old = this.chores.get(key);
+    if (old && old.dueAt > 0) this.stats.pending--;
+    const c: Chore = { run, attempt: 0, dueAt: 0 };
+    this.chores.set(key, c);
+    this.attempt(key, c);
+  }
+
+  /** Tries every waiting call now (the store is back: a resync). */
+  retryNow(): void {
+    if (this.stats.pending === 0) return;
+    const now = this.clock.now();
+    for (const c of this.chores.values()) if (c.dueAt > 0) c.dueAt = now;
+    this.armAt(now, now);
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer !== null) this.timers.clearTimeout(this.timer);
+    this.timer = null;
+    this.stats.dropped += this.stats.pending;
+    this.stats.pending = 0;
+    this.chores.clear();
+  }
+
+  private attempt(key: string, c: Chore): void {
+    let p: Promise<unknown>;
+    try {
+      p = c.run();
+    } catch (err) {
+      p = Promise.reject(err);
+    }
+    p.then(
+      () => {
+        if (this.chores.get(key) === c) this.chores.delete(key);
+        if (c.attempt > 0) this.stats.recovered++;
+      },
+      () => {
+        // Superseded meanwhile by a newer call for the key, or stopped: this one is moot.
+        if (this.stopped || this.chores.get(key) !== c) return;
+        if (this.stats.pending >= this.o.maxPending) this.dropOldest();
+        const now = this.clock.now();
+        c.dueAt = now + Math.min(this.o.maxDelayMs, this.o.initialDelayMs * 2 ** c.attempt);
+        c.attempt++;
+        this.stats.pending++;
+        this.armAt(c.dueAt, now);
+      },
+    );
+  }
+
+  private dropOldest(): void {
+    for (const [key, c] of this.chores) {
+      if (c.dueAt === 0) continue;
+      this.chores.delete(key);
+      this.stats.pending--;
+      this.stats.dropped++;
+      return;
+    }
+  }
+
+  private armAt(due: number, now: number): void {
+    if (due >= this.timerAt) return;
+    if (this.timer !== null) this.timers.clearTimeout(this.timer);
+    this.timerAt = due;
+    this.timer = this.timers.setTimeout(this.run, Math.max(0, due - now));
+  }
+
+  private readonly run = (): void => {
+    this.timer = null;
+    this.timerAt = Infinity;
+    const now = this.clock.now();
+    const horizon = now + this.o.initialDelayMs / 2;
+    let next = Infinity;
+    for (const [key, c] of [...this.chores]) {
+      if (c.dueAt === 0) continue;
+      if (c.dueAt > horizon) {
+        next = Math.min(next, c.dueAt);
+        continue;
+      }
+      c.dueAt = 0;
+      this.stats.pending--;
+      this.attempt(key, c);
+    }
+    if (next < Infinity) this.armAt(next, now);
+  };
+}

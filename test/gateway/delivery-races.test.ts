@@ -1,0 +1,235 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
+import type { Store } from '../../src/gateway/stores/store.js';
+import type { Link } from '../../src/link/link.js';
+import type { UpstreamMessage } from '../../src/gateway/upstream.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+
+// Delivery and presence against the timing of store calls, authenticators and backends: each
+// case an interleaving a review found, in which an acknowledged message was lost, handed over
+// twice or reported expired, a live link closed for good, or a device left online for good.
+
+const POLICY = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 };
+function gateway(clock: ManualClock, store: Store, extra: ConstructorParameters<typeof Gateway>[0] = {}) {
+  return new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, wallClock: clock, store, ...extra,
+    delivery: { probeBeforePushMs: 0, pushWaitMs: 2000, ...(extra.delivery ?? {}) } });
+}
+function client(clock: ManualClock, dial: () => Promise<Link>, deviceId = 'd', userId = 'u') {
+  const c = new LonglinkClient({ url: 'tcp://test', userId, deviceId, clock, timers: clock, random: () => 0,
+    reconnect: { minDelayMs: 10, initialDelayMs: 10 }, dial, probes: { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 100 } });
+  const got: string[] = [];
+  c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+  return { c, got };
+}
+function dialer(to: () => Gateway) {
+  const links: MemoryLink[] = [];
+  return { links, dial: async () => { const [s, l] = memoryLinkPair(); to().accept(s); links.push(l); return l as Link; } };
+}
+async function settle(clock: ManualClock, ms = 200) {
+  for (let i = 0; i < 10; i++) { await flush(); clock.advance(ms / 10); }
+  await flush();
+}
+function gated(inner: Store) {
+  const failing = new Set<string>();
+  const store = new Proxy(inner, { get(t, p, r) { const v = Reflect.get(t, p, r); if (typeof v !== 'function') return v; const n = String(p);
+    return (...a: unknown[]) => failing.has(n) ? Promise.reject(new Error(`${n}: Reached the max retries per request limit`)) : v.apply(t, a); } });
+  return { store, fail: (n: string, on = true) => (on ? failing.add(n) : failing.delete(n)) };
+}
+
+test('a device connected for longer than knownDeviceTtlMs is still known after it disconnects: a push is queued for it', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore(), { delivery: { knownDeviceTtlMs: 10_000 } });
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  for (let i = 0; i < 60; i++) await settle(clock, 500); // 30 s online, heartbeating
+  assert.equal(c.state, 'open');
+  c.close();
+  await settle(clock, 50);
+  await gw.sweepExpired();
+  const r = await gw.push('u', 'after', { waitMs: 0 });
+  assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'queued' }], `push for a device that left 50 ms ago: ${JSON.stringify(r)}`);
+  await gw.close();
+});
+
+test('upstream: a re-send that arrives (on a new link) while the first hand-over is still with the backend is handed over once', async () => {
+  const clock = new ManualClock(1000);
+  const sends: UpstreamMessage[] = [];
+  let releaseFirst!: () => void;
+  const sink = { name: 'slow', send: (m: UpstreamMessage) => { sends.push(m); return sends.length === 1 ? new Promise<void>((r) => (releaseFirst = r)) : Promise.resolve(); } };
+  const gw = gateway(clock, new MemoryStore(), { upstream: { sink } });
+  const messages: string[] = [];
+  gw.on('message', (m) => messages.push(`${m.id}`));
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  c.send('hello', { id: 'm1' });
+  await settle(clock, 20);
+  assert.equal(sends.length, 1);
+  d.links[0].destroy(); // link breaks while the backend holds the message
+  await settle(clock, 500); // client resumes and re-sends m1
+  releaseFirst();
+  await settle(clock, 200);
+  assert.deepEqual(messages, ['m1'], `handed to the app: ${messages}; backend got ${sends.length}`);
+  assert.equal(sends.length, 1, 'the backend got it once');
+  c.close();
+  await gw.close();
+});
+
+test('a presence removal that fails once (a store blip) is retried until it lands: no online ghost', async () => {
+  const clock = new ManualClock(1000);
+  const g = gated(new MemoryStore());
+  const gw = gateway(clock, g.store);
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  g.fail('setOffline');
+  c.close();
+  await settle(clock, 50);
+  g.fail('setOffline', false);
+  for (let i = 0; i < 10; i++) await settle(clock, 1000);
+  await gw.sweepExpired();
+  assert.deepEqual((await gw.presence('u')).map((e) => e.deviceId), [], 'no link anywhere, presence should be empty');
+  assert.deepEqual(gw.storeRetryStats(), { pending: 0, recovered: 1, dropped: 0 });
+  await gw.close();
+});
+
+test('a reconnect whose presence write fails takes out the entry of the link it replaced, too (no ghost of it)', async () => {
+  const clock = new ManualClock(1000);
+  const g = gated(new MemoryStore());
+  const gw = gateway(clock, g.store);
+  const ev: string[] = [];
+  gw.on('online', () => ev.push('online'));
+  gw.on('offline', () => ev.push('offline'));
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  const first = (await gw.presence('u'))[0].connectionId;
+  // The link to the gateway goes half-open (the gateway does not hear it end); the device comes back.
+  d.links[0].deaf = true; d.links[0].peer.deaf = true;
+  d.links[0].destroy = () => {}; d.links[0].close = () => {};
+  c.close();
+  g.fail('setOnline');
+  const { c: c2 } = client(clock, d.dial);
+  void c2.connect().catch(() => {});
+  await settle(clock, 30); // its HELLO's presence write fails (a Redis blip)
+  c2.close(); // and it goes away
+  await settle(clock, 200);
+  g.fail('setOnline', false);
+  const p = await gw.presence('u');
+  assert.equal(gw.onlineDevices, 0);
+  assert.deepEqual({ ev, presence: p.map((e) => e.connectionId === first ? 'first link' : e.connectionId) }, { ev: ['online', 'offline'], presence: [] });
+  await gw.close();
+});
+
+test('a stale link\'s take (a wake-up routed by an old presence read) between the live link\'s write and its ACK: the message is re-sent, acknowledged and reported delivered, not expired', async () => {
+  const clock = new ManualClock(1000);
+  const store = new MemoryStore();
+  const A = gateway(clock, store, { nodeId: 'A' });
+  const B = gateway(clock, store, { nodeId: 'B' });
+  const ev: string[] = [];
+  B.on('delivered', (e) => ev.push(`delivered ${e.id}`));
+  B.on('expired', (e) => ev.push(`expired ${e.id}`));
+  A.on('expired', (e) => ev.push(`expired ${e.id}`));
+  let target = A;
+  const d = dialer(() => target);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  d.links[0].deaf = true; d.links[0].peer.deaf = true; d.links[0].destroy = () => {}; d.links[0].close = () => {};
+  target = B;
+  c.close();
+  const { c: c2, got } = client(clock, d.dial);
+  await Promise.all([c2.connect(), settle(clock)]);
+  void B.push('u', 'm', { id: 'm', waitMs: 0, ttlMs: 60_000 });
+  await flush(); await flush();
+  // A wake-up for the device reaches A (a push elsewhere read presence before B's entry landed): A's stale link takes.
+  (A as unknown as { delivery: { wake(u: string, d: string): void } }).delivery.wake('u', 'd');
+  await settle(clock, 500); // the client acks m to B
+  assert.deepEqual(got, ['m']);
+  clock.advance(61_000);
+  await B.sweepExpired();
+  assert.deepEqual(ev, ['delivered m'], `events: ${ev}; depth now ${await store.depth('u', 'd')}`);
+  c2.close(); await A.close(); await B.close();
+});
+
+test('same node: an older HELLO whose authentication answers after a newer one\'s gives way to it; the newer, live link stays open', async () => {
+  const clock = new ManualClock(1000);
+  let calls = 0;
+  const authenticate = (h: { userId: string; deviceId: string }) => {
+    const id = { userId: h.userId, deviceId: h.deviceId };
+    return ++calls === 1 ? new Promise<typeof id>((r) => setTimeout(() => r(id), 50)) : Promise.resolve(id);
+  };
+  const gw = gateway(clock, new MemoryStore(), { authenticate } as never);
+  const [sa, la] = memoryLinkPair();
+  gw.accept(sa);
+  la.send({ type: 1, version: 1, userId: 'u', deviceId: 'd' } as never); // HELLO (older; its network then breaks, unseen)
+  const [sb, lb] = memoryLinkPair();
+  gw.accept(sb);
+  lb.send({ type: 1, version: 1, userId: 'u', deviceId: 'd' } as never); // the device's HELLO on its new path
+  await flush();
+  await new Promise((r) => setTimeout(r, 80));
+  await flush();
+  const types = (l: MemoryLink) => l.received.map((f) => (f as { type: number; code?: number }).type + (('code' in f) ? `:${(f as { code: number }).code}` : ''));
+  assert.deepEqual(types(lb), ['2'], 'the newer link got WELCOME and nothing else');
+  assert.equal(lb.closedWith, null);
+  assert.deepEqual(types(la), ['8:4506'], 'the older one is closed as replaced');
+  assert.equal(gw.onlineDevices, 1);
+  await gw.close();
+});
+
+test('the old node closing its dead link after the device resumed elsewhere leaves the live session record alone: a later resume succeeds', async () => {
+  const clock = new ManualClock(1000);
+  const store = new MemoryStore();
+  const A = gateway(clock, store, { nodeId: 'A', heartbeat: { ...POLICY, missBudget: 6 } });
+  const B = gateway(clock, store, { nodeId: 'B' });
+  let target = A;
+  const d = dialer(() => target);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  // The path to A dies silently; the client notices first and resumes on B.
+  d.links[0].deaf = true; d.links[0].peer.deaf = true; d.links[0].destroy = () => {}; d.links[0].close = () => {};
+  target = B;
+  for (let i = 0; i < 40 && d.links.length < 2; i++) await settle(clock, 200);
+  await settle(clock, 200);
+  const w = (l: MemoryLink) => l.received.find((f) => f.type === 2) as { resumed: boolean } | undefined;
+  assert.equal(w(d.links[1])?.resumed, true, 'resumed on B');
+  for (let i = 0; i < 30; i++) await settle(clock, 500); // A's detector closes the dead link meanwhile
+  assert.equal(A.onlineDevices, 0, "A's detector closed the dead link");
+  const tok = (d.links[1].received.find((f) => f.type === 2) as { resumeToken: string }).resumeToken;
+  assert.equal(store.loadSession(tok, clock.now())?.openOn, 'B', 'the record still says B holds it open');
+  for (let i = 0; i < 130; i++) await settle(clock, 1000); // 130 s more on B, heartbeating
+  // Now the path to B dies silently too (or B crashes); the client resumes on C before B notices.
+  const C = gateway(clock, store, { nodeId: 'C' });
+  d.links[1].deaf = true; d.links[1].peer.deaf = true; d.links[1].destroy = () => {}; d.links[1].close = () => {};
+  target = C;
+  for (let i = 0; i < 40 && d.links.length < 3; i++) await settle(clock, 200);
+  await settle(clock, 200);
+  assert.equal(w(d.links[2])?.resumed, true, 'the live session should still be resumable');
+  c.close(); await A.close(); await B.close();
+});
+
+test('an acknowledgement whose removal fails once (a store blip) is retried: the message is removed and reported delivered, not expired', async () => {
+  const clock = new ManualClock(1000);
+  const g = gated(new MemoryStore());
+  const gw = gateway(clock, g.store);
+  const ev: string[] = [];
+  gw.on('delivered', (e) => ev.push(`delivered ${e.id}`));
+  gw.on('expired', (e) => ev.push(`expired ${e.id}`));
+  const d = dialer(() => gw);
+  const { c, got } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  g.fail('ack');
+  void gw.push('u', 'm', { id: 'm', waitMs: 0, ttlMs: 60_000 });
+  await settle(clock, 300);
+  g.fail('ack', false);
+  for (let i = 0; i < 20; i++) await settle(clock, 1000);
+  assert.deepEqual(got, ['m']);
+  clock.advance(61_000);
+  await gw.sweepExpired();
+  assert.deepEqual(ev, ['delivered m'], `events: ${ev}`);
+  c.close(); await gw.close();
+});

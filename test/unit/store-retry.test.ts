@@ -1,0 +1,81 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { StoreRetry } from '../../src/gateway/store-retry.js';
+
+const flush = async () => {
+  for (let i = 0; i < 5; i++) await Promise.resolve();
+};
+
+/** A store call that fails `failures` times, then succeeds; it logs when it was tried. */
+function flaky(clock: ManualClock, failures: number) {
+  const tries: number[] = [];
+  return {
+    tries,
+    run: () => {
+      tries.push(clock.now());
+      return tries.length <= failures ? Promise.reject(new Error('store down')) : Promise.resolve();
+    },
+  };
+}
+
+test('a call that fails is tried again with capped exponential backoff until it succeeds; then no timer is left', async () => {
+  const clock = new ManualClock(0);
+  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 4000, maxPending: 10 });
+  const c = flaky(clock, 4);
+  r.do('k', c.run);
+  for (let t = 0; t < 20_000; t += 100) {
+    await flush();
+    clock.advance(100);
+  }
+  await flush();
+  assert.deepEqual(c.tries, [0, 1000, 3000, 7000, 11000]);
+  assert.deepEqual(r.stats, { pending: 0, recovered: 1, dropped: 0 });
+  assert.equal(clock.pendingTimers, 0);
+});
+
+test('a newer call for the same key supersedes the one waiting, and one in flight that fails', async () => {
+  const clock = new ManualClock(0);
+  const r = new StoreRetry(clock, clock);
+  const old = flaky(clock, 100);
+  r.do('k', old.run);
+  await flush();
+  assert.equal(r.stats.pending, 1);
+  const newer = flaky(clock, 0);
+  r.do('k', newer.run);
+  await flush();
+  assert.equal(r.stats.pending, 0);
+  clock.advance(120_000);
+  await flush();
+  assert.deepEqual(old.tries, [0], 'never tried again');
+  assert.deepEqual(newer.tries, [0]);
+  // In flight: the older fails after the newer was given; it is not queued.
+  let failOld!: (e: Error) => void;
+  r.do('j', () => new Promise((_, rej) => (failOld = rej)));
+  r.do('j', () => Promise.resolve());
+  failOld(new Error('late'));
+  await flush();
+  assert.equal(r.stats.pending, 0);
+});
+
+test('at most maxPending wait: beyond it the oldest is given up and counted; retryNow tries the rest at once; stop drops them', async () => {
+  const clock = new ManualClock(0);
+  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 3 });
+  const calls = ['a', 'b', 'c', 'd'].map((k) => ({ k, c: flaky(clock, 1) }));
+  for (const { k, c } of calls) r.do(k, c.run);
+  await flush();
+  assert.deepEqual(r.stats, { pending: 3, recovered: 0, dropped: 1 });
+  clock.advance(10);
+  r.retryNow();
+  clock.advance(0);
+  await flush();
+  assert.deepEqual(calls.map(({ c }) => c.tries.length), [1, 2, 2, 2], 'a was given up; b, c, d tried again at once');
+  assert.deepEqual(r.stats, { pending: 0, recovered: 3, dropped: 1 });
+  r.do('e', flaky(clock, 5).run);
+  await flush();
+  r.stop();
+  assert.deepEqual(r.stats, { pending: 0, recovered: 3, dropped: 2 });
+  assert.equal(clock.pendingTimers, 0);
+  r.do('f', flaky(clock, 0).run);
+  assert.equal(r.stats.pending, 0, 'nothing is taken after stop');
+});
