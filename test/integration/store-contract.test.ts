@@ -288,6 +288,23 @@ for (const kind of kinds) {
 
 for (const on of ['one server', 'a cluster'] as const) describe(`redis store on ${on}: lease, routing, control`, { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
   const at = () => (on === 'one server' ? { url: redis!.url } : { url: rcluster!.url, cluster: true });
+  test('a known device past its time is forgotten only if nobody remembered it since it was read (a handshake meanwhile keeps it)', async () => {
+    const s = new RedisStore({ ...at(), prefix: `forget${++prefixN}:` });
+    try {
+      const t = Date.now();
+      await s.rememberDevice('u', 'd', t + 10);
+      const key = (s as unknown as { uk(u: string, p: string): string }).uk('u', 'known');
+      const read = await s.redis.hget(key, 'd');
+      await s.rememberDevice('u', 'd', t + 60_000); // a handshake between knownDevices' read and its delete
+      const forget = (s.redis as unknown as { llForgetDevice(k: string, d: string, v: string): Promise<number> }).llForgetDevice;
+      assert.equal(await forget.call(s.redis, key, 'd', read!), 0);
+      assert.deepEqual(await s.knownDevices('u', t + 20), ['d']);
+      assert.equal(await forget.call(s.redis, key, 'd', String(t + 60_000)), 1, 'unchanged since read: forgotten');
+    } finally {
+      await s.close();
+    }
+  });
+
   test('presence of a node whose lease lapsed is not reported; an earlier incarnation of a live node is cleaned up', async () => {
     const a = new RedisStore({ ...at(), prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
     const b = new RedisStore({ ...at(), prefix: 'lease:', leaseTtlMs: 300, leaseRenewMs: 100 });
