@@ -155,7 +155,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   connect(): Promise<WelcomeFrame> {
     this.userClosed = false;
     // Already open: nothing to wait for (waiting for the next WELCOME would hang until a reconnect).
-    if (this.welcome !== null && !this.welcoming) return Promise.resolve(this.welcome);
+    // From one of WELCOME's own events too: the promise settles after them.
+    if (this.welcome !== null) return Promise.resolve(this.welcome);
     if (this.stateName === 'idle' || this.stateName === 'closed') void this.attempt();
     return new Promise((resolve, reject) => {
       const onOpen = (w: WelcomeFrame) => {
@@ -336,13 +337,15 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // Handlers of the events below may send(): queued, not written, until the outbox (renumbered on
     // a new session) has gone out in order; written at once, a new message would overtake it and
     // the gateway's cumulative ack would settle older ones it dropped as duplicates.
+    const link = this.link;
     this.welcoming = true;
     try {
       this.welcomed(w, now);
     } finally {
       this.welcoming = false;
     }
-    if (this.link !== null && this.welcome === w) {
+    // Still this link (a handler may have closed it; setIntervalMs replaces the WELCOME object).
+    if (link !== null && this.link === link && this.welcome !== null) {
       for (const m of this.outbox) {
         this.stats.resent++;
         this.writeData(m);

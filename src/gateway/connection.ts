@@ -504,7 +504,9 @@ export class ServerConnection implements LinkEvents {
 
   private helloFailed(err: unknown): void {
     if (this.phase === 'closed') return;
-    if (err instanceof ProtocolError) this.onProtocolError(err);
+    // Giving way to a newer link of the device is a race, not bad input: no protocol-error.
+    if (err instanceof ProtocolError && err.reason === 'replaced') this.closeWith('replaced', err.message);
+    else if (err instanceof ProtocolError) this.onProtocolError(err);
     else this.closeWith('server-error', err instanceof Error ? err.message : String(err));
   }
 

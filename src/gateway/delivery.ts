@@ -70,6 +70,9 @@ export interface DeliveryStats {
   storeFaults: number;
 }
 
+/** Longest a client message waits for the same message from an older link of its device to be taken in. */
+const TAKE_IN_WAIT_MS = 5_000;
+
 export class Delivery {
   readonly stats: DeliveryStats = {
     pushed: 0, delivered: 0, expired: 0, dropped: 0, unackedAtClose: 0, probesBeforePush: 0, deadLinksFound: 0, duplicatesIn: 0, storeFaults: 0,
@@ -196,9 +199,13 @@ export class Delivery {
         if (f.id === undefined) return this.takeIn(conn, f, seq);
         // The same message may be on its way in from an older link of the device (a re-send after a
         // reconnect, while the backend or the store still holds the first): checked once that is done,
-        // the record says whether it went in. Checked before, it would go in twice.
+        // the record says whether it went in. Checked before, it would go in twice. The wait is
+        // bounded (a backend that never answers the old link's call must not stall this link): past
+        // it, at least once holds and the message may go in twice.
         const key = `${conn.userId}\0${conn.deviceId}\0${f.id}`;
-        for (let earlier = this.takingIn.get(key); earlier; earlier = this.takingIn.get(key)) await earlier;
+        for (let earlier = this.takingIn.get(key); earlier; earlier = this.takingIn.get(key)) {
+          if (!(await this.within(earlier, TAKE_IN_WAIT_MS))) break;
+        }
         let done!: () => void;
         const mine = new Promise<void>((r) => (done = r));
         this.takingIn.set(key, mine);
@@ -216,7 +223,7 @@ export class Delivery {
           }
           await this.takeIn(conn, f, seq);
         } finally {
-          this.takingIn.delete(key);
+          if (this.takingIn.get(key) === mine) this.takingIn.delete(key);
           done();
         }
       })
@@ -230,6 +237,17 @@ export class Delivery {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
         this.events.fault('message', err);
       });
+  }
+
+  /** Whether `p` settled within `ms` (it never rejects). */
+  private within(p: Promise<void>, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const t = this.timers.setTimeout(() => resolve(false), ms);
+      void p.then(() => {
+        this.timers.clearTimeout(t);
+        resolve(true);
+      });
+    });
   }
 
   /** A client message not seen before: to the backend (if any), the application, the record, then acknowledged. */

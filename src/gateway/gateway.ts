@@ -662,8 +662,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     } catch (err) {
       // The write may have been done all the same (a reply lost): take it back, putting back
       // another node's link it displaced (that node never heard of this one), and ask that node
-      // to check it still holds the link.
-      conn.presenceOut = false;
+      // to check it still holds the link. presenceOut stays set: the take-back is in charge of the
+      // entry, and the close that follows must not replace it with a plain removal (which would
+      // leave the displaced link out).
       const store = o.store;
       this.chores.do(`offline ${conn.id}`, () =>
         (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined)).then((back) =>

@@ -14,16 +14,26 @@ export interface StoreRetryOptions {
   /** First wait after a failure (ms); doubled after each, up to maxDelayMs. */
   initialDelayMs: number;
   maxDelayMs: number;
-  /** Calls kept for another try at once; beyond it the oldest is given up. */
+  /**
+   * Calls kept at once, in flight or waiting for another try: beyond it the
+   * oldest waiting one is given up (and a new call, if all are in flight, is
+   * made once, untracked).
+   */
   maxPending: number;
+  /** Most calls a wake-up starts (a resync after a long outage must not fire them all at once). */
+  batch: number;
 }
 
-export const STORE_RETRY_DEFAULTS: StoreRetryOptions = { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 100_000 };
+export const STORE_RETRY_DEFAULTS: StoreRetryOptions = { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 100_000, batch: 1000 };
+
+/** Between two batches of one wake-up's due calls (ms). */
+const BATCH_GAP_MS = 10;
 
 interface Chore {
   run: () => Promise<unknown>;
   attempt: number;
-  /** When it is tried again; 0 while it is being tried (in flight). */
+  /** Waiting for another try (else in flight), due at `dueAt`. */
+  waiting: boolean;
   dueAt: number;
 }
 
@@ -53,12 +63,27 @@ export class StoreRetry {
     private readonly o: StoreRetryOptions = STORE_RETRY_DEFAULTS,
   ) {}
 
+  /** Calls tracked now, in flight or waiting. */
+  get size(): number {
+    return this.chores.size;
+  }
+
   /** Runs `run` now, and again later until it succeeds (see the class comment). */
   do(key: string, run: () => Promise<unknown>): void {
     if (this.stopped) return;
     const old = this.chores.get(key);
-    if (old && old.dueAt > 0) this.stats.pending--;
-    const c: Chore = { run, attempt: 0, dueAt: 0 };
+    if (!old && this.chores.size >= this.o.maxPending) {
+      this.dropOldest();
+      if (this.chores.size >= this.o.maxPending) {
+        // Every tracked call is in flight (a store that queues while it is down): made once, untracked.
+        void Promise.resolve()
+          .then(run)
+          .catch(() => this.stats.dropped++);
+        return;
+      }
+    }
+    if (old?.waiting) this.stats.pending--;
+    const c: Chore = { run, attempt: 0, waiting: false, dueAt: 0 };
     this.chores.set(key, c);
     this.attempt(key, c);
   }
@@ -67,7 +92,7 @@ export class StoreRetry {
   retryNow(): void {
     if (this.stats.pending === 0) return;
     const now = this.clock.now();
-    for (const c of this.chores.values()) if (c.dueAt > 0) c.dueAt = now;
+    for (const c of this.chores.values()) if (c.waiting) c.dueAt = now;
     this.armAt(now, now);
   }
 
@@ -95,10 +120,10 @@ export class StoreRetry {
       () => {
         // Superseded meanwhile by a newer call for the key, or stopped: this one is moot.
         if (this.stopped || this.chores.get(key) !== c) return;
-        if (this.stats.pending >= this.o.maxPending) this.dropOldest();
         const now = this.clock.now();
         c.dueAt = now + Math.min(this.o.maxDelayMs, this.o.initialDelayMs * 2 ** c.attempt);
         c.attempt++;
+        c.waiting = true;
         this.stats.pending++;
         this.armAt(c.dueAt, now);
       },
@@ -107,7 +132,7 @@ export class StoreRetry {
 
   private dropOldest(): void {
     for (const [key, c] of this.chores) {
-      if (c.dueAt === 0) continue;
+      if (!c.waiting) continue;
       this.chores.delete(key);
       this.stats.pending--;
       this.stats.dropped++;
@@ -128,13 +153,15 @@ export class StoreRetry {
     const now = this.clock.now();
     const horizon = now + this.o.initialDelayMs / 2;
     let next = Infinity;
+    let started = 0;
     for (const [key, c] of [...this.chores]) {
-      if (c.dueAt === 0) continue;
-      if (c.dueAt > horizon) {
-        next = Math.min(next, c.dueAt);
+      if (!c.waiting) continue;
+      if (c.dueAt > horizon || started >= this.o.batch) {
+        next = Math.min(next, started >= this.o.batch ? now + BATCH_GAP_MS : c.dueAt);
         continue;
       }
-      c.dueAt = 0;
+      started++;
+      c.waiting = false;
       this.stats.pending--;
       this.attempt(key, c);
     }

@@ -355,3 +355,37 @@ test('close() during a dial that hangs (TLS and WebSocket handshakes never answe
     srv.close();
   }
 });
+
+test('connect() called from an open handler resolves (after the events)', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  let resolved = false;
+  a.c.once('open', () => void a.c.connect().then(() => (resolved = true)));
+  await Promise.all([a.c.connect(), flush()]);
+  await settle(clock);
+  assert.ok(resolved);
+  a.c.close();
+  await gw.close();
+});
+
+test('a message sent from an open handler that also changes the interval goes out, with the outbox', async () => {
+  const { clock, gw, texts } = gateway();
+  let up = true;
+  const a = client(() => gw, clock, { up: () => up });
+  await Promise.all([a.c.connect(), flush()]);
+  up = false;
+  a.links[0].destroy();
+  a.c.send('queued');
+  a.c.once('open', () => {
+    a.c.setIntervalMs(2000);
+    a.c.send('hi');
+  });
+  await settle(clock);
+  up = true;
+  await settle(clock, 500);
+  await settle(clock, 500);
+  assert.deepEqual(texts(), ['queued', 'hi']);
+  assert.equal(a.c.heartbeat?.intervalMs, 2000);
+  a.c.close();
+  await gw.close();
+});

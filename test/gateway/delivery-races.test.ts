@@ -4,7 +4,7 @@ import { LonglinkClient } from '../../src/client/client.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
-import type { Store } from '../../src/gateway/stores/store.js';
+import type { PresenceEntry, Store } from '../../src/gateway/stores/store.js';
 import type { Link } from '../../src/link/link.js';
 import type { UpstreamMessage } from '../../src/gateway/upstream.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
@@ -29,8 +29,8 @@ function dialer(to: () => Gateway) {
   const links: MemoryLink[] = [];
   return { links, dial: async () => { const [s, l] = memoryLinkPair(); to().accept(s); links.push(l); return l as Link; } };
 }
-async function settle(clock: ManualClock, ms = 200) {
-  for (let i = 0; i < 10; i++) { await flush(); clock.advance(ms / 10); }
+async function settle(clock: ManualClock, ms = 200, rounds = 10) {
+  for (let i = 0; i < rounds; i++) { await flush(); clock.advance(ms / rounds); }
   await flush();
 }
 function gated(inner: Store) {
@@ -164,6 +164,8 @@ test('same node: an older HELLO whose authentication answers after a newer one\'
     return ++calls === 1 ? new Promise<typeof id>((r) => setTimeout(() => r(id), 50)) : Promise.resolve(id);
   };
   const gw = gateway(clock, new MemoryStore(), { authenticate } as never);
+  const protocolErrors: unknown[] = [];
+  gw.on('protocol-error', (e) => protocolErrors.push(e));
   const [sa, la] = memoryLinkPair();
   gw.accept(sa);
   la.send({ type: 1, version: 1, userId: 'u', deviceId: 'd' } as never); // HELLO (older; its network then breaks, unseen)
@@ -177,6 +179,7 @@ test('same node: an older HELLO whose authentication answers after a newer one\'
   assert.deepEqual(types(lb), ['2'], 'the newer link got WELCOME and nothing else');
   assert.equal(lb.closedWith, null);
   assert.deepEqual(types(la), ['8:4506'], 'the older one is closed as replaced');
+  assert.deepEqual(protocolErrors, [], 'a race, not bad input');
   assert.equal(gw.onlineDevices, 1);
   await gw.close();
 });
@@ -232,4 +235,78 @@ test('an acknowledgement whose removal fails once (a store blip) is retried: the
   await gw.sweepExpired();
   assert.deepEqual(ev, ['delivered m'], `events: ${ev}`);
   c.close(); await gw.close();
+});
+
+test('a take-back after a failed presence write is retried until the store is back, not replaced by a plain removal when the link closes: the live link elsewhere is put back', async () => {
+  const clock = new ManualClock(1000);
+  const inner = new MemoryStore();
+  let down = false;
+  let failedOnce = false;
+  const calls: string[] = [];
+  let displaced: PresenceEntry | undefined;
+  // A store with takeBackOnline (as Redis has): setOnline lands, its answer is lost.
+  const store = new Proxy(inner, { get(t, p, r) {
+    if (p === 'takeBackOnline') return async (u: string, d: string, id: string) => {
+      calls.push(`takeBack ${id}`);
+      if (down) throw new Error('down');
+      const cur = (await inner.devices(u)).find((e) => e.deviceId === d);
+      if (!cur || cur.connectionId !== id) return undefined;
+      if (displaced) { inner.setOnline(displaced); return displaced; }
+      await inner.setOffline(u, d, id);
+      return undefined;
+    };
+    if (p === 'setOnline') return (e: PresenceEntry) => {
+      const before = (inner as any).devicesByUser.get(e.userId, e.deviceId);
+      if (before?.online) displaced = before.presence();
+      inner.setOnline(e);
+      if (e.nodeId === 'n1' && !failedOnce) { failedOnce = true; down = true; return Promise.reject(new Error('answer lost')); }
+      return undefined;
+    };
+    if (p === 'setOffline') return (...a: [string, string, string, PresenceEntry?]) => { calls.push(`setOffline ${a[2]}`); return down ? Promise.reject(new Error('down')) : inner.setOffline(...a); };
+    const v = Reflect.get(t, p, r); return typeof v === 'function' ? v.bind(t) : v;
+  } }) as Store;
+  const gw2 = gateway(clock, store, { nodeId: 'n2' });
+  const gw1 = gateway(clock, store, { nodeId: 'n1' });
+  // The device's live link on n2.
+  const da = dialer(() => gw2);
+  const a = client(clock, da.dial);
+  await Promise.all([a.c.connect(), settle(clock)]);
+  // A stale HELLO of the same device lands on n1; its setOnline overwrote n2's entry and failed.
+  const db = dialer(() => gw1);
+  const b = client(clock, db.dial);
+  b.c.on('close', () => b.c.close());
+  void b.c.connect().catch(() => {});
+  await settle(clock, 50);
+  down = false;
+  await settle(clock, 3000);
+  b.c.close();
+  await settle(clock, 3000);
+  const now = await inner.devices('u');
+  assert.equal(a.c.state, 'open');
+  assert.deepEqual(now.map((e) => e.nodeId), ['n2'], `presence after recovery: ${JSON.stringify(now.map((e) => e.nodeId))}; calls: ${calls.join(', ')}`);
+  a.c.close();
+  await gw1.close(); await gw2.close();
+});
+
+test('upstream: a backend call that never answers for a dead link delays the device\'s re-send on its next link by at most the bounded wait, not for good', async () => {
+  const clock = new ManualClock(1000);
+  let n = 0;
+  const sink = { name: 'hung-once', send: () => (++n === 1 ? new Promise<void>(() => {}) : Promise.resolve()) };
+  const gw = gateway(clock, new MemoryStore(), { upstream: { sink } });
+  const got: string[] = [];
+  gw.on('message', (m) => got.push(String(m.id)));
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  const links = d.links;
+  await Promise.all([c.connect(), settle(clock)]);
+  c.send('one', { id: 'm1' });
+  await settle(clock, 20);
+  links[0].destroy();
+  await settle(clock, 500); // resumed; m1 re-sent on the new link
+  c.send('two', { id: 'm2' });
+  await settle(clock, 6_000, 60);
+  assert.equal(c.state, 'open');
+  assert.deepEqual(got, ['m1', 'm2'], `handed over after 6 s: ${JSON.stringify(got)}; backend calls ${n}`);
+  c.close();
+  await gw.close();
 });

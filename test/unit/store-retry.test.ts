@@ -21,7 +21,7 @@ function flaky(clock: ManualClock, failures: number) {
 
 test('a call that fails is tried again with capped exponential backoff until it succeeds; then no timer is left', async () => {
   const clock = new ManualClock(0);
-  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 4000, maxPending: 10 });
+  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 4000, maxPending: 10, batch: 100 });
   const c = flaky(clock, 4);
   r.do('k', c.run);
   for (let t = 0; t < 20_000; t += 100) {
@@ -58,24 +58,49 @@ test('a newer call for the same key supersedes the one waiting, and one in fligh
   assert.equal(r.stats.pending, 0);
 });
 
-test('at most maxPending wait: beyond it the oldest is given up and counted; retryNow tries the rest at once; stop drops them', async () => {
+test('at most maxPending are kept: a call beyond them while all are in flight is made once, untracked; a waiting one is given up for a new one; retryNow tries the rest at once; stop drops them', async () => {
   const clock = new ManualClock(0);
-  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 3 });
+  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 3, batch: 100 });
   const calls = ['a', 'b', 'c', 'd'].map((k) => ({ k, c: flaky(clock, 1) }));
   for (const { k, c } of calls) r.do(k, c.run);
   await flush();
-  assert.deepEqual(r.stats, { pending: 3, recovered: 0, dropped: 1 });
+  assert.deepEqual(r.stats, { pending: 3, recovered: 0, dropped: 1 }, 'd, made while a, b and c were in flight, failed untracked');
+  assert.equal(r.size, 3);
+  const e = flaky(clock, 0);
+  r.do('e', e.run);
+  await flush();
+  assert.deepEqual(r.stats, { pending: 2, recovered: 0, dropped: 2 }, 'a, the oldest waiting, was given up for e');
   clock.advance(10);
   r.retryNow();
   clock.advance(0);
   await flush();
-  assert.deepEqual(calls.map(({ c }) => c.tries.length), [1, 2, 2, 2], 'a was given up; b, c, d tried again at once');
-  assert.deepEqual(r.stats, { pending: 0, recovered: 3, dropped: 1 });
+  assert.deepEqual(calls.map(({ c }) => c.tries.length), [1, 2, 2, 1], 'b and c tried again at once');
+  assert.deepEqual(r.stats, { pending: 0, recovered: 2, dropped: 2 });
+  assert.equal(r.size, 0);
   r.do('e', flaky(clock, 5).run);
   await flush();
   r.stop();
-  assert.deepEqual(r.stats, { pending: 0, recovered: 3, dropped: 2 });
+  assert.deepEqual(r.stats, { pending: 0, recovered: 2, dropped: 3 });
   assert.equal(clock.pendingTimers, 0);
   r.do('f', flaky(clock, 0).run);
   assert.equal(r.stats.pending, 0, 'nothing is taken after stop');
+});
+
+test('a wake-up starts at most `batch` calls; the rest follow in further batches shortly after', async () => {
+  const clock = new ManualClock(0);
+  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 100, batch: 2 });
+  const calls = [...Array(5).keys()].map((i) => ({ k: `k${i}`, c: flaky(clock, 1) }));
+  for (const { k, c } of calls) r.do(k, c.run);
+  await flush();
+  r.retryNow();
+  clock.advance(0);
+  await flush();
+  assert.equal(calls.filter(({ c }) => c.tries.length === 2).length, 2);
+  clock.advance(10);
+  await flush();
+  assert.equal(calls.filter(({ c }) => c.tries.length === 2).length, 4);
+  clock.advance(10);
+  await flush();
+  assert.equal(calls.filter(({ c }) => c.tries.length === 2).length, 5);
+  assert.deepEqual(r.stats, { pending: 0, recovered: 5, dropped: 0 });
 });

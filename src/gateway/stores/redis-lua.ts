@@ -136,17 +136,17 @@ redis.call('PEXPIRE', KEYS[1], win)
 return 1
 `;
 
-/**
- * KEYS: the user's known devices (hash device → until, wall ms). ARGV: device,
- * until, most per user, ttl ms. A new device beyond the bound evicts the one
- * whose time ends first; the hash expires with its newest entry.
- */
 /** KEYS: the user's known-devices hash. ARGV: device id, the time it was read with. Forgets it only if nobody remembered it since (a handshake meanwhile). */
 export const FORGET_DEVICE = `
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then return redis.call('HDEL', KEYS[1], ARGV[1]) end
 return 0
 `;
 
+/**
+ * KEYS: the user's known devices (hash device → until, wall ms). ARGV: device,
+ * until, most per user, ttl ms. A new device beyond the bound evicts the one
+ * whose time ends first; the hash expires with its newest entry.
+ */
 export const REMEMBER_DEVICE = `
 local untilMs = tonumber(ARGV[2])
 local prev = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
