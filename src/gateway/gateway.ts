@@ -682,12 +682,15 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const moved = this.movedOn.get(conn);
     if (moved || isClosed(conn)) {
       this.movedOn.delete(conn);
-      if (moved && !isClosed(conn) && this.registry.get(conn.userId, conn.deviceId) === conn) {
+      if (moved) {
         // A newer link on another node took over while this entry was being written (its `replaced`
-        // came first): this link gives way as if it had been open. The entry is that link's now.
-        this.giveWay(conn, moved.by, moved.resumed);
+        // came first): this link gives way as if it had been open. The entry is that link's now. A
+        // third node's link this write displaced is told all the same, closed or not here: nobody
+        // else will (the newer link displaced this one's entry, not that one's), and unheard it would
+        // stay registered there and report the device offline when it dies.
+        if (!isClosed(conn) && this.registry.get(conn.userId, conn.deviceId) === conn) this.giveWay(conn, moved.by, moved.resumed);
         if (elsewhere) this.tellReplaced(elsewhere, conn, resumed);
-      } else if (!moved) {
+      } else {
         // The link closed while setOnline was out: take the entry back, putting back another node's link
         // it displaced (open, maybe: a client that gave up on this handshake and went there). That node
         // is asked to check it still holds that link, in case it too closed meanwhile. Announce nothing.

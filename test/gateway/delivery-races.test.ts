@@ -4,7 +4,8 @@ import { LonglinkClient } from '../../src/client/client.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
-import type { PresenceEntry, Store } from '../../src/gateway/stores/store.js';
+import type { ClusterControl, PresenceEntry, Store } from '../../src/gateway/stores/store.js';
+import { FrameType } from '../../src/protocol/frames.js';
 import type { Link } from '../../src/link/link.js';
 import type { UpstreamMessage } from '../../src/gateway/upstream.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
@@ -309,4 +310,74 @@ test('upstream: a backend call that never answers for a dead link delays the dev
   assert.deepEqual(got, ['m1', 'm2'], `handed over after 6 s: ${JSON.stringify(got)}; backend calls ${n}`);
   c.close();
   await gw.close();
+});
+
+/**
+ * A MemoryStore shared by gateways in one process, with what a shared store adds: setOnline
+ * answers with the entry it displaced (later, for a node whose answers are held), and nodes
+ * hear each other's control notices.
+ */
+class SharedMemoryStore extends MemoryStore {
+  private readonly handlers = new Map<string, (c: ClusterControl) => void>();
+  /** setOnline answers of these nodes wait until released (the write itself is done at once). */
+  readonly held = new Map<string, (() => void)[]>();
+  override setOnline(entry: PresenceEntry): PresenceEntry | undefined | Promise<PresenceEntry | undefined> {
+    const before = (this as unknown as { devicesByUser: { get(u: string, d: string): { online: boolean; presence(): PresenceEntry } | undefined } }).devicesByUser.get(entry.userId, entry.deviceId);
+    const displaced = before?.online ? before.presence() : undefined;
+    super.setOnline(entry);
+    const waiting = this.held.get(entry.nodeId);
+    return waiting ? new Promise((r) => waiting.push(() => r(displaced))) : displaced;
+  }
+  release(nodeId: string): void {
+    for (const answer of this.held.get(nodeId) ?? []) answer();
+    this.held.delete(nodeId);
+  }
+  async joinCluster(nodeId: string, _onRoute: unknown, _onResync: unknown, onControl?: (c: ClusterControl) => void): Promise<void> {
+    if (onControl) this.handlers.set(nodeId, onControl);
+  }
+  async control(nodeId: string, c: ClusterControl): Promise<void> {
+    this.handlers.get(nodeId)?.(c);
+  }
+  async route(): Promise<void> {}
+}
+
+test('a handshake replaced on another node while its presence write was out, and closed meanwhile, still tells the third node whose link that write displaced', async () => {
+  const clock = new ManualClock(1000);
+  const store = new SharedMemoryStore();
+  const [n1, n2, n3] = ['N1', 'N2', 'N3'].map((nodeId) => gateway(clock, store, { nodeId }));
+  for (const gw of [n1, n2, n3]) await gw.listen();
+  const offline: string[] = [];
+  const replaced: string[] = [];
+  for (const gw of [n1, n2, n3]) {
+    gw.on('offline', (e) => offline.push(e.connectionId));
+    gw.on('replaced', (e) => replaced.push(e.connectionId));
+  }
+  const hello = { type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' } as const;
+  const open = (gw: Gateway) => {
+    const [s, l] = memoryLinkPair();
+    gw.accept(s);
+    l.send(hello);
+    return l;
+  };
+  // The device's old link, on N3 (it died unnoticed there).
+  open(n3);
+  await flush();
+  const l3 = (await n3.presence('u'))[0].connectionId;
+  // A newer link on N1: its write lands (displacing N3's), its answer is held.
+  store.held.set('N1', []);
+  const l1 = open(n1);
+  await flush();
+  // The newest, on N2: it displaces N1's entry and tells N1, whose handshake is still out.
+  open(n2);
+  await flush();
+  // N1's link closes meanwhile (the client gave up on it), then its write's answer comes.
+  l1.destroy();
+  await flush();
+  store.release('N1');
+  await settle(clock, 100);
+  assert.deepEqual((await n2.presence('u')).map((e) => e.nodeId), ['N2']);
+  assert.ok(replaced.includes(l3), `N3's link was told it was replaced (replaced: ${replaced})`);
+  assert.equal(n3.onlineDevices, 0);
+  assert.ok(!offline.includes(l3), 'and it went without an offline event: the device is online on N2');
+  for (const gw of [n1, n2, n3]) await gw.close();
 });
