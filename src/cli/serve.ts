@@ -59,6 +59,7 @@ export function serveCommand(): Command {
     .option('--max-frame-bytes <n>', 'largest frame accepted', int, DEFAULTS.maxFrameBytes)
     .option('--session-ttl-ms <ms>', 'how long a session may be resumed after disconnect', int, DEFAULTS.sessionTtlMs)
     .option('--max-queued <n>', 'most messages kept per device (unacknowledged or offline)', int, DELIVERY_DEFAULTS.maxQueuedPerDevice)
+    .option('--max-queued-bytes <n>', 'most payload bytes kept per device (the oldest go first beyond it)', int, DELIVERY_DEFAULTS.maxQueuedBytesPerDevice)
     .option('--message-ttl-ms <ms>', 'time-to-live of a pushed message not yet acknowledged', int, DELIVERY_DEFAULTS.messageTtlMs)
     .option('--probe-before-push-ms <ms>', 'probe a link silent this long before pushing into it (0 = off; default: its heartbeat interval)', int)
     .option('--wheel-tick-ms <ms>', 'timer wheel resolution', int, DEFAULTS.wheelTickMs)
@@ -78,6 +79,7 @@ export function serveCommand(): Command {
     .option('--max-connections <n>', 'connections held at once per process (0 = no limit)', int, LIMIT_DEFAULTS.maxConnections)
     .option('--max-connections-per-source <n>', 'connections held at once from one address (0 = no limit)', int, LIMIT_DEFAULTS.maxConnectionsPerSource)
     .option('--handshakes-per-second <n>', 'new connections admitted per second per process (0 = no limit)', int, LIMIT_DEFAULTS.handshakesPerSecond)
+    .option('--handshake-burst <n>', 'new connections admitted at once before the rate applies (default: one second of the rate)', int)
     .option('--max-pending-handshakes <n>', 'connections accepted but not yet open at once; more are told to come back later (0 = no limit)', int, LIMIT_DEFAULTS.maxPendingHandshakes)
     .option('--max-pending-handshakes-per-source <n>', 'the same from one source address (0 = no limit)', int, LIMIT_DEFAULTS.maxPendingHandshakesPerSource)
     .option('--min-ping-gap-ms <ms>', 'average PING spacing a client must keep (0 = no limit; default: a fifth of the shortest interval)', int)
@@ -199,6 +201,7 @@ export function serveCommand(): Command {
             maxConnections: o.maxConnections,
             maxConnectionsPerSource: o.maxConnectionsPerSource,
             handshakesPerSecond: o.handshakesPerSecond,
+            ...(o.handshakeBurst !== undefined ? { handshakeBurst: o.handshakeBurst } : {}),
             maxPendingHandshakes: o.maxPendingHandshakes,
             maxPendingHandshakesPerSource: o.maxPendingHandshakesPerSource,
             ...(o.minPingGapMs !== undefined ? { minPingGapMs: o.minPingGapMs } : {}),
@@ -238,7 +241,7 @@ export function serveCommand(): Command {
           sessionTtlMs: o.sessionTtlMs,
           wheelTickMs: o.wheelTickMs,
           nodeId: o.nodeId,
-          delivery: { maxQueuedPerDevice: o.maxQueued, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
+          delivery: { maxQueuedPerDevice: o.maxQueued, maxQueuedBytesPerDevice: o.maxQueuedBytes, messageTtlMs: o.messageTtlMs, probeBeforePushMs: o.probeBeforePushMs },
           ...(upstreamSink
             ? { upstream: { sink: upstreamSink, maxPending: o.upstreamMaxPending, maxPendingPerConnection: o.upstreamMaxPendingPerLink, maxPendingEvents: o.upstreamMaxPendingEvents, ...(o.upstreamEvents ? { events: o.upstreamEvents } : {}) } }
             : {}),

@@ -16,7 +16,7 @@ import { CLI, spawnCli, spawnServe } from '../helpers/procs.js';
 test('serve --help lists the heartbeat and keepalive options', () => {
   const help = execFileSync(process.execPath, [CLI, 'serve', '--help'], { encoding: 'utf8' });
   for (const opt of ['--tcp-port', '--ws-port', '--heartbeat-interval-ms', '--miss-budget', '--grace-ms', '--keepalive-idle-ms', '--keepalive-interval-ms', '--keepalive-count', '--user-timeout-ms', '--handshake-timeout-ms', '--max-frame-bytes',
-    '--tls-cert', '--tls-key', '--jwt-secret', '--jwt-public-key', '--jwks-url', '--max-connections', '--max-connections-per-source', '--handshakes-per-second',
+    '--tls-cert', '--tls-key', '--jwt-secret', '--jwt-public-key', '--jwks-url', '--max-connections', '--max-connections-per-source', '--handshakes-per-second', '--handshake-burst', '--max-queued-bytes',
     '--max-pending-handshakes', '--max-pending-handshakes-per-source', '--max-data-per-second', '--data-burst', '--max-client-info-bytes', '--max-state-bytes', '--max-state-keys', '--max-message-id-bytes', '--min-ping-gap-ms', '--ping-burst', '--max-write-buffer-bytes', '--slow-consumer-ms', '--drain-window-ms', '--drain-ack-timeout-ms',
     '--admin-port', '--admin-host', '--admin-token', '--no-admin']) {
     assert.ok(help.includes(opt), `serve --help mentions ${opt}`);
