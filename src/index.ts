@@ -25,5 +25,5 @@ export type * from './client/client.js';
 export type { ClientOptions, TokenProvider } from './client/options.js';
 export { jwtAuthenticator, type JwtAuthOptions } from './auth/jwt-authenticator.js';
 export { webhookSink, webhookSignature, type WebhookOptions, type WebhookBody } from './upstream/webhook.js';
-export { UPSTREAM_DEFAULTS, type UpstreamSink, type UpstreamMessage, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
+export { UPSTREAM_DEFAULTS, UpstreamRejectedError, type UpstreamSink, type UpstreamMessage, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
 export { connectHook, type ConnectHookOptions, type ConnectHookRequest, type ConnectHookAnswer } from './auth/connect-hook.js';

@@ -173,7 +173,7 @@ export class GatewayMetrics {
     });
     if (gw.upstreamStats()) {
       const up = () => gw.upstreamStats()!;
-      follow('longlink_upstream_messages_total', "Devices' messages handed to the upstream sink: accepted by the backend, failed (each failed attempt; retried while the link is open), refused (a backlog bound was full: GOAWAY, or a fire-and-forget message dropped)", () => ({ accepted: up().accepted, failed: up().failures, refused: up().refusedBacklog }), 'result');
+      follow('longlink_upstream_messages_total', "Devices' messages handed to the upstream sink: accepted by the backend, failed (each failed attempt; retried while the link is open), refused (a backlog bound was full: GOAWAY, or a fire-and-forget message dropped), rejected (the backend refused it for good: acknowledged, not retried)", () => ({ accepted: up().accepted, failed: up().failures, refused: up().refusedBacklog, rejected: up().rejected }), 'result');
       follow('longlink_upstream_events_total', 'Lifecycle events sent upstream: sent, lost (three attempts failed), dropped (maxPendingEvents were already on their way)', () => ({ sent: up().eventsSent, lost: up().eventsLost, dropped: up().eventsDropped }), 'result');
       new Gauge({
         name: 'longlink_upstream_pending',

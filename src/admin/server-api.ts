@@ -16,7 +16,12 @@ const id = z.string().min(1).max(256);
 const payload = {
   text: z.string().optional(),
   json: z.unknown().optional(),
-  base64: z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64').optional(),
+  base64: z
+    .string()
+    .regex(/^[A-Za-z0-9+/]*={0,2}$/, 'not base64')
+    // Padding optional, but no length base64 cannot have (one char past a group of four; padding off a group's end).
+    .refine((s) => s.replace(/=+$/, '').length % 4 !== 1 && (!s.endsWith('=') || s.length % 4 === 0), 'not base64: a length base64 cannot have')
+    .optional(),
 };
 /** Exactly one of text, json, base64. */
 const onePayload = (v: { text?: unknown; json?: unknown; base64?: unknown }) => [v.text, v.json, v.base64].filter((x) => x !== undefined).length === 1;
@@ -86,9 +91,12 @@ export type DeviceStatus = PushResult['devices'][number]['status'];
 /** What a push answers: the library's result, with `unknown-user` / `unknown-device` said in the status. */
 export interface PushAnswer {
   user: string;
-  id: string;
+  /** The message's id (absent only for a user whose push failed without one given). */
+  id?: string;
   delivered: number;
-  status: 'ok' | 'unknown-user' | 'unknown-device';
+  /** failed: (a push to several users) this user's could not be queued (the store); `error` says why. */
+  status: 'ok' | 'unknown-user' | 'unknown-device' | 'failed';
+  error?: { code: string; message: string };
   devices: { deviceId: string; status: DeviceStatus }[];
 }
 
@@ -103,7 +111,21 @@ export class ServerApi {
         const opts = { ...(b.id ? { id: b.id } : {}), ...(b.ttlMs ? { ttlMs: b.ttlMs } : {}), ...(b.waitMs !== undefined ? { waitMs: b.waitMs } : {}) };
         const bytes = bytesOf(b);
         this.fits(bytes, b.id ?? GENERATED_ID_SHAPE);
-        if (b.users) return { results: await Promise.all(b.users.map((u) => this.pushOne(u, bytes, opts))) };
+        if (b.users) {
+          // Each user on its own: one user's store failure must not fail the request whole, the others
+          // already queued (retried whole, without an id, they would get it twice). All failing: the
+          // store is down, and the request fails as a push to one user would.
+          const users = [...new Set(b.users)];
+          const settled = await Promise.allSettled(users.map((u) => this.pushOne(u, bytes, opts)));
+          if (settled.every((s) => s.status === 'rejected')) throw (settled[0] as PromiseRejectedResult).reason;
+          return {
+            results: settled.map((s, i): PushAnswer => {
+              if (s.status === 'fulfilled') return s.value;
+              const err = s.reason as { code?: unknown; message?: unknown };
+              return { user: users[i], ...(opts.id ? { id: opts.id } : {}), delivered: 0, status: 'failed', devices: [], error: { code: typeof err?.code === 'string' ? err.code : 'LL_ERR_STORE_UNAVAILABLE', message: String(err?.message ?? err) } };
+            }),
+          };
+        }
         return this.pushOne(b.user!, bytes, { ...opts, ...(b.device ? { deviceId: b.device } : {}) });
       }
       case 'broadcast': {
@@ -137,20 +159,21 @@ export class ServerApi {
         // up to 30 s): bounded per request.
         const ops = b.commands.reduce((n, c) => n + usersOf(c.args), 0);
         if (ops > MAX_USERS_PER_REQUEST) throw new ApiError(400, 'LL_ERR_BAD_REQUEST', `commands: ${ops} users in one request (pushes and presence reads, one per user); at most ${MAX_USERS_PER_REQUEST}`);
-        // Concurrently, except that pushes to the same user keep their order (one chain per user);
-        // each command is answered in its place, with its result or its error.
+        // Concurrently, except that pushes to the same user keep their order (one chain per user; a
+        // push to several users waits for each of theirs); each command is answered in its place,
+        // with its result or its error.
         const chains = new Map<string, Promise<unknown>>();
         const results = await Promise.all(
-          b.commands.map((c, i) => {
+          b.commands.map((c) => {
             const a = c.args as { user?: unknown; users?: unknown } | null;
-            const key = c.op === 'push' && a && typeof a === 'object' ? `push:${String(a.user ?? a.users)}` : `#${i}`;
-            const run = (chains.get(key) ?? Promise.resolve()).then(() =>
+            const keys = c.op !== 'push' || !a || typeof a !== 'object' ? [] : typeof a.user === 'string' ? [a.user] : Array.isArray(a.users) ? a.users.filter((u): u is string => typeof u === 'string') : [];
+            const run = Promise.all(keys.map((k) => chains.get(k))).then(() =>
               this.run(c.op, c.args).catch((err: unknown) => {
                 const e = err instanceof ApiError ? err : new ApiError(503, 'LL_ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : String(err));
                 return { error: { code: e.code, message: e.message } };
               }),
             );
-            chains.set(key, run);
+            for (const k of keys) chains.set(k, run);
             return run;
           }),
         );

@@ -116,7 +116,7 @@ export function serveCommand(): Command {
     .option('--connect-hook-secret <secret>', 'sent to the connect hook as Authorization: Bearer <secret>')
     .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)")
     .option('--upstream-secret <secret>', 'sign webhook bodies: X-Longlink-Signature: sha256=<HMAC-SHA256 of the body>')
-    .option('--upstream-timeout-ms <ms>', 'a webhook request that takes longer fails and is retried', int, 10_000)
+    .option('--upstream-timeout-ms <ms>', 'a webhook request (or a stream write) that takes longer fails and is retried', int, 10_000)
     .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
     .option('--upstream-stream <name>', 'the stream for --upstream-redis-stream', 'longlink:upstream')
     .option('--upstream-events <list>', 'also send these lifecycle events upstream, comma-separated: online, offline (with reason, code and detection time), suspect, replaced (a device\'s newer link took over)', (v: string) => {
@@ -179,7 +179,7 @@ export function serveCommand(): Command {
       let upstreamSink: UpstreamSink | undefined;
       try {
         if (o.upstreamWebhook) upstreamSink = webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs });
-        if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen });
+        if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen, timeoutMs: o.upstreamTimeoutMs });
       } catch (err) {
         failStart(log, 'bad-option', `--upstream-redis-stream: ${(err as Error).message}`, 2);
       }

@@ -9,7 +9,7 @@ import type { StoreRetry } from './store-retry.js';
 import { PushTracker, type PushResult } from './push-tracker.js';
 import type { Registry } from './registry.js';
 import type { PresenceEntry, QueuedMessage } from './stores/store.js';
-import type { UpstreamMessage, UpstreamRunner } from './upstream.js';
+import type { UpstreamAnswer, UpstreamMessage, UpstreamRunner } from './upstream.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
 
 /**
@@ -150,7 +150,11 @@ export class Delivery {
   closed(conn: ServerConnection, stillRegistered: boolean): void {
     this.owedAcks.delete(conn);
     if (conn.delivery) this.stats.unackedAtClose += conn.delivery.unacked;
-    if (stillRegistered) this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
+    if (!stillRegistered) return;
+    // An acknowledgement still being removed from the store reports its pushes delivered first.
+    const settling = conn.delivery?.settling;
+    if (settling) void settling.then(() => this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued'));
+    else this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
   }
 
   /** The device's link here gave way to its newer link on another node: what waited on this one stays queued for that one. */
@@ -171,7 +175,7 @@ export class Delivery {
     if (seq === undefined) {
       this.events.message({ conn, payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
       // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for.
-      up?.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages);
+      up?.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer));
       return;
     }
     const d = this.state(conn);
@@ -258,7 +262,14 @@ export class Delivery {
       // closes while the backend is down, nothing is acknowledged or recorded: the client re-sends.
       const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open');
       if (answer === null) return;
-      if (answer.reply !== undefined) void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
+      if (answer === 'rejected') {
+        // Refused for good (the fault is reported): acknowledged and recorded, so neither this link
+        // nor a re-send holds the device's later messages behind it; not handed to the application.
+        await this.record(conn, f);
+        if (conn.phase === 'open') this.accept(conn, seq);
+        return;
+      }
+      this.reply(conn, answer);
     }
     // Handed over, then recorded, then acknowledged: a crash between the first two can only make
     // the client's re-send a second delivery, never make a message acknowledged and lost (recording
@@ -266,16 +277,26 @@ export class Delivery {
     // handed over even if the link closed during the await: the client re-sends it, and the record
     // makes that a duplicate.
     this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
-    if (f.id !== undefined) {
-      try {
-        await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
-      } catch (err) {
-        // Not recorded: a re-send would be handed over again. Acknowledge all the same (it was delivered).
-        this.stats.storeFaults++;
-        this.events.fault('markInbound', err, { userId: conn.userId, deviceId: conn.deviceId });
-      }
-    }
+    await this.record(conn, f);
     if (conn.phase === 'open') this.accept(conn, seq);
+  }
+
+  /** Pushes a backend's reply to the device whose message it answers. */
+  private reply(conn: ServerConnection, answer: UpstreamAnswer): void {
+    if (answer.reply === undefined) return;
+    void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
+  }
+
+  /** Records a client message's id as taken in, so a re-send is a duplicate. */
+  private async record(conn: ServerConnection, f: DataFrame): Promise<void> {
+    if (f.id === undefined) return;
+    try {
+      await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
+    } catch (err) {
+      // Not recorded: a re-send would be taken in again. Acknowledge all the same (it was).
+      this.stats.storeFaults++;
+      this.events.fault('markInbound', err, { userId: conn.userId, deviceId: conn.deviceId });
+    }
   }
 
   /** Why one more message of `bytes` of a link may not wait with those already waiting, if it may not. */
@@ -322,7 +343,12 @@ export class Delivery {
     }
     const from = d.ackedSeq;
     d.ackedSeq = upTo;
-    void this.settle(conn, from, upTo);
+    const settling = (d.settling = this.settle(conn, from, upTo)
+      // A throwing `delivered` listener is the application's (reported), not the link's.
+      .catch((err) => this.events.fault('message', err))
+      .finally(() => {
+        if (d.settling === settling) d.settling = null;
+      }));
     // Draining: everything this link carried is now safe; it may go.
     if (conn.draining && d.unacked === 0) conn.closeWith('going-away');
   }

@@ -22,6 +22,8 @@ export class LinkDelivery {
   inboundBytes = 0;
   flushing = false;
   flushAgain = false;
+  /** The last acknowledgement's removal from the store, while it is out (a close waits for it before reporting the rest queued). */
+  settling: Promise<void> | null = null;
 
   /** Returns inSeq and marks it acknowledged (the caller puts it on a frame). */
   takeAck(): number {

@@ -51,6 +51,19 @@ export interface UpstreamEvent {
   at: number;
 }
 
+/**
+ * A sink's way to say the backend refuses a message for good (malformed,
+ * forbidden, too large for it): retried, it would be refused again, and the
+ * device's later messages, taken in one at a time, would wait behind it for
+ * ever. Any other failure is retried.
+ */
+export class UpstreamRejectedError extends LonglinkError {
+  constructor(message: string) {
+    super('LL_ERR_UPSTREAM_REJECTED', message);
+    this.name = 'UpstreamRejectedError';
+  }
+}
+
 /** What a sink may answer: a reply pushed back to the device that sent the message. */
 export interface UpstreamAnswer {
   reply?: Uint8Array | string;
@@ -94,6 +107,8 @@ export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_
 export interface UpstreamStats {
   accepted: number;
   failures: number;
+  /** Refused for good by the backend (UpstreamRejectedError): not retried, acknowledged to the device. */
+  rejected: number;
   eventsSent: number;
   /** Sent three times and refused each time. */
   eventsLost: number;
@@ -112,7 +127,7 @@ export interface UpstreamStats {
  */
 export class UpstreamRunner {
   readonly o: Required<UpstreamOptions>;
-  readonly stats: UpstreamStats = { accepted: 0, failures: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
+  readonly stats: UpstreamStats = { accepted: 0, failures: 0, rejected: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
 
   constructor(
     opts: UpstreamOptions,
@@ -134,8 +149,11 @@ export class UpstreamRunner {
     return ok;
   }
 
-  /** Resolves with the sink's answer once it accepted `msg`, or null if `stillWanted()` turned false first. */
-  async deliver(msg: UpstreamMessage, stillWanted: () => boolean): Promise<UpstreamAnswer | null> {
+  /**
+   * Resolves with the sink's answer once it accepted `msg`, `'rejected'` if
+   * the backend refused it for good, or null if `stillWanted()` turned false first.
+   */
+  async deliver(msg: UpstreamMessage, stillWanted: () => boolean): Promise<UpstreamAnswer | 'rejected' | null> {
     // Made on the first failure only: a healthy backend costs no backoff per message.
     let backoff: Backoff | null = null;
     this.stats.pending++;
@@ -146,8 +164,12 @@ export class UpstreamRunner {
           this.stats.accepted++;
           return answer;
         } catch (err) {
-          this.stats.failures++;
           this.onFailure(err, msg);
+          if (err instanceof UpstreamRejectedError) {
+            this.stats.rejected++;
+            return 'rejected';
+          }
+          this.stats.failures++;
         }
         const delay = (backoff ??= this.backoff()).next();
         await new Promise<void>((r) => this.timers.setTimeout(r, delay));
@@ -163,7 +185,7 @@ export class UpstreamRunner {
    * It counts in the process's pending bound all the same, so a fire-and-forget
    * flood cannot pile up requests to a slow backend; beyond it, it is dropped.
    */
-  fireAndForget(msg: UpstreamMessage, waitingAll = 0): void {
+  fireAndForget(msg: UpstreamMessage, waitingAll = 0, onAnswer?: (answer: UpstreamAnswer) => void): void {
     // With the sequenced messages waiting (`waitingAll`, which counts those in flight again: a little conservative).
     if (waitingAll + this.stats.pending >= this.o.maxPending) {
       this.stats.refusedBacklog++;
@@ -173,7 +195,11 @@ export class UpstreamRunner {
     this.o.sink
       .send(msg)
       .then(
-        () => void this.stats.accepted++,
+        (answer) => {
+          this.stats.accepted++;
+          // A reply goes back to the device as for any message (the backend does not know the difference).
+          if (answer) onAnswer?.(answer);
+        },
         (err: unknown) => {
           this.stats.failures++;
           this.onFailure(err, msg);

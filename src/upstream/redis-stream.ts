@@ -27,6 +27,14 @@ export interface StreamSinkOptions {
    */
   waitReplicas?: number;
   waitTimeoutMs?: number;
+  /**
+   * Longest an XADD (with its WAIT) may go unanswered before it fails and is
+   * retried, as the webhook's deadline (default 10,000 ms): a Redis that stops
+   * answering without resetting the connection (a host gone, a partition)
+   * would otherwise hold every device's messages until the kernel gave up
+   * on the connection, a quarter of an hour.
+   */
+  timeoutMs?: number;
 }
 
 /**
@@ -41,7 +49,8 @@ export interface StreamSinkOptions {
 export const STREAM_MAXLEN_DEFAULT = 0;
 
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
-  const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1 });
+  const waitMs = o.waitTimeoutMs ?? 1000;
+  const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1, commandTimeout: Math.max(o.timeoutMs ?? 10_000, waitMs + 1000) });
   redis.on('error', () => {
     // Reconnects by itself; a failed XADD rejects and the message is retried.
   });
@@ -49,7 +58,6 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
   const maxLen = o.maxLen ?? STREAM_MAXLEN_DEFAULT;
   const trim = maxLen > 0 ? (['MAXLEN', '~', String(maxLen)] as const) : ([] as const);
   const replicas = o.waitReplicas ?? 0;
-  const waitMs = o.waitTimeoutMs ?? 1000;
   // With replicas to wait for, XADD and WAIT go in one pipeline (on a cluster, to the stream's master).
   const append = async (fields: string[]): Promise<void> => {
     if (replicas === 0) {

@@ -1,7 +1,7 @@
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
-import type { UpstreamAnswer, UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
+import { UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type UpstreamMessage, type UpstreamSink } from '../gateway/upstream.js';
 
 export interface WebhookOptions {
   /** The backend's URL; each message is POSTed there as JSON. */
@@ -120,6 +120,11 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const json = JSON.stringify(body);
       const res = await post(json, m.id);
       const answer = await res.text();
+      // A 4xx is the backend refusing this message, and it would refuse it again: not retried (but
+      // 408, 425 and 429, which ask to try later). A 5xx or a network failure is retried.
+      if (res.status >= 400 && res.status < 500 && ![408, 425, 429].includes(res.status)) {
+        throw new UpstreamRejectedError(`webhook ${o.url} refused message ${m.id ?? '(no id)'}: HTTP ${res.status}${answer ? ` ${answer.slice(0, 200)}` : ''}`);
+      }
       if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);
       if (!answer) return;
       let parsed: { reply?: { text?: string; base64?: string; json?: unknown } };

@@ -45,3 +45,38 @@ test('the stream sink trims its stream (MAXLEN ~) to what it is given, and not a
     for (const s of [byDefault, small, all]) await s.close?.();
   }
 });
+
+test('an XADD to a Redis that stops answering (no reset: a host gone) fails at the sink\'s timeout and is retried, rather than hang for the kernel\'s quarter of an hour', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const net = await import('node:net');
+  let blackhole = false;
+  const port = Number(new URL(redis!.url).port);
+  const socks: import('node:net').Socket[] = [];
+  const proxy = net.createServer((c) => {
+    const s = net.connect(port, '127.0.0.1');
+    socks.push(c, s);
+    c.on('data', (d) => void (blackhole || s.write(d)));
+    s.on('data', (d) => void (blackhole || c.write(d)));
+    c.on('error', () => {});
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+  const sink = streamSink({ url: `redis://127.0.0.1:${(proxy.address() as import('node:net').AddressInfo).port}`, stream: `stall-${Date.now()}`, timeoutMs: 1500 });
+  const msg = { userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id: 'm1', seq: 1, payload: new Uint8Array([1]), receivedAt: 1 };
+  try {
+    await sink.send(msg);
+    blackhole = true;
+    const t0 = Date.now();
+    const outcome = await Promise.race([
+      sink.send({ ...msg, id: 'm2' }).then(
+        () => 'ok',
+        (e: Error) => `rejected: ${e.message}`,
+      ),
+      new Promise((r) => setTimeout(() => r('still pending'), 6000)),
+    ]);
+    assert.match(String(outcome), /^rejected: .*timed out/i, `after ${Date.now() - t0} ms: ${outcome}`);
+  } finally {
+    sink.redis.disconnect();
+    for (const s of socks) s.destroy();
+    proxy.close();
+  }
+});

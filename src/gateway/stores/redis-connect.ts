@@ -77,12 +77,14 @@ export function clusterSeeds(url: string): { nodes: { host: string; port: number
  * commander both share; what only one of them has is reached through
  * `isCluster`.
  */
-export function connectRedis(target: RedisTarget, who: string, opts: { maxRetriesPerRequest: number }): Redis {
+export function connectRedis(target: RedisTarget, who: string, opts: { maxRetriesPerRequest: number; commandTimeout?: number }): Redis {
   const io = loadIoredisModule(who);
-  if (!target.cluster) return new io.Redis(target.url, { maxRetriesPerRequest: opts.maxRetriesPerRequest, enableAutoPipelining: true });
+  // A command with no answer in commandTimeout fails (a server that stopped answering without a reset).
+  const timeout = opts.commandTimeout !== undefined ? { commandTimeout: opts.commandTimeout } : {};
+  if (!target.cluster) return new io.Redis(target.url, { maxRetriesPerRequest: opts.maxRetriesPerRequest, enableAutoPipelining: true, ...timeout });
   const { nodes, redisOptions } = clusterSeeds(target.url);
   const options: ClusterOptions = {
-    redisOptions: { ...redisOptions, maxRetriesPerRequest: opts.maxRetriesPerRequest },
+    redisOptions: { ...redisOptions, maxRetriesPerRequest: opts.maxRetriesPerRequest, ...timeout },
     enableAutoPipelining: true,
     // A failover takes the cluster's node timeout and an election; commands wait for it
     // (bounded by maxRedirections) instead of failing at the first MOVED or CLUSTERDOWN.

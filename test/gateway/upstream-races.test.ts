@@ -1,0 +1,151 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
+import { UpstreamRejectedError, type UpstreamMessage, type UpstreamSink } from '../../src/gateway/upstream.js';
+import { ServerApi, PushBody } from '../../src/admin/server-api.js';
+import { FrameType, PROTOCOL_VERSION, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+
+// The upstream (what devices send, on its way to a backend) and the server API (what backends
+// push) against backends that refuse, stores that fail for some users, and acknowledgements that
+// race a close: each case a defect a review found, failing before its fix.
+
+const POLICY = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 };
+function setup(extra: ConstructorParameters<typeof Gateway>[0] = {}) {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, wallClock: clock, handshakeTimeoutMs: 3000, ...extra });
+  return { clock, gw };
+}
+async function open(gw: Gateway, hello: Partial<HelloFrame> = {}): Promise<{ client: MemoryLink; server: MemoryLink }> {
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1', ...hello });
+  await flush();
+  assert.ok(client.received.find((f): f is WelcomeFrame => f.type === FrameType.WELCOME));
+  return { client, server };
+}
+
+
+class FlakyStore extends MemoryStore {
+  failFor = new Set<string>();
+  override async knownDevices(userId: string, now: number): Promise<string[]> {
+    if (this.failFor.has(userId)) throw new Error('ETIMEDOUT');
+    return super.knownDevices(userId, now);
+  }
+}
+
+/** A store whose acknowledgements answer a little later (a round trip to Redis). */
+class SlowAckStore extends MemoryStore {
+  override async ack(userId: string, deviceId: string, holder: string, upTo: number) {
+    await new Promise((r) => setTimeout(r, 5));
+    return super.ack(userId, deviceId, holder, upTo);
+  }
+}
+
+test('a message the backend refuses for good (UpstreamRejectedError) is not retried: acknowledged, and the device\'s later messages go on', async () => {
+  const got: number[] = [];
+  let attempts = 0;
+  const sink: UpstreamSink = {
+    name: 't',
+    send: async (m: UpstreamMessage) => {
+      if (m.payload[0] === 0) { attempts++; throw new UpstreamRejectedError('webhook answered HTTP 400'); }
+      got.push(m.payload[0]);
+    },
+  };
+  const { clock, gw } = setup({ upstream: { sink } });
+  const { client } = await open(gw);
+  const messages: string[] = [];
+  gw.on('message', (e) => messages.push(String(e.id)));
+  for (let seq = 1; seq <= 3; seq++) client.send({ type: FrameType.DATA, seq, id: `m${seq}`, payload: new Uint8Array([seq - 1]) });
+  for (let i = 0; i < 10; i++) { clock.advance(1000); client.send({ type: FrameType.PING }); await flush(); } // 10 s, the link alive
+  assert.deepEqual(got, [1, 2], 'messages 2 and 3 reach the backend');
+  assert.equal(attempts, 1, 'tried once');
+  const acks = client.received.filter((f) => 'ack' in f && f.ack !== undefined).map((f) => (f as { ack: number }).ack);
+  assert.equal(Math.max(...acks), 3, 'all three acknowledged to the device');
+  assert.equal(gw.upstreamStats()!.rejected, 1);
+  assert.deepEqual(messages, [2, 3].map((n) => `m${n}`), 'the refused one is not handed to the application');
+  await gw.close();
+});
+
+test('a push to several users answers per user: one whose store read fails is `failed`, the others queued; all failing fails the request; a user named twice gets one message', async () => {
+  const store = new FlakyStore();
+  const { gw } = setup({ store });
+  for (const u of ['a', 'b']) {
+    const { client } = await open(gw, { userId: u });
+    client.send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+    await flush();
+  }
+  store.failFor.add('b');
+  const api = new ServerApi(gw);
+  let answer: unknown;
+  try {
+    answer = await api.run('push', { users: ['a', 'b'], text: 'hi', waitMs: 0 });
+  } catch (err) {
+    answer = { threw: (err as Error).message };
+  }
+  const results = (answer as { results: { user: string; status: string; error?: { code: string } }[] }).results;
+  assert.deepEqual(results.map((r) => [r.user, r.status]), [['a', 'ok'], ['b', 'failed']], JSON.stringify(answer));
+  assert.equal(results[1].error?.code, 'LL_ERR_STORE_UNAVAILABLE');
+  assert.equal(await gw.queueDepth('a', 'd1'), 1);
+  store.failFor.add('a');
+  await assert.rejects(api.run('push', { users: ['a', 'b'], text: 'hi', waitMs: 0 }));
+  store.failFor.clear();
+  const twice = (await api.run('push', { users: ['a', 'a'], text: 'again', waitMs: 0 })) as { results: unknown[] };
+  assert.equal(twice.results.length, 1);
+  assert.equal(await gw.queueDepth('a', 'd1'), 2);
+  await gw.close();
+});
+
+test('server API batch: pushes to the same user run in order, also when one of them names it among `users`', async () => {
+  const log: string[] = [];
+  const fake = {
+    options: { maxFrameBytes: 65_536 },
+    push: async (user: string, p: string) => {
+      log.push(`start ${p}/${user}`);
+      await new Promise((r) => setTimeout(r, p === '1' ? 30 : 1));
+      log.push(`end ${p}/${user}`);
+      return { id: 'x', devices: [], delivered: 0 };
+    },
+  };
+  const api = new ServerApi(fake as never);
+  await api.run('batch', { commands: [{ op: 'push', args: { user: 'a', text: '1' } }, { op: 'push', args: { users: ['a', 'b'], text: '2' } }] });
+  assert.ok(log.indexOf('end 1/a') < log.indexOf('start 2/a'), `second push to a started before the first ended: ${log.join(', ')}`);
+  assert.ok(log.indexOf('end 1/a') < log.indexOf('start 2/b'), 'the push to a and b waits for a\'s chain as a whole');
+});
+
+test('a device that acknowledges a push and then closes (before the store removed it) is reported delivered, not queued', async () => {
+  const store = new SlowAckStore();
+  const { gw } = setup({ store, delivery: { probeBeforePushMs: 0 } });
+  const { client } = await open(gw);
+  const delivered: string[] = [];
+  gw.on('delivered', (e) => delivered.push(e.id));
+  const p = gw.push('u1', 'hello', { id: 'p1', waitMs: 5000 });
+  await flush();
+  const data = client.received.find((f) => f.type === FrameType.DATA) as { seq: number } | undefined;
+  assert.ok(data);
+  client.send({ type: FrameType.ACK, ack: data.seq });
+  client.send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+  const r = await p;
+  await flush();
+  assert.equal(r.devices[0].status, 'delivered');
+  await gw.close();
+});
+
+test('server API: a base64 payload of a length base64 cannot have is refused; unpadded ones are taken', () => {
+  for (const bad of ['A', 'AAAAA', 'AA=', 'AAAAA==']) assert.equal(PushBody.safeParse({ user: 'a', base64: bad }).success, false, bad);
+  for (const good of ['', 'aGk', 'aGk=', 'aGVsbG8', 'aGVsbG8=', 'AAAAAA==']) assert.equal(PushBody.safeParse({ user: 'a', base64: good }).success, true, good);
+});
+
+test('upstream: the backend\'s reply to a fire-and-forget message (no seq) goes back to the device too', async () => {
+  const sink: UpstreamSink = { name: 't', send: async () => ({ reply: 'pong' }) };
+  const { gw } = setup({ upstream: { sink }, delivery: { probeBeforePushMs: 0 } });
+  const { client } = await open(gw);
+  client.send({ type: FrameType.DATA, payload: new Uint8Array([1]) });
+  client.send({ type: FrameType.DATA, seq: 1, id: 'm1', payload: new Uint8Array([2]) });
+  for (let i = 0; i < 5; i++) await flush();
+  const replies = client.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
+  assert.equal(replies.length, 2);
+  await gw.close();
+});
