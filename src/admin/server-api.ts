@@ -2,6 +2,7 @@ import { z } from 'zod';
 import type { Gateway } from '../gateway/gateway.js';
 import type { PushResult } from '../gateway/push-tracker.js';
 import { assertPayloadFits, GENERATED_ID_SHAPE } from '../protocol/data-frame-size.js';
+import { LonglinkError } from '../protocol/errors.js';
 
 /**
  * The server API: what a backend in any language calls to reach devices
@@ -100,6 +101,19 @@ export interface PushAnswer {
   devices: { deviceId: string; status: DeviceStatus }[];
 }
 
+/**
+ * A call that reads or publishes through the store: its failure (Redis down,
+ * a timeout) is the documented 503 store-unavailable, as a push's is, not a 500.
+ */
+async function storeCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof ApiError || err instanceof LonglinkError) throw err;
+    throw new ApiError(503, 'LL_ERR_STORE_UNAVAILABLE', `the store is unavailable: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
 export class ServerApi {
   constructor(private readonly gw: Gateway) {}
 
@@ -132,14 +146,14 @@ export class ServerApi {
         const b = parse(BroadcastBody, args);
         const bytes = bytesOf(b);
         this.fits(bytes, b.id);
-        const r = await this.gw.broadcastAcrossCluster(bytes, b.id ? { id: b.id } : {});
+        const r = await storeCall(() => this.gw.broadcastAcrossCluster(bytes, b.id ? { id: b.id } : {}));
         return { sent: r.here, published: r.published };
       }
       case 'presence': {
         const b = parse(PresenceBody, args);
         const users = await Promise.all(
           b.users.map(async (u) => {
-            const devices = await this.gw.presence(u);
+            const devices = await storeCall(() => this.gw.presence(u));
             return { user: u, online: devices.length > 0, devices: devices.map((d) => ({ deviceId: d.deviceId, nodeId: d.nodeId, transport: d.transport, since: d.since })) };
           }),
         );
@@ -147,11 +161,11 @@ export class ServerApi {
       }
       case 'disconnect': {
         const b = parse(DisconnectBody, args);
-        return { disconnected: await this.gw.closeAcrossCluster('disconnect', b.user, b.device, b.reconnectAfterMs !== undefined ? { reconnectAfterMs: b.reconnectAfterMs } : {}) };
+        return { disconnected: await storeCall(() => this.gw.closeAcrossCluster('disconnect', b.user, b.device, b.reconnectAfterMs !== undefined ? { reconnectAfterMs: b.reconnectAfterMs } : {})) };
       }
       case 'kick': {
         const b = parse(KickBody, args);
-        return { kicked: await this.gw.closeAcrossCluster('kick', b.user, b.device) };
+        return { kicked: await storeCall(() => this.gw.closeAcrossCluster('kick', b.user, b.device)) };
       }
       case 'batch': {
         const b = parse(BatchBody, args);

@@ -1,10 +1,11 @@
 import type { TimerHandle, Timers } from '../core/clock.js';
 
 /**
- * Where one pushed message stands for one device. `failed`: the store refused
- * it (unreachable), so it was not queued for that device and nothing will
- * deliver it; every other outcome means the message is, or was, in the
- * device's mailbox.
+ * Where one pushed message stands for one device. `failed`: the store did not
+ * confirm it queued it (unreachable, or replicas not confirmed in time): it
+ * may be in the mailbox all the same (a write whose answer was lost), so a
+ * caller retries with the same id, which the device drops if it has it;
+ * every other outcome means the message is, or was, in the device's mailbox.
  */
 export type DeviceOutcome = 'delivered' | 'queued' | 'expired' | 'dropped' | 'failed';
 

@@ -49,6 +49,12 @@ export interface UpstreamEvent {
   cleared?: boolean;
   /** Wall-clock ms. */
   at: number;
+  /**
+   * Set by the gateway: this node's count of events, from 1 at its start.
+   * Events are sent concurrently and retried, so they may arrive out of
+   * order or twice; (nodeId, seq) orders and identifies them.
+   */
+  seq?: number;
 }
 
 /**
@@ -127,6 +133,7 @@ export interface UpstreamStats {
  */
 export class UpstreamRunner {
   readonly o: Required<UpstreamOptions>;
+  private eventSeq = 0;
   readonly stats: UpstreamStats = { accepted: 0, failures: 0, rejected: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
 
   constructor(
@@ -224,6 +231,8 @@ export class UpstreamRunner {
       return;
     }
     this.stats.eventsPending++;
+    // Numbered as made: the order the backend restores, whatever order they arrive in.
+    e = { ...e, seq: ++this.eventSeq };
     try {
       const backoff = this.backoff();
       for (let attempt = 0; attempt < 3; attempt++) {

@@ -28,11 +28,11 @@ export const ERROR_CODES = {
   // The admin port (HTTP status in brackets).
   LL_ERR_BAD_REQUEST: { area: 'admin', meaning: '[400] a bad body field or query parameter' },
   LL_ERR_BAD_PATH: { area: 'admin', meaning: '[400] a malformed %-escape in the path' },
-  LL_ERR_UNAUTHORIZED: { area: 'admin', meaning: '[401] no or a wrong admin token' },
+  LL_ERR_UNAUTHORIZED: { area: 'admin', meaning: '[401] no or a wrong admin token, or server-API key' },
   LL_ERR_FORBIDDEN_HOST: { area: 'admin', meaning: '[403] without a token, a Host that is not a loopback name (DNS rebinding)' },
   LL_ERR_NOT_FOUND: { area: 'admin', meaning: '[404] no such endpoint, file or connection' },
   LL_ERR_METHOD_NOT_ALLOWED: { area: 'admin', meaning: '[405] the wrong method for an endpoint' },
-  LL_ERR_TOO_LARGE: { area: 'admin', meaning: '[413] a request body over 64 KiB' },
+  LL_ERR_TOO_LARGE: { area: 'admin', meaning: '[413] a request body over 64 KiB (admin API) or 1 MiB (server API)' },
   LL_ERR_TOO_MANY_REQUESTS: { area: 'admin', meaning: '[429] more server-API requests in flight (256) or live event streams (64) than the admin port serves at once; retry after Retry-After' },
   LL_ERR_UNSUPPORTED_MEDIA_TYPE: { area: 'admin', meaning: '[415] a POST that is not application/json' },
   LL_ERR_INTERNAL: { area: 'admin', meaning: '[500] the admin handler failed (logged)' },

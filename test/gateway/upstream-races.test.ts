@@ -34,6 +34,10 @@ class FlakyStore extends MemoryStore {
     if (this.failFor.has(userId)) throw new Error('ETIMEDOUT');
     return super.knownDevices(userId, now);
   }
+  override async devices(userId: string) {
+    if (this.failFor.has(userId)) throw new Error('ETIMEDOUT');
+    return super.devices(userId);
+  }
 }
 
 /** A store whose acknowledgements answer a little later (a round trip to Redis). */
@@ -147,5 +151,40 @@ test('upstream: the backend\'s reply to a fire-and-forget message (no seq) goes 
   for (let i = 0; i < 5; i++) await flush();
   const replies = client.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
   assert.equal(replies.length, 2);
+  await gw.close();
+});
+
+test('server API: a store failure on a presence read (as on kick, disconnect and broadcast across nodes) is 503 store-unavailable, as on push, not a 500', async () => {
+  const store = new FlakyStore();
+  const { gw } = setup({ store });
+  store.failFor.add('a');
+  const api = new ServerApi(gw);
+  await assert.rejects(api.run('presence', { users: ['a'] }), (e: Error & { status?: number; code?: string }) => e.status === 503 && e.code === 'LL_ERR_STORE_UNAVAILABLE');
+  await gw.close();
+});
+
+test('upstream lifecycle events are numbered per node as made (seq), so a backend can order them whatever order they arrive in', async () => {
+  const events: { type: string; seq?: number }[] = [];
+  let failOnce = true;
+  const sink: UpstreamSink = {
+    name: 't',
+    send: async () => {},
+    sendEvent: async (e) => {
+      // The first attempt at `online` fails: its retry lands after `offline`.
+      if (e.type === 'online' && failOnce) {
+        failOnce = false;
+        throw new Error('backend blip');
+      }
+      events.push({ type: e.type, seq: e.seq });
+    },
+  };
+  const { clock, gw } = setup({ upstream: { sink, events: ['online', 'offline'], retryMinMs: 100 } });
+  const { client } = await open(gw);
+  client.send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+  for (let i = 0; i < 20; i++) {
+    clock.advance(50);
+    await flush();
+  }
+  assert.deepEqual(events, [{ type: 'offline', seq: 2 }, { type: 'online', seq: 1 }], 'arrived out of order, numbered in order');
   await gw.close();
 });
