@@ -34,34 +34,55 @@ export type BrowserClientOptions = Omit<ClientOptions, 'tls' | 'localAddress' | 
  */
 export class LonglinkBrowserClient extends ClientCore {
   private unwatch: (() => void) | null = null;
+  private readonly watching: boolean;
   /** Page signals seen, for the application and tests. */
   readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0 };
 
   constructor(opts: BrowserClientOptions) {
     super({ direction: 'server', timers: browserTimers, ...opts }, browserDial);
-    if (opts.watchPage !== false) {
-      this.unwatch = watchPage({
-        online: () => {
-          this.pageStats.online++;
-          this.networkChanged();
-        },
-        offline: () => {
-          this.pageStats.offline++;
-          // Check an open link now (a dead one is found in probe time); an attempt to reconnect would only fail.
-          if (this.state === 'open' || this.state === 'suspect') this.networkChanged();
-        },
-        visible: () => {
-          this.pageStats.visible++;
-          this.networkChanged();
-        },
-        hidden: () => this.pageStats.hidden++,
-      });
-    }
+    this.watching = opts.watchPage !== false;
+    this.watch();
+    // A close for good from the gateway (kicked, refused) lets go of the page too: the window would
+    // otherwise keep a dead client reachable. connect() watches again.
+    this.on('close', (e) => {
+      if (!e.willReconnect) this.stopWatching();
+    });
+  }
+
+  /** Listens to the page's signals, unless it does already (or was told not to). */
+  private watch(): void {
+    if (!this.watching || this.unwatch !== null) return;
+    this.unwatch = watchPage({
+      online: () => {
+        this.pageStats.online++;
+        this.networkChanged();
+      },
+      offline: () => {
+        this.pageStats.offline++;
+        // Check an open link now (a dead one is found in probe time); an attempt to reconnect would only fail.
+        if (this.state === 'open' || this.state === 'suspect') this.networkChanged();
+      },
+      visible: () => {
+        this.pageStats.visible++;
+        this.networkChanged();
+      },
+      hidden: () => this.pageStats.hidden++,
+    });
+  }
+
+  private stopWatching(): void {
+    this.unwatch?.();
+    this.unwatch = null;
+  }
+
+  /** Connects (again, after a close()): the page's signals are listened to again too. */
+  override connect(): ReturnType<ClientCore['connect']> {
+    this.watch();
+    return super.connect();
   }
 
   override close(): void {
-    this.unwatch?.();
-    this.unwatch = null;
+    this.stopWatching();
     super.close();
   }
 }

@@ -69,7 +69,16 @@ export function clientCommand(): Command {
       });
       client.on('acked', (a) => print('acked', { ...a }, `acked #${a.seq} (${a.id})`));
       client.on('session-lost', (e) => print('session-lost', { ...e }, 'the gateway did not know our session: a new one began'));
-      client.on('close', (e) => print('close', { ...e }, `closed ${e.code} ${e.reason}${e.willReconnect ? '' : ' (not reconnecting)'}`));
+      let quitting = false;
+      client.on('close', (e) => {
+        print('close', { ...e }, `closed ${e.code} ${e.reason}${e.willReconnect ? '' : ' (not reconnecting)'}`);
+        // The gateway ended the session for good (kicked, refused, replaced; or any loss with
+        // --no-reconnect): the run is over, and a script or supervisor is told by the exit code.
+        if (!e.willReconnect && !quitting) {
+          rl.close();
+          setTimeout(() => process.exit(1), 50);
+        }
+      });
       client.on('warning', (w) => print('warning', { ...w }, `warning from the gateway: ${w.code} ${w.reason}`));
       client.on('reconnecting', (r) => print('reconnecting', { ...r }, `reconnecting in ${r.delayMs} ms (attempt ${r.attempt})`));
       client.on('interval', (e) => {
@@ -95,12 +104,13 @@ export function clientCommand(): Command {
         }
       });
       const quit = () => {
+        quitting = true;
         client.close();
         rl.close();
         setTimeout(() => process.exit(0), 50);
       };
       rl.on('close', () => {
-        // stdin ended (for example a pipe): keep running until a signal unless nothing is connected.
+        // stdin ended (for example a pipe): keep running until a signal, or until the session ends for good.
       });
       process.on('SIGINT', quit);
       process.on('SIGTERM', quit);

@@ -300,6 +300,8 @@ export class ServerConnection implements LinkEvents {
       }
       if ((f.type === FrameType.PING || f.type === FrameType.PONG || f.type === FrameType.DATA) && f.ack !== undefined) {
         this.host.acked(this, f.ack);
+        // An ack beyond what was sent closed the link: the rest of the frame is not acted on.
+        if ((this.phase as ConnectionPhase) === 'closed') return;
       }
     }
     switch (f.type) {
@@ -645,7 +647,8 @@ export class ServerConnection implements LinkEvents {
         const limit = this.detector!.deadline() - this.detector!.lastHeardAt;
         const excused = Math.min(limit, this.host.stalledWithin(this.detector!.lastHeardAt, now));
         if (excused > 0 && now < this.detector!.deadline() + excused) {
-          this.arm(this.detector!.deadline() + excused);
+          // A probe's or a stalled write's own deadline may come sooner.
+          this.arm(Math.min(this.nextWake(now), this.detector!.deadline() + excused));
           return;
         }
         return this.closeWith('heartbeat-timeout');

@@ -943,7 +943,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     assertPayloadFits(bytes, opts.id, this.options.maxFrameBytes);
     let n = 0;
     for (const conn of this.registry.devices(userId)) {
-      if (conn.phase !== 'open') continue;
+      // A draining link was told to go: nothing new is written between its GOAWAY and CLOSE.
+      if (conn.phase !== 'open' || conn.draining) continue;
       conn.send({ type: FrameType.DATA, payload: bytes, ...(opts.id !== undefined ? { id: opts.id } : {}) });
       n++;
     }
@@ -960,7 +961,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     assertPayloadFits(frame.payload, opts.id, this.options.maxFrameBytes);
     let n = 0;
     for (const conn of this.registry.all()) {
-      if (conn.phase !== 'open') continue;
+      if (conn.phase !== 'open' || conn.draining) continue;
       conn.send(frame);
       n++;
     }

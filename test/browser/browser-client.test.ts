@@ -140,6 +140,20 @@ describe('browser client in Chromium', () => {
       assert.ok(Date.now() - before < 5000, 'back well before the backoff delay');
       const stats = await page.evaluate(() => (window as any).clients.b.pageStats);
       assert.ok(stats.offline >= 2 && stats.online >= 2, JSON.stringify(stats));
+
+      // Logged out and in again (close(), then connect()): the page is watched again.
+      await page.evaluate(() => {
+        const c = (window as any).clients.b;
+        c.close();
+        return c.connect();
+      });
+      await until('open again', () => conn() !== undefined);
+      await context.setOffline(true);
+      await context.setOffline(false);
+      await until('the page signals to reach it', async () => {
+        const s = await page.evaluate(() => (window as any).clients.b.pageStats);
+        return s.offline >= 3 && s.online >= 3;
+      }, 3000);
       await page.evaluate(() => (window as any).clients.b.close());
     } finally {
       await browser.close();

@@ -413,3 +413,29 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
     await gw.close();
   }
 });
+
+test('longlink client exits with code 1 when the gateway ends its session for good (kicked), and 0 on /quit', async () => {
+  const server = await spawnServe(['--admin-token', 'ops-token', '--log-level', 'info']);
+  const clients: ReturnType<typeof spawnCli>[] = [];
+  try {
+    const listening = await server.waitFor((l) => l.event === 'listening', 5000, 'the listening line');
+    const admin = listening.admin as string;
+    const exitOf = (c: ReturnType<typeof spawnCli>) => new Promise<number | null>((r) => (c.child.exitCode !== null ? r(c.child.exitCode) : c.child.once('exit', (code) => r(code))));
+    const kicked = spawnCli(['client', '--url', server.tcp, '--user', 'k', '--device', 'd', '--json']);
+    clients.push(kicked);
+    await kicked.waitFor((l) => l.event === 'open', 10_000, 'the client open');
+    const r = await fetch(new URL('api/kick', admin), { method: 'POST', headers: { authorization: 'Bearer ops-token', 'content-type': 'application/json' }, body: '{"userId":"k"}' });
+    assert.equal(r.status, 200);
+    await kicked.waitFor((l) => l.event === 'close' && l.code === 4507, 5000, 'the kick');
+    const code = await Promise.race([exitOf(kicked), new Promise((r) => setTimeout(r, 3000, 'still running'))]);
+    assert.equal(code, 1);
+    const quits = spawnCli(['client', '--url', server.tcp, '--user', 'q', '--device', 'd', '--json']);
+    clients.push(quits);
+    await quits.waitFor((l) => l.event === 'open', 10_000, 'the second client open');
+    quits.child.stdin!.write('/quit\n');
+    assert.equal(await exitOf(quits), 0);
+  } finally {
+    await Promise.all(clients.map((c) => c.kill()));
+    await server.kill();
+  }
+});

@@ -1,0 +1,56 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+
+// A connection's life against frames that end it half-way and a drain that says "nothing new":
+// cases a review found, each failing before its fix.
+
+const POLICY = { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 };
+function setup() {
+  const clock = new ManualClock(1_000_000);
+  return { clock, gw: new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000 }) };
+}
+
+test('a frame whose ack closes the link (beyond what was sent) is not acted on further: no message or state after offline', async () => {
+  for (const frame of [
+    { type: FrameType.DATA, payload: new Uint8Array([1]), ack: 99 },
+    { type: FrameType.PING, ack: 99, state: { k: 'v' } },
+  ] as const) {
+    const { gw } = setup();
+    const log: string[] = [];
+    gw.on('offline', (e: OfflineEvent) => log.push(`offline ${e.reason}`));
+    gw.on('message', () => log.push('message'));
+    gw.on('state', () => log.push('state'));
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+    await flush();
+    client.send(frame);
+    await flush();
+    assert.deepEqual(log, ['offline malformed-frame'], `frame type ${frame.type}`);
+    await gw.close();
+  }
+});
+
+test('drain: nothing new is written between GOAWAY and CLOSE, fire-and-forget send and broadcast included', async () => {
+  const { gw, clock } = setup();
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+  await flush();
+  void gw.push('u1', 'x'); // one unacknowledged: the drain waits for it
+  await flush();
+  const drained = gw.drain({ windowMs: 1000, ackTimeoutMs: 5000 });
+  await flush();
+  assert.equal(gw.send('u1', 'after-goaway'), 0);
+  assert.equal(gw.broadcast('to-all'), 0);
+  await flush();
+  const types = client.received.map((f) => f.type);
+  const after = types.slice(types.indexOf(FrameType.GOAWAY) + 1);
+  clock.advance(6000);
+  await drained;
+  assert.ok(!after.includes(FrameType.DATA), `frames after GOAWAY: ${after}`);
+});
