@@ -114,11 +114,17 @@ async function storeCall<T>(call: () => Promise<T>): Promise<T> {
   }
 }
 
+const noop = () => {};
+
 export class ServerApi {
   constructor(private readonly gw: Gateway) {}
 
-  /** Runs one operation; `args` is the request body (or a batch command's args). */
-  async run(op: string, args: unknown): Promise<unknown> {
+  /**
+   * Runs one operation; `args` is the request body (or a batch command's args).
+   * `onQueued` (a push): called once the message is queued for every user it
+   * names, before their devices' acknowledgements are waited for.
+   */
+  async run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
     switch (op) {
       case 'push': {
         const b = parse(PushBody, args);
@@ -130,7 +136,14 @@ export class ServerApi {
           // already queued (retried whole, without an id, they would get it twice). All failing: the
           // store is down, and the request fails as a push to one user would.
           const users = [...new Set(b.users)];
-          const settled = await Promise.allSettled(users.map((u) => this.pushOne(u, bytes, opts)));
+          const each = users.map((u) => {
+            let queued!: () => void;
+            const isQueued = new Promise<void>((r) => (queued = r));
+            return { pushed: this.pushOne(u, bytes, { ...opts, onQueued: queued }), isQueued };
+          });
+          // Queued for all once each user's push is queued or over (refused, failed, nobody to queue for).
+          if (onQueued) void Promise.all(each.map((e) => Promise.race([e.isQueued, e.pushed.then(noop, noop)]))).then(onQueued);
+          const settled = await Promise.allSettled(each.map((e) => e.pushed));
           if (settled.every((s) => s.status === 'rejected')) throw (settled[0] as PromiseRejectedResult).reason;
           return {
             results: settled.map((s, i): PushAnswer => {
@@ -140,7 +153,7 @@ export class ServerApi {
             }),
           };
         }
-        return this.pushOne(b.user!, bytes, { ...opts, ...(b.device ? { deviceId: b.device } : {}) });
+        return this.pushOne(b.user!, bytes, { ...opts, ...(b.device ? { deviceId: b.device } : {}), ...(onQueued ? { onQueued } : {}) });
       }
       case 'broadcast': {
         const b = parse(BroadcastBody, args);
@@ -174,20 +187,25 @@ export class ServerApi {
         const ops = b.commands.reduce((n, c) => n + usersOf(c.args), 0);
         if (ops > MAX_USERS_PER_REQUEST) throw new ApiError(400, 'LL_ERR_BAD_REQUEST', `commands: ${ops} users in one request (pushes and presence reads, one per user); at most ${MAX_USERS_PER_REQUEST}`);
         // Concurrently, except that pushes to the same user keep their order (one chain per user; a
-        // push to several users waits for each of theirs); each command is answered in its place,
-        // with its result or its error.
+        // push to several users waits for each of theirs). A push holds up the next to its users only
+        // until it is queued: the mailbox keeps the order, and waiting out each one's acknowledgements
+        // (`waitMs`) would make N pushes to one user take N times as long. Each command is answered in
+        // its place, with its result or its error.
         const chains = new Map<string, Promise<unknown>>();
         const results = await Promise.all(
           b.commands.map((c) => {
             const a = c.args as { user?: unknown; users?: unknown } | null;
             const keys = c.op !== 'push' || !a || typeof a !== 'object' ? [] : typeof a.user === 'string' ? [a.user] : Array.isArray(a.users) ? a.users.filter((u): u is string => typeof u === 'string') : [];
+            let queued!: () => void;
+            const isQueued = new Promise<void>((r) => (queued = r));
             const run = Promise.all(keys.map((k) => chains.get(k))).then(() =>
-              this.run(c.op, c.args).catch((err: unknown) => {
+              this.run(c.op, c.args, queued).catch((err: unknown) => {
                 const e = err instanceof ApiError ? err : new ApiError(503, 'LL_ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : String(err));
                 return { error: { code: e.code, message: e.message } };
               }),
             );
-            for (const k of keys) chains.set(k, run);
+            const next = Promise.race([isQueued, run]);
+            for (const k of keys) chains.set(k, next);
             return run;
           }),
         );
@@ -206,7 +224,7 @@ export class ServerApi {
     }
   }
 
-  private async pushOne(user: string, bytes: Uint8Array | string, opts: { id?: string; ttlMs?: number; waitMs?: number; deviceId?: string }): Promise<PushAnswer> {
+  private async pushOne(user: string, bytes: Uint8Array | string, opts: { id?: string; ttlMs?: number; waitMs?: number; deviceId?: string; onQueued?: () => void }): Promise<PushAnswer> {
     const r = await this.gw.push(user, bytes, opts);
     return { user, id: r.id, delivered: r.delivered, status: r.unknownUser ? 'unknown-user' : r.unknownDevice ? 'unknown-device' : 'ok', devices: r.devices };
   }

@@ -50,6 +50,14 @@ export interface PushOptions {
   waitMs?: number;
   /** Only this device of the user (known or online); otherwise every device of the user. */
   deviceId?: string;
+  /**
+   * Called once the message is in the mailbox of every device it is for (or
+   * known to have failed there), before acknowledgements are waited for; not
+   * called when nothing was queued (unknown user or device, store down). What
+   * lets a caller keep pushes to one user in order without waiting out each
+   * one's acknowledgements.
+   */
+  onQueued?: () => void;
 }
 
 /** Delivery counters since the gateway started. */
@@ -542,6 +550,7 @@ export class Delivery {
       }
     }
     held?.release();
+    opts.onQueued?.();
     return done;
   }
 

@@ -5,7 +5,7 @@ import { Gateway } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import { UpstreamRejectedError, type UpstreamMessage, type UpstreamSink } from '../../src/gateway/upstream.js';
 import { ServerApi, PushBody } from '../../src/admin/server-api.js';
-import { FrameType, PROTOCOL_VERSION, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
+import { FrameType, PROTOCOL_VERSION, type DataFrame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 
 // The upstream (what devices send, on its way to a backend) and the server API (what backends
@@ -117,6 +117,51 @@ test('server API batch: pushes to the same user run in order, also when one of t
   await api.run('batch', { commands: [{ op: 'push', args: { user: 'a', text: '1' } }, { op: 'push', args: { users: ['a', 'b'], text: '2' } }] });
   assert.ok(log.indexOf('end 1/a') < log.indexOf('start 2/a'), `second push to a started before the first ended: ${log.join(', ')}`);
   assert.ok(log.indexOf('end 1/a') < log.indexOf('start 2/b'), 'the push to a and b waits for a\'s chain as a whole');
+});
+
+test('server API batch: a push holds up the next to its user only until it is queued, not while it waits for the device\'s ack', async () => {
+  const { gw } = setup();
+  const { client } = await open(gw);
+  const api = new ServerApi(gw);
+  // The device takes its messages but does not acknowledge them yet: each push waits up to waitMs.
+  const batch = api.run('batch', {
+    commands: [
+      { op: 'push', args: { user: 'u1', text: '1', waitMs: 10_000 } },
+      { op: 'push', args: { users: ['u1', 'nobody'], text: '2', waitMs: 10_000 } },
+      { op: 'push', args: { user: 'u1', text: '3', waitMs: 10_000 } },
+    ],
+  }) as Promise<{ results: { status?: string; devices?: { status: string }[]; results?: unknown[] }[] }>;
+  for (let i = 0; i < 10; i++) await flush();
+  // No time has passed on the gateway's clock: before, only the first was sent until its wait ran out.
+  const data = client.received.filter((f): f is DataFrame => f.type === FrameType.DATA);
+  assert.deepEqual(data.map((f) => Buffer.from(f.payload).toString()), ['1', '2', '3'], 'all three sent, in order, with no ack yet');
+  client.send({ type: FrameType.ACK, ack: data[2].seq! });
+  const r = await batch;
+  assert.deepEqual(r.results[0].devices!.map((d) => d.status), ['delivered']);
+  assert.deepEqual(r.results[2].devices!.map((d) => d.status), ['delivered']);
+  await gw.close();
+});
+
+test('server API batch: ordering still holds when the first push to a user is slow to queue', async () => {
+  const log: string[] = [];
+  const fake = {
+    options: { maxFrameBytes: 65_536 },
+    push: async (user: string, p: string, opts: { onQueued?: () => void }) => {
+      log.push(`start ${p}/${user}`);
+      await new Promise((r) => setTimeout(r, p === '1' ? 30 : 1));
+      log.push(`queued ${p}/${user}`);
+      opts.onQueued?.();
+      await new Promise((r) => setTimeout(r, 50));
+      log.push(`end ${p}/${user}`);
+      return { id: 'x', devices: [], delivered: 0 };
+    },
+  };
+  const api = new ServerApi(fake as never);
+  await api.run('batch', { commands: [{ op: 'push', args: { user: 'a', text: '1' } }, { op: 'push', args: { users: ['a', 'b'], text: '2' } }, { op: 'push', args: { user: 'b', text: '3' } }] });
+  assert.ok(log.indexOf('queued 1/a') < log.indexOf('start 2/a'), `second push to a started before the first was queued: ${log.join(', ')}`);
+  assert.ok(log.indexOf('start 2/a') < log.indexOf('end 1/a'), `second push to a waited for the first's acks: ${log.join(', ')}`);
+  assert.ok(log.indexOf('queued 2/b') < log.indexOf('start 3/b'), `third push to b started before the second was queued for b: ${log.join(', ')}`);
+  assert.ok(log.indexOf('start 3/b') < log.indexOf('end 2/b'), `third push waited for the second's acks: ${log.join(', ')}`);
 });
 
 test('a device that acknowledges a push and then closes (before the store removed it) is reported delivered, not queued', async () => {
