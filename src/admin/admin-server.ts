@@ -111,7 +111,7 @@ export class AdminServer {
   ) {
     this.metrics = new GatewayMetrics(gw, opts.metrics);
     this.api = new ServerApi(gw);
-    this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now() });
+    this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now(), now: () => gw.options.clock.now() });
     this.loadFiles(opts.webRoot ?? fileURLToPath(new URL('../../web/', import.meta.url)));
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: unknown) => {

@@ -24,7 +24,14 @@ export interface LiveFeedOptions {
    */
   maxNoticesPerTick?: number;
   timers: Timers;
+  /** Wall-clock ms: the time stamps shown. */
   wallNow: () => number;
+  /**
+   * Monotonic ms, for the rates, the RTT window and the uptime: a wall clock
+   * stepped back by NTP would make one tick's rates spike and empty the RTT
+   * window. Defaults to `wallNow`.
+   */
+  now?: () => number;
 }
 
 export type FeedEvent = { event: 'tick'; data: Tick } | { event: 'online'; data: OnlineNotice } | { event: 'offline'; data: OfflineNotice };
@@ -50,17 +57,20 @@ export class LiveFeed {
   private readonly o: Required<LiveFeedOptions>;
   private readonly detach: () => void;
   readonly startedAt: number;
+  /** When it started on the monotonic clock (uptime). */
+  private readonly startedMono: number;
 
   constructor(private readonly gw: Gateway, opts: LiveFeedOptions) {
-    this.o = { tickMs: 1000, historyTicks: 600, recentOffline: 50, maxNoticesPerTick: 100, ...opts };
+    this.o = { tickMs: 1000, historyTicks: 600, recentOffline: 50, maxNoticesPerTick: 100, now: opts.wallNow, ...opts };
     this.startedAt = this.o.wallNow();
+    this.startedMono = this.o.now();
     this.last = gw.trafficStats();
-    this.lastAt = this.startedAt;
+    this.lastAt = this.startedMono;
     this.detach = subscribe(gw, {
       online: (e) => this.onOnline(e),
       offline: (e) => this.onOffline(e),
       replaced: (e) => this.onReplaced(e),
-      rtt: (e) => this.rttSamples.add(this.o.wallNow(), e.sampleMs),
+      rtt: (e) => this.rttSamples.add(this.o.now(), e.sampleMs),
     });
     this.schedule();
   }
@@ -101,11 +111,11 @@ export class LiveFeed {
 
   /** Takes the next Tick now (the timer calls it every tickMs). */
   tick(): Tick {
-    const now = this.o.wallNow();
+    const now = this.o.now();
     const t = this.gw.trafficStats();
     const secs = Math.max(0.001, (now - this.lastAt) / 1000);
     const tick: Tick = {
-      t: now,
+      t: this.o.wallNow(),
       connections: this.gw.connectionCount,
       online: this.gw.onlineDevices,
       users: this.gw.onlineUsers,
@@ -127,7 +137,8 @@ export class LiveFeed {
     return tick;
   }
 
-  rttSummary(now = this.o.wallNow()): RttSummary {
+  /** The RTT samples of the last minute; `now` on the monotonic clock. */
+  rttSummary(now = this.o.now()): RttSummary {
     const ms = this.rttSamples.sortedSince(now - RTT_WINDOW_MS);
     const q = (p: number) => (ms.length ? round1(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]) : null);
     const buckets = RTT_BUCKETS_MS.map((le) => ({ le, count: 0 }));
@@ -138,14 +149,13 @@ export class LiveFeed {
 
   overview(): Overview {
     const gw = this.gw;
-    const now = this.o.wallNow();
     const counts = gw.connectionCounts();
     const loop = gw.eventLoopStats();
     const p = gw.options.heartbeat;
     return {
       nodeId: gw.options.nodeId,
       startedAt: this.startedAt,
-      uptimeMs: now - this.startedAt,
+      uptimeMs: this.o.now() - this.startedMono,
       connections: { total: gw.connectionCount, ...counts },
       online: { devices: gw.onlineDevices, users: gw.onlineUsers },
       policy: { intervalMs: p.intervalMs, minIntervalMs: p.minIntervalMs, maxIntervalMs: p.maxIntervalMs, missBudget: p.missBudget, graceMs: p.graceMs, allowServerDirection: p.allowServerDirection },

@@ -1,0 +1,40 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { LiveFeed } from '../../src/admin/live-feed.js';
+import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+
+// The dashboard's rates, RTT window and uptime run on the monotonic clock; only the time stamps
+// shown are the wall clock's, which NTP may step back or forward.
+
+test('a wall clock stepped back an hour does not make the live feed\'s rates spike, empty its RTT window, or shrink its uptime', async () => {
+  const clock = new ManualClock(1_000_000);
+  let wall = 1_700_000_000_000;
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 }, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const feed = new LiveFeed(gw, { timers: clock, wallNow: () => wall, now: () => clock.now(), tickMs: 1000 });
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd' });
+  await flush();
+  const ticks: { heartbeatsPerSec: number; t: number; rtt: { count: number } }[] = [];
+  feed.subscribe((e) => e.event === 'tick' && ticks.push(e.data));
+  for (let s = 0; s < 5; s++) {
+    for (let k = 0; k < 10; k++) client.send({ type: FrameType.PING });
+    gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs: 5 } as never);
+    await flush();
+    // NTP steps the wall clock back an hour just before the third tick.
+    if (s === 2) wall -= 3_600_000;
+    wall += 1000;
+    clock.advance(1000);
+    await flush();
+  }
+  assert.equal(ticks.length, 5);
+  for (const t of ticks) assert.ok(t.heartbeatsPerSec <= 10, `a tick's rate was ${t.heartbeatsPerSec}/s for 10 pings a second`);
+  assert.equal(ticks[4].rtt.count, 5, 'every RTT sample of the last minute is still counted');
+  assert.ok(ticks[2].t < ticks[1].t, 'the time stamps shown are the wall clock\'s');
+  assert.equal(feed.overview().uptimeMs, 5000);
+  feed.close();
+  await gw.close();
+});
