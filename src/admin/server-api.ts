@@ -3,6 +3,7 @@ import type { Gateway } from '../gateway/gateway.js';
 import type { PushResult } from '../gateway/push-tracker.js';
 import { assertPayloadFits, GENERATED_ID_SHAPE } from '../protocol/data-frame-size.js';
 import { LonglinkError } from '../protocol/errors.js';
+import { isWellFormed } from '../protocol/well-formed.js';
 
 /**
  * The server API: what a backend in any language calls to reach devices
@@ -13,7 +14,10 @@ import { LonglinkError } from '../protocol/errors.js';
  * by a schema; a bad one gets 400 naming every bad field.
  */
 
-const id = z.string().min(1).max(256);
+/** Ids a store keeps: no lone surrogate, which would survive neither UTF-8 nor Redis's JSON. */
+const wellFormed = (s: z.ZodString) => s.refine(isWellFormed, 'not well-formed Unicode (a lone surrogate)');
+const id = wellFormed(z.string().min(1).max(256));
+const messageId = wellFormed(z.string().min(1).max(128));
 const payload = {
   text: z.string().optional(),
   json: z.unknown().optional(),
@@ -34,7 +38,7 @@ export const PushBody = z
     users: z.array(id).min(1).max(1000).optional(),
     device: id.optional(),
     ...payload,
-    id: z.string().min(1).max(128).optional(),
+    id: messageId.optional(),
     ttlMs: z.number().int().min(1).max(30 * 24 * 3600_000).optional(),
     waitMs: z.number().int().min(0).max(30_000).optional(),
   })
@@ -42,7 +46,7 @@ export const PushBody = z
   .refine((v) => (v.user === undefined) !== (v.users === undefined), { message: 'give user or users', path: ['user'] })
   .refine((v) => v.device === undefined || v.user !== undefined, { message: 'device goes with user', path: ['device'] });
 
-export const BroadcastBody = z.strictObject({ ...payload, id: z.string().min(1).max(128).optional() }).refine(onePayload, ONE_PAYLOAD);
+export const BroadcastBody = z.strictObject({ ...payload, id: messageId.optional() }).refine(onePayload, ONE_PAYLOAD);
 export const DisconnectBody = z.strictObject({ user: id, device: id.optional(), reconnectAfterMs: z.number().int().min(0).max(3600_000).optional() });
 export const KickBody = z.strictObject({ user: id, device: id.optional() });
 export const PresenceBody = z.strictObject({ users: z.array(id).min(1).max(1000) });

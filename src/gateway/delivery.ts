@@ -11,6 +11,7 @@ import type { Registry } from './registry.js';
 import type { PresenceEntry, QueuedMessage } from './stores/store.js';
 import type { UpstreamAnswer, UpstreamMessage, UpstreamRunner } from './upstream.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
+import { isWellFormed } from '../protocol/well-formed.js';
 
 /**
  * Reliable delivery, both ways, in one place: push into per-device mailboxes
@@ -458,6 +459,9 @@ export class Delivery {
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
     const id = opts.id ?? randomUUID();
     assertPayloadFits(bytes, id, o.maxFrameBytes);
+    for (const [name, v] of [['user', userId], ['device', opts.deviceId], ['message id', opts.id]] as const) {
+      if (v !== undefined && !isWellFormed(v)) throw new LonglinkError('LL_ERR_INVALID_ID', `push: the ${name} ${JSON.stringify(v)} is not well-formed Unicode (a lone surrogate)`);
+    }
     const now = o.wallClock.now();
     let known: string[];
     try {

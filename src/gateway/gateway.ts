@@ -9,6 +9,7 @@ import type { RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
+import { isWellFormed, toWellFormed } from '../protocol/well-formed.js';
 import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
 import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
 import { utf8Exceeds, utf8Length } from '../protocol/wire.js';
@@ -605,14 +606,19 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
     const l = o.limits;
     for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
-      if (v !== hello[name] && utf8Exceeds(v, l.maxIdBytes)) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
+      if (v === hello[name]) continue;
+      if (utf8Exceeds(v, l.maxIdBytes)) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
+      // A JWT's or a hook's JSON can hold a lone surrogate, which no store could read back (a HELLO's UTF-8 cannot).
+      if (!isWellFormed(v)) throw new ProtocolError('auth-failed', `the authenticator's ${name} is not well-formed Unicode (a lone surrogate)`);
     }
-    if (identity.clientInfo && identity.clientInfo !== hello.clientInfo && JSON.stringify(identity.clientInfo).length > l.maxClientInfoBytes) {
-      throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes}`);
+    let clientInfo = identity.clientInfo;
+    if (clientInfo && clientInfo !== hello.clientInfo) {
+      if (JSON.stringify(clientInfo).length > l.maxClientInfoBytes) throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes}`);
+      clientInfo = toWellFormed(clientInfo);
     }
     conn.userId = identity.userId;
     conn.deviceId = identity.deviceId;
-    if (identity.clientInfo) conn.clientInfo = identity.clientInfo;
+    if (clientInfo) conn.clientInfo = clientInfo;
     const h = identity.heartbeat;
     const grant = this.grants.get(o.heartbeat, h ? { direction: h.direction ?? hello.direction, intervalMs: h.intervalMs ?? hello.intervalMs } : hello);
     const now = o.wallClock.now();

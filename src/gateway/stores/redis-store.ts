@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
+import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
 import { ACK, ENQUEUE, EXPIRE, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
@@ -97,6 +98,18 @@ export const REDIS_DEFAULTS = {
 type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
 
 const enc = (s: string) => encodeURIComponent(s);
+
+/**
+ * JSON that Redis's cjson can read back: a lone surrogate (which JSON.stringify
+ * writes as an escape cjson refuses) becomes U+FFFD. Otherwise one such string
+ * would make every script that reads the entry fail: a mailbox no one can take
+ * from, a shard's sweep stopped, a presence entry no one can replace. The gateway
+ * refuses such ids at its edges; this is for what gets past (a custom store caller).
+ */
+function storeJson(v: unknown): string {
+  const text = JSON.stringify(v);
+  return /\\u[dD][89a-fA-F]/.test(text) ? JSON.stringify(toWellFormed(v)) : text;
+}
 
 export { loadIoredis } from './redis-connect.js';
 
@@ -457,7 +470,7 @@ export class RedisStore implements Store {
 
   /** An entry as stored: with this process's incarnation when it is this node's, so a node restarted under the same id does not revive it. */
   private presenceJson(entry: PresenceEntry): string {
-    return JSON.stringify(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry);
+    return storeJson(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry);
   }
 
   async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
@@ -480,7 +493,7 @@ export class RedisStore implements Store {
   async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {
     // A put-back entry is the one setOnline returned, incarnation and all.
     const keys = this.presenceKeys(userId);
-    const r = putBack ? await this.redis.llSetOffline(...keys, deviceId, connectionId, JSON.stringify(putBack)) : await this.redis.llSetOffline(...keys, deviceId, connectionId);
+    const r = putBack ? await this.redis.llSetOffline(...keys, deviceId, connectionId, storeJson(putBack)) : await this.redis.llSetOffline(...keys, deviceId, connectionId);
     return r === 1;
   }
 
@@ -506,7 +519,7 @@ export class RedisStore implements Store {
     // The record first, then its place in the device's index: a crash in between leaves a
     // record no index counts, which expires with its TTL. The oldest beyond the bound go.
     const key = this.k('session', record.resumeToken);
-    const value = JSON.stringify({ record, expiresAt });
+    const value = storeJson({ record, expiresAt });
     if (unlessOpenElsewhere === undefined) await this.redis.set(key, value, 'PX', ttl);
     else if (!(await this.redis.llSaveSessionUnlessOpen(key, value, ttl, unlessOpenElsewhere))) return;
     const evicted = await this.redis.llIndexSession(this.uk(record.userId, 'dsess', enc(record.deviceId)), record.resumeToken, Date.now(), this.o.maxSessionsPerDevice, ttl);
@@ -554,7 +567,7 @@ export class RedisStore implements Store {
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
     const json: Json = { id: msg.id, p: Buffer.from(msg.payload).toString('base64'), n: msg.payload.length, e: msg.enqueuedAt, x: msg.expiresAt, s: 0 };
-    const evicted = await this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, JSON.stringify(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt);
+    const evicted = await this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt);
     await this.replicated(mb.list);
     return evicted.map(toMessage);
   }

@@ -1,0 +1,119 @@
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import { ServerApi } from '../../src/admin/server-api.js';
+import { sleep } from '../helpers/procs.js';
+import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+
+// The Redis store against what a review found it could not take: strings Redis's JSON cannot
+// read back, subscriptions that drop or go silent, a Redis that comes back from an older
+// snapshot, replies lost after a command was applied. Each case failed before its fix.
+
+const noRedis = redisUnavailable();
+let redis: TestRedis | null = null;
+let n = 0;
+before(async () => {
+  if (!noRedis) redis = await startRedis();
+});
+after(async () => redis?.stop());
+const LIMITS = { maxMessages: 100, maxBytes: 1 << 20 };
+const msg = (id: string, expiresAt = 1e13) => ({ id, payload: Buffer.from('x'), enqueuedAt: 1000, expiresAt });
+/** "\ud800", as JSON from a backend or a JWT can carry it. */
+const LONE = JSON.parse('"\\ud800"') as string;
+const POLICY = { intervalMs: 500, minIntervalMs: 100, maxIntervalMs: 10_000, missBudget: 3, graceMs: 500 };
+
+async function node(url: string, prefix: string, nodeId: string, extra: ConstructorParameters<typeof Gateway>[0] = {}) {
+  const store = new RedisStore({ url, prefix, leaseTtlMs: 600, leaseRenewMs: 150 });
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId, store, wheelTickMs: 10, delivery: { probeBeforePushMs: 0 }, ...extra });
+  const a = await gw.listen();
+  return { gw, store, url: `tcp://127.0.0.1:${a.tcp!.port}` };
+}
+async function stop(...nodes: { gw: Gateway; store: RedisStore }[]) {
+  for (const x of nodes) await x.gw.close();
+  for (const x of nodes) await x.store.close();
+}
+async function eventually(pred: () => boolean | Promise<boolean>, ms = 5000): Promise<boolean> {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (await pred()) return true;
+    await sleep(20);
+  }
+  return false;
+}
+
+describe('redis store under faults', { skip: noRedis ?? false }, () => {
+  test('a message id with a lone surrogate neither wedges its mailbox nor stops its shard\'s expiry sweep', async () => {
+    const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, mailboxShards: 1 });
+    try {
+      await s.enqueue('u', 'd', msg(`${LONE}bad`, 5000), LIMITS);
+      await s.enqueue('v', 'd', msg('ok', 5000), LIMITS); // another user's mailbox, the same shard
+      const taken = await s.take('u', 'd', 'c1', 0);
+      assert.deepEqual(taken.map((m) => m.id), ['\uFFFDbad'], 'taken, the lone surrogate read as U+FFFD (as UTF-8 would)');
+      const swept = await s.expire(10_000, true);
+      assert.equal(swept.length, 2, 'both expired: the sweep of the shard went through');
+      assert.equal(await s.depth('v', 'd'), 0);
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('clientInfo with a lone surrogate does not make the device\'s presence entry unreadable (it could never connect again)', async () => {
+    const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:` });
+    try {
+      await s.joinCluster('A', () => {});
+      const e = { userId: 'u', deviceId: 'd', connectionId: 'c1', nodeId: 'A', transport: 'tcp' as const, since: 1, clientInfo: { name: LONE } };
+      await s.setOnline(e);
+      assert.equal(await s.setOffline('u', 'd', 'c1'), true);
+      await s.setOnline({ ...e, connectionId: 'c2', clientInfo: { [LONE]: 'k' } });
+      assert.deepEqual((await s.devices('u')).map((x) => x.clientInfo), [{ '\uFFFD': 'k' }]);
+      await s.setOnline({ ...e, connectionId: 'c3', clientInfo: {} });
+    } finally {
+      await s.close();
+    }
+  });
+
+  test('a push naming an id, user or device with a lone surrogate is refused (LL_ERR_INVALID_ID; the server API answers 400), and the device\'s later pushes arrive', async () => {
+    const A = await node(redis!.url, `rf${++n}:`, 'A');
+    const got: string[] = [];
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    try {
+      await c.connect();
+      await assert.rejects(A.gw.push('u', 'poison', { id: LONE, waitMs: 200 }), { code: 'LL_ERR_INVALID_ID' });
+      await assert.rejects(A.gw.push(LONE, 'poison', { waitMs: 200 }), { code: 'LL_ERR_INVALID_ID' });
+      await assert.rejects(A.gw.push('u', 'poison', { deviceId: LONE, waitMs: 200 }), { code: 'LL_ERR_INVALID_ID' });
+      const api = new ServerApi(A.gw);
+      for (const body of [{ user: 'u', text: 'x', id: LONE }, { user: LONE, text: 'x' }, { users: ['u', LONE], text: 'x' }, { user: 'u', device: LONE, text: 'x' }]) {
+        await assert.rejects(api.run('push', body), (e: { status?: number; code?: string; message: string }) => e.status === 400 && e.code === 'LL_ERR_BAD_REQUEST' && /well-formed/.test(e.message));
+      }
+      const r = await A.gw.push('u', 'later', { waitMs: 2000 });
+      assert.equal(r.delivered, 1);
+      assert.deepEqual(got, ['later']);
+    } finally {
+      c.close();
+      await stop(A);
+    }
+  });
+
+  test('an authenticator that names a user with a lone surrogate is refused (auth-failed); one whose clientInfo holds one is taken, with U+FFFD', async () => {
+    const A = await node(redis!.url, `rf${++n}:`, 'A', {
+      authenticate: async (h) => (h.deviceId === 'bad' ? { userId: LONE, deviceId: 'bad' } : { userId: h.userId, deviceId: h.deviceId, clientInfo: { note: `x${LONE}` } }),
+    });
+    const bad = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'bad', intervalMs: 300, reconnect: { enabled: false } });
+    const good = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'good', intervalMs: 300 });
+    try {
+      const closed = new Promise<CloseEvent>((r) => bad.once('close', r));
+      bad.connect().catch(() => {});
+      assert.equal((await closed).code, 4510);
+      await good.connect();
+      assert.ok(await eventually(async () => (await A.gw.presence('u')).length === 1));
+      assert.deepEqual((await A.gw.presence('u'))[0].clientInfo, { note: 'x\uFFFD' });
+    } finally {
+      bad.close();
+      good.close();
+      await stop(A);
+    }
+  });
+});
