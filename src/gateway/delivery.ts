@@ -178,13 +178,16 @@ export class Delivery {
 
   // Inbound: client DATA, in order, once.
 
-  message(conn: ServerConnection, f: DataFrame): void {
+  message(conn: ServerConnection, frame: DataFrame): void {
+    const f = detached(frame);
     const seq = f.seq;
     const up = this.upstream;
     if (seq === undefined) {
       this.events.message({ conn, payload: f.payload, ...(f.id !== undefined ? { id: f.id } : {}) });
-      // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for.
-      up?.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer));
+      // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for. Its bytes
+      // share the waiting-bytes budget with the sequenced messages' (a flood of large ones to a slow
+      // backend is refused by size, not only by count).
+      up?.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: this.o.limits.maxInboundWaitingBytes });
       return;
     }
     const d = this.state(conn);
@@ -623,4 +626,17 @@ export class Delivery {
     this.sweepTimer = this.ackTimer = null;
     this.tracker.flushAll();
   }
+}
+
+/**
+ * The frame with a payload of its own when it is a view into a much larger
+ * buffer (the socket's read chunk, which the decoder reads frames from in
+ * place): a message that waits (for the store, the backend) would otherwise
+ * keep the whole chunk alive, e.g. 60 KB behind a 1-byte payload padded with an
+ * unknown field, while the waiting-bytes budgets count its payload only.
+ */
+function detached(f: DataFrame): DataFrame {
+  const p = f.payload;
+  // Within Buffer's shared 8 KiB pool (small copies land there too) it holds at most that.
+  return p.buffer.byteLength > Math.max(Buffer.poolSize, p.byteLength + 1024) ? { ...f, payload: Buffer.from(p) } : f;
 }

@@ -135,6 +135,8 @@ export class UpstreamRunner {
   readonly o: Required<UpstreamOptions>;
   private eventSeq = 0;
   readonly stats: UpstreamStats = { accepted: 0, failures: 0, rejected: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
+  /** Payload bytes of the fire-and-forget messages in flight (they share the gateway's waiting-bytes budget). */
+  private fireBytes = 0;
 
   constructor(
     opts: UpstreamOptions,
@@ -192,13 +194,15 @@ export class UpstreamRunner {
    * It counts in the process's pending bound all the same, so a fire-and-forget
    * flood cannot pile up requests to a slow backend; beyond it, it is dropped.
    */
-  fireAndForget(msg: UpstreamMessage, waitingAll = 0, onAnswer?: (answer: UpstreamAnswer) => void): void {
+  fireAndForget(msg: UpstreamMessage, waitingAll = 0, onAnswer?: (answer: UpstreamAnswer) => void, bytes?: { waitingBytes: number; maxBytes: number }): void {
     // With the sequenced messages waiting (`waitingAll`, which counts those in flight again: a little conservative).
-    if (waitingAll + this.stats.pending >= this.o.maxPending) {
+    const size = msg.payload.length;
+    if (waitingAll + this.stats.pending >= this.o.maxPending || (bytes && bytes.waitingBytes + this.fireBytes + size > bytes.maxBytes)) {
       this.stats.refusedBacklog++;
       return;
     }
     this.stats.pending++;
+    this.fireBytes += size;
     this.o.sink
       .send(msg)
       .then(
@@ -212,7 +216,10 @@ export class UpstreamRunner {
           this.onFailure(err, msg);
         },
       )
-      .finally(() => this.stats.pending--);
+      .finally(() => {
+        this.stats.pending--;
+        this.fireBytes -= size;
+      });
   }
 
   private backoff(): Backoff {
