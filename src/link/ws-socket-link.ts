@@ -3,11 +3,15 @@ import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../protocol/frame-codec.js';
 import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
+import { TokenBucket } from '../core/token-bucket.js';
 import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
 const PONG_BACKLOG_BYTES = 16 * 1024;
+/** WebSocket control pings answered: a burst, then this many a second (made on the first ping). */
+const WS_PING_BURST = 10;
+const WS_PINGS_PER_SEC = 1;
 
 // As in TcpLink: the link rides on its socket, so the listeners are shared functions.
 const kLink = Symbol('longlink.wsSocketLink');
@@ -43,6 +47,8 @@ export class WsSocketLink implements Link, WsFrameHandler {
   private events: LinkEvents | null = null;
   private done = false;
   private poisoned = false;
+  /** The peer's WebSocket control pings, paced (see onWsPing); most peers send none. */
+  private wsPings: TokenBucket | null = null;
   /** Our close frame is out: what the peer still sends is dropped, except its close frame. */
   private closing = false;
   /** What the peer's close frame said (1006 if the socket ended without one). */
@@ -117,7 +123,17 @@ export class WsSocketLink implements Link, WsFrameHandler {
    * by a pong each: past PONG_BACKLOG_BYTES unsent, pings go unanswered.
    */
   onWsPing(payload: Buffer): void {
-    if (!this.closing && !this.socket.destroyed && this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
+    if (this.poisoned || this.closing || this.socket.destroyed) return;
+    // The backlog bound caps memory, not work: a peer that reads its pongs would be answered as
+    // fast as it pings, before HELLO too, outside the gateway's PING pace. WebSocket keepalive
+    // pings come every few seconds at most (browsers send none): past a burst, one a second.
+    const now = performance.now();
+    if (!(this.wsPings ??= new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)).take(now)) {
+      this.poisoned = true;
+      this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping frames, then more than ${WS_PINGS_PER_SEC} a second`));
+      return;
+    }
+    if (this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
   }
 
   /** @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side. */

@@ -75,3 +75,62 @@ test('fire-and-forget messages to a slow backend are bounded in bytes too (maxIn
     await gw.close();
   }
 });
+
+test('WebSocket control pings are paced, before HELLO too: past a burst of 10 and one a second, the link closes with 4006 too-many-pings; a ping every second is answered', async () => {
+  const net = await import('node:net');
+  const gw = new Gateway({ tcp: false, ws: { port: 0 } });
+  const port = (await gw.listen()).ws!.port;
+  const upgrade = () =>
+    new Promise<import('node:net').Socket>((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', reject);
+      s.once('connect', () => s.write('GET /longlink HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'));
+      let head = '';
+      const onData = (d: Buffer) => {
+        head += d.toString('latin1');
+        if (head.includes('\r\n\r\n')) {
+          s.off('data', onData);
+          if (!head.startsWith('HTTP/1.1 101')) reject(new Error(head));
+          else resolve(s);
+        }
+      };
+      s.on('data', onData);
+    });
+  // A masked, empty PING: 0x89 0x80 and 4 mask bytes.
+  const PING = Buffer.from([0x89, 0x80, 1, 2, 3, 4]);
+  try {
+    const flood = await upgrade();
+    const got: Buffer[] = [];
+    flood.on('data', (d) => got.push(d));
+    const closed = new Promise((r) => flood.once('close', r));
+    flood.write(Buffer.concat(Array.from({ length: 20_000 }, () => PING)));
+    await closed;
+    const bytes = Buffer.concat(got);
+    let pongs = 0;
+    let closeCode = 0;
+    for (let k = 0; k + 1 < bytes.length; ) {
+      const op = bytes[k] & 0x0f;
+      const len = bytes[k + 1] & 0x7f;
+      if (op === 0xa) pongs++;
+      if (op === 0x8 && len >= 2) closeCode = bytes.readUInt16BE(k + 2);
+      k += 2 + len;
+    }
+    assert.ok(pongs <= 10, `${pongs} pongs answered to a flood of 20,000 pings`);
+    assert.equal(closeCode, 4006);
+
+    // A peer pinging once a second (a ws client's keepalive) is answered every time.
+    const calm = await upgrade();
+    let calmPongs = 0;
+    calm.on('data', (d) => (calmPongs += d[0] === 0x8a ? 1 : 0));
+    for (let i = 0; i < 12; i++) {
+      calm.write(PING);
+      await sleep(i < 9 ? 5 : 1100); // the burst of 10, then one a second
+    }
+    await sleep(50);
+    assert.equal(calmPongs, 12);
+    assert.equal(calm.destroyed, false);
+    calm.destroy();
+  } finally {
+    await gw.close();
+  }
+});
