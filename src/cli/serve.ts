@@ -68,6 +68,7 @@ export function serveCommand(): Command {
     .option('--redis-prefix <prefix>', 'key prefix in Redis', REDIS_DEFAULTS.prefix)
     .option('--redis-cluster', 'Redis Cluster: --redis (and --upstream-redis-stream) list seed nodes, comma-separated')
     .option('--redis-wait-replicas <n>', 'a queued message (and a stream entry) counts as accepted once this many replicas hold it (WAIT)', int, REDIS_DEFAULTS.waitReplicas)
+    .option('--redis-command-timeout-ms <ms>', 'a Redis command not answered in this long fails (a paused or cut-off server): pushes answer 503, links close with 4004 and retry', int, REDIS_DEFAULTS.commandTimeoutMs)
     .option('--redis-mailbox-shards <n>', 'mailboxes spread over this many hash tags (slots); the expiry sweep reads one index per shard', int, REDIS_DEFAULTS.mailboxShards)
     .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
     .option('--tls-key <file>', 'serve TLS: private key (PEM)')
@@ -170,7 +171,7 @@ export function serveCommand(): Command {
       let store: RedisStore | MemoryStore;
       try {
         store = o.redis
-          ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
+          ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, commandTimeoutMs: o.redisCommandTimeoutMs, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
           : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal, maxDevicesPerUser: o.maxDevicesPerUser });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);

@@ -1,11 +1,17 @@
 import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { Redis } from 'ioredis';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { ServerApi } from '../../src/admin/server-api.js';
 import { sleep } from '../helpers/procs.js';
-import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort, redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 // The Redis store against what a review found it could not take: strings Redis's JSON cannot
 // read back, subscriptions that drop or go silent, a Redis that comes back from an older
@@ -114,6 +120,123 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       bad.close();
       good.close();
       await stop(A);
+    }
+  });
+
+  test('a Redis that restarts from an older snapshot (RDB; AOF fsynced each second, after a crash) is noticed: the nodes write their presence, sessions and known devices again', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'll-rdb-'));
+    const port = await freePort();
+    let proc: ChildProcess | null = null;
+    const start = async () => {
+      proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+      for (let i = 0; ; i++) {
+        const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+        r.on('error', () => {});
+        try {
+          await r.connect();
+          if ((await r.ping()) === 'PONG') return r.disconnect();
+        } catch {
+          r.disconnect();
+          if (i > 200) throw new Error('redis-server did not come up');
+          await sleep(30);
+        }
+      }
+    };
+    await start();
+    const url = `redis://127.0.0.1:${port}`;
+    const A = await node(url, 'p:', 'A');
+    const B = await node(url, 'p:', 'B');
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const got: string[] = [];
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    try {
+      await sleep(300);
+      const admin = new Redis(url);
+      await admin.save(); // the snapshot: the epoch and both leases are in it, the device is not
+      admin.disconnect();
+      await c.connect();
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 1));
+      (proc as unknown as ChildProcess).kill('SIGKILL'); // a crash: what came after the snapshot is gone
+      await new Promise((r) => (proc as unknown as ChildProcess).once('exit', r));
+      await start();
+      assert.ok(await eventually(async () => (await B.gw.presence('u').catch(() => [])).length === 1), 'the device is online again in presence');
+      const r = await B.gw.push('u', 'hello', { waitMs: 2000 });
+      assert.equal(r.unknownUser ?? false, false);
+      assert.ok(await eventually(() => got.includes('hello')));
+    } finally {
+      c.close();
+      await stop(A, B);
+      (proc as unknown as ChildProcess | null)?.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test('a subscription that goes silent (a middlebox drops it without a reset) is noticed and made again: a push from another node still arrives', async () => {
+    // A proxy to Redis that can blackhole the subscribing connection both ways, its socket left open.
+    const port = await freePort();
+    const conns: { c: net.Socket; s: net.Socket; sub: boolean; dead: boolean }[] = [];
+    const proxy = net.createServer((c) => {
+      const s = net.connect(redis!.port, '127.0.0.1');
+      const p = { c, s, sub: false, dead: false };
+      conns.push(p);
+      c.on('data', (d) => {
+        if (d.toString('latin1').toLowerCase().includes('subscribe')) p.sub = true;
+        if (!p.dead) s.write(d);
+      });
+      s.on('data', (d) => !p.dead && c.write(d));
+      c.on('error', () => {});
+      s.on('error', () => {});
+      c.on('close', () => s.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(port, '127.0.0.1', r));
+    const prefix = `rf${++n}:`;
+    const A = await node(`redis://127.0.0.1:${port}`, prefix, 'A');
+    const B = await node(redis!.url, prefix, 'B');
+    const got: string[] = [];
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    try {
+      await c.connect();
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 1));
+      for (const p of conns) if (p.sub) p.dead = true;
+      await sleep(1500); // leases still renew on the other connection
+      assert.equal((await B.gw.presence('u')).length, 1);
+      await B.gw.push('u', 'x', { waitMs: 0 });
+      assert.ok(await eventually(() => got.includes('x'), 3000), 'the push waits in the mailbox: the wake-up went to a dead subscription');
+      assert.ok(A.store.subRestarts >= 1);
+    } finally {
+      c.close();
+      for (const p of conns) {
+        p.c.destroy();
+        p.s.destroy();
+      }
+      proxy.close();
+      await stop(A, B);
+    }
+  });
+
+  test('a Redis that stops answering (SIGSTOP) fails a push within commandTimeoutMs (LL_ERR_STORE_UNAVAILABLE), not never; it serves again once resumed', async () => {
+    const own = await startRedis();
+    const store = new RedisStore({ url: own.url, prefix: 'p:', commandTimeoutMs: 1500 });
+    const gw = new Gateway({ tcp: false, ws: false, store, heartbeat: POLICY });
+    try {
+      await store.rememberDevice('u', 'd', Date.now() + 60_000);
+      process.kill(own.pid, 'SIGSTOP');
+      const t0 = Date.now();
+      await assert.rejects(gw.push('u', 'x', { waitMs: 0 }), { code: 'LL_ERR_STORE_UNAVAILABLE' });
+      assert.ok(Date.now() - t0 < 5000, `failed after ${Date.now() - t0} ms`);
+      process.kill(own.pid, 'SIGCONT');
+      const r = await gw.push('u', 'y', { waitMs: 0 });
+      assert.deepEqual(r.devices.map((d) => d.status), ['queued']);
+    } finally {
+      try {
+        process.kill(own.pid, 'SIGCONT');
+      } catch {
+        // gone
+      }
+      await gw.close();
+      await store.close();
+      await own.stop();
     }
   });
 });

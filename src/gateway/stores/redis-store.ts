@@ -78,6 +78,13 @@ export interface RedisStoreOptions {
   dedupWindowMs?: number;
   /** Devices remembered per user; a new one beyond it evicts the one whose time ends first. */
   maxKnownDevicesPerUser?: number;
+  /**
+   * A command not answered in this long fails (a Redis paused or cut off
+   * without a reset): the push answers 503 / `failed`, a handshake or an
+   * acknowledgement fails its link with 4004, retried. Without it they would
+   * wait as long as the server does not answer.
+   */
+  commandTimeoutMs?: number;
 }
 
 export const REDIS_DEFAULTS = {
@@ -93,6 +100,7 @@ export const REDIS_DEFAULTS = {
   dedupIdsPerDevice: MEMORY_STORE_DEFAULTS.dedupIdsPerDevice,
   dedupWindowMs: MEMORY_STORE_DEFAULTS.dedupWindowMs,
   maxKnownDevicesPerUser: MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser,
+  commandTimeoutMs: 5000,
 };
 
 type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
@@ -170,6 +178,11 @@ export class RedisStore implements Store {
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
   private adminUrl: string | null = null;
   private closed = false;
+  private subTimer: NodeJS.Timeout | null = null;
+  /** Subscriptions restarted because they stopped answering. */
+  subRestarts = 0;
+  /** The Redis server's run id when last connected (single server): a new one is a restart. */
+  private runId: string | null = null;
   /** The connection's last error, to say why Redis is unreachable (ioredis's own rejection only counts retries). */
   private lastConnectError: Error | null = null;
 
@@ -182,12 +195,16 @@ export class RedisStore implements Store {
     if (!(Number.isInteger(this.o.mailboxShards) && this.o.mailboxShards >= 1 && this.o.mailboxShards <= 16384)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis mailboxShards: an integer from 1 to 16384');
     if (!(Number.isInteger(this.o.sweepShardsPerCall) && this.o.sweepShardsPerCall >= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis sweepShardsPerCall: an integer ≥ 1');
     if (!(Number.isInteger(this.o.waitReplicas) && this.o.waitReplicas >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis waitReplicas: an integer ≥ 0');
-    this.redis = connectRedis({ url: this.o.url, cluster: this.o.cluster }, 'RedisStore', { maxRetriesPerRequest: 3 });
+    if (!(Number.isInteger(this.o.commandTimeoutMs) && this.o.commandTimeoutMs > this.o.waitTimeoutMs)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis commandTimeoutMs: an integer above waitTimeoutMs (${this.o.waitTimeoutMs})`);
+    this.redis = connectRedis({ url: this.o.url, cluster: this.o.cluster }, 'RedisStore', { maxRetriesPerRequest: 3, commandTimeout: this.o.commandTimeoutMs });
     this.redis.on('error', (err: Error) => {
       // ioredis reconnects by itself; operations in flight reject and the gateway reports them.
       this.lastConnectError = err;
     });
-    this.redis.on('ready', () => (this.lastConnectError = null));
+    this.redis.on('ready', () => {
+      this.lastConnectError = null;
+      if (!this.o.cluster) void this.checkRunId();
+    });
     this.redis.defineCommand('llEnqueue', { numberOfKeys: 3, lua: ENQUEUE });
     this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
     this.redis.defineCommand('llAck', { numberOfKeys: 3, lua: ACK });
@@ -294,7 +311,10 @@ export class RedisStore implements Store {
     };
     if (isCluster(this.redis)) {
       this.watchFailovers(this.redis as unknown as import('ioredis').Cluster);
-      return this.subscribeInCluster(channels, onMessage);
+      await this.subscribeInCluster(channels, onMessage);
+      // Gone quiet: its node is left for the next ('end' moves the subscription on).
+      this.watchSubscriber((sub) => sub.disconnect());
+      return;
     }
     const sub = (this.sub = this.redis.duplicate());
     sub.on('error', () => {});
@@ -309,6 +329,36 @@ export class RedisStore implements Store {
         () => {},
       );
     });
+    // Gone quiet: reconnected, which subscribes again and resyncs as above.
+    this.watchSubscriber((s) => s.disconnect(true));
+  }
+
+  /**
+   * A subscription only listens, so a connection that died without a reset
+   * (a middlebox that dropped it) would go unnoticed for the kernel's
+   * keepalive, two hours: every wake-up, kick and notice to this node lost
+   * meanwhile, while its lease, renewed on the other connection, says it is
+   * fine. A PING each lease renewal, answered within the lease's slack
+   * (`leaseTtlMs - leaseRenewMs`), says it still hears; otherwise `restart`.
+   */
+  private watchSubscriber(restart: (sub: Redis) => void): void {
+    let asking = false;
+    const deadline = this.o.leaseTtlMs - this.o.leaseRenewMs;
+    this.subTimer = setInterval(() => {
+      const sub = this.sub;
+      if (!sub || asking || this.closed || sub.status !== 'ready') return;
+      asking = true;
+      let timer: NodeJS.Timeout | undefined;
+      void Promise.race([sub.ping().then(() => true, () => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(false), deadline)))]).then((heard) => {
+        clearTimeout(timer);
+        asking = false;
+        if (!heard && this.sub === sub && !this.closed) {
+          this.subRestarts++;
+          restart(sub);
+        }
+      });
+    }, this.o.leaseRenewMs);
+    this.subTimer.unref();
   }
 
   /**
@@ -370,6 +420,26 @@ export class RedisStore implements Store {
       seen = now;
       if (moved && !this.closed) this.onResync?.('failover');
     });
+  }
+
+  /**
+   * A Redis restarted from a snapshot (RDB, or an AOF fsynced each second,
+   * after a crash) has the epoch and even this node's lease, so neither says
+   * that the writes since the snapshot are gone (presence, sessions, known
+   * devices). Its run id, new at every start, does: a connection that comes
+   * back to another run id is a store that may have lost data.
+   */
+  private async checkRunId(): Promise<void> {
+    let id: string | undefined;
+    try {
+      id = /run_id:(\w+)/.exec(await this.redis.info('server'))?.[1];
+    } catch {
+      return; // asked again at the next (re)connection
+    }
+    if (id === undefined) return;
+    const before = this.runId;
+    this.runId = id;
+    if (before !== null && before !== id && this.nodeId !== null && !this.closed) this.onResync?.('store-reset');
   }
 
   private async renewLease(): Promise<void> {
@@ -635,6 +705,7 @@ export class RedisStore implements Store {
   abandon(): void {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    if (this.subTimer) clearInterval(this.subTimer);
     this.sub?.disconnect();
     this.redis.disconnect();
   }
@@ -643,6 +714,7 @@ export class RedisStore implements Store {
     if (this.closed) return;
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
+    if (this.subTimer) clearInterval(this.subTimer);
     // A clean stop gives up the lease at once; a crash lets it lapse.
     if (this.nodeId !== null) {
       await Promise.all([this.redis.del(this.nk('node', this.nodeId)), this.redis.zrem(this.nk('nodes'), this.nodeId)]).catch(() => {});
