@@ -239,4 +239,24 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await own.stop();
     }
   });
+
+  test('a kick published while the device\'s node is between subscriptions (a reconnection) is published again until heard: the device is kicked', async () => {
+    const prefix = `rf${++n}:`;
+    const A = await node(redis!.url, prefix, 'A');
+    const B = await node(redis!.url, prefix, 'B');
+    const c = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      const closed = new Promise<CloseEvent>((r) => c.once('close', r));
+      await c.connect();
+      assert.ok(await eventually(async () => (await A.gw.presence('u')).length === 1));
+      // B's subscription drops (a network blip, client-output-buffer-limit pubsub, CLIENT KILL).
+      (B.store as unknown as { sub: Redis }).sub.disconnect(true);
+      assert.equal(await A.gw.closeAcrossCluster('kick', 'u'), 1);
+      const ev = await Promise.race([closed, sleep(3000).then(() => null)]);
+      assert.equal(ev?.code, 4507, 'the kicked device is still connected to B');
+    } finally {
+      c.close();
+      await stop(A, B);
+    }
+  });
 });

@@ -167,6 +167,13 @@ for (const kind of kinds) {
         await s.setOnline(onB);
         assert.equal(await s.setOffline('u', 'd', 'ka'), false, 'not its entry any more');
         assert.equal(await s.takeBackOnline('u', 'd', 'kb'), undefined, 'the gone link is not put back');
+        // Nor by a handshake that lost its link, given the entry it displaced: that link closed since (its
+        // node's removal found it displaced), and no one would remove it again.
+        await s.setOnline(onA);
+        await s.setOnline(onB);
+        assert.equal(await s.setOffline('u', 'd', 'ka'), false);
+        assert.equal(await s.setOffline('u', 'd', 'kb', onA), true);
+        assert.equal(await s.setOnline(onB), undefined, 'no ghost of ka was left for the next link to replace');
         await s.setOnline({ ...e1, connectionId: 'c3', since: 3 });
       }
       if (s.restoreOnline) {

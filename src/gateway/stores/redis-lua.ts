@@ -198,8 +198,8 @@ return old
 
 /**
  * KEYS: presence hash, displaced hash. ARGV: deviceId, connectionId,
- * optionally an entry to put back. Removes the entry (or puts that one back)
- * only if it is still that connection's; if a newer entry displaced it, it
+ * optionally an entry to put back (only if the displaced hash still holds it).
+ * Removes the entry (or puts that one back) only if it is still that connection's; if a newer entry displaced it, it
  * is taken out of the displaced hash instead (the link is gone: no take-back
  * may revive it).
  */
@@ -211,7 +211,18 @@ if not raw or cjson.decode(raw).connectionId ~= ARGV[2] then
   if d and cjson.decode(d).connectionId == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
   return 0
 end
-if ARGV[3] then redis.call('HSET', KEYS[1], ARGV[1], ARGV[3]) else redis.call('HDEL', KEYS[1], ARGV[1]) end
+-- Another node's entry is put back only if the displaced hash still holds its link: that node took
+-- it out when the link closed, and putting it back would leave a ghost no one removes.
+local back = nil
+if ARGV[3] then
+  local want = cjson.decode(ARGV[3])
+  if want.nodeId == cjson.decode(raw).nodeId then back = ARGV[3]
+  else
+    local d = redis.call('HGET', KEYS[2], ARGV[1])
+    if d and cjson.decode(d).connectionId == want.connectionId then back = ARGV[3] end
+  end
+end
+if back then redis.call('HSET', KEYS[1], ARGV[1], back) else redis.call('HDEL', KEYS[1], ARGV[1]) end
 redis.call('HDEL', KEYS[2], ARGV[1])
 return 1
 `;

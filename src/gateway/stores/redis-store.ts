@@ -107,6 +107,9 @@ type Json = { id: string; p: string; n: number; e: number; x: number; s: number 
 
 const enc = (s: string) => encodeURIComponent(s);
 
+/** Kicks and notices to other nodes published again at once, at most (see republish). */
+const MAX_REPUBLISHING = 10_000;
+
 /**
  * JSON that Redis's cjson can read back: a lone surrogate (which JSON.stringify
  * writes as an escape cjson refuses) becomes U+FFFD. Otherwise one such string
@@ -179,6 +182,9 @@ export class RedisStore implements Store {
   private adminUrl: string | null = null;
   private closed = false;
   private subTimer: NodeJS.Timeout | null = null;
+  /** Kicks and notices being published again (nobody heard them yet), and those given up. */
+  private republishing = 0;
+  controlsLost = 0;
   /** Subscriptions restarted because they stopped answering. */
   subRestarts = 0;
   /** The Redis server's run id when last connected (single server): a new one is a restart. */
@@ -491,7 +497,40 @@ export class RedisStore implements Store {
         : c.kind === 'check'
           ? { k: 'check', u: c.userId, d: c.deviceId, c: c.connectionId }
           : { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
-    await this.redis.publish(this.k('route', nodeId), JSON.stringify(m));
+    const channel = this.k('route', nodeId);
+    const text = JSON.stringify(m);
+    const heard = await this.redis.publish(channel, text);
+    // Nobody heard it: the node is between subscriptions (a reconnection), or gone. Unlike a wake-up,
+    // whose message waits in its mailbox and whose loss a resubscription's flush makes good, a kick or
+    // a notice lost here is lost for good. (A cluster's PUBLISH counts only its own node's listeners.)
+    if (heard === 0 && !this.o.cluster) this.republish(nodeId, channel, text);
+  }
+
+  /**
+   * Publishes again, backing off, until someone hears it, the node's lease is
+   * gone (its links went with it), or a lease's time passed (a node that has
+   * not resubscribed by then has lapsed and re-asserts everything). Bounded in
+   * number: beyond MAX_REPUBLISHING at once, a notice is given up (counted).
+   */
+  private republish(nodeId: string, channel: string, text: string): void {
+    if (this.republishing >= MAX_REPUBLISHING) {
+      this.controlsLost++;
+      return;
+    }
+    this.republishing++;
+    const until = Date.now() + this.o.leaseTtlMs;
+    let delay = 50;
+    const attempt = async (): Promise<void> => {
+      if (this.closed || Date.now() > until) return void this.republishing--;
+      try {
+        if ((await this.redis.get(this.nk('node', nodeId))) === null || (await this.redis.publish(channel, text)) > 0) return void this.republishing--;
+      } catch {
+        // the store is down: tried again below, within the lease's time
+      }
+      delay = Math.min(delay * 2, 1000);
+      setTimeout(() => void attempt(), delay).unref();
+    };
+    setTimeout(() => void attempt(), delay).unref();
   }
 
   /** A best-effort DATA frame to every connection of every other node. */
