@@ -259,4 +259,17 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await stop(A, B);
     }
   });
+
+  test('a device past its known time but still holding messages stays known (as in the memory store): its record\'s key lives as long as its messages', async () => {
+    const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:` });
+    try {
+      const t = Date.now();
+      await s.rememberDevice('u', 'd', t + 200);
+      await s.enqueue('u', 'd', msg('held', t + 60_000), LIMITS);
+      await sleep(400);
+      assert.deepEqual(await s.knownDevices('u', Date.now()), ['d']);
+    } finally {
+      await s.close();
+    }
+  });
 });

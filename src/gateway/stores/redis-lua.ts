@@ -165,6 +165,13 @@ if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KE
 return 1
 `;
 
+/** KEYS: a key. ARGV: ttl ms. Makes an existing key with a TTL live at least that long. */
+export const EXTEND_TTL = `
+local t = redis.call('PTTL', KEYS[1])
+if t >= 0 and t < tonumber(ARGV[1]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[1])) end
+return t
+`;
+
 /** KEYS: session. ARGV: value, ttl ms, node id. Writes unless the stored record is held open by another node; 1 if written. */
 export const SAVE_SESSION_UNLESS_OPEN = `
 local raw = redis.call('GET', KEYS[1])

@@ -4,7 +4,7 @@ import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
+import { ACK, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
@@ -158,6 +158,7 @@ declare module 'ioredis' {
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
     llSaveSessionUnlessOpen(key: string, value: string, ttlMs: number, nodeId: string): Promise<number>;
     llForgetDevice(key: string, deviceId: string, until: string): Promise<number>;
+    llExtendTtl(key: string, ttlMs: number): Promise<number>;
   }
 }
 
@@ -224,6 +225,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
     this.redis.defineCommand('llSaveSessionUnlessOpen', { numberOfKeys: 1, lua: SAVE_SESSION_UNLESS_OPEN });
     this.redis.defineCommand('llForgetDevice', { numberOfKeys: 1, lua: FORGET_DEVICE });
+    this.redis.defineCommand('llExtendTtl', { numberOfKeys: 1, lua: EXTEND_TTL });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
 
@@ -676,7 +678,13 @@ export class RedisStore implements Store {
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
     const json: Json = { id: msg.id, p: Buffer.from(msg.payload).toString('base64'), n: msg.payload.length, e: msg.enqueuedAt, x: msg.expiresAt, s: 0 };
-    const evicted = await this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt);
+    // The user's known devices live (as a key) as long as the message may: a device past its known
+    // time is still known while it holds messages (knownDevices), as in the memory store, but only
+    // if the key with its record has not expired first.
+    const [evicted] = await Promise.all([
+      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt),
+      this.redis.llExtendTtl(this.uk(userId, 'known'), Math.max(1, Math.round(msg.expiresAt - Date.now()))),
+    ]);
     await this.replicated(mb.list);
     return evicted.map(toMessage);
   }
