@@ -272,4 +272,72 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await s.close();
     }
   });
+
+  /**
+   * A proxy to Redis that, armed with a marker, forwards the next request holding it, lets Redis
+   * run it, then cuts the connection instead of passing the answer back (an answer lost after the
+   * command was applied): ioredis sends it again on its new connection.
+   */
+  async function answerDropper() {
+    const port = await freePort();
+    let marker: string | null = null;
+    let cuts = 0;
+    const server = net.createServer((c) => {
+      const s = net.connect(redis!.port, '127.0.0.1');
+      let dropNext = false;
+      c.on('data', (d) => {
+        if (marker && d.toString('latin1').includes(marker)) {
+          marker = null;
+          dropNext = true;
+        }
+        s.write(d);
+      });
+      s.on('data', (d) => {
+        if (dropNext) {
+          cuts++;
+          c.destroy();
+          s.destroy();
+          return;
+        }
+        c.write(d);
+      });
+      c.on('error', () => {});
+      s.on('error', () => {});
+      c.on('close', () => s.destroy());
+      s.on('close', () => c.destroy());
+    });
+    await new Promise<void>((r) => server.listen(port, '127.0.0.1', r));
+    return { url: `redis://127.0.0.1:${port}`, arm: (m: string) => (marker = m), cuts: () => cuts, close: () => server.close() };
+  }
+
+  test('a queued message whose answer was lost (the command re-sent) is in the mailbox once', async () => {
+    const p = await answerDropper();
+    const s = new RedisStore({ url: p.url, prefix: `rf${++n}:` });
+    try {
+      p.arm('only-once-id');
+      await s.enqueue('u', 'd', msg('only-once-id'), LIMITS);
+      assert.equal(p.cuts(), 1);
+      assert.equal(await s.depth('u', 'd'), 1);
+    } finally {
+      await s.close();
+      p.close();
+    }
+  });
+
+  test('a presence write whose answer was lost (re-sent) still answers with the other node\'s entry it displaced, which a take-back then puts back', async () => {
+    const p = await answerDropper();
+    const s = new RedisStore({ url: p.url, prefix: `rf${++n}:` });
+    try {
+      const base = { userId: 'u', deviceId: 'd', transport: 'tcp' as const, since: 1, clientInfo: {} };
+      await s.setOnline({ ...base, connectionId: 'b1', nodeId: 'B' });
+      p.arm('a1-conn');
+      const old = await s.setOnline({ ...base, connectionId: 'a1-conn', nodeId: 'A' });
+      assert.equal(p.cuts(), 1);
+      assert.equal(old?.connectionId, 'b1');
+      assert.equal((await s.takeBackOnline('u', 'd', 'a1-conn'))?.connectionId, 'b1');
+    } finally {
+      await s.close();
+      p.close();
+    }
+  });
 });

@@ -67,6 +67,30 @@ for (const kind of kinds) {
         }
       });
 
+    withStore('a message whose id the mailbox holds is not queued again (a retried push); once acknowledged it may be', async (s) => {
+      await s.enqueue('u', 'd', msg('a'), LIMITS);
+      await s.enqueue('u', 'd', msg('b'), LIMITS);
+      assert.deepEqual(await s.enqueue('u', 'd', msg('a'), LIMITS), []);
+      assert.equal(await s.depth('u', 'd'), 2);
+      const taken = await s.take('u', 'd', 'L1', 0);
+      assert.deepEqual(ids(taken), ['a', 'b']);
+      await s.enqueue('u', 'd', msg('b'), LIMITS); // sent, not acknowledged: still held
+      assert.equal(await s.depth('u', 'd'), 2);
+      await s.ack('u', 'd', 'L1', 2);
+      await s.enqueue('u', 'd', msg('a'), LIMITS); // acknowledged: a new message under an old id
+      assert.deepEqual(ids(await s.take('u', 'd', 'L1', 2)), ['a']);
+      // Evicted or expired, an id is free again.
+      const tight = { maxMessages: 1, maxBytes: 1 << 20 };
+      assert.deepEqual(ids(await s.enqueue('u', 'x', msg('e1'), tight)), []);
+      assert.deepEqual(ids(await s.enqueue('u', 'x', msg('e2'), tight)), ['e1']);
+      assert.deepEqual(ids(await s.enqueue('u', 'x', msg('e1'), tight)), ['e2']);
+      assert.equal(await s.depth('u', 'x'), 1);
+      await s.enqueue('u', 'y', msg('t1', 5000), LIMITS);
+      assert.equal((await s.expire(6000, true)).length, 1);
+      await s.enqueue('u', 'y', msg('t1'), LIMITS);
+      assert.equal(await s.depth('u', 'y'), 1);
+    });
+
     withStore('a mailbox numbers for its holder, hands out what is past afterSeq, and acks remove in order', async (s) => {
       for (const id of ['a', 'b', 'c']) await s.enqueue('u', 'd', msg(id), LIMITS);
       const taken = await s.take('u', 'd', 'L1', 0);

@@ -397,6 +397,8 @@ export class MemoryStore implements Store {
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
     const len = msg.payload.length;
     const m = this.mailboxes.get(`${userId}\u0000${deviceId}`);
+    // Held already (a retried push): not queued twice. From the newest: a retry comes soon after.
+    if (m) for (let i = m.messages.length - 1; i >= 0; i--) if (m.messages[i].id === msg.id) return [];
     // The oldest the device's own bounds push out to take it (never the new one): their bytes are room.
     let drop = 0;
     let freed = 0;

@@ -3,7 +3,7 @@
  * script, so gateways on several nodes can push into and deliver from the
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
- * hash {holder, high, bytes}; each mailbox shard's `expiry` is a sorted set of
+ * hash {holder, high, bytes} and a hash of the message ids it holds; each mailbox shard's `expiry` is a sorted set of
  * its mailbox ids scored by at most the earliest expiresAt in them: a lower
  * bound, lowered by ENQUEUE and left as it is when messages go (ACK, an
  * eviction), which can only raise the earliest; EXPIRE, when the score comes
@@ -14,16 +14,25 @@
  * a Redis Cluster (EXPIRE reaches mailboxes by name: same tag, same slot).
  */
 
-/** KEYS: list, meta, expiry. ARGV: message json, bytes, maxMessages, maxBytes, mailbox id, expiresAt. Returns evicted messages. */
+/**
+ * KEYS: list, meta, expiry, ids. ARGV: message json, bytes, maxMessages,
+ * maxBytes, mailbox id, expiresAt, message id. Returns evicted messages. A
+ * message whose id the mailbox holds already is not queued again: a retried
+ * push (the backend's, or a command re-sent after its answer was lost).
+ */
 export const ENQUEUE = `
+if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return {} end
 redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[7], 1)
 local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', tonumber(ARGV[2]))
 local maxMessages = tonumber(ARGV[3])
 local maxBytes = tonumber(ARGV[4])
 local evicted = {}
 while redis.call('LLEN', KEYS[1]) > 1 and (redis.call('LLEN', KEYS[1]) > maxMessages or bytes > maxBytes) do
   local old = redis.call('LPOP', KEYS[1])
-  bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -cjson.decode(old).n)
+  local om = cjson.decode(old)
+  bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -om.n)
+  redis.call('HDEL', KEYS[4], om.id)
   table.insert(evicted, old)
 end
 local score = redis.call('ZSCORE', KEYS[3], ARGV[5])
@@ -58,7 +67,7 @@ redis.call('HSET', KEYS[2], 'holder', ARGV[1], 'high', next)
 return out
 `;
 
-/** KEYS: list, meta, expiry. ARGV: holder, upTo, mailbox id. Removes and returns the messages with seq ≤ upTo while the holder holds the mailbox. */
+/** KEYS: list, meta, expiry, ids. ARGV: holder, upTo, mailbox id. Removes and returns the messages with seq ≤ upTo while the holder holds the mailbox. */
 export const ACK = `
 if redis.call('HGET', KEYS[2], 'holder') ~= ARGV[1] then return {} end
 local upTo = tonumber(ARGV[2])
@@ -70,19 +79,21 @@ while true do
   if m.s == 0 or m.s > upTo then break end
   redis.call('LPOP', KEYS[1])
   redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
+  redis.call('HDEL', KEYS[4], m.id)
   table.insert(out, head)
 end
 -- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
 if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2])
+  redis.call('DEL', KEYS[2], KEYS[4])
   redis.call('ZREM', KEYS[3], ARGV[3])
 end
 return out
 `;
 
 /**
- * KEYS: expiry. ARGV: now, key prefix of mailbox lists, of metas. Removes every
- * message whose expiresAt ≤ now; returns [mailbox id, message json, ...].
+ * KEYS: expiry. ARGV: now, key prefix of mailbox lists, of metas, of id
+ * indexes. Removes every message whose expiresAt ≤ now; returns
+ * [mailbox id, message json, ...].
  */
 export const EXPIRE = `
 local now = tonumber(ARGV[1])
@@ -91,6 +102,7 @@ local out = {}
 for _, mbid in ipairs(due) do
   local list = ARGV[2] .. mbid
   local meta = ARGV[3] .. mbid
+  local ids = ARGV[4] .. mbid
   local all = redis.call('LRANGE', list, 0, -1)
   local keep = {}
   local min = nil
@@ -98,6 +110,7 @@ for _, mbid in ipairs(due) do
     local m = cjson.decode(raw)
     if m.x <= now then
       redis.call('HINCRBY', meta, 'bytes', -m.n)
+      redis.call('HDEL', ids, m.id)
       table.insert(out, mbid)
       table.insert(out, raw)
     else
@@ -109,7 +122,7 @@ for _, mbid in ipairs(due) do
   -- acknowledged) is only corrected.
   if #keep < #all then
     redis.call('DEL', list)
-    if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) else redis.call('DEL', meta) end
+    if #keep > 0 then redis.call('RPUSH', list, unpack(keep)) else redis.call('DEL', meta, ids) end
   end
   if min == nil then redis.call('ZREM', KEYS[1], mbid) else redis.call('ZADD', KEYS[1], min, mbid) end
 end
@@ -243,6 +256,12 @@ return 1
  */
 export const SET_ONLINE = `
 local old = redis.call('HGET', KEYS[1], ARGV[1])
+-- Its own entry already: this write again (re-sent after its answer was lost). The answer is the
+-- first one's: what it displaced, if another node's, is kept in the displaced hash.
+if old and cjson.decode(old).connectionId == cjson.decode(ARGV[2]).connectionId then
+  redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  return redis.call('HGET', KEYS[2], ARGV[1]) or ''
+end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if old and cjson.decode(old).nodeId ~= ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], old) else redis.call('HDEL', KEYS[2], ARGV[1]) end
 return old or ''

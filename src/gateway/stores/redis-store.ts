@@ -144,10 +144,10 @@ const toMessage = (raw: string): QueuedMessage => {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    llEnqueue(list: string, meta: string, expiry: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number): Promise<string[]>;
+    llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
-    llAck(list: string, meta: string, expiry: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
-    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string): Promise<string[]>;
+    llAck(list: string, meta: string, expiry: string, ids: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
+    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
@@ -212,9 +212,9 @@ export class RedisStore implements Store {
       this.lastConnectError = null;
       if (!this.o.cluster) void this.checkRunId();
     });
-    this.redis.defineCommand('llEnqueue', { numberOfKeys: 3, lua: ENQUEUE });
+    this.redis.defineCommand('llEnqueue', { numberOfKeys: 4, lua: ENQUEUE });
     this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
-    this.redis.defineCommand('llAck', { numberOfKeys: 3, lua: ACK });
+    this.redis.defineCommand('llAck', { numberOfKeys: 4, lua: ACK });
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
@@ -655,11 +655,11 @@ export class RedisStore implements Store {
 
   // Mailboxes.
 
-  /** A mailbox's list, meta hash and its shard's expiry index (one slot). */
-  private mailbox(userId: string, deviceId: string): { list: string; meta: string; expiry: string; id: string } {
+  /** A mailbox's list, meta hash, the ids it holds, and its shard's expiry index (one slot). */
+  private mailbox(userId: string, deviceId: string): { list: string; meta: string; ids: string; expiry: string; id: string } {
     const shard = shardOf(userId, this.o.mailboxShards);
     const id = this.mbid(userId, deviceId);
-    return { list: this.mk(shard, 'mb', id), meta: this.mk(shard, 'mbm', id), expiry: this.mk(shard, 'expiry'), id };
+    return { list: this.mk(shard, 'mb', id), meta: this.mk(shard, 'mbm', id), ids: this.mk(shard, 'mbi', id), expiry: this.mk(shard, 'expiry'), id };
   }
 
   /**
@@ -682,7 +682,7 @@ export class RedisStore implements Store {
     // time is still known while it holds messages (knownDevices), as in the memory store, but only
     // if the key with its record has not expired first.
     const [evicted] = await Promise.all([
-      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt),
+      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, mb.ids, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt, toWellFormed(msg.id)),
       this.redis.llExtendTtl(this.uk(userId, 'known'), Math.max(1, Math.round(msg.expiresAt - Date.now()))),
     ]);
     await this.replicated(mb.list);
@@ -696,7 +696,7 @@ export class RedisStore implements Store {
 
   async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
-    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, holder, upTo, mb.id)).map(toMessage);
+    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, mb.ids, holder, upTo, mb.id)).map(toMessage);
   }
 
   /** The next `sweepShardsPerCall` shards' due messages (`all`: every shard's). */
@@ -706,7 +706,7 @@ export class RedisStore implements Store {
     const first = all ? 0 : this.sweepCursor;
     this.sweepCursor = (this.sweepCursor + n) % total;
     const shards = Array.from({ length: n }, (_, i) => (first + i) % total);
-    const flats = await Promise.all(shards.map((s) => this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''))));
+    const flats = await Promise.all(shards.map((s) => this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''), this.mk(s, 'mbi', ''))));
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
     for (const flat of flats) {
       for (let i = 0; i < flat.length; i += 2) {

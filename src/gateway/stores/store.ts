@@ -102,7 +102,12 @@ export interface MailboxLimits {
  * acknowledgement, expiry or eviction, and the last two are reported.
  */
 export interface MailboxStore {
-  /** Appends a message; returns the messages evicted to respect `limits` (oldest first). */
+  /**
+   * Appends a message; returns the messages evicted to respect `limits`
+   * (oldest first). A message whose id the mailbox still holds is not
+   * appended again (a retried push, or a write re-sent after its answer was
+   * lost): once acknowledged, expired or evicted, the id may be queued anew.
+   */
   enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]>;
   /**
    * Binds the mailbox to `holder` (the connection that will write what it
