@@ -101,6 +101,7 @@ export function serveCommand(): Command {
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
     .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
+    .option('--max-queued-bytes-per-user <n>', "in-memory store: payload bytes queued for one user's devices together; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)", positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytesPerUser)
     .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
     .option('--max-devices-per-user <n>', 'in-memory store: devices with any record per user (known, sessions, online); a new one drops one that is not online', positiveInt, MEMORY_STORE_DEFAULTS.maxDevicesPerUser)
@@ -172,7 +173,7 @@ export function serveCommand(): Command {
       try {
         store = o.redis
           ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, commandTimeoutMs: o.redisCommandTimeoutMs, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
-          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal, maxDevicesPerUser: o.maxDevicesPerUser });
+          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal, maxQueuedBytesPerUser: o.maxQueuedBytesPerUser, maxDevicesPerUser: o.maxDevicesPerUser });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
       }

@@ -479,10 +479,32 @@ test('memory store: queued bytes are bounded in all (maxQueuedBytes): a message 
   // A device's own bound evicting its oldest gives room back too.
   await s.enqueue('u5', 'd', msg('f', 1e13, 300), { maxMessages: 1, maxBytes: 600 });
   assert.equal((await s.queueTotals()).bytes, 1000);
-  // A device online here is never refused: its messages are on their way out.
+  // A device online here is taken past the bound (its messages are on their way out), up to twice it.
   await s.setOnline({ userId: 'u6', deviceId: 'd', connectionId: 'c6', nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
   await s.enqueue('u6', 'd', msg('g', 1e13, 500), big);
   assert.equal((await s.queueTotals()).bytes, 1500);
+  await s.enqueue('u6', 'd', msg('h', 1e13, 500), { maxMessages: 100, maxBytes: 1000 });
+  await assert.rejects(s.enqueue('u6', 'd', msg('i', 1e13, 1), { maxMessages: 100, maxBytes: 2000 }), { code: 'LL_ERR_QUEUE_FULL' });
+  await s.close();
+});
+
+test('memory store: one user\'s devices together hold at most maxQueuedBytesPerUser, online or not, so devices that never acknowledge cannot take what every user shares', async () => {
+  const s = new MemoryStore({ maxQueuedBytes: 100_000, maxQueuedBytesPerUser: 10_000 });
+  const perDevice = { maxMessages: 1000, maxBytes: 4000 };
+  // The attacker's 40 devices, all online, none acknowledging: each would hold its 4,000 bytes.
+  for (let d = 0; d < 40; d++) await s.setOnline({ userId: 'mallory', deviceId: `d${d}`, connectionId: `c${d}`, nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+  let refused = 0;
+  for (let i = 0; i < 5; i++) {
+    for (let d = 0; d < 40; d++) await s.enqueue('mallory', `d${d}`, msg(`m${i}`, 1e13, 1000), perDevice).catch((e: { code: string }) => (assert.equal(e.code, 'LL_ERR_QUEUE_FULL'), refused++));
+  }
+  assert.equal((await s.queueTotals()).bytes, 10_000);
+  assert.equal(refused, 190);
+  // Everyone else's offline pushes still go in.
+  await s.enqueue('alice', 'phone', msg('hi', 1e13, 9000), { maxMessages: 10, maxBytes: 1 << 20 }).catch(() => assert.fail('alice refused'));
+  // Acknowledged, expired: the user's room comes back.
+  await s.take('mallory', 'd0', 'c0', 0);
+  await s.ack('mallory', 'd0', 'c0', 10);
+  await s.enqueue('mallory', 'd1', msg('again', 1e13, 1000), perDevice);
   await s.close();
 });
 

@@ -101,11 +101,20 @@ export interface MemoryStoreOptions {
    * Payload bytes queued in all mailboxes. A message past it for a device
    * that is not online is refused (LL_ERR_QUEUE_FULL: its push reports
    * `failed` for that device) rather than evict another user's; one for an
-   * online device is taken (it is delivered and acknowledged at once). The
-   * per-device bounds alone let pushes to many devices (the chat relay's
-   * `@user`, from one sender) hold gigabytes for the messages' TTL.
+   * online device is taken (it is delivered and acknowledged at once), up to
+   * twice this bound in all. The per-device bounds alone let pushes to many
+   * devices (the chat relay's `@user`, from one sender) hold gigabytes for
+   * the messages' TTL.
    */
   maxQueuedBytes?: number;
+  /**
+   * Payload bytes queued for one user's devices together, online or not:
+   * beyond, a push to that user fails for the device (LL_ERR_QUEUE_FULL).
+   * Without it one user's devices that never acknowledge (up to
+   * maxDevicesPerUser, each holding its per-device bound) could hold the
+   * whole of maxQueuedBytes, and every other user's offline pushes failed.
+   */
+  maxQueuedBytesPerUser?: number;
 }
 
 export const MEMORY_STORE_DEFAULTS = {
@@ -118,6 +127,7 @@ export const MEMORY_STORE_DEFAULTS = {
   maxKnownDevicesPerUser: 64,
   maxKnownDevices: 200_000,
   maxQueuedBytes: 256 << 20,
+  maxQueuedBytesPerUser: 16 << 20,
   maxDevicesPerUser: 1024,
 };
 
@@ -200,8 +210,9 @@ export class MemoryStore implements Store {
   /** By `user\0device`, least recently recorded first. */
   private readonly dedup = new Map<string, DedupWindow>();
   private dedupBytes = 0;
-  /** Payload bytes in all mailboxes (maxQueuedBytes). */
+  /** Payload bytes in all mailboxes (maxQueuedBytes), and per user with any queued (maxQueuedBytesPerUser). */
   private queuedBytes = 0;
+  private readonly userQueuedBytes = new Map<string, number>();
 
   /**
    * The entry looked up last. A handshake asks for the same device's entry
@@ -411,13 +422,19 @@ export class MemoryStore implements Store {
     }
     // A device online here takes it all the same: it is on its way out, and refusing it would turn a
     // store full of messages for offline devices into an outage for everyone connected.
-    if (this.queuedBytes + len - freed > this.limits.maxQueuedBytes && this.find(userId, deviceId)?.online !== true) {
+    const total = this.queuedBytes + len - freed;
+    if (total > this.limits.maxQueuedBytes && (total > 2 * this.limits.maxQueuedBytes || this.find(userId, deviceId)?.online !== true)) {
       throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${len} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
+    }
+    const mine = (this.userQueuedBytes.get(userId) ?? 0) + len - freed;
+    if (mine > this.limits.maxQueuedBytesPerUser) {
+      throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes of user ${userId} hold ${mine - len + freed} bytes; ${len} more would pass maxQueuedBytesPerUser (${this.limits.maxQueuedBytesPerUser})`);
     }
     const box = m ?? this.mailbox(userId, deviceId);
     box.messages.push({ ...msg, seq: 0 });
     box.bytes += len - freed;
     this.queuedBytes += len - freed;
+    this.userQueuedBytes.set(userId, mine);
     return drop > 0 ? box.messages.splice(0, drop) : [];
   }
 
@@ -452,6 +469,7 @@ export class MemoryStore implements Store {
     for (const a of acked) {
       m.bytes -= a.payload.length;
       this.queuedBytes -= a.payload.length;
+      this.unqueued(userId, a.payload.length);
     }
     if (m.messages.length === 0) this.mailboxes.delete(`${userId}\u0000${deviceId}`);
     return acked;
@@ -466,6 +484,7 @@ export class MemoryStore implements Store {
         if (message.expiresAt > now) return true;
         m.bytes -= message.payload.length;
         this.queuedBytes -= message.payload.length;
+        this.unqueued(userId, message.payload.length);
         out.push({ userId, deviceId, message });
         return false;
       });
@@ -618,5 +637,12 @@ export class MemoryStore implements Store {
     this.dedup.clear();
     this.dedupBytes = 0;
     this.queuedBytes = 0;
+    this.userQueuedBytes.clear();
+  }
+
+  private unqueued(userId: string, bytes: number): void {
+    const left = (this.userQueuedBytes.get(userId) ?? 0) - bytes;
+    if (left > 0) this.userQueuedBytes.set(userId, left);
+    else this.userQueuedBytes.delete(userId);
   }
 }
