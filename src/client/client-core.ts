@@ -12,7 +12,7 @@ import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
-import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
+import { checkIntervalMs, resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
 import { typedEmitter } from '../core/typed-emitter.js';
 
 const UTF8 = new TextEncoder();
@@ -634,7 +634,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * detector, still on the old one, convict a healthy link first.
    */
   setIntervalMs(ms: number): void {
-    if (!(ms > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `intervalMs must be positive, got ${ms}`);
+    // Validated even while disconnected: the next HELLO carries it as a varint.
+    checkIntervalMs('intervalMs', ms);
     this.intervalMs = ms;
     if (!this.link || !this.welcome || !this.scheduler) return;
     // The gateway clamps to the granted range; clamp the same way so both
