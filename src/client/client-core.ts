@@ -106,6 +106,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private welcoming = false;
   /** The interval the last HELLO asked for: one set after it is announced once WELCOME comes. */
   private helloIntervalMs: number | undefined;
+  /**
+   * The gateway's own interval (a WELCOME to a HELLO that announced none): where the learner
+   * starts a network never seen. Not the interval in use, which is another network's learned one.
+   */
+  private gatewayIntervalMs: number | undefined;
+  /** A check started by networkChanged() is running: a death it finds is the network's doing, not the NAT's. */
+  private networkCheck = false;
   /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
   private hintedWait = false;
   /** Aborts the attempt's dial when close() or a newer attempt makes it moot. */
@@ -286,6 +293,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.fail('unexpected-frame', (err as Error).message);
       return;
     }
+    this.networkCheck = false;
     this.detector?.heard(now);
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
     if (this.learner && this.welcome) this.learnFromReceive(now);
@@ -368,6 +376,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.resumeToken = w.resumeToken;
     this.reportedRttMs = -1; // a new link: tell it again
     const g = w.heartbeat;
+    if (this.helloIntervalMs === undefined) this.gatewayIntervalMs = g.intervalMs;
     this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);
     this.detector = g.direction === 'server' ? new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now) : null;
     if (this.stableTimer !== null) o.timers.clearTimeout(this.stableTimer);
@@ -379,8 +388,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.setState('open');
     this.armHeartbeat(now);
     if (this.learner && g.direction === 'client') {
-      const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, g.intervalMs, now);
-      const ms = this.learner.intervalMs(g.intervalMs);
+      const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, this.startMs()!, now);
+      const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
     }
     if (w.resumed) {
@@ -518,7 +527,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * function reports it, after the close it caused.
    */
   private learnFromDeath(now: number, gapMs: number): (() => void) | null {
-    if (!this.learner) return null;
+    // Found by the check a network change started: the old path went away, the NAT did not time out.
+    if (!this.learner || this.networkCheck) return null;
     const change = this.learner.failed(gapMs, now);
     const ms = this.learner.intervalMs();
     const r = this.learner.record;
@@ -581,12 +591,25 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (change) this.applyLearned(change, now);
   }
 
+  /**
+   * Where the learner starts a network never seen (it doubles this for the first probe): the
+   * gateway's own interval; before one is known, the bottom of the granted range (slower to
+   * learn, but never above what the gateway allows).
+   */
+  private startMs(): number | undefined {
+    return this.gatewayIntervalMs ?? this.welcome?.heartbeat.minIntervalMs;
+  }
+
   /** Puts the learner's interval in force (announced to the gateway at once) and reports it. */
   private applyLearned(change: LearnerChange, now: number): void {
     const learner = this.learner!;
-    const ms = learner.intervalMs(this.welcome?.heartbeat.intervalMs);
+    const ms = learner.intervalMs(this.startMs());
     const r = learner.record;
-    if (ms === undefined || !r) return;
+    if (ms === undefined || !r) {
+      // A network never seen and no start known yet: announce none, so the gateway's own comes back and seeds it.
+      if (!this.link) this.intervalMs = undefined;
+      return;
+    }
     this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
     if (this.link && this.welcome && this.scheduler) this.setIntervalMs(ms);
     else this.intervalMs = ms;
@@ -678,9 +701,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       // Gaps seen on the old network say nothing about the new one.
       this.lastActivityAt = now;
       this.unansweredGap = 0;
-      this.applyLearned(this.learner.switchNetwork(network, now, this.welcome?.heartbeat.intervalMs), now);
+      this.applyLearned(this.learner.switchNetwork(network, now, this.startMs()), now);
     }
     if (this.link && this.welcome && this.scheduler) {
+      this.networkCheck = true;
       if (this.scheduler.checkNow(now)) {
         this.setState('suspect');
         this.sendPing(now);
@@ -734,6 +758,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.scheduler = null;
     this.detector = null;
     this.detectorIntervalOnPong = undefined;
+    this.networkCheck = false;
     this.rtt.clearOutstanding();
   }
 
