@@ -70,6 +70,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private stableTimer: TimerHandle | null = null;
   private resumeToken: string | undefined;
   private pendingState: ClientState | null = null;
+  /** When the pending state was first set: it goes in a PING within one interval, even while traffic flows. */
+  private pendingStateAt = 0;
   private pendingIntervalMs: number | undefined;
   private intervalMs: number | undefined;
   /** The smoothed RTT last told to the gateway on this link (ms), or -1. */
@@ -493,6 +495,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (!this.scheduler) return;
     let at = this.scheduler.nextWakeAt();
     if (this.detector) at = Math.min(at, this.detector.deadline());
+    const stateDue = this.stateDueAt();
+    if (stateDue !== null) at = Math.min(at, stateDue);
     if (!Number.isFinite(at)) return;
     this.heartbeatTimer = o.timers.setTimeout(this.onHeartbeatTimer, Math.max(0, at - now));
   }
@@ -517,9 +521,22 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (action === 'ping' || action === 'probe') {
       if (action === 'probe') this.setState('suspect');
       this.sendPing(now);
+    } else {
+      const stateDue = this.stateDueAt();
+      if (stateDue !== null && now >= stateDue) this.sendPing(now);
     }
     this.armHeartbeat(now);
   };
+
+  /**
+   * When a pending updateState() must go in a PING of its own: the scheduler skips
+   * heartbeats while traffic flows both ways, and the state rides only on a PING.
+   * Null while a PING is out (its answer re-arms) or none is pending.
+   */
+  private stateDueAt(): number | null {
+    if (this.pendingState === null || !this.welcome || this.scheduler?.phase !== 'healthy') return null;
+    return this.pendingStateAt + this.welcome.heartbeat.intervalMs;
+  }
 
   /**
    * Our heartbeat went unanswered through the fast recheck: the gap before it
@@ -641,14 +658,18 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   /**
    * Updates client state the gateway keeps for this connection (foreground,
-   * network type, ...). It rides on the next heartbeat; `flush` sends it now.
+   * network type, ...). It rides on the next heartbeat, or in a PING of its own
+   * one interval after it was first set (heartbeats are skipped while traffic
+   * flows both ways); `flush` sends it now.
    */
   updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
+    if (this.pendingState === null) this.pendingStateAt = this.options.clock.now();
     this.pendingState = { ...(this.pendingState ?? {}), ...delta };
     if (opts.flush && this.link && this.welcome) {
       this.sendPing(this.options.clock.now());
-      this.armHeartbeat(this.options.clock.now());
     }
+    // Also arms the deadline by which the state goes in a PING of its own.
+    if (this.link && this.welcome) this.armHeartbeat(this.options.clock.now());
   }
 
   /**
