@@ -12,7 +12,7 @@ import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
-import { resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
+import { checkIntervalMs, resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
 import { typedEmitter } from '../core/typed-emitter.js';
 
 const UTF8 = new TextEncoder();
@@ -70,6 +70,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private stableTimer: TimerHandle | null = null;
   private resumeToken: string | undefined;
   private pendingState: ClientState | null = null;
+  /** When the pending state was first set: it goes in a PING within one interval, even while traffic flows. */
+  private pendingStateAt = 0;
   private pendingIntervalMs: number | undefined;
   private intervalMs: number | undefined;
   /** The smoothed RTT last told to the gateway on this link (ms), or -1. */
@@ -106,6 +108,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private welcoming = false;
   /** The interval the last HELLO asked for: one set after it is announced once WELCOME comes. */
   private helloIntervalMs: number | undefined;
+  /**
+   * The gateway's own interval (a WELCOME to a HELLO that announced none): where the learner
+   * starts a network never seen. Not the interval in use, which is another network's learned one.
+   */
+  private gatewayIntervalMs: number | undefined;
+  /** A check started by networkChanged() is running: a death it finds is the network's doing, not the NAT's. */
+  private networkCheck = false;
   /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
   private hintedWait = false;
   /** Aborts the attempt's dial when close() or a newer attempt makes it moot. */
@@ -286,6 +295,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.fail('unexpected-frame', (err as Error).message);
       return;
     }
+    this.networkCheck = false;
     this.detector?.heard(now);
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
     if (this.learner && this.welcome) this.learnFromReceive(now);
@@ -368,6 +378,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.resumeToken = w.resumeToken;
     this.reportedRttMs = -1; // a new link: tell it again
     const g = w.heartbeat;
+    if (this.helloIntervalMs === undefined) this.gatewayIntervalMs = g.intervalMs;
     this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);
     this.detector = g.direction === 'server' ? new SilenceDetector(g.intervalMs, g.missBudget, g.graceMs, now) : null;
     if (this.stableTimer !== null) o.timers.clearTimeout(this.stableTimer);
@@ -379,8 +390,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.setState('open');
     this.armHeartbeat(now);
     if (this.learner && g.direction === 'client') {
-      const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, g.intervalMs, now);
-      const ms = this.learner.intervalMs(g.intervalMs);
+      const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, this.startMs()!, now);
+      const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
     }
     if (w.resumed) {
@@ -484,6 +495,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (!this.scheduler) return;
     let at = this.scheduler.nextWakeAt();
     if (this.detector) at = Math.min(at, this.detector.deadline());
+    const stateDue = this.stateDueAt();
+    if (stateDue !== null) at = Math.min(at, stateDue);
     if (!Number.isFinite(at)) return;
     this.heartbeatTimer = o.timers.setTimeout(this.onHeartbeatTimer, Math.max(0, at - now));
   }
@@ -508,9 +521,22 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (action === 'ping' || action === 'probe') {
       if (action === 'probe') this.setState('suspect');
       this.sendPing(now);
+    } else {
+      const stateDue = this.stateDueAt();
+      if (stateDue !== null && now >= stateDue) this.sendPing(now);
     }
     this.armHeartbeat(now);
   };
+
+  /**
+   * When a pending updateState() must go in a PING of its own: the scheduler skips
+   * heartbeats while traffic flows both ways, and the state rides only on a PING.
+   * Null while a PING is out (its answer re-arms) or none is pending.
+   */
+  private stateDueAt(): number | null {
+    if (this.pendingState === null || !this.welcome || this.scheduler?.phase !== 'healthy') return null;
+    return this.pendingStateAt + this.welcome.heartbeat.intervalMs;
+  }
 
   /**
    * Our heartbeat went unanswered through the fast recheck: the gap before it
@@ -518,7 +544,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * function reports it, after the close it caused.
    */
   private learnFromDeath(now: number, gapMs: number): (() => void) | null {
-    if (!this.learner) return null;
+    // Found by the check a network change started: the old path went away, the NAT did not time out.
+    if (!this.learner || this.networkCheck) return null;
     const change = this.learner.failed(gapMs, now);
     const ms = this.learner.intervalMs();
     const r = this.learner.record;
@@ -581,12 +608,25 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (change) this.applyLearned(change, now);
   }
 
+  /**
+   * Where the learner starts a network never seen (it doubles this for the first probe): the
+   * gateway's own interval; before one is known, the bottom of the granted range (slower to
+   * learn, but never above what the gateway allows).
+   */
+  private startMs(): number | undefined {
+    return this.gatewayIntervalMs ?? this.welcome?.heartbeat.minIntervalMs;
+  }
+
   /** Puts the learner's interval in force (announced to the gateway at once) and reports it. */
   private applyLearned(change: LearnerChange, now: number): void {
     const learner = this.learner!;
-    const ms = learner.intervalMs(this.welcome?.heartbeat.intervalMs);
+    const ms = learner.intervalMs(this.startMs());
     const r = learner.record;
-    if (ms === undefined || !r) return;
+    if (ms === undefined || !r) {
+      // A network never seen and no start known yet: announce none, so the gateway's own comes back and seeds it.
+      if (!this.link) this.intervalMs = undefined;
+      return;
+    }
     this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
     if (this.link && this.welcome && this.scheduler) this.setIntervalMs(ms);
     else this.intervalMs = ms;
@@ -618,14 +658,18 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   /**
    * Updates client state the gateway keeps for this connection (foreground,
-   * network type, ...). It rides on the next heartbeat; `flush` sends it now.
+   * network type, ...). It rides on the next heartbeat, or in a PING of its own
+   * one interval after it was first set (heartbeats are skipped while traffic
+   * flows both ways); `flush` sends it now.
    */
   updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
+    if (this.pendingState === null) this.pendingStateAt = this.options.clock.now();
     this.pendingState = { ...(this.pendingState ?? {}), ...delta };
     if (opts.flush && this.link && this.welcome) {
       this.sendPing(this.options.clock.now());
-      this.armHeartbeat(this.options.clock.now());
     }
+    // Also arms the deadline by which the state goes in a PING of its own.
+    if (this.link && this.welcome) this.armHeartbeat(this.options.clock.now());
   }
 
   /**
@@ -634,7 +678,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * detector, still on the old one, convict a healthy link first.
    */
   setIntervalMs(ms: number): void {
-    if (!(ms > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `intervalMs must be positive, got ${ms}`);
+    // Validated even while disconnected: the next HELLO carries it as a varint.
+    checkIntervalMs('intervalMs', ms);
     this.intervalMs = ms;
     if (!this.link || !this.welcome || !this.scheduler) return;
     // The gateway clamps to the granted range; clamp the same way so both
@@ -677,9 +722,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       // Gaps seen on the old network say nothing about the new one.
       this.lastActivityAt = now;
       this.unansweredGap = 0;
-      this.applyLearned(this.learner.switchNetwork(network, now, this.welcome?.heartbeat.intervalMs), now);
+      this.applyLearned(this.learner.switchNetwork(network, now, this.startMs()), now);
     }
     if (this.link && this.welcome && this.scheduler) {
+      this.networkCheck = true;
       if (this.scheduler.checkNow(now)) {
         this.setState('suspect');
         this.sendPing(now);
@@ -733,6 +779,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.scheduler = null;
     this.detector = null;
     this.detectorIntervalOnPong = undefined;
+    this.networkCheck = false;
     this.rtt.clearOutstanding();
   }
 

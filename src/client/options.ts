@@ -2,9 +2,10 @@ import type { ConnectionOptions } from 'node:tls';
 import type { DialOptions } from './connect.js';
 import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import { DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff.js';
-import { dropUndefined, resolveProbes, type ProbeOptions } from '../core/heartbeat-policy.js';
+import { dropUndefined, MAX_TIMER_MS, resolveProbes, type ProbeOptions } from '../core/heartbeat-policy.js';
 import type { KeepaliveOptions } from '../link/socket-tuning.js';
-import { LonglinkError } from '../protocol/errors.js';
+import { validateKeepalive } from '../link/keepalive-limits.js';
+import { LonglinkError, OptionError } from '../protocol/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
 import type { ClientState, HeartbeatDirection } from '../protocol/frames.js';
 import type { Link } from '../link/link.js';
@@ -124,6 +125,11 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
   const r = o.reconnect ?? {};
+  // Announced in HELLO as a varint (a fraction or Infinity throws there) and armed as a timer.
+  if (o.intervalMs !== undefined) checkIntervalMs('intervalMs', o.intervalMs);
+  if (typeof o.adaptive === 'object' && o.adaptive.startMs !== undefined) checkIntervalMs('adaptive.startMs', o.adaptive.startMs);
+  const keepalive = dropUndefined(o.keepalive ?? {});
+  validateKeepalive(keepalive);
   return {
     urls,
     userId: o.userId,
@@ -141,11 +147,16 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     maxOutbox: o.maxOutbox ?? CLIENT_DEFAULTS.maxOutbox,
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
-    keepalive: o.keepalive ?? {},
+    keepalive,
     tls: o.tls,
     localAddress: o.localAddress,
     clock: o.clock ?? systemClock,
     timers: o.timers ?? systemTimers,
     random: o.random ?? Math.random,
   };
+}
+
+/** An interval the client announces: whole milliseconds a timer can take. Throws LL_ERR_INVALID_OPTION naming `name`. */
+export function checkIntervalMs(name: string, ms: number): void {
+  if (!(Number.isInteger(ms) && ms > 0 && ms <= MAX_TIMER_MS)) throw new OptionError(name, `must be an integer from 1 to ${MAX_TIMER_MS} ms (got ${ms})`);
 }

@@ -1,4 +1,4 @@
-import { dropUndefined } from './heartbeat-policy.js';
+import { dropUndefined, MAX_TIMER_MS } from './heartbeat-policy.js';
 import { OptionError } from '../protocol/errors.js';
 
 /**
@@ -32,6 +32,13 @@ export class Backoff {
   constructor(opts: Partial<BackoffOptions> = {}, private readonly random: () => number = Math.random) {
     // An explicit undefined means "the default", not NaN delays.
     this.opts = { ...DEFAULT_BACKOFF, ...dropUndefined(opts) };
+    // A NaN delay arms setTimeout(NaN), which fires after 1 ms (a tight reconnect loop); one above
+    // the timer's bound fires at once, again and again.
+    for (const k of ['initialDelayMs', 'maxDelayMs', 'minDelayMs'] as const) {
+      const v = this.opts[k];
+      if (!(Number.isFinite(v) && v >= 0 && v <= MAX_TIMER_MS)) throw new OptionError(`reconnect.${k}`, `must be a number from 0 to ${MAX_TIMER_MS} (got ${v})`);
+    }
+    if (!(Number.isFinite(this.opts.factor) && this.opts.factor >= 1)) throw new OptionError('reconnect.factor', `must be a finite number >= 1 (got ${this.opts.factor})`);
     if (this.opts.minDelayMs > this.opts.maxDelayMs) throw new OptionError('reconnect.minDelayMs', 'exceeds maxDelayMs');
   }
 

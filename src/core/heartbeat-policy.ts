@@ -73,10 +73,14 @@ export const MAX_TIMER_MS = 2 ** 31 - 1;
  */
 export function policyProblem(p: Pick<HeartbeatPolicy, 'intervalMs' | 'minIntervalMs' | 'maxIntervalMs' | 'missBudget' | 'graceMs'>): string | null {
   const { intervalMs, minIntervalMs, maxIntervalMs, missBudget, graceMs } = p;
+  // Whole milliseconds: they go into WELCOME as varints, whose encoder throws on a fraction.
+  for (const [k, v] of [['minIntervalMs', minIntervalMs], ['intervalMs', intervalMs], ['maxIntervalMs', maxIntervalMs]] as const) {
+    if (typeof v === 'number' && Number.isFinite(v) && !Number.isInteger(v)) return `${k} must be an integer (got ${v})`;
+  }
   if (!(minIntervalMs > 0 && minIntervalMs <= intervalMs && intervalMs <= maxIntervalMs)) return `needs 0 < minIntervalMs <= intervalMs <= maxIntervalMs (got ${minIntervalMs}, ${intervalMs}, ${maxIntervalMs})`;
   if (!(Number.isInteger(missBudget) && missBudget >= 1)) return `missBudget must be an integer >= 1 (got ${missBudget})`;
-  if (!(graceMs >= 0)) return `graceMs must be >= 0 (got ${graceMs})`;
-  if (maxIntervalMs * missBudget + graceMs > MAX_TIMER_MS) return `maxIntervalMs × missBudget + graceMs must fit a timer (${MAX_TIMER_MS} ms; got ${maxIntervalMs * missBudget + graceMs})`;
+  if (!(Number.isInteger(graceMs) && graceMs >= 0)) return `graceMs must be an integer >= 0 (got ${graceMs})`;
+  if (!Number.isFinite(maxIntervalMs) || maxIntervalMs * missBudget + graceMs > MAX_TIMER_MS) return `maxIntervalMs × missBudget + graceMs must fit a timer (${MAX_TIMER_MS} ms; got ${maxIntervalMs * missBudget + graceMs})`;
   return null;
 }
 
@@ -90,8 +94,9 @@ export function resolveProbes(p: Partial<ProbeOptions> = {}): ProbeOptions {
 
 /** Rounds and clamps a wished interval to the range; absent or 0 means the default. Also used by the client, on its grant. */
 export function clampInterval(policy: Pick<HeartbeatPolicy, 'intervalMs' | 'minIntervalMs' | 'maxIntervalMs'>, ms: number | undefined): number {
-  if (ms === undefined || !(ms > 0)) return policy.intervalMs;
-  return Math.min(policy.maxIntervalMs, Math.max(policy.minIntervalMs, Math.round(ms)));
+  // Rounded last: the result goes into WELCOME as a varint (a fraction would throw there).
+  if (ms === undefined || !(ms > 0)) return Math.round(policy.intervalMs);
+  return Math.round(Math.min(policy.maxIntervalMs, Math.max(policy.minIntervalMs, ms)));
 }
 
 /** Who sends the heartbeats: the server only when the client asks and the policy allows it. */

@@ -69,7 +69,7 @@ export class IntervalLearner {
     const { growth, fineGrowth, margin } = this.o;
     if (!(growth > 1 && fineGrowth > 1 && fineGrowth <= growth)) throw new OptionError('adaptive', 'need 1 < fineGrowth <= growth');
     if (!(margin >= 0 && margin < 1)) throw new OptionError('adaptive.margin', 'must be in [0, 1)');
-    if (this.o.startMs !== undefined && !(this.o.startMs > 0)) throw new OptionError('adaptive.startMs', 'must be positive');
+    if (this.o.startMs !== undefined && !(this.o.startMs > 0 && Number.isFinite(this.o.startMs))) throw new OptionError('adaptive.startMs', `must be a positive number (got ${this.o.startMs})`);
     this.current = network;
   }
 
@@ -153,11 +153,15 @@ export class IntervalLearner {
   /**
    * The link died after an idle gap of `gapMs`: its heartbeat went unanswered
    * through the fast recheck. Only a gap at the interval in use teaches
-   * anything (a shorter one died of something else).
+   * anything: a shorter one died of something else, and one well above it
+   * means the client did not send on time (its event loop blocked, the tab
+   * frozen, the device asleep), so the gateway's silence limit or the stall
+   * itself may have ended the link; charged to the interval, every such sleep
+   * would ratchet it down.
    */
   failed(gapMs: number, now: number): LearnerChange | null {
     const r = this.records.get(this.current);
-    if (!r || gapMs < r.intervalMs - tolerance(r.intervalMs)) return null;
+    if (!r || gapMs < r.intervalMs - tolerance(r.intervalMs) || gapMs > STALL_FACTOR * r.intervalMs) return null;
     r.failures++;
     if (r.phase === 'settled') {
       // The path changed under a settled interval: fall back and climb again.
@@ -179,7 +183,10 @@ export class IntervalLearner {
   /** Call now and then: a settled network is re-probed after `reprobeAfterMs`. */
   poll(now: number): LearnerChange | null {
     const r = this.records.get(this.current);
-    if (!r || r.phase !== 'settled' || r.settledAt === null || now - r.settledAt < this.o.reprobeAfterMs) return null;
+    if (!r || r.phase !== 'settled') return null;
+    // Imported: its settledAt was on another process's monotonic clock. Dated from now instead.
+    if (r.settledAt === null) r.settledAt = now;
+    if (now - r.settledAt < this.o.reprobeAfterMs) return null;
     if (r.heldMs >= this.maxMs) {
       r.settledAt = now;
       return null;
@@ -225,15 +232,23 @@ export class IntervalLearner {
   import(s: LearnerSnapshot): void {
     if (!s || s.version !== 1 || typeof s.networks !== 'object') throw new OptionError('adaptive.state', 'not a learner snapshot (version 1)');
     const records = new Map<string, NetworkRecord>();
+    const ms = (v: number) => Number.isFinite(v) && v > 0;
     for (const [id, r] of Object.entries(s.networks)) {
-      const ok = r && r.heldMs > 0 && r.intervalMs > 0 && ['grow', 'fine', 'settled'].includes(r.phase) && (r.failedMs === null || r.failedMs > 0);
+      const ok = r && ms(r.heldMs) && ms(r.intervalMs) && ['grow', 'fine', 'settled'].includes(r.phase) && (r.failedMs === null || ms(r.failedMs));
       if (!ok) throw new OptionError('adaptive.state', `bad learner record for network ${id}`);
-      records.set(id, { ...r });
+      // Whole milliseconds (the interval goes into HELLO as a varint). settledAt was on the exporting
+      // process's monotonic clock, meaningless here: the first poll dates it, so the re-probe comes
+      // reprobeAfterMs after this run starts, not after that process's uptime.
+      const round = (v: number) => Math.max(1, Math.round(v));
+      records.set(id, { ...r, heldMs: round(r.heldMs), intervalMs: round(r.intervalMs), failedMs: r.failedMs === null ? null : round(r.failedMs), settledAt: null });
     }
     this.records = records;
     if (typeof s.network === 'string') this.current = s.network;
   }
 }
+
+/** A failed gap above this many intervals was a stall of the client, not the NAT's timeout. */
+const STALL_FACTOR = 1.5;
 
 /** A gap within this of the interval counts as the interval (the PONG's round trip shortens it). */
 const tolerance = (ms: number) => Math.max(0.05 * ms, 50);

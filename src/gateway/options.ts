@@ -1,11 +1,12 @@
 import type { ClientState } from '../protocol/frames.js';
-import type { UpstreamOptions } from './upstream.js';
+import { UPSTREAM_DEFAULTS, type UpstreamOptions } from './upstream.js';
 import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { TlsOptions } from 'node:tls';
 import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import {
   dropUndefined,
+  MAX_TIMER_MS,
   resolvePolicy,
   resolveProbes,
   type HeartbeatPolicy,
@@ -378,6 +379,10 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
   }
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);
+  // The upstream builds its retry Backoff on a first failure: bounds it would refuse then are refused now.
+  const retry = { ...UPSTREAM_DEFAULTS, ...dropUndefined(o.upstream ?? {}) };
+  if (retry.retryMaxMs > MAX_TIMER_MS) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.retryMaxMs must be at most ${MAX_TIMER_MS} (got ${retry.retryMaxMs})`);
+  if (retry.retryMinMs > retry.retryMaxMs) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.retryMinMs exceeds upstream.retryMaxMs (${retry.retryMinMs} > ${retry.retryMaxMs})`);
   return {
     tcp: o.tcp === false ? false : { port: o.tcp?.port ?? DEFAULT_TCP_PORT, host: o.tcp?.host ?? DEFAULTS.host, ...validTls('tcp', o.tcp?.tls) },
     ws: o.ws === false ? false : { port: o.ws?.port ?? DEFAULT_WS_PORT, host: o.ws?.host ?? DEFAULTS.host, path: o.ws?.path ?? DEFAULTS.wsPath, ...validTls('ws', o.ws?.tls) },

@@ -58,11 +58,35 @@ export interface KeepaliveOptions {
   keepaliveIntervalMs?: number;
   /** Unanswered probes before the kernel drops the connection (TCP_KEEPCNT). */
   keepaliveCount?: number;
-  /** TCP_USER_TIMEOUT: max time transmitted data may stay unacknowledged. */
+  /**
+   * TCP_USER_TIMEOUT: max time transmitted data may stay unacknowledged. On Linux it also
+   * overrides keepaliveCount once a probe is out (closed after this long without an answer):
+   * give it at least keepaliveIdleMs + keepaliveIntervalMs × keepaliveCount.
+   */
   userTimeoutMs?: number;
 }
 
+/** Kernel refusals already reported: one warning per distinct error, not one per socket. */
+const refusals = new Set<string>();
+
+/**
+ * Tunes a connected socket. Called from connection and connect listeners,
+ * where a throw would be uncaught and end the process: a value the kernel
+ * refuses (EINVAL from setsockopt: callers that skip option validation, or a
+ * kernel with lower limits) skips the rest of the tuning, reported once.
+ */
 export function applyKeepalive(socket: Socket, o: KeepaliveOptions): void {
+  try {
+    tune(socket, o);
+  } catch (err) {
+    const message = `TCP keepalive tuning failed (${err instanceof Error ? err.message : String(err)}) for ${JSON.stringify(o)}: the rest of the tuning is skipped for this socket`;
+    if (refusals.has(message)) return;
+    refusals.add(message);
+    warn(message);
+  }
+}
+
+function tune(socket: Socket, o: KeepaliveOptions): void {
   socket.setNoDelay(true);
   const wantsNative = !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
   const native = wantsNative ? loadNetKeepAlive() : null;
@@ -85,17 +109,4 @@ export function readKeepalive(socket: Socket): { intervalMs: number; count: numb
   };
 }
 
-export function validateKeepalive(o: KeepaliveOptions): void {
-  for (const [k, v] of Object.entries(o)) {
-    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) {
-      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a non-negative number (got ${v})`);
-    }
-  }
-  // The kernel takes TCP_KEEPIDLE and TCP_KEEPINTVL in whole seconds.
-  for (const k of ['keepaliveIdleMs', 'keepaliveIntervalMs'] as const) {
-    const v = o[k];
-    if (v !== undefined && v > 0 && v < 1000) {
-      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be at least 1000 (the kernel counts whole seconds)`);
-    }
-  }
-}
+export { validateKeepalive } from './keepalive-limits.js';

@@ -374,3 +374,37 @@ test('the client tells the gateway its smoothed RTT on a PING once it has one, t
   client.close();
   await gw.close();
 });
+
+test('updateState() reaches the gateway within one interval while traffic flows both ways (no idle heartbeat is due)', async () => {
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock });
+  const client = new LonglinkClient({
+    url: 'tcp://x',
+    userId: 'u',
+    deviceId: 'd',
+    probes: PROBES,
+    clock,
+    timers: clock,
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      gw.accept(s);
+      return c;
+    },
+  });
+  await Promise.all([client.connect(), flush()]);
+  const pings = client.stats.pingsSent;
+  client.updateState({ foreground: '0' });
+  let reachedAt = -1;
+  const from = clock.now();
+  for (let t = 0; t < 30 * POLICY.intervalMs && reachedAt < 0; t += 100) {
+    client.send('up');
+    void gw.push('u', 'down');
+    clock.advance(100);
+    await flush();
+    if (gw.connection('u', 'd')!.clientState.foreground === '0') reachedAt = clock.now();
+  }
+  assert.ok(reachedAt >= 0, `still pending after 30 intervals of two-way traffic (${client.stats.pingsSent - pings} PINGs sent)`);
+  assert.ok(reachedAt - from <= POLICY.intervalMs + 100, `reached the gateway after ${reachedAt - from} ms`);
+  client.close();
+  await gw.close();
+});

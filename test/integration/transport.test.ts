@@ -51,6 +51,28 @@ describe('TCP keepalive tuning', () => {
   test('sub-second keepalive values are refused with a typed error (the kernel counts seconds)', () => {
     assert.throws(() => new Gateway({ keepalive: { keepaliveIdleMs: 500 } }), { code: 'LL_ERR_INVALID_OPTION' });
   });
+
+  test('a keepalive value the kernel refuses (EINVAL) does not throw from the listener or the dialer: the socket works untuned', async () => {
+    // Past option validation (listenTcp and dial take options as given): the kernel's refusal is the last line.
+    const refused = { keepaliveIdleMs: 5000, keepaliveCount: 200, userTimeoutMs: 3_000_000_000 };
+    const warnings: string[] = [];
+    const onWarning = (w: Error) => warnings.push(w.message);
+    process.on('warning', onWarning);
+    let accepted!: Link;
+    const server = await listenTcp({ port: 0, host: '127.0.0.1', maxFrameBytes: 1024, keepalive: refused }, (l) => (accepted = l));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const link = await dial(`tcp://127.0.0.1:${port}`, { timeoutMs: 2000, maxFrameBytes: 1024, keepalive: refused });
+      await sleep(50);
+      assert.ok(accepted, 'the listener handed the socket over');
+      assert.ok(warnings.some((m) => /keepalive/i.test(m) && /EINVAL/.test(m)), `reported: ${JSON.stringify(warnings)}`);
+      link.destroy();
+      accepted.destroy();
+    } finally {
+      process.off('warning', onWarning);
+      await new Promise((r) => server.close(r));
+    }
+  });
 });
 
 for (const transport of ['tcp', 'ws'] as const) {

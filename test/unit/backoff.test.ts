@@ -39,6 +39,30 @@ describe('Backoff: options', () => {
   });
 });
 
+describe('Backoff: invalid options', () => {
+  test('NaN, negative, infinite or timer-overflowing delays and a factor below 1 are refused, naming the option', () => {
+    const bad: Partial<typeof DEFAULT_BACKOFF>[] = [
+      { initialDelayMs: NaN },
+      { initialDelayMs: -1 },
+      { minDelayMs: NaN },
+      { maxDelayMs: NaN },
+      { maxDelayMs: Infinity },
+      { maxDelayMs: 2 ** 31 },
+      { initialDelayMs: 2 ** 31 },
+      { factor: NaN },
+      { factor: 0 },
+      { factor: 0.9 },
+      { factor: Infinity },
+    ];
+    for (const o of bad) {
+      assert.throws(() => new Backoff(o), (e: Error & { code?: string }) => e.code === 'LL_ERR_INVALID_OPTION' && e.message.includes(`reconnect.${Object.keys(o)[0]}`), JSON.stringify(o));
+    }
+    // The largest delay a timer takes, and a constant backoff, are fine.
+    const b = new Backoff({ initialDelayMs: 2 ** 31 - 1, maxDelayMs: 2 ** 31 - 1, factor: 1 }, () => 0.5);
+    assert.equal(b.next(), Math.floor((2 ** 31 - 1) / 2));
+  });
+});
+
 describe('Backoff: ceilings', () => {
   test('the ceiling is initialDelayMs × factor^n, capped at maxDelayMs', () => {
     const b = new Backoff({ initialDelayMs: 100, maxDelayMs: 5000, minDelayMs: 0, factor: 2 });

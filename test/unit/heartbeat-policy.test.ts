@@ -53,7 +53,16 @@ describe('resolvePolicy', () => {
     assert.doesNotThrow(() => resolvePolicy({ minIntervalMs: 1000, intervalMs: 1000, maxIntervalMs: 1000 }));
     assert.doesNotThrow(() => resolvePolicy({ missBudget: 1 }));
     assert.doesNotThrow(() => resolvePolicy({ graceMs: 0 }));
-    assert.doesNotThrow(() => resolvePolicy({ minIntervalMs: 0.5, intervalMs: 0.5 }));
+    assert.doesNotThrow(() => resolvePolicy({ minIntervalMs: 1, intervalMs: 1 }));
+  });
+
+  test('intervals and graceMs must be whole milliseconds (they go into WELCOME as varints)', () => {
+    assertInvalid(() => resolvePolicy({ minIntervalMs: 0.5, intervalMs: 0.5 }), /minIntervalMs must be an integer/);
+    assertInvalid(() => resolvePolicy({ intervalMs: 25_000 * 1.1 }), /intervalMs must be an integer \(got 27500.000000000004\)/);
+    assertInvalid(() => resolvePolicy({ maxIntervalMs: 600_000.5 }), /maxIntervalMs must be an integer/);
+    assertInvalid(() => resolvePolicy({ graceMs: 2500.5 }), /graceMs must be an integer >= 0/);
+    assertInvalid(() => resolvePolicy({ graceMs: Infinity }), /graceMs/);
+    assertInvalid(() => resolvePolicy({ maxIntervalMs: Infinity }), /maxIntervalMs/);
   });
 
   test('interval ordering errors: 0 < min <= interval <= max', () => {
@@ -75,7 +84,7 @@ describe('resolvePolicy', () => {
   });
 
   test('graceMs must be >= 0', () => {
-    assertInvalid(() => resolvePolicy({ graceMs: -1 }), /graceMs must be >= 0 \(got -1\)/);
+    assertInvalid(() => resolvePolicy({ graceMs: -1 }), /graceMs must be an integer >= 0 \(got -1\)/);
     assertInvalid(() => resolvePolicy({ graceMs: Number.NaN }), /graceMs/);
   });
 });
@@ -119,6 +128,11 @@ describe('clampInterval', () => {
   test('fractional requests are rounded to whole milliseconds', () => {
     assert.equal(clampInterval(policy, 45_000.4), 45_000);
     assert.equal(clampInterval(policy, 45_000.5), 45_001);
+  });
+
+  test('the result is a whole number even from an unvalidated policy (it goes into WELCOME)', () => {
+    const raw = { intervalMs: 27_500.5, minIntervalMs: 1000.5, maxIntervalMs: 60_000.5 };
+    for (const ms of [undefined, 0, 500, 30_000.2, 1e9]) assert.ok(Number.isInteger(clampInterval(raw, ms)), `request ${ms}`);
   });
 
   test('property: the result is always within [min, max]', () => {

@@ -150,3 +150,55 @@ test('without a start, the gateway grant seeds the network; bad options are refu
   assert.throws(() => new IntervalLearner({ growth: 1 }), { code: 'LL_ERR_INVALID_OPTION' });
   assert.throws(() => new IntervalLearner({ margin: 1 }), { code: 'LL_ERR_INVALID_OPTION' });
 });
+
+test('a failure after a gap far longer than the interval in use (a stalled or suspended client) teaches nothing', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  const r = learn(l, 20_000);
+  const before = { ...l.record! };
+  // The client's loop was blocked (or the device slept) for 10 minutes; its heartbeat went out then, unanswered.
+  assert.equal(l.failed(before.intervalMs + 600_000, r.now + before.intervalMs + 600_000), null);
+  assert.deepEqual(l.record, before);
+  // While probing too: a stalled probe is not the NAT's answer.
+  const p = new IntervalLearner({ startMs: 4000 });
+  p.setRange(1000, 600_000, 4000, 0);
+  assert.equal(p.intervalMs(), 8000);
+  assert.equal(p.failed(60_000, 60_000), null);
+  assert.equal(p.record!.failedMs, null);
+  // A gap a little late (timer jitter, the PONG's round trip) still counts.
+  assert.equal(p.failed(8400, 70_000), 'probe-failed');
+});
+
+test('an imported settled record is re-probed reprobeAfterMs after the import, whatever the old process\'s clock said', () => {
+  const H = 3_600_000;
+  const a = new IntervalLearner({ startMs: 4000 });
+  a.setRange(1000, 600_000, 4000, 50 * H);
+  let now = 50 * H; // the first process had been up 50 h (a monotonic clock)
+  while (a.record!.phase !== 'settled') {
+    const gap = a.intervalMs()!;
+    now += gap;
+    if (gap < 45_000) a.held(gap - 1, now);
+    else a.failed(gap, now);
+  }
+  const saved = JSON.parse(JSON.stringify(a.export()));
+
+  const b = new IntervalLearner({ startMs: 4000 });
+  b.import(saved);
+  // The new process's clock starts near 0.
+  b.setRange(1000, 600_000, 4000, 1000);
+  const s = b.record!.intervalMs;
+  let reprobedAt: number | null = null;
+  for (let t = 1000; t <= 12 * H && reprobedAt === null; t += s) {
+    b.held(s - 1, t);
+    if (b.poll(t) === 'reprobe') reprobedAt = t;
+  }
+  assert.ok(reprobedAt !== null && reprobedAt >= 6 * H && reprobedAt < 6 * H + 1000 + s, `re-probed at ${reprobedAt} (settledAt ${saved.networks.default.settledAt})`);
+});
+
+test('import: fractional intervals are rounded, non-finite ones refused (they would go into HELLO)', () => {
+  const l = new IntervalLearner();
+  l.import({ version: 1, network: 'n', networks: { n: { heldMs: 10_000.4, failedMs: 12_000.6, phase: 'fine', intervalMs: 11_200.5, probes: 1, failures: 1, settledAt: null } } });
+  assert.deepEqual([l.record!.heldMs, l.record!.failedMs, l.record!.intervalMs], [10_000, 12_001, 11_201]);
+  assert.throws(() => l.import({ version: 1, network: 'n', networks: { n: { heldMs: Infinity, failedMs: null, phase: 'grow', intervalMs: 1000, probes: 0, failures: 0, settledAt: null } } }), { code: 'LL_ERR_INVALID_OPTION' });
+  assert.throws(() => new IntervalLearner({ startMs: Infinity }), { code: 'LL_ERR_INVALID_OPTION' });
+});

@@ -1,0 +1,39 @@
+import { LonglinkError } from '../protocol/errors.js';
+import type { KeepaliveOptions } from './socket-tuning.js';
+
+/**
+ * The largest values Linux's setsockopt takes (anything above fails with
+ * EINVAL): TCP_KEEPCNT at most 127 probes (MAX_TCP_KEEPCNT), TCP_KEEPIDLE
+ * and TCP_KEEPINTVL at most 32767 s (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL),
+ * TCP_USER_TIMEOUT an int of milliseconds. Apart from node:net so the
+ * browser build (client options) can check them too.
+ */
+export const KEEPALIVE_LIMITS = {
+  keepaliveIdleMs: 32_767_000,
+  keepaliveIntervalMs: 32_767_000,
+  keepaliveCount: 127,
+  userTimeoutMs: 2 ** 31 - 1,
+} as const;
+
+export function validateKeepalive(o: KeepaliveOptions): void {
+  for (const [k, v] of Object.entries(o)) {
+    if (v !== undefined && !(Number.isFinite(v) && v >= 0)) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a non-negative number (got ${v})`);
+    }
+  }
+  // The kernel takes TCP_KEEPIDLE and TCP_KEEPINTVL in whole seconds.
+  for (const k of ['keepaliveIdleMs', 'keepaliveIntervalMs'] as const) {
+    const v = o[k];
+    if (v !== undefined && v > 0 && v < 1000) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be at least 1000 (the kernel counts whole seconds)`);
+    }
+  }
+  const count = o.keepaliveCount;
+  if (count !== undefined && !Number.isInteger(count)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `keepaliveCount must be an integer (got ${count})`);
+  for (const k of Object.keys(KEEPALIVE_LIMITS) as (keyof typeof KEEPALIVE_LIMITS)[]) {
+    const v = o[k];
+    if (v !== undefined && v > KEEPALIVE_LIMITS[k]) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be at most ${KEEPALIVE_LIMITS[k]} (the kernel refuses more; got ${v})`);
+    }
+  }
+}

@@ -1,0 +1,95 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { LonglinkClient } from '../../src/client/client.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+
+// Options that would reach the wire or the kernel as values they cannot carry
+// (a fractional or infinite interval in a varint, a keepalive count above
+// TCP_KEEPCNT's 127) are refused when the gateway or client is built, with
+// LL_ERR_INVALID_OPTION naming the option: not a RangeError or EINVAL thrown
+// later from an event handler, which would end the process.
+
+const base = { url: 'tcp://x:1', userId: 'u', deviceId: 'd' };
+const invalid = (name: RegExp) => (e: unknown) => {
+  assert.equal((e as { code?: string }).code, 'LL_ERR_INVALID_OPTION');
+  assert.match((e as Error).message, name);
+  return true;
+};
+
+test('gateway heartbeat: fractional, infinite or NaN values are refused at construction', () => {
+  for (const heartbeat of [{ graceMs: 2500.5 }, { intervalMs: 25_000 * 1.1 }, { minIntervalMs: 5000.5 }, { maxIntervalMs: 600_000.5 }, { graceMs: Infinity }]) {
+    const name = new RegExp(Object.keys(heartbeat)[0]);
+    assert.throws(() => new Gateway({ tcp: false, ws: false, heartbeat }), invalid(name), JSON.stringify(heartbeat));
+  }
+});
+
+test('client intervalMs: fractional, NaN, negative, infinite or beyond a timer is refused at construction', () => {
+  for (const intervalMs of [25_000 * 1.1, NaN, -1, 0, Infinity, 2 ** 31]) {
+    assert.throws(() => new LonglinkClient({ ...base, intervalMs }), invalid(/intervalMs/), String(intervalMs));
+    assert.throws(() => new LonglinkClient({ ...base, intervalMs, adaptive: true }), invalid(/intervalMs/), `adaptive, ${intervalMs}`);
+  }
+  for (const startMs of [4000.5, NaN, Infinity]) {
+    assert.throws(() => new LonglinkClient({ ...base, adaptive: { startMs } }), invalid(/startMs/), String(startMs));
+  }
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, intervalMs: 27_500 }));
+});
+
+test('setIntervalMs refuses what HELLO could not carry, connected or not', async () => {
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, clock, timers: clock, wheelTickMs: 1 });
+  const hellos: (number | undefined)[] = [];
+  const client = new LonglinkClient({
+    ...base,
+    clock,
+    timers: clock,
+    reconnect: { initialDelayMs: 100, maxDelayMs: 100, minDelayMs: 100 },
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      const send = c.send.bind(c);
+      c.send = (f) => {
+        if (f.type === 1) hellos.push((f as { intervalMs?: number }).intervalMs);
+        send(f);
+      };
+      gw.accept(s);
+      return c;
+    },
+  });
+  for (const ms of [27_500.5, NaN, -5, Infinity, 2 ** 31]) assert.throws(() => client.setIntervalMs(ms), invalid(/intervalMs/), `disconnected, ${ms}`);
+  client.setIntervalMs(27_500);
+  await Promise.all([client.connect(), flush()]);
+  assert.deepEqual(hellos, [27_500]);
+  for (const ms of [27_500.5, NaN, Infinity]) assert.throws(() => client.setIntervalMs(ms), invalid(/intervalMs/), `connected, ${ms}`);
+  assert.equal(client.state, 'open');
+  client.close();
+  await gw.close();
+});
+
+test('keepalive values the kernel refuses are refused by gateway and client options', () => {
+  const bad = [
+    { keepaliveIdleMs: 1000, keepaliveCount: 200 }, // TCP_KEEPCNT: at most 127
+    { keepaliveIdleMs: 1000, keepaliveCount: 2.5 },
+    { userTimeoutMs: 3_000_000_000 }, // TCP_USER_TIMEOUT is an int
+    { keepaliveIdleMs: 32_768_000 }, // TCP_KEEPIDLE: at most 32767 s
+    { keepaliveIdleMs: 1000, keepaliveIntervalMs: 32_768_000 }, // TCP_KEEPINTVL: at most 32767 s
+    { keepaliveIdleMs: 1000, keepaliveIntervalMs: 500 }, // whole seconds
+    { keepaliveIdleMs: NaN },
+  ];
+  for (const keepalive of bad) {
+    const name = new RegExp(Object.keys(keepalive).at(-1)!);
+    assert.throws(() => new Gateway({ tcp: false, ws: false, keepalive }), invalid(name), `gateway ${JSON.stringify(keepalive)}`);
+    assert.throws(() => new LonglinkClient({ ...base, keepalive }), invalid(name), `client ${JSON.stringify(keepalive)}`);
+  }
+  const top = { keepaliveIdleMs: 32_767_000, keepaliveIntervalMs: 32_767_000, keepaliveCount: 127, userTimeoutMs: 2 ** 31 - 1 };
+  assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, keepalive: top }));
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, keepalive: top }));
+});
+
+test('reconnect backoff options that would make NaN, instant or overflowing delays are refused', () => {
+  for (const reconnect of [{ maxDelayMs: Number(undefined) }, { initialDelayMs: NaN }, { minDelayMs: NaN }, { factor: NaN }, { factor: 0 }, { factor: 0.5 }, { maxDelayMs: Infinity }, { maxDelayMs: 2 ** 31 }, { initialDelayMs: -1 }]) {
+    const name = new RegExp(`reconnect.${Object.keys(reconnect)[0]}`);
+    assert.throws(() => new LonglinkClient({ ...base, reconnect }), invalid(name), JSON.stringify(reconnect));
+  }
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, reconnect: { factor: 1, maxDelayMs: 2 ** 31 - 1 } }));
+});
