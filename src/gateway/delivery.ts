@@ -95,6 +95,13 @@ export class Delivery {
   private readonly takingIn = new Map<string, Promise<void>>();
   /** Client messages of every link waiting to be accepted (store checks, the backend), and their payload bytes. */
   readonly inbound = { messages: 0, bytes: 0 };
+  /**
+   * The same by source address: one source may hold at most SOURCE_SHARE of
+   * what all links share (the upstream backlog, the waiting bytes). Without it
+   * a few dozen links of one laptop, each within its own share, filled the
+   * whole and every other device's next message was the one refused.
+   */
+  private readonly bySource = new Map<string, { messages: number; bytes: number }>();
 
   constructor(
     private readonly o: ResolvedGatewayOptions,
@@ -192,12 +199,18 @@ export class Delivery {
     }
     const d = this.state(conn);
     const bytes = f.payload.length;
-    const refusal = this.inboundRefusal(d, bytes);
+    const source = conn.link.remoteAddress;
+    let mine = this.bySource.get(source);
+    const refusal = this.inboundRefusal(d, bytes, mine, source);
     if (refusal) {
       // The store or the backend is behind (or down): this link's client keeps its messages and re-sends them later.
       conn.goAway('server-error', 5000, refusal);
       return;
     }
+    if (!mine) this.bySource.set(source, (mine = { messages: 0, bytes: 0 }));
+    const held = mine;
+    held.messages++;
+    held.bytes += bytes;
     d.inboundWaiting++;
     d.inboundBytes += bytes;
     this.inbound.messages++;
@@ -248,6 +261,8 @@ export class Delivery {
         d.inboundBytes -= bytes;
         this.inbound.messages--;
         this.inbound.bytes -= bytes;
+        held.bytes -= bytes;
+        if (--held.messages === 0 && this.bySource.get(source) === held) this.bySource.delete(source);
       })
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
@@ -312,11 +327,17 @@ export class Delivery {
   }
 
   /** Why one more message of `bytes` of a link may not wait with those already waiting, if it may not. */
-  private inboundRefusal(d: LinkDelivery, bytes: number): string | null {
+  private inboundRefusal(d: LinkDelivery, bytes: number, mine: { messages: number; bytes: number } | undefined, source: string): string | null {
     const l = this.o.limits;
     const up = this.upstream;
     const here = d.inboundWaiting;
     if (up && !up.admits(here, this.inbound.messages)) return `upstream ${up.o.sink.name} backlog: ${here} messages of this link (${this.inbound.messages} in all) wait for the backend`;
+    // A source's share: a quarter of the whole, and never less than one link's (its first message
+    // always goes in, as a link's does).
+    if (mine && mine.messages > 0) {
+      if (up && mine.messages >= Math.max(up.o.maxPendingPerConnection, up.o.maxPending * SOURCE_SHARE)) return `upstream ${up.o.sink.name} backlog: ${mine.messages} messages from ${source} wait for the backend (a source's share of maxPending)`;
+      if (mine.bytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * SOURCE_SHARE)) return `${mine.bytes} bytes of messages from ${source} wait to be accepted (a source's share of maxInboundWaitingBytes)`;
+    }
     if (here >= l.maxInboundWaitingPerLink) return `${here} messages of this link wait to be accepted (maxInboundWaitingPerLink)`;
     // A link's own share first (a lone message is always let in): one link must not fill what all share.
     if (here > 0 && d.inboundBytes + bytes > l.maxInboundWaitingBytesPerLink) return `${d.inboundBytes} bytes of this link's messages wait to be accepted (maxInboundWaitingBytesPerLink)`;
@@ -627,6 +648,9 @@ export class Delivery {
     this.tracker.flushAll();
   }
 }
+
+/** What one source address may hold of the budgets all links share. */
+const SOURCE_SHARE = 0.25;
 
 /**
  * The frame with a payload of its own when it is a view into a much larger

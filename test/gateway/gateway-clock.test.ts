@@ -27,8 +27,11 @@ function setup(extra: ConstructorParameters<typeof Gateway>[0] = {}) {
   return { clock, gw, offline };
 }
 
+let sources = 0;
+/** Each link from a source address of its own (one source may hold only a share of what all share). */
 async function open(gw: Gateway, hello: Partial<HelloFrame> = {}): Promise<{ client: MemoryLink; server: MemoryLink; welcome: WelcomeFrame }> {
   const [server, client] = memoryLinkPair();
+  server.remoteAddress = `10.0.${(++sources >> 8) & 255}.${sources & 255}`;
   gw.accept(server);
   client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1', ...hello });
   await flush();

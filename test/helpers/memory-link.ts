@@ -11,7 +11,8 @@ import type { Link, LinkEvents } from '../../src/link/link.js';
  */
 export class MemoryLink implements Link {
   readonly transport = 'tcp' as const;
-  readonly remoteAddress = '127.0.0.1';
+  /** One source for every link unless a test says otherwise (per-source budgets). */
+  remoteAddress = '127.0.0.1';
   readonly remotePort = 1;
   peer!: MemoryLink;
   private events: LinkEvents | null = null;

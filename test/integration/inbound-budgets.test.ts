@@ -134,3 +134,38 @@ test('WebSocket control pings are paced, before HELLO too: past a burst of 10 an
     await gw.close();
   }
 });
+
+test('one source address holds at most a quarter of the upstream backlog all links share: links of one laptop, each within its own bound, no longer fill it and get the next device refused', async () => {
+  // A healthy backend that answers in 1 s; each device's messages go to it one at a time.
+  const sink: UpstreamSink = { name: 'slowish', send: () => new Promise((r) => setTimeout(() => r(), 1000)) };
+  // The defaults' ratio (256 per link, 20,000 in all: 79 links) scaled down: 8 links of 50 would fill 400.
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, upstream: { sink, maxPendingPerConnection: 64, maxPending: 400 } });
+  const port = (await gw.listen()).tcp!.port;
+  const peers: RawPeer[] = [];
+  try {
+    const attackers: RawPeer[] = [];
+    for (let i = 0; i < 8; i++) {
+      const p = new RawPeer(port, { localAddress: '127.0.0.2' });
+      peers.push(p);
+      p.hello(`bot${i}`, 'd');
+      await p.welcome();
+      attackers.push(p);
+    }
+    for (const p of attackers) {
+      for (let k = 1; k <= 50; k++) p.send({ type: FrameType.DATA, seq: k, payload: new Uint8Array(1) });
+      await sleep(20);
+    }
+    assert.ok(gw.flowStats().inboundWaiting <= 100, `one source holds ${gw.flowStats().inboundWaiting} of 400`);
+    assert.ok(attackers.some((p) => p.goaway?.code === 4004), 'the source past its share is told to come back later');
+    const v = new RawPeer(port, { localAddress: '127.0.0.3' });
+    peers.push(v);
+    v.hello('victim', 'phone');
+    await v.welcome();
+    v.send({ type: FrameType.DATA, seq: 1, id: 'hello', payload: Buffer.from('hi') });
+    await v.next((f) => f.type === FrameType.ACK || f.type === FrameType.PONG, 3000).catch(() => undefined);
+    assert.equal(v.goaway, undefined, `the victim's first message was refused (GOAWAY ${v.goaway?.code})`);
+  } finally {
+    for (const p of peers) p.destroy();
+    await gw.close();
+  }
+});
