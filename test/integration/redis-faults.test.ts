@@ -340,4 +340,26 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       p.close();
     }
   });
+
+  test('one user\'s token making up device ids keeps at most maxKnownDevicesPerUser devices\' state: an evicted device takes its inbound ids and sessions with it', async () => {
+    const prefix = `rf${++n}:`;
+    const s = new RedisStore({ url: redis!.url, prefix, maxKnownDevicesPerUser: 8 });
+    const r = new Redis(redis!.url);
+    try {
+      const now = Date.now();
+      for (let i = 0; i < 40; i++) {
+        const deviceId = `dev ${i}/é`; // encoded in key names: the script must name them the same way
+        await s.rememberDevice('mallory', deviceId, now + 60_000 + i);
+        await s.markInbound('mallory', deviceId, `m${i}`, now);
+        await s.saveSession({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: 'mallory', deviceId, inSeq: 0, clientInfo: {}, createdAt: now }, now + 60_000);
+      }
+      assert.equal((await r.keys(`${prefix}*:in:*`)).length, 8);
+      assert.equal((await r.keys(`${prefix}*:dsess:*`)).length, 8);
+      assert.equal((await r.keys(`${prefix}session:*`)).length, 8);
+      assert.equal((await s.knownDevices('mallory', Date.now())).length, 8);
+    } finally {
+      r.disconnect();
+      await s.close();
+    }
+  });
 });

@@ -157,13 +157,18 @@ return 0
 
 /**
  * KEYS: the user's known devices (hash device → until, wall ms). ARGV: device,
- * until, most per user, ttl ms. A new device beyond the bound evicts the one
- * whose time ends first; the hash expires with its newest entry.
+ * until, most per user, ttl ms, the user's key prefix. A new device beyond the
+ * bound evicts the one whose time ends first, and with it what the user's slot
+ * keeps for that device (its inbound ids, its session index): one user's
+ * token making up device ids keeps at most that many devices' state. Returns
+ * the evicted device's session tokens (their records live in other slots of a
+ * cluster: the caller deletes them). The hash expires with its newest entry.
  */
 export const REMEMBER_DEVICE = `
 local untilMs = tonumber(ARGV[2])
 local prev = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
-if untilMs <= prev then return 0 end
+if untilMs <= prev then return {} end
+local tokens = {}
 if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
   local all = redis.call('HGETALL', KEYS[1])
   local oldest, min = nil, nil
@@ -171,11 +176,19 @@ if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
     local t = tonumber(all[i + 1])
     if min == nil or t < min then oldest, min = all[i], t end
   end
-  if oldest then redis.call('HDEL', KEYS[1], oldest) end
+  if oldest then
+    redis.call('HDEL', KEYS[1], oldest)
+    -- The device's keys are named with its id as encodeURIComponent writes it.
+    local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
+    redis.call('DEL', ARGV[5] .. 'in:' .. enc)
+    local index = ARGV[5] .. 'dsess:' .. enc
+    tokens = redis.call('ZRANGE', index, 0, -1)
+    redis.call('DEL', index)
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
-return 1
+return tokens
 `;
 
 /** KEYS: a key. ARGV: ttl ms. Makes an existing key with a TTL live at least that long. */

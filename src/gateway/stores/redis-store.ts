@@ -149,7 +149,7 @@ declare module 'ioredis' {
     llAck(list: string, meta: string, expiry: string, ids: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
-    llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number): Promise<number>;
+    llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
     llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string): Promise<string>;
     llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
@@ -722,7 +722,8 @@ export class RedisStore implements Store {
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    await this.redis.llRemember(this.uk(userId, 'known'), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())));
+    const evicted = await this.redis.llRemember(this.uk(userId, 'known'), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())), this.uk(userId, ''));
+    if (evicted.length > 0) await Promise.all(evicted.map((t) => this.redis.del(this.k('session', t))));
   }
 
   async knownDevices(userId: string, now: number): Promise<string[]> {
