@@ -362,4 +362,28 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await s.close();
     }
   });
+
+  test('the presence entries of a node that crashed (its id never reused) are deleted when read once it has been gone ten leases, not kept for ever', async () => {
+    const prefix = `rf${++n}:`;
+    const lease = { leaseTtlMs: 300, leaseRenewMs: 100 };
+    const a = new RedisStore({ url: redis!.url, prefix, ...lease });
+    await a.joinCluster('A-crashes', () => {});
+    for (let i = 0; i < 20; i++) await a.setOnline({ userId: `u${i}`, deviceId: 'd', connectionId: `c${i}`, nodeId: 'A-crashes', transport: 'tcp', since: 1, clientInfo: {} });
+    a.abandon();
+    const b = new RedisStore({ url: redis!.url, prefix, ...lease });
+    const r = new Redis(redis!.url);
+    try {
+      await b.joinCluster('B', () => {});
+      await sleep(600); // the lease lapsed: not reported, but kept (it may only have lapsed)
+      for (let i = 0; i < 20; i++) assert.deepEqual(await b.devices(`u${i}`), []);
+      await sleep(100);
+      assert.equal((await r.keys(`${prefix}*presence`)).length, 20);
+      await sleep(3000); // ten leases
+      for (let i = 0; i < 20; i++) assert.deepEqual(await b.devices(`u${i}`), []);
+      assert.ok(await eventually(async () => (await r.keys(`${prefix}*presence`)).length === 0, 2000), 'the dead node\'s entries are gone');
+    } finally {
+      r.disconnect();
+      await b.close();
+    }
+  });
 });

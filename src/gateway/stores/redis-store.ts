@@ -107,6 +107,9 @@ type Json = { id: string; p: string; n: number; e: number; x: number; s: number 
 
 const enc = (s: string) => encodeURIComponent(s);
 
+/** Leases a node without one has not been seen for before its presence entries are deleted when read. */
+const DEAD_NODE_LEASES = 10;
+
 /** Kicks and notices to other nodes published again at once, at most (see republish). */
 const MAX_REPUBLISHING = 10_000;
 
@@ -613,14 +616,27 @@ export class RedisStore implements Store {
     const all = Object.values(await this.redis.hgetall(key)).map((raw) => JSON.parse(raw) as PresenceEntry & { inc?: string });
     const live = await this.liveNodes([...new Set(all.map((e) => e.nodeId))]);
     const out: PresenceEntry[] = [];
+    const leaseless: PresenceEntry[] = [];
     for (const { inc, ...e } of all) {
       const holder = live.get(e.nodeId);
       if (holder !== undefined && (inc === undefined || inc === holder)) out.push(e);
       // An earlier incarnation of a node that is alive again: those links are gone for sure.
-      // A node without a lease may only have lapsed (it writes its presence again when it notices), so its entries stay.
       else if (holder !== undefined) void this.redis.llSetOffline(...this.presenceKeys(userId), e.deviceId, e.connectionId).catch(() => {});
+      else leaseless.push(e);
     }
+    // A node without a lease may only have lapsed (it writes its presence again when it notices, within
+    // a renewal), so its entries stay; one not seen for DEAD_NODE_LEASES leases is gone (crashed, and
+    // its id, random per start, never comes back): its entries would stay in Redis for ever.
+    if (leaseless.length > 0) void this.forgetDeadNodes(userId, leaseless).catch(() => {});
     return out;
+  }
+
+  private async forgetDeadNodes(userId: string, entries: PresenceEntry[]): Promise<void> {
+    const nodes = [...new Set(entries.map((e) => e.nodeId))];
+    const seen = await this.redis.mget(...nodes.map((n) => this.nk('seen', n)));
+    const before = Date.now() - DEAD_NODE_LEASES * this.o.leaseTtlMs;
+    const dead = new Set(nodes.filter((_, i) => seen[i] === null || Number(seen[i]) < before));
+    for (const e of entries) if (dead.has(e.nodeId)) await this.redis.llSetOffline(...this.presenceKeys(userId), e.deviceId, e.connectionId);
   }
 
   // Sessions.
