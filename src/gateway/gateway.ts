@@ -49,6 +49,8 @@ const TRACE_IDLE_MS = 60_000;
 export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
 /** How many times a re-assertion the store refused part of is tried (1 s, 2 s, ... apart). */
 const REASSERT_ATTEMPTS = 8;
+/** Handshakes a second assumed when spreading close()'s reconnect hints with no handshake rate limit. */
+const DEFAULT_SPREAD_RATE = 2000;
 /** Which resync asks more of a re-assertion: a later one of a higher rank covers a lower one waiting. */
 const RESYNC_RANK: Record<ResyncReason, number> = { resubscribed: 0, 'lease-lapsed': 1, failover: 2, 'store-reset': 3 };
 const strongest = (a: ResyncReason, b: ResyncReason | null): ResyncReason => (b !== null && RESYNC_RANK[b] > RESYNC_RANK[a] ? b : a);
@@ -1247,8 +1249,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.closing = true;
     if (this.resync.timer) this.options.timers.clearTimeout(this.resync.timer);
     const all = [...this.connections];
+    // Every client told the same hint would come back in the same millisecond: each gets the hint
+    // plus a random share of the time the gateway (or its replacement) needs to take them all back
+    // at its handshake rate.
+    const rate = this.options.limits.handshakesPerSecond || DEFAULT_SPREAD_RATE;
+    const spreadMs = (all.length * 1000) / rate;
     for (const conn of all) {
-      if (opts.reconnectAfterMs !== undefined) conn.goAway('going-away', opts.reconnectAfterMs);
+      if (opts.reconnectAfterMs !== undefined) conn.goAway('going-away', opts.reconnectAfterMs + Math.floor(Math.random() * spreadMs));
       else conn.closeWith('going-away');
     }
     this.runner.stop();

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
 import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
-import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 
 // A connection's life against frames that end it half-way and a drain that says "nothing new":
 // cases a review found, each failing before its fix.
@@ -53,4 +53,22 @@ test('drain: nothing new is written between GOAWAY and CLOSE, fire-and-forget se
   clock.advance(6000);
   await drained;
   assert.ok(!after.includes(FrameType.DATA), `frames after GOAWAY: ${after}`);
+});
+
+test('close({ reconnectAfterMs }) spreads the hints over the time the gateway needs to take every client back at its handshake rate: they do not all return in the same millisecond', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: { intervalMs: 1000, minIntervalMs: 200, maxIntervalMs: 10_000, missBudget: 2, graceMs: 500 }, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const clients: MemoryLink[] = [];
+  for (let i = 0; i < 400; i++) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd' });
+    clients.push(client);
+  }
+  await flush();
+  await gw.close({ reconnectAfterMs: 1000 });
+  const hints = clients.map((c) => (c.received.find((f) => f.type === FrameType.GOAWAY) as { reconnectAfterMs: number } | undefined)?.reconnectAfterMs);
+  // 400 clients at the default 2,000 handshakes a second: 200 ms.
+  assert.ok(hints.every((h) => h !== undefined && h >= 1000 && h < 1200), `hints out of [1,000, 1,200) ms: ${hints.slice(0, 5).join(', ')}`);
+  assert.ok(new Set(hints).size > 100, `${new Set(hints).size} distinct hints for 400 clients`);
 });
