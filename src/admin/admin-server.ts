@@ -49,6 +49,12 @@ export const DEFAULT_ADMIN_PORT = 7422;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 
 /** Whether an address only this machine can reach: the admin port may go without a token there. */
+/** A peer address on this machine: 127.0.0.0/8, ::1, or 127.x as IPv4-mapped IPv6. */
+export function isLoopbackAddress(address: string): boolean {
+  const a = address.startsWith('::ffff:') ? address.slice(7) : address;
+  return a === '::1' || (isIPv4(a) && a.startsWith('127.'));
+}
+
 export function isLoopbackHost(host: string): boolean {
   // An address in 127.0.0.0/8 written as an address: "127.0.0.1.rebind.attacker.example" is a name
   // anyone can point at 127.0.0.1, and once passed this check as loopback (issue 20).
@@ -116,7 +122,8 @@ export class AdminServer {
     this.server = createServer((req, res) => {
       this.route(req, res).catch((err: unknown) => {
         const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
-        if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: req.url }, 'admin request failed');
+        // The URL without its query: a dashboard's ?token= must not reach the log.
+        if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: (req.url ?? '').split('?')[0] }, 'admin request failed');
         if (!res.headersSent) {
           if (e.status === 429) res.setHeader('retry-after', '1');
           json(res, e.status, { error: { code: e.code, message: e.message } });
@@ -361,8 +368,15 @@ export class AdminServer {
     }
   }
 
-  /** Without a credential, only loopback Host names are served (no DNS rebinding). */
+  /**
+   * Without a credential, only loopback callers are served: from a loopback
+   * address (the Host header is the caller's to write: on a public port a
+   * caller from anywhere would send `Host: 127.0.0.1`), and with a loopback
+   * Host name (no DNS rebinding from a browser on this machine).
+   */
   private checkHost(req: IncomingMessage, hint = 'set an admin token to serve other names'): void {
+    const from = req.socket.remoteAddress ?? '';
+    if (!isLoopbackAddress(from)) throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `${from || 'a caller'} is not a loopback address; ${hint}`);
     const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
     if (!isLoopbackHost(host)) {
       throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; ${hint}`);

@@ -51,18 +51,27 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
   if (sources !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'jwtAuthenticator needs exactly one of secret, publicKey, jwks, jwksUrl');
   const algorithms = o.algorithms ?? (o.secret !== undefined ? ['HS256'] : ['RS256', 'ES256']);
   let key: Promise<Uint8Array | KeyObject | CryptoKey | JWTVerifyGetKey>;
+  let remote: ReturnType<typeof createRemoteJWKSet> | null = null;
+  /** A PEM key that cannot be imported (not the algorithm's type): every HELLO is told so, retried. */
+  let keyError: Error | null = null;
   if (o.secret !== undefined) key = Promise.resolve(typeof o.secret === 'string' ? new TextEncoder().encode(o.secret) : o.secret);
   else if (o.jwks) key = Promise.resolve(createLocalJWKSet(o.jwks));
-  else if (o.jwksUrl) key = Promise.resolve(createRemoteJWKSet(new URL(o.jwksUrl)));
+  else if (o.jwksUrl) key = Promise.resolve((remote = createRemoteJWKSet(new URL(o.jwksUrl))));
   else if (typeof o.publicKey === 'string') {
     if (algorithms.length !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'a PEM publicKey needs exactly one algorithm in `algorithms`');
     key = importSPKI(o.publicKey, algorithms[0]);
+    // Handled here: left to the first HELLO, its rejection ended the process a tick after construction.
+    key.catch((err: Error) => (keyError = err));
   } else key = Promise.resolve(o.publicKey!);
 
   return async (hello): Promise<Identity> => {
     if (!hello.token) throw new ProtocolError('auth-missing', 'HELLO carries no token; this gateway requires one');
     let payload: JWTPayload;
+    // Set fetched within jose's cooldown (30 s) before this token came: an unknown kid is not looked
+    // up again now, though the issuer may have rotated to it since (or a forged kid started the cooldown).
+    const cooling = remote?.coolingDown === true;
     try {
+      if (keyError) throw new ProtocolError('server-error', `the gateway's public key cannot be used: ${(keyError as Error).message}`);
       const k = await key;
       const opts = {
         algorithms,
@@ -73,6 +82,9 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
       };
       ({ payload } = typeof k === 'function' ? await jwtVerify(hello.token, k, opts) : await jwtVerify(hello.token, k, opts));
     } catch (err) {
+      if (err instanceof ProtocolError) throw err;
+      // A new key the cooling-down set may not have yet: come back (4004), not refused for good.
+      if (cooling && err instanceof errors.JWKSNoMatchingKey) throw new ProtocolError('server-error', 'no key for this token in the key set fetched moments ago; retry shortly');
       // The key set could not be had (the JWKS URL down, slow, or answering garbage): the token was
       // not judged, so the device is told to come back (4004, retried) rather than refused for good.
       if (o.jwksUrl !== undefined && keySetUnavailable(err)) throw new ProtocolError('server-error', `key set unavailable: ${(err as Error).message}`);

@@ -92,8 +92,13 @@ export function clientCommand(): Command {
         if (line === '/probe') return client.networkChanged();
         if (line.startsWith('/network ')) return client.networkChanged(line.slice(9).trim());
         if (line.startsWith('/state ')) {
-          const delta = line.slice(7).split(/\s+/).filter(Boolean).reduce((acc, kv) => keyValue(kv, acc), {} as Record<string, string>);
-          client.updateState(delta, { flush: true });
+          try {
+            const delta = line.slice(7).split(/\s+/).filter(Boolean).reduce((acc, kv) => keyValue(kv, acc), {} as Record<string, string>);
+            client.updateState(delta, { flush: true });
+          } catch (err) {
+            // A mistyped command is the person's to fix, not the end of the session.
+            print('error', { error: (err as Error).message }, `(/state: ${(err as Error).message}; write /state key=value ...)`);
+          }
           return;
         }
         try {

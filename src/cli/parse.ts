@@ -2,6 +2,8 @@ import { InvalidArgumentError } from 'commander';
 
 /** Commander argument parsers with clear errors. */
 export function int(value: string): number {
+  // Number('') is 0, which for most limits means none: an unset variable must not turn one off.
+  if (value.trim() === '') throw new InvalidArgumentError('expected a non-negative integer, got an empty value');
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a non-negative integer');
   return n;
@@ -9,6 +11,7 @@ export function int(value: string): number {
 
 /** A bound: 0 would refuse everything, so at least 1. */
 export function positiveInt(value: string): number {
+  if (value.trim() === '') throw new InvalidArgumentError('expected a positive integer, got an empty value');
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
   return n;
@@ -21,7 +24,16 @@ export function keyValue(value: string, previous: Record<string, string> = {}): 
 }
 
 export function port(value: string): number {
+  if (value.trim() === '') throw new InvalidArgumentError('expected a port, got an empty value');
   const n = Number(value);
   if (!Number.isInteger(n) || n < 0 || n > 65535) throw new InvalidArgumentError('expected a port, 0 to 65535 (0: any free port)');
+  return n;
+}
+
+/** A fraction in (0, 1]. */
+export function fraction(value: string): number {
+  if (value.trim() === '') throw new InvalidArgumentError('expected a number in (0, 1], got an empty value');
+  const n = Number(value);
+  if (!(n > 0 && n <= 1)) throw new InvalidArgumentError('expected a number in (0, 1]');
   return n;
 }

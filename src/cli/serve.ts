@@ -13,7 +13,7 @@ import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { int, port, positiveInt } from './parse.js';
+import { fraction, int, port, positiveInt } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -98,6 +98,7 @@ export function serveCommand(): Command {
     .option('--max-inbound-waiting-per-link <n>', "a link's messages waiting to be accepted (store checks, the upstream backend); beyond it GOAWAY 4004", int, LIMIT_DEFAULTS.maxInboundWaitingPerLink)
     .option('--max-inbound-waiting-bytes <n>', 'payload bytes of those messages over all links; beyond it GOAWAY 4004', int, LIMIT_DEFAULTS.maxInboundWaitingBytes)
     .option('--max-inbound-waiting-bytes-per-link <n>', 'the same for one link (a lone message is always let in)', int, LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink)
+    .option('--inbound-source-share <fraction>', 'of the upstream backlog and those bytes, what one source address may hold once they are half full (1: off; raise behind a carrier-grade NAT or a proxy)', fraction, LIMIT_DEFAULTS.inboundSourceShare)
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
     .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
@@ -151,6 +152,14 @@ export function serveCommand(): Command {
         process.exit(2);
       }
       o = cmd.opts();
+      // An empty secret or URL (an unset variable in a compose file) must not quietly turn a guard
+      // off: an empty --jwt-secret used to start a gateway without authentication.
+      const empty = EMPTY_REFUSED.filter(([k]) => typeof o[k] === 'string' && (o[k] as string).trim() === '').map(([, flag]) => flag);
+      for (const v of ['LONGLINK_JWT_SECRET', 'LONGLINK_ADMIN_TOKEN']) if (process.env[v] !== undefined && process.env[v]!.trim() === '') empty.push(v);
+      if (empty.length > 0) {
+        process.stderr.write(`longlink serve: ${empty.join(', ')} given but empty (unset it to go without)\n`);
+        process.exit(2);
+      }
       if (o.printConfig) {
         process.stdout.write(printConfig(cmd));
         return;
@@ -221,6 +230,7 @@ export function serveCommand(): Command {
             maxInboundWaitingPerLink: o.maxInboundWaitingPerLink,
             maxInboundWaitingBytes: o.maxInboundWaitingBytes,
             maxInboundWaitingBytesPerLink: o.maxInboundWaitingBytesPerLink,
+            inboundSourceShare: o.inboundSourceShare,
           },
           heartbeat: {
             intervalMs: o.heartbeatIntervalMs,
@@ -439,6 +449,22 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
 }
+
+/** Options whose empty value is refused: each turns a guard on, or names where to reach something. */
+const EMPTY_REFUSED: [string, string][] = [
+  ['jwtSecret', '--jwt-secret'],
+  ['jwtPublicKey', '--jwt-public-key'],
+  ['jwksUrl', '--jwks-url'],
+  ['jwtIssuer', '--jwt-issuer'],
+  ['jwtAudience', '--jwt-audience'],
+  ['apiKey', '--api-key'],
+  ['adminToken', '--admin-token'],
+  ['connectHook', '--connect-hook'],
+  ['connectHookSecret', '--connect-hook-secret'],
+  ['upstreamWebhook', '--upstream-webhook'],
+  ['upstreamSecret', '--upstream-secret'],
+  ['redis', '--redis'],
+];
 
 function adminToken(o: Record<string, unknown>): string | undefined {
   return (o.adminToken as string | undefined) ?? process.env.LONGLINK_ADMIN_TOKEN;

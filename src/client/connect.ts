@@ -31,7 +31,11 @@ function abortedError(u: URL): LonglinkError {
  */
 export async function dial(url: string, opts: DialOptions): Promise<Link> {
   const u = new URL(url);
-  if (u.protocol === 'tcp:' || u.protocol === 'tls:') return dialTcp(u, opts, u.protocol === 'tls:');
+  if (u.protocol === 'tcp:' || u.protocol === 'tls:') {
+    // No default port for these (ws:// has 80): Number('') would dial port 0, refused for ever.
+    if (u.port === '') throw new LonglinkError('LL_ERR_BAD_URL', `${url}: a ${u.protocol}// URL needs a port (tcp://host:7001)`);
+    return dialTcp(u, opts, u.protocol === 'tls:');
+  }
   if (u.protocol === 'ws:' || u.protocol === 'wss:') return dialWs(u, opts);
   throw new LonglinkError('LL_ERR_BAD_URL', `unsupported URL scheme ${u.protocol} (use tcp://, tls://, ws:// or wss://)`);
 }

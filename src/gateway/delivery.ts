@@ -96,12 +96,12 @@ export class Delivery {
   /** Client messages of every link waiting to be accepted (store checks, the backend), and their payload bytes. */
   readonly inbound = { messages: 0, bytes: 0 };
   /**
-   * The same by source address: one source may hold at most SOURCE_SHARE of
+   * The same by source address: one source may hold at most inboundSourceShare of
    * what all links share (the upstream backlog, the waiting bytes). Without it
    * a few dozen links of one laptop, each within its own share, filled the
    * whole and every other device's next message was the one refused.
    */
-  private readonly bySource = new Map<string, { messages: number; bytes: number }>();
+  private readonly bySource = new Map<string, SourceHeld>();
 
   constructor(
     private readonly o: ResolvedGatewayOptions,
@@ -194,7 +194,27 @@ export class Delivery {
       // Fire-and-forget both ways: one attempt upstream, no acknowledgement to wait for. Its bytes
       // share the waiting-bytes budget with the sequenced messages' (a flood of large ones to a slow
       // backend is refused by size, not only by count).
-      up?.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: this.o.limits.maxInboundWaitingBytes });
+      if (!up) return;
+      // A source's share of those bytes too, once they are half full (see inboundRefusal).
+      const l = this.o.limits;
+      const source = conn.link.remoteAddress;
+      const bytes = f.payload.length;
+      let mine = this.bySource.get(source);
+      if (mine && l.inboundSourceShare < 1 && this.inbound.bytes + up.fireAndForgetBytes >= l.maxInboundWaitingBytes / 2 && mine.fireBytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * l.inboundSourceShare)) {
+        up.stats.refusedBacklog++;
+        return;
+      }
+      if (!mine) this.bySource.set(source, (mine = { messages: 0, bytes: 0, fireBytes: 0 }));
+      const held = mine;
+      held.fireBytes += bytes;
+      const sent = up.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: l.maxInboundWaitingBytes }, () => {
+        held.fireBytes -= bytes;
+        this.letGo(source, held);
+      });
+      if (!sent) {
+        held.fireBytes -= bytes;
+        this.letGo(source, held);
+      }
       return;
     }
     const d = this.state(conn);
@@ -207,7 +227,7 @@ export class Delivery {
       conn.goAway('server-error', 5000, refusal);
       return;
     }
-    if (!mine) this.bySource.set(source, (mine = { messages: 0, bytes: 0 }));
+    if (!mine) this.bySource.set(source, (mine = { messages: 0, bytes: 0, fireBytes: 0 }));
     const held = mine;
     held.messages++;
     held.bytes += bytes;
@@ -262,7 +282,8 @@ export class Delivery {
         this.inbound.messages--;
         this.inbound.bytes -= bytes;
         held.bytes -= bytes;
-        if (--held.messages === 0 && this.bySource.get(source) === held) this.bySource.delete(source);
+        held.messages--;
+        this.letGo(source, held);
       })
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
@@ -327,22 +348,30 @@ export class Delivery {
   }
 
   /** Why one more message of `bytes` of a link may not wait with those already waiting, if it may not. */
-  private inboundRefusal(d: LinkDelivery, bytes: number, mine: { messages: number; bytes: number } | undefined, source: string): string | null {
+  private inboundRefusal(d: LinkDelivery, bytes: number, mine: SourceHeld | undefined, source: string): string | null {
     const l = this.o.limits;
     const up = this.upstream;
     const here = d.inboundWaiting;
     if (up && !up.admits(here, this.inbound.messages)) return `upstream ${up.o.sink.name} backlog: ${here} messages of this link (${this.inbound.messages} in all) wait for the backend`;
-    // A source's share: a quarter of the whole, and never less than one link's (its first message
-    // always goes in, as a link's does).
-    if (mine && mine.messages > 0) {
-      if (up && mine.messages >= Math.max(up.o.maxPendingPerConnection, up.o.maxPending * SOURCE_SHARE)) return `upstream ${up.o.sink.name} backlog: ${mine.messages} messages from ${source} wait for the backend (a source's share of maxPending)`;
-      if (mine.bytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * SOURCE_SHARE)) return `${mine.bytes} bytes of messages from ${source} wait to be accepted (a source's share of maxInboundWaitingBytes)`;
+    // A source's share (inboundSourceShare, never less than one link's bound; its first message always
+    // goes in, as a link's does), once the whole is half full: an idle gateway serves one address
+    // behind which many users are (a carrier-grade NAT, a proxy) as much as it can.
+    const share = l.inboundSourceShare;
+    if (mine && mine.messages > 0 && share < 1) {
+      if (up && this.inbound.messages >= up.o.maxPending / 2 && mine.messages >= Math.max(up.o.maxPendingPerConnection, up.o.maxPending * share)) return `upstream ${up.o.sink.name} backlog: ${mine.messages} messages from ${source} wait for the backend (a source's share of maxPending)`;
+      const all = this.inbound.bytes + (up?.fireAndForgetBytes ?? 0);
+      if (all >= l.maxInboundWaitingBytes / 2 && mine.bytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * share)) return `${mine.bytes} bytes of messages from ${source} wait to be accepted (a source's share of maxInboundWaitingBytes)`;
     }
     if (here >= l.maxInboundWaitingPerLink) return `${here} messages of this link wait to be accepted (maxInboundWaitingPerLink)`;
     // A link's own share first (a lone message is always let in): one link must not fill what all share.
     if (here > 0 && d.inboundBytes + bytes > l.maxInboundWaitingBytesPerLink) return `${d.inboundBytes} bytes of this link's messages wait to be accepted (maxInboundWaitingBytesPerLink)`;
-    if (this.inbound.bytes + bytes > l.maxInboundWaitingBytes) return `${this.inbound.bytes} bytes of client messages wait to be accepted (maxInboundWaitingBytes)`;
+    if (this.inbound.bytes + (up?.fireAndForgetBytes ?? 0) + bytes > l.maxInboundWaitingBytes) return `${this.inbound.bytes} bytes of client messages wait to be accepted (maxInboundWaitingBytes)`;
     return null;
+  }
+
+  /** A source's entry goes once it holds nothing. */
+  private letGo(source: string, held: SourceHeld): void {
+    if (held.messages === 0 && held.fireBytes === 0 && this.bySource.get(source) === held) this.bySource.delete(source);
   }
 
   private accept(conn: ServerConnection, seq: number): void {
@@ -536,7 +565,7 @@ export class Delivery {
     const enqueue = async (deviceId: string) => {
       try {
         const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
-        for (const m of evicted) this.reportDrop('dropped', userId, deviceId, m, 'overflow');
+        for (const m of evicted) this.reportDrop('dropped', userId, m.deviceId ?? deviceId, m, 'overflow');
         queued.push(deviceId);
       } catch (err) {
         this.stats.storeFaults++;
@@ -649,8 +678,12 @@ export class Delivery {
   }
 }
 
-/** What one source address may hold of the budgets all links share. */
-const SOURCE_SHARE = 0.25;
+/** What one source address has waiting: sequenced messages and their bytes, and fire-and-forget bytes on their way to a backend. */
+interface SourceHeld {
+  messages: number;
+  bytes: number;
+  fireBytes: number;
+}
 
 /**
  * The frame with a payload of its own when it is a view into a much larger

@@ -189,6 +189,14 @@ export interface LimitOptions {
   maxInboundWaitingBytes?: number;
   /** The same for one link (a lone message is always let in), so one link cannot fill what all share. */
   maxInboundWaitingBytesPerLink?: number;
+  /**
+   * The share of the upstream backlog and of maxInboundWaitingBytes one
+   * source address may hold once they are half full (never less than one
+   * link's bound): a few dozen links of one laptop must not fill them and
+   * leave every other device refused. 1 turns it off (raise it behind a
+   * carrier-grade NAT or a proxy, where many users share an address).
+   */
+  inboundSourceShare?: number;
   /** HELLO's token, in characters: it goes to the authenticator and a connect hook as it is. */
   maxTokenBytes?: number;
 }
@@ -214,6 +222,7 @@ export interface ResolvedLimits {
   maxInboundWaitingPerLink: number;
   maxInboundWaitingBytes: number;
   maxInboundWaitingBytesPerLink: number;
+  inboundSourceShare: number;
   maxTokenBytes: number;
 }
 
@@ -238,6 +247,7 @@ export const LIMIT_DEFAULTS = {
   maxInboundWaitingPerLink: 10_000,
   maxInboundWaitingBytes: 64 << 20,
   maxInboundWaitingBytesPerLink: 4 << 20,
+  inboundSourceShare: 0.25,
   // JWTs are a few hundred bytes; an identity provider's with many group claims reaches 8 KiB or more.
   maxTokenBytes: 16_384,
   pingBurst: 20,
@@ -370,7 +380,9 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxInboundWaitingBytes: positive('limits.maxInboundWaitingBytes', l.maxInboundWaitingBytes ?? LIMIT_DEFAULTS.maxInboundWaitingBytes),
     maxInboundWaitingBytesPerLink: positive('limits.maxInboundWaitingBytesPerLink', l.maxInboundWaitingBytesPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink),
     maxTokenBytes: positive('limits.maxTokenBytes', l.maxTokenBytes ?? LIMIT_DEFAULTS.maxTokenBytes),
+    inboundSourceShare: l.inboundSourceShare ?? LIMIT_DEFAULTS.inboundSourceShare,
   };
+  if (!(limits.inboundSourceShare > 0 && limits.inboundSourceShare <= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.inboundSourceShare must be in (0, 1] (got ${limits.inboundSourceShare})`);
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).
   const minWrite = Math.max(2 * maxFrameBytes, MIN_WRITE_BUFFER_BYTES);

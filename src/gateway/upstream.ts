@@ -137,6 +137,9 @@ export class UpstreamRunner {
   readonly stats: UpstreamStats = { accepted: 0, failures: 0, rejected: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
   /** Payload bytes of the fire-and-forget messages in flight (they share the gateway's waiting-bytes budget). */
   private fireBytes = 0;
+  get fireAndForgetBytes(): number {
+    return this.fireBytes;
+  }
 
   constructor(
     opts: UpstreamOptions,
@@ -194,12 +197,12 @@ export class UpstreamRunner {
    * It counts in the process's pending bound all the same, so a fire-and-forget
    * flood cannot pile up requests to a slow backend; beyond it, it is dropped.
    */
-  fireAndForget(msg: UpstreamMessage, waitingAll = 0, onAnswer?: (answer: UpstreamAnswer) => void, bytes?: { waitingBytes: number; maxBytes: number }): void {
+  fireAndForget(msg: UpstreamMessage, waitingAll = 0, onAnswer?: (answer: UpstreamAnswer) => void, bytes?: { waitingBytes: number; maxBytes: number }, onDone?: () => void): boolean {
     // With the sequenced messages waiting (`waitingAll`, which counts those in flight again: a little conservative).
     const size = msg.payload.length;
     if (waitingAll + this.stats.pending >= this.o.maxPending || (bytes && bytes.waitingBytes + this.fireBytes + size > bytes.maxBytes)) {
       this.stats.refusedBacklog++;
-      return;
+      return false;
     }
     this.stats.pending++;
     this.fireBytes += size;
@@ -219,7 +222,9 @@ export class UpstreamRunner {
       .finally(() => {
         this.stats.pending--;
         this.fireBytes -= size;
+        onDone?.();
       });
+    return true;
   }
 
   private backoff(): Backoff {

@@ -135,7 +135,7 @@ test('WebSocket control pings are paced, before HELLO too: past a burst of 10 an
   }
 });
 
-test('one source address holds at most a quarter of the upstream backlog all links share: links of one laptop, each within its own bound, no longer fill it and get the next device refused', async () => {
+test('one source address holds at most a quarter of the upstream backlog all links share once it is half full: links of one laptop, each within its own bound, no longer fill it and get the next device refused', async () => {
   // A healthy backend that answers in 1 s; each device's messages go to it one at a time.
   const sink: UpstreamSink = { name: 'slowish', send: () => new Promise((r) => setTimeout(() => r(), 1000)) };
   // The defaults' ratio (256 per link, 20,000 in all: 79 links) scaled down: 8 links of 50 would fill 400.
@@ -155,7 +155,8 @@ test('one source address holds at most a quarter of the upstream backlog all lin
       for (let k = 1; k <= 50; k++) p.send({ type: FrameType.DATA, seq: k, payload: new Uint8Array(1) });
       await sleep(20);
     }
-    assert.ok(gw.flowStats().inboundWaiting <= 100, `one source holds ${gw.flowStats().inboundWaiting} of 400`);
+    // Its share (a quarter) is enforced once the whole is half full: it holds at most about 200.
+    assert.ok(gw.flowStats().inboundWaiting <= 210, `one source holds ${gw.flowStats().inboundWaiting} of 400`);
     assert.ok(attackers.some((p) => p.goaway?.code === 4004), 'the source past its share is told to come back later');
     const v = new RawPeer(port, { localAddress: '127.0.0.3' });
     peers.push(v);
@@ -166,6 +167,68 @@ test('one source address holds at most a quarter of the upstream backlog all lin
     assert.equal(v.goaway, undefined, `the victim's first message was refused (GOAWAY ${v.goaway?.code})`);
   } finally {
     for (const p of peers) p.destroy();
+    await gw.close();
+  }
+});
+
+test('many users behind one address (a carrier-grade NAT, a proxy) are not held to a source\'s share while the gateway has room; inboundSourceShare 1 turns it off', async () => {
+  const sink: UpstreamSink = { name: 'slowish', send: () => new Promise((r) => setTimeout(() => r(), 1000)) };
+  for (const share of [0.25, 1]) {
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, upstream: { sink, maxPendingPerConnection: 64, maxPending: 400 }, limits: { inboundSourceShare: share } });
+    const port = (await gw.listen()).tcp!.port;
+    const peers: RawPeer[] = [];
+    try {
+      // 5 users, 30 messages each: 150 of 400, under half: nobody refused.
+      for (let i = 0; i < 5; i++) {
+        const p = new RawPeer(port);
+        peers.push(p);
+        p.hello(`user${i}`, 'd');
+        await p.welcome();
+        for (let k = 1; k <= 30; k++) p.send({ type: FrameType.DATA, seq: k, payload: new Uint8Array(1) });
+      }
+      await sleep(100);
+      assert.deepEqual(peers.map((p) => p.goaway?.code), [undefined, undefined, undefined, undefined, undefined]);
+      if (share === 1) {
+        // Off: 8 more links of 40 from the same address fill all 400, the share never asked.
+        for (let i = 0; i < 6; i++) {
+          const p = new RawPeer(port);
+          peers.push(p);
+          p.hello(`more${i}`, 'd');
+          await p.welcome();
+          for (let k = 1; k <= 40; k++) p.send({ type: FrameType.DATA, seq: k, payload: new Uint8Array(1) });
+        }
+        await sleep(100);
+        assert.equal(gw.flowStats().inboundWaiting, 390);
+      }
+    } finally {
+      for (const p of peers) p.destroy();
+      await gw.close();
+    }
+  }
+  assert.throws(() => new Gateway({ tcp: false, ws: false, limits: { inboundSourceShare: 0 } }), { code: 'LL_ERR_INVALID_OPTION' });
+});
+
+test('fire-and-forget messages from one source hold at most its share of the waiting bytes once they are half full: another device\'s still go', async () => {
+  const got: string[] = [];
+  const sink: UpstreamSink = { name: 'hang', send: (m) => (got.push(m.userId), new Promise(() => {})) };
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, upstream: { sink, maxPending: 20_000 }, limits: { maxInboundWaitingBytes: 1 << 20, maxInboundWaitingBytesPerLink: 64 << 10 } });
+  const port = (await gw.listen()).tcp!.port;
+  const laptop = new RawPeer(port, { localAddress: '127.0.0.2' });
+  const other = new RawPeer(port, { localAddress: '127.0.0.3' });
+  try {
+    laptop.hello('mallory', 'd');
+    other.hello('victim', 'd');
+    await Promise.all([laptop.welcome(), other.welcome()]);
+    for (let i = 0; i < 100; i++) laptop.send({ type: FrameType.DATA, payload: new Uint8Array(30_000) });
+    await sleep(200);
+    const fromLaptop = got.length;
+    assert.ok(fromLaptop * 30_000 <= (1 << 20) / 2 + 30_000, `one source holds ${fromLaptop} x 30 KB`);
+    other.send({ type: FrameType.DATA, payload: new Uint8Array(30_000) });
+    for (let i = 0; i < 50 && !got.includes('victim'); i++) await sleep(10);
+    assert.ok(got.includes('victim'), 'the other device\'s message went to the backend');
+  } finally {
+    laptop.destroy();
+    other.destroy();
     await gw.close();
   }
 });

@@ -386,4 +386,10 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await b.close();
     }
   });
+
+  test('a WAIT timeout of 5 s or more stays valid: the command timeout, unset, leaves a WAIT its whole time', async () => {
+    const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, waitTimeoutMs: 10_000 });
+    await s.close();
+    assert.throws(() => new RedisStore({ url: redis!.url, waitTimeoutMs: 10_000, commandTimeoutMs: 5000 }), { code: 'LL_ERR_INVALID_OPTION' });
+  });
 });

@@ -488,6 +488,28 @@ test('memory store: queued bytes are bounded in all (maxQueuedBytes): a message 
   await s.close();
 });
 
+test('memory store: past the user\'s bound, the oldest messages of its devices not online make room for the one online (stale installs do not lock out the live phone); a user id holding NUL is accounted right', async () => {
+  const s = new MemoryStore({ maxQueuedBytesPerUser: 4000 });
+  const perDevice = { maxMessages: 1000, maxBytes: 1000 };
+  const user = 'tenant\u0000alice';
+  for (let d = 0; d < 4; d++) await s.rememberDevice(user, `stale${d}`, 1e13);
+  await s.setOnline({ userId: user, deviceId: 'phone', connectionId: 'c', nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+  const dropped: string[] = [];
+  for (let i = 0; i < 20; i++) {
+    for (let d = 0; d < 4; d++) for (const e of await s.enqueue(user, `stale${d}`, msg(`s${i}`, 1e13 + i, 100), perDevice)) dropped.push(`${e.deviceId ?? `stale${d}`}:${e.id}`);
+    const out = await s.enqueue(user, 'phone', msg(`p${i}`, 1e13, 100), perDevice);
+    for (const e of out) dropped.push(`${e.deviceId}:${e.id}`);
+    await s.take(user, 'phone', 'c', 0);
+    await s.ack(user, 'phone', 'c', 1e9); // the phone acknowledges at once
+  }
+  assert.ok(dropped.some((x) => x.startsWith('stale')), 'the stale devices\' oldest went');
+  assert.ok((await s.queueTotals()).bytes <= 4000);
+  // Expiry gives the user's room back (the key holds NUL: it is not split to find the user).
+  await s.expire(1e13 + 100);
+  await s.enqueue(user, 'phone', msg('after', 2e13, 3900), { maxMessages: 10, maxBytes: 4000 });
+  await s.close();
+});
+
 test('memory store: one user\'s devices together hold at most maxQueuedBytesPerUser, online or not, so devices that never acknowledge cannot take what every user shares', async () => {
   const s = new MemoryStore({ maxQueuedBytes: 100_000, maxQueuedBytesPerUser: 10_000 });
   const perDevice = { maxMessages: 1000, maxBytes: 4000 };

@@ -3,6 +3,9 @@ import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store 
 import { LonglinkError } from '../../protocol/errors.js';
 
 interface Mailbox {
+  /** Whose it is (a key split at NUL would cut a user id that holds one). */
+  userId: string;
+  deviceId: string;
   /** The connection the mailbox is bound to ('' for none yet). */
   holder: string;
   /** The highest number handed out: numbers never go back, whoever holds the mailbox. */
@@ -401,7 +404,7 @@ export class MemoryStore implements Store {
   private mailbox(userId: string, deviceId: string): Mailbox {
     const key = `${userId}\u0000${deviceId}`;
     let m = this.mailboxes.get(key);
-    if (!m) this.mailboxes.set(key, (m = { holder: '', highSeq: 0, messages: [], bytes: 0 }));
+    if (!m) this.mailboxes.set(key, (m = { userId, deviceId, holder: '', highSeq: 0, messages: [], bytes: 0 }));
     return m;
   }
 
@@ -420,22 +423,66 @@ export class MemoryStore implements Store {
         freed += l;
       }
     }
+    // Past the user's bound, the oldest messages of the user's other devices that are not online go
+    // first (stale installs must not lock out the live one); if they do not make room, it is refused.
+    // Never below one device's own bound: a user with one device may always hold what it may.
+    const userCap = Math.max(this.limits.maxQueuedBytesPerUser, limits.maxBytes);
+    let mine = (this.userQueuedBytes.get(userId) ?? 0) + len - freed;
+    let plan: { key: string; box: Mailbox; count: number; bytes: number }[] = [];
+    if (mine > userCap) {
+      plan = this.planUserEviction(userId, deviceId, mine - userCap);
+      const made = plan.reduce((n, p) => n + p.bytes, 0);
+      if (mine - made > userCap) {
+        throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes of user ${userId} hold ${mine - len + freed} bytes; ${len} more would pass maxQueuedBytesPerUser (${userCap})`);
+      }
+      mine -= made;
+      freed += made;
+    }
     // A device online here takes it all the same: it is on its way out, and refusing it would turn a
     // store full of messages for offline devices into an outage for everyone connected.
     const total = this.queuedBytes + len - freed;
     if (total > this.limits.maxQueuedBytes && (total > 2 * this.limits.maxQueuedBytes || this.find(userId, deviceId)?.online !== true)) {
       throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${len} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
     }
-    const mine = (this.userQueuedBytes.get(userId) ?? 0) + len - freed;
-    if (mine > this.limits.maxQueuedBytesPerUser) {
-      throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes of user ${userId} hold ${mine - len + freed} bytes; ${len} more would pass maxQueuedBytesPerUser (${this.limits.maxQueuedBytesPerUser})`);
+    const evicted: QueuedMessage[] = [];
+    for (const p of plan) {
+      for (const e of p.box.messages.splice(0, p.count)) evicted.push({ ...e, deviceId: p.box.deviceId });
+      p.box.bytes -= p.bytes;
+      this.queuedBytes -= p.bytes;
+      if (p.box.messages.length === 0) this.mailboxes.delete(p.key);
     }
     const box = m ?? this.mailbox(userId, deviceId);
+    const own = drop > 0 ? box.messages.splice(0, drop) : [];
+    const ownBytes = own.reduce((n, e) => n + e.payload.length, 0);
     box.messages.push({ ...msg, seq: 0 });
-    box.bytes += len - freed;
-    this.queuedBytes += len - freed;
+    box.bytes += len - ownBytes;
+    this.queuedBytes += len - ownBytes;
     this.userQueuedBytes.set(userId, mine);
-    return drop > 0 ? box.messages.splice(0, drop) : [];
+    return evicted.length > 0 ? [...own, ...evicted] : own;
+  }
+
+  /**
+   * The oldest messages of `userId`'s devices other than `deviceId` that are
+   * not online, oldest first across them, until `need` bytes: how many of
+   * each mailbox's first messages would go. May fall short.
+   */
+  private planUserEviction(userId: string, deviceId: string, need: number): { key: string; box: Mailbox; count: number; bytes: number }[] {
+    const cands: { key: string; box: Mailbox; count: number; bytes: number }[] = [];
+    for (const e of this.devicesByUser.values(userId)) {
+      if (e.deviceId === deviceId || e.online) continue;
+      const key = `${userId}\u0000${e.deviceId}`;
+      const box = this.mailboxes.get(key);
+      if (box && box.messages.length > 0) cands.push({ key, box, count: 0, bytes: 0 });
+    }
+    for (let got = 0; got < need; ) {
+      let next: (typeof cands)[number] | null = null;
+      for (const c of cands) if (c.count < c.box.messages.length && (!next || c.box.messages[c.count].enqueuedAt < next.box.messages[next.count].enqueuedAt)) next = c;
+      if (!next) break;
+      const l = next.box.messages[next.count++].payload.length;
+      next.bytes += l;
+      got += l;
+    }
+    return cands.filter((c) => c.count > 0);
   }
 
   holdsNothingFor(userId: string, deviceId: string): boolean {
@@ -479,7 +526,7 @@ export class MemoryStore implements Store {
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
     for (const [key, m] of this.mailboxes) {
       if (!m.messages.some((x) => x.expiresAt <= now)) continue;
-      const [userId, deviceId] = key.split('\u0000');
+      const { userId, deviceId } = m;
       m.messages = m.messages.filter((message) => {
         if (message.expiresAt > now) return true;
         m.bytes -= message.payload.length;

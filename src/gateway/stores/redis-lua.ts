@@ -21,7 +21,11 @@
  * push (the backend's, or a command re-sent after its answer was lost).
  */
 export const ENQUEUE = `
-if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return {} end
+if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then
+  if redis.call('LLEN', KEYS[1]) > 0 then return {} end
+  -- An index left by a version that did not keep one (a rolling upgrade emptied the mailbox): gone.
+  redis.call('DEL', KEYS[4])
+end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[7], 1)
 local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', tonumber(ARGV[2]))

@@ -205,6 +205,8 @@ export class RedisStore implements Store {
     if (!(Number.isInteger(this.o.mailboxShards) && this.o.mailboxShards >= 1 && this.o.mailboxShards <= 16384)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis mailboxShards: an integer from 1 to 16384');
     if (!(Number.isInteger(this.o.sweepShardsPerCall) && this.o.sweepShardsPerCall >= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis sweepShardsPerCall: an integer ≥ 1');
     if (!(Number.isInteger(this.o.waitReplicas) && this.o.waitReplicas >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis waitReplicas: an integer ≥ 0');
+    // Unset, it leaves a WAIT its whole timeout (a slow replica's setting stays valid).
+    if (opts.commandTimeoutMs === undefined) this.o.commandTimeoutMs = Math.max(REDIS_DEFAULTS.commandTimeoutMs, this.o.waitTimeoutMs + 1000);
     if (!(Number.isInteger(this.o.commandTimeoutMs) && this.o.commandTimeoutMs > this.o.waitTimeoutMs)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis commandTimeoutMs: an integer above waitTimeoutMs (${this.o.waitTimeoutMs})`);
     this.redis = connectRedis({ url: this.o.url, cluster: this.o.cluster }, 'RedisStore', { maxRetriesPerRequest: 3, commandTimeout: this.o.commandTimeoutMs });
     this.redis.on('error', (err: Error) => {

@@ -86,6 +86,11 @@ export interface QueuedMessage {
   expiresAt: number;
   /** Sequence number under the mailbox's current holder (a connection); 0 until numbered. */
   seq: number;
+  /**
+   * Set only on a message `enqueue` evicted from another device of the user
+   * (the memory store's per-user bound): whose mailbox it left.
+   */
+  deviceId?: string;
 }
 
 export interface MailboxLimits {

@@ -1,0 +1,115 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import http from 'node:http';
+import type net from 'node:net';
+import { test } from 'node:test';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
+import { AdminServer, isLoopbackAddress } from '../../src/admin/admin-server.js';
+import { jwtAuthenticator } from '../../src/auth/jwt-authenticator.js';
+import { dial } from '../../src/client/connect.js';
+import { int, port, positiveInt } from '../../src/cli/parse.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { ProtocolError } from '../../src/protocol/errors.js';
+import type { HelloFrame } from '../../src/protocol/frames.js';
+import { CLI } from '../helpers/procs.js';
+
+// Guards that an empty value, a forged header or a key mismatch used to turn off or break.
+
+function post(port: number, path: string, body: unknown, headers: Record<string, string> = {}): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const data = JSON.stringify(body);
+    const r = http.request({ host: '127.0.0.1', port, path, method: 'POST', headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data), ...headers } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode!));
+    });
+    r.on('error', reject);
+    r.end(data);
+  });
+}
+
+test('without an API key (or admin token), a caller from another address is refused even with a loopback Host header: the Host is the caller\'s to write', async () => {
+  const gw = new Gateway({ tcp: false, ws: false });
+  const admin = new AdminServer(gw, { host: '127.0.0.1', port: 0 });
+  const { port } = await admin.listen();
+  // What the kernel would say of a caller from the network: the socket's peer address, nothing else changed.
+  let remote = '127.0.0.1';
+  (admin as unknown as { server: http.Server }).server.prependListener('connection', (s: net.Socket) => Object.defineProperty(s, 'remoteAddress', { get: () => remote }));
+  try {
+    assert.equal(await post(port, '/v1/push', { user: 'alice', text: 'x' }), 200, 'a loopback caller is served');
+    remote = '192.0.2.99';
+    assert.equal(await post(port, '/v1/push', { user: 'alice', text: 'x' }, { host: '127.0.0.1' }), 403);
+    assert.equal(await post(port, '/v1/kick', { user: 'alice' }, { host: 'localhost' }), 403);
+    remote = '::ffff:127.0.0.1';
+    assert.equal(await post(port, '/v1/kick', { user: 'alice' }), 200);
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
+  assert.equal(isLoopbackAddress('127.3.2.1'), true);
+  assert.equal(isLoopbackAddress('::1'), true);
+  assert.equal(isLoopbackAddress('::ffff:10.0.0.1'), false);
+  assert.equal(isLoopbackAddress(''), false);
+});
+
+test('serve refuses an empty secret or key (an unset variable) rather than start without the guard it names; an empty number is not 0', async () => {
+  for (const [args, env] of [
+    [[], { LONGLINK_JWT_SECRET: '' }],
+    [['--jwt-secret', ' '], {}],
+    [['--api-key', ''], {}],
+    [['--admin-token', ''], {}],
+  ] as [string[], Record<string, string>][]) {
+    const p = spawn(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', '--log-format', 'json', ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (d) => (err += d));
+    const code = await new Promise<number | null>((resolve) => {
+      const t = setTimeout(() => (p.kill(), resolve(null)), 10_000);
+      p.once('exit', (c) => (clearTimeout(t), resolve(c)));
+    });
+    assert.equal(code, 2, `${args.join(' ')} ${JSON.stringify(env)}: ${err}`);
+    assert.match(err, /empty/);
+  }
+  for (const parse of [int, positiveInt, port]) assert.throws(() => parse(''), /empty/);
+  assert.throws(() => int('  '), /empty/);
+});
+
+test('a PEM public key that does not fit its algorithm: no unhandled rejection; each HELLO is told to come back (server-error), not refused for good', async () => {
+  const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+  const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
+  const unhandled: unknown[] = [];
+  const onUnhandled = (e: unknown) => unhandled.push(e);
+  process.on('unhandledRejection', onUnhandled);
+  try {
+    const auth = jwtAuthenticator({ publicKey: pem, algorithms: ['RS256'] });
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(unhandled, []);
+    await assert.rejects(Promise.resolve(auth({ userId: 'u', deviceId: 'd', token: 'x.y.z' } as unknown as HelloFrame, { remoteAddress: '127.0.0.1', transport: 'tcp' })), (e: ProtocolError) => e.reason === 'server-error');
+  } finally {
+    process.off('unhandledRejection', onUnhandled);
+  }
+});
+
+test('JWKS rotation: a token of the issuer\'s new key, within the cooldown after a fetch, is told to come back (server-error), not refused for good', async () => {
+  const a = await generateKeyPair('ES256');
+  const b = await generateKeyPair('ES256');
+  let keys = [{ ...(await exportJWK(a.publicKey)), kid: 'A', alg: 'ES256' }];
+  const jwks = http.createServer((_req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys })));
+  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+  try {
+    const auth = jwtAuthenticator({ jwksUrl: `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/` });
+    const hello = (token: string) => ({ userId: 'alice', deviceId: 'phone', token }) as unknown as HelloFrame;
+    const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' as const };
+    const sign = (key: CryptoKey, kid: string, sub = 'alice') => new SignJWT({ sub, did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid }).setExpirationTime('5m').sign(key);
+    await auth(hello(await sign(a.privateKey, 'A')), peer);
+    // The issuer rotates within the cooldown that fetch started (jose looks the set up again only after 30 s).
+    keys = [...keys, { ...(await exportJWK(b.publicKey)), kid: 'B', alg: 'ES256' }];
+    await assert.rejects(Promise.resolve(auth(hello(await sign(b.privateKey, 'B')), peer)), (e: ProtocolError) => e.reason === 'server-error');
+  } finally {
+    await new Promise((r) => jwks.close(r));
+  }
+});
+
+test('a tcp:// or tls:// URL without a port is refused (LL_ERR_BAD_URL), not dialled at port 0 for ever', async () => {
+  await assert.rejects(dial('tcp://127.0.0.1', { timeoutMs: 1000 } as never), { code: 'LL_ERR_BAD_URL' });
+  await assert.rejects(dial('tls://example.invalid', { timeoutMs: 1000 } as never), { code: 'LL_ERR_BAD_URL' });
+});
