@@ -12,6 +12,8 @@ const PONG_BACKLOG_BYTES = 16 * 1024;
 /** WebSocket control pings answered: a burst, then this many a second (made on the first ping). */
 const WS_PING_BURST = 10;
 const WS_PINGS_PER_SEC = 1;
+/** Each link's control-ping pace, beside it rather than in it: most peers never ping, and a field would cost every connection. */
+const wsPingBuckets = new WeakMap<object, TokenBucket>();
 
 // As in TcpLink: the link rides on its socket, so the listeners are shared functions.
 const kLink = Symbol('longlink.wsSocketLink');
@@ -47,8 +49,6 @@ export class WsSocketLink implements Link, WsFrameHandler {
   private events: LinkEvents | null = null;
   private done = false;
   private poisoned = false;
-  /** The peer's WebSocket control pings, paced (see onWsPing); most peers send none. */
-  private wsPings: TokenBucket | null = null;
   /** Our close frame is out: what the peer still sends is dropped, except its close frame. */
   private closing = false;
   /** What the peer's close frame said (1006 if the socket ended without one). */
@@ -128,7 +128,9 @@ export class WsSocketLink implements Link, WsFrameHandler {
     // fast as it pings, before HELLO too, outside the gateway's PING pace. WebSocket keepalive
     // pings come every few seconds at most (browsers send none): past a burst, one a second.
     const now = performance.now();
-    if (!(this.wsPings ??= new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)).take(now)) {
+    let bucket = wsPingBuckets.get(this);
+    if (!bucket) wsPingBuckets.set(this, (bucket = new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)));
+    if (!bucket.take(now)) {
       this.poisoned = true;
       this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping frames, then more than ${WS_PINGS_PER_SEC} a second`));
       return;
