@@ -109,6 +109,9 @@ for (const transport of ['tcp', 'ws'] as const) {
     await alice.waitFor((l) => l.event === 'acked' && l.seq === 1, 3000, 'the ack of the line alice sent');
     alice.child.stdin!.write('@bob hi bob\n');
     await bob.waitFor((l) => l.event === 'message' && l.text === 'alice: hi bob', 3000, 'the relayed message');
+    // A mistyped command is reported, and the session goes on.
+    alice.child.stdin!.write('/state foo\n');
+    await alice.waitFor((l) => l.event === 'error' && /key=value/.test(String(l.error)), 3000, 'the /state error line');
     alice.child.stdin!.write('/state mood=happy\n');
     await server.waitFor((l) => l.event === 'state' && (l.state as Record<string, string>)?.mood === 'happy', 3000, 'the state log line');
     const on = server.lines.filter((l) => l.event === 'online').map((l) => l.user);
