@@ -392,4 +392,22 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     await s.close();
     assert.throws(() => new RedisStore({ url: redis!.url, waitTimeoutMs: 10_000, commandTimeoutMs: 5000 }), { code: 'LL_ERR_INVALID_OPTION' });
   });
+
+  test('an acknowledgement whose answer was lost (re-sent) still answers what it removed: the messages are reported delivered', async () => {
+    const p = await answerDropper();
+    const s = new RedisStore({ url: p.url, prefix: `rf${++n}:` });
+    try {
+      await s.enqueue('u', 'd', msg('m1'), LIMITS);
+      await s.enqueue('u', 'd', msg('m2'), LIMITS);
+      await s.take('u', 'd', 'conn-xyz', 0);
+      p.arm('conn-xyz');
+      const acked = await s.ack('u', 'd', 'conn-xyz', 2);
+      assert.equal(p.cuts(), 1);
+      assert.deepEqual(acked.map((m) => [m.id, m.seq]), [['m1', 1], ['m2', 2]]);
+      assert.equal(await s.depth('u', 'd'), 0);
+    } finally {
+      await s.close();
+      p.close();
+    }
+  });
 });

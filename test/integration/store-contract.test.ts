@@ -304,7 +304,8 @@ for (const kind of kinds) {
       assert.deepEqual((await s.take('u', 'd', 'L', 0)).map((m) => m.seq), [1]);
       await s.ack('u', 'd', 'L', 1);
       if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
-      if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).length, 0, 'no list, no meta');
+      // (The last acknowledgement's record, `mba`, stays a minute for a re-sent one.)
+      if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).filter((k) => !k.includes(':mba:')).length, 0, 'no list, no meta');
       await s.enqueue('u', 'd', msg('b'), LIMITS);
       assert.deepEqual((await s.take('u', 'd', 'L', 1)).map((m) => [m.id, m.seq]), [['b', 2]]);
       assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2)), ['b']);
@@ -312,7 +313,7 @@ for (const kind of kinds) {
       await s.enqueue('u', 'd', msg('c', 5), LIMITS);
       assert.equal((await s.expire(10, true)).length, 1);
       if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
-      if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).length, 0);
+      if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).filter((k) => !k.includes(':mba:')).length, 0);
     });
   });
 }

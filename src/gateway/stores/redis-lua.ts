@@ -3,7 +3,8 @@
  * script, so gateways on several nodes can push into and deliver from the
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
- * hash {holder, high, bytes} and a hash of the message ids it holds; each mailbox shard's `expiry` is a sorted set of
+ * hash {holder, high, bytes}, a hash of the message ids it holds, and for a
+ * minute the last acknowledgement's answer; each mailbox shard's `expiry` is a sorted set of
  * its mailbox ids scored by at most the earliest expiresAt in them: a lower
  * bound, lowered by ENQUEUE and left as it is when messages go (ACK, an
  * eviction), which can only raise the earliest; EXPIRE, when the score comes
@@ -71,11 +72,23 @@ redis.call('HSET', KEYS[2], 'holder', ARGV[1], 'high', next)
 return out
 `;
 
-/** KEYS: list, meta, expiry, ids. ARGV: holder, upTo, mailbox id. Removes and returns the messages with seq ≤ upTo while the holder holds the mailbox. */
+/**
+ * KEYS: list, meta, expiry, ids, last ack. ARGV: holder, upTo, mailbox id.
+ * Removes and returns the messages with seq ≤ upTo while the holder holds the
+ * mailbox. The same acknowledgement again (re-sent after its answer was lost)
+ * answers what the first removed (without payloads), kept a minute: else the
+ * messages the device had would never be reported delivered.
+ */
 export const ACK = `
+local last = redis.call('GET', KEYS[5])
+if last then
+  local l = cjson.decode(last)
+  if l.h == ARGV[1] and l.u == tonumber(ARGV[2]) then return l.m end
+end
 if redis.call('HGET', KEYS[2], 'holder') ~= ARGV[1] then return {} end
 local upTo = tonumber(ARGV[2])
 local out = {}
+local kept = {}
 while true do
   local head = redis.call('LINDEX', KEYS[1], 0)
   if not head then break end
@@ -85,7 +98,9 @@ while true do
   redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
   redis.call('HDEL', KEYS[4], m.id)
   table.insert(out, head)
+  table.insert(kept, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
 end
+if #out > 0 then redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = kept }), 'PX', 60000) end
 -- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[4])

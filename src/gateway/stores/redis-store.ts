@@ -149,7 +149,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
-    llAck(list: string, meta: string, expiry: string, ids: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
+    llAck(list: string, meta: string, expiry: string, ids: string, last: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
@@ -219,7 +219,7 @@ export class RedisStore implements Store {
     });
     this.redis.defineCommand('llEnqueue', { numberOfKeys: 4, lua: ENQUEUE });
     this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
-    this.redis.defineCommand('llAck', { numberOfKeys: 4, lua: ACK });
+    this.redis.defineCommand('llAck', { numberOfKeys: 5, lua: ACK });
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
@@ -714,7 +714,7 @@ export class RedisStore implements Store {
 
   async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
-    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, mb.ids, holder, upTo, mb.id)).map(toMessage);
+    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, mb.ids, this.mk(shardOf(userId, this.o.mailboxShards), 'mba', mb.id), holder, upTo, mb.id)).map(toMessage);
   }
 
   /** The next `sweepShardsPerCall` shards' due messages (`all`: every shard's). */
