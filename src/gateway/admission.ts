@@ -1,3 +1,4 @@
+import { sourceKey } from './source-key.js';
 import { TokenBucket } from '../core/token-bucket.js';
 
 /** Limits on who may open a connection (0 turns a limit off). */
@@ -62,7 +63,8 @@ export class Admission {
   }
 
   /** Counts the connection in and returns null, or says why it is refused (and counts nothing). */
-  admit(source: string, now: number): Refusal | null {
+  admit(address: string, now: number): Refusal | null {
+    const source = sourceKey(address);
     const l = this.limits;
     this.roll(now);
     if (l.maxConnections > 0 && this.total >= l.maxConnections) {
@@ -109,7 +111,8 @@ export class Admission {
   }
 
   /** An admitted connection finished its handshake (WELCOME sent). */
-  opened(source: string, now: number): void {
+  opened(address: string, now: number): void {
+    const source = sourceKey(address);
     this.roll(now);
     this.pending--;
     this.donePending(source);
@@ -138,7 +141,8 @@ export class Admission {
   }
 
   /** A connection admitted from `source` ended (`wasOpen`: after its handshake finished). */
-  release(source: string, wasOpen: boolean): void {
+  release(address: string, wasOpen: boolean): void {
+    const source = sourceKey(address);
     if (!wasOpen) {
       this.pending--;
       this.donePending(source);

@@ -12,6 +12,7 @@ import type { PresenceEntry, QueuedMessage } from './stores/store.js';
 import type { UpstreamAnswer, UpstreamMessage, UpstreamRunner } from './upstream.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
 import { isWellFormed } from '../protocol/well-formed.js';
+import { sourceKey } from './source-key.js';
 
 /**
  * Reliable delivery, both ways, in one place: push into per-device mailboxes
@@ -197,7 +198,7 @@ export class Delivery {
       if (!up) return;
       // A source's share of those bytes too, once they are half full (see inboundRefusal).
       const l = this.o.limits;
-      const source = conn.link.remoteAddress;
+      const source = sourceKey(conn.link.remoteAddress);
       const bytes = f.payload.length;
       let mine = this.bySource.get(source);
       if (mine && l.inboundSourceShare < 1 && this.inbound.bytes + up.fireAndForgetBytes >= l.maxInboundWaitingBytes / 2 && mine.fireBytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * l.inboundSourceShare)) {
@@ -219,7 +220,7 @@ export class Delivery {
     }
     const d = this.state(conn);
     const bytes = f.payload.length;
-    const source = conn.link.remoteAddress;
+    const source = sourceKey(conn.link.remoteAddress);
     let mine = this.bySource.get(source);
     const refusal = this.inboundRefusal(d, bytes, mine, source);
     if (refusal) {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { TokenBucket } from '../../src/core/token-bucket.js';
 import { Admission, FULL_RETRY_MS } from '../../src/gateway/admission.js';
+import { sourceKey } from '../../src/gateway/source-key.js';
 import { decodeFrame, encodeDelimited, encodeFrame } from '../../src/protocol/frame-codec.js';
 import { FrameType } from '../../src/protocol/frames.js';
 
@@ -31,6 +32,23 @@ test('admission: total, per source, rate; releases free slots; refusals count no
   a.release('1.1.1.1', false);
   assert.equal(a.connections, 2);
   assert.equal(a.admit('1.1.1.1', 0), null);
+});
+
+test('admission: an IPv6 peer counts by its /64 (one laptop has 2^64 addresses of its own), an IPv4-mapped one as its IPv4', () => {
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 2, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 }, 0, () => 0.5);
+  assert.equal(a.admit('2001:db8:1:2::1', 0), null);
+  assert.equal(a.admit('2001:db8:1:2:aaaa:bbbb:cccc:dddd', 0), null);
+  assert.equal(a.admit('2001:0db8:0001:0002::ffff', 0)?.reason, 'too-many-connections', 'the same /64, written otherwise');
+  assert.equal(a.admit('2001:db8:1:3::1', 0), null, 'the next /64 is another source');
+  assert.equal(a.admit('::ffff:10.0.0.1', 0), null);
+  assert.equal(a.admit('10.0.0.1', 0), null);
+  assert.equal(a.admit('10.0.0.1', 0)?.reason, 'too-many-connections');
+  a.release('2001:db8:1:2::9', true);
+  assert.equal(a.admit('2001:db8:1:2::1', 0), null);
+  assert.equal(sourceKey('1.2.3.4'), '1.2.3.4');
+  assert.equal(sourceKey('::1'), '0:0:0:0::/64');
+  assert.equal(sourceKey('fe80::1%eth0'), 'fe80:0:0:0::/64');
+  assert.equal(sourceKey('2001:db8::'), '2001:db8:0:0::/64');
 });
 
 test('admission: the rate limit spreads its hints over the refill time', () => {
