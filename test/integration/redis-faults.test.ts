@@ -410,4 +410,26 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       p.close();
     }
   });
+
+  test('an entry Redis cannot read, left by an older version (a lone surrogate in its JSON), is dropped where met: its mailbox and its shard\'s sweep go on', async () => {
+    const prefix = `rf${++n}:`;
+    const s = new RedisStore({ url: redis!.url, prefix, mailboxShards: 1 });
+    const r = new Redis(redis!.url);
+    try {
+      const bad = '{"id":"\\ud800","p":"eA==","n":1,"e":1000,"x":5000,"s":0}';
+      for (const [u, d] of [['u', 'd'], ['v', 'd']]) {
+        await r.rpush(`${prefix}{m0}:mb:${u}:${d}`, bad);
+        await r.zadd(`${prefix}{m0}:expiry`, 5000, `${u}:${d}`);
+      }
+      await s.enqueue('u', 'd', msg('good'), LIMITS);
+      assert.deepEqual((await s.take('u', 'd', 'c1', 0)).map((m) => m.id), ['good']);
+      assert.deepEqual((await s.ack('u', 'd', 'c1', 1)).map((m) => m.id), ['good']);
+      await s.enqueue('w', 'd', msg('due', 5000), LIMITS);
+      assert.deepEqual((await s.expire(10_000, true)).map((e) => e.message.id), ['due']);
+      assert.equal(await s.depth('v', 'd'), 0, 'the unreadable entry went with the sweep');
+    } finally {
+      r.disconnect();
+      await s.close();
+    }
+  });
 });

@@ -16,12 +16,36 @@
  */
 
 /**
+ * A Lua decode that does not abort the script: an entry cjson cannot read
+ * (written by a version before the store wrote only JSON it can read, e.g.
+ * with a lone surrogate) is dropped where met instead of wedging its mailbox
+ * or its shard's sweep for good.
+ */
+const DEC = `
+local function dec(s)
+  local ok, v = pcall(cjson.decode, s)
+  if ok and type(v) == 'table' then return v end
+  return nil
+end`;
+
+/** TAKE: the mailbox's unreadable entries (see DEC) go before numbering. */
+const DROP_UNREADABLE = `
+local good = {}
+for _, raw in ipairs(all) do if dec(raw) then table.insert(good, raw) end end
+if #good < #all then
+  redis.call('DEL', KEYS[1])
+  if #good > 0 then redis.call('RPUSH', KEYS[1], unpack(good)) end
+  all = good
+  if #all == 0 then return {} end
+end`;
+
+/**
  * KEYS: list, meta, expiry, ids. ARGV: message json, bytes, maxMessages,
  * maxBytes, mailbox id, expiresAt, message id. Returns evicted messages. A
  * message whose id the mailbox holds already is not queued again: a retried
  * push (the backend's, or a command re-sent after its answer was lost).
  */
-export const ENQUEUE = `
+export const ENQUEUE = `${DEC}
 if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then
   if redis.call('LLEN', KEYS[1]) > 0 then return {} end
   -- An index left by a version that did not keep one (a rolling upgrade emptied the mailbox): gone.
@@ -35,10 +59,12 @@ local maxBytes = tonumber(ARGV[4])
 local evicted = {}
 while redis.call('LLEN', KEYS[1]) > 1 and (redis.call('LLEN', KEYS[1]) > maxMessages or bytes > maxBytes) do
   local old = redis.call('LPOP', KEYS[1])
-  local om = cjson.decode(old)
-  bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -om.n)
-  redis.call('HDEL', KEYS[4], om.id)
-  table.insert(evicted, old)
+  local om = dec(old)
+  if om then
+    bytes = redis.call('HINCRBY', KEYS[2], 'bytes', -om.n)
+    redis.call('HDEL', KEYS[4], om.id)
+    table.insert(evicted, old)
+  end
 end
 local score = redis.call('ZSCORE', KEYS[3], ARGV[5])
 if (not score) or tonumber(ARGV[6]) < tonumber(score) then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5]) end
@@ -50,7 +76,7 @@ return evicted
  * to the holder; a new holder renumbers everything left. Numbers continue above
  * max(high, afterSeq), never reused. Returns messages with seq > afterSeq.
  */
-export const TAKE = `
+export const TAKE = `${DEC}
 local holder = redis.call('HGET', KEYS[2], 'holder')
 local afterSeq = tonumber(ARGV[2])
 local next = math.max(tonumber(redis.call('HGET', KEYS[2], 'high') or '0'), afterSeq)
@@ -58,6 +84,7 @@ local all = redis.call('LRANGE', KEYS[1], 0, -1)
 if #all == 0 then return {} end
 local rebind = holder ~= ARGV[1]
 local out = {}
+${DROP_UNREADABLE}
 for i, raw in ipairs(all) do
   local m = cjson.decode(raw)
   if rebind or m.s == 0 then
@@ -79,7 +106,7 @@ return out
  * answers what the first removed (without payloads), kept a minute: else the
  * messages the device had would never be reported delivered.
  */
-export const ACK = `
+export const ACK = `${DEC}
 local last = redis.call('GET', KEYS[5])
 if last then
   local l = cjson.decode(last)
@@ -92,13 +119,17 @@ local kept = {}
 while true do
   local head = redis.call('LINDEX', KEYS[1], 0)
   if not head then break end
-  local m = cjson.decode(head)
-  if m.s == 0 or m.s > upTo then break end
-  redis.call('LPOP', KEYS[1])
-  redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
-  redis.call('HDEL', KEYS[4], m.id)
-  table.insert(out, head)
-  table.insert(kept, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
+  local m = dec(head)
+  if not m then
+    redis.call('LPOP', KEYS[1])
+  else
+    if m.s == 0 or m.s > upTo then break end
+    redis.call('LPOP', KEYS[1])
+    redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
+    redis.call('HDEL', KEYS[4], m.id)
+    table.insert(out, head)
+    table.insert(kept, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
+  end
 end
 if #out > 0 then redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = kept }), 'PX', 60000) end
 -- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
@@ -114,7 +145,7 @@ return out
  * indexes. Removes every message whose expiresAt ≤ now; returns
  * [mailbox id, message json, ...].
  */
-export const EXPIRE = `
+export const EXPIRE = `${DEC}
 local now = tonumber(ARGV[1])
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, 1000)
 local out = {}
@@ -126,8 +157,10 @@ for _, mbid in ipairs(due) do
   local keep = {}
   local min = nil
   for _, raw in ipairs(all) do
-    local m = cjson.decode(raw)
-    if m.x <= now then
+    local m = dec(raw)
+    if not m then
+      -- Unreadable (see DEC): dropped, not kept.
+    elseif m.x <= now then
       redis.call('HINCRBY', meta, 'bytes', -m.n)
       redis.call('HDEL', ids, m.id)
       table.insert(out, mbid)
