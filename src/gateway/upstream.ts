@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Backoff } from '../core/backoff.js';
 import type { Timers } from '../core/clock.js';
 import { dropUndefined } from '../core/heartbeat-policy.js';
@@ -52,9 +53,16 @@ export interface UpstreamEvent {
   /**
    * Set by the gateway: this node's count of events, from 1 at its start.
    * Events are sent concurrently and retried, so they may arrive out of
-   * order or twice; (nodeId, seq) orders and identifies them.
+   * order or twice; (nodeId, run, seq) orders and identifies them.
    */
   seq?: number;
+  /**
+   * Set by the gateway: this run of the node (random at each start). A node
+   * restarted under the same id (`--node-id`, a re-forked worker) counts
+   * from 1 again: without it a backend would take its first events for
+   * duplicates of the last run's.
+   */
+  run?: string;
 }
 
 /**
@@ -134,6 +142,8 @@ export interface UpstreamStats {
 export class UpstreamRunner {
   readonly o: Required<UpstreamOptions>;
   private eventSeq = 0;
+  /** This process's run of the node, on every event (see UpstreamEvent.run). */
+  private readonly run = randomBytes(6).toString('base64url');
   readonly stats: UpstreamStats = { accepted: 0, failures: 0, rejected: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
   /** Payload bytes of the fire-and-forget messages in flight (they share the gateway's waiting-bytes budget). */
   private fireBytes = 0;
@@ -244,7 +254,7 @@ export class UpstreamRunner {
     }
     this.stats.eventsPending++;
     // Numbered as made: the order the backend restores, whatever order they arrive in.
-    e = { ...e, seq: ++this.eventSeq };
+    e = { ...e, run: this.run, seq: ++this.eventSeq };
     try {
       const backoff = this.backoff();
       for (let attempt = 0; attempt < 3; attempt++) {

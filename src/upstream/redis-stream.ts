@@ -86,7 +86,7 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
       ]);
     },
     async sendEvent(e: UpstreamEvent): Promise<void> {
-      const fields: string[] = ['type', e.type, 'user', e.userId, 'device', e.deviceId, 'connection', e.connectionId, 'node', e.nodeId, 'at', String(e.at), ...(e.seq !== undefined ? ['seq', String(e.seq)] : [])];
+      const fields: string[] = ['type', e.type, 'user', e.userId, 'device', e.deviceId, 'connection', e.connectionId, 'node', e.nodeId, 'at', String(e.at), ...(e.seq !== undefined ? ['seq', String(e.seq)] : []), ...(e.run !== undefined ? ['run', e.run] : [])];
       if (e.reason !== undefined) fields.push('reason', e.reason, 'code', String(e.code ?? ''), 'initiator', e.initiator ?? '', 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       if (e.resumed !== undefined) fields.push('resumed', String(e.resumed));
       if (e.cleared !== undefined) fields.push('cleared', String(e.cleared), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));

@@ -43,6 +43,16 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * back to the device that sent the message. Anything else (a timeout, a
  * refused connection, a non-2xx status) fails the attempt, and it is retried.
  */
+/**
+ * A message id that can go in a header as it is: printable ASCII. Others (any
+ * UTF-8 id a client may choose) would make node:http throw before sending, for
+ * every retry: the id is in the signed body all the same.
+ */
+const HEADER_SAFE = /^[\x20-\x7e]+$/;
+
+/** A webhook's 4xx answers that are retried, not taken as the message refused for good. */
+const RETRIED_4XX = new Set([401, 403, 404, 407, 408, 425, 429]);
+
 export function webhookSink(o: WebhookOptions): UpstreamSink {
   const timeoutMs = o.timeoutMs ?? 10_000;
   const url = new URL(o.url);
@@ -60,7 +70,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
           method: 'POST',
           agent: via,
           timeout: timeoutMs,
-          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), ...(id ? { 'x-longlink-id': id } : {}), ...(o.secret ? { 'x-longlink-signature': webhookSignature(o.secret, json) } : {}) },
+          headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(json), ...(id && HEADER_SAFE.test(id) ? { 'x-longlink-id': id } : {}), ...(o.secret ? { 'x-longlink-signature': webhookSignature(o.secret, json) } : {}) },
         },
         (res) => {
           const chunks: Buffer[] = [];
@@ -120,9 +130,11 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const json = JSON.stringify(body);
       const res = await post(json, m.id);
       const answer = await res.text();
-      // A 4xx is the backend refusing this message, and it would refuse it again: not retried (but
-      // 408, 425 and 429, which ask to try later). A 5xx or a network failure is retried.
-      if (res.status >= 400 && res.status < 500 && ![408, 425, 429].includes(res.status)) {
+      // A 4xx is the backend refusing this message, and it would refuse it again: not retried. But
+      // not 408, 425 and 429, which ask to try later, nor 401, 403, 404 and 407, which say the
+      // backend's configuration is wrong (a rotated secret, a proxy's login, a missing route), not the
+      // message: discarding every device's messages until someone notices would lose them all.
+      if (res.status >= 400 && res.status < 500 && !RETRIED_4XX.has(res.status)) {
         throw new UpstreamRejectedError(`webhook ${o.url} refused message ${m.id ?? '(no id)'}: HTTP ${res.status}${answer ? ` ${answer.slice(0, 200)}` : ''}`);
       }
       if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);

@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import http from 'node:http';
+import type net from 'node:net';
+import { test } from 'node:test';
+import { systemTimers } from '../../src/core/clock.js';
+import { UpstreamRejectedError, UpstreamRunner, type UpstreamEvent } from '../../src/gateway/upstream.js';
+import { webhookSink } from '../../src/upstream/webhook.js';
+
+// The webhook sink against a real HTTP backend: ids no header can carry, answers that say the
+// backend is misconfigured rather than the message bad, and events a restarted node numbers anew.
+
+async function backend(answer: (body: Record<string, unknown>, req: http.IncomingMessage) => number) {
+  const got: { body: Record<string, unknown>; id: string | undefined }[] = [];
+  const server = http.createServer((req, res) => {
+    let text = '';
+    req.on('data', (d) => (text += d));
+    req.on('end', () => {
+      const body = JSON.parse(text) as Record<string, unknown>;
+      got.push({ body, id: req.headers['x-longlink-id'] as string | undefined });
+      res.writeHead(answer(body, req)).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, got, close: () => new Promise((r) => server.close(r)) };
+}
+
+const message = (id: string) => ({ userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id, seq: 1, payload: Buffer.from('x'), receivedAt: 1 });
+
+test('a message id no header can carry (not printable ASCII) reaches the backend in the body, without the header; a printable one has both', async () => {
+  const b = await backend(() => 200);
+  const sink = webhookSink({ url: b.url });
+  try {
+    await sink.send(message('заказ-2'));
+    await sink.send(message('line\nbreak'));
+    await sink.send(message('order-3'));
+    assert.deepEqual(b.got.map((g) => [g.body.id, g.id]), [['заказ-2', undefined], ['line\nbreak', undefined], ['order-3', 'order-3']]);
+  } finally {
+    await sink.close?.();
+    await b.close();
+  }
+});
+
+test('a webhook 401, 403, 404 or 407 is retried (the backend\'s configuration, not the message); 400 and 422 are the message refused for good', async () => {
+  let status = 0;
+  const b = await backend(() => status);
+  const sink = webhookSink({ url: b.url });
+  try {
+    for (status of [401, 403, 404, 407, 408, 429, 500]) {
+      await assert.rejects(sink.send(message(`m${status}`)), (e: Error) => !(e instanceof UpstreamRejectedError), `HTTP ${status} is retried`);
+    }
+    for (status of [400, 413, 422]) await assert.rejects(sink.send(message(`m${status}`)), UpstreamRejectedError, `HTTP ${status} is refused`);
+  } finally {
+    await sink.close?.();
+    await b.close();
+  }
+});
+
+test('lifecycle events carry the node\'s run, random at each start: a node restarted under the same id, counting from 1 again, is told apart', async () => {
+  const seen: UpstreamEvent[] = [];
+  const sink = { name: 't', send: async () => {}, sendEvent: async (e: UpstreamEvent) => void seen.push(e) };
+  const e: UpstreamEvent = { type: 'online', userId: 'u', deviceId: 'd', connectionId: 'c', nodeId: 'n1', resumed: false, at: 1 } as UpstreamEvent;
+  for (let start = 0; start < 2; start++) {
+    const runner = new UpstreamRunner({ sink, events: ['online'] }, systemTimers, () => {});
+    await runner.event(e);
+  }
+  assert.deepEqual(seen.map((x) => x.seq), [1, 1]);
+  assert.ok(seen[0].run && seen[1].run && seen[0].run !== seen[1].run);
+});
