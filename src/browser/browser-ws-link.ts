@@ -111,7 +111,15 @@ export function browserDial(url: string, opts: DialOptions): Promise<Link> {
       reject(new LonglinkError('LL_ERR_CLOSED', `dial of ${u.host} abandoned`));
       return;
     }
-    const ws = new WebSocket(u);
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(u);
+    } catch (err) {
+      // Thrown by the constructor, not a failed connection: an insecure ws:// from an https page
+      // (SecurityError), a URL the browser refuses (SyntaxError). Every retry would throw the same.
+      reject(new LonglinkError('LL_ERR_BAD_URL', `the browser refuses to open ${u.href}: ${err instanceof Error ? err.message : String(err)}`));
+      return;
+    }
     const onAbort = () => {
       done();
       ws.close();

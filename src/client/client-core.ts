@@ -220,6 +220,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         this.lost(code, err.message);
         return;
       }
+      // A URL no dial can ever open (a scheme the dialer does not speak, a browser's mixed-content
+      // refusal) is final with one URL to try: retried, it would spin at backoff pace for ever.
+      if (err instanceof LonglinkError && err.code === 'LL_ERR_BAD_URL' && o.urls.length === 1) {
+        this.lost(CloseCodes['policy-violation'], err.message);
+        return;
+      }
       this.lost(CloseCodes['transport-error'], err instanceof Error ? err.message : String(err));
       return;
     }

@@ -20,7 +20,7 @@ export const ERROR_CODES = {
   LL_ERR_INVALID_ID: { area: 'gateway', meaning: 'a user, device or message id passed to `push` that is not well-formed Unicode (a lone UTF-16 surrogate, which no UTF-8 peer and no Redis store can hold); nothing was queued. The server API answers 400' },
   LL_ERR_CLOSED: { area: 'gateway', meaning: 'the connection or gateway closed while the operation waited (a handshake, a push)' },
   // The client: dialing, sending.
-  LL_ERR_BAD_URL: { area: 'client', meaning: 'a URL whose scheme the dialer cannot open (tcp://, tls://, ws://, wss://)' },
+  LL_ERR_BAD_URL: { area: 'client', meaning: 'a URL the dialer cannot open: a scheme it does not speak (tcp://, tls://, ws://, wss://), a tcp:// or tls:// URL without a port, a browser refusing the WebSocket (an insecure ws:// from an https page); with one URL to try, the client closes for good (4509), since every retry would fail the same way' },
   LL_ERR_CONNECT_TIMEOUT: { area: 'client', meaning: 'the TCP, TLS or WebSocket connect did not finish within handshakeTimeoutMs; the client retries with backoff' },
   LL_ERR_CONNECT_FAILED: { area: 'client', meaning: 'the browser WebSocket could not connect; the client retries with backoff' },
   LL_ERR_REFUSED: { area: 'client', meaning: 'the gateway refused the WebSocket before its upgrade (HTTP 503 with X-Longlink-Goaway); the client waits the hint, as after GOAWAY' },

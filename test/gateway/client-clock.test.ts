@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { Gateway } from '../../src/gateway/gateway.js';
-import { CloseCodes } from '../../src/protocol/errors.js';
+import { CloseCodes, LonglinkError } from '../../src/protocol/errors.js';
 import { FrameType } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 
@@ -407,4 +407,32 @@ test('updateState() reaches the gateway within one interval while traffic flows 
   assert.ok(reachedAt - from <= POLICY.intervalMs + 100, `reached the gateway after ${reachedAt - from} ms`);
   client.close();
   await gw.close();
+});
+
+test('a URL the dialer can never open (LL_ERR_BAD_URL: a scheme it does not speak, a browser\'s mixed-content refusal) ends the client for good, and connect() settles, instead of retrying at backoff pace for ever', async () => {
+  const clock = new ManualClock(5_000);
+  let dials = 0;
+  const client = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    clock,
+    timers: clock,
+    dial: async () => {
+      dials++;
+      throw new LonglinkError('LL_ERR_BAD_URL', 'the browser refuses to open ws://insecure.example/: SecurityError');
+    },
+  });
+  const closes: CloseEvent[] = [];
+  client.on('close', (e) => closes.push(e));
+  const settled = client.connect().then(() => 'resolved', () => 'rejected');
+  for (let i = 0; i < 10; i++) {
+    await flush();
+    clock.advance(10_000);
+  }
+  assert.equal(dials, 1);
+  assert.equal(closes.length, 1);
+  assert.equal(closes[0].willReconnect, false);
+  assert.match(await settled, /resolved|rejected/);
+  client.close();
 });
