@@ -149,6 +149,16 @@ export function labCommand(): Command {
       const variant = o.intervalMs > 0
         ? { name: 'lab', gateway: { heartbeat: labPolicy(o.intervalMs), wheelTickMs: 50 }, client: { intervalMs: o.intervalMs } }
         : { name: 'lab', gateway: { heartbeat: labPolicy('off'), wheelTickMs: 50 }, client: { intervalMs: 3_600_000 } };
+      // Read before the lab is built: a bad item must not exit with the namespaces left standing.
+      const schedule = String(o.schedule ?? '')
+        .split(';')
+        .map((item) => item.trim())
+        .filter(Boolean)
+        .map((item) => {
+          const m = /^(\d+(?:\.\d+)?)\s+(.+)$/.exec(item);
+          if (!m) fail(`bad schedule item "${item}" (want "SECONDS COMMAND")`);
+          return { atS: Number(m[1]), command: m[2] };
+        });
       const run = await LabRun.open('up', Array.from({ length: o.clients }, () => variant), { natTimeoutSec: o.natTimeout, strict: !o.loose });
       const t0 = Date.now();
       const say = (m: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(6)} s] ${m}`);
@@ -219,11 +229,7 @@ export function labCommand(): Command {
         say(`done: ${line.trim()}`);
       };
       const queue = (line: string) => void exec(line).catch((err) => say(`error: ${err.message}`));
-      for (const item of String(o.schedule ?? '').split(';').map((s) => s.trim()).filter(Boolean)) {
-        const m = /^(\d+(?:\.\d+)?)\s+(.+)$/.exec(item);
-        if (!m) fail(`bad schedule item "${item}" (want "SECONDS COMMAND")`);
-        setTimeout(() => queue(m[2]), Number(m[1]) * 1000);
-      }
+      for (const { atS, command } of schedule) setTimeout(() => queue(command), atS * 1000);
       readline.createInterface({ input: process.stdin }).on('line', queue);
     });
   return lab;

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { LonglinkError } from '../protocol/errors.js';
 
 /** Runs a system command (ip, nft, conntrack, sysctl); rejects with its stderr. */
-export function run(cmd: string, args: string[], input?: string): Promise<string> {
+export function run(cmd: string, args: string[], input?: string, timeoutMs = 15_000): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout: 15_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
+    const child = execFile(cmd, args, { timeout: timeoutMs, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
       if (err) reject(new LonglinkError('LL_ERR_LAB_COMMAND', `${cmd} ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
       else resolve(String(stdout));
     });

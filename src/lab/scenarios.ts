@@ -3,7 +3,7 @@ import type { ClientOptions } from '../client/options.js';
 import { activeDetectionMs, DEFAULT_PROBES, silenceLimitMs, type HeartbeatPolicy, type ProbeOptions } from '../core/heartbeat-policy.js';
 import type { GatewayOptions } from '../gateway/options.js';
 import { AgentProc, type AgentLine } from './agent-proc.js';
-import { Lab, SERVER_ADDR, teardownOnSignals } from './topology.js';
+import { Lab, SERVER_ADDR, teardownOnSignals, untilExit } from './topology.js';
 
 /**
  * Lab scenarios: each runs gateway and client processes in a fresh lab, injects
@@ -119,7 +119,7 @@ export class LabRun {
       }
       for (const [i, v] of variants.entries()) await run.start(i, v);
     } catch (err) {
-      await lab.teardown();
+      await (untilExit() ?? lab.teardown());
       throw err;
     }
     return run;

@@ -60,11 +60,17 @@ export class Lab {
   static async create(o: LabOptions = {}): Promise<Lab> {
     const lab = new Lab({ clients: o.clients ?? 1, natTimeoutSec: o.natTimeoutSec ?? 30, strict: o.strict ?? true, relays: o.relays });
     labs.add(lab);
+    // A signal meanwhile waits for the build (see teardownOnSignals): torn down mid-build, the
+    // namespaces the build went on adding would stay.
+    const built = lab.build();
+    building.add(built);
     try {
-      await lab.build();
+      await built;
     } catch (err) {
-      await lab.teardown();
+      await (untilExit() ?? lab.teardown());
       throw err;
+    } finally {
+      building.delete(built);
     }
     return lab;
   }
@@ -122,29 +128,32 @@ export class Lab {
     });
   }
 
+  /** Applied first, kept only once in force: a fault the rules refuse must not poison the next ones. */
   async addFault(f: FaultRule): Promise<void> {
-    this.faults.push(f);
-    await this.applyFaults();
+    await this.setFaults([...this.faults, f]);
   }
 
   /** Removes the faults matching `pred`, leaving the others in force. */
   async removeFault(pred: (f: FaultRule) => boolean): Promise<void> {
-    this.faults = this.faults.filter((f) => !pred(f));
-    await this.applyFaults();
+    await this.setFaults(this.faults.filter((f) => !pred(f)));
   }
 
   async clearFaults(): Promise<void> {
-    this.faults = [];
-    await this.applyFaults();
+    await this.setFaults([]);
+  }
+
+  private async setFaults(faults: FaultRule[]): Promise<void> {
+    await this.applyFaults(faults);
+    this.faults = faults;
   }
 
   get activeFaults(): readonly FaultRule[] {
     return this.faults;
   }
 
-  private async applyFaults(): Promise<void> {
+  private async applyFaults(faults: FaultRule[] = this.faults): Promise<void> {
     // Replace the table whole: add (so delete cannot fail), delete, then add the new one, in one transaction.
-    await inNs(this.router, 'nft', ['-f', '-'], `table ip ll_fault {}\ndelete table ip ll_fault\n${faultRuleset(this.faults)}`);
+    await inNs(this.router, 'nft', ['-f', '-'], `table ip ll_fault {}\ndelete table ip ll_fault\n${faultRuleset(faults)}`);
   }
 
   /** Brings a client's access link down (carrier loss) or up again. */
@@ -191,7 +200,8 @@ export class Lab {
 
 async function removeNamespaces(names: string[]): Promise<void> {
   for (const ns of names) {
-    const pids = await run('ip', ['netns', 'pids', ns]).catch(() => '');
+    // Bounded: caught mid-spawn (a signal while agents start), it has been seen to hang for seconds.
+    const pids = await run('ip', ['netns', 'pids', ns], undefined, 2000).catch(() => '');
     for (const p of pids.split(/\s+/).filter(Boolean)) {
       try {
         process.kill(Number(p), 'SIGKILL');
@@ -227,15 +237,32 @@ export async function sweepStaleLabs(): Promise<string[]> {
   return stale;
 }
 
-// Labs still standing when the process is interrupted are torn down first.
+// Labs still standing when the process is interrupted are torn down first, once any being built is.
 const labs = new Set<Lab>();
+const building = new Set<Promise<void>>();
+let stopping = false;
+
+/**
+ * Set once a signal is tearing the labs down: what was being set up fails
+ * (its processes killed) and must wait for the exit rather than throw, which
+ * would end the process before the teardown is done.
+ */
+export function untilExit(): Promise<never> | null {
+  return stopping ? new Promise<never>(() => {}) : null;
+}
 let hooked = false;
 export function teardownOnSignals(): void {
   if (hooked) return;
   hooked = true;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.once(sig, () => {
-      void Promise.allSettled([...labs].map((l) => l.teardown())).then(() => process.exit(130));
+      // What was starting fails as its lab goes (an agent that never answers): that is the point
+      // of stopping, not a crash that would exit before the teardown is done.
+      process.on('unhandledRejection', () => {});
+      stopping = true;
+      void Promise.allSettled([...building])
+        .then(() => Promise.allSettled([...labs].map((l) => l.teardown())))
+        .then(() => process.exit(130));
     });
   }
 }

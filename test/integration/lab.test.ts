@@ -31,6 +31,15 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     for (const n of names) assert.ok(!left.includes(n), `namespace ${n} deleted`);
   });
 
+  test('a fault the rules refuse is not kept: the faults after it still go in force', async () => {
+    await assert.rejects(lab.lab.addFault({ kind: 'loss', client: 0, percent: Number.NaN, direction: 'up' }), /loss percent/);
+    assert.deepEqual(lab.lab.activeFaults, []);
+    await lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' });
+    assert.equal(lab.lab.activeFaults.length, 1);
+    await lab.lab.clearFaults();
+    assert.deepEqual(lab.lab.activeFaults, []);
+  });
+
   test('an idle heartbeating link survives a NAT timeout shorter than its idle time; without heartbeats it dies silently', async () => {
     const [hb, off] = await Promise.all([lab.idleThenPush(lab.running[0], 'idle', 8000, 4000), lab.idleThenPush(lab.running[1], 'idle', 8000, 3000)]);
     assert.equal(hb.delivered, true, 'the push after 8 s idle arrives on the same link');
@@ -112,6 +121,32 @@ describe('longlink lab up', { skip: why ? `skipped: ${why}` : false }, () => {
     const names = /lab up: (.*?);/.exec(out)![1].split(' ');
     const left = await run('ip', ['netns', 'list']);
     for (const n of names) assert.ok(!left.includes(n), `namespace ${n} deleted`);
+  });
+});
+
+describe('longlink lab up with a bad schedule', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('is refused (exit 2) before the lab is built: no namespace left behind', async () => {
+    let pid = 0;
+    const code = await new Promise<number | null>((resolve) => {
+      const child = execFile(process.execPath, [CLI, 'lab', 'up', '--schedule', 'oops'], { timeout: 60_000 }, (err) => resolve(err ? ((err as { code?: number }).code ?? 1) : 0));
+      pid = child.pid!;
+    });
+    assert.equal(code, 2);
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(`ll-${pid}-`), `namespaces of lab up (pid ${pid}) left:\n${left}`);
+  });
+
+  test('SIGINT while the lab is being built tears down everything the build made, once it is done (exit 130)', async () => {
+    for (const afterMs of [150, 250, 350, 450]) {
+      let pid = 0;
+      const code = await new Promise<number | null>((resolve) => {
+        const child = execFile(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { timeout: 60_000 }, (err) => resolve(err ? ((err as { code?: number }).code ?? 1) : 0));
+        pid = child.pid!;
+        setTimeout(() => child.kill('SIGINT'), afterMs);
+      });
+      const left = await run('ip', ['netns', 'list']);
+      assert.ok(!left.includes(`ll-${pid}-`), `SIGINT at ${afterMs} ms (exit ${code}) left namespaces:\n${left}`);
+    }
   });
 });
 
