@@ -63,7 +63,7 @@ test('lifecycle events go on sockets of their own: a backend slow on events does
   }
 });
 
-test('a webhook 4xx refuses the message for good (UpstreamRejectedError, not retried); 408, 425, 429 and 5xx are failures to retry', async () => {
+test('a webhook 4xx refuses the message for good (UpstreamRejectedError, not retried); 401, 403, 404, 407 (the backend misconfigured), 408, 425, 429 and 5xx are failures to retry', async () => {
   const { UpstreamRejectedError } = await import('../../src/gateway/upstream.js');
   let status = 400;
   const backend = http.createServer((req, res) => {
@@ -76,11 +76,11 @@ test('a webhook 4xx refuses the message for good (UpstreamRejectedError, not ret
   const sink = webhookSink({ url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hook`, timeoutMs: 2000 });
   const msg = { userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id: 'm1', seq: 1, payload: new Uint8Array([1]), receivedAt: 0 };
   try {
-    for (const s of [400, 403, 404, 413, 422]) {
+    for (const s of [400, 409, 413, 422]) {
       status = s;
       await assert.rejects(sink.send(msg), (e: Error) => e instanceof UpstreamRejectedError && e.message.includes(`HTTP ${s}`) && e.message.includes('no such room'), `${s}`);
     }
-    for (const s of [408, 425, 429, 500, 503]) {
+    for (const s of [401, 403, 404, 407, 408, 425, 429, 500, 503]) {
       status = s;
       await assert.rejects(sink.send(msg), (e: Error) => !(e instanceof UpstreamRejectedError) && e.message.includes(`HTTP ${s}`), `${s}`);
     }
