@@ -106,6 +106,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private lastSessionId: string | undefined;
   /** WELCOME is being handled: a send() from one of its events only queues, the outbox going out in order after. */
   private welcoming = false;
+  /** What connect() callers wait on until the next open or close for good. */
+  private connecting: Promise<WelcomeFrame> | null = null;
   /** The interval the last HELLO asked for: one set after it is announced once WELCOME comes. */
   private helloIntervalMs: number | undefined;
   /**
@@ -166,20 +168,32 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // Already open: nothing to wait for (waiting for the next WELCOME would hang until a reconnect).
     // From one of WELCOME's own events too: the promise settles after them.
     if (this.welcome !== null) return Promise.resolve(this.welcome);
-    if (this.stateName === 'idle' || this.stateName === 'closed') void this.attempt();
-    return new Promise((resolve, reject) => {
-      const onOpen = (w: WelcomeFrame) => {
+    const restart = this.stateName === 'idle' || this.stateName === 'closed';
+    if (restart) void this.attempt();
+    // One wait shared by every caller until it settles: an app calling connect() on each tap while
+    // the gateway is down would otherwise add two listeners a call. A new attempt gets a new one (a
+    // connect() from a permanent close's handler must not share the wait that close is ending).
+    if (this.connecting && !restart) return this.connecting;
+    const mine: Promise<WelcomeFrame> = new Promise<WelcomeFrame>((resolve, reject) => {
+      const done = () => {
+        this.off('open', onOpen);
         this.off('close', onClose);
+        if (this.connecting === mine) this.connecting = null;
+      };
+      const onOpen = (w: WelcomeFrame) => {
+        done();
         resolve(w);
       };
       const onClose = (e: CloseEvent) => {
         if (e.willReconnect) return;
-        this.off('open', onOpen);
+        done();
         reject(new ProtocolError(reasonForCode(e.code), `closed: ${e.reason}`));
       };
-      this.once('open', onOpen);
+      this.on('open', onOpen);
       this.on('close', onClose);
     });
+    this.connecting = mine;
+    return mine;
   }
 
   private async attempt(): Promise<void> {

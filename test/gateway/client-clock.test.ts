@@ -436,3 +436,20 @@ test('a URL the dialer can never open (LL_ERR_BAD_URL: a scheme it does not spea
   assert.match(await settled, /resolved|rejected/);
   client.close();
 });
+
+test('connect() called again and again while the gateway is down shares one wait: listeners do not pile up, and every call settles at the open', async () => {
+  const { clock, client, setUp } = setup();
+  setUp(false);
+  const calls = Array.from({ length: 100 }, () => client.connect());
+  await flush();
+  assert.ok(client.listenerCount('close') <= 2 && client.listenerCount('open') <= 2, `${client.listenerCount('close')} close and ${client.listenerCount('open')} open listeners after 100 calls`);
+  setUp(true);
+  for (let i = 0; i < 20 && client.state !== 'open'; i++) {
+    clock.advance(1000);
+    await flush();
+  }
+  const opened = await Promise.all(calls);
+  assert.equal(opened.length, 100);
+  assert.equal(client.listenerCount('close'), 1, 'only the test\'s own');
+  client.close();
+});
