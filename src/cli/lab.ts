@@ -8,7 +8,7 @@ import { markdownTable, svgChart } from '../lab/report.js';
 import { natRuleset, faultRuleset, type Direction, type FaultRule } from '../lab/ruleset.js';
 import { LabRun, labPolicy, type ScenarioReport } from '../lab/scenarios.js';
 import { sweepStaleLabs } from '../lab/topology.js';
-import { int } from './parse.js';
+import { int, positiveNumber } from './parse.js';
 import { runAdaptiveLab } from '../lab/adaptive.js';
 import { adaptiveMarkdown, adaptiveSvg } from '../lab/adaptive-report.js';
 
@@ -57,7 +57,7 @@ export function labCommand(): Command {
     .description('run scenarios and write <scenario>.json, .md and .svg reports')
     .argument('<scenario...>', `scenario names, or all (${SCENARIOS.map((s) => s.name).join(', ')})`)
     .option('--out <dir>', 'directory for the reports', 'lab-results')
-    .option('--window-scale <x>', 'multiply every wait (for a slow machine)', Number, 1)
+    .option('--window-scale <x>', 'multiply every wait (for a slow machine)', positiveNumber, 1)
     .action(async (names: string[], o) => {
       const why = await labUnavailable();
       if (why) {

@@ -37,3 +37,11 @@ export function fraction(value: string): number {
   if (!(n > 0 && n <= 1)) throw new InvalidArgumentError('expected a number in (0, 1]');
   return n;
 }
+
+/** A positive number (a factor): not NaN, not 0, not Infinity. */
+export function positiveNumber(value: string): number {
+  if (value.trim() === '') throw new InvalidArgumentError('expected a positive number, got an empty value');
+  const n = Number(value);
+  if (!(n > 0 && Number.isFinite(n))) throw new InvalidArgumentError('expected a positive number');
+  return n;
+}

@@ -8,7 +8,7 @@ import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { AdminServer, isLoopbackAddress } from '../../src/admin/admin-server.js';
 import { jwtAuthenticator } from '../../src/auth/jwt-authenticator.js';
 import { dial } from '../../src/client/connect.js';
-import { int, port, positiveInt } from '../../src/cli/parse.js';
+import { int, port, positiveInt, positiveNumber } from '../../src/cli/parse.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
 import type { HelloFrame } from '../../src/protocol/frames.js';
@@ -71,6 +71,9 @@ test('serve refuses an empty secret or key (an unset variable) rather than start
   }
   for (const parse of [int, positiveInt, port]) assert.throws(() => parse(''), /empty/);
   assert.throws(() => int('  '), /empty/);
+  // `lab --window-scale NaN` multiplied every wait by NaN.
+  for (const bad of ['NaN', '0', '-1', 'Infinity', '']) assert.throws(() => positiveNumber(bad));
+  assert.equal(positiveNumber('1.5'), 1.5);
 });
 
 test('a PEM public key that does not fit its algorithm: no unhandled rejection; each HELLO is told to come back (server-error), not refused for good', async () => {
