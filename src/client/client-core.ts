@@ -95,6 +95,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   readonly stats = { pingsSent: 0, pongsReceived: 0, dataSent: 0, dataReceived: 0, reconnects: 0, acked: 0, resent: 0, duplicatesIn: 0 };
   /** Our messages not yet acknowledged, in order; re-sent after a reconnect. */
   private outbox: { seq: number; id: string; payload: Uint8Array }[] = [];
+  /** Payload bytes in the outbox (maxOutboxBytes). */
+  private outboxBytes = 0;
   private outSeq = 0;
   private nextId = 0;
   private readonly idPrefix = Math.random().toString(36).slice(2, 10);
@@ -489,6 +491,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     }
     while (this.outbox.length > 0 && this.outbox[0].seq <= upTo) {
       const m = this.outbox.shift()!;
+      this.outboxBytes -= m.payload.length;
       this.stats.acked++;
       this.emit('acked', { id: m.id, seq: m.seq });
     }
@@ -665,6 +668,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outbox.length} messages are waiting for acknowledgement`);
     }
     const bytes = typeof payload === 'string' ? UTF8.encode(payload) : payload;
+    if (this.outbox.length > 0 && this.outboxBytes + bytes.length > this.options.maxOutboxBytes) {
+      throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outboxBytes} bytes are waiting for acknowledgement; ${bytes.length} more would pass maxOutboxBytes (${this.options.maxOutboxBytes})`);
+    }
     const id = opts.id ?? `${this.idPrefix}-${this.nextId + 1}`;
     // Refused here, not by the gateway: it would close the link as frame-too-large, and the
     // message, kept for re-sending, would do it again on every connection.
@@ -672,6 +678,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (opts.id === undefined) this.nextId++;
     const m = { seq: ++this.outSeq, id, payload: bytes };
     this.outbox.push(m);
+    this.outboxBytes += bytes.length;
     if (this.link && this.welcome && !this.welcoming) this.writeData(m);
     return m.id;
   }

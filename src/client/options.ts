@@ -61,6 +61,13 @@ export interface ClientOptions {
   maxFrameBytes?: number;
   /** Most messages waiting for acknowledgement; `send` throws LL_ERR_OUTBOX_FULL beyond it. */
   maxOutbox?: number;
+  /**
+   * Most payload bytes waiting for acknowledgement (16 MiB): a tab or app
+   * offline for long, sending large messages, would otherwise hold up to
+   * maxOutbox × maxFrameBytes (650 MB). `send` throws LL_ERR_OUTBOX_FULL
+   * beyond it; a lone message always fits.
+   */
+  maxOutboxBytes?: number;
   /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
   ackDelayMs?: number;
   keepalive?: KeepaliveOptions;
@@ -91,6 +98,7 @@ export interface ResolvedClientOptions {
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
   maxOutbox: number;
+  maxOutboxBytes: number;
   ackDelayMs: number;
   keepalive: KeepaliveOptions;
   tls: ConnectionOptions | undefined;
@@ -104,6 +112,7 @@ export const CLIENT_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   stableAfterMs: 10_000,
   maxOutbox: 10_000,
+  maxOutboxBytes: 16 << 20,
   ackDelayMs: 50,
 };
 
@@ -124,6 +133,10 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     }
   });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
+  for (const k of ['maxOutbox', 'maxOutboxBytes'] as const) {
+    const v = o[k];
+    if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
+  }
   const r = o.reconnect ?? {};
   // Announced in HELLO as a varint (a fraction or Infinity throws there) and armed as a timer.
   if (o.intervalMs !== undefined) checkIntervalMs('intervalMs', o.intervalMs);
@@ -146,6 +159,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? CLIENT_DEFAULTS.handshakeTimeoutMs,
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     maxOutbox: o.maxOutbox ?? CLIENT_DEFAULTS.maxOutbox,
+    maxOutboxBytes: o.maxOutboxBytes ?? CLIENT_DEFAULTS.maxOutboxBytes,
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
     keepalive,
     tls: o.tls,

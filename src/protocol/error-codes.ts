@@ -25,7 +25,7 @@ export const ERROR_CODES = {
   LL_ERR_CONNECT_FAILED: { area: 'client', meaning: 'the browser WebSocket could not connect; the client retries with backoff' },
   LL_ERR_REFUSED: { area: 'client', meaning: 'the gateway refused the WebSocket before its upgrade (HTTP 503 with X-Longlink-Goaway); the client waits the hint, as after GOAWAY' },
   LL_ERR_UPGRADE_REFUSED: { area: 'client', meaning: 'the server answered the WebSocket upgrade with another HTTP status (not a longlink gateway, or a proxy in the way)' },
-  LL_ERR_OUTBOX_FULL: { area: 'client', meaning: '`send()` while maxOutbox messages wait for acknowledgement; nothing was queued' },
+  LL_ERR_OUTBOX_FULL: { area: 'client', meaning: '`send()` while maxOutbox messages, or maxOutboxBytes of payload, wait for acknowledgement (a lone message always fits); nothing was queued' },
   // The admin port (HTTP status in brackets).
   LL_ERR_BAD_REQUEST: { area: 'admin', meaning: '[400] a bad body field or query parameter' },
   LL_ERR_BAD_PATH: { area: 'admin', meaning: '[400] a malformed %-escape in the path' },

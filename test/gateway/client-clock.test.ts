@@ -453,3 +453,39 @@ test('connect() called again and again while the gateway is down shares one wait
   assert.equal(client.listenerCount('close'), 1, 'only the test\'s own');
   client.close();
 });
+
+test('the outbox is bounded in bytes too (maxOutboxBytes): a client offline for long holds at most that, a lone message always fits, and acknowledgements make room', async () => {
+  const clock = new ManualClock(5_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock });
+  let up = false;
+  const client = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    maxOutboxBytes: 100,
+    clock,
+    timers: clock,
+    random: () => 0.5,
+    dial: async () => {
+      if (!up) throw new Error('ECONNREFUSED');
+      const [server, c] = memoryLinkPair();
+      gw.accept(server);
+      return c;
+    },
+  });
+  client.connect().catch(() => {});
+  await flush();
+  client.send(new Uint8Array(60));
+  assert.throws(() => client.send(new Uint8Array(60)), { code: 'LL_ERR_OUTBOX_FULL' });
+  client.send(new Uint8Array(40));
+  up = true;
+  for (let i = 0; i < 20 && client.pendingCount > 0; i++) {
+    clock.advance(1000);
+    await flush();
+  }
+  assert.equal(client.pendingCount, 0, 'delivered and acknowledged');
+  client.send(new Uint8Array(100));
+  assert.throws(() => new LonglinkClient({ url: 'tcp://x:1', userId: 'u', deviceId: 'd', maxOutboxBytes: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
+  client.close();
+  await gw.close();
+});
