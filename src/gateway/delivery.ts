@@ -196,42 +196,28 @@ export class Delivery {
       // share the waiting-bytes budget with the sequenced messages' (a flood of large ones to a slow
       // backend is refused by size, not only by count).
       if (!up) return;
-      // A source's share of those bytes too, once they are half full (see inboundRefusal).
-      const l = this.o.limits;
       const source = sourceKey(conn.link.remoteAddress);
       const bytes = f.payload.length;
-      let mine = this.bySource.get(source);
-      if (mine && l.inboundSourceShare < 1 && this.inbound.bytes + up.fireAndForgetBytes >= l.maxInboundWaitingBytes / 2 && mine.fireBytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * l.inboundSourceShare)) {
+      // A source's share of those bytes too, once they are half full (see inboundRefusal).
+      if (this.overSourceShare(this.bySource.get(source), bytes)) {
         up.stats.refusedBacklog++;
         return;
       }
-      if (!mine) this.bySource.set(source, (mine = { messages: 0, bytes: 0, fireBytes: 0 }));
-      const held = mine;
-      held.fireBytes += bytes;
-      const sent = up.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: l.maxInboundWaitingBytes }, () => {
-        held.fireBytes -= bytes;
-        this.letGo(source, held);
-      });
-      if (!sent) {
-        held.fireBytes -= bytes;
-        this.letGo(source, held);
-      }
+      const held = this.hold(source, 0, bytes);
+      const release = () => this.release(source, held, 0, bytes);
+      if (!up.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: this.o.limits.maxInboundWaitingBytes }, release)) release();
       return;
     }
     const d = this.state(conn);
     const bytes = f.payload.length;
     const source = sourceKey(conn.link.remoteAddress);
-    let mine = this.bySource.get(source);
-    const refusal = this.inboundRefusal(d, bytes, mine, source);
+    const refusal = this.inboundRefusal(d, bytes, this.bySource.get(source), source);
     if (refusal) {
       // The store or the backend is behind (or down): this link's client keeps its messages and re-sends them later.
       conn.goAway('server-error', 5000, refusal);
       return;
     }
-    if (!mine) this.bySource.set(source, (mine = { messages: 0, bytes: 0, fireBytes: 0 }));
-    const held = mine;
-    held.messages++;
-    held.bytes += bytes;
+    const held = this.hold(source, 1, bytes);
     d.inboundWaiting++;
     d.inboundBytes += bytes;
     this.inbound.messages++;
@@ -282,9 +268,7 @@ export class Delivery {
         d.inboundBytes -= bytes;
         this.inbound.messages--;
         this.inbound.bytes -= bytes;
-        held.bytes -= bytes;
-        held.messages--;
-        this.letGo(source, held);
+        this.release(source, held, 1, bytes);
       })
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
@@ -360,8 +344,7 @@ export class Delivery {
     const share = l.inboundSourceShare;
     if (mine && mine.messages > 0 && share < 1) {
       if (up && this.inbound.messages >= up.o.maxPending / 2 && mine.messages >= Math.max(up.o.maxPendingPerConnection, up.o.maxPending * share)) return `upstream ${up.o.sink.name} backlog: ${mine.messages} messages from ${source} wait for the backend (a source's share of maxPending)`;
-      const all = this.inbound.bytes + (up?.fireAndForgetBytes ?? 0);
-      if (all >= l.maxInboundWaitingBytes / 2 && mine.bytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * share)) return `${mine.bytes} bytes of messages from ${source} wait to be accepted (a source's share of maxInboundWaitingBytes)`;
+      if (this.overSourceShare(mine, bytes)) return `${mine.bytes} bytes of messages from ${source} wait to be accepted (a source's share of maxInboundWaitingBytes)`;
     }
     if (here >= l.maxInboundWaitingPerLink) return `${here} messages of this link wait to be accepted (maxInboundWaitingPerLink)`;
     // A link's own share first (a lone message is always let in): one link must not fill what all share.
@@ -370,9 +353,31 @@ export class Delivery {
     return null;
   }
 
-  /** A source's entry goes once it holds nothing. */
-  private letGo(source: string, held: SourceHeld): void {
-    if (held.messages === 0 && held.fireBytes === 0 && this.bySource.get(source) === held) this.bySource.delete(source);
+  /**
+   * Whether `bytes` more from a source holding `mine` would pass its share of
+   * maxInboundWaitingBytes (sequenced and fire-and-forget together; never less
+   * than one link's bound), counted once the whole is half full.
+   */
+  private overSourceShare(mine: SourceHeld | undefined, bytes: number): boolean {
+    const l = this.o.limits;
+    if (!mine || l.inboundSourceShare >= 1) return false;
+    if (this.inbound.bytes + (this.upstream?.fireAndForgetBytes ?? 0) < l.maxInboundWaitingBytes / 2) return false;
+    return mine.bytes + bytes > Math.max(l.maxInboundWaitingBytesPerLink, l.maxInboundWaitingBytes * l.inboundSourceShare);
+  }
+
+  private hold(source: string, messages: number, bytes: number): SourceHeld {
+    let held = this.bySource.get(source);
+    if (!held) this.bySource.set(source, (held = { messages: 0, bytes: 0 }));
+    held.messages += messages;
+    held.bytes += bytes;
+    return held;
+  }
+
+  /** What `hold` counted goes; a source's entry goes once it holds nothing. */
+  private release(source: string, held: SourceHeld, messages: number, bytes: number): void {
+    held.messages -= messages;
+    held.bytes -= bytes;
+    if (held.messages === 0 && held.bytes === 0 && this.bySource.get(source) === held) this.bySource.delete(source);
   }
 
   private accept(conn: ServerConnection, seq: number): void {
@@ -679,11 +684,10 @@ export class Delivery {
   }
 }
 
-/** What one source address has waiting: sequenced messages and their bytes, and fire-and-forget bytes on their way to a backend. */
+/** What one source address has waiting: sequenced messages, and the payload bytes of those and of its fire-and-forget messages on their way to a backend. */
 interface SourceHeld {
   messages: number;
   bytes: number;
-  fireBytes: number;
 }
 
 /**

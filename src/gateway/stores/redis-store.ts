@@ -186,9 +186,8 @@ export class RedisStore implements Store {
   private adminUrl: string | null = null;
   private closed = false;
   private subTimer: NodeJS.Timeout | null = null;
-  /** Kicks and notices being published again (nobody heard them yet), and those given up. */
+  /** Kicks and notices being published again (nobody heard them yet). */
   private republishing = 0;
-  controlsLost = 0;
   /** Subscriptions restarted because they stopped answering. */
   subRestarts = 0;
   /** The Redis server's run id when last connected (single server): a new one is a restart. */
@@ -517,13 +516,10 @@ export class RedisStore implements Store {
    * Publishes again, backing off, until someone hears it, the node's lease is
    * gone (its links went with it), or a lease's time passed (a node that has
    * not resubscribed by then has lapsed and re-asserts everything). Bounded in
-   * number: beyond MAX_REPUBLISHING at once, a notice is given up (counted).
+   * number: beyond MAX_REPUBLISHING at once, a notice is given up.
    */
   private republish(nodeId: string, channel: string, text: string): void {
-    if (this.republishing >= MAX_REPUBLISHING) {
-      this.controlsLost++;
-      return;
-    }
+    if (this.republishing >= MAX_REPUBLISHING) return;
     this.republishing++;
     const until = Date.now() + this.o.leaseTtlMs;
     let delay = 50;
