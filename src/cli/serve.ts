@@ -189,7 +189,7 @@ export function serveCommand(): Command {
       if (o.upstreamWebhook && o.upstreamRedisStream) failStart(log, 'bad-option', 'give one upstream: --upstream-webhook or --upstream-redis-stream', 2);
       let upstreamSink: UpstreamSink | undefined;
       try {
-        if (o.upstreamWebhook) upstreamSink = webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs });
+        if (o.upstreamWebhook) upstreamSink = webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs, maxAnswerBytes: Math.max(1024 * 1024, 8 * o.maxFrameBytes) });
         if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen, timeoutMs: o.upstreamTimeoutMs });
       } catch (err) {
         failStart(log, 'bad-option', `--upstream-redis-stream: ${(err as Error).message}`, 2);

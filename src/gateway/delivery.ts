@@ -316,6 +316,7 @@ export class Delivery {
 
   /** Pushes a backend's reply to the device whose message it answers. */
   private reply(conn: ServerConnection, answer: UpstreamAnswer): void {
+    if (answer.replyError) this.events.fault('upstream-reply', answer.replyError, { userId: conn.userId, deviceId: conn.deviceId });
     if (answer.reply === undefined) return;
     void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
   }

@@ -81,6 +81,8 @@ export class UpstreamRejectedError extends LonglinkError {
 /** What a sink may answer: a reply pushed back to the device that sent the message. */
 export interface UpstreamAnswer {
   reply?: Uint8Array | string;
+  /** The backend accepted the message, but its reply could not be taken (too large, say): reported as a `fault`. */
+  replyError?: Error;
 }
 
 /**

@@ -1,6 +1,7 @@
 import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
+import { LonglinkError } from '../protocol/errors.js';
 import { UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type UpstreamMessage, type UpstreamSink } from '../gateway/upstream.js';
 
 export interface WebhookOptions {
@@ -12,6 +13,12 @@ export interface WebhookOptions {
   timeoutMs?: number;
   /** Connections kept open to the backend (keep-alive) for messages; lifecycle events have a quarter as many of their own. */
   maxSockets?: number;
+  /**
+   * An answer body read up to this many bytes (1 MiB by default). A 2xx over
+   * it still accepts the message; its reply is not read, and the gateway
+   * reports a `fault` (LL_ERR_PAYLOAD_TOO_LARGE) instead of losing it silently.
+   */
+  maxAnswerBytes?: number;
 }
 
 /** The body the backend receives (`type: 'message'`). */
@@ -55,6 +62,10 @@ const RETRIED_4XX = new Set([401, 403, 404, 407, 408, 425, 429]);
 
 export function webhookSink(o: WebhookOptions): UpstreamSink {
   const timeoutMs = o.timeoutMs ?? 10_000;
+  // A reply's JSON is larger than its payload (base64 is 4/3, escaped text up to 6x): the bound is
+  // the backend's answer, and the push of what it carries is then checked against maxFrameBytes.
+  const maxAnswerBytes = o.maxAnswerBytes ?? 1024 * 1024;
+  if (!(Number.isInteger(maxAnswerBytes) && maxAnswerBytes > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `webhook maxAnswerBytes must be a positive integer (got ${maxAnswerBytes})`);
   const url = new URL(o.url);
   const lib = url.protocol === 'https:' ? https : http;
   // node:http with a keep-alive agent: about five times cheaper per request here than fetch.
@@ -63,7 +74,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
   // HELLO) must not queue ahead of devices' messages, which wait for their acknowledgement.
   const eventAgent = new lib.Agent({ keepAlive: true, maxSockets: Math.max(1, Math.floor((o.maxSockets ?? 256) / 4)) });
   const post = (json: string, id?: string, via: http.Agent = agent) =>
-    new Promise<{ ok: boolean; status: number; text: () => Promise<string> }>((resolve, reject) => {
+    new Promise<{ ok: boolean; status: number; text: () => Promise<string>; cut: boolean }>((resolve, reject) => {
       const req = lib.request(
         url,
         {
@@ -75,15 +86,18 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
         (res) => {
           const chunks: Buffer[] = [];
           let size = 0;
+          const status = res.statusCode ?? 0;
+          const done = (cut: boolean) => {
+            const text = cut ? '' : Buffer.concat(chunks).toString('utf8');
+            resolve({ ok: status >= 200 && status < 300, status, text: async () => text, cut });
+          };
           res.on('data', (d: Buffer) => {
-            // A reply is small; a backend answering megabytes is not read past 64 KiB.
-            if ((size += d.length) <= 65_536) chunks.push(d);
+            if ((size += d.length) <= maxAnswerBytes) return void chunks.push(d);
+            // Not read on: the status has answered already; the socket goes, not the message.
+            done(true);
+            res.destroy();
           });
-          res.on('end', () => {
-            const status = res.statusCode ?? 0;
-            const text = Buffer.concat(chunks).toString('utf8');
-            resolve({ ok: status >= 200 && status < 300, status, text: async () => text });
-          });
+          res.on('end', () => done(false));
           res.on('error', reject);
         },
       );
@@ -130,6 +144,9 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const json = JSON.stringify(body);
       const res = await post(json, m.id);
       const answer = await res.text();
+      if (res.ok && res.cut) {
+        return { replyError: new LonglinkError('LL_ERR_PAYLOAD_TOO_LARGE', `webhook ${o.url} accepted message ${m.id ?? '(no id)'} with an answer over ${maxAnswerBytes} bytes: its reply was not read`) };
+      }
       // A 4xx is the backend refusing this message, and it would refuse it again: not retried. But
       // not 408, 425 and 429, which ask to try later, nor 401, 403, 404 and 407, which say the
       // backend's configuration is wrong (a rotated secret, a proxy's login, a missing route), not the

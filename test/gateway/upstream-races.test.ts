@@ -199,6 +199,20 @@ test('upstream: the backend\'s reply to a fire-and-forget message (no seq) goes 
   await gw.close();
 });
 
+test('upstream: a reply the backend\'s answer could not carry (replyError, as a webhook answer over its bound) is a fault, not silence; the message is acknowledged', async () => {
+  const sink: UpstreamSink = { name: 't', send: async () => ({ replyError: Object.assign(new Error('answer too large'), { code: 'LL_ERR_PAYLOAD_TOO_LARGE' }) }) };
+  const { clock, gw } = setup({ upstream: { sink } });
+  const faults: { kind: string; op: string; deviceId?: string }[] = [];
+  gw.on('fault', (f) => faults.push(f));
+  const { client } = await open(gw);
+  client.send({ type: FrameType.DATA, seq: 1, id: 'm1', payload: new Uint8Array([2]) });
+  client.send({ type: FrameType.DATA, payload: new Uint8Array([3]) });
+  for (let i = 0; i < 5; i++) { clock.advance(100); await flush(); }
+  assert.deepEqual(faults.map((f) => [f.kind, f.op, f.deviceId]), [['upstream', 'upstream-reply', 'd1'], ['upstream', 'upstream-reply', 'd1']]);
+  assert.ok(client.received.some((f) => 'ack' in f && (f as { ack?: number }).ack === 1), 'acknowledged');
+  await gw.close();
+});
+
 test('server API: a store failure on a presence read (as on kick, disconnect and broadcast across nodes) is 503 store-unavailable, as on push, not a 500', async () => {
   const store = new FlakyStore();
   const { gw } = setup({ store });

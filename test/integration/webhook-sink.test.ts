@@ -66,3 +66,33 @@ test('lifecycle events carry the node\'s run, random at each start: a node resta
   assert.deepEqual(seen.map((x) => x.seq), [1, 1]);
   assert.ok(seen[0].run && seen[1].run && seen[0].run !== seen[1].run);
 });
+
+async function answering(body: (n: number) => string) {
+  let n = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(200, { 'content-type': 'application/json' }).end(body(++n)));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, close: () => new Promise((r) => server.close(r)) };
+}
+
+test('a webhook reply whose answer is over 64 KiB (50 KB as base64) reaches the device; an answer over maxAnswerBytes accepts the message and says its reply was not read', async () => {
+  const reply = Buffer.alloc(50_000, 7);
+  const b = await answering((n) => (n === 1 ? JSON.stringify({ reply: { base64: reply.toString('base64') } }) : JSON.stringify({ reply: { text: 'x'.repeat(300_000) } })));
+  const sink = webhookSink({ url: b.url, maxAnswerBytes: 200_000 });
+  try {
+    const first = await sink.send(message('m1'));
+    assert.ok(first && first.reply instanceof Uint8Array, 'the reply was read, not cut at 64 KiB');
+    assert.equal(Buffer.compare(Buffer.from(first.reply), reply), 0);
+    const second = await sink.send(message('m2'));
+    assert.ok(second, 'accepted (a 2xx), with an answer');
+    assert.equal(second.reply, undefined);
+    assert.equal((second.replyError as { code?: string } | undefined)?.code, 'LL_ERR_PAYLOAD_TOO_LARGE');
+    assert.ok(await sink.send(message('m3')), 'the sink goes on after a cut answer');
+  } finally {
+    await sink.close?.();
+    await b.close();
+  }
+  assert.throws(() => webhookSink({ url: b.url, maxAnswerBytes: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
+});
