@@ -17,10 +17,11 @@ const browserTimers: Timers = {
 
 export type BrowserClientOptions = Omit<ClientOptions, 'tls' | 'localAddress' | 'keepalive'> & {
   /**
-   * React to the page: `online` and a tab coming back into view check the
-   * link at once (quick probes) or reconnect without waiting out the
-   * backoff; `offline` checks it too, so a dead link is found in probe time.
-   * Default true.
+   * React to the page: `online`, a tab coming back into view and a page
+   * resumed after it was frozen or restored from the back/forward cache
+   * check the link at once (quick probes) or reconnect without waiting out
+   * the backoff; `offline` checks it too, so a dead link is found in probe
+   * time. Default true.
    */
   watchPage?: boolean;
 };
@@ -36,7 +37,7 @@ export class LonglinkBrowserClient extends ClientCore {
   private unwatch: (() => void) | null = null;
   private readonly watching: boolean;
   /** Page signals seen, for the application and tests. */
-  readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0 };
+  readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0, resumed: 0 };
 
   constructor(opts: BrowserClientOptions) {
     super({ direction: 'server', timers: browserTimers, ...opts }, browserDial);
@@ -67,6 +68,10 @@ export class LonglinkBrowserClient extends ClientCore {
         this.networkChanged();
       },
       hidden: () => this.pageStats.hidden++,
+      resumed: () => {
+        this.pageStats.resumed++;
+        this.networkChanged();
+      },
     });
   }
 

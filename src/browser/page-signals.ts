@@ -1,22 +1,38 @@
-/** What the page tells the client: the network came or went, the tab was shown or hidden. */
+/** What the page tells the client: the network came or went, the tab was shown or hidden, the page was frozen and brought back. */
 export interface PageSignalHandlers {
   online(): void;
   offline(): void;
   visible(): void;
   hidden(): void;
+  /**
+   * The page ran again after it was frozen (the Page Lifecycle `resume`, a
+   * phone's background tab) or restored from the back/forward cache
+   * (`pageshow` with `persisted`): no code ran meanwhile, so a NAT mapping
+   * or the gateway may have let the link go without the page hearing of it.
+   */
+  resumed(): void;
 }
 
-/** Listens to `online`/`offline` and `visibilitychange`; returns the function that stops listening. */
+/** Listens to `online`/`offline`, `visibilitychange`, `resume` and `pageshow`; returns the function that stops listening. */
 export function watchPage(h: PageSignalHandlers): () => void {
   const w = globalThis as unknown as Partial<Window>;
   const doc = w.document;
   const onVisibility = () => (doc?.visibilityState === 'visible' ? h.visible() : h.hidden());
+  // A first load fires `pageshow` too, not persisted: only a restore from the cache is a resume.
+  const onPageShow = (e: Event) => {
+    if ((e as PageTransitionEvent).persisted) h.resumed();
+  };
+  const onResume = () => h.resumed();
   w.addEventListener?.('online', h.online);
   w.addEventListener?.('offline', h.offline);
+  w.addEventListener?.('pageshow', onPageShow);
   doc?.addEventListener('visibilitychange', onVisibility);
+  doc?.addEventListener('resume', onResume);
   return () => {
     w.removeEventListener?.('online', h.online);
     w.removeEventListener?.('offline', h.offline);
+    w.removeEventListener?.('pageshow', onPageShow);
     doc?.removeEventListener('visibilitychange', onVisibility);
+    doc?.removeEventListener('resume', onResume);
   };
 }

@@ -813,6 +813,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   /** The link is gone (or never came up): report it and plan the next attempt. */
   private lost(code: number, reason: string): void {
     if (this.userClosed) return;
+    // A link lost while the check networkChanged() started was on: the network (or the page's
+    // freeze) killed it, not the gateway's load, so the first attempt does not wait out the backoff.
+    if (this.networkCheck) this.retryAtOnce = true;
     this.teardown();
     if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;

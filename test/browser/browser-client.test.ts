@@ -162,6 +162,40 @@ describe('browser client in Chromium', () => {
     }
   });
 
+  test('a page frozen and resumed (Page Lifecycle) checks its link at once, and reconnects without waiting out the backoff', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const { gw, url } = await gateway({ intervalMs: 5000, missBudget: 2, graceMs: 1000 });
+    const site = await servePage(PAGE);
+    const tab = await HiddenTab.open(exe, site.url);
+    try {
+      await tab.evaluate(`start('f', { url: ${JSON.stringify(url)}, userId: 'web', deviceId: 'frozen', reconnect: { initialDelayMs: 30000, minDelayMs: 30000, maxDelayMs: 30000 } })`);
+      const conn = () => gw.connection('web', 'frozen');
+      const states = async () => (await tab.evaluate<{ state: string }[]>(`events('f', 'state')`)).map((e) => e.state);
+
+      // No code ran while frozen: the link is checked now (quick probes), not at the next heartbeat 5 s
+      // away; Chromium may also have closed the WebSocket of the frozen page, and then the client is back
+      // at once, not after the 30 s backoff.
+      await tab.freeze(200);
+      await until('the check to start', async () => (await states()).includes('suspect'), 3000);
+      await until('the link to be good again', async () => conn() !== undefined && (await states()).at(-1) === 'open', 10_000);
+
+      // Waiting out a 30 s backoff when the page was frozen: back at once on resume.
+      gw.disconnect('web', 'frozen');
+      await until('reconnecting', async () => (await tab.evaluate<unknown[]>(`events('f', 'reconnecting')`)).length === 1);
+      const before = Date.now();
+      await tab.freeze(200);
+      await until('the reconnect', () => conn() !== undefined, 5000);
+      assert.ok(Date.now() - before < 5000, 'back well before the backoff delay');
+      assert.ok((await tab.evaluate<{ resumed: number }>('clients.f.pageStats')).resumed >= 2);
+      await tab.evaluate('clients.f.close()');
+    } finally {
+      await tab.close();
+      await site.close();
+      await gw.close();
+    }
+  });
+
   test('a hidden tab with throttled timers: server-sent heartbeats keep it; client-sent ones get it convicted', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;

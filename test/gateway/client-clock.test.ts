@@ -142,6 +142,26 @@ test('networkChanged probes at once, and reconnects at once when down', async ()
   await gw.close();
 });
 
+test('a link lost while networkChanged()\'s check is on (a page resumed from a freeze, the network gone) reconnects at once; one lost after the check was answered waits the backoff', async () => {
+  const { clock, gw, client, links, delays } = setup();
+  await Promise.all([client.connect(), flush()]);
+  links[0].deaf = true; // the network is gone: the check is not answered
+  client.networkChanged();
+  assert.equal(client.state, 'suspect', 'checking');
+  links[0].destroy();
+  assert.deepEqual(delays, [0], 'the check found it dead: back at once');
+  clock.advance(0);
+  await flush();
+  assert.equal(client.state, 'open');
+  client.networkChanged();
+  await flush();
+  assert.equal(client.state, 'open', 'the check was answered');
+  links[1].destroy();
+  assert.ok(delays[1] >= 100, `then a loss waits the backoff (${delays[1]} ms)`);
+  client.close();
+  await gw.close();
+});
+
 test('a network change during a doomed attempt makes the next attempt go at once', async () => {
   const clock = new ManualClock(5_000);
   let fail: ((err: Error) => void) | null = null;

@@ -95,25 +95,42 @@ export class HiddenTab {
     }
   }
 
-  /** Evaluates `expression` in the tab (awaiting a promise) and returns its JSON value. */
-  evaluate<T = unknown>(expression: string): Promise<T> {
+  /** Sends a DevTools command to the tab (Page.setWebLifecycleState, say) and resolves with its result. */
+  send<T = unknown>(method: string, params: Record<string, unknown> = {}): Promise<T> {
     const id = ++this.seq;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
-        reject(new Error(`evaluate timed out: ${expression.slice(0, 80)}`));
+        reject(new Error(`${method} timed out`));
       }, 30_000);
       this.pending.set(id, (m) => {
         clearTimeout(timer);
         this.pending.delete(id);
-        if (m.error || m.result?.exceptionDetails) reject(new Error(`evaluate failed: ${JSON.stringify(m.error ?? m.result?.exceptionDetails)}`));
-        else resolve(m.result?.result?.value as T);
+        if (m.error) reject(new Error(`${method} failed: ${JSON.stringify(m.error)}`));
+        else resolve(m.result as T);
       });
-      void this.cdp.send('Target.sendMessageToTarget', {
-        sessionId: this.sessionId,
-        message: JSON.stringify({ id, method: 'Runtime.evaluate', params: { expression, awaitPromise: true, returnByValue: true } }),
-      });
+      void this.cdp.send('Target.sendMessageToTarget', { sessionId: this.sessionId, message: JSON.stringify({ id, method, params }) });
     });
+  }
+
+  /** Evaluates `expression` in the tab (awaiting a promise) and returns its JSON value. */
+  async evaluate<T = unknown>(expression: string): Promise<T> {
+    const r = await this.send<{ result?: { value?: unknown }; exceptionDetails?: unknown }>('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true }).catch((e: Error) => {
+      throw new Error(`evaluate failed: ${e.message} (${expression.slice(0, 80)})`);
+    });
+    if (r.exceptionDetails) throw new Error(`evaluate failed: ${JSON.stringify(r.exceptionDetails)}`);
+    return r.result?.value as T;
+  }
+
+  /**
+   * Freezes the tab (Page Lifecycle: no task runs, as for a phone's
+   * background tab) for `ms`, then lets it run again. Chromium freezes only
+   * a hidden page.
+   */
+  async freeze(ms: number): Promise<void> {
+    await this.send('Page.setWebLifecycleState', { state: 'frozen' });
+    await new Promise((r) => setTimeout(r, ms));
+    await this.send('Page.setWebLifecycleState', { state: 'active' });
   }
 
   /** Brings the tab to the front: it becomes visible. */
