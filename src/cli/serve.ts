@@ -23,6 +23,7 @@ import { UPSTREAM_DEFAULTS, type UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
+import { reloadTlsOnChange } from './tls-reload.js';
 import { AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, sameSecret } from '../admin/admin-server.js';
 
 /**
@@ -72,6 +73,7 @@ export function serveCommand(): Command {
     .option('--redis-mailbox-shards <n>', 'mailboxes spread over this many hash tags (slots); the expiry sweep reads one index per shard', int, REDIS_DEFAULTS.mailboxShards)
     .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
     .option('--tls-key <file>', 'serve TLS: private key (PEM)')
+    .option('--tls-reload-poll-ms <ms>', 'read --tls-cert and --tls-key again when they change, checked this often (and on SIGHUP): a renewed certificate without a restart', positiveInt, 30_000)
     .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret (or set LONGLINK_JWT_SECRET)')
     .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
     .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL")
@@ -365,6 +367,7 @@ export function serveCommand(): Command {
         'longlink gateway listening',
       );
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
+      if (tls) reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, (t) => gw.setTls(t), log, o.tlsReloadPollMs);
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
     }));
@@ -448,6 +451,10 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
+  // Each worker serves TLS from its own listener: a reload is theirs to do.
+  process.on('SIGHUP', () => {
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+  });
 }
 
 /** Options whose empty value is refused: each turns a guard on, or names where to reach something. */

@@ -2,6 +2,7 @@ import { newId, newToken } from './ids.js';
 import { GrantCache } from './grant-cache.js';
 import type { AddressInfo, Server as NetServer } from 'node:net';
 import type { Server as HttpServer } from 'node:http';
+import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import type { WebSocketServer } from 'ws';
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { PhiAccrualDetector } from '../core/phi-accrual-detector.js';
@@ -456,6 +457,24 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       out.ws = this.wsServer.http.address() as AddressInfo;
     }
     return out;
+  }
+
+  /**
+   * Swaps the certificate and key (or any secure-context option) the TLS
+   * listeners serve, as when a certificate is renewed: new connections get
+   * them, open links keep theirs. The options are merged over those the
+   * listener was made with. A pair that does not load (a key that does not
+   * match its certificate, say) throws and leaves both listeners as they were.
+   */
+  setTls(tls: SecureContextOptions): void {
+    const o = this.options;
+    const servers: { server: { setSecureContext(o: SecureContextOptions): void }; base: SecureContextOptions }[] = [];
+    if (o.tcp && o.tcp.tls && this.tcpServer) servers.push({ server: this.tcpServer as unknown as { setSecureContext(o: SecureContextOptions): void }, base: o.tcp.tls });
+    if (o.ws && o.ws.tls && this.wsServer) servers.push({ server: this.wsServer.http as unknown as { setSecureContext(o: SecureContextOptions): void }, base: o.ws.tls });
+    if (servers.length === 0) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'setTls: no listener serves TLS (or listen() has not run)');
+    // Loaded once first, so that a bad pair fails before either listener changed.
+    for (const s of servers) createSecureContext({ ...s.base, ...tls });
+    for (const s of servers) s.server.setSecureContext({ ...s.base, ...tls });
   }
 
   /**

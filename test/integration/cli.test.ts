@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
+import { X509Certificate } from 'node:crypto';
 import { Gateway } from '../../src/gateway/gateway.js';
 import type { LonglinkError } from '../../src/protocol/errors.js';
 import { after, test } from 'node:test';
@@ -172,6 +173,62 @@ test('serve with TLS and JWT: a client with the CA and a token gets in, one with
   assert.equal(stopped.settled, 3);
   const code = await new Promise((r) => (server.child.exitCode !== null ? r(server.child.exitCode) : server.child.once('exit', r)));
   assert.equal(code, 0);
+});
+
+test('serve with TLS reads a renewed certificate without a restart: on change and on SIGHUP; a pair that does not load keeps the old one; open links stay', async () => {
+  const { testCertificate } = await import('../helpers/certs.js');
+  const tls = await import('node:tls');
+  const { LonglinkClient } = await import('../../src/client/client.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-cli-tls-reload-'));
+  after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const [a, b, c] = await Promise.all([testCertificate(), testCertificate(), testCertificate()]);
+  const certFile = path.join(dir, 'cert.pem');
+  const keyFile = path.join(dir, 'key.pem');
+  fs.writeFileSync(certFile, a.cert);
+  fs.writeFileSync(keyFile, a.key);
+  const server = await spawnServe(['--tls-cert', certFile, '--tls-key', keyFile, '--tls-reload-poll-ms', '100', '--log-level', 'info']);
+  after(() => server.kill());
+  const fingerprint = (pem: string) => new X509Certificate(pem).fingerprint256;
+  const served = async (url: string) => {
+    const u = new URL(url);
+    const s = tls.connect({ host: '127.0.0.1', port: Number(u.port), rejectUnauthorized: false, servername: 'localhost' });
+    await new Promise<void>((r, j) => s.once('secureConnect', r).once('error', j));
+    const f = s.getPeerX509Certificate()!.fingerprint256;
+    s.destroy();
+    return f;
+  };
+  const urls = [server.tcp, server.ws];
+  for (const u of urls) assert.equal(await served(u), fingerprint(a.cert));
+  const client = new LonglinkClient({ url: server.tcp.replace('127.0.0.1', 'localhost'), userId: 'u', deviceId: 'd', tls: { ca: [a.cert, b.cert, c.cert] }, reconnect: { enabled: false } });
+  after(() => client.close());
+  await client.connect();
+  const closed: unknown[] = [];
+  client.on('close', (e) => closed.push(e));
+
+  // Renewed in place (certbot writes both files): picked up by the poll.
+  let from = server.lines.length;
+  fs.writeFileSync(keyFile, b.key);
+  fs.writeFileSync(certFile, b.cert);
+  await server.waitForAfter(from, (l) => l.event === 'tls-reloaded' && l.trigger === 'file-changed', 5000, 'the reload');
+  await new Promise((r) => setTimeout(r, 300)); // a first change may have been read with one file written
+  for (const u of urls) assert.equal(await served(u), fingerprint(b.cert), `the new certificate on ${u}`);
+
+  // A certificate without its key: refused, the last good pair still served, on SIGHUP as well.
+  from = server.lines.length;
+  fs.writeFileSync(certFile, c.cert);
+  server.child.kill('SIGHUP');
+  const failed = await server.waitForAfter(from, (l) => l.event === 'tls-reload-failed', 5000, 'the refused reload');
+  assert.match(String(failed.error), /key|mismatch|values/i);
+  for (const u of urls) assert.equal(await served(u), fingerprint(b.cert));
+  fs.writeFileSync(keyFile, c.key);
+  from = server.lines.length;
+  server.child.kill('SIGHUP');
+  await server.waitForAfter(from, (l) => l.event === 'tls-reloaded' && l.trigger === 'SIGHUP', 5000, 'the SIGHUP reload');
+  for (const u of urls) assert.equal(await served(u), fingerprint(c.cert));
+
+  assert.equal(client.state, 'open', 'the open link was not touched');
+  assert.deepEqual(closed, []);
+  assert.equal(server.child.exitCode, null, 'SIGHUP does not end the gateway');
 });
 
 test('serve opens the admin port: metrics and API behind the token, the dashboard page, and a drain that stops it', async () => {

@@ -91,3 +91,33 @@ describe('TLS (tcp and wss)', () => {
     keeper.close();
   });
 });
+
+test('setTls on a gateway that serves no TLS is refused with a code; on a TLS one a bad pair throws and leaves the listener as it was', async () => {
+  const plain = new Gateway({ tcp: { port: 0 }, ws: false });
+  await plain.listen();
+  try {
+    const c = await testCertificate();
+    assert.throws(() => plain.setTls(c), { code: 'LL_ERR_INVALID_OPTION' });
+  } finally {
+    await plain.close();
+  }
+  const [a, b] = await Promise.all([testCertificate(), testCertificate()]);
+  const gw = new Gateway({ tcp: { port: 0, tls: a }, ws: { port: 0, tls: a } });
+  const addr = await gw.listen();
+  try {
+    assert.throws(() => gw.setTls({ cert: b.cert, key: a.key }));
+    const served = async (port: number) => {
+      const s = tls.connect({ host: '127.0.0.1', port, rejectUnauthorized: false, servername: 'localhost' });
+      await once(s, 'secureConnect');
+      const f = s.getPeerX509Certificate()!.fingerprint256;
+      s.destroy();
+      return f;
+    };
+    const { X509Certificate } = await import('node:crypto');
+    for (const p of [addr.tcp!.port, addr.ws!.port]) assert.equal(await served(p), new X509Certificate(a.cert).fingerprint256, 'the old pair still served');
+    gw.setTls(b);
+    for (const p of [addr.tcp!.port, addr.ws!.port]) assert.equal(await served(p), new X509Certificate(b.cert).fingerprint256, 'the new pair served');
+  } finally {
+    await gw.close();
+  }
+});
