@@ -381,3 +381,24 @@ test('a handshake replaced on another node while its presence write was out, and
   assert.ok(!offline.includes(l3), 'and it went without an offline event: the device is online on N2');
   for (const gw of [n1, n2, n3]) await gw.close();
 });
+
+test('a client closed right after a message arrives (its ack still owed) acknowledges it first: the next run of the app does not get it again', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore());
+  const d = dialer(() => gw);
+  const first = client(clock, d.dial);
+  // The app handles the message and shuts down (a CLI run, a logout): within ackDelayMs of it.
+  first.c.on('message', () => first.c.close());
+  await Promise.all([first.c.connect(), settle(clock)]);
+  await gw.push('u', 'once', { waitMs: 0 });
+  await settle(clock, 200);
+  assert.deepEqual(first.got, ['once']);
+  assert.equal(await gw.queueDepth('u', 'd'), 0, 'acknowledged before the CLOSE: nothing left queued');
+  // The app starts again (a new client, no session): nothing is delivered a second time.
+  const second = client(clock, d.dial);
+  await Promise.all([second.c.connect(), settle(clock)]);
+  await settle(clock, 200);
+  assert.deepEqual(second.got, [], `handed to the app again: ${second.got}`);
+  second.c.close();
+  await gw.close();
+});
