@@ -706,6 +706,15 @@ export class ServerConnection implements LinkEvents {
   closeWith(reason: CloseReason, message: string = reason): void {
     if (this.phase === 'closed') return;
     this.setFlag(CLOSED_BY_GATEWAY, true);
+    // Client messages already handed to the application are acknowledged before the CLOSE (the ack
+    // waits up to ackDelayMs otherwise): unacknowledged, the client re-sends them, and a gateway
+    // that restarts with a memory store no longer knows their ids and hands them over again.
+    // Written past send()'s buffer check: the CLOSE follows anyway, and its reason stays this one.
+    const d = this.delivery;
+    if (d?.ackOwed && this.phase === 'open') {
+      this.framesOut++;
+      this.link.send({ type: FrameType.ACK, ack: d.takeAck() });
+    }
     // Settle the reason first: a link may report its own close synchronously.
     this.finish(reason, CloseCodes[reason]);
     this.link.close(CloseCodes[reason], message);

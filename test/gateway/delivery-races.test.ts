@@ -402,3 +402,26 @@ test('a client closed right after a message arrives (its ack still owed) acknowl
   second.c.close();
   await gw.close();
 });
+
+test('a gateway closing a link (a restart) acknowledges the client messages it took in first: the restarted gateway is not handed them again', async () => {
+  const clock = new ManualClock(1000);
+  let gw = gateway(clock, new MemoryStore());
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  const before: string[] = [];
+  gw.on('message', (m) => before.push(`${m.id}`));
+  c.send('hello', { id: 'm1' });
+  await flush(); // taken in and handed over; its acknowledgement waits ackDelayMs
+  assert.deepEqual(before, ['m1']);
+  await gw.close(); // a restart: the memory store, and its record of m1, go with the process
+  gw = gateway(clock, new MemoryStore());
+  const after: string[] = [];
+  gw.on('message', (m) => after.push(`${m.id}`));
+  await settle(clock, 500);
+  assert.equal(c.state, 'open');
+  assert.deepEqual(after, [], `the restarted gateway's app got it again: ${after}`);
+  assert.equal(c.pendingCount, 0);
+  c.close();
+  await gw.close();
+});
