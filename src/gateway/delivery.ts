@@ -179,9 +179,21 @@ export class Delivery {
     this.tracker.settleDevice(userId, deviceId, 'queued');
   }
 
-  /** Whether everything written to the link has been acknowledged (a draining link may go). */
+  /**
+   * Whether everything written to the link has been acknowledged and no client message of it is
+   * still being taken in (a draining link may go). One closed half-way through its taking in was
+   * handed over, or is with the backend, unacknowledged: the client re-sends it to the next
+   * gateway, which (a restart with a memory store, another node before the record lands) takes it
+   * in a second time.
+   */
   settled(conn: ServerConnection): boolean {
-    return !conn.delivery || conn.delivery.unacked === 0;
+    const d = conn.delivery;
+    return !d || (d.unacked === 0 && d.inboundWaiting === 0);
+  }
+
+  /** A draining link goes once settled. */
+  private goIfDrained(conn: ServerConnection): void {
+    if (conn.draining && conn.phase === 'open' && this.settled(conn)) conn.closeWith('going-away');
   }
 
   // Inbound: client DATA, in order, once.
@@ -208,6 +220,9 @@ export class Delivery {
       if (!up.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: this.o.limits.maxInboundWaitingBytes }, release)) release();
       return;
     }
+    // Draining: nothing new is taken in (what is waiting is finished); the client keeps it in its
+    // outbox and re-sends it on its next link, which the WELCOME's ack tells it.
+    if (conn.draining) return;
     const d = this.state(conn);
     const bytes = f.payload.length;
     const source = sourceKey(conn.link.remoteAddress);
@@ -269,6 +284,7 @@ export class Delivery {
         this.inbound.messages--;
         this.inbound.bytes -= bytes;
         this.release(source, held, 1, bytes);
+        this.goIfDrained(conn);
       })
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
@@ -418,7 +434,7 @@ export class Delivery {
         if (d.settling === settling) d.settling = null;
       }));
     // Draining: everything this link carried is now safe; it may go.
-    if (conn.draining && d.unacked === 0) conn.closeWith('going-away');
+    this.goIfDrained(conn);
   }
 
   private async settle(conn: ServerConnection, from: number, upTo: number): Promise<void> {

@@ -425,3 +425,32 @@ test('a gateway closing a link (a restart) acknowledges the client messages it t
   c.close();
   await gw.close();
 });
+
+test('drain: a client message still with the backend when the drain begins is taken in and acknowledged before the link closes (the restarted gateway does not get it again)', async () => {
+  const clock = new ManualClock(1000);
+  const sent: string[] = [];
+  let release!: () => void;
+  const slow = { name: 'slow', send: (m: UpstreamMessage) => { sent.push(`A:${m.id}`); return new Promise<void>((r) => (release = r)); } };
+  const old = gateway(clock, new MemoryStore(), { upstream: { sink: slow } });
+  // The replacement process (a memory store of its own) takes the port as soon as the drain begins.
+  const next = gateway(clock, new MemoryStore(), { upstream: { sink: { name: 'fast', send: async (m: UpstreamMessage) => void sent.push(`B:${m.id}`) } } });
+  let gw = old;
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  c.send('hello', { id: 'm1' });
+  await flush();
+  assert.deepEqual(sent, ['A:m1']);
+  const drained = old.drain({ windowMs: 100, ackTimeoutMs: 5000 });
+  gw = next;
+  await flush();
+  release(); // the backend has it
+  await settle(clock, 100);
+  const report = await drained;
+  for (let i = 0; i < 5 && c.state !== 'open'; i++) await settle(clock, 500);
+  assert.equal(c.state, 'open');
+  assert.deepEqual(sent, ['A:m1'], `the backend got it from both: ${sent}`);
+  assert.deepEqual(report, { ...report, settled: 1, timedOut: 0 });
+  c.close();
+  await next.close();
+});
