@@ -523,6 +523,11 @@ export class ServerConnection implements LinkEvents {
     const g = w.grant;
     if (g.direction === 'server') this.scheduler = new HeartbeatScheduler(g.intervalMs, this.host.probes, now);
     else this.detector = this.host.newDetector(g, now);
+    // Delivery learns what the session carried before WELCOME goes: a link that answers within the
+    // write (in-process) sends its re-sent outbox with the ack owed from the old link at once, and
+    // that ack must find the numbers resumed from, not read as one beyond anything sent (4501, for
+    // good). Its first flush writes nothing before WELCOME: it awaits the store's take first.
+    this.host.opened(this, w);
     this.send({
       type: FrameType.WELCOME,
       sessionId: w.sessionId,
@@ -532,7 +537,6 @@ export class ServerConnection implements LinkEvents {
       ...(w.resumed ? { ack: w.inSeq } : {}),
     });
     this.arm(this.nextWake(now));
-    this.host.opened(this, w);
   }
 
   private setInterval(ms: number): void {

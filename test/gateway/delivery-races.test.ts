@@ -454,3 +454,24 @@ test('drain: a client message still with the backend when the drain begins is ta
   c.close();
   await next.close();
 });
+
+test('resume over a link that answers in the same turn (in-process): the client\'s owed ack riding on its first re-sent DATA is not taken for an ack beyond what was sent', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore());
+  const d = dialer(() => gw);
+  const { c, got } = client(clock, d.dial);
+  const closes: number[] = [];
+  c.on('close', (e) => closes.push(e.code));
+  await Promise.all([c.connect(), settle(clock)]);
+  void gw.push('u', 'one', { waitMs: 0 });
+  await flush(); // handed over; the client's ack waits ackDelayMs
+  d.links[0].destroy(); // the link breaks with the ack for 'one' owed
+  c.send('mine', { id: 'c1' }); // kept in the outbox: it goes first on the next link, with the owed ack
+  await settle(clock, 500);
+  assert.equal(c.state, 'open', `closes: ${closes}`);
+  assert.deepEqual(closes, [4005], 'the break only: no malformed-frame (4501) after it');
+  assert.deepEqual(got, ['one']);
+  assert.equal(c.pendingCount, 0);
+  c.close();
+  await gw.close();
+});
