@@ -82,6 +82,8 @@ export interface DeliveryStats {
 
 /** Longest a client message waits for the same message from an older link of its device to be taken in. */
 const TAKE_IN_WAIT_MS = 5_000;
+/** How often a client message waits to look again at another node's claim on the same message (see claim). */
+const CLAIM_POLL_MS = 50;
 
 export class Delivery {
   readonly stats: DeliveryStats = {
@@ -260,12 +262,24 @@ export class Delivery {
         let done!: () => void;
         const mine = new Promise<void>((r) => (done = r));
         this.takingIn.set(key, mine);
+        let claimed = false;
         try {
           let seen: boolean;
+          let op = 'seenInbound';
           try {
+            // The older link may be on another node (the client moved while that node's backend held
+            // the message): the store's claim stands for the map above there. Only with a backend:
+            // without one nothing waits between the hand-over and the record.
+            if (up && this.o.store.claimInbound) {
+              op = 'claimInbound';
+              const claim = await this.claim(conn, f.id);
+              if (claim === null) return; // closed while waiting: the client re-sends it
+              claimed = claim;
+              op = 'seenInbound';
+            }
             seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
           } catch (err) {
-            return this.fault('seenInbound', err, conn);
+            return this.fault(op, err, conn);
           }
           if (seen) {
             this.stats.duplicatesIn++;
@@ -276,6 +290,9 @@ export class Delivery {
         } finally {
           if (this.takingIn.get(key) === mine) this.takingIn.delete(key);
           done();
+          // After the record: a link waiting on the claim then finds the message seen. A release that
+          // fails leaves the claim to its time limit.
+          if (claimed) void this.o.store.releaseInbound?.(conn.userId, conn.deviceId, f.id, conn.id).catch(() => {});
         }
       })
       .finally(() => {
@@ -290,6 +307,23 @@ export class Delivery {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
         this.events.fault('message', err);
       });
+  }
+
+  /**
+   * Claims a client message id in the store for this link, waiting (polling) while another link
+   * holds it, at most TAKE_IN_WAIT_MS: true if claimed, false if the wait ran out (at least once
+   * then holds: the message may go in twice), null if the link closed meanwhile.
+   */
+  private async claim(conn: ServerConnection, id: string): Promise<boolean | null> {
+    const store = this.o.store;
+    const until = this.o.clock.now() + TAKE_IN_WAIT_MS;
+    for (;;) {
+      if (await store.claimInbound!(conn.userId, conn.deviceId, id, conn.id, TAKE_IN_WAIT_MS)) return true;
+      if (conn.phase !== 'open') return null;
+      if (this.o.clock.now() >= until) return false;
+      await new Promise<void>((r) => this.timers.setTimeout(r, CLAIM_POLL_MS));
+      if (conn.phase !== 'open') return null;
+    }
   }
 
   /** Whether `p` settled within `ms` (it never rejects). */
