@@ -778,6 +778,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.dialAbort?.abort();
     this.dialAbort = null;
     const link = this.link;
+    // Messages handed to the application but not yet acknowledged (the ack waits up to ackDelayMs)
+    // are acknowledged before the CLOSE: left owed, they would stay queued and be delivered again to
+    // the next run of the app (a new client has no session and no record of their ids).
+    if (link && this.welcome && this.ackOwed) link.send({ type: FrameType.ACK, ack: this.takeAck() });
     this.teardown();
     if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
     this.connectTimer = null;

@@ -523,6 +523,11 @@ export class ServerConnection implements LinkEvents {
     const g = w.grant;
     if (g.direction === 'server') this.scheduler = new HeartbeatScheduler(g.intervalMs, this.host.probes, now);
     else this.detector = this.host.newDetector(g, now);
+    // Delivery learns what the session carried before WELCOME goes: a link that answers within the
+    // write (in-process) sends its re-sent outbox with the ack owed from the old link at once, and
+    // that ack must find the numbers resumed from, not read as one beyond anything sent (4501, for
+    // good). Its first flush writes nothing before WELCOME: it awaits the store's take first.
+    this.host.opened(this, w);
     this.send({
       type: FrameType.WELCOME,
       sessionId: w.sessionId,
@@ -532,7 +537,6 @@ export class ServerConnection implements LinkEvents {
       ...(w.resumed ? { ack: w.inSeq } : {}),
     });
     this.arm(this.nextWake(now));
-    this.host.opened(this, w);
   }
 
   private setInterval(ms: number): void {
@@ -706,6 +710,15 @@ export class ServerConnection implements LinkEvents {
   closeWith(reason: CloseReason, message: string = reason): void {
     if (this.phase === 'closed') return;
     this.setFlag(CLOSED_BY_GATEWAY, true);
+    // Client messages already handed to the application are acknowledged before the CLOSE (the ack
+    // waits up to ackDelayMs otherwise): unacknowledged, the client re-sends them, and a gateway
+    // that restarts with a memory store no longer knows their ids and hands them over again.
+    // Written past send()'s buffer check: the CLOSE follows anyway, and its reason stays this one.
+    const d = this.delivery;
+    if (d?.ackOwed && this.phase === 'open') {
+      this.framesOut++;
+      this.link.send({ type: FrameType.ACK, ack: d.takeAck() });
+    }
     // Settle the reason first: a link may report its own close synchronously.
     this.finish(reason, CloseCodes[reason]);
     this.link.close(CloseCodes[reason], message);

@@ -82,6 +82,8 @@ export interface DeliveryStats {
 
 /** Longest a client message waits for the same message from an older link of its device to be taken in. */
 const TAKE_IN_WAIT_MS = 5_000;
+/** How often a client message waits to look again at another node's claim on the same message (see claim). */
+const CLAIM_POLL_MS = 50;
 
 export class Delivery {
   readonly stats: DeliveryStats = {
@@ -179,9 +181,21 @@ export class Delivery {
     this.tracker.settleDevice(userId, deviceId, 'queued');
   }
 
-  /** Whether everything written to the link has been acknowledged (a draining link may go). */
+  /**
+   * Whether everything written to the link has been acknowledged and no client message of it is
+   * still being taken in (a draining link may go). One closed half-way through its taking in was
+   * handed over, or is with the backend, unacknowledged: the client re-sends it to the next
+   * gateway, which (a restart with a memory store, another node before the record lands) takes it
+   * in a second time.
+   */
   settled(conn: ServerConnection): boolean {
-    return !conn.delivery || conn.delivery.unacked === 0;
+    const d = conn.delivery;
+    return !d || (d.unacked === 0 && d.inboundWaiting === 0);
+  }
+
+  /** A draining link goes once settled. */
+  private goIfDrained(conn: ServerConnection): void {
+    if (conn.draining && conn.phase === 'open' && this.settled(conn)) conn.closeWith('going-away');
   }
 
   // Inbound: client DATA, in order, once.
@@ -208,6 +222,9 @@ export class Delivery {
       if (!up.fireAndForget(this.upstreamMessage(conn, f), this.inbound.messages, (answer) => this.reply(conn, answer), { waitingBytes: this.inbound.bytes, maxBytes: this.o.limits.maxInboundWaitingBytes }, release)) release();
       return;
     }
+    // Draining: nothing new is taken in (what is waiting is finished); the client keeps it in its
+    // outbox and re-sends it on its next link, which the WELCOME's ack tells it.
+    if (conn.draining) return;
     const d = this.state(conn);
     const bytes = f.payload.length;
     const source = sourceKey(conn.link.remoteAddress);
@@ -245,12 +262,24 @@ export class Delivery {
         let done!: () => void;
         const mine = new Promise<void>((r) => (done = r));
         this.takingIn.set(key, mine);
+        let claimed = false;
         try {
           let seen: boolean;
+          let op = 'seenInbound';
           try {
+            // The older link may be on another node (the client moved while that node's backend held
+            // the message): the store's claim stands for the map above there. Only with a backend:
+            // without one nothing waits between the hand-over and the record.
+            if (up && this.o.store.claimInbound) {
+              op = 'claimInbound';
+              const claim = await this.claim(conn, f.id);
+              if (claim === null) return; // closed while waiting: the client re-sends it
+              claimed = claim;
+              op = 'seenInbound';
+            }
             seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
           } catch (err) {
-            return this.fault('seenInbound', err, conn);
+            return this.fault(op, err, conn);
           }
           if (seen) {
             this.stats.duplicatesIn++;
@@ -261,6 +290,9 @@ export class Delivery {
         } finally {
           if (this.takingIn.get(key) === mine) this.takingIn.delete(key);
           done();
+          // After the record: a link waiting on the claim then finds the message seen. A release that
+          // fails leaves the claim to its time limit.
+          if (claimed) void this.o.store.releaseInbound?.(conn.userId, conn.deviceId, f.id, conn.id).catch(() => {});
         }
       })
       .finally(() => {
@@ -269,11 +301,29 @@ export class Delivery {
         this.inbound.messages--;
         this.inbound.bytes -= bytes;
         this.release(source, held, 1, bytes);
+        this.goIfDrained(conn);
       })
       .catch((err) => {
         // A throwing application listener is the gateway's problem, not the link's (the gateway logs it).
         this.events.fault('message', err);
       });
+  }
+
+  /**
+   * Claims a client message id in the store for this link, waiting (polling) while another link
+   * holds it, at most TAKE_IN_WAIT_MS: true if claimed, false if the wait ran out (at least once
+   * then holds: the message may go in twice), null if the link closed meanwhile.
+   */
+  private async claim(conn: ServerConnection, id: string): Promise<boolean | null> {
+    const store = this.o.store;
+    const until = this.o.clock.now() + TAKE_IN_WAIT_MS;
+    for (;;) {
+      if (await store.claimInbound!(conn.userId, conn.deviceId, id, conn.id, TAKE_IN_WAIT_MS)) return true;
+      if (conn.phase !== 'open') return null;
+      if (this.o.clock.now() >= until) return false;
+      await new Promise<void>((r) => this.timers.setTimeout(r, CLAIM_POLL_MS));
+      if (conn.phase !== 'open') return null;
+    }
   }
 
   /** Whether `p` settled within `ms` (it never rejects). */
@@ -419,7 +469,7 @@ export class Delivery {
         if (d.settling === settling) d.settling = null;
       }));
     // Draining: everything this link carried is now safe; it may go.
-    if (conn.draining && d.unacked === 0) conn.closeWith('going-away');
+    this.goIfDrained(conn);
   }
 
   private async settle(conn: ServerConnection, from: number, upTo: number): Promise<void> {

@@ -1200,9 +1200,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * Graceful drain, for a restart or a scale-in: stops accepting, sends every
    * open connection GOAWAY with a reconnect hint, the hints spread evenly
    * over `windowMs` in random order so clients come back gradually, writes
-   * nothing new to them (pushes stay queued), closes each link once all it
-   * carried is acknowledged (or after `ackTimeoutMs`), then closes the
-   * gateway.
+   * nothing new to them (pushes stay queued) and takes in no new client
+   * message from them, closes each link once all it carried is acknowledged
+   * and the client messages it was taking in are acknowledged too (or after
+   * `ackTimeoutMs`), then closes the gateway.
    */
   async drain(opts: DrainOptions = {}): Promise<DrainReport> {
     const o = this.options;

@@ -381,3 +381,97 @@ test('a handshake replaced on another node while its presence write was out, and
   assert.ok(!offline.includes(l3), 'and it went without an offline event: the device is online on N2');
   for (const gw of [n1, n2, n3]) await gw.close();
 });
+
+test('a client closed right after a message arrives (its ack still owed) acknowledges it first: the next run of the app does not get it again', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore());
+  const d = dialer(() => gw);
+  const first = client(clock, d.dial);
+  // The app handles the message and shuts down (a CLI run, a logout): within ackDelayMs of it.
+  first.c.on('message', () => first.c.close());
+  await Promise.all([first.c.connect(), settle(clock)]);
+  await gw.push('u', 'once', { waitMs: 0 });
+  await settle(clock, 200);
+  assert.deepEqual(first.got, ['once']);
+  assert.equal(await gw.queueDepth('u', 'd'), 0, 'acknowledged before the CLOSE: nothing left queued');
+  // The app starts again (a new client, no session): nothing is delivered a second time.
+  const second = client(clock, d.dial);
+  await Promise.all([second.c.connect(), settle(clock)]);
+  await settle(clock, 200);
+  assert.deepEqual(second.got, [], `handed to the app again: ${second.got}`);
+  second.c.close();
+  await gw.close();
+});
+
+test('a gateway closing a link (a restart) acknowledges the client messages it took in first: the restarted gateway is not handed them again', async () => {
+  const clock = new ManualClock(1000);
+  let gw = gateway(clock, new MemoryStore());
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  const before: string[] = [];
+  gw.on('message', (m) => before.push(`${m.id}`));
+  c.send('hello', { id: 'm1' });
+  await flush(); // taken in and handed over; its acknowledgement waits ackDelayMs
+  assert.deepEqual(before, ['m1']);
+  await gw.close(); // a restart: the memory store, and its record of m1, go with the process
+  gw = gateway(clock, new MemoryStore());
+  const after: string[] = [];
+  gw.on('message', (m) => after.push(`${m.id}`));
+  await settle(clock, 500);
+  assert.equal(c.state, 'open');
+  assert.deepEqual(after, [], `the restarted gateway's app got it again: ${after}`);
+  assert.equal(c.pendingCount, 0);
+  c.close();
+  await gw.close();
+});
+
+test('drain: a client message still with the backend when the drain begins is taken in and acknowledged before the link closes (the restarted gateway does not get it again)', async () => {
+  const clock = new ManualClock(1000);
+  const sent: string[] = [];
+  let release!: () => void;
+  const slow = { name: 'slow', send: (m: UpstreamMessage) => { sent.push(`A:${m.id}`); return new Promise<void>((r) => (release = r)); } };
+  const old = gateway(clock, new MemoryStore(), { upstream: { sink: slow } });
+  // The replacement process (a memory store of its own) takes the port as soon as the drain begins.
+  const next = gateway(clock, new MemoryStore(), { upstream: { sink: { name: 'fast', send: async (m: UpstreamMessage) => void sent.push(`B:${m.id}`) } } });
+  let gw = old;
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  c.send('hello', { id: 'm1' });
+  await flush();
+  assert.deepEqual(sent, ['A:m1']);
+  const drained = old.drain({ windowMs: 100, ackTimeoutMs: 5000 });
+  gw = next;
+  await flush();
+  release(); // the backend has it
+  await settle(clock, 100);
+  const report = await drained;
+  for (let i = 0; i < 5 && c.state !== 'open'; i++) await settle(clock, 500);
+  assert.equal(c.state, 'open');
+  assert.deepEqual(sent, ['A:m1'], `the backend got it from both: ${sent}`);
+  assert.deepEqual(report, { ...report, settled: 1, timedOut: 0 });
+  c.close();
+  await next.close();
+});
+
+test('resume over a link that answers in the same turn (in-process): the client\'s owed ack riding on its first re-sent DATA is not taken for an ack beyond what was sent', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore());
+  const d = dialer(() => gw);
+  const { c, got } = client(clock, d.dial);
+  const closes: number[] = [];
+  c.on('close', (e) => closes.push(e.code));
+  await Promise.all([c.connect(), settle(clock)]);
+  void gw.push('u', 'one', { waitMs: 0 });
+  await flush(); // handed over; the client's ack waits ackDelayMs
+  d.links[0].destroy(); // the link breaks with the ack for 'one' owed
+  c.send('mine', { id: 'c1' }); // kept in the outbox: it goes first on the next link, with the owed ack
+  await settle(clock, 500);
+  assert.equal(c.state, 'open', `closes: ${closes}`);
+  assert.deepEqual(closes, [4005], 'the break only: no malformed-frame (4501) after it');
+  assert.deepEqual(got, ['one']);
+  assert.equal(c.pendingCount, 0);
+  c.close();
+  await gw.close();
+});

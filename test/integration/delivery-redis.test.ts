@@ -454,6 +454,49 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await g2.close();
   });
 
+  test('12. upstream: a re-send that reaches another node while the first node\'s backend still holds the message is handed over once', async () => {
+    const prefix = `d${++prefixN}:`;
+    const sent: string[] = [];
+    let releaseA!: () => void;
+    const heldA = new Promise<void>((r) => (releaseA = r));
+    const A = await node(prefix, 'A', { upstream: { sink: { name: 'slow', send: async (m) => { sent.push(`A:${m.id}`); await heldA; } } } });
+    const B = await node(prefix, 'B', { upstream: { sink: { name: 'fast', send: async (m) => void sent.push(`B:${m.id}`) } } });
+    const handed: string[] = [];
+    for (const n of [A, B]) n.gw.on('message', (m) => handed.push(`${m.id}`));
+    const links: CutLink[] = [];
+    const c = new LonglinkClient({
+      url: [A.url, B.url],
+      userId: 'u',
+      deviceId: 'd',
+      intervalMs: 300,
+      adaptive: false,
+      probes: { pongTimeoutMs: 150, probeCount: 0, probeIntervalMs: 100 },
+      reconnect: { initialDelayMs: 50, minDelayMs: 50, maxDelayMs: 100 },
+      dial: async (u, o) => {
+        const l = new CutLink(await dial(u, o));
+        links.push(l);
+        return l;
+      },
+    });
+    try {
+      await c.connect();
+      c.send('hello', { id: 'm1' });
+      await eventually('A\'s backend has m1', () => sent.includes('A:m1'));
+      links[0].cut = true; // the path dies; the client moves to B and re-sends m1 there
+      await eventually('the client on B', () => B.gw.connectionCount === 1, 5000);
+      await sleep(300);
+      releaseA(); // A's backend answers at last
+      await eventually('m1 acknowledged', () => c.pendingCount === 0, 8000);
+      await sleep(200);
+      assert.deepEqual(sent, ['A:m1'], `the backends got: ${sent}`);
+      assert.deepEqual(handed, ['m1'], `handed over: ${handed}`);
+    } finally {
+      c.close();
+      for (const l of links) l.release();
+      await stop(A, B);
+    }
+  });
+
   test('11. a wake-up published after the subscriber reconnects is not lost', async () => {
     const prefix = `d${++prefixN}:`;
     const s = new RedisStore({ url: redis!.url, prefix, ...LEASE });

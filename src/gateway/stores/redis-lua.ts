@@ -382,3 +382,20 @@ redis.call('ZADD', KEYS[5], tonumber(ARGV[3]) + tonumber(ARGV[2]), ARGV[5])
 redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', tonumber(ARGV[3]) - 86400000)
 return { prev or '', epoch or '' }
 `;
+
+/**
+ * KEYS: a client message id's claim. ARGV: holder, ms. Claims it for the
+ * holder (or extends the holder's own claim): 1, or 0 while another holds it.
+ */
+export const CLAIM_INBOUND = `
+local v = redis.call('GET', KEYS[1])
+if v and v ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+return 1
+`;
+
+/** KEYS: a client message id's claim. ARGV: holder. Ends the claim if it is the holder's. */
+export const RELEASE_INBOUND = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`;

@@ -4,7 +4,7 @@ import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK } from './redis-lua.js';
+import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, RELEASE_INBOUND } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
@@ -162,6 +162,8 @@ declare module 'ioredis' {
     llSaveSessionUnlessOpen(key: string, value: string, ttlMs: number, nodeId: string): Promise<number>;
     llForgetDevice(key: string, deviceId: string, until: string): Promise<number>;
     llExtendTtl(key: string, ttlMs: number): Promise<number>;
+    llClaimInbound(claim: string, holder: string, ttlMs: number): Promise<number>;
+    llReleaseInbound(claim: string, holder: string): Promise<number>;
   }
 }
 
@@ -230,6 +232,8 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llSaveSessionUnlessOpen', { numberOfKeys: 1, lua: SAVE_SESSION_UNLESS_OPEN });
     this.redis.defineCommand('llForgetDevice', { numberOfKeys: 1, lua: FORGET_DEVICE });
     this.redis.defineCommand('llExtendTtl', { numberOfKeys: 1, lua: EXTEND_TTL });
+    this.redis.defineCommand('llClaimInbound', { numberOfKeys: 1, lua: CLAIM_INBOUND });
+    this.redis.defineCommand('llReleaseInbound', { numberOfKeys: 1, lua: RELEASE_INBOUND });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
 
@@ -761,6 +765,14 @@ export class RedisStore implements Store {
     const fresh = (await this.redis.llMarkInbound(key, id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs)) === 1;
     await this.replicated(key);
     return fresh;
+  }
+
+  async claimInbound(userId: string, deviceId: string, id: string, holder: string, ttlMs: number): Promise<boolean> {
+    return (await this.redis.llClaimInbound(this.uk(userId, 'claim', enc(deviceId), enc(id)), holder, ttlMs)) === 1;
+  }
+
+  async releaseInbound(userId: string, deviceId: string, id: string, holder: string): Promise<void> {
+    await this.redis.llReleaseInbound(this.uk(userId, 'claim', enc(deviceId), enc(id)), holder);
   }
 
   /** Drops the connections at once without releasing the lease: what a crash does (for tests and drills). */

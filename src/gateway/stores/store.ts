@@ -198,6 +198,16 @@ export interface ClusterStore {
   restoreOnline?(entry: PresenceEntry): Promise<boolean>;
   /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
   nodeSeenAt?(nodeId: string): Promise<number | null>;
+  /**
+   * Claims a client message id while one link takes it in (the backend, the
+   * hand-over, the record), for at most `ttlMs`: true if claimed, false while
+   * another link's claim stands. What lets a re-send that reaches another
+   * node wait for the first taking-in to be recorded instead of handing the
+   * message over a second time (one process needs no store for it).
+   */
+  claimInbound?(userId: string, deviceId: string, id: string, holder: string, ttlMs: number): Promise<boolean>;
+  /** Ends `holder`'s claim (only its own: one that expired may be another link's by now). */
+  releaseInbound?(userId: string, deviceId: string, id: string, holder: string): Promise<void>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
   route(nodeId: string, userId: string, deviceId: string): Promise<void>;
   /**
