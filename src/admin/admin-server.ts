@@ -3,7 +3,7 @@ import { LonglinkError } from '../protocol/errors.js';
 import type { NonCloseErrorCode } from '../protocol/error-codes.js';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isIPv4, type AddressInfo } from 'node:net';
+import { isIPv4, type AddressInfo, type Socket } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -67,6 +67,16 @@ const API_MAX_BODY_BYTES = 1 << 20;
 export const MAX_API_IN_FLIGHT = 256;
 /** Live event streams (dashboards) at once; more get 429. Each may buffer up to 1 MiB. */
 export const MAX_EVENT_STREAMS = 64;
+/**
+ * Sockets the admin port holds at once, and from one address. Each is a file descriptor of the
+ * process the gateway's devices need too: unbounded, one host opening sockets (no credential
+ * needed to connect) could run the process out of files, and accept() would then reset devices.
+ * One address may fill every request and stream slot, with room to spare for a keep-alive pool.
+ */
+export const MAX_ADMIN_SOCKETS = 1024;
+export const MAX_ADMIN_SOCKETS_PER_ADDRESS = MAX_API_IN_FLIGHT + MAX_EVENT_STREAMS + 64;
+/** A request's headers must arrive within this; a socket that sends none at all is closed then too. */
+export const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
 const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 /** A page of the connection list: with clientInfo and state at their bounds (1 KiB each), under 3 MB of JSON. */
 const MAX_LIST = 1000;
@@ -119,7 +129,10 @@ export class AdminServer {
     this.api = new ServerApi(gw);
     this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now(), now: () => gw.options.clock.now() });
     this.loadFiles(opts.webRoot ?? fileURLToPath(new URL('../../web/', import.meta.url)));
-    this.server = createServer((req, res) => {
+    // Checked every second, not every 30 s (Node's default): a stalled request is dropped about when its time is up.
+    this.server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
+      // A request arrived: from now on Node's own timeouts cover this socket (a push may wait 30 s in silence).
+      req.socket.setTimeout(0);
       this.route(req, res).catch((err: unknown) => {
         const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
         // The URL without its query: a dashboard's ?token= must not reach the log.
@@ -132,8 +145,33 @@ export class AdminServer {
     });
     // Slow clients must not hold admin sockets: a request must arrive whole in time. The event
     // stream is a GET whose request ends with its headers, so its response may last.
-    this.server.headersTimeout = 10_000;
+    this.server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
     this.server.requestTimeout = 30_000;
+    this.limitSockets();
+  }
+
+  /**
+   * At most MAX_ADMIN_SOCKETS sockets, MAX_ADMIN_SOCKETS_PER_ADDRESS from one address; more are
+   * closed at accept. A socket that sends no request is closed after ADMIN_HEADERS_TIMEOUT_MS:
+   * Node's headersTimeout counts only from a request's first byte, so silent sockets were held
+   * for ever.
+   */
+  private limitSockets(): void {
+    this.server.maxConnections = MAX_ADMIN_SOCKETS;
+    const perAddress = new Map<string, number>();
+    this.server.on('connection', (socket: Socket) => {
+      const from = socket.remoteAddress ?? '';
+      const n = (perAddress.get(from) ?? 0) + 1;
+      if (n > MAX_ADMIN_SOCKETS_PER_ADDRESS) return void socket.destroy();
+      perAddress.set(from, n);
+      socket.once('close', () => {
+        const left = (perAddress.get(from) ?? 1) - 1;
+        if (left > 0) perAddress.set(from, left);
+        else perAddress.delete(from);
+      });
+      // Node's server destroys a socket that times out outside a request; the first request clears it.
+      socket.setTimeout(ADMIN_HEADERS_TIMEOUT_MS);
+    });
   }
 
   /** The dashboard's files, read once: only these names are served, so no path reaches outside. */
