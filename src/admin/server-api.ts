@@ -88,7 +88,13 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 function bytesOf(v: { text?: string; json?: unknown; base64?: string }): Uint8Array | string {
   if (v.text !== undefined) return v.text;
   if (v.base64 !== undefined) return Buffer.from(v.base64, 'base64');
-  return JSON.stringify(v.json);
+  try {
+    return JSON.stringify(v.json);
+  } catch {
+    // JSON.parse reads any depth, JSON.stringify recurses: `[[[...]]]` 200,000 deep (400 KB) overflows
+    // its stack. The caller's input, so 400, not a 500 (or, in a batch, a store-unavailable 503).
+    throw new ApiError(400, 'LL_ERR_BAD_REQUEST', 'json: nested too deeply to be sent');
+  }
 }
 
 export type DeviceStatus = PushResult['devices'][number]['status'];

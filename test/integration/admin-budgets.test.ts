@@ -195,3 +195,27 @@ test('a socket that never sends a request is closed once the headers timeout pas
     await close();
   }
 });
+
+test('a json payload nested too deeply to encode is a 400 naming json (was a 500, and in a batch a store-unavailable 503)', async () => {
+  const { port, close } = await setup();
+  const post = async (op: string, body: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}/v1/${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    return { status: r.status, body: (await r.json()) as { error?: { code: string; message: string }; results?: { error?: { code: string; message: string } }[] } };
+  };
+  try {
+    // 400 KB: JSON.parse reads it, JSON.stringify's recursion does not.
+    const deep = '['.repeat(200_000) + ']'.repeat(200_000);
+    for (const [op, body] of [['push', `{"user":"u","json":${deep}}`], ['broadcast', `{"json":${deep}}`]]) {
+      const r = await post(op, body);
+      assert.equal(r.status, 400, op);
+      assert.equal(r.body.error?.code, 'LL_ERR_BAD_REQUEST', op);
+      assert.match(r.body.error!.message, /^json: /, op);
+    }
+    const b = await post('batch', `{"commands":[{"op":"push","args":{"user":"u","json":${deep}}},{"op":"presence","args":{"users":["u"]}}]}`);
+    assert.equal(b.status, 200);
+    assert.equal(b.body.results?.[0].error?.code, 'LL_ERR_BAD_REQUEST');
+    assert.equal(b.body.results?.[1].error, undefined, 'the other command is answered');
+  } finally {
+    await close();
+  }
+});
