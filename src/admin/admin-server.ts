@@ -255,13 +255,13 @@ export class AdminServer {
         return this.viaNode(req, res, parts, url);
       case 'GET presence': {
         const userId = required(parts[1], 'userId');
-        const devices = await this.gw.presence(userId);
+        const devices = await fromStore(() => this.gw.presence(userId));
         const local = this.gw.listConnections({ userId }).map(view);
         return json(res, 200, { userId, online: devices.length > 0, devices, connections: local });
       }
       case 'POST kick': {
         const b = await body(req);
-        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : await this.gw.closeAcrossCluster('kick', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
+        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : await fromStore(() => this.gw.closeAcrossCluster('kick', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId')));
         this.opts.log?.info({ event: 'admin-kick', user: b.userId, device: b.deviceId, kicked }, 'kicked by admin');
         return json(res, 200, { kicked });
       }
@@ -269,7 +269,9 @@ export class AdminServer {
         const b = await body(req);
         const after = b.reconnectAfterMs;
         if (after !== undefined && (typeof after !== 'number' || !(after >= 0))) throw badRequest('reconnectAfterMs must be a number >= 0');
-        const n = await this.gw.closeAcrossCluster('disconnect', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'), after !== undefined ? { reconnectAfterMs: after } : {});
+        const userId = required(b.userId, 'userId');
+        const deviceId = optional(b.deviceId, 'deviceId');
+        const n = await fromStore(() => this.gw.closeAcrossCluster('disconnect', userId, deviceId, after !== undefined ? { reconnectAfterMs: after } : {}));
         this.opts.log?.info({ event: 'admin-disconnect', user: b.userId, device: b.deviceId, disconnected: n }, 'disconnected by admin');
         return json(res, 200, { disconnected: n });
       }
@@ -356,7 +358,7 @@ export class AdminServer {
       req.url = path + (url.searchParams.has('token') ? `${q ? '&' : '?'}token=${encodeURIComponent(url.searchParams.get('token')!)}` : '');
       return this.route(req, res);
     }
-    const dir = (await this.gw.options.store.directory?.()) ?? [];
+    const dir = (await fromStore(async () => this.gw.options.store.directory?.())) ?? [];
     const peer = dir.find((d) => d.nodeId === id);
     if (!peer?.adminUrl) throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no node ${id} with an admin port in the cluster`);
     const target = new URL(path, peer.adminUrl);
@@ -531,6 +533,21 @@ export function sameSecret(given: string, want: string): boolean {
 function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
   res.end(JSON.stringify(body));
+}
+
+/**
+ * A call through the store (presence, the other nodes told of a kick): its failure (Redis down or
+ * paused) is 503 LL_ERR_STORE_UNAVAILABLE, as in the server API, not a 500 logged as the admin
+ * port's own fault. A kick or disconnect has closed this node's connections already; a retry
+ * tells the others.
+ */
+async function fromStore<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof AdminError) throw err;
+    throw new AdminError(503, 'LL_ERR_STORE_UNAVAILABLE', `the store is unavailable: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 function badRequest(message: string): AdminError {

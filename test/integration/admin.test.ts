@@ -6,6 +6,7 @@ import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { AdminServer } from '../../src/admin/admin-server.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { ConnectionDetail, ConnectionsPage, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
 import { CutLink } from '../helpers/cut-link.js';
@@ -402,6 +403,38 @@ describe('admin port', () => {
     assert.equal(admin.feed.subscriberCount, 0, 'the slow reader was let go');
     sock.destroy();
     await close();
+  });
+
+  test('a store that fails (Redis down) makes presence, kick and disconnect by user 503 LL_ERR_STORE_UNAVAILABLE, not a 500', async () => {
+    // A shared store (one with control and a directory, as Redis), failing every read.
+    let down = false;
+    const store = new MemoryStore();
+    const devices = store.devices.bind(store);
+    Object.assign(store, {
+      devices: (u: string) => (down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379')) : devices(u)),
+      control: async () => {},
+      directory: async () => (down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379')) : []),
+    });
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, store });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const c = new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: 'ann', deviceId: 'phone', reconnect: { enabled: false } });
+    try {
+      await c.connect();
+      assert.equal((await http(port, 'GET', '/api/presence/ann')).status, 200);
+      down = true;
+      for (const [method, path, body] of [['GET', '/api/presence/ann'], ['POST', '/api/disconnect', { userId: 'ann' }], ['POST', '/api/kick', { userId: 'ann' }], ['GET', '/api/nodes/other/overview']] as const) {
+        const r = await http(port, method, path, body);
+        assert.equal(r.status, 503, `${method} ${path}: ${r.body}`);
+        assert.equal(r.json().error.code, 'LL_ERR_STORE_UNAVAILABLE');
+      }
+      assert.equal((await http(port, 'POST', '/api/kick', {})).status, 400, 'a bad body is still a 400');
+    } finally {
+      c.close();
+      await admin.close();
+      await gw.close();
+    }
   });
 
   test('POST /api/drain drains the gateway: clients get GOAWAY and come back elsewhere', async () => {
