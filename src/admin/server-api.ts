@@ -251,7 +251,11 @@ export function openApiDocument(version: string): Record<string, unknown> {
         '200': { description: answer, content: { 'application/json': { schema: { type: 'object' } } } },
         '400': { description: 'a field is missing or wrong; the message names it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '401': { description: 'no or a wrong API key', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '403': { description: 'no API key is set and the caller is not on a loopback address, or its Host is not a loopback name (LL_ERR_FORBIDDEN_HOST)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '413': { description: 'a body over 1 MiB, or (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '415': { description: 'a body that is not application/json (LL_ERR_UNSUPPORTED_MEDIA_TYPE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '429': { description: '256 server-API requests are being answered (LL_ERR_TOO_MANY_REQUESTS); retry after Retry-After', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '503': { description: 'the store (Redis) could not be reached or failed the call (LL_ERR_STORE_UNAVAILABLE); a push to several users answers 503 only when every user failed', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     },
   });
