@@ -369,8 +369,14 @@ export class AdminServer {
         up.setTimeout(0);
         res.writeHead(peerRes.statusCode ?? 502, { 'content-type': peerRes.headers['content-type'] ?? 'application/json', 'cache-control': 'no-store' });
         peerRes.pipe(res);
-        peerRes.on('end', resolve);
-        peerRes.on('error', () => resolve());
+        // An answer the peer cut short (it died, the link broke) is cut here too: pipe() ends this
+        // one only on the peer's end, so it was left open, unfinished, for ever (a stream read by
+        // anything but the dashboard, with its watchdog, hung; a page never completed).
+        peerRes.on('close', () => {
+          if (!peerRes.complete) res.destroy();
+          resolve();
+        });
+        peerRes.on('error', () => {}); // 'close' follows
       });
       up.on('timeout', () => up.destroy(new Error(`no answer within ${PEER_TIMEOUT_MS} ms`)));
       up.on('error', (err) => {

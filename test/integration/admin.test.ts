@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
@@ -434,6 +435,46 @@ describe('admin port', () => {
       c.close();
       await admin.close();
       await gw.close();
+    }
+  });
+
+  test('another node read through this one: when that node dies mid-answer, the answer here is cut too (it hung, unfinished, for ever)', async () => {
+    // Node B: answers its event stream and a connection page, then dies (a crash: the socket reset).
+    const peer = createServer((req, res) => {
+      const sse = req.url!.startsWith('/api/events');
+      res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json' });
+      res.write(sse ? 'event: snapshot\ndata: {}\n\n' : '{"total":2,"connections":[');
+      setTimeout(() => req.socket.destroy(), 100);
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const store = new MemoryStore();
+    const adminUrl = `http://127.0.0.1:${(peer.address() as AddressInfo).port}`;
+    Object.assign(store, { directory: async () => [{ nodeId: 'node-b', adminUrl }] });
+    const gw = new Gateway({ tcp: false, ws: false, store });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    try {
+      for (const path of ['/api/nodes/node-b/events', '/api/nodes/node-b/connections']) {
+        const ended = await new Promise<string>((resolve) => {
+          const req = request({ host: '127.0.0.1', port, path }, (res) => {
+            assert.equal(res.statusCode, 200);
+            res.resume();
+            res.on('end', () => resolve('end'));
+            res.on('error', () => resolve('cut'));
+            res.on('aborted', () => resolve('cut'));
+          });
+          req.on('error', () => resolve('cut'));
+          setTimeout(() => resolve('hung'), 3000);
+          req.end();
+        });
+        assert.equal(ended, 'cut', `${path}: cut, not a clean end that would pass a truncated answer as whole`);
+      }
+    } finally {
+      await admin.close();
+      await gw.close();
+      peer.closeAllConnections();
+      await new Promise((r) => peer.close(r));
     }
   });
 
