@@ -55,6 +55,19 @@ export function isLoopbackAddress(address: string): boolean {
   return a === '::1' || (isIPv4(a) && a.startsWith('127.'));
 }
 
+/**
+ * Why a caller without a credential is refused (403 LL_ERR_FORBIDDEN_HOST), or null for one on
+ * this machine that names it by a loopback Host. For every door of the admin port that opens
+ * without a token: the admin API, the server API without a key, the cluster primary's /metrics.
+ */
+export function notLoopback(req: IncomingMessage, hint: string): AdminError | null {
+  const from = req.socket.remoteAddress ?? '';
+  if (!isLoopbackAddress(from)) return new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `${from || 'a caller'} is not a loopback address; ${hint}`);
+  const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
+  if (!isLoopbackHost(host)) return new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; ${hint}`);
+  return null;
+}
+
 export function isLoopbackHost(host: string): boolean {
   // An address in 127.0.0.0/8 written as an address: "127.0.0.1.rebind.attacker.example" is a name
   // anyone can point at 127.0.0.1, and once passed this check as loopback (issue 20).
@@ -421,12 +434,8 @@ export class AdminServer {
    * Host name (no DNS rebinding from a browser on this machine).
    */
   private checkHost(req: IncomingMessage, hint = 'set an admin token to serve other names'): void {
-    const from = req.socket.remoteAddress ?? '';
-    if (!isLoopbackAddress(from)) throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `${from || 'a caller'} is not a loopback address; ${hint}`);
-    const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
-    if (!isLoopbackHost(host)) {
-      throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; ${hint}`);
-    }
+    const refused = notLoopback(req, hint);
+    if (refused) throw refused;
   }
 
   private authorize(req: IncomingMessage, url: URL): void {

@@ -23,7 +23,7 @@ import { UPSTREAM_DEFAULTS, type UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
-import { AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, sameSecret } from '../admin/admin-server.js';
+import { AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, notLoopback, sameSecret } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -422,6 +422,9 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
             const url = new URL(req.url ?? '/', 'http://primary');
             if (url.pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
             if (token && !sameSecret(bearer(req), token)) return void res.writeHead(401).end();
+            // Without a token, as a worker's admin port: loopback callers by a loopback Host only (no DNS rebinding).
+            const refused = token ? null : notLoopback(req, 'set an admin token to serve other names');
+            if (refused) return void res.writeHead(refused.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: refused.code, message: refused.message } }));
             agg.clusterMetrics().then(
               (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
               (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
@@ -133,6 +134,17 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
       const text = await (await fetch(String(summary.metrics))).text();
       assert.match(text, /^longlink_online_devices 8$/m, 'eight devices online across the two workers');
       assert.match(text, /^longlink_event_loop_delay_seconds\{quantile="0.99"\} /m);
+      // Without a token, as on a worker's admin port: a loopback Host only (a page that rebinds its name to 127.0.0.1 reads nothing).
+      const rebound = await new Promise<number>((resolve, reject) => {
+        const u = new URL(String(summary.metrics));
+        request({ host: u.hostname, port: u.port, path: u.pathname, headers: { host: `127.0.0.1.rebind.attacker.example:${u.port}` } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        })
+          .on('error', reject)
+          .end();
+      });
+      assert.equal(rebound, 403, 'a Host that is not a loopback name is refused');
       // Kill one worker: the primary starts another, and its users come back through the same port.
       const victim = gw.lines.length;
       const workerPids = (await import('node:child_process')).execFileSync('pgrep', ['-P', String(gw.child.pid)]).toString().trim().split('\n').map(Number);
