@@ -102,6 +102,40 @@ const TYPES: Record<string, string> = {
   '.png': 'image/png',
 };
 
+/** Request deadlines checked every second, not every 30 s (Node's default): a stalled request goes about when its time is up. */
+export const ADMIN_SERVER_OPTIONS = { connectionsCheckingInterval: 1000 } as const;
+
+/**
+ * What one caller may hold of an admin port's HTTP server (created with ADMIN_SERVER_OPTIONS).
+ * A request must arrive whole in time (the event stream is a GET whose request ends with its
+ * headers, so its response may last). At most MAX_ADMIN_SOCKETS sockets,
+ * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address; more are closed at accept. A socket that sends
+ * no request is closed after ADMIN_HEADERS_TIMEOUT_MS: Node's headersTimeout counts only from a
+ * request's first byte, so silent sockets were held for ever.
+ */
+export function limitAdminSockets(server: Server): void {
+  server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
+  server.requestTimeout = 30_000;
+  server.maxConnections = MAX_ADMIN_SOCKETS;
+  const perAddress = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const from = socket.remoteAddress ?? '';
+    const n = (perAddress.get(from) ?? 0) + 1;
+    if (n > MAX_ADMIN_SOCKETS_PER_ADDRESS) return void socket.destroy();
+    perAddress.set(from, n);
+    socket.once('close', () => {
+      const left = (perAddress.get(from) ?? 1) - 1;
+      if (left > 0) perAddress.set(from, left);
+      else perAddress.delete(from);
+    });
+    // Node's server destroys a socket that times out outside a request; its first request clears it.
+    socket.setTimeout(ADMIN_HEADERS_TIMEOUT_MS);
+  });
+  // From a request on, Node's own deadlines cover the socket (a push may wait 30 s in silence).
+  // First among the listeners: before the handler may answer and Node arm its keep-alive timeout.
+  server.prependListener('request', (req: IncomingMessage) => req.socket.setTimeout(0));
+}
+
 /** A request the API refuses; `code` is stable, as for protocol errors. */
 /** An admin request refused: its HTTP status and a stable code (docs/ERRORS.md). */
 export class AdminError extends LonglinkError {
@@ -142,10 +176,7 @@ export class AdminServer {
     this.api = new ServerApi(gw);
     this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now(), now: () => gw.options.clock.now() });
     this.loadFiles(opts.webRoot ?? fileURLToPath(new URL('../../web/', import.meta.url)));
-    // Checked every second, not every 30 s (Node's default): a stalled request is dropped about when its time is up.
-    this.server = createServer({ connectionsCheckingInterval: 1000 }, (req, res) => {
-      // A request arrived: from now on Node's own timeouts cover this socket (a push may wait 30 s in silence).
-      req.socket.setTimeout(0);
+    this.server = createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
       this.route(req, res).catch((err: unknown) => {
         const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
         // The URL without its query: a dashboard's ?token= must not reach the log.
@@ -156,35 +187,7 @@ export class AdminServer {
         } else res.end();
       });
     });
-    // Slow clients must not hold admin sockets: a request must arrive whole in time. The event
-    // stream is a GET whose request ends with its headers, so its response may last.
-    this.server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
-    this.server.requestTimeout = 30_000;
-    this.limitSockets();
-  }
-
-  /**
-   * At most MAX_ADMIN_SOCKETS sockets, MAX_ADMIN_SOCKETS_PER_ADDRESS from one address; more are
-   * closed at accept. A socket that sends no request is closed after ADMIN_HEADERS_TIMEOUT_MS:
-   * Node's headersTimeout counts only from a request's first byte, so silent sockets were held
-   * for ever.
-   */
-  private limitSockets(): void {
-    this.server.maxConnections = MAX_ADMIN_SOCKETS;
-    const perAddress = new Map<string, number>();
-    this.server.on('connection', (socket: Socket) => {
-      const from = socket.remoteAddress ?? '';
-      const n = (perAddress.get(from) ?? 0) + 1;
-      if (n > MAX_ADMIN_SOCKETS_PER_ADDRESS) return void socket.destroy();
-      perAddress.set(from, n);
-      socket.once('close', () => {
-        const left = (perAddress.get(from) ?? 1) - 1;
-        if (left > 0) perAddress.set(from, left);
-        else perAddress.delete(from);
-      });
-      // Node's server destroys a socket that times out outside a request; the first request clears it.
-      socket.setTimeout(ADMIN_HEADERS_TIMEOUT_MS);
-    });
+    limitAdminSockets(this.server);
   }
 
   /** The dashboard's files, read once: only these names are served, so no path reaches outside. */

@@ -23,7 +23,7 @@ import { UPSTREAM_DEFAULTS, type UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
-import { AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, notLoopback, sameSecret } from '../admin/admin-server.js';
+import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, sameSecret } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -418,7 +418,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       : new Promise((resolve) => {
           const agg = new AggregatorRegistry();
           const token = adminToken(o);
-          const server = http.createServer((req, res) => {
+          const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
             const url = new URL(req.url ?? '/', 'http://primary');
             if (url.pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
             if (token && !sameSecret(bearer(req), token)) return void res.writeHead(401).end();
@@ -430,6 +430,8 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
               (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
             );
           });
+          // The admin port's budgets: its sockets are the primary's files, which replacing a worker needs.
+          limitAdminSockets(server);
           server.on('error', (err: NodeJS.ErrnoException) => failStart(log, 'cannot-start', `cannot listen for the cluster metrics on ${o.adminHost}:${o.adminPort}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message} (change --admin-port, or --no-admin)`));
           server.listen(o.adminPort as number, o.adminHost as string, () => {
             const a = server.address() as import('node:net').AddressInfo;
