@@ -182,7 +182,7 @@ export class AdminServer {
         // The URL without its query: a dashboard's ?token= must not reach the log.
         if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: (req.url ?? '').split('?')[0] }, 'admin request failed');
         if (!res.headersSent) {
-          if (e.status === 429) res.setHeader('retry-after', '1');
+          if (e.status === 429 || e.code === 'LL_ERR_CLOSED') res.setHeader('retry-after', '1');
           json(res, e.status, { error: { code: e.code, message: e.message } });
         } else res.end();
       });

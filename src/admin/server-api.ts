@@ -71,7 +71,7 @@ function usersOf(args: unknown): number {
 export class ApiError extends Error {
   constructor(
     readonly status: number,
-    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE',
+    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE' | 'LL_ERR_CLOSED',
     message: string,
   ) {
     super(message);
@@ -135,6 +135,11 @@ export class ServerApi {
    * names, before their devices' acknowledgements are waited for.
    */
   async run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
+    // A closed gateway (drained, its admin port still open) would answer from a store it may have
+    // closed: the memory store forgets everything, so every push said unknown-user (nothing
+    // queued, as if the user had never connected) and presence offline. The caller retries later
+    // or on another node.
+    if (this.gw.closed) throw new ApiError(503, 'LL_ERR_CLOSED', 'the gateway is closed (drained or shut down); retry on another node or once it is back');
     switch (op) {
       case 'push': {
         const b = parse(PushBody, args);
@@ -255,7 +260,7 @@ export function openApiDocument(version: string): Record<string, unknown> {
         '413': { description: 'a body over 1 MiB, or (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '415': { description: 'a body that is not application/json (LL_ERR_UNSUPPORTED_MEDIA_TYPE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '429': { description: '256 server-API requests are being answered (LL_ERR_TOO_MANY_REQUESTS); retry after Retry-After', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-        '503': { description: 'the store (Redis) could not be reached or failed the call (LL_ERR_STORE_UNAVAILABLE); a push to several users answers 503 only when every user failed', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '503': { description: 'the store (Redis) could not be reached or failed the call (LL_ERR_STORE_UNAVAILABLE; a push to several users answers 503 only when every user failed), or the gateway is closed (LL_ERR_CLOSED, with Retry-After)', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     },
   });

@@ -114,3 +114,32 @@ test('every status the server API answers is in its OpenAPI document (403 withou
     await gw.close();
   }
 });
+
+test('once its gateway is drained (POST /api/drain, the admin port still open), the server API answers 503 LL_ERR_CLOSED with Retry-After, not unknown-user for everyone', async () => {
+  const { AdminServer } = await import('../../src/admin/admin-server.js');
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false });
+  const a = await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  const post = (path: string, body: unknown) => fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const device = new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: 'alice', deviceId: 'phone', reconnect: { enabled: false } });
+  try {
+    await device.connect();
+    assert.equal((await post('/v1/push', { user: 'alice', text: 'before', waitMs: 0 })).status, 200);
+    assert.equal((await post('/api/drain', { windowMs: 0, ackTimeoutMs: 200 })).status, 202);
+    for (let i = 0; i < 100 && gw.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    for (const [op, body] of [['push', { user: 'alice', text: 'after' }], ['presence', { users: ['alice'] }], ['batch', { commands: [{ op: 'kick', args: { user: 'alice' } }] }]] as const) {
+      const r = await post(`/v1/${op}`, body);
+      const text = await r.text();
+      assert.equal(r.status, 503, `${op}: ${text}`);
+      assert.equal(JSON.parse(text).error.code, 'LL_ERR_CLOSED');
+      assert.equal(r.headers.get('retry-after'), '1');
+    }
+  } finally {
+    device.close();
+    await admin.close();
+    await gw.close();
+  }
+});
