@@ -44,6 +44,11 @@ export interface AdminOptions {
 /** What another node's dashboard may read through this one (GET only). */
 const PROXIED = new Set(['overview', 'events', 'connections', 'presence']);
 const PEER_TIMEOUT_MS = 2000;
+/**
+ * An answer read through this node from another that goes this long without a byte is cut: a peer
+ * paused or cut off without a reset sends nothing more, and its event stream ticks every second.
+ */
+export const PEER_STALL_MS = 10_000;
 
 export const DEFAULT_ADMIN_PORT = 7422;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
@@ -381,8 +386,8 @@ export class AdminServer {
     await new Promise<void>((resolve) => {
       const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
       const up = send(target, { method: 'GET', headers: { ...this.peerHeaders(), accept: req.headers.accept ?? '*/*' }, timeout: PEER_TIMEOUT_MS }, (peerRes) => {
-        // Streams (the event stream) last: the timeout covers only the wait for the answer.
-        up.setTimeout(0);
+        // Streams (the event stream) last: from here the timeout is for silence (PEER_STALL_MS), not the whole answer.
+        up.setTimeout(PEER_STALL_MS);
         res.writeHead(peerRes.statusCode ?? 502, { 'content-type': peerRes.headers['content-type'] ?? 'application/json', 'cache-control': 'no-store' });
         peerRes.pipe(res);
         // An answer the peer cut short (it died, the link broke) is cut here too: pipe() ends this
@@ -394,10 +399,10 @@ export class AdminServer {
         });
         peerRes.on('error', () => {}); // 'close' follows
       });
-      up.on('timeout', () => up.destroy(new Error(`no answer within ${PEER_TIMEOUT_MS} ms`)));
+      up.on('timeout', () => up.destroy(new Error(res.headersSent ? `nothing for ${PEER_STALL_MS} ms` : `no answer within ${PEER_TIMEOUT_MS} ms`)));
       up.on('error', (err) => {
         if (!res.headersSent) json(res, 502, { error: { code: 'LL_ERR_PEER_UNAVAILABLE', message: `node ${id} at ${peer.adminUrl}: ${err.message}` } });
-        else res.end();
+        else res.destroy(); // cut, not ended: what came is not the whole answer
         resolve();
       });
       req.on('close', () => up.destroy());

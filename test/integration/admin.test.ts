@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
-import { AdminServer } from '../../src/admin/admin-server.js';
+import { AdminServer, PEER_STALL_MS } from '../../src/admin/admin-server.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { ConnectionDetail, ConnectionsPage, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
@@ -470,6 +470,41 @@ describe('admin port', () => {
         });
         assert.equal(ended, 'cut', `${path}: cut, not a clean end that would pass a truncated answer as whole`);
       }
+    } finally {
+      await admin.close();
+      await gw.close();
+      peer.closeAllConnections();
+      await new Promise((r) => peer.close(r));
+    }
+  });
+
+  test('another node read through this one that goes silent (paused, cut off without a reset): the answer here is cut after PEER_STALL_MS, not held for ever', async () => {
+    const peer = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: snapshot\ndata: {}\n\n'); // and nothing more, the socket left open
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const store = new MemoryStore();
+    const adminUrl = `http://127.0.0.1:${(peer.address() as AddressInfo).port}`;
+    Object.assign(store, { directory: async () => [{ nodeId: 'node-b', adminUrl }] });
+    const gw = new Gateway({ tcp: false, ws: false, store });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const started = Date.now();
+    try {
+      const ended = await new Promise<string>((resolve) => {
+        const req = request({ host: '127.0.0.1', port, path: '/api/nodes/node-b/events' }, (res) => {
+          res.resume();
+          res.on('end', () => resolve('end'));
+          res.on('error', () => resolve('cut'));
+        });
+        req.on('error', () => resolve('cut'));
+        setTimeout(() => resolve('hung'), PEER_STALL_MS + 3000);
+        req.end();
+      });
+      assert.equal(ended, 'cut');
+      assert.ok(Date.now() - started >= PEER_STALL_MS - 500, 'not before its time');
     } finally {
       await admin.close();
       await gw.close();
