@@ -3,7 +3,7 @@ import { LonglinkError } from '../protocol/errors.js';
 import type { NonCloseErrorCode } from '../protocol/error-codes.js';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { request as httpsRequest } from 'node:https';
-import { isIPv4, type AddressInfo } from 'node:net';
+import { isIPv4, type AddressInfo, type Socket } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
@@ -44,6 +44,11 @@ export interface AdminOptions {
 /** What another node's dashboard may read through this one (GET only). */
 const PROXIED = new Set(['overview', 'events', 'connections', 'presence']);
 const PEER_TIMEOUT_MS = 2000;
+/**
+ * An answer read through this node from another that goes this long without a byte is cut: a peer
+ * paused or cut off without a reset sends nothing more, and its event stream ticks every second.
+ */
+export const PEER_STALL_MS = 10_000;
 
 export const DEFAULT_ADMIN_PORT = 7422;
 const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
@@ -53,6 +58,19 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '::1']);
 export function isLoopbackAddress(address: string): boolean {
   const a = address.startsWith('::ffff:') ? address.slice(7) : address;
   return a === '::1' || (isIPv4(a) && a.startsWith('127.'));
+}
+
+/**
+ * Why a caller without a credential is refused (403 LL_ERR_FORBIDDEN_HOST), or null for one on
+ * this machine that names it by a loopback Host. For every door of the admin port that opens
+ * without a token: the admin API, the server API without a key, the cluster primary's /metrics.
+ */
+export function notLoopback(req: IncomingMessage, hint: string): AdminError | null {
+  const from = req.socket.remoteAddress ?? '';
+  if (!isLoopbackAddress(from)) return new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `${from || 'a caller'} is not a loopback address; ${hint}`);
+  const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
+  if (!isLoopbackHost(host)) return new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; ${hint}`);
+  return null;
 }
 
 export function isLoopbackHost(host: string): boolean {
@@ -67,6 +85,16 @@ const API_MAX_BODY_BYTES = 1 << 20;
 export const MAX_API_IN_FLIGHT = 256;
 /** Live event streams (dashboards) at once; more get 429. Each may buffer up to 1 MiB. */
 export const MAX_EVENT_STREAMS = 64;
+/**
+ * Sockets the admin port holds at once, and from one address. Each is a file descriptor of the
+ * process the gateway's devices need too: unbounded, one host opening sockets (no credential
+ * needed to connect) could run the process out of files, and accept() would then reset devices.
+ * One address may fill every request and stream slot, with room to spare for a keep-alive pool.
+ */
+export const MAX_ADMIN_SOCKETS = 1024;
+export const MAX_ADMIN_SOCKETS_PER_ADDRESS = MAX_API_IN_FLIGHT + MAX_EVENT_STREAMS + 64;
+/** A request's headers must arrive within this; a socket that sends none at all is closed then too. */
+export const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
 const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
 /** A page of the connection list: with clientInfo and state at their bounds (1 KiB each), under 3 MB of JSON. */
 const MAX_LIST = 1000;
@@ -78,6 +106,40 @@ const TYPES: Record<string, string> = {
   '.map': 'application/json',
   '.png': 'image/png',
 };
+
+/** Request deadlines checked every second, not every 30 s (Node's default): a stalled request goes about when its time is up. */
+export const ADMIN_SERVER_OPTIONS = { connectionsCheckingInterval: 1000 } as const;
+
+/**
+ * What one caller may hold of an admin port's HTTP server (created with ADMIN_SERVER_OPTIONS).
+ * A request must arrive whole in time (the event stream is a GET whose request ends with its
+ * headers, so its response may last). At most MAX_ADMIN_SOCKETS sockets,
+ * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address; more are closed at accept. A socket that sends
+ * no request is closed after ADMIN_HEADERS_TIMEOUT_MS: Node's headersTimeout counts only from a
+ * request's first byte, so silent sockets were held for ever.
+ */
+export function limitAdminSockets(server: Server): void {
+  server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
+  server.requestTimeout = 30_000;
+  server.maxConnections = MAX_ADMIN_SOCKETS;
+  const perAddress = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const from = socket.remoteAddress ?? '';
+    const n = (perAddress.get(from) ?? 0) + 1;
+    if (n > MAX_ADMIN_SOCKETS_PER_ADDRESS) return void socket.destroy();
+    perAddress.set(from, n);
+    socket.once('close', () => {
+      const left = (perAddress.get(from) ?? 1) - 1;
+      if (left > 0) perAddress.set(from, left);
+      else perAddress.delete(from);
+    });
+    // Node's server destroys a socket that times out outside a request; its first request clears it.
+    socket.setTimeout(ADMIN_HEADERS_TIMEOUT_MS);
+  });
+  // From a request on, Node's own deadlines cover the socket (a push may wait 30 s in silence).
+  // First among the listeners: before the handler may answer and Node arm its keep-alive timeout.
+  server.prependListener('request', (req: IncomingMessage) => req.socket.setTimeout(0));
+}
 
 /** A request the API refuses; `code` is stable, as for protocol errors. */
 /** An admin request refused: its HTTP status and a stable code (docs/ERRORS.md). */
@@ -119,21 +181,18 @@ export class AdminServer {
     this.api = new ServerApi(gw);
     this.feed = new LiveFeed(gw, { timers: systemTimers, wallNow: () => gw.options.wallClock.now(), now: () => gw.options.clock.now() });
     this.loadFiles(opts.webRoot ?? fileURLToPath(new URL('../../web/', import.meta.url)));
-    this.server = createServer((req, res) => {
+    this.server = createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
       this.route(req, res).catch((err: unknown) => {
         const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
         // The URL without its query: a dashboard's ?token= must not reach the log.
         if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: (req.url ?? '').split('?')[0] }, 'admin request failed');
         if (!res.headersSent) {
-          if (e.status === 429) res.setHeader('retry-after', '1');
+          if (e.status === 429 || e.code === 'LL_ERR_CLOSED') res.setHeader('retry-after', '1');
           json(res, e.status, { error: { code: e.code, message: e.message } });
         } else res.end();
       });
     });
-    // Slow clients must not hold admin sockets: a request must arrive whole in time. The event
-    // stream is a GET whose request ends with its headers, so its response may last.
-    this.server.headersTimeout = 10_000;
-    this.server.requestTimeout = 30_000;
+    limitAdminSockets(this.server);
   }
 
   /** The dashboard's files, read once: only these names are served, so no path reaches outside. */
@@ -217,13 +276,13 @@ export class AdminServer {
         return this.viaNode(req, res, parts, url);
       case 'GET presence': {
         const userId = required(parts[1], 'userId');
-        const devices = await this.gw.presence(userId);
+        const devices = await fromStore(() => this.gw.presence(userId));
         const local = this.gw.listConnections({ userId }).map(view);
         return json(res, 200, { userId, online: devices.length > 0, devices, connections: local });
       }
       case 'POST kick': {
         const b = await body(req);
-        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : await this.gw.closeAcrossCluster('kick', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'));
+        const kicked = b.connectionId !== undefined ? this.gw.kickConnection(required(b.connectionId, 'connectionId')) : await fromStore(() => this.gw.closeAcrossCluster('kick', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId')));
         this.opts.log?.info({ event: 'admin-kick', user: b.userId, device: b.deviceId, kicked }, 'kicked by admin');
         return json(res, 200, { kicked });
       }
@@ -231,7 +290,9 @@ export class AdminServer {
         const b = await body(req);
         const after = b.reconnectAfterMs;
         if (after !== undefined && (typeof after !== 'number' || !(after >= 0))) throw badRequest('reconnectAfterMs must be a number >= 0');
-        const n = await this.gw.closeAcrossCluster('disconnect', required(b.userId, 'userId'), optional(b.deviceId, 'deviceId'), after !== undefined ? { reconnectAfterMs: after } : {});
+        const userId = required(b.userId, 'userId');
+        const deviceId = optional(b.deviceId, 'deviceId');
+        const n = await fromStore(() => this.gw.closeAcrossCluster('disconnect', userId, deviceId, after !== undefined ? { reconnectAfterMs: after } : {}));
         this.opts.log?.info({ event: 'admin-disconnect', user: b.userId, device: b.deviceId, disconnected: n }, 'disconnected by admin');
         return json(res, 200, { disconnected: n });
       }
@@ -318,24 +379,30 @@ export class AdminServer {
       req.url = path + (url.searchParams.has('token') ? `${q ? '&' : '?'}token=${encodeURIComponent(url.searchParams.get('token')!)}` : '');
       return this.route(req, res);
     }
-    const dir = (await this.gw.options.store.directory?.()) ?? [];
+    const dir = (await fromStore(async () => this.gw.options.store.directory?.())) ?? [];
     const peer = dir.find((d) => d.nodeId === id);
     if (!peer?.adminUrl) throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no node ${id} with an admin port in the cluster`);
     const target = new URL(path, peer.adminUrl);
     await new Promise<void>((resolve) => {
       const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
       const up = send(target, { method: 'GET', headers: { ...this.peerHeaders(), accept: req.headers.accept ?? '*/*' }, timeout: PEER_TIMEOUT_MS }, (peerRes) => {
-        // Streams (the event stream) last: the timeout covers only the wait for the answer.
-        up.setTimeout(0);
+        // Streams (the event stream) last: from here the timeout is for silence (PEER_STALL_MS), not the whole answer.
+        up.setTimeout(PEER_STALL_MS);
         res.writeHead(peerRes.statusCode ?? 502, { 'content-type': peerRes.headers['content-type'] ?? 'application/json', 'cache-control': 'no-store' });
         peerRes.pipe(res);
-        peerRes.on('end', resolve);
-        peerRes.on('error', () => resolve());
+        // An answer the peer cut short (it died, the link broke) is cut here too: pipe() ends this
+        // one only on the peer's end, so it was left open, unfinished, for ever (a stream read by
+        // anything but the dashboard, with its watchdog, hung; a page never completed).
+        peerRes.on('close', () => {
+          if (!peerRes.complete) res.destroy();
+          resolve();
+        });
+        peerRes.on('error', () => {}); // 'close' follows
       });
-      up.on('timeout', () => up.destroy(new Error(`no answer within ${PEER_TIMEOUT_MS} ms`)));
+      up.on('timeout', () => up.destroy(new Error(res.headersSent ? `nothing for ${PEER_STALL_MS} ms` : `no answer within ${PEER_TIMEOUT_MS} ms`)));
       up.on('error', (err) => {
         if (!res.headersSent) json(res, 502, { error: { code: 'LL_ERR_PEER_UNAVAILABLE', message: `node ${id} at ${peer.adminUrl}: ${err.message}` } });
-        else res.end();
+        else res.destroy(); // cut, not ended: what came is not the whole answer
         resolve();
       });
       req.on('close', () => up.destroy());
@@ -375,12 +442,8 @@ export class AdminServer {
    * Host name (no DNS rebinding from a browser on this machine).
    */
   private checkHost(req: IncomingMessage, hint = 'set an admin token to serve other names'): void {
-    const from = req.socket.remoteAddress ?? '';
-    if (!isLoopbackAddress(from)) throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `${from || 'a caller'} is not a loopback address; ${hint}`);
-    const host = (req.headers.host ?? '').replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
-    if (!isLoopbackHost(host)) {
-      throw new AdminError(403, 'LL_ERR_FORBIDDEN_HOST', `Host ${host || '(none)'} is not a loopback name; ${hint}`);
-    }
+    const refused = notLoopback(req, hint);
+    if (refused) throw refused;
   }
 
   private authorize(req: IncomingMessage, url: URL): void {
@@ -493,6 +556,21 @@ export function sameSecret(given: string, want: string): boolean {
 function json(res: ServerResponse, status: number, body: unknown): void {
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
   res.end(JSON.stringify(body));
+}
+
+/**
+ * A call through the store (presence, the other nodes told of a kick): its failure (Redis down or
+ * paused) is 503 LL_ERR_STORE_UNAVAILABLE, as in the server API, not a 500 logged as the admin
+ * port's own fault. A kick or disconnect has closed this node's connections already; a retry
+ * tells the others.
+ */
+async function fromStore<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof AdminError) throw err;
+    throw new AdminError(503, 'LL_ERR_STORE_UNAVAILABLE', `the store is unavailable: ${err instanceof Error ? err.message : String(err)}`);
+  }
 }
 
 function badRequest(message: string): AdminError {

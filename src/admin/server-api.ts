@@ -71,7 +71,7 @@ function usersOf(args: unknown): number {
 export class ApiError extends Error {
   constructor(
     readonly status: number,
-    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE',
+    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE' | 'LL_ERR_CLOSED',
     message: string,
   ) {
     super(message);
@@ -88,7 +88,13 @@ function parse<T>(schema: z.ZodType<T>, body: unknown): T {
 function bytesOf(v: { text?: string; json?: unknown; base64?: string }): Uint8Array | string {
   if (v.text !== undefined) return v.text;
   if (v.base64 !== undefined) return Buffer.from(v.base64, 'base64');
-  return JSON.stringify(v.json);
+  try {
+    return JSON.stringify(v.json);
+  } catch {
+    // JSON.parse reads any depth, JSON.stringify recurses: `[[[...]]]` 200,000 deep (400 KB) overflows
+    // its stack. The caller's input, so 400, not a 500 (or, in a batch, a store-unavailable 503).
+    throw new ApiError(400, 'LL_ERR_BAD_REQUEST', 'json: nested too deeply to be sent');
+  }
 }
 
 export type DeviceStatus = PushResult['devices'][number]['status'];
@@ -129,6 +135,11 @@ export class ServerApi {
    * names, before their devices' acknowledgements are waited for.
    */
   async run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
+    // A closed gateway (drained, its admin port still open) would answer from a store it may have
+    // closed: the memory store forgets everything, so every push said unknown-user (nothing
+    // queued, as if the user had never connected) and presence offline. The caller retries later
+    // or on another node.
+    if (this.gw.closed) throw new ApiError(503, 'LL_ERR_CLOSED', 'the gateway is closed (drained or shut down); retry on another node or once it is back');
     switch (op) {
       case 'push': {
         const b = parse(PushBody, args);
@@ -245,7 +256,11 @@ export function openApiDocument(version: string): Record<string, unknown> {
         '200': { description: answer, content: { 'application/json': { schema: { type: 'object' } } } },
         '400': { description: 'a field is missing or wrong; the message names it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '401': { description: 'no or a wrong API key', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '403': { description: 'no API key is set and the caller is not on a loopback address, or its Host is not a loopback name (LL_ERR_FORBIDDEN_HOST)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '413': { description: 'a body over 1 MiB, or (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '415': { description: 'a body that is not application/json (LL_ERR_UNSUPPORTED_MEDIA_TYPE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '429': { description: '256 server-API requests are being answered (LL_ERR_TOO_MANY_REQUESTS); retry after Retry-After', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '503': { description: 'the store (Redis) could not be reached or failed the call (LL_ERR_STORE_UNAVAILABLE; a push to several users answers 503 only when every user failed), or the gateway is closed (LL_ERR_CLOSED, with Retry-After)', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     },
   });

@@ -24,7 +24,7 @@ import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
 import { reloadTlsOnChange } from './tls-reload.js';
-import { AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, sameSecret } from '../admin/admin-server.js';
+import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, sameSecret } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -421,15 +421,20 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       : new Promise((resolve) => {
           const agg = new AggregatorRegistry();
           const token = adminToken(o);
-          const server = http.createServer((req, res) => {
+          const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
             const url = new URL(req.url ?? '/', 'http://primary');
             if (url.pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
             if (token && !sameSecret(bearer(req), token)) return void res.writeHead(401).end();
+            // Without a token, as a worker's admin port: loopback callers by a loopback Host only (no DNS rebinding).
+            const refused = token ? null : notLoopback(req, 'set an admin token to serve other names');
+            if (refused) return void res.writeHead(refused.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: refused.code, message: refused.message } }));
             agg.clusterMetrics().then(
               (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
               (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
             );
           });
+          // The admin port's budgets: its sockets are the primary's files, which replacing a worker needs.
+          limitAdminSockets(server);
           server.on('error', (err: NodeJS.ErrnoException) => failStart(log, 'cannot-start', `cannot listen for the cluster metrics on ${o.adminHost}:${o.adminPort}: ${err.code === 'EADDRINUSE' ? 'the port is in use' : err.message} (change --admin-port, or --no-admin)`));
           server.listen(o.adminPort as number, o.adminHost as string, () => {
             const a = server.address() as import('node:net').AddressInfo;

@@ -290,6 +290,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private tcpServer: NetServer | null = null;
   private wsServer: { http: HttpServer; wss: WebSocketServer; lingering: Set<import('node:net').Socket> } | null = null;
   private closing = false;
+  /** Set once close() has begun (a drain ends in it): the store may be closed too. */
+  private closeStarted = false;
   private readonly ownsStore: boolean;
   /** Reliable delivery both ways (delivery.ts): mailboxes, flush, inbound order and dedup, acks. */
   private readonly delivery: Delivery;
@@ -1188,6 +1190,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return n;
   }
 
+  /** Whether close() has begun (a drain ends in it): the gateway takes no more work. */
+  get closed(): boolean {
+    return this.closeStarted;
+  }
+
   get connectionCount(): number {
     return this.connections.size;
   }
@@ -1267,6 +1274,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Stops listening and closes every connection with `going-away` at once (see `drain` for the graceful way). */
   async close(opts: { reconnectAfterMs?: number } = {}): Promise<void> {
     this.closing = true;
+    this.closeStarted = true;
     if (this.resync.timer) this.options.timers.clearTimeout(this.resync.timer);
     const all = [...this.connections];
     // Every client told the same hint would come back in the same millisecond: each gets the hint

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { request } from 'node:http';
 import { test } from 'node:test';
-import { AdminServer, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
+import { ADMIN_HEADERS_TIMEOUT_MS, AdminServer, MAX_ADMIN_SOCKETS, MAX_ADMIN_SOCKETS_PER_ADDRESS, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
 import { MAX_USERS_PER_REQUEST } from '../../src/admin/server-api.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { sleep } from '../helpers/procs.js';
@@ -122,6 +123,99 @@ test('the live feed streams at most 100 online and offline notices between two t
     assert.match(tick, /"online":300/, 'the tick counts every device');
   } finally {
     s.destroy();
+    await close();
+  }
+});
+
+/** Sockets that connect and send nothing, from `localAddress`. */
+async function silent(port: number, n: number, localAddress = '127.0.0.1'): Promise<net.Socket[]> {
+  const out: net.Socket[] = [];
+  for (let i = 0; i < n; i++) {
+    const s = net.connect({ port, host: '127.0.0.1', localAddress });
+    s.on('error', () => {});
+    await new Promise((r) => s.once('connect', r));
+    out.push(s);
+  }
+  return out;
+}
+
+/** GET /api/overview from `localAddress`: its status, or 'reset' when the socket is closed without an answer. */
+function overviewFrom(port: number, localAddress: string): Promise<number | 'reset'> {
+  return new Promise((resolve) => {
+    const req = request({ host: '127.0.0.1', port, path: '/api/overview', localAddress, agent: false }, (res) => {
+      res.resume();
+      resolve(res.statusCode!);
+    });
+    req.on('error', () => resolve('reset'));
+    req.end();
+  });
+}
+
+test(`at most ${MAX_ADMIN_SOCKETS_PER_ADDRESS} admin sockets from one address and ${MAX_ADMIN_SOCKETS} in all: more are closed at accept, other addresses are still served`, async () => {
+  const { port, close } = await setup();
+  const held: net.Socket[] = [];
+  try {
+    // Silent sockets: before, each was held for ever, a file descriptor the devices' ports need.
+    held.push(...(await silent(port, MAX_ADMIN_SOCKETS_PER_ADDRESS, '127.0.0.2')));
+    const [over] = await silent(port, 1, '127.0.0.2');
+    for (let i = 0; i < 100 && !over.closed; i++) await sleep(10);
+    assert.ok(over.closed, 'one past the per-address bound is closed at once');
+    assert.equal(await overviewFrom(port, '127.0.0.3'), 200, 'another address is served');
+    // Fill the rest from other addresses: the whole port holds MAX_ADMIN_SOCKETS.
+    let a = 3;
+    while (held.length < MAX_ADMIN_SOCKETS) held.push(...(await silent(port, Math.min(MAX_ADMIN_SOCKETS_PER_ADDRESS, MAX_ADMIN_SOCKETS - held.length), `127.0.0.${a++}`)));
+    await sleep(100);
+    assert.equal(await overviewFrom(port, `127.0.0.${a}`), 'reset', 'the port is full');
+    for (const s of held.splice(0, 10)) s.destroy();
+    let status: number | 'reset' = 'reset';
+    for (let i = 0; i < 100 && status !== 200; i++) {
+      await sleep(20);
+      status = await overviewFrom(port, `127.0.0.${a}`);
+    }
+    assert.equal(status, 200, 'room again once sockets go');
+  } finally {
+    for (const s of held) s.destroy();
+    await close();
+  }
+});
+
+test('a socket that never sends a request is closed once the headers timeout passes (before, it was held for ever)', async () => {
+  const { port, close } = await setup();
+  const [idle] = await silent(port, 1);
+  const started = Date.now();
+  try {
+    for (let i = 0; i < (ADMIN_HEADERS_TIMEOUT_MS + 3000) / 50 && !idle.closed; i++) await sleep(50);
+    assert.ok(idle.closed, 'closed');
+    assert.ok(Date.now() - started >= ADMIN_HEADERS_TIMEOUT_MS - 500, 'not before its time');
+    // A request that waits in silence (a push waiting for its devices) is not cut by it: the request cleared it.
+    const r = await overviewFrom(port, '127.0.0.1');
+    assert.equal(r, 200);
+  } finally {
+    idle.destroy();
+    await close();
+  }
+});
+
+test('a json payload nested too deeply to encode is a 400 naming json (was a 500, and in a batch a store-unavailable 503)', async () => {
+  const { port, close } = await setup();
+  const post = async (op: string, body: string) => {
+    const r = await fetch(`http://127.0.0.1:${port}/v1/${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body });
+    return { status: r.status, body: (await r.json()) as { error?: { code: string; message: string }; results?: { error?: { code: string; message: string } }[] } };
+  };
+  try {
+    // 400 KB: JSON.parse reads it, JSON.stringify's recursion does not.
+    const deep = '['.repeat(200_000) + ']'.repeat(200_000);
+    for (const [op, body] of [['push', `{"user":"u","json":${deep}}`], ['broadcast', `{"json":${deep}}`]]) {
+      const r = await post(op, body);
+      assert.equal(r.status, 400, op);
+      assert.equal(r.body.error?.code, 'LL_ERR_BAD_REQUEST', op);
+      assert.match(r.body.error!.message, /^json: /, op);
+    }
+    const b = await post('batch', `{"commands":[{"op":"push","args":{"user":"u","json":${deep}}},{"op":"presence","args":{"users":["u"]}}]}`);
+    assert.equal(b.status, 200);
+    assert.equal(b.body.results?.[0].error?.code, 'LL_ERR_BAD_REQUEST');
+    assert.equal(b.body.results?.[1].error, undefined, 'the other command is answered');
+  } finally {
     await close();
   }
 });

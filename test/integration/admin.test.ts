@@ -1,11 +1,13 @@
 import assert from 'node:assert/strict';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { connect } from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
-import { AdminServer } from '../../src/admin/admin-server.js';
+import { AdminServer, PEER_STALL_MS } from '../../src/admin/admin-server.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { ConnectionDetail, ConnectionsPage, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
 import { CutLink } from '../helpers/cut-link.js';
@@ -402,6 +404,113 @@ describe('admin port', () => {
     assert.equal(admin.feed.subscriberCount, 0, 'the slow reader was let go');
     sock.destroy();
     await close();
+  });
+
+  test('a store that fails (Redis down) makes presence, kick and disconnect by user 503 LL_ERR_STORE_UNAVAILABLE, not a 500', async () => {
+    // A shared store (one with control and a directory, as Redis), failing every read.
+    let down = false;
+    const store = new MemoryStore();
+    const devices = store.devices.bind(store);
+    Object.assign(store, {
+      devices: (u: string) => (down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379')) : devices(u)),
+      control: async () => {},
+      directory: async () => (down ? Promise.reject(new Error('connect ECONNREFUSED 127.0.0.1:6379')) : []),
+    });
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, store });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const c = new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: 'ann', deviceId: 'phone', reconnect: { enabled: false } });
+    try {
+      await c.connect();
+      assert.equal((await http(port, 'GET', '/api/presence/ann')).status, 200);
+      down = true;
+      for (const [method, path, body] of [['GET', '/api/presence/ann'], ['POST', '/api/disconnect', { userId: 'ann' }], ['POST', '/api/kick', { userId: 'ann' }], ['GET', '/api/nodes/other/overview']] as const) {
+        const r = await http(port, method, path, body);
+        assert.equal(r.status, 503, `${method} ${path}: ${r.body}`);
+        assert.equal(r.json().error.code, 'LL_ERR_STORE_UNAVAILABLE');
+      }
+      assert.equal((await http(port, 'POST', '/api/kick', {})).status, 400, 'a bad body is still a 400');
+    } finally {
+      c.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
+  test('another node read through this one: when that node dies mid-answer, the answer here is cut too (it hung, unfinished, for ever)', async () => {
+    // Node B: answers its event stream and a connection page, then dies (a crash: the socket reset).
+    const peer = createServer((req, res) => {
+      const sse = req.url!.startsWith('/api/events');
+      res.writeHead(200, { 'content-type': sse ? 'text/event-stream' : 'application/json' });
+      res.write(sse ? 'event: snapshot\ndata: {}\n\n' : '{"total":2,"connections":[');
+      setTimeout(() => req.socket.destroy(), 100);
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const store = new MemoryStore();
+    const adminUrl = `http://127.0.0.1:${(peer.address() as AddressInfo).port}`;
+    Object.assign(store, { directory: async () => [{ nodeId: 'node-b', adminUrl }] });
+    const gw = new Gateway({ tcp: false, ws: false, store });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    try {
+      for (const path of ['/api/nodes/node-b/events', '/api/nodes/node-b/connections']) {
+        const ended = await new Promise<string>((resolve) => {
+          const req = request({ host: '127.0.0.1', port, path }, (res) => {
+            assert.equal(res.statusCode, 200);
+            res.resume();
+            res.on('end', () => resolve('end'));
+            res.on('error', () => resolve('cut'));
+            res.on('aborted', () => resolve('cut'));
+          });
+          req.on('error', () => resolve('cut'));
+          setTimeout(() => resolve('hung'), 3000);
+          req.end();
+        });
+        assert.equal(ended, 'cut', `${path}: cut, not a clean end that would pass a truncated answer as whole`);
+      }
+    } finally {
+      await admin.close();
+      await gw.close();
+      peer.closeAllConnections();
+      await new Promise((r) => peer.close(r));
+    }
+  });
+
+  test('another node read through this one that goes silent (paused, cut off without a reset): the answer here is cut after PEER_STALL_MS, not held for ever', async () => {
+    const peer = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: snapshot\ndata: {}\n\n'); // and nothing more, the socket left open
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const store = new MemoryStore();
+    const adminUrl = `http://127.0.0.1:${(peer.address() as AddressInfo).port}`;
+    Object.assign(store, { directory: async () => [{ nodeId: 'node-b', adminUrl }] });
+    const gw = new Gateway({ tcp: false, ws: false, store });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const started = Date.now();
+    try {
+      const ended = await new Promise<string>((resolve) => {
+        const req = request({ host: '127.0.0.1', port, path: '/api/nodes/node-b/events' }, (res) => {
+          res.resume();
+          res.on('end', () => resolve('end'));
+          res.on('error', () => resolve('cut'));
+        });
+        req.on('error', () => resolve('cut'));
+        setTimeout(() => resolve('hung'), PEER_STALL_MS + 3000);
+        req.end();
+      });
+      assert.equal(ended, 'cut');
+      assert.ok(Date.now() - started >= PEER_STALL_MS - 500, 'not before its time');
+    } finally {
+      await admin.close();
+      await gw.close();
+      peer.closeAllConnections();
+      await new Promise((r) => peer.close(r));
+    }
   });
 
   test('POST /api/drain drains the gateway: clients get GOAWAY and come back elsewhere', async () => {

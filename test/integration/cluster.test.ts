@@ -1,4 +1,7 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
+import { connect, type Socket } from 'node:net';
+import { MAX_ADMIN_SOCKETS_PER_ADDRESS } from '../../src/admin/admin-server.js';
 import { after, before, describe, test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
@@ -133,6 +136,33 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
       const text = await (await fetch(String(summary.metrics))).text();
       assert.match(text, /^longlink_online_devices 8$/m, 'eight devices online across the two workers');
       assert.match(text, /^longlink_event_loop_delay_seconds\{quantile="0.99"\} /m);
+      // Without a token, as on a worker's admin port: a loopback Host only (a page that rebinds its name to 127.0.0.1 reads nothing).
+      const rebound = await new Promise<number>((resolve, reject) => {
+        const u = new URL(String(summary.metrics));
+        request({ host: u.hostname, port: u.port, path: u.pathname, headers: { host: `127.0.0.1.rebind.attacker.example:${u.port}` } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        })
+          .on('error', reject)
+          .end();
+      });
+      assert.equal(rebound, 403, 'a Host that is not a loopback name is refused');
+      // And its budgets: silent sockets from one address beyond the bound are closed at accept (they were held for ever).
+      const port = Number(new URL(String(summary.metrics)).port);
+      const silent: Socket[] = [];
+      try {
+        for (let i = 0; i <= MAX_ADMIN_SOCKETS_PER_ADDRESS; i++) {
+          const s = connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+          s.on('error', () => {});
+          await new Promise((r) => s.once('connect', r));
+          silent.push(s);
+        }
+        for (let t = 0; t < 100 && !silent[MAX_ADMIN_SOCKETS_PER_ADDRESS].closed; t++) await sleep(10);
+        assert.ok(silent[MAX_ADMIN_SOCKETS_PER_ADDRESS].closed, 'one past the bound is closed');
+        assert.ok(!silent[0].closed, 'those within it are not (yet)');
+      } finally {
+        for (const s of silent) s.destroy();
+      }
       // Kill one worker: the primary starts another, and its users come back through the same port.
       const victim = gw.lines.length;
       const workerPids = (await import('node:child_process')).execFileSync('pgrep', ['-P', String(gw.child.pid)]).toString().trim().split('\n').map(Number);

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { request } from 'node:http';
 import { test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
 import { spawnServe } from '../helpers/procs.js';
@@ -71,4 +72,74 @@ test('docs/openapi.json is the document the server serves (regenerate it from op
   const fs = await import('node:fs');
   const version = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version as string;
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(root, 'docs/openapi.json'), 'utf8')), JSON.parse(JSON.stringify(openApiDocument(version))));
+});
+
+test('every status the server API answers is in its OpenAPI document (403 without a key off loopback, 415, 429, 503 from a store that fails)', async () => {
+  const { AdminServer } = await import('../../src/admin/admin-server.js');
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const { MemoryStore } = await import('../../src/gateway/stores/memory-store.js');
+  const store = new MemoryStore();
+  const gw = new Gateway({ tcp: false, ws: false, store });
+  await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  try {
+    const doc = (await (await fetch(`http://127.0.0.1:${port}/v1/openapi.json`)).json()) as { paths: Record<string, { post: { responses: Record<string, unknown> } }> };
+    // node:http, not fetch: fetch does not let a caller set Host.
+    const post = (op: string, body: string, headers: Record<string, string> = {}) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path: `/v1/${op}`, method: 'POST', headers: { 'content-type': 'application/json', ...headers } }, (res) => {
+          res.resume();
+          resolve(res.statusCode!);
+        });
+        req.on('error', reject);
+        req.end(body);
+      });
+    const seen = new Map<string, number[]>();
+    const answer = async (op: string, r: Promise<number>) => seen.set(op, [...(seen.get(op) ?? []), await r]);
+    for (const op of ['push', 'broadcast', 'presence', 'disconnect', 'kick', 'batch']) {
+      await answer(op, post(op, '{"bogus":1}'));
+      await answer(op, post(op, '{}', { host: 'gateway.example' }));
+      await answer(op, post(op, '{}', { 'content-type': 'text/plain' }));
+    }
+    Object.assign(store, { knownDevices: () => Promise.reject(new Error('connect ECONNREFUSED')), devices: () => Promise.reject(new Error('connect ECONNREFUSED')) });
+    await answer('push', post('push', '{"user":"u","text":"x"}'));
+    await answer('presence', post('presence', '{"users":["u"]}'));
+    for (const [op, statuses] of seen) {
+      for (const s of [...statuses, 429]) assert.ok(doc.paths[`/v1/${op}`].post.responses[String(s)], `${op}: ${s} is in the document`);
+    }
+    assert.deepEqual(seen.get('push'), [400, 403, 415, 503]);
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
+});
+
+test('once its gateway is drained (POST /api/drain, the admin port still open), the server API answers 503 LL_ERR_CLOSED with Retry-After, not unknown-user for everyone', async () => {
+  const { AdminServer } = await import('../../src/admin/admin-server.js');
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false });
+  const a = await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  const post = (path: string, body: unknown) => fetch(`http://127.0.0.1:${port}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  const device = new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: 'alice', deviceId: 'phone', reconnect: { enabled: false } });
+  try {
+    await device.connect();
+    assert.equal((await post('/v1/push', { user: 'alice', text: 'before', waitMs: 0 })).status, 200);
+    assert.equal((await post('/api/drain', { windowMs: 0, ackTimeoutMs: 200 })).status, 202);
+    for (let i = 0; i < 100 && gw.connectionCount > 0; i++) await new Promise((r) => setTimeout(r, 20));
+    await new Promise((r) => setTimeout(r, 300));
+    for (const [op, body] of [['push', { user: 'alice', text: 'after' }], ['presence', { users: ['alice'] }], ['batch', { commands: [{ op: 'kick', args: { user: 'alice' } }] }]] as const) {
+      const r = await post(`/v1/${op}`, body);
+      const text = await r.text();
+      assert.equal(r.status, 503, `${op}: ${text}`);
+      assert.equal(JSON.parse(text).error.code, 'LL_ERR_CLOSED');
+      assert.equal(r.headers.get('retry-after'), '1');
+    }
+  } finally {
+    device.close();
+    await admin.close();
+    await gw.close();
+  }
 });
