@@ -1,3 +1,4 @@
+import { adminSocketBudget, MAX_ADMIN_SOCKETS, openFileLimit } from '../gateway/file-limit.js';
 import { ApiError, openApiDocument, ServerApi } from './server-api.js';
 import { LonglinkError } from '../protocol/errors.js';
 import type { NonCloseErrorCode } from '../protocol/error-codes.js';
@@ -91,7 +92,7 @@ export const MAX_EVENT_STREAMS = 64;
  * needed to connect) could run the process out of files, and accept() would then reset devices.
  * One address may fill every request and stream slot, with room to spare for a keep-alive pool.
  */
-export const MAX_ADMIN_SOCKETS = 1024;
+export { MAX_ADMIN_SOCKETS };
 export const MAX_ADMIN_SOCKETS_PER_ADDRESS = MAX_API_IN_FLIGHT + MAX_EVENT_STREAMS + 64;
 /** A request's headers must arrive within this; a socket that sends none at all is closed then too. */
 export const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
@@ -121,12 +122,15 @@ export const ADMIN_SERVER_OPTIONS = { connectionsCheckingInterval: 1000 } as con
 export function limitAdminSockets(server: Server): void {
   server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
   server.requestTimeout = 30_000;
-  server.maxConnections = MAX_ADMIN_SOCKETS;
+  // Fewer under a low file limit; the gateway keeps this many files back from its devices.
+  const budget = adminSocketBudget(openFileLimit());
+  server.maxConnections = budget;
+  const perAddressMax = Math.min(MAX_ADMIN_SOCKETS_PER_ADDRESS, budget);
   const perAddress = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
     const from = socket.remoteAddress ?? '';
     const n = (perAddress.get(from) ?? 0) + 1;
-    if (n > MAX_ADMIN_SOCKETS_PER_ADDRESS) return void socket.destroy();
+    if (n > perAddressMax) return void socket.destroy();
     perAddress.set(from, n);
     socket.once('close', () => {
       const left = (perAddress.get(from) ?? 1) - 1;

@@ -406,7 +406,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const out: { tcp?: AddressInfo; ws?: AddressInfo } = {};
     // maxConnections defaults to 100,000; a process allowed fewer files would run out first and reset
     // newcomers (and the admin port) instead of refusing them with GOAWAY. Clamp, and say so.
-    const ceiling = connectionCeiling(openFileLimit());
+    const ceiling = connectionCeiling(openFileLimit(), this.delivery.upstream?.o.sink.maxSockets ?? 0);
     if (ceiling !== null && (o.limits.maxConnections === 0 || o.limits.maxConnections > ceiling)) {
       const was = o.limits.maxConnections;
       o.limits.maxConnections = ceiling;

@@ -96,6 +96,8 @@ export interface UpstreamSink {
   /** Lifecycle events, best effort (a few retries); sinks without it get none. */
   sendEvent?(e: UpstreamEvent): Promise<void>;
   close?(): Promise<void>;
+  /** Connections it may hold open to the backend at most: files the gateway keeps back from devices. */
+  readonly maxSockets?: number;
 }
 
 export interface UpstreamOptions {

@@ -72,7 +72,8 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
   const agent = new lib.Agent({ keepAlive: true, maxSockets: o.maxSockets ?? 256 });
   // Lifecycle events on sockets of their own: a burst of them (a connect-and-close loop makes two per
   // HELLO) must not queue ahead of devices' messages, which wait for their acknowledgement.
-  const eventAgent = new lib.Agent({ keepAlive: true, maxSockets: Math.max(1, Math.floor((o.maxSockets ?? 256) / 4)) });
+  const eventSockets = Math.max(1, Math.floor((o.maxSockets ?? 256) / 4));
+  const eventAgent = new lib.Agent({ keepAlive: true, maxSockets: eventSockets });
   const post = (json: string, id?: string, via: http.Agent = agent) =>
     new Promise<{ ok: boolean; status: number; text: () => Promise<string>; cut: boolean }>((resolve, reject) => {
       const req = lib.request(
@@ -111,6 +112,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
     });
   return {
     name: 'webhook',
+    maxSockets: (o.maxSockets ?? 256) + eventSockets,
     async close(): Promise<void> {
       agent.destroy();
       eventAgent.destroy();
