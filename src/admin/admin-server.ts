@@ -546,8 +546,9 @@ function view(c: ConnectionInfo): ConnectionView {
 
 /** The token of an `Authorization: Bearer <token>` header ('' without one). */
 export function bearer(req: IncomingMessage): string {
-  const header = req.headers.authorization ?? '';
-  return header.startsWith('Bearer ') ? header.slice(7) : '';
+  // The scheme is case-insensitive (RFC 9110 11.1): `bearer x` from a hand-written client is the same.
+  const m = /^bearer +(.+)$/i.exec(req.headers.authorization ?? '');
+  return m ? m[1].trim() : '';
 }
 
 /** Compares a secret given by a caller with the one expected, in constant time. */

@@ -309,6 +309,8 @@ describe('admin port', () => {
     assert.equal((await http(port, 'GET', '/api/overview')).json().error.code, 'LL_ERR_UNAUTHORIZED');
     assert.equal((await http(port, 'GET', '/metrics', undefined, { authorization: 'Bearer wrong' })).status, 401);
     assert.equal((await http(port, 'GET', '/metrics', undefined, auth)).status, 200);
+    assert.equal((await http(port, 'GET', '/metrics', undefined, { authorization: 'bearer s3cret' })).status, 200, 'the scheme is case-insensitive');
+    assert.equal((await http(port, 'GET', '/metrics', undefined, { authorization: 'Basic s3cret' })).status, 401);
     assert.equal((await http(port, 'GET', '/api/overview?token=s3cret')).status, 200);
     const bad = await http(port, 'POST', '/api/kick', '{not json', auth);
     assert.equal(bad.status, 400);
