@@ -453,7 +453,7 @@ export class AdminServer {
   private authorize(req: IncomingMessage, url: URL): void {
     const want = this.opts.token;
     if (!want) return;
-    const given = req.headers.authorization?.startsWith('Bearer ') ? bearer(req) : (url.searchParams.get('token') ?? '');
+    const given = bearer(req) !== '' ? bearer(req) : (url.searchParams.get('token') ?? '');
     if (!sameSecret(given, want)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
   }
 
