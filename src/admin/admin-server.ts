@@ -94,6 +94,8 @@ export const MAX_EVENT_STREAMS = 64;
  */
 export { MAX_ADMIN_SOCKETS };
 export const MAX_ADMIN_SOCKETS_PER_ADDRESS = MAX_API_IN_FLIGHT + MAX_EVENT_STREAMS + 64;
+/** The longest drain window or acknowledgement wait the admin API takes. */
+const MAX_DRAIN_MS = 3_600_000;
 /** A request's headers must arrive within this; a socket that sends none at all is closed then too. */
 export const ADMIN_HEADERS_TIMEOUT_MS = 10_000;
 const PACKAGE_VERSION = (JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
@@ -310,7 +312,8 @@ export class AdminServer {
         for (const k of ['windowMs', 'ackTimeoutMs'] as const) {
           const v = b[k];
           if (v === undefined) continue;
-          if (typeof v !== 'number' || !(v >= 0)) throw badRequest(`${k} must be a number >= 0`);
+          // Bounded: past 2^31 ms Node's timers fire at once, and the drain would close everyone now.
+          if (typeof v !== 'number' || !(v >= 0 && v <= MAX_DRAIN_MS)) throw badRequest(`${k} must be a number from 0 to ${MAX_DRAIN_MS} (an hour)`);
           opts[k] = v;
         }
         this.opts.log?.info({ event: 'admin-drain', ...opts, connections: this.gw.connectionCount }, 'drain requested by admin');

@@ -1216,6 +1216,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     const windowMs = opts.windowMs ?? DRAIN_DEFAULTS.windowMs;
     const ackTimeoutMs = opts.ackTimeoutMs ?? DRAIN_DEFAULTS.ackTimeoutMs;
+    // A timer past 2^31 - 1 ms fires at once: the drain would close every link with no wait.
+    for (const [k, v] of [['windowMs', windowMs], ['ackTimeoutMs', ackTimeoutMs]] as const) {
+      if (!(Number.isFinite(v) && v >= 0 && v <= 0x7fffffff)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `drain ${k} must be from 0 to ${0x7fffffff} ms (got ${v})`);
+    }
     this.closing = true;
     void this.stopAccepting();
     const open: ServerConnection[] = [];

@@ -88,3 +88,15 @@ describe('graceful drain', () => {
     late.close();
   });
 });
+
+test('drain refuses a window or wait no timer can hold (past 2^31 - 1 ms a timer fires at once) and leaves the gateway serving', async () => {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false });
+  await gw.listen();
+  try {
+    await assert.rejects(gw.drain({ windowMs: 2 ** 32 }), { code: 'LL_ERR_INVALID_OPTION' });
+    await assert.rejects(gw.drain({ ackTimeoutMs: Number.NaN }), { code: 'LL_ERR_INVALID_OPTION' });
+    assert.equal(gw.closed, false, 'still serving');
+  } finally {
+    await gw.close();
+  }
+});
