@@ -847,6 +847,15 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
             if (mine) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
             continue;
           }
+          // A lapse loses no data: an entry of another link can only have been written by a newer
+          // handshake of the device, whose `replaced` word to this node was given up with the lease
+          // (or lost in the cut that lapsed it). Without this the link stays registered until its
+          // detector fires, and reports the device offline while it is online there. After a
+          // store reset or failover the entry may be the older link's: that case is left alone.
+          if (!mine && reason === 'lease-lapsed') {
+            await this.yieldToHolder(conn, now);
+            continue;
+          }
           if (mine && lost) {
             await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
             await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
@@ -860,6 +869,20 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     this.delivery.wakeAll();
     return ok;
+  }
+
+  /**
+   * The device's presence entry is another link's (restoreOnline refused): this link gives way to
+   * it, as the `replaced` control it never heard would have made it. `resumed`: its session is held
+   * open on another node now (the newer link resumed it).
+   */
+  private async yieldToHolder(conn: ServerConnection, now: number): Promise<void> {
+    const o = this.options;
+    const holder = (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
+    if (!holder || holder.connectionId === conn.id) return;
+    const record = await o.store.loadSession(conn.resumeToken, now);
+    if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) return;
+    this.giveWay(conn, holder.connectionId, record?.openOn !== undefined && record.openOn !== o.nodeId);
   }
 
   private onOpened(conn: ServerConnection, w: Opening): void {

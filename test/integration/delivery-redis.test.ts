@@ -437,6 +437,38 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('6c. a node whose lease lapsed while its device moved on (the `replaced` word lost with the lease) closes its old link as replaced: no late `offline` for a device online elsewhere', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const admin = new Redis(redis!.url);
+    const offline: OfflineEvent[] = [];
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('offline', (e) => offline.push(e));
+    A.gw.on('replaced', (e) => replaced.push(e));
+    // A's old link: to A it looks alive (a path that died, or a node cut off from Redis and its
+    // clients at once). The device's newer link is on B; B's `replaced` word was published while A
+    // was gone and given up with A's lease, so A never hears it.
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      const oldId = A.gw.connection('u', 'd')!.connectionId;
+      await B.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await admin.del(`${prefix}{n}:node:A`); // A's lease lapses: A writes its presence again, and finds the device gone on
+      await eventually('A closes its old link', () => A.gw.connectionCount === 0, 3000);
+      assert.deepEqual(offline, [], 'no offline: the device is online on B');
+      assert.equal(replaced.length, 1);
+      assert.equal(replaced[0].connectionId, oldId);
+      assert.equal(replaced[0].byConnectionId, 'newer');
+      assert.equal(replaced[0].resumed, false, "B's link did not resume the old link's session");
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.connectionId), ['newer']);
+    } finally {
+      admin.disconnect();
+      old.close();
+      await stop(A, B);
+    }
+  });
+
   test('7. a node restarted under the same id does not keep its dead presence; default node ids are unique per start', async () => {
     const prefix = `d${++prefixN}:`;
     const A1 = new RedisStore({ url: redis!.url, prefix, ...LEASE });
