@@ -605,6 +605,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');
     }
+    // A slow hook: the client may have given up on this link and resumed elsewhere meanwhile.
+    stillOpen(conn);
     // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
     const l = o.limits;
     for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
@@ -646,6 +648,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const live = this.registry.get(conn.userId, conn.deviceId);
     const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.delivery?.inSeq ?? 0, session.inSeq) : session.inSeq;
     yield o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
+    // Not a write for a link that is gone: it would mark the session held open here over the node
+    // where the device resumed it meanwhile, whose close could then never save it closed.
+    stillOpen(conn);
     this.giveWayToNewer(conn);
     session.clientInfo = conn.clientInfo;
     // Held open on this node: resumable for as long as the link lives (and sessionTtlMs after it
@@ -653,7 +658,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     session.openOn = o.nodeId;
     session.inSeq = inSeq;
     yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
-    if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
+    stillOpen(conn);
     this.giveWayToNewer(conn);
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
@@ -1346,6 +1351,11 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     stats: c.stats,
     path: c.pathStats,
   };
+}
+
+/** A handshake step after a wait: a link closed meanwhile goes no further (LL_ERR_CLOSED). */
+function stillOpen(c: ServerConnection): void {
+  if (isClosed(c)) throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
 }
 
 /** Whether the link has closed: a function, so a check after an `await` is not narrowed away by one before it. */

@@ -5,6 +5,8 @@ import { LonglinkClient } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent, type OnlineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { CutLink } from '../helpers/cut-link.js';
+import { RawPeer } from '../helpers/raw-peer.js';
+import type { WelcomeFrame } from '../../src/protocol/frames.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { sleep } from '../helpers/procs.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -290,6 +292,59 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     } finally {
       live.close();
       failing.close();
+      await stop(A, B);
+    }
+  });
+
+  test('1j. a handshake whose link closed while its authenticator was slow writes nothing: the session the device resumed on another node meanwhile stays held there, and is saved closed when that link ends', async () => {
+    const prefix = `d${++prefixN}:`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const A = await node(prefix, 'A', {
+      authenticate: async (h) => {
+        asked++;
+        await gate; // a connect hook whose backend is slow
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const B = await node(prefix, 'B', { sessionTtlMs: 60_000 });
+    const peers: RawPeer[] = [];
+    const peer = async (port: number) => {
+      const p = new RawPeer(port);
+      peers.push(p);
+      await p.connected;
+      return p;
+    };
+    const portOf = (n: { url: string }) => Number(new URL(n.url).port);
+    try {
+      // The device's session, from an earlier link on B.
+      const first = await peer(portOf(B));
+      first.hello('u', 'd', { intervalMs: 300 });
+      const w1 = (await first.welcome()) as WelcomeFrame;
+      first.socket.destroy();
+      await eventually('the first link gone from B', () => B.gw.connectionCount === 0);
+      // It tries A, whose hook hangs; it gives up on A and resumes on B.
+      const stalled = await peer(portOf(A));
+      stalled.hello('u', 'd', { intervalMs: 300, resumeToken: w1.resumeToken });
+      await eventually("A's hook asked", () => asked === 1);
+      stalled.socket.destroy();
+      await eventually('A saw the link close', () => A.gw.connectionCount === 0);
+      const live = await peer(portOf(B));
+      live.hello('u', 'd', { intervalMs: 300, resumeToken: w1.resumeToken });
+      const w2 = (await live.welcome()) as WelcomeFrame;
+      assert.equal(w2.resumed, true);
+      // The hook answers at last, for a link long gone.
+      release();
+      await sleep(300);
+      assert.equal((await B.store.loadSession(w1.resumeToken, Date.now()))?.openOn, 'B', 'the session is held open on B, where its link is');
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.nodeId), ['B']);
+      live.socket.destroy();
+      await eventually('the live link gone from B', () => B.gw.connectionCount === 0);
+      await eventually('B saves the session closed', async () => (await B.store.loadSession(w1.resumeToken, Date.now()))?.openOn === undefined, 2000);
+    } finally {
+      release();
+      for (const p of peers) p.socket.destroy();
       await stop(A, B);
     }
   });
