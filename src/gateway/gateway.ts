@@ -670,8 +670,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // Until its answer, a close leaves the entry to this handshake (onClosed sends no setOffline).
     conn.presenceOut = true;
     let displaced: PresenceEntry | undefined;
+    const entry = this.presenceEntry(conn);
     try {
-      displaced = ((yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void) || undefined;
+      displaced = ((yield o.store.setOnline(entry)) as PresenceEntry | undefined | void) || undefined;
     } catch (err) {
       // The write may have been done all the same (a reply lost): take it back, putting back
       // another node's link it displaced (that node never heard of this one), and ask that node
@@ -689,11 +690,17 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (previous && previous !== conn) this.removePresence(previous.userId, previous.deviceId, previous.id);
       throw err;
     }
-    conn.presenceOut = false;
     // Another node's link this write displaced: only another node's, since one here was closed by registry.add.
     const elsewhere = displaced && displaced.nodeId !== o.nodeId ? displaced : undefined;
+    // That link was accepted after this one: a client has one link at a time, so it gave up on this
+    // handshake (a hook or store slower than its handshake timeout, a path that died with no close
+    // reaching here) and went there. This link is the device's past and gives way, as one does on a
+    // single node (giveWayToNewer); told `replaced`, the newer link's client would never come back.
+    const superseded = elsewhere !== undefined && elsewhere.since > entry.since;
+    // Until that entry is back, a close of this link leaves the entry alone, as while setOnline was out.
+    if (!superseded) conn.presenceOut = false;
     const moved = this.movedOn.get(conn);
-    if (moved || isClosed(conn)) {
+    if (moved || isClosed(conn) || superseded) {
       this.movedOn.delete(conn);
       if (moved) {
         // A newer link on another node took over while this entry was being written (its `replaced`
@@ -710,6 +717,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         this.chores.do(`offline ${conn.id}`, () =>
           o.store.setOffline(conn.userId, conn.deviceId, conn.id, elsewhere).then((putBack) => (putBack && elsewhere ? this.askToCheck(elsewhere) : undefined)),
         );
+        if (!isClosed(conn)) {
+          // Out of the registry first: its close is no device going offline. It never opened: nothing waited on it.
+          this.registry.remove(conn);
+          throw new ProtocolError('replaced', 'a newer connection of this device opened on another node during the handshake');
+        }
       }
       throw new LonglinkError('LL_ERR_CLOSED', moved ? 'replaced during handshake by a link on another node' : 'connection closed during handshake');
     }
@@ -745,8 +757,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
   }
 
-  private presenceEntry(conn: ServerConnection, since: number) {
+  /**
+   * The link's entry. `since` is when it was accepted (wall ms): the same in every write of the
+   * entry (a re-assertion does not make it look newer), and what tells which of two links of a
+   * device on two nodes the client opened last.
+   */
+  private presenceEntry(conn: ServerConnection): PresenceEntry {
     const o = this.options;
+    const since = Math.round(o.wallClock.now() - (o.clock.now() - conn.connectedAt));
     return { userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, transport: conn.transport, since, clientInfo: conn.clientInfo };
   }
 
@@ -844,7 +862,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       for (const conn of [...this.registry.all()]) {
         if (conn.phase !== 'open') continue;
         try {
-          const entry = this.presenceEntry(conn, now);
+          const entry = this.presenceEntry(conn);
           const mine = o.store.restoreOnline ? await o.store.restoreOnline(entry) : (await o.store.setOnline(entry), true);
           // It may have closed (or given way) meanwhile: its setOffline may have gone first, and
           // its session record is now its successor's or a closed one, not to be written as open.

@@ -349,6 +349,50 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1k. a handshake slower than the device\'s move (its client gave up on it and went to another node; its path died, so no close came) gives way when it finishes: it does not close the newer link as replaced', async () => {
+    const prefix = `d${++prefixN}:`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const A = await node(prefix, 'A', {
+      authenticate: async (h) => {
+        asked++;
+        await gate;
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const B = await node(prefix, 'B');
+    const events: string[] = [];
+    for (const [n, g] of [['A', A.gw], ['B', B.gw]] as const) {
+      g.on('online', (e) => events.push(`${n} online ${e.connectionId}`));
+      g.on('offline', (e) => events.push(`${n} offline ${e.connectionId}`));
+      g.on('replaced', (e) => events.push(`${n} replaced ${e.connectionId}`));
+    }
+    const stalled = new RawPeer(Number(new URL(A.url).port));
+    const live = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    try {
+      await stalled.connected;
+      stalled.hello('u', 'd', { intervalMs: 300 });
+      await eventually("A's hook asked", () => asked === 1);
+      await sleep(20);
+      await live.connect();
+      const liveId = B.gw.connection('u', 'd')!.connectionId;
+      release(); // A's handshake goes on, for a link whose client is long gone to B
+      await eventually('A done with its link', () => A.gw.connectionCount === 0, 3000).catch(() => {});
+      await sleep(400);
+      assert.equal(live.state, 'open', `the live link stays open (${events.join('; ')})`);
+      assert.equal(B.gw.connection('u', 'd')?.connectionId, liveId);
+      assert.deepEqual((await A.gw.presence('u')).map((e) => e.connectionId), [liveId]);
+      assert.equal(A.gw.connectionCount, 0, 'the stale link is closed');
+      assert.deepEqual(events.filter((e) => e.startsWith('A ') || e.includes('offline') || e.includes('replaced')), [], events.join('; '));
+    } finally {
+      release();
+      stalled.socket.destroy();
+      live.close();
+      await stop(A, B);
+    }
+  });
+
   test('1h. a device found only in presence (no known-device record) is in the push result, however short its wait', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');

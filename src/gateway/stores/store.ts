@@ -19,7 +19,11 @@ export interface PresenceEntry {
   connectionId: string;
   nodeId: string;
   transport: TransportKind;
-  /** Wall-clock ms when this connection came online. */
+  /**
+   * Wall-clock ms when this connection was accepted (its handshake began); unchanged when the
+   * entry is written again. Of two links of a device on two nodes, the later is the client's
+   * current one (it holds one link at a time).
+   */
   since: number;
   clientInfo: ClientState;
 }
