@@ -870,13 +870,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
             if (mine) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
             continue;
           }
-          // A lapse loses no data: an entry of another link can only have been written by a newer
-          // handshake of the device, whose `replaced` word to this node was given up with the lease
-          // (or lost in the cut that lapsed it). Without this the link stays registered until its
-          // detector fires, and reports the device offline while it is online there. After a
-          // store reset or failover the entry may be the older link's: that case is left alone.
-          if (!mine && reason === 'lease-lapsed') {
-            await this.yieldToHolder(conn, now);
+          // The entry is another link's: if that one is newer, the device moved on and the
+          // `replaced` word to this node was lost (given up with a lapsed lease, or in the cut that
+          // lapsed it). Without this the link stays registered until its detector fires, and reports
+          // the device offline while it is online there.
+          if (!mine) {
+            await this.yieldToNewer(conn, entry, now);
             continue;
           }
           if (mine && lost) {
@@ -895,14 +894,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   }
 
   /**
-   * The device's presence entry is another link's (restoreOnline refused): this link gives way to
-   * it, as the `replaced` control it never heard would have made it. `resumed`: its session is held
-   * open on another node now (the newer link resumed it).
+   * The device's presence entry is another link's (restoreOnline refused): if that link was accepted
+   * after this one (the client holds one link at a time), this one gives way to it, as the `replaced`
+   * control it never heard would have made it. An older link's entry (one restored first after a
+   * store reset) is left alone. `resumed`: this link's session is held open on another node now
+   * (the newer link resumed it).
    */
-  private async yieldToHolder(conn: ServerConnection, now: number): Promise<void> {
+  private async yieldToNewer(conn: ServerConnection, mine: PresenceEntry, now: number): Promise<void> {
     const o = this.options;
     const holder = (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
-    if (!holder || holder.connectionId === conn.id) return;
+    if (!holder || holder.connectionId === conn.id || !(holder.since > mine.since)) return;
     const record = await o.store.loadSession(conn.resumeToken, now);
     if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) return;
     this.giveWay(conn, holder.connectionId, record?.openOn !== undefined && record.openOn !== o.nodeId);

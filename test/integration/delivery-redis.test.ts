@@ -568,6 +568,36 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('6d. the same after a store reset: a link whose device opened a newer link on another node (accepted later) gives way; one whose entry an older link holds does not', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const admin = new Redis(redis!.url);
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const other = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'e', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      await other.connect();
+      const otherId = A.gw.connection('u', 'e')!.connectionId;
+      // Device d's newer link (on B, accepted after A's); device e's entry an older link's (a stale
+      // link on B restored first after the reset): that one A leaves alone.
+      await B.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await B.store.setOnline({ userId: 'u', deviceId: 'e', connectionId: 'older', nodeId: 'B', transport: 'tcp', since: 1, clientInfo: {} });
+      await admin.del(`${prefix}{n}:epoch`); // what A sees of a Redis that lost its data
+      await eventually("A closes d's old link", () => A.gw.connection('u', 'd') === undefined, 3000);
+      await sleep(300);
+      assert.deepEqual(replaced.map((e) => e.byConnectionId), ['newer']);
+      assert.equal(A.gw.connection('u', 'e')?.connectionId, otherId, "e's link stays");
+    } finally {
+      admin.disconnect();
+      old.close();
+      other.close();
+      await stop(A, B);
+    }
+  });
+
   test('7. a node restarted under the same id does not keep its dead presence; default node ids are unique per start', async () => {
     const prefix = `d${++prefixN}:`;
     const A1 = new RedisStore({ url: redis!.url, prefix, ...LEASE });
