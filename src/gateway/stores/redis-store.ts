@@ -293,6 +293,7 @@ export class RedisStore implements Store {
     this.onResync = onResync;
     this.onControl = onControl;
     await this.reachable();
+    await this.refuseIfHeld(nodeId);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.renewLease();
@@ -343,6 +344,26 @@ export class RedisStore implements Store {
     });
     // Gone quiet: reconnected, which subscribes again and resyncs as above.
     this.watchSubscriber((s) => s.disconnect(true));
+  }
+
+  /**
+   * Two live processes under one node id (one config file or LONGLINK_NODE_ID for every replica)
+   * would each take the other's renewal for a lapse of its own (a re-assertion of everything at
+   * every renewal), delete the other's presence entries as an earlier incarnation's when read, and
+   * share one route channel. A lease of another incarnation is a crashed predecessor's, left to
+   * lapse, or a live node's: watched for one renewal, a live one renews it (its last-seen time
+   * moves), and the id is refused (LL_ERR_NODE_ID_IN_USE).
+   */
+  private async refuseIfHeld(nodeId: string): Promise<void> {
+    const lease = this.nk('node', nodeId);
+    const seen = this.nk('seen', nodeId);
+    const [held, ttl, seenAt] = await Promise.all([this.redis.get(lease), this.redis.pttl(lease), this.redis.get(seen)]);
+    if (held === null || ttl <= 0) return;
+    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(50, this.o.leaseRenewMs / 4)));
+    const [heldNow, seenNow] = await this.redis.mget(lease, seen);
+    if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) {
+      throw new LonglinkError('LL_ERR_NODE_ID_IN_USE', `node id ${JSON.stringify(nodeId)} is held by another live gateway on this Redis (prefix ${this.o.prefix}): give each node its own --node-id, or leave it unset (a unique one is made)`);
+    }
   }
 
   /**
