@@ -549,6 +549,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.registry.remove(conn);
     this.replace(conn, byConnectionId, resumed);
     this.delivery.movedAway(conn.userId, conn.deviceId);
+    // Its entry is the newer link's as a rule (removal then does nothing), but not if the word came
+    // late, after this node wrote the entry again (a resync) and the newer link had gone: unremoved,
+    // it would stay for good, the node being alive. Out of the registry, the close removes nothing.
+    this.removePresence(conn.userId, conn.deviceId, conn.id);
   }
 
   /**

@@ -598,6 +598,27 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('6e. a `replaced` word that arrives after the node wrote its link\'s entry again (the newer link already gone) leaves no entry of the closed link behind', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      const oldId = A.gw.connection('u', 'd')!.connectionId;
+      // What A's presence holds after: B's link displaced A's entry and told A (the word held up while
+      // A's subscription came back), B's link closed (its entry removed), A's lease lapsed and A wrote
+      // its link's entry again. Then the word comes.
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.connectionId), [oldId]);
+      await B.store.control('A', { kind: 'replaced', userId: 'u', deviceId: 'd', connectionId: oldId, byConnectionId: 'gone', resumed: false });
+      await eventually('A closes the link', () => A.gw.connectionCount === 0, 2000);
+      await eventually('no ghost of it in presence', async () => (await B.gw.presence('u')).length === 0, 2000);
+    } finally {
+      old.close();
+      await stop(A, B);
+    }
+  });
+
   test('7. a node restarted under the same id does not keep its dead presence; default node ids are unique per start', async () => {
     const prefix = `d${++prefixN}:`;
     const A1 = new RedisStore({ url: redis!.url, prefix, ...LEASE });
