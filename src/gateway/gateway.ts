@@ -724,6 +724,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         if (!isClosed(conn)) {
           // Out of the registry first: its close is no device going offline. It never opened: nothing waited on it.
           this.registry.remove(conn);
+          // Its record was saved held open here, maybe over the newer link's hold (it resumed the same
+          // session), which could then never save it closed: saved closed, unless held elsewhere since.
+          unawaited(() => o.store.saveSession({ ...session, openOn: undefined }, now + o.sessionTtlMs, o.nodeId), () => {});
           throw new ProtocolError('replaced', 'a newer connection of this device opened on another node during the handshake');
         }
       }

@@ -393,6 +393,54 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1l. the same with a resumed session: the stale handshake does not leave the session marked held open on its node (the newer link could never save it closed)', async () => {
+    const prefix = `d${++prefixN}:`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const A = await node(prefix, 'A', {
+      authenticate: async (h) => {
+        asked++;
+        await gate;
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const B = await node(prefix, 'B', { sessionTtlMs: 60_000 });
+    const peers: RawPeer[] = [];
+    const peer = async (port: number) => {
+      const p = new RawPeer(port);
+      peers.push(p);
+      await p.connected;
+      return p;
+    };
+    const portOf = (n: { url: string }) => Number(new URL(n.url).port);
+    const openOn = async (token: string) => (await B.store.loadSession(token, Date.now()))?.openOn;
+    try {
+      const first = await peer(portOf(B));
+      first.hello('u', 'd', { intervalMs: 300 });
+      const { resumeToken } = (await first.welcome()) as WelcomeFrame;
+      first.socket.destroy();
+      await eventually('the first link gone from B', () => B.gw.connectionCount === 0);
+      const stalled = await peer(portOf(A)); // its path dies after HELLO: A never hears it close
+      stalled.hello('u', 'd', { intervalMs: 300, resumeToken });
+      await eventually("A's hook asked", () => asked === 1);
+      await sleep(20);
+      const live = await peer(portOf(B));
+      live.hello('u', 'd', { intervalMs: 300, resumeToken });
+      assert.equal(((await live.welcome()) as WelcomeFrame).resumed, true);
+      release();
+      await eventually('A done with its link', () => A.gw.connectionCount === 0, 3000);
+      await sleep(200);
+      assert.notEqual(await openOn(resumeToken), 'A', 'not held open on A, which gave its link up');
+      live.socket.destroy();
+      await eventually('B saves the session closed', async () => (await openOn(resumeToken)) === undefined, 2000);
+    } finally {
+      release();
+      for (const p of peers) p.socket.destroy();
+      await stop(A, B);
+    }
+  });
+
   test('1h. a device found only in presence (no known-device record) is in the push result, however short its wait', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');
