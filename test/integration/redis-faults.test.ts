@@ -397,6 +397,7 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await a.joinCluster('A', () => {}, (r) => resyncs.push(r));
       await a.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'c', nodeId: 'A', transport: 'tcp', since: 1, clientInfo: {} });
       await assert.rejects(dup.joinCluster('A', () => {}), (err: Error & { code?: string }) => err.code === 'LL_ERR_NODE_ID_IN_USE');
+      await dup.close(); // a refused store's close leaves the live node's lease alone
       await sleep(400);
       assert.deepEqual((await a.devices('u')).map((e) => e.connectionId), ['c'], "A's presence is A's");
       assert.deepEqual(resyncs, [], 'A was never taken for a node whose lease lapsed');

@@ -289,11 +289,12 @@ export class RedisStore implements Store {
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
   ): Promise<void> {
+    await this.reachable();
+    // Before the id is this store's: a refused store's close must not delete the live node's lease.
+    await this.refuseIfHeld(nodeId);
     this.nodeId = nodeId;
     this.onResync = onResync;
     this.onControl = onControl;
-    await this.reachable();
-    await this.refuseIfHeld(nodeId);
     for (let attempt = 1; ; attempt++) {
       try {
         await this.renewLease();
