@@ -909,7 +909,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    */
   private async yieldToNewer(conn: ServerConnection, mine: PresenceEntry, now: number): Promise<void> {
     const o = this.options;
-    const holder = (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
+    // Its node's lease may have lapsed too (an outage lapses every node's): read the entry as stored.
+    const holder = o.store.presenceOf ? await o.store.presenceOf(conn.userId, conn.deviceId) : (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
     if (!holder || holder.connectionId === conn.id || !(holder.since > mine.since)) return;
     const record = await o.store.loadSession(conn.resumeToken, now);
     if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) return;

@@ -616,6 +616,26 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('6c2. the same when the newer link\'s node has not renewed its lease yet either (an outage that lapsed every lease)', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const admin = new Redis(redis!.url);
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      await A.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'C', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await admin.del(`${prefix}{n}:node:A`);
+      await eventually('A closes its old link', () => A.gw.connectionCount === 0, 3000);
+      assert.deepEqual(replaced.map((e) => e.byConnectionId), ['newer']);
+    } finally {
+      admin.disconnect();
+      old.close();
+      await stop(A);
+    }
+  });
+
   test('6d. the same after a store reset: a link whose device opened a newer link on another node (accepted later) gives way; one whose entry an older link holds does not', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');

@@ -617,6 +617,13 @@ export class RedisStore implements Store {
     return (await this.redis.llRestoreOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
   }
 
+  async presenceOf(userId: string, deviceId: string): Promise<PresenceEntry | undefined> {
+    const raw = await this.redis.hget(this.uk(userId, 'presence'), deviceId);
+    if (!raw) return undefined;
+    const { inc: _inc, ...entry } = JSON.parse(raw) as PresenceEntry & { inc?: string };
+    return entry;
+  }
+
   async takeBackOnline(userId: string, deviceId: string, connectionId: string): Promise<PresenceEntry | undefined> {
     const prev = await this.redis.llTakeBack(...this.presenceKeys(userId), deviceId, connectionId);
     if (!prev) return undefined;

@@ -200,6 +200,11 @@ export interface ClusterStore {
    * be the stale one.
    */
   restoreOnline?(entry: PresenceEntry): Promise<boolean>;
+  /**
+   * The device's entry as stored, whatever its node's lease (`devices` leaves out nodes without
+   * one): whose it is when restoreOnline refused, after an outage that lapsed every lease.
+   */
+  presenceOf?(userId: string, deviceId: string): Promise<PresenceEntry | undefined>;
   /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
