@@ -175,7 +175,7 @@ export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
  */
 export interface FaultEvent {
   /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
-  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted; upstream: the backend refused or failed a message (it is retried). */
+  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried). */
   kind: 'store' | 'listener' | 'config' | 'upstream';
   /** The store operation, or the event whose listener threw. */
   op: string;
@@ -432,6 +432,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
         },
+        (error) => this.emit('fault', { kind: 'config', op: 'nodeId', error }),
       );
     }
     if (o.tcp) {

@@ -416,6 +416,25 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     }
   });
 
+  test('two gateways started at once under one node id (each looked before the other held the lease) report it: a fault LL_ERR_NODE_ID_IN_USE, once', async () => {
+    const prefix = `rf${++n}:`;
+    const a = await node(redis!.url, prefix, 'same');
+    const store = new RedisStore({ url: redis!.url, prefix, leaseTtlMs: 600, leaseRenewMs: 150 });
+    // As if it had looked for a lease before the first node wrote its own.
+    (store as unknown as { refuseIfHeld: () => Promise<void> }).refuseIfHeld = async () => {};
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId: 'same', store, wheelTickMs: 10 });
+    const faults: string[] = [];
+    for (const g of [a.gw, gw]) g.on('fault', (f) => faults.push((f.error as { code?: string }).code ?? String(f.error)));
+    try {
+      await gw.listen();
+      assert.ok(await eventually(() => faults.includes('LL_ERR_NODE_ID_IN_USE'), 3000), `faults: ${faults.join(', ')}`);
+      await sleep(600);
+      assert.ok(faults.filter((c) => c === 'LL_ERR_NODE_ID_IN_USE').length <= 2, 'once per gateway');
+    } finally {
+      await stop(a, { gw, store });
+    }
+  });
+
   test('a WAIT timeout of 5 s or more stays valid: the command timeout, unset, leaves a WAIT its whole time', async () => {
     const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, waitTimeoutMs: 10_000 });
     await s.close();

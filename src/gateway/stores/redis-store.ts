@@ -180,6 +180,10 @@ export class RedisStore implements Store {
   private readonly incarnation = randomBytes(6).toString('base64url');
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
+  private onFault: ((error: Error) => void) | undefined;
+  /** Renewals in a row that found the lease another incarnation's (see renewLease). */
+  private foreignRenewals = 0;
+  private duplicateTold = false;
   private leaseTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
@@ -288,6 +292,7 @@ export class RedisStore implements Store {
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
+    onFault?: (error: Error) => void,
   ): Promise<void> {
     await this.reachable();
     // Before the id is this store's: a refused store's close must not delete the live node's lease.
@@ -295,6 +300,7 @@ export class RedisStore implements Store {
     this.nodeId = nodeId;
     this.onResync = onResync;
     this.onControl = onControl;
+    this.onFault = onFault;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.renewLease();
@@ -362,9 +368,11 @@ export class RedisStore implements Store {
     if (held === null || ttl <= 0) return;
     await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(50, this.o.leaseRenewMs / 4)));
     const [heldNow, seenNow] = await this.redis.mget(lease, seen);
-    if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) {
-      throw new LonglinkError('LL_ERR_NODE_ID_IN_USE', `node id ${JSON.stringify(nodeId)} is held by another live gateway on this Redis (prefix ${this.o.prefix}): give each node its own --node-id, or leave it unset (a unique one is made)`);
-    }
+    if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
+  }
+
+  private nodeIdInUse(nodeId: string): LonglinkError {
+    return new LonglinkError('LL_ERR_NODE_ID_IN_USE', `node id ${JSON.stringify(nodeId)} is held by another live gateway on this Redis (prefix ${this.o.prefix}): give each node its own --node-id, or leave it unset (a unique one is made)`);
   }
 
   /**
@@ -503,6 +511,14 @@ export class RedisStore implements Store {
       this.onResync?.('store-reset');
     } else if (prev !== this.incarnation) {
       this.onResync?.('lease-lapsed');
+    }
+    // A lapsed lease is gone (prev null); one another incarnation renewed since ours, renewal after
+    // renewal, is another live process under this id (both started at once, so the check at join
+    // saw no lease). Told once; the re-assertion above keeps this node's presence written meanwhile.
+    this.foreignRenewals = prev !== null && prev !== this.incarnation ? this.foreignRenewals + 1 : 0;
+    if (this.foreignRenewals >= 2 && !this.duplicateTold) {
+      this.duplicateTold = true;
+      this.onFault?.(this.nodeIdInUse(this.nodeId));
     }
   }
 

@@ -185,13 +185,16 @@ export interface ClusterStore {
    * (`lease-lapsed`), the store lost its data (`store-reset`), or a replica
    * took over part of it and may lack the last writes its master took
    * (`failover`). The gateway then writes its presence (and sessions) again
-   * and flushes every device.
+   * and flushes every device. `onFault`: something wrong with the set-up
+   * found while running (another live process under this node id), for the
+   * gateway to report.
    */
   joinCluster(
     nodeId: string,
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
+    onFault?: (error: Error) => void,
   ): Promise<void>;
   /**
    * Writes a presence entry again after a resync, unless the device's entry
