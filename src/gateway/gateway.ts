@@ -176,7 +176,7 @@ export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
  */
 export interface FaultEvent {
   /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
-  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted; upstream: the backend refused or failed a message (it is retried). */
+  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried). */
   kind: 'store' | 'listener' | 'config' | 'upstream';
   /** The store operation, or the event whose listener threw. */
   op: string;
@@ -435,6 +435,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
         },
+        (error) => this.emit('fault', { kind: 'config', op: 'nodeId', error }),
       );
     }
     if (o.tcp) {
@@ -570,6 +571,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.registry.remove(conn);
     this.replace(conn, byConnectionId, resumed);
     this.delivery.movedAway(conn.userId, conn.deviceId);
+    // Its entry is the newer link's as a rule (removal then does nothing), but not if the word came
+    // late, after this node wrote the entry again (a resync) and the newer link had gone: unremoved,
+    // it would stay for good, the node being alive. Out of the registry, the close removes nothing.
+    this.removePresence(conn.userId, conn.deviceId, conn.id);
   }
 
   /**
@@ -626,6 +631,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');
     }
+    // A slow hook: the client may have given up on this link and resumed elsewhere meanwhile.
+    stillOpen(conn);
     // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
     const l = o.limits;
     for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
@@ -667,6 +674,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const live = this.registry.get(conn.userId, conn.deviceId);
     const inSeq = live && live.sessionId === session.sessionId ? Math.max(live.delivery?.inSeq ?? 0, session.inSeq) : session.inSeq;
     yield o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
+    // Not a write for a link that is gone: it would mark the session held open here over the node
+    // where the device resumed it meanwhile, whose close could then never save it closed.
+    stillOpen(conn);
     this.giveWayToNewer(conn);
     session.clientInfo = conn.clientInfo;
     // Held open on this node: resumable for as long as the link lives (and sessionTtlMs after it
@@ -674,7 +684,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     session.openOn = o.nodeId;
     session.inSeq = inSeq;
     yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
-    if (conn.phase === 'closed') throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
+    stillOpen(conn);
     this.giveWayToNewer(conn);
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
@@ -686,8 +696,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // Until its answer, a close leaves the entry to this handshake (onClosed sends no setOffline).
     conn.presenceOut = true;
     let displaced: PresenceEntry | undefined;
+    const entry = this.presenceEntry(conn);
     try {
-      displaced = ((yield o.store.setOnline(this.presenceEntry(conn, now))) as PresenceEntry | undefined | void) || undefined;
+      displaced = ((yield o.store.setOnline(entry)) as PresenceEntry | undefined | void) || undefined;
     } catch (err) {
       // The write may have been done all the same (a reply lost): take it back, putting back
       // another node's link it displaced (that node never heard of this one), and ask that node
@@ -705,11 +716,17 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (previous && previous !== conn) this.removePresence(previous.userId, previous.deviceId, previous.id);
       throw err;
     }
-    conn.presenceOut = false;
     // Another node's link this write displaced: only another node's, since one here was closed by registry.add.
     const elsewhere = displaced && displaced.nodeId !== o.nodeId ? displaced : undefined;
+    // That link was accepted after this one: a client has one link at a time, so it gave up on this
+    // handshake (a hook or store slower than its handshake timeout, a path that died with no close
+    // reaching here) and went there. This link is the device's past and gives way, as one does on a
+    // single node (giveWayToNewer); told `replaced`, the newer link's client would never come back.
+    const superseded = elsewhere !== undefined && elsewhere.since > entry.since;
+    // Until that entry is back, a close of this link leaves the entry alone, as while setOnline was out.
+    if (!superseded) conn.presenceOut = false;
     const moved = this.movedOn.get(conn);
-    if (moved || isClosed(conn)) {
+    if (moved || isClosed(conn) || superseded) {
       this.movedOn.delete(conn);
       if (moved) {
         // A newer link on another node took over while this entry was being written (its `replaced`
@@ -726,6 +743,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         this.chores.do(`offline ${conn.id}`, () =>
           o.store.setOffline(conn.userId, conn.deviceId, conn.id, elsewhere).then((putBack) => (putBack && elsewhere ? this.askToCheck(elsewhere) : undefined)),
         );
+        if (!isClosed(conn)) {
+          // Out of the registry first: its close is no device going offline. It never opened: nothing waited on it.
+          this.registry.remove(conn);
+          // Its record was saved held open here, maybe over the newer link's hold (it resumed the same
+          // session), which could then never save it closed: saved closed, unless held elsewhere since.
+          unawaited(() => o.store.saveSession({ ...session, openOn: undefined }, now + o.sessionTtlMs, o.nodeId), () => {});
+          throw new ProtocolError('replaced', 'a newer connection of this device opened on another node during the handshake');
+        }
       }
       throw new LonglinkError('LL_ERR_CLOSED', moved ? 'replaced during handshake by a link on another node' : 'connection closed during handshake');
     }
@@ -761,8 +786,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
   }
 
-  private presenceEntry(conn: ServerConnection, since: number) {
+  /**
+   * The link's entry. `since` is when it was accepted (wall ms): the same in every write of the
+   * entry (a re-assertion does not make it look newer), and what tells which of two links of a
+   * device on two nodes the client opened last.
+   */
+  private presenceEntry(conn: ServerConnection): PresenceEntry {
     const o = this.options;
+    const since = Math.round(o.wallClock.now() - (o.clock.now() - conn.connectedAt));
     return { userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, transport: conn.transport, since, clientInfo: conn.clientInfo };
   }
 
@@ -860,12 +891,20 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       for (const conn of [...this.registry.all()]) {
         if (conn.phase !== 'open') continue;
         try {
-          const entry = this.presenceEntry(conn, now);
+          const entry = this.presenceEntry(conn);
           const mine = o.store.restoreOnline ? await o.store.restoreOnline(entry) : (await o.store.setOnline(entry), true);
           // It may have closed (or given way) meanwhile: its setOffline may have gone first, and
           // its session record is now its successor's or a closed one, not to be written as open.
           if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) {
             if (mine) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
+            continue;
+          }
+          // The entry is another link's: if that one is newer, the device moved on and the
+          // `replaced` word to this node was lost (given up with a lapsed lease, or in the cut that
+          // lapsed it). Without this the link stays registered until its detector fires, and reports
+          // the device offline while it is online there.
+          if (!mine) {
+            await this.yieldToNewer(conn, entry, now);
             continue;
           }
           if (mine && lost) {
@@ -881,6 +920,23 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     this.delivery.wakeAll();
     return ok;
+  }
+
+  /**
+   * The device's presence entry is another link's (restoreOnline refused): if that link was accepted
+   * after this one (the client holds one link at a time), this one gives way to it, as the `replaced`
+   * control it never heard would have made it. An older link's entry (one restored first after a
+   * store reset) is left alone. `resumed`: this link's session is held open on another node now
+   * (the newer link resumed it).
+   */
+  private async yieldToNewer(conn: ServerConnection, mine: PresenceEntry, now: number): Promise<void> {
+    const o = this.options;
+    // Its node's lease may have lapsed too (an outage lapses every node's): read the entry as stored.
+    const holder = o.store.presenceOf ? await o.store.presenceOf(conn.userId, conn.deviceId) : (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
+    if (!holder || holder.connectionId === conn.id || !(holder.since > mine.since)) return;
+    const record = await o.store.loadSession(conn.resumeToken, now);
+    if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) return;
+    this.giveWay(conn, holder.connectionId, record?.openOn !== undefined && record.openOn !== o.nodeId);
   }
 
   private onOpened(conn: ServerConnection, w: Opening): void {
@@ -1355,6 +1411,11 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     stats: c.stats,
     path: c.pathStats,
   };
+}
+
+/** A handshake step after a wait: a link closed meanwhile goes no further (LL_ERR_CLOSED). */
+function stillOpen(c: ServerConnection): void {
+  if (isClosed(c)) throw new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake');
 }
 
 /** Whether the link has closed: a function, so a check after an `await` is not narrowed away by one before it. */

@@ -5,6 +5,8 @@ import { LonglinkClient } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent, type OnlineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { CutLink } from '../helpers/cut-link.js';
+import { RawPeer } from '../helpers/raw-peer.js';
+import type { WelcomeFrame } from '../../src/protocol/frames.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { sleep } from '../helpers/procs.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -294,6 +296,151 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1j. a handshake whose link closed while its authenticator was slow writes nothing: the session the device resumed on another node meanwhile stays held there, and is saved closed when that link ends', async () => {
+    const prefix = `d${++prefixN}:`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const A = await node(prefix, 'A', {
+      authenticate: async (h) => {
+        asked++;
+        await gate; // a connect hook whose backend is slow
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const B = await node(prefix, 'B', { sessionTtlMs: 60_000 });
+    const peers: RawPeer[] = [];
+    const peer = async (port: number) => {
+      const p = new RawPeer(port);
+      peers.push(p);
+      await p.connected;
+      return p;
+    };
+    const portOf = (n: { url: string }) => Number(new URL(n.url).port);
+    try {
+      // The device's session, from an earlier link on B.
+      const first = await peer(portOf(B));
+      first.hello('u', 'd', { intervalMs: 300 });
+      const w1 = (await first.welcome()) as WelcomeFrame;
+      first.socket.destroy();
+      await eventually('the first link gone from B', () => B.gw.connectionCount === 0);
+      // It tries A, whose hook hangs; it gives up on A and resumes on B.
+      const stalled = await peer(portOf(A));
+      stalled.hello('u', 'd', { intervalMs: 300, resumeToken: w1.resumeToken });
+      await eventually("A's hook asked", () => asked === 1);
+      stalled.socket.destroy();
+      await eventually('A saw the link close', () => A.gw.connectionCount === 0);
+      const live = await peer(portOf(B));
+      live.hello('u', 'd', { intervalMs: 300, resumeToken: w1.resumeToken });
+      const w2 = (await live.welcome()) as WelcomeFrame;
+      assert.equal(w2.resumed, true);
+      // The hook answers at last, for a link long gone.
+      release();
+      await sleep(300);
+      assert.equal((await B.store.loadSession(w1.resumeToken, Date.now()))?.openOn, 'B', 'the session is held open on B, where its link is');
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.nodeId), ['B']);
+      live.socket.destroy();
+      await eventually('the live link gone from B', () => B.gw.connectionCount === 0);
+      await eventually('B saves the session closed', async () => (await B.store.loadSession(w1.resumeToken, Date.now()))?.openOn === undefined, 2000);
+    } finally {
+      release();
+      for (const p of peers) p.socket.destroy();
+      await stop(A, B);
+    }
+  });
+
+  test('1k. a handshake slower than the device\'s move (its client gave up on it and went to another node; its path died, so no close came) gives way when it finishes: it does not close the newer link as replaced', async () => {
+    const prefix = `d${++prefixN}:`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const A = await node(prefix, 'A', {
+      authenticate: async (h) => {
+        asked++;
+        await gate;
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const B = await node(prefix, 'B');
+    const events: string[] = [];
+    for (const [n, g] of [['A', A.gw], ['B', B.gw]] as const) {
+      g.on('online', (e) => events.push(`${n} online ${e.connectionId}`));
+      g.on('offline', (e) => events.push(`${n} offline ${e.connectionId}`));
+      g.on('replaced', (e) => events.push(`${n} replaced ${e.connectionId}`));
+    }
+    const stalled = new RawPeer(Number(new URL(A.url).port));
+    const live = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    try {
+      await stalled.connected;
+      stalled.hello('u', 'd', { intervalMs: 300 });
+      await eventually("A's hook asked", () => asked === 1);
+      await sleep(20);
+      await live.connect();
+      const liveId = B.gw.connection('u', 'd')!.connectionId;
+      release(); // A's handshake goes on, for a link whose client is long gone to B
+      await eventually('A done with its link', () => A.gw.connectionCount === 0, 3000).catch(() => {});
+      await sleep(400);
+      assert.equal(live.state, 'open', `the live link stays open (${events.join('; ')})`);
+      assert.equal(B.gw.connection('u', 'd')?.connectionId, liveId);
+      assert.deepEqual((await A.gw.presence('u')).map((e) => e.connectionId), [liveId]);
+      assert.equal(A.gw.connectionCount, 0, 'the stale link is closed');
+      assert.deepEqual(events.filter((e) => e.startsWith('A ') || e.includes('offline') || e.includes('replaced')), [], events.join('; '));
+    } finally {
+      release();
+      stalled.socket.destroy();
+      live.close();
+      await stop(A, B);
+    }
+  });
+
+  test('1l. the same with a resumed session: the stale handshake does not leave the session marked held open on its node (the newer link could never save it closed)', async () => {
+    const prefix = `d${++prefixN}:`;
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let asked = 0;
+    const A = await node(prefix, 'A', {
+      authenticate: async (h) => {
+        asked++;
+        await gate;
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const B = await node(prefix, 'B', { sessionTtlMs: 60_000 });
+    const peers: RawPeer[] = [];
+    const peer = async (port: number) => {
+      const p = new RawPeer(port);
+      peers.push(p);
+      await p.connected;
+      return p;
+    };
+    const portOf = (n: { url: string }) => Number(new URL(n.url).port);
+    const openOn = async (token: string) => (await B.store.loadSession(token, Date.now()))?.openOn;
+    try {
+      const first = await peer(portOf(B));
+      first.hello('u', 'd', { intervalMs: 300 });
+      const { resumeToken } = (await first.welcome()) as WelcomeFrame;
+      first.socket.destroy();
+      await eventually('the first link gone from B', () => B.gw.connectionCount === 0);
+      const stalled = await peer(portOf(A)); // its path dies after HELLO: A never hears it close
+      stalled.hello('u', 'd', { intervalMs: 300, resumeToken });
+      await eventually("A's hook asked", () => asked === 1);
+      await sleep(20);
+      const live = await peer(portOf(B));
+      live.hello('u', 'd', { intervalMs: 300, resumeToken });
+      assert.equal(((await live.welcome()) as WelcomeFrame).resumed, true);
+      release();
+      await eventually('A done with its link', () => A.gw.connectionCount === 0, 3000);
+      await sleep(200);
+      assert.notEqual(await openOn(resumeToken), 'A', 'not held open on A, which gave its link up');
+      live.socket.destroy();
+      await eventually('B saves the session closed', async () => (await openOn(resumeToken)) === undefined, 2000);
+    } finally {
+      release();
+      for (const p of peers) p.socket.destroy();
+      await stop(A, B);
+    }
+  });
+
   test('1h. a device found only in presence (no known-device record) is in the push result, however short its wait', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');
@@ -432,6 +579,109 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       assert.deepEqual((await B.gw.presence('u')).map((e) => e.connectionId), ['newer']);
     } finally {
       admin.disconnect();
+      old.close();
+      await stop(A, B);
+    }
+  });
+
+  test('6c. a node whose lease lapsed while its device moved on (the `replaced` word lost with the lease) closes its old link as replaced: no late `offline` for a device online elsewhere', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const admin = new Redis(redis!.url);
+    const offline: OfflineEvent[] = [];
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('offline', (e) => offline.push(e));
+    A.gw.on('replaced', (e) => replaced.push(e));
+    // A's old link: to A it looks alive (a path that died, or a node cut off from Redis and its
+    // clients at once). The device's newer link is on B; B's `replaced` word was published while A
+    // was gone and given up with A's lease, so A never hears it.
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      const oldId = A.gw.connection('u', 'd')!.connectionId;
+      await B.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await admin.del(`${prefix}{n}:node:A`); // A's lease lapses: A writes its presence again, and finds the device gone on
+      await eventually('A closes its old link', () => A.gw.connectionCount === 0, 3000);
+      assert.deepEqual(offline, [], 'no offline: the device is online on B');
+      assert.equal(replaced.length, 1);
+      assert.equal(replaced[0].connectionId, oldId);
+      assert.equal(replaced[0].byConnectionId, 'newer');
+      assert.equal(replaced[0].resumed, false, "B's link did not resume the old link's session");
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.connectionId), ['newer']);
+    } finally {
+      admin.disconnect();
+      old.close();
+      await stop(A, B);
+    }
+  });
+
+  test('6c2. the same when the newer link\'s node has not renewed its lease yet either (an outage that lapsed every lease)', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const admin = new Redis(redis!.url);
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      await A.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'C', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await admin.del(`${prefix}{n}:node:A`);
+      await eventually('A closes its old link', () => A.gw.connectionCount === 0, 3000);
+      assert.deepEqual(replaced.map((e) => e.byConnectionId), ['newer']);
+    } finally {
+      admin.disconnect();
+      old.close();
+      await stop(A);
+    }
+  });
+
+  test('6d. the same after a store reset: a link whose device opened a newer link on another node (accepted later) gives way; one whose entry an older link holds does not', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const admin = new Redis(redis!.url);
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const other = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'e', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      await other.connect();
+      const otherId = A.gw.connection('u', 'e')!.connectionId;
+      // Device d's newer link (on B, accepted after A's); device e's entry an older link's (a stale
+      // link on B restored first after the reset): that one A leaves alone.
+      await B.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
+      await B.store.setOnline({ userId: 'u', deviceId: 'e', connectionId: 'older', nodeId: 'B', transport: 'tcp', since: 1, clientInfo: {} });
+      await admin.del(`${prefix}{n}:epoch`); // what A sees of a Redis that lost its data
+      await eventually("A closes d's old link", () => A.gw.connection('u', 'd') === undefined, 3000);
+      await sleep(300);
+      assert.deepEqual(replaced.map((e) => e.byConnectionId), ['newer']);
+      assert.equal(A.gw.connection('u', 'e')?.connectionId, otherId, "e's link stays");
+    } finally {
+      admin.disconnect();
+      old.close();
+      other.close();
+      await stop(A, B);
+    }
+  });
+
+  test('6e. a `replaced` word that arrives after the node wrote its link\'s entry again (the newer link already gone) leaves no entry of the closed link behind', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      const oldId = A.gw.connection('u', 'd')!.connectionId;
+      // What A's presence holds after: B's link displaced A's entry and told A (the word held up while
+      // A's subscription came back), B's link closed (its entry removed), A's lease lapsed and A wrote
+      // its link's entry again. Then the word comes.
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.connectionId), [oldId]);
+      await B.store.control('A', { kind: 'replaced', userId: 'u', deviceId: 'd', connectionId: oldId, byConnectionId: 'gone', resumed: false });
+      await eventually('A closes the link', () => A.gw.connectionCount === 0, 2000);
+      await eventually('no ghost of it in presence', async () => (await B.gw.presence('u')).length === 0, 2000);
+    } finally {
       old.close();
       await stop(A, B);
     }

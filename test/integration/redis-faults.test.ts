@@ -387,6 +387,54 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     }
   });
 
+  test('a second process given the node id of a live node (one config or LONGLINK_NODE_ID for every replica) is refused at join (LL_ERR_NODE_ID_IN_USE): the live node keeps its presence; one restarted under the id of a node that crashed joins', async () => {
+    const prefix = `rf${++n}:`;
+    const lease = { leaseTtlMs: 600, leaseRenewMs: 150 };
+    const a = new RedisStore({ url: redis!.url, prefix, ...lease });
+    const dup = new RedisStore({ url: redis!.url, prefix, ...lease });
+    const resyncs: string[] = [];
+    try {
+      await a.joinCluster('A', () => {}, (r) => resyncs.push(r));
+      await a.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'c', nodeId: 'A', transport: 'tcp', since: 1, clientInfo: {} });
+      await assert.rejects(dup.joinCluster('A', () => {}), (err: Error & { code?: string }) => err.code === 'LL_ERR_NODE_ID_IN_USE');
+      await dup.close(); // a refused store's close leaves the live node's lease alone
+      await sleep(400);
+      assert.deepEqual((await a.devices('u')).map((e) => e.connectionId), ['c'], "A's presence is A's");
+      assert.deepEqual(resyncs, [], 'A was never taken for a node whose lease lapsed');
+      // A crashes: a process restarted under its id joins (after one renewal's wait), and A's old entry is not reported.
+      a.abandon();
+      const again = new RedisStore({ url: redis!.url, prefix, ...lease });
+      try {
+        await again.joinCluster('A', () => {});
+        assert.deepEqual(await again.devices('u'), []);
+      } finally {
+        await again.close();
+      }
+    } finally {
+      await dup.close();
+      await a.close();
+    }
+  });
+
+  test('two gateways started at once under one node id (each looked before the other held the lease) report it: a fault LL_ERR_NODE_ID_IN_USE, once', async () => {
+    const prefix = `rf${++n}:`;
+    const a = await node(redis!.url, prefix, 'same');
+    const store = new RedisStore({ url: redis!.url, prefix, leaseTtlMs: 600, leaseRenewMs: 150 });
+    // As if it had looked for a lease before the first node wrote its own.
+    (store as unknown as { refuseIfHeld: () => Promise<void> }).refuseIfHeld = async () => {};
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId: 'same', store, wheelTickMs: 10 });
+    const faults: string[] = [];
+    for (const g of [a.gw, gw]) g.on('fault', (f) => faults.push((f.error as { code?: string }).code ?? String(f.error)));
+    try {
+      await gw.listen();
+      assert.ok(await eventually(() => faults.includes('LL_ERR_NODE_ID_IN_USE'), 3000), `faults: ${faults.join(', ')}`);
+      await sleep(600);
+      assert.ok(faults.filter((c) => c === 'LL_ERR_NODE_ID_IN_USE').length <= 2, 'once per gateway');
+    } finally {
+      await stop(a, { gw, store });
+    }
+  });
+
   test('a WAIT timeout of 5 s or more stays valid: the command timeout, unset, leaves a WAIT its whole time', async () => {
     const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, waitTimeoutMs: 10_000 });
     await s.close();

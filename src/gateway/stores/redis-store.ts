@@ -182,6 +182,10 @@ export class RedisStore implements Store {
   private readonly incarnation = randomBytes(6).toString('base64url');
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
+  private onFault: ((error: Error) => void) | undefined;
+  /** Renewals in a row that found the lease another incarnation's (see renewLease). */
+  private foreignRenewals = 0;
+  private duplicateTold = false;
   private leaseTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
@@ -292,11 +296,15 @@ export class RedisStore implements Store {
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
+    onFault?: (error: Error) => void,
   ): Promise<void> {
+    await this.reachable();
+    // Before the id is this store's: a refused store's close must not delete the live node's lease.
+    await this.refuseIfHeld(nodeId);
     this.nodeId = nodeId;
     this.onResync = onResync;
     this.onControl = onControl;
-    await this.reachable();
+    this.onFault = onFault;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.renewLease();
@@ -347,6 +355,28 @@ export class RedisStore implements Store {
     });
     // Gone quiet: reconnected, which subscribes again and resyncs as above.
     this.watchSubscriber((s) => s.disconnect(true));
+  }
+
+  /**
+   * Two live processes under one node id (one config file or LONGLINK_NODE_ID for every replica)
+   * would each take the other's renewal for a lapse of its own (a re-assertion of everything at
+   * every renewal), delete the other's presence entries as an earlier incarnation's when read, and
+   * share one route channel. A lease of another incarnation is a crashed predecessor's, left to
+   * lapse, or a live node's: watched for one renewal, a live one renews it (its last-seen time
+   * moves), and the id is refused (LL_ERR_NODE_ID_IN_USE).
+   */
+  private async refuseIfHeld(nodeId: string): Promise<void> {
+    const lease = this.nk('node', nodeId);
+    const seen = this.nk('seen', nodeId);
+    const [held, ttl, seenAt] = await Promise.all([this.redis.get(lease), this.redis.pttl(lease), this.redis.get(seen)]);
+    if (held === null || ttl <= 0) return;
+    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(50, this.o.leaseRenewMs / 4)));
+    const [heldNow, seenNow] = await this.redis.mget(lease, seen);
+    if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
+  }
+
+  private nodeIdInUse(nodeId: string): LonglinkError {
+    return new LonglinkError('LL_ERR_NODE_ID_IN_USE', `node id ${JSON.stringify(nodeId)} is held by another live gateway on this Redis (prefix ${this.o.prefix}): give each node its own --node-id, or leave it unset (a unique one is made)`);
   }
 
   /**
@@ -486,6 +516,14 @@ export class RedisStore implements Store {
     } else if (prev !== this.incarnation) {
       this.onResync?.('lease-lapsed');
     }
+    // A lapsed lease is gone (prev null); one another incarnation renewed since ours, renewal after
+    // renewal, is another live process under this id (both started at once, so the check at join
+    // saw no lease). Told once; the re-assertion above keeps this node's presence written meanwhile.
+    this.foreignRenewals = prev !== null && prev !== this.incarnation ? this.foreignRenewals + 1 : 0;
+    if (this.foreignRenewals >= 2 && !this.duplicateTold) {
+      this.duplicateTold = true;
+      this.onFault?.(this.nodeIdInUse(this.nodeId));
+    }
   }
 
   /** When a node was last seen renewing its lease (wall ms; now if it holds one), or null if unknown. */
@@ -597,6 +635,13 @@ export class RedisStore implements Store {
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
     return (await this.redis.llRestoreOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
+  }
+
+  async presenceOf(userId: string, deviceId: string): Promise<PresenceEntry | undefined> {
+    const raw = await this.redis.hget(this.uk(userId, 'presence'), deviceId);
+    if (!raw) return undefined;
+    const { inc: _inc, ...entry } = JSON.parse(raw) as PresenceEntry & { inc?: string };
+    return entry;
   }
 
   async takeBackOnline(userId: string, deviceId: string, connectionId: string): Promise<PresenceEntry | undefined> {

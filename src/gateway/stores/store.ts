@@ -19,7 +19,11 @@ export interface PresenceEntry {
   connectionId: string;
   nodeId: string;
   transport: TransportKind;
-  /** Wall-clock ms when this connection came online. */
+  /**
+   * Wall-clock ms when this connection was accepted (its handshake began); unchanged when the
+   * entry is written again. Of two links of a device on two nodes, the later is the client's
+   * current one (it holds one link at a time).
+   */
   since: number;
   clientInfo: ClientState;
 }
@@ -181,13 +185,16 @@ export interface ClusterStore {
    * (`lease-lapsed`), the store lost its data (`store-reset`), or a replica
    * took over part of it and may lack the last writes its master took
    * (`failover`). The gateway then writes its presence (and sessions) again
-   * and flushes every device.
+   * and flushes every device. `onFault`: something wrong with the set-up
+   * found while running (another live process under this node id), for the
+   * gateway to report.
    */
   joinCluster(
     nodeId: string,
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
+    onFault?: (error: Error) => void,
   ): Promise<void>;
   /**
    * Writes a presence entry again after a resync, unless the device's entry
@@ -196,6 +203,11 @@ export interface ClusterStore {
    * be the stale one.
    */
   restoreOnline?(entry: PresenceEntry): Promise<boolean>;
+  /**
+   * The device's entry as stored, whatever its node's lease (`devices` leaves out nodes without
+   * one): whose it is when restoreOnline refused, after an outage that lapsed every lease.
+   */
+  presenceOf?(userId: string, deviceId: string): Promise<PresenceEntry | undefined>;
   /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /**
