@@ -181,8 +181,11 @@ describe('browser client in Chromium', () => {
       await until('the link to be good again', async () => conn() !== undefined && (await states()).at(-1) === 'open', 10_000);
 
       // Waiting out a 30 s backoff when the page was frozen: back at once on resume.
+      // Counted from here: the freeze above may have cost a reconnect already (Chromium may close a frozen page's WebSocket).
+      const reconnects = (await tab.evaluate<unknown[]>(`events('f', 'reconnecting')`)).length;
       gw.disconnect('web', 'frozen');
-      await until('reconnecting', async () => (await tab.evaluate<unknown[]>(`events('f', 'reconnecting')`)).length === 1);
+      await until('reconnecting', async () => (await tab.evaluate<unknown[]>(`events('f', 'reconnecting')`)).length === reconnects + 1);
+      assert.ok((await tab.evaluate<{ delayMs: number }[]>(`events('f', 'reconnecting')`)).at(-1)!.delayMs >= 30_000, 'the backoff would wait 30 s');
       const before = Date.now();
       await tab.freeze(200);
       await until('the reconnect', () => conn() !== undefined, 5000);
