@@ -138,13 +138,19 @@ export class WsSocketLink implements Link, WsFrameHandler {
     if (this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
   }
 
-  /** @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side. */
+  /**
+   * @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side.
+   * Ending is not enough: a peer that never sends its FIN kept the socket open for good (the
+   * socket waits for it), after the connection had long been counted gone. So the linger applies
+   * here too, as when the close is ours.
+   */
   onWsClose(code: number, reason: string): void {
     this.peerClose = { code, reason };
     if (this.socket.destroyed) return;
     if (!this.closing) {
       this.closing = true;
       this.socket.write(wsCloseFrame(code === 1005 ? 1000 : code, ''));
+      this.linger();
     }
     this.socket.end();
   }
@@ -175,6 +181,11 @@ export class WsSocketLink implements Link, WsFrameHandler {
     this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient({ type: FrameType.CLOSE, code, reason })));
     this.socket.write(wsCloseFrame(code, reason));
     // The peer answers with its close frame (then we end); a dead or frozen one never does.
+    this.linger();
+  }
+
+  /** Destroys the socket if it has not closed within CLOSE_LINGER_MS (once per link: closing is set first). */
+  private linger(): void {
     const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
     t.unref();
     this.lingering?.add(this.socket);

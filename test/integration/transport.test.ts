@@ -271,3 +271,40 @@ test('WebSocket: after the gateway sent its close frame, data the peer still sen
   peer.destroy();
   srv.close();
 });
+
+test('WebSocket: a peer that sends its close frame but never its FIN is dropped after the linger, not kept open for good', async () => {
+  const { createRequire } = await import('node:module');
+  const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
+  const masked = (opcode: number, data: Buffer) => Buffer.concat(Sender.frame(data, { fin: true, opcode, mask: true, readOnly: false, rsv1: false }));
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType, PROTOCOL_VERSION } = await import('../../src/protocol/frames.js');
+  const { CLOSE_LINGER_MS } = await import('../../src/link/link.js');
+  // A 25 s heartbeat: the link must end on the close handshake, not on the detector.
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  const http = (gw as unknown as { wsServer: { http: import('node:http').Server } }).wsServer.http;
+  const open = () => new Promise<number>((r, j) => http.getConnections((e, n) => (e ? j(e) : r(n))));
+  // allowHalfOpen: the gateway's FIN does not end this side; it answers nothing and stays connected.
+  const peer = net.connect({ port: a.ws!.port, host: '127.0.0.1', allowHalfOpen: true });
+  peer.on('error', () => {});
+  let got = '';
+  peer.on('data', (d) => (got += d.toString('latin1')));
+  try {
+    await new Promise((r) => peer.once('connect', r));
+    peer.write('GET /longlink HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    peer.write(masked(0x2, Buffer.from(encodeFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', intervalMs: 25_000 }))));
+    while (gw.connection('u', 'd') === undefined || !got.includes('101')) await sleep(10);
+    const offline = waitEvent(gw, 'offline', () => true, CLOSE_LINGER_MS * 3);
+    const code = Buffer.alloc(2);
+    code.writeUInt16BE(1000);
+    peer.write(masked(0x8, code));
+    const [e] = (await offline) as [{ reason: string; code: number }];
+    assert.equal(e.reason, 'client-close');
+    assert.equal(e.code, 1000);
+    for (let i = 0; i < 100 && (await open()) > 0; i++) await sleep(20);
+    assert.equal(await open(), 0, 'the gateway let go of the socket');
+  } finally {
+    peer.destroy();
+    await gw.close();
+  }
+});
