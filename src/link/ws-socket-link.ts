@@ -5,6 +5,7 @@ import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../prot
 import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
 import { TokenBucket } from '../core/token-bucket.js';
 import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
+import { flushHeld, heldBytes, holdIfBackedUp } from './write-hold.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
@@ -80,7 +81,7 @@ export class WsSocketLink implements Link, WsFrameHandler {
   }
 
   get bufferedBytes(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + heldBytes(this.socket);
   }
 
   bind(events: LinkEvents): void {
@@ -149,6 +150,7 @@ export class WsSocketLink implements Link, WsFrameHandler {
     if (this.socket.destroyed) return;
     if (!this.closing) {
       this.closing = true;
+      flushHeld(this.socket);
       this.socket.write(wsCloseFrame(code === 1005 ? 1000 : code, ''));
       this.linger();
     }
@@ -171,13 +173,16 @@ export class WsSocketLink implements Link, WsFrameHandler {
   send(f: Frame): void {
     if (this.done || this.closing || this.socket.destroyed) return;
     // wsFrame copies the frame out of the shared encoding buffer.
-    this.socket.write(f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient(f)));
+    const bytes = f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient(f));
+    // Backed up: held as bytes until the socket drains (write-hold.ts says why).
+    if (!holdIfBackedUp(this.socket, bytes)) this.socket.write(bytes);
   }
 
   close(code: number, reason: string): void {
     if (this.done || this.socket.destroyed) return;
     if (this.closing) return;
     this.closing = true;
+    flushHeld(this.socket);
     this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient({ type: FrameType.CLOSE, code, reason })));
     this.socket.write(wsCloseFrame(code, reason));
     // The peer answers with its close frame (then we end); a dead or frozen one never does.

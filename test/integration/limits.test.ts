@@ -355,6 +355,43 @@ describe('slow consumer', () => {
     }
   });
 
+  test('small frames to a peer that stopped reading cost their bytes, not a queued write each: the heap stays near maxWriteBufferBytes', async () => {
+    const v8 = await import('node:v8');
+    const vm = await import('node:vm');
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const { gw, port } = await gateway({});
+    try {
+      const p = new RawPeer(port);
+      p.hello('deaf');
+      await p.welcome();
+      p.socket.pause();
+      let offline: { reason: string } | null = null;
+      gw.on('offline', (e) => (offline = e));
+      const heap = () => {
+        gc();
+        const m = process.memoryUsage();
+        return m.heapUsed + m.external;
+      };
+      const base = heap();
+      let peak = 0;
+      let sent = 0;
+      // Fire-and-forget sends of 10 bytes (a frame of 14): 4 MiB of them is about 300,000 writes.
+      const payload = Buffer.alloc(10);
+      while (offline === null && sent < 2_000_000) {
+        for (let i = 0; i < 20_000 && offline === null; i++) sent += gw.send('deaf', payload);
+        peak = Math.max(peak, heap() - base);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal((offline as { reason: string } | null)?.reason, 'slow-consumer');
+      // Queued as a write each, they held 51 MB of heap and buffers behind the 4 MiB bound.
+      assert.ok(peak < 16 << 20, `${(peak / 1e6).toFixed(1)} MB held for ${sent} frames of 14 bytes; the bound is 4 MiB`);
+      p.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+
   test('PONGs piling up past maxWriteBufferBytes (PING pace off, a peer that pings and never reads) close the link', async () => {
     const { gw, port } = await gateway({ limits: { minPingGapMs: 0, maxWriteBufferBytes: 128 * 1024, slowConsumerMs: 60_000 } });
     try {

@@ -308,3 +308,57 @@ test('WebSocket: a peer that sends its close frame but never its FIN is dropped 
     await gw.close();
   }
 });
+
+for (const kind of ['tcp', 'ws'] as const) {
+  test(`${kind}: frames written while the socket is backed up are held as bytes and go out in order, before the CLOSE`, async () => {
+    const { FrameDecoder } = await import('../../src/protocol/frame-decoder.js');
+    const { decodeFrame } = await import('../../src/protocol/frame-codec.js');
+    const { FrameType } = await import('../../src/protocol/frames.js');
+    let serverSide!: net.Socket;
+    const srv = net.createServer((s) => (serverSide = s));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const peer = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+    peer.on('error', () => {});
+    await new Promise((r) => peer.once('connect', r));
+    while (!serverSide) await sleep(5);
+    const chunks: Buffer[] = [];
+    peer.on('data', (d) => chunks.push(d));
+    peer.pause();
+    const link: Link = kind === 'tcp' ? new TcpLink(serverSide, 1 << 20) : new WsSocketLink(serverSide, 1 << 20);
+    link.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: () => {} });
+    // Big frames fill the kernel's buffers and Node's; small ones, held, follow; a drain in between lets some out.
+    const N = 3000;
+    for (let i = 0; i < N; i++) {
+      link.send({ type: FrameType.DATA, seq: i + 1, payload: Buffer.alloc(i % 10 === 0 ? 64 * 1024 : 5, i % 251) });
+      if (i === N / 2) {
+        peer.resume();
+        await sleep(20);
+        peer.pause();
+      }
+    }
+    assert.ok(link.bufferedBytes > 0);
+    link.close(4002, 'going away');
+    const ended = new Promise((r) => peer.once('end', r));
+    peer.resume();
+    await ended;
+    const bytes = Buffer.concat(chunks);
+    const frames: { type: number; seq?: number; code?: number; payload?: Uint8Array }[] = [];
+    if (kind === 'tcp') new FrameDecoder(1 << 20).push(bytes, (f) => frames.push(f));
+    else {
+      for (let k = 0; k < bytes.length; ) {
+        let len = bytes[k + 1] & 0x7f;
+        let hdr = 2;
+        if (len === 126) (len = bytes.readUInt16BE(k + 2)), (hdr = 4);
+        else if (len === 127) (len = bytes.readUInt32BE(k + 6)), (hdr = 10);
+        if ((bytes[k] & 0x0f) === 0x2) frames.push(decodeFrame(bytes.subarray(k + hdr, k + hdr + len)));
+        k += hdr + len;
+      }
+    }
+    const data = frames.filter((f) => f.type === FrameType.DATA);
+    assert.deepEqual(data.map((f) => f.seq), Array.from({ length: N }, (_, i) => i + 1), 'every frame, in order');
+    assert.ok(data.every((f, i) => f.payload!.length === (i % 10 === 0 ? 64 * 1024 : 5) && f.payload!.every((b) => b === i % 251)), 'bytes intact');
+    assert.equal(frames.at(-1)?.type, FrameType.CLOSE, 'CLOSE last');
+    peer.destroy();
+    srv.close();
+  });
+}
