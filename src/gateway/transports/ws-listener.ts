@@ -8,6 +8,7 @@ import { WsLink } from '../../link/ws-link.js';
 import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
 import { refusalResponse } from '../../link/ws-refusal.js';
+import { TokenBucket } from '../../core/token-bucket.js';
 
 /** What the gateway decides about a raw socket at accept, before a byte of its upgrade is read. */
 export interface UpgradeGate {
@@ -63,6 +64,7 @@ export async function listenWs(
     server.removeAllListeners('connection');
     /** Refused sockets of a TLS listener, by remote address and port: answered once their TLS handshake is done. */
     const refusedTls = new Map<string, Refusal>();
+    const refusalAnswers = new TokenBucket(REFUSED_TLS_PER_SEC, REFUSED_TLS_PER_SEC, performance.now());
     if (opts.tls) {
       // ws's upgrade handler runs only for sockets not refused; a refused one gets the 503 over TLS.
       const wsUpgrade = server.listeners('upgrade') as ((req: http.IncomingMessage, socket: Socket, head: Buffer) => void)[];
@@ -79,7 +81,13 @@ export async function listenWs(
       if (refusal && opts.tls) {
         // Plaintext on a TLS port would reach the client as a TLS error ("wrong version number"), and
         // the hint would be lost: the refusal is answered inside TLS, so the handshake is done for it.
-        // Not counted anywhere, so it is held briefly whatever the peer does.
+        // Not counted anywhere, so it is held briefly whatever the peer does; and the handshakes are
+        // paced (a flood of refused sockets must not buy TLS work the admission refused): past the
+        // pace a refused socket is dropped unanswered, and its client backs off on its own.
+        if (!refusalAnswers.take(performance.now())) {
+          socket.destroy();
+          return;
+        }
         const key = keyOf(socket);
         refusedTls.set(key, refusal);
         const t = setTimeout(() => socket.destroy(), Math.min(handshakeMs, REFUSED_TLS_MS));
@@ -173,6 +181,8 @@ type Refusal = { reason: string; retryAfterMs: number; message: string };
  * request (at most handshakeTimeoutMs): it is counted in no budget.
  */
 const REFUSED_TLS_MS = 2000;
+/** Refused sockets of a TLS listener answered a second (burst as many); more are dropped unanswered. */
+const REFUSED_TLS_PER_SEC = 100;
 
 /**
  * Answers a refused socket with the 503 and closes it cleanly: its request is read and
