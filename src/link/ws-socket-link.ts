@@ -10,7 +10,7 @@ import { flushHeld, heldBytes, holdIfBackedUp } from './write-hold.js';
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
 const PONG_BACKLOG_BYTES = 16 * 1024;
-/** WebSocket control pings answered: a burst, then this many a second (made on the first ping). */
+/** WebSocket control pings answered (and unasked pongs taken): a burst, then this many a second (made on the first). */
 const WS_PING_BURST = 10;
 const WS_PINGS_PER_SEC = 1;
 /** Each link's control-ping pace, beside it rather than in it: most peers never ping, and a field would cost every connection. */
@@ -128,15 +128,29 @@ export class WsSocketLink implements Link, WsFrameHandler {
     // The backlog bound caps memory, not work: a peer that reads its pongs would be answered as
     // fast as it pings, before HELLO too, outside the gateway's PING pace. WebSocket keepalive
     // pings come every few seconds at most (browsers send none): past a burst, one a second.
+    if (!this.controlPaced()) return;
+    if (this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
+  }
+
+  /**
+   * @internal parser handler. The gateway sends no WebSocket pings, so every pong is unasked (a
+   * one-way keepalive at most): paced with pings. Ignored unpaced, they were the one frame a peer
+   * could stream for ever at no cost to itself (1.2 GB in 3 s on loopback, the link never closed).
+   */
+  onWsPong(): void {
+    if (this.poisoned || this.closing || this.socket.destroyed) return;
+    this.controlPaced();
+  }
+
+  /** Takes a control frame from the link's pace; past it, the link is closed with too-many-pings. */
+  private controlPaced(): boolean {
     const now = performance.now();
     let bucket = wsPingBuckets.get(this);
     if (!bucket) wsPingBuckets.set(this, (bucket = new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)));
-    if (!bucket.take(now)) {
-      this.poisoned = true;
-      this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping frames, then more than ${WS_PINGS_PER_SEC} a second`));
-      return;
-    }
-    if (this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
+    if (bucket.take(now)) return true;
+    this.poisoned = true;
+    this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping or pong frames, then more than ${WS_PINGS_PER_SEC} a second`));
+    return false;
   }
 
   /**
