@@ -405,9 +405,9 @@ export class ServerConnection implements LinkEvents {
   private answerPing(warn: boolean): void {
     // The answer carries an owed acknowledgement for free.
     const d = this.delivery;
-    if (warn) this.link.send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'], ...(d?.ackOwed ? { ack: d.takeAck() } : {}) });
-    else this.link.send(d?.ackOwed ? { type: FrameType.PONG, ack: d.takeAck() } : BARE_PONG);
     this.framesOut++;
+    if (warn) this.answer({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'], ...(d?.ackOwed ? { ack: d.takeAck() } : {}) });
+    else this.answer(d?.ackOwed ? { type: FrameType.PONG, ack: d.takeAck() } : BARE_PONG);
   }
 
   /**
@@ -698,7 +698,21 @@ export class ServerConnection implements LinkEvents {
       if (this.delivery?.ackOwed) f = { ...f, ack: this.delivery.takeAck() };
     }
     this.link.send(f);
-    // A peer that does not read would have the gateway buffer for it without end.
+    this.boundBacklog();
+  }
+
+  /** Answers a PING: bounded like every other write (warnings, one per breach, need not be). */
+  private answer(f: Frame): void {
+    this.link.send(f);
+    this.boundBacklog();
+  }
+
+  /**
+   * A peer that does not read would have the gateway buffer for it without end: checked after
+   * every write, answers to its PINGs too (a peer that pings without reading, with the PING
+   * pace off, once piled 25 MB of PONGs, 800 MB of heap, past a 64 KiB bound).
+   */
+  private boundBacklog(): void {
     const buffered = this.link.bufferedBytes;
     if (buffered > this.host.limits.maxWriteBufferBytes && this.phase !== 'closed') {
       // The CLOSE queues behind the backlog; the link's linger destroys it if the peer never reads.

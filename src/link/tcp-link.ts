@@ -4,6 +4,7 @@ import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PING_DELIMITED, BARE_PONG, BARE_PONG_DELIMITED, encodeDelimited, encodeDelimitedTransient } from '../protocol/frame-codec.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
 import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
+import { flushHeld, heldBytes, holdIfBackedUp } from './write-hold.js';
 
 const noop = () => {};
 // Buffers, not Uint8Arrays: the socket would wrap a Uint8Array in a new Buffer on every write.
@@ -61,7 +62,7 @@ export class TcpLink implements Link {
   }
 
   get bufferedBytes(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + heldBytes(this.socket);
   }
 
   bind(events: LinkEvents): void {
@@ -133,13 +134,17 @@ export class TcpLink implements Link {
 
   send(f: Frame): void {
     if (this.done || this.socket.destroyed) return;
+    const bytes = f === BARE_PONG ? PONG_BYTES : f === BARE_PING ? PING_BYTES : encodeDelimitedTransient(f);
+    // Backed up: held as bytes until the socket drains (write-hold.ts says why).
+    if (holdIfBackedUp(this.socket, bytes)) return;
     // Copied out of the shared encoding buffer into Node's pooled memory (a Buffer, so the write does not wrap it again).
-    this.socket.write(f === BARE_PONG ? PONG_BYTES : f === BARE_PING ? PING_BYTES : Buffer.from(encodeDelimitedTransient(f)));
+    this.socket.write(bytes === PONG_BYTES || bytes === PING_BYTES ? bytes : Buffer.from(bytes));
   }
 
   close(code: number, reason: string): void {
     if (this.done || this.socket.destroyed) return;
     this.closing = true;
+    flushHeld(this.socket);
     this.socket.end(encodeDelimited({ type: FrameType.CLOSE, code, reason }));
     // A dead or frozen peer never answers our FIN; do not hold its socket.
     const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);

@@ -5,11 +5,12 @@ import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../prot
 import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
 import { TokenBucket } from '../core/token-bucket.js';
 import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
+import { flushHeld, heldBytes, holdIfBackedUp } from './write-hold.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
 const PONG_BACKLOG_BYTES = 16 * 1024;
-/** WebSocket control pings answered: a burst, then this many a second (made on the first ping). */
+/** WebSocket control pings answered (and unasked pongs taken): a burst, then this many a second (made on the first). */
 const WS_PING_BURST = 10;
 const WS_PINGS_PER_SEC = 1;
 /** Each link's control-ping pace, beside it rather than in it: most peers never ping, and a field would cost every connection. */
@@ -80,7 +81,7 @@ export class WsSocketLink implements Link, WsFrameHandler {
   }
 
   get bufferedBytes(): number {
-    return this.socket.writableLength;
+    return this.socket.writableLength + heldBytes(this.socket);
   }
 
   bind(events: LinkEvents): void {
@@ -127,24 +128,45 @@ export class WsSocketLink implements Link, WsFrameHandler {
     // The backlog bound caps memory, not work: a peer that reads its pongs would be answered as
     // fast as it pings, before HELLO too, outside the gateway's PING pace. WebSocket keepalive
     // pings come every few seconds at most (browsers send none): past a burst, one a second.
-    const now = performance.now();
-    let bucket = wsPingBuckets.get(this);
-    if (!bucket) wsPingBuckets.set(this, (bucket = new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)));
-    if (!bucket.take(now)) {
-      this.poisoned = true;
-      this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping frames, then more than ${WS_PINGS_PER_SEC} a second`));
-      return;
-    }
+    if (!this.controlPaced()) return;
     if (this.socket.writableLength < PONG_BACKLOG_BYTES) this.socket.write(wsFrame(WS_OPCODES.OP_PONG, payload));
   }
 
-  /** @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side. */
+  /**
+   * @internal parser handler. The gateway sends no WebSocket pings, so every pong is unasked (a
+   * one-way keepalive at most): paced with pings. Ignored unpaced, they were the one frame a peer
+   * could stream for ever at no cost to itself (1.2 GB in 3 s on loopback, the link never closed).
+   */
+  onWsPong(): void {
+    if (this.poisoned || this.closing || this.socket.destroyed) return;
+    this.controlPaced();
+  }
+
+  /** Takes a control frame from the link's pace; past it, the link is closed with too-many-pings. */
+  private controlPaced(): boolean {
+    const now = performance.now();
+    let bucket = wsPingBuckets.get(this);
+    if (!bucket) wsPingBuckets.set(this, (bucket = new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)));
+    if (bucket.take(now)) return true;
+    this.poisoned = true;
+    this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping or pong frames, then more than ${WS_PINGS_PER_SEC} a second`));
+    return false;
+  }
+
+  /**
+   * @internal parser handler: the peer closes; answer with ours (unless sent) and end the TCP side.
+   * Ending is not enough: a peer that never sends its FIN kept the socket open for good (the
+   * socket waits for it), after the connection had long been counted gone. So the linger applies
+   * here too, as when the close is ours.
+   */
   onWsClose(code: number, reason: string): void {
     this.peerClose = { code, reason };
     if (this.socket.destroyed) return;
     if (!this.closing) {
       this.closing = true;
+      flushHeld(this.socket);
       this.socket.write(wsCloseFrame(code === 1005 ? 1000 : code, ''));
+      this.linger();
     }
     this.socket.end();
   }
@@ -165,16 +187,24 @@ export class WsSocketLink implements Link, WsFrameHandler {
   send(f: Frame): void {
     if (this.done || this.closing || this.socket.destroyed) return;
     // wsFrame copies the frame out of the shared encoding buffer.
-    this.socket.write(f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient(f)));
+    const bytes = f === BARE_PONG ? WS_PONG_FRAME : f === BARE_PING ? WS_PING_FRAME : wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient(f));
+    // Backed up: held as bytes until the socket drains (write-hold.ts says why).
+    if (!holdIfBackedUp(this.socket, bytes)) this.socket.write(bytes);
   }
 
   close(code: number, reason: string): void {
     if (this.done || this.socket.destroyed) return;
     if (this.closing) return;
     this.closing = true;
+    flushHeld(this.socket);
     this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient({ type: FrameType.CLOSE, code, reason })));
     this.socket.write(wsCloseFrame(code, reason));
     // The peer answers with its close frame (then we end); a dead or frozen one never does.
+    this.linger();
+  }
+
+  /** Destroys the socket if it has not closed within CLOSE_LINGER_MS (once per link: closing is set first). */
+  private linger(): void {
     const t = setTimeout(() => this.socket.destroy(), CLOSE_LINGER_MS);
     t.unref();
     this.lingering?.add(this.socket);

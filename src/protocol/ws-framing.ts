@@ -19,6 +19,8 @@ export interface WsFrameHandler {
   /** A whole binary message. False stops the parser for good (the link is closing). */
   onWsMessage(payload: Buffer): boolean;
   onWsPing(payload: Buffer): void;
+  /** A pong frame: unasked (the gateway sends no pings), so a handler may pace them. */
+  onWsPong?(): void;
   onWsClose(code: number, reason: string): void;
 }
 
@@ -117,11 +119,15 @@ export class WsFrameParser {
       const total = hdr + 4 + len;
       if (data.length - off < total) break;
       const m = off + hdr;
-      const payload = data.subarray(m + 4, off + total);
-      for (let i = 0; i < len; i++) payload[i] ^= data[m + (i & 3)];
       off += total;
+      // A pong's payload is never read: not unmasked either.
+      if (op === OP_PONG) {
+        h.onWsPong?.();
+        continue;
+      }
+      const payload = data.subarray(m + 4, off);
+      for (let i = 0; i < len; i++) payload[i] ^= data[m + (i & 3)];
       if (op === OP_PING) h.onWsPing(payload);
-      else if (op === OP_PONG) continue;
       else if (op === OP_CLOSE) {
         this.stopped = true;
         if (len === 1) throw new ProtocolError('malformed-frame', 'a WebSocket close frame of one byte');

@@ -142,6 +142,61 @@ test('WebSocket control pings are paced, before HELLO too: past a burst of 10 an
   }
 });
 
+test('unasked WebSocket pongs (the gateway sends no pings) are paced with pings: a stream of them closes the link with 4006, one a second does not', async () => {
+  const net = await import('node:net');
+  const gw = new Gateway({ tcp: false, ws: { port: 0 } });
+  const port = (await gw.listen()).ws!.port;
+  const upgrade = () =>
+    new Promise<import('node:net').Socket>((resolve, reject) => {
+      const s = net.connect(port, '127.0.0.1');
+      s.on('error', reject);
+      s.once('connect', () => s.write('GET /longlink HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n'));
+      let head = '';
+      const onData = (d: Buffer) => {
+        head += d.toString('latin1');
+        if (head.includes('\r\n\r\n')) {
+          s.off('data', onData);
+          if (!head.startsWith('HTTP/1.1 101')) reject(new Error(head));
+          else resolve(s);
+        }
+      };
+      s.on('data', onData);
+    });
+  // A masked PONG with the largest payload a control frame may carry: 0x8a, 0x80 | 125, 4 mask bytes, 125 bytes.
+  const PONG = Buffer.concat([Buffer.from([0x8a, 0x80 | 125, 1, 2, 3, 4]), Buffer.alloc(125)]);
+  try {
+    const flood = await upgrade();
+    const got: Buffer[] = [];
+    flood.on('data', (d) => got.push(d));
+    const closed = new Promise((r) => flood.once('close', r));
+    // Before the fix they were read and ignored for as long as the peer sent them (gigabytes; the link never closed).
+    flood.write(Buffer.concat(Array.from({ length: 20_000 }, () => PONG)));
+    const outcome = await Promise.race([closed.then(() => 'closed'), sleep(5000).then(() => 'open')]);
+    assert.equal(outcome, 'closed', 'a stream of pongs closes the link');
+    const bytes = Buffer.concat(got);
+    let closeCode = 0;
+    for (let k = 0; k + 1 < bytes.length; ) {
+      const len = bytes[k + 1] & 0x7f;
+      if ((bytes[k] & 0x0f) === 0x8 && len >= 2) closeCode = bytes.readUInt16BE(k + 2);
+      k += 2 + (len === 126 ? 2 + bytes.readUInt16BE(k + 2) : len);
+    }
+    assert.equal(closeCode, 4006);
+
+    // A one-way keepalive, a pong a second, is fine.
+    const calm = await upgrade();
+    for (let i = 0; i < 12; i++) {
+      calm.write(PONG);
+      await sleep(i < 9 ? 5 : 1100);
+    }
+    await sleep(50);
+    assert.equal(calm.destroyed, false);
+    calm.destroy();
+    flood.destroy();
+  } finally {
+    await gw.close();
+  }
+});
+
 test('one source address holds at most a quarter of the upstream backlog all links share once it is half full: links of one laptop, each within its own bound, no longer fill it and get the next device refused', async () => {
   // A healthy backend that answers in 1 s; each device's messages go to it one at a time.
   const sink: UpstreamSink = { name: 'slowish', send: () => new Promise((r) => setTimeout(() => r(), 1000)) };

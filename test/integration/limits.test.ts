@@ -355,6 +355,78 @@ describe('slow consumer', () => {
     }
   });
 
+  test('small frames to a peer that stopped reading cost their bytes, not a queued write each: the heap stays near maxWriteBufferBytes', async () => {
+    const v8 = await import('node:v8');
+    const vm = await import('node:vm');
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const { gw, port } = await gateway({});
+    try {
+      const p = new RawPeer(port);
+      p.hello('deaf');
+      await p.welcome();
+      p.socket.pause();
+      let offline: { reason: string } | null = null;
+      gw.on('offline', (e) => (offline = e));
+      const heap = () => {
+        gc();
+        const m = process.memoryUsage();
+        return m.heapUsed + m.external;
+      };
+      const base = heap();
+      let peak = 0;
+      let sent = 0;
+      // Fire-and-forget sends of 10 bytes (a frame of 14): 4 MiB of them is about 300,000 writes.
+      const payload = Buffer.alloc(10);
+      while (offline === null && sent < 2_000_000) {
+        for (let i = 0; i < 20_000 && offline === null; i++) sent += gw.send('deaf', payload);
+        peak = Math.max(peak, heap() - base);
+        await new Promise((r) => setImmediate(r));
+      }
+      assert.equal((offline as { reason: string } | null)?.reason, 'slow-consumer');
+      // Queued as a write each, they held 51 MB of heap and buffers behind the 4 MiB bound.
+      assert.ok(peak < 16 << 20, `${(peak / 1e6).toFixed(1)} MB held for ${sent} frames of 14 bytes; the bound is 4 MiB`);
+      p.destroy();
+    } finally {
+      await gw.close();
+    }
+  });
+
+  test('PONGs piling up past maxWriteBufferBytes (PING pace off, a peer that pings and never reads) close the link', async () => {
+    const { gw, port } = await gateway({ limits: { minPingGapMs: 0, maxWriteBufferBytes: 128 * 1024, slowConsumerMs: 60_000 } });
+    try {
+      const other = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'other', deviceId: 'd' });
+      await other.connect();
+      const p = new RawPeer(port);
+      p.hello('deaf');
+      await p.welcome();
+      p.socket.pause();
+      let offline: { reason: string; code: number } | null = null;
+      gw.on('offline', (e) => {
+        if (e.userId === 'deaf') offline = e;
+      });
+      // 32,768 bare PINGs a write: each is answered with a PONG the peer never reads.
+      const pings = Buffer.alloc(64 * 1024);
+      for (let i = 0; i < pings.length; i += 2) pings.set([1, FrameType.PING], i);
+      const t0 = Date.now();
+      let written = 0;
+      while (offline === null && Date.now() - t0 < 20_000) {
+        if (!p.socket.write(pings)) await new Promise((r) => setTimeout(r, 5));
+        written += pings.length;
+        await new Promise((r) => setImmediate(r));
+      }
+      const e = offline as { reason: string; code: number } | null;
+      assert.ok(e, `not closed after ${written} bytes of PINGs, ${Math.round(process.memoryUsage().heapUsed / 1e6)} MB of heap`);
+      assert.equal(e.reason, 'slow-consumer');
+      assert.equal(e.code, CloseCodes['slow-consumer']);
+      assert.equal(other.state, 'open');
+      p.destroy();
+      other.close();
+    } finally {
+      await gw.close();
+    }
+  });
+
   test('fire-and-forget output piling up past maxWriteBufferBytes closes the link at once', async () => {
     const { gw, port } = await gateway({ limits: { maxWriteBufferBytes: 256 * 1024, slowConsumerMs: 60_000 }, maxFrameBytes: 128 * 1024 });
     try {

@@ -121,3 +121,36 @@ test('setTls on a gateway that serves no TLS is refused with a code; on a TLS on
     await gw.close();
   }
 });
+
+test('wss: a socket refused at accept gets its 503 and GOAWAY hint inside TLS (not as plaintext, a TLS error to the client), and the client honours it', async () => {
+  const { dial } = await import('../../src/client/connect.js');
+  const { RefusedError } = await import('../../src/protocol/errors.js');
+  const cert = await testCertificate();
+  const gw = new Gateway({ tcp: false, ws: { port: 0, tls: cert }, limits: { maxConnectionsPerSource: 1 } });
+  const refused: { retryAfterMs: number }[] = [];
+  gw.on('refused', (e) => refused.push(e));
+  const url = `wss://localhost:${(await gw.listen()).ws!.port}/longlink`;
+  const held = new LonglinkClient({ url, userId: 'held', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+  try {
+    await held.connect();
+    const err = await dial(url, { timeoutMs: 3000, maxFrameBytes: 65536, keepalive: {}, tls: { ca: cert.cert } }).then(
+      (l) => (l.destroy(), null),
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof RefusedError, `refused with ${String(err)}`);
+    assert.equal(err.reason, 'too-many-connections');
+    assert.equal(err.retryAfterMs, refused.at(-1)!.retryAfterMs);
+    const c = new LonglinkClient({ url, userId: 'u', deviceId: 'd', tls: { ca: cert.cert } });
+    const delays: number[] = [];
+    c.on('reconnecting', (e) => delays.push(e.delayMs));
+    const connected = c.connect().catch(() => {});
+    for (let i = 0; i < 100 && delays.length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    assert.equal(delays[0], refused.at(-1)!.retryAfterMs, 'the client waits the hint from the 503');
+    c.close();
+    await connected;
+    assert.equal(held.state, 'open');
+  } finally {
+    held.close();
+    await gw.close();
+  }
+});

@@ -271,3 +271,94 @@ test('WebSocket: after the gateway sent its close frame, data the peer still sen
   peer.destroy();
   srv.close();
 });
+
+test('WebSocket: a peer that sends its close frame but never its FIN is dropped after the linger, not kept open for good', async () => {
+  const { createRequire } = await import('node:module');
+  const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
+  const masked = (opcode: number, data: Buffer) => Buffer.concat(Sender.frame(data, { fin: true, opcode, mask: true, readOnly: false, rsv1: false }));
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType, PROTOCOL_VERSION } = await import('../../src/protocol/frames.js');
+  const { CLOSE_LINGER_MS } = await import('../../src/link/link.js');
+  // A 25 s heartbeat: the link must end on the close handshake, not on the detector.
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  const http = (gw as unknown as { wsServer: { http: import('node:http').Server } }).wsServer.http;
+  const open = () => new Promise<number>((r, j) => http.getConnections((e, n) => (e ? j(e) : r(n))));
+  // allowHalfOpen: the gateway's FIN does not end this side; it answers nothing and stays connected.
+  const peer = net.connect({ port: a.ws!.port, host: '127.0.0.1', allowHalfOpen: true });
+  peer.on('error', () => {});
+  let got = '';
+  peer.on('data', (d) => (got += d.toString('latin1')));
+  try {
+    await new Promise((r) => peer.once('connect', r));
+    peer.write('GET /longlink HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    peer.write(masked(0x2, Buffer.from(encodeFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', intervalMs: 25_000 }))));
+    while (gw.connection('u', 'd') === undefined || !got.includes('101')) await sleep(10);
+    const offline = waitEvent(gw, 'offline', () => true, CLOSE_LINGER_MS * 3);
+    const code = Buffer.alloc(2);
+    code.writeUInt16BE(1000);
+    peer.write(masked(0x8, code));
+    const [e] = (await offline) as [{ reason: string; code: number }];
+    assert.equal(e.reason, 'client-close');
+    assert.equal(e.code, 1000);
+    for (let i = 0; i < 100 && (await open()) > 0; i++) await sleep(20);
+    assert.equal(await open(), 0, 'the gateway let go of the socket');
+  } finally {
+    peer.destroy();
+    await gw.close();
+  }
+});
+
+for (const kind of ['tcp', 'ws'] as const) {
+  test(`${kind}: frames written while the socket is backed up are held as bytes and go out in order, before the CLOSE`, async () => {
+    const { FrameDecoder } = await import('../../src/protocol/frame-decoder.js');
+    const { decodeFrame } = await import('../../src/protocol/frame-codec.js');
+    const { FrameType } = await import('../../src/protocol/frames.js');
+    let serverSide!: net.Socket;
+    const srv = net.createServer((s) => (serverSide = s));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const peer = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+    peer.on('error', () => {});
+    await new Promise((r) => peer.once('connect', r));
+    while (!serverSide) await sleep(5);
+    const chunks: Buffer[] = [];
+    peer.on('data', (d) => chunks.push(d));
+    peer.pause();
+    const link: Link = kind === 'tcp' ? new TcpLink(serverSide, 1 << 20) : new WsSocketLink(serverSide, 1 << 20);
+    link.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: () => {} });
+    // Big frames fill the kernel's buffers and Node's; small ones, held, follow; a drain in between lets some out.
+    const N = 3000;
+    for (let i = 0; i < N; i++) {
+      link.send({ type: FrameType.DATA, seq: i + 1, payload: Buffer.alloc(i % 10 === 0 ? 64 * 1024 : 5, i % 251) });
+      if (i === N / 2) {
+        peer.resume();
+        await sleep(20);
+        peer.pause();
+      }
+    }
+    assert.ok(link.bufferedBytes > 0);
+    link.close(4002, 'going away');
+    const ended = new Promise((r) => peer.once('end', r));
+    peer.resume();
+    await ended;
+    const bytes = Buffer.concat(chunks);
+    const frames: { type: number; seq?: number; code?: number; payload?: Uint8Array }[] = [];
+    if (kind === 'tcp') new FrameDecoder(1 << 20).push(bytes, (f) => frames.push(f));
+    else {
+      for (let k = 0; k < bytes.length; ) {
+        let len = bytes[k + 1] & 0x7f;
+        let hdr = 2;
+        if (len === 126) (len = bytes.readUInt16BE(k + 2)), (hdr = 4);
+        else if (len === 127) (len = bytes.readUInt32BE(k + 6)), (hdr = 10);
+        if ((bytes[k] & 0x0f) === 0x2) frames.push(decodeFrame(bytes.subarray(k + hdr, k + hdr + len)));
+        k += hdr + len;
+      }
+    }
+    const data = frames.filter((f) => f.type === FrameType.DATA);
+    assert.deepEqual(data.map((f) => f.seq), Array.from({ length: N }, (_, i) => i + 1), 'every frame, in order');
+    assert.ok(data.every((f, i) => f.payload!.length === (i % 10 === 0 ? 64 * 1024 : 5) && f.payload!.every((b) => b === i % 251)), 'bytes intact');
+    assert.equal(frames.at(-1)?.type, FrameType.CLOSE, 'CLOSE last');
+    peer.destroy();
+    srv.close();
+  });
+}

@@ -8,6 +8,7 @@ import { WsLink } from '../../link/ws-link.js';
 import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
 import { refusalResponse } from '../../link/ws-refusal.js';
+import { TokenBucket } from '../../core/token-bucket.js';
 
 /** What the gateway decides about a raw socket at accept, before a byte of its upgrade is read. */
 export interface UpgradeGate {
@@ -58,12 +59,46 @@ export async function listenWs(
   const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
   if (opts.gate) {
     const gate = opts.gate;
-    // The HTTP (or TLS) server's own accept handler runs only for sockets the gate admits.
+    // The HTTP (or TLS) server's own accept handler runs only for sockets the gate admits (and, with TLS, refused ones).
     const inner = server.listeners('connection') as ((s: Socket) => void)[];
     server.removeAllListeners('connection');
+    /** Refused sockets of a TLS listener, by remote address and port: answered once their TLS handshake is done. */
+    const refusedTls = new Map<string, Refusal>();
+    const refusalAnswers = new TokenBucket(REFUSED_TLS_PER_SEC, REFUSED_TLS_PER_SEC, performance.now());
+    if (opts.tls) {
+      // ws's upgrade handler runs only for sockets not refused; a refused one gets the 503 over TLS.
+      const wsUpgrade = server.listeners('upgrade') as ((req: http.IncomingMessage, socket: Socket, head: Buffer) => void)[];
+      server.removeAllListeners('upgrade');
+      server.on('upgrade', (req: http.IncomingMessage, socket: Socket, head: Buffer) => {
+        const refusal = refusedTls.get(keyOf(req.socket as Socket));
+        if (refusal) answerRefused(socket, refusal);
+        else for (const l of wsUpgrade) l.call(server, req, socket, head);
+      });
+    }
     server.on('connection', (socket: Socket) => {
       const source = socket.remoteAddress ?? '';
       const refusal = gate.admit(source);
+      if (refusal && opts.tls) {
+        // Plaintext on a TLS port would reach the client as a TLS error ("wrong version number"), and
+        // the hint would be lost: the refusal is answered inside TLS, so the handshake is done for it.
+        // Not counted anywhere, so it is held briefly whatever the peer does; and the handshakes are
+        // paced (a flood of refused sockets must not buy TLS work the admission refused): past the
+        // pace a refused socket is dropped unanswered, and its client backs off on its own.
+        if (!refusalAnswers.take(performance.now())) {
+          socket.destroy();
+          return;
+        }
+        const key = keyOf(socket);
+        refusedTls.set(key, refusal);
+        const t = setTimeout(() => socket.destroy(), Math.min(handshakeMs, REFUSED_TLS_MS));
+        t.unref();
+        socket.once('close', () => {
+          clearTimeout(t);
+          if (refusedTls.get(key) === refusal) refusedTls.delete(key);
+        });
+        for (const l of inner) l.call(server, socket);
+        return;
+      }
       if (refusal) {
         refuseSocket(socket, refusal);
         return;
@@ -139,16 +174,30 @@ function takeOver(socket: Socket): boolean {
   return true;
 }
 
+type Refusal = { reason: string; retryAfterMs: number; message: string };
+
+/**
+ * How long a socket refused by a TLS listener may take for its TLS handshake and upgrade
+ * request (at most handshakeTimeoutMs): it is counted in no budget.
+ */
+const REFUSED_TLS_MS = 2000;
+/** Refused sockets of a TLS listener answered a second (burst as many); more are dropped unanswered. */
+const REFUSED_TLS_PER_SEC = 100;
+
 /**
  * Answers a refused socket with the 503 and closes it cleanly: its request is read and
  * dropped (closing with unread bytes would send a reset), and it is destroyed if the
  * peer has not closed within a second.
  */
-function refuseSocket(socket: Socket, refusal: { reason: string; retryAfterMs: number; message: string }): void {
-  socket.on('error', () => {});
-  socket.resume();
-  socket.end(refusalResponse(refusal));
+function refuseSocket(socket: Socket, refusal: Refusal): void {
+  answerRefused(socket, refusal);
   const t = setTimeout(() => socket.destroy(), 1000);
   t.unref();
   socket.once('close', () => clearTimeout(t));
+}
+
+function answerRefused(socket: Socket, refusal: Refusal): void {
+  socket.on('error', () => {});
+  socket.resume();
+  socket.end(refusalResponse(refusal));
 }
