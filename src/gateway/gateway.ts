@@ -814,6 +814,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private refreshSession(conn: ServerConnection): void {
     const o = this.options;
     unawaited(() => o.store.rememberDevice(conn.userId, conn.deviceId, o.wallClock.now() + o.delivery.knownDeviceTtlMs), () => {});
+    if (o.store.touchPresence) unawaited(() => o.store.touchPresence!(conn.userId), () => {});
     unawaited(
       () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
       (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),

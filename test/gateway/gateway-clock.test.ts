@@ -731,10 +731,16 @@ test('a client that reports its smoothed RTT on a PING has it shown (the gateway
 
 test('an open link re-saves its session record every half of OPEN_SESSION_TTL_MS, so a link that lasts for days stays resumable', async () => {
   const saves: { at: number; expiresAt: number; openOn: string | undefined }[] = [];
+  const touches: number[] = [];
   const store = new (class extends MemoryStore {
     override saveSession(record: SessionRecord, expiresAt: number): void {
       saves.push({ at: clock.now(), expiresAt, openOn: record.openOn });
       super.saveSession(record, expiresAt);
+    }
+    // A store whose presence expires (Redis) is told to keep it as often.
+    async touchPresence(userId: string): Promise<void> {
+      touches.push(clock.now());
+      assert.equal(userId, 'u1');
     }
   })();
   const clock = new ManualClock(1_000_000);
@@ -759,6 +765,7 @@ test('an open link re-saves its session record every half of OPEN_SESSION_TTL_MS
   );
   for (let k = 1; k < saves.length; k++) assert.ok(saves[k].at - t0 >= k * half && saves[k].at - t0 < k * half + 600_000, `refresh ${k} within one heartbeat of its due time`);
   assert.equal(store.loadSession(welcome.resumeToken, clock.now())?.sessionId, welcome.sessionId, 'still resumable after 25 h');
+  assert.deepEqual(touches, saves.slice(1).map((x) => x.at), 'presence kept with each refresh');
   await gw.close();
 });
 

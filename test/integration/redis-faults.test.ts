@@ -480,4 +480,36 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
       await s.close();
     }
   });
+
+  test('a user\'s presence expires unless a live link refreshes it: the entries of a node that crashed for good and is never read again do not stay in Redis for ever', async () => {
+    const prefix = `rf${++n}:`;
+    const s = new RedisStore({ url: redis!.url, prefix });
+    const r = new Redis(redis!.url);
+    try {
+      const { PRESENCE_TTL_MS } = await import('../../src/gateway/stores/redis-store.js');
+      const key = `${prefix}{u:u}:presence`;
+      const entry = { userId: 'u', deviceId: 'd', connectionId: 'c1', nodeId: 'crashed', since: 1, transport: 'tcp' as const, clientInfo: {} };
+      await s.setOnline(entry);
+      const ttl = await r.pttl(key);
+      assert.ok(ttl > PRESENCE_TTL_MS - 60_000 && ttl <= PRESENCE_TTL_MS, `written with a TTL (${ttl} ms)`);
+      // An open link's refresh raises it again; it never lowers it.
+      await r.pexpire(key, 1000);
+      await s.touchPresence('u');
+      assert.ok((await r.pttl(key)) > PRESENCE_TTL_MS - 60_000);
+      // A hash an older version wrote without a TTL gets one at the next write.
+      await r.persist(key);
+      await s.setOnline({ ...entry, deviceId: 'd2', connectionId: 'c2' });
+      assert.ok((await r.pttl(key)) > 0);
+      await r.persist(key);
+      assert.equal(await s.restoreOnline({ ...entry, deviceId: 'd3', connectionId: 'c3' }), true);
+      assert.ok((await r.pttl(key)) > 0, 'and at a re-assertion');
+      // With nobody refreshing it, it goes.
+      await r.pexpire(key, 50);
+      await sleep(100);
+      assert.equal(await r.exists(key), 0);
+    } finally {
+      r.disconnect();
+      await s.close();
+    }
+  });
 });

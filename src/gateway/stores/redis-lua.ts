@@ -282,6 +282,21 @@ return old
 `;
 
 /**
+ * A user's presence and displaced hashes live at least `ttl` more (raised,
+ * never lowered; a key an older version wrote without a TTL gets one). Open
+ * links refresh it well within the TTL, so it ends only when every link that
+ * wrote to it is gone: entries of a node that crashed for good and is never
+ * read again (forgetDeadNodes runs on reads) do not stay in Redis for ever.
+ */
+const KEEP_PRESENCE = `
+local function keep(ttl)
+  for _, k in ipairs(KEYS) do
+    if redis.call('PTTL', k) < ttl then redis.call('PEXPIRE', k, ttl) end
+  end
+end
+`;
+
+/**
  * KEYS: presence hash, displaced hash. ARGV: deviceId, connectionId,
  * optionally an entry to put back (only if the displaced hash still holds it).
  * Removes the entry (or puts that one back) only if it is still that connection's; if a newer entry displaced it, it
@@ -319,16 +334,18 @@ return 1
  * hash, one field per device) until the device's entry changes again, so a
  * writer that never got this answer can still put it back (TAKE_BACK).
  */
-export const SET_ONLINE = `
+export const SET_ONLINE = `${KEEP_PRESENCE}
 local old = redis.call('HGET', KEYS[1], ARGV[1])
 -- Its own entry already: this write again (re-sent after its answer was lost). The answer is the
 -- first one's: what it displaced, if another node's, is kept in the displaced hash.
 if old and cjson.decode(old).connectionId == cjson.decode(ARGV[2]).connectionId then
   redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+  keep(tonumber(ARGV[4]))
   return redis.call('HGET', KEYS[2], ARGV[1]) or ''
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if old and cjson.decode(old).nodeId ~= ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], old) else redis.call('HDEL', KEYS[2], ARGV[1]) end
+keep(tonumber(ARGV[4]))
 return old or ''
 `;
 
@@ -337,11 +354,18 @@ return old or ''
  * connectionId. Writes the entry unless the device's entry is another
  * connection's (a newer link).
  */
-export const RESTORE_ONLINE = `
+export const RESTORE_ONLINE = `${KEEP_PRESENCE}
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
 if raw and cjson.decode(raw).connectionId ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HDEL', KEYS[2], ARGV[1])
+keep(tonumber(ARGV[4]))
+return 1
+`;
+
+/** KEYS: presence hash, displaced hash. ARGV: ttl ms. An open link's periodic refresh of its user's presence. */
+export const TOUCH_PRESENCE = `${KEEP_PRESENCE}
+keep(tonumber(ARGV[1]))
 return 1
 `;
 

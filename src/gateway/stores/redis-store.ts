@@ -4,7 +4,7 @@ import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, RELEASE_INBOUND } from './redis-lua.js';
+import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
@@ -109,6 +109,12 @@ const enc = (s: string) => encodeURIComponent(s);
 
 /** Leases a node without one has not been seen for before its presence entries are deleted when read. */
 const DEAD_NODE_LEASES = 10;
+/**
+ * A user's presence hash lives this long past its last write or refresh:
+ * the open session record's TTL, which every open link refreshes at half of
+ * it (Gateway.refreshSession), so a live link's entry never lapses.
+ */
+export const PRESENCE_TTL_MS = 12 * 3600_000;
 
 /** Kicks and notices to other nodes published again at once, at most (see republish). */
 const MAX_REPUBLISHING = 10_000;
@@ -154,8 +160,9 @@ declare module 'ioredis' {
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
-    llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string): Promise<string>;
-    llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string): Promise<number>;
+    llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string, ttlMs: number): Promise<string>;
+    llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string, ttlMs: number): Promise<number>;
+    llTouchPresence(presence: string, displaced: string, ttlMs: number): Promise<number>;
     llTakeBack(presence: string, displaced: string, deviceId: string, connectionId: string): Promise<string>;
     llRenewLease(lease: string, epoch: string, seen: string, admin: string, directory: string, incarnation: string, ttlMs: number, now: number, adminUrl: string, nodeId: string): Promise<[string, string]>;
     llIndexSession(index: string, token: string, now: number, max: number, ttlMs: number): Promise<string[]>;
@@ -231,6 +238,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 2, lua: SET_OFFLINE });
     this.redis.defineCommand('llSetOnline', { numberOfKeys: 2, lua: SET_ONLINE });
     this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 2, lua: RESTORE_ONLINE });
+    this.redis.defineCommand('llTouchPresence', { numberOfKeys: 2, lua: TOUCH_PRESENCE });
     this.redis.defineCommand('llTakeBack', { numberOfKeys: 2, lua: TAKE_BACK });
     this.redis.defineCommand('llIndexSession', { numberOfKeys: 1, lua: INDEX_SESSION });
     this.redis.defineCommand('llSaveSessionUnlessOpen', { numberOfKeys: 1, lua: SAVE_SESSION_UNLESS_OPEN });
@@ -628,13 +636,17 @@ export class RedisStore implements Store {
   }
 
   async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
-    const old = await this.redis.llSetOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.nodeId);
+    const old = await this.redis.llSetOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.nodeId, PRESENCE_TTL_MS);
     // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was.
     return old ? (JSON.parse(old) as PresenceEntry) : undefined;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
-    return (await this.redis.llRestoreOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.connectionId)) === 1;
+    return (await this.redis.llRestoreOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.connectionId, PRESENCE_TTL_MS)) === 1;
+  }
+
+  async touchPresence(userId: string): Promise<void> {
+    await this.redis.llTouchPresence(...this.presenceKeys(userId), PRESENCE_TTL_MS);
   }
 
   async presenceOf(userId: string, deviceId: string): Promise<PresenceEntry | undefined> {

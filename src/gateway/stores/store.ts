@@ -208,6 +208,12 @@ export interface ClusterStore {
    * one): whose it is when restoreOnline refused, after an outage that lapsed every lease.
    */
   presenceOf?(userId: string, deviceId: string): Promise<PresenceEntry | undefined>;
+  /**
+   * An open link's periodic refresh (every half of the open session's TTL):
+   * a store whose presence expires (Redis) keeps the user's presence that
+   * much longer. Entries no live link refreshes go with it.
+   */
+  touchPresence?(userId: string): Promise<void>;
   /** When a node was last seen alive (wall ms; now, for a node holding its lease), or null if unknown. */
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /**
