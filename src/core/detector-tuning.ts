@@ -21,7 +21,9 @@
  * off), and after a heartbeat far later than its slot it expects the next
  * one no sooner than an interval after that one (a late send moves the
  * client's lattice), so where that happens more than once in a thousand
- * heartbeats the 99.9th percentile of T_D carries the lateness's own. The
+ * heartbeats the 99.9th percentile of T_D carries the lateness's own; and
+ * where one in a thousand comes more than half an interval late (taken for a
+ * heartbeat after a loss until the next arrives) it carries an interval. The
  * search goes down from the longest interval the policy allows and takes the
  * first that meets the rate.
  *
@@ -117,6 +119,10 @@ const STEP_MS = 10;
 export function freshnessLateMs(td: number, eta: number, net: NetworkModel): number {
   const stdC = net.lateStdMs / Math.SQRT2;
   let lateMs = td - eta - net.delayMeanMs - (4 * stdC) / Math.sqrt(32);
+  // A heartbeat more than half an interval late lands nearer the next slot and is taken for one that
+  // followed a loss until the next arrives; meanwhile the deadline is an interval later. Where that
+  // happens more than once in a thousand heartbeats, the 99.9th percentile of T_D carries it.
+  if (net.lateSurvival(eta / 2) > 0.001) lateMs -= eta;
   // "Far" as FreshnessDetector.farMs has it, with its deviation (a mean |C|) about 0.8 σ_C.
   const far = Math.max(eta / 50, 4 * 0.8 * stdC, (lateMs - eta) / 2);
   if (net.lateSurvival(far) > 0.001) lateMs -= net.lateP999Ms;

@@ -39,6 +39,26 @@ test('a lost heartbeat is recognised from the gap and does not shift the expecte
   assert.equal(d.expectedAt(), 6020);
 });
 
+test('a heartbeat more than half an interval late is not taken for a loss once the next one lands in its slot', () => {
+  // Every 1000 ms, 50 ms on the way; the tenth takes 650 ms. Against the ninth's arrival its gap is
+  // 1.6 intervals, as if one had been lost; the eleventh, on time, shows it was only late. Taken as a
+  // loss, every later heartbeat was one slot off and the expected time drifted up to an interval late
+  // over the next 32 heartbeats (12,923 here instead of 12,105): a dead peer lived that much longer.
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1500 });
+  for (let k = 1; k <= 9; k++) d.heard(k * 1000 + 50);
+  d.heard(10_650);
+  d.heard(11_050);
+  const mean = (10 * 50 + 650) / 11;
+  assert.ok(Math.abs(d.expectedAt() - (12_000 + mean)) < 1e-9, `expected at ${d.expectedAt()}`);
+  for (let k = 12; k <= 40; k++) {
+    d.heard(k * 1000 + 50);
+    assert.ok(d.expectedAt() <= (k + 1) * 1000 + 50 + 600 / 11 + 1e-9, `after heartbeat ${k}: expected at ${d.expectedAt()}`);
+  }
+  // A real loss is still one: 41,050 lost, 42,050 arrives (the late one is still in the window of 32).
+  d.heard(42_050);
+  assert.equal(d.expectedAt(), 43_000 + (31 * 50 + 650) / 32);
+});
+
 test('verdicts: alive, suspect once, suspected, dead at the deadline; the next check times follow', () => {
   const d = new FreshnessDetector(1000, 0, { lateMs: 1500, suspectLateMs: 300 });
   for (const a of [1000, 2000, 3000]) d.heard(a);
