@@ -135,8 +135,24 @@ export class TimerWheel<T> {
     const lists = this.expiring;
     const level = lists.length;
     lists.push(null);
+    // processedTick when the wheel was last searched for its earliest timer (see below).
+    let searchedAt = -Infinity;
+    const slots = this.heads.length;
     try {
       while (this.processedTick < targetTick) {
+        if (targetTick - this.processedTick > slots && this.processedTick - searchedAt >= slots) {
+          // More than a revolution to go (the wheel sat empty while idle, and was just given a
+          // timer; or the process stalled): walking every tick would cost in proportion to the
+          // time passed (a month idle, 52 million ticks and 200 ms blocked at 50 ms). No timer is
+          // due before the earliest, so skip to it. Searched at most once per revolution walked,
+          // which costs as much as the search.
+          searchedAt = this.processedTick;
+          const first = this.earliestTick();
+          if (first - 1 > this.processedTick) {
+            this.processedTick = Math.min(first - 1, targetTick);
+            continue;
+          }
+        }
         const tick = ++this.processedTick;
         const slot = tick & this.mask;
         this.stats.ticks++;
@@ -183,6 +199,17 @@ export class TimerWheel<T> {
       this.stats.expired += expired;
     }
     return expired;
+  }
+
+  /** The earliest tick of any scheduled timer, also those in lists being expired (Infinity if none). */
+  private earliestTick(): number {
+    let first = Infinity;
+    const scan = (head: WheelTimer<T> | null) => {
+      for (let t = head; t; t = t.next) if (t.tick < first) first = t.tick;
+    };
+    for (const head of this.heads) scan(head);
+    for (const head of this.expiring) scan(head);
+    return first;
   }
 
   /** The time at which the next tick will be processed. */

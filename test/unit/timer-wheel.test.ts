@@ -270,6 +270,53 @@ describe('TimerWheel: timers beyond one revolution', () => {
   });
 });
 
+describe('TimerWheel: work after idle time and stalls', () => {
+  // The empty wheel skips ahead only when it is advanced while empty. A gateway's runner sleeps while
+  // the wheel is empty, so the first timer after a quiet night is scheduled on a wheel whose last
+  // processed tick is hours old: its advance walked every tick since (a month: 52 million ticks, 200 ms).
+  test('a timer scheduled after a long idle time: the advance that catches up does work for a revolution, not for the time passed', () => {
+    const w = new TimerWheel<string>({ tickMs: 50 });
+    w.schedule(new WheelTimer('a'), 1000);
+    assert.deepEqual(fire(w, 1000), ['a']);
+    const month = 30 * 86_400_000;
+    w.schedule(new WheelTimer('b'), month + 30_000);
+    const before = w.stats.ticks;
+    assert.deepEqual(fire(w, month), []);
+    assert.ok(w.stats.ticks - before <= 2 * 1024, `${w.stats.ticks - before} ticks walked for one timer`);
+    assert.equal(w.nextTickAt(), month + 50);
+    assert.deepEqual(fire(w, month + 29_999), []);
+    assert.deepEqual(fire(w, month + 30_000), ['b']);
+  });
+
+  test('a long stall with timers due throughout: each fires once, at its tick, in order, and the work is not per tick passed', () => {
+    const w = new TimerWheel<number>({ tickMs: 10, slots: 64 });
+    const deadlines = [5, 640, 641, 5_000, 100_000, 100_005, 3_600_000, 86_400_000, 86_400_010];
+    deadlines.forEach((d, i) => w.schedule(new WheelTimer(i), d));
+    const ticks: number[] = [];
+    const got = fire(w, 86_400_000);
+    w.advance(86_400_000, () => ticks.push(0));
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(ticks, []);
+    assert.ok(w.stats.ticks < 20 * 64, `${w.stats.ticks} ticks walked over a day`);
+    assert.deepEqual(fire(w, 86_400_010), [8]);
+  });
+
+  test('a stall: callbacks that reschedule into the stalled stretch still fire at their tick, in order', () => {
+    const w = new TimerWheel<string>({ tickMs: 10, slots: 16 });
+    const order: [string, number][] = [];
+    const a = new WheelTimer('a');
+    const b = new WheelTimer('b');
+    w.schedule(a, 100);
+    w.advance(1_000_000, (t, timer) => {
+      order.push([t, w.nextTickAt() - 10]);
+      if (t === 'a') w.schedule(b, 50_000); // inside the stretch being caught up
+      if (t === 'b') w.schedule(timer, 2_000_000);
+    });
+    assert.deepEqual(order, [['a', 100], ['b', 50_000]]);
+    assert.equal(w.size, 1);
+  });
+});
+
 describe('TimerWheel: rescheduling', () => {
   test('schedule on a scheduled timer moves it (later and earlier) without changing size', () => {
     const w = new TimerWheel<string>({ tickMs: 10 });
