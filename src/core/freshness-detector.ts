@@ -15,8 +15,10 @@ import { OptionError } from '../protocol/errors.js';
  * skipped slots (k is the slot nearest the arrival on the lattice), so a loss
  * does not disturb the estimate; a heartbeat over half an interval late is
  * taken for one after a loss until the next lands in its slot, and then moved
- * back (see relabel). Anything other than a heartbeat proves life
- * but restarts the lattice (the client's scheduler counts from its last send).
+ * back (see relabel); one that lands at or before the last one's slot even
+ * so was held back with it, and only proves life. Anything other than a
+ * heartbeat proves life but restarts the lattice (the client's scheduler
+ * counts from its last send).
  *
  * A heartbeat far later than its slot is ambiguous: delayed on the way (the
  * lattice stands) or sent late (the client's scheduler counts from that send,
@@ -104,6 +106,11 @@ export class FreshnessDetector implements LivenessDetector {
     const I = this.intervalMs;
     if (this.k >= 0 && this.count > 0) {
       this.relabel(now);
+      // Nearest to the last heartbeat's slot or before it even so: it was held back with the one before
+      // (a burst after a stall of the path or of this process). It proves life, but its arrival says
+      // nothing of its slot; taken as the next ones, a burst filled the window with slots it never had
+      // and the deadline stayed up to the burst's length late for a window's worth of heartbeats.
+      if (Math.round((now - this.sum / this.count) / I) <= this.k) return;
       const k = this.slotOf(now);
       const lateness = now - (this.sum / this.count + k * I);
       const pending = this.lateBeatAt;

@@ -59,6 +59,23 @@ test('a heartbeat more than half an interval late is not taken for a loss once t
   assert.equal(d.expectedAt(), 43_000 + (31 * 50 + 650) / 32);
 });
 
+test('heartbeats held back and read at once (a stall of the path or of the gateway) do not push the deadlines after it back', () => {
+  // Every 1000 ms, 50 ms on the way, lateMs 1500; the ten due from 41,050 to 50,050 are all read at 50,200.
+  // Taken as ten consecutive slots, they filled the window with slots they never had: the deadline after
+  // each of the next 30 heartbeats was up to 7 s late (8,453 ms after the next was due, for 1,500).
+  const d = new FreshnessDetector(1000, 0, { budget: { missBudget: 2, graceMs: 500 } });
+  for (let k = 1; k <= 40; k++) d.heard(k * 1000 + 50);
+  for (let k = 41; k <= 50; k++) d.heard(50_200);
+  assert.equal(d.lastHeardAt, 50_200);
+  for (let k = 51; k <= 90; k++) {
+    const due = k * 1000 + 50;
+    assert.ok(d.deadline() - due <= 1500 + 50, `heartbeat ${k}: deadline ${d.deadline() - due} ms after it was due`);
+    assert.notEqual(d.check(due), 'dead');
+    d.heard(due);
+  }
+  assert.equal(d.deadline(), 91_050 + 1500);
+});
+
 test('verdicts: alive, suspect once, suspected, dead at the deadline; the next check times follow', () => {
   const d = new FreshnessDetector(1000, 0, { lateMs: 1500, suspectLateMs: 300 });
   for (const a of [1000, 2000, 3000]) d.heard(a);
