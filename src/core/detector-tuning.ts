@@ -251,8 +251,14 @@ interface Point {
 function policy(d: TunedDetector, eta: number, td: number, net: NetworkModel): TunedPolicy {
   const e = evaluate(d, td, eta, net)!;
   // missBudget and grace so that interval × missBudget + grace is interval + lateMs (freshness) or the silence limit.
+  // Any split gives that bound, but grace is also where the gateway suspects an overdue heartbeat and
+  // probes (the detectors' suspicion point defaults to it), and the client's answer restarts the
+  // freshness detector's lattice (the client counts its next heartbeat from it). The largest budget
+  // whose grace is still the lateness's p99.9 keeps that to one heartbeat in a thousand; the
+  // smallest remainder (a few ms) made every heartbeat a few ms late a probe (a fifth of them at
+  // 100 ms of jitter), with its round trip and a lattice learned again.
   const bound = d === 'freshness' ? eta + e.knobMs : e.knobMs;
-  const missBudget = Math.max(1, Math.floor(bound / eta));
+  const missBudget = Math.max(1, Math.floor((bound - net.lateP999Ms) / eta));
   const graceMs = Math.round(bound - missBudget * eta);
   const otherD = d === 'freshness' ? 'silence' : 'freshness';
   const other = evaluate(otherD, td, eta, net);

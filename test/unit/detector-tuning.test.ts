@@ -58,6 +58,23 @@ test('configurator: Chen, Toueg and Aguilera\'s worked example (1% loss, 20 ms e
   assert.ok(freshnessMistakesPerMonth(r.intervalMs + 10, freshnessLateMs(30_000, r.intervalMs + 10, net), net) > 1);
 });
 
+test('configurator: the grace it picks (where the gateway probes an overdue heartbeat) is not crossed by ordinary lateness', () => {
+  // The bound interval × missBudget + grace fixes only the sum. grace is also the detectors' suspicion
+  // point: the gateway probes there, and the client's answer restarts the freshness lattice. Split with
+  // the largest missBudget, grace was the remainder (63 ms here): one heartbeat in five was probed.
+  for (const jitterMs of [10, 100, 500]) {
+    const net = exponentialNetwork({ lossRate: 0.01, baseDelayMs: 20, jitterMs });
+    for (const detectors of [['freshness'], ['silence']] as const) {
+      const r = tuneDetector({ ...TARGET, detectors: [...detectors] }, net);
+      assert.ok(r.ok, `${jitterMs} ms, ${detectors[0]}`);
+      assert.ok(r.graceMs >= net.lateP999Ms - 0.5, `${jitterMs} ms, ${detectors[0]}: grace ${r.graceMs} ms, lateness p99.9 ${net.lateP999Ms} ms`);
+      assert.ok(net.lateSurvival(r.graceMs) <= 0.0011, `${jitterMs} ms, ${detectors[0]}: ${net.lateSurvival(r.graceMs)} of heartbeats probed`);
+      assert.equal(r.intervalMs * r.missBudget + r.graceMs, r.detector === 'freshness' ? r.intervalMs + r.lateMs : r.lateMs);
+      assert.ok(r.missBudget >= 1 && Number.isInteger(r.missBudget) && Number.isInteger(r.graceMs) && r.graceMs >= 0);
+    }
+  }
+});
+
 test('configurator: a network that cannot meet the target is told why, with the detection time it would take', () => {
   const net = exponentialNetwork({ lossRate: 0.3, baseDelayMs: 20, jitterMs: 100 });
   const r = tuneDetector({ ...TARGET, minIntervalMs: 5000 }, net);
