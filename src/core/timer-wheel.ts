@@ -81,7 +81,10 @@ export class TimerWheel<T> {
   /** Schedules (or moves) `timer` to fire at `deadlineMs`. */
   schedule(timer: WheelTimer<T>, deadlineMs: number): void {
     if (timer.slot >= 0) this.unlink(timer);
-    const tick = Math.max(Math.ceil(deadlineMs / this.tickMs), this.processedTick + 1);
+    this.link(timer, Math.max(Math.ceil(deadlineMs / this.tickMs), this.processedTick + 1));
+  }
+
+  private link(timer: WheelTimer<T>, tick: number): void {
     const slot = tick & this.mask;
     timer.tick = tick;
     timer.slot = slot;
@@ -194,7 +197,9 @@ export class TimerWheel<T> {
         node.prev = node.next = null;
         node.slot = -1;
         this.count--;
-        this.schedule(node, node.tick * this.tickMs);
+        // By tick, not through schedule(node, tick × tickMs): with a fractional tick that product
+        // divided back can round up (0.1 × 3 / 0.1 = 3.0000000000000004), a tick late.
+        this.link(node, Math.max(node.tick, this.processedTick + 1));
       }
       this.stats.expired += expired;
     }

@@ -708,6 +708,24 @@ describe('TimerWheel: properties', () => {
   });
 });
 
+test('a callback that throws: a timer of a later round in its slot keeps its tick, also with a fractional tick length', () => {
+  // 0.1 ms ticks, 4 slots: y (tick 6) shares slot 2 with x (tick 2). Put back through
+  // schedule(y, 6 × 0.1), it was due at ceil(0.6000000000000001 / 0.1) = tick 7, a tick late.
+  const w = new TimerWheel<string>({ tickMs: 0.1, slots: 4 });
+  const x = new WheelTimer('x');
+  const y = new WheelTimer('y');
+  w.schedule(y, 0.6);
+  w.schedule(x, 0.2);
+  assert.equal(y.tick, 6);
+  assert.throws(() => w.advance(0.25, (n) => { if (n === 'x') throw new Error('boom'); }), /boom/);
+  assert.equal(y.tick, 6, 'y keeps its tick');
+  const fired: string[] = [];
+  w.advance(0.55, (n) => fired.push(n));
+  assert.equal(fired.length, 0, 'not before its tick');
+  w.advance(0.65, (n) => fired.push(n));
+  assert.deepEqual(fired, ['y']);
+});
+
 test('a callback that throws loses no timer: the rest of its slot stays scheduled, due at the next tick, and the lists stay whole', () => {
   const w = new TimerWheel<string>({ tickMs: 10, startMs: 0, slots: 8 });
   const ts = ['a', 'b', 'c'].map((n) => new WheelTimer(n));
