@@ -91,7 +91,7 @@ export class FreshnessDetector implements LivenessDetector {
     if (!(this.o.lateMs > 0 && this.o.suspectLateMs > 0 && this.o.suspectLateMs <= this.o.lateMs)) {
       throw new OptionError('detector', 'freshness needs 0 < suspectLateMs <= lateMs');
     }
-    if (!(this.o.windowSize >= 1)) throw new OptionError('detector.windowSize', 'must be at least 1');
+    if (!(Number.isInteger(this.o.windowSize) && this.o.windowSize >= 1)) throw new OptionError('detector.windowSize', 'must be a whole number, at least 1');
     this.offsets = new Float64Array(this.o.windowSize);
     this.lastHeardAt = now;
   }
