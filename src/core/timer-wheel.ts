@@ -169,7 +169,10 @@ export class TimerWheel<T> {
           if (next) next.prev = null;
           node.prev = node.next = null;
           this.stats.visited++;
-          if (node.tick > tick) {
+          // Compared with processedTick, not this call's tick: a callback's nested advance may have
+          // processed past this node's tick while it waited here, outside its slot, and put back it
+          // would wait a whole turn of the wheel more.
+          if (node.tick > this.processedTick) {
             // Due in a later turn of the wheel.
             node.next = this.heads[slot];
             if (node.next) node.next.prev = node;

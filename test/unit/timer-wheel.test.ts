@@ -681,6 +681,59 @@ describe('TimerWheel: properties', () => {
     );
   });
 
+  test('with callbacks that advance the wheel again (and far), nothing fires early, twice, or is left behind', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 5, 50),
+        fc.constantFrom(1, 2, 8, 64),
+        fc.array(fc.integer({ min: 0, max: 400 }), { minLength: 1, maxLength: 16 }),
+        // What each firing does: [0 schedule, 1 cancel, 2 nested advance, 3 nothing], a victim, an amount in ticks.
+        fc.array(fc.tuple(fc.nat(3), fc.nat(15), fc.nat(300)), { minLength: 1, maxLength: 60 }),
+        fc.array(fc.integer({ min: 1, max: 2000 }), { minLength: 1, maxLength: 20 }),
+        (tickMs, slots, deadlines, actions, steps) => {
+          const w = new TimerWheel<number>({ tickMs, slots });
+          const timers = deadlines.map((_, i) => new WheelTimer(i));
+          const due = new Map<number, number>();
+          deadlines.forEach((d, i) => {
+            w.schedule(timers[i], d * tickMs);
+            due.set(i, timers[i].tick);
+          });
+          let now = 0;
+          let a = 0;
+          let depth = 0;
+          const onExpire = (id: number) => {
+            const tick = due.get(id);
+            assert.ok(tick !== undefined, `timer ${id} fired but was not scheduled`);
+            assert.ok(tick * tickMs <= now, `timer ${id} due at ${tick * tickMs} fired at ${now}`);
+            due.delete(id);
+            const [kind, v, amount] = actions[a++ % actions.length];
+            const victim = v % timers.length;
+            if (kind === 0) {
+              w.schedule(timers[victim], now + (amount - 20) * tickMs);
+              due.set(victim, timers[victim].tick);
+            } else if (kind === 1) {
+              w.cancel(timers[victim]);
+              due.delete(victim);
+            } else if (kind === 2 && depth < 3) {
+              depth++;
+              now += amount * tickMs;
+              w.advance(now, onExpire);
+              depth--;
+            }
+          };
+          for (const step of steps) {
+            now += step * tickMs;
+            w.advance(now, onExpire);
+            const target = Math.floor(now / tickMs);
+            for (const [id, tick] of due) assert.ok(tick > target, `timer ${id} due at tick ${tick} was left behind at ${target}`);
+            assert.equal(w.size, due.size);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   test('advanced once per tick, no timer fires early or a whole tick late', () => {
     fc.assert(
       fc.property(
@@ -706,6 +759,25 @@ describe('TimerWheel: properties', () => {
       { numRuns: 200 },
     );
   });
+});
+
+test('a nested advance past a timer still waiting in the outer call\'s list: it fires in that call, not a turn of the wheel later', () => {
+  // 1 ms ticks, 4 slots: a (tick 1) and b (tick 5) share slot 1. While a's callback runs, b waits in the
+  // outer call's list, outside its slot, and the nested advance to 6 passes tick 5 without it; put back
+  // as "a later turn", b waited until tick 9.
+  const w = new TimerWheel<string>({ tickMs: 1, slots: 4 });
+  const a = new WheelTimer('a');
+  const b = new WheelTimer('b');
+  w.schedule(b, 5);
+  w.schedule(a, 1); // the head: visited first
+  const fired: [string, number][] = [];
+  w.advance(1, (n) => {
+    fired.push([n, w.nextTickAt() - 1]);
+    if (n === 'a') w.advance(6, (m) => fired.push([m, w.nextTickAt() - 1]));
+  });
+  assert.deepEqual(fired, [['a', 1], ['b', 6]]);
+  assert.equal(w.size, 0);
+  assert.equal(b.scheduled, false);
 });
 
 test('a callback that throws: a timer of a later round in its slot keeps its tick, also with a fractional tick length', () => {
