@@ -49,6 +49,9 @@ export class Backoff {
   /** The ceiling for attempt n (0-based), before jitter. */
   ceiling(n: number): number {
     const { initialDelayMs, maxDelayMs, factor } = this.opts;
+    // 0 × factor^n is 0, but a large factor overflows factor^n to Infinity, and 0 × Infinity is NaN
+    // (a NaN delay arms setTimeout(NaN): a reconnect every millisecond).
+    if (initialDelayMs === 0) return 0;
     return Math.min(maxDelayMs, initialDelayMs * Math.pow(factor, Math.min(n, 64)));
   }
 

@@ -7,11 +7,18 @@
  *
  * The freshness detector expects heartbeat l+1 at EA = its slot plus the
  * mean delay, and convicts at τ = EA + lateMs. With the peer alive that is a
- * mistake when none of the heartbeats sent before τ has arrived by then: the
- * j-th of them was sent j intervals after the slot, so it is missing with
- * probability p + (1 − p)·Pr(L > lateMs − j·η), and
+ * mistake when none of the heartbeats sent before τ has arrived by then. The
+ * j-th of them was sent j intervals after the slot. On a stream transport
+ * (TCP, WebSocket) a heartbeat cannot overtake the one before, so none has
+ * arrived exactly when the first that was not lost is later than τ, and
  *
- *   P(mistake at τ) = Π_j [p + (1 − p)·Pr(L > lateMs − j·η)],   j = 0, 1, … while lateMs − jη ≥ −∞
+ *   P(mistake at τ) = Σ_j p^j·(1 − p)·Pr(L > lateMs − j·η),   j = 0, 1, … (Pr = 1 once lateMs − jη < 0)
+ *
+ * (Chen et al.'s product over j, Π_j [p + (1 − p)·Pr(L > lateMs − j·η)],
+ * takes each heartbeat's delay as independent, as over UDP; where a single
+ * late heartbeat can outlast lateMs, that put the rate thousands of times too
+ * low, since the heartbeats behind it wait with it. Where only losses
+ * matter the two agree.)
  *
  * There is one freshness point per interval, so mistakes recur every
  * η / P(mistake) on average. A peer that crashes right after sending is
@@ -21,7 +28,11 @@
  * off), and after a heartbeat far later than its slot it expects the next
  * one no sooner than an interval after that one (a late send moves the
  * client's lattice), so where that happens more than once in a thousand
- * heartbeats the 99.9th percentile of T_D carries the lateness's own. The
+ * heartbeats the 99.9th percentile of T_D carries the lateness's own. A
+ * heartbeat over half an interval late is taken for one after a loss until
+ * the next arrives (its deadline an interval late meanwhile): where more than
+ * one in a thousand is, T_D carries an interval, and where that is common
+ * (HALF_LATE_LOST) the lattice is lost and the interval not used. The
  * search goes down from the longest interval the policy allows and takes the
  * first that meets the rate.
  *
@@ -110,6 +121,13 @@ export interface Untunable {
 export type TuneResult = TunedPolicy | Untunable;
 
 const MONTH_MS = 30 * 24 * 3600_000;
+/**
+ * Above this share of heartbeats over half an interval late the freshness
+ * detector's lattice does not hold (in the simulation: T_D p99.9 40 s for a
+ * 30 s target at 1.3 s heartbeats with 2 s of exponential jitter, a third
+ * of them that late); up to it (4% at 5.1 s with 1 s of jitter) it does.
+ */
+const HALF_LATE_LOST = 0.05;
 /** Intervals are searched on this grid (ms). */
 const STEP_MS = 10;
 
@@ -117,6 +135,13 @@ const STEP_MS = 10;
 export function freshnessLateMs(td: number, eta: number, net: NetworkModel): number {
   const stdC = net.lateStdMs / Math.SQRT2;
   let lateMs = td - eta - net.delayMeanMs - (4 * stdC) / Math.sqrt(32);
+  // A heartbeat more than half an interval late lands nearer the next slot and is taken for one that
+  // followed a loss until the next arrives; meanwhile the deadline is an interval later. Where that
+  // happens more than once in a thousand heartbeats the 99.9th percentile of T_D carries it; where it
+  // is common (a jitter near the interval) the lattice itself is lost: no room.
+  const halfLate = net.lateSurvival(eta / 2);
+  if (halfLate > HALF_LATE_LOST) return 0;
+  if (halfLate > 0.001) lateMs -= eta;
   // "Far" as FreshnessDetector.farMs has it, with its deviation (a mean |C|) about 0.8 σ_C.
   const far = Math.max(eta / 50, 4 * 0.8 * stdC, (lateMs - eta) / 2);
   if (net.lateSurvival(far) > 0.001) lateMs -= net.lateP999Ms;
@@ -125,25 +150,31 @@ export function freshnessLateMs(td: number, eta: number, net: NetworkModel): num
 
 /** Expected false suspicions per connection-month of the freshness detector at (interval, lateMs). */
 export function freshnessMistakesPerMonth(intervalMs: number, lateMs: number, net: NetworkModel): number {
-  let p = 1;
-  for (let j = 0; ; j++) {
-    const x = lateMs - j * intervalMs;
-    const f = net.lossRate + (1 - net.lossRate) * net.lateSurvival(x);
-    p *= Math.min(1, f);
-    if (x < 0 || p === 0) break;
-  }
-  return (p * MONTH_MS) / intervalMs;
+  return (firstArrivalLate(lateMs, intervalMs, 0, net) * MONTH_MS) / intervalMs;
 }
 
 /** The same for the silence detector convicting `silenceMs` after the last heartbeat heard. */
 export function silenceMistakesPerMonth(intervalMs: number, silenceMs: number, net: NetworkModel): number {
-  let p = 1;
-  for (let j = 1; ; j++) {
-    const x = silenceMs - j * intervalMs;
-    p *= Math.min(1, net.lossRate + (1 - net.lossRate) * net.lateSurvival(x));
-    if (x < 0 || p === 0) break;
+  return (firstArrivalLate(silenceMs, intervalMs, 1, net) * MONTH_MS) / intervalMs;
+}
+
+/**
+ * Pr(the first heartbeat not lost, of those sent `from`, `from` + 1, …
+ * intervals on, is later than `slackMs` − its offset): on an ordered stream,
+ * that nothing has arrived by then (see the top of this file).
+ */
+function firstArrivalLate(slackMs: number, intervalMs: number, from: number, net: NetworkModel): number {
+  const p = net.lossRate;
+  let allLost = 1;
+  let miss = 0;
+  for (let j = from; ; j++) {
+    const x = slackMs - j * intervalMs;
+    // Sent after the deadline less its delay: it cannot arrive in time, nor can any after it.
+    if (x < 0) return Math.min(1, miss + allLost);
+    miss += allLost * (1 - p) * Math.min(1, net.lateSurvival(x));
+    allLost *= p;
+    if (allLost === 0) return Math.min(1, miss);
   }
-  return (p * MONTH_MS) / intervalMs;
 }
 
 /** Where the silence detector convicts for detection within `td` (T_D p99.9 = S + E(D) + the lateness's p99.9). */
@@ -194,7 +225,7 @@ export function tuneDetector(target: TuneTarget, net: NetworkModel): TuneResult 
       ? `a detection time of ${fmt(td)} leaves no interval within the policy's ${fmt(lo)} to ${fmt(maxI)} once the mean delay (${fmt(net.delayMeanMs)}) is taken off`
       : best
         ? `at ${fmt(td)} the fewest false suspicions reachable with intervals of ${fmt(lo)} to ${fmt(hi)} are ${fmtRate(best.falseSuspicionsPerMonth)} a month (at ${fmt(best.intervalMs)}), above the ${fmtRate(rate)} asked: with ${pct(net.lossRate)} of heartbeats lost and lateness up to ${fmt(net.lateP999Ms)} (p99.9), too many in a row are lost or late`
-        : `no interval between ${fmt(lo)} and ${fmt(hi)} leaves time to wait for a late heartbeat`;
+        : `no interval between ${fmt(lo)} and ${fmt(hi)} leaves time to wait for a late heartbeat (or is long enough, against a lateness of up to ${fmt(net.lateP999Ms)} (p99.9), for heartbeats to keep to their slots)`;
   return { ok: false, reason: why, best, detectWithinMsNeeded: needed };
 }
 
@@ -220,8 +251,14 @@ interface Point {
 function policy(d: TunedDetector, eta: number, td: number, net: NetworkModel): TunedPolicy {
   const e = evaluate(d, td, eta, net)!;
   // missBudget and grace so that interval × missBudget + grace is interval + lateMs (freshness) or the silence limit.
+  // Any split gives that bound, but grace is also where the gateway suspects an overdue heartbeat and
+  // probes (the detectors' suspicion point defaults to it), and the client's answer restarts the
+  // freshness detector's lattice (the client counts its next heartbeat from it). The largest budget
+  // whose grace is still the lateness's p99.9 keeps that to one heartbeat in a thousand; the
+  // smallest remainder (a few ms) made every heartbeat a few ms late a probe (a fifth of them at
+  // 100 ms of jitter), with its round trip and a lattice learned again.
   const bound = d === 'freshness' ? eta + e.knobMs : e.knobMs;
-  const missBudget = Math.max(1, Math.floor(bound / eta));
+  const missBudget = Math.max(1, Math.floor((bound - net.lateP999Ms) / eta));
   const graceMs = Math.round(bound - missBudget * eta);
   const otherD = d === 'freshness' ? 'silence' : 'freshness';
   const other = evaluate(otherD, td, eta, net);

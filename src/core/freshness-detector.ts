@@ -11,10 +11,14 @@ import { OptionError } from '../protocol/errors.js';
  * phase + k_i·interval + delay_i, and the mean of (arrival − k·interval) over
  * the recent window estimates phase + mean delay. Heartbeat k+1 is expected
  * at EA = that mean + (k+1)·interval, and the peer is dead when no newer
- * heartbeat has come by EA + `lateMs`. Lost heartbeats are recognised from
- * the gap (k advances by the number of intervals that passed), so a loss
- * does not disturb the estimate. Anything other than a heartbeat proves life
- * but restarts the lattice (the client's scheduler counts from its last send).
+ * heartbeat has come by EA + `lateMs`. Lost heartbeats are recognised as
+ * skipped slots (k is the slot nearest the arrival on the lattice), so a loss
+ * does not disturb the estimate; a heartbeat over half an interval late is
+ * taken for one after a loss until the next lands in its slot, and then moved
+ * back (see relabel); one that lands at or before the last one's slot even
+ * so was held back with it, and only proves life. Anything other than a
+ * heartbeat proves life but restarts the lattice (the client's scheduler
+ * counts from its last send).
  *
  * A heartbeat far later than its slot is ambiguous: delayed on the way (the
  * lattice stands) or sent late (the client's scheduler counts from that send,
@@ -65,6 +69,8 @@ export class FreshnessDetector implements LivenessDetector {
   private deviation = 0;
   /** Arrival of a heartbeat far later than its slot, until the next one says whether the lattice moved (-1: none). */
   private lateBeatAt = -1;
+  /** Slots the last heartbeat's label advanced by (1: none skipped), so relabel() can undo a skip. */
+  private lastSkip = 1;
   readonly o: FreshnessOptions;
   private readonly budget: FreshnessBudget | null;
   private readonly suspectWanted: number | undefined;
@@ -85,7 +91,7 @@ export class FreshnessDetector implements LivenessDetector {
     if (!(this.o.lateMs > 0 && this.o.suspectLateMs > 0 && this.o.suspectLateMs <= this.o.lateMs)) {
       throw new OptionError('detector', 'freshness needs 0 < suspectLateMs <= lateMs');
     }
-    if (!(this.o.windowSize >= 1)) throw new OptionError('detector.windowSize', 'must be at least 1');
+    if (!(Number.isInteger(this.o.windowSize) && this.o.windowSize >= 1)) throw new OptionError('detector.windowSize', 'must be a whole number, at least 1');
     this.offsets = new Float64Array(this.o.windowSize);
     this.lastHeardAt = now;
   }
@@ -99,7 +105,13 @@ export class FreshnessDetector implements LivenessDetector {
     }
     const I = this.intervalMs;
     if (this.k >= 0 && this.count > 0) {
-      const k = this.k + Math.max(1, Math.round((now - this.lastBeatAt) / I));
+      this.relabel(now);
+      // Nearest to the last heartbeat's slot or before it even so: it was held back with the one before
+      // (a burst after a stall of the path or of this process). It proves life, but its arrival says
+      // nothing of its slot; taken as the next ones, a burst filled the window with slots it never had
+      // and the deadline stayed up to the burst's length late for a window's worth of heartbeats.
+      if (Math.round((now - this.sum / this.count) / I) <= this.k) return;
+      const k = this.slotOf(now);
       const lateness = now - (this.sum / this.count + k * I);
       const pending = this.lateBeatAt;
       this.lateBeatAt = -1;
@@ -123,13 +135,47 @@ export class FreshnessDetector implements LivenessDetector {
     return Math.max(this.intervalMs / 50, 4 * this.deviation, (this.o.lateMs - this.intervalMs) / 2);
   }
 
+  /**
+   * The lattice slot of a heartbeat arriving at `now`: the one nearest to it on
+   * the lattice, at least the one after the last heartbeat's (heartbeats lost
+   * on the way show as a skip). Nearest on the lattice, not the gap since the
+   * previous arrival: with that, a previous heartbeat late by a few hundred ms
+   * made an on-time one look like it followed a loss.
+   */
+  private slotOf(now: number): number {
+    return Math.max(this.k + 1, Math.round((now - this.sum / this.count) / this.intervalMs));
+  }
+
+  /**
+   * A heartbeat more than half an interval late lands nearer the slot after
+   * its own, and is taken for one that followed a loss. When the next one
+   * lands in (or before) that same slot, it was late, not after a loss: move
+   * its sample back. Left as it was, every later sample would be one slot off
+   * and the expected time drifted an interval late over a window's worth of
+   * heartbeats, letting a dead peer live that much longer (and the deviation
+   * it left hid real late sends).
+   */
+  private relabel(now: number): void {
+    if (this.lastSkip <= 1) return;
+    const nearest = Math.round((now - this.sum / this.count) / this.intervalMs);
+    if (nearest > this.k) return;
+    const back = Math.min(this.lastSkip - 1, this.k - nearest + 1);
+    const prev = (this.next - 1 + this.offsets.length) % this.offsets.length;
+    this.offsets[prev] += back * this.intervalMs;
+    this.sum += back * this.intervalMs;
+    this.k -= back;
+    this.lastSkip -= back;
+  }
+
   private beat(now: number): void {
     if (this.k < 0) {
       this.k = 0;
       this.offsets.fill(0);
+      this.lastSkip = 1;
     } else {
-      // Heartbeats lost on the way show as a gap of several intervals.
-      this.k += Math.max(1, Math.round((now - this.lastBeatAt) / this.intervalMs));
+      const k = this.slotOf(now);
+      this.lastSkip = k - this.k;
+      this.k = k;
     }
     this.lastBeatAt = now;
     const offset = now - this.k * this.intervalMs;

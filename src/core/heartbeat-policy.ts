@@ -86,8 +86,14 @@ export function policyProblem(p: Pick<HeartbeatPolicy, 'intervalMs' | 'minInterv
 
 export function resolveProbes(p: Partial<ProbeOptions> = {}): ProbeOptions {
   const probes = { ...DEFAULT_PROBES, ...dropUndefined(p) };
-  if (!(probes.pongTimeoutMs > 0 && probes.probeIntervalMs > 0 && probes.probeCount >= 0)) {
-    throw new LonglinkError('LL_ERR_INVALID_OPTION', 'pongTimeoutMs and probeIntervalMs must be positive, probeCount >= 0');
+  // Each wait is one timer: above MAX_TIMER_MS Node fires it after 1 ms, and the scheduler, not yet
+  // due, re-arms it (a 1 ms loop); Infinity arms none, and the link's heartbeat stops for good.
+  const wait = (v: number) => v > 0 && v <= MAX_TIMER_MS;
+  if (!(wait(probes.pongTimeoutMs) && wait(probes.probeIntervalMs) && Number.isInteger(probes.probeCount) && probes.probeCount >= 0)) {
+    throw new LonglinkError(
+      'LL_ERR_INVALID_OPTION',
+      `pongTimeoutMs and probeIntervalMs must be from 1 to ${MAX_TIMER_MS} ms, probeCount a whole number >= 0 (got ${probes.pongTimeoutMs}, ${probes.probeIntervalMs}, ${probes.probeCount})`,
+    );
   }
   return probes;
 }

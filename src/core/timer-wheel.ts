@@ -81,7 +81,10 @@ export class TimerWheel<T> {
   /** Schedules (or moves) `timer` to fire at `deadlineMs`. */
   schedule(timer: WheelTimer<T>, deadlineMs: number): void {
     if (timer.slot >= 0) this.unlink(timer);
-    const tick = Math.max(Math.ceil(deadlineMs / this.tickMs), this.processedTick + 1);
+    this.link(timer, Math.max(Math.ceil(deadlineMs / this.tickMs), this.processedTick + 1));
+  }
+
+  private link(timer: WheelTimer<T>, tick: number): void {
     const slot = tick & this.mask;
     timer.tick = tick;
     timer.slot = slot;
@@ -135,8 +138,24 @@ export class TimerWheel<T> {
     const lists = this.expiring;
     const level = lists.length;
     lists.push(null);
+    // processedTick when the wheel was last searched for its earliest timer (see below).
+    let searchedAt = -Infinity;
+    const slots = this.heads.length;
     try {
       while (this.processedTick < targetTick) {
+        if (targetTick - this.processedTick > slots && this.processedTick - searchedAt >= slots) {
+          // More than a revolution to go (the wheel sat empty while idle, and was just given a
+          // timer; or the process stalled): walking every tick would cost in proportion to the
+          // time passed (a month idle, 52 million ticks and 200 ms blocked at 50 ms). No timer is
+          // due before the earliest, so skip to it. Searched at most once per revolution walked,
+          // which costs as much as the search.
+          searchedAt = this.processedTick;
+          const first = this.earliestTick();
+          if (first - 1 > this.processedTick) {
+            this.processedTick = Math.min(first - 1, targetTick);
+            continue;
+          }
+        }
         const tick = ++this.processedTick;
         const slot = tick & this.mask;
         this.stats.ticks++;
@@ -150,7 +169,10 @@ export class TimerWheel<T> {
           if (next) next.prev = null;
           node.prev = node.next = null;
           this.stats.visited++;
-          if (node.tick > tick) {
+          // Compared with processedTick, not this call's tick: a callback's nested advance may have
+          // processed past this node's tick while it waited here, outside its slot, and put back it
+          // would wait a whole turn of the wheel more.
+          if (node.tick > this.processedTick) {
             // Due in a later turn of the wheel.
             node.next = this.heads[slot];
             if (node.next) node.next.prev = node;
@@ -178,11 +200,24 @@ export class TimerWheel<T> {
         node.prev = node.next = null;
         node.slot = -1;
         this.count--;
-        this.schedule(node, node.tick * this.tickMs);
+        // By tick, not through schedule(node, tick × tickMs): with a fractional tick that product
+        // divided back can round up (0.1 × 3 / 0.1 = 3.0000000000000004), a tick late.
+        this.link(node, Math.max(node.tick, this.processedTick + 1));
       }
       this.stats.expired += expired;
     }
     return expired;
+  }
+
+  /** The earliest tick of any scheduled timer, also those in lists being expired (Infinity if none). */
+  private earliestTick(): number {
+    let first = Infinity;
+    const scan = (head: WheelTimer<T> | null) => {
+      for (let t = head; t; t = t.next) if (t.tick < first) first = t.tick;
+    };
+    for (const head of this.heads) scan(head);
+    for (const head of this.expiring) scan(head);
+    return first;
   }
 
   /** The time at which the next tick will be processed. */

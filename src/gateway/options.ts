@@ -434,6 +434,11 @@ function validDetector(d: DetectorOptions): DetectorOptions {
       const v = d[k];
       if (v !== undefined && !(Number.isFinite(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `detector.${k} must be a positive number (got ${v})`);
     }
+    // Checked here, not first by the detector each connection makes: a window below 1 passed the
+    // check above and then failed every client's handshake.
+    if (d.windowSize !== undefined && !(Number.isInteger(d.windowSize) && d.windowSize >= 1)) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `detector.windowSize must be a whole number, at least 1 (got ${d.windowSize})`);
+    }
     if (d.lateMs !== undefined && d.suspectLateMs !== undefined && d.suspectLateMs > d.lateMs) {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', 'detector.suspectLateMs must not exceed lateMs');
     }

@@ -399,6 +399,18 @@ test('an invalid freshness configuration is refused up front', () => {
   assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'freshness', lateMs: 100, suspectLateMs: 200 } }), { code: 'LL_ERR_INVALID_OPTION' });
 });
 
+test('a freshness window below one heartbeat is refused up front, not by every handshake', async () => {
+  // windowSize 0.5 passed "a positive number", then each client's detector refused it as it opened.
+  for (const windowSize of [0.5, 2.5]) {
+    assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'freshness', windowSize } }), { code: 'LL_ERR_INVALID_OPTION' }, `windowSize ${windowSize}`);
+  }
+  const { gw, offline } = setup({ detector: { kind: 'freshness', windowSize: 1 } });
+  const { client } = await open(gw);
+  assert.ok(client.received.some((f) => f.type === FrameType.WELCOME));
+  assert.equal(offline.length, 0);
+  await gw.close();
+});
+
 test('broadcast writes one best-effort DATA to every open connection and queues nothing', async () => {
   const { gw } = setup();
   const a = await open(gw, { userId: 'a' });

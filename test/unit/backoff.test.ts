@@ -93,6 +93,17 @@ describe('Backoff: ceilings', () => {
     assert.equal(big.ceiling(1e6), 30_000);
   });
 
+  test('an initial delay of 0 with a factor whose power overflows gives the floor, never NaN', () => {
+    // factor^n overflows to Infinity (1e6^52, 1e300^2), and 0 × Infinity was NaN: setTimeout(NaN) fires after 1 ms.
+    for (const factor of [1e6, 1e300]) {
+      const b = new Backoff({ initialDelayMs: 0, factor }, () => 0.5);
+      for (let n = 0; n < 70; n++) {
+        assert.equal(b.ceiling(n), 0, `factor ${factor}, attempt ${n}`);
+        assert.equal(b.next(), 100, `factor ${factor}, attempt ${n}: the 100 ms floor`);
+      }
+    }
+  });
+
   test('ceiling() is a pure query and does not count as an attempt', () => {
     const b = new Backoff();
     b.ceiling(3);

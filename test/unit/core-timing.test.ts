@@ -185,6 +185,13 @@ describe('heartbeat policy', () => {
     assert.throws(() => resolveProbes({ pongTimeoutMs: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
   });
 
+  test('probe waits must fit a timer and probeCount be a whole number (a longer wait fired after 1 ms, again and again; Infinity stopped the heartbeat)', () => {
+    for (const bad of [{ pongTimeoutMs: Infinity }, { pongTimeoutMs: 2 ** 31 }, { probeIntervalMs: Infinity }, { probeIntervalMs: 3e9 }, { probeCount: Infinity }, { probeCount: 1.5 }, { probeCount: Number.NaN }, { pongTimeoutMs: Number.NaN }]) {
+      assert.throws(() => resolveProbes(bad), { code: 'LL_ERR_INVALID_OPTION' }, JSON.stringify(bad));
+    }
+    assert.deepEqual(resolveProbes({ pongTimeoutMs: 2 ** 31 - 1, probeIntervalMs: 2 ** 31 - 1, probeCount: 0 }), { pongTimeoutMs: 2 ** 31 - 1, probeIntervalMs: 2 ** 31 - 1, probeCount: 0 });
+  });
+
   test('negotiate clamps the requested interval and honours the direction only when allowed', () => {
     const p = resolvePolicy({ intervalMs: 30_000, minIntervalMs: 10_000, maxIntervalMs: 60_000 });
     assert.equal(negotiate(p, {}).intervalMs, 30_000);

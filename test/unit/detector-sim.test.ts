@@ -27,6 +27,15 @@ test('a clean channel gives no false suspicion and T_D equal to the setting', ()
   assert.ok(Math.abs(fresh.tdMeanMs - 2505) < 1, `expected send + interval + delay + lateMs (${fresh.tdMeanMs})`);
 });
 
+test('a T_D beyond the histogram\'s 400 s reads as Infinity, not as 400 s (which passed any longer target)', () => {
+  const slow: Channel = { intervalMs: 100_000, lossRate: 0, baseDelayMs: 5, jitterMs: 0 };
+  const [fixed] = simulate(slow, [{ kind: kind('fixed'), knob: 500_000 }], { connections: 1, hoursPerConnection: 5, seed: 1 });
+  assert.equal(fixed.tdP999Ms, Infinity, `T_D p99.9 ${fixed.tdP999Ms} for a silence limit of 500 s`);
+  assert.ok(Math.abs(fixed.tdMeanMs - 500_005) < 1, 'the mean is exact');
+  const [near] = simulate(slow, [{ kind: kind('fixed'), knob: 399_000 }], { connections: 1, hoursPerConnection: 5, seed: 1 });
+  assert.equal(near.tdP999Ms, 399_005 + 1, 'below the range\'s end, as before');
+});
+
 test('same seed, same result; calibration lands on the target T_D', () => {
   const run = { connections: 50, hoursPerConnection: 1, seed: 3 };
   const tuned = DETECTORS.map((k) => ({ kind: k, knob: calibrate(k, channel, 3000, { connections: 20, hoursPerConnection: 1, seed: 9 }) }));

@@ -39,6 +39,43 @@ test('a lost heartbeat is recognised from the gap and does not shift the expecte
   assert.equal(d.expectedAt(), 6020);
 });
 
+test('a heartbeat more than half an interval late is not taken for a loss once the next one lands in its slot', () => {
+  // Every 1000 ms, 50 ms on the way; the tenth takes 650 ms. Against the ninth's arrival its gap is
+  // 1.6 intervals, as if one had been lost; the eleventh, on time, shows it was only late. Taken as a
+  // loss, every later heartbeat was one slot off and the expected time drifted up to an interval late
+  // over the next 32 heartbeats (12,923 here instead of 12,105): a dead peer lived that much longer.
+  const d = new FreshnessDetector(1000, 0, { lateMs: 1500 });
+  for (let k = 1; k <= 9; k++) d.heard(k * 1000 + 50);
+  d.heard(10_650);
+  d.heard(11_050);
+  const mean = (10 * 50 + 650) / 11;
+  assert.ok(Math.abs(d.expectedAt() - (12_000 + mean)) < 1e-9, `expected at ${d.expectedAt()}`);
+  for (let k = 12; k <= 40; k++) {
+    d.heard(k * 1000 + 50);
+    assert.ok(d.expectedAt() <= (k + 1) * 1000 + 50 + 600 / 11 + 1e-9, `after heartbeat ${k}: expected at ${d.expectedAt()}`);
+  }
+  // A real loss is still one: 41,050 lost, 42,050 arrives (the late one is still in the window of 32).
+  d.heard(42_050);
+  assert.equal(d.expectedAt(), 43_000 + (31 * 50 + 650) / 32);
+});
+
+test('heartbeats held back and read at once (a stall of the path or of the gateway) do not push the deadlines after it back', () => {
+  // Every 1000 ms, 50 ms on the way, lateMs 1500; the ten due from 41,050 to 50,050 are all read at 50,200.
+  // Taken as ten consecutive slots, they filled the window with slots they never had: the deadline after
+  // each of the next 30 heartbeats was up to 7 s late (8,453 ms after the next was due, for 1,500).
+  const d = new FreshnessDetector(1000, 0, { budget: { missBudget: 2, graceMs: 500 } });
+  for (let k = 1; k <= 40; k++) d.heard(k * 1000 + 50);
+  for (let k = 41; k <= 50; k++) d.heard(50_200);
+  assert.equal(d.lastHeardAt, 50_200);
+  for (let k = 51; k <= 90; k++) {
+    const due = k * 1000 + 50;
+    assert.ok(d.deadline() - due <= 1500 + 50, `heartbeat ${k}: deadline ${d.deadline() - due} ms after it was due`);
+    assert.notEqual(d.check(due), 'dead');
+    d.heard(due);
+  }
+  assert.equal(d.deadline(), 91_050 + 1500);
+});
+
 test('verdicts: alive, suspect once, suspected, dead at the deadline; the next check times follow', () => {
   const d = new FreshnessDetector(1000, 0, { lateMs: 1500, suspectLateMs: 300 });
   for (const a of [1000, 2000, 3000]) d.heard(a);

@@ -270,6 +270,53 @@ describe('TimerWheel: timers beyond one revolution', () => {
   });
 });
 
+describe('TimerWheel: work after idle time and stalls', () => {
+  // The empty wheel skips ahead only when it is advanced while empty. A gateway's runner sleeps while
+  // the wheel is empty, so the first timer after a quiet night is scheduled on a wheel whose last
+  // processed tick is hours old: its advance walked every tick since (a month: 52 million ticks, 200 ms).
+  test('a timer scheduled after a long idle time: the advance that catches up does work for a revolution, not for the time passed', () => {
+    const w = new TimerWheel<string>({ tickMs: 50 });
+    w.schedule(new WheelTimer('a'), 1000);
+    assert.deepEqual(fire(w, 1000), ['a']);
+    const month = 30 * 86_400_000;
+    w.schedule(new WheelTimer('b'), month + 30_000);
+    const before = w.stats.ticks;
+    assert.deepEqual(fire(w, month), []);
+    assert.ok(w.stats.ticks - before <= 2 * 1024, `${w.stats.ticks - before} ticks walked for one timer`);
+    assert.equal(w.nextTickAt(), month + 50);
+    assert.deepEqual(fire(w, month + 29_999), []);
+    assert.deepEqual(fire(w, month + 30_000), ['b']);
+  });
+
+  test('a long stall with timers due throughout: each fires once, at its tick, in order, and the work is not per tick passed', () => {
+    const w = new TimerWheel<number>({ tickMs: 10, slots: 64 });
+    const deadlines = [5, 640, 641, 5_000, 100_000, 100_005, 3_600_000, 86_400_000, 86_400_010];
+    deadlines.forEach((d, i) => w.schedule(new WheelTimer(i), d));
+    const ticks: number[] = [];
+    const got = fire(w, 86_400_000);
+    w.advance(86_400_000, () => ticks.push(0));
+    assert.deepEqual(got, [0, 1, 2, 3, 4, 5, 6, 7]);
+    assert.deepEqual(ticks, []);
+    assert.ok(w.stats.ticks < 20 * 64, `${w.stats.ticks} ticks walked over a day`);
+    assert.deepEqual(fire(w, 86_400_010), [8]);
+  });
+
+  test('a stall: callbacks that reschedule into the stalled stretch still fire at their tick, in order', () => {
+    const w = new TimerWheel<string>({ tickMs: 10, slots: 16 });
+    const order: [string, number][] = [];
+    const a = new WheelTimer('a');
+    const b = new WheelTimer('b');
+    w.schedule(a, 100);
+    w.advance(1_000_000, (t, timer) => {
+      order.push([t, w.nextTickAt() - 10]);
+      if (t === 'a') w.schedule(b, 50_000); // inside the stretch being caught up
+      if (t === 'b') w.schedule(timer, 2_000_000);
+    });
+    assert.deepEqual(order, [['a', 100], ['b', 50_000]]);
+    assert.equal(w.size, 1);
+  });
+});
+
 describe('TimerWheel: rescheduling', () => {
   test('schedule on a scheduled timer moves it (later and earlier) without changing size', () => {
     const w = new TimerWheel<string>({ tickMs: 10 });
@@ -634,6 +681,59 @@ describe('TimerWheel: properties', () => {
     );
   });
 
+  test('with callbacks that advance the wheel again (and far), nothing fires early, twice, or is left behind', () => {
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 5, 50),
+        fc.constantFrom(1, 2, 8, 64),
+        fc.array(fc.integer({ min: 0, max: 400 }), { minLength: 1, maxLength: 16 }),
+        // What each firing does: [0 schedule, 1 cancel, 2 nested advance, 3 nothing], a victim, an amount in ticks.
+        fc.array(fc.tuple(fc.nat(3), fc.nat(15), fc.nat(300)), { minLength: 1, maxLength: 60 }),
+        fc.array(fc.integer({ min: 1, max: 2000 }), { minLength: 1, maxLength: 20 }),
+        (tickMs, slots, deadlines, actions, steps) => {
+          const w = new TimerWheel<number>({ tickMs, slots });
+          const timers = deadlines.map((_, i) => new WheelTimer(i));
+          const due = new Map<number, number>();
+          deadlines.forEach((d, i) => {
+            w.schedule(timers[i], d * tickMs);
+            due.set(i, timers[i].tick);
+          });
+          let now = 0;
+          let a = 0;
+          let depth = 0;
+          const onExpire = (id: number) => {
+            const tick = due.get(id);
+            assert.ok(tick !== undefined, `timer ${id} fired but was not scheduled`);
+            assert.ok(tick * tickMs <= now, `timer ${id} due at ${tick * tickMs} fired at ${now}`);
+            due.delete(id);
+            const [kind, v, amount] = actions[a++ % actions.length];
+            const victim = v % timers.length;
+            if (kind === 0) {
+              w.schedule(timers[victim], now + (amount - 20) * tickMs);
+              due.set(victim, timers[victim].tick);
+            } else if (kind === 1) {
+              w.cancel(timers[victim]);
+              due.delete(victim);
+            } else if (kind === 2 && depth < 3) {
+              depth++;
+              now += amount * tickMs;
+              w.advance(now, onExpire);
+              depth--;
+            }
+          };
+          for (const step of steps) {
+            now += step * tickMs;
+            w.advance(now, onExpire);
+            const target = Math.floor(now / tickMs);
+            for (const [id, tick] of due) assert.ok(tick > target, `timer ${id} due at tick ${tick} was left behind at ${target}`);
+            assert.equal(w.size, due.size);
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
   test('advanced once per tick, no timer fires early or a whole tick late', () => {
     fc.assert(
       fc.property(
@@ -659,6 +759,43 @@ describe('TimerWheel: properties', () => {
       { numRuns: 200 },
     );
   });
+});
+
+test('a nested advance past a timer still waiting in the outer call\'s list: it fires in that call, not a turn of the wheel later', () => {
+  // 1 ms ticks, 4 slots: a (tick 1) and b (tick 5) share slot 1. While a's callback runs, b waits in the
+  // outer call's list, outside its slot, and the nested advance to 6 passes tick 5 without it; put back
+  // as "a later turn", b waited until tick 9.
+  const w = new TimerWheel<string>({ tickMs: 1, slots: 4 });
+  const a = new WheelTimer('a');
+  const b = new WheelTimer('b');
+  w.schedule(b, 5);
+  w.schedule(a, 1); // the head: visited first
+  const fired: [string, number][] = [];
+  w.advance(1, (n) => {
+    fired.push([n, w.nextTickAt() - 1]);
+    if (n === 'a') w.advance(6, (m) => fired.push([m, w.nextTickAt() - 1]));
+  });
+  assert.deepEqual(fired, [['a', 1], ['b', 6]]);
+  assert.equal(w.size, 0);
+  assert.equal(b.scheduled, false);
+});
+
+test('a callback that throws: a timer of a later round in its slot keeps its tick, also with a fractional tick length', () => {
+  // 0.1 ms ticks, 4 slots: y (tick 6) shares slot 2 with x (tick 2). Put back through
+  // schedule(y, 6 × 0.1), it was due at ceil(0.6000000000000001 / 0.1) = tick 7, a tick late.
+  const w = new TimerWheel<string>({ tickMs: 0.1, slots: 4 });
+  const x = new WheelTimer('x');
+  const y = new WheelTimer('y');
+  w.schedule(y, 0.6);
+  w.schedule(x, 0.2);
+  assert.equal(y.tick, 6);
+  assert.throws(() => w.advance(0.25, (n) => { if (n === 'x') throw new Error('boom'); }), /boom/);
+  assert.equal(y.tick, 6, 'y keeps its tick');
+  const fired: string[] = [];
+  w.advance(0.55, (n) => fired.push(n));
+  assert.equal(fired.length, 0, 'not before its tick');
+  w.advance(0.65, (n) => fired.push(n));
+  assert.deepEqual(fired, ['y']);
 });
 
 test('a callback that throws loses no timer: the rest of its slot stays scheduled, due at the next tick, and the lists stay whole', () => {
