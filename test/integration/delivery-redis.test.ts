@@ -747,6 +747,37 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('13. upstream: a device message costs the store no more than before the cross-node claim (docs/SCALING.md): the claim is one request with the duplicate check, its end one with the record', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A', { upstream: { sink: { name: 'fast', send: async () => {} } } });
+    const monitor = await new Redis(redis!.url).monitor();
+    // Requests that touch the device's inbound record or a message's claim, and nothing else of the node's (lease, sweep).
+    const touched: string[] = [];
+    monitor.on('monitor', (_t: string, args: string[], source: string) => {
+      if (source === 'lua') return; // a command a script ran: part of that one request
+      if (args.some((a) => a.startsWith(prefix) && (a.includes(':in:') || a.includes(':claim:')))) touched.push(args[0].toLowerCase());
+    });
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 500 });
+    const handed: string[] = [];
+    A.gw.on('message', (m) => handed.push(`${m.id}`));
+    try {
+      await c.connect();
+      const n = 10;
+      for (let i = 0; i < n; i++) c.send(`m${i}`, { id: `m${i}` });
+      await eventually('all acknowledged', () => c.pendingCount === 0);
+      await eventually('the monitor caught up', () => touched.length >= 2 * n);
+      await sleep(200);
+      assert.equal(handed.length, n);
+      assert.equal(touched.length, 2 * n, `two requests a message (a check with the claim, the record ending it), not: ${touched.join(' ')}`);
+      // Still one at a time across nodes: a re-send of a message taken in is a duplicate.
+      assert.equal(await A.store.seenInbound('u', 'd', 'm0', Date.now()), true);
+    } finally {
+      c.close();
+      monitor.disconnect();
+      await stop(A);
+    }
+  });
+
   test('11. a wake-up published after the subscriber reconnects is not lost', async () => {
     const prefix = `d${++prefixN}:`;
     const s = new RedisStore({ url: redis!.url, prefix, ...LEASE });
