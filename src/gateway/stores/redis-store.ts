@@ -372,7 +372,9 @@ export class RedisStore implements Store {
     const seen = this.nk('seen', nodeId);
     const [held, ttl, seenAt] = await Promise.all([this.redis.get(lease), this.redis.pttl(lease), this.redis.get(seen)]);
     if (held === null || ttl <= 0) return;
-    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(50, this.o.leaseRenewMs / 4)));
+    // Past its renewal time by a margin: a loaded machine runs the live node's renewal timer (and
+    // this one) late by tens of ms at times, more than a short lease's quarter (tests use 150 ms).
+    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(250, this.o.leaseRenewMs / 4)));
     const [heldNow, seenNow] = await this.redis.mget(lease, seen);
     if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
   }
