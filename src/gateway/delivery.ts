@@ -80,6 +80,12 @@ export interface DeliveryStats {
   storeFaults: number;
 }
 
+/** A link's claim on a client message id in the store (claimInbound): whose, and whether the record ended it. */
+interface Claim {
+  holder: string | null;
+  ended: boolean;
+}
+
 /** Longest a client message waits for the same message from an older link of its device to be taken in. */
 const TAKE_IN_WAIT_MS = 5_000;
 /** How often a client message waits to look again at another node's claim on the same message (see claim). */
@@ -262,22 +268,26 @@ export class Delivery {
         let done!: () => void;
         const mine = new Promise<void>((r) => (done = r));
         this.takingIn.set(key, mine);
-        let claimed = false;
+        // This link's claim on the id in the store, if it holds one; its record ends it (in the same request).
+        const claim: Claim = { holder: null, ended: false };
         try {
-          let seen: boolean;
+          let seen: boolean | undefined;
           let op = 'seenInbound';
           try {
             // The older link may be on another node (the client moved while that node's backend held
             // the message): the store's claim stands for the map above there. Only with a backend:
-            // without one nothing waits between the hand-over and the record.
+            // without one nothing waits between the hand-over and the record. The claim checks the
+            // record too (one request, as the check alone was).
             if (up && this.o.store.claimInbound) {
               op = 'claimInbound';
-              const claim = await this.claim(conn, f.id);
-              if (claim === null) return; // closed while waiting: the client re-sends it
-              claimed = claim;
+              const got = await this.claim(conn, f.id);
+              if (got === null) return; // closed while waiting: the client re-sends it
+              if (got === 'claimed') claim.holder = conn.id;
+              if (got !== 'held') seen = got === 'seen';
               op = 'seenInbound';
             }
-            seen = await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
+            // No claim (the wait ran out, or no store for it): the record is checked on its own.
+            seen ??= await this.o.store.seenInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
           } catch (err) {
             return this.fault(op, err, conn);
           }
@@ -286,13 +296,13 @@ export class Delivery {
             if (conn.phase === 'open') this.accept(conn, seq);
             return;
           }
-          await this.takeIn(conn, f, seq);
+          await this.takeIn(conn, f, seq, claim);
         } finally {
           if (this.takingIn.get(key) === mine) this.takingIn.delete(key);
           done();
-          // After the record: a link waiting on the claim then finds the message seen. A release that
-          // fails leaves the claim to its time limit.
-          if (claimed) void this.o.store.releaseInbound?.(conn.userId, conn.deviceId, f.id, conn.id).catch(() => {});
+          // Not recorded (the link closed with the backend, the record failed): ended on its own, so a
+          // re-send does not wait out its time limit. A release that fails leaves it to that limit.
+          if (claim.holder !== null && !claim.ended) void this.o.store.releaseInbound?.(conn.userId, conn.deviceId, f.id, claim.holder).catch(() => {});
         }
       })
       .finally(() => {
@@ -311,16 +321,18 @@ export class Delivery {
 
   /**
    * Claims a client message id in the store for this link, waiting (polling) while another link
-   * holds it, at most TAKE_IN_WAIT_MS: true if claimed, false if the wait ran out (at least once
-   * then holds: the message may go in twice), null if the link closed meanwhile.
+   * holds it, at most TAKE_IN_WAIT_MS: `claimed`; `seen` if it was recorded (by that link, say);
+   * `held` if the wait ran out (at least once then holds: the message may go in twice); null if
+   * the link closed meanwhile.
    */
-  private async claim(conn: ServerConnection, id: string): Promise<boolean | null> {
+  private async claim(conn: ServerConnection, id: string): Promise<'claimed' | 'seen' | 'held' | null> {
     const store = this.o.store;
     const until = this.o.clock.now() + TAKE_IN_WAIT_MS;
     for (;;) {
-      if (await store.claimInbound!(conn.userId, conn.deviceId, id, conn.id, TAKE_IN_WAIT_MS)) return true;
+      const got = await store.claimInbound!(conn.userId, conn.deviceId, id, conn.id, TAKE_IN_WAIT_MS, this.o.wallClock.now());
+      if (got !== 'held') return got;
       if (conn.phase !== 'open') return null;
-      if (this.o.clock.now() >= until) return false;
+      if (this.o.clock.now() >= until) return 'held';
       await new Promise<void>((r) => this.timers.setTimeout(r, CLAIM_POLL_MS));
       if (conn.phase !== 'open') return null;
     }
@@ -338,7 +350,7 @@ export class Delivery {
   }
 
   /** A client message not seen before: to the backend (if any), the application, the record, then acknowledged. */
-  private async takeIn(conn: ServerConnection, f: DataFrame, seq: number): Promise<void> {
+  private async takeIn(conn: ServerConnection, f: DataFrame, seq: number, claim?: Claim): Promise<void> {
     const up = this.upstream;
     if (up) {
       // The backend first: acknowledged to the device only once it has the message. If the link
@@ -348,7 +360,7 @@ export class Delivery {
       if (answer === 'rejected') {
         // Refused for good (the fault is reported): acknowledged and recorded, so neither this link
         // nor a re-send holds the device's later messages behind it; not handed to the application.
-        await this.record(conn, f);
+        await this.record(conn, f, claim);
         if (conn.phase === 'open') this.accept(conn, seq);
         return;
       }
@@ -360,7 +372,7 @@ export class Delivery {
     // handed over even if the link closed during the await: the client re-sends it, and the record
     // makes that a duplicate.
     this.events.message({ conn, payload: f.payload, seq, ...(f.id !== undefined ? { id: f.id } : {}) });
-    await this.record(conn, f);
+    await this.record(conn, f, claim);
     if (conn.phase === 'open') this.accept(conn, seq);
   }
 
@@ -371,11 +383,14 @@ export class Delivery {
     void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
   }
 
-  /** Records a client message's id as taken in, so a re-send is a duplicate. */
-  private async record(conn: ServerConnection, f: DataFrame): Promise<void> {
+  /** Records a client message's id as taken in, so a re-send is a duplicate; ends the link's claim on it in the same request. */
+  private async record(conn: ServerConnection, f: DataFrame, claim?: Claim): Promise<void> {
     if (f.id === undefined) return;
+    const holder = claim?.holder ?? null;
     try {
-      await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
+      if (holder === null) await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
+      else await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now(), holder);
+      if (claim) claim.ended = true;
     } catch (err) {
       // Not recorded: a re-send would be taken in again. Acknowledge all the same (it was).
       this.stats.storeFaults++;

@@ -52,6 +52,15 @@ export const OPEN_SESSION_TTL_MS = 12 * 3600_000;
 const REASSERT_ATTEMPTS = 8;
 /** Handshakes a second assumed when spreading close()'s reconnect hints with no handshake rate limit. */
 const DEFAULT_SPREAD_RATE = 2000;
+/**
+ * How far apart two nodes' wall clocks may be when the accept times (`since`) of a device's links
+ * on them are compared: another node's link counts as accepted after this one only by more than
+ * this. Within it the link whose presence write came last keeps the device, as before `since` was
+ * compared: a client that moves at once (its link died unseen) would otherwise find its new link
+ * closed as replaced, for good, whenever the old node's clock ran ahead by more than the move took;
+ * a client that gave up on a handshake did so after its handshake timeout (10 s by default).
+ */
+export const NODE_CLOCK_SKEW_MS = 1000;
 /** Which resync asks more of a re-assertion: a later one of a higher rank covers a lower one waiting. */
 const RESYNC_RANK: Record<ResyncReason, number> = { resubscribed: 0, 'lease-lapsed': 1, failover: 2, 'store-reset': 3 };
 const strongest = (a: ResyncReason, b: ResyncReason | null): ResyncReason => (b !== null && RESYNC_RANK[b] > RESYNC_RANK[a] ? b : a);
@@ -722,7 +731,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // handshake (a hook or store slower than its handshake timeout, a path that died with no close
     // reaching here) and went there. This link is the device's past and gives way, as one does on a
     // single node (giveWayToNewer); told `replaced`, the newer link's client would never come back.
-    const superseded = elsewhere !== undefined && elsewhere.since > entry.since;
+    const superseded = elsewhere !== undefined && acceptedAfter(elsewhere, entry);
     // Until that entry is back, a close of this link leaves the entry alone, as while setOnline was out.
     if (!superseded) conn.presenceOut = false;
     const moved = this.movedOn.get(conn);
@@ -934,7 +943,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     // Its node's lease may have lapsed too (an outage lapses every node's): read the entry as stored.
     const holder = o.store.presenceOf ? await o.store.presenceOf(conn.userId, conn.deviceId) : (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
-    if (!holder || holder.connectionId === conn.id || !(holder.since > mine.since)) return;
+    if (!holder || holder.connectionId === conn.id || !acceptedAfter(holder, mine)) return;
     const record = await o.store.loadSession(conn.resumeToken, now);
     if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) return;
     this.giveWay(conn, holder.connectionId, record?.openOn !== undefined && record.openOn !== o.nodeId);
@@ -1412,6 +1421,11 @@ function info(c: ServerConnection, now: number): ConnectionInfo {
     stats: c.stats,
     path: c.pathStats,
   };
+}
+
+/** Whether `a`'s link was accepted after `b`'s, allowing for the skew of two nodes' clocks (NODE_CLOCK_SKEW_MS). */
+function acceptedAfter(a: PresenceEntry, b: PresenceEntry): boolean {
+  return a.since > b.since + (a.nodeId === b.nodeId ? 0 : NODE_CLOCK_SKEW_MS);
 }
 
 /** A handshake step after a wait: a link closed meanwhile goes no further (LL_ERR_CLOSED). */

@@ -3,10 +3,11 @@ import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { LonglinkClient } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
-import { Gateway, type OfflineEvent, type OnlineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
+import { Gateway, NODE_CLOCK_SKEW_MS, type OfflineEvent, type OnlineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { CutLink } from '../helpers/cut-link.js';
 import { RawPeer } from '../helpers/raw-peer.js';
-import type { WelcomeFrame } from '../../src/protocol/frames.js';
+import { FrameType, type WelcomeFrame } from '../../src/protocol/frames.js';
+import { CloseCodes } from '../../src/protocol/errors.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { sleep } from '../helpers/procs.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
@@ -374,7 +375,8 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       await stalled.connected;
       stalled.hello('u', 'd', { intervalMs: 300 });
       await eventually("A's hook asked", () => asked === 1);
-      await sleep(20);
+      // The client gives up on A (after its handshake timeout, 10 s by default): later than two nodes' clocks may differ.
+      await sleep(NODE_CLOCK_SKEW_MS + 100);
       await live.connect();
       const liveId = B.gw.connection('u', 'd')!.connectionId;
       release(); // A's handshake goes on, for a link whose client is long gone to B
@@ -424,7 +426,8 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       const stalled = await peer(portOf(A)); // its path dies after HELLO: A never hears it close
       stalled.hello('u', 'd', { intervalMs: 300, resumeToken });
       await eventually("A's hook asked", () => asked === 1);
-      await sleep(20);
+      // The client gives up on A (after its handshake timeout, 10 s by default): later than two nodes' clocks may differ.
+      await sleep(NODE_CLOCK_SKEW_MS + 100);
       const live = await peer(portOf(B));
       live.hello('u', 'd', { intervalMs: 300, resumeToken });
       assert.equal(((await live.welcome()) as WelcomeFrame).resumed, true);
@@ -437,6 +440,31 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     } finally {
       release();
       for (const p of peers) p.socket.destroy();
+      await stop(A, B);
+    }
+  });
+
+  test('1m. node clocks a little apart (A\'s 800 ms ahead, under the skew allowed): a device whose link on A died unseen and that came back on B at once keeps its link on B; the stale one on A is closed as replaced', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A', { wallClock: { now: () => Date.now() + 800 } });
+    const B = await node(prefix, 'B');
+    const portOf = (n: { url: string }) => Number(new URL(n.url).port);
+    const stale = new RawPeer(portOf(A));
+    const live = new RawPeer(portOf(B));
+    try {
+      await stale.connected;
+      stale.hello('u', 'd', { intervalMs: 300 });
+      await stale.welcome();
+      // Its path dies without a word reaching A; the client is on B within milliseconds (by A's clock, before A accepted it).
+      await live.connected;
+      live.hello('u', 'd', { intervalMs: 300 });
+      const first = await live.next((f) => f.type === FrameType.WELCOME || f.type === FrameType.CLOSE);
+      assert.equal(first.type, FrameType.WELCOME, `the live link is not closed as replaced (close code ${live.closeCode})`);
+      await eventually('A closes its stale link as replaced', () => stale.closeCode === CloseCodes.replaced, 3000);
+      assert.deepEqual((await B.gw.presence('u')).map((e) => e.nodeId), ['B']);
+    } finally {
+      stale.destroy();
+      live.destroy();
       await stop(A, B);
     }
   });
@@ -600,6 +628,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     try {
       await old.connect();
       const oldId = A.gw.connection('u', 'd')!.connectionId;
+      await sleep(NODE_CLOCK_SKEW_MS + 100); // the device's newer link, accepted later than two nodes' clocks may differ
       await B.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
       await admin.del(`${prefix}{n}:node:A`); // A's lease lapses: A writes its presence again, and finds the device gone on
       await eventually('A closes its old link', () => A.gw.connectionCount === 0, 3000);
@@ -625,6 +654,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
     try {
       await old.connect();
+      await sleep(NODE_CLOCK_SKEW_MS + 100); // the device's newer link, accepted later than two nodes' clocks may differ
       await A.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'C', transport: 'tcp', since: Date.now(), clientInfo: {} });
       await admin.del(`${prefix}{n}:node:A`);
       await eventually('A closes its old link', () => A.gw.connectionCount === 0, 3000);
@@ -651,6 +681,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       const otherId = A.gw.connection('u', 'e')!.connectionId;
       // Device d's newer link (on B, accepted after A's); device e's entry an older link's (a stale
       // link on B restored first after the reset): that one A leaves alone.
+      await sleep(NODE_CLOCK_SKEW_MS + 100); // the device's newer link, accepted later than two nodes' clocks may differ
       await B.store.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'newer', nodeId: 'B', transport: 'tcp', since: Date.now(), clientInfo: {} });
       await B.store.setOnline({ userId: 'u', deviceId: 'e', connectionId: 'older', nodeId: 'B', transport: 'tcp', since: 1, clientInfo: {} });
       await admin.del(`${prefix}{n}:epoch`); // what A sees of a Redis that lost its data
@@ -744,6 +775,37 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       c.close();
       for (const l of links) l.release();
       await stop(A, B);
+    }
+  });
+
+  test('13. upstream: a device message costs the store no more than before the cross-node claim (docs/SCALING.md): the claim is one request with the duplicate check, its end one with the record', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A', { upstream: { sink: { name: 'fast', send: async () => {} } } });
+    const monitor = await new Redis(redis!.url).monitor();
+    // Requests that touch the device's inbound record or a message's claim, and nothing else of the node's (lease, sweep).
+    const touched: string[] = [];
+    monitor.on('monitor', (_t: string, args: string[], source: string) => {
+      if (source === 'lua') return; // a command a script ran: part of that one request
+      if (args.some((a) => a.startsWith(prefix) && (a.includes(':in:') || a.includes(':claim:')))) touched.push(args[0].toLowerCase());
+    });
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 500 });
+    const handed: string[] = [];
+    A.gw.on('message', (m) => handed.push(`${m.id}`));
+    try {
+      await c.connect();
+      const n = 10;
+      for (let i = 0; i < n; i++) c.send(`m${i}`, { id: `m${i}` });
+      await eventually('all acknowledged', () => c.pendingCount === 0);
+      await eventually('the monitor caught up', () => touched.length >= 2 * n);
+      await sleep(200);
+      assert.equal(handed.length, n);
+      assert.equal(touched.length, 2 * n, `two requests a message (a check with the claim, the record ending it), not: ${touched.join(' ')}`);
+      // Still one at a time across nodes: a re-send of a message taken in is a duplicate.
+      assert.equal(await A.store.seenInbound('u', 'd', 'm0', Date.now()), true);
+    } finally {
+      c.close();
+      monitor.disconnect();
+      await stop(A);
     }
   });
 

@@ -181,13 +181,8 @@ end
 return out
 `;
 
-/**
- * KEYS: the device's inbound ids (sorted set scored by when recorded, wall ms).
- * ARGV: id, most kept, now, window ms. 1 if new (recorded), 0 if seen within
- * the window. Ids past the window or beyond the count go; the key expires with
- * the window, so a device that stops sending leaves nothing behind.
- */
-export const MARK_INBOUND = `
+/** MARK_INBOUND's script, shared with MARK_INBOUND_CLAIMED. */
+const MARK_INBOUND_BODY = `
 local now = tonumber(ARGV[3])
 local win = tonumber(ARGV[4])
 local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
@@ -200,6 +195,23 @@ if size > kept then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, size - kept - 1) e
 redis.call('PEXPIRE', KEYS[1], win)
 return 1
 `;
+
+/**
+ * KEYS: the device's inbound ids (sorted set scored by when recorded, wall ms).
+ * ARGV: id, most kept, now, window ms. 1 if new (recorded), 0 if seen within
+ * the window. Ids past the window or beyond the count go; the key expires with
+ * the window, so a device that stops sending leaves nothing behind.
+ */
+export const MARK_INBOUND = MARK_INBOUND_BODY;
+
+/**
+ * MARK_INBOUND that also ends the id's claim (CLAIM_INBOUND) if ARGV[5]
+ * holds it: KEYS[2] the claim. One request for the record and the claim's
+ * end, as the claim and the duplicate check are one.
+ */
+export const MARK_INBOUND_CLAIMED = `
+if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+${MARK_INBOUND_BODY}`;
 
 /** KEYS: the user's known-devices hash. ARGV: device id, the time it was read with. Forgets it only if nobody remembered it since (a handshake meanwhile). */
 export const FORGET_DEVICE = `
@@ -408,13 +420,18 @@ return { prev or '', epoch or '' }
 `;
 
 /**
- * KEYS: a client message id's claim. ARGV: holder, ms. Claims it for the
- * holder (or extends the holder's own claim): 1, or 0 while another holds it.
+ * KEYS: the device's inbound ids (as MARK_INBOUND), a client message id's
+ * claim. ARGV: id, holder, ms, now, window ms. 2 if the id was recorded
+ * within the window (seen: nothing claimed); else claims it for the holder
+ * (or extends the holder's own claim): 1, or 0 while another holds it. The
+ * duplicate check in the same request: a message costs no request more.
  */
 export const CLAIM_INBOUND = `
-local v = redis.call('GET', KEYS[1])
-if v and v ~= ARGV[1] then return 0 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', tonumber(ARGV[2]))
+local at = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if at and tonumber(at) > tonumber(ARGV[4]) - tonumber(ARGV[5]) then return 2 end
+local v = redis.call('GET', KEYS[2])
+if v and v ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', tonumber(ARGV[3]))
 return 1
 `;
 

@@ -4,7 +4,7 @@ import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
+import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
 /**
@@ -158,6 +158,7 @@ declare module 'ioredis' {
     llAck(list: string, meta: string, expiry: string, ids: string, last: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string): Promise<string[]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
+    llMarkInboundClaimed(ids: string, claim: string, id: string, kept: number, now: number, windowMs: number, holder: string): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
     llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string, ttlMs: number): Promise<string>;
@@ -169,7 +170,7 @@ declare module 'ioredis' {
     llSaveSessionUnlessOpen(key: string, value: string, ttlMs: number, nodeId: string): Promise<number>;
     llForgetDevice(key: string, deviceId: string, until: string): Promise<number>;
     llExtendTtl(key: string, ttlMs: number): Promise<number>;
-    llClaimInbound(claim: string, holder: string, ttlMs: number): Promise<number>;
+    llClaimInbound(ids: string, claim: string, id: string, holder: string, ttlMs: number, now: number, windowMs: number): Promise<number>;
     llReleaseInbound(claim: string, holder: string): Promise<number>;
   }
 }
@@ -234,6 +235,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llAck', { numberOfKeys: 5, lua: ACK });
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
+    this.redis.defineCommand('llMarkInboundClaimed', { numberOfKeys: 2, lua: MARK_INBOUND_CLAIMED });
     this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 2, lua: SET_OFFLINE });
     this.redis.defineCommand('llSetOnline', { numberOfKeys: 2, lua: SET_ONLINE });
@@ -244,7 +246,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llSaveSessionUnlessOpen', { numberOfKeys: 1, lua: SAVE_SESSION_UNLESS_OPEN });
     this.redis.defineCommand('llForgetDevice', { numberOfKeys: 1, lua: FORGET_DEVICE });
     this.redis.defineCommand('llExtendTtl', { numberOfKeys: 1, lua: EXTEND_TTL });
-    this.redis.defineCommand('llClaimInbound', { numberOfKeys: 1, lua: CLAIM_INBOUND });
+    this.redis.defineCommand('llClaimInbound', { numberOfKeys: 2, lua: CLAIM_INBOUND });
     this.redis.defineCommand('llReleaseInbound', { numberOfKeys: 1, lua: RELEASE_INBOUND });
     this.redis.defineCommand('llRenewLease', { numberOfKeys: 5, lua: RENEW_LEASE });
   }
@@ -378,7 +380,9 @@ export class RedisStore implements Store {
     const seen = this.nk('seen', nodeId);
     const [held, ttl, seenAt] = await Promise.all([this.redis.get(lease), this.redis.pttl(lease), this.redis.get(seen)]);
     if (held === null || ttl <= 0) return;
-    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(50, this.o.leaseRenewMs / 4)));
+    // Past its renewal time by a margin: a loaded machine runs the live node's renewal timer (and
+    // this one) late by tens of ms at times, more than a short lease's quarter (tests use 150 ms).
+    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(250, this.o.leaseRenewMs / 4)));
     const [heldNow, seenNow] = await this.redis.mget(lease, seen);
     if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
   }
@@ -817,19 +821,28 @@ export class RedisStore implements Store {
     return at !== null && Number(at) > now - this.o.dedupWindowMs;
   }
 
-  async markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
+  async markInbound(userId: string, deviceId: string, id: string, now: number, claimedBy?: string): Promise<boolean> {
     const key = this.uk(userId, 'in', enc(deviceId));
-    const fresh = (await this.redis.llMarkInbound(key, id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs)) === 1;
+    const fresh =
+      (claimedBy === undefined
+        ? await this.redis.llMarkInbound(key, id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs)
+        : await this.redis.llMarkInboundClaimed(key, this.claimKey(userId, deviceId, id), id, this.o.dedupIdsPerDevice, now, this.o.dedupWindowMs, claimedBy)) === 1;
     await this.replicated(key);
     return fresh;
   }
 
-  async claimInbound(userId: string, deviceId: string, id: string, holder: string, ttlMs: number): Promise<boolean> {
-    return (await this.redis.llClaimInbound(this.uk(userId, 'claim', enc(deviceId), enc(id)), holder, ttlMs)) === 1;
+  async claimInbound(userId: string, deviceId: string, id: string, holder: string, ttlMs: number, now: number): Promise<'claimed' | 'held' | 'seen'> {
+    const r = await this.redis.llClaimInbound(this.uk(userId, 'in', enc(deviceId)), this.claimKey(userId, deviceId, id), id, holder, ttlMs, now, this.o.dedupWindowMs);
+    return r === 2 ? 'seen' : r === 1 ? 'claimed' : 'held';
   }
 
   async releaseInbound(userId: string, deviceId: string, id: string, holder: string): Promise<void> {
-    await this.redis.llReleaseInbound(this.uk(userId, 'claim', enc(deviceId), enc(id)), holder);
+    await this.redis.llReleaseInbound(this.claimKey(userId, deviceId, id), holder);
+  }
+
+  /** A client message id's claim (in the user's slot, beside the device's inbound ids: one script reads both). */
+  private claimKey(userId: string, deviceId: string, id: string): string {
+    return this.uk(userId, 'claim', enc(deviceId), enc(id));
   }
 
   /** Drops the connections at once without releasing the lease: what a crash does (for tests and drills). */

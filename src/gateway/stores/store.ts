@@ -164,9 +164,10 @@ export interface MailboxStore {
    * Records a client message id for duplicate detection across sessions;
    * false if it was already recorded (a re-send of a message accepted before).
    * The record is a window, bounded per device in ids and in time (`now`,
-   * wall ms): a re-send older than it counts as new.
+   * wall ms): a re-send older than it counts as new. `claimedBy`: the
+   * holder of the id's claim (claimInbound), ended by the same request.
    */
-  markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean>;
+  markInbound(userId: string, deviceId: string, id: string, now: number, claimedBy?: string): Promise<boolean>;
   /** Whether a client message id was recorded within the window (read only: the gateway checks, hands the message over, then records). */
   seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean>;
 }
@@ -218,13 +219,16 @@ export interface ClusterStore {
   nodeSeenAt?(nodeId: string): Promise<number | null>;
   /**
    * Claims a client message id while one link takes it in (the backend, the
-   * hand-over, the record), for at most `ttlMs`: true if claimed, false while
-   * another link's claim stands. What lets a re-send that reaches another
-   * node wait for the first taking-in to be recorded instead of handing the
-   * message over a second time (one process needs no store for it).
+   * hand-over, the record), for at most `ttlMs`, unless it was recorded
+   * within the window (as seenInbound, in the same request: a message costs
+   * no more requests than without the claim): `claimed`, `held` while
+   * another link's claim stands, or `seen`. What lets a re-send that reaches
+   * another node wait for the first taking-in to be recorded instead of
+   * handing the message over a second time (one process needs no store for
+   * it). The record ends the claim (markInbound's `claimedBy`).
    */
-  claimInbound?(userId: string, deviceId: string, id: string, holder: string, ttlMs: number): Promise<boolean>;
-  /** Ends `holder`'s claim (only its own: one that expired may be another link's by now). */
+  claimInbound?(userId: string, deviceId: string, id: string, holder: string, ttlMs: number, now: number): Promise<'claimed' | 'held' | 'seen'>;
+  /** Ends `holder`'s claim (only its own: one that expired may be another link's by now), for a message not recorded after all. */
   releaseInbound?(userId: string, deviceId: string, id: string, holder: string): Promise<void>;
   /** Wakes the node holding a device's connection to deliver from its mailbox. */
   route(nodeId: string, userId: string, deviceId: string): Promise<void>;
