@@ -456,10 +456,13 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   };
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
-  // Each worker serves TLS from its own listener: a reload is theirs to do.
-  process.on('SIGHUP', () => {
-    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
-  });
+  // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
+  // nothing to reload, and SIGHUP keeps its usual meaning (a closed terminal ends the service).
+  if (o.tlsCert) {
+    process.on('SIGHUP', () => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+    });
+  }
 }
 
 /** Options whose empty value is refused: each turns a guard on, or names where to reach something. */
