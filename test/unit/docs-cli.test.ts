@@ -1,0 +1,76 @@
+import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import type { Command, Option } from 'commander';
+import { serveCommand } from '../../src/cli/serve.js';
+import { clientCommand } from '../../src/cli/client.js';
+import { labCommand } from '../../src/cli/lab.js';
+import { demoCommand } from '../../src/cli/demo.js';
+import { tuneCommand } from '../../src/cli/tune.js';
+import { MODES } from '../../bench/bench-args.js';
+
+// The docs name flags and state their defaults in prose ("`--connect-hook-timeout-ms` (2 s)");
+// nothing but this keeps them true when a flag is renamed or a default changes.
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+const DOCS = ['README.md', ...fs.readdirSync(path.join(ROOT, 'docs')).filter((f) => f.endsWith('.md')).map((f) => `docs/${f}`)];
+/** Each doc with its line breaks made spaces, so a phrase wrapped over two lines is one. */
+const text = new Map(DOCS.map((f) => [f, fs.readFileSync(path.join(ROOT, f), 'utf8').replace(/\s+/g, ' ')]));
+
+function optionsOf(cmd: Command): Option[] {
+  return [...cmd.options, ...cmd.commands.flatMap(optionsOf)];
+}
+
+/**
+ * Flags of other programs the docs show in commands (npm, node, redis-server, redis-cli, the
+ * detector simulation and the Redis load script), and interface names in LAB.md's diagram.
+ */
+const OTHER_TOOLS = new Set(['--omit', '--test', '--port', '--cluster', '--tune', '--default-bound', '--hours', '--count', '--steady-s', '--interval-ms', '--no-x', '--eth0', '--srv']);
+
+test('every --flag the docs name exists: an option of a longlink command, or of npm run bench', () => {
+  const known = new Set<string>(['--help', '--publish', '--out']);
+  for (const cmd of [serveCommand(), clientCommand(), labCommand(), demoCommand(), tuneCommand()]) for (const o of optionsOf(cmd)) if (o.long) known.add(o.long);
+  for (const mode of Object.values(MODES)) {
+    if (mode.flag) known.add(mode.flag);
+    for (const f of Object.keys(mode.flags)) known.add(`--${f}`);
+  }
+  const unknown: string[] = [];
+  // docs/BENCHMARKS.md also shows the flags of the single-purpose bench tools (profile-server, fast-path, ...).
+  for (const [file, t] of text) {
+    if (file === 'docs/BENCHMARKS.md') continue;
+    for (const m of t.matchAll(/(?<![\w-])--[a-z][a-z0-9-]*/g)) if (!known.has(m[0]) && !OTHER_TOOLS.has(m[0])) unknown.push(`${file}: ${m[0]}`);
+  }
+  assert.deepEqual([...new Set(unknown)], []);
+});
+
+/** A figure as the docs write it ("30 s", "16 KiB", "10,000") in the flag's own unit. */
+function valueOf(flag: string, figure: string, unit: string | undefined): number {
+  const n = Number(figure.replace(/,/g, ''));
+  const scale: Record<string, number> = { ms: 1, s: flag.endsWith('-ms') ? 1000 : 1, h: 3_600_000, KiB: 1024, MiB: 1 << 20 };
+  return n * (unit ? scale[unit] : 1);
+}
+
+test('every default the docs state beside a serve flag is its default', () => {
+  const defaults = new Map(serveCommand().options.filter((o) => o.long).map((o) => [o.long!, o.defaultValue as unknown]));
+  const claims: { file: string; flag: string; stated: string; value: number | string }[] = [];
+  const NUM = '(\\d+(?:[,.]\\d+)*)(?![,.]?\\d)\\s*(ms|s|h|KiB|MiB)?';
+  for (const [file, t] of text) {
+    // "`--flag` (2 s)", "`--flag`, 30 s, and", "`--flag`, default 10 s)"
+    for (const m of t.matchAll(new RegExp('`(--[a-z0-9-]+)`(?:,| \\()\\s*(?:default )?' + NUM + '\\s*[),]', 'g'))) claims.push({ file, flag: m[1], stated: m[0], value: valueOf(m[1], m[2], m[3]) });
+    // "(default 15 s, `--flag`)", "10,000 (`--flag`)"
+    for (const m of t.matchAll(new RegExp('(?:default )?' + NUM + '(?:,| \\()\\s*`(--[a-z0-9-]+)`\\)', 'g'))) claims.push({ file, flag: m[3], stated: m[0], value: valueOf(m[3], m[1], m[2]) });
+    // a table row "| `--flag` | `info` |" or "| `--flag <path>` | none |"
+    for (const m of t.matchAll(/\| `(--[a-z0-9-]+)(?: <[^>]+>)?` \| `?([^|`]+?)`? \|/g)) claims.push({ file, flag: m[1], stated: m[0], value: /^\d[\d,]*$/.test(m[2]) ? valueOf(m[1], m[2], undefined) : m[2] });
+  }
+  assert.ok(claims.length >= 10, `found the docs' stated defaults (${claims.length})`);
+  const wrong: string[] = [];
+  for (const c of claims) {
+    if (!defaults.has(c.flag)) continue; // another command's flag
+    const d = defaults.get(c.flag);
+    const actual = d === undefined ? 'none' : d;
+    if (actual !== c.value) wrong.push(`${c.file}: "${c.stated}" but ${c.flag} defaults to ${String(actual)}`);
+  }
+  assert.deepEqual(wrong, []);
+});
