@@ -74,3 +74,33 @@ test('every default the docs state beside a serve flag is its default', () => {
   }
   assert.deepEqual(wrong, []);
 });
+
+// docs/OPERATIONS.md's metrics table: each row's metric (or metrics) with its type and labels, and
+// every metric the gateway registers has its row (an upstream configured, so its metrics exist too).
+test('docs/OPERATIONS.md lists every gateway metric with its type and labels, and no other', async () => {
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const { GatewayMetrics } = await import('../../src/admin/metrics.js');
+  const gw = new Gateway({ tcp: false, ws: false, upstream: { sink: { name: 'test', send: async () => {} } } });
+  try {
+    const metrics = (await new GatewayMetrics(gw, { processMetrics: false }).registry.getMetricsAsJSON()) as unknown as { name: string; type: string; values: { labels: Record<string, unknown> }[] }[];
+    const registered = new Map(metrics.map((m) => [m.name, m]));
+    const ops = fs.readFileSync(path.join(ROOT, 'docs/OPERATIONS.md'), 'utf8');
+    const rows = [...ops.matchAll(/^\| ((?:`longlink_[a-z_]+`(?:, )?)+) \| (counter|gauge|histogram) \|\s*([^|]*?)\s*\|/gm)];
+    assert.ok(rows.length > 30, `the table's rows (${rows.length})`);
+    const documented = new Set<string>();
+    for (const [, names, type, labels] of rows) {
+      // The labels a row names: `direction`, `transport` = `tcp`, ... (the names before each "=" or alone).
+      const labelNames = [...labels.matchAll(/(?:^|, )`([a-z_]+)`/g)].map((l) => l[1]).filter((l) => l !== 'quantile' || type !== 'histogram');
+      for (const n of names.match(/longlink_[a-z_]+/g)!) {
+        documented.add(n);
+        const m = registered.get(n);
+        assert.ok(m, `${n} is documented but not registered`);
+        assert.equal(m.type, type, `${n}: type`);
+        for (const v of m.values) for (const l of Object.keys(v.labels)) if (l !== 'le') assert.ok(labelNames.includes(l), `${n}: label ${l} is not in its row (${labels})`);
+      }
+    }
+    for (const n of registered.keys()) assert.ok(documented.has(n), `${n} is registered but has no row in docs/OPERATIONS.md`);
+  } finally {
+    await gw.close();
+  }
+});
