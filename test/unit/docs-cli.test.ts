@@ -104,3 +104,13 @@ test('docs/OPERATIONS.md lists every gateway metric with its type and labels, an
     await gw.close();
   }
 });
+
+// The admin port's refusals: every status and code admin-server.ts answers with has its row in
+// docs/OPERATIONS.md's error table (the server API's own, /v1, are in docs/SERVER-API.md).
+test('docs/OPERATIONS.md lists every error the admin port answers, with its status', () => {
+  const src = fs.readFileSync(path.join(ROOT, 'src/admin/admin-server.ts'), 'utf8');
+  const ops = fs.readFileSync(path.join(ROOT, 'docs/OPERATIONS.md'), 'utf8');
+  const answered = [...src.matchAll(/AdminError\((\d{3}), '(LL_ERR_[A-Z_]+)'/g), ...src.matchAll(/json\(res, (\d{3}), \{ error: \{ code: '(LL_ERR_[A-Z_]+)'/g)].map((m) => [m[2], m[1]]);
+  assert.ok(answered.length >= 10);
+  for (const [code, status] of answered) assert.ok(ops.includes(`| \`${code}\` | ${status} |`), `docs/OPERATIONS.md has the row | \`${code}\` | ${status} |`);
+});
