@@ -114,3 +114,18 @@ test('docs/OPERATIONS.md lists every error the admin port answers, with its stat
   assert.ok(answered.length >= 10);
   for (const [code, status] of answered) assert.ok(ops.includes(`| \`${code}\` | ${status} |`), `docs/OPERATIONS.md has the row | \`${code}\` | ${status} |`);
 });
+
+// README: `longlink serve` takes "a flag per limit of the gateway". A limit added without its flag
+// could only be set from code.
+test('every limit of the gateway (limits.*) has its serve flag', async () => {
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const gw = new Gateway({ tcp: false, ws: false });
+  try {
+    const flags = new Set(serveCommand().options.map((o) => o.long));
+    const kebab = (k: string) => `--${k.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
+    const missing = Object.keys(gw.options.limits).filter((k) => !flags.has(kebab(k)));
+    assert.deepEqual(missing, []);
+  } finally {
+    await gw.close();
+  }
+});
