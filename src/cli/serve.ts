@@ -34,6 +34,10 @@ import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopba
 export function serveCommand(): Command {
   return bindEnv(new Command('serve')
     .description('run the gateway (TCP and WebSocket listeners, in-memory store); every flag may also come from LONGLINK_<FLAG> in the environment or from --config')
+    // A bad option exits 2 wherever it came from (docs/OPERATIONS.md): commander's own refusals of a
+    // flag (unknown, invalid, missing its value) exit 1 by default, the code of a start that failed,
+    // which a supervisor retries; the same value from LONGLINK_* or --config already exits 2.
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .option('--config <file>', 'read options from this YAML or JSON file (keys are the flags without dashes; flags and environment win)')
     .option('--print-config', 'print the effective configuration as YAML (a complete example file) and exit')
     .option('--host <host>', 'address to listen on', DEFAULTS.host)

@@ -41,6 +41,27 @@ test('serve refuses bad options with a clear message', () => {
   );
 });
 
+// docs/OPERATIONS.md: a start that cannot go on exits 1, and 2 for a bad option, wherever the option
+// came from. A supervisor that stops restarting on 2 (systemd's RestartPreventExitStatus) must not
+// restart a mistyped flag for ever: the parser's own refusals (commander's default is 1) exit 2 too,
+// as the same value in LONGLINK_* or in --config does.
+test('a bad option exits 2 whether it came from a flag, the environment or the file', () => {
+  const status = (args: string[], env: Record<string, string> = {}) => {
+    try {
+      execFileSync(process.execPath, [CLI, 'serve', ...args], { encoding: 'utf8', stdio: 'pipe', env: { ...process.env, ...env }, timeout: 20_000 });
+      return 0;
+    } catch (err) {
+      return (err as { status: number }).status;
+    }
+  };
+  assert.equal(status([], { LONGLINK_TCP_PORT: 'abc' }), 2, 'LONGLINK_TCP_PORT=abc');
+  assert.equal(status(['--tcp-port', 'abc']), 2, '--tcp-port abc');
+  assert.equal(status(['--tcp-prot', '7000']), 2, 'an unknown flag');
+  assert.equal(status(['--tcp-port']), 2, 'a flag without its value');
+  assert.equal(status(['--log-level', 'loud']), 2, 'a value outside the choices');
+  assert.equal(status(['--help']), 0, '--help is no error');
+});
+
 /** Runs serve to its end; resolves with its exit code and stderr. */
 function serveFails(args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((resolve) => {

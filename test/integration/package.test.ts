@@ -3,6 +3,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
@@ -38,6 +39,25 @@ before(() => {
   for (const p of ['LICENSE', 'CHANGELOG.md', 'README.md', 'dist/src/cli/index.js', 'dist/src/redis.js', 'dist/web/longlink.js', 'dist/web/index.html', 'dist/web-types/src/browser/index.d.ts']) assert.ok(paths.includes(p), `the tarball has ${p}`);
 });
 after(() => { if (!process.env.LONGLINK_KEEP_NEWUSER) fs.rmSync(work, { recursive: true, force: true }); });
+
+/** Whether `stated` (a figure the README gives) is within 10% of `actual`. */
+const near = (stated: number, actual: number) => Math.abs(stated - actual) <= actual / 10;
+
+// The sizes the README states are what a user gets (they had drifted: 365 KB and 251 files for a
+// 411 KB, 263-file tarball; 46 KB for a 50 KB bundle). Within 10%, so a small change needs no edit.
+test("the README's package and browser-bundle sizes are the real ones, within 10%", () => {
+  const [packed] = JSON.parse(execFileSync('npm', ['pack', '--ignore-scripts', '--dry-run', '--json'], { cwd: ROOT, encoding: 'utf8' })) as { size: number; entryCount: number }[];
+  const pkg = /: (\d+) KB, (\d+) files \(it was/.exec(README);
+  assert.ok(pkg, 'the README states the package size as "N KB, N files (it was"');
+  assert.ok(near(Number(pkg[1]) * 1000, packed.size), `README: ${pkg[1]} KB; the tarball is ${Math.round(packed.size / 1000)} KB`);
+  assert.ok(near(Number(pkg[2]), packed.entryCount), `README: ${pkg[2]} files; the tarball has ${packed.entryCount}`);
+  const web = /(\d+) KB minified, (\d+) KB gzipped/.exec(README);
+  assert.ok(web, 'the README states the browser bundle size as "N KB minified, N KB gzipped"');
+  const js = fs.readFileSync(path.join(ROOT, 'dist/web/longlink.js'));
+  assert.ok(near(Number(web[1]) * 1000, js.length), `README: ${web[1]} KB minified; dist/web/longlink.js is ${Math.round(js.length / 1000)} KB`);
+  const gz = zlib.gzipSync(js, { level: 9 }).length;
+  assert.ok(near(Number(web[2]) * 1000, gz), `README: ${web[2]} KB gzipped; it is ${Math.round(gz / 1000)} KB`);
+});
 
 function project(name: string, pkg: Record<string, unknown>, files: Record<string, string>): string {
   const dir = path.join(work, name);
