@@ -36,6 +36,8 @@ before(() => {
   console.log(`tarball: ${packed.filename}, ${packed.size} bytes, ${packed.entryCount} files`);
   const paths = packed.files.map((f) => f.path);
   assert.ok(!paths.some((p) => /^dist\/(test|bench)\/|\.map$|^src\//.test(p)), 'no tests, benches, sources or source maps');
+  // The bundles a browser or a user's bundler loads name no source map the package lacks.
+  for (const p of paths.filter((x) => /^dist\/web\/.*\.js$/.test(x))) assert.doesNotMatch(fs.readFileSync(path.join(ROOT, p), 'utf8'), /sourceMappingURL=/, `${p} names a source map the package leaves out`);
   for (const p of ['LICENSE', 'CHANGELOG.md', 'README.md', 'dist/src/cli/index.js', 'dist/src/redis.js', 'dist/web/longlink.js', 'dist/web/index.html', 'dist/web-types/src/browser/index.d.ts']) assert.ok(paths.includes(p), `the tarball has ${p}`);
 });
 after(() => { if (!process.env.LONGLINK_KEEP_NEWUSER) fs.rmSync(work, { recursive: true, force: true }); });
