@@ -389,10 +389,14 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   if (!o.redis) failStart(log, 'bad-option', '--workers > 1 needs --redis: workers share presence, sessions and routing through it', 2);
   const listening = new Map<number, { tcp: number | null; ws: number | null; nodeId: string }>();
   let stopping = false;
+  const restarts = new WorkerRestarts();
   const fork = (index: number) => {
     const w = cluster.fork({ LL_WORKER: String(index) });
+    restarts.started(index);
+    let listened = false;
     w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
       if (m?.event !== 'listening') return;
+      listened = true;
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -412,8 +416,18 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     });
     w.on('exit', (code, signal) => {
       if (stopping) return;
-      log.warn({ event: 'worker-exit', worker: index, code, signal }, 'worker died; starting another');
-      fork(index);
+      // No worker has come up yet and this one died starting (a bad key file, a port in use, Redis
+      // unreachable): every replacement would die the same way, forking for ever. Stop, as one
+      // process would, with the worker's exit code (its line above says why).
+      if (!listened && listening.size === 0) {
+        log.fatal({ event: 'cannot-start', worker: index, code, signal }, `worker ${index} exited (${signal ?? `code ${code}`}) before it listened; stopping`);
+        process.stderr.write(`longlink serve: worker ${index} could not start (its error is above); stopping\n`);
+        stop('cannot-start', typeof code === 'number' && code !== 0 ? code : 1);
+        return;
+      }
+      const delayMs = restarts.exited(index);
+      log.warn({ event: 'worker-exit', worker: index, code, signal, restartInMs: delayMs }, delayMs === 0 ? 'worker died; starting another' : `worker died again; starting another in ${delayMs} ms`);
+      setTimeout(() => stopping || fork(index), delayMs);
     });
   };
   // One port for the whole cluster's metrics: each worker's registries, summed (gauges of the
@@ -447,17 +461,17 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
           });
         });
   for (let i = 0; i < n; i++) fork(i);
-  const stop = (signal: string) => {
+  function stop(signal: string, exitCode = 0): void {
     if (stopping) return;
     stopping = true;
     log.info({ event: 'stopping', signal }, 'stopping workers');
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(0);
+    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(exitCode);
     cluster.on('exit', done);
     done();
     // Each worker drains (GOAWAY hints over the window, acks in flight) before it exits.
-    setTimeout(() => process.exit(0), (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
-  };
+    setTimeout(() => process.exit(exitCode), (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
+  }
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
@@ -466,6 +480,35 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     process.on('SIGHUP', () => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
     });
+  }
+}
+
+/**
+ * When the primary replaces a dead worker: at once the first time, then after
+ * a delay that doubles with each death in a row of that worker (a worker that
+ * dies as soon as it is up, Redis refusing it, say, was forked again at once,
+ * dozens of processes a second, for ever), reset once one has stayed up.
+ */
+export const WORKER_RESTART = { firstDelayMs: 250, maxDelayMs: 30_000, healthyAfterMs: 30_000 };
+
+export class WorkerRestarts {
+  private readonly deaths = new Map<number, { inARow: number; startedAt: number }>();
+  constructor(
+    private readonly p = WORKER_RESTART,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  started(index: number): void {
+    const d = this.deaths.get(index);
+    this.deaths.set(index, { inARow: d?.inARow ?? 0, startedAt: this.now() });
+  }
+
+  /** The delay before worker `index` is forked again. */
+  exited(index: number): number {
+    const d = this.deaths.get(index) ?? { inARow: 0, startedAt: this.now() };
+    const inARow = this.now() - d.startedAt >= this.p.healthyAfterMs ? 0 : d.inARow;
+    this.deaths.set(index, { inARow: inARow + 1, startedAt: d.startedAt });
+    return inARow === 0 ? 0 : Math.min(this.p.maxDelayMs, this.p.firstDelayMs * 2 ** (inARow - 1));
   }
 }
 
