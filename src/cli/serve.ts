@@ -8,9 +8,10 @@ import type { LonglinkError } from '../protocol/errors.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_DEFAULTS, type Authenticate } from '../gateway/options.js';
 import { jwtAuthenticator } from '../auth/jwt-authenticator.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
+import { ClusterMetrics } from './cluster-metrics.js';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { fraction, int, port, positiveInt } from './parse.js';
@@ -390,6 +391,8 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   const listening = new Map<number, { tcp: number | null; ws: number | null; nodeId: string }>();
   let stopping = false;
   const restarts = new WorkerRestarts();
+  /** Workers that have listened: the ones asked for metrics. */
+  const ready = new Set<Worker>();
   const fork = (index: number) => {
     const w = cluster.fork({ LL_WORKER: String(index) });
     restarts.started(index);
@@ -397,6 +400,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
       if (m?.event !== 'listening') return;
       listened = true;
+      ready.add(w);
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -415,6 +419,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       });
     });
     w.on('exit', (code, signal) => {
+      ready.delete(w);
       if (stopping) return;
       // No worker has come up yet and this one died starting (a bad key file, a port in use, Redis
       // unreachable): every replacement would die the same way, forking for ever. Stop, as one
@@ -431,13 +436,14 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     });
   };
   // One port for the whole cluster's metrics: each worker's registries, summed (gauges of the
-  // event-loop delay take the worst worker's), through prom-client's aggregator over IPC.
+  // event-loop delay take the worst worker's), through prom-client's aggregation over IPC; a
+  // worker that does not answer in time is left out of that scrape, not the whole cluster.
   let adminUrl: string | null = null;
   const metricsReady: Promise<void> =
     o.admin === false
       ? Promise.resolve()
       : new Promise((resolve) => {
-          const agg = new AggregatorRegistry();
+          const agg = new ClusterMetrics(() => [...ready]);
           const token = adminToken(o);
           const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
             const url = new URL(req.url ?? '/', 'http://primary');
@@ -446,7 +452,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
             // Without a token, as a worker's admin port: loopback callers by a loopback Host only (no DNS rebinding).
             const refused = token ? null : notLoopback(req, 'set an admin token to serve other names');
             if (refused) return void res.writeHead(refused.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: refused.code, message: refused.message } }));
-            agg.clusterMetrics().then(
+            agg.text().then(
               (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
               (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
             );

@@ -145,6 +145,28 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.deepEqual(delays, [0, WORKER_RESTART.firstDelayMs, 2 * WORKER_RESTART.firstDelayMs]);
   });
 
+  test('serve --workers 2: one hung worker leaves the cluster /metrics with the other worker\'s metrics and a count of the unanswered, not a 503 for all', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wh:', '--node-id', 'hu', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+    procs.push(gw);
+    const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    const healthy = await (await fetch(String(summary.metrics))).text();
+    assert.match(healthy, /^longlink_cluster_workers_unanswered 0$/m);
+    const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'hu-w1', 5000, 'worker 1 listening');
+    // Worker 1's event loop stops (SIGSTOP: as an endless loop would, without its CPU).
+    process.kill(w1.pid as number, 'SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const res = await fetch(String(summary.metrics), { signal: AbortSignal.timeout(10_000) });
+      const text = await res.text();
+      assert.equal(res.status, 200, `the scrape answered: ${text.slice(0, 200)}`);
+      assert.ok(Date.now() - t0 < 4500, `within the deadline: ${Date.now() - t0} ms`);
+      assert.match(text, /^longlink_cluster_workers_unanswered 1$/m, 'the hung worker is counted');
+      assert.match(text, /^longlink_online_devices 0$/m, "the other worker's gauges are there");
+    } finally {
+      process.kill(w1.pid as number, 'SIGCONT');
+    }
+  });
+
   test('serve --workers 2: one port, two worker nodes sharing presence and routing; a killed worker is replaced', async () => {
     const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wk:', '--node-id', 'box', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
     procs.push(gw);
