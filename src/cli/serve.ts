@@ -143,6 +143,7 @@ export function serveCommand(): Command {
     .option('--no-admin', 'do not open the admin port')
     .option('--admin-advertise-url <url>', 'where other nodes reach this admin port, for the cluster view of the dashboard (default http://<admin-host>:<port>)')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
+    .option('--worker-hung-ms <ms>', 'with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never)', int, WORKER_HUNG_MS)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines as JSON or for people (auto: pretty on a terminal, JSON otherwise)').choices(['auto', 'json', 'pretty']).default('auto'))
@@ -371,6 +372,8 @@ export function serveCommand(): Command {
         },
         'longlink gateway listening',
       );
+      // The primary's pings (--worker-hung-ms): answered by a live event loop.
+      if (cluster.isWorker) process.on('message', (m: { event?: string }) => void (m?.event === 'ping' && process.send?.({ event: 'pong' })));
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
       if (tls) reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, (t) => gw.setTls(t), log, o.tlsReloadPollMs);
       process.on('SIGINT', () => void stop('SIGINT'));
@@ -391,16 +394,18 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   const listening = new Map<number, { tcp: number | null; ws: number | null; nodeId: string }>();
   let stopping = false;
   const restarts = new WorkerRestarts();
-  /** Workers that have listened: the ones asked for metrics. */
-  const ready = new Set<Worker>();
+  /** Workers that have listened (the ones asked for metrics and pinged), and when each was last heard. */
+  const ready = new Map<Worker, { index: number; heardAt: number; killed: boolean }>();
   const fork = (index: number) => {
     const w = cluster.fork({ LL_WORKER: String(index) });
     restarts.started(index);
     let listened = false;
     w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
+      const r = ready.get(w);
+      if (r) r.heardAt = Date.now();
       if (m?.event !== 'listening') return;
       listened = true;
-      ready.add(w);
+      ready.set(w, { index, heardAt: Date.now(), killed: false });
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -443,7 +448,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     o.admin === false
       ? Promise.resolve()
       : new Promise((resolve) => {
-          const agg = new ClusterMetrics(() => [...ready]);
+          const agg = new ClusterMetrics(() => [...ready.keys()]);
           const token = adminToken(o);
           const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
             const url = new URL(req.url ?? '/', 'http://primary');
@@ -467,6 +472,27 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
           });
         });
   for (let i = 0; i < n; i++) fork(i);
+  // A worker whose event loop is stuck (a bug's endless loop) does not die: the primary went on
+  // handing it its share of new connections, which waited for a WELCOME that never came, for
+  // good. Each ready worker is pinged; one not heard from for --worker-hung-ms is killed, and
+  // replaced as a dead one is.
+  const hungMs = o.workerHungMs as number;
+  if (hungMs > 0) {
+    setInterval(
+      () => {
+        const now = Date.now();
+        for (const [w, r] of ready) {
+          if (r.killed || !w.isConnected()) continue;
+          if (now - r.heardAt > hungMs) {
+            r.killed = true;
+            log.error({ event: 'worker-hung', worker: r.index, silentForMs: now - r.heardAt }, `worker ${r.index} answered nothing for ${now - r.heardAt} ms; killing it`);
+            w.process.kill('SIGKILL');
+          } else w.send({ event: 'ping' });
+        }
+      },
+      Math.max(50, Math.min(5000, Math.floor(hungMs / 4))),
+    ).unref();
+  }
   function stop(signal: string, exitCode = 0): void {
     if (stopping) return;
     stopping = true;
@@ -495,6 +521,9 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
  * dies as soon as it is up, Redis refusing it, say, was forked again at once,
  * dozens of processes a second, for ever), reset once one has stayed up.
  */
+/** `--worker-hung-ms`: how long a worker may go without answering the primary's ping before it is killed. */
+export const WORKER_HUNG_MS = 30_000;
+
 export const WORKER_RESTART = { firstDelayMs: 250, maxDelayMs: 30_000, healthyAfterMs: 30_000 };
 
 export class WorkerRestarts {

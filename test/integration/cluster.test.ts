@@ -167,6 +167,38 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     }
   });
 
+  test('serve --workers 2: a worker whose event loop is stuck is killed after --worker-hung-ms and replaced, rather than keep its share of new connections for good', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wg:', '--node-id', 'hg', '--workers', '2', '--lease-ms', String(LEASE_MS), '--worker-hung-ms', '1000']);
+    procs.push(gw);
+    await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'hg-w1', 5000, 'worker 1 listening');
+    // Up and answering: not killed while it is.
+    await sleep(1500);
+    assert.ok(!gw.lines.some((l) => l.event === 'worker-hung'), 'a live worker is left alone');
+    const from = gw.lines.length;
+    process.kill(w1.pid as number, 'SIGSTOP');
+    try {
+      const hung = await gw.waitForAfter(from, (l) => l.event === 'worker-hung', 5000, 'the worker-hung line');
+      assert.equal(hung.worker, 1);
+      const exit = await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 5000, 'the worker-exit line');
+      assert.equal(exit.signal, 'SIGKILL');
+      await gw.waitForAfter(from, (l) => l.event === 'listening' && l.nodeId === 'hg-w1' && l.pid !== w1.pid, 20_000, 'its replacement listening');
+      // Every new connection gets a WELCOME again.
+      const cs = Array.from({ length: 4 }, (_, i) => receiver(`hg${i}`, [gw.tcp]));
+      try {
+        await Promise.all(cs.map((c) => c.c.connect()));
+      } finally {
+        for (const c of cs) c.c.close();
+      }
+    } finally {
+      try {
+        process.kill(w1.pid as number, 'SIGCONT');
+      } catch {
+        // killed already
+      }
+    }
+  });
+
   test('serve --workers 2: one port, two worker nodes sharing presence and routing; a killed worker is replaced', async () => {
     const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wk:', '--node-id', 'box', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
     procs.push(gw);
