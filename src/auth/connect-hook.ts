@@ -62,8 +62,9 @@ async function cappedText(res: Response, max: number): Promise<string> {
  * The connect hook: on HELLO, the backend decides. 200 `{"allow": true, ...}`
  * opens the session (with the user, client info and heartbeat it sets);
  * `{"allow": false}` or 401/403 refuses it with auth-failed (4510, the device
- * does not retry); no answer within the timeout, a refused connection or a 5xx
- * closes with server-error (4004, the device comes back with backoff), so a
+ * does not retry); no answer within the timeout, a refused connection, a 5xx
+ * or any other status (a redirect, which is not followed; a 404) closes with
+ * server-error (4004, the device comes back with backoff), so a
  * backend outage never locks devices out for good. `inner` runs first (JWT),
  * and the hook sees the identity it established.
  */
@@ -88,6 +89,9 @@ export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authen
         headers: { 'content-type': 'application/json', ...(o.secret ? { authorization: `Bearer ${o.secret}` } : {}) },
         body: JSON.stringify(request),
         signal: AbortSignal.timeout(timeoutMs),
+        // Not followed: to another origin (http to https is one) fetch drops the Authorization
+        // header, the backend answered 401, and every device was refused for good (4510).
+        redirect: 'manual',
       });
       // A refusal's body is not read (a proxy's error page may be large): the status decides.
       text = res.ok ? await cappedText(res, MAX_ANSWER_BYTES) : (await res.body?.cancel(), '');
@@ -95,6 +99,10 @@ export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authen
       throw new ProtocolError('server-error', `connect hook unavailable: ${err instanceof Error && err.name === 'TimeoutError' ? `no answer within ${timeoutMs} ms` : err instanceof Error ? err.message : String(err)}`);
     }
     if (res.status === 401 || res.status === 403) throw new ProtocolError('auth-failed', `refused by the connect hook (HTTP ${res.status})`);
+    if (res.status >= 300 && res.status < 400) {
+      const to = res.headers.get('location');
+      throw new ProtocolError('server-error', `connect hook answered a redirect (HTTP ${res.status}${to ? ` to ${to.slice(0, 200)}` : ''}): give the gateway the URL it leads to`);
+    }
     if (!res.ok) throw new ProtocolError('server-error', `connect hook answered HTTP ${res.status}`);
     let a: ConnectHookAnswer;
     try {

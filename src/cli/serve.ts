@@ -8,9 +8,10 @@ import type { LonglinkError } from '../protocol/errors.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_DEFAULTS, type Authenticate } from '../gateway/options.js';
 import { jwtAuthenticator } from '../auth/jwt-authenticator.js';
 import { DEFAULT_POLICY, DEFAULT_PROBES, silenceLimitMs } from '../core/heartbeat-policy.js';
-import cluster from 'node:cluster';
+import cluster, { type Worker } from 'node:cluster';
 import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
+import { ClusterMetrics } from './cluster-metrics.js';
 import os from 'node:os';
 import type { Logger } from 'pino';
 import { fraction, int, port, positiveInt } from './parse.js';
@@ -142,6 +143,7 @@ export function serveCommand(): Command {
     .option('--no-admin', 'do not open the admin port')
     .option('--admin-advertise-url <url>', 'where other nodes reach this admin port, for the cluster view of the dashboard (default http://<admin-host>:<port>)')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
+    .option('--worker-hung-ms <ms>', 'with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never)', int, WORKER_HUNG_MS)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines as JSON or for people (auto: pretty on a terminal, JSON otherwise)').choices(['auto', 'json', 'pretty']).default('auto'))
@@ -370,6 +372,8 @@ export function serveCommand(): Command {
         },
         'longlink gateway listening',
       );
+      // The primary's pings (--worker-hung-ms): answered by a live event loop.
+      if (cluster.isWorker) process.on('message', (m: { event?: string }) => void (m?.event === 'ping' && process.send?.({ event: 'pong' })));
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
       if (tls) reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, (t) => gw.setTls(t), log, o.tlsReloadPollMs);
       process.on('SIGINT', () => void stop('SIGINT'));
@@ -389,10 +393,19 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   if (!o.redis) failStart(log, 'bad-option', '--workers > 1 needs --redis: workers share presence, sessions and routing through it', 2);
   const listening = new Map<number, { tcp: number | null; ws: number | null; nodeId: string }>();
   let stopping = false;
+  const restarts = new WorkerRestarts();
+  /** Workers that have listened (the ones asked for metrics and pinged), and when each was last heard. */
+  const ready = new Map<Worker, { index: number; heardAt: number; killed: boolean }>();
   const fork = (index: number) => {
     const w = cluster.fork({ LL_WORKER: String(index) });
+    restarts.started(index);
+    let listened = false;
     w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
+      const r = ready.get(w);
+      if (r) r.heardAt = Date.now();
       if (m?.event !== 'listening') return;
+      listened = true;
+      ready.set(w, { index, heardAt: Date.now(), killed: false });
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -411,19 +424,31 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       });
     });
     w.on('exit', (code, signal) => {
+      ready.delete(w);
       if (stopping) return;
-      log.warn({ event: 'worker-exit', worker: index, code, signal }, 'worker died; starting another');
-      fork(index);
+      // No worker has come up yet and this one died starting (a bad key file, a port in use, Redis
+      // unreachable): every replacement would die the same way, forking for ever. Stop, as one
+      // process would, with the worker's exit code (its line above says why).
+      if (!listened && listening.size === 0) {
+        log.fatal({ event: 'cannot-start', worker: index, code, signal }, `worker ${index} exited (${signal ?? `code ${code}`}) before it listened; stopping`);
+        process.stderr.write(`longlink serve: worker ${index} could not start (its error is above); stopping\n`);
+        stop('cannot-start', typeof code === 'number' && code !== 0 ? code : 1);
+        return;
+      }
+      const delayMs = restarts.exited(index);
+      log.warn({ event: 'worker-exit', worker: index, code, signal, restartInMs: delayMs }, delayMs === 0 ? 'worker died; starting another' : `worker died again; starting another in ${delayMs} ms`);
+      setTimeout(() => stopping || fork(index), delayMs);
     });
   };
   // One port for the whole cluster's metrics: each worker's registries, summed (gauges of the
-  // event-loop delay take the worst worker's), through prom-client's aggregator over IPC.
+  // event-loop delay take the worst worker's), through prom-client's aggregation over IPC; a
+  // worker that does not answer in time is left out of that scrape, not the whole cluster.
   let adminUrl: string | null = null;
   const metricsReady: Promise<void> =
     o.admin === false
       ? Promise.resolve()
       : new Promise((resolve) => {
-          const agg = new AggregatorRegistry();
+          const agg = new ClusterMetrics(() => [...ready.keys()]);
           const token = adminToken(o);
           const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
             const url = new URL(req.url ?? '/', 'http://primary');
@@ -432,7 +457,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
             // Without a token, as a worker's admin port: loopback callers by a loopback Host only (no DNS rebinding).
             const refused = token ? null : notLoopback(req, 'set an admin token to serve other names');
             if (refused) return void res.writeHead(refused.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: refused.code, message: refused.message } }));
-            agg.clusterMetrics().then(
+            agg.text().then(
               (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
               (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
             );
@@ -447,17 +472,38 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
           });
         });
   for (let i = 0; i < n; i++) fork(i);
-  const stop = (signal: string) => {
+  // A worker whose event loop is stuck (a bug's endless loop) does not die: the primary went on
+  // handing it its share of new connections, which waited for a WELCOME that never came, for
+  // good. Each ready worker is pinged; one not heard from for --worker-hung-ms is killed, and
+  // replaced as a dead one is.
+  const hungMs = o.workerHungMs as number;
+  if (hungMs > 0) {
+    setInterval(
+      () => {
+        const now = Date.now();
+        for (const [w, r] of ready) {
+          if (r.killed || !w.isConnected()) continue;
+          if (now - r.heardAt > hungMs) {
+            r.killed = true;
+            log.error({ event: 'worker-hung', worker: r.index, silentForMs: now - r.heardAt }, `worker ${r.index} answered nothing for ${now - r.heardAt} ms; killing it`);
+            w.process.kill('SIGKILL');
+          } else w.send({ event: 'ping' });
+        }
+      },
+      Math.max(50, Math.min(5000, Math.floor(hungMs / 4))),
+    ).unref();
+  }
+  function stop(signal: string, exitCode = 0): void {
     if (stopping) return;
     stopping = true;
     log.info({ event: 'stopping', signal }, 'stopping workers');
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(0);
+    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(exitCode);
     cluster.on('exit', done);
     done();
     // Each worker drains (GOAWAY hints over the window, acks in flight) before it exits.
-    setTimeout(() => process.exit(0), (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
-  };
+    setTimeout(() => process.exit(exitCode), (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
+  }
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
@@ -466,6 +512,38 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     process.on('SIGHUP', () => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
     });
+  }
+}
+
+/**
+ * When the primary replaces a dead worker: at once the first time, then after
+ * a delay that doubles with each death in a row of that worker (a worker that
+ * dies as soon as it is up, Redis refusing it, say, was forked again at once,
+ * dozens of processes a second, for ever), reset once one has stayed up.
+ */
+/** `--worker-hung-ms`: how long a worker may go without answering the primary's ping before it is killed. */
+export const WORKER_HUNG_MS = 30_000;
+
+export const WORKER_RESTART = { firstDelayMs: 250, maxDelayMs: 30_000, healthyAfterMs: 30_000 };
+
+export class WorkerRestarts {
+  private readonly deaths = new Map<number, { inARow: number; startedAt: number }>();
+  constructor(
+    private readonly p = WORKER_RESTART,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  started(index: number): void {
+    const d = this.deaths.get(index);
+    this.deaths.set(index, { inARow: d?.inARow ?? 0, startedAt: this.now() });
+  }
+
+  /** The delay before worker `index` is forked again. */
+  exited(index: number): number {
+    const d = this.deaths.get(index) ?? { inARow: 0, startedAt: this.now() };
+    const inARow = this.now() - d.startedAt >= this.p.healthyAfterMs ? 0 : d.inARow;
+    this.deaths.set(index, { inARow: inARow + 1, startedAt: d.startedAt });
+    return inARow === 0 ? 0 : Math.min(this.p.maxDelayMs, this.p.firstDelayMs * 2 ** (inARow - 1));
   }
 }
 

@@ -5,7 +5,9 @@ import { MAX_ADMIN_SOCKETS_PER_ADDRESS } from '../../src/admin/admin-server.js';
 import { after, before, describe, test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
-import { sleep, spawnServe, type JsonProc } from '../helpers/procs.js';
+import { once } from 'node:events';
+import { WORKER_RESTART } from '../../src/cli/serve.js';
+import { sleep, spawnCli, spawnServe, type JsonProc } from '../helpers/procs.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 // Three gateway processes on one real Redis. The CLI's demo application
@@ -114,6 +116,87 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     for (let i = 0; i < 200 && dave2.got.length < 5; i++) await sleep(10);
     assert.deepEqual(dave2.got, [1, 2, 3, 4, 5].map((i) => `alice: q${i}`));
     dave2.c.close();
+  });
+
+  test('serve --workers 2 whose workers cannot start (a key file that is not there) exits 2 as one process would, rather than fork replacements for ever', async () => {
+    const gw = spawnCli(['serve', '--tcp-port', '0', '--no-ws', '--admin-port', '0', '--redis', redis.url, '--workers', '2', '--jwt-public-key', '/nonexistent/key.pem']);
+    procs.push(gw as Node);
+    const [code] = (await Promise.race([once(gw.child, 'exit'), sleep(15_000).then(() => ['still running'])])) as [number | string];
+    assert.equal(code, 2, 'the primary stops with the bad-option exit code');
+    assert.ok(gw.lines.filter((l) => l.event === 'bad-option').length <= 2, `no worker forked past the first two: ${gw.lines.filter((l) => l.event === 'bad-option').length}`);
+    assert.ok(gw.lines.some((l) => l.event === 'cannot-start' && typeof l.worker === 'number'), 'the primary says why it stopped');
+  });
+
+  test('serve --workers: a worker that keeps dying is replaced after a delay that doubles each time, not forked again at once', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wb:', '--node-id', 'bo', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+    procs.push(gw);
+    await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    const killed = new Set<number>();
+    const delays: number[] = [];
+    for (let round = 0; round < 3; round++) {
+      // Worker 1 (each time a new process), killed as soon as it listens: its pid is on its listening line.
+      const up = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'bo-w1' && !killed.has(l.pid as number), 20_000, 'worker 1 listening');
+      killed.add(up.pid as number);
+      const from = gw.lines.length;
+      process.kill(up.pid as number, 'SIGKILL');
+      const exit = await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 5000, 'the worker-exit line');
+      delays.push(exit.restartInMs as number);
+    }
+    assert.deepEqual(delays, [0, WORKER_RESTART.firstDelayMs, 2 * WORKER_RESTART.firstDelayMs]);
+  });
+
+  test('serve --workers 2: one hung worker leaves the cluster /metrics with the other worker\'s metrics and a count of the unanswered, not a 503 for all', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wh:', '--node-id', 'hu', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+    procs.push(gw);
+    const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    const healthy = await (await fetch(String(summary.metrics))).text();
+    assert.match(healthy, /^longlink_cluster_workers_unanswered 0$/m);
+    const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'hu-w1', 5000, 'worker 1 listening');
+    // Worker 1's event loop stops (SIGSTOP: as an endless loop would, without its CPU).
+    process.kill(w1.pid as number, 'SIGSTOP');
+    try {
+      const t0 = Date.now();
+      const res = await fetch(String(summary.metrics), { signal: AbortSignal.timeout(10_000) });
+      const text = await res.text();
+      assert.equal(res.status, 200, `the scrape answered: ${text.slice(0, 200)}`);
+      assert.ok(Date.now() - t0 < 4500, `within the deadline: ${Date.now() - t0} ms`);
+      assert.match(text, /^longlink_cluster_workers_unanswered 1$/m, 'the hung worker is counted');
+      assert.match(text, /^longlink_online_devices 0$/m, "the other worker's gauges are there");
+    } finally {
+      process.kill(w1.pid as number, 'SIGCONT');
+    }
+  });
+
+  test('serve --workers 2: a worker whose event loop is stuck is killed after --worker-hung-ms and replaced, rather than keep its share of new connections for good', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wg:', '--node-id', 'hg', '--workers', '2', '--lease-ms', String(LEASE_MS), '--worker-hung-ms', '1000']);
+    procs.push(gw);
+    await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'hg-w1', 5000, 'worker 1 listening');
+    // Up and answering: not killed while it is.
+    await sleep(1500);
+    assert.ok(!gw.lines.some((l) => l.event === 'worker-hung'), 'a live worker is left alone');
+    const from = gw.lines.length;
+    process.kill(w1.pid as number, 'SIGSTOP');
+    try {
+      const hung = await gw.waitForAfter(from, (l) => l.event === 'worker-hung', 5000, 'the worker-hung line');
+      assert.equal(hung.worker, 1);
+      const exit = await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 5000, 'the worker-exit line');
+      assert.equal(exit.signal, 'SIGKILL');
+      await gw.waitForAfter(from, (l) => l.event === 'listening' && l.nodeId === 'hg-w1' && l.pid !== w1.pid, 20_000, 'its replacement listening');
+      // Every new connection gets a WELCOME again.
+      const cs = Array.from({ length: 4 }, (_, i) => receiver(`hg${i}`, [gw.tcp]));
+      try {
+        await Promise.all(cs.map((c) => c.c.connect()));
+      } finally {
+        for (const c of cs) c.c.close();
+      }
+    } finally {
+      try {
+        process.kill(w1.pid as number, 'SIGCONT');
+      } catch {
+        // killed already
+      }
+    }
   });
 
   test('serve --workers 2: one port, two worker nodes sharing presence and routing; a killed worker is replaced', async () => {

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import { connectHook, type ConnectHookAnswer, type ConnectHookRequest } from '../../src/auth/connect-hook.js';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
-import { CloseCodes } from '../../src/protocol/errors.js';
+import { CloseCodes, ProtocolError } from '../../src/protocol/errors.js';
 
 // The connect hook against a real HTTP backend: it allows (and sets the user, client info and
 // heartbeat within the gateway's bounds), refuses (4510, no retry), or is too slow or down
@@ -125,5 +125,40 @@ test('what the hook is sent and what it answers are bounded: a long token is ref
   } finally {
     await gw.close();
     backend.close();
+  }
+});
+
+test('a hook that redirects (an http URL moved to https, another host) is a 4004 naming the redirect, not a 4510: followed, the request lost its secret and the backend refused every device for good', async () => {
+  // The backend the redirect points to: it checks the gateway's secret, as SERVER-API.md says to.
+  let reached = 0;
+  const real = http.createServer((req, res) => {
+    reached++;
+    req.resume();
+    if (req.headers.authorization !== 'Bearer hook-key') return void res.writeHead(401).end();
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ allow: true }));
+  });
+  real.listen(0, '127.0.0.1');
+  await once(real, 'listening');
+  // The URL the gateway was given answers 308 to it under another origin (another name here).
+  const moved = http.createServer((req, res) => {
+    req.resume();
+    res.writeHead(308, { location: `http://localhost:${(real.address() as AddressInfo).port}/hello` }).end();
+  });
+  moved.listen(0, '127.0.0.1');
+  await once(moved, 'listening');
+  const hook = connectHook({ url: `http://127.0.0.1:${(moved.address() as AddressInfo).port}/hello`, timeoutMs: 2000, secret: 'hook-key' });
+  try {
+    const hello = { userId: 'u', deviceId: 'd' } as unknown as Parameters<typeof hook>[0];
+    const err = await Promise.resolve(hook(hello, { remoteAddress: '127.0.0.1', transport: 'tcp' })).then(
+      () => null,
+      (e: ProtocolError) => e,
+    );
+    assert.ok(err instanceof ProtocolError, 'refused');
+    assert.equal(err.reason, 'server-error', `retryable, not ${err.reason}: ${err.message}`);
+    assert.match(err.message, /redirect.*308/);
+    assert.equal(reached, 0, 'the redirect was not followed');
+  } finally {
+    moved.close();
+    real.close();
   }
 });

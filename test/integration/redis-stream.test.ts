@@ -80,3 +80,45 @@ test('an XADD to a Redis that stops answering (no reset: a host gone) fails at t
     proxy.close();
   }
 });
+
+test('after a failover behind one address (the old master now a replica answering READONLY), the sink reconnects and its XADD reaches the new master, rather than fail on the old connection for ever', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const net = await import('node:net');
+  // A name that moves to the new master on failover (a managed Redis's primary endpoint, a VIP):
+  // connections made after the switch reach the new master; the open one stays with the old.
+  const other = await startRedis();
+  let target = Number(new URL(redis!.url).port);
+  const socks: import('node:net').Socket[] = [];
+  const proxy = net.createServer((c) => {
+    const s = net.connect(target, '127.0.0.1');
+    socks.push(c, s);
+    c.pipe(s).pipe(c);
+    c.on('error', () => {});
+    s.on('error', () => {});
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', () => r()));
+  const stream = `failover-${Date.now()}`;
+  const sink = streamSink({ url: `redis://127.0.0.1:${(proxy.address() as import('node:net').AddressInfo).port}`, stream, timeoutMs: 2000 });
+  const oldMaster = new Redis(redis!.url);
+  const newMaster = new Redis(other.url);
+  try {
+    await sink.send(msg(1));
+    // The failover: the other server is the master now, the old one replicates it.
+    target = other.port;
+    await oldMaster.call('REPLICAOF', '127.0.0.1', String(other.port));
+    const outcomes: string[] = [];
+    for (let i = 2; i <= 4; i++) {
+      outcomes.push(await sink.send(msg(i)).then(() => 'ok', (e: Error) => e.message.split(' ')[0]));
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    assert.ok(outcomes.includes('ok'), `an XADD succeeded after the failover: ${outcomes}`);
+    assert.ok((await newMaster.xlen(stream)) >= 1, 'on the new master');
+  } finally {
+    await oldMaster.call('REPLICAOF', 'NO', 'ONE').catch(() => {});
+    oldMaster.disconnect();
+    newMaster.disconnect();
+    sink.redis.disconnect();
+    for (const s of socks) s.destroy();
+    proxy.close();
+    await other.stop();
+  }
+});

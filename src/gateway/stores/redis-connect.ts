@@ -81,7 +81,7 @@ export function connectRedis(target: RedisTarget, who: string, opts: { maxRetrie
   const io = loadIoredisModule(who);
   // A command with no answer in commandTimeout fails (a server that stopped answering without a reset).
   const timeout = opts.commandTimeout !== undefined ? { commandTimeout: opts.commandTimeout } : {};
-  if (!target.cluster) return new io.Redis(target.url, { maxRetriesPerRequest: opts.maxRetriesPerRequest, enableAutoPipelining: true, ...timeout });
+  if (!target.cluster) return new io.Redis(target.url, { maxRetriesPerRequest: opts.maxRetriesPerRequest, enableAutoPipelining: true, reconnectOnError: readOnlyReconnects, ...timeout });
   const { nodes, redisOptions } = clusterSeeds(target.url);
   const options: ClusterOptions = {
     redisOptions: { ...redisOptions, maxRetriesPerRequest: opts.maxRetriesPerRequest, ...timeout },
@@ -95,6 +95,18 @@ export function connectRedis(target: RedisTarget, who: string, opts: { maxRetrie
     slotsRefreshInterval: 2000,
   };
   return new io.Cluster(nodes, options) as unknown as Redis;
+}
+
+/**
+ * READONLY: the server behind the URL is a replica now (a failover behind a name that moved to
+ * the new master: a managed Redis's primary endpoint, a VIP, Sentinel-less DNS). The open
+ * connection stays with the old master, and every write failed on it for ever. Reconnect (the
+ * name resolves anew); the refused command still fails, and its caller retries it as after any
+ * store error (not resent here: an XADD resent alone would land behind the WAIT that follows
+ * it in the sink's pipeline, and the WAIT would vouch for nothing).
+ */
+export function readOnlyReconnects(err: Error): 1 | false {
+  return err.message.startsWith('READONLY') ? 1 : false;
 }
 
 export function isCluster(r: Redis): r is Redis & Cluster {
