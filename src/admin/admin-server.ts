@@ -295,7 +295,8 @@ export class AdminServer {
       case 'POST disconnect': {
         const b = await body(req);
         const after = b.reconnectAfterMs;
-        if (after !== undefined && (typeof after !== 'number' || !(after >= 0))) throw badRequest('reconnectAfterMs must be a number >= 0');
+        // As /v1/disconnect: a whole number of ms, at most an hour.
+        if (after !== undefined && (typeof after !== 'number' || !Number.isInteger(after) || !(after >= 0 && after <= 3_600_000))) throw badRequest('reconnectAfterMs must be a whole number from 0 to 3600000');
         const userId = required(b.userId, 'userId');
         const deviceId = optional(b.deviceId, 'deviceId');
         const n = await fromStore(() => this.gw.closeAcrossCluster('disconnect', userId, deviceId, after !== undefined ? { reconnectAfterMs: after } : {}));

@@ -326,6 +326,7 @@ describe('admin port', () => {
     // Only /api/ routes: an action under another prefix is not one, token or not.
     assert.equal((await http(port, 'POST', '/x/kick', { userId: 'a' })).status, 405);
     assert.equal((await http(port, 'POST', '/x/drain', {})).status, 405);
+    for (const bad of [1.5, -1, 3_600_001, '5']) assert.equal((await http(port, 'POST', '/api/disconnect', { userId: 'a', reconnectAfterMs: bad }, auth)).status, 400, `reconnectAfterMs ${bad}`);
     // Past 2^31 ms Node's timer fires at once: a drain "over 50 days" would close everyone now.
     for (const bad of [{ windowMs: 2 ** 32 }, { ackTimeoutMs: 3_600_001 }, { windowMs: -1 }]) assert.equal((await http(port, 'POST', '/api/drain', bad, auth)).status, 400, JSON.stringify(bad));
     // A cross-site form or fetch without a preflight cannot post JSON.
