@@ -652,7 +652,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     let clientInfo = identity.clientInfo;
     if (clientInfo && clientInfo !== hello.clientInfo) {
-      if (JSON.stringify(clientInfo).length > l.maxClientInfoBytes) throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes}`);
+      // In UTF-8 bytes, as the limit (and HELLO's clientInfo) counts: a JSON string's length counts é as 1.
+      if (utf8Exceeds(JSON.stringify(clientInfo), l.maxClientInfoBytes)) throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes} bytes`);
       clientInfo = toWellFormed(clientInfo);
     }
     conn.userId = identity.userId;

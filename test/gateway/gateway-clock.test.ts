@@ -462,6 +462,19 @@ test('fields a client makes the gateway keep are bounded: clientInfo, merged sta
   await gw.close();
 });
 
+test('an authenticator\'s clientInfo is bounded in UTF-8 bytes as HELLO\'s is: 80 characters of é are 160 bytes, over a 100-byte bound', async () => {
+  const info = (s: string) => ({ userId: 'u', deviceId: 'd', clientInfo: { plan: s } });
+  for (const [text, over] of [['é'.repeat(80), true], ['e'.repeat(80), false]] as const) {
+    const { gw } = setup({ limits: { maxClientInfoBytes: 100 }, authenticate: () => info(text) });
+    const [s1, c1] = memoryLinkPair();
+    gw.accept(s1);
+    c1.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd' });
+    await flush();
+    assert.equal(lastClose(c1)?.code, over ? 4508 : undefined, text.slice(0, 3));
+    await gw.close();
+  }
+});
+
 test('HELLO\'s userId and deviceId are bounded in UTF-8 bytes (maxIdBytes): longer closes with field-too-large (4508) before anything is kept', async () => {
   const { gw } = setup({ limits: { maxIdBytes: 12 } });
   const hello = async (userId: string, deviceId: string) => {
