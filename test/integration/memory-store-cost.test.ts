@@ -1,0 +1,97 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
+import type { QueuedMessage } from '../../src/gateway/stores/store.js';
+
+// What one operation of the in-memory store costs at its bounds, counted in
+// reads of the queued messages' fields (a wall-time bound would be flaky on a
+// shared machine): the store runs on the gateway's event loop, so an operation
+// that walks everything it holds stalls every connection.
+
+const far = 1e13;
+const session = (userId: string, deviceId: string) => ({ sessionId: `s-${deviceId}`, resumeToken: `t-${userId}-${deviceId}`, userId, deviceId, clientInfo: {}, createdAt: 1, inSeq: 0 });
+
+/** Makes every stored message of `deviceId` count the reads of `field` (take hands out the stored objects). */
+async function countReads(s: MemoryStore, userId: string, deviceId: string, field: 'enqueuedAt' | 'expiresAt', counter: { reads: number }): Promise<void> {
+  for (const m of await s.take(userId, deviceId, 'counting', 0)) {
+    const v = m[field];
+    Object.defineProperty(m as QueuedMessage, field, {
+      get: () => (counter.reads++, v),
+      enumerable: true,
+    });
+  }
+}
+
+test('memory store: the per-user bound takes the oldest messages across the user\'s offline devices without scanning every device per message taken', async () => {
+  const devices = 200;
+  const perDevice = 50;
+  const s = new MemoryStore({ maxQueuedBytesPerUser: devices * perDevice });
+  const limits = { maxMessages: 1000, maxBytes: 4096 };
+  // Offline devices of one user that held sessions, each with small messages queued (a client that never acknowledged).
+  for (let d = 0; d < devices; d++) s.saveSession(session('u', `d${d}`), far);
+  s.saveSession(session('u', 'new'), far);
+  let at = 0;
+  for (let i = 0; i < perDevice; i++) for (let d = 0; d < devices; d++) await s.enqueue('u', `d${d}`, { id: `m${i}`, payload: new Uint8Array(1), enqueuedAt: at++, expiresAt: far }, limits);
+  const counter = { reads: 0 };
+  for (let d = 0; d < devices; d++) await countReads(s, 'u', `d${d}`, 'enqueuedAt', counter);
+  // One push as large as a device may hold: 4,096 one-byte messages make room for it.
+  const evicted = await s.enqueue('u', 'new', { id: 'big', payload: new Uint8Array(4096), enqueuedAt: at++, expiresAt: far }, limits);
+  assert.equal(evicted.length, 4096);
+  // Oldest first across the devices: exactly the first 4,096 enqueued.
+  assert.deepEqual(evicted.map((m) => m.enqueuedAt).sort((a, b) => a - b), Array.from({ length: 4096 }, (_, i) => i));
+  assert.equal((await s.queueTotals()).bytes, devices * perDevice);
+  // A scan of every device per message taken read ~1.6 million; a heap of them reads ~log2(200) per message.
+  assert.ok(counter.reads < 4096 * 40, `${counter.reads} reads of enqueuedAt to take 4,096 messages from ${devices} devices`);
+  await s.close();
+});
+
+test('memory store: past the user\'s bound, messages of devices the known-device bound forgot still make room (they do not lock the live device out until they expire)', async () => {
+  const s = new MemoryStore({ maxKnownDevicesPerUser: 2, maxQueuedBytesPerUser: 3000 });
+  const limits = { maxMessages: 10, maxBytes: 1000 };
+  const msg = (id: string, enqueuedAt: number, bytes: number) => ({ id, payload: new Uint8Array(bytes), enqueuedAt, expiresAt: far });
+  // Three old installs fill the user's bound; each newer install pushes the oldest out of the known devices.
+  s.rememberDevice('u', 's0', far);
+  s.rememberDevice('u', 's1', far + 1);
+  await s.enqueue('u', 's0', msg('a', 1, 1000), limits);
+  await s.enqueue('u', 's1', msg('b', 2, 1000), limits);
+  s.rememberDevice('u', 's2', far + 2); // s0 forgotten, its mailbox kept
+  await s.enqueue('u', 's2', msg('c', 3, 1000), limits);
+  s.rememberDevice('u', 's3', far + 3);
+  s.rememberDevice('u', 's4', far + 4); // s1, s2 forgotten
+  assert.deepEqual((await s.knownDevices('u', 0)).sort(), ['s3', 's4']);
+  assert.equal((await s.queueTotals()).bytes, 3000);
+  // The live phone comes online: a push to it must evict the oldest of the stale ones, not fail.
+  s.setOnline({ userId: 'u', deviceId: 'phone', connectionId: 'c', nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+  const evicted = await s.enqueue('u', 'phone', msg('p', 4, 500), limits);
+  assert.deepEqual(
+    evicted.map((m) => `${m.deviceId}:${m.id}`),
+    ['s0:a'],
+  );
+  assert.equal(await s.depth('u', 'phone'), 1);
+  assert.equal((await s.queueTotals()).bytes, 2500);
+  await s.close();
+});
+
+test('memory store: the expiry sweep reads the messages only of mailboxes with one due (it runs every second; reading all of them stalled the loop 300 ms at a million held)', async () => {
+  const s = new MemoryStore();
+  const limits = { maxMessages: 1000, maxBytes: 1 << 20 };
+  const mailboxes = 100;
+  const perBox = 50;
+  for (let i = 0; i < perBox; i++) for (let d = 0; d < mailboxes; d++) await s.enqueue(`u${d}`, 'd', { id: `m${i}`, payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: 1_000_000 + i }, limits);
+  // One mailbox whose later message expires first (a push with a shorter ttlMs).
+  await s.enqueue('v', 'd', { id: 'long', payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: far }, limits);
+  await s.enqueue('v', 'd', { id: 'short', payload: new Uint8Array(1), enqueuedAt: 2, expiresAt: 500 }, limits);
+  const counter = { reads: 0 };
+  for (let d = 0; d < mailboxes; d++) await countReads(s, `u${d}`, 'd', 'expiresAt', counter);
+  // Nothing of the u mailboxes is due: none of their messages is read.
+  const gone = await s.expire(600);
+  assert.deepEqual(gone.map((g) => `${g.userId}:${g.message.id}`), ['v:short']);
+  assert.equal(counter.reads, 0, `${counter.reads} messages read by a sweep with none of them due`);
+  assert.equal(await s.depth('v', 'd'), 1);
+  // Due ones still go, each mailbox read once.
+  const later = await s.expire(1_000_000);
+  assert.equal(later.length, mailboxes);
+  assert.ok(counter.reads <= mailboxes * perBox, `${counter.reads} reads`);
+  assert.equal((await s.queueTotals()).messages, mailboxes * (perBox - 1) + 1);
+  await s.close();
+});
