@@ -95,3 +95,45 @@ test('memory store: the expiry sweep reads the messages only of mailboxes with o
   assert.equal((await s.queueTotals()).messages, mailboxes * (perBox - 1) + 1);
   await s.close();
 });
+
+test('memory store: a push to a device whose full mailbox is never acknowledged costs what it adds: the retry check and the flush\'s take do not read every message held', async () => {
+  const s = new MemoryStore();
+  const limits = { maxMessages: 1000, maxBytes: 1 << 20 };
+  const msg = (id: string) => ({ id, payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: far });
+  s.setOnline({ userId: 'u', deviceId: 'd', connectionId: 'c', nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+  for (let i = 0; i < 1000; i++) await s.enqueue('u', 'd', msg(`m${i}`), limits);
+  const held = await s.take('u', 'd', 'c', 0);
+  let sent = held.at(-1)!.seq;
+  let reads = 0;
+  for (const m of held) {
+    const id = m.id;
+    let seq = m.seq;
+    Object.defineProperty(m as QueuedMessage, 'id', { get: () => (reads++, id), enumerable: true });
+    Object.defineProperty(m as QueuedMessage, 'seq', { get: () => (reads++, seq), set: (v: number) => (seq = v), enumerable: true });
+  }
+  for (let i = 1000; i < 1010; i++) {
+    // The device's own bound drops its oldest; the flush then takes what is new.
+    const dropped = await s.enqueue('u', 'd', msg(`m${i}`), limits);
+    assert.deepEqual(dropped.map((e) => e.id), [`m${i - 1000}`]);
+    const out = await s.take('u', 'd', 'c', sent);
+    assert.deepEqual(out.map((e) => [e.id, e.seq]), [[`m${i}`, sent + 1]]);
+    sent = out[0].seq;
+  }
+  // Reading all of them took 1,000 reads of ids per enqueue and 2,000 of seqs per take.
+  assert.ok(reads <= 10 * 4, `${reads} reads of held messages for 10 pushes`);
+  // Still exact: an id held is not queued twice, one that left may be queued anew.
+  assert.deepEqual(await s.enqueue('u', 'd', msg('m500'), limits), []);
+  assert.equal(await s.depth('u', 'd'), 1000);
+  assert.deepEqual((await s.enqueue('u', 'd', msg('m0'), limits)).map((e) => e.id), ['m10']);
+  const again = await s.take('u', 'd', 'c', sent);
+  assert.deepEqual(again.map((e) => e.id), ['m0']);
+  sent = again[0].seq;
+  // Acknowledged: their ids may come again (m11..m1005 go; m1006..m1009 and m0 stay).
+  assert.equal((await s.ack('u', 'd', 'c', sent - 5)).length, 995);
+  assert.equal(await s.depth('u', 'd'), 5);
+  assert.deepEqual(await s.enqueue('u', 'd', msg('m11'), limits), []);
+  assert.equal(await s.depth('u', 'd'), 6);
+  assert.deepEqual(await s.enqueue('u', 'd', msg('m1009'), limits), [], 'm1009 still held');
+  assert.equal(await s.depth('u', 'd'), 6);
+  await s.close();
+});
