@@ -137,3 +137,45 @@ test('memory store: a push to a device whose full mailbox is never acknowledged 
   assert.equal(await s.depth('u', 'd'), 6);
   await s.close();
 });
+
+test('memory store: known devices past their time that still hold messages are not looked at again by every sweep; they go when their mailbox empties', async () => {
+  const s = new MemoryStore();
+  const limits = { maxMessages: 10, maxBytes: 1 << 20 };
+  const n = 1000;
+  // Devices not seen for knownDeviceTtlMs that still get pushes: known while their mailbox holds messages.
+  for (let i = 0; i < n; i++) {
+    s.rememberDevice(`u${i}`, 'd', 1000 + i);
+    await s.enqueue(`u${i}`, 'd', { id: 'm', payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: 1_000_000 + i }, limits);
+  }
+  s.rememberDevice('fresh', 'd', 10_000_000);
+  await s.expire(5000);
+  assert.equal(s.knownDeviceCount, n + 1);
+  assert.deepEqual(await s.knownDevices('u7', 5000), ['d'], 'past its time, still holding a message');
+  // Each later sweep (every second) with nothing due does not look at them again.
+  const mailboxes = (s as unknown as { mailboxes: { get(u: string, d: string): unknown } }).mailboxes;
+  const get = mailboxes.get.bind(mailboxes);
+  let lookups = 0;
+  mailboxes.get = (u: string, d: string) => (lookups++, get(u, d));
+  for (let k = 0; k < 10; k++) await s.expire(6000 + k);
+  assert.equal(lookups, 0, `${lookups} mailbox lookups in 10 sweeps with ${n} known devices past their time`);
+  mailboxes.get = get;
+  // A device seen again is known for its new time; the others go as their messages expire, or by the bound first.
+  s.rememberDevice('u0', 'd', 10_000_000);
+  const gone = await s.expire(1_000_000 + 499);
+  assert.equal(gone.length, 500);
+  assert.equal(s.knownDeviceCount, n + 1 - 499, 'u1..u499 forgotten with their last message; u0 seen again');
+  assert.deepEqual(await s.knownDevices('u1', 1_000_000 + 499), []);
+  assert.deepEqual(await s.knownDevices('u0', 1_000_000 + 499), ['d']);
+  assert.deepEqual(await s.knownDevices('u999', 1_000_000 + 499), ['d']);
+  await s.close();
+  const b = new MemoryStore({ maxKnownDevices: 3 });
+  b.rememberDevice('a', 'd', 100);
+  await b.enqueue('a', 'd', { id: 'm', payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: 1e13 }, limits);
+  b.rememberDevice('b', 'd', 1e12);
+  b.rememberDevice('c', 'd', 1e12 + 1);
+  await b.expire(200); // a lingers
+  b.rememberDevice('e', 'd', 1e12 + 2);
+  assert.deepEqual(await b.knownDevices('a', 200), [], 'the device past its time went first at the bound');
+  assert.deepEqual(await b.knownDevices('b', 200), ['d']);
+  await b.close();
+});
