@@ -179,3 +179,82 @@ test('memory store: known devices past their time that still hold messages are n
   assert.deepEqual(await b.knownDevices('b', 200), ['d']);
   await b.close();
 });
+
+test('memory store: past the user\'s bound with every other device online, a push is refused per device without walking the user\'s mailboxes', async () => {
+  const devices = 300;
+  const s = new MemoryStore({ maxQueuedBytesPerUser: devices * 100 });
+  const limits = { maxMessages: 1000, maxBytes: 1000 };
+  // One user's devices, all online, none acknowledging, together at the user's bound.
+  for (let d = 0; d < devices; d++) s.setOnline({ userId: 'u', deviceId: `d${d}`, connectionId: `c${d}`, nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+  for (let d = 0; d < devices; d++) await s.enqueue('u', `d${d}`, { id: 'first', payload: new Uint8Array(100), enqueuedAt: 1, expiresAt: far }, limits);
+  const mailboxes = (s as unknown as { mailboxes: { values(u: string): Iterable<unknown> } }).mailboxes;
+  const values = mailboxes.values.bind(mailboxes);
+  let walks = 0;
+  mailboxes.values = (u: string) => (walks++, values(u));
+  let refused = 0;
+  for (let d = 0; d < devices; d++) {
+    await s.enqueue('u', `d${d}`, { id: 'next', payload: new Uint8Array(10), enqueuedAt: 2, expiresAt: far }, limits).catch((e: { code: string }) => (assert.equal(e.code, 'LL_ERR_QUEUE_FULL'), refused++));
+  }
+  assert.equal(refused, devices);
+  assert.equal(walks, 0, `${walks} walks of the user's ${devices} mailboxes for one push to its devices`);
+  // One goes offline: its messages are room again, found by the walk.
+  await s.setOffline('u', 'd0', 'c0');
+  mailboxes.values = values;
+  const evicted = await s.enqueue('u', 'd1', { id: 'next', payload: new Uint8Array(10), enqueuedAt: 2, expiresAt: far }, limits);
+  assert.deepEqual(evicted.map((e) => `${e.deviceId}:${e.id}`), ['d0:first']);
+  await s.close();
+});
+
+test('memory store: the bytes of a user\'s devices not online stay exact through presence changes, acknowledgements, evictions and expiry', async () => {
+  let seed = 7;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), Math.floor((seed / 2 ** 31) * n));
+  const s = new MemoryStore({ maxQueuedBytesPerUser: 3000, maxDevicesPerUser: 4, maxKnownDevicesPerUser: 3 });
+  const limits = { maxMessages: 5, maxBytes: 1000 };
+  const inner = s as unknown as {
+    mailboxes: { values(u: string): Iterable<{ deviceId: string; bytes: number }> };
+    devicesByUser: { get(u: string, d: string): { online: boolean } | undefined };
+    userOfflineBytes: Map<string, number>;
+  };
+  const users = ['a', 'b'];
+  const conn = new Map<string, string>();
+  let n = 0;
+  let refused = 0;
+  let userEvicted = 0;
+  for (let step = 0; step < 3000; step++) {
+    const u = users[rnd(2)];
+    const d = `d${rnd(6)}`;
+    const k = `${u}/${d}`;
+    switch (rnd(7)) {
+      case 0:
+        conn.set(k, `c${n++}`);
+        s.setOnline({ userId: u, deviceId: d, connectionId: conn.get(k)!, nodeId: 'n', transport: 'tcp', since: 1, clientInfo: {} });
+        break;
+      case 1:
+        if (conn.has(k)) await s.setOffline(u, d, conn.get(k)!);
+        break;
+      case 2:
+      case 3:
+        for (const e of await s.enqueue(u, d, { id: `m${n++}`, payload: new Uint8Array(1 + rnd(400)), enqueuedAt: step, expiresAt: step + 300 + rnd(1500) }, limits).catch(() => (refused++, []))) if (e.deviceId !== undefined) userEvicted++;
+        break;
+      case 4:
+        if (conn.has(k)) {
+          const got = await s.take(u, d, conn.get(k)!, 0);
+          if (got.length > 0) await s.ack(u, d, conn.get(k)!, got[rnd(got.length)].seq);
+        }
+        break;
+      case 5:
+        await s.expire(step);
+        break;
+      case 6:
+        s.rememberDevice(u, d, step + 100);
+        break;
+    }
+    for (const user of users) {
+      let offline = 0;
+      for (const m of inner.mailboxes.values(user)) if (inner.devicesByUser.get(user, m.deviceId)?.online !== true) offline += m.bytes;
+      assert.equal(inner.userOfflineBytes.get(user) ?? 0, offline, `step ${step}: ${user}'s bytes not online`);
+    }
+  }
+  assert.ok(refused > 0 && userEvicted > 0, `the bound both refused (${refused}) and evicted from other devices (${userEvicted})`);
+  await s.close();
+});

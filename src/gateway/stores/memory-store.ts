@@ -263,6 +263,8 @@ export class MemoryStore implements Store {
   /** Payload bytes in all mailboxes (maxQueuedBytes), and per user with any queued (maxQueuedBytesPerUser). */
   private queuedBytes = 0;
   private readonly userQueuedBytes = new Map<string, number>();
+  /** Of those, the bytes queued for the user's devices not online (what the per-user bound may evict). */
+  private readonly userOfflineBytes = new Map<string, number>();
 
   /**
    * The entry looked up last. A handshake asks for the same device's entry
@@ -313,6 +315,7 @@ export class MemoryStore implements Store {
   // The handshake's four calls answer at once (see Store): no promise per connection set up.
   setOnline(entry: PresenceEntry): void {
     const e = this.entry(entry.userId, entry.deviceId);
+    if (!e.online) this.offlineBytesMoved(e, -1);
     e.connectionId = entry.connectionId;
     e.nodeId = entry.nodeId;
     e.transport = entry.transport;
@@ -329,6 +332,7 @@ export class MemoryStore implements Store {
     }
     e.connectionId = e.nodeId = '';
     e.clientInfo = NO_INFO;
+    this.offlineBytesMoved(e, 1);
     this.tidy(e);
     return true;
   }
@@ -495,7 +499,15 @@ export class MemoryStore implements Store {
     const userCap = Math.max(this.limits.maxQueuedBytesPerUser, limits.maxBytes);
     let mine = (this.userQueuedBytes.get(userId) ?? 0) + len - freed;
     let plan: Eviction[] = [];
+    const online = this.find(userId, deviceId)?.online === true;
     if (mine > userCap) {
+      // Only the user's other devices not online can make room: when they cannot, it is refused
+      // without a walk of the user's mailboxes (one per device of a push to a thousand devices
+      // online, all of them past the bound, was a million steps a push).
+      const room = (this.userOfflineBytes.get(userId) ?? 0) - (m !== undefined && !online ? m.bytes : 0);
+      if (mine - room > userCap) {
+        throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes of user ${userId} hold ${mine - len + freed} bytes; ${len} more would pass maxQueuedBytesPerUser (${userCap})`);
+      }
       plan = this.planUserEviction(userId, deviceId, mine - userCap);
       const made = plan.reduce((n, p) => n + p.bytes, 0);
       if (mine - made > userCap) {
@@ -507,7 +519,7 @@ export class MemoryStore implements Store {
     // A device online here takes it all the same: it is on its way out, and refusing it would turn a
     // store full of messages for offline devices into an outage for everyone connected.
     const total = this.queuedBytes + len - freed;
-    if (total > this.limits.maxQueuedBytes && (total > 2 * this.limits.maxQueuedBytes || this.find(userId, deviceId)?.online !== true)) {
+    if (total > this.limits.maxQueuedBytes && (total > 2 * this.limits.maxQueuedBytes || !online)) {
       throw new LonglinkError('LL_ERR_QUEUE_FULL', `the mailboxes hold ${this.queuedBytes} bytes; ${len} more would pass maxQueuedBytes (${this.limits.maxQueuedBytes})`);
     }
     const evicted: QueuedMessage[] = [];
@@ -518,6 +530,7 @@ export class MemoryStore implements Store {
       }
       p.box.bytes -= p.bytes;
       this.queuedBytes -= p.bytes;
+      this.addOfflineBytes(userId, -p.bytes); // planned only from devices not online
       if (p.box.messages.length === 0) this.dropMailbox(p.box);
     }
     const box = m ?? this.mailbox(userId, deviceId);
@@ -530,6 +543,7 @@ export class MemoryStore implements Store {
     if (msg.expiresAt < box.nextExpiry) box.nextExpiry = msg.expiresAt;
     box.bytes += len - ownBytes;
     this.queuedBytes += len - ownBytes;
+    if (!online) this.addOfflineBytes(userId, len - ownBytes);
     this.userQueuedBytes.set(userId, mine);
     return evicted.length > 0 ? [...own, ...evicted] : own;
   }
@@ -616,11 +630,14 @@ export class MemoryStore implements Store {
     while (n < m.messages.length && m.messages[n].seq !== 0 && m.messages[n].seq <= upTo) n++;
     const acked = m.messages.splice(0, n);
     if (m.ids !== null) for (const a of acked) m.ids.delete(a.id);
+    let removed = 0;
     for (const a of acked) {
       m.bytes -= a.payload.length;
       this.queuedBytes -= a.payload.length;
       this.unqueued(userId, a.payload.length);
+      removed += a.payload.length;
     }
+    if (removed > 0 && this.find(userId, deviceId)?.online !== true) this.addOfflineBytes(userId, -removed);
     if (m.messages.length === 0) this.dropMailbox(m);
     return acked;
   }
@@ -632,6 +649,7 @@ export class MemoryStore implements Store {
       if (m.nextExpiry > now) continue;
       const { userId, deviceId } = m;
       let nextExpiry = Infinity;
+      const before = m.bytes;
       m.messages = m.messages.filter((message) => {
         const x = message.expiresAt;
         if (x > now) {
@@ -646,6 +664,7 @@ export class MemoryStore implements Store {
         return false;
       });
       m.nextExpiry = nextExpiry;
+      if (m.bytes < before && this.devicesByUser.get(userId, deviceId)?.online !== true) this.addOfflineBytes(userId, m.bytes - before);
       if (m.messages.length === 0) this.dropMailbox(m);
     }
     this.sweepKnown(now);
@@ -810,6 +829,20 @@ export class MemoryStore implements Store {
     this.dedupBytes = 0;
     this.queuedBytes = 0;
     this.userQueuedBytes.clear();
+    this.userOfflineBytes.clear();
+  }
+
+  /** A device went online (-1) or offline (+1): its queued bytes leave or join its user's offline bytes. */
+  private offlineBytesMoved(e: DeviceEntry, sign: 1 | -1): void {
+    const box = this.mailboxCount > 0 ? this.mailboxes.get(e.userId, e.deviceId) : undefined;
+    if (box !== undefined) this.addOfflineBytes(e.userId, sign * box.bytes);
+  }
+
+  private addOfflineBytes(userId: string, delta: number): void {
+    if (delta === 0) return;
+    const left = (this.userOfflineBytes.get(userId) ?? 0) + delta;
+    if (left > 0) this.userOfflineBytes.set(userId, left);
+    else this.userOfflineBytes.delete(userId);
   }
 
   private unqueued(userId: string, bytes: number): void {
