@@ -1,0 +1,64 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { ManualClock } from '../../src/core/clock.js';
+import { PushTracker, type PushResult } from '../../src/gateway/push-tracker.js';
+
+/** Counts the tracker's lookups of pending pushes (the work a settle does per push it looks at). */
+function countLookups(t: PushTracker): { n: number } {
+  const pending = (t as unknown as { pending: Map<string, unknown> }).pending;
+  const counter = { n: 0 };
+  const get = pending.get.bind(pending);
+  pending.get = (k: string) => (counter.n++, get(k));
+  return counter;
+}
+
+test('push tracker: a closing link settles only the pushes waiting on its device, not every push pending to its user', async () => {
+  const clock = new ManualClock();
+  const t = new PushTracker(clock);
+  const results: Promise<PushResult>[] = [];
+  // A user's device that never acknowledges: 2,000 pushes wait on it (pushWaitMs).
+  for (let i = 0; i < 2000; i++) results.push(t.track('u', `m${i}`, ['phone'], 10_000));
+  // One to two devices, one to another user.
+  const both = t.track('u', 'pair', ['phone', 'tablet'], 10_000);
+  const other = t.track('v', 'm0', ['phone'], 10_000);
+  const lookups = countLookups(t);
+  // A connect-and-close loop of new device ids under the same user: each close settles nothing.
+  for (let j = 0; j < 100; j++) t.settleDevice('u', `fresh${j}`, 'queued');
+  assert.equal(lookups.n, 0, `${lookups.n} pending pushes looked at for 100 closes of devices no push waits on`);
+  assert.equal(t.size, 2002);
+  // The tablet's close settles its one push's share, and that push waits on the phone still.
+  t.settleDevice('u', 'tablet', 'queued');
+  assert.ok(lookups.n <= 2, `${lookups.n} lookups for the tablet`);
+  assert.equal(t.size, 2002);
+  // The phone's close settles every push waiting on it, and only the user's.
+  t.settleDevice('u', 'phone', 'queued');
+  assert.equal(t.size, 1);
+  for (const r of await Promise.all(results)) assert.deepEqual(r.devices, [{ deviceId: 'phone', status: 'queued' }]);
+  assert.deepEqual((await both).devices, [
+    { deviceId: 'phone', status: 'queued' },
+    { deviceId: 'tablet', status: 'queued' },
+  ]);
+  t.settle('v', 'm0', 'phone', 'delivered');
+  assert.equal((await other).delivered, 1);
+  // Nothing left indexed: a later close finds nothing.
+  assert.equal((t as unknown as { byDevice: Map<string, unknown> }).byDevice.size, 0);
+});
+
+test('push tracker: a push resolved by its wait, or by the same id again, no longer waits on its devices', async () => {
+  const clock = new ManualClock();
+  const t = new PushTracker(clock);
+  const first = t.track('u', 'x', ['a', 'b'], 1000);
+  const second = t.track('u', 'x', ['a'], 1000); // the same id again: the first resolves now
+  assert.deepEqual((await first).devices.map((d) => d.status), ['queued', 'queued']);
+  const h = t.hold('u', 'x');
+  h.expect('c');
+  h.release();
+  t.settleDevice('u', 'c', 'dropped');
+  clock.advance(1000);
+  assert.deepEqual((await second).devices, [
+    { deviceId: 'a', status: 'queued' },
+    { deviceId: 'c', status: 'dropped' },
+  ]);
+  assert.equal(t.size, 0);
+  assert.equal((t as unknown as { byDevice: Map<string, unknown> }).byDevice.size, 0);
+});
