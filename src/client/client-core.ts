@@ -833,9 +833,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.emit('close', { code, reason, willReconnect });
       return;
     }
+    // Handlers of the events below may call close() (and connect() after it, which starts an attempt
+    // of its own): either bumps the generation, and the attempt planned here is then not armed (armed,
+    // it would dial for a closed client, or run a second attempt beside the new one).
+    const gen = this.attemptGen;
+    const moot = () => this.userClosed || gen !== this.attemptGen;
     this.emit('close', { code, reason, willReconnect });
-    // A handler may have called close() (or connect(), which found an attempt already planned).
-    if (this.userClosed) return;
+    if (moot()) return;
     // The server's hint spreads a drain's reconnect wave; honour it over our backoff. Hinted closes
     // in a row (no stable link between) wait at least the backoff too: a hint of 0 must not loop.
     const hint = this.goawayAfterMs;
@@ -845,7 +849,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.retryAtOnce = false;
     this.stats.reconnects++;
     this.setState('reconnecting');
+    if (moot()) return;
     this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs });
+    if (moot()) return;
     this.connectTimer = this.options.timers.setTimeout(() => {
       this.connectTimer = null;
       void this.attempt();

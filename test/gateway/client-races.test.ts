@@ -389,3 +389,51 @@ test('a message sent from an open handler that also changes the interval goes ou
   a.c.close();
   await gw.close();
 });
+
+test('close() from a reconnecting (or state) handler stops the client: no attempt runs after it, and a later connect() opens', async () => {
+  for (const via of ['reconnecting', 'state'] as const) {
+    const { clock, gw } = gateway();
+    let tokens = 0;
+    const a = client(() => gw, clock, { token: async () => (tokens++, 't') });
+    await Promise.all([a.c.connect(), flush()]);
+    const states: string[] = [];
+    a.c.on('state', (s) => states.push(s));
+    if (via === 'reconnecting') a.c.once('reconnecting', () => a.c.close());
+    else a.c.on('state', (s) => s === 'reconnecting' && a.c.close());
+    a.links[0].destroy();
+    await settle(clock, 1000);
+    assert.equal(a.c.state, 'closed', via);
+    assert.deepEqual(states, ['reconnecting', 'closed'], `${via}: nothing after closed`);
+    assert.equal(a.links.length, 1, `${via}: no dial after close()`);
+    assert.equal(tokens, 1, `${via}: the token provider is not asked for a closed client`);
+    // The client is usable again: connect() opens a link, not a wait that never ends.
+    const again = a.c.connect();
+    await settle(clock, 100);
+    await again;
+    assert.equal(a.c.state, 'open', via);
+    a.c.close();
+    await gw.close();
+  }
+});
+
+test('close() then connect() from a close handler (willReconnect) runs one attempt, not a second one planned beside it', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  let again: Promise<unknown> | null = null;
+  const states: string[] = [];
+  a.c.on('state', (s) => states.push(s));
+  a.c.once('close', () => {
+    a.c.close();
+    again = a.c.connect();
+  });
+  a.links[0].destroy();
+  await settle(clock, 1000);
+  await again;
+  await settle(clock, 1000);
+  assert.deepEqual(states, ['closed', 'connecting', 'open'], 'no reconnect planned beside the new attempt');
+  assert.equal(a.c.state, 'open');
+  assert.equal(a.links.length, 2, 'one new link');
+  a.c.close();
+  await gw.close();
+});
