@@ -214,6 +214,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     let token: string | undefined;
     try {
       token = typeof o.token === 'function' ? await this.withDeadline(o.token(), 'the token provider') : o.token;
+      // A JavaScript provider may hand back null (storage read before a login) or a parsed object:
+      // thrown by the HELLO encoder, it would escape as an unhandled rejection (fatal in Node).
+      if (typeof token !== 'string' && token !== undefined) throw new TypeError(`the token is not a string (got ${token === null ? 'null' : typeof token})`);
     } catch (err) {
       if (stale()) return;
       // A provider that fails (its own fetch met the same outage that broke the link) or hangs is

@@ -137,6 +137,8 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     const v = o[k];
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
   }
+  // Checked now, not when the HELLO encoder meets it inside an attempt (a function is checked per answer).
+  if (o.token !== undefined && typeof o.token !== 'string' && typeof o.token !== 'function') throw new OptionError('token', `must be a string or a function (got ${o.token === null ? 'null' : typeof o.token})`);
   const r = o.reconnect ?? {};
   // Announced in HELLO as a varint (a fraction or Infinity throws there) and armed as a timer.
   if (o.intervalMs !== undefined) checkIntervalMs('intervalMs', o.intervalMs);

@@ -437,3 +437,30 @@ test('close() then connect() from a close handler (willReconnect) runs one attem
   a.c.close();
   await gw.close();
 });
+
+test('a token provider that gives no string (null from storage before login) is a failed provider, retried: nothing throws out of the client', async () => {
+  const { clock, gw } = gateway();
+  let asked = 0;
+  const rejections: unknown[] = [];
+  const onRejection = (err: unknown) => rejections.push(err);
+  process.on('unhandledRejection', onRejection);
+  try {
+    const a = client(() => gw, clock, { token: async () => (++asked === 1 ? (null as unknown as string) : 't') });
+    const opening = a.c.connect();
+    await settle(clock, 1000);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(rejections, []);
+    assert.match(a.closes[0]?.reason ?? '', /token provider failed: .*not a string/);
+    assert.equal(a.closes[0]?.willReconnect, true);
+    await settle(clock, 1000);
+    await opening;
+    assert.equal(a.c.state, 'open');
+    assert.equal(asked, 2);
+    a.c.close();
+    // A token given as a value is checked when the client is made.
+    assert.throws(() => new LonglinkClient({ url: 'tcp://test', userId: 'u', deviceId: 'd', token: null as unknown as string }), { code: 'LL_ERR_INVALID_OPTION' });
+  } finally {
+    process.off('unhandledRejection', onRejection);
+    await gw.close();
+  }
+});
