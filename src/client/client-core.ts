@@ -412,25 +412,32 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.backoff.reset();
       this.hintsInARow = 0;
     }, o.stableAfterMs);
+    if (!w.resumed) {
+      // A new session: sequence numbers restart on both sides. What we had
+      // not got acknowledged is renumbered and re-sent; the gateway drops
+      // any it had already accepted by id. Done before any event: a handler
+      // that closes the client must leave the numbers of the session it holds.
+      this.lastSeq = 0;
+      this.ackOwed = 0;
+      this.outSeq = 0;
+      for (const m of this.outbox) m.seq = ++this.outSeq;
+    }
+    // A handler below may close the client (or close and connect again): this WELCOME's events end
+    // there, so no 'open' follows a 'close' and a new connect() is not settled by this old WELCOME.
+    const link = this.link;
+    const gone = () => this.link !== link;
     this.setState('open');
+    if (gone()) return;
     this.armHeartbeat(now);
     if (this.learner && g.direction === 'client') {
       const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, this.startMs()!, now);
       const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
     }
-    if (w.resumed) {
-      if (w.ack !== undefined) this.onAcked(w.ack);
-    } else {
-      // A new session: sequence numbers restart on both sides. What we had
-      // not got acknowledged is renumbered and re-sent; the gateway drops
-      // any it had already accepted by id.
-      this.lastSeq = 0;
-      this.ackOwed = 0;
-      this.outSeq = 0;
-      for (const m of this.outbox) m.seq = ++this.outSeq;
-    }
+    if (w.resumed && w.ack !== undefined) this.onAcked(w.ack);
+    if (gone()) return;
     this.emit('open', w);
+    if (gone()) return;
     const sample = this.rtt.pongReceived(now);
     if (sample) this.emit('rtt', sample);
     if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });

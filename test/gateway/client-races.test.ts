@@ -464,3 +464,21 @@ test('a token provider that gives no string (null from storage before login) is 
     await gw.close();
   }
 });
+
+test("close() from the state handler of a WELCOME ends its events there: no 'open' after 'close', and connect() rejects", async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  const events: string[] = [];
+  for (const e of ['open', 'close', 'rtt', 'session-lost'] as const) a.c.on(e, () => events.push(e));
+  a.c.on('state', (s) => {
+    events.push(`state:${s}`);
+    if (s === 'open') a.c.close();
+  });
+  const opening = a.c.connect();
+  const outcome = opening.then(() => 'resolved', () => 'rejected');
+  await settle(clock);
+  assert.equal(await outcome, 'rejected');
+  assert.deepEqual(events, ['state:connecting', 'state:open', 'state:closed', 'close']);
+  assert.equal(a.c.state, 'closed');
+  await gw.close();
+});
