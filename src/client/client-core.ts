@@ -314,6 +314,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   private onFrame(f: Frame): void {
     const now = this.options.clock.now();
+    const link = this.link;
     try {
       checkInbound('client', this.welcome ? 'open' : 'handshake', f.type);
     } catch (err) {
@@ -325,6 +326,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
     if (this.learner && this.welcome) this.learnFromReceive(now);
     if (this.stateName === 'suspect') this.setState('open');
+    // A handler of the events above ('state', 'interval') closed the client: this frame is not
+    // handed over (a message would reach the application after the CLOSE carried the last ack).
+    if (this.link !== link) return;
     if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined && !this.onAcked(f.ack)) return;
     switch (f.type) {
       case FrameType.WELCOME: {
