@@ -144,6 +144,27 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     return this.stateName;
   }
 
+  /**
+   * Calls each listener on its own: one that throws must neither skip the others (connect()'s own,
+   * which settles its promise) nor unwind the client mid-step. Thrown out of here, the error reached
+   * the link's frame handler, which took it for a decoding fault and dropped the link: an 'open'
+   * listener with a bug reconnected for ever, its error never shown. It is rethrown outside the
+   * client instead (an uncaught exception in Node, as from any I/O listener; the console in a browser).
+   */
+  override emit<K extends keyof ClientEvents & string>(event: K, ...args: ClientEvents[K]): boolean {
+    const listeners = this.rawListeners(event);
+    for (const listener of listeners) {
+      try {
+        listener.apply(this, args);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+    return listeners.length > 0;
+  }
+
   /** The gateway this client dials (or is connected to). */
   get url(): string {
     return this.options.urls[this.urlIndex % this.options.urls.length];

@@ -482,3 +482,39 @@ test("close() from the state handler of a WELCOME ends its events there: no 'ope
   assert.equal(a.c.state, 'closed');
   await gw.close();
 });
+
+test('a listener that throws does not drop the link or skip other listeners: the error is rethrown outside the client', async () => {
+  const { clock, gw, texts } = gateway();
+  const a = client(() => gw, clock);
+  // The test runner's own handler would fail the test on the rethrown error: caught here instead.
+  const runners = process.listeners('uncaughtException');
+  process.removeAllListeners('uncaughtException');
+  const thrown: string[] = [];
+  process.on('uncaughtException', (err) => thrown.push(err.message));
+  try {
+    a.c.on('open', () => {
+      throw new Error('bug in an open listener');
+    });
+    a.c.on('message', () => {
+      throw new Error('bug in a message listener');
+    });
+    const got: string[] = [];
+    a.c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    await Promise.all([a.c.connect(), flush()]);
+    void gw.push('u', 'hi');
+    a.c.send('back');
+    await settle(clock, 1000);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(thrown, ['bug in an open listener', 'bug in a message listener']);
+    assert.deepEqual(got, ['hi'], 'the next listener still ran');
+    assert.deepEqual(texts(), ['back']);
+    assert.equal(a.c.state, 'open');
+    assert.equal(a.links.length, 1, 'the link was not dropped');
+    assert.equal(a.closes.length, 0);
+  } finally {
+    process.removeAllListeners('uncaughtException');
+    for (const l of runners) process.on('uncaughtException', l);
+    a.c.close();
+    await gw.close();
+  }
+});
