@@ -121,6 +121,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private networkCheck = false;
   /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
   private hintedWait = false;
+  /** The attempt generation a close for good ends: connect() waiters of a later attempt ignore it. */
+  private endedGen = 0;
   /** Aborts the attempt's dial when close() or a newer attempt makes it moot. */
   private dialAbort: AbortController | null = null;
 
@@ -197,6 +199,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // the gateway is down would otherwise add two listeners a call. A new attempt gets a new one (a
     // connect() from a permanent close's handler must not share the wait that close is ending).
     if (this.connecting && !restart) return this.connecting;
+    // A connect() from a 'state' handler of a close for good starts its attempt before that close's
+    // 'close' event goes out: the event ends an older attempt, not this one, and must not reject it.
+    const since = this.attemptGen;
     const mine: Promise<WelcomeFrame> = new Promise<WelcomeFrame>((resolve, reject) => {
       const done = () => {
         this.off('open', onOpen);
@@ -208,7 +213,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         resolve(w);
       };
       const onClose = (e: CloseEvent) => {
-        if (e.willReconnect) return;
+        if (e.willReconnect || this.endedGen < since) return;
         done();
         reject(new ProtocolError(reasonForCode(e.code), `closed: ${e.reason}`));
       };
@@ -822,6 +827,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.connectTimer = null;
     if (link) link.close(CloseCodes.normal, 'client closed');
     const wasClosed = this.stateName === 'closed';
+    this.endedGen = this.attemptGen;
     this.setState('closed');
     if (!wasClosed) this.emit('close', { code: CloseCodes.normal, reason: 'client closed', willReconnect: false });
   }
@@ -864,6 +870,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.urlIndex++;
     if (!willReconnect) {
       // Closed before the event: a connect() from its handler starts a new attempt.
+      this.endedGen = this.attemptGen;
       this.setState('closed');
       this.emit('close', { code, reason, willReconnect });
       return;

@@ -518,3 +518,24 @@ test('a listener that throws does not drop the link or skip other listeners: the
     await gw.close();
   }
 });
+
+test('connect() from the state handler of a permanent close (or of close()) waits for its own attempt: the close being reported does not reject it', async () => {
+  for (const how of ['kicked', 'close()'] as const) {
+    const { clock, gw } = gateway();
+    const a = client(() => gw, clock);
+    await Promise.all([a.c.connect(), flush()]);
+    let again: Promise<unknown> | null = null;
+    a.c.on('state', (s) => {
+      if (s === 'closed' && again === null) again = a.c.connect();
+    });
+    if (how === 'kicked') gw.kick('u', 'd');
+    else a.c.close();
+    await settle(clock, 1000);
+    assert.ok(again, how);
+    const outcome = await (again as Promise<unknown>).then(() => 'resolved', (e: Error) => `rejected: ${e.message}`);
+    assert.equal(outcome, 'resolved', how);
+    assert.equal(a.c.state, 'open', how);
+    a.c.close();
+    await gw.close();
+  }
+});
