@@ -194,14 +194,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // From one of WELCOME's own events too: the promise settles after them.
     if (this.welcome !== null) return Promise.resolve(this.welcome);
     const restart = this.stateName === 'idle' || this.stateName === 'closed';
-    if (restart) void this.attempt();
     // One wait shared by every caller until it settles: an app calling connect() on each tap while
     // the gateway is down would otherwise add two listeners a call. A new attempt gets a new one (a
     // connect() from a permanent close's handler must not share the wait that close is ending).
     if (this.connecting && !restart) return this.connecting;
     // A connect() from a 'state' handler of a close for good starts its attempt before that close's
     // 'close' event goes out: the event ends an older attempt, not this one, and must not reject it.
-    const since = this.attemptGen;
+    // (A restart's attempt, started below, takes the next generation.)
+    const since = restart ? this.attemptGen + 1 : this.attemptGen;
     const mine: Promise<WelcomeFrame> = new Promise<WelcomeFrame>((resolve, reject) => {
       const done = () => {
         this.off('open', onOpen);
@@ -221,6 +221,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.on('close', onClose);
     });
     this.connecting = mine;
+    // Started after the wait is in place: a close() from a handler of the attempt's first events
+    // ('state', 'connecting'), run before attempt() returns, would otherwise leave it waiting for ever.
+    if (restart) void this.attempt();
     return mine;
   }
 
@@ -232,8 +235,11 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const gen = ++this.attemptGen;
     const stale = () => gen !== this.attemptGen || this.userClosed;
     this.setState('connecting');
+    // A handler of the events here may close the client: the attempt ends before it dials.
+    if (stale()) return;
     this.retryAtOnce = false;
     this.emit('connecting', { url: this.url });
+    if (stale()) return;
     this.peerClose = null;
     this.goawayAfterMs = undefined;
     let link: Link;

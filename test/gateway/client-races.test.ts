@@ -539,3 +539,20 @@ test('connect() from the state handler of a permanent close (or of close()) wait
     await gw.close();
   }
 });
+
+test("close() from the state handler of an attempt's start ends it there: connect() rejects (not waits for ever), no 'connecting' event, no dial", async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  const events: string[] = [];
+  a.c.on('connecting', () => events.push('connecting'));
+  a.c.on('close', () => events.push('close'));
+  a.c.once('state', (s) => s === 'connecting' && a.c.close());
+  let outcome = 'pending';
+  a.c.connect().then(() => (outcome = 'resolved'), () => (outcome = 'rejected'));
+  await settle(clock);
+  assert.equal(outcome, 'rejected');
+  assert.deepEqual(events, ['close']);
+  assert.equal(a.links.length, 0);
+  assert.equal(a.c.state, 'closed');
+  await gw.close();
+});
