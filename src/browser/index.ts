@@ -44,9 +44,10 @@ export class LonglinkBrowserClient extends ClientCore {
     this.watching = opts.watchPage !== false;
     this.watch();
     // A close for good from the gateway (kicked, refused) lets go of the page too: the window would
-    // otherwise keep a dead client reachable. connect() watches again.
+    // otherwise keep a dead client reachable. connect() watches again: one from a 'state' handler,
+    // which runs before this event, has the client connecting again by now, and keeps the watch.
     this.on('close', (e) => {
-      if (!e.willReconnect) this.stopWatching();
+      if (!e.willReconnect && this.state === 'closed') this.stopWatching();
     });
   }
 

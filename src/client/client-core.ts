@@ -121,6 +121,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private networkCheck = false;
   /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
   private hintedWait = false;
+  /** The attempt generation a close for good ends: connect() waiters of a later attempt ignore it. */
+  private endedGen = 0;
   /** Aborts the attempt's dial when close() or a newer attempt makes it moot. */
   private dialAbort: AbortController | null = null;
 
@@ -142,6 +144,27 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   get state(): ClientStateName {
     return this.stateName;
+  }
+
+  /**
+   * Calls each listener on its own: one that throws must neither skip the others (connect()'s own,
+   * which settles its promise) nor unwind the client mid-step. Thrown out of here, the error reached
+   * the link's frame handler, which took it for a decoding fault and dropped the link: an 'open'
+   * listener with a bug reconnected for ever, its error never shown. It is rethrown outside the
+   * client instead (an uncaught exception in Node, as from any I/O listener; the console in a browser).
+   */
+  override emit<K extends keyof ClientEvents & string>(event: K, ...args: ClientEvents[K]): boolean {
+    const listeners = this.rawListeners(event);
+    for (const listener of listeners) {
+      try {
+        listener.apply(this, args);
+      } catch (err) {
+        queueMicrotask(() => {
+          throw err;
+        });
+      }
+    }
+    return listeners.length > 0;
   }
 
   /** The gateway this client dials (or is connected to). */
@@ -171,11 +194,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // From one of WELCOME's own events too: the promise settles after them.
     if (this.welcome !== null) return Promise.resolve(this.welcome);
     const restart = this.stateName === 'idle' || this.stateName === 'closed';
-    if (restart) void this.attempt();
     // One wait shared by every caller until it settles: an app calling connect() on each tap while
     // the gateway is down would otherwise add two listeners a call. A new attempt gets a new one (a
     // connect() from a permanent close's handler must not share the wait that close is ending).
     if (this.connecting && !restart) return this.connecting;
+    // A connect() from a 'state' handler of a close for good starts its attempt before that close's
+    // 'close' event goes out: the event ends an older attempt, not this one, and must not reject it.
+    // (A restart's attempt, started below, takes the next generation.)
+    const since = restart ? this.attemptGen + 1 : this.attemptGen;
     const mine: Promise<WelcomeFrame> = new Promise<WelcomeFrame>((resolve, reject) => {
       const done = () => {
         this.off('open', onOpen);
@@ -187,7 +213,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         resolve(w);
       };
       const onClose = (e: CloseEvent) => {
-        if (e.willReconnect) return;
+        if (e.willReconnect || this.endedGen < since) return;
         done();
         reject(new ProtocolError(reasonForCode(e.code), `closed: ${e.reason}`));
       };
@@ -195,6 +221,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.on('close', onClose);
     });
     this.connecting = mine;
+    // Started after the wait is in place: a close() from a handler of the attempt's first events
+    // ('state', 'connecting'), run before attempt() returns, would otherwise leave it waiting for ever.
+    if (restart) void this.attempt();
     return mine;
   }
 
@@ -206,14 +235,20 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const gen = ++this.attemptGen;
     const stale = () => gen !== this.attemptGen || this.userClosed;
     this.setState('connecting');
+    // A handler of the events here may close the client: the attempt ends before it dials.
+    if (stale()) return;
     this.retryAtOnce = false;
     this.emit('connecting', { url: this.url });
+    if (stale()) return;
     this.peerClose = null;
     this.goawayAfterMs = undefined;
     let link: Link;
     let token: string | undefined;
     try {
       token = typeof o.token === 'function' ? await this.withDeadline(o.token(), 'the token provider') : o.token;
+      // A JavaScript provider may hand back null (storage read before a login) or a parsed object:
+      // thrown by the HELLO encoder, it would escape as an unhandled rejection (fatal in Node).
+      if (typeof token !== 'string' && token !== undefined) throw new TypeError(`the token is not a string (got ${token === null ? 'null' : typeof token})`);
     } catch (err) {
       if (stale()) return;
       // A provider that fails (its own fetch met the same outage that broke the link) or hangs is
@@ -311,6 +346,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   private onFrame(f: Frame): void {
     const now = this.options.clock.now();
+    const link = this.link;
     try {
       checkInbound('client', this.welcome ? 'open' : 'handshake', f.type);
     } catch (err) {
@@ -322,6 +358,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.scheduler?.received(now)) this.armHeartbeat(now);
     if (this.learner && this.welcome) this.learnFromReceive(now);
     if (this.stateName === 'suspect') this.setState('open');
+    // A handler of the events above ('state', 'interval') closed the client: this frame is not
+    // handed over (a message would reach the application after the CLOSE carried the last ack).
+    if (this.link !== link) return;
     if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined && !this.onAcked(f.ack)) return;
     switch (f.type) {
       case FrameType.WELCOME: {
@@ -409,25 +448,32 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.backoff.reset();
       this.hintsInARow = 0;
     }, o.stableAfterMs);
+    if (!w.resumed) {
+      // A new session: sequence numbers restart on both sides. What we had
+      // not got acknowledged is renumbered and re-sent; the gateway drops
+      // any it had already accepted by id. Done before any event: a handler
+      // that closes the client must leave the numbers of the session it holds.
+      this.lastSeq = 0;
+      this.ackOwed = 0;
+      this.outSeq = 0;
+      for (const m of this.outbox) m.seq = ++this.outSeq;
+    }
+    // A handler below may close the client (or close and connect again): this WELCOME's events end
+    // there, so no 'open' follows a 'close' and a new connect() is not settled by this old WELCOME.
+    const link = this.link;
+    const gone = () => this.link !== link;
     this.setState('open');
+    if (gone()) return;
     this.armHeartbeat(now);
     if (this.learner && g.direction === 'client') {
       const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, this.startMs()!, now);
       const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
     }
-    if (w.resumed) {
-      if (w.ack !== undefined) this.onAcked(w.ack);
-    } else {
-      // A new session: sequence numbers restart on both sides. What we had
-      // not got acknowledged is renumbered and re-sent; the gateway drops
-      // any it had already accepted by id.
-      this.lastSeq = 0;
-      this.ackOwed = 0;
-      this.outSeq = 0;
-      for (const m of this.outbox) m.seq = ++this.outSeq;
-    }
+    if (w.resumed && w.ack !== undefined) this.onAcked(w.ack);
+    if (gone()) return;
     this.emit('open', w);
+    if (gone()) return;
     const sample = this.rtt.pongReceived(now);
     if (sample) this.emit('rtt', sample);
     if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
@@ -787,6 +833,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.connectTimer = null;
     if (link) link.close(CloseCodes.normal, 'client closed');
     const wasClosed = this.stateName === 'closed';
+    this.endedGen = this.attemptGen;
     this.setState('closed');
     if (!wasClosed) this.emit('close', { code: CloseCodes.normal, reason: 'client closed', willReconnect: false });
   }
@@ -829,13 +876,18 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.urlIndex++;
     if (!willReconnect) {
       // Closed before the event: a connect() from its handler starts a new attempt.
+      this.endedGen = this.attemptGen;
       this.setState('closed');
       this.emit('close', { code, reason, willReconnect });
       return;
     }
+    // Handlers of the events below may call close() (and connect() after it, which starts an attempt
+    // of its own): either bumps the generation, and the attempt planned here is then not armed (armed,
+    // it would dial for a closed client, or run a second attempt beside the new one).
+    const gen = this.attemptGen;
+    const moot = () => this.userClosed || gen !== this.attemptGen;
     this.emit('close', { code, reason, willReconnect });
-    // A handler may have called close() (or connect(), which found an attempt already planned).
-    if (this.userClosed) return;
+    if (moot()) return;
     // The server's hint spreads a drain's reconnect wave; honour it over our backoff. Hinted closes
     // in a row (no stable link between) wait at least the backoff too: a hint of 0 must not loop.
     const hint = this.goawayAfterMs;
@@ -845,7 +897,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.retryAtOnce = false;
     this.stats.reconnects++;
     this.setState('reconnecting');
+    if (moot()) return;
     this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs });
+    if (moot()) return;
     this.connectTimer = this.options.timers.setTimeout(() => {
       this.connectTimer = null;
       void this.attempt();

@@ -137,10 +137,17 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     const v = o[k];
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
   }
+  // Checked now, not when the HELLO encoder meets it inside an attempt (a function is checked per answer).
+  if (o.token !== undefined && typeof o.token !== 'string' && typeof o.token !== 'function') throw new OptionError('token', `must be a string or a function (got ${o.token === null ? 'null' : typeof o.token})`);
   const r = o.reconnect ?? {};
   // Announced in HELLO as a varint (a fraction or Infinity throws there) and armed as a timer.
   if (o.intervalMs !== undefined) checkIntervalMs('intervalMs', o.intervalMs);
   if (typeof o.adaptive === 'object' && o.adaptive.startMs !== undefined) checkIntervalMs('adaptive.startMs', o.adaptive.startMs);
+  // Each is armed as one timer: beyond MAX_TIMER_MS (Infinity meant as "no limit") or NaN, Node fires
+  // it after 1 ms, and a 1 ms handshake timeout fails every attempt, retried for ever.
+  checkTimerMs('handshakeTimeoutMs', o.handshakeTimeoutMs, 1);
+  checkTimerMs('reconnect.stableAfterMs', r.stableAfterMs, 0);
+  checkTimerMs('ackDelayMs', o.ackDelayMs, 0);
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);
   return {
@@ -173,4 +180,9 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
 /** An interval the client announces: whole milliseconds a timer can take. Throws LL_ERR_INVALID_OPTION naming `name`. */
 export function checkIntervalMs(name: string, ms: number): void {
   if (!(Number.isInteger(ms) && ms > 0 && ms <= MAX_TIMER_MS)) throw new OptionError(name, `must be an integer from 1 to ${MAX_TIMER_MS} ms (got ${ms})`);
+}
+
+/** A delay armed as one timer, from `min` to MAX_TIMER_MS ms (undefined: the default). Throws LL_ERR_INVALID_OPTION naming `name`. */
+function checkTimerMs(name: string, ms: number | undefined, min: number): void {
+  if (ms !== undefined && !(ms >= min && ms <= MAX_TIMER_MS)) throw new OptionError(name, `must be a number from ${min} to ${MAX_TIMER_MS} ms (got ${ms})`);
 }

@@ -154,6 +154,26 @@ describe('browser client in Chromium', () => {
         const s = await page.evaluate(() => (window as any).clients.b.pageStats);
         return s.offline >= 3 && s.online >= 3;
       }, 3000);
+
+      // Kicked, and connected again from a state handler (which runs before the close event): still watched.
+      const opens = async () => (await page.evaluate(() => (window as any).events('b', 'open').length)) as number;
+      const opened = await opens();
+      await page.evaluate(() => {
+        const c = (window as any).clients.b;
+        const again = (s: string) => {
+          if (s !== 'closed') return;
+          c.off('state', again);
+          c.connect().catch((e: Error) => (window as any).log.push({ name: 'b', type: 'connect-rejected', message: e.message }));
+        };
+        c.on('state', again);
+      });
+      gw.kick('web', 'net');
+      await until('open again after the kick', async () => (await opens()) === opened + 1 && conn() !== undefined, 5000);
+      const seen = (await page.evaluate(() => (window as any).clients.b.pageStats)) as { online: number };
+      await context.setOffline(true);
+      await context.setOffline(false);
+      await until('the page signals to reach it after the kick', async () => (await page.evaluate(() => (window as any).clients.b.pageStats.online)) > seen.online, 3000);
+      assert.deepEqual(await page.evaluate(() => (window as any).events('b', 'connect-rejected')), [], 'connect() waited for its own attempt');
       await page.evaluate(() => (window as any).clients.b.close());
     } finally {
       await browser.close();

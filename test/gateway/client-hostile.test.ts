@@ -126,3 +126,20 @@ test('longlink client prints text from the gateway with its control characters e
   assert.equal(escapeControls('hi\u001b]52;c;ZXZpbA==\u0007 there\r\n\ttab'), 'hi\\x1b]52;c;ZXZpbA==\\x07 there\\x0d\\x0a\ttab');
   assert.equal(escapeControls('plain é 😀'), 'plain é 😀');
 });
+
+test('close() from the state handler that a frame ends a suspect spell with: that frame goes to nothing after the close', async () => {
+  const { client, servers, welcome } = setup();
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  const events: string[] = [];
+  client.on('message', (m) => events.push(`message:${Buffer.from(m.payload).toString()}`));
+  client.on('close', () => events.push('close'));
+  client.networkChanged();
+  assert.equal(client.state, 'suspect');
+  client.on('state', (s) => s === 'open' && client.close());
+  servers[0].send({ type: FrameType.DATA, seq: 1, id: 'm1', payload: new TextEncoder().encode('late') });
+  await flush();
+  assert.deepEqual(events, ['close'], 'not handed over after close(): its ack did not go with the CLOSE');
+});

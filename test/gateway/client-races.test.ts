@@ -389,3 +389,170 @@ test('a message sent from an open handler that also changes the interval goes ou
   a.c.close();
   await gw.close();
 });
+
+test('close() from a reconnecting (or state) handler stops the client: no attempt runs after it, and a later connect() opens', async () => {
+  for (const via of ['reconnecting', 'state'] as const) {
+    const { clock, gw } = gateway();
+    let tokens = 0;
+    const a = client(() => gw, clock, { token: async () => (tokens++, 't') });
+    await Promise.all([a.c.connect(), flush()]);
+    const states: string[] = [];
+    a.c.on('state', (s) => states.push(s));
+    if (via === 'reconnecting') a.c.once('reconnecting', () => a.c.close());
+    else a.c.on('state', (s) => s === 'reconnecting' && a.c.close());
+    a.links[0].destroy();
+    await settle(clock, 1000);
+    assert.equal(a.c.state, 'closed', via);
+    assert.deepEqual(states, ['reconnecting', 'closed'], `${via}: nothing after closed`);
+    assert.equal(a.links.length, 1, `${via}: no dial after close()`);
+    assert.equal(tokens, 1, `${via}: the token provider is not asked for a closed client`);
+    // The client is usable again: connect() opens a link, not a wait that never ends.
+    const again = a.c.connect();
+    await settle(clock, 100);
+    await again;
+    assert.equal(a.c.state, 'open', via);
+    a.c.close();
+    await gw.close();
+  }
+});
+
+test('close() then connect() from a close handler (willReconnect) runs one attempt, not a second one planned beside it', async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  let again: Promise<unknown> | null = null;
+  const states: string[] = [];
+  a.c.on('state', (s) => states.push(s));
+  a.c.once('close', () => {
+    a.c.close();
+    again = a.c.connect();
+  });
+  a.links[0].destroy();
+  await settle(clock, 1000);
+  await again;
+  await settle(clock, 1000);
+  assert.deepEqual(states, ['closed', 'connecting', 'open'], 'no reconnect planned beside the new attempt');
+  assert.equal(a.c.state, 'open');
+  assert.equal(a.links.length, 2, 'one new link');
+  a.c.close();
+  await gw.close();
+});
+
+test('a token provider that gives no string (null from storage before login) is a failed provider, retried: nothing throws out of the client', async () => {
+  const { clock, gw } = gateway();
+  let asked = 0;
+  const rejections: unknown[] = [];
+  const onRejection = (err: unknown) => rejections.push(err);
+  process.on('unhandledRejection', onRejection);
+  try {
+    const a = client(() => gw, clock, { token: async () => (++asked === 1 ? (null as unknown as string) : 't') });
+    const opening = a.c.connect();
+    await settle(clock, 1000);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(rejections, []);
+    assert.match(a.closes[0]?.reason ?? '', /token provider failed: .*not a string/);
+    assert.equal(a.closes[0]?.willReconnect, true);
+    await settle(clock, 1000);
+    await opening;
+    assert.equal(a.c.state, 'open');
+    assert.equal(asked, 2);
+    a.c.close();
+    // A token given as a value is checked when the client is made.
+    assert.throws(() => new LonglinkClient({ url: 'tcp://test', userId: 'u', deviceId: 'd', token: null as unknown as string }), { code: 'LL_ERR_INVALID_OPTION' });
+  } finally {
+    process.off('unhandledRejection', onRejection);
+    await gw.close();
+  }
+});
+
+test("close() from the state handler of a WELCOME ends its events there: no 'open' after 'close', and connect() rejects", async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  const events: string[] = [];
+  for (const e of ['open', 'close', 'rtt', 'session-lost'] as const) a.c.on(e, () => events.push(e));
+  a.c.on('state', (s) => {
+    events.push(`state:${s}`);
+    if (s === 'open') a.c.close();
+  });
+  const opening = a.c.connect();
+  const outcome = opening.then(() => 'resolved', () => 'rejected');
+  await settle(clock);
+  assert.equal(await outcome, 'rejected');
+  assert.deepEqual(events, ['state:connecting', 'state:open', 'state:closed', 'close']);
+  assert.equal(a.c.state, 'closed');
+  await gw.close();
+});
+
+test('a listener that throws does not drop the link or skip other listeners: the error is rethrown outside the client', async () => {
+  const { clock, gw, texts } = gateway();
+  const a = client(() => gw, clock);
+  // The test runner's own handler would fail the test on the rethrown error: caught here instead.
+  const runners = process.listeners('uncaughtException');
+  process.removeAllListeners('uncaughtException');
+  const thrown: string[] = [];
+  process.on('uncaughtException', (err) => thrown.push(err.message));
+  try {
+    a.c.on('open', () => {
+      throw new Error('bug in an open listener');
+    });
+    a.c.on('message', () => {
+      throw new Error('bug in a message listener');
+    });
+    const got: string[] = [];
+    a.c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    await Promise.all([a.c.connect(), flush()]);
+    void gw.push('u', 'hi');
+    a.c.send('back');
+    await settle(clock, 1000);
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(thrown, ['bug in an open listener', 'bug in a message listener']);
+    assert.deepEqual(got, ['hi'], 'the next listener still ran');
+    assert.deepEqual(texts(), ['back']);
+    assert.equal(a.c.state, 'open');
+    assert.equal(a.links.length, 1, 'the link was not dropped');
+    assert.equal(a.closes.length, 0);
+  } finally {
+    process.removeAllListeners('uncaughtException');
+    for (const l of runners) process.on('uncaughtException', l);
+    a.c.close();
+    await gw.close();
+  }
+});
+
+test('connect() from the state handler of a permanent close (or of close()) waits for its own attempt: the close being reported does not reject it', async () => {
+  for (const how of ['kicked', 'close()'] as const) {
+    const { clock, gw } = gateway();
+    const a = client(() => gw, clock);
+    await Promise.all([a.c.connect(), flush()]);
+    let again: Promise<unknown> | null = null;
+    a.c.on('state', (s) => {
+      if (s === 'closed' && again === null) again = a.c.connect();
+    });
+    if (how === 'kicked') gw.kick('u', 'd');
+    else a.c.close();
+    await settle(clock, 1000);
+    assert.ok(again, how);
+    const outcome = await (again as Promise<unknown>).then(() => 'resolved', (e: Error) => `rejected: ${e.message}`);
+    assert.equal(outcome, 'resolved', how);
+    assert.equal(a.c.state, 'open', how);
+    a.c.close();
+    await gw.close();
+  }
+});
+
+test("close() from the state handler of an attempt's start ends it there: connect() rejects (not waits for ever), no 'connecting' event, no dial", async () => {
+  const { clock, gw } = gateway();
+  const a = client(() => gw, clock);
+  const events: string[] = [];
+  a.c.on('connecting', () => events.push('connecting'));
+  a.c.on('close', () => events.push('close'));
+  a.c.once('state', (s) => s === 'connecting' && a.c.close());
+  let outcome = 'pending';
+  a.c.connect().then(() => (outcome = 'resolved'), () => (outcome = 'rejected'));
+  await settle(clock);
+  assert.equal(outcome, 'rejected');
+  assert.deepEqual(events, ['close']);
+  assert.equal(a.links.length, 0);
+  assert.equal(a.c.state, 'closed');
+  await gw.close();
+});

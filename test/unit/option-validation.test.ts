@@ -93,3 +93,18 @@ test('reconnect backoff options that would make NaN, instant or overflowing dela
   }
   assert.doesNotThrow(() => new LonglinkClient({ ...base, reconnect: { factor: 1, maxDelayMs: 2 ** 31 - 1 } }));
 });
+
+test('client timeouts a timer cannot hold are refused: handshakeTimeoutMs Infinity ("no limit") once made every attempt time out after 1 ms', () => {
+  const cases: [Record<string, unknown>, RegExp][] = [
+    [{ handshakeTimeoutMs: Infinity }, /handshakeTimeoutMs/],
+    [{ handshakeTimeoutMs: 2 ** 31 }, /handshakeTimeoutMs/],
+    [{ handshakeTimeoutMs: 0 }, /handshakeTimeoutMs/],
+    [{ handshakeTimeoutMs: NaN }, /handshakeTimeoutMs/],
+    [{ reconnect: { stableAfterMs: Infinity } }, /stableAfterMs/],
+    [{ reconnect: { stableAfterMs: -1 } }, /stableAfterMs/],
+    [{ ackDelayMs: NaN }, /ackDelayMs/],
+    [{ ackDelayMs: 2 ** 31 }, /ackDelayMs/],
+  ];
+  for (const [opts, name] of cases) assert.throws(() => new LonglinkClient({ ...base, ...opts }), invalid(name), JSON.stringify(opts));
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, handshakeTimeoutMs: 2 ** 31 - 1, ackDelayMs: 0, reconnect: { stableAfterMs: 0 } }));
+});
