@@ -176,12 +176,17 @@ export function wsFrame(opcode: number, payload: Uint8Array): Buffer {
   return out;
 }
 
-/** A close frame: the code, and the reason cut to the 123 bytes a control frame allows (at a character's start: the peer must fail a reason that is not UTF-8). */
-export function wsCloseFrame(code: number, reason: string): Buffer {
+/** A close reason as UTF-8, cut to the 123 bytes a close frame allows, at a character's start (the peer must fail one that is not UTF-8). */
+export function wsCloseReason(reason: string): Buffer {
   const all = Buffer.from(reason);
   let n = Math.min(all.length, 123);
   if (n < all.length) while (n > 0 && (all[n] & 0xc0) === 0x80) n--;
-  const r = all.subarray(0, n);
+  return all.subarray(0, n);
+}
+
+/** A close frame: the code, and the reason cut to the 123 bytes a control frame allows (at a character's start: the peer must fail a reason that is not UTF-8). */
+export function wsCloseFrame(code: number, reason: string): Buffer {
+  const r = wsCloseReason(reason);
   const p = Buffer.allocUnsafe(2 + r.length);
   p.writeUInt16BE(code, 0);
   r.copy(p, 2);

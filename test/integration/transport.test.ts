@@ -362,3 +362,22 @@ for (const kind of ['tcp', 'ws'] as const) {
     srv.close();
   });
 }
+
+test('WsLink: a close reason cut to 123 bytes is cut at a character\'s start (a CJK reason cut mid-character grew past 123 as U+FFFD and ws threw)', async () => {
+  const { WebSocketServer, WebSocket } = await import('ws');
+  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1' });
+  await new Promise<void>((r) => wss.once('listening', () => r()));
+  try {
+    const serverSide = new Promise<import('ws').WebSocket>((r) => wss.once('connection', r));
+    const c = new WebSocket(`ws://127.0.0.1:${(wss.address() as net.AddressInfo).port}/`);
+    const closed = new Promise<{ code: number; reason: string }>((r) => c.once('close', (code, reason) => r({ code, reason: reason.toString() })));
+    const link = new WsLink(await serverSide, 65536, '127.0.0.1', 0);
+    const reason = `x${'连接被网关关闭'.repeat(10)}`; // then 3 bytes a character: byte 123 falls inside the 41st
+    assert.doesNotThrow(() => link.close(4004, reason));
+    const got = await closed;
+    assert.equal(got.code, 4004);
+    assert.ok(Buffer.byteLength(got.reason) <= 123 && reason.startsWith(got.reason) && got.reason.length === 41, `${Buffer.byteLength(got.reason)} bytes, whole characters`);
+  } finally {
+    wss.close();
+  }
+});
