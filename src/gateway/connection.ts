@@ -250,6 +250,8 @@ export class ServerConnection implements LinkEvents {
   }
 
   private arm(at: number): void {
+    // A write just before (a probe, a PONG, WELCOME) may have closed the link: a closed link's timer stays off the wheel.
+    if (this.phase === 'closed') return;
     this.host.wheel.schedule(this.timer, at);
     this.host.wake();
   }
@@ -314,6 +316,8 @@ export class ServerConnection implements LinkEvents {
         if (pace === PACE_CLOSED) return;
         this.trace?.add(now, 'ping-in');
         this.answerPing(pace === PACE_WARN);
+        // The answer may have closed the link (a peer that does not read): nothing of the PING is acted on after its offline.
+        if ((this.phase as ConnectionPhase) === 'closed') return;
         if (f.intervalMs !== undefined) this.setInterval(f.intervalMs);
         if (f.rttMs !== undefined) {
           // A smoothed figure from the client; bounded, since it feeds the transport's statistics.

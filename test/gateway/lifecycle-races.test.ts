@@ -72,3 +72,43 @@ test('close({ reconnectAfterMs }) spreads the hints over the time the gateway ne
   assert.ok(hints.every((h) => h !== undefined && h >= 1000 && h < 1200), `hints out of [1,000, 1,200) ms: ${hints.slice(0, 5).join(', ')}`);
   assert.ok(new Set(hints).size > 100, `${new Set(hints).size} distinct hints for 400 clients`);
 });
+
+/** The server end reports `bytes()` waiting to be written (a peer that does not read). */
+function backlog(link: MemoryLink, bytes: () => number): void {
+  Object.defineProperty(link, 'bufferedBytes', { get: bytes });
+}
+
+test('a PING whose answer overflows the write buffer (slow-consumer) is not acted on further: no state after offline, no timer left on the wheel', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000, limits: { maxWriteBufferBytes: 1 << 20 } });
+  const log: string[] = [];
+  gw.on('offline', (e: OfflineEvent) => log.push(`offline ${e.reason}`));
+  gw.on('state', () => log.push('state'));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+  await flush();
+  backlog(server, () => 2 << 20);
+  client.send({ type: FrameType.PING, state: { k: 'v' }, intervalMs: 500 });
+  await flush();
+  assert.deepEqual(log, ['offline slow-consumer']);
+  assert.equal(gw.timerStats().wheelSize, 0, 'the closed link holds no wheel timer');
+  await gw.close();
+});
+
+test('a probe that overflows the write buffer closes the link with its timer off the wheel', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000, limits: { maxWriteBufferBytes: 1 << 20 } });
+  const offline: string[] = [];
+  gw.on('offline', (e: OfflineEvent) => offline.push(e.reason));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+  await flush();
+  backlog(server, () => 2 << 20);
+  clock.advance(1600); // a heartbeat overdue: the suspicion's probe is the write that overflows
+  await flush();
+  assert.deepEqual(offline, ['slow-consumer']);
+  assert.equal(gw.timerStats().wheelSize, 0, 'the closed link holds no wheel timer');
+  await gw.close();
+});
