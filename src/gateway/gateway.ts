@@ -700,9 +700,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     conn.resumeToken = session.resumeToken;
 
     const previous = this.registry.add(conn);
-    if (previous && previous !== conn) this.replace(previous, conn.id, resumed);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
+    // Set before `replaced` is emitted: a listener may close this link at once (a kick), and the
+    // device, online through the link replaced, must then be reported offline.
     conn.announced = previous?.announced ?? false;
+    if (previous && previous !== conn) this.replace(previous, conn.id, resumed);
     // Until its answer, a close leaves the entry to this handshake (onClosed sends no setOffline).
     conn.presenceOut = true;
     let displaced: PresenceEntry | undefined;

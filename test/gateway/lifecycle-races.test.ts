@@ -112,3 +112,24 @@ test('a probe that overflows the write buffer closes the link with its timer off
   assert.equal(gw.timerStats().wheelSize, 0, 'the closed link holds no wheel timer');
   await gw.close();
 });
+
+test('a replaced listener that kicks the device at once: the link that took over is reported offline (the device does not stay online in events for good)', async () => {
+  const { gw } = setup();
+  const log: string[] = [];
+  gw.on('online', () => log.push('online'));
+  gw.on('offline', (e: OfflineEvent) => log.push(`offline ${e.reason}`));
+  gw.on('replaced', () => {
+    log.push('replaced');
+    gw.kick('u1', 'd1');
+  });
+  for (let i = 0; i < 2; i++) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+    await flush();
+  }
+  assert.deepEqual(log, ['online', 'replaced', 'offline kicked']);
+  assert.equal(gw.onlineDevices, 0);
+  assert.deepEqual(await gw.presence('u1'), []);
+  await gw.close();
+});
