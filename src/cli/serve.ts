@@ -402,10 +402,10 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     let listened = false;
     w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
       const r = ready.get(w);
-      if (r) r.heardAt = Date.now();
+      if (r) r.heardAt = performance.now();
       if (m?.event !== 'listening') return;
       listened = true;
-      ready.set(w, { index, heardAt: Date.now(), killed: false });
+      ready.set(w, { index, heardAt: performance.now(), killed: false });
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -475,22 +475,29 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   // A worker whose event loop is stuck (a bug's endless loop) does not die: the primary went on
   // handing it its share of new connections, which waited for a WELCOME that never came, for
   // good. Each ready worker is pinged; one not heard from for --worker-hung-ms is killed, and
-  // replaced as a dead one is.
+  // replaced as a dead one is. Silence is counted on the monotonic clock and only while the
+  // primary was pinging: after the primary itself stood still (a paused container, SIGSTOP, its own loop starved), every worker
+  // had been silent that long because nobody asked, and all of them were killed at once.
   const hungMs = o.workerHungMs as number;
   if (hungMs > 0) {
+    const tickMs = Math.max(50, Math.min(5000, Math.floor(hungMs / 4)));
+    let lastTick = performance.now();
     setInterval(
       () => {
-        const now = Date.now();
+        const now = performance.now();
+        const late = now - lastTick > 2 * tickMs;
+        lastTick = now;
         for (const [w, r] of ready) {
           if (r.killed || !w.isConnected()) continue;
+          if (late) r.heardAt = Math.max(r.heardAt, now - tickMs);
           if (now - r.heardAt > hungMs) {
             r.killed = true;
-            log.error({ event: 'worker-hung', worker: r.index, silentForMs: now - r.heardAt }, `worker ${r.index} answered nothing for ${now - r.heardAt} ms; killing it`);
+            log.error({ event: 'worker-hung', worker: r.index, silentForMs: Math.round(now - r.heardAt) }, `worker ${r.index} answered nothing for ${Math.round(now - r.heardAt)} ms; killing it`);
             w.process.kill('SIGKILL');
           } else w.send({ event: 'ping' });
         }
       },
-      Math.max(50, Math.min(5000, Math.floor(hungMs / 4))),
+      tickMs,
     ).unref();
   }
   function stop(signal: string, exitCode = 0): void {
