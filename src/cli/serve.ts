@@ -143,7 +143,7 @@ export function serveCommand(): Command {
     .option('--no-admin', 'do not open the admin port')
     .option('--admin-advertise-url <url>', 'where other nodes reach this admin port, for the cluster view of the dashboard (default http://<admin-host>:<port>)')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
-    .option('--worker-hung-ms <ms>', 'with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never)', int, WORKER_HUNG_MS)
+    .option('--worker-hung-ms <ms>', `with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never; else at least ${MIN_WORKER_HUNG_MS})`, workerHungMs, WORKER_HUNG_MS)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines as JSON or for people (auto: pretty on a terminal, JSON otherwise)').choices(['auto', 'json', 'pretty']).default('auto'))
@@ -530,6 +530,20 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
  */
 /** `--worker-hung-ms`: how long a worker may go without answering the primary's ping before it is killed. */
 export const WORKER_HUNG_MS = 30_000;
+
+/**
+ * The least `--worker-hung-ms` but 0. Below the primary's ping period (50 ms at least) every
+ * worker was silent too long at every check: `30` (meant as seconds) killed each worker as soon
+ * as it listened, and its replacements, for good. A second also leaves a loaded worker's GC
+ * pauses and bursts of TLS handshakes alone.
+ */
+export const MIN_WORKER_HUNG_MS = 1000;
+
+function workerHungMs(value: string): number {
+  const n = int(value);
+  if (n !== 0 && n < MIN_WORKER_HUNG_MS) throw new InvalidArgumentError(`expected 0 (never) or at least ${MIN_WORKER_HUNG_MS} ms`);
+  return n;
+}
 
 export const WORKER_RESTART = { firstDelayMs: 250, maxDelayMs: 30_000, healthyAfterMs: 30_000 };
 
