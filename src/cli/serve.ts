@@ -143,7 +143,7 @@ export function serveCommand(): Command {
     .option('--no-admin', 'do not open the admin port')
     .option('--admin-advertise-url <url>', 'where other nodes reach this admin port, for the cluster view of the dashboard (default http://<admin-host>:<port>)')
     .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
-    .option('--worker-hung-ms <ms>', 'with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never)', int, WORKER_HUNG_MS)
+    .option('--worker-hung-ms <ms>', `with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never; else at least ${MIN_WORKER_HUNG_MS})`, workerHungMs, WORKER_HUNG_MS)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines as JSON or for people (auto: pretty on a terminal, JSON otherwise)').choices(['auto', 'json', 'pretty']).default('auto'))
@@ -402,10 +402,10 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     let listened = false;
     w.on('message', (m: { event?: string; tcp: number | null; ws: number | null; nodeId: string }) => {
       const r = ready.get(w);
-      if (r) r.heardAt = Date.now();
+      if (r) r.heardAt = performance.now();
       if (m?.event !== 'listening') return;
       listened = true;
-      ready.set(w, { index, heardAt: Date.now(), killed: false });
+      ready.set(w, { index, heardAt: performance.now(), killed: false });
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -475,22 +475,29 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   // A worker whose event loop is stuck (a bug's endless loop) does not die: the primary went on
   // handing it its share of new connections, which waited for a WELCOME that never came, for
   // good. Each ready worker is pinged; one not heard from for --worker-hung-ms is killed, and
-  // replaced as a dead one is.
+  // replaced as a dead one is. Silence is counted on the monotonic clock and only while the
+  // primary was pinging: after the primary itself stood still (a paused container, SIGSTOP, its own loop starved), every worker
+  // had been silent that long because nobody asked, and all of them were killed at once.
   const hungMs = o.workerHungMs as number;
   if (hungMs > 0) {
+    const tickMs = Math.max(50, Math.min(5000, Math.floor(hungMs / 4)));
+    let lastTick = performance.now();
     setInterval(
       () => {
-        const now = Date.now();
+        const now = performance.now();
+        const late = now - lastTick > 2 * tickMs;
+        lastTick = now;
         for (const [w, r] of ready) {
           if (r.killed || !w.isConnected()) continue;
+          if (late) r.heardAt = Math.max(r.heardAt, now - tickMs);
           if (now - r.heardAt > hungMs) {
             r.killed = true;
-            log.error({ event: 'worker-hung', worker: r.index, silentForMs: now - r.heardAt }, `worker ${r.index} answered nothing for ${now - r.heardAt} ms; killing it`);
+            log.error({ event: 'worker-hung', worker: r.index, silentForMs: Math.round(now - r.heardAt) }, `worker ${r.index} answered nothing for ${Math.round(now - r.heardAt)} ms; killing it`);
             w.process.kill('SIGKILL');
           } else w.send({ event: 'ping' });
         }
       },
-      Math.max(50, Math.min(5000, Math.floor(hungMs / 4))),
+      tickMs,
     ).unref();
   }
   function stop(signal: string, exitCode = 0): void {
@@ -523,6 +530,20 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
  */
 /** `--worker-hung-ms`: how long a worker may go without answering the primary's ping before it is killed. */
 export const WORKER_HUNG_MS = 30_000;
+
+/**
+ * The least `--worker-hung-ms` but 0. Below the primary's ping period (50 ms at least) every
+ * worker was silent too long at every check: `30` (meant as seconds) killed each worker as soon
+ * as it listened, and its replacements, for good. A second also leaves a loaded worker's GC
+ * pauses and bursts of TLS handshakes alone.
+ */
+export const MIN_WORKER_HUNG_MS = 1000;
+
+function workerHungMs(value: string): number {
+  const n = int(value);
+  if (n !== 0 && n < MIN_WORKER_HUNG_MS) throw new InvalidArgumentError(`expected 0 (never) or at least ${MIN_WORKER_HUNG_MS} ms`);
+  return n;
+}
 
 export const WORKER_RESTART = { firstDelayMs: 250, maxDelayMs: 30_000, healthyAfterMs: 30_000 };
 

@@ -362,6 +362,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // handed over (a message would reach the application after the CLOSE carried the last ack).
     if (this.link !== link) return;
     if ((f.type === FrameType.PONG || f.type === FrameType.DATA || f.type === FrameType.ACK || f.type === FrameType.PING) && f.ack !== undefined && !this.onAcked(f.ack)) return;
+    // An 'acked' handler closed the client (the app quits once its last message is through): the
+    // rest of the frame is not handled. Its message, handed over after the CLOSE carried the last
+    // ack, would reach the app unacknowledged and come again on its next run.
+    if (this.link !== link) return;
     switch (f.type) {
       case FrameType.WELCOME: {
         const problem = policyProblem(f.heartbeat) ?? (f.resumed && f.ack !== undefined ? this.ackProblem(f.ack) : null);
@@ -476,6 +480,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (gone()) return;
     const sample = this.rtt.pongReceived(now);
     if (sample) this.emit('rtt', sample);
+    if (gone()) return;
     if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
   }
 

@@ -556,3 +556,41 @@ test("close() from the state handler of an attempt's start ends it there: connec
   assert.equal(a.c.state, 'closed');
   await gw.close();
 });
+
+test("close() from an 'acked' handler ends the frame that carried the ack: its message is not handed over after 'close' (unacknowledged, it comes again), and no ack timer is left", async () => {
+  // A gateway of our own, to piggyback the ack on a DATA frame as the gateway may.
+  const clock = new ManualClock(1_000);
+  const servers: MemoryLink[] = [];
+  const c = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    clock,
+    timers: clock,
+    random: () => 0,
+    dial: async () => {
+      const [server, l] = memoryLinkPair();
+      server.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: () => {} });
+      servers.push(server);
+      return l;
+    },
+  });
+  const events: string[] = [];
+  c.on('message', (m) => events.push(`message:${Buffer.from(m.payload).toString()}`));
+  c.on('close', () => events.push('close'));
+  const opening = c.connect();
+  await flush();
+  servers[0].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 't', resumed: false, heartbeat: GRANT });
+  await opening;
+  c.send('last');
+  // The app's "quit once my last message is through".
+  c.once('acked', () => {
+    events.push('acked');
+    c.close();
+  });
+  servers[0].send({ type: FrameType.DATA, seq: 1, id: 'm1', payload: Buffer.from('news'), ack: 1 });
+  await flush();
+  assert.deepEqual(events, ['acked', 'close'], "nothing after 'close'");
+  assert.equal(clock.pendingTimers, 0, 'no timer armed for a closed client');
+  assert.ok(!servers[0].received.some((f) => f.type === FrameType.ACK && f.ack === 1), 'the message not handed over is not acknowledged');
+});

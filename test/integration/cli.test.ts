@@ -62,6 +62,22 @@ test('a bad option exits 2 whether it came from a flag, the environment or the f
   assert.equal(status(['--help']), 0, '--help is no error');
 });
 
+test('--worker-hung-ms below a second (30 meant as seconds) is a bad option, not a primary that kills every worker as soon as it listens', () => {
+  const run = (v: string) => {
+    try {
+      execFileSync(process.execPath, [CLI, 'serve', '--worker-hung-ms', v, '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0'], { encoding: 'utf8', stdio: 'pipe', timeout: 8000, killSignal: 'SIGKILL' });
+      return { status: 0, stderr: '' };
+    } catch (err) {
+      return err as { status: number | null; stderr: string };
+    }
+  };
+  for (const v of ['30', '49', '999']) {
+    const r = run(v);
+    assert.equal(r.status, 2, `--worker-hung-ms ${v}`);
+    assert.match(r.stderr, /--worker-hung-ms.*expected 0 \(never\) or at least 1000 ms/);
+  }
+});
+
 /** Runs serve to its end; resolves with its exit code and stderr. */
 function serveFails(args: string[]): Promise<{ code: number | null; stderr: string; stdout: string }> {
   return new Promise((resolve) => {

@@ -167,6 +167,24 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     }
   });
 
+  test('serve --workers 2: a primary that was stopped (a paused container, SIGSTOP) for longer than --worker-hung-ms kills no live worker when it resumes', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wp:', '--node-id', 'hp', '--workers', '2', '--lease-ms', String(LEASE_MS), '--worker-hung-ms', '1000']);
+    procs.push(gw);
+    await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    await sleep(500);
+    const from = gw.lines.length;
+    // The primary alone stops: its workers run on and would answer any ping; none is sent meanwhile.
+    process.kill(gw.child.pid as number, 'SIGSTOP');
+    try {
+      await sleep(2500);
+    } finally {
+      process.kill(gw.child.pid as number, 'SIGCONT');
+    }
+    await sleep(1500);
+    const hung = gw.lines.slice(from).filter((l) => l.event === 'worker-hung');
+    assert.deepEqual(hung, [], 'the silence was the primary\'s own: no worker is killed for it');
+  });
+
   test('serve --workers 2: a worker whose event loop is stuck is killed after --worker-hung-ms and replaced, rather than keep its share of new connections for good', async () => {
     const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wg:', '--node-id', 'hg', '--workers', '2', '--lease-ms', String(LEASE_MS), '--worker-hung-ms', '1000']);
     procs.push(gw);

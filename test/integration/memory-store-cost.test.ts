@@ -258,3 +258,108 @@ test('memory store: the bytes of a user\'s devices not online stay exact through
   assert.ok(refused > 0 && userEvicted > 0, `the bound both refused (${refused}) and evicted from other devices (${userEvicted})`);
   await s.close();
 });
+
+test('memory store: its bookkeeping (byte totals per user and in all, bytes not online, mailbox and known counts, the known and lingering lists, id sets, expiry bounds) matches what it holds through a random sequence of every operation', async () => {
+  let seed = 11;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), Math.floor((seed / 2 ** 31) * n));
+  interface Box { userId: string; deviceId: string; messages: QueuedMessage[]; bytes: number; nextExpiry: number; ids: Set<string> | null }
+  interface Entry { userId: string; deviceId: string; online: boolean; knownUntil: number; prevKnown: Entry | null; nextKnown: Entry | null }
+  // Small bounds, so that devices are shed, forgotten and remembered again, and mailboxes pass 16 messages.
+  const s = new MemoryStore({ maxQueuedBytesPerUser: 300, maxQueuedBytes: 900, maxKnownDevices: 5, maxKnownDevicesPerUser: 3, maxDevicesPerUser: 4, maxSessionsPerDevice: 2 });
+  const inner = s as unknown as {
+    mailboxes: { all(): Iterable<Box>; get(u: string, d: string): Box | undefined };
+    mailboxCount: number;
+    devicesByUser: { all(): Iterable<Entry>; get(u: string, d: string): Entry | undefined };
+    known: { head: Entry | null; tail: Entry | null };
+    lingering: { head: Entry | null; tail: Entry | null };
+    knownCount: number;
+    queuedBytes: number;
+    userQueuedBytes: Map<string, number>;
+    userOfflineBytes: Map<string, number>;
+  };
+  const outcomes = { refused: 0, evicted: 0, lingered: 0, indexed: 0 };
+  const nonZero = (m: Map<string, number>) => new Map([...m].filter(([, v]) => v !== 0));
+  const check = (step: number) => {
+    const at = `step ${step}`;
+    let total = 0;
+    let boxes = 0;
+    const perUser = new Map<string, number>();
+    const offline = new Map<string, number>();
+    for (const b of inner.mailboxes.all()) {
+      boxes++;
+      assert.ok(b.messages.length > 0, `${at}: an empty mailbox kept`);
+      const bytes = b.messages.reduce((n, m) => n + m.payload.length, 0);
+      assert.equal(b.bytes, bytes, `${at}: ${b.userId}/${b.deviceId}'s bytes`);
+      total += bytes;
+      if (bytes > 0) perUser.set(b.userId, (perUser.get(b.userId) ?? 0) + bytes);
+      if (bytes > 0 && inner.devicesByUser.get(b.userId, b.deviceId)?.online !== true) offline.set(b.userId, (offline.get(b.userId) ?? 0) + bytes);
+      if (b.ids !== null) outcomes.indexed++;
+      if (b.ids !== null) assert.deepEqual([...b.ids].sort(), b.messages.map((m) => m.id).sort(), `${at}: ${b.userId}/${b.deviceId}'s id set`);
+      for (const m of b.messages) assert.ok(m.expiresAt >= b.nextExpiry, `${at}: a message expires before its mailbox's bound`);
+    }
+    assert.equal(inner.queuedBytes, total, `${at}: bytes in all`);
+    assert.equal(inner.mailboxCount, boxes, `${at}: mailboxes`);
+    assert.deepEqual(nonZero(inner.userQueuedBytes), perUser, `${at}: bytes per user`);
+    assert.deepEqual(nonZero(inner.userOfflineBytes), offline, `${at}: bytes per user not online`);
+    let listed = 0;
+    for (const [list, lingering] of [[inner.known, false], [inner.lingering, true]] as const) {
+      let prev: Entry | null = null;
+      for (let e = list.head; e !== null; e = e.nextKnown) {
+        listed++;
+        assert.equal(e.prevKnown, prev, `${at}: list links`);
+        assert.equal(inner.devicesByUser.get(e.userId, e.deviceId), e, `${at}: a listed device not in the table`);
+        assert.equal(e.knownUntil === 0, lingering, `${at}: ${e.userId}/${e.deviceId} in the wrong list`);
+        if (lingering) assert.ok(inner.mailboxes.get(e.userId, e.deviceId), `${at}: lingering without messages`);
+        prev = e;
+      }
+      assert.equal(list.tail, prev, `${at}: list tail`);
+    }
+    assert.equal(inner.knownCount, listed, `${at}: known devices`);
+  };
+  const users = ['a', 'b'];
+  const holders = ['h1', 'h2', 'h3'];
+  let now = 1000;
+  for (let step = 0; step < 4000; step++) {
+    now++;
+    const u = users[rnd(2)];
+    const d = `d${rnd(6)}`;
+    const h = holders[rnd(3)];
+    switch (rnd(10)) {
+      case 0:
+      case 1:
+      case 2: {
+        const msg = { id: `m${rnd(30)}`, payload: new Uint8Array(u === 'a' ? rnd(4) : rnd(150)), enqueuedAt: now, expiresAt: now + (rnd(2) === 0 ? rnd(3000) : rnd(30_000)) };
+        const got = await s.enqueue(u, d, msg, { maxMessages: u === 'a' ? 40 : 1 + rnd(40), maxBytes: 50 + rnd(250) }).catch(() => (outcomes.refused++, []));
+        outcomes.evicted += got.filter((e) => e.deviceId !== undefined).length;
+        break;
+      }
+      case 3:
+        await s.take(u, d, h, rnd(8));
+        break;
+      case 4:
+        await s.ack(u, d, h, rnd(40));
+        break;
+      case 5:
+        now += rnd(300);
+        await s.expire(now);
+        outcomes.lingered += inner.lingering.head !== null ? 1 : 0;
+        break;
+      case 6:
+        s.setOnline({ userId: u, deviceId: d, connectionId: h, nodeId: 'n', transport: 'tcp', since: now, clientInfo: {} });
+        break;
+      case 7:
+        await s.setOffline(u, d, h);
+        break;
+      case 8:
+        s.rememberDevice(u, d, now + rnd(2000));
+        break;
+      case 9:
+        if (rnd(2) === 0) s.saveSession({ ...session(u, d), resumeToken: `t${rnd(8)}` }, now + 5000);
+        else await s.knownDevices(u, now);
+        break;
+    }
+    check(step);
+  }
+  assert.ok(outcomes.refused > 0 && outcomes.evicted > 0 && outcomes.lingered > 0 && outcomes.indexed > 0, `the sequence reached the bounds and the lingering list: ${JSON.stringify(outcomes)}`);
+  await s.close();
+});
