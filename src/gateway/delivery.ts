@@ -386,10 +386,8 @@ export class Delivery {
   /** Records a client message's id as taken in, so a re-send is a duplicate; ends the link's claim on it in the same request. */
   private async record(conn: ServerConnection, f: DataFrame, claim?: Claim): Promise<void> {
     if (f.id === undefined) return;
-    const holder = claim?.holder ?? null;
     try {
-      if (holder === null) await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now());
-      else await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now(), holder);
+      await this.o.store.markInbound(conn.userId, conn.deviceId, f.id, this.o.wallClock.now(), claim?.holder ?? undefined);
       if (claim) claim.ended = true;
     } catch (err) {
       // Not recorded: a re-send would be taken in again. Acknowledge all the same (it was).
