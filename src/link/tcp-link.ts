@@ -42,6 +42,11 @@ export class TcpLink implements Link {
   private poisoned = false;
   /** close() was called: what the peer still sends is read and dropped, not decoded. */
   private closing = false;
+  /**
+   * The decoder holds part of a frame. Kept here so that a heartbeat reads only this object
+   * and not the decoder too: one cache line fewer a heartbeat (see ServerConnection's fields).
+   */
+  private partial = false;
 
   constructor(
     readonly socket: Socket,
@@ -85,11 +90,12 @@ export class TcpLink implements Link {
     try {
       // Nearly every chunk is one bare heartbeat on its own (01 03): straight to the connection,
       // past the decoder, when no partial frame is held.
-      if (chunk.length === 2 && chunk[0] === 1 && chunk[1] === FrameType.PING && this.decoder.bufferedBytes === 0) {
+      if (chunk.length === 2 && chunk[0] === 1 && chunk[1] === FrameType.PING && !this.partial) {
         this.events?.onLinkFrame(BARE_PING);
         return;
       }
       this.decoder.push(chunk, this.deliver, this);
+      this.partial = this.decoder.bufferedBytes > 0;
     } catch (err) {
       this.fail(err);
     }

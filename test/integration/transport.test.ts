@@ -381,3 +381,42 @@ test('WsLink: a close reason cut to 123 bytes is cut at a character\'s start (a 
     wss.close();
   }
 });
+
+test('tcp: a chunk that reads as a bare PING (01 03) but ends a frame held in part is decoded as the rest of that frame', async () => {
+  const { encodeDelimited } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType } = await import('../../src/protocol/frames.js');
+  let serverSide!: net.Socket;
+  const srv = net.createServer((s) => (serverSide = s));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const peer = net.connect({ port: (srv.address() as net.AddressInfo).port, host: '127.0.0.1', noDelay: true });
+  peer.on('error', () => {});
+  try {
+    await new Promise((r) => peer.once('connect', r));
+    while (!serverSide) await sleep(5);
+    const frames: { type: number; payload?: Uint8Array }[] = [];
+    const errors: Error[] = [];
+    const link = new TcpLink(serverSide, 1 << 20);
+    link.bind({ onLinkFrame: (f) => frames.push(f), onLinkError: (e) => errors.push(e), onLinkClose: () => {} });
+    // A DATA frame whose last two bytes are 01 03, the bare PING's bytes, sent as its own chunk.
+    const bytes = Buffer.from(encodeDelimited({ type: FrameType.DATA, payload: new Uint8Array([9, 1, 3]) }));
+    assert.deepEqual([...bytes.subarray(-2)], [1, 3]);
+    peer.write(bytes.subarray(0, -2));
+    await sleep(50);
+    peer.write(bytes.subarray(-2));
+    await sleep(50);
+    peer.write(Buffer.from([1, FrameType.PING]));
+    for (let i = 0; i < 100 && frames.length < 2; i++) await sleep(10);
+    assert.deepEqual(errors, []);
+    assert.deepEqual(
+      frames.map((f) => [f.type, f.payload ? [...f.payload] : null]),
+      [
+        [FrameType.DATA, [9, 1, 3]],
+        [FrameType.PING, null],
+      ],
+    );
+    link.destroy();
+  } finally {
+    peer.destroy();
+    await new Promise((r) => srv.close(r));
+  }
+});
