@@ -11,6 +11,8 @@ export type Verdict = 'alive' | 'suspect' | 'suspected' | 'dead';
 
 export interface LivenessDetector {
   readonly lastHeardAt: number;
+  /** The heartbeat interval it expects (setIntervalMs moves it). */
+  readonly intervalMs: number;
   /** Any inbound frame; `heartbeat` says whether it was a heartbeat (adaptive detectors learn only from those). */
   heard(now: number, heartbeat?: boolean): void;
   /** 'suspect' is returned once per silence, on the transition; then 'suspected'. */

@@ -52,7 +52,7 @@ export class PhiAccrualDetector implements LivenessDetector {
   private suspectedAt = -1;
 
   constructor(
-    private intervalMs: number,
+    public intervalMs: number,
     now: number,
     opts: Partial<PhiOptions> = {},
   ) {
