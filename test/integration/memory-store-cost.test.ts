@@ -363,3 +363,40 @@ test('memory store: its bookkeeping (byte totals per user and in all, bytes not 
   assert.ok(outcomes.refused > 0 && outcomes.evicted > 0 && outcomes.lingered > 0 && outcomes.indexed > 0, `the sequence reached the bounds and the lingering list: ${JSON.stringify(outcomes)}`);
   await s.close();
 });
+
+test('memory store: the expiry sweep looks only at mailboxes with something due, not at every mailbox (6–8 ms a second at 200,000), and its queue stays bounded by the mailboxes held', async () => {
+  const s = new MemoryStore();
+  const limits = { maxMessages: 1000, maxBytes: 1 << 20 };
+  const mailboxes = 5000;
+  for (let d = 0; d < mailboxes; d++) await s.enqueue(`u${d}`, 'd', { id: 'm', payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: 1_000_000 + d }, limits);
+  // Counts the mailboxes any walk of all of them visits.
+  const boxes = (s as unknown as { mailboxes: { all(): Iterable<unknown> } }).mailboxes;
+  const all = boxes.all.bind(boxes);
+  let visited = 0;
+  boxes.all = function* () {
+    for (const m of all()) {
+      visited++;
+      yield m;
+    }
+  };
+  for (let t = 0; t < 20; t++) assert.deepEqual(await s.expire(1000 + t), []);
+  assert.equal(visited, 0, `${visited} mailboxes looked at by 20 sweeps with none due`);
+  // The due ones go, in order, and only they are looked at.
+  const gone = await s.expire(1_000_000 + 9);
+  assert.deepEqual(gone.map((g) => g.userId), Array.from({ length: 10 }, (_, d) => `u${d}`));
+  assert.equal(visited, 0);
+  // Mailboxes made and emptied again and again (a push acknowledged at once) leave entries behind: bounded.
+  const queue = (s as unknown as { expiry: { size: number } }).expiry;
+  for (let k = 0; k < 20_000; k++) {
+    await s.enqueue('churn', 'd', { id: `c${k}`, payload: new Uint8Array(1), enqueuedAt: 1, expiresAt: 2_000_000 - k }, limits);
+    const [taken] = await s.take('churn', 'd', 'conn', 0);
+    await s.ack('churn', 'd', 'conn', taken.seq);
+  }
+  assert.equal(await s.depth('churn', 'd'), 0);
+  assert.ok(queue.size <= 2 * mailboxes + 1024, `${queue.size} entries in the expiry queue for ${mailboxes} mailboxes`);
+  // Still exact after the rebuilds: every remaining mailbox expires at its time.
+  const rest = await s.expire(1_000_000 + mailboxes);
+  assert.equal(rest.length, mailboxes - 10);
+  assert.equal((await s.queueTotals()).messages, 0);
+  await s.close();
+});
