@@ -42,6 +42,7 @@ export class Lab {
   private faults: FaultRule[] = [];
   private readonly procs = new Set<ChildProcess>();
   private torn = false;
+  private tearing: Promise<void> | null = null;
 
   private constructor(readonly options: Required<Omit<LabOptions, 'relays'>> & Pick<LabOptions, 'relays'>) {
     this.id = `${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -185,16 +186,21 @@ export class Lab {
     return child;
   }
 
-  /** Kills every process in the lab's namespaces and deletes them. Safe to call twice. */
-  async teardown(): Promise<void> {
-    if (this.torn) return;
+  /**
+   * Kills every process in the lab's namespaces and deletes them. A second
+   * call (a signal while a `finally` tears down) gets the same promise, and
+   * the lab stays in `labs` until it is done: one that left it at the start
+   * let the signal handler exit mid-teardown, namespaces left.
+   */
+  teardown(): Promise<void> {
+    if (this.tearing) return this.tearing;
     this.torn = true;
-    labs.delete(this);
     for (const c of this.procs) {
       c.kill('SIGCONT');
       c.kill('SIGKILL');
     }
-    await removeNamespaces(this.namespaces);
+    this.tearing = removeNamespaces(this.namespaces).finally(() => labs.delete(this));
+    return this.tearing;
   }
 }
 

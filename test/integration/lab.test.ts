@@ -9,6 +9,7 @@ import { labUnavailable, run } from '../../src/lab/exec.js';
 import { heartbeat, heartbeatOff } from '../../src/lab/catalog.js';
 import { LabRun } from '../../src/lab/scenarios.js';
 import { runAdaptiveLab } from '../../src/lab/adaptive.js';
+import { Lab, teardownAll } from '../../src/lab/topology.js';
 
 // The network lab for real: namespaces, a strict nftables NAT with a 3 s
 // timeout, a frozen client, a blackhole with data in flight. Bounds are
@@ -77,6 +78,19 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.ok(res.clientDetectMs !== null && res.clientDetectMs <= res.clientBoundMs! + TOLERANCE_MS, `client noticed in ${res.clientDetectMs} ms (bound ${res.clientBoundMs})`);
     assert.ok(res.reconnectMs !== null, 'the client came back');
     assert.equal(res.delivered, true, 'the message in flight was delivered after the resume');
+  });
+});
+
+describe('lab teardown', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('a teardown under way is waited for by teardownAll (as by the signal handler): it used to leave the set at once', async () => {
+    const lab = await Lab.create({ clients: 2 });
+    const first = lab.teardown();
+    await teardownAll();
+    const left = await run('ip', ['netns', 'list']);
+    const standing = lab.namespaces.filter((n) => left.includes(n));
+    await first;
+    assert.deepEqual(standing, [], 'teardownAll returned with namespaces of a lab still being torn down');
+    assert.equal(lab.teardown(), lab.teardown(), 'a second call gets the same teardown');
   });
 });
 
