@@ -179,6 +179,17 @@ describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : fals
   });
 });
 
+describe('adaptive lab with a NAT timeout that fails', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('one lab failing ends the others early and their namespaces are gone when the error is thrown', async () => {
+    const t0 = Date.now();
+    // conntrack refuses a timeout this large: that lab fails while it is built; the 4 s one runs.
+    await assert.rejects(runAdaptiveLab({ timeoutsSec: [4, 1e11], spanMs: 60_000, startMs: 1000, fixedMs: [] }), /Invalid argument/);
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(`ll-${process.pid}-`), `namespaces left when the error came:\n${left}`);
+    assert.ok(Date.now() - t0 < 30_000, `the other lab's 60 s span was cut short (${Date.now() - t0} ms)`);
+  });
+});
+
 describe('the configurator in the lab', { skip: why ? `skipped: ${why}` : false }, () => {
   test('measured under 5% loss, tuned for detection within 6 s: no false disconnect, and a real blackhole is detected within the target', async () => {
     const { SCENARIOS } = await import('../../src/lab/catalog.js');
