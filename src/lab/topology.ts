@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { OptionError } from '../protocol/errors.js';
 import { run, inNs } from './exec.js';
 import { clientIf, faultRuleset, natRuleset, SERVER_IF, type FaultRule } from './ruleset.js';
 
@@ -31,6 +32,10 @@ export const clientAddr = (i: number) => `10.0.${10 + i}.2`;
 const routerInsideAddr = (i: number) => `10.0.${10 + i}.1`;
 
 const PREFIX = 'll-';
+/** Client subnets are 10.0.(10+i).0/24: beyond this many the addresses are not addresses. */
+export const MAX_CLIENTS = 245;
+/** conntrack keeps the timeout in jiffies in an int; a day is far beyond any NAT the lab plays. */
+export const MAX_NAT_TIMEOUT_SEC = 86_400;
 
 export class Lab {
   readonly id: string;
@@ -59,6 +64,11 @@ export class Lab {
 
   /** Builds the network; on any failure tears down what was built and rethrows. */
   static async create(o: LabOptions = {}): Promise<Lab> {
+    // Refused before the first namespace: a bad count used to build them all and fail at the first bad address.
+    const clients = o.clients ?? 1;
+    if (!Number.isInteger(clients) || clients < 1 || clients > MAX_CLIENTS) throw new OptionError('clients', `an integer from 1 to ${MAX_CLIENTS}, got ${clients}`);
+    const t = o.natTimeoutSec ?? 30;
+    if (!(t >= 1 && t <= MAX_NAT_TIMEOUT_SEC)) throw new OptionError('natTimeoutSec', `from 1 to ${MAX_NAT_TIMEOUT_SEC} s, got ${t}`);
     const lab = new Lab({ clients: o.clients ?? 1, natTimeoutSec: o.natTimeoutSec ?? 30, strict: o.strict ?? true, relays: o.relays });
     labs.add(lab);
     // A signal meanwhile waits for the build (see teardownOnSignals): torn down mid-build, the

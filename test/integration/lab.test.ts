@@ -81,6 +81,39 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   });
 });
 
+describe('lab flags and options out of range', () => {
+  test('longlink lab adaptive and up refuse them as bad arguments (exit 1) before a lab is built', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'll-lab-flags-'));
+    try {
+      for (const args of [
+        ['adaptive', '--timeouts', 'abc', '--out', out],
+        ['adaptive', '--timeouts', '4,Infinity', '--span-s', '1', '--fixed-ms', '', '--out', out],
+        ['adaptive', '--timeouts', '4', '--span-s', '1', '--start-ms', '0', '--fixed-ms', '', '--out', out],
+        ['up', '--clients', '0', '--schedule', '0 quit'],
+        ['up', '--nat-timeout', '0', '--schedule', '0 quit'],
+      ]) {
+        const { code, stderr } = await new Promise<{ code: number; stderr: string }>((resolve) =>
+          execFile(process.execPath, [CLI, 'lab', ...args], { timeout: 60_000 }, (err, _o, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr })),
+        );
+        assert.ok(code === 1 && /argument .* is invalid/.test(stderr), `lab ${args.join(' ')}: exit ${code}\n${stderr}`);
+      }
+      assert.deepEqual(fs.readdirSync(out), [], 'no report written');
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  test('Lab.create refuses a client count or NAT timeout the address plan or conntrack cannot take, before any namespace', async () => {
+    try {
+      for (const o of [{ clients: 0 }, { clients: 246 }, { clients: 1.5 }, { natTimeoutSec: 0 }, { natTimeoutSec: Number.POSITIVE_INFINITY }]) {
+        await assert.rejects(Lab.create(o), { code: 'LL_ERR_INVALID_OPTION' }, JSON.stringify(o));
+      }
+    } finally {
+      await teardownAll();
+    }
+  });
+});
+
 describe('lab teardown', { skip: why ? `skipped: ${why}` : false }, () => {
   test('a teardown under way is waited for by teardownAll (as by the signal handler): it used to leave the set at once', async () => {
     const lab = await Lab.create({ clients: 2 });
@@ -182,8 +215,8 @@ describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : fals
 describe('adaptive lab with a NAT timeout that fails', { skip: why ? `skipped: ${why}` : false }, () => {
   test('one lab failing ends the others early and their namespaces are gone when the error is thrown', async () => {
     const t0 = Date.now();
-    // conntrack refuses a timeout this large: that lab fails while it is built; the 4 s one runs.
-    await assert.rejects(runAdaptiveLab({ timeoutsSec: [4, 1e11], spanMs: 60_000, startMs: 1000, fixedMs: [] }), /Invalid argument/);
+    // A timeout no NAT has: that lab is refused; the 4 s one is being built and runs.
+    await assert.rejects(runAdaptiveLab({ timeoutsSec: [4, 1e11], spanMs: 60_000, startMs: 1000, fixedMs: [] }), { code: 'LL_ERR_INVALID_OPTION' });
     const left = await run('ip', ['netns', 'list']);
     assert.ok(!left.includes(`ll-${process.pid}-`), `namespaces left when the error came:\n${left}`);
     assert.ok(Date.now() - t0 < 30_000, `the other lab's 60 s span was cut short (${Date.now() - t0} ms)`);
