@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CLI } from '../helpers/procs.js';
 import { after, before, describe, test } from 'node:test';
 import { labUnavailable, run } from '../../src/lab/exec.js';
@@ -124,6 +126,31 @@ describe('lab teardown', { skip: why ? `skipped: ${why}` : false }, () => {
     await first;
     assert.deepEqual(standing, [], 'teardownAll returned with namespaces of a lab still being torn down');
     assert.equal(lab.teardown(), lab.teardown(), 'a second call gets the same teardown');
+  });
+});
+
+describe('the delay relay', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('exits when its stdin closes, as it does when the lab process dies without a teardown', async () => {
+    const ns = `lltest-${process.pid}-${randomBytes(3).toString('hex')}`;
+    await run('ip', ['netns', 'add', ns]);
+    const relayJs = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/lab/delay-relay.js');
+    const cfg = { routes: [{ listenPort: 7101, target: '127.0.0.1:7001' }], baseMs: 0, jitterMs: 0 };
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, relayJs, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d) => String(d).includes('relay-ready') && resolve());
+        child.once('exit', () => reject(new Error('relay exited before it was ready')));
+      });
+      const exited = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 3000);
+        child.once('exit', () => (clearTimeout(timer), resolve(true)));
+      });
+      child.stdin!.end();
+      assert.equal(await exited, true, 'the relay still ran 3 s after its stdin closed');
+    } finally {
+      child.kill('SIGKILL');
+      await run('ip', ['netns', 'del', ns]).catch(() => undefined);
+    }
   });
 });
 
