@@ -271,7 +271,10 @@ export function teardownOnSignals(): void {
   if (hooked) return;
   hooked = true;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => {
+    process.on(sig, () => {
+      // A second Ctrl-C (or a SIGTERM after it) must not cut the teardown short: with `once` it
+      // met the default action and left namespaces. Each step is bounded; SIGKILL still ends it.
+      if (stopping) return;
       // What was starting fails as its lab goes (an agent that never answers): that is the point
       // of stopping, not a crash that would exit before the teardown is done.
       process.on('unhandledRejection', () => {});

@@ -224,6 +224,26 @@ describe('longlink lab up with a bad schedule', { skip: why ? `skipped: ${why}` 
   });
 });
 
+describe('longlink lab up interrupted twice', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('a second SIGINT during the teardown does not cut it short: nothing left, exit 130', async () => {
+    let pid = 0;
+    const code = await new Promise<number | string | null>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      pid = child.pid!;
+      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.stdout!.on('data', (d) => {
+        if (!/lab up:/.test(String(d))) return;
+        child.kill('SIGINT');
+        setTimeout(() => child.kill('SIGINT'), 5);
+      });
+      child.once('exit', (c, sig) => (clearTimeout(killer), resolve(c ?? sig)));
+    });
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(`ll-${pid}-`), `namespaces left (exit ${code}):\n${left}`);
+    assert.equal(code, 130);
+  });
+});
+
 describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : false }, () => {
   test('behind a strict NAT with a 4 s timeout it converges to 80-95% of it within 8 probe steps and two lost links, then keeps the link', async () => {
     const rep = await runAdaptiveLab({ timeoutsSec: [4], spanMs: 50_000, startMs: 1000, fixedMs: [] });
