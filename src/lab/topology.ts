@@ -154,6 +154,8 @@ export class Lab {
   }
 
   private async setFaults(faults: FaultRule[]): Promise<void> {
+    const bad = faults.find((f) => f.client >= this.clients.length);
+    if (bad) throw new RangeError(`fault client ${bad.client}: this lab has clients 0 to ${this.clients.length - 1}`);
     await this.applyFaults(faults);
     this.faults = faults;
   }

@@ -37,6 +37,8 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   test('a fault the rules refuse is not kept: the faults after it still go in force', async () => {
     await assert.rejects(lab.lab.addFault({ kind: 'loss', client: 0, percent: Number.NaN, direction: 'up' }), /loss percent/);
     assert.deepEqual(lab.lab.activeFaults, []);
+    await assert.rejects(lab.lab.addFault({ kind: 'blackhole', client: 2, direction: 'up' }), /clients 0 to 1/);
+    assert.deepEqual(lab.lab.activeFaults, []);
     await lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' });
     assert.equal(lab.lab.activeFaults.length, 1);
     await lab.lab.clearFaults();

@@ -25,6 +25,13 @@ test('faults: blackhole and loss by direction, reset for one connection, an empt
   assert.match(rst, /oifname "c1" tcp dport 40000 counter reject with tcp reset/);
   assert.doesNotMatch(faultRuleset([]), /drop|reject/);
   assert.throws(() => faultRuleset([{ kind: 'loss', client: 0, percent: 0, direction: 'up' }]), RangeError);
+  // What `lab up` types in: refused, not made into something else or into a rule that matches nothing.
+  assert.throws(() => faultRuleset([{ kind: 'blackhole', client: 0, direction: 'sideways' as 'up' }]), /direction/);
+  assert.throws(() => faultRuleset([{ kind: 'blackhole', client: Number.NaN, direction: 'up' }]), /client/);
+  assert.throws(() => faultRuleset([{ kind: 'loss', client: 0.5, percent: 5, direction: 'up' }]), /client/);
+  assert.throws(() => faultRuleset([{ kind: 'blackhole', client: -2, direction: 'up' }]), /client/);
+  assert.throws(() => faultRuleset([{ kind: 'reset', client: 0, port: 0 }]), /port/);
+  assert.match(faultRuleset([{ kind: 'blackhole', client: -1, direction: 'down' }]), /oifname "c\*" counter drop/);
 });
 
 test('reports: the Markdown table and the SVG show detections, misses, bounds and false disconnects', () => {
