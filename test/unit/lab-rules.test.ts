@@ -61,6 +61,13 @@ test('reports: the Markdown table and the SVG show detections, misses, bounds an
   assert.match(svg, /push after the idle span lost/);
   assert.match(md, /\| v \| idle 8 s \| no close \| no close \| — \| lost on the dead link \|/);
   assert.match(svg, /<\/svg>\n$/);
+  assert.doesNotMatch(md + svg, /over the bound/, 'nothing here is past its bound');
+  // A detection past longlink's bound is said so in both, not left for the reader to compare.
+  const late: ScenarioReport = { ...rep, results: [{ ...base, kind: 'fault', fault: 'late', serverDetectMs: 3100, clientDetectMs: 2400 }] };
+  assert.match(markdownTable(late), /\| 3\.10 s \(bound 2\.55 s\) \*\*over the bound\*\* \| 2\.40 s \(bound 2\.50 s\) \|/);
+  const lateSvg = svgChart([late]);
+  assert.equal(lateSvg.match(/over the bound/g)?.length, 1);
+  assert.match(lateSvg, /fill="#c33"/);
 });
 
 test('adaptive report: the table compares clients per NAT timeout and the chart draws the interval and lost links', async () => {
