@@ -7,8 +7,9 @@
  * (conntrack state invalid), as carrier-grade NATs do. Table `ll_fault` holds
  * the injected faults and is replaced whole on every change, so clearing a
  * fault is exact. Faults hook prerouting at raw priority (before conntrack:
- * a blackholed packet does not refresh the mapping) and postrouting last
- * (after de-NAT, where the client interface is known).
+ * a blackholed packet from a client does not refresh the mapping) and
+ * postrouting last (after de-NAT, where the client interface is known; a
+ * packet from the server dropped there has been through conntrack).
  */
 export interface NatRules {
   clients: number;
