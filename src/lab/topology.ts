@@ -45,6 +45,7 @@ export class Lab {
   readonly natTimeoutSec: number;
   readonly strict: boolean;
   private faults: FaultRule[] = [];
+  private faultChange: Promise<void> = Promise.resolve();
   private readonly procs = new Set<ChildProcess>();
   private torn = false;
   private tearing: Promise<void> | null = null;
@@ -140,24 +141,34 @@ export class Lab {
   }
 
   /** Applied first, kept only once in force: a fault the rules refuse must not poison the next ones. */
-  async addFault(f: FaultRule): Promise<void> {
-    await this.setFaults([...this.faults, f]);
+  addFault(f: FaultRule): Promise<void> {
+    return this.setFaults((cur) => [...cur, f]);
   }
 
   /** Removes the faults matching `pred`, leaving the others in force. */
-  async removeFault(pred: (f: FaultRule) => boolean): Promise<void> {
-    await this.setFaults(this.faults.filter((f) => !pred(f)));
+  removeFault(pred: (f: FaultRule) => boolean): Promise<void> {
+    return this.setFaults((cur) => cur.filter((f) => !pred(f)));
   }
 
-  async clearFaults(): Promise<void> {
-    await this.setFaults([]);
+  clearFaults(): Promise<void> {
+    return this.setFaults(() => []);
   }
 
-  private async setFaults(faults: FaultRule[]): Promise<void> {
-    const bad = faults.find((f) => f.client >= this.clients.length);
-    if (bad) throw new RangeError(`fault client ${bad.client}: this lab has clients 0 to ${this.clients.length - 1}`);
-    await this.applyFaults(faults);
-    this.faults = faults;
+  /**
+   * One change at a time, each from the faults the one before left: two at once (lab up's schedule
+   * and its stdin, two items at the same second) each started from the same list, and the one
+   * that finished last dropped the other's fault from the table, though both said done.
+   */
+  private setFaults(next: (cur: FaultRule[]) => FaultRule[]): Promise<void> {
+    const step = this.faultChange.then(async () => {
+      const faults = next(this.faults);
+      const bad = faults.find((f) => f.client >= this.clients.length);
+      if (bad) throw new RangeError(`fault client ${bad.client}: this lab has clients 0 to ${this.clients.length - 1}`);
+      await this.applyFaults(faults);
+      this.faults = faults;
+    });
+    this.faultChange = step.catch(() => undefined);
+    return step;
   }
 
   get activeFaults(): readonly FaultRule[] {

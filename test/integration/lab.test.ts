@@ -45,6 +45,22 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.deepEqual(lab.lab.activeFaults, []);
   });
 
+  test('faults added at once are all kept, in the table as in the list', async () => {
+    await Promise.all([
+      lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' }),
+      lab.lab.addFault({ kind: 'blackhole', client: 1, direction: 'down' }),
+      lab.lab.addFault({ kind: 'loss', client: 1, percent: 5, direction: 'up' }),
+    ]);
+    try {
+      assert.equal(lab.lab.activeFaults.length, 3, JSON.stringify(lab.lab.activeFaults));
+      const table = await run('ip', ['netns', 'exec', lab.lab.router, 'nft', 'list', 'table', 'ip', 'll_fault']);
+      for (const rule of [/iifname "c0" counter packets \d+ bytes \d+ drop/, /oifname "c1" counter packets \d+ bytes \d+ drop/, /iifname "c1" numgen random mod 100 < 5/]) assert.match(table, rule);
+    } finally {
+      await lab.lab.clearFaults();
+    }
+    assert.deepEqual(lab.lab.activeFaults, []);
+  });
+
   test('an idle heartbeating link survives a NAT timeout shorter than its idle time; without heartbeats it dies silently', async () => {
     const [hb, off] = await Promise.all([lab.idleThenPush(lab.running[0], 'idle', 8000, 4000), lab.idleThenPush(lab.running[1], 'idle', 8000, 3000)]);
     assert.equal(hb.delivered, true, 'the push after 8 s idle arrives on the same link');
