@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { OptionError } from '../protocol/errors.js';
 import { run, inNs } from './exec.js';
@@ -72,6 +72,7 @@ export class Lab {
     if (!(t >= 1 && t <= MAX_NAT_TIMEOUT_SEC)) throw new OptionError('natTimeoutSec', `from 1 to ${MAX_NAT_TIMEOUT_SEC} s, got ${t}`);
     const lab = new Lab({ clients: o.clients ?? 1, natTimeoutSec: o.natTimeoutSec ?? 30, strict: o.strict ?? true, relays: o.relays });
     labs.add(lab);
+    hookExit();
     // A signal meanwhile waits for the build (see teardownOnSignals): torn down mid-build, the
     // namespaces the build went on adding would stay.
     const built = lab.build();
@@ -240,6 +241,36 @@ async function removeNamespaces(names: string[]): Promise<void> {
     }
     await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   }
+}
+
+/**
+ * The last resort, at exit: labs still standing when the process ends without their teardown (an
+ * uncaught error, such as EPIPE from `lab up | head`, or a process.exit) are deleted synchronously.
+ * They were left standing until a `lab clean`.
+ */
+let exitHooked = false;
+function hookExit(): void {
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => {
+    for (const lab of labs) {
+      for (const ns of lab.namespaces) {
+        try {
+          const pids = execFileSync('ip', ['netns', 'pids', ns], { timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
+          for (const p of String(pids).split(/\s+/).filter(Boolean)) {
+            try {
+              process.kill(Number(p), 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+          execFileSync('ip', ['netns', 'del', ns], { timeout: 5000, stdio: 'ignore' });
+        } catch {
+          // gone already, or ip failed: `lab clean` is still there
+        }
+      }
+    }
+  });
 }
 
 /** Deletes lab namespaces whose creating process is gone (a crashed or killed run). */

@@ -268,6 +268,21 @@ describe('longlink lab up interrupted twice', { skip: why ? `skipped: ${why}` : 
   });
 });
 
+describe('longlink lab up crashing', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('an uncaught error (EPIPE: its output closed by | head) still deletes the namespaces at exit', async () => {
+    // head exits after the first line; the lines lab up writes from 2 s on meet EPIPE (console
+    // swallows the first, not those after).
+    const cmd = `"${process.execPath}" "${CLI}" lab up --interval-ms 0 --schedule "2 help; 2.5 help; 3 help; 3.5 help; 4 help; 20 quit" 2>/dev/null | head -1`;
+    const t0 = Date.now();
+    const first = await new Promise<string>((resolve, reject) => execFile('sh', ['-c', cmd], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+    const prefix = /lab up: (ll-\d+-[0-9a-f]+-)/.exec(first)?.[1];
+    assert.ok(prefix, first);
+    assert.ok(Date.now() - t0 < 15_000, 'lab up ended at the EPIPE, not at its scheduled quit');
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(prefix), `namespaces left:\n${left}`);
+  });
+});
+
 describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : false }, () => {
   test('behind a strict NAT with a 4 s timeout it converges to 80-95% of it within 8 probe steps and two lost links, then keeps the link', async () => {
     const rep = await runAdaptiveLab({ timeoutsSec: [4], spanMs: 50_000, startMs: 1000, fixedMs: [] });
