@@ -157,6 +157,8 @@ export function labCommand(): Command {
         .map((item) => {
           const m = /^(\d+(?:\.\d+)?)\s+(.+)$/.exec(item);
           if (!m) fail(`bad schedule item "${item}" (want "SECONDS COMMAND")`);
+          // setTimeout fires at once past 2^31 ms: "3000000 quit" quit the lab as it came up.
+          if (Number(m[1]) * 1000 > MAX_TIMER_MS) fail(`schedule item "${item}": at most ${Math.floor(MAX_TIMER_MS / 1000)} s`);
           return { atS: Number(m[1]), command: m[2] };
         });
       const run = await LabRun.open('up', Array.from({ length: o.clients }, () => variant), { natTimeoutSec: o.natTimeout, strict: !o.loose });
@@ -234,6 +236,8 @@ export function labCommand(): Command {
     });
   return lab;
 }
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** An integer from `min` to `max` (exit 2 otherwise). */
 function intIn(min: number, max: number) {

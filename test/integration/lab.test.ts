@@ -217,6 +217,14 @@ describe('longlink lab up', { skip: why ? `skipped: ${why}` : false }, () => {
 });
 
 describe('longlink lab up with a bad schedule', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('a schedule time past what a timer holds is refused (exit 2): it fired at once, quitting the lab as it came up', async () => {
+    const { code, stdout } = await new Promise<{ code: number; stdout: string }>((resolve) =>
+      execFile(process.execPath, [CLI, 'lab', 'up', '--schedule', '3000000 quit'], { timeout: 60_000 }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
+    );
+    assert.equal(code, 2, stdout);
+    assert.doesNotMatch(stdout, /lab up:/);
+  });
+
   test('is refused (exit 2) before the lab is built: no namespace left behind', async () => {
     let pid = 0;
     const code = await new Promise<number | null>((resolve) => {
