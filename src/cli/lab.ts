@@ -7,8 +7,9 @@ import { SCENARIOS } from '../lab/catalog.js';
 import { markdownTable, svgChart } from '../lab/report.js';
 import { natRuleset, faultRuleset, type Direction, type FaultRule } from '../lab/ruleset.js';
 import { LabRun, labPolicy, type ScenarioReport } from '../lab/scenarios.js';
-import { sweepStaleLabs } from '../lab/topology.js';
-import { int, positiveNumber } from './parse.js';
+import { MAX_CLIENTS, MAX_NAT_TIMEOUT_SEC, sweepStaleLabs } from '../lab/topology.js';
+import { InvalidArgumentError } from 'commander';
+import { int, positiveInt, positiveNumber } from './parse.js';
 import { runAdaptiveLab } from '../lab/adaptive.js';
 import { adaptiveMarkdown, adaptiveSvg } from '../lab/adaptive-report.js';
 
@@ -88,10 +89,10 @@ export function labCommand(): Command {
   lab
     .command('adaptive')
     .description('the adaptive heartbeat against strict NATs of several timeouts, beside fixed intervals; writes adaptive.json, .md and .svg')
-    .option('--timeouts <list>', 'NAT timeouts in seconds', '8,20,45')
-    .option('--span-s <s>', 'how long each lab runs', int, 720)
-    .option('--start-ms <ms>', 'the adaptive client\'s start interval', int, 4000)
-    .option('--fixed-ms <list>', 'fixed intervals to compare (30 s and 4.5 min, scaled by 1/10)', '3000,27000')
+    .option('--timeouts <list>', 'NAT timeouts in seconds', intList(1, MAX_NAT_TIMEOUT_SEC), [8, 20, 45])
+    .option('--span-s <s>', 'how long each lab runs', positiveInt, 720)
+    .option('--start-ms <ms>', 'the adaptive client\'s start interval', positiveInt, 4000)
+    .option('--fixed-ms <list>', 'fixed intervals to compare (30 s and 4.5 min, scaled by 1/10)', intList(1, 3_600_000, true), [3000, 27000])
     .option('--out <dir>', 'directory for the reports', 'lab-results')
     .action(async (o) => {
       const why = await labUnavailable();
@@ -100,13 +101,12 @@ export function labCommand(): Command {
         process.exit(1);
       }
       await sweepStaleLabs();
-      const list = (v: string) => v.split(',').map(Number).filter((x) => x > 0);
       const t0 = Date.now();
       const rep = await runAdaptiveLab({
-        timeoutsSec: list(o.timeouts),
+        timeoutsSec: o.timeouts,
         spanMs: o.spanS * 1000,
         startMs: o.startMs,
-        fixedMs: list(o.fixedMs),
+        fixedMs: o.fixedMs,
         log: (m) => console.error(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(5)} s] ${m}`),
       });
       fs.mkdirSync(o.out, { recursive: true });
@@ -135,8 +135,8 @@ export function labCommand(): Command {
   lab
     .command('up')
     .description('build a lab with a gateway and one client per namespace; read fault commands on stdin (type help)')
-    .option('--clients <n>', 'client namespaces', int, 1)
-    .option('--nat-timeout <s>', 'NAT idle timeout (conntrack TCP established), seconds', int, 10)
+    .option('--clients <n>', `client namespaces (1 to ${MAX_CLIENTS})`, intIn(1, MAX_CLIENTS), 1)
+    .option('--nat-timeout <s>', 'NAT idle timeout (conntrack TCP established), seconds', intIn(1, MAX_NAT_TIMEOUT_SEC), 10)
     .option('--loose', 'loose NAT: pick up mid-stream packets instead of dropping them')
     .option('--interval-ms <ms>', 'heartbeat interval (0 = heartbeats off)', int, 2000)
     .option('--schedule <list>', 'faults on a schedule: "SECONDS COMMAND; SECONDS COMMAND", e.g. "5 blackhole 0 both; 15 clear; 20 quit"')
@@ -157,6 +157,8 @@ export function labCommand(): Command {
         .map((item) => {
           const m = /^(\d+(?:\.\d+)?)\s+(.+)$/.exec(item);
           if (!m) fail(`bad schedule item "${item}" (want "SECONDS COMMAND")`);
+          // setTimeout fires at once past 2^31 ms: "3000000 quit" quit the lab as it came up.
+          if (Number(m[1]) * 1000 > MAX_TIMER_MS) fail(`schedule item "${item}": at most ${Math.floor(MAX_TIMER_MS / 1000)} s`);
           return { atS: Number(m[1]), command: m[2] };
         });
       const run = await LabRun.open('up', Array.from({ length: o.clients }, () => variant), { natTimeoutSec: o.natTimeout, strict: !o.loose });
@@ -233,6 +235,28 @@ export function labCommand(): Command {
       readline.createInterface({ input: process.stdin }).on('line', queue);
     });
   return lab;
+}
+
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** An integer from `min` to `max` (exit 2 otherwise). */
+function intIn(min: number, max: number) {
+  return (v: string): number => {
+    const n = v.trim() === '' ? NaN : Number(v);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`expected an integer from ${min} to ${max}, got "${v}"`);
+    return n;
+  };
+}
+
+/**
+ * Comma-separated integers from `min` to `max`, refused whole when any is not (exit 2): items that
+ * were not numbers used to be dropped without a word, and Infinity kept. Empty is none (`emptyOk`).
+ */
+function intList(min: number, max: number, emptyOk = false) {
+  return (v: string): number[] => {
+    if (v.trim() === '' && emptyOk) return [];
+    return v.split(',').map((x) => intIn(min, max)(x));
+  };
 }
 
 function fail(msg: string): never {

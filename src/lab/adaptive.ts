@@ -51,7 +51,6 @@ export interface AdaptiveReport {
   timelines: { timeoutSec: number; points: { atMs: number; intervalMs: number; change: string }[]; drops: number[] }[];
 }
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.timeOrigin + performance.now();
 
 export const PROBES = { pongTimeoutMs: 1000, probeCount: 1, probeIntervalMs: 500 };
@@ -68,18 +67,42 @@ export function adaptiveVariant(name: string, o: { startMs: number } | { fixedMs
 
 export async function runAdaptiveLab(o: AdaptiveLabOptions): Promise<AdaptiveReport> {
   const startedAt = new Date().toISOString();
-  const results = await Promise.all(o.timeoutsSec.map((t) => oneTimeout(t, o)));
+  // One lab failing ends the others' spans early, and the error waits for their teardown: with
+  // Promise.all it was thrown while they still ran, and the CLI exited with their namespaces up.
+  const failed = new AbortController();
+  const settled = await Promise.allSettled(
+    o.timeoutsSec.map((t) =>
+      oneTimeout(t, o, failed.signal).catch((err) => {
+        failed.abort(err);
+        throw err;
+      }),
+    ),
+  );
+  const bad = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (bad) throw bad.reason;
+  const results = settled.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof oneTimeout>>>).value);
   const { log: _log, ...options } = o;
   return { startedAt, options, rows: results.flatMap((r) => r.rows), timelines: results.map((r) => r.timeline) };
 }
 
-async function oneTimeout(timeoutSec: number, o: AdaptiveLabOptions) {
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function span(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = () => (clearTimeout(timer), signal.removeEventListener('abort', done), resolve());
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });
+}
+
+async function oneTimeout(timeoutSec: number, o: AdaptiveLabOptions, stop: AbortSignal) {
   const variants = [
     adaptiveVariant('adaptive', { startMs: o.startMs }),
     ...o.fixedMs.map((ms) => adaptiveVariant(`fixed ${ms / 1000} s`, { fixedMs: ms })),
   ];
   const run = await LabRun.open(`adaptive-${timeoutSec}`, variants, { natTimeoutSec: timeoutSec, strict: true, log: o.log });
   try {
+    if (stop.aborted) throw stop.reason;
     const t0 = now();
     const settledStats: Promise<{ at: number; pings: number; line: AgentLine } | null> = (async () => {
       const adaptive = run.running[0];
@@ -89,9 +112,12 @@ async function oneTimeout(timeoutSec: number, o: AdaptiveLabOptions) {
       const s = await adaptive.clients.stats();
       return { at: line.t, pings: (s.clients as { pingsSent: number }[])[0].pingsSent, line };
     })();
+    // Cut short by a failed sibling, nobody awaits it: its stats() must not reject unhandled as the agents die.
+    settledStats.catch(() => {});
     const progress = setInterval(() => o.log?.(`NAT ${timeoutSec} s: ${((now() - t0) / 1000).toFixed(0)} of ${o.spanMs / 1000} s`), 60_000);
-    await sleep(o.spanMs);
+    await span(o.spanMs, stop);
     clearInterval(progress);
+    if (stop.aborted) throw stop.reason;
     const settled = await settledStats;
     const bytes = await run.lab.bytes();
     const rows: AdaptiveRow[] = [];

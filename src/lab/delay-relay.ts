@@ -37,6 +37,11 @@ function delayedPipe(from: net.Socket, to: net.Socket): void {
   from.on('end', () => setTimeout(() => to.end(), Math.max(0, lastAt - performance.now())));
 }
 
+// Gone with the lab process, as the agents are: its stdin closes when that process dies (even by
+// SIGKILL, with no teardown), and a relay that read nothing stayed running in the router for good.
+process.stdin.on('end', () => process.exit(0));
+process.stdin.resume();
+
 let listening = 0;
 for (const r of cfg.routes) {
   const [host, port] = r.target.split(':');

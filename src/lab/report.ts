@@ -12,8 +12,11 @@ function detect(r: EpisodeResult, side: 'server' | 'client'): string {
   const b = bound === null ? '' : ` (bound ${sec(bound)})`;
   const windowMs = r.windowMs;
   if (ms === null) return `not within ${Math.round(windowMs / 1000)} s${b}`;
-  return `${sec(ms)}${b}`;
+  // The bound is longlink's promise: a time past it is said, not left for the reader to compare.
+  return `${sec(ms)}${b}${overBound(ms, bound) ? ' **over the bound**' : ''}`;
 }
+
+const overBound = (ms: number, bound: number | null) => bound !== null && ms > bound;
 
 export function markdownTable(rep: ScenarioReport): string {
   const head = [
@@ -86,7 +89,7 @@ export function svgChart(reports: ScenarioReport[]): string {
   const out: string[] = [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" font-family="sans-serif" font-size="11">`,
     '<defs><pattern id="h" width="6" height="6" patternUnits="userSpaceOnUse" patternTransform="rotate(45)"><rect width="6" height="6" fill="#eee"/><line x1="0" y1="0" x2="0" y2="6" stroke="#c33" stroke-width="2"/></pattern></defs>',
-    `<text x="10" y="18" font-size="14" font-weight="bold">Time from fault to close (server: blue, client: green; hatched: not noticed within the window; tick: longlink's bound)</text>`,
+    `<text x="10" y="18" font-size="14" font-weight="bold">Time from fault to close (server: blue, client: green; red: past the bound; hatched: not noticed within the window; tick: longlink's bound)</text>`,
   ];
   for (let s = 0; s <= maxMs; s += maxMs > 20_000 ? 5000 : 1000) {
     out.push(`<line x1="${x(s)}" y1="${top - 6}" x2="${x(s)}" y2="${top + rows.length * rowH}" stroke="#ddd"/>`);
@@ -114,8 +117,9 @@ export function svgChart(reports: ScenarioReport[]): string {
       out.push(`<rect x="${left}" y="${y + 2}" width="${x(r.windowMs) - left}" height="${rowH - 4}" fill="url(#h)"/>`);
       out.push(`<text x="${x(r.windowMs) - 4}" y="${y + 12}" text-anchor="end" fill="#900">${side}: not noticed</text>`);
     } else {
-      out.push(`<rect x="${left}" y="${y + 2}" width="${Math.max(1, x(ms) - left)}" height="${rowH - 4}" fill="${side === 'server' ? '#3b6fd1' : '#3aa35b'}"/>`);
-      out.push(`<text x="${x(ms) + 4}" y="${y + 12}">${(ms / 1000).toFixed(2)} s</text>`);
+      const over = overBound(ms, bound);
+      out.push(`<rect x="${left}" y="${y + 2}" width="${Math.max(1, x(ms) - left)}" height="${rowH - 4}" fill="${over ? '#c33' : side === 'server' ? '#3b6fd1' : '#3aa35b'}"/>`);
+      out.push(`<text x="${x(ms) + 4}" y="${y + 12}"${over ? ' fill="#900"' : ''}>${(ms / 1000).toFixed(2)} s${over ? ', over the bound' : ''}</text>`);
     }
     if (bound !== null && !frozenSide) out.push(`<line x1="${x(bound)}" y1="${y}" x2="${x(bound)}" y2="${y + rowH}" stroke="#000" stroke-width="2"/>`);
   });

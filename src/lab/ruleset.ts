@@ -7,8 +7,9 @@
  * (conntrack state invalid), as carrier-grade NATs do. Table `ll_fault` holds
  * the injected faults and is replaced whole on every change, so clearing a
  * fault is exact. Faults hook prerouting at raw priority (before conntrack:
- * a blackholed packet does not refresh the mapping) and postrouting last
- * (after de-NAT, where the client interface is known).
+ * a blackholed packet from a client does not refresh the mapping) and
+ * postrouting last (after de-NAT, where the client interface is known; a
+ * packet from the server dropped there has been through conntrack).
  */
 export interface NatRules {
   clients: number;
@@ -69,6 +70,11 @@ export function faultRuleset(faults: FaultRule[]): string {
   const post: string[] = [];
   const fwd: string[] = [];
   for (const f of faults) {
+    // Typed at the API, but `lab up` builds them from what is typed: a direction it did not know
+    // became "both" and a client index that was not one ("cNaN") matched nothing, both reported done.
+    if (!Number.isInteger(f.client) || f.client < -1) throw new RangeError(`fault client must be an index, or -1 for all, got ${f.client}`);
+    if (f.kind !== 'reset' && !['up', 'down', 'both'].includes(f.direction)) throw new RangeError(`fault direction must be up, down or both, got ${f.direction}`);
+    if (f.kind === 'reset' && !(Number.isInteger(f.port) && f.port > 0 && f.port < 65536)) throw new RangeError(`reset port must be a TCP port, got ${f.port}`);
     if (f.kind === 'blackhole' || f.kind === 'loss') {
       if (f.kind === 'loss' && !(f.percent > 0 && f.percent <= 100)) throw new RangeError(`loss percent must be in (0, 100], got ${f.percent}`);
       const verdict = f.kind === 'loss' ? `numgen random mod 100 < ${Math.round(f.percent)} counter drop` : 'counter drop';

@@ -1,5 +1,6 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { OptionError } from '../protocol/errors.js';
 import { run, inNs } from './exec.js';
 import { clientIf, faultRuleset, natRuleset, SERVER_IF, type FaultRule } from './ruleset.js';
 
@@ -31,6 +32,10 @@ export const clientAddr = (i: number) => `10.0.${10 + i}.2`;
 const routerInsideAddr = (i: number) => `10.0.${10 + i}.1`;
 
 const PREFIX = 'll-';
+/** Client subnets are 10.0.(10+i).0/24: beyond this many the addresses are not addresses. */
+export const MAX_CLIENTS = 245;
+/** conntrack keeps the timeout in jiffies in an int; a day is far beyond any NAT the lab plays. */
+export const MAX_NAT_TIMEOUT_SEC = 86_400;
 
 export class Lab {
   readonly id: string;
@@ -40,8 +45,10 @@ export class Lab {
   readonly natTimeoutSec: number;
   readonly strict: boolean;
   private faults: FaultRule[] = [];
+  private faultChange: Promise<void> = Promise.resolve();
   private readonly procs = new Set<ChildProcess>();
   private torn = false;
+  private tearing: Promise<void> | null = null;
 
   private constructor(readonly options: Required<Omit<LabOptions, 'relays'>> & Pick<LabOptions, 'relays'>) {
     this.id = `${process.pid}-${randomBytes(3).toString('hex')}`;
@@ -58,8 +65,14 @@ export class Lab {
 
   /** Builds the network; on any failure tears down what was built and rethrows. */
   static async create(o: LabOptions = {}): Promise<Lab> {
+    // Refused before the first namespace: a bad count used to build them all and fail at the first bad address.
+    const clients = o.clients ?? 1;
+    if (!Number.isInteger(clients) || clients < 1 || clients > MAX_CLIENTS) throw new OptionError('clients', `an integer from 1 to ${MAX_CLIENTS}, got ${clients}`);
+    const t = o.natTimeoutSec ?? 30;
+    if (!(t >= 1 && t <= MAX_NAT_TIMEOUT_SEC)) throw new OptionError('natTimeoutSec', `from 1 to ${MAX_NAT_TIMEOUT_SEC} s, got ${t}`);
     const lab = new Lab({ clients: o.clients ?? 1, natTimeoutSec: o.natTimeoutSec ?? 30, strict: o.strict ?? true, relays: o.relays });
     labs.add(lab);
+    hookExit();
     // A signal meanwhile waits for the build (see teardownOnSignals): torn down mid-build, the
     // namespaces the build went on adding would stay.
     const built = lab.build();
@@ -129,22 +142,34 @@ export class Lab {
   }
 
   /** Applied first, kept only once in force: a fault the rules refuse must not poison the next ones. */
-  async addFault(f: FaultRule): Promise<void> {
-    await this.setFaults([...this.faults, f]);
+  addFault(f: FaultRule): Promise<void> {
+    return this.setFaults((cur) => [...cur, f]);
   }
 
   /** Removes the faults matching `pred`, leaving the others in force. */
-  async removeFault(pred: (f: FaultRule) => boolean): Promise<void> {
-    await this.setFaults(this.faults.filter((f) => !pred(f)));
+  removeFault(pred: (f: FaultRule) => boolean): Promise<void> {
+    return this.setFaults((cur) => cur.filter((f) => !pred(f)));
   }
 
-  async clearFaults(): Promise<void> {
-    await this.setFaults([]);
+  clearFaults(): Promise<void> {
+    return this.setFaults(() => []);
   }
 
-  private async setFaults(faults: FaultRule[]): Promise<void> {
-    await this.applyFaults(faults);
-    this.faults = faults;
+  /**
+   * One change at a time, each from the faults the one before left: two at once (lab up's schedule
+   * and its stdin, two items at the same second) each started from the same list, and the one
+   * that finished last dropped the other's fault from the table, though both said done.
+   */
+  private setFaults(next: (cur: FaultRule[]) => FaultRule[]): Promise<void> {
+    const step = this.faultChange.then(async () => {
+      const faults = next(this.faults);
+      const bad = faults.find((f) => f.client >= this.clients.length);
+      if (bad) throw new RangeError(`fault client ${bad.client}: this lab has clients 0 to ${this.clients.length - 1}`);
+      await this.applyFaults(faults);
+      this.faults = faults;
+    });
+    this.faultChange = step.catch(() => undefined);
+    return step;
   }
 
   get activeFaults(): readonly FaultRule[] {
@@ -185,16 +210,21 @@ export class Lab {
     return child;
   }
 
-  /** Kills every process in the lab's namespaces and deletes them. Safe to call twice. */
-  async teardown(): Promise<void> {
-    if (this.torn) return;
+  /**
+   * Kills every process in the lab's namespaces and deletes them. A second
+   * call (a signal while a `finally` tears down) gets the same promise, and
+   * the lab stays in `labs` until it is done: one that left it at the start
+   * let the signal handler exit mid-teardown, namespaces left.
+   */
+  teardown(): Promise<void> {
+    if (this.tearing) return this.tearing;
     this.torn = true;
-    labs.delete(this);
     for (const c of this.procs) {
       c.kill('SIGCONT');
       c.kill('SIGKILL');
     }
-    await removeNamespaces(this.namespaces);
+    this.tearing = removeNamespaces(this.namespaces).finally(() => labs.delete(this));
+    return this.tearing;
   }
 }
 
@@ -211,6 +241,36 @@ async function removeNamespaces(names: string[]): Promise<void> {
     }
     await run('ip', ['netns', 'del', ns]).catch(() => undefined);
   }
+}
+
+/**
+ * The last resort, at exit: labs still standing when the process ends without their teardown (an
+ * uncaught error, such as EPIPE from `lab up | head`, or a process.exit) are deleted synchronously.
+ * They were left standing until a `lab clean`.
+ */
+let exitHooked = false;
+function hookExit(): void {
+  if (exitHooked) return;
+  exitHooked = true;
+  process.on('exit', () => {
+    for (const lab of labs) {
+      for (const ns of lab.namespaces) {
+        try {
+          const pids = execFileSync('ip', ['netns', 'pids', ns], { timeout: 2000, stdio: ['ignore', 'pipe', 'ignore'] });
+          for (const p of String(pids).split(/\s+/).filter(Boolean)) {
+            try {
+              process.kill(Number(p), 'SIGKILL');
+            } catch {
+              // already gone
+            }
+          }
+          execFileSync('ip', ['netns', 'del', ns], { timeout: 5000, stdio: 'ignore' });
+        } catch {
+          // gone already, or ip failed: `lab clean` is still there
+        }
+      }
+    }
+  });
 }
 
 /** Deletes lab namespaces whose creating process is gone (a crashed or killed run). */
@@ -255,7 +315,10 @@ export function teardownOnSignals(): void {
   if (hooked) return;
   hooked = true;
   for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
-    process.once(sig, () => {
+    process.on(sig, () => {
+      // A second Ctrl-C (or a SIGTERM after it) must not cut the teardown short: with `once` it
+      // met the default action and left namespaces. Each step is bounded; SIGKILL still ends it.
+      if (stopping) return;
       // What was starting fails as its lab goes (an agent that never answers): that is the point
       // of stopping, not a crash that would exit before the teardown is done.
       process.on('unhandledRejection', () => {});

@@ -1,14 +1,17 @@
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { CLI } from '../helpers/procs.js';
 import { after, before, describe, test } from 'node:test';
 import { labUnavailable, run } from '../../src/lab/exec.js';
 import { heartbeat, heartbeatOff } from '../../src/lab/catalog.js';
 import { LabRun } from '../../src/lab/scenarios.js';
 import { runAdaptiveLab } from '../../src/lab/adaptive.js';
+import { Lab, teardownAll } from '../../src/lab/topology.js';
 
 // The network lab for real: namespaces, a strict nftables NAT with a 3 s
 // timeout, a frozen client, a blackhole with data in flight. Bounds are
@@ -34,9 +37,27 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   test('a fault the rules refuse is not kept: the faults after it still go in force', async () => {
     await assert.rejects(lab.lab.addFault({ kind: 'loss', client: 0, percent: Number.NaN, direction: 'up' }), /loss percent/);
     assert.deepEqual(lab.lab.activeFaults, []);
+    await assert.rejects(lab.lab.addFault({ kind: 'blackhole', client: 2, direction: 'up' }), /clients 0 to 1/);
+    assert.deepEqual(lab.lab.activeFaults, []);
     await lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' });
     assert.equal(lab.lab.activeFaults.length, 1);
     await lab.lab.clearFaults();
+    assert.deepEqual(lab.lab.activeFaults, []);
+  });
+
+  test('faults added at once are all kept, in the table as in the list', async () => {
+    await Promise.all([
+      lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' }),
+      lab.lab.addFault({ kind: 'blackhole', client: 1, direction: 'down' }),
+      lab.lab.addFault({ kind: 'loss', client: 1, percent: 5, direction: 'up' }),
+    ]);
+    try {
+      assert.equal(lab.lab.activeFaults.length, 3, JSON.stringify(lab.lab.activeFaults));
+      const table = await run('ip', ['netns', 'exec', lab.lab.router, 'nft', 'list', 'table', 'ip', 'll_fault']);
+      for (const rule of [/iifname "c0" counter packets \d+ bytes \d+ drop/, /oifname "c1" counter packets \d+ bytes \d+ drop/, /iifname "c1" numgen random mod 100 < 5/]) assert.match(table, rule);
+    } finally {
+      await lab.lab.clearFaults();
+    }
     assert.deepEqual(lab.lab.activeFaults, []);
   });
 
@@ -77,6 +98,77 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.ok(res.clientDetectMs !== null && res.clientDetectMs <= res.clientBoundMs! + TOLERANCE_MS, `client noticed in ${res.clientDetectMs} ms (bound ${res.clientBoundMs})`);
     assert.ok(res.reconnectMs !== null, 'the client came back');
     assert.equal(res.delivered, true, 'the message in flight was delivered after the resume');
+  });
+});
+
+describe('lab flags and options out of range', () => {
+  test('longlink lab adaptive and up refuse them as bad arguments (exit 1) before a lab is built', async () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'll-lab-flags-'));
+    try {
+      for (const args of [
+        ['adaptive', '--timeouts', 'abc', '--out', out],
+        ['adaptive', '--timeouts', '4,Infinity', '--span-s', '1', '--fixed-ms', '', '--out', out],
+        ['adaptive', '--timeouts', '4', '--span-s', '1', '--start-ms', '0', '--fixed-ms', '', '--out', out],
+        ['up', '--clients', '0', '--schedule', '0 quit'],
+        ['up', '--nat-timeout', '0', '--schedule', '0 quit'],
+      ]) {
+        const { code, stderr } = await new Promise<{ code: number; stderr: string }>((resolve) =>
+          execFile(process.execPath, [CLI, 'lab', ...args], { timeout: 60_000 }, (err, _o, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr })),
+        );
+        assert.ok(code === 1 && /argument .* is invalid/.test(stderr), `lab ${args.join(' ')}: exit ${code}\n${stderr}`);
+      }
+      assert.deepEqual(fs.readdirSync(out), [], 'no report written');
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+
+  test('Lab.create refuses a client count or NAT timeout the address plan or conntrack cannot take, before any namespace', async () => {
+    try {
+      for (const o of [{ clients: 0 }, { clients: 246 }, { clients: 1.5 }, { natTimeoutSec: 0 }, { natTimeoutSec: Number.POSITIVE_INFINITY }]) {
+        await assert.rejects(Lab.create(o), { code: 'LL_ERR_INVALID_OPTION' }, JSON.stringify(o));
+      }
+    } finally {
+      await teardownAll();
+    }
+  });
+});
+
+describe('lab teardown', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('a teardown under way is waited for by teardownAll (as by the signal handler): it used to leave the set at once', async () => {
+    const lab = await Lab.create({ clients: 2 });
+    const first = lab.teardown();
+    await teardownAll();
+    const left = await run('ip', ['netns', 'list']);
+    const standing = lab.namespaces.filter((n) => left.includes(n));
+    await first;
+    assert.deepEqual(standing, [], 'teardownAll returned with namespaces of a lab still being torn down');
+    assert.equal(lab.teardown(), lab.teardown(), 'a second call gets the same teardown');
+  });
+});
+
+describe('the delay relay', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('exits when its stdin closes, as it does when the lab process dies without a teardown', async () => {
+    const ns = `lltest-${process.pid}-${randomBytes(3).toString('hex')}`;
+    await run('ip', ['netns', 'add', ns]);
+    const relayJs = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/lab/delay-relay.js');
+    const cfg = { routes: [{ listenPort: 7101, target: '127.0.0.1:7001' }], baseMs: 0, jitterMs: 0 };
+    const child = spawn('ip', ['netns', 'exec', ns, process.execPath, relayJs, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        child.stdout!.on('data', (d) => String(d).includes('relay-ready') && resolve());
+        child.once('exit', () => reject(new Error('relay exited before it was ready')));
+      });
+      const exited = new Promise<boolean>((resolve) => {
+        const timer = setTimeout(() => resolve(false), 3000);
+        child.once('exit', () => (clearTimeout(timer), resolve(true)));
+      });
+      child.stdin!.end();
+      assert.equal(await exited, true, 'the relay still ran 3 s after its stdin closed');
+    } finally {
+      child.kill('SIGKILL');
+      await run('ip', ['netns', 'del', ns]).catch(() => undefined);
+    }
   });
 });
 
@@ -125,6 +217,14 @@ describe('longlink lab up', { skip: why ? `skipped: ${why}` : false }, () => {
 });
 
 describe('longlink lab up with a bad schedule', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('a schedule time past what a timer holds is refused (exit 2): it fired at once, quitting the lab as it came up', async () => {
+    const { code, stdout } = await new Promise<{ code: number; stdout: string }>((resolve) =>
+      execFile(process.execPath, [CLI, 'lab', 'up', '--schedule', '3000000 quit'], { timeout: 60_000 }, (err, stdout) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout })),
+    );
+    assert.equal(code, 2, stdout);
+    assert.doesNotMatch(stdout, /lab up:/);
+  });
+
   test('is refused (exit 2) before the lab is built: no namespace left behind', async () => {
     let pid = 0;
     const code = await new Promise<number | null>((resolve) => {
@@ -137,16 +237,60 @@ describe('longlink lab up with a bad schedule', { skip: why ? `skipped: ${why}` 
   });
 
   test('SIGINT while the lab is being built tears down everything the build made, once it is done (exit 130)', async () => {
-    for (const afterMs of [150, 250, 350, 450]) {
+    // Timed from the first namespace, not from the spawn: on a loaded machine a SIGINT at a fixed
+    // delay could come before the CLI had loaded, end it by the signal with nothing built, and pass
+    // having tested nothing.
+    for (const afterMs of [0, 100, 200, 400]) {
       let pid = 0;
-      const code = await new Promise<number | null>((resolve) => {
-        const child = execFile(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { timeout: 60_000 }, (err) => resolve(err ? ((err as { code?: number }).code ?? 1) : 0));
+      const code = await new Promise<number | string | null>((resolve) => {
+        const child = execFile(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { timeout: 60_000 }, (err) => resolve(err ? ((err as { code?: number | null }).code ?? (err as { signal?: string }).signal ?? 1) : 0));
         pid = child.pid!;
-        setTimeout(() => child.kill('SIGINT'), afterMs);
+        const poll = async (): Promise<void> => {
+          const list = await run('ip', ['netns', 'list']).catch(() => '');
+          if (list.includes(`ll-${pid}-`)) setTimeout(() => child.kill('SIGINT'), afterMs);
+          else if (child.exitCode === null) setTimeout(poll, 10);
+        };
+        void poll();
       });
       const left = await run('ip', ['netns', 'list']);
-      assert.ok(!left.includes(`ll-${pid}-`), `SIGINT at ${afterMs} ms (exit ${code}) left namespaces:\n${left}`);
+      assert.ok(!left.includes(`ll-${pid}-`), `SIGINT ${afterMs} ms into the build (exit ${code}) left namespaces:\n${left}`);
+      assert.equal(code, 130, `SIGINT ${afterMs} ms into the build`);
     }
+  });
+});
+
+describe('longlink lab up interrupted twice', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('a second SIGINT during the teardown does not cut it short: nothing left, exit 130', async () => {
+    let pid = 0;
+    const code = await new Promise<number | string | null>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      pid = child.pid!;
+      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.stdout!.on('data', (d) => {
+        if (!/lab up:/.test(String(d))) return;
+        child.kill('SIGINT');
+        setTimeout(() => child.kill('SIGINT'), 5);
+      });
+      child.once('exit', (c, sig) => (clearTimeout(killer), resolve(c ?? sig)));
+    });
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(`ll-${pid}-`), `namespaces left (exit ${code}):\n${left}`);
+    assert.equal(code, 130);
+  });
+});
+
+describe('longlink lab up crashing', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('an uncaught error (EPIPE: its output closed by | head) still deletes the namespaces at exit', async () => {
+    // head exits after the first line; the lines lab up writes from 2 s on meet EPIPE (console
+    // swallows the first, not those after).
+    const cmd = `"${process.execPath}" "${CLI}" lab up --interval-ms 0 --schedule "2 help; 2.5 help; 3 help; 3.5 help; 4 help; 20 quit" 2>/dev/null | head -1`;
+    const t0 = Date.now();
+    const first = await new Promise<string>((resolve, reject) => execFile('sh', ['-c', cmd], { timeout: 60_000 }, (err, stdout) => (err ? reject(err) : resolve(stdout))));
+    const prefix = /lab up: (ll-\d+-[0-9a-f]+-)/.exec(first)?.[1];
+    assert.ok(prefix, first);
+    assert.ok(Date.now() - t0 < 15_000, 'lab up ended at the EPIPE, not at its scheduled quit');
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(prefix), `namespaces left:\n${left}`);
   });
 });
 
@@ -162,6 +306,17 @@ describe('adaptive heartbeat in the lab', { skip: why ? `skipped: ${why}` : fals
     assert.equal(r.dropsAfterSettled, 0, 'no link lost once settled');
     const ratio = r.heartbeatsPerHourAfterSettled! / r.minimumPerHour;
     assert.ok(ratio >= 0.85 && ratio <= 1.15, `${Math.round(r.heartbeatsPerHourAfterSettled!)} heartbeats/h once settled vs the minimum ${r.minimumPerHour}`);
+  });
+});
+
+describe('adaptive lab with a NAT timeout that fails', { skip: why ? `skipped: ${why}` : false }, () => {
+  test('one lab failing ends the others early and their namespaces are gone when the error is thrown', async () => {
+    const t0 = Date.now();
+    // A timeout no NAT has: that lab is refused; the 4 s one is being built and runs.
+    await assert.rejects(runAdaptiveLab({ timeoutsSec: [4, 1e11], spanMs: 60_000, startMs: 1000, fixedMs: [] }), { code: 'LL_ERR_INVALID_OPTION' });
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(`ll-${process.pid}-`), `namespaces left when the error came:\n${left}`);
+    assert.ok(Date.now() - t0 < 30_000, `the other lab's 60 s span was cut short (${Date.now() - t0} ms)`);
   });
 });
 

@@ -25,6 +25,13 @@ test('faults: blackhole and loss by direction, reset for one connection, an empt
   assert.match(rst, /oifname "c1" tcp dport 40000 counter reject with tcp reset/);
   assert.doesNotMatch(faultRuleset([]), /drop|reject/);
   assert.throws(() => faultRuleset([{ kind: 'loss', client: 0, percent: 0, direction: 'up' }]), RangeError);
+  // What `lab up` types in: refused, not made into something else or into a rule that matches nothing.
+  assert.throws(() => faultRuleset([{ kind: 'blackhole', client: 0, direction: 'sideways' as 'up' }]), /direction/);
+  assert.throws(() => faultRuleset([{ kind: 'blackhole', client: Number.NaN, direction: 'up' }]), /client/);
+  assert.throws(() => faultRuleset([{ kind: 'loss', client: 0.5, percent: 5, direction: 'up' }]), /client/);
+  assert.throws(() => faultRuleset([{ kind: 'blackhole', client: -2, direction: 'up' }]), /client/);
+  assert.throws(() => faultRuleset([{ kind: 'reset', client: 0, port: 0 }]), /port/);
+  assert.match(faultRuleset([{ kind: 'blackhole', client: -1, direction: 'down' }]), /oifname "c\*" counter drop/);
 });
 
 test('reports: the Markdown table and the SVG show detections, misses, bounds and false disconnects', () => {
@@ -54,6 +61,13 @@ test('reports: the Markdown table and the SVG show detections, misses, bounds an
   assert.match(svg, /push after the idle span lost/);
   assert.match(md, /\| v \| idle 8 s \| no close \| no close \| — \| lost on the dead link \|/);
   assert.match(svg, /<\/svg>\n$/);
+  assert.doesNotMatch(md + svg, /over the bound/, 'nothing here is past its bound');
+  // A detection past longlink's bound is said so in both, not left for the reader to compare.
+  const late: ScenarioReport = { ...rep, results: [{ ...base, kind: 'fault', fault: 'late', serverDetectMs: 3100, clientDetectMs: 2400 }] };
+  assert.match(markdownTable(late), /\| 3\.10 s \(bound 2\.55 s\) \*\*over the bound\*\* \| 2\.40 s \(bound 2\.50 s\) \|/);
+  const lateSvg = svgChart([late]);
+  assert.equal(lateSvg.match(/over the bound/g)?.length, 1);
+  assert.match(lateSvg, /fill="#c33"/);
 });
 
 test('adaptive report: the table compares clients per NAT timeout and the chart draws the interval and lost links', async () => {
