@@ -1,7 +1,26 @@
-import { createLocalJWKSet, createRemoteJWKSet, errors, importSPKI, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, importSPKI, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { KeyObject } from 'node:crypto';
 import { LonglinkError, ProtocolError } from '../protocol/errors.js';
 import type { Authenticate, Identity } from '../gateway/options.js';
+import { cappedText } from './connect-hook.js';
+
+/**
+ * The most of a JWKS answer read: an issuer's set is a few KB (a handful of keys, x5c chains
+ * included). jose reads the whole body whatever its size, so a key set URL answering a gigabyte
+ * (a misconfigured or compromised endpoint, a proxy's page) had the gateway buffer and parse it all.
+ */
+export const MAX_JWKS_BYTES = 1024 * 1024;
+
+/** jose's fetch for the key set, reading at most MAX_JWKS_BYTES of a 200 answer (past it: not a key set, the token not judged). */
+const cappedJwksFetch = async (url: string, init: RequestInit): Promise<Response> => {
+  const res = await fetch(url, init);
+  // Anything but 200 is refused by jose without reading the body: not read here either.
+  if (res.status !== 200) {
+    await res.body?.cancel();
+    return res;
+  }
+  return new Response(await cappedText(res, MAX_JWKS_BYTES), { status: 200, headers: res.headers });
+};
 
 /**
  * Verifies the signed JWT a client puts in HELLO (`token`) with `jose`, and
@@ -20,7 +39,7 @@ export interface JwtAuthOptions {
   publicKey?: KeyObject | string;
   /** RS256/ES256: the issuer's keys as a JWK set (picked by `kid`). */
   jwks?: JSONWebKeySet;
-  /** RS256/ES256: a URL serving the issuer's JWK set (fetched and cached by jose). */
+  /** RS256/ES256: a URL serving the issuer's JWK set (fetched and cached by jose; an answer over MAX_JWKS_BYTES is not read). */
   jwksUrl?: string;
   /** Accepted algorithms (default: HS256 with `secret`, RS256 and ES256 otherwise). */
   algorithms?: string[];
@@ -56,7 +75,7 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
   let keyError: Error | null = null;
   if (o.secret !== undefined) key = Promise.resolve(typeof o.secret === 'string' ? new TextEncoder().encode(o.secret) : o.secret);
   else if (o.jwks) key = Promise.resolve(createLocalJWKSet(o.jwks));
-  else if (o.jwksUrl) key = Promise.resolve((remote = createRemoteJWKSet(new URL(o.jwksUrl))));
+  else if (o.jwksUrl) key = Promise.resolve((remote = createRemoteJWKSet(new URL(o.jwksUrl), { [customFetch]: cappedJwksFetch })));
   else if (typeof o.publicKey === 'string') {
     if (algorithms.length !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'a PEM publicKey needs exactly one algorithm in `algorithms`');
     key = importSPKI(o.publicKey, algorithms[0]);

@@ -6,7 +6,7 @@ import type net from 'node:net';
 import { test } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { AdminServer, isLoopbackAddress } from '../../src/admin/admin-server.js';
-import { jwtAuthenticator } from '../../src/auth/jwt-authenticator.js';
+import { jwtAuthenticator, MAX_JWKS_BYTES } from '../../src/auth/jwt-authenticator.js';
 import { dial } from '../../src/client/connect.js';
 import { int, port, positiveInt, positiveNumber } from '../../src/cli/parse.js';
 import { Gateway } from '../../src/gateway/gateway.js';
@@ -107,6 +107,30 @@ test('JWKS rotation: a token of the issuer\'s new key, within the cooldown after
     // The issuer rotates within the cooldown that fetch started (jose looks the set up again only after 30 s).
     keys = [...keys, { ...(await exportJWK(b.publicKey)), kid: 'B', alg: 'ES256' }];
     await assert.rejects(Promise.resolve(auth(hello(await sign(b.privateKey, 'B')), peer)), (e: ProtocolError) => e.reason === 'server-error');
+  } finally {
+    await new Promise((r) => jwks.close(r));
+  }
+});
+
+test('a key set URL answering more than a key set (1 MiB) is not read whole: the token is not judged (server-error, retried), and a set of normal size still works', async () => {
+  const issuer = await generateKeyPair('ES256');
+  const jwk = { ...(await exportJWK(issuer.publicKey)), kid: 'k1', alg: 'ES256' };
+  let pad = 2 * MAX_JWKS_BYTES;
+  // A valid set with the right key, padded: jose used to read and parse all of it, and accept the token.
+  const jwks = http.createServer((_req, res) => {
+    const body = JSON.stringify({ keys: [jwk], pad: 'x'.repeat(pad) });
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(body);
+  });
+  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/jwks.json`;
+  const token = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid: 'k1' }).setExpirationTime('5m').sign(issuer.privateKey);
+  const hello = { userId: 'alice', deviceId: 'phone', token } as unknown as HelloFrame;
+  const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' };
+  try {
+    await assert.rejects(Promise.resolve(jwtAuthenticator({ jwksUrl: url })(hello, peer)), (e: ProtocolError) => e.reason === 'server-error' && /over/.test(e.message));
+    pad = 1000;
+    assert.equal((await jwtAuthenticator({ jwksUrl: url })(hello, peer)).userId, 'alice');
   } finally {
     await new Promise((r) => jwks.close(r));
   }
