@@ -1,4 +1,4 @@
-import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, importSPKI, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
+import { createLocalJWKSet, createRemoteJWKSet, customFetch, errors, jwksCache, importSPKI, jwtVerify, type JSONWebKeySet, type JWTPayload, type JWTVerifyGetKey } from 'jose';
 import type { KeyObject } from 'node:crypto';
 import { LonglinkError, ProtocolError } from '../protocol/errors.js';
 import type { Authenticate, Identity } from '../gateway/options.js';
@@ -10,6 +10,15 @@ import { cappedText } from './connect-hook.js';
  * (a misconfigured or compromised endpoint, a proxy's page) had the gateway buffer and parse it all.
  */
 export const MAX_JWKS_BYTES = 1024 * 1024;
+
+/**
+ * After the key set URL failed (down, 5xx, a timeout, not a key set), how long before it is asked
+ * again. jose fetched again for every HELLO that needed it (a set not fetched yet or stale, or a kid
+ * it does not know), so while the issuer was failing each handshake, at up to the handshake rate
+ * (2,000 a second), and any forged kid, was one more request to it. Meanwhile the set fetched
+ * last, if any, is used.
+ */
+export const JWKS_RETRY_MS = 5000;
 
 /** jose's fetch for the key set, reading at most MAX_JWKS_BYTES of a 200 answer (past it: not a key set, the token not judged). */
 const cappedJwksFetch = async (url: string, init: RequestInit): Promise<Response> => {
@@ -39,7 +48,7 @@ export interface JwtAuthOptions {
   publicKey?: KeyObject | string;
   /** RS256/ES256: the issuer's keys as a JWK set (picked by `kid`). */
   jwks?: JSONWebKeySet;
-  /** RS256/ES256: a URL serving the issuer's JWK set (fetched and cached by jose; an answer over MAX_JWKS_BYTES is not read). */
+  /** RS256/ES256: a URL serving the issuer's JWK set (fetched and cached by jose; an answer over MAX_JWKS_BYTES is not read; after a failure not asked again for JWKS_RETRY_MS). */
   jwksUrl?: string;
   /** Accepted algorithms (default: HS256 with `secret`, RS256 and ES256 otherwise). */
   algorithms?: string[];
@@ -75,7 +84,34 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
   let keyError: Error | null = null;
   if (o.secret !== undefined) key = Promise.resolve(typeof o.secret === 'string' ? new TextEncoder().encode(o.secret) : o.secret);
   else if (o.jwks) key = Promise.resolve(createLocalJWKSet(o.jwks));
-  else if (o.jwksUrl) key = Promise.resolve((remote = createRemoteJWKSet(new URL(o.jwksUrl), { [customFetch]: cappedJwksFetch })));
+  else if (o.jwksUrl) {
+    // jose writes every set it fetches here (with when): the set held while the URL is not asked.
+    const fetched: { jwks?: JSONWebKeySet; uat?: number } = {};
+    const r = (remote = createRemoteJWKSet(new URL(o.jwksUrl), { [customFetch]: cappedJwksFetch, [jwksCache]: fetched as Record<string, never> }));
+    let failedAt = -Infinity;
+    let held: { uat: number; get: JWTVerifyGetKey } | null = null;
+    const wallNow = () => (o.now ? o.now() : Date.now());
+    key = Promise.resolve(async (header, token) => {
+      const sinceFailure = wallNow() - failedAt;
+      if (sinceFailure < JWKS_RETRY_MS) {
+        if (fetched.jwks === undefined || fetched.uat === undefined) throw new ProtocolError('server-error', `key set unavailable (its URL failed ${Math.round(sinceFailure)} ms ago; asked again ${JWKS_RETRY_MS} ms after)`);
+        if (held?.uat !== fetched.uat) held = { uat: fetched.uat, get: createLocalJWKSet(fetched.jwks) };
+        try {
+          return await held.get(header, token);
+        } catch (err) {
+          // Maybe a key the issuer added since: come back (4004), not refused for good.
+          if (err instanceof errors.JWKSNoMatchingKey) throw new ProtocolError('server-error', 'no key for this token in the key set held, and its URL failed moments ago; retry shortly');
+          throw err;
+        }
+      }
+      try {
+        return await r(header, token);
+      } catch (err) {
+        if (keySetUnavailable(err)) failedAt = wallNow();
+        throw err;
+      }
+    });
+  }
   else if (typeof o.publicKey === 'string') {
     if (algorithms.length !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'a PEM publicKey needs exactly one algorithm in `algorithms`');
     key = importSPKI(o.publicKey, algorithms[0]);

@@ -3,10 +3,10 @@ import { spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { AdminServer, isLoopbackAddress } from '../../src/admin/admin-server.js';
-import { jwtAuthenticator, MAX_JWKS_BYTES } from '../../src/auth/jwt-authenticator.js';
+import { JWKS_RETRY_MS, jwtAuthenticator, MAX_JWKS_BYTES } from '../../src/auth/jwt-authenticator.js';
 import { dial } from '../../src/client/connect.js';
 import { int, port, positiveInt, positiveNumber } from '../../src/cli/parse.js';
 import { Gateway } from '../../src/gateway/gateway.js';
@@ -132,6 +132,54 @@ test('a key set URL answering more than a key set (1 MiB) is not read whole: the
     pad = 1000;
     assert.equal((await jwtAuthenticator({ jwksUrl: url })(hello, peer)).userId, 'alice');
   } finally {
+    await new Promise((r) => jwks.close(r));
+  }
+});
+
+test(`a failing key set URL is asked again at most once every ${JWKS_RETRY_MS} ms, not once per HELLO (forged kids included); the set fetched last is used meanwhile`, async () => {
+  const issuer = await generateKeyPair('ES256');
+  const keys = [{ ...(await exportJWK(issuer.publicKey)), kid: 'A', alg: 'ES256' }];
+  let up = false;
+  let asked = 0;
+  const jwks = http.createServer((_req, res) => {
+    asked++;
+    if (!up) return void res.writeHead(503).end('down');
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+  // jose's cache and cooldown read Date.now: moved by hand, as the authenticator's own clock.
+  mock.timers.enable({ apis: ['Date'], now: Date.now() });
+  try {
+    const auth = jwtAuthenticator({ jwksUrl: `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/` });
+    const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' };
+    const hello = async (kid: string) => {
+      const token = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid }).setExpirationTime('1h').sign(issuer.privateKey);
+      return Promise.resolve(auth({ userId: 'alice', deviceId: 'phone', token } as unknown as HelloFrame, peer)).then(
+        () => 'welcome',
+        (e: ProtocolError) => e.reason,
+      );
+    };
+    // The issuer is down before its set was ever fetched: one request, not one per HELLO.
+    for (let i = 0; i < 10; i++) assert.equal(await hello('A'), 'server-error');
+    assert.equal(asked, 1);
+    mock.timers.tick(JWKS_RETRY_MS);
+    up = true;
+    assert.equal(await hello('A'), 'welcome');
+    assert.equal(asked, 2);
+    // Past jose's cooldown, a forged kid has the set fetched again: the issuer is down by then.
+    mock.timers.tick(31_000);
+    up = false;
+    assert.equal(await hello('Z'), 'server-error');
+    assert.equal(asked, 3);
+    for (let i = 0; i < 10; i++) assert.equal(await hello(`Z${i}`), 'server-error');
+    assert.equal(asked, 3, 'forged kids do not reach the failing issuer again');
+    assert.equal(await hello('A'), 'welcome', 'a known key is still accepted from the set held');
+    assert.equal(asked, 3);
+    mock.timers.tick(JWKS_RETRY_MS);
+    up = true;
+    assert.equal(await hello('A'), 'welcome');
+  } finally {
+    mock.timers.reset();
     await new Promise((r) => jwks.close(r));
   }
 });
