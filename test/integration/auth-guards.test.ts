@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
@@ -11,8 +11,9 @@ import { dial } from '../../src/client/connect.js';
 import { int, port, positiveInt, positiveNumber } from '../../src/cli/parse.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { ProtocolError } from '../../src/protocol/errors.js';
+import { webhookSink } from '../../src/upstream/webhook.js';
 import type { HelloFrame } from '../../src/protocol/frames.js';
-import { CLI } from '../helpers/procs.js';
+import { CLI, spawnCli } from '../helpers/procs.js';
 
 // Guards that an empty value, a forged header or a key mismatch used to turn off or break.
 
@@ -74,6 +75,35 @@ test('serve refuses an empty secret or key (an unset variable) rather than start
   // `lab --window-scale NaN` multiplied every wait by NaN.
   for (const bad of ['NaN', '0', '-1', 'Infinity', '']) assert.throws(() => positiveNumber(bad));
   assert.equal(positiveNumber('1.5'), 1.5);
+});
+
+test('a URL\'s password (a Redis URL\'s, a webhook\'s Basic auth) is not echoed: not by --print-config, not in the listening line, not in a webhook failure', async () => {
+  const printed = execFileSync(process.execPath, [CLI, 'serve', '--print-config', '--redis', 'redis://:hunter2@127.0.0.1:6379', '--upstream-webhook', 'http://hook:s3cret@127.0.0.1:9/in'], { encoding: 'utf8', env: {} });
+  assert.doesNotMatch(printed, /hunter2|s3cret/);
+  assert.match(printed, /redis:\/\/:\*\*\*@127\.0\.0\.1:6379/, 'the rest of the URL is shown');
+  const server = spawnCli(['serve', '--tcp-port', '0', '--no-ws', '--no-admin', '--log-format', 'json', '--upstream-webhook', 'http://hook:s3cret@127.0.0.1:9/in']);
+  try {
+    const listening = await server.waitFor((l) => l.event === 'listening', 15_000, 'listening');
+    assert.doesNotMatch(JSON.stringify(listening), /s3cret/);
+  } finally {
+    await server.kill();
+  }
+  // Port 9 (discard) answers nothing here: a refused connection. A backend answering 500 is named in the fault.
+  const backend = http.createServer((req, res) => (req.resume(), res.writeHead(500).end()));
+  await new Promise<void>((r) => backend.listen(0, '127.0.0.1', r));
+  try {
+    const sink = webhookSink({ url: `http://hook:s3cret@127.0.0.1:${(backend.address() as net.AddressInfo).port}/in` });
+    const err = await sink.send({ userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id: 'm1', seq: 1, payload: Buffer.from('x'), receivedAt: 1 }).then(
+      () => null,
+      (e: Error) => e,
+    );
+    assert.ok(err, 'a 500 fails the message');
+    assert.doesNotMatch(err.message, /s3cret/);
+    assert.match(err.message, /500/);
+    await sink.close?.();
+  } finally {
+    await new Promise((r) => backend.close(r));
+  }
 });
 
 test('a PEM public key that does not fit its algorithm: no unhandled rejection; each HELLO is told to come back (server-error), not refused for good', async () => {
