@@ -20,6 +20,9 @@ export const MAX_JWKS_BYTES = 1024 * 1024;
  */
 export const JWKS_RETRY_MS = 5000;
 
+/** The shortest secret each HMAC algorithm may use: its hash's length. */
+const HMAC_KEY_BYTES: Record<string, number> = { HS256: 32, HS384: 48, HS512: 64 };
+
 /** jose's fetch for the key set, reading at most MAX_JWKS_BYTES of a 200 answer (past it: not a key set, the token not judged). */
 const cappedJwksFetch = async (url: string, init: RequestInit): Promise<Response> => {
   const res = await fetch(url, init);
@@ -42,7 +45,7 @@ const cappedJwksFetch = async (url: string, init: RequestInit): Promise<Response
  * claims, identity mismatch).
  */
 export interface JwtAuthOptions {
-  /** HS256: the shared secret. */
+  /** HS256: the shared secret, at least 32 bytes (48 for HS384, 64 for HS512): a shorter one is refused (LL_ERR_INVALID_OPTION). */
   secret?: string | Uint8Array;
   /** RS256/ES256: the issuer's public key (a KeyObject, or SPKI PEM text; PEM needs `algorithms` with one entry). */
   publicKey?: KeyObject | string;
@@ -78,6 +81,14 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
   const sources = [o.secret, o.publicKey, o.jwks, o.jwksUrl].filter((x) => x !== undefined).length;
   if (sources !== 1) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'jwtAuthenticator needs exactly one of secret, publicKey, jwks, jwksUrl');
   const algorithms = o.algorithms ?? (o.secret !== undefined ? ['HS256'] : ['RS256', 'ES256']);
+  if (o.secret !== undefined) {
+    // RFC 7518 3.2: an HMAC key at least as long as its hash. Every user holds a token signed with
+    // it, so a short secret ("secret", "changeme") is guessed offline from any one of them, and then
+    // anyone's token can be made.
+    const bytes = typeof o.secret === 'string' ? Buffer.byteLength(o.secret) : o.secret.length;
+    const needed = Math.max(32, ...algorithms.map((a) => HMAC_KEY_BYTES[a] ?? 0));
+    if (bytes < needed) throw new LonglinkError('LL_ERR_INVALID_OPTION', `the JWT secret is ${bytes} bytes; ${algorithms.join('/')} needs at least ${needed} (RFC 7518 3.2): a shorter one can be guessed offline from any token a user holds`);
+  }
   let key: Promise<Uint8Array | KeyObject | CryptoKey | JWTVerifyGetKey>;
   let remote: ReturnType<typeof createRemoteJWKSet> | null = null;
   /** A PEM key that cannot be imported (not the algorithm's type): every HELLO is told so, retried. */

@@ -80,7 +80,7 @@ export function serveCommand(): Command {
     .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
     .option('--tls-key <file>', 'serve TLS: private key (PEM)')
     .option('--tls-reload-poll-ms <ms>', 'read --tls-cert and --tls-key again when they change, checked this often (and on SIGHUP): a renewed certificate without a restart', positiveInt, 30_000)
-    .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret (or set LONGLINK_JWT_SECRET)')
+    .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret of at least 32 bytes (or set LONGLINK_JWT_SECRET)')
     .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
     .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL")
     .option('--jwt-issuer <iss>', 'accepted token issuer (iss)')

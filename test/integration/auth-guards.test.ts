@@ -106,6 +106,25 @@ test('a URL\'s password (a Redis URL\'s, a webhook\'s Basic auth) is not echoed:
   }
 });
 
+test('an HS256 secret shorter than 32 bytes (RFC 7518) is refused: every user holds a token signed with it, from which a short one is guessed offline', async () => {
+  for (const secret of ['secret', 'changeme-changeme-changeme-1234', new Uint8Array(31)]) {
+    assert.throws(() => jwtAuthenticator({ secret }), (e: Error & { code?: string }) => e.code === 'LL_ERR_INVALID_OPTION' && /at least 32/.test(e.message));
+  }
+  assert.throws(() => jwtAuthenticator({ secret: 's'.repeat(32), algorithms: ['HS512'] }), /at least 64/);
+  jwtAuthenticator({ secret: 's'.repeat(32) });
+  jwtAuthenticator({ secret: new Uint8Array(64), algorithms: ['HS256', 'HS512'] });
+  // serve: one line, exit 2, no gateway without the guard it was asked for.
+  const p = spawn(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--no-ws', '--no-admin', '--log-format', 'json', '--jwt-secret', 'changeme'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let err = '';
+  p.stderr.on('data', (d) => (err += d));
+  const code = await new Promise<number | null>((resolve) => {
+    const t = setTimeout(() => (p.kill(), resolve(null)), 10_000);
+    p.once('exit', (c) => (clearTimeout(t), resolve(c)));
+  });
+  assert.equal(code, 2, err);
+  assert.match(err, /at least 32/);
+});
+
 test('a PEM public key that does not fit its algorithm: no unhandled rejection; each HELLO is told to come back (server-error), not refused for good', async () => {
   const { publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   const pem = publicKey.export({ type: 'spki', format: 'pem' }).toString();
