@@ -1,5 +1,6 @@
 import { adminSocketBudget, MAX_ADMIN_SOCKETS, openFileLimit } from '../gateway/file-limit.js';
 import { ApiError, openApiDocument, ServerApi } from './server-api.js';
+import { sourceKey } from '../gateway/source-key.js';
 import { LonglinkError } from '../protocol/errors.js';
 import type { NonCloseErrorCode } from '../protocol/error-codes.js';
 import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -117,7 +118,7 @@ export const ADMIN_SERVER_OPTIONS = { connectionsCheckingInterval: 1000 } as con
  * What one caller may hold of an admin port's HTTP server (created with ADMIN_SERVER_OPTIONS).
  * A request must arrive whole in time (the event stream is a GET whose request ends with its
  * headers, so its response may last). At most MAX_ADMIN_SOCKETS sockets,
- * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address; more are closed at accept. A socket that sends
+ * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address (an IPv6 one by its /64); more are closed at accept. A socket that sends
  * no request is closed after ADMIN_HEADERS_TIMEOUT_MS: Node's headersTimeout counts only from a
  * request's first byte, so silent sockets were held for ever.
  */
@@ -130,7 +131,9 @@ export function limitAdminSockets(server: Server): void {
   const perAddressMax = Math.min(MAX_ADMIN_SOCKETS_PER_ADDRESS, budget);
   const perAddress = new Map<string, number>();
   server.on('connection', (socket: Socket) => {
-    const from = socket.remoteAddress ?? '';
+    // Counted as the gateway's budgets count a source: an IPv6 peer by its /64, from any of whose
+    // 2^64 addresses one laptop could otherwise open a full share each and take the whole port.
+    const from = sourceKey(socket.remoteAddress ?? '');
     const n = (perAddress.get(from) ?? 0) + 1;
     if (n > perAddressMax) return void socket.destroy();
     perAddress.set(from, n);

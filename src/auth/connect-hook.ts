@@ -40,7 +40,7 @@ export interface ConnectHookAnswer {
 const MAX_ANSWER_BYTES = 64 * 1024;
 
 /** The body as text, or a rejection past `max` bytes (read no further). */
-async function cappedText(res: Response, max: number): Promise<string> {
+export async function cappedText(res: Response, max: number): Promise<string> {
   if (!res.body) return '';
   const reader = res.body.getReader();
   const parts: Uint8Array[] = [];

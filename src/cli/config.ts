@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import type { Command, Option } from 'commander';
 import { parse as parseYaml, stringify as stringifyYaml } from 'yaml';
 import { z } from 'zod';
+import { redactUrl } from '../gateway/stores/redis-connect.js';
 import { LonglinkError } from '../protocol/errors.js';
 
 /**
@@ -138,7 +139,8 @@ export function printConfig(cmd: Command): string {
     lines.push(`# ${what} (${opt.long}, ${envName(opt.long)})`);
     // Secrets are not echoed, wherever they came from.
     if (/secret|token|api-key/.test(key) && !key.endsWith('-bytes')) lines.push(`# ${key}: ${v === undefined ? '' : '(set)'}`.trimEnd());
-    else lines.push(v === undefined ? `# ${key}:` : stringifyYaml({ [key]: v }).trimEnd());
+    // And a URL's password (--redis redis://:pw@host, a webhook's Basic auth) is one too.
+    else lines.push(v === undefined ? `# ${key}:` : stringifyYaml({ [key]: typeof v === 'string' && v.includes('@') ? redactUrl(v) : v }).trimEnd());
   }
   return lines.join('\n') + '\n';
 }

@@ -19,6 +19,7 @@ import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
 import { connectHook } from '../auth/connect-hook.js';
+import { redactUrl } from '../gateway/stores/redis-connect.js';
 import { STREAM_MAXLEN_DEFAULT, streamSink } from '../upstream/redis-stream.js';
 import { UPSTREAM_DEFAULTS, type UpstreamSink } from '../gateway/upstream.js';
 import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
@@ -79,7 +80,7 @@ export function serveCommand(): Command {
     .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
     .option('--tls-key <file>', 'serve TLS: private key (PEM)')
     .option('--tls-reload-poll-ms <ms>', 'read --tls-cert and --tls-key again when they change, checked this often (and on SIGHUP): a renewed certificate without a restart', positiveInt, 30_000)
-    .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret (or set LONGLINK_JWT_SECRET)')
+    .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret of at least 32 bytes (or set LONGLINK_JWT_SECRET)')
     .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
     .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL")
     .option('--jwt-issuer <iss>', 'accepted token issuer (iss)')
@@ -362,7 +363,7 @@ export function serveCommand(): Command {
           ws: addrs.ws ? `${tls ? 'wss' : 'ws'}://${addrs.ws.address}:${addrs.ws.port}${o.wsPath}` : null,
           auth: o.connectHook ? (jwtConfigured(o) ? 'jwt+connect-hook' : 'connect-hook') : authenticate ? 'jwt' : 'none',
           app: o.app,
-          upstream: o.upstreamWebhook ? { webhook: o.upstreamWebhook } : o.upstreamRedisStream ? { redisStream: o.upstreamStream } : null,
+          upstream: o.upstreamWebhook ? { webhook: redactUrl(o.upstreamWebhook as string) } : o.upstreamRedisStream ? { redisStream: o.upstreamStream } : null,
           serverApi: adminUrl ? `${adminUrl}v1/` : null,
           heartbeat: { ...p, silenceLimitMs: silenceLimitMs(p) },
           store: gw.options.store.kind,

@@ -29,6 +29,12 @@ import { utf8Exceeds, utf8Length } from '../protocol/wire.js';
 
 /** Shared until a connection has state of its own: most never do. */
 const NO_STATE: ClientState = Object.freeze({});
+/**
+ * The CLOSE reason a device gets for a failure on the gateway's side (4004): the detail (a store's
+ * address, a connect hook's redirect target, a key set URL's error) is the operator's, who has it in
+ * the protocol-error or fault event, and was sent to any unauthenticated peer. The code says retry.
+ */
+export const SERVER_ERROR_REASON = 'the gateway could not serve this now; retry later';
 
 /** Frames and heartbeats through a connection (and, summed, through a gateway). */
 export interface TrafficStats {
@@ -518,7 +524,7 @@ export class ServerConnection implements LinkEvents {
     // Giving way to a newer link of the device is a race, not bad input: no protocol-error.
     if (err instanceof ProtocolError && err.reason === 'replaced') this.closeWith('replaced', err.message);
     else if (err instanceof ProtocolError) this.onProtocolError(err);
-    else this.closeWith('server-error', err instanceof Error ? err.message : String(err));
+    else this.closeWith('server-error', SERVER_ERROR_REASON);
   }
 
   private open(w: Opening): void {
@@ -750,7 +756,7 @@ export class ServerConnection implements LinkEvents {
   private onProtocolError(err: ProtocolError): void {
     if (this.phase === 'closed') return;
     this.host.protocolError(this, err);
-    this.closeWith(err.reason, err.message);
+    this.closeWith(err.reason, err.reason === 'server-error' ? SERVER_ERROR_REASON : err.message);
   }
 
   /** @internal link event */

@@ -151,7 +151,8 @@ export class Delivery {
     this.stats.storeFaults++;
     this.events.fault(op, err, conn && { userId: conn.userId, deviceId: conn.deviceId });
     // The link cannot be served right now; the client comes back and resumes (4004 is retryable).
-    conn?.closeWith('server-error', `store unavailable (${op}): ${err instanceof Error ? err.message : String(err)}`);
+    // The store's error (its address, say) went to the fault event, not to the device.
+    conn?.closeWith('server-error', `store unavailable (${op})`);
   }
 
   // Links.

@@ -622,7 +622,24 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   }
 
   private onHello(conn: ServerConnection, hello: HelloFrame): Opening | Promise<Opening> {
-    return runSteps(this.helloSteps(conn, hello));
+    let opening: Opening | Promise<Opening>;
+    try {
+      opening = runSteps(this.helloSteps(conn, hello));
+    } catch (err) {
+      throw this.helloFault(conn, err);
+    }
+    return opening instanceof Promise ? opening.catch((err: unknown) => Promise.reject(this.helloFault(conn, err))) : opening;
+  }
+
+  /**
+   * A handshake that failed other than by a refusal (a ProtocolError) or the link going away: a
+   * store call's error. Reported as a `fault` here: the device is told only to come back (4004).
+   */
+  private helloFault(conn: ServerConnection, err: unknown): unknown {
+    if (!(err instanceof LonglinkError && (err instanceof ProtocolError || err.code === 'LL_ERR_CLOSED'))) {
+      this.emit('fault', { kind: 'store', op: 'handshake', error: err, userId: conn.userId, deviceId: conn.deviceId });
+    }
+    return err;
   }
 
   /**

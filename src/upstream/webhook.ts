@@ -2,6 +2,7 @@ import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import { LonglinkError } from '../protocol/errors.js';
+import { redactUrl } from '../gateway/stores/redis-connect.js';
 import { UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type UpstreamMessage, type UpstreamSink } from '../gateway/upstream.js';
 
 export interface WebhookOptions {
@@ -67,6 +68,8 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
   const maxAnswerBytes = o.maxAnswerBytes ?? 1024 * 1024;
   if (!(Number.isInteger(maxAnswerBytes) && maxAnswerBytes > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `webhook maxAnswerBytes must be a positive integer (got ${maxAnswerBytes})`);
   const url = new URL(o.url);
+  // Credentials in the URL (Basic auth: node:http sends them) are not for messages, which reach the log.
+  const shown = redactUrl(o.url);
   const lib = url.protocol === 'https:' ? https : http;
   // node:http with a keep-alive agent: about five times cheaper per request here than fetch.
   const agent = new lib.Agent({ keepAlive: true, maxSockets: o.maxSockets ?? 256 });
@@ -122,7 +125,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const { userId, deviceId, ...rest } = e;
       const res = await post(JSON.stringify({ ...rest, user: userId, device: deviceId }), undefined, eventAgent);
       await res.text();
-      if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);
+      if (!res.ok) throw new Error(`webhook ${shown} answered HTTP ${res.status}`);
     },
     async send(m: UpstreamMessage): Promise<UpstreamAnswer | void> {
       let text: string | null = null;
@@ -147,16 +150,16 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const res = await post(json, m.id);
       const answer = await res.text();
       if (res.ok && res.cut) {
-        return { replyError: new LonglinkError('LL_ERR_PAYLOAD_TOO_LARGE', `webhook ${o.url} accepted message ${m.id ?? '(no id)'} with an answer over ${maxAnswerBytes} bytes: its reply was not read`) };
+        return { replyError: new LonglinkError('LL_ERR_PAYLOAD_TOO_LARGE', `webhook ${shown} accepted message ${m.id ?? '(no id)'} with an answer over ${maxAnswerBytes} bytes: its reply was not read`) };
       }
       // A 4xx is the backend refusing this message, and it would refuse it again: not retried. But
       // not 408, 425 and 429, which ask to try later, nor 401, 403, 404 and 407, which say the
       // backend's configuration is wrong (a rotated secret, a proxy's login, a missing route), not the
       // message: discarding every device's messages until someone notices would lose them all.
       if (res.status >= 400 && res.status < 500 && !RETRIED_4XX.has(res.status)) {
-        throw new UpstreamRejectedError(`webhook ${o.url} refused message ${m.id ?? '(no id)'}: HTTP ${res.status}${answer ? ` ${answer.slice(0, 200)}` : ''}`);
+        throw new UpstreamRejectedError(`webhook ${shown} refused message ${m.id ?? '(no id)'}: HTTP ${res.status}${answer ? ` ${answer.slice(0, 200)}` : ''}`);
       }
-      if (!res.ok) throw new Error(`webhook ${o.url} answered HTTP ${res.status}`);
+      if (!res.ok) throw new Error(`webhook ${shown} answered HTTP ${res.status}`);
       if (!answer) return;
       let parsed: { reply?: { text?: string; base64?: string; json?: unknown } };
       try {

@@ -9,7 +9,7 @@ import { LIMIT_DEFAULTS } from '../../src/gateway/options.js';
 import { Gateway, OPEN_SESSION_TTL_MS, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from '../../src/gateway/stores/store.js';
-import { CloseCodes } from '../../src/protocol/errors.js';
+import { CloseCodes, ProtocolError } from '../../src/protocol/errors.js';
 import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 
@@ -299,6 +299,37 @@ test('a refusing authenticator closes with auth-failed and emits no online', asy
   await flush();
   assert.equal(lastClose(client)?.code, CloseCodes['auth-failed']);
   assert.equal(online, 0);
+  await gw.close();
+});
+
+test('a failure on the gateway\'s side during the handshake tells the device only to come back (4004): the detail (a store\'s address, a hook\'s redirect target) goes to the operator, not to any peer that sends a HELLO', async () => {
+  class DownStore extends MemoryStore {
+    override rememberDevice(): Promise<void> {
+      return Promise.reject(new Error('connect ECONNREFUSED 10.9.8.7:6379'));
+    }
+  }
+  const { gw } = setup({
+    store: new DownStore(),
+    authenticate: (h) => {
+      if (h.token === 'hook') throw new ProtocolError('server-error', 'connect hook answered a redirect (HTTP 308 to http://10.1.2.3/internal/hello)');
+      return { userId: h.userId, deviceId: h.deviceId };
+    },
+  });
+  const faults: unknown[] = [];
+  const protocolErrors: string[] = [];
+  gw.on('fault', (e) => faults.push(e.error));
+  gw.on('protocol-error', (e) => protocolErrors.push(e.error.message));
+  for (const token of ['hook', 'store']) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', token });
+    await flush();
+    const close = lastClose(client);
+    assert.equal(close?.code, CloseCodes['server-error'], token);
+    assert.doesNotMatch(close?.reason ?? '', /10\.\d|6379|internal|ECONNREFUSED/, `${token}: ${close?.reason}`);
+  }
+  assert.match(protocolErrors.join(), /10\.1\.2\.3/, 'the operator has the hook\'s detail');
+  assert.match(String(faults.map((e) => (e as Error).message)), /10\.9\.8\.7/, 'and the store\'s, as a fault');
   await gw.close();
 });
 

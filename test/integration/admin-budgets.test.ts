@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { request } from 'node:http';
+import { createServer, request } from 'node:http';
 import { test } from 'node:test';
-import { ADMIN_HEADERS_TIMEOUT_MS, AdminServer, MAX_ADMIN_SOCKETS, MAX_ADMIN_SOCKETS_PER_ADDRESS, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
+import { EventEmitter } from 'node:events';
+import { ADMIN_HEADERS_TIMEOUT_MS, ADMIN_SERVER_OPTIONS, AdminServer, limitAdminSockets, MAX_ADMIN_SOCKETS, MAX_ADMIN_SOCKETS_PER_ADDRESS, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
 import { MAX_USERS_PER_REQUEST } from '../../src/admin/server-api.js';
+import { adminSocketBudget, openFileLimit } from '../../src/gateway/file-limit.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { sleep } from '../helpers/procs.js';
 import { flush, memoryLinkPair } from '../helpers/memory-link.js';
@@ -177,6 +179,27 @@ test(`at most ${MAX_ADMIN_SOCKETS_PER_ADDRESS} admin sockets from one address an
     for (const s of held) s.destroy();
     await close();
   }
+});
+
+test('the admin port\'s per-address socket bound counts an IPv6 peer by its /64 and an IPv4-mapped one as its IPv4: one laptop has 2^64 addresses of its own', () => {
+  const server = createServer(ADMIN_SERVER_OPTIONS);
+  limitAdminSockets(server);
+  const onConnection = server.listeners('connection').at(-1) as (s: unknown) => void;
+  const perAddress = Math.min(MAX_ADMIN_SOCKETS_PER_ADDRESS, adminSocketBudget(openFileLimit()));
+  const open = (remoteAddress: string) => {
+    const s = Object.assign(new EventEmitter(), { remoteAddress, destroyed: false, destroy: () => void (s.destroyed = true), setTimeout: () => {} });
+    onConnection(s);
+    return s;
+  };
+  // Each socket from another address of the same /64.
+  const held = Array.from({ length: perAddress }, (_, i) => open(`2001:db8:1:2::${(i + 1).toString(16)}`));
+  assert.ok(held.every((s) => !s.destroyed));
+  assert.ok(open('2001:db8:1:2:ffff:ffff:ffff:ffff').destroyed, 'one past the bound, from yet another address of the /64, is closed');
+  assert.ok(!open('2001:db8:1:3::1').destroyed, 'the next /64 is another source');
+  held[0].emit('close');
+  assert.ok(!open('2001:db8:1:2::abcd').destroyed, 'room again once one goes');
+  for (let i = 0; i < perAddress; i++) open(i % 2 ? '198.51.100.7' : '::ffff:198.51.100.7');
+  assert.ok(open('198.51.100.7').destroyed, 'an IPv4-mapped address counts as its IPv4');
 });
 
 test('a socket that never sends a request is closed once the headers timeout passes (before, it was held for ever)', async () => {

@@ -51,6 +51,21 @@ test('admission: an IPv6 peer counts by its /64 (one laptop has 2^64 addresses o
   assert.equal(sourceKey('2001:db8::'), '2001:db8:0:0::/64');
 });
 
+test('admission: NAT64 (64:ff9b::/96) and 6to4 (2002::/16) peers count as the IPv4 address they carry: not every translated client as one source, not one host as 65,536', () => {
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 1, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 }, 0, () => 0.5);
+  // Behind a NAT64 translator every IPv4 client arrives from 64:ff9b::/96: one /64 for the whole internet.
+  assert.equal(a.admit('64:ff9b::c000:201', 0), null);
+  assert.equal(a.admit('64:ff9b::c633:6407', 0), null, 'another IPv4 client through the translator is another source');
+  assert.equal(a.admit('64:ff9b::192.0.2.1', 0)?.reason, 'too-many-connections', 'the first, written as a dotted quad');
+  // A 6to4 site is 2002:<its IPv4>::/48: each of its 65,536 /64 subnets was a source of its own.
+  assert.equal(a.admit('2002:cb00:7101:1::1', 0), null);
+  assert.equal(a.admit('2002:cb00:7101:ffff::1', 0)?.reason, 'too-many-connections', 'another subnet of the same site');
+  assert.equal(a.admit('203.0.113.1', 0)?.reason, 'too-many-connections', 'the same host over IPv4');
+  assert.equal(sourceKey('64:ff9b::102:304'), '1.2.3.4');
+  assert.equal(sourceKey('2002:c000:204:1::9'), '192.0.2.4');
+  assert.equal(sourceKey('1:2:3::1.2.3.4'), '1:2:3:0::/64');
+});
+
 test('admission: the rate limit spreads its hints over the refill time', () => {
   const hints: number[] = [];
   let r = 0;
