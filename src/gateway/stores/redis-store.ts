@@ -191,6 +191,10 @@ export class RedisStore implements Store {
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
   private onFault: ((error: Error) => void) | undefined;
+  /** Monotonic ms when the last renewal that was answered was sent (see renewLease). */
+  private leaseAnsweredAt = performance.now();
+  /** A renewal failed since the last answered one: it may yet run, unread (see renewLease). */
+  private leaseUnsure = false;
   /** Renewals in a row that found the lease another incarnation's (see renewLease). */
   private foreignRenewals = 0;
   private duplicateTold = false;
@@ -503,10 +507,26 @@ export class RedisStore implements Store {
   private async renewLease(): Promise<void> {
     if (this.nodeId === null || this.closed) return;
     const now = Date.now();
-    const [prevRaw, epochRaw] = await this.redis.llRenewLease(
-      this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId), this.nk('nodes'),
-      this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '', this.nodeId,
-    );
+    const sent = performance.now();
+    let prevRaw: string, epochRaw: string;
+    try {
+      [prevRaw, epochRaw] = await this.redis.llRenewLease(
+        this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId), this.nk('nodes'),
+        this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '', this.nodeId,
+      );
+    } catch (err) {
+      this.leaseUnsure = true;
+      throw err;
+    }
+    // A renewal that timed out is not withdrawn: ioredis still sends it (its offline queue, or
+    // commands re-sent on reconnection), or a stopped Redis runs it once resumed. The first of them
+    // to run after a lapse saw it (no previous holder), but its answer went unread, and the ones
+    // after it find the lease ours again. So when renewals failed and no answer came for a lease's
+    // time, the lease may have lapsed unseen: other nodes stopped seeing this node's presence and
+    // woke no one here.
+    const unsure = this.leaseUnsure && performance.now() - this.leaseAnsweredAt >= this.o.leaseTtlMs;
+    this.leaseUnsure = false;
+    this.leaseAnsweredAt = Math.max(this.leaseAnsweredAt, sent);
     const prev = prevRaw || null;
     const epoch = epochRaw || null;
     const first = this.epoch === null;
@@ -525,7 +545,7 @@ export class RedisStore implements Store {
     if (epoch !== this.epoch) {
       this.epoch = epoch;
       this.onResync?.('store-reset');
-    } else if (prev !== this.incarnation) {
+    } else if (prev !== this.incarnation || unsure) {
       this.onResync?.('lease-lapsed');
     }
     // A lapsed lease is gone (prev null); one another incarnation renewed since ours, renewal after
