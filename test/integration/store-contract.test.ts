@@ -387,6 +387,34 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     }
   });
 
+  test('a take by the mailbox\'s holder reads what it hands out, not the whole mailbox (a device that never acknowledges keeps its mailbox full, and each push flushes)', async () => {
+    const s = new RedisStore({ ...at(), prefix: `tail${++prefixN}:` });
+    let node: Redis | null = null;
+    try {
+      const limits = { maxMessages: 500, maxBytes: 1 << 20 };
+      for (let i = 0; i < 500; i++) await s.enqueue('u', 'd', msg(`m${i}`, 1e13, 10), limits);
+      assert.equal((await s.take('u', 'd', 'h', 0)).length, 500);
+      node = new Redis(on === 'one server' ? redis!.url : await masterOf(s, 'u', 'd'));
+      const monitor = await node.monitor();
+      const lranges: string[][] = [];
+      monitor.on('monitor', (_t: string, args: string[]) => String(args[0]).toLowerCase() === 'lrange' && lranges.push(args.map(String)));
+      await s.enqueue('u', 'd', msg('new', 1e13, 10), limits);
+      // Sent up to 450: the 50 numbered past it (across chunks) and the new one, numbered next.
+      assert.deepEqual((await s.take('u', 'd', 'h', 450)).map((m) => [m.id, m.seq]), [...Array.from({ length: 50 }, (_, k) => [`m${450 + k}`, 451 + k]), ['new', 501]]);
+      assert.deepEqual((await s.take('u', 'd', 'h', 501)).map((m) => m.id), [], 'nothing past what the link carries');
+      await new Promise((r) => setTimeout(r, 100));
+      monitor.disconnect();
+      const read = lranges.reduce((n, a) => n + (Number(a[3]) - Number(a[2]) + 1), 0);
+      assert.ok(lranges.length > 0 && lranges.every((a) => a[3] !== '-1') && read < 200, `read ${read} entries: ${JSON.stringify(lranges.map((a) => a.slice(2)))}`);
+      // Still one mailbox: acknowledged in order, and a new holder renumbers what is left.
+      assert.equal((await s.ack('u', 'd', 'h', 500)).length, 499, 'm0 was evicted for the new one');
+      assert.deepEqual((await s.take('u', 'd', 'h2', 0)).map((m) => [m.id, m.seq]), [['new', 502]]);
+    } finally {
+      node?.disconnect();
+      await s.close();
+    }
+  });
+
   test('a route published to a node reaches its handler', async () => {
     const a = new RedisStore({ ...at(), prefix: 'route:' });
     const got: string[][] = [];
