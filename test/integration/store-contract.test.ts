@@ -470,6 +470,28 @@ test('redis store: the periodic sweep reads a few shards in turn, and every due 
   }
 });
 
+test('redis store: one expiry call reads a bounded part of what is due and answers without payloads (full mailboxes due at once made one answer of gigabytes); with `all`, everything due goes', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const s = new RedisStore({ url: redis!.url, prefix: `budget${++prefixN}:`, mailboxShards: 1 });
+  try {
+    (s as unknown as { expireBudget: number }).expireBudget = 4;
+    const fill = async (tag: string) => {
+      for (const u of ['a', 'b', 'c']) for (let i = 0; i < 3; i++) await s.enqueue(u, 'd', { ...msg(`${tag}${u}${i}`, 5, 1000) }, LIMITS);
+    };
+    await fill('x');
+    const first = await s.expire(10);
+    assert.equal(first.length, 6, 'two mailboxes (3 + 3 read, past 4): the third waits');
+    assert.ok(first.every((g) => g.message.payload.length === 0 && g.message.expiresAt === 5 && g.message.enqueuedAt === 1000), 'ids and times, no payload');
+    assert.equal((await s.expire(10)).length, 3, 'the next call takes the rest');
+    assert.deepEqual(await s.expire(10), []);
+    await fill('y');
+    const every = await s.expire(10, true);
+    assert.deepEqual(every.map((g) => g.message.id).sort(), ['ya0', 'ya1', 'ya2', 'yb0', 'yb1', 'yb2', 'yc0', 'yc1', 'yc2']);
+    for (const u of ['a', 'b', 'c']) assert.equal(await s.depth(u, 'd'), 0);
+  } finally {
+    await s.close();
+  }
+});
+
 test('memory store: known devices and dedup ids are bounded in all and swept when past their time', async () => {
   const s = new MemoryStore({ maxKnownDevices: 100, maxDedupBytes: 100 * (64 + 4), dedupWindowMs: 1000 });
   const t = 1_000_000;

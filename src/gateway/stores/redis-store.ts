@@ -116,6 +116,12 @@ const DEAD_NODE_LEASES = 10;
  */
 export const PRESENCE_TTL_MS = 12 * 3600_000;
 
+/**
+ * Mailbox entries one shard's expiry call reads before it starts no other
+ * mailbox: a few ms of Redis, whatever is due at once.
+ */
+const EXPIRE_READ_PER_CALL = 10_000;
+
 /** Kicks and notices to other nodes published again at once, at most (see republish). */
 const MAX_REPUBLISHING = 10_000;
 
@@ -156,7 +162,7 @@ declare module 'ioredis' {
     llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
     llAck(list: string, meta: string, expiry: string, ids: string, last: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
-    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string): Promise<string[]>;
+    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string, budget: number): Promise<[number, ...string[]]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llMarkInboundClaimed(ids: string, claim: string, id: string, kept: number, now: number, windowMs: number, holder: string): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
@@ -200,6 +206,8 @@ export class RedisStore implements Store {
   private duplicateTold = false;
   private leaseTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
+  /** Mailbox entries one shard's expiry call reads at most, beyond the mailbox it is in (see EXPIRE). */
+  private expireBudget = EXPIRE_READ_PER_CALL;
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
   private adminUrl: string | null = null;
   private closed = false;
@@ -805,7 +813,16 @@ export class RedisStore implements Store {
     const first = all ? 0 : this.sweepCursor;
     this.sweepCursor = (this.sweepCursor + n) % total;
     const shards = Array.from({ length: n }, (_, i) => (first + i) % total);
-    const flats = await Promise.all(shards.map((s) => this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''), this.mk(s, 'mbi', ''))));
+    // A shard's call reads a bounded part of what is due (see EXPIRE); with `all`, called again until none is left.
+    const sweep = async (s: number): Promise<string[]> => {
+      const got: string[] = [];
+      for (;;) {
+        const [more, ...flat] = await this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''), this.mk(s, 'mbi', ''), this.expireBudget);
+        for (const x of flat) got.push(x);
+        if (!all || more !== 1) return got;
+      }
+    };
+    const flats = await Promise.all(shards.map(sweep));
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
     for (const flat of flats) {
       for (let i = 0; i < flat.length; i += 2) {
