@@ -118,6 +118,22 @@ for (const kind of kinds) {
       assert.deepEqual(ids(await s.ack('u', 'd', 'B', 11)), ['p1', 'p2', 'p3']);
     });
 
+    withStore('the holder takes again what is past afterSeq: numbered ones not carried yet, then new ones numbered next, around an expiry and an eviction in between', async (s) => {
+      const limits = { maxMessages: 40, maxBytes: 1 << 20 };
+      for (let i = 0; i < 30; i++) await s.enqueue('u', 'd', msg(`a${i}`, i === 20 ? 5000 : 1e13), limits);
+      assert.equal((await s.take('u', 'd', 'L', 0)).length, 30);
+      // The link carried 25 of them (the rest were numbered by a take whose writes never went).
+      assert.deepEqual((await s.expire(6000, true)).map((g) => [g.message.id, g.message.seq]), [['a20', 21]]);
+      for (let i = 0; i < 12; i++) await s.enqueue('u', 'd', msg(`b${i}`), limits);
+      assert.equal(await s.depth('u', 'd'), 40, 'one expired, one evicted (a0)');
+      const again = await s.take('u', 'd', 'L', 25);
+      assert.deepEqual(again.map((m) => [m.id, m.seq]), [['a25', 26], ['a26', 27], ['a27', 28], ['a28', 29], ['a29', 30], ...Array.from({ length: 12 }, (_, i) => [`b${i}`, 31 + i])]);
+      assert.deepEqual(await s.take('u', 'd', 'L', 42), []);
+      await s.enqueue('u', 'd', msg('c'), limits);
+      assert.deepEqual((await s.take('u', 'd', 'L', 42)).map((m) => [m.id, m.seq]), [['c', 43]]);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 22)), ['a2', 'a3', 'a4', 'a5', 'a6', 'a7', 'a8', 'a9', 'a10', 'a11', 'a12', 'a13', 'a14', 'a15', 'a16', 'a17', 'a18', 'a19', 'a21']);
+    });
+
     withStore('a mailbox made anew (the store lost its data) numbers above what the link carries', async (s) => {
       await s.enqueue('u', 'fresh', msg('x'), LIMITS);
       assert.deepEqual((await s.take('u', 'fresh', 'L', 29)).map((m) => [m.id, m.seq]), [['x', 30]]);
