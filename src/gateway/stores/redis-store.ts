@@ -212,6 +212,8 @@ export class RedisStore implements Store {
   private adminUrl: string | null = null;
   private closed = false;
   private subTimer: NodeJS.Timeout | null = null;
+  /** A cluster's masters asked for their run ids (see watchMasterRestarts). */
+  private runIdTimer: NodeJS.Timeout | null = null;
   /** Kicks and notices being published again (nobody heard them yet). */
   private republishing = 0;
   /** Subscriptions restarted because they stopped answering. */
@@ -357,6 +359,7 @@ export class RedisStore implements Store {
     };
     if (isCluster(this.redis)) {
       this.watchFailovers(this.redis as unknown as import('ioredis').Cluster);
+      this.watchMasterRestarts(this.redis as unknown as import('ioredis').Cluster);
       await this.subscribeInCluster(channels, onMessage);
       // Gone quiet: its node is left for the next ('end' moves the subscription on).
       this.watchSubscriber((sub) => sub.disconnect());
@@ -490,6 +493,48 @@ export class RedisStore implements Store {
       seen = now;
       if (moved && !this.closed) this.onResync?.('failover');
     });
+  }
+
+  /**
+   * A master of a cluster that restarts before its replica is promoted
+   * (within the cluster's node timeout: a supervisor's quick restart) keeps
+   * its slots, so the slot map does not change, and comes back with what its
+   * snapshot held, or nothing without persistence (its replica then copies
+   * that). The epoch key lives in one slot only, so another master's loss
+   * went unseen. Each master's run id, asked once per lease renewal, tells it
+   * (`store-reset`), as a single server's does at its reconnection.
+   */
+  private watchMasterRestarts(cluster: import('ioredis').Cluster): void {
+    const runIds = new Map<string, string>();
+    let asking = false;
+    const check = async () => {
+      let restarted = false;
+      await Promise.all(
+        cluster.nodes('master').map(async (n) => {
+          const at = `${n.options.host}:${n.options.port}`;
+          try {
+            const id = /run_id:(\w+)/.exec(await n.info('server'))?.[1];
+            if (id === undefined) return;
+            const before = runIds.get(at);
+            runIds.set(at, id);
+            if (before !== undefined && before !== id) restarted = true;
+          } catch {
+            // unreachable now (one that went leaves the pool until it is back): compared when it answers
+          }
+        }),
+      );
+      // A replica now is forgotten: promoted later, it is a failover, not a restart.
+      for (const n of cluster.nodes('slave')) runIds.delete(`${n.options.host}:${n.options.port}`);
+      if (restarted && !this.closed) this.onResync?.('store-reset');
+    };
+    const tick = () => {
+      if (asking || this.closed) return;
+      asking = true;
+      void check().finally(() => (asking = false));
+    };
+    this.runIdTimer = setInterval(tick, this.o.leaseRenewMs);
+    this.runIdTimer.unref();
+    tick();
   }
 
   /**
@@ -887,6 +932,7 @@ export class RedisStore implements Store {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.subTimer) clearInterval(this.subTimer);
+    if (this.runIdTimer) clearInterval(this.runIdTimer);
     this.sub?.disconnect();
     this.redis.disconnect();
   }
@@ -896,6 +942,7 @@ export class RedisStore implements Store {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.subTimer) clearInterval(this.subTimer);
+    if (this.runIdTimer) clearInterval(this.runIdTimer);
     // A clean stop gives up the lease at once; a crash lets it lapse.
     if (this.nodeId !== null) {
       await Promise.all([this.redis.del(this.nk('node', this.nodeId)), this.redis.zrem(this.nk('nodes'), this.nodeId)]).catch(() => {});
