@@ -781,7 +781,9 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
   test('13. upstream: a device message costs the store no more than before the cross-node claim (docs/SCALING.md): the claim is one request with the duplicate check, its end one with the record', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A', { upstream: { sink: { name: 'fast', send: async () => {} } } });
-    const monitor = await new Redis(redis!.url).monitor();
+    // Its own connection closed too: left open, it kept reconnecting to the stopped server, and the run from exiting.
+    const watcher = new Redis(redis!.url);
+    const monitor = await watcher.monitor();
     // Requests that touch the device's inbound record or a message's claim, and nothing else of the node's (lease, sweep).
     const touched: string[] = [];
     monitor.on('monitor', (_t: string, args: string[], source: string) => {
@@ -805,6 +807,7 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     } finally {
       c.close();
       monitor.disconnect();
+      watcher.disconnect();
       await stop(A);
     }
   });

@@ -242,6 +242,38 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
       if (master) await rc!.restart(master);
     }
   });
+
+  test('a master that restarts empty before its replica is promoted (its slots, so the slot map, unchanged) is noticed: the node writes its links\' records again (store-reset)', async () => {
+    const prefix = `rs${Date.now() % 100000}:`;
+    const nPort = await rc!.masterOf(`${prefix}{n}:epoch`);
+    let user = 0;
+    while ((await rc!.masterOf(`${prefix}{u:u${user}}:presence`)) === nPort) user++;
+    const port = await rc!.masterOf(`${prefix}{u:u${user}}:presence`);
+    const { Redis } = await import('ioredis');
+    const admins = rc!.ports.map((p) => new Redis(p, '127.0.0.1', { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true }));
+    for (const a of admins) a.on('error', () => {});
+    const setTimeoutMs = (ms: number) => Promise.all(admins.map((a) => a.connect().catch(() => {}).then(() => a.config('SET', 'cluster-node-timeout', String(ms))).catch(() => {})));
+    // No failover while it is down: it comes back as the master of its slots, with nothing.
+    await setTimeoutMs(60_000);
+    const store = new RedisStore({ url: rc!.url, cluster: true, prefix, leaseTtlMs: 3000, leaseRenewMs: 200 });
+    const reasons: string[] = [];
+    try {
+      await store.joinCluster('A', () => {}, (r) => reasons.push(r));
+      await store.setOnline({ userId: `u${user}`, deviceId: 'd', connectionId: 'c', nodeId: 'A', transport: 'tcp', since: 1, clientInfo: {} });
+      await sleep(500); // each master's run id seen
+      rc!.kill(port);
+      await sleep(200);
+      await rc!.restart(port);
+      await eventually('the restart noticed', () => reasons.includes('store-reset'), 15_000);
+      assert.ok(!reasons.includes('failover'), `no failover: ${reasons}`);
+    } finally {
+      await store.close();
+      await setTimeoutMs(1000);
+      for (const a of admins) a.disconnect();
+      await rc!.waitHealthy(30_000);
+    }
+  });
+
 });
 
 /** Why a test that cuts a replication stream with nftables cannot run here, or null. */

@@ -240,6 +240,66 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     }
   });
 
+  test('a lease that lapsed while the node\'s commands were held up (a cut that healed, a Redis stopped) is noticed though the late renewals, timed out, renewed it: the node writes its presence again and a push queued meanwhile arrives', async () => {
+    // A proxy that can hold up A's commands connection (not its subscription) both ways, socket
+    // open, and then let everything through at once, as TCP does when a cut heals.
+    const port = await freePort();
+    const held: { c: net.Socket; s: net.Socket; sub: boolean; hold: boolean; up: Buffer[]; down: Buffer[] }[] = [];
+    const proxy = net.createServer((c) => {
+      const s = net.connect(redis!.port, '127.0.0.1');
+      const p = { c, s, sub: false, hold: false, up: [] as Buffer[], down: [] as Buffer[] };
+      held.push(p);
+      c.on('data', (d) => {
+        if (d.toString('latin1').toLowerCase().includes('subscribe')) p.sub = true;
+        if (p.hold) p.up.push(d);
+        else s.write(d);
+      });
+      s.on('data', (d) => (p.hold ? p.down.push(d) : c.write(d)));
+      c.on('error', () => {});
+      s.on('error', () => {});
+      c.on('close', () => s.destroy());
+    });
+    await new Promise<void>((r) => proxy.listen(port, '127.0.0.1', r));
+    const prefix = `rf${++n}:`;
+    // Commands time out (as the default 5 s does against a 15 s lease) well before the lease lapses.
+    const store = new RedisStore({ url: `redis://127.0.0.1:${port}`, prefix, leaseTtlMs: 600, leaseRenewMs: 150, waitTimeoutMs: 50, commandTimeoutMs: 200 });
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId: 'A', store, wheelTickMs: 10, delivery: { probeBeforePushMs: 0 } });
+    const A = { gw, store, url: `tcp://127.0.0.1:${(await gw.listen()).tcp!.port}` };
+    const reasons: string[] = [];
+    const spied = store as unknown as { onResync?: (r: string) => void };
+    const told = spied.onResync;
+    spied.onResync = (r) => (reasons.push(r), told?.(r));
+    const B = await node(redis!.url, prefix, 'B');
+    const got: string[] = [];
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    try {
+      await c.connect();
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 1));
+      for (const p of held) if (!p.sub) p.hold = true;
+      // A's lease lapses: B no longer sees the device, so its push is queued and wakes no one.
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 0, 3000));
+      const r = await B.gw.push('u', 'x', { waitMs: 0 });
+      assert.deepEqual(r.devices.map((d) => d.status), ['queued']);
+      await sleep(300);
+      for (const p of held) {
+        p.hold = false;
+        for (const d of p.up.splice(0)) p.s.write(d);
+        for (const d of p.down.splice(0)) p.c.write(d);
+      }
+      assert.ok(await eventually(() => got.includes('x'), 3000), `the queued push arrives (resyncs: ${reasons})`);
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 1), 'A is seen again');
+    } finally {
+      c.close();
+      for (const p of held) {
+        p.c.destroy();
+        p.s.destroy();
+      }
+      proxy.close();
+      await stop(A, B);
+    }
+  });
+
   test('a kick published while the device\'s node is between subscriptions (a reconnection) is published again until heard: the device is kicked', async () => {
     const prefix = `rf${++n}:`;
     const A = await node(redis!.url, prefix, 'A');

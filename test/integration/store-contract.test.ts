@@ -118,6 +118,22 @@ for (const kind of kinds) {
       assert.deepEqual(ids(await s.ack('u', 'd', 'B', 11)), ['p1', 'p2', 'p3']);
     });
 
+    withStore('the holder takes again what is past afterSeq: numbered ones not carried yet, then new ones numbered next, around an expiry and an eviction in between', async (s) => {
+      const limits = { maxMessages: 40, maxBytes: 1 << 20 };
+      for (let i = 0; i < 30; i++) await s.enqueue('u', 'd', msg(`a${i}`, i === 20 ? 5000 : 1e13), limits);
+      assert.equal((await s.take('u', 'd', 'L', 0)).length, 30);
+      // The link carried 25 of them (the rest were numbered by a take whose writes never went).
+      assert.deepEqual((await s.expire(6000, true)).map((g) => [g.message.id, g.message.seq]), [['a20', 21]]);
+      for (let i = 0; i < 12; i++) await s.enqueue('u', 'd', msg(`b${i}`), limits);
+      assert.equal(await s.depth('u', 'd'), 40, 'one expired, one evicted (a0)');
+      const again = await s.take('u', 'd', 'L', 25);
+      assert.deepEqual(again.map((m) => [m.id, m.seq]), [['a25', 26], ['a26', 27], ['a27', 28], ['a28', 29], ['a29', 30], ...Array.from({ length: 12 }, (_, i) => [`b${i}`, 31 + i])]);
+      assert.deepEqual(await s.take('u', 'd', 'L', 42), []);
+      await s.enqueue('u', 'd', msg('c'), limits);
+      assert.deepEqual((await s.take('u', 'd', 'L', 42)).map((m) => [m.id, m.seq]), [['c', 43]]);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 22)), ['a2', 'a3', 'a4', 'a5', 'a6', 'a7', 'a8', 'a9', 'a10', 'a11', 'a12', 'a13', 'a14', 'a15', 'a16', 'a17', 'a18', 'a19', 'a21']);
+    });
+
     withStore('a mailbox made anew (the store lost its data) numbers above what the link carries', async (s) => {
       await s.enqueue('u', 'fresh', msg('x'), LIMITS);
       assert.deepEqual((await s.take('u', 'fresh', 'L', 29)).map((m) => [m.id, m.seq]), [['x', 30]]);
@@ -387,6 +403,34 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     }
   });
 
+  test('a take by the mailbox\'s holder reads what it hands out, not the whole mailbox (a device that never acknowledges keeps its mailbox full, and each push flushes)', async () => {
+    const s = new RedisStore({ ...at(), prefix: `tail${++prefixN}:` });
+    let node: Redis | null = null;
+    try {
+      const limits = { maxMessages: 500, maxBytes: 1 << 20 };
+      for (let i = 0; i < 500; i++) await s.enqueue('u', 'd', msg(`m${i}`, 1e13, 10), limits);
+      assert.equal((await s.take('u', 'd', 'h', 0)).length, 500);
+      node = new Redis(on === 'one server' ? redis!.url : await masterOf(s, 'u', 'd'));
+      const monitor = await node.monitor();
+      const lranges: string[][] = [];
+      monitor.on('monitor', (_t: string, args: string[]) => String(args[0]).toLowerCase() === 'lrange' && lranges.push(args.map(String)));
+      await s.enqueue('u', 'd', msg('new', 1e13, 10), limits);
+      // Sent up to 450: the 50 numbered past it (across chunks) and the new one, numbered next.
+      assert.deepEqual((await s.take('u', 'd', 'h', 450)).map((m) => [m.id, m.seq]), [...Array.from({ length: 50 }, (_, k) => [`m${450 + k}`, 451 + k]), ['new', 501]]);
+      assert.deepEqual((await s.take('u', 'd', 'h', 501)).map((m) => m.id), [], 'nothing past what the link carries');
+      await new Promise((r) => setTimeout(r, 100));
+      monitor.disconnect();
+      const read = lranges.reduce((n, a) => n + (Number(a[3]) - Number(a[2]) + 1), 0);
+      assert.ok(lranges.length > 0 && lranges.every((a) => a[3] !== '-1') && read < 200, `read ${read} entries: ${JSON.stringify(lranges.map((a) => a.slice(2)))}`);
+      // Still one mailbox: acknowledged in order, and a new holder renumbers what is left.
+      assert.equal((await s.ack('u', 'd', 'h', 500)).length, 499, 'm0 was evicted for the new one');
+      assert.deepEqual((await s.take('u', 'd', 'h2', 0)).map((m) => [m.id, m.seq]), [['new', 502]]);
+    } finally {
+      node?.disconnect();
+      await s.close();
+    }
+  });
+
   test('a route published to a node reaches its handler', async () => {
     const a = new RedisStore({ ...at(), prefix: 'route:' });
     const got: string[][] = [];
@@ -437,6 +481,28 @@ test('redis store: the periodic sweep reads a few shards in turn, and every due 
     assert.equal(perCall.reduce((a, b) => a + b, 0), 12, 'all twelve within four calls');
     assert.ok(perCall.filter((n) => n > 0).length > 1, `spread over the shards: ${perCall}`);
     assert.deepEqual(await s.expire(10), []);
+  } finally {
+    await s.close();
+  }
+});
+
+test('redis store: one expiry call reads a bounded part of what is due and answers without payloads (full mailboxes due at once made one answer of gigabytes); with `all`, everything due goes', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const s = new RedisStore({ url: redis!.url, prefix: `budget${++prefixN}:`, mailboxShards: 1 });
+  try {
+    (s as unknown as { expireBudget: number }).expireBudget = 4;
+    const fill = async (tag: string) => {
+      for (const u of ['a', 'b', 'c']) for (let i = 0; i < 3; i++) await s.enqueue(u, 'd', { ...msg(`${tag}${u}${i}`, 5, 1000) }, LIMITS);
+    };
+    await fill('x');
+    const first = await s.expire(10);
+    assert.equal(first.length, 6, 'two mailboxes (3 + 3 read, past 4): the third waits');
+    assert.ok(first.every((g) => g.message.payload.length === 0 && g.message.expiresAt === 5 && g.message.enqueuedAt === 1000), 'ids and times, no payload');
+    assert.equal((await s.expire(10)).length, 3, 'the next call takes the rest');
+    assert.deepEqual(await s.expire(10), []);
+    await fill('y');
+    const every = await s.expire(10, true);
+    assert.deepEqual(every.map((g) => g.message.id).sort(), ['ya0', 'ya1', 'ya2', 'yb0', 'yb1', 'yb2', 'yc0', 'yc1', 'yc2']);
+    for (const u of ['a', 'b', 'c']) assert.equal(await s.depth(u, 'd'), 0);
   } finally {
     await s.close();
   }

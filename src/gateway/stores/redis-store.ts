@@ -116,6 +116,12 @@ const DEAD_NODE_LEASES = 10;
  */
 export const PRESENCE_TTL_MS = 12 * 3600_000;
 
+/**
+ * Mailbox entries one shard's expiry call reads before it starts no other
+ * mailbox: a few ms of Redis, whatever is due at once.
+ */
+const EXPIRE_READ_PER_CALL = 10_000;
+
 /** Kicks and notices to other nodes published again at once, at most (see republish). */
 const MAX_REPUBLISHING = 10_000;
 
@@ -156,7 +162,7 @@ declare module 'ioredis' {
     llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
     llAck(list: string, meta: string, expiry: string, ids: string, last: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
-    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string): Promise<string[]>;
+    llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string, budget: number): Promise<[number, ...string[]]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llMarkInboundClaimed(ids: string, claim: string, id: string, kept: number, now: number, windowMs: number, holder: string): Promise<number>;
     llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
@@ -191,15 +197,23 @@ export class RedisStore implements Store {
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
   private onFault: ((error: Error) => void) | undefined;
+  /** Monotonic ms when the last renewal that was answered was sent (see renewLease). */
+  private leaseAnsweredAt = performance.now();
+  /** A renewal failed since the last answered one: it may yet run, unread (see renewLease). */
+  private leaseUnsure = false;
   /** Renewals in a row that found the lease another incarnation's (see renewLease). */
   private foreignRenewals = 0;
   private duplicateTold = false;
   private leaseTimer: NodeJS.Timeout | null = null;
   private sweepCursor = 0;
+  /** Mailbox entries one shard's expiry call reads at most, beyond the mailbox it is in (see EXPIRE). */
+  private expireBudget = EXPIRE_READ_PER_CALL;
   /** This node's admin URL, kept beside its lease so other nodes' dashboards can reach it. */
   private adminUrl: string | null = null;
   private closed = false;
   private subTimer: NodeJS.Timeout | null = null;
+  /** A cluster's masters asked for their run ids (see watchMasterRestarts). */
+  private runIdTimer: NodeJS.Timeout | null = null;
   /** Kicks and notices being published again (nobody heard them yet). */
   private republishing = 0;
   /** Subscriptions restarted because they stopped answering. */
@@ -345,6 +359,7 @@ export class RedisStore implements Store {
     };
     if (isCluster(this.redis)) {
       this.watchFailovers(this.redis as unknown as import('ioredis').Cluster);
+      this.watchMasterRestarts(this.redis as unknown as import('ioredis').Cluster);
       await this.subscribeInCluster(channels, onMessage);
       // Gone quiet: its node is left for the next ('end' moves the subscription on).
       this.watchSubscriber((sub) => sub.disconnect());
@@ -481,6 +496,48 @@ export class RedisStore implements Store {
   }
 
   /**
+   * A master of a cluster that restarts before its replica is promoted
+   * (within the cluster's node timeout: a supervisor's quick restart) keeps
+   * its slots, so the slot map does not change, and comes back with what its
+   * snapshot held, or nothing without persistence (its replica then copies
+   * that). The epoch key lives in one slot only, so another master's loss
+   * went unseen. Each master's run id, asked once per lease renewal, tells it
+   * (`store-reset`), as a single server's does at its reconnection.
+   */
+  private watchMasterRestarts(cluster: import('ioredis').Cluster): void {
+    const runIds = new Map<string, string>();
+    let asking = false;
+    const check = async () => {
+      let restarted = false;
+      await Promise.all(
+        cluster.nodes('master').map(async (n) => {
+          const at = `${n.options.host}:${n.options.port}`;
+          try {
+            const id = /run_id:(\w+)/.exec(await n.info('server'))?.[1];
+            if (id === undefined) return;
+            const before = runIds.get(at);
+            runIds.set(at, id);
+            if (before !== undefined && before !== id) restarted = true;
+          } catch {
+            // unreachable now (one that went leaves the pool until it is back): compared when it answers
+          }
+        }),
+      );
+      // A replica now is forgotten: promoted later, it is a failover, not a restart.
+      for (const n of cluster.nodes('slave')) runIds.delete(`${n.options.host}:${n.options.port}`);
+      if (restarted && !this.closed) this.onResync?.('store-reset');
+    };
+    const tick = () => {
+      if (asking || this.closed) return;
+      asking = true;
+      void check().finally(() => (asking = false));
+    };
+    this.runIdTimer = setInterval(tick, this.o.leaseRenewMs);
+    this.runIdTimer.unref();
+    tick();
+  }
+
+  /**
    * A Redis restarted from a snapshot (RDB, or an AOF fsynced each second,
    * after a crash) has the epoch and even this node's lease, so neither says
    * that the writes since the snapshot are gone (presence, sessions, known
@@ -503,10 +560,26 @@ export class RedisStore implements Store {
   private async renewLease(): Promise<void> {
     if (this.nodeId === null || this.closed) return;
     const now = Date.now();
-    const [prevRaw, epochRaw] = await this.redis.llRenewLease(
-      this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId), this.nk('nodes'),
-      this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '', this.nodeId,
-    );
+    const sent = performance.now();
+    let prevRaw: string, epochRaw: string;
+    try {
+      [prevRaw, epochRaw] = await this.redis.llRenewLease(
+        this.nk('node', this.nodeId), this.nk('epoch'), this.nk('seen', this.nodeId), this.nk('admin', this.nodeId), this.nk('nodes'),
+        this.incarnation, this.o.leaseTtlMs, now, this.adminUrl ?? '', this.nodeId,
+      );
+    } catch (err) {
+      this.leaseUnsure = true;
+      throw err;
+    }
+    // A renewal that timed out is not withdrawn: ioredis still sends it (its offline queue, or
+    // commands re-sent on reconnection), or a stopped Redis runs it once resumed. The first of them
+    // to run after a lapse saw it (no previous holder), but its answer went unread, and the ones
+    // after it find the lease ours again. So when renewals failed and no answer came for a lease's
+    // time, the lease may have lapsed unseen: other nodes stopped seeing this node's presence and
+    // woke no one here.
+    const unsure = this.leaseUnsure && performance.now() - this.leaseAnsweredAt >= this.o.leaseTtlMs;
+    this.leaseUnsure = false;
+    this.leaseAnsweredAt = Math.max(this.leaseAnsweredAt, sent);
     const prev = prevRaw || null;
     const epoch = epochRaw || null;
     const first = this.epoch === null;
@@ -525,7 +598,7 @@ export class RedisStore implements Store {
     if (epoch !== this.epoch) {
       this.epoch = epoch;
       this.onResync?.('store-reset');
-    } else if (prev !== this.incarnation) {
+    } else if (prev !== this.incarnation || unsure) {
       this.onResync?.('lease-lapsed');
     }
     // A lapsed lease is gone (prev null); one another incarnation renewed since ours, renewal after
@@ -785,7 +858,16 @@ export class RedisStore implements Store {
     const first = all ? 0 : this.sweepCursor;
     this.sweepCursor = (this.sweepCursor + n) % total;
     const shards = Array.from({ length: n }, (_, i) => (first + i) % total);
-    const flats = await Promise.all(shards.map((s) => this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''), this.mk(s, 'mbi', ''))));
+    // A shard's call reads a bounded part of what is due (see EXPIRE); with `all`, called again until none is left.
+    const sweep = async (s: number): Promise<string[]> => {
+      const got: string[] = [];
+      for (;;) {
+        const [more, ...flat] = await this.redis.llExpire(this.mk(s, 'expiry'), now, this.mk(s, 'mb', ''), this.mk(s, 'mbm', ''), this.mk(s, 'mbi', ''), this.expireBudget);
+        for (const x of flat) got.push(x);
+        if (!all || more !== 1) return got;
+      }
+    };
+    const flats = await Promise.all(shards.map(sweep));
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
     for (const flat of flats) {
       for (let i = 0; i < flat.length; i += 2) {
@@ -850,6 +932,7 @@ export class RedisStore implements Store {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.subTimer) clearInterval(this.subTimer);
+    if (this.runIdTimer) clearInterval(this.runIdTimer);
     this.sub?.disconnect();
     this.redis.disconnect();
   }
@@ -859,6 +942,7 @@ export class RedisStore implements Store {
     this.closed = true;
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.subTimer) clearInterval(this.subTimer);
+    if (this.runIdTimer) clearInterval(this.runIdTimer);
     // A clean stop gives up the lease at once; a crash lets it lapse.
     if (this.nodeId !== null) {
       await Promise.all([this.redis.del(this.nk('node', this.nodeId)), this.redis.zrem(this.nk('nodes'), this.nodeId)]).catch(() => {});

@@ -144,8 +144,9 @@ export interface MailboxStore {
   /**
    * Removes and returns the messages whose expiresAt ≤ now: every one with
    * `all`; otherwise a store may sweep a part per call (the Redis store, a
-   * few shards in turn), so that every due message goes within a bounded
-   * number of calls.
+   * few shards in turn, a bounded part of each), so that every due message
+   * goes within a bounded number of calls. The payloads of what it returns
+   * may be left empty (a shared store does not send them back).
    */
   expire(now: number, all?: boolean): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]>;
   /** Messages held for one device (for the admin view and tests). */
