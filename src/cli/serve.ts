@@ -101,7 +101,7 @@ export function serveCommand(): Command {
     .option('--max-state-bytes <n>', 'client state merged from PINGs, keys plus values', int, LIMIT_DEFAULTS.maxStateBytes)
     .option('--max-state-keys <n>', 'client state keys merged from PINGs', int, LIMIT_DEFAULTS.maxStateKeys)
     .option('--max-message-id-bytes <n>', 'length of a DATA id', int, LIMIT_DEFAULTS.maxMessageIdBytes)
-    .option('--max-id-bytes <n>', "HELLO's userId and deviceId, each, in UTF-8 bytes", int, LIMIT_DEFAULTS.maxIdBytes)
+    .option('--max-id-bytes <n>', "HELLO's userId, deviceId and resumeToken, each, in UTF-8 bytes", int, LIMIT_DEFAULTS.maxIdBytes)
     .option('--max-token-bytes <n>', "HELLO's token, in characters (it goes to the authenticator and a connect hook as it is)", int, LIMIT_DEFAULTS.maxTokenBytes)
     .option('--max-inbound-waiting-per-link <n>', "a link's messages waiting to be accepted (store checks, the upstream backend); beyond it GOAWAY 4004", int, LIMIT_DEFAULTS.maxInboundWaitingPerLink)
     .option('--max-inbound-waiting-bytes <n>', 'payload bytes of those messages over all links; beyond it GOAWAY 4004', int, LIMIT_DEFAULTS.maxInboundWaitingBytes)

@@ -490,9 +490,11 @@ export class ServerConnection implements LinkEvents {
       this.onProtocolError(new ProtocolError('field-too-large', `token of ${hello.token.length} characters exceeds the limit of ${this.host.limits.maxTokenBytes}`));
       return;
     }
-    // Every record of the device keeps both, in the store and in memory, for as long as it lives.
+    // Every record of the device keeps both, in the store and in memory, for as long as it lives; a
+    // resume token is a key the store looks up (the gateway's own are 24 characters), on Redis a
+    // key name sent on every such HELLO.
     const maxId = this.host.limits.maxIdBytes;
-    for (const [name, v] of [['userId', hello.userId], ['deviceId', hello.deviceId]] as const) {
+    for (const [name, v] of [['userId', hello.userId], ['deviceId', hello.deviceId], ['resumeToken', hello.resumeToken ?? '']] as const) {
       if (utf8Exceeds(v, maxId)) {
         this.onProtocolError(new ProtocolError('field-too-large', `${name} of ${utf8Length(v)} bytes exceeds the limit of ${maxId}`));
         return;

@@ -1,5 +1,6 @@
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import os from 'node:os';
 import { OptionError } from '../protocol/errors.js';
 import { run, inNs } from './exec.js';
 import { clientIf, faultRuleset, natRuleset, SERVER_IF, type FaultRule } from './ruleset.js';
@@ -325,7 +326,8 @@ export function teardownOnSignals(): void {
       stopping = true;
       void Promise.allSettled([...building])
         .then(() => Promise.allSettled([...labs].map((l) => l.teardown())))
-        .then(() => process.exit(130));
+        // 128 + the signal's number, as a shell reports a process the signal ended: 130, 143, 129.
+        .then(() => process.exit(128 + os.constants.signals[sig]));
     });
   }
 }

@@ -1,4 +1,4 @@
-import { createHmac } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
 import { LonglinkError } from '../protocol/errors.js';
@@ -38,9 +38,22 @@ export interface WebhookBody {
   receivedAt: number;
 }
 
-/** Verifies a body's signature (what a backend in Node would do; any language can: HMAC-SHA256 over the raw body). */
-export function webhookSignature(secret: string, body: string): string {
+/** The `X-Longlink-Signature` value of a body: `sha256=` and the hex HMAC-SHA256 of the raw body with the secret (any language can compute it). */
+export function webhookSignature(secret: string, body: string | Uint8Array): string {
   return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+}
+
+/**
+ * Whether `header` (the request's `X-Longlink-Signature`) signs `body`, the
+ * raw bytes as received: what a backend in Node calls. Compared in constant
+ * time: a `===` on the strings tells an attacker, by how fast it fails, how
+ * many leading characters of a forged signature are right.
+ */
+export function verifyWebhookSignature(secret: string, body: string | Uint8Array, header: string | undefined | null): boolean {
+  if (typeof header !== 'string') return false;
+  const want = Buffer.from(webhookSignature(secret, body));
+  const got = Buffer.from(header);
+  return got.length === want.length && timingSafeEqual(got, want);
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });

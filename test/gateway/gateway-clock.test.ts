@@ -527,6 +527,28 @@ test('HELLO\'s userId and deviceId are bounded in UTF-8 bytes (maxIdBytes): long
   await gw.close();
 });
 
+test('HELLO\'s resumeToken is bounded as the ids are (maxIdBytes): a longer one closes with field-too-large (4508) before the store looks it up', async () => {
+  const store = new MemoryStore();
+  const { gw } = setup({ store, limits: { maxIdBytes: 40 } });
+  const looked: string[] = [];
+  const load = store.loadSession.bind(store);
+  store.loadSession = (token, now) => (looked.push(token), load(token, now));
+  const hello = async (resumeToken: string) => {
+    const [s, c] = memoryLinkPair();
+    gw.accept(s);
+    c.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', resumeToken });
+    await flush();
+    return c;
+  };
+  assert.equal(lastClose(await hello('t'.repeat(41)))?.code, 4508);
+  assert.deepEqual(looked, [], 'not looked up');
+  const ok = await hello('t'.repeat(40));
+  assert.equal(lastClose(ok), undefined);
+  assert.ok(ok.received.some((f) => f.type === FrameType.WELCOME), 'at the bound: looked up (unknown, so a new session)');
+  assert.deepEqual(looked, ['t'.repeat(40)]);
+  await gw.close();
+});
+
 test('a push the in-memory store has no room for (maxQueuedBytes in all) reports failed for that device, with a fault saying LL_ERR_QUEUE_FULL; what was queued stays', async () => {
   const { gw } = setup({ store: new MemoryStore({ maxQueuedBytes: 100 }) });
   const faults: string[] = [];

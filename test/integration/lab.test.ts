@@ -277,6 +277,22 @@ describe('longlink lab up interrupted twice', { skip: why ? `skipped: ${why}` : 
     assert.ok(!left.includes(`ll-${pid}-`), `namespaces left (exit ${code}):\n${left}`);
     assert.equal(code, 130);
   });
+
+  test('SIGTERM tears the lab down too, and exits 143 (128 + 15), as a shell reports a process SIGTERM ended', async () => {
+    let pid = 0;
+    const code = await new Promise<number | string | null>((resolve) => {
+      const child = spawn(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
+      pid = child.pid!;
+      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      child.stdout!.on('data', (d) => {
+        if (/lab up:/.test(String(d))) child.kill('SIGTERM');
+      });
+      child.once('exit', (c, sig) => (clearTimeout(killer), resolve(c ?? sig)));
+    });
+    const left = await run('ip', ['netns', 'list']);
+    assert.ok(!left.includes(`ll-${pid}-`), `namespaces left (exit ${code}):\n${left}`);
+    assert.equal(code, 143);
+  });
 });
 
 describe('longlink lab up crashing', { skip: why ? `skipped: ${why}` : false }, () => {

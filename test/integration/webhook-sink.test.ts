@@ -4,7 +4,7 @@ import type net from 'node:net';
 import { test } from 'node:test';
 import { systemTimers } from '../../src/core/clock.js';
 import { UpstreamRejectedError, UpstreamRunner, type UpstreamEvent } from '../../src/gateway/upstream.js';
-import { webhookSink } from '../../src/upstream/webhook.js';
+import { verifyWebhookSignature, webhookSignature, webhookSink } from '../../src/upstream/webhook.js';
 
 // The webhook sink against a real HTTP backend: ids no header can carry, answers that say the
 // backend is misconfigured rather than the message bad, and events a restarted node numbers anew.
@@ -95,4 +95,33 @@ test('a webhook reply whose answer is over 64 KiB (50 KB as base64) reaches the 
     await b.close();
   }
   assert.throws(() => webhookSink({ url: b.url, maxAnswerBytes: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
+});
+
+test('a backend checks X-Longlink-Signature over the raw bytes with verifyWebhookSignature: the real one passes, a forged, cut, missing or other-secret one does not', async () => {
+  const raw: { body: Buffer; sig: string | undefined }[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => {
+      raw.push({ body: Buffer.concat(chunks), sig: req.headers['x-longlink-signature'] as string | undefined });
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const sink = webhookSink({ url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, secret: 'hook-secret' });
+  try {
+    await sink.send({ ...message('m1'), payload: Buffer.from('héllo') });
+    const [{ body, sig }] = raw;
+    assert.ok(verifyWebhookSignature('hook-secret', body, sig), 'the raw bytes');
+    assert.ok(verifyWebhookSignature('hook-secret', body.toString('utf8'), sig), 'the same as a string');
+    assert.equal(sig, webhookSignature('hook-secret', body));
+    assert.ok(!verifyWebhookSignature('other-secret', body, sig), 'another secret');
+    assert.ok(!verifyWebhookSignature('hook-secret', Buffer.concat([body, Buffer.from(' ')]), sig), 'another body');
+    assert.ok(!verifyWebhookSignature('hook-secret', body, sig!.slice(0, -1)), 'cut short');
+    assert.ok(!verifyWebhookSignature('hook-secret', body, `${sig!.slice(0, -1)}${sig!.endsWith('0') ? '1' : '0'}`), 'one character off');
+    assert.ok(!verifyWebhookSignature('hook-secret', body, undefined), 'missing');
+  } finally {
+    await sink.close?.();
+    await new Promise((r) => server.close(r));
+  }
 });
