@@ -121,6 +121,49 @@ describe('dashboard in Chromium', () => {
     }
   });
 
+  test('the connections table keeps refreshing while devices come and go faster than its refresh delay', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0, token: 'dash' });
+    const port = (await admin.listen()).port;
+    const url = `tcp://127.0.0.1:${a.tcp!.port}`;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    let churning = true;
+    let churn: Promise<void> = Promise.resolve();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/?token=dash`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      // A device connects and leaves every ~60 ms: each online and offline notice asks the table
+      // to refresh in 250 ms, and each used to push that refresh back again, so it never came.
+      churn = (async () => {
+        for (let i = 0; churning; i++) {
+          const c = new LonglinkClient({ url, userId: `churn${i}`, deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+          await c.connect().catch(() => {});
+          c.close();
+          await sleep(30);
+        }
+      })();
+      await sleep(1000);
+      const late = new LonglinkClient({ url, userId: 'late-arrival', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+      clients.push(late);
+      await late.connect();
+      const row = page.locator('[data-testid="connections"] td', { hasText: 'late-arrival' });
+      await row.first().waitFor({ timeout: 5000 });
+    } finally {
+      churning = false;
+      await churn;
+      for (const c of clients) c.close();
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;

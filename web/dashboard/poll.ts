@@ -9,6 +9,8 @@ export class Poller {
   private running = false;
   private inFlight = false;
   private again = false;
+  /** When the pending timer fires (performance.now()); Infinity when none is pending. */
+  private dueAt = Infinity;
 
   constructor(
     private readonly task: () => Promise<void>,
@@ -27,6 +29,7 @@ export class Poller {
   stop(): void {
     this.running = false;
     clearTimeout(this.timer);
+    this.dueAt = Infinity;
   }
 
   /** Poll soon rather than at the next period (something changed). */
@@ -36,14 +39,22 @@ export class Poller {
       this.again = true;
       return;
     }
+    // Never later than a poll already due: on a busy gateway notices come more often than
+    // delayMs, and each pushing the poll back again starved it for as long as they kept coming.
+    if (performance.now() + delayMs >= this.dueAt) return;
+    this.arm(this.gen, delayMs);
+  }
+
+  private arm(gen: number, delayMs: number): void {
     clearTimeout(this.timer);
-    const gen = this.gen;
+    this.dueAt = performance.now() + delayMs;
     this.timer = window.setTimeout(() => this.run(gen), delayMs);
   }
 
   private run(gen: number): void {
     if (!this.running || gen !== this.gen) return;
     clearTimeout(this.timer);
+    this.dueAt = Infinity;
     this.inFlight = true;
     this.task()
       .catch(() => {}) // tasks show their own errors; polling goes on
@@ -53,7 +64,7 @@ export class Poller {
         if (!this.running) return;
         const wait = this.again ? 250 : this.periodMs;
         this.again = false;
-        this.timer = window.setTimeout(() => this.run(gen), wait);
+        this.arm(gen, wait);
       });
   }
 }
