@@ -164,6 +164,45 @@ describe('dashboard in Chromium', () => {
     }
   });
 
+  test("the charts go on after the gateway's wall clock is stepped back", async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    let skewMs = 0;
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, wallClock: { now: () => Date.now() + skewMs } });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      const charted = () => page.evaluate(() => document.querySelector('#legend-online b')?.textContent?.trim());
+      await page.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '0', undefined, { timeout: 5000 });
+      // NTP steps the gateway's clock back an hour; then a device connects.
+      skewMs = -3_600_000;
+      await sleep(1200);
+      const c = new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: 'u', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+      clients.push(c);
+      await c.connect();
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '1', undefined, { timeout: 3000 }).catch(async () => {
+        assert.fail(`the online chart still shows ${await charted()} devices, not the 1 of the tiles`);
+      });
+      // A page opened now gets the history, before and after the step, and charts the latest too.
+      const fresh = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await fresh.goto(`http://127.0.0.1:${port}/`);
+      await fresh.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+    } finally {
+      for (const c of clients) c.close();
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;

@@ -87,7 +87,7 @@ openStream({
     table.refreshSoon();
   },
   tick(t) {
-    ticks.push(t); // the window ignores a tick older than its last; the tiles and histogram still show it
+    ticks.push(t); // one stamped before the last (the gateway's clock stepped back) drops the ticks after it
     tiles.setTick(t);
     rttChart.update(t.rtt);
     renderSeries();
