@@ -148,7 +148,13 @@ describe('dashboard in Chromium', () => {
           await sleep(30);
         }
       })();
-      await sleep(1000);
+      let lists = 0;
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname === '/api/connections') lists++;
+      });
+      await sleep(3000);
+      // The table polls every 2 s; the notices bring a refresh forward, at most once a second.
+      assert.ok(lists >= 2 && lists <= 5, `the page asked for the connection list ${lists} times in 3 s of churn`);
       const late = new LonglinkClient({ url, userId: 'late-arrival', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
       clients.push(late);
       await late.connect();
