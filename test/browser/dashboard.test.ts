@@ -209,6 +209,55 @@ describe('dashboard in Chromium', () => {
     }
   });
 
+  test('a page open across a gateway restart reconnects and shows the new gateway, not the old numbers', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const start = async (adminPort: number) => {
+      const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, nodeId: `node-${adminPort}` });
+      const a = await gw.listen();
+      const admin = new AdminServer(gw, { port: adminPort });
+      const port = (await admin.listen()).port;
+      return { gw, admin, port, url: `tcp://127.0.0.1:${a.tcp!.port}` };
+    };
+    let node = await start(0);
+    const port = node.port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      for (let i = 0; i < 2; i++) {
+        const c = new LonglinkClient({ url: node.url, userId: `u${i}`, deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+        clients.push(c);
+        await c.connect();
+      }
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '2', undefined, { timeout: 5000 });
+      await page.locator('[data-testid="connections"] tr').nth(1).waitFor({ timeout: 5000 });
+      // The gateway restarts on the same admin port; its devices are gone.
+      await node.admin.close();
+      await node.gw.close();
+      await page.getByTestId('status').filter({ hasText: 'reconnecting' }).waitFor({ timeout: 5000 });
+      node = await start(port);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '0', undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '0', undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="connections"] tr').length === 0, undefined, { timeout: 5000 });
+      assert.equal((await page.locator('#hdr-node').textContent())?.trim(), `node-${port}`);
+      // And it follows the new gateway from there.
+      const c = new LonglinkClient({ url: node.url, userId: 'again', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+      clients.push(c);
+      await c.connect();
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+    } finally {
+      for (const c of clients) c.close();
+      await browser.close();
+      await node.admin.close();
+      await node.gw.close();
+    }
+  });
+
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;
