@@ -61,6 +61,11 @@ export interface ConnectionDetail {
 export interface RttSummary {
   /** Samples in the window the summary covers. */
   count: number;
+  /**
+   * The span (ms) back from the tick the samples cover: the last minute, or less when more
+   * than 20,000 samples came in it (only the newest are kept).
+   */
+  windowMs: number;
   p50: number | null;
   p90: number | null;
   p99: number | null;

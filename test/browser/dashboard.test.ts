@@ -258,6 +258,34 @@ describe('dashboard in Chromium', () => {
     }
   });
 
+  test('the RTT tile says how far back its samples go when the gateway keeps less than a minute', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const rtt = () => gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs: 3 } as never);
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      for (let i = 0; i < 10; i++) rtt();
+      await page.waitForFunction(() => document.querySelector('#sub-rtt')?.textContent === '10 samples · 1 min', undefined, { timeout: 5000 });
+      // A busy gateway: more than the 20,000 samples kept, within a second or two.
+      for (let i = 0; i < 25_000; i++) rtt();
+      await page.waitForFunction(() => document.querySelector('#sub-rtt')?.textContent?.startsWith('20,000 samples'), undefined, { timeout: 5000 });
+      const sub = (await page.locator('#sub-rtt').textContent()) ?? '';
+      assert.match(sub, /^20,000 samples · last \d/, `not "1 min": the samples kept cover a second or so (${sub})`);
+    } finally {
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;

@@ -38,3 +38,28 @@ test('a wall clock stepped back an hour does not make the live feed\'s rates spi
   feed.close();
   await gw.close();
 });
+
+test('an RTT summary says how far back its samples go when more came in the minute than are kept', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const feed = new LiveFeed(gw, { timers: clock, wallNow: () => clock.now(), now: () => clock.now(), tickMs: 1000 });
+  const rtt = (sampleMs: number) => gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs } as never);
+  // A quiet minute: the summary covers all of it.
+  for (let s = 0; s < 10; s++) {
+    rtt(5);
+    clock.advance(1000);
+  }
+  assert.equal(feed.rttSummary().windowMs, 60_000);
+  assert.equal(feed.rttSummary().count, 10);
+  // 5,000 samples a second: the 20,000 kept are the last four seconds' (a minute's worth would be 300,000).
+  for (let s = 0; s < 10; s++) {
+    for (let k = 0; k < 5000; k++) rtt(s < 6 ? 1000 : 2);
+    clock.advance(1000);
+  }
+  const r = feed.rttSummary();
+  assert.equal(r.count, 20_000);
+  assert.equal(r.windowMs, 4000, 'the samples kept span the last 4 s, not the minute');
+  assert.equal(r.p99, 2, 'and they are the newest');
+  feed.close();
+  await gw.close();
+});
