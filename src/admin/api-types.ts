@@ -91,6 +91,11 @@ export interface Tick {
   rtt: RttSummary;
   /** Online and offline notices since the last tick not streamed (past the feed's per-tick budget; the counts above still hold them). */
   noticesSkipped: number;
+  /**
+   * After notices were skipped: the latest disconnections (as the snapshot's `recent`), so a
+   * page's list, which missed some, is whole again. Not kept in the history.
+   */
+  recent?: OfflineNotice[];
 }
 
 export interface OnlineNotice {

@@ -127,14 +127,16 @@ export class LiveFeed {
       rtt: this.rttSummary(now),
       noticesSkipped: this.noticesSkipped,
     };
+    // Pages missed some disconnections: the latest, with this tick only (not its copy in the history).
+    const sent: Tick = this.noticesSkipped > 0 ? { ...tick, recent: [...this.recent] } : tick;
     this.noticesSent = 0;
     this.noticesSkipped = 0;
     this.last = t;
     this.lastAt = now;
     this.history.push(tick);
     if (this.history.length > this.o.historyTicks) this.history.shift();
-    this.publish({ event: 'tick', data: tick });
-    return tick;
+    this.publish({ event: 'tick', data: sent });
+    return sent;
   }
 
   /** The RTT samples of the last minute; `now` on the monotonic clock. */

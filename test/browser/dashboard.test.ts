@@ -286,6 +286,34 @@ describe('dashboard in Chromium', () => {
     }
   });
 
+  test('after a storm of disconnections, more than the stream carries, the recent list is the gateway\'s latest', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      // 150 disconnections at once: the stream carries 100 notices a tick.
+      for (let i = 0; i < 150; i++) {
+        gw.emit('offline', { userId: `storm${i}`, deviceId: 'd', connectionId: `c${i}`, transport: 'tcp', reason: 'transport-close', code: 4000, initiator: 'peer', silentForMs: 0 } as never);
+      }
+      await page.locator('[data-testid="detections"] tr').nth(49).waitFor({ timeout: 5000 });
+      await page.locator('[data-testid="detections"] td', { hasText: /^storm149$/ }).first().waitFor({ timeout: 3000 });
+      const users = await page.locator('[data-testid="detections"] tr td:nth-child(2)').allTextContents();
+      assert.deepEqual(users, Array.from({ length: 50 }, (_, k) => `storm${149 - k}`), 'the latest 50, newest first');
+    } finally {
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;

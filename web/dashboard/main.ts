@@ -91,6 +91,8 @@ openStream({
     tiles.setTick(t);
     rttChart.update(t.rtt);
     renderSeries();
+    // Notices were skipped (a storm): the list had gaps; this is the gateway's whole list.
+    if (t.recent) recent.reset(t.recent);
   },
   online() {
     table.refreshSoon();
