@@ -54,8 +54,12 @@ export interface TraceEvent {
 
 export interface ConnectionDetail {
   connection: ConnectionView;
-  /** Recorded from when the connection was first asked for (tracing starts on demand). */
-  timeline: { tracingSince: number; events: TraceEvent[] };
+  /**
+   * Recorded from when the connection was first asked for (tracing starts on demand). Only the
+   * last 1,024 events are kept: `keptSince` is from when `events` are complete (`tracingSince`
+   * until more came, then the oldest kept); an empty stretch before it is not silence.
+   */
+  timeline: { tracingSince: number; keptSince: number; events: TraceEvent[] };
 }
 
 export interface RttSummary {
