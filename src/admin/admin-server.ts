@@ -500,6 +500,7 @@ export class AdminServer {
       connection: view(c),
       timeline: {
         tracingSince: Math.round(trace.since + offset),
+        keptSince: Math.round(trace.keptSince + offset),
         events: trace.points.map((p) => ({ t: Math.round(p.at + offset), kind: p.kind, ...(p.value !== undefined ? { value: Math.round(p.value * 100) / 100 } : {}) })),
       },
     };

@@ -54,13 +54,22 @@ export interface TraceEvent {
 
 export interface ConnectionDetail {
   connection: ConnectionView;
-  /** Recorded from when the connection was first asked for (tracing starts on demand). */
-  timeline: { tracingSince: number; events: TraceEvent[] };
+  /**
+   * Recorded from when the connection was first asked for (tracing starts on demand). Only the
+   * last 1,024 events are kept: `keptSince` is from when `events` are complete (`tracingSince`
+   * until more came, then the oldest kept); an empty stretch before it is not silence.
+   */
+  timeline: { tracingSince: number; keptSince: number; events: TraceEvent[] };
 }
 
 export interface RttSummary {
   /** Samples in the window the summary covers. */
   count: number;
+  /**
+   * The span (ms) back from the tick the samples cover: the last minute, or less when more
+   * than 20,000 samples came in it (only the newest are kept).
+   */
+  windowMs: number;
   p50: number | null;
   p90: number | null;
   p99: number | null;
@@ -86,6 +95,11 @@ export interface Tick {
   rtt: RttSummary;
   /** Online and offline notices since the last tick not streamed (past the feed's per-tick budget; the counts above still hold them). */
   noticesSkipped: number;
+  /**
+   * After notices were skipped: the latest disconnections (as the snapshot's `recent`), so a
+   * page's list, which missed some, is whole again. Not kept in the history.
+   */
+  recent?: OfflineNotice[];
 }
 
 export interface OnlineNotice {

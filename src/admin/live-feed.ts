@@ -127,24 +127,29 @@ export class LiveFeed {
       rtt: this.rttSummary(now),
       noticesSkipped: this.noticesSkipped,
     };
+    // Pages missed some disconnections: the latest, with this tick only (not its copy in the history).
+    const sent: Tick = this.noticesSkipped > 0 ? { ...tick, recent: [...this.recent] } : tick;
     this.noticesSent = 0;
     this.noticesSkipped = 0;
     this.last = t;
     this.lastAt = now;
     this.history.push(tick);
     if (this.history.length > this.o.historyTicks) this.history.shift();
-    this.publish({ event: 'tick', data: tick });
-    return tick;
+    this.publish({ event: 'tick', data: sent });
+    return sent;
   }
 
   /** The RTT samples of the last minute; `now` on the monotonic clock. */
   rttSummary(now = this.o.now()): RttSummary {
     const ms = this.rttSamples.sortedSince(now - RTT_WINDOW_MS);
+    // At more than MAX_RTT_SAMPLES a minute the ring holds only the newest: say how far back they go.
+    const oldest = this.rttSamples.oldestAt;
+    const windowMs = this.rttSamples.full && oldest !== null && oldest > now - RTT_WINDOW_MS ? Math.round(now - oldest) : RTT_WINDOW_MS;
     const q = (p: number) => (ms.length ? round1(ms[Math.min(ms.length - 1, Math.floor(p * ms.length))]) : null);
     const buckets = RTT_BUCKETS_MS.map((le) => ({ le, count: 0 }));
     for (const v of ms) buckets.find((b) => v <= b.le)!.count++;
     // JSON has no Infinity: the overflow bucket's bound is null.
-    return { count: ms.length, p50: q(0.5), p90: q(0.9), p99: q(0.99), buckets: buckets.map((b) => ({ le: Number.isFinite(b.le) ? b.le : null, count: b.count })) };
+    return { count: ms.length, windowMs, p50: q(0.5), p90: q(0.9), p99: q(0.99), buckets: buckets.map((b) => ({ le: Number.isFinite(b.le) ? b.le : null, count: b.count })) };
   }
 
   overview(): Overview {

@@ -21,6 +21,17 @@ export class SampleWindow {
     if (this.size < this.capacity) this.size++;
   }
 
+  /** The time of the oldest sample held, or null when empty. */
+  get oldestAt(): number | null {
+    if (this.size === 0) return null;
+    return this.times[this.size < this.capacity ? 0 : this.next];
+  }
+
+  /** Whether the ring is full: older samples have been overwritten. */
+  get full(): boolean {
+    return this.size === this.capacity;
+  }
+
   /** Values of the samples taken at or after `since`, sorted ascending. */
   sortedSince(since: number): Float64Array {
     const out = new Float64Array(this.size);

@@ -17,6 +17,8 @@ export interface TracePoint {
 export class ConnectionTrace {
   private readonly ring: TracePoint[] = [];
   private head = 0;
+  /** Whether a point has been overwritten. */
+  private wrapped = false;
   /** Last time a reader asked (monotonic ms): an unread trace is dropped. */
   lastReadAt: number;
 
@@ -33,7 +35,16 @@ export class ConnectionTrace {
     else {
       this.ring[this.head] = p;
       this.head = (this.head + 1) % this.capacity;
+      this.wrapped = true;
     }
+  }
+
+  /**
+   * From when the points are complete: when recording began, or, once the ring has wrapped, the
+   * oldest point kept. Before it, an empty stretch is not silence: its points were dropped.
+   */
+  get keptSince(): number {
+    return this.wrapped ? this.ring[this.head].at : this.since;
   }
 
   /** Oldest first. */

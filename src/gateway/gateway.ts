@@ -1197,7 +1197,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * (up to MAX_TRACES connections are traced at once; the one read least
    * recently stops). Returns undefined if the connection is not open here.
    */
-  traceConnection(connectionId: string): { since: number; points: ReturnType<ConnectionTrace['points']> } | undefined {
+  traceConnection(connectionId: string): { since: number; keptSince: number; points: ReturnType<ConnectionTrace['points']> } | undefined {
     const c = this.findConnection(connectionId);
     if (!c) return undefined;
     const now = this.options.clock.now();
@@ -1214,7 +1214,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       this.traces.set(c.id, c);
     }
     c.trace.lastReadAt = now;
-    return { since: c.trace.since, points: c.trace.points() };
+    return { since: c.trace.since, keptSince: c.trace.keptSince, points: c.trace.points() };
   }
 
   /** Stops the traces nobody has read for TRACE_IDLE_MS. */

@@ -121,6 +121,199 @@ describe('dashboard in Chromium', () => {
     }
   });
 
+  test('the connections table keeps refreshing while devices come and go faster than its refresh delay', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0, token: 'dash' });
+    const port = (await admin.listen()).port;
+    const url = `tcp://127.0.0.1:${a.tcp!.port}`;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    let churning = true;
+    let churn: Promise<void> = Promise.resolve();
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/?token=dash`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      // A device connects and leaves every ~60 ms: each online and offline notice asks the table
+      // to refresh in 250 ms, and each used to push that refresh back again, so it never came.
+      churn = (async () => {
+        for (let i = 0; churning; i++) {
+          const c = new LonglinkClient({ url, userId: `churn${i}`, deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+          await c.connect().catch(() => {});
+          c.close();
+          await sleep(30);
+        }
+      })();
+      let lists = 0;
+      page.on('request', (r) => {
+        if (new URL(r.url()).pathname === '/api/connections') lists++;
+      });
+      await sleep(3000);
+      // The table polls every 2 s; the notices bring a refresh forward, at most once a second.
+      assert.ok(lists >= 2 && lists <= 5, `the page asked for the connection list ${lists} times in 3 s of churn`);
+      const late = new LonglinkClient({ url, userId: 'late-arrival', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+      clients.push(late);
+      await late.connect();
+      const row = page.locator('[data-testid="connections"] td', { hasText: 'late-arrival' });
+      await row.first().waitFor({ timeout: 5000 });
+    } finally {
+      churning = false;
+      await churn;
+      for (const c of clients) c.close();
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
+  test("the charts go on after the gateway's wall clock is stepped back", async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    let skewMs = 0;
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, wallClock: { now: () => Date.now() + skewMs } });
+    const a = await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      const charted = () => page.evaluate(() => document.querySelector('#legend-online b')?.textContent?.trim());
+      await page.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '0', undefined, { timeout: 5000 });
+      // NTP steps the gateway's clock back an hour; then a device connects.
+      skewMs = -3_600_000;
+      await sleep(1200);
+      const c = new LonglinkClient({ url: `tcp://127.0.0.1:${a.tcp!.port}`, userId: 'u', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+      clients.push(c);
+      await c.connect();
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '1', undefined, { timeout: 3000 }).catch(async () => {
+        assert.fail(`the online chart still shows ${await charted()} devices, not the 1 of the tiles`);
+      });
+      // A page opened now gets the history, before and after the step, and charts the latest too.
+      const fresh = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await fresh.goto(`http://127.0.0.1:${port}/`);
+      await fresh.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+    } finally {
+      for (const c of clients) c.close();
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
+  test('a page open across a gateway restart reconnects and shows the new gateway, not the old numbers', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const start = async (adminPort: number) => {
+      const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, nodeId: `node-${adminPort}` });
+      const a = await gw.listen();
+      const admin = new AdminServer(gw, { port: adminPort });
+      const port = (await admin.listen()).port;
+      return { gw, admin, port, url: `tcp://127.0.0.1:${a.tcp!.port}` };
+    };
+    let node = await start(0);
+    const port = node.port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const clients: LonglinkClient[] = [];
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      for (let i = 0; i < 2; i++) {
+        const c = new LonglinkClient({ url: node.url, userId: `u${i}`, deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+        clients.push(c);
+        await c.connect();
+      }
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '2', undefined, { timeout: 5000 });
+      await page.locator('[data-testid="connections"] tr').nth(1).waitFor({ timeout: 5000 });
+      // The gateway restarts on the same admin port; its devices are gone.
+      await node.admin.close();
+      await node.gw.close();
+      await page.getByTestId('status').filter({ hasText: 'reconnecting' }).waitFor({ timeout: 5000 });
+      node = await start(port);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 15_000 });
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '0', undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '0', undefined, { timeout: 5000 });
+      await page.waitForFunction(() => document.querySelectorAll('[data-testid="connections"] tr').length === 0, undefined, { timeout: 5000 });
+      assert.equal((await page.locator('#hdr-node').textContent())?.trim(), `node-${port}`);
+      // And it follows the new gateway from there.
+      const c = new LonglinkClient({ url: node.url, userId: 'again', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+      clients.push(c);
+      await c.connect();
+      await page.waitForFunction(() => document.querySelector('[data-testid="stat-online"]')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
+    } finally {
+      for (const c of clients) c.close();
+      await browser.close();
+      await node.admin.close();
+      await node.gw.close();
+    }
+  });
+
+  test('the RTT tile says how far back its samples go when the gateway keeps less than a minute', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    const rtt = () => gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs: 3 } as never);
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      for (let i = 0; i < 10; i++) rtt();
+      await page.waitForFunction(() => document.querySelector('#sub-rtt')?.textContent === '10 samples · 1 min', undefined, { timeout: 5000 });
+      // A busy gateway: more than the 20,000 samples kept, within a second or two.
+      for (let i = 0; i < 25_000; i++) rtt();
+      await page.waitForFunction(() => document.querySelector('#sub-rtt')?.textContent?.startsWith('20,000 samples'), undefined, { timeout: 5000 });
+      const sub = (await page.locator('#sub-rtt').textContent()) ?? '';
+      assert.match(sub, /^20,000 samples · last \d/, `not "1 min": the samples kept cover a second or so (${sub})`);
+    } finally {
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
+  test('after a storm of disconnections, more than the stream carries, the recent list is the gateway\'s latest', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await page.goto(`http://127.0.0.1:${port}/`);
+      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+      // 150 disconnections at once: the stream carries 100 notices a tick.
+      for (let i = 0; i < 150; i++) {
+        gw.emit('offline', { userId: `storm${i}`, deviceId: 'd', connectionId: `c${i}`, transport: 'tcp', reason: 'transport-close', code: 4000, initiator: 'peer', silentForMs: 0 } as never);
+      }
+      await page.locator('[data-testid="detections"] tr').nth(49).waitFor({ timeout: 5000 });
+      await page.locator('[data-testid="detections"] td', { hasText: /^storm149$/ }).first().waitFor({ timeout: 3000 });
+      const users = await page.locator('[data-testid="detections"] tr td:nth-child(2)').allTextContents();
+      assert.deepEqual(users, Array.from({ length: 50 }, (_, k) => `storm${149 - k}`), 'the latest 50, newest first');
+    } finally {
+      await browser.close();
+      await admin.close();
+      await gw.close();
+    }
+  });
+
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;

@@ -38,3 +38,56 @@ test('a wall clock stepped back an hour does not make the live feed\'s rates spi
   feed.close();
   await gw.close();
 });
+
+test('an RTT summary says how far back its samples go when more came in the minute than are kept', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const feed = new LiveFeed(gw, { timers: clock, wallNow: () => clock.now(), now: () => clock.now(), tickMs: 1000 });
+  const rtt = (sampleMs: number) => gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs } as never);
+  // A quiet minute: the summary covers all of it.
+  for (let s = 0; s < 10; s++) {
+    rtt(5);
+    clock.advance(1000);
+  }
+  assert.equal(feed.rttSummary().windowMs, 60_000);
+  assert.equal(feed.rttSummary().count, 10);
+  // 5,000 samples a second: the 20,000 kept are the last four seconds' (a minute's worth would be 300,000).
+  for (let s = 0; s < 10; s++) {
+    for (let k = 0; k < 5000; k++) rtt(s < 6 ? 1000 : 2);
+    clock.advance(1000);
+  }
+  const r = feed.rttSummary();
+  assert.equal(r.count, 20_000);
+  assert.equal(r.windowMs, 4000, 'the samples kept span the last 4 s, not the minute');
+  assert.equal(r.p99, 2, 'and they are the newest');
+  feed.close();
+  await gw.close();
+});
+
+test('a tick after skipped notices carries the recent disconnections, which the history does not keep', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const feed = new LiveFeed(gw, { timers: clock, wallNow: () => clock.now(), now: () => clock.now(), tickMs: 1000, maxNoticesPerTick: 10 });
+  const seen: { event: string; data: { userId?: string; recent?: { userId: string }[]; noticesSkipped?: number } }[] = [];
+  feed.subscribe((e) => seen.push(e as never));
+  const offline = (userId: string) => gw.emit('offline', { userId, deviceId: 'd', connectionId: `c-${userId}`, transport: 'tcp', reason: 'transport-close', code: 4000, initiator: 'peer', silentForMs: 0 } as never);
+  for (let i = 0; i < 5; i++) offline(`calm${i}`);
+  clock.advance(1000);
+  const calm = seen.filter((e) => e.event === 'tick').at(-1)!.data;
+  assert.equal(calm.recent, undefined, 'nothing skipped: the tick is as small as ever');
+  for (let i = 0; i < 30; i++) offline(`storm${i}`);
+  clock.advance(1000);
+  const notices = seen.filter((e) => e.event === 'offline');
+  assert.equal(notices.length, 15, 'five, then ten of the thirty streamed');
+  const tick = seen.filter((e) => e.event === 'tick').at(-1)!.data;
+  assert.equal(tick.noticesSkipped, 20);
+  assert.ok(tick.recent, 'the tick carries the recent list');
+  assert.equal(tick.recent[0].userId, 'storm29', 'with the latest disconnection, never streamed, first');
+  assert.equal(tick.recent.length, 35);
+  const snap = feed.snapshot();
+  assert.ok(snap.history.every((t) => t.recent === undefined), 'the history (each new page\'s snapshot) does not keep the copies');
+  clock.advance(1000);
+  assert.equal(seen.filter((e) => e.event === 'tick').at(-1)!.data.recent, undefined, 'and the next calm tick goes without');
+  feed.close();
+  await gw.close();
+});

@@ -260,6 +260,7 @@ describe('admin port', () => {
     const pongs = detail.timeline.events.filter((e) => e.kind === 'pong-in');
     assert.ok(pongs.length >= 2 && pongs.every((p) => typeof p.value === 'number' && p.value >= 0), 'each PONG with its RTT');
     assert.ok(detail.timeline.events.every((e) => e.t >= detail.timeline.tracingSince && e.t <= Date.now() + 5));
+    assert.equal(detail.timeline.keptSince, detail.timeline.tracingSince, 'every event since tracing began is kept');
     assert.ok(detail.connection.rttMs !== null);
 
     assert.deepEqual((await http(port, 'POST', '/api/kick', { connectionId: 'not-a-connection' })).json(), { kicked: 0 });

@@ -16,3 +16,21 @@ test('a sample window keeps the newest samples in a ring and filters by time', (
   assert.deepEqual([...w.sortedSince(45)], [2]);
   assert.deepEqual([...w.sortedSince(60)], []);
 });
+
+test('a sample window tells the time of its oldest sample and whether it has overwritten any', () => {
+  const w = new SampleWindow(3);
+  assert.equal(w.oldestAt, null);
+  w.add(10, 1);
+  w.add(20, 1);
+  assert.equal(w.oldestAt, 10);
+  assert.equal(w.full, false);
+  w.add(30, 1);
+  assert.equal(w.full, true);
+  assert.equal(w.oldestAt, 10);
+  w.add(40, 1);
+  assert.equal(w.oldestAt, 20);
+  w.add(50, 1);
+  w.add(60, 1);
+  w.add(70, 1);
+  assert.equal(w.oldestAt, 50);
+});

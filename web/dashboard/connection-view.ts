@@ -108,10 +108,9 @@ export class ConnectionPanel {
     this.current = detail.connection;
     this.renderConnection(detail.connection);
     const n = detail.timeline.events.length;
-    setText(
-      this.f.tracing,
-      `traced since ${fmtClock(detail.timeline.tracingSince)} · ${fmtInt(n)} event${n === 1 ? '' : 's'} · recording started when this view opened`,
-    );
+    const tl = detail.timeline;
+    const kept = tl.keptSince != null && tl.keptSince > tl.tracingSince ? ` · the last ${fmtInt(n)} kept, from ${fmtClock(tl.keptSince)}` : ` · ${fmtInt(n)} event${n === 1 ? '' : 's'}`;
+    setText(this.f.tracing, `traced since ${fmtClock(tl.tracingSince)}${kept} · recording started when this view opened`);
     this.timeline.update(detail, this.serverNow());
   }
 

@@ -43,9 +43,12 @@ export class ConnectionsTable {
     this.poller.start();
   }
 
-  /** A connection came or went: refresh without waiting for the period. */
+  /**
+   * A connection came or went: refresh without waiting for the period, but at most once a
+   * second. Each refresh walks every connection of the gateway, and every open page asks.
+   */
   refreshSoon(): void {
-    this.poller.soon();
+    this.poller.soon(250, 1000);
   }
 
   select(id: string | null): void {

@@ -87,10 +87,12 @@ openStream({
     table.refreshSoon();
   },
   tick(t) {
-    ticks.push(t); // the window ignores a tick older than its last; the tiles and histogram still show it
+    ticks.push(t); // one stamped before the last (the gateway's clock stepped back) drops the ticks after it
     tiles.setTick(t);
     rttChart.update(t.rtt);
     renderSeries();
+    // Notices were skipped (a storm): the list had gaps; this is the gateway's whole list.
+    if (t.recent) recent.reset(t.recent);
   },
   online() {
     table.refreshSoon();

@@ -10,20 +10,36 @@ export class TickWindow {
   private list: Tick[] = [];
   private offsetMs = 0;
 
+  /** The gateway's history, oldest first as it sends it. */
   reset(history: Tick[]): void {
-    this.list = history.slice().sort((a, b) => a.t - b.t);
+    this.list = [];
+    for (const t of history) this.add(t);
     this.trim();
     const last = this.latest;
     if (last) this.offsetMs = last.t - Date.now();
   }
 
   push(t: Tick): void {
-    const last = this.latest;
-    // A tick that repeats or predates the last one (a replay after reconnecting) replaces nothing.
-    if (last && t.t <= last.t) return;
-    this.list.push(t);
+    this.add(t);
     this.trim();
     this.offsetMs = t.t - Date.now();
+  }
+
+  /**
+   * Ticks come in order, stamped with the gateway's wall clock. One stamped before the last
+   * means that clock was stepped back (NTP): the ticks stamped after it belong to the time
+   * before the step and are dropped, so the charts go on. Ignoring the new ticks instead
+   * froze the charts (and sorting the history by time mixed the two) for as long as the step.
+   */
+  private add(t: Tick): void {
+    const last = this.latest;
+    if (last && t.t === last.t) return;
+    if (last && t.t < last.t) {
+      let keep = this.list.length;
+      while (keep > 0 && this.list[keep - 1]!.t >= t.t) keep--;
+      this.list.length = keep;
+    }
+    this.list.push(t);
   }
 
   get ticks(): readonly Tick[] {

@@ -1,7 +1,7 @@
 /** The stat tiles along the top. Each value element holds only the value. */
 import type { OfflineNotice, Overview, Tick } from '../../src/admin/api-types.js';
 import { byId, byTestId, setText } from './dom.js';
-import { fmtInt, fmtMs } from './format.js';
+import { fmtDuration, fmtInt, fmtMs } from './format.js';
 
 export class Tiles {
   private readonly online = byTestId('stat-online');
@@ -56,7 +56,9 @@ export class Tiles {
       setText(this.subRtt, 'gateway PINGs · 1 min');
     } else {
       setText(this.rtt, pair(r.p50, r.p99));
-      setText(this.subRtt, `${fmtInt(r.count)} samples · 1 min`);
+      // The newest 20,000 are kept: on a busy gateway they cover less than the minute.
+      const span = r.windowMs != null && r.windowMs < 60_000 ? `last ${fmtDuration(r.windowMs)}` : '1 min';
+      setText(this.subRtt, `${fmtInt(r.count)} samples · ${span}`);
     }
   }
 

@@ -40,6 +40,8 @@ export class Timeline {
   private tracedFrom = 0;
   /** No RTT yet: the right axis stays blank rather than scaled to nothing. */
   private hasRtt = false;
+  /** The shaded stretch was traced, but its events were dropped (only the last 1,024 are kept). */
+  private dropped = false;
 
   constructor(el: HTMLElement) {
     const lanesEl = h('div', { class: 'timeline-lanes' });
@@ -142,7 +144,10 @@ export class Timeline {
     const to = Math.max(now, last);
     const from = Math.max(to - MAX_SPAN_MS, Math.min(detail.timeline.tracingSince, to - MIN_SPAN_MS));
     this.range = [from / 1000, to / 1000];
-    this.tracedFrom = detail.timeline.tracingSince / 1000;
+    // Before keptSince the events were dropped (or never recorded): shaded, not drawn as silence.
+    const kept = detail.timeline.keptSince ?? detail.timeline.tracingSince;
+    this.tracedFrom = kept / 1000;
+    this.dropped = kept > detail.timeline.tracingSince;
     const shown = events.filter((e) => e.t >= from);
 
     // Lanes: one x per distinct time, a dot at the lane's height for each kind seen then.
@@ -169,7 +174,7 @@ export class Timeline {
       rtt.push(r);
     };
     // From the start of the trace (or an earlier event the server kept), so xs stay in order.
-    const start = Math.max(from, detail.timeline.tracingSince);
+    const start = Math.max(from, kept);
     push(shown.length ? Math.min(start, shown[0]!.t) : start, null);
     for (const e of shown) {
       if (e.kind === 'interval' && e.value != null) {
@@ -204,7 +209,7 @@ export class Timeline {
       ctx.textAlign = 'center';
       ctx.textBaseline = 'middle';
       // Between two lanes, clear of their grid lines.
-      ctx.fillText('not traced', (x0 + x1) / 2, u.valToPos(LANES.length / 2 - 1, 'lane', true));
+      ctx.fillText(this.dropped ? 'not kept' : 'not traced', (x0 + x1) / 2, u.valToPos(LANES.length / 2 - 1, 'lane', true));
     }
     ctx.restore();
   }
