@@ -315,6 +315,38 @@ for (const kind of kinds) {
       { maxKnownDevicesPerUser: 3 },
     );
 
+    withStore(
+      'the known-device bound never evicts an online device (its sessions and dedup ids stay); with every known device online, a new one is not remembered',
+      async (s) => {
+        if (s instanceof RedisStore) await s.joinCluster('n1', () => {});
+        const t = Date.now();
+        const on = (d: string) => s.setOnline({ userId: 'u', deviceId: d, connectionId: `c-${d}`, nodeId: 'n1', transport: 'tcp', since: 1, clientInfo: {} });
+        const tok = `kd-${prefixN}`;
+        // a, online, has the time that ends first, a session and a recorded client message id.
+        await s.rememberDevice('u', 'a', t + 10_000);
+        await on('a');
+        await s.saveSession({ sessionId: 's', resumeToken: tok, userId: 'u', deviceId: 'a', clientInfo: {}, createdAt: 1, inSeq: 0 }, t + 60_000);
+        assert.equal(await s.markInbound('u', 'a', 'm1', t), true);
+        await s.rememberDevice('u', 'b', t + 20_000);
+        await s.rememberDevice('u', 'c', t + 30_000);
+        await s.rememberDevice('u', 'd', t + 40_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd'], 'b (not online) went, not a');
+        assert.ok(await s.loadSession(tok, t), 'the online device can still resume');
+        assert.equal(await s.markInbound('u', 'a', 'm1', t), false, 'and its duplicate check holds');
+        // Every known device online: the new one is not remembered, none is evicted.
+        await on('c');
+        await on('d');
+        await s.rememberDevice('u', 'e', t + 50_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd']);
+        // Once one is offline, the next call remembers it in that one's place.
+        assert.equal(await s.setOffline('u', 'c', 'c-c'), true);
+        await s.rememberDevice('u', 'e', t + 50_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'd', 'e']);
+        assert.ok(await s.loadSession(tok, t));
+      },
+      { maxKnownDevicesPerUser: 3 },
+    );
+
     withStore('an emptied mailbox is deleted; the next message is numbered above what the link already carries', async (s) => {
       await s.enqueue('u', 'd', msg('a'), LIMITS);
       assert.deepEqual((await s.take('u', 'd', 'L', 0)).map((m) => m.seq), [1]);

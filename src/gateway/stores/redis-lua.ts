@@ -274,13 +274,19 @@ return 0
 `;
 
 /**
- * KEYS: the user's known devices (hash device → until, wall ms). ARGV: device,
- * until, most per user, ttl ms, the user's key prefix. A new device beyond the
- * bound evicts the one whose time ends first, and with it what the user's slot
- * keeps for that device (its inbound ids, its session index): one user's
- * token making up device ids keeps at most that many devices' state. Returns
- * the evicted device's session tokens (their records live in other slots of a
- * cluster: the caller deletes them). The hash expires with its newest entry.
+ * KEYS: the user's known devices (hash device → until, wall ms), the user's
+ * presence hash. ARGV: device, until, most per user, ttl ms, the user's key
+ * prefix. A new device beyond the bound evicts the one not online whose time
+ * ends first, and with it what the user's slot keeps for that device (its
+ * inbound ids, its session index): one user's token making up device ids
+ * keeps at most that many devices' state. A device with a presence entry is
+ * never evicted (it would lose its resume and its duplicate check while
+ * connected); when every known device has one, the new device is not
+ * remembered (as the memory store): the hash stays at the bound, and the
+ * device is remembered by a later handshake or refresh once one is offline.
+ * Returns the evicted device's session tokens (their records live in other
+ * slots of a cluster: the caller deletes them). The hash expires with its
+ * newest entry.
  */
 export const REMEMBER_DEVICE = `
 local untilMs = tonumber(ARGV[2])
@@ -292,17 +298,17 @@ if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest, min = nil, nil
   for i = 1, #all, 2 do
     local t = tonumber(all[i + 1])
-    if min == nil or t < min then oldest, min = all[i], t end
+    if (min == nil or t < min) and redis.call('HEXISTS', KEYS[2], all[i]) == 0 then oldest, min = all[i], t end
   end
-  if oldest then
-    redis.call('HDEL', KEYS[1], oldest)
-    -- The device's keys are named with its id as encodeURIComponent writes it.
-    local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
-    redis.call('DEL', ARGV[5] .. 'in:' .. enc)
-    local index = ARGV[5] .. 'dsess:' .. enc
-    tokens = redis.call('ZRANGE', index, 0, -1)
-    redis.call('DEL', index)
-  end
+  -- Every known device online: the new one is not remembered (bounded; no live device loses its state).
+  if not oldest then return {} end
+  redis.call('HDEL', KEYS[1], oldest)
+  -- The device's keys are named with its id as encodeURIComponent writes it.
+  local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
+  redis.call('DEL', ARGV[5] .. 'in:' .. enc)
+  local index = ARGV[5] .. 'dsess:' .. enc
+  tokens = redis.call('ZRANGE', index, 0, -1)
+  redis.call('DEL', index)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end

@@ -156,7 +156,9 @@ export interface MailboxStore {
   /**
    * Remembers a device of a user until `until` (wall ms), so pushes queue for
    * it while it is offline. Bounded per user (the store's option): a new
-   * device beyond it evicts the one whose time ends first.
+   * device beyond it evicts the one not online whose time ends first; an
+   * online device is never evicted, and when every known device is online
+   * the new one is not remembered (until a later call finds one offline).
    */
   rememberDevice(userId: string, deviceId: string, until: number): Awaitable<void>;
   /** Devices remembered for a user, or still holding messages. */
