@@ -368,6 +368,27 @@ for (const kind of kinds) {
 
 for (const on of ['one server', 'a cluster'] as const) describe(`redis store on ${on}: lease, routing, control`, { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
   const at = () => (on === 'one server' ? { url: redis!.url } : { url: rcluster!.url, cluster: true });
+  test('an acknowledgement answers what the holder\'s earlier ones removed above answeredUpTo (their answers may have been lost); without it, only a re-sent one does', async () => {
+    const s = new RedisStore({ ...at(), prefix: `ackans${++prefixN}:` });
+    try {
+      const limits = { maxMessages: 10, maxBytes: 1 << 20 };
+      for (const id of ['a', 'b', 'c', 'd', 'e', 'f']) await s.enqueue('u', 'd', msg(id), limits);
+      await s.take('u', 'd', 'L', 0);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2, 0)), ['a', 'b']); // its answer lost
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 3, 0)), ['a', 'b', 'c'], 'the lost answer comes with the next');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 3, 0)), ['a', 'b', 'c'], 're-sent: the same answer');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2, 3)), [], 'read up to 3: nothing again');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 4, 3)), ['d']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'M', 5, 0)), [], 'another holder is answered nothing of L\'s');
+      // Without answeredUpTo (callers before it): an earlier answer is given again only to the same call.
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 5)), ['e']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 5)), ['e']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 6)), ['f']);
+    } finally {
+      await s.close();
+    }
+  });
+
   test('a known device past its time is forgotten only if nobody remembered it since it was read (a handshake meanwhile keeps it)', async () => {
     const s = new RedisStore({ ...at(), prefix: `forget${++prefixN}:` });
     try {

@@ -165,7 +165,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
-    llAck(list: string, meta: string, expiry: string, ids: string, last: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
+    llAck(list: string, meta: string, expiry: string, ids: string, unread: string, holder: string, upTo: number, mbid: string, answeredUpTo?: number): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string, budget: number): Promise<[number, ...string[]]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llMarkInboundClaimed(ids: string, claim: string, id: string, kept: number, now: number, windowMs: number, holder: string): Promise<number>;
@@ -850,9 +850,11 @@ export class RedisStore implements Store {
     return (await this.redis.llTake(mb.list, mb.meta, holder, afterSeq)).map(toMessage);
   }
 
-  async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
+  async ack(userId: string, deviceId: string, holder: string, upTo: number, answeredUpTo?: number): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
-    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, mb.ids, this.mk(shardOf(userId, this.o.mailboxShards), 'mba', mb.id), holder, upTo, mb.id)).map(toMessage);
+    const keys = [mb.list, mb.meta, mb.expiry, mb.ids, this.mk(shardOf(userId, this.o.mailboxShards), 'mba', mb.id)] as const;
+    const raw = answeredUpTo === undefined ? await this.redis.llAck(...keys, holder, upTo, mb.id) : await this.redis.llAck(...keys, holder, upTo, mb.id, answeredUpTo);
+    return raw.map(toMessage);
   }
 
   /** The next `sweepShardsPerCall` shards' due messages (`all`: every shard's). */

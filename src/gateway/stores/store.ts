@@ -138,9 +138,16 @@ export interface MailboxStore {
   /**
    * Removes and returns the messages with seq ≤ upTo, only while the mailbox
    * is bound to `holder`: an acknowledgement speaks for what that link was
-   * given, never for numbers another holder handed out.
+   * given, never for numbers another holder handed out. `answeredUpTo`: the
+   * caller has read the answers of this holder's earlier calls as far as
+   * that seq (it reported every message they removed up to there). A store
+   * whose answer can be lost after the call ran (a shared one) keeps what
+   * was removed above it (for a minute) and answers it again with any later
+   * call of the holder, so the caller must report each message once, by seq.
+   * Without it, an earlier call's answer is given again only to the same
+   * call (re-sent).
    */
-  ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]>;
+  ack(userId: string, deviceId: string, holder: string, upTo: number, answeredUpTo?: number): Promise<QueuedMessage[]>;
   /**
    * Removes and returns the messages whose expiresAt ≤ now: every one with
    * `all`; otherwise a store may sweep a part per call (the Redis store, a
