@@ -260,6 +260,23 @@ for (const kind of kinds) {
       assert.equal((await s.loadSession(`tok-${prefixN}-9`, now))?.inSeq, 3);
     });
 
+    withStore('a session saved by a node whose clock runs behind is the newest of its device, not evicted at once at the bound', async (s) => {
+      const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `skew-${prefixN}-${i}`, userId: 'u', deviceId: 'sk', clientInfo: {}, createdAt: i, inSeq: 0 });
+      const far = Date.now() + 3_600_000;
+      for (let i = 0; i < 4; i++) await s.saveSession(rec(i), far);
+      const realNow = Date.now;
+      const behind = realNow() - 600_000;
+      Date.now = () => behind; // this node's clock ten minutes behind the others'
+      try {
+        await s.saveSession(rec(4), far);
+      } finally {
+        Date.now = realNow;
+      }
+      const now = Date.now();
+      const kept = (await Promise.all([0, 1, 2, 3, 4].map((i) => s.loadSession(`skew-${prefixN}-${i}`, now)))).map((r) => (r ? 1 : 0));
+      assert.deepEqual(kept, [0, 1, 1, 1, 1], 'the oldest saved goes, not the one just saved');
+    });
+
     withStore('a deleted session leaves the device\'s bound: it no longer pushes out an older live one', async (s) => {
       const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `del-${prefixN}-${i}`, userId: 'u', deviceId: 'dd', clientInfo: {}, createdAt: i, inSeq: 0 });
       const far = Date.now() + 60_000;

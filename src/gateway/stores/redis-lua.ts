@@ -356,10 +356,18 @@ return 1
  * KEYS: the device's session index (sorted set of tokens by first save).
  * ARGV: token, now, most per device, ttl ms. Records the token; returns the
  * tokens beyond `max` for the device (the oldest), which the caller deletes:
- * their records live in other slots of a cluster, so not from here.
+ * their records live in other slots of a cluster, so not from here. A new
+ * token is scored above every one indexed, whatever the saving node's clock:
+ * a node running behind had its just-saved session scored oldest, and
+ * evicted at once when the device held its bound.
  */
 export const INDEX_SESSION = `
-redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local score = tonumber(ARGV[2])
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+  redis.call('ZADD', KEYS[1], score, ARGV[1])
+end
 local n = redis.call('ZCARD', KEYS[1])
 local max = tonumber(ARGV[3])
 local old = {}
