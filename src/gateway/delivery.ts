@@ -476,7 +476,7 @@ export class Delivery {
     }
     const from = d.ackedSeq;
     d.ackedSeq = upTo;
-    const settling = (d.settling = this.settle(conn, from, upTo)
+    const settling = (d.settling = this.settle(conn, d, from, upTo)
       // A throwing `delivered` listener is the application's (reported), not the link's.
       .catch((err) => this.events.fault('message', err))
       .finally(() => {
@@ -486,37 +486,50 @@ export class Delivery {
     this.goIfDrained(conn);
   }
 
-  private async settle(conn: ServerConnection, from: number, upTo: number): Promise<void> {
+  private async settle(conn: ServerConnection, d: LinkDelivery, from: number, upTo: number): Promise<void> {
     const store = this.o.store;
     let acked: QueuedMessage[];
     try {
-      acked = await store.ack(conn.userId, conn.deviceId, conn.id, upTo);
+      acked = await store.ack(conn.userId, conn.deviceId, conn.id, upTo, d.reportedUpTo);
     } catch (err) {
       this.stats.storeFaults++;
       this.events.fault('ack', err, { userId: conn.userId, deviceId: conn.deviceId });
       // The device has them: they must go. Left, they would wait for a take this link never makes
       // (it has sent them) and be reported expired. Tried again until the store takes it; the store
-      // removes only what this link was given, so late is harmless.
-      this.chores?.do(`ack ${conn.id}`, () => store.ack(conn.userId, conn.deviceId, conn.id, upTo).then((late) => this.report(conn, late)));
+      // removes only what this link was given, so late is harmless. A later acknowledgement that
+      // supersedes this retry (same key) is answered what this one removed too (answeredUpTo).
+      this.chores?.do(`ack ${conn.id}`, () => store.ack(conn.userId, conn.deviceId, conn.id, upTo, d.reportedUpTo).then((late) => this.report(conn, d, late, upTo)));
       return;
     }
-    this.report(conn, acked);
+    const removed = this.report(conn, d, acked, upTo);
     // Fewer removed than this link was given: another link took the mailbox meanwhile (a stale one,
     // woken by a presence read from before this link's), renumbering them. Taken back and re-sent
     // here (the client drops them by id and acknowledges again); else nothing would send them until
     // the next push, and they would expire. (An expiry or eviction meanwhile also shows as fewer: a
     // take that finds nothing new.)
-    if (acked.length < upTo - from && this.writable(conn)) void this.flush(conn);
+    if (removed < upTo - from && this.writable(conn)) void this.flush(conn);
   }
 
-  /** Reports messages an acknowledgement removed: delivered. */
-  private report(conn: ServerConnection, acked: QueuedMessage[]): void {
+  /**
+   * Reports messages an acknowledgement removed: delivered, each once (the answer may repeat what an
+   * earlier one whose answer was read held). Returns how many of them are numbered in (…, upTo] above
+   * what was reported before.
+   */
+  private report(conn: ServerConnection, d: LinkDelivery, acked: QueuedMessage[], upTo: number): number {
     const now = this.o.wallClock.now();
+    const below = d.reportedUpTo;
+    let n = 0;
     for (const m of acked) {
+      if (m.seq <= below) continue;
+      n++;
+      if (m.seq > d.reportedUpTo) d.reportedUpTo = m.seq;
       this.stats.delivered++;
       this.events.delivered({ userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
       this.tracker.settle(conn.userId, m.id, conn.deviceId, 'delivered');
     }
+    // Everything this holder removed up to upTo is in this answer or was in one read before.
+    if (upTo > d.reportedUpTo) d.reportedUpTo = upTo;
+    return n;
   }
 
   // Outbound: mailbox to link.

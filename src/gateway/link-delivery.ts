@@ -22,6 +22,12 @@ export class LinkDelivery {
   inboundBytes = 0;
   flushing = false;
   flushAgain = false;
+  /**
+   * Every message the store's acknowledgements removed with seq ≤ this has been reported delivered
+   * (passed as `answeredUpTo`; a shared store answers again, with a later call, what one whose
+   * answer was lost removed, and what is at or below it is not reported twice).
+   */
+  reportedUpTo = 0;
   /** The last acknowledgement's removal from the store, while it is out (a close waits for it before reporting the rest queued). */
   settling: Promise<void> | null = null;
 

@@ -10,6 +10,8 @@ import { FrameType, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { sleep } from '../helpers/procs.js';
+import { memoryLinkPair } from '../helpers/memory-link.js';
+import { PROTOCOL_VERSION } from '../../src/protocol/frames.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
 // Issue 19's findings that need a shared store, on a real Redis of the test's
@@ -810,6 +812,46 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
       watcher.disconnect();
       await stop(A);
     }
+  });
+
+  test('14. an acknowledgement whose answer was lost (its retry too), then a later one answered: every message it removed is still reported delivered, each once', async () => {
+    /** Loses the answers of the next acknowledgements, after Redis ran them (a timeout, a cut). */
+    class LosingStore extends RedisStore {
+      lose = 0;
+      override async ack(userId: string, deviceId: string, holder: string, upTo: number, answeredUpTo?: number) {
+        const answer = await super.ack(userId, deviceId, holder, upTo, answeredUpTo);
+        if (this.lose > 0) {
+          this.lose--;
+          throw new Error('Command timed out');
+        }
+        return answer;
+      }
+    }
+    const store = new LosingStore({ url: redis!.url, prefix: `d${++prefixN}:`, ...LEASE });
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId: 'A', store, wheelTickMs: 10, delivery: { probeBeforePushMs: 0 } });
+    await gw.listen();
+    const delivered: string[] = [];
+    gw.on('delivered', (e) => delivered.push(e.id));
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd' });
+    await eventually('welcome', () => client.received.some((f) => f.type === FrameType.WELCOME));
+    const pushes = ['p1', 'p2', 'p3'].map((id) => gw.push('u', id, { id, waitMs: 3000 }));
+    await eventually('three messages', () => client.received.filter((f) => f.type === FrameType.DATA).length === 3);
+    // The acknowledgement of two and its retry at once both lose their answers; the acknowledgement
+    // of three is answered before the next retry (a second away), which found only three's answer kept.
+    store.lose = 2;
+    client.send({ type: FrameType.ACK, ack: 2 });
+    await sleep(100);
+    client.send({ type: FrameType.ACK, ack: 3 });
+    const results = await Promise.all(pushes);
+    assert.deepEqual(results.map((r) => r.devices[0]?.status), ['delivered', 'delivered', 'delivered']);
+    await sleep(1500); // the lost one's retry (1 s) answers again: nothing reported twice
+    assert.deepEqual(delivered, ['p1', 'p2', 'p3']);
+    assert.equal(await gw.queueDepth('u', 'd'), 0);
+    client.close(1000, 'bye');
+    await gw.close();
+    await store.close();
   });
 
   test('11. a wake-up published after the subscriber reconnects is not lost', async () => {

@@ -260,6 +260,23 @@ for (const kind of kinds) {
       assert.equal((await s.loadSession(`tok-${prefixN}-9`, now))?.inSeq, 3);
     });
 
+    withStore('a session saved by a node whose clock runs behind is the newest of its device, not evicted at once at the bound', async (s) => {
+      const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `skew-${prefixN}-${i}`, userId: 'u', deviceId: 'sk', clientInfo: {}, createdAt: i, inSeq: 0 });
+      const far = Date.now() + 3_600_000;
+      for (let i = 0; i < 4; i++) await s.saveSession(rec(i), far);
+      const realNow = Date.now;
+      const behind = realNow() - 600_000;
+      Date.now = () => behind; // this node's clock ten minutes behind the others'
+      try {
+        await s.saveSession(rec(4), far);
+      } finally {
+        Date.now = realNow;
+      }
+      const now = Date.now();
+      const kept = (await Promise.all([0, 1, 2, 3, 4].map((i) => s.loadSession(`skew-${prefixN}-${i}`, now)))).map((r) => (r ? 1 : 0));
+      assert.deepEqual(kept, [0, 1, 1, 1, 1], 'the oldest saved goes, not the one just saved');
+    });
+
     withStore('a deleted session leaves the device\'s bound: it no longer pushes out an older live one', async (s) => {
       const rec = (i: number) => ({ sessionId: `s${i}`, resumeToken: `del-${prefixN}-${i}`, userId: 'u', deviceId: 'dd', clientInfo: {}, createdAt: i, inSeq: 0 });
       const far = Date.now() + 60_000;
@@ -315,6 +332,38 @@ for (const kind of kinds) {
       { maxKnownDevicesPerUser: 3 },
     );
 
+    withStore(
+      'the known-device bound never evicts an online device (its sessions and dedup ids stay); with every known device online, a new one is not remembered',
+      async (s) => {
+        if (s instanceof RedisStore) await s.joinCluster('n1', () => {});
+        const t = Date.now();
+        const on = (d: string) => s.setOnline({ userId: 'u', deviceId: d, connectionId: `c-${d}`, nodeId: 'n1', transport: 'tcp', since: 1, clientInfo: {} });
+        const tok = `kd-${prefixN}`;
+        // a, online, has the time that ends first, a session and a recorded client message id.
+        await s.rememberDevice('u', 'a', t + 10_000);
+        await on('a');
+        await s.saveSession({ sessionId: 's', resumeToken: tok, userId: 'u', deviceId: 'a', clientInfo: {}, createdAt: 1, inSeq: 0 }, t + 60_000);
+        assert.equal(await s.markInbound('u', 'a', 'm1', t), true);
+        await s.rememberDevice('u', 'b', t + 20_000);
+        await s.rememberDevice('u', 'c', t + 30_000);
+        await s.rememberDevice('u', 'd', t + 40_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd'], 'b (not online) went, not a');
+        assert.ok(await s.loadSession(tok, t), 'the online device can still resume');
+        assert.equal(await s.markInbound('u', 'a', 'm1', t), false, 'and its duplicate check holds');
+        // Every known device online: the new one is not remembered, none is evicted.
+        await on('c');
+        await on('d');
+        await s.rememberDevice('u', 'e', t + 50_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd']);
+        // Once one is offline, the next call remembers it in that one's place.
+        assert.equal(await s.setOffline('u', 'c', 'c-c'), true);
+        await s.rememberDevice('u', 'e', t + 50_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'd', 'e']);
+        assert.ok(await s.loadSession(tok, t));
+      },
+      { maxKnownDevicesPerUser: 3 },
+    );
+
     withStore('an emptied mailbox is deleted; the next message is numbered above what the link already carries', async (s) => {
       await s.enqueue('u', 'd', msg('a'), LIMITS);
       assert.deepEqual((await s.take('u', 'd', 'L', 0)).map((m) => m.seq), [1]);
@@ -336,6 +385,27 @@ for (const kind of kinds) {
 
 for (const on of ['one server', 'a cluster'] as const) describe(`redis store on ${on}: lease, routing, control`, { skip: noRedis ? `skipped: ${noRedis}` : false }, () => {
   const at = () => (on === 'one server' ? { url: redis!.url } : { url: rcluster!.url, cluster: true });
+  test('an acknowledgement answers what the holder\'s earlier ones removed above answeredUpTo (their answers may have been lost); without it, only a re-sent one does', async () => {
+    const s = new RedisStore({ ...at(), prefix: `ackans${++prefixN}:` });
+    try {
+      const limits = { maxMessages: 10, maxBytes: 1 << 20 };
+      for (const id of ['a', 'b', 'c', 'd', 'e', 'f']) await s.enqueue('u', 'd', msg(id), limits);
+      await s.take('u', 'd', 'L', 0);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2, 0)), ['a', 'b']); // its answer lost
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 3, 0)), ['a', 'b', 'c'], 'the lost answer comes with the next');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 3, 0)), ['a', 'b', 'c'], 're-sent: the same answer');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 2, 3)), [], 'read up to 3: nothing again');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 4, 3)), ['d']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'M', 5, 0)), [], 'another holder is answered nothing of L\'s');
+      // Without answeredUpTo (callers before it): an earlier answer is given again only to the same call.
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 5)), ['e']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 5)), ['e']);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L', 6)), ['f']);
+    } finally {
+      await s.close();
+    }
+  });
+
   test('a known device past its time is forgotten only if nobody remembered it since it was read (a handshake meanwhile keeps it)', async () => {
     const s = new RedisStore({ ...at(), prefix: `forget${++prefixN}:` });
     try {

@@ -110,7 +110,10 @@ export interface MemoryStoreOptions {
   dedupWindowMs?: number;
   /** Bytes of remembered ids in all (UTF-16 length plus 64 per entry); beyond it the least recently active device's oldest ids go. */
   maxDedupBytes?: number;
-  /** Devices remembered per user (for pushes while offline); a new one beyond it evicts the one seen longest ago. */
+  /**
+   * Devices remembered per user (for pushes while offline); a new one beyond it evicts the one not
+   * online seen longest ago. When every known device is online, the new one is not remembered.
+   */
   maxKnownDevicesPerUser?: number;
   /** Devices remembered in all; beyond it the one seen longest ago goes. */
   maxKnownDevices?: number;
@@ -692,16 +695,22 @@ export class MemoryStore implements Store {
   rememberDevice(userId: string, deviceId: string, until: number): void {
     const prev = this.find(userId, deviceId);
     if (prev !== undefined && prev.knownUntil >= until) return;
-    // A new device beyond the user's bound: forget the one seen longest ago (no walk while the user has fewer entries).
+    // A new device beyond the user's bound: forget the one not online seen longest ago (no walk while
+    // the user has fewer entries). An online one is never forgotten (pushes from other nodes find it by
+    // it, as the Redis store, which also drops its sessions and dedup ids); when every known device is
+    // online, the new one is not remembered until one is offline (a later handshake or refresh).
     if ((prev === undefined || prev.knownUntil < 0) && this.devicesByUser.countOf(userId) >= this.limits.maxKnownDevicesPerUser) {
       let n = 0;
       let oldest: DeviceEntry | undefined;
       for (const e of this.devicesByUser.values(userId)) {
         if (e.knownUntil < 0) continue;
         n++;
-        if (!oldest || e.knownUntil < oldest.knownUntil) oldest = e;
+        if (!e.online && (!oldest || e.knownUntil < oldest.knownUntil)) oldest = e;
       }
-      if (oldest && n >= this.limits.maxKnownDevicesPerUser) this.forgetDevice(oldest);
+      if (n >= this.limits.maxKnownDevicesPerUser) {
+        if (!oldest) return;
+        this.forgetDevice(oldest);
+      }
     }
     const e = this.entry(userId, deviceId);
     if (e.knownUntil >= 0) this.unlinkKnown(e);

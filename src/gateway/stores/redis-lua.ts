@@ -4,7 +4,8 @@
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
  * hash {holder, high, bytes}, a hash of the message ids it holds, and for a
- * minute the last acknowledgement's answer; each mailbox shard's `expiry` is a sorted set of
+ * minute what its holder's acknowledgements removed that the holder has not
+ * yet said it read (see ACK); each mailbox shard's `expiry` is a sorted set of
  * its mailbox ids scored by at most the earliest expiresAt in them: a lower
  * bound, lowered by ENQUEUE and left as it is when messages go (ACK, an
  * eviction), which can only raise the earliest; EXPIRE, when the score comes
@@ -140,22 +141,37 @@ return out
 `;
 
 /**
- * KEYS: list, meta, expiry, ids, last ack. ARGV: holder, upTo, mailbox id.
- * Removes and returns the messages with seq ≤ upTo while the holder holds the
- * mailbox. The same acknowledgement again (re-sent after its answer was lost)
- * answers what the first removed (without payloads), kept a minute: else the
- * messages the device had would never be reported delivered.
+ * KEYS: list, meta, expiry, ids, unread answers. ARGV: holder, upTo, mailbox
+ * id, answeredUpTo (optional). Removes and returns the messages with seq ≤ upTo while
+ * the holder holds the mailbox. What the holder's acknowledgements removed is
+ * kept (without payloads, a minute from the last) until a later one says its
+ * answer was read (answeredUpTo: the caller has reported every message it
+ * removed up to there), and every answer holds all of it: an acknowledgement
+ * re-sent after its answer was lost answers what the first removed, and so
+ * does a later one (ack(7) after ack(5) whose answer never came), else those
+ * messages would never be reported delivered. The caller reports each once
+ * (by seq). What another holder's acknowledgements removed is not kept once
+ * this holder removes something.
  */
 export const ACK = `${DEC}
-local last = redis.call('GET', KEYS[5])
-if last then
-  local l = cjson.decode(last)
-  if l.h == ARGV[1] and l.u == tonumber(ARGV[2]) then return l.m end
-end
-if redis.call('HGET', KEYS[2], 'holder') ~= ARGV[1] then return {} end
 local upTo = tonumber(ARGV[2])
 local out = {}
-local kept = {}
+local had = 0
+local last = redis.call('GET', KEYS[5])
+if last then
+  local l = dec(last)
+  if l and l.h == ARGV[1] and type(l.m) == 'table' then
+    had = #l.m
+    -- Without answeredUpTo, every earlier answer counts as read but the same call's (re-sent).
+    local answered = tonumber(ARGV[4] or (l.u == upTo and '-1' or '1e308'))
+    for _, raw in ipairs(l.m) do
+      local m = dec(raw)
+      if m and m.s > answered then table.insert(out, raw) end
+    end
+  end
+end
+local unread = #out
+if redis.call('HGET', KEYS[2], 'holder') ~= ARGV[1] then return out end
 while true do
   local head = redis.call('LINDEX', KEYS[1], 0)
   if not head then break end
@@ -167,11 +183,14 @@ while true do
     redis.call('LPOP', KEYS[1])
     redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
     redis.call('HDEL', KEYS[4], m.id)
-    table.insert(out, head)
-    table.insert(kept, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
+    table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
   end
 end
-if #out > 0 then redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = kept }), 'PX', 60000) end
+if #out > unread then
+  redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = out }), 'PX', 60000)
+elseif unread < had then
+  if unread == 0 then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = out }), 'KEEPTTL') end
+end
 -- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[4])
@@ -274,13 +293,19 @@ return 0
 `;
 
 /**
- * KEYS: the user's known devices (hash device → until, wall ms). ARGV: device,
- * until, most per user, ttl ms, the user's key prefix. A new device beyond the
- * bound evicts the one whose time ends first, and with it what the user's slot
- * keeps for that device (its inbound ids, its session index): one user's
- * token making up device ids keeps at most that many devices' state. Returns
- * the evicted device's session tokens (their records live in other slots of a
- * cluster: the caller deletes them). The hash expires with its newest entry.
+ * KEYS: the user's known devices (hash device → until, wall ms), the user's
+ * presence hash. ARGV: device, until, most per user, ttl ms, the user's key
+ * prefix. A new device beyond the bound evicts the one not online whose time
+ * ends first, and with it what the user's slot keeps for that device (its
+ * inbound ids, its session index): one user's token making up device ids
+ * keeps at most that many devices' state. A device with a presence entry is
+ * never evicted (it would lose its resume and its duplicate check while
+ * connected); when every known device has one, the new device is not
+ * remembered (as the memory store): the hash stays at the bound, and the
+ * device is remembered by a later handshake or refresh once one is offline.
+ * Returns the evicted device's session tokens (their records live in other
+ * slots of a cluster: the caller deletes them). The hash expires with its
+ * newest entry.
  */
 export const REMEMBER_DEVICE = `
 local untilMs = tonumber(ARGV[2])
@@ -292,17 +317,17 @@ if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
   local oldest, min = nil, nil
   for i = 1, #all, 2 do
     local t = tonumber(all[i + 1])
-    if min == nil or t < min then oldest, min = all[i], t end
+    if (min == nil or t < min) and redis.call('HEXISTS', KEYS[2], all[i]) == 0 then oldest, min = all[i], t end
   end
-  if oldest then
-    redis.call('HDEL', KEYS[1], oldest)
-    -- The device's keys are named with its id as encodeURIComponent writes it.
-    local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
-    redis.call('DEL', ARGV[5] .. 'in:' .. enc)
-    local index = ARGV[5] .. 'dsess:' .. enc
-    tokens = redis.call('ZRANGE', index, 0, -1)
-    redis.call('DEL', index)
-  end
+  -- Every known device online: the new one is not remembered (bounded; no live device loses its state).
+  if not oldest then return {} end
+  redis.call('HDEL', KEYS[1], oldest)
+  -- The device's keys are named with its id as encodeURIComponent writes it.
+  local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
+  redis.call('DEL', ARGV[5] .. 'in:' .. enc)
+  local index = ARGV[5] .. 'dsess:' .. enc
+  tokens = redis.call('ZRANGE', index, 0, -1)
+  redis.call('DEL', index)
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end
@@ -331,10 +356,18 @@ return 1
  * KEYS: the device's session index (sorted set of tokens by first save).
  * ARGV: token, now, most per device, ttl ms. Records the token; returns the
  * tokens beyond `max` for the device (the oldest), which the caller deletes:
- * their records live in other slots of a cluster, so not from here.
+ * their records live in other slots of a cluster, so not from here. A new
+ * token is scored above every one indexed, whatever the saving node's clock:
+ * a node running behind had its just-saved session scored oldest, and
+ * evicted at once when the device held its bound.
  */
 export const INDEX_SESSION = `
-redis.call('ZADD', KEYS[1], 'NX', tonumber(ARGV[2]), ARGV[1])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  local score = tonumber(ARGV[2])
+  local top = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if top[2] and tonumber(top[2]) >= score then score = tonumber(top[2]) + 1 end
+  redis.call('ZADD', KEYS[1], score, ARGV[1])
+end
 local n = redis.call('ZCARD', KEYS[1])
 local max = tonumber(ARGV[3])
 local old = {}

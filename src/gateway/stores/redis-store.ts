@@ -76,7 +76,11 @@ export interface RedisStoreOptions {
   /** The duplicate-detection window per device, in ids and in time (as the memory store's). */
   dedupIdsPerDevice?: number;
   dedupWindowMs?: number;
-  /** Devices remembered per user; a new one beyond it evicts the one whose time ends first. */
+  /**
+   * Devices remembered per user; a new one beyond it evicts the one not online whose time ends
+   * first (with its sessions and dedup ids). When every known device is online, the new one is not
+   * remembered until one is offline.
+   */
   maxKnownDevicesPerUser?: number;
   /**
    * A command not answered in this long fails (a Redis paused or cut off
@@ -161,11 +165,11 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
-    llAck(list: string, meta: string, expiry: string, ids: string, last: string, holder: string, upTo: number, mbid: string): Promise<string[]>;
+    llAck(list: string, meta: string, expiry: string, ids: string, unread: string, holder: string, upTo: number, mbid: string, answeredUpTo?: number): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string, budget: number): Promise<[number, ...string[]]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
     llMarkInboundClaimed(ids: string, claim: string, id: string, kept: number, now: number, windowMs: number, holder: string): Promise<number>;
-    llRemember(known: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
+    llRemember(known: string, presence: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
     llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string, ttlMs: number): Promise<string>;
     llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string, ttlMs: number): Promise<number>;
@@ -250,7 +254,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llMarkInboundClaimed', { numberOfKeys: 2, lua: MARK_INBOUND_CLAIMED });
-    this.redis.defineCommand('llRemember', { numberOfKeys: 1, lua: REMEMBER_DEVICE });
+    this.redis.defineCommand('llRemember', { numberOfKeys: 2, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 2, lua: SET_OFFLINE });
     this.redis.defineCommand('llSetOnline', { numberOfKeys: 2, lua: SET_ONLINE });
     this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 2, lua: RESTORE_ONLINE });
@@ -846,9 +850,11 @@ export class RedisStore implements Store {
     return (await this.redis.llTake(mb.list, mb.meta, holder, afterSeq)).map(toMessage);
   }
 
-  async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
+  async ack(userId: string, deviceId: string, holder: string, upTo: number, answeredUpTo?: number): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
-    return (await this.redis.llAck(mb.list, mb.meta, mb.expiry, mb.ids, this.mk(shardOf(userId, this.o.mailboxShards), 'mba', mb.id), holder, upTo, mb.id)).map(toMessage);
+    const keys = [mb.list, mb.meta, mb.expiry, mb.ids, this.mk(shardOf(userId, this.o.mailboxShards), 'mba', mb.id)] as const;
+    const raw = answeredUpTo === undefined ? await this.redis.llAck(...keys, holder, upTo, mb.id) : await this.redis.llAck(...keys, holder, upTo, mb.id, answeredUpTo);
+    return raw.map(toMessage);
   }
 
   /** The next `sweepShardsPerCall` shards' due messages (`all`: every shard's). */
@@ -883,7 +889,7 @@ export class RedisStore implements Store {
   }
 
   async rememberDevice(userId: string, deviceId: string, until: number): Promise<void> {
-    const evicted = await this.redis.llRemember(this.uk(userId, 'known'), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())), this.uk(userId, ''));
+    const evicted = await this.redis.llRemember(this.uk(userId, 'known'), this.uk(userId, 'presence'), deviceId, until, this.o.maxKnownDevicesPerUser, Math.max(1, Math.round(until - Date.now())), this.uk(userId, ''));
     if (evicted.length > 0) await Promise.all(evicted.map((t) => this.redis.del(this.k('session', t))));
   }
 

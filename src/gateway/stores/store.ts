@@ -138,9 +138,16 @@ export interface MailboxStore {
   /**
    * Removes and returns the messages with seq ≤ upTo, only while the mailbox
    * is bound to `holder`: an acknowledgement speaks for what that link was
-   * given, never for numbers another holder handed out.
+   * given, never for numbers another holder handed out. `answeredUpTo`: the
+   * caller has read the answers of this holder's earlier calls as far as
+   * that seq (it reported every message they removed up to there). A store
+   * whose answer can be lost after the call ran (a shared one) keeps what
+   * was removed above it (for a minute) and answers it again with any later
+   * call of the holder, so the caller must report each message once, by seq.
+   * Without it, an earlier call's answer is given again only to the same
+   * call (re-sent).
    */
-  ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]>;
+  ack(userId: string, deviceId: string, holder: string, upTo: number, answeredUpTo?: number): Promise<QueuedMessage[]>;
   /**
    * Removes and returns the messages whose expiresAt ≤ now: every one with
    * `all`; otherwise a store may sweep a part per call (the Redis store, a
@@ -156,7 +163,9 @@ export interface MailboxStore {
   /**
    * Remembers a device of a user until `until` (wall ms), so pushes queue for
    * it while it is offline. Bounded per user (the store's option): a new
-   * device beyond it evicts the one whose time ends first.
+   * device beyond it evicts the one not online whose time ends first; an
+   * online device is never evicted, and when every known device is online
+   * the new one is not remembered (until a later call finds one offline).
    */
   rememberDevice(userId: string, deviceId: string, until: number): Awaitable<void>;
   /** Devices remembered for a user, or still holding messages. */
