@@ -74,9 +74,10 @@ function valueSchema(opt: Option): z.ZodType {
   const parse = (opt as unknown as { parseArg?: Parser }).parseArg;
   if (!parse) return z.string();
   // A number option: its own parser is the judge, so a file value is held to the same range as a flag.
-  return z.union([z.number(), z.string()]).transform((v, ctx) => {
+  // A list option (--upstream-events a,b) takes a YAML list too: --print-config writes it as one.
+  return z.union([z.number(), z.string(), z.array(z.union([z.number(), z.string()]))]).transform((v, ctx) => {
     try {
-      return parse(String(v), undefined);
+      return parse(Array.isArray(v) ? v.join(',') : String(v), undefined);
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
       return z.NEVER;

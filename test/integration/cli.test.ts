@@ -401,6 +401,27 @@ test('docs/longlink.example.yaml is the complete default configuration, and it l
   for (const flag of ['--tcp-port', '--redis', '--jwt-secret', '--max-data-per-second', '--log-file']) assert.ok(printed.includes(`(${flag}, LONGLINK_`), flag);
 });
 
+test('what --print-config writes loads back with --config, a list option (--upstream-events) too', () => {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LONGLINK_')));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-config-'));
+  try {
+    const file = path.join(dir, 'longlink.yaml');
+    // --print-config writes the list as a YAML sequence; the file used to refuse it ("Invalid input").
+    const printed = execFileSync(process.execPath, [CLI, 'serve', '--upstream-events', 'online,offline', '--tcp-port', '7999', '--print-config'], { encoding: 'utf8', env: clean });
+    assert.match(printed, /^upstream-events:\n {2}- online\n {2}- offline$/m);
+    fs.writeFileSync(file, printed);
+    assert.equal(execFileSync(process.execPath, [CLI, 'serve', '--config', file, '--print-config'], { encoding: 'utf8', env: clean }), printed);
+    // A list item the flag would refuse is refused from the file too.
+    fs.writeFileSync(file, 'upstream-events: [online, offlin]\n');
+    assert.throws(
+      () => execFileSync(process.execPath, [CLI, 'serve', '--config', file, '--print-config'], { encoding: 'utf8', stdio: 'pipe', env: clean }),
+      (err: { stderr: string; status: number }) => err.status === 2 && /upstream-events: unknown event offlin/.test(err.stderr),
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('--log-file writes JSON lines to a file (rolled by pino-roll); --log-format json keeps stdout JSON', async () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-log-'));
   const file = path.join(dir, 'logs', 'gateway.log');
