@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -559,5 +559,48 @@ test('longlink client exits with code 1 when the gateway ends its session for go
   } finally {
     await Promise.all(clients.map((c) => c.kill()));
     await server.kill();
+  }
+});
+
+test('longlink client: a bad option ends it with one line naming it and exit 2, not a stack trace', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-client-'));
+  try {
+    const state = path.join(dir, 'learner.json');
+    fs.writeFileSync(state, 'garbage\n');
+    const cases: [string[], RegExp][] = [
+      [['--url', 'http://127.0.0.1:7422'], /--url|url: scheme http: is not supported/],
+      [['--url', '127.0.0.1:7420'], /is not a URL/],
+      [['--url', 'tls://127.0.0.1:1', '--tls-ca', path.join(dir, 'missing.pem')], /--tls-ca .*missing\.pem: ENOENT/],
+      [['--adaptive', '--learner-state', state], /--learner-state .*learner\.json: .*not valid JSON/],
+      [['--interval-ms', 'abc'], /--interval-ms.*expected a non-negative integer/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = spawnSync(process.execPath, [CLI, 'client', ...args], { encoding: 'utf8', input: '', timeout: 10_000 });
+      assert.equal(r.status, 2, `${args.join(' ')}: exit ${r.status}; ${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `${args.join(' ')}: one line, got ${r.stderr}`);
+      assert.match(lines[0], pattern);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('longlink client: Ctrl-C while it is still trying to connect ends it with exit 0, not "cannot connect" and exit 1', async () => {
+  // A port nothing listens on: the client keeps reconnecting (a gateway not up yet).
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const c = spawnCli(['client', '--url', `tcp://127.0.0.1:${port}`, '--user', 'impatient', '--json']);
+  try {
+    await c.waitFor((l) => l.event === 'reconnecting', 10_000, 'a reconnect');
+    const exited = once(c.child, 'exit');
+    c.child.kill('SIGINT');
+    const [code] = await exited;
+    assert.equal(code, 0);
+    assert.ok(!c.lines.some((l) => l.event === 'error'), `no error line: ${JSON.stringify(c.lines.slice(-3))}`);
+  } finally {
+    await c.kill();
   }
 });
