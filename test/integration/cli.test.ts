@@ -484,6 +484,17 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
   assert.match(none.out, /no policy meets it/);
   assert.match(none.out, /--detect-within \d/);
   assert.equal(run(['--detect-within', 'soon']).code, 1, 'a bad duration is refused by the parser');
+  // An admin URL nothing answers on (the gateway not started, a wrong port): one line saying what to check, not fetch's stack.
+  const closed = net.createServer().listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  const closedPort = (closed.address() as net.AddressInfo).port;
+  await new Promise((r) => closed.close(r));
+  for (const from of [`http://127.0.0.1:${closedPort}`, `http://127.0.0.1:${closedPort}/metrics`]) {
+    const gone = run(['--detect-within', '30s', '--from', from]);
+    assert.equal(gone.code, 2, gone.out);
+    assert.equal(gone.out.trim().split('\n').length, 1, gone.out);
+    assert.match(gone.out, /^longlink tune: cannot read http:\/\/127\.0\.0\.1:\d+\/(api\/network|metrics): .*ECONNREFUSED.*admin port/);
+  }
 
   // A gateway measuring real heartbeats on loopback, then tune reading its admin port.
   const { Gateway } = await import('../../src/gateway/gateway.js');
