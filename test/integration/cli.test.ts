@@ -313,17 +313,30 @@ test('serve on a non-loopback admin host without a token makes one, prints it, a
 });
 
 test('serve refuses conflicting or out-of-range security options with one clear line', () => {
-  for (const [args, pattern] of [
-    [['--tls-cert', '/nonexistent.pem'], /--tls-cert and --tls-key go together/],
-    [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /ENOENT/],
-    [['--jwt-secret', 's'.repeat(32), '--jwks-url', 'https://issuer.invalid/jwks'], /exactly one of/],
-    [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
-  ] as [string[], RegExp][]) {
-    assert.throws(
-      () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
-      (err: { status: number; stdout: string }) => err.status === 2 && pattern.test(err.stdout),
-      args.join(' '),
-    );
+  const notPem = path.join(os.tmpdir(), `ll-not-pem-${process.pid}.txt`);
+  fs.writeFileSync(notPem, 'not a certificate\n');
+  try {
+    for (const [args, pattern] of [
+      [['--tls-cert', '/nonexistent.pem'], /--tls-cert and --tls-key go together/],
+      [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /--tls-cert \/nonexistent\.pem: ENOENT/],
+      // A pair that does not load was reported by listen as "cannot listen for TCP ... (change --tcp-port or --host)", exit 1.
+      [['--tls-cert', notPem, '--tls-key', notPem], /--tls-cert .* and --tls-key .* do not load as a PEM certificate/],
+      [['--jwt-public-key', notPem], /--jwt-public-key .*: not a PEM public key/],
+      [['--jwt-secret', 's'.repeat(32), '--jwks-url', 'https://issuer.invalid/jwks'], /exactly one of/],
+      [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
+      // A backend URL with a typo started a gateway whose every HELLO or message then failed; one named the wrong flag.
+      [['--connect-hook', 'localhost:8080/hello'], /--connect-hook.*expected an http:\/\/ or https:\/\/ URL/],
+      [['--upstream-webhook', 'notaurl'], /--upstream-webhook.*expected an http:\/\/ or https:\/\/ URL/],
+      [['--jwks-url', 'ftp://issuer/jwks'], /--jwks-url.*expected an http:\/\/ or https:\/\/ URL/],
+    ] as [string[], RegExp][]) {
+      assert.throws(
+        () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
+        (err: { status: number; stdout: string; stderr: string }) => err.status === 2 && pattern.test(err.stdout + err.stderr),
+        args.join(' '),
+      );
+    }
+  } finally {
+    fs.rmSync(notPem, { force: true });
   }
 });
 
