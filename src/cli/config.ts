@@ -88,7 +88,8 @@ function valueSchema(opt: Option): z.ZodType {
 export function configSchema(cmd: Command): z.ZodObject {
   const shape: Record<string, z.ZodType> = {};
   for (const opt of cmd.options) {
-    if (!opt.long || opt.long === '--config' || opt.long === '--help') continue;
+    // --print-config is an action, not a setting: in a file it made every start print and exit 0.
+    if (!opt.long || opt.long === '--config' || opt.long === '--help' || opt.long === '--print-config') continue;
     shape[fileKey(opt)] = valueSchema(opt).optional();
   }
   return z.strictObject(shape);
