@@ -31,7 +31,8 @@ export function fileKey(opt: Option): string {
  */
 export function bindEnv(cmd: Command): Command {
   for (const opt of cmd.options) {
-    if (!opt.long || opt.long === '--config' || opt.long === '--print-config' || opt.long === '--help' || opt.envVar) continue;
+    // --config too (LONGLINK_CONFIG, the usual way to hand a container its file): it was read from the flag alone.
+    if (!opt.long || opt.long === '--print-config' || opt.long === '--help' || opt.envVar) continue;
     opt.env(envName(opt.long));
   }
   return cmd;

@@ -156,7 +156,8 @@ export function serveCommand(): Command {
     .action(async (o, cmd: Command) => {
       try {
         applyEnv(cmd);
-        if (o.config) applyConfigFile(cmd, o.config);
+        const file = cmd.getOptionValue('config') as string | undefined;
+        if (file) applyConfigFile(cmd, file);
       } catch (err) {
         process.stderr.write(`longlink serve: ${(err as Error).message}\n`);
         process.exit(2);

@@ -374,6 +374,8 @@ test('configuration: a YAML file, LONGLINK_* variables and flags, in that order 
     assert.equal((await interval({ LONGLINK_HEARTBEAT_INTERVAL_MS: '4000' }, ['--heartbeat-interval-ms', '5000'])).intervalMs, 5000, 'a flag over both');
     const l = await listeningLine(['--config', file]);
     assert.equal(l.ws, null, '`ws: false` is --no-ws');
+    // The file named by LONGLINK_CONFIG (a container's way), as by --config; it was silently not read.
+    assert.equal(((await listeningLine([], { LONGLINK_CONFIG: file })).heartbeat as { intervalMs: number }).intervalMs, 3000, 'LONGLINK_CONFIG');
     // Without a file: ports and host from the environment alone.
     const e = await listeningLine([], { LONGLINK_TCP_PORT: '0', LONGLINK_NO_WS: '1', LONGLINK_NO_ADMIN: '1', LONGLINK_HOST: '127.0.0.1' });
     assert.match(String(e.tcp), /^tcp:\/\/127\.0\.0\.1:\d+$/);
