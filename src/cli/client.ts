@@ -17,11 +17,33 @@ import { escapeControls } from './escape.js';
 /** A learner state file written by an earlier run, if there is one. */
 function loadState(file: string | undefined): { state: import('../core/interval-learner.js').LearnerSnapshot } | null {
   if (!file || !fs.existsSync(file)) return null;
-  return { state: JSON.parse(fs.readFileSync(file, 'utf8')) };
+  try {
+    return { state: JSON.parse(fs.readFileSync(file, 'utf8')) };
+  } catch (err) {
+    throw new Error(`--learner-state ${file}: ${(err as Error).message} (fix or delete the file)`);
+  }
 }
+
+function readTlsCa(file: string): Buffer {
+  try {
+    return fs.readFileSync(file);
+  } catch (err) {
+    throw new Error(`--tls-ca ${file}: ${(err as Error).message}`);
+  }
+}
+
+/** A bad option: one line naming it, exit 2 (as `serve`), not a stack trace. */
+function badOption(message: string): never {
+  // One line, whatever the message holds (a JSON parser's quotes the file's own newlines).
+  process.stderr.write(`longlink client: ${escapeControls(message)}\n`);
+  process.exit(2);
+}
+
 export function clientCommand(): Command {
   return new Command('client')
     .description('connect to a gateway, print events, send lines typed on stdin')
+    // Exit 1 means the gateway ended the session for good (README): a bad flag is 2, as for serve.
+    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
     .option('--url <url>', 'gateway URL: tcp://host:port, tls://host:port, ws://host:port/longlink or wss://…; several, comma-separated, for a cluster', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
     .option('--user <id>', 'user id', `user-${process.pid}`)
     .option('--device <id>', 'device id (default: <host>-cli, the same every run, so what was queued while it was offline arrives on its next run; give two clients of one user on one host different ids)', `${os.hostname()}-cli`)
@@ -39,19 +61,24 @@ export function clientCommand(): Command {
     .option('--no-reconnect', 'do not reconnect after the link is lost')
     .option('--json', 'print events as JSON lines')
     .action(async (o) => {
-      const client = new LonglinkClient({
-        url: String(o.url).split(','),
-        userId: o.user,
-        deviceId: o.device,
-        token: o.token ?? (process.env.LONGLINK_TOKEN || undefined),
-        direction: o.direction,
-        intervalMs: o.intervalMs,
-        adaptive: o.adaptive ? { ...(o.network ? { network: o.network } : {}), ...(loadState(o.learnerState) ?? {}) } : false,
-        clientInfo: o.info,
-        probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
-        reconnect: { enabled: o.reconnect },
-        ...(o.tlsCa ? { tls: { ca: fs.readFileSync(o.tlsCa) } } : {}),
-      });
+      let client: LonglinkClient;
+      try {
+        client = new LonglinkClient({
+          url: String(o.url).split(','),
+          userId: o.user,
+          deviceId: o.device,
+          token: o.token ?? (process.env.LONGLINK_TOKEN || undefined),
+          direction: o.direction,
+          intervalMs: o.intervalMs,
+          adaptive: o.adaptive ? { ...(o.network ? { network: o.network } : {}), ...(loadState(o.learnerState) ?? {}) } : false,
+          clientInfo: o.info,
+          probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
+          reconnect: { enabled: o.reconnect },
+          ...(o.tlsCa ? { tls: { ca: readTlsCa(o.tlsCa) } } : {}),
+        });
+      } catch (err) {
+        badOption((err as Error).message);
+      }
       const print = (event: string, data: Record<string, unknown>, text: string) => {
         if (o.json) console.log(JSON.stringify({ event, ...data }));
         // Text from the gateway (messages, close reasons) may carry terminal control sequences: shown escaped.
@@ -120,6 +147,8 @@ export function clientCommand(): Command {
       process.on('SIGINT', quit);
       process.on('SIGTERM', quit);
       client.connect().catch((err) => {
+        // Ctrl-C while connecting: the person left, the connect did not fail.
+        if (quitting) return;
         print('error', { error: String(err?.message ?? err) }, `cannot connect: ${err?.message ?? err}`);
         process.exit(1);
       });

@@ -31,7 +31,8 @@ export function fileKey(opt: Option): string {
  */
 export function bindEnv(cmd: Command): Command {
   for (const opt of cmd.options) {
-    if (!opt.long || opt.long === '--config' || opt.long === '--print-config' || opt.long === '--help' || opt.envVar) continue;
+    // --config too (LONGLINK_CONFIG, the usual way to hand a container its file): it was read from the flag alone.
+    if (!opt.long || opt.long === '--print-config' || opt.long === '--help' || opt.envVar) continue;
     opt.env(envName(opt.long));
   }
   return cmd;
@@ -74,9 +75,10 @@ function valueSchema(opt: Option): z.ZodType {
   const parse = (opt as unknown as { parseArg?: Parser }).parseArg;
   if (!parse) return z.string();
   // A number option: its own parser is the judge, so a file value is held to the same range as a flag.
-  return z.union([z.number(), z.string()]).transform((v, ctx) => {
+  // A list option (--upstream-events a,b) takes a YAML list too: --print-config writes it as one.
+  return z.union([z.number(), z.string(), z.array(z.union([z.number(), z.string()]))]).transform((v, ctx) => {
     try {
-      return parse(String(v), undefined);
+      return parse(Array.isArray(v) ? v.join(',') : String(v), undefined);
     } catch (err) {
       ctx.addIssue({ code: 'custom', message: err instanceof Error ? err.message : String(err) });
       return z.NEVER;
@@ -87,7 +89,8 @@ function valueSchema(opt: Option): z.ZodType {
 export function configSchema(cmd: Command): z.ZodObject {
   const shape: Record<string, z.ZodType> = {};
   for (const opt of cmd.options) {
-    if (!opt.long || opt.long === '--config' || opt.long === '--help') continue;
+    // --print-config is an action, not a setting: in a file it made every start print and exit 0.
+    if (!opt.long || opt.long === '--config' || opt.long === '--help' || opt.long === '--print-config') continue;
     shape[fileKey(opt)] = valueSchema(opt).optional();
   }
   return z.strictObject(shape);

@@ -3,7 +3,7 @@ import { Gateway } from '../gateway/gateway.js';
 import { AdminServer, DEFAULT_ADMIN_PORT } from '../admin/admin-server.js';
 import { Fleet } from '../demo/fleet.js';
 import { launchChromium } from '../demo/chromium.js';
-import { int } from './parse.js';
+import { int, port } from './parse.js';
 import { relayChat } from './chat-relay.js';
 
 /**
@@ -15,7 +15,7 @@ export function demoCommand(): Command {
   return new Command('demo')
     .description('run a gateway, its dashboard and a fleet of simulated clients')
     .option('--clients <n>', 'simulated devices', int, 40)
-    .option('--admin-port <port>', 'dashboard and admin API port (0 = any free port)', int, DEFAULT_ADMIN_PORT)
+    .option('--admin-port <port>', 'dashboard and admin API port (0 = any free port)', port, DEFAULT_ADMIN_PORT)
     .option('--seed <n>', 'seed of the fleet\'s script', int, 1)
     .option('--duration-ms <ms>', 'stop after this long (0 = run until Ctrl-C)', int, 0)
     .option('--screenshot <file>', 'save a PNG of the dashboard (headless Chromium) after --screenshot-after-ms')

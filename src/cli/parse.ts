@@ -45,3 +45,20 @@ export function positiveNumber(value: string): number {
   if (!(n > 0 && Number.isFinite(n))) throw new InvalidArgumentError('expected a positive number');
   return n;
 }
+
+/**
+ * A backend's URL (--connect-hook, --upstream-webhook, --jwks-url): checked at
+ * start, since a typo was only found at the first HELLO or message, each one
+ * then failing and retried for good.
+ */
+export function httpUrl(value: string): string {
+  if (value.trim() === '') throw new InvalidArgumentError('given but empty (unset it to go without)');
+  let u: URL;
+  try {
+    u = new URL(value);
+  } catch {
+    throw new InvalidArgumentError('expected an http:// or https:// URL');
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new InvalidArgumentError(`expected an http:// or https:// URL, not ${u.protocol}//`);
+  return value;
+}

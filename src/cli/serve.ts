@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { DRAIN_DEFAULTS, Gateway } from '../gateway/gateway.js';
 import type { LonglinkError } from '../protocol/errors.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_DEFAULTS, type Authenticate } from '../gateway/options.js';
@@ -14,7 +15,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { ClusterMetrics } from './cluster-metrics.js';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { fraction, int, port, positiveInt } from './parse.js';
+import { fraction, httpUrl, int, port, positiveInt } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -82,7 +83,7 @@ export function serveCommand(): Command {
     .option('--tls-reload-poll-ms <ms>', 'read --tls-cert and --tls-key again when they change, checked this often (and on SIGHUP): a renewed certificate without a restart', positiveInt, 30_000)
     .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret of at least 32 bytes (or set LONGLINK_JWT_SECRET)')
     .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
-    .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL")
+    .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL", httpUrl)
     .option('--jwt-issuer <iss>', 'accepted token issuer (iss)')
     .option('--jwt-audience <aud>', 'accepted token audience (aud)')
     .option('--max-connections <n>', 'connections held at once per process (0 = no limit)', int, LIMIT_DEFAULTS.maxConnections)
@@ -122,10 +123,10 @@ export function serveCommand(): Command {
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, the primary serves the cluster metrics here and worker i its admin port at port + 1 + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))
-    .option('--connect-hook <url>', 'POST each HELLO to this backend URL, which allows or refuses it and may set the user, client info and heartbeat')
+    .option('--connect-hook <url>', 'POST each HELLO to this backend URL, which allows or refuses it and may set the user, client info and heartbeat', httpUrl)
     .option('--connect-hook-timeout-ms <ms>', 'longest wait for the connect hook; past it the device is told to come back (4004)', int, 2000)
     .option('--connect-hook-secret <secret>', 'sent to the connect hook as Authorization: Bearer <secret>')
-    .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)")
+    .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)", httpUrl)
     .option('--upstream-secret <secret>', 'sign webhook bodies: X-Longlink-Signature: sha256=<HMAC-SHA256 of the body>')
     .option('--upstream-timeout-ms <ms>', 'a webhook request (or a stream write) that takes longer fails and is retried', int, 10_000)
     .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
@@ -155,7 +156,8 @@ export function serveCommand(): Command {
     .action(async (o, cmd: Command) => {
       try {
         applyEnv(cmd);
-        if (o.config) applyConfigFile(cmd, o.config);
+        const file = cmd.getOptionValue('config') as string | undefined;
+        if (file) applyConfigFile(cmd, file);
       } catch (err) {
         process.stderr.write(`longlink serve: ${(err as Error).message}\n`);
         process.exit(2);
@@ -201,7 +203,7 @@ export function serveCommand(): Command {
         if (o.upstreamWebhook) upstreamSink = webhookSink({ url: o.upstreamWebhook, ...(o.upstreamSecret ? { secret: o.upstreamSecret } : {}), timeoutMs: o.upstreamTimeoutMs, maxAnswerBytes: Math.max(1024 * 1024, 8 * o.maxFrameBytes) });
         if (o.upstreamRedisStream) upstreamSink = streamSink({ url: o.upstreamRedisStream, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, stream: o.upstreamStream, maxLen: o.upstreamStreamMaxlen, timeoutMs: o.upstreamTimeoutMs });
       } catch (err) {
-        failStart(log, 'bad-option', `--upstream-redis-stream: ${(err as Error).message}`, 2);
+        failStart(log, 'bad-option', `${o.upstreamWebhook ? '--upstream-webhook' : '--upstream-redis-stream'}: ${(err as Error).message}`, 2);
       }
       let tls: ReturnType<typeof tlsFiles>;
       let authenticate: Authenticate | undefined;
@@ -592,7 +594,23 @@ function adminToken(o: Record<string, unknown>): string | undefined {
 function tlsFiles(o: Record<string, unknown>): { cert: Buffer; key: Buffer } | undefined {
   if (!o.tlsCert && !o.tlsKey) return undefined;
   if (!o.tlsCert || !o.tlsKey) throw new Error('--tls-cert and --tls-key go together');
-  return { cert: readFileSync(o.tlsCert as string), key: readFileSync(o.tlsKey as string) };
+  const pair = { cert: readOptionFile('--tls-cert', o.tlsCert as string), key: readOptionFile('--tls-key', o.tlsKey as string) };
+  // A pair that does not load was found only by listen, reported as a busy port to change (exit 1).
+  try {
+    createSecureContext(pair);
+  } catch (err) {
+    throw new Error(`--tls-cert ${o.tlsCert as string} and --tls-key ${o.tlsKey as string} do not load as a PEM certificate and its key: ${(err as Error).message}`);
+  }
+  return pair;
+}
+
+/** A file an option names, read at start: an error names the option. */
+function readOptionFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Error(`${flag} ${file}: ${(err as Error).message}`);
+  }
 }
 
 function jwtFromOptions(o: Record<string, unknown>): Authenticate | undefined {
@@ -603,11 +621,20 @@ function jwtFromOptions(o: Record<string, unknown>): Authenticate | undefined {
   };
   const keys = {
     ...(secret ? { secret } : {}),
-    ...(o.jwtPublicKey ? { publicKey: createPublicKey(readFileSync(o.jwtPublicKey as string)) } : {}),
+    ...(o.jwtPublicKey ? { publicKey: publicKeyFile(o.jwtPublicKey as string) } : {}),
     ...(o.jwksUrl ? { jwksUrl: o.jwksUrl as string } : {}),
   };
   // More than one key source is refused by jwtAuthenticator with a clear message.
   return Object.keys(keys).length ? jwtAuthenticator({ ...keys, ...common }) : undefined;
+}
+
+function publicKeyFile(file: string): ReturnType<typeof createPublicKey> {
+  const pem = readOptionFile('--jwt-public-key', file);
+  try {
+    return createPublicKey(pem);
+  } catch (err) {
+    throw new Error(`--jwt-public-key ${file}: not a PEM public key (${(err as Error).message})`);
+  }
 }
 
 /**

@@ -53,9 +53,7 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
   if (!o.from) return exponentialNetwork({ lossRate: o.loss, baseDelayMs: o.delay ?? 20, jitterMs: o.jitter });
   let stats: NetworkStats;
   if (/^https?:\/\/.*\/metrics$/.test(o.from)) {
-    const token = o.token ?? process.env.LONGLINK_ADMIN_TOKEN;
-    const r = await fetch(o.from, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
-    if (!r.ok) fail(`${o.from}: HTTP ${r.status}`);
+    const r = await get(o.from, o);
     const net = prometheusNetwork(await r.text(), o.transport, `${o.from} (${o.transport}, from the scraped quantiles)`);
     if (!net) fail(`${o.from} shows no ${o.transport} heartbeat lateness (longlink_heartbeat_lateness_seconds): no client heartbeats measured yet?`);
     if (net.heartbeats < 100) fail(`${o.from}: only ${net.heartbeats} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
@@ -64,10 +62,12 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
   if (/^https?:\/\//.test(o.from)) {
     const url = new URL(o.from);
     if (url.pathname === '/' || url.pathname === '') url.pathname = '/api/network';
-    const token = o.token ?? process.env.LONGLINK_ADMIN_TOKEN;
-    const r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
-    if (!r.ok) fail(`${url}: HTTP ${r.status}`);
-    stats = (await r.json()) as NetworkStats;
+    const r = await get(url.href, o);
+    try {
+      stats = (await r.json()) as NetworkStats;
+    } catch (err) {
+      fail(`${url}: not JSON (${(err as Error).message}); give a gateway's admin URL, http://host:7422`);
+    }
   } else {
     try {
       const j = JSON.parse(fs.readFileSync(o.from, 'utf8')) as NetworkStats & { tuned?: { measured?: NetworkStats } };
@@ -83,6 +83,24 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
   if (snap.count < 100) fail(`${o.from}: only ${snap.count} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
   const delay = o.delay ?? (t.rtt ? t.rtt.meanMs / 2 : 0);
   return measuredNetwork(LatenessStats.fromSnapshot(snap), delay, `measured by ${stats.nodeId} over ${o.transport}: ${snap.count} heartbeat gaps${t.rtt ? `, RTT ${t.rtt.meanMs} ms` : ', no RTT sample (delay taken as 0; give --delay)'}`);
+}
+
+/**
+ * GETs a gateway's admin URL; a refused connection, a timeout or an error
+ * status ends the run with one line saying what to check, not a stack trace.
+ */
+async function get(url: string, o: TuneOptions): Promise<Response> {
+  const token = o.token ?? process.env.LONGLINK_ADMIN_TOKEN;
+  let r: Response;
+  try {
+    r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
+  } catch (err) {
+    const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message;
+    fail(`cannot read ${url}: ${cause} (is the gateway's admin port there? serve --admin-port, 7422 by default)`);
+  }
+  if (r.status === 401) fail(`${url}: HTTP 401: the admin port wants its token (--token, or LONGLINK_ADMIN_TOKEN)`);
+  if (!r.ok) fail(`${url}: HTTP ${r.status}`);
+  return r;
 }
 
 function report(r: TuneResult, net: NetworkModel, o: TuneOptions): string {

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -313,17 +313,30 @@ test('serve on a non-loopback admin host without a token makes one, prints it, a
 });
 
 test('serve refuses conflicting or out-of-range security options with one clear line', () => {
-  for (const [args, pattern] of [
-    [['--tls-cert', '/nonexistent.pem'], /--tls-cert and --tls-key go together/],
-    [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /ENOENT/],
-    [['--jwt-secret', 's'.repeat(32), '--jwks-url', 'https://issuer.invalid/jwks'], /exactly one of/],
-    [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
-  ] as [string[], RegExp][]) {
-    assert.throws(
-      () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
-      (err: { status: number; stdout: string }) => err.status === 2 && pattern.test(err.stdout),
-      args.join(' '),
-    );
+  const notPem = path.join(os.tmpdir(), `ll-not-pem-${process.pid}.txt`);
+  fs.writeFileSync(notPem, 'not a certificate\n');
+  try {
+    for (const [args, pattern] of [
+      [['--tls-cert', '/nonexistent.pem'], /--tls-cert and --tls-key go together/],
+      [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.pem'], /--tls-cert \/nonexistent\.pem: ENOENT/],
+      // A pair that does not load was reported by listen as "cannot listen for TCP ... (change --tcp-port or --host)", exit 1.
+      [['--tls-cert', notPem, '--tls-key', notPem], /--tls-cert .* and --tls-key .* do not load as a PEM certificate/],
+      [['--jwt-public-key', notPem], /--jwt-public-key .*: not a PEM public key/],
+      [['--jwt-secret', 's'.repeat(32), '--jwks-url', 'https://issuer.invalid/jwks'], /exactly one of/],
+      [['--max-write-buffer-bytes', '1000'], /maxWriteBufferBytes must be at least/],
+      // A backend URL with a typo started a gateway whose every HELLO or message then failed; one named the wrong flag.
+      [['--connect-hook', 'localhost:8080/hello'], /--connect-hook.*expected an http:\/\/ or https:\/\/ URL/],
+      [['--upstream-webhook', 'notaurl'], /--upstream-webhook.*expected an http:\/\/ or https:\/\/ URL/],
+      [['--jwks-url', 'ftp://issuer/jwks'], /--jwks-url.*expected an http:\/\/ or https:\/\/ URL/],
+    ] as [string[], RegExp][]) {
+      assert.throws(
+        () => execFileSync(process.execPath, [CLI, 'serve', '--tcp-port', '0', '--ws-port', '0', '--admin-port', '0', ...args], { encoding: 'utf8', stdio: 'pipe', timeout: 10_000 }),
+        (err: { status: number; stdout: string; stderr: string }) => err.status === 2 && pattern.test(err.stdout + err.stderr),
+        args.join(' '),
+      );
+    }
+  } finally {
+    fs.rmSync(notPem, { force: true });
   }
 });
 
@@ -361,6 +374,8 @@ test('configuration: a YAML file, LONGLINK_* variables and flags, in that order 
     assert.equal((await interval({ LONGLINK_HEARTBEAT_INTERVAL_MS: '4000' }, ['--heartbeat-interval-ms', '5000'])).intervalMs, 5000, 'a flag over both');
     const l = await listeningLine(['--config', file]);
     assert.equal(l.ws, null, '`ws: false` is --no-ws');
+    // The file named by LONGLINK_CONFIG (a container's way), as by --config; it was silently not read.
+    assert.equal(((await listeningLine([], { LONGLINK_CONFIG: file })).heartbeat as { intervalMs: number }).intervalMs, 3000, 'LONGLINK_CONFIG');
     // Without a file: ports and host from the environment alone.
     const e = await listeningLine([], { LONGLINK_TCP_PORT: '0', LONGLINK_NO_WS: '1', LONGLINK_NO_ADMIN: '1', LONGLINK_HOST: '127.0.0.1' });
     assert.match(String(e.tcp), /^tcp:\/\/127\.0\.0\.1:\d+$/);
@@ -374,7 +389,7 @@ test('a bad configuration file is refused with the path of every bad key, in one
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-config-'));
   try {
     const file = path.join(dir, 'bad.yaml');
-    fs.writeFileSync(file, 'tcp-port: 70000\nheartbeat-intervall-ms: 1000\nws: maybe\n');
+    fs.writeFileSync(file, 'tcp-port: 70000\nheartbeat-intervall-ms: 1000\nws: maybe\nprint-config: true\n');
     assert.throws(
       () => execFileSync(process.execPath, [CLI, 'serve', '--config', file], { encoding: 'utf8', stdio: 'pipe' }),
       (err: { stderr: string; status: number }) => {
@@ -382,7 +397,8 @@ test('a bad configuration file is refused with the path of every bad key, in one
         const lines = err.stderr.trim().split('\n');
         assert.equal(lines.length, 1, err.stderr);
         assert.match(lines[0], /bad\.yaml: .*tcp-port: expected a port, 0 to 65535/);
-        assert.match(lines[0], /unknown key heartbeat-intervall-ms/);
+        // print-config is an action: from a file it made every start print the configuration and exit 0.
+        assert.match(lines[0], /unknown keys heartbeat-intervall-ms, print-config/);
         assert.match(lines[0], /ws: /);
         return true;
       },
@@ -399,6 +415,27 @@ test('docs/longlink.example.yaml is the complete default configuration, and it l
   assert.equal(fs.readFileSync(example, 'utf8'), printed, 'regenerate it: longlink serve --print-config > docs/longlink.example.yaml');
   assert.equal(execFileSync(process.execPath, [CLI, 'serve', '--config', example, '--print-config'], { encoding: 'utf8', env: clean }), printed);
   for (const flag of ['--tcp-port', '--redis', '--jwt-secret', '--max-data-per-second', '--log-file']) assert.ok(printed.includes(`(${flag}, LONGLINK_`), flag);
+});
+
+test('what --print-config writes loads back with --config, a list option (--upstream-events) too', () => {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LONGLINK_')));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-config-'));
+  try {
+    const file = path.join(dir, 'longlink.yaml');
+    // --print-config writes the list as a YAML sequence; the file used to refuse it ("Invalid input").
+    const printed = execFileSync(process.execPath, [CLI, 'serve', '--upstream-events', 'online,offline', '--tcp-port', '7999', '--print-config'], { encoding: 'utf8', env: clean });
+    assert.match(printed, /^upstream-events:\n {2}- online\n {2}- offline$/m);
+    fs.writeFileSync(file, printed);
+    assert.equal(execFileSync(process.execPath, [CLI, 'serve', '--config', file, '--print-config'], { encoding: 'utf8', env: clean }), printed);
+    // A list item the flag would refuse is refused from the file too.
+    fs.writeFileSync(file, 'upstream-events: [online, offlin]\n');
+    assert.throws(
+      () => execFileSync(process.execPath, [CLI, 'serve', '--config', file, '--print-config'], { encoding: 'utf8', stdio: 'pipe', env: clean }),
+      (err: { stderr: string; status: number }) => err.status === 2 && /upstream-events: unknown event offlin/.test(err.stderr),
+    );
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('--log-file writes JSON lines to a file (rolled by pino-roll); --log-format json keeps stdout JSON', async () => {
@@ -463,6 +500,17 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
   assert.match(none.out, /no policy meets it/);
   assert.match(none.out, /--detect-within \d/);
   assert.equal(run(['--detect-within', 'soon']).code, 1, 'a bad duration is refused by the parser');
+  // An admin URL nothing answers on (the gateway not started, a wrong port): one line saying what to check, not fetch's stack.
+  const closed = net.createServer().listen(0, '127.0.0.1');
+  await once(closed, 'listening');
+  const closedPort = (closed.address() as net.AddressInfo).port;
+  await new Promise((r) => closed.close(r));
+  for (const from of [`http://127.0.0.1:${closedPort}`, `http://127.0.0.1:${closedPort}/metrics`]) {
+    const gone = run(['--detect-within', '30s', '--from', from]);
+    assert.equal(gone.code, 2, gone.out);
+    assert.equal(gone.out.trim().split('\n').length, 1, gone.out);
+    assert.match(gone.out, /^longlink tune: cannot read http:\/\/127\.0\.0\.1:\d+\/(api\/network|metrics): .*ECONNREFUSED.*admin port/);
+  }
 
   // A gateway measuring real heartbeats on loopback, then tune reading its admin port.
   const { Gateway } = await import('../../src/gateway/gateway.js');
@@ -538,5 +586,48 @@ test('longlink client exits with code 1 when the gateway ends its session for go
   } finally {
     await Promise.all(clients.map((c) => c.kill()));
     await server.kill();
+  }
+});
+
+test('longlink client: a bad option ends it with one line naming it and exit 2, not a stack trace', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-client-'));
+  try {
+    const state = path.join(dir, 'learner.json');
+    fs.writeFileSync(state, 'garbage\n');
+    const cases: [string[], RegExp][] = [
+      [['--url', 'http://127.0.0.1:7422'], /--url|url: scheme http: is not supported/],
+      [['--url', '127.0.0.1:7420'], /is not a URL/],
+      [['--url', 'tls://127.0.0.1:1', '--tls-ca', path.join(dir, 'missing.pem')], /--tls-ca .*missing\.pem: ENOENT/],
+      [['--adaptive', '--learner-state', state], /--learner-state .*learner\.json: .*not valid JSON/],
+      [['--interval-ms', 'abc'], /--interval-ms.*expected a non-negative integer/],
+    ];
+    for (const [args, pattern] of cases) {
+      const r = spawnSync(process.execPath, [CLI, 'client', ...args], { encoding: 'utf8', input: '', timeout: 10_000 });
+      assert.equal(r.status, 2, `${args.join(' ')}: exit ${r.status}; ${r.stderr}`);
+      const lines = r.stderr.trim().split('\n');
+      assert.equal(lines.length, 1, `${args.join(' ')}: one line, got ${r.stderr}`);
+      assert.match(lines[0], pattern);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('longlink client: Ctrl-C while it is still trying to connect ends it with exit 0, not "cannot connect" and exit 1', async () => {
+  // A port nothing listens on: the client keeps reconnecting (a gateway not up yet).
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const c = spawnCli(['client', '--url', `tcp://127.0.0.1:${port}`, '--user', 'impatient', '--json']);
+  try {
+    await c.waitFor((l) => l.event === 'reconnecting', 10_000, 'a reconnect');
+    const exited = once(c.child, 'exit');
+    c.child.kill('SIGINT');
+    const [code] = await exited;
+    assert.equal(code, 0);
+    assert.ok(!c.lines.some((l) => l.event === 'error'), `no error line: ${JSON.stringify(c.lines.slice(-3))}`);
+  } finally {
+    await c.kill();
   }
 });

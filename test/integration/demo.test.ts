@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { spawnCli } from '../helpers/procs.js';
+import { spawnSync } from 'node:child_process';
+import { CLI, spawnCli } from '../helpers/procs.js';
 
 // `npm run demo` as a newcomer runs it: a gateway, its dashboard and a fleet
 // that connects, chats, freezes and drops, here for a bounded time.
@@ -25,4 +26,11 @@ test('the demo runs a gateway, its dashboard and a live fleet, and stops by itse
   } finally {
     await p.kill();
   }
+});
+
+test('demo --admin-port out of range is refused by name before anything starts, not a RangeError stack', () => {
+  const r = spawnSync(process.execPath, [CLI, 'demo', '--admin-port', '70000', '--clients', '1', '--duration-ms', '1000', '--json'], { encoding: 'utf8', timeout: 20_000 });
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr, /--admin-port.*expected a port, 0 to 65535/);
+  assert.doesNotMatch(r.stderr + r.stdout, /RangeError|"event":"ready"/);
 });
