@@ -260,7 +260,8 @@ describe('longlink lab up with a bad schedule', { skip: why ? `skipped: ${why}` 
 });
 
 describe('longlink lab up interrupted twice', { skip: why ? `skipped: ${why}` : false }, () => {
-  test('a second SIGINT during the teardown does not cut it short: nothing left, exit 130', async () => {
+  /** Starts `lab up`, sends `signals` (5 ms apart) once it is up, and says how it exited and what it left. */
+  async function upThenSignal(signals: NodeJS.Signals[]): Promise<{ code: number | string | null; left: string; pid: number }> {
     let pid = 0;
     const code = await new Promise<number | string | null>((resolve) => {
       const child = spawn(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
@@ -268,28 +269,21 @@ describe('longlink lab up interrupted twice', { skip: why ? `skipped: ${why}` : 
       const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
       child.stdout!.on('data', (d) => {
         if (!/lab up:/.test(String(d))) return;
-        child.kill('SIGINT');
-        setTimeout(() => child.kill('SIGINT'), 5);
+        signals.forEach((sig, i) => (i === 0 ? child.kill(sig) : setTimeout(() => child.kill(sig), 5 * i)));
       });
       child.once('exit', (c, sig) => (clearTimeout(killer), resolve(c ?? sig)));
     });
-    const left = await run('ip', ['netns', 'list']);
+    return { code, left: await run('ip', ['netns', 'list']), pid };
+  }
+
+  test('a second SIGINT during the teardown does not cut it short: nothing left, exit 130', async () => {
+    const { code, left, pid } = await upThenSignal(['SIGINT', 'SIGINT']);
     assert.ok(!left.includes(`ll-${pid}-`), `namespaces left (exit ${code}):\n${left}`);
     assert.equal(code, 130);
   });
 
   test('SIGTERM tears the lab down too, and exits 143 (128 + 15), as a shell reports a process SIGTERM ended', async () => {
-    let pid = 0;
-    const code = await new Promise<number | string | null>((resolve) => {
-      const child = spawn(process.execPath, [CLI, 'lab', 'up', '--interval-ms', '0'], { stdio: ['pipe', 'pipe', 'inherit'] });
-      pid = child.pid!;
-      const killer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-      child.stdout!.on('data', (d) => {
-        if (/lab up:/.test(String(d))) child.kill('SIGTERM');
-      });
-      child.once('exit', (c, sig) => (clearTimeout(killer), resolve(c ?? sig)));
-    });
-    const left = await run('ip', ['netns', 'list']);
+    const { code, left, pid } = await upThenSignal(['SIGTERM']);
     assert.ok(!left.includes(`ll-${pid}-`), `namespaces left (exit ${code}):\n${left}`);
     assert.equal(code, 143);
   });
