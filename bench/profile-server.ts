@@ -1,7 +1,7 @@
 /**
  * Where a peer server's time and memory go, for the cuts in docs/BENCHMARKS.md:
  *
- *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf] [--top 20] [--heap 3000] [--rss 10000]
+ *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf [--leaves-of WORD]] [--top 20] [--heap 3000] [--rss 10000]
  *
  * CPU: runs the server with the benchmark's load generator (one heartbeat per
  * connection per second) under V8's sampling profiler and prints the busy
@@ -30,6 +30,7 @@ import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { CLK_TCK, proc } from './proc-tools.js';
 import { exitOnHelp } from './usage.js';
 
 exitOnHelp(import.meta.url);
@@ -49,6 +50,8 @@ const rssN = arg('rss', 0);
 const setup = argv.includes('--setup');
 /** Sample with Linux perf and attribute by whose code (see above). */
 const usePerf = argv.includes('--perf');
+/** With --perf: list the leaf functions of the owners whose name holds this word, not the server's own code. */
+const leavesOf = argv.includes('--leaves-of') ? argv[argv.indexOf('--leaves-of') + 1] : undefined;
 /** Functions listed in each table. */
 const topN = arg('top', 20);
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-profile-'));
@@ -250,6 +253,7 @@ async function perfProfile(): Promise<void> {
   };
   let units: number;
   let per: string;
+  let procUs = NaN;
   if (setup) {
     await genWait('warm');
     const stop = await record();
@@ -263,9 +267,12 @@ async function perfProfile(): Promise<void> {
     gen.stdin!.write('stats\n');
     const s0 = Number((await genWait('stats')).pongs);
     const stop = await record();
+    const t0 = proc(srv.pid!)?.ticks ?? 0;
     await sleep(steadyS * 1000);
     gen.stdin!.write('stats\n');
     units = Number((await genWait('stats')).pongs) - s0;
+    // The bench's own measure over the same window, beside the samples': they should agree.
+    procUs = ((((proc(srv.pid!)?.ticks ?? 0) - t0) / CLK_TCK) * 1e6) / units;
     await stop();
     per = 'round trip';
   }
@@ -297,14 +304,19 @@ async function perfProfile(): Promise<void> {
     o.all++;
     if (frames[0].startsWith('ffffffff')) o.kernel++;
     byOwner.set(who, o);
-    if (OWN_CODE.has(who)) leaves.set(stack[0].slice(0, 100), (leaves.get(stack[0].slice(0, 100)) ?? 0) + 1);
+    if (leavesOf ? who.includes(leavesOf) : OWN_CODE.has(who)) {
+      // With --leaves-of, a native leaf is named with the JavaScript that led to it.
+      const js = leavesOf ? stack.find(isJs) : undefined;
+      const k = (js && js !== stack[0] ? `${stack[0].slice(0, 60)} <- ${js}` : stack[0]).slice(0, 140);
+      leaves.set(k, (leaves.get(k) ?? 0) + 1);
+    }
   }
   const f = (n: number) => `${(n * usEach).toFixed(2).padStart(7)} µs`;
-  console.log(`\n${peer}: perf at ${PERF_HZ} Hz, ${units} ${per}s${setup ? ' (after a warm-up of 2,000)' : ''}: ${f(total).trim()} of CPU per ${per}, every thread`);
+  console.log(`\n${peer}: perf at ${PERF_HZ} Hz, ${units} ${per}s${setup ? ' (after a warm-up of 2,000)' : ''}: ${f(total).trim()} of CPU per ${per}, every thread${Number.isNaN(procUs) ? '' : ` (${procUs.toFixed(2)} µs by /proc, as the bench counts)`}`);
   console.log('-- the main thread, by what it is doing (see owner()); in brackets, the part in the kernel');
   for (const [k, v] of [...byOwner].sort((x, y) => y[1].all - x[1].all)) console.log(`${f(v.all)}  (${f(v.kernel).trim()})  ${k}`);
   console.log(`${f(others)}  other threads (V8's compiler and collector helpers, libuv)`);
-  console.log("-- in the server's own code, by leaf function");
+  console.log(leavesOf ? `-- in what holds "${leavesOf}", by leaf function` : "-- in the server's own code, by leaf function");
   for (const [k, v] of [...leaves].sort((x, y) => y[1] - x[1]).slice(0, topN)) console.log(`${f(v)}  ${k}`);
 }
 

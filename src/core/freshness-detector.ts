@@ -56,7 +56,8 @@ export interface FreshnessBudget {
 export type FreshnessSettings = Partial<FreshnessOptions> & ({ lateMs: number } | { budget: FreshnessBudget });
 
 export class FreshnessDetector implements LivenessDetector {
-  lastHeardAt: number;
+  // A number from the start, so stored as an unboxed double (see SilenceDetector).
+  lastHeardAt = 0;
   private readonly offsets: Float64Array;
   private next = 0;
   private count = 0;

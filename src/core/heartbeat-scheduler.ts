@@ -17,8 +17,9 @@ export type HeartbeatAction = 'none' | 'ping' | 'probe' | 'dead';
 export type HeartbeatPhase = 'healthy' | 'awaiting' | 'suspect' | 'dead';
 
 export class HeartbeatScheduler {
-  private lastSentAt: number;
-  private lastReceivedAt: number;
+  // Numbers from the start, so stored as unboxed doubles (see SilenceDetector).
+  private lastSentAt = 0;
+  private lastReceivedAt = 0;
   private waitUntil = -1;
   private probesSent = 0;
   private isDead = false;

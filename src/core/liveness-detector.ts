@@ -25,7 +25,10 @@ export interface LivenessDetector {
 
 /** Fixed miss-count detector: dead after intervalMs × missBudget + graceMs of silence. */
 export class SilenceDetector implements LivenessDetector {
-  lastHeardAt: number;
+  // Starts as a number, not undefined (a class field without an initializer is defined as undefined
+  // first): V8 then stores it as a double in place, where a tagged field allocates a new heap number
+  // at every timestamp written to it, on every heartbeat.
+  lastHeardAt = 0;
   private suspectedAt = -1;
 
   constructor(

@@ -42,7 +42,8 @@ export const DEFAULT_PHI: PhiOptions = {
 };
 
 export class PhiAccrualDetector implements LivenessDetector {
-  lastHeardAt: number;
+  // A number from the start, so stored as an unboxed double (see SilenceDetector).
+  lastHeardAt = 0;
   private readonly o: PhiOptions;
   private readonly samples: Float64Array;
   private next = 0;

@@ -4,8 +4,9 @@ import { OptionError } from '../protocol/errors.js';
  * `burst` held. Pure: no timers, time comes in with each call.
  */
 export class TokenBucket {
-  private tokens: number;
-  private last: number;
+  // Numbers from the start, so stored as unboxed doubles (see SilenceDetector).
+  private tokens = 0;
+  private last = 0;
 
   constructor(
     readonly ratePerSec: number,
