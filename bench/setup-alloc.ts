@@ -7,7 +7,7 @@
  * 16 source addresses, the same HELLO as the benchmark's), after a warm-up
  * of `--warmup` opened and closed; every one must be answered by WELCOME. V8's sampling heap profiler keeps every sample, collected or not.
  *
- *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout] [--compiles]
+ *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout] [--compiles] [--kept live|promoted]
  *
  * Prints bytes allocated per set-up, the server's CPU per set-up (all its
  * threads, with the sampler on: for comparing runs of this tool only), and
@@ -15,7 +15,10 @@
  * --against, the other checkout's build runs the same peer after this one's.
  * With --compiles, instead of sampling allocations: how many functions V8's
  * optimizing compiler finished during the measured set-ups (--trace-opt),
- * work of a server not yet warm.
+ * work of a server not yet warm. With --kept live, only what a full
+ * collection after the set-ups keeps is counted; with --kept promoted, also
+ * what survived a scavenge and died later: the difference is the garbage
+ * the set-up promotes to the old space, which V8 commits and RSS counts.
  */
 import { fork } from 'node:child_process';
 import inspector from 'node:inspector/promises';
@@ -85,7 +88,7 @@ async function client(root: string, port: number): Promise<void> {
   });
 }
 
-async function server(root: string, peer: string, count: number, warmup: number, top: number, sample: boolean): Promise<void> {
+async function server(root: string, peer: string, count: number, warmup: number, top: number, sample: boolean, kept: string): Promise<void> {
   let port: number;
   let stop: () => Promise<unknown>;
   if (peer === 'net-hello') {
@@ -125,12 +128,20 @@ async function server(root: string, peer: string, count: number, warmup: number,
   }
   const session = new inspector.Session();
   session.connect();
-  if (sample) await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true });
+  // --kept: what outlives the young generation. 'live' samples only what a full collection keeps; 'promoted' adds
+  // what survived a scavenge and died later (promoted garbage, the old space V8 commits beyond the live state).
+  if (sample) await session.post('HeapProfiler.startSampling', { samplingInterval: 256, includeObjectsCollectedByMajorGC: kept !== 'live', includeObjectsCollectedByMinorGC: kept === '' });
   const cpu0 = process.cpuUsage();
   console.log(WINDOW_START);
   await ask({ cmd: 'open', n: count, base: 0 });
   console.log(WINDOW_END);
   const cpu = process.cpuUsage(cpu0);
+  if (sample && kept) {
+    // Young garbage first, by a scavenge (not sampled with --kept): a full collection alone would count it as
+    // collected by a major GC, as if it had been promoted.
+    (globalThis as { gc?: (o: { type: string }) => void }).gc?.({ type: 'minor' });
+    await session.post('HeapProfiler.collectGarbage');
+  }
   const profile = sample ? ((await session.post('HeapProfiler.stopSampling')) as { profile: { head: SampleNode } }).profile : null;
   session.disconnect();
   await ask({ cmd: 'closeall' });
@@ -154,7 +165,7 @@ async function server(root: string, peer: string, count: number, warmup: number,
     for (const ch of n.children) walk(ch, frames);
   };
   walk(profile.head, []);
-  console.log(`${peer} (${root}): ${(total / count).toFixed(0)} bytes allocated per set-up; ${((cpu.user + cpu.system) / count).toFixed(1)} µs of CPU per set-up with the sampler on; ${count} set-ups after a warm-up of ${warmup}`);
+  console.log(`${peer} (${root}): ${(total / count).toFixed(0)} bytes ${kept ? `allocated and ${kept === 'live' ? 'live after a full collection' : 'outliving the young generation'}` : 'allocated'} per set-up; ${((cpu.user + cpu.system) / count).toFixed(1)} µs of CPU per set-up with the sampler on; ${count} set-ups after a warm-up of ${warmup}`);
   for (const [k, v] of [...sites].sort((a, b) => b[1] - a[1]).slice(0, top)) console.log(`${(v / count).toFixed(0).padStart(7)}  ${k}`);
 }
 
@@ -171,7 +182,7 @@ interface SampleNode {
 if (argv[0] === '--client') {
   await client(argv[1], Number(argv[2]));
 } else if (argv[0] === '--server') {
-  await server(argv[1], argv[2], Number(argv[3]), Number(argv[4]), Number(argv[5]), argv[6] !== 'compiles');
+  await server(argv[1], argv[2], Number(argv[3]), Number(argv[4]), Number(argv[5]), argv[6] !== 'compiles', argv[7] ?? '');
   process.exit(0);
 } else {
   const peer = argv[0] && !argv[0].startsWith('--') ? argv[0] : 'longlink-tcp';
@@ -182,8 +193,8 @@ if (argv[0] === '--client') {
   // optimizing during the measured set-ups are counted (one-time work the warm-up did not cover).
   const compiles = argv.includes('--compiles');
   for (const root of roots) {
-    const child = fork(here, ['--server', root, peer, arg('count', '10000'), arg('warmup', '2000'), arg('top', '30'), compiles ? 'compiles' : 'sample'], {
-      execArgv: ['--max-semi-space-size=16', ...(compiles ? ['--trace-opt'] : [])],
+    const child = fork(here, ['--server', root, peer, arg('count', '10000'), arg('warmup', '2000'), arg('top', '30'), compiles ? 'compiles' : 'sample', arg('kept', '')], {
+      execArgv: ['--max-semi-space-size=16', ...(compiles ? ['--trace-opt'] : []), ...(argv.includes('--kept') ? ['--expose-gc'] : [])],
       stdio: ['inherit', 'pipe', 'inherit', 'ipc'],
     });
     let inWindow = false;

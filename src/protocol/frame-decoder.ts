@@ -35,6 +35,11 @@ export class FrameDecoder {
     return this.held;
   }
 
+  /** Holds nothing and may decode more: it could serve another stream as if new. */
+  get idle(): boolean {
+    return this.held === 0 && !this.stopped && !this.failed;
+  }
+
   /**
    * Calls `onFrame` (with `self` as `this`, so a caller can pass a shared
    * method, not a closure) per frame. `onFrame` returning false stops the
