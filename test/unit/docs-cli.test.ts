@@ -24,10 +24,10 @@ function optionsOf(cmd: Command): Option[] {
 }
 
 /**
- * Flags of other programs the docs show in commands (npm, node, redis-server, redis-cli, the
+ * Flags of other programs the docs show in commands (npm, node and its V8 flags, redis-server, redis-cli, the
  * detector simulation and the Redis load script), and interface names in LAB.md's diagram.
  */
-const OTHER_TOOLS = new Set(['--omit', '--test', '--port', '--cluster', '--tune', '--default-bound', '--hours', '--count', '--steady-s', '--interval-ms', '--no-x', '--eth0', '--srv']);
+const OTHER_TOOLS = new Set(['--omit', '--test', '--port', '--cluster', '--tune', '--default-bound', '--hours', '--count', '--steady-s', '--interval-ms', '--no-x', '--eth0', '--srv', '--trace-generalization']);
 
 test('every --flag the docs name exists: an option of a longlink command, or of npm run bench', () => {
   const known = new Set<string>(['--help', '--publish', '--out']);
