@@ -50,6 +50,11 @@ export class WsFrameParser {
     return this.held + this.partBytes;
   }
 
+  /** Holds nothing (no partial frame, no message begun) and may parse more: it could serve another stream as if new. */
+  get idle(): boolean {
+    return this.held === 0 && !this.inMessage && this.parts === null && !this.stopped;
+  }
+
   push(chunk: Buffer, h: WsFrameHandler): void {
     if (this.stopped) return;
     if (this.held === 0) {

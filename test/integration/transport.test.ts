@@ -421,82 +421,97 @@ test('tcp: a chunk that reads as a bare PING (01 03) but ends a frame held in pa
   }
 });
 
-test('tcp: links share no decoding state: frames split anywhere, interleaved over links, one refused and one closed mid-chunk', async () => {
-  const { encodeDelimited } = await import('../../src/protocol/frame-codec.js');
-  const { FrameType } = await import('../../src/protocol/frames.js');
-  const sides: net.Socket[] = [];
-  const srv = net.createServer((s) => sides.push(s));
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const port = (srv.address() as net.AddressInfo).port;
-  const N = 5;
-  const peers: net.Socket[] = [];
-  try {
-    for (let i = 0; i < N; i++) {
-      const p = net.connect({ port, host: '127.0.0.1', noDelay: true });
-      p.on('error', () => {});
-      await new Promise((r) => p.once('connect', r));
-      peers.push(p);
-    }
-    while (sides.length < N) await sleep(5);
-    // sides[i] is not necessarily peers[i]'s other end: match them by port.
-    const byPort = new Map(sides.map((s) => [s.remotePort, s]));
-    const got: number[][] = [];
-    const errors: string[] = [];
-    const links = peers.map((p, i) => {
-      got.push([]);
-      const link = new TcpLink(byPort.get(p.localPort!)!, 256);
-      link.bind({
-        onLinkFrame: (f) => {
-          if (f.type !== FrameType.DATA) return;
-          got[i].push(f.payload![0] * 256 + f.payload![1]);
-          // Link 1 closes itself at its 41st frame, in the middle of a chunk holding more.
-          if (i === 1 && got[i].length === 41) link.close(1000, 'enough');
-        },
-        onLinkError: (e) => errors.push(`${i}:${e.reason}`),
-        onLinkClose: () => {},
-      });
-      return link;
-    });
-    // Each peer's stream: 40 DATA frames (its index and a sequence number, padded to various sizes); link 3 then a frame over its 256-byte limit.
-    const streams = peers.map((_, i) => {
-      const parts: Uint8Array[] = [];
-      for (let k = 0; k < 40; k++) parts.push(encodeDelimited({ type: FrameType.DATA, payload: new Uint8Array([i, k, ...new Array((k * 7) % 50).fill(i)]) }));
-      if (i === 3) parts.push(Uint8Array.from([0x80, 0x10, 9, 9, 9]));
-      return Buffer.concat(parts);
-    });
-    // Chunks of 1 to 9 bytes, round-robin over the peers, so partial frames of several links are held at once.
-    const at = streams.map(() => 0);
-    let seed = 7;
-    const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 9;
-    for (let left = N; left > 0; ) {
-      left = 0;
+for (const kind of ['tcp', 'ws'] as const) {
+  test(`${kind}: links share no decoding state: frames split anywhere, interleaved over links, one refused and one closed mid-chunk`, async () => {
+    const { encodeDelimited, encodeFrame } = await import('../../src/protocol/frame-codec.js');
+    const { FrameType } = await import('../../src/protocol/frames.js');
+    const { createRequire } = await import('node:module');
+    const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
+    const wsFrame = (opcode: number, fin: boolean, data: Uint8Array) => Buffer.concat(Sender.frame(Buffer.from(data), { fin, opcode, mask: true, readOnly: false, rsv1: false }));
+    // A DATA frame as the link's peer writes it; over WebSocket every fourth in two fragments.
+    const data = (i: number, k: number, pad = 0): Buffer => {
+      const f = { type: FrameType.DATA, payload: new Uint8Array([i, k, ...new Array(pad).fill(i)]) } as const;
+      if (kind === 'tcp') return Buffer.from(encodeDelimited(f));
+      const bytes = encodeFrame(f);
+      if (k % 4 !== 3) return wsFrame(0x2, true, bytes);
+      return Buffer.concat([wsFrame(0x2, false, bytes.subarray(0, 2)), wsFrame(0x0, true, bytes.subarray(2))]);
+    };
+    const sides: net.Socket[] = [];
+    const srv = net.createServer((s) => sides.push(s));
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    const port = (srv.address() as net.AddressInfo).port;
+    const N = 5;
+    const peers: net.Socket[] = [];
+    try {
       for (let i = 0; i < N; i++) {
-        if (at[i] >= streams[i].length) continue;
-        const n = 1 + rand();
-        peers[i].write(streams[i].subarray(at[i], at[i] + n));
-        at[i] += n;
-        left++;
+        const p = net.connect({ port, host: '127.0.0.1', noDelay: true });
+        p.on('error', () => {});
+        p.on('data', () => {});
+        await new Promise((r) => p.once('connect', r));
+        peers.push(p);
       }
-      await sleep(1);
+      while (sides.length < N) await sleep(5);
+      // sides[i] is not necessarily peers[i]'s other end: match them by port.
+      const byPort = new Map(sides.map((s) => [s.remotePort, s]));
+      const got: number[][] = [];
+      const errors: string[] = [];
+      const links = peers.map((p, i) => {
+        got.push([]);
+        const side = byPort.get(p.localPort!)!;
+        const link: Link = kind === 'tcp' ? new TcpLink(side, 256) : new WsSocketLink(side, 256);
+        link.bind({
+          onLinkFrame: (f) => {
+            if (f.type !== FrameType.DATA) return;
+            got[i].push(f.payload![0] * 256 + f.payload![1]);
+            // Link 1 closes itself at its 41st frame, in the middle of a chunk holding more.
+            if (i === 1 && got[i].length === 41) link.close(1000, 'enough');
+          },
+          onLinkError: (e) => errors.push(`${i}:${e.reason}`),
+          onLinkClose: () => {},
+        });
+        return link;
+      });
+      // Each peer's stream: 40 DATA frames (its index and a sequence number, padded to various sizes); link 3 then a frame over its 256-byte limit.
+      const streams = peers.map((_, i) => {
+        const parts: Buffer[] = [];
+        for (let k = 0; k < 40; k++) parts.push(data(i, k, (k * 7) % 50));
+        if (i === 3) parts.push(kind === 'tcp' ? Buffer.from([0x80, 0x10, 9, 9, 9]) : Buffer.from([0x82, 0xfe, 0x10, 0x00, 1, 2, 3, 4]));
+        return Buffer.concat(parts);
+      });
+      // Chunks of 1 to 9 bytes, round-robin over the peers, so partial frames of several links are held at once.
+      const at = streams.map(() => 0);
+      let seed = 7;
+      const rand = () => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % 9;
+      for (let left = N; left > 0; ) {
+        left = 0;
+        for (let i = 0; i < N; i++) {
+          if (at[i] >= streams[i].length) continue;
+          const n = 1 + rand();
+          peers[i].write(streams[i].subarray(at[i], at[i] + n));
+          at[i] += n;
+          left++;
+        }
+        await sleep(1);
+      }
+      const want = (i: number, n = 40) => Array.from({ length: n }, (_, k) => i * 256 + k);
+      for (let t = 0; t < 300 && !(got[0].length === 40 && got[2].length === 40 && got[4].length === 40 && errors.length === 1); t++) await sleep(10);
+      // Then whole frames, two to a chunk: link 1 closes at the first of its two, and link 0's chunk comes next,
+      // decoded by the decoder link 1 stopped with if it were lent on.
+      const two = (i: number) => Buffer.concat([40, 41].map((k) => data(i, k)));
+      peers[1].write(two(1));
+      await sleep(50);
+      peers[0].write(two(0));
+      for (let t = 0; t < 100 && got[0].length < 42; t++) await sleep(10);
+      assert.deepEqual(errors, ['3:frame-too-large']);
+      for (const i of [2, 3, 4]) assert.deepEqual(got[i], want(i), `link ${i}`);
+      assert.deepEqual(got[0], want(0, 42), 'link 0');
+      assert.deepEqual(got[1], want(1, 41), 'link 1 decoded nothing after it closed');
+      // Between frames no link holds a decoder of its own.
+      for (const i of [0, 2, 4]) assert.equal((links[i] as unknown as { decoder?: unknown; parser?: unknown })[kind === 'tcp' ? 'decoder' : 'parser'], null, `link ${i} holds no decoder`);
+      for (const l of links) l.destroy();
+    } finally {
+      for (const p of peers) p.destroy();
+      await new Promise((r) => srv.close(r));
     }
-    const want = (i: number, n = 40) => Array.from({ length: n }, (_, k) => i * 256 + k);
-    for (let t = 0; t < 300 && !(got[0].length === 40 && got[2].length === 40 && got[4].length === 40 && errors.length === 1); t++) await sleep(10);
-    // Then whole frames, two to a chunk: link 1 closes at the first of its two, and link 0's chunk comes next,
-    // decoded by the decoder link 1 stopped with if it were lent on.
-    const two = (i: number) => Buffer.concat([40, 41].map((k) => encodeDelimited({ type: FrameType.DATA, payload: new Uint8Array([i, k]) })));
-    peers[1].write(two(1));
-    await sleep(50);
-    peers[0].write(two(0));
-    for (let t = 0; t < 100 && got[0].length < 42; t++) await sleep(10);
-    assert.deepEqual(errors, ['3:frame-too-large']);
-    for (const i of [2, 3, 4]) assert.deepEqual(got[i], want(i), `link ${i}`);
-    assert.deepEqual(got[0], want(0, 42), 'link 0');
-    assert.deepEqual(got[1], want(1, 41), 'link 1 decoded nothing after it closed');
-    // Between frames no link holds a decoder of its own.
-    for (const i of [0, 2, 4]) assert.equal((links[i] as unknown as { decoder: unknown }).decoder, null, `link ${i} holds no decoder`);
-    for (const l of links) l.destroy();
-  } finally {
-    for (const p of peers) p.destroy();
-    await new Promise((r) => srv.close(r));
-  }
-});
+  });
+}
