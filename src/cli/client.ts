@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { LonglinkClient } from '../client/client.js';
 import { DEFAULT_TCP_PORT } from '../gateway/options.js';
 import { DEFAULT_PROBES } from '../core/heartbeat-policy.js';
-import { int, keyValue } from './parse.js';
+import { exitOnUsageError, int, keyValue } from './parse.js';
 import { escapeControls } from './escape.js';
 
 /**
@@ -43,7 +43,7 @@ export function clientCommand(): Command {
   return new Command('client')
     .description('connect to a gateway, print events, send lines typed on stdin')
     // Exit 1 means the gateway ended the session for good (README): a bad flag is 2, as for serve.
-    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+    .exitOverride(exitOnUsageError)
     .option('--url <url>', 'gateway URL: tcp://host:port, tls://host:port, ws://host:port/longlink or wss://…; several, comma-separated, for a cluster', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
     .option('--user <id>', 'user id', `user-${process.pid}`)
     .option('--device <id>', 'device id (default: <host>-cli, the same every run, so what was queued while it was offline arrives on its next run; give two clients of one user on one host different ids)', `${os.hostname()}-cli`)

@@ -3,7 +3,7 @@ import { Gateway } from '../gateway/gateway.js';
 import { AdminServer, DEFAULT_ADMIN_PORT } from '../admin/admin-server.js';
 import { Fleet } from '../demo/fleet.js';
 import { launchChromium } from '../demo/chromium.js';
-import { int, port } from './parse.js';
+import { exitOnUsageError, int, port } from './parse.js';
 import { relayChat } from './chat-relay.js';
 
 /**
@@ -13,6 +13,7 @@ import { relayChat } from './chat-relay.js';
  */
 export function demoCommand(): Command {
   return new Command('demo')
+    .exitOverride(exitOnUsageError)
     .description('run a gateway, its dashboard and a fleet of simulated clients')
     .option('--clients <n>', 'simulated devices', int, 40)
     .option('--admin-port <port>', 'dashboard and admin API port (0 = any free port)', port, DEFAULT_ADMIN_PORT)

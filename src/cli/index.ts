@@ -5,10 +5,12 @@ import { clientCommand } from './client.js';
 import { labCommand } from './lab.js';
 import { demoCommand } from './demo.js';
 import { tuneCommand } from './tune.js';
+import { exitOnUsageError } from './parse.js';
 
 const program = new Command('longlink')
   .description('Long-connection heartbeat gateway and client')
-  .version('0.1.0');
+  .version('0.1.0')
+  .exitOverride(exitOnUsageError);
 program.addCommand(serveCommand());
 program.addCommand(clientCommand());
 program.addCommand(labCommand());

@@ -9,7 +9,7 @@ import { natRuleset, faultRuleset, type Direction, type FaultRule } from '../lab
 import { LabRun, labPolicy, type ScenarioReport } from '../lab/scenarios.js';
 import { MAX_CLIENTS, MAX_NAT_TIMEOUT_SEC, sweepStaleLabs } from '../lab/topology.js';
 import { InvalidArgumentError } from 'commander';
-import { int, positiveInt, positiveNumber } from './parse.js';
+import { exitOnUsageError, int, positiveInt, positiveNumber } from './parse.js';
 import { runAdaptiveLab } from '../lab/adaptive.js';
 import { adaptiveMarkdown, adaptiveSvg } from '../lab/adaptive-report.js';
 
@@ -20,7 +20,8 @@ import { adaptiveMarkdown, adaptiveSvg } from '../lab/adaptive-report.js';
  * run.
  */
 export function labCommand(): Command {
-  const lab = new Command('lab').description('network lab: clients behind a real Linux NAT in network namespaces, with injected faults');
+  // Set before its subcommands are added: they inherit it.
+  const lab = new Command('lab').description('network lab: clients behind a real Linux NAT in network namespaces, with injected faults').exitOverride(exitOnUsageError);
   lab
     .command('check')
     .description('tell whether the lab can run on this machine')

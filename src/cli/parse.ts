@@ -1,4 +1,4 @@
-import { InvalidArgumentError } from 'commander';
+import { InvalidArgumentError, type CommanderError } from 'commander';
 
 /** Commander argument parsers with clear errors. */
 export function int(value: string): number {
@@ -61,4 +61,14 @@ export function httpUrl(value: string): string {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new InvalidArgumentError(`expected an http:// or https:// URL, not ${u.protocol}//`);
   return value;
+}
+
+/**
+ * What every longlink command does with the parser's own refusals (an unknown flag, a missing or
+ * bad value): exit 2, as a bad option does anywhere (commander's default is 1, which `client`
+ * means for a session ended for good and `serve` for a start that cannot go on). --help and
+ * --version still exit 0.
+ */
+export function exitOnUsageError(err: CommanderError): never {
+  process.exit(err.exitCode === 0 ? 0 : 2);
 }

@@ -15,7 +15,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { ClusterMetrics } from './cluster-metrics.js';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { fraction, httpUrl, int, port, positiveInt } from './parse.js';
+import { exitOnUsageError, fraction, httpUrl, int, port, positiveInt } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -40,7 +40,7 @@ export function serveCommand(): Command {
     // A bad option exits 2 wherever it came from (docs/OPERATIONS.md): commander's own refusals of a
     // flag (unknown, invalid, missing its value) exit 1 by default, the code of a start that failed,
     // which a supervisor retries; the same value from LONGLINK_* or --config already exits 2.
-    .exitOverride((err) => process.exit(err.exitCode === 0 ? 0 : 2))
+    .exitOverride(exitOnUsageError)
     .option('--config <file>', 'read options from this YAML or JSON file (keys are the flags without dashes; flags and environment win)')
     .option('--print-config', 'print the effective configuration as YAML (a complete example file) and exit')
     .option('--host <host>', 'address to listen on', DEFAULTS.host)

@@ -4,6 +4,7 @@ import { fmtRate, tuneDetector, type NetworkModel, type TuneResult } from '../co
 import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
 import { exponentialNetwork, measuredNetwork, prometheusNetwork } from '../core/network-model.js';
 import type { NetworkStats } from '../gateway/gateway.js';
+import { exitOnUsageError } from './parse.js';
 
 /**
  * `longlink tune`: the heartbeat policy and freshness detector that meet a
@@ -14,6 +15,7 @@ import type { NetworkStats } from '../gateway/gateway.js';
  */
 export function tuneCommand(): Command {
   return new Command('tune')
+    .exitOverride(exitOnUsageError)
     .description('pick the heartbeat interval and detector settings that detect a dead link within a time, with at most so many false suspicions a month')
     .requiredOption('--detect-within <duration>', 'detection time T_D: a dead peer is closed within this long of its last heartbeat (e.g. 30s)', duration)
     .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positive, 1)

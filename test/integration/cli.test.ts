@@ -62,6 +62,14 @@ test('a bad option exits 2 whether it came from a flag, the environment or the f
   assert.equal(status(['--help']), 0, '--help is no error');
 });
 
+test('every command refuses an unknown flag or a bad value with exit 2, as serve does, and --help exits 0', () => {
+  const status = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: '', timeout: 20_000 }).status;
+  for (const args of [['tune', '--detect-whitin', '30s'], ['demo', '--clients', 'many'], ['lab', 'run', '--no-such-flag'], ['lab', '--no-such-flag'], ['client', '--no-such-flag'], ['no-such-command']]) {
+    assert.equal(status(args), 2, args.join(' '));
+  }
+  for (const args of [['--help'], ['tune', '--help'], ['lab', 'run', '--help'], ['--version']]) assert.equal(status(args), 0, args.join(' '));
+});
+
 test('--worker-hung-ms below a second (30 meant as seconds) is a bad option, not a primary that kills every worker as soon as it listens', () => {
   const run = (v: string) => {
     try {
