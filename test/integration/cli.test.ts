@@ -507,7 +507,7 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
   assert.equal(none.code, 3);
   assert.match(none.out, /no policy meets it/);
   assert.match(none.out, /--detect-within \d/);
-  assert.equal(run(['--detect-within', 'soon']).code, 1, 'a bad duration is refused by the parser');
+  assert.equal(run(['--detect-within', 'soon']).code, 2, 'a bad duration is refused by the parser (exit 2, as every command)');
   // An admin URL nothing answers on (the gateway not started, a wrong port): one line saying what to check, not fetch's stack.
   const closed = net.createServer().listen(0, '127.0.0.1');
   await once(closed, 'listening');

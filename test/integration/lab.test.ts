@@ -102,7 +102,7 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
 });
 
 describe('lab flags and options out of range', () => {
-  test('longlink lab adaptive and up refuse them as bad arguments (exit 1) before a lab is built', async () => {
+  test('longlink lab adaptive and up refuse them as bad arguments (exit 2, as every command) before a lab is built', async () => {
     const out = fs.mkdtempSync(path.join(os.tmpdir(), 'll-lab-flags-'));
     try {
       for (const args of [
@@ -115,7 +115,7 @@ describe('lab flags and options out of range', () => {
         const { code, stderr } = await new Promise<{ code: number; stderr: string }>((resolve) =>
           execFile(process.execPath, [CLI, 'lab', ...args], { timeout: 60_000 }, (err, _o, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr })),
         );
-        assert.ok(code === 1 && /argument .* is invalid/.test(stderr), `lab ${args.join(' ')}: exit ${code}\n${stderr}`);
+        assert.ok(code === 2 && /argument .* is invalid/.test(stderr), `lab ${args.join(' ')}: exit ${code}\n${stderr}`);
       }
       assert.deepEqual(fs.readdirSync(out), [], 'no report written');
     } finally {
