@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { LonglinkClient } from '../client/client.js';
 import { DEFAULT_TCP_PORT } from '../gateway/options.js';
 import { DEFAULT_PROBES } from '../core/heartbeat-policy.js';
-import { exitOnUsageError, int, keyValue } from './parse.js';
+import { exitOnUsageError, int, keyValue, readOptionFile } from './parse.js';
 import { escapeControls } from './escape.js';
 
 /**
@@ -21,14 +21,6 @@ function loadState(file: string | undefined): { state: import('../core/interval-
     return { state: JSON.parse(fs.readFileSync(file, 'utf8')) };
   } catch (err) {
     throw new Error(`--learner-state ${file}: ${(err as Error).message} (fix or delete the file)`);
-  }
-}
-
-function readTlsCa(file: string): Buffer {
-  try {
-    return fs.readFileSync(file);
-  } catch (err) {
-    throw new Error(`--tls-ca ${file}: ${(err as Error).message}`);
   }
 }
 
@@ -74,7 +66,7 @@ export function clientCommand(): Command {
           clientInfo: o.info,
           probes: { pongTimeoutMs: o.pongTimeoutMs, probeCount: o.probeCount, probeIntervalMs: o.probeIntervalMs },
           reconnect: { enabled: o.reconnect },
-          ...(o.tlsCa ? { tls: { ca: readTlsCa(o.tlsCa) } } : {}),
+          ...(o.tlsCa ? { tls: { ca: readOptionFile('--tls-ca', o.tlsCa) } } : {}),
         });
       } catch (err) {
         badOption((err as Error).message);

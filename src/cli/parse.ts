@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type CommanderError } from 'commander';
 
 /** Commander argument parsers with clear errors. */
@@ -61,6 +62,15 @@ export function httpUrl(value: string): string {
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new InvalidArgumentError(`expected an http:// or https:// URL, not ${u.protocol}//`);
   return value;
+}
+
+/** A file an option names, read at start: an error names the option and the file. */
+export function readOptionFile(flag: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    throw new Error(`${flag} ${file}: ${(err as Error).message}`);
+  }
 }
 
 /**

@@ -1,7 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
-import { readFileSync } from 'node:fs';
 import { createPublicKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { DRAIN_DEFAULTS, Gateway } from '../gateway/gateway.js';
@@ -15,7 +14,7 @@ import { AggregatorRegistry } from 'prom-client';
 import { ClusterMetrics } from './cluster-metrics.js';
 import os from 'node:os';
 import type { Logger } from 'pino';
-import { exitOnUsageError, fraction, httpUrl, int, port, positiveInt } from './parse.js';
+import { exitOnUsageError, fraction, httpUrl, int, port, positiveInt, readOptionFile } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -602,15 +601,6 @@ function tlsFiles(o: Record<string, unknown>): { cert: Buffer; key: Buffer } | u
     throw new Error(`--tls-cert ${o.tlsCert as string} and --tls-key ${o.tlsKey as string} do not load as a PEM certificate and its key: ${(err as Error).message}`);
   }
   return pair;
-}
-
-/** A file an option names, read at start: an error names the option. */
-function readOptionFile(flag: string, file: string): Buffer {
-  try {
-    return readFileSync(file);
-  } catch (err) {
-    throw new Error(`${flag} ${file}: ${(err as Error).message}`);
-  }
 }
 
 function jwtFromOptions(o: Record<string, unknown>): Authenticate | undefined {

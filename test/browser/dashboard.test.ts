@@ -16,6 +16,42 @@ import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 const POLICY = { intervalMs: 300, minIntervalMs: 100, maxIntervalMs: 5000, missBudget: 2, graceMs: 200 };
 
+type Browser = Awaited<ReturnType<(typeof import('playwright-core'))['chromium']['launch']>>;
+interface Dash {
+  gw: Gateway;
+  /** The gateway's listening addresses. */
+  a: Awaited<ReturnType<Gateway['listen']>>;
+  /** The admin port: the page is at http://127.0.0.1:<port>/. */
+  port: number;
+  browser: Browser;
+  /** Closed at the end. */
+  clients: LonglinkClient[];
+}
+
+/**
+ * A gateway, its admin port and a headless Chromium for one test (skipped without Chromium),
+ * all closed after `body`, the clients it pushed to `clients` first.
+ */
+async function withDashboard(t: import('node:test').TestContext, gwOpts: ConstructorParameters<typeof Gateway>[0], adminOpts: { token?: string }, body: (d: Dash) => Promise<void>): Promise<void> {
+  const exe = chromiumOrSkip(t);
+  if (!exe) return;
+  const gw = new Gateway(gwOpts);
+  const a = await gw.listen();
+  const admin = new AdminServer(gw, { port: 0, ...adminOpts });
+  const port = (await admin.listen()).port;
+  const { chromium } = await import('playwright-core');
+  const browser = await chromium.launch({ executablePath: exe });
+  const clients: LonglinkClient[] = [];
+  try {
+    await body({ gw, a, port, browser, clients });
+  } finally {
+    for (const c of clients) c.close();
+    await browser.close();
+    await admin.close();
+    await gw.close();
+  }
+}
+
 describe('dashboard in Chromium', () => {
   test('live numbers, charts, detections with reasons, a connection timeline and a kick', async (t) => {
     const exe = chromiumOrSkip(t);
@@ -122,66 +158,46 @@ describe('dashboard in Chromium', () => {
   });
 
   test('the connections table keeps refreshing while devices come and go faster than its refresh delay', async (t) => {
-    const exe = chromiumOrSkip(t);
-    if (!exe) return;
-    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
-    const a = await gw.listen();
-    const admin = new AdminServer(gw, { port: 0, token: 'dash' });
-    const port = (await admin.listen()).port;
-    const url = `tcp://127.0.0.1:${a.tcp!.port}`;
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: exe });
-    const clients: LonglinkClient[] = [];
     let churning = true;
     let churn: Promise<void> = Promise.resolve();
-    try {
-      const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
-      await page.goto(`http://127.0.0.1:${port}/?token=dash`);
-      await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
-      // A device connects and leaves every ~60 ms: each online and offline notice asks the table
-      // to refresh in 250 ms, and each used to push that refresh back again, so it never came.
-      churn = (async () => {
-        for (let i = 0; churning; i++) {
-          const c = new LonglinkClient({ url, userId: `churn${i}`, deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
-          await c.connect().catch(() => {});
-          c.close();
-          await sleep(30);
-        }
-      })();
-      let lists = 0;
-      page.on('request', (r) => {
-        if (new URL(r.url()).pathname === '/api/connections') lists++;
-      });
-      await sleep(3000);
-      // The table polls every 2 s; the notices bring a refresh forward, at most once a second.
-      assert.ok(lists >= 2 && lists <= 5, `the page asked for the connection list ${lists} times in 3 s of churn`);
-      const late = new LonglinkClient({ url, userId: 'late-arrival', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
-      clients.push(late);
-      await late.connect();
-      const row = page.locator('[data-testid="connections"] td', { hasText: 'late-arrival' });
-      await row.first().waitFor({ timeout: 5000 });
-    } finally {
-      churning = false;
-      await churn;
-      for (const c of clients) c.close();
-      await browser.close();
-      await admin.close();
-      await gw.close();
-    }
+    await withDashboard(t, { tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10 }, { token: 'dash' }, async ({ a, port, browser, clients }) => {
+      const url = `tcp://127.0.0.1:${a.tcp!.port}`;
+      try {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+        await page.goto(`http://127.0.0.1:${port}/?token=dash`);
+        await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+        // A device connects and leaves every ~60 ms: each online and offline notice asks the table
+        // to refresh in 250 ms, and each used to push that refresh back again, so it never came.
+        churn = (async () => {
+          for (let i = 0; churning; i++) {
+            const c = new LonglinkClient({ url, userId: `churn${i}`, deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+            await c.connect().catch(() => {});
+            c.close();
+            await sleep(30);
+          }
+        })();
+        let lists = 0;
+        page.on('request', (r) => {
+          if (new URL(r.url()).pathname === '/api/connections') lists++;
+        });
+        await sleep(3000);
+        // The table polls every 2 s; the notices bring a refresh forward, at most once a second.
+        assert.ok(lists >= 2 && lists <= 5, `the page asked for the connection list ${lists} times in 3 s of churn`);
+        const late = new LonglinkClient({ url, userId: 'late-arrival', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
+        clients.push(late);
+        await late.connect();
+        const row = page.locator('[data-testid="connections"] td', { hasText: 'late-arrival' });
+        await row.first().waitFor({ timeout: 5000 });
+      } finally {
+        churning = false;
+        await churn;
+      }
+    });
   });
 
   test("the charts go on after the gateway's wall clock is stepped back", async (t) => {
-    const exe = chromiumOrSkip(t);
-    if (!exe) return;
     let skewMs = 0;
-    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, wallClock: { now: () => Date.now() + skewMs } });
-    const a = await gw.listen();
-    const admin = new AdminServer(gw, { port: 0 });
-    const port = (await admin.listen()).port;
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: exe });
-    const clients: LonglinkClient[] = [];
-    try {
+    await withDashboard(t, { tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, wallClock: { now: () => Date.now() + skewMs } }, {}, async ({ a, port, browser, clients }) => {
       const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
       await page.goto(`http://127.0.0.1:${port}/`);
       await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
@@ -201,12 +217,7 @@ describe('dashboard in Chromium', () => {
       const fresh = await browser.newPage({ viewport: { width: 1280, height: 800 } });
       await fresh.goto(`http://127.0.0.1:${port}/`);
       await fresh.waitForFunction(() => document.querySelector('#legend-online b')?.textContent?.trim() === '1', undefined, { timeout: 5000 });
-    } finally {
-      for (const c of clients) c.close();
-      await browser.close();
-      await admin.close();
-      await gw.close();
-    }
+    });
   });
 
   test('a page open across a gateway restart reconnects and shows the new gateway, not the old numbers', async (t) => {
@@ -259,16 +270,8 @@ describe('dashboard in Chromium', () => {
   });
 
   test('the RTT tile says how far back its samples go when the gateway keeps less than a minute', async (t) => {
-    const exe = chromiumOrSkip(t);
-    if (!exe) return;
-    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
-    await gw.listen();
-    const admin = new AdminServer(gw, { port: 0 });
-    const port = (await admin.listen()).port;
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: exe });
-    const rtt = () => gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs: 3 } as never);
-    try {
+    await withDashboard(t, { tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 }, {}, async ({ gw, port, browser }) => {
+      const rtt = () => gw.emit('rtt', { userId: 'u', deviceId: 'd', connectionId: 'c', transport: 'tcp', sampleMs: 3 } as never);
       const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
       await page.goto(`http://127.0.0.1:${port}/`);
       await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
@@ -279,23 +282,11 @@ describe('dashboard in Chromium', () => {
       await page.waitForFunction(() => document.querySelector('#sub-rtt')?.textContent?.startsWith('20,000 samples'), undefined, { timeout: 5000 });
       const sub = (await page.locator('#sub-rtt').textContent()) ?? '';
       assert.match(sub, /^20,000 samples · last \d/, `not "1 min": the samples kept cover a second or so (${sub})`);
-    } finally {
-      await browser.close();
-      await admin.close();
-      await gw.close();
-    }
+    });
   });
 
   test('after a storm of disconnections, more than the stream carries, the recent list is the gateway\'s latest', async (t) => {
-    const exe = chromiumOrSkip(t);
-    if (!exe) return;
-    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 });
-    await gw.listen();
-    const admin = new AdminServer(gw, { port: 0 });
-    const port = (await admin.listen()).port;
-    const { chromium } = await import('playwright-core');
-    const browser = await chromium.launch({ executablePath: exe });
-    try {
+    await withDashboard(t, { tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 }, {}, async ({ gw, port, browser }) => {
       const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
       await page.goto(`http://127.0.0.1:${port}/`);
       await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
@@ -307,11 +298,7 @@ describe('dashboard in Chromium', () => {
       await page.locator('[data-testid="detections"] td', { hasText: /^storm149$/ }).first().waitFor({ timeout: 3000 });
       const users = await page.locator('[data-testid="detections"] tr td:nth-child(2)').allTextContents();
       assert.deepEqual(users, Array.from({ length: 50 }, (_, k) => `storm${149 - k}`), 'the latest 50, newest first');
-    } finally {
-      await browser.close();
-      await admin.close();
-      await gw.close();
-    }
+    });
   });
 
   test('one page, the whole cluster or one node: two nodes on Redis, the cluster panel, another node read through this one, a kick across nodes', async (t) => {
