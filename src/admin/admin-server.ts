@@ -21,7 +21,7 @@ export interface AdminOptions {
   host?: string;
   /** 0 picks a free port. */
   port?: number;
-  /** When set, /api and /metrics need `Authorization: Bearer <token>` (or `?token=` for the event stream). */
+  /** When set, /api and /metrics need `Authorization: Bearer <token>` (`?token=` only on GET /api/events, whose EventSource cannot send headers). */
   token?: string;
   /** What POST /api/drain does; default `gateway.drain(opts)`. `serve` drains and exits, as on SIGTERM. */
   onDrain?: (opts: DrainOptions) => void;
@@ -45,6 +45,8 @@ export interface AdminOptions {
 
 /** What another node's dashboard may read through this one (GET only). */
 const PROXIED = new Set(['overview', 'events', 'connections', 'presence']);
+/** The event stream, this node's or another's through this one: the only path that takes `?token=`. */
+const EVENT_STREAM = /^\/api\/(?:nodes\/[^/]+\/)?events$/;
 const PEER_TIMEOUT_MS = 2000;
 /**
  * An answer read through this node from another that goes this long without a byte is cut: a peer
@@ -460,7 +462,15 @@ export class AdminServer {
   private authorize(req: IncomingMessage, url: URL): void {
     const want = this.opts.token;
     if (!want) return;
-    const given = bearer(req) !== '' ? bearer(req) : (url.searchParams.get('token') ?? '');
+    let given = bearer(req);
+    if (given === '' && url.searchParams.has('token')) {
+      // Only the event stream takes the token in its URL (a browser's EventSource sends no headers):
+      // a URL is logged by proxies and kept in histories, so a token there must not also kick or drain.
+      if (req.method !== 'GET' || !EVENT_STREAM.test(url.pathname)) {
+        throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'the admin token goes in an Authorization: Bearer header here (?token= is taken only by GET /api/events)');
+      }
+      given = url.searchParams.get('token')!;
+    }
     if (!sameSecret(given, want)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
   }
 

@@ -312,7 +312,26 @@ describe('admin port', () => {
     assert.equal((await http(port, 'GET', '/metrics', undefined, auth)).status, 200);
     assert.equal((await http(port, 'GET', '/metrics', undefined, { authorization: 'bearer s3cret' })).status, 200, 'the scheme is case-insensitive');
     assert.equal((await http(port, 'GET', '/metrics', undefined, { authorization: 'Basic s3cret' })).status, 401);
-    assert.equal((await http(port, 'GET', '/api/overview?token=s3cret')).status, 200);
+    // The token in the URL opens only the event stream (EventSource sends no headers): a URL is logged
+    // and kept in histories, so one that leaked must not read the API or kick and drain.
+    const inUrl = await http(port, 'GET', '/api/overview?token=s3cret');
+    assert.equal(inUrl.status, 401);
+    assert.equal(inUrl.json().error.code, 'LL_ERR_UNAUTHORIZED');
+    assert.match(inUrl.json().error.message, /Authorization: Bearer/);
+    assert.equal((await http(port, 'GET', '/metrics?token=s3cret')).status, 401);
+    assert.equal((await http(port, 'POST', '/api/kick?token=s3cret', { userId: 'a' })).status, 401);
+    assert.equal((await http(port, 'GET', '/api/overview?token=wrong', undefined, auth)).status, 200, 'the header decides when both are given');
+    const streamStatus = (path: string) =>
+      new Promise<number>((resolve, reject) => {
+        const req = request({ host: '127.0.0.1', port, path }, (res) => {
+          resolve(res.statusCode ?? 0);
+          req.destroy();
+        });
+        req.on('error', reject).end();
+      });
+    assert.equal(await streamStatus('/api/events?token=s3cret'), 200);
+    assert.equal(await streamStatus('/api/events?token=wrong'), 401);
+    assert.equal(await streamStatus('/api/events'), 401);
     const bad = await http(port, 'POST', '/api/kick', '{not json', auth);
     assert.equal(bad.status, 400);
     assert.equal(bad.json().error.code, 'LL_ERR_BAD_REQUEST');
