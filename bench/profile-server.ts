@@ -1,7 +1,7 @@
 /**
  * Where a peer server's time and memory go, for the cuts in docs/BENCHMARKS.md:
  *
- *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf [--leaves-of WORD] [--warmup N]] [--top 20] [--heap 3000] [--rss 10000]
+ *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf [--leaves-of WORD] [--warmup N] [--server-flag FLAG]...] [--top 20] [--heap 3000] [--rss 10000]
  *
  * CPU: runs the server with the benchmark's load generator (one heartbeat per
  * connection per second) under V8's sampling profiler and prints the busy
@@ -23,6 +23,9 @@
  * connections, as the benchmark does; the steady window after one only with
  * --warmup N (the benchmark's steady window comes after its warm-up's
  * closes, which change what V8 has seen; none by default).
+ * --server-flag passes a flag to the server's node (repeatable), as in
+ * `--server-flag --max-inlined-bytecode-size-cumulative=4000`, to test what
+ * one of V8's choices costs.
  * The server runs with the benchmark's flags (--max-semi-space-size=16). Files
  * stay in a temporary directory, printed.
  */
@@ -58,6 +61,8 @@ const leavesOf = argv.includes('--leaves-of') ? argv[argv.indexOf('--leaves-of')
 const topN = arg('top', 20);
 /** With --perf: connections opened and closed before the measured ones (2,000 for --setup, as the bench; none for the steady window unless asked). */
 const warmup = arg('warmup', setup ? 2000 : 0);
+/** With --perf: flags for the server's node, each after its own --server-flag. */
+const serverFlags = argv.flatMap((a, i) => (a === '--server-flag' && argv[i + 1] !== undefined ? [argv[i + 1]] : []));
 const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-profile-'));
 
 function lines(c: ChildProcess): (ev: string) => Promise<Record<string, unknown>> {
@@ -235,7 +240,7 @@ async function perfProfile(): Promise<void> {
     process.exit(3);
   }
   const data = path.join(dir, 'perf.data');
-  const srv = spawn(process.execPath, ['--max-semi-space-size=16', '--perf-basic-prof', '--interpreted-frames-native-stack', path.join(here, 'peers', 'server.js'), peer, '1000'], {
+  const srv = spawn(process.execPath, ['--max-semi-space-size=16', ...serverFlags, '--perf-basic-prof', '--interpreted-frames-native-stack', path.join(here, 'peers', 'server.js'), peer, '1000'], {
     stdio: ['pipe', 'pipe', 'inherit'],
     // --perf-basic-prof leaves a V8 log in the working directory.
     cwd: dir,
