@@ -444,7 +444,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
         },
-        (error) => this.emit('fault', { kind: 'config', op: 'nodeId', error }),
+        (error, op) => this.emit('fault', { kind: 'config', op, error }),
       );
     }
     if (o.tcp) {

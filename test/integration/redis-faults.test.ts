@@ -495,6 +495,34 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     }
   });
 
+  test('a Redis that deletes keys when full (a maxmemory-policy other than noeviction) is reported at listen: a fault LL_ERR_STORE_EVICTS, config, op maxmemory-policy; under noeviction none', async () => {
+    const admin = new Redis(redis!.url);
+    const started: { gw: Gateway; store: RedisStore }[] = [];
+    const join = async (nodeId: string) => {
+      const store = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, leaseTtlMs: 600, leaseRenewMs: 150 });
+      const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: POLICY, nodeId, store, wheelTickMs: 10 });
+      const faults: { kind: string; op: string; code?: string; message: string }[] = [];
+      // Only the store's: a file limit lower than the default connection limit is reported too.
+      gw.on('fault', (f) => f.op !== 'limits.maxConnections' && faults.push({ kind: f.kind, op: f.op, code: (f.error as { code?: string }).code, message: String((f.error as Error).message) }));
+      started.push({ gw, store });
+      await gw.listen();
+      return faults;
+    };
+    try {
+      assert.equal(((await admin.config('GET', 'maxmemory-policy')) as string[])[1], 'noeviction', "Redis's default");
+      assert.deepEqual(await join('keeps'), [], 'noeviction: nothing to report');
+      await admin.config('SET', 'maxmemory-policy', 'allkeys-lru');
+      const faults = await join('evicts');
+      assert.equal(faults.length, 1, JSON.stringify(faults));
+      assert.deepEqual([faults[0].kind, faults[0].op, faults[0].code], ['config', 'maxmemory-policy', 'LL_ERR_STORE_EVICTS']);
+      assert.match(faults[0].message, /allkeys-lru.*noeviction/);
+    } finally {
+      await admin.config('SET', 'maxmemory-policy', 'noeviction');
+      admin.disconnect();
+      await stop(...started);
+    }
+  });
+
   test('a WAIT timeout of 5 s or more stays valid: the command timeout, unset, leaves a WAIT its whole time', async () => {
     const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, waitTimeoutMs: 10_000 });
     await s.close();

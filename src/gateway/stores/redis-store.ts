@@ -200,7 +200,7 @@ export class RedisStore implements Store {
   private readonly incarnation = randomBytes(6).toString('base64url');
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
-  private onFault: ((error: Error) => void) | undefined;
+  private onFault: ((error: Error, op: 'nodeId' | 'maxmemory-policy') => void) | undefined;
   /** Monotonic ms when the last renewal that was answered was sent (see renewLease). */
   private leaseAnsweredAt = performance.now();
   /** A renewal failed since the last answered one: it may yet run, unread (see renewLease). */
@@ -324,7 +324,7 @@ export class RedisStore implements Store {
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
-    onFault?: (error: Error) => void,
+    onFault?: (error: Error, op: 'nodeId' | 'maxmemory-policy') => void,
   ): Promise<void> {
     await this.reachable();
     // Before the id is this store's: a refused store's close must not delete the live node's lease.
@@ -345,6 +345,7 @@ export class RedisStore implements Store {
     }
     this.leaseTimer = setInterval(() => void this.renewLease().catch(() => {}), this.o.leaseRenewMs);
     this.leaseTimer.unref();
+    await this.checkEviction();
     const channels = [this.k('route', nodeId), this.k('all')];
     const onMessage = (_channel: string, message: string) => {
       try {
@@ -404,6 +405,33 @@ export class RedisStore implements Store {
     await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(250, this.o.leaseRenewMs / 4)));
     const [heldNow, seenNow] = await this.redis.mget(lease, seen);
     if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
+  }
+
+  /**
+   * Redis deletes keys under memory pressure unless its maxmemory-policy is
+   * noeviction: a queued message, a session or a presence entry this store said it
+   * holds would be gone, with nothing to tell. Reported once, at join, as
+   * Sidekiq and BullMQ do; a Redis that does not let its configuration be
+   * read (a managed service, an ACL without CONFIG) is not reported.
+   */
+  private async checkEviction(): Promise<void> {
+    const servers = isCluster(this.redis) ? (this.redis as unknown as import('ioredis').Cluster).nodes('master') : [this.redis];
+    for (const server of servers) {
+      let policy: unknown;
+      try {
+        policy = ((await server.config('GET', 'maxmemory-policy')) as unknown[])[1];
+      } catch {
+        return;
+      }
+      if (typeof policy === 'string' && policy !== 'noeviction') {
+        const where = isCluster(this.redis) ? ` (the master at ${server.options.host}:${server.options.port})` : '';
+        this.onFault?.(
+          new LonglinkError('LL_ERR_STORE_EVICTS', `Redis${where} has maxmemory-policy ${policy}: when full it deletes keys, and with them messages, sessions and presence the gateway reported stored; set maxmemory-policy noeviction (writes then fail when it is full, and are retried or reported)`),
+          'maxmemory-policy',
+        );
+        return;
+      }
+    }
   }
 
   private nodeIdInUse(nodeId: string): LonglinkError {
@@ -611,7 +639,7 @@ export class RedisStore implements Store {
     this.foreignRenewals = prev !== null && prev !== this.incarnation ? this.foreignRenewals + 1 : 0;
     if (this.foreignRenewals >= 2 && !this.duplicateTold) {
       this.duplicateTold = true;
-      this.onFault?.(this.nodeIdInUse(this.nodeId));
+      this.onFault?.(this.nodeIdInUse(this.nodeId), 'nodeId');
     }
   }
 

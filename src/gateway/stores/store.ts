@@ -197,15 +197,16 @@ export interface ClusterStore {
    * took over part of it and may lack the last writes its master took
    * (`failover`). The gateway then writes its presence (and sessions) again
    * and flushes every device. `onFault`: something wrong with the set-up
-   * found while running (another live process under this node id), for the
-   * gateway to report.
+   * found while running, for the gateway to report, with what it concerns
+   * (`op`): another live process under this node id (`nodeId`), a store
+   * that may delete what it holds (`maxmemory-policy`).
    */
   joinCluster(
     nodeId: string,
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
-    onFault?: (error: Error) => void,
+    onFault?: (error: Error, op: 'nodeId' | 'maxmemory-policy') => void,
   ): Promise<void>;
   /**
    * Writes a presence entry again after a resync, unless the device's entry
