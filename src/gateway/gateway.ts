@@ -425,6 +425,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         error: new LonglinkError('LL_ERR_FILE_LIMIT', `limits.maxConnections lowered from ${was === 0 ? 'no limit' : was} to ${ceiling}: the process may hold ${openFileLimit()} open files (raise it with ulimit -n)`),
       });
     }
+    // Not awaited: a backend not reachable yet must not hold the listeners back (its messages are retried).
+    const sink = this.delivery.upstream?.o.sink;
+    void sink?.checkSetup?.().then(
+      (problem) => problem && this.emit('fault', { kind: 'config', op: `upstream ${sink.name}`, error: problem }),
+      () => {},
+    );
     // A shared store: hold this node's lease and take wake-ups for devices connected here.
     if (o.store.joinCluster) {
       await o.store.joinCluster(

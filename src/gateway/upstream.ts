@@ -96,6 +96,12 @@ export interface UpstreamSink {
   /** Lifecycle events, best effort (a few retries); sinks without it get none. */
   sendEvent?(e: UpstreamEvent): Promise<void>;
   close?(): Promise<void>;
+  /**
+   * Checked once at `listen()`: a set-up that would lose what the sink
+   * accepted (a Redis that evicts keys), reported as a `fault` of kind config,
+   * op `upstream <name>`. Null when fine or not knowable.
+   */
+  checkSetup?(): Promise<Error | null>;
   /** Connections it may hold open to the backend at most: files the gateway keeps back from devices. */
   readonly maxSockets?: number;
 }

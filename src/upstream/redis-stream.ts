@@ -1,6 +1,6 @@
 import type { Redis } from 'ioredis';
 import type { UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
-import { connectRedis } from '../gateway/stores/redis-connect.js';
+import { connectRedis, evictingServer, evictionError } from '../gateway/stores/redis-connect.js';
 
 export interface StreamSinkOptions {
   /** redis://host:port (ioredis, an optional peer dependency); with `cluster`, seed nodes separated by commas. */
@@ -92,6 +92,10 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
       if (e.cleared !== undefined) fields.push('cleared', String(e.cleared), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       if (e.byConnectionId !== undefined) fields.push('by_connection', e.byConnectionId, 'stale', String(e.stale ?? false), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       await append(fields);
+    },
+    async checkSetup(): Promise<Error | null> {
+      const found = await evictingServer(redis);
+      return found ? evictionError(found, 'the stream: device messages acknowledged once written, before any worker read them') : null;
     },
     async close(): Promise<void> {
       await redis.quit().catch(() => redis.disconnect());

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { Redis } from 'ioredis';
+import { Gateway } from '../../src/gateway/gateway.js';
 import { STREAM_MAXLEN_DEFAULT, streamSink } from '../../src/upstream/redis-stream.js';
 import { redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -120,5 +121,37 @@ test('after a failover behind one address (the old master now a replica answerin
     for (const s of socks) s.destroy();
     proxy.close();
     await other.stop();
+  }
+});
+
+test('a stream sink on a Redis that deletes keys when full (maxmemory-policy other than noeviction) is reported at listen: a fault LL_ERR_STORE_EVICTS, config, op "upstream redis-stream"; under noeviction none', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const admin = new Redis(redis!.url);
+  const gateways: Gateway[] = [];
+  const sinks: ReturnType<typeof streamSink>[] = [];
+  const start = async () => {
+    const sink = streamSink({ url: redis!.url, stream: 'checked' });
+    sinks.push(sink);
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, upstream: { sink } });
+    const faults: { kind: string; op: string; code?: string; message: string }[] = [];
+    // Only the sink's: a file limit lower than the default connection limit is reported too.
+    gw.on('fault', (f) => f.op !== 'limits.maxConnections' && faults.push({ kind: f.kind, op: f.op, code: (f.error as { code?: string }).code, message: String((f.error as Error).message) }));
+    gateways.push(gw);
+    await gw.listen();
+    // Checked in the background, so a backend not reachable yet does not hold the listeners back.
+    await new Promise((r) => setTimeout(r, 300));
+    return faults;
+  };
+  try {
+    assert.deepEqual(await start(), [], 'noeviction: nothing to report');
+    await admin.config('SET', 'maxmemory-policy', 'volatile-lru');
+    const faults = await start();
+    assert.equal(faults.length, 1, JSON.stringify(faults));
+    assert.deepEqual([faults[0].kind, faults[0].op, faults[0].code], ['config', 'upstream redis-stream', 'LL_ERR_STORE_EVICTS']);
+    assert.match(faults[0].message, /volatile-lru.*the stream/);
+  } finally {
+    await admin.config('SET', 'maxmemory-policy', 'noeviction');
+    admin.disconnect();
+    for (const gw of gateways) await gw.close();
+    for (const sink of sinks) await sink.close?.();
   }
 });

@@ -112,3 +112,32 @@ export function readOnlyReconnects(err: Error): 1 | false {
 export function isCluster(r: Redis): r is Redis & Cluster {
   return (r as unknown as { isCluster?: boolean }).isCluster === true;
 }
+
+/**
+ * The first master (of one Redis, or of every master of a cluster) whose
+ * maxmemory-policy is not noeviction, or null. Under another policy a full
+ * Redis deletes keys, and with them what the gateway said it had stored.
+ * Null too for a Redis that does not let its configuration be read (a
+ * managed service that renames CONFIG, an ACL without it): not knowable.
+ */
+export async function evictingServer(redis: Redis): Promise<{ policy: string; where: string } | null> {
+  const servers = isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis];
+  for (const server of servers) {
+    let policy: unknown;
+    try {
+      policy = ((await server.config('GET', 'maxmemory-policy')) as unknown[])[1];
+    } catch {
+      return null;
+    }
+    if (typeof policy === 'string' && policy !== 'noeviction') return { policy, where: `${server.options.host ?? 'localhost'}:${server.options.port ?? 6379}` };
+  }
+  return null;
+}
+
+/** The fault for evictingServer's answer: what is at stake is the caller's (`holding`). */
+export function evictionError(found: { policy: string; where: string }, holding: string): LonglinkError {
+  return new LonglinkError(
+    'LL_ERR_STORE_EVICTS',
+    `Redis at ${found.where} has maxmemory-policy ${found.policy}: when full it deletes keys, and with them ${holding}; set maxmemory-policy noeviction (writes then fail when it is full, and are retried or reported)`,
+  );
+}

@@ -3,7 +3,7 @@ import type { Redis } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
-import { connectRedis, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
+import { connectRedis, evictingServer, evictionError, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
 import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
 
@@ -407,31 +407,10 @@ export class RedisStore implements Store {
     if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
   }
 
-  /**
-   * Redis deletes keys under memory pressure unless its maxmemory-policy is
-   * noeviction: a queued message, a session or a presence entry this store said it
-   * holds would be gone, with nothing to tell. Reported once, at join, as
-   * Sidekiq and BullMQ do; a Redis that does not let its configuration be
-   * read (a managed service, an ACL without CONFIG) is not reported.
-   */
+  /** Reported once, at join, as Sidekiq and BullMQ do (see evictingServer). */
   private async checkEviction(): Promise<void> {
-    const servers = isCluster(this.redis) ? (this.redis as unknown as import('ioredis').Cluster).nodes('master') : [this.redis];
-    for (const server of servers) {
-      let policy: unknown;
-      try {
-        policy = ((await server.config('GET', 'maxmemory-policy')) as unknown[])[1];
-      } catch {
-        return;
-      }
-      if (typeof policy === 'string' && policy !== 'noeviction') {
-        const where = isCluster(this.redis) ? ` (the master at ${server.options.host}:${server.options.port})` : '';
-        this.onFault?.(
-          new LonglinkError('LL_ERR_STORE_EVICTS', `Redis${where} has maxmemory-policy ${policy}: when full it deletes keys, and with them messages, sessions and presence the gateway reported stored; set maxmemory-policy noeviction (writes then fail when it is full, and are retried or reported)`),
-          'maxmemory-policy',
-        );
-        return;
-      }
-    }
+    const found = await evictingServer(this.redis);
+    if (found) this.onFault?.(evictionError(found, 'messages, sessions and presence the gateway reported stored'), 'maxmemory-policy');
   }
 
   private nodeIdInUse(nodeId: string): LonglinkError {
