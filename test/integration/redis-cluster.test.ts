@@ -274,6 +274,29 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
     }
   });
 
+  test('a cluster whose masters delete keys when full (maxmemory-policy allkeys-lru) is reported at listen, by the store and by the stream sink (which checks once its client knows the masters)', async () => {
+    const { Redis } = await import('ioredis');
+    const admins = rc!.ports.map((port) => new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 }));
+    const setAll = (policy: string) => Promise.all(admins.map((a) => a.config('SET', 'maxmemory-policy', policy).catch(() => {})));
+    await setAll('allkeys-lru');
+    // Made and started in one turn: the sink's client has not read the slot map when listen() asks.
+    const store = new RedisStore({ url: rc!.url, cluster: true, prefix: 'rc-evict:', ...LEASE });
+    const sink = streamSink({ url: rc!.url, cluster: true, stream: 'rc-evict' });
+    const gw = new Gateway({ tcp: { port: 0, host: '127.0.0.1' }, ws: false, heartbeat: POLICY, nodeId: 'evict-check', store, upstream: { sink } });
+    const faults: { op: string; code?: string }[] = [];
+    gw.on('fault', (f) => faults.push({ op: f.op, code: (f.error as { code?: string }).code }));
+    try {
+      await gw.listen();
+      await eventually('both reports', () => faults.filter((f) => f.code === 'LL_ERR_STORE_EVICTS').length === 2, 15_000);
+      assert.deepEqual(faults.filter((f) => f.code === 'LL_ERR_STORE_EVICTS').map((f) => f.op).sort(), ['maxmemory-policy', 'upstream redis-stream']);
+    } finally {
+      await setAll('noeviction');
+      for (const a of admins) a.disconnect();
+      await gw.close();
+      await store.close();
+      await sink.close?.();
+    }
+  });
 });
 
 /** Why a test that cuts a replication stream with nftables cannot run here, or null. */

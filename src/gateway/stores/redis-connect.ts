@@ -120,8 +120,21 @@ export function isCluster(r: Redis): r is Redis & Cluster {
  * Null too for a Redis that does not let its configuration be read (a
  * managed service that renames CONFIG, an ACL without it): not knowable.
  */
-export async function evictingServer(redis: Redis): Promise<{ policy: string; where: string } | null> {
-  const servers = isCluster(redis) ? (redis as unknown as Cluster).nodes('master') : [redis];
+export async function evictingServer(redis: Redis, readyWithinMs = 10_000): Promise<{ policy: string; where: string } | null> {
+  const cluster = isCluster(redis) ? (redis as unknown as Cluster) : null;
+  // A cluster client knows its masters only once it has read the slot map: until then it lists none.
+  if (cluster !== null && cluster.status !== 'ready') {
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        cluster.off('ready', done);
+        resolve();
+      };
+      const t = setTimeout(done, readyWithinMs);
+      cluster.once('ready', done);
+    });
+  }
+  const servers = cluster !== null ? cluster.nodes('master') : [redis];
   for (const server of servers) {
     let policy: unknown;
     try {
