@@ -1,3 +1,4 @@
+import { once } from 'node:events';
 import { createRequire } from 'node:module';
 import type { Cluster, ClusterOptions, Redis, RedisOptions } from 'ioredis';
 import { LonglinkError } from '../../protocol/errors.js';
@@ -113,6 +114,9 @@ export function isCluster(r: Redis): r is Redis & Cluster {
   return (r as unknown as { isCluster?: boolean }).isCluster === true;
 }
 
+/** How long the eviction check waits for a cluster client to know its masters; past it, none is checked. */
+const CLUSTER_READY_WAIT_MS = 10_000;
+
 /**
  * The first master (of one Redis, or of every master of a cluster) whose
  * maxmemory-policy is not noeviction, or null. Under another policy a full
@@ -120,20 +124,11 @@ export function isCluster(r: Redis): r is Redis & Cluster {
  * Null too for a Redis that does not let its configuration be read (a
  * managed service that renames CONFIG, an ACL without it): not knowable.
  */
-export async function evictingServer(redis: Redis, readyWithinMs = 10_000): Promise<{ policy: string; where: string } | null> {
+export async function evictingServer(redis: Redis): Promise<{ policy: string; where: string } | null> {
   const cluster = isCluster(redis) ? (redis as unknown as Cluster) : null;
   // A cluster client knows its masters only once it has read the slot map: until then it lists none.
-  if (cluster !== null && cluster.status !== 'ready') {
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(t);
-        cluster.off('ready', done);
-        resolve();
-      };
-      const t = setTimeout(done, readyWithinMs);
-      cluster.once('ready', done);
-    });
-  }
+  // (AbortSignal.timeout's timer does not keep a gateway closed meanwhile alive.)
+  if (cluster !== null && cluster.status !== 'ready') await once(cluster, 'ready', { signal: AbortSignal.timeout(CLUSTER_READY_WAIT_MS) }).catch(() => {});
   const servers = cluster !== null ? cluster.nodes('master') : [redis];
   for (const server of servers) {
     let policy: unknown;

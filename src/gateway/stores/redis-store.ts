@@ -5,7 +5,7 @@ import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, evictingServer, evictionError, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
 import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
-import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store } from './store.js';
+import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store, StoreFaultOp } from './store.js';
 
 /**
  * The store for several gateway nodes: presence, sessions and mailboxes in
@@ -200,7 +200,7 @@ export class RedisStore implements Store {
   private readonly incarnation = randomBytes(6).toString('base64url');
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
-  private onFault: ((error: Error, op: 'nodeId' | 'maxmemory-policy') => void) | undefined;
+  private onFault: ((error: Error, op: StoreFaultOp) => void) | undefined;
   /** Monotonic ms when the last renewal that was answered was sent (see renewLease). */
   private leaseAnsweredAt = performance.now();
   /** A renewal failed since the last answered one: it may yet run, unread (see renewLease). */
@@ -324,7 +324,7 @@ export class RedisStore implements Store {
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
-    onFault?: (error: Error, op: 'nodeId' | 'maxmemory-policy') => void,
+    onFault?: (error: Error, op: StoreFaultOp) => void,
   ): Promise<void> {
     await this.reachable();
     // Before the id is this store's: a refused store's close must not delete the live node's lease.

@@ -206,7 +206,7 @@ export interface ClusterStore {
     onRoute: (userId: string, deviceId: string) => void,
     onResync?: (reason: ResyncReason) => void,
     onControl?: (c: ClusterControl) => void,
-    onFault?: (error: Error, op: 'nodeId' | 'maxmemory-policy') => void,
+    onFault?: (error: Error, op: StoreFaultOp) => void,
   ): Promise<void>;
   /**
    * Writes a presence entry again after a resync, unless the device's entry
@@ -262,6 +262,9 @@ export interface ClusterStore {
 
 /** Why a shared store asks the gateway to write what it holds again (see joinCluster). */
 export type ResyncReason = 'resubscribed' | 'lease-lapsed' | 'store-reset' | 'failover';
+
+/** What a shared store's set-up fault concerns (see joinCluster's `onFault`): the gateway's fault `op`. */
+export type StoreFaultOp = 'nodeId' | 'maxmemory-policy';
 
 /** What one node asks one other node to do. */
 export type NodeControl =
