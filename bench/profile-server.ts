@@ -1,7 +1,7 @@
 /**
  * Where a peer server's time and memory go, for the cuts in docs/BENCHMARKS.md:
  *
- *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf [--leaves-of WORD] [--warmup N] [--server-flag FLAG]...] [--top 20] [--heap 3000] [--rss 10000]
+ *   npm run build && node dist/bench/profile-server.js [peer=longlink-tcp] [--count 10000] [--steady-s 20] [--setup] [--perf [--leaves-of WORD] [--server-flag FLAG]...] [--warmup N] [--top 20] [--heap 3000] [--rss 10000]
  *
  * CPU: runs the server with the benchmark's load generator (one heartbeat per
  * connection per second) under V8's sampling profiler and prints the busy
@@ -12,7 +12,8 @@
  * snapshots before and after N connections and prints the retained growth per
  * connection by object kind. With --rss N, under `--expose-gc`: RSS and V8's
  * old space (committed and live) per connection once N are open, and again
- * after a full collection, which tells live state from promoted garbage.
+ * after a full collection, which tells live state from promoted garbage (with
+ * --warmup N, counted from before N connections opened and closed, as the bench).
  * With --perf (Linux `perf`, run as root): the same windows sampled by the
  * kernel instead, every thread and the kernel included, each sample put down
  * to what it is doing (see owner(): socket writes and reads, the event loop,
@@ -59,7 +60,7 @@ const usePerf = argv.includes('--perf');
 const leavesOf = argv.includes('--leaves-of') ? argv[argv.indexOf('--leaves-of') + 1] : undefined;
 /** Functions listed in each table. */
 const topN = arg('top', 20);
-/** With --perf: connections opened and closed before the measured ones (2,000 for --setup, as the bench; none for the steady window unless asked). */
+/** With --perf or --rss: connections opened and closed before the measured ones (2,000 for --setup, as the bench; none for the steady window unless asked). */
 const warmup = arg('warmup', setup ? 2000 : 0);
 /** With --perf: flags for the server's node, each after its own --server-flag. */
 const serverFlags = argv.flatMap((a, i) => (a === '--server-flag' && argv[i + 1] !== undefined ? [argv[i + 1]] : []));
@@ -394,10 +395,16 @@ if (rssN > 0) {
   await new Promise((r) => setTimeout(r, 500));
   const mem = async () => (srv.stdin!.write('mem\n'), (await wait('mem')) as { rss: number; spaces: Record<string, number>; used: Record<string, number> });
   const m0 = await mem();
-  const gen = spawn(process.execPath, [path.join(here, 'peers', 'loadgen.js'), peer, JSON.stringify({ port, count: rssN, intervalMs: 1000, maxMs: 600_000, sources: 16 })], {
+  const gen = spawn(process.execPath, [path.join(here, 'peers', 'loadgen.js'), peer, JSON.stringify({ port, count: rssN, intervalMs: 1000, maxMs: 600_000, sources: 16, warmup })], {
     stdio: ['pipe', 'pipe', 'inherit'],
   });
-  await lines(gen)('ready');
+  const genWait = lines(gen);
+  if (warmup > 0) {
+    // As the bench: memory counted from before the warm-up, so what the server keeps of closed connections counts.
+    await genWait('warm');
+    gen.stdin!.write('go\n');
+  }
+  await genWait('ready');
   await new Promise((r) => setTimeout(r, 10_000));
   const m1 = await mem();
   srv.stdin!.write('gc\n');
@@ -406,7 +413,7 @@ if (rssN > 0) {
   gen.stdin!.end();
   srv.stdin!.end();
   const kb = (a: number, b: number) => ((b - a) / 1024 / rssN).toFixed(2);
-  console.log(`\n${peer}: per connection, ${rssN} open for 10 s: RSS ${kb(m0.rss, m1.rss)} KB; old space committed ${kb(m0.spaces.old_space, m1.spaces.old_space)} KB, live ${kb(m0.used.old_space, m1.used.old_space)} KB`);
+  console.log(`\n${peer}: per connection, ${rssN} open for 10 s${warmup ? ` (after ${warmup} opened and closed)` : ''}: RSS ${kb(m0.rss, m1.rss)} KB; old space committed ${kb(m0.spaces.old_space, m1.spaces.old_space)} KB, live ${kb(m0.used.old_space, m1.used.old_space)} KB`);
   console.log(`${peer}: after a full collection: RSS ${kb(m0.rss, m2.rss)} KB; old space committed ${kb(m0.spaces.old_space, m2.spaces.old_space)} KB, live ${kb(m0.used.old_space, m2.used.old_space)} KB; large objects ${kb(m0.spaces.large_object_space, m2.spaces.large_object_space)} KB`);
 }
 console.log(`\nprofiles in ${dir}`);
