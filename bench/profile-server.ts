@@ -389,7 +389,7 @@ if (heapN > 0) {
   for (const [k, n, bytes] of rows.slice(0, 25)) console.log(`${bytes.toFixed(0).padStart(6)} B  ${n.toFixed(2).padStart(5)} objects  ${k}`);
 }
 if (rssN > 0) {
-  const srv = spawn(process.execPath, ['--expose-gc', path.join(here, 'peers', 'server.js'), peer, '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const srv = spawn(process.execPath, ['--max-semi-space-size=16', '--expose-gc', path.join(here, 'peers', 'server.js'), peer, '1000'], { stdio: ['pipe', 'pipe', 'inherit'] });
   const wait = lines(srv);
   const port = Number((await wait('listening')).port);
   await new Promise((r) => setTimeout(r, 500));
