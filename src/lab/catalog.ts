@@ -24,6 +24,9 @@ export interface Scenario {
 
 const KEEPALIVE = { keepaliveIdleMs: 1000, keepaliveIntervalMs: 1000, keepaliveCount: 3 };
 const probes = { pongTimeoutMs: 1000, probeCount: 1, probeIntervalMs: 500 };
+/** The delay relay of the lossy scenarios: each chunk held base + U(0, jitter) ms (tests bound detection by its longest hold). */
+export const LOSSY_RELAY = { baseMs: 20, jitterMs: 600 } as const;
+const lossyDelay = `${LOSSY_RELAY.baseMs} ms + U(0, ${LOSSY_RELAY.jitterMs} ms) delay`;
 
 /** App heartbeat every `interval` ms, sent by the client (longlink's default mode), with TCP keepalive under it. */
 export const heartbeat = (name: string, interval: number, extra: Partial<Variant['gateway']> = {}): Variant => ({
@@ -166,7 +169,7 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'loss-jitter',
-    title: 'No failure, 5% loss each way and 20 ms + U(0, 600 ms) delay: false disconnects of the fixed, phi and freshness detectors, then a real blackhole to show what each costs in detection time',
+    title: `No failure, 5% loss each way and ${lossyDelay}: false disconnects of the fixed, phi and freshness detectors, then a real blackhole to show what each costs in detection time`,
     run: (o) => {
       const s = o.windowScale ?? 1;
       // The clients' own check is made lenient (3 s for a PONG, two more probes)
@@ -177,7 +180,7 @@ export const SCENARIOS: Scenario[] = [
         lenient(heartbeat('phi accrual (dead at phi 8)', 1000, { detector: { kind: 'phi' } })),
         lenient(heartbeat('freshness (next heartbeat 1.5 s late)', 1000, { detector: { kind: 'freshness' } })),
       ];
-      return withRun('loss-jitter', SCENARIOS[4].title, variants, { natTimeoutSec: 30, jitter: { baseMs: 20, jitterMs: 600 }, log: o.log }, async (run) => {
+      return withRun('loss-jitter', SCENARIOS[4].title, variants, { natTimeoutSec: 30, jitter: LOSSY_RELAY, log: o.log }, async (run) => {
         for (const r of run.running) await run.lab.addFault({ kind: 'loss', client: r.index, percent: 5, direction: 'both' });
         await Promise.all(run.running.map((r) => run.quiet(r, '5% loss + jitter, 20 clients, no failure', 60_000 * s, 'every close here is a false disconnect')));
         for (const r of run.running) {
@@ -193,11 +196,11 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: 'tuned',
-    title: 'The configurator in the lab: the path measured by the gateway under 5% loss each way and 20 ms + U(0, 600 ms) delay, a policy tuned for "detect within 6 s, at most one false suspicion per connection-month", then 60 s with no failure and a real blackhole',
+    title: `The configurator in the lab: the path measured by the gateway under 5% loss each way and ${lossyDelay}, a policy tuned for "detect within 6 s, at most one false suspicion per connection-month", then 60 s with no failure and a real blackhole`,
     run: async (o) => {
       const s = o.windowScale ?? 1;
       const startedAt = new Date().toISOString();
-      const labOpts = { natTimeoutSec: 30, jitter: { baseMs: 20, jitterMs: 600 }, ...(o.log ? { log: o.log } : {}) };
+      const labOpts = { natTimeoutSec: 30, jitter: LOSSY_RELAY, ...(o.log ? { log: o.log } : {}) };
       // The heartbeat alone, the policy being tuned (no TCP keepalive under it), with the clients' own check lenient.
       const lenient = (v: Variant): Variant => ({
         ...v,
@@ -224,7 +227,7 @@ export const SCENARIOS: Scenario[] = [
       const target = { detectWithinMs: 6000, falseSuspicionsPerMonth: 1, minIntervalMs: 500, maxIntervalMs: 5000 };
       const result = tuneDetector(target, net);
       const tuned = { network: { heartbeats: net.heartbeats, lossRate: net.lossRate, lateP999Ms: Math.round(net.lateP999Ms), delayMeanMs: Math.round(net.delayMeanMs) }, target, result, measured: stats };
-      const report = (results: ScenarioReport['results']): ScenarioReport => ({ scenario: 'tuned', title: SCENARIOS.find((x) => x.name === 'tuned')!.title, startedAt, lab: { natTimeoutSec: 30, strict: true, relay: 'delay 20 ms + U(0, 600) ms' }, results, tuned });
+      const report = (results: ScenarioReport['results']): ScenarioReport => ({ scenario: 'tuned', title: SCENARIOS.find((x) => x.name === 'tuned')!.title, startedAt, lab: { natTimeoutSec: 30, strict: true, relay: `delay ${LOSSY_RELAY.baseMs} ms + U(0, ${LOSSY_RELAY.jitterMs}) ms` }, results, tuned });
       if (!result.ok) return report(measure.results);
       // 3. Run the tuned policy on the same path: no failure, then a blackhole.
       const base = heartbeat(`tuned: ${result.detector}, heartbeat ${result.intervalMs} ms, bound ${result.intervalMs * result.missBudget + result.graceMs} ms`, result.intervalMs, {
