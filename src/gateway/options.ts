@@ -16,6 +16,7 @@ import { PhiAccrualDetector, type PhiOptions } from '../core/phi-accrual-detecto
 import { validateKeepalive, type KeepaliveOptions } from '../link/socket-tuning.js';
 import { LonglinkError } from '../protocol/errors.js';
 import { STALL_DEFAULTS, type StallGuardOptions } from './event-loop-guard.js';
+import type { AdmissionLimits } from './admission.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
 import type { HelloFrame } from '../protocol/frames.js';
 import { MemoryStore } from './stores/memory-store.js';
@@ -201,13 +202,8 @@ export interface LimitOptions {
   maxTokenBytes?: number;
 }
 
-export interface ResolvedLimits {
-  maxConnections: number;
-  maxConnectionsPerSource: number;
-  handshakesPerSecond: number;
-  handshakeBurst: number;
-  maxPendingHandshakes: number;
-  maxPendingHandshakesPerSource: number;
+/** Every limit with its default filled in; those of who may connect are the admission's own. */
+export interface ResolvedLimits extends AdmissionLimits {
   minPingGapMs: number;
   pingBurst: number;
   maxDataPerSecond: number;

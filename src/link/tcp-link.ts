@@ -1,32 +1,15 @@
-import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PING_DELIMITED, BARE_PONG, BARE_PONG_DELIMITED, encodeDelimited, encodeDelimitedTransient } from '../protocol/frame-codec.js';
 import { FrameDecoder } from '../protocol/frame-decoder.js';
-import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
-import { flushHeld, heldBytes, holdIfBackedUp } from './write-hold.js';
+import { CLOSE_LINGER_MS } from './link.js';
+import { SocketLink } from './socket-link.js';
+import { flushHeld, holdIfBackedUp } from './write-hold.js';
 
 const noop = () => {};
 // Buffers, not Uint8Arrays: the socket would wrap a Uint8Array in a new Buffer on every write.
 const PING_BYTES = Buffer.from(BARE_PING_DELIMITED);
 const PONG_BYTES = Buffer.from(BARE_PONG_DELIMITED);
-
-// The link rides on its socket, so the socket's listeners can be shared
-// functions instead of four closures per connection (about 280 bytes each).
-const kLink = Symbol('longlink.tcpLink');
-type LinkedSocket = Socket & { [kLink]: TcpLink };
-function onSocketData(this: LinkedSocket, chunk: Buffer): void {
-  this[kLink].onData(chunk);
-}
-function onSocketError(this: LinkedSocket, err: Error): void {
-  this[kLink].finish({ error: err });
-}
-function onSocketClose(this: LinkedSocket): void {
-  this[kLink].onClose();
-}
-function onSocketDrain(this: LinkedSocket): void {
-  this[kLink].onDrain();
-}
 
 /**
  * A link keeps a decoder only while it holds part of a frame. Between frames
@@ -38,55 +21,13 @@ function onSocketDrain(this: LinkedSocket): void {
 let spare: FrameDecoder | null = null;
 
 /** A Link over a raw TCP (or TLS) socket: varint length-prefixed frames. */
-export class TcpLink implements Link {
+export class TcpLink extends SocketLink {
   // On the prototype: as a field it would cost every connection 8 bytes.
   get transport(): 'tcp' {
     return 'tcp';
   }
-  readonly remoteAddress: string;
-  readonly remotePort: number;
   /** Only while part of a frame is held (see `spare`); a heartbeat reads no other object to know. */
   private decoder: FrameDecoder | null = null;
-  private events: LinkEvents | null = null;
-  private done = false;
-  private poisoned = false;
-  /** close() was called: what the peer still sends is read and dropped, not decoded. */
-  private closing = false;
-
-  constructor(
-    readonly socket: Socket,
-    private readonly maxFrameBytes: number,
-  ) {
-    const peer = takePeer(socket);
-    this.remoteAddress = peer.address;
-    this.remotePort = peer.port;
-    (socket as LinkedSocket)[kLink] = this;
-    socket.on('data', onSocketData);
-    socket.on('error', onSocketError);
-    socket.on('close', onSocketClose);
-  }
-
-  get closed(): boolean {
-    return this.done;
-  }
-
-  get bufferedBytes(): number {
-    return this.socket.writableLength + heldBytes(this.socket);
-  }
-
-  bind(events: LinkEvents): void {
-    this.events = events;
-  }
-
-  awaitDrain(): void {
-    // Registered only while a writer waits, so idle sockets carry no drain listener.
-    if (!this.done) this.socket.once('drain', onSocketDrain);
-  }
-
-  /** @internal socket listener */
-  onDrain(): void {
-    if (!this.done) this.events?.onLinkDrain?.();
-  }
 
   /** @internal socket listener */
   onData(chunk: Buffer): void {
@@ -145,14 +86,6 @@ export class TcpLink implements Link {
     else this.destroy();
   }
 
-  /** @internal socket listener */
-  finish(info: { error?: Error }): void {
-    if (this.done) return;
-    this.done = true;
-    this.socket.destroy();
-    this.events?.onLinkClose(info);
-  }
-
   send(f: Frame): void {
     if (this.done || this.socket.destroyed) return;
     const bytes = f === BARE_PONG ? PONG_BYTES : f === BARE_PING ? PING_BYTES : encodeDelimitedTransient(f);
@@ -172,9 +105,5 @@ export class TcpLink implements Link {
     t.unref();
     this.socket.once('close', () => clearTimeout(t));
     this.socket.on('error', noop);
-  }
-
-  destroy(): void {
-    this.socket.destroy();
   }
 }

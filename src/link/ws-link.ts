@@ -6,7 +6,7 @@ import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
 import { wsCloseReason } from '../protocol/ws-framing.js';
 
 // The link rides on its WebSocket, so the listeners can be shared functions
-// instead of three closures per connection (as TcpLink does on its socket).
+// instead of three closures per connection (as SocketLink does on its socket).
 const kLink = Symbol('longlink.wsLink');
 type LinkedWs = WebSocket & { [kLink]: WsLink };
 function onWsMessage(this: LinkedWs, data: RawData, isBinary: boolean): void {

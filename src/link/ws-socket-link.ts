@@ -4,8 +4,9 @@ import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../protocol/frame-codec.js';
 import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
 import { TokenBucket } from '../core/token-bucket.js';
-import { CLOSE_LINGER_MS, takePeer, type Link, type LinkEvents } from './link.js';
-import { flushHeld, heldBytes, holdIfBackedUp } from './write-hold.js';
+import { CLOSE_LINGER_MS } from './link.js';
+import { SocketLink } from './socket-link.js';
+import { flushHeld, holdIfBackedUp } from './write-hold.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
@@ -15,22 +16,6 @@ const WS_PING_BURST = 10;
 const WS_PINGS_PER_SEC = 1;
 /** Each link's control-ping pace, beside it rather than in it: most peers never ping, and a field would cost every connection. */
 const wsPingBuckets = new WeakMap<object, TokenBucket>();
-
-// As in TcpLink: the link rides on its socket, so the listeners are shared functions.
-const kLink = Symbol('longlink.wsSocketLink');
-type LinkedSocket = Socket & { [kLink]: WsSocketLink };
-function onSocketData(this: LinkedSocket, chunk: Buffer): void {
-  this[kLink].onData(chunk);
-}
-function onSocketError(this: LinkedSocket, err: Error): void {
-  this[kLink].finish({ error: err });
-}
-function onSocketClose(this: LinkedSocket): void {
-  this[kLink].onClose();
-}
-function onSocketDrain(this: LinkedSocket): void {
-  this[kLink].onDrain();
-}
 
 /**
  * A link keeps a frame parser only while it holds something; between
@@ -47,62 +32,28 @@ let spare: WsFrameParser | null = null;
  * each way, then the TCP close; a peer that never answers is dropped after
  * the linger.
  */
-export class WsSocketLink implements Link, WsFrameHandler {
+export class WsSocketLink extends SocketLink implements WsFrameHandler {
   // On the prototype: as a field it would cost every connection 8 bytes.
   get transport(): 'ws' {
     return 'ws';
   }
-  readonly remoteAddress: string;
-  readonly remotePort: number;
   /** Only while it holds something (part of a frame or a message, or a close read): see `spare`. */
   private parser: WsFrameParser | null = null;
-  private events: LinkEvents | null = null;
-  private done = false;
-  private poisoned = false;
-  /** Our close frame is out: what the peer still sends is dropped, except its close frame. */
-  private closing = false;
   /** What the peer's close frame said (1006 if the socket ended without one). */
   private peerClose: { code: number; reason: string } | null = null;
 
   constructor(
-    readonly socket: Socket,
-    private readonly maxFrameBytes: number,
+    socket: Socket,
+    maxFrameBytes: number,
     /** Sockets of links waiting out their close handshake, for the listener's owner to destroy on shutdown. */
     private readonly lingering: Set<Socket> | null = null,
   ) {
-    const peer = takePeer(socket);
-    this.remoteAddress = peer.address;
-    this.remotePort = peer.port;
-    (socket as LinkedSocket)[kLink] = this;
+    super(socket, maxFrameBytes);
     // Node's HTTP server makes its sockets half-open: the peer's FIN only ends the readable side,
     // and ws's own 'end' listener (which ended ours) was taken away with the socket. Without this,
     // a client whose TCP closed without a close frame (killed, terminated) stayed open here until
     // the heartbeat detector found it dead. Now its FIN ends our side too and 'close' follows.
     socket.allowHalfOpen = false;
-    socket.on('data', onSocketData);
-    socket.on('error', onSocketError);
-    socket.on('close', onSocketClose);
-  }
-
-  get closed(): boolean {
-    return this.done;
-  }
-
-  get bufferedBytes(): number {
-    return this.socket.writableLength + heldBytes(this.socket);
-  }
-
-  bind(events: LinkEvents): void {
-    this.events = events;
-  }
-
-  awaitDrain(): void {
-    if (!this.done) this.socket.once('drain', onSocketDrain);
-  }
-
-  /** @internal socket listener */
-  onDrain(): void {
-    if (!this.done) this.events?.onLinkDrain?.();
   }
 
   /** @internal socket listener */
@@ -195,14 +146,6 @@ export class WsSocketLink implements Link, WsFrameHandler {
     this.finish(this.peerClose ?? { code: 1006, reason: '' });
   }
 
-  /** @internal socket listener */
-  finish(info: { code?: number; reason?: string; error?: Error }): void {
-    if (this.done) return;
-    this.done = true;
-    this.socket.destroy();
-    this.events?.onLinkClose(info);
-  }
-
   send(f: Frame): void {
     if (this.done || this.closing || this.socket.destroyed) return;
     // wsFrame copies the frame out of the shared encoding buffer.
@@ -231,9 +174,5 @@ export class WsSocketLink implements Link, WsFrameHandler {
       clearTimeout(t);
       this.lingering?.delete(this.socket);
     });
-  }
-
-  destroy(): void {
-    this.socket.destroy();
   }
 }

@@ -1,0 +1,95 @@
+import type { Socket } from 'node:net';
+import type { Frame } from '../protocol/frames.js';
+import { takePeer, type Link, type LinkCloseInfo, type LinkEvents, type TransportKind } from './link.js';
+import { heldBytes } from './write-hold.js';
+
+// The link rides on its socket, so the socket's listeners can be shared
+// functions instead of four closures per connection (about 280 bytes each).
+const kLink = Symbol('longlink.socketLink');
+type LinkedSocket = Socket & { [kLink]: SocketLink };
+function onSocketData(this: LinkedSocket, chunk: Buffer): void {
+  this[kLink].onData(chunk);
+}
+function onSocketError(this: LinkedSocket, err: Error): void {
+  this[kLink].finish({ error: err });
+}
+function onSocketClose(this: LinkedSocket): void {
+  this[kLink].onClose();
+}
+function onSocketDrain(this: LinkedSocket): void {
+  this[kLink].onDrain();
+}
+
+/**
+ * What a link over a raw socket does whatever its framing (TcpLink's varint
+ * prefix, WsSocketLink's RFC 6455 frames): the peer's address, the socket's
+ * listeners, flow control, and ending exactly once. The framing's own part
+ * is reading a chunk (`onData`), the socket's close, `send` and `close`.
+ */
+export abstract class SocketLink implements Link {
+  abstract get transport(): TransportKind;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+  protected events: LinkEvents | null = null;
+  protected done = false;
+  /** The peer sent what is not a frame: nothing more of it is read. */
+  protected poisoned = false;
+  /** Our close is out: what the peer still sends is not acted on. */
+  protected closing = false;
+
+  constructor(
+    readonly socket: Socket,
+    protected readonly maxFrameBytes: number,
+  ) {
+    const peer = takePeer(socket);
+    this.remoteAddress = peer.address;
+    this.remotePort = peer.port;
+    (socket as LinkedSocket)[kLink] = this;
+    socket.on('data', onSocketData);
+    socket.on('error', onSocketError);
+    socket.on('close', onSocketClose);
+  }
+
+  get closed(): boolean {
+    return this.done;
+  }
+
+  get bufferedBytes(): number {
+    return this.socket.writableLength + heldBytes(this.socket);
+  }
+
+  bind(events: LinkEvents): void {
+    this.events = events;
+  }
+
+  awaitDrain(): void {
+    // Registered only while a writer waits, so idle sockets carry no drain listener.
+    if (!this.done) this.socket.once('drain', onSocketDrain);
+  }
+
+  /** @internal socket listener */
+  onDrain(): void {
+    if (!this.done) this.events?.onLinkDrain?.();
+  }
+
+  /** @internal socket listener: a chunk of the peer's bytes. */
+  abstract onData(chunk: Buffer): void;
+
+  /** @internal socket listener: the socket closed, for whatever reason. */
+  abstract onClose(): void;
+
+  /** @internal socket listener, and the framing's own end: destroys the socket and tells the link's owner once. */
+  finish(info: LinkCloseInfo): void {
+    if (this.done) return;
+    this.done = true;
+    this.socket.destroy();
+    this.events?.onLinkClose(info);
+  }
+
+  abstract send(f: Frame): void;
+  abstract close(code: number, reason: string): void;
+
+  destroy(): void {
+    this.socket.destroy();
+  }
+}
