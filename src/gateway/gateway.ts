@@ -286,6 +286,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   };
   /** Links in their handshake that a newer link on another node took over (its `replaced` came first). */
   private readonly movedOn = new WeakMap<ServerConnection, { by: string; resumed: boolean }>();
+  /**
+   * Resume tokens of sessions a handshake here is saving held open, with how many: the close of
+   * the session's other link here must not save it closed over that save (see saveClosed).
+   */
+  private readonly sessionsOpening = new Map<string, number>();
   private readonly grants = new GrantCache();
   /** Every live connection, including those still in the handshake. */
   private readonly connections = new Set<ServerConnection>();
@@ -716,9 +721,24 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // ends, even if this node dies without saying so: see resumable()).
     session.openOn = o.nodeId;
     session.inSeq = inSeq;
-    yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
-    stillOpen(conn);
-    this.giveWayToNewer(conn);
+    const token = session.resumeToken;
+    this.sessionsOpening.set(token, (this.sessionsOpening.get(token) ?? 0) + 1);
+    try {
+      yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
+    } finally {
+      const n = this.sessionsOpening.get(token)! - 1;
+      if (n === 0) this.sessionsOpening.delete(token);
+      else this.sessionsOpening.set(token, n);
+    }
+    try {
+      stillOpen(conn);
+      this.giveWayToNewer(conn);
+    } catch (err) {
+      // Saved held open here for a link that will never hold it: for 12 h (and uncounted among
+      // the ended sessions a store bounds), unless saved closed.
+      this.saveClosed({ ...session, openOn: undefined }, now);
+      throw err;
+    }
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
 
@@ -780,10 +800,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         );
         if (!isClosed(conn)) {
           // Out of the registry first: its close is no device going offline. It never opened: nothing waited on it.
-          this.registry.remove(conn);
           // Its record was saved held open here, maybe over the newer link's hold (it resumed the same
-          // session), which could then never save it closed: saved closed, unless held elsewhere since.
-          unawaited(() => o.store.saveSession({ ...session, openOn: undefined }, now + o.sessionTtlMs, o.nodeId), () => {});
+          // session): the close saves it closed (see onClosed), unless held elsewhere since.
+          this.registry.remove(conn);
           throw new ProtocolError('replaced', 'a newer connection of this device opened on another node during the handshake');
         }
       }
@@ -794,9 +813,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (elsewhere) this.tellReplaced(elsewhere, conn, resumed);
     if (!conn.announced) {
       conn.announced = true;
+      // Numbered for the backend before a listener can close the link: its offline comes after.
+      void this.delivery.upstream?.event({ type: 'online', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, resumed, at: o.wallClock.now() });
       // The event object only for someone to read it (an embedded gateway often has no listener).
       if (this.listenerCount('online') > 0) this.emit('online', { ...ref(conn), resumed, resumeFailed: hello.resumeToken !== undefined && !resumed, clientInfo: conn.clientInfo });
-      void this.delivery.upstream?.event({ type: 'online', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, resumed, at: o.wallClock.now() });
     }
     return {
       sessionId: session.sessionId,
@@ -854,6 +874,19 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
       (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),
     );
+  }
+
+  /**
+   * Saves a session closed (resumable for sessionTtlMs from `now`, counted among the ended ones a
+   * store bounds) that a link here held open and no longer does. Not when a link here holds it
+   * now or a handshake here is saving it held open (a resume racing the old link's close; this
+   * save could land after that one), nor over a hold of another node's (the store checks).
+   */
+  private saveClosed(record: SessionRecord, now: number): void {
+    const o = this.options;
+    if (this.sessionsOpening.has(record.resumeToken)) return;
+    if (this.registry.get(record.userId, record.deviceId)?.sessionId === record.sessionId) return;
+    unawaited(() => o.store.saveSession(record, now + o.sessionTtlMs, o.nodeId), () => {});
   }
 
   private sessionRecord(conn: ServerConnection, open: boolean): SessionRecord {
@@ -1034,9 +1067,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (reason === 'handshake-timeout') this.handshakeTimeouts++;
     const removed = this.registry.remove(conn);
     this.delivery.closed(conn, removed);
-    if (!removed) return;
     const o = this.options;
     const now = o.wallClock.now();
+    if (!removed) {
+      // Replaced, or given way to a link on another node: no device went offline. Its session ended
+      // with it unless the link that took over resumed it (saveClosed tells).
+      if (conn.sessionId !== '') this.saveClosed(this.sessionRecord(conn, false), now);
+      return;
+    }
     const silentForMs = o.clock.now() - conn.lastHeardAt;
     if (conn.announced) {
       this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
@@ -1048,7 +1086,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // the entry to its handshake, which knows by the answer which entry it
     // displaced (see helloSteps).
     if (!conn.presenceOut) this.removePresence(conn.userId, conn.deviceId, conn.id);
-    unawaited(() => o.store.saveSession(this.sessionRecord(conn, false), now + o.sessionTtlMs, o.nodeId), () => {});
+    this.saveClosed(this.sessionRecord(conn, false), now);
     // Known for knownDeviceTtlMs from its last link's end, not from its handshake: a device online
     // for longer would be forgotten (pushes answered unknown-user) the moment it dropped.
     unawaited(() => o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs), () => {});
