@@ -40,7 +40,7 @@ export class LonglinkBrowserClient extends ClientCore {
   readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0, resumed: 0 };
 
   constructor(opts: BrowserClientOptions) {
-    super({ direction: 'server', timers: browserTimers, ...opts }, browserDial);
+    super({ ...opts, direction: opts.direction ?? 'server', timers: opts.timers ?? browserTimers }, browserDial);
     this.watching = opts.watchPage !== false;
     this.watch();
     // A close for good from the gateway (kicked, refused) lets go of the page too: the window would

@@ -421,10 +421,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     }
     // Still this link (a handler may have closed it; setIntervalMs replaces the WELCOME object).
     if (link !== null && this.link === link && this.welcome !== null) {
-      for (const m of this.outbox) {
+      for (const m of this.outbox.slice()) {
+        // An in-process link can close (or ack) within a write: stop at a link that is gone.
+        if (this.link !== link) return;
         this.stats.resent++;
         this.writeData(m);
       }
+      if (this.link !== link) return;
       // An interval set between HELLO and WELCOME: the HELLO did not carry it.
       if (this.intervalMs !== undefined && this.intervalMs !== this.helloIntervalMs) this.setIntervalMs(this.intervalMs);
     }
@@ -593,7 +596,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       return;
     }
     if (action === 'ping' || action === 'probe') {
+      const link = this.link;
       if (action === 'probe') this.setState('suspect');
+      // A 'state' handler closed (or closed and restarted) the client: its link is gone.
+      if (this.link !== link) return;
       this.sendPing(now);
     } else {
       const stateDue = this.stateDueAt();
@@ -805,7 +811,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.link && this.welcome && this.scheduler) {
       this.networkCheck = true;
       if (this.scheduler.checkNow(now)) {
+        const link = this.link;
         this.setState('suspect');
+        if (this.link !== link) return;
         this.sendPing(now);
         this.armHeartbeat(now);
       }

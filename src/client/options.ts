@@ -133,7 +133,8 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     }
   });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
-  for (const k of ['maxOutbox', 'maxOutboxBytes'] as const) {
+  // maxFrameBytes NaN: every send refused as too large, and what comes in unbounded.
+  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxFrameBytes'] as const) {
     const v = o[k];
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
   }

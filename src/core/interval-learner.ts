@@ -70,6 +70,7 @@ export class IntervalLearner {
     if (!(growth > 1 && fineGrowth > 1 && fineGrowth <= growth)) throw new OptionError('adaptive', 'need 1 < fineGrowth <= growth');
     if (!(margin >= 0 && margin < 1)) throw new OptionError('adaptive.margin', 'must be in [0, 1)');
     if (this.o.startMs !== undefined && !(this.o.startMs > 0 && Number.isFinite(this.o.startMs))) throw new OptionError('adaptive.startMs', `must be a positive number (got ${this.o.startMs})`);
+    if (!(this.o.reprobeAfterMs > 0)) throw new OptionError('adaptive.reprobeAfterMs', `must be a positive number of ms, Infinity for never (got ${this.o.reprobeAfterMs})`);
     this.current = network;
   }
 

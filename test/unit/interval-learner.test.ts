@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { IntervalLearner } from '../../src/core/interval-learner.js';
+import { LonglinkClient } from '../../src/client/client.js';
 
 /** Plays heartbeats through a NAT that forgets a mapping idle for `timeoutMs`; returns what happened. */
 function learn(l: IntervalLearner, timeoutMs: number, maxSteps = 20) {
@@ -201,4 +202,13 @@ test('import: fractional intervals are rounded, non-finite ones refused (they wo
   assert.deepEqual([l.record!.heldMs, l.record!.failedMs, l.record!.intervalMs], [10_000, 12_001, 11_201]);
   assert.throws(() => l.import({ version: 1, network: 'n', networks: { n: { heldMs: Infinity, failedMs: null, phase: 'grow', intervalMs: 1000, probes: 0, failures: 0, settledAt: null } } }), { code: 'LL_ERR_INVALID_OPTION' });
   assert.throws(() => new IntervalLearner({ startMs: Infinity }), { code: 'LL_ERR_INVALID_OPTION' });
+});
+
+// NaN (or 0, or less) made every poll() right after settling a re-probe above the settled interval:
+// on a NAT that drops it, a link lost each time the learner settled, for ever.
+test('adaptive.reprobeAfterMs: NaN, 0 or negative is refused like the other learner options', () => {
+  for (const reprobeAfterMs of [NaN, 0, -1]) {
+    assert.throws(() => new IntervalLearner({ startMs: 4000, reprobeAfterMs }), /reprobeAfterMs/, `learner ${reprobeAfterMs}`);
+    assert.throws(() => new LonglinkClient({ url: 'tcp://h:1', userId: 'u', deviceId: 'd', adaptive: { reprobeAfterMs } }), /reprobeAfterMs/, `client ${reprobeAfterMs}`);
+  }
 });

@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
+import { LonglinkBrowserClient } from '../../src/browser/index.js';
 import { LonglinkClient } from '../../src/client/client.js';
-import { ManualClock } from '../../src/core/clock.js';
+import { ManualClock, systemTimers } from '../../src/core/clock.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { flush, memoryLinkPair } from '../helpers/memory-link.js';
 
@@ -107,4 +108,24 @@ test('client timeouts a timer cannot hold are refused: handshakeTimeoutMs Infini
   ];
   for (const [opts, name] of cases) assert.throws(() => new LonglinkClient({ ...base, ...opts }), invalid(name), JSON.stringify(opts));
   assert.doesNotThrow(() => new LonglinkClient({ ...base, handshakeTimeoutMs: 2 ** 31 - 1, ackDelayMs: 0, reconnect: { stableAfterMs: 0 } }));
+});
+
+// An explicit undefined means "the default" everywhere else in the options (dropUndefined);
+// here it overrides the browser client's own defaults with the Node ones.
+test('browser client: an explicit undefined direction or timers keeps the browser defaults', () => {
+  const opts: { direction?: 'client' | 'server'; timers?: undefined } = { direction: undefined, timers: undefined };
+  const c = new LonglinkBrowserClient({ url: 'ws://gw.example/longlink', userId: 'u', deviceId: 'd', watchPage: false, ...opts });
+  assert.equal(c.options.direction, 'server', 'server-sent heartbeats are the browser default');
+  assert.notEqual(c.options.timers, systemTimers, "Node's timers call unref(), which a browser timer id does not have");
+  c.close();
+});
+
+test('client maxFrameBytes, maxOutbox, maxOutboxBytes: NaN, 0, negative or fractional is refused at construction', () => {
+  for (const v of [NaN, 0, -1]) {
+    for (const name of ['maxFrameBytes', 'maxOutbox', 'maxOutboxBytes'] as const) {
+      assert.throws(() => new LonglinkClient({ ...base, [name]: v }), invalid(new RegExp(name)), `${name} ${v}`);
+    }
+  }
+  assert.throws(() => new LonglinkClient({ ...base, maxFrameBytes: 1000.5 }), invalid(/maxFrameBytes/));
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, maxFrameBytes: 4096, maxOutbox: 1, maxOutboxBytes: 1 }).close());
 });
