@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Timers, TimerHandle } from '../core/clock.js';
+import { MAX_TIMER_MS } from '../core/heartbeat-policy.js';
 import { LonglinkError } from '../protocol/errors.js';
 import { FrameType, type DataFrame } from '../protocol/frames.js';
 import type { ServerConnection } from './connection.js';
@@ -599,6 +600,10 @@ export class Delivery {
     for (const [name, v] of [['user', userId], ['device', opts.deviceId], ['message id', opts.id]] as const) {
       if (v !== undefined && !isWellFormed(v)) throw new LonglinkError('LL_ERR_INVALID_ID', `push: the ${name} ${JSON.stringify(v)} is not well-formed Unicode (a lone surrogate)`);
     }
+    // Infinity is no "never": Redis stores it as null, and the expiry script of its whole mailbox shard then failed on every sweep.
+    if (opts.ttlMs !== undefined && !(Number.isFinite(opts.ttlMs) && opts.ttlMs > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `push: ttlMs must be a positive finite number of ms (got ${opts.ttlMs})`);
+    // Armed as one timer: beyond MAX_TIMER_MS or NaN, Node fires it after 1 ms.
+    if (opts.waitMs !== undefined && !(opts.waitMs >= 0 && opts.waitMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `push: waitMs must be from 0 to ${MAX_TIMER_MS} ms (got ${opts.waitMs})`);
     const now = o.wallClock.now();
     let known: string[];
     try {

@@ -50,6 +50,32 @@ async function eventually(pred: () => boolean | Promise<boolean>, ms = 5000): Pr
 }
 
 describe('redis store under faults', { skip: noRedis ?? false }, () => {
+  test('a push with a ttlMs that is no finite time (Infinity, NaN, 0) or a waitMs beyond a timer is refused, and its shard\'s sweep keeps expiring every other mailbox', async () => {
+    const store = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, mailboxShards: 1, leaseTtlMs: 600, leaseRenewMs: 150 });
+    const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, nodeId: 'A', store, wheelTickMs: 10 });
+    await gw.listen();
+    try {
+      await store.rememberDevice('u', 'd', Date.now() + 3600_000);
+      await store.rememberDevice('v', 'e', Date.now() + 3600_000);
+      await gw.push('u', 'soon', { ttlMs: 50, waitMs: 0 });
+      for (const ttlMs of [Infinity, NaN, 0, -1]) {
+        await assert.rejects(gw.push('u', 'forever', { ttlMs, waitMs: 0 }), { code: 'LL_ERR_INVALID_OPTION' }, `ttlMs ${ttlMs}`);
+      }
+      for (const waitMs of [Infinity, NaN, -1, 2 ** 31]) {
+        await assert.rejects(gw.push('u', 'forever', { waitMs }), { code: 'LL_ERR_INVALID_OPTION' }, `waitMs ${waitMs}`);
+      }
+      // The store itself refuses such an expiry from any other caller.
+      await assert.rejects(store.enqueue('u', 'd', msg('forever', Infinity), LIMITS), { code: 'LL_ERR_INVALID_OPTION' });
+      await gw.push('v', 'short', { ttlMs: 50, waitMs: 0 });
+      assert.equal(await gw.queueDepth('u', 'd'), 1, 'nothing refused was queued');
+      await sleep(100);
+      assert.equal(await gw.sweepExpired(), 2, 'both mailboxes of the shard expired');
+    } finally {
+      await gw.close();
+      await store.close();
+    }
+  });
+
   test('a message id with a lone surrogate neither wedges its mailbox nor stops its shard\'s expiry sweep', async () => {
     const s = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, mailboxShards: 1 });
     try {

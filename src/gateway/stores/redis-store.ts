@@ -839,6 +839,8 @@ export class RedisStore implements Store {
   }
 
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
+    // Stored as JSON null, an expiry the shard's sweep script cannot compare: every sweep of it failed.
+    if (!Number.isFinite(msg.expiresAt)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `enqueue: expiresAt must be a finite wall-clock time (got ${msg.expiresAt})`);
     const mb = this.mailbox(userId, deviceId);
     const json: Json = { id: msg.id, p: Buffer.from(msg.payload).toString('base64'), n: msg.payload.length, e: msg.enqueuedAt, x: msg.expiresAt, s: 0 };
     // The user's known devices live (as a key) as long as the message may: a device past its known
