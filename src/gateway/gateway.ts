@@ -968,15 +968,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
             if (mine) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
             continue;
           }
-          // The entry is another link's: if that one is newer, the device moved on and the
-          // `replaced` word to this node was lost (given up with a lapsed lease, or in the cut that
-          // lapsed it). Without this the link stays registered until its detector fires, and reports
-          // the device offline while it is online there.
-          if (!mine) {
-            await this.yieldToNewer(conn, entry, now);
-            continue;
-          }
-          if (mine && lost) {
+          // The entry is another link's: a newer one's (this link gives way) or an older one's
+          // (this link takes the entry over): see settleHeldEntry.
+          if (!mine && !(await this.settleHeldEntry(conn, entry, now))) continue;
+          if (lost) {
             await o.store.saveSession(this.sessionRecord(conn, true), now + OPEN_SESSION_TTL_MS);
             await o.store.rememberDevice(conn.userId, conn.deviceId, now + o.delivery.knownDeviceTtlMs);
           }
@@ -998,15 +993,47 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * store reset) is left alone. `resumed`: this link's session is held open on another node now
    * (the newer link resumed it).
    */
-  private async yieldToNewer(conn: ServerConnection, mine: PresenceEntry, now: number): Promise<void> {
+  /**
+   * After restoreOnline refused this open link's entry: it is another link's. Returns whether
+   * this link holds the entry now.
+   *
+   * A newer link's: the device moved on and the `replaced` word to this node was lost (given up
+   * with a lapsed lease, or in the cut that lapsed it). This link gives way; left registered it
+   * would report the device offline, when its detector fired, while it is online there.
+   *
+   * An older link's: the store came back from an older snapshot (or a replica took over without
+   * the last writes) holding the entry of the device's past link, closed since, on a node that
+   * lives and never rewrites it. Left so, presence named that link for good and every push was
+   * routed to a node without it. This link takes the entry over, as its handshake did, and that
+   * link's node is told, as then. The entry is read, then written: what the write displaced is
+   * checked again, and put back if it was a newer link's that came in between.
+   */
+  private async settleHeldEntry(conn: ServerConnection, mine: PresenceEntry, now: number): Promise<boolean> {
     const o = this.options;
+    const here = () => !isClosed(conn) && this.registry.get(conn.userId, conn.deviceId) === conn;
     // Its node's lease may have lapsed too (an outage lapses every node's): read the entry as stored.
-    const holder = o.store.presenceOf ? await o.store.presenceOf(conn.userId, conn.deviceId) : (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
-    if (!holder || holder.connectionId === conn.id || !acceptedAfter(holder, mine)) return;
+    let holder = o.store.presenceOf ? await o.store.presenceOf(conn.userId, conn.deviceId) : (await o.store.devices(conn.userId)).find((e) => e.deviceId === conn.deviceId);
+    if (!holder || holder.connectionId === conn.id) return false;
+    if (acceptedAfter(mine, holder)) {
+      if (!here()) return false;
+      const displaced = ((await o.store.setOnline(mine)) || undefined) as PresenceEntry | undefined;
+      const newer = displaced !== undefined && displaced.connectionId !== conn.id && acceptedAfter(displaced, mine) ? displaced : undefined;
+      if (here() && !newer) {
+        if (displaced && displaced.connectionId !== conn.id && displaced.nodeId !== o.nodeId) this.tellReplaced(displaced, conn, false);
+        return true;
+      }
+      // Closed meanwhile (its own removal may have gone first), or a newer link wrote its entry since the read.
+      await o.store.setOffline(conn.userId, conn.deviceId, conn.id, newer);
+      if (!newer || !here()) return false;
+      holder = newer;
+    }
+    if (!acceptedAfter(holder, mine)) return false;
     const record = await o.store.loadSession(conn.resumeToken, now);
-    if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) return;
+    if (!here()) return false;
     this.giveWay(conn, holder.connectionId, record?.openOn !== undefined && record.openOn !== o.nodeId);
+    return false;
   }
+
 
   private onOpened(conn: ServerConnection, w: Opening): void {
     this.admission.opened(conn.link.remoteAddress, this.options.clock.now());

@@ -49,6 +49,49 @@ async function eventually(pred: () => boolean | Promise<boolean>, ms = 5000): Pr
   return false;
 }
 
+/** A redis-server of the test's own that keeps an RDB snapshot (SAVE) and can crash and come back from it. */
+async function snapshotRedis() {
+  const dir = mkdtempSync(join(tmpdir(), 'll-rdb-'));
+  const port = await freePort();
+  let proc: ChildProcess | null = null;
+  const start = async () => {
+    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+    for (let i = 0; ; i++) {
+      const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      r.on('error', () => {});
+      try {
+        await r.connect();
+        if ((await r.ping()) === 'PONG') return r.disconnect();
+      } catch {
+        r.disconnect();
+        if (i > 200) throw new Error('redis-server did not come up');
+        await sleep(30);
+      }
+    }
+  };
+  await start();
+  const url = `redis://127.0.0.1:${port}`;
+  return {
+    url,
+    async save() {
+      const admin = new Redis(url);
+      await admin.save();
+      admin.disconnect();
+    },
+    /** A crash (what came after the snapshot is gone), then a start from the snapshot. */
+    async crashAndRestart() {
+      const p = proc!;
+      p.kill('SIGKILL');
+      await new Promise((r) => p.once('exit', r));
+      await start();
+    },
+    stop() {
+      proc?.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
 describe('redis store under faults', { skip: noRedis ?? false }, () => {
   test('a push with a ttlMs that is no finite time (Infinity, NaN, 0) or a waitMs beyond a timer is refused, and its shard\'s sweep keeps expiring every other mailbox', async () => {
     const store = new RedisStore({ url: redis!.url, prefix: `rf${++n}:`, mailboxShards: 1, leaseTtlMs: 600, leaseRenewMs: 150 });
@@ -150,41 +193,18 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
   });
 
   test('a Redis that restarts from an older snapshot (RDB; AOF fsynced each second, after a crash) is noticed: the nodes write their presence, sessions and known devices again', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'll-rdb-'));
-    const port = await freePort();
-    let proc: ChildProcess | null = null;
-    const start = async () => {
-      proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-      for (let i = 0; ; i++) {
-        const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-        r.on('error', () => {});
-        try {
-          await r.connect();
-          if ((await r.ping()) === 'PONG') return r.disconnect();
-        } catch {
-          r.disconnect();
-          if (i > 200) throw new Error('redis-server did not come up');
-          await sleep(30);
-        }
-      }
-    };
-    await start();
-    const url = `redis://127.0.0.1:${port}`;
-    const A = await node(url, 'p:', 'A');
-    const B = await node(url, 'p:', 'B');
+    const rs = await snapshotRedis();
+    const A = await node(rs.url, 'p:', 'A');
+    const B = await node(rs.url, 'p:', 'B');
     const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
     const got: string[] = [];
     c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
     try {
       await sleep(300);
-      const admin = new Redis(url);
-      await admin.save(); // the snapshot: the epoch and both leases are in it, the device is not
-      admin.disconnect();
+      await rs.save(); // the snapshot: the epoch and both leases are in it, the device is not
       await c.connect();
       assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 1));
-      (proc as unknown as ChildProcess).kill('SIGKILL'); // a crash: what came after the snapshot is gone
-      await new Promise((r) => (proc as unknown as ChildProcess).once('exit', r));
-      await start();
+      await rs.crashAndRestart();
       assert.ok(await eventually(async () => (await B.gw.presence('u').catch(() => [])).length === 1), 'the device is online again in presence');
       const r = await B.gw.push('u', 'hello', { waitMs: 2000 });
       assert.equal(r.unknownUser ?? false, false);
@@ -192,8 +212,45 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     } finally {
       c.close();
       await stop(A, B);
-      (proc as unknown as ChildProcess | null)?.kill('SIGKILL');
-      rmSync(dir, { recursive: true, force: true });
+      rs.stop();
+    }
+  });
+
+  test("a Redis that restarts from a snapshot holding the entry of the device's past link (closed since, on a live node): its live link on another node takes the entry over, and pushes reach it", async () => {
+    const rs = await snapshotRedis();
+    const A = await node(rs.url, 'p:', 'A');
+    const B = await node(rs.url, 'p:', 'B');
+    const replaced: string[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e.connectionId));
+    const first = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const second = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const got: string[] = [];
+    second.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    try {
+      await first.connect();
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 1));
+      await rs.save(); // the snapshot: the device's entry is its link on A
+      first.close(); // the device leaves A ...
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).length === 0), 'offline');
+      await sleep(1200); // more than two nodes' clocks may differ (NODE_CLOCK_SKEW_MS) after its first link
+      await second.connect(); // ... and comes back on B
+      const secondId = B.gw.connection('u', 'd')!.connectionId;
+      assert.ok(await eventually(async () => (await B.gw.presence('u')).map((e) => e.connectionId).join() === secondId));
+      await rs.crashAndRestart();
+      // Both nodes notice (the run id) and write their links' presence again: only B has one.
+      const back = await eventually(async () => (await B.gw.presence('u').catch(() => [])).map((e) => e.connectionId).join() === secondId, 4000);
+      const presence = (await B.gw.presence('u').catch(() => [])).map((e) => `${e.nodeId}/${e.connectionId === secondId ? 'live' : 'closed link'}`);
+      assert.ok(back, `presence after the restart: [${presence.join(', ')}] (want B/live)`);
+      const r = await A.gw.push('u', 'hello', { waitMs: 2000 });
+      assert.equal(r.unknownUser ?? false, false);
+      assert.ok(await eventually(() => got.includes('hello'), 3000), 'a push from A reaches the live link on B');
+      assert.equal(B.gw.connectionCount, 1, 'the live link stays open');
+      assert.deepEqual(replaced, [], 'A had no link of the device to close');
+    } finally {
+      first.close();
+      second.close();
+      await stop(A, B);
+      rs.stop();
     }
   });
 
