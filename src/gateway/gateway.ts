@@ -870,8 +870,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     unawaited(() => o.store.rememberDevice(conn.userId, conn.deviceId, o.wallClock.now() + o.delivery.knownDeviceTtlMs), () => {});
     if (o.store.touchPresence) unawaited(() => o.store.touchPresence!(conn.userId), () => {});
+    // Not over another node's hold: the device may have resumed the session there, and this link be
+    // the stale one whose `replaced` has not come (or was lost). Taken back, the record would carry
+    // this link's older inSeq, and that node's save of it closed would be refused.
     unawaited(
-      () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS),
+      () => o.store.saveSession(this.sessionRecord(conn, true), o.wallClock.now() + OPEN_SESSION_TTL_MS, o.nodeId),
       (error) => this.emit('fault', { kind: 'store', op: 'saveSession', error, userId: conn.userId, deviceId: conn.deviceId }),
     );
   }
@@ -986,13 +989,6 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return ok;
   }
 
-  /**
-   * The device's presence entry is another link's (restoreOnline refused): if that link was accepted
-   * after this one (the client holds one link at a time), this one gives way to it, as the `replaced`
-   * control it never heard would have made it. An older link's entry (one restored first after a
-   * store reset) is left alone. `resumed`: this link's session is held open on another node now
-   * (the newer link resumed it).
-   */
   /**
    * After restoreOnline refused this open link's entry: it is another link's. Returns whether
    * this link holds the entry now.

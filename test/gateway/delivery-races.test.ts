@@ -475,3 +475,33 @@ test('resume over a link that answers in the same turn (in-process): the client\
   c.close();
   await gw.close();
 });
+
+test("a stale link's periodic session refresh does not take the session back from the node where the device resumed it", async () => {
+  const clock = new ManualClock(1000);
+  const store = new SharedMemoryStore();
+  const [n1, n2] = ['N1', 'N2'].map((nodeId) => gateway(clock, store, { nodeId }));
+  for (const gw of [n1, n2]) await gw.listen();
+  const [s1, l1] = memoryLinkPair();
+  n1.accept(s1);
+  l1.send({ type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' });
+  await flush();
+  const token = (l1.received.find((f) => f.type === FrameType.WELCOME) as { resumeToken: string }).resumeToken;
+  // N1 never hears that its link was replaced (the control lost): the link stays registered there.
+  store.control = async () => {};
+  const [s2, l2] = memoryLinkPair();
+  n2.accept(s2);
+  l2.send({ type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd', resumeToken: token, lastSeq: 0 });
+  await flush();
+  assert.equal((l2.received.find((f) => f.type === FrameType.WELCOME) as { resumed: boolean }).resumed, true);
+  assert.equal(store.loadSession(token, clock.now())?.openOn, 'N2');
+  // The stale link's refresh comes due (every 6 h of a link's life).
+  const stale = (n1 as unknown as { registry: { get(u: string, d: string): unknown } }).registry.get('u', 'd');
+  assert.ok(stale, 'the stale link is still registered on N1');
+  (n1 as unknown as { refreshSession(c: unknown): void }).refreshSession(stale);
+  await flush();
+  assert.equal(store.loadSession(token, clock.now())?.openOn, 'N2', 'the session is still held where the device is');
+  l1.destroy();
+  l2.destroy();
+  await flush();
+  for (const gw of [n1, n2]) await gw.close();
+});
