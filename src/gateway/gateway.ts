@@ -741,6 +741,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     conn.sessionId = session.sessionId;
     conn.resumeToken = session.resumeToken;
+    // The live link of the session may have taken in more while this handshake waited: WELCOME
+    // acknowledges up to there, or the client re-sends what was accepted (twice upstream, without ids).
+    // Once this link is registered the live one is replaced, and takes in nothing more.
+    const acceptedIn = live && live.sessionId === session.sessionId ? Math.max(live.delivery?.inSeq ?? 0, inSeq) : inSeq;
 
     const previous = this.registry.add(conn);
     // A device replacing its own link stays online: no second `online`, and `offline` only when the last goes.
@@ -823,7 +827,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       resumeToken: session.resumeToken,
       resumed,
       grant,
-      inSeq: resumed ? inSeq : 0,
+      inSeq: resumed ? acceptedIn : 0,
       outSeq: resumed ? (hello.lastSeq ?? 0) : 0,
     };
   }

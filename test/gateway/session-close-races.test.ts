@@ -200,3 +200,31 @@ test('a handshake whose link closes while it saves its session held open saves i
   assert.equal(welcome(c.client)?.resumed, false, 'past sessionTtlMs after its last link ended, the session is gone');
   await gw.close();
 });
+
+test("a resume acknowledges in WELCOME what the session's live link took in while the handshake waited for the store", async () => {
+  const clock = new ManualClock(1_000_000);
+  const mem = new MemoryStore();
+  const g = gated(mem);
+  const gw = gateway(clock, g.store, { nodeId: 'n1' });
+  const upstream: string[] = [];
+  gw.on('message', (m) => upstream.push(m.id ?? Buffer.from(m.payload).toString()));
+  const a = peer(gw);
+  hello(a.client);
+  await flush();
+  const token = welcome(a.client)!.resumeToken;
+  g.hold('saveSession');
+  const b = peer(gw);
+  hello(b.client, { resumeToken: token, lastSeq: 0 });
+  await flush();
+  assert.equal(g.waiting('saveSession'), 1, "the new link's save of the session is out");
+  // A message sent on the old link just before the client gave up on it arrives now, and is taken in there.
+  a.client.send({ type: FrameType.DATA, seq: 1, payload: Buffer.from('late') });
+  await flush();
+  assert.deepEqual(upstream, ['late']);
+  g.release('saveSession');
+  await flush();
+  const w = welcome(b.client);
+  assert.equal(w?.resumed, true);
+  assert.equal(w?.ack, 1, 'WELCOME acknowledges the message the old link took in');
+  await gw.close();
+});
