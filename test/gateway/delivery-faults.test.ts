@@ -8,6 +8,7 @@ import type { Store } from '../../src/gateway/stores/store.js';
 import type { Link } from '../../src/link/link.js';
 import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+import { gated } from '../helpers/gated-store.js';
 
 // Issue 19's findings, one test each, on the fake clock (the ones that need a
 // real Redis are in test/integration/delivery-redis.test.ts). Each failed on
@@ -53,40 +54,6 @@ async function settle(clock: ManualClock, ms = 200) {
     clock.advance(ms / 10);
   }
   await flush();
-}
-
-/** A store whose chosen calls wait until released, or fail. */
-function gated(inner: Store) {
-  const gates = new Map<string, { release: () => void; fail: (e: Error) => void }[]>();
-  const hold = new Set<string>();
-  const failing = new Set<string>();
-  const store = new Proxy(inner, {
-    get(target, prop, receiver) {
-      const v = Reflect.get(target, prop, receiver);
-      if (typeof v !== 'function') return v;
-      const name = String(prop);
-      return (...args: unknown[]) => {
-        if (failing.has(name)) return Promise.reject(new Error(`${name}: Reached the max retries per request limit`));
-        if (!hold.has(name)) return v.apply(target, args);
-        return new Promise((resolve, reject) => {
-          const list = gates.get(name) ?? [];
-          list.push({ release: () => resolve(v.apply(target, args)), fail: reject });
-          gates.set(name, list);
-        });
-      };
-    },
-  });
-  return {
-    store,
-    hold: (name: string) => hold.add(name),
-    fail: (name: string, on = true) => (on ? failing.add(name) : failing.delete(name)),
-    release(name: string) {
-      hold.delete(name);
-      for (const g of gates.get(name) ?? []) g.release();
-      gates.delete(name);
-    },
-    waiting: (name: string) => gates.get(name)?.length ?? 0,
-  };
 }
 
 test('1. two nodes, one mailbox: pushes through a node holding a stale link are all delivered to the live one (none acknowledged away)', async () => {

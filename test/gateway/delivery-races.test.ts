@@ -9,6 +9,7 @@ import { FrameType } from '../../src/protocol/frames.js';
 import type { Link } from '../../src/link/link.js';
 import type { UpstreamMessage } from '../../src/gateway/upstream.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+import { gated } from '../helpers/gated-store.js';
 
 // Delivery and presence against the timing of store calls, authenticators and backends: each
 // case an interleaving a review found, in which an acknowledged message was lost, handed over
@@ -33,12 +34,6 @@ function dialer(to: () => Gateway) {
 async function settle(clock: ManualClock, ms = 200, rounds = 10) {
   for (let i = 0; i < rounds; i++) { await flush(); clock.advance(ms / rounds); }
   await flush();
-}
-function gated(inner: Store) {
-  const failing = new Set<string>();
-  const store = new Proxy(inner, { get(t, p, r) { const v = Reflect.get(t, p, r); if (typeof v !== 'function') return v; const n = String(p);
-    return (...a: unknown[]) => failing.has(n) ? Promise.reject(new Error(`${n}: Reached the max retries per request limit`)) : v.apply(t, a); } });
-  return { store, fail: (n: string, on = true) => (on ? failing.add(n) : failing.delete(n)) };
 }
 
 test('a device connected for longer than knownDeviceTtlMs is still known after it disconnects: a push is queued for it', async () => {

@@ -7,6 +7,7 @@ import type { Store } from '../../src/gateway/stores/store.js';
 import type { UpstreamEvent, UpstreamSink } from '../../src/gateway/upstream.js';
 import { FrameType, PROTOCOL_VERSION, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+import { gated } from '../helpers/gated-store.js';
 
 // When a session's record is saved closed (resumable for sessionTtlMs, counted among the ended
 // sessions the store bounds), and the order the backend hears of a link's life.
@@ -30,41 +31,21 @@ function welcome(client: MemoryLink): WelcomeFrame | undefined {
   return client.received.find((f): f is WelcomeFrame => f.type === FrameType.WELCOME);
 }
 
-/** A store whose chosen calls wait, in the order they were made, until released (a round trip to Redis, FIFO). */
-function gated(inner: Store) {
-  const gates = new Map<string, (() => void)[]>();
-  const hold = new Set<string>();
-  const store = new Proxy(inner, {
-    get(target, prop, receiver) {
-      const v = Reflect.get(target, prop, receiver);
-      if (typeof v !== 'function') return v;
-      const name = String(prop);
-      return (...args: unknown[]) => {
-        if (!hold.has(name)) return v.apply(target, args);
-        return new Promise((resolve, reject) => {
-          const list = gates.get(name) ?? [];
-          list.push(() => {
-            try {
-              resolve(v.apply(target, args));
-            } catch (e) {
-              reject(e);
-            }
-          });
-          gates.set(name, list);
-        });
-      };
-    },
-  });
-  return {
-    store,
-    hold: (name: string) => hold.add(name),
-    release(name: string) {
-      hold.delete(name);
-      for (const g of gates.get(name) ?? []) g();
-      gates.delete(name);
-    },
-    waiting: (name: string) => gates.get(name)?.length ?? 0,
-  };
+/** A device's first link, open. */
+async function opened(gw: Gateway) {
+  const a = peer(gw);
+  hello(a.client);
+  await flush();
+  return { a, token: welcome(a.client)!.resumeToken };
+}
+/** The device resumes `token` on a new link, whose save of the session held open the store answers only on release (Redis, later). */
+async function resumeWhileSaveHeld(gw: Gateway, g: ReturnType<typeof gated>, token: string) {
+  g.hold('saveSession');
+  const b = peer(gw);
+  hello(b.client, { resumeToken: token, lastSeq: 0 });
+  await flush();
+  assert.equal(g.waiting('saveSession'), 1, "the new link's save of the session (held open) is out");
+  return b;
 }
 
 test('the old link of a session closing while its resume on a new link saves the record: the record stays held open (resumable while the new link lives)', async () => {
@@ -72,16 +53,9 @@ test('the old link of a session closing while its resume on a new link saves the
   const mem = new MemoryStore();
   const g = gated(mem);
   const gw = gateway(clock, g.store, { sessionTtlMs: 1000, nodeId: 'n1' });
-  const a = peer(gw);
-  hello(a.client);
-  await flush();
-  const token = welcome(a.client)!.resumeToken;
+  const { a, token } = await opened(gw);
   // The device comes back on a new link resuming its session; the store answers its save later (Redis).
-  g.hold('saveSession');
-  const b = peer(gw);
-  hello(b.client, { resumeToken: token, lastSeq: 0 });
-  await flush();
-  assert.equal(g.waiting('saveSession'), 1, "the new link's save of the session (held open) is out");
+  const b = await resumeWhileSaveHeld(gw, g, token);
   // Meanwhile the gateway hears the old link end (its FIN arrives now, or its detector fires).
   a.client.destroy();
   await flush();
@@ -174,18 +148,11 @@ test('a handshake whose link closes while it saves its session held open saves i
   const mem = new MemoryStore();
   const g = gated(mem);
   const gw = gateway(clock, g.store, { sessionTtlMs: 1000, nodeId: 'n1' });
-  const a = peer(gw);
-  hello(a.client);
-  await flush();
-  const token = welcome(a.client)!.resumeToken;
+  const { a, token } = await opened(gw);
   a.client.send({ type: FrameType.CLOSE, code: 1000 });
   await flush();
   // The device resumes on a new link, which goes away while the store has its save.
-  g.hold('saveSession');
-  const b = peer(gw);
-  hello(b.client, { resumeToken: token, lastSeq: 0 });
-  await flush();
-  assert.equal(g.waiting('saveSession'), 1, "the new link's save of the session (held open) is out");
+  const b = await resumeWhileSaveHeld(gw, g, token);
   b.client.destroy();
   await flush();
   g.release('saveSession');
@@ -208,15 +175,8 @@ test("a resume acknowledges in WELCOME what the session's live link took in whil
   const gw = gateway(clock, g.store, { nodeId: 'n1' });
   const upstream: string[] = [];
   gw.on('message', (m) => upstream.push(m.id ?? Buffer.from(m.payload).toString()));
-  const a = peer(gw);
-  hello(a.client);
-  await flush();
-  const token = welcome(a.client)!.resumeToken;
-  g.hold('saveSession');
-  const b = peer(gw);
-  hello(b.client, { resumeToken: token, lastSeq: 0 });
-  await flush();
-  assert.equal(g.waiting('saveSession'), 1, "the new link's save of the session is out");
+  const { a, token } = await opened(gw);
+  const b = await resumeWhileSaveHeld(gw, g, token);
   // A message sent on the old link just before the client gave up on it arrives now, and is taken in there.
   a.client.send({ type: FrameType.DATA, seq: 1, payload: Buffer.from('late') });
   await flush();
