@@ -104,7 +104,7 @@ export function jwtAuthenticator(o: JwtAuthOptions): Authenticate {
     const wallNow = () => (o.now ? o.now() : Date.now());
     key = Promise.resolve(async (header, token) => {
       const sinceFailure = wallNow() - failedAt;
-      if (sinceFailure < JWKS_RETRY_MS) {
+      if (sinceFailure >= 0 && sinceFailure < JWKS_RETRY_MS) {
         if (fetched.jwks === undefined || fetched.uat === undefined) throw new ProtocolError('server-error', `key set unavailable (its URL failed ${Math.round(sinceFailure)} ms ago; asked again ${JWKS_RETRY_MS} ms after)`);
         if (held?.uat !== fetched.uat) held = { uat: fetched.uat, get: createLocalJWKSet(fetched.jwks) };
         try {

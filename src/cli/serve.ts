@@ -26,7 +26,7 @@ import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
 import { reloadTlsOnChange } from './tls-reload.js';
-import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, sameSecret } from '../admin/admin-server.js';
+import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, requestTarget, sameSecret, type AdminError } from '../admin/admin-server.js';
 
 /**
  * `longlink serve`: the gateway with the in-memory store, or with Redis
@@ -453,8 +453,14 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
           const agg = new ClusterMetrics(() => [...ready.keys()]);
           const token = adminToken(o);
           const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
-            const url = new URL(req.url ?? '/', 'http://primary');
-            if (url.pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
+            let pathname: string;
+            try {
+              pathname = requestTarget(req).pathname;
+            } catch (err) {
+              const e = err as AdminError;
+              return void res.writeHead(e.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: e.code, message: e.message } }));
+            }
+            if (pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
             if (token && !sameSecret(bearer(req), token)) return void res.writeHead(401).end();
             // Without a token, as a worker's admin port: loopback callers by a loopback Host only (no DNS rebinding).
             const refused = token ? null : notLoopback(req, 'set an admin token to serve other names');

@@ -56,7 +56,7 @@ export function verifyWebhookSignature(secret: string, body: string | Uint8Array
   return got.length === want.length && timingSafeEqual(got, want);
 }
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * The webhook sink: one POST per message; a 2xx answer means the backend has

@@ -13,6 +13,7 @@ import { FreezableLink } from '../../src/demo/freezable-link.js';
 import { CutLink } from '../helpers/cut-link.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { sleep, waitEvent } from '../helpers/procs.js';
+import type { Logger } from 'pino';
 
 // The admin port over real loopback: metrics, the JSON API, the event stream,
 // with real clients whose heartbeats, detections and kicks it must report.
@@ -553,4 +554,41 @@ describe('admin port', () => {
     assert.equal((await http(port, 'POST', '/api/drain', { windowMs: -1 })).json().error.code, 'LL_ERR_BAD_REQUEST');
     await close();
   });
+});
+
+/** GET a raw request target, as written (a client library would normalize it). */
+function getTarget(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, method: 'GET', path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c) => (body += c));
+      res.on('end', () => resolve({ status: res.statusCode!, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+// A request target the URL parser refuses (an absolute or scheme-relative form with a bad host):
+// no credential needed, it reaches new URL() before anything else.
+test('a request target that is not a URL is a 4xx with a stable code, not a 500 logged as the admin port\'s own failure', async () => {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false });
+  await gw.listen();
+  const errors: unknown[] = [];
+  const log = { error: (o: unknown) => errors.push(o), info: () => {}, warn: () => {} } as unknown as Logger;
+  // A token is set: the caller has none, and still gets a 500 and an error line.
+  const admin = new AdminServer(gw, { port: 0, token: 'a-token-the-caller-does-not-have', log });
+  const { port } = await admin.listen();
+  try {
+    for (const path of ['//[', 'http://[::1/api/overview', '/v1/../..//%zz']) {
+      const r = await getTarget(port, path);
+      assert.ok(r.status >= 400 && r.status < 500, `${path}: HTTP ${r.status} ${r.body}`);
+      if (path !== '/v1/../..//%zz') assert.match(r.body, /LL_ERR_BAD_PATH/);
+    }
+    assert.equal(errors.length, 0, 'no error line per unauthenticated request');
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
 });

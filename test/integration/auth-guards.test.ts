@@ -237,3 +237,43 @@ test('a tcp:// or tls:// URL without a port is refused (LL_ERR_BAD_URL), not dia
   await assert.rejects(dial('tcp://127.0.0.1', { timeoutMs: 1000 } as never), { code: 'LL_ERR_BAD_URL' });
   await assert.rejects(dial('tls://example.invalid', { timeoutMs: 1000 } as never), { code: 'LL_ERR_BAD_URL' });
 });
+
+// The key set URL's retry pause is a duration, but it is measured on the wall clock: a wall clock
+// stepped back (NTP, a VM resumed) after one failed fetch stretches the pause by the step.
+test('a key set URL that failed once is asked again about JWKS_RETRY_MS later even if the wall clock stepped back meanwhile', async () => {
+  const issuer = await generateKeyPair('ES256');
+  const keys = [{ ...(await exportJWK(issuer.publicKey)), kid: 'A', alg: 'ES256' }];
+  let up = false;
+  let asked = 0;
+  const jwks = http.createServer((_req, res) => {
+    asked++;
+    if (!up) return void res.writeHead(503).end('down');
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
+  });
+  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+  const start = Date.now();
+  mock.timers.enable({ apis: ['Date'], now: start });
+  try {
+    const auth = jwtAuthenticator({ jwksUrl: `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/` });
+    const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' };
+    const hello = async () => {
+      const token = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid: 'A' }).setExpirationTime('1h').sign(issuer.privateKey);
+      return Promise.resolve(auth({ userId: 'alice', deviceId: 'phone', token } as unknown as HelloFrame, peer)).then(
+        () => 'welcome',
+        (e: ProtocolError) => e.reason,
+      );
+    };
+    // The issuer is down at start: one failed fetch.
+    assert.equal(await hello(), 'server-error');
+    assert.equal(asked, 1);
+    // NTP steps the wall clock back an hour; the issuer comes back; well over JWKS_RETRY_MS of real time passes.
+    mock.timers.setTime(start - 3_600_000);
+    up = true;
+    mock.timers.tick(JWKS_RETRY_MS + 1000);
+    assert.equal(await hello(), 'welcome', 'every device is told to come back (4004) for the hour the clock stepped back, the URL never asked');
+    assert.equal(asked, 2);
+  } finally {
+    mock.timers.reset();
+    await new Promise((r) => jwks.close(r));
+  }
+});

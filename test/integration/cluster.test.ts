@@ -21,6 +21,18 @@ const why = redisUnavailable();
 type Node = JsonProc & { tcp: string; ws: string };
 const serve = (redis: TestRedis, id: string) => spawnServe(['--no-ws', '--redis', redis.url, '--node-id', id, '--lease-ms', String(LEASE_MS)]);
 
+/** Writes one raw request and resolves with what came back ('' if the socket closed without an answer). */
+function rawRequest(port: number, text: string): Promise<string> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1', () => s.write(text));
+    let got = '';
+    s.on('data', (d) => (got += d));
+    s.on('close', () => resolve(got));
+    s.on('error', () => {});
+    setTimeout(() => s.destroy(), 3000);
+  });
+}
+
 function receiver(userId: string, urls: string[]) {
   const c = new LonglinkClient({ url: urls, userId, deviceId: 'phone', reconnect: { initialDelayMs: 50, maxDelayMs: 200 }, probes: { pongTimeoutMs: 500, probeCount: 1, probeIntervalMs: 200 } });
   const got: string[] = [];
@@ -276,5 +288,19 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
       for (const u of users) u.c.close();
       await presence.close();
     }
+  });
+
+  test('serve --workers: a request target the URL parser refuses (no token needed) is a 400 from the primary, which serves on: it once ended the primary, and every worker with it', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'rv:', '--node-id', 'rv', '--workers', '2', '--lease-ms', String(LEASE_MS), '--admin-token', 'the-token']);
+    procs.push(gw);
+    const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+    const port = Number(new URL(String(summary.metrics)).port);
+    const answer = await rawRequest(port, 'GET //[ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n');
+    assert.match(answer, /^HTTP\/1\.1 400 [^]*LL_ERR_BAD_PATH/, `the answer: ${JSON.stringify(answer.slice(0, 200))}`);
+    await sleep(300);
+    assert.equal(gw.child.exitCode, null, 'the primary is alive');
+    const res = await fetch(String(summary.metrics), { headers: { authorization: 'Bearer the-token' }, signal: AbortSignal.timeout(10_000) });
+    assert.equal(res.status, 200, 'and serves the cluster /metrics');
+    await res.text();
   });
 });

@@ -4,7 +4,7 @@ import type net from 'node:net';
 import { test } from 'node:test';
 import { systemTimers } from '../../src/core/clock.js';
 import { UpstreamRejectedError, UpstreamRunner, type UpstreamEvent } from '../../src/gateway/upstream.js';
-import { verifyWebhookSignature, webhookSignature, webhookSink } from '../../src/upstream/webhook.js';
+import { verifyWebhookSignature, webhookSignature, webhookSink, type WebhookBody } from '../../src/upstream/webhook.js';
 
 // The webhook sink against a real HTTP backend: ids no header can carry, answers that say the
 // backend is misconfigured rather than the message bad, and events a restarted node numbers anew.
@@ -120,6 +120,30 @@ test('a backend checks X-Longlink-Signature over the raw bytes with verifyWebhoo
     assert.ok(!verifyWebhookSignature('hook-secret', body, sig!.slice(0, -1)), 'cut short');
     assert.ok(!verifyWebhookSignature('hook-secret', body, `${sig!.slice(0, -1)}${sig!.endsWith('0') ? '1' : '0'}`), 'one character off');
     assert.ok(!verifyWebhookSignature('hook-secret', body, undefined), 'missing');
+  } finally {
+    await sink.close?.();
+    await new Promise((r) => server.close(r));
+  }
+});
+
+test('the webhook body\'s text is the payload as text: a leading U+FEFF (valid UTF-8) is kept, not stripped', async () => {
+  const bodies: WebhookBody[] = [];
+  const server = http.createServer((req, res) => {
+    let data = '';
+    req.setEncoding('utf8');
+    req.on('data', (c) => (data += c));
+    req.on('end', () => {
+      bodies.push(JSON.parse(data) as WebhookBody);
+      res.writeHead(200).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const sink = webhookSink({ url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/` });
+  try {
+    const payload = Buffer.from('\ufeff{"a":1}', 'utf8');
+    await sink.send({ userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id: 'm1', seq: 1, payload, receivedAt: 0 });
+    assert.equal(Buffer.from(bodies[0].payload, 'base64').toString('utf8'), '\ufeff{"a":1}');
+    assert.equal(bodies[0].text, '\ufeff{"a":1}', 'text differs from the payload it says it is');
   } finally {
     await sink.close?.();
     await new Promise((r) => server.close(r));
