@@ -72,6 +72,8 @@ test('docs/openapi.json is the document the server serves (regenerate it from op
   const fs = await import('node:fs');
   const version = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version as string;
   assert.deepEqual(JSON.parse(fs.readFileSync(path.join(root, 'docs/openapi.json'), 'utf8')), JSON.parse(JSON.stringify(openApiDocument(version))));
+  // Asked for with no credential: built once (about 1 ms of CPU), not per request.
+  assert.equal(openApiDocument(version), openApiDocument(version));
 });
 
 test('every status the server API answers is in its OpenAPI document (403 without a key off loopback, 415, 429, 503 from a store that fails)', async () => {
