@@ -226,8 +226,15 @@ export class UpstreamRunner {
     }
     this.stats.pending++;
     this.fireBytes += size;
-    this.o.sink
-      .send(msg)
+    // A sink of the user's that throws rather than rejects: thrown here, it left pending and fireBytes
+    // raised for good (every later fire-and-forget refused) and escaped into the link's frame handler.
+    let sent: Promise<UpstreamAnswer | void>;
+    try {
+      sent = this.o.sink.send(msg);
+    } catch (err) {
+      sent = Promise.reject(err);
+    }
+    sent
       .then(
         (answer) => {
           this.stats.accepted++;

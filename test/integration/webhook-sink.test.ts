@@ -149,3 +149,17 @@ test('the webhook body\'s text is the payload as text: a leading U+FEFF (valid U
     await new Promise((r) => server.close(r));
   }
 });
+
+test('a sink that throws instead of rejecting: a fire-and-forget message is counted failed and frees its place in the backlog, not held for good', async () => {
+  const failed: string[] = [];
+  const sink = { name: 'throws', send: (): Promise<void> => { throw new Error('sync'); } };
+  const runner = new UpstreamRunner({ sink, maxPending: 2 }, systemTimers, (err) => failed.push((err as Error).message));
+  const msg = { userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', payload: Buffer.from('x'), receivedAt: 0 };
+  for (let i = 0; i < 5; i++) {
+    assert.equal(runner.fireAndForget(msg), true, `message ${i} taken, the backlog being free again`);
+    await new Promise((r) => setImmediate(r));
+  }
+  assert.deepEqual(failed, ['sync', 'sync', 'sync', 'sync', 'sync']);
+  assert.equal(runner.stats.pending, 0);
+  assert.equal(runner.stats.failures, 5);
+});
