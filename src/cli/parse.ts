@@ -18,6 +18,18 @@ export function positiveInt(value: string): number {
   return n;
 }
 
+/** A URL path, such as the WebSocket upgrade's: without its leading slash no request matches it. */
+export function urlPath(value: string): string {
+  if (!value.startsWith('/')) throw new InvalidArgumentError('expected a path starting with /');
+  return value;
+}
+
+/** A size as pino-roll reads it (100m, 512k, 1g; a bare number is MB), checked before its worker thread fails on it. */
+export function logSize(value: string): string {
+  if (!/^\d+(\.\d+)?[kmg]?$/i.test(value.trim())) throw new InvalidArgumentError('expected a size: a number, then k, m or g (a bare number is MB)');
+  return value.trim();
+}
+
 export function keyValue(value: string, previous: Record<string, string> = {}): Record<string, string> {
   const i = value.indexOf('=');
   if (i <= 0) throw new InvalidArgumentError('expected key=value');

@@ -13,8 +13,10 @@ import http from 'node:http';
 import { AggregatorRegistry } from 'prom-client';
 import { ClusterMetrics } from './cluster-metrics.js';
 import os from 'node:os';
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
-import { exitOnUsageError, fraction, httpUrl, int, port, positiveInt, readOptionFile } from './parse.js';
+import { exitOnUsageError, fraction, httpUrl, int, logSize, port, positiveInt, readOptionFile, urlPath } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -47,7 +49,7 @@ export function serveCommand(): Command {
     .option('--no-tcp', 'do not listen on raw TCP')
     .option('--ws-port <port>', 'WebSocket port (0 = any free port)', port, DEFAULT_WS_PORT)
     .option('--no-ws', 'do not listen for WebSocket')
-    .option('--ws-path <path>', 'WebSocket upgrade path', DEFAULTS.wsPath)
+    .option('--ws-path <path>', 'WebSocket upgrade path', urlPath, DEFAULTS.wsPath)
     .option('--heartbeat-interval-ms <ms>', 'default heartbeat interval', int, DEFAULT_POLICY.intervalMs)
     .option('--heartbeat-min-interval-ms <ms>', 'shortest interval a client may announce', int, DEFAULT_POLICY.minIntervalMs)
     .option('--heartbeat-max-interval-ms <ms>', 'longest interval a client may announce', int, DEFAULT_POLICY.maxIntervalMs)
@@ -114,8 +116,8 @@ export function serveCommand(): Command {
     .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
     .option('--max-devices-per-user <n>', 'in-memory store: devices with any record per user (known, sessions, online); a new one drops one that is not online', positiveInt, MEMORY_STORE_DEFAULTS.maxDevicesPerUser)
-    .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', int, RELAY_BUDGET.perUser)
-    .option('--relay-total <n>', 'built-in relay: messages being relayed at once in all', int, RELAY_BUDGET.total)
+    .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', positiveInt, RELAY_BUDGET.perUser)
+    .option('--relay-total <n>', 'built-in relay: messages being relayed at once in all', positiveInt, RELAY_BUDGET.total)
     .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
     .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
     .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
@@ -123,11 +125,11 @@ export function serveCommand(): Command {
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))
     .option('--connect-hook <url>', 'POST each HELLO to this backend URL, which allows or refuses it and may set the user, client info and heartbeat', httpUrl)
-    .option('--connect-hook-timeout-ms <ms>', 'longest wait for the connect hook; past it the device is told to come back (4004)', int, 2000)
+    .option('--connect-hook-timeout-ms <ms>', 'longest wait for the connect hook; past it the device is told to come back (4004)', positiveInt, 2000)
     .option('--connect-hook-secret <secret>', 'sent to the connect hook as Authorization: Bearer <secret>')
     .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)", httpUrl)
     .option('--upstream-secret <secret>', 'sign webhook bodies: X-Longlink-Signature: sha256=<HMAC-SHA256 of the body>')
-    .option('--upstream-timeout-ms <ms>', 'a webhook request (or a stream write) that takes longer fails and is retried', int, 10_000)
+    .option('--upstream-timeout-ms <ms>', 'a webhook request (or a stream write) that takes longer fails and is retried', positiveInt, 10_000)
     .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
     .option('--upstream-stream <name>', 'the stream for --upstream-redis-stream', 'longlink:upstream')
     .option('--upstream-events <list>', 'also send these lifecycle events upstream, comma-separated: online, offline (with reason, code and detection time), suspect, replaced (a device\'s newer link took over)', (v: string) => {
@@ -149,9 +151,9 @@ export function serveCommand(): Command {
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
     .addOption(new Option('--log-format <format>', 'log lines as JSON or for people (auto: pretty on a terminal, JSON otherwise)').choices(['auto', 'json', 'pretty']).default('auto'))
     .option('--log-file <path>', 'also write JSON log lines to this file, rolled by size and time (pino-roll)')
-    .option('--log-file-size <size>', 'roll the log file at this size (k, m, g)', '100m')
+    .option('--log-file-size <size>', 'roll the log file at this size (k, m, g)', logSize, '100m')
     .addOption(new Option('--log-file-frequency <when>', 'roll the log file this often').choices(['daily', 'hourly']).default('daily'))
-    .option('--log-file-count <n>', 'rolled log files kept', int, 10)
+    .option('--log-file-count <n>', 'rolled log files kept', positiveInt, 10)
     .action(async (o, cmd: Command) => {
       try {
         applyEnv(cmd);
@@ -320,6 +322,8 @@ export function serveCommand(): Command {
         const windowMs = drain.windowMs ?? o.drainWindowMs;
         log.info({ event: 'draining', signal, connections: gw.connectionCount, windowMs }, 'draining');
         const report = await gw.drain({ windowMs, ackTimeoutMs: drain.ackTimeoutMs ?? o.drainAckTimeoutMs });
+        // The last window's held-back counts (its summary timer would come after the exit).
+        limiter.flush();
         await admin?.close();
         await store?.close();
         await upstreamSink?.close?.();
@@ -578,6 +582,9 @@ export class WorkerRestarts {
 
 /** Options whose empty value is refused: each turns a guard on, or names where to reach something. */
 const EMPTY_REFUSED: [string, string][] = [
+  // An unset variable in a compose file: '' listens on every interface.
+  ['host', '--host'],
+  ['adminHost', '--admin-host'],
   ['jwtSecret', '--jwt-secret'],
   ['jwtPublicKey', '--jwt-public-key'],
   ['jwksUrl', '--jwks-url'],
@@ -660,9 +667,26 @@ function makeLogger(o: Record<string, unknown>): Logger {
       : { target: 'pino/file', level, options: { destination: 1 } },
   ];
   if (o.logFile) {
+    // pino-roll opens the file in its worker thread, after `listening` is printed, and its failure
+    // there ended the process with a stack trace: the directory is made and checked here first.
+    const dir = path.dirname(path.resolve(o.logFile as string));
+    try {
+      fs.mkdirSync(dir, { recursive: true });
+      fs.accessSync(dir, fs.constants.W_OK);
+    } catch (err) {
+      process.stderr.write(`longlink serve: --log-file ${o.logFile as string}: cannot write to ${dir} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})\n`);
+      process.exit(2);
+    }
     targets.push({ target: 'pino-roll', level, options: { file: o.logFile, size: o.logFileSize, frequency: o.logFileFrequency, mkdir: true, limit: { count: o.logFileCount } } });
   }
-  return pino({ level, base }, pino.transport({ targets }));
+  const transport = pino.transport({ targets });
+  // A log that fails later (a full disk) is said once; it does not end the gateway.
+  let told = false;
+  transport.on('error', (err: Error) => {
+    if (!told) process.stderr.write(`longlink serve: the log transport failed: ${err.message}\n`);
+    told = true;
+  });
+  return pino({ level, base }, transport);
 }
 
 function jwtConfigured(o: Record<string, unknown>): boolean {

@@ -17,18 +17,19 @@ export function tuneCommand(): Command {
   return new Command('tune')
     .exitOverride(exitOnUsageError)
     .description('pick the heartbeat interval and detector settings that detect a dead link within a time, with at most so many false suspicions a month')
-    .requiredOption('--detect-within <duration>', 'detection time T_D: a dead peer is closed within this long of its last heartbeat (e.g. 30s)', duration)
+    .requiredOption('--detect-within <duration>', 'detection time T_D: a dead peer is closed within this long of its last heartbeat (e.g. 30s)', positiveDuration)
     .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positive, 1)
     .option('--from <source>', 'the measured network: a gateway admin URL (http://host:port reads /api/network; .../metrics reads the Prometheus figures), a file holding /api/network\'s JSON, or a lab report (longlink lab run tuned)')
     .addOption(new Option('--transport <t>', 'which transport\'s measurements').choices(['tcp', 'ws']).default('tcp'))
     .option('--loss <p>', 'without --from: chance a heartbeat is lost (0..1)', fraction, 0.01)
     .option('--delay <duration>', 'mean one-way delay, base part (without --from; with it, overrides half the measured RTT)', duration)
     .option('--jitter <duration>', 'without --from: mean of the exponential part of the delay', duration, 10)
-    .option('--min-interval <duration>', 'shortest heartbeat interval allowed', duration, 1000)
-    .option('--max-interval <duration>', 'longest heartbeat interval allowed', duration, 600_000)
+    .option('--min-interval <duration>', 'shortest heartbeat interval allowed', intervalDuration, 1000)
+    .option('--max-interval <duration>', 'longest heartbeat interval allowed', intervalDuration, 600_000)
     .option('--token <token>', 'admin bearer token for --from URL (or LONGLINK_ADMIN_TOKEN)')
     .option('--json', 'print the result as JSON')
     .action(async (o: TuneOptions) => {
+      if (o.minInterval > o.maxInterval) fail(`--min-interval (${o.minInterval} ms) is above --max-interval (${o.maxInterval} ms)`);
       const net = await network(o);
       const result = tuneDetector({ detectWithinMs: o.detectWithin, falseSuspicionsPerMonth: o.falseSuspicionsPerMonth, minIntervalMs: o.minInterval, maxIntervalMs: o.maxInterval }, net);
       if (o.json) console.log(JSON.stringify({ network: { source: net.source, heartbeats: net.heartbeats, lossRate: net.lossRate, delayMeanMs: net.delayMeanMs, lateP999Ms: net.lateP999Ms }, result }, null, 2));
@@ -140,15 +141,30 @@ function duration(v: string): number {
   return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 'ms') as 'ms'];
 }
 
+/** At least 1 ms: 0 made tuneDetector throw, a stack trace and exit 1 instead of a refused option. */
+function positiveDuration(v: string): number {
+  const n = duration(v);
+  if (!(n >= 1)) throw new InvalidArgumentError('expected a duration of at least 1 ms');
+  return n;
+}
+
+/** What `serve --heartbeat-*-interval-ms` takes (whole ms, at least 1), since tune prints it as that flag. */
+function intervalDuration(v: string): number {
+  const n = duration(v);
+  if (!(Number.isInteger(n) && n >= 1)) throw new InvalidArgumentError('expected a whole number of ms, at least 1 (500ms, 30s, 5m)');
+  return n;
+}
+
 function positive(v: string): number {
   const n = Number(v);
-  if (!(n > 0)) throw new InvalidArgumentError('expected a positive number');
+  if (v.trim() === '' || !(n > 0 && Number.isFinite(n))) throw new InvalidArgumentError('expected a positive number');
   return n;
 }
 
 function fraction(v: string): number {
   const n = Number(v);
-  if (!(n >= 0 && n < 1)) throw new InvalidArgumentError('expected a probability, 0 to below 1');
+  // Number('') is 0: an empty value is no loss measured.
+  if (v.trim() === '' || !(n >= 0 && n < 1)) throw new InvalidArgumentError('expected a probability, 0 to below 1');
   return n;
 }
 

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import net from 'node:net';
 import { X509Certificate } from 'node:crypto';
+import { LonglinkClient } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import type { LonglinkError } from '../../src/protocol/errors.js';
 import { after, test } from 'node:test';
@@ -60,6 +61,46 @@ test('a bad option exits 2 whether it came from a flag, the environment or the f
   assert.equal(status(['--tcp-port']), 2, 'a flag without its value');
   assert.equal(status(['--log-level', 'loud']), 2, 'a value outside the choices');
   assert.equal(status(['--help']), 0, '--help is no error');
+});
+
+// Values each parser took that then broke what they set: every HELLO closed 4004 (a 0 ms hook
+// timeout), every message re-sent (a 0 ms upstream timeout), the relay silently off, every upgrade
+// answered 400 (a path without its slash), a listener on every interface (an empty host from an
+// unset variable), and stack traces from pino-roll's worker or tune's model.
+test('values that parse but would break what they set are bad options: exit 2, one line naming the option, no stack trace', () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-log-'));
+  const free = ['--tcp-port', '0', '--ws-port', '0', '--admin-port', '0'];
+  const cases: [string[], Record<string, string>, RegExp][] = [
+    [['serve', ...free, '--connect-hook', 'http://127.0.0.1:9/h', '--connect-hook-timeout-ms', '0'], {}, /--connect-hook-timeout-ms/],
+    [['serve', ...free, '--upstream-webhook', 'http://127.0.0.1:9/u', '--upstream-timeout-ms', '0'], {}, /--upstream-timeout-ms/],
+    [['serve', ...free, '--relay-per-user', '0'], {}, /--relay-per-user/],
+    [['serve', ...free, '--relay-total', '0'], {}, /--relay-total/],
+    [['serve', ...free, '--ws-path', 'longlink'], {}, /--ws-path/],
+    [['serve', ...free, '--log-file', `${dir}/ll.log`, '--log-file-count', '0'], {}, /--log-file-count/],
+    [['serve', ...free, '--log-file', `${dir}/ll.log`, '--log-file-size', '10mb'], {}, /--log-file-size/],
+    [['serve', ...free, '--log-file', '/dev/null/ll.log'], {}, /--log-file/],
+    [['serve', ...free], { LONGLINK_HOST: '' }, /--host/],
+    [['serve', ...free], { LONGLINK_ADMIN_HOST: '' }, /--admin-host/],
+    [['tune', '--detect-within', '0'], {}, /--detect-within/],
+    [['tune', '--detect-within', '30s', '--min-interval', '0'], {}, /--min-interval/],
+    [['tune', '--detect-within', '30s', '--min-interval', '0.5'], {}, /--min-interval/],
+    [['tune', '--detect-within', '30s', '--min-interval', '2m', '--max-interval', '1m'], {}, /--min-interval/],
+    [['tune', '--detect-within', '30s', '--loss', ''], {}, /--loss/],
+    [['tune', '--detect-within', '30s', '--false-suspicions-per-month', 'Infinity'], {}, /--false-suspicions-per-month/],
+  ];
+  try {
+    for (const [args, env, names] of cases) {
+      const what = `${Object.keys(env).map((k) => `${k}= `).join('')}${args.join(' ')}`;
+      // Not refused, serve would listen until killed: status null.
+      const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: '', timeout: 15_000, killSignal: 'SIGKILL', env: { ...process.env, ...env } });
+      assert.equal(r.status, 2, `${what}: exit ${r.status}; stderr: ${r.stderr.slice(0, 300)}`);
+      assert.match(r.stderr, names, what);
+      assert.doesNotMatch(r.stderr, /Unhandled 'error' event|^\s+at /m, `${what}: no stack trace`);
+      assert.equal(r.stderr.trim().split('\n').length, 1, `${what}: one line: ${r.stderr}`);
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('every command refuses an unknown flag or a bad value with exit 2, as serve does, and --help exits 0', () => {
@@ -637,5 +678,29 @@ test('longlink client: Ctrl-C while it is still trying to connect ends it with e
     assert.ok(!c.lines.some((l) => l.event === 'error'), `no error line: ${JSON.stringify(c.lines.slice(-3))}`);
   } finally {
     await c.kill();
+  }
+});
+
+test("SIGTERM writes the log limiter's held-back counts before it exits (the last window's suppressed lines were lost)", async () => {
+  const server = spawnCli(['serve', '--tcp-port', '0', '--ws-port', '0', '--no-admin', '--drain-window-ms', '0', '--drain-ack-timeout-ms', '0']);
+  const clients: LonglinkClient[] = [];
+  try {
+    const l = await server.waitFor((x) => x.event === 'listening', 10_000, 'listening');
+    for (let i = 0; i < 25; i++) {
+      const c = new LonglinkClient({ url: l.tcp as string, userId: `u${i}`, deviceId: 'd', reconnect: { enabled: false } });
+      clients.push(c);
+      await c.connect();
+    }
+    // 25 online lines: 20 written, 5 held back for the summary at the end of the 10 s window.
+    await server.waitFor(() => server.lines.filter((x) => x.event === 'online').length === 20, 5000, '20 online lines');
+    server.child.kill('SIGTERM');
+    const [code] = await once(server.child, 'exit');
+    assert.equal(code, 0);
+    const suppressed = server.lines.filter((x) => x.event === 'suppressed');
+    assert.ok(suppressed.some((x) => x.key === 'online' && x.held === 5), `the 5 held-back online lines are counted: ${JSON.stringify(suppressed)}`);
+    assert.ok(suppressed.some((x) => x.key === 'offline going-away' && x.held === 5), `the 5 held-back offline lines are counted: ${JSON.stringify(suppressed)}`);
+  } finally {
+    for (const c of clients) c.close();
+    await server.kill();
   }
 });
