@@ -500,12 +500,21 @@ export class ServerConnection implements LinkEvents {
         return;
       }
     }
+    // The mailbox numbers the device's messages above it: near 2^53 they could no longer be encoded,
+    // and every later delivery to the device, a new session's too, failed (4004 each time).
+    if (hello.lastSeq !== undefined && hello.lastSeq > MAX_LAST_SEQ) {
+      this.onProtocolError(new ProtocolError('field-too-large', `lastSeq ${hello.lastSeq} exceeds ${MAX_LAST_SEQ}`));
+      return;
+    }
     this.userId = hello.userId;
     this.deviceId = hello.deviceId;
     // Kept with the session after the link ends: 65,000 sessions of 60 KB each once ran the heap out.
+    // Bounded in keys as well as bytes: 1,000 empty entries were 1 KB by the bytes and 50 KB of heap.
+    const { maxClientInfoBytes, maxStateKeys } = this.host.limits;
     const infoBytes = hello.clientInfo ? stateBytes(hello.clientInfo) : 0;
-    if (infoBytes > this.host.limits.maxClientInfoBytes) {
-      this.onProtocolError(new ProtocolError('field-too-large', `clientInfo of ${infoBytes} bytes exceeds the limit of ${this.host.limits.maxClientInfoBytes}`));
+    const infoKeys = hello.clientInfo ? Object.keys(hello.clientInfo).length : 0;
+    if (infoBytes > maxClientInfoBytes || infoKeys > maxStateKeys) {
+      this.onProtocolError(new ProtocolError('field-too-large', `clientInfo of ${infoKeys} keys and ${infoBytes} bytes exceeds the limit of ${maxStateKeys} keys and ${maxClientInfoBytes} bytes`));
       return;
     }
     this.clientInfo = hello.clientInfo ?? NO_STATE;
@@ -797,6 +806,9 @@ function stateBytes(s: ClientState): number {
   for (const k of Object.keys(s)) n += k.length + String(s[k]).length;
   return n;
 }
+
+/** The highest resume `lastSeq` taken: 2^48, so a mailbox numbered above it stays below 2^53 for 2^52 more messages. */
+export const MAX_LAST_SEQ = 2 ** 48;
 
 const PACE_OK = 0;
 const PACE_WARN = 1;

@@ -493,6 +493,37 @@ test('fields a client makes the gateway keep are bounded: clientInfo, merged sta
   await gw.close();
 });
 
+test('clientInfo is bounded in entries as well as bytes (maxStateKeys), and a resume lastSeq beyond 2^48 is refused: both close with field-too-large (4508)', async () => {
+  const { gw } = setup({ limits: { maxClientInfoBytes: 100, maxStateKeys: 4 } });
+  // Five empty entries: 5 bytes by the bytes, five properties kept with the session for its TTL.
+  const [s1, c1] = memoryLinkPair();
+  gw.accept(s1);
+  c1.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'many', deviceId: 'd', clientInfo: { a: '', b: '', c: '', d: '', e: '' } });
+  await flush();
+  assert.equal(lastClose(c1)?.code, 4508);
+  const four = await open(gw, { userId: 'four', clientInfo: { a: '', b: '', c: '', d: '' } });
+  assert.equal(lastClose(four.client), undefined, 'within the bound');
+  // The mailbox numbers above lastSeq: near 2^53 no DATA to the device could be written again.
+  const first = await open(gw, { userId: 'seq', deviceId: 'd' });
+  const token = first.welcome.resumeToken;
+  first.client.destroy();
+  await flush();
+  const [s2, c2] = memoryLinkPair();
+  gw.accept(s2);
+  c2.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'seq', deviceId: 'd', resumeToken: token, lastSeq: Number.MAX_SAFE_INTEGER });
+  await flush();
+  assert.equal(lastClose(c2)?.code, 4508);
+  const [s3, c3] = memoryLinkPair();
+  gw.accept(s3);
+  c3.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'seq', deviceId: 'd', resumeToken: token, lastSeq: 2 ** 48 });
+  await flush();
+  assert.ok(c3.received.some((f) => f.type === FrameType.WELCOME && f.resumed), 'lastSeq 2^48 resumes');
+  void gw.push('seq', 'after');
+  await flush();
+  assert.ok(c3.received.some((f) => f.type === FrameType.DATA && f.seq === 2 ** 48 + 1), 'and its next message is numbered above it');
+  await gw.close();
+});
+
 test('an authenticator\'s clientInfo is bounded in UTF-8 bytes as HELLO\'s is: 80 characters of é are 160 bytes, over a 100-byte bound', async () => {
   const info = (s: string) => ({ userId: 'u', deviceId: 'd', clientInfo: { plan: s } });
   for (const [text, over] of [['é'.repeat(80), true], ['e'.repeat(80), false]] as const) {

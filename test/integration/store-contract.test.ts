@@ -712,6 +712,17 @@ test('memory store: records of ended links are bounded in estimated bytes; open 
   await s.close();
 });
 
+test('memory store: a record\'s estimated bytes count each clientInfo entry, not only its strings (1,000 empty entries are 50 KB of heap, not 1 KB)', async () => {
+  const s = new MemoryStore();
+  const rec = (clientInfo: Record<string, string>) => ({ sessionId: 's', resumeToken: 't', userId: 'u', deviceId: 'd', clientInfo, createdAt: 0, inSeq: 0 });
+  const far = Date.now() + 60_000;
+  await s.saveSession(rec({}), far);
+  const bare = s.detachedSessionBytes;
+  await s.saveSession(rec(Object.fromEntries(Array.from({ length: 1000 }, (_, i) => [`k${i}`, '']))), far);
+  assert.ok(s.detachedSessionBytes - bare >= 1000 * 40, `1,000 entries counted ${s.detachedSessionBytes - bare} bytes`);
+  await s.close();
+});
+
 test('memory store: session records are bounded per device and in all (an attacker reconnecting without resuming, or with one token for many devices)', async () => {
   const s = new MemoryStore({ maxSessionsPerDevice: 2, maxSessions: 5 });
   const rec = (i: number, deviceId = 'd') => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId: 'u', deviceId, clientInfo: {}, createdAt: i, inSeq: 0 });

@@ -162,11 +162,14 @@ export const MEMORY_STORE_DEFAULTS = {
 
 /** What a session record costs beyond its clientInfo's characters (measured: 1,840 bytes with 1,000 characters). */
 const SESSION_RECORD_BYTES = 800;
+/** What one clientInfo entry holds in the heap besides its two strings (a dictionary slot and the string headers). */
+const CLIENT_INFO_ENTRY_BYTES = 48;
 
 function sessionBytes(r: SessionRecord): number {
   // The ids too: a gateway bounds them (maxIdBytes, 1,024 bytes each), but they are the record's own strings.
   let n = SESSION_RECORD_BYTES + r.userId.length + r.deviceId.length;
-  for (const [k, v] of Object.entries(r.clientInfo)) n += k.length + String(v).length;
+  // An entry costs its property's slot besides its strings (a hook's clientInfo is bounded by its JSON only).
+  for (const [k, v] of Object.entries(r.clientInfo)) n += CLIENT_INFO_ENTRY_BYTES + k.length + String(v).length;
   return n;
 }
 
