@@ -288,7 +288,7 @@ export function serveCommand(): Command {
       );
       gw.on('fault', (e) =>
         limited(`fault ${e.kind} ${e.op}`, () =>
-          (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, e.kind === 'store' ? 'store call failed' : e.kind === 'config' ? 'option adjusted' : 'a listener threw'),
+          (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, FAULT_LINES[e.kind] ?? `${e.kind} failed`),
         ),
       );
       gw.on('refused', (e) => limited(`refused ${e.reason}`, () => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, retryAfterMs: e.retryAfterMs }, e.message)));
@@ -421,8 +421,8 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
             event: 'listening',
             workers: n,
             metrics: adminUrl,
-            tcp: any.tcp !== null ? `tcp://${o.host}:${any.tcp}` : null,
-            ws: any.ws !== null ? `ws://${o.host}:${any.ws}${o.wsPath}` : null,
+            tcp: any.tcp !== null ? `${o.tlsCert ? 'tls' : 'tcp'}://${o.host}:${any.tcp}` : null,
+            ws: any.ws !== null ? `${o.tlsCert ? 'wss' : 'ws'}://${o.host}:${any.ws}${o.wsPath}` : null,
             nodes: [...listening.values()].map((x) => x.nodeId),
           },
           'longlink gateway workers listening',
@@ -581,6 +581,14 @@ export class WorkerRestarts {
 }
 
 /** Options whose empty value is refused: each turns a guard on, or names where to reach something. */
+/** The message of a `fault` line, by its kind (an upstream failure had said "a listener threw"). */
+const FAULT_LINES: Record<string, string> = {
+  store: 'store call failed',
+  config: 'option adjusted',
+  listener: 'a listener threw',
+  upstream: 'upstream call failed',
+};
+
 const EMPTY_REFUSED: [string, string][] = [
   // An unset variable in a compose file: '' listens on every interface.
   ['host', '--host'],

@@ -303,4 +303,24 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.equal(res.status, 200, 'and serves the cluster /metrics');
     await res.text();
   });
+
+  test("serve --workers with TLS: the primary's listening line gives tls:// and wss:// URLs, as one process's does (it gave tcp:// and ws://)", async () => {
+    const { testCertificate } = await import('../helpers/certs.js');
+    const { cert, key } = await testCertificate();
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-tls-workers-'));
+    fs.writeFileSync(path.join(dir, 'cert.pem'), cert);
+    fs.writeFileSync(path.join(dir, 'key.pem'), key);
+    try {
+      const gw = await spawnServe(['--redis', redis.url, '--redis-prefix', 'tw:', '--node-id', 'tw', '--workers', '2', '--lease-ms', String(LEASE_MS), '--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem')]);
+      procs.push(gw);
+      const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+      assert.match(String(summary.tcp), /^tls:\/\//);
+      assert.match(String(summary.ws), /^wss:\/\//);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
