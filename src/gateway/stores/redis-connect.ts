@@ -34,7 +34,7 @@ export function loadIoredis(who = 'RedisStore'): typeof Redis {
   return loadIoredisModule(who).Redis;
 }
 
-/** The URL(s) without passwords, for messages. */
+/** The URL(s) without passwords or query values, for messages and log lines. */
 export function redactUrl(url: string): string {
   return url
     .split(',')
@@ -42,6 +42,8 @@ export function redactUrl(url: string): string {
       try {
         const u = new URL(one.trim());
         if (u.password) u.password = '***';
+        // A webhook's key is as often in its query (?key=...) as in its userinfo.
+        for (const k of new Set(u.searchParams.keys())) u.searchParams.set(k, '***');
         return u.toString();
       } catch {
         return one;
