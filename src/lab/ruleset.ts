@@ -76,8 +76,10 @@ export function faultRuleset(faults: FaultRule[]): string {
     if (f.kind !== 'reset' && !['up', 'down', 'both'].includes(f.direction)) throw new RangeError(`fault direction must be up, down or both, got ${f.direction}`);
     if (f.kind === 'reset' && !(Number.isInteger(f.port) && f.port > 0 && f.port < 65536)) throw new RangeError(`reset port must be a TCP port, got ${f.port}`);
     if (f.kind === 'blackhole' || f.kind === 'loss') {
-      if (f.kind === 'loss' && !(f.percent > 0 && f.percent <= 100)) throw new RangeError(`loss percent must be in (0, 100], got ${f.percent}`);
-      const verdict = f.kind === 'loss' ? `numgen random mod 100 < ${Math.round(f.percent)} counter drop` : 'counter drop';
+      // In hundredths of a percent: drawn mod 100, 0.4 % rounded to a rule that never drops and 0.5 % to 1 %,
+      // and the tuning works at 0.1 %–1 %.
+      if (f.kind === 'loss' && !(f.percent >= 0.01 && f.percent <= 100)) throw new RangeError(`loss percent must be from 0.01 to 100, got ${f.percent}`);
+      const verdict = f.kind === 'loss' ? `numgen random mod 10000 < ${Math.round(f.percent * 100)} counter drop` : 'counter drop';
       if (f.direction !== 'down') pre.push(`    ${ifMatch('in', f.client)} ${verdict}`);
       if (f.direction !== 'up') post.push(`    ${ifMatch('out', f.client)} ${verdict}`);
     } else {

@@ -18,8 +18,8 @@ test('faults: blackhole and loss by direction, reset for one connection, an empt
   assert.match(up, /iifname "c0" counter drop/);
   assert.doesNotMatch(up, /oifname "c0"/);
   const loss = faultRuleset([{ kind: 'loss', client: -1, percent: 5, direction: 'both' }]);
-  assert.match(loss, /iifname "c\*" numgen random mod 100 < 5 counter drop/);
-  assert.match(loss, /oifname "c\*" numgen random mod 100 < 5 counter drop/);
+  assert.match(loss, /iifname "c\*" numgen random mod 10000 < 500 counter drop/);
+  assert.match(loss, /oifname "c\*" numgen random mod 10000 < 500 counter drop/);
   const rst = faultRuleset([{ kind: 'reset', client: 1, port: 40000 }]);
   assert.match(rst, /iifname "c1" tcp sport 40000 counter reject with tcp reset/);
   assert.match(rst, /oifname "c1" tcp dport 40000 counter reject with tcp reset/);
@@ -91,4 +91,13 @@ test('adaptive report: the table compares clients per NAT timeout and the chart 
   assert.match(svg, /NAT timeout 8 s/);
   assert.equal(svg.match(/>×</g)?.length, 2, 'one cross per lost link');
   assert.match(svg, /20 links lost/);
+});
+
+test('a loss fault drops what it says in hundredths of a percent: 0.4 % is not a rule that never drops, 0.5 % is not 1 %', () => {
+  const rule = (percent: number) => /numgen random mod (\d+) < (\d+) counter drop/.exec(faultRuleset([{ kind: 'loss', client: 0, percent, direction: 'up' }]))!;
+  for (const [percent, threshold] of [[0.4, 40], [0.5, 50], [2.5, 250], [100, 10000]] as const) {
+    const m = rule(percent);
+    assert.equal(Number(m[2]) / Number(m[1]), threshold / 10000, `${percent}%: ${m[0]}`);
+  }
+  assert.throws(() => faultRuleset([{ kind: 'loss', client: 0, percent: 0.001, direction: 'up' }]), /0\.01 to 100/);
 });
