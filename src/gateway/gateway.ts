@@ -1378,6 +1378,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (!(Number.isFinite(v) && v >= 0 && v <= 0x7fffffff)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `drain ${k} must be from 0 to ${0x7fffffff} ms (got ${v})`);
     }
     this.closing = true;
+    const started = o.clock.now();
     void this.stopAccepting();
     const open: ServerConnection[] = [];
     for (const conn of [...this.connections]) {
@@ -1407,6 +1408,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       if (timer !== null) o.timers.clearTimeout(timer);
     }
     this.drained = null;
+    // The ACK that let a link go may still be on its way to the store (a Redis round trip): its pushes
+    // report delivered once the removal answers. Closing first resolved them `queued`, with the
+    // `delivered` event following. Within what is left of ackTimeoutMs.
+    const settling = open.map((c) => c.delivery?.settling).filter((p): p is Promise<void> => p != null);
+    const left = ackTimeoutMs - (o.clock.now() - started);
+    if (settling.length > 0 && left > 0) {
+      let timer: TimerHandle | null = null;
+      await Promise.race([Promise.all(settling), new Promise<void>((r) => (timer = o.timers.setTimeout(r, left)))]);
+      if (timer !== null) o.timers.clearTimeout(timer);
+    }
     for (const conn of open) {
       if (conn.phase === 'closed' && conn.closeReason === 'going-away' && this.delivery.settled(conn)) report.settled++;
       else if (conn.phase !== 'closed') report.timedOut++;

@@ -500,3 +500,31 @@ test("a stale link's periodic session refresh does not take the session back fro
   await flush();
   for (const gw of [n1, n2]) await gw.close();
 });
+
+// A push acknowledged by the drain's last ACK: with a store that answers the removal later (Redis),
+// the drain closed first and the push resolved `queued` while `delivered` was emitted after.
+for (const holdAck of [false, true]) {
+  test(`drain: a push the device acknowledges during the drain resolves delivered (store ack ${holdAck ? 'slow' : 'immediate'})`, async () => {
+    const clock = new ManualClock(1000);
+    const g = gated(new MemoryStore());
+    const gw = gateway(clock, g.store, { delivery: { pushWaitMs: 10_000 } });
+    const delivered: string[] = [];
+    gw.on('delivered', (e) => delivered.push(e.id));
+    const d = dialer(() => gw);
+    const { c, got } = client(clock, d.dial);
+    await Promise.all([c.connect(), settle(clock)]);
+    const p = gw.push('u', 'x', { id: 'x' });
+    await flush();
+    assert.deepEqual(got, ['x']);
+    if (holdAck) g.hold('ack');
+    const drained = gw.drain({ windowMs: 100, ackTimeoutMs: 5000 });
+    await settle(clock, 200);
+    if (holdAck) g.release('ack');
+    await settle(clock, 200);
+    await drained;
+    const r = await p;
+    assert.deepEqual(delivered, ['x']);
+    assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'delivered' }], `acknowledged before the drain ended, reported ${JSON.stringify(r.devices)}`);
+    c.close();
+  });
+}
