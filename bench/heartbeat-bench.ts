@@ -206,12 +206,17 @@ for (let round = 0; round < repeat; round++) {
 }
 const results = peers.map((p) => medianResult(runs.filter((r) => r.peer === p)));
 
-/** Each numeric figure the median of the peer's runs (the lower middle one for an even count). */
+/**
+ * Each numeric figure the median of the peer's runs (the mean of the middle two for an even count),
+ * but failures and closes the largest of any run: a median hid a round that lost connections.
+ */
 function medianResult(rs: PeerResult[]): PeerResult {
   const r = { ...rs[0] };
   for (const k of Object.keys(r) as (keyof PeerResult)[]) {
     if (typeof r[k] === 'number') (r as Record<string, unknown>)[k] = median(rs.map((x) => x[k] as number)) ?? NaN;
   }
+  r.failed = Math.max(...rs.map((x) => x.failed));
+  r.closed = Math.max(...rs.map((x) => x.closed ?? 0));
   return r;
 }
 
@@ -229,7 +234,7 @@ const md = [
   '|---|---|---|---|---|---|---|---|---|---|',
   ...results.map(
     (r) =>
-      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.peer, 'connectsPerSecond')}) | ${r.setupCpuUsPerConnection.toFixed(0)} µs (${ratio(r.peer, 'setupCpuUsPerConnection')}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.peer, 'rssPerConnectionKB')}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.peer, 'cpuUsPerRoundTrip')}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.peer, 'bytesPerRoundTrip')}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.peer, 'fanoutPerSecond')})`} |`,
+      `| ${r.peer} | ${r.connections}${r.failed ? ` (${r.failed} failed)` : ''}${r.closed ? ` (${r.closed} closed)` : ''} | ${Math.round(r.connectsPerSecond)} (${ratio(r.peer, 'connectsPerSecond')}) | ${r.setupCpuUsPerConnection.toFixed(0)} µs (${ratio(r.peer, 'setupCpuUsPerConnection')}) | ${r.rssPerConnectionKB.toFixed(1)} KB (${ratio(r.peer, 'rssPerConnectionKB')}) | ${r.heapPerConnectionKB === null ? '—' : `${r.heapPerConnectionKB.toFixed(1)} KB`} | ${r.cpuUsPerRoundTrip.toFixed(1)} µs (${ratio(r.peer, 'cpuUsPerRoundTrip')}) | ${Math.round(r.roundTripsPerSecond)} | ${r.bytesPerRoundTrip.toFixed(1)} (${ratio(r.peer, 'bytesPerRoundTrip')}) | ${r.fanoutPerSecond === null ? '—' : `${Math.round(r.fanoutPerSecond)} (${ratio(r.peer, 'fanoutPerSecond')})`} |`,
   ),
   '',
   ...handshakeFloor(),

@@ -13,7 +13,10 @@ export interface RoundRatio {
 
 export function median(xs: readonly (number | null | undefined)[]): number | null {
   const v = xs.filter((x): x is number => typeof x === 'number' && Number.isFinite(x)).sort((a, b) => a - b);
-  return v.length ? v[Math.floor((v.length - 1) / 2)] : null;
+  if (!v.length) return null;
+  const mid = v.length >> 1;
+  // An even count: the mean of the two middle values (the lower one was the best of two rounds).
+  return v.length % 2 ? v[mid] : (v[mid - 1] + v[mid]) / 2;
 }
 
 /** For each round with both figures, `value(peer) / value(floor)`; the median of those and their range. */

@@ -20,6 +20,8 @@ export interface PeerResult {
   peer: Peer;
   connections: number;
   failed: number;
+  /** Measured connections that closed by the end of the steady window (a server's keepalive, a reset): their figures are not a full load's. */
+  closed: number;
   setupMs: number;
   connectsPerSecond: number;
   /** Server CPU from the load generator's start to its last connection open, per connection: the set-up's cost to the server alone (the wall time shares two cores with the load generator). */
@@ -221,6 +223,7 @@ export async function runPeer(
         peer,
         connections: open,
         failed: Number(ready.failed),
+        closed: Number(s1.closed),
         setupMs: Math.round(Number(ready.setupMs)),
         connectsPerSecond: open / (Number(ready.setupMs) / 1000),
         setupCpuUsPerConnection: ((setupTicks / CLK_TCK) * 1e6) / Math.max(1, open),
