@@ -597,7 +597,11 @@ export class ServerConnection implements LinkEvents {
   }
 
   private nextWake(now: number): number {
-    let t = this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now);
+    return this.otherWake(this.scheduler ? this.scheduler.nextWakeAt() : this.detector!.nextCheckAt(now));
+  }
+
+  /** `t`, or a probe's or a stalled write's deadline if sooner. */
+  private otherWake(t: number): number {
     if (this.probeDeadline !== null) t = Math.min(t, this.probeDeadline);
     if (this.writeStalledAt >= 0) t = Math.min(t, this.writeStalledAt + this.host.limits.slowConsumerMs);
     return t;
@@ -677,8 +681,16 @@ export class ServerConnection implements LinkEvents {
         const limit = this.detector!.deadline() - this.detector!.lastHeardAt;
         const excused = Math.min(limit, this.host.stalledWithin(this.detector!.lastHeardAt, now));
         if (excused > 0 && now < this.detector!.deadline() + excused) {
-          // A probe's or a stalled write's own deadline may come sooner.
-          this.arm(Math.min(this.nextWake(now), this.detector!.deadline() + excused));
+          // A stall over the suspicion point as well as the deadline held back the probe that a live
+          // client whose heartbeats were lost answers: sent now (none where the detector has no
+          // suspicion before its deadline, missBudget 1).
+          if (!this.suspected && this.detector!.nextCheckAt(now) < this.detector!.deadline()) {
+            this.suspect(now);
+            this.ping(now);
+          }
+          // A probe's or a stalled write's own deadline may come sooner. Not the detector's next check:
+          // past by now, it re-armed the timer every tick for as long as the excuse lasted.
+          this.arm(this.otherWake(this.detector!.deadline() + excused));
           return;
         }
         return this.closeWith('heartbeat-timeout');

@@ -72,9 +72,16 @@ export class WheelRunner<T> {
     if (this.stopped) return;
     if (this.guard && this.guard.tick(this.expectedAt, this.clock.now()) > 0) {
       this.deferred = true;
-      this.guard.afterIo(() => {
+      const guard = this.guard;
+      const deferredAt = this.clock.now();
+      guard.afterIo(() => {
         this.deferred = false;
-        if (!this.stopped) this.expire();
+        if (this.stopped) return;
+        // Reading what piled up may itself block the loop: that stall is recorded too, since this
+        // expiry runs before the next read and the silences it prolonged are not the peers' doing.
+        // (Not deferred again: a gateway always busy would then never expire anything.)
+        guard.tick(deferredAt, this.clock.now());
+        this.expire();
       });
       return;
     }

@@ -73,7 +73,7 @@ function setup(nat: { timeoutMs: number }, adaptive: ConstructorParameters<typeo
   };
   /** The process does not run for `ms`: its clock moves, its timers fire only when it wakes. */
   const sleep = async (ms: number) => {
-    (clock as unknown as { t: number }).t += ms;
+    clock.jump(ms);
     clock.advance(0);
     await flush();
   };
