@@ -185,51 +185,65 @@ test('a key set URL answering more than a key set (1 MiB) is not read whole: the
   }
 });
 
-test(`a failing key set URL is asked again at most once every ${JWKS_RETRY_MS} ms, not once per HELLO (forged kids included); the set fetched last is used meanwhile`, async () => {
+/**
+ * An issuer whose key set URL can go down (`up`), counting the requests it gets (`asked`), and a
+ * JWKS authenticator on it; `hello(kid)` is what a HELLO signed with that key id is answered.
+ */
+async function flakyIssuer() {
   const issuer = await generateKeyPair('ES256');
   const keys = [{ ...(await exportJWK(issuer.publicKey)), kid: 'A', alg: 'ES256' }];
-  let up = false;
-  let asked = 0;
+  const state = { up: false, asked: 0 };
   const jwks = http.createServer((_req, res) => {
-    asked++;
-    if (!up) return void res.writeHead(503).end('down');
+    state.asked++;
+    if (!state.up) return void res.writeHead(503).end('down');
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
   });
   await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
-  // jose's cache and cooldown read Date.now: moved by hand, as the authenticator's own clock.
-  mock.timers.enable({ apis: ['Date'], now: Date.now() });
-  try {
-    const auth = jwtAuthenticator({ jwksUrl: `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/` });
-    const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' };
-    const hello = async (kid: string) => {
+  const url = `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/`;
+  let auth: ReturnType<typeof jwtAuthenticator> | null = null;
+  const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' };
+  return {
+    state,
+    /** Made on first use: after the test has mocked Date, which jose's cache reads. */
+    async hello(kid = 'A') {
+      auth ??= jwtAuthenticator({ jwksUrl: url });
       const token = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid }).setExpirationTime('1h').sign(issuer.privateKey);
-      return Promise.resolve(auth({ userId: 'alice', deviceId: 'phone', token } as unknown as HelloFrame, peer)).then(
+      return Promise.resolve(auth({ userId: 'alice', deviceId: 'phone', token } as unknown as HelloFrame, peer as never)).then(
         () => 'welcome',
         (e: ProtocolError) => e.reason,
       );
-    };
+    },
+    close: () => new Promise((r) => jwks.close(r)),
+  };
+}
+
+test(`a failing key set URL is asked again at most once every ${JWKS_RETRY_MS} ms, not once per HELLO (forged kids included); the set fetched last is used meanwhile`, async () => {
+  const k = await flakyIssuer();
+  // jose's cache and cooldown read Date.now: moved by hand, as the authenticator's own clock.
+  mock.timers.enable({ apis: ['Date'], now: Date.now() });
+  try {
     // The issuer is down before its set was ever fetched: one request, not one per HELLO.
-    for (let i = 0; i < 10; i++) assert.equal(await hello('A'), 'server-error');
-    assert.equal(asked, 1);
+    for (let i = 0; i < 10; i++) assert.equal(await k.hello('A'), 'server-error');
+    assert.equal(k.state.asked, 1);
     mock.timers.tick(JWKS_RETRY_MS);
-    up = true;
-    assert.equal(await hello('A'), 'welcome');
-    assert.equal(asked, 2);
+    k.state.up = true;
+    assert.equal(await k.hello('A'), 'welcome');
+    assert.equal(k.state.asked, 2);
     // Past jose's cooldown, a forged kid has the set fetched again: the issuer is down by then.
     mock.timers.tick(31_000);
-    up = false;
-    assert.equal(await hello('Z'), 'server-error');
-    assert.equal(asked, 3);
-    for (let i = 0; i < 10; i++) assert.equal(await hello(`Z${i}`), 'server-error');
-    assert.equal(asked, 3, 'forged kids do not reach the failing issuer again');
-    assert.equal(await hello('A'), 'welcome', 'a known key is still accepted from the set held');
-    assert.equal(asked, 3);
+    k.state.up = false;
+    assert.equal(await k.hello('Z'), 'server-error');
+    assert.equal(k.state.asked, 3);
+    for (let i = 0; i < 10; i++) assert.equal(await k.hello(`Z${i}`), 'server-error');
+    assert.equal(k.state.asked, 3, 'forged kids do not reach the failing issuer again');
+    assert.equal(await k.hello('A'), 'welcome', 'a known key is still accepted from the set held');
+    assert.equal(k.state.asked, 3);
     mock.timers.tick(JWKS_RETRY_MS);
-    up = true;
-    assert.equal(await hello('A'), 'welcome');
+    k.state.up = true;
+    assert.equal(await k.hello('A'), 'welcome');
   } finally {
     mock.timers.reset();
-    await new Promise((r) => jwks.close(r));
+    await k.close();
   }
 });
 
@@ -241,39 +255,21 @@ test('a tcp:// or tls:// URL without a port is refused (LL_ERR_BAD_URL), not dia
 // The key set URL's retry pause is a duration, but it is measured on the wall clock: a wall clock
 // stepped back (NTP, a VM resumed) after one failed fetch stretches the pause by the step.
 test('a key set URL that failed once is asked again about JWKS_RETRY_MS later even if the wall clock stepped back meanwhile', async () => {
-  const issuer = await generateKeyPair('ES256');
-  const keys = [{ ...(await exportJWK(issuer.publicKey)), kid: 'A', alg: 'ES256' }];
-  let up = false;
-  let asked = 0;
-  const jwks = http.createServer((_req, res) => {
-    asked++;
-    if (!up) return void res.writeHead(503).end('down');
-    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys }));
-  });
-  await new Promise<void>((r) => jwks.listen(0, '127.0.0.1', r));
+  const k = await flakyIssuer();
   const start = Date.now();
   mock.timers.enable({ apis: ['Date'], now: start });
   try {
-    const auth = jwtAuthenticator({ jwksUrl: `http://127.0.0.1:${(jwks.address() as net.AddressInfo).port}/` });
-    const peer = { remoteAddress: '203.0.113.9', transport: 'tcp' };
-    const hello = async () => {
-      const token = await new SignJWT({ sub: 'alice', did: 'phone' }).setProtectedHeader({ alg: 'ES256', kid: 'A' }).setExpirationTime('1h').sign(issuer.privateKey);
-      return Promise.resolve(auth({ userId: 'alice', deviceId: 'phone', token } as unknown as HelloFrame, peer)).then(
-        () => 'welcome',
-        (e: ProtocolError) => e.reason,
-      );
-    };
     // The issuer is down at start: one failed fetch.
-    assert.equal(await hello(), 'server-error');
-    assert.equal(asked, 1);
+    assert.equal(await k.hello(), 'server-error');
+    assert.equal(k.state.asked, 1);
     // NTP steps the wall clock back an hour; the issuer comes back; well over JWKS_RETRY_MS of real time passes.
     mock.timers.setTime(start - 3_600_000);
-    up = true;
+    k.state.up = true;
     mock.timers.tick(JWKS_RETRY_MS + 1000);
-    assert.equal(await hello(), 'welcome', 'every device is told to come back (4004) for the hour the clock stepped back, the URL never asked');
-    assert.equal(asked, 2);
+    assert.equal(await k.hello(), 'welcome', 'every device is told to come back (4004) for the hour the clock stepped back, the URL never asked');
+    assert.equal(k.state.asked, 2);
   } finally {
     mock.timers.reset();
-    await new Promise((r) => jwks.close(r));
+    await k.close();
   }
 });
