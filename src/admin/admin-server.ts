@@ -562,7 +562,6 @@ function view(c: ConnectionInfo): ConnectionView {
   };
 }
 
-/** The token of an `Authorization: Bearer <token>` header ('' without one). */
 /**
  * The request's target as a URL. Node's parser lets through targets the URL parser refuses
  * (`//[`, `http://[::1/`): thrown from a request handler, one such request with no credential
@@ -576,6 +575,7 @@ export function requestTarget(req: IncomingMessage): URL {
   }
 }
 
+/** The token of an `Authorization: Bearer <token>` header ('' without one). */
 export function bearer(req: IncomingMessage): string {
   // The scheme is case-insensitive (RFC 9110 11.1): `bearer x` from a hand-written client is the same.
   const m = /^bearer +(.+)$/i.exec(req.headers.authorization ?? '');

@@ -245,10 +245,10 @@ export class ServerApi {
   }
 }
 
-/** The OpenAPI 3.1 document of the server API, made from the same schemas that check the requests. */
 /** Built once per version: the document is asked for with no credential, and building it costs about 1 ms of CPU. */
 const openApiDocuments = new Map<string, Record<string, unknown>>();
 
+/** The OpenAPI 3.1 document of the server API, made from the same schemas that check the requests. */
 export function openApiDocument(version: string): Record<string, unknown> {
   let doc = openApiDocuments.get(version);
   if (!doc) openApiDocuments.set(version, (doc = buildOpenApiDocument(version)));

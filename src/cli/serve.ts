@@ -580,7 +580,6 @@ export class WorkerRestarts {
   }
 }
 
-/** Options whose empty value is refused: each turns a guard on, or names where to reach something. */
 /** The message of a `fault` line, by its kind (an upstream failure had said "a listener threw"). */
 const FAULT_LINES: Record<string, string> = {
   store: 'store call failed',
@@ -589,6 +588,7 @@ const FAULT_LINES: Record<string, string> = {
   upstream: 'upstream call failed',
 };
 
+/** Options whose empty value is refused: each turns a guard on, or names where to reach something. */
 const EMPTY_REFUSED: [string, string][] = [
   // An unset variable in a compose file: '' listens on every interface.
   ['host', '--host'],

@@ -4,7 +4,7 @@ import { fmtRate, tuneDetector, type NetworkModel, type TuneResult } from '../co
 import { LatenessStats, type LatenessSnapshot } from '../core/lateness-stats.js';
 import { exponentialNetwork, measuredNetwork, prometheusNetwork } from '../core/network-model.js';
 import type { NetworkStats } from '../gateway/gateway.js';
-import { exitOnUsageError } from './parse.js';
+import { exitOnUsageError, positiveNumber } from './parse.js';
 
 /**
  * `longlink tune`: the heartbeat policy and freshness detector that meet a
@@ -18,7 +18,7 @@ export function tuneCommand(): Command {
     .exitOverride(exitOnUsageError)
     .description('pick the heartbeat interval and detector settings that detect a dead link within a time, with at most so many false suspicions a month')
     .requiredOption('--detect-within <duration>', 'detection time T_D: a dead peer is closed within this long of its last heartbeat (e.g. 30s)', positiveDuration)
-    .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positive, 1)
+    .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positiveNumber, 1)
     .option('--from <source>', 'the measured network: a gateway admin URL (http://host:port reads /api/network; .../metrics reads the Prometheus figures), a file holding /api/network\'s JSON, or a lab report (longlink lab run tuned)')
     .addOption(new Option('--transport <t>', 'which transport\'s measurements').choices(['tcp', 'ws']).default('tcp'))
     .option('--loss <p>', 'without --from: chance a heartbeat is lost (0..1)', fraction, 0.01)
@@ -152,12 +152,6 @@ function positiveDuration(v: string): number {
 function intervalDuration(v: string): number {
   const n = duration(v);
   if (!(Number.isInteger(n) && n >= 1)) throw new InvalidArgumentError('expected a whole number of ms, at least 1 (500ms, 30s, 5m)');
-  return n;
-}
-
-function positive(v: string): number {
-  const n = Number(v);
-  if (v.trim() === '' || !(n > 0 && Number.isFinite(n))) throw new InvalidArgumentError('expected a positive number');
   return n;
 }
 

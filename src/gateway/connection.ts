@@ -820,7 +820,7 @@ function stateBytes(s: ClientState): number {
 }
 
 /** The highest resume `lastSeq` taken: 2^48, so a mailbox numbered above it stays below 2^53 for 2^52 more messages. */
-export const MAX_LAST_SEQ = 2 ** 48;
+const MAX_LAST_SEQ = 2 ** 48;
 
 const PACE_OK = 0;
 const PACE_WARN = 1;

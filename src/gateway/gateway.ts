@@ -1034,7 +1034,6 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return false;
   }
 
-
   private onOpened(conn: ServerConnection, w: Opening): void {
     this.admission.opened(conn.link.remoteAddress, this.options.clock.now());
     this.delivery.opened(conn, w.inSeq, w.outSeq);
@@ -1402,22 +1401,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       conn.send(goawayFrame('going-away', hint));
       if (this.delivery.settled(conn)) conn.closeWith('going-away');
     });
-    if (this.connections.size > 0) {
-      let timer: TimerHandle | null = null;
-      await Promise.race([waiting, new Promise<void>((r) => (timer = o.timers.setTimeout(r, ackTimeoutMs)))]);
-      if (timer !== null) o.timers.clearTimeout(timer);
-    }
+    if (this.connections.size > 0) await this.waitAtMost(waiting, ackTimeoutMs);
     this.drained = null;
     // The ACK that let a link go may still be on its way to the store (a Redis round trip): its pushes
     // report delivered once the removal answers. Closing first resolved them `queued`, with the
     // `delivered` event following. Within what is left of ackTimeoutMs.
     const settling = open.map((c) => c.delivery?.settling).filter((p): p is Promise<void> => p != null);
     const left = ackTimeoutMs - (o.clock.now() - started);
-    if (settling.length > 0 && left > 0) {
-      let timer: TimerHandle | null = null;
-      await Promise.race([Promise.all(settling), new Promise<void>((r) => (timer = o.timers.setTimeout(r, left)))]);
-      if (timer !== null) o.timers.clearTimeout(timer);
-    }
+    if (settling.length > 0 && left > 0) await this.waitAtMost(Promise.all(settling), left);
     for (const conn of open) {
       if (conn.phase === 'closed' && conn.closeReason === 'going-away' && this.delivery.settled(conn)) report.settled++;
       else if (conn.phase !== 'closed') report.timedOut++;
@@ -1425,6 +1416,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     await this.close();
     return report;
   }
+  /** Until `p` settles or `ms` pass (on the gateway's timers), whichever is first. */
+  private async waitAtMost(p: Promise<unknown>, ms: number): Promise<void> {
+    let timer: TimerHandle | null = null;
+    await Promise.race([p, new Promise<void>((r) => (timer = this.options.timers.setTimeout(r, ms)))]);
+    if (timer !== null) this.options.timers.clearTimeout(timer);
+  }
+
 
   /** Stops accepting at once; existing links live on. Resolves when the listeners have fully closed. */
   private stopAccepting(): Promise<void> {
