@@ -86,7 +86,9 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
     if (this.closing) return true;
     // Nearly all traffic: a bare PING, handed over as the one shared frame object.
     this.events?.onLinkFrame(payload.length === 1 && payload[0] === FrameType.PING ? BARE_PING : decodeFrame(payload));
-    return !(this.closing || this.poisoned || this.done);
+    // Closed by the frame (a pace breach, a frame refused): not a stop, the rest is read as above,
+    // to the peer's close frame. Stopped there, the parser never read it and the link lingered.
+    return !(this.poisoned || this.done);
   }
 
   /**

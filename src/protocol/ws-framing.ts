@@ -16,7 +16,7 @@ import { ProtocolError } from './errors.js';
  * message over the limit, refused from its header before it is buffered).
  */
 export interface WsFrameHandler {
-  /** A whole binary message. False stops the parser for good (the link is closing). */
+  /** A whole binary message. False stops the parser for good (the link is poisoned or gone; one closing reads on to the peer's close frame). */
   onWsMessage(payload: Buffer): boolean;
   onWsPing(payload: Buffer): void;
   /** A pong frame: unasked (the gateway sends no pings), so a handler may pace them. */

@@ -272,6 +272,41 @@ test('WebSocket: after the gateway sent its close frame, data the peer still sen
   srv.close();
 });
 
+test('WebSocket: a link its owner closes from a frame handler (mid-chunk) still reads the peer\'s close frame and ends on it, not at the linger', async () => {
+  const { createRequire } = await import('node:module');
+  const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
+  const masked = (opcode: number, data: Buffer) => Buffer.concat(Sender.frame(data, { fin: true, opcode, mask: true, readOnly: false, rsv1: false }));
+  const { CLOSE_LINGER_MS } = await import('../../src/link/link.js');
+  let serverSide!: net.Socket;
+  const srv = net.createServer((s) => (serverSide = s));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const peer = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+  let got = Buffer.alloc(0);
+  peer.on('data', (d) => (got = Buffer.concat([got, d])));
+  await new Promise((r) => peer.once('connect', r));
+  while (!serverSide) await sleep(5);
+  const link = new WsSocketLink(serverSide, 1024);
+  let frames = 0;
+  // The owner closes on the first frame it reads, as the gateway does on a frame it refuses (unexpected-frame, a pace breach).
+  const closed = new Promise<{ code?: number }>((r) =>
+    link.bind({ onLinkFrame: () => void (frames++, link.close(4503, 'unexpected')), onLinkError: () => {}, onLinkClose: r }),
+  );
+  // Two messages in one chunk: the second comes after the close and is dropped.
+  peer.write(Buffer.concat([masked(0x2, Buffer.from([3])), masked(0x2, Buffer.from([3]))]));
+  // The peer answers the gateway's close frame with its own, and leaves the TCP close to the server (as RFC 6455 asks of a client).
+  while (!got.includes(Buffer.from([0x88]))) await sleep(5);
+  const t = performance.now();
+  const code = Buffer.alloc(2);
+  code.writeUInt16BE(4503);
+  peer.write(masked(0x8, code));
+  const info = await Promise.race([closed, sleep(CLOSE_LINGER_MS * 3).then(() => ({ code: -1 }))]);
+  assert.equal(frames, 1, 'nothing after the close is handed over');
+  assert.equal(info.code, 4503, 'ended with the code of the close frame the peer sent');
+  assert.ok(performance.now() - t < CLOSE_LINGER_MS / 2, `ended after ${(performance.now() - t).toFixed(0)} ms`);
+  peer.destroy();
+  srv.close();
+});
+
 test('WebSocket: a peer that sends its close frame but never its FIN is dropped after the linger, not kept open for good', async () => {
   const { createRequire } = await import('node:module');
   const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
