@@ -445,6 +445,11 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.welcome = w;
     this.resumeToken = w.resumeToken;
     this.reportedRttMs = -1; // a new link: tell it again
+    // WELCOME is traffic through the NAT like any frame: the idle gap the first heartbeat tests starts
+    // here, not at the HELLO (timed from it, a slow handshake made a gap look longer than it was, and
+    // the learner settled above the NAT's timeout).
+    this.lastActivityAt = now;
+    this.unansweredGap = 0;
     const g = w.heartbeat;
     if (this.helloIntervalMs === undefined) this.gatewayIntervalMs = g.intervalMs;
     this.scheduler = new HeartbeatScheduler(g.direction === 'client' ? g.intervalMs : Infinity, o.probes, now);

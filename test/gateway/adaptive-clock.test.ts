@@ -30,9 +30,11 @@ function natPair(clock: ManualClock, timeoutMs: number): [MemoryLink, MemoryLink
   return [server, client];
 }
 
-function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive']) {
+function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive'], handshakeMs = 0) {
   const clock = new ManualClock(1_000_000);
-  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock });
+  // handshakeMs: the gateway answers HELLO that long after it (a slow authenticator, a long round trip).
+  const authenticate = (h: { userId: string; deviceId: string }) => new Promise<{ userId: string; deviceId: string }>((r) => clock.setTimeout(() => r({ userId: h.userId, deviceId: h.deviceId }), handshakeMs));
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, ...(handshakeMs > 0 ? { authenticate } : {}) });
   const client = new LonglinkClient({
     url: 'tcp://nat',
     userId: 'u',
@@ -122,6 +124,26 @@ test('application traffic counts as evidence: a gap it survived is not probed ag
   const held = client.learner!.record!.heldMs;
   assert.ok(held >= 1500 && held <= 1600, `held ${held}`);
   assert.equal(client.heartbeat!.intervalMs, 2 * held, 'the next probe starts from the evidence');
+  client.close();
+  await gw.close();
+});
+
+test('a slow handshake is not counted as idle: the WELCOME is traffic, so the first gap after it is not taken to have held longer than it did', async () => {
+  // Behind a 3 s NAT, with WELCOME 1.5 s after HELLO. The first PING goes one interval after WELCOME;
+  // timed from the HELLO instead, its gap read 1.5 s longer than the NAT saw, and the learner
+  // settled above the NAT's timeout (every link then died and it fell back, again and again).
+  const timeoutMs = 3000;
+  const { gw, client, closes, intervals, run } = setup(timeoutMs, { startMs: 1000 }, 1500);
+  const connected = client.connect();
+  await run(2000);
+  await connected;
+  await run(timeoutMs * 20);
+  const r = client.learner!.record!;
+  assert.ok(r.heldMs < timeoutMs, `held ${r.heldMs} ms behind a ${timeoutMs} ms NAT: ${JSON.stringify(intervals)}`);
+  assert.equal(r.phase, 'settled');
+  assert.ok(r.intervalMs < timeoutMs, `settled at ${r.intervalMs}`);
+  const settled = intervals.find((i) => i.phase === 'settled')!;
+  assert.deepEqual(closes.filter((c) => c.at > settled.at + 2000), [], 'no drop once settled');
   client.close();
   await gw.close();
 });
