@@ -127,7 +127,11 @@ export class IntervalLearner {
    */
   held(gapMs: number, now: number): LearnerChange | null {
     const r = this.records.get(this.current);
-    if (!r) return null;
+    // A gap far above the interval in use is a stall of the client (a heartbeat runs once the link is
+    // idle an interval): what it reads after one may have crossed the NAT mid-stall, waiting in a
+    // buffer since, so the stall proves nothing held. Counted, one frozen tab raised the interval
+    // above the NAT's timeout, as failed() would lower it for every sleep.
+    if (!r || gapMs > STALL_FACTOR * r.intervalMs) return null;
     const tol = tolerance(r.intervalMs);
     if (r.phase !== 'settled' && gapMs >= r.intervalMs - tol && r.intervalMs > r.heldMs) {
       r.heldMs = Math.max(r.intervalMs, this.clamp(gapMs));

@@ -47,6 +47,16 @@ function natPair(clock: ManualClock, timeoutMs: () => number): [MemoryLink, Memo
 function setup(nat: { timeoutMs: number }, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive']) {
   const clock = new ManualClock(1_000_000);
   const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock });
+  // freeze(): the client's process stops running (a frozen tab, a blocked loop) while the gateway runs on:
+  // its timers and the bytes that reach it wait; wake() runs the timers that fell due, then reads the bytes.
+  const frozen = { on: false, timers: [] as { h: { cancelled: boolean }; fn: () => void }[], bytes: [] as { link: MemoryLink; b: Uint8Array }[] };
+  const timers = {
+    setTimeout: (fn: () => void, ms: number) => {
+      const h = clock.setTimeout(() => (frozen.on ? frozen.timers.push({ h: h as { cancelled: boolean }, fn }) : fn()), ms);
+      return h;
+    },
+    clearTimeout: (h: unknown) => clock.clearTimeout(h as never),
+  };
   const client = new LonglinkClient({
     url: 'tcp://nat',
     userId: 'u',
@@ -55,10 +65,12 @@ function setup(nat: { timeoutMs: number }, adaptive: ConstructorParameters<typeo
     adaptive,
     reconnect: { initialDelayMs: 100, maxDelayMs: 100, minDelayMs: 100 },
     clock,
-    timers: clock,
+    timers,
     random: () => 0.5,
     dial: async () => {
       const [server, c] = natPair(clock, () => nat.timeoutMs);
+      const deliver = c.deliverBytes.bind(c);
+      c.deliverBytes = (b) => (frozen.on ? void frozen.bytes.push({ link: c, b }) : deliver(b));
       gw.accept(server);
       return c;
     },
@@ -77,7 +89,14 @@ function setup(nat: { timeoutMs: number }, adaptive: ConstructorParameters<typeo
     clock.advance(0);
     await flush();
   };
-  return { clock, gw, client, closes, run, sleep };
+  const freeze = () => void (frozen.on = true);
+  const wake = async () => {
+    frozen.on = false;
+    for (const t of frozen.timers.splice(0)) if (!t.h.cancelled) t.fn();
+    for (const { link, b } of frozen.bytes.splice(0)) link.deliverBytes(b);
+    await flush();
+  };
+  return { clock, gw, client, closes, run, sleep, freeze, wake };
 }
 
 test('a new network starts from the gateway grant, not from the old network\'s learned interval (at most two links lost learning it)', async () => {
@@ -158,6 +177,33 @@ test('networkChanged() late in an interval, the old path gone: the loss is not c
   assert.equal(client.state, 'open');
   const r = client.learner!.record!;
   assert.deepEqual([r.phase, r.intervalMs, r.failedMs, r.failures], [settled.phase, settled.intervalMs, settled.failedMs, settled.failures], 'a link lost to a network change is not a NAT timeout');
+  client.close();
+  await gw.close();
+});
+
+test('a frame read late after a stall (a frozen tab, a blocked loop) is not evidence that the whole stall held: the gateway sent it mid-stall', async () => {
+  const nat = { timeoutMs: 20_000 };
+  const { clock, client, gw, closes, run, freeze, wake } = setup(nat, { startMs: 4000 });
+  await Promise.all([client.connect(), flush()]);
+  await run(300_000);
+  const settled = { ...client.learner!.record! };
+  assert.equal(settled.phase, 'settled');
+  // Just after a heartbeat's answer: the link idle from here.
+  const lastActivity = () => (client as unknown as { lastActivityAt: number }).lastActivityAt;
+  while (clock.now() - lastActivity() > 0) {
+    clock.advance(10);
+    await flush();
+  }
+  freeze();
+  await run(5_000);
+  void gw.push('u', 'mid-stall'); // crosses the NAT 5 s in: the mapping is fresh again
+  await run(25_000);
+  await wake(); // 30 s after the last activity the client reads it
+  await run(2_000);
+  const r = client.learner!.record!;
+  assert.ok(r.heldMs <= nat.timeoutMs, `learned that ${r.heldMs} ms held behind a ${nat.timeoutMs} ms NAT`);
+  assert.deepEqual([r.phase, r.intervalMs, r.heldMs], [settled.phase, settled.intervalMs, settled.heldMs], 'the stall taught nothing');
+  void closes;
   client.close();
   await gw.close();
 });

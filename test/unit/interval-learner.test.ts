@@ -110,9 +110,21 @@ test('re-probe: after reprobeAfterMs settled, one step above is tried', () => {
 test('evidence: a longer idle gap that application traffic survived raises what is known to hold', () => {
   const l = new IntervalLearner({ startMs: 4000 });
   l.setRange(1000, 600_000, 4000, 0);
-  assert.equal(l.held(20_000, 20_000), 'probe-held');
-  assert.equal(l.record!.heldMs, 20_000);
-  assert.equal(l.intervalMs(), 40_000, 'the next probe starts from the evidence');
+  assert.equal(l.intervalMs(), 8000, 'probing 8 s');
+  assert.equal(l.held(11_000, 11_000), 'probe-held');
+  assert.equal(l.record!.heldMs, 11_000);
+  assert.equal(l.intervalMs(), 22_000, 'the next probe starts from the evidence');
+});
+
+test('a gap held far above the interval in use (over 1.5 intervals: the client stalled) is no evidence', () => {
+  const l = new IntervalLearner({ startMs: 4000 });
+  l.setRange(1000, 600_000, 4000, 0);
+  assert.equal(l.intervalMs(), 8000);
+  // What the client read after a stall may have crossed the NAT mid-stall: nothing is known to have idled 20 s.
+  assert.equal(l.held(20_000, 20_000), null);
+  assert.deepEqual([l.record!.heldMs, l.intervalMs()], [4000, 8000]);
+  assert.equal(l.held(12_000, 20_000), 'probe-held', 'up to 1.5 intervals still counts');
+  assert.equal(l.record!.heldMs, 12_000);
 });
 
 test('network switch: each network keeps its own record; an unknown one starts from the start interval', () => {
