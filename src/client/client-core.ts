@@ -390,6 +390,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         }
         const sample = this.rtt.pongReceived(now);
         if (sample) this.emit('rtt', sample);
+        // An 'rtt' handler closed the client: no 'warning' after its 'close'.
+        if (this.link !== link) return;
         if (f.warn !== undefined) this.emit('warning', { code: f.warn, reason: reasonForCode(f.warn) });
         return;
       }

@@ -143,3 +143,23 @@ test('close() from the state handler that a frame ends a suspect spell with: tha
   await flush();
   assert.deepEqual(events, ['close'], 'not handed over after close(): its ack did not go with the CLOSE');
 });
+
+test("close() from the 'rtt' handler of a PONG that carries a warning: no 'warning' after 'close'", async () => {
+  const { clock, client, servers, welcome } = setup();
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  const events: string[] = [];
+  client.on('close', () => events.push('close'));
+  client.on('warning', () => events.push('warning'));
+  client.on('rtt', () => {
+    events.push('rtt');
+    client.close();
+  });
+  clock.advance(GRANT.intervalMs);
+  assert.ok(servers[0].received.some((f) => f.type === FrameType.PING), 'a heartbeat went');
+  servers[0].send({ type: FrameType.PONG, warn: CloseCodes['too-many-pings'] });
+  await flush();
+  assert.deepEqual(events, ['rtt', 'close']);
+});
