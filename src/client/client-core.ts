@@ -484,6 +484,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);
     }
+    // An 'interval' handler closed the client: the outbox is settled by the next link's WELCOME, not after the 'close'.
+    if (gone()) return;
     if (w.resumed && w.ack !== undefined) this.onAcked(w.ack);
     if (gone()) return;
     this.emit('open', w);

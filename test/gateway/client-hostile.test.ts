@@ -163,3 +163,46 @@ test("close() from the 'rtt' handler of a PONG that carries a warning: no 'warni
   await flush();
   assert.deepEqual(events, ['rtt', 'close']);
 });
+
+test("close() from the 'interval' handler of a resumed WELCOME (the learner adopts its interval): no 'acked' after 'close', the outbox is kept for the next link", async () => {
+  const clock = new ManualClock(5_000);
+  const servers: MemoryLink[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test',
+    userId: 'u',
+    deviceId: 'd',
+    adaptive: { startMs: 1000 },
+    reconnect: { initialDelayMs: 1000, maxDelayMs: 1000, minDelayMs: 1000 },
+    clock,
+    timers: clock,
+    random: () => 0.5,
+    dial: async () => {
+      const [server, c] = memoryLinkPair();
+      server.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: () => {} });
+      servers.push(server);
+      return c;
+    },
+  });
+  const opening = client.connect();
+  await flush();
+  // The grant differs from the learner's first probe (2 s): every WELCOME makes it announce its own.
+  servers[0].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 't', resumed: false, heartbeat: GRANT });
+  await opening;
+  client.send('m');
+  servers[0].destroy(); // lost before the gateway's ack
+  await flush();
+  clock.advance(1000);
+  await flush();
+  assert.equal(servers.length, 2, 'reconnected');
+  const events: string[] = [];
+  client.on('close', () => events.push('close'));
+  client.on('acked', () => events.push('acked'));
+  client.on('interval', () => {
+    events.push('interval');
+    client.close();
+  });
+  servers[1].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 't', resumed: true, heartbeat: GRANT, ack: 1 });
+  await flush();
+  assert.deepEqual(events, ['interval', 'close']);
+  assert.equal(client.pendingCount, 1, 'settled by the next WELCOME instead');
+});
