@@ -645,8 +645,10 @@ export class Delivery {
       devices = new Set([only]);
     }
     const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
-    // Presence is read after the mailboxes: the push stays open for devices found only there.
-    const held = o.store.route && !presenceFirst ? this.tracker.hold(userId, id) : null;
+    // Open until every mailbox write has answered (waitMs counts from there: a write that fails after
+    // it must say failed, not queued), and, presence being read after the mailboxes, for devices found only there.
+    const held = this.tracker.hold(userId, id);
+    const presenceAfter = o.store.route !== undefined && !presenceFirst;
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
     const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
@@ -656,6 +658,7 @@ export class Delivery {
         const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
         for (const m of evicted) this.reportDrop('dropped', userId, m.deviceId ?? deviceId, m, 'overflow');
         queued.push(deviceId);
+        this.tracker.queued(userId, id, deviceId);
       } catch (err) {
         this.stats.storeFaults++;
         this.events.fault('enqueue', err, { userId, deviceId });
@@ -663,7 +666,7 @@ export class Delivery {
       }
     };
     for (const deviceId of devices) await enqueue(deviceId);
-    if (held) {
+    if (presenceAfter) {
       presence = await readPresence();
       // Devices online elsewhere without a known-device record (a store reset): queued for too.
       for (const d of presence.keys()) {
@@ -695,7 +698,7 @@ export class Delivery {
         }
       }
     }
-    held?.release();
+    held.release();
     opts.onQueued?.();
     return done;
   }

@@ -60,7 +60,11 @@ export class PushTracker {
 
   constructor(private readonly timers: Timers) {}
 
-  /** Starts tracking message `id` to `userId`'s `deviceIds`; the promise resolves with the outcome. */
+  /**
+   * Starts tracking message `id` to `userId`'s `deviceIds`; the promise resolves with the outcome.
+   * A device's link closing settles it (settleDevice) only once `queued` says its mailbox holds
+   * the message: before, the write may still fail, and `queued` would say the message waits there.
+   */
   track(userId: string, id: string, deviceIds: Iterable<string>, waitMs: number): Promise<PushResult> {
     return new Promise((resolve) => {
       const devices = new Map<string, DeviceOutcome | null>();
@@ -71,7 +75,6 @@ export class PushTracker {
       const previous = this.pending.get(k);
       if (previous) this.finish(k, previous); // the same id to the same user again: the older push resolves now
       this.pending.set(k, p);
-      for (const d of devices.keys()) this.index(p, d);
       this.arm(k, p);
     });
   }
@@ -85,8 +88,9 @@ export class PushTracker {
   }
 
   /**
-   * Keeps the push just tracked open while more of its devices may be found
-   * (a shared store's presence, read after the mailboxes): `expect` adds one,
+   * Keeps the push just tracked open while its mailbox writes are out and
+   * more of its devices may be found (a shared store's presence, read after
+   * the mailboxes): `expect` adds one,
    * `release` lets the push resolve once its devices have settled. Its
    * waitMs counts from the release, when the devices are all known.
    */
@@ -103,7 +107,6 @@ export class PushTracker {
         if (!held || p.devices.has(deviceId)) return;
         p.devices.set(deviceId, null);
         p.open++;
-        if (this.pending.get(k) === p) this.index(p, deviceId);
       },
       release: () => {
         if (!held) return;
@@ -113,6 +116,12 @@ export class PushTracker {
         else this.arm(k, p);
       },
     };
+  }
+
+  /** The message is in the device's mailbox: from now on its link closing settles it `queued` (see track). */
+  queued(userId: string, id: string, deviceId: string): void {
+    const p = this.pending.get(key(userId, id));
+    if (p && p.devices.get(deviceId) === null) this.index(p, deviceId);
   }
 
   /** Records an outcome of `userId`'s push `id` on one device; only the first outcome per device counts. */

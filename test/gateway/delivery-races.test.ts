@@ -528,3 +528,63 @@ for (const holdAck of [false, true]) {
     c.close();
   });
 }
+
+// A push is tracked before its mailbox writes: the device's link closing while the write was out
+// settled it `queued`, and the write's failure that came after (a store error, a full store) was
+// ignored as a second outcome. The push said queued for a message no mailbox held.
+test('a push whose mailbox write fails after the device\'s link closed meanwhile reports failed, not queued', async () => {
+  const clock = new ManualClock(1000);
+  let gate: { promise: Promise<void>; fail: () => void } | null = null;
+  class SlowStore extends MemoryStore {
+    override async enqueue(...args: Parameters<MemoryStore['enqueue']>) {
+      if (gate) await gate.promise;
+      return super.enqueue(...args);
+    }
+  }
+  const gw = gateway(clock, new SlowStore(), { delivery: { pushWaitMs: 10_000 } });
+  const faults: string[] = [];
+  gw.on('fault', (f) => faults.push(String(f.op)));
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  let fail!: (e: Error) => void;
+  const promise = new Promise<void>((_, reject) => (fail = reject));
+  promise.catch(() => {});
+  gate = { promise, fail: () => fail(new Error('enqueue: Reached the max retries per request limit')) };
+  const p = gw.push('u', 'm', { id: 'm' });
+  await flush();
+  c.close(); // the device goes while the write is out
+  await settle(clock, 50);
+  gate.fail();
+  await settle(clock, 50);
+  const r = await p;
+  assert.deepEqual(faults, ['enqueue']);
+  assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'failed' }], `the store refused the message, the push said ${JSON.stringify(r.devices)}`);
+  await gw.close();
+});
+
+// The same with the push's waitMs (0 from the server API) running out while the write was out: the
+// push resolved with the device `queued` before the store had answered, and a refusal came too late.
+test('a push whose waitMs runs out while its mailbox write is out waits for the write: a failure reports failed, not queued', async () => {
+  const clock = new ManualClock(1000);
+  let fail: ((e: Error) => void) | null = null;
+  class SlowStore extends MemoryStore {
+    override async enqueue(...args: Parameters<MemoryStore['enqueue']>) {
+      if (args[2].id === 'm') await new Promise<void>((_, reject) => (fail = reject));
+      return super.enqueue(...args);
+    }
+  }
+  const gw = gateway(clock, new SlowStore());
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  let result: unknown = null;
+  const p = gw.push('u', 'm', { id: 'm', waitMs: 0 }).then((r) => (result = r.devices));
+  await settle(clock, 50);
+  assert.equal(result, null, `resolved before the store answered the write: ${JSON.stringify(result)}`);
+  fail!(new Error('enqueue: Reached the max retries per request limit'));
+  await p;
+  assert.deepEqual(result, [{ deviceId: 'd', status: 'failed' }]);
+  c.close();
+  await gw.close();
+});

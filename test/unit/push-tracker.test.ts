@@ -17,10 +17,16 @@ test('push tracker: a closing link settles only the pushes waiting on its device
   const t = new PushTracker(clock);
   const results: Promise<PushResult>[] = [];
   // A user's device that never acknowledges: 2,000 pushes wait on it (pushWaitMs).
-  for (let i = 0; i < 2000; i++) results.push(t.track('u', `m${i}`, ['phone'], 10_000));
+  for (let i = 0; i < 2000; i++) {
+    results.push(t.track('u', `m${i}`, ['phone'], 10_000));
+    t.queued('u', `m${i}`, 'phone'); // in the mailbox: a close settles it from here on
+  }
   // One to two devices, one to another user.
   const both = t.track('u', 'pair', ['phone', 'tablet'], 10_000);
+  t.queued('u', 'pair', 'phone');
+  t.queued('u', 'pair', 'tablet');
   const other = t.track('v', 'm0', ['phone'], 10_000);
+  t.queued('v', 'm0', 'phone');
   const lookups = countLookups(t);
   // A connect-and-close loop of new device ids under the same user: each close settles nothing.
   for (let j = 0; j < 100; j++) t.settleDevice('u', `fresh${j}`, 'queued');
@@ -52,6 +58,7 @@ test('push tracker: a push resolved by its wait, or by the same id again, no lon
   assert.deepEqual((await first).devices.map((d) => d.status), ['queued', 'queued']);
   const h = t.hold('u', 'x');
   h.expect('c');
+  t.queued('u', 'x', 'c');
   h.release();
   t.settleDevice('u', 'c', 'dropped');
   clock.advance(1000);
@@ -60,5 +67,20 @@ test('push tracker: a push resolved by its wait, or by the same id again, no lon
     { deviceId: 'c', status: 'dropped' },
   ]);
   assert.equal(t.size, 0);
+  assert.equal((t as unknown as { byDevice: Map<string, unknown> }).byDevice.size, 0);
+});
+
+test('push tracker: a device whose mailbox write has not answered is not settled by its link closing (the write may still fail)', async () => {
+  const clock = new ManualClock();
+  const t = new PushTracker(clock);
+  const r = t.track('u', 'x', ['a', 'b'], 1000);
+  t.queued('u', 'x', 'a');
+  t.settleDevice('u', 'a', 'queued');
+  t.settleDevice('u', 'b', 'queued'); // b's write is still out
+  t.settle('u', 'x', 'b', 'failed');
+  assert.deepEqual((await r).devices, [
+    { deviceId: 'a', status: 'queued' },
+    { deviceId: 'b', status: 'failed' },
+  ]);
   assert.equal((t as unknown as { byDevice: Map<string, unknown> }).byDevice.size, 0);
 });
