@@ -594,7 +594,10 @@ export class Delivery {
    */
   async push(userId: string, payload: Uint8Array | string, opts: PushOptions = {}): Promise<PushResult> {
     const o = this.o;
-    const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
+    // A copy of the caller's bytes: a store in this process keeps what it is given until the device
+    // acknowledges it, and a buffer reused for the next message (or a view into a larger one) would
+    // change what waits in the mailbox (or keep the whole alive while its few bytes are counted).
+    const bytes = typeof payload === 'string' ? Buffer.from(payload) : Buffer.from(payload);
     const id = opts.id ?? randomUUID();
     assertPayloadFits(bytes, id, o.maxFrameBytes);
     for (const [name, v] of [['user', userId], ['device', opts.deviceId], ['message id', opts.id]] as const) {

@@ -408,3 +408,24 @@ test('an idle link keeps no delivery state; the first push makes it, and numberi
   a.c.close();
   await gw.close();
 });
+
+// The memory store kept the caller's buffer: one reused for the next message (or a view into a
+// larger one, which stayed alive while its few bytes were counted) changed what waited in the
+// mailbox, and the device got what the buffer held when it came back, not what was pushed.
+test('a queued message is what was pushed, whatever the caller does with its buffer afterwards', async () => {
+  const { clock, gw } = setup();
+  const a = client(gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  a.c.close();
+  await flush();
+  const buf = Buffer.from('first');
+  const r = await gw.push('u', buf, { waitMs: 0 });
+  assert.equal(r.devices[0].status, 'queued');
+  buf.write('reuse'); // the caller's buffer, reused for something else
+  const b = client(gw, clock);
+  await Promise.all([b.c.connect(), flush()]);
+  await settle(clock);
+  assert.deepEqual(b.got, ['first']);
+  b.c.close();
+  await gw.close();
+});
