@@ -854,6 +854,39 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await store.close();
   });
 
+  // The mailbox scripts encode a message's seq with cjson, exact only below 10^14: a resume lastSeq
+  // of 2^48 (taken) numbered the next messages 2.8147497671066e+14 each, the same seq; the gateway
+  // wrote the first and skipped the rest as already sent, and the device's ACK of that seq removed
+  // them all, reported delivered, never sent.
+  test('15. a resume lastSeq the gateway takes numbers the next messages exactly on Redis: each sent once, in order', async () => {
+    const A = await node(`d${++prefixN}:`, 'A');
+    const port = Number(new URL(A.url).port);
+    const first = new RawPeer(port);
+    first.hello('big');
+    const w = (await first.welcome()) as WelcomeFrame;
+    first.destroy();
+    await eventually('the first link gone', () => A.gw.onlineDevices === 0);
+    for (const lastSeq of [2 ** 48, 2 ** 46]) {
+      const peer = new RawPeer(port);
+      peer.hello('big', 'd', { resumeToken: w.resumeToken, lastSeq });
+      const answer = await peer.next((f) => f.type === FrameType.WELCOME || f.type === FrameType.CLOSE);
+      if (answer.type === FrameType.CLOSE) {
+        assert.equal(answer.code, CloseCodes['field-too-large'], `lastSeq ${lastSeq}`);
+        assert.notEqual(lastSeq, 2 ** 46, 'a lastSeq far below 10^14 resumes');
+        continue;
+      }
+      for (const m of ['a', 'b', 'c']) await A.gw.push('big', m, { id: `${lastSeq}${m}`, waitMs: 0 });
+      const data = () => peer.frames.filter((f): f is Extract<typeof f, { type: typeof FrameType.DATA }> => f.type === FrameType.DATA);
+      await eventually(`three messages after lastSeq ${lastSeq}`, () => data().length >= 3, 1500).catch(() => {});
+      assert.deepEqual(data().map((f) => [f.seq, Buffer.from(f.payload).toString()]), [[lastSeq + 1, 'a'], [lastSeq + 2, 'b'], [lastSeq + 3, 'c']], `after lastSeq ${lastSeq}`);
+      peer.send({ type: FrameType.ACK, ack: lastSeq + 3 });
+      await eventually('acknowledged', async () => (await A.gw.queueDepth('big', 'd')) === 0);
+      peer.destroy();
+      await eventually('the link gone', () => A.gw.onlineDevices === 0);
+    }
+    await stop(A);
+  });
+
   test('11. a wake-up published after the subscriber reconnects is not lost', async () => {
     const prefix = `d${++prefixN}:`;
     const s = new RedisStore({ url: redis!.url, prefix, ...LEASE });
