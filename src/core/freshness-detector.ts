@@ -111,7 +111,15 @@ export class FreshnessDetector implements LivenessDetector {
       // (a burst after a stall of the path or of this process). It proves life, but its arrival says
       // nothing of its slot; taken as the next ones, a burst filled the window with slots it never had
       // and the deadline stayed up to the burst's length late for a window's worth of heartbeats.
-      if (Math.round((now - this.sum / this.count) / I) <= this.k) return;
+      // One that came well after the last one, though, was sent after it: the client's probe after a
+      // PONG it did not get in time, and its scheduler counts the next heartbeat from that probe. The
+      // next is then expected no sooner than an interval after it, as after a late send (and re-anchored
+      // there when it keeps that phase): expected on the old lattice, a client whose PONG was delayed
+      // beyond its pongTimeoutMs was convicted at its next heartbeat wherever lateMs was shorter.
+      if (Math.round((now - this.sum / this.count) / I) <= this.k) {
+        if (now - this.lastBeatAt > this.farMs()) this.lateBeatAt = now;
+        return;
+      }
       const k = this.slotOf(now);
       const lateness = now - (this.sum / this.count + k * I);
       const pending = this.lateBeatAt;

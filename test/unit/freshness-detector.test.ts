@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FreshnessDetector } from '../../src/core/freshness-detector.js';
 import { SilenceDetector } from '../../src/core/liveness-detector.js';
+import { HeartbeatScheduler } from '../../src/core/heartbeat-scheduler.js';
+import { DEFAULT_PROBES } from '../../src/core/heartbeat-policy.js';
 
 test('the deadline counts from when the next heartbeat is due, not from when the last one arrived', () => {
   // Heartbeats sent every 1000 ms from t=0 arrive with delays 50, 50, 50, then 250 ms.
@@ -138,4 +140,40 @@ test('a suspicion not yet raised is still checked when asked after its time (a r
   assert.equal(f.nextCheckAt(suspectAt + 10), suspectAt);
   assert.equal(f.check(suspectAt + 10), 'suspect');
   assert.equal(f.nextCheckAt(suspectAt + 10), f.deadline());
+});
+
+test("the client's own probe after a late PONG moves its lattice: the next heartbeat, an interval after the probe, is not convicted", () => {
+  // The client's scheduler (default probes: PONG within 5 s, else a probe PING) sends every 25 s; each
+  // heartbeat takes 40 ms to the gateway. The PONG to the tenth is held up 6 s on the way back (a
+  // congested downlink), so the client probes at +5 s, and counts its next heartbeat from that probe.
+  // The gateway has missBudget 1, grace 3 s: the silence detector keeps this client alive.
+  const I = 25_000;
+  const sched = new HeartbeatScheduler(I, DEFAULT_PROBES, 0);
+  const fresh = new FreshnessDetector(I, 0, { budget: { missBudget: 1, graceMs: 3000 }, suspectLateMs: 3000 });
+  const silence = new SilenceDetector(I, 1, 3000, 0);
+  const pongs: number[] = [];
+  let beats = 0;
+  let last = 0;
+  while (beats < 20) {
+    const t = Math.min(sched.nextWakeAt(), pongs[0] ?? Infinity);
+    if (t === pongs[0]) {
+      pongs.shift();
+      sched.received(t);
+      continue;
+    }
+    const action = sched.poll(t);
+    if (action !== 'ping' && action !== 'probe') continue;
+    sched.sent(t);
+    beats++;
+    const arrives = (last = t + 40);
+    for (const d of [silence, fresh]) {
+      assert.notEqual(d.check(arrives - 1), 'dead', `${d.constructor.name}: ${action} ${beats} (sent at ${t}) arrives after the deadline ${d.deadline()}`);
+      d.heard(arrives, true);
+    }
+    pongs.push(arrives + (beats === 10 ? 6000 : 40));
+    pongs.sort((a, b) => a - b);
+  }
+  assert.equal(beats, 20);
+  // Re-anchored on the probe's phase: the next is due an interval after the last, to the millisecond.
+  assert.equal(fresh.expectedAt(), last + I);
 });
