@@ -91,6 +91,7 @@ export function serveCommand(): Command {
     .option('--max-connections-per-source <n>', 'connections held at once from one address (0 = no limit)', int, LIMIT_DEFAULTS.maxConnectionsPerSource)
     .option('--handshakes-per-second <n>', 'new connections admitted per second per process (0 = no limit)', int, LIMIT_DEFAULTS.handshakesPerSecond)
     .option('--handshake-burst <n>', 'new connections admitted at once before the rate applies (default: one second of the rate)', int)
+    .option('--handshake-source-share <fraction>', 'of the handshake rate and burst, what one source address may take once the bucket is half empty (1: off; raise behind a carrier-grade NAT or a proxy)', fraction, LIMIT_DEFAULTS.handshakeSourceShare)
     .option('--max-pending-handshakes <n>', 'connections accepted but not yet open at once; more are told to come back later (0 = no limit)', int, LIMIT_DEFAULTS.maxPendingHandshakes)
     .option('--max-pending-handshakes-per-source <n>', 'the same from one source address (0 = no limit)', int, LIMIT_DEFAULTS.maxPendingHandshakesPerSource)
     .option('--min-ping-gap-ms <ms>', 'average PING spacing a client must keep (0 = no limit; default: a fifth of the shortest interval)', int)
@@ -225,6 +226,7 @@ export function serveCommand(): Command {
             maxConnectionsPerSource: o.maxConnectionsPerSource,
             handshakesPerSecond: o.handshakesPerSecond,
             ...(o.handshakeBurst !== undefined ? { handshakeBurst: o.handshakeBurst } : {}),
+            handshakeSourceShare: o.handshakeSourceShare,
             maxPendingHandshakes: o.maxPendingHandshakes,
             maxPendingHandshakesPerSource: o.maxPendingHandshakesPerSource,
             ...(o.minPingGapMs !== undefined ? { minPingGapMs: o.minPingGapMs } : {}),

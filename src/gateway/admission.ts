@@ -11,6 +11,11 @@ export interface AdmissionLimits {
   maxPendingHandshakes: number;
   /** The same from one source address: one source must not fill the gateway's whole handshake backlog. */
   maxPendingHandshakesPerSource: number;
+  /**
+   * The share of the handshake rate (and burst) one source address may take once the bucket is
+   * less than half full (absent or 1: no share, one source may take it all).
+   */
+  handshakeSourceShare?: number;
 }
 
 export interface Refusal {
@@ -25,6 +30,8 @@ export interface AdmissionStats {
   refusedTotal: number;
   refusedPerSource: number;
   refusedRate: number;
+  /** Refused for taking more than its share of the handshake rate (handshakeSourceShare) while it was contended. */
+  refusedRatePerSource: number;
   refusedPending: number;
   refusedPendingPerSource: number;
 }
@@ -41,7 +48,14 @@ export class Admission {
   private total = 0;
   private readonly perSource = new Map<string, number>();
   private readonly bucket: TokenBucket | null;
-  readonly stats: AdmissionStats = { admitted: 0, refusedTotal: 0, refusedPerSource: 0, refusedRate: 0, refusedPending: 0, refusedPendingPerSource: 0 };
+  readonly stats: AdmissionStats = { admitted: 0, refusedTotal: 0, refusedPerSource: 0, refusedRate: 0, refusedRatePerSource: 0, refusedPending: 0, refusedPendingPerSource: 0 };
+  /**
+   * A source's share of the handshake rate, as a GCRA: when its next handshake is due at its share's
+   * pace (ms), for the sources that took one while the bucket was contended. An entry at or before
+   * now is the same as none: they are swept when the map doubles.
+   */
+  private readonly sourceTat = new Map<string, number>();
+  private sweepSourcesAt = 1024;
   /** Connections admitted and not yet open, in all and by source. */
   private pending = 0;
   private readonly pendingPerSource = new Map<string, number>();
@@ -90,6 +104,25 @@ export class Admission {
       this.refused[1]++;
       return { reason: 'rate-limited', message: `${this.pending} handshakes are already in progress`, retryAfterMs: this.backlogHint() };
     }
+    let sourceDue = -1;
+    const share = l.handshakeSourceShare ?? 1;
+    if (this.bucket && share < 1 && this.bucket.available(now) < this.bucket.burst / 2) {
+      // The bucket is contended: one source takes at most its share. A connect-and-close loop from
+      // one address (nothing held, nothing pending) once took every token, and every other address
+      // was refused for as long as it ran.
+      const gap = 1000 / (share * this.bucket.ratePerSec);
+      const burstMs = gap * Math.max(1, Math.floor(share * this.bucket.burst));
+      const tat = Math.max(now, this.sourceTat.get(source) ?? now);
+      if (tat - now >= burstMs) {
+        this.stats.refusedRatePerSource++;
+        return {
+          reason: 'rate-limited',
+          message: `${source} takes more than its share of ${l.handshakesPerSecond} new connections a second`,
+          retryAfterMs: Math.ceil(tat - now - burstMs + gap) + Math.round(this.random() * Math.max(1000, burstMs)),
+        };
+      }
+      sourceDue = tat + gap;
+    }
     if (this.bucket && !this.bucket.take(now)) {
       this.stats.refusedRate++;
       this.refused[1]++;
@@ -102,12 +135,20 @@ export class Admission {
         retryAfterMs: this.bucket.waitMs(now) + Math.round(this.random() * Math.max(1000, refillMs)),
       };
     }
+    if (sourceDue >= 0) this.chargeSource(source, sourceDue, now);
     this.total++;
     this.pending++;
     this.pendingPerSource.set(source, myPending + 1);
     this.perSource.set(source, mine + 1);
     this.stats.admitted++;
     return null;
+  }
+
+  private chargeSource(source: string, due: number, now: number): void {
+    this.sourceTat.set(source, due);
+    if (this.sourceTat.size < this.sweepSourcesAt) return;
+    for (const [s, t] of this.sourceTat) if (t <= now) this.sourceTat.delete(s);
+    this.sweepSourcesAt = Math.max(1024, 2 * this.sourceTat.size);
   }
 
   /** An admitted connection finished its handshake (WELCOME sent). */

@@ -128,6 +128,14 @@ export interface LimitOptions {
   /** How many new connections may arrive at once before the rate applies (default: one second's worth). */
   handshakeBurst?: number;
   /**
+   * The share of that rate (and burst) one source address may take once the bucket is less than
+   * half full; beyond it that source alone is refused with rate-limited (4008). A connect-and-close
+   * loop from one address holds nothing and is never pending for long, so only this keeps it from
+   * taking every new connection the gateway admits. 1 turns it off (raise it behind a carrier-grade
+   * NAT or a proxy, where many devices share an address).
+   */
+  handshakeSourceShare?: number;
+  /**
    * Connections accepted but not yet open, at once. Beyond it new ones are
    * refused with rate-limited (4008) and a hint spread over the time the
    * backlog needs at the current handshake rate: in a reconnect storm the
@@ -204,6 +212,7 @@ export interface LimitOptions {
 
 /** Every limit with its default filled in; those of who may connect are the admission's own. */
 export interface ResolvedLimits extends AdmissionLimits {
+  handshakeSourceShare: number;
   minPingGapMs: number;
   pingBurst: number;
   maxDataPerSecond: number;
@@ -231,6 +240,8 @@ export const LIMIT_DEFAULTS = {
   handshakesPerSecond: 2_000,
   maxPendingHandshakes: 500,
   maxPendingHandshakesPerSource: 50,
+  // A tenth, as for pending handshakes: ten addresses at full speed to take the rate from the rest.
+  handshakeSourceShare: 0.1,
   // 100,000 connections in 2 GB leave about 20 KB each, most of it the socket's: a few KB for fields.
   maxClientInfoBytes: 1024,
   maxStateBytes: 1024,
@@ -361,6 +372,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     handshakeBurst: positive('limits.handshakeBurst', l.handshakeBurst ?? Math.max(1, hps)),
     maxPendingHandshakes: nonNegative('limits.maxPendingHandshakes', l.maxPendingHandshakes ?? LIMIT_DEFAULTS.maxPendingHandshakes),
     maxPendingHandshakesPerSource: nonNegative('limits.maxPendingHandshakesPerSource', l.maxPendingHandshakesPerSource ?? LIMIT_DEFAULTS.maxPendingHandshakesPerSource),
+    handshakeSourceShare: l.handshakeSourceShare ?? LIMIT_DEFAULTS.handshakeSourceShare,
     minPingGapMs: nonNegative('limits.minPingGapMs', l.minPingGapMs ?? heartbeat.minIntervalMs / 5),
     pingBurst: positive('limits.pingBurst', l.pingBurst ?? LIMIT_DEFAULTS.pingBurst),
     maxDataPerSecond: nonNegative('limits.maxDataPerSecond', l.maxDataPerSecond ?? LIMIT_DEFAULTS.maxDataPerSecond),
@@ -378,6 +390,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxTokenBytes: positive('limits.maxTokenBytes', l.maxTokenBytes ?? LIMIT_DEFAULTS.maxTokenBytes),
     inboundSourceShare: l.inboundSourceShare ?? LIMIT_DEFAULTS.inboundSourceShare,
   };
+  if (!(limits.handshakeSourceShare > 0 && limits.handshakeSourceShare <= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.handshakeSourceShare must be in (0, 1] (got ${limits.handshakeSourceShare})`);
   if (!(limits.inboundSourceShare > 0 && limits.inboundSourceShare <= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.inboundSourceShare must be in (0, 1] (got ${limits.inboundSourceShare})`);
   // Delivery pauses at a quarter of the bound and waits for the socket's 'drain', which
   // fires only once the stream itself saw backpressure (its 16 KiB high-water mark).

@@ -88,6 +88,48 @@ describe('connection limits', () => {
       await gw.close();
     }
   });
+
+  test('one address in a connect-and-close loop cannot take the whole handshake rate: newcomers from another address still get in', async () => {
+    // Each socket is closed as soon as it connects: nothing is held or pending, so only a rate bounds the loop.
+    const { gw, port } = await gateway({ limits: { handshakesPerSecond: 100 } });
+    let stop = false;
+    let attempts = 0;
+    const loop = async () => {
+      while (!stop) {
+        const s = net.connect({ port, host: '127.0.0.1' });
+        s.on('error', () => {});
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, 50);
+          const done = () => (clearTimeout(t), r());
+          s.once('connect', done);
+          s.once('close', done);
+        });
+        attempts++;
+        s.destroy();
+      }
+    };
+    const loops = Array.from({ length: 10 }, loop);
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const got: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const p = new RawPeer(port, { localAddress: '127.0.0.2' });
+        await p.connected;
+        p.hello(`newcomer-${i}`);
+        const f = await p.next(() => true);
+        got.push(f.type === FrameType.WELCOME ? 'welcome' : f.type === FrameType.GOAWAY ? `goaway ${f.reason}` : `frame ${f.type}`);
+        p.destroy();
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      assert.ok(attempts > 500, `the loop ran (${attempts} sockets)`);
+      assert.deepEqual(got, ['welcome', 'welcome', 'welcome', 'welcome', 'welcome']);
+      assert.ok(gw.admissionStats().refusedRatePerSource > 0, 'the loop was refused by its share');
+    } finally {
+      stop = true;
+      await Promise.all(loops);
+      await gw.close();
+    }
+  });
 });
 
 describe('WebSocket admission at accept', () => {

@@ -28,7 +28,7 @@ test('admission: total, per source, rate; releases free slots; refusals count no
   assert.equal(perSource.retryAfterMs, FULL_RETRY_MS);
   assert.equal(a.admit('2.2.2.2', 0), null);
   assert.equal(a.admit('3.3.3.3', 0)?.reason, 'too-many-connections');
-  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0, refusedPending: 0, refusedPendingPerSource: 0 });
+  assert.deepEqual(a.stats, { admitted: 3, refusedTotal: 1, refusedPerSource: 1, refusedRate: 0, refusedRatePerSource: 0, refusedPending: 0, refusedPendingPerSource: 0 });
   a.release('1.1.1.1', false);
   assert.equal(a.connections, 2);
   assert.equal(a.admit('1.1.1.1', 0), null);
@@ -123,6 +123,41 @@ test('admission: one source cannot hold the whole handshake backlog; others stil
   a.release('127.0.0.1', false);
   assert.equal(a.admit('127.0.0.1', 10), null);
   assert.equal(a.admit('127.0.0.1', 10)?.reason, 'rate-limited');
+});
+
+test('admission: one source cannot take the whole handshake rate (a connect-and-close loop); others still get in', () => {
+  const limits = { maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 100, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 };
+  const a = new Admission({ ...limits, handshakeSourceShare: 0.1 }, 0, () => 0.5);
+  // The attacker tries every millisecond for 10 s, each socket closed at once (nothing pending, nothing held).
+  let mine = 0;
+  let newcomers = 0;
+  const hints: number[] = [];
+  for (let t = 0; t < 10_000; t++) {
+    const r = a.admit('203.0.113.7', t);
+    if (r === null) {
+      mine++;
+      a.release('203.0.113.7', false);
+    } else hints.push(r.retryAfterMs);
+    // A newcomer from another address every 100 ms.
+    if (t % 100 === 50) {
+      assert.equal(a.admit(`198.51.100.${newcomers % 250}`, t), null, `newcomer at ${t} ms`);
+      newcomers++;
+    }
+  }
+  assert.equal(newcomers, 100);
+  // Half the burst at once, its own share of the rest, and what the newcomers leave when the bucket is not contended.
+  assert.ok(mine >= 50 && mine <= 100 + 10_000 * 0.1 - newcomers + 10, `the attacker got ${mine}`);
+  assert.ok(a.stats.refusedRatePerSource > 9000, `refused by its share: ${a.stats.refusedRatePerSource}`);
+  // Told to come back when its share has a place (at most a gap, 100 ms, away), spread over a second.
+  assert.ok(hints.every((h) => h >= 1 && h <= 1100), `hints from ${Math.min(...hints)} to ${Math.max(...hints)} ms`);
+  // A source alone, not contended, may take the whole burst; share 1 turns the share off (the attacker takes everything).
+  const alone = new Admission({ ...limits, handshakeSourceShare: 0.1 }, 0, () => 0.5);
+  let n = 0;
+  while (alone.admit('203.0.113.7', 0) === null) n++;
+  assert.equal(n, 61, 'down to half the burst freely (51), then its share of the burst (10)');
+  const off = new Admission({ ...limits, handshakeSourceShare: 1 }, 0, () => 0.5);
+  for (let i = 0; i < 100; i++) assert.equal(off.admit('203.0.113.7', 0), null);
+  assert.equal(off.admit('198.51.100.1', 0)?.reason, 'rate-limited');
 });
 
 test('PONG carries a warning code; a bare PONG stays 1 byte', () => {
