@@ -189,8 +189,10 @@ export class ServerConnection implements LinkEvents {
   constructor(
     readonly link: Link,
     private readonly host: ConnectionHost,
+    /** How long the transport took before the link (a WebSocket's upgrade from its accept): part of the handshake deadline. */
+    handshakeSpentMs = 0,
   ) {
-    this.connectedAt = host.clock.now();
+    this.connectedAt = host.clock.now() - Math.max(0, handshakeSpentMs);
     this.timer = new WheelTimer<ServerConnection>(this);
     link.bind(this);
     this.arm(this.connectedAt + host.handshakeTimeoutMs);

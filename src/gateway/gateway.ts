@@ -476,7 +476,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         abandoned: (source: string) => this.admission.release(source, false),
       };
       const w = o.ws;
-      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l) => this.accept(l, true)), () => this.close());
+      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
       out.ws = this.wsServer.http.address() as AddressInfo;
     }
     return out;
@@ -503,9 +503,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /**
    * Adopts a link from any transport (also used by tests with in-memory
    * links), unless the gateway is closing or a limit refuses it: then the
-   * link gets GOAWAY with a hint, is closed, and null is returned.
+   * link gets GOAWAY with a hint, is closed, and null is returned. `handshakeSpentMs`: how much of
+   * the handshake deadline the transport already took (a WebSocket's upgrade, counted from accept).
    */
-  accept(link: Link, admitted = false): ServerConnection | null {
+  accept(link: Link, admitted = false, handshakeSpentMs = 0): ServerConnection | null {
     if (this.closing) {
       if (admitted) this.admission.release(link.remoteAddress, false);
       link.close(CloseCodes['going-away'], 'the gateway is shutting down');
@@ -518,7 +519,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       this.emit('refused', { remoteAddress: link.remoteAddress, transport: link.transport, ...refusal });
       return null;
     }
-    const conn = new ServerConnection(link, this.host);
+    const conn = new ServerConnection(link, this.host, handshakeSpentMs);
     this.connections.add(conn);
     return conn;
   }

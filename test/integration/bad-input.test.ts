@@ -167,4 +167,40 @@ describe('handshake deadline', () => {
       assert.equal(gw.connectionCount, 0, 'the silent peer was freed');
     });
   }
+
+  test('ws: the deadline counts from the socket\'s accept, not from its upgrade: slow upgrade headers, then no HELLO, are closed within one deadline', async () => {
+    // The socket is counted as a pending handshake (of its source too) from its accept: the upgrade
+    // used to start a second deadline, so such a peer held its slot for twice handshakeTimeoutMs.
+    const s = net.connect(urls.wsPort, '127.0.0.1');
+    s.on('error', () => {});
+    await new Promise((r) => s.once('connect', r));
+    const t0 = performance.now();
+    s.write('GET /longlink HTTP/1.1\r\nHost: x\r\n');
+    await new Promise((r) => setTimeout(r, 200));
+    s.write('Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n');
+    let bytes = Buffer.alloc(0);
+    /** The code of the WebSocket close frame after the 101 answer (server frames are unmasked, short here). */
+    const wsCloseCode = (): number | undefined => {
+      let at = bytes.indexOf('\r\n\r\n');
+      if (at < 0) return undefined;
+      for (at += 4; at + 2 <= bytes.length; at += 2 + (bytes[at + 1] & 0x7f)) {
+        if ((bytes[at] & 0x0f) === 8 && at + 4 <= bytes.length) return bytes.readUInt16BE(at + 2);
+      }
+      return undefined;
+    };
+    const closeAt = await new Promise<number>((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no close frame within 2 s: ${JSON.stringify(bytes.toString('latin1'))}`)), 2000);
+      s.on('data', (d: Buffer) => {
+        bytes = Buffer.concat([bytes, d]);
+        if (wsCloseCode() !== undefined) {
+          clearTimeout(t);
+          resolve(performance.now() - t0);
+        }
+      });
+    });
+    assert.match(bytes.toString('latin1'), /^HTTP\/1\.1 101 /);
+    assert.equal(wsCloseCode(), CloseCodes['handshake-timeout']);
+    s.destroy();
+    assert.ok(closeAt >= 250 && closeAt < 450, `closed after ${closeAt.toFixed(0)} ms (deadline 300 from accept)`);
+  });
 });

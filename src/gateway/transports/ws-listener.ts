@@ -26,7 +26,8 @@ export interface UpgradeGate {
  */
 export async function listenWs(
   opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate },
-  onLink: (link: Link) => void,
+  /** `spentMs`: how long the socket took from its accept to the end of its upgrade (its TLS handshake included). */
+  onLink: (link: Link, spentMs: number) => void,
 ): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket> }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
   // Closed after the answer: a socket kept alive by a plain GET every few seconds would stay
@@ -54,8 +55,8 @@ export async function listenWs(
     // frame-too-large code from WsLink, so ws's limit only bounds memory.
     maxPayload: opts.maxFrameBytes * 2,
   });
-  /** Admitted raw sockets whose upgrade has not finished, by remote address and port, with their close listener. */
-  const upgrading = new Map<string, { socket: Socket; onClose: () => void }>();
+  /** Admitted raw sockets whose upgrade has not finished, by remote address and port, with their close listener and when they were accepted. */
+  const upgrading = new Map<string, { socket: Socket; onClose: () => void; at: number }>();
   const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
   if (opts.gate) {
     const gate = opts.gate;
@@ -110,7 +111,7 @@ export async function listenWs(
           gate.abandoned(source);
         }
       };
-      upgrading.set(key, { socket, onClose });
+      upgrading.set(key, { socket, onClose, at: performance.now() });
       socket.on('close', onClose);
       for (const l of inner) l.call(server, socket);
     });
@@ -123,6 +124,8 @@ export async function listenWs(
     // abandoned-upgrade listener has done its job.
     const key = keyOf(socket);
     const pending = upgrading.get(key);
+    // The handshake deadline counts from the accept, as admission does: the upgrade does not start a second one.
+    const spentMs = pending ? performance.now() - pending.at : 0;
     if (pending) {
       upgrading.delete(key);
       pending.socket.removeListener('close', pending.onClose);
@@ -130,8 +133,8 @@ export async function listenWs(
     applyKeepalive(socket, opts.keepalive);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
-    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering));
-    else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0));
+    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering), spentMs);
+    else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0), spentMs);
   });
   // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
   wss.on('error', () => {});
