@@ -36,6 +36,12 @@ export interface AdmissionStats {
   refusedPendingPerSource: number;
 }
 
+/** Refused sockets still open from one source (their GOAWAY or 503 written, the peer given a second to close). */
+export const MAX_REFUSED_OPEN_PER_SOURCE = 64;
+
+/** The same from all sources. */
+export const MAX_REFUSED_OPEN = 1024;
+
 /** How long a client refused for a full gateway waits, on average (spread ±50%). */
 export const FULL_RETRY_MS = 10_000;
 
@@ -56,6 +62,9 @@ export class Admission {
    */
   private readonly sourceTat = new Map<string, number>();
   private sweepSourcesAt = 1024;
+  /** Refused sockets still open, in all and by source (see holdRefused). */
+  private refusedOpen = 0;
+  private readonly refusedOpenPerSource = new Map<string, number>();
   /** Connections admitted and not yet open, in all and by source. */
   private pending = 0;
   private readonly pendingPerSource = new Map<string, number>();
@@ -142,6 +151,31 @@ export class Admission {
     this.perSource.set(source, mine + 1);
     this.stats.admitted++;
     return null;
+  }
+
+  /**
+   * A refused socket is answered (GOAWAY, or a 503) and given a second to close: true, and it is
+   * counted until refusedClosed, or false when its source already has MAX_REFUSED_OPEN_PER_SOURCE
+   * such sockets open (or all have MAX_REFUSED_OPEN), and it is to be dropped at once, unanswered.
+   * A peer that neither reads nor closes, refused as fast as it connects, once had the gateway
+   * hold a socket for each refusal of the last second: past the file limit, accept() failed for all.
+   */
+  holdRefused(address: string): boolean {
+    const source = sourceKey(address);
+    const mine = this.refusedOpenPerSource.get(source) ?? 0;
+    if (mine >= MAX_REFUSED_OPEN_PER_SOURCE || this.refusedOpen >= MAX_REFUSED_OPEN) return false;
+    this.refusedOpenPerSource.set(source, mine + 1);
+    this.refusedOpen++;
+    return true;
+  }
+
+  /** A socket holdRefused counted has closed. */
+  refusedClosed(address: string): void {
+    const source = sourceKey(address);
+    const n = (this.refusedOpenPerSource.get(source) ?? 1) - 1;
+    if (n <= 0) this.refusedOpenPerSource.delete(source);
+    else this.refusedOpenPerSource.set(source, n);
+    this.refusedOpen--;
   }
 
   private chargeSource(source: string, due: number, now: number): void {

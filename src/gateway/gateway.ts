@@ -474,6 +474,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           return refusal;
         },
         abandoned: (source: string) => this.admission.release(source, false),
+        holdRefused: (source: string) => this.admission.holdRefused(source),
+        refusedClosed: (source: string) => this.admission.refusedClosed(source),
       };
       const w = o.ws;
       this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
@@ -514,9 +516,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     const refusal = admitted ? null : this.admission.admit(link.remoteAddress, this.options.clock.now());
     if (refusal) {
+      const address = link.remoteAddress;
+      this.emit('refused', { remoteAddress: address, transport: link.transport, ...refusal });
+      // Answered and given a second to close, as long as its source has not too many such open.
+      if (!this.admission.holdRefused(address)) {
+        link.destroy();
+        return null;
+      }
+      link.bind({ onLinkFrame: () => {}, onLinkError: () => {}, onLinkClose: () => this.admission.refusedClosed(address) });
       link.send(goawayFrame(refusal.reason, refusal.retryAfterMs));
       link.close(CloseCodes[refusal.reason], refusal.message);
-      this.emit('refused', { remoteAddress: link.remoteAddress, transport: link.transport, ...refusal });
       return null;
     }
     const conn = new ServerConnection(link, this.host, handshakeSpentMs);

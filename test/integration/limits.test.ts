@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
+import { MAX_REFUSED_OPEN_PER_SOURCE } from '../../src/gateway/admission.js';
 import { Gateway, type RefusedEvent } from '../../src/gateway/gateway.js';
 import type { GatewayOptions } from '../../src/gateway/options.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
@@ -243,6 +244,50 @@ describe('WebSocket admission at accept', () => {
       await gw.close();
     }
   });
+});
+
+test(`refused sockets that neither read nor close are held at most ${MAX_REFUSED_OPEN_PER_SOURCE} from one source (each waited out its GOAWAY or 503 for a second): the rest are dropped at once, on both ports`, async () => {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: { port: 0 }, limits: { maxConnectionsPerSource: 1 } });
+  const a = await gw.listen();
+  const servers = gw as unknown as { tcpServer: net.Server; wsServer: { http: net.Server } };
+  try {
+    for (const [port, server, from] of [[a.tcp!.port, servers.tcpServer, '127.0.0.3'], [a.ws!.port, servers.wsServer.http, '127.0.0.4']] as const) {
+      const socks: net.Socket[] = [];
+      const answers: string[] = [];
+      for (let i = 0; i < 300; i++) {
+        const s = net.connect({ port, host: '127.0.0.1', localAddress: from });
+        s.on('error', () => {});
+        if (i >= 1 && i < 10) {
+          // A few that read: refused with an answer (GOAWAY or 503).
+          answers.push('');
+          const k = answers.length - 1;
+          s.on('data', (d: Buffer) => (answers[k] += d.toString('latin1')));
+        } else s.pause();
+        socks.push(s);
+        // The first is admitted: connected before the rest.
+        if (i === 0) await new Promise((r) => s.once('connect', r));
+      }
+      await Promise.all(socks.slice(1).map((s) => new Promise((r) => (s.once('connect', r), s.once('close', r)))));
+      await new Promise((r) => setTimeout(r, 200));
+      const held = await new Promise<number>((r) => server.getConnections((_e, n) => r(n)));
+      // The one admitted, and the refused still waiting for their peer.
+      assert.ok(held <= 1 + MAX_REFUSED_OPEN_PER_SOURCE, `${held} sockets held for one source with a limit of 1`);
+      assert.equal(answers.filter((t) => t.length > 0).length, 9, 'the first refused were answered');
+      // Their places come back as they close: the source, refused again, is answered again.
+      for (const s of socks.slice(1)) s.destroy();
+      await new Promise((r) => setTimeout(r, 100));
+      const again = net.connect({ port, host: '127.0.0.1', localAddress: from });
+      again.on('error', () => {});
+      let text = '';
+      again.on('data', (d: Buffer) => (text += d.toString('latin1')));
+      if (port === a.ws!.port) again.write('GET /longlink HTTP/1.1\r\nHost: x\r\n\r\n');
+      await new Promise((r) => again.once('close', r));
+      assert.ok(text.length > 0, 'answered again');
+      socks[0].destroy();
+    }
+  } finally {
+    await gw.close();
+  }
 });
 
 describe('heartbeat-rate enforcement (too-many-pings)', () => {

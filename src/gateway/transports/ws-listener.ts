@@ -16,6 +16,9 @@ export interface UpgradeGate {
   admit(source: string): { reason: string; retryAfterMs: number; message: string } | null;
   /** An admitted socket ended before its upgrade finished. */
   abandoned(source: string): void;
+  /** Whether a refused socket may be answered and wait for its peer to close (counted until refusedClosed), or is dropped at once. */
+  holdRefused(source: string): boolean;
+  refusedClosed(source: string): void;
 }
 
 /**
@@ -101,6 +104,11 @@ export async function listenWs(
         return;
       }
       if (refusal) {
+        if (!gate.holdRefused(source)) {
+          socket.destroy();
+          return;
+        }
+        socket.once('close', () => gate.refusedClosed(source));
         refuseSocket(socket, refusal);
         return;
       }
