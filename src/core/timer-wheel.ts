@@ -1,4 +1,5 @@
 import { OptionError } from '../protocol/errors.js';
+import { MAX_TIMER_MS } from './heartbeat-policy.js';
 /**
  * A hashed timing wheel (Varghese and Lauck, 1987): schedule and cancel in
  * O(1), expiry in O(1) per timer plus O(1) per tick. One wheel holds every
@@ -67,8 +68,13 @@ export class TimerWheel<T> {
   constructor(opts: TimerWheelOptions = {}) {
     this.tickMs = opts.tickMs ?? 50;
     if (!(this.tickMs > 0)) throw new OptionError('wheelTickMs', 'must be positive');
+    // The runner arms one timer per tick: beyond 2^31 − 1 ms Node fires it after 1 ms (a busy loop).
+    if (!(this.tickMs <= MAX_TIMER_MS)) throw new OptionError('wheelTickMs', `must be at most ${MAX_TIMER_MS}`);
+    const slots = opts.slots ?? 1024;
+    // Rounded up by doubling an int32: from 2^31 up (or Infinity) that never reached it and looped forever.
+    if (!(slots <= 2 ** 30)) throw new OptionError('slots', `must be at most ${2 ** 30}`);
     let n = 1;
-    while (n < (opts.slots ?? 1024)) n <<= 1;
+    while (n < slots) n <<= 1;
     this.mask = n - 1;
     this.heads = new Array<WheelTimer<T> | null>(n).fill(null);
     this.processedTick = Math.floor((opts.startMs ?? 0) / this.tickMs);

@@ -350,6 +350,12 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     if (!(Number.isFinite(v) && v >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${name} must be a non-negative number (got ${v})`);
     return v;
   };
+  // A delay a timer must hold: beyond 2^31 − 1 ms Node fires it after 1 ms.
+  const timerMs = (name: string, v: number) => {
+    positive(name, v);
+    if (v > MAX_TIMER_MS) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${name} must be at most ${MAX_TIMER_MS} (got ${v})`);
+    return v;
+  };
   const d = o.delivery ?? {};
   const delivery: ResolvedDeliveryOptions = {
     maxQueuedPerDevice: positive('delivery.maxQueuedPerDevice', d.maxQueuedPerDevice ?? DELIVERY_DEFAULTS.maxQueuedPerDevice),
@@ -420,7 +426,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     delivery,
     authenticate: o.authenticate ?? acceptAll,
     limits,
-    wheelTickMs: positive('wheelTickMs', o.wheelTickMs ?? DEFAULTS.wheelTickMs),
+    wheelTickMs: timerMs('wheelTickMs', o.wheelTickMs ?? DEFAULTS.wheelTickMs),
     stallGuard: {
       enabled: o.stallGuard === false ? false : (o.stallGuard?.enabled ?? (o.clock === undefined || o.clock === systemClock)),
       thresholdMs: positive('stallGuard.thresholdMs', (o.stallGuard || undefined)?.thresholdMs ?? STALL_DEFAULTS.thresholdMs),

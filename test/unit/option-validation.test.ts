@@ -129,3 +129,10 @@ test('client maxFrameBytes, maxOutbox, maxOutboxBytes: NaN, 0, negative or fract
   assert.throws(() => new LonglinkClient({ ...base, maxFrameBytes: 1000.5 }), invalid(/maxFrameBytes/));
   assert.doesNotThrow(() => new LonglinkClient({ ...base, maxFrameBytes: 4096, maxOutbox: 1, maxOutboxBytes: 1 }).close());
 });
+
+test('wheelTickMs beyond a timer (2^31 − 1 ms) is refused: Node fires such a timer after 1 ms, and the runner re-armed it every millisecond', () => {
+  for (const wheelTickMs of [2 ** 31, 2 ** 40, Number.MAX_VALUE]) {
+    assert.throws(() => new Gateway({ tcp: false, ws: false, wheelTickMs }), invalid(/wheelTickMs/), String(wheelTickMs));
+  }
+  assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, wheelTickMs: 2 ** 31 - 1 }));
+});

@@ -41,6 +41,15 @@ describe('TimerWheel: construction', () => {
     }
   });
 
+  test('refuses a tick beyond a timer, and a slot count whose power of two is not an int32 (the constructor looped forever)', () => {
+    for (const tickMs of [Infinity, 2 ** 31]) {
+      assert.throws(() => new TimerWheel({ tickMs }), { code: 'LL_ERR_INVALID_OPTION' }, `tickMs ${tickMs}`);
+    }
+    for (const slots of [2 ** 31, 2 ** 31 + 1, Infinity, 2 ** 40]) {
+      assert.throws(() => new TimerWheel({ slots }), { code: 'LL_ERR_INVALID_OPTION' }, `slots ${slots}`);
+    }
+  });
+
   test('rounds the slot count up to a power of two (slot = tick & (slots - 1))', () => {
     const w = new TimerWheel<string>({ tickMs: 1, slots: 5 }); // 8 slots
     const t = new WheelTimer('x');
