@@ -133,9 +133,11 @@ export class PhiAccrualDetector implements LivenessDetector {
   }
 
   check(now: number): Verdict {
+    // Also by the times nextCheckAt() and deadline() give: phi there, computed back through erfc and
+    // log10, can fall an ulp short of its threshold, and the verdict came a wheel tick after its time.
     const p = this.phi(now);
-    if (p >= this.o.deadPhi) return 'dead';
-    if (p >= this.o.suspectPhi) {
+    if (p >= this.o.deadPhi || now >= this.deadline()) return 'dead';
+    if (p >= this.o.suspectPhi || now >= this.lastHeardAt + this.silenceForPhi(this.o.suspectPhi)) {
       if (this.suspectedAt === this.lastHeardAt) return 'suspected';
       this.suspectedAt = this.lastHeardAt;
       return 'suspect';

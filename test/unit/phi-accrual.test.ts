@@ -118,3 +118,18 @@ test('a suspicion not yet raised is still checked when asked after its time (a r
   assert.equal(d.check(suspectAt + 10), 'suspect');
   assert.equal(d.nextCheckAt(suspectAt + 10), d.deadline());
 });
+
+test('at exactly its nextCheckAt() or deadline() the verdict is the one scheduled there, not one wheel tick later (phi fell an ulp short half the time)', () => {
+  const rnd = seededRandom(8);
+  for (let run = 0; run < 200; run++) {
+    const d = new PhiAccrualDetector(25_000, 0);
+    let t = 0;
+    const beats = 1 + Math.floor(rnd() * 12);
+    for (let i = 0; i < beats; i++) d.heard((t += 25_000 + (rnd() - 0.5) * 4_000));
+    const suspectAt = d.nextCheckAt(t);
+    assert.ok(suspectAt < d.deadline());
+    assert.equal(d.check(suspectAt), 'suspect', `run ${run}: at nextCheckAt() ${suspectAt}`);
+    assert.equal(d.nextCheckAt(suspectAt), d.deadline());
+    assert.equal(d.check(d.deadline()), 'dead', `run ${run}: at deadline() ${d.deadline()}`);
+  }
+});
