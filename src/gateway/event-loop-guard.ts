@@ -56,6 +56,13 @@ export class EventLoopGuard implements RunnerGuard {
     return this.options.enabled ? this.stalls.observe(expectedAt, now, measured) : 0;
   }
 
+  resumed(): void {
+    // The monitor's maximum is the longest block since its last reset, wherever it fell: one from
+    // while the runner sat idle was recorded at its next tick as a stall ending then, and excused
+    // that much of any silence around it.
+    this.sinceTick.reset();
+  }
+
   afterIo(fn: () => void): void {
     setImmediate(fn);
   }

@@ -7,6 +7,11 @@ export interface RunnerGuard {
   tick(expectedAt: number, now: number): number;
   /** Runs `fn` once the process has read its sockets (after Node's poll phase). */
   afterIo(fn: () => void): void;
+  /**
+   * The runner wakes after sitting idle (an empty wheel): no deadline was running meanwhile, so
+   * what blocked the loop then is no stall of anyone's; the next tick() must not report it.
+   */
+  resumed?(): void;
 }
 
 /** The runner's own work since it started: constant per tick however long it runs. */
@@ -49,6 +54,8 @@ export class WheelRunner<T> {
   /** Call after scheduling on the wheel, so a sleeping runner wakes up. */
   kick(): void {
     if (this.handle !== null || this.deferred || this.expiring || this.stopped || this.wheel.size === 0) return;
+    // Nothing pending: the wheel was empty (while it holds anything, expire() re-arms).
+    this.guard?.resumed?.();
     this.arm();
   }
 

@@ -145,3 +145,38 @@ describe('WheelRunner: one timer, whatever the callbacks do', () => {
     assert.equal(s.clock.pendingTimers, 0);
   });
 });
+
+test('a loop block while the runner sat idle (empty wheel) is not recorded as a stall at its next tick: it delayed no deadline', async () => {
+  // The runner runs on the manual clock; only the event-loop monitor is real, and it sees one real
+  // 300 ms block of this process, before any timer is on the wheel.
+  const { EventLoopGuard } = await import('../../src/gateway/event-loop-guard.js');
+  const guard = new EventLoopGuard({ enabled: true, thresholdMs: 200 });
+  try {
+    const clock = new ManualClock(1_000_000);
+    const wheel = new TimerWheel<string>({ tickMs: 50, startMs: clock.now() });
+    const runner = new WheelRunner(wheel, clock, clock, () => {}, guard);
+    const block = (ms: number) => {
+      const until = performance.now() + ms;
+      while (performance.now() < until);
+    };
+    // Two turns of the loop: the monitor's overdue timer runs (its first run only starts its count).
+    const turns = async () => {
+      for (let i = 0; i < 2; i++) await new Promise<void>((r) => setImmediate(r));
+    };
+    block(20);
+    await turns();
+    block(300);
+    await turns();
+    assert.ok(guard.stats().delayMaxMs >= 250, `the monitor saw the block: ${JSON.stringify(guard.stats())}`);
+    // Long after, a connection comes: its timer goes on the wheel and the runner wakes.
+    clock.advance(60_000);
+    wheel.schedule(new WheelTimer('conn'), clock.now() + 1000);
+    runner.kick();
+    clock.advance(50); // the runner's first tick, on time
+    assert.equal(guard.stalls.count, 0, `recorded ${JSON.stringify(guard.stats())}`);
+    assert.equal(guard.stalledWithin(clock.now() - 1000, clock.now()), 0, 'no silence ending now is excused');
+    runner.stop();
+  } finally {
+    guard.stop();
+  }
+});
