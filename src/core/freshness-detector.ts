@@ -16,9 +16,10 @@ import { OptionError } from '../protocol/errors.js';
  * does not disturb the estimate; a heartbeat over half an interval late is
  * taken for one after a loss until the next lands in its slot, and then moved
  * back (see relabel); one that lands at or before the last one's slot even
- * so was held back with it, and only proves life. Anything other than a
- * heartbeat proves life but restarts the lattice (the client's scheduler
- * counts from its last send).
+ * so (held back with it, or the client's probe) proves life, the next is
+ * expected no sooner than an interval after it, and the lattice restarts from
+ * that next one. Anything other than a heartbeat proves life but restarts the
+ * lattice (the client's scheduler counts from its last send).
  *
  * A heartbeat far later than its slot is ambiguous: delayed on the way (the
  * lattice stands) or sent late (the client's scheduler counts from that send,
@@ -70,6 +71,8 @@ export class FreshnessDetector implements LivenessDetector {
   private deviation = 0;
   /** Arrival of a heartbeat far later than its slot, until the next one says whether the lattice moved (-1: none). */
   private lateBeatAt = -1;
+  /** Arrival of the last heartbeat held back or sent after the last one's slot (see heard), until the next (-1: none). */
+  private heldAt = -1;
   /** Slots the last heartbeat's label advanced by (1: none skipped), so relabel() can undo a skip. */
   private lastSkip = 1;
   readonly o: FreshnessOptions;
@@ -107,17 +110,24 @@ export class FreshnessDetector implements LivenessDetector {
     const I = this.intervalMs;
     if (this.k >= 0 && this.count > 0) {
       this.relabel(now);
-      // Nearest to the last heartbeat's slot or before it even so: it was held back with the one before
-      // (a burst after a stall of the path or of this process). It proves life, but its arrival says
-      // nothing of its slot; taken as the next ones, a burst filled the window with slots it never had
-      // and the deadline stayed up to the burst's length late for a window's worth of heartbeats.
-      // One that came well after the last one, though, was sent after it: the client's probe after a
-      // PONG it did not get in time, and its scheduler counts the next heartbeat from that probe. The
-      // next is then expected no sooner than an interval after it, as after a late send (and re-anchored
-      // there when it keeps that phase): expected on the old lattice, a client whose PONG was delayed
-      // beyond its pongTimeoutMs was convicted at its next heartbeat wherever lateMs was shorter.
+      // Nearest to the last heartbeat's slot or before it even so: held back with the one before (a
+      // burst after a stall of the path or of this process), or the client's probe after a PONG it did
+      // not get within pongTimeoutMs, which its scheduler counts the next heartbeat from. The two cannot
+      // be told apart: a heartbeat delayed on the way delays its PONG, and the probe then follows it on
+      // the same stream, read a moment after it or with it. Either way it was sent before now, and so
+      // the client's next heartbeat goes out within an interval of now: it is expected no sooner, and
+      // the lattice starts again from it, as after a data frame. Taken as the next slots, a burst filled
+      // the window with slots it never had; ignored, a probe moved the client's lattice by up to
+      // pongTimeoutMs unseen, and shifts below "far" (a probe read soon after its heartbeat)
+      // accumulated in the window: with a few seconds of jitter the expected time fell seconds behind
+      // the client's and a live client whose every delay was within graceMs was convicted (missBudget 1).
       if (Math.round((now - this.sum / this.count) / I) <= this.k) {
-        if (now - this.lastBeatAt > this.farMs()) this.lateBeatAt = now;
+        this.heldAt = now;
+        return;
+      }
+      if (this.heldAt >= 0) {
+        this.restart();
+        this.beat(now);
         return;
       }
       const k = this.slotOf(now);
@@ -199,7 +209,7 @@ export class FreshnessDetector implements LivenessDetector {
     this.k = -1;
     this.count = this.next = 0;
     this.sum = 0;
-    this.lateBeatAt = -1;
+    this.lateBeatAt = this.heldAt = -1;
   }
 
   setIntervalMs(ms: number): void {
@@ -217,8 +227,10 @@ export class FreshnessDetector implements LivenessDetector {
     // No lattice yet (just connected, or data restarted it): one interval after the last frame.
     if (this.count === 0) return this.lastHeardAt + this.intervalMs;
     const onLattice = this.sum / this.count + (this.k + 1) * this.intervalMs;
-    // After a far-late heartbeat the next may be one interval after it (a late send), not before.
-    return this.lateBeatAt >= 0 ? Math.max(onLattice, this.lateBeatAt + this.intervalMs) : onLattice;
+    // After a far-late heartbeat the next may be one interval after it (a late send), not before; so
+    // after one held back or a probe (see heard).
+    const after = Math.max(this.lateBeatAt, this.heldAt);
+    return after >= 0 ? Math.max(onLattice, after + this.intervalMs) : onLattice;
   }
 
   deadline(): number {

@@ -4,6 +4,7 @@ import { FreshnessDetector } from '../../src/core/freshness-detector.js';
 import { SilenceDetector } from '../../src/core/liveness-detector.js';
 import { HeartbeatScheduler } from '../../src/core/heartbeat-scheduler.js';
 import { DEFAULT_PROBES } from '../../src/core/heartbeat-policy.js';
+import { seededRandom } from '../../src/core/backoff.js';
 
 test('the deadline counts from when the next heartbeat is due, not from when the last one arrived', () => {
   // Heartbeats sent every 1000 ms from t=0 arrive with delays 50, 50, 50, then 250 ms.
@@ -71,7 +72,10 @@ test('heartbeats held back and read at once (a stall of the path or of the gatew
   assert.equal(d.lastHeardAt, 50_200);
   for (let k = 51; k <= 90; k++) {
     const due = k * 1000 + 50;
-    assert.ok(d.deadline() - due <= 1500 + 50, `heartbeat ${k}: deadline ${d.deadline() - due} ms after it was due`);
+    // The first after them is expected an interval after the last one read: held back or the client's
+    // probe (from which it would count the next), the gateway cannot tell, and the lattice restarts there.
+    const bound = k === 51 ? 50_200 + 1000 + 1500 - due : 1500 + 50;
+    assert.ok(d.deadline() - due <= bound, `heartbeat ${k}: deadline ${d.deadline() - due} ms after it was due`);
     assert.notEqual(d.check(due), 'dead');
     d.heard(due);
   }
@@ -176,4 +180,82 @@ test("the client's own probe after a late PONG moves its lattice: the next heart
   assert.equal(beats, 20);
   // Re-anchored on the probe's phase: the next is due an interval after the last, to the millisecond.
   assert.equal(fresh.expectedAt(), last + I);
+});
+
+test("the client's probe read close after its heartbeat (or with it) still moves the lattice: a live client whose delays stay within graceMs is not convicted", () => {
+  // Every 25 s; the path's delay alternates 0 and 2 s (a mean deviation of 1 s, so "far" is 4 s). The
+  // PONG to the 60th heartbeat (which took 2 s) comes back 5.5 s later: the client probes at +5 s, and
+  // the probe, on the way 0 s, is read 3 s after that heartbeat, nearer its slot than the next. The
+  // client counts its next heartbeat from the probe: taken for nothing, the next (2 s on the way)
+  // came 7 s after the old lattice's slot, past its 5 s grace, where every delay was at most 2 s.
+  const I = 25_000;
+  const sched = new HeartbeatScheduler(I, DEFAULT_PROBES, 0);
+  const fresh = new FreshnessDetector(I, 0, { budget: { missBudget: 1, graceMs: 5000 } });
+  const silence = new SilenceDetector(I, 1, 5000, 0);
+  const pongs: number[] = [];
+  let beats = 0;
+  let up = 0;
+  while (beats < 70) {
+    const t = Math.min(sched.nextWakeAt(), pongs[0] ?? Infinity);
+    if (t === pongs[0]) {
+      pongs.shift();
+      sched.received(t);
+      continue;
+    }
+    const action = sched.poll(t);
+    if (action !== 'ping' && action !== 'probe') continue;
+    sched.sent(t);
+    beats++;
+    const arrives = (up = Math.max(up, t + (action === 'probe' ? 0 : beats % 2 === 0 ? 2000 : 0)));
+    for (const d of [silence, fresh]) {
+      assert.notEqual(d.check(arrives - 1), 'dead', `${d.constructor.name}: ${action} ${beats} (sent at ${t}) arrives at ${arrives}, after the deadline ${d.deadline()}`);
+      d.heard(arrives, true);
+    }
+    pongs.push(arrives + (beats === 60 ? 5500 : 0));
+    pongs.sort((a, b) => a - b);
+  }
+});
+
+test('large jitter (seeded simulation): a client whose every delay is within graceMs is never convicted, however its probes move its lattice', () => {
+  // Chen et al.'s channel, but the client is longlink's scheduler: each way a delay uniform in [0, J]
+  // (in order, as on TCP), the PONG too, so a round trip over pongTimeoutMs (5 s) sends a probe and
+  // moves the client's lattice to it. missBudget 1, graceMs J: a detector whose expected time is on
+  // the client's present lattice never convicts. Shifts below "far" accumulated in the window of 32,
+  // the expected time fell seconds behind, and the deviation they left kept re-anchoring from firing.
+  const I = 25_000;
+  for (const J of [3000, 8000, 14_000]) {
+    const rand = seededRandom(J);
+    let convicted = 0;
+    const runs = 100;
+    for (let run = 0; run < runs; run++) {
+      // Probe waits long enough that the client itself never gives up (the run is about the gateway).
+      const sched = new HeartbeatScheduler(I, { ...DEFAULT_PROBES, probeIntervalMs: Math.max(2000, J) }, 0);
+      const fresh = new FreshnessDetector(I, 0, { budget: { missBudget: 1, graceMs: J } });
+      const pongs: number[] = [];
+      let up = 0;
+      let down = 0;
+      for (let beats = 0; beats < 200; ) {
+        const t = Math.min(sched.nextWakeAt(), pongs[0] ?? Infinity);
+        if (t === pongs[0]) {
+          pongs.shift();
+          sched.received(t);
+          continue;
+        }
+        const action = sched.poll(t);
+        assert.notEqual(action, 'dead');
+        if (action !== 'ping' && action !== 'probe') continue;
+        sched.sent(t);
+        beats++;
+        const arrives = (up = Math.max(up, t + rand() * J));
+        if (arrives >= fresh.deadline()) {
+          convicted++;
+          break;
+        }
+        fresh.heard(arrives, true);
+        pongs.push((down = Math.max(down, arrives + rand() * J)));
+        pongs.sort((a, b) => a - b);
+      }
+    }
+    assert.equal(convicted, 0, `delays within J = ${J} ms: ${convicted} of ${runs} live clients convicted`);
+  }
 });
