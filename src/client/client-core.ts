@@ -479,7 +479,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.setState('open');
     if (gone()) return;
     this.armHeartbeat(now);
-    if (this.learner && g.direction === 'client') {
+    // Either direction: the gateway clamps what it is told to its range, so a learner that does not
+    // know the range probes intervals never used (server-sent, a probe past maxIntervalMs died at the
+    // clamped one, was not counted, and was announced again on every link).
+    if (this.learner) {
       const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, this.startMs()!, now);
       const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);

@@ -30,17 +30,18 @@ function natPair(clock: ManualClock, timeoutMs: number): [MemoryLink, MemoryLink
   return [server, client];
 }
 
-function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive'], handshakeMs = 0) {
+function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive'], handshakeMs = 0, extra: { policy?: Partial<typeof POLICY>; direction?: 'client' | 'server' } = {}) {
   const clock = new ManualClock(1_000_000);
   // handshakeMs: the gateway answers HELLO that long after it (a slow authenticator, a long round trip).
   const authenticate = (h: { userId: string; deviceId: string }) => new Promise<{ userId: string; deviceId: string }>((r) => clock.setTimeout(() => r({ userId: h.userId, deviceId: h.deviceId }), handshakeMs));
-  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, ...(handshakeMs > 0 ? { authenticate } : {}) });
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: { ...POLICY, ...extra.policy }, wheelTickMs: 1, clock, timers: clock, ...(handshakeMs > 0 ? { authenticate } : {}) });
   const client = new LonglinkClient({
     url: 'tcp://nat',
     userId: 'u',
     deviceId: 'd',
     probes: PROBES,
     adaptive,
+    ...(extra.direction ? { direction: extra.direction } : {}),
     reconnect: { initialDelayMs: 100, maxDelayMs: 100, minDelayMs: 100 },
     clock,
     timers: clock,
@@ -144,6 +145,38 @@ test('a slow handshake is not counted as idle: the WELCOME is traffic, so the fi
   assert.ok(r.intervalMs < timeoutMs, `settled at ${r.intervalMs}`);
   const settled = intervals.find((i) => i.phase === 'settled')!;
   assert.deepEqual(closes.filter((c) => c.at > settled.at + 2000), [], 'no drop once settled');
+  client.close();
+  await gw.close();
+});
+
+test('server-sent heartbeats: the learner keeps to the gateway\'s range, so a probe past maxIntervalMs that fails (clamped by the gateway) is learned from, not retried for ever', async () => {
+  // Gateway range 500..4000 ms, NAT 3.5 s, start 1.5 s: held 3 s, the next probe (6 s) is clamped to
+  // 4 s by the gateway and dies at the NAT. Outside the range, the learner thought it probed 6 s, took
+  // the 4 s death for something else, and announced 6 s again on every link: lost every few seconds.
+  const timeoutMs = 3500;
+  const { gw, client, closes, intervals, run } = setup(timeoutMs, { startMs: 1500 }, 0, { policy: { maxIntervalMs: 4000 }, direction: 'server' });
+  await Promise.all([client.connect(), flush()]);
+  assert.equal(client.heartbeat!.direction, 'server');
+  await run(timeoutMs * 30);
+  const r = client.learner!.record!;
+  assert.ok(closes.length <= 2, `${closes.length} links lost in ${timeoutMs * 30} ms: ${JSON.stringify(intervals)}`);
+  assert.equal(r.phase, 'settled', JSON.stringify(intervals));
+  assert.ok(r.intervalMs <= 4000 && r.intervalMs < timeoutMs, `settled at ${r.intervalMs}`);
+  const settled = intervals.find((i) => i.phase === 'settled')!;
+  assert.deepEqual(closes.filter((c) => c.at > settled.at + 2000), [], 'no drop once settled');
+  client.close();
+  await gw.close();
+});
+
+test('server-sent heartbeats: a start below the gateway\'s minIntervalMs is raised to it, not stuck probing an interval the gateway never uses', async () => {
+  const timeoutMs = 60_000;
+  const { gw, client, intervals, run } = setup(timeoutMs, { startMs: 100 }, 0, { policy: { minIntervalMs: 1000 }, direction: 'server' });
+  await Promise.all([client.connect(), flush()]);
+  await run(30_000);
+  const r = client.learner!.record!;
+  assert.ok(r.intervalMs >= 1000, `learner at ${r.intervalMs}: ${JSON.stringify(intervals)}`);
+  assert.ok(r.heldMs >= 4000, `held ${r.heldMs} after 30 s: the learner climbs`);
+  assert.equal(client.heartbeat!.intervalMs, r.intervalMs, 'the interval in force is the learner\'s');
   client.close();
   await gw.close();
 });
