@@ -13,7 +13,7 @@ function onWsMessage(this: LinkedWs, data: RawData, isBinary: boolean): void {
   this[kLink].onMessage(data, isBinary);
 }
 function onWsError(this: LinkedWs, err: Error): void {
-  this[kLink].finish({ error: err });
+  this[kLink].onError(err);
 }
 function onWsClose(this: LinkedWs, code: number, reason: Buffer): void {
   this[kLink].finish({ code, reason: reason.toString() });
@@ -86,6 +86,18 @@ export class WsLink implements Link {
       if (err instanceof ProtocolError) this.events?.onLinkError(err);
       else this.destroy();
     }
+  }
+
+  /** @internal ws listener */
+  onError(err: Error): void {
+    // ws refused a message over its maxPayload (2 × maxFrameBytes) itself and closes with 1009: the
+    // same fault as one over maxFrameBytes, found here. Taken for a transport error, it was retried,
+    // and a queued message met again on every resume: a reconnect loop that could never succeed.
+    if ((err as { code?: string }).code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH' && !this.done && !this.poisoned) {
+      this.poisoned = true;
+      this.events?.onLinkError(new ProtocolError('frame-too-large', `a message exceeds the limit of ${this.maxFrameBytes} bytes (${err.message})`));
+    }
+    this.finish({ error: err });
   }
 
   /** @internal ws listener */

@@ -146,3 +146,36 @@ test("a client's send() of a message its gateway would refuse as frame-too-large
     await gw.close();
   }
 });
+
+test("a message far above a WebSocket device's maxFrameBytes (ws refuses it with 1009 before the SDK sees it) ends the link as frame-too-large, not retried, as on TCP: not a reconnect loop that meets it again on every resume", async () => {
+  const { gw, urls } = await setup();
+  const mk = (url: string, deviceId: string) => {
+    const c = new LonglinkClient({ url, userId: 'u', deviceId, maxFrameBytes: 1024, reconnect: { initialDelayMs: 20, maxDelayMs: 20, minDelayMs: 20 } });
+    const closes: CloseEvent[] = [];
+    c.on('close', (e) => closes.push(e));
+    return { c, closes };
+  };
+  const tcp = mk(urls.tcp, 'tcp');
+  const ws = mk(urls.ws, 'ws');
+  try {
+    await tcp.c.connect();
+    await ws.c.connect();
+    // Over 2 × 1,024: the Node client's ws refuses it itself; the TCP decoder by its length prefix.
+    await gw.push('u', new Uint8Array(4000).fill(1), { waitMs: 200 }).catch(() => undefined);
+    await sleep(500);
+    assert.deepEqual(
+      tcp.closes.map((e) => [e.code, e.willReconnect]),
+      [[4500, false]],
+      'TCP: frame-too-large, final',
+    );
+    assert.deepEqual(
+      ws.closes.map((e) => [e.code, e.willReconnect]),
+      [[4500, false]],
+      'WebSocket: the same, not a transport error retried for ever',
+    );
+  } finally {
+    tcp.c.close();
+    ws.c.close();
+    await gw.close();
+  }
+});
