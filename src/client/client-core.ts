@@ -221,6 +221,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.on('close', onClose);
     });
     this.connecting = mine;
+    if (restart) {
+      // A new run: its first failure waits from the initial delay, not from where the last run's
+      // failures (before a close() or a close for good) had taken the backoff, up to its cap.
+      this.backoff.reset();
+      this.hintsInARow = 0;
+    }
     // Started after the wait is in place: a close() from a handler of the attempt's first events
     // ('state', 'connecting'), run before attempt() returns, would otherwise leave it waiting for ever.
     if (restart) void this.attempt();

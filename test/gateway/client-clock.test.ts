@@ -509,3 +509,49 @@ test('the outbox is bounded in bytes too (maxOutboxBytes): a client offline for 
   client.close();
   await gw.close();
 });
+
+test('connect() after close() (or after a close for good) starts the backoff afresh: the first failed attempt waits from the initial delay, not from where the last run left it', async () => {
+  const { clock, gw, client, links, delays, setUp } = setup({ random: () => 0.999 });
+  setUp(false);
+  const first = client.connect().catch(() => undefined);
+  for (let i = 0; i < 6; i++) {
+    await flush();
+    clock.advance(10_000);
+  }
+  await flush();
+  assert.equal(delays.at(-1), 7992, 'at the cap');
+  client.close();
+  await first;
+  delays.length = 0;
+  const second = client.connect().catch(() => undefined);
+  await flush();
+  assert.deepEqual(delays, [999], 'close() then connect(): the first ceiling again');
+  client.close();
+  await second;
+  // A close for good (kicked) after failures, then connect(): the same.
+  setUp(true);
+  const third = client.connect();
+  await flush();
+  await third;
+  setUp(false);
+  links.at(-1)!.destroy();
+  for (let i = 0; i < 4; i++) {
+    await flush();
+    clock.advance(10_000);
+  }
+  await flush();
+  setUp(true);
+  clock.advance(10_000);
+  await flush();
+  assert.equal(client.state, 'open');
+  gw.kick('u');
+  assert.equal(client.state, 'closed');
+  setUp(false);
+  delays.length = 0;
+  const fourth = client.connect().catch(() => undefined);
+  await flush();
+  assert.deepEqual(delays, [999], 'kicked then connect(): the first ceiling again');
+  client.close();
+  await fourth;
+  await gw.close();
+});
