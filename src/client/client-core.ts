@@ -28,6 +28,7 @@ export interface CloseEvent {
 export interface ClientEvents {
   open: [WelcomeFrame];
   close: [CloseEvent];
+  /** A reconnect is planned in `delayMs`; `attempt` counts them in a row (1 first), reset once a link stays up stableAfterMs. */
   reconnecting: [{ attempt: number; delayMs: number }];
   /** An attempt begins: the dial of `url` (the first, or one after a `reconnecting` delay). */
   connecting: [{ url: string }];
@@ -81,6 +82,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private goawayAfterMs: number | undefined;
   /** Closes in a row that came with a reconnect hint (reset once a link has stayed up stableAfterMs). */
   private hintsInARow = 0;
+  /** Reconnects in a row, hinted and immediate ones too (the 'reconnecting' event's attempt; reset with the backoff). */
+  private reconnectsInARow = 0;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
   /** The network changed while an attempt was in flight: if it fails, the next one goes at once. */
@@ -226,6 +229,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       // failures (before a close() or a close for good) had taken the backoff, up to its cap.
       this.backoff.reset();
       this.hintsInARow = 0;
+      this.reconnectsInARow = 0;
     }
     // Started after the wait is in place: a close() from a handler of the attempt's first events
     // ('state', 'connecting'), run before attempt() returns, would otherwise leave it waiting for ever.
@@ -467,6 +471,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.stableTimer = null;
       this.backoff.reset();
       this.hintsInARow = 0;
+      this.reconnectsInARow = 0;
     }, o.stableAfterMs);
     if (!w.resumed) {
       // A new session: sequence numbers restart on both sides. What we had
@@ -929,7 +934,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.stats.reconnects++;
     this.setState('reconnecting');
     if (moot()) return;
-    this.emit('reconnecting', { attempt: this.backoff.attempts, delayMs });
+    // Not the backoff's count: a hinted or immediate reconnect does not advance it.
+    this.emit('reconnecting', { attempt: ++this.reconnectsInARow, delayMs });
     if (moot()) return;
     this.connectTimer = this.options.timers.setTimeout(() => {
       this.connectTimer = null;

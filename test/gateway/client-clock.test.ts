@@ -555,3 +555,22 @@ test('connect() after close() (or after a close for good) starts the backoff afr
   await fourth;
   await gw.close();
 });
+
+test("the 'reconnecting' event's attempt counts every reconnect in a row, hinted (GOAWAY) and immediate ones too", async () => {
+  const { clock, client, gw, setUp } = setup();
+  const attempts: number[] = [];
+  client.on('reconnecting', (r) => attempts.push(r.attempt));
+  await Promise.all([client.connect(), flush()]);
+  setUp(false);
+  await gw.close({ reconnectAfterMs: 300 });
+  clock.advance(300);
+  await flush();
+  // The dial failing: a network change while it is in flight makes the next attempt go at once.
+  clock.advance(10_000);
+  client.networkChanged();
+  await flush();
+  clock.advance(10_000);
+  await flush();
+  assert.deepEqual(attempts.slice(0, 4), [1, 2, 3, 4]);
+  client.close();
+});
