@@ -6,7 +6,7 @@ export interface StoreRetryStats {
   pending: number;
   /** Calls that failed once or more and then succeeded. */
   recovered: number;
-  /** Calls given up: `maxPending` were already waiting (the oldest goes), or the owner stopped. */
+  /** Calls given up: `maxPending` were already waiting (the oldest goes), or the owner stopped (a call made after, once, failed). */
   dropped: number;
 }
 
@@ -70,7 +70,15 @@ export class StoreRetry {
 
   /** Runs `run` now, and again later until it succeeds (see the class comment). */
   do(key: string, run: () => Promise<unknown>): void {
-    if (this.stopped) return;
+    if (this.stopped) {
+      // The owner is closing, but calls still come: a handshake whose presence write was out answers
+      // now, and its take-back (which puts back a live link of another node it displaced) must be
+      // made. Made once, untracked: nothing is retried past the end.
+      void Promise.resolve()
+        .then(run)
+        .catch(() => this.stats.dropped++);
+      return;
+    }
     const old = this.chores.get(key);
     if (!old && this.chores.size >= this.o.maxPending) {
       this.dropOldest();

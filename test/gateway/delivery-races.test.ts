@@ -588,3 +588,41 @@ test('a push whose waitMs runs out while its mailbox write is out waits for the 
   c.close();
   await gw.close();
 });
+
+test('a gateway closing (a restart, a drain) while a handshake\'s presence write is out still takes that entry back: the newer live link it displaced on another node is put back, no ghost stays', async () => {
+  const clock = new ManualClock(1000);
+  const store = new SharedMemoryStore();
+  const g = gated(store);
+  const n1 = gateway(clock, g.store, { nodeId: 'N1' });
+  const n2 = gateway(clock, store, { nodeId: 'N2' });
+  await n1.listen();
+  await n2.listen();
+  const hello = { type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' } as const;
+  const open = (gw: Gateway) => {
+    const [s, l] = memoryLinkPair();
+    gw.accept(s);
+    l.send(hello);
+    return l;
+  };
+  // A HELLO on N1 whose presence write is slow (the store is loaded)...
+  g.hold('setOnline');
+  open(n1);
+  await flush();
+  assert.equal(g.waiting('setOnline'), 1);
+  // ...so its client gave up on it and went to N2, two seconds later: the device's live link.
+  clock.advance(2000);
+  const l2 = open(n2);
+  await flush();
+  const live = (await store.devices('u')).map((e) => `${e.nodeId} ${e.connectionId}`);
+  assert.equal(live.length, 1);
+  // N1 shuts down while its write is out; the write then lands over N2's entry and answers.
+  const closing = n1.close();
+  g.release('setOnline');
+  await settle(clock, 100);
+  await closing;
+  const now = (await store.devices('u')).map((e) => `${e.nodeId} ${e.connectionId}`);
+  assert.deepEqual(now, live, `presence after N1 closed: ${JSON.stringify(now)} (the live link on N2 is ${JSON.stringify(live)})`);
+  assert.equal(n2.onlineDevices, 1);
+  assert.ok(!l2.closed, 'the live link on N2 stays open');
+  await n2.close();
+});
