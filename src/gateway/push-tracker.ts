@@ -34,6 +34,10 @@ interface Pending {
   resolve: (r: PushResult) => void;
   timer: TimerHandle | null;
   waitMs: number;
+  /** Holds not released yet (see hold): its mailbox writes are out. */
+  holds: number;
+  /** Resolves as soon as its last hold is released (flushAll came while writes were out). */
+  now: boolean;
 }
 
 /**
@@ -69,7 +73,7 @@ export class PushTracker {
     return new Promise((resolve) => {
       const devices = new Map<string, DeviceOutcome | null>();
       for (const d of deviceIds) devices.set(d, null);
-      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs };
+      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs, holds: 0, now: false };
       if (p.open === 0) return resolve(result(p));
       const k = key(userId, id);
       const previous = this.pending.get(k);
@@ -99,6 +103,7 @@ export class PushTracker {
     const p = this.pending.get(k);
     if (!p) return { expect() {}, release() {} };
     p.open++;
+    p.holds++;
     if (p.timer) this.timers.clearTimeout(p.timer);
     p.timer = null;
     let held = true;
@@ -111,8 +116,9 @@ export class PushTracker {
       release: () => {
         if (!held) return;
         held = false;
+        p.holds--;
         if (this.pending.get(k) !== p) return; // resolved meanwhile (the same id pushed again)
-        if (--p.open === 0) this.finish(k, p);
+        if (--p.open === 0 || (p.now && p.holds === 0)) this.finish(k, p);
         else this.arm(k, p);
       },
     };
@@ -170,9 +176,20 @@ export class PushTracker {
     return this.pending.size;
   }
 
-  /** Resolves everything still pending (on shutdown). */
+  /**
+   * Resolves everything still pending (on shutdown); a push whose mailbox writes are still out
+   * resolves once they have answered (a write that fails then says failed, not queued).
+   */
   flushAll(): void {
-    for (const [k, p] of [...this.pending]) this.finish(k, p);
+    for (const [k, p] of [...this.pending]) {
+      if (p.holds === 0) {
+        this.finish(k, p);
+        continue;
+      }
+      p.now = true;
+      if (p.timer !== null) this.timers.clearTimeout(p.timer);
+      p.timer = null;
+    }
   }
 
   private finish(k: string, p: Pending): void {

@@ -626,3 +626,32 @@ test('a gateway closing (a restart, a drain) while a handshake\'s presence write
   assert.ok(!l2.closed, 'the live link on N2 stays open');
   await n2.close();
 });
+
+// The gateway closing (close, or the end of a drain) resolved every pending push at once, each
+// device not settled counted `queued`, those whose mailbox write was still out included: a write
+// that then failed (the store unreachable, the reason a restart was made) left a push that said
+// queued for a message no mailbox held.
+test('a push whose mailbox write is out when the gateway closes waits for the write: a failure reports failed, not queued', async () => {
+  const clock = new ManualClock(1000);
+  let fail: ((e: Error) => void) | null = null;
+  class SlowStore extends MemoryStore {
+    override async enqueue(...args: Parameters<MemoryStore['enqueue']>) {
+      if (args[2].id === 'm') await new Promise<void>((_, reject) => (fail = reject));
+      return super.enqueue(...args);
+    }
+  }
+  const gw = gateway(clock, new SlowStore(), { delivery: { pushWaitMs: 10_000 } });
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  let result: unknown = null;
+  const p = gw.push('u', 'm', { id: 'm' }).then((r) => (result = r.devices));
+  await settle(clock, 50);
+  await gw.close();
+  await flush();
+  assert.equal(result, null, `resolved before the store answered the write: ${JSON.stringify(result)}`);
+  fail!(new Error('enqueue: Reached the max retries per request limit'));
+  await p;
+  assert.deepEqual(result, [{ deviceId: 'd', status: 'failed' }]);
+  c.close();
+});
