@@ -180,7 +180,8 @@ export class Delivery {
     if (!stillRegistered) return;
     // An acknowledgement still being removed from the store reports its pushes delivered first.
     const settling = conn.delivery?.settling;
-    if (settling) void settling.then(() => this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued'));
+    // Only the pushes waiting now: those made meanwhile wait on the device's next link, if it has one.
+    if (settling) void settling.then(this.tracker.settleDeviceLater(conn.userId, conn.deviceId, 'queued'));
     else this.tracker.settleDevice(conn.userId, conn.deviceId, 'queued');
   }
 

@@ -147,9 +147,22 @@ export class PushTracker {
 
   /** Settles every pending push to one device that has not settled yet (its link closed: the rest stays queued). */
   settleDevice(userId: string, deviceId: string, status: DeviceOutcome): void {
+    this.settleDeviceLater(userId, deviceId, status)();
+  }
+
+  /**
+   * settleDevice for the pushes waiting on the device now, when the returned function is called:
+   * those made later (to the device's next link) are not the closed link's to settle.
+   */
+  settleDeviceLater(userId: string, deviceId: string, status: DeviceOutcome): () => void {
     const waiting = this.byDevice.get(userId)?.get(deviceId);
-    if (!waiting) return;
-    for (const p of [...waiting]) {
+    if (!waiting) return () => {};
+    const now = [...waiting];
+    return () => this.settleEach(userId, deviceId, now, status);
+  }
+
+  private settleEach(userId: string, deviceId: string, waiting: Pending[], status: DeviceOutcome): void {
+    for (const p of waiting) {
       const k = key(userId, p.id);
       if (this.pending.get(k) === p) this.settleOne(k, p, deviceId, status);
     }

@@ -655,3 +655,42 @@ test('a push whose mailbox write is out when the gateway closes waits for the wr
   assert.deepEqual(result, [{ deviceId: 'd', status: 'failed' }]);
   c.close();
 });
+
+// A closed link whose last acknowledgement's removal was still out reported its device's pending
+// pushes `queued` once that removal answered: every push then waiting on the device, also those
+// made after the close to the device's new link on this node, which resolved `queued` at once
+// instead of waiting (waitMs) for that link's acknowledgement.
+test('a push to the device\'s new link is not resolved queued by the close of its old link whose ACK removal answered late', async () => {
+  const clock = new ManualClock(1000);
+  let answer: (() => void) | null = null;
+  let acks = 0;
+  class SlowAckStore extends MemoryStore {
+    override async ack(...args: Parameters<MemoryStore['ack']>) {
+      const r = await super.ack(...args);
+      if (acks++ === 0) await new Promise<void>((resolve) => (answer = resolve));
+      return r;
+    }
+  }
+  const gw = gateway(clock, new SlowAckStore(), { delivery: { pushWaitMs: 10_000 } });
+  const d = dialer(() => gw);
+  const { c, got } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  const first = gw.push('u', 'm1', { id: 'm1' });
+  await settle(clock, 200); // delivered, acknowledged; the removal's answer is out
+  assert.deepEqual(got, ['m1']);
+  assert.notEqual(answer, null);
+  d.links[0].destroy();
+  await settle(clock, 200); // the client is back on a new link of this gateway
+  assert.equal(d.links.length, 2);
+  assert.equal(gw.onlineDevices, 1);
+  d.links[1].deaf = true; // what the gateway writes now is not acknowledged for a while
+  let result: unknown = null;
+  void gw.push('u', 'm2', { id: 'm2' }).then((r) => (result = r.devices));
+  await settle(clock, 20);
+  answer!();
+  await settle(clock, 20);
+  assert.equal(result, null, `m2 waits on the new link, resolved: ${JSON.stringify(result)}`);
+  assert.deepEqual((await first).devices, [{ deviceId: 'd', status: 'delivered' }]);
+  c.close();
+  await gw.close();
+});
