@@ -659,8 +659,9 @@ export class Delivery {
     const queued: string[] = [];
     const enqueue = async (deviceId: string) => {
       try {
+        const op = this.tracker.writing(userId, id, deviceId);
         const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
-        for (const m of evicted) this.reportDrop('dropped', userId, m.deviceId ?? deviceId, m, 'overflow');
+        for (const m of evicted) this.reportDrop('dropped', userId, m.deviceId ?? deviceId, m, 'overflow', op);
         queued.push(deviceId);
         this.tracker.queued(userId, id, deviceId);
       } catch (err) {
@@ -717,10 +718,11 @@ export class Delivery {
     for (const conn of this.registry.all()) this.deliver(conn);
   }
 
-  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow'): void {
+  /** `op`: the store call that removed it (see PushTracker.settle: a push whose write came later is not settled by it). */
+  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow', op: number): void {
     this.stats[event]++;
     this.events.drop(event, { userId, deviceId, id: m.id, seq: m.seq, ageMs: this.o.wallClock.now() - m.enqueuedAt, reason });
-    this.tracker.settle(userId, m.id, deviceId, event);
+    this.tracker.settle(userId, m.id, deviceId, event, op);
   }
 
   // Expiry.
@@ -749,8 +751,9 @@ export class Delivery {
 
   /** Removes expired messages now and reports them (the sweep does this every `sweepIntervalMs`, perhaps a part of the store at a time). */
   async sweepExpired(all = true): Promise<number> {
+    const op = this.tracker.removal();
     const gone = await this.o.store.expire(this.o.wallClock.now(), all);
-    for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl');
+    for (const g of gone) this.reportDrop('expired', g.userId, g.deviceId, g.message, 'ttl', op);
     return gone.length;
   }
 

@@ -38,6 +38,8 @@ interface Pending {
   holds: number;
   /** Resolves as soon as its last hold is released (flushAll came while writes were out). */
   now: boolean;
+  /** When (see `op`) its mailbox write to each device was made. */
+  writes: Map<string, number>;
 }
 
 /**
@@ -62,7 +64,25 @@ export class PushTracker {
    */
   private readonly byDevice = new Map<string, Map<string, Set<Pending>>>();
 
+  /** Orders mailbox writes and removals (a store answers a mailbox's calls in the order they were made). */
+  private ops = 0;
+
   constructor(private readonly timers: Timers) {}
+
+  /**
+   * A store call that may remove messages (an expiry sweep) is being made: what it removed is
+   * settled with the number returned (see settle).
+   */
+  removal(): number {
+    return ++this.ops;
+  }
+
+  /** Push `id`'s mailbox write to `deviceId` is being made; also the number of the removals (evictions) it makes. */
+  writing(userId: string, id: string, deviceId: string): number {
+    const op = ++this.ops;
+    this.pending.get(key(userId, id))?.writes.set(deviceId, op);
+    return op;
+  }
 
   /**
    * Starts tracking message `id` to `userId`'s `deviceIds`; the promise resolves with the outcome.
@@ -73,7 +93,7 @@ export class PushTracker {
     return new Promise((resolve) => {
       const devices = new Map<string, DeviceOutcome | null>();
       for (const d of deviceIds) devices.set(d, null);
-      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs, holds: 0, now: false };
+      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs, holds: 0, now: false, writes: new Map() };
       if (p.open === 0) return resolve(result(p));
       const k = key(userId, id);
       const previous = this.pending.get(k);
@@ -130,11 +150,17 @@ export class PushTracker {
     if (p && p.devices.get(deviceId) === null) this.index(p, deviceId);
   }
 
-  /** Records an outcome of `userId`'s push `id` on one device; only the first outcome per device counts. */
-  settle(userId: string, id: string, deviceId: string, status: DeviceOutcome): void {
+  /**
+   * Records an outcome of `userId`'s push `id` on one device; only the first outcome per device counts.
+   * `removedBy`: the removal (see removal, writing) that took a message of that id out: the push's
+   * only if its write was made before (the copy it wrote, or the one still held that it was not
+   * queued again for). A copy removed before the write is an older push's: the write queued a new one.
+   */
+  settle(userId: string, id: string, deviceId: string, status: DeviceOutcome, removedBy?: number): void {
     const k = key(userId, id);
     const p = this.pending.get(k);
     if (!p) return;
+    if (removedBy !== undefined && !((p.writes.get(deviceId) ?? Infinity) < removedBy)) return;
     this.settleOne(k, p, deviceId, status);
   }
 

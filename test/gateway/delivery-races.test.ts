@@ -694,3 +694,28 @@ test('a push to the device\'s new link is not resolved queued by the close of it
   c.close();
   await gw.close();
 });
+
+// A push is tracked by user and id: the sweep's report of an older copy of the id (its time up,
+// removed by a sweep that ran just before the retry's write) settled the retry `expired`, though
+// the retry's write, finding the id gone, had queued a new copy that waits in the mailbox.
+test('a retried push whose first copy the sweep removes just before the retry is written reports queued, not expired (its copy waits)', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore(), { delivery: { sweepIntervalMs: 1_000_000 } });
+  const d = dialer(() => gw);
+  const { c } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  c.close();
+  await settle(clock, 50);
+  const expired: string[] = [];
+  gw.on('expired', (e) => expired.push(e.id));
+  const first = await gw.push('u', 'x', { id: 'x', ttlMs: 1000, waitMs: 0 });
+  assert.deepEqual(first.devices, [{ deviceId: 'd', status: 'queued' }]);
+  clock.advance(2000); // its time is up; the sweep has not run
+  const retry = gw.push('u', 'x', { id: 'x', ttlMs: 60_000, waitMs: 0 });
+  await gw.sweepExpired();
+  const r = await retry;
+  assert.deepEqual(expired, ['x'], 'the first copy expired');
+  assert.deepEqual(await gw.options.store.depth('u', 'd'), 1, 'the retry\'s copy waits in the mailbox');
+  assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'queued' }], `its copy waits, the retry said ${JSON.stringify(r.devices)}`);
+  await gw.close();
+});
