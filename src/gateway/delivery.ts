@@ -491,6 +491,8 @@ export class Delivery {
   private async settle(conn: ServerConnection, d: LinkDelivery, from: number, upTo: number): Promise<void> {
     const store = this.o.store;
     let acked: QueuedMessage[];
+    // What it removes unsent (expired) settles only pushes written before it (see PushTracker.settle).
+    const op = this.tracker.removal();
     try {
       acked = await store.ack(conn.userId, conn.deviceId, conn.id, upTo, d.reportedUpTo);
     } catch (err) {
@@ -500,10 +502,13 @@ export class Delivery {
       // (it has sent them) and be reported expired. Tried again until the store takes it; the store
       // removes only what this link was given, so late is harmless. A later acknowledgement that
       // supersedes this retry (same key) is answered what this one removed too (answeredUpTo).
-      this.chores?.do(`ack ${conn.id}`, () => store.ack(conn.userId, conn.deviceId, conn.id, upTo, d.reportedUpTo).then((late) => this.report(conn, d, late, upTo)));
+      this.chores?.do(`ack ${conn.id}`, () => {
+        const again = this.tracker.removal();
+        return store.ack(conn.userId, conn.deviceId, conn.id, upTo, d.reportedUpTo).then((late) => this.report(conn, d, late, upTo, again));
+      });
       return;
     }
-    const removed = this.report(conn, d, acked, upTo);
+    const removed = this.report(conn, d, acked, upTo, op);
     // Fewer removed than this link was given: another link took the mailbox meanwhile (a stale one,
     // woken by a presence read from before this link's), renumbering them. Taken back and re-sent
     // here (the client drops them by id and acknowledges again); else nothing would send them until
@@ -517,7 +522,7 @@ export class Delivery {
    * earlier one whose answer was read held). Returns how many of them are numbered in (…, upTo] above
    * what was reported before.
    */
-  private report(conn: ServerConnection, d: LinkDelivery, acked: QueuedMessage[], upTo: number): number {
+  private report(conn: ServerConnection, d: LinkDelivery, acked: QueuedMessage[], upTo: number, op: number): number {
     const now = this.o.wallClock.now();
     const below = d.reportedUpTo;
     let n = 0;
@@ -525,12 +530,21 @@ export class Delivery {
       if (m.seq <= below) continue;
       n++;
       if (m.seq > d.reportedUpTo) d.reportedUpTo = m.seq;
+      // Never written (its time was over): the acknowledgement of a later message removed it.
+      if (d.expiredUnsent?.delete(m.seq)) {
+        this.reportDrop('expired', conn.userId, conn.deviceId, m, 'ttl', op);
+        continue;
+      }
       this.stats.delivered++;
       this.events.delivered({ userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
       this.tracker.settle(conn.userId, m.id, conn.deviceId, 'delivered');
     }
     // Everything this holder removed up to upTo is in this answer or was in one read before.
     if (upTo > d.reportedUpTo) d.reportedUpTo = upTo;
+    if (d.expiredUnsent) {
+      for (const s of d.expiredUnsent) if (s <= d.reportedUpTo) d.expiredUnsent.delete(s);
+      if (d.expiredUnsent.size === 0) d.expiredUnsent = null;
+    }
     return n;
   }
 
@@ -553,10 +567,17 @@ export class Delivery {
       do {
         d.flushAgain = false;
         const msgs = await this.o.store.take(conn.userId, conn.deviceId, conn.id, d.sentSeq);
+        const now = this.o.wallClock.now();
         for (const m of msgs) {
           // The take was an await: the link may have closed, begun draining, or started a probe.
           if (!this.writable(conn)) return;
           if (m.seq <= d.sentSeq) continue;
+          // Its time-to-live is over (the sweep, every sweepIntervalMs, has not removed it yet): not
+          // sent. Sent, it reached the device up to a sweep round late and was reported delivered.
+          if (m.expiresAt <= now) {
+            (d.expiredUnsent ??= new Set()).add(m.seq);
+            continue;
+          }
           // Flow control: the rest waits in the store until the link drains.
           if (conn.writeBackedUp) return conn.stallWrites();
           // Counted as sent before the write: a link that answers within it (in-process) may ack it at once.
@@ -719,7 +740,7 @@ export class Delivery {
   }
 
   /** `op`: the store call that removed it (see PushTracker.settle: a push whose write came later is not settled by it). */
-  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow', op: number): void {
+  private reportDrop(event: 'expired' | 'dropped', userId: string, deviceId: string, m: QueuedMessage, reason: 'ttl' | 'overflow', op?: number): void {
     this.stats[event]++;
     this.events.drop(event, { userId, deviceId, id: m.id, seq: m.seq, ageMs: this.o.wallClock.now() - m.enqueuedAt, reason });
     this.tracker.settle(userId, m.id, deviceId, event, op);

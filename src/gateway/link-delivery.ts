@@ -28,6 +28,11 @@ export class LinkDelivery {
    * answer was lost removed, and what is at or below it is not reported twice).
    */
   reportedUpTo = 0;
+  /**
+   * Numbers of messages a take handed this link that were not written, their time-to-live over:
+   * an acknowledgement of a later one removes them, and they are reported expired, not delivered.
+   */
+  expiredUnsent: Set<number> | null = null;
   /** The last acknowledgement's removal from the store, while it is out (a close waits for it before reporting the rest queued). */
   settling: Promise<void> | null = null;
 

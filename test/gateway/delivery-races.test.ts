@@ -719,3 +719,33 @@ test('a retried push whose first copy the sweep removes just before the retry is
   assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'queued' }], `its copy waits, the retry said ${JSON.stringify(r.devices)}`);
   await gw.close();
 });
+
+// Expiry was the sweep's alone (every sweepIntervalMs; on Redis a shard's turn comes every
+// mailboxShards / sweepShardsPerCall sweeps, 8 s): a device that came back in between was sent
+// messages whose time-to-live had ended, and they were reported delivered, while the docs say a
+// message stays in the mailbox until acknowledged or its ttlMs passes.
+test('a message whose ttl has passed is not sent to a device that connects before the sweep: reported expired, the later one delivered', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore(), { delivery: { sweepIntervalMs: 1_000_000 } });
+  const delivered: string[] = [];
+  const expired: string[] = [];
+  gw.on('delivered', (e) => delivered.push(e.id));
+  gw.on('expired', (e) => expired.push(e.id));
+  const d = dialer(() => gw);
+  const first = client(clock, d.dial);
+  await Promise.all([first.c.connect(), settle(clock)]);
+  first.c.close();
+  await settle(clock, 50);
+  await gw.push('u', 'a', { id: 'a', ttlMs: 1000, waitMs: 0 });
+  await gw.push('u', 'b', { id: 'b', ttlMs: 60_000, waitMs: 0 });
+  clock.advance(1500); // a's time is up; the sweep has not run
+  const { c, got } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  await settle(clock, 200);
+  assert.deepEqual(got, ['b'], 'a, past its ttl, is not sent');
+  assert.deepEqual(delivered, ['b']);
+  assert.deepEqual(expired, ['a']);
+  assert.equal(await gw.options.store.depth('u', 'd'), 0);
+  c.close();
+  await gw.close();
+});
