@@ -682,7 +682,11 @@ export class Delivery {
       try {
         const op = this.tracker.writing(userId, id, deviceId);
         const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
-        for (const m of evicted) this.reportDrop('dropped', userId, m.deviceId ?? deviceId, m, 'overflow', op);
+        // Evicted, or (a retry of an id whose copy's time was over) removed as expired.
+        for (const m of evicted) {
+          const over = m.expiresAt <= now;
+          this.reportDrop(over ? 'expired' : 'dropped', userId, m.deviceId ?? deviceId, m, over ? 'ttl' : 'overflow', op);
+        }
         queued.push(deviceId);
         this.tracker.queued(userId, id, deviceId);
       } catch (err) {

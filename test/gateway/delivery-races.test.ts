@@ -749,3 +749,32 @@ test('a message whose ttl has passed is not sent to a device that connects befor
   c.close();
   await gw.close();
 });
+
+// A mailbox does not queue an id it still holds; one whose time-to-live had ended but that the sweep
+// had not removed yet still counted as held: a retry with a fresh ttl was not queued, answered
+// queued, and the sweep then removed the only copy. The docs: once that copy expired, a retry is
+// queued again.
+test('a retried push whose first copy\'s ttl has ended (not yet swept) is queued again: the device gets it', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore(), { delivery: { sweepIntervalMs: 1_000_000 } });
+  const expired: string[] = [];
+  gw.on('expired', (e) => expired.push(e.id));
+  const d = dialer(() => gw);
+  const first = client(clock, d.dial);
+  await Promise.all([first.c.connect(), settle(clock)]);
+  first.c.close();
+  await settle(clock, 50);
+  await gw.push('u', 'x1', { id: 'x', ttlMs: 1000, waitMs: 0 });
+  clock.advance(1500); // its time is up; the sweep has not run
+  const r = await gw.push('u', 'x2', { id: 'x', ttlMs: 60_000, waitMs: 0 });
+  assert.deepEqual(r.devices, [{ deviceId: 'd', status: 'queued' }]);
+  await gw.sweepExpired();
+  assert.equal(await gw.options.store.depth('u', 'd'), 1, 'the retry waits in the mailbox');
+  const { c, got } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  await settle(clock, 200);
+  assert.deepEqual(got, ['x2']);
+  assert.deepEqual(expired, ['x']);
+  c.close();
+  await gw.close();
+});

@@ -67,6 +67,23 @@ for (const kind of kinds) {
         }
       });
 
+    // A copy whose time was over but that the sweep had not removed counted as held: a retry with a
+    // fresh time was not queued, and the sweep then removed the only copy.
+    withStore('a retry of an id whose held copy\'s time is over is queued: the mailbox\'s expired messages go first, returned', async (s) => {
+      await s.enqueue('u', 'd', msg('old', 1500, 3), LIMITS);
+      await s.enqueue('u', 'd', msg('x', 2000, 5), LIMITS);
+      await s.enqueue('u', 'd', msg('live', 1e13, 7), LIMITS);
+      const retry = { ...msg('x', 1e13, 2), enqueuedAt: 2000 };
+      const gone = await s.enqueue('u', 'd', retry, LIMITS);
+      assert.deepEqual(gone.map((m) => [m.id, m.expiresAt, m.payload.length]), [['old', 1500, 3], ['x', 2000, 5]]);
+      assert.equal(await s.depth('u', 'd'), 2);
+      assert.deepEqual((await s.take('u', 'd', 'L1', 0)).map((m) => [m.id, m.expiresAt]), [['live', 1e13], ['x', 1e13]]);
+      assert.deepEqual(await s.enqueue('u', 'd', { ...retry, enqueuedAt: 3000 }, LIMITS), [], 'the retry\'s copy is held');
+      assert.deepEqual(await s.expire(1e12, true), []);
+      assert.deepEqual(ids(await s.ack('u', 'd', 'L1', 2)), ['live', 'x']);
+      assert.equal(await s.depth('u', 'd'), 0);
+    });
+
     withStore('a message whose id the mailbox holds is not queued again (a retried push); once acknowledged it may be', async (s) => {
       await s.enqueue('u', 'd', msg('a'), LIMITS);
       await s.enqueue('u', 'd', msg('b'), LIMITS);

@@ -489,12 +489,19 @@ export class MemoryStore implements Store {
 
   async enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]> {
     const len = msg.payload.length;
-    const m = this.mailboxes.get(userId, deviceId);
+    let m = this.mailboxes.get(userId, deviceId);
     // Held already (a retried push): not queued twice. From the newest: a retry comes soon after.
-    if (m) {
-      if (m.ids !== null) {
-        if (m.ids.has(msg.id)) return [];
-      } else for (let i = m.messages.length - 1; i >= 0; i--) if (m.messages[i].id === msg.id) return [];
+    // A copy whose time is over is not held (it is never sent again): the mailbox's expired
+    // messages go now, reported with the evicted, and the retry is queued.
+    const expired: QueuedMessage[] = [];
+    if (m && (m.ids === null || m.ids.has(msg.id))) {
+      let held: QueuedMessage | undefined;
+      for (let i = m.messages.length - 1; i >= 0 && !held; i--) if (m.messages[i].id === msg.id) held = m.messages[i];
+      if (held) {
+        if (held.expiresAt > msg.enqueuedAt) return [];
+        this.expireBox(m, msg.enqueuedAt, { push: (e) => expired.push(e.message) });
+        m = this.mailboxes.get(userId, deviceId);
+      }
     }
     // The oldest the device's own bounds push out to take it (never the new one): their bytes are room.
     let drop = 0;
@@ -563,7 +570,8 @@ export class MemoryStore implements Store {
     this.queuedBytes += len - ownBytes;
     if (!online) this.addOfflineBytes(userId, len - ownBytes);
     this.userQueuedBytes.set(userId, mine);
-    return evicted.length > 0 ? [...own, ...evicted] : own;
+    const out = evicted.length > 0 ? [...own, ...evicted] : own;
+    return expired.length > 0 ? [...expired.map((e) => ({ ...e, deviceId })), ...out] : out;
   }
 
   /**
@@ -662,7 +670,17 @@ export class MemoryStore implements Store {
 
   async expire(now: number): Promise<{ userId: string; deviceId: string; message: QueuedMessage }[]> {
     const out: { userId: string; deviceId: string; message: QueuedMessage }[] = [];
-    this.expiry.takeDue(now, (m) => {
+    this.expiry.takeDue(now, (m) => this.expireBox(m, now, out));
+    // Entries of mailboxes dropped or moved are left behind until their time: bounded by the live ones.
+    this.expiry.compact(() => this.mailboxes.all(), this.mailboxCount);
+    this.sweepKnown(now);
+    this.sweepDedup(now);
+    return out;
+  }
+
+  /** Removes the mailbox's messages whose time is over (at `now`) into `out`. */
+  private expireBox(m: Mailbox, now: number, out: { push(e: { userId: string; deviceId: string; message: QueuedMessage }): void }): void {
+    {
       const { userId, deviceId } = m;
       let nextExpiry = Infinity;
       const before = m.bytes;
@@ -683,12 +701,7 @@ export class MemoryStore implements Store {
       if (m.bytes < before && this.devicesByUser.get(userId, deviceId)?.online !== true) this.addOfflineBytes(userId, m.bytes - before);
       if (m.messages.length === 0) this.dropMailbox(m);
       else this.expiry.push(m, nextExpiry);
-    });
-    // Entries of mailboxes dropped or moved are left behind until their time: bounded by the live ones.
-    this.expiry.compact(() => this.mailboxes.all(), this.mailboxCount);
-    this.sweepKnown(now);
-    this.sweepDedup(now);
-    return out;
+    }
   }
 
   async depth(userId: string, deviceId: string): Promise<number> {

@@ -42,15 +42,43 @@ end`;
 
 /**
  * KEYS: list, meta, expiry, ids. ARGV: message json, bytes, maxMessages,
- * maxBytes, mailbox id, expiresAt, message id. Returns evicted messages. A
- * message whose id the mailbox holds already is not queued again: a retried
- * push (the backend's, or a command re-sent after its answer was lost).
+ * maxBytes, mailbox id, expiresAt, message id, now (the message's enqueuedAt).
+ * Returns evicted messages. A message whose id the mailbox holds already is
+ * not queued again: a retried push (the backend's, or a command re-sent after
+ * its answer was lost). A copy whose time is over (expiresAt ≤ now) is not
+ * held: the mailbox's messages whose time is over go first, returned before
+ * the evicted (the caller reports them expired), and the message is queued.
  */
 export const ENQUEUE = `${DEC}
+local gone = {}
 if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then
-  if redis.call('LLEN', KEYS[1]) > 0 then return {} end
-  -- An index left by a version that did not keep one (a rolling upgrade emptied the mailbox): gone.
-  redis.call('DEL', KEYS[4])
+  if redis.call('LLEN', KEYS[1]) > 0 then
+    local now = tonumber(ARGV[8])
+    if not now then return {} end
+    local all = redis.call('LRANGE', KEYS[1], 0, -1)
+    local held = nil
+    for i = #all, 1, -1 do
+      local m = dec(all[i])
+      if m and m.id == ARGV[7] then held = m; break end
+    end
+    if (not held) or held.x > now then return {} end
+    local keep = {}
+    for _, raw in ipairs(all) do
+      local m = dec(raw)
+      if m and m.x <= now then
+        redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
+        redis.call('HDEL', KEYS[4], m.id)
+        table.insert(gone, raw)
+      else
+        table.insert(keep, raw)
+      end
+    end
+    redis.call('DEL', KEYS[1])
+    if #keep > 0 then redis.call('RPUSH', KEYS[1], unpack(keep)) end
+  else
+    -- An index left by a version that did not keep one (a rolling upgrade emptied the mailbox): gone.
+    redis.call('DEL', KEYS[4])
+  end
 end
 redis.call('RPUSH', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[4], ARGV[7], 1)
@@ -69,7 +97,8 @@ while redis.call('LLEN', KEYS[1]) > 1 and (redis.call('LLEN', KEYS[1]) > maxMess
 end
 local score = redis.call('ZSCORE', KEYS[3], ARGV[5])
 if (not score) or tonumber(ARGV[6]) < tonumber(score) then redis.call('ZADD', KEYS[3], ARGV[6], ARGV[5]) end
-return evicted
+for _, raw in ipairs(evicted) do table.insert(gone, raw) end
+return gone
 `;
 
 /**

@@ -163,7 +163,7 @@ const toMessage = (raw: string): QueuedMessage => {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string): Promise<string[]>;
+    llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string, now: number): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
     llAck(list: string, meta: string, expiry: string, ids: string, unread: string, holder: string, upTo: number, mbid: string, answeredUpTo?: number): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string, budget: number): Promise<[number, ...string[]]>;
@@ -847,7 +847,7 @@ export class RedisStore implements Store {
     // time is still known while it holds messages (knownDevices), as in the memory store, but only
     // if the key with its record has not expired first.
     const [evicted] = await Promise.all([
-      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, mb.ids, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt, toWellFormed(msg.id)),
+      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, mb.ids, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt, toWellFormed(msg.id), msg.enqueuedAt),
       this.redis.llExtendTtl(this.uk(userId, 'known'), Math.max(1, Math.round(msg.expiresAt - Date.now()))),
     ]);
     await this.replicated(mb.list);

@@ -116,6 +116,9 @@ export interface MailboxStore {
    * (oldest first). A message whose id the mailbox still holds is not
    * appended again (a retried push, or a write re-sent after its answer was
    * lost): once acknowledged, expired or evicted, the id may be queued anew.
+   * A copy whose time is over (expiresAt ≤ msg.enqueuedAt) counts as expired:
+   * the mailbox's messages whose time is over are removed and returned first
+   * (expiresAt tells them from the evicted), and the message is queued.
    */
   enqueue(userId: string, deviceId: string, msg: Omit<QueuedMessage, 'seq'>, limits: MailboxLimits): Promise<QueuedMessage[]>;
   /**
