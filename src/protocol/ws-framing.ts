@@ -142,7 +142,10 @@ export class WsFrameParser {
         } catch {
           throw new ProtocolError('malformed-frame', 'a WebSocket close reason that is not UTF-8');
         }
-        h.onWsClose(len >= 2 ? payload.readUInt16BE(0) : 1005, reason);
+        const code = len >= 2 ? payload.readUInt16BE(0) : 1005;
+        // RFC 6455 7.4: echoed back, a forbidden code made the peer fail the connection in turn.
+        if (len >= 2 && !isWsCloseCode(code)) throw new ProtocolError('malformed-frame', `WebSocket close code ${code} is not one a close frame may carry`);
+        h.onWsClose(code, reason);
       } else if (fin && !this.inMessage) {
         // The usual case: a whole message in one frame, handed over as a view of the bytes read.
         if (!h.onWsMessage(payload)) this.stopped = true;
@@ -160,6 +163,15 @@ export class WsFrameParser {
     }
     return off;
   }
+}
+
+/**
+ * A close code a close frame may carry (RFC 6455 7.4, and the IANA registry: 1012-1014):
+ * 1000-1003, 1007-1014, 3000-4999. Not 0-999, 1004 (reserved), 1005 and 1006 (never sent,
+ * they say there was none), 1015 (TLS, never sent), the rest of 1016-2999 (unassigned) or 5000+.
+ */
+export function isWsCloseCode(code: number): boolean {
+  return (code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999);
 }
 
 /** A server-to-client frame (unmasked, FIN). */

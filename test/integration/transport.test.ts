@@ -550,3 +550,44 @@ for (const kind of ['tcp', 'ws'] as const) {
     }
   });
 }
+
+/** A `ws` client past HELLO and WELCOME on the gateway's WebSocket port. */
+async function welcomedWs(port: number, userId: string) {
+  const { WebSocket } = await import('ws');
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType, PROTOCOL_VERSION } = await import('../../src/protocol/frames.js');
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/longlink`);
+  const errors: Error[] = [];
+  ws.on('error', (e) => errors.push(e));
+  await new Promise((r) => ws.once('open', r));
+  const welcomed = new Promise((r) => ws.once('message', r));
+  ws.send(encodeFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId, deviceId: 'd', intervalMs: 25_000 }));
+  await welcomed;
+  const closed = new Promise<{ code: number; reason: string }>((r) => ws.once('close', (code, reason) => r({ code, reason: reason.toString() })));
+  /** A masked close frame written past ws (which refuses to send a forbidden code): `code` undefined for none. */
+  const rawClose = (code?: number) => {
+    const p = Buffer.alloc(code === undefined ? 0 : 2);
+    if (code !== undefined) p.writeUInt16BE(code);
+    (ws as unknown as { _socket: net.Socket })._socket.write(Buffer.concat([Buffer.from([0x88, 0x80 | p.length, 0, 0, 0, 0]), p]));
+  };
+  return { ws, errors, closed, rawClose };
+}
+
+test('WebSocket: a close frame with a code RFC 6455 forbids is malformed-frame, not echoed back nor reported as the offline code', async () => {
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  try {
+    for (const code of [5, 1006, 1015, 5000]) {
+      const c = await welcomedWs(a.ws!.port, `u${code}`);
+      const offline = waitEvent(gw, 'offline', () => true, 2000);
+      c.rawClose(code);
+      const [e] = (await offline) as [{ reason: string; code: number }];
+      assert.deepEqual([e.reason, e.code], ['malformed-frame', 4501], `code ${code}`);
+      const got = await Promise.race([c.closed, sleep(3000).then(() => ({ code: -1, reason: 'timeout' }))]);
+      assert.equal(got.code, 4501, `code ${code}: the client saw ${got.code} ${got.reason}`);
+      assert.deepEqual(c.errors.map((x) => x.message), [], `code ${code}: the gateway's answer is a valid close frame`);
+    }
+  } finally {
+    await gw.close();
+  }
+});

@@ -121,3 +121,23 @@ test('a close reason longer than a control frame allows is cut at a character, s
     assert.ok(reason.startsWith(text));
   }
 });
+
+test('ws framing: a close code RFC 6455 forbids on the wire (0-999, 1004-1006, 1015, 1016-2999, 5000+) is malformed-frame; valid ones are read', () => {
+  const closeWith = (code: number) => {
+    const p = Buffer.alloc(2);
+    p.writeUInt16BE(code);
+    return clientFrame(8, p);
+  };
+  for (const code of [0, 5, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535]) {
+    assert.throws(() => new WsFrameParser(1024).push(closeWith(code), collect()), (e: { reason?: string }) => e.reason === 'malformed-frame', `code ${code}`);
+  }
+  for (const code of [1000, 1001, 1002, 1003, 1007, 1011, 1014, 3000, 4000, 4999]) {
+    const h = collect();
+    new WsFrameParser(1024).push(closeWith(code), h);
+    assert.deepEqual(h.got, [['close', code, '']], `code ${code}`);
+  }
+  // No status code at all is allowed, and read as 1005.
+  const h = collect();
+  new WsFrameParser(1024).push(clientFrame(8, Buffer.alloc(0)), h);
+  assert.deepEqual(h.got, [['close', 1005, '']]);
+});
