@@ -36,7 +36,7 @@ async function child(root: string, n: number, count: number, shuffle: boolean): 
   const gw = new Gateway({ tcp: false, ws: false, limits: { minPingGapMs: 0, handshakesPerSecond: 0, maxPendingHandshakes: 0, maxConnectionsPerSource: 0, maxConnections: 0 } });
   const conns: { onLinkFrame(f: unknown): void; phase: string }[] = [];
   for (let i = 0; i < count; i++) {
-    const link = { transport: 'tcp', remoteAddress: '10.0.0.1', remotePort: 1, closed: false, bufferedBytes: 0, bind() {}, awaitDrain() {}, send() {}, close() {}, destroy() {} };
+    const link = { transport: 'tcp', remoteAddress: '10.0.0.1', remotePort: 1, closed: false, bufferedBytes: 0, bind() {}, awaitDrain() {}, send() {}, close() {}, closedByPeer() {}, destroy() {} };
     const conn = gw.accept(link);
     conn.onLinkFrame({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd' });
     conns.push(conn);

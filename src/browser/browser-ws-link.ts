@@ -88,6 +88,12 @@ export class BrowserWsLink implements Link {
     this.ws.close(code === 1000 || (code >= 3000 && code <= 4999) ? code : 1000, truncateUtf8(reason, 123));
   }
 
+  closedByPeer(code: number): void {
+    if (this.done || this.ws.readyState !== WebSocket.OPEN) return this.destroy();
+    // The browser answers the peer's close frame itself; this starts ours if none came.
+    this.ws.close(code === 1000 || (code >= 3000 && code <= 4999) ? code : 1000);
+  }
+
   destroy(): void {
     // A browser cannot drop a socket outright; close() without waiting is the nearest.
     try {

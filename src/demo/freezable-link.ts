@@ -41,6 +41,9 @@ export class FreezableLink implements Link {
   close(code: number, reason: string): void {
     this.inner.close(code, reason);
   }
+  closedByPeer(code: number): void {
+    this.inner.closedByPeer(code);
+  }
   destroy(): void {
     this.inner.destroy();
   }

@@ -378,7 +378,8 @@ export class ServerConnection implements LinkEvents {
       }
       case FrameType.CLOSE:
         this.finish(f.code === CloseCodes.normal ? 'client-close' : reasonOrClient(f.code), f.code);
-        this.link.destroy();
+        // Over WebSocket our close frame echoes the code if it is one of ours: the gateway sends no code it does not know.
+        this.link.closedByPeer(CloseCodes[reasonForCode(f.code)] === f.code ? f.code : CloseCodes.normal);
         return;
     }
   }

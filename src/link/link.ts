@@ -38,6 +38,14 @@ export interface Link {
   send(f: Frame): void;
   /** Sends CLOSE with the code, ends the link, and destroys it after a short linger. */
   close(code: number, reason: string): void;
+  /**
+   * The peer sent CLOSE (which is not answered): ends the link sending no frame of ours. Over
+   * WebSocket the close handshake RFC 6455 asks still runs: a close frame with `code` (1000 if
+   * a close frame may not carry it), the peer's read, then the TCP close, destroyed after the
+   * linger. Dropped at once, the peer's close frame went unanswered (its side saw 1006) and,
+   * still unread, made the kernel reset the connection. Over TCP: dropped at once.
+   */
+  closedByPeer(code: number): void;
   /** Drops the link at once, sending nothing more. */
   destroy(): void;
 }

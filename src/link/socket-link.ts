@@ -89,6 +89,10 @@ export abstract class SocketLink implements Link {
   abstract send(f: Frame): void;
   abstract close(code: number, reason: string): void;
 
+  closedByPeer(_code: number): void {
+    this.destroy();
+  }
+
   destroy(): void {
     this.socket.destroy();
   }

@@ -3,7 +3,7 @@ import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
 import { CLOSE_LINGER_MS, type Link, type LinkEvents } from './link.js';
-import { wsCloseReason } from '../protocol/ws-framing.js';
+import { isWsCloseCode, wsCloseReason } from '../protocol/ws-framing.js';
 
 // The link rides on its WebSocket, so the listeners can be shared functions
 // instead of three closures per connection (as SocketLink does on its socket).
@@ -122,6 +122,17 @@ export class WsLink implements Link {
     // RFC 6455 close reasons are limited to 123 bytes; cut mid-character, the reason grew past
     // them again as U+FFFD and ws threw.
     this.ws.close(code, wsCloseReason(reason));
+    const t = setTimeout(() => this.ws.terminate(), CLOSE_LINGER_MS);
+    t.unref();
+    this.ws.once('close', () => clearTimeout(t));
+  }
+
+  closedByPeer(code: number): void {
+    if (this.done || this.ws.readyState !== 1) {
+      this.ws.terminate();
+      return;
+    }
+    this.ws.close(isWsCloseCode(code) ? code : 1000);
     const t = setTimeout(() => this.ws.terminate(), CLOSE_LINGER_MS);
     t.unref();
     this.ws.once('close', () => clearTimeout(t));

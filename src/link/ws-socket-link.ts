@@ -2,7 +2,7 @@ import type { Socket } from 'node:net';
 import { ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../protocol/frame-codec.js';
-import { wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
+import { isWsCloseCode, wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
 import { TokenBucket } from '../core/token-bucket.js';
 import { CLOSE_LINGER_MS } from './link.js';
 import { SocketLink } from './socket-link.js';
@@ -164,6 +164,15 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
     this.socket.write(wsFrame(WS_OPCODES.OP_BINARY, encodeFrameTransient({ type: FrameType.CLOSE, code, reason })));
     this.socket.write(wsCloseFrame(code, reason));
     // The peer answers with its close frame (then we end); a dead or frozen one never does.
+    this.linger();
+  }
+
+  /** The peer's CLOSE is read: our close frame (no CLOSE), then read on to the peer's close frame, as after close(). */
+  override closedByPeer(code: number): void {
+    if (this.done || this.socket.destroyed || this.closing) return;
+    this.closing = true;
+    flushHeld(this.socket);
+    this.socket.write(wsCloseFrame(isWsCloseCode(code) ? code : 1000, ''));
     this.linger();
   }
 

@@ -69,6 +69,11 @@ export class MemoryLink implements Link {
     this.peer.finish(code, reason);
   }
 
+  /** No close handshake in memory: as destroy(). */
+  closedByPeer(_code: number): void {
+    this.destroy();
+  }
+
   destroy(): void {
     if (this.done) return;
     this.finish();

@@ -591,3 +591,47 @@ test('WebSocket: a close frame with a code RFC 6455 forbids is malformed-frame, 
     await gw.close();
   }
 });
+
+test('WebSocket: a client that sends CLOSE and then its close frame gets the gateway\'s close frame (a clean close, not 1006), and the gateway lets go of the socket', async () => {
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType } = await import('../../src/protocol/frames.js');
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  const http = (gw as unknown as { wsServer: { http: import('node:http').Server } }).wsServer.http;
+  const open = () => new Promise<number>((r, j) => http.getConnections((e, n) => (e ? j(e) : r(n))));
+  try {
+    // As the SDK's close() does (WsLink, BrowserWsLink): CLOSE, then the WebSocket close; and CLOSE alone.
+    for (const how of ['close-frame', 'close-only'] as const) {
+      const c = await welcomedWs(a.ws!.port, `u-${how}`);
+      const offline = waitEvent(gw, 'offline', () => true, 2000);
+      c.ws.send(encodeFrame({ type: FrameType.CLOSE, code: 1000, reason: 'client closed' }));
+      if (how === 'close-frame') c.ws.close(1000, 'client closed');
+      const [e] = (await offline) as [{ reason: string; code: number }];
+      assert.deepEqual([e.reason, e.code], ['client-close', 1000]);
+      const got = await Promise.race([c.closed, sleep(3000).then(() => ({ code: -1, reason: 'timeout' }))]);
+      assert.equal(got.code, 1000, `${how}: the client saw ${got.code} ${got.reason}`);
+      assert.deepEqual(c.errors.map((x) => x.message), [], how);
+      for (let i = 0; i < 100 && (await open()) > 0; i++) await sleep(20);
+      assert.equal(await open(), 0, `${how}: the gateway let go of the socket`);
+    }
+  } finally {
+    await gw.close();
+  }
+});
+
+test('WebSocket: the close frame answering a client\'s CLOSE carries its code only if it is a known close code (else 1000)', async () => {
+  const { encodeFrame } = await import('../../src/protocol/frame-codec.js');
+  const { FrameType } = await import('../../src/protocol/frames.js');
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  try {
+    for (const [sent, answered] of [[4000, 4000], [4761, 1000], [3000, 1000], [7, 1000]]) {
+      const c = await welcomedWs(a.ws!.port, `u${sent}`);
+      c.ws.send(encodeFrame({ type: FrameType.CLOSE, code: sent, reason: '' }));
+      const got = await Promise.race([c.closed, sleep(3000).then(() => ({ code: -1, reason: 'timeout' }))]);
+      assert.equal(got.code, answered, `CLOSE ${sent}`);
+    }
+  } finally {
+    await gw.close();
+  }
+});
