@@ -793,8 +793,9 @@ export class ServerConnection implements LinkEvents {
   /** @internal link event */
   onLinkClose({ code }: LinkCloseInfo): void {
     if (this.phase === 'closed') return;
-    if (code !== undefined && code !== 1005 && code !== 1006) {
-      this.finish(code === CloseCodes.normal || code === 1001 ? 'client-close' : reasonOrClient(code), code);
+    // 1005: a close frame with no status code (a browser's ws.close()), a close the client chose all the same.
+    if (code !== undefined && code !== 1006) {
+      this.finish(code === CloseCodes.normal || code === 1001 || code === 1005 ? 'client-close' : reasonOrClient(code), code);
     } else {
       this.finish('transport-close', 1006);
     }

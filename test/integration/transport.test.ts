@@ -635,3 +635,18 @@ test('WebSocket: the close frame answering a client\'s CLOSE carries its code on
     await gw.close();
   }
 });
+
+test('WebSocket: a close frame with no status code (a browser\'s ws.close()) is client-close, not transport-close', async () => {
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 }, heartbeat: { intervalMs: 25_000 } });
+  const a = await gw.listen();
+  try {
+    const c = await welcomedWs(a.ws!.port, 'u');
+    const offline = waitEvent(gw, 'offline', () => true, 2000);
+    c.rawClose();
+    const [e] = (await offline) as [{ reason: string; code: number }];
+    assert.deepEqual([e.reason, e.code], ['client-close', 1005]);
+    assert.equal((await c.closed).code, 1000, 'answered with 1000');
+  } finally {
+    await gw.close();
+  }
+});
