@@ -120,8 +120,14 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
     let bucket = wsPingBuckets.get(this);
     if (!bucket) wsPingBuckets.set(this, (bucket = new TokenBucket(WS_PINGS_PER_SEC, WS_PING_BURST, now)));
     if (bucket.take(now)) return true;
-    this.poisoned = true;
+    // Not poisoned: the frames are well formed, and the owner's close (closing set) has the rest read
+    // on to the peer's close frame. Poisoned, that frame went unread and the link waited out the linger.
     this.events?.onLinkError(new ProtocolError('too-many-pings', `more than ${WS_PING_BURST} WebSocket ping or pong frames, then more than ${WS_PINGS_PER_SEC} a second`));
+    // An owner that did not close it: nothing more of the peer is read.
+    if (!this.closing && !this.done) {
+      this.poisoned = true;
+      this.destroy();
+    }
     return false;
   }
 

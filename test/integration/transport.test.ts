@@ -650,3 +650,38 @@ test('WebSocket: a close frame with no status code (a browser\'s ws.close()) is 
     await gw.close();
   }
 });
+
+test('WebSocket: a link closed for too many WebSocket pings still reads the peer\'s close frame and ends on it, not at the linger', async () => {
+  const { createRequire } = await import('node:module');
+  const { Sender } = createRequire(import.meta.url)('ws') as { Sender: { frame(data: Buffer, o: object): Buffer[] } };
+  const masked = (opcode: number, data: Buffer) => Buffer.concat(Sender.frame(data, { fin: true, opcode, mask: true, readOnly: false, rsv1: false }));
+  const { CLOSE_LINGER_MS } = await import('../../src/link/link.js');
+  const { CloseCodes } = await import('../../src/protocol/errors.js');
+  let serverSide!: net.Socket;
+  const srv = net.createServer((s) => (serverSide = s));
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const peer = net.connect((srv.address() as net.AddressInfo).port, '127.0.0.1');
+  let got = Buffer.alloc(0);
+  peer.on('data', (d) => (got = Buffer.concat([got, d])));
+  await new Promise((r) => peer.once('connect', r));
+  while (!serverSide) await sleep(5);
+  const link = new WsSocketLink(serverSide, 1024);
+  const errors: string[] = [];
+  // As the gateway does: a link error closes the link with its code.
+  const closed = new Promise<{ code?: number }>((r) =>
+    link.bind({ onLinkFrame: () => {}, onLinkError: (e) => void (errors.push(e.reason), link.close(CloseCodes[e.reason], e.message)), onLinkClose: r }),
+  );
+  // Past the burst of 10 control pings at once.
+  peer.write(Buffer.concat(Array.from({ length: 12 }, () => masked(0x9, Buffer.from('p')))));
+  while (!got.includes(Buffer.from([0x88]))) await sleep(5);
+  assert.deepEqual(errors, ['too-many-pings']);
+  const t = performance.now();
+  const code = Buffer.alloc(2);
+  code.writeUInt16BE(CloseCodes['too-many-pings']);
+  peer.write(masked(0x8, code));
+  const info = await Promise.race([closed, sleep(CLOSE_LINGER_MS * 3).then(() => ({ code: -1 }))]);
+  assert.equal(info.code, CloseCodes['too-many-pings'], 'ended with the code of the close frame the peer sent');
+  assert.ok(performance.now() - t < CLOSE_LINGER_MS / 2, `ended after ${(performance.now() - t).toFixed(0)} ms`);
+  peer.destroy();
+  srv.close();
+});
