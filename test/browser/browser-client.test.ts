@@ -263,4 +263,39 @@ describe('browser client in Chromium', () => {
       await gw.close();
     }
   });
+
+  test('close() ends the WebSocket cleanly: the gateway answers its close frame (code 1000, wasClean), and counts a client-close', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const { gw, url } = await gateway({ intervalMs: 5000 });
+    const site = await servePage(PAGE);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const page = await browser.newPage();
+      await page.goto(site.url);
+      // Every WebSocket the page opens reports how it closed.
+      await page.evaluate(() => {
+        const W = window.WebSocket;
+        (window as any).wsCloses = [];
+        (window as any).WebSocket = class extends W {
+          constructor(u: string | URL, p?: string | string[]) {
+            super(u, p);
+            this.addEventListener('close', (e) => (window as any).wsCloses.push({ code: e.code, wasClean: e.wasClean }));
+          }
+        };
+      });
+      await page.evaluate((u) => (window as any).start('c', { url: u, userId: 'web', deviceId: 'closer' }), url);
+      const offline = waitEvent(gw, 'offline', () => true, 3000);
+      await page.evaluate(() => (window as any).clients.c.close());
+      const [e] = (await offline) as [OfflineEvent];
+      assert.deepEqual([e.reason, e.code], ['client-close', 1000]);
+      await until('the WebSocket closed', async () => (await page.evaluate(() => (window as any).wsCloses.length)) > 0, 3000);
+      assert.deepEqual(await page.evaluate(() => (window as any).wsCloses), [{ code: 1000, wasClean: true }]);
+    } finally {
+      await browser.close();
+      await site.close();
+      await gw.close();
+    }
+  });
 });
