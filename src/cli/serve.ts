@@ -109,7 +109,8 @@ export function serveCommand(): Command {
     .option('--max-inbound-waiting-per-link <n>', "a link's messages waiting to be accepted (store checks, the upstream backend); beyond it GOAWAY 4004", int, LIMIT_DEFAULTS.maxInboundWaitingPerLink)
     .option('--max-inbound-waiting-bytes <n>', 'payload bytes of those messages over all links; beyond it GOAWAY 4004', int, LIMIT_DEFAULTS.maxInboundWaitingBytes)
     .option('--max-inbound-waiting-bytes-per-link <n>', 'the same for one link (a lone message is always let in)', int, LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink)
-    .option('--inbound-source-share <fraction>', 'of the upstream backlog and those bytes, what one source address may hold once they are half full (1: off; raise behind a carrier-grade NAT or a proxy)', fraction, LIMIT_DEFAULTS.inboundSourceShare)
+    .option('--inbound-source-share <fraction>', 'of the upstream backlog and those bytes (and of --max-partial-frame-bytes), what one source address may hold once they are half full (1: off; raise behind a carrier-grade NAT or a proxy)', fraction, LIMIT_DEFAULTS.inboundSourceShare)
+    .option('--max-partial-frame-bytes <n>', 'bytes held in frames not whole yet over all links; a link past it is closed with 4004 (0 = no limit)', int, LIMIT_DEFAULTS.maxPartialFrameBytes)
     .option('--dedup-ids <n>', 'client message ids remembered per device for duplicate detection', int, MEMORY_STORE_DEFAULTS.dedupIdsPerDevice)
     .option('--dedup-window-ms <ms>', 'how long a client message id is remembered', int, MEMORY_STORE_DEFAULTS.dedupWindowMs)
     .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
@@ -245,6 +246,7 @@ export function serveCommand(): Command {
             maxInboundWaitingBytes: o.maxInboundWaitingBytes,
             maxInboundWaitingBytesPerLink: o.maxInboundWaitingBytesPerLink,
             inboundSourceShare: o.inboundSourceShare,
+            maxPartialFrameBytes: o.maxPartialFrameBytes,
           },
           heartbeat: {
             intervalMs: o.heartbeatIntervalMs,

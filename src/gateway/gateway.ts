@@ -24,6 +24,7 @@ import { StoreRetry, type StoreRetryStats } from './store-retry.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from './stores/store.js';
 import type { TimerHandle } from '../core/clock.js';
 import { listenTcp } from './transports/tcp-listener.js';
+import { PartialFrameBudget } from './partial-frames.js';
 import { listenWs } from './transports/ws-listener.js';
 import { WheelRunner } from './wheel-runner.js';
 import { FreshnessDetector } from '../core/freshness-detector.js';
@@ -298,6 +299,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private readonly runner: WheelRunner<ServerConnection>;
   private readonly loopGuard: EventLoopGuard | null;
   private readonly admission: Admission;
+  /** What the links hold of frames not whole yet, over all of them (limits.maxPartialFrameBytes). */
+  readonly partialFrames: PartialFrameBudget;
   /** Set while draining: resolves when the last draining connection has closed. */
   private drained: (() => void) | null = null;
   private listenersClosed: Promise<void> | null = null;
@@ -344,6 +347,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.loopGuard = o.stallGuard.enabled ? new EventLoopGuard(o.stallGuard) : null;
     this.runner = new WheelRunner(wheel, o.clock, o.timers, (conn) => conn.onTimer(o.clock.now()), this.loopGuard);
     this.admission = new Admission(o.limits, o.clock.now());
+    this.partialFrames = new PartialFrameBudget(o.limits.maxPartialFrameBytes, o.limits.inboundSourceShare, o.maxFrameBytes);
     this.chores = new StoreRetry(o.clock, o.timers);
     this.delivery = new Delivery(
       o,
@@ -460,7 +464,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     if (o.tcp) {
       const t = o.tcp;
-      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs }, (l) => this.accept(l)), () => this.close());
+      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames }, (l) => this.accept(l)), () => this.close());
       out.tcp = this.tcpServer.address() as AddressInfo;
     }
     if (o.ws) {
@@ -478,7 +482,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         refusedClosed: (source: string) => this.admission.refusedClosed(source),
       };
       const w = o.ws;
-      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
+      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate, hold: this.partialFrames }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
       out.ws = this.wsServer.http.address() as AddressInfo;
     }
     return out;

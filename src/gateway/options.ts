@@ -199,8 +199,8 @@ export interface LimitOptions {
   /** The same for one link (a lone message is always let in), so one link cannot fill what all share. */
   maxInboundWaitingBytesPerLink?: number;
   /**
-   * The share of the upstream backlog and of maxInboundWaitingBytes one
-   * source address may hold once they are half full (never less than one
+   * The share of the upstream backlog, of maxInboundWaitingBytes and of
+   * maxPartialFrameBytes one source address may hold once they are half full (never less than one
    * link's bound): a few dozen links of one laptop must not fill them and
    * leave every other device refused. 1 turns it off (raise it behind a
    * carrier-grade NAT or a proxy, where many users share an address).
@@ -208,6 +208,16 @@ export interface LimitOptions {
   inboundSourceShare?: number;
   /** HELLO's token, in characters: it goes to the authenticator and a connect hook as it is. */
   maxTokenBytes?: number;
+  /**
+   * Bytes held in frames not whole yet, over all links (a frame's buffer, as
+   * allocated: it grows ahead of what arrived, so a peer that announced 64 KB
+   * and sent a quarter holds 64 KB). A link whose partial frame would pass it
+   * is closed with server-error (4004); once half of it is held, one source
+   * address may hold at most `inboundSourceShare` of it (never less than one
+   * frame). Each link was bounded by maxFrameBytes only: 100,000 connections
+   * could hold 6.4 GB. 0 turns it off.
+   */
+  maxPartialFrameBytes?: number;
 }
 
 /** Every limit with its default filled in; those of who may connect are the admission's own. */
@@ -229,6 +239,7 @@ export interface ResolvedLimits extends AdmissionLimits {
   maxInboundWaitingBytesPerLink: number;
   inboundSourceShare: number;
   maxTokenBytes: number;
+  maxPartialFrameBytes: number;
 }
 
 /** Four times a stream's default high-water mark: the pause point is past it, so 'drain' always follows. */
@@ -257,6 +268,8 @@ export const LIMIT_DEFAULTS = {
   inboundSourceShare: 0.25,
   // JWTs are a few hundred bytes; an identity provider's with many group claims reaches 8 KiB or more.
   maxTokenBytes: 16_384,
+  // As maxInboundWaitingBytes: a thousand frames of the default maxFrameBytes. A frame sent whole is held for a read or two.
+  maxPartialFrameBytes: 64 << 20,
   pingBurst: 20,
   maxDataPerSecond: 1000,
   dataBurst: 2000,
@@ -394,6 +407,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     maxInboundWaitingBytes: positive('limits.maxInboundWaitingBytes', l.maxInboundWaitingBytes ?? LIMIT_DEFAULTS.maxInboundWaitingBytes),
     maxInboundWaitingBytesPerLink: positive('limits.maxInboundWaitingBytesPerLink', l.maxInboundWaitingBytesPerLink ?? LIMIT_DEFAULTS.maxInboundWaitingBytesPerLink),
     maxTokenBytes: positive('limits.maxTokenBytes', l.maxTokenBytes ?? LIMIT_DEFAULTS.maxTokenBytes),
+    maxPartialFrameBytes: nonNegative('limits.maxPartialFrameBytes', l.maxPartialFrameBytes ?? LIMIT_DEFAULTS.maxPartialFrameBytes),
     inboundSourceShare: l.inboundSourceShare ?? LIMIT_DEFAULTS.inboundSourceShare,
   };
   if (!(limits.handshakeSourceShare > 0 && limits.handshakeSourceShare <= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `limits.handshakeSourceShare must be in (0, 1] (got ${limits.handshakeSourceShare})`);

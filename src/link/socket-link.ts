@@ -2,6 +2,16 @@ import type { Socket } from 'node:net';
 import type { Frame } from '../protocol/frames.js';
 import { takePeer, type Link, type LinkCloseInfo, type LinkEvents, type TransportKind } from './link.js';
 import { heldBytes } from './write-hold.js';
+import type { ProtocolError } from '../protocol/errors.js';
+
+/**
+ * What the links of a gateway may hold of frames not whole yet, over all of
+ * them (gateway/partial-frames.ts): a link reports what it holds after each
+ * chunk, and is closed with the error when that growth is refused.
+ */
+export interface PartialFrameHold {
+  set(link: object, address: string, bytes: number): ProtocolError | null;
+}
 
 // The link rides on its socket, so the socket's listeners can be shared
 // functions instead of four closures per connection (about 280 bytes each).
@@ -40,6 +50,7 @@ export abstract class SocketLink implements Link {
   constructor(
     readonly socket: Socket,
     protected readonly maxFrameBytes: number,
+    protected readonly hold: PartialFrameHold | null = null,
   ) {
     const peer = takePeer(socket);
     this.remoteAddress = peer.address;
@@ -72,6 +83,16 @@ export abstract class SocketLink implements Link {
     if (!this.done) this.events?.onLinkDrain?.();
   }
 
+  /**
+   * After a chunk: what the framing holds of a frame not whole yet (`bytes`, 0 for none), told to
+   * the budget; a growth it refuses is returned, and the link is to fail with it.
+   */
+  protected charge(bytes: number): ProtocolError | null {
+    if (this.hold === null) return null;
+    // A link that ended during the chunk holds nothing any more (finish let its charge go).
+    return this.hold.set(this, this.remoteAddress, this.done ? 0 : bytes);
+  }
+
   /** @internal socket listener: a chunk of the peer's bytes. */
   abstract onData(chunk: Buffer): void;
 
@@ -83,6 +104,7 @@ export abstract class SocketLink implements Link {
     if (this.done) return;
     this.done = true;
     this.socket.destroy();
+    this.hold?.set(this, this.remoteAddress, 0);
     this.events?.onLinkClose(info);
   }
 

@@ -46,11 +46,20 @@ export class TcpLink extends SocketLink {
         spare = null;
       }
       // Kept before decoding: a failure poisons the link, and a close during the chunk must not end a lent decoder.
+      const had = this.decoder !== null;
       this.decoder = d;
       d.push(chunk, this.deliver, this);
       if (d.bufferedBytes === 0) {
         this.decoder = null;
         if (d.idle) spare = d;
+      }
+      // What a partial frame holds is counted over all links (maxPartialFrameBytes): only a link that held or holds one asks.
+      if (had || this.decoder !== null) {
+        const refused = this.charge(this.decoder === null ? 0 : d.heldCapacity);
+        if (refused) {
+          this.decoder = null;
+          throw refused;
+        }
       }
     } catch (err) {
       this.fail(err);

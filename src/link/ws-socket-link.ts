@@ -5,7 +5,7 @@ import { BARE_PING, BARE_PONG, decodeFrame, encodeFrameTransient } from '../prot
 import { isWsCloseCode, wsCloseFrame, wsFrame, WsFrameParser, WS_OPCODES, type WsFrameHandler } from '../protocol/ws-framing.js';
 import { TokenBucket } from '../core/token-bucket.js';
 import { CLOSE_LINGER_MS } from './link.js';
-import { SocketLink } from './socket-link.js';
+import { SocketLink, type PartialFrameHold } from './socket-link.js';
 import { flushHeld, holdIfBackedUp } from './write-hold.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
@@ -47,8 +47,9 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
     maxFrameBytes: number,
     /** Sockets of links waiting out their close handshake, for the listener's owner to destroy on shutdown. */
     private readonly lingering: Set<Socket> | null = null,
+    hold: PartialFrameHold | null = null,
   ) {
-    super(socket, maxFrameBytes);
+    super(socket, maxFrameBytes, hold);
     // Node's HTTP server makes its sockets half-open: the peer's FIN only ends the readable side,
     // and ws's own 'end' listener (which ended ours) was taken away with the socket. Without this,
     // a client whose TCP closed without a close frame (killed, terminated) stayed open here until
@@ -61,6 +62,7 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
     if (this.poisoned || this.done) return;
     try {
       let p = this.parser;
+      const had = p !== null;
       if (p === null) {
         p = spare !== null && spare.maxMessageBytes === this.maxFrameBytes ? spare : new WsFrameParser(this.maxFrameBytes);
         // Taken while it parses: a link reached from a message's handler gets one of its own.
@@ -71,6 +73,14 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
       if (p.idle) {
         this.parser = null;
         spare = p;
+      }
+      // What a partial frame or message holds is counted over all links (maxPartialFrameBytes): only a link that held or holds one asks.
+      if (had || this.parser !== null) {
+        const refused = this.charge(this.parser === null ? 0 : p.heldCapacity);
+        if (refused) {
+          this.parser = null;
+          throw refused;
+        }
       }
     } catch (err) {
       this.poisoned = true;

@@ -35,6 +35,11 @@ export class FrameDecoder {
     return this.held;
   }
 
+  /** Bytes allocated for the partial frame (its buffer grows ahead of what arrived): what holding it costs. */
+  get heldCapacity(): number {
+    return this.held > 0 ? this.acc!.length : 0;
+  }
+
   /** Holds nothing and may decode more: it could serve another stream as if new. */
   get idle(): boolean {
     return this.held === 0 && !this.stopped && !this.failed;

@@ -50,6 +50,11 @@ export class WsFrameParser {
     return this.held + this.partBytes;
   }
 
+  /** Bytes allocated for a partial frame (its buffer grows ahead of what arrived) and the fragments of a message: what holding them costs. */
+  get heldCapacity(): number {
+    return (this.held > 0 ? this.acc!.length : 0) + this.partBytes;
+  }
+
   /** Holds nothing (no partial frame, no message begun) and may parse more: it could serve another stream as if new. */
   get idle(): boolean {
     return this.held === 0 && !this.inMessage && this.parts === null && !this.stopped;

@@ -7,6 +7,7 @@ import { applyKeepalive, type KeepaliveOptions } from '../../link/socket-tuning.
 import { WsLink } from '../../link/ws-link.js';
 import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
+import type { PartialFrameHold } from '../../link/socket-link.js';
 import { refusalResponse } from '../../link/ws-refusal.js';
 import { TokenBucket } from '../../core/token-bucket.js';
 
@@ -28,7 +29,7 @@ export interface UpgradeGate {
  * and a refused one gets an HTTP 503 carrying the GOAWAY hint, then a clean close.
  */
 export async function listenWs(
-  opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate },
+  opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate; hold?: PartialFrameHold },
   /** `spentMs`: how long the socket took from its accept to the end of its upgrade (its TLS handshake included). */
   onLink: (link: Link, spentMs: number) => void,
 ): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket> }> {
@@ -141,7 +142,7 @@ export async function listenWs(
     applyKeepalive(socket, opts.keepalive);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
-    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering), spentMs);
+    if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering, opts.hold ?? null), spentMs);
     else onLink(new WsLink(ws, opts.maxFrameBytes, socket.remoteAddress ?? '', socket.remotePort ?? 0), spentMs);
   });
   // ws re-emits its server's errors; the listen error below is the caller's (listen() rejects).
