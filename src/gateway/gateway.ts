@@ -464,7 +464,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     if (o.tcp) {
       const t = o.tcp;
-      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames }, (l) => this.accept(l)), () => this.close());
+      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames }, (l, spentMs) => this.accept(l, false, spentMs)), () => this.close());
       out.tcp = this.tcpServer.address() as AddressInfo;
     }
     if (o.ws) {
@@ -510,7 +510,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * Adopts a link from any transport (also used by tests with in-memory
    * links), unless the gateway is closing or a limit refuses it: then the
    * link gets GOAWAY with a hint, is closed, and null is returned. `handshakeSpentMs`: how much of
-   * the handshake deadline the transport already took (a WebSocket's upgrade, counted from accept).
+   * the handshake deadline the transport already took (a WebSocket's upgrade, a TLS handshake: counted from the TCP accept).
    */
   accept(link: Link, admitted = false, handshakeSpentMs = 0): ServerConnection | null {
     if (this.closing) {

@@ -73,6 +73,23 @@ describe('TLS (tcp and wss)', () => {
     c.close();
   });
 
+  test('tls: the handshake deadline counts from the TCP accept, not again from the end of the TLS handshake: a slow TLS handshake, then no HELLO, is closed within one deadline', async () => {
+    // The TLS handshake and HELLO each had the whole handshakeTimeoutMs (400 ms here): such a peer was held for up to twice it.
+    const raw = net.connect(tcpPort, '127.0.0.1');
+    raw.on('error', () => {});
+    await once(raw, 'connect');
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, 250));
+    const s = tls.connect({ socket: raw, ca: cert.cert, servername: 'localhost' });
+    s.on('error', () => {});
+    s.resume(); // read the gateway's CLOSE, or its end never comes
+    const closed = once(s, 'close');
+    await once(s, 'secureConnect');
+    await closed;
+    const ms = performance.now() - t0;
+    assert.ok(ms >= 350 && ms < 600, `closed ${ms.toFixed(0)} ms after the TCP accept (deadline 400)`);
+  });
+
   test('plaintext to the TLS port and a stalled TLS handshake are dropped; others are unaffected', async () => {
     const keeper = new LonglinkClient({ url: `tls://localhost:${tcpPort}`, userId: 'keeper', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
     await keeper.connect();
