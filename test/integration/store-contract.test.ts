@@ -231,6 +231,17 @@ for (const kind of kinds) {
         assert.equal(await s.setOffline('u', 'd', 'ka'), false);
         assert.equal(await s.setOffline('u', 'd', 'kb', onA), true);
         assert.equal(await s.setOnline(onB), undefined, 'no ghost of ka was left for the next link to replace');
+        // Nor by a later take-back when a third node's link displaced it before its own take-back ran:
+        // kb's write landed (its answer lost), kc's displaced kb, kb's take-back found kc's entry; kc's
+        // write then lost its answer too, and its take-back put back kb, a link closed for good.
+        const onC = { ...e1, connectionId: 'kc', nodeId: 'C', since: 12 };
+        await s.setOffline('u', 'd', 'kb');
+        await s.setOnline(onA);
+        await s.setOnline(onB);
+        await s.setOnline(onC);
+        assert.equal(await s.takeBackOnline('u', 'd', 'kb'), undefined, 'not its entry any more');
+        assert.equal(await s.takeBackOnline('u', 'd', 'kc'), undefined, 'kb, gone, is not put back');
+        assert.equal(await s.setOnline(onC), undefined, 'no ghost of kb in presence');
         await s.setOnline({ ...e1, connectionId: 'c3', since: 3 });
       }
       if (s.restoreOnline) {

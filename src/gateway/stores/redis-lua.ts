@@ -501,11 +501,18 @@ return 1
  * KEYS: presence hash, displaced hash. ARGV: deviceId, connectionId. Undoes
  * a SET_ONLINE whose answer was lost, if the entry is still that
  * connection's: puts back the other node's entry it displaced, or removes
- * it. Returns the entry put back ('' for none).
+ * it. Returns the entry put back ('' for none). If a newer link displaced
+ * it meanwhile, it is taken out of the displaced hash instead (as
+ * SET_OFFLINE does): the link is gone, and that newer link's take-back would
+ * put it back, a ghost only a `check` to its node removes.
  */
 export const TAKE_BACK = `
 local raw = redis.call('HGET', KEYS[1], ARGV[1])
-if not raw or cjson.decode(raw).connectionId ~= ARGV[2] then return '' end
+if not raw or cjson.decode(raw).connectionId ~= ARGV[2] then
+  local d = redis.call('HGET', KEYS[2], ARGV[1])
+  if d and cjson.decode(d).connectionId == ARGV[2] then redis.call('HDEL', KEYS[2], ARGV[1]) end
+  return ''
+end
 local prev = redis.call('HGET', KEYS[2], ARGV[1])
 redis.call('HDEL', KEYS[2], ARGV[1])
 if prev then
