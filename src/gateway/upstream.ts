@@ -53,7 +53,9 @@ export interface UpstreamEvent {
   /**
    * Set by the gateway: this node's count of events, from 1 at its start.
    * Events are sent concurrently and retried, so they may arrive out of
-   * order or twice; (nodeId, run, seq) orders and identifies them.
+   * order or twice; (nodeId, run, seq) orders and identifies them. Events
+   * lost (three attempts failed) or dropped (`maxPendingEvents`) are counted
+   * too: a number that never arrives is a missing event.
    */
   seq?: number;
   /**
@@ -265,13 +267,15 @@ export class UpstreamRunner {
   async event(e: UpstreamEvent): Promise<void> {
     const sink = this.o.sink;
     if (!sink.sendEvent || !this.o.events.includes(e.type)) return;
+    // Numbered as made: the order the backend restores, whatever order they arrive in. A dropped
+    // event takes its number too, so the next one delivered shows the gap (as a lost one's does).
+    const seq = ++this.eventSeq;
     if (this.stats.eventsPending >= this.o.maxPendingEvents) {
       this.stats.eventsDropped++;
       return;
     }
     this.stats.eventsPending++;
-    // Numbered as made: the order the backend restores, whatever order they arrive in.
-    e = { ...e, run: this.run, seq: ++this.eventSeq };
+    e = { ...e, run: this.run, seq };
     try {
       const backoff = this.backoff();
       for (let attempt = 0; attempt < 3; attempt++) {

@@ -247,3 +247,36 @@ test('upstream lifecycle events are numbered per node as made (seq), so a backen
   assert.deepEqual(events, [{ type: 'offline', seq: 2 }, { type: 'online', seq: 1 }], 'arrived out of order, numbered in order');
   await gw.close();
 });
+
+test('upstream lifecycle events dropped beyond maxPendingEvents are numbered all the same: the next event delivered shows the gap', async () => {
+  const events: { type: string; deviceId: string; seq?: number }[] = [];
+  const hanging: (() => void)[] = [];
+  const sink: UpstreamSink = {
+    name: 't',
+    send: async () => {},
+    sendEvent: (e) =>
+      new Promise<void>((r) =>
+        hanging.push(() => {
+          events.push({ type: e.type, deviceId: e.deviceId, seq: e.seq });
+          r();
+        }),
+      ),
+  };
+  const { gw } = setup({ upstream: { sink, events: ['online', 'offline'], maxPendingEvents: 1 } });
+  // d1 online (on its way), d1 offline dropped: a backend keeping presence from these would keep d1 online for good.
+  const { client } = await open(gw, { deviceId: 'd1' });
+  client.send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+  await flush();
+  assert.equal(gw.upstreamStats()!.eventsDropped, 1);
+  for (const r of hanging.splice(0)) r();
+  await flush();
+  await open(gw, { deviceId: 'd2' });
+  await flush();
+  for (const r of hanging.splice(0)) r();
+  await flush();
+  assert.deepEqual(events, [
+    { type: 'online', deviceId: 'd1', seq: 1 },
+    { type: 'online', deviceId: 'd2', seq: 3 },
+  ], 'seq 2 (the dropped offline) is missing: the backend can tell');
+  await gw.close();
+});
