@@ -464,7 +464,20 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     if (o.tcp) {
       const t = o.tcp;
-      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames }, (l, spentMs) => this.accept(l, false, spentMs)), () => this.close());
+      // With TLS, sockets are admitted at TCP accept, before their TLS handshake: a stalled one is
+      // counted per source and pending like any other (a refused one is closed: no TLS session to answer in).
+      const gate = t.tls
+        ? {
+            admit: (source: string) => {
+              if (this.closing) return 'going-away';
+              const refusal = this.admission.admit(source, o.clock.now());
+              if (refusal) this.emit('refused', { remoteAddress: source, transport: 'tcp', ...refusal });
+              return refusal;
+            },
+            abandoned: (source: string) => this.admission.release(source, false),
+          }
+        : undefined;
+      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames, gate }, (l, spentMs, admitted) => this.accept(l, admitted, spentMs)), () => this.close());
       out.tcp = this.tcpServer.address() as AddressInfo;
     }
     if (o.ws) {

@@ -171,3 +171,94 @@ test('wss: a socket refused at accept gets its 503 and GOAWAY hint inside TLS (n
     await gw.close();
   }
 });
+
+describe('admission on the TLS ports counts a socket from its TCP accept, through its TLS handshake', () => {
+  /** A raw TCP socket to `port` that sends nothing (a TLS handshake never started); `closed` once the gateway drops it. */
+  function stalled(port: number): Promise<{ s: net.Socket; closed: () => boolean }> {
+    return new Promise((resolve, reject) => {
+      let closed = false;
+      const s = net.connect({ port, host: '127.0.0.1' }, () => resolve({ s, closed: () => closed }));
+      s.on('error', () => {});
+      s.once('close', () => (closed = true));
+      s.once('end', () => (closed = true));
+      s.once('error', reject);
+    });
+  }
+  const settle = (ms = 150) => new Promise((r) => setTimeout(r, ms));
+
+  for (const scheme of ['tls', 'wss'] as const) {
+    test(`${scheme}: stalled TLS handshakes from one address are bounded by maxPendingHandshakesPerSource and maxConnectionsPerSource, and give their places back on every path`, async () => {
+      const cert = await testCertificate();
+      const gw = new Gateway({
+        tcp: scheme === 'tls' ? { port: 0, tls: cert } : false,
+        ws: scheme === 'wss' ? { port: 0, tls: cert } : false,
+        handshakeTimeoutMs: 5000,
+        limits: { maxConnectionsPerSource: 6, maxPendingHandshakesPerSource: 3 },
+      });
+      const a = await gw.listen();
+      const port = scheme === 'tls' ? a.tcp!.port : a.ws!.port;
+      const url = scheme === 'tls' ? `tls://localhost:${port}` : `wss://localhost:${port}/longlink`;
+      const sockets: net.Socket[] = [];
+      const clients: LonglinkClient[] = [];
+      try {
+        // 30 sockets from one address, each silent: the gateway keeps at most 3 (its pending share).
+        const opened = [];
+        for (let i = 0; i < 30; i++) opened.push(await stalled(port));
+        sockets.push(...opened.map((o) => o.s));
+        // wss answers a refused socket inside TLS (its 503 and hint), so it holds it up to 2 s for that; tls:// closes it at once.
+        await settle(scheme === 'wss' ? 2300 : 150);
+        const kept = opened.filter((o) => !o.closed()).length;
+        assert.ok(kept <= 3, `the gateway keeps ${kept} stalled TLS handshakes from one address (maxPendingHandshakesPerSource 3)`);
+        assert.ok(gw.admissionStats().refusedPendingPerSource >= 27, 'refused for their pending handshakes');
+        // Closed mid-handshake: the places come back.
+        for (const s of sockets) s.destroy();
+        sockets.length = 0;
+        await settle();
+        // A finished handshake is counted once: 6 sessions from one address open (not 3 TLS + 3 counted twice), the 7th is refused.
+        for (let i = 0; i < 6; i++) {
+          const c = new LonglinkClient({ url, userId: `u${i}`, deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+          clients.push(c);
+          await c.connect();
+        }
+        const seventh = new LonglinkClient({ url, userId: 'u7', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+        await assert.rejects(seventh.connect());
+        seventh.close();
+        for (const c of clients) c.close();
+        clients.length = 0;
+        await settle(300);
+        // A failed TLS handshake (plaintext) gives its place back.
+        for (let i = 0; i < 5; i++) {
+          const p = net.connect(port, '127.0.0.1');
+          p.on('error', () => {});
+          p.write(Buffer.from([0x10, 0x01, 0x02, 0x03]));
+          await once(p, 'close');
+        }
+        // So does the TLS handshake deadline.
+        const slow = new Gateway({ tcp: scheme === 'tls' ? { port: 0, tls: cert } : false, ws: scheme === 'wss' ? { port: 0, tls: cert } : false, handshakeTimeoutMs: 200, limits: { maxConnectionsPerSource: 6, maxPendingHandshakesPerSource: 3 } });
+        const sa = await slow.listen();
+        const sport = scheme === 'tls' ? sa.tcp!.port : sa.ws!.port;
+        try {
+          for (let round = 0; round < 2; round++) {
+            const batch = [];
+            for (let i = 0; i < 3; i++) batch.push(await stalled(sport));
+            await Promise.all(batch.map((b) => (b.closed() ? null : once(b.s, 'close'))));
+          }
+          const before = slow.admissionStats().refusedPendingPerSource;
+          const c = new LonglinkClient({ url: scheme === 'tls' ? `tls://localhost:${sport}` : `wss://localhost:${sport}/longlink`, userId: 'after', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+          await c.connect();
+          c.close();
+          assert.equal(slow.admissionStats().refusedPendingPerSource, before, 'timed-out handshakes gave their places back');
+        } finally {
+          await slow.close();
+        }
+        const c = new LonglinkClient({ url, userId: 'last', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+        await c.connect();
+        c.close();
+      } finally {
+        for (const s of sockets) s.destroy();
+        for (const c of clients) c.close();
+        await gw.close();
+      }
+    });
+  }
+});
