@@ -262,3 +262,47 @@ describe('admission on the TLS ports counts a socket from its TCP accept, throug
     });
   }
 });
+
+for (const kind of ['ws', 'wss', 'tls'] as const) {
+  test(`${kind}: sockets reset by their peer before the gateway saw them (no remote address at accept) give their admission places back`, async () => {
+    // Such sockets all shared one key ("undefined|undefined"): each overwrote the last one's entry, whose close then
+    // released nothing. 2,000 of them left 499 handshakes counted as pending for ever: the whole backlog (500), and
+    // every newcomer from anywhere was refused.
+    const cert = await testCertificate();
+    const gw = new Gateway({
+      tcp: kind === 'tls' ? { port: 0, tls: cert } : false,
+      ws: kind === 'tls' ? false : { port: 0, ...(kind === 'wss' ? { tls: cert } : {}) },
+      handshakeTimeoutMs: 5000,
+      limits: { maxConnectionsPerSource: 0, maxPendingHandshakesPerSource: 0, handshakesPerSecond: 0 },
+    });
+    const a = await gw.listen();
+    const port = kind === 'tls' ? a.tcp!.port : a.ws!.port;
+    try {
+      for (let round = 0; round < 4; round++) {
+        const all = [];
+        for (let i = 0; i < 500; i++) {
+          all.push(
+            new Promise<void>((r) => {
+              const s = net.connect(port, '127.0.0.1');
+              s.on('error', () => r());
+              s.on('connect', () => {
+                s.resetAndDestroy();
+                r();
+              });
+            }),
+          );
+        }
+        await Promise.all(all);
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const admission = (gw as unknown as { admission: { connections: number } }).admission;
+      assert.equal(admission.connections, 0, 'every reset socket gave its place back');
+      const url = kind === 'tls' ? `tls://localhost:${port}` : `${kind}://localhost:${port}/longlink`;
+      const c = new LonglinkClient({ url, userId: 'u', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+      await c.connect();
+      c.close();
+    } finally {
+      await gw.close();
+    }
+  });
+}

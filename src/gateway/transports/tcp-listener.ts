@@ -63,6 +63,12 @@ export async function listenTcp(
     const inner = server.listeners('connection') as ((s: net.Socket) => void)[];
     if (gate) server.removeAllListeners('connection');
     server.on('connection', (raw: net.Socket) => {
+      // Reset by its peer before it got here: no address, and nothing to serve (admitted, all such
+      // sockets shared one key below and the overwritten ones never gave their places back).
+      if (gate && raw.remoteAddress === undefined) {
+        raw.destroy();
+        return;
+      }
       const source = raw.remoteAddress ?? '';
       if (gate && gate.admit(source) !== null) {
         raw.destroy();

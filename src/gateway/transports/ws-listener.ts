@@ -81,7 +81,14 @@ export async function listenWs(
       });
     }
     server.on('connection', (socket: Socket) => {
-      const source = socket.remoteAddress ?? '';
+      // Reset by its peer before it got here: no address, and nothing to serve. Admitted, all such
+      // sockets shared one key below, each overwrote the last one's entry, and the overwritten ones
+      // never gave their places back (2,000 resets held the whole pending backlog for ever).
+      if (socket.remoteAddress === undefined) {
+        socket.destroy();
+        return;
+      }
+      const source = socket.remoteAddress;
       const refusal = gate.admit(source);
       if (refusal && opts.tls) {
         // Plaintext on a TLS port would reach the client as a TLS error ("wrong version number"), and
