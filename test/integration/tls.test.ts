@@ -306,3 +306,35 @@ for (const kind of ['ws', 'wss', 'tls'] as const) {
     }
   });
 }
+
+for (const kind of ['ws', 'wss', 'tls'] as const) {
+  test(`${kind}: a peer that resets its socket and connects again from the same port has both sockets give their admission places back`, async () => {
+    // Sockets being admitted were found by address and port: the new socket took the key before the old one's
+    // close came, and the old one, no longer found, kept its places for ever (299 of 300 from one port).
+    const cert = await testCertificate();
+    const gw = new Gateway({
+      tcp: kind === 'tls' ? { port: 0, tls: cert } : false,
+      ws: kind === 'tls' ? false : { port: 0, ...(kind === 'wss' ? { tls: cert } : {}) },
+      handshakeTimeoutMs: 5000,
+      limits: { maxConnectionsPerSource: 0, maxPendingHandshakesPerSource: 0, handshakesPerSecond: 0 },
+    });
+    const a = await gw.listen();
+    const port = kind === 'tls' ? a.tcp!.port : a.ws!.port;
+    const localPort = 20000 + Math.floor(Math.random() * 20000);
+    try {
+      for (let i = 0; i < 100; i++) {
+        const s = await new Promise<net.Socket | null>((r) => {
+          const s = net.connect({ port, host: '127.0.0.1', localPort });
+          s.on('error', () => r(null));
+          s.on('connect', () => r(s));
+        });
+        s?.resetAndDestroy();
+      }
+      await new Promise((r) => setTimeout(r, 500));
+      const admission = (gw as unknown as { admission: { connections: number } }).admission;
+      assert.equal(admission.connections, 0, 'every reset socket gave its place back');
+    } finally {
+      await gw.close();
+    }
+  });
+}

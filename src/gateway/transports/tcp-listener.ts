@@ -80,9 +80,10 @@ export async function listenTcp(
         raw,
         admitted: gate !== undefined,
         onClose: () => {
-          if (accepted.get(key) !== a) return;
-          accepted.delete(key);
-          // Closed before its TLS handshake finished (a TLS error, the deadline, the peer gone): its places come back.
+          if (accepted.get(key) === a) accepted.delete(key);
+          // Closed before its TLS handshake finished (a TLS error, the deadline, the peer gone): its places
+          // come back, whatever the map holds by then (a peer that resets and connects again from the same
+          // port has its new socket take the key before the old one's close comes).
           if (gate) gate.abandoned(source);
         },
       };

@@ -121,14 +121,19 @@ export async function listenWs(
         return;
       }
       const key = keyOf(socket);
-      const onClose = () => {
-        if (upgrading.get(key)?.socket === socket) {
-          upgrading.delete(key);
+      // Released by its own close, whatever the map holds by then: a peer that resets a socket and
+      // connects again from the same port has its new socket take the key before the old one's
+      // close comes, and the old one, no longer found, used to keep its places for ever.
+      const entry = {
+        socket,
+        at: performance.now(),
+        onClose: () => {
+          if (upgrading.get(key) === entry) upgrading.delete(key);
           gate.abandoned(source);
-        }
+        },
       };
-      upgrading.set(key, { socket, onClose, at: performance.now() });
-      socket.on('close', onClose);
+      upgrading.set(key, entry);
+      socket.once('close', entry.onClose);
       for (const l of inner) l.call(server, socket);
     });
   }
