@@ -48,6 +48,20 @@ describe('TCP keepalive tuning', () => {
     await new Promise((r) => wss.close(() => http.close(r)));
   });
 
+  test('the installed ws is taken over: an upgraded socket becomes a WsSocketLink, not the fallback WsLink', async () => {
+    // takeOver() finds ws's socket listeners by name; a ws release that renamed them would quietly send
+    // every link down the fallback (ws's own framing, outside maxPartialFrameBytes and the lent parser).
+    let accepted!: Link;
+    const { http, wss } = await listenWs({ port: 0, host: '127.0.0.1', path: '/longlink', maxFrameBytes: 1024, keepalive: KEEPALIVE }, (l) => (accepted = l));
+    const port = (http.address() as net.AddressInfo).port;
+    const link = await dial(`ws://127.0.0.1:${port}/longlink`, { timeoutMs: 2000, maxFrameBytes: 1024, keepalive: {} });
+    await sleep(50);
+    assert.ok(accepted instanceof WsSocketLink, `the gateway's link is a ${accepted?.constructor.name}`);
+    link.destroy();
+    accepted.destroy();
+    await new Promise((r) => wss.close(() => http.close(r)));
+  });
+
   test('sub-second keepalive values are refused with a typed error (the kernel counts seconds)', () => {
     assert.throws(() => new Gateway({ keepalive: { keepaliveIdleMs: 500 } }), { code: 'LL_ERR_INVALID_OPTION' });
   });
