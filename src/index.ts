@@ -24,6 +24,6 @@ export type * from './admin/api-types.js';
 export type * from './client/client.js';
 export type { ClientOptions, TokenProvider } from './client/options.js';
 export { jwtAuthenticator, type JwtAuthOptions } from './auth/jwt-authenticator.js';
-export { webhookSink, webhookSignature, verifyWebhookSignature, type WebhookOptions, type WebhookBody } from './upstream/webhook.js';
+export { webhookSink, webhookSignature, verifyWebhookSignature, WEBHOOK_TOLERANCE_SECONDS, type VerifyWebhookOptions, type WebhookOptions, type WebhookBody } from './upstream/webhook.js';
 export { UPSTREAM_DEFAULTS, UpstreamRejectedError, type UpstreamSink, type UpstreamMessage, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
 export { connectHook, type ConnectHookOptions, type ConnectHookRequest, type ConnectHookAnswer } from './auth/connect-hook.js';

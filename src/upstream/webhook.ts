@@ -8,7 +8,7 @@ import { UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type Up
 export interface WebhookOptions {
   /** The backend's URL; each message is POSTed there as JSON. */
   url: string;
-  /** Signs each body: `X-Longlink-Signature: sha256=<hex HMAC-SHA256 of the body>`. */
+  /** Signs each request: `X-Longlink-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">`, anew at each attempt. */
   secret?: string;
   /** A request that takes longer fails (and is retried). */
   timeoutMs?: number;
@@ -38,22 +38,60 @@ export interface WebhookBody {
   receivedAt: number;
 }
 
-/** The `X-Longlink-Signature` value of a body: `sha256=` and the hex HMAC-SHA256 of the raw body with the secret (any language can compute it). */
-export function webhookSignature(secret: string, body: string | Uint8Array): string {
-  return `sha256=${createHmac('sha256', secret).update(body).digest('hex')}`;
+/** How far a signature's timestamp may be from the verifier's clock, by default: 5 minutes. */
+export const WEBHOOK_TOLERANCE_SECONDS = 300;
+
+/**
+ * The `X-Longlink-Signature` value of a body sent at `timestamp` (Unix seconds,
+ * now by default): `t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>.<raw body>">`.
+ * The time is in what is signed, so a captured delivery cannot be replayed
+ * once it is older than the verifier's tolerance. Each attempt (a retry too) is
+ * signed anew, with its own time. Any language can compute it.
+ */
+export function webhookSignature(secret: string, body: string | Uint8Array, timestamp: number = Math.floor(Date.now() / 1000)): string {
+  const t = Math.floor(timestamp);
+  return `t=${t},v1=${createHmac('sha256', secret).update(`${t}.`).update(body).digest('hex')}`;
+}
+
+export interface VerifyWebhookOptions {
+  /** How far the timestamp may be from `now`, either way, in seconds (300). */
+  toleranceSeconds?: number;
+  /** The verifier's clock, in milliseconds (`Date.now()`). */
+  now?: number;
 }
 
 /**
  * Whether `header` (the request's `X-Longlink-Signature`) signs `body`, the
- * raw bytes as received: what a backend in Node calls. Compared in constant
- * time: a `===` on the strings tells an attacker, by how fast it fails, how
- * many leading characters of a forged signature are right.
+ * raw bytes as received, at a time within `toleranceSeconds` (300) of now:
+ * what a backend in Node calls. An older delivery (one captured in a log or a
+ * proxy and sent again) is refused, as is one whose body or timestamp was
+ * changed. Compared in constant time: a `===` on the strings tells an
+ * attacker, by how fast it fails, how many leading characters of a forged
+ * signature are right. Several `v1=` (a secret being rotated) pass if one does.
  */
-export function verifyWebhookSignature(secret: string, body: string | Uint8Array, header: string | undefined | null): boolean {
+export function verifyWebhookSignature(secret: string, body: string | Uint8Array, header: string | undefined | null, o: VerifyWebhookOptions = {}): boolean {
   if (typeof header !== 'string') return false;
-  const want = Buffer.from(webhookSignature(secret, body));
-  const got = Buffer.from(header);
-  return got.length === want.length && timingSafeEqual(got, want);
+  let t: string | undefined;
+  const sigs: string[] = [];
+  for (const part of header.split(',')) {
+    const eq = part.indexOf('=');
+    if (eq < 0) continue;
+    const k = part.slice(0, eq).trim();
+    const v = part.slice(eq + 1).trim();
+    if (k === 't') t = v;
+    else if (k === 'v1') sigs.push(v);
+  }
+  if (t === undefined || !/^\d{1,15}$/.test(t) || sigs.length === 0) return false;
+  const tolerance = o.toleranceSeconds ?? WEBHOOK_TOLERANCE_SECONDS;
+  const now = (o.now ?? Date.now()) / 1000;
+  if (!(Math.abs(now - Number(t)) <= tolerance)) return false;
+  const want = Buffer.from(createHmac('sha256', secret).update(`${t}.`).update(body).digest('hex'));
+  let ok = false;
+  for (const sig of sigs) {
+    const got = Buffer.from(sig);
+    if (got.length === want.length && timingSafeEqual(got, want)) ok = true;
+  }
+  return ok;
 }
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { LonglinkClient } from '../../src/client/client.js';
+import { webhookSignature } from '../../src/upstream/webhook.js';
 import { spawnNode, spawnServe } from '../helpers/procs.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
@@ -52,6 +53,16 @@ test('a webhook backend that is down loses nothing: no ack before it has the mes
     assert.ok(got.every((l) => l.signed === true && l.user === 'alice' && l.device === 'phone'));
     for (let i = 0; i < 50 && replies.length < ids.length; i++) await new Promise((r) => setTimeout(r, 100));
     assert.deepEqual(replies, ids.map((_, i) => `got m${i}`), "the backend's replies reached the device");
+    // The Python backend's check (the documented one) refuses a delivery signed 10 minutes ago, as a
+    // replayed capture would be, and a timestamp moved forward; the same body signed now passes.
+    const body = JSON.stringify({ type: 'message', user: 'alice', device: 'phone', id: 'replayed', text: 'again' });
+    const now = Math.floor(Date.now() / 1000);
+    const deliver = (sig: string) => fetch(`http://127.0.0.1:${port}/hook`, { method: 'POST', headers: { 'content-type': 'application/json', 'x-longlink-signature': sig }, body }).then((r) => r.status);
+    assert.equal(await deliver(webhookSignature('hook-secret', body, now - 600)), 401, 'replayed 10 minutes later');
+    assert.equal(await deliver(webhookSignature('hook-secret', body, now - 600).replace(`t=${now - 600},`, `t=${now},`)), 401, 'its timestamp moved');
+    assert.equal(await deliver(webhookSignature('hook-secret', body, now)), 200, 'fresh');
+    await hook.waitFor((l) => l.id === 'replayed' && l.signed === true, 5_000, "the backend's line for the fresh one");
+    assert.deepEqual(hook.lines.filter((l) => l.id === 'replayed').map((l) => l.signed), [false, false, true]);
   } finally {
     client.close();
     await server.kill();

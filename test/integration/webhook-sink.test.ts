@@ -1,7 +1,8 @@
 import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import type net from 'node:net';
-import { test } from 'node:test';
+import { mock, test } from 'node:test';
 import { systemTimers } from '../../src/core/clock.js';
 import { UpstreamRejectedError, UpstreamRunner, type UpstreamEvent } from '../../src/gateway/upstream.js';
 import { verifyWebhookSignature, webhookSignature, webhookSink, type WebhookBody } from '../../src/upstream/webhook.js';
@@ -114,7 +115,7 @@ test('a backend checks X-Longlink-Signature over the raw bytes with verifyWebhoo
     const [{ body, sig }] = raw;
     assert.ok(verifyWebhookSignature('hook-secret', body, sig), 'the raw bytes');
     assert.ok(verifyWebhookSignature('hook-secret', body.toString('utf8'), sig), 'the same as a string');
-    assert.equal(sig, webhookSignature('hook-secret', body));
+    assert.equal(sig, webhookSignature('hook-secret', body, Number(/^t=(\d+),/.exec(sig!)![1])));
     assert.ok(!verifyWebhookSignature('other-secret', body, sig), 'another secret');
     assert.ok(!verifyWebhookSignature('hook-secret', Buffer.concat([body, Buffer.from(' ')]), sig), 'another body');
     assert.ok(!verifyWebhookSignature('hook-secret', body, sig!.slice(0, -1)), 'cut short');
@@ -162,4 +163,65 @@ test('a sink that throws instead of rejecting: a fire-and-forget message is coun
   assert.deepEqual(failed, ['sync', 'sync', 'sync', 'sync', 'sync']);
   assert.equal(runner.stats.pending, 0);
   assert.equal(runner.stats.failures, 5);
+});
+
+test('a captured delivery replayed later is refused: the signature carries its timestamp (t=<s>,v1=<HMAC of "<t>.<body>">), checked within a tolerance (300 s); a fresh one passes, a changed body or timestamp fails, a retry is signed anew', async () => {
+  const raw: { body: Buffer; sig: string }[] = [];
+  const server = http.createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (d: Buffer) => chunks.push(d));
+    req.on('end', () => {
+      raw.push({ body: Buffer.concat(chunks), sig: String(req.headers['x-longlink-signature']) });
+      res.writeHead(raw.length === 1 ? 503 : 200).end();
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const sink = webhookSink({ url: `http://127.0.0.1:${(server.address() as net.AddressInfo).port}/`, secret: 'hook-secret' });
+  try {
+    const before = Math.floor(Date.now() / 1000);
+    await assert.rejects(sink.send(message('m1')), /HTTP 503/);
+    const after = Math.floor(Date.now() / 1000);
+    // The retry of the same message, 120 s later by the clock.
+    mock.timers.enable({ apis: ['Date'], now: Date.now() + 120_000 });
+    try {
+      await sink.send(message('m1'));
+    } finally {
+      mock.timers.reset();
+    }
+    const [first, retry] = raw;
+    const m = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(first.sig);
+    assert.ok(m, `the header's form: ${first.sig}`);
+    const t = Number(m[1]);
+    assert.ok(t >= before && t <= after, 'the timestamp is the time of sending, in seconds');
+    assert.equal(m[2], createHmac('sha256', 'hook-secret').update(`${t}.`).update(first.body).digest('hex'), 'v1 is the HMAC of "<t>.<raw body>"');
+    assert.equal(first.sig, webhookSignature('hook-secret', first.body, t));
+    // Fresh: passes, by default against the clock and with a given `now` (ms) within 300 s either way.
+    assert.ok(verifyWebhookSignature('hook-secret', first.body, first.sig), 'a fresh delivery');
+    assert.ok(verifyWebhookSignature('hook-secret', first.body, first.sig, { now: t * 1000 + 300_000 }), 'at the edge of the tolerance');
+    assert.ok(verifyWebhookSignature('hook-secret', first.body, first.sig, { now: t * 1000 - 300_000 }), 'a clock behind by the tolerance');
+    // Replayed later: the same bytes, the same header, refused.
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, first.sig, { now: t * 1000 + 301_000 }), 'replayed 301 s later');
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, first.sig, { now: t * 1000 + 86_400_000 }), 'replayed a day later');
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, first.sig, { now: t * 1000 - 301_000 }), 'from the future');
+    assert.ok(verifyWebhookSignature('hook-secret', first.body, first.sig, { now: t * 1000 + 3_600_000, toleranceSeconds: 3600 }), 'a wider tolerance, when asked for');
+    // The timestamp cannot be moved forward to pass the check, nor the body changed.
+    const moved = first.sig.replace(`t=${t},`, `t=${t + 3600},`);
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, moved, { now: (t + 3600) * 1000 }), 'a timestamp changed');
+    assert.ok(!verifyWebhookSignature('hook-secret', Buffer.concat([first.body, Buffer.from(' ')]), first.sig), 'a body changed');
+    assert.ok(!verifyWebhookSignature('other-secret', first.body, first.sig), 'another secret');
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, `v1=${m[2]}`), 'no timestamp');
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, `sha256=${createHmac('sha256', 'hook-secret').update(first.body).digest('hex')}`), 'the old, untimed form');
+    assert.ok(!verifyWebhookSignature('hook-secret', first.body, `t=abc,v1=${m[2]}`), 'a timestamp not a number');
+    // A retry is a new delivery: same body, signed anew with its own timestamp.
+    assert.deepEqual(retry.body, first.body);
+    const rt = Number(/^t=(\d+),/.exec(retry.sig)![1]);
+    assert.ok(rt >= t + 120 && rt <= after + 120, `the retry has its own timestamp, of its sending (${rt} after ${t})`);
+    assert.ok(verifyWebhookSignature('hook-secret', retry.body, retry.sig, { now: rt * 1000 }), 'the retry verifies');
+    const later = webhookSignature('hook-secret', retry.body, t + 1000);
+    assert.match(later, new RegExp(`^t=${t + 1000},v1=[0-9a-f]{64}$`));
+    assert.ok(!verifyWebhookSignature('hook-secret', retry.body, later, { now: t * 1000 }), 'a signature made 1000 s later is outside the tolerance now');
+  } finally {
+    await sink.close?.();
+    await new Promise((r) => server.close(r));
+  }
 });
