@@ -51,6 +51,8 @@ export class PhiAccrualDetector implements LivenessDetector {
   private sum = 0;
   private sumSq = 0;
   private suspectedAt = -1;
+  /** The last heartbeat heard (the start counts as one: the first is due an interval after it). */
+  private lastBeatAt = 0;
 
   constructor(
     public intervalMs: number,
@@ -70,20 +72,31 @@ export class PhiAccrualDetector implements LivenessDetector {
     if (!(Number.isFinite(o.minStdDevMs) && o.minStdDevMs > 0)) throw new OptionError('detector.minStdDevMs', 'must be a positive number');
     if (!(Number.isFinite(o.acceptablePauseMs) && o.acceptablePauseMs >= 0)) throw new OptionError('detector.acceptablePauseMs', 'must be a number, 0 or more');
     this.samples = new Float64Array(o.windowSize);
-    this.lastHeardAt = now;
+    this.lastHeardAt = this.lastBeatAt = now;
   }
 
   /**
-   * Any frame proves life; only heartbeats are learned from, and only the gap
-   * since the last frame of any kind: the client's scheduler counts its next
-   * heartbeat from its last send, so with idle suppression a run of data
-   * frames moves the next heartbeat (taken whole, ten minutes of data would be
-   * one ten-minute sample, and a dead peer would take ten minutes to convict).
+   * Any frame proves life; only heartbeats are learned from. A heartbeat right
+   * after another is one gap. One after other traffic was counted by the
+   * client either from its last send (longlink's scheduler, with idle
+   * suppression: a run of data frames moves the next heartbeat; taken from the
+   * last heartbeat, ten minutes of data would be one ten-minute sample and a
+   * dead peer would take ten minutes to convict) or from its last heartbeat (a
+   * client that pings every interval whatever it sends, or one that heard
+   * nothing back): the gap learned is the one since the last frame, but never
+   * less than the interval unless the one since the last heartbeat is. Taken
+   * from the last frame alone, heartbeats sent soon after data frames taught
+   * gaps far below the interval, and once only heartbeats remained a live
+   * client was probed within seconds of each and closed when a probe's answer
+   * took a second or so.
    */
   heard(now: number, heartbeat = true): void {
-    const gap = now - this.lastHeardAt;
+    let gap = now - this.lastHeardAt;
+    if (heartbeat && this.lastBeatAt !== this.lastHeardAt) gap = Math.min(now - this.lastBeatAt, Math.max(gap, this.intervalMs));
     this.lastHeardAt = now;
-    if (!heartbeat || gap <= 0) return;
+    if (!heartbeat) return;
+    this.lastBeatAt = now;
+    if (gap <= 0) return;
     if (this.count === this.samples.length) {
       const old = this.samples[this.next];
       this.sum -= old;

@@ -395,6 +395,51 @@ test('phi accrual detector: learns the heartbeat rhythm from PINGs only and clos
   await gw.close();
 });
 
+test('phi accrual detector: a chatty client whose heartbeats fall between its data is not probed nor convicted once only heartbeats remain', async () => {
+  // A client by the protocol's rule: it sends fire-and-forget DATA every second and hears nothing
+  // back, so it sends a PING every interval (25 s) as well, each soon after a data frame.
+  const I = 25_000;
+  const { clock, gw, offline } = setup({ heartbeat: { intervalMs: I, minIntervalMs: 1000, maxIntervalMs: 60_000, missBudget: 2, graceMs: 5000 }, detector: { kind: 'phi' } });
+  const { client } = await open(gw);
+  let nextPing = clock.now() + I + 300;
+  const dataUntil = clock.now() + 20 * I;
+  let nextData = clock.now() + 1000;
+  let answered = 0;
+  const RTT = 1500; // a slow mobile network: the answer to a probe takes 1.5 s
+  const answerAt: number[] = [];
+  let lastPing = 0;
+  const end = dataUntil + 8 * I + 100;
+  while (clock.now() < end && offline.length === 0) {
+    clock.advance(100);
+    const now = clock.now();
+    for (; answered < pings(client); answered++) answerAt.push(now + RTT);
+    while (answerAt.length && answerAt[0] <= now) {
+      answerAt.shift();
+      client.send({ type: FrameType.PONG });
+    }
+    if (now >= nextData && now < dataUntil) {
+      client.send({ type: FrameType.DATA, payload: new Uint8Array([1]) });
+      nextData += 1000;
+    }
+    if (now >= nextPing) {
+      client.send({ type: FrameType.PING });
+      lastPing = now;
+      nextPing += I;
+    }
+  }
+  assert.equal(offline.length, 0, `a live client is not closed (${offline[0]?.reason} after ${offline[0]?.silentForMs} ms of silence)`);
+  assert.equal(answered, 0, `a client silent no longer than its heartbeat interval is not probed (${answered} probes)`);
+  // It still convicts a client that really died: learned from the quiet heartbeats, mean 25 s.
+  const { zForPhi } = await import('../../src/core/phi-accrual-detector.js');
+  const bound = Math.ceil(I + 500 * zForPhi(8)); // eight gaps of exactly I: sd floored at the default 500 ms
+  clock.advance(lastPing + bound - 1 - clock.now());
+  assert.equal(offline.length, 0);
+  clock.advance(1);
+  assert.equal(offline.length, 1, 'dead where phi reaches deadPhi over the heartbeat gaps');
+  assert.equal(offline[0].reason, 'heartbeat-timeout');
+  await gw.close();
+});
+
 test('an invalid phi configuration is refused up front', () => {
   assert.throws(() => new Gateway({ tcp: false, ws: false, detector: { kind: 'phi', suspectPhi: 9, deadPhi: 2 } }), { code: 'LL_ERR_INVALID_OPTION' });
 });
