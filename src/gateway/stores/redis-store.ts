@@ -565,7 +565,13 @@ export class RedisStore implements Store {
     if (id === undefined) return;
     const before = this.runId;
     this.runId = id;
-    if (before !== null && before !== id && this.nodeId !== null && !this.closed) this.onResync?.('store-reset');
+    if (before === null || before === id || this.nodeId === null || this.closed) return;
+    // The lease first: it went with the data (or lapsed in the outage), and other nodes report this
+    // node's entries, written again now, only while it holds one (and delete them as a dead node's
+    // when its last-seen time is gone too). Left to the timer, the node's devices were offline to
+    // every other node, and their pushes woke no one, for up to a renewal after it was back.
+    await this.renewLease().catch(() => {});
+    if (!this.closed) this.onResync?.('store-reset');
   }
 
   private async renewLease(): Promise<void> {
