@@ -395,6 +395,11 @@ export class AdminServer {
     const dir = (await fromStore(async () => this.gw.options.store.directory?.())) ?? [];
     const peer = dir.find((d) => d.nodeId === id);
     if (!peer?.adminUrl) throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no node ${id} with an admin port in the cluster`);
+    // A caller gone during the look-up closed before anything below listened for it: the peer's
+    // answer (an event stream, one of that node's MAX_EVENT_STREAMS) was still asked for and piped
+    // into a response nobody reads, held until it filled the buffers and then went PEER_STALL_MS
+    // unread (over a minute at one tick a second).
+    if (res.destroyed || req.destroyed) return;
     const target = new URL(path, peer.adminUrl);
     await new Promise<void>((resolve) => {
       const send = target.protocol === 'https:' ? httpsRequest : httpRequest;

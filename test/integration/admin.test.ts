@@ -539,6 +539,48 @@ describe('admin port', () => {
     }
   });
 
+  test('another node\'s event stream asked for through this one by a viewer that leaves while the node is looked up: that node is asked nothing (its stream, one of its 64 places, was held over a minute)', async () => {
+    // Node B counts the answers it has open.
+    let open = 0;
+    const peer = createServer((req, res) => {
+      open++;
+      res.on('close', () => open--);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write('event: snapshot\ndata: {}\n\n');
+      const tick = setInterval(() => res.write('event: tick\ndata: {}\n\n'), 100);
+      res.on('close', () => clearInterval(tick));
+    });
+    await new Promise<void>((r) => peer.listen(0, '127.0.0.1', r));
+    const adminUrl = `http://127.0.0.1:${(peer.address() as AddressInfo).port}`;
+    // The directory answers once the viewer has gone (a slow store).
+    let asked!: () => void;
+    const lookedUp = new Promise<void>((r) => (asked = r));
+    let answer!: () => void;
+    const gone = new Promise<void>((r) => (answer = r));
+    const store = new MemoryStore();
+    Object.assign(store, { directory: async () => (asked(), await gone, [{ nodeId: 'node-b', adminUrl }]) });
+    const gw = new Gateway({ tcp: false, ws: false, store });
+    await gw.listen();
+    const admin = new AdminServer(gw, { port: 0 });
+    const port = (await admin.listen()).port;
+    try {
+      const viewer = connect(port, '127.0.0.1');
+      viewer.on('error', () => {});
+      viewer.write('GET /api/nodes/node-b/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n');
+      await lookedUp;
+      viewer.destroy();
+      await sleep(100);
+      answer();
+      await sleep(500);
+      assert.equal(open, 0, 'no stream of node B held for a viewer that has gone');
+    } finally {
+      await admin.close();
+      await gw.close();
+      peer.closeAllConnections();
+      await new Promise((r) => peer.close(r));
+    }
+  });
+
   test('POST /api/drain drains the gateway: clients get GOAWAY and come back elsewhere', async () => {
     const { gw, port, urls, close } = await setup();
     const c = new LonglinkClient({ url: urls.tcp, userId: 'eli', deviceId: 'd', intervalMs: 150, reconnect: { enabled: false } });
