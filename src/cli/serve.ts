@@ -61,8 +61,8 @@ export function serveCommand(): Command {
     .option('--probe-count <n>', 'server-sent heartbeats: quick probes before closing', int, DEFAULT_PROBES.probeCount)
     .option('--probe-interval-ms <ms>', 'server-sent heartbeats: wait after each probe', int, DEFAULT_PROBES.probeIntervalMs)
     .option('--keepalive-idle-ms <ms>', 'TCP keepalive idle time before probes (TCP_KEEPIDLE); 0 = off', int, 0)
-    .option('--keepalive-interval-ms <ms>', 'TCP keepalive probe interval (TCP_KEEPINTVL)', int)
-    .option('--keepalive-count <n>', 'TCP keepalive probes before drop (TCP_KEEPCNT)', int)
+    .option('--keepalive-interval-ms <ms>', 'TCP keepalive probe interval (TCP_KEEPINTVL); needs --keepalive-idle-ms', int)
+    .option('--keepalive-count <n>', 'TCP keepalive probes before drop (TCP_KEEPCNT); needs --keepalive-idle-ms', int)
     .option('--user-timeout-ms <ms>', 'TCP_USER_TIMEOUT: max time data may stay unacknowledged; 0 = kernel default', int, 0)
     .option('--handshake-timeout-ms <ms>', 'close connections that send no HELLO within this time', int, DEFAULTS.handshakeTimeoutMs)
     .option('--max-frame-bytes <n>', 'largest frame accepted', int, DEFAULTS.maxFrameBytes)
@@ -172,6 +172,11 @@ export function serveCommand(): Command {
       for (const v of ['LONGLINK_JWT_SECRET', 'LONGLINK_ADMIN_TOKEN']) if (process.env[v] !== undefined && process.env[v]!.trim() === '') empty.push(v);
       if (empty.length > 0) {
         process.stderr.write(`longlink serve: ${empty.join(', ')} given but empty (unset it to go without)\n`);
+        process.exit(2);
+      }
+      const misuse = optionMisuse(cmd);
+      if (misuse.errors.length > 0) {
+        process.stderr.write(`longlink serve: ${misuse.errors.join('; ')}\n`);
         process.exit(2);
       }
       if (o.printConfig) {
@@ -610,6 +615,29 @@ const EMPTY_REFUSED: [string, string][] = [
   ['upstreamSecret', '--upstream-secret'],
   ['redis', '--redis'],
 ];
+
+/**
+ * Options that act only with another one. Given without it, they were accepted and never used: a
+ * user who set them believed something was tuned that was not. Combinations that leave a belief
+ * about liveness or security false are refused (exit 2); the rest are warned about at start.
+ */
+export function optionMisuse(cmd: Command): { errors: string[]; warnings: string[] } {
+  const o = cmd.opts();
+  const errors: string[] = [];
+  // TCP keepalive is on only with an idle time (0 is off): an interval or count alone was set on no socket.
+  if (!((o.keepaliveIdleMs as number) > 0)) {
+    const orphan = (
+      [
+        ['keepaliveIntervalMs', '--keepalive-interval-ms'],
+        ['keepaliveCount', '--keepalive-count'],
+      ] as const
+    )
+      .filter(([k]) => ((o[k] as number | undefined) ?? 0) > 0)
+      .map(([, flag]) => flag);
+    if (orphan.length > 0) errors.push(`${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} --keepalive-idle-ms (TCP keepalive is off without an idle time)`);
+  }
+  return { errors, warnings: [] };
+}
 
 function adminToken(o: Record<string, unknown>): string | undefined {
   return (o.adminToken as string | undefined) ?? process.env.LONGLINK_ADMIN_TOKEN;

@@ -28,6 +28,12 @@ export function validateKeepalive(o: KeepaliveOptions): void {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be at least 1000 (the kernel counts whole seconds)`);
     }
   }
+  // Keepalive is on only with an idle time: an interval or count without one was set on no socket,
+  // while whoever gave them believed dead peers were probed.
+  if (!(o.keepaliveIdleMs !== undefined && o.keepaliveIdleMs > 0)) {
+    const orphan = (['keepaliveIntervalMs', 'keepaliveCount'] as const).filter((k) => o[k] !== undefined && o[k]! > 0);
+    if (orphan.length > 0) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} keepaliveIdleMs (TCP keepalive is off without an idle time)`);
+  }
   const count = o.keepaliveCount;
   if (count !== undefined && !Number.isInteger(count)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `keepaliveCount must be an integer (got ${count})`);
   for (const k of Object.keys(KEEPALIVE_LIMITS) as (keyof typeof KEEPALIVE_LIMITS)[]) {

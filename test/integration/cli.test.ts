@@ -81,6 +81,9 @@ test('values that parse but would break what they set are bad options: exit 2, o
     [['serve', ...free, '--log-file', '/dev/null/ll.log'], {}, /--log-file/],
     [['serve', ...free], { LONGLINK_HOST: '' }, /--host/],
     [['serve', ...free], { LONGLINK_ADMIN_HOST: '' }, /--admin-host/],
+    // Keepalive is off without an idle time: the interval and count were set on no socket.
+    [['serve', ...free, '--keepalive-interval-ms', '10000', '--keepalive-count', '3'], {}, /--keepalive-idle-ms/],
+    [['serve', ...free], { LONGLINK_KEEPALIVE_COUNT: '3' }, /--keepalive-count needs --keepalive-idle-ms/],
     [['tune', '--detect-within', '0'], {}, /--detect-within/],
     [['tune', '--detect-within', '30s', '--min-interval', '0'], {}, /--min-interval/],
     [['tune', '--detect-within', '30s', '--min-interval', '0.5'], {}, /--min-interval/],

@@ -87,6 +87,18 @@ test('keepalive values the kernel refuses are refused by gateway and client opti
   assert.doesNotThrow(() => new LonglinkClient({ ...base, keepalive: top }));
 });
 
+test('keepalive interval or count without an idle time is refused: keepalive is off without one, so they were silently not applied', () => {
+  for (const keepalive of [{ keepaliveIntervalMs: 10_000 }, { keepaliveCount: 3 }, { keepaliveIdleMs: 0, keepaliveIntervalMs: 10_000, keepaliveCount: 3 }]) {
+    assert.throws(() => new Gateway({ tcp: false, ws: false, keepalive }), invalid(/keepaliveIdleMs/), `gateway ${JSON.stringify(keepalive)}`);
+    assert.throws(() => new LonglinkClient({ ...base, keepalive }), invalid(/keepaliveIdleMs/), `client ${JSON.stringify(keepalive)}`);
+  }
+  // The user timeout stands alone (it does not need keepalive), and 0 for the others means unset.
+  for (const keepalive of [{ userTimeoutMs: 30_000 }, { keepaliveIntervalMs: 0, keepaliveCount: 0 }, { keepaliveIdleMs: 60_000, keepaliveCount: 3 }]) {
+    assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, keepalive }), JSON.stringify(keepalive));
+    assert.doesNotThrow(() => new LonglinkClient({ ...base, keepalive }), JSON.stringify(keepalive));
+  }
+});
+
 test('reconnect backoff options that would make NaN, instant or overflowing delays are refused', () => {
   for (const reconnect of [{ maxDelayMs: Number(undefined) }, { initialDelayMs: NaN }, { minDelayMs: NaN }, { factor: NaN }, { factor: 0 }, { factor: 0.5 }, { maxDelayMs: Infinity }, { maxDelayMs: 2 ** 31 }, { initialDelayMs: -1 }]) {
     const name = new RegExp(`reconnect.${Object.keys(reconnect)[0]}`);
