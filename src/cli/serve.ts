@@ -85,8 +85,8 @@ export function serveCommand(): Command {
     .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret of at least 32 bytes (or set LONGLINK_JWT_SECRET)')
     .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
     .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL", httpUrl)
-    .option('--jwt-issuer <iss>', 'accepted token issuer (iss)')
-    .option('--jwt-audience <aud>', 'accepted token audience (aud)')
+    .option('--jwt-issuer <iss>', 'accepted token issuer (iss); needs --jwt-secret, --jwt-public-key or --jwks-url')
+    .option('--jwt-audience <aud>', 'accepted token audience (aud); needs --jwt-secret, --jwt-public-key or --jwks-url')
     .option('--max-connections <n>', 'connections held at once per process (0 = no limit)', int, LIMIT_DEFAULTS.maxConnections)
     .option('--max-connections-per-source <n>', 'connections held at once from one address (0 = no limit)', int, LIMIT_DEFAULTS.maxConnectionsPerSource)
     .option('--handshakes-per-second <n>', 'new connections admitted per second per process (0 = no limit)', int, LIMIT_DEFAULTS.handshakesPerSecond)
@@ -635,6 +635,18 @@ export function optionMisuse(cmd: Command): { errors: string[]; warnings: string
       .filter(([k]) => ((o[k] as number | undefined) ?? 0) > 0)
       .map(([, flag]) => flag);
     if (orphan.length > 0) errors.push(`${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} --keepalive-idle-ms (TCP keepalive is off without an idle time)`);
+  }
+  // An issuer or audience restricts whose tokens pass: without a key no token is asked for at all.
+  if (!jwtConfigured(o)) {
+    const orphan = (
+      [
+        ['jwtIssuer', '--jwt-issuer'],
+        ['jwtAudience', '--jwt-audience'],
+      ] as const
+    )
+      .filter(([k]) => o[k] !== undefined)
+      .map(([, flag]) => flag);
+    if (orphan.length > 0) errors.push(`${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} a key to verify tokens with (--jwt-secret, --jwt-public-key or --jwks-url): without one no token is checked`);
   }
   return { errors, warnings: [] };
 }

@@ -84,6 +84,9 @@ test('values that parse but would break what they set are bad options: exit 2, o
     // Keepalive is off without an idle time: the interval and count were set on no socket.
     [['serve', ...free, '--keepalive-interval-ms', '10000', '--keepalive-count', '3'], {}, /--keepalive-idle-ms/],
     [['serve', ...free], { LONGLINK_KEEPALIVE_COUNT: '3' }, /--keepalive-count needs --keepalive-idle-ms/],
+    // An issuer or audience without a key: every token, and none, was let in.
+    [['serve', ...free, '--jwt-issuer', 'https://id.example'], {}, /--jwt-issuer needs a key/],
+    [['serve', ...free], { LONGLINK_JWT_AUDIENCE: 'longlink' }, /--jwt-audience needs a key/],
     [['tune', '--detect-within', '0'], {}, /--detect-within/],
     [['tune', '--detect-within', '30s', '--min-interval', '0'], {}, /--min-interval/],
     [['tune', '--detect-within', '30s', '--min-interval', '0.5'], {}, /--min-interval/],

@@ -22,3 +22,14 @@ test('--keepalive-interval-ms or --keepalive-count without --keepalive-idle-ms i
   assert.deepEqual(optionMisuse(parsed(['--user-timeout-ms', '30000'])).errors, [], 'TCP_USER_TIMEOUT stands alone');
   assert.deepEqual(optionMisuse(parsed([])).errors, []);
 });
+
+test('--jwt-issuer or --jwt-audience without a JWT key is refused: no token was checked at all, and no no-auth warning on loopback', () => {
+  for (const args of [['--jwt-issuer', 'https://id.example'], ['--jwt-audience', 'longlink']]) {
+    const { errors } = optionMisuse(parsed(args));
+    assert.equal(errors.length, 1, args.join(' '));
+    assert.match(errors[0]!, new RegExp(`${args[0]} needs a key`));
+    assert.match(errors[0]!, /--jwt-secret/);
+  }
+  assert.deepEqual(optionMisuse(parsed(['--jwt-issuer', 'https://id.example', '--jwt-audience', 'longlink', '--jwt-secret', 'x'.repeat(32)])).errors, []);
+  assert.deepEqual(optionMisuse(parsed(['--jwt-audience', 'longlink', '--jwks-url', 'https://id.example/jwks'])).errors, []);
+});
