@@ -193,6 +193,8 @@ export function serveCommand(): Command {
           `--admin-host ${o.adminHost} is not loopback and no --admin-token was given: generated one for this run; send it as "Authorization: Bearer <token>"`,
         );
       }
+      // Said once, by the process that read the options first (workers read them again).
+      if (cluster.isPrimary) for (const w of misuse.warnings) log.warn({ event: 'unused-option', err: w }, w);
       if (o.workers > 1 && cluster.isPrimary) return runPrimary(o, log);
       const worker = cluster.isWorker ? Number(process.env.LL_WORKER ?? cluster.worker!.id) : null;
       if (worker !== null) o.nodeId = `${o.nodeId ?? `${os.hostname()}-${process.ppid}`}-w${worker}`;
@@ -648,7 +650,32 @@ export function optionMisuse(cmd: Command): { errors: string[]; warnings: string
       .map(([, flag]) => flag);
     if (orphan.length > 0) errors.push(`${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} a key to verify tokens with (--jwt-secret, --jwt-public-key or --jwks-url): without one no token is checked`);
   }
-  return { errors, warnings: [] };
+  // The rest do nothing harmful when unused, but are said: each names what it needs.
+  const given = (attr: string) => ['cli', 'env', 'config'].includes(cmd.getOptionValueSource(attr) ?? '');
+  const upstream = Boolean(o.upstreamWebhook || o.upstreamRedisStream);
+  const relay = o.app === 'relay' || (o.app === 'auto' && !upstream);
+  const uses: [string[], boolean, string][] = [
+    [['redisPrefix', 'redisCommandTimeoutMs', 'redisMailboxShards', 'leaseMs'], Boolean(o.redis), 'needs --redis'],
+    [['redisCluster', 'redisWaitReplicas'], Boolean(o.redis || o.upstreamRedisStream), 'needs --redis or --upstream-redis-stream'],
+    [['maxQueuedBytesTotal', 'maxQueuedBytesPerUser', 'maxDetachedSessionBytes', 'maxDevicesPerUser'], !o.redis, 'applies to the in-memory store only, not with --redis'],
+    [['tlsReloadPollMs'], Boolean(o.tlsCert), 'needs --tls-cert and --tls-key'],
+    [['connectHookTimeoutMs', 'connectHookSecret'], Boolean(o.connectHook), 'needs --connect-hook'],
+    [['upstreamSecret'], Boolean(o.upstreamWebhook), 'needs --upstream-webhook'],
+    [['upstreamStream', 'upstreamStreamMaxlen'], Boolean(o.upstreamRedisStream), 'needs --upstream-redis-stream'],
+    [['upstreamTimeoutMs', 'upstreamEvents', 'upstreamMaxPending', 'upstreamMaxPendingPerLink', 'upstreamMaxPendingEvents'], upstream, 'needs --upstream-webhook or --upstream-redis-stream'],
+    [['relayPerUser', 'relayTotal'], relay, 'needs the built-in relay (--app relay, or auto without an upstream)'],
+    [['apiKey', 'adminToken', 'adminHost', 'adminPort', 'adminAdvertiseUrl'], o.admin !== false, 'has no effect with --no-admin'],
+    [['workerHungMs'], (o.workers as number) > 1, 'needs --workers above 1'],
+    [['logFileSize', 'logFileFrequency', 'logFileCount'], Boolean(o.logFile), 'needs --log-file'],
+    [['wsPort', 'wsPath'], o.ws !== false, 'has no effect with --no-ws'],
+    [['tcpPort'], o.tcp !== false, 'has no effect with --no-tcp'],
+  ];
+  const warnings: string[] = [];
+  for (const [attrs, used, needs] of uses) {
+    if (used) continue;
+    for (const attr of attrs) if (given(attr)) warnings.push(`${cmd.options.find((x) => x.attributeName() === attr && !x.negate)!.long!} ${needs}: ignored`);
+  }
+  return { errors, warnings };
 }
 
 function adminToken(o: Record<string, unknown>): string | undefined {

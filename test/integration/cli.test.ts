@@ -109,6 +109,16 @@ test('values that parse but would break what they set are bad options: exit 2, o
   }
 });
 
+test('serve names an option given without the one it needs, once, before it listens: a Redis option without --redis was taken and used nowhere', async () => {
+  const server = await spawnServe(['--redis-prefix', 'tenant-a:', '--log-file-count', '3']);
+  try {
+    const unused = server.lines.filter((l) => l.event === 'unused-option').map((l) => l.err);
+    assert.deepEqual(unused, ['--redis-prefix needs --redis: ignored', '--log-file-count needs --log-file: ignored']);
+  } finally {
+    server.child.kill('SIGKILL');
+  }
+});
+
 test('every command refuses an unknown flag or a bad value with exit 2, as serve does, and --help exits 0', () => {
   const status = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: '', timeout: 20_000 }).status;
   for (const args of [['tune', '--detect-whitin', '30s'], ['demo', '--clients', 'many'], ['lab', 'run', '--no-such-flag'], ['lab', '--no-such-flag'], ['client', '--no-such-flag'], ['no-such-command']]) {

@@ -33,3 +33,38 @@ test('--jwt-issuer or --jwt-audience without a JWT key is refused: no token was 
   assert.deepEqual(optionMisuse(parsed(['--jwt-issuer', 'https://id.example', '--jwt-audience', 'longlink', '--jwt-secret', 'x'.repeat(32)])).errors, []);
   assert.deepEqual(optionMisuse(parsed(['--jwt-audience', 'longlink', '--jwks-url', 'https://id.example/jwks'])).errors, []);
 });
+
+test('options that act only with another one, given without it, are warned about by name; defaults and used options are not', () => {
+  const cases: [string[], RegExp][] = [
+    [['--redis-prefix', 'x:'], /^--redis-prefix needs --redis/],
+    [['--lease-ms', '5000'], /^--lease-ms needs --redis/],
+    [['--redis-wait-replicas', '1'], /^--redis-wait-replicas needs --redis or --upstream-redis-stream/],
+    [['--redis', 'redis://127.0.0.1:1', '--max-queued-bytes-total', '1000'], /^--max-queued-bytes-total applies to the in-memory store only/],
+    [['--tls-reload-poll-ms', '1000'], /^--tls-reload-poll-ms needs --tls-cert/],
+    [['--connect-hook-secret', 's'], /^--connect-hook-secret needs --connect-hook/],
+    [['--upstream-secret', 's'], /^--upstream-secret needs --upstream-webhook/],
+    [['--upstream-webhook', 'http://127.0.0.1:1/u', '--upstream-stream-maxlen', '10'], /^--upstream-stream-maxlen needs --upstream-redis-stream/],
+    [['--upstream-events', 'online'], /^--upstream-events needs --upstream-webhook or --upstream-redis-stream/],
+    [['--app', 'none', '--relay-total', '5'], /^--relay-total needs the built-in relay/],
+    [['--no-admin', '--api-key', 'k'], /^--api-key has no effect with --no-admin/],
+    [['--worker-hung-ms', '5000'], /^--worker-hung-ms needs --workers above 1/],
+    [['--log-file-count', '3'], /^--log-file-count needs --log-file/],
+    [['--no-ws', '--ws-port', '9000'], /^--ws-port has no effect with --no-ws/],
+  ];
+  for (const [args, warning] of cases) {
+    const { warnings, errors } = optionMisuse(parsed(args));
+    assert.deepEqual(errors, [], args.join(' '));
+    assert.equal(warnings.length, 1, `${args.join(' ')}: ${JSON.stringify(warnings)}`);
+    assert.match(warnings[0]!, warning);
+  }
+  for (const args of [[], ['--redis', 'redis://127.0.0.1:1', '--redis-prefix', 'x:', '--lease-ms', '5000'], ['--upstream-redis-stream', 'redis://127.0.0.1:1', '--redis-wait-replicas', '1', '--upstream-stream', 's', '--upstream-events', 'online'], ['--workers', '2', '--worker-hung-ms', '5000'], ['--no-ws', '--no-admin']]) {
+    assert.deepEqual(optionMisuse(parsed(args)).warnings, [], args.join(' '));
+  }
+});
+
+test('an option from the environment or the file counts as given, a default does not', () => {
+  const cmd = parsed([]);
+  cmd.setOptionValueWithSource('redisPrefix', 'x:', 'env');
+  cmd.setOptionValueWithSource('logFileCount', 3, 'config');
+  assert.deepEqual(optionMisuse(cmd).warnings.map((w) => w.split(' ')[0]), ['--redis-prefix', '--log-file-count']);
+});
