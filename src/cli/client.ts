@@ -44,8 +44,8 @@ export function clientCommand(): Command {
     .addOption(new Option('--direction <who>', 'who sends heartbeats').choices(['client', 'server']).default('client'))
     .option('--interval-ms <ms>', 'heartbeat interval to announce (default: the gateway\'s); with --adaptive, the start', int)
     .option('--adaptive', 'learn the longest interval the network allows (probe, fall back, settle)')
-    .option('--network <id>', 'name of the network the device is on, for the adaptive heartbeat (e.g. wifi:home)')
-    .option('--learner-state <file>', 'adaptive heartbeat: load what was learned from this JSON file and save it back')
+    .option('--network <id>', 'with --adaptive: name of the network the device is on (e.g. wifi:home)')
+    .option('--learner-state <file>', 'with --adaptive: load what was learned from this JSON file and save it back')
     .option('--pong-timeout-ms <ms>', 'wait for an answer to a heartbeat', int, DEFAULT_PROBES.pongTimeoutMs)
     .option('--probe-count <n>', 'quick probes after a missed answer', int, DEFAULT_PROBES.probeCount)
     .option('--probe-interval-ms <ms>', 'wait after each quick probe', int, DEFAULT_PROBES.probeIntervalMs)
@@ -53,6 +53,12 @@ export function clientCommand(): Command {
     .option('--no-reconnect', 'do not reconnect after the link is lost')
     .option('--json', 'print events as JSON lines')
     .action(async (o) => {
+      // Given without what they act with, these were taken and used nowhere: no state was loaded
+      // or saved, no network named, no certificate trusted.
+      for (const flag of ['--network', '--learner-state'] as const) {
+        if (!o.adaptive && o[flag === '--network' ? 'network' : 'learnerState'] !== undefined) badOption(`${flag} needs --adaptive`);
+      }
+      if (o.tlsCa !== undefined && !String(o.url).split(',').some((u) => /^(tls|wss):/i.test(u.trim()))) badOption('--tls-ca needs a tls:// or wss:// --url');
       let client: LonglinkClient;
       try {
         client = new LonglinkClient({

@@ -665,6 +665,10 @@ test('longlink client: a bad option ends it with one line naming it and exit 2, 
       [['--url', 'tls://127.0.0.1:1', '--tls-ca', path.join(dir, 'missing.pem')], /--tls-ca .*missing\.pem: ENOENT/],
       [['--adaptive', '--learner-state', state], /--learner-state .*learner\.json: .*not valid JSON/],
       [['--interval-ms', 'abc'], /--interval-ms.*expected a non-negative integer/],
+      // Given without what they act with: nothing learned was loaded or saved, no CA trusted.
+      [['--learner-state', path.join(dir, 'new.json')], /--learner-state needs --adaptive/],
+      [['--network', 'wifi:home'], /--network needs --adaptive/],
+      [['--url', 'tcp://127.0.0.1:1', '--tls-ca', path.join(dir, 'ca.pem')], /--tls-ca needs a tls:\/\/ or wss:\/\/ --url/],
     ];
     for (const [args, pattern] of cases) {
       const r = spawnSync(process.execPath, [CLI, 'client', ...args], { encoding: 'utf8', input: '', timeout: 10_000 });
