@@ -669,6 +669,10 @@ export function optionMisuse(cmd: Command): { errors: string[]; warnings: string
     [['logFileSize', 'logFileFrequency', 'logFileCount'], Boolean(o.logFile), 'needs --log-file'],
     [['wsPort', 'wsPath'], o.ws !== false, 'has no effect with --no-ws'],
     [['tcpPort'], o.tcp !== false, 'has no effect with --no-tcp'],
+    // A rate of 0 is no limit: no bucket is made, and the burst (and a source's share of it) sizes nothing.
+    [['handshakeBurst', 'handshakeSourceShare'], (o.handshakesPerSecond as number) > 0, 'has no effect with --handshakes-per-second 0 (no limit)'],
+    [['dataBurst'], (o.maxDataPerSecond as number) > 0, 'has no effect with --max-data-per-second 0 (no limit)'],
+    [['pingBurst'], o.minPingGapMs === undefined || (o.minPingGapMs as number) > 0, 'has no effect with --min-ping-gap-ms 0 (no limit)'],
   ];
   const warnings: string[] = [];
   for (const [attrs, used, needs] of uses) {

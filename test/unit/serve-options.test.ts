@@ -50,6 +50,10 @@ test('options that act only with another one, given without it, are warned about
     [['--worker-hung-ms', '5000'], /^--worker-hung-ms needs --workers above 1/],
     [['--log-file-count', '3'], /^--log-file-count needs --log-file/],
     [['--no-ws', '--ws-port', '9000'], /^--ws-port has no effect with --no-ws/],
+    [['--handshakes-per-second', '0', '--handshake-burst', '50'], /^--handshake-burst has no effect with --handshakes-per-second 0/],
+    [['--handshakes-per-second', '0', '--handshake-source-share', '0.5'], /^--handshake-source-share has no effect with --handshakes-per-second 0/],
+    [['--max-data-per-second', '0', '--data-burst', '100'], /^--data-burst has no effect with --max-data-per-second 0/],
+    [['--min-ping-gap-ms', '0', '--ping-burst', '5'], /^--ping-burst has no effect with --min-ping-gap-ms 0/],
   ];
   for (const [args, warning] of cases) {
     const { warnings, errors } = optionMisuse(parsed(args));
@@ -57,7 +61,7 @@ test('options that act only with another one, given without it, are warned about
     assert.equal(warnings.length, 1, `${args.join(' ')}: ${JSON.stringify(warnings)}`);
     assert.match(warnings[0]!, warning);
   }
-  for (const args of [[], ['--redis', 'redis://127.0.0.1:1', '--redis-prefix', 'x:', '--lease-ms', '5000'], ['--upstream-redis-stream', 'redis://127.0.0.1:1', '--redis-wait-replicas', '1', '--upstream-stream', 's', '--upstream-events', 'online'], ['--workers', '2', '--worker-hung-ms', '5000'], ['--no-ws', '--no-admin']]) {
+  for (const args of [[], ['--redis', 'redis://127.0.0.1:1', '--redis-prefix', 'x:', '--lease-ms', '5000'], ['--upstream-redis-stream', 'redis://127.0.0.1:1', '--redis-wait-replicas', '1', '--upstream-stream', 's', '--upstream-events', 'online'], ['--workers', '2', '--worker-hung-ms', '5000'], ['--no-ws', '--no-admin'], ['--handshake-burst', '50', '--data-burst', '100', '--ping-burst', '5'], ['--min-ping-gap-ms', '100', '--ping-burst', '5']]) {
     assert.deepEqual(optionMisuse(parsed(args)).warnings, [], args.join(' '));
   }
 });
