@@ -68,6 +68,46 @@ export function applyEnv(cmd: Command, env: NodeJS.ProcessEnv = process.env): vo
   }
 }
 
+/** Edit distance (Levenshtein) between two names. */
+function distance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(prev[j]! + 1, row[j - 1]! + 1, prev[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    prev = row;
+  }
+  return prev[b.length]!;
+}
+
+/** The known name nearest to `name`, if near enough to be what was meant (as git and npm suggest). */
+export function nearest(name: string, known: Iterable<string>, prefix = ''): string | undefined {
+  const bare = name.slice(prefix.length).toLowerCase();
+  let best: string | undefined;
+  let bestD = Infinity;
+  for (const k of known) {
+    const d = distance(bare, k.slice(prefix.length).toLowerCase());
+    if (d < bestD) [best, bestD] = [k, d];
+  }
+  return bestD <= Math.max(2, Math.floor(bare.length / 2)) ? best : undefined;
+}
+
+/**
+ * LONGLINK_* variables set in the environment that no option reads (a misspelled
+ * LONGLINK_TCP_PORTT, or LONGLINK_REDIS_URL for LONGLINK_REDIS): each read nothing, so
+ * whoever set it in a container believed it applied. One warning each, naming the nearest
+ * known variable. `others` are read by other commands or tools, not unknown.
+ */
+export function unknownEnv(cmd: Command, env: NodeJS.ProcessEnv = process.env, others: readonly string[] = []): string[] {
+  const known = new Set([...cmd.options.map((o) => o.envVar).filter((v): v is string => Boolean(v)), ...others]);
+  const out: string[] = [];
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('LONGLINK_') || known.has(name)) continue;
+    const near = nearest(name, known, 'LONGLINK_');
+    out.push(`${name} is not a longlink ${cmd.name()} variable${near ? ` (did you mean ${near}?)` : ''}: ignored`);
+  }
+  return out;
+}
+
 /** The schema of one option's value in a file, from what the option takes. */
 function valueSchema(opt: Option): z.ZodType {
   if (opt.negate || opt.isBoolean()) return z.boolean();
@@ -111,7 +151,12 @@ export function applyConfigFile(cmd: Command, file: string): void {
   if (raw === null || raw === undefined) return;
   const r = configSchema(cmd).safeParse(raw);
   if (!r.success) {
-    const problems = r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.code === 'unrecognized_keys' ? `unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.join(', ')}` : i.message}`);
+    const keys = Object.keys(configSchema(cmd).shape);
+    const unknown = (k: string) => {
+      const near = nearest(k, keys);
+      return near ? `${k} (did you mean ${near}?)` : k;
+    };
+    const problems = r.error.issues.map((i) => `${i.path.join('.') || '(top)'}: ${i.code === 'unrecognized_keys' ? `unknown key${i.keys.length > 1 ? 's' : ''} ${i.keys.map(unknown).join(', ')}` : i.message}`);
     throw new LonglinkError('LL_ERR_INVALID_CONFIG', `${file}: ${problems.join('; ')}`);
   }
   const values = r.data as Record<string, unknown>;

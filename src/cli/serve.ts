@@ -17,7 +17,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { exitOnUsageError, fraction, httpUrl, int, logSize, port, positiveInt, readOptionFile, urlPath } from './parse.js';
-import { applyConfigFile, applyEnv, bindEnv, printConfig } from './config.js';
+import { applyConfigFile, applyEnv, bindEnv, printConfig, unknownEnv } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
 import { connectHook } from '../auth/connect-hook.js';
@@ -175,6 +175,7 @@ export function serveCommand(): Command {
         process.exit(2);
       }
       const misuse = optionMisuse(cmd);
+      misuse.warnings.push(...unknownEnv(cmd, process.env, OTHER_ENV));
       if (misuse.errors.length > 0) {
         process.stderr.write(`longlink serve: ${misuse.errors.join('; ')}\n`);
         process.exit(2);
@@ -623,6 +624,9 @@ const EMPTY_REFUSED: [string, string][] = [
  * user who set them believed something was tuned that was not. Combinations that leave a belief
  * about liveness or security false are refused (exit 2); the rest are warned about at start.
  */
+/** LONGLINK_* variables read by others: `client`'s token, and the test suite's seeds. */
+const OTHER_ENV = ['LONGLINK_TOKEN', 'LONGLINK_FAULT_SEED', 'LONGLINK_FUZZ_SEED', 'LONGLINK_FUZZ_CASES', 'LONGLINK_KEEP_NEWUSER'];
+
 export function optionMisuse(cmd: Command): { errors: string[]; warnings: string[] } {
   const o = cmd.opts();
   const errors: string[] = [];

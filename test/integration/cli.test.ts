@@ -119,6 +119,22 @@ test('serve names an option given without the one it needs, once, before it list
   }
 });
 
+test('serve names a LONGLINK_* variable no option reads, with the nearest one: a misspelled variable was ignored without a word', async () => {
+  process.env.LONGLINK_TCP_PORTT = '7000';
+  let server;
+  try {
+    server = await spawnServe([]);
+  } finally {
+    delete process.env.LONGLINK_TCP_PORTT;
+  }
+  try {
+    const unused = server.lines.filter((l) => l.event === 'unused-option').map((l) => l.err);
+    assert.deepEqual(unused, ['LONGLINK_TCP_PORTT is not a longlink serve variable (did you mean LONGLINK_TCP_PORT?): ignored']);
+  } finally {
+    server.child.kill('SIGKILL');
+  }
+});
+
 test('every command refuses an unknown flag or a bad value with exit 2, as serve does, and --help exits 0', () => {
   const status = (args: string[]) => spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', input: '', timeout: 20_000 }).status;
   for (const args of [['tune', '--detect-whitin', '30s'], ['demo', '--clients', 'many'], ['lab', 'run', '--no-such-flag'], ['lab', '--no-such-flag'], ['client', '--no-such-flag'], ['no-such-command']]) {
@@ -463,7 +479,8 @@ test('a bad configuration file is refused with the path of every bad key, in one
         assert.equal(lines.length, 1, err.stderr);
         assert.match(lines[0], /bad\.yaml: .*tcp-port: expected a port, 0 to 65535/);
         // print-config is an action: from a file it made every start print the configuration and exit 0.
-        assert.match(lines[0], /unknown keys heartbeat-intervall-ms, print-config/);
+        // A misspelled key names the one meant, as git and npm do.
+        assert.match(lines[0], /unknown keys heartbeat-intervall-ms \(did you mean heartbeat-interval-ms\?\), print-config/);
         assert.match(lines[0], /ws: /);
         return true;
       },

@@ -72,3 +72,33 @@ test('an option from the environment or the file counts as given, a default does
   cmd.setOptionValueWithSource('logFileCount', 3, 'config');
   assert.deepEqual(optionMisuse(cmd).warnings.map((w) => w.split(' ')[0]), ['--redis-prefix', '--log-file-count']);
 });
+
+test('a LONGLINK_* variable no option reads is warned about, naming the nearest known one; known ones and other prefixes are not', async () => {
+  const { unknownEnv } = await import('../../src/cli/config.js');
+  const cmd = parsed([]);
+  const env = { LONGLINK_REDIS_URL: 'redis://r:6379', LONGLINK_TCP_PORTT: '7000', LONGLINK_TCP_PORT: '7000', LONGLINK_ZZZZZZZZZZZZZZZZ: '1', LONGLINK_TOKEN: 't', PATH: '/bin' };
+  assert.deepEqual(unknownEnv(cmd, env, ['LONGLINK_TOKEN']), [
+    'LONGLINK_REDIS_URL is not a longlink serve variable (did you mean LONGLINK_REDIS?): ignored',
+    'LONGLINK_TCP_PORTT is not a longlink serve variable (did you mean LONGLINK_TCP_PORT?): ignored',
+    'LONGLINK_ZZZZZZZZZZZZZZZZ is not a longlink serve variable: ignored',
+  ]);
+  assert.deepEqual(unknownEnv(cmd, { LONGLINK_NO_WS: '1', LONGLINK_CONFIG: 'f.yaml', LONGLINK_JWT_SECRET: 's' }), []);
+});
+
+test('an unknown key in the config file is refused naming the nearest known key', async () => {
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const path = await import('node:path');
+  const { applyConfigFile } = await import('../../src/cli/config.js');
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'll-cfg-'));
+  try {
+    const file = path.join(dir, 'c.yaml');
+    fs.writeFileSync(file, 'tcp-portt: 7000\nredis-url: redis://r:6379\n');
+    assert.throws(() => applyConfigFile(parsed([]), file), (err: Error) => {
+      assert.match(err.message, /unknown keys tcp-portt \(did you mean tcp-port\?\), redis-url \(did you mean redis\?\)/);
+      return true;
+    });
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
