@@ -28,7 +28,10 @@ export function tuneCommand(): Command {
     .option('--max-interval <duration>', 'longest heartbeat interval allowed', intervalDuration, 600_000)
     .option('--token <token>', 'admin bearer token for --from URL (or LONGLINK_ADMIN_TOKEN)')
     .option('--json', 'print the result as JSON')
-    .action(async (o: TuneOptions) => {
+    .action(async (o: TuneOptions, cmd: Command) => {
+      const misuse = tuneMisuse(cmd);
+      if (misuse.errors.length > 0) fail(misuse.errors.join('; '));
+      for (const w of misuse.warnings) console.error(`longlink tune: ${w}`);
       if (o.minInterval > o.maxInterval) fail(`--min-interval (${o.minInterval} ms) is above --max-interval (${o.maxInterval} ms)`);
       const net = await network(o);
       const result = tuneDetector({ detectWithinMs: o.detectWithin, falseSuspicionsPerMonth: o.falseSuspicionsPerMonth, minIntervalMs: o.minInterval, maxIntervalMs: o.maxInterval }, net);
@@ -36,6 +39,27 @@ export function tuneCommand(): Command {
       else console.log(report(result, net, o));
       process.exitCode = result.ok ? 0 : 3;
     });
+}
+
+/**
+ * Options given where they do nothing. --loss and --jitter model the network only without --from:
+ * with it they were dropped without a word and the policy was picked for the measured network, not
+ * the worse one asked for (more false suspicions than the target): refused. --transport and --token
+ * only choose what is read from --from (--token from a URL): said, and ignored.
+ */
+export function tuneMisuse(cmd: Command): { errors: string[]; warnings: string[] } {
+  const o = cmd.opts() as TuneOptions;
+  const given = (attr: string) => cmd.getOptionValueSource(attr) === 'cli';
+  const errors: string[] = [];
+  const warnings: string[] = [];
+  if (o.from !== undefined) {
+    const model = (['loss', 'jitter'] as const).filter(given).map((a) => `--${a}`);
+    if (model.length > 0) errors.push(`${model.join(' and ')} model${model.length > 1 ? '' : 's'} a network without --from; with --from the measured one is used (--delay alone may override it)`);
+    if (given('token') && !/^https?:\/\//.test(o.from)) warnings.push('--token needs --from with an admin URL: ignored');
+  } else {
+    for (const a of ['transport', 'token']) if (given(a)) warnings.push(`--${a} needs --from: ignored`);
+  }
+  return { errors, warnings };
 }
 
 interface TuneOptions {
