@@ -122,6 +122,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private gatewayIntervalMs: number | undefined;
   /** A check started by networkChanged() is running: a death it finds is the network's doing, not the NAT's. */
   private networkCheck = false;
+  /**
+   * When this link's last check asked for by networkChanged() went out, and when one asked for
+   * within the check gap of it goes (-1: none): a page shown over and over, or a flapping network,
+   * would otherwise send a PING per signal and be closed by the gateway as too-many-pings.
+   */
+  private lastCheckAt = -Infinity;
+  private checkDueAt = -1;
   /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
   private hintedWait = false;
   /** The attempt generation a close for good ends: connect() waiters of a later attempt ignore it. */
@@ -595,6 +602,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (!this.scheduler) return;
     let at = this.scheduler.nextWakeAt();
     if (this.detector) at = Math.min(at, this.detector.deadline());
+    if (this.checkDueAt >= 0) at = Math.min(at, this.checkDueAt);
     const stateDue = this.stateDueAt();
     if (stateDue !== null) at = Math.min(at, stateDue);
     if (!Number.isFinite(at)) return;
@@ -610,6 +618,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.fail('heartbeat-timeout', 'the gateway sent nothing within the silence limit');
       learned?.();
       return;
+    }
+    if (this.checkDueAt >= 0 && now >= this.checkDueAt) {
+      this.checkDueAt = -1;
+      const link = this.link;
+      this.startCheck(now);
+      // A 'state' handler closed (or closed and restarted) the client: its link is gone.
+      if (this.link !== link) return;
     }
     const action = this.scheduler.poll(now);
     if (action === 'dead') {
@@ -819,9 +834,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   /**
    * The device's network changed (or may have): check the link now with quick
    * probes instead of waiting for the next heartbeat, and if no link is up,
-   * reconnect at once rather than after the backoff delay. With the adaptive
-   * heartbeat, `network` names the new network: its learned interval (or a
-   * fresh start) applies from now.
+   * reconnect at once rather than after the backoff delay. Checks on one link
+   * go at most one per half the gateway's shortest interval (2.5 s by
+   * default): one asked for sooner goes when that time is up, one for all, so
+   * a page shown over and over or a flapping network stays within the
+   * gateway's PING pace. With the adaptive heartbeat, `network` names the new
+   * network: its learned interval (or a fresh start) applies from now.
    */
   networkChanged(network?: string): void {
     const now = this.options.clock.now();
@@ -832,14 +850,16 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.applyLearned(this.learner.switchNetwork(network, now, this.startMs()), now);
     }
     if (this.link && this.welcome && this.scheduler) {
-      this.networkCheck = true;
-      if (this.scheduler.checkNow(now)) {
-        const link = this.link;
-        this.setState('suspect');
-        if (this.link !== link) return;
-        this.sendPing(now);
-        this.armHeartbeat(now);
+      // One check per checkGapMs at most; one asked for sooner goes when the gap is over (one for all).
+      const due = this.lastCheckAt + this.checkGapMs();
+      if (now < due) {
+        if (this.checkDueAt < 0) {
+          this.checkDueAt = due;
+          this.armHeartbeat(now);
+        }
+        return;
       }
+      this.startCheck(now);
       return;
     }
     // An attempt already under way may have started on the old network and be doomed.
@@ -851,6 +871,27 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.backoff.reset();
       void this.attempt();
     }
+  }
+
+  /**
+   * The least time between two checks networkChanged() starts on a link: half the gateway's
+   * shortest interval, so they (with the heartbeats) stay well within its PING pace (by default
+   * one a second on average, a fifth of that interval, in bursts of 20).
+   */
+  private checkGapMs(): number {
+    return (this.welcome?.heartbeat.minIntervalMs ?? 0) / 2;
+  }
+
+  /** Checks the link now with quick probes (unless a check runs already). */
+  private startCheck(now: number): void {
+    this.networkCheck = true;
+    if (!this.scheduler?.checkNow(now)) return;
+    this.lastCheckAt = now;
+    const link = this.link;
+    this.setState('suspect');
+    if (this.link !== link) return;
+    this.sendPing(now);
+    this.armHeartbeat(now);
   }
 
   /** Closes for good: sends CLOSE (normal) and does not reconnect. */
@@ -894,6 +935,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.detector = null;
     this.detectorIntervalOnPong = undefined;
     this.networkCheck = false;
+    this.lastCheckAt = -Infinity;
+    this.checkDueAt = -1;
     this.rtt.clearOutstanding();
   }
 

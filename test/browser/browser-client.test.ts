@@ -264,6 +264,49 @@ describe('browser client in Chromium', () => {
     }
   });
 
+  test('a tab shown again and again (Ctrl+Tab held, a flapping network) checks its link at a pace the gateway allows: not closed as too-many-pings', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    // The gateway's default policy and PING pace: one a second on average (a fifth of the 5 s
+    // shortest interval), bursts of 20. Each check the page asks for is one PING.
+    const gw = new Gateway({ tcp: false, ws: { port: 0 }, heartbeat: { intervalMs: 30_000 }, wheelTickMs: 10 });
+    const a = await gw.listen();
+    const url = `ws://127.0.0.1:${a.ws!.port}/longlink`;
+    const site = await servePage(PAGE);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const page = await browser.newPage();
+      await page.goto(site.url);
+      const offline: OfflineEvent[] = [];
+      gw.on('offline', (e) => offline.push(e));
+      await page.evaluate((u) => (window as any).start('v', { url: u, userId: 'web', deviceId: 'tabs' }), url);
+      const connId = gw.connection('web', 'tabs')!.connectionId;
+      // Shown 30 times a second for 2 s, as a held Ctrl+Tab between two tabs does, each an answered check on loopback.
+      await page.evaluate(() => new Promise<void>((r) => {
+        let n = 0;
+        const f = () => {
+          document.dispatchEvent(new Event('visibilitychange'));
+          if (++n < 60) setTimeout(f, 33);
+          else r();
+        };
+        f();
+      }));
+      await sleep(1500);
+      assert.equal((await page.evaluate(() => (window as any).clients.v.pageStats)).visible, 60);
+      assert.deepEqual(offline.map((e) => [e.reason, e.code]), [], 'the link was not closed');
+      assert.equal(gw.connection('web', 'tabs')?.connectionId, connId, 'on the same connection throughout');
+      const pings = gw.connection('web', 'tabs')!.stats.pingsIn;
+      assert.ok(pings >= 1 && pings <= 4, `the first check went at once, the rest coalesced (${pings} PINGs)`);
+      assert.deepEqual(await page.evaluate(() => (window as any).events('v', 'close')), []);
+      await page.evaluate(() => (window as any).clients.v.close());
+    } finally {
+      await browser.close();
+      await site.close();
+      await gw.close();
+    }
+  });
+
   test('close() ends the WebSocket cleanly: the gateway answers its close frame (code 1000, wasClean), and counts a client-close', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;
