@@ -16,6 +16,12 @@ import { checkIntervalMs, resolveClientOptions, type ClientOptions, type Resolve
 import { typedEmitter } from '../core/typed-emitter.js';
 
 const UTF8 = new TextEncoder();
+/**
+ * The least time between two attempts network changes start without waiting out the backoff
+ * (the first goes at once): a page shown over and over, or a flapping network, while the gateway
+ * is away would otherwise dial on every signal, each one resetting the backoff.
+ */
+const NETWORK_REDIAL_GAP_MS = 1000;
 
 export type ClientStateName = 'idle' | 'connecting' | 'open' | 'suspect' | 'reconnecting' | 'closed';
 
@@ -88,6 +94,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private userClosed = false;
   /** The network changed while an attempt was in flight: if it fails, the next one goes at once. */
   private retryAtOnce = false;
+  /** When the last attempt a network change started (not the backoff's) began, and when the planned reconnect is due (-1: none planned). */
+  private lastNetworkDialAt = -Infinity;
+  private reconnectDueAt = -1;
   /** Which of `urls` the next attempt dials; it moves on after a failure. */
   private urlIndex = 0;
   /** Adaptive heartbeat: what it learned per network (export it to keep it across runs). */
@@ -251,6 +260,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // WELCOME failed the client for good).
     const gen = ++this.attemptGen;
     const stale = () => gen !== this.attemptGen || this.userClosed;
+    this.reconnectDueAt = -1;
     this.setState('connecting');
     // A handler of the events here may close the client: the attempt ends before it dials.
     if (stale()) return;
@@ -834,7 +844,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   /**
    * The device's network changed (or may have): check the link now with quick
    * probes instead of waiting for the next heartbeat, and if no link is up,
-   * reconnect at once rather than after the backoff delay. Checks on one link
+   * reconnect at once rather than after the backoff delay (attempts started so
+   * go at most one a second, the first at once). Checks on one link
    * go at most one per half the gateway's shortest interval (2.5 s by
    * default): one asked for sooner goes when that time is up, one for all, so
    * a page shown over and over or a flapping network stays within the
@@ -866,10 +877,17 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.stateName === 'connecting') this.retryAtOnce = true;
     // A wait the gateway asked for (a drain's spread, a full gateway's 503) is kept: the network is not why.
     if (this.stateName === 'reconnecting' && !this.hintedWait) {
+      // Not sooner than NETWORK_REDIAL_GAP_MS after the last attempt, nor later than planned.
+      const at = this.redialAt(now);
+      if (this.connectTimer !== null && this.reconnectDueAt <= at) return;
       if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
       this.connectTimer = null;
       this.backoff.reset();
-      void this.attempt();
+      if (at > now) this.armReconnect(at - now, now, true);
+      else {
+        this.lastNetworkDialAt = now;
+        void this.attempt();
+      }
     }
   }
 
@@ -970,7 +988,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // The server's hint spreads a drain's reconnect wave; honour it over our backoff. Hinted closes
     // in a row (no stable link between) wait at least the backoff too: a hint of 0 must not loop.
     const hint = this.goawayAfterMs;
-    const delayMs = hint !== undefined ? (this.hintsInARow++ > 0 ? Math.max(hint, this.backoff.next()) : hint) : this.retryAtOnce ? 0 : this.backoff.next();
+    const now = this.options.clock.now();
+    const network = hint === undefined && this.retryAtOnce;
+    const delayMs = hint !== undefined ? (this.hintsInARow++ > 0 ? Math.max(hint, this.backoff.next()) : hint) : network ? this.redialAt(now) - now : this.backoff.next();
     this.goawayAfterMs = undefined;
     this.hintedWait = hint !== undefined;
     this.retryAtOnce = false;
@@ -980,9 +1000,22 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // Not the backoff's count: a hinted or immediate reconnect does not advance it.
     this.emit('reconnecting', { attempt: ++this.reconnectsInARow, delayMs });
     if (moot()) return;
+    this.armReconnect(delayMs, now, network);
+  }
+
+  /** Plans the next attempt; `network`: one a network change asked for, not the backoff's. */
+  private armReconnect(delayMs: number, now: number, network: boolean): void {
+    this.reconnectDueAt = now + delayMs;
     this.connectTimer = this.options.timers.setTimeout(() => {
       this.connectTimer = null;
+      this.reconnectDueAt = -1;
+      if (network) this.lastNetworkDialAt = this.options.clock.now();
       void this.attempt();
     }, delayMs);
+  }
+
+  /** When a network change may start an attempt: at once, unless the last one it started began under NETWORK_REDIAL_GAP_MS ago. */
+  private redialAt(now: number): number {
+    return Math.max(now, this.lastNetworkDialAt + NETWORK_REDIAL_GAP_MS);
   }
 }

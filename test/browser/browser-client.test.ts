@@ -307,6 +307,46 @@ describe('browser client in Chromium', () => {
     }
   });
 
+  test('a tab shown again and again while the gateway is away dials at most once a second, not on every show', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    const { gw, url } = await gateway({ intervalMs: 5000 });
+    const site = await servePage(PAGE);
+    const { chromium } = await import('playwright-core');
+    const browser = await chromium.launch({ executablePath: exe });
+    try {
+      const page = await browser.newPage();
+      await page.goto(site.url);
+      // A long backoff: every dial in the storm below is one a page signal started.
+      await page.evaluate((u) => (window as any).start('s', { url: u, userId: 'web', deviceId: 'storm', reconnect: { initialDelayMs: 30_000, minDelayMs: 30_000, maxDelayMs: 30_000 } }), url);
+      await page.evaluate(() => (window as any).clients.s.on('connecting', () => (window as any).log.push({ name: 's', type: 'dial', t: performance.now() })));
+      await gw.close();
+      await until('reconnecting', async () => (await page.evaluate(() => (window as any).events('s', 'reconnecting').length)) >= 1);
+      // Shown 30 times a second for 2 s (Ctrl+Tab held) while nothing listens: each show may skip the backoff, but not each a dial.
+      const dials = await page.evaluate(async () => {
+        const from = (window as any).events('s', 'dial').length;
+        await new Promise<void>((r) => {
+          let n = 0;
+          const f = () => {
+            document.dispatchEvent(new Event('visibilitychange'));
+            if (++n < 60) setTimeout(f, 33);
+            else r();
+          };
+          f();
+        });
+        await new Promise((r) => setTimeout(r, 300));
+        return (window as any).events('s', 'dial').slice(from).map((e: { t: number }) => e.t) as number[];
+      });
+      assert.ok(dials.length >= 1, 'the first show dialled at once');
+      assert.ok(dials.length <= 4, `${dials.length} dials in about 2.3 s`);
+      for (let i = 1; i < dials.length; i++) assert.ok(dials[i] - dials[i - 1] >= 950, `dials ${Math.round(dials[i] - dials[i - 1])} ms apart`);
+      await page.evaluate(() => (window as any).clients.s.close());
+    } finally {
+      await browser.close();
+      await site.close();
+    }
+  });
+
   test('close() ends the WebSocket cleanly: the gateway answers its close frame (code 1000, wasClean), and counts a client-close', async (t) => {
     const exe = chromiumOrSkip(t);
     if (!exe) return;
