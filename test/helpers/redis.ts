@@ -48,22 +48,7 @@ export async function startRedis(): Promise<TestRedis> {
   });
   live.add(child);
   const url = `redis://127.0.0.1:${port}`;
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const r = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-    r.on('error', () => {}); // not up yet: retried below
-    try {
-      await r.connect();
-      if ((await r.ping()) === 'PONG') {
-        r.disconnect();
-        break;
-      }
-    } catch {
-      r.disconnect();
-      if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not come up`);
-      await new Promise((res) => setTimeout(res, 50));
-    }
-  }
+  await waitForRedis(port);
   return {
     url,
     port,
@@ -73,6 +58,56 @@ export async function startRedis(): Promise<TestRedis> {
       if (child.exitCode !== null) return;
       child.kill('SIGTERM');
       await new Promise((res) => child.once('exit', res));
+    },
+  };
+}
+
+/** Waits until a redis-server answers PING on `port` (loopback). */
+export async function waitForRedis(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+    r.on('error', () => {}); // not up yet: retried below
+    try {
+      await r.connect();
+      if ((await r.ping()) === 'PONG') return r.disconnect();
+    } catch {
+      r.disconnect();
+      if (Date.now() > deadline) throw new Error(`redis-server on ${port} did not come up`);
+      await new Promise((res) => setTimeout(res, 30));
+    }
+  }
+}
+
+/**
+ * A redis-server of the test's own that can be killed and started again on
+ * the same port: empty each time, or, with `dir`, from the RDB snapshot its
+ * last SAVE wrote there.
+ */
+export async function restartableRedis(opts: { dir?: string } = {}) {
+  const port = await freePort();
+  let proc: ChildProcess | null = null;
+  const start = async () => {
+    const persist = opts.dir ? ['--dir', opts.dir] : [];
+    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', ...persist, '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
+    live.add(child);
+    proc = child;
+    await waitForRedis(port);
+  };
+  await start();
+  return {
+    url: `redis://127.0.0.1:${port}`,
+    start,
+    /** A crash: SIGKILL, nothing saved. */
+    async kill() {
+      const p = proc!;
+      live.delete(p);
+      p.kill('SIGKILL');
+      await new Promise((r) => p.once('exit', r));
+    },
+    stop() {
+      if (proc) live.delete(proc);
+      proc?.kill('SIGKILL');
     },
   };
 }

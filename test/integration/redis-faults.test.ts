@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,7 +10,7 @@ import { Gateway } from '../../src/gateway/gateway.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { ServerApi } from '../../src/admin/server-api.js';
 import { sleep } from '../helpers/procs.js';
-import { freePort, redisUnavailable, startRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort, redisUnavailable, restartableRedis, startRedis, type TestRedis } from '../helpers/redis.js';
 
 // The Redis store against what a review found it could not take: strings Redis's JSON cannot
 // read back, subscriptions that drop or go silent, a Redis that comes back from an older
@@ -52,41 +51,21 @@ async function eventually(pred: () => boolean | Promise<boolean>, ms = 5000): Pr
 /** A redis-server of the test's own that keeps an RDB snapshot (SAVE) and can crash and come back from it. */
 async function snapshotRedis() {
   const dir = mkdtempSync(join(tmpdir(), 'll-rdb-'));
-  const port = await freePort();
-  let proc: ChildProcess | null = null;
-  const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    for (let i = 0; ; i++) {
-      const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      r.on('error', () => {});
-      try {
-        await r.connect();
-        if ((await r.ping()) === 'PONG') return r.disconnect();
-      } catch {
-        r.disconnect();
-        if (i > 200) throw new Error('redis-server did not come up');
-        await sleep(30);
-      }
-    }
-  };
-  await start();
-  const url = `redis://127.0.0.1:${port}`;
+  const rs = await restartableRedis({ dir });
   return {
-    url,
+    url: rs.url,
     async save() {
-      const admin = new Redis(url);
+      const admin = new Redis(rs.url);
       await admin.save();
       admin.disconnect();
     },
     /** A crash (what came after the snapshot is gone), then a start from the snapshot. */
     async crashAndRestart() {
-      const p = proc!;
-      p.kill('SIGKILL');
-      await new Promise((r) => p.once('exit', r));
-      await start();
+      await rs.kill();
+      await rs.start();
     },
     stop() {
-      proc?.kill('SIGKILL');
+      rs.stop();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -1,50 +1,16 @@
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { LonglinkClient } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { sleep } from '../helpers/procs.js';
-import { freePort, redisUnavailable } from '../helpers/redis.js';
+import { redisUnavailable, restartableRedis } from '../helpers/redis.js';
 
 // Two gateway nodes in one process on a Redis that restarts (empty) on the same port.
 
 const noRedis = redisUnavailable();
 const POLICY = { intervalMs: 500, minIntervalMs: 100, maxIntervalMs: 10_000, missBudget: 3, graceMs: 500 };
-
-async function restartableRedis() {
-  const port = await freePort();
-  let proc: ChildProcess | null = null;
-  const start = async () => {
-    proc = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--protected-mode', 'no'], { stdio: 'ignore' });
-    for (let i = 0; ; i++) {
-      const r = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
-      r.on('error', () => {});
-      try {
-        await r.connect();
-        if ((await r.ping()) === 'PONG') return r.disconnect();
-      } catch {
-        r.disconnect();
-        if (i > 300) throw new Error('redis-server did not come up');
-        await sleep(30);
-      }
-    }
-  };
-  await start();
-  return {
-    url: `redis://127.0.0.1:${port}`,
-    async kill() {
-      const p = proc!;
-      p.kill('SIGKILL');
-      await new Promise((r) => p.once('exit', r));
-    },
-    start,
-    stop() {
-      proc?.kill('SIGKILL');
-    },
-  };
-}
 
 async function until(pred: () => boolean | Promise<boolean>, ms = 8000): Promise<number> {
   const t0 = Date.now();
