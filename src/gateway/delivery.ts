@@ -724,7 +724,14 @@ export class Delivery {
         if (entry.nodeId === o.nodeId) {
           if (local && local.phase === 'open') this.deliver(local);
         } else {
-          await o.store.route(entry.nodeId, userId, deviceId).catch((err) => this.events.fault('route', err, { userId, deviceId }));
+          const to = entry.nodeId;
+          await o.store.route(to, userId, deviceId).catch((err) => {
+            this.events.fault('route', err, { userId, deviceId });
+            // The message waits in the mailbox, but nothing else wakes that node for it (no other push,
+            // no reconnect): it sat there until it expired. Published again until the store takes it
+            // (a late or extra wake-up only flushes a mailbox, which is harmless).
+            this.chores?.do(`route\0${to}\0${userId}\0${deviceId}`, () => o.store.route!(to, userId, deviceId));
+          });
         }
       }
     }
