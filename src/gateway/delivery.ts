@@ -648,6 +648,7 @@ export class Delivery {
     // of a new link, so either presence names that link's node or that flush finds the message.
     // Only when presence decides which devices there are (none known: a store reset, say) is it read first.
     let presence: Map<string, PresenceEntry> | null = null;
+    let presenceFailed = false;
     const readPresence = async () => {
       try {
         return new Map((await o.store.devices(userId)).map((e) => [e.deviceId, e]));
@@ -655,6 +656,7 @@ export class Delivery {
         // Presence unknown: the local link, if any, is the best guess; the message is durable either way.
         this.stats.storeFaults++;
         this.events.fault('devices', err, { userId });
+        presenceFailed = true;
         return new Map<string, PresenceEntry>();
       }
     };
@@ -720,6 +722,10 @@ export class Delivery {
       }
       // Queued, durably; the node holding the device's newest link delivers and reports it.
       this.tracker.settle(userId, id, deviceId, 'queued');
+      // No local link and presence unread: the device may be on another node, which nothing else
+      // wakes for this message (it waited for the device's next push or reconnect, or expired).
+      // Read again, and woken, until the store answers.
+      if (!entry && presenceFailed) this.chores?.do(`locate\0${userId}\0${deviceId}`, () => this.wakeWhereOnline(userId, deviceId));
       if (entry) {
         if (entry.nodeId === o.nodeId) {
           if (local && local.phase === 'open') this.deliver(local);
@@ -738,6 +744,15 @@ export class Delivery {
     held.release();
     opts.onQueued?.();
     return done;
+  }
+
+  /** Wakes the node that presence says holds the device's link (this one, or another through the store). */
+  private async wakeWhereOnline(userId: string, deviceId: string): Promise<void> {
+    const store = this.o.store;
+    const entry = (await store.devices(userId)).find((e) => e.deviceId === deviceId);
+    if (!entry) return;
+    if (entry.nodeId === this.o.nodeId) this.wake(userId, deviceId);
+    else await store.route?.(entry.nodeId, userId, deviceId);
   }
 
   /** Another node queued for a device connected here, or wake-ups may have been missed. */

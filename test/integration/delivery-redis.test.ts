@@ -553,6 +553,35 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test('1p. a push whose presence read fails (a Redis blip after the mailbox write) still wakes the node holding the device: it is read again until the store answers', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const c = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    const got: string[] = [];
+    c.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+    const faults: string[] = [];
+    A.gw.on('fault', (f) => faults.push(f.op));
+    try {
+      await c.connect();
+      await eventually('presence on B', async () => (await A.gw.presence('u')).some((e) => e.nodeId === 'B'));
+      const devices = A.store.devices.bind(A.store);
+      let failed = 0;
+      A.store.devices = async (...args) => {
+        if (failed++ === 0) throw new Error('Command timed out');
+        return devices(...args);
+      };
+      const r = await A.gw.push('u', 'x', { waitMs: 0 });
+      assert.equal(r.devices[0].status, 'queued');
+      assert.ok(faults.includes('devices'), 'the failed read is reported');
+      // Nothing else flushes the device on B: no other push, no reconnect.
+      await eventually('the push reaches the device on B', () => got.includes('x'), 4000);
+    } finally {
+      c.close();
+      await stop(A, B);
+    }
+  });
+
   test('2. Redis loses its data under an open link: what is pushed afterwards is delivered, nothing acknowledged away', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');
