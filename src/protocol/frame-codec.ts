@@ -59,8 +59,10 @@ function readStateEntry(r: Reader, into: ClientState): void {
   let value = '';
   while (!e.done()) {
     const [tag, wt] = key_(e);
-    if (tag === 1 && wt === WIRE_BYTES) key = e.string();
-    else if (tag === 2 && wt === WIRE_BYTES) value = e.string();
+    // A known tag of the wrong wire type is malformed, as in a frame: skipped, a varint value read
+    // as the empty string, which deletes the key from a PING's state.
+    if (tag === 1) { want(wt, WIRE_BYTES, 'entry key'); key = e.string(); }
+    else if (tag === 2) { want(wt, WIRE_BYTES, 'entry value'); value = e.string(); }
     else e.skip(wt);
   }
   if (key === undefined) throw new ProtocolError('malformed-frame', 'state entry without a key');

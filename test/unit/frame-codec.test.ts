@@ -117,6 +117,15 @@ test('unknown wire type is malformed', () => rejects('03 0b', 'malformed-frame')
 test('ACK without its field is malformed', () => rejects('06', 'malformed-frame'));
 test('heartbeat direction outside 0..1 is malformed', () => rejects('01 0801 120175 1a0164 4002', 'malformed-frame'));
 
+test('a map entry whose key or value has the wrong wire type is malformed, not read as an empty value (which deletes the key)', () => {
+  // PING state entry {1: "a", 2: varint 1}: the value, a known tag, as a varint.
+  rejects('03 1a05 0a0161 1001', 'malformed-frame');
+  // HELLO clientInfo entry {1: varint 1, 1: "k"}: a varint key before a proper one.
+  rejects('01 0801 120175 1a0164 2a05 0801 0a016b', 'malformed-frame');
+  // Unknown tags inside an entry are still skipped.
+  assert.deepEqual((decodeFrame(hex('03 1a08 0a0161 1201 62 1801')) as Frame & { state: object }).state, { a: 'b' });
+});
+
 test('unknown fields are skipped, so fields can be added later', () => {
   // PING with seq 5, then unknown tag 15 varint and tag 14 bytes.
   const f = decodeFrame(hex('03 0805 7801 7202abcd'));
