@@ -102,6 +102,9 @@ export class WsFrameParser {
       if ((b1 & 0x80) === 0) throw new ProtocolError('malformed-frame', 'a client WebSocket frame must be masked');
       let len = b1 & 0x7f;
       let hdr = 2;
+      // A control frame is over 125 bytes by its 7-bit code alone: refused before an extended
+      // length is read, whose 64-bit form would otherwise be refused as frame-too-large.
+      if (op >= 0x8 && len > 125) throw new ProtocolError('malformed-frame', 'a WebSocket control frame must be whole and at most 125 bytes');
       if (len === 126) {
         if (data.length - off < 4) break;
         len = data.readUInt16BE(off + 2);

@@ -81,6 +81,20 @@ test('ws framing: violations are typed errors, an oversized message is refused f
   assert.throws(() => q.push(frag, collect()), (e: { reason?: string }) => e.reason === 'frame-too-large');
 });
 
+test('ws framing: a control frame declaring a 64-bit length is malformed-frame (over 125 bytes), not frame-too-large', () => {
+  // A ping whose 64-bit length is 2^32 (high word non-zero) and a close whose is 2^40: no data
+  // message, so no size limit applies; RFC 6455 and PROTOCOL.md make them malformed.
+  for (const [op, high] of [[0x9, 1], [0x8, 0x100]] as const) {
+    const head = Buffer.alloc(14);
+    head[0] = 0x80 | op;
+    head[1] = 0x80 | 127;
+    head.writeUInt32BE(high, 2);
+    assert.throws(() => new WsFrameParser(1024).push(head, collect()), (e: { reason?: string }) => e.reason === 'malformed-frame', `opcode ${op}`);
+  }
+  // Refused from its first two bytes: a 16-bit length on a control frame is over 125 whatever it says.
+  assert.throws(() => new WsFrameParser(1024).push(Buffer.of(0x89, 0x80 | 126), collect()), (e: { reason?: string }) => e.reason === 'malformed-frame');
+});
+
 test('ws framing: what the server writes, ws reads as a client (short, 16-bit and 64-bit lengths, close)', async () => {
   const r = new Receiver({ isServer: false, binaryType: 'nodebuffer' });
   const got: string[] = [];
