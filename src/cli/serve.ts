@@ -3,6 +3,7 @@ import { Command, InvalidArgumentError, Option } from 'commander';
 import pino from 'pino';
 import { createPublicKey } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
+import { isDeepStrictEqual } from 'node:util';
 import { DRAIN_DEFAULTS, Gateway } from '../gateway/gateway.js';
 import type { LonglinkError } from '../protocol/errors.js';
 import { DEFAULTS, DEFAULT_TCP_PORT, DEFAULT_WS_PORT, DELIVERY_DEFAULTS, LIMIT_DEFAULTS, type Authenticate } from '../gateway/options.js';
@@ -655,7 +656,13 @@ export function optionMisuse(cmd: Command): { errors: string[]; warnings: string
     if (orphan.length > 0) errors.push(`${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} a key to verify tokens with (--jwt-secret, --jwt-public-key or --jwks-url): without one no token is checked`);
   }
   // The rest do nothing harmful when unused, but are said: each names what it needs.
-  const given = (attr: string) => ['cli', 'env', 'config'].includes(cmd.getOptionValueSource(attr) ?? '');
+  // A file value equal to the default is not counted: the file --print-config writes holds every
+  // option at its default, and loading it named each option that needs another one as ignored.
+  const given = (attr: string) => {
+    const source = cmd.getOptionValueSource(attr);
+    if (source === 'config') return !isDeepStrictEqual(o[attr], cmd.options.find((x) => x.attributeName() === attr && !x.negate)?.defaultValue);
+    return source === 'cli' || source === 'env';
+  };
   const upstream = Boolean(o.upstreamWebhook || o.upstreamRedisStream);
   const relay = o.app === 'relay' || (o.app === 'auto' && !upstream);
   const uses: [string[], boolean, string][] = [

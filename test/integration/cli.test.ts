@@ -119,6 +119,35 @@ test('serve names an option given without the one it needs, once, before it list
   }
 });
 
+// docs/OPERATIONS.md's flow: `--print-config > longlink.yaml`, then `--config longlink.yaml`. The
+// printed file holds every option at its default, so each option that needs another one (Redis,
+// upstream, log file, TLS, workers) was named "ignored": 17 warnings a user had not caused, which
+// buried a real one. A file value that is the default changes nothing and is not named; one that
+// differs still is.
+test('serve --config with the file --print-config wrote names no option as unused; a changed value still is', async () => {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('LONGLINK_')));
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-config-'));
+  const file = path.join(dir, 'longlink.yaml');
+  fs.writeFileSync(file, execFileSync(process.execPath, [CLI, 'serve', '--print-config'], { encoding: 'utf8', env: clean }));
+  try {
+    const server = await spawnServe(['--config', file]);
+    try {
+      assert.deepEqual(server.lines.filter((l) => l.event === 'unused-option').map((l) => l.err), []);
+    } finally {
+      server.child.kill('SIGKILL');
+    }
+    fs.writeFileSync(file, fs.readFileSync(file, 'utf8').replace(/^redis-prefix: "ll:"$/m, 'redis-prefix: "tenant-a:"'));
+    const changed = await spawnServe(['--config', file]);
+    try {
+      assert.deepEqual(changed.lines.filter((l) => l.event === 'unused-option').map((l) => l.err), ['--redis-prefix needs --redis: ignored']);
+    } finally {
+      changed.child.kill('SIGKILL');
+    }
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('serve names a LONGLINK_* variable no option reads, with the nearest one: a misspelled variable was ignored without a word', async () => {
   process.env.LONGLINK_TCP_PORTT = '7000';
   let server;
