@@ -22,8 +22,15 @@ export { GatewayMetrics, DETECTION_REASONS, type MetricsOptions } from './admin/
 export { LiveFeed } from './admin/live-feed.js';
 export type * from './admin/api-types.js';
 export type * from './client/client.js';
-export type { ClientOptions, TokenProvider } from './client/options.js';
+export type { AdaptiveOptions, ClientOptions, TokenProvider } from './client/options.js';
+// Types that exported signatures use (push's result, the adaptive option and what the learner exports,
+// an UpstreamSink's events, detector and stall-guard options): a user's code has to be able to name them.
+export type { DialOptions } from './client/connect.js';
+export type { PushResult, DeviceOutcome } from './gateway/push-tracker.js';
+export type { LearnerSnapshot, LearnerOptions, LearnerPhase, LearnerChange, NetworkRecord } from './core/interval-learner.js';
+export type { PhiOptions } from './core/phi-accrual-detector.js';
+export type { StallGuardOptions } from './gateway/event-loop-guard.js';
 export { jwtAuthenticator, type JwtAuthOptions } from './auth/jwt-authenticator.js';
 export { webhookSink, webhookSignature, verifyWebhookSignature, WEBHOOK_TOLERANCE_SECONDS, type VerifyWebhookOptions, type WebhookOptions, type WebhookBody } from './upstream/webhook.js';
-export { UPSTREAM_DEFAULTS, UpstreamRejectedError, type UpstreamSink, type UpstreamMessage, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
+export { UPSTREAM_DEFAULTS, UpstreamRejectedError, type UpstreamSink, type UpstreamMessage, type UpstreamEvent, type UpstreamEventType, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
 export { connectHook, type ConnectHookOptions, type ConnectHookRequest, type ConnectHookAnswer } from './auth/connect-hook.js';
