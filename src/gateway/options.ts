@@ -115,8 +115,11 @@ export type DetectorOptions =
   | { kind: 'freshness'; lateMs?: number; suspectLateMs?: number; windowSize?: number };
 
 /**
- * Limits against abuse and overload. Every count and rate may be 0 to turn it
- * off. docs/SECURITY.md says what each defends against.
+ * Limits against abuse and overload. 0 turns off maxConnections,
+ * maxConnectionsPerSource, handshakesPerSecond, maxPendingHandshakes,
+ * maxPendingHandshakesPerSource, minPingGapMs, maxDataPerSecond and
+ * maxPartialFrameBytes, and is refused for the rest (LL_ERR_INVALID_OPTION).
+ * docs/SECURITY.md says what each defends against.
  */
 export interface LimitOptions {
   /** Connections held at once (handshaking ones included); more are refused with too-many-connections (4007). */

@@ -139,3 +139,26 @@ test('docs/ARCHITECTURE.md names every module under src/', () => {
   const unnamed = files.filter((f) => !arch.includes(f) && !arch.includes(`${path.posix.basename(f)}`) && !arch.includes(`${path.posix.dirname(f)}/*`));
   assert.deepEqual(unnamed, []);
 });
+
+// docs/PROTOCOL.md: "0 turns off `a`, `b`, ... and is refused for the rest". The list had left out
+// maxPartialFrameBytes, which takes 0 (no budget); LimitOptions' comment said every limit did.
+test("docs/PROTOCOL.md's list of limits that 0 turns off is the gateway's", async () => {
+  const { Gateway } = await import('../../src/gateway/gateway.js');
+  const proto = fs.readFileSync(path.join(ROOT, 'docs/PROTOCOL.md'), 'utf8').replace(/\s+/g, ' ');
+  const m = /0 turns off ((?:`[A-Za-z]+`(?:, | and |,? and )?)+), and is refused for the rest/.exec(proto);
+  assert.ok(m, 'PROTOCOL.md has "0 turns off ..., and is refused for the rest"');
+  const listed = [...m[1].matchAll(/`([A-Za-z]+)`/g)].map((x) => x[1]).sort();
+  const probe = new Gateway({ tcp: false, ws: false });
+  const keys = Object.keys(probe.options.limits);
+  await probe.close();
+  const zeroOk: string[] = [];
+  for (const k of keys) {
+    try {
+      await new Gateway({ tcp: false, ws: false, limits: { [k]: 0 } }).close();
+      zeroOk.push(k);
+    } catch {
+      /* refused */
+    }
+  }
+  assert.deepEqual(listed, zeroOk.sort());
+});
