@@ -38,7 +38,7 @@ import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopba
  */
 export function serveCommand(): Command {
   return bindEnv(new Command('serve')
-    .description('run the gateway (TCP and WebSocket listeners, in-memory store); every flag may also come from LONGLINK_<FLAG> in the environment or from --config')
+    .description('run the gateway (TCP and WebSocket listeners; an in-memory store, or Redis with --redis); every flag may also come from LONGLINK_<FLAG> in the environment or from --config')
     // A bad option exits 2 wherever it came from (docs/OPERATIONS.md): commander's own refusals of a
     // flag (unknown, invalid, missing its value) exit 1 by default, the code of a start that failed,
     // which a supervisor retries; the same value from LONGLINK_* or --config already exits 2.

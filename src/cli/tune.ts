@@ -21,11 +21,12 @@ export function tuneCommand(): Command {
     .option('--false-suspicions-per-month <n>', 'false suspicions allowed per connection per 30 days', positiveNumber, 1)
     .option('--from <source>', 'the measured network: a gateway admin URL (http://host:port reads /api/network; .../metrics reads the Prometheus figures), a file holding /api/network\'s JSON, or a lab report (longlink lab run tuned)')
     .addOption(new Option('--transport <t>', 'which transport\'s measurements').choices(['tcp', 'ws']).default('tcp'))
-    .option('--loss <p>', 'without --from: chance a heartbeat is lost (0..1)', fraction, 0.01)
-    .option('--delay <duration>', 'mean one-way delay, base part (without --from; with it, overrides half the measured RTT)', duration)
-    .option('--jitter <duration>', 'without --from: mean of the exponential part of the delay', duration, 10)
-    .option('--min-interval <duration>', 'shortest heartbeat interval allowed', intervalDuration, 1000)
-    .option('--max-interval <duration>', 'longest heartbeat interval allowed', intervalDuration, 600_000)
+    .option('--loss <p>', 'without --from: chance a heartbeat is lost (0 to below 1)', fraction, 0.01)
+    // Durations take units (a bare number is ms): the defaults are shown with theirs, not as a bare 10 beside "e.g. 30s".
+    .option('--delay <duration>', 'mean one-way delay, base part (without --from: default 20ms; with it, overrides half the measured RTT)', duration)
+    .addOption(new Option('--jitter <duration>', 'without --from: mean of the exponential part of the delay').argParser(duration).default(10, '10ms'))
+    .addOption(new Option('--min-interval <duration>', 'shortest heartbeat interval allowed').argParser(intervalDuration).default(1000, '1s'))
+    .addOption(new Option('--max-interval <duration>', 'longest heartbeat interval allowed').argParser(intervalDuration).default(600_000, '10m'))
     .option('--token <token>', 'admin bearer token for --from URL (or LONGLINK_ADMIN_TOKEN)')
     .option('--json', 'print the result as JSON')
     .action(async (o: TuneOptions, cmd: Command) => {
