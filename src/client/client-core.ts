@@ -109,6 +109,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private outbox: { seq: number; id: string; payload: Uint8Array }[] = [];
   /** Payload bytes in the outbox (maxOutboxBytes). */
   private outboxBytes = 0;
+  /**
+   * The outbox up to this seq has been written on the current link (0: none yet); the messages
+   * written and not yet acknowledged, and their payload bytes, are bounded by maxInFlight(Bytes).
+   */
+  private writtenSeq = 0;
+  private inFlightBytes = 0;
+  /** flushOutbox() is running: an ack within one of its writes (an in-process link) leaves the room to its loop. */
+  private outboxFlushing = false;
   private outSeq = 0;
   private nextId = 0;
   private readonly idPrefix = Math.random().toString(36).slice(2, 10);
@@ -450,12 +458,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     }
     // Still this link (a handler may have closed it; setIntervalMs replaces the WELCOME object).
     if (link !== null && this.link === link && this.welcome !== null) {
-      for (const m of this.outbox.slice()) {
-        // An in-process link can close (or ack) within a write: stop at a link that is gone.
-        if (this.link !== link) return;
-        this.stats.resent++;
-        this.writeData(m);
-      }
+      this.stats.resent += this.outbox.length;
+      this.flushOutbox();
       if (this.link !== link) return;
       // An interval set between HELLO and WELCOME: the HELLO did not carry it.
       if (this.intervalMs !== undefined && this.intervalMs !== this.helloIntervalMs) this.setIntervalMs(this.intervalMs);
@@ -474,6 +478,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.welcome = w;
     this.resumeToken = w.resumeToken;
     this.reportedRttMs = -1; // a new link: tell it again
+    // Nothing of the outbox is on this link yet (before the WELCOME's ack settles any of it).
+    this.writtenSeq = 0;
+    this.inFlightBytes = 0;
     // WELCOME is traffic through the NAT like any frame: the idle gap the first heartbeat tests starts
     // here, not at the HELLO (timed from it, a slow handshake made a gap look longer than it was, and
     // the learner settled above the NAT's timeout).
@@ -583,13 +590,47 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.fail('malformed-frame', problem);
       return false;
     }
+    let settled = false;
     while (this.outbox.length > 0 && this.outbox[0].seq <= upTo) {
       const m = this.outbox.shift()!;
       this.outboxBytes -= m.payload.length;
+      if (m.seq <= this.writtenSeq) this.inFlightBytes -= m.payload.length;
+      settled = true;
       this.stats.acked++;
       this.emit('acked', { id: m.id, seq: m.seq });
     }
+    // Room in the window: what waited behind it goes (not from WELCOME's ack: its step writes the outbox after).
+    if (settled) this.flushOutbox();
     return true;
+  }
+
+  /**
+   * Writes the outbox messages not yet on this link, in order, while the window allows: at most
+   * maxInFlight written and unacknowledged, and maxInFlightBytes of their payload (a lone message
+   * always goes). The rest goes as acknowledgements free the window. The gateway takes client
+   * messages in one at a time and closes a link whose waiting ones pass its budgets (GOAWAY 4004):
+   * a whole outbox written at once after a reconnect was refused, and again on every reconnect.
+   */
+  private flushOutbox(): void {
+    const link = this.link;
+    if (!link || !this.welcome || this.welcoming || this.outboxFlushing) return;
+    const o = this.options;
+    this.outboxFlushing = true;
+    try {
+      while (this.outbox.length > 0 && this.link === link) {
+        // Outbox seqs are consecutive (acknowledged from the front): the first `i` are on this link.
+        const i = Math.max(0, this.writtenSeq - this.outbox[0].seq + 1);
+        if (i >= this.outbox.length || i >= o.maxInFlight) return;
+        const m = this.outbox[i];
+        if (i > 0 && this.inFlightBytes + m.payload.length > o.maxInFlightBytes) return;
+        this.writtenSeq = m.seq;
+        this.inFlightBytes += m.payload.length;
+        // An in-process link can close (or ack) within a write: the loop stops at a link that is gone.
+        this.writeData(m);
+      }
+    } finally {
+      this.outboxFlushing = false;
+    }
   }
 
   private writeData(m: { seq: number; id: string; payload: Uint8Array }): void {
@@ -764,8 +805,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   /**
    * Sends a message to the gateway, reliably: it is numbered, kept until the
    * gateway acknowledges it (the `acked` event), and re-sent after a
-   * reconnect; the gateway drops re-sends it already has. While disconnected
-   * it waits in the outbox. Returns the message id. Throws
+   * reconnect; the gateway drops re-sends it already has. While disconnected,
+   * or while maxInFlight messages are written and unacknowledged, it waits in
+   * the outbox. Returns the message id. Throws
    * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting.
    */
   send(payload: Uint8Array | string, opts: { id?: string } = {}): string {
@@ -784,7 +826,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const m = { seq: ++this.outSeq, id, payload: bytes };
     this.outbox.push(m);
     this.outboxBytes += bytes.length;
-    if (this.link && this.welcome && !this.welcoming) this.writeData(m);
+    this.flushOutbox();
     return m.id;
   }
 

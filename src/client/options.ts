@@ -68,6 +68,17 @@ export interface ClientOptions {
    * beyond it; a lone message always fits.
    */
   maxOutboxBytes?: number;
+  /**
+   * Most messages written on a link and not yet acknowledged (128); the rest
+   * of the outbox goes out as acknowledgements come back. The gateway takes
+   * client messages in one at a time and closes a link whose waiting ones
+   * pass its budgets (GOAWAY 4004: an upstream backend's 256 per link, 4 MiB
+   * of payload): an outbox written all at once after a reconnect was refused
+   * whole, and again on every reconnect.
+   */
+  maxInFlight?: number;
+  /** The same in payload bytes (1 MiB); a lone message always goes. */
+  maxInFlightBytes?: number;
   /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
   ackDelayMs?: number;
   keepalive?: KeepaliveOptions;
@@ -99,6 +110,8 @@ export interface ResolvedClientOptions {
   maxFrameBytes: number;
   maxOutbox: number;
   maxOutboxBytes: number;
+  maxInFlight: number;
+  maxInFlightBytes: number;
   ackDelayMs: number;
   keepalive: KeepaliveOptions;
   tls: ConnectionOptions | undefined;
@@ -113,6 +126,8 @@ export const CLIENT_DEFAULTS = {
   stableAfterMs: 10_000,
   maxOutbox: 10_000,
   maxOutboxBytes: 16 << 20,
+  maxInFlight: 128,
+  maxInFlightBytes: 1 << 20,
   ackDelayMs: 50,
 };
 
@@ -134,7 +149,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
   // maxFrameBytes NaN: every send refused as too large, and what comes in unbounded.
-  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxFrameBytes'] as const) {
+  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes', 'maxFrameBytes'] as const) {
     const v = o[k];
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
   }
@@ -168,6 +183,8 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
     maxOutbox: o.maxOutbox ?? CLIENT_DEFAULTS.maxOutbox,
     maxOutboxBytes: o.maxOutboxBytes ?? CLIENT_DEFAULTS.maxOutboxBytes,
+    maxInFlight: o.maxInFlight ?? CLIENT_DEFAULTS.maxInFlight,
+    maxInFlightBytes: o.maxInFlightBytes ?? CLIENT_DEFAULTS.maxInFlightBytes,
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
     keepalive,
     tls: o.tls,

@@ -132,14 +132,15 @@ test('browser client: an explicit undefined direction or timers keeps the browse
   c.close();
 });
 
-test('client maxFrameBytes, maxOutbox, maxOutboxBytes: NaN, 0, negative or fractional is refused at construction', () => {
-  for (const v of [NaN, 0, -1]) {
-    for (const name of ['maxFrameBytes', 'maxOutbox', 'maxOutboxBytes'] as const) {
+test('client maxFrameBytes, maxOutbox, maxOutboxBytes, maxInFlight, maxInFlightBytes: NaN, 0, negative or fractional is refused at construction', () => {
+  for (const v of [NaN, 0, -1, Infinity]) {
+    for (const name of ['maxFrameBytes', 'maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes'] as const) {
       assert.throws(() => new LonglinkClient({ ...base, [name]: v }), invalid(new RegExp(name)), `${name} ${v}`);
     }
   }
   assert.throws(() => new LonglinkClient({ ...base, maxFrameBytes: 1000.5 }), invalid(/maxFrameBytes/));
-  assert.doesNotThrow(() => new LonglinkClient({ ...base, maxFrameBytes: 4096, maxOutbox: 1, maxOutboxBytes: 1 }).close());
+  assert.throws(() => new LonglinkClient({ ...base, maxInFlight: 1.5 }), invalid(/maxInFlight/));
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, maxFrameBytes: 4096, maxOutbox: 1, maxOutboxBytes: 1, maxInFlight: 1, maxInFlightBytes: 1 }).close());
 });
 
 test('wheelTickMs beyond a timer (2^31 − 1 ms) is refused: Node fires such a timer after 1 ms, and the runner re-armed it every millisecond', () => {
