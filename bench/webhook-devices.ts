@@ -1,6 +1,7 @@
 /**
  * The webhook benchmark's devices: `count` SDK clients; on "go" each sends
- * `each` sequenced messages; prints acknowledgements every 100 ms.
+ * `each` sequenced messages; prints acknowledgements every 100 ms. Not paced
+ * (`maxDataPerSecond: 0`): the benchmark's gateway has no DATA pace either.
  * Bounded: exits when stdin closes or after `maxMs`.
  */
 import readline from 'node:readline';
@@ -8,7 +9,7 @@ import { LonglinkClient } from '../src/client/client.js';
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as { url: string; count: number; each: number; maxMs: number };
 const say = (ev: string, data: Record<string, unknown> = {}) => process.stdout.write(JSON.stringify({ ev, ...data }) + '\n');
-const clients = Array.from({ length: cfg.count }, (_, i) => new LonglinkClient({ url: cfg.url, userId: `hook${i}`, deviceId: 'd', maxOutbox: cfg.each + 10 }));
+const clients = Array.from({ length: cfg.count }, (_, i) => new LonglinkClient({ url: cfg.url, userId: `hook${i}`, deviceId: 'd', maxOutbox: cfg.each + 10, maxDataPerSecond: 0 }));
 let acked = 0;
 for (const c of clients) c.on('acked', () => acked++);
 setTimeout(() => process.exit(0), cfg.maxMs).unref();

@@ -117,6 +117,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private inFlightBytes = 0;
   /** flushOutbox() is running: an ack within one of its writes (an in-process link) leaves the room to its loop. */
   private outboxFlushing = false;
+  /** The DATA pace on this link (a GCRA, as the gateway's): when the next DATA is due at maxDataPerSecond. */
+  private dataTat = -Infinity;
+  /** Writes the outbox on once the pace allows. */
+  private paceTimer: TimerHandle | null = null;
   private outSeq = 0;
   private nextId = 0;
   private readonly idPrefix = Math.random().toString(36).slice(2, 10);
@@ -481,6 +485,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // Nothing of the outbox is on this link yet (before the WELCOME's ack settles any of it).
     this.writtenSeq = 0;
     this.inFlightBytes = 0;
+    this.dataTat = -Infinity;
     // WELCOME is traffic through the NAT like any frame: the idle gap the first heartbeat tests starts
     // here, not at the HELLO (timed from it, a slow handshake made a gap look longer than it was, and
     // the learner settled above the NAT's timeout).
@@ -623,6 +628,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         if (i >= this.outbox.length || i >= o.maxInFlight) return;
         const m = this.outbox[i];
         if (i > 0 && this.inFlightBytes + m.payload.length > o.maxInFlightBytes) return;
+        const wait = this.dataSlot(o.clock.now());
+        if (wait > 0) {
+          this.paceTimer ??= o.timers.setTimeout(() => {
+            this.paceTimer = null;
+            this.flushOutbox();
+          }, Math.ceil(wait));
+          return;
+        }
         this.writtenSeq = m.seq;
         this.inFlightBytes += m.payload.length;
         // An in-process link can close (or ack) within a write: the loop stops at a link that is gone.
@@ -631,6 +644,22 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     } finally {
       this.outboxFlushing = false;
     }
+  }
+
+  /**
+   * Takes a slot for one DATA in the pace (0), or says how long until one is free (ms): bursts of
+   * dataBurst, then one per 1000 / maxDataPerSecond ms. The gateway closes a link above its own
+   * pace (GOAWAY 4009), and the outbox written at once after a reconnect went above it.
+   */
+  private dataSlot(now: number): number {
+    const { maxDataPerSecond: rate, dataBurst } = this.options;
+    if (rate === 0) return 0;
+    const gap = 1000 / rate;
+    const tat = Math.max(this.dataTat, now);
+    const wait = tat - now - gap * (dataBurst - 1);
+    if (wait > 0) return wait;
+    this.dataTat = tat + gap;
+    return 0;
   }
 
   private writeData(m: { seq: number; id: string; payload: Uint8Array }): void {
@@ -988,7 +1017,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.heartbeatTimer !== null) t.clearTimeout(this.heartbeatTimer);
     if (this.stableTimer !== null) t.clearTimeout(this.stableTimer);
     if (this.ackTimer !== null) t.clearTimeout(this.ackTimer);
-    this.heartbeatTimer = this.stableTimer = this.ackTimer = null;
+    if (this.paceTimer !== null) t.clearTimeout(this.paceTimer);
+    this.heartbeatTimer = this.stableTimer = this.ackTimer = this.paceTimer = null;
     this.link = null;
     this.welcome = null;
     this.scheduler = null;

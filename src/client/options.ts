@@ -79,6 +79,16 @@ export interface ClientOptions {
   maxInFlight?: number;
   /** The same in payload bytes (1 MiB); a lone message always goes. */
   maxInFlightBytes?: number;
+  /**
+   * The pace of DATA on a link: on average `maxDataPerSecond` (1,000; 0 for
+   * none), bursts of `dataBurst` (1,000), the rest waiting in the outbox. The
+   * gateway closes a link above its own pace (1,000 a second, bursts of 2,000
+   * by default; GOAWAY 4009): an outbox of thousands re-sent after a
+   * reconnect was closed, again on every reconnect. The burst is half the
+   * gateway's, for frames bunched on the way.
+   */
+  maxDataPerSecond?: number;
+  dataBurst?: number;
   /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
   ackDelayMs?: number;
   keepalive?: KeepaliveOptions;
@@ -112,6 +122,8 @@ export interface ResolvedClientOptions {
   maxOutboxBytes: number;
   maxInFlight: number;
   maxInFlightBytes: number;
+  maxDataPerSecond: number;
+  dataBurst: number;
   ackDelayMs: number;
   keepalive: KeepaliveOptions;
   tls: ConnectionOptions | undefined;
@@ -128,6 +140,8 @@ export const CLIENT_DEFAULTS = {
   maxOutboxBytes: 16 << 20,
   maxInFlight: 128,
   maxInFlightBytes: 1 << 20,
+  maxDataPerSecond: 1000,
+  dataBurst: 1000,
   ackDelayMs: 50,
 };
 
@@ -149,10 +163,12 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
   // maxFrameBytes NaN: every send refused as too large, and what comes in unbounded.
-  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes', 'maxFrameBytes'] as const) {
+  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes', 'dataBurst', 'maxFrameBytes'] as const) {
     const v = o[k];
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
   }
+  // Its gap (1000 / rate ms) is armed as a timer: NaN or a negative rate would fire at once, again and again.
+  if (o.maxDataPerSecond !== undefined && !(Number.isFinite(o.maxDataPerSecond) && o.maxDataPerSecond >= 0)) throw new OptionError('maxDataPerSecond', `must be a finite number >= 0, 0 for no pace (got ${o.maxDataPerSecond})`);
   // Checked now, not when the HELLO encoder meets it inside an attempt (a function is checked per answer).
   if (o.token !== undefined && typeof o.token !== 'string' && typeof o.token !== 'function') throw new OptionError('token', `must be a string or a function (got ${o.token === null ? 'null' : typeof o.token})`);
   const r = o.reconnect ?? {};
@@ -185,6 +201,8 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     maxOutboxBytes: o.maxOutboxBytes ?? CLIENT_DEFAULTS.maxOutboxBytes,
     maxInFlight: o.maxInFlight ?? CLIENT_DEFAULTS.maxInFlight,
     maxInFlightBytes: o.maxInFlightBytes ?? CLIENT_DEFAULTS.maxInFlightBytes,
+    maxDataPerSecond: o.maxDataPerSecond ?? CLIENT_DEFAULTS.maxDataPerSecond,
+    dataBurst: o.dataBurst ?? CLIENT_DEFAULTS.dataBurst,
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
     keepalive,
     tls: o.tls,

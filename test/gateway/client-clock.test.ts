@@ -574,3 +574,42 @@ test("the 'reconnecting' event's attempt counts every reconnect in a row, hinted
   assert.deepEqual(attempts.slice(0, 4), [1, 2, 3, 4]);
   client.close();
 });
+
+test('the outbox goes out at the client pace (maxDataPerSecond, dataBurst) and within the window (maxInFlight): a gateway with a tight DATA pace takes it all, in order, without 4009', async () => {
+  const clock = new ManualClock(5_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 1, clock, timers: clock, limits: { maxDataPerSecond: 10, dataBurst: 4 } });
+  const got: string[] = [];
+  gw.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+  const links: MemoryLink[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', clock, timers: clock, random: () => 0.5,
+    maxDataPerSecond: 10, dataBurst: 2, maxInFlight: 3,
+    dial: async () => {
+      const [server, c] = memoryLinkPair();
+      gw.accept(server);
+      links.push(c);
+      return c;
+    },
+  });
+  const closes: number[] = [];
+  client.on('close', (e) => closes.push(e.code));
+  const sent = Array.from({ length: 10 }, (_, i) => `m${i}`);
+  for (const s of sent) client.send(s);
+  await Promise.all([client.connect(), flush()]);
+  const dataOut = () => links[0].peer.received.filter((f) => f.type === FrameType.DATA).length;
+  assert.equal(dataOut(), 2, 'the burst');
+  clock.advance(100);
+  await flush();
+  assert.equal(dataOut(), 3, 'then one per 100 ms');
+  for (let i = 0; i < 30 && client.pendingCount > 0; i++) {
+    clock.advance(50);
+    await flush();
+    // Written and not acknowledged: never more than the window.
+    assert.ok(dataOut() - (10 - client.pendingCount) <= 3, 'within maxInFlight');
+  }
+  assert.equal(client.pendingCount, 0);
+  assert.deepEqual(got, sent);
+  assert.deepEqual(closes, []);
+  client.close();
+  await gw.close();
+});

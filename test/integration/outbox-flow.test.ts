@@ -71,3 +71,15 @@ test('upstream: 100 messages of 60 KB queued offline (6 MB, over the 4 MiB a lin
     await gw.close();
   }
 });
+
+test("5,000 messages queued offline go out within the gateway's default DATA pace (1,000 a second, bursts of 2,000): no 4009, each once and in order", async () => {
+  const { gw, port, got } = await gateway();
+  try {
+    const r = await drain(port, 5000, 20_000);
+    assert.deepEqual(r.closes, [], 'the link stays up');
+    assert.equal(r.pending, 0, `all acknowledged (${got.length} in ${r.ms} ms)`);
+    assert.deepEqual(got, r.sent, 'each message once, in order');
+  } finally {
+    await gw.close();
+  }
+});

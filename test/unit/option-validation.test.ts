@@ -132,7 +132,7 @@ test('browser client: an explicit undefined direction or timers keeps the browse
   c.close();
 });
 
-test('client maxFrameBytes, maxOutbox, maxOutboxBytes, maxInFlight, maxInFlightBytes: NaN, 0, negative or fractional is refused at construction', () => {
+test('client maxFrameBytes, maxOutbox, maxOutboxBytes, maxInFlight, maxInFlightBytes, maxDataPerSecond, dataBurst: NaN, 0 (but a pace of 0), negative or fractional is refused at construction', () => {
   for (const v of [NaN, 0, -1, Infinity]) {
     for (const name of ['maxFrameBytes', 'maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes'] as const) {
       assert.throws(() => new LonglinkClient({ ...base, [name]: v }), invalid(new RegExp(name)), `${name} ${v}`);
@@ -140,6 +140,9 @@ test('client maxFrameBytes, maxOutbox, maxOutboxBytes, maxInFlight, maxInFlightB
   }
   assert.throws(() => new LonglinkClient({ ...base, maxFrameBytes: 1000.5 }), invalid(/maxFrameBytes/));
   assert.throws(() => new LonglinkClient({ ...base, maxInFlight: 1.5 }), invalid(/maxInFlight/));
+  for (const v of [NaN, -1, Infinity]) assert.throws(() => new LonglinkClient({ ...base, maxDataPerSecond: v }), invalid(/maxDataPerSecond/), `maxDataPerSecond ${v}`);
+  for (const v of [NaN, 0, -1, 2.5]) assert.throws(() => new LonglinkClient({ ...base, dataBurst: v }), invalid(/dataBurst/), `dataBurst ${v}`);
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, maxDataPerSecond: 0, dataBurst: 1 }).close());
   assert.doesNotThrow(() => new LonglinkClient({ ...base, maxFrameBytes: 4096, maxOutbox: 1, maxOutboxBytes: 1, maxInFlight: 1, maxInFlightBytes: 1 }).close());
 });
 
