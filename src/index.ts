@@ -25,6 +25,7 @@ export type * from './client/client.js';
 export type { AdaptiveOptions, ClientOptions, TokenProvider } from './client/options.js';
 // Types that exported signatures use (push's result, the adaptive option and what the learner exports,
 // an UpstreamSink's events, detector and stall-guard options): a user's code has to be able to name them.
+// From connect.js, which also gives the `tls` option node:tls's type (client/dial-options.ts).
 export type { DialOptions } from './client/connect.js';
 export type { PushResult, DeviceOutcome } from './gateway/push-tracker.js';
 export type { LearnerSnapshot, LearnerOptions, LearnerPhase, LearnerChange, NetworkRecord } from './core/interval-learner.js';

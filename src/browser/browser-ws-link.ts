@@ -1,7 +1,7 @@
 import { LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { FrameType, type Frame } from '../protocol/frames.js';
 import { decodeFrame, encodeFrame } from '../protocol/frame-codec.js';
-import type { DialOptions } from '../client/connect.js';
+import type { DialOptions } from '../client/dial-options.js';
 import type { Link, LinkCloseInfo, LinkEvents } from '../link/link.js';
 
 /** How often `awaitDrain` looks at `bufferedAmount`: the browser WebSocket has no drain event. */

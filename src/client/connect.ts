@@ -3,21 +3,18 @@ import tls, { type ConnectionOptions } from 'node:tls';
 import { WebSocket } from 'ws';
 import { LonglinkError, RefusedError } from '../protocol/errors.js';
 import { GOAWAY_HEADER, parseGoawayHeader } from '../link/ws-refusal.js';
-import { applyKeepalive, type KeepaliveOptions } from '../link/socket-tuning.js';
+import { applyKeepalive } from '../link/socket-tuning.js';
 import { TcpLink } from '../link/tcp-link.js';
 import { WsLink } from '../link/ws-link.js';
 import type { Link } from '../link/link.js';
+import type { DialOptions } from './dial-options.js';
 
-export interface DialOptions {
-  timeoutMs: number;
-  maxFrameBytes: number;
-  keepalive: KeepaliveOptions;
-  /** For `tls://` and `wss://`: trust (`ca`), `servername`, client certificates; node:tls options. */
-  tls?: ConnectionOptions;
-  /** Local address to connect from (a multi-homed host; load generators spreading over source addresses). */
-  localAddress?: string;
-  /** Aborted when the client no longer wants this dial (close() during it): the dial stops and rejects. */
-  signal?: AbortSignal;
+export type { DialOptions } from './dial-options.js';
+
+// In Node the `tls` option (ClientOptions, DialOptions) is node:tls's; it is declared apart
+// (dial-options.ts) so the browser entry's declarations need no Node types.
+declare module './dial-options.js' {
+  interface ClientTlsOptions extends ConnectionOptions {}
 }
 
 function abortedError(u: URL): LonglinkError {

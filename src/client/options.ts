@@ -1,10 +1,8 @@
-import type { ConnectionOptions } from 'node:tls';
-import type { DialOptions } from './connect.js';
+import type { ClientTlsOptions, DialOptions } from './dial-options.js';
 import { systemClock, systemTimers, type Clock, type Timers } from '../core/clock.js';
 import { DEFAULT_BACKOFF, type BackoffOptions } from '../core/backoff.js';
 import { dropUndefined, MAX_TIMER_MS, resolveProbes, type ProbeOptions } from '../core/heartbeat-policy.js';
-import type { KeepaliveOptions } from '../link/socket-tuning.js';
-import { validateKeepalive } from '../link/keepalive-limits.js';
+import { validateKeepalive, type KeepaliveOptions } from '../link/keepalive-limits.js';
 import { LonglinkError, OptionError } from '../protocol/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
 import type { ClientState, HeartbeatDirection } from '../protocol/frames.js';
@@ -93,7 +91,7 @@ export interface ClientOptions {
   ackDelayMs?: number;
   keepalive?: KeepaliveOptions;
   /** For `tls://` and `wss://` URLs: node:tls options such as `ca` (to trust a private CA) or `servername`. */
-  tls?: ConnectionOptions;
+  tls?: ClientTlsOptions;
   /** Local address to connect from (multi-homed hosts, load generators). */
   localAddress?: string;
   clock?: Clock;
@@ -126,7 +124,7 @@ export interface ResolvedClientOptions {
   dataBurst: number;
   ackDelayMs: number;
   keepalive: KeepaliveOptions;
-  tls: ConnectionOptions | undefined;
+  tls: ClientTlsOptions | undefined;
   localAddress: string | undefined;
   clock: Clock;
   timers: Timers;

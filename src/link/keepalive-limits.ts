@@ -1,12 +1,35 @@
 import { LonglinkError } from '../protocol/errors.js';
-import type { KeepaliveOptions } from './socket-tuning.js';
+
+/**
+ * TCP keepalive as a second layer under the application heartbeat. Node's
+ * setKeepAlive sets only the idle delay (and fixes the probe interval at 1 s
+ * and count at 10 on Linux); net-keepalive sets TCP_KEEPINTVL, TCP_KEEPCNT and
+ * TCP_USER_TIMEOUT through setsockopt. TCP_USER_TIMEOUT bounds how long
+ * unacknowledged data may sit before the kernel gives up (otherwise
+ * tcp_retries2 = 15 takes about 924 s on Linux).
+ */
+export interface KeepaliveOptions {
+  /** Idle time before the first probe (TCP_KEEPIDLE); 0 or undefined leaves keepalive off. */
+  keepaliveIdleMs?: number;
+  /** Time between probes (TCP_KEEPINTVL). */
+  keepaliveIntervalMs?: number;
+  /** Unanswered probes before the kernel drops the connection (TCP_KEEPCNT). */
+  keepaliveCount?: number;
+  /**
+   * TCP_USER_TIMEOUT: max time transmitted data may stay unacknowledged. On Linux it also
+   * overrides keepaliveCount once a probe is out (closed after this long without an answer):
+   * give it at least keepaliveIdleMs + keepaliveIntervalMs × keepaliveCount.
+   */
+  userTimeoutMs?: number;
+}
 
 /**
  * The largest values Linux's setsockopt takes (anything above fails with
  * EINVAL): TCP_KEEPCNT at most 127 probes (MAX_TCP_KEEPCNT), TCP_KEEPIDLE
  * and TCP_KEEPINTVL at most 32767 s (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL),
- * TCP_USER_TIMEOUT an int of milliseconds. Apart from node:net so the
- * browser build (client options) can check them too.
+ * TCP_USER_TIMEOUT an int of milliseconds. Apart from node:net (with the
+ * options' type) so the browser build (client options) can check them too,
+ * and its declarations need no Node types.
  */
 export const KEEPALIVE_LIMITS = {
   keepaliveIdleMs: 32_767_000,

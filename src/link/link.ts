@@ -1,4 +1,3 @@
-import type { Socket } from 'node:net';
 import type { ProtocolError } from '../protocol/errors.js';
 import type { Frame } from '../protocol/frames.js';
 
@@ -52,31 +51,3 @@ export interface Link {
 
 /** How long a closing link waits for the peer's side before it is destroyed. */
 export const CLOSE_LINGER_MS = 1000;
-
-/**
- * The peer's address and port, read once for the link. Node keeps the
- * address as an object on the socket for its life once read (56 bytes per
- * connection); the link has what it needs, so it is cleared (not deleted: a
- * delete makes the socket a dictionary).
- */
-export function takePeer(socket: Socket): { address: string; port: number } {
-  const peer = { address: internAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
-  (socket as unknown as { _peername: unknown })._peername = undefined;
-  return peer;
-}
-
-/**
- * One string per peer address for the links that share it: behind a load
- * balancer or a carrier's NAT, thousands of connections come from a few
- * addresses, and Node makes a new string for each (32 bytes a connection).
- * Bounded: the table starts over once it holds INTERNED_MAX addresses.
- */
-const INTERNED_MAX = 4096;
-const interned = new Map<string, string>();
-export function internAddress(address: string): string {
-  const known = interned.get(address);
-  if (known !== undefined) return known;
-  if (interned.size >= INTERNED_MAX) interned.clear();
-  interned.set(address, address);
-  return address;
-}

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Frame } from '../protocol/frames.js';
-import { takePeer, type Link, type LinkCloseInfo, type LinkEvents, type TransportKind } from './link.js';
+import type { Link, LinkCloseInfo, LinkEvents, TransportKind } from './link.js';
 import { heldBytes } from './write-hold.js';
 import type { ProtocolError } from '../protocol/errors.js';
 
@@ -11,6 +11,34 @@ import type { ProtocolError } from '../protocol/errors.js';
  */
 export interface PartialFrameHold {
   set(link: object, address: string, bytes: number): ProtocolError | null;
+}
+
+/**
+ * The peer's address and port, read once for the link. Node keeps the
+ * address as an object on the socket for its life once read (56 bytes per
+ * connection); the link has what it needs, so it is cleared (not deleted: a
+ * delete makes the socket a dictionary).
+ */
+export function takePeer(socket: Socket): { address: string; port: number } {
+  const peer = { address: internAddress(socket.remoteAddress ?? ''), port: socket.remotePort ?? 0 };
+  (socket as unknown as { _peername: unknown })._peername = undefined;
+  return peer;
+}
+
+/**
+ * One string per peer address for the links that share it: behind a load
+ * balancer or a carrier's NAT, thousands of connections come from a few
+ * addresses, and Node makes a new string for each (32 bytes a connection).
+ * Bounded: the table starts over once it holds INTERNED_MAX addresses.
+ */
+const INTERNED_MAX = 4096;
+const interned = new Map<string, string>();
+export function internAddress(address: string): string {
+  const known = interned.get(address);
+  if (known !== undefined) return known;
+  if (interned.size >= INTERNED_MAX) interned.clear();
+  interned.set(address, address);
+  return address;
 }
 
 // The link rides on its socket, so the socket's listeners can be shared

@@ -1,6 +1,7 @@
 import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { LonglinkError } from '../protocol/errors.js';
+import type { KeepaliveOptions } from './keepalive-limits.js';
 
 type NetKeepAliveModule = typeof import('net-keepalive');
 
@@ -41,29 +42,6 @@ export function onKeepaliveWarning(fn: (message: string) => void): void {
 /** Whether the native setters are available (loads them on first call). */
 export function keepaliveTuningAvailable(): boolean {
   return loadNetKeepAlive() !== null;
-}
-
-/**
- * TCP keepalive as a second layer under the application heartbeat. Node's
- * setKeepAlive sets only the idle delay (and fixes the probe interval at 1 s
- * and count at 10 on Linux); net-keepalive sets TCP_KEEPINTVL, TCP_KEEPCNT and
- * TCP_USER_TIMEOUT through setsockopt. TCP_USER_TIMEOUT bounds how long
- * unacknowledged data may sit before the kernel gives up (otherwise
- * tcp_retries2 = 15 takes about 924 s on Linux).
- */
-export interface KeepaliveOptions {
-  /** Idle time before the first probe (TCP_KEEPIDLE); 0 or undefined leaves keepalive off. */
-  keepaliveIdleMs?: number;
-  /** Time between probes (TCP_KEEPINTVL). */
-  keepaliveIntervalMs?: number;
-  /** Unanswered probes before the kernel drops the connection (TCP_KEEPCNT). */
-  keepaliveCount?: number;
-  /**
-   * TCP_USER_TIMEOUT: max time transmitted data may stay unacknowledged. On Linux it also
-   * overrides keepaliveCount once a probe is out (closed after this long without an answer):
-   * give it at least keepaliveIdleMs + keepaliveIntervalMs × keepaliveCount.
-   */
-  userTimeoutMs?: number;
 }
 
 /** Kernel refusals already reported: one warning per distinct error, not one per socket. */
@@ -109,4 +87,4 @@ export function readKeepalive(socket: Socket): { intervalMs: number; count: numb
   };
 }
 
-export { validateKeepalive } from './keepalive-limits.js';
+export { validateKeepalive, type KeepaliveOptions } from './keepalive-limits.js';

@@ -212,4 +212,21 @@ describe("a new user's web project (esbuild)", () => {
     assert.ok(js.length > 1000);
     assert.doesNotMatch(js, /from\s*["']node:|require\(["'](net|tls|node:net)["']\)/, 'no Node built-ins in the browser bundle');
   });
+
+  // A browser-only project checks the libraries' declarations too (skipLibCheck off) and has no
+  // Node types: the declarations of `longlink/browser` must need none (they imported node:tls and
+  // node:net, so the README's example did not compile there).
+  test("the README's example type-checks in a browser-only project: skipLibCheck off, no @types/node", () => {
+    const dir = project('web-strict', {}, {
+      'tsconfig.json': JSON.stringify({ compilerOptions: { target: 'ES2022', module: 'ESNext', moduleResolution: 'Bundler', lib: ['ES2022', 'DOM'], strict: true, noEmit: true, skipLibCheck: false, types: [] }, include: ['*.ts'] }, null, 2),
+      'main.ts': `declare function show(text: string): void;\n${readmeBlock('With a bundler', 'ts')}`,
+    });
+    npm(dir, ['install', tarball]);
+    assert.ok(!fs.existsSync(path.join(dir, 'node_modules/@types/node')), 'the package pulls in no @types/node');
+    try {
+      execFileSync(path.join(ROOT, 'node_modules/.bin/tsc'), ['-p', '.'], { cwd: dir, encoding: 'utf8' });
+    } catch (e) {
+      assert.fail(`tsc: ${(e as { stdout?: string }).stdout ?? String(e)}`);
+    }
+  });
 });

@@ -42,6 +42,16 @@ const phi: Partial<PhiOptions> = {};
 const stall: Partial<StallGuardOptions> = { thresholdMs: 500 };
 export const options: GatewayOptions = { upstream: { sink: new MySink(), events }, detector: { kind: 'phi', ...phi }, stallGuard: stall };
 export type Dial = DialOptions;
+
+// The tls option stays node:tls's in Node (declared apart so the browser entry's types need no Node types).
+import type { ConnectionOptions } from 'node:tls';
+import type { ClientOptions } from 'longlink';
+export const withCa: ClientOptions = { url: 'tls://gw:7420', userId: 'u', deviceId: 'd', tls: { ca: 'pem', servername: 'gw' } };
+export const fromTls = (tls: ConnectionOptions): ClientOptions => ({ url: 'tls://gw:7420', userId: 'u', deviceId: 'd', tls });
+export const readBack = (c: LonglinkClient): ConnectionOptions | undefined => c.options.tls;
+export const dialTls = (d: DialOptions): string | undefined => d.tls?.servername;
+// @ts-expect-error node:tls's servername is a string
+export const badTls: ClientOptions = { url: 'tls://gw:7420', userId: 'u', deviceId: 'd', tls: { servername: 5 } };
 `;
 
 test('the types the docs examples need are exported from longlink', () => {
