@@ -88,7 +88,9 @@ export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authen
         method: 'POST',
         headers: { 'content-type': 'application/json', ...(o.secret ? { authorization: `Bearer ${o.secret}` } : {}) },
         body: JSON.stringify(request),
-        signal: AbortSignal.timeout(timeoutMs),
+        // Ended by the link's close too: a device that sent HELLO and left kept the backend asked for
+        // the whole timeout, so hook calls in flight were bounded by nothing (the link's admission place was already free).
+        signal: peer.signal ? AbortSignal.any([AbortSignal.timeout(timeoutMs), peer.signal]) : AbortSignal.timeout(timeoutMs),
         // Not followed: to another origin (http to https is one) fetch drops the Authorization
         // header, the backend answered 401, and every device was refused for good (4510).
         redirect: 'manual',

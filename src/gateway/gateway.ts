@@ -292,6 +292,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * the session's other link here must not save it closed over that save (see saveClosed).
    */
   private readonly sessionsOpening = new Map<string, number>();
+  /**
+   * Handshakes whose authenticator took `peer.signal` (a connect hook's fetch), aborted when the link
+   * closes: the call otherwise ran on for its whole timeout after the link, and its admission place,
+   * were gone, so a loop of HELLO-then-close kept any number of hook calls in flight.
+   */
+  private readonly authAborts = new Map<ServerConnection, AbortController>();
   private readonly grants = new GrantCache();
   /** Every live connection, including those still in the handshake. */
   private readonly connections = new Set<ServerConnection>();
@@ -689,11 +695,25 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private *helloSteps(conn: ServerConnection, hello: HelloFrame): Generator<unknown, Opening, unknown> {
     const o = this.options;
     let identity: Identity;
+    const aborts = this.authAborts;
+    const peer = {
+      remoteAddress: conn.link.remoteAddress,
+      transport: conn.transport,
+      // Made only for an authenticator that reads it (the default one answers at once).
+      get signal(): AbortSignal {
+        let ac = aborts.get(conn);
+        if (!ac) aborts.set(conn, (ac = new AbortController()));
+        if (isClosed(conn)) ac.abort(new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake'));
+        return ac.signal;
+      },
+    };
     try {
-      identity = (yield o.authenticate(hello, { remoteAddress: conn.link.remoteAddress, transport: conn.transport })) as Identity;
+      identity = (yield o.authenticate(hello, peer)) as Identity;
     } catch (err) {
       if (err instanceof ProtocolError) throw err;
       throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');
+    } finally {
+      aborts.delete(conn);
     }
     // A slow hook: the client may have given up on this link and resumed elsewhere meanwhile.
     stillOpen(conn);
@@ -1115,6 +1135,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.connections.delete(conn);
     if (conn.trace) this.traces.delete(conn.id);
     this.admission.release(conn.link.remoteAddress, conn.opened);
+    const auth = this.authAborts.get(conn);
+    if (auth) {
+      this.authAborts.delete(conn);
+      auth.abort(new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake'));
+    }
     if (this.drained && this.connections.size === 0) this.drained();
     for (const k of Object.keys(this.closedTraffic) as (keyof TrafficStats)[]) this.closedTraffic[k] += conn[k];
     if (reason === 'handshake-timeout') this.handshakeTimeouts++;

@@ -51,8 +51,21 @@ export interface Identity {
 /**
  * Decides whether a HELLO may open a session. Throw (or reject) with a
  * ProtocolError('auth-failed', ...) to refuse; return the identity to use.
+ * `peer.signal` aborts when the link closes before the answer (the client left,
+ * or its handshake deadline passed): pass it to any request made on the
+ * HELLO's behalf, so that it ends with the link and its admission place.
  */
-export type Authenticate = (hello: HelloFrame, peer: { remoteAddress: string; transport: string }) => Identity | Promise<Identity>;
+export type Authenticate = (hello: HelloFrame, peer: AuthPeer) => Identity | Promise<Identity>;
+
+/** Who sent the HELLO, for an authenticator. */
+export interface AuthPeer {
+  /** The peer's address as the socket has it. */
+  remoteAddress: string;
+  /** `tcp` or `ws`. */
+  transport: string;
+  /** Aborted when the link closes during the handshake (absent when the authenticator is called outside a gateway). */
+  signal?: AbortSignal;
+}
 
 /** Reliable push: acknowledgements, per-device queues and probes before push. */
 export interface DeliveryOptions {

@@ -7,6 +7,7 @@ import { connectHook, type ConnectHookAnswer, type ConnectHookRequest } from '..
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { CloseCodes, ProtocolError } from '../../src/protocol/errors.js';
+import { RawPeer } from '../helpers/raw-peer.js';
 
 // The connect hook against a real HTTP backend: it allows (and sets the user, client info and
 // heartbeat within the gateway's bounds), refuses (4510, no retry), or is too slow or down
@@ -160,5 +161,42 @@ test('a hook that redirects (an http URL moved to https, another host) is a 4004
   } finally {
     moved.close();
     real.close();
+  }
+});
+
+test('a hook call ends with its link: a device that sends HELLO and leaves does not keep the backend asked, so the pending-handshake bound holds the hook calls in flight too', async () => {
+  // The backend never answers (down behind a load balancer that holds requests): each call waits its timeout.
+  let open = 0;
+  let asked = 0;
+  const backend = http.createServer((req, res) => {
+    open++;
+    asked++;
+    req.resume();
+    res.once('close', () => open--);
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const url = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hello`;
+  const pending = 4;
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, limits: { maxPendingHandshakes: pending, maxPendingHandshakesPerSource: pending }, authenticate: connectHook({ url, timeoutMs: 10_000 }) });
+  const port = (await gw.listen()).tcp!.port;
+  try {
+    // One at a time: never more than one handshake pending, so admission lets each in.
+    for (let i = 0; i < 20; i++) {
+      const p = new RawPeer(port);
+      await p.connected;
+      p.hello(`u${i}`);
+      for (let w = 0; w < 100 && asked === i; w++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(asked, i + 1, 'the hook was called');
+      p.socket.destroy();
+      await p.closed;
+    }
+    for (let w = 0; w < 100 && open > pending; w++) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(open <= pending, `${open} hook calls still in flight for links that are gone (pending handshakes bounded to ${pending})`);
+    assert.equal(gw.connectionCount, 0);
+  } finally {
+    await gw.close();
+    backend.closeAllConnections();
+    backend.close();
   }
 });
