@@ -1,11 +1,12 @@
 import type { Authenticate, Identity } from '../gateway/options.js';
-import { ProtocolError } from '../protocol/errors.js';
+import { MAX_TIMER_MS } from '../core/heartbeat-policy.js';
+import { LonglinkError, ProtocolError } from '../protocol/errors.js';
 import type { ClientState, HelloFrame } from '../protocol/frames.js';
 
 export interface ConnectHookOptions {
   /** The backend's URL: POSTed on every HELLO. */
   url: string;
-  /** Longest wait for its answer; past it the device is told to come back (4004, retryable). */
+  /** Longest wait for its answer, 1 to 2^31 − 1 ms; past it the device is told to come back (4004, retryable). */
   timeoutMs?: number;
   /** Sent as `Authorization: Bearer <secret>`, so the backend knows the caller is the gateway. */
   secret?: string;
@@ -70,6 +71,11 @@ export async function cappedText(res: Response, max: number): Promise<string> {
  */
 export function connectHook(o: ConnectHookOptions, inner?: Authenticate): Authenticate {
   const timeoutMs = o.timeoutMs ?? 2000;
+  // One timer: beyond MAX_TIMER_MS Node fires it after 1 ms (and throws on Infinity or NaN), so every
+  // call failed as "no answer" and every device got 4004, for good.
+  if (!(Number.isFinite(timeoutMs) && timeoutMs >= 1 && timeoutMs <= MAX_TIMER_MS)) {
+    throw new LonglinkError('LL_ERR_INVALID_OPTION', `connectHook: timeoutMs must be from 1 to ${MAX_TIMER_MS} ms (got ${timeoutMs})`);
+  }
   return async (hello: HelloFrame, peer): Promise<Identity> => {
     const base = inner ? await inner(hello, peer) : { userId: hello.userId, deviceId: hello.deviceId };
     const request: ConnectHookRequest = {

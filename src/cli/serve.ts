@@ -225,7 +225,13 @@ export function serveCommand(): Command {
         tls = tlsFiles(o);
         authenticate = jwtFromOptions(o);
         // The backend decides on each HELLO (after the JWT, if there is one).
-        if (o.connectHook) authenticate = connectHook({ url: o.connectHook, timeoutMs: o.connectHookTimeoutMs, ...(o.connectHookSecret ? { secret: o.connectHookSecret } : {}) }, authenticate);
+        if (o.connectHook) {
+          try {
+            authenticate = connectHook({ url: o.connectHook, timeoutMs: o.connectHookTimeoutMs, ...(o.connectHookSecret ? { secret: o.connectHookSecret } : {}) }, authenticate);
+          } catch (err) {
+            throw new Error(`--connect-hook-timeout-ms: ${(err as Error).message}`);
+          }
+        }
         gw = new Gateway({
           ...(store ? { store } : {}),
           ...(authenticate ? { authenticate } : {}),

@@ -6,7 +6,8 @@ import { test } from 'node:test';
 import { connectHook, type ConnectHookAnswer, type ConnectHookRequest } from '../../src/auth/connect-hook.js';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
-import { CloseCodes, ProtocolError } from '../../src/protocol/errors.js';
+import { CloseCodes, LonglinkError, ProtocolError } from '../../src/protocol/errors.js';
+import { MAX_TIMER_MS } from '../../src/core/heartbeat-policy.js';
 import { RawPeer } from '../helpers/raw-peer.js';
 
 // The connect hook against a real HTTP backend: it allows (and sets the user, client info and
@@ -197,6 +198,31 @@ test('a hook call ends with its link: a device that sends HELLO and leaves does 
   } finally {
     await gw.close();
     backend.closeAllConnections();
+    backend.close();
+  }
+});
+
+test('a hook timeout a timer cannot hold is refused when the hook is made: past 2^31 − 1 ms Node fires the timer after 1 ms, and every device got 4004 for good', async () => {
+  for (const timeoutMs of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, MAX_TIMER_MS + 1, 3e9]) {
+    assert.throws(() => connectHook({ url: 'http://127.0.0.1:1/hello', timeoutMs }), (e: LonglinkError) => e.code === 'LL_ERR_INVALID_OPTION' && /timeoutMs/.test(e.message), String(timeoutMs));
+  }
+  // The largest a timer holds still waits for the answer: a backend answering in 50 ms lets the device in.
+  const backend = http.createServer((req, res) => {
+    req.resume();
+    setTimeout(() => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ allow: true })), 50);
+  });
+  backend.listen(0, '127.0.0.1');
+  await once(backend, 'listening');
+  const url = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hello`;
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, authenticate: connectHook({ url, timeoutMs: MAX_TIMER_MS }) });
+  const port = (await gw.listen()).tcp!.port;
+  const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'u', deviceId: 'd', reconnect: { enabled: false } });
+  try {
+    await c.connect();
+    assert.ok(gw.connection('u', 'd'));
+  } finally {
+    c.close();
+    await gw.close();
     backend.close();
   }
 });
