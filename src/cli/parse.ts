@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { InvalidArgumentError, type CommanderError } from 'commander';
+import { MAX_TIMER_MS } from '../core/heartbeat-policy.js';
 
 /** Commander argument parsers with clear errors. */
 export function int(value: string): number {
@@ -15,6 +16,16 @@ export function positiveInt(value: string): number {
   if (value.trim() === '') throw new InvalidArgumentError('expected a positive integer, got an empty value');
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError('expected a positive integer');
+  return n;
+}
+
+/**
+ * A period armed as one timer or poll: positive, and at most 2^31 − 1 ms. Past it Node fires a
+ * timer after 1 ms, and fs.watchFile throws (past 2^32 − 1) after the listeners are up.
+ */
+export function timerMs(value: string): number {
+  const n = positiveInt(value);
+  if (n > MAX_TIMER_MS) throw new InvalidArgumentError(`expected at most ${MAX_TIMER_MS} ms`);
   return n;
 }
 

@@ -17,7 +17,7 @@ import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { exitOnUsageError, fraction, httpUrl, int, logSize, port, positiveInt, readOptionFile, urlPath } from './parse.js';
+import { exitOnUsageError, fraction, httpUrl, int, logSize, port, positiveInt, readOptionFile, timerMs, urlPath } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig, unknownEnv } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -82,7 +82,7 @@ export function serveCommand(): Command {
     .option('--redis-mailbox-shards <n>', 'mailboxes spread over this many hash tags (slots); the expiry sweep reads one index per shard', int, REDIS_DEFAULTS.mailboxShards)
     .option('--tls-cert <file>', 'serve TLS: certificate chain (PEM); TCP becomes tls://, WebSocket wss://')
     .option('--tls-key <file>', 'serve TLS: private key (PEM)')
-    .option('--tls-reload-poll-ms <ms>', 'read --tls-cert and --tls-key again when they change, checked this often (and on SIGHUP): a renewed certificate without a restart', positiveInt, 30_000)
+    .option('--tls-reload-poll-ms <ms>', 'read --tls-cert and --tls-key again when they change, checked this often (and on SIGHUP): a renewed certificate without a restart', timerMs, 30_000)
     .option('--jwt-secret <secret>', 'require an HS256 JWT in HELLO, signed with this secret of at least 32 bytes (or set LONGLINK_JWT_SECRET)')
     .option('--jwt-public-key <file>', 'require an RS256/ES256 JWT, verified with this public key (PEM)')
     .option('--jwks-url <url>', "require an RS256/ES256 JWT, verified with the issuer's JWK set at this URL", httpUrl)

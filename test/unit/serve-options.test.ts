@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { optionMisuse, serveCommand } from '../../src/cli/serve.js';
+import type { CommanderError } from 'commander';
+import { MAX_TIMER_MS } from '../../src/core/heartbeat-policy.js';
 
 // Options that act only with another one, given without it: accepted, and then used nowhere.
 
@@ -101,4 +103,12 @@ test('an unknown key in the config file is refused naming the nearest known key'
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
+});
+
+test('--tls-reload-poll-ms beyond a timer\'s range is a usage error: fs.watchFile threw on it after the listeners were up, and serve died with a stack trace', () => {
+  for (const bad of ['5000000000', String(MAX_TIMER_MS + 1), '0']) {
+    const cmd = serveCommand().exitOverride().configureOutput({ writeErr: () => {} });
+    assert.throws(() => cmd.parseOptions(['--tls-reload-poll-ms', bad]), (e: CommanderError) => e.code === 'commander.invalidArgument', bad);
+  }
+  assert.equal(parsed(['--tls-reload-poll-ms', String(MAX_TIMER_MS)]).opts().tlsReloadPollMs, MAX_TIMER_MS);
 });
