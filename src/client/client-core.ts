@@ -331,13 +331,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       onLinkFrame: (f) => this.link === link && this.onFrame(f),
       // A stream that ended inside a frame is a connection lost mid-write (a gateway killed, a proxy
       // closing), retried as WebSocket's 1006 is; any other bad frame is the gateway's fault, final.
-      onLinkError: (err) => this.link === link && (err instanceof StreamEndedError ? this.lost(CloseCodes['transport-error'], err.message) : this.fail(err.reason, err.message)),
+      onLinkError: (err) => this.link === link && (err instanceof StreamEndedError ? this.lostInTransit(err.message) : this.fail(err.reason, err.message)),
       onLinkClose: (info) => {
         if (this.link !== link) return;
         const pc = this.peerClose;
         if (pc) this.lost(pc.code, pc.reason);
         else if (info.code !== undefined && info.code !== 1005 && info.code !== 1006) this.lost(info.code, info.reason ?? '');
-        else this.lost(CloseCodes['transport-error'], info.error?.message ?? 'connection lost');
+        else this.lostInTransit(info.error?.message ?? 'connection lost');
       },
     });
     // HELLO → WELCOME is the first RTT sample (it includes the gateway's authentication time). Marked,
@@ -751,6 +751,18 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.intervalMs = ms;
     const learner = this.learner;
     return () => this.emit('interval', { network: learner.network, intervalMs: ms, phase: r.phase, change });
+  }
+
+  /**
+   * The connection ended under us (a reset, a write error, a stream cut), no CLOSE from the gateway.
+   * Right after a frame that ended an idle gap, with nothing heard since, it is the NAT's answer to
+   * that gap as much as silence is: many NATs reset a connection whose mapping they forgot. Not
+   * learned from, a probe that met a reset was announced again on every link, and reset again.
+   */
+  private lostInTransit(message: string): void {
+    const learned = this.welcome ? this.learnFromDeath(this.options.clock.now(), this.unansweredGap) : null;
+    this.lost(CloseCodes['transport-error'], message);
+    learned?.();
   }
 
   private sendPing(now: number): void {

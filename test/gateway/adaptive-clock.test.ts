@@ -13,7 +13,8 @@ import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.j
 const POLICY = { intervalMs: 1000, minIntervalMs: 500, maxIntervalMs: 120_000, missBudget: 2, graceMs: 500 };
 const PROBES = { pongTimeoutMs: 300, probeCount: 1, probeIntervalMs: 200 };
 
-function natPair(clock: ManualClock, timeoutMs: number): [MemoryLink, MemoryLink] {
+/** reset: the NAT answers a packet of a forgotten mapping with a TCP reset (many do) instead of dropping it. */
+function natPair(clock: ManualClock, timeoutMs: number, reset = false): [MemoryLink, MemoryLink] {
   const [server, client] = memoryLinkPair();
   let lastPacketAt = clock.now();
   let forgotten = false;
@@ -22,7 +23,10 @@ function natPair(clock: ManualClock, timeoutMs: number): [MemoryLink, MemoryLink
     end.send = (f) => {
       const now = clock.now();
       if (!forgotten && now - lastPacketAt >= timeoutMs) forgotten = true;
-      if (forgotten) return; // dropped by the NAT: no mapping
+      if (forgotten) {
+        if (reset) end.destroy(); // reset by the NAT: the connection ends, no CLOSE
+        return; // dropped by the NAT: no mapping
+      }
       lastPacketAt = now;
       send(f);
     };
@@ -30,7 +34,7 @@ function natPair(clock: ManualClock, timeoutMs: number): [MemoryLink, MemoryLink
   return [server, client];
 }
 
-function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive'], handshakeMs = 0, extra: { policy?: Partial<typeof POLICY>; direction?: 'client' | 'server' } = {}) {
+function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof LonglinkClient>[0]['adaptive'], handshakeMs = 0, extra: { policy?: Partial<typeof POLICY>; direction?: 'client' | 'server'; reset?: boolean } = {}) {
   const clock = new ManualClock(1_000_000);
   // handshakeMs: the gateway answers HELLO that long after it (a slow authenticator, a long round trip).
   const authenticate = (h: { userId: string; deviceId: string }) => new Promise<{ userId: string; deviceId: string }>((r) => clock.setTimeout(() => r({ userId: h.userId, deviceId: h.deviceId }), handshakeMs));
@@ -47,7 +51,7 @@ function setup(timeoutMs: number, adaptive: ConstructorParameters<typeof Longlin
     timers: clock,
     random: () => 0.5,
     dial: async () => {
-      const [server, c] = natPair(clock, timeoutMs);
+      const [server, c] = natPair(clock, timeoutMs, extra.reset);
       gw.accept(server);
       return c;
     },
@@ -177,6 +181,24 @@ test('server-sent heartbeats: a start below the gateway\'s minIntervalMs is rais
   assert.ok(r.intervalMs >= 1000, `learner at ${r.intervalMs}: ${JSON.stringify(intervals)}`);
   assert.ok(r.heldMs >= 4000, `held ${r.heldMs} after 30 s: the learner climbs`);
   assert.equal(client.heartbeat!.intervalMs, r.intervalMs, 'the interval in force is the learner\'s');
+  client.close();
+  await gw.close();
+});
+
+test('a NAT that resets a forgotten mapping (instead of dropping its packets): the probe it kills is learned from, not retried on every link', async () => {
+  // Behind an 8 s NAT from 1 s: the 8 s probe's PING is answered by a reset, not by silence. Taken for
+  // a loss that says nothing about the NAT, the probe was announced again on every link and reset
+  // again, for ever: a link lost every 8 s and never a settled interval.
+  const timeoutMs = 8000;
+  const { gw, client, closes, intervals, run } = setup(timeoutMs, { startMs: 1000 }, 0, { reset: true });
+  await Promise.all([client.connect(), flush()]);
+  await run(timeoutMs * 12);
+  const r = client.learner!.record!;
+  assert.equal(r.phase, 'settled', `${closes.length} links lost: ${JSON.stringify(intervals)}`);
+  assert.ok(r.intervalMs / timeoutMs >= 0.8 && r.intervalMs / timeoutMs <= 0.95, `settled at ${r.intervalMs}`);
+  const settled = intervals.find((i) => i.phase === 'settled')!;
+  assert.ok(closes.filter((c) => c.at <= settled.at).length <= 2, `${closes.length} links lost while learning`);
+  assert.deepEqual(closes.filter((c) => c.at > settled.at), [], 'no drop once settled');
   client.close();
   await gw.close();
 });
