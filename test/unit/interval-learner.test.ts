@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import { test } from 'node:test';
 import { IntervalLearner } from '../../src/core/interval-learner.js';
 import { LonglinkClient } from '../../src/client/client.js';
@@ -223,4 +224,21 @@ test('adaptive.reprobeAfterMs: NaN, 0 or negative is refused like the other lear
     assert.throws(() => new IntervalLearner({ startMs: 4000, reprobeAfterMs }), /reprobeAfterMs/, `learner ${reprobeAfterMs}`);
     assert.throws(() => new LonglinkClient({ url: 'tcp://h:1', userId: 'u', deviceId: 'd', adaptive: { reprobeAfterMs } }), /reprobeAfterMs/, `client ${reprobeAfterMs}`);
   }
+});
+
+test('ADAPTIVE.md\'s bounds for the lab\'s 4 s start hold for every T from 8 to 45 s: the probe steps it states, two lost links, 80-95% of T', () => {
+  const doc = fs.readFileSync(new URL('../../../docs/ADAPTIVE.md', import.meta.url), 'utf8').replace(/\s+/g, ' ');
+  const stated = Number(/with the lab's 4 s start and T from 8 to 45 s, at most (\d+)/.exec(doc)?.[1]);
+  assert.ok(stated > 0, 'ADAPTIVE.md states the bound');
+  let worst = { probes: 0, T: 0 };
+  for (let T = 8000; T <= 45_000; T += 50) {
+    const l = new IntervalLearner({ startMs: 4000 });
+    l.setRange(1000, 600_000, 4000, 0);
+    const r = learn(l, T);
+    assert.equal(l.record!.phase, 'settled', `T ${T}`);
+    assert.ok(r.drops <= 2, `T ${T}: ${r.drops} links lost`);
+    assert.ok(r.settled / T >= 0.8 && r.settled / T <= 0.95, `T ${T}: settled at ${r.settled}`);
+    if (r.probes > worst.probes) worst = { probes: r.probes, T };
+  }
+  assert.ok(worst.probes <= stated, `${worst.probes} probe steps behind a ${worst.T} ms NAT; ADAPTIVE.md says at most ${stated}`);
 });
