@@ -31,9 +31,14 @@ export interface LearnerOptions {
   margin: number;
   /** Settled this long, try one step above (the path may allow more now). */
   reprobeAfterMs: number;
+  /**
+   * Networks remembered, the least recently used forgotten beyond: an app that names networks by
+   * BSSID or address would otherwise grow the records (and the state it saves) without end.
+   */
+  maxNetworks: number;
 }
 
-export const LEARNER_DEFAULTS: LearnerOptions = { growth: 2, fineGrowth: 1.12, margin: 0.07, reprobeAfterMs: 6 * 3_600_000 };
+export const LEARNER_DEFAULTS: LearnerOptions = { growth: 2, fineGrowth: 1.12, margin: 0.07, reprobeAfterMs: 6 * 3_600_000, maxNetworks: 64 };
 
 /** What is known about one network; exported and imported as JSON. */
 export interface NetworkRecord {
@@ -71,6 +76,7 @@ export class IntervalLearner {
     if (!(margin >= 0 && margin < 1)) throw new OptionError('adaptive.margin', 'must be in [0, 1)');
     if (this.o.startMs !== undefined && !(this.o.startMs > 0 && Number.isFinite(this.o.startMs))) throw new OptionError('adaptive.startMs', `must be a positive number (got ${this.o.startMs})`);
     if (!(this.o.reprobeAfterMs > 0)) throw new OptionError('adaptive.reprobeAfterMs', `must be a positive number of ms, Infinity for never (got ${this.o.reprobeAfterMs})`);
+    if (!(Number.isInteger(this.o.maxNetworks) && this.o.maxNetworks >= 1)) throw new OptionError('adaptive.maxNetworks', `must be a whole number >= 1 (got ${this.o.maxNetworks})`);
     this.current = network;
   }
 
@@ -95,8 +101,17 @@ export class IntervalLearner {
     const held = this.clamp(start);
     const r: NetworkRecord = { heldMs: held, failedMs: null, phase: 'grow', intervalMs: held, probes: 0, failures: 0, settledAt: null };
     this.records.set(this.current, r);
+    this.forgetOldest();
     this.nextProbe(r, 0);
     return r;
+  }
+
+  /** Beyond maxNetworks, the least recently used records go (never the current one: it is the newest). */
+  private forgetOldest(): void {
+    for (const id of this.records.keys()) {
+      if (this.records.size <= this.o.maxNetworks) return;
+      if (id !== this.current) this.records.delete(id);
+    }
   }
 
   /** The gateway's allowed range (WELCOME). Returns 'range' if the interval in use changed (or was first set). */
@@ -116,7 +131,12 @@ export class IntervalLearner {
   /** Switch to another network's record (creating it from the start interval). */
   switchNetwork(id: string, now: number, fallbackStartMs?: number): LearnerChange {
     this.current = id;
-    if (!this.records.has(id)) this.seed(fallbackStartMs);
+    const known = this.records.get(id);
+    if (known) {
+      // Most recently used last, so the bound forgets networks not seen for longest.
+      this.records.delete(id);
+      this.records.set(id, known);
+    } else this.seed(fallbackStartMs);
     void now;
     return 'network';
   }
@@ -249,6 +269,13 @@ export class IntervalLearner {
     }
     this.records = records;
     if (typeof s.network === 'string') this.current = s.network;
+    // A snapshot from a build without the bound (or with a larger one): its newest records are kept.
+    const cur = this.records.get(this.current);
+    if (cur) {
+      this.records.delete(this.current);
+      this.records.set(this.current, cur);
+    }
+    this.forgetOldest();
   }
 }
 

@@ -242,3 +242,27 @@ test('ADAPTIVE.md\'s bounds for the lab\'s 4 s start hold for every T from 8 to 
   }
   assert.ok(worst.probes <= stated, `${worst.probes} probe steps behind a ${worst.T} ms NAT; ADAPTIVE.md says at most ${stated}`);
 });
+
+test('networks remembered are bounded (maxNetworks, 64): the least recently used is forgotten, the current never; the bound holds on import', () => {
+  const l = new IntervalLearner({ startMs: 4000 }, 'wifi:home');
+  l.setRange(1000, 600_000, 4000, 0);
+  const home = learn(l, 45_000).settled;
+  // An app naming networks by BSSID: a thousand seen once each, home visited now and then.
+  for (let i = 0; i < 1000; i++) {
+    l.switchNetwork(`bssid:${i}`, 0);
+    if (i % 50 === 0) l.switchNetwork('wifi:home', 0);
+  }
+  const snap = l.export();
+  assert.equal(Object.keys(snap.networks).length, 64);
+  assert.ok('bssid:999' in snap.networks, 'the current network is kept');
+  assert.ok('wifi:home' in snap.networks, 'a network used recently is kept');
+  assert.ok(!('bssid:0' in snap.networks), 'the least recently used are forgotten');
+  l.switchNetwork('wifi:home', 0);
+  assert.equal(l.intervalMs(), home, 'what was learned for a kept network is intact');
+
+  const small = new IntervalLearner({ startMs: 4000, maxNetworks: 3 });
+  small.import(snap);
+  assert.deepEqual(Object.keys(small.export().networks).length, 3);
+  assert.ok('bssid:999' in small.export().networks, 'the snapshot\'s current network survives the bound');
+  for (const maxNetworks of [0, 1.5, NaN]) assert.throws(() => new IntervalLearner({ maxNetworks }), /maxNetworks/);
+});
