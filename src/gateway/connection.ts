@@ -122,6 +122,7 @@ const SUSPECTED = 16;
 const PING_WARNED = 32;
 const DATA_WARNED = 64;
 const PRESENCE_OUT = 128;
+const ENDED_BY_PEER = 256;
 
 export class ServerConnection implements LinkEvents {
   // The fields a heartbeat touches come first (after link and host). V8 lays an object's fields
@@ -238,6 +239,15 @@ export class ServerConnection implements LinkEvents {
   }
   set draining(on: boolean) {
     this.setFlag(DRAINING, on);
+  }
+
+  /**
+   * The peer ended the link on purpose (its CLOSE, or a WebSocket close frame): the client DATA it
+   * sent before is still taken in. Read in the same chunk as the CLOSE, its turn came after the
+   * close, and a client that closed to quit never re-sends it.
+   */
+  get endedByPeer(): boolean {
+    return (this.flags & ENDED_BY_PEER) !== 0;
   }
 
   /** A heartbeat is overdue and a probe is out; the next frame clears it (a false suspicion). */
@@ -377,6 +387,7 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.CLOSE:
+        this.setFlag(ENDED_BY_PEER, true);
         this.finish(f.code === CloseCodes.normal ? 'client-close' : reasonOrClient(f.code), f.code);
         // Over WebSocket our close frame echoes the code if it is one of ours: the gateway sends no code it does not know.
         this.link.closedByPeer(CloseCodes[reasonForCode(f.code)] === f.code ? f.code : CloseCodes.normal);
@@ -795,6 +806,7 @@ export class ServerConnection implements LinkEvents {
     if (this.phase === 'closed') return;
     // 1005: a close frame with no status code (a browser's ws.close()), a close the client chose all the same.
     if (code !== undefined && code !== 1006) {
+      this.setFlag(ENDED_BY_PEER, true);
       this.finish(code === CloseCodes.normal || code === 1001 || code === 1005 ? 'client-close' : reasonOrClient(code), code);
     } else {
       this.finish('transport-close', 1006);

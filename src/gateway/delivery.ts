@@ -251,8 +251,9 @@ export class Delivery {
     // One at a time, in arrival order: duplicate detection may wait on the store.
     d.inbound = d.inbound
       .then(async () => {
-        // Nothing recorded yet: a link closed meanwhile drops it, and the client re-sends it.
-        if (conn.phase !== 'open') return;
+        // Nothing recorded yet: a link closed meanwhile drops it, and the client re-sends it. Not one
+        // the peer ended on purpose (its CLOSE may come in the same read): a client that quits never does.
+        if (!takesIn(conn)) return;
         if (seq <= d.inSeq) {
           this.stats.duplicatesIn++;
           this.accept(conn, d.inSeq); // re-acknowledge: the client evidently missed it
@@ -334,10 +335,10 @@ export class Delivery {
     for (;;) {
       const got = await store.claimInbound!(conn.userId, conn.deviceId, id, conn.id, TAKE_IN_WAIT_MS, this.o.wallClock.now());
       if (got !== 'held') return got;
-      if (conn.phase !== 'open') return null;
+      if (!takesIn(conn)) return null;
       if (this.o.clock.now() >= until) return 'held';
       await new Promise<void>((r) => this.timers.setTimeout(r, CLAIM_POLL_MS));
-      if (conn.phase !== 'open') return null;
+      if (!takesIn(conn)) return null;
     }
   }
 
@@ -358,7 +359,9 @@ export class Delivery {
     if (up) {
       // The backend first: acknowledged to the device only once it has the message. If the link
       // closes while the backend is down, nothing is acknowledged or recorded: the client re-sends.
-      const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open');
+      // A link its peer ended gets one attempt after the close (as if the CLOSE had come later), no retries.
+      let tried = false;
+      const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open' || (conn.endedByPeer && !tried && (tried = true)));
       if (answer === null) return;
       if (answer === 'rejected') {
         // Refused for good (the fault is reported): acknowledged and recorded, so neither this link
@@ -841,4 +844,9 @@ function detached(f: DataFrame): DataFrame {
   const p = f.payload;
   // Within Buffer's shared 8 KiB pool (small copies land there too) it holds at most that.
   return p.buffer.byteLength > Math.max(Buffer.poolSize, p.byteLength + 1024) ? { ...f, payload: Buffer.from(p) } : f;
+}
+
+/** Whether a link's client messages waiting their turn are still taken in: it is open, or its peer ended it on purpose. */
+function takesIn(conn: ServerConnection): boolean {
+  return conn.phase === 'open' || conn.endedByPeer;
 }
