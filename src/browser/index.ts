@@ -4,7 +4,7 @@ import type { Timers } from '../core/clock.js';
 import { browserDial } from './browser-ws-link.js';
 import { watchPage } from './page-signals.js';
 
-export type { ClientEvents, ClientStateName, CloseEvent } from '../client/client-core.js';
+export type { ClientEvents, ClientStateName, CloseEvent, UnsentMessage } from '../client/client-core.js';
 export type { ClientState, WelcomeFrame } from '../protocol/frames.js';
 export { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 export { BrowserWsLink, browserDial } from './browser-ws-link.js';
@@ -87,8 +87,8 @@ export class LonglinkBrowserClient extends ClientCore {
     return super.connect();
   }
 
-  override close(): void {
+  override close(opts?: Parameters<ClientCore['close']>[0]): ReturnType<ClientCore['close']> {
     this.stopWatching();
-    super.close();
+    return super.close(opts);
   }
 }

@@ -134,10 +134,15 @@ export function clientCommand(): Command {
         }
       });
       const quit = () => {
+        // A second Ctrl-C does not wait for the outbox.
+        if (quitting) process.exit(0);
         quitting = true;
-        client.close();
         rl.close();
-        setTimeout(() => process.exit(0), 50);
+        // Lines typed just before are sent and acknowledged first (at most closeFlushMs); what is left is said.
+        void client.close().then((left) => {
+          if (left.length > 0) print('unsent', { ids: left.map((m) => m.id) }, `(${left.length} message${left.length === 1 ? '' : 's'} not acknowledged by the gateway: not sent)`);
+          setTimeout(() => process.exit(0), 50);
+        });
       };
       rl.on('close', () => {
         // stdin ended (for example a pipe): keep running until a signal, or until the session ends for good.

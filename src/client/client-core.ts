@@ -1,6 +1,6 @@
 import { Backoff } from '../core/backoff.js';
 import type { TimerHandle } from '../core/clock.js';
-import { clampInterval, policyProblem } from '../core/heartbeat-policy.js';
+import { clampInterval, MAX_TIMER_MS, policyProblem } from '../core/heartbeat-policy.js';
 import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/interval-learner.js';
 import { SilenceDetector } from '../core/liveness-detector.js';
@@ -54,6 +54,12 @@ export interface ClientEvents {
 
 export type Dialer = NonNullable<ClientOptions['dial']>;
 
+/** A message of ours the gateway had not acknowledged when close() ended: what `close()` resolves with (re-send it with the same id, and the gateway drops it if it had it). */
+export interface UnsentMessage {
+  id: string;
+  payload: Uint8Array;
+}
+
 /**
  * The client, whatever carries it: connects, says HELLO, keeps the link
  * alive with the heartbeat the gateway granted, notices a dead link quickly
@@ -92,6 +98,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private reconnectsInARow = 0;
   private peerClose: { code: number; reason: string } | null = null;
   private userClosed = false;
+  /** close() waiting for the outbox to be acknowledged: what it resolves, and its time limit. */
+  private closeFlush: { done: Promise<UnsentMessage[]>; resolve: (left: UnsentMessage[]) => void; timer: TimerHandle } | null = null;
   /** The network changed while an attempt was in flight: if it fails, the next one goes at once. */
   private retryAtOnce = false;
   /** When the last attempt a network change started (not the backoff's) began, and when the planned reconnect is due (-1: none planned). */
@@ -220,6 +228,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   /** Starts connecting; resolves at the first WELCOME, rejects if the first attempt fails for good. */
   connect(): Promise<WelcomeFrame> {
+    // close() still sending its outbox: that close ends now, and this is a new run.
+    if (this.closeFlush !== null) this.closeNow();
     this.userClosed = false;
     // Already open: nothing to wait for (waiting for the next WELCOME would hang until a reconnect).
     // From one of WELCOME's own events too: the promise settles after them.
@@ -606,6 +616,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     }
     // Room in the window: what waited behind it goes (not from WELCOME's ack: its step writes the outbox after).
     if (settled) this.flushOutbox();
+    // close() was waiting for this: everything is through.
+    if (settled && this.closeFlush !== null && this.outbox.length === 0) this.closeNow();
     return true;
   }
 
@@ -995,8 +1007,36 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.armHeartbeat(now);
   }
 
-  /** Closes for good: sends CLOSE (normal) and does not reconnect. */
-  close(): void {
+  /**
+   * Closes for good: sends CLOSE (normal) and does not reconnect. With a link
+   * open and messages in the outbox, it first sends them and waits for their
+   * acknowledgement, at most `flushMs` (default `closeFlushMs`, 5,000; 0 closes
+   * at once); the link lost meanwhile ends the wait. Resolves once closed with
+   * the messages still unacknowledged (none when all went through): they are
+   * not sent by this client again, unless connect() is called, and a new run
+   * may re-send them with the same id. A second close() while one waits gets
+   * the same promise (with `flushMs: 0`: the close ends now).
+   */
+  close(opts: { flushMs?: number } = {}): Promise<UnsentMessage[]> {
+    const flushMs = opts.flushMs ?? this.options.closeFlushMs;
+    if (!(flushMs >= 0 && flushMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `flushMs must be a number from 0 to ${MAX_TIMER_MS} ms (got ${flushMs})`);
+    if (this.closeFlush !== null && flushMs > 0) return this.closeFlush.done;
+    if (this.closeFlush === null && flushMs > 0 && this.link && this.welcome && this.outbox.length > 0) {
+      let resolve!: (left: UnsentMessage[]) => void;
+      const done = new Promise<UnsentMessage[]>((r) => (resolve = r));
+      this.closeFlush = { done, resolve, timer: this.options.timers.setTimeout(() => this.closeNow(), flushMs) };
+      this.flushOutbox();
+      return done;
+    }
+    return Promise.resolve(this.closeNow());
+  }
+
+  /** Closes at once (close() without waiting, or once its wait ends); returns what the outbox still holds. */
+  private closeNow(): UnsentMessage[] {
+    const flush = this.closeFlush;
+    this.closeFlush = null;
+    if (flush) this.options.timers.clearTimeout(flush.timer);
+    const left = this.outbox.map((m) => ({ id: m.id, payload: m.payload }));
     this.userClosed = true;
     this.attemptGen++;
     this.dialAbort?.abort();
@@ -1013,7 +1053,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const wasClosed = this.stateName === 'closed';
     this.endedGen = this.attemptGen;
     this.setState('closed');
+    // Settled before the event: a 'close' handler's connect() and sends belong to the next run.
+    flush?.resolve(left);
     if (!wasClosed) this.emit('close', { code: CloseCodes.normal, reason: 'client closed', willReconnect: false });
+    return left;
   }
 
   /** We decided the link is unusable: tell the gateway why and treat it as lost. */
@@ -1044,6 +1087,11 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   /** The link is gone (or never came up): report it and plan the next attempt. */
   private lost(code: number, reason: string): void {
+    // close() was waiting for its outbox: the link is gone, so the close ends here, with what is left.
+    if (this.closeFlush !== null) {
+      this.closeNow();
+      return;
+    }
     if (this.userClosed) return;
     // A link lost while the check networkChanged() started was on: the network (or the page's
     // freeze) killed it, not the gateway's load, so the first attempt does not wait out the backoff.

@@ -89,6 +89,12 @@ export interface ClientOptions {
   dataBurst?: number;
   /** Longest an acknowledgement waits for a frame to ride on before it is sent alone. */
   ackDelayMs?: number;
+  /**
+   * How long `close()` waits, at most, for the outbox to be written and
+   * acknowledged over an open link before it sends CLOSE (5,000 ms; 0 closes
+   * at once). Its promise resolves with what is left unacknowledged.
+   */
+  closeFlushMs?: number;
   keepalive?: KeepaliveOptions;
   /** For `tls://` and `wss://` URLs: node:tls options such as `ca` (to trust a private CA) or `servername`. */
   tls?: ClientTlsOptions;
@@ -123,6 +129,7 @@ export interface ResolvedClientOptions {
   maxDataPerSecond: number;
   dataBurst: number;
   ackDelayMs: number;
+  closeFlushMs: number;
   keepalive: KeepaliveOptions;
   tls: ClientTlsOptions | undefined;
   localAddress: string | undefined;
@@ -141,6 +148,7 @@ export const CLIENT_DEFAULTS = {
   maxDataPerSecond: 1000,
   dataBurst: 1000,
   ackDelayMs: 50,
+  closeFlushMs: 5000,
 };
 
 export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
@@ -178,6 +186,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   checkTimerMs('handshakeTimeoutMs', o.handshakeTimeoutMs, 1);
   checkTimerMs('reconnect.stableAfterMs', r.stableAfterMs, 0);
   checkTimerMs('ackDelayMs', o.ackDelayMs, 0);
+  checkTimerMs('closeFlushMs', o.closeFlushMs, 0);
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);
   return {
@@ -202,6 +211,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     maxDataPerSecond: o.maxDataPerSecond ?? CLIENT_DEFAULTS.maxDataPerSecond,
     dataBurst: o.dataBurst ?? CLIENT_DEFAULTS.dataBurst,
     ackDelayMs: o.ackDelayMs ?? CLIENT_DEFAULTS.ackDelayMs,
+    closeFlushMs: o.closeFlushMs ?? CLIENT_DEFAULTS.closeFlushMs,
     keepalive,
     tls: o.tls,
     localAddress: o.localAddress,

@@ -199,7 +199,8 @@ test("close() from the 'interval' handler of a resumed WELCOME (the learner adop
   client.on('acked', () => events.push('acked'));
   client.on('interval', () => {
     events.push('interval');
-    client.close();
+    // At once (no wait for the outbox, which would see the WELCOME's ack settle it first).
+    void client.close({ flushMs: 0 });
   });
   servers[1].send({ type: FrameType.WELCOME, sessionId: 's', resumeToken: 't', resumed: true, heartbeat: GRANT, ack: 1 });
   await flush();

@@ -6,6 +6,7 @@ import { encodeDelimited } from '../../src/protocol/frame-codec.js';
 import { FrameType } from '../../src/protocol/frames.js';
 import { RawPeer } from '../helpers/raw-peer.js';
 import { sleep } from '../helpers/procs.js';
+import { LonglinkClient } from '../../src/client/client.js';
 
 // What a peer sent before its clean CLOSE is taken in, even when the CLOSE comes in the same read.
 
@@ -79,6 +80,86 @@ test('DATA after a bad frame in the same read is not acted on', async () => {
     assert.deepEqual(got, []);
   } finally {
     p.destroy();
+    await gw.close();
+  }
+});
+
+// The client's close() sends what its outbox holds first (bounded), and says what is left.
+
+test("client close() flushes the outbox over the open link: 300 messages sent just before it all reach the gateway, and it resolves with none left", async () => {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false });
+  const got: string[] = [];
+  gw.on('message', (m) => got.push(Buffer.from(m.payload).toString()));
+  const port = (await gw.listen()).tcp!.port;
+  const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'u4', deviceId: 'd4' });
+  try {
+    await c.connect();
+    // More than the window (maxInFlight 128): most are not even written when close() is called.
+    for (let i = 0; i < 300; i++) c.send(`m${i}`);
+    const left = await c.close();
+    assert.equal(c.state, 'closed');
+    await sleep(200); // anything still on its way
+    assert.equal(got.length, 300, `the gateway got ${got.length} of 300`);
+    assert.deepEqual(left, [], 'nothing left unacknowledged');
+  } finally {
+    c.close({ flushMs: 0 });
+    await gw.close();
+  }
+});
+
+test('client close() is bounded: a backend that never answers holds it flushMs, then it closes and resolves with the messages left', async () => {
+  const sink: UpstreamSink = { name: 'hang', send: () => new Promise(() => {}) };
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, upstream: { sink } });
+  const port = (await gw.listen()).tcp!.port;
+  const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'u5', deviceId: 'd5' });
+  try {
+    await c.connect();
+    const id = c.send('stuck');
+    const t0 = performance.now();
+    const left = await c.close({ flushMs: 300 });
+    const took = performance.now() - t0;
+    assert.ok(took >= 250 && took < 2000, `close took ${took} ms`);
+    assert.equal(c.state, 'closed');
+    assert.deepEqual(left.map((m) => [m.id, Buffer.from(m.payload).toString()]), [[id, 'stuck']]);
+  } finally {
+    await gw.close();
+  }
+});
+
+test('client close() with no link: closes at once and resolves with what the outbox holds', async () => {
+  const c = new LonglinkClient({ url: 'tcp://127.0.0.1:1', userId: 'u6', deviceId: 'd6' });
+  const id = c.send('offline');
+  const left = await c.close();
+  assert.equal(c.state, 'closed');
+  assert.deepEqual(left.map((m) => m.id), [id]);
+});
+
+test('client close() waiting for its outbox ends when the link is lost meanwhile, with what is left; connect() during the wait ends it too', async () => {
+  const sink: UpstreamSink = { name: 'hang', send: () => new Promise(() => {}) };
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, upstream: { sink } });
+  const port = (await gw.listen()).tcp!.port;
+  const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'u7', deviceId: 'd7' });
+  try {
+    await c.connect();
+    c.send('a');
+    const closing = c.close({ flushMs: 60_000 });
+    assert.equal(c.state, 'open', 'still sending');
+    // A second close() gets the same wait.
+    assert.equal(c.close(), closing);
+    gw.kick('u7', 'd7');
+    const left = await Promise.race([closing, sleep(3000).then(() => 'still waiting' as const)]);
+    assert.notEqual(left, 'still waiting');
+    assert.equal(c.state, 'closed');
+    assert.equal((left as { id: string }[]).length, 1);
+    // connect() while a close() waits: that close ends (at once), and the client runs again.
+    await c.connect();
+    const again = c.close({ flushMs: 60_000 });
+    const reopened = c.connect();
+    assert.equal((await again).length, 1);
+    await reopened;
+    assert.equal(c.state, 'open');
+  } finally {
+    c.close({ flushMs: 0 });
     await gw.close();
   }
 });

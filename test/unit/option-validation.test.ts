@@ -117,9 +117,12 @@ test('client timeouts a timer cannot hold are refused: handshakeTimeoutMs Infini
     [{ reconnect: { stableAfterMs: -1 } }, /stableAfterMs/],
     [{ ackDelayMs: NaN }, /ackDelayMs/],
     [{ ackDelayMs: 2 ** 31 }, /ackDelayMs/],
+    [{ closeFlushMs: NaN }, /closeFlushMs/],
+    [{ closeFlushMs: -1 }, /closeFlushMs/],
   ];
   for (const [opts, name] of cases) assert.throws(() => new LonglinkClient({ ...base, ...opts }), invalid(name), JSON.stringify(opts));
-  assert.doesNotThrow(() => new LonglinkClient({ ...base, handshakeTimeoutMs: 2 ** 31 - 1, ackDelayMs: 0, reconnect: { stableAfterMs: 0 } }));
+  assert.doesNotThrow(() => new LonglinkClient({ ...base, handshakeTimeoutMs: 2 ** 31 - 1, ackDelayMs: 0, closeFlushMs: 0, reconnect: { stableAfterMs: 0 } }));
+  assert.throws(() => new LonglinkClient(base).close({ flushMs: NaN }), invalid(/flushMs/));
 });
 
 // An explicit undefined means "the default" everywhere else in the options (dropUndefined);
