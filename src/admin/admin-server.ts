@@ -630,10 +630,17 @@ function optional(v: unknown, name: string): string | undefined {
 async function body(req: IncomingMessage, max = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
   const chunks: Buffer[] = [];
   let size = 0;
-  for await (const chunk of req) {
-    size += (chunk as Buffer).length;
-    if (size > max) throw new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${max} bytes`);
-    chunks.push(chunk as Buffer);
+  try {
+    for await (const chunk of req) {
+      size += (chunk as Buffer).length;
+      if (size > max) throw new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${max} bytes`);
+      chunks.push(chunk as Buffer);
+    }
+  } catch (err) {
+    if (err instanceof AdminError) throw err;
+    // The body was cut short ("aborted": the caller went away mid-upload, or Node's requestTimeout
+    // cut a slow one): the caller's doing, not a 500 logged as the admin port's own failure.
+    throw badRequest(`the request body did not arrive whole (${err instanceof Error ? err.message : String(err)})`);
   }
   if (size === 0) return {};
   let parsed: unknown;

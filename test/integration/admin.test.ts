@@ -634,3 +634,29 @@ test('a request target that is not a URL is a 4xx with a stable code, not a 500 
     await gw.close();
   }
 });
+
+// A caller that goes away while its body is on its way (a backend's HTTP client that timed out,
+// a process killed mid-upload; Node's requestTimeout cuts a slow one the same way): the read of the
+// body fails with "aborted", which is the caller's doing, not the admin port's.
+test('a request whose body is cut short (the caller went away) is not answered 500 nor logged as the admin port\'s own failure', async () => {
+  const gw = new Gateway({ tcp: false, ws: false });
+  await gw.listen();
+  const errors: unknown[] = [];
+  const log = { error: (o: unknown) => errors.push(o), info: () => {}, warn: () => {} } as unknown as Logger;
+  const admin = new AdminServer(gw, { port: 0, log });
+  const { port } = await admin.listen();
+  try {
+    for (const path of ['/v1/push', '/api/kick']) {
+      const s = connect(port, '127.0.0.1');
+      await waitEvent(s, 'connect');
+      s.write(`POST ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"user":`);
+      await sleep(100);
+      s.destroy();
+    }
+    await sleep(200);
+    assert.deepEqual(errors, [], 'no error line for a caller that went away');
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
+});
