@@ -253,6 +253,8 @@ export class AdminServer {
     }
     if (!this.opts.token) this.checkHost(req);
     this.authorize(req, url);
+    // Before the body checks below: any method (DELETE, PUT, a POST) was answered with a scrape.
+    if (path === '/metrics' && method !== 'GET') throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     if (method === 'POST' && !/^application\/json\b/i.test(req.headers['content-type'] ?? '')) {
       // A browser cannot send this content type across origins without a preflight this server never answers.
       throw new AdminError(415, 'LL_ERR_UNSUPPORTED_MEDIA_TYPE', 'POST bodies must be application/json');

@@ -660,3 +660,21 @@ test('a request whose body is cut short (the caller went away) is not answered 5
     await gw.close();
   }
 });
+
+test('/metrics takes GET only: another method is 405 LL_ERR_METHOD_NOT_ALLOWED, as on every other endpoint, not a scrape', async () => {
+  const gw = new Gateway({ tcp: false, ws: false });
+  await gw.listen();
+  const admin = new AdminServer(gw, { port: 0, metrics: { processMetrics: false } });
+  const { port } = await admin.listen();
+  try {
+    assert.equal((await http(port, 'GET', '/metrics')).status, 200);
+    for (const [method, body] of [['DELETE', undefined], ['PUT', '{}'], ['POST', '{}']] as const) {
+      const r = await http(port, method, '/metrics', body);
+      assert.equal(r.status, 405, `${method} /metrics: HTTP ${r.status} ${r.body.slice(0, 80)}`);
+      assert.equal(r.json().error.code, 'LL_ERR_METHOD_NOT_ALLOWED');
+    }
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
+});
