@@ -23,7 +23,7 @@ import { runSteps, unawaited } from './run-steps.js';
 import { StoreRetry, type StoreRetryStats } from './store-retry.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from './stores/store.js';
 import type { TimerHandle } from '../core/clock.js';
-import { listenTcp } from './transports/tcp-listener.js';
+import { listenTcp, type TcpListener } from './transports/tcp-listener.js';
 import { PartialFrameBudget } from './partial-frames.js';
 import { listenWs } from './transports/ws-listener.js';
 import { WheelRunner } from './wheel-runner.js';
@@ -310,8 +310,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /** Set while draining: resolves when the last draining connection has closed. */
   private drained: (() => void) | null = null;
   private listenersClosed: Promise<void> | null = null;
-  private tcpServer: NetServer | null = null;
-  private wsServer: { http: HttpServer; wss: WebSocketServer; lingering: Set<import('node:net').Socket> } | null = null;
+  private tcpServer: TcpListener | null = null;
+  private wsServer: { http: HttpServer; wss: WebSocketServer; lingering: Set<import('node:net').Socket>; dropUpgrading: () => void } | null = null;
   private closing = false;
   /** Set once close() has begun (a drain ends in it): the store may be closed too. */
   private closeStarted = false;
@@ -1513,8 +1513,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     this.delivery.stop();
     this.chores.stop();
     const listeners = this.stopAccepting();
+    // Sockets still in their TLS handshake (or WebSocket upgrade) are no link yet: dropped here, or
+    // the listeners' close waited up to handshakeTimeoutMs for each.
+    this.tcpServer?.dropHandshaking();
     if (this.wsServer) {
-      const { http, wss, lingering } = this.wsServer;
+      const { http, wss, lingering, dropUpgrading } = this.wsServer;
+      dropUpgrading();
       wss.close();
       // Upgraded sockets are no longer the HTTP server's: the links are destroyed here (those closed
       // earlier and still waiting for the peer's close frame too), not left to linger.

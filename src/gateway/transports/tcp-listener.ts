@@ -13,6 +13,15 @@ export interface AcceptGate {
   abandoned(source: string): void;
 }
 
+/** The listening server, and a way to drop the sockets it accepted that are no link yet. */
+export type TcpListener = net.Server & {
+  /**
+   * Destroys the sockets still in their TLS handshake: not links yet, the gateway's close() reaches
+   * none of them, and the server's close waited for each to time out (handshakeTimeoutMs).
+   */
+  dropHandshaking(): void;
+};
+
 /**
  * Accepts raw TCP (or TLS over TCP) connections and hands each to the gateway as a Link.
  * With TLS and a gate, admission happens at the TCP accept (as on the WebSocket port): a socket
@@ -25,7 +34,7 @@ export async function listenTcp(
    * `admitted`: the gate counted it at its TCP accept (the gateway must not count it again).
    */
   onLink: (link: Link, spentMs: number, admitted: boolean) => void,
-): Promise<net.Server> {
+): Promise<TcpListener> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
   /** TLS sockets in their TLS handshake, by remote address and port: when their TCP accept was. */
   const accepted = new Map<string, { at: number; raw: net.Socket; onClose: () => void; admitted: boolean }>();
@@ -99,5 +108,9 @@ export async function listenTcp(
       resolve();
     });
   });
-  return server;
+  return Object.assign(server, {
+    dropHandshaking: () => {
+      for (const a of [...accepted.values()]) a.raw.destroy();
+    },
+  });
 }

@@ -32,7 +32,7 @@ export async function listenWs(
   opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate; hold?: PartialFrameHold },
   /** `spentMs`: how long the socket took from its accept to the end of its upgrade (its TLS handshake included). */
   onLink: (link: Link, spentMs: number) => void,
-): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket> }> {
+): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket>; dropUpgrading: () => void }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
   // Closed after the answer: a socket kept alive by a plain GET every few seconds would stay
   // counted as a pending handshake without ever finishing one.
@@ -166,7 +166,13 @@ export async function listenWs(
       resolve();
     });
   });
-  return { http: server, wss, lingering };
+  // Admitted sockets whose TLS handshake or upgrade has not finished: no link yet, so the gateway's
+  // close() reaches none, and (over TLS, where closeAllConnections does not see them either) the
+  // server's close waited for each to time out.
+  const dropUpgrading = () => {
+    for (const u of [...upgrading.values()]) u.socket.destroy();
+  };
+  return { http: server, wss, lingering, dropUpgrading };
 }
 
 /** The listeners ws's WebSocket.setSocket puts on an upgraded socket, by function name. */
