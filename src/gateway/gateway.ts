@@ -428,6 +428,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   async listen(): Promise<{ tcp?: AddressInfo; ws?: AddressInfo }> {
     const o = this.options;
     const out: { tcp?: AddressInfo; ws?: AddressInfo } = {};
+    this.openWhileOpen();
     // maxConnections defaults to 100,000; a process allowed fewer files would run out first and reset
     // newcomers (and the admin port) instead of refusing them with GOAWAY. Clamp, and say so.
     const ceiling = connectionCeiling(openFileLimit(), this.delivery.upstream?.o.sink.maxSockets ?? 0);
@@ -467,6 +468,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         },
         (error, op) => this.emit('fault', { kind: 'config', op, error }),
       );
+      this.openWhileOpen();
     }
     if (o.tcp) {
       const t = o.tcp;
@@ -485,6 +487,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         : undefined;
       this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames, gate }, (l, spentMs, admitted) => this.accept(l, admitted, spentMs)), () => this.close());
       out.tcp = this.tcpServer.address() as AddressInfo;
+      await this.closedWhileListening();
     }
     if (o.ws) {
       // WebSocket sockets are admitted at TCP accept, before their upgrade: one that never
@@ -503,8 +506,25 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       const w = o.ws;
       this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate, hold: this.partialFrames }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
       out.ws = this.wsServer.http.address() as AddressInfo;
+      await this.closedWhileListening();
     }
     return out;
+  }
+
+  /** listen() on a gateway whose close() (or drain()) has begun opens nothing. */
+  private openWhileOpen(): void {
+    if (this.closing) throw new LonglinkError('LL_ERR_CLOSED', 'the gateway is closed (or draining): listen() opens no port');
+  }
+
+  /**
+   * close() (or drain()) began while listen() waited for a port: it found no listener to close, and
+   * the ports opened since stayed bound for good, holding the process open. They are closed now.
+   */
+  private async closedWhileListening(): Promise<void> {
+    if (!this.closing) return;
+    this.listenersClosed = null;
+    await this.stopAccepting();
+    this.openWhileOpen();
   }
 
   /**

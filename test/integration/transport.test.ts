@@ -699,3 +699,16 @@ test('WebSocket: a link closed for too many WebSocket pings still reads the peer
   peer.destroy();
   srv.close();
 });
+
+test('close() while listen() is still opening its ports: the ports it opens are closed too and listen() rejects with LL_ERR_CLOSED (the process is not held open)', async () => {
+  // close() found no listener yet, and listen() went on to open both after it: the ports stayed
+  // bound for good, accepting (and refusing) connections, and the process never exited.
+  const gw = new Gateway({ tcp: { port: 0, host: '127.0.0.1' }, ws: { port: 0, host: '127.0.0.1' } });
+  const listening = gw.listen();
+  await gw.close();
+  await assert.rejects(listening, { code: 'LL_ERR_CLOSED' });
+  const servers = gw as unknown as { tcpServer: net.Server | null; wsServer: { http: net.Server } | null };
+  for (const s of [servers.tcpServer, servers.wsServer?.http]) assert.equal(s?.listening ?? false, false, 'no port left open');
+  // And listen() on a gateway already closed opens nothing.
+  await assert.rejects(gw.listen(), { code: 'LL_ERR_CLOSED' });
+});
