@@ -85,6 +85,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private pendingState: ClientState | null = null;
   /** When the pending state was first set: it goes in a PING within one interval, even while traffic flows. */
   private pendingStateAt = 0;
+  /** updateState({ flush: true }) came while no link was open: the pending state goes at the next WELCOME. */
+  private stateFlushOwed = false;
   private pendingIntervalMs: number | undefined;
   private intervalMs: number | undefined;
   /** The smoothed RTT last told to the gateway on this link (ms), or -1. */
@@ -477,6 +479,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       if (this.link !== link) return;
       // An interval set between HELLO and WELCOME: the HELLO did not carry it.
       if (this.intervalMs !== undefined && this.intervalMs !== this.helloIntervalMs) this.setIntervalMs(this.intervalMs);
+      if (this.link !== link) return;
+      // A flush asked for while no link was open: now, not one interval after the state was set.
+      if (this.stateFlushOwed && this.pendingState !== null) {
+        this.sendPing(this.options.clock.now());
+        this.armHeartbeat(this.options.clock.now());
+      }
     }
   }
 
@@ -787,6 +795,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       if (this.ackOwed) f.ack = this.takeAck();
       if (rttMs >= 0) f.rttMs = this.reportedRttMs = rttMs;
       this.pendingState = null;
+      this.stateFlushOwed = false;
       this.pendingIntervalMs = undefined;
     }
     this.rtt.pingSent(now);
@@ -887,13 +896,16 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * Updates client state the gateway keeps for this connection (foreground,
    * network type, ...). It rides on the next heartbeat, or in a PING of its own
    * one interval after it was first set (heartbeats are skipped while traffic
-   * flows both ways); `flush` sends it now.
+   * flows both ways); `flush` sends it now, or with the next WELCOME while
+   * no link is open.
    */
   updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
     if (this.pendingState === null) this.pendingStateAt = this.options.clock.now();
     this.pendingState = { ...(this.pendingState ?? {}), ...delta };
     if (opts.flush && this.link && this.welcome) {
       this.sendPing(this.options.clock.now());
+    } else if (opts.flush) {
+      this.stateFlushOwed = true;
     }
     // Also arms the deadline by which the state goes in a PING of its own.
     if (this.link && this.welcome) this.armHeartbeat(this.options.clock.now());

@@ -613,3 +613,42 @@ test('the outbox goes out at the client pace (maxDataPerSecond, dataBurst) and w
   client.close();
   await gw.close();
 });
+
+test('updateState({ flush: true }) while the link is down goes in a PING as soon as the next link opens, not one interval later', async () => {
+  // Server-sent heartbeats (the browser default): the client pings only on demand, so a flushed
+  // state (a tab going to the background, say) that waited out a reconnect waited a whole interval more.
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: { ...POLICY, intervalMs: 10_000 }, probes: PROBES, wheelTickMs: 1, clock, timers: clock });
+  const links: MemoryLink[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', direction: 'server', clock, timers: clock, random: () => 0.5,
+    reconnect: { initialDelayMs: 200, maxDelayMs: 200, minDelayMs: 100 },
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      gw.accept(s);
+      links.push(c);
+      return c;
+    },
+  });
+  await Promise.all([client.connect(), flush()]);
+  links[0].destroy();
+  assert.equal(client.state as string, 'reconnecting');
+  client.updateState({ fg: '0' }, { flush: true });
+  for (let i = 0; i < 10 && (client.state as string) !== 'open'; i++) {
+    clock.advance(100);
+    await flush();
+  }
+  assert.equal(client.state as string, 'open');
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, { fg: '0' }, 'the flushed state reached the gateway with the new link');
+  // While connecting, too.
+  links[1].destroy();
+  clock.advance(50);
+  client.updateState({ fg: '1' }, { flush: true });
+  for (let i = 0; i < 10 && client.state !== 'open'; i++) {
+    clock.advance(100);
+    await flush();
+  }
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, { fg: '1' });
+  client.close();
+  await gw.close();
+});
