@@ -292,7 +292,8 @@ export class ServerConnection implements LinkEvents {
         this.measureBeat(now, this.detector.lastHeardAt, this.detector.intervalMs);
         this.detector.heard(now, true);
       }
-      if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+      // Settled: the next PING may be due sooner than what was armed, but not later than a stalled write's deadline.
+      if (this.scheduler?.received(now)) this.arm(this.otherWake(this.scheduler.nextWakeAt()));
       if (this.suspected) this.unsuspect();
       this.trace?.add(now, 'ping-in');
       this.answerPing(pace === PACE_WARN);
@@ -316,7 +317,7 @@ export class ServerConnection implements LinkEvents {
         if (f.type === FrameType.PING) this.measureBeat(now, this.detector.lastHeardAt, this.detector.intervalMs);
         this.detector.heard(now, f.type === FrameType.PING);
       }
-      if (this.scheduler?.received(now)) this.arm(this.scheduler.nextWakeAt());
+      if (this.scheduler?.received(now)) this.arm(this.otherWake(this.scheduler.nextWakeAt()));
       if (this.suspected) this.unsuspect();
       if (this.probeDeadline !== null) {
         this.probeDeadline = null;

@@ -196,6 +196,33 @@ test('server-sent heartbeats: the server pings on an idle link and closes at int
   await gw.close();
 });
 
+test('server-sent heartbeats: an answer to the gateway\'s PING does not put off a stalled write\'s slow-consumer deadline', async () => {
+  // The answer re-armed the wheel timer for the next PING alone: a link whose writes stalled
+  // was closed up to an interval late (here 7 s after its deadline).
+  const { clock, gw, offline } = setup({
+    heartbeat: { ...POLICY, maxIntervalMs: 20_000 },
+    probes: { pongTimeoutMs: 5000, probeCount: 2, probeIntervalMs: 100 },
+    limits: { maxWriteBufferBytes: 256 * 1024, slowConsumerMs: 8000 },
+  });
+  const { client, server } = await open(gw, { direction: 'server', intervalMs: 10_000 });
+  clock.advance(5000);
+  // The peer stops reading: a quarter of the write buffer waits, and it never drains.
+  Object.defineProperty(server, 'bufferedBytes', { get: () => 100 * 1024 });
+  server.awaitDrain = () => {};
+  void gw.push('u1', 'm');
+  await flush();
+  const stalledAt = clock.now();
+  clock.advance(5000);
+  assert.equal(pings(client), 1, 'PING at the interval');
+  clock.advance(50);
+  client.send({ type: FrameType.PONG }); // its answer still gets through
+  clock.advance(8000 - 5050 - 1);
+  assert.equal(offline.length, 0);
+  clock.advance(1);
+  assert.equal(offline[0]?.reason, 'slow-consumer', `closed ${offline.length ? 'as ' + offline[0].reason : 'not yet'} ${clock.now() - stalledAt} ms after the stall (slowConsumerMs 8000)`);
+  await gw.close();
+});
+
 test('server-sent mode is refused when the policy forbids it: the client gets the client direction', async () => {
   const { gw } = setup({ heartbeat: { ...POLICY, allowServerDirection: false } });
   const { welcome } = await open(gw, { direction: 'server' });
