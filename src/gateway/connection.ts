@@ -829,10 +829,13 @@ export function goawayFrame(reason: CloseReason, reconnectAfterMs: number): Fram
   return { type: FrameType.GOAWAY, code: CloseCodes[reason], reconnectAfterMs: Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, Math.round(reconnectAfterMs))), reason };
 }
 
-/** Keys plus values, in UTF-16 code units: what a client's fields cost to keep, near enough. */
+/**
+ * Keys plus values, in UTF-8 bytes, as the other field bounds count (ids, an authenticator's
+ * clientInfo): in UTF-16 units a three-byte character counted one, and a budget held three times itself.
+ */
 function stateBytes(s: ClientState): number {
   let n = 0;
-  for (const k of Object.keys(s)) n += k.length + String(s[k]).length;
+  for (const k of Object.keys(s)) n += utf8Length(k) + utf8Length(String(s[k]));
   return n;
 }
 

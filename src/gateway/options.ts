@@ -193,8 +193,8 @@ export interface LimitOptions {
    * What one client can make the gateway keep in fields: HELLO's clientInfo
    * (kept with the session, after the link ends), the piggybacked state
    * merged from PINGs (kept while the link lives), and a DATA id (kept in
-   * the dedup record). Counted as the UTF-16 length of keys plus values; a
-   * field over its bound closes the link with field-too-large (4508).
+   * the dedup record). Counted in UTF-8 bytes (keys plus values); a field
+   * over its bound closes the link with field-too-large (4508).
    */
   maxClientInfoBytes?: number;
   maxStateBytes?: number;

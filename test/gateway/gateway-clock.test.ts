@@ -565,6 +565,24 @@ test('fields a client makes the gateway keep are bounded: clientInfo, merged sta
   await gw.close();
 });
 
+test('merged PING state and HELLO\'s clientInfo are bounded in UTF-8 bytes, as an authenticator\'s clientInfo and message ids are: 60 characters of é are 120 bytes, over a 100-byte bound', async () => {
+  // Counted in UTF-16 units, three-byte characters took a 100-byte budget to 300 bytes.
+  const { gw } = setup({ limits: { maxClientInfoBytes: 100, maxStateBytes: 100 } });
+  const st = await open(gw, { userId: 'st' });
+  st.client.send({ type: FrameType.PING, state: { k: '€'.repeat(20) } });
+  assert.equal(lastClose(st.client), undefined, '61 bytes: within the bound');
+  st.client.send({ type: FrameType.PING, state: { j: 'é'.repeat(20) } });
+  assert.equal(lastClose(st.client)?.code, 4508, 'merged: 61 + 41 bytes');
+  const [s1, c1] = memoryLinkPair();
+  gw.accept(s1);
+  c1.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'info', deviceId: 'd', clientInfo: { plan: 'é'.repeat(60) } });
+  await flush();
+  assert.equal(lastClose(c1)?.code, 4508, 'clientInfo of 124 bytes');
+  const ok = await open(gw, { userId: 'ok', clientInfo: { plan: 'é'.repeat(48) } });
+  assert.equal(lastClose(ok.client), undefined, 'clientInfo of 100 bytes');
+  await gw.close();
+});
+
 test('clientInfo is bounded in entries as well as bytes (maxStateKeys), and a resume lastSeq beyond 2^46 is refused: both close with field-too-large (4508)', async () => {
   const { gw } = setup({ limits: { maxClientInfoBytes: 100, maxStateKeys: 4 } });
   // Five empty entries: 5 bytes by the bytes, five properties kept with the session for its TTL.
