@@ -125,7 +125,8 @@ export class WsFrameParser {
         if (this.partBytes + len > this.maxMessageBytes) {
           throw new ProtocolError('frame-too-large', `frame of ${this.partBytes + len} bytes exceeds the limit of ${this.maxMessageBytes}`);
         }
-        if (!fin && this.parts !== null && this.parts.length >= MAX_FRAGMENTS) throw new ProtocolError('malformed-frame', `a message in more than ${MAX_FRAGMENTS} fragments`);
+        // The final fragment counts too: at most MAX_FRAGMENTS in all (257 went through before).
+        if (this.parts !== null && this.parts.length >= MAX_FRAGMENTS) throw new ProtocolError('malformed-frame', `a message in more than ${MAX_FRAGMENTS} fragments`);
       } else {
         throw new ProtocolError('malformed-frame', `unknown WebSocket opcode ${op}`);
       }

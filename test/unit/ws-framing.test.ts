@@ -124,6 +124,12 @@ test('ws framing: a message parsed out of held bytes keeps its bytes after later
   // Empty fragments cost no bytes, so their number has its own bound.
   const many = Buffer.concat([clientFrame(2, Buffer.alloc(0), false), ...Array.from({ length: 300 }, () => clientFrame(0, Buffer.alloc(0), false))]);
   assert.throws(() => new WsFrameParser(1024).push(many, collect()), (e: { reason?: string }) => e.reason === 'malformed-frame');
+  // The bound is on all fragments, the last one included: 256 read, 257 refused.
+  const inN = (n: number) => Buffer.concat([clientFrame(2, Buffer.from([0]), false), ...Array.from({ length: n - 2 }, () => clientFrame(0, Buffer.from([1]), false)), clientFrame(0, Buffer.from([2]), true)]);
+  const h256 = collect();
+  new WsFrameParser(1024).push(inN(256), h256);
+  assert.equal(h256.got.length, 1, 'a message in 256 fragments is read');
+  assert.throws(() => new WsFrameParser(1024).push(inN(257), collect()), (e: { reason?: string }) => e.reason === 'malformed-frame', 'a message in 257 fragments is refused');
 });
 
 test('a close reason longer than a control frame allows is cut at a character, so it stays UTF-8', () => {
