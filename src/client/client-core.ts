@@ -160,6 +160,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    */
   private lastCheckAt = -Infinity;
   private checkDueAt = -1;
+  /**
+   * The same pace for updateState({ flush: true }) on a link: an app flushing on every change (a
+   * slider, a sensor) sent a PING each and was closed as too-many-pings. A flush within the gap
+   * goes when it is over, with everything set meanwhile.
+   */
+  private lastFlushAt = -Infinity;
+  private flushDueAt = -1;
   /** The pending reconnect was the gateway's hint (GOAWAY, a refusal): a network change does not cut it short. */
   private hintedWait = false;
   /** The attempt generation a close for good ends: connect() waiters of a later attempt ignore it. */
@@ -482,7 +489,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       if (this.link !== link) return;
       // A flush asked for while no link was open: now, not one interval after the state was set.
       if (this.stateFlushOwed && this.pendingState !== null) {
-        this.sendPing(this.options.clock.now());
+        this.lastFlushAt = this.options.clock.now();
+        this.sendPing(this.lastFlushAt);
         this.armHeartbeat(this.options.clock.now());
       }
     }
@@ -703,6 +711,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     let at = this.scheduler.nextWakeAt();
     if (this.detector) at = Math.min(at, this.detector.deadline());
     if (this.checkDueAt >= 0) at = Math.min(at, this.checkDueAt);
+    if (this.flushDueAt >= 0) at = Math.min(at, this.flushDueAt);
     const stateDue = this.stateDueAt();
     if (stateDue !== null) at = Math.min(at, stateDue);
     if (!Number.isFinite(at)) return;
@@ -725,6 +734,14 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.startCheck(now);
       // A 'state' handler closed (or closed and restarted) the client: its link is gone.
       if (this.link !== link) return;
+    }
+    if (this.flushDueAt >= 0 && now >= this.flushDueAt) {
+      this.flushDueAt = -1;
+      // Unless a heartbeat took the state meanwhile.
+      if (this.pendingState !== null) {
+        this.lastFlushAt = now;
+        this.sendPing(now);
+      }
     }
     const action = this.scheduler.poll(now);
     if (action === 'dead') {
@@ -897,13 +914,20 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * network type, ...). It rides on the next heartbeat, or in a PING of its own
    * one interval after it was first set (heartbeats are skipped while traffic
    * flows both ways); `flush` sends it now, or with the next WELCOME while
-   * no link is open.
+   * no link is open. Flushes on a link go at most one per half the gateway's
+   * shortest interval (2.5 s by default), as networkChanged()'s checks: one
+   * asked for sooner goes when that time is up, with all state set meanwhile.
    */
   updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
     if (this.pendingState === null) this.pendingStateAt = this.options.clock.now();
     this.pendingState = { ...(this.pendingState ?? {}), ...delta };
     if (opts.flush && this.link && this.welcome) {
-      this.sendPing(this.options.clock.now());
+      const now = this.options.clock.now();
+      const due = this.lastFlushAt + this.checkGapMs();
+      if (now >= due) {
+        this.lastFlushAt = now;
+        this.sendPing(now);
+      } else if (this.flushDueAt < 0) this.flushDueAt = due;
     } else if (opts.flush) {
       this.stateFlushOwed = true;
     }
@@ -1094,6 +1118,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.networkCheck = false;
     this.lastCheckAt = -Infinity;
     this.checkDueAt = -1;
+    this.lastFlushAt = -Infinity;
+    this.flushDueAt = -1;
     this.rtt.clearOutstanding();
   }
 

@@ -652,3 +652,38 @@ test('updateState({ flush: true }) while the link is down goes in a PING as soon
   client.close();
   await gw.close();
 });
+
+test('updateState({ flush: true }) on every change goes at most one PING per half the shortest interval, the last state included: never too-many-pings', async () => {
+  // The gateway's own default PING pace; the policy's minIntervalMs is 200 ms, so flushes go at most every 100 ms.
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: PROBES, wheelTickMs: 1, clock, timers: clock });
+  const links: MemoryLink[] = [];
+  const closes: CloseEvent[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', clock, timers: clock, random: () => 0.5,
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      gw.accept(s);
+      links.push(c);
+      return c;
+    },
+  });
+  client.on('close', (e) => closes.push(e));
+  await Promise.all([client.connect(), flush()]);
+  // A slider dragged for two seconds: a flush every 5 ms.
+  for (let i = 0; i < 400; i++) {
+    client.updateState({ level: String(i) }, { flush: true });
+    clock.advance(5);
+    await flush();
+  }
+  clock.advance(200);
+  await flush();
+  const pings = sentPings(links[0]).length;
+  assert.ok(pings <= 2000 / 100 + 3, `${pings} PINGs for 400 flushes in 2 s`);
+  assert.equal(links.length, 1, 'the link stayed up');
+  assert.deepEqual(closes, []);
+  assert.equal(client.state, 'open');
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, { level: '399' }, 'the last state reached the gateway');
+  client.close({ flushMs: 0 });
+  await gw.close();
+});
