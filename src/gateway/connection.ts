@@ -363,6 +363,8 @@ export class ServerConnection implements LinkEvents {
         return;
       }
       case FrameType.DATA:
+        // Refused (GOAWAY out): the client re-sends it on its next link.
+        if (this.delivery?.refusal) return;
         if (f.id !== undefined && utf8Exceeds(f.id, this.host.limits.maxMessageIdBytes)) {
           // An id is remembered for dedup after the message is gone.
           this.onProtocolError(new ProtocolError('field-too-large', `message id of ${utf8Length(f.id)} bytes exceeds the limit of ${this.host.limits.maxMessageIdBytes}`));
@@ -484,7 +486,7 @@ export class ServerConnection implements LinkEvents {
       this.dataTat = tat + gap;
       return PACE_WARN;
     }
-    this.goAway('too-many-messages', Math.max(1000, gap * dataBurst), `more than ${maxDataPerSecond} messages a second (bursts of ${dataBurst})`);
+    this.refuse('too-many-messages', Math.max(1000, gap * dataBurst), `more than ${maxDataPerSecond} messages a second (bursts of ${dataBurst})`);
     return PACE_CLOSED;
   }
 
@@ -492,6 +494,23 @@ export class ServerConnection implements LinkEvents {
   goAway(reason: CloseReason, reconnectAfterMs: number, message: string = reason): void {
     if (this.phase === 'open') this.send(goawayFrame(reason, reconnectAfterMs));
     this.closeWith(reason, message);
+  }
+
+  /**
+   * GOAWAY for a budget the client's DATA broke (its pace, the inbound backlog). The messages it
+   * sent before and that are still waiting their turn are taken in and acknowledged first, then
+   * the link closes (at the latest REFUSAL_LINGER_MS later); DATA after the GOAWAY is not acted on.
+   * Closed at once, a link dropped them all: a burst read in one go was refused having taken in
+   * none of it, and a client that re-sent the same burst was refused the same way for ever.
+   */
+  refuse(reason: CloseReason, reconnectAfterMs: number, message: string): void {
+    const d = this.delivery;
+    if (this.phase !== 'open' || d === null || d.inboundWaiting === 0) return this.goAway(reason, reconnectAfterMs, message);
+    if (d.refusal !== null) return;
+    this.send(goawayFrame(reason, reconnectAfterMs));
+    const now = this.host.clock.now();
+    d.refusal = { reason, message, until: now + REFUSAL_LINGER_MS };
+    this.arm(this.nextWake(now));
   }
 
   private onHello(hello: HelloFrame): void {
@@ -619,6 +638,8 @@ export class ServerConnection implements LinkEvents {
   private otherWake(t: number): number {
     if (this.probeDeadline !== null) t = Math.min(t, this.probeDeadline);
     if (this.writeStalledAt >= 0) t = Math.min(t, this.writeStalledAt + this.host.limits.slowConsumerMs);
+    const refusal = this.delivery?.refusal;
+    if (refusal) t = Math.min(t, refusal.until);
     return t;
   }
 
@@ -673,6 +694,8 @@ export class ServerConnection implements LinkEvents {
     if (this.writeStalledAt >= 0 && now >= this.writeStalledAt + this.host.limits.slowConsumerMs) {
       return this.closeWith('slow-consumer', `the link did not drain for ${this.host.limits.slowConsumerMs} ms`);
     }
+    const refusal = this.delivery?.refusal;
+    if (refusal && now >= refusal.until) return this.closeWith(refusal.reason, refusal.message);
     if (this.probeDeadline !== null && now >= this.probeDeadline) {
       this.probeDeadline = null;
       this.host.probeFailed(this);
@@ -847,6 +870,8 @@ function stateBytes(s: ClientState): number {
  */
 const MAX_LAST_SEQ = 2 ** 46;
 
+/** How long a refused link may take to finish the messages it took in before the refusal (see refuse). */
+const REFUSAL_LINGER_MS = 5_000;
 const PACE_OK = 0;
 const PACE_WARN = 1;
 const PACE_CLOSED = 2;

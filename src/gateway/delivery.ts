@@ -205,6 +205,9 @@ export class Delivery {
   /** A draining link goes once settled. */
   private goIfDrained(conn: ServerConnection): void {
     if (conn.draining && conn.phase === 'open' && this.settled(conn)) conn.closeWith('going-away');
+    // A refused link goes once what it took in before the refusal is (the close carries its ack).
+    const refusal = conn.delivery?.refusal;
+    if (refusal && conn.phase === 'open' && conn.delivery!.inboundWaiting === 0) conn.closeWith(refusal.reason, refusal.message);
   }
 
   // Inbound: client DATA, in order, once.
@@ -240,7 +243,7 @@ export class Delivery {
     const refusal = this.inboundRefusal(d, bytes, this.bySource.get(source), source);
     if (refusal) {
       // The store or the backend is behind (or down): this link's client keeps its messages and re-sends them later.
-      conn.goAway('server-error', 5000, refusal);
+      conn.refuse('server-error', 5000, refusal);
       return;
     }
     const held = this.hold(source, 1, bytes);

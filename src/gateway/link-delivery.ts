@@ -1,3 +1,5 @@
+import type { CloseReason } from '../protocol/errors.js';
+
 const SETTLED: Promise<void> = Promise.resolve();
 
 /**
@@ -35,6 +37,11 @@ export class LinkDelivery {
   expiredUnsent: Set<number> | null = null;
   /** The last acknowledgement's removal from the store, while it is out (a close waits for it before reporting the rest queued). */
   settling: Promise<void> | null = null;
+  /**
+   * Set once the link was refused for a budget its DATA broke (GOAWAY 4004, 4009) while messages it
+   * sent before were waiting: the close it will get once they are taken in, and when at the latest.
+   */
+  refusal: { reason: CloseReason; message: string; until: number } | null = null;
 
   /** Returns inSeq and marks it acknowledged (the caller puts it on a frame). */
   takeAck(): number {

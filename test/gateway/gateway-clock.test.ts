@@ -710,15 +710,19 @@ test('client messages waiting to be accepted have a budget: while the store stal
   assert.deepEqual(gw.flowStats().inboundWaiting, 5);
   a.client.send(data(6));
   await flush();
-  assert.ok(a.client.received.some((f) => f.type === FrameType.GOAWAY), 'GOAWAY with a hint');
-  assert.equal(lastClose(a.client)?.code, 4004);
+  assert.equal(a.client.received.find((f): f is Extract<Frame, { type: 7 }> => f.type === FrameType.GOAWAY)?.code, 4004, 'GOAWAY with a hint');
+  // The five that wait are taken in first (the CLOSE follows, with their ack, once the store answers).
+  assert.equal(lastClose(a.client), undefined);
+  a.client.send(data(7)); // after the GOAWAY: not acted on
+  await flush();
+  assert.equal(gw.flowStats().inboundWaiting, 5);
   // One link's bytes: e's 300 wait, 500 more would pass its 700 (a lone message is always let in).
   const e = await open(gw, { userId: 'e' });
   e.client.send(data(1, 300));
   await flush();
   e.client.send(data(2, 500));
   await flush();
-  assert.equal(lastClose(e.client)?.code, 4004);
+  assert.equal(e.client.received.find((f): f is Extract<Frame, { type: 7 }> => f.type === FrameType.GOAWAY)?.code, 4004);
   // In all, by bytes: b's 600 wait (905 in all), c's 500 more would pass 1,000.
   const b = await open(gw, { userId: 'b' });
   const c = await open(gw, { userId: 'c' });
@@ -727,12 +731,18 @@ test('client messages waiting to be accepted have a budget: while the store stal
   c.client.send(data(1, 500));
   await flush();
   assert.equal(lastClose(b.client), undefined);
-  assert.equal(lastClose(c.client)?.code, 4004);
-  // The store comes back: what waited on the open link is accepted, in order; a small message from a newcomer fits.
+  assert.equal(lastClose(c.client)?.code, 4004, 'nothing of c waited: closed at once');
+  // The store comes back: what waited is accepted, in order, the refused links' too, which then close with their ack.
   stall = false;
   for (const r of stalled.splice(0)) r();
   await flush();
   assert.ok(got.includes('b:m1'));
+  assert.deepEqual(got.filter((g) => g.startsWith('a:')), ['a:m1', 'a:m2', 'a:m3', 'a:m4', 'a:m5']);
+  for (const [link, upTo] of [[a.client, 5], [e.client, 1]] as const) {
+    assert.equal(lastClose(link)?.code, 4004);
+    const acks = link.received.filter((f) => f.type === FrameType.ACK || ('ack' in f && f.ack !== undefined)).map((f) => (f as { ack?: number }).ack);
+    assert.equal(Math.max(0, ...acks.map((x) => x ?? 0)), upTo, 'what it took in is acknowledged before the CLOSE');
+  }
   assert.deepEqual(gw.flowStats().inboundWaiting, 0);
   assert.equal(gw.flowStats().inboundWaitingBytes, 0);
   const d = await open(gw, { userId: 'd' });
@@ -758,7 +768,7 @@ test('the upstream backlog bound in all (maxPending) counts every message waitin
   assert.equal(gw.flowStats().inboundWaiting, 3);
   b.client.send(data(2));
   await flush();
-  assert.equal(lastClose(b.client)?.code, 4004, 'the fourth is past maxPending');
+  assert.equal(b.client.received.find((f): f is Extract<Frame, { type: 7 }> => f.type === FrameType.GOAWAY)?.code, 4004, 'the fourth is past maxPending');
   assert.equal(lastClose(a.client), undefined);
   assert.equal(gw.upstreamStats()!.refusedBacklog, 1);
   for (const r of held.splice(0)) r();
@@ -766,6 +776,9 @@ test('the upstream backlog bound in all (maxPending) counts every message waitin
   for (const r of held.splice(0)) r();
   await flush();
   assert.equal(gw.flowStats().inboundWaiting, 0);
+  // b's first, admitted before the refusal, went to the backend: acknowledged, then the CLOSE.
+  assert.equal(lastClose(b.client)?.code, 4004);
+  assert.ok(b.client.received.some((f) => f.type === FrameType.ACK && f.ack === 1));
   await gw.close();
 });
 
