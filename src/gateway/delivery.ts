@@ -135,7 +135,8 @@ export class Delivery {
     return (conn.delivery ??= new LinkDelivery());
   }
 
-  private upstreamMessage(conn: ServerConnection, f: DataFrame): UpstreamMessage {
+  /** `receivedAt`: when the frame was read (a sequenced one may wait its turn long after). */
+  private upstreamMessage(conn: ServerConnection, f: DataFrame, receivedAt = this.o.wallClock.now()): UpstreamMessage {
     return {
       userId: conn.userId,
       deviceId: conn.deviceId,
@@ -144,7 +145,7 @@ export class Delivery {
       ...(f.id !== undefined ? { id: f.id } : {}),
       ...(f.seq !== undefined ? { seq: f.seq } : {}),
       payload: f.payload,
-      receivedAt: this.o.wallClock.now(),
+      receivedAt,
     };
   }
 
@@ -247,6 +248,8 @@ export class Delivery {
       return;
     }
     const held = this.hold(source, 1, bytes);
+    // Read now: it may wait its turn behind messages the backend holds for minutes.
+    const receivedAt = this.o.wallClock.now();
     d.inboundWaiting++;
     d.inboundBytes += bytes;
     this.inbound.messages++;
@@ -262,7 +265,7 @@ export class Delivery {
           this.accept(conn, d.inSeq); // re-acknowledge: the client evidently missed it
           return;
         }
-        if (f.id === undefined) return this.takeIn(conn, f, seq);
+        if (f.id === undefined) return this.takeIn(conn, f, seq, receivedAt);
         // The same message may be on its way in from an older link of the device (a re-send after a
         // reconnect, while the backend or the store still holds the first): checked once that is done,
         // the record says whether it went in. Checked before, it would go in twice. The wait is
@@ -303,7 +306,7 @@ export class Delivery {
             if (conn.phase === 'open') this.accept(conn, seq);
             return;
           }
-          await this.takeIn(conn, f, seq, claim);
+          await this.takeIn(conn, f, seq, receivedAt, claim);
         } finally {
           if (this.takingIn.get(key) === mine) this.takingIn.delete(key);
           done();
@@ -357,14 +360,14 @@ export class Delivery {
   }
 
   /** A client message not seen before: to the backend (if any), the application, the record, then acknowledged. */
-  private async takeIn(conn: ServerConnection, f: DataFrame, seq: number, claim?: Claim): Promise<void> {
+  private async takeIn(conn: ServerConnection, f: DataFrame, seq: number, receivedAt: number, claim?: Claim): Promise<void> {
     const up = this.upstream;
     if (up) {
       // The backend first: acknowledged to the device only once it has the message. If the link
       // closes while the backend is down, nothing is acknowledged or recorded: the client re-sends.
       // A link its peer ended gets one attempt after the close (as if the CLOSE had come later), no retries.
       let tried = false;
-      const answer = await up.deliver(this.upstreamMessage(conn, f), () => conn.phase === 'open' || (conn.endedByPeer && !tried && (tried = true)));
+      const answer = await up.deliver(this.upstreamMessage(conn, f, receivedAt), () => conn.phase === 'open' || (conn.endedByPeer && !tried && (tried = true)));
       if (answer === null) return;
       if (answer === 'rejected') {
         // Refused for good (the fault is reported): acknowledged and recorded, so neither this link

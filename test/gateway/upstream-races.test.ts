@@ -280,3 +280,27 @@ test('upstream lifecycle events dropped beyond maxPendingEvents are numbered all
   ], 'seq 2 (the dropped offline) is missing: the backend can tell');
   await gw.close();
 });
+
+test('receivedAt is when the gateway read the message, not when its turn to go upstream came: a message behind one the backend held for 30 s says when it arrived', async () => {
+  const seen: UpstreamMessage[] = [];
+  const held: (() => void)[] = [];
+  const sink: UpstreamSink = { name: 't', send: (m) => (seen.push(m), new Promise<void>((r) => held.push(r))) };
+  const { clock, gw: g } = setup({ upstream: { sink } });
+  const { client } = await open(g);
+  const readAt = clock.now();
+  client.send({ type: FrameType.DATA, seq: 1, id: 'a', payload: new Uint8Array([1]) });
+  client.send({ type: FrameType.DATA, seq: 2, id: 'b', payload: new Uint8Array([2]) });
+  await flush();
+  assert.equal(seen.length, 1);
+  // The backend holds the first for 30 s (heartbeats keep the link up meanwhile).
+  for (let t = 0; t < 30; t++) {
+    client.send({ type: FrameType.PING });
+    clock.advance(1000);
+    await flush();
+  }
+  held.shift()!();
+  await flush();
+  assert.equal(seen.length, 2);
+  assert.deepEqual(seen.map((m) => m.receivedAt - readAt), [0, 0], 'both were read at the same time');
+  await g.close();
+});
