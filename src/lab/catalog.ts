@@ -48,6 +48,19 @@ export const heartbeatOff = (name: string): Variant => ({
   client: { intervalMs: 3_600_000, probes },
 });
 
+/** The application heartbeat alone, no TCP keepalive under it (the gateway's and client's defaults). */
+export const heartbeatAlone = (name: string, interval: number): Variant => {
+  const v = heartbeat(name, interval);
+  return { ...v, gateway: { ...v.gateway, keepalive: {} }, client: { ...v.client, keepalive: {} } };
+};
+
+/**
+ * The nat-idle scenario's variants: a heartbeat every `intervalMs`, and the same link with it off.
+ * The heartbeat runs alone: with `heartbeat()`'s TCP keepalive (1 s idle) under it, the keepalive
+ * probes alone kept the mapping, so the scenario showed the same with the heartbeat off.
+ */
+export const natIdleVariants = (intervalMs: number): Variant[] => [heartbeatAlone(`heartbeat ${intervalMs / 1000} s`, intervalMs), heartbeatOff('heartbeats off')];
+
 async function withRun(
   name: string,
   title: string,
@@ -72,7 +85,7 @@ export const SCENARIOS: Scenario[] = [
     title: 'Idle link behind a strict NAT with a 5 s timeout: heartbeat every 2 s versus none',
     run: (o) => {
       const s = o.windowScale ?? 1;
-      return withRun('nat-idle', SCENARIOS[0].title, [heartbeat('heartbeat 2 s', 2000), heartbeatOff('heartbeats off')], { natTimeoutSec: 5, log: o.log }, async (run) => {
+      return withRun('nat-idle', SCENARIOS[0].title, natIdleVariants(2000), { natTimeoutSec: 5, log: o.log }, async (run) => {
         for (const r of run.running) await run.idleThenPush(r, 'idle', 15_000 * s, 8000 * s);
       });
     },

@@ -8,8 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { CLI } from '../helpers/procs.js';
 import { after, before, describe, test } from 'node:test';
 import { labUnavailable, run } from '../../src/lab/exec.js';
-import { heartbeat, heartbeatOff } from '../../src/lab/catalog.js';
-import { LabRun } from '../../src/lab/scenarios.js';
+import { heartbeat, natIdleVariants } from '../../src/lab/catalog.js';
+import { LabRun, labPolicy, type Variant } from '../../src/lab/scenarios.js';
 import { runAdaptiveLab } from '../../src/lab/adaptive.js';
 import { Lab, teardownAll } from '../../src/lab/topology.js';
 
@@ -22,10 +22,16 @@ import { Lab, teardownAll } from '../../src/lab/topology.js';
 const TOLERANCE_MS = 400;
 const why = await labUnavailable();
 
+/** A variant with its application heartbeat off and everything else kept. */
+const withoutHeartbeat = (v: Variant): Variant => ({ ...v, name: `${v.name}, heartbeat off`, gateway: { ...v.gateway, heartbeat: labPolicy('off') }, client: { ...v.client, intervalMs: 3_600_000 } });
+
 describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   let lab: LabRun;
   before(async () => {
-    lab = await LabRun.open('ci', [heartbeat('heartbeat 1 s', 1000), heartbeatOff('heartbeats off')], { natTimeoutSec: 3 });
+    // The nat-idle scenario's variants, and its heartbeat variant with only the heartbeat off: the
+    // control that says it is the heartbeat, not something under it, that keeps the mapping.
+    const [hb, off] = natIdleVariants(1000);
+    lab = await LabRun.open('ci', [hb, off, withoutHeartbeat(hb)], { natTimeoutSec: 3 });
   });
   after(async () => {
     const names = lab?.lab.namespaces ?? [];
@@ -37,7 +43,7 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   test('a fault the rules refuse is not kept: the faults after it still go in force', async () => {
     await assert.rejects(lab.lab.addFault({ kind: 'loss', client: 0, percent: Number.NaN, direction: 'up' }), /loss percent/);
     assert.deepEqual(lab.lab.activeFaults, []);
-    await assert.rejects(lab.lab.addFault({ kind: 'blackhole', client: 2, direction: 'up' }), /clients 0 to 1/);
+    await assert.rejects(lab.lab.addFault({ kind: 'blackhole', client: 3, direction: 'up' }), /clients 0 to 2/);
     assert.deepEqual(lab.lab.activeFaults, []);
     await lab.lab.addFault({ kind: 'blackhole', client: 0, direction: 'up' });
     assert.equal(lab.lab.activeFaults.length, 1);
@@ -62,7 +68,11 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
   });
 
   test('an idle heartbeating link survives a NAT timeout shorter than its idle time; without heartbeats it dies silently', async () => {
-    const [hb, off] = await Promise.all([lab.idleThenPush(lab.running[0], 'idle', 8000, 4000), lab.idleThenPush(lab.running[1], 'idle', 8000, 3000)]);
+    const [hb, off, control] = await Promise.all([
+      lab.idleThenPush(lab.running[0], 'idle', 8000, 4000),
+      lab.idleThenPush(lab.running[1], 'idle', 8000, 3000),
+      lab.idleThenPush(lab.running[2], 'idle', 8000, 3000),
+    ]);
     assert.equal(hb.delivered, true, 'the push after 8 s idle arrives on the same link');
     assert.equal(hb.serverDetectMs, null);
     assert.equal(hb.clientDetectMs, null);
@@ -71,6 +81,9 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.equal(off.delivered, false, 'without heartbeats the NAT forgot the mapping and the push is lost on the dead link');
     assert.match(off.note, /mappings left for this link after the idle span: 0/);
     assert.equal(off.serverDetectMs, null, 'and nobody noticed');
+    // TCP keepalive under the heartbeat (1 s idle) kept the mapping alone: the scenario passed with the heartbeat off.
+    assert.equal(control.heartbeats.client, 0);
+    assert.equal(control.delivered, false, `the heartbeat variant with its heartbeat off still kept the mapping (${control.note}, ${JSON.stringify(control.bytes)} bytes at the NAT)`);
   });
 
   test('a frozen client is detected by the gateway within its bound, and reconnects once thawed', async () => {
