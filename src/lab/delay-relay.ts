@@ -26,15 +26,31 @@ interface RelayConfig {
 const cfg = JSON.parse(process.argv[2] ?? '{}') as RelayConfig;
 const delay = () => cfg.baseMs + Math.random() * cfg.jitterMs;
 
-/** Writes chunks to `to` after their delay, in order. */
+/**
+ * Writes chunks to `to` after their delay, in order, then passes the end on. One queue and one
+ * timer at a time: with a timer per chunk, the chunks held behind a later-drawn one (the same due
+ * time, each timer's delay worked out from a clock the timers do not run on) fired in any order
+ * and shuffled the stream, and the end could overtake the last of them.
+ */
 function delayedPipe(from: net.Socket, to: net.Socket): void {
-  let lastAt = 0;
-  from.on('data', (chunk) => {
-    const at = Math.max(lastAt, performance.now() + delay());
-    lastAt = at;
-    setTimeout(() => to.writable && to.write(chunk), at - performance.now());
-  });
-  from.on('end', () => setTimeout(() => to.end(), Math.max(0, lastAt - performance.now())));
+  const queue: { at: number; chunk: Buffer | null }[] = [];
+  let timer: NodeJS.Timeout | null = null;
+  const flush = () => {
+    timer = null;
+    while (queue.length && queue[0].at <= performance.now()) {
+      const { chunk } = queue.shift()!;
+      if (chunk === null) to.end();
+      else if (to.writable) to.write(chunk);
+    }
+    if (queue.length) timer = setTimeout(flush, Math.max(1, Math.ceil(queue[0].at - performance.now())));
+  };
+  const hold = (chunk: Buffer | null) => {
+    const last = queue.length ? queue[queue.length - 1].at : 0;
+    queue.push({ at: chunk === null ? Math.max(last, performance.now()) : Math.max(last, performance.now() + delay()), chunk });
+    if (!timer) flush();
+  };
+  from.on('data', (chunk: Buffer) => hold(chunk));
+  from.on('end', () => hold(null));
 }
 
 // Gone with the lab process, as the agents are: its stdin closes when that process dies (even by

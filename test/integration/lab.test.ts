@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -157,6 +158,56 @@ describe('lab teardown', { skip: why ? `skipped: ${why}` : false }, () => {
     await first;
     assert.deepEqual(standing, [], 'teardownAll returned with namespaces of a lab still being torn down');
     assert.equal(lab.teardown(), lab.teardown(), 'a second call gets the same teardown');
+  });
+});
+
+describe('the delay relay on loopback', () => {
+  test('keeps the order of the bytes it holds, and delivers them all before it passes the end on', async () => {
+    // Chunks held behind a later-drawn one share its due time; each had its own timer, computed
+    // from a clock the timers do not use, and they fired in any order: the stream came out shuffled.
+    const freePort = () =>
+      new Promise<number>((resolve) => {
+        const s = net.createServer().listen(0, '127.0.0.1', () => {
+          const { port } = s.address() as net.AddressInfo;
+          s.close(() => resolve(port));
+        });
+      });
+    let received = '';
+    let ended!: Promise<void>;
+    const targetPort = await new Promise<number>((listening) => {
+      ended = new Promise<void>((resolve) => {
+        const srv = net.createServer((s) => {
+          s.on('data', (d) => (received += d));
+          s.on('end', () => (srv.close(), resolve()));
+        });
+        srv.listen(0, '127.0.0.1', () => listening((srv.address() as net.AddressInfo).port));
+      });
+    });
+    const listenPort = await freePort();
+    const relayJs = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../src/lab/delay-relay.js');
+    const cfg = { routes: [{ listenPort, target: `127.0.0.1:${targetPort}` }], baseMs: 20, jitterMs: 300 };
+    const relay = spawn(process.execPath, [relayJs, JSON.stringify(cfg)], { stdio: ['pipe', 'pipe', 'inherit'] });
+    try {
+      await new Promise<void>((resolve) => relay.stdout!.on('data', (d) => String(d).includes('relay-ready') && resolve()));
+      const sent: string[] = [];
+      await new Promise<void>((resolve) => {
+        const c = net.connect({ port: listenPort, host: '127.0.0.1', noDelay: true }, () => {
+          let i = 0;
+          const t = setInterval(() => {
+            sent.push(`${i++},`);
+            c.write(sent[sent.length - 1]);
+            if (i === 1000) (clearInterval(t), c.end(), resolve());
+          }, 1);
+        });
+      });
+      await ended;
+      const got = received.split(',').filter(Boolean);
+      const misplaced = got.filter((x, i) => Number(x) !== i).length;
+      assert.equal(misplaced, 0, `${misplaced} of ${got.length} numbers out of place: ${got.slice(0, 30).join(',')}`);
+      assert.equal(received, sent.join(''), `got ${got.length} of ${sent.length} numbers`);
+    } finally {
+      relay.kill('SIGKILL');
+    }
   });
 });
 
