@@ -33,12 +33,15 @@ export function natRuleset(r: NatRules): string {
     '    type nat hook postrouting priority srcnat; policy accept;',
     `    oifname "${SERVER_IF}" masquerade`,
     '  }',
+    // Counted on the client's link: up before the faults' raw-priority drop (-300), down after their
+    // postrouting drop (300). It was the other way round: a blackhole counted none of what the client
+    // sent into it and all that never reached the client.
     '  chain count_in {',
-    '    type filter hook prerouting priority -250; policy accept;',
+    '    type filter hook prerouting priority -350; policy accept;',
     ...Array.from({ length: r.clients }, (_, i) => `    iifname "${clientIf(i)}" counter name "up_${i}"`),
     '  }',
     '  chain count_out {',
-    '    type filter hook postrouting priority 250; policy accept;',
+    '    type filter hook postrouting priority 350; policy accept;',
     ...Array.from({ length: r.clients }, (_, i) => `    oifname "${clientIf(i)}" counter name "down_${i}"`),
     '  }',
     '  chain forward {',

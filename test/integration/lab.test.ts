@@ -113,6 +113,25 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.ok(res.reconnectMs !== null, 'the client came back');
     assert.equal(res.delivered, true, 'the message in flight was delivered after the resume');
   });
+
+  test('bytes are counted on the client\'s link: what a blackhole drops from the client, not what it drops towards it', async () => {
+    const r = lab.running[0];
+    await r.clients.expect((l) => l.ev === 'open', 10_000, 'open');
+    const before = (await lab.lab.bytes())[r.index];
+    await lab.lab.addFault({ kind: 'blackhole', client: r.index, direction: 'both' });
+    try {
+      r.gateway.command({ cmd: 'push', user: r.users[0], text: 'into the blackhole' });
+      r.clients.command({ cmd: 'send', user: r.users[0], text: 'into the blackhole' });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const after = (await lab.lab.bytes())[r.index];
+      // The counters counted up after the drop and down before it: the client's sends (and
+      // heartbeats) that crossed its link were 0 bytes, the gateway's that never reached it were not.
+      assert.equal(after.down - before.down, 0, `bytes counted down the client's link through a blackhole (up ${after.up - before.up})`);
+      assert.ok(after.up - before.up > 0, 'the client\'s sends into the blackhole crossed its link');
+    } finally {
+      await lab.lab.clearFaults();
+    }
+  });
 });
 
 describe('lab flags and options out of range', () => {
