@@ -43,7 +43,7 @@ export class Lab {
   readonly server: string;
   readonly router: string;
   readonly clients: string[];
-  readonly natTimeoutSec: number;
+  private natTimeout: number;
   readonly strict: boolean;
   private faults: FaultRule[] = [];
   private faultChange: Promise<void> = Promise.resolve();
@@ -56,7 +56,7 @@ export class Lab {
     this.server = `${PREFIX}${this.id}-srv`;
     this.router = `${PREFIX}${this.id}-rtr`;
     this.clients = Array.from({ length: options.clients }, (_, i) => `${PREFIX}${this.id}-c${i}`);
-    this.natTimeoutSec = options.natTimeoutSec;
+    this.natTimeout = options.natTimeoutSec;
     this.strict = options.strict;
   }
 
@@ -69,8 +69,7 @@ export class Lab {
     // Refused before the first namespace: a bad count used to build them all and fail at the first bad address.
     const clients = o.clients ?? 1;
     if (!Number.isInteger(clients) || clients < 1 || clients > MAX_CLIENTS) throw new OptionError('clients', `an integer from 1 to ${MAX_CLIENTS}, got ${clients}`);
-    const t = o.natTimeoutSec ?? 30;
-    if (!(t >= 1 && t <= MAX_NAT_TIMEOUT_SEC)) throw new OptionError('natTimeoutSec', `from 1 to ${MAX_NAT_TIMEOUT_SEC} s, got ${t}`);
+    checkNatTimeout(o.natTimeoutSec ?? 30);
     const lab = new Lab({ clients: o.clients ?? 1, natTimeoutSec: o.natTimeoutSec ?? 30, strict: o.strict ?? true, relays: o.relays });
     labs.add(lab);
     hookExit();
@@ -113,7 +112,7 @@ export class Lab {
     await inNs(router, 'nft', ['-f', '-'], natRuleset({ clients: this.clients.length, strict: this.strict, relays: this.options.relays }));
     await this.applyFaults();
     // conntrack's sysctls appear once the nft ct rules have loaded it for this namespace.
-    await this.setNatTimeout(this.natTimeoutSec);
+    await this.setNatTimeout(this.natTimeout);
     await this.sysctl(router, 'net.netfilter.nf_conntrack_tcp_loose', this.strict ? '0' : '1');
     await this.sysctl(router, 'net.netfilter.nf_conntrack_tcp_be_liberal', '0');
   }
@@ -122,9 +121,20 @@ export class Lab {
     return inNs(ns, 'sysctl', ['-q', '-w', `${key}=${value}`]);
   }
 
-  /** The NAT's idle timeout for established TCP mappings; applies to existing mappings at their next packet. */
+  /** The NAT's idle timeout in force (conntrack TCP established), in seconds. */
+  get natTimeoutSec(): number {
+    return this.natTimeout;
+  }
+
+  /**
+   * The NAT's idle timeout for established TCP mappings; applies to existing mappings at their next
+   * packet. Whole seconds from 1: it was rounded and raised to 1 without a word (`nat-timeout 0` in
+   * `lab up` gave 1 s, "done"), and natTimeoutSec kept the value the lab was built with.
+   */
   async setNatTimeout(sec: number): Promise<void> {
-    await this.sysctl(this.router, 'net.netfilter.nf_conntrack_tcp_timeout_established', String(Math.max(1, Math.round(sec))));
+    checkNatTimeout(sec);
+    await this.sysctl(this.router, 'net.netfilter.nf_conntrack_tcp_timeout_established', String(sec));
+    this.natTimeout = sec;
   }
 
   /** The router's current TCP mappings (conntrack -L), as text lines. */
@@ -227,6 +237,11 @@ export class Lab {
     this.tearing = removeNamespaces(this.namespaces).finally(() => labs.delete(this));
     return this.tearing;
   }
+}
+
+/** conntrack takes whole seconds: 2.5 became 3 in the kernel while the reports said 2.5. */
+function checkNatTimeout(t: number): void {
+  if (!(Number.isInteger(t) && t >= 1 && t <= MAX_NAT_TIMEOUT_SEC)) throw new OptionError('natTimeoutSec', `whole seconds from 1 to ${MAX_NAT_TIMEOUT_SEC}, got ${t}`);
 }
 
 async function removeNamespaces(names: string[]): Promise<void> {

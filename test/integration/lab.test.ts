@@ -68,6 +68,21 @@ describe('network lab', { skip: why ? `skipped: ${why}` : false }, () => {
     assert.deepEqual(lab.lab.activeFaults, []);
   });
 
+  test('the NAT timeout set is the one the lab reports, and one conntrack cannot have is refused', async () => {
+    const sysctl = async () => (await run('ip', ['netns', 'exec', lab.lab.router, 'sysctl', '-n', 'net.netfilter.nf_conntrack_tcp_timeout_established'])).trim();
+    try {
+      await lab.lab.setNatTimeout(7);
+      assert.equal(await sysctl(), '7');
+      assert.equal(lab.lab.natTimeoutSec, 7, 'the lab (and the reports, idleThenPush\'s label) still said the old timeout');
+      for (const bad of [0, -5, 2.5, Number.NaN]) {
+        await assert.rejects(lab.lab.setNatTimeout(bad), { code: 'LL_ERR_INVALID_OPTION' }, `setNatTimeout(${bad})`);
+      }
+      assert.equal(await sysctl(), '7');
+    } finally {
+      await lab.lab.setNatTimeout(3);
+    }
+  });
+
   test('an idle heartbeating link survives a NAT timeout shorter than its idle time; without heartbeats it dies silently', async () => {
     const [hb, off, control] = await Promise.all([
       lab.idleThenPush(lab.running[0], 'idle', 8000, 4000),
@@ -158,7 +173,7 @@ describe('lab flags and options out of range', () => {
 
   test('Lab.create refuses a client count or NAT timeout the address plan or conntrack cannot take, before any namespace', async () => {
     try {
-      for (const o of [{ clients: 0 }, { clients: 246 }, { clients: 1.5 }, { natTimeoutSec: 0 }, { natTimeoutSec: Number.POSITIVE_INFINITY }]) {
+      for (const o of [{ clients: 0 }, { clients: 246 }, { clients: 1.5 }, { natTimeoutSec: 0 }, { natTimeoutSec: 2.5 }, { natTimeoutSec: Number.POSITIVE_INFINITY }]) {
         await assert.rejects(Lab.create(o), { code: 'LL_ERR_INVALID_OPTION' }, JSON.stringify(o));
       }
     } finally {
