@@ -475,22 +475,30 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       : new Promise((resolve) => {
           const agg = new ClusterMetrics(() => [...ready.keys()]);
           const token = adminToken(o);
+          // Errors as the admin port answers them (docs/OPERATIONS.md): JSON with a stable code. Any
+          // method was answered with a scrape, and a 401 or a failed scrape with no code to read.
+          const fail = (res: http.ServerResponse, status: number, code: string, message: string) =>
+            void res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' }).end(JSON.stringify({ error: { code, message } }));
           const server = http.createServer(ADMIN_SERVER_OPTIONS, (req, res) => {
             let pathname: string;
             try {
               pathname = requestTarget(req).pathname;
             } catch (err) {
               const e = err as AdminError;
-              return void res.writeHead(e.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: e.code, message: e.message } }));
+              return fail(res, e.status, e.code, e.message);
             }
-            if (pathname !== '/metrics') return void res.writeHead(404, { 'content-type': 'text/plain' }).end('the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i\n');
-            if (token && !sameSecret(bearer(req), token)) return void res.writeHead(401).end();
+            if (pathname !== '/metrics') return fail(res, 404, 'LL_ERR_NOT_FOUND', `the primary serves /metrics (the whole cluster); each worker has its admin port at --admin-port + 1 + i`);
+            if (token && !sameSecret(bearer(req), token)) return fail(res, 401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
             // Without a token, as a worker's admin port: loopback callers by a loopback Host only (no DNS rebinding).
             const refused = token ? null : notLoopback(req, 'set an admin token to serve other names');
-            if (refused) return void res.writeHead(refused.status, { 'content-type': 'application/json; charset=utf-8' }).end(JSON.stringify({ error: { code: refused.code, message: refused.message } }));
+            if (refused) return fail(res, refused.status, refused.code, refused.message);
+            if (req.method !== 'GET') return fail(res, 405, 'LL_ERR_METHOD_NOT_ALLOWED', `${req.method} is not allowed on /metrics`);
             agg.text().then(
-              (text) => res.writeHead(200, { 'content-type': agg.contentType }).end(text),
-              (err: Error) => res.writeHead(503, { 'content-type': 'text/plain' }).end(`${err.message}\n`),
+              (text) => res.writeHead(200, { 'content-type': agg.contentType, 'cache-control': 'no-store' }).end(text),
+              (err: Error) => {
+                log.error({ event: 'admin-error', err: err.message, url: '/metrics' }, 'admin request failed');
+                fail(res, 500, 'LL_ERR_INTERNAL', err.message);
+              },
             );
           });
           // The admin port's budgets: its sockets are the primary's files, which replacing a worker needs.

@@ -304,6 +304,23 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     await res.text();
   });
 
+  test("serve --workers: the primary's /metrics refuses a wrong method (405) and a missing token (401) with the admin port's JSON errors, as docs/OPERATIONS.md promises for every endpoint", async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'me:', '--node-id', 'me', '--workers', '2', '--lease-ms', String(LEASE_MS), '--admin-token', 'the-token']);
+    procs.push(gw);
+    const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+    const url = String(summary.metrics);
+    const errorOf = async (res: Response) => ({ status: res.status, type: res.headers.get('content-type'), code: ((await res.json().catch(() => null)) as { error?: { code?: string } } | null)?.error?.code });
+    const auth = { authorization: 'Bearer the-token' };
+    for (const method of ['POST', 'DELETE', 'PUT']) {
+      assert.deepEqual(await errorOf(await fetch(url, { method, headers: auth, signal: AbortSignal.timeout(10_000) })), { status: 405, type: 'application/json; charset=utf-8', code: 'LL_ERR_METHOD_NOT_ALLOWED' }, `${method} /metrics`);
+    }
+    assert.deepEqual(await errorOf(await fetch(url, { signal: AbortSignal.timeout(10_000) })), { status: 401, type: 'application/json; charset=utf-8', code: 'LL_ERR_UNAUTHORIZED' }, 'no token');
+    assert.deepEqual(await errorOf(await fetch(new URL('/api/overview', url), { headers: auth, signal: AbortSignal.timeout(10_000) })), { status: 404, type: 'application/json; charset=utf-8', code: 'LL_ERR_NOT_FOUND' }, 'not an endpoint of the primary');
+    const res = await fetch(url, { headers: auth, signal: AbortSignal.timeout(10_000) });
+    assert.equal(res.status, 200, 'GET with the token is a scrape');
+    await res.text();
+  });
+
   test("serve --workers with TLS: the primary's listening line gives tls:// and wss:// URLs, as one process's does (it gave tcp:// and ws://)", async () => {
     const { testCertificate } = await import('../helpers/certs.js');
     const { cert, key } = await testCertificate();
