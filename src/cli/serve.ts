@@ -669,6 +669,13 @@ export function optionMisuse(cmd: Command): { errors: string[]; warnings: string
       .map(([, flag]) => flag);
     if (orphan.length > 0) errors.push(`${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} a key to verify tokens with (--jwt-secret, --jwt-public-key or --jwks-url): without one no token is checked`);
   }
+  // Worker i's admin port is --admin-port + 1 + i: past 65535 those workers fail to listen after
+  // another has, and the primary replaced them for ever (with backoff) while the rest served.
+  const workers = o.workers as number;
+  const adminPort = o.adminPort as number;
+  if (workers > 1 && o.admin !== false && adminPort !== 0 && adminPort + workers > 65535) {
+    errors.push(`--admin-port ${adminPort} with --workers ${workers}: worker i listens on --admin-port + 1 + i, up to ${adminPort + workers}, past 65535 (lower --admin-port, or 0 for any free port)`);
+  }
   // The rest do nothing harmful when unused, but are said: each names what it needs.
   // A file value equal to the default is not counted: the file --print-config writes holds every
   // option at its default, and loading it named each option that needs another one as ignored.

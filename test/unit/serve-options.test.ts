@@ -112,3 +112,13 @@ test('--tls-reload-poll-ms beyond a timer\'s range is a usage error: fs.watchFil
   }
   assert.equal(parsed(['--tls-reload-poll-ms', String(MAX_TIMER_MS)]).opts().tlsReloadPollMs, MAX_TIMER_MS);
 });
+
+test("--workers whose admin ports (--admin-port + 1 + i) run past 65535 is refused: those workers failed to listen and were replaced for ever while the others served", () => {
+  const { errors } = optionMisuse(parsed(['--redis', 'redis://127.0.0.1:1', '--workers', '3', '--admin-port', '65533']));
+  assert.equal(errors.length, 1, String(errors));
+  assert.match(errors[0]!, /--admin-port 65533 with --workers 3/);
+  assert.deepEqual(optionMisuse(parsed(['--redis', 'redis://127.0.0.1:1', '--workers', '2', '--admin-port', '65533'])).errors, [], 'the last worker at 65535');
+  assert.deepEqual(optionMisuse(parsed(['--redis', 'redis://127.0.0.1:1', '--workers', '3', '--admin-port', '0'])).errors, [], 'any free port');
+  assert.deepEqual(optionMisuse(parsed(['--redis', 'redis://127.0.0.1:1', '--workers', '3', '--admin-port', '65533', '--no-admin'])).errors, [], 'no admin port');
+  assert.deepEqual(optionMisuse(parsed(['--admin-port', '65535'])).errors, [], 'one process uses --admin-port itself');
+});
