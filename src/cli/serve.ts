@@ -547,8 +547,13 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(exitCode);
     cluster.on('exit', done);
     done();
-    // Each worker drains (GOAWAY hints over the window, acks in flight) before it exits.
-    setTimeout(() => process.exit(exitCode), (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
+    // Each worker drains (GOAWAY hints over the window, acks in flight) before it exits. One still
+    // there by then is stuck (an endless loop handles neither SIGTERM nor the primary's going): it
+    // was left running, an orphan holding its connections. It is killed, and reaped before the exit.
+    setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+      setTimeout(() => process.exit(exitCode), 1000).unref();
+    }, (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
   }
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));

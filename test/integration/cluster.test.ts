@@ -229,6 +229,37 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     }
   });
 
+  test('serve --workers 2: SIGTERM to the primary while a worker is stuck leaves no worker behind once the primary has exited (it left the stuck one running, an orphan)', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'ws:', '--node-id', 'hs', '--workers', '2', '--lease-ms', String(LEASE_MS), '--worker-hung-ms', '0', '--drain-window-ms', '0', '--drain-ack-timeout-ms', '0']);
+    procs.push(gw);
+    await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 10_000, "the primary's listening line");
+    const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'hs-w1', 5000, 'worker 1 listening');
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    // Its event loop stops (SIGSTOP: as an endless loop would): it handles neither SIGTERM nor the primary's going.
+    process.kill(w1.pid as number, 'SIGSTOP');
+    try {
+      const exited = once(gw.child, 'exit');
+      gw.child.kill('SIGTERM');
+      const [code] = (await Promise.race([exited, sleep(15_000).then(() => ['the primary did not exit'])])) as [unknown];
+      assert.equal(code, 0, 'the primary exits');
+      for (let t = 0; t < 40 && alive(w1.pid as number); t++) await sleep(50);
+      assert.ok(!alive(w1.pid as number), `worker 1 (pid ${w1.pid as number}) is gone with the primary`);
+    } finally {
+      try {
+        process.kill(w1.pid as number, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  });
+
   test('serve --workers 2: one port, two worker nodes sharing presence and routing; a killed worker is replaced', async () => {
     const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wk:', '--node-id', 'box', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
     procs.push(gw);
