@@ -421,6 +421,8 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   const restarts = new WorkerRestarts();
   /** Workers that have listened (the ones asked for metrics and pinged), and when each was last heard. */
   const ready = new Map<Worker, { index: number; heardAt: number; killed: boolean }>();
+  /** Workers sent a SIGHUP while starting: passed on once they have listened. */
+  const hupWhenReady = new Set<Worker>();
   const fork = (index: number) => {
     const w = cluster.fork({ LL_WORKER: String(index) });
     restarts.started(index);
@@ -431,6 +433,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       if (m?.event !== 'listening') return;
       listened = true;
       ready.set(w, { index, heardAt: performance.now(), killed: false });
+      if (hupWhenReady.delete(w)) w.process.kill('SIGHUP');
       const first = listening.size < n;
       listening.set(index, m);
       if (first && listening.size === n) void metricsReady.then(() => {
@@ -450,6 +453,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     });
     w.on('exit', (code, signal) => {
       ready.delete(w);
+      hupWhenReady.delete(w);
       if (stopping) return;
       // No worker has come up yet and this one died starting (a bad key file, a port in use, Redis
       // unreachable): every replacement would die the same way, forking for ever. Stop, as one
@@ -559,9 +563,15 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   process.on('SIGTERM', () => stop('SIGTERM'));
   // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
   // nothing to reload, and SIGHUP keeps its usual meaning (a closed terminal ends the service).
+  // A worker handles SIGHUP once it has listened: one still starting (a replacement waits out its
+  // predecessor's lease) was killed by it, and replaced after a backoff. It gets it once it listens.
   if (o.tlsCert) {
     process.on('SIGHUP', () => {
-      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGHUP');
+      for (const w of Object.values(cluster.workers ?? {})) {
+        if (!w || w.isDead()) continue;
+        if (ready.has(w)) w.process.kill('SIGHUP');
+        else hupWhenReady.add(w);
+      }
     });
   }
 }

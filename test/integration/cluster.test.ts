@@ -352,6 +352,35 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     await res.text();
   });
 
+  test('serve --workers with TLS: a SIGHUP (a certificate renewed) while a replacement worker is starting does not kill it: it went to workers with no handler for it yet', async () => {
+    const { testCertificate } = await import('../helpers/certs.js');
+    const { cert, key } = await testCertificate();
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-tls-hup-'));
+    fs.writeFileSync(path.join(dir, 'cert.pem'), cert);
+    fs.writeFileSync(path.join(dir, 'key.pem'), key);
+    try {
+      const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'th:', '--node-id', 'th', '--workers', '2', '--lease-ms', String(LEASE_MS), '--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem')]);
+      procs.push(gw);
+      await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+      const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'th-w1', 5000, 'worker 1 listening');
+      const from = gw.lines.length;
+      process.kill(w1.pid as number, 'SIGKILL');
+      await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 5000, 'the worker-exit line');
+      // Its replacement is forked at once (on the next turn of the primary's loop) and is starting
+      // for a second or so (it waits out its predecessor's lease).
+      await sleep(200);
+      gw.child.kill('SIGHUP');
+      await gw.waitForAfter(from, (l) => l.event === 'listening' && l.nodeId === 'th-w1' && l.pid !== w1.pid, 15_000, 'the replacement listening');
+      const exits = gw.lines.slice(from).filter((l) => l.event === 'worker-exit');
+      assert.deepEqual(exits.map((l) => l.signal), ['SIGKILL'], 'only the worker killed by the test died');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("serve --workers with TLS: the primary's listening line gives tls:// and wss:// URLs, as one process's does (it gave tcp:// and ws://)", async () => {
     const { testCertificate } = await import('../helpers/certs.js');
     const { cert, key } = await testCertificate();
