@@ -365,10 +365,10 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
       const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'th:', '--node-id', 'th', '--workers', '2', '--lease-ms', String(LEASE_MS), '--tls-cert', path.join(dir, 'cert.pem'), '--tls-key', path.join(dir, 'key.pem')]);
       procs.push(gw);
       await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
-      const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'th-w1', 5000, 'worker 1 listening');
+      const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'th-w1', 15_000, 'worker 1 listening');
       const from = gw.lines.length;
       process.kill(w1.pid as number, 'SIGKILL');
-      await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 5000, 'the worker-exit line');
+      await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 15_000, 'the worker-exit line');
       // Its replacement is forked at once (on the next turn of the primary's loop) and is starting
       // for a second or so (it waits out its predecessor's lease).
       await sleep(200);
