@@ -274,6 +274,59 @@ describe('Redis Cluster: a master crash under pushes and upstream messages', { s
     }
   });
 
+  test('the master of the lease slot restarting empty is noticed at the reconnection, not a lease renewal later: the node takes its lease again and another node reports its device within 4 s', async () => {
+    const prefix = `rl${Date.now() % 100000}:`;
+    const nPort = await rc!.masterOf(`${prefix}{n}:epoch`);
+    let user = 0;
+    while ((await rc!.masterOf(`${prefix}{u:u${user}}:presence`)) === nPort) user++;
+    const userId = `u${user}`;
+    const { Redis } = await import('ioredis');
+    const admins = rc!.ports.map((p) => new Redis(p, '127.0.0.1', { maxRetriesPerRequest: 0, retryStrategy: () => null, lazyConnect: true }));
+    for (const a of admins) a.on('error', () => {});
+    const setTimeoutMs = (ms: number) => Promise.all(admins.map((a) => a.connect().catch(() => {}).then(() => a.config('SET', 'cluster-node-timeout', String(ms))).catch(() => {})));
+    // No failover while it is down: it comes back as the master of its slots, with nothing.
+    await setTimeoutMs(60_000);
+    // A renewal every 10 s: a restart right after one leaves the next far off.
+    const mk = async (nodeId: string) => {
+      const store = new RedisStore({ url: rc!.url, cluster: true, prefix, leaseTtlMs: 30_000, leaseRenewMs: 10_000 });
+      const gw = new Gateway({ tcp: { port: 0, host: '127.0.0.1' }, ws: false, heartbeat: POLICY, nodeId, store, wheelTickMs: 10, delivery: { probeBeforePushMs: 0 } });
+      const a = await gw.listen();
+      return { gw, store, url: `tcp://127.0.0.1:${a.tcp!.port}` };
+    };
+    const A = await mk('LA');
+    const B = await mk('LB');
+    const client = new LonglinkClient({ url: B.url, userId, deviceId: 'd', intervalMs: 500 });
+    const nAdmin = admins[rc!.ports.indexOf(nPort)];
+    try {
+      await client.connect();
+      await eventually('A sees the device', async () => (await A.gw.presence(userId)).length === 1);
+      // Just after B's renewal (its last-seen time moves), the lease slot's master restarts empty.
+      const seen = await nAdmin.get(`${prefix}{n}:seen:LB`);
+      await eventually("B's renewal", async () => (await nAdmin.get(`${prefix}{n}:seen:LB`)) !== seen, 15_000);
+      rc!.kill(nPort);
+      await sleep(200);
+      await rc!.restart(nPort);
+      const t0 = Date.now();
+      let found = -1;
+      for (const end = t0 + 4000; Date.now() < end; await sleep(50)) {
+        if ((await A.gw.presence(userId).catch(() => [])).length === 1) {
+          found = Date.now() - t0;
+          break;
+        }
+      }
+      assert.ok(found >= 0, `A reports B's device within 4 s of the restart (lease ${await A.store.liveNodes(['LB']).then((m) => m.get('LB') ?? 'none', (e: Error) => e.message)})`);
+    } finally {
+      client.close();
+      await A.gw.close();
+      await B.gw.close();
+      await A.store.close();
+      await B.store.close();
+      await setTimeoutMs(1000);
+      for (const a of admins) a.disconnect();
+      await rc!.waitHealthy(30_000);
+    }
+  });
+
   test('a cluster whose masters delete keys when full (maxmemory-policy allkeys-lru) is reported at listen, by the store and by the stream sink (which checks once its client knows the masters)', async () => {
     const { Redis } = await import('ioredis');
     const admins = rc!.ports.map((port) => new Redis({ port, host: '127.0.0.1', maxRetriesPerRequest: 1 }));

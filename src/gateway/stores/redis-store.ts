@@ -512,32 +512,57 @@ export class RedisStore implements Store {
    * its slots, so the slot map does not change, and comes back with what its
    * snapshot held, or nothing without persistence (its replica then copies
    * that). The epoch key lives in one slot only, so another master's loss
-   * went unseen. Each master's run id, asked once per lease renewal, tells it
-   * (`store-reset`), as a single server's does at its reconnection.
+   * went unseen. Each master's run id tells it (`store-reset`), as a single
+   * server's does: asked when the client connects to the master again (the
+   * connection pool drops a node's connection when it goes and makes a new
+   * one once the slot map names it again), and once per lease renewal.
    */
   private watchMasterRestarts(cluster: import('ioredis').Cluster): void {
     const runIds = new Map<string, string>();
     let asking = false;
+    /** Whether the master's run id is another than when last asked (it restarted). */
+    const restartedNow = async (n: Redis): Promise<boolean> => {
+      const at = `${n.options.host}:${n.options.port}`;
+      try {
+        const id = /run_id:(\w+)/.exec(await n.info('server'))?.[1];
+        if (id === undefined) return false;
+        const before = runIds.get(at);
+        runIds.set(at, id);
+        return before !== undefined && before !== id;
+      } catch {
+        // unreachable now (one that went leaves the pool until it is back): compared when it answers
+        return false;
+      }
+    };
+    const reset = async () => {
+      if (this.closed) return;
+      // The lease first, as checkRunId does: if the master held the `{n}` slot, this node's lease and
+      // last-seen time went with it, and other nodes neither report its entries, written again now,
+      // nor keep them when read (a node not seen is dead). Left to the timer, its devices were offline
+      // to every other node for up to a renewal after the master was back. A master just back may
+      // refuse the first commands (its cluster state not yet ok): tried again, as at join.
+      for (let attempt = 1; !this.closed; attempt++) {
+        try {
+          await this.renewLease();
+          break;
+        } catch {
+          if (attempt >= 10) break;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
+      if (!this.closed) this.onResync?.('store-reset');
+    };
     const check = async () => {
-      let restarted = false;
-      await Promise.all(
-        cluster.nodes('master').map(async (n) => {
-          const at = `${n.options.host}:${n.options.port}`;
-          try {
-            const id = /run_id:(\w+)/.exec(await n.info('server'))?.[1];
-            if (id === undefined) return;
-            const before = runIds.get(at);
-            runIds.set(at, id);
-            if (before !== undefined && before !== id) restarted = true;
-          } catch {
-            // unreachable now (one that went leaves the pool until it is back): compared when it answers
-          }
-        }),
-      );
+      const restarted = (await Promise.all(cluster.nodes('master').map(restartedNow))).some(Boolean);
       // A replica now is forgotten: promoted later, it is a failover, not a restart.
       for (const n of cluster.nodes('slave')) runIds.delete(`${n.options.host}:${n.options.port}`);
-      if (restarted && !this.closed) this.onResync?.('store-reset');
+      if (restarted) await reset();
     };
+    // A master's connection made again: asked at once (what a single server's reconnection does).
+    cluster.on('+node', (n: Redis) => {
+      if (this.closed || n.options.readOnly) return;
+      void restartedNow(n).then((restarted) => (restarted ? reset() : undefined));
+    });
     const tick = () => {
       if (asking || this.closed) return;
       asking = true;
