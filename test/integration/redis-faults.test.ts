@@ -509,6 +509,50 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     }
   });
 
+  test('a node taken for dead that renews and writes its entry again while another node removes its entries keeps it: the removal checks the entry is still the one read', async () => {
+    const prefix = `rf${++n}:`;
+    const lease = { leaseTtlMs: 3000, leaseRenewMs: 1000 };
+    const entry = { userId: 'u', deviceId: 'd', connectionId: 'c', nodeId: 'X', transport: 'tcp' as const, since: 1, clientInfo: {} };
+    const x = new RedisStore({ url: redis!.url, prefix, ...lease });
+    const a = new RedisStore({ url: redis!.url, prefix, ...lease });
+    const r = new Redis(redis!.url);
+    const reasserted: string[] = [];
+    try {
+      // What the gateway does when its lease lapsed: writes its open links' entries again.
+      await x.joinCluster('X', () => {}, (why) => void x.restoreOnline(entry).then(() => reasserted.push(why)));
+      await x.setOnline(entry);
+      // A's presence read pauses once it has read the last-seen times, until the test lets it go on.
+      let release!: () => void;
+      const gate = new Promise<void>((res) => (release = res));
+      let paused = false;
+      const mget = a.redis.mget.bind(a.redis) as (...keys: string[]) => Promise<(string | null)[]>;
+      (a.redis as unknown as { mget: unknown }).mget = async (...keys: string[]) => {
+        const v = await mget(...keys);
+        if (keys.some((k) => k.includes(':seen:'))) {
+          paused = true;
+          await gate;
+        }
+        return v;
+      };
+      // Just after X's renewal, X looks long dead (no lease, last seen long ago: a stall of ten
+      // leases), and A reads the user's presence.
+      const seen = await r.get(`${prefix}{n}:seen:X`);
+      assert.ok(await eventually(async () => (await r.get(`${prefix}{n}:seen:X`)) !== seen, 3000));
+      await r.multi().del(`${prefix}{n}:node:X`).set(`${prefix}{n}:seen:X`, '1').exec();
+      assert.deepEqual(await a.devices('u'), [], 'X holds no lease');
+      assert.ok(await eventually(() => paused, 2000), 'A read the last-seen times');
+      // X renews (its lease had lapsed) and writes its entry again; then A's removal goes on.
+      assert.ok(await eventually(() => reasserted.includes('lease-lapsed'), 3000), 'X wrote its entry again');
+      release();
+      await sleep(200);
+      assert.deepEqual((await a.devices('u')).map((e) => e.connectionId), ['c'], "X's entry, written again after A read it, is still there");
+    } finally {
+      r.disconnect();
+      await a.close();
+      await x.close();
+    }
+  });
+
   test('a second process given the node id of a live node (one config or LONGLINK_NODE_ID for every replica) is refused at join (LL_ERR_NODE_ID_IN_USE): the live node keeps its presence; one restarted under the id of a node that crashed joins', async () => {
     const prefix = `rf${++n}:`;
     const lease = { leaseTtlMs: 600, leaseRenewMs: 150 };

@@ -456,6 +456,19 @@ return 1
 `;
 
 /**
+ * KEYS: presence hash, displaced hash. ARGV: deviceId, the entry as read.
+ * Removes the entry of a node taken for dead only if it is still the one
+ * read: the node may have come back since, renewed its lease and written it
+ * again (a node's every write differs: see RedisStore.presenceJson).
+ */
+export const FORGET_PRESENCE = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+`;
+
+/**
  * KEYS: presence hash, displaced hash. ARGV: deviceId, entry json, the
  * writer's node id. Writes the entry; returns the one it replaced ('' for
  * none). Another node's entry it replaced is kept beside it (the displaced

@@ -4,7 +4,7 @@ import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, evictingServer, evictionError, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
+import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, FORGET_PRESENCE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store, StoreFaultOp } from './store.js';
 
 /**
@@ -171,6 +171,7 @@ declare module 'ioredis' {
     llMarkInboundClaimed(ids: string, claim: string, id: string, kept: number, now: number, windowMs: number, holder: string): Promise<number>;
     llRemember(known: string, presence: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
+    llForgetPresence(presence: string, displaced: string, deviceId: string, raw: string): Promise<number>;
     llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string, ttlMs: number): Promise<string>;
     llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string, ttlMs: number): Promise<number>;
     llTouchPresence(presence: string, displaced: string, ttlMs: number): Promise<number>;
@@ -198,6 +199,8 @@ export class RedisStore implements Store {
   private nodeId: string | null = null;
   /** This process's incarnation of the node: the lease's value and every presence entry's `inc`. */
   private readonly incarnation = randomBytes(6).toString('base64url');
+  /** This process's presence writes so far: each entry it writes carries the next (see presenceJson). */
+  private presenceWrites = 0;
   private epoch: string | null = null;
   private onResync: ((reason: ResyncReason) => void) | undefined;
   private onFault: ((error: Error, op: StoreFaultOp) => void) | undefined;
@@ -256,6 +259,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llMarkInboundClaimed', { numberOfKeys: 2, lua: MARK_INBOUND_CLAIMED });
     this.redis.defineCommand('llRemember', { numberOfKeys: 2, lua: REMEMBER_DEVICE });
     this.redis.defineCommand('llSetOffline', { numberOfKeys: 2, lua: SET_OFFLINE });
+    this.redis.defineCommand('llForgetPresence', { numberOfKeys: 2, lua: FORGET_PRESENCE });
     this.redis.defineCommand('llSetOnline', { numberOfKeys: 2, lua: SET_ONLINE });
     this.redis.defineCommand('llRestoreOnline', { numberOfKeys: 2, lua: RESTORE_ONLINE });
     this.redis.defineCommand('llTouchPresence', { numberOfKeys: 2, lua: TOUCH_PRESENCE });
@@ -749,15 +753,22 @@ export class RedisStore implements Store {
     return [this.uk(userId, 'presence'), this.uk(userId, 'displaced')];
   }
 
-  /** An entry as stored: with this process's incarnation when it is this node's, so a node restarted under the same id does not revive it. */
+  /**
+   * An entry as stored: with this process's incarnation when it is this node's, so a node restarted
+   * under the same id does not revive it, and a number of its own (`w`), so that a write of the same
+   * entry again (after a lapse) differs from the one another node read and took for a dead node's.
+   */
   private presenceJson(entry: PresenceEntry): string {
-    return storeJson(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation } : entry);
+    return storeJson(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation, w: ++this.presenceWrites } : entry);
   }
 
   async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
     const old = await this.redis.llSetOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.nodeId, PRESENCE_TTL_MS);
-    // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was.
-    return old ? (JSON.parse(old) as PresenceEntry) : undefined;
+    // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was. (Its
+    // write's number is not needed there: it only tells writes apart, see presenceJson.)
+    if (!old) return undefined;
+    const { w: _w, ...prev } = JSON.parse(old) as PresenceEntry & { w?: number };
+    return prev;
   }
 
   async restoreOnline(entry: PresenceEntry): Promise<boolean> {
@@ -771,14 +782,14 @@ export class RedisStore implements Store {
   async presenceOf(userId: string, deviceId: string): Promise<PresenceEntry | undefined> {
     const raw = await this.redis.hget(this.uk(userId, 'presence'), deviceId);
     if (!raw) return undefined;
-    const { inc: _inc, ...entry } = JSON.parse(raw) as PresenceEntry & { inc?: string };
+    const { inc: _inc, w: _w, ...entry } = JSON.parse(raw) as PresenceEntry & { inc?: string; w?: number };
     return entry;
   }
 
   async takeBackOnline(userId: string, deviceId: string, connectionId: string): Promise<PresenceEntry | undefined> {
     const prev = await this.redis.llTakeBack(...this.presenceKeys(userId), deviceId, connectionId);
     if (!prev) return undefined;
-    const { inc: _inc, ...entry } = JSON.parse(prev) as PresenceEntry & { inc?: string };
+    const { inc: _inc, w: _w, ...entry } = JSON.parse(prev) as PresenceEntry & { inc?: string; w?: number };
     return entry;
   }
 
@@ -791,17 +802,18 @@ export class RedisStore implements Store {
 
   async devices(userId: string): Promise<PresenceEntry[]> {
     const key = this.uk(userId, 'presence');
-    const all = Object.values(await this.redis.hgetall(key)).map((raw) => JSON.parse(raw) as PresenceEntry & { inc?: string });
+    const raws = Object.values(await this.redis.hgetall(key));
+    const all = raws.map((raw) => JSON.parse(raw) as PresenceEntry & { inc?: string; w?: number });
     const live = await this.liveNodes([...new Set(all.map((e) => e.nodeId))]);
     const out: PresenceEntry[] = [];
-    const leaseless: PresenceEntry[] = [];
-    for (const { inc, ...e } of all) {
+    const leaseless: { raw: string; entry: PresenceEntry }[] = [];
+    all.forEach(({ inc, w: _w, ...e }, i) => {
       const holder = live.get(e.nodeId);
       if (holder !== undefined && (inc === undefined || inc === holder)) out.push(e);
       // An earlier incarnation of a node that is alive again: those links are gone for sure.
       else if (holder !== undefined) void this.redis.llSetOffline(...this.presenceKeys(userId), e.deviceId, e.connectionId).catch(() => {});
-      else leaseless.push(e);
-    }
+      else leaseless.push({ raw: raws[i], entry: e });
+    });
     // A node without a lease may only have lapsed (it writes its presence again when it notices, within
     // a renewal), so its entries stay; one not seen for DEAD_NODE_LEASES leases is gone (crashed, and
     // its id, random per start, never comes back): its entries would stay in Redis for ever.
@@ -809,12 +821,14 @@ export class RedisStore implements Store {
     return out;
   }
 
-  private async forgetDeadNodes(userId: string, entries: PresenceEntry[]): Promise<void> {
-    const nodes = [...new Set(entries.map((e) => e.nodeId))];
+  private async forgetDeadNodes(userId: string, entries: { raw: string; entry: PresenceEntry }[]): Promise<void> {
+    const nodes = [...new Set(entries.map((e) => e.entry.nodeId))];
     const seen = await this.redis.mget(...nodes.map((n) => this.nk('seen', n)));
     const before = Date.now() - DEAD_NODE_LEASES * this.o.leaseTtlMs;
     const dead = new Set(nodes.filter((_, i) => seen[i] === null || Number(seen[i]) < before));
-    for (const e of entries) if (dead.has(e.nodeId)) await this.redis.llSetOffline(...this.presenceKeys(userId), e.deviceId, e.connectionId);
+    // Only the entry as read: a node that was only stalled may have renewed since the last-seen
+    // times were read and written the entry again (the same link's), which must stay.
+    for (const { raw, entry } of entries) if (dead.has(entry.nodeId)) await this.redis.llForgetPresence(...this.presenceKeys(userId), entry.deviceId, raw);
   }
 
   // Sessions.
