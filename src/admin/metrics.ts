@@ -13,6 +13,19 @@ export function isDetection(e: Pick<OfflineEvent, 'reason' | 'initiator'>): bool
 
 const RTT_BUCKETS_S = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5];
 const DETECTION_BUCKETS_S = [0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600];
+/**
+ * DETECTION_BUCKETS_S, doubled past 600 s up to the longest detection the policy allows: a client
+ * may announce maxIntervalMs (600 s by default, detected at 1205 s), and a histogram cannot show a
+ * quantile above its top finite bucket (histogram_quantile answered 600 for every such detection).
+ */
+function detectionBuckets(gw: Pick<Gateway, 'options'>): number[] {
+  const { heartbeat: p, probes, detector } = gw.options;
+  const lateMs = detector.kind === 'freshness' && detector.lateMs !== undefined ? detector.lateMs : (p.missBudget - 1) * p.maxIntervalMs + p.graceMs;
+  const longestS = Math.max(p.maxIntervalMs * p.missBudget + p.graceMs, p.maxIntervalMs + lateMs, p.maxIntervalMs + probes.pongTimeoutMs + probes.probeCount * probes.probeIntervalMs) / 1000;
+  const b = [...DETECTION_BUCKETS_S];
+  while (b[b.length - 1] < longestS) b.push(b[b.length - 1] * 2);
+  return b;
+}
 const DELIVERY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600];
 
 /** The process's own metrics, collected once per process however many gateways it runs (prom-client cannot stop them). */
@@ -139,16 +152,17 @@ export class GatewayMetrics {
     const deliverySeconds = new Histogram({ name: 'longlink_push_delivery_seconds', help: 'From push to the device acknowledging it', buckets: DELIVERY_BUCKETS_S, registers: [r] });
     const disconnects = new Counter({ name: 'longlink_disconnects_total', help: 'Devices gone offline, by reason', labelNames: ['reason'], registers: [r] });
     const detections = new Counter({ name: 'longlink_detections_total', help: 'Links the gateway closed as dead or stuck, by reason', labelNames: ['reason'], registers: [r] });
+    const detectionBucketsS = detectionBuckets(gw);
     const detectionSeconds = new Histogram({
       name: 'longlink_detection_seconds',
       help: 'Detection time: from the last frame heard to the close, by reason',
       labelNames: ['reason'],
-      buckets: DETECTION_BUCKETS_S,
+      buckets: detectionBucketsS,
       registers: [r],
     });
     // A link replaced by the same device's newer one writes no offline: its death (often unnoticed, behind a NAT) counts here.
     const replaced = new Counter({ name: 'longlink_replaced_links_total', help: 'Links closed because a newer link of the same device took over, by whether the old one had been silent for more than its heartbeat interval (stale: it had most likely died unnoticed)', labelNames: ['stale'], registers: [r] });
-    const replacedSilence = new Histogram({ name: 'longlink_replaced_silence_seconds', help: 'How long a replaced link had been silent when its device came back on a newer one', buckets: DETECTION_BUCKETS_S, registers: [r] });
+    const replacedSilence = new Histogram({ name: 'longlink_replaced_silence_seconds', help: 'How long a replaced link had been silent when its device came back on a newer one', buckets: detectionBucketsS, registers: [r] });
     for (const stale of ['true', 'false']) replaced.inc({ stale }, 0);
     const rtt = new Histogram({ name: 'longlink_heartbeat_rtt_seconds', help: 'Round trip of the gateway\'s own PINGs (server-sent heartbeats, probes)', buckets: RTT_BUCKETS_S, registers: [r] });
     const refused = new Counter({ name: 'longlink_refused_total', help: 'Connections refused at accept by a limit', labelNames: ['reason'], registers: [r] });

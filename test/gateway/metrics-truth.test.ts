@@ -1,0 +1,45 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { GatewayMetrics } from '../../src/admin/metrics.js';
+import { ManualClock } from '../../src/core/clock.js';
+import { Gateway, type OfflineEvent } from '../../src/gateway/gateway.js';
+import { FrameType, PROTOCOL_VERSION, type HelloFrame } from '../../src/protocol/frames.js';
+import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+
+// What the metrics say against what happened, on a fake clock with memory links.
+
+/** The histogram's finite buckets and their counts (`le` in seconds). */
+function buckets(text: string, name: string, match = ''): [number, number][] {
+  const out: [number, number][] = [];
+  for (const line of text.split('\n')) {
+    const m = line.match(new RegExp(`^${name}_bucket\\{([^}]*)\\} (\\d+)$`));
+    if (!m || !m[1].includes(match)) continue;
+    const le = m[1].match(/le="([^"]+)"/)![1];
+    if (le !== '+Inf') out.push([Number(le), Number(m[2])]);
+  }
+  return out;
+}
+
+test('longlink_detection_seconds has buckets up to the longest detection the policy allows (a client announcing maxIntervalMs)', async () => {
+  const clock = new ManualClock(1_000_000);
+  // The default policy: a client may announce up to 600 s, detected after 600 × 2 + 5 = 1205 s of silence.
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1000, clock, timers: clock, wallClock: clock });
+  const metrics = new GatewayMetrics(gw, { processMetrics: false });
+  const offline: OfflineEvent[] = [];
+  gw.on('offline', (e) => offline.push(e));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  const hello: HelloFrame = { type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1', intervalMs: 600_000 };
+  client.send(hello);
+  await flush();
+  for (let i = 0; i < 1300 && offline.length === 0; i++) clock.advance(1000);
+  assert.equal(offline[0]?.reason, 'heartbeat-timeout');
+  const silentS = offline[0].silentForMs / 1000;
+  assert.ok(silentS >= 1205, `detected after ${silentS} s`);
+  const b = buckets(await metrics.registry.metrics(), 'longlink_detection_seconds', 'reason="heartbeat-timeout"');
+  const top = b[b.length - 1];
+  assert.ok(top[0] >= silentS, `the top finite bucket (le=${top[0]}) holds a detection of ${silentS} s; histogram_quantile cannot show more than it`);
+  assert.equal(top[1], 1);
+  metrics.close();
+  await gw.close();
+});
