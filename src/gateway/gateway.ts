@@ -1174,16 +1174,17 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       return;
     }
     const silentForMs = o.clock.now() - conn.lastHeardAt;
+    // Presence and session bookkeeping are best effort: a store outage must
+    // not keep a dead connection around. A link whose setOnline is out leaves
+    // the entry to its handshake, which knows by the answer which entry it
+    // displaced (see helloSteps). Asked before `offline` is emitted: a listener
+    // that reads presence (was it the user's last device?) must not find it.
+    if (!conn.presenceOut) this.removePresence(conn.userId, conn.deviceId, conn.id);
     if (conn.announced) {
       this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
       const o = this.options;
       void this.delivery.upstream?.event({ type: 'offline', userId: conn.userId, deviceId: conn.deviceId, connectionId: conn.id, nodeId: o.nodeId, reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs, at: o.wallClock.now() });
     }
-    // Presence and session bookkeeping are best effort: a store outage must
-    // not keep a dead connection around. A link whose setOnline is out leaves
-    // the entry to its handshake, which knows by the answer which entry it
-    // displaced (see helloSteps).
-    if (!conn.presenceOut) this.removePresence(conn.userId, conn.deviceId, conn.id);
     this.saveClosed(this.sessionRecord(conn, false), now);
     // Known for knownDeviceTtlMs from its last link's end, not from its handshake: a device online
     // for longer would be forgotten (pushes answered unknown-user) the moment it dropped.

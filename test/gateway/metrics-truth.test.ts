@@ -43,3 +43,30 @@ test('longlink_detection_seconds has buckets up to the longest detection the pol
   metrics.close();
   await gw.close();
 });
+
+test("an `offline` listener asking presence no longer finds the device that went offline (a user's last device: the user is offline)", async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const seen: string[][] = [];
+  const count: number[] = [];
+  gw.on('offline', (e) => {
+    count.push(gw.deviceCount(e.userId));
+    void gw.presence(e.userId).then((p) => seen.push(p.map((x) => x.deviceId)));
+  });
+  const links = [];
+  for (const deviceId of ['phone', 'laptop']) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'alice', deviceId });
+    links.push(client);
+  }
+  await flush();
+  assert.deepEqual((await gw.presence('alice')).map((x) => x.deviceId).sort(), ['laptop', 'phone']);
+  links[0].send({ type: FrameType.CLOSE, code: 1000, reason: 'bye' });
+  await flush();
+  links[1].destroy();
+  await flush();
+  assert.deepEqual(count, [1, 0], 'devices connected here, as each offline is emitted');
+  assert.deepEqual(seen, [['laptop'], []], 'presence as each offline listener asked it');
+  await gw.close();
+});
