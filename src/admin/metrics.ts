@@ -28,6 +28,13 @@ function detectionBuckets(gw: Pick<Gateway, 'options'>): number[] {
 }
 const DELIVERY_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60, 300, 3600];
 
+/** DELIVERY_BUCKETS_S, doubled past 1 h up to the default message TTL (24 h): a delivery counts the time queued while offline. */
+function deliveryBuckets(gw: Pick<Gateway, 'options'>): number[] {
+  const b = [...DELIVERY_BUCKETS_S];
+  while (b[b.length - 1] * 1000 < gw.options.delivery.messageTtlMs) b.push(b[b.length - 1] * 2);
+  return b;
+}
+
 /** The process's own metrics, collected once per process however many gateways it runs (prom-client cannot stop them). */
 let processRegistry: Registry | null = null;
 function processMetrics(): Registry {
@@ -149,7 +156,7 @@ export class GatewayMetrics {
     new Gauge({ name: 'longlink_store_retries_pending', help: 'Store writes waiting for another try (presence removals, acknowledged messages)', registers: [r], collect() { this.set(gw.storeRetryStats().pending); } });
 
     const outcomes = new Counter({ name: 'longlink_push_outcomes_total', help: 'Per-device outcome of reliable pushes', labelNames: ['outcome'], registers: [r] });
-    const deliverySeconds = new Histogram({ name: 'longlink_push_delivery_seconds', help: 'From push to the device acknowledging it', buckets: DELIVERY_BUCKETS_S, registers: [r] });
+    const deliverySeconds = new Histogram({ name: 'longlink_push_delivery_seconds', help: 'From push to the device acknowledging it', buckets: deliveryBuckets(gw), registers: [r] });
     const disconnects = new Counter({ name: 'longlink_disconnects_total', help: 'Devices gone offline, by reason', labelNames: ['reason'], registers: [r] });
     const detections = new Counter({ name: 'longlink_detections_total', help: 'Links the gateway closed as dead or stuck, by reason', labelNames: ['reason'], registers: [r] });
     const detectionBucketsS = detectionBuckets(gw);

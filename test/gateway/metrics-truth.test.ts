@@ -70,3 +70,36 @@ test("an `offline` listener asking presence no longer finds the device that went
   assert.deepEqual(seen, [['laptop'], []], 'presence as each offline listener asked it');
   await gw.close();
 });
+
+test('longlink_push_delivery_seconds has buckets up to the message TTL: a message queued overnight for an offline device is not lumped in +Inf', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1000, clock, timers: clock, wallClock: clock, delivery: { probeBeforePushMs: 0 } });
+  const metrics = new GatewayMetrics(gw, { processMetrics: false });
+  const ages: number[] = [];
+  gw.on('delivered', (e) => ages.push(e.ageMs));
+  const connect = async () => {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1' });
+    await flush();
+    return client;
+  };
+  (await connect()).send({ type: FrameType.CLOSE, code: 1000, reason: 'night' });
+  await flush();
+  const r = await gw.push('u1', 'good morning', { id: 'm1' });
+  assert.equal(r.devices[0].status, 'queued');
+  // Eight hours offline (the default TTL is 24 h), then back.
+  for (let i = 0; i < 8 * 60; i++) clock.advance(60_000);
+  const c = await connect();
+  assert.ok(c.received.some((f) => f.type === FrameType.DATA));
+  c.send({ type: FrameType.ACK, ack: 1 });
+  await flush();
+  assert.equal(ages.length, 1);
+  const ageS = ages[0] / 1000;
+  const b = buckets(await metrics.registry.metrics(), 'longlink_push_delivery_seconds');
+  const top = b[b.length - 1];
+  assert.ok(top[0] >= ageS, `the top finite bucket (le=${top[0]}) holds a delivery ${ageS} s after the push`);
+  assert.ok(top[0] * 1000 >= gw.options.delivery.messageTtlMs, 'the buckets reach the message TTL');
+  metrics.close();
+  await gw.close();
+});
