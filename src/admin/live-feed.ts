@@ -161,7 +161,8 @@ export class LiveFeed {
       nodeId: gw.options.nodeId,
       startedAt: this.startedAt,
       uptimeMs: this.o.now() - this.startedMono,
-      connections: { total: gw.connectionCount, ...counts },
+      // Handshakes counted as admission counts them (sockets still in their upgrade too): the total is their sum.
+      connections: { total: counts.tcp + counts.ws + counts.handshaking, ...counts },
       online: { devices: gw.onlineDevices, users: gw.onlineUsers },
       policy: { intervalMs: p.intervalMs, minIntervalMs: p.minIntervalMs, maxIntervalMs: p.maxIntervalMs, missBudget: p.missBudget, graceMs: p.graceMs, allowServerDirection: p.allowServerDirection },
       detector: gw.options.detector.kind,

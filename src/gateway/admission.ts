@@ -185,6 +185,11 @@ export class Admission {
     this.sweepSourcesAt = Math.max(1024, 2 * this.sourceTat.size);
   }
 
+  /** Connections admitted and not yet open: handed to the gateway, or still in their TLS handshake or WebSocket upgrade. */
+  get pendingHandshakes(): number {
+    return this.pending;
+  }
+
   /** An admitted connection finished its handshake (WELCOME sent). */
   opened(address: string, now: number): void {
     const source = sourceKey(address);

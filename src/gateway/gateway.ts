@@ -1372,13 +1372,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     return n;
   }
 
-  /** Open connections by transport, and those still in the handshake. */
+  /**
+   * Open connections by transport, and those still in the handshake: as maxPendingHandshakes
+   * counts them, sockets still in their TLS handshake or WebSocket upgrade included (admitted
+   * at TCP accept, not yet handed over: a peer that never finishes its upgrade was held unseen).
+   */
   connectionCounts(): { tcp: number; ws: number; handshaking: number } {
-    const n = { tcp: 0, ws: 0, handshaking: 0 };
-    for (const c of this.connections) {
-      if (c.phase === 'open') n[c.transport]++;
-      else n.handshaking++;
-    }
+    const n = { tcp: 0, ws: 0, handshaking: this.admission.pendingHandshakes };
+    for (const c of this.connections) if (c.phase === 'open') n[c.transport]++;
     return n;
   }
 

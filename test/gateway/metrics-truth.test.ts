@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import net from 'node:net';
 import { test } from 'node:test';
 import { GatewayMetrics } from '../../src/admin/metrics.js';
 import { ManualClock } from '../../src/core/clock.js';
@@ -102,4 +103,27 @@ test('longlink_push_delivery_seconds has buckets up to the message TTL: a messag
   assert.ok(top[0] * 1000 >= gw.options.delivery.messageTtlMs, 'the buckets reach the message TTL');
   metrics.close();
   await gw.close();
+});
+
+test('longlink_connections{transport="handshake"} counts the sockets held in their WebSocket upgrade, as maxPendingHandshakes does (loopback)', async () => {
+  const gw = new Gateway({ tcp: false, ws: { port: 0, host: '127.0.0.1' }, handshakeTimeoutMs: 10_000, limits: { maxPendingHandshakes: 5 } });
+  const metrics = new GatewayMetrics(gw, { processMetrics: false });
+  const port = (await gw.listen()).ws!.port;
+  const refused: string[] = [];
+  gw.on('refused', (e) => refused.push(e.message));
+  const held: net.Socket[] = [];
+  try {
+    // Five peers that connected and never finish their upgrade: the gateway holds them, up to the bound.
+    for (let i = 0; i < 5; i++) held.push(await new Promise<net.Socket>((r) => { const s = net.connect(port, '127.0.0.1', () => r(s)); }));
+    const sixth = net.connect(port, '127.0.0.1');
+    held.push(sixth);
+    for (let i = 0; i < 200 && refused.length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    assert.deepEqual(refused, ['5 handshakes are already in progress']);
+    const text = await metrics.registry.metrics();
+    assert.match(text, /^longlink_connections\{transport="handshake"\} 5$/m, 'the gauge shows the five handshakes the refusal counted');
+  } finally {
+    for (const s of held) s.destroy();
+    metrics.close();
+    await gw.close();
+  }
 });
