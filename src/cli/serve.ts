@@ -117,6 +117,7 @@ export function serveCommand(): Command {
     .option('--max-queued-bytes-total <n>', 'in-memory store: payload bytes queued in all mailboxes; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)', positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytes)
     .option('--max-queued-bytes-per-user <n>', "in-memory store: payload bytes queued for one user's devices together; a push beyond it fails for that device (LL_ERR_QUEUE_FULL)", positiveInt, MEMORY_STORE_DEFAULTS.maxQueuedBytesPerUser)
     .option('--max-detached-session-bytes <n>', 'in-memory store: bytes of session records kept for a resume after their link ended', int, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytes)
+    .option('--max-detached-session-bytes-per-user <n>', "in-memory store: of those, one user's; beyond it the user's own least recently saved go", positiveInt, MEMORY_STORE_DEFAULTS.maxDetachedSessionBytesPerUser)
     .option('--max-known-devices-per-user <n>', 'devices remembered per user for offline pushes', int, MEMORY_STORE_DEFAULTS.maxKnownDevicesPerUser)
     .option('--max-devices-per-user <n>', 'in-memory store: devices with any record per user (known, sessions, online); a new one drops one that is not online', positiveInt, MEMORY_STORE_DEFAULTS.maxDevicesPerUser)
     .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', positiveInt, RELAY_BUDGET.perUser)
@@ -205,7 +206,7 @@ export function serveCommand(): Command {
       try {
         store = o.redis
           ? new RedisStore({ url: o.redis, cluster: o.redisCluster === true, waitReplicas: o.redisWaitReplicas, commandTimeoutMs: o.redisCommandTimeoutMs, mailboxShards: o.redisMailboxShards, prefix: o.redisPrefix, leaseTtlMs: o.leaseMs, leaseRenewMs: Math.max(1, Math.floor(o.leaseMs / 3)), ...bounds })
-          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxQueuedBytes: o.maxQueuedBytesTotal, maxQueuedBytesPerUser: o.maxQueuedBytesPerUser, maxDevicesPerUser: o.maxDevicesPerUser });
+          : new MemoryStore({ ...bounds, maxDetachedSessionBytes: o.maxDetachedSessionBytes, maxDetachedSessionBytesPerUser: o.maxDetachedSessionBytesPerUser, maxQueuedBytes: o.maxQueuedBytesTotal, maxQueuedBytesPerUser: o.maxQueuedBytesPerUser, maxDevicesPerUser: o.maxDevicesPerUser });
       } catch (err) {
         failStart(log, 'bad-option', `--redis: ${(err as Error).message}`, 2);
       }
@@ -704,7 +705,7 @@ export function optionMisuse(cmd: Command): { errors: string[]; warnings: string
   const uses: [string[], boolean, string][] = [
     [['redisPrefix', 'redisCommandTimeoutMs', 'redisMailboxShards', 'leaseMs'], Boolean(o.redis), 'needs --redis'],
     [['redisCluster', 'redisWaitReplicas'], Boolean(o.redis || o.upstreamRedisStream), 'needs --redis or --upstream-redis-stream'],
-    [['maxQueuedBytesTotal', 'maxQueuedBytesPerUser', 'maxDetachedSessionBytes', 'maxDevicesPerUser'], !o.redis, 'applies to the in-memory store only, not with --redis'],
+    [['maxQueuedBytesTotal', 'maxQueuedBytesPerUser', 'maxDetachedSessionBytes', 'maxDetachedSessionBytesPerUser', 'maxDevicesPerUser'], !o.redis, 'applies to the in-memory store only, not with --redis'],
     [['tlsReloadPollMs'], Boolean(o.tlsCert), 'needs --tls-cert and --tls-key'],
     [['connectHookTimeoutMs', 'connectHookSecret'], Boolean(o.connectHook), 'needs --connect-hook'],
     [['upstreamSecret'], Boolean(o.upstreamWebhook), 'needs --upstream-webhook'],

@@ -188,3 +188,38 @@ test("a resume acknowledges in WELCOME what the session's live link took in whil
   assert.equal(w?.ack, 1, 'WELCOME acknowledges the message the old link took in');
   await gw.close();
 });
+
+test("a few users reconnecting without resuming, with made-up device ids, do not evict another user's resumable session (its resume still succeeds, its queued message comes once)", async () => {
+  // Wall time now: the store sweeps expired records by Date.now().
+  const clock = new ManualClock(Date.now());
+  const mem = new MemoryStore(); // the defaults: 32 MiB of records of ended links
+  const gw = gateway(clock, mem, { limits: { handshakesPerSecond: 0, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 } });
+  // Alice's phone opens a session and goes away (resumable for sessionTtlMs); a message is queued for it.
+  const a = peer(gw);
+  hello(a.client, { userId: 'alice', deviceId: 'phone' });
+  await flush();
+  const token = welcome(a.client)!.resumeToken;
+  a.client.destroy();
+  await flush();
+  assert.equal((await gw.push('alice', 'for alice', { waitMs: 0 })).devices[0]?.status, 'queued');
+  // Five accounts, each with 1,024 made-up device ids, connect with a 1 KiB clientInfo and close, four times over.
+  const clientInfo = { pad: 'x'.repeat(1000) };
+  for (let round = 0; round < 4; round++) {
+    for (let u = 0; u < 5; u++) {
+      for (let d = 0; d < 1024; d++) {
+        const m = peer(gw);
+        hello(m.client, { userId: `mallory${u}`, deviceId: `d${d}`, clientInfo });
+        m.client.destroy();
+      }
+      await flush();
+    }
+  }
+  assert.equal(gw.connectionCount, 0);
+  const b = peer(gw);
+  hello(b.client, { userId: 'alice', deviceId: 'phone', resumeToken: token, lastSeq: 0 });
+  await flush();
+  assert.equal(welcome(b.client)?.resumed, true, `alice's session was evicted by other users' churn (${mem.sessionCount} records held, ${mem.detachedSessionBytes} bytes)`);
+  const got = b.client.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
+  assert.deepEqual(got, ['for alice']);
+  await gw.close();
+});

@@ -740,6 +740,19 @@ test('memory store: records of ended links are bounded in estimated bytes; open 
   await s.close();
 });
 
+test("memory store: one user's records of ended links are bounded on their own (maxDetachedSessionBytesPerUser): its churn drops its own, never another user's", async () => {
+  const s = new MemoryStore({ maxDetachedSessionBytes: 100 * 1900, maxDetachedSessionBytesPerUser: 10 * 1900 });
+  const rec = (i: number, userId: string, deviceId = `d${i}`) => ({ sessionId: `s${i}`, resumeToken: `t${i}`, userId, deviceId, clientInfo: { blob: 'x'.repeat(1000) }, createdAt: i, inSeq: 0 });
+  const far = Date.now() + 60_000;
+  await s.saveSession(rec(0, 'alice', 'phone'), far);
+  for (let i = 1; i <= 1000; i++) await s.saveSession(rec(i, 'mallory'), far);
+  assert.ok(await s.loadSession('t0', Date.now()), "alice's record is kept");
+  assert.ok(await s.loadSession('t1000', Date.now()), "mallory's newest is kept");
+  assert.equal(await s.loadSession('t1', Date.now()), undefined, "mallory's oldest went");
+  assert.ok(s.detachedSessionBytes <= 11 * 1900, `${s.detachedSessionBytes} bytes`);
+  await s.close();
+});
+
 test('memory store: a record\'s estimated bytes count each clientInfo entry, not only its strings (1,000 empty entries are 50 KB of heap, not 1 KB)', async () => {
   const s = new MemoryStore();
   const rec = (clientInfo: Record<string, string>) => ({ sessionId: 's', resumeToken: 't', userId: 'u', deviceId: 'd', clientInfo, createdAt: 0, inSeq: 0 });

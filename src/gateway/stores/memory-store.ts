@@ -102,6 +102,13 @@ export interface MemoryStoreOptions {
    */
   maxDetachedSessionBytes?: number;
   /**
+   * Of those, what one user's records may hold: beyond it the user's own least recently saved go.
+   * Without it a few users reconnecting without resuming, with made-up device ids (4 records per
+   * device, 1,024 devices each), filled maxDetachedSessionBytes and every other user's session
+   * went: their resume failed (`session-lost`).
+   */
+  maxDetachedSessionBytesPerUser?: number;
+  /**
    * The duplicate-detection window for client message ids, per device: at
    * most this many ids, none older than `dedupWindowMs`. A re-send older than
    * the window is delivered again (at least once still holds).
@@ -150,6 +157,7 @@ export const MEMORY_STORE_DEFAULTS = {
   maxSessionsPerDevice: 4,
   maxSessions: 250_000,
   maxDetachedSessionBytes: 32 << 20,
+  maxDetachedSessionBytesPerUser: 256 << 10,
   dedupIdsPerDevice: 1024,
   dedupWindowMs: 24 * 3600_000,
   maxDedupBytes: 64 << 20,
@@ -245,6 +253,8 @@ export class MemoryStore implements Store {
   /** Records of ended links by token, least recently saved first, with their estimated bytes. */
   private readonly detached = new Map<string, number>();
   private detachedBytes = 0;
+  /** The same by user (maxDetachedSessionBytesPerUser): their tokens, least recently saved first, and bytes. */
+  private readonly detachedByUser = new Map<string, { tokens: Map<string, number>; bytes: number }>();
   private readonly limits: Required<MemoryStoreOptions>;
 
   constructor(opts: MemoryStoreOptions = {}) {
@@ -360,6 +370,7 @@ export class MemoryStore implements Store {
       const held = this.sessions.get(token)?.openOn;
       if (held !== undefined && held !== unlessOpenElsewhere) return;
     }
+    const prev = this.sessions.get(token);
     const known = this.sessions.delete(token);
     this.sessions.set(token, new StoredSession(record, expiresAt));
     if (!known) {
@@ -373,11 +384,17 @@ export class MemoryStore implements Store {
       while (this.sessions.size > this.limits.maxSessions) this.forget(this.sessions.keys().next().value!);
     }
     // Only a known record can be detached (the detached list is a subset of sessions).
-    if (known) this.unDetach(token);
+    if (prev !== undefined) this.unDetach(token, prev.userId);
     if (record.openOn === undefined && this.sessions.has(token)) {
       const bytes = sessionBytes(record);
       this.detached.set(token, bytes);
       this.detachedBytes += bytes;
+      let mine = this.detachedByUser.get(record.userId);
+      if (mine === undefined) this.detachedByUser.set(record.userId, (mine = { tokens: new Map(), bytes: 0 }));
+      mine.tokens.set(token, bytes);
+      mine.bytes += bytes;
+      // The user's own first: one user's churn must not push out another user's records.
+      while (mine.bytes > this.limits.maxDetachedSessionBytesPerUser && mine.tokens.size > 1) this.forget(mine.tokens.keys().next().value!);
       while (this.detachedBytes > this.limits.maxDetachedSessionBytes && this.detached.size > 1) this.forget(this.detached.keys().next().value!);
     }
     // Expired sessions are dropped on load; sweep now and then so ones never
@@ -409,18 +426,22 @@ export class MemoryStore implements Store {
     this.forget(resumeToken);
   }
 
-  private unDetach(token: string): void {
+  private unDetach(token: string, userId: string): void {
     const bytes = this.detached.get(token);
     if (bytes === undefined) return;
     this.detached.delete(token);
     this.detachedBytes -= bytes;
+    const mine = this.detachedByUser.get(userId)!;
+    mine.tokens.delete(token);
+    mine.bytes -= bytes;
+    if (mine.tokens.size === 0) this.detachedByUser.delete(userId);
   }
 
   private forget(token: string): void {
     const s = this.sessions.get(token);
     if (!s) return;
     this.sessions.delete(token);
-    this.unDetach(token);
+    this.unDetach(token, s.userId);
     const e = this.devicesByUser.get(s.userId, s.deviceId);
     if (e === undefined) return;
     if (e.tokens === token) e.tokens = null;
@@ -859,6 +880,7 @@ export class MemoryStore implements Store {
     this.sessions.clear();
     this.detached.clear();
     this.detachedBytes = 0;
+    this.detachedByUser.clear();
     this.mailboxes.clear();
     this.mailboxCount = 0;
     this.expiry.clear();
