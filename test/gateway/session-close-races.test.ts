@@ -223,3 +223,42 @@ test("a few users reconnecting without resuming, with made-up device ids, do not
   assert.deepEqual(got, ['for alice']);
   await gw.close();
 });
+
+test("one user recording client message ids under many device ids does not push another user's ids out of the dedup record (a re-send is not handed over twice)", async () => {
+  const clock = new ManualClock(Date.now());
+  // Scaled down from the defaults (64 MiB, about 350,000 ids of 128 bytes): the same order of eviction.
+  const bounds: ConstructorParameters<typeof MemoryStore>[0] = { maxDedupBytes: 400_000 };
+  Object.assign(bounds, { maxDedupBytesPerUser: 100_000 });
+  const mem = new MemoryStore(bounds);
+  const gw = gateway(clock, mem, { limits: { handshakesPerSecond: 0, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 } });
+  const taken: string[] = [];
+  gw.on('message', (m) => {
+    if (m.userId === 'alice') taken.push(m.id!);
+  });
+  // Alice's message is taken in; the link goes before its acknowledgement reaches her.
+  const a = peer(gw);
+  hello(a.client, { userId: 'alice', deviceId: 'phone' });
+  await flush();
+  a.client.send({ type: FrameType.DATA, seq: 1, id: 'alice-1', payload: Buffer.from('hi') });
+  await flush();
+  a.client.destroy();
+  await flush();
+  // Mallory: 4,000 ids of 120 characters under four device ids.
+  for (let d = 0; d < 4; d++) {
+    const m = peer(gw);
+    hello(m.client, { userId: 'mallory', deviceId: `d${d}` });
+    await flush();
+    for (let i = 1; i <= 1000; i++) m.client.send({ type: FrameType.DATA, seq: i, id: `${d}-${i}-`.padEnd(120, 'x'), payload: Buffer.from('x') });
+    await flush();
+    m.client.destroy();
+    await flush();
+  }
+  // Alice comes back and re-sends what was never acknowledged.
+  const b = peer(gw);
+  hello(b.client, { userId: 'alice', deviceId: 'phone' });
+  await flush();
+  b.client.send({ type: FrameType.DATA, seq: 1, id: 'alice-1', payload: Buffer.from('hi') });
+  await flush();
+  assert.deepEqual(taken, ['alice-1'], `alice's message was handed over twice (the dedup record holds ${mem.footprint.dedupBytes} bytes)`);
+  await gw.close();
+});

@@ -624,6 +624,25 @@ test('memory store: known devices and dedup ids are bounded in all and swept whe
   await s.close();
 });
 
+test("memory store: one user's dedup ids are bounded on their own (maxDedupBytesPerUser): its ids under many devices push out its own, never another user's", async () => {
+  const s = new MemoryStore({ maxDedupBytes: 100 * (64 + 4), maxDedupBytesPerUser: 10 * (64 + 4) });
+  const t = 1_000_000;
+  await s.markInbound('alice', 'phone', 'a000', t);
+  for (let i = 0; i < 1000; i++) await s.markInbound('mallory', `d${i % 50}`, `m${String(i).padStart(3, '0')}`, t + 1 + i);
+  assert.equal(await s.seenInbound('alice', 'phone', 'a000', t + 2000), true, "alice's id is kept");
+  assert.equal(await s.seenInbound('mallory', 'd49', 'm999', t + 2000), true, "mallory's newest is kept");
+  assert.equal(await s.seenInbound('mallory', 'd0', 'm000', t + 2000), false, "mallory's oldest went");
+  assert.ok(s.footprint.dedupBytes <= 11 * 68, `${s.footprint.dedupBytes} bytes`);
+  // A bound below one id keeps the id just recorded.
+  const tiny = new MemoryStore({ maxDedupBytesPerUser: 1 });
+  assert.equal(await tiny.markInbound('u', 'd', 'x', t), true);
+  assert.equal(await tiny.markInbound('u', 'd', 'x', t + 1), false);
+  await s.expire(t + 25 * 3600_000);
+  assert.deepEqual(s.footprint, { mailboxes: 0, knownDevices: 0, dedupDevices: 0, dedupBytes: 0 });
+  await s.close();
+  await tiny.close();
+});
+
 test('memory store: queued bytes are bounded in all (maxQueuedBytes): a message past it is refused with LL_ERR_QUEUE_FULL, nothing queued is evicted for it, and room comes back as messages are acknowledged, evicted or expire', async () => {
   const s = new MemoryStore({ maxQueuedBytes: 1000 });
   const big = { maxMessages: 100, maxBytes: 600 };

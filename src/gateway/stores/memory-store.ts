@@ -79,6 +79,14 @@ interface DedupWindow {
   bytes: number;
   /** When the newest id was recorded (the sweep reads it instead of walking the ids). */
   last: number;
+  user: UserDedup;
+}
+
+/** One user's dedup windows (maxDedupBytesPerUser): by `user\0device`, least recently recorded first, and their bytes. */
+interface UserDedup {
+  userId: string;
+  windows: Map<string, DedupWindow>;
+  bytes: number;
 }
 
 /**
@@ -117,6 +125,13 @@ export interface MemoryStoreOptions {
   dedupWindowMs?: number;
   /** Bytes of remembered ids in all (UTF-16 length plus 64 per entry); beyond it the least recently active device's oldest ids go. */
   maxDedupBytes?: number;
+  /**
+   * Of those, what one user's devices may hold: beyond it the user's own least recently active
+   * device's oldest ids go. Without it one user recording ids under a few device ids (four
+   * connections, a few thousand DATA a second) pushed every other user's ids out of the record,
+   * and their re-sends after a reconnect were handed over twice.
+   */
+  maxDedupBytesPerUser?: number;
   /**
    * Devices remembered per user (for pushes while offline); a new one beyond it evicts the one not
    * online seen longest ago. When every known device is online, the new one is not remembered.
@@ -161,6 +176,7 @@ export const MEMORY_STORE_DEFAULTS = {
   dedupIdsPerDevice: 1024,
   dedupWindowMs: 24 * 3600_000,
   maxDedupBytes: 64 << 20,
+  maxDedupBytesPerUser: 2 << 20,
   maxKnownDevicesPerUser: 64,
   maxKnownDevices: 200_000,
   maxQueuedBytes: 256 << 20,
@@ -281,6 +297,7 @@ export class MemoryStore implements Store {
   /** By `user\0device`, least recently recorded first. */
   private readonly dedup = new Map<string, DedupWindow>();
   private dedupBytes = 0;
+  private readonly dedupByUser = new Map<string, UserDedup>();
   /** Payload bytes in all mailboxes (maxQueuedBytes), and per user with any queued (maxQueuedBytesPerUser). */
   private queuedBytes = 0;
   private readonly userQueuedBytes = new Map<string, number>();
@@ -828,10 +845,17 @@ export class MemoryStore implements Store {
   async markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
     const key = `${userId}\u0000${deviceId}`;
     let w = this.dedup.get(key);
-    if (w) this.dedup.delete(key);
-    else w = { ids: new Map(), bytes: 0, last: now };
-    // Most recently recorded last: the process bound evicts from the least active device.
+    if (w) {
+      this.dedup.delete(key);
+      w.user.windows.delete(key);
+    } else {
+      let user = this.dedupByUser.get(userId);
+      if (user === undefined) this.dedupByUser.set(userId, (user = { userId, windows: new Map(), bytes: 0 }));
+      w = { ids: new Map(), bytes: 0, last: now, user };
+    }
+    // Most recently recorded last: the bounds evict from the least active device.
     this.dedup.set(key, w);
+    w.user.windows.set(key, w);
     const at = w.ids.get(id);
     if (at !== undefined && at > now - this.limits.dedupWindowMs) return false;
     w.ids.delete(id);
@@ -842,6 +866,13 @@ export class MemoryStore implements Store {
       if (w.ids.size <= this.limits.dedupIdsPerDevice && t > now - this.limits.dedupWindowMs) break;
       this.dropId(key, w, old);
     }
+    // The user's own first (never the id just recorded): one user's ids must not push out another's.
+    for (const user = w.user; user.bytes > this.limits.maxDedupBytesPerUser; ) {
+      const [k, lru] = user.windows.entries().next().value!;
+      const old = lru.ids.keys().next().value!;
+      if (lru === w && old === id) break;
+      this.dropId(k, lru, old);
+    }
     while (this.dedupBytes > this.limits.maxDedupBytes) {
       const [k, lru] = this.dedup.entries().next().value!;
       this.dropId(k, lru, lru.ids.keys().next().value!);
@@ -851,13 +882,20 @@ export class MemoryStore implements Store {
 
   private addDedup(w: DedupWindow, bytes: number): void {
     w.bytes += bytes;
+    w.user.bytes += bytes;
     this.dedupBytes += bytes;
   }
 
   private dropId(key: string, w: DedupWindow, id: string): void {
     w.ids.delete(id);
     this.addDedup(w, -(id.length + DEDUP_ENTRY_BYTES));
-    if (w.ids.size === 0) this.dedup.delete(key);
+    if (w.ids.size === 0) this.dropWindow(key, w);
+  }
+
+  private dropWindow(key: string, w: DedupWindow): void {
+    this.dedup.delete(key);
+    w.user.windows.delete(key);
+    if (w.user.windows.size === 0) this.dedupByUser.delete(w.user.userId);
   }
 
   /** Devices whose newest id is past the window go whole; the order is by last record, so it stops early. */
@@ -865,7 +903,8 @@ export class MemoryStore implements Store {
     for (const [key, w] of this.dedup) {
       if (w.last > now - this.limits.dedupWindowMs) break;
       this.dedupBytes -= w.bytes;
-      this.dedup.delete(key);
+      w.user.bytes -= w.bytes;
+      this.dropWindow(key, w);
     }
   }
 
@@ -888,6 +927,7 @@ export class MemoryStore implements Store {
     this.knownCount = 0;
     this.dedup.clear();
     this.dedupBytes = 0;
+    this.dedupByUser.clear();
     this.queuedBytes = 0;
     this.userQueuedBytes.clear();
     this.userOfflineBytes.clear();
