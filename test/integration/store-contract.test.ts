@@ -361,7 +361,7 @@ for (const kind of kinds) {
     );
 
     withStore(
-      'the known-device bound never evicts an online device (its sessions and dedup ids stay); with every known device online, a new one is not remembered',
+      'the known-device bound never evicts an online device (its sessions and dedup ids stay); with every known device online, a new one is remembered beyond it, and the next new one brings it back below',
       async (s) => {
         if (s instanceof RedisStore) await s.joinCluster('n1', () => {});
         const t = Date.now();
@@ -378,15 +378,16 @@ for (const kind of kinds) {
         assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd'], 'b (not online) went, not a');
         assert.ok(await s.loadSession(tok, t), 'the online device can still resume');
         assert.equal(await s.markInbound('u', 'a', 'm1', t), false, 'and its duplicate check holds');
-        // Every known device online: the new one is not remembered, none is evicted.
+        // Every known device online: the new one is remembered beyond the bound (what a store keeps
+        // of it must be found to evict it once it is offline), none is evicted.
         await on('c');
         await on('d');
         await s.rememberDevice('u', 'e', t + 50_000);
-        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd']);
-        // Once one is offline, the next call remembers it in that one's place.
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'c', 'd', 'e']);
+        // Once some are offline, the next new device brings it back below the bound, the oldest going first.
         assert.equal(await s.setOffline('u', 'c', 'c-c'), true);
-        await s.rememberDevice('u', 'e', t + 50_000);
-        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'd', 'e']);
+        await s.rememberDevice('u', 'f', t + 60_000);
+        assert.deepEqual((await s.knownDevices('u', t)).sort(), ['a', 'd', 'f'], 'c and e (not online) went');
         assert.ok(await s.loadSession(tok, t));
       },
       { maxKnownDevicesPerUser: 3 },
@@ -446,6 +447,34 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
       assert.equal(await forget.call(s.redis, key, 'd', read!), 0);
       assert.deepEqual(await s.knownDevices('u', t + 20), ['d']);
       assert.equal(await forget.call(s.redis, key, 'd', String(t + 60_000)), 1, 'unchanged since read: forgotten');
+    } finally {
+      await s.close();
+    }
+  });
+
+  test("with every known device online, one user's made-up device ids keep no more devices' state than the bound (their dedup ids, 24 h each, and session indexes)", async () => {
+    const prefix = `kdon${++prefixN}:`;
+    const s = new RedisStore({ ...at(), prefix, maxKnownDevicesPerUser: 3 });
+    try {
+      await s.joinCluster('n1', () => {});
+      const t = Date.now();
+      // Three devices of the user stay connected (three links)...
+      for (const d of ['a', 'b', 'c']) {
+        await s.rememberDevice('u', d, t + 60_000);
+        await s.setOnline({ userId: 'u', deviceId: d, connectionId: `c-${d}`, nodeId: 'n1', transport: 'tcp', since: 1, clientInfo: {} });
+      }
+      // ...while links with new device ids come and go, each recording client message ids (a handshake, DATA, close).
+      for (let i = 0; i < 50; i++) {
+        const d = `x${i}`;
+        await s.rememberDevice('u', d, t + 60_000 + i);
+        await s.saveSession({ sessionId: `s${i}`, resumeToken: `${prefix}t${i}`, userId: 'u', deviceId: d, clientInfo: {}, createdAt: 1, inSeq: 0 }, t + 60_000);
+        for (let m = 0; m < 5; m++) await s.markInbound('u', d, `m${m}`, t);
+      }
+      const inbound = (await keysLike(s, `${prefix}*:in:*`)).length;
+      const indexes = (await keysLike(s, `${prefix}*:dsess:*`)).length;
+      assert.ok(inbound <= 4 && indexes <= 4, `${inbound} devices' dedup ids and ${indexes} session indexes kept with maxKnownDevicesPerUser 3`);
+      assert.deepEqual((await s.devices('u')).map((e) => e.deviceId).sort(), ['a', 'b', 'c'], 'no online device lost its state');
+      assert.ok((await s.knownDevices('u', t)).includes('x49'), 'the newest is known (pushes queue for it)');
     } finally {
       await s.close();
     }

@@ -133,8 +133,8 @@ export interface MemoryStoreOptions {
    */
   maxDedupBytesPerUser?: number;
   /**
-   * Devices remembered per user (for pushes while offline); a new one beyond it evicts the one not
-   * online seen longest ago. When every known device is online, the new one is not remembered.
+   * Devices remembered per user (for pushes while offline); a new one at it evicts the ones not
+   * online seen longest ago. When every known device is online, the new one is remembered beyond it.
    */
   maxKnownDevicesPerUser?: number;
   /** Devices remembered in all; beyond it the one seen longest ago goes. */
@@ -749,21 +749,22 @@ export class MemoryStore implements Store {
   rememberDevice(userId: string, deviceId: string, until: number): void {
     const prev = this.find(userId, deviceId);
     if (prev !== undefined && prev.knownUntil >= until) return;
-    // A new device beyond the user's bound: forget the one not online seen longest ago (no walk while
-    // the user has fewer entries). An online one is never forgotten (pushes from other nodes find it by
-    // it, as the Redis store, which also drops its sessions and dedup ids); when every known device is
-    // online, the new one is not remembered until one is offline (a later handshake or refresh).
+    // A new device at the user's bound: forget the ones not online seen longest ago, back to one below
+    // it where they allow (no walk while the user has fewer entries). An online one is never forgotten
+    // (pushes from other nodes find it by it, as the Redis store, which also drops its sessions and
+    // dedup ids); when every known device is online, the new one is remembered beyond the bound all the
+    // same, as in the Redis store, where only the known list can find a device's state to evict it.
     if ((prev === undefined || prev.knownUntil < 0) && this.devicesByUser.countOf(userId) >= this.limits.maxKnownDevicesPerUser) {
       let n = 0;
-      let oldest: DeviceEntry | undefined;
+      const offline: DeviceEntry[] = [];
       for (const e of this.devicesByUser.values(userId)) {
         if (e.knownUntil < 0) continue;
         n++;
-        if (!e.online && (!oldest || e.knownUntil < oldest.knownUntil)) oldest = e;
+        if (!e.online) offline.push(e);
       }
       if (n >= this.limits.maxKnownDevicesPerUser) {
-        if (!oldest) return;
-        this.forgetDevice(oldest);
+        offline.sort((a, b) => a.knownUntil - b.knownUntil);
+        for (let i = 0; i < Math.min(offline.length, n - this.limits.maxKnownDevicesPerUser + 1); i++) this.forgetDevice(offline[i]);
       }
     }
     const e = this.entry(userId, deviceId);

@@ -324,39 +324,44 @@ return 0
 /**
  * KEYS: the user's known devices (hash device → until, wall ms), the user's
  * presence hash. ARGV: device, until, most per user, ttl ms, the user's key
- * prefix. A new device beyond the bound evicts the one not online whose time
- * ends first, and with it what the user's slot keeps for that device (its
- * inbound ids, its session index): one user's token making up device ids
- * keeps at most that many devices' state. A device with a presence entry is
- * never evicted (it would lose its resume and its duplicate check while
- * connected); when every known device has one, the new device is not
- * remembered (as the memory store): the hash stays at the bound, and the
- * device is remembered by a later handshake or refresh once one is offline.
- * Returns the evicted device's session tokens (their records live in other
- * slots of a cluster: the caller deletes them). The hash expires with its
- * newest entry.
+ * prefix. A new device at the bound evicts the ones not online whose time
+ * ends first, back to one below the bound where they allow, and with each
+ * what the user's slot keeps for that device (its inbound ids, its session
+ * index): one user's token making up device ids keeps at most that many
+ * devices' state, besides the devices online. A device with a presence entry
+ * is never evicted (it would lose its resume and its duplicate check while
+ * connected); when every known device has one, the new device is remembered
+ * beyond the bound all the same: its inbound ids (24 h) and session index are
+ * written anyway, and only the hash can find them to evict them once it is
+ * offline (not remembered, a user keeping the bound's devices connected had
+ * every other device id it made up keep its state). Returns the evicted
+ * devices' session tokens (their records live in other slots of a cluster:
+ * the caller deletes them). The hash expires with its newest entry.
  */
 export const REMEMBER_DEVICE = `
 local untilMs = tonumber(ARGV[2])
 local prev = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 if untilMs <= prev then return {} end
 local tokens = {}
-if prev == 0 and redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[3]) then
+local max = tonumber(ARGV[3])
+local n = redis.call('HLEN', KEYS[1])
+if prev == 0 and n >= max then
   local all = redis.call('HGETALL', KEYS[1])
-  local oldest, min = nil, nil
+  local off = {}
   for i = 1, #all, 2 do
-    local t = tonumber(all[i + 1])
-    if (min == nil or t < min) and redis.call('HEXISTS', KEYS[2], all[i]) == 0 then oldest, min = all[i], t end
+    if redis.call('HEXISTS', KEYS[2], all[i]) == 0 then off[#off + 1] = { all[i], tonumber(all[i + 1]) } end
   end
-  -- Every known device online: the new one is not remembered (bounded; no live device loses its state).
-  if not oldest then return {} end
-  redis.call('HDEL', KEYS[1], oldest)
-  -- The device's keys are named with its id as encodeURIComponent writes it.
-  local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
-  redis.call('DEL', ARGV[5] .. 'in:' .. enc)
-  local index = ARGV[5] .. 'dsess:' .. enc
-  tokens = redis.call('ZRANGE', index, 0, -1)
-  redis.call('DEL', index)
+  table.sort(off, function(a, b) return a[2] < b[2] end)
+  for j = 1, math.min(#off, n - max + 1) do
+    local oldest = off[j][1]
+    redis.call('HDEL', KEYS[1], oldest)
+    -- The device's keys are named with its id as encodeURIComponent writes it.
+    local enc = string.gsub(oldest, "[^%w%-_%.!~%*'%(%)]", function(c) return string.format('%%%02X', string.byte(c)) end)
+    redis.call('DEL', ARGV[5] .. 'in:' .. enc)
+    local index = ARGV[5] .. 'dsess:' .. enc
+    for _, t in ipairs(redis.call('ZRANGE', index, 0, -1)) do tokens[#tokens + 1] = t end
+    redis.call('DEL', index)
+  end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[4]) then redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4])) end

@@ -166,9 +166,11 @@ export interface MailboxStore {
   /**
    * Remembers a device of a user until `until` (wall ms), so pushes queue for
    * it while it is offline. Bounded per user (the store's option): a new
-   * device beyond it evicts the one not online whose time ends first; an
-   * online device is never evicted, and when every known device is online
-   * the new one is not remembered (until a later call finds one offline).
+   * device at it evicts the ones not online whose time ends first, back to
+   * one below it where they allow; an online device is never evicted, and
+   * when every known device is online the new one is remembered beyond the
+   * bound (the devices online bound the excess; what a store keeps of a
+   * device, its inbound ids and sessions, goes when it is evicted).
    */
   rememberDevice(userId: string, deviceId: string, until: number): Awaitable<void>;
   /** Devices remembered for a user, or still holding messages. */
