@@ -379,7 +379,8 @@ describe('heartbeat-rate enforcement (too-many-pings)', () => {
       const c = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'sdk', deviceId: 'd' });
       await c.connect();
       const warned = once(c, 'warning');
-      for (let i = 0; i < 8; i++) c.updateState({ n: String(i) }, { flush: true });
+      // Each change of interval is announced in a PING at once (state flushes are paced by the SDK itself).
+      for (let i = 0; i < 8; i++) c.setIntervalMs(i % 2 === 0 ? 2000 : 1000);
       assert.deepEqual((await warned)[0], { code: 4006, reason: 'too-many-pings' });
       c.close();
     } finally {
