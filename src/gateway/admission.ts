@@ -42,6 +42,9 @@ export const MAX_REFUSED_OPEN_PER_SOURCE = 64;
 /** The same from all sources. */
 export const MAX_REFUSED_OPEN = 1024;
 
+/** The longest a backlog of refused handshakes is spread over. */
+const MAX_SPREAD_MS = 60_000;
+
 /** How long a client refused for a full gateway waits, on average (spread ±50%). */
 export const FULL_RETRY_MS = 10_000;
 
@@ -135,13 +138,17 @@ export class Admission {
     if (this.bucket && !this.bucket.take(now)) {
       this.stats.refusedRate++;
       this.refused[1]++;
-      // Everyone refused now would see the same wait: spread them over the
-      // time the bucket needs to admit a full burst again.
+      // Everyone refused now would see the same wait: spread them over the time the bucket needs to
+      // admit them all (those refused in the last second) at its rate, at least one burst's refill.
+      // Spread over one refill only, a storm ten times the burst was told to come back within a
+      // second, nine in ten were refused again, and again (the backoff alone thinned them out).
       const refillMs = (1000 * this.bucket.burst) / this.bucket.ratePerSec;
+      const waiting = Math.max(this.refused[0], this.refused[1]);
+      const spreadMs = Math.max(1000, refillMs, Math.min(MAX_SPREAD_MS, (1000 * waiting) / this.bucket.ratePerSec));
       return {
         reason: 'rate-limited',
         message: `more than ${l.handshakesPerSecond} new connections a second`,
-        retryAfterMs: this.bucket.waitMs(now) + Math.round(this.random() * Math.max(1000, refillMs)),
+        retryAfterMs: this.bucket.waitMs(now) + Math.round(this.random() * spreadMs),
       };
     }
     if (sourceDue >= 0) this.chargeSource(source, sourceDue, now);
@@ -216,7 +223,7 @@ export class Admission {
   private backlogHint(): number {
     const rate = Math.max(50, this.openedPerS[0], this.openedPerS[1]);
     const waiting = Math.max(this.refused[0], this.refused[1]) + this.pending;
-    const spreadMs = Math.min(60_000, Math.max(2000, (1000 * waiting) / rate));
+    const spreadMs = Math.min(MAX_SPREAD_MS, Math.max(2000, (1000 * waiting) / rate));
     return Math.round(500 + this.random() * spreadMs);
   }
 

@@ -82,6 +82,20 @@ test('admission: the rate limit spreads its hints over the refill time', () => {
   assert.equal(a.admit('late', 10), null, 'a token 10 ms later');
 });
 
+test('admission: a storm far above the burst is spread over the time the bucket needs to take those refused, not over one refill', () => {
+  let r = 0;
+  const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 100, handshakeBurst: 100, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 }, 0, () => (r = (r + 0.61) % 1));
+  for (let i = 0; i < 100; i++) assert.equal(a.admit(`s${i}`, 0), null);
+  const hints: number[] = [];
+  for (let i = 0; i < 3000; i++) hints.push(a.admit(`t${i}`, 0)!.retryAfterMs);
+  // The first refused wait at most about a second (one refill); the 3,000th needs 30 s at 100/s.
+  assert.ok(Math.max(...hints.slice(0, 50)) <= 1010, `the first ${Math.max(...hints.slice(0, 50))}`);
+  const late = hints.slice(-100);
+  assert.ok(Math.max(...late) > 20_000 && Math.max(...late) <= 30_010, `the last spread to ${Math.max(...late)} ms`);
+  // Capped: a storm of any size is told to come back within a minute.
+  for (let i = 0; i < 20_000; i++) assert.ok(a.admit(`v${i}`, 0)!.retryAfterMs <= 60_010);
+});
+
 test('admission: pending handshakes are bounded; the hint spreads the backlog over the time the current rate needs', () => {
   let r = 0;
   const a = new Admission({ maxConnections: 0, maxConnectionsPerSource: 0, handshakesPerSecond: 0, handshakeBurst: 1, maxPendingHandshakes: 100, maxPendingHandshakesPerSource: 0 }, 0, () => (r = (r + 0.61) % 1));
