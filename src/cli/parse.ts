@@ -11,6 +11,13 @@ export function int(value: string): number {
   return n;
 }
 
+/** A drain's window or ack wait: at most an hour (as POST /api/drain), checked at start; the drain refused it at SIGTERM, and serve died without draining. */
+export function drainMs(value: string): number {
+  const n = int(value);
+  if (n > 3_600_000) throw new InvalidArgumentError('expected at most 3600000 ms (an hour)');
+  return n;
+}
+
 /** A bound: 0 would refuse everything, so at least 1. */
 export function positiveInt(value: string): number {
   if (value.trim() === '') throw new InvalidArgumentError('expected a positive integer, got an empty value');

@@ -17,7 +17,7 @@ import os from 'node:os';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { exitOnUsageError, fraction, httpUrl, int, logSize, port, positiveInt, readOptionFile, timerMs, urlPath } from './parse.js';
+import { drainMs, exitOnUsageError, fraction, httpUrl, int, logSize, port, positiveInt, readOptionFile, timerMs, urlPath } from './parse.js';
 import { applyConfigFile, applyEnv, bindEnv, printConfig, unknownEnv } from './config.js';
 import { relayChat, RELAY_BUDGET } from './chat-relay.js';
 import { webhookSink } from '../upstream/webhook.js';
@@ -123,8 +123,8 @@ export function serveCommand(): Command {
     .option('--relay-per-user <n>', 'built-in relay: messages of one sender being relayed at once (more are not relayed)', positiveInt, RELAY_BUDGET.perUser)
     .option('--relay-total <n>', 'built-in relay: messages being relayed at once in all', positiveInt, RELAY_BUDGET.total)
     .option('--log-every-connection', 'log every online and offline line (by default at most 20 per reason per 10 s, then a count)')
-    .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window', int, DRAIN_DEFAULTS.windowMs)
-    .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged', int, DRAIN_DEFAULTS.ackTimeoutMs)
+    .option('--drain-window-ms <ms>', 'on SIGTERM/SIGINT: spread the clients\' reconnect hints over this window, at most an hour', drainMs, DRAIN_DEFAULTS.windowMs)
+    .option('--drain-ack-timeout-ms <ms>', 'on SIGTERM/SIGINT: longest wait for messages in flight to be acknowledged, at most an hour', drainMs, DRAIN_DEFAULTS.ackTimeoutMs)
     .option('--admin-port <port>', 'admin port: metrics, JSON API, dashboard (0 = any free port; with --workers, the primary serves the cluster metrics here and worker i its admin port at port + 1 + i)', port, DEFAULT_ADMIN_PORT)
     .option('--admin-host <host>', 'address the admin port listens on (keep it private)', '127.0.0.1')
     .addOption(new Option('--app <app>', "what handles devices' messages: relay (the built-in chat relay: echo, or '@user text' to that user), none (a gateway for backends), or auto: relay unless an upstream is set").choices(['auto', 'relay', 'none']).default('auto'))

@@ -11,7 +11,7 @@ import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
 import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
 import { isWellFormed, toWellFormed } from '../protocol/well-formed.js';
-import { FrameType, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
+import { FrameType, MAX_RECONNECT_HINT_MS, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
 import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
 import { utf8Exceeds, utf8Length } from '../protocol/wire.js';
 import type { PushResult } from './push-tracker.js';
@@ -159,7 +159,7 @@ export interface RefusedEvent {
 }
 
 export interface DrainOptions {
-  /** GOAWAY hints are spread evenly over this window, so clients come back gradually. */
+  /** GOAWAY hints are spread evenly over this window, so clients come back gradually (at most an hour, the longest hint). */
   windowMs?: number;
   /** Longest wait for messages already written to be acknowledged before a link is closed anyway. */
   ackTimeoutMs?: number;
@@ -1446,9 +1446,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     const windowMs = opts.windowMs ?? DRAIN_DEFAULTS.windowMs;
     const ackTimeoutMs = opts.ackTimeoutMs ?? DRAIN_DEFAULTS.ackTimeoutMs;
-    // A timer past 2^31 - 1 ms fires at once: the drain would close every link with no wait.
-    for (const [k, v] of [['windowMs', windowMs], ['ackTimeoutMs', ackTimeoutMs]] as const) {
-      if (!(Number.isFinite(v) && v >= 0 && v <= 0x7fffffff)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `drain ${k} must be from 0 to ${0x7fffffff} ms (got ${v})`);
+    // A timer past 2^31 - 1 ms fires at once: the drain would close every link with no wait. A hint
+    // past an hour is sent as an hour: with a longer window, every hint beyond it was the same hour,
+    // and that share of the fleet came back in the same instant.
+    for (const [k, v, max] of [['windowMs', windowMs, MAX_RECONNECT_HINT_MS], ['ackTimeoutMs', ackTimeoutMs, 0x7fffffff]] as const) {
+      if (!(Number.isFinite(v) && v >= 0 && v <= max)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `drain ${k} must be from 0 to ${max} ms (got ${v})`);
     }
     this.closing = true;
     const started = o.clock.now();

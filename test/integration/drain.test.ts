@@ -100,3 +100,14 @@ test('drain refuses a window or wait no timer can hold (past 2^31 - 1 ms a timer
     await gw.close();
   }
 });
+
+test('drain refuses a window longer than a hint can carry (an hour): clamped, the hints past it were all an hour, and half the fleet came back in the same instant', async () => {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false });
+  await gw.listen();
+  try {
+    await assert.rejects(gw.drain({ windowMs: 2 * 3600_000 }), { code: 'LL_ERR_INVALID_OPTION' });
+    assert.equal(gw.closed, false, 'still serving');
+  } finally {
+    await gw.close();
+  }
+});

@@ -122,3 +122,14 @@ test("--workers whose admin ports (--admin-port + 1 + i) run past 65535 is refus
   assert.deepEqual(optionMisuse(parsed(['--redis', 'redis://127.0.0.1:1', '--workers', '3', '--admin-port', '65533', '--no-admin'])).errors, [], 'no admin port');
   assert.deepEqual(optionMisuse(parsed(['--admin-port', '65535'])).errors, [], 'one process uses --admin-port itself');
 });
+
+test('--drain-window-ms and --drain-ack-timeout-ms are at most an hour (as POST /api/drain): refused at start, not by the drain at SIGTERM', () => {
+  for (const flag of ['--drain-window-ms', '--drain-ack-timeout-ms']) {
+    for (const bad of ['3600001', String(2 ** 32)]) {
+      const cmd = serveCommand().exitOverride().configureOutput({ writeErr: () => {} });
+      assert.throws(() => cmd.parseOptions([flag, bad]), (e: CommanderError) => e.code === 'commander.invalidArgument', `${flag} ${bad}`);
+    }
+    assert.equal(parsed([flag, '3600000']).opts()[flag === '--drain-window-ms' ? 'drainWindowMs' : 'drainAckTimeoutMs'], 3600_000);
+    assert.equal(parsed([flag, '0']).opts()[flag === '--drain-window-ms' ? 'drainWindowMs' : 'drainAckTimeoutMs'], 0);
+  }
+});
