@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { after, test } from 'node:test';
 import { Gateway } from '../../src/gateway/gateway.js';
+import type { PushResult } from '../../src/gateway/push-tracker.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import { fixture, sleep, spawnNode, type JsonProc } from '../helpers/procs.js';
 
 // Exactly once, in order, through chaos: client processes and the gateway
@@ -8,6 +10,12 @@ import { fixture, sleep, spawnNode, type JsonProc } from '../helpers/procs.js';
 // breaking the links (client socket destroyed, client frozen with SIGSTOP
 // longer than the silence limit, gateway-side forced close). Every message
 // must reach the application on the other side once, in order.
+//
+// The checker reads every side's log: what the device's application was handed
+// (the client process), what the backend was told (each push's result, and the
+// `delivered`, `dropped`, `expired` events: every message reported delivered
+// once, in push order, to the device that has it, nothing else), and what the
+// store holds at the end (nothing: every mailbox emptied by acknowledgements).
 
 const CLIENTS = [
   { user: 'c0', transport: 'tcp' },
@@ -19,7 +27,9 @@ const PER_CLIENT = 2500; // 10,000 each way in all
 const PACE_MS = 8;
 
 test(`chaos: ${PER_CLIENT * CLIENTS.length} messages each way arrive exactly once and in order through cuts, freezes and forced closes`, { timeout: 120_000 }, async () => {
+  const store = new MemoryStore();
   const gw = new Gateway({
+    store,
     tcp: { port: 0 },
     ws: { port: 0 },
     wheelTickMs: 10,
@@ -40,6 +50,17 @@ test(`chaos: ${PER_CLIENT * CLIENTS.length} messages each way arrive exactly onc
   const drops: string[] = [];
   gw.on('dropped', (e) => drops.push(`${e.id} ${e.reason}`));
   gw.on('expired', (e) => drops.push(`${e.id} expired`));
+  // What the backend was told of its pushes, per user: ids reported delivered, in the order reported.
+  const deliveredIds = new Map<string, string[]>();
+  const elsewhere: string[] = [];
+  gw.on('delivered', (e) => {
+    // Not asserted here: the gateway catches what its listeners throw.
+    if (e.deviceId !== 'chaos') elsewhere.push(`${e.id} to ${e.deviceId}`);
+    let list = deliveredIds.get(e.userId);
+    if (!list) deliveredIds.set(e.userId, (list = []));
+    list.push(e.id);
+  });
+  const results: Promise<PushResult>[] = [];
   const offlineReasons = new Map<string, number>();
   gw.on('offline', (e) => offlineReasons.set(e.reason, (offlineReasons.get(e.reason) ?? 0) + 1));
 
@@ -58,7 +79,7 @@ test(`chaos: ${PER_CLIENT * CLIENTS.length} messages each way arrive exactly onc
   let pushing = true;
   const pusher = (async () => {
     for (let k = 0; k < PER_CLIENT; k += 4) {
-      for (const c of CLIENTS) for (let j = k; j < Math.min(k + 4, PER_CLIENT); j++) void gw.push(c.user, `srv:${j}`, { waitMs: 0 });
+      for (const c of CLIENTS) for (let j = k; j < Math.min(k + 4, PER_CLIENT); j++) results.push(gw.push(c.user, `srv:${j}`, { id: `${c.user}/${j}`, waitMs: 0 }));
       await sleep(PACE_MS);
     }
     pushing = false;
@@ -88,6 +109,7 @@ test(`chaos: ${PER_CLIENT * CLIENTS.length} messages each way arrive exactly onc
     assert.equal(d.received, PER_CLIENT, `${CLIENTS[i].user} got every message`);
     assert.equal(d.duplicates, 0, `${CLIENTS[i].user} got no duplicate`);
     assert.equal(d.outOfOrder, 0, `${CLIENTS[i].user} got them in order`);
+    assert.equal(d.foreign, 0, `${CLIENTS[i].user} got only the gateway's messages`);
     assert.equal(d.acked, PER_CLIENT);
     assert.ok((d.opens as number) > 1, 'it reconnected');
   }
@@ -97,6 +119,27 @@ test(`chaos: ${PER_CLIENT * CLIENTS.length} messages each way arrive exactly onc
     assert.ok(got.every((k, idx) => k === idx), `in order from ${c.user}`);
   }
   assert.deepEqual(drops, [], 'nothing dropped or expired');
+  // Each push was queued for the one device (none failed, dropped or expired, none for another device).
+  const outcomes = new Map<string, number>();
+  for (const r of await Promise.all(results)) {
+    assert.deepEqual(r.devices.map((d) => d.deviceId), ['chaos'], `push ${r.id} was for the device`);
+    const s = r.devices[0].status;
+    outcomes.set(s, (outcomes.get(s) ?? 0) + 1);
+  }
+  assert.ok([...outcomes.keys()].every((s) => s === 'queued' || s === 'delivered'), JSON.stringify(Object.fromEntries(outcomes)));
+  // The device has every message; the backend must be told each delivered once, in push order.
+  // The last acknowledgements may still be on their way in.
+  for (let i = 0; i < 500 && CLIENTS.some((c) => (deliveredIds.get(c.user)?.length ?? 0) < PER_CLIENT); i++) await sleep(10);
+  for (const c of CLIENTS) {
+    const want = Array.from({ length: PER_CLIENT }, (_, j) => `${c.user}/${j}`);
+    const got = deliveredIds.get(c.user) ?? [];
+    const firstWrong = got.findIndex((id, j) => id !== want[j]);
+    assert.ok(got.length === PER_CLIENT && firstWrong < 0, `${c.user}: ${got.length} reported delivered; first out of place at ${firstWrong}: ${got[firstWrong]} (want ${want[firstWrong]})`);
+  }
+  assert.deepEqual(elsewhere, [], 'delivered to a device that never had it');
+  assert.equal(gw.deliveryStats.delivered, PER_CLIENT * CLIENTS.length, 'delivered counted once per message');
+  // What the store holds at the end: nothing (every message acknowledged away).
+  assert.deepEqual(await store.queueTotals(), { mailboxes: 0, messages: 0, bytes: 0 }, 'the store still holds messages');
   assert.ok(actions.cut > 0 && actions.freeze > 0 && actions.forced > 0, JSON.stringify(actions));
   assert.ok((offlineReasons.get('heartbeat-timeout') ?? 0) > 0, 'freezes were detected by the heartbeat');
   // Re-sends happened and were absorbed: that is what was tested.
