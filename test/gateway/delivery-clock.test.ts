@@ -340,6 +340,31 @@ test('an ACK beyond what was sent is a protocol violation', async () => {
   await gw.close();
 });
 
+test('an ACK beyond what was written, on a link that was written to, is a protocol violation: the messages numbered but not written stay queued', async () => {
+  const { gw, ev } = setup();
+  const [server, c] = memoryLinkPair();
+  gw.accept(server);
+  c.send({ type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' });
+  await flush();
+  void gw.push('u', 'm1', { id: 'm1', waitMs: 0 });
+  await flush();
+  // The socket backs up: m2 and m3 are numbered (2, 3) by the flush's take but wait in the store.
+  Object.defineProperty(server, 'bufferedBytes', { get: () => 1 << 30 });
+  server.awaitDrain = () => {};
+  void gw.push('u', 'm2', { id: 'm2', waitMs: 0 });
+  void gw.push('u', 'm3', { id: 'm3', waitMs: 0 });
+  await flush();
+  assert.deepEqual(c.received.filter((f) => f.type === FrameType.DATA).map((f) => (f as { seq: number }).seq), [1]);
+  // The device got seq 1 and acknowledges 3, which it never had.
+  c.send({ type: FrameType.ACK, ack: 3 });
+  await flush();
+  assert.equal(c.received.at(-1)?.type, FrameType.CLOSE);
+  assert.equal((c.received.at(-1) as { code: number }).code, CloseCodes['malformed-frame']);
+  assert.deepEqual(ev.delivered.map((e) => e.id), [], 'nothing reported delivered that the device never got');
+  assert.equal(await gw.queueDepth('u', 'd'), 3, 'm1 (unacknowledged), m2, m3 still queued');
+  await gw.close();
+});
+
 test('client DATA with a seq at or below the last accepted is dropped and re-acknowledged', async () => {
   const { gw, ev, clock } = setup();
   const c = await rawOpen(gw);
