@@ -575,7 +575,7 @@ export class Delivery {
     try {
       do {
         d.flushAgain = false;
-        const msgs = await this.o.store.take(conn.userId, conn.deviceId, conn.id, d.sentSeq);
+        const msgs = await this.o.store.take(conn.userId, conn.deviceId, conn.id, Math.max(d.sentSeq, d.skippedSeq));
         const now = this.o.wallClock.now();
         for (const m of msgs) {
           // The take was an await: the link may have closed, begun draining, or started a probe.
@@ -585,6 +585,7 @@ export class Delivery {
           // sent. Sent, it reached the device up to a sweep round late and was reported delivered.
           if (m.expiresAt <= now) {
             (d.expiredUnsent ??= new Set()).add(m.seq);
+            if (m.seq > d.skippedSeq) d.skippedSeq = m.seq;
             continue;
           }
           // Flow control: the rest waits in the store until the link drains.

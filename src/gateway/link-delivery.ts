@@ -35,6 +35,12 @@ export class LinkDelivery {
    * an acknowledgement of a later one removes them, and they are reported expired, not delivered.
    */
   expiredUnsent: Set<number> | null = null;
+  /**
+   * The highest of those: a take asks for what is above it and sentSeq. Asked for what was above
+   * sentSeq alone, a mailbox the sweep had emptied (of those) was made anew numbering from sentSeq,
+   * and the next message got an expired one's seq: its acknowledgement reported it expired.
+   */
+  skippedSeq = 0;
   /** The last acknowledgement's removal from the store, while it is out (a close waits for it before reporting the rest queued). */
   settling: Promise<void> | null = null;
   /**

@@ -750,6 +750,53 @@ test('a message whose ttl has passed is not sent to a device that connects befor
   await gw.close();
 });
 
+// A link that was handed a message past its ttl (not written: noted by its seq as expired unsent),
+// whose mailbox the sweep then emptied: the next push made a new mailbox, numbered from the link's
+// last written seq again, so the new message got the expired one's seq, and its acknowledgement
+// reported it expired (its push resolved expired) although the device had it and acknowledged it.
+test('a message past its ttl taken but not written, then swept: the next one, which the device acknowledges, is reported delivered, not expired', async () => {
+  const clock = new ManualClock(1000);
+  const gw = gateway(clock, new MemoryStore(), { delivery: { sweepIntervalMs: 1_000_000 } });
+  const delivered: string[] = [];
+  const expired: string[] = [];
+  gw.on('delivered', (e) => delivered.push(e.id));
+  gw.on('expired', (e) => expired.push(e.id));
+  const [server, c] = memoryLinkPair();
+  gw.accept(server);
+  c.send({ type: FrameType.HELLO, version: 1, userId: 'u', deviceId: 'd' });
+  await flush();
+  const seqs = () => c.received.filter((f) => f.type === FrameType.DATA).map((f) => `${(f as { id: string }).id}:${(f as { seq: number }).seq}`);
+  void gw.push('u', 'm0', { id: 'm0', waitMs: 0 });
+  await flush();
+  c.send({ type: FrameType.ACK, ack: 1 });
+  await flush();
+  assert.deepEqual(delivered, ['m0']);
+  // The socket backs up (a slow link): a, with a short ttl, waits behind it past its time.
+  let backedUp = true;
+  Object.defineProperty(server, 'bufferedBytes', { get: () => (backedUp ? 1 << 30 : 0) });
+  const drain = server.awaitDrain.bind(server);
+  server.awaitDrain = () => {};
+  void gw.push('u', 'a', { id: 'a', ttlMs: 100, waitMs: 0 });
+  await flush();
+  clock.advance(200);
+  backedUp = false;
+  drain(); // the link drains: a is taken, past its time, and not written
+  await flush();
+  assert.deepEqual(seqs(), ['m0:1']);
+  assert.equal(await gw.sweepExpired(), 1); // the sweep removes a: the mailbox is empty
+  assert.deepEqual(expired, ['a']);
+  const b = gw.push('u', 'b', { id: 'b', waitMs: 5000 });
+  await flush();
+  const [, sb] = seqs()[1].split(':');
+  c.send({ type: FrameType.ACK, ack: Number(sb) });
+  await flush();
+  assert.deepEqual(expired, ['a'], 'b reported expired');
+  assert.deepEqual(delivered, ['m0', 'b']);
+  assert.deepEqual((await b).devices, [{ deviceId: 'd', status: 'delivered' }]);
+  assert.equal(await gw.options.store.depth('u', 'd'), 0);
+  await gw.close();
+});
+
 // A mailbox does not queue an id it still holds; one whose time-to-live had ended but that the sweep
 // had not removed yet still counted as held: a retry with a fresh ttl was not queued, answered
 // queued, and the sweep then removed the only copy. The docs: once that copy expired, a retry is
