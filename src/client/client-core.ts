@@ -42,7 +42,10 @@ export interface ClientEvents {
   message: [{ payload: Uint8Array; id?: string; seq?: number }];
   /** The gateway acknowledged one of our messages: it will not be re-sent. */
   acked: [{ id: string; seq: number }];
-  /** The gateway did not know our resume token (expired, or the gateway lost it): a new session began. */
+  /**
+   * The gateway did not know our resume token (expired, or the gateway lost it): a new session began.
+   * After that WELCOME's `open`; if a handler closed the client before it, with the next WELCOME.
+   */
   'session-lost': [{ previousSessionId: string | undefined }];
   rtt: [RttSample];
   state: [ClientStateName];
@@ -140,6 +143,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private ackTimer: TimerHandle | null = null;
   private readonly recentIds = new RecentIds(4096);
   private lastSessionId: string | undefined;
+  /**
+   * A resume the gateway refused, not reported yet: a handler of the WELCOME's earlier events closed
+   * the client before 'session-lost' went. The new session's token is kept, so the next WELCOME
+   * resumes it and would never report the loss; that WELCOME reports it instead.
+   */
+  private sessionLostOwed: { previousSessionId: string | undefined } | null = null;
   /** WELCOME is being handled: a send() from one of its events only queues, the outbox going out in order after. */
   private welcoming = false;
   /** What connect() callers wait on until the next open or close for good. */
@@ -505,6 +514,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const hadSession = this.resumeToken !== undefined;
     const previousSessionId = this.lastSessionId;
     this.lastSessionId = w.sessionId;
+    // Noted before any event (a handler may close the client); the first loss not yet reported is kept.
+    if (hadSession && !w.resumed) this.sessionLostOwed ??= { previousSessionId };
     this.welcome = w;
     this.resumeToken = w.resumeToken;
     this.reportedRttMs = -1; // a new link: tell it again
@@ -562,7 +573,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const sample = this.rtt.pongReceived(now);
     if (sample) this.emit('rtt', sample);
     if (gone()) return;
-    if (hadSession && !w.resumed) this.emit('session-lost', { previousSessionId });
+    const lost = this.sessionLostOwed;
+    this.sessionLostOwed = null;
+    if (lost) this.emit('session-lost', lost);
   }
 
   private onData(payload: Uint8Array, seq: number | undefined, id: string | undefined): void {

@@ -594,3 +594,33 @@ test("close() from an 'acked' handler ends the frame that carried the ack: its m
   assert.equal(clock.pendingTimers, 0, 'no timer armed for a closed client');
   assert.ok(!servers[0].received.some((f) => f.type === FrameType.ACK && f.ack === 1), 'the message not handed over is not acknowledged');
 });
+
+test("close() from an 'open' handler of a WELCOME that refused the resume: 'session-lost' is not dropped, it comes with the next WELCOME", async () => {
+  const first = gateway();
+  const clock = first.clock;
+  let target = first.gw;
+  const a = client(() => target, clock);
+  const lost: { previousSessionId: string | undefined }[] = [];
+  a.c.on('session-lost', (e) => lost.push(e));
+  const w1 = await Promise.all([a.c.connect(), flush()]).then(([w]) => w);
+  a.links[0].destroy();
+  await first.gw.close();
+  const second = gateway(clock); // restarted with a memory store: the session is gone
+  target = second.gw;
+  // The app's "was I logged out meanwhile? then stop".
+  a.c.once('open', () => void a.c.close());
+  await settle(clock, 500);
+  assert.equal(a.c.state, 'closed');
+  // It connects again later: it resumes the new session, and must still learn the old one is gone.
+  await Promise.all([a.c.connect(), flush()]);
+  await settle(clock);
+  assert.equal(a.c.state, 'open');
+  assert.deepEqual(lost, [{ previousSessionId: w1.sessionId }]);
+  // Reported once.
+  a.links.at(-1)!.destroy();
+  await settle(clock, 500);
+  assert.equal(a.c.state, 'open');
+  assert.equal(lost.length, 1);
+  a.c.close();
+  await second.gw.close();
+});
