@@ -203,4 +203,31 @@ describe('handshake deadline', () => {
     s.destroy();
     assert.ok(closeAt >= 250 && closeAt < 450, `closed after ${closeAt.toFixed(0)} ms (deadline 300 from accept)`);
   });
+
+  test('ws: upgrade headers begun late, then dripped, are cut one deadline after the accept (not one after their first byte)', async () => {
+    // Node's headersTimeout counts from a request's first byte: a peer silent for most of the
+    // deadline, then sending its headers a byte at a time, held its pending slot for two.
+    const g = new Gateway({ tcp: false, ws: { port: 0 }, handshakeTimeoutMs: 1000 });
+    const port = (await g.listen()).ws!.port;
+    const s = net.connect(port, '127.0.0.1');
+    s.on('error', () => {});
+    let text = '';
+    s.on('data', (d: Buffer) => (text += d.toString('latin1')));
+    try {
+      await new Promise((r) => s.once('connect', r));
+      const t0 = performance.now();
+      const closed = new Promise<number>((r) => s.once('close', () => r(performance.now() - t0)));
+      await new Promise((r) => setTimeout(r, 900));
+      const request = 'GET /longlink HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n';
+      let i = 0;
+      const drip = setInterval(() => s.destroyed || s.write(request[i++ % request.length]), 50);
+      const closeAt = await Promise.race([closed, new Promise<number>((r) => setTimeout(() => r(Infinity), 4000))]);
+      clearInterval(drip);
+      assert.ok(!text.startsWith('HTTP/1.1 101'), `never upgraded: ${JSON.stringify(text)}`);
+      assert.ok(closeAt >= 950 && closeAt < 1500, `closed after ${closeAt.toFixed(0)} ms (deadline 1000 from accept)`);
+    } finally {
+      s.destroy();
+      await g.close();
+    }
+  });
 });

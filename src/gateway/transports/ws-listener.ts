@@ -60,7 +60,7 @@ export async function listenWs(
     maxPayload: opts.maxFrameBytes * 2,
   });
   /** Admitted raw sockets whose upgrade has not finished, by remote address and port, with their close listener and when they were accepted. */
-  const upgrading = new Map<string, { socket: Socket; onClose: () => void; at: number }>();
+  const upgrading = new Map<string, { socket: Socket; onClose: () => void; at: number; deadline: NodeJS.Timeout }>();
   const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
   if (opts.gate) {
     const gate = opts.gate;
@@ -127,7 +127,12 @@ export async function listenWs(
       const entry = {
         socket,
         at: performance.now(),
+        // The handshake deadline from the accept, for the upgrade too: Node's headersTimeout counts from
+        // a request's first byte, so a peer silent for most of the deadline, then dripping its headers,
+        // held its pending slot for twice handshakeTimeoutMs (over TLS, its TLS handshake's on top).
+        deadline: setTimeout(() => socket.destroy(), handshakeMs).unref(),
         onClose: () => {
+          clearTimeout(entry.deadline);
           if (upgrading.get(key) === entry) upgrading.delete(key);
           gate.abandoned(source);
         },
@@ -149,6 +154,7 @@ export async function listenWs(
     const spentMs = pending ? performance.now() - pending.at : 0;
     if (pending) {
       upgrading.delete(key);
+      clearTimeout(pending.deadline);
       pending.socket.removeListener('close', pending.onClose);
     }
     applyKeepalive(socket, opts.keepalive);
