@@ -14,6 +14,9 @@ import { escapeControls } from './escape.js';
  * /network ID (adaptive heartbeat: the device moved to network ID), /quit.
  */
 
+/** How long /quit and Ctrl-C wait for what was typed to be acknowledged (README). */
+const QUIT_FLUSH_MS = 5000;
+
 /** A learner state file written by an earlier run, if there is one. */
 function loadState(file: string | undefined): { state: import('../core/interval-learner.js').LearnerSnapshot } | null {
   if (!file || !fs.existsSync(file)) return null;
@@ -138,8 +141,21 @@ export function clientCommand(): Command {
         if (quitting) process.exit(0);
         quitting = true;
         rl.close();
-        // Lines typed just before are sent and acknowledged first (at most closeFlushMs); what is left is said.
-        void client.close().then((left) => {
+        // Lines typed just before are sent and acknowledged first (at most 5 s in all); what is left is said.
+        // close() sends only over an open link: lines that came before the first WELCOME (piped
+        // `hi` then `/quit`) were all dropped at once, so the link is waited for within those 5 s.
+        const deadline = Date.now() + QUIT_FLUSH_MS;
+        const linkUp = client.pendingCount > 0 && (client.state === 'connecting' || client.state === 'reconnecting')
+          ? new Promise<void>((resolve) => {
+              const done = () => (clearTimeout(t), client.off('open', done), client.off('close', ended), resolve());
+              // A failed attempt (willReconnect) is no reason to stop waiting; a refusal for good is.
+              const ended = (e: { willReconnect: boolean }) => !e.willReconnect && done();
+              const t = setTimeout(done, QUIT_FLUSH_MS);
+              client.on('open', done);
+              client.on('close', ended);
+            })
+          : Promise.resolve();
+        void linkUp.then(() => client.close({ flushMs: Math.max(0, deadline - Date.now()) })).then((left) => {
           if (left.length > 0) print('unsent', { ids: left.map((m) => m.id) }, `(${left.length} message${left.length === 1 ? '' : 's'} not acknowledged by the gateway: not sent)`);
           setTimeout(() => process.exit(0), 50);
         });

@@ -770,3 +770,21 @@ test("SIGTERM writes the log limiter's held-back counts before it exits (the las
     await server.kill();
   }
 });
+
+test('longlink client: lines piped with /quit before the link is up are sent and acknowledged before it exits (they were dropped, exit 0)', async () => {
+  const server = await spawnServe(['--no-admin']);
+  const c = spawnCli(['client', '--url', server.tcp, '--user', 'piped', '--device', 'd', '--json']);
+  try {
+    // As `printf 'hi\n/quit\n' | longlink client`: both lines come before the first WELCOME.
+    c.child.stdin!.end('hi\n/quit\n');
+    const [code] = await once(c.child, 'exit');
+    const queued = c.lines.find((l) => l.event === 'queued');
+    assert.ok(queued, `hi was queued: ${JSON.stringify(c.lines)}`);
+    assert.ok(c.lines.some((l) => l.event === 'acked' && l.id === queued.id), `hi acknowledged before the exit: ${JSON.stringify(c.lines.slice(-4))}`);
+    assert.ok(!c.lines.some((l) => l.event === 'unsent'), 'nothing left unsent');
+    assert.equal(code, 0);
+  } finally {
+    await c.kill();
+    await server.kill();
+  }
+});
