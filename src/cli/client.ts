@@ -116,6 +116,9 @@ export function clientCommand(): Command {
 
       const rl = readline.createInterface({ input: process.stdin, terminal: false });
       rl.on('line', (line) => {
+        // readline still hands over the rest of a chunk after rl.close(): after /quit nothing more is
+        // read (a second /quit was taken for a second Ctrl-C and exited before the flush).
+        if (quitting) return;
         if (line === '/quit') return quit();
         if (line === '/probe') return client.networkChanged();
         if (line.startsWith('/network ')) return client.networkChanged(line.slice(9).trim());

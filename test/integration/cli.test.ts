@@ -788,3 +788,20 @@ test('longlink client: lines piped with /quit before the link is up are sent and
     await server.kill();
   }
 });
+
+test('longlink client: lines after /quit are not read, so a second /quit does not end it before what was typed is acknowledged', async () => {
+  const server = await spawnServe(['--no-admin']);
+  const c = spawnCli(['client', '--url', server.tcp, '--user', 'twice', '--device', 'd', '--json']);
+  try {
+    await c.waitFor((l) => l.event === 'open', 10_000, 'the client open');
+    // One chunk, as from a pipe or a paste: readline still hands over the lines after the first /quit.
+    c.child.stdin!.end('hi\n/quit\n/quit\n');
+    const [code] = await once(c.child, 'exit');
+    assert.ok(c.lines.some((l) => l.event === 'acked'), `hi acknowledged before the exit: ${JSON.stringify(c.lines.slice(-3))}`);
+    assert.ok(c.lines.some((l) => l.event === 'close'), 'closed with CLOSE');
+    assert.equal(code, 0);
+  } finally {
+    await c.kill();
+    await server.kill();
+  }
+});
