@@ -140,8 +140,8 @@ export function clientCommand(): Command {
         }
       });
       const quit = () => {
-        // A second Ctrl-C does not wait for the outbox.
-        if (quitting) process.exit(0);
+        // A second Ctrl-C does not wait for the outbox (and says, by exit 3, if it left some behind).
+        if (quitting) process.exit(client.pendingCount > 0 ? 3 : 0);
         quitting = true;
         rl.close();
         // Lines typed just before are sent and acknowledged first (at most 5 s in all); what is left is said.
@@ -160,7 +160,8 @@ export function clientCommand(): Command {
           : Promise.resolve();
         void linkUp.then(() => client.close({ flushMs: Math.max(0, deadline - Date.now()) })).then((left) => {
           if (left.length > 0) print('unsent', { ids: left.map((m) => m.id) }, `(${left.length} message${left.length === 1 ? '' : 's'} not acknowledged by the gateway: not sent)`);
-          setTimeout(() => process.exit(0), 50);
+          // A script piping lines in learns from the exit code whether they all went through (README).
+          setTimeout(() => process.exit(left.length > 0 ? 3 : 0), 50);
         });
       };
       rl.on('close', () => {

@@ -805,3 +805,34 @@ test('longlink client: lines after /quit are not read, so a second /quit does no
     await server.kill();
   }
 });
+
+test('longlink client: /quit with messages the gateway never acknowledged exits 3, not 0 as if they went through', async () => {
+  // A port nothing listens on: "hi" cannot be sent within the 5 s /quit waits.
+  const probe = net.createServer().listen(0, '127.0.0.1');
+  await once(probe, 'listening');
+  const port = (probe.address() as net.AddressInfo).port;
+  await new Promise((r) => probe.close(r));
+  const c = spawnCli(['client', '--url', `tcp://127.0.0.1:${port}`, '--user', 'unsent', '--json']);
+  try {
+    c.child.stdin!.end('hi\n/quit\n');
+    const [code] = await once(c.child, 'exit');
+    assert.ok(c.lines.some((l) => l.event === 'unsent'), `the unsent line: ${JSON.stringify(c.lines.slice(-3))}`);
+    assert.equal(code, 3);
+    // A second Ctrl-C leaves at once, without the wait: what was typed is not sent either.
+    const d = spawnCli(['client', '--url', `tcp://127.0.0.1:${port}`, '--user', 'unsent', '--json']);
+    try {
+      d.child.stdin!.write('hi\n');
+      await d.waitFor((l) => l.event === 'queued', 10_000, 'hi queued');
+      const exited = once(d.child, 'exit');
+      d.child.kill('SIGINT');
+      // Apart: two signals sent at once are delivered as one.
+      await new Promise((r) => setTimeout(r, 300));
+      d.child.kill('SIGINT');
+      assert.equal((await exited)[0], 3);
+    } finally {
+      await d.kill();
+    }
+  } finally {
+    await c.kill();
+  }
+});
