@@ -836,3 +836,20 @@ test('longlink client: /quit with messages the gateway never acknowledged exits 
     await c.kill();
   }
 });
+
+test('client --json piped into a reader that goes away (| head -1) ends quietly, exit 0: the next write failed with an uncaught EPIPE', async () => {
+  const server = await spawnServe(['--heartbeat-interval-ms', '200', '--heartbeat-min-interval-ms', '100']);
+  after(() => server.kill());
+  const child = spawn(process.execPath, [CLI, 'client', '--url', server.tcp, '--user', 'u', '--device', 'd', '--json'], { stdio: ['pipe', 'pipe', 'pipe'] });
+  after(() => child.kill('SIGKILL'));
+  let stderr = '';
+  child.stderr!.on('data', (d) => (stderr += d));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  // The first line, then the reader closes its end (RTT lines follow every 200 ms).
+  await new Promise<void>((resolve) => child.stdout!.once('data', () => resolve()));
+  child.stdout!.destroy();
+  const code = await Promise.race([exited, new Promise<'running'>((r) => setTimeout(() => r('running'), 10_000))]);
+  assert.equal(code, 0, `exit ${code}; stderr: ${stderr}`);
+  assert.doesNotMatch(stderr, /EPIPE|Error/);
+  await server.kill();
+});
