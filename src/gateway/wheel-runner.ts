@@ -1,6 +1,9 @@
 import type { Clock, Timers, TimerHandle } from '../core/clock.js';
 import type { TimerWheel, WheelTimer } from '../core/timer-wheel.js';
 
+/** A runner timer this late (ms) ran after a block of the loop: its expiry waits for the sockets to be read. */
+export const DEFER_LATE_MS = 10;
+
 /** What the runner reports about its own timeliness (see event-loop-guard.ts). */
 export interface RunnerGuard {
   /** The runner's timer, due at `expectedAt`, runs at `now`; returns the stall seen, in ms (0 for none). */
@@ -25,8 +28,9 @@ export interface RunnerStats {
 /**
  * Drives a TimerWheel from real (or injected) time: one timer for the whole
  * gateway, armed only while the wheel holds something, waking once per tick.
- * After a stall of the process the expiry waits until pending socket input is
- * read, so peers whose frames sat in the kernel meanwhile are heard first.
+ * After a stall of the process (any block that made its timer DEFER_LATE_MS
+ * late) the expiry waits until pending socket input is read, so peers whose
+ * frames sat in the kernel meanwhile are heard first.
  *
  * Invariant: at most one pending timer, whatever the expiry callbacks do. A
  * callback that reschedules a connection calls kick(); during expiry that only
@@ -77,7 +81,12 @@ export class WheelRunner<T> {
   private readonly run = (): void => {
     this.handle = null;
     if (this.stopped) return;
-    if (this.guard && this.guard.tick(this.expectedAt, this.clock.now()) > 0) {
+    const now = this.clock.now();
+    // Deferred after any block, not only a recorded stall: one under the threshold still ran this
+    // timer before the poll, and a deadline that passed during it convicted a peer whose frame sat
+    // unread in the kernel (a 190 ms block, a PING that came 100 ms before its deadline). Waiting
+    // for the read excuses nothing; it only judges by what came.
+    if (this.guard && (this.guard.tick(this.expectedAt, now) > 0 || now - this.expectedAt >= DEFER_LATE_MS)) {
       this.deferred = true;
       const guard = this.guard;
       const deferredAt = this.clock.now();

@@ -102,3 +102,28 @@ test('control: without the stall the probe goes out at the suspicion point and t
   assert.equal(offline.length, 0);
   await gw.close();
 });
+
+test('a stall just under the threshold that a deadline passes during: the heartbeat that arrived before the deadline is read first, not convicted', async () => {
+  const { clock, gw, offline } = setup();
+  const { client } = await open(gw);
+  const t0 = clock.now();
+  clock.advance(1000);
+  client.send({ type: FrameType.PING });
+  clock.advance(1000);
+  client.send({ type: FrameType.PING }); // last heard t0+2000, deadline t0+4500
+  // The PING of t0+3000 is lost; the one of t0+4000 lands at t0+4400, while the gateway is blocked
+  // t0+4350 .. t0+4540: 190 ms, under the 200 ms threshold, so nothing is recorded or excused.
+  clock.advance(2350);
+  stall(clock, 190);
+  clock.advance(0); // the runner's timer runs 190 ms late, before the poll that reads the PING
+  const closedBeforeRead = offline.length;
+  client.send({ type: FrameType.PING }); // the poll reads the PING that came at t0+4400
+  await immediate();
+  await immediate();
+  assert.equal(closedBeforeRead + offline.length, 0, `closed for silence at t0+${clock.now() - t0} (${offline[0]?.reason}), though its PING arrived at t0+4400, before the deadline t0+4500`);
+  clock.advance(1000);
+  client.send({ type: FrameType.PING });
+  clock.advance(1000);
+  assert.equal(offline.length, 0);
+  await gw.close();
+});
