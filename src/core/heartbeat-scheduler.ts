@@ -21,6 +21,8 @@ export class HeartbeatScheduler {
   private lastSentAt = 0;
   private lastReceivedAt = 0;
   private waitUntil = -1;
+  /** When the current wait began: waitUntil moves later by an excused stall (see poll). */
+  private waitFrom = 0;
   private probesSent = 0;
   private isDead = false;
 
@@ -75,28 +77,49 @@ export class HeartbeatScheduler {
    */
   checkNow(now: number): boolean {
     if (this.isDead || this.waitUntil >= 0) return false;
-    this.waitUntil = now + this.probes.probeIntervalMs;
+    this.wait(now, this.probes.probeIntervalMs);
     this.probesSent = 1;
     return true;
   }
 
-  poll(now: number): HeartbeatAction {
+  /**
+   * `owner`, if given, says how much of a span its own process spent stalled (the gateway's stall
+   * guard): that part of the last wait is added to it, up to the wait's length. An answer that came
+   * during a stall is read after it, but one that came while the reading itself blocked the loop
+   * is not read before this runs.
+   */
+  poll(now: number, owner?: { stalledWithin(from: number, to: number): number }): HeartbeatAction {
     if (this.isDead) return 'none';
     if (this.waitUntil >= 0) {
       if (now < this.waitUntil) return 'none';
       if (this.probesSent < this.probes.probeCount) {
         this.probesSent++;
-        this.waitUntil = now + this.probes.probeIntervalMs;
+        this.wait(now, this.probes.probeIntervalMs);
         return 'probe';
+      }
+      if (owner) {
+        // A probe's wait, or the PING's with no probes.
+        const ms = this.probesSent > 0 ? this.probes.probeIntervalMs : this.probes.pongTimeoutMs;
+        const end = this.waitFrom + ms;
+        const excused = Math.min(ms, owner.stalledWithin(this.waitFrom, now));
+        if (now < end + excused) {
+          this.waitUntil = end + excused;
+          return 'none';
+        }
       }
       this.isDead = true;
       return 'dead';
     }
     if (now - this.lastSentAt >= this.intervalMs || now - this.lastReceivedAt >= this.intervalMs) {
-      this.waitUntil = now + this.probes.pongTimeoutMs;
+      this.wait(now, this.probes.pongTimeoutMs);
       return 'ping';
     }
     return 'none';
+  }
+
+  private wait(now: number, ms: number): void {
+    this.waitFrom = now;
+    this.waitUntil = now + ms;
   }
 
   nextWakeAt(): number {

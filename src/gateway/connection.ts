@@ -706,7 +706,8 @@ export class ServerConnection implements LinkEvents {
       this.host.refreshSession(this);
     }
     if (this.scheduler) {
-      const action = this.scheduler.poll(now);
+      // The gateway's own stalls during the last probe's wait are excused, as a detector's silence is.
+      const action = this.scheduler.poll(now, this.host);
       if (action === 'dead') return this.closeWith('heartbeat-timeout');
       if (action === 'probe' && !this.suspected) this.suspect(now);
       if (action === 'ping' || action === 'probe') this.ping(now);

@@ -127,3 +127,35 @@ test('a stall just under the threshold that a deadline passes during: the heartb
   assert.equal(offline.length, 0);
   await gw.close();
 });
+
+test('server-sent heartbeats: two stalls in a row over the last probe\'s wait do not convict a client whose answer arrived in time', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: { pongTimeoutMs: 1000, probeCount: 1, probeIntervalMs: 1000 }, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000, stallGuard: { enabled: true } });
+  const offline: OfflineEvent[] = [];
+  gw.on('offline', (e) => offline.push(e));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u1', deviceId: 'd1', direction: 'server' });
+  await flush();
+  const t0 = clock.now();
+  const pings = () => client.received.filter((f) => f.type === FrameType.PING).length;
+  // A background tab: its answer to the PING of t0+1000 is lost; it answers the probe of t0+2000
+  // slowly, at t0+2900, before the probe's wait ends at t0+3000.
+  clock.advance(2500);
+  assert.equal(pings(), 2, 'the PING and the probe went out');
+  stall(clock, 300); // first stall: t0+2500 .. t0+2800
+  clock.advance(0); // recorded, expiry deferred until the sockets are read (nothing there yet)
+  stall(clock, 500); // reading what piled up blocks until t0+3300; the answer lands at t0+2900
+  await immediate(); // the deferred expiry
+  const closedAtDeferred = offline.length;
+  client.send({ type: FrameType.PONG }); // read by the poll after it
+  await immediate();
+  assert.equal(closedAtDeferred + offline.length, 0, `closed at t0+${clock.now() - t0} (${offline[0]?.reason}), though the answer to the probe arrived at t0+2900, before its wait ended at t0+3000; ${JSON.stringify(gw.eventLoopStats())}`);
+  // Heartbeats go on: each PING answered.
+  for (let i = 0; i < 6; i++) {
+    clock.advance(500);
+    client.send({ type: FrameType.PONG });
+  }
+  assert.equal(offline.length, 0);
+  await gw.close();
+});

@@ -552,3 +552,19 @@ describe('HeartbeatScheduler: driven on a ManualClock', () => {
     );
   });
 });
+
+describe('HeartbeatScheduler: the owner\'s own stalls', () => {
+  test('the part of the last wait the owner spent stalled is added to it, never more than the wait itself', () => {
+    // Silent peer: ping at 1000, probes at 1500 and 1700, the last wait ends at 1900.
+    const stalled = (s: number) => ({ stalledWithin: (from: number, to: number) => Math.max(0, Math.min(to, 1950) - Math.max(from, 1950 - s)) });
+    const at = (owner: { stalledWithin(from: number, to: number): number }) => {
+      const s = make();
+      for (let now = 0; now <= 10_000; now++) if (s.poll(now, owner) === 'dead') return now;
+      return -1;
+    };
+    assert.equal(at(stalled(0)), 1900, 'no stall: as before');
+    assert.equal(at(stalled(150)), 2050, 'a 150 ms stall in the wait: 150 ms more');
+    // A stall that began before the wait counts only from the wait's start, and at most its 200 ms.
+    assert.equal(at(stalled(5000)), 2100);
+  });
+});
