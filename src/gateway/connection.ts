@@ -123,6 +123,7 @@ const PING_WARNED = 32;
 const DATA_WARNED = 64;
 const PRESENCE_OUT = 128;
 const ENDED_BY_PEER = 256;
+const PROBE_EXCUSED = 512;
 
 export class ServerConnection implements LinkEvents {
   // The fields a heartbeat touches come first (after link and host). V8 lays an object's fields
@@ -672,8 +673,26 @@ export class ServerConnection implements LinkEvents {
   probeBeforePush(timeoutMs: number, now = this.host.clock.now()): boolean {
     if (this.phase !== 'open' || this.probeDeadline !== null) return false;
     this.probeDeadline = now + timeoutMs;
+    this.setFlag(PROBE_EXCUSED, false);
     this.ping(now);
     this.arm(this.nextWake(now));
+    return true;
+  }
+
+  /**
+   * A probe's wait is over: the part of it the gateway spent stalled is added to it, once, at most
+   * the wait's length again (as a detector's silence is excused). An answer that came during a
+   * stall is read after it, but one that came while reading what piled up blocked the loop again
+   * is not read before this runs. True if the wait was extended.
+   */
+  private excuseProbe(now: number): boolean {
+    if ((this.flags & PROBE_EXCUSED) !== 0) return false;
+    // Every probe before push waits pongTimeoutMs (delivery.ts).
+    const wait = this.host.probes.pongTimeoutMs;
+    const excused = Math.min(wait, this.host.stalledWithin(this.probeDeadline! - wait, now));
+    if (!(now < this.probeDeadline! + excused)) return false;
+    this.setFlag(PROBE_EXCUSED, true);
+    this.probeDeadline! += excused;
     return true;
   }
 
@@ -696,7 +715,7 @@ export class ServerConnection implements LinkEvents {
     }
     const refusal = this.delivery?.refusal;
     if (refusal && now >= refusal.until) return this.closeWith(refusal.reason, refusal.message);
-    if (this.probeDeadline !== null && now >= this.probeDeadline) {
+    if (this.probeDeadline !== null && now >= this.probeDeadline && !this.excuseProbe(now)) {
       this.probeDeadline = null;
       this.host.probeFailed(this);
       return this.closeWith('heartbeat-timeout', 'no answer to the probe before a push');

@@ -159,3 +159,52 @@ test('server-sent heartbeats: two stalls in a row over the last probe\'s wait do
   assert.equal(offline.length, 0);
   await gw.close();
 });
+
+test('probe before push: two stalls in a row over the probe\'s wait do not close a client whose answer arrived in time', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: { pongTimeoutMs: 1000 }, delivery: { probeBeforePushMs: 500 }, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000, stallGuard: { enabled: true } });
+  const offline: OfflineEvent[] = [];
+  gw.on('offline', (e) => offline.push(e));
+  const { client } = await open(gw);
+  const t0 = clock.now();
+  clock.advance(600);
+  void gw.push('u1', 'hello', { id: 'm1' });
+  await flush();
+  assert.equal(client.received.filter((f) => f.type === FrameType.PING).length, 1, 'the probe went out; its wait ends at t0+1600');
+  // The client answers at t0+1500, while the gateway is stalled: t0+1000 .. t0+1300, recorded and
+  // the expiry deferred; then reading what piled up blocks until t0+1800.
+  clock.advance(400);
+  stall(clock, 300);
+  clock.advance(0);
+  stall(clock, 500);
+  await immediate(); // the deferred expiry
+  const closedAtDeferred = offline.length;
+  client.send({ type: FrameType.PONG }); // read by the poll after it
+  await flush();
+  assert.equal(closedAtDeferred + offline.length, 0, `closed at t0+${clock.now() - t0} (${offline[0]?.reason}), though the answer to the probe arrived at t0+1500, before its wait ended at t0+1600`);
+  assert.ok(client.received.some((f) => f.type === FrameType.DATA), 'the message went out after the answer');
+  await gw.close();
+});
+
+test('control: a client that never answers the probe is still closed, at most one wait later', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: { pongTimeoutMs: 1000 }, delivery: { probeBeforePushMs: 500 }, wheelTickMs: 1, clock, timers: clock, handshakeTimeoutMs: 3000, stallGuard: { enabled: true } });
+  const offline: { reason: string; at: number }[] = [];
+  gw.on('offline', (e) => offline.push({ reason: e.reason, at: clock.now() }));
+  await open(gw);
+  const t0 = clock.now();
+  clock.advance(600);
+  void gw.push('u1', 'hello', { id: 'm1' });
+  await flush();
+  clock.advance(400);
+  stall(clock, 300);
+  clock.advance(0);
+  stall(clock, 500);
+  await immediate();
+  clock.advance(1000);
+  assert.deepEqual(offline.map((e) => e.reason), ['heartbeat-timeout']);
+  // The wait, plus the 800 ms of it stalled (the runner's timer, armed 1 ms ahead, saw 799).
+  const at = offline[0].at - t0;
+  assert.ok(at >= 2390 && at <= 2400, `closed at t0+${at}`);
+  await gw.close();
+});
