@@ -63,6 +63,9 @@ export interface UnsentMessage {
   payload: Uint8Array;
 }
 
+/** A heartbeat timer this late (ms) ran after a freeze of the process: it waits for the socket to be read first. */
+const LATE_TIMER_MS = 10;
+
 /**
  * The client, whatever carries it: connects, says HELLO, keeps the link
  * alive with the heartbeat the gateway granted, notices a dead link quickly
@@ -81,6 +84,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private scheduler: HeartbeatScheduler | null = null;
   private detector: SilenceDetector | null = null;
   private heartbeatTimer: TimerHandle | null = null;
+  /** When the heartbeat timer is due, and whether a late run of it already waited for the socket to be read (see onHeartbeatTimer). */
+  private heartbeatDueAt = -1;
+  private heartbeatReread = false;
   private attemptGen = 0;
   private connectTimer: TimerHandle | null = null;
   private stableTimer: TimerHandle | null = null;
@@ -728,6 +734,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const stateDue = this.stateDueAt();
     if (stateDue !== null) at = Math.min(at, stateDue);
     if (!Number.isFinite(at)) return;
+    this.heartbeatDueAt = Math.max(at, now);
+    this.heartbeatReread = false;
     this.heartbeatTimer = o.timers.setTimeout(this.onHeartbeatTimer, Math.max(0, at - now));
   }
 
@@ -735,6 +743,15 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     this.heartbeatTimer = null;
     const now = this.options.clock.now();
     if (!this.scheduler || !this.link) return;
+    if (!this.heartbeatReread && now - this.heartbeatDueAt >= LATE_TIMER_MS) {
+      // Late: this process was frozen (a laptop asleep, a long task, a frozen tab). Node runs due
+      // timers before it reads the sockets, so what the gateway sent meanwhile is not read yet, and
+      // its silence limit passed: judged now, a gateway that kept sending was declared dead. Judge
+      // once the socket was read (a timer armed now runs after the next poll).
+      this.heartbeatReread = true;
+      this.heartbeatTimer = this.options.timers.setTimeout(this.onHeartbeatTimer, 1);
+      return;
+    }
     if (this.detector && this.detector.check(now) === 'dead') {
       const learned = this.learnFromDeath(now, this.detector.intervalMs);
       this.fail('heartbeat-timeout', 'the gateway sent nothing within the silence limit');

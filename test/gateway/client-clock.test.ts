@@ -687,3 +687,49 @@ test('updateState({ flush: true }) on every change goes at most one PING per hal
   client.close({ flushMs: 0 });
   await gw.close();
 });
+
+test('server-sent mode: the client\'s own freeze (a sleep, a long task) longer than its silence limit does not convict a gateway whose PING waits in the socket', async () => {
+  // Two clocks: the client's process freezes, the gateway's runs on.
+  const gwClock = new ManualClock(0);
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: { pongTimeoutMs: 5000, probeCount: 0 }, wheelTickMs: 1, clock: gwClock, timers: gwClock });
+  let link!: MemoryLink;
+  let frozen = false;
+  const held: Uint8Array[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', direction: 'server', clock, timers: clock, reconnect: { enabled: false },
+    dial: async () => {
+      const [s, c] = memoryLinkPair();
+      gw.accept(s);
+      // What arrives while the client's process is frozen waits in the kernel, read only when it runs.
+      const deliver = c.deliverBytes.bind(c);
+      c.deliverBytes = (b) => (frozen ? held.push(b) : deliver(b));
+      return (link = c);
+    },
+  });
+  const closes: CloseEvent[] = [];
+  client.on('close', (e) => closes.push(e));
+  await Promise.all([client.connect(), flush()]);
+  const both = (ms: number) => {
+    for (let i = 0; i < ms; i += 10) {
+      gwClock.advance(10);
+      clock.advance(10);
+    }
+  };
+  both(1500);
+  assert.equal(link.received.filter((f) => f.type === FrameType.PING).length, 1);
+  // The client's process freezes for 3 s (its silence limit is 2.5 s); the gateway pings it meanwhile.
+  frozen = true;
+  gwClock.advance(3000);
+  clock.jump(3000);
+  clock.advance(0); // it runs again: its overdue timer first
+  const closedBeforeRead = closes.length;
+  frozen = false;
+  for (const b of held.splice(0)) link.deliverBytes(b); // then the poll reads the socket
+  clock.advance(1);
+  assert.equal(closedBeforeRead + closes.length, 0, `the client closed (${closes[0]?.reason}) before reading the gateway's PING that waited in its socket`);
+  both(3000);
+  assert.equal(closes.length, 0);
+  client.close();
+  await gw.close();
+});
