@@ -164,14 +164,58 @@ export class Delivery {
     if (inSeq > 0 || outSeq > 0) {
       const d = this.state(conn);
       d.inSeq = inSeq;
-      // Numbers handed to this link start above what the client has (its HELLO lastSeq). What it
-      // had not acknowledged is renumbered and re-sent; the client drops by id what it already has.
+      // Numbers handed to this link start above what the client has (its HELLO lastSeq). What is
+      // left is renumbered and re-sent; the client drops by id what it already has.
       d.sentSeq = d.ackedSeq = outSeq;
+      // But first lastSeq acknowledges what the session's earlier link handed over. Renumbered, it
+      // was acknowledged only by an ACK the client sent for the new numbers: one it sent before a
+      // close() from its open handler is at or below lastSeq and removes nothing, and the app's next
+      // run, a fresh process with no memory of ids, was given it again.
+      if (outSeq > 0 && this.o.store.ackResumed) {
+        void this.ackResumed(conn, d, outSeq);
+        return;
+      }
     } else if (this.o.store.holdsNothingFor?.(conn.userId, conn.deviceId)) {
       // A new session with nothing queued: a push from here on flushes for itself (the link is open).
       return;
     }
     void this.flush(conn);
+  }
+
+  /** Removes what the resumed session's earlier link delivered up to `upTo` (the HELLO's lastSeq), then flushes. */
+  private ackResumed(conn: ServerConnection, d: LinkDelivery, upTo: number): void {
+    // No take before the removal (a push meanwhile waits for it): this link's take would renumber
+    // those messages above lastSeq first, and the removal would find none.
+    d.flushing = true;
+    const op = this.tracker.removal();
+    const store = this.o.store;
+    const removal = (async () => store.ackResumed!(conn.userId, conn.deviceId, conn.sessionId, upTo))();
+    // A close meanwhile reports these delivered before the rest of its pushes queued (see closed).
+    const settling = (d.settling = removal
+      .then(
+        (gone) => {
+          const now = this.o.wallClock.now();
+          for (const m of gone) {
+            // Its time is over: the old link may have skipped it unsent (its expiredUnsent, unknown
+            // here), and the sweep would have reported it expired in a moment anyway.
+            if (m.expiresAt <= now) {
+              this.reportDrop('expired', conn.userId, conn.deviceId, m, 'ttl', op);
+              continue;
+            }
+            this.stats.delivered++;
+            this.events.delivered({ userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
+            this.tracker.settle(conn.userId, m.id, conn.deviceId, 'delivered');
+          }
+        },
+        (err) => this.fault('ackResumed', err, conn),
+      )
+      // A throwing `delivered` listener is the application's (reported), not the link's.
+      .catch((err) => this.events.fault('message', err))
+      .finally(() => {
+        if (d.settling === settling) d.settling = null;
+        d.flushing = false;
+        void this.flush(conn);
+      }));
   }
 
   /** The link closed: what it owed is forgotten, what it carried unacknowledged stays queued. */
@@ -575,7 +619,7 @@ export class Delivery {
     try {
       do {
         d.flushAgain = false;
-        const msgs = await this.o.store.take(conn.userId, conn.deviceId, conn.id, Math.max(d.sentSeq, d.skippedSeq));
+        const msgs = await this.o.store.take(conn.userId, conn.deviceId, conn.id, Math.max(d.sentSeq, d.skippedSeq), conn.sessionId);
         const now = this.o.wallClock.now();
         for (const m of msgs) {
           // The take was an await: the link may have closed, begun draining, or started a probe.

@@ -189,7 +189,7 @@ test('resume: messages written into a dead link are re-sent after reconnect, eac
   await gw.close();
 });
 
-test('resume: a lost ack leads to a re-send that the client drops as a duplicate', async () => {
+test("resume: a lost ack is made good by the HELLO's lastSeq: the message is not sent again", async () => {
   const { clock, gw } = setup();
   const a = client(gw, clock);
   await Promise.all([a.c.connect(), flush()]);
@@ -199,10 +199,41 @@ test('resume: a lost ack leads to a re-send that the client drops as a duplicate
   assert.deepEqual(a.got, ['once']);
   a.link().destroy();
   await settle(clock, 200);
-  // Re-sent on the new link under a new number; the client drops it by id and acknowledges it.
+  // Removed as its ACK would have (the client says it had seq 1), not re-sent under a new number.
   assert.deepEqual(a.got, ['once']);
   assert.equal(await gw.queueDepth('u', 'd'), 0);
+  assert.equal(a.links.length, 2);
+  assert.deepEqual(a.link().received.filter((f) => f.type === FrameType.DATA), []);
   a.c.close();
+  await gw.close();
+});
+
+test("resume: the HELLO's lastSeq acknowledges what the old link delivered, so a client closed from its open handler and a fresh one later are not given it again", async () => {
+  const { clock, gw, ev } = setup();
+  const a = client(gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  a.link().peer.deaf = true; // the link is lost before the client's delayed ACK gets through
+  const p = gw.push('u', 'once', { id: 'm1' });
+  await settle(clock);
+  assert.deepEqual(a.got, ['once']);
+  // The app quits as soon as the link is back: its ACK before the CLOSE is one at or below the
+  // resumed numbering, which acknowledges nothing on the new link.
+  a.c.on('open', () => a.c.close());
+  a.link().destroy();
+  await settle(clock, 200);
+  assert.deepEqual(ev.online.map((e) => e.resumed), [false, true]);
+  assert.equal(a.c.state, 'closed');
+  assert.deepEqual(ev.delivered.map((d) => [d.id, d.seq]), [['m1', 1]], 'm1 reported delivered, once, under the number the client had');
+  // (The push settled queued when the old link closed: the delivered event is its report.)
+  assert.equal((await p).devices[0].status, 'queued');
+  assert.equal(await gw.queueDepth('u', 'd'), 0);
+  // The app's next run: a fresh process, no memory of ids.
+  const b = client(gw, clock);
+  await Promise.all([b.c.connect(), flush()]);
+  await settle(clock, 200);
+  assert.deepEqual(b.got, [], 'the fresh client is not handed m1 again');
+  assert.equal(ev.delivered.length, 1);
+  b.c.close();
   await gw.close();
 });
 

@@ -825,3 +825,59 @@ test('a retried push whose first copy\'s ttl has ended (not yet swept) is queued
   c.close();
   await gw.close();
 });
+
+test("resume: a push while the HELLO's lastSeq is being removed waits for it; the message the old link delivered is not re-sent, the new one comes once", async () => {
+  const clock = new ManualClock(1000);
+  const g = gated(new MemoryStore());
+  const gw = gateway(clock, g.store);
+  const delivered: string[] = [];
+  gw.on('delivered', (e) => delivered.push(`${e.id}@${e.seq}`));
+  const d = dialer(() => gw);
+  const { c, got } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  d.links[0].peer.deaf = true; // the client's ACK of m1 is lost with the link
+  void gw.push('u', 'one', { id: 'm1' });
+  await settle(clock, 20);
+  assert.deepEqual(got, ['one']);
+  g.hold('ackResumed');
+  d.links[0].destroy();
+  await settle(clock, 100);
+  assert.equal(g.waiting('ackResumed'), 1, 'the resumed link removes what lastSeq acknowledges');
+  void gw.push('u', 'two', { id: 'm2' });
+  await settle(clock, 20);
+  g.release('ackResumed');
+  await settle(clock, 200);
+  assert.deepEqual(got, ['one', 'two']);
+  const ids = d.links.at(-1)!.received.filter((f) => f.type === FrameType.DATA).map((f) => (f as { id?: string }).id);
+  assert.deepEqual(ids, ['m2'], 'm1 is not written again on the resumed link');
+  assert.deepEqual(delivered, ['m1@1', 'm2@2']);
+  assert.equal(await gw.queueDepth('u', 'd'), 0);
+  c.close();
+  await gw.close();
+});
+
+test("resume: a store that fails the removal of what the HELLO's lastSeq acknowledges closes the link (retryable); nothing is lost", async () => {
+  const clock = new ManualClock(1000);
+  const g = gated(new MemoryStore());
+  const gw = gateway(clock, g.store);
+  const faults: string[] = [];
+  gw.on('fault', (e) => faults.push(e.op));
+  const d = dialer(() => gw);
+  const { c, got } = client(clock, d.dial);
+  await Promise.all([c.connect(), settle(clock)]);
+  d.links[0].peer.deaf = true;
+  void gw.push('u', 'one', { id: 'm1' });
+  await settle(clock, 20);
+  g.fail('ackResumed');
+  d.links[0].destroy();
+  await settle(clock, 100);
+  assert.ok(faults.includes('ackResumed'), `faults: ${faults}`);
+  g.fail('ackResumed', false);
+  await settle(clock, 500);
+  await settle(clock, 500);
+  assert.equal(c.state, 'open');
+  assert.deepEqual(got, ['one']);
+  assert.equal(await gw.queueDepth('u', 'd'), 0);
+  c.close();
+  await gw.close();
+});

@@ -135,6 +135,33 @@ for (const kind of kinds) {
       assert.deepEqual(ids(await s.ack('u', 'd', 'B', 11)), ['p1', 'p2', 'p3']);
     });
 
+    withStore("a resume's lastSeq removes what a link of its session numbered up to it, nothing unnumbered, nothing of another session's link", async (s) => {
+      const WIDE = { maxMessages: 10, maxBytes: 1 << 20 };
+      for (const id of ['a', 'b', 'c']) await s.enqueue('u', 'd', msg(id), WIDE);
+      assert.ok(s.ackResumed, 'both stores implement it');
+      // Link L1 of session S1 numbered a, b, c (1-3) and wrote a and b; d came after, unnumbered.
+      assert.deepEqual((await s.take('u', 'd', 'L1', 0, 'S1')).map((m) => m.seq), [1, 2, 3]);
+      await s.enqueue('u', 'd', msg('d'), WIDE);
+      assert.deepEqual(await s.ackResumed('u', 'd', 'S2', 2), [], "another session's lastSeq means nothing to this mailbox");
+      const gone = await s.ackResumed('u', 'd', 'S1', 2);
+      assert.deepEqual(gone.map((m) => [m.id, m.seq, m.expiresAt]), [['a', 1, 1e13], ['b', 2, 1e13]]);
+      assert.equal(await s.depth('u', 'd'), 2);
+      // The resumed link L2 (also S1) takes above lastSeq; a lastSeq past every number removes only numbered ones.
+      assert.deepEqual((await s.take('u', 'd', 'L2', 2, 'S1')).map((m) => [m.id, m.seq]), [['c', 4], ['d', 5]]);
+      await s.enqueue('u', 'd', msg('e'), WIDE);
+      assert.deepEqual(ids(await s.ackResumed('u', 'd', 'S1', 1e9)), ['c', 'd'], 'e was never numbered: it stays');
+      assert.deepEqual((await s.take('u', 'd', 'L3', 1e9, 'S1')).map((m) => [m.id, m.seq]), [['e', 1e9 + 1]]);
+      // Emptied, the mailbox goes whole, as an ack's does; none there, nothing happens.
+      assert.deepEqual(ids(await s.ackResumed('u', 'd', 'S1', 1e9 + 1)), ['e']);
+      assert.equal(await s.depth('u', 'd'), 0);
+      assert.deepEqual(await s.ackResumed('u', 'd', 'S1', 5), []);
+      await s.enqueue('u', 'd', msg('f'), WIDE);
+      assert.deepEqual(await s.ackResumed('u', 'd', 'S1', 5), [], 'a new mailbox is held by no session until a take');
+      assert.deepEqual((await s.take('u', 'd', 'X', 0)).map((m) => [m.id, m.seq]), [['f', 1]]);
+      assert.deepEqual(await s.ackResumed('u', 'd', 'S1', 5), [], 'nor by one its holder did not name');
+      assert.deepEqual(await s.ackResumed('u', 'd', '', 5), []);
+    });
+
     withStore('the holder takes again what is past afterSeq: numbered ones not carried yet, then new ones numbered next, around an expiry and an eviction in between', async (s) => {
       const limits = { maxMessages: 40, maxBytes: 1 << 20 };
       for (let i = 0; i < 30; i++) await s.enqueue('u', 'd', msg(`a${i}`, i === 20 ? 5000 : 1e13), limits);

@@ -9,6 +9,8 @@ interface Mailbox {
   deviceId: string;
   /** The connection the mailbox is bound to ('' for none yet). */
   holder: string;
+  /** Its session ('' if not told): what a resume's lastSeq acknowledges (see ackResumed). */
+  session: string;
   /** The highest number handed out: numbers never go back, whoever holds the mailbox. */
   highSeq: number;
   messages: QueuedMessage[];
@@ -504,7 +506,7 @@ export class MemoryStore implements Store {
   private mailbox(userId: string, deviceId: string): Mailbox {
     let m = this.mailboxes.get(userId, deviceId);
     if (!m) {
-      this.mailboxes.set(userId, deviceId, (m = { userId, deviceId, holder: '', highSeq: 0, messages: [], bytes: 0, nextExpiry: Infinity, ids: null }));
+      this.mailboxes.set(userId, deviceId, (m = { userId, deviceId, holder: '', session: '', highSeq: 0, messages: [], bytes: 0, nextExpiry: Infinity, ids: null }));
       this.mailboxCount++;
     }
     return m;
@@ -661,13 +663,14 @@ export class MemoryStore implements Store {
     return !this.hasMessagesFor(userId, deviceId);
   }
 
-  async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
+  async take(userId: string, deviceId: string, holder: string, afterSeq: number, session = ''): Promise<QueuedMessage[]> {
     // No mailbox yet: nothing to number, and none is made (most devices never get a message queued).
     const m = this.mailboxes.get(userId, deviceId);
     if (!m) return [];
     let next = Math.max(m.highSeq, afterSeq);
     const rebind = m.holder !== holder;
     m.holder = holder;
+    m.session = session;
     const msgs = m.messages;
     // Bound to the same holder, the mailbox is its numbered messages, ascending, then new ones
     // (seq 0): what it returns is a suffix, found from the end. A flush per push walked all of a
@@ -690,6 +693,17 @@ export class MemoryStore implements Store {
   async ack(userId: string, deviceId: string, holder: string, upTo: number): Promise<QueuedMessage[]> {
     const m = this.mailboxes.get(userId, deviceId);
     if (!m || m.holder !== holder) return [];
+    return this.removeUpTo(m, userId, deviceId, upTo);
+  }
+
+  async ackResumed(userId: string, deviceId: string, session: string, upTo: number): Promise<QueuedMessage[]> {
+    const m = this.mailboxes.get(userId, deviceId);
+    if (!m || m.session === '' || m.session !== session) return [];
+    return this.removeUpTo(m, userId, deviceId, upTo);
+  }
+
+  /** Removes the mailbox's numbered messages with seq ≤ upTo (its first ones: numbers ascend). */
+  private removeUpTo(m: Mailbox, userId: string, deviceId: string, upTo: number): QueuedMessage[] {
     let n = 0;
     while (n < m.messages.length && m.messages[n].seq !== 0 && m.messages[n].seq <= upTo) n++;
     const acked = m.messages.splice(0, n);

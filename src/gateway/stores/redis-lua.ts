@@ -3,7 +3,7 @@
  * script, so gateways on several nodes can push into and deliver from the
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
  * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
- * hash {holder, high, bytes}, a hash of the message ids it holds, and for a
+ * hash {holder, session, high, bytes}, a hash of the message ids it holds, and for a
  * minute what its holder's acknowledgements removed that the holder has not
  * yet said it read (see ACK); each mailbox shard's `expiry` is a sorted set of
  * its mailbox ids scored by at most the earliest expiresAt in them: a lower
@@ -102,7 +102,8 @@ return gone
 `;
 
 /**
- * KEYS: list, meta. ARGV: holder (connection id), afterSeq. Binds the mailbox
+ * KEYS: list, meta. ARGV: holder (connection id), afterSeq, the holder's
+ * session (optional: see ACK_RESUMED). Binds the mailbox
  * to the holder; a new holder renumbers everything left. Numbers continue above
  * max(high, afterSeq), never reused. Returns messages with seq > afterSeq; the
  * holder it is bound to already costs what it is handed, not the mailbox.
@@ -165,7 +166,7 @@ for i, raw in ipairs(all) do
   end
   if m.s > afterSeq then table.insert(out, raw) end
 end
-redis.call('HSET', KEYS[2], 'holder', ARGV[1], 'high', next)
+redis.call('HSET', KEYS[2], 'holder', ARGV[1], 'session', ARGV[3] or '', 'high', next)
 return out
 `;
 
@@ -221,6 +222,39 @@ elseif unread < had then
   if unread == 0 then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = out }), 'KEEPTTL') end
 end
 -- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
+if redis.call('LLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2], KEYS[4])
+  redis.call('ZREM', KEYS[3], ARGV[3])
+end
+return out
+`;
+
+/**
+ * KEYS: list, meta, expiry, ids. ARGV: session, upTo, mailbox id. A resume's
+ * HELLO lastSeq (see MailboxStore.ackResumed): removes and returns the
+ * numbered messages with seq ≤ upTo while the mailbox's holder is a link of
+ * that session, in the same script as the check, so no take of another link
+ * (another node's flush) can renumber them between the two.
+ */
+export const ACK_RESUMED = `${DEC}
+local upTo = tonumber(ARGV[2])
+local out = {}
+local session = redis.call('HGET', KEYS[2], 'session')
+if (not session) or session == '' or session ~= ARGV[1] then return out end
+while true do
+  local head = redis.call('LINDEX', KEYS[1], 0)
+  if not head then break end
+  local m = dec(head)
+  if not m then
+    redis.call('LPOP', KEYS[1])
+  else
+    if m.s == 0 or m.s > upTo then break end
+    redis.call('LPOP', KEYS[1])
+    redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
+    redis.call('HDEL', KEYS[4], m.id)
+    table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
+  end
+end
 if redis.call('LLEN', KEYS[1]) == 0 then
   redis.call('DEL', KEYS[2], KEYS[4])
   redis.call('ZREM', KEYS[3], ARGV[3])

@@ -4,7 +4,7 @@ import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, evictingServer, evictionError, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
-import { ACK, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, FORGET_PRESENCE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
+import { ACK, ACK_RESUMED, CLAIM_INBOUND, ENQUEUE, EXPIRE, EXTEND_TTL, FORGET_DEVICE, FORGET_PRESENCE, INDEX_SESSION, SAVE_SESSION_UNLESS_OPEN, MARK_INBOUND, MARK_INBOUND_CLAIMED, REMEMBER_DEVICE, RENEW_LEASE, RESTORE_ONLINE, SET_OFFLINE, SET_ONLINE, TAKE, TAKE_BACK, TOUCH_PRESENCE, RELEASE_INBOUND } from './redis-lua.js';
 import type { ClusterControl, MailboxLimits, NodeControl, PresenceEntry, QueuedMessage, ResyncReason, SessionRecord, Store, StoreFaultOp } from './store.js';
 
 /**
@@ -164,7 +164,8 @@ const toMessage = (raw: string): QueuedMessage => {
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string, now: number): Promise<string[]>;
-    llTake(list: string, meta: string, holder: string, afterSeq: number): Promise<string[]>;
+    llTake(list: string, meta: string, holder: string, afterSeq: number, session?: string): Promise<string[]>;
+    llAckResumed(list: string, meta: string, expiry: string, ids: string, session: string, upTo: number, mbid: string): Promise<string[]>;
     llAck(list: string, meta: string, expiry: string, ids: string, unread: string, holder: string, upTo: number, mbid: string, answeredUpTo?: number): Promise<string[]>;
     llExpire(expiry: string, now: number, listPrefix: string, metaPrefix: string, idsPrefix: string, budget: number): Promise<[number, ...string[]]>;
     llMarkInbound(ids: string, id: string, kept: number, now: number, windowMs: number): Promise<number>;
@@ -254,6 +255,7 @@ export class RedisStore implements Store {
     this.redis.defineCommand('llEnqueue', { numberOfKeys: 4, lua: ENQUEUE });
     this.redis.defineCommand('llTake', { numberOfKeys: 2, lua: TAKE });
     this.redis.defineCommand('llAck', { numberOfKeys: 5, lua: ACK });
+    this.redis.defineCommand('llAckResumed', { numberOfKeys: 4, lua: ACK_RESUMED });
     this.redis.defineCommand('llExpire', { numberOfKeys: 1, lua: EXPIRE });
     this.redis.defineCommand('llMarkInbound', { numberOfKeys: 1, lua: MARK_INBOUND });
     this.redis.defineCommand('llMarkInboundClaimed', { numberOfKeys: 2, lua: MARK_INBOUND_CLAIMED });
@@ -899,9 +901,14 @@ export class RedisStore implements Store {
     return evicted.map(toMessage);
   }
 
-  async take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]> {
+  async take(userId: string, deviceId: string, holder: string, afterSeq: number, session?: string): Promise<QueuedMessage[]> {
     const mb = this.mailbox(userId, deviceId);
-    return (await this.redis.llTake(mb.list, mb.meta, holder, afterSeq)).map(toMessage);
+    return (await (session === undefined ? this.redis.llTake(mb.list, mb.meta, holder, afterSeq) : this.redis.llTake(mb.list, mb.meta, holder, afterSeq, session))).map(toMessage);
+  }
+
+  async ackResumed(userId: string, deviceId: string, session: string, upTo: number): Promise<QueuedMessage[]> {
+    const mb = this.mailbox(userId, deviceId);
+    return (await this.redis.llAckResumed(mb.list, mb.meta, mb.expiry, mb.ids, session, upTo, mb.id)).map(toMessage);
   }
 
   async ack(userId: string, deviceId: string, holder: string, upTo: number, answeredUpTo?: number): Promise<QueuedMessage[]> {

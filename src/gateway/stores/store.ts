@@ -129,8 +129,19 @@ export interface MailboxStore {
    * and above `afterSeq` (what the holder's link already carries), so a
    * number never means two messages to one link: not across sessions, not
    * across nodes sharing a mailbox, not after the store lost its data.
+   * `session`: the holder's session, kept with it for ackResumed.
    */
-  take(userId: string, deviceId: string, holder: string, afterSeq: number): Promise<QueuedMessage[]>;
+  take(userId: string, deviceId: string, holder: string, afterSeq: number, session?: string): Promise<QueuedMessage[]>;
+  /**
+   * A resume's HELLO `lastSeq`, which acknowledges what the session's earlier links handed over:
+   * removes and returns the numbered messages with seq ≤ upTo, only while the mailbox is bound to
+   * a link of `session` (take's `session`). Those numbers are that link's (a new holder renumbers
+   * everything above every number before), and it wrote them in order, so the client had every one
+   * up to the last it announced; numbers of another session's link mean nothing to this client.
+   * Called before the resumed link's first take. Optional: without it those messages are re-sent
+   * under new numbers and only the client's memory of ids drops them.
+   */
+  ackResumed?(userId: string, deviceId: string, session: string, upTo: number): Promise<QueuedMessage[]>;
   /**
    * Optional, for a store that can answer at once: true only when nothing is
    * queued for the device right now, so a new link skips its first `take`
