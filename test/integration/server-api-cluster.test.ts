@@ -1,7 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
-import { spawnServe } from '../helpers/procs.js';
+import { AdminServer } from '../../src/admin/admin-server.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import { sleep, spawnServe } from '../helpers/procs.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 // The server API on any node reaches every device: three nodes on one Redis, a user's two
@@ -52,6 +55,58 @@ test('pushes through one node reach every device of the user on the other nodes,
   } finally {
     for (const c of devices) c.close();
     await Promise.all(nodes.map((n) => n.kill()));
+    await redis.stop();
+  }
+});
+
+// In-process nodes on one Redis: a push through node A to a device whose link is on node B.
+
+async function apiNode(redisUrl: string, prefix: string, nodeId: string) {
+  const store = new RedisStore({ url: redisUrl, prefix, leaseTtlMs: 600, leaseRenewMs: 150 });
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, nodeId, store, wheelTickMs: 10, delivery: { probeBeforePushMs: 0 } });
+  const tcp = (await gw.listen()).tcp!.port;
+  const admin = new AdminServer(gw, { port: 0, apiKey: 'k' });
+  const port = (await admin.listen()).port;
+  const call = async (op: string, body: unknown) => {
+    const res = await fetch(`http://127.0.0.1:${port}/v1/${op}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'Bearer k' }, body: JSON.stringify(body) });
+    return { status: res.status, body: (await res.json()) as { delivered: number; devices: { deviceId: string; status: string }[] } };
+  };
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await admin.close();
+    await gw.close();
+    await store.close();
+  };
+  return { gw, tcp, url: `tcp://127.0.0.1:${tcp}`, call, stop };
+}
+
+test('a push through node A to a device on node B is answered queued at once, whatever its waitMs (docs/SERVER-API.md); B delivers it and reports it delivered', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const redis = await startRedis();
+  const A = await apiNode(redis.url, 'w:', 'A');
+  const B = await apiNode(redis.url, 'w:', 'B');
+  const dev = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd' });
+  const got: string[] = [];
+  dev.on('message', (m) => got.push(m.id ?? ''));
+  const deliveredOnB: string[] = [];
+  B.gw.on('delivered', (e) => deliveredOnB.push(e.id));
+  try {
+    await dev.connect();
+    for (let i = 0; i < 100 && !(await A.gw.presence('u')).some((e) => e.nodeId === 'B'); i++) await sleep(20);
+    const t = Date.now();
+    const r = await A.call('push', { user: 'u', text: 'hi', id: 'p1', waitMs: 5000 });
+    assert.equal(r.status, 200);
+    assert.deepEqual(r.body.devices, [{ deviceId: 'd', status: 'queued' }], 'A reports only the links it holds');
+    assert.equal(r.body.delivered, 0);
+    assert.ok(Date.now() - t < 2500, `answered once queued, not at waitMs (${Date.now() - t} ms)`);
+    for (let i = 0; i < 100 && deliveredOnB.length === 0; i++) await sleep(20);
+    assert.deepEqual(got, ['p1']);
+    assert.deepEqual(deliveredOnB, ['p1'], 'B, which holds the link, reports it delivered');
+  } finally {
+    dev.close();
+    await A.stop();
+    await B.stop();
     await redis.stop();
   }
 });
