@@ -70,7 +70,7 @@ export class FrameDecoder {
         this.append(rest.subarray(0, take));
         rest = rest.subarray(take);
         if (this.held < this.need) return;
-        // Whole: decoded from its own buffer (DATA payloads are views of it), which is let go.
+        // Whole: decoded from its own buffer, which is let go (a payload that is most of it keeps it, as its view).
         const frame = this.acc!.subarray(0, this.held);
         this.acc = null;
         this.held = 0;

@@ -139,3 +139,28 @@ test('an oversized frame is refused from its prefix alone, even when the prefix 
   dec.push(new Uint8Array([0xe9]), () => {}); // 0x7e9 = 2025 > 1000, prefix continues
   assert.throws(() => dec.push(new Uint8Array([0x0f]), () => {}), (e: Error & { code?: string }) => e.code === 'LL_ERR_FRAME_TOO_LARGE');
 });
+
+test('a DATA payload kept by the application does not keep the whole read alive; a large one is not copied; bare heartbeats stay shared', () => {
+  // A catch-up burst: 1,000 small messages in one socket read (about 50 KB), as TCP coalesces them.
+  const frames: Uint8Array[] = [];
+  for (let i = 1; i <= 1000; i++) frames.push(encodeDelimited({ type: FrameType.DATA, seq: i, id: `m-${i}-${'x'.repeat(30)}`, payload: new Uint8Array([1, 2, 3, 4, 5]) }));
+  frames.push(encodeDelimited({ type: FrameType.PING }));
+  const read = concat(frames);
+  const kept: Uint8Array[] = [];
+  const pings: Frame[] = [];
+  new FrameDecoder().push(read, (f) => (f.type === FrameType.DATA ? kept.push(f.payload) : pings.push(f)));
+  assert.equal(kept.length, 1000);
+  const buffers = new Set(kept.map((p) => p.buffer));
+  const retained = [...buffers].reduce((n, b) => n + b.byteLength, 0);
+  assert.ok(!buffers.has(read.buffer), `kept payloads hold the ${read.length}-byte read (${retained} bytes retained by 5,000 payload bytes)`);
+  assert.ok(retained <= 1000 * 64, `${retained} bytes retained`);
+  assert.deepEqual(kept[999], new Uint8Array([1, 2, 3, 4, 5]));
+  assert.equal(pings.length, 1);
+  // A payload that is most of its read is handed over as it is (no copy of large messages).
+  const big = concat([encodeDelimited({ type: FrameType.DATA, seq: 1, payload: new Uint8Array(40_000).fill(9) })]);
+  let payload: Uint8Array | undefined;
+  new FrameDecoder().push(big, (f) => {
+    if (f.type === FrameType.DATA) payload = f.payload;
+  });
+  assert.equal(payload!.buffer, big.buffer);
+});
