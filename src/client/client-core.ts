@@ -621,6 +621,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   }
 
   private readonly flushAck = (): void => {
+    // Cleared, not only forgotten: called at once (the 64th owed), the pending timer fired later, after close() too.
+    if (this.ackTimer !== null) this.options.timers.clearTimeout(this.ackTimer);
     this.ackTimer = null;
     if (this.ackOwed === 0 || !this.link || !this.welcome) return;
     this.link.send({ type: FrameType.ACK, ack: this.takeAck() });

@@ -207,3 +207,15 @@ test("close() from the 'interval' handler of a resumed WELCOME (the learner adop
   assert.deepEqual(events, ['interval', 'close']);
   assert.equal(client.pendingCount, 1, 'settled by the next WELCOME instead');
 });
+
+test('the 64th owed ack, sent at once, leaves no ack timer behind (none fires after close())', async () => {
+  const { clock, client, welcome, servers } = setup();
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  for (let seq = 1; seq <= 64; seq++) servers[0].send({ type: FrameType.DATA, seq, id: `m${seq}`, payload: new Uint8Array([seq]) });
+  assert.deepEqual(servers[0].received.filter((f) => f.type === FrameType.ACK).map((f) => (f as { ack: number }).ack), [64]);
+  client.close();
+  assert.equal(clock.pendingTimers, 0, 'a timer left pending after close()');
+});
