@@ -147,6 +147,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   private lastSeq = 0;
   private ackOwed = 0;
   private ackTimer: TimerHandle | null = null;
+  /** Listeners that threw, ever: onData() asks whether a 'message' handler did. */
+  private listenerErrors = 0;
   private readonly recentIds = new RecentIds(4096);
   private lastSessionId: string | undefined;
   /**
@@ -222,6 +224,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       try {
         listener.apply(this, args);
       } catch (err) {
+        this.listenerErrors++;
         queueMicrotask(() => {
           throw err;
         });
@@ -595,21 +598,33 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.owe();
       return;
     }
-    // Before owe(): the 64th owed ack is sent at once and must cover this message.
     this.lastSeq = seq;
-    this.owe();
     if (id !== undefined && !this.recentIds.add(id)) {
       this.stats.duplicatesIn++;
+      this.owe();
       return;
     }
     this.stats.dataReceived++;
+    // Owed before the handler (a frame it sends carries the ack), but the 64th is sent at once only
+    // after it ran: sent before, a handler that threw (its error ends the process) lost a message the
+    // gateway had been told was delivered, where with fewer owed the ack waited and it came again.
+    this.ackOwed++;
+    const link = this.link;
+    const threw = this.listenerErrors;
     this.emit('message', id !== undefined ? { payload, id, seq } : { payload, seq });
+    // A handler that closed the client (which acknowledged what it owed) or lost the link: nothing to arm.
+    if (this.link === link) this.ackDue(this.listenerErrors !== threw);
   }
 
   private owe(): void {
     this.ackOwed++;
-    // Acks ride on our next frame; alone only after ackDelayMs, or at once when many are owed.
-    if (this.ackOwed >= 64) return this.flushAck();
+    this.ackDue(false);
+  }
+
+  /** Acks ride on our next frame; alone only after ackDelayMs, or at once when many are owed (not after a handler threw: its error goes first). */
+  private ackDue(wait: boolean): void {
+    if (this.ackOwed === 0) return;
+    if (this.ackOwed >= 64 && !wait) return this.flushAck();
     if (this.ackTimer === null) this.ackTimer = this.options.timers.setTimeout(this.flushAck, this.options.ackDelayMs);
   }
 

@@ -219,3 +219,37 @@ test('the 64th owed ack, sent at once, leaves no ack timer behind (none fires af
   client.close();
   assert.equal(clock.pendingTimers, 0, 'a timer left pending after close()');
 });
+
+test('the 64th owed ack goes after that message reached the handler; a handler that throws leaves it to ackDelayMs, as with fewer owed', async () => {
+  const { clock, client, welcome, servers } = setup();
+  const opening = client.connect();
+  await flush();
+  welcome();
+  await opening;
+  const acked = () => Math.max(0, ...servers[0].received.map((f) => ('ack' in f && typeof f.ack === 'number' ? f.ack : 0)));
+  const ackedWhenHandled: number[] = [];
+  let throwAt = 0;
+  client.on('message', (m) => {
+    ackedWhenHandled.push(acked());
+    if (m.seq === throwAt) throw new Error('app crashed');
+  });
+  for (let seq = 1; seq <= 64; seq++) servers[0].send({ type: FrameType.DATA, seq, id: `m${seq}`, payload: new Uint8Array([seq]) });
+  assert.equal(ackedWhenHandled[63], 0, 'message 64 was acknowledged before its handler ran');
+  assert.equal(acked(), 64, 'sent at once after it');
+  // A handler that throws: its error reaches the process (an uncaught exception, which ends it) before any ack timer.
+  const rethrown: (() => void)[] = [];
+  const real = globalThis.queueMicrotask;
+  globalThis.queueMicrotask = (fn) => void rethrown.push(fn);
+  throwAt = 128;
+  try {
+    for (let seq = 65; seq <= 128; seq++) servers[0].send({ type: FrameType.DATA, seq, id: `m${seq}`, payload: new Uint8Array([seq]) });
+  } finally {
+    globalThis.queueMicrotask = real;
+  }
+  assert.equal(rethrown.length, 1);
+  assert.throws(rethrown[0], /app crashed/);
+  assert.equal(acked(), 64, 'message 128 acknowledged though its handler threw');
+  clock.advance(50);
+  assert.equal(acked(), 128, 'acknowledged after ackDelayMs (the process lived on)');
+  client.close();
+});
