@@ -116,13 +116,17 @@ const TYPES: Record<string, string> = {
 /** Request deadlines checked every second, not every 30 s (Node's default): a stalled request goes about when its time is up. */
 export const ADMIN_SERVER_OPTIONS = { connectionsCheckingInterval: 1000 } as const;
 
+/** Each admin socket's deadline for its first request's headers, counted from its accept. */
+const firstRequestDeadline = new WeakMap<object, NodeJS.Timeout>();
+
 /**
  * What one caller may hold of an admin port's HTTP server (created with ADMIN_SERVER_OPTIONS).
  * A request must arrive whole in time (the event stream is a GET whose request ends with its
  * headers, so its response may last). At most MAX_ADMIN_SOCKETS sockets,
- * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address (an IPv6 one by its /64); more are closed at accept. A socket that sends
- * no request is closed after ADMIN_HEADERS_TIMEOUT_MS: Node's headersTimeout counts only from a
- * request's first byte, so silent sockets were held for ever.
+ * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address (an IPv6 one by its /64); more are closed at accept. A socket whose
+ * first request's headers are not whole ADMIN_HEADERS_TIMEOUT_MS after its accept is closed: Node's
+ * headersTimeout counts only from a request's first byte, so silent sockets were held for ever, and
+ * ones silent for a while, then dripping headers, for about two deadlines.
  */
 export function limitAdminSockets(server: Server): void {
   server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
@@ -144,12 +148,15 @@ export function limitAdminSockets(server: Server): void {
       if (left > 0) perAddress.set(from, left);
       else perAddress.delete(from);
     });
-    // Node's server destroys a socket that times out outside a request; its first request clears it.
-    socket.setTimeout(ADMIN_HEADERS_TIMEOUT_MS);
+    // A deadline from the accept, not an idle timeout: Node's headersTimeout counts from a request's
+    // first byte, so a socket silent for most of the deadline, then dripping its headers, was held
+    // for about two. Its first request's headers, whole, clear it.
+    const deadline = setTimeout(() => socket.destroy(), ADMIN_HEADERS_TIMEOUT_MS).unref();
+    firstRequestDeadline.set(socket, deadline);
+    socket.once('close', () => clearTimeout(deadline));
   });
   // From a request on, Node's own deadlines cover the socket (a push may wait 30 s in silence).
-  // First among the listeners: before the handler may answer and Node arm its keep-alive timeout.
-  server.prependListener('request', (req: IncomingMessage) => req.socket.setTimeout(0));
+  server.prependListener('request', (req: IncomingMessage) => clearTimeout(firstRequestDeadline.get(req.socket)));
 }
 
 /** A request the API refuses; `code` is stable, as for protocol errors. */

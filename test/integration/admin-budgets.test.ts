@@ -219,6 +219,30 @@ test('a socket that never sends a request is closed once the headers timeout pas
   }
 });
 
+test('a request begun late, then dripped, is cut one headers timeout after the accept (not one after its first byte)', async () => {
+  // Node's headersTimeout counts from a request's first byte: a socket silent for most of the
+  // deadline, then sending its headers a byte at a time, was held for about two.
+  const { port, close } = await setup();
+  const [s] = await silent(port, 1);
+  const t0 = performance.now();
+  const closed = new Promise<number>((r) => s.once('close', () => r(performance.now() - t0)));
+  const head = `GET /api/overview HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'a'.repeat(400)}\r\n\r\n`;
+  let drip: NodeJS.Timeout | undefined;
+  try {
+    await sleep(ADMIN_HEADERS_TIMEOUT_MS - 1500);
+    let i = 0;
+    drip = setInterval(() => s.destroyed || s.write(head[i++ % head.length]), 200);
+    const closeAt = await Promise.race([closed, sleep(ADMIN_HEADERS_TIMEOUT_MS + 3000).then(() => Infinity)]);
+    assert.ok(closeAt >= ADMIN_HEADERS_TIMEOUT_MS - 500 && closeAt < ADMIN_HEADERS_TIMEOUT_MS + 1000, `closed after ${closeAt.toFixed(0)} ms (deadline ${ADMIN_HEADERS_TIMEOUT_MS} from accept)`);
+    // A request whose headers arrive in time is not cut by it, however long its answer takes.
+    assert.equal(await overviewFrom(port, '127.0.0.1'), 200);
+  } finally {
+    clearInterval(drip);
+    s.destroy();
+    await close();
+  }
+});
+
 test('a json payload nested too deeply to encode is a 400 naming json (was a 500, and in a batch a store-unavailable 503)', async () => {
   const { port, close } = await setup();
   const post = async (op: string, body: string) => {
