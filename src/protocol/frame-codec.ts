@@ -359,7 +359,8 @@ function decodeData(r: Reader): DataFrame {
  * costs little more than a copy would). Only DATA pays this: bare heartbeats never get here.
  */
 function ownedPayload(p: Uint8Array): Uint8Array {
-  return p.buffer.byteLength - p.length > Math.max(p.length, 256) ? p.slice() : p;
+  // TypedArray's slice, which copies: a Buffer's own slice() is a view, like subarray().
+  return p.buffer.byteLength - p.length > Math.max(p.length, 256) ? Uint8Array.prototype.slice.call(p) : p;
 }
 
 function decodeAck(r: Reader): AckFrame {

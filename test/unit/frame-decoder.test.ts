@@ -156,6 +156,11 @@ test('a DATA payload kept by the application does not keep the whole read alive;
   assert.ok(retained <= 1000 * 64, `${retained} bytes retained`);
   assert.deepEqual(kept[999], new Uint8Array([1, 2, 3, 4, 5]));
   assert.equal(pings.length, 1);
+  // The same read as a socket hands it over, a Buffer (whose own slice() is a view, not a copy).
+  const socketRead = Buffer.from(read);
+  const keptFromSocket: Uint8Array[] = [];
+  new FrameDecoder().push(socketRead, (f) => void (f.type === FrameType.DATA && keptFromSocket.push(f.payload)));
+  assert.ok(!keptFromSocket.some((p) => p.buffer === socketRead.buffer), 'payloads kept from a Buffer read hold the whole read');
   // A payload that is most of its read is handed over as it is (no copy of large messages).
   const big = concat([encodeDelimited({ type: FrameType.DATA, seq: 1, payload: new Uint8Array(40_000).fill(9) })]);
   let payload: Uint8Array | undefined;
