@@ -29,6 +29,35 @@ local function dec(s)
   return nil
 end`;
 
+/**
+ * ACK and ACK_RESUMED (KEYS: list, meta, expiry, ids; ARGV[3]: mailbox id): pops the numbered
+ * messages at the head with seq ≤ upTo (unreadable entries too), each appended to `out` without
+ * its payload; an emptied mailbox goes whole (numbering restarts above the next holder's afterSeq).
+ */
+const POP_ACKED = `
+local function popAcked(upTo, out)
+  while true do
+    local head = redis.call('LINDEX', KEYS[1], 0)
+    if not head then break end
+    local m = dec(head)
+    if not m then
+      redis.call('LPOP', KEYS[1])
+    else
+      if m.s == 0 or m.s > upTo then break end
+      redis.call('LPOP', KEYS[1])
+      redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
+      redis.call('HDEL', KEYS[4], m.id)
+      table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
+    end
+  end
+end
+local function dropIfEmpty()
+  if redis.call('LLEN', KEYS[1]) == 0 then
+    redis.call('DEL', KEYS[2], KEYS[4])
+    redis.call('ZREM', KEYS[3], ARGV[3])
+  end
+end`;
+
 /** TAKE: the mailbox's unreadable entries (see DEC) go before numbering. */
 const DROP_UNREADABLE = `
 local good = {}
@@ -183,7 +212,7 @@ return out
  * (by seq). What another holder's acknowledgements removed is not kept once
  * this holder removes something.
  */
-export const ACK = `${DEC}
+export const ACK = `${DEC}${POP_ACKED}
 local upTo = tonumber(ARGV[2])
 local out = {}
 local had = 0
@@ -202,30 +231,13 @@ if last then
 end
 local unread = #out
 if redis.call('HGET', KEYS[2], 'holder') ~= ARGV[1] then return out end
-while true do
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  if not head then break end
-  local m = dec(head)
-  if not m then
-    redis.call('LPOP', KEYS[1])
-  else
-    if m.s == 0 or m.s > upTo then break end
-    redis.call('LPOP', KEYS[1])
-    redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
-    redis.call('HDEL', KEYS[4], m.id)
-    table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
-  end
-end
+popAcked(upTo, out)
 if #out > unread then
   redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = out }), 'PX', 60000)
 elseif unread < had then
   if unread == 0 then redis.call('DEL', KEYS[5]) else redis.call('SET', KEYS[5], cjson.encode({ h = ARGV[1], u = upTo, m = out }), 'KEEPTTL') end
 end
--- An emptied mailbox goes whole: numbering restarts above the next holder's afterSeq.
-if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2], KEYS[4])
-  redis.call('ZREM', KEYS[3], ARGV[3])
-end
+dropIfEmpty()
 return out
 `;
 
@@ -236,29 +248,13 @@ return out
  * that session, in the same script as the check, so no take of another link
  * (another node's flush) can renumber them between the two.
  */
-export const ACK_RESUMED = `${DEC}
+export const ACK_RESUMED = `${DEC}${POP_ACKED}
 local upTo = tonumber(ARGV[2])
 local out = {}
 local session = redis.call('HGET', KEYS[2], 'session')
 if (not session) or session == '' or session ~= ARGV[1] then return out end
-while true do
-  local head = redis.call('LINDEX', KEYS[1], 0)
-  if not head then break end
-  local m = dec(head)
-  if not m then
-    redis.call('LPOP', KEYS[1])
-  else
-    if m.s == 0 or m.s > upTo then break end
-    redis.call('LPOP', KEYS[1])
-    redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
-    redis.call('HDEL', KEYS[4], m.id)
-    table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
-  end
-end
-if redis.call('LLEN', KEYS[1]) == 0 then
-  redis.call('DEL', KEYS[2], KEYS[4])
-  redis.call('ZREM', KEYS[3], ARGV[3])
-end
+popAcked(upTo, out)
+dropIfEmpty()
 return out
 `;
 
