@@ -629,6 +629,7 @@ const FAULT_LINES: Record<string, string> = {
   config: 'option adjusted',
   listener: 'a listener threw',
   upstream: 'upstream call failed',
+  auth: 'authenticator failed',
 };
 
 /** Options whose empty value is refused: each turns a guard on, or names where to reach something. */

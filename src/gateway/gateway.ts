@@ -9,7 +9,7 @@ import { PhiAccrualDetector } from '../core/phi-accrual-detector.js';
 import type { RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel } from '../core/timer-wheel.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, LonglinkError, ProtocolError } from '../protocol/errors.js';
+import { CloseCodes, errorCodeFor, LonglinkError, ProtocolError, type CloseReason } from '../protocol/errors.js';
 import { isWellFormed, toWellFormed } from '../protocol/well-formed.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, type ClientState, type DataFrame, type HelloFrame } from '../protocol/frames.js';
 import { goawayFrame, ServerConnection, type ConnectionHost, type Opening, type TrafficStats } from './connection.js';
@@ -178,6 +178,33 @@ export interface DrainReport {
 
 export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
 
+/** The refusals an authenticator may make with a plain LonglinkError of their code (a ProtocolError may carry any reason). */
+const AUTH_REFUSALS = ['auth-failed', 'auth-missing', 'auth-expired'] as const satisfies readonly CloseReason[];
+
+/**
+ * The authenticator failed rather than refused: it threw a plain Error (its user database down) or
+ * rejected with something else. Refused with 4510, which the SDK never retries, an outage locked
+ * every device out for good, and the error's text (a host name) went to whoever sent a HELLO; now a
+ * `fault` (kind auth) for the operator and 4004 for the device, which comes back with backoff.
+ */
+class AuthenticatorFailed extends Error {
+  constructor(readonly error: unknown) {
+    super('authentication unavailable');
+  }
+}
+
+/** What an authenticator's throw means: a refusal on purpose (a ProtocolError, a LonglinkError with an auth code), the link gone, or a failure. */
+function authOutcome(err: unknown): Error {
+  if (err instanceof ProtocolError) return err;
+  if (err instanceof LonglinkError) {
+    // peer.signal's reason, passed on by a request it aborted: the link is gone, nothing to report.
+    if (err.code === 'LL_ERR_CLOSED') return err;
+    const reason = AUTH_REFUSALS.find((r) => errorCodeFor(r) === err.code);
+    if (reason) return new ProtocolError(reason, err.message);
+  }
+  return new AuthenticatorFailed(err);
+}
+
 /**
  * Something went wrong that the gateway survived: a store call failed (the
  * affected link was closed with a retryable code, or the push reported the
@@ -186,9 +213,9 @@ export const DRAIN_DEFAULTS = { windowMs: 10_000, ackTimeoutMs: 5_000 };
  */
 export interface FaultEvent {
   /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
-  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried). */
-  kind: 'store' | 'listener' | 'config' | 'upstream';
-  /** The store operation, or the event whose listener threw. */
+  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried); auth: the authenticator threw something other than a refusal (the device was told 4004, retried). */
+  kind: 'store' | 'listener' | 'config' | 'upstream' | 'auth';
+  /** The store operation, the event whose listener threw, or `authenticate`. */
   op: string;
   error: unknown;
   userId?: string;
@@ -697,10 +724,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
 
   /**
    * A handshake that failed other than by a refusal (a ProtocolError) or the link going away: a
-   * store call's error. Reported as a `fault` here: the device is told only to come back (4004).
+   * store call's or the authenticator's error. Reported as a `fault` here: the device is told only
+   * to come back (4004).
    */
   private helloFault(conn: ServerConnection, err: unknown): unknown {
-    if (!(err instanceof LonglinkError && (err instanceof ProtocolError || err.code === 'LL_ERR_CLOSED'))) {
+    if (err instanceof AuthenticatorFailed) {
+      // Not when the link is gone: peer.signal aborted the authenticator's call (a client that left), whatever it rejected with.
+      if (!isClosed(conn)) this.emit('fault', { kind: 'auth', op: 'authenticate', error: err.error, userId: conn.userId, deviceId: conn.deviceId });
+    } else if (!(err instanceof LonglinkError && (err instanceof ProtocolError || err.code === 'LL_ERR_CLOSED'))) {
       this.emit('fault', { kind: 'store', op: 'handshake', error: err, userId: conn.userId, deviceId: conn.deviceId });
     }
     return err;
@@ -730,8 +761,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     try {
       identity = (yield o.authenticate(hello, peer)) as Identity;
     } catch (err) {
-      if (err instanceof ProtocolError) throw err;
-      throw new ProtocolError('auth-failed', err instanceof Error ? err.message : 'authentication failed');
+      throw authOutcome(err);
     } finally {
       aborts.delete(conn);
     }

@@ -50,7 +50,11 @@ export interface Identity {
 
 /**
  * Decides whether a HELLO may open a session. Throw (or reject) with a
- * ProtocolError('auth-failed', ...) to refuse; return the identity to use.
+ * ProtocolError('auth-failed' | 'auth-missing' | 'auth-expired', ...) to refuse
+ * (for good: the SDK does not retry; the message is the device's close reason);
+ * return the identity to use. Any other throw (a plain Error: a database down)
+ * is a failure, not a refusal: the device is told 4004 (retried, nothing of the
+ * error), the error goes to a `fault` (kind auth).
  * `peer.signal` aborts when the link closes before the answer (the client left,
  * or its handshake deadline passed): pass it to any request made on the
  * HELLO's behalf, so that it ends with the link and its admission place.

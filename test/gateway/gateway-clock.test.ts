@@ -6,10 +6,10 @@ const pick = (s: Readonly<UpstreamStats>) => ({ eventsSent: s.eventsSent, events
 import { GatewayMetrics } from '../../src/admin/metrics.js';
 import { ManualClock } from '../../src/core/clock.js';
 import { LIMIT_DEFAULTS } from '../../src/gateway/options.js';
-import { Gateway, OPEN_SESSION_TTL_MS, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
+import { Gateway, OPEN_SESSION_TTL_MS, type FaultEvent, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from '../../src/gateway/stores/store.js';
-import { CloseCodes, ProtocolError } from '../../src/protocol/errors.js';
+import { CloseCodes, LonglinkError, ProtocolError } from '../../src/protocol/errors.js';
 import { FrameType, PROTOCOL_VERSION, type Frame, type HelloFrame, type WelcomeFrame } from '../../src/protocol/frames.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 
@@ -314,7 +314,7 @@ test('an unsupported protocol version is refused with its code', async () => {
 test('a refusing authenticator closes with auth-failed and emits no online', async () => {
   const { gw } = setup({
     authenticate: (h) => {
-      if (h.token !== 'good') throw new Error('bad token');
+      if (h.token !== 'good') throw new ProtocolError('auth-failed', 'bad token');
       return { userId: h.userId, deviceId: h.deviceId };
     },
   });
@@ -325,7 +325,61 @@ test('a refusing authenticator closes with auth-failed and emits no online', asy
   client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', token: 'bad' });
   await flush();
   assert.equal(lastClose(client)?.code, CloseCodes['auth-failed']);
+  assert.equal(lastClose(client)?.reason, 'bad token', 'a refusal on purpose says why');
   assert.equal(online, 0);
+  await gw.close();
+});
+
+test('an authenticator that fails (throws a plain Error, rejects with anything but a coded refusal) is not a refusal: 4004, retried, its detail in a fault, not to the device; a LonglinkError with an auth code refuses', async () => {
+  const { gw } = setup({
+    authenticate: (h) => {
+      if (h.token === 'db-down') throw new Error('connect ECONNREFUSED users-db.internal:5432');
+      if (h.token === 'rejects') return Promise.reject('users-db.internal timed out');
+      if (h.token === 'expired') throw new LonglinkError('LL_ERR_AUTH_EXPIRED', 'token expired');
+      return { userId: h.userId, deviceId: h.deviceId };
+    },
+  });
+  const faults: FaultEvent[] = [];
+  const protocolErrors: string[] = [];
+  gw.on('fault', (e) => faults.push(e));
+  gw.on('protocol-error', (e) => protocolErrors.push(e.error.code));
+  const closeFor = async (token: string) => {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd', token });
+    await flush();
+    return lastClose(client);
+  };
+  for (const token of ['db-down', 'rejects']) {
+    const close = await closeFor(token);
+    assert.equal(close?.code, CloseCodes['server-error'], `${token}: a failing authenticator is retried (${close?.code} ${close?.reason})`);
+    assert.doesNotMatch(close?.reason ?? '', /users-db|5432|ECONNREFUSED/, `${token}: ${close?.reason}`);
+  }
+  assert.deepEqual(faults.map((f) => [f.kind, f.op, f.userId, f.deviceId]), [['auth', 'authenticate', 'u', 'd'], ['auth', 'authenticate', 'u', 'd']]);
+  assert.match(String((faults[0].error as Error).message), /users-db\.internal:5432/, 'the operator has the detail');
+  assert.equal(faults[1].error, 'users-db.internal timed out');
+  assert.deepEqual(protocolErrors, [], 'the device did nothing wrong');
+  const expired = await closeFor('expired');
+  assert.deepEqual([expired?.code, expired?.reason], [CloseCodes['auth-expired'], 'token expired']);
+  assert.equal(faults.length, 2);
+  await gw.close();
+});
+
+test('an authenticator aborted through peer.signal (the client left during the handshake) is no failure to report, whatever it rejects with', async () => {
+  const { gw } = setup({
+    // A database client's own abort error, not the signal's reason.
+    authenticate: (_h, peer) => new Promise((_r, reject) => peer.signal!.addEventListener('abort', () => reject(new DOMException('The operation was aborted', 'AbortError')))),
+  });
+  const faults: FaultEvent[] = [];
+  gw.on('fault', (e) => faults.push(e));
+  const [server, client] = memoryLinkPair();
+  gw.accept(server);
+  client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd' });
+  await flush();
+  client.send({ type: FrameType.CLOSE, code: CloseCodes.normal, reason: 'bye' });
+  await flush();
+  assert.equal(gw.connectionCount, 0);
+  assert.deepEqual(faults.map((f) => `${f.kind} ${f.op} ${String(f.error)}`), []);
   await gw.close();
 });
 

@@ -217,3 +217,44 @@ describe('client token provider', () => {
     }
   });
 });
+
+describe('an authenticator that fails', () => {
+  test('a plain Error (its user database down) is not a refusal: the client is told 4004 without the detail, comes back with backoff and gets in once it answers', async () => {
+    const { LonglinkClient } = await import('../../src/client/client.js');
+    let down = true;
+    let calls = 0;
+    const gw = new Gateway({
+      tcp: { port: 0 },
+      ws: false,
+      authenticate: (h) => {
+        calls++;
+        if (down) throw new Error('connect ECONNREFUSED users-db.internal:5432');
+        return { userId: h.userId, deviceId: h.deviceId };
+      },
+    });
+    const faults: unknown[] = [];
+    gw.on('fault', (e) => e.kind === 'auth' && faults.push(e.error));
+    const port = (await gw.listen()).tcp!.port;
+    const client = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone', reconnect: { initialDelayMs: 10, minDelayMs: 5, maxDelayMs: 50 } });
+    const closes: { code: number; reason: string; willReconnect: boolean }[] = [];
+    client.on('close', (e) => {
+      closes.push(e);
+      if (closes.length === 2) down = false;
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.on('open', () => resolve());
+        setTimeout(() => reject(new Error(`never opened: ${JSON.stringify(closes)}`)), 5000).unref();
+        client.connect().catch(() => {});
+      });
+      assert.deepEqual(closes.map((c) => [c.code, c.willReconnect]), [[CloseCodes['server-error'], true], [CloseCodes['server-error'], true]]);
+      for (const c of closes) assert.doesNotMatch(c.reason, /users-db|5432|ECONNREFUSED/);
+      assert.equal(calls, 3);
+      assert.equal(faults.length, 2, `each failure reported to the operator: ${faults.map(String).join(' | ')}`);
+      assert.ok(gw.connection('alice', 'phone'));
+    } finally {
+      client.close();
+      await gw.close();
+    }
+  });
+});
