@@ -737,12 +737,22 @@ export class Delivery {
     const enqueue = async (deviceId: string) => {
       try {
         const op = this.tracker.writing(userId, id, deviceId);
-        const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, limits);
+        // The device's link here: what it was given is not evicted (the device acknowledges it; reported
+        // dropped, the backend was told the opposite of what happened).
+        const local = this.registry.get(userId, deviceId);
+        const live = local && local.phase === 'open' ? { ...limits, liveHolder: local.id } : limits;
+        const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, live);
         // Evicted, or (a retry of an id whose copy's time was over) removed as expired.
+        let refused = false;
         for (const m of evicted) {
           const over = m.expiresAt <= now;
-          this.reportDrop(over ? 'expired' : 'dropped', userId, m.deviceId ?? deviceId, m, over ? 'ttl' : 'overflow', op);
+          // This very message, not queued (the mailbox is full of what the live link was given): its
+          // own push's outcome, whatever the write's number.
+          const mine = !over && m.id === id && m.seq === 0 && (m.deviceId ?? deviceId) === deviceId;
+          refused ||= mine;
+          this.reportDrop(over ? 'expired' : 'dropped', userId, m.deviceId ?? deviceId, m, over ? 'ttl' : 'overflow', mine ? undefined : op);
         }
+        if (refused) return;
         queued.push(deviceId);
         this.tracker.queued(userId, id, deviceId);
       } catch (err) {

@@ -132,6 +132,29 @@ test('the queue bound evicts the oldest and reports each drop', async () => {
   await gw.close();
 });
 
+test('the queue bound never reports dropped a message written to the online device, which acknowledges it: the newest not yet written goes', async () => {
+  const { clock, gw, ev } = setup({ maxQueuedPerDevice: 3 });
+  const a = client(gw, clock);
+  await Promise.all([a.c.connect(), flush()]);
+  // A burst before the device's acknowledgement: m0..m2 are written at once; m3 finds the bound full of messages on their way.
+  const r = [];
+  for (let i = 0; i < 4; i++) {
+    r.push(gw.push('u', `m${i}`, { id: `m${i}` }));
+    await flush();
+  }
+  await settle(clock);
+  const results = await Promise.all(r);
+  const had = ev.dropped.filter((d) => a.got.includes(d.id)).map((d) => d.id);
+  assert.deepEqual(had, [], 'reported dropped, though written to the device and acknowledged by it');
+  assert.deepEqual(a.got, ['m0', 'm1', 'm2']);
+  assert.deepEqual(ev.delivered.map((d) => d.id), ['m0', 'm1', 'm2']);
+  assert.deepEqual(ev.dropped.map((d) => [d.id, d.reason]), [['m3', 'overflow']], 'm3, never written, is the one dropped');
+  assert.deepEqual(results.map((x) => x.devices[0].status), ['delivered', 'delivered', 'delivered', 'dropped']);
+  assert.equal(await gw.queueDepth('u', 'd'), 0);
+  a.c.close();
+  await gw.close();
+});
+
 test('a message not acknowledged within its TTL expires and is reported', async () => {
   const { clock, gw, ev } = setup({ messageTtlMs: 5000 });
   const a = client(gw, clock);

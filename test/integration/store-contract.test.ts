@@ -192,6 +192,19 @@ for (const kind of kinds) {
       assert.equal(await s.depth('u', 'd'), 1, 'the newest stays even when alone over the byte limit');
     });
 
+    withStore('with the live link named (liveHolder), what it numbered is never evicted: the oldest not numbered go, else the new message is refused', async (s) => {
+      for (const id of ['a', 'b', 'c']) await s.enqueue('u', 'd', msg(id), LIMITS);
+      await s.take('u', 'd', 'h', 0);
+      const live = { ...LIMITS, liveHolder: 'h' };
+      assert.deepEqual((await s.enqueue('u', 'd', msg('x'), live)).map((m) => [m.id, m.seq]), [['x', 0]], 'x refused: a, b, c are on their way to h');
+      assert.deepEqual(ids(await s.take('u', 'd', 'h', 3)), [], 'x not queued');
+      assert.deepEqual(ids(await s.enqueue('u', 'd', msg('e'), { ...LIMITS, liveHolder: 'gone' })), ['a'], 'another link named: the oldest goes, as without');
+      assert.deepEqual(ids(await s.enqueue('u', 'd', msg('f'), live)), ['e'], 'e, not numbered yet, goes before b and c');
+      assert.deepEqual(ids(await s.enqueue('u', 'd', msg('g', 1e13, 2), { maxMessages: 10, maxBytes: 4, liveHolder: 'h' })), ['f'], 'the byte bound too');
+      assert.deepEqual(ids(await s.ack('u', 'd', 'h', 3)), ['b', 'c']);
+      assert.deepEqual(ids(await s.take('u', 'd', 'h', 3)), ['g']);
+    });
+
     withStore('expiry removes only what is due, across mailboxes', async (s) => {
       await s.enqueue('u', 'd1', msg('old', 5000), LIMITS);
       await s.enqueue('u', 'd1', msg('new', 9000), LIMITS);

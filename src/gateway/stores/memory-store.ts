@@ -544,14 +544,24 @@ export class MemoryStore implements Store {
       }
     }
     // The oldest the device's own bounds push out to take it (never the new one): their bytes are room.
+    // Not those numbered for the live link (limits.liveHolder), written or about to be: the device
+    // acknowledges them. If the rest make no room, the new one is the one dropped.
     let drop = 0;
     let freed = 0;
+    let from = 0;
     if (m) {
-      for (let n = m.messages.length + 1, bytes = m.bytes + len; n > 1 && (n > limits.maxMessages || bytes > limits.maxBytes); n--) {
-        const l = m.messages[drop++].payload.length;
+      if (limits.liveHolder !== undefined && m.holder === limits.liveHolder) {
+        from = m.messages.length;
+        while (from > 0 && m.messages[from - 1].seq === 0) from--;
+      }
+      let n = m.messages.length + 1;
+      let bytes = m.bytes + len;
+      for (; n > 1 && (n > limits.maxMessages || bytes > limits.maxBytes) && from + drop < m.messages.length; n--) {
+        const l = m.messages[from + drop++].payload.length;
         bytes -= l;
         freed += l;
       }
+      if (n > 1 && (n > limits.maxMessages || bytes > limits.maxBytes)) return [...expired.map((e) => ({ ...e, deviceId })), { ...msg, seq: 0 }];
     }
     // Past the user's bound, the oldest messages of the user's other devices that are not online go
     // first (stale installs must not lock out the live one); if they do not make room, it is refused.
@@ -594,7 +604,7 @@ export class MemoryStore implements Store {
       if (p.box.messages.length === 0) this.dropMailbox(p.box);
     }
     const box = m ?? this.mailbox(userId, deviceId);
-    const own = drop > 0 ? box.messages.splice(0, drop) : [];
+    const own = drop > 0 ? box.messages.splice(from, drop) : [];
     if (box.ids !== null) for (const e of own) box.ids.delete(e.id);
     const ownBytes = own.reduce((n, e) => n + e.payload.length, 0);
     box.messages.push({ ...msg, seq: 0 });

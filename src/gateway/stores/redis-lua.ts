@@ -71,8 +71,12 @@ end`;
 
 /**
  * KEYS: list, meta, expiry, ids. ARGV: message json, bytes, maxMessages,
- * maxBytes, mailbox id, expiresAt, message id, now (the message's enqueuedAt).
- * Returns evicted messages. A message whose id the mailbox holds already is
+ * maxBytes, mailbox id, expiresAt, message id, now (the message's enqueuedAt),
+ * live holder ('' for none: see MailboxLimits.liveHolder).
+ * Returns evicted messages. While the mailbox is bound to the live holder,
+ * what it numbered (a prefix) is not evicted: the oldest not numbered (a
+ * suffix, short while it flushes) go, and if they make no room the new
+ * message is returned, not queued. A message whose id the mailbox holds already is
  * not queued again: a retried push (the backend's, or a command re-sent after
  * its answer was lost). A copy whose time is over (expiresAt ≤ now) is not
  * held: the mailbox's messages whose time is over go first, returned before
@@ -109,12 +113,48 @@ if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then
     redis.call('DEL', KEYS[4])
   end
 end
-redis.call('RPUSH', KEYS[1], ARGV[1])
-redis.call('HSET', KEYS[4], ARGV[7], 1)
-local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', tonumber(ARGV[2]))
 local maxMessages = tonumber(ARGV[3])
 local maxBytes = tonumber(ARGV[4])
 local evicted = {}
+if ARGV[9] and ARGV[9] ~= '' and redis.call('HGET', KEYS[2], 'holder') == ARGV[9] then
+  local len = redis.call('LLEN', KEYS[1])
+  local from = len
+  local tail = {}
+  while from > 0 do
+    local raw = redis.call('LINDEX', KEYS[1], from - 1)
+    local m = dec(raw)
+    if m and m.s ~= 0 then break end
+    from = from - 1
+    table.insert(tail, 1, { raw, m })
+  end
+  local n = len + 1
+  local size = tonumber(redis.call('HGET', KEYS[2], 'bytes') or '0') + tonumber(ARGV[2])
+  local k = 0
+  while n > 1 and (n > maxMessages or size > maxBytes) and k < #tail do
+    k = k + 1
+    if tail[k][2] then size = size - tail[k][2].n end
+    n = n - 1
+  end
+  if n > 1 and (n > maxMessages or size > maxBytes) then
+    table.insert(gone, ARGV[1])
+    return gone
+  end
+  if k > 0 then
+    if from == 0 then redis.call('DEL', KEYS[1]) else redis.call('LTRIM', KEYS[1], 0, from - 1) end
+    for j = 1, #tail do
+      local t = tail[j]
+      if j > k then redis.call('RPUSH', KEYS[1], t[1])
+      elseif t[2] then
+        redis.call('HINCRBY', KEYS[2], 'bytes', -t[2].n)
+        redis.call('HDEL', KEYS[4], t[2].id)
+        table.insert(evicted, t[1])
+      end
+    end
+  end
+end
+redis.call('RPUSH', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[4], ARGV[7], 1)
+local bytes = redis.call('HINCRBY', KEYS[2], 'bytes', tonumber(ARGV[2]))
 while redis.call('LLEN', KEYS[1]) > 1 and (redis.call('LLEN', KEYS[1]) > maxMessages or bytes > maxBytes) do
   local old = redis.call('LPOP', KEYS[1])
   local om = dec(old)

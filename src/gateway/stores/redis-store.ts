@@ -163,7 +163,7 @@ const toMessage = (raw: string): QueuedMessage => {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string, now: number): Promise<string[]>;
+    llEnqueue(list: string, meta: string, expiry: string, ids: string, msg: string, bytes: number, maxMessages: number, maxBytes: number, mbid: string, expiresAt: number, id: string, now: number, liveHolder: string): Promise<string[]>;
     llTake(list: string, meta: string, holder: string, afterSeq: number, session?: string): Promise<string[]>;
     llAckResumed(list: string, meta: string, expiry: string, ids: string, session: string, upTo: number, mbid: string): Promise<string[]>;
     llAck(list: string, meta: string, expiry: string, ids: string, unread: string, holder: string, upTo: number, mbid: string, answeredUpTo?: number): Promise<string[]>;
@@ -894,7 +894,7 @@ export class RedisStore implements Store {
     // time is still known while it holds messages (knownDevices), as in the memory store, but only
     // if the key with its record has not expired first.
     const [evicted] = await Promise.all([
-      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, mb.ids, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt, toWellFormed(msg.id), msg.enqueuedAt),
+      this.redis.llEnqueue(mb.list, mb.meta, mb.expiry, mb.ids, storeJson(json), msg.payload.length, limits.maxMessages, limits.maxBytes, mb.id, msg.expiresAt, toWellFormed(msg.id), msg.enqueuedAt, limits.liveHolder ?? ''),
       this.redis.llExtendTtl(this.uk(userId, 'known'), Math.max(1, Math.round(msg.expiresAt - Date.now()))),
     ]);
     await this.replicated(mb.list);

@@ -102,6 +102,13 @@ export interface MailboxLimits {
   maxMessages: number;
   /** Most payload bytes held per device; the oldest are evicted beyond it. */
   maxBytes: number;
+  /**
+   * The device's open link, when the caller holds it: while the mailbox is bound to it, the
+   * messages it numbered (written to the device, or about to be) are not evicted, since the device
+   * acknowledges them; the oldest not numbered go, and if they make no room the new message is
+   * returned as evicted, not queued. Without it the oldest go, written or not.
+   */
+  liveHolder?: string;
 }
 
 /**
