@@ -492,6 +492,41 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     }
   });
 
+  test('a new device of a user with many devices online does not read every known device: remembering one costs about the same however many are online', { skip: on === 'one server' ? false : 'MONITOR of one server' }, async () => {
+    const prefix = `kdmany${++prefixN}:`;
+    const s = new RedisStore({ ...at(), prefix, maxKnownDevicesPerUser: 4 });
+    let node: Redis | null = null;
+    try {
+      await s.joinCluster('n1', () => {});
+      const t = Date.now();
+      const connect = async (d: string) => {
+        await s.rememberDevice('u', d, t + 60_000);
+        await s.setOnline({ userId: 'u', deviceId: d, connectionId: `c-${d}`, nodeId: 'n1', transport: 'tcp', since: 1, clientInfo: {} });
+      };
+      for (let i = 0; i < 300; i++) await connect(`d${i}`);
+      node = new Redis(redis!.url);
+      const monitor = await node.monitor();
+      const calls: string[] = [];
+      monitor.on('monitor', (_t: string, args: string[]) => calls.push(String(args[0]).toLowerCase()));
+      // 40 more devices connect, and 40 made-up ids come and go (connect, close), while the 300 stay online.
+      for (let i = 0; i < 40; i++) await connect(`e${i}`);
+      for (let i = 0; i < 40; i++) {
+        await connect(`x${i}`);
+        await s.setOffline('u', `x${i}`, `c-x${i}`);
+      }
+      await new Promise((r) => setTimeout(r, 100));
+      monitor.disconnect();
+      const read = calls.filter((c) => c === 'hexists' || c === 'hgetall').length;
+      assert.ok(read <= 80 * 20, `${read} known devices read (HEXISTS, HGETALL) for 80 new devices of a user with 300 online`);
+      const known = await s.knownDevices('u', t);
+      assert.ok(known.includes('x39') && known.includes('e39') && known.includes('d0'), 'the online ones and the newest are known');
+      assert.ok(known.filter((d) => d.startsWith('x')).length <= 340 / 8 + 4, `made-up ids that went offline are still evicted (${known.length} known)`);
+    } finally {
+      node?.disconnect();
+      await s.close();
+    }
+  });
+
   test("with every known device online, one user's made-up device ids keep no more devices' state than the bound (their dedup ids, 24 h each, and session indexes)", async () => {
     const prefix = `kdon${++prefixN}:`;
     const s = new RedisStore({ ...at(), prefix, maxKnownDevicesPerUser: 3 });

@@ -404,7 +404,9 @@ return 0
  * beyond the bound all the same: its inbound ids (24 h) and session index are
  * written anyway, and only the hash can find them to evict them once it is
  * offline (not remembered, a user keeping the bound's devices connected had
- * every other device id it made up keep its state). Returns the evicted
+ * every other device id it made up keep its state). With more than twice the
+ * bound known (as many online), the hash is read only once an eighth of it has
+ * no presence entry: what is not online then stays below that eighth. Returns the evicted
  * devices' session tokens (their records live in other slots of a cluster:
  * the caller deletes them). The hash expires with its newest entry.
  */
@@ -415,7 +417,11 @@ if untilMs <= prev then return {} end
 local tokens = {}
 local max = tonumber(ARGV[3])
 local n = redis.call('HLEN', KEYS[1])
-if prev == 0 and n >= max then
+-- Read whole only when there is something to evict: a new device of a user with many devices online
+-- (a fleet under one user) read every one of them, O(n) per handshake and O(n^2) to bring n online.
+-- Beyond twice the bound, only once about an eighth of the known devices have no presence entry
+-- (each such read then evicts that many: O(1) a device, amortized).
+if prev == 0 and n >= max and (n < 2 * max or 8 * (n - redis.call('HLEN', KEYS[2])) >= n) then
   local all = redis.call('HGETALL', KEYS[1])
   local off = {}
   for i = 1, #all, 2 do
