@@ -9,7 +9,7 @@ import { isIPv4, type AddressInfo, type Socket } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { timingSafeEqual } from 'node:crypto';
+import { createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ConnectionInfo, DrainOptions, Gateway } from '../gateway/gateway.js';
 import { systemTimers } from '../core/clock.js';
@@ -21,7 +21,11 @@ export interface AdminOptions {
   host?: string;
   /** 0 picks a free port. */
   port?: number;
-  /** When set, /api and /metrics need `Authorization: Bearer <token>` (`?token=` only on GET /api/events, whose EventSource cannot send headers). */
+  /**
+   * When set, /api and /metrics need `Authorization: Bearer <token>`. GET /api/events, whose
+   * EventSource cannot send headers, also takes `?token=`: the token, or its stream key
+   * (GET /api/stream-key), which opens that stream only.
+   */
   token?: string;
   /** What POST /api/drain does; default `gateway.drain(opts)`. `serve` drains and exits, as on SIGTERM. */
   onDrain?: (opts: DrainOptions) => void;
@@ -287,6 +291,8 @@ export class AdminServer {
         return json(res, 200, this.gw.networkStats());
       case 'GET events':
         return this.stream(req, res);
+      case 'GET stream-key':
+        return json(res, 200, { key: this.opts.token ? streamKey(this.opts.token) : null });
       case 'GET connections':
         if (parts[1] !== undefined) return json(res, 200, this.detail(parts[1]));
         return json(res, 200, this.list(url));
@@ -338,7 +344,7 @@ export class AdminServer {
         return;
       }
     }
-    if (['overview', 'network', 'events', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain', 'cluster', 'nodes'].includes(parts[0] ?? '')) {
+    if (['overview', 'network', 'events', 'stream-key', 'connections', 'presence', 'kick', 'disconnect', 'probe', 'drain', 'cluster', 'nodes'].includes(parts[0] ?? '')) {
       throw new AdminError(405, 'LL_ERR_METHOD_NOT_ALLOWED', `${method} is not allowed on ${path}`);
     }
     throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such endpoint: ${path}`);
@@ -484,6 +490,9 @@ export class AdminServer {
         throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'the admin token goes in an Authorization: Bearer header here (?token= is taken only by GET /api/events)');
       }
       given = url.searchParams.get('token')!;
+      // The dashboard's stream URL carries the stream key, not the token: such a URL, in a
+      // proxy's log, opens this stream and nothing else.
+      if (sameSecret(given, streamKey(want))) return;
     }
     if (!sameSecret(given, want)) throw new AdminError(401, 'LL_ERR_UNAUTHORIZED', 'a valid admin token is required');
   }
@@ -594,6 +603,15 @@ export function bearer(req: IncomingMessage): string {
   // The scheme is case-insensitive (RFC 9110 11.1): `bearer x` from a hand-written client is the same.
   const m = /^bearer +(.+)$/i.exec(req.headers.authorization ?? '');
   return m ? m[1].trim() : '';
+}
+
+/**
+ * What the dashboard puts in its event stream's URL instead of the admin token (a URL is logged by
+ * proxies): taken as `?token=` by GET /api/events only, and derived, so the nodes of a cluster,
+ * which share one token, share it too.
+ */
+export function streamKey(token: string): string {
+  return createHmac('sha256', token).update('longlink admin event stream').digest('base64url');
 }
 
 /** Compares a secret given by a caller with the one expected, in constant time. */

@@ -195,6 +195,33 @@ describe('dashboard in Chromium', () => {
     });
   });
 
+  test('the admin token stays out of the URLs the page sends: its event stream carries a key that opens only the stream', async (t) => {
+    await withDashboard(t, { tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 }, { token: 'dash-secret' }, async ({ port, browser }) => {
+      const admin = `http://127.0.0.1:${port}`;
+      const open = async (address: string): Promise<string[]> => {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+        const sent: string[] = [];
+        page.on('request', (r) => sent.push(r.url()));
+        await page.goto(address);
+        await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+        await page.close();
+        return sent;
+      };
+      // Opened the old way, with the token in the query: the stream's URL (logged by any proxy on
+      // the way, every reconnection) held the admin token itself, which kicks and drains by header.
+      const stream = (await open(`${admin}/?token=dash-secret`)).find((u) => new URL(u).pathname === '/api/events')!;
+      assert.ok(stream, 'the page opened its event stream');
+      assert.ok(!stream.includes('dash-secret'), `the event stream's URL carries the admin token: ${stream}`);
+      const key = new URL(stream).searchParams.get('token') ?? '';
+      const kick = await fetch(`${admin}/api/kick`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: '{"userId":"u"}' });
+      assert.equal(kick.status, 401, "the key in the stream's URL opens only the stream");
+      assert.equal((await fetch(`${admin}/api/overview?token=${encodeURIComponent(key)}`)).status, 401);
+      // Opened with the token in the fragment, which the browser never sends: no URL carries it.
+      const sent = await open(`${admin}/#token=dash-secret`);
+      assert.deepEqual(sent.filter((u) => u.includes('dash-secret')), [], 'no request URL carries the token');
+    });
+  });
+
   test("the charts go on after the gateway's wall clock is stepped back", async (t) => {
     let skewMs = 0;
     await withDashboard(t, { tcp: { port: 0 }, ws: false, heartbeat: POLICY, wheelTickMs: 10, wallClock: { now: () => Date.now() + skewMs } }, {}, async ({ a, port, browser, clients }) => {

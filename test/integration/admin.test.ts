@@ -6,7 +6,7 @@ import { describe, test } from 'node:test';
 import { LonglinkClient, type CloseEvent } from '../../src/client/client.js';
 import { dial } from '../../src/client/connect.js';
 import { Gateway, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
-import { AdminServer, PEER_STALL_MS } from '../../src/admin/admin-server.js';
+import { AdminServer, PEER_STALL_MS, streamKey } from '../../src/admin/admin-server.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { ConnectionDetail, ConnectionsPage, ConnectionView, Snapshot, Tick } from '../../src/admin/api-types.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
@@ -333,6 +333,14 @@ describe('admin port', () => {
     assert.equal(await streamStatus('/api/events?token=s3cret'), 200);
     assert.equal(await streamStatus('/api/events?token=wrong'), 401);
     assert.equal(await streamStatus('/api/events'), 401);
+    // The dashboard's stream URL carries the stream key instead: it opens the stream and nothing else.
+    const key = (await http(port, 'GET', '/api/stream-key', undefined, auth)).json().key as string;
+    assert.equal(key, streamKey('s3cret'));
+    assert.equal(await streamStatus(`/api/events?token=${encodeURIComponent(key)}`), 200);
+    assert.equal((await http(port, 'GET', `/api/overview?token=${encodeURIComponent(key)}`)).status, 401);
+    assert.equal((await http(port, 'GET', '/api/overview', undefined, { authorization: `Bearer ${key}` })).status, 401);
+    assert.equal((await http(port, 'POST', '/api/kick', { userId: 'a' }, { authorization: `Bearer ${key}` })).status, 401);
+    assert.equal((await http(port, 'GET', '/api/stream-key')).status, 401, 'the key is given for the token only');
     const bad = await http(port, 'POST', '/api/kick', '{not json', auth);
     assert.equal(bad.status, 400);
     assert.equal(bad.json().error.code, 'LL_ERR_BAD_REQUEST');

@@ -1,11 +1,12 @@
 /**
  * Talking to the admin port: JSON fetches and the event stream URL, with the
- * optional admin token from the page URL (?token=...).
+ * optional admin token from the page URL: #token=... (a fragment is never
+ * sent, so no server or proxy log gets it), or ?token=... as before.
  */
 import type { ClusterView, ConnectionDetail, ConnectionsPage, KickResult, Overview } from '../../src/admin/api-types.js';
 
 const query = new URLSearchParams(location.search);
-const token = query.get('token');
+const token = new URLSearchParams(location.hash.slice(1)).get('token') ?? query.get('token');
 /** ?node=<id>: another node of the cluster, read through this admin port. */
 export const viewedNode = query.get('node');
 const base = viewedNode ? `/api/nodes/${encodeURIComponent(viewedNode)}` : '/api';
@@ -13,9 +14,8 @@ const base = viewedNode ? `/api/nodes/${encodeURIComponent(viewedNode)}` : '/api
 /** This page's address for another node's view (null: this node's own). */
 export function nodeHref(nodeId: string | null): string {
   const q = new URLSearchParams();
-  if (token) q.set('token', token);
   if (nodeId) q.set('node', nodeId);
-  return `${location.pathname}${q.size ? `?${q}` : ''}`;
+  return `${location.pathname}${q.size ? `?${q}` : ''}${token ? `#${new URLSearchParams({ token })}` : ''}`;
 }
 
 export type { ConnectionsPage, KickResult };
@@ -29,9 +29,24 @@ export class ApiError extends Error {
   }
 }
 
-/** EventSource cannot send headers, so the token rides in the query string. */
-export function eventsUrl(): string {
-  return token ? `${base}/events?token=${encodeURIComponent(token)}` : `${base}/events`;
+/** The stream key, asked for once: it changes only with the token. */
+let streamKey: Promise<string> | null = null;
+
+/**
+ * EventSource cannot send headers, so a credential rides in the query string: the stream key
+ * (GET /api/stream-key, asked for with the token in a header), which opens the stream only. The
+ * token there was in every proxy log the stream passed, and kicks and drains.
+ */
+export async function eventsUrl(): Promise<string> {
+  if (!token) return `${base}/events`;
+  streamKey ??= request<{ key: string | null }>('/api/stream-key').then((r) => r.key ?? '');
+  try {
+    const key = await streamKey;
+    return key ? `${base}/events?token=${encodeURIComponent(key)}` : `${base}/events`;
+  } catch (err) {
+    streamKey = null; // asked again on the next try
+    throw err;
+  }
 }
 
 async function request<T>(path: string, init: RequestInit = {}): Promise<T> {

@@ -24,8 +24,11 @@ export function openStream(h: StreamHandlers): void {
   let es: EventSource | null = null;
   let watchdog = 0;
   let retry = 0;
+  /** Bumped by every connect and restart: a stream URL that comes after either opens nothing. */
+  let attempt = 0;
 
   const restart = (): void => {
+    attempt++;
     es?.close();
     es = null;
     h.state('reconnecting');
@@ -53,7 +56,16 @@ export function openStream(h: StreamHandlers): void {
   }
 
   function connect(): void {
-    const src = new EventSource(eventsUrl());
+    const mine = ++attempt;
+    alive(); // the stream key may be slow to come too
+    eventsUrl().then(
+      (url) => mine === attempt && open(url),
+      () => mine === attempt && restart(),
+    );
+  }
+
+  function open(url: string): void {
+    const src = new EventSource(url);
     es = src;
     alive();
     // Live once the snapshot has reset the page: an open stream with stale state is not live yet.
