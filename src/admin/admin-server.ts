@@ -503,7 +503,9 @@ export class AdminServer {
       const hint = this.files.size === 0 ? ' (the dashboard is not built: run `npm run build`)' : '';
       throw new AdminError(404, 'LL_ERR_NOT_FOUND', `no such file: /${name}${hint}`);
     }
-    res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-cache' });
+    // Never in another site's frame: without a token the loopback page needs no credential, so any
+    // page its operator visits could frame it under a decoy and have a row and Kick clicked.
+    res.writeHead(200, { 'content-type': f.type, 'cache-control': 'no-cache', 'x-frame-options': 'DENY', 'content-security-policy': "frame-ancestors 'none'" });
     res.end(f.body);
   }
 

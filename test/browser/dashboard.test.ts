@@ -7,7 +7,7 @@ import { AdminServer } from '../../src/admin/admin-server.js';
 import { FreezableLink } from '../../src/demo/freezable-link.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { sleep } from '../helpers/procs.js';
-import { chromiumOrSkip } from '../helpers/browser.js';
+import { chromiumOrSkip, servePage } from '../helpers/browser.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
@@ -219,6 +219,25 @@ describe('dashboard in Chromium', () => {
       // Opened with the token in the fragment, which the browser never sends: no URL carries it.
       const sent = await open(`${admin}/#token=dash-secret`);
       assert.deepEqual(sent.filter((u) => u.includes('dash-secret')), [], 'no request URL carries the token');
+    });
+  });
+
+  test('another site cannot frame the dashboard (its Kick button clicked through a decoy on top)', async (t) => {
+    await withDashboard(t, { tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 10 }, {}, async ({ port, browser }) => {
+      // Without a token the loopback dashboard needs no credential: any page its operator visits
+      // could load it in a frame, under a transparent decoy, and have a row and Kick clicked.
+      const site = await servePage(`<iframe id="f" src="http://127.0.0.1:${port}/" width="1200" height="800"></iframe>`);
+      try {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+        // localhost: another origin than the dashboard's 127.0.0.1.
+        await page.goto(site.url.replace('127.0.0.1', 'localhost'));
+        await sleep(1500);
+        const framed = page.frames().find((f) => f.url().startsWith(`http://127.0.0.1:${port}`));
+        const live = framed ? await framed.evaluate(() => document.querySelector('[data-testid="status"]')?.textContent ?? null).catch(() => null) : null;
+        assert.equal(live, null, `the dashboard ran in another site's frame (status: ${live})`);
+      } finally {
+        await site.close();
+      }
     });
   });
 
