@@ -33,5 +33,5 @@ export type { PhiOptions } from './core/phi-accrual-detector.js';
 export type { StallGuardOptions } from './gateway/event-loop-guard.js';
 export { jwtAuthenticator, type JwtAuthOptions } from './auth/jwt-authenticator.js';
 export { webhookSink, webhookSignature, verifyWebhookSignature, WEBHOOK_TOLERANCE_SECONDS, type VerifyWebhookOptions, type WebhookOptions, type WebhookBody } from './upstream/webhook.js';
-export { UPSTREAM_DEFAULTS, UpstreamRejectedError, type UpstreamSink, type UpstreamMessage, type UpstreamEvent, type UpstreamEventType, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
+export { UPSTREAM_DEFAULTS, UpstreamBusyError, UpstreamRejectedError, type UpstreamSink, type UpstreamMessage, type UpstreamEvent, type UpstreamEventType, type UpstreamAnswer, type UpstreamOptions } from './gateway/upstream.js';
 export { connectHook, type ConnectHookOptions, type ConnectHookRequest, type ConnectHookAnswer } from './auth/connect-hook.js';

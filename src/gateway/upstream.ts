@@ -80,6 +80,22 @@ export class UpstreamRejectedError extends LonglinkError {
   }
 }
 
+/**
+ * A sink's way to say the backend is there but asks for a pause (a webhook's
+ * 429 or 503 with Retry-After): the next attempt waits at least
+ * `retryAfterMs`, at most `retryMaxMs` (a backend cannot hold a device's
+ * messages for an hour). Any failure is retried; this one says when.
+ */
+export class UpstreamBusyError extends LonglinkError {
+  constructor(
+    message: string,
+    readonly retryAfterMs: number,
+  ) {
+    super('LL_ERR_UPSTREAM_BUSY', message);
+    this.name = 'UpstreamBusyError';
+  }
+}
+
 /** What a sink may answer: a reply pushed back to the device that sent the message. */
 export interface UpstreamAnswer {
   reply?: Uint8Array | string;
@@ -190,6 +206,7 @@ export class UpstreamRunner {
   async deliver(msg: UpstreamMessage, stillWanted: () => boolean): Promise<UpstreamAnswer | 'rejected' | null> {
     // Made on the first failure only: a healthy backend costs no backoff per message.
     let backoff: Backoff | null = null;
+    let failed: unknown;
     this.stats.pending++;
     try {
       while (stillWanted()) {
@@ -198,6 +215,7 @@ export class UpstreamRunner {
           this.stats.accepted++;
           return answer;
         } catch (err) {
+          failed = err;
           this.onFailure(err, msg);
           if (err instanceof UpstreamRejectedError) {
             this.stats.rejected++;
@@ -205,7 +223,7 @@ export class UpstreamRunner {
           }
           this.stats.failures++;
         }
-        const delay = (backoff ??= this.backoff()).next();
+        const delay = this.delay((backoff ??= this.backoff()), failed);
         await new Promise<void>((r) => this.timers.setTimeout(r, delay));
       }
       return null;
@@ -256,6 +274,13 @@ export class UpstreamRunner {
     return true;
   }
 
+  /** The wait before the next attempt: the backoff's, or longer if the backend asked for it (UpstreamBusyError), up to retryMaxMs. */
+  private delay(backoff: Backoff, err: unknown): number {
+    const next = backoff.next();
+    const asked = err instanceof UpstreamBusyError && Number.isFinite(err.retryAfterMs) ? Math.min(err.retryAfterMs, this.o.retryMaxMs) : 0;
+    return Math.max(next, asked);
+  }
+
   private backoff(): Backoff {
     return new Backoff({ initialDelayMs: this.o.retryMinMs, minDelayMs: Math.max(1, Math.floor(this.o.retryMinMs / 2)), maxDelayMs: this.o.retryMaxMs, factor: 2 }, this.random);
   }
@@ -283,9 +308,9 @@ export class UpstreamRunner {
           await sink.sendEvent(e);
           this.stats.eventsSent++;
           return;
-        } catch {
+        } catch (err) {
           // No wait after the last attempt: the event is lost, and it no longer counts as pending.
-          if (attempt < 2) await new Promise<void>((r) => this.timers.setTimeout(r, backoff.next()));
+          if (attempt < 2) await new Promise<void>((r) => this.timers.setTimeout(r, this.delay(backoff, err)));
         }
       }
       this.stats.eventsLost++;

@@ -3,7 +3,7 @@ import http from 'node:http';
 import https from 'node:https';
 import { LonglinkError } from '../protocol/errors.js';
 import { redactUrl } from '../gateway/stores/redis-connect.js';
-import { UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type UpstreamMessage, type UpstreamSink } from '../gateway/upstream.js';
+import { UpstreamBusyError, UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type UpstreamMessage, type UpstreamSink } from '../gateway/upstream.js';
 
 export interface WebhookOptions {
   /** The backend's URL; each message is POSTed there as JSON. */
@@ -109,6 +109,24 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  */
 const HEADER_SAFE = /^[\x20-\x7e]+$/;
 
+/**
+ * The error of an answer to retry: one with Retry-After (a 429, a 503: the backend asks for a pause)
+ * says when, and the retry waits that long rather than the backoff's first 100 ms.
+ */
+function failed(what: string, retryAfter: string | undefined): Error {
+  const ms = retryAfterMs(retryAfter);
+  return ms === undefined ? new Error(what) : new UpstreamBusyError(`${what}, Retry-After: ${retryAfter}`, ms);
+}
+
+/** A Retry-After value (delta-seconds or an HTTP date) as ms from now; undefined when absent or unreadable. */
+function retryAfterMs(v: string | undefined, now: number = Date.now()): number | undefined {
+  if (v === undefined) return undefined;
+  const t = v.trim();
+  if (/^\d{1,10}$/.test(t)) return Number(t) * 1000;
+  const at = Date.parse(t);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
 /** A webhook's 4xx answers that are retried, not taken as the message refused for good. */
 const RETRIED_4XX = new Set([401, 403, 404, 407, 408, 425, 429]);
 
@@ -129,7 +147,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
   const eventSockets = Math.max(1, Math.floor((o.maxSockets ?? 256) / 4));
   const eventAgent = new lib.Agent({ keepAlive: true, maxSockets: eventSockets });
   const post = (json: string, id?: string, via: http.Agent = agent) =>
-    new Promise<{ ok: boolean; status: number; text: () => Promise<string>; cut: boolean }>((resolve, reject) => {
+    new Promise<{ ok: boolean; status: number; text: () => Promise<string>; cut: boolean; retryAfter: string | undefined }>((resolve, reject) => {
       const req = lib.request(
         url,
         {
@@ -144,7 +162,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
           const status = res.statusCode ?? 0;
           const done = (cut: boolean) => {
             const text = cut ? '' : Buffer.concat(chunks).toString('utf8');
-            resolve({ ok: status >= 200 && status < 300, status, text: async () => text, cut });
+            resolve({ ok: status >= 200 && status < 300, status, text: async () => text, cut, retryAfter: res.headers['retry-after'] });
           };
           res.on('data', (d: Buffer) => {
             if ((size += d.length) <= maxAnswerBytes) return void chunks.push(d);
@@ -176,7 +194,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const { userId, deviceId, ...rest } = e;
       const res = await post(JSON.stringify({ ...rest, user: userId, device: deviceId }), undefined, eventAgent);
       await res.text();
-      if (!res.ok) throw new Error(`webhook ${shown} answered HTTP ${res.status}`);
+      if (!res.ok) throw failed(`webhook ${shown} answered HTTP ${res.status}`, res.retryAfter);
     },
     async send(m: UpstreamMessage): Promise<UpstreamAnswer | void> {
       let text: string | null = null;
@@ -210,7 +228,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       if (res.status >= 400 && res.status < 500 && !RETRIED_4XX.has(res.status)) {
         throw new UpstreamRejectedError(`webhook ${shown} refused message ${m.id ?? '(no id)'}: HTTP ${res.status}${answer ? ` ${answer.slice(0, 200)}` : ''}`);
       }
-      if (!res.ok) throw new Error(`webhook ${shown} answered HTTP ${res.status}`);
+      if (!res.ok) throw failed(`webhook ${shown} answered HTTP ${res.status}`, res.retryAfter);
       if (!answer) return;
       let parsed: { reply?: { text?: string; base64?: string; json?: unknown } };
       try {
