@@ -23,7 +23,8 @@ export interface StreamSinkOptions {
   /**
    * Replicas that must hold an entry before the device's message is
    * acknowledged (WAIT); 0 does not wait. An entry written but not
-   * replicated in time is written again: the backend dedups by `id`.
+   * replicated in time is waited for again at the retry, and written again
+   * only if it is gone (a failover lost it): the backend dedups by `id`.
    */
   waitReplicas?: number;
   waitTimeoutMs?: number;
@@ -48,6 +49,23 @@ export interface StreamSinkOptions {
 /** No trimming by default: trimming by length can drop entries no worker has read. */
 export const STREAM_MAXLEN_DEFAULT = 0;
 
+/**
+ * A retry of an entry written before whose replication was not seen: if the entry is still there
+ * (ARGV[1]), a write that changes nothing (XSETID to the stream's own last id), so that this
+ * connection's WAIT covers it (WAIT counts replicas that have this connection's last write, and a
+ * reconnected connection has written nothing); if it is gone (a failover to a replica that never got
+ * it, a trim), written again (ARGV[2..], XADD's arguments after the key).
+ */
+const REWRITE_IF_GONE = `
+if #redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[1]) > 0 then
+  local info = redis.call('XINFO', 'STREAM', KEYS[1])
+  for i = 1, #info, 2 do
+    if info[i] == 'last-generated-id' then redis.call('XSETID', KEYS[1], info[i + 1]) end
+  end
+  return ARGV[1]
+end
+return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`;
+
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
   const waitMs = o.waitTimeoutMs ?? 1000;
   const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1, commandTimeout: Math.max(o.timeoutMs ?? 10_000, waitMs + 1000) });
@@ -58,22 +76,34 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
   const maxLen = o.maxLen ?? STREAM_MAXLEN_DEFAULT;
   const trim = maxLen > 0 ? (['MAXLEN', '~', String(maxLen)] as const) : ([] as const);
   const replicas = o.waitReplicas ?? 0;
+  // Entries written whose replication WAIT did not see, by the message (or event) retried: the runner
+  // hands the same object to every attempt. Written again at each retry, one message became an entry
+  // per retry for as long as a replica was away.
+  const unreplicated = new WeakMap<object, string>();
   // With replicas to wait for, XADD and WAIT go in one pipeline (on a cluster, to the stream's master).
-  const append = async (fields: string[]): Promise<void> => {
+  const append = async (of: object, fields: string[]): Promise<void> => {
     if (replicas === 0) {
       await redis.xadd(stream, ...trim, '*', ...fields);
       return;
     }
-    const res = await redis.pipeline().xadd(stream, ...trim, '*', ...fields).call('WAIT', replicas, waitMs).exec();
-    for (const [err] of res ?? []) if (err) throw err;
-    const acked = Number(res?.[1]?.[1] ?? 0);
-    if (acked < replicas) throw new Error(`XADD reached ${acked} of ${replicas} replicas within ${waitMs} ms`);
+    const written = unreplicated.get(of);
+    const pipe = redis.pipeline();
+    if (written === undefined) pipe.xadd(stream, ...trim, '*', ...fields);
+    else pipe.eval(REWRITE_IF_GONE, 1, stream, written, ...trim, '*', ...fields);
+    const res = await pipe.call('WAIT', replicas, waitMs).exec();
+    const [addErr, id] = res?.[0] ?? [new Error('no answer to XADD')];
+    if (addErr) throw addErr;
+    unreplicated.set(of, String(id));
+    const [waitErr, acked] = res?.[1] ?? [new Error('no answer to WAIT')];
+    if (waitErr) throw waitErr;
+    if (Number(acked) < replicas) throw new Error(`XADD reached ${Number(acked)} of ${replicas} replicas within ${waitMs} ms`);
+    unreplicated.delete(of);
   };
   return {
     name: 'redis-stream',
     redis,
     async send(m: UpstreamMessage): Promise<void> {
-      await append([
+      await append(m, [
         'type', 'message',
         'user', m.userId,
         'device', m.deviceId,
@@ -91,7 +121,7 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
       if (e.resumed !== undefined) fields.push('resumed', String(e.resumed));
       if (e.cleared !== undefined) fields.push('cleared', String(e.cleared), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
       if (e.byConnectionId !== undefined) fields.push('by_connection', e.byConnectionId, 'stale', String(e.stale ?? false), 'silent_for_ms', String(Math.round(e.silentForMs ?? 0)));
-      await append(fields);
+      await append(e, fields);
     },
     async checkSetup(): Promise<Error | null> {
       const found = await evictingServer(redis);
