@@ -6,9 +6,9 @@ import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, LonglinkError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, type CloseReason } from '../protocol/errors.js';
+import { CloseCodes, LonglinkError, OptionError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
-import { BARE_PING, BARE_PONG } from '../protocol/frame-codec.js';
+import { BARE_PING, BARE_PONG, putEntry } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
@@ -61,6 +61,22 @@ export type Dialer = NonNullable<ClientOptions['dial']>;
 export interface UnsentMessage {
   id: string;
   payload: Uint8Array;
+}
+
+/**
+ * An updateState() delta as the PING carries it. Plain JavaScript passes what the types forbid: null
+ * or undefined is read as deletion (the protocol's empty value); any other non-string is refused here,
+ * at the call, with LL_ERR_INVALID_OPTION.
+ */
+function stateDelta(delta: ClientState): ClientState {
+  const out: ClientState = {};
+  for (const [k, v] of Object.entries(delta)) {
+    const value: unknown = v;
+    if (value === null || value === undefined) putEntry(out, k, '');
+    else if (typeof value === 'string') putEntry(out, k, value);
+    else throw new OptionError(`state.${k}`, `must be a string, or null to delete the key (got ${typeof value})`);
+  }
+  return out;
 }
 
 /** A heartbeat timer this late (ms) ran after a freeze of the process: it waits for the socket to be read first. */
@@ -964,10 +980,16 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * no link is open. Flushes on a link go at most one per half the gateway's
    * shortest interval (2.5 s by default), as networkChanged()'s checks: one
    * asked for sooner goes when that time is up, with all state set meanwhile.
+   * A key set to the empty string is deleted (null or undefined, from
+   * JavaScript, too); any other value that is not a string throws
+   * LL_ERR_INVALID_OPTION and nothing of the delta is kept.
    */
   updateState(delta: ClientState, opts: { flush?: boolean } = {}): void {
+    // Checked before anything is kept: a value the encoder cannot write, kept pending, threw from
+    // the heartbeat timer that carried it (an uncaught exception in Node), on every heartbeat.
+    const checked = stateDelta(delta);
     if (this.pendingState === null) this.pendingStateAt = this.options.clock.now();
-    this.pendingState = { ...(this.pendingState ?? {}), ...delta };
+    this.pendingState = { ...(this.pendingState ?? {}), ...checked };
     if (opts.flush && this.link && this.welcome) {
       const now = this.options.clock.now();
       const due = this.lastFlushAt + this.checkGapMs();

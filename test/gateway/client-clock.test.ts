@@ -733,3 +733,22 @@ test('server-sent mode: the client\'s own freeze (a sleep, a long task) longer t
   client.close();
   await gw.close();
 });
+
+test('updateState() from JavaScript: null or undefined deletes the key (as the protocol\'s empty value), any other non-string is refused at the call, and no timer throws', async () => {
+  const { clock, gw, client } = setup();
+  await Promise.all([client.connect(), flush()]);
+  client.updateState({ fg: '1', net: 'wifi' }, { flush: true });
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, { fg: '1', net: 'wifi' });
+  // Types forbid these; plain JavaScript passes them. The heartbeat carrying them ran in a timer.
+  client.updateState({ fg: null, net: undefined } as unknown as Record<string, string>);
+  assert.doesNotThrow(() => clock.advance(1000), 'the heartbeat carrying the state');
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, {}, 'null and undefined deleted the keys');
+  for (const bad of [5, true, { a: 1 }]) {
+    assert.throws(() => client.updateState({ fg: bad } as unknown as Record<string, string>), (e: LonglinkError) => e.code === 'LL_ERR_INVALID_OPTION', JSON.stringify(bad));
+  }
+  assert.doesNotThrow(() => clock.advance(2000), 'nothing refused was kept pending');
+  assert.deepEqual(gw.connection('u', 'd')?.clientState, {});
+  assert.equal(client.state, 'open');
+  client.close();
+  await gw.close();
+});
