@@ -6,7 +6,7 @@ import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, LonglinkError, OptionError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, type CloseReason } from '../protocol/errors.js';
+import { CloseCodes, codeForReason, LonglinkError, OptionError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG, putEntry } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
@@ -359,7 +359,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       if (err instanceof RefusedError) {
         // Refused before the upgrade: the same as a GOAWAY, hint and reason.
         this.goawayAfterMs = Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, err.retryAfterMs));
-        const code = (CloseCodes as Record<string, number>)[err.reason] ?? CloseCodes['going-away'];
+        const code = codeForReason(err.reason) ?? CloseCodes['going-away'];
         this.lost(code, err.message);
         return;
       }

@@ -53,6 +53,14 @@ export function reasonForCode(code: number): CloseReason {
   return 'transport-error';
 }
 
+/**
+ * The code of a reason name read from the network (a refusal header), or undefined: an own name
+ * only, as a plain lookup would take `constructor` for a reason and give a function as the code.
+ */
+export function codeForReason(reason: string): number | undefined {
+  return Object.hasOwn(CloseCodes, reason) ? CloseCodes[reason as CloseReason] : undefined;
+}
+
 /** Whether a client should reconnect after a close with this code. */
 export function shouldReconnect(code: number): boolean {
   if (code === CloseCodes.normal) return false;
