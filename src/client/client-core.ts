@@ -6,7 +6,7 @@ import { IntervalLearner, type LearnerChange, type LearnerPhase } from '../core/
 import { SilenceDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import type { Link } from '../link/link.js';
-import { CloseCodes, codeForReason, LonglinkError, OptionError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, type CloseReason } from '../protocol/errors.js';
+import { CloseCodes, codeForReason, LonglinkError, OptionError, ProtocolError, RefusedError, reasonForCode, shouldReconnect, StreamEndedError, UpgradeRefusedError, type CloseReason } from '../protocol/errors.js';
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG, putEntry } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
@@ -363,6 +363,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         this.lost(code, err.message);
         return;
       }
+      // Something in front of the gateway (a proxy, a load balancer) said when to come back: a hint
+      // as a GOAWAY's, so the next attempt waits at least that (not cut short by a network change).
+      if (err instanceof UpgradeRefusedError && err.retryAfterMs !== undefined) this.goawayAfterMs = Math.min(MAX_RECONNECT_HINT_MS, Math.max(0, err.retryAfterMs));
       // A URL no dial can ever open (a scheme the dialer does not speak, a browser's mixed-content
       // refusal) is final with one URL to try: retried, it would spin at backoff pace for ever.
       if (err instanceof LonglinkError && err.code === 'LL_ERR_BAD_URL' && o.urls.length === 1) {

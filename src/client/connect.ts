@@ -1,8 +1,8 @@
 import net from 'node:net';
 import tls, { type ConnectionOptions } from 'node:tls';
 import { WebSocket } from 'ws';
-import { LonglinkError, RefusedError } from '../protocol/errors.js';
-import { GOAWAY_HEADER, parseGoawayHeader } from '../link/ws-refusal.js';
+import { LonglinkError, RefusedError, UpgradeRefusedError } from '../protocol/errors.js';
+import { GOAWAY_HEADER, parseGoawayHeader, parseRetryAfter } from '../link/ws-refusal.js';
 import { applyKeepalive } from '../link/socket-tuning.js';
 import { TcpLink } from '../link/tcp-link.js';
 import { WsLink } from '../link/ws-link.js';
@@ -90,15 +90,18 @@ function dialWs(u: URL, opts: DialOptions): Promise<Link> {
       applyKeepalive(sock, opts.keepalive);
     });
     // A gateway that refuses before the upgrade answers 503 with its GOAWAY in a header.
+    // Anything else in the way (a proxy, a load balancer) may answer 503 or 429 with a Retry-After.
     ws.once('unexpected-response', (_req, res) => {
       done();
       const goaway = parseGoawayHeader(res.headers[GOAWAY_HEADER]);
+      const status = res.statusCode ?? 0;
+      const retryAfterMs = status === 503 || status === 429 ? parseRetryAfter(res.headers['retry-after'], Date.now()) : undefined;
       ws.terminate();
       res.resume();
       reject(
         goaway
           ? new RefusedError(goaway.reason, goaway.retryAfterMs, `${u.host} refused the connection (${goaway.reason}); retry after ${goaway.retryAfterMs} ms`)
-          : new LonglinkError('LL_ERR_UPGRADE_REFUSED', `${u.host} answered the WebSocket upgrade with HTTP ${res.statusCode}`),
+          : new UpgradeRefusedError(status, retryAfterMs, `${u.host} answered the WebSocket upgrade with HTTP ${status}${retryAfterMs !== undefined ? `; retry after ${retryAfterMs} ms` : ''}`),
       );
     });
     ws.once('open', () => {

@@ -24,3 +24,20 @@ export function parseGoawayHeader(value: string | string[] | undefined): { reaso
   const m = v ? /^([a-z-]{1,40});\s*(\d{1,12})$/.exec(v.trim()) : null;
   return m ? { reason: m[1], retryAfterMs: Number(m[2]) } : null;
 }
+
+/**
+ * The most a `Retry-After` not from a longlink gateway (a proxy's, a load balancer's) holds the
+ * client back: one of days, or a misconfigured one, would otherwise keep it away that long.
+ */
+export const MAX_RETRY_AFTER_MS = 600_000;
+
+/**
+ * A `Retry-After` header (delay-seconds or an HTTP-date, RFC 9110 §10.2.3) as ms from `now`,
+ * bounded to 0..MAX_RETRY_AFTER_MS; undefined when absent or unreadable.
+ */
+export function parseRetryAfter(value: string | string[] | undefined, now: number): number | undefined {
+  const v = (Array.isArray(value) ? value[0] : value)?.trim();
+  if (!v) return undefined;
+  const ms = /^\d{1,12}$/.test(v) ? Number(v) * 1000 : Date.parse(v) - now;
+  return Number.isNaN(ms) ? undefined : Math.min(MAX_RETRY_AFTER_MS, Math.max(0, ms));
+}

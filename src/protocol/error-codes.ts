@@ -27,7 +27,7 @@ export const ERROR_CODES = {
   LL_ERR_CONNECT_TIMEOUT: { area: 'client', meaning: 'the TCP, TLS or WebSocket connect did not finish within handshakeTimeoutMs; the client retries with backoff' },
   LL_ERR_CONNECT_FAILED: { area: 'client', meaning: 'the browser WebSocket could not connect; the client retries with backoff' },
   LL_ERR_REFUSED: { area: 'client', meaning: 'the gateway refused the WebSocket before its upgrade (HTTP 503 with X-Longlink-Goaway); the client waits the hint, as after GOAWAY' },
-  LL_ERR_UPGRADE_REFUSED: { area: 'client', meaning: 'the server answered the WebSocket upgrade with another HTTP status (not a longlink gateway, or a proxy in the way)' },
+  LL_ERR_UPGRADE_REFUSED: { area: 'client', meaning: 'the server answered the WebSocket upgrade with another HTTP status (not a longlink gateway, or a proxy in the way); an `UpgradeRefusedError` with `status`, and `retryAfterMs` from the Retry-After of a 503 or 429, which the client waits at least (at most 10 minutes) before its next attempt' },
   LL_ERR_OUTBOX_FULL: { area: 'client', meaning: '`send()` while maxOutbox messages, or maxOutboxBytes of payload, wait for acknowledgement (a lone message always fits); nothing was queued' },
   // The admin port (HTTP status in brackets).
   LL_ERR_BAD_REQUEST: { area: 'admin', meaning: '[400] a bad body field or query parameter, or a body that did not arrive whole (the caller went away or sent it too slowly)' },

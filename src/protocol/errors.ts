@@ -101,6 +101,22 @@ export class RefusedError extends LonglinkError {
 }
 
 /**
+ * The WebSocket upgrade was answered with another HTTP status, by something that is not a
+ * longlink gateway's refusal (a proxy, a load balancer, another server). `retryAfterMs`: the
+ * `Retry-After` of a 503 or 429, which the client waits at least before its next attempt.
+ */
+export class UpgradeRefusedError extends LonglinkError {
+  constructor(
+    readonly status: number,
+    readonly retryAfterMs: number | undefined,
+    message: string,
+  ) {
+    super('LL_ERR_UPGRADE_REFUSED', message);
+    this.name = 'UpgradeRefusedError';
+  }
+}
+
+/**
  * A peer sent something the protocol does not allow. Carries the close reason
  * the connection is closed with; `code` is `LL_ERR_` + the reason in upper case
  * (for example `LL_ERR_FRAME_TOO_LARGE`).

@@ -35,6 +35,25 @@ async function firstRefusal(url: string): Promise<{ close: CloseEvent; delayMs: 
   return { close: closes[0], delayMs: delays[0] };
 }
 
+test("a 503 to the upgrade with only Retry-After (a proxy's, a load balancer's) is honoured as the least wait, in seconds or as an HTTP date, bounded", async () => {
+  const cases: [string, (ms: number) => boolean][] = [
+    ['Retry-After: 7', (ms) => ms === 7000],
+    [`Retry-After: ${new Date(Date.now() + 20_000).toUTCString()}`, (ms) => ms >= 18_000 && ms <= 20_000],
+    ['Retry-After: 99999999', (ms) => ms === 600_000],
+    ['Retry-After: soon', (ms) => ms <= 200],
+  ];
+  for (const [header, ok] of cases) {
+    const s = await refuser(`HTTP/1.1 503 Service Unavailable\r\n${header}`);
+    try {
+      const { close, delayMs } = await firstRefusal(s.url);
+      assert.ok(close.willReconnect, header);
+      assert.ok(ok(delayMs), `${header}: the next attempt planned in ${delayMs} ms`);
+    } finally {
+      await s.close();
+    }
+  }
+});
+
 test('a refusal header naming an Object.prototype property ("constructor") is an unknown reason: a numeric close code, going-away', async () => {
   const s = await refuser('HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nX-Longlink-Goaway: constructor; 300');
   try {
