@@ -5,6 +5,7 @@ import { dropUndefined, MAX_TIMER_MS, resolveProbes, type ProbeOptions } from '.
 import { validateKeepalive, type KeepaliveOptions } from '../link/keepalive-limits.js';
 import { LonglinkError, OptionError } from '../protocol/errors.js';
 import { DEFAULT_MAX_FRAME_BYTES } from '../protocol/frame-decoder.js';
+import { putEntry } from '../protocol/frame-codec.js';
 import type { ClientState, HeartbeatDirection } from '../protocol/frames.js';
 import type { Link } from '../link/link.js';
 import type { LearnerOptions, LearnerSnapshot } from '../core/interval-learner.js';
@@ -35,7 +36,7 @@ export interface ClientOptions {
    * is used, and a close for an expired token (4512) is retried with a new one.
    */
   token?: string | TokenProvider;
-  /** Sent once in HELLO and cached by the gateway (app version, OS, ...). */
+  /** Sent once in HELLO and cached by the gateway (app version, OS, ...). String values; from JavaScript, null or undefined ones are left out and any other throws LL_ERR_INVALID_OPTION. */
   clientInfo?: ClientState;
   /** Who sends heartbeats; 'server' suits clients whose timers are throttled. */
   direction?: HeartbeatDirection;
@@ -187,6 +188,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   checkTimerMs('reconnect.stableAfterMs', r.stableAfterMs, 0);
   checkTimerMs('ackDelayMs', o.ackDelayMs, 0);
   checkTimerMs('closeFlushMs', o.closeFlushMs, 0);
+  const clientInfo = checkClientInfo(o.clientInfo ?? {});
   const keepalive = dropUndefined(o.keepalive ?? {});
   validateKeepalive(keepalive);
   return {
@@ -194,7 +196,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     userId: o.userId,
     deviceId: o.deviceId,
     token: o.token,
-    clientInfo: o.clientInfo ?? {},
+    clientInfo,
     direction: o.direction ?? 'client',
     intervalMs: o.intervalMs,
     adaptive: o.adaptive ? { ...(o.intervalMs !== undefined ? { startMs: o.intervalMs } : {}), ...(o.adaptive === true ? {} : o.adaptive) } : null,
@@ -229,4 +231,20 @@ export function checkIntervalMs(name: string, ms: number): void {
 /** A delay armed as one timer, from `min` to MAX_TIMER_MS ms (undefined: the default). Throws LL_ERR_INVALID_OPTION naming `name`. */
 function checkTimerMs(name: string, ms: number | undefined, min: number): void {
   if (ms !== undefined && !(ms >= min && ms <= MAX_TIMER_MS)) throw new OptionError(name, `must be a number from ${min} to ${MAX_TIMER_MS} ms (got ${ms})`);
+}
+
+/**
+ * clientInfo as HELLO carries it. Plain JavaScript passes what the types forbid: a null or undefined
+ * value is left out; any other value that is not a string is refused here, not thrown by the HELLO
+ * encoder inside an attempt (an unhandled rejection, which ends a Node process).
+ */
+function checkClientInfo(info: ClientState): ClientState {
+  const out: ClientState = {};
+  for (const [k, v] of Object.entries(info)) {
+    const value: unknown = v;
+    if (value === null || value === undefined) continue;
+    if (typeof value !== 'string') throw new OptionError(`clientInfo.${k}`, `must be a string (got ${typeof value})`);
+    putEntry(out, k, value);
+  }
+  return out;
 }

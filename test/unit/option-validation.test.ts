@@ -155,3 +155,37 @@ test('wheelTickMs beyond a timer (2^31 − 1 ms) is refused: Node fires such a t
   }
   assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, wheelTickMs: 2 ** 31 - 1 }));
 });
+
+test('client clientInfo from JavaScript: a value that is not a string is refused at construction (null or undefined is left out), never thrown by the HELLO encoder inside an attempt', async () => {
+  for (const v of [5, true, { a: 1 }]) {
+    assert.throws(() => new LonglinkClient({ ...base, clientInfo: { app: v } as unknown as Record<string, string> }), invalid(/clientInfo\.app/), JSON.stringify(v));
+  }
+  const rejections: unknown[] = [];
+  const onRejection = (r: unknown) => rejections.push(r);
+  process.on('unhandledRejection', onRejection);
+  const clock = new ManualClock(0);
+  const gw = new Gateway({ tcp: false, ws: false, clock, timers: clock });
+  try {
+    const client = new LonglinkClient({
+      ...base,
+      clientInfo: { app: null, os: 'linux', v: undefined } as unknown as Record<string, string>,
+      clock,
+      timers: clock,
+      dial: async () => {
+        const [s, c] = memoryLinkPair();
+        gw.accept(s);
+        return c;
+      },
+    });
+    const opened = client.connect().then(() => 'open', (e: Error) => e.message);
+    await flush();
+    await new Promise((r) => setImmediate(r));
+    assert.deepEqual(rejections.map(String), [], 'no unhandled rejection');
+    assert.equal(await Promise.race([opened, 'pending']), 'open');
+    assert.deepEqual(gw.connection('u', 'd')?.clientInfo, { os: 'linux' });
+    client.close();
+  } finally {
+    process.off('unhandledRejection', onRejection);
+    await gw.close();
+  }
+});
