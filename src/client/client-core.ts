@@ -953,13 +953,20 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * reconnect; the gateway drops re-sends it already has. While disconnected,
    * or while maxInFlight messages are written and unacknowledged, it waits in
    * the outbox. Returns the message id. Throws
-   * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting.
+   * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting, and
+   * LL_ERR_INVALID_OPTION for a payload neither a string nor a Uint8Array
+   * (wrap an ArrayBuffer in one).
    */
   send(payload: Uint8Array | string, opts: { id?: string } = {}): string {
     if (this.outbox.length >= this.options.maxOutbox) {
       throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outbox.length} messages are waiting for acknowledgement`);
     }
     const bytes = typeof payload === 'string' ? UTF8.encode(payload) : payload;
+    // Plain JavaScript passes what the types forbid: a number, an object or an ArrayBuffer (no
+    // `length`) went out as an empty message and made the outbox's byte count NaN (its bound gone).
+    if (!ArrayBuffer.isView(bytes) || (bytes as { BYTES_PER_ELEMENT?: number }).BYTES_PER_ELEMENT !== 1) {
+      throw new OptionError('payload', `must be a string or a Uint8Array (got ${bytes === null ? 'null' : Object.prototype.toString.call(bytes)})`);
+    }
     if (this.outbox.length > 0 && this.outboxBytes + bytes.length > this.options.maxOutboxBytes) {
       throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outboxBytes} bytes are waiting for acknowledgement; ${bytes.length} more would pass maxOutboxBytes (${this.options.maxOutboxBytes})`);
     }

@@ -752,3 +752,20 @@ test('updateState() from JavaScript: null or undefined deletes the key (as the p
   client.close();
   await gw.close();
 });
+
+test('send() from JavaScript: a payload that is neither a string nor bytes (a number, an object, an ArrayBuffer, null) is refused at the call, not sent as an empty message', async () => {
+  const { gw, client } = setup();
+  const got: number[] = [];
+  gw.on('message', (m) => got.push(m.payload.length));
+  await Promise.all([client.connect(), flush()]);
+  for (const bad of [123, { a: 1 }, new ArrayBuffer(3), null, new DataView(new ArrayBuffer(2))]) {
+    assert.throws(() => client.send(bad as unknown as Uint8Array), (e: LonglinkError) => e.code === 'LL_ERR_INVALID_OPTION', Object.prototype.toString.call(bad));
+  }
+  assert.equal(client.pendingCount, 0, 'nothing refused was queued');
+  client.send(Buffer.from('ab'));
+  client.send('xyz');
+  await flush();
+  assert.deepEqual(got, [2, 3]);
+  client.close();
+  await gw.close();
+});
