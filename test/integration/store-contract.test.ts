@@ -449,6 +449,31 @@ for (const kind of kinds) {
       if (s instanceof MemoryStore) assert.equal(s.footprint.mailboxes, 0);
       if (s instanceof RedisStore) assert.equal((await keysLike(s, `${(s as unknown as { o: { prefix: string } }).o.prefix}*:mb*`)).filter((k) => !k.includes(':mba:')).length, 0);
     });
+
+    // Ids are any strings (HELLO's and the server API's alike): NUL, separators and hash-tag braces
+    // included. Two devices whose ids join to the same text are still two devices, each a slot of its own.
+    withStore('ids holding NUL, colons, braces or percent signs are keys of their own device: no device shares another\'s records', async (s) => {
+      const pairs = [['a\u0000b', 'c'], ['a', 'b\u0000c'], ['x:y', 'z'], ['x', 'y:z'], ['{u}', '}{'], ['%7B', '{'], ['u}', 'd:{x}']] as const;
+      const now = Date.now();
+      if (s instanceof RedisStore) await s.joinCluster('n1', () => {});
+      for (const [i, [u, d]] of pairs.entries()) {
+        assert.equal(await s.markInbound(u, d, 'm1', now), true, `${JSON.stringify([u, d])}: its first m1 is new`);
+        await s.enqueue(u, d, msg(`p${i}`), LIMITS);
+        await s.rememberDevice(u, d, now + 60_000);
+        await s.setOnline({ userId: u, deviceId: d, connectionId: `c${i}`, nodeId: 'n1', transport: 'tcp', since: 1, clientInfo: {} });
+        await s.saveSession({ sessionId: `s${i}`, resumeToken: `tok${i}-${prefixN}`, userId: u, deviceId: d, clientInfo: {}, createdAt: 1, inSeq: i }, now + 60_000);
+      }
+      for (const [i, [u, d]] of pairs.entries()) {
+        const who = JSON.stringify([u, d]);
+        assert.equal(await s.seenInbound(u, d, 'm1', now), true, who);
+        assert.equal(await s.markInbound(u, d, 'm1', now), false, `${who}: m1 again is a duplicate`);
+        assert.deepEqual(ids(await s.take(u, d, 'L', 0)), [`p${i}`], `${who}: its own mailbox`);
+        assert.deepEqual((await s.devices(u)).map((e) => [e.deviceId, e.connectionId]), [[d, `c${i}`]], `${who}: its own presence`);
+        assert.deepEqual(await s.knownDevices(u, now), [d], `${who}: its own known devices`);
+        const r = await s.loadSession(`tok${i}-${prefixN}`, now);
+        assert.deepEqual([r?.userId, r?.deviceId, r?.inSeq], [u, d, i], `${who}: its own session`);
+      }
+    });
   });
 }
 

@@ -84,7 +84,7 @@ interface DedupWindow {
   user: UserDedup;
 }
 
-/** One user's dedup windows (maxDedupBytesPerUser): by `user\0device`, least recently recorded first, and their bytes. */
+/** One user's dedup windows (maxDedupBytesPerUser): by dedupKey, least recently recorded first, and their bytes. */
 interface UserDedup {
   userId: string;
   windows: Map<string, DedupWindow>;
@@ -262,6 +262,13 @@ const SWEEP_STEP = 2048;
 /** What an id costs in the dedup record beyond its characters (map entry, number, key). */
 const DEDUP_ENTRY_BYTES = 64;
 
+/**
+ * One key per (user, device), whatever the ids hold: the user's length first. Ids are any strings
+ * (NUL included); joined by a NUL, user `a\0b` device `c` and user `a` device `b\0c` shared a
+ * window, and one's message ids made the other's messages duplicates, dropped.
+ */
+const dedupKey = (userId: string, deviceId: string) => `${userId.length}:${userId}${deviceId}`;
+
 export class MemoryStore implements Store {
   readonly kind = 'memory';
   /** Presence, resume tokens and the known-device mark of each (user, device), in one entry. */
@@ -296,7 +303,7 @@ export class MemoryStore implements Store {
   private readonly lingering: KnownList = { head: null, tail: null };
   /** Devices in both lists. */
   private knownCount = 0;
-  /** By `user\0device`, least recently recorded first. */
+  /** By dedupKey, least recently recorded first. */
   private readonly dedup = new Map<string, DedupWindow>();
   private dedupBytes = 0;
   private readonly dedupByUser = new Map<string, UserDedup>();
@@ -863,12 +870,12 @@ export class MemoryStore implements Store {
   }
 
   async seenInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
-    const at = this.dedup.get(`${userId}\u0000${deviceId}`)?.ids.get(id);
+    const at = this.dedup.get(dedupKey(userId, deviceId))?.ids.get(id);
     return at !== undefined && at > now - this.limits.dedupWindowMs;
   }
 
   async markInbound(userId: string, deviceId: string, id: string, now: number): Promise<boolean> {
-    const key = `${userId}\u0000${deviceId}`;
+    const key = dedupKey(userId, deviceId);
     let w = this.dedup.get(key);
     if (w) {
       this.dedup.delete(key);
