@@ -205,6 +205,21 @@ function authOutcome(err: unknown): Error {
   return new AuthenticatorFailed(err);
 }
 
+/** What kind of value `v` is, for a message (not the value: it may be anything an authenticator holds). */
+const kindOf = (v: unknown) => (v === null ? 'null' : Array.isArray(v) ? 'an array' : typeof v === 'object' ? 'an object' : `a ${typeof v}`);
+
+/** Why an authenticator's answer is not an Identity (ids strings, clientInfo an object of strings), or null if it is one. */
+function identityFault(identity: unknown): string | null {
+  if (identity === null || typeof identity !== 'object') return `the authenticator returned ${kindOf(identity)}, not an identity`;
+  const { userId, deviceId, clientInfo } = identity as Record<string, unknown>;
+  if (typeof userId !== 'string') return `the authenticator's userId is ${kindOf(userId)}, not a string`;
+  if (typeof deviceId !== 'string') return `the authenticator's deviceId is ${kindOf(deviceId)}, not a string`;
+  if (clientInfo === undefined || clientInfo === null) return null;
+  if (typeof clientInfo !== 'object' || Array.isArray(clientInfo)) return `the authenticator's clientInfo is ${kindOf(clientInfo)}, not an object of strings`;
+  for (const [k, v] of Object.entries(clientInfo)) if (typeof v !== 'string') return `the authenticator's clientInfo ${JSON.stringify(k)} is ${kindOf(v)}, not a string`;
+  return null;
+}
+
 /**
  * Something went wrong that the gateway survived: a store call failed (the
  * affected link was closed with a retryable code, or the push reported the
@@ -767,6 +782,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     }
     // A slow hook: the client may have given up on this link and resumed elsewhere meanwhile.
     stillOpen(conn);
+    // JavaScript's or a hook's JSON: a user id of 42 made a device no push to '42' found, a missing one
+    // failed every handshake as a store fault. The authenticator's failure, not the device's (retried).
+    const misshapen = identityFault(identity);
+    if (misshapen) throw new AuthenticatorFailed(new LonglinkError('LL_ERR_INVALID_IDENTITY', misshapen));
     // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
     const l = o.limits;
     for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {

@@ -54,7 +54,9 @@ export interface Identity {
  * (for good: the SDK does not retry; the message is the device's close reason);
  * return the identity to use. Any other throw (a plain Error: a database down)
  * is a failure, not a refusal: the device is told 4004 (retried, nothing of the
- * error), the error goes to a `fault` (kind auth).
+ * error), the error goes to a `fault` (kind auth). So is an answer that is not
+ * an Identity (ids not strings, a clientInfo value not a string):
+ * LL_ERR_INVALID_IDENTITY.
  * `peer.signal` aborts when the link closes before the answer (the client left,
  * or its handshake deadline passed): pass it to any request made on the
  * HELLO's behalf, so that it ends with the link and its admission place.

@@ -5,7 +5,7 @@ import { UPSTREAM_DEFAULTS, type UpstreamEvent, type UpstreamSink, type Upstream
 const pick = (s: Readonly<UpstreamStats>) => ({ eventsSent: s.eventsSent, eventsLost: s.eventsLost, eventsDropped: s.eventsDropped, eventsPending: s.eventsPending });
 import { GatewayMetrics } from '../../src/admin/metrics.js';
 import { ManualClock } from '../../src/core/clock.js';
-import { LIMIT_DEFAULTS } from '../../src/gateway/options.js';
+import { LIMIT_DEFAULTS, type Identity } from '../../src/gateway/options.js';
 import { Gateway, OPEN_SESSION_TTL_MS, type FaultEvent, type OfflineEvent, type ReplacedEvent } from '../../src/gateway/gateway.js';
 import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from '../../src/gateway/stores/store.js';
@@ -679,6 +679,36 @@ test('an authenticator\'s clientInfo is bounded in UTF-8 bytes as HELLO\'s is: 8
     assert.equal(lastClose(c1)?.code, over ? 4508 : undefined, text.slice(0, 3));
     await gw.close();
   }
+});
+
+test('an authenticator whose identity is of the wrong shape (a number from a database, a hook\'s JSON) fails with LL_ERR_INVALID_IDENTITY: 4004 and a fault (kind auth), nothing kept under it', async () => {
+  const answers: Record<string, unknown> = {
+    'num-user': { userId: 42, deviceId: 'd' },
+    'num-device': { userId: 'u', deviceId: 7 },
+    'no-user': { deviceId: 'd' },
+    nothing: undefined,
+    'info-number': { userId: 'u', deviceId: 'd', clientInfo: { build: 7 } },
+    'info-nested': { userId: 'u', deviceId: 'd', clientInfo: { os: { name: 'x' } } },
+    'info-string': { userId: 'u', deviceId: 'd', clientInfo: 'ios' },
+    'info-array': { userId: 'u', deviceId: 'd', clientInfo: ['ios'] },
+  };
+  const { gw } = setup({ authenticate: (h) => (h.token! in answers ? answers[h.token!] : { userId: h.userId, deviceId: h.deviceId }) as Identity });
+  const faults: FaultEvent[] = [];
+  gw.on('fault', (e) => faults.push(e));
+  for (const token of Object.keys(answers)) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: '42', deviceId: '7', token });
+    await flush();
+    const close = lastClose(client);
+    assert.equal(close?.code, CloseCodes['server-error'], `${token}: ${close?.code} ${close?.reason} (online: ${gw.onlineDevices})`);
+    const f = faults.at(-1);
+    assert.deepEqual([f?.kind, f?.op, (f?.error as LonglinkError | undefined)?.code], ['auth', 'authenticate', 'LL_ERR_INVALID_IDENTITY'], `${token}: ${String((f?.error as Error | undefined)?.message)}`);
+  }
+  assert.equal(faults.length, Object.keys(answers).length);
+  assert.equal(gw.onlineDevices, 0);
+  assert.deepEqual([await gw.presence('42'), await gw.presence('u')], [[], []]);
+  await gw.close();
 });
 
 test('HELLO\'s userId and deviceId are bounded in UTF-8 bytes (maxIdBytes): longer closes with field-too-large (4508) before anything is kept', async () => {
