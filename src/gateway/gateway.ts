@@ -798,6 +798,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (clientInfo && clientInfo !== hello.clientInfo) {
       // In UTF-8 bytes, as the limit (and HELLO's clientInfo) counts: a JSON string's length counts é as 1.
       if (utf8Exceeds(JSON.stringify(clientInfo), l.maxClientInfoBytes)) throw new ProtocolError('field-too-large', `the authenticator's clientInfo exceeds the limit of ${l.maxClientInfoBytes} bytes`);
+      // In entries too, as HELLO's (connection.ts): a thousand empty ones are a few bytes and 50 KB of heap, kept with the session.
+      const keys = Object.keys(clientInfo).length;
+      if (keys > l.maxStateKeys) throw new ProtocolError('field-too-large', `the authenticator's clientInfo of ${keys} entries exceeds the limit of ${l.maxStateKeys}`);
       clientInfo = toWellFormed(clientInfo);
     }
     conn.userId = identity.userId;

@@ -681,6 +681,20 @@ test('an authenticator\'s clientInfo is bounded in UTF-8 bytes as HELLO\'s is: 8
   }
 });
 
+test('an authenticator\'s clientInfo is bounded in entries as HELLO\'s is (maxStateKeys): five empty entries over a bound of four close with field-too-large (4508)', async () => {
+  const many = { a: '', b: '', c: '', d: '', e: '' };
+  for (const [info, over] of [[many, true], [{ a: '', b: '', c: '', d: '' }, false]] as const) {
+    const { gw } = setup({ limits: { maxClientInfoBytes: 100, maxStateKeys: 4 }, authenticate: () => ({ userId: 'u', deviceId: 'd', clientInfo: info }) });
+    const [s1, c1] = memoryLinkPair();
+    gw.accept(s1);
+    c1.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd' });
+    await flush();
+    assert.equal(lastClose(c1)?.code, over ? 4508 : undefined, `${Object.keys(info).length} entries`);
+    assert.equal(gw.onlineDevices, over ? 0 : 1);
+    await gw.close();
+  }
+});
+
 test('an authenticator whose identity is of the wrong shape (a number from a database, a hook\'s JSON) fails with LL_ERR_INVALID_IDENTITY: 4004 and a fault (kind auth), nothing kept under it', async () => {
   const answers: Record<string, unknown> = {
     'num-user': { userId: 42, deviceId: 'd' },
