@@ -50,9 +50,12 @@ interface Pending {
  */
 /**
  * Pushes are keyed by user and message id: one id pushed to several users (a
- * group message) is one push per user, each settled by its own devices.
+ * group message) is one push per user, each settled by its own devices. The
+ * user's length first: ids may hold any character, and joined by a NUL, user
+ * `a\0b`'s push `c` and user `a`'s push `b\0c` were one (the second ended the
+ * first at once, and the first's device settled the second).
  */
-const key = (userId: string, id: string) => `${userId}\u0000${id}`;
+const key = (userId: string, id: string) => `${userId.length}:${userId}${id}`;
 
 export class PushTracker {
   private readonly pending = new Map<string, Pending>();

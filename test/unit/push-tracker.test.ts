@@ -84,3 +84,19 @@ test('push tracker: a device whose mailbox write has not answered is not settled
   ]);
   assert.equal((t as unknown as { byDevice: Map<string, unknown> }).byDevice.size, 0);
 });
+
+test('push tracker: pushes are told apart by user and id whatever they hold: user a\\0b\'s id c and user a\'s id b\\0c are two pushes', async () => {
+  const t = new PushTracker(new ManualClock());
+  const first = t.track('a\u0000b', 'c', ['d'], 10_000);
+  let firstDone = false;
+  void first.then(() => (firstDone = true));
+  const second = t.track('a', 'b\u0000c', ['d'], 10_000);
+  await Promise.resolve();
+  assert.equal(firstDone, false, "another user's push does not end this one");
+  assert.equal(t.size, 2);
+  t.settle('a\u0000b', 'c', 'd', 'delivered');
+  assert.equal((await first).delivered, 1);
+  assert.equal(t.size, 1, "the other user's push still waits on its device");
+  t.settle('a', 'b\u0000c', 'd', 'delivered');
+  assert.equal((await second).delivered, 1);
+});
