@@ -52,7 +52,9 @@ export class Backoff {
     // 0 × factor^n is 0, but a large factor overflows factor^n to Infinity, and 0 × Infinity is NaN
     // (a NaN delay arms setTimeout(NaN): a reconnect every millisecond).
     if (initialDelayMs === 0) return 0;
-    return Math.min(maxDelayMs, initialDelayMs * Math.pow(factor, Math.min(n, 64)));
+    // The power uncut: an overflow to Infinity is capped like any ceiling above maxDelayMs, where an
+    // exponent cut at 64 held a factor near 1 far below it (1.01^64 = 1.89: 189 ms for ever from 100).
+    return Math.min(maxDelayMs, initialDelayMs * Math.pow(factor, n));
   }
 
   /** The delay before the next attempt. */

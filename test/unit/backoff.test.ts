@@ -93,6 +93,16 @@ describe('Backoff: ceilings', () => {
     assert.equal(big.ceiling(1e6), 30_000);
   });
 
+  test('a factor close to 1 still climbs to the cap (the exponent was cut at 64)', () => {
+    // factor^64 is 1.89 for 1.01 and 3.55 for 1.02: the ceiling stopped there, far below maxDelayMs.
+    for (const factor of [1.01, 1.02, 1.05]) {
+      const b = new Backoff({ initialDelayMs: 100, maxDelayMs: 30_000, minDelayMs: 0, factor });
+      const n = Math.ceil(Math.log(300) / Math.log(factor));
+      assert.equal(b.ceiling(n), 30_000, `factor ${factor}, attempt ${n}: ceiling ${b.ceiling(n)}`);
+      assert.equal(b.ceiling(n - 1), Math.min(30_000, 100 * factor ** (n - 1)));
+    }
+  });
+
   test('an initial delay of 0 with a factor whose power overflows gives the floor, never NaN', () => {
     // factor^n overflows to Infinity (1e6^52, 1e300^2), and 0 × Infinity was NaN: setTimeout(NaN) fires after 1 ms.
     for (const factor of [1e6, 1e300]) {
