@@ -3,7 +3,10 @@
  * of the best so far, so a page of 200 out of 200,000 is not a full sort.
  */
 export function topK<T>(items: Iterable<T>, k: number, key: (item: T) => number): T[] {
-  if (k <= 0) return [];
+  // Whole items only: a fraction let the heap take one more, and NaN (no item is "fewer than NaN")
+  // went on to read the empty heap's top.
+  k = Math.floor(k);
+  if (!(k > 0)) return [];
   const heap: { item: T; key: number }[] = [];
   const less = (i: number, j: number) => heap[i].key < heap[j].key;
   const swap = (i: number, j: number) => ([heap[i], heap[j]] = [heap[j], heap[i]]);

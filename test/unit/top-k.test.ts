@@ -11,3 +11,12 @@ test('topK agrees with a full sort', () => {
     }),
   );
 });
+
+test('a count that is not a whole number: a fraction is cut to its whole part, NaN is none (a NaN threw a TypeError)', () => {
+  // Gateway.listConnections({ limit }) hands its limit here: 2.5 gave three connections, NaN threw.
+  const xs = [5, 1, 4, 2, 3];
+  assert.deepEqual(topK(xs, 2.5, (x) => x), [5, 4]);
+  assert.deepEqual(topK(xs, 0.5, (x) => x), []);
+  assert.deepEqual(topK(xs, NaN, (x) => x), []);
+  assert.deepEqual(topK(xs, Infinity, (x) => x), [5, 4, 3, 2, 1]);
+});
