@@ -445,6 +445,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
   // The upstream builds its retry Backoff on a first failure: bounds it would refuse then are refused now.
   const retry = { ...UPSTREAM_DEFAULTS, ...dropUndefined(o.upstream ?? {}) };
   if (retry.retryMaxMs > MAX_TIMER_MS) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.retryMaxMs must be at most ${MAX_TIMER_MS} (got ${retry.retryMaxMs})`);
+  if (retry.attemptTimeoutMs > MAX_TIMER_MS) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.attemptTimeoutMs must be at most ${MAX_TIMER_MS} (got ${retry.attemptTimeoutMs})`);
   if (retry.retryMinMs > retry.retryMaxMs) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.retryMinMs exceeds upstream.retryMaxMs (${retry.retryMinMs} > ${retry.retryMaxMs})`);
   return {
     tcp: o.tcp === false ? false : { port: o.tcp?.port ?? DEFAULT_TCP_PORT, host: o.tcp?.host ?? DEFAULTS.host, ...validTls('tcp', o.tcp?.tls) },

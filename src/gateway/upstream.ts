@@ -122,6 +122,8 @@ export interface UpstreamSink {
   checkSetup?(): Promise<Error | null>;
   /** Connections it may hold open to the backend at most: files the gateway keeps back from devices. */
   readonly maxSockets?: number;
+  /** Its own deadline for one call (ms), if it has one: the runner's (`attemptTimeoutMs`) is never shorter by default. */
+  readonly timeoutMs?: number;
 }
 
 export interface UpstreamOptions {
@@ -142,9 +144,19 @@ export interface UpstreamOptions {
    * bound (each held up to three attempts and the sink's timeout).
    */
   maxPendingEvents?: number;
+  /**
+   * Longest one call to the sink (a message's attempt, an event's) may go
+   * unanswered: past it the call counts as failed (a `fault`,
+   * LL_ERR_UPSTREAM_TIMEOUT) and a message is retried. A sink that never
+   * settles (one of your own, without a deadline) would otherwise hold its
+   * device's messages, and a slot of `maxPending`, for good. Default: 30 s,
+   * or the sink's own `timeoutMs` plus a second if that is longer (its own
+   * deadline answers first, with its own error).
+   */
+  attemptTimeoutMs?: number;
 }
 
-export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as UpstreamEventType[], maxPendingEvents: 10_000 };
+export const UPSTREAM_DEFAULTS = { maxPendingPerConnection: 256, maxPending: 20_000, retryMinMs: 100, retryMaxMs: 10_000, events: [] as UpstreamEventType[], maxPendingEvents: 10_000, attemptTimeoutMs: 30_000 };
 
 export interface UpstreamStats {
   accepted: number;
@@ -185,8 +197,10 @@ export class UpstreamRunner {
     private readonly onFailure: (err: unknown, msg: UpstreamMessage) => void,
     private readonly random: () => number = Math.random,
   ) {
-    this.o = { ...UPSTREAM_DEFAULTS, ...dropUndefined(opts) } as Required<UpstreamOptions>;
-    for (const k of ['maxPendingPerConnection', 'maxPending', 'maxPendingEvents', 'retryMinMs', 'retryMaxMs'] as const) {
+    const sinkTimeout = opts.sink.timeoutMs;
+    const attemptTimeoutMs = sinkTimeout !== undefined && Number.isFinite(sinkTimeout) ? Math.max(UPSTREAM_DEFAULTS.attemptTimeoutMs, Math.ceil(sinkTimeout) + 1000) : UPSTREAM_DEFAULTS.attemptTimeoutMs;
+    this.o = { ...UPSTREAM_DEFAULTS, attemptTimeoutMs, ...dropUndefined(opts) } as Required<UpstreamOptions>;
+    for (const k of ['maxPendingPerConnection', 'maxPending', 'maxPendingEvents', 'retryMinMs', 'retryMaxMs', 'attemptTimeoutMs'] as const) {
       const v = this.o[k];
       if (!(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.${k} must be a positive integer (got ${v})`);
     }
@@ -211,7 +225,7 @@ export class UpstreamRunner {
     try {
       while (stillWanted()) {
         try {
-          const answer = (await this.o.sink.send(msg)) ?? {};
+          const answer = (await this.bounded(() => this.o.sink.send(msg))) ?? {};
           this.stats.accepted++;
           return answer;
         } catch (err) {
@@ -246,15 +260,9 @@ export class UpstreamRunner {
     }
     this.stats.pending++;
     this.fireBytes += size;
-    // A sink of the user's that throws rather than rejects: thrown here, it left pending and fireBytes
-    // raised for good (every later fire-and-forget refused) and escaped into the link's frame handler.
-    let sent: Promise<UpstreamAnswer | void>;
-    try {
-      sent = this.o.sink.send(msg);
-    } catch (err) {
-      sent = Promise.reject(err);
-    }
-    sent
+    // A sink of the user's that throws rather than rejects, or never settles: it left pending and
+    // fireBytes raised for good (every later fire-and-forget refused). bounded() turns both into a rejection.
+    this.bounded(() => this.o.sink.send(msg))
       .then(
         (answer) => {
           this.stats.accepted++;
@@ -272,6 +280,34 @@ export class UpstreamRunner {
         onDone?.();
       });
     return true;
+  }
+
+  /**
+   * One call to the sink, failed (LL_ERR_UPSTREAM_TIMEOUT) if it has not settled within
+   * attemptTimeoutMs, or if it throws rather than rejects. A late answer is ignored: the
+   * message was retried meanwhile, and the backend deduplicates by id.
+   */
+  private bounded<T>(call: () => Promise<T>): Promise<T> {
+    const ms = this.o.attemptTimeoutMs;
+    return new Promise<T>((resolve, reject) => {
+      const t = this.timers.setTimeout(() => reject(new LonglinkError('LL_ERR_UPSTREAM_TIMEOUT', `upstream ${this.o.sink.name}: no answer within ${ms} ms (attemptTimeoutMs)`)), ms);
+      let p: Promise<T>;
+      try {
+        p = call();
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      Promise.resolve(p).then(
+        (v) => {
+          this.timers.clearTimeout(t);
+          resolve(v);
+        },
+        (err: unknown) => {
+          this.timers.clearTimeout(t);
+          reject(err);
+        },
+      );
+    });
   }
 
   /** The wait before the next attempt: the backoff's, or longer if the backend asked for it (UpstreamBusyError), up to retryMaxMs. */
@@ -305,7 +341,7 @@ export class UpstreamRunner {
       const backoff = this.backoff();
       for (let attempt = 0; attempt < 3; attempt++) {
         try {
-          await sink.sendEvent(e);
+          await this.bounded(() => sink.sendEvent!(e));
           this.stats.eventsSent++;
           return;
         } catch (err) {

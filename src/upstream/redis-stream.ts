@@ -68,7 +68,8 @@ return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`;
 
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
   const waitMs = o.waitTimeoutMs ?? 1000;
-  const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1, commandTimeout: Math.max(o.timeoutMs ?? 10_000, waitMs + 1000) });
+  const timeoutMs = Math.max(o.timeoutMs ?? 10_000, waitMs + 1000);
+  const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1, commandTimeout: timeoutMs });
   redis.on('error', () => {
     // Reconnects by itself; a failed XADD rejects and the message is retried.
   });
@@ -102,6 +103,7 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
   return {
     name: 'redis-stream',
     redis,
+    timeoutMs,
     async send(m: UpstreamMessage): Promise<void> {
       await append(m, [
         'type', 'message',

@@ -185,6 +185,7 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
   return {
     name: 'webhook',
     maxSockets: (o.maxSockets ?? 256) + eventSockets,
+    timeoutMs,
     async close(): Promise<void> {
       agent.destroy();
       eventAgent.destroy();

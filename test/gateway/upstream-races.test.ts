@@ -285,7 +285,8 @@ test('receivedAt is when the gateway read the message, not when its turn to go u
   const seen: UpstreamMessage[] = [];
   const held: (() => void)[] = [];
   const sink: UpstreamSink = { name: 't', send: (m) => (seen.push(m), new Promise<void>((r) => held.push(r))) };
-  const { clock, gw: g } = setup({ upstream: { sink } });
+  // Past the runner's default deadline (30 s): a sink that takes this long is given this long.
+  const { clock, gw: g } = setup({ upstream: { sink, attemptTimeoutMs: 60_000 } });
   const { client } = await open(g);
   const readAt = clock.now();
   client.send({ type: FrameType.DATA, seq: 1, id: 'a', payload: new Uint8Array([1]) });
@@ -303,4 +304,34 @@ test('receivedAt is when the gateway read the message, not when its turn to go u
   assert.equal(seen.length, 2);
   assert.deepEqual(seen.map((m) => m.receivedAt - readAt), [0, 0], 'both were read at the same time');
   await g.close();
+});
+
+test('upstream: a sink whose send never settles does not hold the device\'s messages for good: past the runner\'s deadline the attempt fails (LL_ERR_UPSTREAM_TIMEOUT) and is retried', async () => {
+  // A sink of the user's own, without a deadline of its own: the first call for each payload hangs for ever.
+  const seen = new Set<number>();
+  let calls = 0;
+  const sink: UpstreamSink = {
+    name: 't',
+    send: (m: UpstreamMessage) => {
+      calls++;
+      if (seen.has(m.payload[0])) return Promise.resolve();
+      seen.add(m.payload[0]);
+      return new Promise<void>(() => {});
+    },
+  };
+  const { clock, gw } = setup({ upstream: { sink } });
+  const faults: { op: string; error: unknown }[] = [];
+  gw.on('fault', (f) => faults.push(f));
+  const { client } = await open(gw);
+  client.send({ type: FrameType.DATA, seq: 1, id: 'm1', payload: new Uint8Array([1]) });
+  client.send({ type: FrameType.DATA, seq: 2, id: 'm2', payload: new Uint8Array([2]) });
+  client.send({ type: FrameType.DATA, payload: new Uint8Array([3]) }); // fire-and-forget
+  for (let i = 0; i < 70; i++) { clock.advance(1000); client.send({ type: FrameType.PING }); await flush(); } // 70 s, the link alive
+  const acks = client.received.filter((f) => 'ack' in f && f.ack !== undefined).map((f) => (f as { ack: number }).ack);
+  assert.equal(Math.max(0, ...acks), 2, 'both sequenced messages acknowledged once retried');
+  assert.equal(gw.upstreamStats()!.pending, 0, 'nothing held as pending by the hung calls');
+  assert.equal(calls, 5, 'each sequenced message tried twice, the fire-and-forget once');
+  const codes = faults.map((f) => (f.error as { code?: string }).code);
+  assert.deepEqual(codes, ['LL_ERR_UPSTREAM_TIMEOUT', 'LL_ERR_UPSTREAM_TIMEOUT', 'LL_ERR_UPSTREAM_TIMEOUT'], 'each hung attempt reported, with a stable code');
+  await gw.close();
 });
