@@ -187,6 +187,8 @@ export class UpstreamRunner {
   readonly stats: UpstreamStats = { accepted: 0, failures: 0, rejected: 0, eventsSent: 0, eventsLost: 0, eventsDropped: 0, eventsPending: 0, pending: 0, refusedBacklog: 0 };
   /** Payload bytes of the fire-and-forget messages in flight (they share the gateway's waiting-bytes budget). */
   private fireBytes = 0;
+  /** Fire-and-forget messages in flight: they share maxPending with the sequenced ones waiting. */
+  private fireCount = 0;
   get fireAndForgetBytes(): number {
     return this.fireBytes;
   }
@@ -206,9 +208,13 @@ export class UpstreamRunner {
     }
   }
 
-  /** Whether one more message may wait: the connection has `pendingHere` waiting already, all links `pendingAll` (queued behind each link's first included). */
+  /**
+   * Whether one more message may wait: the connection has `pendingHere` waiting already, all links
+   * `pendingAll` (queued behind each link's first included). The fire-and-forget messages in flight
+   * count too: without them, fire-and-forget filled maxPending and sequenced ones then took as much again.
+   */
   admits(pendingHere: number, pendingAll: number): boolean {
-    const ok = pendingHere < this.o.maxPendingPerConnection && pendingAll < this.o.maxPending;
+    const ok = pendingHere < this.o.maxPendingPerConnection && pendingAll + this.fireCount < this.o.maxPending;
     if (!ok) this.stats.refusedBacklog++;
     return ok;
   }
@@ -252,13 +258,14 @@ export class UpstreamRunner {
    * flood cannot pile up requests to a slow backend; beyond it, it is dropped.
    */
   fireAndForget(msg: UpstreamMessage, waitingAll = 0, onAnswer?: (answer: UpstreamAnswer) => void, bytes?: { waitingBytes: number; maxBytes: number }, onDone?: () => void): boolean {
-    // With the sequenced messages waiting (`waitingAll`, which counts those in flight again: a little conservative).
+    // One budget with the sequenced messages waiting (`waitingAll`, those in flight included).
     const size = msg.payload.length;
-    if (waitingAll + this.stats.pending >= this.o.maxPending || (bytes && bytes.waitingBytes + this.fireBytes + size > bytes.maxBytes)) {
+    if (waitingAll + this.fireCount >= this.o.maxPending || (bytes && bytes.waitingBytes + this.fireBytes + size > bytes.maxBytes)) {
       this.stats.refusedBacklog++;
       return false;
     }
     this.stats.pending++;
+    this.fireCount++;
     this.fireBytes += size;
     // A sink of the user's that throws rather than rejects, or never settles: it left pending and
     // fireBytes raised for good (every later fire-and-forget refused). bounded() turns both into a rejection.
@@ -276,6 +283,7 @@ export class UpstreamRunner {
       )
       .finally(() => {
         this.stats.pending--;
+        this.fireCount--;
         this.fireBytes -= size;
         onDone?.();
       });

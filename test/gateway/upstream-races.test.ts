@@ -335,3 +335,20 @@ test('upstream: a sink whose send never settles does not hold the device\'s mess
   assert.deepEqual(codes, ['LL_ERR_UPSTREAM_TIMEOUT', 'LL_ERR_UPSTREAM_TIMEOUT', 'LL_ERR_UPSTREAM_TIMEOUT'], 'each hung attempt reported, with a stable code');
   await gw.close();
 });
+
+test('upstream: fire-and-forget and sequenced messages share one maxPending: sequenced ones are refused once fire-and-forget ones fill it (the bound was not doubled)', async () => {
+  const held: (() => void)[] = [];
+  const sink: UpstreamSink = { name: 't', send: () => new Promise<void>((r) => held.push(r)) };
+  const { gw } = setup({ upstream: { sink, maxPending: 4 } });
+  const { client } = await open(gw);
+  for (let i = 0; i < 4; i++) client.send({ type: FrameType.DATA, payload: new Uint8Array([i]) }); // fire-and-forget, held by the backend
+  await flush();
+  assert.equal(gw.upstreamStats()!.pending, 4, 'the four fire-and-forget messages fill maxPending');
+  const other = await open(gw, { deviceId: 'd2' });
+  for (let seq = 1; seq <= 4; seq++) other.client.send({ type: FrameType.DATA, seq, id: `s${seq}`, payload: new Uint8Array([seq]) });
+  await flush();
+  assert.equal(gw.flowStats().inboundWaiting, 0, 'sequenced messages admitted beyond maxPending');
+  assert.ok(other.client.received.some((f) => f.type === FrameType.GOAWAY), 'the sequenced messages\' link is refused');
+  for (const r of held) r();
+  await gw.close();
+});
