@@ -432,11 +432,30 @@ export class Delivery {
     if (conn.phase === 'open') this.accept(conn, seq);
   }
 
-  /** Pushes a backend's reply to the device whose message it answers. */
+  /**
+   * Pushes a backend's reply to the device whose message it answers. That message is acknowledged
+   * whatever happens here (the backend has it), so a reply the store did not take (down for a
+   * moment) was lost, a fault its only trace: it is pushed again, under the same id (a store holds
+   * one copy), until the store takes it or its time (messageTtlMs) is over.
+   */
   private reply(conn: ServerConnection, answer: UpstreamAnswer): void {
-    if (answer.replyError) this.events.fault('upstream-reply', answer.replyError, { userId: conn.userId, deviceId: conn.deviceId });
-    if (answer.reply === undefined) return;
-    void this.push(conn.userId, answer.reply, { deviceId: conn.deviceId, waitMs: 0 }).catch((err) => this.events.fault('upstream-reply', err, { userId: conn.userId, deviceId: conn.deviceId }));
+    const where = { userId: conn.userId, deviceId: conn.deviceId };
+    if (answer.replyError) this.events.fault('upstream-reply', answer.replyError, where);
+    const payload = answer.reply;
+    if (payload === undefined) return;
+    const id = randomUUID();
+    const until = this.o.wallClock.now() + this.o.delivery.messageTtlMs;
+    const send = async (): Promise<void> => {
+      const ttlMs = until - this.o.wallClock.now();
+      if (ttlMs <= 0) return this.events.fault('upstream-reply', new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `reply ${id} to ${conn.deviceId} not queued: the store did not take it within messageTtlMs`), where);
+      const r = await this.push(conn.userId, payload, { deviceId: conn.deviceId, waitMs: 0, id, ttlMs });
+      if (r.devices.some((d) => d.status === 'failed')) throw new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `reply ${id} to ${conn.deviceId} not queued: the store failed the write`);
+    };
+    send().catch((err: unknown) => {
+      this.events.fault('upstream-reply', err, where);
+      // Only what the store failed; a reply that can never go (too large for a frame) is not tried again.
+      if (err instanceof LonglinkError && err.code === 'LL_ERR_STORE_UNAVAILABLE') this.chores?.do(`reply\0${id}`, send);
+    });
   }
 
   /** Records a client message's id as taken in, so a re-send is a duplicate; ends the link's claim on it in the same request. */

@@ -352,3 +352,39 @@ test('upstream: fire-and-forget and sequenced messages share one maxPending: seq
   for (const r of held) r();
   await gw.close();
 });
+
+test('upstream: a backend\'s reply whose push fails while the store is down (after the device\'s message was acknowledged) is pushed again once the store answers, not lost', async () => {
+  class DownStore extends MemoryStore {
+    down = false;
+    constructor(readonly readsToo: boolean) {
+      super();
+    }
+    override async enqueue(...args: Parameters<MemoryStore['enqueue']>) {
+      if (this.down) throw new Error('ECONNREFUSED');
+      return super.enqueue(...args);
+    }
+    override async knownDevices(userId: string, now: number): Promise<string[]> {
+      if (this.down && this.readsToo) throw new Error('ECONNREFUSED');
+      return super.knownDevices(userId, now);
+    }
+  }
+  // The push's first read fails (it throws), or only its mailbox write (it resolves `failed`).
+  for (const readsToo of [true, false]) {
+    const store = new DownStore(readsToo);
+    const sink: UpstreamSink = { name: 't', send: async () => ({ reply: 'pong' }) };
+    const { clock, gw } = setup({ store, upstream: { sink }, delivery: { probeBeforePushMs: 0 } });
+    const faults: string[] = [];
+    gw.on('fault', (f) => faults.push(f.op));
+    const { client } = await open(gw);
+    store.down = true;
+    client.send({ type: FrameType.DATA, seq: 1, id: 'm1', payload: new Uint8Array([1]) });
+    for (let i = 0; i < 3; i++) await flush();
+    assert.ok(faults.includes(readsToo ? 'upstream-reply' : 'enqueue'), 'the failed reply push is reported');
+    store.down = false; // the store is back a few seconds later
+    for (let i = 0; i < 5; i++) { clock.advance(1000); client.send({ type: FrameType.PING }); await flush(); }
+    assert.ok(client.received.some((f) => 'ack' in f && (f as { ack?: number }).ack === 1), 'the message is acknowledged');
+    const replies = client.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
+    assert.deepEqual(replies, ['pong'], `the reply reaches the device once the store is back (reads failing too: ${readsToo})`);
+    await gw.close();
+  }
+});
