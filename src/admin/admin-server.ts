@@ -120,17 +120,21 @@ const TYPES: Record<string, string> = {
 /** Request deadlines checked every second, not every 30 s (Node's default): a stalled request goes about when its time is up. */
 export const ADMIN_SERVER_OPTIONS = { connectionsCheckingInterval: 1000 } as const;
 
-/** Each admin socket's deadline for its first request's headers, counted from its accept. */
-const firstRequestDeadline = new WeakMap<object, NodeJS.Timeout>();
+/**
+ * Each admin socket's deadline for its next request's headers (counted from its accept, then from the
+ * answer that left it with no request in hand), and how many of its requests are being answered.
+ */
+const awaitingHeaders = new WeakMap<object, { deadline: NodeJS.Timeout | undefined; inHand: number }>();
 
 /**
  * What one caller may hold of an admin port's HTTP server (created with ADMIN_SERVER_OPTIONS).
  * A request must arrive whole in time (the event stream is a GET whose request ends with its
  * headers, so its response may last). At most MAX_ADMIN_SOCKETS sockets,
  * MAX_ADMIN_SOCKETS_PER_ADDRESS from one address (an IPv6 one by its /64); more are closed at accept. A socket whose
- * first request's headers are not whole ADMIN_HEADERS_TIMEOUT_MS after its accept is closed: Node's
- * headersTimeout counts only from a request's first byte, so silent sockets were held for ever, and
- * ones silent for a while, then dripping headers, for about two deadlines.
+ * next request's headers are not whole ADMIN_HEADERS_TIMEOUT_MS after its accept, or after the answer
+ * that left it with no request in hand, is closed: Node's headersTimeout counts only from a request's
+ * first byte, so silent sockets were held for ever, and ones silent for a while, then dripping
+ * headers, for about two deadlines (on a kept-alive socket, its idle keep-alive timeout, then one).
  */
 export function limitAdminSockets(server: Server): void {
   server.headersTimeout = ADMIN_HEADERS_TIMEOUT_MS;
@@ -154,13 +158,30 @@ export function limitAdminSockets(server: Server): void {
     });
     // A deadline from the accept, not an idle timeout: Node's headersTimeout counts from a request's
     // first byte, so a socket silent for most of the deadline, then dripping its headers, was held
-    // for about two. Its first request's headers, whole, clear it.
-    const deadline = setTimeout(() => socket.destroy(), ADMIN_HEADERS_TIMEOUT_MS).unref();
-    firstRequestDeadline.set(socket, deadline);
-    socket.once('close', () => clearTimeout(deadline));
+    // for about two. A request's headers, whole, clear it.
+    const waiting = { deadline: headersDeadline(socket), inHand: 0 };
+    awaitingHeaders.set(socket, waiting);
+    socket.once('close', () => clearTimeout(waiting.deadline));
   });
-  // From a request on, Node's own deadlines cover the socket (a push may wait 30 s in silence).
-  server.prependListener('request', (req: IncomingMessage) => clearTimeout(firstRequestDeadline.get(req.socket)));
+  // While a request is in hand, Node's own deadlines cover the socket (a push may wait 30 s in silence).
+  // Once its last one is answered, the next request's headers have a deadline of their own again: the
+  // keep-alive timeout is an idle one (reset by every byte), so a kept-alive socket could drip each
+  // next request's headers for about 15 s.
+  server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
+    // Kept: a response's close comes after the request has let go of its socket (req.socket is null by then).
+    const socket = req.socket;
+    const waiting = awaitingHeaders.get(socket);
+    if (!waiting) return;
+    clearTimeout(waiting.deadline);
+    waiting.inHand++;
+    res.once('close', () => {
+      if (--waiting.inHand === 0 && !socket.destroyed) waiting.deadline = headersDeadline(socket);
+    });
+  });
+}
+
+function headersDeadline(socket: Socket): NodeJS.Timeout {
+  return setTimeout(() => socket.destroy(), ADMIN_HEADERS_TIMEOUT_MS).unref();
 }
 
 /** A request the API refuses; `code` is stable, as for protocol errors. */

@@ -243,6 +243,49 @@ test('a request begun late, then dripped, is cut one headers timeout after the a
   }
 });
 
+test('a kept-alive socket\'s next request, begun late, then dripped, is cut one headers timeout after the answer before it', async () => {
+  // The accept's deadline covered the first request only: after an answer, Node's keep-alive timeout is
+  // an idle one (reset by every byte) and its headersTimeout counts from the next request's first byte,
+  // so a socket idle for most of the keep-alive, then dripping headers, was held about 15 s a request.
+  const { port, close } = await setup();
+  const s = await raw(port, 'GET /api/overview HTTP/1.1\r\nHost: localhost\r\n\r\n');
+  const closed = new Promise<number>((r) => s.once('close', () => r(performance.now())));
+  const head = `GET /api/overview HTTP/1.1\r\nHost: localhost\r\nX-Pad: ${'a'.repeat(400)}\r\n\r\n`;
+  let drip: NodeJS.Timeout | undefined;
+  try {
+    for (let i = 0; i < 200 && !s.text().endsWith('\r\n0\r\n\r\n'); i++) await sleep(10);
+    assert.match(s.text(), /^HTTP\/1\.1 200/, 'the first request answered');
+    const answered = performance.now();
+    await sleep(4000); // under Node's keep-alive timeout (5 s)
+    let i = 0;
+    drip = setInterval(() => s.destroyed || s.write(head[i++ % head.length]), 200);
+    const closeAt = (await Promise.race([closed, sleep(ADMIN_HEADERS_TIMEOUT_MS + 3000).then(() => Infinity)])) - answered;
+    assert.ok(closeAt < ADMIN_HEADERS_TIMEOUT_MS + 1000, `closed ${closeAt.toFixed(0)} ms after the first answer (deadline ${ADMIN_HEADERS_TIMEOUT_MS})`);
+    assert.equal(s.text().match(/HTTP\/1\.1/g)?.length, 1, 'the dripped request was never answered');
+  } finally {
+    clearInterval(drip);
+    s.destroy();
+    await close();
+  }
+});
+
+test('a kept-alive socket that sends its next request whole in time is served, however long it waited', async () => {
+  const { port, close } = await setup();
+  const get = 'GET /api/overview HTTP/1.1\r\nHost: localhost\r\n\r\n';
+  const s = await raw(port, get);
+  try {
+    for (let i = 0; i < 200 && !s.text().endsWith('\r\n0\r\n\r\n'); i++) await sleep(10);
+    await sleep(3000);
+    s.write(get + get); // pipelined: the second is read while the first is answered
+    for (let i = 0; i < 300 && (s.text().match(/HTTP\/1\.1 200/g)?.length ?? 0) < 3; i++) await sleep(10);
+    assert.equal(s.text().match(/HTTP\/1\.1 200/g)?.length, 3, 'three answers');
+    assert.ok(!s.destroyed, 'still open');
+  } finally {
+    s.destroy();
+    await close();
+  }
+});
+
 test('a json payload nested too deeply to encode is a 400 naming json (was a 500, and in a batch a store-unavailable 503)', async () => {
   const { port, close } = await setup();
   const post = async (op: string, body: string) => {
