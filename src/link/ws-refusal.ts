@@ -6,16 +6,21 @@
 export const GOAWAY_HEADER = 'x-longlink-goaway';
 
 export function refusalResponse(r: { reason: string; retryAfterMs: number; message: string }): string {
+  const { headers, body } = refusalAnswer(r);
+  return 'HTTP/1.1 503 Service Unavailable\r\n' + Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('') + '\r\n' + body;
+}
+
+/** The 503's headers and body, for an HTTP server's own response (a refused wss:// socket's plain request). */
+export function refusalAnswer(r: { reason: string; retryAfterMs: number; message: string }): { headers: Record<string, string>; body: string } {
   const body = `longlink: ${r.message.replace(/[\r\n]/g, ' ')}\n`;
-  return (
-    'HTTP/1.1 503 Service Unavailable\r\n' +
-    `Retry-After: ${Math.max(1, Math.ceil(r.retryAfterMs / 1000))}\r\n` +
-    `X-Longlink-Goaway: ${r.reason}; ${Math.max(0, Math.round(r.retryAfterMs))}\r\n` +
-    'Content-Type: text/plain\r\n' +
-    `Content-Length: ${Buffer.byteLength(body)}\r\n` +
-    'Connection: close\r\n\r\n' +
-    body
-  );
+  const headers = {
+    'Retry-After': String(Math.max(1, Math.ceil(r.retryAfterMs / 1000))),
+    'X-Longlink-Goaway': `${r.reason}; ${Math.max(0, Math.round(r.retryAfterMs))}`,
+    'Content-Type': 'text/plain',
+    'Content-Length': String(Buffer.byteLength(body)),
+    Connection: 'close',
+  };
+  return { headers, body };
 }
 
 /** Reads the header back: null when absent or malformed. */

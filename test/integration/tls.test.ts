@@ -172,6 +172,36 @@ test('wss: a socket refused at accept gets its 503 and GOAWAY hint inside TLS (n
   }
 });
 
+test('a refused socket that sends a plain GET (not an upgrade) gets the same 503 and GOAWAY hint on wss:// as on ws:// (wss answered 426, without the hint)', async () => {
+  const cert = await testCertificate();
+  const answers: Record<string, string> = {};
+  for (const secure of [false, true]) {
+    const gw = new Gateway({ tcp: false, ws: { port: 0, ...(secure ? { tls: cert } : {}) }, limits: { maxConnectionsPerSource: 1 } });
+    const port = (await gw.listen()).ws!.port;
+    const url = `${secure ? 'wss' : 'ws'}://localhost:${port}/longlink`;
+    const held = new LonglinkClient({ url, userId: 'held', deviceId: 'd', tls: { ca: cert.cert }, reconnect: { enabled: false } });
+    try {
+      await held.connect();
+      const s = secure ? tls.connect({ port, host: '127.0.0.1', servername: 'localhost', ca: cert.cert }) : net.connect(port, '127.0.0.1');
+      await once(s, secure ? 'secureConnect' : 'connect');
+      let text = '';
+      s.setEncoding('utf8');
+      s.on('data', (d) => (text += d));
+      s.on('error', () => {});
+      s.write('GET /longlink HTTP/1.1\r\nHost: localhost\r\n\r\n');
+      await Promise.race([once(s, 'close'), new Promise((r) => setTimeout(r, 3000))]);
+      s.destroy();
+      // The hint's milliseconds vary from one gateway to the next: the status and the reason must not.
+      answers[secure ? 'wss' : 'ws'] = text.split('\r\n')[0] + ' ' + (/x-longlink-goaway: ([a-z-]+); \d+/i.exec(text)?.[1] ?? '(no hint)');
+    } finally {
+      held.close();
+      await gw.close();
+    }
+  }
+  assert.equal(answers.ws, 'HTTP/1.1 503 Service Unavailable too-many-connections');
+  assert.equal(answers.wss, answers.ws);
+});
+
 describe('admission on the TLS ports counts a socket from its TCP accept, through its TLS handshake', () => {
   /** A raw TCP socket to `port` that sends nothing (a TLS handshake never started); `closed` once the gateway drops it. */
   function stalled(port: number): Promise<{ s: net.Socket; closed: () => boolean }> {

@@ -8,7 +8,7 @@ import { WsLink } from '../../link/ws-link.js';
 import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
 import type { PartialFrameHold } from '../../link/socket-link.js';
-import { refusalResponse } from '../../link/ws-refusal.js';
+import { refusalAnswer, refusalResponse } from '../../link/ws-refusal.js';
 import { TokenBucket } from '../../core/token-bucket.js';
 
 /** What the gateway decides about a raw socket at accept, before a byte of its upgrade is read. */
@@ -34,9 +34,19 @@ export async function listenWs(
   onLink: (link: Link, spentMs: number) => void,
 ): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket>; dropUpgrading: () => void }> {
   const handshakeMs = opts.handshakeTimeoutMs ?? 10_000;
+  /** Refused sockets of a TLS listener, by remote address and port: answered once their TLS handshake is done. */
+  const refusedTls = new Map<string, Refusal>();
+  const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
   // Closed after the answer: a socket kept alive by a plain GET every few seconds would stay
   // counted as a pending handshake without ever finishing one.
-  const refuse = (_req: http.IncomingMessage, res: http.ServerResponse) => {
+  const refuse = (req: http.IncomingMessage, res: http.ServerResponse) => {
+    // A refused wss:// socket gets its 503 and hint whatever it asks, as a refused ws:// one (answered at accept) does.
+    const refusal = refusedTls.get(keyOf(req.socket as Socket));
+    if (refusal) {
+      const { headers, body } = refusalAnswer(refusal);
+      res.writeHead(503, headers).end(body);
+      return;
+    }
     res.writeHead(426, { 'content-type': 'text/plain', connection: 'close' }).end('longlink: connect with a WebSocket\n');
   };
   // Node checks header deadlines every connectionsCheckingInterval (30 s by default): check often enough to matter.
@@ -61,14 +71,11 @@ export async function listenWs(
   });
   /** Admitted raw sockets whose upgrade has not finished, by remote address and port, with their close listener and when they were accepted. */
   const upgrading = new Map<string, { socket: Socket; onClose: () => void; at: number; deadline: NodeJS.Timeout }>();
-  const keyOf = (s: Socket) => `${s.remoteAddress}|${s.remotePort}`;
   if (opts.gate) {
     const gate = opts.gate;
     // The HTTP (or TLS) server's own accept handler runs only for sockets the gate admits (and, with TLS, refused ones).
     const inner = server.listeners('connection') as ((s: Socket) => void)[];
     server.removeAllListeners('connection');
-    /** Refused sockets of a TLS listener, by remote address and port: answered once their TLS handshake is done. */
-    const refusedTls = new Map<string, Refusal>();
     const refusalAnswers = new TokenBucket(REFUSED_TLS_PER_SEC, REFUSED_TLS_PER_SEC, performance.now());
     if (opts.tls) {
       // ws's upgrade handler runs only for sockets not refused; a refused one gets the 503 over TLS.
