@@ -207,6 +207,27 @@ test('a WebSocket client whose TCP closes without a close frame goes offline at 
   }
 });
 
+test('WebSocket: the gateway selects no subprotocol (longlink defines none): a client that asks for some is not told the gateway speaks the first it listed', async () => {
+  const { WebSocket } = await import('ws');
+  const gw = new Gateway({ tcp: false, ws: { host: '127.0.0.1', port: 0 } });
+  const a = await gw.listen();
+  try {
+    const ws = new WebSocket(`ws://127.0.0.1:${a.ws!.port}/longlink`, ['chat', 'longlink']);
+    ws.on('error', () => {});
+    const selected = await new Promise<string | undefined>((r) => ws.once('upgrade', (res) => r(res.headers['sec-websocket-protocol'] as string | undefined)));
+    ws.terminate();
+    // Before, ws agreed to whatever came first ('chat'): a client built for another protocol took the
+    // gateway for its own server. With none selected, such a client (a browser too) fails the connection.
+    assert.equal(selected, undefined, `selected ${selected}`);
+    // A client that asks for none (the SDK, the browser SDK) is served as before.
+    const c = new LonglinkClient({ url: `ws://127.0.0.1:${a.ws!.port}/longlink`, userId: 'u', deviceId: 'd', reconnect: { enabled: false } });
+    await c.connect();
+    c.close();
+  } finally {
+    await gw.close();
+  }
+});
+
 test('close() does not wait out the close handshake of a WebSocket link the gateway closed earlier', async () => {
   const { WebSocket } = await import('ws');
   const { encodeFrame } = await import('../../src/protocol/frame-codec.js');

@@ -60,6 +60,10 @@ export async function listenWs(
     server,
     path: opts.path,
     perMessageDeflate: false,
+    // longlink defines no subprotocol: ws would otherwise agree to the first one a client lists
+    // (a client built for another protocol took the gateway for its server). None selected, such a
+    // client (a browser too) fails the connection itself.
+    handleProtocols: () => false,
     // Text messages are refused unread (frames are binary): validating their UTF-8 first would be work for nothing.
     skipUTF8Validation: true,
     // The gateway tracks every link it adopted (and destroys them on close): ws would hold each
