@@ -2,9 +2,9 @@ import type { Gateway } from '../gateway/gateway.js';
 import { LonglinkError } from '../protocol/errors.js';
 
 /**
- * What the relay may have in progress: pushes wait for their acknowledgement
- * (up to the gateway's pushWaitMs), so a sender whose own devices never read
- * would otherwise pile up work and memory at the rate it can send.
+ * What the relay may have in progress: pushes until their message is queued
+ * (they wait for no acknowledgement), so a sender cannot pile up work and
+ * memory at the rate it can send while the store is slow.
  */
 export interface RelayBudget {
   /** Pushes in progress on behalf of one sending user. */
@@ -20,6 +20,13 @@ export const RELAY_BUDGET: RelayBudget = { perUser: 64, total: 4096 };
  * to that user's devices (queued for those offline), anything else is
  * echoed back to the sender's devices. A message over the budget is not
  * relayed (`onDrop` says so; the log limits how often).
+ *
+ * A message is in progress until its push is queued (`onQueued`), and the
+ * push waits for no acknowledgement (waitMs 0): the message was acknowledged
+ * to its sender already and the relay reads only `unknownUser`. Held until
+ * the push resolved, after pushWaitMs for a recipient that never reads (or
+ * a timer's turn with waitMs 0), a burst of 65 or more from one sender went
+ * over the budget, and what was acknowledged to it was dropped.
  */
 export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: RelayBudget = RELAY_BUDGET, onDrop?: (userId: string, why: 'user' | 'total') => void): void {
   const inFlight = new Map<string, number>();
@@ -32,23 +39,28 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
     }
     inFlight.set(m.userId, mine + 1);
     total++;
+    let inProgress = true;
+    const done = () => {
+      if (!inProgress) return;
+      inProgress = false;
+      total--;
+      const left = (inFlight.get(m.userId) ?? 1) - 1;
+      if (left <= 0) inFlight.delete(m.userId);
+      else inFlight.set(m.userId, left);
+    };
     const text = Buffer.from(m.payload).toString('utf8');
     const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
     const say = (userId: string, body: string) =>
-      gw.push(userId, body).then((r) => {
-        if (r.unknownUser) return gw.push(m.userId, `(${userId} has never connected: nothing can wait for them)`);
+      gw.push(userId, body, { waitMs: 0, onQueued: done }).then((r) => {
+        if (r.unknownUser) return gw.push(m.userId, `(${userId} has never connected: nothing can wait for them)`, { waitMs: 0 });
       });
     void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`))
       .catch((err: unknown) =>
         // The relayed text is the message plus a prefix: near maxFrameBytes it may no longer fit a frame.
-        err instanceof LonglinkError && err.code === 'LL_ERR_PAYLOAD_TOO_LARGE' ? gw.push(m.userId, `(not relayed: ${err.message})`) : Promise.reject(err),
+        err instanceof LonglinkError && err.code === 'LL_ERR_PAYLOAD_TOO_LARGE' ? gw.push(m.userId, `(not relayed: ${err.message})`, { waitMs: 0 }) : Promise.reject(err),
       )
       .catch(onError)
-      .finally(() => {
-        total--;
-        const left = (inFlight.get(m.userId) ?? 1) - 1;
-        if (left <= 0) inFlight.delete(m.userId);
-        else inFlight.set(m.userId, left);
-      });
+      // Nothing queued (an unknown user, a store down): in progress until its notice or error is out.
+      .finally(done);
   });
 }

@@ -1,0 +1,73 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { relayChat } from '../../src/cli/chat-relay.js';
+import { LonglinkClient } from '../../src/client/client.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import type { Store } from '../../src/gateway/stores/store.js';
+import { FrameType } from '../../src/protocol/frames.js';
+import { sleep } from '../helpers/procs.js';
+import { RawPeer } from '../helpers/raw-peer.js';
+import { redisUnavailable, startRedis } from '../helpers/redis.js';
+
+// The built-in relay acknowledges a message to its sender before it relays it: whatever it then
+// fails to relay is lost without a word. Its pushes must not wait for the recipient's
+// acknowledgement, or a recipient that never reads fills the sender's budget (64 in progress).
+
+const noRedis = redisUnavailable();
+const N = 100;
+
+async function node(nodeId: string, store?: Store) {
+  const gw = new Gateway({ tcp: { port: 0 }, ws: false, nodeId, ...(store ? { store } : {}), limits: { maxDataPerSecond: 10_000, dataBurst: 1_000 }, delivery: { probeBeforePushMs: 0 } });
+  const port = (await gw.listen()).tcp!.port;
+  return { gw, port };
+}
+
+/** Alice (on `from`) sends N "@m" messages; m (a raw peer on `to`) takes them and never acknowledges one. */
+async function relayToMute(from: { gw: Gateway; port: number }, to: { gw: Gateway; port: number }) {
+  const drops: string[] = [];
+  const errors: unknown[] = [];
+  relayChat(from.gw, (e) => errors.push(e), undefined, (user, why) => drops.push(`${user} ${why}`));
+  const mute = new RawPeer(to.port);
+  const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${from.port}`, userId: 'alice', deviceId: 'phone' });
+  try {
+    await mute.connected;
+    mute.hello('m', 'd');
+    await mute.welcome();
+    await alice.connect();
+    for (let i = 0; i < 100 && !(await from.gw.presence('m')).length; i++) await sleep(20);
+    for (let i = 0; i < N; i++) alice.send(`@m n${i}`);
+    const got = () => mute.frames.filter((f) => f.type === FrameType.DATA).length;
+    for (let i = 0; i < 250 && got() < N; i++) await sleep(20);
+    assert.deepEqual(drops, [], 'nothing the relay acknowledged to alice was dropped');
+    assert.equal(got(), N, 'every message relayed to m, which never acknowledges');
+    assert.deepEqual(errors, []);
+  } finally {
+    alice.close();
+    mute.destroy();
+  }
+}
+
+test(`the relay passes on every message to a recipient that never acknowledges (${N} from one sender, budget 64 per sender)`, async () => {
+  const gw = await node('solo');
+  try {
+    await relayToMute(gw, gw);
+  } finally {
+    await gw.gw.close();
+  }
+});
+
+test(`the same across nodes on Redis: sender on A, the recipient on B`, { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const redis = await startRedis();
+  const stores = ['A', 'B'].map(() => new RedisStore({ url: redis.url, prefix: 'cr:', leaseTtlMs: 600, leaseRenewMs: 150 }));
+  const A = await node('A', stores[0]);
+  const B = await node('B', stores[1]);
+  try {
+    await relayToMute(A, B);
+  } finally {
+    await A.gw.close();
+    await B.gw.close();
+    for (const s of stores) await s.close();
+    await redis.stop();
+  }
+});
