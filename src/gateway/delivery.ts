@@ -91,6 +91,10 @@ interface Claim {
 const TAKE_IN_WAIT_MS = 5_000;
 /** How often a client message waits to look again at another node's claim on the same message (see claim). */
 const CLAIM_POLL_MS = 50;
+/** How long past a push's waitMs its acknowledgement is still reported to its node (the wait counts from its last write; clocks differ). */
+const REPORT_GRACE_MS = 5_000;
+/** Message ids in one delivery report to another node: one acknowledgement may remove a whole mailbox. */
+const REPORT_IDS_PER_CONTROL = 256;
 
 export class Delivery {
   readonly stats: DeliveryStats = {
@@ -206,6 +210,7 @@ export class Delivery {
             this.events.delivered({ userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
             this.tracker.settle(conn.userId, m.id, conn.deviceId, 'delivered');
           }
+          this.tellWaiting(conn.userId, conn.deviceId, gone.filter((m) => m.expiresAt > now), now);
         },
         (err) => this.fault('ackResumed', err, conn),
       )
@@ -598,6 +603,7 @@ export class Delivery {
     const now = this.o.wallClock.now();
     const below = d.reportedUpTo;
     let n = 0;
+    let told: QueuedMessage[] | undefined;
     for (const m of acked) {
       if (m.seq <= below) continue;
       n++;
@@ -610,7 +616,9 @@ export class Delivery {
       this.stats.delivered++;
       this.events.delivered({ userId: conn.userId, deviceId: conn.deviceId, id: m.id, seq: m.seq, ageMs: now - m.enqueuedAt });
       this.tracker.settle(conn.userId, m.id, conn.deviceId, 'delivered');
+      if (m.reportTo) (told ??= []).push(m);
     }
+    if (told) this.tellWaiting(conn.userId, conn.deviceId, told, now);
     // Everything this holder removed up to upTo is in this answer or was in one read before.
     if (upTo > d.reportedUpTo) d.reportedUpTo = upTo;
     if (d.expiredUnsent) {
@@ -744,7 +752,8 @@ export class Delivery {
       if (!devices.has(only)) return { id, devices: [], delivered: 0, unknownDevice: true };
       devices = new Set([only]);
     }
-    const done = this.tracker.track(userId, id, devices, opts.waitMs ?? o.delivery.pushWaitMs);
+    const waitMs = opts.waitMs ?? o.delivery.pushWaitMs;
+    const done = this.tracker.track(userId, id, devices, waitMs);
     // Open until every mailbox write has answered (waitMs counts from there: a write that fails after
     // it must say failed, not queued), and, presence being read after the mailboxes, for devices found only there.
     const held = this.tracker.hold(userId, id);
@@ -752,6 +761,9 @@ export class Delivery {
     this.stats.pushed++;
     const limits = { maxMessages: o.delivery.maxQueuedPerDevice, maxBytes: o.delivery.maxQueuedBytesPerDevice };
     const expiresAt = now + (opts.ttlMs ?? o.delivery.messageTtlMs);
+    // A push that waits, on a shared store: whichever node the device acknowledges on tells this one
+    // (see remoteDelivered). Until a little past waitMs, which counts from the last write; later no one listens.
+    const reportTo = waitMs > 0 && o.store.route ? { nodeId: o.nodeId, until: now + waitMs + REPORT_GRACE_MS } : undefined;
     const queued: string[] = [];
     const enqueue = async (deviceId: string) => {
       try {
@@ -760,7 +772,7 @@ export class Delivery {
         // dropped, the backend was told the opposite of what happened).
         const local = this.registry.get(userId, deviceId);
         const live = local && local.phase === 'open' ? { ...limits, liveHolder: local.id } : limits;
-        const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt }, live);
+        const evicted = await o.store.enqueue(userId, deviceId, { id, payload: bytes, enqueuedAt: now, expiresAt, ...(reportTo ? { reportTo } : {}) }, live);
         // Evicted, or (a retry of an id whose copy's time was over) removed as expired.
         let refused = false;
         for (const m of evicted) {
@@ -803,8 +815,9 @@ export class Delivery {
         this.deliver(local);
         continue;
       }
-      // Queued, durably; the node holding the device's newest link delivers and reports it.
-      this.tracker.settle(userId, id, deviceId, 'queued');
+      // Queued, durably; the node holding the device's newest link delivers it, and tells this one
+      // when it is acknowledged if the push waits for it (within its waitMs, and the bound on such waits).
+      if (!(entry && entry.nodeId !== o.nodeId && this.tracker.awaitRemote(userId, id, deviceId))) this.tracker.settle(userId, id, deviceId, 'queued');
       // No local link and presence unread: the device may be on another node, which nothing else
       // wakes for this message (it waited for the device's next push or reconnect, or expired).
       // Read again, and woken, until the store answers.
@@ -827,6 +840,36 @@ export class Delivery {
     held.release();
     opts.onQueued?.();
     return done;
+  }
+
+  /**
+   * Tells the nodes whose pushes wait on these acknowledged messages (reportTo: another node, its
+   * wait not over), one control per node and REPORT_IDS_PER_CONTROL ids. Best effort: a report
+   * lost leaves that push to answer `queued` at its waitMs, which is true (the message was queued).
+   */
+  private tellWaiting(userId: string, deviceId: string, acked: QueuedMessage[], now: number): void {
+    const control = this.o.store.control;
+    if (!control) return;
+    let byNode: Map<string, string[]> | undefined;
+    for (const m of acked) {
+      const r = m.reportTo;
+      if (!r || r.nodeId === this.o.nodeId || r.until < now) continue;
+      byNode ??= new Map();
+      const ids = byNode.get(r.nodeId);
+      if (ids) ids.push(m.id);
+      else byNode.set(r.nodeId, [m.id]);
+    }
+    if (!byNode) return;
+    for (const [nodeId, ids] of byNode) {
+      for (let i = 0; i < ids.length; i += REPORT_IDS_PER_CONTROL) {
+        void control.call(this.o.store, nodeId, { kind: 'delivered', userId, deviceId, ids: ids.slice(i, i + REPORT_IDS_PER_CONTROL) }).catch(() => {});
+      }
+    }
+  }
+
+  /** Another node reports `userId`'s device acknowledged these messages there: pushes here waiting on them settle delivered. */
+  remoteDelivered(userId: string, deviceId: string, ids: string[]): void {
+    for (const id of ids) this.tracker.settle(userId, id, deviceId, 'delivered');
   }
 
   /** Wakes the node that presence says holds the device's link (this one, or another through the store). */

@@ -505,6 +505,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
             }
           } else if (c.kind === 'replaced') this.replacedElsewhere(c.userId, c.deviceId, c.connectionId, c.byConnectionId, c.resumed);
           else if (c.kind === 'check') this.checkHeld(c.userId, c.deviceId, c.connectionId);
+          else if (c.kind === 'delivered') this.delivery.remoteDelivered(c.userId, c.deviceId, c.ids);
           else if (c.kind === 'kick') this.kick(c.userId, c.deviceId);
           else this.disconnect(c.userId, c.deviceId, c.reconnectAfterMs !== undefined ? { reconnectAfterMs: c.reconnectAfterMs } : {});
         },

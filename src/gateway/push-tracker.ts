@@ -40,7 +40,16 @@ interface Pending {
   now: boolean;
   /** When (see `op`) its mailbox write to each device was made. */
   writes: Map<string, number>;
+  /** Its devices not settled yet whose acknowledgement another node reports (see awaitRemote). */
+  remote: Set<string> | null;
 }
+
+/**
+ * Devices of pending pushes waiting at once for another node's report of their acknowledgement
+ * (see awaitRemote): beyond it a push answers such a device `queued` at once, as without reports.
+ * Each costs a few hundred bytes until its waitMs ends; the pushes themselves are the caller's.
+ */
+export const MAX_REMOTE_WAITING = 10_000;
 
 /**
  * Resolves `push()` promises: each waits until every device it targeted has
@@ -70,7 +79,33 @@ export class PushTracker {
   /** Orders mailbox writes and removals (a store answers a mailbox's calls in the order they were made). */
   private ops = 0;
 
-  constructor(private readonly timers: Timers) {}
+  /** Devices awaited on other nodes' reports now, in all pending pushes. */
+  private remoteWaiting = 0;
+
+  constructor(
+    private readonly timers: Timers,
+    private readonly maxRemoteWaiting = MAX_REMOTE_WAITING,
+  ) {}
+
+  /**
+   * Push `id` to `userId` waits for `deviceId`, whose link is on another node, until that node
+   * reports it acknowledged (settle delivered) or waitMs ends: false (the caller settles it
+   * `queued`) when the push is not waiting for it, or MAX_REMOTE_WAITING devices are awaited so.
+   */
+  awaitRemote(userId: string, id: string, deviceId: string): boolean {
+    const p = this.pending.get(key(userId, id));
+    if (!p || p.waitMs <= 0 || p.devices.get(deviceId) !== null) return false;
+    if (p.remote?.has(deviceId)) return true;
+    if (this.remoteWaiting >= this.maxRemoteWaiting) return false;
+    (p.remote ??= new Set()).add(deviceId);
+    this.remoteWaiting++;
+    return true;
+  }
+
+  /** Devices awaited on other nodes' reports now (bounded by MAX_REMOTE_WAITING). */
+  get awaitingRemote(): number {
+    return this.remoteWaiting;
+  }
 
   /**
    * A store call that may remove messages (an expiry sweep) is being made: what it removed is
@@ -96,7 +131,7 @@ export class PushTracker {
     return new Promise((resolve) => {
       const devices = new Map<string, DeviceOutcome | null>();
       for (const d of deviceIds) devices.set(d, null);
-      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs, holds: 0, now: false, writes: new Map() };
+      const p: Pending = { userId, id, devices, open: devices.size, resolve, timer: null, waitMs, holds: 0, now: false, writes: new Map(), remote: null };
       if (p.open === 0) return resolve(result(p));
       const k = key(userId, id);
       const previous = this.pending.get(k);
@@ -170,6 +205,7 @@ export class PushTracker {
   private settleOne(k: string, p: Pending, deviceId: string, status: DeviceOutcome): void {
     if (!p.devices.has(deviceId) || p.devices.get(deviceId) !== null) return;
     p.devices.set(deviceId, status);
+    if (p.remote?.delete(deviceId)) this.remoteWaiting--;
     this.unindex(p, deviceId);
     if (--p.open === 0) this.finish(k, p);
   }
@@ -237,6 +273,8 @@ export class PushTracker {
   private finish(k: string, p: Pending): void {
     if (this.pending.get(k) === p) this.pending.delete(k);
     for (const [d, s] of p.devices) if (s === null) this.unindex(p, d);
+    if (p.remote) this.remoteWaiting -= p.remote.size;
+    p.remote = null;
     if (p.timer !== null) this.timers.clearTimeout(p.timer);
     p.timer = null;
     p.resolve(result(p));

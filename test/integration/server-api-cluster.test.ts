@@ -4,7 +4,9 @@ import { LonglinkClient } from '../../src/client/client.js';
 import { AdminServer } from '../../src/admin/admin-server.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
+import { FrameType } from '../../src/protocol/frames.js';
 import { sleep, spawnServe } from '../helpers/procs.js';
+import { RawPeer } from '../helpers/raw-peer.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
 
 // The server API on any node reaches every device: three nodes on one Redis, a user's two
@@ -82,7 +84,7 @@ async function apiNode(redisUrl: string, prefix: string, nodeId: string) {
   return { gw, tcp, url: `tcp://127.0.0.1:${tcp}`, call, stop };
 }
 
-test('a push through node A to a device on node B is answered queued at once, whatever its waitMs (docs/SERVER-API.md); B delivers it and reports it delivered', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+test('a push through node A to a device on node B waits up to its waitMs like one to a device on A: delivered once B reports the acknowledgement, queued at waitMs if none, queued at once with waitMs 0', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
   const redis = await startRedis();
   const A = await apiNode(redis.url, 'w:', 'A');
   const B = await apiNode(redis.url, 'w:', 'B');
@@ -91,19 +93,40 @@ test('a push through node A to a device on node B is answered queued at once, wh
   dev.on('message', (m) => got.push(m.id ?? ''));
   const deliveredOnB: string[] = [];
   B.gw.on('delivered', (e) => deliveredOnB.push(e.id));
+  // A device on B that takes every message and never acknowledges one.
+  const mute = new RawPeer(B.tcp);
   try {
     await dev.connect();
+    await mute.connected;
+    mute.hello('m', 'd');
+    await mute.welcome();
     for (let i = 0; i < 100 && !(await A.gw.presence('u')).some((e) => e.nodeId === 'B'); i++) await sleep(20);
-    const t = Date.now();
+    for (let i = 0; i < 100 && !(await A.gw.presence('m')).some((e) => e.nodeId === 'B'); i++) await sleep(20);
+
+    let t = Date.now();
     const r = await A.call('push', { user: 'u', text: 'hi', id: 'p1', waitMs: 5000 });
     assert.equal(r.status, 200);
-    assert.deepEqual(r.body.devices, [{ deviceId: 'd', status: 'queued' }], 'A reports only the links it holds');
-    assert.equal(r.body.delivered, 0);
-    assert.ok(Date.now() - t < 2500, `answered once queued, not at waitMs (${Date.now() - t} ms)`);
-    for (let i = 0; i < 100 && deliveredOnB.length === 0; i++) await sleep(20);
+    assert.deepEqual(r.body.devices, [{ deviceId: 'd', status: 'delivered' }], 'B reported the acknowledgement to A, which waited for it');
+    assert.equal(r.body.delivered, 1);
+    assert.ok(Date.now() - t < 2500, `answered once acknowledged, not at waitMs (${Date.now() - t} ms)`);
     assert.deepEqual(got, ['p1']);
-    assert.deepEqual(deliveredOnB, ['p1'], 'B, which holds the link, reports it delivered');
+    assert.deepEqual(deliveredOnB, ['p1'], 'B, which holds the link, emits delivered');
+
+    t = Date.now();
+    const never = await A.call('push', { user: 'm', text: 'hi', id: 'p2', waitMs: 800 });
+    const waited = Date.now() - t;
+    assert.deepEqual(never.body.devices, [{ deviceId: 'd', status: 'queued' }], 'no acknowledgement within waitMs: queued');
+    assert.ok(waited >= 700 && waited < 3000, `answered at waitMs (${waited} ms)`);
+    await mute.next((f) => f.type === FrameType.DATA && f.id === 'p2');
+
+    t = Date.now();
+    const now = await A.call('push', { user: 'u', text: 'hi', id: 'p3', waitMs: 0 });
+    assert.deepEqual(now.body.devices, [{ deviceId: 'd', status: 'queued' }], 'waitMs 0: queued at once');
+    assert.ok(Date.now() - t < 500, `answered at once (${Date.now() - t} ms)`);
+    for (let i = 0; i < 100 && !got.includes('p3'); i++) await sleep(20);
+    assert.deepEqual(got, ['p1', 'p3']);
   } finally {
+    mute.destroy();
     dev.close();
     await A.stop();
     await B.stop();

@@ -100,3 +100,28 @@ test('push tracker: pushes are told apart by user and id whatever they hold: use
   t.settle('a', 'b\u0000c', 'd', 'delivered');
   assert.equal((await second).delivered, 1);
 });
+
+test('push tracker: devices awaited on other nodes are bounded, and released as they settle or their push resolves', async () => {
+  const clock = new ManualClock();
+  const t = new PushTracker(clock, 3);
+  const a = t.track('u', 'a', ['d1', 'd2'], 1000);
+  const b = t.track('u', 'b', ['d1', 'd2'], 1000);
+  assert.equal(t.awaitRemote('u', 'a', 'd1'), true);
+  assert.equal(t.awaitRemote('u', 'a', 'd1'), true, 'asked again: still one');
+  assert.equal(t.awaitRemote('u', 'a', 'd2'), true);
+  assert.equal(t.awaitRemote('u', 'b', 'd1'), true);
+  assert.equal(t.awaitRemote('u', 'b', 'd2'), false, 'over the bound: the caller answers it queued at once');
+  assert.equal(t.awaitRemote('u', 'zero', 'd1'), false, 'no such push');
+  assert.equal(t.awaitingRemote, 3);
+  t.settle('u', 'a', 'd1', 'delivered'); // the other node's report
+  assert.equal(t.awaitingRemote, 2);
+  t.settle('u', 'b', 'd2', 'queued');
+  clock.advance(1000);
+  assert.deepEqual((await a).devices, [{ deviceId: 'd1', status: 'delivered' }, { deviceId: 'd2', status: 'queued' }]);
+  assert.deepEqual((await b).devices, [{ deviceId: 'd1', status: 'queued' }, { deviceId: 'd2', status: 'queued' }]);
+  assert.equal(t.awaitingRemote, 0, 'resolved at waitMs: none left awaited');
+  const c = t.track('u', 'c', ['d1'], 0);
+  assert.equal(t.awaitRemote('u', 'c', 'd1'), false, 'waitMs 0 waits for nothing');
+  clock.advance(1);
+  await c;
+});

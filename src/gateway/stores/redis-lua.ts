@@ -2,7 +2,8 @@
  * Lua scripts for the Redis store: each mailbox operation is one atomic
  * script, so gateways on several nodes can push into and deliver from the
  * same mailbox. A message is JSON {id, p: base64 payload, n: bytes,
- * e: enqueuedAt, x: expiresAt, s: seq}; a mailbox is a list of them plus a
+ * e: enqueuedAt, x: expiresAt, s: seq, and on a push that waits w, wu: the
+ * node to tell of its acknowledgement, until when}; a mailbox is a list of them plus a
  * hash {holder, session, high, bytes}, a hash of the message ids it holds, and for a
  * minute what its holder's acknowledgements removed that the holder has not
  * yet said it read (see ACK); each mailbox shard's `expiry` is a sorted set of
@@ -32,7 +33,7 @@ end`;
 /**
  * ACK and ACK_RESUMED (KEYS: list, meta, expiry, ids; ARGV[3]: mailbox id): pops the numbered
  * messages at the head with seq ≤ upTo (unreadable entries too), each appended to `out` without
- * its payload; an emptied mailbox goes whole (numbering restarts above the next holder's afterSeq).
+ * its payload (with its reportTo, w and wu, if any); an emptied mailbox goes whole (numbering restarts above the next holder's afterSeq).
  */
 const POP_ACKED = `
 local function popAcked(upTo, out)
@@ -47,7 +48,7 @@ local function popAcked(upTo, out)
       redis.call('LPOP', KEYS[1])
       redis.call('HINCRBY', KEYS[2], 'bytes', -m.n)
       redis.call('HDEL', KEYS[4], m.id)
-      table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s }))
+      table.insert(out, cjson.encode({ id = m.id, p = '', n = 0, e = m.e, x = m.x, s = m.s, w = m.w, wu = m.wu }))
     end
   end
 end

@@ -107,7 +107,8 @@ export const REDIS_DEFAULTS = {
   commandTimeoutMs: 5000,
 };
 
-type Json = { id: string; p: string; n: number; e: number; x: number; s: number };
+/** `w`, `wu`: QueuedMessage.reportTo (only on a message whose push waits). */
+type Json = { id: string; p: string; n: number; e: number; x: number; s: number; w?: string; wu?: number };
 
 const enc = (s: string) => encodeURIComponent(s);
 
@@ -155,10 +156,11 @@ type Control =
   | { k: 'kick' | 'disconnect'; u: string; d?: string; ms?: number }
   | { k: 'replaced'; u: string; d: string; c: string; b: string; r: 0 | 1 }
   | { k: 'check'; u: string; d: string; c: string }
+  | { k: 'delivered'; u: string; d: string; ids: string[] }
   | { k: 'broadcast'; p: string; id?: string; from: string };
 const toMessage = (raw: string): QueuedMessage => {
   const m = JSON.parse(raw) as Json;
-  return { id: m.id, payload: Buffer.from(m.p, 'base64'), enqueuedAt: m.e, expiresAt: m.x, seq: m.s };
+  return { id: m.id, payload: Buffer.from(m.p, 'base64'), enqueuedAt: m.e, expiresAt: m.x, seq: m.s, ...(typeof m.w === 'string' && typeof m.wu === 'number' ? { reportTo: { nodeId: m.w, until: m.wu } } : {}) };
 };
 
 declare module 'ioredis' {
@@ -363,6 +365,8 @@ export class RedisStore implements Store {
           onControl?.({ kind: 'replaced', userId: m.u, deviceId: m.d, connectionId: m.c, byConnectionId: m.b, resumed: m.r === 1 });
         } else if (m.k === 'check') {
           onControl?.({ kind: 'check', userId: m.u, deviceId: m.d, connectionId: m.c });
+        } else if (m.k === 'delivered') {
+          if (Array.isArray(m.ids)) onControl?.({ kind: 'delivered', userId: m.u, deviceId: m.d, ids: m.ids.filter((id) => typeof id === 'string') });
         } else if (m.k === 'kick' || m.k === 'disconnect') onControl?.({ kind: m.k, userId: m.u, ...(m.d !== undefined ? { deviceId: m.d } : {}), ...(m.ms !== undefined ? { reconnectAfterMs: m.ms } : {}) });
       } catch {
         // not ours
@@ -677,14 +681,17 @@ export class RedisStore implements Store {
         ? { k: 'replaced', u: c.userId, d: c.deviceId, c: c.connectionId, b: c.byConnectionId, r: c.resumed ? 1 : 0 }
         : c.kind === 'check'
           ? { k: 'check', u: c.userId, d: c.deviceId, c: c.connectionId }
-          : { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
+          : c.kind === 'delivered'
+            ? { k: 'delivered', u: c.userId, d: c.deviceId, ids: c.ids }
+            : { k: c.kind, u: c.userId, ...(c.deviceId !== undefined ? { d: c.deviceId } : {}), ...(c.reconnectAfterMs !== undefined ? { ms: c.reconnectAfterMs } : {}) };
     const channel = this.k('route', nodeId);
     const text = JSON.stringify(m);
     const heard = await this.redis.publish(channel, text);
     // Nobody heard it: the node is between subscriptions (a reconnection), or gone. Unlike a wake-up,
     // whose message waits in its mailbox and whose loss a resubscription's flush makes good, a kick or
     // a notice lost here is lost for good. (A cluster's PUBLISH counts only its own node's listeners.)
-    if (heard === 0 && !this.o.cluster) this.republish(nodeId, channel, text);
+    // A delivery report is not: the push waiting for it is bounded by its waitMs and answers queued without it.
+    if (heard === 0 && !this.o.cluster && c.kind !== 'delivered') this.republish(nodeId, channel, text);
   }
 
   /**
@@ -890,6 +897,7 @@ export class RedisStore implements Store {
     if (!Number.isFinite(msg.expiresAt)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `enqueue: expiresAt must be a finite wall-clock time (got ${msg.expiresAt})`);
     const mb = this.mailbox(userId, deviceId);
     const json: Json = { id: msg.id, p: Buffer.from(msg.payload).toString('base64'), n: msg.payload.length, e: msg.enqueuedAt, x: msg.expiresAt, s: 0 };
+    if (msg.reportTo) Object.assign(json, { w: msg.reportTo.nodeId, wu: msg.reportTo.until });
     // The user's known devices live (as a key) as long as the message may: a device past its known
     // time is still known while it holds messages (knownDevices), as in the memory store, but only
     // if the key with its record has not expired first.

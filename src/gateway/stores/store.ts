@@ -95,6 +95,13 @@ export interface QueuedMessage {
    * (the memory store's per-user bound): whose mailbox it left.
    */
   deviceId?: string;
+  /**
+   * Set on a message whose push waits for acknowledgements (waitMs) on a shared store: the node
+   * whose push waits, told (`delivered` control) when a link on another node removes it by
+   * acknowledgement before `until` (wall ms). A store keeps it with the message and gives it back
+   * with what ack and ackResumed remove; one that drops it leaves that push to answer `queued`.
+   */
+  reportTo?: { nodeId: string; until: number };
 }
 
 export interface MailboxLimits {
@@ -294,7 +301,9 @@ export type NodeControl =
   | { kind: 'kick' | 'disconnect'; userId: string; deviceId?: string; reconnectAfterMs?: number }
   | { kind: 'replaced'; userId: string; deviceId: string; connectionId: string; byConnectionId: string; resumed: boolean }
   /** Is `connectionId` still open there? If not, that node takes its presence entry out. */
-  | { kind: 'check'; userId: string; deviceId: string; connectionId: string };
+  | { kind: 'check'; userId: string; deviceId: string; connectionId: string }
+  /** The device acknowledged these messages on the sending node: pushes there waiting on them settle delivered (see QueuedMessage.reportTo). */
+  | { kind: 'delivered'; userId: string; deviceId: string; ids: string[] };
 
 /** What one node asks another to do for it (through the store's pub/sub). */
 export type ClusterControl = NodeControl | { kind: 'broadcast'; payload: Buffer; id?: string };
