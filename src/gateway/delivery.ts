@@ -14,6 +14,7 @@ import type { UpstreamAnswer, UpstreamMessage, UpstreamRunner } from './upstream
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
 import { isWellFormed } from '../protocol/well-formed.js';
 import { sourceKey } from './source-key.js';
+import { idKey } from './id-key.js';
 
 /**
  * Reliable delivery, both ways, in one place: push into per-device mailboxes
@@ -105,7 +106,7 @@ export class Delivery {
   private ackTimer: TimerHandle | null = null;
   private sweepTimer: TimerHandle | null = null;
   private stopped = false;
-  /** Client messages with an id being taken in (checked, handed over, recorded), by user, device and id: see message(). */
+  /** Client messages with an id being taken in (checked, handed over, recorded), by user, device and id (idKey): see message(). */
   private readonly takingIn = new Map<string, Promise<void>>();
   /** Client messages of every link waiting to be accepted (store checks, the backend), and their payload bytes. */
   readonly inbound = { messages: 0, bytes: 0 };
@@ -320,7 +321,7 @@ export class Delivery {
         // the record says whether it went in. Checked before, it would go in twice. The wait is
         // bounded (a backend that never answers the old link's call must not stall this link): past
         // it, at least once holds and the message may go in twice.
-        const key = `${conn.userId}\0${conn.deviceId}\0${f.id}`;
+        const key = idKey(conn.userId, idKey(conn.deviceId, f.id));
         for (let earlier = this.takingIn.get(key); earlier; earlier = this.takingIn.get(key)) {
           if (!(await this.within(earlier, TAKE_IN_WAIT_MS))) break;
         }
@@ -821,7 +822,7 @@ export class Delivery {
       // No local link and presence unread: the device may be on another node, which nothing else
       // wakes for this message (it waited for the device's next push or reconnect, or expired).
       // Read again, and woken, until the store answers.
-      if (!entry && presenceFailed) this.chores?.do(`locate\0${userId}\0${deviceId}`, () => this.wakeWhereOnline(userId, deviceId));
+      if (!entry && presenceFailed) this.chores?.do(`locate ${idKey(userId, deviceId)}`, () => this.wakeWhereOnline(userId, deviceId));
       if (entry) {
         if (entry.nodeId === o.nodeId) {
           if (local && local.phase === 'open') this.deliver(local);
@@ -832,7 +833,7 @@ export class Delivery {
             // The message waits in the mailbox, but nothing else wakes that node for it (no other push,
             // no reconnect): it sat there until it expired. Published again until the store takes it
             // (a late or extra wake-up only flushes a mailbox, which is harmless).
-            this.chores?.do(`route\0${to}\0${userId}\0${deviceId}`, () => o.store.route!(to, userId, deviceId));
+            this.chores?.do(`route ${idKey(to, idKey(userId, deviceId))}`, () => o.store.route!(to, userId, deviceId));
           });
         }
       }

@@ -1,4 +1,5 @@
 import type { TimerHandle, Timers } from '../core/clock.js';
+import { idKey } from './id-key.js';
 
 /**
  * Where one pushed message stands for one device. `failed`: the store did not
@@ -64,7 +65,7 @@ export const MAX_REMOTE_WAITING = 10_000;
  * `a\0b`'s push `c` and user `a`'s push `b\0c` were one (the second ended the
  * first at once, and the first's device settled the second).
  */
-const key = (userId: string, id: string) => `${userId.length}:${userId}${id}`;
+const key = idKey;
 
 export class PushTracker {
   private readonly pending = new Map<string, Pending>();

@@ -1,4 +1,5 @@
 import { UserDevices } from '../device-map.js';
+import { idKey } from '../id-key.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
 import { LonglinkError } from '../../protocol/errors.js';
 import { ExpiryQueue } from './expiry-queue.js';
@@ -267,7 +268,7 @@ const DEDUP_ENTRY_BYTES = 64;
  * (NUL included); joined by a NUL, user `a\0b` device `c` and user `a` device `b\0c` shared a
  * window, and one's message ids made the other's messages duplicates, dropped.
  */
-const dedupKey = (userId: string, deviceId: string) => `${userId.length}:${userId}${deviceId}`;
+const dedupKey = idKey;
 
 export class MemoryStore implements Store {
   readonly kind = 'memory';
