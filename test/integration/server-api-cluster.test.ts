@@ -133,3 +133,37 @@ test('a push through node A to a device on node B waits up to its waitMs like on
     await redis.stop();
   }
 });
+
+test('a push retried with the same id through another node, while the device holds the first copy unacknowledged, is answered delivered there once the device acknowledges', { skip: noRedis ? `skipped: ${noRedis}` : false }, async () => {
+  const redis = await startRedis();
+  const A = await apiNode(redis.url, 'r:', 'A');
+  const B = await apiNode(redis.url, 'r:', 'B');
+  // The device, on B, takes the message and acknowledges only when told.
+  const dev = new RawPeer(B.tcp);
+  try {
+    await dev.connected;
+    dev.hello('u', 'd');
+    await dev.welcome();
+    for (let i = 0; i < 100 && !(await A.gw.presence('u')).some((e) => e.nodeId === 'B'); i++) await sleep(20);
+
+    // The backend's first try, through B: no acknowledgement within its waitMs.
+    const first = await B.call('push', { user: 'u', text: 'hi', id: 'r1', waitMs: 300 });
+    assert.deepEqual(first.body.devices, [{ deviceId: 'd', status: 'queued' }]);
+    const data = (await dev.next((f) => f.type === FrameType.DATA && f.id === 'r1')) as { seq: number };
+
+    // Its retry, through A (the mailbox holds the first copy, so nothing new is queued).
+    const t = Date.now();
+    const retry = A.call('push', { user: 'u', text: 'hi', id: 'r1', waitMs: 3000 });
+    await sleep(300);
+    dev.send({ type: FrameType.ACK, ack: data.seq });
+    const r = await retry;
+    assert.deepEqual(r.body.devices, [{ deviceId: 'd', status: 'delivered' }], 'B reported the acknowledgement to A, which the retry waits on');
+    assert.ok(Date.now() - t < 2500, `answered once acknowledged, not at waitMs (${Date.now() - t} ms)`);
+    assert.equal(dev.frames.filter((f) => f.type === FrameType.DATA && f.id === 'r1').length, 1, 'the device got it once');
+  } finally {
+    dev.destroy();
+    await A.stop();
+    await B.stop();
+    await redis.stop();
+  }
+});

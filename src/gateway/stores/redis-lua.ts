@@ -79,7 +79,10 @@ end`;
  * suffix, short while it flushes) go, and if they make no room the new
  * message is returned, not queued. A message whose id the mailbox holds already is
  * not queued again: a retried push (the backend's, or a command re-sent after
- * its answer was lost). A copy whose time is over (expiresAt ≤ now) is not
+ * its answer was lost); but a retry whose push waits (w, wu) makes the held
+ * copy report its acknowledgement to the retry's node, until the retry's time:
+ * the first try's node, or a wait already over, answered the retry `queued`
+ * at its waitMs though the device acknowledged. A copy whose time is over (expiresAt ≤ now) is not
  * held: the mailbox's messages whose time is over go first, returned before
  * the evicted (the caller reports them expired), and the message is queued.
  */
@@ -91,11 +94,22 @@ if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then
     if not now then return {} end
     local all = redis.call('LRANGE', KEYS[1], 0, -1)
     local held = nil
+    local at = 0
     for i = #all, 1, -1 do
       local m = dec(all[i])
-      if m and m.id == ARGV[7] then held = m; break end
+      if m and m.id == ARGV[7] then held = m; at = i; break end
     end
-    if (not held) or held.x > now then return {} end
+    if not held then return {} end
+    if held.x > now then
+      -- A retry that waits: the node it waits on is told of the acknowledgement, not the first try's.
+      local retry = dec(ARGV[1])
+      if retry and retry.w ~= nil and (retry.w ~= held.w or retry.wu ~= held.wu) then
+        held.w = retry.w
+        held.wu = retry.wu
+        redis.call('LSET', KEYS[1], at - 1, cjson.encode(held))
+      end
+      return {}
+    end
     local keep = {}
     for _, raw in ipairs(all) do
       local m = dec(raw)

@@ -100,6 +100,7 @@ export interface QueuedMessage {
    * whose push waits, told (`delivered` control) when a link on another node removes it by
    * acknowledgement before `until` (wall ms). A store keeps it with the message and gives it back
    * with what ack and ackResumed remove; one that drops it leaves that push to answer `queued`.
+   * An enqueue of an id it holds already (a retry) that carries one replaces the held copy's.
    */
   reportTo?: { nodeId: string; until: number };
 }
