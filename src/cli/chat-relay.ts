@@ -19,7 +19,11 @@ export const RELAY_BUDGET: RelayBudget = { perUser: 64, total: 4096 };
  * The CLI gateways' built-in application: a message "@user text" is pushed
  * to that user's devices (queued for those offline), anything else is
  * echoed back to the sender's devices. A message over the budget is not
- * relayed (`onDrop` says so; the log limits how often).
+ * relayed (`onDrop` says so; the log limits how often), and its sender,
+ * which was acknowledged it already, is told so: a notice "(not relayed: N
+ * messages ...)" to its devices, one at a time per sender (what goes over
+ * the budget while one is on its way is counted in the next), so a sender
+ * flooding a slow store adds at most one push of its own.
  *
  * A message is in progress until its push is queued (`onQueued`), and the
  * push waits for no acknowledgement (waitMs 0): the message was acknowledged
@@ -31,10 +35,32 @@ export const RELAY_BUDGET: RelayBudget = { perUser: 64, total: 4096 };
 export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: RelayBudget = RELAY_BUDGET, onDrop?: (userId: string, why: 'user' | 'total') => void): void {
   const inFlight = new Map<string, number>();
   let total = 0;
+  /** Messages over the budget not told to their sender yet, and the senders with a notice on its way. */
+  const untold = new Map<string, { n: number; why: 'user' | 'total' }>();
+  const telling = new Set<string>();
+  const tell = (userId: string) => {
+    const u = untold.get(userId);
+    if (!u || telling.has(userId)) return;
+    untold.delete(userId);
+    telling.add(userId);
+    const busy = u.why === 'user' ? `${budget.perUser} of yours are in progress` : `${budget.total} are in progress`;
+    void gw
+      .push(userId, `(not relayed: ${u.n} message${u.n === 1 ? '' : 's'}; the relay is busy, ${busy}: send again later)`, { waitMs: 0 })
+      .catch(onError)
+      .finally(() => {
+        telling.delete(userId);
+        tell(userId);
+      });
+  };
   gw.on('message', (m) => {
     const mine = inFlight.get(m.userId) ?? 0;
     if (mine >= budget.perUser || total >= budget.total) {
-      onDrop?.(m.userId, mine >= budget.perUser ? 'user' : 'total');
+      const why = mine >= budget.perUser ? 'user' : 'total';
+      onDrop?.(m.userId, why);
+      const u = untold.get(m.userId);
+      if (u) u.n++;
+      else untold.set(m.userId, { n: 1, why });
+      tell(m.userId);
       return;
     }
     inFlight.set(m.userId, mine + 1);

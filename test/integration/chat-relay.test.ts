@@ -3,6 +3,7 @@ import { test } from 'node:test';
 import { relayChat } from '../../src/cli/chat-relay.js';
 import { LonglinkClient } from '../../src/client/client.js';
 import { Gateway } from '../../src/gateway/gateway.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
 import { RedisStore } from '../../src/gateway/stores/redis-store.js';
 import type { Store } from '../../src/gateway/stores/store.js';
 import { FrameType } from '../../src/protocol/frames.js';
@@ -69,5 +70,52 @@ test(`the same across nodes on Redis: sender on A, the recipient on B`, { skip: 
     await B.gw.close();
     for (const s of stores) await s.close();
     await redis.stop();
+  }
+});
+
+/** A store whose writes into `slowFor`'s mailboxes wait until `release()` (a slow store, for one recipient). */
+class SlowForStore extends MemoryStore {
+  private waiting: (() => void)[] = [];
+  constructor(private readonly slowFor: string) {
+    super();
+  }
+  override async enqueue(...args: Parameters<MemoryStore['enqueue']>) {
+    if (args[0] === this.slowFor) await new Promise<void>((r) => this.waiting.push(r));
+    return super.enqueue(...args);
+  }
+  release(): void {
+    for (const go of this.waiting.splice(0)) go();
+  }
+}
+
+test('a message over the relay\'s budget (a slow store) is not dropped without a word: its sender is told it was not relayed', async () => {
+  const store = new SlowForStore('bob');
+  const { gw, port } = await node('solo', store);
+  const drops: string[] = [];
+  relayChat(gw, () => {}, { perUser: 2, total: 100 }, (user, why) => drops.push(`${user} ${why}`));
+  const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
+  const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
+  const toAlice: string[] = [];
+  const toBob: string[] = [];
+  alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
+  bob.on('message', (m) => toBob.push(Buffer.from(m.payload).toString()));
+  try {
+    await bob.connect();
+    await alice.connect();
+    for (let i = 0; i < 5; i++) alice.send(`@bob n${i}`);
+    for (let i = 0; i < 100 && drops.length < 3; i++) await sleep(20);
+    assert.deepEqual(drops, ['alice user', 'alice user', 'alice user'], 'two in progress (the store is slow), three over the budget');
+    for (let i = 0; i < 100 && !toAlice.some((t) => t.startsWith('(not relayed')); i++) await sleep(20);
+    const told = toAlice.filter((t) => t.startsWith('(not relayed'));
+    assert.ok(told.length > 0, `alice was told that what she was acknowledged was not relayed: ${JSON.stringify(toAlice)}`);
+    const count = told.reduce((n, t) => n + Number(/^\(not relayed: (\d+) /.exec(t)?.[1] ?? 0), 0);
+    assert.equal(count, 3, `every message not relayed is counted once: ${JSON.stringify(told)}`);
+    store.release();
+    for (let i = 0; i < 100 && toBob.length < 2; i++) await sleep(20);
+    assert.deepEqual(toBob, ['alice: n0', 'alice: n1'], 'what was in progress is relayed');
+  } finally {
+    alice.close();
+    bob.close();
+    await gw.close();
   }
 });
