@@ -955,7 +955,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * the outbox. Returns the message id. Throws
    * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting, and
    * LL_ERR_INVALID_OPTION for a payload neither a string nor a Uint8Array
-   * (wrap an ArrayBuffer in one).
+   * (wrap an ArrayBuffer in one), or an `id` that is not a string (null or
+   * undefined: one is generated).
    */
   send(payload: Uint8Array | string, opts: { id?: string } = {}): string {
     if (this.outbox.length >= this.options.maxOutbox) {
@@ -970,11 +971,17 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     if (this.outbox.length > 0 && this.outboxBytes + bytes.length > this.options.maxOutboxBytes) {
       throw new LonglinkError('LL_ERR_OUTBOX_FULL', `${this.outboxBytes} bytes are waiting for acknowledgement; ${bytes.length} more would pass maxOutboxBytes (${this.options.maxOutboxBytes})`);
     }
+    // Plain JavaScript again: a number went out as its text ("5") while 'acked' and the id returned
+    // were the number, so an app matching its acknowledgements by id never saw this one settle.
+    const given: unknown = opts.id;
+    if (given !== undefined && given !== null && typeof given !== 'string') {
+      throw new OptionError('id', `must be a string (got ${typeof given})`);
+    }
     const id = opts.id ?? `${this.idPrefix}-${this.nextId + 1}`;
     // Refused here, not by the gateway: it would close the link as frame-too-large, and the
     // message, kept for re-sending, would do it again on every connection.
     assertPayloadFits(bytes, id, this.options.maxFrameBytes);
-    if (opts.id === undefined) this.nextId++;
+    if (opts.id === undefined || opts.id === null) this.nextId++;
     const m = { seq: ++this.outSeq, id, payload: bytes };
     this.outbox.push(m);
     this.outboxBytes += bytes.length;

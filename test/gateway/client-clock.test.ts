@@ -769,3 +769,22 @@ test('send() from JavaScript: a payload that is neither a string nor bytes (a nu
   client.close();
   await gw.close();
 });
+
+test('send() from JavaScript: an id that is not a string (a number, an object, a boolean) is refused at the call, not sent as its text while `acked` reports the value', async () => {
+  const { clock, gw, client } = setup();
+  const acked: unknown[] = [];
+  client.on('acked', (a) => acked.push(a.id));
+  await Promise.all([client.connect(), flush()]);
+  for (const bad of [5, { a: 1 }, 5n, true]) {
+    assert.throws(() => client.send('x', { id: bad as unknown as string }), (e: LonglinkError) => e.code === 'LL_ERR_INVALID_OPTION', String(bad));
+  }
+  assert.equal(client.pendingCount, 0, 'nothing refused was queued');
+  assert.equal(client.send('x', { id: 'm-5' }), 'm-5');
+  for (const none of [undefined, null]) assert.match(client.send('y', { id: none as unknown as string }), /-\d+$/, 'no id (undefined, or null from JavaScript) is a generated one');
+  await flush();
+  clock.advance(100); // the gateway's ackDelayMs
+  await flush();
+  assert.deepEqual(acked.slice(0, 1), ['m-5']);
+  client.close();
+  await gw.close();
+});
