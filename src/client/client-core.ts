@@ -1261,6 +1261,13 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
 
   /** Plans the next attempt; `network`: one a network change asked for, not the backoff's. */
   private armReconnect(delayMs: number, now: number, network: boolean): void {
+    // One planned attempt at a time, the sooner: a handler of lost()'s events may have planned one
+    // already (networkChanged()). Both armed ran two attempts, the later dialing over the link the
+    // first had opened: its WELCOME came to an open client, which failed for good (4503).
+    if (this.connectTimer !== null) {
+      if (this.reconnectDueAt <= now + delayMs) return;
+      this.options.timers.clearTimeout(this.connectTimer);
+    }
     this.reconnectDueAt = now + delayMs;
     this.connectTimer = this.options.timers.setTimeout(() => {
       this.connectTimer = null;

@@ -788,3 +788,30 @@ test('send() from JavaScript: an id that is not a string (a number, an object, a
   client.close();
   await gw.close();
 });
+
+test("networkChanged() from a 'reconnecting' handler (within a second of the last attempt a network change started) plans one attempt, not a second one beside it that dials again over the open link", async () => {
+  const { clock, gw, client, links, delays, closes, setUp } = setup();
+  await Promise.all([client.connect(), flush()]);
+  setUp(false);
+  links[0].destroy();
+  let changes = 0;
+  client.on('reconnecting', () => {
+    if (changes++ === 0) client.networkChanged(); // the app hears of the network again meanwhile
+  });
+  client.networkChanged(); // the network is back (it is not): an attempt at once, which fails
+  await flush();
+  assert.equal(delays.length, 2);
+  setUp(true);
+  const states: string[] = [];
+  client.on('state', (s) => states.push(s));
+  for (let i = 0; i < 200; i++) {
+    clock.advance(100);
+    await flush();
+  }
+  assert.deepEqual(states, ['connecting', 'open'], `one attempt dialed, not two (${links.length - 1} dials; then ${closes.slice(2).map((c) => `${c.code} ${c.reason}`).join(', ')})`);
+  assert.equal(client.state, 'open');
+  assert.equal(links.length, 2);
+  assert.equal(links[1].closed, false, 'the link in use is the one the attempt opened');
+  client.close();
+  await gw.close();
+});
