@@ -10,6 +10,7 @@ import { CloseCodes, codeForReason, LonglinkError, OptionError, ProtocolError, R
 import { checkInbound } from '../protocol/frame-rules.js';
 import { BARE_PING, BARE_PONG, putEntry } from '../protocol/frame-codec.js';
 import { assertPayloadFits } from '../protocol/data-frame-size.js';
+import { utf8Length } from '../protocol/wire.js';
 import { FrameType, MAX_RECONNECT_HINT_MS, PROTOCOL_VERSION, type ClientState, type Frame, type PingFrame, type WelcomeFrame } from '../protocol/frames.js';
 import { RecentIds } from './recent-ids.js';
 import { checkIntervalMs, resolveClientOptions, type ClientOptions, type ResolvedClientOptions } from './options.js';
@@ -956,7 +957,7 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * LL_ERR_OUTBOX_FULL when `maxOutbox` messages are already waiting, and
    * LL_ERR_INVALID_OPTION for a payload neither a string nor a Uint8Array
    * (wrap an ArrayBuffer in one), or an `id` that is not a string (null or
-   * undefined: one is generated).
+   * undefined: one is generated), empty, or longer than maxMessageIdBytes.
    */
   send(payload: Uint8Array | string, opts: { id?: string } = {}): string {
     if (this.outbox.length >= this.options.maxOutbox) {
@@ -976,6 +977,11 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     const given: unknown = opts.id;
     if (given !== undefined && given !== null && typeof given !== 'string') {
       throw new OptionError('id', `must be a string (got ${typeof given})`);
+    }
+    // Kept for re-sending, an id the gateway refuses (field-too-large, a permanent close) would end
+    // every later link the same way; an empty one would be one id, deduplicated, for every message.
+    if (typeof given === 'string' && (given.length === 0 || utf8Length(given) > this.options.maxMessageIdBytes)) {
+      throw new OptionError('id', given.length === 0 ? 'must not be empty' : `of ${utf8Length(given)} bytes exceeds maxMessageIdBytes (${this.options.maxMessageIdBytes})`);
     }
     const id = opts.id ?? `${this.idPrefix}-${this.nextId + 1}`;
     // Refused here, not by the gateway: it would close the link as frame-too-large, and the

@@ -58,6 +58,12 @@ export interface ClientOptions {
   /** Time allowed for connect + HELLO/WELCOME. */
   handshakeTimeoutMs?: number;
   maxFrameBytes?: number;
+  /**
+   * Longest id `send` takes, in UTF-8 bytes (128, the gateway's default
+   * `limits.maxMessageIdBytes`; raise both together). `send` throws
+   * LL_ERR_INVALID_OPTION beyond it.
+   */
+  maxMessageIdBytes?: number;
   /** Most messages waiting for acknowledgement; `send` throws LL_ERR_OUTBOX_FULL beyond it. */
   maxOutbox?: number;
   /**
@@ -123,6 +129,7 @@ export interface ResolvedClientOptions {
   stableAfterMs: number;
   handshakeTimeoutMs: number;
   maxFrameBytes: number;
+  maxMessageIdBytes: number;
   maxOutbox: number;
   maxOutboxBytes: number;
   maxInFlight: number;
@@ -142,6 +149,7 @@ export interface ResolvedClientOptions {
 export const CLIENT_DEFAULTS = {
   handshakeTimeoutMs: 10_000,
   stableAfterMs: 10_000,
+  maxMessageIdBytes: 128,
   maxOutbox: 10_000,
   maxOutboxBytes: 16 << 20,
   maxInFlight: 128,
@@ -170,7 +178,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
   });
   if (!o.userId || !o.deviceId) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'userId and deviceId are required');
   // maxFrameBytes NaN: every send refused as too large, and what comes in unbounded.
-  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes', 'dataBurst', 'maxFrameBytes'] as const) {
+  for (const k of ['maxOutbox', 'maxOutboxBytes', 'maxInFlight', 'maxInFlightBytes', 'dataBurst', 'maxFrameBytes', 'maxMessageIdBytes'] as const) {
     const v = o[k];
     if (v !== undefined && !(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a positive integer (got ${v})`);
   }
@@ -206,6 +214,7 @@ export function resolveClientOptions(o: ClientOptions): ResolvedClientOptions {
     stableAfterMs: r.stableAfterMs ?? CLIENT_DEFAULTS.stableAfterMs,
     handshakeTimeoutMs: o.handshakeTimeoutMs ?? CLIENT_DEFAULTS.handshakeTimeoutMs,
     maxFrameBytes: o.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES,
+    maxMessageIdBytes: o.maxMessageIdBytes ?? CLIENT_DEFAULTS.maxMessageIdBytes,
     maxOutbox: o.maxOutbox ?? CLIENT_DEFAULTS.maxOutbox,
     maxOutboxBytes: o.maxOutboxBytes ?? CLIENT_DEFAULTS.maxOutboxBytes,
     maxInFlight: o.maxInFlight ?? CLIENT_DEFAULTS.maxInFlight,

@@ -789,6 +789,25 @@ test('send() from JavaScript: an id that is not a string (a number, an object, a
   await gw.close();
 });
 
+test("send(): an id longer than the gateway's id limit, or empty, is refused at the call: kept for re-sending, it made the gateway close every link with field-too-large (permanent)", async () => {
+  const { clock, gw, client } = setup();
+  const closes: number[] = [];
+  client.on('close', (c) => closes.push(c.code));
+  await Promise.all([client.connect(), flush()]);
+  for (const bad of ['x'.repeat(129), 'é'.repeat(65), '']) {
+    assert.throws(() => client.send('x', { id: bad }), (e: LonglinkError) => e.code === 'LL_ERR_INVALID_OPTION', `${bad.length} characters`);
+  }
+  assert.equal(client.pendingCount, 0, 'nothing refused was queued');
+  assert.equal(client.send('x', { id: 'é'.repeat(64) }), 'é'.repeat(64), '128 bytes fits');
+  await flush();
+  clock.advance(100);
+  await flush();
+  assert.deepEqual(closes, [], 'the gateway kept the link');
+  assert.equal(client.pendingCount, 0, 'and acknowledged the message');
+  client.close();
+  await gw.close();
+});
+
 test("networkChanged() from a 'reconnecting' handler (within a second of the last attempt a network change started) plans one attempt, not a second one beside it that dials again over the open link", async () => {
   const { clock, gw, client, links, delays, closes, setUp } = setup();
   await Promise.all([client.connect(), flush()]);
