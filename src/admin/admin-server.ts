@@ -612,10 +612,15 @@ function view(c: ConnectionInfo): ConnectionView {
  * The request's target as a URL. Node's parser lets through targets the URL parser refuses
  * (`//[`, `http://[::1/`): thrown from a request handler, one such request with no credential
  * answered 500 with an error line logged each time, and ended the process of a cluster's primary.
+ * A target starting with two slashes is refused too, though the URL parser takes it.
  */
 export function requestTarget(req: IncomingMessage): URL {
+  const target = req.url ?? '/';
+  // `//host/...` (and `/\host`, a slash to the URL parser) is a scheme-relative reference, read as a
+  // host: the dashboard was served at http://gw//evil.example/, and built its links from that path.
+  if (/^[/\\]{2}/.test(target)) throw new AdminError(400, 'LL_ERR_BAD_PATH', 'the request target is not a path (it starts with //)');
   try {
-    return new URL(req.url ?? '/', 'http://admin');
+    return new URL(target, 'http://admin');
   } catch {
     throw new AdminError(400, 'LL_ERR_BAD_PATH', 'the request target is not a path');
   }

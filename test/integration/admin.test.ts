@@ -643,6 +643,27 @@ test('a request target that is not a URL is a 4xx with a stable code, not a 500 
   }
 });
 
+// A target that starts with two slashes is a scheme-relative reference: new URL() read
+// `//evil.example/` as the host evil.example with the path /, so the dashboard was served at
+// http://gw:7422//evil.example/, whose links to other nodes are built from location.pathname.
+test('a request target that starts with // (or /\\) is a 400 LL_ERR_BAD_PATH, not the dashboard page served under a path that names another host', async () => {
+  const gw = new Gateway({ tcp: false, ws: false });
+  await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const { port } = await admin.listen();
+  try {
+    for (const path of ['//evil.example/', '//evil.example/index.html', '/\\evil.example/', '//127.0.0.1/api/overview']) {
+      const r = await getTarget(port, path);
+      assert.equal(r.status, 400, `${path}: HTTP ${r.status} ${r.body.slice(0, 80)}`);
+      assert.match(r.body, /LL_ERR_BAD_PATH/);
+    }
+    assert.equal((await getTarget(port, '/api/overview')).status, 200, 'a plain path is served as before');
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
+});
+
 // A caller that goes away while its body is on its way (a backend's HTTP client that timed out,
 // a process killed mid-upload; Node's requestTimeout cuts a slow one the same way): the read of the
 // body fails with "aborted", which is the caller's doing, not the admin port's.

@@ -11,11 +11,18 @@ const token = new URLSearchParams(location.hash.slice(1)).get('token') ?? query.
 export const viewedNode = query.get('node');
 const base = viewedNode ? `/api/nodes/${encodeURIComponent(viewedNode)}` : '/api';
 
-/** This page's address for another node's view (null: this node's own). */
+/**
+ * This page's address for another node's view (null: this node's own). Absolute, from this page's
+ * own origin: a path taken from location.pathname (`//evil.example/`) is a link to another host,
+ * which would get the token in the fragment.
+ */
 export function nodeHref(nodeId: string | null): string {
   const q = new URLSearchParams();
   if (nodeId) q.set('node', nodeId);
-  return `${location.pathname}${q.size ? `?${q}` : ''}${token ? `#${new URLSearchParams({ token })}` : ''}`;
+  const u = new URL(location.href);
+  u.search = q.size ? `?${q}` : '';
+  u.hash = token ? `#${new URLSearchParams({ token })}` : '';
+  return u.href;
 }
 
 export type { ConnectionsPage, KickResult };
