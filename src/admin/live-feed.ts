@@ -104,8 +104,12 @@ export class LiveFeed {
 
   private schedule(): void {
     this.timer = this.o.timers.setTimeout(() => {
-      this.tick();
-      this.schedule();
+      // The next tick is due whatever this one does: a throw here once stopped the feed for good.
+      try {
+        this.tick();
+      } finally {
+        if (this.timer !== null) this.schedule();
+      }
     }, this.o.tickMs);
   }
 
@@ -197,7 +201,14 @@ export class LiveFeed {
       this.noticesSkipped++;
       return;
     }
-    for (const fn of this.subscribers) fn(e);
+    for (const fn of this.subscribers) {
+      // One subscriber's bug is reported as the gateway reports a listener's, and the others still get the event.
+      try {
+        fn(e);
+      } catch (error) {
+        this.gw.emit('fault', { kind: 'listener', op: `live-feed ${e.event}`, error });
+      }
+    }
   }
 
   close(): void {

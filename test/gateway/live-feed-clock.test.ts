@@ -91,3 +91,33 @@ test('a tick after skipped notices carries the recent disconnections, which the 
   feed.close();
   await gw.close();
 });
+
+// LiveFeed is public: an application subscribing to it runs inside the feed's timer. A throw from
+// the tick left the next tick unscheduled (the dashboard froze for good, with no error anywhere under
+// a fake clock, and the process ended under Node's timers), and starved the subscribers after it.
+test('a subscriber that throws is reported as a listener fault; the feed keeps ticking, to every other subscriber', async () => {
+  const clock = new ManualClock(1_000_000);
+  const gw = new Gateway({ tcp: false, ws: false, wheelTickMs: 1, clock, timers: clock, wallClock: clock });
+  const feed = new LiveFeed(gw, { timers: clock, wallNow: () => clock.now(), now: () => clock.now(), tickMs: 1000 });
+  const faults: { kind: string; op: string; error: unknown }[] = [];
+  gw.on('fault', (f) => faults.push(f));
+  let throws = 1;
+  feed.subscribe((e) => {
+    if (e.event === 'tick' && throws-- > 0) throw new Error('a subscriber bug');
+  });
+  const ticks: number[] = [];
+  feed.subscribe((e) => e.event === 'tick' && ticks.push(e.data.t));
+  const escaped: unknown[] = [];
+  for (let s = 0; s < 3; s++) {
+    try {
+      clock.advance(1000);
+    } catch (err) {
+      escaped.push(err);
+    }
+  }
+  assert.deepEqual(escaped, [], 'nothing escaped into the timer');
+  assert.equal(ticks.length, 3, 'every tick reached the other subscriber');
+  assert.deepEqual(faults.map((f) => [f.kind, f.op, (f.error as Error).message]), [['listener', 'live-feed tick', 'a subscriber bug']]);
+  feed.close();
+  await gw.close();
+});
