@@ -21,7 +21,10 @@ export type BrowserClientOptions = Omit<ClientOptions, 'tls' | 'localAddress' | 
    * resumed after it was frozen or restored from the back/forward cache
    * check the link at once (quick probes) or reconnect without waiting out
    * the backoff; `offline` checks it too, so a dead link is found in probe
-   * time. Default true.
+   * time. A page going into the back/forward cache ends its link (CLOSE
+   * 1000: the session is kept, and the gateway reports the device offline at
+   * once) and reconnects, resuming the session, when it is restored.
+   * Default true.
    */
   watchPage?: boolean;
 };
@@ -37,7 +40,7 @@ export class LonglinkBrowserClient extends ClientCore {
   private unwatch: (() => void) | null = null;
   private readonly watching: boolean;
   /** Page signals seen, for the application and tests. */
-  readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0, resumed: 0 };
+  readonly pageStats = { online: 0, offline: 0, visible: 0, hidden: 0, resumed: 0, cached: 0 };
 
   constructor(opts: BrowserClientOptions) {
     super({ ...opts, direction: opts.direction ?? 'server', timers: opts.timers ?? browserTimers }, browserDial);
@@ -72,6 +75,10 @@ export class LonglinkBrowserClient extends ClientCore {
       resumed: () => {
         this.pageStats.resumed++;
         this.networkChanged();
+      },
+      cached: () => {
+        this.pageStats.cached++;
+        this.leave('page in the back/forward cache');
       },
     });
   }

@@ -1115,6 +1115,33 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
   }
 
   /**
+   * Ends the link (or the attempt under way) now, with a CLOSE 1000, which keeps the session, and
+   * plans no reconnect: the next networkChanged() (or close() and connect()) dials. For a page
+   * going into the back/forward cache: left open there, the link answered nothing, and the gateway
+   * held the device online until its silence limit convicted it (a detection that was none); a
+   * reconnect planned now could dial from the page on its way into the cache.
+   */
+  protected leave(reason: string): void {
+    if ((this.link === null && this.stateName !== 'connecting') || this.closeFlush !== null) return;
+    const link = this.link;
+    // The attempt under way (its dial, its token) is moot, as after close().
+    this.attemptGen++;
+    this.dialAbort?.abort();
+    this.dialAbort = null;
+    if (link && this.welcome && this.ackOwed) link.send({ type: FrameType.ACK, ack: this.takeAck() });
+    this.teardown();
+    if (this.connectTimer !== null) this.options.timers.clearTimeout(this.connectTimer);
+    this.connectTimer = null;
+    this.reconnectDueAt = -1;
+    this.hintedWait = false;
+    link?.close(CloseCodes.normal, reason);
+    const gen = this.attemptGen;
+    if (link) this.emit('close', { code: CloseCodes.normal, reason, willReconnect: true });
+    if (this.userClosed || gen !== this.attemptGen) return;
+    this.setState('reconnecting');
+  }
+
+  /**
    * The least time between two checks networkChanged() starts on a link: half the gateway's
    * shortest interval, so they (with the heartbeats) stay well within its PING pace (by default
    * one a second on average, a fifth of that interval, in bursts of 20).

@@ -1,5 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Gateway, type MessageEvent, type OfflineEvent } from '../../src/gateway/gateway.js';
 import { CloseCodes } from '../../src/protocol/errors.js';
 import { sleep, waitEvent } from '../helpers/procs.js';
@@ -344,6 +347,49 @@ describe('browser client in Chromium', () => {
     } finally {
       await browser.close();
       await site.close();
+    }
+  });
+
+  test('a page put in the back/forward cache ends its link at once (the session kept), and resumes it when restored', async (t) => {
+    const exe = chromiumOrSkip(t);
+    if (!exe) return;
+    // The silence limit is 11 s: a link the page left open is found only by it.
+    const { gw, url } = await gateway({ intervalMs: 5000, missBudget: 2, graceMs: 1000 });
+    const site = await servePage(PAGE);
+    const { chromium } = await import('playwright-core');
+    // Playwright turns the back/forward cache off by its default flags: Chromium's own defaults here.
+    const profile = mkdtempSync(join(tmpdir(), 'll-chromium-'));
+    const browser = await chromium.launch({ executablePath: exe, ignoreDefaultArgs: true, args: ['--headless=new', '--no-sandbox', '--remote-debugging-pipe', '--no-first-run', `--user-data-dir=${profile}`, 'about:blank'] });
+    try {
+      const page = await (await browser.newContext()).newPage();
+      await page.goto(`${site.url}a`);
+      await page.evaluate(() => {
+        addEventListener('pagehide', (e) => (window as any).log.push({ name: 'page', type: 'pagehide', persisted: e.persisted }));
+        addEventListener('pageshow', (e) => (window as any).log.push({ name: 'page', type: 'pageshow', persisted: e.persisted }));
+      });
+      await page.evaluate((u) => (window as any).start('bf', { url: u, userId: 'web', deviceId: 'bfcache', reconnect: { initialDelayMs: 30_000, minDelayMs: 30_000, maxDelayMs: 30_000 } }), url);
+      const session = gw.connection('web', 'bfcache')!.sessionId;
+      const offline: OfflineEvent[] = [];
+      gw.on('offline', (e) => offline.push(e));
+
+      await page.goto(`${site.url}b`);
+      await until('the link to end', () => offline.length > 0, 3000).catch(() => {});
+      assert.deepEqual(offline.map((e) => [e.reason, e.code]), [['client-close', 1000]], 'the page in the cache left no link open for the gateway to convict');
+      assert.equal(gw.connection('web', 'bfcache'), undefined, 'the device is offline while its page is in the cache');
+
+      await page.goBack({ waitUntil: 'commit' });
+      await until('the page restored from the cache', async () => (await page.evaluate(() => (window as any).events('page', 'pageshow').some((e: { persisted: boolean }) => e.persisted)).catch(() => false)) === true);
+      await until('the link back', () => gw.connection('web', 'bfcache') !== undefined, 5000);
+      assert.equal(gw.connection('web', 'bfcache')!.sessionId, session, 'the same session, resumed');
+      const opens = (await page.evaluate(() => (window as any).events('bf', 'open'))) as { resumed: boolean }[];
+      assert.deepEqual(opens.map((o) => o.resumed), [false, true]);
+      assert.equal(offline.length, 1, 'and nothing convicted meanwhile');
+      await page.evaluate(() => (window as any).clients.bf.close());
+    } finally {
+      await browser.close();
+      rmSync(profile, { recursive: true, force: true });
+      await site.close();
+      await gw.close();
     }
   });
 
