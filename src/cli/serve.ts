@@ -29,6 +29,7 @@ import { RedisStore, REDIS_DEFAULTS } from '../gateway/stores/redis-store.js';
 import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-store.js';
 import { LogLimiter } from './log-limiter.js';
 import { reloadTlsOnChange } from './tls-reload.js';
+import { holdHangup, onHangup } from './hangup.js';
 import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, requestTarget, sameSecret, type AdminError } from '../admin/admin-server.js';
 
 /**
@@ -159,6 +160,8 @@ export function serveCommand(): Command {
     .addOption(new Option('--log-file-frequency <when>', 'roll the log file this often').choices(['daily', 'hourly']).default('daily'))
     .option('--log-file-count <n>', 'rolled log files kept', positiveInt, 10)
     .action(async (o, cmd: Command) => {
+      // Before Redis and the listeners, which may take seconds: Node's default for SIGHUP is to end the process.
+      holdHangup();
       try {
         applyEnv(cmd);
         const file = cmd.getOptionValue('config') as string | undefined;
@@ -401,7 +404,7 @@ export function serveCommand(): Command {
       // The primary's pings (--worker-hung-ms): answered by a live event loop.
       if (cluster.isWorker) process.on('message', (m: { event?: string }) => void (m?.event === 'ping' && process.send?.({ event: 'pong' })));
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
-      if (tls) reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, (t) => gw.setTls(t), log, o.tlsReloadPollMs);
+      onHangup(tls ? reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, (t) => gw.setTls(t), log, o.tlsReloadPollMs).hangup : () => nothingToReload(log));
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
     }));
@@ -563,18 +566,21 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
   process.on('SIGINT', () => stop('SIGINT'));
   process.on('SIGTERM', () => stop('SIGTERM'));
   // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
-  // nothing to reload, and SIGHUP keeps its usual meaning (a closed terminal ends the service).
-  // A worker handles SIGHUP once it has listened: one still starting (a replacement waits out its
-  // predecessor's lease) was killed by it, and replaced after a backoff. It gets it once it listens.
-  if (o.tlsCert) {
-    process.on('SIGHUP', () => {
-      for (const w of Object.values(cluster.workers ?? {})) {
-        if (!w || w.isDead()) continue;
-        if (ready.has(w)) w.process.kill('SIGHUP');
-        else hupWhenReady.add(w);
-      }
-    });
-  }
+  // nothing to reload: said, and nothing ends (Node's default ended the primary, and every worker
+  // with it, undrained). A worker is passed SIGHUP once it has listened: one still starting (a
+  // replacement waits out its predecessor's lease) is passed it when it listens.
+  onHangup(() => {
+    if (!o.tlsCert) return nothingToReload(log);
+    for (const w of Object.values(cluster.workers ?? {})) {
+      if (!w || w.isDead()) continue;
+      if (ready.has(w)) w.process.kill('SIGHUP');
+      else hupWhenReady.add(w);
+    }
+  });
+}
+
+function nothingToReload(log: Logger): void {
+  log.info({ event: 'nothing-to-reload', signal: 'SIGHUP' }, 'SIGHUP: nothing to reload without --tls-cert; serving on');
 }
 
 /**

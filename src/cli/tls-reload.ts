@@ -9,13 +9,13 @@ export interface TlsFiles {
 
 /**
  * Serves a renewed certificate without a restart: the files are read again
- * on SIGHUP (a certbot deploy hook's `kill -HUP`) and when either changes
- * (polled, since a renewal usually swaps a symlink, which fs.watch misses).
- * A pair that does not load yet (the certificate written, the key not) is
- * logged and the old one kept; the second file's change tries again.
- * Returns the function that stops watching.
+ * when either changes (polled, since a renewal usually swaps a symlink, which
+ * fs.watch misses) and when `hangup` is called (serve's SIGHUP, hangup.ts: a
+ * certbot deploy hook's `kill -HUP`). A pair that does not load yet (the
+ * certificate written, the key not) is logged and the old one kept; the
+ * second file's change tries again.
  */
-export function reloadTlsOnChange(files: TlsFiles, apply: (tls: { cert: Buffer; key: Buffer }) => void, log: Logger, pollMs = 30_000): () => void {
+export function reloadTlsOnChange(files: TlsFiles, apply: (tls: { cert: Buffer; key: Buffer }) => void, log: Logger, pollMs = 30_000): { hangup: () => void; stop: () => void } {
   let served: { cert: Buffer; key: Buffer } = { cert: readFileSync(files.cert), key: readFileSync(files.key) };
   const reload = (trigger: 'SIGHUP' | 'file-changed') => {
     let next: { cert: Buffer; key: Buffer };
@@ -41,12 +41,12 @@ export function reloadTlsOnChange(files: TlsFiles, apply: (tls: { cert: Buffer; 
     }
     log.info({ event: 'tls-reloaded', trigger, validTo }, 'serving the TLS certificate read again');
   };
-  const onHup = () => reload('SIGHUP');
   const onChange = () => reload('file-changed');
-  process.on('SIGHUP', onHup);
   for (const f of [files.cert, files.key]) watchFile(f, { interval: pollMs, persistent: false }, onChange);
-  return () => {
-    process.off('SIGHUP', onHup);
-    for (const f of [files.cert, files.key]) unwatchFile(f, onChange);
+  return {
+    hangup: () => reload('SIGHUP'),
+    stop: () => {
+      for (const f of [files.cert, files.key]) unwatchFile(f, onChange);
+    },
   };
 }

@@ -378,6 +378,23 @@ test('serve with TLS reads a renewed certificate without a restart: on change an
   assert.equal(server.child.exitCode, null, 'SIGHUP does not end the gateway');
 });
 
+test('serve without TLS: a SIGHUP (a deploy hook, pkill -HUP) is logged as nothing to reload; the gateway serves on and drains on SIGTERM (Node\'s default for it ended the process at once, every link cut, exit 129)', async () => {
+  const server = await spawnServe(['--no-ws']);
+  after(() => server.kill());
+  const client = new LonglinkClient({ url: server.tcp, userId: 'u', deviceId: 'd', reconnect: { enabled: false } });
+  after(() => client.close());
+  await client.connect();
+  const from = server.lines.length;
+  server.child.kill('SIGHUP');
+  await new Promise((r) => setTimeout(r, 300));
+  assert.deepEqual({ code: server.child.exitCode, signal: server.child.signalCode }, { code: null, signal: null }, 'SIGHUP does not end the gateway');
+  await server.waitForAfter(from, (l) => l.event === 'nothing-to-reload', 5000, 'the nothing-to-reload line');
+  assert.equal(client.state, 'open', 'the open link was not touched');
+  server.child.kill('SIGTERM');
+  const [code] = await once(server.child, 'exit');
+  assert.equal(code, 0);
+});
+
 test('serve opens the admin port: metrics and API behind the token, the dashboard page, and a drain that stops it', async () => {
   const server = await spawnServe(['--admin-token', 'ops-token', '--drain-window-ms', '200', '--log-level', 'info']);
   after(() => server.kill());

@@ -352,6 +352,18 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     await res.text();
   });
 
+  test('serve --workers without TLS: a SIGHUP to the primary is logged as nothing to reload and ends nothing (Node\'s default ended the primary at once, and every worker with it, undrained)', async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'nh:', '--node-id', 'nh', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+    procs.push(gw);
+    await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+    const from = gw.lines.length;
+    gw.child.kill('SIGHUP');
+    await sleep(500);
+    assert.deepEqual({ code: gw.child.exitCode, signal: gw.child.signalCode }, { code: null, signal: null }, 'SIGHUP does not end the primary');
+    await gw.waitForAfter(from, (l) => l.event === 'nothing-to-reload', 5000, 'the nothing-to-reload line');
+    assert.deepEqual(gw.lines.slice(from).filter((l) => l.event === 'worker-exit'), [], 'no worker died');
+  });
+
   test('serve --workers with TLS: a SIGHUP (a certificate renewed) while a replacement worker is starting does not kill it: it went to workers with no handler for it yet', async () => {
     const { testCertificate } = await import('../helpers/certs.js');
     const { cert, key } = await testCertificate();
