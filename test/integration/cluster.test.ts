@@ -393,6 +393,39 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     }
   });
 
+  test("serve --workers: docs/OPERATIONS.md's SIGHUP command reaches the primary only, so a replacement worker still starting is not killed by it (pkill -f matched the workers too, whose command line is the primary's)", async () => {
+    const fs = await import('node:fs');
+    const os = await import('node:os');
+    const path = await import('node:path');
+    const { execFileSync } = await import('node:child_process');
+    const { CLI, spawnNode } = await import('../helpers/procs.js');
+    const doc = fs.readFileSync(path.resolve(path.dirname(new URL(import.meta.url).pathname), '../../../docs/OPERATIONS.md'), 'utf8').replace(/\s+/g, ' ');
+    const command = /`(pkill -HUP [^`]*'longlink serve'[^`]*)`/.exec(doc)?.[1];
+    assert.ok(command, 'the doc gives a pkill command for SIGHUP');
+    // Run as the npm bin is (argv[1] .../longlink), from a directory of its own: the pattern matches this cluster only.
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'longlink-hup-'));
+    fs.symlinkSync(CLI, path.join(dir, 'longlink'));
+    try {
+      const gw = spawnNode(path.join(dir, 'longlink'), ['serve', '--tcp-port', '0', '--no-ws', '--admin-port', '0', '--redis', redis.url, '--redis-prefix', 'ph:', '--node-id', 'ph', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+      procs.push(gw as Node);
+      await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+      const w1 = await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'ph-w1', 15_000, 'worker 1 listening');
+      const from = gw.lines.length;
+      process.kill(w1.pid as number, 'SIGKILL');
+      await gw.waitForAfter(from, (l) => l.event === 'worker-exit', 15_000, 'the worker-exit line');
+      // The replacement is forked at once and is loading its modules, before any handler of its own.
+      await sleep(100);
+      // exec: a shell of its own would match the pattern too (pkill leaves out only itself).
+      execFileSync('sh', ['-c', 'exec ' + command!.replace("'longlink serve'", `'${dir}/longlink serve'`)]);
+      await gw.waitForAfter(from, (l) => l.event === 'listening' && l.nodeId === 'ph-w1' && l.pid !== w1.pid, 15_000, 'the replacement listening');
+      const exits = gw.lines.slice(from).filter((l) => l.event === 'worker-exit');
+      assert.deepEqual(exits.map((l) => l.signal), ['SIGKILL'], 'only the worker killed by the test died');
+      assert.ok(gw.lines.slice(from).some((l) => l.event === 'nothing-to-reload' && l.pid === gw.child.pid), 'the primary got it');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
   test("serve --workers with TLS: the primary's listening line gives tls:// and wss:// URLs, as one process's does (it gave tcp:// and ws://)", async () => {
     const { testCertificate } = await import('../helpers/certs.js');
     const { cert, key } = await testCertificate();
