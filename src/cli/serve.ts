@@ -150,7 +150,7 @@ export function serveCommand(): Command {
     .option('--admin-token <token>', 'require this bearer token on /api and /metrics (or set LONGLINK_ADMIN_TOKEN)')
     .option('--no-admin', 'do not open the admin port')
     .option('--admin-advertise-url <url>', 'where other nodes reach this admin port, for the cluster view of the dashboard (default http://<admin-host>:<port>)')
-    .option('--workers <n>', 'gateway worker processes sharing the ports (node:cluster); more than 1 needs --redis', int, 1)
+    .option('--workers <n>', `gateway worker processes sharing the ports (node:cluster), at most ${MAX_WORKERS}; more than 1 needs --redis`, workerCount, 1)
     .option('--worker-hung-ms <ms>', `with --workers: a worker that answers no ping from the primary for this long (its event loop stuck) is killed and replaced (0: never; else at least ${MIN_WORKER_HUNG_MS})`, workerHungMs, WORKER_HUNG_MS)
     .option('--lease-ms <ms>', 'Redis: a node silent this long is dead and its devices leave presence', int, REDIS_DEFAULTS.leaseTtlMs)
     .addOption(new Option('--log-level <level>', 'log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'silent']).default('info'))
@@ -581,6 +581,19 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
 
 function nothingToReload(log: Logger): void {
   log.info({ event: 'nothing-to-reload', signal: 'SIGHUP' }, 'SIGHUP: nothing to reload without --tls-cert; serving on');
+}
+
+/**
+ * The most `--workers`: past the CPUs a worker adds memory (tens of MB each), not throughput. A
+ * value without a bound (100000, an extra zero) was forked as given, until the host ran out of
+ * memory or processes.
+ */
+export const MAX_WORKERS = 256;
+
+function workerCount(value: string): number {
+  const n = int(value);
+  if (n > MAX_WORKERS) throw new InvalidArgumentError(`expected at most ${MAX_WORKERS} (one per CPU is the most that helps: this host has ${os.availableParallelism()})`);
+  return n;
 }
 
 /**

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { optionMisuse, serveCommand } from '../../src/cli/serve.js';
+import { MAX_WORKERS, optionMisuse, serveCommand } from '../../src/cli/serve.js';
 import type { CommanderError } from 'commander';
 import { MAX_TIMER_MS } from '../../src/core/heartbeat-policy.js';
 
@@ -132,4 +132,13 @@ test('--drain-window-ms and --drain-ack-timeout-ms are at most an hour (as POST 
     assert.equal(parsed([flag, '3600000']).opts()[flag === '--drain-window-ms' ? 'drainWindowMs' : 'drainAckTimeoutMs'], 3600_000);
     assert.equal(parsed([flag, '0']).opts()[flag === '--drain-window-ms' ? 'drainWindowMs' : 'drainAckTimeoutMs'], 0);
   }
+});
+
+test('--workers above MAX_WORKERS is a usage error: 100000 (a typo, an extra zero in LONGLINK_WORKERS) was taken, and the primary forked that many processes until the host ran out of memory', () => {
+  for (const bad of ['100000', String(MAX_WORKERS + 1)]) {
+    const cmd = serveCommand().exitOverride().configureOutput({ writeErr: () => {} });
+    assert.throws(() => cmd.parseOptions(['--workers', bad]), (e: CommanderError) => e.code === 'commander.invalidArgument' && e.message.includes(`at most ${MAX_WORKERS}`), bad);
+  }
+  assert.equal(parsed(['--workers', String(MAX_WORKERS)]).opts().workers, MAX_WORKERS);
+  assert.equal(parsed(['--workers', '1']).opts().workers, 1);
 });
