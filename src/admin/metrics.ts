@@ -94,7 +94,17 @@ export class GatewayMetrics {
       },
     });
     new Gauge({ name: 'longlink_online_devices', help: 'Devices online on this node', registers: [r], collect() { this.set(gw.onlineDevices); } });
-    new Gauge({ name: 'longlink_online_users', help: 'Users with at least one device online on this node', registers: [r], collect() { this.set(gw.onlineUsers); } });
+    new Gauge({
+      name: 'longlink_online_users',
+      help: 'Users with at least one device online on this node (not in the --workers primary\'s sum: a user on two workers counted twice)',
+      registers: [r],
+      // A count of distinct users does not add up: summed over cluster workers, a user with devices
+      // on two of them was two. The primary leaves it out; each worker's admin port has its own.
+      aggregator: 'omit',
+      collect() {
+        this.set(gw.onlineUsers);
+      },
+    });
 
     // Totals the gateway keeps, exported as counters that follow them.
     const traffic = (name: string, help: string, inKey: keyof TrafficStats, outKey: keyof TrafficStats) => {

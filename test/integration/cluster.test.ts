@@ -179,6 +179,31 @@ describe('cluster on Redis', { skip: why ? `skipped: ${why}` : false }, () => {
     }
   });
 
+  test("serve --workers 2: the primary's /metrics does not give a user with devices on both workers as two online users (it summed each worker's count of its own users)", async () => {
+    const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'ou:', '--node-id', 'ou', '--workers', '2', '--lease-ms', String(LEASE_MS)]);
+    procs.push(gw);
+    const summary = await gw.waitFor((l) => l.event === 'listening' && l.workers === 2, 15_000, "the primary's listening line");
+    await gw.waitFor((l) => l.event === 'listening' && l.nodeId === 'ou-w1', 15_000, 'worker 1 listening');
+    const presence = new RedisStore({ url: redis.url, prefix: 'ou:' });
+    const clients: LonglinkClient[] = [];
+    try {
+      // One user's devices until two workers hold them (the cluster hands connections round-robin).
+      for (let i = 0; i < 8 && new Set((await presence.devices('eve')).map((e) => e.nodeId)).size < 2; i++) {
+        const c = new LonglinkClient({ url: String(summary.tcp), userId: 'eve', deviceId: `d${i}`, reconnect: { enabled: false } });
+        clients.push(c);
+        await c.connect();
+      }
+      assert.equal(new Set((await presence.devices('eve')).map((e) => e.nodeId)).size, 2, 'eve is online on both workers');
+      const text = await (await fetch(String(summary.metrics), { signal: AbortSignal.timeout(10_000) })).text();
+      assert.match(text, new RegExp(`^longlink_online_devices ${clients.length}$`, 'm'), 'devices are summed: each is on one worker');
+      const users = /^longlink_online_users (\d+)$/m.exec(text)?.[1];
+      assert.equal(users, undefined, `one user online, given as ${users}: no sum of the workers' counts is the host's`);
+    } finally {
+      for (const c of clients) c.close();
+      await presence.close();
+    }
+  });
+
   test('serve --workers 2: a primary that was stopped (a paused container, SIGSTOP) for longer than --worker-hung-ms kills no live worker when it resumes', async () => {
     const gw = await spawnServe(['--no-ws', '--redis', redis.url, '--redis-prefix', 'wp:', '--node-id', 'hp', '--workers', '2', '--lease-ms', String(LEASE_MS), '--worker-hung-ms', '1000']);
     procs.push(gw);
