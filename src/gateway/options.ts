@@ -386,21 +386,23 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     return v;
   };
   // A delay a timer must hold: beyond 2^31 − 1 ms Node fires it after 1 ms.
-  const timerMs = (name: string, v: number) => {
-    positive(name, v);
+  const timerMs = (name: string, v: number, zero = false) => {
+    if (zero) nonNegative(name, v);
+    else positive(name, v);
     if (v > MAX_TIMER_MS) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${name} must be at most ${MAX_TIMER_MS} (got ${v})`);
     return v;
   };
   const d = o.delivery ?? {};
+  // pushWaitMs, sweepIntervalMs and ackDelayMs are each armed as one timer.
   const delivery: ResolvedDeliveryOptions = {
     maxQueuedPerDevice: positive('delivery.maxQueuedPerDevice', d.maxQueuedPerDevice ?? DELIVERY_DEFAULTS.maxQueuedPerDevice),
     maxQueuedBytesPerDevice: positive('delivery.maxQueuedBytesPerDevice', d.maxQueuedBytesPerDevice ?? DELIVERY_DEFAULTS.maxQueuedBytesPerDevice),
     messageTtlMs: positive('delivery.messageTtlMs', d.messageTtlMs ?? DELIVERY_DEFAULTS.messageTtlMs),
     knownDeviceTtlMs: positive('delivery.knownDeviceTtlMs', d.knownDeviceTtlMs ?? DELIVERY_DEFAULTS.knownDeviceTtlMs),
-    pushWaitMs: nonNegative('delivery.pushWaitMs', d.pushWaitMs ?? DELIVERY_DEFAULTS.pushWaitMs),
+    pushWaitMs: timerMs('delivery.pushWaitMs', d.pushWaitMs ?? DELIVERY_DEFAULTS.pushWaitMs, true),
     probeBeforePushMs: d.probeBeforePushMs === undefined ? null : nonNegative('delivery.probeBeforePushMs', d.probeBeforePushMs),
-    sweepIntervalMs: positive('delivery.sweepIntervalMs', d.sweepIntervalMs ?? DELIVERY_DEFAULTS.sweepIntervalMs),
-    ackDelayMs: nonNegative('delivery.ackDelayMs', d.ackDelayMs ?? DELIVERY_DEFAULTS.ackDelayMs),
+    sweepIntervalMs: timerMs('delivery.sweepIntervalMs', d.sweepIntervalMs ?? DELIVERY_DEFAULTS.sweepIntervalMs),
+    ackDelayMs: timerMs('delivery.ackDelayMs', d.ackDelayMs ?? DELIVERY_DEFAULTS.ackDelayMs, true),
   };
   const heartbeat = resolvePolicy(o.heartbeat);
   const maxFrameBytes = positive('maxFrameBytes', o.maxFrameBytes ?? DEFAULTS.maxFrameBytes);

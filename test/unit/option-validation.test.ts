@@ -189,3 +189,21 @@ test('client clientInfo from JavaScript: a value that is not a string is refused
     await gw.close();
   }
 });
+
+// Each of these is armed as one timer: past 2^31 − 1 ms Node fires it after 1 ms, so a value meant
+// as "rarely" or "long" (sweepIntervalMs 1e10) made it run every millisecond.
+const GATEWAY_TIMER_OPTIONS: [string, (ms: number) => ConstructorParameters<typeof Gateway>[0], number][] = [
+  ['delivery.sweepIntervalMs', (ms) => ({ delivery: { sweepIntervalMs: ms } }), 1],
+  ['delivery.pushWaitMs', (ms) => ({ delivery: { pushWaitMs: ms } }), 0],
+  ['delivery.ackDelayMs', (ms) => ({ delivery: { ackDelayMs: ms } }), 0],
+];
+
+test('gateway options armed as one timer are refused beyond 2^31 − 1 ms (Node fires such a timer after 1 ms)', () => {
+  for (const [name, opts, min] of GATEWAY_TIMER_OPTIONS) {
+    const re = new RegExp(name.replace('.', '\\.'));
+    for (const ms of [2 ** 31, 1e10, Infinity, NaN, min - 1]) {
+      assert.throws(() => new Gateway({ tcp: false, ws: false, ...opts(ms) }), invalid(re), `${name} ${ms}`);
+    }
+    for (const ms of [min, 2 ** 31 - 1]) assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, ...opts(ms) }), `${name} ${ms}`);
+  }
+});
