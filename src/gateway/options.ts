@@ -456,7 +456,8 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
     probes: resolveProbes(o.probes),
     detector: validDetector(o.detector ?? { kind: 'silence' }),
     keepalive,
-    handshakeTimeoutMs: positive('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs),
+    // The WebSocket port arms it as one timer per socket accepted (and TLS per handshake).
+    handshakeTimeoutMs: timerMs('handshakeTimeoutMs', o.handshakeTimeoutMs ?? DEFAULTS.handshakeTimeoutMs),
     maxFrameBytes,
     sessionTtlMs: positive('sessionTtlMs', o.sessionTtlMs ?? DEFAULTS.sessionTtlMs),
     // Unique per process start: a pid alone repeats across containers and restarts.

@@ -196,6 +196,7 @@ const GATEWAY_TIMER_OPTIONS: [string, (ms: number) => ConstructorParameters<type
   ['delivery.sweepIntervalMs', (ms) => ({ delivery: { sweepIntervalMs: ms } }), 1],
   ['delivery.pushWaitMs', (ms) => ({ delivery: { pushWaitMs: ms } }), 0],
   ['delivery.ackDelayMs', (ms) => ({ delivery: { ackDelayMs: ms } }), 0],
+  ['handshakeTimeoutMs', (ms) => ({ handshakeTimeoutMs: ms }), 1],
 ];
 
 test('gateway options armed as one timer are refused beyond 2^31 − 1 ms (Node fires such a timer after 1 ms)', () => {
