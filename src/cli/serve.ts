@@ -134,7 +134,7 @@ export function serveCommand(): Command {
     .option('--connect-hook-secret <secret>', 'sent to the connect hook as Authorization: Bearer <secret>')
     .option('--upstream-webhook <url>', "POST each device message to this backend URL; a message is acknowledged to the device only once the backend answered 2xx (retried while it fails)", httpUrl)
     .option('--upstream-secret <secret>', 'sign webhook requests: X-Longlink-Signature: t=<unix seconds>,v1=<HMAC-SHA256 of "<t>.<body>">')
-    .option('--upstream-timeout-ms <ms>', 'a webhook request (or a stream write) that takes longer fails and is retried', positiveInt, 10_000)
+    .option('--upstream-timeout-ms <ms>', 'a webhook request (or a stream write) that takes longer fails and is retried', timerMs, 10_000)
     .option('--upstream-redis-stream <url>', 'XADD each device message to a Redis stream (backends read it with XREADGROUP); acknowledged to the device once XADD succeeded')
     .option('--upstream-stream <name>', 'the stream for --upstream-redis-stream', 'longlink:upstream')
     .option('--upstream-events <list>', 'also send these lifecycle events upstream, comma-separated: online, offline (with reason, code and detection time), suspect, replaced (a device\'s newer link took over)', (v: string) => {

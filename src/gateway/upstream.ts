@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Backoff } from '../core/backoff.js';
 import type { Timers } from '../core/clock.js';
-import { dropUndefined } from '../core/heartbeat-policy.js';
+import { dropUndefined, MAX_TIMER_MS } from '../core/heartbeat-policy.js';
 import { LonglinkError } from '../protocol/errors.js';
 
 /** A device's message on its way to the backend. */
@@ -200,11 +200,15 @@ export class UpstreamRunner {
     private readonly random: () => number = Math.random,
   ) {
     const sinkTimeout = opts.sink.timeoutMs;
-    const attemptTimeoutMs = sinkTimeout !== undefined && Number.isFinite(sinkTimeout) ? Math.max(UPSTREAM_DEFAULTS.attemptTimeoutMs, Math.ceil(sinkTimeout) + 1000) : UPSTREAM_DEFAULTS.attemptTimeoutMs;
+    // At most a timer's: a sink's deadline near MAX_TIMER_MS, plus the second, made one Node fires after 1 ms.
+    const attemptTimeoutMs = sinkTimeout !== undefined && Number.isFinite(sinkTimeout) ? Math.min(MAX_TIMER_MS, Math.max(UPSTREAM_DEFAULTS.attemptTimeoutMs, Math.ceil(sinkTimeout) + 1000)) : UPSTREAM_DEFAULTS.attemptTimeoutMs;
     this.o = { ...UPSTREAM_DEFAULTS, attemptTimeoutMs, ...dropUndefined(opts) } as Required<UpstreamOptions>;
     for (const k of ['maxPendingPerConnection', 'maxPending', 'maxPendingEvents', 'retryMinMs', 'retryMaxMs', 'attemptTimeoutMs'] as const) {
       const v = this.o[k];
       if (!(Number.isInteger(v) && v > 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.${k} must be a positive integer (got ${v})`);
+    }
+    for (const k of ['retryMaxMs', 'attemptTimeoutMs'] as const) {
+      if (this.o[k] > MAX_TIMER_MS) throw new LonglinkError('LL_ERR_INVALID_OPTION', `upstream.${k} must be at most ${MAX_TIMER_MS} (got ${this.o[k]})`);
     }
   }
 

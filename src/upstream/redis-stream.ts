@@ -1,4 +1,6 @@
 import type { Redis } from 'ioredis';
+import { MAX_TIMER_MS } from '../core/heartbeat-policy.js';
+import { LonglinkError } from '../protocol/errors.js';
 import type { UpstreamEvent, UpstreamMessage, UpstreamSink } from '../gateway/upstream.js';
 import { connectRedis, evictingServer, evictionError } from '../gateway/stores/redis-connect.js';
 
@@ -68,6 +70,10 @@ return redis.call('XADD', KEYS[1], unpack(ARGV, 2))`;
 
 export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redis: Redis } {
   const waitMs = o.waitTimeoutMs ?? 1000;
+  // ioredis arms the deadline as one timer per command: past MAX_TIMER_MS (or NaN) Node fires it
+  // after 1 ms, and every XADD failed at once. WAIT's own timeout is a second inside it.
+  if (!(waitMs >= 0 && waitMs <= MAX_TIMER_MS - 1000)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis stream waitTimeoutMs must be from 0 to ${MAX_TIMER_MS - 1000} ms (got ${waitMs})`);
+  if (o.timeoutMs !== undefined && !(o.timeoutMs >= 1 && o.timeoutMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis stream timeoutMs must be from 1 to ${MAX_TIMER_MS} ms (got ${o.timeoutMs})`);
   const timeoutMs = Math.max(o.timeoutMs ?? 10_000, waitMs + 1000);
   const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1, commandTimeout: timeoutMs });
   redis.on('error', () => {

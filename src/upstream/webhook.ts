@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import http from 'node:http';
 import https from 'node:https';
+import { MAX_TIMER_MS } from '../core/heartbeat-policy.js';
 import { LonglinkError } from '../protocol/errors.js';
 import { redactUrl } from '../gateway/stores/redis-connect.js';
 import { UpstreamBusyError, UpstreamRejectedError, type UpstreamAnswer, type UpstreamEvent, type UpstreamMessage, type UpstreamSink } from '../gateway/upstream.js';
@@ -132,6 +133,8 @@ const RETRIED_4XX = new Set([401, 403, 404, 407, 408, 425, 429]);
 
 export function webhookSink(o: WebhookOptions): UpstreamSink {
   const timeoutMs = o.timeoutMs ?? 10_000;
+  // The request's deadline is one timer: past MAX_TIMER_MS (or NaN) Node fires it after 1 ms, and every request failed at once.
+  if (!(timeoutMs >= 1 && timeoutMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `webhook timeoutMs must be from 1 to ${MAX_TIMER_MS} ms (got ${timeoutMs})`);
   // A reply's JSON is larger than its payload (base64 is 4/3, escaped text up to 6x): the bound is
   // the backend's answer, and the push of what it carries is then checked against maxFrameBytes.
   const maxAnswerBytes = o.maxAnswerBytes ?? 1024 * 1024;

@@ -4,6 +4,9 @@ import { LonglinkBrowserClient } from '../../src/browser/index.js';
 import { LonglinkClient } from '../../src/client/client.js';
 import { ManualClock, systemTimers } from '../../src/core/clock.js';
 import { Gateway } from '../../src/gateway/gateway.js';
+import { UpstreamRunner, type UpstreamSink } from '../../src/gateway/upstream.js';
+import { streamSink } from '../../src/upstream/redis-stream.js';
+import { webhookSink } from '../../src/upstream/webhook.js';
 import { flush, memoryLinkPair } from '../helpers/memory-link.js';
 
 // Options that would reach the wire or the kernel as values they cannot carry
@@ -206,5 +209,33 @@ test('gateway options armed as one timer are refused beyond 2^31 − 1 ms (Node 
       assert.throws(() => new Gateway({ tcp: false, ws: false, ...opts(ms) }), invalid(re), `${name} ${ms}`);
     }
     for (const ms of [min, 2 ** 31 - 1]) assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, ...opts(ms) }), `${name} ${ms}`);
+  }
+});
+
+// The sinks' deadlines are timers too: the webhook's per request, the Redis stream's per command
+// (ioredis commandTimeout). Past 2^31 − 1 ms each request or XADD failed 1 ms after it went out.
+const SINK_TIMER_OPTIONS: [string, (ms: number) => UpstreamSink, RegExp][] = [
+  ['webhookSink timeoutMs', (ms) => webhookSink({ url: 'http://127.0.0.1:1/', timeoutMs: ms }), /webhook timeoutMs/],
+  ['streamSink timeoutMs', (ms) => streamSink({ url: 'redis://127.0.0.1:1', timeoutMs: ms }), /stream timeoutMs/],
+  ['streamSink waitTimeoutMs', (ms) => streamSink({ url: 'redis://127.0.0.1:1', waitTimeoutMs: ms }), /stream (waitTimeoutMs|timeoutMs)/],
+];
+
+test('upstream sinks refuse a deadline a timer cannot hold (beyond 2^31 − 1 ms, NaN, below 1)', async () => {
+  for (const [name, make, re] of SINK_TIMER_OPTIONS) {
+    for (const ms of [2 ** 31, 3e9, Infinity, NaN, -1]) {
+      let sink: UpstreamSink | undefined;
+      assert.throws(() => (sink = make(ms)), invalid(re), `${name} ${ms}`);
+      await sink?.close?.();
+    }
+  }
+  await webhookSink({ url: 'http://127.0.0.1:1/', timeoutMs: 2 ** 31 - 1 }).close?.();
+});
+
+test("the upstream runner's default attempt deadline (the sink's plus a second) stays a timer's", () => {
+  const sink: UpstreamSink = { name: 'slow', timeoutMs: 2 ** 31 - 1, send: async () => {} };
+  const runner = new UpstreamRunner({ sink }, systemTimers, () => {});
+  assert.ok(runner.o.attemptTimeoutMs <= 2 ** 31 - 1, `attemptTimeoutMs ${runner.o.attemptTimeoutMs}`);
+  for (const attemptTimeoutMs of [2 ** 31, 1e10]) {
+    assert.throws(() => new UpstreamRunner({ sink, attemptTimeoutMs }, systemTimers, () => {}), invalid(/attemptTimeoutMs/));
   }
 });

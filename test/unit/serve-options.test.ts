@@ -142,3 +142,17 @@ test('--workers above MAX_WORKERS is a usage error: 100000 (a typo, an extra zer
   assert.equal(parsed(['--workers', String(MAX_WORKERS)]).opts().workers, MAX_WORKERS);
   assert.equal(parsed(['--workers', '1']).opts().workers, 1);
 });
+
+// Flags each armed as one timer (or handed to a deadline that is one): past 2^31 − 1 ms Node fires it
+// after 1 ms. A usage error names the flag; it used to start, then fail every request at once.
+const TIMER_FLAGS = ['--upstream-timeout-ms'];
+
+test('serve flags armed as a timer beyond 2^31 − 1 ms (or 0) are usage errors', () => {
+  for (const flag of TIMER_FLAGS) {
+    for (const bad of [String(MAX_TIMER_MS + 1), '3000000000', '0']) {
+      const cmd = serveCommand().exitOverride().configureOutput({ writeErr: () => {} });
+      assert.throws(() => cmd.parseOptions([flag, bad]), (e: CommanderError) => e.code === 'commander.invalidArgument', `${flag} ${bad}`);
+    }
+    assert.doesNotThrow(() => parsed([flag, String(MAX_TIMER_MS)]), flag);
+  }
+});
