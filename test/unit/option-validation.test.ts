@@ -4,6 +4,7 @@ import { LonglinkBrowserClient } from '../../src/browser/index.js';
 import { LonglinkClient } from '../../src/client/client.js';
 import { ManualClock, systemTimers } from '../../src/core/clock.js';
 import { Gateway } from '../../src/gateway/gateway.js';
+import { RedisStore, type RedisStoreOptions } from '../../src/gateway/stores/redis-store.js';
 import { UpstreamRunner, type UpstreamSink } from '../../src/gateway/upstream.js';
 import { streamSink } from '../../src/upstream/redis-stream.js';
 import { webhookSink } from '../../src/upstream/webhook.js';
@@ -224,8 +225,11 @@ test('upstream sinks refuse a deadline a timer cannot hold (beyond 2^31 − 1 ms
   for (const [name, make, re] of SINK_TIMER_OPTIONS) {
     for (const ms of [2 ** 31, 3e9, Infinity, NaN, -1]) {
       let sink: UpstreamSink | undefined;
-      assert.throws(() => (sink = make(ms)), invalid(re), `${name} ${ms}`);
-      await sink?.close?.();
+      try {
+        assert.throws(() => (sink = make(ms)), invalid(re), `${name} ${ms}`);
+      } finally {
+        await sink?.close?.();
+      }
     }
   }
   await webhookSink({ url: 'http://127.0.0.1:1/', timeoutMs: 2 ** 31 - 1 }).close?.();
@@ -237,5 +241,26 @@ test("the upstream runner's default attempt deadline (the sink's plus a second) 
   assert.ok(runner.o.attemptTimeoutMs <= 2 ** 31 - 1, `attemptTimeoutMs ${runner.o.attemptTimeoutMs}`);
   for (const attemptTimeoutMs of [2 ** 31, 1e10]) {
     assert.throws(() => new UpstreamRunner({ sink, attemptTimeoutMs }, systemTimers, () => {}), invalid(/attemptTimeoutMs/));
+  }
+});
+
+// The Redis store's lease renewal is a setInterval, its subscriber's check a timer of the lease's
+// slack, and each command's deadline (ioredis commandTimeout) a timer: past 2^31 − 1 ms Node fires
+// each after 1 ms, a lease renewed (and a PING sent) every millisecond, every command timed out.
+const REDIS_TIMER_OPTIONS: [Partial<RedisStoreOptions>, RegExp][] = [
+  [{ leaseTtlMs: 2 ** 31, leaseRenewMs: 5000 }, /leaseTtlMs/],
+  [{ leaseTtlMs: 1e10, leaseRenewMs: 3e9 }, /leaseTtlMs/],
+  [{ commandTimeoutMs: 2 ** 31 }, /commandTimeoutMs/],
+  [{ waitTimeoutMs: 2 ** 31 }, /commandTimeoutMs|waitTimeoutMs/],
+];
+
+test('the Redis store refuses lease and command timings a timer cannot hold', async () => {
+  for (const [opts, re] of REDIS_TIMER_OPTIONS) {
+    let store: RedisStore | undefined;
+    try {
+      assert.throws(() => (store = new RedisStore({ url: 'redis://127.0.0.1:1', ...opts })), invalid(re), JSON.stringify(opts));
+    } finally {
+      await store?.close().catch(() => {});
+    }
   }
 });

@@ -145,7 +145,7 @@ test('--workers above MAX_WORKERS is a usage error: 100000 (a typo, an extra zer
 
 // Flags each armed as one timer (or handed to a deadline that is one): past 2^31 − 1 ms Node fires it
 // after 1 ms. A usage error names the flag; it used to start, then fail every request at once.
-const TIMER_FLAGS = ['--upstream-timeout-ms'];
+const TIMER_FLAGS = ['--upstream-timeout-ms', '--handshake-timeout-ms', '--lease-ms', '--redis-command-timeout-ms'];
 
 test('serve flags armed as a timer beyond 2^31 − 1 ms (or 0) are usage errors', () => {
   for (const flag of TIMER_FLAGS) {

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
+import { MAX_TIMER_MS } from '../../core/heartbeat-policy.js';
 import { LonglinkError } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
@@ -238,13 +239,17 @@ export class RedisStore implements Store {
     if (!(this.o.leaseRenewMs > 0 && this.o.leaseRenewMs < this.o.leaseTtlMs)) {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis lease: need 0 < leaseRenewMs < leaseTtlMs');
     }
+    // The renewal is a setInterval and the subscriber's check a timer of the lease's slack: past
+    // MAX_TIMER_MS Node fires each after 1 ms (a renewal and a PING every millisecond).
+    if (!(this.o.leaseTtlMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis leaseTtlMs must be at most ${MAX_TIMER_MS} (got ${this.o.leaseTtlMs})`);
     if (/[{}]/.test(this.o.prefix)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis prefix ${JSON.stringify(this.o.prefix)}: no braces (they would change the keys' hash tags)`);
     if (!(Number.isInteger(this.o.mailboxShards) && this.o.mailboxShards >= 1 && this.o.mailboxShards <= 16384)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis mailboxShards: an integer from 1 to 16384');
     if (!(Number.isInteger(this.o.sweepShardsPerCall) && this.o.sweepShardsPerCall >= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis sweepShardsPerCall: an integer ≥ 1');
     if (!(Number.isInteger(this.o.waitReplicas) && this.o.waitReplicas >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis waitReplicas: an integer ≥ 0');
     // Unset, it leaves a WAIT its whole timeout (a slow replica's setting stays valid).
     if (opts.commandTimeoutMs === undefined) this.o.commandTimeoutMs = Math.max(REDIS_DEFAULTS.commandTimeoutMs, this.o.waitTimeoutMs + 1000);
-    if (!(Number.isInteger(this.o.commandTimeoutMs) && this.o.commandTimeoutMs > this.o.waitTimeoutMs)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis commandTimeoutMs: an integer above waitTimeoutMs (${this.o.waitTimeoutMs})`);
+    // ioredis arms it as one timer per command: past MAX_TIMER_MS every command timed out after 1 ms.
+    if (!(Number.isInteger(this.o.commandTimeoutMs) && this.o.commandTimeoutMs > this.o.waitTimeoutMs && this.o.commandTimeoutMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis commandTimeoutMs: an integer above waitTimeoutMs (${this.o.waitTimeoutMs}), at most ${MAX_TIMER_MS} (got ${this.o.commandTimeoutMs})`);
     this.redis = connectRedis({ url: this.o.url, cluster: this.o.cluster }, 'RedisStore', { maxRetriesPerRequest: 3, commandTimeout: this.o.commandTimeoutMs });
     this.redis.on('error', (err: Error) => {
       // ioredis reconnects by itself; operations in flight reject and the gateway reports them.
@@ -412,7 +417,7 @@ export class RedisStore implements Store {
     if (held === null || ttl <= 0) return;
     // Past its renewal time by a margin: a loaded machine runs the live node's renewal timer (and
     // this one) late by tens of ms at times, more than a short lease's quarter (tests use 150 ms).
-    await new Promise((r) => setTimeout(r, Math.min(ttl, this.o.leaseRenewMs) + Math.max(250, this.o.leaseRenewMs / 4)));
+    await new Promise((r) => setTimeout(r, Math.min(MAX_TIMER_MS, Math.min(ttl, this.o.leaseRenewMs) + Math.max(250, this.o.leaseRenewMs / 4))));
     const [heldNow, seenNow] = await this.redis.mget(lease, seen);
     if (heldNow !== null && (heldNow !== held || seenNow !== seenAt)) throw this.nodeIdInUse(nodeId);
   }
