@@ -1,3 +1,5 @@
+import { MAX_TIMER_MS } from './heartbeat-policy.js';
+
 /**
  * Time as the pure core sees it: a monotonic millisecond counter it is handed,
  * never read from the system itself, so tests can drive it to the millisecond.
@@ -53,7 +55,14 @@ export class ManualClock implements Clock, Timers {
     return this.t;
   }
 
+  /**
+   * Throws RangeError for a delay Node would not keep: NaN or past MAX_TIMER_MS, which Node fires
+   * after 1 ms. Taken as given (NaN as never, 1e10 as 1e10 ms), a timer that overflowed in
+   * production passed every clock-driven test. A negative delay (a deadline already past) fires
+   * now, as in Node: that one means what it says.
+   */
   setTimeout(fn: () => void, ms: number): TimerHandle {
+    if (!(ms <= MAX_TIMER_MS)) throw new RangeError(`ManualClock: setTimeout(${ms}): Node would fire it after 1 ms (a delay must be at most ${MAX_TIMER_MS})`);
     const timer: ManualTimer = { at: this.t + Math.max(0, ms), seq: this.seq++, fn, cancelled: false };
     this.armedCount++;
     this.timers.push(timer);

@@ -309,4 +309,19 @@ describe('ManualClock', () => {
     assert.deepEqual(log, ['a@10', 'c@15', 'b@20']);
     assert.equal(c.now(), 100);
   });
+
+  // Node fires a delay that is NaN or past 2^31 − 1 ms after 1 ms. The manual clock took NaN for
+  // never and 1e10 for 1e10 ms, so no clock-driven test could see a timer that overflowed: it
+  // throws, naming the delay, where Node would have fired at once. A negative one fires now.
+  test('refuses a delay Node would not keep (NaN, beyond 2^31 − 1 ms)', () => {
+    const c = new ManualClock(0);
+    for (const ms of [NaN, 2 ** 31, 1e10, Infinity]) {
+      assert.throws(() => c.setTimeout(() => {}, ms), (e: Error) => e instanceof RangeError && e.message.includes(String(ms)), String(ms));
+    }
+    assert.equal(c.pendingTimers, 0);
+    for (const ms of [-5, 0, 0.5, 2 ** 31 - 1]) c.setTimeout(() => {}, ms);
+    assert.equal(c.pendingTimers, 4);
+    c.advance(0);
+    assert.equal(c.pendingTimers, 2, 'the negative delay fired now, with the 0 one');
+  });
 });
