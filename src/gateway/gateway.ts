@@ -643,6 +643,22 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     void this.options.store.control?.(old.nodeId, c).catch((err) => this.emit('fault', { kind: 'store', op: 'control (replaced)', error: err }));
   }
 
+  /**
+   * A handshake whose link closed while its presence write was out displaced `old` (another node's
+   * link), and could not put it back: a newer link of the device holds the entry, having displaced
+   * this handshake's entry, not `old`'s (the client's next try, on this node or a third). Nobody else
+   * will tell `old`'s node, whose link, the device's past, would stay registered there and report the
+   * device `offline` when it dies, while it is online. That node is told the holder took over
+   * (whether it resumed is not known here: false), unless `old` is the later of the two.
+   */
+  private async tellSuccessor(old: PresenceEntry, gone: ServerConnection): Promise<void> {
+    const store = this.options.store;
+    if (!store.control) return;
+    const holder = store.presenceOf ? await store.presenceOf(old.userId, old.deviceId) : (await store.devices(old.userId)).find((e) => e.deviceId === old.deviceId);
+    if (!holder || holder.connectionId === old.connectionId || holder.connectionId === gone.id || acceptedAfter(old, holder)) return;
+    await store.control(old.nodeId, { kind: 'replaced', userId: old.userId, deviceId: old.deviceId, connectionId: old.connectionId, byConnectionId: holder.connectionId, resumed: false });
+  }
+
   /** Asks the node of a link put back in presence whether it still holds it (checkHeld, there). */
   private askToCheck(e: PresenceEntry): Promise<void> | undefined {
     return this.options.store.control?.(e.nodeId, { kind: 'check', userId: e.userId, deviceId: e.deviceId, connectionId: e.connectionId });
@@ -918,9 +934,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       } else {
         // The link closed while setOnline was out: take the entry back, putting back another node's link
         // it displaced (open, maybe: a client that gave up on this handshake and went there). That node
-        // is asked to check it still holds that link, in case it too closed meanwhile. Announce nothing.
+        // is asked to check it still holds that link, in case it too closed meanwhile. If a newer link
+        // took the entry meanwhile, that node is told its link was replaced (see tellSuccessor). Announce nothing.
         this.chores.do(`offline ${conn.id}`, () =>
-          o.store.setOffline(conn.userId, conn.deviceId, conn.id, elsewhere).then((putBack) => (putBack && elsewhere ? this.askToCheck(elsewhere) : undefined)),
+          o.store
+            .setOffline(conn.userId, conn.deviceId, conn.id, elsewhere)
+            .then((putBack) => (elsewhere === undefined ? undefined : putBack ? this.askToCheck(elsewhere) : this.tellSuccessor(elsewhere, conn))),
         );
         if (!isClosed(conn)) {
           // Out of the registry first: its close is no device going offline. It never opened: nothing waited on it.

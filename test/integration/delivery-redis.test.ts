@@ -244,6 +244,49 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test("1f2. two handshakes of a device on one node, the first displacing its link on another node and replaced by the second while its presence write is out: that node is told, and closes its link as replaced (no late `offline` there)", async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const events: string[] = [];
+    for (const [n, g] of [['A', A.gw], ['B', B.gw]] as const) {
+      g.on('online', (e) => events.push(`${n} online ${e.connectionId}`));
+      g.on('offline', (e) => events.push(`${n} offline ${e.connectionId}`));
+      g.on('replaced', (e) => events.push(`${n} replaced ${e.connectionId} by ${e.byConnectionId}`));
+    }
+    // The device's old link on A (its path died unseen: A would find it dead only later).
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    // Its client moved to B, gave up on a slow handshake there and tried B again.
+    const first = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const second = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      const oldId = A.gw.connection('u', 'd')!.connectionId;
+      const held = holdSetOnline(B.store);
+      const opening = first.connect().catch(() => {});
+      await eventually("the first link's presence write done (it displaced A's), its answer held", () => held.written() === 1);
+      const secondOpen = second.connect();
+      await eventually("the second link's presence write done (it displaced the first's)", () => held.written() === 2);
+      held.release();
+      await opening;
+      await secondOpen;
+      const secondId = B.gw.connection('u', 'd')!.connectionId;
+      await eventually('A closes its old link as replaced', () => events.includes(`A replaced ${oldId} by ${secondId}`), 3000).catch((err: Error) => {
+        throw new Error(`${err.message}: ${events.join('; ')}; A holds ${A.gw.connectionCount}`);
+      });
+      old.close();
+      await sleep(300);
+      assert.deepEqual(events.filter((e) => e.startsWith('A ') && !e.startsWith('A replaced')).slice(1), [], events.join('; '));
+      assert.ok(!events.some((e) => e.includes('offline')), events.join('; '));
+      assert.deepEqual((await A.gw.presence('u')).map((e) => e.connectionId), [secondId]);
+    } finally {
+      old.close();
+      first.close();
+      second.close();
+      await stop(A, B);
+    }
+  });
+
   test('1g. a presence write the store did but whose answer was lost: the failed handshake takes it back', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');
