@@ -1110,8 +1110,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
           const mine = o.store.restoreOnline ? await o.store.restoreOnline(entry) : (await o.store.setOnline(entry), true);
           // It may have closed (or given way) meanwhile: its setOffline may have gone first, and
           // its session record is now its successor's or a closed one, not to be written as open.
+          // Removed as any gone link's entry, retried: nothing else removes it once the link is gone.
           if (isClosed(conn) || this.registry.get(conn.userId, conn.deviceId) !== conn) {
-            if (mine) await o.store.setOffline(conn.userId, conn.deviceId, conn.id);
+            if (mine) this.removePresence(conn.userId, conn.deviceId, conn.id);
             continue;
           }
           // The entry is another link's: a newer one's (this link gives way) or an older one's

@@ -1126,3 +1126,45 @@ test('a failover re-assertion the store refused is retried, even when a weaker r
   assert.equal(store.restores, 2);
   await gw.close();
 });
+
+test("a link that closes while a re-assertion writes its entry again leaves presence even when the removal that follows fails once (it was not retried: the entry stayed, on a live node, for good)", async () => {
+  class SlowStore extends MemoryStore {
+    resync: ((r: ResyncReason) => void) | undefined;
+    gate: Promise<void> | null = null;
+    failOffline = 0;
+    async joinCluster(_node: string, _route: unknown, onResync?: (r: ResyncReason) => void) {
+      this.resync = onResync;
+    }
+    async route() {}
+    async restoreOnline(e: PresenceEntry) {
+      await this.gate;
+      this.setOnline(e);
+      return true;
+    }
+    override async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry) {
+      if (this.failOffline > 0 && this.failOffline--) throw new Error('Connection is closed.');
+      return super.setOffline(userId, deviceId, connectionId, putBack);
+    }
+  }
+  const store = new SlowStore();
+  const { clock, gw } = setup({ store });
+  const faults: string[] = [];
+  gw.on('fault', (f) => faults.push(f.op));
+  await gw.listen();
+  await open(gw);
+  let release!: () => void;
+  store.gate = new Promise<void>((r) => (release = r));
+  store.resync!('lease-lapsed');
+  await flush();
+  gw.kick('u1', 'd1'); // its removal goes now, before the held write lands
+  await flush();
+  store.failOffline = 1; // a Redis blip: the removal after the write fails once
+  release();
+  await flush();
+  for (let i = 0; i < 10; i++) {
+    clock.advance(1000);
+    await flush();
+  }
+  assert.deepEqual(await gw.presence('u1'), [], `the closed link is not left in presence (faults: ${faults.join(', ')})`);
+  await gw.close();
+});
