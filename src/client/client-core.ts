@@ -408,6 +408,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.connectTimer = null;
       if (this.link === link && this.welcome === null) this.fail('handshake-timeout', `no WELCOME within ${o.handshakeTimeoutMs} ms`);
     }, o.handshakeTimeoutMs);
+    // Noted before HELLO goes, as the RTT mark: a WELCOME within the write (in-process) found it unset,
+    // and the client re-announced the interval HELLO carried, undoing what the gateway granted instead.
+    this.helloIntervalMs = this.intervalMs;
     link.send({
       type: FrameType.HELLO,
       version: PROTOCOL_VERSION,
@@ -419,7 +422,6 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       ...(o.direction !== 'client' ? { direction: o.direction } : {}),
       ...(this.intervalMs !== undefined ? { intervalMs: this.intervalMs } : {}),
     });
-    this.helloIntervalMs = this.intervalMs;
   }
 
   /** A promise that rejects if `p` has not settled within the handshake timeout (the client's own timers). */

@@ -834,3 +834,29 @@ test("networkChanged() from a 'reconnecting' handler (within a second of the las
   client.close();
   await gw.close();
 });
+
+/** A gateway whose authenticator (a connect hook) grants every device 3 s, whatever it asks, answering in the same turn. */
+function hookSetup() {
+  const clock = new ManualClock(0);
+  const authenticate = (h: { userId: string; deviceId: string }) => ({ userId: h.userId, deviceId: h.deviceId, heartbeat: { intervalMs: 3000 } });
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, probes: PROBES, wheelTickMs: 1, clock, timers: clock, authenticate });
+  const links: MemoryLink[] = [];
+  const dial = async () => {
+    const [s, c] = memoryLinkPair();
+    gw.accept(s);
+    links.push(c);
+    return c;
+  };
+  return { clock, gw, links, dial };
+}
+
+test('a WELCOME that comes back within the HELLO\'s write (an in-process link) is not followed by a PING re-announcing the interval HELLO asked for', async () => {
+  const { clock, gw, links, dial } = hookSetup();
+  const client = new LonglinkClient({ url: 'tcp://test', userId: 'u', deviceId: 'd', intervalMs: 1000, probes: PROBES, clock, timers: clock, reconnect: { enabled: false }, dial });
+  await Promise.all([client.connect(), flush()]);
+  assert.deepEqual(sentPings(links[0]).map((f) => f.intervalMs), [], 'HELLO carried the interval: nothing re-announced');
+  assert.equal(client.heartbeat?.intervalMs, 3000);
+  assert.equal(gw.connection('u', 'd')?.intervalMs, 3000);
+  client.close();
+  await gw.close();
+});
