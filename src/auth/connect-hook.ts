@@ -33,7 +33,7 @@ export interface ConnectHookAnswer {
   device?: string;
   /** Replace the client info kept with the session. */
   clientInfo?: ClientState;
-  /** The heartbeat to grant, within the gateway's bounds (clamped like a client's own ask). */
+  /** The heartbeat to grant, within the gateway's bounds (clamped like a client's own ask); an interval binds the link (see Identity). */
   heartbeat?: { intervalMs?: number; direction?: 'client' | 'server' };
 }
 

@@ -590,7 +590,9 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
     // Either direction: the gateway clamps what it is told to its range, so a learner that does not
     // know the range probes intervals never used (server-sent, a probe past maxIntervalMs died at the
     // clamped one, was not counted, and was announced again on every link).
-    if (this.learner) {
+    // Not on a link whose range is one interval (an authenticator pinned it): the learner clamped its
+    // records to it, and a network's learned interval became the pinned one, never proven there.
+    if (this.learner && g.minIntervalMs < g.maxIntervalMs) {
       const change = this.learner.setRange(g.minIntervalMs, g.maxIntervalMs, this.startMs()!, now);
       const ms = this.learner.intervalMs(this.startMs());
       if (change || (ms !== undefined && ms !== g.intervalMs)) this.applyLearned(change ?? 'range', now);

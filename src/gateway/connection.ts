@@ -602,7 +602,8 @@ export class ServerConnection implements LinkEvents {
 
   private setInterval(ms: number): void {
     if (!this.grant) return;
-    const clamped = clampInterval(this.host.policy, ms);
+    // The policy's range (0: its default), then the grant's: one an authenticator pinned is its interval alone.
+    const clamped = clampInterval(this.grant, clampInterval(this.host.policy, ms));
     this.announcedIntervalMs = clamped;
     if (clamped === this.grant.intervalMs) return;
     this.trace?.add(this.host.clock.now(), 'interval', clamped);

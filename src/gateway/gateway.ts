@@ -824,7 +824,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     conn.deviceId = identity.deviceId;
     if (clientInfo) conn.clientInfo = clientInfo;
     const h = identity.heartbeat;
-    const grant = this.grants.get(o.heartbeat, h ? { direction: h.direction ?? hello.direction, intervalMs: h.intervalMs ?? hello.intervalMs } : hello);
+    // An interval the authenticator sets binds the link: taken from the client's later PINGs, it was
+    // undone at once by any client that announces one (the adaptive client does on its first WELCOME).
+    const pinned = typeof h?.intervalMs === 'number' && h.intervalMs > 0;
+    const grant = this.grants.get(o.heartbeat, h ? { direction: h.direction ?? hello.direction, intervalMs: h.intervalMs ?? hello.intervalMs } : hello, pinned);
     const now = o.wallClock.now();
     let session: SessionRecord | undefined;
     if (hello.resumeToken) {

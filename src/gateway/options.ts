@@ -44,7 +44,11 @@ export interface Identity {
   deviceId: string;
   /** Replaces HELLO's clientInfo (a connect hook that knows better). */
   clientInfo?: ClientState;
-  /** The heartbeat to grant instead of what HELLO asked, clamped to the policy's bounds. */
+  /**
+   * The heartbeat to grant instead of what HELLO asked, clamped to the policy's bounds. An interval
+   * set here binds the link: WELCOME grants it as the whole range (minIntervalMs = maxIntervalMs),
+   * and an interval the client announces later is clamped to it.
+   */
   heartbeat?: { intervalMs?: number; direction?: 'client' | 'server' };
 }
 

@@ -860,3 +860,27 @@ test('a WELCOME that comes back within the HELLO\'s write (an in-process link) i
   client.close();
   await gw.close();
 });
+
+test("a connect hook's heartbeat interval binds the link: the client's later announcements (setIntervalMs, the adaptive learner's probes) do not undo it", async () => {
+  const { clock, gw, dial } = hookSetup();
+  let offline = 0;
+  gw.on('offline', () => offline++);
+  const fixed = new LonglinkClient({ url: 'tcp://test', userId: 'u', deviceId: 'fixed', intervalMs: 1000, probes: PROBES, clock, timers: clock, reconnect: { enabled: false }, dial });
+  await Promise.all([fixed.connect(), flush()]);
+  fixed.setIntervalMs(8000);
+  await flush();
+  assert.equal(gw.connection('u', 'fixed')?.intervalMs, 3000, "setIntervalMs does not move the hook's interval");
+  assert.equal(fixed.heartbeat?.intervalMs, 3000, 'the client keeps the interval the gateway times it with');
+  const adaptive = new LonglinkClient({ url: 'tcp://test', userId: 'u', deviceId: 'adaptive', adaptive: true, probes: PROBES, clock, timers: clock, reconnect: { enabled: false }, dial });
+  await Promise.all([adaptive.connect(), flush()]);
+  for (let i = 0; i < 300; i++) {
+    clock.advance(100);
+    await flush();
+  }
+  assert.equal(gw.connection('u', 'adaptive')?.intervalMs, 3000, "the adaptive client's probes do not move the hook's interval");
+  assert.equal(adaptive.heartbeat?.intervalMs, 3000);
+  assert.equal(offline, 0);
+  fixed.close();
+  adaptive.close();
+  await gw.close();
+});
