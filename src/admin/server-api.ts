@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Gateway } from '../gateway/gateway.js';
 import type { PushResult } from '../gateway/push-tracker.js';
+import type { PresenceEntry } from '../gateway/stores/store.js';
 import { assertPayloadFits, GENERATED_ID_SHAPE } from '../protocol/data-frame-size.js';
 import { LonglinkError } from '../protocol/errors.js';
 import { isWellFormed } from '../protocol/well-formed.js';
@@ -61,6 +62,18 @@ export const BatchBody = z.strictObject({ commands: z.array(Command).min(1).max(
 
 /** Users one request may push to or read the presence of, over all its commands (a command of one user counts 1). */
 export const MAX_USERS_PER_REQUEST = 10_000;
+/**
+ * Devices one request's presence answers may list, over all its commands (five for each of
+ * MAX_USERS_PER_REQUEST users). A user's online devices are not bounded, and a user may be named
+ * again and again: 40 KB naming one user of 100 devices 10,000 times was answered with 190 MB.
+ */
+export const MAX_PRESENCE_DEVICES = 50_000;
+
+/** What the commands of one request share: each user's presence, read once, and the devices listed so far. */
+interface RequestState {
+  presence: Map<string, Promise<PresenceEntry[]>>;
+  listed: number;
+}
 
 function usersOf(args: unknown): number {
   const users = args && typeof args === 'object' ? (args as { users?: unknown }).users : undefined;
@@ -134,7 +147,11 @@ export class ServerApi {
    * `onQueued` (a push): called once the message is queued for every user it
    * names, before their devices' acknowledgements are waited for.
    */
-  async run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
+  run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
+    return this.exec(op, args, { presence: new Map(), listed: 0 }, onQueued);
+  }
+
+  private async exec(op: string, args: unknown, state: RequestState, onQueued?: () => void): Promise<unknown> {
     // A closed gateway (drained, its admin port still open) would answer from a store it may have
     // closed: the memory store forgets everything, so every push said unknown-user (nothing
     // queued, as if the user had never connected) and presence offline. The caller retries later
@@ -179,13 +196,19 @@ export class ServerApi {
       }
       case 'presence': {
         const b = parse(PresenceBody, args);
-        const users = await Promise.all(
-          b.users.map(async (u) => {
-            const devices = await storeCall(() => this.gw.presence(u));
-            return { user: u, online: devices.length > 0, devices: devices.map((d) => ({ deviceId: d.deviceId, nodeId: d.nodeId, transport: d.transport, since: d.since })) };
-          }),
-        );
-        return { users };
+        // Each user read once per request, however often named; counted before any answer is built.
+        const read = (u: string) => {
+          let p = state.presence.get(u);
+          if (!p) state.presence.set(u, (p = storeCall(() => this.gw.presence(u))));
+          return p;
+        };
+        const found = await Promise.all(b.users.map(read));
+        const listed = found.reduce((n, d) => n + d.length, 0);
+        if (state.listed + listed > MAX_PRESENCE_DEVICES) {
+          throw new ApiError(413, 'LL_ERR_PAYLOAD_TOO_LARGE', `users: ${listed} devices online to list${state.listed ? ` after ${state.listed} in this request` : ''}; at most ${MAX_PRESENCE_DEVICES} in one answer: ask for fewer users`);
+        }
+        state.listed += listed;
+        return { users: b.users.map((u, i) => ({ user: u, online: found[i].length > 0, devices: found[i].map((d) => ({ deviceId: d.deviceId, nodeId: d.nodeId, transport: d.transport, since: d.since })) })) };
       }
       case 'disconnect': {
         const b = parse(DisconnectBody, args);
@@ -214,7 +237,7 @@ export class ServerApi {
             let queued!: () => void;
             const isQueued = new Promise<void>((r) => (queued = r));
             const run = Promise.all(keys.map((k) => chains.get(k))).then(() =>
-              this.run(c.op, c.args, queued).catch((err: unknown) => {
+              this.exec(c.op, c.args, state, queued).catch((err: unknown) => {
                 const e = err instanceof ApiError ? err : new ApiError(503, 'LL_ERR_STORE_UNAVAILABLE', err instanceof Error ? err.message : String(err));
                 return { error: { code: e.code, message: e.message } };
               }),
@@ -266,7 +289,7 @@ function buildOpenApiDocument(version: string): Record<string, unknown> {
         '400': { description: 'a field is missing or wrong; the message names it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '401': { description: 'no or a wrong API key', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '403': { description: 'no API key is set and the caller is not on a loopback address, or its Host is not a loopback name (LL_ERR_FORBIDDEN_HOST)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-        '413': { description: 'a body over 1 MiB, or (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '413': { description: 'a body over 1 MiB, (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued), or (presence) more than 50,000 devices to list in one request\'s answers (LL_ERR_PAYLOAD_TOO_LARGE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '415': { description: 'a body that is not application/json (LL_ERR_UNSUPPORTED_MEDIA_TYPE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '429': { description: '256 server-API requests are being answered (LL_ERR_TOO_MANY_REQUESTS); retry after Retry-After', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '503': { description: 'the store (Redis) could not be reached or failed the call (LL_ERR_STORE_UNAVAILABLE; a push to several users answers 503 only when every user failed), or the gateway is closed (LL_ERR_CLOSED, with Retry-After)', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },

@@ -309,3 +309,35 @@ test('a json payload nested too deeply to encode is a 400 naming json (was a 500
     await close();
   }
 });
+
+test('presence reads each user once per request and lists at most MAX_PRESENCE_DEVICES devices in one answer: a user named 1,000 times was read and listed 1,000 times', async () => {
+  const { MAX_PRESENCE_DEVICES } = await import('../../src/admin/server-api.js');
+  const { gw, port, close } = await setup();
+  const store = gw.options.store;
+  // One user with 100 devices online (one laptop's connections, or anyone's with the user's login).
+  for (let i = 0; i < 100; i++) await store.setOnline({ userId: 'v', deviceId: `device-${i}`, connectionId: `c${i}`, nodeId: gw.options.nodeId, transport: 'tcp', since: Date.now(), clientInfo: {} });
+  const reads = new Map<string, number>();
+  const devices = store.devices.bind(store);
+  store.devices = (u: string) => (reads.set(u, (reads.get(u) ?? 0) + 1), devices(u));
+  const post = async (op: string, body: unknown) => {
+    const r = await fetch(`http://127.0.0.1:${port}/v1/${op}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const text = await r.text();
+    return { status: r.status, bytes: text.length, body: JSON.parse(text) as { error?: { code: string; message: string }; users?: { user: string; devices: unknown[] }[]; results?: { error?: { code: string } }[] } };
+  };
+  try {
+    // 5 KB asked for 100,000 device entries (9 MB of JSON); ten such commands in a batch, 90 MB, and at
+    // 1,000 devices a user over 2 GB of heap, 27 s of the event loop and a 200 with an empty body.
+    const over = await post('presence', { users: Array(1000).fill('v') });
+    assert.equal(over.status, 413, `refused, not ${over.bytes} bytes of answer`);
+    assert.equal(over.body.error?.code, 'LL_ERR_PAYLOAD_TOO_LARGE');
+    assert.equal(reads.get('v'), 1, 'the user was read once, not once per time named');
+    const batch = await post('batch', { commands: Array.from({ length: 10 }, () => ({ op: 'presence', args: { users: Array(Math.floor(MAX_PRESENCE_DEVICES / 100 / 10)).fill('v') } })).concat([{ op: 'presence', args: { users: ['v'] } }]) });
+    assert.equal(batch.status, 200);
+    assert.equal(batch.body.results!.filter((r) => r.error?.code === 'LL_ERR_PAYLOAD_TOO_LARGE').length, 1, 'the request\'s answer as a whole is bounded: the command past it is refused in its place');
+    const fits = await post('presence', { users: ['v', 'nobody', 'v'] });
+    assert.equal(fits.status, 200);
+    assert.deepEqual(fits.body.users!.map((u) => [u.user, u.devices.length]), [['v', 100], ['nobody', 0], ['v', 100]]);
+  } finally {
+    await close();
+  }
+});
