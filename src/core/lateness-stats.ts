@@ -5,7 +5,8 @@
  * slot it came (the difference of two one-way delays, plus the client's
  * timer error; negative when early). A gap of k intervals means k − 1 slots
  * went empty: heartbeats lost on the way, or not sent. Gaps with any other
- * frame in between are not measured (the client counts from that frame).
+ * frame in between are not measured (the client counts from that frame), nor
+ * a gap of less than half an interval (a heartbeat sent out of turn).
  *
  * Fixed memory whatever the count: positive lateness in log buckets, four to
  * an octave (each about 19 % wide) from 0.5 ms to about 2.3 hours, plus the
@@ -64,10 +65,16 @@ export class LatenessStats {
   /**
    * A heartbeat `gapMs` after the previous one, on a client sending every
    * `intervalMs`: the gap's whole intervals are its slot (and the empty
-   * slots before it), the rest its lateness. Returns the empty slots.
+   * slots before it), the rest its lateness. Returns the empty slots, or
+   * null for a heartbeat sent out of turn, less than half an interval after
+   * the last (a flushed state, a check after a network change): the gap says
+   * when the app asked, not how the path delays heartbeats, and taken as
+   * lateness it was −(interval − gap), −24 s for a check a second after a
+   * 25 s heartbeat, in the mean and deviation the configurator reads.
    */
-  observeGap(gapMs: number, intervalMs: number): number {
-    const k = Math.max(1, Math.round(gapMs / intervalMs));
+  observeGap(gapMs: number, intervalMs: number): number | null {
+    if (gapMs < intervalMs / 2) return null;
+    const k = Math.round(gapMs / intervalMs);
     this.observe(gapMs - k * intervalMs, k - 1);
     return k - 1;
   }

@@ -410,6 +410,11 @@ export class ServerConnection implements LinkEvents {
     if (this.beatFrame === this.framesIn - 1) {
       const gap = now - prev;
       const missed = this.host.lateness[this.link.transport].observeGap(gap, interval);
+      // Out of turn (a flushed state, a check): not a measurement; the next gap counts from it.
+      if (missed === null) {
+        this.beatFrame = this.framesIn;
+        return;
+      }
       const late = Math.round(gap - (missed + 1) * interval);
       this.beatGaps++;
       this.missedBeats += missed;

@@ -1022,6 +1022,30 @@ test('client heartbeats measure the path: lateness against the slot and empty sl
   await gw.close();
 });
 
+// A heartbeat sent out of turn (updateState({ flush: true }), a check after networkChanged(), the
+// CLI's /state and /probe) comes well before its slot: the gap before it says when the app asked,
+// not how the path delays heartbeats. Measured, it was one lateness of −(interval − gap), −24 s for
+// a /state a second after a 25 s heartbeat, in the mean and deviation `longlink tune --from` reads.
+test('a heartbeat sent out of turn, less than half an interval after the last, is not a measurement of the path (the next gap, from it, is)', async () => {
+  const { clock, gw } = setup({ heartbeat: { ...POLICY, missBudget: 8 } });
+  const { client } = await open(gw);
+  const at = async (ms: number) => {
+    clock.advance(ms);
+    client.send({ type: FrameType.PING });
+    await flush();
+  };
+  await at(1000); // the first: no gap yet
+  await at(1000); // on time
+  await at(100); // out of turn: a flushed state
+  await at(1000); // on time, counted from the flush
+  await at(1000); // on time
+  const net = gw.networkStats().tcp.heartbeats;
+  assert.deepEqual({ count: net.count, missed: net.missed, meanMs: net.meanMs, onTime: net.onTime }, { count: 3, missed: 0, meanMs: 0, onTime: 3 }, 'three gaps measured, all on time');
+  const c = gw.listConnections()[0];
+  assert.deepEqual({ gaps: c.path.gaps, mean: c.path.latenessMeanMs, dev: c.path.latenessDevMs }, { gaps: 3, mean: 0, dev: 0 });
+  await gw.close();
+});
+
 test('a client that reports its smoothed RTT on a PING has it shown (the gateway cannot time client-sent heartbeats) and counted for its transport, bounded', async () => {
   const { clock, gw } = setup();
   const { client } = await open(gw);
