@@ -41,7 +41,7 @@ export function clientCommand(): Command {
     .exitOverride(exitOnUsageError)
     .option('--url <url>', 'gateway URL: tcp://host:port, tls://host:port, ws://host:port/longlink or wss://…; several, comma-separated, for a cluster', `tcp://127.0.0.1:${DEFAULT_TCP_PORT}`)
     .option('--user <id>', 'user id', `user-${process.pid}`)
-    .option('--device <id>', 'device id (default: <host>-cli, the same every run, so what was queued while it was offline arrives on its next run; give two clients of one user on one host different ids)', `${os.hostname()}-cli`)
+    .option('--device <id>', 'device id; the default, <host>-cli, is the same every run, so what was queued while it was offline arrives on its next run (give two clients of one user on one host different ids)', `${os.hostname()}-cli`)
     .option('--token <token>', 'auth token sent in HELLO (or set LONGLINK_TOKEN: a flag shows in ps)')
     .option('--tls-ca <file>', 'tls:// and wss://: trust this CA certificate (PEM), for a private or self-signed gateway certificate')
     .addOption(new Option('--direction <who>', 'who sends heartbeats').choices(['client', 'server']).default('client'))

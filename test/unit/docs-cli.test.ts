@@ -45,6 +45,16 @@ test('every --flag the docs name exists: an option of a longlink command, or of 
   assert.deepEqual([...new Set(unknown)], []);
 });
 
+// `longlink <command> --help` is what the README sends a newcomer to: commander appends each
+// default, so a description that states its own printed two ("(default: <host>-cli, ...) (default: "vm-cli")").
+test('no option of a longlink command states its default twice in --help', () => {
+  const twice: string[] = [];
+  for (const cmd of [serveCommand(), clientCommand(), labCommand(), demoCommand(), tuneCommand()]) {
+    for (const o of optionsOf(cmd)) if ((cmd.createHelp().optionDescription(o).match(/\(default/g) ?? []).length > 1) twice.push(`${cmd.name()} ${o.flags}`);
+  }
+  assert.deepEqual(twice, []);
+});
+
 /** A figure as the docs write it ("30 s", "16 KiB", "10,000") in the flag's own unit. */
 function valueOf(flag: string, figure: string, unit: string | undefined): number {
   const n = Number(figure.replace(/,/g, ''));
