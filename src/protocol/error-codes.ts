@@ -33,7 +33,7 @@ export const ERROR_CODES = {
   LL_ERR_OUTBOX_FULL: { area: 'client', meaning: '`send()` while maxOutbox messages, or maxOutboxBytes of payload, wait for acknowledgement (a lone message always fits); nothing was queued' },
   // The admin port (HTTP status in brackets).
   LL_ERR_BAD_REQUEST: { area: 'admin', meaning: '[400] a bad body field or query parameter, or a body that did not arrive whole (the caller went away or sent it too slowly)' },
-  LL_ERR_BAD_PATH: { area: 'admin', meaning: '[400] a malformed %-escape in the path, or a request target that is not a path' },
+  LL_ERR_BAD_PATH: { area: 'admin', meaning: '[400] a malformed %-escape in the path, or a request target that is not a path (one starting with `//` included)' },
   LL_ERR_UNAUTHORIZED: { area: 'admin', meaning: '[401] no or a wrong admin token, or server-API key' },
   LL_ERR_FORBIDDEN_HOST: { area: 'admin', meaning: '[403] without a token (admin API) or key (server API), a caller that is not on a loopback address, or a Host that is not a loopback name (DNS rebinding)' },
   LL_ERR_NOT_FOUND: { area: 'admin', meaning: '[404] no such endpoint, file or connection' },

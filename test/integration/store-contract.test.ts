@@ -517,7 +517,8 @@ for (const on of ['one server', 'a cluster'] as const) describe(`redis store on 
     }
   });
 
-  test('a new device of a user with many devices online does not read every known device: remembering one costs about the same however many are online', { skip: on === 'one server' ? false : 'MONITOR of one server' }, async () => {
+  // MONITOR watches one server: the cluster's variant does not have this test (rather than reporting it skipped).
+  if (on === 'one server') test('a new device of a user with many devices online does not read every known device: remembering one costs about the same however many are online', async () => {
     const prefix = `kdmany${++prefixN}:`;
     const s = new RedisStore({ ...at(), prefix, maxKnownDevicesPerUser: 4 });
     let node: Redis | null = null;
