@@ -91,6 +91,7 @@ export function serveCommand(): Command {
     .option('--jwt-audience <aud>', 'accepted token audience (aud); needs --jwt-secret, --jwt-public-key or --jwks-url')
     .option('--max-connections <n>', 'connections held at once per process (0 = no limit)', int, LIMIT_DEFAULTS.maxConnections)
     .option('--max-connections-per-source <n>', 'connections held at once from one address (0 = no limit)', int, LIMIT_DEFAULTS.maxConnectionsPerSource)
+    .option('--max-online-devices-per-user <n>', "one user's devices online at once (over the cluster with --redis); another device beyond it is told to come back later (0 = no limit)", int, LIMIT_DEFAULTS.maxOnlineDevicesPerUser)
     .option('--handshakes-per-second <n>', 'new connections admitted per second per process (0 = no limit)', int, LIMIT_DEFAULTS.handshakesPerSecond)
     .option('--handshake-burst <n>', 'new connections admitted at once before the rate applies (default: one second of the rate)', int)
     .option('--handshake-source-share <fraction>', 'of the handshake rate and burst, what one source address may take once the bucket is half empty (1: off; raise behind a carrier-grade NAT or a proxy)', fraction, LIMIT_DEFAULTS.handshakeSourceShare)
@@ -244,6 +245,7 @@ export function serveCommand(): Command {
           limits: {
             maxConnections: o.maxConnections,
             maxConnectionsPerSource: o.maxConnectionsPerSource,
+            maxOnlineDevicesPerUser: o.maxOnlineDevicesPerUser,
             handshakesPerSecond: o.handshakesPerSecond,
             ...(o.handshakeBurst !== undefined ? { handshakeBurst: o.handshakeBurst } : {}),
             handshakeSourceShare: o.handshakeSourceShare,

@@ -574,7 +574,11 @@ export class ServerConnection implements LinkEvents {
     if (this.phase === 'closed') return;
     // Giving way to a newer link of the device is a race, not bad input: no protocol-error.
     if (err instanceof ProtocolError && err.reason === 'replaced') this.closeWith('replaced', err.message);
-    else if (err instanceof ProtocolError) this.onProtocolError(err);
+    // A limit, not bad input: told when to come back, as a refusal at accept is.
+    else if (err instanceof ProtocolError && err.reason === 'too-many-devices') {
+      this.send(goawayFrame(err.reason, DEVICE_LIMIT_RETRY_MS * (0.5 + Math.random())));
+      this.closeWith(err.reason, err.message);
+    } else if (err instanceof ProtocolError) this.onProtocolError(err);
     else this.closeWith('server-error', SERVER_ERROR_REASON);
   }
 
@@ -895,6 +899,12 @@ function stateBytes(s: ClientState): number {
  * 3.0e13 numbers of room remain.
  */
 const MAX_LAST_SEQ = 2 ** 46;
+
+/**
+ * How long a device refused for its user's device limit waits, on average (spread ±50%): the user's
+ * other devices go offline on a person's time scale, and each try costs a handshake's store writes.
+ */
+const DEVICE_LIMIT_RETRY_MS = 30_000;
 
 /** How long a refused link may take to finish the messages it took in before the refusal (see refuse). */
 const REFUSAL_LINGER_MS = 5_000;

@@ -896,8 +896,16 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     let displaced: PresenceEntry | undefined;
     const entry = this.presenceEntry(conn);
     try {
-      displaced = ((yield o.store.setOnline(entry)) as PresenceEntry | undefined | void) || undefined;
+      // A device with a link here is online: replacing it is never refused (the store may not know it, after a loss).
+      displaced = ((yield o.store.setOnline(entry, previous ? 0 : o.limits.maxOnlineDevicesPerUser)) as PresenceEntry | undefined | void) || undefined;
     } catch (err) {
+      if (err instanceof ProtocolError && err.reason === 'too-many-devices') {
+        // Nothing was written. Out of the registry first: its close is no device going offline; its
+        // session is saved closed (a resume's stays resumable for its next try).
+        this.movedOn.delete(conn);
+        this.registry.remove(conn);
+        throw err;
+      }
       // The write may have been done all the same (a reply lost): take it back, putting back
       // another node's link it displaced (that node never heard of this one), and ask that node
       // to check it still holds the link. presenceOut stays set: the take-back is in charge of the

@@ -139,7 +139,7 @@ export type DetectorOptions =
 
 /**
  * Limits against abuse and overload. 0 turns off maxConnections,
- * maxConnectionsPerSource, handshakesPerSecond, maxPendingHandshakes,
+ * maxConnectionsPerSource, maxOnlineDevicesPerUser, handshakesPerSecond, maxPendingHandshakes,
  * maxPendingHandshakesPerSource, minPingGapMs, maxDataPerSecond and
  * maxPartialFrameBytes, and is refused for the rest (LL_ERR_INVALID_OPTION).
  * docs/SECURITY.md says what each defends against.
@@ -149,6 +149,15 @@ export interface LimitOptions {
   maxConnections?: number;
   /** Connections held at once from one source address. Raise it behind carrier-grade NAT or a proxy. */
   maxConnectionsPerSource?: number;
+  /**
+   * Distinct devices of one user online at once (over the cluster with a shared store: counted in
+   * the store, in the write that sets the device online). A handshake of another device beyond it
+   * gets GOAWAY and too-many-devices (4010, transient: it comes back after the hint, 15–45 s); a
+   * device already online that reconnects or replaces its link is never refused. Every push to a
+   * user writes one mailbox per device online: one credential holding 1,000 devices made a batch of
+   * 1,000 pushes a million writes. Raise it for a fleet of machines under one user id.
+   */
+  maxOnlineDevicesPerUser?: number;
   /** New connections admitted per second (a token bucket); more are refused with rate-limited (4008) and a GOAWAY hint. */
   handshakesPerSecond?: number;
   /** How many new connections may arrive at once before the rate applies (default: one second's worth). */
@@ -248,6 +257,7 @@ export interface LimitOptions {
 
 /** Every limit with its default filled in; those of who may connect are the admission's own. */
 export interface ResolvedLimits extends AdmissionLimits {
+  maxOnlineDevicesPerUser: number;
   handshakeSourceShare: number;
   minPingGapMs: number;
   pingBurst: number;
@@ -274,6 +284,10 @@ export const MIN_WRITE_BUFFER_BYTES = 64 * 1024;
 export const LIMIT_DEFAULTS = {
   maxConnections: 100_000,
   maxConnectionsPerSource: 1_000,
+  // A phone, a tablet, a few desktops and browser tabs are a handful; 64 is also what the stores
+  // remember per user for offline pushes (maxKnownDevicesPerUser), so every device a user may have
+  // online stays within that bound.
+  maxOnlineDevicesPerUser: 64,
   handshakesPerSecond: 2_000,
   maxPendingHandshakes: 500,
   maxPendingHandshakesPerSource: 50,
@@ -415,6 +429,7 @@ export function resolveGatewayOptions(o: GatewayOptions): ResolvedGatewayOptions
   const limits: ResolvedLimits = {
     maxConnections: nonNegative('limits.maxConnections', l.maxConnections ?? LIMIT_DEFAULTS.maxConnections),
     maxConnectionsPerSource: nonNegative('limits.maxConnectionsPerSource', l.maxConnectionsPerSource ?? LIMIT_DEFAULTS.maxConnectionsPerSource),
+    maxOnlineDevicesPerUser: nonNegative('limits.maxOnlineDevicesPerUser', l.maxOnlineDevicesPerUser ?? LIMIT_DEFAULTS.maxOnlineDevicesPerUser),
     handshakesPerSecond: hps,
     handshakeBurst: positive('limits.handshakeBurst', l.handshakeBurst ?? Math.max(1, hps)),
     maxPendingHandshakes: nonNegative('limits.maxPendingHandshakes', l.maxPendingHandshakes ?? LIMIT_DEFAULTS.maxPendingHandshakes),

@@ -22,6 +22,7 @@ export const CloseCodes = {
   'too-many-connections': 4007,
   'rate-limited': 4008,
   'too-many-messages': 4009,
+  'too-many-devices': 4010,
   'frame-too-large': 4500,
   'malformed-frame': 4501,
   'unknown-frame': 4502,
@@ -142,6 +143,11 @@ export class StreamEndedError extends ProtocolError {
     super('truncated-frame', message);
     this.name = 'StreamEndedError';
   }
+}
+
+/** What a store's setOnline throws for a device beyond its user's bound (see PresenceStore.setOnline). */
+export function tooManyDevices(maxDevices: number): ProtocolError {
+  return new ProtocolError('too-many-devices', `the user has its limit of ${maxDevices} devices online`);
 }
 
 export function errorCodeFor(reason: CloseReason): CloseErrorCode {

@@ -445,7 +445,7 @@ test('send reaches every open device of a user; probe and kick act on one device
 
 test('many connections share one wheel and one host timer', async () => {
   const { clock, gw, offline } = setup();
-  for (let i = 0; i < 200; i++) await open(gw, { deviceId: `d${i}` });
+  for (let i = 0; i < 200; i++) await open(gw, { userId: `u${i}` });
   assert.ok(clock.pendingTimers <= 2, `one wheel timer and the queue sweep, not one per connection (${clock.pendingTimers})`);
   clock.advance(LIMIT);
   assert.equal(offline.length, 200);

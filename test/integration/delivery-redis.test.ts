@@ -988,6 +988,55 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await stop(A);
   });
 
+  test('16. maxOnlineDevicesPerUser over two nodes: the bound is the cluster\'s, new devices racing on both nodes at the bound-1 get one place, and a device online reconnecting through the other node is admitted at the bound', async () => {
+    const prefix = `d${++prefixN}:`;
+    // Raw peers send no heartbeats: a long interval keeps them open through the test.
+    const extra = { limits: { maxOnlineDevicesPerUser: 3 }, heartbeat: { ...POLICY, intervalMs: 10_000 } };
+    const A = await node(prefix, 'A', extra);
+    const B = await node(prefix, 'B', extra);
+    const port = (n: { url: string }) => Number(new URL(n.url).port);
+    const peers: RawPeer[] = [];
+    const open = (n: { url: string }, userId: string, deviceId: string) => {
+      const p = new RawPeer(port(n));
+      peers.push(p);
+      p.hello(userId, deviceId);
+      return p;
+    };
+    try {
+      const d1 = open(A, 'u', 'd1');
+      const d2 = open(A, 'u', 'd2');
+      await d1.welcome();
+      await d2.welcome();
+      const d3 = open(B, 'u', 'd3');
+      await d3.welcome();
+      // Two on A, one on B: a fourth device is refused on either node.
+      for (const n of [A, B]) {
+        const p = open(n, 'u', 'd4');
+        await p.closed;
+        assert.equal(p.closeCode, CloseCodes['too-many-devices'], `a fourth device of u on ${n === A ? 'A' : 'B'} is refused: the bound counts both nodes' devices`);
+        assert.equal(p.goaway?.code, CloseCodes['too-many-devices']);
+      }
+      // d1 (online on A) reconnects through B at the bound: admitted, and A's link is replaced.
+      const moved = open(B, 'u', 'd1');
+      await moved.welcome();
+      await d1.closed;
+      assert.equal(d1.closeCode, CloseCodes.replaced);
+      await open(A, 'v', 'd4').welcome();
+      assert.deepEqual((await A.gw.presence('u')).map((e) => `${e.deviceId}@${e.nodeId}`).sort(), ['d1@B', 'd2@A', 'd3@B']);
+      // d3 leaves: one place, and eight new devices ask for it at once, half on each node.
+      d3.destroy();
+      await eventually('d3 offline', async () => (await A.gw.presence('u')).length === 2);
+      const racing = Array.from({ length: 8 }, (_, i) => open(i % 2 === 0 ? A : B, 'u', `n${i}`));
+      const outcomes = await Promise.all(racing.map((p) => Promise.race([p.welcome(5000).then(() => 'welcomed'), p.closed.then(() => String(p.closeCode))])));
+      assert.deepEqual(outcomes.filter((o) => o === 'welcomed').length, 1, `one of the racing devices gets the place (${outcomes.join(', ')})`);
+      assert.equal(outcomes.filter((o) => o === String(CloseCodes['too-many-devices'])).length, 7);
+      assert.equal((await B.gw.presence('u')).length, 3);
+    } finally {
+      for (const p of peers) p.destroy();
+      await stop(A, B);
+    }
+  });
+
   test('11. a wake-up published after the subscriber reconnects is not lost', async () => {
     const prefix = `d${++prefixN}:`;
     const s = new RedisStore({ url: redis!.url, prefix, ...LEASE });

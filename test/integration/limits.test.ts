@@ -65,6 +65,51 @@ describe('connection limits', () => {
     }
   });
 
+  test('maxOnlineDevicesPerUser: a new device of a user at the bound gets GOAWAY and too-many-devices; a device online reconnecting is admitted, another user is not counted, a freed place is reused', async () => {
+    const { gw, port, refused } = await gateway({ limits: { maxOnlineDevicesPerUser: 3 } });
+    const peers: RawPeer[] = [];
+    const peer = () => {
+      const p = new RawPeer(port);
+      peers.push(p);
+      return p;
+    };
+    try {
+      const held = ['d1', 'd2', 'd3'].map((d) => {
+        const p = peer();
+        p.hello('u', d);
+        return p;
+      });
+      for (const p of held) await p.welcome();
+      const fourth = peer();
+      fourth.hello('u', 'd4');
+      await fourth.closed;
+      assert.equal(fourth.closeCode, CloseCodes['too-many-devices'], "a fourth device of u is refused: the user's devices online are bounded");
+      assert.equal(fourth.goaway?.code, CloseCodes['too-many-devices']);
+      assert.ok(fourth.goaway!.reconnectAfterMs! >= 15_000 && fourth.goaway!.reconnectAfterMs! <= 45_000, `the hint spreads returns over 15-45 s (${fourth.goaway!.reconnectAfterMs})`);
+      assert.equal(refused.length, 0, 'not an accept-time refusal');
+      assert.equal((await gw.presence('u')).length, 3);
+      // d2 reconnects (its old link not yet closed): at the bound, and admitted; the old link is replaced.
+      const again = peer();
+      again.hello('u', 'd2');
+      await again.welcome();
+      await held[1].closed;
+      assert.equal(held[1].closeCode, CloseCodes.replaced);
+      const other = peer();
+      other.hello('v', 'd4');
+      await other.welcome();
+      // d1 leaves: d4 takes its place.
+      held[0].destroy();
+      for (let i = 0; i < 100 && (await gw.presence('u')).length > 2; i++) await new Promise((r) => setTimeout(r, 10));
+      const late = peer();
+      late.hello('u', 'd4');
+      await late.welcome();
+      assert.deepEqual((await gw.presence('u')).map((e) => e.deviceId).sort(), ['d2', 'd3', 'd4']);
+    } finally {
+      for (const p of peers) p.destroy();
+      await gw.close();
+    }
+  });
+
   test('handshake rate: beyond the burst new connections are refused with rate-limited, and a client honours the hint', async () => {
     const { gw, port, refused } = await gateway({ limits: { handshakesPerSecond: 4, handshakeBurst: 4 } });
     try {

@@ -1,7 +1,7 @@
 import { UserDevices } from '../device-map.js';
 import { idKey } from '../id-key.js';
 import type { MailboxLimits, PresenceEntry, QueuedMessage, SessionRecord, Store } from './store.js';
-import { LonglinkError } from '../../protocol/errors.js';
+import { LonglinkError, tooManyDevices } from '../../protocol/errors.js';
 import { ExpiryQueue } from './expiry-queue.js';
 
 interface Mailbox {
@@ -361,7 +361,8 @@ export class MemoryStore implements Store {
   }
 
   // The handshake's four calls answer at once (see Store): no promise per connection set up.
-  setOnline(entry: PresenceEntry): void {
+  setOnline(entry: PresenceEntry, maxDevices = 0): void {
+    if (maxDevices > 0) this.admitDevice(entry.userId, entry.deviceId, maxDevices);
     const e = this.entry(entry.userId, entry.deviceId);
     if (!e.online) this.offlineBytesMoved(e, -1);
     e.connectionId = entry.connectionId;
@@ -369,6 +370,14 @@ export class MemoryStore implements Store {
     e.transport = entry.transport;
     e.since = entry.since;
     e.clientInfo = entry.clientInfo;
+  }
+
+  /** Throws too-many-devices for a device not online while its user has `max` online (see PresenceStore.setOnline). */
+  private admitDevice(userId: string, deviceId: string, max: number): void {
+    // Fewer records than the bound: fewer online. Else a walk of the user's records (maxDevicesPerUser at most), only for a new device.
+    if (this.devicesByUser.countOf(userId) < max || this.find(userId, deviceId)?.online) return;
+    let online = 0;
+    for (const e of this.devicesByUser.values(userId)) if (e.online && ++online >= max) throw tooManyDevices(max);
   }
 
   async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry): Promise<boolean> {

@@ -566,10 +566,15 @@ return 1
 
 /**
  * KEYS: presence hash, displaced hash. ARGV: deviceId, entry json, the
- * writer's node id. Writes the entry; returns the one it replaced ('' for
- * none). Another node's entry it replaced is kept beside it (the displaced
+ * writer's node id, ttl ms, the most devices the user may have online (0: no
+ * bound). Writes the entry; returns the one it replaced ('' for none).
+ * Another node's entry it replaced is kept beside it (the displaced
  * hash, one field per device) until the device's entry changes again, so a
  * writer that never got this answer can still put it back (TAKE_BACK).
+ * A device without an entry while the user has the most entries is not
+ * written: nil. Counted here, in the write, so that handshakes on several
+ * nodes cannot each see room and pass the bound together; entries of a node
+ * that died count until they are replaced or forgotten (an over-count only).
  */
 export const SET_ONLINE = `${KEEP_PRESENCE}
 local old = redis.call('HGET', KEYS[1], ARGV[1])
@@ -580,6 +585,8 @@ if old and cjson.decode(old).connectionId == cjson.decode(ARGV[2]).connectionId 
   keep(tonumber(ARGV[4]))
   return redis.call('HGET', KEYS[2], ARGV[1]) or ''
 end
+local max = tonumber(ARGV[5] or '0')
+if not old and max > 0 and redis.call('HLEN', KEYS[1]) >= max then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 if old and cjson.decode(old).nodeId ~= ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], old) else redis.call('HDEL', KEYS[2], ARGV[1]) end
 keep(tonumber(ARGV[4]))

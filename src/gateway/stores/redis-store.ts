@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import { MAX_TIMER_MS } from '../../core/heartbeat-policy.js';
-import { LonglinkError } from '../../protocol/errors.js';
+import { LonglinkError, tooManyDevices } from '../../protocol/errors.js';
 import { toWellFormed } from '../../protocol/well-formed.js';
 import { MEMORY_STORE_DEFAULTS } from './memory-store.js';
 import { connectRedis, evictingServer, evictionError, isCluster, loadIoredisModule, redactUrl } from './redis-connect.js';
@@ -176,7 +176,7 @@ declare module 'ioredis' {
     llRemember(known: string, presence: string, deviceId: string, until: number, max: number, ttlMs: number, userPrefix: string): Promise<string[]>;
     llSetOffline(presence: string, displaced: string, deviceId: string, connectionId: string, putBack?: string): Promise<number>;
     llForgetPresence(presence: string, displaced: string, deviceId: string, raw: string): Promise<number>;
-    llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string, ttlMs: number): Promise<string>;
+    llSetOnline(presence: string, displaced: string, deviceId: string, entry: string, nodeId: string, ttlMs: number, maxDevices: number): Promise<string | null>;
     llRestoreOnline(presence: string, displaced: string, deviceId: string, entry: string, connectionId: string, ttlMs: number): Promise<number>;
     llTouchPresence(presence: string, displaced: string, ttlMs: number): Promise<number>;
     llTakeBack(presence: string, displaced: string, deviceId: string, connectionId: string): Promise<string>;
@@ -776,8 +776,14 @@ export class RedisStore implements Store {
     return storeJson(entry.nodeId === this.nodeId ? { ...entry, inc: this.incarnation, w: ++this.presenceWrites } : entry);
   }
 
-  async setOnline(entry: PresenceEntry): Promise<PresenceEntry | undefined> {
-    const old = await this.redis.llSetOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.nodeId, PRESENCE_TTL_MS);
+  async setOnline(entry: PresenceEntry, maxDevices = 0): Promise<PresenceEntry | undefined> {
+    const old = await this.redis.llSetOnline(...this.presenceKeys(entry.userId), entry.deviceId, this.presenceJson(entry), entry.nodeId, PRESENCE_TTL_MS, maxDevices);
+    if (old === null) {
+      // Refused at the bound. A read of the user's presence drops what it finds of dead nodes and
+      // old incarnations (see devices), so the device's next try is not refused for a crashed node's entries.
+      void this.devices(entry.userId).catch(() => {});
+      throw tooManyDevices(maxDevices);
+    }
     // With its incarnation (`inc`): if it is put back (setOffline), it is put back as it was. (Its
     // write's number is not needed there: it only tells writes apart, see presenceJson.)
     if (!old) return undefined;

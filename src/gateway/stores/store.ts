@@ -45,9 +45,14 @@ export interface PresenceStore {
   /**
    * Writes the device's entry. A shared store returns the entry it replaced
    * (another node's link of the same device, say), so that node can be told;
-   * a store of one process may return nothing.
+   * a store of one process may return nothing. With `maxDevices` (> 0), a
+   * device without an entry is not written while the user has that many
+   * entries: it throws ProtocolError('too-many-devices'), counted and written
+   * in one step (a shared store's: one script), so that handshakes on several
+   * nodes at once cannot pass the bound together. A store that ignores it
+   * does not bound the user's devices (the gateway's maxOnlineDevicesPerUser).
    */
-  setOnline(entry: PresenceEntry): Awaitable<PresenceEntry | undefined | void>;
+  setOnline(entry: PresenceEntry, maxDevices?: number): Awaitable<PresenceEntry | undefined | void>;
   /**
    * Removes the entry only if it still belongs to `connectionId` (a newer
    * connection may have replaced it). With `putBack`, the entry that
