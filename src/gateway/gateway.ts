@@ -19,6 +19,7 @@ import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
 import { resolveGatewayOptions, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
+import { FanOut } from './fan-out.js';
 import { runSteps, unawaited } from './run-steps.js';
 import { StoreRetry, type StoreRetryStats } from './store-retry.js';
 import type { PresenceEntry, ResyncReason, SessionRecord } from './stores/store.js';
@@ -319,6 +320,8 @@ export interface TimerStats {
 export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
+  /** Broadcasts being written, a chunk per turn (fan-out.ts). */
+  private readonly fanOut = new FanOut<ServerConnection>();
   /** The re-assertion after a resync (see reassert). */
   private readonly resync: { running: boolean; pending: ResyncReason | null; failed: ResyncReason | null; attempt: number; timer: TimerHandle | null } = {
     running: false,
@@ -1296,18 +1299,27 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   /**
    * Best-effort DATA to every open connection (an announcement, a
    * fire-and-forget fan-out; nothing is queued or acknowledged). One frame
-   * object serves all. Returns how many connections it was written to.
+   * object serves all. Returns how many open connections it goes to: up to
+   * FANOUT_CHUNK (2,000) are written before it returns, the rest a chunk per
+   * turn of the event loop (heartbeats are answered meanwhile), after any
+   * broadcast made before it; one that closes first is skipped.
    */
   broadcast(payload: Uint8Array | string, opts: { id?: string } = {}): number {
+    return this.startBroadcast(payload, opts).count;
+  }
+
+  private startBroadcast(payload: Uint8Array | string, opts: { id?: string }): { count: number; written: Promise<number> } {
     const frame = { type: FrameType.DATA, payload: typeof payload === 'string' ? Buffer.from(payload) : payload, ...(opts.id !== undefined ? { id: opts.id } : {}) } as const;
     assertPayloadFits(frame.payload, opts.id, this.options.maxFrameBytes);
-    let n = 0;
-    for (const conn of this.registry.all()) {
-      if (conn.phase !== 'open' || conn.draining) continue;
+    // The connections open now: one accepted later (a device that reconnected) is not sent it twice.
+    const targets: ServerConnection[] = [];
+    for (const conn of this.registry.all()) if (conn.phase === 'open' && !conn.draining) targets.push(conn);
+    const written = this.fanOut.add(targets, (conn) => {
+      if (conn.phase !== 'open' || conn.draining) return false;
       conn.send(frame);
-      n++;
-    }
-    return n;
+      return true;
+    });
+    return { count: targets.length, written };
   }
 
   /** Sends a probe PING to a device now (the answer updates its RTT). */
@@ -1364,16 +1376,19 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   }
 
   /**
-   * `broadcast` on every node: written here at once, published to the
-   * others. Resolves with this node's count and whether it was published.
+   * `broadcast` on every node: written here (in chunks, as `broadcast`), published to the
+   * others. Resolves, once written here, with how many this node's were written to and
+   * whether it was published.
    */
   async broadcastAcrossCluster(payload: Uint8Array | string, opts: { id?: string } = {}): Promise<{ here: number; published: boolean }> {
     const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
-    const here = this.broadcast(bytes, opts);
+    const { written } = this.startBroadcast(bytes, opts);
     const store = this.options.store;
-    if (!store.broadcast) return { here, published: false };
-    await store.broadcast(bytes, opts.id);
-    return { here, published: true };
+    // Published while this node's connections are written to; answered once both are done.
+    const published = store.broadcast ? store.broadcast(bytes, opts.id).then(() => true) : Promise.resolve(false);
+    published.catch(() => {}); // awaited below, once this node's writes are done
+    const here = await written;
+    return { here, published: await published };
   }
 
   /** Presence as the store sees it (across nodes, with a shared store). */
