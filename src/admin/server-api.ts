@@ -69,10 +69,29 @@ export const MAX_USERS_PER_REQUEST = 10_000;
  */
 export const MAX_PRESENCE_DEVICES = 50_000;
 
+/**
+ * Broadcasts one request may make. Each is a write to every open connection (a 50 KB batch of 1,000
+ * over 1,710 devices held the event loop 4.48 s before broadcasts were written in chunks), and it
+ * counted as one user: more is refused whole with 413.
+ */
+export const MAX_BROADCASTS_PER_REQUEST = 10;
+/**
+ * Server-API broadcasts not yet written to this node's connections, over all requests: each holds
+ * its payload and a list of the connections; more get 429 (retry after Retry-After).
+ */
+export const MAX_BROADCASTS_IN_PROGRESS = 20;
+
 /** What the commands of one request share: each user's presence, read once, and the devices listed so far. */
 interface RequestState {
   presence: Map<string, Promise<PresenceEntry[]>>;
   listed: number;
+}
+
+/** The broadcasts a request makes: counted before it is parsed, so before any of them is written. */
+function broadcastsOf(op: string, args: unknown): number {
+  if (op === 'broadcast') return 1;
+  const commands = op === 'batch' && args && typeof args === 'object' ? (args as { commands?: unknown }).commands : undefined;
+  return Array.isArray(commands) ? commands.filter((c) => (c as { op?: unknown } | null)?.op === 'broadcast').length : 0;
 }
 
 function usersOf(args: unknown): number {
@@ -84,7 +103,7 @@ function usersOf(args: unknown): number {
 export class ApiError extends Error {
   constructor(
     readonly status: number,
-    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE' | 'LL_ERR_CLOSED',
+    readonly code: 'LL_ERR_BAD_REQUEST' | 'LL_ERR_NOT_FOUND' | 'LL_ERR_STORE_UNAVAILABLE' | 'LL_ERR_PAYLOAD_TOO_LARGE' | 'LL_ERR_CLOSED' | 'LL_ERR_TOO_MANY_REQUESTS',
     message: string,
   ) {
     super(message);
@@ -140,6 +159,9 @@ async function storeCall<T>(call: () => Promise<T>): Promise<T> {
 const noop = () => {};
 
 export class ServerApi {
+  /** Broadcasts of requests being answered (MAX_BROADCASTS_IN_PROGRESS). */
+  private broadcasting = 0;
+
   constructor(private readonly gw: Gateway) {}
 
   /**
@@ -147,8 +169,19 @@ export class ServerApi {
    * `onQueued` (a push): called once the message is queued for every user it
    * names, before their devices' acknowledgements are waited for.
    */
-  run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
-    return this.exec(op, args, { presence: new Map(), listed: 0 }, onQueued);
+  async run(op: string, args: unknown, onQueued?: () => void): Promise<unknown> {
+    const n = broadcastsOf(op, args);
+    if (n > MAX_BROADCASTS_PER_REQUEST) throw new ApiError(413, 'LL_ERR_PAYLOAD_TOO_LARGE', `commands: ${n} broadcasts in one request (each is written to every connection); at most ${MAX_BROADCASTS_PER_REQUEST}`);
+    if (n > 0 && this.broadcasting + n > MAX_BROADCASTS_IN_PROGRESS) {
+      throw new ApiError(429, 'LL_ERR_TOO_MANY_REQUESTS', `${this.broadcasting} broadcasts are being written; at most ${MAX_BROADCASTS_IN_PROGRESS} at once: retry shortly`);
+    }
+    // Held until the request is answered: a broadcast answers once this node's connections are written.
+    this.broadcasting += n;
+    try {
+      return await this.exec(op, args, { presence: new Map(), listed: 0 }, onQueued);
+    } finally {
+      this.broadcasting -= n;
+    }
   }
 
   private async exec(op: string, args: unknown, state: RequestState, onQueued?: () => void): Promise<unknown> {
@@ -289,9 +322,9 @@ function buildOpenApiDocument(version: string): Record<string, unknown> {
         '400': { description: 'a field is missing or wrong; the message names it', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '401': { description: 'no or a wrong API key', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '403': { description: 'no API key is set and the caller is not on a loopback address, or its Host is not a loopback name (LL_ERR_FORBIDDEN_HOST)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-        '413': { description: 'a body over 1 MiB, (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued), or (presence) more than 50,000 devices to list in one request\'s answers (LL_ERR_PAYLOAD_TOO_LARGE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '413': { description: 'a body over 1 MiB, (push, broadcast) a message whose frame would exceed the gateway\'s maxFrameBytes (LL_ERR_PAYLOAD_TOO_LARGE; nothing was queued), (presence) more than 50,000 devices to list in one request\'s answers, or (broadcast, batch) more than 10 broadcasts in one request (LL_ERR_PAYLOAD_TOO_LARGE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '415': { description: 'a body that is not application/json (LL_ERR_UNSUPPORTED_MEDIA_TYPE)', content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
-        '429': { description: '256 server-API requests are being answered (LL_ERR_TOO_MANY_REQUESTS); retry after Retry-After', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
+        '429': { description: '256 server-API requests are being answered, or (broadcast, batch) 20 broadcasts are being written (LL_ERR_TOO_MANY_REQUESTS); retry after Retry-After', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
         '503': { description: 'the store (Redis) could not be reached or failed the call (LL_ERR_STORE_UNAVAILABLE; a push to several users answers 503 only when every user failed), or the gateway is closed (LL_ERR_CLOSED, with Retry-After)', headers: { 'Retry-After': { schema: { type: 'integer' } } }, content: { 'application/json': { schema: { $ref: '#/components/schemas/Error' } } } },
       },
     },

@@ -4,7 +4,7 @@ import { createServer, request } from 'node:http';
 import { test } from 'node:test';
 import { EventEmitter } from 'node:events';
 import { ADMIN_HEADERS_TIMEOUT_MS, ADMIN_SERVER_OPTIONS, AdminServer, limitAdminSockets, MAX_ADMIN_SOCKETS, MAX_ADMIN_SOCKETS_PER_ADDRESS, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
-import { MAX_USERS_PER_REQUEST } from '../../src/admin/server-api.js';
+import { MAX_BROADCASTS_IN_PROGRESS, MAX_BROADCASTS_PER_REQUEST, MAX_USERS_PER_REQUEST, ServerApi } from '../../src/admin/server-api.js';
 import { adminSocketBudget, openFileLimit } from '../../src/gateway/file-limit.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { sleep } from '../helpers/procs.js';
@@ -101,6 +101,53 @@ test(`a batch may push to or read the presence of at most ${MAX_USERS_PER_REQUES
   } finally {
     await close();
   }
+});
+
+test(`a request may make at most ${MAX_BROADCASTS_PER_REQUEST} broadcasts: more is refused whole with 413 LL_ERR_PAYLOAD_TOO_LARGE, before any is written`, async () => {
+  const { gw, port, close } = await setup();
+  const [server, client] = memoryLinkPair();
+  try {
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: 'u', deviceId: 'd' });
+    for (let i = 0; i < 100 && gw.onlineDevices < 1; i++) await flush();
+    // Each broadcast is a write to every connection: 1,000 in one 50 KB batch over 1,710 devices held the event loop 4.48 s.
+    const batch = (n: number) => fetch(`http://127.0.0.1:${port}/v1/batch`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ commands: Array.from({ length: n }, () => ({ op: 'broadcast', args: { text: 'x' } })) }) });
+    const r = await batch(1000);
+    assert.equal(r.status, 413, 'refused, not 1000 broadcasts');
+    const e = ((await r.json()) as { error: { code: string; message: string } }).error;
+    assert.equal(e.code, 'LL_ERR_PAYLOAD_TOO_LARGE');
+    assert.match(e.message, /1000 broadcasts/);
+    assert.equal(client.received.filter((f) => f.type === FrameType.DATA).length, 0, 'none of them written');
+    const fits = await batch(MAX_BROADCASTS_PER_REQUEST);
+    assert.equal(fits.status, 200);
+    assert.equal(client.received.filter((f) => f.type === FrameType.DATA).length, MAX_BROADCASTS_PER_REQUEST);
+  } finally {
+    await close();
+  }
+});
+
+test(`at most ${MAX_BROADCASTS_IN_PROGRESS} server-API broadcasts in progress: the next gets 429 LL_ERR_TOO_MANY_REQUESTS, room again once one is written`, async () => {
+  const pending: (() => void)[] = [];
+  const fake = {
+    closed: false,
+    options: { maxFrameBytes: 65_536 },
+    broadcastAcrossCluster: () => new Promise((r) => pending.push(() => r({ here: 1, published: false }))),
+  };
+  const api = new ServerApi(fake as never);
+  const running = Array.from({ length: MAX_BROADCASTS_IN_PROGRESS }, () => api.run('broadcast', { text: 'x' }));
+  const over = [api.run('broadcast', { text: 'x' }), api.run('batch', { commands: [{ op: 'broadcast', args: { text: 'x' } }] })];
+  for (const o of over) o.catch(() => {});
+  await flush();
+  assert.equal(pending.length, MAX_BROADCASTS_IN_PROGRESS, 'the ones over the budget were not started');
+  await assert.rejects(over[0], { status: 429, code: 'LL_ERR_TOO_MANY_REQUESTS' });
+  await assert.rejects(over[1], { status: 429, code: 'LL_ERR_TOO_MANY_REQUESTS' }, 'in a batch too');
+  pending.shift()!();
+  await running[0];
+  const next = api.run('broadcast', { text: 'x' });
+  for (let i = 0; i < 10 && pending.length < MAX_BROADCASTS_IN_PROGRESS; i++) await flush();
+  assert.equal(pending.length, MAX_BROADCASTS_IN_PROGRESS, 'room again');
+  for (const done of pending.splice(0)) done();
+  await Promise.all([...running, next]);
 });
 
 test('the live feed streams at most 100 online and offline notices between two ticks; the rest are counted in the next tick', async () => {
