@@ -650,8 +650,11 @@ export function sameSecret(given: string, want: string): boolean {
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
+  // Serialised before the status line: an answer that cannot be (a BigInt from an application's
+  // Store, a cycle) throws while the caller's 500 can still be sent, not after a 200 left empty.
+  const text = JSON.stringify(body);
   res.writeHead(status, { 'content-type': 'application/json; charset=utf-8', 'cache-control': 'no-store' });
-  res.end(JSON.stringify(body));
+  res.end(text);
 }
 
 /**

@@ -707,3 +707,23 @@ test('/metrics takes GET only: another method is 405 LL_ERR_METHOD_NOT_ALLOWED, 
     await gw.close();
   }
 });
+
+test('an answer that cannot be serialised is a 500 LL_ERR_INTERNAL with its error body, not a 200 with an empty body', async () => {
+  // A Store of the application's own that gives presence a BigInt (a Redis client's integers):
+  // json() wrote the status line, then JSON.stringify threw, and the caller got 200 and nothing.
+  const store = new MemoryStore();
+  Object.assign(store, { devices: async () => [{ deviceId: 'phone', nodeId: 'n1', connectionId: 'c1', transport: 'tcp', since: 1n }] });
+  const gw = new Gateway({ tcp: false, ws: false, store });
+  await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  try {
+    const r = await http(port, 'GET', '/api/presence/ann');
+    assert.equal(r.status, 500, `status ${r.status}, body ${JSON.stringify(r.body)}`);
+    assert.equal(r.json().error.code, 'LL_ERR_INTERNAL');
+    assert.match(r.json().error.message, /BigInt/);
+  } finally {
+    await admin.close();
+    await gw.close();
+  }
+});
