@@ -9,7 +9,7 @@ import { isIPv4, type AddressInfo, type Socket } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { ConnectionInfo, DrainOptions, Gateway } from '../gateway/gateway.js';
 import { systemTimers } from '../core/clock.js';
@@ -642,11 +642,17 @@ export function streamKey(token: string): string {
   return createHmac('sha256', token).update('longlink admin event stream').digest('base64url');
 }
 
-/** Compares a secret given by a caller with the one expected, in constant time. */
+/**
+ * Compares a secret given by a caller with the one expected, in constant time: their SHA-256
+ * digests, one length whatever was given. Comparing the strings returned at once when the lengths
+ * differed, so how long a refusal took told any caller the key's length.
+ */
 export function sameSecret(given: string, want: string): boolean {
-  const a = Buffer.from(given);
-  const b = Buffer.from(want);
-  return a.length === b.length && timingSafeEqual(a, b);
+  return timingSafeEqual(digest(given), digest(want));
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
 }
 
 function json(res: ServerResponse, status: number, body: unknown): void {
