@@ -2,8 +2,8 @@ import type { Gateway } from '../gateway/gateway.js';
 import { LonglinkError } from '../protocol/errors.js';
 
 /**
- * What the relay may have in progress: pushes until their message is queued
- * (they wait for no acknowledgement), so a sender cannot pile up work and
+ * What the relay may have in progress: pushes until they resolve (they wait
+ * for no acknowledgement), so a sender cannot pile up work and
  * memory at the rate it can send while the store is slow.
  */
 export interface RelayBudget {
@@ -25,12 +25,14 @@ export const RELAY_BUDGET: RelayBudget = { perUser: 64, total: 4096 };
  * the budget while one is on its way is counted in the next), so a sender
  * flooding a slow store adds at most one push of its own.
  *
- * A message is in progress until its push is queued (`onQueued`), and the
- * push waits for no acknowledgement (waitMs 0): the message was acknowledged
- * to its sender already and the relay reads only `unknownUser`. Held until
- * the push resolved, after pushWaitMs for a recipient that never reads (or
- * a timer's turn with waitMs 0), a burst of 65 or more from one sender went
- * over the budget, and what was acknowledged to it was dropped.
+ * A message is in progress until its push resolves; the push waits for no
+ * acknowledgement (waitMs 0: the message was acknowledged to its sender
+ * already and the relay reads only `unknownUser`), so it resolves a timer's
+ * turn after its mailbox write, not pushWaitMs later for a recipient that
+ * never reads. Freed as soon as the write was queued, the budget bounded
+ * nothing a flood could not refill every read: four never-reading senders
+ * held the event loop's p99 delay at 50-80 ms (the attack suite's flood-seq,
+ * 7-17 ms with the budget held to the push's end).
  */
 export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: RelayBudget = RELAY_BUDGET, onDrop?: (userId: string, why: 'user' | 'total') => void): void {
   const inFlight = new Map<string, number>();
@@ -65,10 +67,7 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
     }
     inFlight.set(m.userId, mine + 1);
     total++;
-    let inProgress = true;
     const done = () => {
-      if (!inProgress) return;
-      inProgress = false;
       total--;
       const left = (inFlight.get(m.userId) ?? 1) - 1;
       if (left <= 0) inFlight.delete(m.userId);
@@ -77,7 +76,7 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
     const text = Buffer.from(m.payload).toString('utf8');
     const relay = /^@(\S+)\s+([\s\S]*)$/.exec(text);
     const say = (userId: string, body: string) =>
-      gw.push(userId, body, { waitMs: 0, onQueued: done }).then((r) => {
+      gw.push(userId, body, { waitMs: 0 }).then((r) => {
         if (r.unknownUser) return gw.push(m.userId, `(${userId} has never connected: nothing can wait for them)`, { waitMs: 0 });
       });
     void (relay ? say(relay[1], `${m.userId}: ${relay[2]}`) : say(m.userId, `echo: ${text}`))
@@ -86,7 +85,7 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
         err instanceof LonglinkError && err.code === 'LL_ERR_PAYLOAD_TOO_LARGE' ? gw.push(m.userId, `(not relayed: ${err.message})`, { waitMs: 0 }) : Promise.reject(err),
       )
       .catch(onError)
-      // Nothing queued (an unknown user, a store down): in progress until its notice or error is out.
+      // In progress until its push (and any notice or error) is out.
       .finally(done);
   });
 }
