@@ -365,6 +365,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   private readonly delivery: Delivery;
   /** Presence removals (and acknowledged messages' removal) retried until the store takes them. */
   private readonly chores: StoreRetry;
+  /** By connection id: another link's entry to put back at the removal of this (gone) link's, until the store takes it (see settleHeldEntry). */
+  private readonly putBacks = new Map<string, PresenceEntry>();
   /** Heartbeats found overdue (a probe sent), and of those the peers heard again after all: false suspicions. */
   readonly suspicionStats = { suspected: 0, cleared: 0 };
   /** Connections closed because the handshake did not finish in time (most never said HELLO, so no offline event). */
@@ -681,7 +683,14 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    */
   private removePresence(userId: string, deviceId: string, connectionId: string): void {
     const store = this.options.store;
-    this.chores.do(`offline ${connectionId}`, () => store.setOffline(userId, deviceId, connectionId));
+    // A put-back still owed goes with any later removal of the link (which supersedes it, and else
+    // could go first): a plain removal would drop the newer link's entry (see settleHeldEntry).
+    const back = this.putBacks.get(connectionId);
+    this.chores.do(`offline ${connectionId}`, () =>
+      store.setOffline(userId, deviceId, connectionId, back).then(() => {
+        if (back) this.putBacks.delete(connectionId);
+      }),
+    );
   }
 
   /** Store retries waiting (presence removals, acknowledged messages' removal); see store-retry.ts. */
@@ -1177,7 +1186,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         return true;
       }
       // Closed meanwhile (its own removal may have gone first), or a newer link wrote its entry since the read.
-      await o.store.setOffline(conn.userId, conn.deviceId, conn.id, newer);
+      // Retried as any removal: awaited, one failure stopped the pass and left the entry this link's
+      // (the next pass keeps it: the newer, live link out of presence for good).
+      if (newer) this.putBacks.set(conn.id, newer);
+      this.removePresence(conn.userId, conn.deviceId, conn.id);
       if (!newer || !here()) return false;
       holder = newer;
     }
