@@ -693,6 +693,20 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     );
   }
 
+  /**
+   * Takes back a presence write of `conn` whose answer is not known (it may have been done), retried:
+   * puts back another node's link it displaced (that node never heard of this one), and asks that
+   * node to check it still holds the link.
+   */
+  private takeBack(conn: ServerConnection): void {
+    const store = this.options.store;
+    this.chores.do(`offline ${conn.id}`, () =>
+      (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined)).then((back) =>
+        back ? this.askToCheck(back) : undefined,
+      ),
+    );
+  }
+
   /** Store retries waiting (presence removals, acknowledged messages' removal); see store-retry.ts. */
   storeRetryStats(): Readonly<StoreRetryStats> {
     return this.chores.stats;
@@ -923,12 +937,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       // to check it still holds the link. presenceOut stays set: the take-back is in charge of the
       // entry, and the close that follows must not replace it with a plain removal (which would
       // leave the displaced link out).
-      const store = o.store;
-      this.chores.do(`offline ${conn.id}`, () =>
-        (store.takeBackOnline ? store.takeBackOnline(conn.userId, conn.deviceId, conn.id) : store.setOffline(conn.userId, conn.deviceId, conn.id).then(() => undefined)).then((back) =>
-          back ? this.askToCheck(back) : undefined,
-        ),
-      );
+      this.takeBack(conn);
       // A link of the device here that this one replaced: its entry was to be overwritten by this
       // write, which may not have happened. The device has no link here now; out it goes too.
       if (previous && previous !== conn) this.removePresence(previous.userId, previous.deviceId, previous.id);
@@ -1279,6 +1288,10 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // displaced (see helloSteps). Asked before `offline` is emitted: a listener
     // that reads presence (was it the user's last device?) must not find it.
     if (!conn.presenceOut) this.removePresence(conn.userId, conn.deviceId, conn.id);
+    // One out that took `online` over from the link it replaced here is announced: its write, if
+    // done, is taken back now (the store answers in order), putting back what it displaced of
+    // another node, as its handshake would. Not with a plain removal, which would drop that.
+    else if (conn.announced && o.store.takeBackOnline) this.takeBack(conn);
     if (conn.announced) {
       this.emit('offline', { ...ref(conn), reason, code, initiator: conn.closedByGateway ? 'gateway' : 'peer', silentForMs });
       const o = this.options;

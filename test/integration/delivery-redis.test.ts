@@ -287,6 +287,32 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test("1f3. a link that took over `online` from the link it replaced on its node and closes while its presence write is out: a listener of its `offline` that reads presence at once no longer finds the device", async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const first = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const second = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const seen: Promise<string[]>[] = [];
+    A.gw.on('offline', () => seen.push(A.gw.presence('u').then((p) => p.map((e) => e.connectionId))));
+    try {
+      await first.connect();
+      const held = holdSetOnline(A.store);
+      const opening = second.connect().catch(() => {});
+      await eventually("the second link's presence write done, its answer held", () => held.written() === 1);
+      second.close();
+      await eventually('offline emitted', () => seen.length === 1, 3000);
+      const read = await seen[0];
+      held.release();
+      await opening;
+      assert.deepEqual(read, [], 'presence read by the offline listener');
+      await eventually('no link left in presence', async () => (await A.gw.presence('u')).length === 0, 3000);
+    } finally {
+      first.close();
+      second.close();
+      await stop(A);
+    }
+  });
+
   test('1g. a presence write the store did but whose answer was lost: the failed handshake takes it back', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');
