@@ -313,6 +313,49 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     }
   });
 
+  test("1f4. the same as 1f2 when the first handshake's presence write is done but its answer lost: that node is told all the same", async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const B = await node(prefix, 'B');
+    const replaced: ReplacedEvent[] = [];
+    A.gw.on('replaced', (e) => replaced.push(e));
+    const old = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const first = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    const second = new LonglinkClient({ url: B.url, userId: 'u', deviceId: 'd', intervalMs: 300, reconnect: { enabled: false } });
+    try {
+      await old.connect();
+      const oldId = A.gw.connection('u', 'd')!.connectionId;
+      // The first write is done (it displaces A's entry), its answer lost once the second's is in.
+      let release!: () => void;
+      const gate = new Promise<void>((r) => (release = r));
+      let written = 0;
+      const real = B.store.setOnline.bind(B.store);
+      B.store.setOnline = async (e, max) => {
+        const r = await real(e, max);
+        if (++written > 1) return r;
+        await gate;
+        throw new Error('reply lost');
+      };
+      const opening = first.connect().catch(() => {});
+      await eventually("the first link's presence write done", () => written === 1);
+      await second.connect();
+      const secondId = B.gw.connection('u', 'd')!.connectionId;
+      release();
+      await opening;
+      await eventually('A closes its old link as replaced', () => replaced.length === 1, 3000).catch(async (err: Error) => {
+        throw new Error(`${err.message}: A holds ${A.gw.connectionCount}, presence ${JSON.stringify(await A.gw.presence('u'))}`);
+      });
+      assert.equal(replaced[0].connectionId, oldId);
+      assert.equal(replaced[0].byConnectionId, secondId);
+      assert.deepEqual((await A.gw.presence('u')).map((e) => e.connectionId), [secondId]);
+    } finally {
+      old.close();
+      first.close();
+      second.close();
+      await stop(A, B);
+    }
+  });
+
   test('1g. a presence write the store did but whose answer was lost: the failed handshake takes it back', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A');

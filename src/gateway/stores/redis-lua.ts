@@ -571,6 +571,9 @@ return 1
  * Another node's entry it replaced is kept beside it (the displaced
  * hash, one field per device) until the device's entry changes again, so a
  * writer that never got this answer can still put it back (TAKE_BACK).
+ * Replacing an entry of the writer's own node, it keeps (and answers) the
+ * other node's entry that one displaced, if still held: that entry's
+ * writer may never have learnt it, and its node must hear it was replaced.
  * A device without an entry while the user has the most entries is not
  * written: nil. Counted here, in the write, so that handshakes on several
  * nodes cannot each see room and pass the bound together; entries of a node
@@ -588,7 +591,14 @@ end
 local max = tonumber(ARGV[5] or '0')
 if not old and max > 0 and redis.call('HLEN', KEYS[1]) >= max then return false end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-if old and cjson.decode(old).nodeId ~= ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], old) else redis.call('HDEL', KEYS[2], ARGV[1]) end
+if not old then redis.call('HDEL', KEYS[2], ARGV[1])
+elseif cjson.decode(old).nodeId ~= ARGV[3] then redis.call('HSET', KEYS[2], ARGV[1], old)
+else
+  -- This node's own entry, which may have displaced another node's entry without its writer ever
+  -- learning which (its answer lost): that one this write displaces too. Kept, and answered instead.
+  local d = redis.call('HGET', KEYS[2], ARGV[1])
+  if d then old = d end
+end
 keep(tonumber(ARGV[4]))
 return old or ''
 `;
