@@ -406,7 +406,7 @@ export function serveCommand(): Command {
       // The primary's pings (--worker-hung-ms): answered by a live event loop.
       if (cluster.isWorker) process.on('message', (m: { event?: string }) => void (m?.event === 'ping' && process.send?.({ event: 'pong' })));
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
-      onHangup(tls ? reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, (t) => gw.setTls(t), log, o.tlsReloadPollMs).hangup : () => nothingToReload(log));
+      onHangup(tls ? reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, tls, (t) => gw.setTls(t), log, o.tlsReloadPollMs).hangup : () => nothingToReload(log));
       process.on('SIGINT', () => void stop('SIGINT'));
       process.on('SIGTERM', () => void stop('SIGTERM'));
     }));

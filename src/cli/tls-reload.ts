@@ -14,9 +14,19 @@ export interface TlsFiles {
  * certbot deploy hook's `kill -HUP`). A pair that does not load yet (the
  * certificate written, the key not) is logged and the old one kept; the
  * second file's change tries again.
+ *
+ * `served` is the pair the listeners were given: the files are compared with
+ * it at once, since a renewal between start-up and now (seconds, with Redis)
+ * changes no file after the poll's first look, and was kept unserved until
+ * the next renewal or SIGHUP.
  */
-export function reloadTlsOnChange(files: TlsFiles, apply: (tls: { cert: Buffer; key: Buffer }) => void, log: Logger, pollMs = 30_000): { hangup: () => void; stop: () => void } {
-  let served: { cert: Buffer; key: Buffer } = { cert: readFileSync(files.cert), key: readFileSync(files.key) };
+export function reloadTlsOnChange(
+  files: TlsFiles,
+  served: { cert: Buffer; key: Buffer },
+  apply: (tls: { cert: Buffer; key: Buffer }) => void,
+  log: Logger,
+  pollMs = 30_000,
+): { hangup: () => void; stop: () => void } {
   const reload = (trigger: 'SIGHUP' | 'file-changed') => {
     let next: { cert: Buffer; key: Buffer };
     try {
@@ -43,6 +53,7 @@ export function reloadTlsOnChange(files: TlsFiles, apply: (tls: { cert: Buffer; 
   };
   const onChange = () => reload('file-changed');
   for (const f of [files.cert, files.key]) watchFile(f, { interval: pollMs, persistent: false }, onChange);
+  reload('file-changed');
   return {
     hangup: () => reload('SIGHUP'),
     stop: () => {
