@@ -30,6 +30,7 @@ import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-sto
 import { LogLimiter } from './log-limiter.js';
 import { reloadTlsOnChange } from './tls-reload.js';
 import { holdHangup, onHangup } from './hangup.js';
+import { holdStop, onStop } from './stop.js';
 import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, requestTarget, sameSecret, type AdminError } from '../admin/admin-server.js';
 
 /**
@@ -161,8 +162,10 @@ export function serveCommand(): Command {
     .addOption(new Option('--log-file-frequency <when>', 'roll the log file this often').choices(['daily', 'hourly']).default('daily'))
     .option('--log-file-count <n>', 'rolled log files kept', positiveInt, 10)
     .action(async (o, cmd: Command) => {
-      // Before Redis and the listeners, which may take seconds: Node's default for SIGHUP is to end the process.
+      // Before Redis and the listeners, which may take seconds: Node's default for SIGHUP, SIGINT and
+      // SIGTERM is to end the process (a stop while starting must still give up what it opened).
       holdHangup();
+      holdStop();
       try {
         applyEnv(cmd);
         const file = cmd.getOptionValue('config') as string | undefined;
@@ -332,20 +335,15 @@ export function serveCommand(): Command {
           (user, why) => limited(`relay-over-budget ${why}`, () => log.warn({ event: 'relay-over-budget', user, why }, why === 'user' ? `${user} has ${o.relayPerUser} relayed messages in progress: not relayed` : `${o.relayTotal} relayed messages in progress: not relayed`)),
         );
       }
-      let addrs;
-      try {
-        addrs = await gw.listen();
-      } catch (err) {
-        const e = err as LonglinkError & { transport?: string };
-        const flag = e.code === 'LL_ERR_LISTEN' ? (e.transport === 'tcp' ? '--tcp-port or --host' : '--ws-port or --host') : e.code === 'LL_ERR_STORE_UNAVAILABLE' ? '--redis' : null;
-        failStart(log, 'cannot-start', `${e.message}${flag ? ` (change ${flag})` : ''}`);
-      }
       let stopping = false;
+      let listened = false;
+      // Also while starting (the store joining Redis, the listeners opening): the drain closes what
+      // was opened, the store gives its lease up, and the start goes no further (exit 0).
       const stop = async (signal: string, drain: { windowMs?: number; ackTimeoutMs?: number } = {}) => {
         if (stopping) return;
         stopping = true;
         const windowMs = drain.windowMs ?? o.drainWindowMs;
-        log.info({ event: 'draining', signal, connections: gw.connectionCount, windowMs }, 'draining');
+        log.info({ event: 'draining', signal, connections: gw.connectionCount, windowMs, ...(listened ? {} : { starting: true }) }, listened ? 'draining' : 'stopping before listening');
         const report = await gw.drain({ windowMs, ackTimeoutMs: drain.ackTimeoutMs ?? o.drainAckTimeoutMs });
         // The last window's held-back counts (its summary timer would come after the exit).
         limiter.flush();
@@ -357,6 +355,18 @@ export function serveCommand(): Command {
       };
       let admin: AdminServer | null = null;
       let adminUrl: string | null = null;
+      onStop((signal) => void stop(signal));
+      let addrs;
+      try {
+        addrs = await gw.listen();
+      } catch (err) {
+        const e = err as LonglinkError & { transport?: string };
+        const flag = e.code === 'LL_ERR_LISTEN' ? (e.transport === 'tcp' ? '--tcp-port or --host' : '--ws-port or --host') : e.code === 'LL_ERR_STORE_UNAVAILABLE' ? '--redis' : null;
+        // Stopped while listening: the listen's failure is that stop's (a closed store, LL_ERR_CLOSED).
+        if (stopping) return;
+        failStart(log, 'cannot-start', `${e.message}${flag ? ` (change ${flag})` : ''}`);
+      }
+      if (stopping) return;
       if (o.admin !== false) {
         const token = adminToken(o);
         admin = new AdminServer(gw, {
@@ -378,10 +388,13 @@ export function serveCommand(): Command {
           const a = await admin.listen();
           adminUrl = `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}/`;
         } catch (err) {
+          if (stopping) return;
           failStart(log, 'cannot-start', `cannot listen for the admin port on ${o.adminHost}:${o.adminPort}: ${(err as NodeJS.ErrnoException).code === 'EADDRINUSE' ? 'the port is in use' : (err as Error).message} (change --admin-port, or --no-admin)`);
           process.exit(1);
         }
       }
+      if (stopping) return;
+      listened = true;
       if (!authenticate && !isLoopbackHost(o.host)) {
         log.warn({ event: 'no-auth', host: o.host }, `serving ${o.host} without authentication: anyone who reaches it can connect as anyone (set --jwt-secret, --jwt-public-key or --jwks-url)`);
       }
@@ -407,8 +420,6 @@ export function serveCommand(): Command {
       if (cluster.isWorker) process.on('message', (m: { event?: string }) => void (m?.event === 'ping' && process.send?.({ event: 'pong' })));
       process.send?.({ event: 'listening', tcp: addrs.tcp?.port ?? null, ws: addrs.ws?.port ?? null, nodeId: gw.options.nodeId, admin: adminUrl });
       onHangup(tls ? reloadTlsOnChange({ cert: o.tlsCert as string, key: o.tlsKey as string }, tls, (t) => gw.setTls(t), log, o.tlsReloadPollMs).hangup : () => nothingToReload(log));
-      process.on('SIGINT', () => void stop('SIGINT'));
-      process.on('SIGTERM', () => void stop('SIGTERM'));
     }));
 }
 
@@ -565,8 +576,7 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       setTimeout(() => process.exit(exitCode), 1000).unref();
     }, (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
   }
-  process.on('SIGINT', () => stop('SIGINT'));
-  process.on('SIGTERM', () => stop('SIGTERM'));
+  onStop((signal) => stop(signal));
   // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
   // nothing to reload: said, and nothing ends (Node's default ended the primary, and every worker
   // with it, undrained). A worker is passed SIGHUP once it has listened: one still starting (a
