@@ -30,7 +30,7 @@ import { MemoryStore, MEMORY_STORE_DEFAULTS } from '../gateway/stores/memory-sto
 import { LogLimiter } from './log-limiter.js';
 import { reloadTlsOnChange } from './tls-reload.js';
 import { holdHangup, onHangup } from './hangup.js';
-import { holdStop, onStop } from './stop.js';
+import { forcedExitCode, holdStop, onStop, type StopSignal } from './stop.js';
 import { ADMIN_SERVER_OPTIONS, AdminServer, bearer, DEFAULT_ADMIN_PORT, isLoopbackHost, limitAdminSockets, notLoopback, requestTarget, sameSecret, type AdminError } from '../admin/admin-server.js';
 
 /**
@@ -350,12 +350,37 @@ export function serveCommand(): Command {
         await admin?.close();
         await store?.close();
         await upstreamSink?.close?.();
+        if (forced) return;
         log.info({ event: 'stopped', ...report }, 'drained and stopped');
         process.exit(0);
       };
+      // A second signal while stopping: whoever sent it will not wait for the drain (a second Ctrl-C).
+      // Every link is closed now, the store and the upstream closed (the lease given up) within 2 s.
+      let forced = false;
+      const stopNow = async (signal: StopSignal) => {
+        if (forced) return;
+        forced = true;
+        const code = forcedExitCode(signal);
+        log.warn({ event: 'stop-forced', signal, connections: gw.connectionCount }, `${signal} while stopping: closing every link now`);
+        limiter.flush();
+        setTimeout(() => process.exit(code), 2000);
+        await gw.close().catch(() => {});
+        await admin?.close();
+        await store?.close();
+        await upstreamSink?.close?.();
+        process.exit(code);
+      };
       let admin: AdminServer | null = null;
       let adminUrl: string | null = null;
-      onStop((signal) => void stop(signal));
+      let signalled = false;
+      onStop((signal) => {
+        // Not in a worker: a terminal's Ctrl-C reaches it as well as the primary's SIGTERM passing the
+        // first one on. The primary tells it to stop at once (stop-now) on a second one of its own.
+        if (signalled && !cluster.isWorker) return void stopNow(signal);
+        signalled = true;
+        void stop(signal);
+      });
+      if (cluster.isWorker) process.on('message', (m: { event?: string; signal?: StopSignal }) => void (m?.event === 'stop-now' && stopNow(m.signal ?? 'SIGTERM')));
       let addrs;
       try {
         addrs = await gw.listen();
@@ -560,12 +585,14 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
       tickMs,
     ).unref();
   }
+  let exitWith = 0;
   function stop(signal: string, exitCode = 0): void {
     if (stopping) return;
     stopping = true;
+    exitWith = exitCode;
     log.info({ event: 'stopping', signal }, 'stopping workers');
     for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
-    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(exitCode);
+    const done = () => Object.keys(cluster.workers ?? {}).length === 0 && process.exit(exitWith);
     cluster.on('exit', done);
     done();
     // Each worker drains (GOAWAY hints over the window, acks in flight) before it exits. One still
@@ -573,10 +600,29 @@ function runPrimary(o: Record<string, unknown>, log: Logger): void {
     // was left running, an orphan holding its connections. It is killed, and reaped before the exit.
     setTimeout(() => {
       for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
-      setTimeout(() => process.exit(exitCode), 1000).unref();
+      setTimeout(() => process.exit(exitWith), 1000).unref();
     }, (o.drainWindowMs as number) + (o.drainAckTimeoutMs as number) + 5000).unref();
   }
-  onStop((signal) => stop(signal));
+  /** A second signal: each worker closes its links now (stop-now); the primary exits once they are gone. */
+  let forced = false;
+  function stopNow(signal: StopSignal): void {
+    if (forced) return;
+    forced = true;
+    exitWith = forcedExitCode(signal);
+    log.warn({ event: 'stop-forced', signal }, `${signal} while stopping: workers close every link now`);
+    for (const w of Object.values(cluster.workers ?? {})) if (w?.isConnected()) w.send({ event: 'stop-now', signal });
+    // A worker that does not go within its own 2 s (a stuck one) is killed.
+    setTimeout(() => {
+      for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGKILL');
+      setTimeout(() => process.exit(exitWith), 1000).unref();
+    }, 3000).unref();
+  }
+  let signalled = false;
+  onStop((signal) => {
+    if (signalled) return stopNow(signal);
+    signalled = true;
+    stop(signal);
+  });
   // Each worker serves TLS from its own listener: a reload is theirs to do. Without TLS there is
   // nothing to reload: said, and nothing ends (Node's default ended the primary, and every worker
   // with it, undrained). A worker is passed SIGHUP once it has listened: one still starting (a

@@ -5,6 +5,8 @@ import { after, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { spawnCli } from '../helpers/procs.js';
 import { redisUnavailable, startRedis } from '../helpers/redis.js';
+import { RawPeer } from '../helpers/raw-peer.js';
+import { FrameType } from '../../src/protocol/frames.js';
 
 // Stopping `serve` while it is still starting: a systemd stop (SIGTERM) during a slow start, a
 // Ctrl-C while Redis cannot be reached yet.
@@ -103,4 +105,28 @@ describe('with Redis', { skip: redisUnavailable() ?? false }, () => {
     assert.equal(await r.exists('ll:{n}:node:starting-node'), 0, 'the lease was given up');
     assert.ok(!server.lines.some((l) => l.event === 'listening' || l.event === 'cannot-start'), `it neither listened nor failed to start: ${JSON.stringify(server.lines.slice(-3))}`);
   });
+});
+
+test('a second SIGINT or SIGTERM while draining stops at once: links closed, exit 128 + the signal (the drain waited out --drain-ack-timeout-ms whatever was sent)', async () => {
+  for (const [first, second, code] of [['SIGTERM', 'SIGINT', 130], ['SIGINT', 'SIGTERM', 143]] as const) {
+    const server = spawnCli(['serve', '--tcp-port', '0', '--no-ws', '--admin-port', '0', '--drain-window-ms', '0', '--drain-ack-timeout-ms', '60000']);
+    after(() => server.kill());
+    const l = await server.waitFor((x) => x.event === 'listening', 10_000, 'listening');
+    // A device holding a push it never acknowledges: the drain waits for it.
+    const peer = new RawPeer(Number(new URL(l.tcp as string).port));
+    after(() => peer.destroy());
+    peer.hello('u');
+    await peer.welcome();
+    const res = await fetch(`${l.admin as string}v1/push`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'u', text: 'hi' }) });
+    assert.equal(res.status, 200, await res.text());
+    await peer.next((f) => f.type === FrameType.DATA);
+    server.child.kill(first);
+    await server.waitFor((x) => x.event === 'draining', 5000, 'the draining line');
+    await peer.next((f) => f.type === FrameType.GOAWAY);
+    server.child.kill(second);
+    const end = await Promise.race([exited(server.child), new Promise((r) => setTimeout(() => r('still draining'), 5000))]);
+    assert.deepEqual(end, { code, signal: null }, `${first} then ${second}`);
+    await Promise.race([peer.closed, new Promise((_, reject) => setTimeout(() => reject(new Error('the link was not closed')), 2000))]);
+    assert.ok(server.lines.some((x) => x.event === 'stop-forced' && x.signal === second), `a stop-forced line: ${JSON.stringify(server.lines.slice(-3))}`);
+  }
 });
