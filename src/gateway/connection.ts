@@ -61,6 +61,8 @@ export interface ConnectionHost {
   wake(): void;
   /** How much of [from, to] the gateway itself was stalled; that part of a peer's silence is excused. */
   stalledWithin(from: number, to: number): number;
+  /** Writes now the broadcasts still queued for this connection (see fan-out.ts), before anything else. */
+  flushBroadcasts(conn: ServerConnection): void;
   /** Authenticates and registers: what to put in WELCOME, at once or as a promise. Throws (or rejects with) LonglinkError/ProtocolError to refuse. */
   hello(conn: ServerConnection, hello: HelloFrame): Opening | Promise<Opening>;
   message(conn: ServerConnection, frame: DataFrame): void;
@@ -186,6 +188,9 @@ export class ServerConnection implements LinkEvents {
   announcedIntervalMs: number | null = null;
   /** DATA rate (GCRA), as for PINGs. */
   private dataTat = 0;
+  /** The broadcasts queued for this connection and written to it (FanOutTarget): what is owed lies between. */
+  fanOutQueued = 0;
+  fanOutWritten = 0;
   readonly timer: WheelTimer<ServerConnection>;
 
   constructor(
@@ -795,6 +800,18 @@ export class ServerConnection implements LinkEvents {
   }
 
   send(f: Frame): void {
+    // A broadcast made before this frame, still queued for this connection (written a chunk a turn),
+    // goes first: a device reads what the gateway writes to it in the order it was asked to.
+    if (this.fanOutWritten < this.fanOutQueued) {
+      this.host.flushBroadcasts(this);
+      // Closed by one of them (slow-consumer): nothing more to write.
+      if (this.phase === 'closed') return;
+    }
+    this.sendBroadcast(f);
+  }
+
+  /** A broadcast's own write (fan-out.ts keeps their order). */
+  sendBroadcast(f: Frame): void {
     this.framesOut++;
     if (f.type === FrameType.DATA) {
       this.dataOut++;
@@ -829,6 +846,11 @@ export class ServerConnection implements LinkEvents {
   /** Closes with a reason the gateway chose; the `offline` event fires now, not when the socket is gone. */
   closeWith(reason: CloseReason, message: string = reason): void {
     if (this.phase === 'closed') return;
+    // Broadcasts made before the close reach the device before its CLOSE (not if it is too slow for them).
+    if (reason !== 'slow-consumer' && this.fanOutWritten < this.fanOutQueued) {
+      this.host.flushBroadcasts(this);
+      if ((this.phase as ConnectionPhase) === 'closed') return;
+    }
     this.setFlag(CLOSED_BY_GATEWAY, true);
     // Client messages already handed to the application are acknowledged before the CLOSE (the ack
     // waits up to ackDelayMs otherwise): unacknowledged, the client re-sends them, and a gateway

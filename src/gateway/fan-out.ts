@@ -8,7 +8,19 @@
  */
 export const FANOUT_CHUNK = 2000;
 
+/**
+ * What a target carries so that anything else written to it can go after the broadcasts made before
+ * it (see FanOut.flush): broadcasts are numbered in the order made; the last one that will be written
+ * to this target, and the last one that was (or was passed, the target being closed).
+ */
+export interface FanOutTarget {
+  fanOutQueued: number;
+  fanOutWritten: number;
+}
+
 interface Job<T> {
+  /** Numbered in the order made, one after another: the queue's jobs have consecutive numbers. */
+  n: number;
   targets: T[];
   next: number;
   written: number;
@@ -16,9 +28,10 @@ interface Job<T> {
   done: (written: number) => void;
 }
 
-export class FanOut<T> {
+export class FanOut<T extends FanOutTarget> {
   private readonly jobs: Job<T>[] = [];
   private scheduled = false;
+  private made = 0;
 
   constructor(private readonly chunk = FANOUT_CHUNK) {}
 
@@ -33,10 +46,38 @@ export class FanOut<T> {
    * Resolves with the number written.
    */
   add(targets: T[], write: (t: T) => boolean): Promise<number> {
+    const n = ++this.made;
+    // A target is in every broadcast from the one it opened before to the one it closed before (the
+    // gateway's choice of targets): those still owed to it are the numbers after fanOutWritten.
+    for (const t of targets) {
+      if (t.fanOutWritten >= t.fanOutQueued) t.fanOutWritten = n - 1;
+      t.fanOutQueued = n;
+    }
     return new Promise((done) => {
-      this.jobs.push({ targets, next: 0, written: 0, write, done });
+      this.jobs.push({ n, targets, next: 0, written: 0, write, done });
       if (this.jobs.length === 1 && !this.scheduled) this.step();
     });
+  }
+
+  /**
+   * Writes to `t` now the broadcasts still queued for it, in order: something else written to it next
+   * (a push, a send, a CLOSE) is not read before a broadcast made earlier. The fan-out passes it by
+   * when it gets there. Nothing to do (the usual case) costs one comparison.
+   */
+  flush(t: T): void {
+    if (t.fanOutWritten >= t.fanOutQueued) return;
+    const first = this.jobs.length > 0 ? this.jobs[0].n : Infinity;
+    while (t.fanOutWritten < t.fanOutQueued) {
+      const j = this.jobs[t.fanOutWritten + 1 - first];
+      if (j) this.writeTo(j, t);
+      else t.fanOutWritten++;
+    }
+  }
+
+  private writeTo(j: Job<T>, t: T): void {
+    // Past it before writing: a write that throws is not retried for ever.
+    t.fanOutWritten = j.n;
+    if (j.write(t)) j.written++;
   }
 
   private readonly step = (): void => {
@@ -47,8 +88,11 @@ export class FanOut<T> {
         const j = this.jobs[0];
         const end = Math.min(j.targets.length, j.next + left);
         left -= end - j.next;
-        // Past each target before writing it: a write that throws is not retried for ever.
-        while (j.next < end) if (j.write(j.targets[j.next++])) j.written++;
+        while (j.next < end) {
+          const t = j.targets[j.next++];
+          // Written already if flushed ahead of something else.
+          if (t.fanOutWritten < j.n) this.writeTo(j, t);
+        }
         if (j.next === j.targets.length) {
           this.jobs.shift();
           j.done(j.written);

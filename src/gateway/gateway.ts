@@ -445,6 +445,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       },
       wake: () => this.runner.kick(),
       stalledWithin: (from, to) => this.loopGuard?.stalledWithin(from, to) ?? 0,
+      flushBroadcasts: (conn) => this.fanOut.flush(conn),
       hello: (conn, hello) => this.onHello(conn, hello),
       message: (conn, f) => this.delivery.message(conn, f),
       opened: (conn, w) => this.onOpened(conn, w),
@@ -1327,7 +1328,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * object serves all. Returns how many open connections it goes to: up to
    * FANOUT_CHUNK (2,000) are written before it returns, the rest a chunk per
    * turn of the event loop (heartbeats are answered meanwhile), after any
-   * broadcast made before it; one that closes first is skipped.
+   * broadcast made before it; one that closes first is skipped. Anything
+   * written to a connection afterwards (push, send, GOAWAY, CLOSE) goes
+   * after it: a connection it still owes gets it first.
    */
   broadcast(payload: Uint8Array | string, opts: { id?: string } = {}): number {
     return this.startBroadcast(payload, opts).count;
@@ -1341,7 +1344,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     for (const conn of this.registry.all()) if (conn.phase === 'open' && !conn.draining) targets.push(conn);
     const written = this.fanOut.add(targets, (conn) => {
       if (conn.phase !== 'open' || conn.draining) return false;
-      conn.send(frame);
+      conn.sendBroadcast(frame);
       return true;
     });
     return { count: targets.length, written };

@@ -1,0 +1,63 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { FANOUT_CHUNK } from '../../src/gateway/fan-out.js';
+import { Gateway } from '../../src/gateway/gateway.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
+import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
+
+// Broadcasts are written FANOUT_CHUNK connections a turn (broadcast-fanout.test.ts). What is written to a
+// device after a broadcast must still reach it after the broadcast, a write that throws in a later turn
+// must not end the process, and broadcasts from other nodes must not pile up without bound.
+
+const DEVICES = FANOUT_CHUNK + 500;
+const LIMITS = { handshakesPerSecond: 0, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0, maxConnectionsPerSource: 0 };
+
+async function fleet(gw: Gateway, n: number): Promise<{ clients: MemoryLink[]; servers: MemoryLink[] }> {
+  const clients: MemoryLink[] = [];
+  const servers: MemoryLink[] = [];
+  for (let i = 0; i < n; i++) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd' });
+    clients.push(client);
+    servers.push(server);
+  }
+  for (let i = 0; i < 1000 && gw.onlineDevices < n; i++) await flush();
+  return { clients, servers };
+}
+
+const texts = (c: MemoryLink) => c.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
+
+/** Turns enough for every queued broadcast to be written. */
+async function settle(): Promise<void> {
+  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+}
+
+test('what is written to a device after a broadcast reaches it after the broadcast, past the first chunk too', async () => {
+  const gw = new Gateway({ tcp: false, ws: false, limits: LIMITS });
+  await gw.listen();
+  try {
+    const { clients } = await fleet(gw, DEVICES);
+    const last = DEVICES - 1;
+    assert.equal(gw.broadcast('one'), DEVICES);
+    assert.equal(gw.broadcast('two'), DEVICES);
+    // Devices past the first chunk: a push, a send and a kick, made after the broadcasts.
+    const pushed = gw.push(`u${last - 2}`, 'pushed', { waitMs: 0 });
+    assert.equal(gw.send(`u${last}`, 'after'), 1);
+    assert.equal(gw.kick(`u${last - 1}`), 1);
+    assert.deepEqual(texts(clients[last]), ['one', 'two', 'after'], 'a send after two broadcasts reaches the device after them');
+    assert.deepEqual(texts(clients[last - 1]), ['one', 'two'], 'a kicked device got the broadcasts made before the kick');
+    assert.equal(clients[last - 1].received.at(-1)?.type, FrameType.CLOSE, 'and then its CLOSE');
+    await pushed;
+    assert.deepEqual(texts(clients[last - 2]), ['one', 'two', 'pushed'], 'a push after two broadcasts reaches the device after them');
+    await settle();
+    // Written once each, in order, everywhere (the ones written early are not written again).
+    for (let i = 0; i < DEVICES; i++) {
+      if (i >= last - 2) continue;
+      assert.deepEqual(texts(clients[i]), ['one', 'two'], `device ${i}`);
+    }
+    assert.deepEqual(texts(clients[last]), ['one', 'two', 'after']);
+  } finally {
+    await gw.close();
+  }
+});
