@@ -707,6 +707,7 @@ const FAULT_LINES: Record<string, string> = {
   listener: 'a listener threw',
   upstream: 'upstream call failed',
   auth: 'authenticator failed',
+  broadcast: 'broadcast write failed',
 };
 
 /** Options whose empty value is refused: each turns a guard on, or names where to reach something. */

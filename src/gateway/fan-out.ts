@@ -33,7 +33,11 @@ export class FanOut<T extends FanOutTarget> {
   private scheduled = false;
   private made = 0;
 
-  constructor(private readonly chunk = FANOUT_CHUNK) {}
+  /** `onError`: a write threw (reported; the broadcast goes on to the others). */
+  constructor(
+    private readonly onError: (error: unknown, target: T) => void,
+    private readonly chunk = FANOUT_CHUNK,
+  ) {}
 
   /** Broadcasts not yet written everywhere. */
   get pending(): number {
@@ -77,7 +81,13 @@ export class FanOut<T extends FanOutTarget> {
   private writeTo(j: Job<T>, t: T): void {
     // Past it before writing: a write that throws is not retried for ever.
     t.fanOutWritten = j.n;
-    if (j.write(t)) j.written++;
+    // Caught here: thrown from a later turn's setImmediate it ended the process, and from the first
+    // chunk (in add's promise) it was an unhandled rejection; from a flush, it failed someone else's push.
+    try {
+      if (j.write(t)) j.written++;
+    } catch (error) {
+      this.onError(error, t);
+    }
   }
 
   private readonly step = (): void => {

@@ -229,8 +229,8 @@ function identityFault(identity: unknown): string | null {
  */
 export interface FaultEvent {
   /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
-  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried); auth: the authenticator threw something other than a refusal (the device was told 4004, retried). */
-  kind: 'store' | 'listener' | 'config' | 'upstream' | 'auth';
+  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried); auth: the authenticator threw something other than a refusal (the device was told 4004, retried); broadcast: writing a broadcast to a connection threw (op write; the others are written). */
+  kind: 'store' | 'listener' | 'config' | 'upstream' | 'auth' | 'broadcast';
   /** The store operation, the event whose listener threw, or `authenticate`. */
   op: string;
   error: unknown;
@@ -321,7 +321,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
   readonly options: ResolvedGatewayOptions;
   private readonly registry = new Registry();
   /** Broadcasts being written, a chunk per turn (fan-out.ts). */
-  private readonly fanOut = new FanOut<ServerConnection>();
+  private readonly fanOut = new FanOut<ServerConnection>((error, conn) =>
+    this.emit('fault', { kind: 'broadcast', op: 'write', error, userId: conn.userId, deviceId: conn.deviceId }),
+  );
   /** The re-assertion after a resync (see reassert). */
   private readonly resync: { running: boolean; pending: ResyncReason | null; failed: ResyncReason | null; attempt: number; timer: TimerHandle | null } = {
     running: false,

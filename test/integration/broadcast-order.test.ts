@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { FANOUT_CHUNK } from '../../src/gateway/fan-out.js';
-import { Gateway } from '../../src/gateway/gateway.js';
+import { Gateway, type FaultEvent } from '../../src/gateway/gateway.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
 
@@ -61,3 +61,35 @@ test('what is written to a device after a broadcast reaches it after the broadca
     await gw.close();
   }
 });
+test('a write that throws in a later chunk is a fault, and the broadcast goes on', async () => {
+  const gw = new Gateway({ tcp: false, ws: false, limits: LIMITS });
+  await gw.listen();
+  const faults: FaultEvent[] = [];
+  gw.on('fault', (f) => faults.push(f));
+  try {
+    const { clients, servers } = await fleet(gw, DEVICES);
+    // One past the first chunk, one in it (written before broadcast() returns).
+    const bad = DEVICES - 10;
+    const boom = new Error('write failed');
+    servers[bad].send = () => {
+      throw boom;
+    };
+    servers[1].send = () => {
+      throw boom;
+    };
+    assert.equal(gw.broadcast('one'), DEVICES);
+    const written = gw.broadcastAcrossCluster('two');
+    await settle();
+    assert.deepEqual(await written, { here: DEVICES - 2, published: false });
+    assert.equal(faults.length, 4, 'each failed write reported');
+    assert.ok(faults.every((f) => f.kind === 'broadcast' && f.op === 'write' && f.error === boom));
+    assert.equal(faults.filter((f) => f.userId === `u${bad}`).length, 2);
+    for (let i = 0; i < DEVICES; i++) if (i !== bad && i !== 1) assert.deepEqual(texts(clients[i]), ['one', 'two'], `device ${i}`);
+    // Their CLOSE is written through send() too.
+    delete (servers[bad] as Partial<MemoryLink>).send;
+    delete (servers[1] as Partial<MemoryLink>).send;
+  } finally {
+    await gw.close();
+  }
+});
+
