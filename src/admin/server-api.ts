@@ -224,7 +224,11 @@ export class ServerApi {
         const b = parse(BroadcastBody, args);
         const bytes = bytesOf(b);
         this.fits(bytes, b.id);
-        const r = await storeCall(() => this.gw.broadcastAcrossCluster(bytes, b.id ? { id: b.id } : {}));
+        const r = await storeCall(() => this.gw.broadcastAcrossCluster(bytes, b.id ? { id: b.id } : {})).catch((err: unknown) => {
+          // The gateway's broadcast queue is full (broadcasts from other nodes count too): retry shortly.
+          if (err instanceof LonglinkError && err.code === 'LL_ERR_QUEUE_FULL') throw new ApiError(429, 'LL_ERR_TOO_MANY_REQUESTS', err.message);
+          throw err;
+        });
         return { sent: r.here, published: r.published };
       }
       case 'presence': {

@@ -1,3 +1,5 @@
+import { LonglinkError } from '../protocol/errors.js';
+
 /**
  * Writes to every connection, FANOUT_CHUNK writes per turn of the event loop. A broadcast written in
  * one pass blocked the loop for as many writes as there are connections (about half a second at
@@ -7,6 +9,15 @@
  * is over all of them: each running its own chunks, many would still fill one turn between them.
  */
 export const FANOUT_CHUNK = 2000;
+
+/**
+ * What the queue holds at most: broadcasts, and bytes (payloads, and 8 bytes per connection listed).
+ * Each queued broadcast holds its payload and a list of this node's connections (1.6 MB at
+ * 200,000): the server API's budget bounds this node's own, but broadcasts from other nodes came in
+ * without one. Beyond, a broadcast is refused (LL_ERR_QUEUE_FULL) before anything is written.
+ */
+export const FANOUT_MAX_QUEUED = 64;
+export const FANOUT_MAX_BYTES = 64 * 1024 * 1024;
 
 /**
  * What a target carries so that anything else written to it can go after the broadcasts made before
@@ -22,6 +33,8 @@ interface Job<T> {
   /** Numbered in the order made, one after another: the queue's jobs have consecutive numbers. */
   n: number;
   targets: T[];
+  /** What it holds (FANOUT_MAX_BYTES). */
+  bytes: number;
   next: number;
   written: number;
   write: (t: T) => boolean;
@@ -32,11 +45,14 @@ export class FanOut<T extends FanOutTarget> {
   private readonly jobs: Job<T>[] = [];
   private scheduled = false;
   private made = 0;
+  private held = 0;
 
   /** `onError`: a write threw (reported; the broadcast goes on to the others). */
   constructor(
     private readonly onError: (error: unknown, target: T) => void,
     private readonly chunk = FANOUT_CHUNK,
+    private readonly maxQueued = FANOUT_MAX_QUEUED,
+    private readonly maxBytes = FANOUT_MAX_BYTES,
   ) {}
 
   /** Broadcasts not yet written everywhere. */
@@ -47,9 +63,16 @@ export class FanOut<T extends FanOutTarget> {
   /**
    * Queues writing to each of `targets` (`write` says whether it wrote). With nothing queued before
    * it, the first chunk is written now (a small gateway's broadcast is out before this returns).
-   * Resolves with the number written.
+   * Resolves with the number written. Throws LL_ERR_QUEUE_FULL, having queued nothing, when the
+   * queue holds FANOUT_MAX_QUEUED broadcasts, or this one would take it past FANOUT_MAX_BYTES
+   * (`payloadBytes` and its list); one alone is always taken.
    */
-  add(targets: T[], write: (t: T) => boolean): Promise<number> {
+  add(targets: T[], payloadBytes: number, write: (t: T) => boolean): Promise<number> {
+    const bytes = payloadBytes + 8 * targets.length;
+    if (this.jobs.length > 0 && (this.jobs.length >= this.maxQueued || this.held + bytes > this.maxBytes)) {
+      throw new LonglinkError('LL_ERR_QUEUE_FULL', `${this.jobs.length} broadcasts (${this.held} bytes) wait to be written; at most ${this.maxQueued} and ${this.maxBytes} bytes: this one (${bytes} bytes) was not`);
+    }
+    this.held += bytes;
     const n = ++this.made;
     // A target is in every broadcast from the one it opened before to the one it closed before (the
     // gateway's choice of targets): those still owed to it are the numbers after fanOutWritten.
@@ -58,7 +81,7 @@ export class FanOut<T extends FanOutTarget> {
       t.fanOutQueued = n;
     }
     return new Promise((done) => {
-      this.jobs.push({ n, targets, next: 0, written: 0, write, done });
+      this.jobs.push({ n, targets, bytes, next: 0, written: 0, write, done });
       if (this.jobs.length === 1 && !this.scheduled) this.step();
     });
   }
@@ -105,6 +128,7 @@ export class FanOut<T extends FanOutTarget> {
         }
         if (j.next === j.targets.length) {
           this.jobs.shift();
+          this.held -= j.bytes;
           j.done(j.written);
         }
       }

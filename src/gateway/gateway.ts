@@ -229,7 +229,7 @@ function identityFault(identity: unknown): string | null {
  */
 export interface FaultEvent {
   /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
-  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried); auth: the authenticator threw something other than a refusal (the device was told 4004, retried); broadcast: writing a broadcast to a connection threw (op write; the others are written). */
+  /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried); auth: the authenticator threw something other than a refusal (the device was told 4004, retried); broadcast: writing a broadcast to a connection threw (op write; the others are written), or one from another node was dropped, this node's broadcast queue being full (op queue-full, LL_ERR_QUEUE_FULL). */
   kind: 'store' | 'listener' | 'config' | 'upstream' | 'auth' | 'broadcast';
   /** The store operation, the event whose listener threw, or `authenticate`. */
   op: string;
@@ -505,11 +505,13 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         (reason) => this.reassert(reason),
         (c) => {
           if (c.kind === 'broadcast') {
-            // Checked by the node it came from; refused here only if this node's maxFrameBytes is smaller.
+            // Checked by the node it came from; refused here only if this node's maxFrameBytes is smaller,
+            // or dropped when this node's broadcast queue is full (LL_ERR_QUEUE_FULL: no budget bounded them).
             try {
               this.broadcast(c.payload, c.id !== undefined ? { id: c.id } : {});
             } catch (error) {
-              this.emit('fault', { kind: 'config', op: 'broadcast', error });
+              const full = error instanceof LonglinkError && error.code === 'LL_ERR_QUEUE_FULL';
+              this.emit('fault', full ? { kind: 'broadcast', op: 'queue-full', error } : { kind: 'config', op: 'broadcast', error });
             }
           } else if (c.kind === 'replaced') this.replacedElsewhere(c.userId, c.deviceId, c.connectionId, c.byConnectionId, c.resumed);
           else if (c.kind === 'check') this.checkHeld(c.userId, c.deviceId, c.connectionId);
@@ -1332,7 +1334,9 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * turn of the event loop (heartbeats are answered meanwhile), after any
    * broadcast made before it; one that closes first is skipped. Anything
    * written to a connection afterwards (push, send, GOAWAY, CLOSE) goes
-   * after it: a connection it still owes gets it first.
+   * after it: a connection it still owes gets it first. Throws
+   * LL_ERR_QUEUE_FULL, writing nothing, while 64 broadcasts (or 64 MiB of
+   * payloads and connection lists) wait to be written.
    */
   broadcast(payload: Uint8Array | string, opts: { id?: string } = {}): number {
     return this.startBroadcast(payload, opts).count;
@@ -1344,7 +1348,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // The connections open now: one accepted later (a device that reconnected) is not sent it twice.
     const targets: ServerConnection[] = [];
     for (const conn of this.registry.all()) if (conn.phase === 'open' && !conn.draining) targets.push(conn);
-    const written = this.fanOut.add(targets, (conn) => {
+    const written = this.fanOut.add(targets, frame.payload.length, (conn) => {
       if (conn.phase !== 'open' || conn.draining) return false;
       conn.sendBroadcast(frame);
       return true;

@@ -1,7 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { FANOUT_CHUNK } from '../../src/gateway/fan-out.js';
+import { FanOut, FANOUT_CHUNK, FANOUT_MAX_QUEUED } from '../../src/gateway/fan-out.js';
 import { Gateway, type FaultEvent } from '../../src/gateway/gateway.js';
+import { MemoryStore } from '../../src/gateway/stores/memory-store.js';
+import type { ClusterControl } from '../../src/gateway/stores/store.js';
 import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
 
@@ -28,9 +30,11 @@ async function fleet(gw: Gateway, n: number): Promise<{ clients: MemoryLink[]; s
 
 const texts = (c: MemoryLink) => c.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
 
-/** Turns enough for every queued broadcast to be written. */
-async function settle(): Promise<void> {
-  for (let i = 0; i < 20; i++) await new Promise((r) => setImmediate(r));
+const pending = (gw: Gateway) => (gw as unknown as { fanOut: { pending: number } }).fanOut.pending;
+
+/** Turns until every queued broadcast is written. */
+async function settle(gw: Gateway): Promise<void> {
+  for (let i = 0; i < 1000 && pending(gw) > 0; i++) await new Promise((r) => setImmediate(r));
 }
 
 test('what is written to a device after a broadcast reaches it after the broadcast, past the first chunk too', async () => {
@@ -50,7 +54,7 @@ test('what is written to a device after a broadcast reaches it after the broadca
     assert.equal(clients[last - 1].received.at(-1)?.type, FrameType.CLOSE, 'and then its CLOSE');
     await pushed;
     assert.deepEqual(texts(clients[last - 2]), ['one', 'two', 'pushed'], 'a push after two broadcasts reaches the device after them');
-    await settle();
+    await settle(gw);
     // Written once each, in order, everywhere (the ones written early are not written again).
     for (let i = 0; i < DEVICES; i++) {
       if (i >= last - 2) continue;
@@ -79,7 +83,7 @@ test('a write that throws in a later chunk is a fault, and the broadcast goes on
     };
     assert.equal(gw.broadcast('one'), DEVICES);
     const written = gw.broadcastAcrossCluster('two');
-    await settle();
+    await settle(gw);
     assert.deepEqual(await written, { here: DEVICES - 2, published: false });
     assert.equal(faults.length, 4, 'each failed write reported');
     assert.ok(faults.every((f) => f.kind === 'broadcast' && f.op === 'write' && f.error === boom));
@@ -93,3 +97,52 @@ test('a write that throws in a later chunk is a fault, and the broadcast goes on
   }
 });
 
+test('broadcasts from other nodes beyond what the queue holds are dropped as a fault, not queued', async () => {
+  let control: ((c: ClusterControl) => void) | undefined;
+  const store = new MemoryStore();
+  Object.assign(store, {
+    joinCluster: async (_n: string, _r: unknown, _s: unknown, onControl: (c: ClusterControl) => void) => {
+      control = onControl;
+    },
+  });
+  const gw = new Gateway({ tcp: false, ws: false, limits: LIMITS, store });
+  await gw.listen();
+  const faults: FaultEvent[] = [];
+  gw.on('fault', (f) => faults.push(f));
+  try {
+    const { clients } = await fleet(gw, DEVICES);
+    assert.ok(control);
+    const N = FANOUT_MAX_QUEUED + 36;
+    for (let i = 0; i < N; i++) control!({ kind: 'broadcast', payload: Buffer.from(`b${i}`) });
+    assert.ok(pending(gw) <= FANOUT_MAX_QUEUED, `${pending(gw)} broadcasts queued`);
+    const dropped = faults.filter((f) => f.kind === 'broadcast' && f.op === 'queue-full');
+    assert.ok(dropped.length >= N - FANOUT_MAX_QUEUED, `${dropped.length} dropped`);
+    assert.ok(dropped.every((f) => (f.error as { code?: string }).code === 'LL_ERR_QUEUE_FULL'));
+    // A broadcast here is refused the same way while it is full, with nothing written.
+    assert.throws(() => gw.broadcast('local'), { code: 'LL_ERR_QUEUE_FULL' });
+    await settle(gw);
+    const got = texts(clients[DEVICES - 1]);
+    assert.equal(got.length, N - dropped.length);
+    // Room again once written.
+    assert.equal(gw.broadcast('local'), DEVICES);
+  } finally {
+    await gw.close();
+  }
+});
+
+test('the fan-out queue is bounded in bytes too: payloads and the lists of connections', async () => {
+  const targets = () => Array.from({ length: 10 }, () => ({ fanOutQueued: 0, fanOutWritten: 0 }));
+  const q = new FanOut<{ fanOutQueued: number; fanOutWritten: number }>(() => {}, 1, 100, 300);
+  // 10 targets (80 bytes) and 20 of payload: 100 bytes each.
+  const first = q.add(targets(), 20, () => true);
+  void q.add(targets(), 20, () => true);
+  void q.add(targets(), 20, () => true);
+  assert.throws(() => q.add(targets(), 20, () => true), { code: 'LL_ERR_QUEUE_FULL' });
+  assert.equal(q.pending, 3);
+  assert.equal(await first, 10);
+  // Room again once one is written; a lone broadcast over the bound is still taken.
+  void q.add(targets(), 20, () => true);
+  assert.equal(q.pending, 3);
+  const big = new FanOut<{ fanOutQueued: number; fanOutWritten: number }>(() => {}, 1, 100, 50);
+  assert.equal(await big.add(targets(), 1000, () => true), 10);
+});
