@@ -104,11 +104,13 @@ const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  * refused connection, a non-2xx status) fails the attempt, and it is retried.
  */
 /**
- * A message id that can go in a header as it is: printable ASCII. Others (any
- * UTF-8 id a client may choose) would make node:http throw before sending, for
- * every retry: the id is in the signed body all the same.
+ * A message id that can go in a header as it is: printable ASCII, not starting
+ * or ending with a space. Others (any UTF-8 id a client may choose) would make
+ * node:http throw before sending, for every retry; and a receiver trims a
+ * header value's outer spaces, so ' a' would reach the backend as 'a', another
+ * message's id. The id is in the signed body all the same.
  */
-const HEADER_SAFE = /^[\x20-\x7e]+$/;
+const HEADER_SAFE = /^[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?$/;
 
 /**
  * The error of an answer to retry: one with Retry-After (a 429, a 503: the backend asks for a pause)

@@ -27,14 +27,19 @@ async function backend(answer: (body: Record<string, unknown>, req: http.Incomin
 
 const message = (id: string) => ({ userId: 'u', deviceId: 'd', connectionId: 'c', sessionId: 's', id, seq: 1, payload: Buffer.from('x'), receivedAt: 1 });
 
-test('a message id no header can carry (not printable ASCII) reaches the backend in the body, without the header; a printable one has both', async () => {
+test('a message id no header can carry (not printable ASCII, or with a space at either end) reaches the backend in the body, without the header; a printable one has both', async () => {
   const b = await backend(() => 200);
   const sink = webhookSink({ url: b.url });
   try {
     await sink.send(message('заказ-2'));
     await sink.send(message('line\nbreak'));
     await sink.send(message('order-3'));
-    assert.deepEqual(b.got.map((g) => [g.body.id, g.id]), [['заказ-2', undefined], ['line\nbreak', undefined], ['order-3', 'order-3']]);
+    // A header's value loses its leading and trailing spaces on receipt (RFC 9110 5.5; Node, Go, Python's
+    // http.server trim them): ' order-3' would reach a backend deduplicating by the header as 'order-3'.
+    await sink.send(message(' order-3'));
+    await sink.send(message('order-3 '));
+    await sink.send(message('order 4'));
+    assert.deepEqual(b.got.map((g) => [g.body.id, g.id]), [['заказ-2', undefined], ['line\nbreak', undefined], ['order-3', 'order-3'], [' order-3', undefined], ['order-3 ', undefined], ['order 4', 'order 4']]);
   } finally {
     await sink.close?.();
     await b.close();
