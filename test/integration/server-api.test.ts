@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import { request } from 'node:http';
 import { test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
@@ -33,7 +34,7 @@ test('a Python backend pushes through the server API, reads presence, batches, a
       p.once('exit', (code) => (clearTimeout(t), code === 0 ? resolve(text) : reject(new Error(`backend.py exited ${code}: ${text}`))));
     });
     const calls = out.trim().split('\n').map((l) => JSON.parse(l) as { call: string; status: number; body: Record<string, unknown> });
-    const [presence, text, jsonPush, devicePush, nobody, many, batch, bad, noKey] = calls;
+    const [presence, text, jsonPush, devicePush, nobody, many, batch, bad, noKey, noOp] = calls;
     assert.equal(presence.status, 200);
     assert.deepEqual((presence.body.users as { user: string; online: boolean }[]).map((u) => [u.user, u.online]), [['alice', true], ['nobody', false]]);
     assert.equal(text.status, 200);
@@ -52,6 +53,15 @@ test('a Python backend pushes through the server API, reads presence, batches, a
     assert.match(msg, /unknown field bogus/);
     assert.match(msg, /ttlMs: /);
     assert.equal(noKey.status, 401);
+    assert.equal(noOp.status, 404);
+    // Every error answer is {"error": {"code", "message"}}, its code one SERVER-API.md names.
+    const page = fs.readFileSync(path.join(path.dirname(BACKEND), '../../docs/SERVER-API.md'), 'utf8');
+    for (const [call, code] of [[bad, 'LL_ERR_BAD_REQUEST'], [noKey, 'LL_ERR_UNAUTHORIZED'], [noOp, 'LL_ERR_NOT_FOUND']] as const) {
+      assert.deepEqual(Object.keys(call.body), ['error']);
+      assert.deepEqual(Object.keys(call.body.error as object), ['code', 'message']);
+      assert.equal((call.body.error as { code: string }).code, code);
+      assert.ok(page.includes(code), `SERVER-API.md names ${code}`);
+    }
     // Every push reached the device, once each, in order.
     await new Promise((r) => setTimeout(r, 200));
     const texts = got.map((b) => Buffer.from(b, 'base64'));
