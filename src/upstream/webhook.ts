@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { isBase64 } from '../core/base64.js';
 import http from 'node:http';
 import https from 'node:https';
 import { MAX_TIMER_MS } from '../core/heartbeat-policy.js';
@@ -245,7 +246,10 @@ export function webhookSink(o: WebhookOptions): UpstreamSink {
       const r = parsed?.reply;
       if (!r || typeof r !== 'object') return;
       if (typeof r.text === 'string') return { reply: r.text };
-      if (typeof r.base64 === 'string') return { reply: Buffer.from(r.base64, 'base64') };
+      if (typeof r.base64 === 'string') {
+        if (!isBase64(r.base64)) return { replyError: new LonglinkError('LL_ERR_BAD_REPLY', `webhook ${shown} accepted message ${m.id ?? '(no id)'} with a reply whose base64 is not base64: it was not sent`) };
+        return { reply: Buffer.from(r.base64, 'base64') };
+      }
       if (r.json !== undefined) return { reply: JSON.stringify(r.json) };
     },
   };

@@ -103,6 +103,25 @@ test('a webhook reply whose answer is over 64 KiB (50 KB as base64) reaches the 
   assert.throws(() => webhookSink({ url: b.url, maxAnswerBytes: 0 }), { code: 'LL_ERR_INVALID_OPTION' });
 });
 
+test('a webhook reply whose base64 is not base64 is not sent to the device as whatever Buffer makes of it: the message is accepted and its reply refused with a code', async () => {
+  const bad = ['aGVsbG8*', 'aGVsbG8=x', 'a', 'aGVsbA==='];
+  const b = await answering((n) => JSON.stringify({ reply: { base64: n <= bad.length ? bad[n - 1] : 'aGVsbG8=' } }));
+  const sink = webhookSink({ url: b.url });
+  try {
+    for (const s of bad) {
+      const a = await sink.send(message(`m-${s}`));
+      assert.ok(a, `accepted (a 2xx): ${s}`);
+      assert.equal(a.reply, undefined, `no reply made of ${JSON.stringify(s)}`);
+      assert.equal((a.replyError as { code?: string } | undefined)?.code, 'LL_ERR_BAD_REPLY', s);
+    }
+    const good = await sink.send(message('m-good'));
+    assert.equal(Buffer.from(good!.reply as Uint8Array).toString(), 'hello');
+  } finally {
+    await sink.close?.();
+    await b.close();
+  }
+});
+
 test('a backend checks X-Longlink-Signature over the raw bytes with verifyWebhookSignature: the real one passes, a forged, cut, missing or other-secret one does not', async () => {
   const raw: { body: Buffer; sig: string | undefined }[] = [];
   const server = http.createServer((req, res) => {
