@@ -707,3 +707,25 @@ describe('redis store under faults', { skip: noRedis ?? false }, () => {
     }
   });
 });
+
+describe('redis store close without a Redis', () => {
+  test('close() of a store whose connection never became ready (nothing listens; a server that accepts and never answers) returns at once, not after the command timeout', async () => {
+    const silent = net.createServer(() => {});
+    await new Promise<void>((res) => silent.listen(0, '127.0.0.1', res));
+    const sockets: net.Socket[] = [];
+    silent.on('connection', (s) => sockets.push(s));
+    try {
+      for (const port of [await freePort(), (silent.address() as net.AddressInfo).port]) {
+        const s = new RedisStore({ url: `redis://127.0.0.1:${port}` });
+        await sleep(200);
+        const t0 = Date.now();
+        await s.close();
+        const took = Date.now() - t0;
+        assert.ok(took < 1000, `close() took ${took} ms with Redis at ${port} not ready`);
+      }
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise((res) => silent.close(res));
+    }
+  });
+});

@@ -1029,11 +1029,17 @@ export class RedisStore implements Store {
     if (this.leaseTimer) clearInterval(this.leaseTimer);
     if (this.subTimer) clearInterval(this.subTimer);
     if (this.runIdTimer) clearInterval(this.runIdTimer);
+    this.sub?.disconnect();
+    // Not connected (Redis unreachable or not answering): a command, the lease's deletion or
+    // QUIT, would wait out the command timeout for nothing, and hold up serve's stop. The lease lapses.
+    if (this.redis.status !== 'ready') {
+      this.redis.disconnect();
+      return;
+    }
     // A clean stop gives up the lease at once; a crash lets it lapse.
     if (this.nodeId !== null) {
       await Promise.all([this.redis.del(this.nk('node', this.nodeId)), this.redis.zrem(this.nk('nodes'), this.nodeId)]).catch(() => {});
     }
-    this.sub?.disconnect();
     await this.redis.quit().catch(() => this.redis.disconnect());
   }
 }
