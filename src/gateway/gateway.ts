@@ -691,11 +691,11 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     // A put-back still owed goes with any later removal of the link (which supersedes it, and else
     // could go first): a plain removal would drop the newer link's entry (see settleHeldEntry).
     const back = this.putBacks.get(connectionId);
-    this.chores.do(`offline ${connectionId}`, () =>
-      store.setOffline(userId, deviceId, connectionId, back).then(() => {
-        if (back) this.putBacks.delete(connectionId);
-      }),
-    );
+    const settled = () => {
+      if (back && this.putBacks.get(connectionId) === back) this.putBacks.delete(connectionId);
+    };
+    // Given up (the retries' bound, the gateway closing), it is owed no more: kept, it stayed for good.
+    this.chores.do(`offline ${connectionId}`, () => store.setOffline(userId, deviceId, connectionId, back).then(settled), settled);
   }
 
   /**

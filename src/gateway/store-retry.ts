@@ -31,6 +31,8 @@ const BATCH_GAP_MS = 10;
 
 interface Chore {
   run: () => Promise<unknown>;
+  /** Called when the call is given up (see `do`). */
+  dropped: (() => void) | undefined;
   attempt: number;
   /** Waiting for another try (else in flight), due at `dueAt`. */
   waiting: boolean;
@@ -68,15 +70,21 @@ export class StoreRetry {
     return this.chores.size;
   }
 
-  /** Runs `run` now, and again later until it succeeds (see the class comment). */
-  do(key: string, run: () => Promise<unknown>): void {
+  /**
+   * Runs `run` now, and again later until it succeeds (see the class comment). `dropped` is called
+   * if it is given up instead (beyond maxPending, or stopped; not when superseded): what its owner
+   * keeps for it until it succeeds can go.
+   */
+  do(key: string, run: () => Promise<unknown>, dropped?: () => void): void {
+    const untracked = () => {
+      this.stats.dropped++;
+      dropped?.();
+    };
     if (this.stopped) {
       // The owner is closing, but calls still come: a handshake whose presence write was out answers
       // now, and its take-back (which puts back a live link of another node it displaced) must be
       // made. Made once, untracked: nothing is retried past the end.
-      void Promise.resolve()
-        .then(run)
-        .catch(() => this.stats.dropped++);
+      void Promise.resolve().then(run).catch(untracked);
       return;
     }
     const old = this.chores.get(key);
@@ -84,14 +92,12 @@ export class StoreRetry {
       this.dropOldest();
       if (this.chores.size >= this.o.maxPending) {
         // Every tracked call is in flight (a store that queues while it is down): made once, untracked.
-        void Promise.resolve()
-          .then(run)
-          .catch(() => this.stats.dropped++);
+        void Promise.resolve().then(run).catch(untracked);
         return;
       }
     }
     if (old?.waiting) this.stats.pending--;
-    const c: Chore = { run, attempt: 0, waiting: false, dueAt: 0 };
+    const c: Chore = { run, dropped, attempt: 0, waiting: false, dueAt: 0 };
     this.chores.set(key, c);
     this.attempt(key, c);
   }
@@ -110,7 +116,10 @@ export class StoreRetry {
     this.timer = null;
     this.stats.dropped += this.stats.pending;
     this.stats.pending = 0;
+    // In flight ones too: one that fails now is not tried again.
+    const left = [...this.chores.values()];
     this.chores.clear();
+    for (const c of left) c.dropped?.();
   }
 
   private attempt(key: string, c: Chore): void {
@@ -144,6 +153,7 @@ export class StoreRetry {
       this.chores.delete(key);
       this.stats.pending--;
       this.stats.dropped++;
+      c.dropped?.();
       return;
     }
   }

@@ -1193,42 +1193,44 @@ test("a link that closes while a re-assertion writes its entry again leaves pres
   await gw.close();
 });
 
-test("a re-assertion that takes a device's entry over from an older link and displaces a newer link's that came in between puts the newer one back even when that put-back fails once (the pass stopped, and the next one kept the entry for the link here)", async () => {
-  class RacyStore extends MemoryStore {
-    resync: ((r: ResyncReason) => void) | undefined;
-    /** Written just before the re-assertion's write: a newer link of the device on node B, between the read and the write. */
-    between: PresenceEntry | null = null;
-    failPutBack = 0;
-    async joinCluster(_node: string, _route: unknown, onResync?: (r: ResyncReason) => void) {
-      this.resync = onResync;
-    }
-    async route() {}
-    async restoreOnline(e: PresenceEntry) {
-      const held = (await this.devices(e.userId)).find((x) => x.deviceId === e.deviceId);
-      if (held && held.connectionId !== e.connectionId) return false;
-      this.setOnline(e);
-      return true;
-    }
-    /** The device's entry as written (one user, one device here), to answer what a write displaced. */
-    held: PresenceEntry | undefined;
-    override setOnline(e: PresenceEntry, maxDevices = 0): PresenceEntry | undefined {
-      if (this.between) {
-        const b = this.between;
-        this.between = null;
-        this.setOnline(b);
-      }
-      const old = this.held;
-      super.setOnline(e, maxDevices);
-      this.held = e;
-      return old && old.connectionId !== e.connectionId ? old : undefined;
-    }
-    override async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry) {
-      if (putBack && this.failPutBack > 0 && this.failPutBack--) throw new Error('Connection is closed.');
-      const done = await super.setOffline(userId, deviceId, connectionId, putBack);
-      if (done && !putBack) this.held = undefined;
-      return done;
-    }
+/** A store come back from an older snapshot, where a newer link of the device on node B writes its entry between a re-assertion's read and write. */
+class RacyStore extends MemoryStore {
+  resync: ((r: ResyncReason) => void) | undefined;
+  /** Written just before the re-assertion's write: a newer link of the device on node B, between the read and the write. */
+  between: PresenceEntry | null = null;
+  failPutBack = 0;
+  async joinCluster(_node: string, _route: unknown, onResync?: (r: ResyncReason) => void) {
+    this.resync = onResync;
   }
+  async route() {}
+  async restoreOnline(e: PresenceEntry) {
+    const held = (await this.devices(e.userId)).find((x) => x.deviceId === e.deviceId);
+    if (held && held.connectionId !== e.connectionId) return false;
+    this.setOnline(e);
+    return true;
+  }
+  /** The device's entry as written (one user, one device here), to answer what a write displaced. */
+  held: PresenceEntry | undefined;
+  override setOnline(e: PresenceEntry, maxDevices = 0): PresenceEntry | undefined {
+    if (this.between) {
+      const b = this.between;
+      this.between = null;
+      this.setOnline(b);
+    }
+    const old = this.held;
+    super.setOnline(e, maxDevices);
+    this.held = e;
+    return old && old.connectionId !== e.connectionId ? old : undefined;
+  }
+  override async setOffline(userId: string, deviceId: string, connectionId: string, putBack?: PresenceEntry) {
+    if (putBack && this.failPutBack > 0 && this.failPutBack--) throw new Error('Connection is closed.');
+    const done = await super.setOffline(userId, deviceId, connectionId, putBack);
+    if (done && !putBack) this.held = undefined;
+    return done;
+  }
+}
+
+test("a re-assertion that takes a device's entry over from an older link and displaces a newer link's that came in between puts the newer one back even when that put-back fails once (the pass stopped, and the next one kept the entry for the link here)", async () => {
   const store = new RacyStore();
   const { clock, gw } = setup({ store });
   const replaced: ReplacedEvent[] = [];
@@ -1251,4 +1253,27 @@ test("a re-assertion that takes a device's entry over from an older link and dis
   assert.deepEqual((await gw.presence('u1')).map((e) => e.connectionId), ['newer'], `the newer link's entry is put back, not ${id}'s`);
   assert.deepEqual(replaced.map((e) => `${e.connectionId} by ${e.byConnectionId}`), [`${id} by newer`], 'the link here gives way to it');
   await gw.close();
+});
+
+test("a put-back owed for a gone link is forgotten when its retry is (the gateway closes): not kept for good", async () => {
+  const store = new RacyStore();
+  const { clock, gw } = setup({ store });
+  await gw.listen();
+  const { client } = await open(gw);
+  const entry = (connectionId: string, since: number): PresenceEntry => ({ userId: 'u1', deviceId: 'd1', connectionId, nodeId: 'B', transport: 'tcp', since, clientInfo: {} });
+  store.setOnline(entry('older', 1));
+  store.between = entry('newer', 1e15);
+  store.failPutBack = Infinity; // Redis stays down
+  store.resync!('store-reset');
+  await flush();
+  for (let i = 0; i < 3; i++) {
+    clock.advance(1000);
+    if (gw.connectionCount > 0) client.send({ type: FrameType.PING });
+    await flush();
+  }
+  const owed = (gw as unknown as { putBacks: Map<string, PresenceEntry> }).putBacks;
+  assert.equal(owed.size, 1, 'a put-back is owed while its retry waits');
+  await gw.close();
+  await flush();
+  assert.equal(owed.size, 0, 'the put-back owed is forgotten once its retry is dropped');
 });

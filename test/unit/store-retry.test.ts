@@ -104,3 +104,26 @@ test('a wake-up starts at most `batch` calls; the rest follow in further batches
   assert.equal(calls.filter(({ c }) => c.tries.length === 2).length, 5);
   assert.deepEqual(r.stats, { pending: 0, recovered: 5, dropped: 0 });
 });
+
+test('a call given up is told so (its owner may forget what it kept for it): the oldest waiting beyond maxPending, one made untracked that fails, those left at stop; not one that succeeds or is superseded', async () => {
+  const clock = new ManualClock(0);
+  const r = new StoreRetry(clock, clock, { initialDelayMs: 1000, maxDelayMs: 60_000, maxPending: 2, batch: 100 });
+  const dropped: string[] = [];
+  const give = (k: string, failures: number) => r.do(k, flaky(clock, failures).run, () => dropped.push(k));
+  give('a', 100);
+  give('b', 100);
+  give('c', 100); // a and b in flight: made once, untracked
+  await flush();
+  assert.deepEqual(dropped, ['c']);
+  give('d', 0); // a, the oldest waiting, goes
+  await flush();
+  assert.deepEqual(dropped, ['c', 'a']);
+  give('b', 100); // supersedes b: the old one is not given up, the new one is
+  give('e', 100);
+  await flush();
+  r.stop();
+  assert.deepEqual(dropped.sort(), ['a', 'b', 'c', 'e']);
+  give('f', 1); // after stop: made once
+  await flush();
+  assert.deepEqual(dropped.sort(), ['a', 'b', 'c', 'e', 'f']);
+});
