@@ -6,9 +6,10 @@ import { EventEmitter } from 'node:events';
 import { ADMIN_HEADERS_TIMEOUT_MS, ADMIN_SERVER_OPTIONS, AdminServer, limitAdminSockets, MAX_ADMIN_SOCKETS, MAX_ADMIN_SOCKETS_PER_ADDRESS, MAX_API_IN_FLIGHT, MAX_EVENT_STREAMS } from '../../src/admin/admin-server.js';
 import { MAX_BROADCASTS_IN_PROGRESS, MAX_BROADCASTS_PER_REQUEST, MAX_USERS_PER_REQUEST, ServerApi } from '../../src/admin/server-api.js';
 import { adminSocketBudget, openFileLimit } from '../../src/gateway/file-limit.js';
+import { FANOUT_CHUNK, FANOUT_MAX_QUEUED } from '../../src/gateway/fan-out.js';
 import { Gateway } from '../../src/gateway/gateway.js';
 import { sleep } from '../helpers/procs.js';
-import { flush, memoryLinkPair } from '../helpers/memory-link.js';
+import { flush, memoryLinkPair, type MemoryLink } from '../helpers/memory-link.js';
 import { FrameType, PROTOCOL_VERSION } from '../../src/protocol/frames.js';
 
 // What a caller of the admin port can make it hold: live event streams, server-API requests in
@@ -148,6 +149,55 @@ test(`at most ${MAX_BROADCASTS_IN_PROGRESS} server-API broadcasts in progress: t
   assert.equal(pending.length, MAX_BROADCASTS_IN_PROGRESS, 'room again');
   for (const done of pending.splice(0)) done();
   await Promise.all([...running, next]);
+});
+
+test('a broadcast refused because the fan-out queue is full (broadcasts from other nodes count too) is a 429 LL_ERR_TOO_MANY_REQUESTS with Retry-After, as the other 429s, with nothing written', async () => {
+  const devices = FANOUT_CHUNK + 500; // each broadcast stays queued past the first chunk's turn
+  const gw = new Gateway({ tcp: false, ws: false, limits: { handshakesPerSecond: 0, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0, maxConnectionsPerSource: 0 } });
+  await gw.listen();
+  const admin = new AdminServer(gw, { port: 0 });
+  const port = (await admin.listen()).port;
+  const clients: MemoryLink[] = [];
+  for (let i = 0; i < devices; i++) {
+    const [server, client] = memoryLinkPair();
+    gw.accept(server);
+    client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd' });
+    clients.push(client);
+  }
+  for (let i = 0; i < 1000 && gw.onlineDevices < devices; i++) await flush();
+  // Kept full each turn while the request is out (the queue drains a chunk a turn).
+  let filling = true;
+  let refused = 0;
+  const fill = () => {
+    for (let i = 0; i < FANOUT_MAX_QUEUED + 1; i++) {
+      try {
+        gw.broadcast('filler');
+      } catch (err) {
+        assert.equal((err as { code?: string }).code, 'LL_ERR_QUEUE_FULL');
+        refused++;
+        break;
+      }
+    }
+    if (filling) setImmediate(fill);
+  };
+  try {
+    fill();
+    assert.ok(refused > 0, 'the queue is full');
+    const r = await fetch(`http://127.0.0.1:${port}/v1/broadcast`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ text: 'api' }) });
+    filling = false;
+    assert.equal(r.status, 429);
+    assert.equal(r.headers.get('retry-after'), '1', 'Retry-After as the other 429s');
+    assert.equal(((await r.json()) as { error: { code: string } }).error.code, 'LL_ERR_TOO_MANY_REQUESTS');
+    const texts = (c: MemoryLink) => c.received.filter((f) => f.type === FrameType.DATA).map((f) => Buffer.from((f as { payload: Uint8Array }).payload).toString());
+    assert.ok(!texts(clients[0]).includes('api'), 'nothing written');
+    // The API's document says so too (a caller reading it learns why a 429 may come with no broadcast of its own out).
+    const doc = (await (await fetch(`http://127.0.0.1:${port}/v1/openapi.json`)).json()) as { paths: Record<string, { post: { responses: Record<string, { description: string }> } }> };
+    assert.match(doc.paths['/v1/broadcast'].post.responses['429'].description, /fan-out queue is full/, 'the OpenAPI 429 names the full fan-out queue');
+  } finally {
+    filling = false;
+    await admin.close();
+    await gw.close();
+  }
 });
 
 test('the live feed streams at most 100 online and offline notices between two ticks; the rest are counted in the next tick', async () => {
