@@ -1072,7 +1072,8 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
    * The device's network changed (or may have): check the link now with quick
    * probes instead of waiting for the next heartbeat, and if no link is up,
    * reconnect at once rather than after the backoff delay (attempts started so
-   * go at most one a second, the first at once). Checks on one link
+   * go at most one a second, the first at once; from a `close` handler too,
+   * the next attempt then planned so). Checks on one link
    * go at most one per half the gateway's shortest interval (2.5 s by
    * default): one asked for sooner goes when that time is up, one for all, so
    * a page shown over and over or a flapping network stays within the
@@ -1100,8 +1101,10 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
       this.startCheck(now);
       return;
     }
-    // An attempt already under way may have started on the old network and be doomed.
-    if (this.stateName === 'connecting') this.retryAtOnce = true;
+    // An attempt already under way may have started on the old network and be doomed. Open or
+    // suspect with no link: called from a 'close' handler, before lost() plans the next attempt,
+    // which then goes at once (within NETWORK_REDIAL_GAP_MS), not after the backoff.
+    if (this.stateName === 'connecting' || (!this.link && (this.stateName === 'open' || this.stateName === 'suspect'))) this.retryAtOnce = true;
     // A wait the gateway asked for (a drain's spread, a full gateway's 503) is kept: the network is not why.
     if (this.stateName === 'reconnecting' && !this.hintedWait) {
       // Not sooner than NETWORK_REDIAL_GAP_MS after the last attempt, nor later than planned.

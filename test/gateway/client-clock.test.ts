@@ -835,6 +835,28 @@ test("networkChanged() from a 'reconnecting' handler (within a second of the las
   await gw.close();
 });
 
+test("networkChanged() from a 'close' handler (willReconnect) plans the next attempt at once, within the once-a-second cap, not after the backoff", async () => {
+  const { clock, gw, client, links, delays } = setup();
+  await Promise.all([client.connect(), flush()]);
+  client.on('close', (e) => {
+    if (e.willReconnect) client.networkChanged(); // the app learns the link died of a network change
+  });
+  links[0].destroy();
+  assert.deepEqual(delays, [0], 'the first redial at once');
+  clock.advance(0);
+  await flush();
+  assert.equal(client.state, 'open');
+  clock.advance(300);
+  links[1].destroy();
+  assert.deepEqual(delays, [0, 700], 'the next one a second after the last the network started, not the backoff');
+  clock.advance(700);
+  await flush();
+  assert.equal(client.state, 'open');
+  assert.equal(links.length, 3);
+  client.close();
+  await gw.close();
+});
+
 /** A gateway whose authenticator (a connect hook) grants every device 3 s, whatever it asks, answering in the same turn. */
 function hookSetup() {
   const clock = new ManualClock(0);
