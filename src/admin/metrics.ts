@@ -182,7 +182,12 @@ export class GatewayMetrics {
     const replacedSilence = new Histogram({ name: 'longlink_replaced_silence_seconds', help: 'How long a replaced link had been silent when its device came back on a newer one', buckets: detectionBucketsS, registers: [r] });
     for (const stale of ['true', 'false']) replaced.inc({ stale }, 0);
     const rtt = new Histogram({ name: 'longlink_heartbeat_rtt_seconds', help: 'Round trip of the gateway\'s own PINGs (server-sent heartbeats, probes)', buckets: RTT_BUCKETS_S, registers: [r] });
-    const refused = new Counter({ name: 'longlink_refused_total', help: 'Connections refused at accept by a limit', labelNames: ['reason'], registers: [r] });
+    const refused = new Counter({ name: 'longlink_refused_total', help: 'Connections refused by a limit: at accept (too-many-connections, rate-limited) or in the handshake (too-many-devices)', labelNames: ['reason'], registers: [r] });
+    for (const reason of ['too-many-connections', 'rate-limited', 'too-many-devices']) refused.inc({ reason }, 0);
+    // A fault is the gateway's or its dependencies' failure, not the device's: an authenticator or a
+    // store failing a handshake (the device told 4004) showed only in the log.
+    const faults = new Counter({ name: 'longlink_faults_total', help: 'Faults the gateway survived, by kind: store, listener, config, upstream, auth (an authenticator that failed: the device was told 4004)', labelNames: ['kind'], registers: [r] });
+    for (const kind of ['store', 'listener', 'config', 'upstream', 'auth']) faults.inc({ kind }, 0);
     const protocolErrors = new Counter({ name: 'longlink_protocol_errors_total', help: 'Connections closed for bad input, by error code', labelNames: ['code'], registers: [r] });
     for (const o of ['delivered', 'expired', 'dropped']) outcomes.inc({ outcome: o }, 0);
 
@@ -339,6 +344,7 @@ export class GatewayMetrics {
       expired: () => outcomes.inc({ outcome: 'expired' }),
       dropped: () => outcomes.inc({ outcome: 'dropped' }),
       refused: (e) => refused.inc({ reason: e.reason }),
+      fault: (e) => faults.inc({ kind: e.kind }),
       'protocol-error': (e) => protocolErrors.inc({ code: e.error.code }),
     });
   }

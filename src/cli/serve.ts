@@ -319,7 +319,7 @@ export function serveCommand(): Command {
           (e.kind === 'config' ? log.warn.bind(log) : log.error.bind(log))({ event: 'fault', kind: e.kind, op: e.op, user: e.userId, device: e.deviceId, err: e.error instanceof Error ? e.error.message : String(e.error) }, FAULT_LINES[e.kind] ?? `${e.kind} failed`),
         ),
       );
-      gw.on('refused', (e) => limited(`refused ${e.reason}`, () => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, retryAfterMs: e.retryAfterMs }, e.message)));
+      gw.on('refused', (e) => limited(`refused ${e.reason}`, () => log.warn({ event: 'refused', remote: e.remoteAddress, reason: e.reason, user: e.userId, device: e.deviceId, retryAfterMs: e.retryAfterMs }, e.message)));
       gw.on('protocol-error', (e) => limited(`protocol-error ${e.error.code}`, () => log.warn({ event: 'protocol-error', remote: e.remoteAddress, code: e.error.code, err: e.error.message }, 'protocol error')));
       gw.on('state', (e) => log.debug({ event: 'state', user: e.userId, device: e.deviceId, state: e.state }, 'client state'));
       gw.on('delivered', (e) => log.debug({ event: 'delivered', user: e.userId, device: e.deviceId, id: e.id, seq: e.seq, ageMs: e.ageMs }, 'delivered'));

@@ -87,6 +87,8 @@ export interface ConnectionHost {
   /** A heartbeat went overdue and a probe is out (cleared: false), or the peer was heard after all (cleared: true). */
   suspicion(conn: ServerConnection, cleared: boolean): void;
   protocolError(conn: ServerConnection, err: ProtocolError): void;
+  /** The handshake was refused by a limit (not bad input): the device is told when to come back. */
+  refused(conn: ServerConnection, reason: 'too-many-devices', message: string, retryAfterMs: number): void;
   closed(conn: ServerConnection, reason: DisconnectReason, code: number): void;
 }
 
@@ -581,7 +583,9 @@ export class ServerConnection implements LinkEvents {
     if (err instanceof ProtocolError && err.reason === 'replaced') this.closeWith('replaced', err.message);
     // A limit, not bad input: told when to come back, as a refusal at accept is.
     else if (err instanceof ProtocolError && err.reason === 'too-many-devices') {
-      this.send(goawayFrame(err.reason, DEVICE_LIMIT_RETRY_MS * (0.5 + Math.random())));
+      const retryAfterMs = Math.round(DEVICE_LIMIT_RETRY_MS * (0.5 + Math.random()));
+      this.host.refused(this, err.reason, err.message, retryAfterMs);
+      this.send(goawayFrame(err.reason, retryAfterMs));
       this.closeWith(err.reason, err.message);
     } else if (err instanceof ProtocolError) this.onProtocolError(err);
     else this.closeWith('server-error', SERVER_ERROR_REASON);

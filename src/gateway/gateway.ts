@@ -150,13 +150,20 @@ export interface ProtocolErrorEvent {
   error: ProtocolError;
 }
 
-/** A connection refused at accept time by a limit (see `limits`). */
+/**
+ * A connection refused by a limit (see `limits`): at accept time (`too-many-connections`,
+ * `rate-limited`), or in the handshake, after authentication (`too-many-devices`: the user has
+ * `maxOnlineDevicesPerUser` devices online; the device is never online, so no `offline` follows).
+ */
 export interface RefusedEvent {
   remoteAddress: string;
   transport: 'tcp' | 'ws';
-  reason: 'too-many-connections' | 'rate-limited';
+  reason: 'too-many-connections' | 'rate-limited' | 'too-many-devices';
   message: string;
   retryAfterMs: number;
+  /** The device refused in the handshake (too-many-devices only: at accept nothing is known of it). */
+  userId?: string;
+  deviceId?: string;
 }
 
 export interface DrainOptions {
@@ -470,6 +477,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
       },
       protocolError: (conn, error) =>
         this.emit('protocol-error', { connectionId: conn.id, remoteAddress: conn.link.remoteAddress, transport: conn.transport, error }),
+      refused: (conn, reason, message, retryAfterMs) =>
+        this.emit('refused', { remoteAddress: conn.link.remoteAddress, transport: conn.transport, reason, message, retryAfterMs, userId: conn.userId, deviceId: conn.deviceId }),
       closed: (conn, reason, code) => this.onClosed(conn, reason, code),
     };
   }
