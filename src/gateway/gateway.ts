@@ -235,7 +235,7 @@ function identityFault(identity: unknown): string | null {
  * goes on). Log these.
  */
 export interface FaultEvent {
-  /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit). */
+  /** `config`: an option was adjusted to what the process can do (the connection limit to the file limit), or the kernel refused it (op `keepalive`: a socket's keepalive tuning, once per problem). */
   /** store: a store call failed; listener: an event listener threw; config: an option was adjusted, or is wrong (a node id another live node holds); upstream: the backend refused or failed a message (it is retried); auth: the authenticator threw something other than a refusal (the device was told 4004, retried); broadcast: writing a broadcast to a connection threw (op write; the others are written), or one from another node was dropped, this node's broadcast queue being full (op queue-full, LL_ERR_QUEUE_FULL). */
   kind: 'store' | 'listener' | 'config' | 'upstream' | 'auth' | 'broadcast';
   /** The store operation, the event whose listener threw, or `authenticate`. */
@@ -352,6 +352,15 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
    * were gone, so a loop of HELLO-then-close kept any number of hook calls in flight.
    */
   private readonly authAborts = new Map<ServerConnection, AbortController>();
+  /**
+   * This gateway's sockets' keepalive problems (net-keepalive missing, a value the kernel refused),
+   * each once: a `fault` (config, keepalive), or the process's warnings when nobody listens for one.
+   * Its own receiver, so another gateway in the process hears nothing of them.
+   */
+  private readonly keepaliveWarning = (error: LonglinkError): void => {
+    if (this.listenerCount('fault') > 0) this.emit('fault', { kind: 'config', op: 'keepalive', error });
+    else process.emitWarning(error.message, 'LonglinkWarning');
+  };
   private readonly grants = new GrantCache();
   /** Every live connection, including those still in the handshake. */
   private readonly connections = new Set<ServerConnection>();
@@ -547,7 +556,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
             abandoned: (source: string) => this.admission.release(source, false),
           }
         : undefined;
-      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames, gate }, (l, spentMs, admitted) => this.accept(l, admitted, spentMs)), () => this.close());
+      this.tcpServer = await listening('tcp', t, () => listenTcp({ ...t, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, onKeepaliveWarning: this.keepaliveWarning, handshakeTimeoutMs: o.handshakeTimeoutMs, hold: this.partialFrames, gate }, (l, spentMs, admitted) => this.accept(l, admitted, spentMs)), () => this.close());
       out.tcp = this.tcpServer.address() as AddressInfo;
       await this.closedWhileListening();
     }
@@ -566,7 +575,7 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
         refusedClosed: (source: string) => this.admission.refusedClosed(source),
       };
       const w = o.ws;
-      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, handshakeTimeoutMs: o.handshakeTimeoutMs, gate, hold: this.partialFrames }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
+      this.wsServer = await listening('ws', w, () => listenWs({ ...w, maxFrameBytes: o.maxFrameBytes, keepalive: o.keepalive, onKeepaliveWarning: this.keepaliveWarning, handshakeTimeoutMs: o.handshakeTimeoutMs, gate, hold: this.partialFrames }, (l, spentMs) => this.accept(l, true, spentMs)), () => this.close());
       out.ws = this.wsServer.http.address() as AddressInfo;
       await this.closedWhileListening();
     }

@@ -9,10 +9,21 @@ type NetKeepAliveModule = typeof import('net-keepalive');
  * net-keepalive (a native FFI binding) is loaded only when a keepalive option
  * needs it, so the package imports where the binary is missing (installed
  * with --omit=optional, another platform's lockfile): there the portable
- * setKeepAlive (idle time only) is used, with one warning.
+ * setKeepAlive (idle time only) is used, with one warning to each receiver (see KeepaliveWarning).
  */
 let netKeepAlive: NetKeepAliveModule | null | undefined;
-let warn: (message: string) => void = (m) => process.emitWarning(m, 'LonglinkWarning');
+/** Why net-keepalive could not be loaded (told to each warning's receiver once, when it first needs it). */
+let loadFailure = '';
+
+/**
+ * Where a socket's tuning problem goes: the binding missing (LL_ERR_UNAVAILABLE) or a value the
+ * kernel refused (LL_ERR_INVALID_OPTION). Passed per call, not set for the process: two gateways
+ * in one process each hear of their own sockets (the gateway sends it to its `fault` event).
+ */
+export type KeepaliveWarning = (error: LonglinkError) => void;
+
+/** Without a receiver: the process's warnings (stderr). */
+const processWarning: KeepaliveWarning = (e) => process.emitWarning(e.message, 'LonglinkWarning');
 
 function loadNetKeepAlive(): NetKeepAliveModule | null {
   if (netKeepAlive !== undefined) return netKeepAlive;
@@ -27,16 +38,11 @@ function loadNetKeepAlive(): NetKeepAliveModule | null {
     netKeepAlive = createRequire(import.meta.url)('net-keepalive') as NetKeepAliveModule;
   } catch (err) {
     netKeepAlive = null;
-    warn(`net-keepalive could not be loaded (${err instanceof Error ? err.message.split('\n')[0] : String(err)}): TCP keepalive interval, count and TCP_USER_TIMEOUT are not set; only the idle time is (socket.setKeepAlive)`);
+    loadFailure = `net-keepalive could not be loaded (${err instanceof Error ? err.message.split('\n')[0] : String(err)}): TCP keepalive interval, count and TCP_USER_TIMEOUT are not set; only the idle time is (socket.setKeepAlive)`;
   } finally {
     if (report) report.excludeNetwork = excluded ?? false;
   }
   return netKeepAlive;
-}
-
-/** Where the fallback warning goes (the gateway routes it to its `fault` event). */
-export function onKeepaliveWarning(fn: (message: string) => void): void {
-  warn = fn;
 }
 
 /** Whether the native setters are available (loads them on first call). */
@@ -44,30 +50,37 @@ export function keepaliveTuningAvailable(): boolean {
   return loadNetKeepAlive() !== null;
 }
 
-/** Kernel refusals already reported: one warning per distinct error, not one per socket. */
-const refusals = new Set<string>();
+/** Problems already told to each receiver: one warning per distinct problem, not one per socket. */
+const told = new WeakMap<KeepaliveWarning, Set<string>>();
+
+function tell(warn: KeepaliveWarning, error: LonglinkError): void {
+  let seen = told.get(warn);
+  if (!seen) told.set(warn, (seen = new Set()));
+  if (seen.has(error.message)) return;
+  seen.add(error.message);
+  warn(error);
+}
 
 /**
  * Tunes a connected socket. Called from connection and connect listeners,
  * where a throw would be uncaught and end the process: a value the kernel
  * refuses (EINVAL from setsockopt: callers that skip option validation, or a
- * kernel with lower limits) skips the rest of the tuning, reported once.
+ * kernel with lower limits) skips the rest of the tuning, told to `warn` once.
  */
-export function applyKeepalive(socket: Socket, o: KeepaliveOptions): void {
+export function applyKeepalive(socket: Socket, o: KeepaliveOptions, warn: KeepaliveWarning = processWarning): void {
   try {
-    tune(socket, o);
+    tune(socket, o, warn);
   } catch (err) {
     const message = `TCP keepalive tuning failed (${err instanceof Error ? err.message : String(err)}) for ${JSON.stringify(o)}: the rest of the tuning is skipped for this socket`;
-    if (refusals.has(message)) return;
-    refusals.add(message);
-    warn(message);
+    tell(warn, new LonglinkError('LL_ERR_INVALID_OPTION', message));
   }
 }
 
-function tune(socket: Socket, o: KeepaliveOptions): void {
+function tune(socket: Socket, o: KeepaliveOptions, warn: KeepaliveWarning): void {
   socket.setNoDelay(true);
   const wantsNative = !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
   const native = wantsNative ? loadNetKeepAlive() : null;
+  if (wantsNative && !native) tell(warn, new LonglinkError('LL_ERR_UNAVAILABLE', loadFailure));
   if (o.keepaliveIdleMs && o.keepaliveIdleMs > 0) {
     socket.setKeepAlive(true, o.keepaliveIdleMs);
     if (native && o.keepaliveIntervalMs) native.setKeepAliveInterval(socket, o.keepaliveIntervalMs);

@@ -9,7 +9,7 @@ export const ERROR_CODES = {
   LL_ERR_INVALID_OPTION: { area: 'option', meaning: 'an option is missing, out of range or inconsistent with another; the message names it' },
   LL_ERR_INVALID_CONFIG: { area: 'option', meaning: '`serve --config` or a LONGLINK_* variable holds an unknown key or a bad value; the message has every bad key' },
   LL_ERR_MISSING_DEPENDENCY: { area: 'option', meaning: 'an optional package is needed and not installed (`ioredis` for RedisStore)' },
-  LL_ERR_UNAVAILABLE: { area: 'option', meaning: 'a feature needs a native part that could not be loaded (reading keepalive settings without net-keepalive)' },
+  LL_ERR_UNAVAILABLE: { area: 'option', meaning: "a feature needs a native part that could not be loaded (reading keepalive settings without net-keepalive; a gateway's `fault` of kind config, op keepalive, when the keepalive interval, count and user timeout of its sockets cannot be set)" },
   LL_ERR_FILE_LIMIT: { area: 'option', meaning: 'a `fault` event of kind config: maxConnections was lowered to what the open-files limit allows' },
   // Starting and running the gateway.
   LL_ERR_LISTEN: { area: 'gateway', meaning: '`listen()` could not open a port (in use, no permission, no such address); `transport`, `host`, `port` and `cause` say which' },

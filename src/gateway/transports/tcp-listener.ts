@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls, { type TlsOptions } from 'node:tls';
-import { applyKeepalive, type KeepaliveOptions } from '../../link/socket-tuning.js';
+import { applyKeepalive, type KeepaliveOptions, type KeepaliveWarning } from '../../link/socket-tuning.js';
 import { TcpLink } from '../../link/tcp-link.js';
 import type { Link } from '../../link/link.js';
 import type { PartialFrameHold } from '../../link/socket-link.js';
@@ -28,7 +28,7 @@ export type TcpListener = net.Server & {
  * stalled in its TLS handshake is counted per source and pending from its first moment.
  */
 export async function listenTcp(
-  opts: { port: number; host: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; hold?: PartialFrameHold; gate?: AcceptGate },
+  opts: { port: number; host: string; maxFrameBytes: number; keepalive: KeepaliveOptions; onKeepaliveWarning?: KeepaliveWarning; tls?: TlsOptions; handshakeTimeoutMs?: number; hold?: PartialFrameHold; gate?: AcceptGate },
   /**
    * `spentMs`: how long the socket took from its TCP accept to the link (its TLS handshake), part of the handshake deadline;
    * `admitted`: the gate counted it at its TCP accept (the gateway must not count it again).
@@ -40,7 +40,7 @@ export async function listenTcp(
   const accepted = new Map<string, { at: number; raw: net.Socket; onClose: () => void; admitted: boolean }>();
   const keyOf = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
   const adopt = (socket: net.Socket) => {
-    applyKeepalive(socket, opts.keepalive);
+    applyKeepalive(socket, opts.keepalive, opts.onKeepaliveWarning);
     let spentMs = 0;
     let admitted = false;
     if (opts.tls) {

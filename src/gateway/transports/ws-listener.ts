@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { TlsOptions } from 'node:tls';
 import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { applyKeepalive, type KeepaliveOptions } from '../../link/socket-tuning.js';
+import { applyKeepalive, type KeepaliveOptions, type KeepaliveWarning } from '../../link/socket-tuning.js';
 import { WsLink } from '../../link/ws-link.js';
 import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
@@ -29,7 +29,7 @@ export interface UpgradeGate {
  * and a refused one gets an HTTP 503 carrying the GOAWAY hint, then a clean close.
  */
 export async function listenWs(
-  opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate; hold?: PartialFrameHold },
+  opts: { port: number; host: string; path: string; maxFrameBytes: number; keepalive: KeepaliveOptions; onKeepaliveWarning?: KeepaliveWarning; tls?: TlsOptions; handshakeTimeoutMs?: number; gate?: UpgradeGate; hold?: PartialFrameHold },
   /** `spentMs`: how long the socket took from its accept to the end of its upgrade (its TLS handshake included). */
   onLink: (link: Link, spentMs: number) => void,
 ): Promise<{ http: http.Server; wss: WebSocketServer; lingering: Set<Socket>; dropUpgrading: () => void }> {
@@ -168,7 +168,7 @@ export async function listenWs(
       clearTimeout(pending.deadline);
       pending.socket.removeListener('close', pending.onClose);
     }
-    applyKeepalive(socket, opts.keepalive);
+    applyKeepalive(socket, opts.keepalive, opts.onKeepaliveWarning);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
     if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering, opts.hold ?? null), spentMs);
