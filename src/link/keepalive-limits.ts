@@ -9,9 +9,9 @@ import { LonglinkError } from '../protocol/errors.js';
  * tcp_retries2 = 15 takes about 924 s on Linux).
  */
 export interface KeepaliveOptions {
-  /** Idle time before the first probe (TCP_KEEPIDLE); 0 or undefined leaves keepalive off. */
+  /** Idle time before the first probe (TCP_KEEPIDLE), in whole seconds (a multiple of 1000); 0 or undefined leaves keepalive off. */
   keepaliveIdleMs?: number;
-  /** Time between probes (TCP_KEEPINTVL). */
+  /** Time between probes (TCP_KEEPINTVL), in whole seconds (a multiple of 1000). */
   keepaliveIntervalMs?: number;
   /** Unanswered probes before the kernel drops the connection (TCP_KEEPCNT). */
   keepaliveCount?: number;
@@ -44,11 +44,14 @@ export function validateKeepalive(o: KeepaliveOptions): void {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a non-negative number (got ${v})`);
     }
   }
-  // The kernel takes TCP_KEEPIDLE and TCP_KEEPINTVL in whole seconds.
+  // The kernel takes TCP_KEEPIDLE and TCP_KEEPINTVL in whole seconds: 1500 was cut to 1 s, unsaid.
   for (const k of ['keepaliveIdleMs', 'keepaliveIntervalMs'] as const) {
     const v = o[k];
     if (v !== undefined && v > 0 && v < 1000) {
       throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be at least 1000 (the kernel counts whole seconds)`);
+    }
+    if (v !== undefined && v % 1000 !== 0) {
+      throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be a whole number of seconds (the kernel counts whole seconds; got ${v}, which it would cut to ${Math.floor(v / 1000)} s)`);
     }
   }
   // Keepalive is on only with an idle time: an interval or count without one was set on no socket,
@@ -57,8 +60,11 @@ export function validateKeepalive(o: KeepaliveOptions): void {
     const orphan = (['keepaliveIntervalMs', 'keepaliveCount'] as const).filter((k) => o[k] !== undefined && o[k]! > 0);
     if (orphan.length > 0) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${orphan.join(' and ')} need${orphan.length > 1 ? '' : 's'} keepaliveIdleMs (TCP keepalive is off without an idle time)`);
   }
-  const count = o.keepaliveCount;
-  if (count !== undefined && !Number.isInteger(count)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `keepaliveCount must be an integer (got ${count})`);
+  // A count of probes, and TCP_USER_TIMEOUT's milliseconds: setsockopt takes an int, cutting a fraction off.
+  for (const k of ['keepaliveCount', 'userTimeoutMs'] as const) {
+    const v = o[k];
+    if (v !== undefined && !Number.isInteger(v)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `${k} must be an integer (got ${v})`);
+  }
   for (const k of Object.keys(KEEPALIVE_LIMITS) as (keyof typeof KEEPALIVE_LIMITS)[]) {
     const v = o[k];
     if (v !== undefined && v > KEEPALIVE_LIMITS[k]) {

@@ -79,6 +79,9 @@ test('keepalive values the kernel refuses are refused by gateway and client opti
     { keepaliveIdleMs: 32_768_000 }, // TCP_KEEPIDLE: at most 32767 s
     { keepaliveIdleMs: 1000, keepaliveIntervalMs: 32_768_000 }, // TCP_KEEPINTVL: at most 32767 s
     { keepaliveIdleMs: 1000, keepaliveIntervalMs: 500 }, // whole seconds
+    { keepaliveIdleMs: 1500 }, // whole seconds: the kernel took 1 s
+    { keepaliveIdleMs: 60_000, keepaliveIntervalMs: 2500 },
+    { userTimeoutMs: 2500.5 },
     { keepaliveIdleMs: NaN },
   ];
   for (const keepalive of bad) {
@@ -87,6 +90,8 @@ test('keepalive values the kernel refuses are refused by gateway and client opti
     assert.throws(() => new LonglinkClient({ ...base, keepalive }), invalid(name), `client ${JSON.stringify(keepalive)}`);
   }
   const top = { keepaliveIdleMs: 32_767_000, keepaliveIntervalMs: 32_767_000, keepaliveCount: 127, userTimeoutMs: 2 ** 31 - 1 };
+  // TCP_USER_TIMEOUT counts milliseconds: any whole number of them.
+  assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, keepalive: { keepaliveIdleMs: 2000, keepaliveIntervalMs: 1000, userTimeoutMs: 2500 } }));
   assert.doesNotThrow(() => new Gateway({ tcp: false, ws: false, keepalive: top }));
   assert.doesNotThrow(() => new LonglinkClient({ ...base, keepalive: top }));
 });
