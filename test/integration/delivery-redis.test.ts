@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
 import { after, before, describe, test } from 'node:test';
 import { Redis } from 'ioredis';
 import { LonglinkClient } from '../../src/client/client.js';
@@ -713,6 +714,28 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await eventually('presence re-asserted', async () => (await A.gw.presence('u')).length === 1);
     admin.disconnect();
     c.close();
+    await A.gw.close();
+    await A.store.close();
+  });
+
+  test('2b. Redis loses its data while a device is offline: its known-device record goes too, so a push answers unknown-user and queues nothing until it connects again (docs/PROTOCOL.md says so)', async () => {
+    const prefix = `d${++prefixN}:`;
+    const A = await node(prefix, 'A');
+    const c = new LonglinkClient({ url: A.url, userId: 'u', deviceId: 'd', intervalMs: 300 });
+    await c.connect();
+    c.close();
+    await eventually('offline', async () => (await A.gw.presence('u')).length === 0);
+    assert.equal((await A.gw.push('u', 'kept', { waitMs: 0 })).devices[0]?.status, 'queued', 'known before the loss');
+    const admin = new Redis(redis!.url);
+    await admin.flushall();
+    admin.disconnect();
+    const r = await A.gw.push('u', 'lost', { waitMs: 0 });
+    assert.equal(r.unknownUser, true, 'an offline device is unknown after the loss (unknown-user)');
+    assert.deepEqual(r.devices, []);
+    for (const doc of ['docs/PROTOCOL.md', 'docs/SCALING.md', 'docs/SERVER-API.md']) {
+      const text = readFileSync(new URL(`../../../${doc}`, import.meta.url), 'utf8').replace(/\s+/g, ' ');
+      assert.match(text, /known-device record[s]? of (the )?devices that were offline|offline devices' known-device records/, `${doc} says an empty restart forgets offline devices`);
+    }
     await A.gw.close();
     await A.store.close();
   });
