@@ -740,6 +740,42 @@ describe('delivery on a shared Redis store', { skip: noRedis ? `skipped: ${noRed
     await A.store.close();
   });
 
+  test('2c. after Redis loses its data a node writes its links\' records again many at a time: 400 devices are found again, not one store round trip after another', async () => {
+    let inFlight = 0;
+    let most = 0;
+    class CountingStore extends RedisStore {
+      override async restoreOnline(entry: Parameters<RedisStore['restoreOnline']>[0]): Promise<boolean> {
+        most = Math.max(most, ++inFlight);
+        try {
+          return await super.restoreOnline(entry);
+        } finally {
+          inFlight--;
+        }
+      }
+    }
+    const store = new CountingStore({ url: redis!.url, prefix: `d${++prefixN}:`, ...LEASE });
+    const gw = new Gateway({ tcp: { port: 0 }, ws: false, heartbeat: { ...POLICY, intervalMs: 60_000, maxIntervalMs: 120_000 }, nodeId: 'A', store, wheelTickMs: 10, limits: { maxConnectionsPerSource: 0, handshakesPerSecond: 0, maxPendingHandshakes: 0, maxPendingHandshakesPerSource: 0 } });
+    await gw.listen();
+    const N = 400;
+    const clients = Array.from({ length: N }, (_, i) => {
+      const [server, client] = memoryLinkPair();
+      gw.accept(server);
+      client.send({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd' });
+      return client;
+    });
+    await eventually('every link open', () => clients.every((c) => c.received.some((f) => f.type === FrameType.WELCOME)), 20_000);
+    const admin = new Redis(redis!.url);
+    await admin.flushall();
+    const t0 = Date.now();
+    await eventually('every device online again', async () => (await Promise.all(clients.map((_, i) => gw.presence(`u${i}`)))).every((p) => p.length === 1), 20_000);
+    const ms = Date.now() - t0;
+    admin.disconnect();
+    assert.ok(most > 1, `presence written again for several links at once (at most ${most} at a time; ${N} devices in ${ms} ms)`);
+    for (const c of clients) c.close(1000, 'bye');
+    await gw.close();
+    await store.close();
+  });
+
   test('5. a node that crashes with a session older than sessionTtlMs open: the device resumes it on another node', async () => {
     const prefix = `d${++prefixN}:`;
     const A = await node(prefix, 'A', { sessionTtlMs: 1000 });
