@@ -1,4 +1,5 @@
 import type { ProbeOptions } from './heartbeat-policy.js';
+import { excusedEnd } from './stall-guard.js';
 
 /**
  * The active side of a heartbeat: decides when to send a PING and when the
@@ -99,11 +100,9 @@ export class HeartbeatScheduler {
       }
       if (owner) {
         // A probe's wait, or the PING's with no probes.
-        const ms = this.probesSent > 0 ? this.probes.probeIntervalMs : this.probes.pongTimeoutMs;
-        const end = this.waitFrom + ms;
-        const excused = Math.min(ms, owner.stalledWithin(this.waitFrom, now));
-        if (now < end + excused) {
-          this.waitUntil = end + excused;
+        const end = excusedEnd(this.waitFrom, this.probesSent > 0 ? this.probes.probeIntervalMs : this.probes.pongTimeoutMs, now, owner);
+        if (end !== null) {
+          this.waitUntil = end;
           return 'none';
         }
       }

@@ -71,3 +71,14 @@ export class StallGuard {
     return sum;
   }
 }
+
+/**
+ * A wait of `ms` begun at `from` is over at `now`: its end moved later by what of [from, now] its
+ * owner spent stalled, at most `ms` again (an answer that came during a stall is read after it, but
+ * one that came while reading what piled up blocked the loop again is not read before this runs).
+ * The new end if it is still ahead of `now`, or null: the wait is over.
+ */
+export function excusedEnd(from: number, ms: number, now: number, owner: { stalledWithin(from: number, to: number): number }): number | null {
+  const end = from + ms + Math.min(ms, owner.stalledWithin(from, now));
+  return now < end ? end : null;
+}

@@ -5,6 +5,7 @@ import { HeartbeatScheduler } from '../core/heartbeat-scheduler.js';
 import type { LivenessDetector } from '../core/liveness-detector.js';
 import { RttTracker, type RttSample } from '../core/rtt-tracker.js';
 import { TimerWheel, WheelTimer } from '../core/timer-wheel.js';
+import { excusedEnd } from '../core/stall-guard.js';
 import type { LatenessStats } from '../core/lateness-stats.js';
 import type { Link, LinkCloseInfo, LinkEvents } from '../link/link.js';
 import { CloseCodes, ProtocolError, reasonForCode, type CloseReason } from '../protocol/errors.js';
@@ -698,20 +699,15 @@ export class ServerConnection implements LinkEvents {
     return true;
   }
 
-  /**
-   * A probe's wait is over: the part of it the gateway spent stalled is added to it, once, at most
-   * the wait's length again (as a detector's silence is excused). An answer that came during a
-   * stall is read after it, but one that came while reading what piled up blocked the loop again
-   * is not read before this runs. True if the wait was extended.
-   */
+  /** A probe's wait is over: moved later, once, by the gateway's stalls within it (excusedEnd). True if it was. */
   private excuseProbe(now: number): boolean {
     if ((this.flags & PROBE_EXCUSED) !== 0) return false;
     // Every probe before push waits pongTimeoutMs (delivery.ts).
     const wait = this.host.probes.pongTimeoutMs;
-    const excused = Math.min(wait, this.host.stalledWithin(this.probeDeadline! - wait, now));
-    if (!(now < this.probeDeadline! + excused)) return false;
+    const end = excusedEnd(this.probeDeadline! - wait, wait, now, this.host);
+    if (end === null) return false;
     this.setFlag(PROBE_EXCUSED, true);
-    this.probeDeadline! += excused;
+    this.probeDeadline = end;
     return true;
   }
 
