@@ -381,6 +381,8 @@ describe('browser client in Chromium', () => {
       await until('the page restored from the cache', async () => (await page.evaluate(() => (window as any).events('page', 'pageshow').some((e: { persisted: boolean }) => e.persisted)).catch(() => false)) === true);
       await until('the link back', () => gw.connection('web', 'bfcache') !== undefined, 5000);
       assert.equal(gw.connection('web', 'bfcache')!.sessionId, session, 'the same session, resumed');
+      // The gateway registers the link before its WELCOME reaches the page, which then logs 'open'.
+      await until("the page's second open", async () => ((await page.evaluate(() => (window as any).events('bf', 'open').length)) as number) >= 2, 5000).catch(() => {});
       const opens = (await page.evaluate(() => (window as any).events('bf', 'open'))) as { resumed: boolean }[];
       assert.deepEqual(opens.map((o) => o.resumed), [false, true]);
       assert.equal(offline.length, 1, 'and nothing convicted meanwhile');
