@@ -57,6 +57,49 @@ function onSocketClose(this: LinkedSocket): void {
 function onSocketDrain(this: LinkedSocket): void {
   this[kLink].onDrain();
 }
+function onSocketRead(this: LinkedSocket, n: number, buf: Buffer): void {
+  this[kLink].onRead(n, buf);
+}
+
+/**
+ * Reads straight into one buffer the whole process shares: Node's own
+ * user-buffer mode (the `onread` option of `net.connect`), which `net.Server`
+ * offers no option for on the sockets it accepts, so it is switched on here
+ * through the socket's own `kBuffer`/`kBufferCb` slots, found by their names
+ * as ws-listener.ts finds ws's listeners. Each read then costs no buffer of
+ * its own and skips the Readable stream (its push, 'data' event and the
+ * read-more tick), which was most of Node's JavaScript per heartbeat
+ * (BENCHMARKS.md, "Reading past the stream"). Plain TCP handles only (TLS
+ * decrypts through its own path); where the slots are not found, or hold
+ * something already, the socket stays on 'data' as before. Bytes the
+ * Readable already holds (ws's unshifted head) still come through 'data'.
+ */
+const READ_BUFFER_BYTES = 64 * 1024;
+let readBuffer: Buffer | null = null;
+let readSlots: { buffer: symbol; callback: symbol } | null | undefined;
+/** Whether a socket's reads come into the shared buffer (readDirect did its work on it). */
+export function readsDirect(socket: Socket): boolean {
+  return readSlots != null && readBuffer !== null && (socket as unknown as Record<symbol, unknown>)[readSlots.buffer] === readBuffer;
+}
+
+function readDirect(socket: Socket): boolean {
+  const handle = (socket as unknown as { _handle: { constructor: { name: string }; useUserBuffer?: (b: Uint8Array) => void } | null })._handle;
+  if (handle === null || handle.constructor.name !== 'TCP' || typeof handle.useUserBuffer !== 'function') return false;
+  if (readSlots === undefined) {
+    const own = Object.getOwnPropertySymbols(socket);
+    const buffer = own.find((s) => s.description === 'kBuffer');
+    const callback = own.find((s) => s.description === 'kBufferCb');
+    readSlots = buffer && callback ? { buffer, callback } : null;
+  }
+  if (readSlots === null) return false;
+  const slots = socket as unknown as Record<symbol, unknown>;
+  if (slots[readSlots.buffer] !== null || slots[readSlots.callback] !== null) return false;
+  readBuffer ??= Buffer.allocUnsafeSlow(READ_BUFFER_BYTES);
+  slots[readSlots.buffer] = readBuffer;
+  slots[readSlots.callback] = onSocketRead;
+  handle.useUserBuffer(readBuffer);
+  return true;
+}
 
 /**
  * What a link over a raw socket does whatever its framing (TcpLink's varint
@@ -87,6 +130,7 @@ export abstract class SocketLink implements Link {
     socket.on('data', onSocketData);
     socket.on('error', onSocketError);
     socket.on('close', onSocketClose);
+    readDirect(socket);
   }
 
   get closed(): boolean {
@@ -123,6 +167,18 @@ export abstract class SocketLink implements Link {
 
   /** @internal socket listener: a chunk of the peer's bytes. */
   abstract onData(chunk: Buffer): void;
+
+  /**
+   * @internal socket read callback: `n` bytes in the process's shared read
+   * buffer, overwritten by the next read of any socket. The framing may act
+   * on a whole heartbeat in place; anything else is copied out first, since
+   * frames and their payloads may outlive the read.
+   */
+  onRead(n: number, shared: Buffer): void {
+    const chunk = Buffer.allocUnsafeSlow(n);
+    shared.copy(chunk, 0, 0, n);
+    this.onData(chunk);
+  }
 
   /** @internal socket listener: the socket closed, for whatever reason. */
   abstract onClose(): void;

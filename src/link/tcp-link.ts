@@ -66,6 +66,12 @@ export class TcpLink extends SocketLink {
     }
   }
 
+  /** @internal socket read callback (socket-link.ts): a bare heartbeat is read in place. */
+  override onRead(n: number, shared: Buffer): void {
+    if (n === 2 && shared[0] === 1 && shared[1] === FrameType.PING) this.onData(PING_BYTES);
+    else super.onRead(n, shared);
+  }
+
   private deliver(f: Frame): boolean {
     if (this.poisoned || this.done || this.closing) return false;
     this.events?.onLinkFrame(f);

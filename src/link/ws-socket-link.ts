@@ -10,6 +10,8 @@ import { flushHeld, holdIfBackedUp } from './write-hold.js';
 
 const WS_PONG_FRAME = Buffer.of(0x82, 0x01, FrameType.PONG);
 const WS_PING_FRAME = Buffer.of(0x82, 0x01, FrameType.PING);
+/** A bare PING's payload, as the parser would hand it over unmasked. */
+const PING_PAYLOAD = Buffer.of(FrameType.PING);
 const PONG_BACKLOG_BYTES = 16 * 1024;
 /** WebSocket control pings answered (and unasked pongs taken): a burst, then this many a second (made on the first). */
 const WS_PING_BURST = 10;
@@ -83,10 +85,31 @@ export class WsSocketLink extends SocketLink implements WsFrameHandler {
         }
       }
     } catch (err) {
-      this.poisoned = true;
-      if (err instanceof ProtocolError && !this.closing) this.events?.onLinkError(err);
-      else this.destroy();
+      this.fail(err);
     }
+  }
+
+  private fail(err: unknown): void {
+    this.poisoned = true;
+    if (err instanceof ProtocolError && !this.closing) this.events?.onLinkError(err);
+    else this.destroy();
+  }
+
+  /**
+   * @internal socket read callback (socket-link.ts): a chunk that is one whole bare PING (a
+   * masked binary frame of its one byte) is taken in place when no frame or message is under way.
+   */
+  override onRead(n: number, shared: Buffer): void {
+    if (n === 7 && shared[0] === 0x82 && shared[1] === 0x81 && (shared[6] ^ shared[2]) === FrameType.PING && this.parser === null) {
+      if (this.poisoned || this.done) return;
+      try {
+        this.onWsMessage(PING_PAYLOAD);
+      } catch (err) {
+        this.fail(err);
+      }
+      return;
+    }
+    super.onRead(n, shared);
   }
 
   /** @internal parser handler */
