@@ -542,11 +542,10 @@ export class ServerConnection implements LinkEvents {
     // resume token is a key the store looks up (the gateway's own are 24 characters), on Redis a
     // key name sent on every such HELLO.
     const maxId = this.host.limits.maxIdBytes;
-    for (const [name, v] of [['userId', hello.userId], ['deviceId', hello.deviceId], ['resumeToken', hello.resumeToken ?? '']] as const) {
-      if (utf8Exceeds(v, maxId)) {
-        this.onProtocolError(new ProtocolError('field-too-large', `${name} of ${utf8Length(v)} bytes exceeds the limit of ${maxId}`));
-        return;
-      }
+    const long = utf8Exceeds(hello.userId, maxId) ? 'userId' : utf8Exceeds(hello.deviceId, maxId) ? 'deviceId' : hello.resumeToken !== undefined && utf8Exceeds(hello.resumeToken, maxId) ? 'resumeToken' : null;
+    if (long !== null) {
+      this.onProtocolError(new ProtocolError('field-too-large', `${long} of ${utf8Length(hello[long]!)} bytes exceeds the limit of ${maxId}`));
+      return;
     }
     // The mailbox numbers the device's messages above it: near 2^53 they could no longer be encoded,
     // and every later delivery to the device, a new session's too, failed (4004 each time).
@@ -608,14 +607,12 @@ export class ServerConnection implements LinkEvents {
     // that ack must find the numbers resumed from, not read as one beyond anything sent (4501, for
     // good). Its first flush writes nothing before WELCOME: it awaits the store's take first.
     this.host.opened(this, w);
-    this.send({
-      type: FrameType.WELCOME,
-      sessionId: w.sessionId,
-      resumeToken: w.resumeToken,
-      resumed: w.resumed,
-      heartbeat: g,
-      ...(w.resumed ? { ack: w.inSeq } : {}),
-    });
+    // Two literals, not a spread of an optional part: no throwaway objects on every handshake.
+    this.send(
+      w.resumed
+        ? { type: FrameType.WELCOME, sessionId: w.sessionId, resumeToken: w.resumeToken, resumed: true, heartbeat: g, ack: w.inSeq }
+        : { type: FrameType.WELCOME, sessionId: w.sessionId, resumeToken: w.resumeToken, resumed: false, heartbeat: g },
+    );
     this.arm(this.nextWake(now));
   }
 

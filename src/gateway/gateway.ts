@@ -17,7 +17,7 @@ import { utf8Exceeds, utf8Length } from '../protocol/wire.js';
 import type { PushResult } from './push-tracker.js';
 import { Delivery, type DeliveryStats, type PushOptions } from './delivery.js';
 import type { DisconnectReason } from './disconnect.js';
-import { resolveGatewayOptions, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
+import { resolveGatewayOptions, type AuthPeer, type GatewayOptions, type Identity, type ResolvedGatewayOptions } from './options.js';
 import { Registry } from './registry.js';
 import { FanOut } from './fan-out.js';
 import { runSteps, unawaited } from './run-steps.js';
@@ -835,23 +835,12 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     const o = this.options;
     let identity: Identity;
     const aborts = this.authAborts;
-    const peer = {
-      remoteAddress: conn.link.remoteAddress,
-      transport: conn.transport,
-      // Made only for an authenticator that reads it (the default one answers at once).
-      get signal(): AbortSignal {
-        let ac = aborts.get(conn);
-        if (!ac) aborts.set(conn, (ac = new AbortController()));
-        if (isClosed(conn)) ac.abort(new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake'));
-        return ac.signal;
-      },
-    };
     try {
-      identity = (yield o.authenticate(hello, peer)) as Identity;
+      identity = (yield o.authenticate(hello, new HandshakePeer(conn, aborts))) as Identity;
     } catch (err) {
       throw authOutcome(err);
     } finally {
-      aborts.delete(conn);
+      if (aborts.size !== 0) aborts.delete(conn);
     }
     // A slow hook: the client may have given up on this link and resumed elsewhere meanwhile.
     stillOpen(conn);
@@ -861,7 +850,8 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     if (misshapen) throw new AuthenticatorFailed(new LonglinkError('LL_ERR_INVALID_IDENTITY', misshapen));
     // What an authenticator (a connect hook) returns is kept as the HELLO's fields are: the same bounds.
     const l = o.limits;
-    for (const [name, v] of [['userId', identity.userId], ['deviceId', identity.deviceId]] as const) {
+    for (const name of IDENTITY_IDS) {
+      const v = identity[name];
       if (v === hello[name]) continue;
       if (utf8Exceeds(v, l.maxIdBytes)) throw new ProtocolError('field-too-large', `the authenticator's ${name} of ${utf8Length(v)} bytes exceeds the limit of ${l.maxIdBytes}`);
       // A JWT's or a hook's JSON can hold a lone surrogate, which no store could read back (a HELLO's UTF-8 cannot).
@@ -917,13 +907,17 @@ export class Gateway extends typedEmitter<GatewayEvents>() {
     session.openOn = o.nodeId;
     session.inSeq = inSeq;
     const token = session.resumeToken;
-    this.sessionsOpening.set(token, (this.sessionsOpening.get(token) ?? 0) + 1);
+    // Only a resumed session can have another link here whose close would save it closed: a new
+    // one's token is in no other hands (and a map that grows and shrinks by one reallocates).
+    if (resumed) this.sessionsOpening.set(token, (this.sessionsOpening.get(token) ?? 0) + 1);
     try {
       yield o.store.saveSession(session, now + OPEN_SESSION_TTL_MS);
     } finally {
-      const n = this.sessionsOpening.get(token)! - 1;
-      if (n === 0) this.sessionsOpening.delete(token);
-      else this.sessionsOpening.set(token, n);
+      if (resumed) {
+        const n = this.sessionsOpening.get(token)! - 1;
+        if (n === 0) this.sessionsOpening.delete(token);
+        else this.sessionsOpening.set(token, n);
+      }
     }
     try {
       stillOpen(conn);
@@ -1738,6 +1732,35 @@ async function listening<T>(transport: 'tcp' | 'ws', at: { host: string; port: n
 }
 
 /** A page's cursor: connections accepted before the one with this serial. */
+/** An identity's ids, checked where the authenticator changed them (one array, not one per handshake). */
+const IDENTITY_IDS = ['userId', 'deviceId'] as const;
+
+/**
+ * The peer an authenticator is told of. Its `signal` is made only for an authenticator that reads
+ * it (the default one answers at once), aborted if the link has closed. A class, not an object
+ * literal with a getter: V8 defined that literal's accessor at run time, with a closure, on every
+ * handshake.
+ */
+class HandshakePeer implements AuthPeer {
+  readonly remoteAddress: string;
+  readonly transport: string;
+  readonly #conn: ServerConnection;
+  readonly #aborts: Map<ServerConnection, AbortController>;
+  constructor(conn: ServerConnection, aborts: Map<ServerConnection, AbortController>) {
+    this.remoteAddress = conn.link.remoteAddress;
+    this.transport = conn.transport;
+    this.#conn = conn;
+    this.#aborts = aborts;
+  }
+  get signal(): AbortSignal {
+    const conn = this.#conn;
+    let ac = this.#aborts.get(conn);
+    if (!ac) this.#aborts.set(conn, (ac = new AbortController()));
+    if (isClosed(conn)) ac.abort(new LonglinkError('LL_ERR_CLOSED', 'connection closed during handshake'));
+    return ac.signal;
+  }
+}
+
 function* olderThan(conns: Iterable<ServerConnection>, serial: number): Iterable<ServerConnection> {
   for (const c of conns) if (c.serial < serial) yield c;
 }

@@ -175,8 +175,11 @@ export abstract class SocketLink implements Link {
    * frames and their payloads may outlive the read.
    */
   onRead(n: number, shared: Buffer): void {
-    const chunk = Buffer.allocUnsafeSlow(n);
-    shared.copy(chunk, 0, 0, n);
+    // Node's pooled memory for a small chunk, as Node's own reads had one exact-size buffer each: a
+    // payload kept from it is copied out of the pool by the decoder (frame-codec.ts, ownedPayload).
+    const chunk = Buffer.allocUnsafe(n);
+    if (n <= 64) for (let i = 0; i < n; i++) chunk[i] = shared[i];
+    else shared.copy(chunk, 0, 0, n);
     this.onData(chunk);
   }
 
