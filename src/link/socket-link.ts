@@ -73,6 +73,8 @@ function onSocketRead(this: LinkedSocket, n: number, buf: Buffer): void {
  * decrypts through its own path); where the slots are not found, or hold
  * something already, the socket stays on 'data' as before. Bytes the
  * Readable already holds (ws's unshifted head) still come through 'data'.
+ * In this mode `socket.pause()` stops the kernel read (Node's readStop)
+ * rather than buffering in the stream; nothing here pauses a link's socket.
  */
 const READ_BUFFER_BYTES = 64 * 1024;
 let readBuffer: Buffer | null = null;
