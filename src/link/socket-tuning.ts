@@ -1,5 +1,5 @@
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import { Socket, type Server } from 'node:net';
 import { LonglinkError } from '../protocol/errors.js';
 import type { KeepaliveOptions } from './keepalive-limits.js';
 
@@ -74,6 +74,38 @@ export function applyKeepalive(socket: Socket, o: KeepaliveOptions, warn: Keepal
     const message = `TCP keepalive tuning failed (${err instanceof Error ? err.message : String(err)}) for ${JSON.stringify(o)}: the rest of the tuning is skipped for this socket`;
     tell(warn, new LonglinkError('LL_ERR_INVALID_OPTION', message));
   }
+}
+
+/**
+ * Sets the keepalive interval, count and user timeout once on a listening socket: Linux copies a
+ * listener's TCP options to every connection it accepts, and net-keepalive's setters go through FFI
+ * at tens of µs each (33 µs measured, three per connection, as much as the rest of a handshake's
+ * set-up on the gateway's side). Returns what each accepted socket must still have set itself:
+ * nothing but no-delay, or, off Linux or where the listener could not be tuned, all of it as before.
+ */
+export function tuneListener(server: Server, o: KeepaliveOptions): KeepaliveOptions {
+  const inherited = !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
+  if (!inherited || process.platform !== 'linux') return o;
+  const handle = (server as unknown as { _handle: { fd?: number; setKeepAlive?: (on: boolean, delaySecs: number) => number } | null })._handle;
+  const native = loadNetKeepAlive();
+  if (!native || !handle || !(typeof handle.fd === 'number' && handle.fd >= 0) || typeof handle.setKeepAlive !== 'function') return o;
+  // net-keepalive takes a Socket and reads its handle's fd: the listener's handle, seen as one.
+  const listening = Object.create(Socket.prototype, { _handle: { value: handle } }) as Socket;
+  try {
+    if (o.keepaliveIdleMs && o.keepaliveIdleMs > 0) {
+      // SO_KEEPALIVE and the idle time on the listener too: Node's setKeepAlive on an accepted socket
+      // (libuv's) would also set the interval and count to its own (1 s, 10), over the inherited ones.
+      if (handle.setKeepAlive(true, Math.floor(o.keepaliveIdleMs / 1000)) !== 0) return o;
+      if (o.keepaliveIntervalMs) native.setKeepAliveInterval(listening, o.keepaliveIntervalMs);
+      if (o.keepaliveCount) native.setKeepAliveProbes(listening, o.keepaliveCount);
+    }
+    if (o.userTimeoutMs && o.userTimeoutMs > 0) native.setUserTimeout(listening, o.userTimeoutMs);
+  } catch {
+    // Each socket then tries, and reports what the kernel refused (applyKeepalive).
+    return o;
+  }
+  // Only TCP_NODELAY is set per socket (applyKeepalive always sets it).
+  return {};
 }
 
 function tune(socket: Socket, o: KeepaliveOptions, warn: KeepaliveWarning): void {

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
 import net from 'node:net';
 import { describe, test } from 'node:test';
 import { LonglinkClient } from '../../src/client/client.js';
@@ -21,7 +23,44 @@ function socketOf(link: Link): net.Socket {
   throw new Error('unknown link');
 }
 
+/** The kernel's keepalive timer of the server side of a loopback connection, by `ss` (seconds left), or null if none. */
+function keepaliveTimerS(serverPort: number, clientPort: number): number | null {
+  const out = execFileSync('ss', ['-tnoH', 'state', 'established', `( sport = :${serverPort} and dport = :${clientPort} )`], { encoding: 'utf8' });
+  const m = /timer:\(keepalive,(?:(\d+)min)?([\d.]+)(m?s)/.exec(out);
+  if (!m) return null;
+  return (m[1] ? Number(m[1]) * 60 : 0) + Number(m[2]) / (m[3] === 'ms' ? 1000 : 1);
+}
+
 describe('TCP keepalive tuning', () => {
+  test('the listeners tune their listening socket once, and accepted sockets have keepalive on with its idle time (ss shows the timer), without a per-socket FFI call', { skip: process.platform !== 'linux' && 'Linux only' }, async () => {
+    const calls: string[] = [];
+    const nk = createRequire(import.meta.url)('net-keepalive') as Record<string, (...a: unknown[]) => unknown>;
+    const originals = { setKeepAliveInterval: nk.setKeepAliveInterval, setKeepAliveProbes: nk.setKeepAliveProbes, setUserTimeout: nk.setUserTimeout };
+    for (const [name, f] of Object.entries(originals)) nk[name] = (...a: unknown[]) => (calls.push(name), f(...a));
+    try {
+      const accepted: Link[] = [];
+      const server = await listenTcp({ port: 0, host: '127.0.0.1', maxFrameBytes: 1024, keepalive: KEEPALIVE }, (l) => accepted.push(l));
+      const { http, wss } = await listenWs({ port: 0, host: '127.0.0.1', path: '/longlink', maxFrameBytes: 1024, keepalive: KEEPALIVE }, (l) => accepted.push(l));
+      assert.equal(calls.length, 6, `three settings on each listening socket: ${calls.join(', ')}`);
+      const ports = [(server.address() as net.AddressInfo).port, (http.address() as net.AddressInfo).port];
+      const links = [];
+      for (let i = 0; i < 4; i++) links.push(await dial(i % 2 ? `ws://127.0.0.1:${ports[1]}/longlink` : `tcp://127.0.0.1:${ports[0]}`, { timeoutMs: 2000, maxFrameBytes: 1024, keepalive: {} }));
+      while (accepted.length < 4) await sleep(5);
+      assert.equal(calls.length, 6, 'no FFI call per accepted socket');
+      for (const l of accepted) {
+        const s = socketOf(l);
+        assert.deepEqual(readKeepalive(s), { intervalMs: 2000, count: 3, userTimeoutMs: 7000 });
+        const left = keepaliveTimerS(s.localPort!, s.remotePort!);
+        assert.ok(left !== null && left > 0 && left <= 5, `keepalive on, idle 5 s: timer ${left}`);
+      }
+      for (const l of [...links, ...accepted]) l.destroy();
+      await new Promise((r) => server.close(r));
+      await new Promise((r) => wss.close(() => http.close(r)));
+    } finally {
+      Object.assign(nk, originals);
+    }
+  });
+
   test('the TCP listener sets TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT on accepted sockets', async () => {
     let accepted!: Link;
     const server = await listenTcp({ port: 0, host: '127.0.0.1', maxFrameBytes: 1024, keepalive: KEEPALIVE }, (l) => (accepted = l));

@@ -1,6 +1,6 @@
 import net from 'node:net';
 import tls, { type TlsOptions } from 'node:tls';
-import { applyKeepalive, type KeepaliveOptions, type KeepaliveWarning } from '../../link/socket-tuning.js';
+import { applyKeepalive, tuneListener, type KeepaliveOptions, type KeepaliveWarning } from '../../link/socket-tuning.js';
 import { TcpLink } from '../../link/tcp-link.js';
 import type { Link } from '../../link/link.js';
 import type { PartialFrameHold } from '../../link/socket-link.js';
@@ -39,8 +39,10 @@ export async function listenTcp(
   /** TLS sockets in their TLS handshake, by remote address and port: when their TCP accept was. */
   const accepted = new Map<string, { at: number; raw: net.Socket; onClose: () => void; admitted: boolean }>();
   const keyOf = (s: net.Socket) => `${s.remoteAddress}|${s.remotePort}`;
+  // What each accepted socket sets itself once the listener holds the rest (tuneListener).
+  let perSocket = opts.keepalive;
   const adopt = (socket: net.Socket) => {
-    applyKeepalive(socket, opts.keepalive, opts.onKeepaliveWarning);
+    applyKeepalive(socket, perSocket, opts.onKeepaliveWarning);
     let spentMs = 0;
     let admitted = false;
     if (opts.tls) {
@@ -105,6 +107,7 @@ export async function listenTcp(
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
       server.off('error', reject);
+      perSocket = tuneListener(server, opts.keepalive);
       resolve();
     });
   });

@@ -3,7 +3,7 @@ import https from 'node:https';
 import type { TlsOptions } from 'node:tls';
 import type { Socket } from 'node:net';
 import { WebSocketServer } from 'ws';
-import { applyKeepalive, type KeepaliveOptions, type KeepaliveWarning } from '../../link/socket-tuning.js';
+import { applyKeepalive, tuneListener, type KeepaliveOptions, type KeepaliveWarning } from '../../link/socket-tuning.js';
 import { WsLink } from '../../link/ws-link.js';
 import { WsSocketLink } from '../../link/ws-socket-link.js';
 import type { Link } from '../../link/link.js';
@@ -153,6 +153,8 @@ export async function listenWs(
       for (const l of inner) l.call(server, socket);
     });
   }
+  // What each upgraded socket sets itself once the listener holds the rest (tuneListener).
+  let perSocket = opts.keepalive;
   /** Upgraded sockets whose link is closing (only those: an open link is the gateway's to close). */
   const lingering = new Set<Socket>();
   wss.on('connection', (ws, req) => {
@@ -168,7 +170,7 @@ export async function listenWs(
       clearTimeout(pending.deadline);
       pending.socket.removeListener('close', pending.onClose);
     }
-    applyKeepalive(socket, opts.keepalive, opts.onKeepaliveWarning);
+    applyKeepalive(socket, perSocket, opts.onKeepaliveWarning);
     // ws did the handshake; the link takes the socket from here (ws-framing.ts says why). Should a
     // later ws arrange its socket differently, its own WebSocket carries the link as before.
     if (takeOver(socket)) onLink(new WsSocketLink(socket, opts.maxFrameBytes, lingering, opts.hold ?? null), spentMs);
@@ -180,6 +182,7 @@ export async function listenWs(
     server.once('error', reject);
     server.listen(opts.port, opts.host, () => {
       server.off('error', reject);
+      perSocket = tuneListener(server, opts.keepalive);
       resolve();
     });
   });
