@@ -1731,7 +1731,6 @@ async function listening<T>(transport: 'tcp' | 'ws', at: { host: string; port: n
   }
 }
 
-/** A page's cursor: connections accepted before the one with this serial. */
 /** An identity's ids, checked where the authenticator changed them (one array, not one per handshake). */
 const IDENTITY_IDS = ['userId', 'deviceId'] as const;
 
@@ -1761,6 +1760,7 @@ class HandshakePeer implements AuthPeer {
   }
 }
 
+/** A page's cursor: connections accepted before the one with this serial. */
 function* olderThan(conns: Iterable<ServerConnection>, serial: number): Iterable<ServerConnection> {
   for (const c of conns) if (c.serial < serial) yield c;
 }

@@ -69,7 +69,7 @@ function onSocketRead(this: LinkedSocket, n: number, buf: Buffer): void {
  * as ws-listener.ts finds ws's listeners. Each read then costs no buffer of
  * its own and skips the Readable stream (its push, 'data' event and the
  * read-more tick), which was most of Node's JavaScript per heartbeat
- * (BENCHMARKS.md, "Reading past the stream"). Plain TCP handles only (TLS
+ * (BENCHMARKS.md, "Twenty-fourth run: reading past the stream"). Plain TCP handles only (TLS
  * decrypts through its own path); where the slots are not found, or hold
  * something already, the socket stays on 'data' as before. Bytes the
  * Readable already holds (ws's unshifted head) still come through 'data'.
@@ -177,8 +177,8 @@ export abstract class SocketLink implements Link {
    * frames and their payloads may outlive the read.
    */
   onRead(n: number, shared: Buffer): void {
-    // Node's pooled memory for a small chunk, as Node's own reads had one exact-size buffer each: a
-    // payload kept from it is copied out of the pool by the decoder (frame-codec.ts, ownedPayload).
+    // Node's pooled memory for a small chunk (a buffer of its own for a large one): a payload kept
+    // from a pooled chunk is copied out of the pool by the decoder (frame-codec.ts, ownedPayload).
     const chunk = Buffer.allocUnsafe(n);
     if (n <= 64) for (let i = 0; i < n; i++) chunk[i] = shared[i];
     else shared.copy(chunk, 0, 0, n);
