@@ -76,6 +76,11 @@ export function applyKeepalive(socket: Socket, o: KeepaliveOptions, warn: Keepal
   }
 }
 
+/** Whether the options hold a setting only net-keepalive can make (interval, count, user timeout). */
+function needsNative(o: KeepaliveOptions): boolean {
+  return !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
+}
+
 /**
  * Sets the keepalive interval, count and user timeout once on a listening socket: Linux copies a
  * listener's TCP options to every connection it accepts, and net-keepalive's setters go through FFI
@@ -84,8 +89,7 @@ export function applyKeepalive(socket: Socket, o: KeepaliveOptions, warn: Keepal
  * nothing but no-delay, or, off Linux or where the listener could not be tuned, all of it as before.
  */
 export function tuneListener(server: Server, o: KeepaliveOptions): KeepaliveOptions {
-  const inherited = !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
-  if (!inherited || process.platform !== 'linux') return o;
+  if (!needsNative(o) || process.platform !== 'linux') return o;
   const handle = (server as unknown as { _handle: { fd?: number; setKeepAlive?: (on: boolean, delaySecs: number) => number } | null })._handle;
   const native = loadNetKeepAlive();
   if (!native || !handle || !(typeof handle.fd === 'number' && handle.fd >= 0) || typeof handle.setKeepAlive !== 'function') return o;
@@ -110,7 +114,7 @@ export function tuneListener(server: Server, o: KeepaliveOptions): KeepaliveOpti
 
 function tune(socket: Socket, o: KeepaliveOptions, warn: KeepaliveWarning): void {
   socket.setNoDelay(true);
-  const wantsNative = !!((o.keepaliveIdleMs && (o.keepaliveIntervalMs || o.keepaliveCount)) || (o.userTimeoutMs && o.userTimeoutMs > 0));
+  const wantsNative = needsNative(o);
   const native = wantsNative ? loadNetKeepAlive() : null;
   if (wantsNative && !native) tell(warn, new LonglinkError('LL_ERR_UNAVAILABLE', loadFailure));
   if (o.keepaliveIdleMs && o.keepaliveIdleMs > 0) {
