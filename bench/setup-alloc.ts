@@ -1,13 +1,14 @@
 /**
- * What one TCP connection's set-up allocates on the server, garbage
+ * What one connection's set-up allocates on the server, garbage
  * included, and where: the set-up's cost that CPU ratios are too noisy to
  * show (a cut of a few hundred bytes is a few µs, under the machine's
- * ±15 %). The server (longlink-tcp or net-hello, as in the benchmark) runs
+ * ±15 %). The server (longlink-tcp, net-hello, longlink-ws or ws, as in the
+ * benchmark; ws without its heartbeat's timer) runs
  * in this process; a child opens `--count` connections (200 in flight from
  * 16 source addresses, the same HELLO as the benchmark's), after a warm-up
  * of `--warmup` opened and closed; every one must be answered by WELCOME. V8's sampling heap profiler keeps every sample, collected or not.
  *
- *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout] [--compiles] [--kept live|promoted]
+ *   node dist/bench/setup-alloc.js [longlink-tcp|net-hello|longlink-ws|ws] [--count 10000] [--warmup 2000] [--top 30] [--against /other/checkout] [--compiles] [--kept live|promoted]
  *
  * Prints bytes allocated per set-up, the server's CPU per set-up (all its
  * threads, with the sampler on: for comparing runs of this tool only), and
@@ -26,6 +27,7 @@ import net from 'node:net';
 import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { WebSocket, WebSocketServer } from 'ws';
 import { exitOnHelp } from './usage.js';
 
 exitOnHelp(import.meta.url);
@@ -45,10 +47,33 @@ interface Step {
 }
 
 /** The client side: opens and closes connections when the parent says. */
-async function client(root: string, port: number): Promise<void> {
-  const { encodeDelimited } = await import(path.join(root, 'dist/src/protocol/frame-codec.js'));
+async function client(root: string, peer: string, port: number): Promise<void> {
+  const { encodeDelimited, encodeFrame } = await import(path.join(root, 'dist/src/protocol/frame-codec.js'));
   const { FrameType, PROTOCOL_VERSION } = await import(path.join(root, 'dist/src/protocol/frames.js'));
-  const open: net.Socket[] = [];
+  const open: { destroy(): void }[] = [];
+  const hello = (i: number) => ({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd', intervalMs: 1000 });
+  const failed = (i: number) => (err: Error) => {
+    // A connection that fails would never be counted: end the run, do not wait for it.
+    console.error(`connection ${i} failed: ${err.message}`);
+    process.exit(1);
+  };
+  /** One WebSocket (longlink-ws: HELLO sent at open, WELCOME awaited; ws: open is set up). */
+  const openWs = (i: number, done: () => void) => {
+    const ws = new WebSocket(`ws://127.0.0.1:${port}${peer === 'ws' ? '' : '/longlink'}`, { localAddress: `127.0.0.${1 + (i % 16)}`, perMessageDeflate: false });
+    ws.on('error', failed(i));
+    const opened = () => {
+      open.push({ destroy: () => ws.terminate() });
+      done();
+    };
+    if (peer === 'ws') ws.once('open', opened);
+    else {
+      ws.once('open', () => ws.send(encodeFrame(hello(i))));
+      ws.once('message', (d: Buffer) => {
+        if (d[0] !== FrameType.WELCOME) throw new Error(`connection ${i} was answered with frame type ${d[0]}, not WELCOME`);
+        opened();
+      });
+    }
+  };
   const openN = (n: number, base: number) =>
     new Promise<void>((resolve) => {
       let started = 0;
@@ -56,15 +81,16 @@ async function client(root: string, port: number): Promise<void> {
       const next = () => {
         while (started - done < 200 && started < n) {
           const i = base + started++;
+          if (peer === 'longlink-ws' || peer === 'ws') {
+            openWs(i, () => {
+              if (++done === n) resolve();
+              else next();
+            });
+            continue;
+          }
           // From 16 source addresses, as the load generator's: one would meet the gateway's per-source handshake bound (50 at once).
-          const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${1 + (i % 16)}` }, () =>
-            s.write(encodeDelimited({ type: FrameType.HELLO, version: PROTOCOL_VERSION, userId: `u${i}`, deviceId: 'd', intervalMs: 1000 })),
-          );
-          s.on('error', (err) => {
-            // A connection that fails would never be counted: end the run, do not wait for it.
-            console.error(`connection ${i} failed: ${err.message}`);
-            process.exit(1);
-          });
+          const s = net.connect({ port, host: '127.0.0.1', localAddress: `127.0.0.${1 + (i % 16)}` }, () => s.write(encodeDelimited(hello(i))));
+          s.on('error', failed(i));
           s.once('data', (d: Buffer) => {
             // The first frame must be WELCOME (type 2 after a one-byte length): a refusal would measure another path.
             if (d[1] !== FrameType.WELCOME) throw new Error(`connection ${i} was answered with frame type ${d[1]}, not WELCOME`);
@@ -103,14 +129,33 @@ async function server(root: string, peer: string, count: number, warmup: number,
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     port = (srv.address() as net.AddressInfo).port;
     stop = () => new Promise((r) => srv.close(r));
+  } else if (peer === 'ws') {
+    // As bench/peers/server.ts, but for its heartbeat round (a timer over all clients, not set-up work).
+    const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
+    const alive = new WeakMap<WebSocket, boolean>();
+    wss.on('connection', (ws) => {
+      alive.set(ws, true);
+      ws.on('pong', () => alive.set(ws, true));
+      ws.on('error', () => {});
+    });
+    await new Promise<void>((r) => wss.once('listening', () => r()));
+    port = (wss.address() as net.AddressInfo).port;
+    stop = () => new Promise((r) => wss.close(r));
   } else {
     const { Gateway } = await import(path.join(root, 'dist/src/gateway/gateway.js'));
+    const tcp = peer === 'longlink-tcp';
     // The benchmark's options: admission does not cap the set-up rate.
-    const gw = new Gateway({ tcp: { host: '127.0.0.1', port: 0 }, ws: false, heartbeat: { intervalMs: 1000, minIntervalMs: 100, maxIntervalMs: 600_000 }, limits: { handshakesPerSecond: 0, maxConnectionsPerSource: 0, maxConnections: 0 } });
-    port = (await gw.listen()).tcp.port;
+    const gw = new Gateway({
+      tcp: tcp ? { host: '127.0.0.1', port: 0 } : false,
+      ws: tcp ? false : { host: '127.0.0.1', port: 0 },
+      heartbeat: { intervalMs: 1000, minIntervalMs: 100, maxIntervalMs: 600_000 },
+      limits: { handshakesPerSecond: 0, maxConnectionsPerSource: 0, maxConnections: 0 },
+    });
+    const a = await gw.listen();
+    port = (tcp ? a.tcp : a.ws).port;
     stop = () => gw.close();
   }
-  const c = fork(here, ['--client', root, String(port)], { execArgv: [] });
+  const c = fork(here, ['--client', root, peer, String(port)], { execArgv: [] });
   const ask = (m: Step) =>
     new Promise<void>((resolve, reject) => {
       const exited = (code: number | null) => reject(new Error(`the client exited with ${code} during ${m.cmd}`));
@@ -180,13 +225,13 @@ interface SampleNode {
 }
 
 if (argv[0] === '--client') {
-  await client(argv[1], Number(argv[2]));
+  await client(argv[1], argv[2], Number(argv[3]));
 } else if (argv[0] === '--server') {
   await server(argv[1], argv[2], Number(argv[3]), Number(argv[4]), Number(argv[5]), argv[6] !== 'compiles', argv[7] ?? '');
   process.exit(0);
 } else {
   const peer = argv[0] && !argv[0].startsWith('--') ? argv[0] : 'longlink-tcp';
-  if (peer !== 'longlink-tcp' && peer !== 'net-hello') throw new Error(`peer must be longlink-tcp or net-hello (got ${peer})`);
+  if (!['longlink-tcp', 'net-hello', 'longlink-ws', 'ws'].includes(peer)) throw new Error(`peer must be longlink-tcp, net-hello, longlink-ws or ws (got ${peer})`);
   const roots = [thisRoot, ...(argv.includes('--against') ? [path.resolve(arg('against', '.'))] : [])];
   // Each build in a fresh process of its own, so neither inherits the other's compiled code or heap.
   // --compiles: the server runs under V8's --trace-opt, and the functions TurboFan finished

@@ -28,16 +28,21 @@ for (const peer of PEERS) {
   });
 }
 
-test('setup-alloc: both peers open every connection and report allocation per set-up, longlink with its own code among the sites', async () => {
+test('setup-alloc: every peer opens every connection and reports allocation per set-up, longlink with its own code among the sites', async () => {
   const { execFileSync } = await import('node:child_process');
   const { fileURLToPath } = await import('node:url');
   const script = fileURLToPath(new URL('../../bench/setup-alloc.js', import.meta.url));
-  for (const peer of ['longlink-tcp', 'net-hello']) {
+  for (const peer of ['longlink-tcp', 'net-hello', 'longlink-ws', 'ws']) {
     const out = execFileSync(process.execPath, [script, peer, '--count', '200', '--warmup', '50', '--top', '40'], { encoding: 'utf8', timeout: 60_000 });
     const m = /(\d+) bytes allocated per set-up/.exec(out);
     assert.ok(m && Number(m[1]) > 500, out);
-    assert.equal(/src\/gateway\//.test(out), peer === 'longlink-tcp', out);
+    assert.equal(/src\/gateway\//.test(out), peer.startsWith('longlink'), out);
+    // The WebSocket peers' set-up goes through ws's upgrade (longlink-ws's too: ws makes the handshake).
+    assert.equal(/ws\/lib\/websocket-server/.test(out), peer.endsWith('ws'), out);
   }
+  // --kept promoted: what outlived the young generation, a part of what was allocated.
+  const kept = execFileSync(process.execPath, [script, 'longlink-ws', '--count', '200', '--warmup', '50', '--kept', 'promoted'], { encoding: 'utf8', timeout: 60_000 });
+  assert.match(kept, /\d+ bytes allocated and outliving the young generation per set-up/);
   const compiles = execFileSync(process.execPath, [script, 'longlink-tcp', '--count', '200', '--warmup', '50', '--compiles'], { encoding: 'utf8', timeout: 60_000 });
   assert.match(compiles, /\d+ functions optimized by TurboFan during the measured set-ups/);
   assert.match(compiles, /µs of CPU per set-up/);
