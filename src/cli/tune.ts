@@ -83,8 +83,8 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
   if (/^https?:\/\/.*\/metrics$/.test(o.from)) {
     const r = await get(o.from, o);
     const net = prometheusNetwork(await r.text(), o.transport, `${o.from} (${o.transport}, from the scraped quantiles)`);
-    if (!net) fail(`${o.from} shows no ${o.transport} heartbeat lateness (longlink_heartbeat_lateness_seconds): no client heartbeats measured yet?`);
-    if (net.heartbeats < 100) fail(`${o.from}: only ${net.heartbeats} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
+    if (!net) unreadable(`${o.from} shows no ${o.transport} heartbeat lateness (longlink_heartbeat_lateness_seconds): no client heartbeats measured yet?`);
+    if (net.heartbeats < 100) unreadable(`${o.from}: only ${net.heartbeats} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
     return o.delay !== undefined ? { ...net, delayMeanMs: o.delay } : net;
   }
   if (/^https?:\/\//.test(o.from)) {
@@ -94,7 +94,7 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
     try {
       stats = (await r.json()) as NetworkStats;
     } catch (err) {
-      fail(`${url}: not JSON (${(err as Error).message}); give a gateway's admin URL, http://host:7422`);
+      unreadable(`${url}: not JSON (${(err as Error).message}); give a gateway's admin URL, http://host:7422`);
     }
   } else {
     try {
@@ -102,20 +102,20 @@ async function network(o: TuneOptions): Promise<NetworkModel> {
       // A lab report (longlink lab run tuned) carries the gateway's measurements under tuned.measured.
       stats = j.tuned?.measured ?? j;
     } catch (err) {
-      fail(`${o.from}: ${(err as Error).message}`);
+      unreadable(`${o.from}: ${(err as Error).message}`);
     }
   }
   const t = stats[o.transport];
-  if (!t?.heartbeats) fail(`${o.from} holds no ${o.transport} heartbeat measurements (expected the JSON of a gateway's /api/network)`);
+  if (!t?.heartbeats) unreadable(`${o.from} holds no ${o.transport} heartbeat measurements (expected the JSON of a gateway's /api/network)`);
   const snap: LatenessSnapshot = t.heartbeats;
-  if (snap.count < 100) fail(`${o.from}: only ${snap.count} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
+  if (snap.count < 100) unreadable(`${o.from}: only ${snap.count} ${o.transport} heartbeat gaps measured; let clients heartbeat longer (a few hundred at least)`);
   const delay = o.delay ?? (t.rtt ? t.rtt.meanMs / 2 : 0);
   return measuredNetwork(LatenessStats.fromSnapshot(snap), delay, `measured by ${stats.nodeId} over ${o.transport}: ${snap.count} heartbeat gaps${t.rtt ? `, RTT ${t.rtt.meanMs} ms` : ', no RTT sample (delay taken as 0; give --delay)'}`);
 }
 
 /**
  * GETs a gateway's admin URL; a refused connection, a timeout or an error
- * status ends the run with one line saying what to check, not a stack trace.
+ * status ends the run (exit 1) with one line saying what to check, not a stack trace.
  */
 async function get(url: string, o: TuneOptions): Promise<Response> {
   const token = o.token ?? process.env.LONGLINK_ADMIN_TOKEN;
@@ -124,10 +124,10 @@ async function get(url: string, o: TuneOptions): Promise<Response> {
     r = await fetch(url, { headers: token ? { authorization: `Bearer ${token}` } : {}, signal: AbortSignal.timeout(10_000) });
   } catch (err) {
     const cause = (err as Error & { cause?: Error }).cause?.message ?? (err as Error).message;
-    fail(`cannot read ${url}: ${cause} (is the gateway's admin port there? serve --admin-port, 7422 by default)`);
+    unreadable(`cannot read ${url}: ${cause} (is the gateway's admin port there? serve --admin-port, 7422 by default)`);
   }
-  if (r.status === 401) fail(`${url}: HTTP 401: the admin port wants its token (--token, or LONGLINK_ADMIN_TOKEN)`);
-  if (!r.ok) fail(`${url}: HTTP ${r.status}`);
+  if (r.status === 401) unreadable(`${url}: HTTP 401: the admin port wants its token (--token, or LONGLINK_ADMIN_TOKEN)`);
+  if (!r.ok) unreadable(`${url}: HTTP ${r.status}`);
   return r;
 }
 
@@ -187,7 +187,19 @@ function fraction(v: string): number {
   return n;
 }
 
+/** A usage error: exit 2, as every command's. */
 function fail(message: string): never {
   console.error(`longlink tune: ${message}`);
   process.exit(2);
+}
+
+/**
+ * The measured network could not be read (nothing answers at --from, a file
+ * that is not a gateway's measurements, too few heartbeats measured yet):
+ * exit 1, so a script tells it from a refused option (2) and from a target no
+ * interval meets (3).
+ */
+function unreadable(message: string): never {
+  console.error(`longlink tune: ${message}`);
+  process.exit(1);
 }

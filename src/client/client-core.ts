@@ -718,10 +718,12 @@ export class ClientCore extends typedEmitter<ClientEvents>() {
         if (i > 0 && this.inFlightBytes + m.payload.length > o.maxInFlightBytes) return;
         const wait = this.dataSlot(o.clock.now());
         if (wait > 0) {
+          // Capped: a pace below ~5e-7 a second waits past 2^31 - 1 ms, which Node fires after 1 ms (a
+          // busy loop of wake-ups); a wait that long re-checks at the cap instead.
           this.paceTimer ??= o.timers.setTimeout(() => {
             this.paceTimer = null;
             this.flushOutbox();
-          }, Math.ceil(wait));
+          }, Math.min(Math.ceil(wait), MAX_TIMER_MS));
           return;
         }
         this.writtenSeq = m.seq;

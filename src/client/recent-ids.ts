@@ -1,5 +1,5 @@
 /**
- * A bounded set of recently seen ids; the oldest is forgotten first. Bounded
+ * A bounded set of recently seen ids; the least recently seen is forgotten first. Bounded
  * in count and in characters: the gateway chooses the ids, and 4,096 of
  * 64 KB each would be a quarter of a gigabyte.
  */
@@ -13,9 +13,18 @@ export class RecentIds {
     private readonly maxChars = capacity * 256,
   ) {}
 
-  /** Adds `id`; false if it was already there. An id too long to remember is taken as new. */
+  /**
+   * Adds `id`; false if it was already there, and then it becomes the newest
+   * again: an id the gateway re-sends (after each reconnect, until the
+   * acknowledgement reaches it) stays remembered while newer ids go through.
+   * An id too long to remember is taken as new.
+   */
   add(id: string): boolean {
-    if (this.ids.has(id)) return false;
+    if (this.ids.has(id)) {
+      this.ids.delete(id);
+      this.ids.add(id);
+      return false;
+    }
     if (id.length > this.maxChars / 10) return true;
     this.ids.add(id);
     this.chars += id.length;

@@ -255,7 +255,8 @@ export class IntervalLearner {
 
   /** Loads what `export` produced; a known network then starts at its learned interval. */
   import(s: LearnerSnapshot): void {
-    if (!s || s.version !== 1 || typeof s.networks !== 'object') throw new OptionError('adaptive.state', 'not a learner snapshot (version 1)');
+    // typeof null is 'object': `networks: null` (a snapshot cut short) threw a bare TypeError below.
+    if (typeof s !== 'object' || s === null || s.version !== 1 || typeof s.networks !== 'object' || s.networks === null) throw new OptionError('adaptive.state', 'not a learner snapshot (version 1)');
     const records = new Map<string, NetworkRecord>();
     const ms = (v: number) => Number.isFinite(v) && v > 0;
     for (const [id, r] of Object.entries(s.networks)) {

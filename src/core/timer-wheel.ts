@@ -77,7 +77,10 @@ export class TimerWheel<T> {
     while (n < slots) n <<= 1;
     this.mask = n - 1;
     this.heads = new Array<WheelTimer<T> | null>(n).fill(null);
-    this.processedTick = Math.floor((opts.startMs ?? 0) / this.tickMs);
+    const startMs = opts.startMs ?? 0;
+    // NaN made every tick NaN: no timer ever expired, and each advance() walked nothing.
+    if (!Number.isFinite(startMs)) throw new OptionError('startMs', `must be a finite number of ms (got ${startMs})`);
+    this.processedTick = Math.floor(startMs / this.tickMs);
   }
 
   get size(): number {

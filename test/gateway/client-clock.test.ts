@@ -614,6 +614,41 @@ test('the outbox goes out at the client pace (maxDataPerSecond, dataBurst) and w
   await gw.close();
 });
 
+test('a DATA pace so slow its next slot is past 2^31 - 1 ms arms its timer at the cap (Node fires a longer one after 1 ms), and the message still waits its turn', async () => {
+  const clock = new ManualClock(5_000);
+  // A coarse wheel, so the timers counted below are the few the 10 s need.
+  const gw = new Gateway({ tcp: false, ws: false, heartbeat: POLICY, wheelTickMs: 500, clock, timers: clock });
+  const links: MemoryLink[] = [];
+  const client = new LonglinkClient({
+    url: 'tcp://test', userId: 'u', deviceId: 'd', clock, timers: clock, random: () => 0.5,
+    // One message every ~31.7 years: the slot after the first is 1e12 ms away.
+    maxDataPerSecond: 1e-9, dataBurst: 1,
+    dial: async () => {
+      const [server, c] = memoryLinkPair();
+      gw.accept(server);
+      links.push(c);
+      return c;
+    },
+  });
+  client.send('first');
+  client.send('second');
+  // ManualClock throws for a delay past 2^31 - 1 ms, as Node would not keep it: before the cap, this threw.
+  await Promise.all([client.connect(), flush()]);
+  const dataOut = () => links[0].peer.received.filter((f) => f.type === FrameType.DATA).length;
+  assert.equal(dataOut(), 1, 'the burst of one');
+  const fired = clock.firedCount;
+  for (let i = 0; i < 10; i++) {
+    clock.advance(1_000);
+    await flush();
+  }
+  assert.equal(dataOut(), 1, 'still waiting for its slot');
+  assert.equal(client.pendingCount, 1);
+  // Ten seconds: the heartbeats' timers and the wheel's, not a pace timer re-armed every millisecond.
+  assert.ok(clock.firedCount - fired < 100, `${clock.firedCount - fired} timers fired in 10 s`);
+  client.close();
+  await gw.close();
+});
+
 test('updateState({ flush: true }) while the link is down goes in a PING as soon as the next link opens, not one interval later', async () => {
   // Server-sent heartbeats (the browser default): the client pings only on demand, so a flushed
   // state (a tab going to the background, say) that waited out a reconnect waited a whole interval more.

@@ -122,6 +122,17 @@ test('the client remembers message ids bounded in characters as well as in count
   assert.equal(ids.add(`9999:${'y'.repeat(10_000)}`), false, 'the most recent are kept');
 });
 
+test('an id seen again becomes the newest: one the gateway keeps re-sending is remembered while newer ids go through', () => {
+  const ids = new RecentIds(3);
+  for (const id of ['a', 'b', 'c']) assert.ok(ids.add(id));
+  assert.equal(ids.add('a'), false, 'a duplicate');
+  assert.ok(ids.add('d'), 'forgets the least recently seen: b, not a');
+  assert.equal(ids.add('a'), false, 'a is still known');
+  assert.ok(ids.add('b'), 'b was forgotten');
+  assert.equal(ids.size, 3);
+  assert.equal(ids.heldChars, 3);
+});
+
 test('longlink client prints text from the gateway with its control characters escaped', () => {
   assert.equal(escapeControls('hi\u001b]52;c;ZXZpbA==\u0007 there\r\n\ttab'), 'hi\\x1b]52;c;ZXZpbA==\\x07 there\\x0d\\x0a\ttab');
   assert.equal(escapeControls('plain é 😀'), 'plain é 😀');

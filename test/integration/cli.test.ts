@@ -628,6 +628,15 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
   assert.match(none.out, /no policy meets it/);
   assert.match(none.out, /--detect-within \d/);
   assert.equal(run(['--detect-within', 'soon']).code, 2, 'a bad duration is refused by the parser (exit 2, as every command)');
+  // A file that is not a gateway's measurements, or holds too few: exit 1 with why.
+  const notStats = path.join(os.tmpdir(), `ll-not-network-${process.pid}.json`);
+  for (const [body, why] of [['{"tcp":{}}', /holds no tcp heartbeat measurements/], ['not json', /ll-not-network/]] as const) {
+    fs.writeFileSync(notStats, body);
+    const r = run(['--detect-within', '30s', '--from', notStats]);
+    assert.equal(r.code, 1, r.out);
+    assert.match(r.out, why);
+  }
+  fs.rmSync(notStats, { force: true });
   // An admin URL nothing answers on (the gateway not started, a wrong port): one line saying what to check, not fetch's stack.
   const closed = net.createServer().listen(0, '127.0.0.1');
   await once(closed, 'listening');
@@ -635,7 +644,8 @@ test('tune: from a model, and from what a running gateway measured (its admin UR
   await new Promise((r) => closed.close(r));
   for (const from of [`http://127.0.0.1:${closedPort}`, `http://127.0.0.1:${closedPort}/metrics`]) {
     const gone = run(['--detect-within', '30s', '--from', from]);
-    assert.equal(gone.code, 2, gone.out);
+    // Exit 1: the run failed (2 is a refused option, 3 a target no interval meets).
+    assert.equal(gone.code, 1, gone.out);
     assert.equal(gone.out.trim().split('\n').length, 1, gone.out);
     assert.match(gone.out, /^longlink tune: cannot read http:\/\/127\.0\.0\.1:\d+\/(api\/network|metrics): .*ECONNREFUSED.*admin port/);
   }

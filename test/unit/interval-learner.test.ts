@@ -153,6 +153,11 @@ test('persistence: export to JSON and import; a known network starts at its lear
   assert.equal(fresh.intervalMs(), settled);
   assert.equal(fresh.record!.phase, 'settled');
   assert.throws(() => fresh.import({ version: 2 } as never), { code: 'LL_ERR_INVALID_OPTION' });
+  // Not objects at all, or a snapshot cut short: refused with the code, not a bare TypeError.
+  for (const bad of [null, undefined, 1, 'x', { version: 1, networks: null }, { version: 1 }]) {
+    assert.throws(() => fresh.import(bad as never), { code: 'LL_ERR_INVALID_OPTION' }, JSON.stringify(bad));
+  }
+  assert.equal(fresh.network, 'wifi:home', 'a refused snapshot leaves what was loaded');
   assert.throws(() => fresh.import({ version: 1, network: 'x', networks: { x: { heldMs: -1 } } } as never), { code: 'LL_ERR_INVALID_OPTION' });
 });
 

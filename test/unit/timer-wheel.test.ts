@@ -50,6 +50,20 @@ describe('TimerWheel: construction', () => {
     }
   });
 
+  test('refuses a start time that is not a finite number (NaN left every timer unexpired for ever)', () => {
+    for (const startMs of [Number.NaN, Infinity, -Infinity]) {
+      assert.throws(() => new TimerWheel({ startMs }), { code: 'LL_ERR_INVALID_OPTION' }, `startMs ${startMs}`);
+    }
+    // A finite start still works.
+    const w = new TimerWheel<string>({ tickMs: 10, startMs: 1_000 });
+    w.schedule(new WheelTimer('x'), 1_015);
+    const fired: string[] = [];
+    w.advance(1_010, (t) => fired.push(t));
+    assert.equal(fired.length, 0);
+    w.advance(1_020, (t) => fired.push(t));
+    assert.deepEqual(fired, ['x']);
+  });
+
   test('rounds the slot count up to a power of two (slot = tick & (slots - 1))', () => {
     const w = new TimerWheel<string>({ tickMs: 1, slots: 5 }); // 8 slots
     const t = new WheelTimer('x');
