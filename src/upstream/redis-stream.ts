@@ -72,7 +72,9 @@ export function streamSink(o: StreamSinkOptions): UpstreamSink & { readonly redi
   const waitMs = o.waitTimeoutMs ?? 1000;
   // ioredis arms the deadline as one timer per command: past MAX_TIMER_MS (or NaN) Node fires it
   // after 1 ms, and every XADD failed at once. WAIT's own timeout is a second inside it.
-  if (!(waitMs >= 0 && waitMs <= MAX_TIMER_MS - 1000)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis stream waitTimeoutMs must be from 0 to ${MAX_TIMER_MS - 1000} ms (got ${waitMs})`);
+  // Whole ms from 1: Redis refuses a fractional WAIT timeout (every XADD failed), and reads 0 as "until
+  // the replicas answer", so a 0 held each message to the command's deadline, then failed it.
+  if (!(Number.isInteger(waitMs) && waitMs >= 1 && waitMs <= MAX_TIMER_MS - 1000)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis stream waitTimeoutMs must be a whole number of ms from 1 to ${MAX_TIMER_MS - 1000} (got ${waitMs})`);
   if (o.timeoutMs !== undefined && !(o.timeoutMs >= 1 && o.timeoutMs <= MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis stream timeoutMs must be from 1 to ${MAX_TIMER_MS} ms (got ${o.timeoutMs})`);
   const timeoutMs = Math.max(o.timeoutMs ?? 10_000, waitMs + 1000);
   const redis = connectRedis({ url: o.url, cluster: o.cluster === true }, 'the Redis stream sink', { maxRetriesPerRequest: 1, commandTimeout: timeoutMs });

@@ -240,6 +240,20 @@ test('upstream sinks refuse a deadline a timer cannot hold (beyond 2^31 − 1 ms
   await webhookSink({ url: 'http://127.0.0.1:1/', timeoutMs: 2 ** 31 - 1 }).close?.();
 });
 
+test('a WAIT timeout is a whole number of ms from 1: Redis reads 0 as "until the replicas answer" and refuses a fraction', async () => {
+  for (const waitTimeoutMs of [0, 0.5, 250.5]) {
+    let sink: UpstreamSink | undefined;
+    let store: RedisStore | undefined;
+    try {
+      assert.throws(() => (sink = streamSink({ url: 'redis://127.0.0.1:1', waitReplicas: 1, waitTimeoutMs })), invalid(/stream waitTimeoutMs/), `streamSink ${waitTimeoutMs}`);
+      assert.throws(() => (store = new RedisStore({ url: 'redis://127.0.0.1:1', waitReplicas: 1, waitTimeoutMs })), invalid(/redis waitTimeoutMs/), `RedisStore ${waitTimeoutMs}`);
+    } finally {
+      await sink?.close?.();
+      await store?.close().catch(() => {});
+    }
+  }
+});
+
 test("the upstream runner's default attempt deadline (the sink's plus a second) stays a timer's", () => {
   const sink: UpstreamSink = { name: 'slow', timeoutMs: 2 ** 31 - 1, send: async () => {} };
   const runner = new UpstreamRunner({ sink }, systemTimers, () => {});

@@ -246,6 +246,9 @@ export class RedisStore implements Store {
     if (!(Number.isInteger(this.o.mailboxShards) && this.o.mailboxShards >= 1 && this.o.mailboxShards <= 16384)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis mailboxShards: an integer from 1 to 16384');
     if (!(Number.isInteger(this.o.sweepShardsPerCall) && this.o.sweepShardsPerCall >= 1)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis sweepShardsPerCall: an integer ≥ 1');
     if (!(Number.isInteger(this.o.waitReplicas) && this.o.waitReplicas >= 0)) throw new LonglinkError('LL_ERR_INVALID_OPTION', 'redis waitReplicas: an integer ≥ 0');
+    // Whole ms from 1: Redis refuses a fractional WAIT timeout (every replicated write failed), and reads 0
+    // as "until the replicas answer", so a 0 held each write to the command's deadline, then failed it.
+    if (!(Number.isInteger(this.o.waitTimeoutMs) && this.o.waitTimeoutMs >= 1 && this.o.waitTimeoutMs < MAX_TIMER_MS)) throw new LonglinkError('LL_ERR_INVALID_OPTION', `redis waitTimeoutMs: a whole number of ms from 1 to ${MAX_TIMER_MS - 1} (got ${this.o.waitTimeoutMs})`);
     // Unset, it leaves a WAIT its whole timeout (a slow replica's setting stays valid).
     if (opts.commandTimeoutMs === undefined) this.o.commandTimeoutMs = Math.max(REDIS_DEFAULTS.commandTimeoutMs, this.o.waitTimeoutMs + 1000);
     // ioredis arms it as one timer per command: past MAX_TIMER_MS every command timed out after 1 ms.
