@@ -219,6 +219,31 @@ describe('dashboard in Chromium', () => {
       // Opened with the token in the fragment, which the browser never sends: no URL carries it.
       const sent = await open(`${admin}/#token=dash-secret`);
       assert.deepEqual(sent.filter((u) => u.includes('dash-secret')), [], 'no request URL carries the token');
+      // Nor does the address the browser keeps in its history, either way it was given; a reload
+      // (the token kept for the tab, in sessionStorage) is still live, and another node's view keeps the rest of the address.
+      for (const given of [`${admin}/#token=dash-secret`, `${admin}/?token=dash-secret`, `${admin}/?node=other#token=dash-secret`]) {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+        await page.goto(given);
+        await page.waitForFunction(() => !location.href.includes('dash-secret'), undefined, { timeout: 5000 }).catch(async () => {
+          assert.fail(`the address still holds the token: ${page.url()} (opened as ${given})`);
+        });
+        // about:blank, then the dashboard: the address was replaced, not pushed as a third entry.
+        assert.equal(await page.evaluate(() => history.length), 2, 'the address was replaced, not pushed');
+        if (given.includes('node=other')) assert.equal(new URL(page.url()).search, '?node=other');
+        else {
+          await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+          await page.reload();
+          await page.getByTestId('status').filter({ hasText: 'live' }).waitFor({ timeout: 5000 });
+          assert.ok(!page.url().includes('dash-secret'), page.url());
+        }
+        await page.close();
+      }
+      // A fresh tab without the token is not let in: the reload above was live by the kept token.
+      const bare = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+      await bare.goto(`${admin}/`);
+      await sleep(1500);
+      assert.notEqual((await bare.getByTestId('status').textContent())?.trim(), 'live', 'a page without the token is not live');
+      await bare.close();
     });
   });
 

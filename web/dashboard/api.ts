@@ -6,7 +6,35 @@
 import type { ClusterView, ConnectionDetail, ConnectionsPage, KickResult, Overview } from '../../src/admin/api-types.js';
 
 const query = new URLSearchParams(location.search);
-const token = new URLSearchParams(location.hash.slice(1)).get('token') ?? query.get('token');
+const TOKEN_KEY = 'longlink-admin-token';
+const token = takeToken();
+
+/**
+ * The token from the address, then taken out of it: left there, it stayed in the browser's
+ * history (and its synced history, and any screenshot of the address bar) for good. Kept for the
+ * tab's life in sessionStorage, so a reload still has it; a link to another node's view carries
+ * it in the fragment (it may open in a new tab), and that page takes it out in turn.
+ */
+function takeToken(): string | null {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  const given = hash.get('token') ?? query.get('token');
+  let stored: string | null = null;
+  try {
+    if (given) sessionStorage.setItem(TOKEN_KEY, given);
+    else stored = sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    // Storage off (a sandboxed or private context): the token lives as long as the page.
+  }
+  if (given) {
+    hash.delete('token');
+    query.delete('token');
+    const u = new URL(location.href);
+    u.search = query.size ? `?${query}` : '';
+    u.hash = hash.size ? `#${hash}` : '';
+    history.replaceState(history.state, '', u.href);
+  }
+  return given ?? stored;
+}
 /** ?node=<id>: another node of the cluster, read through this admin port. */
 export const viewedNode = query.get('node');
 const base = viewedNode ? `/api/nodes/${encodeURIComponent(viewedNode)}` : '/api';
