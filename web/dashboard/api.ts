@@ -8,6 +8,11 @@ import type { ClusterView, ConnectionDetail, ConnectionsPage, KickResult, Overvi
 const query = new URLSearchParams(location.search);
 const TOKEN_KEY = 'longlink-admin-token';
 const token = takeToken();
+// A token pasted into the address of an open page (a gateway restarted with another) changes only
+// the fragment, which loads nothing: the page loads again to take it.
+addEventListener('hashchange', () => {
+  if (new URLSearchParams(location.hash.slice(1)).has('token')) location.reload();
+});
 
 /**
  * The token from the address, then taken out of it: left there, it stayed in the browser's
@@ -64,16 +69,21 @@ export class ApiError extends Error {
   }
 }
 
-/** The stream key, asked for once: it changes only with the token. */
+/** The stream key, asked for once: it changes only with the token (the page's, or the gateway's at a restart). */
 let streamKey: Promise<string> | null = null;
+
+/** The stream was refused: the key is asked for again, so a token the gateway no longer takes shows as a 401. */
+export function forgetStreamKey(): void {
+  streamKey = null;
+}
 
 /**
  * EventSource cannot send headers, so a credential rides in the query string: the stream key
  * (GET /api/stream-key, asked for with the token in a header), which opens the stream only. The
- * token there was in every proxy log the stream passed, and kicks and drains.
+ * token there was in every proxy log the stream passed, and kicks and drains. Asked for without a
+ * token too: a gateway that wants one answers 401 (ApiError), which EventSource would not show.
  */
 export async function eventsUrl(): Promise<string> {
-  if (!token) return `${base}/events`;
   streamKey ??= request<{ key: string | null }>('/api/stream-key').then((r) => r.key ?? '');
   try {
     const key = await streamKey;

@@ -4,9 +4,10 @@
  * and cannot tell a stalled stream from a quiet one; both cases reopen it here.
  */
 import type { OfflineNotice, OnlineNotice, Snapshot, Tick } from '../../src/admin/api-types.js';
-import { eventsUrl } from './api.js';
+import { ApiError, eventsUrl, forgetStreamKey } from './api.js';
 
-export type StreamState = 'live' | 'reconnecting';
+/** 'token refused': the admin port answered 401 (no token given, or not the one it takes now); tried again all the same. */
+export type StreamState = 'live' | 'reconnecting' | 'token refused';
 
 export interface StreamHandlers {
   snapshot(s: Snapshot): void;
@@ -27,11 +28,11 @@ export function openStream(h: StreamHandlers): void {
   /** Bumped by every connect and restart: a stream URL that comes after either opens nothing. */
   let attempt = 0;
 
-  const restart = (): void => {
+  const restart = (why: StreamState = 'reconnecting'): void => {
     attempt++;
     es?.close();
     es = null;
-    h.state('reconnecting');
+    h.state(why);
     clearTimeout(retry);
     retry = window.setTimeout(connect, RETRY_MS);
   };
@@ -39,7 +40,7 @@ export function openStream(h: StreamHandlers): void {
   // Any event proves the stream is alive; arm the stall timer again.
   const alive = (): void => {
     clearTimeout(watchdog);
-    watchdog = window.setTimeout(restart, STALL_MS);
+    watchdog = window.setTimeout(() => restart(), STALL_MS);
   };
 
   function on<T>(src: EventSource, name: string, fn: (data: T) => void): void {
@@ -60,7 +61,7 @@ export function openStream(h: StreamHandlers): void {
     alive(); // the stream key may be slow to come too
     eventsUrl().then(
       (url) => mine === attempt && open(url),
-      () => mine === attempt && restart(),
+      (err: unknown) => mine === attempt && restart(err instanceof ApiError && err.status === 401 ? 'token refused' : 'reconnecting'),
     );
   }
 
@@ -78,7 +79,12 @@ export function openStream(h: StreamHandlers): void {
     on<OfflineNotice>(src, 'offline', h.offline);
     src.onerror = () => {
       if (src !== es) return;
-      if (src.readyState === EventSource.CLOSED) restart();
+      if (src.readyState === EventSource.CLOSED) {
+        // An HTTP error (a 401 among them: the gateway restarted with another token): the key is asked
+        // for again, and its answer says which.
+        forgetStreamKey();
+        restart();
+      }
       else h.state('reconnecting'); // the browser is retrying on its own
     };
   }
