@@ -229,10 +229,12 @@ export class AdminServer {
         const e = err instanceof AdminError ? err : new AdminError(500, 'LL_ERR_INTERNAL', err instanceof Error ? err.message : String(err));
         // The URL without its query: a dashboard's ?token= must not reach the log.
         if (e.status === 500) opts.log?.error({ event: 'admin-error', err: e.message, url: (req.url ?? '').split('?')[0] }, 'admin request failed');
-        if (!res.headersSent) {
-          if (e.status === 429 || e.code === 'LL_ERR_CLOSED') res.setHeader('retry-after', '1');
-          json(res, e.status, { error: { code: e.code, message: e.message } });
-        } else res.end();
+        drainThen(req, () => {
+          if (!res.headersSent) {
+            if (e.status === 429 || e.code === 'LL_ERR_CLOSED') res.setHeader('retry-after', '1');
+            json(res, e.status, { error: { code: e.code, message: e.message } });
+          } else res.end();
+        });
       });
     });
     limitAdminSockets(this.server);
@@ -655,6 +657,37 @@ function digest(s: string): Buffer {
   return createHash('sha256').update(s).digest();
 }
 
+/** Most of a refused request body read and dropped before its error answer; past it, the socket is closed. */
+const DRAIN_MAX_BYTES = 8 << 20;
+
+/**
+ * Answers an error once the request's body is in (read and dropped): answered while the client
+ * was still writing it, and the socket closed, the client got a reset and never read the answer
+ * (a 401 or 413 seen as a network error). A body over DRAIN_MAX_BYTES is not waited for: the
+ * answer goes and the socket is closed. A body that never ends is Node's requestTimeout's.
+ */
+function drainThen(req: IncomingMessage, answer: () => void): void {
+  if (req.complete || req.destroyed || req.readableEnded) return answer();
+  if (Number(req.headers['content-length']) > DRAIN_MAX_BYTES) {
+    answer();
+    req.socket.destroySoon();
+    return;
+  }
+  let read = 0;
+  const onData = (chunk: Buffer) => {
+    read += chunk.length;
+    if (read > DRAIN_MAX_BYTES) {
+      req.off('data', onData);
+      req.off('end', answer);
+      answer();
+      req.socket.destroySoon();
+    }
+  };
+  req.on('data', onData);
+  req.once('end', answer);
+  req.resume();
+}
+
 function json(res: ServerResponse, status: number, body: unknown): void {
   // Serialised before the status line: an answer that cannot be (a BigInt from an application's
   // Store, a cycle) throws while the caller's 500 can still be sent, not after a 200 left empty.
@@ -691,21 +724,47 @@ function optional(v: unknown, name: string): string | undefined {
   return v === undefined ? undefined : required(v, name);
 }
 
+/**
+ * The request's JSON body, at most `max` bytes. Over it, refused (413) without reading on: what is
+ * left is read and dropped by the error answer (drainThen), not cut off with the socket, so a
+ * client that writes its whole body before reading gets the 413, not a reset.
+ */
 async function body(req: IncomingMessage, max = MAX_BODY_BYTES): Promise<Record<string, unknown>> {
+  const tooLarge = () => new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${max} bytes`);
+  if (Number(req.headers['content-length']) > max) throw tooLarge();
   const chunks: Buffer[] = [];
   let size = 0;
-  try {
-    for await (const chunk of req) {
-      size += (chunk as Buffer).length;
-      if (size > max) throw new AdminError(413, 'LL_ERR_TOO_LARGE', `request body over ${max} bytes`);
-      chunks.push(chunk as Buffer);
-    }
-  } catch (err) {
-    if (err instanceof AdminError) throw err;
-    // The body was cut short ("aborted": the caller went away mid-upload, or Node's requestTimeout
-    // cut a slow one): the caller's doing, not a 500 logged as the admin port's own failure.
-    throw badRequest(`the request body did not arrive whole (${err instanceof Error ? err.message : String(err)})`);
-  }
+  await new Promise<void>((resolve, reject) => {
+    const stop = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('close', onClose);
+      req.off('error', onClose);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= max) chunks.push(chunk);
+      else {
+        stop();
+        req.pause();
+        reject(tooLarge());
+      }
+    };
+    const onEnd = () => {
+      stop();
+      resolve();
+    };
+    // Cut short (the caller went away mid-upload, or Node's requestTimeout cut a slow one): the
+    // caller's doing, not a 500 logged as the admin port's own failure.
+    const onClose = (err?: Error) => {
+      stop();
+      reject(badRequest(`the request body did not arrive whole (${err?.message ?? 'aborted'})`));
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('close', onClose);
+    req.once('error', onClose);
+  });
   if (size === 0) return {};
   let parsed: unknown;
   try {

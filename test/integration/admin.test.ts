@@ -70,6 +70,42 @@ async function eventually<T>(what: string, fn: () => Promise<T | undefined | fal
 }
 
 describe('admin port', () => {
+  test('a refused request whose body is still coming is answered once the body is in: the client reads its 401 or 413, not a reset', async () => {
+    const { port, close } = await setup('s3cret');
+    const auth = { authorization: 'Bearer s3cret' };
+    try {
+      // Written whole before the answer is read: with the answer sent mid-upload and the socket
+      // closed, these were ECONNRESET or EPIPE on the client, never the answer.
+      const cases: [string, string, string, Record<string, string>, number, string][] = [
+        ['the server API, 6 MiB with its length', '/v1/push', 'x'.repeat(6 << 20), { ...auth, 'content-length': String(6 << 20) }, 413, 'LL_ERR_TOO_LARGE'],
+        ['the server API, 3 MiB chunked', '/v1/push', 'y'.repeat(3 << 20), auth, 413, 'LL_ERR_TOO_LARGE'],
+        ['a dashboard action, 2 MiB', '/api/kick', 'z'.repeat(2 << 20), auth, 413, 'LL_ERR_TOO_LARGE'],
+        ['no token, 4 MiB', '/api/kick', 'w'.repeat(4 << 20), {}, 401, 'LL_ERR_UNAUTHORIZED'],
+      ];
+      for (const [what, path, body, headers, status, code] of cases) {
+        for (let i = 0; i < 3; i++) {
+          const r = await http(port, 'POST', path, body, headers).catch((err: Error) => assert.fail(`${what}: ${err.message}, not the ${status}`));
+          assert.equal(r.status, status, what);
+          assert.equal(r.json().error.code, code, what);
+        }
+      }
+      // Past what is read and dropped (8 MiB), the answer goes and the socket closes; the port serves on.
+      // (A raw socket: Node's client hands a socket whose answer came back to its agent while the body
+      // is still being written, and the write's EPIPE then has no listener.)
+      const big = connect(port, '127.0.0.1');
+      let answer = '';
+      big.on('data', (d) => (answer += d));
+      big.on('error', () => {});
+      big.write(`POST /api/kick HTTP/1.1\r\nhost: 127.0.0.1\r\nauthorization: Bearer s3cret\r\ncontent-type: application/json\r\ncontent-length: ${9 << 20}\r\n\r\n`);
+      big.write(Buffer.alloc(9 << 20, 0x76));
+      await new Promise((r) => big.once('close', r));
+      assert.match(answer, /^HTTP\/1\.1 413 /);
+      assert.equal((await http(port, 'GET', '/api/overview', undefined, auth)).status, 200);
+    } finally {
+      await close();
+    }
+  });
+
   test('metrics count connections by transport, heartbeats, RTT, detections and delivery', async () => {
     const { gw, port, urls, close } = await setup();
     const tcp = new LonglinkClient({ url: urls.tcp, userId: 'ann', deviceId: 'phone', intervalMs: 150 });
