@@ -124,3 +124,85 @@ test('a message over the relay\'s budget (a slow store) is not dropped without a
     await gw.close();
   }
 });
+
+/** A store that fails writes into `failFor`'s mailboxes (and, with `knownToo`, the look-up of that user's devices) while `failing`. */
+class FailingForStore extends MemoryStore {
+  failing = true;
+  writes = 0;
+  constructor(
+    private readonly failFor: string,
+    private readonly knownToo = false,
+  ) {
+    super();
+  }
+  override async enqueue(...args: Parameters<MemoryStore['enqueue']>) {
+    if (args[0] === this.failFor) {
+      this.writes++;
+      if (this.failing) throw new Error('store down (test)');
+    }
+    return super.enqueue(...args);
+  }
+  override async knownDevices(...args: Parameters<MemoryStore['knownDevices']>) {
+    if (this.knownToo && this.failing && args[0] === this.failFor) throw new Error('store down (test)');
+    return super.knownDevices(...args);
+  }
+}
+
+for (const knownToo of [false, true]) {
+  test(`a store that fails the relayed message's write${knownToo ? ' (and the look-up of the recipient\'s devices)' : ''} for a while does not lose it: tried again, written once, its sender not told`, async () => {
+    const store = new FailingForStore('bob', knownToo);
+    const { gw, port } = await node('solo', store);
+    const errors: unknown[] = [];
+    relayChat(gw, (e) => errors.push(e), { perUser: 8, total: 100, retryMs: [50, 50, 100, 100, 200, 200, 400, 400] });
+    const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
+    const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
+    const toAlice: string[] = [];
+    const toBob: string[] = [];
+    alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
+    bob.on('message', (m) => toBob.push(Buffer.from(m.payload).toString()));
+    try {
+      await bob.connect();
+      await alice.connect();
+      for (let i = 0; i < 3; i++) alice.send(`@bob n${i}`);
+      // Failed a few times (the retries last 1.5 s in all here).
+      for (let i = 0; i < 50 && !knownToo && store.writes < 6; i++) await sleep(20);
+      await sleep(300);
+      assert.deepEqual(toBob, [], 'nothing written while the store fails');
+      store.failing = false;
+      for (let i = 0; i < 150 && toBob.length < 3; i++) await sleep(20);
+      await sleep(200);
+      assert.deepEqual([...toBob].sort(), ['alice: n0', 'alice: n1', 'alice: n2'], 'each relayed once the store is back');
+      assert.deepEqual(toAlice, [], 'the sender was told nothing');
+      assert.deepEqual(errors, []);
+    } finally {
+      alice.close();
+      bob.close();
+      await gw.close();
+    }
+  });
+}
+
+test('a store that fails the write past the retries: the sender is told it was not relayed, and the error is reported', async () => {
+  const store = new FailingForStore('bob');
+  const { gw, port } = await node('solo', store);
+  const errors: unknown[] = [];
+  relayChat(gw, (e) => errors.push(e), { perUser: 8, total: 100, retryMs: [20, 20, 20] });
+  const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
+  const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
+  const toAlice: string[] = [];
+  alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
+  try {
+    await bob.connect();
+    await alice.connect();
+    alice.send('@bob lost?');
+    for (let i = 0; i < 100 && toAlice.length === 0; i++) await sleep(20);
+    assert.deepEqual(toAlice, ['(not relayed to bob: the store failed it; send again later)']);
+    assert.equal(store.writes, 4, 'the first write and three more');
+    assert.equal(errors.length, 1);
+    assert.equal((errors[0] as { code?: string }).code, 'LL_ERR_STORE_UNAVAILABLE');
+  } finally {
+    alice.close();
+    bob.close();
+    await gw.close();
+  }
+});
