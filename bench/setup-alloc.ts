@@ -28,6 +28,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { WebSocket, WebSocketServer } from 'ws';
+import { markAlive } from './peers/ws-readme.js';
 import { exitOnHelp } from './usage.js';
 
 exitOnHelp(import.meta.url);
@@ -132,12 +133,7 @@ async function server(root: string, peer: string, count: number, warmup: number,
   } else if (peer === 'ws') {
     // As bench/peers/server.ts, but for its heartbeat round (a timer over all clients, not set-up work).
     const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-    const alive = new WeakMap<WebSocket, boolean>();
-    wss.on('connection', (ws) => {
-      alive.set(ws, true);
-      ws.on('pong', () => alive.set(ws, true));
-      ws.on('error', () => {});
-    });
+    markAlive(wss);
     await new Promise<void>((r) => wss.once('listening', () => r()));
     port = (wss.address() as net.AddressInfo).port;
     stop = () => new Promise((r) => wss.close(r));

@@ -29,6 +29,7 @@ import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { Server as IoServer } from 'socket.io';
 import { Gateway } from '../../src/gateway/gateway.js';
+import { markAlive } from './ws-readme.js';
 import { BARE_PONG_DELIMITED } from '../../src/protocol/frame-codec.js';
 
 const [peer, intervalArg] = process.argv.slice(2);
@@ -185,12 +186,7 @@ async function main(): Promise<number> {
     }
     case 'ws': {
       const wss = new WebSocketServer({ host: '127.0.0.1', port: 0 });
-      const alive = new WeakMap<WebSocket, boolean>();
-      wss.on('connection', (ws) => {
-        alive.set(ws, true);
-        ws.on('pong', () => alive.set(ws, true));
-        ws.on('error', () => {});
-      });
+      const alive = markAlive(wss);
       // The heartbeat from ws's README.
       setInterval(() => {
         for (const ws of wss.clients) {

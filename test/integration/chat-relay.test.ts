@@ -78,6 +78,17 @@ test(`the same across nodes on Redis: sender on A, the recipient on B`, { skip: 
   }
 });
 
+/** Alice and Bob on the node's port, with what each is sent. */
+function aliceAndBob(port: number) {
+  const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
+  const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
+  const toAlice: string[] = [];
+  const toBob: string[] = [];
+  alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
+  bob.on('message', (m) => toBob.push(Buffer.from(m.payload).toString()));
+  return { alice, bob, toAlice, toBob };
+}
+
 /** A store whose writes into `slowFor`'s mailboxes wait until `release()` (a slow store, for one recipient). */
 class SlowForStore extends MemoryStore {
   private waiting: (() => void)[] = [];
@@ -98,12 +109,7 @@ test('a message over the relay\'s budget (a slow store) is not dropped without a
   const { gw, port } = await node('solo', store);
   const drops: string[] = [];
   relayChat(gw, () => {}, { perUser: 2, total: 100 }, (user, why) => drops.push(`${user} ${why}`));
-  const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
-  const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
-  const toAlice: string[] = [];
-  const toBob: string[] = [];
-  alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
-  bob.on('message', (m) => toBob.push(Buffer.from(m.payload).toString()));
+  const { alice, bob, toAlice, toBob } = aliceAndBob(port);
   try {
     await bob.connect();
     await alice.connect();
@@ -154,12 +160,7 @@ for (const knownToo of [false, true]) {
     const { gw, port } = await node('solo', store);
     const errors: unknown[] = [];
     relayChat(gw, (e) => errors.push(e), { perUser: 8, total: 100, retryMs: [50, 50, 100, 100, 200, 200, 400, 400] });
-    const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
-    const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
-    const toAlice: string[] = [];
-    const toBob: string[] = [];
-    alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
-    bob.on('message', (m) => toBob.push(Buffer.from(m.payload).toString()));
+    const { alice, bob, toAlice, toBob } = aliceAndBob(port);
     try {
       await bob.connect();
       await alice.connect();
@@ -187,10 +188,7 @@ test('a store that fails the write past the retries: the sender is told it was n
   const { gw, port } = await node('solo', store);
   const errors: unknown[] = [];
   relayChat(gw, (e) => errors.push(e), { perUser: 8, total: 100, retryMs: [20, 20, 20] });
-  const bob = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'bob', deviceId: 'b' });
-  const alice = new LonglinkClient({ url: `tcp://127.0.0.1:${port}`, userId: 'alice', deviceId: 'phone' });
-  const toAlice: string[] = [];
-  alice.on('message', (m) => toAlice.push(Buffer.from(m.payload).toString()));
+  const { alice, bob, toAlice } = aliceAndBob(port);
   try {
     await bob.connect();
     await alice.connect();
