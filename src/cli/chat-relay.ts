@@ -44,7 +44,7 @@ const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref()
  *
  * A message is in progress until its push resolves; the push waits for no
  * acknowledgement (waitMs 0: the message was acknowledged to its sender
- * already and the relay reads only `unknownUser`), so it resolves a timer's
+ * already and the relay reads only `unknownUser` and failed writes), so it resolves a timer's
  * turn after its mailbox write, not pushWaitMs later for a recipient that
  * never reads. Freed as soon as the write was queued, the budget bounded
  * nothing a flood could not refill every read: four never-reading senders
