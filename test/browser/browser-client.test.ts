@@ -131,10 +131,13 @@ describe('browser client in Chromium', () => {
       // Back online: the check is answered, or it failed and the client reconnects at once.
       await until('the link to be good again', async () => conn() !== undefined && (await states()).at(-1) === 'open', 10_000);
 
-      // The link is lost; the backoff says 30 s, but the network coming back means try now.
+      // The link is lost; the backoff says 30 s, but the network coming back means try now. (The
+      // check above may have failed and reconnected at once, a reconnect of its own: counted from here.)
+      const reconnects = () => page.evaluate(() => (window as any).events('b', 'reconnecting').length as number);
+      const earlier = await reconnects();
       gw.disconnect('web', 'net');
-      await until('reconnecting', async () => (await page.evaluate(() => (window as any).events('b', 'reconnecting').length)) === 1);
-      const delay = await page.evaluate(() => (window as any).events('b', 'reconnecting')[0].delayMs);
+      await until('reconnecting', async () => (await reconnects()) === earlier + 1);
+      const delay = await page.evaluate((i) => (window as any).events('b', 'reconnecting')[i].delayMs, earlier);
       assert.ok(delay >= 30_000, `the backoff would wait ${delay} ms`);
       const before = Date.now();
       await context.setOffline(true);
