@@ -122,6 +122,8 @@ export function relayChat(gw: Gateway, onError: (err: unknown) => void, budget: 
         if (failed?.length === 0) return result;
         if (attempt >= retryMs.length) break;
         await sleep(retryMs[attempt]);
+        // Closed meanwhile: its store is going or gone, and the sender with it; nothing to retry or tell.
+        if (gw.closed) return null;
       }
       onError(new LonglinkError('LL_ERR_STORE_UNAVAILABLE', `relay: a message from ${m.userId} to ${userId} not written${failed ? ` for ${failed.join(', ')}` : ''}: the store failed it for ${retryMs.reduce((a, b) => a + b, 0)} ms`));
       await gw.push(m.userId, `(not relayed${relay ? ` to ${userId}` : ''}: the store failed it; send again later)`, { waitMs: 0 });

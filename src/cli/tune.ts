@@ -187,10 +187,10 @@ function fraction(v: string): number {
   return n;
 }
 
-/** A usage error: exit 2, as every command's. */
-function fail(message: string): never {
+/** Ends the run with one line: exit 2 for a usage error, as every command's. */
+function fail(message: string, exitCode: 1 | 2 = 2): never {
   console.error(`longlink tune: ${message}`);
-  process.exit(2);
+  process.exit(exitCode);
 }
 
 /**
@@ -200,6 +200,5 @@ function fail(message: string): never {
  * interval meets (3).
  */
 function unreadable(message: string): never {
-  console.error(`longlink tune: ${message}`);
-  process.exit(1);
+  return fail(message, 1);
 }

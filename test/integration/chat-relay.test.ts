@@ -204,3 +204,26 @@ test('a store that fails the write past the retries: the sender is told it was n
     await gw.close();
   }
 });
+
+test('a gateway closed while a relayed message waits to be tried again: no more tries, and nothing reported', async () => {
+  const store = new FailingForStore('bob');
+  const { gw, port } = await node('solo', store);
+  const errors: unknown[] = [];
+  relayChat(gw, (e) => errors.push(e), { perUser: 8, total: 100, retryMs: [100, 100, 100, 100, 100] });
+  const { alice, bob } = aliceAndBob(port);
+  try {
+    await bob.connect();
+    await alice.connect();
+    alice.send('@bob later');
+    for (let i = 0; i < 100 && store.writes === 0; i++) await sleep(10);
+    assert.equal(store.writes, 1, 'the first write failed');
+  } finally {
+    alice.close();
+    bob.close();
+    await gw.close();
+  }
+  const writes = store.writes;
+  await sleep(700);
+  assert.equal(store.writes, writes, 'not tried again after the close');
+  assert.deepEqual(errors, []);
+});
